@@ -1,0 +1,1 @@
+"""Getting images into the pipeline: image folders to TFRecord spans, demo data."""

@@ -1,0 +1,98 @@
+"""Checking one image file: accepted as is, normalized to RGB JPEG, or rejected.
+
+Pure functions of the file's bytes, so tests and any runner (a loop, Beam)
+can call them directly. TensorFlow's decoder has the last word, because
+Transform decodes with it: an image that PIL opens but TensorFlow cannot
+would otherwise crash the pipeline later.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import io
+import warnings
+
+import tensorflow as tf
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+# Pillow's own guard against decompression bombs; ingest applies its own limit.
+Image.MAX_IMAGE_PIXELS = None
+DEFAULT_MAX_PIXELS = 50_000_000
+MIN_SIDE = 8
+JPEG_QUALITY = 95
+
+
+class RejectedImage(ValueError):
+    """The bytes are not a usable image; `reason` says why, for the report."""
+
+    def __init__(self, reason: str):
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclasses.dataclass(frozen=True)
+class CheckedImage:
+    jpeg: bytes
+    height: int
+    width: int
+    normalized: str | None  # what was converted, or None when accepted as is
+    sha256: str
+
+
+def _tf_decodes(jpeg: bytes) -> None:
+    try:
+        tf.io.decode_jpeg(jpeg, channels=3)
+    except tf.errors.InvalidArgumentError as error:
+        raise RejectedImage(f"corrupt JPEG data ({error.message.strip().splitlines()[0]})") from None
+
+
+def check_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> CheckedImage:
+    """Returns the image as RGB JPEG bytes, or raises RejectedImage."""
+    if not data:
+        raise RejectedImage("empty file")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data))
+            width, height = image.size
+            if width * height > max_pixels:
+                raise RejectedImage(f"{width}x{height} pixels exceeds the limit of {max_pixels}")
+            if min(width, height) < MIN_SIDE:
+                raise RejectedImage(f"{width}x{height} is smaller than {MIN_SIDE} pixels on a side")
+            source_format = image.format
+            image.load()
+    except RejectedImage:
+        raise
+    except UnidentifiedImageError:
+        raise RejectedImage("not an image (unrecognized format)") from None
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
+        raise RejectedImage(f"truncated or corrupt image data ({error})") from None
+
+    changes = []
+    if source_format != "JPEG":
+        changes.append(f"{source_format} to JPEG")
+    orientation = image.getexif().get(0x0112, 1)
+    if orientation not in (1, None):
+        image = ImageOps.exif_transpose(image)
+        changes.append(f"EXIF orientation {orientation} applied")
+    if image.mode != "RGB":
+        changes.append(f"{image.mode} to RGB")
+        if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+            rgba = image.convert("RGBA")
+            background = Image.new("RGB", rgba.size, (255, 255, 255))
+            background.paste(rgba, mask=rgba.getchannel("A"))
+            image = background
+        else:
+            image = image.convert("RGB")
+
+    if changes:
+        out = io.BytesIO()
+        image.save(out, format="JPEG", quality=JPEG_QUALITY)
+        jpeg = out.getvalue()
+    else:
+        jpeg = data
+    _tf_decodes(jpeg)
+    width, height = image.size
+    return CheckedImage(jpeg=jpeg, height=height, width=width,
+                        normalized="; ".join(changes) or None, sha256=hashlib.sha256(jpeg).hexdigest())

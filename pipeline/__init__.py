@@ -1,0 +1,1 @@
+"""The pipeline definition (pipeline.py) and its one configuration (config.py)."""

@@ -1,0 +1,189 @@
+"""The one typed, validated configuration of the pipeline.
+
+Every value that a user may tune lives here exactly once. The CLI builds its
+flags from these fields (their `help` metadata is the flag's help), the
+pipeline passes the relevant sections to Transform and Trainer as
+`custom_config`, and the tests read the defaults from here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any, Mapping
+
+# MobileNetV2's ImageNet weights exist for these width multipliers only.
+IMAGENET_ALPHAS = (0.35, 0.5, 0.75, 1.0, 1.3, 1.4)
+WEIGHTS_IMAGENET = "imagenet"
+WEIGHTS_NONE = "none"
+
+
+class ConfigError(ValueError):
+    """A configuration value is out of range; the message names the field."""
+
+    def __init__(self, field: str, message: str):
+        super().__init__(f"invalid {field}: {message}")
+        self.field = field
+
+
+def _field(default: Any, help: str, **kwargs: Any) -> Any:  # noqa: A002 - mirrors argparse
+    return dataclasses.field(default=default, metadata={"help": help, **kwargs})
+
+
+def _require(condition: bool, field: str, message: str) -> None:
+    if not condition:
+        raise ConfigError(field, message)
+
+
+def _is_finite_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+@dataclasses.dataclass(frozen=True)
+class DataConfig:
+    image_size: int = _field(160, "Side in pixels of the square images the model sees (e.g. 128, 160, 224).")
+    train_buckets: int = _field(8, "Hash buckets of the train split (train:eval ratio with --eval-buckets).")
+    eval_buckets: int = _field(2, "Hash buckets of the eval split.")
+
+    def __post_init__(self) -> None:
+        _require(isinstance(self.image_size, int) and 32 <= self.image_size <= 1024,
+                 "image_size", f"must be an integer in [32, 1024], got {self.image_size!r}")
+        for name in ("train_buckets", "eval_buckets"):
+            value = getattr(self, name)
+            _require(isinstance(value, int) and 1 <= value <= 1000, name,
+                     f"must be an integer in [1, 1000], got {value!r}")
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainingConfig:
+    weights: str = _field(
+        WEIGHTS_IMAGENET,
+        "MobileNetV2 base weights: 'imagenet' (downloaded by Keras), a path to a local "
+        "weights file (.h5 / .weights.h5), or 'none' for random initialization.")
+    alpha: float = _field(1.0, "MobileNetV2 width multiplier.")
+    batch_size: int = _field(32, "Training batch size.")
+    head_epochs: int = _field(10, "Phase 1: epochs training the classification head on the frozen base.")
+    fine_tune_epochs: int = _field(10, "Phase 2: epochs fine-tuning the top of the base (0 skips phase 2).")
+    learning_rate: float = _field(1e-3, "Phase 1 Adam learning rate.")
+    fine_tune_lr_factor: float = _field(0.1, "Phase 2 learning rate = learning_rate x this factor.")
+    fine_tune_from: int = _field(100, "Index of the first base layer unfrozen in phase 2 (BatchNorm stays frozen).")
+    dropout: float = _field(0.2, "Dropout rate before the output layer.")
+    hidden_units: int = _field(0, "Units of an optional hidden Dense layer in the head (0: none).")
+    flip: bool = _field(True, "Augment with random horizontal flips (training only).")
+    rotation: float = _field(0.1, "Augmentation: max random rotation, as a fraction of a full turn.")
+    zoom: float = _field(0.1, "Augmentation: max random zoom, as a fraction of the image.")
+    early_stopping_patience: int = _field(3, "Epochs without eval-loss improvement before a phase stops (0: never).")
+    calibration_images: int = _field(
+        256, "With random weights only: train images used to set BatchNorm statistics before phase 1.")
+    shuffle_buffer: int = _field(1024, "Shuffle buffer size, in examples.")
+    seed: int = _field(42, "Random seed for initialization, shuffling and augmentation.")
+
+    def __post_init__(self) -> None:
+        _require(isinstance(self.weights, str) and self.weights.strip() != "", "weights",
+                 "must be 'imagenet', 'none' or a path to a weights file")
+        _require(_is_finite_number(self.alpha) and self.alpha > 0, "alpha", f"must be > 0, got {self.alpha!r}")
+        if self.weights == WEIGHTS_IMAGENET:
+            _require(self.alpha in IMAGENET_ALPHAS, "alpha",
+                     f"ImageNet weights exist only for alpha in {IMAGENET_ALPHAS}, got {self.alpha!r}")
+        for name in ("batch_size", "shuffle_buffer"):
+            value = getattr(self, name)
+            _require(isinstance(value, int) and value >= 1, name, f"must be an integer >= 1, got {value!r}")
+        for name in ("head_epochs", "fine_tune_epochs", "early_stopping_patience", "hidden_units",
+                     "fine_tune_from", "calibration_images"):
+            value = getattr(self, name)
+            _require(isinstance(value, int) and not isinstance(value, bool) and value >= 0, name,
+                     f"must be an integer >= 0, got {value!r}")
+        _require(self.head_epochs + self.fine_tune_epochs >= 1, "head_epochs",
+                 "head_epochs + fine_tune_epochs must be >= 1: nothing would be trained")
+        for name in ("learning_rate", "fine_tune_lr_factor"):
+            value = getattr(self, name)
+            _require(_is_finite_number(value) and 0 < value <= 1, name, f"must be in (0, 1], got {value!r}")
+        _require(_is_finite_number(self.dropout) and 0 <= self.dropout < 1, "dropout",
+                 f"must be in [0, 1), got {self.dropout!r}")
+        for name in ("rotation", "zoom"):
+            value = getattr(self, name)
+            _require(_is_finite_number(value) and 0 <= value < 1, name, f"must be in [0, 1), got {value!r}")
+        _require(isinstance(self.seed, int), "seed", f"must be an integer, got {self.seed!r}")
+
+    @property
+    def fine_tune_learning_rate(self) -> float:
+        return self.learning_rate * self.fine_tune_lr_factor
+
+    @property
+    def random_init(self) -> bool:
+        return self.weights == WEIGHTS_NONE
+
+
+@dataclasses.dataclass(frozen=True)
+class EvaluationConfig:
+    min_accuracy: float = _field(
+        0.8, "Blessing needs eval accuracy >= this. A value above 1.0 blesses nothing (useful to dry-run a deploy).")
+    max_accuracy_drop: float = _field(
+        0.0, "Blessing needs accuracy >= the last blessed model's minus this tolerance (0: at least as good).")
+
+    def __post_init__(self) -> None:
+        _require(_is_finite_number(self.min_accuracy) and self.min_accuracy >= 0, "min_accuracy",
+                 f"must be a number >= 0, got {self.min_accuracy!r}")
+        _require(_is_finite_number(self.max_accuracy_drop) and 0 <= self.max_accuracy_drop <= 1,
+                 "max_accuracy_drop", f"must be in [0, 1], got {self.max_accuracy_drop!r}")
+
+
+@dataclasses.dataclass(frozen=True)
+class PipelineConfig:
+    name: str = "cats-vs-dogs"
+    data: DataConfig = dataclasses.field(default_factory=DataConfig)
+    training: TrainingConfig = dataclasses.field(default_factory=TrainingConfig)
+    evaluation: EvaluationConfig = dataclasses.field(default_factory=EvaluationConfig)
+
+    def __post_init__(self) -> None:
+        _require(isinstance(self.name, str) and self.name.replace("-", "").replace("_", "").isalnum(),
+                 "name", f"must be letters, digits, '-' or '_', got {self.name!r}")
+
+    def replace(self, **overrides: Any) -> "PipelineConfig":
+        """Returns a copy with fields of any section replaced, by field name."""
+        return with_overrides(self, overrides)
+
+
+SECTIONS = ("data", "training", "evaluation")
+
+
+def section_fields() -> list[tuple[str, dataclasses.Field]]:
+    """(section, field) for every tunable field, in declaration order."""
+    return [(section, f) for section in SECTIONS
+            for f in dataclasses.fields(PipelineConfig.__dataclass_fields__[section].default_factory)]
+
+
+def with_overrides(config: PipelineConfig, overrides: Mapping[str, Any]) -> PipelineConfig:
+    """Applies {field_name: value} to the section that owns each field.
+
+    Unknown names raise ConfigError instead of being ignored, so a typo never
+    silently trains with a default.
+    """
+    by_section: dict[str, dict[str, Any]] = {section: {} for section in SECTIONS}
+    owners = {f.name: section for section, f in section_fields()}
+    top_level = {}
+    for key, value in overrides.items():
+        if key in owners:
+            by_section[owners[key]][key] = value
+        elif key == "name":
+            top_level[key] = value
+        else:
+            raise ConfigError(key, "no such setting")
+    sections = {s: dataclasses.replace(getattr(config, s), **v) for s, v in by_section.items() if v}
+    return dataclasses.replace(config, **top_level, **sections)
+
+
+def demo_config() -> PipelineConfig:
+    """Settings for the generated demo images, where no ImageNet weights exist.
+
+    With random weights there are no pretrained features to protect, so phase 2
+    unfreezes more of the base (from layer 60) to learn them; measured on the
+    demo set this reaches >= 0.9 eval accuracy where layer 100 stalls near 0.8.
+    """
+    return with_overrides(PipelineConfig(), {
+        "weights": WEIGHTS_NONE,
+        "fine_tune_from": 60,
+        "head_epochs": 6,
+        "fine_tune_epochs": 12,
+        "min_accuracy": 0.9,
+    })

@@ -1,0 +1,155 @@
+"""The TFX pipeline definition, the same for every orchestrator.
+
+create_pipeline() says what runs and how it connects. It touches no file and
+picks no runner: the caller gives the paths, the metadata connection and the
+Beam arguments.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import os
+import pathlib
+
+import tensorflow_model_analysis as tfma
+from tfx import v1 as tfx
+from tfx.dsl.components.base.base_node import BaseNode
+
+from components.anomalies_gate import AnomaliesGate
+from components.baseline_resolver import LatestBlessedBeforeCandidateStrategy
+from components.serving_pusher import ServingPusher
+from ingest.spans import SPAN_PATTERN
+from pipeline.config import PipelineConfig
+from trainer import export, features
+
+SCHEMA_PATH = str(pathlib.Path(__file__).parent / "schema" / "schema.pbtxt")
+PREPROCESSING_FN = "trainer.preprocessing.preprocessing_fn"
+RUN_FN = "trainer.task.run_fn"
+ACCURACY_METRIC = "binary_accuracy"
+
+# Node ids, in pipeline order; the runner's summary and the tests use them.
+EXAMPLE_GEN = "ImportExampleGen"
+STATISTICS_GEN = "StatisticsGen"
+SCHEMA_IMPORTER = "ImportSchemaGen"
+EXAMPLE_VALIDATOR = "ExampleValidator"
+ANOMALIES_GATE = "AnomaliesGate"
+TRANSFORM = "Transform"
+TRAINER = "Trainer"
+BASELINE_RESOLVER = "BaselineResolver"
+EVALUATOR = "Evaluator"
+PUSHER = "ServingPusher"
+NODE_IDS = (EXAMPLE_GEN, STATISTICS_GEN, SCHEMA_IMPORTER, EXAMPLE_VALIDATOR, ANOMALIES_GATE, TRANSFORM,
+            TRAINER, BASELINE_RESOLVER, EVALUATOR, PUSHER)
+
+
+def code_fingerprint() -> str:
+    """Hash of the model code. Transform and Trainer reference it by module path,
+    which TFX's cache does not see into: this makes a code change a cache miss."""
+    digest = hashlib.sha256()
+    for path in sorted((pathlib.Path(__file__).parent.parent / "trainer").glob("*.py")):
+        digest.update(path.name.encode() + path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def eval_config(config: PipelineConfig) -> tfma.EvalConfig:
+    """TFMA settings: the metrics, the slices and the two blessing thresholds."""
+    accuracy_threshold = tfma.MetricThreshold(
+        value_threshold=tfma.GenericValueThreshold(lower_bound={"value": config.evaluation.min_accuracy}),
+        change_threshold=tfma.GenericChangeThreshold(
+            direction=tfma.MetricDirection.HIGHER_IS_BETTER,
+            absolute={"value": -config.evaluation.max_accuracy_drop}))
+    return tfma.EvalConfig(
+        model_specs=[tfma.ModelSpec(signature_name=export.EXAMPLES_SIGNATURE, label_key=features.LABEL_KEY,
+                                    prediction_key=features.PROBABILITY_OUTPUT)],
+        slicing_specs=[tfma.SlicingSpec(), tfma.SlicingSpec(feature_keys=[features.LABEL_KEY])],
+        metrics_specs=[tfma.MetricsSpec(metrics=[
+            tfma.MetricConfig(class_name="ExampleCount"),
+            tfma.MetricConfig(class_name="BinaryAccuracy", threshold=accuracy_threshold),
+            tfma.MetricConfig(class_name="AUC"),
+            tfma.MetricConfig(class_name="Precision"),
+            tfma.MetricConfig(class_name="Recall"),
+            tfma.MetricConfig(class_name="ConfusionMatrixAtThresholds", config='{"thresholds": [0.5]}'),
+        ])],
+    )
+
+
+def create_pipeline(
+    config: PipelineConfig,
+    *,
+    examples_root: str,
+    pipeline_root: str,
+    serving_dir: str,
+    metadata_connection_config=None,
+    beam_pipeline_args: list[str] | None = None,
+    allow_anomalies: bool = False,
+) -> tfx.dsl.Pipeline:
+    """Ingested spans -> validated, transformed, trained, evaluated, pushed model."""
+    splits = [tfx.proto.SplitConfig.Split(name="train", hash_buckets=config.data.train_buckets),
+              tfx.proto.SplitConfig.Split(name="eval", hash_buckets=config.data.eval_buckets)]
+    example_gen = tfx.components.ImportExampleGen(
+        input_base=examples_root,
+        input_config=tfx.proto.Input(splits=[tfx.proto.Input.Split(name="images", pattern=SPAN_PATTERN)]),
+        output_config=tfx.proto.Output(split_config=tfx.proto.SplitConfig(splits=splits)),
+    ).with_id(EXAMPLE_GEN)
+    statistics_gen = tfx.components.StatisticsGen(examples=example_gen.outputs["examples"]).with_id(STATISTICS_GEN)
+    schema_importer = tfx.components.ImportSchemaGen(schema_file=SCHEMA_PATH).with_id(SCHEMA_IMPORTER)
+    example_validator = tfx.components.ExampleValidator(
+        statistics=statistics_gen.outputs["statistics"], schema=schema_importer.outputs["schema"],
+    ).with_id(EXAMPLE_VALIDATOR)
+    gate = AnomaliesGate(
+        anomalies=example_validator.outputs["anomalies"], schema=schema_importer.outputs["schema"],
+        allow_anomalies=allow_anomalies,
+    ).with_id(ANOMALIES_GATE)
+
+    code_version = code_fingerprint()
+    transform = tfx.components.Transform(
+        examples=example_gen.outputs["examples"],
+        schema=gate.outputs["validated_schema"],
+        preprocessing_fn=PREPROCESSING_FN,
+        custom_config={"image_size": config.data.image_size, "code_version": code_version},
+    ).with_id(TRANSFORM)
+    trainer = tfx.components.Trainer(
+        run_fn=RUN_FN,
+        examples=transform.outputs["transformed_examples"],
+        transform_graph=transform.outputs["transform_graph"],
+        schema=gate.outputs["validated_schema"],
+        train_args=tfx.proto.TrainArgs(splits=["train"]),
+        eval_args=tfx.proto.EvalArgs(splits=["eval"]),
+        custom_config={"image_size": config.data.image_size, "training": dataclasses.asdict(config.training),
+                       "code_version": code_version},
+    ).with_id(TRAINER)
+
+    baseline = tfx.dsl.Resolver(
+        strategy_class=LatestBlessedBeforeCandidateStrategy,
+        candidate=trainer.outputs["model"],
+        model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),
+        model_blessing=tfx.dsl.Channel(type=tfx.types.standard_artifacts.ModelBlessing),
+    ).with_id(BASELINE_RESOLVER)
+    evaluator = tfx.components.Evaluator(
+        examples=example_gen.outputs["examples"],
+        example_splits=["eval"],
+        model=trainer.outputs["model"],
+        baseline_model=baseline.outputs["model"],
+        eval_config=eval_config(config),
+    ).with_id(EVALUATOR)
+    pusher = ServingPusher(
+        model=trainer.outputs["model"], model_blessing=evaluator.outputs["blessing"], serving_dir=serving_dir,
+    ).with_id(PUSHER)
+
+    components: list[BaseNode] = [example_gen, statistics_gen, schema_importer, example_validator, gate,
+                                  transform, trainer, baseline, evaluator, pusher]
+    return tfx.dsl.Pipeline(
+        pipeline_name=config.name,
+        pipeline_root=pipeline_root,
+        components=components,
+        enable_cache=True,
+        metadata_connection_config=metadata_connection_config,
+        beam_pipeline_args=beam_pipeline_args or [],
+    )
+
+
+def local_beam_args(workers: int = 0) -> list[str]:
+    """DirectRunner arguments; 0 workers means one per core."""
+    workers = workers or os.cpu_count() or 1
+    return ["--direct_running_mode=multi_processing", f"--direct_num_workers={workers}"]

@@ -1,0 +1,213 @@
+"""What happened in a pipeline run, read back from MLMD and the artifacts.
+
+Each node's outcome (executed, cached, failed) and wall time, the eval
+metrics of the candidate and its baseline, the blessing with the threshold
+that decided it, and the pushed version. Rendered as text for the terminal
+and as JSON for scripts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from typing import Any
+
+import tensorflow_model_analysis as tfma
+from ml_metadata import metadata_store
+from ml_metadata.proto import metadata_store_pb2
+
+_STATES = {
+    metadata_store_pb2.Execution.COMPLETE: "executed",
+    metadata_store_pb2.Execution.CACHED: "cached",
+    metadata_store_pb2.Execution.FAILED: "failed",
+    metadata_store_pb2.Execution.RUNNING: "running",
+    metadata_store_pb2.Execution.NEW: "new",
+    metadata_store_pb2.Execution.CANCELED: "canceled",
+}
+_METRICS = ("example_count", "binary_accuracy", "auc", "precision", "recall")
+
+
+@dataclasses.dataclass
+class NodeRun:
+    node_id: str
+    state: str
+    seconds: float
+    execution_id: int
+
+
+@dataclasses.dataclass
+class RunSummary:
+    pipeline: str
+    run_id: str | None
+    nodes: list[NodeRun]
+    metrics: dict[str, dict[str, float]]  # model ('candidate'/'baseline') -> metric -> value
+    metrics_by_label: dict[str, dict[str, float]]  # label slice -> metric -> value (candidate)
+    confusion_matrix: dict[str, float] | None  # tp/fp/tn/fn at threshold 0.5 (candidate)
+    blessed: bool | None
+    decision: str | None
+    pushed_version: int | None
+    pushed_path: str | None
+    error: str | None = None
+    ingest: dict[str, Any] | None = None
+
+    @property
+    def failed(self) -> bool:
+        return self.error is not None or any(n.state == "failed" for n in self.nodes)
+
+    def to_json(self) -> dict:
+        return dataclasses.asdict(self) | {"failed": self.failed}
+
+    def text(self) -> str:
+        lines = [f"Pipeline {self.pipeline}, run {self.run_id}"]
+        if self.ingest:
+            counts = self.ingest["counts"]
+            lines.append(f"  ingest: span {self.ingest['span']}{' (reused)' if self.ingest['reused'] else ''}: "
+                         f"{self.ingest['files_seen']} files, " + ", ".join(f"{k} {v}" for k, v in counts.items()))
+        lines.append(f"  {'component':<20}{'outcome':<10}{'seconds':>9}")
+        lines += [f"  {n.node_id:<20}{n.state:<10}{n.seconds:>9.1f}" for n in self.nodes]
+        for model, values in self.metrics.items():
+            shown = ", ".join(f"{k} {_fmt(v)}" for k, v in values.items())
+            lines.append(f"  {model} metrics: {shown}")
+        for label, values in self.metrics_by_label.items():
+            lines.append(f"    {label}: " + ", ".join(f"{k} {_fmt(v)}" for k, v in values.items()))
+        if self.blessed is not None:
+            lines.append(f"  blessed: {'yes' if self.blessed else 'no'} ({self.decision})")
+        if self.pushed_path:
+            lines.append(f"  pushed: version {self.pushed_version} at {self.pushed_path}")
+        elif self.blessed is not None:
+            lines.append("  pushed: nothing (the served model, if any, is unchanged)")
+        if self.error:
+            lines.append(f"  FAILED: {self.error}")
+        return "\n".join(lines)
+
+
+def _fmt(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else f"{value:.4f}"
+
+
+def _store(metadata_path: str) -> metadata_store.MetadataStore:
+    config = metadata_store_pb2.ConnectionConfig()
+    config.sqlite.filename_uri = metadata_path
+    config.sqlite.connection_mode = metadata_store_pb2.SqliteMetadataSourceConfig.READONLY
+    return metadata_store.MetadataStore(config)
+
+
+def _latest_run_context(store, pipeline_name: str):
+    pipeline_contexts = [c for c in store.get_contexts_by_type("pipeline") if c.name == pipeline_name]
+    if not pipeline_contexts:
+        return None
+    pipeline_executions = {e.id for e in store.get_executions_by_context(pipeline_contexts[0].id)}
+    runs = []
+    for context in store.get_contexts_by_type("pipeline_run"):
+        execution_ids = {e.id for e in store.get_executions_by_context(context.id)}
+        if execution_ids & pipeline_executions:
+            runs.append(context)
+    return max(runs, key=lambda c: (c.create_time_since_epoch, c.id), default=None)
+
+
+def _node_id(store, execution, pipeline_name: str) -> str:
+    for context in store.get_contexts_by_execution(execution.id):
+        if context.name.startswith(pipeline_name + "."):
+            return context.name[len(pipeline_name) + 1:]
+    return execution.type
+
+
+def _outputs(store, execution_id: int) -> list:
+    events = store.get_events_by_execution_ids([execution_id])
+    ids = [e.artifact_id for e in events if e.type == metadata_store_pb2.Event.OUTPUT]
+    return store.get_artifacts_by_id(ids) if ids else []
+
+
+def _custom(artifact, key):
+    if key not in artifact.custom_properties:
+        return None
+    value = artifact.custom_properties[key]
+    return value.int_value if value.HasField("int_value") else value.string_value
+
+
+def _slice_name(slice_key) -> str | None:
+    if not slice_key.single_slice_keys:
+        return ""
+    parts = []
+    for single in slice_key.single_slice_keys:
+        value = single.int64_value if single.HasField("int64_value") else single.bytes_value.decode()
+        parts.append(f"{single.column}={value}")
+    return ",".join(parts)
+
+
+def read_metrics(evaluation_uri: str) -> tuple[dict, dict, dict | None]:
+    """(overall metrics per model, candidate metrics per label slice, confusion matrix)."""
+    overall: dict[str, dict[str, float]] = {}
+    by_label: dict[str, dict[str, float]] = {}
+    confusion = None
+    for metrics_for_slice in tfma.load_metrics(evaluation_uri):
+        name = _slice_name(metrics_for_slice.slice_key)
+        for entry in metrics_for_slice.metric_keys_and_values:
+            key = entry.key
+            if key.HasField("is_diff") and key.is_diff:
+                continue
+            model = "baseline" if key.model_name == "baseline" else "candidate"
+            if entry.value.HasField("double_value") and key.name in _METRICS:
+                value = entry.value.double_value.value
+                if math.isnan(value):
+                    continue
+                target = overall.setdefault(model, {}) if name == "" else (
+                    by_label.setdefault(name, {}) if model == "candidate" else None)
+                if target is not None:
+                    target[key.name] = value
+            elif (entry.value.HasField("confusion_matrix_at_thresholds") and name == ""
+                  and model == "candidate"):
+                matrix = entry.value.confusion_matrix_at_thresholds.matrices[0]
+                confusion = {"threshold": matrix.threshold, "true_positives": matrix.true_positives,
+                             "false_positives": matrix.false_positives, "true_negatives": matrix.true_negatives,
+                             "false_negatives": matrix.false_negatives}
+    order = {m: i for i, m in enumerate(_METRICS)}
+    sort = lambda d: dict(sorted(d.items(), key=lambda kv: order.get(kv[0], 99)))  # noqa: E731
+    return ({m: sort(v) for m, v in sorted(overall.items(), key=lambda kv: kv[0] != "candidate")},
+            {k: sort(v) for k, v in sorted(by_label.items())}, confusion)
+
+
+def read_decision(evaluation_uri: str, blessed: bool, min_accuracy: float, max_drop: float) -> str:
+    """Which threshold decided the blessing, in words."""
+    result = tfma.load_validation_result(evaluation_uri)
+    failures = [failure for per_slice in result.metric_validations_per_slice for failure in per_slice.failures]
+    if failures:
+        return "; ".join(f"{f.metric_key.name}{' (change vs baseline)' if f.metric_key.is_diff else ''}: "
+                         f"{f.message}" for f in failures)
+    if blessed:
+        return f"accuracy >= {min_accuracy} and no worse than the baseline by more than {max_drop}"
+    return "not validated"
+
+
+def summarize(metadata_path: str, pipeline_name: str, min_accuracy: float, max_drop: float) -> RunSummary:
+    store = _store(metadata_path)
+    run = _latest_run_context(store, pipeline_name)
+    summary = RunSummary(pipeline=pipeline_name, run_id=run.name if run else None, nodes=[], metrics={},
+                         metrics_by_label={}, confusion_matrix=None, blessed=None, decision=None,
+                         pushed_version=None, pushed_path=None)
+    if run is None:
+        return summary
+    executions = sorted(store.get_executions_by_context(run.id), key=lambda e: e.id)
+    for execution in executions:
+        node = _node_id(store, execution, pipeline_name)
+        seconds = max(0.0, (execution.last_update_time_since_epoch - execution.create_time_since_epoch) / 1000)
+        summary.nodes.append(NodeRun(node, _STATES.get(execution.last_known_state, "unknown"), seconds, execution.id))
+        for artifact in _outputs(store, execution.id):
+            artifact_type = store.get_artifact_types_by_id([artifact.type_id])[0].name
+            if artifact_type == "ModelEvaluation":
+                summary.metrics, summary.metrics_by_label, summary.confusion_matrix = read_metrics(artifact.uri)
+                evaluation_uri = artifact.uri
+            elif artifact_type == "ModelBlessing":
+                summary.blessed = _custom(artifact, "blessed") == 1
+            elif artifact_type == "PushedModel" and _custom(artifact, "pushed") == 1:
+                summary.pushed_version = _custom(artifact, "pushed_version")
+                summary.pushed_path = _custom(artifact, "pushed_destination")
+    if summary.blessed is not None and summary.metrics:
+        summary.decision = read_decision(evaluation_uri, summary.blessed, min_accuracy, max_drop)
+    return summary
+
+
+def write_json(summary: RunSummary, path: str) -> None:
+    with open(path, "w") as f:
+        json.dump(summary.to_json(), f, indent=2)

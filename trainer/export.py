@@ -1,0 +1,73 @@
+"""The serving SavedModel: raw image bytes in, dog probability and class out.
+
+Both signatures run the Transform graph (the TFT layer) and then the Keras
+model, so serving decodes and resizes exactly as training did:
+- `serving_default`: `image_bytes` (a batch of encoded images) ->
+  `dog_probability` and `class_name`; what a client has is a JPEG file.
+- `serving_examples`: serialized tf.Examples -> the same outputs; what TFMA
+  (the Evaluator) feeds.
+The SavedModel needs only TensorFlow to load: no project code, no Keras.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+
+import keras
+import tensorflow as tf
+import tensorflow_transform as tft
+
+from trainer import features
+
+EXAMPLES_SIGNATURE = "serving_examples"
+# The Keras model is kept beside the SavedModel for warm starts and
+# explanations (Grad-CAM); TF Serving ignores assets.extra.
+KERAS_MODEL_FILE = os.path.join("assets.extra", "model.keras")
+
+
+class ServingModule(tf.Module):
+    def __init__(self, model: keras.Model, tf_transform_output: tft.TFTransformOutput):
+        super().__init__(name="cats_vs_dogs_serving")
+        self.model = model
+        self.tft_layer = tf_transform_output.transform_features_layer()
+        raw_spec = tf_transform_output.raw_feature_spec()
+        # Clients have images, not labels or ingest metadata.
+        self._example_spec = {features.IMAGE_KEY: raw_spec[features.IMAGE_KEY]}
+        self._class_names = tf.constant(features.LABEL_NAMES)
+
+    def _predict_from_raw(self, raw_features: dict) -> dict:
+        transformed = self.tft_layer(raw_features)
+        pixels = tf.cast(transformed[features.PIXELS_KEY], tf.float32)
+        logits = self.model(pixels, training=False)
+        probability = tf.reshape(tf.sigmoid(logits), [-1])
+        class_index = tf.cast(probability >= 0.5, tf.int32)
+        return {
+            features.PROBABILITY_OUTPUT: probability,
+            features.CLASS_OUTPUT: tf.gather(self._class_names, class_index),
+        }
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="image_bytes")])
+    def serve_images(self, image_bytes):
+        return self._predict_from_raw({features.IMAGE_KEY: tf.reshape(image_bytes, [-1, 1])})
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="examples")])
+    def serve_examples(self, examples):
+        raw = tf.io.parse_example(examples, self._example_spec)
+        return self._predict_from_raw(raw)
+
+
+def export_serving_model(model: keras.Model, tf_transform_output: tft.TFTransformOutput, export_dir: str) -> None:
+    """Writes the SavedModel with both signatures, plus the Keras model file."""
+    module = ServingModule(model, tf_transform_output)
+    signatures = {
+        "serving_default": module.serve_images.get_concrete_function(),
+        EXAMPLES_SIGNATURE: module.serve_examples.get_concrete_function(),
+    }
+    tf.saved_model.save(module, export_dir, signatures=signatures)
+    keras_path = os.path.join(export_dir, KERAS_MODEL_FILE)
+    tf.io.gfile.makedirs(os.path.dirname(keras_path))
+    with tempfile.TemporaryDirectory() as scratch:  # Keras writes local files only; export_dir may be remote.
+        local = os.path.join(scratch, os.path.basename(keras_path))
+        model.save(local)
+        tf.io.gfile.copy(local, keras_path, overwrite=True)

@@ -1,0 +1,22 @@
+"""The data contract: feature keys of the ingested tf.Examples and label names.
+
+Ingest writes these keys, the curated schema declares them, Transform and the
+serving signatures read them. Label value i means LABEL_NAMES[i].
+"""
+
+LABEL_NAMES = ("cat", "dog")
+
+# Raw tf.Example features, as written by ingest.
+IMAGE_KEY = "image"  # JPEG bytes
+LABEL_KEY = "label"  # int64, index into LABEL_NAMES
+HEIGHT_KEY = "height"  # int64, pixels of the source image
+WIDTH_KEY = "width"  # int64
+SOURCE_KEY = "source"  # bytes, path of the source file relative to the data root
+SHA256_KEY = "image_sha256"  # bytes, hex digest of the image bytes
+
+# Features produced by preprocessing_fn.
+PIXELS_KEY = "pixels"  # uint8 values (stored as int64) of shape [size, size, 3]
+
+# Outputs of the serving signatures.
+PROBABILITY_OUTPUT = "dog_probability"
+CLASS_OUTPUT = "class_name"

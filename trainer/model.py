@@ -1,0 +1,132 @@
+"""MobileNetV2 transfer-learning model: build, freeze, unfreeze, compile.
+
+The model takes float pixels in [0, 255] of shape [size, size, 3] and returns
+one logit (dog vs. cat). Augmentation and MobileNetV2's rescaling to [-1, 1]
+are layers of the model, so whoever feeds it pixels needs no other code.
+"""
+
+from __future__ import annotations
+
+import os
+
+import keras
+import numpy as np
+
+from pipeline.config import WEIGHTS_IMAGENET, WEIGHTS_NONE, TrainingConfig
+
+BASE_NAME = "mobilenetv2_base"
+LOGITS_NAME = "logits"
+
+
+class WeightsUnavailableError(RuntimeError):
+    """ImageNet weights could not be fetched, or a weights file is unusable."""
+
+
+def _base_weights_argument(weights: str) -> str | None:
+    if weights == WEIGHTS_NONE:
+        return None
+    if weights == WEIGHTS_IMAGENET:
+        return WEIGHTS_IMAGENET
+    if not os.path.isfile(weights):
+        raise WeightsUnavailableError(f"weights file {weights!r} does not exist")
+    return weights
+
+
+def build_base(config: TrainingConfig, image_size: int) -> keras.Model:
+    """MobileNetV2 without its top, with the configured weights."""
+    weights = _base_weights_argument(config.weights)
+    try:
+        base = keras.applications.MobileNetV2(
+            input_shape=(image_size, image_size, 3), alpha=config.alpha, include_top=False, weights=weights)
+    except Exception as error:  # Keras raises several types for a failed download or a bad file.
+        if weights == WEIGHTS_IMAGENET:
+            raise WeightsUnavailableError(
+                "could not load MobileNetV2 ImageNet weights "
+                f"(alpha={config.alpha}, image size {image_size}): {error}. Without network access, "
+                "download the .h5 file elsewhere and pass its path as --weights, or use --weights none."
+            ) from error
+        raise WeightsUnavailableError(f"could not load weights file {weights!r}: {error}") from error
+    base.name = BASE_NAME
+    return base
+
+
+def build_model(config: TrainingConfig, image_size: int) -> keras.Model:
+    """Augmentation -> rescaling -> frozen MobileNetV2 -> head with one logit.
+
+    The base is called with training=False so its BatchNorm layers stay in
+    inference mode in both phases, as the base was trained with other data.
+    """
+    keras.utils.set_random_seed(config.seed)
+    base = build_base(config, image_size)
+    base.trainable = False
+
+    inputs = keras.Input(shape=(image_size, image_size, 3), name="pixels")
+    x = inputs
+    if config.flip:
+        x = keras.layers.RandomFlip("horizontal", seed=config.seed, name="augment_flip")(x)
+    if config.rotation > 0:
+        x = keras.layers.RandomRotation(config.rotation, seed=config.seed, name="augment_rotation")(x)
+    if config.zoom > 0:
+        x = keras.layers.RandomZoom(config.zoom, seed=config.seed, name="augment_zoom")(x)
+    x = keras.layers.Rescaling(1.0 / 127.5, offset=-1.0, name="to_mobilenet_range")(x)
+    x = base(x, training=False)
+    x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
+    if config.hidden_units:
+        x = keras.layers.Dense(config.hidden_units, activation="relu", name="hidden")(x)
+    x = keras.layers.Dropout(config.dropout, name="dropout")(x)
+    outputs = keras.layers.Dense(1, name=LOGITS_NAME)(x)
+    return keras.Model(inputs, outputs, name="cats_vs_dogs_mobilenetv2")
+
+
+def get_base(model: keras.Model) -> keras.Model:
+    return model.get_layer(BASE_NAME)
+
+
+def calibrate_batchnorm(model: keras.Model, pixels: np.ndarray) -> None:
+    """Sets the base's BatchNorm statistics from a batch of training pixels.
+
+    Only for random weights: a pretrained base carries meaningful statistics,
+    but a random one has mean 0 / variance 1 everywhere, its activations fade
+    through the depth and the frozen base outputs a near-constant. Running
+    the base once in training mode with momentum 0 stores each layer's batch
+    statistics as its moving statistics (a data-dependent initialization).
+    """
+    base = get_base(model)
+    rescale = model.get_layer("to_mobilenet_range")
+    norms = [layer for layer in base.layers if isinstance(layer, keras.layers.BatchNormalization)]
+    was_trainable = base.trainable
+    momenta = [layer.momentum for layer in norms]
+    # Keras runs a non-trainable BatchNorm in inference mode whatever `training` says.
+    base.trainable = True
+    try:
+        for layer in norms:
+            layer.momentum = 0.0
+        base(rescale(pixels.astype("float32")), training=True)
+    finally:
+        for layer, momentum in zip(norms, momenta):
+            layer.momentum = momentum
+        base.trainable = was_trainable
+
+
+def compile_model(model: keras.Model, learning_rate: float) -> None:
+    model.compile(
+        optimizer=keras.optimizers.Adam(learning_rate),
+        loss=keras.losses.BinaryCrossentropy(from_logits=True),
+        metrics=[keras.metrics.BinaryAccuracy(name="accuracy", threshold=0.0),
+                 keras.metrics.AUC(name="auc", from_logits=True)],
+    )
+
+
+def unfreeze_for_fine_tuning(model: keras.Model, fine_tune_from: int) -> None:
+    """Phase 2: base layers from index `fine_tune_from` on become trainable.
+
+    BatchNorm layers stay frozen (and, called with training=False, in
+    inference mode) so a small fine-tuning set cannot wreck their statistics.
+    Recompile afterwards for the change to take effect.
+    """
+    base = get_base(model)
+    if fine_tune_from > len(base.layers):
+        raise ValueError(f"fine_tune_from={fine_tune_from} is past the base's {len(base.layers)} layers")
+    base.trainable = True
+    for index, layer in enumerate(base.layers):
+        layer.trainable = index >= fine_tune_from and not isinstance(layer, keras.layers.BatchNormalization)

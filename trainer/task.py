@@ -1,0 +1,161 @@
+"""Trainer entry point: `run_fn`, referenced by module path `trainer.task.run_fn`.
+
+Phase 1 trains the head on the frozen base. Phase 2 unfreezes the top of the
+base and continues at a lower learning rate. The weights with the lowest eval
+loss over both phases are the ones exported, so fine-tuning can never make
+the exported model worse than phase 1 left it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from typing import Any, Mapping
+
+import keras
+import numpy as np
+import tensorflow as tf
+import tensorflow_transform as tft
+
+from pipeline.config import TrainingConfig
+from trainer import export, features, model as model_lib
+
+HISTORY_FILE = os.path.join("assets.extra", "training_history.json")
+_MONITOR = "val_loss"
+
+
+def _list_files(patterns: list[str]) -> list[str]:
+    files = sorted({f for pattern in patterns for f in tf.io.gfile.glob(pattern)})
+    if not files:
+        raise FileNotFoundError(f"no transformed examples match {patterns}")
+    return files
+
+
+def _pixels_and_labels(file_patterns: list[str], tf_transform_output: tft.TFTransformOutput) -> tf.data.Dataset:
+    """Unbatched (uint8 pixels, float label) pairs: compact enough to cache."""
+    files = _list_files(file_patterns)
+    compression = "GZIP" if files[0].endswith(".gz") else ""
+    spec = tf_transform_output.transformed_feature_spec()
+
+    def parse(serialized):
+        parsed = tf.io.parse_example(serialized, spec)
+        pixels = tf.cast(parsed[features.PIXELS_KEY], tf.uint8)
+        label = tf.cast(tf.reshape(parsed[features.LABEL_KEY], [-1, 1]), tf.float32)
+        return pixels, label
+
+    return (tf.data.TFRecordDataset(files, compression_type=compression)
+            .batch(256).map(parse, num_parallel_calls=tf.data.AUTOTUNE).unbatch())
+
+
+def _to_float(pixels, label):
+    return tf.cast(pixels, tf.float32), label
+
+
+def _training_batches(examples: tf.data.Dataset, config: TrainingConfig) -> tf.data.Dataset:
+    return (examples.cache()
+            .shuffle(config.shuffle_buffer, seed=config.seed, reshuffle_each_iteration=True)
+            .batch(config.batch_size).map(_to_float).prefetch(tf.data.AUTOTUNE))
+
+
+def _eval_batches(examples: tf.data.Dataset, config: TrainingConfig) -> tf.data.Dataset:
+    return examples.cache().batch(config.batch_size).map(_to_float).prefetch(tf.data.AUTOTUNE)
+
+
+class _BestWeights(keras.callbacks.Callback):
+    """Remembers the weights of the epoch with the lowest eval loss, across fits."""
+
+    def __init__(self):
+        super().__init__()
+        self.best_value = np.inf
+        self.best_epoch = None
+        self._weights: dict[str, np.ndarray] | None = None
+
+    def on_epoch_end(self, epoch, logs=None):
+        value = (logs or {}).get(_MONITOR)
+        if value is not None and value < self.best_value:
+            self.best_value, self.best_epoch = float(value), epoch
+            # Keyed by variable path: phase 2 changes which weights are trainable,
+            # and with it the order of model.weights.
+            self._weights = {v.path: v.numpy() for v in self.model.weights}
+
+    def restore(self, model: keras.Model) -> None:
+        if self._weights is None:
+            return
+        for variable in model.weights:
+            variable.assign(self._weights[variable.path])
+
+
+def _fit_phase(model, train, evaluation, *, phase, first_epoch, epochs, config, callbacks, history):
+    stop = [keras.callbacks.EarlyStopping(monitor=_MONITOR, patience=config.early_stopping_patience)] \
+        if config.early_stopping_patience else []
+    result = model.fit(train, validation_data=evaluation, initial_epoch=first_epoch,
+                       epochs=first_epoch + epochs, callbacks=callbacks + stop, verbose=2)
+    learning_rate = float(keras.ops.convert_to_numpy(model.optimizer.learning_rate))
+    for offset, epoch in enumerate(result.epoch):
+        record = {"phase": phase, "epoch": int(epoch), "learning_rate": learning_rate}
+        record.update({key: float(values[offset]) for key, values in result.history.items()})
+        history.append(record)
+    return first_epoch + len(result.epoch)
+
+
+def train(config: TrainingConfig, image_size: int, train: tf.data.Dataset, evaluation: tf.data.Dataset,
+          calibration_pixels: np.ndarray | None, log_dir: str | None = None) -> tuple[keras.Model, dict]:
+    """Runs both phases and returns the best model and its history record."""
+    model = model_lib.build_model(config, image_size)
+    if config.random_init and calibration_pixels is not None:
+        model_lib.calibrate_batchnorm(model, calibration_pixels)
+    best = _BestWeights()
+    callbacks: list[keras.callbacks.Callback] = [best]
+    if log_dir:
+        callbacks.append(keras.callbacks.TensorBoard(log_dir=log_dir))
+    epochs: list[dict] = []
+    next_epoch = 0
+    if config.head_epochs:
+        model_lib.compile_model(model, config.learning_rate)
+        next_epoch = _fit_phase(model, train, evaluation, phase="head", first_epoch=0, epochs=config.head_epochs,
+                                config=config, callbacks=callbacks, history=epochs)
+    fine_tune_start = next_epoch
+    if config.fine_tune_epochs:
+        model_lib.unfreeze_for_fine_tuning(model, config.fine_tune_from)
+        model_lib.compile_model(model, config.fine_tune_learning_rate)
+        _fit_phase(model, train, evaluation, phase="fine_tune", first_epoch=fine_tune_start,
+                   epochs=config.fine_tune_epochs, config=config, callbacks=callbacks, history=epochs)
+    best.restore(model)
+    history = {
+        "epochs": epochs,
+        "fine_tune_start_epoch": fine_tune_start if config.fine_tune_epochs else None,
+        "best_epoch": best.best_epoch,
+        "best_val_loss": None if best.best_epoch is None else best.best_value,
+        "monitor": _MONITOR,
+    }
+    return model, history
+
+
+def _calibration_pixels(examples: tf.data.Dataset, config: TrainingConfig) -> np.ndarray | None:
+    if not config.random_init or not config.calibration_images:
+        return None
+    batch = next(iter(examples.shuffle(config.shuffle_buffer, seed=config.seed)
+                      .batch(config.calibration_images).take(1)))
+    return batch[0].numpy().astype("float32")
+
+
+def training_config_from(custom_config: Mapping[str, Any]) -> tuple[TrainingConfig, int]:
+    return TrainingConfig(**custom_config["training"]), int(custom_config["image_size"])
+
+
+def run_fn(fn_args) -> None:
+    """TFX Trainer entry point."""
+    config, image_size = training_config_from(fn_args.custom_config)
+    tf_transform_output = tft.TFTransformOutput(fn_args.transform_output)
+    train_examples = _pixels_and_labels(fn_args.train_files, tf_transform_output)
+    eval_examples = _pixels_and_labels(fn_args.eval_files, tf_transform_output)
+    model, history = train(
+        config, image_size,
+        _training_batches(train_examples, config), _eval_batches(eval_examples, config),
+        _calibration_pixels(train_examples, config), log_dir=fn_args.model_run_dir)
+    logging.info("Best epoch %s with %s=%s", history["best_epoch"], _MONITOR, history["best_val_loss"])
+    export.export_serving_model(model, tf_transform_output, fn_args.serving_model_dir)
+    history_path = os.path.join(fn_args.serving_model_dir, HISTORY_FILE)
+    with tf.io.gfile.GFile(history_path, "w") as f:
+        json.dump(history, f, indent=2)
