@@ -125,8 +125,10 @@ def _quiet_logs(verbose: bool) -> None:
     level = logging.INFO if verbose else logging.WARNING
     absl_logging.set_verbosity(absl_logging.INFO if verbose else absl_logging.WARNING)
     logging.getLogger().setLevel(level)
-    for noisy in ("apache_beam", "tensorflow", "absl"):
+    for noisy in ("tensorflow", "absl"):
         logging.getLogger(noisy).setLevel(level)
+    # Beam's worker processes report every warning of theirs through the job service.
+    logging.getLogger("apache_beam").setLevel(level if verbose else logging.ERROR)
 
 
 def command_run(args: argparse.Namespace) -> int:

@@ -7,7 +7,6 @@ components consume the gate's schema, which makes the dependency explicit
 for every orchestrator.
 """
 
-from __future__ import annotations
 
 import os
 

@@ -10,7 +10,7 @@ every rerun, so Evaluator and Pusher stay cached.
 
 from __future__ import annotations
 
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 from tfx import types
 from tfx.components.evaluator import constants as evaluator_constants
@@ -22,7 +22,7 @@ BLESSING_KEY = "model_blessing"
 
 
 def select_baseline(candidates: List[types.Artifact], models: List[types.Artifact],
-                    blessings: List[types.Artifact]) -> tuple[list, list]:
+                    blessings: List[types.Artifact]) -> Tuple[list, list]:
     """([model], [blessing]) of the newest blessed model older than every candidate, or ([], [])."""
     newest_allowed = min((c.id for c in candidates), default=None)
     blessed_by_model_id = {

@@ -6,7 +6,6 @@ place, so a server never loads half a model, and an existing version is never
 overwritten or deleted: a failed or rejected run leaves what is served as it was.
 """
 
-from __future__ import annotations
 
 import os
 import uuid

@@ -26,6 +26,8 @@ _STATES = {
     metadata_store_pb2.Execution.CANCELED: "canceled",
 }
 _METRICS = ("example_count", "binary_accuracy", "auc", "precision", "recall")
+# Within one label every example has the same label: only these mean something.
+_LABEL_SLICE_METRICS = ("example_count", "binary_accuracy")
 
 
 @dataclasses.dataclass
@@ -145,17 +147,17 @@ def read_metrics(evaluation_uri: str) -> tuple[dict, dict, dict | None]:
         name = _slice_name(metrics_for_slice.slice_key)
         for entry in metrics_for_slice.metric_keys_and_values:
             key = entry.key
-            if key.HasField("is_diff") and key.is_diff:
+            if key.is_diff:
                 continue
             model = "baseline" if key.model_name == "baseline" else "candidate"
             if entry.value.HasField("double_value") and key.name in _METRICS:
                 value = entry.value.double_value.value
                 if math.isnan(value):
                     continue
-                target = overall.setdefault(model, {}) if name == "" else (
-                    by_label.setdefault(name, {}) if model == "candidate" else None)
-                if target is not None:
-                    target[key.name] = value
+                if name == "":
+                    overall.setdefault(model, {})[key.name] = value
+                elif model == "candidate" and key.name in _LABEL_SLICE_METRICS:
+                    by_label.setdefault(name, {})[key.name] = value
             elif (entry.value.HasField("confusion_matrix_at_thresholds") and name == ""
                   and model == "candidate"):
                 matrix = entry.value.confusion_matrix_at_thresholds.matrices[0]
@@ -168,13 +170,22 @@ def read_metrics(evaluation_uri: str) -> tuple[dict, dict, dict | None]:
             {k: sort(v) for k, v in sorted(by_label.items())}, confusion)
 
 
+def _describe_failure(failure) -> str:
+    value = failure.metric_value.double_value.value
+    name = failure.metric_key.name
+    if failure.metric_key.is_diff:
+        allowed = -failure.metric_threshold.change_threshold.absolute.value
+        return f"{name} is {-value:.4f} below the baseline's, more than the allowed drop of {allowed:g}"
+    bound = failure.metric_threshold.value_threshold.lower_bound.value
+    return f"{name} {value:.4f} is below the minimum {bound:g}"
+
+
 def read_decision(evaluation_uri: str, blessed: bool, min_accuracy: float, max_drop: float) -> str:
     """Which threshold decided the blessing, in words."""
     result = tfma.load_validation_result(evaluation_uri)
     failures = [failure for per_slice in result.metric_validations_per_slice for failure in per_slice.failures]
     if failures:
-        return "; ".join(f"{f.metric_key.name}{' (change vs baseline)' if f.metric_key.is_diff else ''}: "
-                         f"{f.message}" for f in failures)
+        return "; ".join(_describe_failure(f) for f in failures)
     if blessed:
         return f"accuracy >= {min_accuracy} and no worse than the baseline by more than {max_drop}"
     return "not validated"

@@ -1,8 +1,9 @@
 """MobileNetV2 transfer-learning model: build, freeze, unfreeze, compile.
 
-The model takes float pixels in [0, 255] of shape [size, size, 3] and returns
-one logit (dog vs. cat). Augmentation and MobileNetV2's rescaling to [-1, 1]
-are layers of the model, so whoever feeds it pixels needs no other code.
+The classifier takes float pixels in [0, 255] of shape [size, size, 3] and
+returns one logit (dog vs. cat); MobileNetV2's rescaling to [-1, 1] is its
+first layer, so whoever feeds it pixels needs no other code. The training
+model puts augmentation in front of it.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from pipeline.config import WEIGHTS_IMAGENET, WEIGHTS_NONE, TrainingConfig
 
 BASE_NAME = "mobilenetv2_base"
 LOGITS_NAME = "logits"
+CLASSIFIER_NAME = "classifier"
 
 
 class WeightsUnavailableError(RuntimeError):
@@ -51,15 +53,13 @@ def build_base(config: TrainingConfig, image_size: int) -> keras.Model:
 
 
 def build_model(config: TrainingConfig, image_size: int) -> keras.Model:
-    """Augmentation -> rescaling -> frozen MobileNetV2 -> head with one logit.
+    """Training model: augmentation -> classifier (see build_classifier).
 
-    The base is called with training=False so its BatchNorm layers stay in
-    inference mode in both phases, as the base was trained with other data.
+    Augmentation layers are active only in training; the classifier alone is
+    what gets exported, so serving carries no random ops.
     """
     keras.utils.set_random_seed(config.seed)
-    base = build_base(config, image_size)
-    base.trainable = False
-
+    classifier = build_classifier(config, image_size)
     inputs = keras.Input(shape=(image_size, image_size, 3), name="pixels")
     x = inputs
     if config.flip:
@@ -68,18 +68,35 @@ def build_model(config: TrainingConfig, image_size: int) -> keras.Model:
         x = keras.layers.RandomRotation(config.rotation, seed=config.seed, name="augment_rotation")(x)
     if config.zoom > 0:
         x = keras.layers.RandomZoom(config.zoom, seed=config.seed, name="augment_zoom")(x)
-    x = keras.layers.Rescaling(1.0 / 127.5, offset=-1.0, name="to_mobilenet_range")(x)
+    return keras.Model(inputs, classifier(x), name="training_model")
+
+
+def build_classifier(config: TrainingConfig, image_size: int) -> keras.Model:
+    """Rescaling -> frozen MobileNetV2 -> GAP -> [Dense] -> Dropout -> Dense(1) logit.
+
+    The base is called with training=False so its BatchNorm layers stay in
+    inference mode in both phases, as the base was trained with other data.
+    """
+    base = build_base(config, image_size)
+    base.trainable = False
+    inputs = keras.Input(shape=(image_size, image_size, 3), name="pixels")
+    x = keras.layers.Rescaling(1.0 / 127.5, offset=-1.0, name="to_mobilenet_range")(inputs)
     x = base(x, training=False)
     x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
     if config.hidden_units:
         x = keras.layers.Dense(config.hidden_units, activation="relu", name="hidden")(x)
     x = keras.layers.Dropout(config.dropout, name="dropout")(x)
     outputs = keras.layers.Dense(1, name=LOGITS_NAME)(x)
-    return keras.Model(inputs, outputs, name="cats_vs_dogs_mobilenetv2")
+    return keras.Model(inputs, outputs, name=CLASSIFIER_NAME)
+
+
+def get_classifier(model: keras.Model) -> keras.Model:
+    """The exported part of a training model (a classifier is returned as is)."""
+    return model if model.name == CLASSIFIER_NAME else model.get_layer(CLASSIFIER_NAME)
 
 
 def get_base(model: keras.Model) -> keras.Model:
-    return model.get_layer(BASE_NAME)
+    return get_classifier(model).get_layer(BASE_NAME)
 
 
 def calibrate_batchnorm(model: keras.Model, pixels: np.ndarray) -> None:
@@ -92,7 +109,7 @@ def calibrate_batchnorm(model: keras.Model, pixels: np.ndarray) -> None:
     statistics as its moving statistics (a data-dependent initialization).
     """
     base = get_base(model)
-    rescale = model.get_layer("to_mobilenet_range")
+    rescale = get_classifier(model).get_layer("to_mobilenet_range")
     norms = [layer for layer in base.layers if isinstance(layer, keras.layers.BatchNormalization)]
     was_trainable = base.trainable
     momenta = [layer.momentum for layer in norms]

@@ -155,7 +155,7 @@ def run_fn(fn_args) -> None:
         _training_batches(train_examples, config), _eval_batches(eval_examples, config),
         _calibration_pixels(train_examples, config), log_dir=fn_args.model_run_dir)
     logging.info("Best epoch %s with %s=%s", history["best_epoch"], _MONITOR, history["best_val_loss"])
-    export.export_serving_model(model, tf_transform_output, fn_args.serving_model_dir)
+    export.export_serving_model(model_lib.get_classifier(model), tf_transform_output, fn_args.serving_model_dir)
     history_path = os.path.join(fn_args.serving_model_dir, HISTORY_FILE)
     with tf.io.gfile.GFile(history_path, "w") as f:
         json.dump(history, f, indent=2)
