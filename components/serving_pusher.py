@@ -24,6 +24,8 @@ def existing_versions(serving_dir: str) -> list[int]:
 
 def push_model(model_dir: str, serving_dir: str) -> tuple[int, str]:
     """Copies `model_dir` to the next free version under `serving_dir`; returns (version, path)."""
+    if not tf.io.gfile.exists(os.path.join(model_dir, "saved_model.pb")):
+        raise FileNotFoundError(f"{model_dir} holds no SavedModel (saved_model.pb); nothing was pushed")
     tf.io.gfile.makedirs(serving_dir)
     staging = os.path.join(serving_dir, f".incoming-{uuid.uuid4().hex}")
     io_utils.copy_dir(model_dir, staging)

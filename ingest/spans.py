@@ -23,7 +23,7 @@ import shutil
 import tensorflow as tf
 
 from ingest import class_folders
-from ingest.images import DEFAULT_MAX_PIXELS, RejectedImage, check_image
+from ingest.images import DEFAULT_MAX_PIXELS, CheckedImage, RejectedImage, check_image
 from trainer import features
 
 SPAN_PATTERN = "span-{SPAN}/*.tfrecord.gz"
@@ -100,7 +100,8 @@ def _fingerprint(files: list[class_folders.SourceFile]) -> str:
     return digest.hexdigest()
 
 
-def _example(image, label: int, relative: str) -> bytes:
+def make_example(image: CheckedImage, label: int, relative: str) -> bytes:
+    """The serialized tf.Example of one accepted image (keys: trainer.features)."""
     def _bytes(value: bytes):
         return tf.train.Feature(bytes_list=tf.train.BytesList(value=[value]))
 
@@ -185,7 +186,7 @@ def ingest_folder(data_dir: str | os.PathLike, examples_root: str | os.PathLike,
     with tf.io.TFRecordWriter(str(staging / RECORDS_FILE), options) as writer:
         for relative in sorted(kept):
             image, label = checked[relative]
-            writer.write(_example(image, label, relative))
+            writer.write(make_example(image, label, relative))
     (staging / REPORT_FILE).write_text(json.dumps(report.to_json(), indent=2))
     staging.rename(examples_root / f"span-{span}")
     return report

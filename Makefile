@@ -1,0 +1,36 @@
+# Quick start: `make demo` runs the pipeline on generated images, `make test` runs the tests.
+# Both create .venv from the pinned lock file on first use and reuse it afterwards.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+# TFX 1.16 declares Python < 3.11, but all of its compiled dependencies ship 3.11 wheels.
+PIP_INSTALL := $(BIN)/pip install --quiet --disable-pip-version-check --ignore-requires-python
+
+.PHONY: demo test test-fast lock clean
+
+$(STAMP): requirements/lock.txt setup.py
+	@$(PYTHON) -c 'import sys; v = sys.version_info[:2]; assert v == (3, 11), f"Python 3.11 required, {sys.executable} is {v}"'
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(PIP_INSTALL) --no-deps -r requirements/lock.txt
+	$(PIP_INSTALL) --no-deps -e .
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/python pipeline_runner.py run --demo --output-dir runs/demo
+
+test: $(STAMP)
+	$(BIN)/python -m pytest
+
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -m "not e2e"
+
+# Re-resolve the pinned set from the direct requirements and the constraints.
+lock:
+	rm -rf .venv-lock && $(PYTHON) -m venv .venv-lock
+	.venv-lock/bin/pip install --quiet --ignore-requires-python -c requirements/constraints.txt -r requirements/base.in
+	{ head -2 requirements/lock.txt; .venv-lock/bin/pip freeze; } > requirements/lock.txt.new
+	mv requirements/lock.txt.new requirements/lock.txt && rm -rf .venv-lock
+
+clean:
+	rm -rf $(VENV) runs

@@ -1,0 +1,45 @@
+import os
+
+import pytest
+
+from components.serving_pusher import existing_versions, push_model
+
+
+@pytest.fixture
+def model_dir(tmp_path):
+    model = tmp_path / "model"
+    (model / "variables").mkdir(parents=True)
+    (model / "saved_model.pb").write_bytes(b"graph-1")
+    (model / "variables" / "variables.index").write_bytes(b"index")
+    return model
+
+
+def test_pushes_numbered_versions_and_never_touches_existing_ones(model_dir, tmp_path):
+    serving = str(tmp_path / "serving")
+    version, path = push_model(str(model_dir), serving)
+    assert (version, path) == (1, os.path.join(serving, "1"))
+    first_bytes = (tmp_path / "serving" / "1" / "saved_model.pb").read_bytes()
+    (model_dir / "saved_model.pb").write_bytes(b"graph-2")
+    version, _ = push_model(str(model_dir), serving)
+    assert version == 2
+    assert (tmp_path / "serving" / "1" / "saved_model.pb").read_bytes() == first_bytes
+    assert (tmp_path / "serving" / "2" / "saved_model.pb").read_bytes() == b"graph-2"
+    assert (tmp_path / "serving" / "2" / "variables" / "variables.index").exists()
+    assert sorted(os.listdir(serving)) == ["1", "2"], "no staging folder may be left behind"
+
+
+def test_next_version_follows_the_highest_even_with_gaps(model_dir, tmp_path):
+    serving = tmp_path / "serving"
+    (serving / "7").mkdir(parents=True)
+    (serving / "not-a-version").mkdir()
+    assert push_model(str(model_dir), str(serving))[0] == 8
+    assert existing_versions(str(serving)) == [7, 8]
+
+
+def test_a_folder_without_a_saved_model_is_refused(tmp_path):
+    serving = tmp_path / "serving"
+    (tmp_path / "empty-model").mkdir()
+    for source in ("missing-model", "empty-model"):
+        with pytest.raises(FileNotFoundError, match="holds no SavedModel"):
+            push_model(str(tmp_path / source), str(serving))
+    assert existing_versions(str(serving)) == []

@@ -1,0 +1,153 @@
+"""The real pipeline on LocalDagRunner: three runs of the CLI on a tiny generated set.
+
+1. First run: every component executes once; the model is blessed and pushed as version 1.
+2. Rerun, same data and settings: every component is cached; nothing is pushed.
+3. Rerun with min_accuracy above 1.0: not blessed, nothing pushed, version 1 intact.
+MLMD is read here directly, not through the project's own summary code.
+"""
+
+import hashlib
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+import pytest
+from ml_metadata import metadata_store
+from ml_metadata.proto import metadata_store_pb2
+
+from ingest import synthetic
+from pipeline import pipeline as pipeline_lib
+
+pytestmark = pytest.mark.e2e
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+PIPELINE_NAME = "cats-vs-dogs"
+TINY = ["--image-size", "64", "--alpha", "0.35", "--weights", "none", "--head-epochs", "1",
+        "--fine-tune-epochs", "1", "--batch-size", "8", "--calibration-images", "16", "--beam-workers", "1"]
+PROJECT_PACKAGES = {"trainer", "pipeline", "components", "ingest", "reporting", "pipeline_runner"}
+
+
+def _run_cli(data_dir, output_dir, *extra):
+    command = [sys.executable, str(ROOT / "pipeline_runner.py"), "run", "--data-dir", str(data_dir),
+               "--output-dir", str(output_dir), *TINY, *extra]
+    result = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, timeout=900)
+    summary_path = output_dir / "run_summary.json"
+    summary = json.loads(summary_path.read_text()) if summary_path.exists() else None
+    return result, summary
+
+
+def _latest_run_states(metadata_path):
+    """{node_id: [state names]} of the newest pipeline_run context, plus the store."""
+    config = metadata_store_pb2.ConnectionConfig()
+    config.sqlite.filename_uri = str(metadata_path)
+    store = metadata_store.MetadataStore(config)
+    run = max(store.get_contexts_by_type("pipeline_run"), key=lambda c: (c.create_time_since_epoch, c.id))
+    states = {}
+    for execution in store.get_executions_by_context(run.id):
+        node = next(c.name.split(".", 1)[1] for c in store.get_contexts_by_execution(execution.id)
+                    if c.name.startswith(PIPELINE_NAME + "."))
+        states.setdefault(node, []).append(metadata_store_pb2.Execution.State.Name(execution.last_known_state))
+    return states, store, run
+
+
+def _resolver_outputs(store, run):
+    for execution in store.get_executions_by_context(run.id):
+        if execution.type == "tfx.dsl.components.common.resolver.Resolver" or any(
+                c.name.endswith("." + pipeline_lib.BASELINE_RESOLVER) for c in store.get_contexts_by_execution(execution.id)):
+            events = store.get_events_by_execution_ids([execution.id])
+            return sorted(e.artifact_id for e in events if e.type == metadata_store_pb2.Event.OUTPUT)
+    return None
+
+
+def _tree_digest(folder):
+    digest = hashlib.sha256()
+    for path in sorted(p for p in pathlib.Path(folder).rglob("*") if p.is_file()):
+        digest.update(str(path.relative_to(folder)).encode() + path.read_bytes())
+    return digest.hexdigest()
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    base = tmp_path_factory.mktemp("e2e")
+    data, out = base / "images", base / "out"
+    synthetic.write_demo_images(data, 16)
+    record = {"data": data, "out": out}
+
+    record["first"], record["first_summary"] = _run_cli(data, out, "--min-accuracy", "0")
+    record["first_states"], store, run = _latest_run_states(out / "metadata.sqlite")
+    record["first_resolved"] = _resolver_outputs(store, run)
+    record["served_after_first"] = _tree_digest(out / "serving_model")
+
+    record["second"], record["second_summary"] = _run_cli(data, out, "--min-accuracy", "0")
+    record["second_states"], store, run = _latest_run_states(out / "metadata.sqlite")
+    record["second_resolved"] = _resolver_outputs(store, run)
+    record["versions_after_second"] = sorted(os.listdir(out / "serving_model"))
+
+    record["strict"], record["strict_summary"] = _run_cli(data, out, "--min-accuracy", "1.01")
+    record["strict_states"], _, _ = _latest_run_states(out / "metadata.sqlite")
+    record["versions_after_strict"] = sorted(os.listdir(out / "serving_model"))
+    record["served_after_strict"] = _tree_digest(out / "serving_model")
+    return record
+
+
+def test_first_run_executes_every_component_once_and_pushes_version_1(runs):
+    assert runs["first"].returncode == 0, runs["first"].stdout[-3000:] + runs["first"].stderr[-3000:]
+    assert runs["first_states"] == {node: ["COMPLETE"] for node in pipeline_lib.NODE_IDS}
+    summary = runs["first_summary"]
+    assert summary["blessed"] is True and summary["pushed_version"] == 1
+    assert pathlib.Path(summary["pushed_path"]) == runs["out"] / "serving_model" / "1"
+    assert summary["metrics"]["candidate"]["example_count"] > 0
+    assert "binary_accuracy" in summary["metrics"]["candidate"]
+    assert set(summary["metrics_by_label"]) == {"label=0", "label=1"}
+    assert "Pipeline cats-vs-dogs" in runs["first"].stdout and "pushed: version 1" in runs["first"].stdout
+
+
+def test_pushed_model_loads_in_a_fresh_process_without_project_code(runs, tmp_path):
+    images = sorted(str(p) for p in runs["data"].rglob("*.jpg"))[:6] + sorted(
+        str(p) for p in runs["data"].rglob("*.jpg"))[-6:]
+    script = f"""
+import importlib.abc, json, sys
+class BlockProject(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        if name.split(".")[0] in {sorted(PROJECT_PACKAGES)!r}:
+            raise ImportError("project module " + name + " must not be needed to serve")
+sys.meta_path.insert(0, BlockProject())
+import tensorflow as tf
+serve = tf.saved_model.load({str(runs["out"] / "serving_model" / "1")!r}).signatures["serving_default"]
+paths = {images!r}
+out = serve(image_bytes=tf.constant([open(p, "rb").read() for p in paths]))
+print(json.dumps({{"p": out["dog_probability"].numpy().tolist(),
+                  "c": [c.decode() for c in out["class_name"].numpy()]}}))
+"""
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=tmp_path,
+                            env={**os.environ, "PYTHONPATH": ""}, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    output = json.loads(result.stdout.strip().splitlines()[-1])
+    assert len(output["p"]) == len(images)
+    for probability, name in zip(output["p"], output["c"]):
+        assert 0.0 <= probability <= 1.0
+        assert name == ("dog" if probability >= 0.5 else "cat")
+
+
+def test_rerun_with_no_new_data_is_cached_and_pushes_nothing(runs):
+    assert runs["second"].returncode == 0, runs["second"].stderr[-3000:]
+    components = [n for n in pipeline_lib.NODE_IDS if n != pipeline_lib.BASELINE_RESOLVER]
+    assert {n: runs["second_states"][n] for n in components} == {n: ["CACHED"] for n in components}
+    # The resolver is a system node: it records each resolution, and must resolve the same artifacts.
+    assert runs["second_resolved"] == runs["first_resolved"]
+    assert runs["versions_after_second"] == ["1"]
+    assert runs["second_summary"]["pushed_version"] == 1  # the cached push, not a new one
+    assert "span 1 (reused)" in runs["second"].stdout
+
+
+def test_impossible_threshold_is_not_blessed_and_keeps_version_1_intact(runs):
+    assert runs["strict"].returncode == 0, "a run that completes unblessed is not a failure"
+    summary = runs["strict_summary"]
+    assert summary["blessed"] is False and summary["pushed_version"] is None
+    assert "below the minimum 1.01" in summary["decision"]
+    assert runs["strict_states"][pipeline_lib.EVALUATOR] == ["COMPLETE"]
+    assert runs["strict_states"][pipeline_lib.TRAINER] == ["CACHED"]
+    assert runs["versions_after_strict"] == ["1"]
+    assert runs["served_after_strict"] == runs["served_after_first"]

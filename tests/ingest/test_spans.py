@@ -1,0 +1,122 @@
+import io
+import json
+
+import pytest
+import tensorflow as tf
+from PIL import Image
+
+from ingest import spans, synthetic
+from ingest.images import RejectedImage, check_image
+from trainer import features
+
+
+def _png_bytes(mode="RGBA"):
+    buffer = io.BytesIO()
+    Image.new(mode, (50, 40), (10, 200, 30, 128) if mode == "RGBA" else 90).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+@pytest.fixture
+def messy_folder(tmp_path, demo_jpegs):
+    root = tmp_path / "images"
+    (root / "Cats").mkdir(parents=True)
+    (root / "dog").mkdir()
+    (root / "horse").mkdir()
+    for i, jpeg in enumerate(demo_jpegs["cat"]):
+        (root / "Cats" / f"c{i}.jpg").write_bytes(jpeg)
+    for i, jpeg in enumerate(demo_jpegs["dog"]):
+        (root / "dog" / f"d{i}.JPG").write_bytes(jpeg)
+    (root / "dog" / "copy_of_d0.jpg").write_bytes(demo_jpegs["dog"][0])  # duplicate
+    (root / "Cats" / "empty.jpg").write_bytes(b"")
+    (root / "Cats" / "truncated.jpg").write_bytes(demo_jpegs["cat"][0][:600])
+    (root / "Cats" / "Thumbs.db").write_bytes(b"\x00" * 64)
+    (root / "dog" / "page.jpg").write_bytes(b"<html><body>404</body></html>")
+    (root / "dog" / "transparent.png").write_bytes(_png_bytes("RGBA"))
+    (root / "horse" / "h.jpg").write_bytes(demo_jpegs["dog"][1])
+    (root / "notes.txt").write_text("hello")
+    return root
+
+
+def test_every_file_gets_exactly_one_outcome_with_a_reason(messy_folder, tmp_path):
+    report = spans.ingest_folder(messy_folder, tmp_path / "examples")
+    assert report.files_seen == 14
+    assert sum(report.counts.values()) == report.files_seen
+    assert report.counts == {"accepted": 6, "normalized": 1, "duplicate": 1, "quarantined": 6}
+    reasons = {q["file"]: q["reason"] for q in report.quarantined}
+    assert reasons["Cats/empty.jpg"] == "empty file"
+    assert "truncated or corrupt" in reasons["Cats/truncated.jpg"]
+    assert "not an image" in reasons["Cats/Thumbs.db"] and "not an image" in reasons["dog/page.jpg"]
+    assert "unknown label" in reasons["horse/h.jpg"]
+    assert "not inside a class folder" in reasons["notes.txt"]
+    assert report.duplicates == [{"file": "dog/d0.JPG", "duplicate_of": "dog/copy_of_d0.jpg"}]
+    assert report.normalized[0]["file"] == "dog/transparent.png"
+    assert report.examples_per_label == {"cat": 3, "dog": 4}
+
+
+def test_span_holds_decodable_rgb_jpeg_examples(messy_folder, tmp_path):
+    report = spans.ingest_folder(messy_folder, tmp_path / "examples")
+    records = list(tf.data.TFRecordDataset(
+        str(tmp_path / "examples" / f"span-{report.span}" / spans.RECORDS_FILE), compression_type="GZIP"))
+    assert len(records) == report.examples_written == 7
+    for record in records:
+        example = tf.train.Example.FromString(record.numpy())
+        feature = example.features.feature
+        jpeg = feature[features.IMAGE_KEY].bytes_list.value[0]
+        image = tf.io.decode_jpeg(jpeg)
+        assert image.shape[-1] == 3
+        assert (feature[features.HEIGHT_KEY].int64_list.value[0], feature[features.WIDTH_KEY].int64_list.value[0]) \
+            == tuple(image.shape[:2])
+        assert feature[features.LABEL_KEY].int64_list.value[0] in (0, 1)
+    saved = json.loads((tmp_path / "examples" / f"span-{report.span}" / spans.REPORT_FILE).read_text())
+    assert saved["counts"] == report.counts
+
+
+def test_unchanged_data_reuses_the_span_and_new_data_writes_the_next(tmp_path):
+    data = tmp_path / "data"
+    synthetic.write_demo_images(data, 2)
+    first = spans.ingest_folder(data, tmp_path / "examples")
+    records = tmp_path / "examples" / "span-1" / spans.RECORDS_FILE
+    mtime = records.stat().st_mtime_ns
+    again = spans.ingest_folder(data, tmp_path / "examples")
+    assert (first.span, again.span, again.reused) == (1, 1, True)
+    assert records.stat().st_mtime_ns == mtime, "a reused span must not be rewritten"
+    synthetic.write_demo_images(data, 3)
+    grown = spans.ingest_folder(data, tmp_path / "examples")
+    assert (grown.span, grown.reused, grown.examples_written) == (2, False, 6)
+    assert spans.existing_spans(tmp_path / "examples") == [1, 2]
+
+
+def test_same_bytes_under_both_labels_are_quarantined(tmp_path, demo_jpegs):
+    for name in ("cat", "dog"):
+        (tmp_path / "d" / name).mkdir(parents=True)
+        (tmp_path / "d" / name / "same.jpg").write_bytes(demo_jpegs["cat"][0])
+    (tmp_path / "d" / "dog" / "ok.jpg").write_bytes(demo_jpegs["dog"][0])
+    report = spans.ingest_folder(tmp_path / "d", tmp_path / "examples")
+    assert report.counts["quarantined"] == 2 and report.counts["accepted"] == 1
+    assert all("another label" in q["reason"] for q in report.quarantined)
+
+
+def test_folder_without_usable_images_is_an_error_naming_it(tmp_path):
+    (tmp_path / "d" / "cat").mkdir(parents=True)
+    (tmp_path / "d" / "cat" / "x.jpg").write_bytes(b"")
+    with pytest.raises(spans.NoUsableImagesError, match="no usable images"):
+        spans.ingest_folder(tmp_path / "d", tmp_path / "examples")
+    assert spans.existing_spans(tmp_path / "examples") == []
+
+
+def test_missing_data_dir_is_a_clear_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        spans.ingest_folder(tmp_path / "nowhere", tmp_path / "examples")
+
+
+def test_pixel_limit_rejects_decompression_bombs():
+    buffer = io.BytesIO()
+    Image.new("RGB", (400, 300)).save(buffer, format="JPEG")
+    with pytest.raises(RejectedImage, match="exceeds the limit"):
+        check_image(buffer.getvalue(), max_pixels=100_000)
+    assert check_image(buffer.getvalue(), max_pixels=120_000).width == 400
+
+
+def test_demo_images_are_deterministic(tmp_path):
+    assert synthetic.render_image("cat", 7, seed=1) == synthetic.render_image("cat", 7, seed=1)
+    assert synthetic.render_image("cat", 7, seed=1) != synthetic.render_image("cat", 8, seed=1)

@@ -1,0 +1,71 @@
+import dataclasses
+import math
+
+import pytest
+
+from pipeline import config as config_lib
+from pipeline.config import ConfigError, PipelineConfig
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("image_size", 16, "image_size"),
+    ("image_size", 160.5, "image_size"),
+    ("train_buckets", 0, "train_buckets"),
+    ("batch_size", 0, "batch_size"),
+    ("learning_rate", 0.0, "learning_rate"),
+    ("learning_rate", math.nan, "learning_rate"),
+    ("fine_tune_lr_factor", 2.0, "fine_tune_lr_factor"),
+    ("dropout", 1.0, "dropout"),
+    ("head_epochs", -1, "head_epochs"),
+    ("rotation", 1.5, "rotation"),
+    ("min_accuracy", -0.1, "min_accuracy"),
+    ("max_accuracy_drop", 1.5, "max_accuracy_drop"),
+    ("weights", "", "weights"),
+])
+def test_rejects_bad_values_naming_the_field(field, value, message):
+    with pytest.raises(ConfigError, match=f"invalid {message}") as error:
+        PipelineConfig().replace(**{field: value})
+    assert error.value.field == message
+
+
+def test_imagenet_weights_need_a_published_alpha():
+    with pytest.raises(ConfigError, match="alpha"):
+        PipelineConfig().replace(alpha=0.6)
+    assert PipelineConfig().replace(alpha=0.6, weights="none").training.alpha == 0.6
+
+
+def test_no_epochs_at_all_is_rejected():
+    with pytest.raises(ConfigError, match="nothing would be trained"):
+        PipelineConfig().replace(head_epochs=0, fine_tune_epochs=0)
+
+
+def test_unknown_setting_is_an_error_not_ignored():
+    with pytest.raises(ConfigError, match="no such setting"):
+        PipelineConfig().replace(learning_rat=0.1)
+
+
+def test_overrides_reach_the_owning_section_and_keep_the_rest():
+    config = PipelineConfig().replace(image_size=224, fine_tune_from=120, min_accuracy=0.95)
+    assert (config.data.image_size, config.training.fine_tune_from, config.evaluation.min_accuracy) == (224, 120, 0.95)
+    assert config.training.learning_rate == PipelineConfig().training.learning_rate
+
+
+def test_fine_tune_rate_is_ten_times_lower_by_default():
+    training = PipelineConfig().training
+    assert training.fine_tune_learning_rate == pytest.approx(training.learning_rate / 10)
+
+
+def test_impossible_accuracy_bar_is_allowed_for_dry_runs():
+    assert PipelineConfig().replace(min_accuracy=1.01).evaluation.min_accuracy == 1.01
+
+
+def test_every_field_has_help_and_field_names_are_unique():
+    names = [f.name for _, f in config_lib.section_fields()]
+    assert len(names) == len(set(names))
+    assert all(f.metadata.get("help") for _, f in config_lib.section_fields())
+
+
+def test_demo_config_uses_random_weights_and_is_valid():
+    demo = config_lib.demo_config()
+    assert demo.training.random_init
+    assert dataclasses.replace(demo.training) == demo.training

@@ -1,0 +1,80 @@
+"""The serving SavedModel, built with a real Transform graph, against the Keras model."""
+
+import functools
+
+import numpy as np
+import pytest
+import tensorflow as tf
+import tensorflow_transform as tft
+import tensorflow_transform.beam as tft_beam
+from google.protobuf import text_format
+from tensorflow_metadata.proto.v0 import schema_pb2
+from tensorflow_transform.tf_metadata import dataset_metadata
+
+from ingest.images import check_image
+from ingest.spans import make_example
+from pipeline.config import TrainingConfig
+from pipeline.pipeline import SCHEMA_PATH
+from trainer import export, features, model as model_lib, preprocessing
+
+SIZE = 64
+
+
+@pytest.fixture(scope="module")
+def transform_output(tmp_path_factory, demo_jpegs):
+    schema = text_format.Parse(open(SCHEMA_PATH).read(), schema_pb2.Schema())
+    instances = []
+    for label, name in enumerate(features.LABEL_NAMES):
+        for jpeg in demo_jpegs[name]:
+            instances.append({features.IMAGE_KEY: [jpeg], features.LABEL_KEY: [label], features.HEIGHT_KEY: [1],
+                              features.WIDTH_KEY: [1], features.SOURCE_KEY: [b"x"], features.SHA256_KEY: [b"x"]})
+    out = str(tmp_path_factory.mktemp("transform"))
+    fn = functools.partial(preprocessing.preprocessing_fn, custom_config={"image_size": SIZE})
+    with tft_beam.Context(temp_dir=str(tmp_path_factory.mktemp("tft_tmp"))):
+        transform_fn = (instances, dataset_metadata.DatasetMetadata(schema)) | tft_beam.AnalyzeDataset(fn)
+        _ = transform_fn | tft_beam.WriteTransformFn(out)
+    return tft.TFTransformOutput(out)
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory, transform_output):
+    classifier = model_lib.get_classifier(
+        model_lib.build_model(TrainingConfig(weights="none", alpha=0.35, seed=1), SIZE))
+    path = str(tmp_path_factory.mktemp("serving") / "model")
+    export.export_serving_model(classifier, transform_output, path)
+    return classifier, path
+
+
+def _expected(classifier, jpegs):
+    pixels = tf.cast(preprocessing.decode_and_resize(tf.constant(jpegs), SIZE), tf.float32)
+    return tf.sigmoid(classifier(pixels, training=False)).numpy().ravel()
+
+
+def test_jpeg_signature_equals_the_model_on_decoded_pixels(exported, demo_jpegs):
+    classifier, path = exported
+    jpegs = demo_jpegs["cat"] + demo_jpegs["dog"]
+    serve = tf.saved_model.load(path).signatures["serving_default"]
+    result = serve(image_bytes=tf.constant(jpegs))
+    probability = result[features.PROBABILITY_OUTPUT].numpy()
+    np.testing.assert_allclose(probability, _expected(classifier, jpegs), rtol=1e-5, atol=1e-6)
+    expected_names = [features.LABEL_NAMES[int(p >= 0.5)].encode() for p in probability]
+    assert list(result[features.CLASS_OUTPUT].numpy()) == expected_names
+
+
+def test_example_signature_agrees_with_the_jpeg_signature(exported, demo_jpegs):
+    _, path = exported
+    jpegs = demo_jpegs["dog"]
+    examples = [make_example(check_image(j), 1, f"dog/{i}.jpg") for i, j in enumerate(jpegs)]
+    loaded = tf.saved_model.load(path)
+    by_example = loaded.signatures[export.EXAMPLES_SIGNATURE](examples=tf.constant(examples))
+    by_jpeg = loaded.signatures["serving_default"](image_bytes=tf.constant(jpegs))
+    np.testing.assert_allclose(by_example[features.PROBABILITY_OUTPUT], by_jpeg[features.PROBABILITY_OUTPUT],
+                               rtol=1e-6)
+
+
+def test_keras_model_file_is_kept_beside_the_saved_model(exported, demo_jpegs):
+    classifier, path = exported
+    reloaded = tf.keras.models.load_model(f"{path}/{export.KERAS_MODEL_FILE}")
+    jpegs = demo_jpegs["cat"]
+    pixels = tf.cast(preprocessing.decode_and_resize(tf.constant(jpegs), SIZE), tf.float32)
+    np.testing.assert_allclose(reloaded(pixels).numpy(), classifier(pixels).numpy(), rtol=1e-5, atol=1e-6)

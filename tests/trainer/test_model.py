@@ -1,0 +1,78 @@
+import keras
+import numpy as np
+import pytest
+
+from pipeline.config import TrainingConfig
+from trainer import model as model_lib
+
+SIZE = 64
+
+
+@pytest.fixture(scope="module")
+def config():
+    return TrainingConfig(weights="none", alpha=0.35, fine_tune_from=100, seed=3)
+
+
+def _trainable_base_layers(model):
+    return [i for i, layer in enumerate(model_lib.get_base(model).layers) if layer.trainable and layer.weights]
+
+
+def test_phase_one_trains_only_the_head(config):
+    model = model_lib.build_model(config, SIZE)
+    assert _trainable_base_layers(model) == []
+    trainable = {v.path.split("/")[-2] for v in model.trainable_weights}
+    assert trainable == {model_lib.LOGITS_NAME}
+
+
+def test_phase_one_with_hidden_layer_trains_it_too(config):
+    model = model_lib.build_model(TrainingConfig(**{**config.__dict__, "hidden_units": 8}), SIZE)
+    assert {v.path.split("/")[-2] for v in model.trainable_weights} == {"hidden", model_lib.LOGITS_NAME}
+
+
+def test_phase_two_unfreezes_from_the_configured_layer_but_not_batchnorm(config):
+    model = model_lib.build_model(config, SIZE)
+    model_lib.unfreeze_for_fine_tuning(model, config.fine_tune_from)
+    base = model_lib.get_base(model)
+    trainable = _trainable_base_layers(model)
+    assert trainable and min(trainable) >= config.fine_tune_from
+    for index, layer in enumerate(base.layers):
+        if isinstance(layer, keras.layers.BatchNormalization):
+            assert not layer.trainable, f"BatchNorm layer {layer.name} must stay frozen"
+        elif index >= config.fine_tune_from and layer.weights:
+            assert layer.trainable, f"layer {index} {layer.name} should be trainable in phase 2"
+    assert not any(base.layers[i].trainable for i in range(config.fine_tune_from) if base.layers[i].weights)
+
+
+def test_fine_tune_from_past_the_base_is_an_error(config):
+    model = model_lib.build_model(config, SIZE)
+    with pytest.raises(ValueError, match="past the base"):
+        model_lib.unfreeze_for_fine_tuning(model, 10_000)
+
+
+def test_base_stays_in_inference_mode_while_training(config):
+    """With training=True the model's base output must not depend on the batch."""
+    model = model_lib.build_model(config, SIZE)
+    model_lib.unfreeze_for_fine_tuning(model, 0)
+    classifier = model_lib.get_classifier(model)
+    pooled = keras.Model(classifier.input, classifier.get_layer("pool").output)
+    images = np.random.default_rng(0).uniform(0, 255, (4, SIZE, SIZE, 3)).astype("float32")
+    alone = pooled(images[:1], training=True).numpy()
+    in_batch = pooled(images, training=True).numpy()[:1]
+    np.testing.assert_allclose(alone, in_batch, rtol=1e-4, atol=1e-5)
+
+
+def test_calibration_gives_random_weights_a_usable_signal(config):
+    model = model_lib.build_model(config, SIZE)
+    classifier = model_lib.get_classifier(model)
+    pooled = keras.Model(classifier.input, classifier.get_layer("pool").output)
+    images = np.random.default_rng(1).uniform(0, 255, (16, SIZE, SIZE, 3)).astype("float32")
+    before = pooled(images).numpy().std()
+    model_lib.calibrate_batchnorm(model, images)
+    after = pooled(images).numpy().std()
+    assert after > 100 * before and after > 1e-3
+    assert not model_lib.get_base(model).trainable, "calibration must leave the base frozen"
+
+
+def test_missing_weights_file_is_a_clear_error(config, tmp_path):
+    with pytest.raises(model_lib.WeightsUnavailableError, match="does not exist"):
+        model_lib.build_model(TrainingConfig(**{**config.__dict__, "weights": str(tmp_path / "nope.h5")}), SIZE)
