@@ -1,7 +1,11 @@
 """The serving SavedModel, built with a real Transform graph, against the Keras model."""
 
 import functools
+import os
 
+import apache_beam as beam
+
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -9,7 +13,7 @@ import tensorflow_transform as tft
 import tensorflow_transform.beam as tft_beam
 from google.protobuf import text_format
 from tensorflow_metadata.proto.v0 import schema_pb2
-from tensorflow_transform.tf_metadata import dataset_metadata
+from tensorflow_transform.tf_metadata import dataset_metadata, metadata_io
 
 from ingest.images import check_image
 from ingest.spans import make_example
@@ -30,9 +34,13 @@ def transform_output(tmp_path_factory, demo_jpegs):
                               features.WIDTH_KEY: [1], features.SOURCE_KEY: [b"x"], features.SHA256_KEY: [b"x"]})
     out = str(tmp_path_factory.mktemp("transform"))
     fn = functools.partial(preprocessing.preprocessing_fn, custom_config={"image_size": SIZE})
-    with tft_beam.Context(temp_dir=str(tmp_path_factory.mktemp("tft_tmp"))):
-        transform_fn = (instances, dataset_metadata.DatasetMetadata(schema)) | tft_beam.AnalyzeDataset(fn)
+    with beam.Pipeline() as pipeline, tft_beam.Context(temp_dir=str(tmp_path_factory.mktemp("tft_tmp"))):
+        raw = pipeline | beam.Create(instances)
+        transform_fn = (raw, dataset_metadata.DatasetMetadata(schema)) | tft_beam.AnalyzeDataset(fn)
         _ = transform_fn | tft_beam.WriteTransformFn(out)
+    # TFX's Transform also writes the raw schema; the serving signatures read it.
+    metadata_io.write_metadata(dataset_metadata.DatasetMetadata(schema),
+                               os.path.join(out, tft.TFTransformOutput.RAW_METADATA_DIR))
     return tft.TFTransformOutput(out)
 
 
@@ -74,7 +82,7 @@ def test_example_signature_agrees_with_the_jpeg_signature(exported, demo_jpegs):
 
 def test_keras_model_file_is_kept_beside_the_saved_model(exported, demo_jpegs):
     classifier, path = exported
-    reloaded = tf.keras.models.load_model(f"{path}/{export.KERAS_MODEL_FILE}")
+    reloaded = keras.models.load_model(f"{path}/{export.KERAS_MODEL_FILE}")
     jpegs = demo_jpegs["cat"]
     pixels = tf.cast(preprocessing.decode_and_resize(tf.constant(jpegs), SIZE), tf.float32)
     np.testing.assert_allclose(reloaded(pixels).numpy(), classifier(pixels).numpy(), rtol=1e-5, atol=1e-6)
