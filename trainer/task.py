@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import warnings
 from typing import Any, Mapping
 
 import keras
@@ -146,6 +147,9 @@ def training_config_from(custom_config: Mapping[str, Any]) -> tuple[TrainingConf
 
 def run_fn(fn_args) -> None:
     """TFX Trainer entry point."""
+    # Keras cannot know a TFRecord dataset's length and warns each epoch that it "ran out of data".
+    warnings.filterwarnings("ignore", message=".*ran out of data.*")
+    warnings.filterwarnings("ignore", message=".*`shuffle=True` was passed.*")
     config, image_size = training_config_from(fn_args.custom_config)
     tf_transform_output = tft.TFTransformOutput(fn_args.transform_output)
     train_examples = _pixels_and_labels(fn_args.train_files, tf_transform_output)
