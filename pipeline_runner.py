@@ -26,6 +26,19 @@ EXAMPLES = textwrap.dedent("""\
       # offline: MobileNetV2 ImageNet weights from a local file, 224x224 inputs
       python pipeline_runner.py run --data-dir ~/pets --output-dir runs/pets \\
           --weights ~/mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5 --image-size 224
+
+      # the pushed versions with their metrics and data spans
+      python pipeline_runner.py models --output-dir runs/pets
+
+      # retrain every night at 03:00 with cron (prints the line; --install adds it)
+      python pipeline_runner.py schedule --local --cron "0 3 * * *" --data-dir ~/pets --output-dir runs/pets
+
+      # Kubeflow Pipelines: compile a KFP v2 package, run it once, run it nightly
+      python pipeline_runner.py compile --image gcr.io/my-project/cats-vs-dogs:1 \\
+          --root gs://my-bucket/cats-vs-dogs --package cats_vs_dogs.yaml
+      python pipeline_runner.py submit --package cats_vs_dogs.yaml --host https://kfp.example.com
+      python pipeline_runner.py schedule --package cats_vs_dogs.yaml --host https://kfp.example.com \\
+          --cron "0 0 3 * * *"
     """)
 
 
@@ -106,20 +119,87 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--verbose", action="store_true", help="Show TFX and Beam INFO logs.")
     run._config_groups = {}  # type: ignore[attr-defined]
     _add_config_flags(run)
+
+    models = commands.add_parser("models", help="List the pushed model versions, read from MLMD.",
+                                 description="Each pushed version with its eval metrics, the data spans its model "
+                                             "was trained on, its blessing and its push time.")
+    models.add_argument("--output-dir", type=pathlib.Path, default=pathlib.Path("runs/default"),
+                        help="The run's output directory. Default: runs/default.")
+    models.add_argument("--json", action="store_true", help="Print JSON instead of a table.")
+
+    compile_ = commands.add_parser(
+        "compile", help="Compile the pipeline into a Kubeflow Pipelines v2 package (YAML).",
+        description="Builds the pipeline with the same create_pipeline as `run` and compiles it with "
+                    "KubeflowV2DagRunner. Needs no network and no cluster.")
+    _add_kubeflow_compile_flags(compile_)
+    compile_.add_argument("--package", default="cats_vs_dogs_pipeline.yaml",
+                          help="Output file (.yaml). Default: cats_vs_dogs_pipeline.yaml.")
+    compile_._config_groups = {}  # type: ignore[attr-defined]
+    _add_config_flags(compile_)
+
+    submit = commands.add_parser("submit", help="Start one run of a compiled package on Kubeflow Pipelines.")
+    submit.add_argument("--package", required=True, help="A package written by `compile`.")
+    submit.add_argument("--host", required=True, help="KFP API endpoint, e.g. https://kfp.example.com.")
+    submit.add_argument("--experiment", default="cats-vs-dogs", help="KFP experiment. Default: cats-vs-dogs.")
+    submit.add_argument("--run-name", default="cats-vs-dogs", help="Name of the run. Default: cats-vs-dogs.")
+
+    schedule = commands.add_parser(
+        "schedule", help="Retrain on a schedule: a KFP recurring run, or a local cron entry (--local).",
+        description="With --host: a recurring run of a compiled package on Kubeflow Pipelines (6-field cron, "
+                    "seconds first, at most one run at a time). With --local: a crontab line that runs "
+                    "`pipeline_runner.py run`; overlapping local runs exit at once on the run lock.")
+    target = schedule.add_mutually_exclusive_group(required=True)
+    target.add_argument("--host", help="KFP API endpoint for a recurring run.")
+    target.add_argument("--local", action="store_true", help="Print (or --install) a crontab entry instead.")
+    schedule.add_argument("--cron", required=True,
+                          help="With --host: 6 fields, e.g. '0 0 3 * * *'. With --local: 5 fields, e.g. '0 3 * * *'.")
+    schedule.add_argument("--package", help="With --host: a package written by `compile`.")
+    schedule.add_argument("--experiment", default="cats-vs-dogs", help="KFP experiment. Default: cats-vs-dogs.")
+    schedule.add_argument("--job-name", default="cats-vs-dogs-retraining", help="KFP recurring run name.")
+    schedule.add_argument("--data-dir", type=pathlib.Path, help="With --local: the image folder each run ingests.")
+    schedule.add_argument("--output-dir", type=pathlib.Path, default=pathlib.Path("runs/default"),
+                          help="With --local: the run's output directory. Default: runs/default.")
+    schedule.add_argument("--install", action="store_true",
+                          help="With --local: add the entry to this user's crontab (an existing entry for the "
+                               "same output directory is replaced).")
     return parser
+
+
+def _add_kubeflow_compile_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--image", required=True, help="Container image with this project installed (see Dockerfile).")
+    parser.add_argument("--root", required=True,
+                        help="Storage root of the deployed pipeline, e.g. gs://bucket/cats-vs-dogs: examples/, "
+                             "pipeline_root/ and serving_model/ go under it.")
+    parser.add_argument("--beam-arg", action="append", default=None, dest="beam_args", metavar="ARG",
+                        help="A Beam pipeline argument (repeatable). Default: DirectRunner, multi-process, one "
+                             "worker per core. For Dataflow: --beam-arg=--runner=DataflowRunner "
+                             "--beam-arg=--project=P --beam-arg=--region=R --beam-arg=--temp_location=gs://B/tmp")
+    parser.add_argument("--trainer-cpu", type=float, help="CPU limit of the Trainer's pod, e.g. 4.")
+    parser.add_argument("--trainer-memory", help="Memory limit of the Trainer's pod, e.g. 16G.")
 
 
 def _config_from_args(args: argparse.Namespace):
     from pipeline import config as config_lib
 
-    base = config_lib.demo_config() if args.demo else config_lib.PipelineConfig()
+    base = config_lib.demo_config() if getattr(args, "demo", False) else config_lib.PipelineConfig()
     overrides = {field.name: getattr(args, field.name) for _, field in config_lib.section_fields()
                  if getattr(args, field.name) is not None}
     return config_lib.with_overrides(base, overrides)
 
 
 def _quiet_logs(verbose: bool) -> None:
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    """Keeps the terminal readable; --verbose shows everything.
+
+    Set in the environment so that Beam's worker processes inherit it: each one
+    otherwise prints TensorFlow's CUDA probing and Google libraries' notices.
+    """
+    if not verbose:
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+        os.environ.setdefault("PYTHONWARNINGS", "ignore::FutureWarning,ignore::DeprecationWarning")
+        import warnings
+
+        warnings.filterwarnings("ignore", category=FutureWarning)
+        warnings.filterwarnings("ignore", category=DeprecationWarning)
     from absl import logging as absl_logging
 
     level = logging.INFO if verbose else logging.WARNING
@@ -132,6 +212,7 @@ def _quiet_logs(verbose: bool) -> None:
 
 
 def command_run(args: argparse.Namespace) -> int:
+    from orchestration.run_lock import PipelineBusyError, exclusive_run
     from pipeline.config import ConfigError
 
     try:
@@ -139,10 +220,15 @@ def command_run(args: argparse.Namespace) -> int:
     except ConfigError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    _quiet_logs(args.verbose)
-    import warnings
+    try:
+        with exclusive_run(args.output_dir):
+            return _run_locked(args, config)
+    except PipelineBusyError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 3
 
-    warnings.filterwarnings("ignore", category=FutureWarning)
+
+def _run_locked(args: argparse.Namespace, config) -> int:
 
     from tfx import v1 as tfx
 
@@ -189,9 +275,93 @@ def command_run(args: argparse.Namespace) -> int:
     return 1 if summary.failed else 0
 
 
+def command_models(args: argparse.Namespace) -> int:
+    import json
+
+    from reporting import model_history
+
+    metadata = RunPaths(args.output_dir.resolve()).metadata_path
+    if not metadata.exists():
+        print(f"error: no metadata store at {metadata}: has the pipeline run in {args.output_dir}?", file=sys.stderr)
+        return 2
+    versions = model_history.pushed_versions(str(metadata))
+    if args.json:
+        print(json.dumps([dataclasses.asdict(v) for v in versions], indent=2))
+    else:
+        print(model_history.table(versions))
+    return 0
+
+
+def command_compile(args: argparse.Namespace) -> int:
+    from orchestration import kubeflow
+    from pipeline.config import ConfigError
+
+    try:
+        config = _config_from_args(args)
+    except ConfigError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+
+    path = kubeflow.compile_package(
+        config, args.package, image=args.image, root=args.root,
+        beam_args=args.beam_args if args.beam_args is not None else kubeflow.kubeflow_beam_args(),
+        trainer_cpu=args.trainer_cpu, trainer_memory=args.trainer_memory)
+    print(f"wrote Kubeflow Pipelines package {path}")
+    return 0
+
+
+def command_submit(args: argparse.Namespace) -> int:
+    from orchestration import kubeflow
+
+    try:
+        run_id = kubeflow.submit(args.package, args.host, args.run_name, args.experiment)
+    except kubeflow.KubeflowUnreachableError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(f"started run {run_id} on {args.host}")
+    return 0
+
+
+def command_schedule(args: argparse.Namespace) -> int:
+    from orchestration import kubeflow, local_schedule
+
+    if args.local:
+        if args.data_dir is None:
+            print("error: --local needs --data-dir (the folder each run ingests)", file=sys.stderr)
+            return 2
+        try:
+            line = local_schedule.cron_line(args.cron, pathlib.Path(__file__).resolve().parent, args.data_dir,
+                                            args.output_dir)
+        except ValueError as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 2
+        if args.install:
+            local_schedule.install(line, args.output_dir)
+            print(f"installed in crontab: {line}")
+        else:
+            print(line)
+        return 0
+    if not args.package:
+        print("error: --host needs --package (compile one with `compile`)", file=sys.stderr)
+        return 2
+    try:
+        job_id = kubeflow.schedule(args.package, args.host, args.job_name, args.experiment, args.cron)
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except kubeflow.KubeflowUnreachableError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(f"created recurring run {job_id} ({args.cron}) on {args.host}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return {"run": command_run}[args.command](args)
+    _quiet_logs(getattr(args, "verbose", False))
+    commands = {"run": command_run, "models": command_models, "compile": command_compile,
+                "submit": command_submit, "schedule": command_schedule}
+    return commands[args.command](args)
 
 
 if __name__ == "__main__":

@@ -1,14 +1,14 @@
-"""Resolver strategy: the newest blessed model created before the candidate.
+"""Resolver strategy: the newest blessed model older than the artifacts in `before`.
 
 TFX's LatestBlessedModelStrategy returns the newest blessed model, which on a
-rerun with no new data is the cached candidate itself: the Evaluator's inputs
-change, it re-evaluates the model against itself, and the Pusher ships the
-same model again. Asking for the newest blessed model *older than the
-candidate* gives the baseline the candidate must beat, and the same answer on
-every rerun, so Evaluator and Pusher stay cached.
+rerun with no new data is this run's (cached) candidate itself: the Evaluator's
+inputs change, it re-evaluates the model against itself, and the Pusher ships
+it again. Asking for the newest blessed model *created before* a given
+artifact gives the same answer on every rerun, so everything stays cached:
+- baseline for the Evaluator: before = this run's candidate model;
+- warm start for the Trainer: before = the examples it trains on, so a model
+  never warm-starts from one trained after its data arrived.
 """
-
-from __future__ import annotations
 
 from typing import Dict, List, Optional, Tuple
 
@@ -16,15 +16,15 @@ from tfx import types
 from tfx.components.evaluator import constants as evaluator_constants
 from tfx.dsl.components.common import resolver
 
-CANDIDATE_KEY = "candidate"
+BEFORE_KEY = "before"
 MODEL_KEY = "model"
 BLESSING_KEY = "model_blessing"
 
 
-def select_baseline(candidates: List[types.Artifact], models: List[types.Artifact],
-                    blessings: List[types.Artifact]) -> Tuple[list, list]:
-    """([model], [blessing]) of the newest blessed model older than every candidate, or ([], [])."""
-    newest_allowed = min((c.id for c in candidates), default=None)
+def select_blessed_before(before: List[types.Artifact], models: List[types.Artifact],
+                          blessings: List[types.Artifact]) -> Tuple[list, list]:
+    """([model], [blessing]) of the newest blessed model older than all of `before`, or ([], [])."""
+    newest_allowed = min((a.id for a in before), default=None)
     blessed_by_model_id = {
         b.get_int_custom_property(evaluator_constants.ARTIFACT_PROPERTY_CURRENT_MODEL_ID_KEY): b
         for b in sorted(blessings, key=lambda b: b.id)
@@ -38,11 +38,11 @@ def select_baseline(candidates: List[types.Artifact], models: List[types.Artifac
     return [], []
 
 
-class LatestBlessedBeforeCandidateStrategy(resolver.ResolverStrategy):
-    """Inputs: `candidate` (this run's model), `model`, `model_blessing` (all of them)."""
+class LatestBlessedBeforeStrategy(resolver.ResolverStrategy):
+    """Inputs: `before` (artifacts of this run), `model` and `model_blessing` (all of them)."""
 
     def resolve_artifacts(self, store, input_dict: Dict[str, List[types.Artifact]]
                           ) -> Optional[Dict[str, List[types.Artifact]]]:
-        model, blessing = select_baseline(input_dict.get(CANDIDATE_KEY, []), input_dict.get(MODEL_KEY, []),
-                                          input_dict.get(BLESSING_KEY, []))
-        return {CANDIDATE_KEY: list(input_dict.get(CANDIDATE_KEY, [])), MODEL_KEY: model, BLESSING_KEY: blessing}
+        model, blessing = select_blessed_before(input_dict.get(BEFORE_KEY, []), input_dict.get(MODEL_KEY, []),
+                                                input_dict.get(BLESSING_KEY, []))
+        return {BEFORE_KEY: list(input_dict.get(BEFORE_KEY, [])), MODEL_KEY: model, BLESSING_KEY: blessing}

@@ -4,10 +4,15 @@
 Serving expects. A version is copied under a hidden name and renamed into
 place, so a server never loads half a model, and an existing version is never
 overwritten or deleted: a failed or rejected run leaves what is served as it was.
+Each version records which model it holds (PUSH_RECORD); a model that is
+already the newest version is not pushed again.
 """
 
 
+import dataclasses
+import json
 import os
+import time
 import uuid
 
 import tensorflow as tf
@@ -16,26 +21,56 @@ from tfx.utils import io_utils, path_utils
 
 
 
+PUSH_RECORD = os.path.join("assets.extra", "push.json")
+
+
+@dataclasses.dataclass(frozen=True)
+class PushResult:
+    version: int
+    path: str
+    new: bool  # False: the model was already the newest version; nothing was copied
+
+
+def _pushed_model_uri(version_dir: str) -> str | None:
+    path = os.path.join(version_dir, PUSH_RECORD)
+    if not tf.io.gfile.exists(path):
+        return None
+    return json.loads(tf.io.gfile.GFile(path).read()).get("model_uri")
+
+
 def existing_versions(serving_dir: str) -> list[int]:
     if not tf.io.gfile.isdir(serving_dir):
         return []
     return sorted(int(name.rstrip("/")) for name in tf.io.gfile.listdir(serving_dir) if name.rstrip("/").isdigit())
 
 
-def push_model(model_dir: str, serving_dir: str) -> tuple[int, str]:
-    """Copies `model_dir` to the next free version under `serving_dir`; returns (version, path)."""
+def push_model(model_dir: str, serving_dir: str, model_uri: str | None = None) -> PushResult:
+    """Copies `model_dir` to the next free version under `serving_dir`.
+
+    `model_uri` identifies the model (default: `model_dir`); when the newest
+    version already holds it, nothing is copied.
+    """
     if not tf.io.gfile.exists(os.path.join(model_dir, "saved_model.pb")):
         raise FileNotFoundError(f"{model_dir} holds no SavedModel (saved_model.pb); nothing was pushed")
+    model_uri = model_uri or model_dir
+    versions = existing_versions(serving_dir)
+    if versions:
+        newest = os.path.join(serving_dir, str(versions[-1]))
+        if _pushed_model_uri(newest) == model_uri:
+            return PushResult(versions[-1], newest, new=False)
     tf.io.gfile.makedirs(serving_dir)
     staging = os.path.join(serving_dir, f".incoming-{uuid.uuid4().hex}")
     io_utils.copy_dir(model_dir, staging)
+    tf.io.gfile.makedirs(os.path.join(staging, os.path.dirname(PUSH_RECORD)))
+    with tf.io.gfile.GFile(os.path.join(staging, PUSH_RECORD), "w") as f:
+        json.dump({"model_uri": model_uri, "pushed_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}, f)
     try:
-        version = max(existing_versions(serving_dir), default=0) + 1
+        version = max(versions, default=0) + 1
         while True:
             target = os.path.join(serving_dir, str(version))
             try:
                 tf.io.gfile.rename(staging, target, overwrite=False)
-                return version, target
+                return PushResult(version, target, new=True)
             except tf.errors.AlreadyExistsError:  # another pusher took this version
                 version += 1
     finally:
@@ -54,8 +89,12 @@ def ServingPusher(
         pushed_model.set_int_custom_property("pushed", 0)
         return
     source = path_utils.serving_model_path(model.uri, path_utils.is_old_model_artifact(model))
-    version, target = push_model(source, serving_dir)
+    result = push_model(source, serving_dir, model_uri=model.uri)
+    if not result.new:  # already served (an unchanged rerun on an orchestrator without our resolver)
+        pushed_model.set_int_custom_property("pushed", 0)
+        pushed_model.set_string_custom_property("already_served_as", result.path)
+        return
     pushed_model.set_int_custom_property("pushed", 1)
-    pushed_model.set_int_custom_property("pushed_version", version)
-    pushed_model.set_string_custom_property("pushed_destination", target)
+    pushed_model.set_int_custom_property("pushed_version", result.version)
+    pushed_model.set_string_custom_property("pushed_destination", result.path)
     pushed_model.set_int_custom_property("pushed_model_id", model.id)

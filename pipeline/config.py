@@ -77,6 +77,9 @@ class TrainingConfig:
         256, "With random weights only: train images used to set BatchNorm statistics before phase 1.")
     shuffle_buffer: int = _field(1024, "Shuffle buffer size, in examples.")
     seed: int = _field(42, "Random seed for initialization, shuffling and augmentation.")
+    warm_start: bool = _field(
+        False, "Start from the weights of the newest blessed model trained before this data arrived "
+               "(same architecture needed); without one, start as configured.")
 
     def __post_init__(self) -> None:
         _require(isinstance(self.weights, str) and self.weights.strip() != "", "weights",
@@ -104,6 +107,7 @@ class TrainingConfig:
             value = getattr(self, name)
             _require(_is_finite_number(value) and 0 <= value < 1, name, f"must be in [0, 1), got {value!r}")
         _require(isinstance(self.seed, int), "seed", f"must be an integer, got {self.seed!r}")
+        _require(isinstance(self.warm_start, bool), "warm_start", f"must be true or false, got {self.warm_start!r}")
 
     @property
     def fine_tune_learning_rate(self) -> float:

@@ -17,7 +17,7 @@ from tfx import v1 as tfx
 from tfx.dsl.components.base.base_node import BaseNode
 
 from components.anomalies_gate import AnomaliesGate
-from components.baseline_resolver import LatestBlessedBeforeCandidateStrategy
+from components.baseline_resolver import LatestBlessedBeforeStrategy
 from components.serving_pusher import ServingPusher
 from ingest.spans import SPAN_PATTERN
 from pipeline.config import PipelineConfig
@@ -37,6 +37,7 @@ ANOMALIES_GATE = "AnomaliesGate"
 TRANSFORM = "Transform"
 TRAINER = "Trainer"
 BASELINE_RESOLVER = "BaselineResolver"
+WARM_START_RESOLVER = "WarmStartResolver"  # only with warm_start
 EVALUATOR = "Evaluator"
 PUSHER = "ServingPusher"
 NODE_IDS = (EXAMPLE_GEN, STATISTICS_GEN, SCHEMA_IMPORTER, EXAMPLE_VALIDATOR, ANOMALIES_GATE, TRANSFORM,
@@ -76,6 +77,16 @@ def eval_config(config: PipelineConfig) -> tfma.EvalConfig:
     )
 
 
+def _newest_blessed_model(before, node_id: str, builtin: bool) -> tfx.dsl.Resolver:
+    """A Resolver of the newest blessed model older than `before` (see components.baseline_resolver)."""
+    history = {"model": tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),
+               "model_blessing": tfx.dsl.Channel(type=tfx.types.standard_artifacts.ModelBlessing)}
+    if builtin:
+        return tfx.dsl.Resolver(strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy,
+                                **history).with_id(node_id)
+    return tfx.dsl.Resolver(strategy_class=LatestBlessedBeforeStrategy, before=before, **history).with_id(node_id)
+
+
 def create_pipeline(
     config: PipelineConfig,
     *,
@@ -85,8 +96,15 @@ def create_pipeline(
     metadata_connection_config=None,
     beam_pipeline_args: list[str] | None = None,
     allow_anomalies: bool = False,
+    builtin_resolver: bool = False,
 ) -> tfx.dsl.Pipeline:
-    """Ingested spans -> validated, transformed, trained, evaluated, pushed model."""
+    """Ingested spans -> validated, transformed, trained, evaluated, pushed model.
+
+    `builtin_resolver` takes TFX's LatestBlessedModelStrategy for the baseline
+    (and warm start), the only kind KubeflowV2DagRunner compiles. Its baseline on an unchanged
+    rerun is the candidate itself, so Evaluator and Pusher run again there; the
+    ServingPusher still adds no version for a model it already serves.
+    """
     splits = [tfx.proto.SplitConfig.Split(name="train", hash_buckets=config.data.train_buckets),
               tfx.proto.SplitConfig.Split(name="eval", hash_buckets=config.data.eval_buckets)]
     example_gen = tfx.components.ImportExampleGen(
@@ -111,8 +129,11 @@ def create_pipeline(
         preprocessing_fn=PREPROCESSING_FN,
         custom_config={"image_size": config.data.image_size, "code_version": code_version},
     ).with_id(TRANSFORM)
+    warm_start = _newest_blessed_model(example_gen.outputs["examples"], WARM_START_RESOLVER, builtin_resolver) \
+        if config.training.warm_start else None
     trainer = tfx.components.Trainer(
         run_fn=RUN_FN,
+        base_model=warm_start.outputs["model"] if warm_start else None,
         examples=transform.outputs["transformed_examples"],
         transform_graph=transform.outputs["transform_graph"],
         schema=gate.outputs["validated_schema"],
@@ -122,12 +143,7 @@ def create_pipeline(
                        "code_version": code_version},
     ).with_id(TRAINER)
 
-    baseline = tfx.dsl.Resolver(
-        strategy_class=LatestBlessedBeforeCandidateStrategy,
-        candidate=trainer.outputs["model"],
-        model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),
-        model_blessing=tfx.dsl.Channel(type=tfx.types.standard_artifacts.ModelBlessing),
-    ).with_id(BASELINE_RESOLVER)
+    baseline = _newest_blessed_model(trainer.outputs["model"], BASELINE_RESOLVER, builtin_resolver)
     evaluator = tfx.components.Evaluator(
         examples=example_gen.outputs["examples"],
         example_splits=["eval"],
@@ -140,7 +156,8 @@ def create_pipeline(
     ).with_id(PUSHER)
 
     components: list[BaseNode] = [example_gen, statistics_gen, schema_importer, example_validator, gate,
-                                  transform, trainer, baseline, evaluator, pusher]
+                                  transform, *([warm_start] if warm_start else []), trainer, baseline,
+                                  evaluator, pusher]
     return tfx.dsl.Pipeline(
         pipeline_name=config.name,
         pipeline_root=pipeline_root,

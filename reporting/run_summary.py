@@ -88,7 +88,7 @@ def _fmt(value: float) -> str:
     return str(int(value)) if float(value).is_integer() else f"{value:.4f}"
 
 
-def _store(metadata_path: str) -> metadata_store.MetadataStore:
+def open_store(metadata_path: str) -> metadata_store.MetadataStore:
     config = metadata_store_pb2.ConnectionConfig()
     config.sqlite.filename_uri = metadata_path
     config.sqlite.connection_mode = metadata_store_pb2.SqliteMetadataSourceConfig.READONLY
@@ -121,7 +121,7 @@ def _outputs(store, execution_id: int) -> list:
     return store.get_artifacts_by_id(ids) if ids else []
 
 
-def _custom(artifact, key):
+def custom_property(artifact, key):
     if key not in artifact.custom_properties:
         return None
     value = artifact.custom_properties[key]
@@ -192,7 +192,7 @@ def read_decision(evaluation_uri: str, blessed: bool, min_accuracy: float, max_d
 
 
 def summarize(metadata_path: str, pipeline_name: str, min_accuracy: float, max_drop: float) -> RunSummary:
-    store = _store(metadata_path)
+    store = open_store(metadata_path)
     run = _latest_run_context(store, pipeline_name)
     summary = RunSummary(pipeline=pipeline_name, run_id=run.name if run else None, nodes=[], metrics={},
                          metrics_by_label={}, confusion_matrix=None, blessed=None, decision=None,
@@ -210,10 +210,10 @@ def summarize(metadata_path: str, pipeline_name: str, min_accuracy: float, max_d
                 summary.metrics, summary.metrics_by_label, summary.confusion_matrix = read_metrics(artifact.uri)
                 evaluation_uri = artifact.uri
             elif artifact_type == "ModelBlessing":
-                summary.blessed = _custom(artifact, "blessed") == 1
-            elif artifact_type == "PushedModel" and _custom(artifact, "pushed") == 1:
-                summary.pushed_version = _custom(artifact, "pushed_version")
-                summary.pushed_path = _custom(artifact, "pushed_destination")
+                summary.blessed = custom_property(artifact, "blessed") == 1
+            elif artifact_type == "PushedModel" and custom_property(artifact, "pushed") == 1:
+                summary.pushed_version = custom_property(artifact, "pushed_version")
+                summary.pushed_path = custom_property(artifact, "pushed_destination")
     if summary.blessed is not None and summary.metrics:
         summary.decision = read_decision(evaluation_uri, summary.blessed, min_accuracy, max_drop)
     return summary

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import tempfile
 import warnings
 from typing import Any, Mapping
 
@@ -100,11 +101,40 @@ def _fit_phase(model, train, evaluation, *, phase, first_epoch, epochs, config, 
     return first_epoch + len(result.epoch)
 
 
+def warm_start_from(classifier: keras.Model, base_model_dir: str) -> str | None:
+    """Copies the weights of a previous model into `classifier`.
+
+    Returns None on success, or why it could not (missing file, another
+    architecture): the caller then trains from its configured start.
+    """
+    path = os.path.join(base_model_dir, export.KERAS_MODEL_FILE)
+    if not tf.io.gfile.exists(path):
+        return f"{path} does not exist"
+    with tempfile.TemporaryDirectory() as scratch:
+        local = os.path.join(scratch, "model.keras")
+        tf.io.gfile.copy(path, local)
+        previous = keras.models.load_model(local, compile=False)
+    old = {v.path: v for v in previous.weights}
+    new = {v.path: v for v in classifier.weights}
+    if old.keys() != new.keys() or any(tuple(old[k].shape) != tuple(new[k].shape) for k in new):
+        return "the previous model has another architecture (alpha, image size or head differ)"
+    for key, variable in new.items():
+        variable.assign(old[key])
+    return None
+
+
 def train(config: TrainingConfig, image_size: int, train: tf.data.Dataset, evaluation: tf.data.Dataset,
-          calibration_pixels: np.ndarray | None, log_dir: str | None = None) -> tuple[keras.Model, dict]:
+          calibration_pixels: np.ndarray | None, log_dir: str | None = None,
+          base_model_dir: str | None = None) -> tuple[keras.Model, dict]:
     """Runs both phases and returns the best model and its history record."""
     model = model_lib.build_model(config, image_size)
-    if config.random_init and calibration_pixels is not None:
+    warm_started = False
+    if config.warm_start and base_model_dir:
+        problem = warm_start_from(model_lib.get_classifier(model), base_model_dir)
+        if problem:
+            logging.warning("Not warm-starting from %s: %s", base_model_dir, problem)
+        warm_started = problem is None
+    if config.random_init and calibration_pixels is not None and not warm_started:
         model_lib.calibrate_batchnorm(model, calibration_pixels)
     best = _BestWeights()
     callbacks: list[keras.callbacks.Callback] = [best]
@@ -129,6 +159,7 @@ def train(config: TrainingConfig, image_size: int, train: tf.data.Dataset, evalu
         "best_epoch": best.best_epoch,
         "best_val_loss": None if best.best_epoch is None else best.best_value,
         "monitor": _MONITOR,
+        "warm_started_from": base_model_dir if warm_started else None,
     }
     return model, history
 
@@ -157,7 +188,8 @@ def run_fn(fn_args) -> None:
     model, history = train(
         config, image_size,
         _training_batches(train_examples, config), _eval_batches(eval_examples, config),
-        _calibration_pixels(train_examples, config), log_dir=fn_args.model_run_dir)
+        _calibration_pixels(train_examples, config), log_dir=fn_args.model_run_dir,
+        base_model_dir=fn_args.base_model)
     logging.info("Best epoch %s with %s=%s", history["best_epoch"], _MONITOR, history["best_val_loss"])
     export.export_serving_model(model_lib.get_classifier(model), tf_transform_output, fn_args.serving_model_dir)
     history_path = os.path.join(fn_args.serving_model_dir, HISTORY_FILE)

@@ -1,6 +1,6 @@
 from tfx.types import standard_artifacts
 
-from components.baseline_resolver import select_baseline
+from components.baseline_resolver import select_blessed_before as select_baseline
 
 
 def _model(artifact_id):
@@ -36,3 +36,13 @@ def test_baseline_is_the_newest_blessed_model_older_than_the_candidate():
 def test_unblessed_models_are_never_a_baseline():
     models = [_model(1), _model(2)]
     assert select_baseline([_model(2)], models, [_blessing(10, 1, False)]) == ([], [])
+
+
+def test_warm_start_never_uses_a_model_newer_than_the_examples():
+    """`before` may hold any artifact type: ids are one sequence across MLMD."""
+    examples = standard_artifacts.Examples()
+    examples.id = 5
+    models = [_model(3), _model(7)]
+    blessings = [_blessing(4, 3, True), _blessing(8, 7, True)]
+    model, _ = select_baseline([examples], models, blessings)
+    assert [m.id for m in model] == [3]

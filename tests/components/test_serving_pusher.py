@@ -16,12 +16,11 @@ def model_dir(tmp_path):
 
 def test_pushes_numbered_versions_and_never_touches_existing_ones(model_dir, tmp_path):
     serving = str(tmp_path / "serving")
-    version, path = push_model(str(model_dir), serving)
-    assert (version, path) == (1, os.path.join(serving, "1"))
+    result = push_model(str(model_dir), serving, model_uri="model-1")
+    assert (result.version, result.path, result.new) == (1, os.path.join(serving, "1"), True)
     first_bytes = (tmp_path / "serving" / "1" / "saved_model.pb").read_bytes()
     (model_dir / "saved_model.pb").write_bytes(b"graph-2")
-    version, _ = push_model(str(model_dir), serving)
-    assert version == 2
+    assert push_model(str(model_dir), serving, model_uri="model-2").version == 2
     assert (tmp_path / "serving" / "1" / "saved_model.pb").read_bytes() == first_bytes
     assert (tmp_path / "serving" / "2" / "saved_model.pb").read_bytes() == b"graph-2"
     assert (tmp_path / "serving" / "2" / "variables" / "variables.index").exists()
@@ -32,7 +31,7 @@ def test_next_version_follows_the_highest_even_with_gaps(model_dir, tmp_path):
     serving = tmp_path / "serving"
     (serving / "7").mkdir(parents=True)
     (serving / "not-a-version").mkdir()
-    assert push_model(str(model_dir), str(serving))[0] == 8
+    assert push_model(str(model_dir), str(serving)).version == 8
     assert existing_versions(str(serving)) == [7, 8]
 
 
@@ -43,3 +42,12 @@ def test_a_folder_without_a_saved_model_is_refused(tmp_path):
         with pytest.raises(FileNotFoundError, match="holds no SavedModel"):
             push_model(str(tmp_path / source), str(serving))
     assert existing_versions(str(serving)) == []
+
+
+def test_the_model_already_served_is_not_pushed_again(model_dir, tmp_path):
+    serving = str(tmp_path / "serving")
+    assert push_model(str(model_dir), serving, model_uri="model-1").new
+    again = push_model(str(model_dir), serving, model_uri="model-1")
+    assert (again.version, again.new) == (1, False)
+    assert sorted(os.listdir(serving)) == ["1"]
+    assert push_model(str(model_dir), serving, model_uri="model-2").version == 2

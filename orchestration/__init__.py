@@ -1,0 +1,1 @@
+"""Running the pipeline: the local run lock, Kubeflow compile/submit/schedule, cron."""

@@ -1,0 +1,119 @@
+"""Pushed model versions with their metrics, data spans and blessing, from MLMD.
+
+Lineage followed for each push: PushedModel <- ServingPusher <- Model (and
+ModelBlessing) ; Model <- Trainer <- transformed Examples <- Transform <-
+ingested Examples, whose `span` property names the data.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+
+from ml_metadata.proto import metadata_store_pb2
+
+from reporting import run_summary
+
+
+@dataclasses.dataclass
+class PushedVersion:
+    version: int
+    path: str
+    pushed_at: str
+    model_id: int
+    model_uri: str
+    blessed: bool
+    spans: list[int]
+    metrics: dict[str, float]
+
+
+def _artifact_type(store, artifact) -> str:
+    return store.get_artifact_types_by_id([artifact.type_id])[0].name
+
+
+def _producer(store, artifact_id: int) -> int | None:
+    for event in store.get_events_by_artifact_ids([artifact_id]):
+        if event.type == metadata_store_pb2.Event.OUTPUT:
+            return event.execution_id
+    return None
+
+
+def _inputs(store, execution_id: int) -> list:
+    ids = [e.artifact_id for e in store.get_events_by_execution_ids([execution_id])
+           if e.type == metadata_store_pb2.Event.INPUT]
+    return store.get_artifacts_by_id(ids) if ids else []
+
+
+def _outputs(store, execution_id: int) -> list:
+    ids = [e.artifact_id for e in store.get_events_by_execution_ids([execution_id])
+           if e.type == metadata_store_pb2.Event.OUTPUT]
+    return store.get_artifacts_by_id(ids) if ids else []
+
+
+def _spans_of_model(store, model_id: int) -> list[int]:
+    """Spans of the ingested examples the model was trained from."""
+    spans: set[int] = set()
+    trainer = _producer(store, model_id)
+    if trainer is None:
+        return []
+    for transformed in (a for a in _inputs(store, trainer) if _artifact_type(store, a) == "Examples"):
+        transform = _producer(store, transformed.id)
+        if transform is None:
+            continue
+        for raw in (a for a in _inputs(store, transform) if _artifact_type(store, a) == "Examples"):
+            if "span" in raw.custom_properties:
+                spans.add(raw.custom_properties["span"].int_value)
+            elif "span" in raw.properties:
+                spans.add(raw.properties["span"].int_value)
+    return sorted(spans)
+
+
+def _metrics_of_blessing(store, blessing) -> dict[str, float]:
+    evaluator = _producer(store, blessing.id)
+    if evaluator is None:
+        return {}
+    for artifact in _outputs(store, evaluator):
+        if _artifact_type(store, artifact) == "ModelEvaluation":
+            overall, _, _ = run_summary.read_metrics(artifact.uri)
+            return overall.get("candidate", {})
+    return {}
+
+
+def pushed_versions(metadata_path: str) -> list[PushedVersion]:
+    """Every version the pipeline pushed, oldest first."""
+    store = run_summary.open_store(metadata_path)
+    result = []
+    for pushed in store.get_artifacts_by_type("PushedModel"):
+        if run_summary.custom_property(pushed, "pushed") != 1:
+            continue
+        pusher = _producer(store, pushed.id)
+        inputs = _inputs(store, pusher) if pusher is not None else []
+        model = next((a for a in inputs if _artifact_type(store, a) == "Model"), None)
+        blessing = next((a for a in inputs if _artifact_type(store, a) == "ModelBlessing"), None)
+        when = datetime.datetime.fromtimestamp(pushed.create_time_since_epoch / 1000, datetime.timezone.utc)
+        result.append(PushedVersion(
+            version=run_summary.custom_property(pushed, "pushed_version"),
+            path=run_summary.custom_property(pushed, "pushed_destination"),
+            pushed_at=when.isoformat(timespec="seconds"),
+            model_id=model.id if model else -1,
+            model_uri=model.uri if model else "",
+            blessed=bool(blessing and run_summary.custom_property(blessing, "blessed") == 1),
+            spans=_spans_of_model(store, model.id) if model else [],
+            metrics=_metrics_of_blessing(store, blessing) if blessing else {},
+        ))
+    return sorted(result, key=lambda v: v.version)
+
+
+def table(versions: list[PushedVersion]) -> str:
+    if not versions:
+        return "no model has been pushed yet"
+    lines = [f"{'version':>7}  {'pushed at (UTC)':<25}{'model':>6}  {'spans':<10}{'accuracy':>9}{'auc':>8}"
+             f"{'examples':>9}  blessed  path"]
+    for v in versions:
+        def metric(name):
+            return f"{v.metrics[name]:.4f}" if name in v.metrics else "-"
+        examples = int(v.metrics["example_count"]) if "example_count" in v.metrics else "-"
+        lines.append(f"{v.version:>7}  {v.pushed_at:<25}{v.model_id:>6}  {','.join(map(str, v.spans)) or '-':<10}"
+                     f"{metric('binary_accuracy'):>9}{metric('auc'):>8}{examples:>9}  "
+                     f"{'yes' if v.blessed else 'no':<7}  {v.path}")
+    return "\n".join(lines)

@@ -1,0 +1,67 @@
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from pipeline.config import TrainingConfig
+from trainer import export, model as model_lib, task
+
+SIZE = 64
+
+
+def _dataset(seed, n=16):
+    rng = np.random.default_rng(seed)
+    labels = np.arange(n) % 2
+    # Dogs brighter than cats: learnable in a couple of epochs.
+    pixels = rng.uniform(0, 120, (n, SIZE, SIZE, 3)) + labels[:, None, None, None] * 120
+    return tf.data.Dataset.from_tensor_slices((pixels.astype("float32"), labels[:, None].astype("float32"))).batch(8)
+
+
+@pytest.fixture(scope="module")
+def config():
+    return TrainingConfig(weights="none", alpha=0.35, head_epochs=2, fine_tune_epochs=2, fine_tune_from=100,
+                          early_stopping_patience=0, seed=5)
+
+
+def test_train_records_both_phases_and_keeps_the_best_epoch(config):
+    model, history = task.train(config, SIZE, _dataset(0), _dataset(1), calibration_pixels=None)
+    phases = [e["phase"] for e in history["epochs"]]
+    assert phases == ["head", "head", "fine_tune", "fine_tune"]
+    assert [e["epoch"] for e in history["epochs"]] == [0, 1, 2, 3]
+    assert history["fine_tune_start_epoch"] == 2
+    head_rate, tune_rate = history["epochs"][0]["learning_rate"], history["epochs"][-1]["learning_rate"]
+    assert tune_rate == pytest.approx(head_rate * config.fine_tune_lr_factor)
+    best = min(history["epochs"], key=lambda e: e["val_loss"])
+    assert history["best_epoch"] == best["epoch"]
+    restored = model.evaluate(_dataset(1), verbose=0, return_dict=True)["loss"]
+    assert restored == pytest.approx(best["val_loss"], rel=1e-4, abs=1e-5)
+
+
+def _save_classifier(classifier, folder):
+    path = os.path.join(folder, export.KERAS_MODEL_FILE)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    classifier.save(path)
+
+
+def _calibrated_classifier(config, images):
+    model = model_lib.build_model(config, SIZE)
+    model_lib.calibrate_batchnorm(model, images)  # else random outputs are ~1e-10 and compare equal
+    return model_lib.get_classifier(model)
+
+
+def test_warm_start_copies_the_previous_models_weights(config, tmp_path):
+    images = np.random.default_rng(2).uniform(0, 255, (8, SIZE, SIZE, 3)).astype("float32")
+    previous = _calibrated_classifier(config, images)
+    _save_classifier(previous, tmp_path)
+    fresh = _calibrated_classifier(TrainingConfig(**{**config.__dict__, "seed": 99}), images)
+    assert np.abs(fresh(images).numpy() - previous(images).numpy()).max() > 1e-3
+    assert task.warm_start_from(fresh, str(tmp_path)) is None
+    np.testing.assert_allclose(fresh(images).numpy(), previous(images).numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_warm_start_refuses_another_architecture(config, tmp_path):
+    _save_classifier(model_lib.get_classifier(model_lib.build_model(config, SIZE)), tmp_path)
+    wider = model_lib.get_classifier(model_lib.build_model(TrainingConfig(**{**config.__dict__, "alpha": 0.5}), SIZE))
+    assert "another architecture" in task.warm_start_from(wider, str(tmp_path))
+    assert "does not exist" in task.warm_start_from(wider, str(tmp_path / "nothing"))
