@@ -20,6 +20,7 @@ demo: $(STAMP)
 	$(BIN)/python pipeline_runner.py run --demo --output-dir runs/demo
 
 test: $(STAMP)
+	$(BIN)/ruff check .
 	$(BIN)/python -m pytest
 
 test-fast: $(STAMP)

@@ -42,7 +42,8 @@ def find_files(root: str | os.PathLike) -> list[SourceFile]:
             continue
         label = label_for_folder(parts[0])
         if label is None:
-            found.append(SourceFile(path, relative, None, f"unknown label: folder {parts[0]!r} is not cat(s) or dog(s)"))
+            problem = f"unknown label: folder {parts[0]!r} is not cat(s) or dog(s)"
+            found.append(SourceFile(path, relative, None, problem))
         else:
             found.append(SourceFile(path, relative, label))
     return found

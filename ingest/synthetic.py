@@ -69,17 +69,20 @@ def _draw_cat(draw: ImageDraw.ImageDraw, rng: random.Random, cx: float, cy: floa
     draw.ellipse([cx - r, cy - r * 0.85, cx + r, cy + r * 0.85], fill=fur)
     stripe = _jitter(rng, tuple(int(c * 0.55) for c in fur), 10)  # tabby stripes
     for k in (-2, -1, 0, 1, 2):
-        draw.line([(cx + k * r * 0.2, cy - r * 0.82), (cx + k * r * 0.15, cy - r * 0.4)], fill=stripe, width=max(2, int(r * 0.07)))
+        draw.line([(cx + k * r * 0.2, cy - r * 0.82), (cx + k * r * 0.15, cy - r * 0.4)],
+                  fill=stripe, width=max(2, int(r * 0.07)))
     for side in (-1, 1):
         for k in (0, 1):
             y = cy + r * (0.05 + 0.2 * k)
-            draw.line([(cx + side * r * 0.97, y), (cx + side * r * 0.6, y + r * 0.05)], fill=stripe, width=max(2, int(r * 0.06)))
+            draw.line([(cx + side * r * 0.97, y), (cx + side * r * 0.6, y + r * 0.05)],
+                      fill=stripe, width=max(2, int(r * 0.06)))
     eye = _jitter(rng, (120, 200, 60), 30)
     for side in (-1, 1):  # almond eyes with slit pupils
         ex = cx + side * r * 0.38
         draw.ellipse([ex - r * 0.2, cy - r * 0.22, ex + r * 0.2, cy + r * 0.02], fill=eye)
         draw.ellipse([ex - r * 0.04, cy - r * 0.21, ex + r * 0.04, cy + r * 0.01], fill=(10, 10, 10))
-    draw.polygon([(cx - r * 0.1, cy + r * 0.15), (cx + r * 0.1, cy + r * 0.15), (cx, cy + r * 0.28)], fill=(230, 120, 140))
+    draw.polygon([(cx - r * 0.1, cy + r * 0.15), (cx + r * 0.1, cy + r * 0.15), (cx, cy + r * 0.28)],
+                 fill=(230, 120, 140))
     for side in (-1, 1):  # whiskers
         for k in (-1, 0, 1):
             draw.line([(cx + side * r * 0.2, cy + r * 0.3), (cx + side * r * 1.2, cy + r * (0.25 + k * 0.15))],

@@ -15,7 +15,9 @@ import tempfile
 from pipeline import pipeline as pipeline_lib
 from pipeline.config import PipelineConfig
 
-DEFAULT_IMAGE = "cats-vs-dogs-tfx:latest"
+# The Dockerfile copies the project to /pipeline: the schema's path inside the image.
+IMAGE_PROJECT_DIR = "/pipeline"
+IMAGE_SCHEMA_PATH = posixpath.join(IMAGE_PROJECT_DIR, "pipeline", "schema", "schema.pbtxt")
 
 
 class KubeflowUnreachableError(RuntimeError):
@@ -56,7 +58,8 @@ def build_pipeline(config: PipelineConfig, locations: PipelineLocations, beam_ar
 
     pipeline = pipeline_lib.create_pipeline(
         config, examples_root=locations.examples_root, pipeline_root=locations.pipeline_root,
-        serving_dir=locations.serving_dir, beam_pipeline_args=beam_args, builtin_resolver=True)
+        serving_dir=locations.serving_dir, beam_pipeline_args=beam_args, builtin_resolver=True,
+        schema_path=IMAGE_SCHEMA_PATH)
     if trainer_cpu or trainer_memory:
         resources = pipeline_spec_pb2.PipelineDeploymentConfig.PipelineContainerSpec.ResourceSpec()
         if trainer_cpu:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import os
 import pathlib
 
 import tensorflow_model_analysis as tfma
@@ -97,6 +96,7 @@ def create_pipeline(
     beam_pipeline_args: list[str] | None = None,
     allow_anomalies: bool = False,
     builtin_resolver: bool = False,
+    schema_path: str = SCHEMA_PATH,
 ) -> tfx.dsl.Pipeline:
     """Ingested spans -> validated, transformed, trained, evaluated, pushed model.
 
@@ -104,6 +104,8 @@ def create_pipeline(
     (and warm start), the only kind KubeflowV2DagRunner compiles. Its baseline on an unchanged
     rerun is the candidate itself, so Evaluator and Pusher run again there; the
     ServingPusher still adds no version for a model it already serves.
+    `schema_path` is where the curated schema is for the component that reads
+    it: this checkout locally, the image's copy on Kubeflow.
     """
     splits = [tfx.proto.SplitConfig.Split(name="train", hash_buckets=config.data.train_buckets),
               tfx.proto.SplitConfig.Split(name="eval", hash_buckets=config.data.eval_buckets)]
@@ -113,7 +115,7 @@ def create_pipeline(
         output_config=tfx.proto.Output(split_config=tfx.proto.SplitConfig(splits=splits)),
     ).with_id(EXAMPLE_GEN)
     statistics_gen = tfx.components.StatisticsGen(examples=example_gen.outputs["examples"]).with_id(STATISTICS_GEN)
-    schema_importer = tfx.components.ImportSchemaGen(schema_file=SCHEMA_PATH).with_id(SCHEMA_IMPORTER)
+    schema_importer = tfx.components.ImportSchemaGen(schema_file=schema_path).with_id(SCHEMA_IMPORTER)
     example_validator = tfx.components.ExampleValidator(
         statistics=statistics_gen.outputs["statistics"], schema=schema_importer.outputs["schema"],
     ).with_id(EXAMPLE_VALIDATOR)
@@ -169,6 +171,6 @@ def create_pipeline(
 
 
 def local_beam_args(workers: int = 0) -> list[str]:
-    """DirectRunner arguments; 0 workers means one per core."""
-    workers = workers or os.cpu_count() or 1
+    """DirectRunner arguments, multi-process; 0 workers means one per core of the
+    machine that runs the component (Beam counts them at run time)."""
     return ["--direct_running_mode=multi_processing", f"--direct_num_workers={workers}"]

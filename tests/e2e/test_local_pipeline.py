@@ -6,7 +6,6 @@
 MLMD is read here directly, not through the project's own summary code.
 """
 
-import hashlib
 import json
 import os
 import pathlib
@@ -14,58 +13,25 @@ import subprocess
 import sys
 
 import pytest
-from ml_metadata import metadata_store
 from ml_metadata.proto import metadata_store_pb2
 
 from ingest import synthetic
 from pipeline import pipeline as pipeline_lib
+from tests.helpers import latest_run_states, run_cli, tree_digest
 
 pytestmark = pytest.mark.e2e
 
-ROOT = pathlib.Path(__file__).resolve().parents[2]
-PIPELINE_NAME = "cats-vs-dogs"
 TINY = ["--image-size", "64", "--alpha", "0.35", "--weights", "none", "--head-epochs", "1",
         "--fine-tune-epochs", "1", "--batch-size", "8", "--calibration-images", "16", "--beam-workers", "1"]
 PROJECT_PACKAGES = {"trainer", "pipeline", "components", "ingest", "reporting", "pipeline_runner"}
 
-
-def _run_cli(data_dir, output_dir, *extra):
-    command = [sys.executable, str(ROOT / "pipeline_runner.py"), "run", "--data-dir", str(data_dir),
-               "--output-dir", str(output_dir), *TINY, *extra]
-    result = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, timeout=900)
-    summary_path = output_dir / "run_summary.json"
-    summary = json.loads(summary_path.read_text()) if summary_path.exists() else None
-    return result, summary
-
-
-def _latest_run_states(metadata_path):
-    """{node_id: [state names]} of the newest pipeline_run context, plus the store."""
-    config = metadata_store_pb2.ConnectionConfig()
-    config.sqlite.filename_uri = str(metadata_path)
-    store = metadata_store.MetadataStore(config)
-    run = max(store.get_contexts_by_type("pipeline_run"), key=lambda c: (c.create_time_since_epoch, c.id))
-    states = {}
-    for execution in store.get_executions_by_context(run.id):
-        node = next(c.name.split(".", 1)[1] for c in store.get_contexts_by_execution(execution.id)
-                    if c.name.startswith(PIPELINE_NAME + "."))
-        states.setdefault(node, []).append(metadata_store_pb2.Execution.State.Name(execution.last_known_state))
-    return states, store, run
-
-
 def _resolver_outputs(store, run):
     for execution in store.get_executions_by_context(run.id):
-        if execution.type == "tfx.dsl.components.common.resolver.Resolver" or any(
-                c.name.endswith("." + pipeline_lib.BASELINE_RESOLVER) for c in store.get_contexts_by_execution(execution.id)):
+        if any(c.name.endswith("." + pipeline_lib.BASELINE_RESOLVER)
+               for c in store.get_contexts_by_execution(execution.id)):
             events = store.get_events_by_execution_ids([execution.id])
             return sorted(e.artifact_id for e in events if e.type == metadata_store_pb2.Event.OUTPUT)
     return None
-
-
-def _tree_digest(folder):
-    digest = hashlib.sha256()
-    for path in sorted(p for p in pathlib.Path(folder).rglob("*") if p.is_file()):
-        digest.update(str(path.relative_to(folder)).encode() + path.read_bytes())
-    return digest.hexdigest()
 
 
 @pytest.fixture(scope="module")
@@ -75,20 +41,20 @@ def runs(tmp_path_factory):
     synthetic.write_demo_images(data, 16)
     record = {"data": data, "out": out}
 
-    record["first"], record["first_summary"] = _run_cli(data, out, "--min-accuracy", "0")
-    record["first_states"], store, run = _latest_run_states(out / "metadata.sqlite")
+    record["first"], record["first_summary"] = run_cli(data, out, *TINY, "--min-accuracy", "0")
+    record["first_states"], store, run = latest_run_states(out / "metadata.sqlite")
     record["first_resolved"] = _resolver_outputs(store, run)
-    record["served_after_first"] = _tree_digest(out / "serving_model")
+    record["served_after_first"] = tree_digest(out / "serving_model")
 
-    record["second"], record["second_summary"] = _run_cli(data, out, "--min-accuracy", "0")
-    record["second_states"], store, run = _latest_run_states(out / "metadata.sqlite")
+    record["second"], record["second_summary"] = run_cli(data, out, *TINY, "--min-accuracy", "0")
+    record["second_states"], store, run = latest_run_states(out / "metadata.sqlite")
     record["second_resolved"] = _resolver_outputs(store, run)
     record["versions_after_second"] = sorted(os.listdir(out / "serving_model"))
 
-    record["strict"], record["strict_summary"] = _run_cli(data, out, "--min-accuracy", "1.01")
-    record["strict_states"], _, _ = _latest_run_states(out / "metadata.sqlite")
+    record["strict"], record["strict_summary"] = run_cli(data, out, *TINY, "--min-accuracy", "1.01")
+    record["strict_states"], _, _ = latest_run_states(out / "metadata.sqlite")
     record["versions_after_strict"] = sorted(os.listdir(out / "serving_model"))
-    record["served_after_strict"] = _tree_digest(out / "serving_model")
+    record["served_after_strict"] = tree_digest(out / "serving_model")
     return record
 
 

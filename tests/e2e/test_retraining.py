@@ -1,0 +1,106 @@
+"""Scheduled retraining never ships a worse model, proven on LocalDagRunner.
+
+Four runs on one output directory, as a cron schedule would make them:
+1. span 1 (good data)              -> blessed, pushed as version 1
+2. span 2 (more good data)         -> evaluated against version 1's model, pushed as version 2
+3. span 3 (labels shuffled)        -> not blessed; version 2 stays, byte for byte
+4. the same data again             -> every component cached; nothing trained or pushed
+The model must really learn here (a shuffled span is only caught by a bar that
+a good model clears), so this uses 128-pixel images and warm start.
+"""
+
+import json
+import random
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from ingest import synthetic
+from pipeline import pipeline as pipeline_lib
+from tests.helpers import ROOT, latest_run_states, run_cli, tree_digest
+
+pytestmark = pytest.mark.e2e
+
+LEARNS = ["--image-size", "128", "--weights", "none", "--fine-tune-from", "60", "--head-epochs", "4",
+          "--fine-tune-epochs", "12", "--batch-size", "32", "--warm-start", "--min-accuracy", "0.65",
+          "--max-accuracy-drop", "0.05", "--beam-workers", "1"]
+
+
+def _shuffled_labels(source, target, seed=7):
+    """The same images with every label drawn at random: a labelling bug."""
+    rng = random.Random(seed)
+    for name in synthetic.CLASS_NAMES:
+        (target / name).mkdir(parents=True)
+    for path in sorted(source.rglob("*.jpg")):
+        shutil.copy(path, target / rng.choice(synthetic.CLASS_NAMES) / path.name)
+
+
+@pytest.fixture(scope="module")
+def scenario(tmp_path_factory):
+    base = tmp_path_factory.mktemp("retraining")
+    out = base / "out"
+    span1, span2, span3 = base / "span1", base / "span2", base / "span3"
+    synthetic.write_demo_images(span1, 150)
+    synthetic.write_demo_images(span2, 250)  # the first 150 per class are span 1's files
+    _shuffled_labels(span2, span3)
+    record = {"out": out}
+    for name, data in (("span1", span1), ("span2", span2), ("span3", span3), ("rerun", span3)):
+        record[name], record[name + "_summary"] = run_cli(data, out, *LEARNS)
+        record[name + "_states"], _, _ = latest_run_states(out / "metadata.sqlite")
+        record[name + "_served"] = tree_digest(out / "serving_model")
+    models = subprocess.run([sys.executable, str(ROOT / "pipeline_runner.py"), "models", "--output-dir", str(out),
+                             "--json"], capture_output=True, text=True, timeout=300)
+    record["models"] = json.loads(models.stdout) if models.returncode == 0 else models.stderr
+    return record
+
+
+def _check_ok(result):
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+
+
+def test_span_1_is_blessed_and_pushed_as_version_1(scenario):
+    _check_ok(scenario["span1"])
+    summary = scenario["span1_summary"]
+    assert summary["ingest"]["span"] == 1
+    assert summary["blessed"] is True and summary["pushed_version"] == 1, summary["decision"]
+    assert "baseline" not in summary["metrics"]
+
+
+def test_span_2_is_compared_with_version_1_and_pushed_as_version_2(scenario):
+    _check_ok(scenario["span2"])
+    summary = scenario["span2_summary"]
+    assert summary["ingest"]["span"] == 2
+    assert set(summary["metrics"]) == {"candidate", "baseline"}, "version 1's model must be the baseline"
+    assert summary["blessed"] is True and summary["pushed_version"] == 2, summary["decision"]
+    assert pipeline_lib.WARM_START_RESOLVER in scenario["span2_states"]
+
+
+def test_degraded_span_3_is_rejected_and_version_2_stays_served(scenario):
+    _check_ok(scenario["span3"])  # a rejected model is a completed run, not a failure
+    summary = scenario["span3_summary"]
+    assert summary["ingest"]["span"] == 3
+    assert summary["blessed"] is False and summary["pushed_version"] is None
+    assert "below the minimum 0.65" in summary["decision"]
+    assert summary["metrics"]["candidate"]["binary_accuracy"] < 0.65
+    assert scenario["span3_served"] == scenario["span2_served"]
+    assert sorted(p.name for p in (scenario["out"] / "serving_model").iterdir()) == ["1", "2"]
+
+
+def test_rerun_with_no_new_data_retrains_and_pushes_nothing(scenario):
+    _check_ok(scenario["rerun"])
+    assert scenario["rerun_summary"]["ingest"] == {**scenario["span3_summary"]["ingest"], "reused": True}
+    resolvers = {pipeline_lib.BASELINE_RESOLVER, pipeline_lib.WARM_START_RESOLVER}
+    states = {n: s for n, s in scenario["rerun_states"].items() if n not in resolvers}
+    assert states == {n: ["CACHED"] for n in states} and pipeline_lib.TRAINER in states
+    assert scenario["rerun_served"] == scenario["span2_served"]
+
+
+def test_models_lists_pushed_versions_with_spans_metrics_and_blessing(scenario):
+    versions = scenario["models"]
+    assert isinstance(versions, list), versions
+    assert [(v["version"], v["spans"], v["blessed"]) for v in versions] == [(1, [1], True), (2, [2], True)]
+    for v in versions:
+        assert v["metrics"]["binary_accuracy"] >= 0.65 and v["metrics"]["example_count"] > 0
+        assert v["pushed_at"] and v["path"].endswith(f"serving_model/{v['version']}")
