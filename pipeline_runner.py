@@ -102,23 +102,21 @@ def build_parser() -> argparse.ArgumentParser:
         description="Ingest an image folder as a new span (unchanged data reuses the last span), then run "
                     "the TFX pipeline on LocalDagRunner with SQLite metadata and Beam's DirectRunner.",
         epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
-    source = run.add_mutually_exclusive_group(required=True)
-    source.add_argument("--data-dir", type=pathlib.Path,
-                        help="Folder of images in class folders: <data-dir>/cat/*.jpg, <data-dir>/dog/*.jpg.")
-    source.add_argument("--demo", action="store_true",
-                        help="Generate the built-in demo images into <output-dir>/demo_images and use the demo "
-                             "settings (random weights; see pipeline.config.demo_config).")
-    run.add_argument("--output-dir", type=pathlib.Path, default=pathlib.Path("runs/default"),
-                     help="Everything of the run goes here: examples/, pipeline_root/, metadata.sqlite, "
-                          "serving_model/<version>/, run_summary.json. Default: runs/default.")
-    run.add_argument("--demo-images", type=int, default=300, help="With --demo: images per class. Default: 300.")
+    _add_source_flags(run)
     run.add_argument("--allow-anomalies", action="store_true",
-                     help="Train even when ExampleValidator reports anomalies (they are still printed).")
-    run.add_argument("--beam-workers", type=int, default=0,
-                     help="DirectRunner worker processes (0: one per core). Default: 0.")
+                     help="Train even when the data has anomalies (schema violations, class imbalance, image "
+                          "size drift). They are still reported. Use consciously.")
     run.add_argument("--verbose", action="store_true", help="Show TFX and Beam INFO logs.")
     run._config_groups = {}  # type: ignore[attr-defined]
     _add_config_flags(run)
+
+    ingest = commands.add_parser(
+        "ingest", help="Only ingest a source as a new span (what `run` does first).",
+        description="Checks every file or record, normalizes what can be, quarantines the rest with a reason, "
+                    "drops exact duplicates, and writes <output-dir>/examples/span-N/ with ingest_report.json.")
+    _add_source_flags(ingest)
+    ingest._config_groups = {}  # type: ignore[attr-defined]
+    _add_config_flags(ingest)
 
     models = commands.add_parser("models", help="List the pushed model versions, read from MLMD.",
                                  description="Each pushed version with its eval metrics, the data spans its model "
@@ -163,6 +161,69 @@ def build_parser() -> argparse.ArgumentParser:
                           help="With --local: add the entry to this user's crontab (an existing entry for the "
                                "same output directory is replaced).")
     return parser
+
+
+def _add_source_flags(parser: argparse.ArgumentParser) -> None:
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--data-dir", type=pathlib.Path,
+                        help="Image folder: class folders (<dir>/cat/*.jpg, <dir>/dog/*.jpg; also PetImages/Cat "
+                             "and cats_and_dogs_filtered/train/cats, whose train/validation split is kept) or "
+                             "Kaggle names (<dir>/train/cat.1.jpg).")
+    source.add_argument("--parquet", type=pathlib.Path,
+                        help="A Parquet file or folder in Hugging Face Bingsu/Cat_and_Dog form "
+                             "(image.bytes, labels 0 = cat / 1 = dog).")
+    source.add_argument("--tfds-data-dir", type=pathlib.Path,
+                        help="A TFDS data_dir holding a prepared cats_vs_dogs (nothing is downloaded).")
+    source.add_argument("--demo", action="store_true",
+                        help="Generate the built-in demo images into <output-dir>/demo_images and use the demo "
+                             "settings (random weights; see pipeline.config.demo_config).")
+    parser.add_argument("--demo-images", type=int, default=300, help="With --demo: images per class. Default: 300.")
+    parser.add_argument("--output-dir", type=pathlib.Path, default=pathlib.Path("runs/default"),
+                        help="Everything of the run goes here: examples/, pipeline_root/, metadata.sqlite, "
+                             "serving_model/<version>/, run_summary.json. Default: runs/default.")
+    parser.add_argument("--beam-workers", type=int, default=0,
+                        help="Beam DirectRunner worker processes for ingest and components (0: one per core).")
+
+
+def _ingest_source(args: argparse.Namespace, config, paths: "RunPaths"):
+    """Ingests the chosen source; returns the report, or prints the error and returns None."""
+    from ingest import sources, spans, synthetic
+
+    if args.demo:
+        synthetic.write_demo_images(paths.demo_images, args.demo_images)
+        kind, location = "folder", paths.demo_images
+    elif args.data_dir:
+        kind, location = "folder", args.data_dir
+    elif args.parquet:
+        kind, location = "parquet", args.parquet
+    else:
+        kind, location = "tfds", args.tfds_data_dir
+    settings = spans.IngestSettings(max_pixels=config.data.max_image_pixels, train_buckets=config.data.train_buckets,
+                                    eval_buckets=config.data.eval_buckets, workers=args.beam_workers)
+    try:
+        report = spans.ingest(kind, location, paths.examples_root, settings)
+    except (sources.SourceError, spans.NoUsableImagesError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return None
+    print(report.table(), flush=True)
+    return report
+
+
+def command_ingest(args: argparse.Namespace) -> int:
+    from orchestration.run_lock import PipelineBusyError, exclusive_run
+    from pipeline.config import ConfigError
+
+    try:
+        config = _config_from_args(args)
+        with exclusive_run(args.output_dir):
+            report = _ingest_source(args, config, RunPaths(args.output_dir.resolve()))
+    except ConfigError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except PipelineBusyError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 3
+    return 0 if report else 2
 
 
 def _add_kubeflow_compile_flags(parser: argparse.ArgumentParser) -> None:
@@ -229,25 +290,16 @@ def command_run(args: argparse.Namespace) -> int:
 
 
 def _run_locked(args: argparse.Namespace, config) -> int:
-
     from tfx import v1 as tfx
 
-    from ingest import spans, synthetic
     from pipeline import pipeline as pipeline_lib
     from reporting import run_summary
 
     paths = RunPaths(args.output_dir.resolve())
     paths.output_dir.mkdir(parents=True, exist_ok=True)
-    data_dir = args.data_dir
-    if args.demo:
-        synthetic.write_demo_images(paths.demo_images, args.demo_images)
-        data_dir = paths.demo_images
-    try:
-        report = spans.ingest_folder(data_dir, paths.examples_root)
-    except (FileNotFoundError, spans.NoUsableImagesError) as error:
-        print(f"error: {error}", file=sys.stderr)
+    report = _ingest_source(args, config, paths)
+    if report is None:
         return 2
-    print(report.table(), flush=True)
 
     pipeline = pipeline_lib.create_pipeline(
         config,
@@ -359,7 +411,7 @@ def command_schedule(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     _quiet_logs(getattr(args, "verbose", False))
-    commands = {"run": command_run, "models": command_models, "compile": command_compile,
+    commands = {"run": command_run, "ingest": command_ingest, "models": command_models, "compile": command_compile,
                 "submit": command_submit, "schedule": command_schedule}
     return commands[args.command](args)
 

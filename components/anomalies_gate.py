@@ -1,22 +1,26 @@
-"""AnomaliesGate: stops the pipeline when ExampleValidator found anomalies.
+"""AnomaliesGate: stops the pipeline when the new data is not fit to train on.
 
-ExampleValidator records anomalies but never fails a run. This component
-reads them and raises with a message naming each one, so Transform and
-Trainer never see bad data. It passes the schema through: downstream
-components consume the gate's schema, which makes the dependency explicit
-for every orchestrator.
+ExampleValidator records schema anomalies but never fails a run. This
+component reads them, adds the project's own checks on the statistics
+(class balance; mean image size drifting from the previous span), and raises
+with a message naming each problem, so Transform and Trainer never see bad
+data. It passes the schema through: downstream components consume the gate's
+schema, which makes the dependency explicit for every orchestrator.
 """
 
 
 import os
 
 import tensorflow as tf
-from tensorflow_metadata.proto.v0 import anomalies_pb2
+from tensorflow_metadata.proto.v0 import anomalies_pb2, statistics_pb2
 from tfx import v1 as tfx
 from tfx.types import artifact_utils
 
 ANOMALIES_FILE = "SchemaDiff.pb"
+STATISTICS_FILE = "FeatureStats.pb"
 SCHEMA_FILE = "schema.pbtxt"
+LABEL_FEATURE = "label"
+SIZE_FEATURES = ("height", "width")
 
 
 class DataAnomaliesError(RuntimeError):
@@ -37,9 +41,52 @@ def describe_anomalies(anomalies_by_split: dict[str, anomalies_pb2.Anomalies]) -
     return lines
 
 
-def check_anomalies(anomalies_by_split: dict[str, anomalies_pb2.Anomalies], allow: bool = False) -> list[str]:
-    """Raises DataAnomaliesError on any anomaly unless `allow`; returns them."""
-    lines = describe_anomalies(anomalies_by_split)
+def _feature(stats: statistics_pb2.DatasetFeatureStatistics, name: str):
+    return next((f for f in stats.features if f.path.step == [name] or f.name == name), None)
+
+
+def class_counts(stats: statistics_pb2.DatasetFeatureStatistics) -> dict[str, int]:
+    """{label value: examples}, from the categorical label's top values."""
+    feature = _feature(stats, LABEL_FEATURE)
+    if feature is None or not feature.HasField("string_stats"):
+        return {}
+    return {v.value: int(v.frequency) for v in feature.string_stats.top_values}
+
+
+def class_balance_problems(stats_by_split: dict[str, statistics_pb2.DatasetFeatureStatistics],
+                           max_ratio: float, label_values: tuple[str, ...] = ("0", "1")) -> list[str]:
+    problems = []
+    for split, stats in sorted(stats_by_split.items()):
+        counts = {value: class_counts(stats).get(value, 0) for value in label_values}
+        if sum(counts.values()) == 0:
+            continue
+        smallest, largest = min(counts.values()), max(counts.values())
+        if smallest == 0 or largest / smallest > max_ratio:
+            shown = ", ".join(f"label {k}: {v}" for k, v in counts.items())
+            problems.append(f"[{split}] class balance: {shown} (more than {max_ratio:g}:1)")
+    return problems
+
+
+def size_drift_problems(current: dict[str, statistics_pb2.DatasetFeatureStatistics],
+                        previous: dict[str, statistics_pb2.DatasetFeatureStatistics], max_drift: float) -> list[str]:
+    problems = []
+    for split in sorted(set(current) & set(previous)):
+        for name in SIZE_FEATURES:
+            now, before = _feature(current[split], name), _feature(previous[split], name)
+            if now is None or before is None or not before.num_stats.mean:
+                continue
+            change = now.num_stats.mean / before.num_stats.mean - 1
+            if abs(change) > max_drift:
+                problems.append(f"[{split}] image {name} drift: mean {now.num_stats.mean:.0f} px against "
+                                f"{before.num_stats.mean:.0f} px in the previous span ({change:+.0%}, "
+                                f"allowed ±{max_drift:.0%})")
+    return problems
+
+
+def check_anomalies(anomalies_by_split: dict[str, anomalies_pb2.Anomalies], allow: bool = False,
+                    extra_problems: list[str] = ()) -> list[str]:
+    """Raises DataAnomaliesError on any anomaly or problem unless `allow`; returns them all."""
+    lines = describe_anomalies(anomalies_by_split) + list(extra_problems)
     if lines and not allow:
         raise DataAnomaliesError(
             f"{len(lines)} data anomal{'y' if len(lines) == 1 else 'ies'} found; stopping before "
@@ -59,14 +106,33 @@ def read_anomalies(anomalies_artifact) -> dict[str, anomalies_pb2.Anomalies]:
     return result
 
 
+def read_statistics(statistics_artifact) -> dict[str, statistics_pb2.DatasetFeatureStatistics]:
+    """{split: statistics} from an ExampleStatistics artifact."""
+    result = {}
+    for split in artifact_utils.decode_split_names(statistics_artifact.split_names):
+        path = os.path.join(artifact_utils.get_split_uri([statistics_artifact], split), STATISTICS_FILE)
+        stats = statistics_pb2.DatasetFeatureStatisticsList()
+        stats.ParseFromString(tf.io.gfile.GFile(path, "rb").read())
+        result[split] = stats.datasets[0]
+    return result
+
+
 @tfx.dsl.components.component
 def AnomaliesGate(
     anomalies: tfx.dsl.components.InputArtifact[tfx.types.standard_artifacts.ExampleAnomalies],
     schema: tfx.dsl.components.InputArtifact[tfx.types.standard_artifacts.Schema],
+    statistics: tfx.dsl.components.InputArtifact[tfx.types.standard_artifacts.ExampleStatistics],
     validated_schema: tfx.dsl.components.OutputArtifact[tfx.types.standard_artifacts.Schema],
+    previous_statistics: tfx.dsl.components.InputArtifact[tfx.types.standard_artifacts.ExampleStatistics] = None,
     allow_anomalies: tfx.dsl.components.Parameter[bool] = False,
+    max_class_ratio: tfx.dsl.components.Parameter[float] = 3.0,
+    max_size_drift: tfx.dsl.components.Parameter[float] = 0.5,
 ) -> None:
-    found = check_anomalies(read_anomalies(anomalies), allow=allow_anomalies)
+    current = read_statistics(statistics)
+    problems = class_balance_problems(current, max_class_ratio)
+    if previous_statistics is not None:
+        problems += size_drift_problems(current, read_statistics(previous_statistics), max_size_drift)
+    found = check_anomalies(read_anomalies(anomalies), allow=allow_anomalies, extra_problems=problems)
     validated_schema.set_int_custom_property("anomalies_allowed", len(found))
     tf.io.gfile.copy(os.path.join(schema.uri, SCHEMA_FILE), os.path.join(validated_schema.uri, SCHEMA_FILE),
                      overwrite=True)

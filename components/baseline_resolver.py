@@ -1,4 +1,4 @@
-"""Resolver strategy: the newest blessed model older than the artifacts in `before`.
+"""Resolver strategies: the newest (blessed model | artifact) older than those in `before`.
 
 TFX's LatestBlessedModelStrategy returns the newest blessed model, which on a
 rerun with no new data is this run's (cached) candidate itself: the Evaluator's
@@ -19,6 +19,7 @@ from tfx.dsl.components.common import resolver
 BEFORE_KEY = "before"
 MODEL_KEY = "model"
 BLESSING_KEY = "model_blessing"
+ARTIFACT_KEY = "artifact"
 
 
 def select_blessed_before(before: List[types.Artifact], models: List[types.Artifact],
@@ -46,3 +47,22 @@ class LatestBlessedBeforeStrategy(resolver.ResolverStrategy):
         model, blessing = select_blessed_before(input_dict.get(BEFORE_KEY, []), input_dict.get(MODEL_KEY, []),
                                                 input_dict.get(BLESSING_KEY, []))
         return {BEFORE_KEY: list(input_dict.get(BEFORE_KEY, [])), MODEL_KEY: model, BLESSING_KEY: blessing}
+
+
+def select_newest_before(before: List[types.Artifact], artifacts: List[types.Artifact]) -> list:
+    """[the newest of `artifacts` older than all of `before`], or []."""
+    newest_allowed = min((a.id for a in before), default=None)
+    older = [a for a in artifacts if newest_allowed is None or a.id < newest_allowed]
+    return [max(older, key=lambda a: a.id)] if older else []
+
+
+class LatestBeforeStrategy(resolver.ResolverStrategy):
+    """Inputs: `before` (artifacts of this run) and `artifact` (all of one type): the newest older one.
+
+    Used for the previous span's statistics, which the size-drift check compares with.
+    """
+
+    def resolve_artifacts(self, store, input_dict: Dict[str, List[types.Artifact]]
+                          ) -> Optional[Dict[str, List[types.Artifact]]]:
+        return {BEFORE_KEY: list(input_dict.get(BEFORE_KEY, [])),
+                ARTIFACT_KEY: select_newest_before(input_dict.get(BEFORE_KEY, []), input_dict.get(ARTIFACT_KEY, []))}

@@ -42,12 +42,30 @@ def _is_finite_number(value: Any) -> bool:
 @dataclasses.dataclass(frozen=True)
 class DataConfig:
     image_size: int = _field(160, "Side in pixels of the square images the model sees (e.g. 128, 160, 224).")
-    train_buckets: int = _field(8, "Hash buckets of the train split (train:eval ratio with --eval-buckets).")
-    eval_buckets: int = _field(2, "Hash buckets of the eval split.")
+    train_buckets: int = _field(
+        8, "Ingest: hash buckets of the train split (train:eval ratio with --eval-buckets), for sources that "
+           "give no split of their own.")
+    eval_buckets: int = _field(2, "Ingest: hash buckets of the eval split.")
+    max_image_pixels: int = _field(50_000_000, "Ingest: images with more pixels are quarantined "
+                                               "(decompression bombs).")
+    span_window: int = _field(1, "Train on the last N ingested spans (1: the latest only).")
+    max_class_ratio: float = _field(
+        3.0, "Data check: stop when the larger class has more than this many times the examples of the smaller.")
+    max_size_drift: float = _field(
+        0.5, "Data check: stop when the mean image height or width moves by more than this fraction from the "
+             "previous span's.")
 
     def __post_init__(self) -> None:
         _require(isinstance(self.image_size, int) and 32 <= self.image_size <= 1024,
                  "image_size", f"must be an integer in [32, 1024], got {self.image_size!r}")
+        _require(isinstance(self.max_image_pixels, int) and self.max_image_pixels >= 64, "max_image_pixels",
+                 f"must be an integer >= 64, got {self.max_image_pixels!r}")
+        _require(isinstance(self.span_window, int) and 1 <= self.span_window <= 1000, "span_window",
+                 f"must be an integer in [1, 1000], got {self.span_window!r}")
+        _require(_is_finite_number(self.max_class_ratio) and self.max_class_ratio >= 1, "max_class_ratio",
+                 f"must be a number >= 1, got {self.max_class_ratio!r}")
+        _require(_is_finite_number(self.max_size_drift) and self.max_size_drift > 0, "max_size_drift",
+                 f"must be a number > 0, got {self.max_size_drift!r}")
         for name in ("train_buckets", "eval_buckets"):
             value = getattr(self, name)
             _require(isinstance(value, int) and 1 <= value <= 1000, name,

@@ -16,9 +16,9 @@ from tfx import v1 as tfx
 from tfx.dsl.components.base.base_node import BaseNode
 
 from components.anomalies_gate import AnomaliesGate
-from components.baseline_resolver import LatestBlessedBeforeStrategy
+from components.baseline_resolver import LatestBeforeStrategy, LatestBlessedBeforeStrategy
 from components.serving_pusher import ServingPusher
-from ingest.spans import SPAN_PATTERN
+from ingest.spans import SPLIT_PATTERNS
 from pipeline.config import PipelineConfig
 from trainer import export, features
 
@@ -37,10 +37,15 @@ TRANSFORM = "Transform"
 TRAINER = "Trainer"
 BASELINE_RESOLVER = "BaselineResolver"
 WARM_START_RESOLVER = "WarmStartResolver"  # only with warm_start
+SPAN_WINDOW_RESOLVER = "SpanWindowResolver"  # only with span_window > 1
+PREVIOUS_STATISTICS_RESOLVER = "PreviousStatisticsResolver"  # local only: KFP v2 cannot compile it
 EVALUATOR = "Evaluator"
 PUSHER = "ServingPusher"
-NODE_IDS = (EXAMPLE_GEN, STATISTICS_GEN, SCHEMA_IMPORTER, EXAMPLE_VALIDATOR, ANOMALIES_GATE, TRANSFORM,
-            TRAINER, BASELINE_RESOLVER, EVALUATOR, PUSHER)
+RESOLVER_IDS = frozenset({BASELINE_RESOLVER, WARM_START_RESOLVER, SPAN_WINDOW_RESOLVER, PREVIOUS_STATISTICS_RESOLVER})
+LOCAL_ONLY_IDS = frozenset({PREVIOUS_STATISTICS_RESOLVER})
+# The nodes of a pipeline with the default settings.
+NODE_IDS = (EXAMPLE_GEN, SCHEMA_IMPORTER, STATISTICS_GEN, EXAMPLE_VALIDATOR, PREVIOUS_STATISTICS_RESOLVER,
+            ANOMALIES_GATE, TRANSFORM, TRAINER, BASELINE_RESOLVER, EVALUATOR, PUSHER)
 
 
 def code_fingerprint() -> str:
@@ -107,26 +112,50 @@ def create_pipeline(
     `schema_path` is where the curated schema is for the component that reads
     it: this checkout locally, the image's copy on Kubeflow.
     """
-    splits = [tfx.proto.SplitConfig.Split(name="train", hash_buckets=config.data.train_buckets),
-              tfx.proto.SplitConfig.Split(name="eval", hash_buckets=config.data.eval_buckets)]
+    # Ingest decides the splits (the source's own, or by content hash); they are kept as they are.
     example_gen = tfx.components.ImportExampleGen(
         input_base=examples_root,
-        input_config=tfx.proto.Input(splits=[tfx.proto.Input.Split(name="images", pattern=SPAN_PATTERN)]),
-        output_config=tfx.proto.Output(split_config=tfx.proto.SplitConfig(splits=splits)),
+        input_config=tfx.proto.Input(splits=[tfx.proto.Input.Split(name=name, pattern=pattern)
+                                             for name, pattern in SPLIT_PATTERNS.items()]),
     ).with_id(EXAMPLE_GEN)
-    statistics_gen = tfx.components.StatisticsGen(examples=example_gen.outputs["examples"]).with_id(STATISTICS_GEN)
     schema_importer = tfx.components.ImportSchemaGen(schema_file=schema_path).with_id(SCHEMA_IMPORTER)
+    # With the schema, statistics count the categorical label's values: the class-balance check needs them.
+    statistics_gen = tfx.components.StatisticsGen(
+        examples=example_gen.outputs["examples"], schema=schema_importer.outputs["schema"]).with_id(STATISTICS_GEN)
     example_validator = tfx.components.ExampleValidator(
         statistics=statistics_gen.outputs["statistics"], schema=schema_importer.outputs["schema"],
     ).with_id(EXAMPLE_VALIDATOR)
+    previous_statistics = None if builtin_resolver else tfx.dsl.Resolver(
+        strategy_class=LatestBeforeStrategy, before=example_gen.outputs["examples"],
+        artifact=tfx.dsl.Channel(type=tfx.types.standard_artifacts.ExampleStatistics),
+    ).with_id(PREVIOUS_STATISTICS_RESOLVER)
     gate = AnomaliesGate(
         anomalies=example_validator.outputs["anomalies"], schema=schema_importer.outputs["schema"],
-        allow_anomalies=allow_anomalies,
+        statistics=statistics_gen.outputs["statistics"],
+        previous_statistics=previous_statistics.outputs["artifact"] if previous_statistics else None,
+        allow_anomalies=allow_anomalies, max_class_ratio=float(config.data.max_class_ratio),
+        max_size_drift=float(config.data.max_size_drift),
     ).with_id(ANOMALIES_GATE)
+
+    training_examples = example_gen.outputs["examples"]
+    span_window = None
+    if config.data.span_window > 1:
+        if builtin_resolver:
+            raise ValueError("span_window > 1 needs TFX's SpanRangeStrategy, which KubeflowV2DagRunner cannot "
+                             "compile; use span_window 1 on Kubeflow")
+        span_window = tfx.dsl.Resolver(
+            strategy_class=tfx.dsl.experimental.SpanRangeStrategy,
+            config={"range_config": tfx.proto.RangeConfig(
+                rolling_range=tfx.proto.RollingRange(num_spans=config.data.span_window))},
+            examples=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Examples,
+                                     producer_component_id=EXAMPLE_GEN),
+        ).with_id(SPAN_WINDOW_RESOLVER)
+        span_window.add_upstream_node(example_gen)  # this run's span must exist before the window is taken
+        training_examples = span_window.outputs["examples"]
 
     code_version = code_fingerprint()
     transform = tfx.components.Transform(
-        examples=example_gen.outputs["examples"],
+        examples=training_examples,
         schema=gate.outputs["validated_schema"],
         preprocessing_fn=PREPROCESSING_FN,
         custom_config={"image_size": config.data.image_size, "code_version": code_version},
@@ -157,9 +186,9 @@ def create_pipeline(
         model=trainer.outputs["model"], model_blessing=evaluator.outputs["blessing"], serving_dir=serving_dir,
     ).with_id(PUSHER)
 
-    components: list[BaseNode] = [example_gen, statistics_gen, schema_importer, example_validator, gate,
-                                  transform, *([warm_start] if warm_start else []), trainer, baseline,
-                                  evaluator, pusher]
+    optional = [node for node in (previous_statistics, span_window, warm_start) if node is not None]
+    components: list[BaseNode] = [example_gen, schema_importer, statistics_gen, example_validator, *optional, gate,
+                                  transform, trainer, baseline, evaluator, pusher]
     return tfx.dsl.Pipeline(
         pipeline_name=config.name,
         pipeline_root=pipeline_root,

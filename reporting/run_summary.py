@@ -66,8 +66,8 @@ class RunSummary:
             counts = self.ingest["counts"]
             lines.append(f"  ingest: span {self.ingest['span']}{' (reused)' if self.ingest['reused'] else ''}: "
                          f"{self.ingest['files_seen']} files, " + ", ".join(f"{k} {v}" for k, v in counts.items()))
-        lines.append(f"  {'component':<20}{'outcome':<10}{'seconds':>9}")
-        lines += [f"  {n.node_id:<20}{n.state:<10}{n.seconds:>9.1f}" for n in self.nodes]
+        lines.append(f"  {'component':<30}{'outcome':<10}{'seconds':>9}")
+        lines += [f"  {n.node_id:<30}{n.state:<10}{n.seconds:>9.1f}" for n in self.nodes]
         for model, values in self.metrics.items():
             shown = ", ".join(f"{k} {_fmt(v)}" for k, v in values.items())
             lines.append(f"  {model} metrics: {shown}")

@@ -1,7 +1,8 @@
 import pytest
-from tensorflow_metadata.proto.v0 import anomalies_pb2
+from tensorflow_metadata.proto.v0 import anomalies_pb2, statistics_pb2
 
-from components.anomalies_gate import DataAnomaliesError, check_anomalies
+from components.anomalies_gate import (DataAnomaliesError, check_anomalies, class_balance_problems,
+                                       size_drift_problems)
 
 
 def _anomalies(feature, short, description):
@@ -31,3 +32,37 @@ def test_override_lets_the_run_go_on_but_still_reports():
     found = {"eval": _anomalies("image", "Column dropped", "The feature was present in fewer examples.")}
     assert check_anomalies(found, allow=True) == [
         "[eval] feature 'image': Column dropped (The feature was present in fewer examples.)"]
+
+
+def _stats(cats=0, dogs=0, height=300.0, width=400.0):
+    stats = statistics_pb2.DatasetFeatureStatistics()
+    label = stats.features.add()
+    label.path.step.append("label")
+    for value, count in (("0", cats), ("1", dogs)):
+        if count:
+            label.string_stats.top_values.add(value=value, frequency=count)
+    for name, mean in (("height", height), ("width", width)):
+        feature = stats.features.add()
+        feature.path.step.append(name)
+        feature.num_stats.mean = mean
+    return stats
+
+
+def test_balanced_classes_pass_and_lopsided_ones_are_named():
+    assert class_balance_problems({"train": _stats(100, 120)}, max_ratio=3) == []
+    problems = class_balance_problems({"train": _stats(100, 400), "eval": _stats(10, 0)}, max_ratio=3)
+    assert problems == ["[eval] class balance: label 0: 10, label 1: 0 (more than 3:1)",
+                        "[train] class balance: label 0: 100, label 1: 400 (more than 3:1)"]
+
+
+def test_image_size_drift_against_the_previous_span():
+    previous = {"train": _stats(1, 1, height=300, width=400)}
+    assert size_drift_problems({"train": _stats(1, 1, height=330, width=380)}, previous, max_drift=0.5) == []
+    problems = size_drift_problems({"train": _stats(1, 1, height=1200, width=400)}, previous, max_drift=0.5)
+    assert problems == ["[train] image height drift: mean 1200 px against 300 px in the previous span "
+                        "(+300%, allowed ±50%)"]
+
+
+def test_data_problems_stop_the_run_like_schema_anomalies():
+    with pytest.raises(DataAnomaliesError, match="class balance"):
+        check_anomalies({}, extra_problems=["[train] class balance: label 0: 1, label 1: 0 (more than 3:1)"])

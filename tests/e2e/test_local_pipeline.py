@@ -101,7 +101,7 @@ print(json.dumps({{"p": out["dog_probability"].numpy().tolist(),
 
 def test_rerun_with_no_new_data_is_cached_and_pushes_nothing(runs):
     assert runs["second"].returncode == 0, runs["second"].stderr[-3000:]
-    components = [n for n in pipeline_lib.NODE_IDS if n != pipeline_lib.BASELINE_RESOLVER]
+    components = [n for n in pipeline_lib.NODE_IDS if n not in pipeline_lib.RESOLVER_IDS]
     assert {n: runs["second_states"][n] for n in components} == {n: ["CACHED"] for n in components}
     # The resolver is a system node: it records each resolution, and must resolve the same artifacts.
     assert runs["second_resolved"] == runs["first_resolved"]

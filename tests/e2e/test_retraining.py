@@ -91,8 +91,7 @@ def test_degraded_span_3_is_rejected_and_version_2_stays_served(scenario):
 def test_rerun_with_no_new_data_retrains_and_pushes_nothing(scenario):
     _check_ok(scenario["rerun"])
     assert scenario["rerun_summary"]["ingest"] == {**scenario["span3_summary"]["ingest"], "reused": True}
-    resolvers = {pipeline_lib.BASELINE_RESOLVER, pipeline_lib.WARM_START_RESOLVER}
-    states = {n: s for n, s in scenario["rerun_states"].items() if n not in resolvers}
+    states = {n: s for n, s in scenario["rerun_states"].items() if n not in pipeline_lib.RESOLVER_IDS}
     assert states == {n: ["CACHED"] for n in states} and pipeline_lib.TRAINER in states
     assert scenario["rerun_served"] == scenario["span2_served"]
 

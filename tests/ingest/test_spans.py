@@ -5,7 +5,7 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from ingest import spans, synthetic
+from ingest import sources, spans, synthetic
 from ingest.images import RejectedImage, check_image
 from trainer import features
 
@@ -37,6 +37,14 @@ def messy_folder(tmp_path, demo_jpegs):
     return root
 
 
+def _records(examples_root, span):
+    records = []
+    for path in sorted((examples_root / f"span-{span}").glob("*/*.tfrecord.gz")):
+        split = path.parent.name
+        records += [(split, r.numpy()) for r in tf.data.TFRecordDataset(str(path), compression_type="GZIP")]
+    return records
+
+
 def test_every_file_gets_exactly_one_outcome_with_a_reason(messy_folder, tmp_path):
     report = spans.ingest_folder(messy_folder, tmp_path / "examples")
     assert report.files_seen == 14
@@ -46,20 +54,21 @@ def test_every_file_gets_exactly_one_outcome_with_a_reason(messy_folder, tmp_pat
     assert reasons["Cats/empty.jpg"] == "empty file"
     assert "truncated or corrupt" in reasons["Cats/truncated.jpg"]
     assert "not an image" in reasons["Cats/Thumbs.db"] and "not an image" in reasons["dog/page.jpg"]
-    assert "unknown label" in reasons["horse/h.jpg"]
+    assert "unknown label" in reasons["horse/h.jpg"] and "'horse'" in reasons["horse/h.jpg"]
     assert "not inside a class folder" in reasons["notes.txt"]
     assert report.duplicates == [{"file": "dog/d0.JPG", "duplicate_of": "dog/copy_of_d0.jpg"}]
+    assert sum(report.examples_per_split.values()) == report.examples_written
     assert report.normalized[0]["file"] == "dog/transparent.png"
     assert report.examples_per_label == {"cat": 3, "dog": 4}
 
 
 def test_span_holds_decodable_rgb_jpeg_examples(messy_folder, tmp_path):
     report = spans.ingest_folder(messy_folder, tmp_path / "examples")
-    records = list(tf.data.TFRecordDataset(
-        str(tmp_path / "examples" / f"span-{report.span}" / spans.RECORDS_FILE), compression_type="GZIP"))
+    records = _records(tmp_path / "examples", report.span)
     assert len(records) == report.examples_written == 7
-    for record in records:
-        example = tf.train.Example.FromString(record.numpy())
+    assert {split: sum(1 for s, _ in records if s == split) for split in spans.SPLITS} == report.examples_per_split
+    for split, record in records:
+        example = tf.train.Example.FromString(record)
         feature = example.features.feature
         jpeg = feature[features.IMAGE_KEY].bytes_list.value[0]
         image = tf.io.decode_jpeg(jpeg)
@@ -75,11 +84,11 @@ def test_unchanged_data_reuses_the_span_and_new_data_writes_the_next(tmp_path):
     data = tmp_path / "data"
     synthetic.write_demo_images(data, 2)
     first = spans.ingest_folder(data, tmp_path / "examples")
-    records = tmp_path / "examples" / "span-1" / spans.RECORDS_FILE
-    mtime = records.stat().st_mtime_ns
+    span_dir = tmp_path / "examples" / "span-1"
+    mtimes = {p: p.stat().st_mtime_ns for p in span_dir.rglob("*")}
     again = spans.ingest_folder(data, tmp_path / "examples")
     assert (first.span, again.span, again.reused) == (1, 1, True)
-    assert records.stat().st_mtime_ns == mtime, "a reused span must not be rewritten"
+    assert {p: p.stat().st_mtime_ns for p in span_dir.rglob("*")} == mtimes, "a reused span must not be rewritten"
     synthetic.write_demo_images(data, 3)
     grown = spans.ingest_folder(data, tmp_path / "examples")
     assert (grown.span, grown.reused, grown.examples_written) == (2, False, 6)
@@ -105,7 +114,7 @@ def test_folder_without_usable_images_is_an_error_naming_it(tmp_path):
 
 
 def test_missing_data_dir_is_a_clear_error(tmp_path):
-    with pytest.raises(FileNotFoundError, match="does not exist"):
+    with pytest.raises(sources.SourceError, match="does not exist"):
         spans.ingest_folder(tmp_path / "nowhere", tmp_path / "examples")
 
 
@@ -120,3 +129,28 @@ def test_pixel_limit_rejects_decompression_bombs():
 def test_demo_images_are_deterministic(tmp_path):
     assert synthetic.render_image("cat", 7, seed=1) == synthetic.render_image("cat", 7, seed=1)
     assert synthetic.render_image("cat", 7, seed=1) != synthetic.render_image("cat", 8, seed=1)
+
+
+def test_an_image_lands_in_the_same_split_in_every_span(tmp_path):
+    data = tmp_path / "data"
+    synthetic.write_demo_images(data, 6)
+    spans.ingest_folder(data, tmp_path / "examples")
+    synthetic.write_demo_images(data, 12)
+    spans.ingest_folder(data, tmp_path / "examples")
+
+    def split_by_source(span):
+        return {tf.train.Example.FromString(r).features.feature["source"].bytes_list.value[0]: s
+                for s, r in _records(tmp_path / "examples", span)}
+
+    first, second = split_by_source(1), split_by_source(2)
+    assert first.items() <= second.items()
+
+
+def test_multi_process_run_gives_the_same_span(tmp_path, monkeypatch):
+    monkeypatch.setattr(spans, "MULTIPROCESS_MIN_ITEMS", 0)
+    data = tmp_path / "data"
+    synthetic.write_demo_images(data, 4)
+    one = spans.ingest("folder", data, tmp_path / "one", spans.IngestSettings(workers=1))
+    two = spans.ingest("folder", data, tmp_path / "two", spans.IngestSettings(workers=2))
+    assert (one.counts, one.examples_per_split) == (two.counts, two.examples_per_split)
+    assert sorted(r for _, r in _records(tmp_path / "one", 1)) == sorted(r for _, r in _records(tmp_path / "two", 1))

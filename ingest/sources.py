@@ -1,0 +1,144 @@
+"""Where images come from, each source turned into the same items.
+
+An item is one file or record: its id (a relative path, or `file#row`), its
+label or the reason it has none, the split its source gave it (if any), and
+a `unit` from which a worker reads its bytes. Sources:
+- class folders: the nearest ancestor folder named cat/cats/dog/dogs (any
+  case) gives the label, so `PetImages/Cat/1.jpg` and TensorFlow's
+  `cats_and_dogs_filtered/train/cats/cat.1.jpg` both work; an ancestor named
+  train / validation / val / eval / test gives the split;
+- Kaggle dogs-vs-cats: files named `cat.123.jpg` / `dog.45.jpg`;
+- Parquet files in Hugging Face's `Bingsu/Cat_and_Dog` form: an `image` struct
+  holding `bytes`, and `labels` 0 = cat / 1 = dog;
+- TFDS `cats_vs_dogs` from a local `data_dir`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import pathlib
+import re
+from typing import Iterator
+
+from trainer.features import LABEL_NAMES
+
+_FOLDER_LABELS = {name: index for index, label in enumerate(LABEL_NAMES) for name in (label, label + "s")}
+_SPLIT_FOLDERS = {"train": "train", "training": "train", "validation": "eval", "val": "eval", "valid": "eval",
+                  "eval": "eval", "test": "eval"}
+_KAGGLE_NAME = re.compile(r"^(cat|dog)\.\d+\.[A-Za-z0-9]+$", re.IGNORECASE)
+TFDS_NAME = "cats_vs_dogs"
+
+
+class SourceError(ValueError):
+    """A data source cannot be read; the message says what to do."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Item:
+    id: str
+    label: int | None
+    split: str | None  # "train" / "eval" when the source says, else None
+    unit: tuple  # ("file", path) | ("parquet", path, row) | ("bytes", data)
+    problem: str | None = None
+
+
+def read_bytes(unit: tuple) -> bytes:
+    kind = unit[0]
+    if kind == "file":
+        return pathlib.Path(unit[1]).read_bytes()
+    if kind == "bytes":
+        return unit[1]
+    raise ValueError(f"unknown unit {kind!r}")
+
+
+def label_for_folder(name: str) -> int | None:
+    return _FOLDER_LABELS.get(name.lower())
+
+
+def _folder_item(root: pathlib.Path, path: pathlib.Path) -> Item:
+    relative = path.relative_to(root)
+    folders = [part for part in relative.parts[:-1]]
+    label = next((label_for_folder(p) for p in reversed(folders) if label_for_folder(p) is not None), None)
+    split = next((_SPLIT_FOLDERS[p.lower()] for p in reversed(folders) if p.lower() in _SPLIT_FOLDERS), None)
+    problem = None
+    if label is None:
+        match = _KAGGLE_NAME.match(path.name)
+        if match:
+            label = label_for_folder(match.group(1))
+        elif folders:
+            problem = f"unknown label: no cat(s)/dog(s) folder in {'/'.join(folders)!r} and no cat./dog. file name"
+        else:
+            problem = "not inside a class folder (cat/ or dog/) and no cat./dog. file name"
+    return Item(relative.as_posix(), label, split, ("file", str(path)), problem)
+
+
+def folder_items(root: str | os.PathLike) -> list[Item]:
+    """Every file below `root`, sorted, labelled by folder or Kaggle file name."""
+    root = pathlib.Path(root)
+    if not root.is_dir():
+        raise SourceError(f"data directory {str(root)!r} does not exist or is not a directory")
+    return [_folder_item(root, p) for p in sorted(root.rglob("*")) if p.is_file()]
+
+
+def parquet_items(path: str | os.PathLike) -> list[Item]:
+    """Rows of Hugging Face `Bingsu/Cat_and_Dog`-style Parquet files (one file or a folder of them)."""
+    import pyarrow.parquet as pq
+
+    path = pathlib.Path(path)
+    files = sorted(path.rglob("*.parquet")) if path.is_dir() else [path]
+    if not files or not all(f.is_file() for f in files):
+        raise SourceError(f"no Parquet files at {str(path)!r}")
+    items = []
+    for file in files:
+        name = file.relative_to(path).as_posix() if path.is_dir() else file.name
+        try:
+            table = pq.read_table(file)
+        except Exception as error:  # pyarrow raises several types for a damaged file
+            raise SourceError(f"cannot read Parquet file {str(file)!r}: {error}") from None
+        missing = {"image", "labels"} - set(table.column_names)
+        if missing:
+            raise SourceError(f"Parquet file {str(file)!r} has no column(s) {sorted(missing)}: expected an "
+                              f"'image' struct with 'bytes' and an int 'labels' (0 = cat, 1 = dog); "
+                              f"found {table.column_names}")
+        split = next((_SPLIT_FOLDERS[p] for p in reversed(name.lower().replace("-", "/").split("/"))
+                      if p in _SPLIT_FOLDERS), None)
+        for row, (image, label) in enumerate(zip(table.column("image").to_pylist(),
+                                                 table.column("labels").to_pylist())):
+            item_id = f"{name}#{row}"
+            data = image.get("bytes") if isinstance(image, dict) else None
+            if label not in (0, 1):
+                items.append(Item(item_id, None, split, ("bytes", b""), f"unknown label {label!r} (expected 0 or 1)"))
+            elif data is None:
+                items.append(Item(item_id, label, split, ("bytes", b""), "no image bytes in the 'image' struct"))
+            else:
+                items.append(Item(item_id, label, split, ("bytes", data)))
+    return items
+
+
+def tfds_items(data_dir: str | os.PathLike) -> Iterator[Item]:
+    """TFDS cats_vs_dogs from a local data_dir, without downloading."""
+    import tensorflow_datasets as tfds
+
+    builder = tfds.builder(TFDS_NAME, data_dir=str(data_dir))
+    if not tf_io_exists(os.path.join(builder.data_dir, "dataset_info.json")):
+        raise SourceError(
+            f"TFDS {TFDS_NAME} is not prepared in {str(data_dir)!r} (looked in {builder.data_dir}). With network "
+            f"access, prepare it there first: python -c \"import tensorflow_datasets as tfds; "
+            f"tfds.builder('{TFDS_NAME}', data_dir='{data_dir}').download_and_prepare()\" "
+            f"(or on another machine, then copy the folder).")
+    names = builder.info.features["label"].names
+    for split in builder.info.splits:
+        dataset = builder.as_dataset(split=split, shuffle_files=False,
+                                     decoders={"image": tfds.decode.SkipDecoding()})
+        for index, example in enumerate(dataset.as_numpy_iterator()):
+            filename = example.get("image/filename", b"")
+            item_id = f"{split}/{filename.decode() if filename else index}"
+            label = label_for_folder(names[int(example["label"])])
+            yield Item(item_id, label, None, ("bytes", bytes(example["image"])))
+
+
+def tf_io_exists(path: str) -> bool:
+    import tensorflow as tf
+
+    return tf.io.gfile.exists(path)

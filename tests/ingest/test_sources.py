@@ -1,0 +1,115 @@
+"""Each source layout, as users bring it, into the same span format."""
+
+import io
+import os
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import tensorflow as tf
+import tensorflow_datasets as tfds
+from PIL import Image
+
+from ingest import sources, spans
+
+
+def _write(path, data):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+
+
+def _labels_by_id(report_items):
+    return {item.id: item.label for item in report_items}
+
+
+def test_pet_images_layout(tmp_path, demo_jpegs):
+    root = tmp_path / "PetImages"
+    _write(root / "Cat" / "0.jpg", demo_jpegs["cat"][0])
+    _write(root / "Dog" / "0.jpg", demo_jpegs["dog"][0])
+    _write(root / "Dog" / "Thumbs.db", b"\x00" * 32)
+    for where in (root, tmp_path):  # the PetImages folder itself, or its parent
+        items = _labels_by_id(sources.folder_items(where))
+        prefix = "" if where == root else "PetImages/"
+        assert items[f"{prefix}Cat/0.jpg"] == 0 and items[f"{prefix}Dog/0.jpg"] == 1
+    report = spans.ingest("folder", root, tmp_path / "examples")
+    assert report.counts == {"accepted": 2, "normalized": 0, "duplicate": 0, "quarantined": 1}
+    assert report.quarantined[0]["file"] == "Dog/Thumbs.db"
+
+
+def test_cats_and_dogs_filtered_keeps_its_split(tmp_path, demo_jpegs):
+    root = tmp_path / "cats_and_dogs_filtered"
+    for i in range(3):
+        _write(root / "train" / "cats" / f"cat.{i}.jpg", demo_jpegs["cat"][i])
+    _write(root / "validation" / "dogs" / "dog.0.jpg", demo_jpegs["dog"][0])
+    _write(root / "validation" / "cats" / "cat.9.jpg", demo_jpegs["dog"][1])
+    items = {i.id: (i.label, i.split) for i in sources.folder_items(root)}
+    assert items["train/cats/cat.0.jpg"] == (0, "train")
+    assert items["validation/dogs/dog.0.jpg"] == (1, "eval")
+    report = spans.ingest("folder", root, tmp_path / "examples")
+    assert report.examples_per_split == {"train": 3, "eval": 2}
+
+
+def test_kaggle_file_names(tmp_path, demo_jpegs):
+    root = tmp_path / "dogs-vs-cats"
+    _write(root / "train" / "cat.1.jpg", demo_jpegs["cat"][0])
+    _write(root / "train" / "dog.7.jpg", demo_jpegs["dog"][0])
+    _write(root / "test1" / "12.jpg", demo_jpegs["dog"][1])  # Kaggle's unlabelled test set
+    items = {i.id: i for i in sources.folder_items(root)}
+    assert (items["train/cat.1.jpg"].label, items["train/dog.7.jpg"].label) == (0, 1)
+    assert items["train/cat.1.jpg"].split == "train"
+    assert items["test1/12.jpg"].label is None and "unknown label" in items["test1/12.jpg"].problem
+
+
+def test_hugging_face_parquet(tmp_path, demo_jpegs):
+    png = io.BytesIO()
+    Image.new("RGB", (30, 20), (5, 100, 200)).save(png, format="PNG")
+    rows = [demo_jpegs["cat"][0], demo_jpegs["dog"][0], png.getvalue(), b"not an image", demo_jpegs["dog"][1]]
+    table = pa.table({
+        "image": [{"bytes": b, "path": f"{i}.jpg"} for i, b in enumerate(rows)],
+        "labels": [0, 1, 1, 0, 3],
+    })
+    folder = tmp_path / "Cat_and_Dog" / "data"
+    folder.mkdir(parents=True)
+    pq.write_table(table, folder / "train-00000-of-00001.parquet")
+    report = spans.ingest("parquet", tmp_path / "Cat_and_Dog", tmp_path / "examples")
+    assert report.counts == {"accepted": 2, "normalized": 1, "duplicate": 0, "quarantined": 2}
+    reasons = {q["file"]: q["reason"] for q in report.quarantined}
+    assert "not an image" in reasons["data/train-00000-of-00001.parquet#3"]
+    assert "unknown label 3" in reasons["data/train-00000-of-00001.parquet#4"]
+    assert report.examples_per_split == {"train": 3, "eval": 0}  # "train" in the file name is the given split
+
+
+def test_parquet_without_the_expected_columns_names_them(tmp_path):
+    pq.write_table(pa.table({"img": [b"x"], "label": [0]}), tmp_path / "x.parquet")
+    with pytest.raises(sources.SourceError, match=r"no column\(s\) \['image', 'labels'\]"):
+        sources.parquet_items(tmp_path / "x.parquet")
+
+
+def _prepared_tfds(data_dir, images):
+    """A prepared cats_vs_dogs written with TFDS's own serializer and metadata."""
+    builder = tfds.builder(sources.TFDS_NAME, data_dir=str(data_dir))
+    os.makedirs(builder.data_dir, exist_ok=True)
+    shard = os.path.join(builder.data_dir, f"{sources.TFDS_NAME}-train.tfrecord-00000-of-00001")
+    with tf.io.TFRecordWriter(shard) as writer:
+        for name, (jpeg, label) in images.items():
+            writer.write(builder.info.features.serialize_example(
+                {"image": io.BytesIO(jpeg), "image/filename": name, "label": label}))
+    template = tfds.core.ShardedFileTemplate(
+        data_dir=builder.data_dir, template="{DATASET}-{SPLIT}.{FILEFORMAT}-{SHARD_X_OF_Y}",
+        dataset_name=sources.TFDS_NAME, split="train", filetype_suffix="tfrecord")
+    builder.info.set_splits(tfds.core.SplitDict([tfds.core.SplitInfo(
+        name="train", shard_lengths=[len(images)], num_bytes=os.path.getsize(shard), filename_template=template)]))
+    builder.info.write_to_directory(builder.data_dir)
+
+
+def test_tfds_cats_vs_dogs_from_a_local_data_dir(tmp_path, demo_jpegs):
+    _prepared_tfds(tmp_path / "tfds", {"PetImages/Cat/1.jpg": (demo_jpegs["cat"][0], 0),
+                                       "PetImages/Dog/2.jpg": (demo_jpegs["dog"][0], 1)})
+    report = spans.ingest("tfds", tmp_path / "tfds", tmp_path / "examples")
+    assert report.counts["accepted"] == 2 and report.examples_per_label == {"cat": 1, "dog": 1}
+
+
+def test_tfds_not_prepared_says_how_to_provide_it(tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(sources.SourceError, match="not prepared.*download_and_prepare"):
+        spans.ingest("tfds", tmp_path / "empty", tmp_path / "examples")
