@@ -99,10 +99,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = commands.add_parser(
         "run", help="Ingest images and run the pipeline end to end with LocalDagRunner.",
-        description="Ingest an image folder as a new span (unchanged data reuses the last span), then run "
-                    "the TFX pipeline on LocalDagRunner with SQLite metadata and Beam's DirectRunner.",
+        description="Ingest a source as a new span (unchanged data reuses the last span), then run the TFX "
+                    "pipeline on LocalDagRunner with SQLite metadata and Beam's DirectRunner. Without a source, "
+                    "run on the spans already in <output-dir>/examples (written by `ingest` or another job).",
         epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
-    _add_source_flags(run)
+    _add_source_flags(run, required=False)
     run.add_argument("--allow-anomalies", action="store_true",
                      help="Train even when the data has anomalies (schema violations, class imbalance, image "
                           "size drift). They are still reported. Use consciously.")
@@ -163,8 +164,8 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _add_source_flags(parser: argparse.ArgumentParser) -> None:
-    source = parser.add_mutually_exclusive_group(required=True)
+def _add_source_flags(parser: argparse.ArgumentParser, required: bool = True) -> None:
+    source = parser.add_mutually_exclusive_group(required=required)
     source.add_argument("--data-dir", type=pathlib.Path,
                         help="Image folder: class folders (<dir>/cat/*.jpg, <dir>/dog/*.jpg; also PetImages/Cat "
                              "and cats_and_dogs_filtered/train/cats, whose train/validation split is kept) or "
@@ -297,8 +298,20 @@ def _run_locked(args: argparse.Namespace, config) -> int:
 
     paths = RunPaths(args.output_dir.resolve())
     paths.output_dir.mkdir(parents=True, exist_ok=True)
-    report = _ingest_source(args, config, paths)
-    if report is None:
+    from ingest import spans
+
+    if args.demo or args.data_dir or args.parquet or args.tfds_data_dir:
+        report = _ingest_source(args, config, paths)
+        if report is None:
+            return 2
+        ingested = {k: report.to_json()[k] for k in ("span", "reused", "files_seen", "counts")}
+    elif spans.existing_spans(paths.examples_root):
+        ingested = None
+        print(f"no source given: running on the spans in {paths.examples_root} "
+              f"(latest: span {spans.existing_spans(paths.examples_root)[-1]})")
+    else:
+        print(f"error: no source given and no spans in {paths.examples_root}; pass --data-dir, --parquet, "
+              "--tfds-data-dir or --demo", file=sys.stderr)
         return 2
 
     pipeline = pipeline_lib.create_pipeline(
@@ -320,7 +333,7 @@ def _run_locked(args: argparse.Namespace, config) -> int:
     summary = run_summary.summarize(str(paths.metadata_path), config.name,
                                     config.evaluation.min_accuracy, config.evaluation.max_accuracy_drop)
     summary.error = error
-    summary.ingest = {k: report.to_json()[k] for k in ("span", "reused", "files_seen", "counts")}
+    summary.ingest = ingested
     print(summary.text())
     run_summary.write_json(summary, str(paths.summary_path))
     print(f"summary written to {paths.summary_path}")

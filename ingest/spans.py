@@ -109,9 +109,10 @@ def existing_spans(examples_root: str | os.PathLike) -> list[int]:
     return sorted(int(m.group(1)) for p in root.iterdir() if p.is_dir() and (m := _SPAN_DIR.match(p.name)))
 
 
-def load_report(examples_root: str | os.PathLike, span: int) -> IngestReport:
+def load_report(examples_root: str | os.PathLike, span: int) -> IngestReport | None:
+    """The span's ingest report, or None for a span written by another tool."""
     path = pathlib.Path(examples_root) / f"span-{span}" / REPORT_FILE
-    return IngestReport.from_json(json.loads(path.read_text()))
+    return IngestReport.from_json(json.loads(path.read_text())) if path.exists() else None
 
 
 def _fingerprint(kind: str, location: str, settings: IngestSettings) -> str:
@@ -251,7 +252,7 @@ def ingest(kind: str, location: str | os.PathLike, examples_root: str | os.PathL
     spans = existing_spans(examples_root)
     if spans:
         latest = load_report(examples_root, spans[-1])
-        if latest.source_fingerprint == fingerprint:
+        if latest is not None and latest.source_fingerprint == fingerprint:
             return dataclasses.replace(latest, reused=True)
     span = (spans[-1] + 1) if spans else 1
     items = listers[kind](location)

@@ -14,9 +14,11 @@ PIPELINE_NAME = "cats-vs-dogs"
 
 
 def run_cli(data_dir, output_dir, *settings):
-    """Runs `pipeline_runner.py run`; returns the process result and the summary JSON."""
-    command = [sys.executable, str(ROOT / "pipeline_runner.py"), "run", "--data-dir", str(data_dir),
-               "--output-dir", str(output_dir), *settings]
+    """Runs `pipeline_runner.py run` (on the existing spans when data_dir is None);
+    returns the process result and the summary JSON."""
+    source = ["--data-dir", str(data_dir)] if data_dir is not None else []
+    command = [sys.executable, str(ROOT / "pipeline_runner.py"), "run", *source, "--output-dir", str(output_dir),
+               *settings]
     result = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, timeout=900)
     summary_path = output_dir / "run_summary.json"
     summary = json.loads(summary_path.read_text()) if summary_path.exists() else None
