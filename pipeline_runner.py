@@ -211,19 +211,11 @@ def _ingest_source(args: argparse.Namespace, config, paths: "RunPaths"):
 
 
 def command_ingest(args: argparse.Namespace) -> int:
-    from orchestration.run_lock import PipelineBusyError, exclusive_run
-    from pipeline.config import ConfigError
+    from orchestration.run_lock import exclusive_run
 
-    try:
-        config = _config_from_args(args)
-        with exclusive_run(args.output_dir):
-            report = _ingest_source(args, config, RunPaths(args.output_dir.resolve()))
-    except ConfigError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    except PipelineBusyError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 3
+    config = _config_from_args(args)
+    with exclusive_run(args.output_dir):
+        report = _ingest_source(args, config, RunPaths(args.output_dir.resolve()))
     return 0 if report else 2
 
 
@@ -274,20 +266,11 @@ def _quiet_logs(verbose: bool) -> None:
 
 
 def command_run(args: argparse.Namespace) -> int:
-    from orchestration.run_lock import PipelineBusyError, exclusive_run
-    from pipeline.config import ConfigError
+    from orchestration.run_lock import exclusive_run
 
-    try:
-        config = _config_from_args(args)
-    except ConfigError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    try:
-        with exclusive_run(args.output_dir):
-            return _run_locked(args, config)
-    except PipelineBusyError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 3
+    config = _config_from_args(args)
+    with exclusive_run(args.output_dir):
+        return _run_locked(args, config)
 
 
 def _run_locked(args: argparse.Namespace, config) -> int:
@@ -359,14 +342,8 @@ def command_models(args: argparse.Namespace) -> int:
 
 def command_compile(args: argparse.Namespace) -> int:
     from orchestration import kubeflow
-    from pipeline.config import ConfigError
 
-    try:
-        config = _config_from_args(args)
-    except ConfigError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-
+    config = _config_from_args(args)
     path = kubeflow.compile_package(
         config, args.package, image=args.image, root=args.root,
         beam_args=args.beam_args if args.beam_args is not None else kubeflow.kubeflow_beam_args(),
@@ -426,7 +403,17 @@ def main(argv: list[str] | None = None) -> int:
     _quiet_logs(getattr(args, "verbose", False))
     commands = {"run": command_run, "ingest": command_ingest, "models": command_models, "compile": command_compile,
                 "submit": command_submit, "schedule": command_schedule}
-    return commands[args.command](args)
+    from orchestration.run_lock import PipelineBusyError
+    from pipeline.config import ConfigError
+
+    try:
+        return commands[args.command](args)
+    except ConfigError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except PipelineBusyError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 3
 
 
 if __name__ == "__main__":

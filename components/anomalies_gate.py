@@ -95,26 +95,24 @@ def check_anomalies(anomalies_by_split: dict[str, anomalies_pb2.Anomalies], allo
     return lines
 
 
-def read_anomalies(anomalies_artifact) -> dict[str, anomalies_pb2.Anomalies]:
-    """{split: Anomalies} from an ExampleAnomalies artifact."""
+def _read_per_split(artifact, filename: str, proto_class) -> dict:
+    """{split: proto} from the per-split files of an artifact."""
     result = {}
-    for split in artifact_utils.decode_split_names(anomalies_artifact.split_names):
-        path = os.path.join(artifact_utils.get_split_uri([anomalies_artifact], split), ANOMALIES_FILE)
-        anomalies = anomalies_pb2.Anomalies()
-        anomalies.ParseFromString(tf.io.gfile.GFile(path, "rb").read())
-        result[split] = anomalies
+    for split in artifact_utils.decode_split_names(artifact.split_names):
+        message = proto_class()
+        path = os.path.join(artifact_utils.get_split_uri([artifact], split), filename)
+        message.ParseFromString(tf.io.gfile.GFile(path, "rb").read())
+        result[split] = message
     return result
+
+
+def read_anomalies(anomalies_artifact) -> dict[str, anomalies_pb2.Anomalies]:
+    return _read_per_split(anomalies_artifact, ANOMALIES_FILE, anomalies_pb2.Anomalies)
 
 
 def read_statistics(statistics_artifact) -> dict[str, statistics_pb2.DatasetFeatureStatistics]:
-    """{split: statistics} from an ExampleStatistics artifact."""
-    result = {}
-    for split in artifact_utils.decode_split_names(statistics_artifact.split_names):
-        path = os.path.join(artifact_utils.get_split_uri([statistics_artifact], split), STATISTICS_FILE)
-        stats = statistics_pb2.DatasetFeatureStatisticsList()
-        stats.ParseFromString(tf.io.gfile.GFile(path, "rb").read())
-        result[split] = stats.datasets[0]
-    return result
+    lists = _read_per_split(statistics_artifact, STATISTICS_FILE, statistics_pb2.DatasetFeatureStatisticsList)
+    return {split: stats.datasets[0] for split, stats in lists.items()}
 
 
 @tfx.dsl.components.component

@@ -1,10 +1,11 @@
 """Turns a data source into a span of tf.Example TFRecords for ImportExampleGen.
 
 Layout under the examples root:
-    span-<N>/train/images-*.tfrecord.gz    accepted images of the train split
-    span-<N>/eval/images-*.tfrecord.gz     ... of the eval split
+    span-<N>/train/images-*.tfrecord       accepted images of the train split
+    span-<N>/eval/images-*.tfrecord        ... of the eval split
     span-<N>/ingest_report.json            what happened to every file or record
-The work runs on Beam (DirectRunner, one process per core by default). A span
+The work runs on Beam's DirectRunner, in worker processes on machines with
+enough cores for them to pay off (see MULTIPROCESS_MIN_CORES). A span
 is written to a hidden folder and renamed into place, so ImportExampleGen never
 sees half a span. Ingesting data whose content equals the latest span's
 source writes nothing: the pipeline then finds the same span and reruns from
@@ -35,13 +36,20 @@ from ingest.images import DEFAULT_MAX_PIXELS, CheckedImage, RejectedImage, check
 from trainer import features
 
 SPLITS = ("train", "eval")
-SPLIT_PATTERNS = {split: f"span-{{SPAN}}/{split}/*.tfrecord.gz" for split in SPLITS}
+# Any file in the split folder: ImportExampleGen reads gzipped (.gz) and plain TFRecords alike. Ingest writes
+# plain ones: JPEG bytes do not compress, and gzip cost 0.14 ms an image for nothing.
+SPLIT_PATTERNS = {split: f"span-{{SPAN}}/{split}/*" for split in SPLITS}
 REPORT_FILE = "ingest_report.json"
 _SPAN_DIR = re.compile(r"^span-(\d+)$")
 _PROGRESS_EVERY = 1000
-# Starting worker processes costs seconds (measured: 300 images took 0.9 s in
-# process, 7.8 s with 2 processes); below this many items one process wins.
+# Measured on 2 cores (benchmarks/ingest_throughput.py): one process ingested
+# 2,000 images at 1,033/s and 8,000 at 1,417/s; two worker processes at 347/s
+# and 930/s, as starting workers and moving every image's bytes between them
+# for the duplicate check cost more than the second core gives. So by default
+# worker processes are used only with 4 or more cores and this many items;
+# --beam-workers N (N > 1) asks for them whatever the size.
 MULTIPROCESS_MIN_ITEMS = 3000
+MULTIPROCESS_MIN_CORES = 4
 
 ACCEPTED = "accepted"
 NORMALIZED = "normalized"
@@ -55,7 +63,7 @@ class IngestSettings:
     max_pixels: int = DEFAULT_MAX_PIXELS
     train_buckets: int = 8
     eval_buckets: int = 2
-    workers: int = 0  # Beam DirectRunner processes; 0: one per core
+    workers: int = 0  # Beam DirectRunner processes; 0: decide by cores and size (see MULTIPROCESS_MIN_*)
 
 
 class NoUsableImagesError(ValueError):
@@ -204,10 +212,14 @@ def _resolve_same_bytes(group, settings: IngestSettings):
 
 def _run_beam(items: list[sources.Item], staging: pathlib.Path, settings: IngestSettings) -> list[tuple]:
     """Checks and writes the span's shards under `staging`; returns (id, outcome, detail, label, split)."""
-    workers = settings.workers or os.cpu_count() or 1
+    if settings.workers:
+        workers = settings.workers
+    else:
+        cores = os.cpu_count() or 1
+        workers = cores if cores >= MULTIPROCESS_MIN_CORES and len(items) >= MULTIPROCESS_MIN_ITEMS else 1
     options = beam.options.pipeline_options.PipelineOptions(
-        ["--direct_running_mode=multi_processing", f"--direct_num_workers={workers}"]
-        if workers > 1 and len(items) >= MULTIPROCESS_MIN_ITEMS else ["--direct_running_mode=in_memory"])
+        ["--direct_running_mode=multi_processing", f"--direct_num_workers={workers}"] if workers > 1
+        else ["--direct_running_mode=in_memory"])
     outcomes_file = staging / "outcomes"
     with beam.Pipeline(options=options) as pipeline:
         checked = (pipeline | "Items" >> beam.Create(items, reshuffle=True)
@@ -223,7 +235,7 @@ def _run_beam(items: list[sources.Item], staging: pathlib.Path, settings: Ingest
             _ = (examples | f"Only{split}" >> beam.Filter(lambda r, s=split: r[0] == s)
                  | f"Bytes{split}" >> beam.Map(lambda r: r[2])
                  | f"Write{split}" >> beam.io.WriteToTFRecord(str(staging / split / "images"),
-                                                              file_name_suffix=".tfrecord.gz"))
+                                                              file_name_suffix=".tfrecord"))
         outcomes = resolved | "Outcomes" >> beam.Filter(lambda r: r[0] == "outcome") | beam.Map(lambda r: r[1])
         _ = ((outcomes, rejected) | beam.Flatten() | beam.Map(json.dumps)
              | beam.io.WriteToText(str(outcomes_file), file_name_suffix=".jsonl"))
