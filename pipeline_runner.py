@@ -256,8 +256,8 @@ def _quiet_logs(verbose: bool) -> None:
         warnings.filterwarnings("ignore", category=DeprecationWarning)
     from absl import logging as absl_logging
 
-    level = logging.INFO if verbose else logging.WARNING
-    absl_logging.set_verbosity(absl_logging.INFO if verbose else absl_logging.WARNING)
+    level = logging.INFO if verbose else logging.ERROR
+    absl_logging.set_verbosity(absl_logging.INFO if verbose else absl_logging.ERROR)
     logging.getLogger().setLevel(level)
     for noisy in ("tensorflow", "absl"):
         logging.getLogger(noisy).setLevel(level)
