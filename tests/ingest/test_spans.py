@@ -153,3 +153,45 @@ def test_multi_process_run_gives_the_same_span(tmp_path):
     two = spans.ingest("folder", data, tmp_path / "two", spans.IngestSettings(workers=2))
     assert (one.counts, one.examples_per_split) == (two.counts, two.examples_per_split)
     assert sorted(r for _, r in _records(tmp_path / "one", 1)) == sorted(r for _, r in _records(tmp_path / "two", 1))
+
+
+def _encoded(image, fmt, **kwargs):
+    buffer = io.BytesIO()
+    image.save(buffer, format=fmt, **kwargs)
+    return buffer.getvalue()
+
+
+def _rotated_photo():
+    """A 60x40 JPEG whose EXIF says 'rotate 90°': upright it is 40x60."""
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    return _encoded(Image.new("RGB", (60, 40), (200, 30, 30)), "JPEG", exif=exif)
+
+
+@pytest.mark.parametrize("name, data, change, size", [
+    ("gray.jpg", _encoded(Image.new("L", (40, 30), 128), "JPEG"), "L to RGB", (30, 40)),
+    ("cmyk.jpg", _encoded(Image.new("CMYK", (40, 30), (0, 120, 200, 10)), "JPEG"), "CMYK to RGB", (30, 40)),
+    ("palette.gif", _encoded(Image.new("P", (40, 30), 3), "GIF"), "GIF to JPEG", (30, 40)),
+    ("bitmap.bmp", _encoded(Image.new("RGB", (40, 30), (1, 2, 3)), "BMP"), "BMP to JPEG", (30, 40)),
+    ("webp_named.jpg", _encoded(Image.new("RGB", (40, 30), (9, 99, 9)), "WEBP"), "WEBP to JPEG", (30, 40)),
+    ("rotated.jpg", _rotated_photo(), "EXIF orientation 6 applied", (60, 40)),
+])
+def test_each_kind_of_image_is_normalized_to_an_upright_rgb_jpeg(name, data, change, size):
+    image = check_image(data)
+    assert change in image.normalized
+    decoded = tf.io.decode_jpeg(image.jpeg)
+    assert decoded.shape[-1] == 3 and tuple(decoded.shape[:2]) == size == (image.height, image.width)
+
+
+def test_plain_rgb_jpeg_is_kept_byte_for_byte(demo_jpegs):
+    image = check_image(demo_jpegs["cat"][0])
+    assert image.normalized is None and image.jpeg == demo_jpegs["cat"][0]
+
+
+def test_oversized_image_in_a_folder_is_quarantined_with_its_size(tmp_path, demo_jpegs):
+    (tmp_path / "d" / "cat").mkdir(parents=True)
+    (tmp_path / "d" / "cat" / "huge.jpg").write_bytes(_encoded(Image.new("RGB", (500, 400)), "JPEG"))
+    (tmp_path / "d" / "cat" / "ok.jpg").write_bytes(demo_jpegs["cat"][0])
+    report = spans.ingest("folder", tmp_path / "d", tmp_path / "examples",
+                          spans.IngestSettings(max_pixels=150_000))
+    assert report.quarantined == [{"file": "cat/huge.jpg", "reason": "500x400 pixels exceeds the limit of 150000"}]
