@@ -126,6 +126,21 @@ def build_parser() -> argparse.ArgumentParser:
                         help="The run's output directory. Default: runs/default.")
     models.add_argument("--json", action="store_true", help="Print JSON instead of a table.")
 
+    predict = commands.add_parser(
+        "predict", help="Classify your own photos with the latest pushed model (or --model).",
+        description="Prints a table (file, class, dog probability) and writes a contact sheet PNG. A file that "
+                    "cannot be read is reported on its own line; the others are still classified.")
+    predict.add_argument("paths", nargs="+", type=pathlib.Path, help="Image files or folders.")
+    where = predict.add_mutually_exclusive_group()
+    where.add_argument("--model", type=pathlib.Path, help="A SavedModel folder, e.g. runs/demo/serving_model/3.")
+    where.add_argument("--output-dir", type=pathlib.Path, default=pathlib.Path("runs/default"),
+                       help="Use the newest version under <output-dir>/serving_model. Default: runs/default.")
+    predict.add_argument("--json", action="store_true", help="Print JSON instead of a table.")
+    predict.add_argument("--sheet", type=pathlib.Path, default=pathlib.Path("predictions.png"),
+                         help="Contact sheet PNG to write. Default: predictions.png.")
+    predict.add_argument("--explain", action="store_true",
+                         help="Overlay Grad-CAM heat maps (MobileNetV2's last convolutional block) on the sheet.")
+
     compile_ = commands.add_parser(
         "compile", help="Compile the pipeline into a Kubeflow Pipelines v2 package (YAML).",
         description="Builds the pipeline with the same create_pipeline as `run` and compiles it with "
@@ -340,6 +355,33 @@ def command_models(args: argparse.Namespace) -> int:
     return 0
 
 
+def command_predict(args: argparse.Namespace) -> int:
+    import json
+
+    from inference import contact_sheet, predict
+
+    try:
+        model_dir = args.model or predict.latest_version_dir(RunPaths(args.output_dir.resolve()).serving_dir)
+    except predict.NoModelError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    files = predict.find_files(args.paths)
+    if not files:
+        print("error: no files found in " + ", ".join(map(str, args.paths)), file=sys.stderr)
+        return 2
+    predictions, jpegs = predict.predict_files(model_dir, files)
+    heatmaps = predict.explain(model_dir, jpegs) if args.explain and jpegs else None
+    contact_sheet.render(predictions, jpegs, heatmaps).save(args.sheet)
+    if args.json:
+        print(json.dumps({"model": str(model_dir), "sheet": str(args.sheet),
+                          "predictions": [dataclasses.asdict(p) for p in predictions]}, indent=2))
+    else:
+        print(f"model: {model_dir}")
+        print(predict.table(predictions))
+        print(f"contact sheet: {args.sheet}")
+    return 0
+
+
 def command_compile(args: argparse.Namespace) -> int:
     from orchestration import kubeflow
 
@@ -401,7 +443,8 @@ def command_schedule(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     _quiet_logs(getattr(args, "verbose", False))
-    commands = {"run": command_run, "ingest": command_ingest, "models": command_models, "compile": command_compile,
+    commands = {"run": command_run, "ingest": command_ingest, "models": command_models, "predict": command_predict,
+                "compile": command_compile,
                 "submit": command_submit, "schedule": command_schedule}
     from orchestration.run_lock import PipelineBusyError
     from pipeline.config import ConfigError

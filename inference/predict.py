@@ -1,0 +1,115 @@
+"""Classify image files with a pushed serving model.
+
+Files go through the same checks and normalization as ingest (EXIF rotation,
+CMYK, PNG...), so a photo is seen as the model saw its training data. A file
+that cannot be read is reported with its reason; the rest are classified.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import pathlib
+
+from ingest.images import RejectedImage, check_image
+from trainer import features
+
+
+class NoModelError(FileNotFoundError):
+    """No pushed model where one was expected; the message names the place."""
+
+
+@dataclasses.dataclass
+class Prediction:
+    path: str
+    class_name: str | None
+    dog_probability: float | None
+    error: str | None = None
+
+
+def latest_version_dir(serving_dir: str | os.PathLike) -> pathlib.Path:
+    serving_dir = pathlib.Path(serving_dir)
+    versions = sorted(int(p.name) for p in serving_dir.iterdir() if p.name.isdigit()) \
+        if serving_dir.is_dir() else []
+    if not versions:
+        raise NoModelError(f"no pushed model under {serving_dir}: run the pipeline first, or pass --model DIR")
+    return serving_dir / str(versions[-1])
+
+
+def find_files(paths: list[str | os.PathLike]) -> list[pathlib.Path]:
+    """Files as given, and every file inside folders (sorted); missing paths are kept to be reported."""
+    found = []
+    for path in map(pathlib.Path, paths):
+        if path.is_dir():
+            found += sorted(p for p in path.rglob("*") if p.is_file())
+        else:
+            found.append(path)
+    return found
+
+
+def predict_files(model_dir: str | os.PathLike, files: list[pathlib.Path],
+                  batch_size: int = 32) -> tuple[list[Prediction], dict[int, bytes]]:
+    """(a prediction per file, {index: normalized JPEG bytes} of the readable ones)."""
+    import tensorflow as tf
+
+    serve = tf.saved_model.load(str(model_dir)).signatures["serving_default"]
+    results: list[Prediction] = []
+    jpegs: dict[int, bytes] = {}
+    batch: list[tuple[int, bytes]] = []
+
+    def flush():
+        if not batch:
+            return
+        out = serve(image_bytes=tf.constant([jpeg for _, jpeg in batch]))
+        for (index, _), probability, name in zip(batch, out[features.PROBABILITY_OUTPUT].numpy(),
+                                                 out[features.CLASS_OUTPUT].numpy()):
+            results[index].dog_probability = float(probability)
+            results[index].class_name = name.decode()
+        batch.clear()
+
+    for path in files:
+        results.append(Prediction(str(path), None, None))
+        try:
+            jpeg = check_image(path.read_bytes()).jpeg
+        except RejectedImage as rejection:
+            results[-1].error = rejection.reason
+            continue
+        except OSError as error:
+            results[-1].error = f"cannot be read: {error.strerror or error}"
+            continue
+        jpegs[len(results) - 1] = jpeg
+        batch.append((len(results) - 1, jpeg))
+        if len(batch) >= batch_size:
+            flush()
+    flush()
+    return results, jpegs
+
+
+def explain(model_dir: str | os.PathLike, jpegs: dict[int, bytes]) -> dict:
+    """{index: Grad-CAM heat map} from the Keras model kept beside the SavedModel."""
+    import keras
+    import tensorflow as tf
+
+    from inference.gradcam import gradcam
+    from trainer import export, preprocessing
+
+    classifier = keras.models.load_model(os.path.join(model_dir, export.KERAS_MODEL_FILE), compile=False)
+    size = classifier.input_shape[1]
+    indices = sorted(jpegs)
+    heat = {}
+    for start in range(0, len(indices), 16):
+        chunk = indices[start:start + 16]
+        pixels = tf.cast(preprocessing.decode_and_resize(tf.constant([jpegs[i] for i in chunk]), size), tf.float32)
+        heat.update(zip(chunk, gradcam(classifier, pixels.numpy())))
+    return heat
+
+
+def table(predictions: list[Prediction]) -> str:
+    width = max([len(p.path) for p in predictions] + [4])
+    lines = [f"{'file':<{width}}  {'class':<6}{'dog probability':>16}"]
+    for p in predictions:
+        if p.error:
+            lines.append(f"{p.path:<{width}}  UNREADABLE: {p.error}")
+        else:
+            lines.append(f"{p.path:<{width}}  {p.class_name:<6}{p.dog_probability:>16.4f}")
+    return "\n".join(lines)
