@@ -95,6 +95,8 @@ class TrainingConfig:
         256, "With random weights only: train images used to set BatchNorm statistics before phase 1.")
     shuffle_buffer: int = _field(1024, "Shuffle buffer size, in examples.")
     seed: int = _field(42, "Random seed for initialization, shuffling and augmentation.")
+    tflite: bool = _field(True, "Also export float16 and int8 TFLite models beside the SavedModel.")
+    tflite_calibration_images: int = _field(200, "Training images that calibrate the int8 TFLite model.")
     warm_start: bool = _field(
         False, "Start from the weights of the newest blessed model trained before this data arrived "
                "(same architecture needed); without one, start as configured.")
@@ -110,7 +112,7 @@ class TrainingConfig:
             value = getattr(self, name)
             _require(isinstance(value, int) and value >= 1, name, f"must be an integer >= 1, got {value!r}")
         for name in ("head_epochs", "fine_tune_epochs", "early_stopping_patience", "hidden_units",
-                     "fine_tune_from", "calibration_images"):
+                     "fine_tune_from", "calibration_images", "tflite_calibration_images"):
             value = getattr(self, name)
             _require(isinstance(value, int) and not isinstance(value, bool) and value >= 0, name,
                      f"must be an integer >= 0, got {value!r}")

@@ -21,9 +21,11 @@ import tensorflow_transform as tft
 from trainer import features
 
 EXAMPLES_SIGNATURE = "serving_examples"
-# The Keras model is kept beside the SavedModel for warm starts and
-# explanations (Grad-CAM); TF Serving ignores assets.extra.
+# Kept beside the SavedModel (TF Serving ignores assets.extra): the Keras model,
+# for warm starts and explanations (Grad-CAM), and TFLite models for devices.
 KERAS_MODEL_FILE = os.path.join("assets.extra", "model.keras")
+TFLITE_FILES = {"float16": os.path.join("assets.extra", "model_float16.tflite"),
+                "int8": os.path.join("assets.extra", "model_int8.tflite")}
 
 
 class ServingModule(tf.Module):
@@ -71,3 +73,33 @@ def export_serving_model(model: keras.Model, tf_transform_output: tft.TFTransfor
         local = os.path.join(scratch, os.path.basename(keras_path))
         model.save(local)
         tf.io.gfile.copy(local, keras_path, overwrite=True)
+
+
+def tflite_models(classifier: keras.Model, representative_pixels) -> dict[str, bytes]:
+    """{"float16": ..., "int8": ...} TFLite flatbuffers of the classifier.
+
+    Input: float32 pixels [1, size, size, 3] in [0, 255]; output: the logit.
+    int8 is full-integer quantization calibrated on `representative_pixels`
+    (training images), with float input and output. Converted from a Keras
+    export: TF 2.16's converter fails on Keras 3 models given directly.
+    """
+    with tempfile.TemporaryDirectory() as scratch:
+        classifier.export(scratch)
+        models = {}
+        for kind in TFLITE_FILES:
+            converter = tf.lite.TFLiteConverter.from_saved_model(scratch)
+            converter.optimizations = [tf.lite.Optimize.DEFAULT]
+            if kind == "float16":
+                converter.target_spec.supported_types = [tf.float16]
+            else:
+                converter.representative_dataset = lambda: ([representative_pixels[i:i + 1]]
+                                                            for i in range(len(representative_pixels)))
+                converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+            models[kind] = converter.convert()
+    return models
+
+
+def export_tflite(classifier: keras.Model, representative_pixels, export_dir: str) -> None:
+    for kind, flatbuffer in tflite_models(classifier, representative_pixels).items():
+        with tf.io.gfile.GFile(os.path.join(export_dir, TFLITE_FILES[kind]), "wb") as f:
+            f.write(flatbuffer)

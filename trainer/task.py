@@ -191,7 +191,11 @@ def run_fn(fn_args) -> None:
         _calibration_pixels(train_examples, config), log_dir=fn_args.model_run_dir,
         base_model_dir=fn_args.base_model)
     logging.info("Best epoch %s with %s=%s", history["best_epoch"], _MONITOR, history["best_val_loss"])
-    export.export_serving_model(model_lib.get_classifier(model), tf_transform_output, fn_args.serving_model_dir)
+    classifier = model_lib.get_classifier(model)
+    export.export_serving_model(classifier, tf_transform_output, fn_args.serving_model_dir)
+    if config.tflite:
+        representative = next(iter(train_examples.batch(max(1, config.tflite_calibration_images)).take(1)))[0]
+        export.export_tflite(classifier, representative.numpy().astype("float32"), fn_args.serving_model_dir)
     history_path = os.path.join(fn_args.serving_model_dir, HISTORY_FILE)
     with tf.io.gfile.GFile(history_path, "w") as f:
         json.dump(history, f, indent=2)

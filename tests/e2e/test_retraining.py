@@ -96,6 +96,38 @@ def test_rerun_with_no_new_data_retrains_and_pushes_nothing(scenario):
     assert scenario["rerun_served"] == scenario["span2_served"]
 
 
+def test_tflite_models_agree_with_the_served_model_on_eval_images(scenario):
+    """float16 must agree on >= 99% of eval images; int8 (full integer) is held to a sanity bar here,
+    its measured agreement is reported by benchmarks and the README."""
+    import numpy as np
+    import tensorflow as tf
+
+    from trainer import export, preprocessing
+
+    version = scenario["out"] / "serving_model" / "2"
+    eval_files = sorted((scenario["out"] / "examples" / "span-2" / "eval").glob("*"))
+    jpegs = [tf.train.Example.FromString(r.numpy()).features.feature["image"].bytes_list.value[0]
+             for r in tf.data.TFRecordDataset([str(f) for f in eval_files])]
+    served = tf.saved_model.load(str(version)).signatures["serving_default"](image_bytes=tf.constant(jpegs))
+    served_dog = served["dog_probability"].numpy() >= 0.5
+    pixels = tf.cast(preprocessing.decode_and_resize(tf.constant(jpegs), 128), tf.float32).numpy()
+    agreement = {}
+    for kind, name in export.TFLITE_FILES.items():
+        interpreter = tf.lite.Interpreter(model_path=str(version / name))
+        interpreter.allocate_tensors()
+        source, target = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
+        logits = []
+        for image in pixels:
+            interpreter.set_tensor(source["index"], image[None])
+            interpreter.invoke()
+            logits.append(interpreter.get_tensor(target["index"]).ravel()[0])
+        agreement[kind] = float(np.mean((np.array(logits) >= 0) == served_dog))
+    print(f"TFLite agreement with the SavedModel on {len(jpegs)} eval images: {agreement}")
+    assert len(jpegs) >= 50
+    assert agreement["float16"] >= 0.99
+    assert agreement["int8"] >= 0.9
+
+
 def test_models_lists_pushed_versions_with_spans_metrics_and_blessing(scenario):
     versions = scenario["models"]
     assert isinstance(versions, list), versions
