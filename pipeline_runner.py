@@ -302,9 +302,10 @@ def _run_locked(args: argparse.Namespace, config) -> int:
         report = _ingest_source(args, config, paths)
         if report is None:
             return 2
-        ingested = {k: report.to_json()[k] for k in ("span", "reused", "files_seen", "counts")}
+        ingest_report = report.to_json()
     elif spans.existing_spans(paths.examples_root):
-        ingested = None
+        latest = spans.load_report(paths.examples_root, spans.existing_spans(paths.examples_root)[-1])
+        ingest_report = latest.to_json() if latest else None
         print(f"no source given: running on the spans in {paths.examples_root} "
               f"(latest: span {spans.existing_spans(paths.examples_root)[-1]})")
     else:
@@ -331,10 +332,18 @@ def _run_locked(args: argparse.Namespace, config) -> int:
     summary = run_summary.summarize(str(paths.metadata_path), config.name,
                                     config.evaluation.min_accuracy, config.evaluation.max_accuracy_drop)
     summary.error = error
-    summary.ingest = ingested
+    summary.ingest = {k: ingest_report[k] for k in ("span", "reused", "files_seen", "counts")} \
+        if ingest_report else None
     print(summary.text())
     run_summary.write_json(summary, str(paths.summary_path))
     print(f"summary written to {paths.summary_path}")
+    try:
+        from reporting import run_report
+
+        page = run_report.write_report(summary, paths.output_dir, dataclasses.asdict(config.training), ingest_report)
+        print(f"report: {page}")
+    except Exception as exc:  # the run itself is done; say what went wrong with its report
+        print(f"error: the run report could not be written: {type(exc).__name__}: {exc}", file=sys.stderr)
     return 1 if summary.failed else 0
 
 

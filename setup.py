@@ -17,5 +17,6 @@ setup(
         "tensorflow-datasets==4.9.10",
         "kfp==2.13.0",
         "pillow",
+        "matplotlib",
     ],
 )

@@ -52,6 +52,8 @@ class RunSummary:
     pushed_path: str | None
     error: str | None = None
     ingest: dict[str, Any] | None = None
+    # artifact type -> URI of this run's outputs (Model, ExampleStatistics, ExampleAnomalies, ModelEvaluation...)
+    artifacts: dict[str, str] = dataclasses.field(default_factory=dict)
 
     @property
     def failed(self) -> bool:
@@ -191,6 +193,13 @@ def read_decision(evaluation_uri: str, blessed: bool, min_accuracy: float, max_d
     return "not validated"
 
 
+def pipeline_resolver_nodes() -> frozenset:
+    # Resolvers re-emit older artifacts; only the components' own outputs describe this run.
+    from pipeline.pipeline import RESOLVER_IDS
+
+    return RESOLVER_IDS
+
+
 def summarize(metadata_path: str, pipeline_name: str, min_accuracy: float, max_drop: float) -> RunSummary:
     store = open_store(metadata_path)
     run = _latest_run_context(store, pipeline_name)
@@ -206,6 +215,8 @@ def summarize(metadata_path: str, pipeline_name: str, min_accuracy: float, max_d
         summary.nodes.append(NodeRun(node, _STATES.get(execution.last_known_state, "unknown"), seconds, execution.id))
         for artifact in _outputs(store, execution.id):
             artifact_type = store.get_artifact_types_by_id([artifact.type_id])[0].name
+            if node not in pipeline_resolver_nodes():
+                summary.artifacts.setdefault(artifact_type, artifact.uri)
             if artifact_type == "ModelEvaluation":
                 summary.metrics, summary.metrics_by_label, summary.confusion_matrix = read_metrics(artifact.uri)
                 evaluation_uri = artifact.uri

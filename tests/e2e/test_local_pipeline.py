@@ -9,6 +9,7 @@ MLMD is read here directly, not through the project's own summary code.
 import json
 import os
 import pathlib
+import shutil
 import subprocess
 import sys
 
@@ -17,7 +18,7 @@ from ml_metadata.proto import metadata_store_pb2
 
 from ingest import synthetic
 from pipeline import pipeline as pipeline_lib
-from tests.helpers import latest_run_states, run_cli, tree_digest
+from tests.helpers import ROOT, latest_run_states, run_cli, tree_digest
 
 pytestmark = pytest.mark.e2e
 
@@ -45,6 +46,8 @@ def runs(tmp_path_factory):
     record["first_states"], store, run = latest_run_states(out / "metadata.sqlite")
     record["first_resolved"] = _resolver_outputs(store, run)
     record["served_after_first"] = tree_digest(out / "serving_model")
+    record["first_report"] = base / "first_report"
+    shutil.copytree(out / "report", record["first_report"])
 
     record["second"], record["second_summary"] = run_cli(data, out, *TINY, "--min-accuracy", "0")
     record["second_states"], store, run = latest_run_states(out / "metadata.sqlite")
@@ -97,6 +100,53 @@ print(json.dumps({{"p": out["dog_probability"].numpy().tolist(),
     for probability, name in zip(output["p"], output["c"]):
         assert 0.0 <= probability <= 1.0
         assert name == ("dog" if probability >= 0.5 else "cat")
+
+
+def test_run_report_renders_with_the_evaluators_numbers(runs):
+    import re
+
+    import tensorflow_model_analysis as tfma
+    from PIL import Image
+
+    report = runs["first_report"]
+    page = (report / "index.html").read_text()
+    images = re.findall(r'<img src="([^"]+)"', page)
+    assert {"confusion_matrix.png", "training_curves.png", "model.png", "sample_predictions.png"} <= set(images)
+    for name in images:
+        with Image.open(report / name) as image:
+            image.load()
+            assert image.width > 100 and image.height > 100
+    evaluation = runs["first_summary"]["artifacts"]["ModelEvaluation"]
+    accuracy = next(kv.value.double_value.value for m in tfma.load_metrics(evaluation)
+                    if not m.slice_key.single_slice_keys for kv in m.metric_keys_and_values
+                    if kv.key.name == "binary_accuracy")
+    assert f"{accuracy:.4f}" in page
+    assert (report / "statistics.html").stat().st_size > 10_000  # TFDV's own page
+    assert f"Span 1 from folder:{runs['data']}" in page
+
+
+def test_predict_reports_a_bad_file_and_classifies_the_rest(runs, tmp_path):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    good = sorted(runs["data"].rglob("*.jpg"))[:3]
+    for path in good:
+        (photos / path.name).write_bytes(path.read_bytes())
+    (photos / "broken.jpg").write_bytes(good[0].read_bytes()[:300])
+    sheet = tmp_path / "sheet.png"
+    result = subprocess.run([sys.executable, str(ROOT / "pipeline_runner.py"), "predict", str(photos),
+                             "--output-dir", str(runs["out"]), "--json", "--explain", "--sheet", str(sheet)],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    output = json.loads(result.stdout)
+    by_name = {pathlib.Path(p["path"]).name: p for p in output["predictions"]}
+    assert "truncated or corrupt" in by_name["broken.jpg"]["error"]
+    for path in good:
+        assert by_name[path.name]["class_name"] in ("cat", "dog") and 0 <= by_name[path.name]["dog_probability"] <= 1
+    assert output["model"].endswith("serving_model/1")
+    from PIL import Image
+
+    with Image.open(sheet) as image:
+        assert image.width > 200
 
 
 def test_rerun_with_no_new_data_is_cached_and_pushes_nothing(runs):

@@ -1,0 +1,262 @@
+"""The run report: one HTML page with PNG figures, viewable offline.
+
+Training curves of both phases (fine-tune start marked), the confusion matrix
+and the metrics against the baseline with the blessing decision, a data
+summary (ingest outcomes, class balance, image sizes, anomalies, and TFDV's
+own statistics page), a diagram of the model, and sample predictions of the
+candidate on eval images. Everything is read from the run's artifacts.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import os
+import pathlib
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only, no display
+import matplotlib.pyplot as plt  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+from reporting.run_summary import RunSummary  # noqa: E402
+from trainer import features  # noqa: E402
+
+REPORT_DIR = "report"
+_SAMPLES = 15
+
+
+def _serving_dir(model_uri: str) -> pathlib.Path:
+    return pathlib.Path(model_uri) / "Format-Serving"
+
+
+def training_curves(history: dict, path: pathlib.Path) -> None:
+    epochs = [e["epoch"] + 1 for e in history["epochs"]]
+    figure, axes = plt.subplots(1, 2, figsize=(11, 4))
+    for axis, metric, title in ((axes[0], "accuracy", "Accuracy"), (axes[1], "loss", "Loss (binary cross-entropy)")):
+        axis.plot(epochs, [e.get(metric) for e in history["epochs"]], "o-", label="train")
+        axis.plot(epochs, [e.get("val_" + metric) for e in history["epochs"]], "o-", label="eval")
+        if history.get("fine_tune_start_epoch") is not None:
+            axis.axvline(history["fine_tune_start_epoch"] + 0.5, color="gray", linestyle="--",
+                         label="fine-tuning starts")
+        if history.get("best_epoch") is not None:
+            axis.axvline(history["best_epoch"] + 1, color="green", alpha=0.3, linewidth=6, label="weights kept")
+        axis.set_title(title)
+        axis.set_xlabel("epoch")
+        axis.grid(alpha=0.3)
+    axes[0].legend()
+    figure.tight_layout()
+    figure.savefig(path, dpi=90)
+    plt.close(figure)
+
+
+def confusion_matrix(matrix: dict, path: pathlib.Path) -> None:
+    cells = [[matrix["true_negatives"], matrix["false_positives"]],
+             [matrix["false_negatives"], matrix["true_positives"]]]
+    figure, axis = plt.subplots(figsize=(4.2, 3.8))
+    axis.imshow(cells, cmap="Blues")
+    for row in range(2):
+        for column in range(2):
+            axis.text(column, row, f"{int(cells[row][column])}", ha="center", va="center", fontsize=16,
+                      color="white" if cells[row][column] > max(map(max, cells)) / 2 else "black")
+    axis.set_xticks([0, 1], [f"predicted {n}" for n in features.LABEL_NAMES])
+    axis.set_yticks([0, 1], [f"actual {n}" for n in features.LABEL_NAMES])
+    axis.set_title(f"Eval set, threshold {matrix['threshold']:g}")
+    figure.tight_layout()
+    figure.savefig(path, dpi=90)
+    plt.close(figure)
+
+
+def model_diagram(classifier, training_config: dict, path: pathlib.Path) -> None:
+    """The layer stack from input to logit, base and head told apart."""
+    from trainer import model as model_lib
+
+    base = classifier.get_layer(model_lib.BASE_NAME)
+    blocks = [("input: pixels " + "x".join(map(str, classifier.input_shape[1:])), "#eeeeee")]
+    if training_config.get("flip") or training_config.get("rotation") or training_config.get("zoom"):
+        blocks.append(("augmentation (training only): flip / rotation / zoom", "#fff3cd"))
+    for layer in classifier.layers[1:]:
+        if layer.name == model_lib.BASE_NAME:
+            unfrozen = training_config.get("fine_tune_from")
+            blocks.append((f"MobileNetV2 base: {len(base.layers)} layers, {base.count_params():,} weights\n"
+                           f"frozen in phase 1; layers {unfrozen}+ fine-tuned in phase 2 (BatchNorm frozen)",
+                           "#cfe2ff"))
+        else:
+            shape = layer.output.shape
+            blocks.append((f"{layer.name}: {type(layer).__name__} -> {tuple(shape[1:])}"
+                           f"{f', {layer.count_params():,} weights' if layer.count_params() else ''}", "#d1e7dd"))
+    figure, axis = plt.subplots(figsize=(7, 0.75 * len(blocks) + 0.4))
+    axis.axis("off")
+    for index, (text, color) in enumerate(blocks):
+        y = len(blocks) - index - 1
+        axis.add_patch(plt.Rectangle((0.05, y + 0.15), 0.9, 0.7, facecolor=color, edgecolor="#555"))
+        axis.text(0.5, y + 0.5, text, ha="center", va="center", fontsize=9)
+        if index:
+            axis.annotate("", xy=(0.5, y + 0.85), xytext=(0.5, y + 1.15), arrowprops={"arrowstyle": "->"})
+    axis.set_xlim(0, 1)
+    axis.set_ylim(0, len(blocks))
+    figure.tight_layout()
+    figure.savefig(path, dpi=90)
+    plt.close(figure)
+
+
+def _eval_jpegs(examples_uri: str, limit: int) -> list[tuple[str, bytes, int]]:
+    files = sorted(tf.io.gfile.glob(os.path.join(examples_uri, "Split-eval", "*")))
+    samples = []
+    for record in tf.data.TFRecordDataset(files, compression_type="GZIP").take(limit):
+        feature = tf.train.Example.FromString(record.numpy()).features.feature
+        samples.append((feature[features.SOURCE_KEY].bytes_list.value[0].decode(),
+                        feature[features.IMAGE_KEY].bytes_list.value[0],
+                        feature[features.LABEL_KEY].int64_list.value[0]))
+    return samples
+
+
+def sample_predictions(model_dir: pathlib.Path, examples_uri: str, path: pathlib.Path) -> list[dict]:
+    from inference import contact_sheet
+    from inference.predict import Prediction
+
+    samples = _eval_jpegs(examples_uri, _SAMPLES)
+    serve = tf.saved_model.load(str(model_dir)).signatures["serving_default"]
+    out = serve(image_bytes=tf.constant([jpeg for _, jpeg, _ in samples]))
+    predictions = [Prediction(f"{name} (actual: {features.LABEL_NAMES[label]})", c.decode(), float(p))
+                   for (name, _, label), c, p in zip(samples, out[features.CLASS_OUTPUT].numpy(),
+                                                     out[features.PROBABILITY_OUTPUT].numpy())]
+    contact_sheet.render(predictions, {i: jpeg for i, (_, jpeg, _) in enumerate(samples)}).save(path)
+    return [{"file": name, "actual": features.LABEL_NAMES[label], "predicted": p.class_name,
+             "dog_probability": p.dog_probability} for (name, _, label), p in zip(samples, predictions)]
+
+
+def _image_sizes(statistics_uri: str) -> dict:
+    from components.anomalies_gate import SIZE_FEATURES, STATISTICS_FILE
+
+    sizes = {}
+    for split in ("train", "eval"):
+        path = os.path.join(statistics_uri, f"Split-{split}", STATISTICS_FILE)
+        if not tf.io.gfile.exists(path):
+            continue
+        from tensorflow_metadata.proto.v0 import statistics_pb2
+
+        stats = statistics_pb2.DatasetFeatureStatisticsList()
+        stats.ParseFromString(tf.io.gfile.GFile(path, "rb").read())
+        for feature in stats.datasets[0].features:
+            name = feature.path.step[0] if feature.path.step else feature.name
+            if name in SIZE_FEATURES:
+                sizes[f"{split} {name}"] = {"min": feature.num_stats.min, "mean": feature.num_stats.mean,
+                                            "max": feature.num_stats.max}
+    return sizes
+
+
+def _statistics_page(statistics_uri: str, path: pathlib.Path) -> bool:
+    from tensorflow_data_validation.utils import display_util
+    from tensorflow_metadata.proto.v0 import statistics_pb2
+
+    from components.anomalies_gate import STATISTICS_FILE
+
+    lists = {}
+    for split in ("train", "eval"):
+        file = os.path.join(statistics_uri, f"Split-{split}", STATISTICS_FILE)
+        if tf.io.gfile.exists(file):
+            lists[split] = statistics_pb2.DatasetFeatureStatisticsList.FromString(tf.io.gfile.GFile(file, "rb").read())
+    if "train" not in lists:
+        return False
+    page = display_util.get_statistics_html(lists["train"], lists.get("eval"), lhs_name="train", rhs_name="eval")
+    path.write_text(f"<!doctype html><html><body>{page}</body></html>")
+    return True
+
+
+def _table(rows: list[list], header: list[str]) -> str:
+    cells = "".join(f"<th>{html.escape(str(h))}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(_cell(c))}</td>" for c in row) + "</tr>" for row in rows)
+    return f"<table><tr>{cells}</tr>{body}</table>"
+
+
+def _cell(value) -> str:
+    if isinstance(value, float):
+        return str(int(value)) if value.is_integer() else f"{value:.4f}"
+    return str(value)
+
+
+def write_report(summary: RunSummary, output_dir: str | os.PathLike, training_config: dict,
+                 ingest_report: dict | None) -> pathlib.Path:
+    """Writes <output_dir>/report/index.html and its figures; returns the page's path."""
+    folder = pathlib.Path(output_dir) / REPORT_DIR
+    folder.mkdir(parents=True, exist_ok=True)
+    for old in folder.iterdir():
+        old.unlink()
+    sections = [f"<h1>Run {html.escape(str(summary.run_id))} of {html.escape(summary.pipeline)}</h1>"]
+    sections.append("<h2>Components</h2>" + _table([[n.node_id, n.state, f"{n.seconds:.1f}"] for n in summary.nodes],
+                                                   ["component", "outcome", "seconds"]))
+    if summary.error:
+        sections.append(f"<p class=error>Failed: {html.escape(summary.error)}</p>")
+
+    if summary.blessed is not None:
+        verdict = "blessed" if summary.blessed else "not blessed"
+        pushed = f"pushed as version {summary.pushed_version} ({summary.pushed_path})" if summary.pushed_path \
+            else "nothing pushed; the served model is unchanged"
+        sections.append(f"<h2>Evaluation</h2><p><b>{verdict}</b>: {html.escape(summary.decision or '')}. "
+                        f"{html.escape(pushed)}.</p>")
+        names = sorted({k for values in summary.metrics.values() for k in values})
+        sections.append(_table([[model] + [values.get(n, "") for n in names]
+                                for model, values in summary.metrics.items()], ["model"] + names))
+        if summary.metrics_by_label:
+            sections.append("<h3>By label</h3>" + _table(
+                [[label] + list(values.values()) for label, values in summary.metrics_by_label.items()],
+                ["slice"] + list(next(iter(summary.metrics_by_label.values())))))
+        if summary.confusion_matrix:
+            confusion_matrix(summary.confusion_matrix, folder / "confusion_matrix.png")
+            sections.append('<img src="confusion_matrix.png" alt="confusion matrix">')
+
+    model_uri = summary.artifacts.get("Model")
+    if model_uri:
+        history_path = _serving_dir(model_uri) / "assets.extra" / "training_history.json"
+        if history_path.exists():
+            history = json.loads(history_path.read_text())
+            training_curves(history, folder / "training_curves.png")
+            sections.append("<h2>Training</h2><img src=\"training_curves.png\" alt=\"training curves\">"
+                            f"<p>Weights kept from epoch {history['best_epoch'] + 1} "
+                            f"(lowest eval loss {history['best_val_loss']:.4f}).</p>"
+                            if history.get("best_epoch") is not None else
+                            "<h2>Training</h2><img src=\"training_curves.png\" alt=\"training curves\">")
+        import keras
+
+        from trainer import export
+
+        classifier = keras.models.load_model(_serving_dir(model_uri) / export.KERAS_MODEL_FILE, compile=False)
+        model_diagram(classifier, training_config, folder / "model.png")
+        sections.append("<h2>Model</h2><img src=\"model.png\" alt=\"model diagram\">")
+        if summary.artifacts.get("Examples"):
+            samples = sample_predictions(_serving_dir(model_uri), summary.artifacts["Examples"],
+                                         folder / "sample_predictions.png")
+            right = sum(s["actual"] == s["predicted"] for s in samples)
+            sections.append(f"<h2>Sample predictions</h2><p>{right} of {len(samples)} eval images right.</p>"
+                            "<img src=\"sample_predictions.png\" alt=\"sample predictions\">")
+
+    data = ["<h2>Data</h2>"]
+    if ingest_report:
+        data.append(f"<p>Span {ingest_report['span']}{' (reused)' if ingest_report['reused'] else ''} from "
+                    f"{html.escape(ingest_report['source'])}: {ingest_report['files_seen']} files.</p>")
+        data.append(_table([[k, v] for k, v in ingest_report["counts"].items()], ["outcome", "files"]))
+        data.append(_table([[k, v] for k, v in {**ingest_report["examples_per_label"],
+                                                 **ingest_report["examples_per_split"]}.items()],
+                           ["examples", "count"]))
+        if ingest_report["quarantined"]:
+            data.append("<h3>Quarantined</h3>" + _table([[q["file"], q["reason"]] for q in
+                                                         ingest_report["quarantined"][:200]], ["file", "reason"]))
+    if summary.artifacts.get("ExampleStatistics"):
+        sizes = _image_sizes(summary.artifacts["ExampleStatistics"])
+        if sizes:
+            data.append(_table([[k, v["min"], v["mean"], v["max"]] for k, v in sizes.items()],
+                               ["image size (px)", "min", "mean", "max"]))
+        if _statistics_page(summary.artifacts["ExampleStatistics"], folder / "statistics.html"):
+            data.append('<p><a href="statistics.html">TFDV statistics, train against eval</a></p>')
+    if summary.error and "anomal" in summary.error:
+        data.append(f"<pre>{html.escape(summary.error)}</pre>")
+    sections += data
+
+    style = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto}table{border-collapse:collapse;"
+             "margin:.5em 0}td,th{border:1px solid #ccc;padding:3px 8px;text-align:left}.error{color:#a00}")
+    page = folder / "index.html"
+    page.write_text(f"<!doctype html><html><head><meta charset=utf-8><title>Run report</title>"
+                    f"<style>{style}</style></head><body>{''.join(sections)}</body></html>")
+    return page
