@@ -27,6 +27,9 @@ EXAMPLES = textwrap.dedent("""\
       python pipeline_runner.py run --data-dir ~/pets --output-dir runs/pets \\
           --weights ~/mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5 --image-size 224
 
+      # classify your own photos with the newest pushed model; Grad-CAM heat maps on the contact sheet
+      python pipeline_runner.py predict ~/photos --output-dir runs/pets --explain
+
       # the pushed versions with their metrics and data spans
       python pipeline_runner.py models --output-dir runs/pets
 

@@ -165,6 +165,22 @@ def _statistics_page(statistics_uri: str, path: pathlib.Path) -> bool:
     return True
 
 
+def _anomalies_html(anomalies_uri: str) -> str:
+    from tensorflow_metadata.proto.v0 import anomalies_pb2
+
+    from components.anomalies_gate import ANOMALIES_FILE, describe_anomalies
+
+    found = {}
+    for split in ("train", "eval"):
+        path = os.path.join(anomalies_uri, f"Split-{split}", ANOMALIES_FILE)
+        if tf.io.gfile.exists(path):
+            found[split] = anomalies_pb2.Anomalies.FromString(tf.io.gfile.GFile(path, "rb").read())
+    lines = describe_anomalies(found)
+    if not lines:
+        return "<p>None: the span matches the curated schema.</p>"
+    return "<ul>" + "".join(f"<li>{html.escape(line)}</li>" for line in lines) + "</ul>"
+
+
 def _table(rows: list[list], header: list[str]) -> str:
     cells = "".join(f"<th>{html.escape(str(h))}</th>" for h in header)
     body = "".join("<tr>" + "".join(f"<td>{html.escape(_cell(c))}</td>" for c in row) + "</tr>" for row in rows)
@@ -250,6 +266,8 @@ def write_report(summary: RunSummary, output_dir: str | os.PathLike, training_co
                                ["image size (px)", "min", "mean", "max"]))
         if _statistics_page(summary.artifacts["ExampleStatistics"], folder / "statistics.html"):
             data.append('<p><a href="statistics.html">TFDV statistics, train against eval</a></p>')
+    if summary.artifacts.get("ExampleAnomalies"):
+        data.append("<h3>Anomalies</h3>" + _anomalies_html(summary.artifacts["ExampleAnomalies"]))
     if summary.error and "anomal" in summary.error:
         data.append(f"<pre>{html.escape(summary.error)}</pre>")
     sections += data
