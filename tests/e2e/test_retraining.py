@@ -102,6 +102,7 @@ def test_tflite_models_agree_with_the_served_model_on_eval_images(scenario):
     import numpy as np
     import tensorflow as tf
 
+    from inference.tflite import tflite_logits
     from trainer import export, preprocessing
 
     version = scenario["out"] / "serving_model" / "2"
@@ -111,17 +112,8 @@ def test_tflite_models_agree_with_the_served_model_on_eval_images(scenario):
     served = tf.saved_model.load(str(version)).signatures["serving_default"](image_bytes=tf.constant(jpegs))
     served_dog = served["dog_probability"].numpy() >= 0.5
     pixels = tf.cast(preprocessing.decode_and_resize(tf.constant(jpegs), 128), tf.float32).numpy()
-    agreement = {}
-    for kind, name in export.TFLITE_FILES.items():
-        interpreter = tf.lite.Interpreter(model_path=str(version / name))
-        interpreter.allocate_tensors()
-        source, target = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
-        logits = []
-        for image in pixels:
-            interpreter.set_tensor(source["index"], image[None])
-            interpreter.invoke()
-            logits.append(interpreter.get_tensor(target["index"]).ravel()[0])
-        agreement[kind] = float(np.mean((np.array(logits) >= 0) == served_dog))
+    agreement = {kind: float(np.mean((tflite_logits(version / name, pixels) >= 0) == served_dog))
+                 for kind, name in export.TFLITE_FILES.items()}
     print(f"TFLite agreement with the SavedModel on {len(jpegs)} eval images: {agreement}")
     assert len(jpegs) >= 50
     assert agreement["float16"] >= 0.99

@@ -15,6 +15,7 @@ from google.protobuf import text_format
 from tensorflow_metadata.proto.v0 import schema_pb2
 from tensorflow_transform.tf_metadata import dataset_metadata, metadata_io
 
+from inference.tflite import tflite_logits
 from ingest.images import check_image
 from ingest.spans import make_example
 from pipeline.config import TrainingConfig
@@ -88,18 +89,6 @@ def test_keras_model_file_is_kept_beside_the_saved_model(exported, demo_jpegs):
     np.testing.assert_allclose(reloaded(pixels).numpy(), classifier(pixels).numpy(), rtol=1e-5, atol=1e-6)
 
 
-def _run_tflite(flatbuffer, pixels):
-    interpreter = tf.lite.Interpreter(model_content=flatbuffer)
-    interpreter.allocate_tensors()
-    source, target = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
-    outputs = []
-    for image in pixels:
-        interpreter.set_tensor(source["index"], image[None])
-        interpreter.invoke()
-        outputs.append(interpreter.get_tensor(target["index"]).ravel()[0])
-    return np.array(outputs)
-
-
 def test_tflite_models_run_and_float16_tracks_the_keras_model(demo_jpegs):
     model = model_lib.build_model(TrainingConfig(weights="none", alpha=0.35, seed=4), SIZE)
     jpegs = demo_jpegs["cat"] + demo_jpegs["dog"]
@@ -109,5 +98,5 @@ def test_tflite_models_run_and_float16_tracks_the_keras_model(demo_jpegs):
     expected = classifier(pixels).numpy().ravel()
     models = export.tflite_models(classifier, pixels)
     assert set(models) == {"float16", "int8"} and len(models["int8"]) < len(models["float16"])
-    np.testing.assert_allclose(_run_tflite(models["float16"], pixels), expected, atol=0.1 * np.abs(expected).max())
-    assert _run_tflite(models["int8"], pixels).shape == expected.shape
+    np.testing.assert_allclose(tflite_logits(models["float16"], pixels), expected, atol=0.1 * np.abs(expected).max())
+    assert tflite_logits(models["int8"], pixels).shape == expected.shape
