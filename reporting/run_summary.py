@@ -36,6 +36,7 @@ class NodeRun:
     state: str
     seconds: float
     execution_id: int
+    started: float  # seconds since the epoch
 
 
 @dataclasses.dataclass
@@ -212,7 +213,8 @@ def summarize(metadata_path: str, pipeline_name: str, min_accuracy: float, max_d
     for execution in executions:
         node = _node_id(store, execution, pipeline_name)
         seconds = max(0.0, (execution.last_update_time_since_epoch - execution.create_time_since_epoch) / 1000)
-        summary.nodes.append(NodeRun(node, _STATES.get(execution.last_known_state, "unknown"), seconds, execution.id))
+        summary.nodes.append(NodeRun(node, _STATES.get(execution.last_known_state, "unknown"), seconds, execution.id,
+                                     execution.create_time_since_epoch / 1000))
         for artifact in _outputs(store, execution.id):
             artifact_type = store.get_artifact_types_by_id([artifact.type_id])[0].name
             if node not in pipeline_resolver_nodes():

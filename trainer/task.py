@@ -34,11 +34,10 @@ def _list_files(patterns: list[str]) -> list[str]:
     return files
 
 
-def _pixels_and_labels(file_patterns: list[str], tf_transform_output: tft.TFTransformOutput) -> tf.data.Dataset:
-    """Unbatched (uint8 pixels, float label) pairs: compact enough to cache."""
+def pixels_and_labels(file_patterns: list[str], spec: dict) -> tf.data.Dataset:
+    """Unbatched (uint8 pixels, float label) pairs from transformed examples: compact enough to cache."""
     files = _list_files(file_patterns)
     compression = "GZIP" if files[0].endswith(".gz") else ""
-    spec = tf_transform_output.transformed_feature_spec()
 
     def parse(serialized):
         parsed = tf.io.parse_example(serialized, spec)
@@ -54,13 +53,13 @@ def _to_float(pixels, label):
     return tf.cast(pixels, tf.float32), label
 
 
-def _training_batches(examples: tf.data.Dataset, config: TrainingConfig) -> tf.data.Dataset:
+def training_batches(examples: tf.data.Dataset, config: TrainingConfig) -> tf.data.Dataset:
     return (examples.cache()
             .shuffle(config.shuffle_buffer, seed=config.seed, reshuffle_each_iteration=True)
             .batch(config.batch_size).map(_to_float).prefetch(tf.data.AUTOTUNE))
 
 
-def _eval_batches(examples: tf.data.Dataset, config: TrainingConfig) -> tf.data.Dataset:
+def eval_batches(examples: tf.data.Dataset, config: TrainingConfig) -> tf.data.Dataset:
     return examples.cache().batch(config.batch_size).map(_to_float).prefetch(tf.data.AUTOTUNE)
 
 
@@ -183,11 +182,12 @@ def run_fn(fn_args) -> None:
     warnings.filterwarnings("ignore", message=".*`shuffle=True` was passed.*")
     config, image_size = training_config_from(fn_args.custom_config)
     tf_transform_output = tft.TFTransformOutput(fn_args.transform_output)
-    train_examples = _pixels_and_labels(fn_args.train_files, tf_transform_output)
-    eval_examples = _pixels_and_labels(fn_args.eval_files, tf_transform_output)
+    spec = tf_transform_output.transformed_feature_spec()
+    train_examples = pixels_and_labels(fn_args.train_files, spec)
+    eval_examples = pixels_and_labels(fn_args.eval_files, spec)
     model, history = train(
         config, image_size,
-        _training_batches(train_examples, config), _eval_batches(eval_examples, config),
+        training_batches(train_examples, config), eval_batches(eval_examples, config),
         _calibration_pixels(train_examples, config), log_dir=fn_args.model_run_dir,
         base_model_dir=fn_args.base_model)
     logging.info("Best epoch %s with %s=%s", history["best_epoch"], _MONITOR, history["best_val_loss"])

@@ -1,0 +1,371 @@
+#!/usr/bin/env python3
+"""The benchmark suite: every figure next to a reference measured in the same run.
+
+    .venv/bin/python -m benchmarks.suite            # full (make bench)
+    .venv/bin/python -m benchmarks.suite --quick    # the same code paths on small data
+
+1. Training throughput, each phase: the Trainer's input pipeline (materialized
+   uint8 pixels, cached) + model against a plain Keras script over the same
+   JPEG files (image_dataset_from_directory + prefetch) with the same model,
+   image size and batch size. Steady state: the first epoch is not timed.
+2. Pipeline wall time per component at several sizes: fixed cost and cost per
+   image (least squares over the sizes), and the share of everything but the Trainer.
+3. Ingest + Transform throughput against a raw single-process decode loop.
+4. Bytes on disk per image that Transform materializes, against the source JPEGs.
+5. Evaluator (TFMA) time against model.evaluate on the same eval split.
+6. Serving latency of the pushed model's JPEG signature at batch 1 and 32 against
+   the bare Keras model on pre-decoded tensors; TFLite size and single-image
+   latency; peak RSS during each component.
+Figures are medians of --repeats repetitions (the machines are shared and noisy).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import pathlib
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+@dataclasses.dataclass
+class Figure:
+    section: str
+    name: str
+    value: float
+    unit: str
+    reference: float | None = None  # what `value` is compared with, same unit
+    ratio: float | None = None  # value / reference, or as stated in `target`
+    target: str | None = None
+    met: bool | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    image_size: int
+    batch_size: int
+    training_images: int
+    timed_epochs: int
+    pipeline_sizes: tuple[int, ...]
+    repeats: int
+
+
+FULL = Settings(image_size=160, batch_size=32, training_images=640, timed_epochs=2,
+                pipeline_sizes=(500, 2000, 8000), repeats=3)
+QUICK = Settings(image_size=96, batch_size=16, training_images=64, timed_epochs=1, pipeline_sizes=(80,), repeats=1)
+
+
+def _median_of(repeats: int, measure) -> float:
+    return statistics.median(measure() for _ in range(repeats))
+
+
+# 1. Training throughput ---------------------------------------------------------------------------------------
+
+def _write_transformed(files: list[pathlib.Path], labels: list[int], size: int, path: pathlib.Path) -> dict:
+    """What Transform materializes for these files (same preprocessing_fn), as gzipped tf.Examples."""
+    import tensorflow as tf
+
+    from trainer import features, preprocessing
+
+    with tf.io.TFRecordWriter(str(path), "GZIP") as writer:
+        for start in range(0, len(files), 64):
+            chunk = files[start:start + 64]
+            outputs = preprocessing.preprocessing_fn(
+                {features.IMAGE_KEY: tf.constant([[f.read_bytes()] for f in chunk]),
+                 features.LABEL_KEY: tf.constant([[label] for label in labels[start:start + 64]], tf.int64)},
+                {"image_size": size})
+            for pixels, label in zip(outputs[features.PIXELS_KEY].numpy(), outputs[features.LABEL_KEY].numpy()):
+                writer.write(tf.train.Example(features=tf.train.Features(feature={
+                    features.PIXELS_KEY: tf.train.Feature(int64_list=tf.train.Int64List(value=pixels.ravel())),
+                    features.LABEL_KEY: tf.train.Feature(int64_list=tf.train.Int64List(value=label.ravel())),
+                })).SerializeToString())
+    return {features.PIXELS_KEY: tf.io.FixedLenFeature([size, size, 3], tf.int64),
+            features.LABEL_KEY: tf.io.FixedLenFeature([1], tf.int64)}
+
+
+def _images_per_second(model, dataset, images: int, epochs: int) -> float:
+    model.fit(dataset, epochs=1, verbose=0)  # not timed: tracing, and our cache filling
+    started = time.perf_counter()
+    model.fit(dataset, epochs=epochs, verbose=0)
+    return images * epochs / (time.perf_counter() - started)
+
+
+def bench_training(settings: Settings, scratch: pathlib.Path) -> list[Figure]:
+    import keras
+    import tensorflow as tf
+
+    from ingest import synthetic
+    from pipeline.config import TrainingConfig
+    from trainer import model as model_lib, task
+
+    data = scratch / "train_images"
+    synthetic.write_demo_images(data, settings.training_images // 2)
+    files = sorted(data.rglob("*.jpg"))
+    labels = [0 if f.parent.name == "cat" else 1 for f in files]
+    spec = _write_transformed(files, labels, settings.image_size, scratch / "transformed.tfrecord.gz")
+    config = TrainingConfig(weights="none", batch_size=settings.batch_size, seed=1)
+
+    def ours():
+        return task.training_batches(task.pixels_and_labels([str(scratch / "transformed.tfrecord.gz")], spec), config)
+
+    def reference():
+        dataset = keras.utils.image_dataset_from_directory(
+            data, image_size=(settings.image_size, settings.image_size), batch_size=settings.batch_size,
+            label_mode="binary", seed=1, verbose=False)
+        return dataset.prefetch(tf.data.AUTOTUNE)
+
+    def rate(make_dataset, phase):
+        model = model_lib.build_model(config, settings.image_size)
+        if phase == 2:
+            model_lib.unfreeze_for_fine_tuning(model, config.fine_tune_from)
+        model_lib.compile_model(model, config.learning_rate)
+        return _images_per_second(model, make_dataset(), len(files), settings.timed_epochs)
+
+    figures = []
+    for phase, target in ((1, 1.5), (2, 1.0)):
+        rates = {"reference": [], "ours": []}
+        for _ in range(settings.repeats):  # interleaved, so load on the machine hits both alike
+            rates["reference"].append(rate(reference, phase))
+            rates["ours"].append(rate(ours, phase))
+        value, base = statistics.median(rates["ours"]), statistics.median(rates["reference"])
+        figures.append(Figure("1 training", f"phase {phase} images/s", value, "img/s", base, value / base,
+                              f">= {target}x", value / base >= target))
+    return figures
+
+
+# 2-5. Pipeline runs -------------------------------------------------------------------------------------------
+
+class _RssSampler(threading.Thread):
+    """Samples the resident memory of a process and its children."""
+
+    def __init__(self, pid: int, every: float = 0.25):
+        super().__init__(daemon=True)
+        self.pid, self.every, self.samples, self.stop = pid, every, [], threading.Event()
+
+    def run(self):
+        import psutil
+
+        try:
+            process = psutil.Process(self.pid)
+        except psutil.NoSuchProcess:
+            return
+        while not self.stop.is_set():
+            try:
+                rss = process.memory_info().rss + sum(c.memory_info().rss for c in process.children(recursive=True))
+            except psutil.Error:
+                break
+            self.samples.append((time.time(), rss))
+            time.sleep(self.every)
+
+
+def _run_cli(*args: str, sample: bool = False) -> tuple[float, list]:
+    started = time.perf_counter()
+    process = subprocess.Popen([sys.executable, str(ROOT / "pipeline_runner.py"), *args], cwd=ROOT,
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    sampler = _RssSampler(process.pid)
+    if sample:
+        sampler.start()
+    output, _ = process.communicate()
+    sampler.stop.set()
+    if process.returncode != 0:
+        raise RuntimeError(f"pipeline_runner.py {' '.join(args)} failed:\n{output[-3000:]}")
+    return time.perf_counter() - started, sampler.samples
+
+
+def _decode_loop_rate(files: list[pathlib.Path]) -> float:
+    from PIL import Image
+
+    started = time.perf_counter()
+    for path in files:
+        with Image.open(path) as image:
+            image.convert("RGB").load()
+    return len(files) / (time.perf_counter() - started)
+
+
+def _folder_bytes(folder: pathlib.Path) -> int:
+    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+
+
+def _model_evaluate_seconds(out: pathlib.Path, version_dir: pathlib.Path, size: int) -> float:
+    """The plain-Keras way over the same eval split: decode, resize, model.evaluate."""
+    import keras
+    import tensorflow as tf
+
+    from trainer import export, features, preprocessing
+
+    model = keras.models.load_model(version_dir / export.KERAS_MODEL_FILE, compile=False)
+    model.compile(loss=keras.losses.BinaryCrossentropy(from_logits=True),
+                  metrics=[keras.metrics.BinaryAccuracy(threshold=0.0), keras.metrics.AUC(from_logits=True)])
+    files = [str(p) for p in sorted((out / "examples").glob("span-*/eval/*"))]
+    started = time.perf_counter()
+    spec = {features.IMAGE_KEY: tf.io.FixedLenFeature([], tf.string),
+            features.LABEL_KEY: tf.io.FixedLenFeature([1], tf.int64)}
+
+    def decode(serialized):
+        parsed = tf.io.parse_example(serialized, spec)
+        pixels = tf.cast(preprocessing.decode_and_resize(parsed[features.IMAGE_KEY], size), tf.float32)
+        return pixels, tf.cast(parsed[features.LABEL_KEY], tf.float32)
+
+    dataset = tf.data.TFRecordDataset(files).batch(32).map(decode, num_parallel_calls=tf.data.AUTOTUNE)
+    model.evaluate(dataset, verbose=0)
+    return time.perf_counter() - started
+
+
+def bench_pipeline(settings: Settings, scratch: pathlib.Path) -> tuple[list[Figure], pathlib.Path]:
+    from ingest import synthetic
+
+    runs = {}
+    for size in settings.pipeline_sizes:
+        data, out = scratch / f"images_{size}", scratch / f"out_{size}"
+        synthetic.write_demo_images(data, size // 2)
+        common = ["--output-dir", str(out), "--image-size", str(settings.image_size)]
+        ingest_seconds, _ = _run_cli("ingest", "--data-dir", str(data), *common)
+        _, samples = _run_cli("run", *common, "--weights", "none", "--head-epochs", "1", "--fine-tune-epochs", "1",
+                              "--min-accuracy", "0", sample=True)
+        summary = json.loads((out / "run_summary.json").read_text())
+        runs[size] = {"data": data, "out": out, "ingest": ingest_seconds, "summary": summary, "rss": samples}
+
+    figures = []
+    middle = settings.pipeline_sizes[len(settings.pipeline_sizes) // 2]
+    components = [n["node_id"] for n in runs[middle]["summary"]["nodes"]]
+    for component in components:
+        seconds = {size: next((n["seconds"] for n in run["summary"]["nodes"] if n["node_id"] == component), 0.0)
+                   for size, run in runs.items()}
+        if len(seconds) >= 2:
+            sizes = list(seconds)
+            mean_n, mean_s = statistics.mean(sizes), statistics.mean(seconds.values())
+            slope = sum((n - mean_n) * (seconds[n] - mean_s) for n in sizes) / sum((n - mean_n) ** 2 for n in sizes)
+            fixed = mean_s - slope * mean_n
+            figures.append(Figure("2 pipeline", f"{component}: fixed s / ms per image", fixed, "s",
+                                  target=f"{slope * 1000:.2f} ms/image"))
+        for size, value in seconds.items():
+            figures.append(Figure("2 pipeline", f"{component} at {size}", value, "s"))
+    nodes = runs[middle]["summary"]["nodes"]
+    total = sum(n["seconds"] for n in nodes)
+    others = total - sum(n["seconds"] for n in nodes if n["node_id"] == "Trainer")
+    figures.append(Figure("2 pipeline", f"non-Trainer share at {middle}", others / total * 100, "%",
+                          target="<= 35%", met=others / total <= 0.35))
+
+    for size, run in runs.items():
+        files = sorted(run["data"].rglob("*.jpg"))
+        raw = statistics.median(_decode_loop_rate(files) for _ in range(settings.repeats))
+        transform = next(n["seconds"] for n in run["summary"]["nodes"] if n["node_id"] == "Transform")
+        ours = size / (run["ingest"] + transform)
+        cores = os.cpu_count() or 1
+        figures.append(Figure("3 ingest+transform", f"images/s at {size} (per core vs raw)", ours, "img/s", raw,
+                              ours / cores / raw, ">= 0.5x per core", ours / cores / raw >= 0.5))
+        materialized = _folder_bytes(next((run["out"] / "pipeline_root" / "Transform" / "transformed_examples")
+                                          .iterdir()))
+        source = sum(p.stat().st_size for p in files)
+        figures.append(Figure("4 bytes", f"Transform output per image at {size}", materialized / size, "B",
+                              source / size, materialized / source, "<= 1x", materialized / source <= 1))
+        version = max((run["out"] / "serving_model").iterdir(), key=lambda p: int(p.name))
+        evaluator = next(n["seconds"] for n in run["summary"]["nodes"] if n["node_id"] == "Evaluator")
+        keras_seconds = statistics.median(_model_evaluate_seconds(run["out"], version, settings.image_size)
+                                          for _ in range(settings.repeats))
+        figures.append(Figure("5 evaluator", f"TFMA Evaluator at {size}", evaluator, "s", keras_seconds,
+                              evaluator / keras_seconds, "<= 2x", evaluator / keras_seconds <= 2))
+        for node in run["summary"]["nodes"]:
+            start, end = node["started"], node["started"] + max(node["seconds"], 0.25)
+            window = [rss for t, rss in run["rss"] if start - 0.25 <= t <= end + 0.25]
+            if window and node["seconds"] >= 0.5:
+                figures.append(Figure("6 memory", f"peak RSS {node['node_id']} at {size}", max(window) / 2**20, "MiB"))
+    smallest = settings.pipeline_sizes[0]
+    return figures, max((runs[smallest]["out"] / "serving_model").iterdir(), key=lambda p: int(p.name))
+
+
+# 6. Serving -----------------------------------------------------------------------------------------------------
+
+def _latency_ms(call, repeats: int) -> float:
+    call()  # warm-up
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        call()
+        times.append((time.perf_counter() - started) * 1000)
+    return statistics.median(times)
+
+
+def bench_serving(version_dir: pathlib.Path, settings: Settings) -> list[Figure]:
+    import keras
+    import tensorflow as tf
+
+    from inference.tflite import tflite_logits
+    from ingest import synthetic
+    from trainer import export, preprocessing
+
+    serve = tf.saved_model.load(str(version_dir)).signatures["serving_default"]
+    classifier = keras.models.load_model(version_dir / export.KERAS_MODEL_FILE, compile=False)
+    bare = tf.function(lambda x: classifier(x, training=False))
+    size = classifier.input_shape[1]
+    jpegs = [synthetic.render_image("dog", i) for i in range(32)]
+    pixels = tf.cast(preprocessing.decode_and_resize(tf.constant(jpegs), size), tf.float32)
+    calls = 20 if settings.repeats == 1 else 100
+    figures = []
+    for batch, target in ((1, 1.3), (32, None)):
+        served = _latency_ms(lambda: serve(image_bytes=tf.constant(jpegs[:batch])), calls)
+        reference = _latency_ms(lambda: bare(pixels[:batch]), calls)
+        figures.append(Figure("6 serving", f"JPEG signature, batch {batch}", served, "ms", reference,
+                              served / reference, f"<= {target}x" if target else None,
+                              served / reference <= target if target else None))
+    for kind, name in export.TFLITE_FILES.items():
+        path = version_dir / name
+        if path.exists():
+            one = pixels[:1].numpy()
+            latency = _latency_ms(lambda: tflite_logits(str(path), one), calls)
+            figures.append(Figure("6 serving", f"TFLite {kind}: single image (incl. load)", latency, "ms"))
+            figures.append(Figure("6 serving", f"TFLite {kind}: size", path.stat().st_size / 2**20, "MiB"))
+    return figures
+
+
+def table(figures: list[Figure]) -> str:
+    lines = [f"{'section':<20}{'measurement':<52}{'value':>11} {'unit':<6}{'reference':>11}{'ratio':>8}  target"]
+    for f in figures:
+        reference = f"{f.reference:.1f}" if f.reference is not None else ""
+        ratio = f"{f.ratio:.2f}x" if f.ratio is not None else ""
+        verdict = "" if f.met is None else (" met" if f.met else " NOT MET")
+        lines.append(f"{f.section:<20}{f.name:<52}{f.value:>11.2f} {f.unit:<6}{reference:>11}{ratio:>8}  "
+                     f"{f.target or ''}{verdict}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="Small data, one repetition: the same code paths.")
+    parser.add_argument("--json", type=pathlib.Path, default=pathlib.Path("runs/benchmarks.json"),
+                        help="Where to write the figures. Default: runs/benchmarks.json.")
+    parser.add_argument("--sizes", type=int, nargs="+", help="Pipeline sizes (images); default 500 2000 8000.")
+    args = parser.parse_args(argv)
+    settings = QUICK if args.quick else FULL
+    if args.sizes:
+        settings = dataclasses.replace(settings, pipeline_sizes=tuple(args.sizes))
+    import logging
+
+    logging.getLogger("apache_beam").setLevel(logging.ERROR)
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory() as scratch:
+        scratch = pathlib.Path(scratch)
+        figures = bench_training(settings, scratch)
+        pipeline_figures, version_dir = bench_pipeline(settings, scratch)
+        figures += pipeline_figures + bench_serving(version_dir, settings)
+    print(table(figures))
+    print(f"suite took {time.perf_counter() - started:.0f} s ({'quick' if args.quick else 'full'}); "
+          f"{os.cpu_count()} cores")
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps({"settings": dataclasses.asdict(settings),
+                                     "figures": [dataclasses.asdict(f) for f in figures]}, indent=2))
+    print(f"figures written to {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
