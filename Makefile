@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 # TFX 1.16 declares Python < 3.11, but all of its compiled dependencies ship 3.11 wheels.
 PIP_INSTALL := $(BIN)/pip install --quiet --disable-pip-version-check --ignore-requires-python
 
-.PHONY: demo test test-fast lock clean
+.PHONY: demo test test-fast bench bench-quick lock clean
 
 $(STAMP): requirements/lock.txt setup.py
 	@$(PYTHON) -c 'import sys; v = sys.version_info[:2]; assert v == (3, 11), f"Python 3.11 required, {sys.executable} is {v}"'
@@ -25,6 +25,13 @@ test: $(STAMP)
 
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -m "not e2e"
+
+# Benchmarks print a table and write JSON (runs/benchmarks.json); full about 15-20 minutes on 2 cores.
+bench: $(STAMP)
+	$(BIN)/python -m benchmarks.suite
+
+bench-quick: $(STAMP)
+	$(BIN)/python -m benchmarks.suite --quick
 
 # Re-resolve the pinned set from the direct requirements and the constraints.
 lock:

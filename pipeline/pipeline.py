@@ -154,10 +154,13 @@ def create_pipeline(
         training_examples = span_window.outputs["examples"]
 
     code_version = code_fingerprint()
+    # Transform analyzes and writes its graph, but does not materialize its output: the Trainer
+    # runs the graph (the TFT layer) while reading, decoding each image once into its cache.
     transform = tfx.components.Transform(
         examples=training_examples,
         schema=gate.outputs["validated_schema"],
         preprocessing_fn=PREPROCESSING_FN,
+        materialize=False,
         custom_config={"image_size": config.data.image_size, "code_version": code_version},
     ).with_id(TRANSFORM)
     warm_start = _newest_blessed_model(example_gen.outputs["examples"], WARM_START_RESOLVER, builtin_resolver) \
@@ -165,7 +168,7 @@ def create_pipeline(
     trainer = tfx.components.Trainer(
         run_fn=RUN_FN,
         base_model=warm_start.outputs["model"] if warm_start else None,
-        examples=transform.outputs["transformed_examples"],
+        examples=training_examples,
         transform_graph=transform.outputs["transform_graph"],
         schema=gate.outputs["validated_schema"],
         train_args=tfx.proto.TrainArgs(splits=["train"]),

@@ -1,8 +1,8 @@
 """Pushed model versions with their metrics, data spans and blessing, from MLMD.
 
 Lineage followed for each push: PushedModel <- ServingPusher <- Model (and
-ModelBlessing) ; Model <- Trainer <- transformed Examples <- Transform <-
-ingested Examples, whose `span` property names the data.
+ModelBlessing); Model <- Trainer <- ingested Examples, whose `span` property
+names the data.
 """
 
 from __future__ import annotations
@@ -50,21 +50,29 @@ def _outputs(store, execution_id: int) -> list:
     return store.get_artifacts_by_id(ids) if ids else []
 
 
+def _span(artifact) -> int | None:
+    if "span" in artifact.properties:
+        return artifact.properties["span"].int_value
+    if "span" in artifact.custom_properties:
+        return artifact.custom_properties["span"].int_value
+    return None
+
+
 def _spans_of_model(store, model_id: int) -> list[int]:
-    """Spans of the ingested examples the model was trained from."""
+    """Spans of the ingested examples the model was trained from (directly, or through a producer)."""
     spans: set[int] = set()
     trainer = _producer(store, model_id)
     if trainer is None:
         return []
-    for transformed in (a for a in _inputs(store, trainer) if _artifact_type(store, a) == "Examples"):
-        transform = _producer(store, transformed.id)
-        if transform is None:
+    for examples in (a for a in _inputs(store, trainer) if _artifact_type(store, a) == "Examples"):
+        if _span(examples) is not None:
+            spans.add(_span(examples))
             continue
-        for raw in (a for a in _inputs(store, transform) if _artifact_type(store, a) == "Examples"):
-            if "span" in raw.custom_properties:
-                spans.add(raw.custom_properties["span"].int_value)
-            elif "span" in raw.properties:
-                spans.add(raw.properties["span"].int_value)
+        producer = _producer(store, examples.id)
+        for raw in (a for a in _inputs(store, producer) if _artifact_type(store, a) == "Examples") \
+                if producer is not None else []:
+            if _span(raw) is not None:
+                spans.add(_span(raw))
     return sorted(spans)
 
 

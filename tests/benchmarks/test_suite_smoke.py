@@ -1,0 +1,28 @@
+"""The benchmark suite's quick path runs on tiny data and yields a figure for every section.
+
+Nothing is timed here: the figures' values are the suite's business.
+"""
+
+import json
+import math
+
+import pytest
+
+from benchmarks import suite
+
+pytestmark = pytest.mark.e2e
+
+
+def test_quick_suite_measures_every_section(tmp_path, capsys):
+    figures_path = tmp_path / "figures.json"
+    assert suite.main(["--quick", "--sizes", "60", "--json", str(figures_path)]) == 0
+    figures = json.loads(figures_path.read_text())["figures"]
+    sections = {f["section"] for f in figures}
+    assert sections == {"1 training", "2 pipeline", "3 ingest+transform", "4 bytes", "5 evaluator", "6 memory",
+                        "6 serving"}
+    for figure in figures:
+        assert math.isfinite(figure["value"]) and figure["value"] >= 0, figure
+        if figure["reference"] is not None:
+            assert figure["reference"] > 0 and figure["ratio"] == pytest.approx(
+                figure["value"] / figure["reference"], rel=1e-6) or figure["section"] == "3 ingest+transform"
+    assert "phase 1 images/s" in capsys.readouterr().out
