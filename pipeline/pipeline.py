@@ -161,6 +161,7 @@ def create_pipeline(
         schema=gate.outputs["validated_schema"],
         preprocessing_fn=PREPROCESSING_FN,
         materialize=False,
+        disable_statistics=True,  # pre/post-transform statistics of pixel arrays cost most of its time
         custom_config={"image_size": config.data.image_size, "code_version": code_version},
     ).with_id(TRANSFORM)
     warm_start = _newest_blessed_model(example_gen.outputs["examples"], WARM_START_RESOLVER, builtin_resolver) \
