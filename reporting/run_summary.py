@@ -78,7 +78,11 @@ class RunSummary:
             lines.append(f"    {label}: " + ", ".join(f"{k} {_fmt(v)}" for k, v in values.items()))
         if self.blessed is not None:
             lines.append(f"  blessed: {'yes' if self.blessed else 'no'} ({self.decision})")
-        if self.pushed_path:
+        pusher_cached = any(n.node_id == "ServingPusher" and n.state == "cached" for n in self.nodes)
+        if self.pushed_path and pusher_cached:
+            lines.append(f"  pushed: nothing new; version {self.pushed_version} at {self.pushed_path} "
+                         "(pushed by an earlier run) is served")
+        elif self.pushed_path:
             lines.append(f"  pushed: version {self.pushed_version} at {self.pushed_path}")
         elif self.blessed is not None:
             lines.append("  pushed: nothing (the served model, if any, is unchanged)")

@@ -158,6 +158,7 @@ def test_rerun_with_no_new_data_is_cached_and_pushes_nothing(runs):
     assert runs["versions_after_second"] == ["1"]
     assert runs["second_summary"]["pushed_version"] == 1  # the cached push, not a new one
     assert "span 1 (reused)" in runs["second"].stdout
+    assert "pushed: nothing new; version 1" in runs["second"].stdout
 
 
 def test_impossible_threshold_is_not_blessed_and_keeps_version_1_intact(runs):
