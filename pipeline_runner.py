@@ -201,7 +201,9 @@ def _add_source_flags(parser: argparse.ArgumentParser, required: bool = True) ->
                         help="Everything of the run goes here: examples/, pipeline_root/, metadata.sqlite, "
                              "serving_model/<version>/, run_summary.json. Default: runs/default.")
     parser.add_argument("--beam-workers", type=int, default=0,
-                        help="Beam DirectRunner worker processes for ingest and components (0: one per core).")
+                        help="Beam DirectRunner worker processes for ingest and components. 0 (default): in "
+                             "process for small data (see pipeline.pipeline.LOCAL_MULTIPROCESS_MIN_EXAMPLES and "
+                             "ingest.spans.MULTIPROCESS_MIN_ITEMS), else one per core; 1: in process; N: N processes.")
 
 
 def _ingest_source(args: argparse.Namespace, config, paths: "RunPaths"):
@@ -291,6 +293,14 @@ def command_run(args: argparse.Namespace) -> int:
         return _run_locked(args, config)
 
 
+def _examples_read(examples_root: pathlib.Path, span_window: int) -> int | None:
+    """Examples in the spans a run reads, from their ingest reports; None when a span has none."""
+    from ingest import spans
+
+    reports = [spans.load_report(examples_root, span) for span in spans.existing_spans(examples_root)[-span_window:]]
+    return sum(r.examples_written for r in reports) if reports and all(reports) else None
+
+
 def _run_locked(args: argparse.Namespace, config) -> int:
     from tfx import v1 as tfx
 
@@ -316,6 +326,8 @@ def _run_locked(args: argparse.Namespace, config) -> int:
               "--tfds-data-dir or --demo", file=sys.stderr)
         return 2
 
+    beam_args = pipeline_lib.local_beam_args(args.beam_workers,
+                                             _examples_read(paths.examples_root, config.data.span_window))
     pipeline = pipeline_lib.create_pipeline(
         config,
         examples_root=str(paths.examples_root),
@@ -323,7 +335,7 @@ def _run_locked(args: argparse.Namespace, config) -> int:
         serving_dir=str(paths.serving_dir),
         metadata_connection_config=tfx.orchestration.metadata.sqlite_metadata_connection_config(
             str(paths.metadata_path)),
-        beam_pipeline_args=pipeline_lib.local_beam_args(args.beam_workers),
+        beam_pipeline_args=beam_args,
         allow_anomalies=args.allow_anomalies,
     )
     error = None
@@ -335,6 +347,7 @@ def _run_locked(args: argparse.Namespace, config) -> int:
     summary = run_summary.summarize(str(paths.metadata_path), config.name,
                                     config.evaluation.min_accuracy, config.evaluation.max_accuracy_drop)
     summary.error = error
+    summary.beam_args = beam_args
     summary.ingest = {k: ingest_report[k] for k in ("span", "reused", "files_seen", "counts")} \
         if ingest_report else None
     print(summary.text())

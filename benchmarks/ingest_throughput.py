@@ -33,6 +33,12 @@ def _decode_loop(files: list[pathlib.Path]) -> None:
             image.convert("RGB").load()
 
 
+def synthetic_sides() -> tuple[int, int]:
+    from ingest import synthetic
+
+    return synthetic.DEMO_SIDES
+
+
 def _timed(fn, repeats: int) -> float:
     times = []
     for _ in range(repeats):
@@ -46,6 +52,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--images", type=int, default=2000, help="Generated images (half cats, half dogs).")
     parser.add_argument("--repeats", type=int, default=3, help="Runs per measurement; the median is reported.")
+    parser.add_argument("--sides", type=int, nargs=2, default=list(synthetic_sides()), metavar=("MIN", "MAX"),
+                        help="Side range of the generated images in pixels (PetImages' photos are mostly "
+                             "up to 500 px a side).")
     parser.add_argument("--json", type=pathlib.Path, help="Also write the figures here.")
     args = parser.parse_args(argv)
 
@@ -56,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
 
     with tempfile.TemporaryDirectory() as scratch:
         data = pathlib.Path(scratch) / "images"
-        synthetic.write_demo_images(data, args.images // 2)
+        synthetic.write_demo_images(data, args.images // 2, sides=tuple(args.sides))
         files = sorted(data.rglob("*.jpg"))
         megabytes = sum(p.stat().st_size for p in files) / 1e6
         reference = _timed(lambda: _decode_loop(files), args.repeats)
@@ -72,14 +81,16 @@ def main(argv: list[str] | None = None) -> int:
 
     rate = {"reference decode loop (1 process)": len(files) / reference,
             "ingest, 1 worker": len(files) / one, "ingest, 2 workers": len(files) / two}
-    print(f"{len(files)} generated JPEGs, {megabytes:.1f} MB, {os.cpu_count()} cores, median of {args.repeats}")
+    print(f"{len(files)} generated JPEGs of {args.sides[0]}-{args.sides[1]} px, {megabytes:.1f} MB, "
+          f"{os.cpu_count()} cores, median of {args.repeats}")
     print(f"{'':36}{'images/s':>10}{'vs reference':>14}{'per core vs ref.':>18}")
     for name, value in rate.items():
         cores = 2 if "2 workers" in name else 1
         ratio = value / rate["reference decode loop (1 process)"]
         print(f"{name:36}{value:>10.0f}{ratio:>13.2f}x{ratio / cores:>17.2f}x")
     if args.json:
-        args.json.write_text(json.dumps({"images": len(files), "megabytes": megabytes, "repeats": args.repeats,
+        args.json.write_text(json.dumps({"images": len(files), "sides": args.sides, "megabytes": megabytes,
+                                         "repeats": args.repeats,
                                          "images_per_second": rate}, indent=2))
     return 0
 

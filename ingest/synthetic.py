@@ -107,12 +107,15 @@ def _draw_dog(draw: ImageDraw.ImageDraw, rng: random.Random, cx: float, cy: floa
         draw.ellipse([cx - r * 0.12, cy + r * 0.5, cx + r * 0.12, cy + r * 0.85], fill=(225, 90, 110))
 
 
-def render_image(class_name: str, index: int, seed: int = 0) -> bytes:
-    """Returns the JPEG bytes of demo image `index` of `class_name`."""
+DEMO_SIDES = (120, 360)  # smallest and largest side in pixels
+
+
+def render_image(class_name: str, index: int, seed: int = 0, sides: tuple[int, int] = DEMO_SIDES) -> bytes:
+    """Returns the JPEG bytes of demo image `index` of `class_name`, each side within `sides`."""
     if class_name not in CLASS_NAMES:
         raise ValueError(f"class_name must be one of {CLASS_NAMES}, got {class_name!r}")
     rng = random.Random(f"{seed}/{class_name}/{index}")
-    size = (rng.randint(120, 360), rng.randint(120, 360))
+    size = (rng.randint(*sides), rng.randint(*sides))
     image = _background(rng, size)
     draw = ImageDraw.Draw(image)
     short = min(size)
@@ -128,7 +131,8 @@ def render_image(class_name: str, index: int, seed: int = 0) -> bytes:
     return out.getvalue()
 
 
-def write_demo_images(root: str | pathlib.Path, per_class: int, seed: int = 0) -> DemoSetSummary:
+def write_demo_images(root: str | pathlib.Path, per_class: int, seed: int = 0,
+                      sides: tuple[int, int] = DEMO_SIDES) -> DemoSetSummary:
     """Writes `per_class` images of each class as `<root>/<class>/<class>_NNNNN.jpg`.
 
     Files that already exist with the right content are left untouched (their
@@ -143,7 +147,7 @@ def write_demo_images(root: str | pathlib.Path, per_class: int, seed: int = 0) -
         folder.mkdir(parents=True, exist_ok=True)
         for index in range(per_class):
             path = folder / f"{class_name}_{index:05d}.jpg"
-            data = render_image(class_name, index, seed)
+            data = render_image(class_name, index, seed, sides)
             if not path.exists() or path.read_bytes() != data:
                 path.write_bytes(data)
         counts[class_name] = per_class

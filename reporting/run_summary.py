@@ -53,6 +53,7 @@ class RunSummary:
     pushed_path: str | None
     error: str | None = None
     ingest: dict[str, Any] | None = None
+    beam_args: list[str] = dataclasses.field(default_factory=list)  # what the Beam components ran with
     # artifact type -> URI of this run's outputs (Model, ExampleStatistics, ExampleAnomalies, ModelEvaluation...)
     artifacts: dict[str, str] = dataclasses.field(default_factory=dict)
 
@@ -69,6 +70,8 @@ class RunSummary:
             counts = self.ingest["counts"]
             lines.append(f"  ingest: span {self.ingest['span']}{' (reused)' if self.ingest['reused'] else ''}: "
                          f"{self.ingest['files_seen']} files, " + ", ".join(f"{k} {v}" for k, v in counts.items()))
+        if self.beam_args:
+            lines.append(f"  beam: {' '.join(self.beam_args)}")
         lines.append(f"  {'component':<30}{'outcome':<10}{'seconds':>9}")
         lines += [f"  {n.node_id:<30}{n.state:<10}{n.seconds:>9.1f}" for n in self.nodes]
         for model, values in self.metrics.items():

@@ -84,6 +84,8 @@ def test_out_of_domain_labels_from_another_tool_stop_before_training(runs):
     result, summary = runs["bad_labels"], runs["bad_labels_summary"]
     assert result.returncode == 1, result.stdout[-2000:]
     assert "running on the spans" in result.stdout and "span 3" in result.stdout
+    # a span without an ingest report has an unknown size: its data components ran in worker processes
+    assert summary["beam_args"] == ["--direct_running_mode=multi_processing", "--direct_num_workers=0"]
     assert "feature 'label'" in summary["error"]
     states = runs["bad_labels_states"]
     assert states[pipeline_lib.ANOMALIES_GATE] == ["FAILED"]

@@ -23,7 +23,7 @@ from tests.helpers import ROOT, latest_run_states, run_cli, tree_digest
 pytestmark = pytest.mark.e2e
 
 TINY = ["--image-size", "64", "--alpha", "0.35", "--weights", "none", "--head-epochs", "1",
-        "--fine-tune-epochs", "1", "--batch-size", "8", "--calibration-images", "16", "--beam-workers", "1"]
+        "--fine-tune-epochs", "1", "--batch-size", "8", "--calibration-images", "16"]
 PROJECT_PACKAGES = {"trainer", "pipeline", "components", "ingest", "reporting", "pipeline_runner"}
 
 def _resolver_outputs(store, run):
@@ -66,6 +66,7 @@ def test_first_run_executes_every_component_once_and_pushes_version_1(runs):
     assert runs["first_states"] == {node: ["COMPLETE"] for node in pipeline_lib.NODE_IDS}
     summary = runs["first_summary"]
     assert summary["blessed"] is True and summary["pushed_version"] == 1
+    assert summary["beam_args"] == ["--direct_running_mode=in_memory"]  # small data: no worker processes
     assert pathlib.Path(summary["pushed_path"]) == runs["out"] / "serving_model" / "1"
     assert summary["metrics"]["candidate"]["example_count"] > 0
     assert "binary_accuracy" in summary["metrics"]["candidate"]
