@@ -204,12 +204,18 @@ def create_pipeline(
 
 
 # Beam's DirectRunner starts its worker processes for every component run,
-# and each imports TensorFlow: ~6 s on 2 cores before any work. Measured on
-# 2 cores, 2,000 images, one pipeline run each way: in process,
-# ImportExampleGen 2.2 s, StatisticsGen 3.2 s, Evaluator 7.4 s; with a worker
-# per core 11.8 s, 9.2 s and 15.1 s. Below this many examples the components
-# run in process unless --beam-workers says otherwise.
-LOCAL_MULTIPROCESS_MIN_EXAMPLES = 20_000
+# and each imports TensorFlow. Measured on 2 cores (one pipeline run per
+# cell, 1+1 epochs, seconds in process / with 2 worker processes):
+#                     2,000 images     8,000 images
+#   ImportExampleGen   2.1 / 11.5       4.3 / 12.8
+#   StatisticsGen      3.4 /  8.6       5.6 /  9.7
+#   Evaluator          7.4 / 15.9      10.0 / 19.5
+# From these slopes, worker processes pay off for the data components
+# from about 30,000 (StatisticsGen) to 70,000 (ImportExampleGen) examples,
+# and never for the Evaluator, whose model already uses every core. Below
+# this many examples the components run in process unless --beam-workers
+# says otherwise.
+LOCAL_MULTIPROCESS_MIN_EXAMPLES = 50_000
 
 
 def local_beam_args(workers: int = 0, examples: int | None = None) -> list[str]:
