@@ -222,7 +222,8 @@ def bench_pipeline(settings: Settings, scratch: pathlib.Path) -> tuple[list[Figu
         data, out = scratch / f"images_{size}", scratch / f"out_{size}"
         synthetic.write_demo_images(data, size // 2)
         common = ["--output-dir", str(out), "--image-size", str(settings.image_size)]
-        ingest_seconds, _ = _run_cli("ingest", "--data-dir", str(data), *common)
+        _run_cli("ingest", "--data-dir", str(data), *common)
+        ingest_seconds = json.loads((out / "examples" / "span-1" / "ingest_report.json").read_text())["seconds"]
         _, samples = _run_cli("run", *common, "--weights", "none", "--head-epochs", "1", "--fine-tune-epochs", "1",
                               "--min-accuracy", "0", sample=True)
         summary = json.loads((out / "run_summary.json").read_text())

@@ -83,6 +83,7 @@ class IngestReport:
     quarantined: list[dict[str, str]]  # {"file", "reason"}
     duplicates: list[dict[str, str]]  # {"file", "duplicate_of"}
     normalized: list[dict[str, str]]  # {"file", "change"}
+    seconds: float = 0.0  # wall time of the check-and-write work (not listing or process start)
 
     @property
     def examples_written(self) -> int:
@@ -278,6 +279,7 @@ def ingest(kind: str, location: str | os.PathLike, examples_root: str | os.PathL
     logging.info("ingest: %d items in %.1f s", len(items), time.time() - started)
 
     report = _report(f"{kind}:{location}", span, fingerprint, rows)
+    report.seconds = round(time.time() - started, 3)
     assert report.files_seen == len(items) and sum(report.counts.values()) == report.files_seen, \
         "every item must have exactly one outcome"
     if not report.examples_written:
