@@ -203,11 +203,15 @@ def demo_config() -> PipelineConfig:
     With random weights there are no pretrained features to protect, so phase 2
     unfreezes more of the base (from layer 60) to learn them; measured on the
     demo set this reaches >= 0.9 eval accuracy where layer 100 stalls near 0.8.
+    No early stopping: the demo's eval split is ~120 images and its loss is
+    noisy; with patience 3 a run stopped at epoch 13 of 18 while still
+    improving (0.910 eval accuracy; all epochs, best weights kept: 0.926).
     """
     return with_overrides(PipelineConfig(), {
         "weights": WEIGHTS_NONE,
         "fine_tune_from": 60,
         "head_epochs": 6,
         "fine_tune_epochs": 12,
+        "early_stopping_patience": 0,
         "min_accuracy": 0.9,
     })
