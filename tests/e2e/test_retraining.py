@@ -22,6 +22,7 @@ from pipeline import pipeline as pipeline_lib
 from tests.helpers import ROOT, latest_run_states, run_cli, tree_digest
 
 pytestmark = pytest.mark.e2e
+FLOAT16_TOLERANCE = 0.25  # logits; measured: at most 0.074 apart, median 0.014
 
 LEARNS = ["--image-size", "128", "--weights", "none", "--fine-tune-from", "60", "--head-epochs", "4",
           "--fine-tune-epochs", "12", "--batch-size", "32", "--warm-start", "--min-accuracy", "0.65",
@@ -97,8 +98,11 @@ def test_rerun_with_no_new_data_retrains_and_pushes_nothing(scenario):
 
 
 def test_tflite_models_agree_with_the_served_model_on_eval_images(scenario):
-    """float16 must agree on >= 99% of eval images; int8 (full integer) is held to a sanity bar here,
-    its measured agreement is reported by benchmarks and the README."""
+    """float16 tracks the SavedModel's logit within FLOAT16_TOLERANCE on every eval image and so
+    agrees on >= 99% of the images the SavedModel decides by more than that (an image it scores
+    within 0.25 logits of 0.5 is a coin toss at float16 precision: this tiny model had one at
+    p = 0.4994). int8 (full integer) is held to a sanity bar; its measured agreement is reported
+    by the README."""
     import numpy as np
     import tensorflow as tf
 
@@ -110,13 +114,17 @@ def test_tflite_models_agree_with_the_served_model_on_eval_images(scenario):
     jpegs = [tf.train.Example.FromString(r.numpy()).features.feature["image"].bytes_list.value[0]
              for r in tf.data.TFRecordDataset([str(f) for f in eval_files])]
     served = tf.saved_model.load(str(version)).signatures["serving_default"](image_bytes=tf.constant(jpegs))
-    served_dog = served["dog_probability"].numpy() >= 0.5
+    probability = served["dog_probability"].numpy().ravel().astype("float64")
+    served_logit = np.log(probability / (1 - probability))
     pixels = tf.cast(preprocessing.decode_and_resize(tf.constant(jpegs), 128), tf.float32).numpy()
-    agreement = {kind: float(np.mean((tflite_logits(version / name, pixels) >= 0) == served_dog))
-                 for kind, name in export.TFLITE_FILES.items()}
-    print(f"TFLite agreement with the SavedModel on {len(jpegs)} eval images: {agreement}")
-    assert len(jpegs) >= 50
-    assert agreement["float16"] >= 0.99
+    logits = {kind: tflite_logits(version / name, pixels) for kind, name in export.TFLITE_FILES.items()}
+    agreement = {kind: float(np.mean((lg >= 0) == (served_logit >= 0))) for kind, lg in logits.items()}
+    decided = np.abs(served_logit) >= FLOAT16_TOLERANCE
+    print(f"TFLite agreement with the SavedModel on {len(jpegs)} eval images: {agreement}; "
+          f"float16 max logit difference {np.abs(logits['float16'] - served_logit).max():.4f}")
+    assert len(jpegs) >= 50 and decided.mean() >= 0.9
+    assert np.abs(logits["float16"] - served_logit).max() < FLOAT16_TOLERANCE
+    assert np.mean((logits["float16"] >= 0) == (served_logit >= 0), where=decided) >= 0.99
     assert agreement["int8"] >= 0.9
 
 
