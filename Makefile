@@ -26,7 +26,7 @@ test: $(STAMP)
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -m "not e2e"
 
-# Benchmarks print a table and write JSON (runs/benchmarks.json); full about 15-20 minutes on 2 cores.
+# Benchmarks print a table and write JSON (runs/benchmarks.json); full about 12 minutes on 2 cores.
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks.suite
 

@@ -293,14 +293,6 @@ def command_run(args: argparse.Namespace) -> int:
         return _run_locked(args, config)
 
 
-def _examples_read(examples_root: pathlib.Path, span_window: int) -> int | None:
-    """Examples in the spans a run reads, from their ingest reports; None when a span has none."""
-    from ingest import spans
-
-    reports = [spans.load_report(examples_root, span) for span in spans.existing_spans(examples_root)[-span_window:]]
-    return sum(r.examples_written for r in reports) if reports and all(reports) else None
-
-
 def _run_locked(args: argparse.Namespace, config) -> int:
     from tfx import v1 as tfx
 
@@ -326,8 +318,8 @@ def _run_locked(args: argparse.Namespace, config) -> int:
               "--tfds-data-dir or --demo", file=sys.stderr)
         return 2
 
-    beam_args = pipeline_lib.local_beam_args(args.beam_workers,
-                                             _examples_read(paths.examples_root, config.data.span_window))
+    beam_args = pipeline_lib.local_beam_args(
+        args.beam_workers, spans.examples_in_spans(paths.examples_root, config.data.span_window))
     pipeline = pipeline_lib.create_pipeline(
         config,
         examples_root=str(paths.examples_root),

@@ -24,19 +24,16 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
+from ingest.synthetic import DEMO_SIDES  # noqa: E402
 
-def _decode_loop(files: list[pathlib.Path]) -> None:
+
+def decode_loop(files: list[pathlib.Path]) -> None:
+    """The reference: read and decode each file once with PIL, in one process."""
     from PIL import Image
 
     for path in files:
         with Image.open(path) as image:
             image.convert("RGB").load()
-
-
-def synthetic_sides() -> tuple[int, int]:
-    from ingest import synthetic
-
-    return synthetic.DEMO_SIDES
 
 
 def _timed(fn, repeats: int) -> float:
@@ -52,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--images", type=int, default=2000, help="Generated images (half cats, half dogs).")
     parser.add_argument("--repeats", type=int, default=3, help="Runs per measurement; the median is reported.")
-    parser.add_argument("--sides", type=int, nargs=2, default=list(synthetic_sides()), metavar=("MIN", "MAX"),
+    parser.add_argument("--sides", type=int, nargs=2, default=list(DEMO_SIDES), metavar=("MIN", "MAX"),
                         help="Side range of the generated images in pixels (PetImages' photos are mostly "
                              "up to 500 px a side).")
     parser.add_argument("--json", type=pathlib.Path, help="Also write the figures here.")
@@ -68,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
         synthetic.write_demo_images(data, args.images // 2, sides=tuple(args.sides))
         files = sorted(data.rglob("*.jpg"))
         megabytes = sum(p.stat().st_size for p in files) / 1e6
-        reference = _timed(lambda: _decode_loop(files), args.repeats)
+        reference = _timed(lambda: decode_loop(files), args.repeats)
 
         def ingest(workers: int):
             def run():

@@ -124,6 +124,12 @@ def load_report(examples_root: str | os.PathLike, span: int) -> IngestReport | N
     return IngestReport.from_json(json.loads(path.read_text())) if path.exists() else None
 
 
+def examples_in_spans(examples_root: str | os.PathLike, last: int) -> int | None:
+    """Examples written to the `last` newest spans, from their ingest reports; None if one has no report."""
+    reports = [load_report(examples_root, span) for span in existing_spans(examples_root)[-last:]]
+    return sum(r.examples_written for r in reports) if reports and all(reports) else None
+
+
 def _fingerprint(kind: str, location: str, settings: IngestSettings) -> str:
     """Content hash of the source's files and the settings that shape the span."""
     digest = hashlib.sha256(json.dumps([kind, dataclasses.replace(settings, workers=0).__dict__]).encode())
@@ -276,10 +282,11 @@ def ingest(kind: str, location: str | os.PathLike, examples_root: str | os.PathL
     staging.mkdir()
     started = time.time()
     rows = _run_beam(items, staging, settings) if items else []
-    logging.info("ingest: %d items in %.1f s", len(items), time.time() - started)
+    seconds = time.time() - started
+    logging.info("ingest: %d items in %.1f s", len(items), seconds)
 
     report = _report(f"{kind}:{location}", span, fingerprint, rows)
-    report.seconds = round(time.time() - started, 3)
+    report.seconds = round(seconds, 3)
     assert report.files_seen == len(items) and sum(report.counts.values()) == report.files_seen, \
         "every item must have exactly one outcome"
     if not report.examples_written:

@@ -69,8 +69,9 @@ def _spans_of_model(store, model_id: int) -> list[int]:
             spans.add(_span(examples))
             continue
         producer = _producer(store, examples.id)
-        for raw in (a for a in _inputs(store, producer) if _artifact_type(store, a) == "Examples") \
-                if producer is not None else []:
+        if producer is None:
+            continue
+        for raw in (a for a in _inputs(store, producer) if _artifact_type(store, a) == "Examples"):
             if _span(raw) is not None:
                 spans.add(_span(raw))
     return sorted(spans)

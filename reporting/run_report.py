@@ -127,18 +127,24 @@ def sample_predictions(model_dir: pathlib.Path, examples_uri: str, path: pathlib
              "dog_probability": p.dog_probability} for (name, _, label), p in zip(samples, predictions)]
 
 
+def _split_protos(uri: str, filename: str, proto_class) -> dict:
+    """{split: proto} from `<uri>/Split-<split>/<filename>`, for the train and eval splits that have it."""
+    found = {}
+    for split in ("train", "eval"):
+        path = os.path.join(uri, f"Split-{split}", filename)
+        if tf.io.gfile.exists(path):
+            found[split] = proto_class.FromString(tf.io.gfile.GFile(path, "rb").read())
+    return found
+
+
 def _image_sizes(statistics_uri: str) -> dict:
+    from tensorflow_metadata.proto.v0 import statistics_pb2
+
     from components.anomalies_gate import SIZE_FEATURES, STATISTICS_FILE
 
     sizes = {}
-    for split in ("train", "eval"):
-        path = os.path.join(statistics_uri, f"Split-{split}", STATISTICS_FILE)
-        if not tf.io.gfile.exists(path):
-            continue
-        from tensorflow_metadata.proto.v0 import statistics_pb2
-
-        stats = statistics_pb2.DatasetFeatureStatisticsList()
-        stats.ParseFromString(tf.io.gfile.GFile(path, "rb").read())
+    for split, stats in _split_protos(statistics_uri, STATISTICS_FILE,
+                                      statistics_pb2.DatasetFeatureStatisticsList).items():
         for feature in stats.datasets[0].features:
             name = feature.path.step[0] if feature.path.step else feature.name
             if name in SIZE_FEATURES:
@@ -153,11 +159,7 @@ def _statistics_page(statistics_uri: str, path: pathlib.Path) -> bool:
 
     from components.anomalies_gate import STATISTICS_FILE
 
-    lists = {}
-    for split in ("train", "eval"):
-        file = os.path.join(statistics_uri, f"Split-{split}", STATISTICS_FILE)
-        if tf.io.gfile.exists(file):
-            lists[split] = statistics_pb2.DatasetFeatureStatisticsList.FromString(tf.io.gfile.GFile(file, "rb").read())
+    lists = _split_protos(statistics_uri, STATISTICS_FILE, statistics_pb2.DatasetFeatureStatisticsList)
     if "train" not in lists:
         return False
     page = display_util.get_statistics_html(lists["train"], lists.get("eval"), lhs_name="train", rhs_name="eval")
@@ -170,12 +172,7 @@ def _anomalies_html(anomalies_uri: str) -> str:
 
     from components.anomalies_gate import ANOMALIES_FILE, describe_anomalies
 
-    found = {}
-    for split in ("train", "eval"):
-        path = os.path.join(anomalies_uri, f"Split-{split}", ANOMALIES_FILE)
-        if tf.io.gfile.exists(path):
-            found[split] = anomalies_pb2.Anomalies.FromString(tf.io.gfile.GFile(path, "rb").read())
-    lines = describe_anomalies(found)
+    lines = describe_anomalies(_split_protos(anomalies_uri, ANOMALIES_FILE, anomalies_pb2.Anomalies))
     if not lines:
         return "<p>None: the span matches the curated schema.</p>"
     return "<ul>" + "".join(f"<li>{html.escape(line)}</li>" for line in lines) + "</ul>"

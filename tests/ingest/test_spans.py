@@ -196,3 +196,16 @@ def test_oversized_image_in_a_folder_is_quarantined_with_its_size(tmp_path, demo
     report = spans.ingest("folder", tmp_path / "d", tmp_path / "examples",
                           spans.IngestSettings(max_pixels=150_000))
     assert report.quarantined == [{"file": "cat/huge.jpg", "reason": "500x400 pixels exceeds the limit of 150000"}]
+
+
+def test_examples_in_spans_counts_the_newest_spans_from_their_reports(tmp_path):
+    data = tmp_path / "data"
+    synthetic.write_demo_images(data, 2)
+    spans.ingest_folder(data, tmp_path / "examples")
+    synthetic.write_demo_images(data, 3)
+    spans.ingest_folder(data, tmp_path / "examples")
+    assert spans.examples_in_spans(tmp_path / "examples", 1) == 6
+    assert spans.examples_in_spans(tmp_path / "examples", 2) == 4 + 6
+    (tmp_path / "examples" / "span-3" / "train").mkdir(parents=True)  # a span another tool wrote: no report
+    assert spans.examples_in_spans(tmp_path / "examples", 1) is None
+    assert spans.examples_in_spans(tmp_path / "empty", 1) is None
