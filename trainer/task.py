@@ -174,12 +174,17 @@ def train(config: TrainingConfig, image_size: int, train: tf.data.Dataset, evalu
     return model, history
 
 
+def sample_pixels(examples: tf.data.Dataset, count: int, config: TrainingConfig) -> np.ndarray:
+    """`count` training images drawn through the shuffle buffer: a span's files
+    may hold one class after the other, and a plain prefix would then be one class."""
+    batch = next(iter(examples.shuffle(config.shuffle_buffer, seed=config.seed).batch(count).take(1)))
+    return batch[0].numpy().astype("float32")
+
+
 def _calibration_pixels(examples: tf.data.Dataset, config: TrainingConfig) -> np.ndarray | None:
     if not config.random_init or not config.calibration_images:
         return None
-    batch = next(iter(examples.shuffle(config.shuffle_buffer, seed=config.seed)
-                      .batch(config.calibration_images).take(1)))
-    return batch[0].numpy().astype("float32")
+    return sample_pixels(examples, config.calibration_images, config)
 
 
 def training_config_from(custom_config: Mapping[str, Any]) -> tuple[TrainingConfig, int]:
@@ -205,8 +210,8 @@ def run_fn(fn_args) -> None:
     classifier = model_lib.get_classifier(model)
     export.export_serving_model(classifier, tf_transform_output, fn_args.serving_model_dir)
     if config.tflite:
-        representative = next(iter(train_examples.batch(max(1, config.tflite_calibration_images)).take(1)))[0]
-        export.export_tflite(classifier, representative.numpy().astype("float32"), fn_args.serving_model_dir)
+        representative = sample_pixels(train_examples, max(1, config.tflite_calibration_images), config)
+        export.export_tflite(classifier, representative, fn_args.serving_model_dir)
     history_path = os.path.join(fn_args.serving_model_dir, HISTORY_FILE)
     with tf.io.gfile.GFile(history_path, "w") as f:
         json.dump(history, f, indent=2)

@@ -147,6 +147,20 @@ def test_an_image_lands_in_the_same_split_in_every_span(tmp_path):
     assert first.items() <= second.items()
 
 
+def test_span_files_mix_the_classes_in_a_fixed_order(tmp_path):
+    """Sources list class by class; a span must not hold all cats and then all dogs."""
+    data = tmp_path / "data"
+    synthetic.write_demo_images(data, 20)
+    spans.ingest_folder(data, tmp_path / "one")
+    spans.ingest_folder(data, tmp_path / "two")
+    train = [r for s, r in _records(tmp_path / "one", 1) if s == "train"]
+    labels = [tf.train.Example.FromString(r).features.feature["label"].int64_list.value[0] for r in train]
+    assert set(labels) == {0, 1}
+    assert set(labels[:len(labels) // 4]) == {0, 1}
+    assert sum(a != b for a, b in zip(labels, labels[1:])) >= len(labels) // 4
+    assert _records(tmp_path / "one", 1) == _records(tmp_path / "two", 1)
+
+
 def test_multi_process_run_gives_the_same_span(tmp_path):
     data = tmp_path / "data"
     synthetic.write_demo_images(data, 4)
