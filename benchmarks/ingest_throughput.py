@@ -3,7 +3,7 @@
 
 The reference is the least work any ingest must do: read each file and decode
 it once (PIL, single process). Ingest also checks the image with TensorFlow's
-decoder, hashes it, de-duplicates, assigns splits and writes gzipped
+decoder, hashes it, de-duplicates, assigns splits and writes
 TFRecords, on Beam with 1 worker (in process) and 2 worker processes.
 Each figure is the median of --repeats runs; ratios are against the
 reference measured in the same run.
