@@ -11,6 +11,7 @@ The SavedModel needs only TensorFlow to load: no project code, no Keras.
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 
@@ -26,6 +27,8 @@ EXAMPLES_SIGNATURE = "serving_examples"
 KERAS_MODEL_FILE = os.path.join("assets.extra", "model.keras")
 TFLITE_FILES = {"float16": os.path.join("assets.extra", "model_float16.tflite"),
                 "int8": os.path.join("assets.extra", "model_int8.tflite")}
+# How closely each TFLite model follows the Keras classifier on eval images, measured at export.
+TFLITE_FIDELITY_FILE = os.path.join("assets.extra", "tflite_fidelity.json")
 
 
 class ServingModule(tf.Module):
@@ -99,7 +102,37 @@ def tflite_models(classifier: keras.Model, representative_pixels) -> dict[str, b
     return models
 
 
-def export_tflite(classifier: keras.Model, representative_pixels, export_dir: str) -> None:
-    for kind, flatbuffer in tflite_models(classifier, representative_pixels).items():
+def tflite_fidelity(models: dict[str, bytes], pixels, reference_logits) -> dict:
+    """Per TFLite model: on how many of `pixels` it decides the class as the
+    classifier does (`reference_logits`), and its logit error."""
+    import numpy as np
+
+    from inference.tflite import tflite_logits
+
+    reference = np.asarray(reference_logits, np.float64).ravel()
+    fidelity = {"images": int(len(reference)), "reference_logit_std": round(float(reference.std()), 4)}
+    for kind, flatbuffer in models.items():
+        error = tflite_logits(flatbuffer, pixels).astype(np.float64) - reference
+        fidelity[kind] = {
+            "agreement": round(float(np.mean((error + reference >= 0) == (reference >= 0))), 4),
+            "logit_error_mean": round(float(error.mean()), 4),
+            "logit_error_rms": round(float(np.sqrt(np.mean(error ** 2))), 4),
+            "logit_error_max": round(float(np.abs(error).max()), 4),
+            "bytes": len(flatbuffer),
+        }
+    return fidelity
+
+
+def export_tflite(classifier: keras.Model, representative_pixels, export_dir: str, check_pixels=None) -> dict | None:
+    """Writes the TFLite models beside the SavedModel and, given `check_pixels`
+    (eval images), how closely they follow the classifier on them."""
+    models = tflite_models(classifier, representative_pixels)
+    for kind, flatbuffer in models.items():
         with tf.io.gfile.GFile(os.path.join(export_dir, TFLITE_FILES[kind]), "wb") as f:
             f.write(flatbuffer)
+    if check_pixels is None or not len(check_pixels):
+        return None
+    fidelity = tflite_fidelity(models, check_pixels, classifier.predict(check_pixels, verbose=0))
+    with tf.io.gfile.GFile(os.path.join(export_dir, TFLITE_FIDELITY_FILE), "w") as f:
+        f.write(json.dumps(fidelity, indent=2))
+    return fidelity

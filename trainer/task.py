@@ -25,6 +25,8 @@ from trainer import export, features, model as model_lib
 
 HISTORY_FILE = os.path.join("assets.extra", "training_history.json")
 _MONITOR = "val_loss"
+# Eval images on which the exported TFLite models are compared with the classifier (about 10 ms each).
+TFLITE_CHECK_IMAGES = 500
 
 
 def _list_files(patterns: list[str]) -> list[str]:
@@ -211,7 +213,13 @@ def run_fn(fn_args) -> None:
     export.export_serving_model(classifier, tf_transform_output, fn_args.serving_model_dir)
     if config.tflite:
         representative = sample_pixels(train_examples, max(1, config.tflite_calibration_images), config)
-        export.export_tflite(classifier, representative, fn_args.serving_model_dir)
+        check = eval_examples.take(TFLITE_CHECK_IMAGES).batch(TFLITE_CHECK_IMAGES)
+        check_pixels = next(iter(check), (np.zeros((0,)),))[0]
+        fidelity = export.export_tflite(classifier, representative, fn_args.serving_model_dir,
+                                        np.asarray(check_pixels, np.float32))
+        if fidelity:
+            logging.info("TFLite against the classifier on %d eval images: %s", fidelity["images"],
+                         {k: v["agreement"] for k, v in fidelity.items() if isinstance(v, dict)})
     history_path = os.path.join(fn_args.serving_model_dir, HISTORY_FILE)
     with tf.io.gfile.GFile(history_path, "w") as f:
         json.dump(history, f, indent=2)

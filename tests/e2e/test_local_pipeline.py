@@ -124,6 +124,12 @@ def test_run_report_renders_with_the_evaluators_numbers(runs):
     assert f"{accuracy:.4f}" in page
     assert (report / "statistics.html").stat().st_size > 10_000  # TFDV's own page
     assert f"Span 1 from folder:{runs['data']}" in page
+    model = pathlib.Path(runs["first_summary"]["artifacts"]["Model"]) / "Format-Serving"
+    fidelity = json.loads((model / "assets.extra" / "tflite_fidelity.json").read_text())
+    eval_images = runs["first_summary"]["metrics"]["candidate"]["example_count"]
+    assert fidelity["images"] == eval_images
+    for kind in ("float16", "int8"):
+        assert f"<td>{kind}</td>" in page and f"{100 * fidelity[kind]['agreement']:.1f}%" in page
 
 
 def test_predict_reports_a_bad_file_and_classifies_the_rest(runs, tmp_path):

@@ -100,3 +100,25 @@ def test_tflite_models_run_and_float16_tracks_the_keras_model(demo_jpegs):
     assert set(models) == {"float16", "int8"} and len(models["int8"]) < len(models["float16"])
     np.testing.assert_allclose(tflite_logits(models["float16"], pixels), expected, atol=0.1 * np.abs(expected).max())
     assert tflite_logits(models["int8"], pixels).shape == expected.shape
+
+
+def test_export_tflite_records_how_closely_each_model_follows_the_classifier(demo_jpegs, tmp_path):
+    import json
+
+    model = model_lib.build_model(TrainingConfig(weights="none", alpha=0.35, seed=4), SIZE)
+    jpegs = demo_jpegs["cat"] + demo_jpegs["dog"]
+    pixels = tf.cast(preprocessing.decode_and_resize(tf.constant(jpegs), SIZE), tf.float32).numpy()
+    model_lib.calibrate_batchnorm(model, pixels)
+    classifier = model_lib.get_classifier(model)
+    (tmp_path / "assets.extra").mkdir()
+    returned = export.export_tflite(classifier, pixels, str(tmp_path), check_pixels=pixels[::-1])
+    written = json.loads((tmp_path / export.TFLITE_FIDELITY_FILE).read_text())
+    assert written == returned and written["images"] == len(jpegs)
+    reference = classifier(pixels[::-1]).numpy().ravel()
+    assert written["reference_logit_std"] == pytest.approx(reference.std(), abs=1e-3)
+    for kind in ("float16", "int8"):
+        logits = tflite_logits(str(tmp_path / export.TFLITE_FILES[kind]), pixels[::-1])
+        assert written[kind]["agreement"] == pytest.approx(np.mean((logits >= 0) == (reference >= 0)), abs=1e-4)
+        assert written[kind]["logit_error_max"] == pytest.approx(np.abs(logits - reference).max(), abs=1e-3)
+        assert written[kind]["bytes"] == (tmp_path / export.TFLITE_FILES[kind]).stat().st_size
+    assert written["float16"]["logit_error_rms"] < written["int8"]["logit_error_rms"]
