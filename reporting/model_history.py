@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import json
+import os
 
 from ml_metadata.proto import metadata_store_pb2
 
@@ -25,6 +27,8 @@ class PushedVersion:
     blessed: bool
     spans: list[int]
     metrics: dict[str, float]
+    # Share of eval images each TFLite model gives the classifier's class (assets.extra/tflite_fidelity.json).
+    tflite_agreement: dict[str, float] = dataclasses.field(default_factory=dict)
 
 
 def _artifact_type(store, artifact) -> str:
@@ -88,6 +92,19 @@ def _metrics_of_blessing(store, blessing) -> dict[str, float]:
     return {}
 
 
+def _tflite_agreement(pushed_path: str) -> dict[str, float]:
+    import tensorflow as tf
+
+    from trainer import export
+
+    path = os.path.join(pushed_path or "", export.TFLITE_FIDELITY_FILE)
+    if not pushed_path or not tf.io.gfile.exists(path):  # also gs:// and other remote folders
+        return {}
+    with tf.io.gfile.GFile(path) as f:
+        fidelity = json.load(f)
+    return {kind: v["agreement"] for kind, v in fidelity.items() if isinstance(v, dict)}
+
+
 def pushed_versions(metadata_path: str) -> list[PushedVersion]:
     """Every version the pipeline pushed, oldest first."""
     store = run_summary.open_store(metadata_path)
@@ -100,15 +117,17 @@ def pushed_versions(metadata_path: str) -> list[PushedVersion]:
         model = next((a for a in inputs if _artifact_type(store, a) == "Model"), None)
         blessing = next((a for a in inputs if _artifact_type(store, a) == "ModelBlessing"), None)
         when = datetime.datetime.fromtimestamp(pushed.create_time_since_epoch / 1000, datetime.timezone.utc)
+        path = run_summary.custom_property(pushed, "pushed_destination")
         result.append(PushedVersion(
             version=run_summary.custom_property(pushed, "pushed_version"),
-            path=run_summary.custom_property(pushed, "pushed_destination"),
+            path=path,
             pushed_at=when.isoformat(timespec="seconds"),
             model_id=model.id if model else -1,
             model_uri=model.uri if model else "",
             blessed=bool(blessing and run_summary.custom_property(blessing, "blessed") == 1),
             spans=_spans_of_model(store, model.id) if model else [],
             metrics=_metrics_of_blessing(store, blessing) if blessing else {},
+            tflite_agreement=_tflite_agreement(path),
         ))
     return sorted(result, key=lambda v: v.version)
 
@@ -117,12 +136,14 @@ def table(versions: list[PushedVersion]) -> str:
     if not versions:
         return "no model has been pushed yet"
     lines = [f"{'version':>7}  {'pushed at (UTC)':<25}{'model':>6}  {'spans':<10}{'accuracy':>9}{'auc':>8}"
-             f"{'examples':>9}  blessed  path"]
+             f"{'examples':>9}  blessed  {'tflite f16/int8':<16}path"]
     for v in versions:
         def metric(name):
             return f"{v.metrics[name]:.4f}" if name in v.metrics else "-"
         examples = int(v.metrics["example_count"]) if "example_count" in v.metrics else "-"
+        tflite = "/".join(f"{100 * v.tflite_agreement[k]:.1f}%" if k in v.tflite_agreement else "-"
+                          for k in ("float16", "int8")) if v.tflite_agreement else "-"
         lines.append(f"{v.version:>7}  {v.pushed_at:<25}{v.model_id:>6}  {','.join(map(str, v.spans)) or '-':<10}"
                      f"{metric('binary_accuracy'):>9}{metric('auc'):>8}{examples:>9}  "
-                     f"{'yes' if v.blessed else 'no':<7}  {v.path}")
+                     f"{'yes' if v.blessed else 'no':<7}  {tflite:<16}{v.path}")
     return "\n".join(lines)
