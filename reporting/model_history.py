@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
-import json
-import os
 
 from ml_metadata.proto import metadata_store_pb2
 
@@ -93,16 +91,8 @@ def _metrics_of_blessing(store, blessing) -> dict[str, float]:
 
 
 def _tflite_agreement(pushed_path: str) -> dict[str, float]:
-    import tensorflow as tf
-
-    from trainer import export
-
-    path = os.path.join(pushed_path or "", export.TFLITE_FIDELITY_FILE)
-    if not pushed_path or not tf.io.gfile.exists(path):  # also gs:// and other remote folders
-        return {}
-    with tf.io.gfile.GFile(path) as f:
-        fidelity = json.load(f)
-    return {kind: v["agreement"] for kind, v in fidelity.items() if isinstance(v, dict)}
+    fidelity = run_summary.read_tflite_fidelity(pushed_path) if pushed_path else None
+    return run_summary.tflite_agreement(fidelity) if fidelity else {}
 
 
 def pushed_versions(metadata_path: str) -> list[PushedVersion]:

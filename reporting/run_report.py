@@ -191,10 +191,9 @@ def _cell(value) -> str:
     return str(value)
 
 
-def _tflite_section(fidelity_path: pathlib.Path) -> str:
-    if not fidelity_path.exists():
+def _tflite_section(fidelity: dict | None) -> str:
+    if not fidelity:
         return ""
-    fidelity = json.loads(fidelity_path.read_text())
     rows = [[kind, f"{v['bytes'] / 2 ** 20:.1f} MiB", f"{100 * v['agreement']:.1f}%", v["logit_error_mean"],
              v["logit_error_rms"], v["logit_error_max"]] for kind, v in fidelity.items() if isinstance(v, dict)]
     return (f"<h3>TFLite</h3><p>Against the classifier on {fidelity['images']} eval images "
@@ -250,7 +249,7 @@ def write_report(summary: RunSummary, output_dir: str | os.PathLike, training_co
         classifier = keras.models.load_model(_serving_dir(model_uri) / export.KERAS_MODEL_FILE, compile=False)
         model_diagram(classifier, training_config, folder / "model.png")
         sections.append("<h2>Model</h2><img src=\"model.png\" alt=\"model diagram\">")
-        sections.append(_tflite_section(_serving_dir(model_uri) / export.TFLITE_FIDELITY_FILE))
+        sections.append(_tflite_section(summary.tflite))
         if summary.artifacts.get("Examples"):
             samples = sample_predictions(_serving_dir(model_uri), summary.artifacts["Examples"],
                                          folder / "sample_predictions.png")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 from typing import Any
 
 import tensorflow_model_analysis as tfma
@@ -56,6 +57,7 @@ class RunSummary:
     beam_args: list[str] = dataclasses.field(default_factory=list)  # what the Beam components ran with
     # artifact type -> URI of this run's outputs (Model, ExampleStatistics, ExampleAnomalies, ModelEvaluation...)
     artifacts: dict[str, str] = dataclasses.field(default_factory=dict)
+    tflite: dict[str, Any] | None = None  # the model's tflite_fidelity.json, if it has TFLite models
 
     @property
     def failed(self) -> bool:
@@ -79,6 +81,9 @@ class RunSummary:
             lines.append(f"  {model} metrics: {shown}")
         for label, values in self.metrics_by_label.items():
             lines.append(f"    {label}: " + ", ".join(f"{k} {_fmt(v)}" for k, v in values.items()))
+        if self.tflite:
+            shown = ", ".join(f"{kind} {100 * share:.1f}%" for kind, share in tflite_agreement(self.tflite).items())
+            lines.append(f"  tflite: {shown} of {self.tflite['images']} eval images in the SavedModel's class")
         if self.blessed is not None:
             lines.append(f"  blessed: {'yes' if self.blessed else 'no'} ({self.decision})")
         pusher_cached = any(n.node_id == "ServingPusher" and n.state == "cached" for n in self.nodes)
@@ -208,6 +213,24 @@ def pipeline_resolver_nodes() -> frozenset:
     return RESOLVER_IDS
 
 
+def read_tflite_fidelity(serving_model_dir: str) -> dict[str, Any] | None:
+    """The Trainer's measure of its TFLite models (trainer.export.TFLITE_FIDELITY_FILE), local or remote."""
+    import tensorflow as tf
+
+    from trainer import export
+
+    path = os.path.join(serving_model_dir, export.TFLITE_FIDELITY_FILE)
+    if not tf.io.gfile.exists(path):
+        return None
+    with tf.io.gfile.GFile(path) as f:
+        return json.load(f)
+
+
+def tflite_agreement(fidelity: dict[str, Any]) -> dict[str, float]:
+    """{"float16": share, "int8": share} of eval images given the SavedModel's class."""
+    return {kind: v["agreement"] for kind, v in fidelity.items() if isinstance(v, dict)}
+
+
 def summarize(metadata_path: str, pipeline_name: str, min_accuracy: float, max_drop: float) -> RunSummary:
     store = open_store(metadata_path)
     run = _latest_run_context(store, pipeline_name)
@@ -236,6 +259,8 @@ def summarize(metadata_path: str, pipeline_name: str, min_accuracy: float, max_d
                 summary.pushed_path = custom_property(artifact, "pushed_destination")
     if summary.blessed is not None and summary.metrics:
         summary.decision = read_decision(evaluation_uri, summary.blessed, min_accuracy, max_drop)
+    if "Model" in summary.artifacts:
+        summary.tflite = read_tflite_fidelity(os.path.join(summary.artifacts["Model"], "Format-Serving"))
     return summary
 
 

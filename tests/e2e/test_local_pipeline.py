@@ -127,7 +127,8 @@ def test_run_report_renders_with_the_evaluators_numbers(runs):
     model = pathlib.Path(runs["first_summary"]["artifacts"]["Model"]) / "Format-Serving"
     fidelity = json.loads((model / "assets.extra" / "tflite_fidelity.json").read_text())
     eval_images = runs["first_summary"]["metrics"]["candidate"]["example_count"]
-    assert fidelity["images"] == eval_images
+    assert fidelity["images"] == eval_images and runs["first_summary"]["tflite"] == fidelity
+    assert f"of {int(eval_images)} eval images in the SavedModel's class" in runs["first"].stdout
     for kind in ("float16", "int8"):
         assert f"<td>{kind}</td>" in page and f"{100 * fidelity[kind]['agreement']:.1f}%" in page
 
