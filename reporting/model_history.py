@@ -91,8 +91,10 @@ def _metrics_of_blessing(store, blessing) -> dict[str, float]:
 
 
 def _tflite_agreement(pushed_path: str) -> dict[str, float]:
-    fidelity = run_summary.read_tflite_fidelity(pushed_path) if pushed_path else None
-    return run_summary.tflite_agreement(fidelity) if fidelity else {}
+    from trainer import export
+
+    fidelity = export.read_tflite_fidelity(pushed_path) if pushed_path else None
+    return export.tflite_agreement(fidelity) if fidelity else {}
 
 
 def pushed_versions(metadata_path: str) -> list[PushedVersion]:

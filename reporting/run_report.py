@@ -195,7 +195,7 @@ def _tflite_section(fidelity: dict | None) -> str:
     if not fidelity:
         return ""
     rows = [[kind, f"{v['bytes'] / 2 ** 20:.1f} MiB", f"{100 * v['agreement']:.1f}%", v["logit_error_mean"],
-             v["logit_error_rms"], v["logit_error_max"]] for kind, v in fidelity.items() if isinstance(v, dict)]
+             v["logit_error_rms"], v["logit_error_max"]] for kind, v in fidelity["models"].items()]
     return (f"<h3>TFLite</h3><p>Against the classifier on {fidelity['images']} eval images "
             f"(its logits' standard deviation: {fidelity['reference_logit_std']}).</p>"
             + _table(rows, ["model", "size", "same class", "logit error mean", "rms", "max"]))

@@ -82,7 +82,10 @@ class RunSummary:
         for label, values in self.metrics_by_label.items():
             lines.append(f"    {label}: " + ", ".join(f"{k} {_fmt(v)}" for k, v in values.items()))
         if self.tflite:
-            shown = ", ".join(f"{kind} {100 * share:.1f}%" for kind, share in tflite_agreement(self.tflite).items())
+            from trainer import export
+
+            shown = ", ".join(f"{kind} {100 * share:.1f}%"
+                              for kind, share in export.tflite_agreement(self.tflite).items())
             lines.append(f"  tflite: {shown} of {self.tflite['images']} eval images in the SavedModel's class")
         if self.blessed is not None:
             lines.append(f"  blessed: {'yes' if self.blessed else 'no'} ({self.decision})")
@@ -213,24 +216,6 @@ def pipeline_resolver_nodes() -> frozenset:
     return RESOLVER_IDS
 
 
-def read_tflite_fidelity(serving_model_dir: str) -> dict[str, Any] | None:
-    """The Trainer's measure of its TFLite models (trainer.export.TFLITE_FIDELITY_FILE), local or remote."""
-    import tensorflow as tf
-
-    from trainer import export
-
-    path = os.path.join(serving_model_dir, export.TFLITE_FIDELITY_FILE)
-    if not tf.io.gfile.exists(path):
-        return None
-    with tf.io.gfile.GFile(path) as f:
-        return json.load(f)
-
-
-def tflite_agreement(fidelity: dict[str, Any]) -> dict[str, float]:
-    """{"float16": share, "int8": share} of eval images given the SavedModel's class."""
-    return {kind: v["agreement"] for kind, v in fidelity.items() if isinstance(v, dict)}
-
-
 def summarize(metadata_path: str, pipeline_name: str, min_accuracy: float, max_drop: float) -> RunSummary:
     store = open_store(metadata_path)
     run = _latest_run_context(store, pipeline_name)
@@ -260,7 +245,9 @@ def summarize(metadata_path: str, pipeline_name: str, min_accuracy: float, max_d
     if summary.blessed is not None and summary.metrics:
         summary.decision = read_decision(evaluation_uri, summary.blessed, min_accuracy, max_drop)
     if "Model" in summary.artifacts:
-        summary.tflite = read_tflite_fidelity(os.path.join(summary.artifacts["Model"], "Format-Serving"))
+        from trainer import export
+
+        summary.tflite = export.read_tflite_fidelity(os.path.join(summary.artifacts["Model"], "Format-Serving"))
     return summary
 
 

@@ -103,24 +103,41 @@ def tflite_models(classifier: keras.Model, representative_pixels) -> dict[str, b
 
 
 def tflite_fidelity(models: dict[str, bytes], pixels, reference_logits) -> dict:
-    """Per TFLite model: on how many of `pixels` it decides the class as the
-    classifier does (`reference_logits`), and its logit error."""
+    """How closely each TFLite model follows the classifier (`reference_logits`) on
+    `pixels`: {"images", "reference_logit_std", "models": {kind: {"agreement" (share
+    of images given the same class), "logit_error_mean", "_rms", "_max", "bytes"}}}."""
     import numpy as np
 
     from inference.tflite import tflite_logits
 
     reference = np.asarray(reference_logits, np.float64).ravel()
-    fidelity = {"images": int(len(reference)), "reference_logit_std": round(float(reference.std()), 4)}
+    per_model = {}
     for kind, flatbuffer in models.items():
-        error = tflite_logits(flatbuffer, pixels).astype(np.float64) - reference
-        fidelity[kind] = {
-            "agreement": round(float(np.mean((error + reference >= 0) == (reference >= 0))), 4),
+        logits = tflite_logits(flatbuffer, pixels).astype(np.float64)
+        error = logits - reference
+        per_model[kind] = {
+            "agreement": round(float(np.mean((logits >= 0) == (reference >= 0))), 4),
             "logit_error_mean": round(float(error.mean()), 4),
             "logit_error_rms": round(float(np.sqrt(np.mean(error ** 2))), 4),
             "logit_error_max": round(float(np.abs(error).max()), 4),
             "bytes": len(flatbuffer),
         }
-    return fidelity
+    return {"images": int(len(reference)), "reference_logit_std": round(float(reference.std()), 4),
+            "models": per_model}
+
+
+def read_tflite_fidelity(serving_model_dir: str) -> dict | None:
+    """What `export_tflite` measured for the SavedModel in `serving_model_dir` (local or remote), if anything."""
+    path = os.path.join(serving_model_dir, TFLITE_FIDELITY_FILE)
+    if not tf.io.gfile.exists(path):
+        return None
+    with tf.io.gfile.GFile(path) as f:
+        return json.load(f)
+
+
+def tflite_agreement(fidelity: dict) -> dict[str, float]:
+    """{"float16": share, "int8": share} of the checked images given the classifier's class."""
+    return {kind: measured["agreement"] for kind, measured in fidelity["models"].items()}
 
 
 def export_tflite(classifier: keras.Model, representative_pixels, export_dir: str, check_pixels=None) -> dict | None:

@@ -213,13 +213,12 @@ def run_fn(fn_args) -> None:
     export.export_serving_model(classifier, tf_transform_output, fn_args.serving_model_dir)
     if config.tflite:
         representative = sample_pixels(train_examples, max(1, config.tflite_calibration_images), config)
-        check = eval_examples.take(TFLITE_CHECK_IMAGES).batch(TFLITE_CHECK_IMAGES)
-        check_pixels = next(iter(check), (np.zeros((0,)),))[0]
+        check = [pixels for pixels, _ in eval_examples.take(TFLITE_CHECK_IMAGES).as_numpy_iterator()]
         fidelity = export.export_tflite(classifier, representative, fn_args.serving_model_dir,
-                                        np.asarray(check_pixels, np.float32))
+                                        np.stack(check).astype("float32") if check else None)
         if fidelity:
             logging.info("TFLite against the classifier on %d eval images: %s", fidelity["images"],
-                         {k: v["agreement"] for k, v in fidelity.items() if isinstance(v, dict)})
+                         export.tflite_agreement(fidelity))
     history_path = os.path.join(fn_args.serving_model_dir, HISTORY_FILE)
     with tf.io.gfile.GFile(history_path, "w") as f:
         json.dump(history, f, indent=2)

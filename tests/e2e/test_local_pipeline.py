@@ -130,7 +130,7 @@ def test_run_report_renders_with_the_evaluators_numbers(runs):
     assert fidelity["images"] == eval_images and runs["first_summary"]["tflite"] == fidelity
     assert f"of {int(eval_images)} eval images in the SavedModel's class" in runs["first"].stdout
     for kind in ("float16", "int8"):
-        assert f"<td>{kind}</td>" in page and f"{100 * fidelity[kind]['agreement']:.1f}%" in page
+        assert f"<td>{kind}</td>" in page and f"{100 * fidelity['models'][kind]['agreement']:.1f}%" in page
 
 
 def test_predict_reports_a_bad_file_and_classifies_the_rest(runs, tmp_path):

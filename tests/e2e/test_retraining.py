@@ -149,5 +149,5 @@ def test_models_lists_pushed_versions_with_spans_metrics_and_blessing(scenario):
         assert v["metrics"]["binary_accuracy"] >= 0.65 and v["metrics"]["example_count"] > 0
         assert v["pushed_at"] and v["path"].endswith(f"serving_model/{v['version']}")
         fidelity = json.loads((pathlib.Path(v["path"]) / "assets.extra" / "tflite_fidelity.json").read_text())
-        assert v["tflite_agreement"] == {k: fidelity[k]["agreement"] for k in ("float16", "int8")}
-        assert fidelity["float16"]["agreement"] >= 0.95
+        assert v["tflite_agreement"] == {k: fidelity["models"][k]["agreement"] for k in ("float16", "int8")}
+        assert fidelity["models"]["float16"]["agreement"] >= 0.95

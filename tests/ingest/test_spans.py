@@ -132,12 +132,17 @@ def test_demo_images_are_deterministic(tmp_path):
     assert synthetic.render_image("cat", 7, seed=1) != synthetic.render_image("cat", 8, seed=1)
 
 
+def _two_spans(tmp_path, first_per_class, second_per_class):
+    """Span 1 from a generated folder, span 2 after the folder grew; returns the examples root."""
+    data, examples = tmp_path / "data", tmp_path / "examples"
+    for per_class in (first_per_class, second_per_class):
+        synthetic.write_demo_images(data, per_class)
+        spans.ingest_folder(data, examples)
+    return examples
+
+
 def test_an_image_lands_in_the_same_split_in_every_span(tmp_path):
-    data = tmp_path / "data"
-    synthetic.write_demo_images(data, 6)
-    spans.ingest_folder(data, tmp_path / "examples")
-    synthetic.write_demo_images(data, 12)
-    spans.ingest_folder(data, tmp_path / "examples")
+    _two_spans(tmp_path, 6, 12)
 
     def split_by_source(span):
         return {tf.train.Example.FromString(r).features.feature["source"].bytes_list.value[0]: s
@@ -213,11 +218,7 @@ def test_oversized_image_in_a_folder_is_quarantined_with_its_size(tmp_path, demo
 
 
 def test_examples_in_spans_counts_the_newest_spans_from_their_reports(tmp_path):
-    data = tmp_path / "data"
-    synthetic.write_demo_images(data, 2)
-    spans.ingest_folder(data, tmp_path / "examples")
-    synthetic.write_demo_images(data, 3)
-    spans.ingest_folder(data, tmp_path / "examples")
+    _two_spans(tmp_path, 2, 3)
     assert spans.examples_in_spans(tmp_path / "examples", 1) == 6
     assert spans.examples_in_spans(tmp_path / "examples", 2) == 4 + 6
     (tmp_path / "examples" / "span-3" / "train").mkdir(parents=True)  # a span another tool wrote: no report

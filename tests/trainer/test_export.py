@@ -118,7 +118,8 @@ def test_export_tflite_records_how_closely_each_model_follows_the_classifier(dem
     assert written["reference_logit_std"] == pytest.approx(reference.std(), abs=1e-3)
     for kind in ("float16", "int8"):
         logits = tflite_logits(str(tmp_path / export.TFLITE_FILES[kind]), pixels[::-1])
-        assert written[kind]["agreement"] == pytest.approx(np.mean((logits >= 0) == (reference >= 0)), abs=1e-4)
-        assert written[kind]["logit_error_max"] == pytest.approx(np.abs(logits - reference).max(), abs=1e-3)
-        assert written[kind]["bytes"] == (tmp_path / export.TFLITE_FILES[kind]).stat().st_size
-    assert written["float16"]["logit_error_rms"] < written["int8"]["logit_error_rms"]
+        measured = written["models"][kind]
+        assert measured["agreement"] == pytest.approx(np.mean((logits >= 0) == (reference >= 0)), abs=1e-4)
+        assert measured["logit_error_max"] == pytest.approx(np.abs(logits - reference).max(), abs=1e-3)
+        assert measured["bytes"] == (tmp_path / export.TFLITE_FILES[kind]).stat().st_size
+    assert written["models"]["float16"]["logit_error_rms"] < written["models"]["int8"]["logit_error_rms"]
