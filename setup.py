@@ -2,13 +2,15 @@
 
 from setuptools import find_packages, setup
 
+PACKAGES = ("pipeline", "components", "trainer", "ingest", "reporting", "inference", "orchestration")
+
 setup(
     name="cats-vs-dogs-tfx",
     version="0.1.0",
     description="TFX pipeline that trains, validates and ships a MobileNetV2 cat/dog classifier.",
     python_requires=">=3.11,<3.12",
-    packages=find_packages(include=["pipeline", "pipeline.*", "components", "components.*", "trainer",
-                                    "trainer.*", "ingest", "ingest.*", "reporting", "reporting.*"]),
+    # Every package a pipeline task imports (TFX loads the model code by module path inside the image).
+    packages=find_packages(include=[f"{name}{suffix}" for name in PACKAGES for suffix in ("", ".*")]),
     package_data={"pipeline": ["schema/*.pbtxt"]},
     py_modules=["pipeline_runner"],
     install_requires=[
@@ -16,6 +18,7 @@ setup(
         "tensorflow==2.16.2",
         "tensorflow-datasets==4.9.10",
         "kfp==2.13.0",
+        "kfp-kubernetes==1.5.0",
         "pillow",
         "matplotlib",
     ],

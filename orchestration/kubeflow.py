@@ -1,21 +1,36 @@
-"""Kubeflow Pipelines: compile the pipeline to a KFP v2 package, submit it, schedule it.
+"""Kubeflow Pipelines: compile the pipeline into a KFP v2 package, rehearse it locally, submit and schedule it.
 
-The package comes from the same pipeline.create_pipeline the local run uses;
-only paths, metadata and runner differ. KFP keeps metadata itself, so no
-metadata connection goes into the package.
+Two targets, both from the same pipeline.create_pipeline the local run uses:
+- `kubeflow` (open-source KFP 2.x): a package authored with the kfp SDK. An
+  ingest task turns the data folder into a new span, then one task per TFX node
+  runs that node with TFX's own launcher against an ML Metadata store all tasks
+  share (orchestration/tfx_node.py), then a report task puts the metrics,
+  confusion matrix, decision and HTML report on the run page. Only container
+  executors, schema 2.1.0, no lifecycle hooks: what the KFP backend runs.
+  KFP's own cache is off: TFX's cache decides what reruns.
+- `vertex` (Vertex AI Pipelines): TFX's KubeflowV2DagRunner package, which the
+  managed service runs natively (spec 2.1; only TFX's built-in resolvers).
 """
-
-from __future__ import annotations
-
+# No `from __future__ import annotations` here: kfp reads the pipeline function's annotations as types.
+import copy
 import dataclasses
 import os
 import posixpath
-import tempfile
 
 from pipeline import pipeline as pipeline_lib
 from pipeline.config import PipelineConfig
 
-# The Dockerfile copies the project to /pipeline: the schema's path inside the image.
+KUBEFLOW = "kubeflow"
+VERTEX = "vertex"
+TARGETS = (KUBEFLOW, VERTEX)
+DEFAULT_METADATA_STORE = "grpc://metadata-grpc-service.kubeflow:8080"  # runs in every KFP install
+DEFAULT_PVC_MOUNT = "/mnt/pipeline"
+INGEST_TASK = "ingest"
+REPORT_TASK = "report"
+# Other tasks are small next to the Trainer; the Evaluator loads the model too.
+DEFAULT_TASK_CPU = "1"
+DEFAULT_TASK_MEMORY = "4G"
+# The Dockerfile copies the project to /pipeline: the schema's path inside the image (Vertex target).
 IMAGE_PROJECT_DIR = "/pipeline"
 IMAGE_SCHEMA_PATH = posixpath.join(IMAGE_PROJECT_DIR, "pipeline", "schema", "schema.pbtxt")
 
@@ -24,9 +39,13 @@ class KubeflowUnreachableError(RuntimeError):
     """The KFP endpoint did not answer; the message names it."""
 
 
+class TargetError(ValueError):
+    """A compile setting that cannot work on the chosen target; the message says why."""
+
+
 @dataclasses.dataclass(frozen=True)
 class PipelineLocations:
-    """Where a deployed pipeline keeps its data, all under one root (a gs:// or other URI)."""
+    """Where a deployed pipeline keeps its data, all under one root (a gs:// URI or a path on the PVC)."""
 
     root: str
 
@@ -42,59 +61,202 @@ class PipelineLocations:
     def serving_dir(self) -> str:
         return posixpath.join(self.root, "serving_model")
 
+    @property
+    def schema_path(self) -> str:
+        # The ingest task installs the image's curated schema here, so ImportSchemaGen
+        # reads the schema of the code that runs, wherever the package is run.
+        return posixpath.join(self.root, "schema", "schema.pbtxt")
 
-def kubeflow_beam_args(workers: int = 0) -> list[str]:
-    """Beam on the component's own pod: DirectRunner, one process per core.
+
+@dataclasses.dataclass(frozen=True)
+class Deployment:
+    """Everything about a deployment that is not the pipeline's own settings (those are PipelineConfig)."""
+
+    image: str
+    root: str
+    data_dir: str = ""  # default of the `data_dir` pipeline parameter; empty: train on the spans under root
+    metadata_store: str = DEFAULT_METADATA_STORE  # grpc://HOST:PORT or sqlite:///PATH (local rehearsal)
+    pvc: str | None = None  # a PersistentVolumeClaim mounted into every task at pvc_mount
+    pvc_mount: str = DEFAULT_PVC_MOUNT
+    beam_args: tuple[str, ...] = ()
+    trainer_cpu: str | None = None
+    trainer_memory: str | None = None
+    trainer_accelerator: str | None = None  # e.g. nvidia.com/gpu
+    trainer_accelerator_count: int = 1
+    kfp_pipeline_root: str | None = None  # where KFP keeps its own artifacts (run page metrics, HTML)
+
+    def __post_init__(self):
+        if not self.image:
+            raise TargetError("--image is required: the container image with this project installed")
+        is_uri = "://" in self.root
+        if not is_uri and not posixpath.isabs(self.root):
+            raise TargetError(f"--root {self.root!r}: give a URI (gs://bucket/folder) or an absolute path "
+                              "(on the PVC, or on this machine for a local rehearsal)")
+        if self.pvc and (is_uri or not _is_under(self.root, self.pvc_mount)):
+            raise TargetError(f"--root {self.root!r} must lie under the PVC's mount path {self.pvc_mount} "
+                              f"(--pvc {self.pvc})")
+        if self.pvc and self.data_dir and "://" not in self.data_dir and not _is_under(self.data_dir,
+                                                                                        self.pvc_mount):
+            raise TargetError(f"--data-dir {self.data_dir!r} is not on the PVC ({self.pvc_mount}) nor a URI: "
+                              "the tasks could not read it")
+        if not self.metadata_store.startswith(("grpc://", "sqlite:///")):
+            raise TargetError(f"metadata store {self.metadata_store!r}: expected grpc://HOST:PORT or "
+                              "sqlite:///ABSOLUTE/PATH")
+        if self.trainer_accelerator_count < 1:
+            raise TargetError("--trainer-accelerator-count must be at least 1")
+
+    @property
+    def locations(self) -> PipelineLocations:
+        return PipelineLocations(self.root)
+
+
+def _is_under(path: str, folder: str) -> bool:
+    return posixpath.normpath(path).startswith(posixpath.normpath(folder).rstrip("/") + "/")
+
+
+def default_beam_args() -> list[str]:
+    """Beam in the task's own pod: DirectRunner, one worker process per core.
 
     For Dataflow pass e.g. --runner=DataflowRunner --project=P --region=R
     --temp_location=gs://B/tmp through `compile --beam-arg`.
     """
-    return pipeline_lib.local_beam_args(workers)
+    return pipeline_lib.local_beam_args(0)
 
 
-def build_pipeline(config: PipelineConfig, locations: PipelineLocations, beam_args: list[str],
-                   trainer_cpu: float | None = None, trainer_memory: str | None = None):
-    from kfp.pipeline_spec import pipeline_spec_pb2
+def compile_package(config: PipelineConfig, output_file: str, deployment: Deployment) -> str:
+    """Writes the KFP v2 package (YAML) for open-source Kubeflow Pipelines; returns its path."""
+    from kfp import compiler
 
-    pipeline = pipeline_lib.create_pipeline(
-        config, examples_root=locations.examples_root, pipeline_root=locations.pipeline_root,
-        serving_dir=locations.serving_dir, beam_pipeline_args=beam_args, builtin_resolver=True,
-        schema_path=IMAGE_SCHEMA_PATH)
-    if trainer_cpu or trainer_memory:
-        resources = pipeline_spec_pb2.PipelineDeploymentConfig.PipelineContainerSpec.ResourceSpec()
-        if trainer_cpu:
-            resources.cpu_limit = trainer_cpu
-        if trainer_memory:
-            resources.memory_limit = _memory_in_gb(trainer_memory)
-        trainer = next(c for c in pipeline.components if c.id == pipeline_lib.TRAINER)
-        trainer.with_platform_config(resources)
-    return pipeline
+    _check_package_name(output_file)
+    kfp_pipeline = build_kfp_pipeline(config, deployment)
+    output_file = os.path.abspath(output_file)
+    os.makedirs(os.path.dirname(output_file), exist_ok=True)
+    compiler.Compiler().compile(kfp_pipeline, output_file)
+    return output_file
 
 
-def _memory_in_gb(text: str) -> float:
-    units = {"G": 1.0, "Gi": 1.073741824, "M": 0.001, "Mi": 0.001048576}
-    for suffix in sorted(units, key=len, reverse=True):
-        if text.endswith(suffix):
-            return float(text[: -len(suffix)]) * units[suffix]
-    return float(text)
+def build_kfp_pipeline(config: PipelineConfig, deployment: Deployment):
+    """The kfp pipeline: ingest -> one task per TFX node, in the DAG's order -> report."""
+    from kfp import dsl
+
+    from orchestration import kfp_components, tfx_node
+
+    where = deployment.locations
+    tfx_pipeline = pipeline_lib.create_pipeline(
+        config, examples_root=where.examples_root, pipeline_root=where.pipeline_root,
+        serving_dir=where.serving_dir, beam_pipeline_args=list(deployment.beam_args) or default_beam_args(),
+        schema_path=where.schema_path)
+    programs = tfx_node.node_programs(tfx_pipeline)
+    image = deployment.image
+    ingest_op = dsl.component(kfp_components.ingest_images, base_image=image, install_kfp_package=False)
+    node_op = dsl.component(kfp_components.tfx_node, base_image=image, install_kfp_package=False)
+    report_op = dsl.component(kfp_components.run_report, base_image=image, install_kfp_package=False)
+    settings = dataclasses.asdict(config)
+    ingest_settings = {"max_pixels": config.data.max_image_pixels, "train_buckets": config.data.train_buckets,
+                       "eval_buckets": config.data.eval_buckets, "workers": 0}
+
+    @dsl.pipeline(name=config.name, pipeline_root=deployment.kfp_pipeline_root,
+                  description="Ingest images, validate, transform, train and fine-tune MobileNetV2, evaluate "
+                              "against the served model, push if blessed (TFX nodes on a shared ML Metadata).")
+    def kfp_pipeline(data_dir: str = deployment.data_dir):
+        ingest = _named(ingest_op, INGEST_TASK)(data_dir=data_dir, root=deployment.root,
+                                               settings=ingest_settings)
+        _configure(ingest, deployment)
+        tasks = {}
+        for program in programs:
+            task = _named(node_op, program.node_id)(node_program=program.ir_json,
+                                                    run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
+                                                    metadata_store=deployment.metadata_store)
+            task.set_display_name(program.node_id)
+            task.after(*([tasks[node] for node in program.upstream] or [ingest]))
+            _configure(task, deployment, trainer=program.node_id == pipeline_lib.TRAINER)
+            tasks[program.node_id] = task
+        report = _named(report_op, REPORT_TASK)(metadata_store=deployment.metadata_store,
+                                               run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER, pipeline_name=config.name,
+                                               root=deployment.root, settings=settings)
+        report.after(tasks[pipeline_lib.PUSHER])
+        _configure(report, deployment)
+
+    return kfp_pipeline
 
 
-def compile_package(config: PipelineConfig, output_file: str, *, image: str, root: str,
-                    beam_args: list[str], trainer_cpu: float | None = None,
-                    trainer_memory: str | None = None) -> str:
-    """Writes the KFP v2 pipeline package (YAML) and returns its path."""
+def _named(component, name: str):
+    """A copy of `component` named `name`, so the task is called after the TFX node it runs."""
+    named = copy.deepcopy(component)
+    named.component_spec.name = name
+    return named
+
+
+def _configure(task, deployment: Deployment, trainer: bool = False) -> None:
+    """KFP cache off (TFX decides), resources, the PVC, and the run id from the pod's label as a fallback."""
+    from kfp import kubernetes
+
+    task.set_caching_options(False)
+    if trainer:
+        task.set_cpu_request(deployment.trainer_cpu or DEFAULT_TASK_CPU)
+        task.set_memory_request(deployment.trainer_memory or DEFAULT_TASK_MEMORY)
+        if deployment.trainer_cpu:
+            task.set_cpu_limit(deployment.trainer_cpu)
+        if deployment.trainer_memory:
+            task.set_memory_limit(deployment.trainer_memory)
+        if deployment.trainer_accelerator:
+            task.set_accelerator_type(deployment.trainer_accelerator)
+            task.set_accelerator_limit(deployment.trainer_accelerator_count)
+    else:
+        task.set_cpu_request(DEFAULT_TASK_CPU)
+        task.set_memory_request(DEFAULT_TASK_MEMORY)
+    if deployment.pvc:
+        kubernetes.mount_pvc(task, pvc_name=deployment.pvc, mount_path=deployment.pvc_mount)
+    kubernetes.use_field_path_as_env(task, env_name="KFP_RUN_ID", field_path="metadata.labels['pipeline/runid']")
+
+
+def compile_vertex_package(config: PipelineConfig, output_file: str, *, image: str, root: str,
+                           beam_args: list[str]) -> str:
+    """Writes TFX's own KubeflowV2DagRunner package for Vertex AI Pipelines; returns its path."""
     from tfx import v1 as tfx
 
-    if not output_file.endswith((".yaml", ".yml")):
-        raise ValueError(f"the package file must end in .yaml (KFP's client reads .yaml), got {output_file!r}")
-    pipeline = build_pipeline(config, PipelineLocations(root), beam_args, trainer_cpu, trainer_memory)
+    _check_package_name(output_file)
+    if config.data.span_window > 1:
+        raise TargetError("--span-window > 1 needs TFX's SpanRangeStrategy, which the vertex target cannot "
+                          "compile (only TFX's LatestBlessedModelStrategy); use the kubeflow target or "
+                          "--span-window 1")
+    where = PipelineLocations(root)
+    pipeline = pipeline_lib.create_pipeline(
+        config, examples_root=where.examples_root, pipeline_root=where.pipeline_root, serving_dir=where.serving_dir,
+        beam_pipeline_args=beam_args or default_beam_args(), builtin_resolver=True, schema_path=IMAGE_SCHEMA_PATH)
     output_dir, filename = os.path.split(os.path.abspath(output_file))
     os.makedirs(output_dir, exist_ok=True)
     runner = tfx.orchestration.experimental.KubeflowV2DagRunner(
-        config=tfx.orchestration.experimental.KubeflowV2DagRunnerConfig(default_image=image),
+        config=tfx.orchestration.experimental.KubeflowV2DagRunnerConfig(default_image=image,
+                                                                        use_pipeline_spec_2_1=True),
         output_dir=output_dir, output_filename=filename)
     runner.run(pipeline, write_out=True)
     return os.path.join(output_dir, filename)
+
+
+def _check_package_name(output_file: str) -> None:
+    if not output_file.endswith((".yaml", ".yml")):
+        raise TargetError(f"the package file must end in .yaml (KFP's client reads .yaml), got {output_file!r}")
+
+
+def package_pipeline_root(package: str) -> str | None:
+    """The KFP pipeline root a package was compiled with (`defaultPipelineRoot`), if any."""
+    import yaml
+
+    with open(package) as f:
+        return (next(yaml.safe_load_all(f)) or {}).get("defaultPipelineRoot")
+
+
+def run_locally(package: str, arguments: dict, kfp_outputs: str) -> None:
+    """Runs a compiled package on this machine with the kfp SDK's own local runner.
+
+    Every task runs as a subprocess of this Python (the environment the image holds),
+    in the package's dependency order; KFP's artifacts go under `kfp_outputs`.
+    """
+    from kfp import components, local
+
+    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=kfp_outputs, raise_on_error=True)
+    components.load_component_from_file(package)(**arguments)
 
 
 def _client(host: str):
@@ -104,25 +266,32 @@ def _client(host: str):
         client = kfp.Client(host=host)
         client.list_experiments(page_size=1)  # the client connects lazily: ask something now
     except Exception as error:  # urllib3, requests and kfp_server_api raise different types
-        raise KubeflowUnreachableError(f"cannot reach Kubeflow Pipelines at {host}: {error}") from None
+        raise KubeflowUnreachableError(f"cannot reach Kubeflow Pipelines at {host}: "
+                                       f"{str(error).strip().splitlines()[0] if str(error).strip() else error!r}"
+                                       ) from None
     return client
 
 
-def submit(package: str, host: str, run_name: str, experiment: str) -> str:
-    """Starts one run of the package; returns the run id."""
+def submit(package: str, host: str, run_name: str, experiment: str, arguments: dict,
+           pipeline_root: str | None) -> str:
+    """Starts one run of the package; returns the run id. KFP's cache stays off: TFX's cache decides."""
     client = _client(host)
-    run = client.create_run_from_pipeline_package(package, arguments={}, run_name=run_name,
-                                                  experiment_name=experiment, enable_caching=True)
+    run = client.create_run_from_pipeline_package(
+        package, arguments=arguments, run_name=run_name, experiment_name=experiment,
+        pipeline_root=pipeline_root or package_pipeline_root(package), enable_caching=False)
     return run.run_id
 
 
-def schedule(package: str, host: str, job_name: str, experiment: str, cron: str) -> str:
-    """Creates a recurring run; `cron` has six fields, seconds first (KFP's format)."""
+def schedule(package: str, host: str, job_name: str, experiment: str, cron: str, arguments: dict,
+             pipeline_root: str | None) -> str:
+    """Creates a recurring run, one run at a time; `cron` has six fields, seconds first (KFP's format)."""
     check_kfp_cron(cron)
     client = _client(host)
     experiment_id = client.create_experiment(experiment).experiment_id
-    job = client.create_recurring_run(experiment_id=experiment_id, job_name=job_name, cron_expression=cron,
-                                      pipeline_package_path=package, enable_caching=True, max_concurrency=1)
+    job = client.create_recurring_run(
+        experiment_id=experiment_id, job_name=job_name, cron_expression=cron, pipeline_package_path=package,
+        params=arguments, pipeline_root=pipeline_root or package_pipeline_root(package), enable_caching=False,
+        max_concurrency=1)
     return job.recurring_run_id
 
 
@@ -130,10 +299,3 @@ def check_kfp_cron(cron: str) -> None:
     fields = cron.split()
     if len(fields) != 6:
         raise ValueError(f"KFP cron expressions have 6 fields (seconds first), e.g. '0 0 3 * * *'; got {cron!r}")
-
-
-def compile_to_temp(config: PipelineConfig, **kwargs) -> str:
-    """Compiles into a temporary file (for submit/schedule without a saved package)."""
-    handle, path = tempfile.mkstemp(suffix=".yaml")
-    os.close(handle)
-    return compile_package(config, path, **kwargs)

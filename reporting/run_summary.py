@@ -217,8 +217,15 @@ def pipeline_resolver_nodes() -> frozenset:
 
 
 def summarize(metadata_path: str, pipeline_name: str, min_accuracy: float, max_drop: float) -> RunSummary:
-    store = open_store(metadata_path)
-    run = _latest_run_context(store, pipeline_name)
+    """The newest run in a local SQLite store."""
+    return summarize_run(open_store(metadata_path), pipeline_name, min_accuracy, max_drop)
+
+
+def summarize_run(store: metadata_store.MetadataStore, pipeline_name: str, min_accuracy: float, max_drop: float,
+                  run_id: str | None = None) -> RunSummary:
+    """Run `run_id` (default: the newest run) of `pipeline_name` in any MLMD store."""
+    run = _latest_run_context(store, pipeline_name) if run_id is None else \
+        store.get_context_by_type_and_name("pipeline_run", run_id)
     summary = RunSummary(pipeline=pipeline_name, run_id=run.name if run else None, nodes=[], metrics={},
                          metrics_by_label={}, confusion_matrix=None, blessed=None, decision=None,
                          pushed_version=None, pushed_path=None)

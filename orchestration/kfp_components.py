@@ -1,0 +1,43 @@
+"""The lightweight Python components of the Kubeflow package.
+
+KFP copies each function's source into the package and runs it in the
+project's image with `python3 -m kfp.dsl.executor_main`, so each one imports
+what it needs inside its body and hands the work to orchestration.kfp_tasks.
+"""
+
+from kfp.dsl import HTML, ClassificationMetrics, Markdown, Metrics, Output
+
+
+def ingest_images(data_dir: str, root: str, settings: dict, ingest_report: Output[Markdown]) -> str:
+    """The image folder becomes a new span under <root>/examples; unchanged data writes nothing."""
+    from orchestration import kfp_tasks
+
+    table = kfp_tasks.ingest(data_dir, root, settings)
+    with open(ingest_report.path, "w") as f:
+        f.write("```\n" + table + "\n```\n")
+    return table
+
+
+def tfx_node(node_program: str, run_id: str, metadata_store: str) -> str:
+    """Runs one node of the TFX pipeline with TFX's launcher against the shared ML Metadata store."""
+    from orchestration import kfp_tasks
+
+    return kfp_tasks.run_node(node_program, run_id, metadata_store)
+
+
+def run_report(metadata_store: str, run_id: str, pipeline_name: str, root: str, settings: dict,
+               metrics: Output[Metrics], confusion_matrix: Output[ClassificationMetrics],
+               decision: Output[Markdown], report: Output[HTML]):
+    """The run's metrics, confusion matrix, blessing decision and HTML report, for the KFP run page."""
+    from orchestration import kfp_tasks
+    from trainer import features
+
+    values, matrix = kfp_tasks.report(metadata_store, run_id, pipeline_name, root, settings,
+                                      decision.path, report.path)
+    for name, value in values.items():
+        metrics.log_metric(name, value)
+    if matrix:
+        confusion_matrix.log_confusion_matrix(
+            list(features.LABEL_NAMES),
+            [[int(matrix["true_negatives"]), int(matrix["false_positives"])],
+             [int(matrix["false_negatives"]), int(matrix["true_positives"])]])

@@ -1,0 +1,153 @@
+"""One node of the TFX pipeline, run in a process of its own against a shared ML Metadata store.
+
+This is how the Kubeflow package runs the pipeline: each KFP task launches one
+node with TFX's own Launcher (driver, executor, publisher), exactly as
+LocalDagRunner launches each node in turn, with the run id shared by all tasks
+of a run. So TFX's cache, span resolution, the curated schema gate and this
+project's resolver strategies behave on a cluster as they do locally, and
+nodes pass artifacts to each other through MLMD, not through KFP.
+
+`node_programs` compiles `create_pipeline`'s pipeline to TFX's IR once and cuts
+it into one small IR per node (the pipeline's info and runtime spec, the node,
+and only that node's executor and driver specs), which its task carries as JSON.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import uuid
+
+import tensorflow as tf
+from google.protobuf import json_format
+from ml_metadata import metadata_store
+from ml_metadata.proto import metadata_store_pb2
+from tfx.dsl.compiler import compiler, constants
+from tfx.orchestration import metadata
+from tfx.orchestration.local import runner_utils
+from tfx.orchestration.portable import launcher, runtime_parameter_utils
+from tfx.proto.orchestration import pipeline_pb2
+
+GRPC_SCHEME = "grpc://"
+SQLITE_SCHEME = "sqlite://"
+# Every Kubeflow Pipelines install runs this ML Metadata gRPC service.
+KFP_METADATA_SERVICE = "grpc://metadata-grpc-service.kubeflow:8080"
+_CONNECT_TIMEOUT_SECONDS = 30
+
+
+class NodeTaskError(RuntimeError):
+    """A fault the task reports in one line: unreachable store, unwritable root, unknown node."""
+
+
+@dataclasses.dataclass(frozen=True)
+class NodeProgram:
+    """What one task runs: a node id, the ids of the nodes it waits for, its IR as JSON."""
+
+    node_id: str
+    upstream: tuple[str, ...]
+    ir_json: str
+
+
+def node_programs(pipeline) -> list[NodeProgram]:
+    """The pipeline's nodes in topological order, each with an IR holding only itself."""
+    ir = compiler.Compiler().compile(pipeline)
+    deployment = pipeline_pb2.IntermediateDeploymentConfig()
+    ir.deployment_config.Unpack(deployment)
+    programs = []
+    for node in ir.nodes:
+        node_id = node.pipeline_node.node_info.id
+        own = pipeline_pb2.Pipeline(pipeline_info=ir.pipeline_info, runtime_spec=ir.runtime_spec,
+                                    execution_mode=ir.execution_mode, sdk_version=ir.sdk_version)
+        own.nodes.add().CopyFrom(node)
+        own_deployment = pipeline_pb2.IntermediateDeploymentConfig()
+        for field in ("executor_specs", "custom_driver_specs", "node_level_platform_configs"):
+            specs = getattr(deployment, field)
+            if node_id in specs:
+                getattr(own_deployment, field)[node_id].CopyFrom(specs[node_id])
+        own.deployment_config.Pack(own_deployment)
+        programs.append(NodeProgram(node_id, tuple(sorted(node.pipeline_node.upstream_nodes)),
+                                    json_format.MessageToJson(own, indent=None, sort_keys=True)))
+    return programs
+
+
+def connection_config(store: str):
+    """`grpc://HOST:PORT` or `sqlite:///ABSOLUTE/PATH` -> an MLMD connection config."""
+    if store.startswith(GRPC_SCHEME):
+        host, _, port = store[len(GRPC_SCHEME):].rpartition(":")
+        if not host or not port.isdigit():
+            raise NodeTaskError(f"metadata store {store!r}: expected grpc://HOST:PORT")
+        config = metadata_store_pb2.MetadataStoreClientConfig(host=host, port=int(port))
+        config.client_timeout_sec = _CONNECT_TIMEOUT_SECONDS
+        return config
+    if store.startswith(SQLITE_SCHEME):
+        config = metadata_store_pb2.ConnectionConfig()
+        config.sqlite.filename_uri = store[len(SQLITE_SCHEME):]
+        config.sqlite.connection_mode = metadata_store_pb2.SqliteMetadataSourceConfig.READWRITE_OPENCREATE
+        return config
+    raise NodeTaskError(f"metadata store {store!r}: expected grpc://HOST:PORT or sqlite:///PATH")
+
+
+def check_store(store: str) -> None:
+    """Asks the store something now, so an unreachable one is named before any work."""
+    try:
+        metadata_store.MetadataStore(connection_config(store)).get_context_types()
+    except NodeTaskError:
+        raise
+    except Exception as error:  # grpc, sqlite and MLMD raise different types
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise NodeTaskError(f"cannot reach the ML Metadata store {store}: {first_line}") from None
+
+
+def check_writable(folder: str) -> None:
+    """Creates `folder` if needed and writes a probe file there: a root the task cannot write is named now."""
+    probe = os.path.join(folder, f".write-probe-{uuid.uuid4().hex}")
+    try:
+        tf.io.gfile.makedirs(folder)
+        with tf.io.gfile.GFile(probe, "w") as f:
+            f.write("ok")
+        tf.io.gfile.remove(probe)
+    except Exception as error:
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise NodeTaskError(f"cannot write to {folder}: {first_line}") from None
+
+
+def resolve_run_id(run_id: str) -> str:
+    """The KFP run id all tasks of a run share (TFX's pipeline run id).
+
+    KFP substitutes the placeholder; where a backend does not, the pod's
+    `pipeline/runid` label, passed in as KFP_RUN_ID, is used instead.
+    """
+    if run_id and "{{" not in run_id:
+        return run_id
+    from_pod = os.environ.get("KFP_RUN_ID", "")
+    if from_pod:
+        return from_pod
+    raise NodeTaskError(f"no run id: the task got {run_id!r} and no KFP_RUN_ID in its environment")
+
+
+def run_node(ir_json: str, run_id: str, store: str) -> str:
+    """Launches the node of `ir_json` in run `run_id`; returns how it ended ('executed', 'cached', 'skipped')."""
+    ir = pipeline_pb2.Pipeline()
+    json_format.Parse(ir_json, ir)
+    if len(ir.nodes) != 1:
+        raise NodeTaskError(f"a node program holds exactly one node, this one holds {len(ir.nodes)}")
+    run_id = resolve_run_id(run_id)
+    runtime_parameter_utils.substitute_runtime_parameter(ir, {constants.PIPELINE_RUN_ID_PARAMETER_NAME: run_id})
+    node = ir.nodes[0].pipeline_node
+    check_store(store)
+    check_writable(ir.runtime_spec.pipeline_root.field_value.string_value)
+    deployment = runner_utils.extract_local_deployment_config(ir)
+    node_id = node.node_info.id
+    node_launcher = launcher.Launcher(
+        pipeline_node=node,
+        mlmd_connection=metadata.Metadata(connection_config(store)),
+        pipeline_info=ir.pipeline_info,
+        pipeline_runtime_spec=ir.runtime_spec,
+        executor_spec=runner_utils.extract_executor_spec(deployment, node_id),
+        custom_driver_spec=runner_utils.extract_custom_driver_spec(deployment, node_id))
+    info = node_launcher.launch()
+    if info is None or info.execution_id is None:
+        return "skipped"
+    execution = metadata_store.MetadataStore(connection_config(store)).get_executions_by_id([info.execution_id])[0]
+    return "cached" if execution.last_known_state == metadata_store_pb2.Execution.CACHED else "executed"
+
