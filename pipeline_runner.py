@@ -12,6 +12,7 @@ import dataclasses
 import logging
 import os
 import pathlib
+import posixpath
 import sys
 import textwrap
 
@@ -146,34 +147,54 @@ def build_parser() -> argparse.ArgumentParser:
 
     compile_ = commands.add_parser(
         "compile", help="Compile the pipeline into a Kubeflow Pipelines v2 package (YAML).",
-        description="Builds the pipeline with the same create_pipeline as `run` and compiles it with "
-                    "KubeflowV2DagRunner. Needs no network and no cluster.")
+        description="Builds the pipeline with the same create_pipeline as `run` and compiles it, offline. "
+                    "--target kubeflow (default): a package for open-source Kubeflow Pipelines 2.x, authored with "
+                    "the kfp SDK: an ingest task, one task per TFX node (TFX's launcher on a shared ML Metadata "
+                    "store), a report task. --target vertex: TFX's KubeflowV2DagRunner package for Vertex AI "
+                    "Pipelines.", epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     _add_kubeflow_compile_flags(compile_)
     compile_.add_argument("--package", default="cats_vs_dogs_pipeline.yaml",
                           help="Output file (.yaml). Default: cats_vs_dogs_pipeline.yaml.")
     compile_._config_groups = {}  # type: ignore[attr-defined]
     _add_config_flags(compile_)
 
-    submit = commands.add_parser("submit", help="Start one run of a compiled package on Kubeflow Pipelines.")
+    submit = commands.add_parser(
+        "submit", help="Start one run of a compiled package: on Kubeflow Pipelines, Vertex AI, or --local.",
+        description="--host: one run on a Kubeflow Pipelines cluster. --vertex-project/--region: one Vertex AI "
+                    "Pipelines job. --local: run the package on this machine with the kfp SDK's local runner "
+                    "(a rehearsal before a cluster; compile it with --metadata-sqlite and a local --root).")
     submit.add_argument("--package", required=True, help="A package written by `compile`.")
-    submit.add_argument("--host", required=True, help="KFP API endpoint, e.g. https://kfp.example.com.")
+    submit_target = submit.add_mutually_exclusive_group(required=True)
+    submit_target.add_argument("--host", help="KFP API endpoint, e.g. https://kfp.example.com.")
+    submit_target.add_argument("--local", action="store_true",
+                               help="Run the package here with kfp.local's SubprocessRunner.")
+    submit_target.add_argument("--vertex-project", help="Google Cloud project for Vertex AI Pipelines.")
+    submit.add_argument("--region", help="With --vertex-project: the region, e.g. europe-west4.")
     submit.add_argument("--experiment", default="cats-vs-dogs", help="KFP experiment. Default: cats-vs-dogs.")
     submit.add_argument("--run-name", default="cats-vs-dogs", help="Name of the run. Default: cats-vs-dogs.")
+    _add_run_parameter_flags(submit)
+    submit.add_argument("--kfp-outputs", type=pathlib.Path, default=pathlib.Path("runs/kfp-local"),
+                        help="With --local: where kfp.local keeps the tasks' KFP artifacts and logs. "
+                             "Default: runs/kfp-local.")
 
     schedule = commands.add_parser(
-        "schedule", help="Retrain on a schedule: a KFP recurring run, or a local cron entry (--local).",
+        "schedule", help="Retrain on a schedule: a KFP recurring run, a Vertex AI schedule, or a local cron entry.",
         description="With --host: a recurring run of a compiled package on Kubeflow Pipelines (6-field cron, "
-                    "seconds first, at most one run at a time). With --local: a crontab line that runs "
-                    "`pipeline_runner.py run`; overlapping local runs exit at once on the run lock.")
+                    "seconds first, at most one run at a time). With --vertex-project: a Vertex AI Pipelines "
+                    "schedule (5-field cron). With --local: a crontab line that runs `pipeline_runner.py run`; "
+                    "overlapping local runs exit at once on the run lock.")
     target = schedule.add_mutually_exclusive_group(required=True)
     target.add_argument("--host", help="KFP API endpoint for a recurring run.")
+    target.add_argument("--vertex-project", help="Google Cloud project for a Vertex AI Pipelines schedule.")
     target.add_argument("--local", action="store_true", help="Print (or --install) a crontab entry instead.")
     schedule.add_argument("--cron", required=True,
-                          help="With --host: 6 fields, e.g. '0 0 3 * * *'. With --local: 5 fields, e.g. '0 3 * * *'.")
-    schedule.add_argument("--package", help="With --host: a package written by `compile`.")
+                          help="With --host: 6 fields, e.g. '0 0 3 * * *'. With --local or --vertex-project: "
+                               "5 fields, e.g. '0 3 * * *'.")
+    schedule.add_argument("--region", help="With --vertex-project: the region, e.g. europe-west4.")
+    schedule.add_argument("--package", help="With --host or --vertex-project: a package written by `compile`.")
     schedule.add_argument("--experiment", default="cats-vs-dogs", help="KFP experiment. Default: cats-vs-dogs.")
-    schedule.add_argument("--job-name", default="cats-vs-dogs-retraining", help="KFP recurring run name.")
-    schedule.add_argument("--data-dir", type=pathlib.Path, help="With --local: the image folder each run ingests.")
+    schedule.add_argument("--job-name", default="cats-vs-dogs-retraining", help="Recurring run name.")
+    _add_run_parameter_flags(schedule, local_data_dir=True)
     schedule.add_argument("--output-dir", type=pathlib.Path, default=pathlib.Path("runs/default"),
                           help="With --local: the run's output directory. Default: runs/default.")
     schedule.add_argument("--install", action="store_true",
@@ -240,17 +261,50 @@ def command_ingest(args: argparse.Namespace) -> int:
 
 
 def _add_kubeflow_compile_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--target", choices=("kubeflow", "vertex"), default="kubeflow",
+                        help="kubeflow (default): open-source Kubeflow Pipelines 2.x. vertex: Vertex AI Pipelines.")
     parser.add_argument("--image", required=True, help="Container image with this project installed (see Dockerfile).")
     parser.add_argument("--root", required=True,
-                        help="Storage root of the deployed pipeline, e.g. gs://bucket/cats-vs-dogs: examples/, "
-                             "pipeline_root/ and serving_model/ go under it.")
+                        help="Storage root of the deployed pipeline: a gs:// URI, or an absolute path on the PVC "
+                             "(--pvc) or, for a local rehearsal, on this machine. examples/, pipeline_root/, "
+                             "serving_model/ and runs/ go under it.")
+    parser.add_argument("--data-dir", default="",
+                        help="kubeflow: the image folder each run ingests (a path the tasks can read, or gs://); "
+                             "also the package's `data_dir` parameter, which submit and schedule can change. "
+                             "Default: none (each run trains on the spans already under <root>/examples).")
+    store = parser.add_mutually_exclusive_group()
+    store.add_argument("--metadata-grpc", metavar="HOST:PORT",
+                       help="kubeflow: the ML Metadata gRPC service all tasks share. Default: "
+                            "metadata-grpc-service.kubeflow:8080, which every KFP install runs.")
+    store.add_argument("--metadata-sqlite", metavar="PATH",
+                       help="kubeflow: a SQLite ML Metadata file instead, for a local rehearsal (submit --local).")
+    parser.add_argument("--pvc", help="kubeflow: a PersistentVolumeClaim mounted into every task; --root and "
+                                      "--data-dir are paths under its mount.")
+    parser.add_argument("--pvc-mount", default="/mnt/pipeline",
+                        help="kubeflow: where the PVC is mounted in each task. Default: /mnt/pipeline.")
+    parser.add_argument("--pipeline-root",
+                        help="Where KFP keeps its own artifacts (run page metrics and report). Default: "
+                             "<root>/kfp for a gs:// root, else the cluster's default.")
     parser.add_argument("--beam-arg", action="append", default=None, dest="beam_args", metavar="ARG",
                         help="A Beam pipeline argument (repeatable). Default: DirectRunner, multi-process, one "
                              "worker per core. For Dataflow: --beam-arg=--runner=DataflowRunner "
                              "--beam-arg=--project=P --beam-arg=--region=R --beam-arg=--temp_location=gs://B/tmp")
-    parser.add_argument("--trainer-cpu", type=float, help="CPU limit of the Trainer's pod, e.g. 4.")
-    parser.add_argument("--trainer-memory", help="Memory limit of the Trainer's pod, e.g. 16G.")
+    parser.add_argument("--trainer-cpu", help="kubeflow: CPUs of the Trainer's task (request and limit), e.g. 4.")
+    parser.add_argument("--trainer-memory", help="kubeflow: memory of the Trainer's task (request and limit), "
+                                                 "e.g. 16G.")
+    parser.add_argument("--trainer-accelerator", metavar="TYPE",
+                        help="kubeflow: accelerator resource of the Trainer's task, e.g. nvidia.com/gpu.")
+    parser.add_argument("--trainer-accelerator-count", type=int, default=1,
+                        help="kubeflow: how many accelerators the Trainer's task gets. Default: 1.")
 
+
+def _add_run_parameter_flags(parser: argparse.ArgumentParser, local_data_dir: bool = False) -> None:
+    parser.add_argument("--data-dir", type=pathlib.Path if local_data_dir else str,
+                        help="The image folder each run ingests: with --local (schedule) the folder for cron; "
+                             "otherwise it sets the package's data_dir parameter (default: the one given to "
+                             "compile).")
+    parser.add_argument("--pipeline-root",
+                        help="KFP's pipeline root for this run. Default: the one the package was compiled with.")
 
 def _config_from_args(args: argparse.Namespace):
     from pipeline import config as config_lib
@@ -403,19 +457,64 @@ def command_compile(args: argparse.Namespace) -> int:
     from orchestration import kubeflow
 
     config = _config_from_args(args)
-    path = kubeflow.compile_package(
-        config, args.package, image=args.image, root=args.root,
-        beam_args=args.beam_args if args.beam_args is not None else kubeflow.kubeflow_beam_args(),
-        trainer_cpu=args.trainer_cpu, trainer_memory=args.trainer_memory)
+    if args.target == "vertex":
+        kubeflow_only = {"--data-dir": args.data_dir, "--metadata-grpc": args.metadata_grpc,
+                         "--metadata-sqlite": args.metadata_sqlite, "--pvc": args.pvc,
+                         "--trainer-accelerator": args.trainer_accelerator, "--trainer-cpu": args.trainer_cpu,
+                         "--trainer-memory": args.trainer_memory}
+        given = [flag for flag, value in kubeflow_only.items() if value]
+        if given:
+            print(f"error: {', '.join(given)} apply only to --target kubeflow (Vertex AI runs TFX's own package: "
+                  "its own metadata store and storage)", file=sys.stderr)
+            return 2
+        path = kubeflow.compile_vertex_package(config, args.package, image=args.image, root=args.root,
+                                               beam_args=args.beam_args or [])
+        print(f"wrote Vertex AI Pipelines package {path}")
+        return 0
+    if args.metadata_sqlite:
+        store = "sqlite://" + os.path.abspath(args.metadata_sqlite)
+    elif args.metadata_grpc:
+        store = "grpc://" + args.metadata_grpc
+    else:
+        store = kubeflow.DEFAULT_METADATA_STORE
+    kfp_root = args.pipeline_root or (posixpath.join(args.root, "kfp") if args.root.startswith("gs://") else None)
+    deployment = kubeflow.Deployment(
+        image=args.image, root=args.root, data_dir=args.data_dir, metadata_store=store, pvc=args.pvc,
+        pvc_mount=args.pvc_mount, beam_args=tuple(args.beam_args or ()), trainer_cpu=args.trainer_cpu,
+        trainer_memory=args.trainer_memory, trainer_accelerator=args.trainer_accelerator,
+        trainer_accelerator_count=args.trainer_accelerator_count, kfp_pipeline_root=kfp_root)
+    path = kubeflow.compile_package(config, args.package, deployment)
     print(f"wrote Kubeflow Pipelines package {path}")
     return 0
 
 
-def command_submit(args: argparse.Namespace) -> int:
-    from orchestration import kubeflow
+def _run_arguments(args: argparse.Namespace) -> dict:
+    return {"data_dir": str(args.data_dir)} if args.data_dir is not None else {}
 
+
+def command_submit(args: argparse.Namespace) -> int:
+    from orchestration import kubeflow, vertex
+
+    if not os.path.isfile(args.package):
+        print(f"error: no package at {args.package}: write one with `compile`", file=sys.stderr)
+        return 2
+    if args.local:
+        return _submit_local(args)
+    if args.vertex_project:
+        if not args.region:
+            print("error: --vertex-project needs --region", file=sys.stderr)
+            return 2
+        try:
+            name = vertex.submit(args.package, args.vertex_project, args.region, args.run_name,
+                                 _run_arguments(args), args.pipeline_root)
+        except vertex.VertexUnreachableError as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 2
+        print(f"started Vertex AI pipeline job {name}")
+        return 0
     try:
-        run_id = kubeflow.submit(args.package, args.host, args.run_name, args.experiment)
+        run_id = kubeflow.submit(args.package, args.host, args.run_name, args.experiment, _run_arguments(args),
+                                 args.pipeline_root)
     except kubeflow.KubeflowUnreachableError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
@@ -423,8 +522,31 @@ def command_submit(args: argparse.Namespace) -> int:
     return 0
 
 
+def _submit_local(args: argparse.Namespace) -> int:
+    from orchestration import kubeflow
+    from orchestration.run_lock import exclusive_run
+
+    root = kubeflow.package_root(args.package)
+    if root is None or "://" in root:
+        print(f"error: {args.package} keeps its data at {root}: a local run needs a package compiled with a "
+              "local --root and --metadata-sqlite", file=sys.stderr)
+        return 2
+    if kubeflow.package_metadata_store(args.package).startswith("grpc://"):
+        print(f"error: {args.package} uses the cluster's ML Metadata service; compile it with --metadata-sqlite "
+              "PATH to run it here", file=sys.stderr)
+        return 2
+    with exclusive_run(root):
+        try:
+            run_folder = kubeflow.run_locally(args.package, _run_arguments(args), str(args.kfp_outputs.resolve()))
+        except kubeflow.LocalRunError as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 1
+    print(f"local run finished: summary and report in {run_folder}")
+    return 0
+
+
 def command_schedule(args: argparse.Namespace) -> int:
-    from orchestration import kubeflow, local_schedule
+    from orchestration import kubeflow, local_schedule, vertex
 
     if args.local:
         if args.data_dir is None:
@@ -443,14 +565,26 @@ def command_schedule(args: argparse.Namespace) -> int:
             print(line)
         return 0
     if not args.package:
-        print("error: --host needs --package (compile one with `compile`)", file=sys.stderr)
+        print("error: --host and --vertex-project need --package (compile one with `compile`)", file=sys.stderr)
+        return 2
+    if not os.path.isfile(args.package):
+        print(f"error: no package at {args.package}: write one with `compile`", file=sys.stderr)
         return 2
     try:
-        job_id = kubeflow.schedule(args.package, args.host, args.job_name, args.experiment, args.cron)
+        if args.vertex_project:
+            if not args.region:
+                print("error: --vertex-project needs --region", file=sys.stderr)
+                return 2
+            name = vertex.schedule(args.package, args.vertex_project, args.region, args.job_name, args.cron,
+                                   _run_arguments(args), args.pipeline_root)
+            print(f"created Vertex AI schedule {name} ({args.cron})")
+            return 0
+        job_id = kubeflow.schedule(args.package, args.host, args.job_name, args.experiment, args.cron,
+                                   _run_arguments(args), args.pipeline_root)
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    except kubeflow.KubeflowUnreachableError as error:
+    except (kubeflow.KubeflowUnreachableError, vertex.VertexUnreachableError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     print(f"created recurring run {job_id} ({args.cron}) on {args.host}")
@@ -463,12 +597,13 @@ def main(argv: list[str] | None = None) -> int:
     commands = {"run": command_run, "ingest": command_ingest, "models": command_models, "predict": command_predict,
                 "compile": command_compile,
                 "submit": command_submit, "schedule": command_schedule}
+    from orchestration.kubeflow import TargetError
     from orchestration.run_lock import PipelineBusyError
     from pipeline.config import ConfigError
 
     try:
         return commands[args.command](args)
-    except ConfigError as error:
+    except (ConfigError, TargetError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     except PipelineBusyError as error:

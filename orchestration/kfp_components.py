@@ -27,12 +27,12 @@ def tfx_node(node_program: str, run_id: str, metadata_store: str) -> str:
 
 def run_report(metadata_store: str, run_id: str, pipeline_name: str, root: str, settings: dict,
                metrics: Output[Metrics], confusion_matrix: Output[ClassificationMetrics],
-               decision: Output[Markdown], report: Output[HTML]):
+               decision: Output[Markdown], report: Output[HTML]) -> str:
     """The run's metrics, confusion matrix, blessing decision and HTML report, for the KFP run page."""
     from orchestration import kfp_tasks
     from trainer import features
 
-    values, matrix = kfp_tasks.report(metadata_store, run_id, pipeline_name, root, settings,
+    values, matrix, run_folder = kfp_tasks.report(metadata_store, run_id, pipeline_name, root, settings,
                                       decision.path, report.path)
     for name, value in values.items():
         metrics.log_metric(name, value)
@@ -41,3 +41,4 @@ def run_report(metadata_store: str, run_id: str, pipeline_name: str, root: str, 
             list(features.LABEL_NAMES),
             [[int(matrix["true_negatives"]), int(matrix["false_positives"])],
              [int(matrix["false_negatives"]), int(matrix["true_positives"])]])
+    return run_folder

@@ -78,7 +78,7 @@ def report(metadata_store: str, run_id: str, pipeline_name: str, root: str, sett
            markdown_path: str, html_path: str):
     """Summarizes the run from MLMD; writes the summary and HTML report under <root>/runs/<run id>/.
 
-    Returns (metrics {name: value}, confusion matrix or None) for the KFP run page; the
+    Returns (metrics {name: value}, confusion matrix or None, the run's folder) for the KFP run page; the
     Markdown decision and the one-file HTML report go to the given artifact paths.
     """
     from ml_metadata import metadata_store as mlmd
@@ -122,7 +122,7 @@ def report(metadata_store: str, run_id: str, pipeline_name: str, root: str, sett
     metrics |= {f"baseline_{name}": value for name, value in summary.metrics.get("baseline", {}).items()}
     if summary.pushed_version is not None:
         metrics["pushed_version"] = summary.pushed_version
-    return metrics, summary.confusion_matrix
+    return metrics, summary.confusion_matrix, run_folder
 
 
 def decision_markdown(summary, report_uri: str) -> str:

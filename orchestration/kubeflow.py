@@ -39,6 +39,10 @@ class KubeflowUnreachableError(RuntimeError):
     """The KFP endpoint did not answer; the message names it."""
 
 
+class LocalRunError(RuntimeError):
+    """A task of a local run failed; the message names it (its log is above)."""
+
+
 class TargetError(ValueError):
     """A compile setting that cannot work on the chosen target; the message says why."""
 
@@ -158,7 +162,7 @@ def build_kfp_pipeline(config: PipelineConfig, deployment: Deployment):
     @dsl.pipeline(name=config.name, pipeline_root=deployment.kfp_pipeline_root,
                   description="Ingest images, validate, transform, train and fine-tune MobileNetV2, evaluate "
                               "against the served model, push if blessed (TFX nodes on a shared ML Metadata).")
-    def kfp_pipeline(data_dir: str = deployment.data_dir):
+    def kfp_pipeline(data_dir: str = deployment.data_dir) -> str:
         ingest = _named(ingest_op, INGEST_TASK)(data_dir=data_dir, root=deployment.root,
                                                settings=ingest_settings)
         _configure(ingest, deployment)
@@ -176,6 +180,7 @@ def build_kfp_pipeline(config: PipelineConfig, deployment: Deployment):
                                                root=deployment.root, settings=settings)
         report.after(tasks[pipeline_lib.PUSHER])
         _configure(report, deployment)
+        return report.outputs["Output"]
 
     return kfp_pipeline
 
@@ -239,16 +244,34 @@ def _check_package_name(output_file: str) -> None:
         raise TargetError(f"the package file must end in .yaml (KFP's client reads .yaml), got {output_file!r}")
 
 
-def package_pipeline_root(package: str) -> str | None:
-    """The KFP pipeline root a package was compiled with (`defaultPipelineRoot`), if any."""
+def _pipeline_spec(package: str) -> dict:
     import yaml
 
     with open(package) as f:
-        return (next(yaml.safe_load_all(f)) or {}).get("defaultPipelineRoot")
+        return next(yaml.safe_load_all(f)) or {}
 
 
-def run_locally(package: str, arguments: dict, kfp_outputs: str) -> None:
-    """Runs a compiled package on this machine with the kfp SDK's own local runner.
+def package_pipeline_root(package: str) -> str | None:
+    """The KFP pipeline root a package was compiled with (`defaultPipelineRoot`), if any."""
+    return _pipeline_spec(package).get("defaultPipelineRoot")
+
+
+def _report_constant(package: str, name: str) -> str | None:
+    """A constant input of the package's report task (where its data and metadata are)."""
+    task = _pipeline_spec(package).get("root", {}).get("dag", {}).get("tasks", {}).get(REPORT_TASK, {})
+    return task.get("inputs", {}).get("parameters", {}).get(name, {}).get("runtimeValue", {}).get("constant")
+
+
+def package_root(package: str) -> str | None:
+    return _report_constant(package, "root")
+
+
+def package_metadata_store(package: str) -> str:
+    return _report_constant(package, "metadata_store") or ""
+
+
+def run_locally(package: str, arguments: dict, kfp_outputs: str) -> str:
+    """Runs a compiled package on this machine with the kfp SDK's own local runner; returns the run's folder.
 
     Every task runs as a subprocess of this Python (the environment the image holds),
     in the package's dependency order; KFP's artifacts go under `kfp_outputs`.
@@ -256,7 +279,11 @@ def run_locally(package: str, arguments: dict, kfp_outputs: str) -> None:
     from kfp import components, local
 
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=kfp_outputs, raise_on_error=True)
-    components.load_component_from_file(package)(**arguments)
+    try:
+        task = components.load_component_from_file(package)(**arguments)
+    except RuntimeError as error:  # kfp.local: "Task 'x' finished with status FAILURE" (the task's log is above)
+        raise LocalRunError(str(error).strip().splitlines()[0]) from None
+    return task.output
 
 
 def _client(host: str):
