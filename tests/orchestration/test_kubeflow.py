@@ -1,6 +1,18 @@
+"""The Kubeflow package against the rules of the open-source KFP 2.x backend, offline.
+
+The rules, read in kubeflow/pipelines' backend: only schema 2.1.0 is accepted
+(apiserver/template/v2_template.go); only container and importer executors
+compile (v2/compiler/visitor.go); no backend code runs lifecycle hooks. Submit
+and schedule go through the real kfp client to a fake KFP API on loopback.
+"""
+
+import json
+import os
 import socket
 import subprocess
 import sys
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 import yaml
@@ -9,16 +21,14 @@ from kfp.pipeline_spec import pipeline_spec_pb2
 
 from orchestration import kubeflow
 from pipeline import pipeline as pipeline_lib
-from pipeline.config import PipelineConfig
+from pipeline.config import PipelineConfig, with_overrides
 from tests.helpers import ROOT
 
 IMAGE = "registry.example.com/cats-vs-dogs:7"
 
 
-@pytest.fixture(scope="module")
-def package(tmp_path_factory):
-    """Compiled with every socket connection refused: compiling needs no network."""
-    path = str(tmp_path_factory.mktemp("kfp") / "pipeline.yaml")
+def _compile_offline(path, deployment, config=None):
+    """Compiles with every socket connection refused: compiling needs no network."""
     original = socket.socket.connect
 
     def refuse(*args, **kwargs):
@@ -26,72 +36,237 @@ def package(tmp_path_factory):
 
     socket.socket.connect = refuse
     try:
-        kubeflow.compile_package(PipelineConfig(), path, image=IMAGE, root="gs://bucket/cats",
-                                 beam_args=kubeflow.kubeflow_beam_args(2), trainer_cpu=4, trainer_memory="16G")
+        return kubeflow.compile_package(config or PipelineConfig(), str(path), deployment)
     finally:
         socket.socket.connect = original
-    return path
 
 
-def test_package_parses_strictly_into_a_pipeline_spec(package):
-    spec = pipeline_spec_pb2.PipelineSpec()
-    json_format.ParseDict(yaml.safe_load(open(package)), spec, ignore_unknown_fields=False)
-    assert spec.pipeline_info.name == PipelineConfig().name
+@pytest.fixture(scope="module")
+def package(tmp_path_factory):
+    deployment = kubeflow.Deployment(image=IMAGE, root="gs://bucket/cats", data_dir="gs://bucket/images",
+                                     trainer_cpu="4", trainer_memory="16G", trainer_accelerator="nvidia.com/gpu",
+                                     trainer_accelerator_count=2, kfp_pipeline_root="gs://bucket/cats/kfp")
+    return _compile_offline(tmp_path_factory.mktemp("kfp") / "pipeline.yaml", deployment)
 
 
-def test_package_loads_with_kfps_component_loader(package):
+@pytest.fixture(scope="module")
+def pvc_package(tmp_path_factory):
+    deployment = kubeflow.Deployment(image=IMAGE, root="/mnt/pipeline/cats", data_dir="/mnt/pipeline/images",
+                                     pvc="cats-data")
+    return _compile_offline(tmp_path_factory.mktemp("kfp") / "pipeline.yaml", deployment)
+
+
+def _documents(package):
+    with open(package) as f:
+        return list(yaml.safe_load_all(f))
+
+
+def test_package_is_what_the_kfp_backend_runs(package):
+    spec = _documents(package)[0]
+    assert spec["schemaVersion"] == "2.1.0"
+    executors = spec["deploymentSpec"]["executors"]
+    assert executors and all(set(e) == {"container"} for e in executors.values()), \
+        "only container executors: the backend compiles nothing else here"
+    assert all(e["container"]["image"] == IMAGE for e in executors.values())
+    assert "lifecycle" not in open(package).read()
+    tasks = spec["root"]["dag"]["tasks"]
+    for name, task in tasks.items():
+        assert set(task.get("dependentTasks", [])) <= set(tasks), name
+        assert not task.get("cachingOptions", {}).get("enableCache"), f"KFP's cache must be off for {name}"
+
+
+def test_package_parses_strictly_and_loads_with_kfps_loader(package):
     from kfp import components
 
+    spec = pipeline_spec_pb2.PipelineSpec()
+    json_format.ParseDict(_documents(package)[0], spec, ignore_unknown_fields=False)
+    assert spec.pipeline_info.name == PipelineConfig().name
     loaded = components.load_component_from_file(package)
-    assert loaded.pipeline_spec.root.dag.tasks
+    assert set(loaded.pipeline_spec.root.dag.tasks) == set(_documents(package)[0]["root"]["dag"]["tasks"])
 
 
-def test_package_holds_every_component_of_the_local_pipeline_with_the_image(package):
-    spec = yaml.safe_load(open(package))
-    tasks = set(spec["root"]["dag"]["tasks"])
+def test_one_task_per_node_of_create_pipeline_in_its_dependency_order(package):
+    from orchestration import tfx_node
+
+    tasks = _documents(package)[0]["root"]["dag"]["tasks"]
     local = pipeline_lib.create_pipeline(PipelineConfig(), examples_root="e", pipeline_root="p", serving_dir="s")
-    for component in local.components:
-        if component.id in pipeline_lib.LOCAL_ONLY_IDS:
-            continue
-        assert any(t == component.id or t.startswith(component.id + "-") for t in tasks), component.id
+    programs = tfx_node.node_programs(local)
+    assert {p.node_id.lower() for p in programs} | {kubeflow.INGEST_TASK, kubeflow.REPORT_TASK} == set(tasks)
+    for program in programs:
+        task = tasks[program.node_id.lower()]
+        expected = {u.lower() for u in program.upstream} or {kubeflow.INGEST_TASK}
+        assert set(task["dependentTasks"]) == expected, program.node_id
+        node_ir = json.loads(task["inputs"]["parameters"]["node_program"]["runtimeValue"]["constant"])
+        assert [n["pipelineNode"]["nodeInfo"]["id"] for n in node_ir["nodes"]] == [program.node_id]
+    assert tasks[kubeflow.REPORT_TASK]["dependentTasks"] == [pipeline_lib.PUSHER.lower()]
+
+
+def test_trainer_gets_its_resources_and_other_tasks_small_defaults(package):
+    spec = _documents(package)[0]
     executors = spec["deploymentSpec"]["executors"]
-    images = {e["container"]["image"] for e in executors.values() if "container" in e}
-    assert images == {IMAGE}
-    trainer = executors[f"{pipeline_lib.TRAINER}_executor"]["container"]["resources"]
-    assert (trainer["cpuLimit"], trainer["memoryLimit"]) == (4.0, 16.0)
+    trainer = executors[f"exec-{pipeline_lib.TRAINER.lower()}"]["container"]["resources"]
+    assert trainer["cpuLimit"] == 4.0 and trainer["memoryLimit"] == 16.0
+    assert (trainer["accelerator"]["resourceType"], trainer["accelerator"]["resourceCount"]) == ("nvidia.com/gpu", "2")
+    evaluator = executors[f"exec-{pipeline_lib.EVALUATOR.lower()}"]["container"]["resources"]
+    assert "accelerator" not in evaluator and "cpuLimit" not in evaluator
+    assert evaluator["cpuRequest"] == float(kubeflow.DEFAULT_TASK_CPU)
 
 
-def test_package_references_code_by_module_path_and_has_no_local_state(package):
+def test_package_points_at_the_root_and_the_clusters_metadata_service(package):
     text = open(package).read()
-    assert pipeline_lib.RUN_FN in text and pipeline_lib.PREPROCESSING_FN in text
     assert str(ROOT) not in text, "the package must not point into this checkout"
     assert "sqlite" not in text.lower()
-    assert "gs://bucket/cats/serving_model" in text
-    assert kubeflow.IMAGE_SCHEMA_PATH in text
+    assert "gs://bucket/cats/serving_model" in text and "gs://bucket/cats/schema/schema.pbtxt" in text
+    assert kubeflow.DEFAULT_METADATA_STORE in text
+    spec = _documents(package)[0]
+    assert spec["defaultPipelineRoot"] == "gs://bucket/cats/kfp"
+    assert spec["root"]["inputDefinitions"]["parameters"]["data_dir"]["defaultValue"] == "gs://bucket/images"
+    assert pipeline_lib.RUN_FN in text and pipeline_lib.PREPROCESSING_FN in text
 
 
-def test_dockerfile_puts_the_schema_where_the_package_expects_it():
-    dockerfile = (ROOT / "Dockerfile").read_text()
-    assert f"WORKDIR {kubeflow.IMAGE_PROJECT_DIR}" in dockerfile and "COPY . ." in dockerfile
-    assert "requirements/lock.txt" in dockerfile
+def test_pvc_is_mounted_into_every_task(pvc_package):
+    spec, platform = _documents(pvc_package)
+    executors = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    assert set(executors) == set(spec["deploymentSpec"]["executors"])
+    for name, executor in executors.items():
+        assert [(m["constant"], m["mountPath"]) for m in executor["pvcMount"]] == [("cats-data", "/mnt/pipeline")], name
+        # The run id's fallback where a backend leaves the placeholder unsubstituted.
+        assert executor["fieldPathAsEnv"] == [{"fieldPath": "metadata.labels['pipeline/runid']", "name": "KFP_RUN_ID"}]
+
+
+@pytest.mark.parametrize("settings, message", [
+    ({"root": "relative/root"}, "absolute path"),
+    ({"root": "/data/cats", "pvc": "claim"}, "under the PVC's mount path"),
+    ({"root": "/mnt/pipeline/cats", "pvc": "claim", "data_dir": "/home/me/pets"}, "not on the PVC"),
+    ({"root": "gs://b/c", "metadata_store": "mysql://db"}, "grpc://HOST:PORT"),
+])
+def test_settings_that_cannot_work_are_refused_at_compile_time(settings, message):
+    with pytest.raises(kubeflow.TargetError, match=message):
+        kubeflow.Deployment(image=IMAGE, **settings)
+
+
+def test_vertex_package_is_tfx_native_with_its_resolver_queries(tmp_path):
+    path = kubeflow.compile_vertex_package(PipelineConfig(), str(tmp_path / "vertex.yaml"), image=IMAGE,
+                                           root="gs://bucket/cats", beam_args=[])
+    spec = yaml.safe_load(open(path))
+    assert spec["schemaVersion"] == "2.1.0"
+    parsed = pipeline_spec_pb2.PipelineSpec()
+    json_format.ParseDict(spec, parsed, ignore_unknown_fields=False)
+    resolvers = [e for e in spec["deploymentSpec"]["executors"].values() if "resolver" in e]
+    assert resolvers and all(e["resolver"]["outputArtifactQueries"] for e in resolvers)
+    with pytest.raises(kubeflow.TargetError, match="span-window"):
+        kubeflow.compile_vertex_package(with_overrides(PipelineConfig(), {"span_window": 3}),
+                                        str(tmp_path / "v2.yaml"), image=IMAGE, root="gs://b/c", beam_args=[])
 
 
 def test_package_name_must_be_yaml(tmp_path):
-    with pytest.raises(ValueError, match=".yaml"):
-        kubeflow.compile_package(PipelineConfig(), str(tmp_path / "p.json"), image=IMAGE, root="gs://b",
-                                 beam_args=[])
+    with pytest.raises(kubeflow.TargetError, match=".yaml"):
+        kubeflow.compile_package(PipelineConfig(), str(tmp_path / "p.json"),
+                                 kubeflow.Deployment(image=IMAGE, root="gs://b"))
+
+
+class _FakeKfpApi(BaseHTTPRequestHandler):
+    """The KFP v2beta1 REST API, as much of it as submit and schedule use; records what it receives."""
+
+    received: list = []
+
+    def _reply(self, body):
+        data = json.dumps(body).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def do_GET(self):  # noqa: N802 (http.server's name)
+        self.received.append(("GET", self.path, None))
+        self._reply({"experiments": [{"experiment_id": "exp-1", "display_name": "cats-vs-dogs"}], "total_size": 1}
+                    if "/experiments" in self.path else {})
+
+    def do_POST(self):  # noqa: N802
+        body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
+        self.received.append(("POST", self.path, body))
+        if self.path.endswith("/recurringruns"):
+            self._reply({"recurring_run_id": "job-1"})
+        elif self.path.endswith("/runs"):
+            self._reply({"run_id": "run-1"})
+        else:
+            self._reply({"experiment_id": "exp-1", "display_name": body.get("display_name")})
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture()
+def kfp_api():
+    _FakeKfpApi.received = []
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _FakeKfpApi)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_port}", _FakeKfpApi.received
+    server.shutdown()
+
+
+def _cli(*arguments, env=None):
+    return subprocess.run([sys.executable, str(ROOT / "pipeline_runner.py"), *arguments], capture_output=True,
+                          text=True, timeout=180, cwd=ROOT, env=env)
+
+
+def test_submit_hands_the_pipeline_root_and_parameters_to_kfp_with_its_cache_off(package, kfp_api):
+    host, received = kfp_api
+    result = _cli("submit", "--package", package, "--host", host, "--data-dir", "gs://bucket/new-images")
+    assert result.returncode == 0, result.stderr
+    assert "started run run-1" in result.stdout
+    (body,) = [b for method, path, b in received if method == "POST" and path.endswith("/runs")]
+    assert body["runtime_config"] == {"parameters": {"data_dir": "gs://bucket/new-images"},
+                                      "pipeline_root": "gs://bucket/cats/kfp"}
+    assert body["experiment_id"] == "exp-1"
+    sent = body["pipeline_spec"]
+    sent = sent.get("pipeline_spec", sent)  # with a platform spec (the PVC, the run id env) both travel together
+    tasks = sent["root"]["dag"]["tasks"]
+    assert set(tasks) == set(_documents(package)[0]["root"]["dag"]["tasks"])
+    assert not any(t.get("cachingOptions", {}).get("enableCache") for t in tasks.values())
+
+
+def test_schedule_creates_a_recurring_run_one_at_a_time(package, kfp_api):
+    host, received = kfp_api
+    result = _cli("schedule", "--package", package, "--host", host, "--cron", "0 0 3 * * *",
+                  "--pipeline-root", "gs://other/kfp")
+    assert result.returncode == 0, result.stderr
+    (body,) = [b for method, path, b in received if method == "POST" and path.endswith("/recurringruns")]
+    assert body["trigger"] == {"cron_schedule": {"cron": "0 0 3 * * *"}}
+    assert body["max_concurrency"] == 1 and body["mode"] == "ENABLE"
+    assert body["runtime_config"]["pipeline_root"] == "gs://other/kfp"
 
 
 @pytest.mark.parametrize("command", [
-    ["submit", "--package", "unused.yaml"],
-    ["schedule", "--package", "unused.yaml", "--cron", "0 0 3 * * *"],
+    ["submit", "--host"],
+    ["schedule", "--cron", "0 0 3 * * *", "--host"],
 ])
-def test_unreachable_endpoint_is_a_clear_error(command):
+def test_unreachable_endpoint_is_a_clear_error(package, command):
     host = "http://127.0.0.1:9"  # discard port: nothing listens
-    result = subprocess.run([sys.executable, str(ROOT / "pipeline_runner.py"), *command, "--host", host],
-                            capture_output=True, text=True, timeout=120, cwd=ROOT)
+    result = _cli(*command, host, "--package", package)
     assert result.returncode == 2
     assert f"cannot reach Kubeflow Pipelines at {host}" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_unreachable_vertex_project_is_a_clear_error(tmp_path):
+    package = kubeflow.compile_vertex_package(PipelineConfig(), str(tmp_path / "vertex.yaml"), image=IMAGE,
+                                              root="gs://bucket/cats", beam_args=[])
+    # No credentials here; keep google-auth's metadata-server probe on loopback.
+    env = dict(os.environ, NO_GCE_CHECK="True", GCE_METADATA_HOST="127.0.0.1:9", GCE_METADATA_IP="127.0.0.1:9",
+               GOOGLE_APPLICATION_CREDENTIALS=str(tmp_path / "none.json"))
+    result = _cli("submit", "--package", package, "--vertex-project", "my-project", "--region", "europe-west4",
+                  env=env)
+    assert result.returncode == 2, result.stderr
+    assert "cannot reach Vertex AI Pipelines for project my-project in europe-west4" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_compile_refuses_kubeflow_only_flags_for_vertex(tmp_path):
+    result = _cli("compile", "--target", "vertex", "--image", IMAGE, "--root", "gs://b/c", "--pvc", "claim",
+                  "--package", str(tmp_path / "v.yaml"))
+    assert result.returncode == 2 and "--pvc apply only to --target kubeflow" in result.stderr
 
 
 def test_kfp_cron_needs_six_fields():
