@@ -1,4 +1,4 @@
-# Image for the Kubeflow Pipelines deployment: every component runs in it.
+# Image for the Kubeflow Pipelines and Vertex AI deployments: every task runs in it.
 #
 # Based on Python 3.11 rather than tensorflow/tfx:1.16.0, whose Python (3.10)
 # is not the interpreter the pinned lock file is resolved and tested with;
@@ -7,10 +7,20 @@ FROM python:3.11-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 
-WORKDIR /pipeline
-COPY requirements/lock.txt requirements/lock.txt
+COPY requirements/lock.txt /tmp/lock.txt
 # TFX 1.16 declares Python < 3.11; all of its compiled dependencies ship 3.11 wheels.
-RUN pip install --ignore-requires-python --no-deps -r requirements/lock.txt
+RUN pip install --ignore-requires-python --no-deps -r /tmp/lock.txt && rm /tmp/lock.txt
 
-COPY . .
-RUN pip install --no-deps . && python -c "import tfx, trainer.task, components.serving_pusher"
+# The project as an installed package (not a source folder on the path): TFX loads the model
+# code by module path (trainer.task.run_fn) and KFP's executor imports orchestration.* from
+# whatever working directory the task starts in. The Vertex package reads the curated schema
+# from /pipeline/pipeline/schema/schema.pbtxt.
+COPY . /tmp/src
+RUN pip install --no-deps /tmp/src \
+    && mkdir -p /pipeline/pipeline/schema \
+    && cp /tmp/src/pipeline/schema/schema.pbtxt /pipeline/pipeline/schema/ \
+    && rm -rf /tmp/src
+WORKDIR /home
+RUN python -c "import pipeline_runner, trainer.task, trainer.preprocessing, components.serving_pusher, \
+components.anomalies_gate, components.baseline_resolver, orchestration.kfp_tasks, inference.predict, \
+reporting.run_report"

@@ -153,6 +153,9 @@ def build_parser() -> argparse.ArgumentParser:
                     "store), a report task. --target vertex: TFX's KubeflowV2DagRunner package for Vertex AI "
                     "Pipelines.", epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     _add_kubeflow_compile_flags(compile_)
+    compile_.add_argument("--demo-settings", dest="demo", action="store_true",
+                          help="Start from the demo's settings (random weights; see pipeline.config.demo_config), "
+                               "as `run --demo` does.")
     compile_.add_argument("--package", default="cats_vs_dogs_pipeline.yaml",
                           help="Output file (.yaml). Default: cats_vs_dogs_pipeline.yaml.")
     compile_._config_groups = {}  # type: ignore[attr-defined]

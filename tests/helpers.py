@@ -11,6 +11,9 @@ from ml_metadata.proto import metadata_store_pb2
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 PIPELINE_NAME = "cats-vs-dogs"
+# Settings that make a whole pipeline run cheap: the e2e tests check orchestration, not accuracy.
+TINY = ["--image-size", "64", "--alpha", "0.35", "--weights", "none", "--head-epochs", "1",
+        "--fine-tune-epochs", "1", "--batch-size", "8", "--calibration-images", "16"]
 
 
 def run_cli(data_dir, output_dir, *settings):

@@ -14,8 +14,7 @@ import tensorflow as tf
 
 from ingest import synthetic
 from pipeline import pipeline as pipeline_lib
-from tests.e2e.test_local_pipeline import TINY
-from tests.helpers import latest_run_states, run_cli, tree_digest
+from tests.helpers import TINY, latest_run_states, run_cli, tree_digest
 from trainer import features
 
 pytestmark = pytest.mark.e2e

@@ -18,12 +18,10 @@ from ml_metadata.proto import metadata_store_pb2
 
 from ingest import synthetic
 from pipeline import pipeline as pipeline_lib
-from tests.helpers import ROOT, latest_run_states, run_cli, tree_digest
+from tests.helpers import ROOT, TINY, latest_run_states, run_cli, tree_digest
 
 pytestmark = pytest.mark.e2e
 
-TINY = ["--image-size", "64", "--alpha", "0.35", "--weights", "none", "--head-epochs", "1",
-        "--fine-tune-epochs", "1", "--batch-size", "8", "--calibration-images", "16"]
 PROJECT_PACKAGES = {"trainer", "pipeline", "components", "ingest", "reporting", "pipeline_runner"}
 
 def _resolver_outputs(store, run):
