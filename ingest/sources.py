@@ -43,10 +43,24 @@ class Item:
     problem: str | None = None
 
 
+def _is_uri(path: str) -> bool:
+    return "://" in path
+
+
+def open_binary(path: str):
+    """A file opened for reading: locally with open(), a URI (gs://...) through tf.io.gfile."""
+    if _is_uri(path):
+        import tensorflow as tf
+
+        return tf.io.gfile.GFile(path, "rb")
+    return open(path, "rb")
+
+
 def read_bytes(unit: tuple) -> bytes:
     kind = unit[0]
     if kind == "file":
-        return pathlib.Path(unit[1]).read_bytes()
+        with open_binary(unit[1]) as f:
+            return f.read()
     if kind == "bytes":
         return unit[1]
     raise ValueError(f"unknown unit {kind!r}")
@@ -56,29 +70,49 @@ def label_for_folder(name: str) -> int | None:
     return _FOLDER_LABELS.get(name.lower())
 
 
-def _folder_item(root: pathlib.Path, path: pathlib.Path) -> Item:
-    relative = path.relative_to(root)
-    folders = [part for part in relative.parts[:-1]]
+def _folder_item(relative: pathlib.PurePosixPath, location: str) -> Item:
+    folders = list(relative.parts[:-1])
     label = next((label_for_folder(p) for p in reversed(folders) if label_for_folder(p) is not None), None)
     split = next((_SPLIT_FOLDERS[p.lower()] for p in reversed(folders) if p.lower() in _SPLIT_FOLDERS), None)
     problem = None
     if label is None:
-        match = _KAGGLE_NAME.match(path.name)
+        match = _KAGGLE_NAME.match(relative.name)
         if match:
             label = label_for_folder(match.group(1))
         elif folders:
             problem = f"unknown label: no cat(s)/dog(s) folder in {'/'.join(folders)!r} and no cat./dog. file name"
         else:
             problem = "not inside a class folder (cat/ or dog/) and no cat./dog. file name"
-    return Item(relative.as_posix(), label, split, ("file", str(path)), problem)
+    return Item(relative.as_posix(), label, split, ("file", location), problem)
+
+
+def remote_files(root: str) -> list[tuple[str, str]]:
+    """(relative path, URI) of every file below a URI folder, sorted, through tf.io.gfile."""
+    import tensorflow as tf
+
+    root = root.rstrip("/")
+    files = []
+    for folder, _, names in tf.io.gfile.walk(root):
+        folder = folder.rstrip("/")
+        for name in names:
+            uri = f"{folder}/{name}"
+            files.append((uri[len(root) + 1:], uri))
+    return sorted(files)
 
 
 def folder_items(root: str | os.PathLike) -> list[Item]:
-    """Every file below `root`, sorted, labelled by folder or Kaggle file name."""
+    """Every file below `root` (a path or a gs:// URI), sorted, labelled by folder or Kaggle file name."""
+    if _is_uri(str(root)):
+        import tensorflow as tf
+
+        if not tf.io.gfile.isdir(str(root)):
+            raise SourceError(f"data directory {str(root)!r} does not exist or is not a directory")
+        return [_folder_item(pathlib.PurePosixPath(relative), uri) for relative, uri in remote_files(str(root))]
     root = pathlib.Path(root)
     if not root.is_dir():
         raise SourceError(f"data directory {str(root)!r} does not exist or is not a directory")
-    return [_folder_item(root, p) for p in sorted(root.rglob("*")) if p.is_file()]
+    return [_folder_item(pathlib.PurePosixPath(p.relative_to(root).as_posix()), str(p))
+            for p in sorted(root.rglob("*")) if p.is_file()]
 
 
 def parquet_items(path: str | os.PathLike) -> list[Item]:

@@ -22,9 +22,11 @@ import json
 import logging
 import os
 import pathlib
+import posixpath
 import re
 import shutil
 import sys
+import tempfile
 import time
 from typing import Iterable
 
@@ -111,17 +113,27 @@ class IngestReport:
         return "\n".join(lines)
 
 
+def is_uri(path: str | os.PathLike) -> bool:
+    """gs:// and other remote locations go through tf.io.gfile; plain paths keep the local file system."""
+    return "://" in str(path)
+
+
 def existing_spans(examples_root: str | os.PathLike) -> list[int]:
-    root = pathlib.Path(examples_root)
-    if not root.is_dir():
+    root = str(examples_root)
+    if not tf.io.gfile.isdir(root):
         return []
-    return sorted(int(m.group(1)) for p in root.iterdir() if p.is_dir() and (m := _SPAN_DIR.match(p.name)))
+    names = [name.rstrip("/") for name in tf.io.gfile.listdir(root)]
+    return sorted(int(m.group(1)) for name in names
+                  if (m := _SPAN_DIR.match(name)) and tf.io.gfile.isdir(posixpath.join(root, name)))
 
 
 def load_report(examples_root: str | os.PathLike, span: int) -> IngestReport | None:
-    """The span's ingest report, or None for a span written by another tool."""
-    path = pathlib.Path(examples_root) / f"span-{span}" / REPORT_FILE
-    return IngestReport.from_json(json.loads(path.read_text())) if path.exists() else None
+    """The span's ingest report, or None for a span written by another tool (or whose upload did not finish)."""
+    path = posixpath.join(str(examples_root), f"span-{span}", REPORT_FILE)
+    if not tf.io.gfile.exists(path):
+        return None
+    with tf.io.gfile.GFile(path) as f:
+        return IngestReport.from_json(json.load(f))
 
 
 def examples_in_spans(examples_root: str | os.PathLike, last: int) -> int | None:
@@ -133,11 +145,16 @@ def examples_in_spans(examples_root: str | os.PathLike, last: int) -> int | None
 def _fingerprint(kind: str, location: str, settings: IngestSettings) -> str:
     """Content hash of the source's files and the settings that shape the span."""
     digest = hashlib.sha256(json.dumps([kind, dataclasses.replace(settings, workers=0).__dict__]).encode())
-    root = pathlib.Path(location)
-    files = [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.is_file())
-    for path in files:
-        digest.update(path.relative_to(root).as_posix().encode() + b"\0" if root.is_dir() else b"\0")
-        with open(path, "rb") as f:
+    if is_uri(location):
+        single = not tf.io.gfile.isdir(location)
+        files = [("", location)] if single else sources.remote_files(location)
+    else:
+        root = pathlib.Path(location)
+        files = [("", str(root))] if root.is_file() else \
+            [(p.relative_to(root).as_posix(), str(p)) for p in sorted(root.rglob("*")) if p.is_file()]
+    for relative, path in files:
+        digest.update(relative.encode() + b"\0")
+        with sources.open_binary(path) as f:
             for block in iter(lambda: f.read(1 << 20), b""):
                 digest.update(block)
     return digest.hexdigest()
@@ -229,6 +246,7 @@ def mixed_order(items: list[sources.Item]) -> list[sources.Item]:
 
 
 def _run_beam(items: list[sources.Item], staging: pathlib.Path, settings: IngestSettings) -> list[tuple]:
+    # `staging` is always a local folder: Beam's file systems cannot write every URI gfile can (or file://).
     """Checks and writes the span's shards under `staging`; returns (id, outcome, detail, label, split)."""
     if settings.workers:
         workers = settings.workers
@@ -275,10 +293,10 @@ def ingest(kind: str, location: str | os.PathLike, examples_root: str | os.PathL
                "tfds": lambda where: list(sources.tfds_items(where))}
     if kind not in listers:
         raise sources.SourceError(f"unknown source kind {kind!r}; expected one of {sorted(listers)}")
-    if not os.path.exists(location):
+    if not (tf.io.gfile.exists(location) if is_uri(location) else os.path.exists(location)):
         raise sources.SourceError(f"{kind} source {location!r} does not exist")
     fingerprint = _fingerprint(kind, location, settings)
-    examples_root = pathlib.Path(examples_root)
+    examples_root = str(examples_root)
     spans = existing_spans(examples_root)
     if spans:
         latest = load_report(examples_root, spans[-1])
@@ -287,27 +305,52 @@ def ingest(kind: str, location: str | os.PathLike, examples_root: str | os.PathL
     span = (spans[-1] + 1) if spans else 1
     items = listers[kind](location)
 
-    examples_root.mkdir(parents=True, exist_ok=True)
-    staging = examples_root / f".span-{span}.incomplete"
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir()
-    started = time.time()
-    rows = _run_beam(items, staging, settings) if items else []
-    seconds = time.time() - started
-    logging.info("ingest: %d items in %.1f s", len(items), seconds)
-
-    report = _report(f"{kind}:{location}", span, fingerprint, rows)
-    report.seconds = round(seconds, 3)
-    assert report.files_seen == len(items) and sum(report.counts.values()) == report.files_seen, \
-        "every item must have exactly one outcome"
-    if not report.examples_written:
+    # Locally the span is built beside its final place and renamed into it (ImportExampleGen never sees half
+    # a span); for a URI root (gs://, which cannot rename folders) it is built in a local temporary folder
+    # and uploaded, the report last: a span without its report is never reused and a new span supersedes it.
+    if is_uri(examples_root):
+        staging = pathlib.Path(tempfile.mkdtemp(prefix=f"span-{span}-"))
+    else:
+        pathlib.Path(examples_root).mkdir(parents=True, exist_ok=True)
+        staging = pathlib.Path(examples_root) / f".span-{span}.incomplete"
         shutil.rmtree(staging, ignore_errors=True)
-        raise NoUsableImagesError(f"no usable images in {kind} source {location}:\n{report.table()}")
-    for split in SPLITS:
-        (staging / split).mkdir(exist_ok=True)  # an empty split is still a split
-    (staging / REPORT_FILE).write_text(json.dumps(report.to_json(), indent=2))
-    staging.rename(examples_root / f"span-{span}")
+        staging.mkdir()
+    try:
+        started = time.time()
+        rows = _run_beam(items, staging, settings) if items else []
+        seconds = time.time() - started
+        logging.info("ingest: %d items in %.1f s", len(items), seconds)
+
+        report = _report(f"{kind}:{location}", span, fingerprint, rows)
+        report.seconds = round(seconds, 3)
+        if report.files_seen != len(items) or sum(report.counts.values()) != report.files_seen:
+            raise RuntimeError(f"ingest lost track of items: {len(items)} listed, {report.files_seen} with an "
+                               f"outcome, counts {report.counts}")
+        if not report.examples_written:
+            raise NoUsableImagesError(f"no usable images in {kind} source {location}:\n{report.table()}")
+        for split in SPLITS:
+            (staging / split).mkdir(exist_ok=True)  # an empty split is still a split
+        target = posixpath.join(examples_root, f"span-{span}")
+        if is_uri(examples_root):
+            _upload(staging, target, report)
+        else:
+            (staging / REPORT_FILE).write_text(json.dumps(report.to_json(), indent=2))
+            staging.rename(target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     return report
+
+
+def _upload(staging: pathlib.Path, target: str, report: "IngestReport") -> None:
+    """Copies the span's files to `target` through tf.io.gfile, its ingest report last."""
+    for path in sorted(p for p in staging.rglob("*") if p.is_file()):
+        destination = posixpath.join(target, path.relative_to(staging).as_posix())
+        tf.io.gfile.makedirs(posixpath.dirname(destination))
+        tf.io.gfile.copy(str(path), destination, overwrite=True)
+    for split in SPLITS:
+        tf.io.gfile.makedirs(posixpath.join(target, split))
+    with tf.io.gfile.GFile(posixpath.join(target, REPORT_FILE), "w") as f:
+        f.write(json.dumps(report.to_json(), indent=2))
 
 
 def _report(source: str, span: int, fingerprint: str, rows: Iterable[tuple]) -> IngestReport:

@@ -6,6 +6,7 @@ directory (the Dockerfile installs the wheel, not an editable checkout).
 
 import os
 import pathlib
+import shutil
 import subprocess
 import sys
 
@@ -19,10 +20,13 @@ TASK_MODULES = ["trainer.task", "trainer.preprocessing", "components.serving_pus
 
 
 def test_wheel_installs_every_task_module_and_the_schema(tmp_path):
-    wheels, site, elsewhere = tmp_path / "wheels", tmp_path / "site", tmp_path / "cwd"
+    source, wheels, site, elsewhere = tmp_path / "src", tmp_path / "wheels", tmp_path / "site", tmp_path / "cwd"
     elsewhere.mkdir()
+    # Built from a copy, so the build leaves nothing in the checkout.
+    shutil.copytree(ROOT, source, ignore=shutil.ignore_patterns(".venv", ".git", "runs", "build", "*.egg-info",
+                                                                "__pycache__", "tests"))
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w",
-                    str(wheels), str(ROOT)], check=True, cwd=tmp_path, capture_output=True)
+                    str(wheels), str(source)], check=True, cwd=tmp_path, capture_output=True)
     (wheel,) = wheels.glob("*.whl")
     subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(site), str(wheel)],
                    check=True, capture_output=True)

@@ -224,3 +224,30 @@ def test_examples_in_spans_counts_the_newest_spans_from_their_reports(tmp_path):
     (tmp_path / "examples" / "span-3" / "train").mkdir(parents=True)  # a span another tool wrote: no report
     assert spans.examples_in_spans(tmp_path / "examples", 1) is None
     assert spans.examples_in_spans(tmp_path / "empty", 1) is None
+
+
+def test_uri_source_and_root_give_the_same_span_as_local_paths(messy_folder, tmp_path):
+    """gs:// data folders and roots go through tf.io.gfile; file:// URIs take the same code path here."""
+    local = spans.ingest_folder(messy_folder, tmp_path / "local")
+    remote_root = f"file://{tmp_path}/remote"
+    remote = spans.ingest_folder(f"file://{messy_folder}", remote_root)
+    assert (remote.counts, remote.quarantined, remote.duplicates, remote.examples_per_split) == \
+        (local.counts, local.quarantined, local.duplicates, local.examples_per_split)
+    assert remote.source_fingerprint == local.source_fingerprint, "same files, same fingerprint"
+    assert sorted(_records(tmp_path / "remote", 1)) == sorted(_records(tmp_path / "local", 1))
+    assert spans.existing_spans(remote_root) == [1]
+    assert spans.load_report(remote_root, 1).counts == local.counts
+    again = spans.ingest_folder(f"file://{messy_folder}", remote_root)
+    assert (again.span, again.reused) == (1, True)
+    assert not [p for p in (tmp_path / "remote").iterdir() if p.name.startswith(".")], "no staging left behind"
+
+
+def test_span_without_its_report_is_superseded_not_reused(tmp_path):
+    """An upload to a URI root that died before its report: the next ingest writes a new span."""
+    data = tmp_path / "data"
+    synthetic.write_demo_images(data, 2)
+    root = f"file://{tmp_path}/examples"
+    spans.ingest_folder(data, root)
+    (tmp_path / "examples" / "span-1" / spans.REPORT_FILE).unlink()
+    assert spans.load_report(root, 1) is None
+    assert spans.ingest_folder(data, root).span == 2
