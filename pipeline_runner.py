@@ -534,9 +534,10 @@ def _submit_local(args: argparse.Namespace) -> int:
         print(f"error: {args.package} keeps its data at {root}: a local run needs a package compiled with a "
               "local --root and --metadata-sqlite", file=sys.stderr)
         return 2
-    if kubeflow.package_metadata_store(args.package).startswith("grpc://"):
+    if kubeflow.package_metadata_store(args.package) == kubeflow.DEFAULT_METADATA_STORE:
         print(f"error: {args.package} uses the cluster's ML Metadata service; compile it with --metadata-sqlite "
-              "PATH to run it here", file=sys.stderr)
+              "PATH (or --metadata-grpc HOST:PORT of a store this machine reaches) to run it here",
+              file=sys.stderr)
         return 2
     with exclusive_run(root):
         try:

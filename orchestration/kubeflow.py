@@ -16,6 +16,7 @@ import copy
 import dataclasses
 import os
 import posixpath
+import re
 
 from pipeline import pipeline as pipeline_lib
 from pipeline.config import PipelineConfig
@@ -281,8 +282,9 @@ def run_locally(package: str, arguments: dict, kfp_outputs: str) -> str:
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=kfp_outputs, raise_on_error=True)
     try:
         task = components.load_component_from_file(package)(**arguments)
-    except RuntimeError as error:  # kfp.local: "Task 'x' finished with status FAILURE" (the task's log is above)
-        raise LocalRunError(str(error).strip().splitlines()[0]) from None
+    except RuntimeError as error:  # kfp.local names the failed task (its log is above), in terminal colours
+        plain = re.sub(r"\x1b\[[0-9;]*m", "", str(error)).strip()
+        raise LocalRunError(plain.splitlines()[0] if plain else "the local run failed") from None
     return task.output
 
 

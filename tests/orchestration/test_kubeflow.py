@@ -273,3 +273,27 @@ def test_kfp_cron_needs_six_fields():
     with pytest.raises(ValueError, match="6 fields"):
         kubeflow.check_kfp_cron("0 3 * * *")
     kubeflow.check_kfp_cron("0 0 3 * * *")
+
+
+def test_local_run_against_an_unreachable_store_fails_naming_it_and_pushes_nothing(tmp_path, demo_jpegs):
+    images, root = tmp_path / "images", tmp_path / "root"
+    for name, jpegs in demo_jpegs.items():
+        (images / name).mkdir(parents=True)
+        for i, jpeg in enumerate(jpegs):
+            (images / name / f"{i}.jpg").write_bytes(jpeg)
+    package = str(tmp_path / "p.yaml")
+    compiled = _cli("compile", "--image", IMAGE, "--root", str(root), "--data-dir", str(images),
+                    "--metadata-grpc", "127.0.0.1:9", "--package", package)
+    assert compiled.returncode == 0, compiled.stderr
+    result = _cli("submit", "--local", "--package", package, "--kfp-outputs", str(tmp_path / "kfp"))
+    assert result.returncode == 1
+    output = result.stdout + result.stderr
+    assert "error: ImportExampleGen: cannot reach the ML Metadata store grpc://127.0.0.1:9" in output
+    assert "error: Pipeline 'cats-vs-dogs' finished with status FAILURE. Inner task failed: 'importexamplegen'." \
+        in result.stderr.splitlines()
+    assert not (root / "serving_model").exists()
+
+
+def test_local_run_refuses_a_package_for_the_clusters_store(package):
+    result = _cli("submit", "--local", "--package", package)
+    assert result.returncode == 2 and "a local run needs a package compiled with a local --root" in result.stderr
