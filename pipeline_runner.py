@@ -37,12 +37,22 @@ EXAMPLES = textwrap.dedent("""\
       # retrain every night at 03:00 with cron (prints the line; --install adds it)
       python pipeline_runner.py schedule --local --cron "0 3 * * *" --data-dir ~/pets --output-dir runs/pets
 
-      # Kubeflow Pipelines: compile a KFP v2 package, run it once, run it nightly
-      python pipeline_runner.py compile --image gcr.io/my-project/cats-vs-dogs:1 \\
-          --root gs://my-bucket/cats-vs-dogs --package cats_vs_dogs.yaml
-      python pipeline_runner.py submit --package cats_vs_dogs.yaml --host https://kfp.example.com
-      python pipeline_runner.py schedule --package cats_vs_dogs.yaml --host https://kfp.example.com \\
+      # Kubeflow Pipelines: compile a KFP v2 package (data and models on a PVC), run it once, run it nightly
+      python pipeline_runner.py compile --image registry.example.com/cats-vs-dogs:1 --pvc cats-vs-dogs \\
+          --root /mnt/pipeline/cats-vs-dogs --data-dir /mnt/pipeline/images --package cats_vs_dogs.yaml
+      python pipeline_runner.py submit --package cats_vs_dogs.yaml --host http://localhost:8080
+      python pipeline_runner.py schedule --package cats_vs_dogs.yaml --host http://localhost:8080 \\
           --cron "0 0 3 * * *"
+
+      # rehearse a Kubeflow run on this machine with kfp's local runner
+      python pipeline_runner.py compile --image cats-vs-dogs:1 --root "$PWD/runs/kfp" --data-dir ~/pets \\
+          --metadata-sqlite "$PWD/runs/kfp/metadata.sqlite" --package runs/kfp.yaml
+      python pipeline_runner.py submit --local --package runs/kfp.yaml
+
+      # Vertex AI Pipelines
+      python pipeline_runner.py compile --target vertex --image europe-docker.pkg.dev/p/r/cats-vs-dogs:1 \\
+          --root gs://my-bucket/cats-vs-dogs --package vertex.yaml
+      python pipeline_runner.py submit --package vertex.yaml --vertex-project my-project --region europe-west4
     """)
 
 

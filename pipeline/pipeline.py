@@ -38,11 +38,10 @@ TRAINER = "Trainer"
 BASELINE_RESOLVER = "BaselineResolver"
 WARM_START_RESOLVER = "WarmStartResolver"  # only with warm_start
 SPAN_WINDOW_RESOLVER = "SpanWindowResolver"  # only with span_window > 1
-PREVIOUS_STATISTICS_RESOLVER = "PreviousStatisticsResolver"  # local only: KFP v2 cannot compile it
+PREVIOUS_STATISTICS_RESOLVER = "PreviousStatisticsResolver"  # not with builtin_resolver (the Vertex package)
 EVALUATOR = "Evaluator"
 PUSHER = "ServingPusher"
 RESOLVER_IDS = frozenset({BASELINE_RESOLVER, WARM_START_RESOLVER, SPAN_WINDOW_RESOLVER, PREVIOUS_STATISTICS_RESOLVER})
-LOCAL_ONLY_IDS = frozenset({PREVIOUS_STATISTICS_RESOLVER})
 # The nodes of a pipeline with the default settings.
 NODE_IDS = (EXAMPLE_GEN, SCHEMA_IMPORTER, STATISTICS_GEN, EXAMPLE_VALIDATOR, PREVIOUS_STATISTICS_RESOLVER,
             ANOMALIES_GATE, TRANSFORM, TRAINER, BASELINE_RESOLVER, EVALUATOR, PUSHER)
@@ -106,11 +105,12 @@ def create_pipeline(
     """Ingested spans -> validated, transformed, trained, evaluated, pushed model.
 
     `builtin_resolver` takes TFX's LatestBlessedModelStrategy for the baseline
-    (and warm start), the only kind KubeflowV2DagRunner compiles. Its baseline on an unchanged
-    rerun is the candidate itself, so Evaluator and Pusher run again there; the
-    ServingPusher still adds no version for a model it already serves.
+    (and warm start), the only kind KubeflowV2DagRunner compiles (the Vertex
+    package). Its baseline on an unchanged rerun is the candidate itself, so
+    Evaluator and Pusher run again there; the ServingPusher still adds no
+    version for a model it already serves.
     `schema_path` is where the curated schema is for the component that reads
-    it: this checkout locally, the image's copy on Kubeflow.
+    it: this checkout locally, <root>/schema on Kubeflow, the image's copy on Vertex.
     """
     # Ingest decides the splits (the source's own, or by content hash); they are kept as they are.
     example_gen = tfx.components.ImportExampleGen(
