@@ -60,6 +60,7 @@ def runs(tmp_path_factory):
     record["first"] = _cli(*submit)
     record["first_states"], _, _ = latest_run_states(metadata)
     record["served_after_first"] = tree_digest(root / "serving_model")
+    record["versions_after_first"] = sorted(os.listdir(root / "serving_model"))
 
     record["second"] = _cli(*submit)
     record["second_states"], _, _ = latest_run_states(metadata)
@@ -86,7 +87,7 @@ def test_first_run_executes_every_node_once_and_pushes_version_1(runs):
     states = runs["first_states"]
     assert set(states) == set(pipeline_lib.NODE_IDS)
     assert all(s == ["COMPLETE"] for s in states.values()), states
-    assert os.listdir(runs["root"] / "serving_model") == ["1"]
+    assert runs["versions_after_first"] == ["1"]
     assert (runs["root"] / "examples" / "span-1").is_dir()
     run_folder = result.stdout.strip().splitlines()[-1].rsplit(" ", 1)[-1]
     summary = json.load(open(os.path.join(run_folder, "run_summary.json")))
