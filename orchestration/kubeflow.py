@@ -18,8 +18,10 @@ import os
 import posixpath
 import re
 
-from pipeline import pipeline as pipeline_lib
 from pipeline.config import PipelineConfig
+
+# pipeline.pipeline (TFX, TensorFlow) is imported where a package is built, so that submit,
+# schedule and the CLI's error handling start without loading TensorFlow.
 
 KUBEFLOW = "kubeflow"
 VERTEX = "vertex"
@@ -125,6 +127,8 @@ def default_beam_args() -> list[str]:
     For Dataflow pass e.g. --runner=DataflowRunner --project=P --region=R
     --temp_location=gs://B/tmp through `compile --beam-arg`.
     """
+    from pipeline import pipeline as pipeline_lib
+
     return pipeline_lib.local_beam_args(0)
 
 
@@ -145,6 +149,7 @@ def build_kfp_pipeline(config: PipelineConfig, deployment: Deployment):
     from kfp import dsl
 
     from orchestration import kfp_components, tfx_node
+    from pipeline import pipeline as pipeline_lib
 
     where = deployment.locations
     tfx_pipeline = pipeline_lib.create_pipeline(
@@ -220,6 +225,8 @@ def compile_vertex_package(config: PipelineConfig, output_file: str, *, image: s
                            beam_args: list[str]) -> str:
     """Writes TFX's own KubeflowV2DagRunner package for Vertex AI Pipelines; returns its path."""
     from tfx import v1 as tfx
+
+    from pipeline import pipeline as pipeline_lib
 
     _check_package_name(output_file)
     if config.data.span_window > 1:

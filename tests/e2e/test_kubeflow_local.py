@@ -53,6 +53,7 @@ def runs(tmp_path_factory):
     record["compile"] = _cli("compile", "--image", "cats-vs-dogs:test", "--root", str(root), "--data-dir",
                              str(images), "--metadata-sqlite", str(root / "metadata.sqlite"),
                              "--beam-arg=--direct_running_mode=in_memory", "--package", str(package), *TINY,
+                             "--no-tflite",  # TFLite export is checked by the LocalDagRunner e2e tests
                              "--min-accuracy", "0", "--max-accuracy-drop", "1")
     submit = ["submit", "--local", "--package", str(package), "--kfp-outputs", str(base / "kfp")]
     metadata = root / "metadata.sqlite"
