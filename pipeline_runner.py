@@ -12,7 +12,6 @@ import dataclasses
 import logging
 import os
 import pathlib
-import posixpath
 import sys
 import textwrap
 
@@ -490,12 +489,11 @@ def command_compile(args: argparse.Namespace) -> int:
         store = "grpc://" + args.metadata_grpc
     else:
         store = kubeflow.DEFAULT_METADATA_STORE
-    kfp_root = args.pipeline_root or (posixpath.join(args.root, "kfp") if args.root.startswith("gs://") else None)
     deployment = kubeflow.Deployment(
         image=args.image, root=args.root, data_dir=args.data_dir, metadata_store=store, pvc=args.pvc,
         pvc_mount=args.pvc_mount, beam_args=tuple(args.beam_args or ()), trainer_cpu=args.trainer_cpu,
         trainer_memory=args.trainer_memory, trainer_accelerator=args.trainer_accelerator,
-        trainer_accelerator_count=args.trainer_accelerator_count, kfp_pipeline_root=kfp_root)
+        trainer_accelerator_count=args.trainer_accelerator_count, kfp_pipeline_root=args.pipeline_root)
     path = kubeflow.compile_package(config, args.package, deployment)
     print(f"wrote Kubeflow Pipelines package {path}")
     return 0

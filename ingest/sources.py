@@ -43,13 +43,14 @@ class Item:
     problem: str | None = None
 
 
-def _is_uri(path: str) -> bool:
-    return "://" in path
+def is_uri(path: str | os.PathLike) -> bool:
+    """gs:// and other remote locations go through tf.io.gfile; plain paths keep the local file system."""
+    return "://" in str(path)
 
 
 def open_binary(path: str):
     """A file opened for reading: locally with open(), a URI (gs://...) through tf.io.gfile."""
-    if _is_uri(path):
+    if is_uri(path):
         import tensorflow as tf
 
         return tf.io.gfile.GFile(path, "rb")
@@ -102,7 +103,7 @@ def remote_files(root: str) -> list[tuple[str, str]]:
 
 def folder_items(root: str | os.PathLike) -> list[Item]:
     """Every file below `root` (a path or a gs:// URI), sorted, labelled by folder or Kaggle file name."""
-    if _is_uri(str(root)):
+    if is_uri(str(root)):
         import tensorflow as tf
 
         if not tf.io.gfile.isdir(str(root)):

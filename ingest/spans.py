@@ -113,11 +113,6 @@ class IngestReport:
         return "\n".join(lines)
 
 
-def is_uri(path: str | os.PathLike) -> bool:
-    """gs:// and other remote locations go through tf.io.gfile; plain paths keep the local file system."""
-    return "://" in str(path)
-
-
 def existing_spans(examples_root: str | os.PathLike) -> list[int]:
     root = str(examples_root)
     if not tf.io.gfile.isdir(root):
@@ -145,7 +140,7 @@ def examples_in_spans(examples_root: str | os.PathLike, last: int) -> int | None
 def _fingerprint(kind: str, location: str, settings: IngestSettings) -> str:
     """Content hash of the source's files and the settings that shape the span."""
     digest = hashlib.sha256(json.dumps([kind, dataclasses.replace(settings, workers=0).__dict__]).encode())
-    if is_uri(location):
+    if sources.is_uri(location):
         single = not tf.io.gfile.isdir(location)
         files = [("", location)] if single else sources.remote_files(location)
     else:
@@ -293,7 +288,7 @@ def ingest(kind: str, location: str | os.PathLike, examples_root: str | os.PathL
                "tfds": lambda where: list(sources.tfds_items(where))}
     if kind not in listers:
         raise sources.SourceError(f"unknown source kind {kind!r}; expected one of {sorted(listers)}")
-    if not (tf.io.gfile.exists(location) if is_uri(location) else os.path.exists(location)):
+    if not (tf.io.gfile.exists(location) if sources.is_uri(location) else os.path.exists(location)):
         raise sources.SourceError(f"{kind} source {location!r} does not exist")
     fingerprint = _fingerprint(kind, location, settings)
     examples_root = str(examples_root)
@@ -308,7 +303,7 @@ def ingest(kind: str, location: str | os.PathLike, examples_root: str | os.PathL
     # Locally the span is built beside its final place and renamed into it (ImportExampleGen never sees half
     # a span); for a URI root (gs://, which cannot rename folders) it is built in a local temporary folder
     # and uploaded, the report last: a span without its report is never reused and a new span supersedes it.
-    if is_uri(examples_root):
+    if sources.is_uri(examples_root):
         staging = pathlib.Path(tempfile.mkdtemp(prefix=f"span-{span}-"))
     else:
         pathlib.Path(examples_root).mkdir(parents=True, exist_ok=True)
@@ -331,7 +326,7 @@ def ingest(kind: str, location: str | os.PathLike, examples_root: str | os.PathL
         for split in SPLITS:
             (staging / split).mkdir(exist_ok=True)  # an empty split is still a split
         target = posixpath.join(examples_root, f"span-{span}")
-        if is_uri(examples_root):
+        if sources.is_uri(examples_root):
             _upload(staging, target, report)
         else:
             (staging / REPORT_FILE).write_text(json.dumps(report.to_json(), indent=2))

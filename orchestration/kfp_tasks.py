@@ -95,7 +95,9 @@ def report(metadata_store: str, run_id: str, pipeline_name: str, root: str, sett
     evaluation = settings["evaluation"]
     summary = run_summary.summarize_run(store, pipeline_name, evaluation["min_accuracy"],
                                         evaluation["max_accuracy_drop"], run_id=run_id)
-    examples_root = posixpath.join(root, "examples")
+    from orchestration.kubeflow import PipelineLocations
+
+    examples_root = PipelineLocations(root).examples_root
     existing = spans.existing_spans(examples_root)
     latest = spans.load_report(examples_root, existing[-1]) if existing else None
     ingest_report = latest.to_json() if latest else None
@@ -118,7 +120,7 @@ def report(metadata_store: str, run_id: str, pipeline_name: str, root: str, sett
             f.write(inline_images(page.read_text(), page.parent))
     with open(markdown_path, "w") as f:
         f.write(decision_markdown(summary, posixpath.join(run_folder, REPORT_DIR, "index.html")))
-    metrics = {name: value for name, value in summary.metrics.get("candidate", {}).items()}
+    metrics = dict(summary.metrics.get("candidate", {}))
     metrics |= {f"baseline_{name}": value for name, value in summary.metrics.get("baseline", {}).items()}
     if summary.pushed_version is not None:
         metrics["pushed_version"] = summary.pushed_version

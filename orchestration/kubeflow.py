@@ -116,6 +116,13 @@ class Deployment:
     def locations(self) -> PipelineLocations:
         return PipelineLocations(self.root)
 
+    @property
+    def kfp_root(self) -> str | None:
+        """KFP's own artifacts: as given, else <root>/kfp beside a gs:// root, else the cluster's default."""
+        if self.kfp_pipeline_root:
+            return self.kfp_pipeline_root
+        return posixpath.join(self.root, "kfp") if self.root.startswith("gs://") else None
+
 
 def _is_under(path: str, folder: str) -> bool:
     return posixpath.normpath(path).startswith(posixpath.normpath(folder).rstrip("/") + "/")
@@ -165,7 +172,7 @@ def build_kfp_pipeline(config: PipelineConfig, deployment: Deployment):
     ingest_settings = {"max_pixels": config.data.max_image_pixels, "train_buckets": config.data.train_buckets,
                        "eval_buckets": config.data.eval_buckets, "workers": 0}
 
-    @dsl.pipeline(name=config.name, pipeline_root=deployment.kfp_pipeline_root,
+    @dsl.pipeline(name=config.name, pipeline_root=deployment.kfp_root,
                   description="Ingest images, validate, transform, train and fine-tune MobileNetV2, evaluate "
                               "against the served model, push if blessed (TFX nodes on a shared ML Metadata).")
     def kfp_pipeline(data_dir: str = deployment.data_dir) -> str:

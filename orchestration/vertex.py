@@ -45,8 +45,9 @@ def submit(package: str, project: str, region: str, display_name: str, arguments
 def schedule(package: str, project: str, region: str, display_name: str, cron: str, arguments: dict,
              pipeline_root: str | None) -> str:
     """Creates a schedule (5-field cron), one run at a time; returns its resource name."""
-    if len(cron.split()) != 5:
-        raise ValueError(f"Vertex AI schedules take 5-field cron expressions, e.g. '0 3 * * *'; got {cron!r}")
+    from orchestration.local_schedule import check_cron
+
+    check_cron(cron)  # Vertex takes the same 5-field crontab form
     job = _job(package, project, region, display_name, arguments, pipeline_root)
     try:
         created = job.create_schedule(cron=cron, display_name=display_name, max_concurrent_run_count=1)

@@ -45,7 +45,7 @@ def _compile_offline(path, deployment, config=None):
 def package(tmp_path_factory):
     deployment = kubeflow.Deployment(image=IMAGE, root="gs://bucket/cats", data_dir="gs://bucket/images",
                                      trainer_cpu="4", trainer_memory="16G", trainer_accelerator="nvidia.com/gpu",
-                                     trainer_accelerator_count=2, kfp_pipeline_root="gs://bucket/cats/kfp")
+                                     trainer_accelerator_count=2)
     return _compile_offline(tmp_path_factory.mktemp("kfp") / "pipeline.yaml", deployment)
 
 
