@@ -19,9 +19,13 @@ $(STAMP): requirements/lock.txt setup.py
 demo: $(STAMP)
 	$(BIN)/python pipeline_runner.py run --demo --output-dir runs/demo
 
+# Test files run on TEST_WORKERS processes (a file's tests share one worker: the e2e files build
+# one pipeline run per module); most of an e2e test's time is single-threaded TensorFlow start-up.
+TEST_WORKERS ?= 2
+
 test: $(STAMP)
 	$(BIN)/ruff check .
-	$(BIN)/python -m pytest --durations=15
+	$(BIN)/python -m pytest --numprocesses=$(TEST_WORKERS) --dist=loadfile --durations=15
 
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -m "not e2e"

@@ -12,6 +12,7 @@ import dataclasses
 import logging
 import os
 import pathlib
+import shutil
 import sys
 import textwrap
 
@@ -84,6 +85,23 @@ class RunPaths:
     @property
     def demo_images(self) -> pathlib.Path:
         return self.output_dir / "demo_images"
+
+
+class SettingsError(ValueError):
+    """A command-line setting that cannot work; the message names the flag."""
+
+
+def _count(minimum: int):
+    """An argparse type: an integer >= minimum, refused at parse time with the value named."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be an integer >= {minimum}, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be an integer >= {minimum}, got {value}")
+        return value
+    return parse
 
 
 def _add_config_flags(parser: argparse.ArgumentParser) -> None:
@@ -229,11 +247,12 @@ def _add_source_flags(parser: argparse.ArgumentParser, required: bool = True) ->
     source.add_argument("--demo", action="store_true",
                         help="Generate the built-in demo images into <output-dir>/demo_images and use the demo "
                              "settings (random weights; see pipeline.config.demo_config).")
-    parser.add_argument("--demo-images", type=int, default=300, help="With --demo: images per class. Default: 300.")
+    parser.add_argument("--demo-images", type=_count(1), default=300,
+                        help="With --demo: images per class. Default: 300.")
     parser.add_argument("--output-dir", type=pathlib.Path, default=pathlib.Path("runs/default"),
                         help="Everything of the run goes here: examples/, pipeline_root/, metadata.sqlite, "
                              "serving_model/<version>/, run_summary.json. Default: runs/default.")
-    parser.add_argument("--beam-workers", type=int, default=0,
+    parser.add_argument("--beam-workers", type=_count(0), default=0,
                         help="Beam DirectRunner worker processes for ingest and components. 0 (default): in "
                              "process for small data (see pipeline.pipeline.LOCAL_MULTIPROCESS_MIN_EXAMPLES and "
                              "ingest.spans.MULTIPROCESS_MIN_ITEMS), else one per core; 1: in process; N: N processes.")
@@ -263,10 +282,33 @@ def _ingest_source(args: argparse.Namespace, config, paths: "RunPaths"):
     return report
 
 
+def _check_output_dir(output_dir: pathlib.Path) -> None:
+    """The output directory exists or can be made, and is writable: checked before any work."""
+    if output_dir.exists() and not output_dir.is_dir():
+        raise SettingsError(f"--output-dir {output_dir} is a file, not a directory")
+    try:
+        output_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise SettingsError(f"--output-dir {output_dir} cannot be created: {error.strerror or error}") from None
+    if not os.access(output_dir, os.W_OK | os.X_OK):
+        raise SettingsError(f"--output-dir {output_dir} is not writable")
+
+
+def _check_local_files(config) -> None:
+    """Files the settings name must exist on this machine before a local run starts."""
+    from pipeline import config as config_lib
+
+    weights = config.training.weights
+    if weights not in (config_lib.WEIGHTS_IMAGENET, config_lib.WEIGHTS_NONE) and not os.path.isfile(weights):
+        raise SettingsError(f"--weights {weights}: no such file (expected 'imagenet', 'none' or a Keras weights "
+                            "file such as mobilenet_v2_..._no_top.h5)")
+
+
 def command_ingest(args: argparse.Namespace) -> int:
     from orchestration.run_lock import exclusive_run
 
     config = _config_from_args(args)
+    _check_output_dir(args.output_dir)
     with exclusive_run(args.output_dir):
         report = _ingest_source(args, config, RunPaths(args.output_dir.resolve()))
     return 0 if report else 2
@@ -352,9 +394,13 @@ def _quiet_logs(verbose: bool) -> None:
 
 
 def command_run(args: argparse.Namespace) -> int:
+    from orchestration import local_store
     from orchestration.run_lock import exclusive_run
 
     config = _config_from_args(args)
+    _check_local_files(config)
+    _check_output_dir(args.output_dir)
+    local_store.check(RunPaths(args.output_dir.resolve()).metadata_path)
     with exclusive_run(args.output_dir):
         return _run_locked(args, config)
 
@@ -365,9 +411,15 @@ def _run_locked(args: argparse.Namespace, config) -> int:
     from pipeline import pipeline as pipeline_lib
     from reporting import run_summary
 
+    from ingest import spans
+    from orchestration import local_store
+    from reporting import run_report
+
     paths = RunPaths(args.output_dir.resolve())
     paths.output_dir.mkdir(parents=True, exist_ok=True)
-    from ingest import spans
+    # The previous run's summary and report go now: whatever happens to this run, they are never read as its own.
+    paths.summary_path.unlink(missing_ok=True)
+    shutil.rmtree(paths.output_dir / run_report.REPORT_DIR, ignore_errors=True)
 
     if args.demo or args.data_dir or args.parquet or args.tfds_data_dir:
         report = _ingest_source(args, config, paths)
@@ -396,29 +448,43 @@ def _run_locked(args: argparse.Namespace, config) -> int:
         beam_pipeline_args=beam_args,
         allow_anomalies=args.allow_anomalies,
     )
-    error = None
+    earlier_runs = local_store.run_ids(paths.metadata_path)
+    error, interrupted = None, False
     try:
         tfx.orchestration.LocalDagRunner().run(pipeline)
+    except KeyboardInterrupt:
+        interrupted = True
+        canceled = local_store.cancel_unfinished(paths.metadata_path, earlier_runs)
+        error = "interrupted (Ctrl-C)" + (f" while {', '.join(canceled)} ran (marked CANCELED in ML Metadata)"
+                                          if canceled else "")
     except Exception as exc:  # the summary reports it; the exit code says it
         error = f"{type(exc).__name__}: {exc}"
         logging.debug("pipeline failed", exc_info=True)
     summary = run_summary.summarize(str(paths.metadata_path), config.name,
-                                    config.evaluation.min_accuracy, config.evaluation.max_accuracy_drop)
+                                    config.evaluation.min_accuracy, config.evaluation.max_accuracy_drop,
+                                    exclude_runs=earlier_runs)
+    if summary.run_id is None and error is None:
+        error = "the pipeline recorded no run in ML Metadata"
     summary.error = error
     summary.beam_args = beam_args
     summary.ingest = {k: ingest_report[k] for k in ("span", "reused", "files_seen", "counts")} \
         if ingest_report else None
     print(summary.text())
-    run_summary.write_json(summary, str(paths.summary_path))
+    code = 130 if interrupted else 1 if summary.failed else 0
+    try:
+        run_summary.write_json(summary, str(paths.summary_path))
+    except OSError as exc:
+        print(f"error: the run summary could not be written to {paths.summary_path}: {exc.strerror or exc}",
+              file=sys.stderr)
+        return code or 1
     print(f"summary written to {paths.summary_path}")
     try:
-        from reporting import run_report
-
         page = run_report.write_report(summary, paths.output_dir, dataclasses.asdict(config.training), ingest_report)
         print(f"report: {page}")
     except Exception as exc:  # the run itself is done; say what went wrong with its report
         print(f"error: the run report could not be written: {type(exc).__name__}: {exc}", file=sys.stderr)
-    return 1 if summary.failed else 0
+        return code or 1
+    return code
 
 
 def command_models(args: argparse.Namespace) -> int:
@@ -426,10 +492,13 @@ def command_models(args: argparse.Namespace) -> int:
 
     from reporting import model_history
 
+    from orchestration import local_store
+
     metadata = RunPaths(args.output_dir.resolve()).metadata_path
     if not metadata.exists():
         print(f"error: no metadata store at {metadata}: has the pipeline run in {args.output_dir}?", file=sys.stderr)
         return 2
+    local_store.check(metadata)
     versions = model_history.pushed_versions(str(metadata))
     if args.json:
         print(json.dumps([dataclasses.asdict(v) for v in versions], indent=2))
@@ -445,6 +514,7 @@ def command_predict(args: argparse.Namespace) -> int:
 
     try:
         model_dir = args.model or predict.latest_version_dir(RunPaths(args.output_dir.resolve()).serving_dir)
+        model = predict.load_model(model_dir)
     except predict.NoModelError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
@@ -452,16 +522,28 @@ def command_predict(args: argparse.Namespace) -> int:
     if not files:
         print("error: no files found in " + ", ".join(map(str, args.paths)), file=sys.stderr)
         return 2
-    predictions, jpegs = predict.predict_files(model_dir, files)
-    heatmaps = predict.explain(model_dir, jpegs) if args.explain and jpegs else None
-    contact_sheet.render(predictions, jpegs, heatmaps).save(args.sheet)
+    predictions, jpegs = predict.predict_files(model, files)
+    sheet = None
+    if jpegs:  # a sheet of nothing but unreadable files would say less than the table
+        heatmaps = predict.explain(model_dir, jpegs) if args.explain else None
+        contact_sheet.render(predictions, jpegs, heatmaps).save(args.sheet)
+        sheet = str(args.sheet)
     if args.json:
-        print(json.dumps({"model": str(model_dir), "sheet": str(args.sheet),
+        print(json.dumps({"model": str(model_dir), "sheet": sheet,
                           "predictions": [dataclasses.asdict(p) for p in predictions]}, indent=2))
     else:
         print(f"model: {model_dir}")
         print(predict.table(predictions))
-        print(f"contact sheet: {args.sheet}")
+        if sheet:
+            print(f"contact sheet: {sheet}")
+    unreadable = sum(p.error is not None for p in predictions)
+    if unreadable == len(predictions):
+        print(f"error: none of the {len(predictions)} files could be classified (reasons above)", file=sys.stderr)
+        return 2
+    if unreadable:
+        print(f"warning: {unreadable} of {len(predictions)} files could not be classified (marked UNREADABLE)",
+              file=sys.stderr)
+        return 1
     return 0
 
 
@@ -609,18 +691,23 @@ def main(argv: list[str] | None = None) -> int:
     commands = {"run": command_run, "ingest": command_ingest, "models": command_models, "predict": command_predict,
                 "compile": command_compile,
                 "submit": command_submit, "schedule": command_schedule}
+    from ingest.sources import SourceError
     from orchestration.kubeflow import TargetError
+    from orchestration.local_store import DamagedStoreError
     from orchestration.run_lock import PipelineBusyError
     from pipeline.config import ConfigError
 
     try:
         return commands[args.command](args)
-    except (ConfigError, TargetError) as error:
+    except (ConfigError, TargetError, SettingsError, SourceError, DamagedStoreError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     except PipelineBusyError as error:
         print(f"error: {error}", file=sys.stderr)
         return 3
+    except KeyboardInterrupt:
+        print(f"interrupted: `{args.command}` stopped before it finished", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

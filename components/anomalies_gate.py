@@ -67,6 +67,15 @@ def class_balance_problems(stats_by_split: dict[str, statistics_pb2.DatasetFeatu
     return problems
 
 
+def eval_size_problems(stats_by_split: dict[str, statistics_pb2.DatasetFeatureStatistics], minimum: int,
+                       split: str = "eval") -> list[str]:
+    count = int(stats_by_split[split].num_examples) if split in stats_by_split else 0
+    if count >= minimum:
+        return []
+    return [f"[{split}] only {count} example{'' if count == 1 else 's'}: at least {minimum} are needed to judge a "
+            "model (on fewer a model is blessed or rejected by chance; add data, or lower --min-eval-examples)"]
+
+
 def size_drift_problems(current: dict[str, statistics_pb2.DatasetFeatureStatistics],
                         previous: dict[str, statistics_pb2.DatasetFeatureStatistics], max_drift: float) -> list[str]:
     problems = []
@@ -125,9 +134,10 @@ def AnomaliesGate(
     allow_anomalies: tfx.dsl.components.Parameter[bool] = False,
     max_class_ratio: tfx.dsl.components.Parameter[float] = 3.0,
     max_size_drift: tfx.dsl.components.Parameter[float] = 0.5,
+    min_eval_examples: tfx.dsl.components.Parameter[int] = 0,
 ) -> None:
     current = read_statistics(statistics)
-    problems = class_balance_problems(current, max_class_ratio)
+    problems = class_balance_problems(current, max_class_ratio) + eval_size_problems(current, min_eval_examples)
     if previous_statistics is not None:
         problems += size_drift_problems(current, read_statistics(previous_statistics), max_size_drift)
     found = check_anomalies(read_anomalies(anomalies), allow=allow_anomalies, extra_problems=problems)

@@ -60,11 +60,11 @@ def push_model(model_dir: str, serving_dir: str, model_uri: str | None = None) -
             return PushResult(versions[-1], newest, new=False)
     tf.io.gfile.makedirs(serving_dir)
     staging = os.path.join(serving_dir, f".incoming-{uuid.uuid4().hex}")
-    io_utils.copy_dir(model_dir, staging)
-    tf.io.gfile.makedirs(os.path.join(staging, os.path.dirname(PUSH_RECORD)))
-    with tf.io.gfile.GFile(os.path.join(staging, PUSH_RECORD), "w") as f:
-        json.dump({"model_uri": model_uri, "pushed_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}, f)
-    try:
+    try:  # whatever fails (a full disk, say), the staging copy goes and the served versions stay as they were
+        io_utils.copy_dir(model_dir, staging)
+        tf.io.gfile.makedirs(os.path.join(staging, os.path.dirname(PUSH_RECORD)))
+        with tf.io.gfile.GFile(os.path.join(staging, PUSH_RECORD), "w") as f:
+            json.dump({"model_uri": model_uri, "pushed_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}, f)
         version = max(versions, default=0) + 1
         while True:
             target = os.path.join(serving_dir, str(version))

@@ -47,12 +47,28 @@ def find_files(paths: list[str | os.PathLike]) -> list[pathlib.Path]:
     return found
 
 
-def predict_files(model_dir: str | os.PathLike, files: list[pathlib.Path],
-                  batch_size: int = 32) -> tuple[list[Prediction], dict[int, bytes]]:
-    """(a prediction per file, {index: normalized JPEG bytes} of the readable ones)."""
+def load_model(model_dir: str | os.PathLike):
+    """The serving signature of the SavedModel in `model_dir`; NoModelError names a folder that holds none."""
     import tensorflow as tf
 
-    serve = tf.saved_model.load(str(model_dir)).signatures["serving_default"]
+    model_dir = pathlib.Path(model_dir)
+    if not model_dir.is_dir():
+        raise NoModelError(f"no model folder at {model_dir}")
+    if not (model_dir / "saved_model.pb").is_file():
+        raise NoModelError(f"{model_dir} holds no SavedModel (saved_model.pb): pass a folder such as "
+                           "<output-dir>/serving_model/<version>")
+    try:
+        return tf.saved_model.load(str(model_dir)).signatures["serving_default"]
+    except (OSError, ValueError, KeyError, tf.errors.OpError) as error:
+        first_line = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        raise NoModelError(f"cannot load the SavedModel in {model_dir}: {first_line}") from None
+
+
+def predict_files(serve, files: list[pathlib.Path],
+                  batch_size: int = 32) -> tuple[list[Prediction], dict[int, bytes]]:
+    """(a prediction per file, {index: normalized JPEG bytes} of the readable ones), `serve` from load_model."""
+    import tensorflow as tf
+
     results: list[Prediction] = []
     jpegs: dict[int, bytes] = {}
     batch: list[tuple[int, bytes]] = []

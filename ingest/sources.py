@@ -101,6 +101,49 @@ def remote_files(root: str) -> list[tuple[str, str]]:
     return sorted(files)
 
 
+def local_files(root: str | os.PathLike) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+    """Every file below a local folder, as sorted (relative path, path), and what could not be listed.
+
+    Symbolic links to folders are followed (class folders are often links to
+    where the images live). Returned as (relative path, problem) rather than
+    skipped: folders that cannot be read, broken links, links that lead back
+    to a folder above them, and entries that are not regular files.
+    """
+    files: list[tuple[str, str]] = []
+    problems: list[tuple[str, str]] = []
+
+    def walk(folder: str, relative: pathlib.PurePosixPath, ancestors: frozenset) -> None:
+        try:
+            entries = sorted(os.scandir(folder), key=lambda e: e.name)
+        except OSError as error:
+            problems.append((f"{relative.as_posix()}/", f"folder cannot be read ({error.strerror or error}): "
+                                                         "its files were not ingested"))
+            return
+        for entry in entries:
+            name = relative / entry.name
+            try:
+                if entry.is_dir():  # follows links
+                    identity = (os.stat(entry.path).st_dev, os.stat(entry.path).st_ino)
+                    if identity in ancestors:
+                        problems.append((f"{name.as_posix()}/", f"symbolic link loop: leads back to a folder "
+                                                                f"above it ({os.path.realpath(entry.path)})"))
+                    else:
+                        walk(entry.path, name, ancestors | {identity})
+                elif entry.is_file():
+                    files.append((name.as_posix(), entry.path))
+                elif entry.is_symlink():
+                    problems.append((name.as_posix(), f"broken symbolic link to {os.readlink(entry.path)}"))
+                else:
+                    problems.append((name.as_posix(), "not a regular file"))
+            except OSError as error:
+                problems.append((name.as_posix(), f"cannot be read ({error.strerror or error})"))
+
+    root_stat = os.stat(root)
+    walk(os.fspath(root), pathlib.PurePosixPath(), frozenset({(root_stat.st_dev, root_stat.st_ino)}))
+    by_parts = lambda entry: pathlib.PurePosixPath(entry[0]).parts  # noqa: E731 - the order of sorted(rglob())
+    return sorted(files, key=by_parts), sorted(problems, key=by_parts)
+
+
 def folder_items(root: str | os.PathLike) -> list[Item]:
     """Every file below `root` (a path or a gs:// URI), sorted, labelled by folder or Kaggle file name."""
     if is_uri(str(root)):
@@ -112,8 +155,9 @@ def folder_items(root: str | os.PathLike) -> list[Item]:
     root = pathlib.Path(root)
     if not root.is_dir():
         raise SourceError(f"data directory {str(root)!r} does not exist or is not a directory")
-    return [_folder_item(pathlib.PurePosixPath(p.relative_to(root).as_posix()), str(p))
-            for p in sorted(root.rglob("*")) if p.is_file()]
+    files, problems = local_files(root)
+    return [_folder_item(pathlib.PurePosixPath(relative), path) for relative, path in files] + \
+        [Item(relative, None, None, ("file", str(root / relative)), problem) for relative, problem in problems]
 
 
 def parquet_items(path: str | os.PathLike) -> list[Item]:

@@ -72,6 +72,10 @@ class NoUsableImagesError(ValueError):
     """Every file was quarantined; the report says why."""
 
 
+class DamagedReportError(sources.SourceError):
+    """A span's ingest report cannot be read; the message names the file."""
+
+
 @dataclasses.dataclass
 class IngestReport:
     source: str  # "<kind>:<location>"
@@ -127,8 +131,13 @@ def load_report(examples_root: str | os.PathLike, span: int) -> IngestReport | N
     path = posixpath.join(str(examples_root), f"span-{span}", REPORT_FILE)
     if not tf.io.gfile.exists(path):
         return None
-    with tf.io.gfile.GFile(path) as f:
-        return IngestReport.from_json(json.load(f))
+    try:
+        with tf.io.gfile.GFile(path) as f:
+            return IngestReport.from_json(json.load(f))
+    except (ValueError, TypeError, KeyError) as error:  # bad JSON, or JSON of another shape
+        raise DamagedReportError(
+            f"{path} is damaged ({type(error).__name__}: {error}); restore it, or remove the folder "
+            f"span-{span} to ingest its data again as a new span") from None
 
 
 def examples_in_spans(examples_root: str | os.PathLike, last: int) -> int | None:
@@ -143,15 +152,20 @@ def _fingerprint(kind: str, location: str, settings: IngestSettings) -> str:
     if sources.is_uri(location):
         single = not tf.io.gfile.isdir(location)
         files = [("", location)] if single else sources.remote_files(location)
+    elif os.path.isfile(location):
+        files = [("", location)]
     else:
-        root = pathlib.Path(location)
-        files = [("", str(root))] if root.is_file() else \
-            [(p.relative_to(root).as_posix(), str(p)) for p in sorted(root.rglob("*")) if p.is_file()]
+        files, problems = sources.local_files(location)
+        for relative, problem in problems:
+            digest.update(f"{relative}\0{problem}\0".encode())
     for relative, path in files:
         digest.update(relative.encode() + b"\0")
-        with sources.open_binary(path) as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                digest.update(block)
+        try:
+            with sources.open_binary(path) as f:
+                for block in iter(lambda: f.read(1 << 20), b""):
+                    digest.update(block)
+        except OSError:  # quarantined by the check; once readable, its bytes change the fingerprint
+            digest.update(b"\0unreadable\0")
     return digest.hexdigest()
 
 
@@ -201,7 +215,7 @@ class _CheckItem(beam.DoFn):
         except RejectedImage as rejection:
             yield QUARANTINED, item.id, rejection.reason
         except OSError as error:
-            yield QUARANTINED, item.id, f"cannot be read ({error})"
+            yield QUARANTINED, item.id, f"cannot be read ({error.strerror or error})"
         else:
             yield "ok", image.sha256, (item.id, item.label, item.split, image)
 

@@ -15,6 +15,7 @@ import subprocess
 import sys
 
 _MARK = "# cats-vs-dogs-tfx:"
+LOG_FILE = "scheduled_runs.log"
 
 
 def check_cron(cron: str) -> None:
@@ -29,10 +30,12 @@ def cron_line(cron: str, project_dir: pathlib.Path, data_dir: pathlib.Path, outp
     check_cron(cron)
     output_dir = output_dir.resolve()
     python = python or sys.executable
-    command = (f"cd {shlex.quote(str(project_dir))} && {shlex.quote(python)} pipeline_runner.py run "
-               f"--data-dir {shlex.quote(str(data_dir.resolve()))} --output-dir {shlex.quote(str(output_dir))} "
-               f">> {shlex.quote(str(output_dir / 'scheduled_runs.log'))} 2>&1")
-    return f"{cron} {command} {_MARK}{output_dir}"
+    # The log's folder is made first: the shell opens `>>` before the run could create the output directory.
+    command = (f"mkdir -p {shlex.quote(str(output_dir))} && cd {shlex.quote(str(project_dir))} && "
+               f"{shlex.quote(python)} pipeline_runner.py run --data-dir {shlex.quote(str(data_dir.resolve()))} "
+               f"--output-dir {shlex.quote(str(output_dir))} >> {shlex.quote(str(output_dir / LOG_FILE))} 2>&1")
+    # cron turns an unescaped % into a newline
+    return f"{cron} {command.replace('%', chr(92) + '%')} {_MARK}{output_dir}"
 
 
 def install(line: str, output_dir: pathlib.Path) -> None:

@@ -16,6 +16,9 @@ from typing import Any, Mapping
 IMAGENET_ALPHAS = (0.35, 0.5, 0.75, 1.0, 1.3, 1.4)
 WEIGHTS_IMAGENET = "imagenet"
 WEIGHTS_NONE = "none"
+# Layers of Keras' MobileNetV2 without its top (the same for every alpha and input size); phase 2 unfreezes from an
+# index below this. tests/trainer/test_model.py checks it against the real model.
+MOBILENET_V2_BASE_LAYERS = 154
 
 
 class ConfigError(ValueError):
@@ -51,6 +54,9 @@ class DataConfig:
     span_window: int = _field(1, "Train on the last N ingested spans (1: the latest only).")
     max_class_ratio: float = _field(
         3.0, "Data check: stop when the larger class has more than this many times the examples of the smaller.")
+    min_eval_examples: int = _field(
+        30, "Data check: stop when the eval split has fewer examples (on a handful of images a model is blessed "
+            "or rejected by chance; 0: no minimum).")
     max_size_drift: float = _field(
         0.5, "Data check: stop when the mean image height or width moves by more than this fraction from the "
              "previous span's.")
@@ -66,6 +72,8 @@ class DataConfig:
                  f"must be a number >= 1, got {self.max_class_ratio!r}")
         _require(_is_finite_number(self.max_size_drift) and self.max_size_drift > 0, "max_size_drift",
                  f"must be a number > 0, got {self.max_size_drift!r}")
+        _require(isinstance(self.min_eval_examples, int) and self.min_eval_examples >= 0, "min_eval_examples",
+                 f"must be an integer >= 0, got {self.min_eval_examples!r}")
         for name in ("train_buckets", "eval_buckets"):
             value = getattr(self, name)
             _require(isinstance(value, int) and 1 <= value <= 1000, name,
@@ -116,6 +124,9 @@ class TrainingConfig:
             value = getattr(self, name)
             _require(isinstance(value, int) and not isinstance(value, bool) and value >= 0, name,
                      f"must be an integer >= 0, got {value!r}")
+        _require(self.fine_tune_epochs == 0 or self.fine_tune_from < MOBILENET_V2_BASE_LAYERS, "fine_tune_from",
+                 f"must be below {MOBILENET_V2_BASE_LAYERS} (MobileNetV2's base has {MOBILENET_V2_BASE_LAYERS} "
+                 f"layers; phase 2 would unfreeze none), got {self.fine_tune_from!r}")
         _require(self.head_epochs + self.fine_tune_epochs >= 1, "head_epochs",
                  "head_epochs + fine_tune_epochs must be >= 1: nothing would be trained")
         for name in ("learning_rate", "fine_tune_lr_factor"):

@@ -134,7 +134,7 @@ def create_pipeline(
         statistics=statistics_gen.outputs["statistics"],
         previous_statistics=previous_statistics.outputs["artifact"] if previous_statistics else None,
         allow_anomalies=allow_anomalies, max_class_ratio=float(config.data.max_class_ratio),
-        max_size_drift=float(config.data.max_size_drift),
+        max_size_drift=float(config.data.max_size_drift), min_eval_examples=config.data.min_eval_examples,
     ).with_id(ANOMALIES_GATE)
 
     training_examples = example_gen.outputs["examples"]

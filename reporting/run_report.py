@@ -13,6 +13,7 @@ import html
 import json
 import os
 import pathlib
+import shutil
 
 import matplotlib
 
@@ -203,11 +204,27 @@ def _tflite_section(fidelity: dict | None) -> str:
 
 def write_report(summary: RunSummary, output_dir: str | os.PathLike, training_config: dict,
                  ingest_report: dict | None) -> pathlib.Path:
-    """Writes <output_dir>/report/index.html and its figures; returns the page's path."""
-    folder = pathlib.Path(output_dir) / REPORT_DIR
-    folder.mkdir(parents=True, exist_ok=True)
-    for old in folder.iterdir():
-        old.unlink()
+    """Writes <output_dir>/report/index.html and its figures; returns the page's path.
+
+    The page and its figures are written to a hidden folder that replaces the
+    report folder only when complete: a failure (a full disk, say) leaves no
+    half report, and the hidden folder is removed.
+    """
+    final = pathlib.Path(output_dir) / REPORT_DIR
+    folder = pathlib.Path(output_dir) / f".{REPORT_DIR}.incoming"
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    try:
+        _write_pages(summary, folder, training_config, ingest_report)
+        shutil.rmtree(final, ignore_errors=True)
+        folder.rename(final)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    return final / "index.html"
+
+
+def _write_pages(summary: RunSummary, folder: pathlib.Path, training_config: dict,
+                 ingest_report: dict | None) -> None:
     sections = [f"<h1>Run {html.escape(str(summary.run_id))} of {html.escape(summary.pipeline)}</h1>"]
     sections.append("<h2>Components</h2>" + _table([[n.node_id, n.state, f"{n.seconds:.1f}"] for n in summary.nodes],
                                                    ["component", "outcome", "seconds"]))
@@ -283,7 +300,5 @@ def write_report(summary: RunSummary, output_dir: str | os.PathLike, training_co
 
     style = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto}table{border-collapse:collapse;"
              "margin:.5em 0}td,th{border:1px solid #ccc;padding:3px 8px;text-align:left}.error{color:#a00}")
-    page = folder / "index.html"
-    page.write_text(f"<!doctype html><html><head><meta charset=utf-8><title>Run report</title>"
-                    f"<style>{style}</style></head><body>{''.join(sections)}</body></html>")
-    return page
+    (folder / "index.html").write_text(f"<!doctype html><html><head><meta charset=utf-8><title>Run report</title>"
+                                       f"<style>{style}</style></head><body>{''.join(sections)}</body></html>")

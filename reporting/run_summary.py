@@ -216,16 +216,27 @@ def pipeline_resolver_nodes() -> frozenset:
     return RESOLVER_IDS
 
 
-def summarize(metadata_path: str, pipeline_name: str, min_accuracy: float, max_drop: float) -> RunSummary:
-    """The newest run in a local SQLite store."""
-    return summarize_run(open_store(metadata_path), pipeline_name, min_accuracy, max_drop)
+def summarize(metadata_path: str, pipeline_name: str, min_accuracy: float, max_drop: float,
+              exclude_runs: frozenset[str] = frozenset()) -> RunSummary:
+    """The newest run in a local SQLite store, unless it is one of `exclude_runs` (runs that were there
+    before this one started: a run that failed before TFX recorded it gets an empty summary, not theirs)."""
+    if not os.path.exists(metadata_path):
+        return summarize_run(None, pipeline_name, min_accuracy, max_drop)
+    return summarize_run(open_store(metadata_path), pipeline_name, min_accuracy, max_drop,
+                         exclude_runs=exclude_runs)
 
 
-def summarize_run(store: metadata_store.MetadataStore, pipeline_name: str, min_accuracy: float, max_drop: float,
-                  run_id: str | None = None) -> RunSummary:
+def summarize_run(store: metadata_store.MetadataStore | None, pipeline_name: str, min_accuracy: float,
+                  max_drop: float, run_id: str | None = None,
+                  exclude_runs: frozenset[str] = frozenset()) -> RunSummary:
     """Run `run_id` (default: the newest run) of `pipeline_name` in any MLMD store."""
-    run = _latest_run_context(store, pipeline_name) if run_id is None else \
-        store.get_context_by_type_and_name("pipeline_run", run_id)
+    if store is None:
+        run = None
+    else:
+        run = _latest_run_context(store, pipeline_name) if run_id is None else \
+            store.get_context_by_type_and_name("pipeline_run", run_id)
+    if run is not None and run.name in exclude_runs:
+        run = None
     summary = RunSummary(pipeline=pipeline_name, run_id=run.name if run else None, nodes=[], metrics={},
                          metrics_by_label={}, confusion_matrix=None, blessed=None, decision=None,
                          pushed_version=None, pushed_path=None)
@@ -259,5 +270,12 @@ def summarize_run(store: metadata_store.MetadataStore, pipeline_name: str, min_a
 
 
 def write_json(summary: RunSummary, path: str) -> None:
-    with open(path, "w") as f:
-        json.dump(summary.to_json(), f, indent=2)
+    """Writes the summary to a temporary file renamed over `path`: never a half-written summary."""
+    temporary = f"{path}.incoming"
+    try:
+        with open(temporary, "w") as f:
+            json.dump(summary.to_json(), f, indent=2)
+        os.replace(temporary, path)
+    finally:
+        if os.path.exists(temporary):
+            os.remove(temporary)

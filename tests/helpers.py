@@ -13,7 +13,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 PIPELINE_NAME = "cats-vs-dogs"
 # Settings that make a whole pipeline run cheap: the e2e tests check orchestration, not accuracy.
 TINY = ["--image-size", "64", "--alpha", "0.35", "--weights", "none", "--head-epochs", "1",
-        "--fine-tune-epochs", "1", "--batch-size", "8", "--calibration-images", "16"]
+        "--fine-tune-epochs", "1", "--batch-size", "8", "--calibration-images", "16", "--min-eval-examples", "1"]
 
 
 def run_cli(data_dir, output_dir, *settings):
@@ -47,3 +47,36 @@ def tree_digest(folder):
     for path in sorted(p for p in pathlib.Path(folder).rglob("*") if p.is_file()):
         digest.update(str(path.relative_to(folder)).encode() + path.read_bytes())
     return digest.hexdigest()
+
+
+def transform_graph(folder, jpegs_by_class, image_size):
+    """A real Transform graph (tf.Transform on Beam) of preprocessing_fn over a few images, as TFX writes it."""
+    import functools
+    import os
+
+    import apache_beam as beam
+    import tensorflow_transform as tft
+    import tensorflow_transform.beam as tft_beam
+    from google.protobuf import text_format
+    from tensorflow_metadata.proto.v0 import schema_pb2
+    from tensorflow_transform.tf_metadata import dataset_metadata, metadata_io
+
+    from pipeline.pipeline import SCHEMA_PATH
+    from trainer import features, preprocessing
+
+    schema = text_format.Parse(open(SCHEMA_PATH).read(), schema_pb2.Schema())
+    instances = []
+    for label, name in enumerate(features.LABEL_NAMES):
+        for jpeg in jpegs_by_class[name]:
+            instances.append({features.IMAGE_KEY: [jpeg], features.LABEL_KEY: [label], features.HEIGHT_KEY: [1],
+                              features.WIDTH_KEY: [1], features.SOURCE_KEY: [b"x"], features.SHA256_KEY: [b"x"]})
+    out = os.path.join(str(folder), "transform_output")
+    fn = functools.partial(preprocessing.preprocessing_fn, custom_config={"image_size": image_size})
+    with beam.Pipeline() as pipeline, tft_beam.Context(temp_dir=os.path.join(str(folder), "tft_tmp")):
+        raw = pipeline | beam.Create(instances)
+        transform_fn = (raw, dataset_metadata.DatasetMetadata(schema)) | tft_beam.AnalyzeDataset(fn)
+        _ = transform_fn | tft_beam.WriteTransformFn(out)
+    # TFX's Transform also writes the raw schema; the serving signatures read it.
+    metadata_io.write_metadata(dataset_metadata.DatasetMetadata(schema),
+                               os.path.join(out, tft.TFTransformOutput.RAW_METADATA_DIR))
+    return tft.TFTransformOutput(out)

@@ -27,7 +27,7 @@ def test_cli_run_exits_without_touching_the_store_while_locked(tmp_path):
 
 def test_cron_line_runs_the_pipeline_and_logs_in_the_output_dir(tmp_path):
     line = local_schedule.cron_line("0 3 * * *", ROOT, tmp_path / "images", tmp_path / "out", python="/py")
-    assert line.startswith("0 3 * * * cd ")
+    assert line.startswith(f"0 3 * * * mkdir -p {tmp_path / 'out'} && cd {ROOT} && ")
     assert f"/py pipeline_runner.py run --data-dir {tmp_path / 'images'} --output-dir {tmp_path / 'out'}" in line
     assert f">> {tmp_path / 'out' / 'scheduled_runs.log'} 2>&1" in line
 

@@ -1,25 +1,17 @@
 """The serving SavedModel, built with a real Transform graph, against the Keras model."""
 
-import functools
-import os
 
-import apache_beam as beam
 
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-import tensorflow_transform as tft
-import tensorflow_transform.beam as tft_beam
-from google.protobuf import text_format
-from tensorflow_metadata.proto.v0 import schema_pb2
-from tensorflow_transform.tf_metadata import dataset_metadata, metadata_io
 
 from inference.tflite import tflite_logits
 from ingest.images import check_image
 from ingest.spans import make_example
 from pipeline.config import TrainingConfig
-from pipeline.pipeline import SCHEMA_PATH
+from tests.helpers import transform_graph
 from trainer import export, features, model as model_lib, preprocessing
 
 SIZE = 64
@@ -27,22 +19,7 @@ SIZE = 64
 
 @pytest.fixture(scope="module")
 def transform_output(tmp_path_factory, demo_jpegs):
-    schema = text_format.Parse(open(SCHEMA_PATH).read(), schema_pb2.Schema())
-    instances = []
-    for label, name in enumerate(features.LABEL_NAMES):
-        for jpeg in demo_jpegs[name]:
-            instances.append({features.IMAGE_KEY: [jpeg], features.LABEL_KEY: [label], features.HEIGHT_KEY: [1],
-                              features.WIDTH_KEY: [1], features.SOURCE_KEY: [b"x"], features.SHA256_KEY: [b"x"]})
-    out = str(tmp_path_factory.mktemp("transform"))
-    fn = functools.partial(preprocessing.preprocessing_fn, custom_config={"image_size": SIZE})
-    with beam.Pipeline() as pipeline, tft_beam.Context(temp_dir=str(tmp_path_factory.mktemp("tft_tmp"))):
-        raw = pipeline | beam.Create(instances)
-        transform_fn = (raw, dataset_metadata.DatasetMetadata(schema)) | tft_beam.AnalyzeDataset(fn)
-        _ = transform_fn | tft_beam.WriteTransformFn(out)
-    # TFX's Transform also writes the raw schema; the serving signatures read it.
-    metadata_io.write_metadata(dataset_metadata.DatasetMetadata(schema),
-                               os.path.join(out, tft.TFTransformOutput.RAW_METADATA_DIR))
-    return tft.TFTransformOutput(out)
+    return transform_graph(tmp_path_factory.mktemp("transform"), demo_jpegs, SIZE)
 
 
 @pytest.fixture(scope="module")

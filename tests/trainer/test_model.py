@@ -2,6 +2,7 @@ import keras
 import numpy as np
 import pytest
 
+from pipeline import config as config_lib
 from pipeline.config import TrainingConfig
 from trainer import model as model_lib
 
@@ -45,6 +46,8 @@ def test_phase_two_unfreezes_from_the_configured_layer_but_not_batchnorm(config)
 
 def test_fine_tune_from_past_the_base_is_an_error(config):
     model = model_lib.build_model(config, SIZE)
+    # the configuration refuses such values before any work, from its own count of the base's layers
+    assert len(model_lib.get_base(model).layers) == config_lib.MOBILENET_V2_BASE_LAYERS
     with pytest.raises(ValueError, match="past the base"):
         model_lib.unfreeze_for_fine_tuning(model, 10_000)
 

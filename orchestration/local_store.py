@@ -1,0 +1,78 @@
+"""The SQLite ML Metadata file of a local run, checked before anything uses it.
+
+MLMD reports a damaged file deep inside the first query of whichever
+component reaches it first ("database disk image is malformed"). Checked up
+front, the user learns which file it is, what moving it aside costs, and that
+nothing else needs to go.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sqlite3
+
+
+class DamagedStoreError(RuntimeError):
+    """The metadata file cannot be used; the message names it and the way out."""
+
+
+def check(path: str | os.PathLike) -> None:
+    """Raises DamagedStoreError if `path` exists but is not a sound SQLite database."""
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        return  # a first run creates it
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
+            problems = [row[0] for row in db.execute("PRAGMA quick_check")]
+    except sqlite3.Error as error:
+        problems = [str(error)]
+    if problems != ["ok"]:
+        raise DamagedStoreError(
+            f"the ML Metadata store {path} is damaged ({problems[0]}). To start its history over, move it aside "
+            f"(mv {path} {path}.damaged) and run again: the served versions in serving_model/ and the spans in "
+            "examples/ stay, but the cache, the run history and the record of blessed models are lost, so the "
+            "next run retrains everything, `models` lists only versions pushed from then on, and the next "
+            "model is held to --min-accuracy alone, not compared with the served one")
+
+
+def _store(path: str | os.PathLike):
+    from ml_metadata import metadata_store
+    from ml_metadata.proto import metadata_store_pb2
+
+    config = metadata_store_pb2.ConnectionConfig()
+    config.sqlite.filename_uri = os.fspath(path)
+    return metadata_store.MetadataStore(config)
+
+
+def run_ids(path: str | os.PathLike) -> frozenset[str]:
+    """Names of the pipeline runs already recorded in the store (none if there is no store yet)."""
+    if not os.path.exists(path):
+        return frozenset()
+    return frozenset(c.name for c in _store(path).get_contexts_by_type("pipeline_run"))
+
+
+def cancel_unfinished(path: str | os.PathLike, earlier_runs: frozenset[str]) -> list[str]:
+    """Marks the NEW and RUNNING executions of runs newer than `earlier_runs` CANCELED; returns their nodes.
+
+    An interrupted LocalDagRunner leaves them RUNNING forever; CANCELED says
+    what happened, and TFX never reuses a canceled execution's outputs.
+    """
+    from ml_metadata.proto import metadata_store_pb2
+
+    if not os.path.exists(path):
+        return []
+    store = _store(path)
+    unfinished = (metadata_store_pb2.Execution.NEW, metadata_store_pb2.Execution.RUNNING)
+    nodes = []
+    for run in store.get_contexts_by_type("pipeline_run"):
+        if run.name in earlier_runs:
+            continue
+        for execution in store.get_executions_by_context(run.id):
+            if execution.last_known_state not in unfinished:
+                continue
+            execution.last_known_state = metadata_store_pb2.Execution.CANCELED
+            store.put_executions([execution])
+            nodes += [c.name.split(".", 1)[1] for c in store.get_contexts_by_execution(execution.id)
+                      if c.type_id == store.get_context_type("node").id]
+    return nodes

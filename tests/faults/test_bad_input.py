@@ -1,0 +1,248 @@
+"""Bad input and settings: refused or quarantined with a one-line reason, never a traceback.
+
+Commands run in this process through pipeline_runner.main (its return value
+is the exit code) unless the fault needs a process of its own: a dropped
+capability, a shell as cron runs it.
+"""
+
+import json
+import os
+import shlex
+import stat
+import subprocess
+import sys
+
+import pytest
+
+import pipeline_runner
+from ingest import synthetic
+from pipeline import config as config_lib
+from tests.helpers import ROOT, transform_graph
+
+pytestmark = pytest.mark.faults
+
+
+def _cli(capsys, *argv):
+    code = pipeline_runner.main([str(a) for a in argv])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def _one_line(err):
+    lines = [line for line in err.strip().splitlines() if line]
+    assert len(lines) == 1 and "Traceback" not in err, err
+    return lines[0]
+
+
+# Settings that cannot work -----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("flags, message", [
+    (["--fine-tune-from", "100000"], f"invalid fine_tune_from: must be below {config_lib.MOBILENET_V2_BASE_LAYERS}"),
+    (["--weights", "/nonexistent.h5"], "--weights /nonexistent.h5: no such file"),
+    (["--min-eval-examples", "-1"], "invalid min_eval_examples: must be an integer >= 0"),
+])
+def test_settings_that_cannot_work_are_refused_before_any_work(tmp_path, capsys, flags, message):
+    out = tmp_path / "out"
+    code, _, err = _cli(capsys, "run", "--data-dir", tmp_path, "--output-dir", out, *flags)
+    assert code == 2 and message in _one_line(err)
+    assert not out.exists()
+
+
+def test_output_dir_that_is_a_file_is_refused_and_left_alone(tmp_path, capsys):
+    target = tmp_path / "notes.txt"
+    target.write_text("keep me")
+    code, _, err = _cli(capsys, "run", "--data-dir", tmp_path, "--output-dir", target)
+    assert code == 2 and f"--output-dir {target} is a file, not a directory" in _one_line(err)
+    assert target.read_text() == "keep me"
+
+
+@pytest.mark.parametrize("flag, value, minimum", [("--demo-images", "0", 1), ("--beam-workers", "-2", 0)])
+def test_counts_out_of_range_are_refused_by_the_parser(tmp_path, capsys, flag, value, minimum):
+    with pytest.raises(SystemExit) as exit_:
+        pipeline_runner.main(["run", "--demo", "--output-dir", str(tmp_path / "out"), flag, value])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2
+    assert f"argument {flag}: must be an integer >= {minimum}, got {int(value)}" in err and "Traceback" not in err
+    assert not (tmp_path / "out").exists()
+
+
+# Damaged metadata store and ingest report --------------------------------------------------------------------
+
+@pytest.fixture
+def damaged_store(tmp_path):
+    from ml_metadata import metadata_store
+    from ml_metadata.proto import metadata_store_pb2
+
+    out = tmp_path / "out"
+    out.mkdir()
+    path = out / "metadata.sqlite"
+    config = metadata_store_pb2.ConnectionConfig()
+    config.sqlite.filename_uri = str(path)
+    metadata_store.MetadataStore(config).put_context_type(metadata_store_pb2.ContextType(name="pipeline"))
+    data = bytearray(path.read_bytes())
+    data[4096:8192] = b"\xa5" * 4096  # one page of MLMD's tables overwritten, as a bad disk block would
+    path.write_bytes(bytes(data))
+    return out, path
+
+
+@pytest.mark.parametrize("command", ["run", "models"])
+def test_damaged_metadata_store_is_named_with_the_way_out(damaged_store, tmp_path, capsys, command):
+    out, path = damaged_store
+    before = path.read_bytes()
+    synthetic.write_demo_images(tmp_path / "images", 2)
+    source = ["--data-dir", tmp_path / "images"] if command == "run" else []
+    code, _, err = _cli(capsys, command, *source, "--output-dir", out)
+    line = _one_line(err)
+    assert code == 2
+    assert f"the ML Metadata store {path} is damaged (database disk image is malformed)" in line
+    assert f"mv {path} {path}.damaged" in line and "served versions in serving_model/ and the spans" in line
+    assert path.read_bytes() == before and not (out / "examples").exists()
+
+
+def test_damaged_ingest_report_is_named(tmp_path, capsys):
+    synthetic.write_demo_images(tmp_path / "images", 2)
+    span = tmp_path / "out" / "examples" / "span-1"
+    span.mkdir(parents=True)
+    (span / "ingest_report.json").write_text('{"source": "folder:/x", "span"')
+    code, _, err = _cli(capsys, "ingest", "--data-dir", tmp_path / "images", "--output-dir", tmp_path / "out")
+    assert code == 2
+    assert f"{span / 'ingest_report.json'} is damaged (JSONDecodeError" in _one_line(err)
+    assert sorted(p.name for p in span.parent.iterdir()) == ["span-1"]
+
+
+# Unreadable and odd entries in a data folder -----------------------------------------------------------------
+
+def _without_root_powers():
+    """The command prefix under which file permissions apply: root bypasses them unless these capabilities go."""
+    if os.geteuid() != 0:
+        return []
+    probe = subprocess.run(["setpriv", "--inh-caps=-all", "--bounding-set=-dac_override,-dac_read_search", "true"],
+                           capture_output=True)
+    if probe.returncode != 0:
+        pytest.skip("running as root and setpriv cannot drop CAP_DAC_OVERRIDE here: permissions cannot apply")
+    return ["setpriv", "--inh-caps=-all", "--bounding-set=-dac_override,-dac_read_search"]
+
+
+def test_unreadable_files_folders_and_links_are_quarantined_with_reasons(tmp_path):
+    images, elsewhere = tmp_path / "images", tmp_path / "elsewhere"
+    synthetic.write_demo_images(elsewhere, 3)
+    (images / "cat").mkdir(parents=True)
+    for path in (elsewhere / "cat").iterdir():
+        path.rename(images / "cat" / path.name)
+    (images / "dog").symlink_to(elsewhere / "dog", target_is_directory=True)  # a class folder that is a link
+    locked = images / "cat" / "locked.jpg"
+    locked.write_bytes(synthetic.render_image("cat", 99))
+    private = images / "cat" / "private"
+    private.mkdir()
+    (private / "hidden.jpg").write_bytes(synthetic.render_image("cat", 98))
+    (images / "cat" / "loop").symlink_to(images, target_is_directory=True)
+    (images / "cat" / "gone.jpg").symlink_to(tmp_path / "nowhere.jpg")
+    locked.chmod(0)
+    private.chmod(0)
+    try:
+        result = subprocess.run([*_without_root_powers(), sys.executable, str(ROOT / "pipeline_runner.py"), "ingest",
+                                 "--data-dir", str(images), "--output-dir", str(tmp_path / "out")],
+                                capture_output=True, text=True, timeout=300, cwd=ROOT)
+    finally:
+        private.chmod(stat.S_IRWXU)
+        locked.chmod(stat.S_IRUSR | stat.S_IWUSR)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Traceback" not in result.stderr
+    report = json.loads((tmp_path / "out" / "examples" / "span-1" / "ingest_report.json").read_text())
+    reasons = {q["file"]: q["reason"] for q in report["quarantined"]}
+    assert reasons["cat/locked.jpg"] == "cannot be read (Permission denied)"
+    assert reasons["cat/private/"].startswith("folder cannot be read (Permission denied)")
+    assert reasons["cat/loop/"].startswith("symbolic link loop: leads back to a folder above it")
+    assert reasons["cat/gone.jpg"] == f"broken symbolic link to {tmp_path / 'nowhere.jpg'}"
+    assert report["examples_per_label"] == {"cat": 3, "dog": 3}  # the linked class folder was followed
+    assert report["files_seen"] == 6 + len(reasons) and report["counts"]["quarantined"] == len(reasons) == 4
+    for name in reasons:
+        assert f"quarantined {name}: " in result.stdout
+
+
+def test_eval_split_too_small_to_judge_a_model_stops_at_the_data_gate():
+    from tensorflow_metadata.proto.v0 import statistics_pb2
+
+    from components import anomalies_gate
+
+    splits = {"train": statistics_pb2.DatasetFeatureStatistics(num_examples=6),
+              "eval": statistics_pb2.DatasetFeatureStatistics(num_examples=4)}
+    problems = anomalies_gate.eval_size_problems(splits, 30)
+    assert problems == ["[eval] only 4 examples: at least 30 are needed to judge a model (on fewer a model is "
+                        "blessed or rejected by chance; add data, or lower --min-eval-examples)"]
+    assert anomalies_gate.eval_size_problems(splits, 4) == []
+    assert anomalies_gate.eval_size_problems({"train": splits["train"]}, 1)[0].startswith("[eval] only 0 examples")
+    with pytest.raises(anomalies_gate.DataAnomaliesError, match="only 4 examples"):
+        anomalies_gate.check_anomalies({}, extra_problems=problems)
+    assert config_lib.PipelineConfig().data.min_eval_examples == 30
+
+
+# The cron line on a fresh output folder ----------------------------------------------------------------------
+
+def test_printed_cron_line_runs_in_a_fresh_output_folder(tmp_path):
+    (tmp_path / "images").mkdir()
+    out = tmp_path / "new" / "out"
+    printed = subprocess.run([sys.executable, str(ROOT / "pipeline_runner.py"), "schedule", "--local", "--cron",
+                              "0 3 * * *", "--data-dir", str(tmp_path / "images"), "--output-dir", str(out)],
+                             capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert printed.returncode == 0, printed.stderr
+    command = printed.stdout.strip().split(" ", 5)[5]  # what cron hands to sh after the 5 time fields
+    # cron's environment: no virtualenv, a minimal PATH, some other working directory
+    ran = subprocess.run(["sh", "-c", command], env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)},
+                         capture_output=True, text=True, timeout=300, cwd="/")
+    log = out / "scheduled_runs.log"
+    assert ran.stderr == "" and log.exists(), ran.stderr
+    assert ran.returncode == 2 and "error: no usable images in folder source" in log.read_text()
+    assert shlex.split(command)[2] == str(out)
+
+
+# predict's exit codes ----------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory, demo_jpegs):
+    from trainer import export, model as model_lib
+
+    folder = tmp_path_factory.mktemp("model")
+    classifier = model_lib.get_classifier(
+        model_lib.build_model(config_lib.TrainingConfig(weights="none", alpha=0.35, seed=1), 64))
+    export.export_serving_model(classifier, transform_graph(folder, demo_jpegs, 64), str(folder / "serving" / "1"))
+    return folder / "serving" / "1"
+
+
+@pytest.fixture
+def photos(tmp_path, demo_jpegs):
+    (tmp_path / "photos").mkdir()
+    for index, jpeg in enumerate(demo_jpegs["dog"][:2]):
+        (tmp_path / "photos" / f"dog{index}.jpg").write_bytes(jpeg)
+    (tmp_path / "notes.txt").write_text("not an image")
+    return tmp_path
+
+
+def test_predict_exits_0_when_every_file_is_classified(model_dir, photos, capsys):
+    code, out, err = _cli(capsys, "predict", photos / "photos", "--model", model_dir, "--sheet", photos / "s.png")
+    assert code == 0 and err == "" and "UNREADABLE" not in out
+    assert (photos / "s.png").exists()
+
+
+def test_predict_exits_1_when_some_files_cannot_be_read(model_dir, photos, capsys):
+    code, out, err = _cli(capsys, "predict", photos / "photos", photos / "notes.txt", photos / "missing.jpg",
+                          "--model", model_dir, "--sheet", photos / "s.png", "--json")
+    assert code == 1
+    assert _one_line(err) == "warning: 2 of 4 files could not be classified (marked UNREADABLE)"
+    errors = {p["path"]: p["error"] for p in json.loads(out)["predictions"]}
+    assert errors[str(photos / "missing.jpg")] == "cannot be read: No such file or directory"
+    assert errors[str(photos / "notes.txt")] and sum(e is None for e in errors.values()) == 2
+
+
+def test_predict_exits_2_when_nothing_could_be_classified(model_dir, photos, capsys):
+    code, out, err = _cli(capsys, "predict", photos / "notes.txt", "--model", model_dir, "--sheet", photos / "s.png")
+    assert code == 2 and _one_line(err) == "error: none of the 1 files could be classified (reasons above)"
+    assert "UNREADABLE" in out and not (photos / "s.png").exists()
+
+
+@pytest.mark.parametrize("where, message", [("missing", "no model folder at"),
+                                            ("empty", "holds no SavedModel (saved_model.pb)")])
+def test_predict_with_an_unusable_model_folder_is_a_one_line_error(photos, capsys, where, message):
+    (photos / "empty").mkdir()
+    code, _, err = _cli(capsys, "predict", photos / "photos", "--model", photos / where)
+    assert code == 2 and message in _one_line(err) and str(photos / where) in err
