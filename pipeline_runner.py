@@ -394,13 +394,13 @@ def _quiet_logs(verbose: bool) -> None:
 
 
 def command_run(args: argparse.Namespace) -> int:
-    from orchestration import local_store
+    from orchestration import store_health
     from orchestration.run_lock import exclusive_run
 
     config = _config_from_args(args)
     _check_local_files(config)
     _check_output_dir(args.output_dir)
-    local_store.check(RunPaths(args.output_dir.resolve()).metadata_path)
+    store_health.check(RunPaths(args.output_dir.resolve()).metadata_path)
     with exclusive_run(args.output_dir):
         return _run_locked(args, config)
 
@@ -412,7 +412,7 @@ def _run_locked(args: argparse.Namespace, config) -> int:
     from reporting import run_summary
 
     from ingest import spans
-    from orchestration import local_store
+    from orchestration import store_health
     from reporting import run_report
 
     paths = RunPaths(args.output_dir.resolve())
@@ -436,6 +436,12 @@ def _run_locked(args: argparse.Namespace, config) -> int:
               "--tfds-data-dir or --demo", file=sys.stderr)
         return 2
 
+    problems = spans.window_problems(paths.examples_root, config.data.span_window)
+    if problems:
+        print(f"error: the data gate stopped the run before ImportExampleGen: {len(problems)} problem"
+              f"{'s' if len(problems) != 1 else ''} in spans written without an ingest report (fix or remove "
+              f"them, or ingest the images with `ingest`):\n  " + "\n  ".join(problems), file=sys.stderr)
+        return 2
     beam_args = pipeline_lib.local_beam_args(
         args.beam_workers, spans.examples_in_spans(paths.examples_root, config.data.span_window))
     pipeline = pipeline_lib.create_pipeline(
@@ -448,13 +454,17 @@ def _run_locked(args: argparse.Namespace, config) -> int:
         beam_pipeline_args=beam_args,
         allow_anomalies=args.allow_anomalies,
     )
-    earlier_runs = local_store.run_ids(paths.metadata_path)
+    earlier_runs = store_health.run_ids(paths.metadata_path)
+    missing = store_health.mark_missing_in_file(paths.metadata_path)
+    if missing:
+        print(f"{len(missing)} earlier outputs are gone from disk; marked DELETED in ML Metadata, so their nodes run "
+              "again and resolvers pass them over:\n  " + "\n  ".join(missing), flush=True)
     error, interrupted = None, False
     try:
         tfx.orchestration.LocalDagRunner().run(pipeline)
     except KeyboardInterrupt:
         interrupted = True
-        canceled = local_store.cancel_unfinished(paths.metadata_path, earlier_runs)
+        canceled = store_health.cancel_unfinished(paths.metadata_path, earlier_runs)
         error = "interrupted (Ctrl-C)" + (f" while {', '.join(canceled)} ran (marked CANCELED in ML Metadata)"
                                           if canceled else "")
     except Exception as exc:  # the summary reports it; the exit code says it
@@ -467,6 +477,7 @@ def _run_locked(args: argparse.Namespace, config) -> int:
         error = "the pipeline recorded no run in ML Metadata"
     summary.error = error
     summary.beam_args = beam_args
+    summary.missing = missing
     summary.ingest = {k: ingest_report[k] for k in ("span", "reused", "files_seen", "counts")} \
         if ingest_report else None
     print(summary.text())
@@ -492,13 +503,13 @@ def command_models(args: argparse.Namespace) -> int:
 
     from reporting import model_history
 
-    from orchestration import local_store
+    from orchestration import store_health
 
     metadata = RunPaths(args.output_dir.resolve()).metadata_path
     if not metadata.exists():
         print(f"error: no metadata store at {metadata}: has the pipeline run in {args.output_dir}?", file=sys.stderr)
         return 2
-    local_store.check(metadata)
+    store_health.check(metadata)
     versions = model_history.pushed_versions(str(metadata))
     if args.json:
         print(json.dumps([dataclasses.asdict(v) for v in versions], indent=2))
@@ -693,7 +704,7 @@ def main(argv: list[str] | None = None) -> int:
                 "submit": command_submit, "schedule": command_schedule}
     from ingest.sources import SourceError
     from orchestration.kubeflow import TargetError
-    from orchestration.local_store import DamagedStoreError
+    from orchestration.store_health import DamagedStoreError
     from orchestration.run_lock import PipelineBusyError
     from pipeline.config import ConfigError
 

@@ -8,11 +8,12 @@ what it needs inside its body and hands the work to orchestration.kfp_tasks.
 from kfp.dsl import HTML, ClassificationMetrics, Markdown, Metrics, Output
 
 
-def ingest_images(data_dir: str, root: str, settings: dict, ingest_report: Output[Markdown]) -> str:
+def ingest_images(data_dir: str, root: str, settings: dict, metadata_store: str,
+                  ingest_report: Output[Markdown]) -> str:
     """The image folder becomes a new span under <root>/examples; unchanged data writes nothing."""
     from orchestration import kfp_tasks
 
-    table = kfp_tasks.ingest(data_dir, root, settings)
+    table = kfp_tasks.ingest(data_dir, root, settings, metadata_store)
     with open(ingest_report.path, "w") as f:
         f.write("```\n" + table + "\n```\n")
     return table

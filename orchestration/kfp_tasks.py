@@ -30,35 +30,52 @@ def _fail(message: str) -> None:
     raise SystemExit(1)
 
 
-def ingest(data_dir: str, root: str, settings: dict) -> str:
+def ingest(data_dir: str, root: str, settings: dict, metadata_store: str = "") -> str:
     """The image folder becomes a new span under <root>/examples (unchanged data: the latest is reused).
 
     Also installs the curated schema of the code in this image where ImportSchemaGen
-    reads it. Returns the ingest table; an empty `data_dir` ingests nothing (the run
-    trains on the spans already there).
+    reads it, and marks earlier outputs whose files are gone DELETED in the store
+    (see orchestration.store_health.mark_missing). Returns the ingest table; an empty
+    `data_dir` ingests nothing (the run trains on the spans already there).
     """
+    from ml_metadata import metadata_store as mlmd
+
     from ingest import sources, spans
+    from orchestration import store_health
     from orchestration.kubeflow import PipelineLocations
     from pipeline.pipeline import SCHEMA_PATH
 
     where = PipelineLocations(root)
     examples_root = where.examples_root
+    settings = dict(settings)
+    window = settings.pop("span_window", 1)  # the spans the run trains on; the rest are ingest settings
     try:
         tfx_node.check_writable(root)
         tf.io.gfile.makedirs(posixpath.dirname(where.schema_path))
         tf.io.gfile.copy(SCHEMA_PATH, where.schema_path, overwrite=True)
+        if metadata_store:
+            tfx_node.check_store(metadata_store)
+            missing = store_health.mark_missing(mlmd.MetadataStore(tfx_node.connection_config(metadata_store)))
+            if missing:
+                print(f"{len(missing)} earlier outputs are gone from disk; marked DELETED in ML Metadata:\n  "
+                      + "\n  ".join(missing), flush=True)
     except tfx_node.NodeTaskError as error:
         _fail(str(error))
     if not data_dir:
         existing = spans.existing_spans(examples_root)
         if not existing:
             _fail(f"no data_dir given and no spans in {examples_root}")
-        return f"no data_dir given: the run uses the spans in {examples_root} (latest: span {existing[-1]})"
-    try:
-        report = spans.ingest("folder", data_dir, examples_root, spans.IngestSettings(**settings))
-    except (sources.SourceError, spans.NoUsableImagesError) as error:
-        _fail(str(error))
-    table = report.table()
+        table = f"no data_dir given: the run uses the spans in {examples_root} (latest: span {existing[-1]})"
+    else:
+        try:
+            report = spans.ingest("folder", data_dir, examples_root, spans.IngestSettings(**settings))
+        except (sources.SourceError, spans.NoUsableImagesError) as error:
+            _fail(str(error))
+        table = report.table()
+    problems = spans.window_problems(examples_root, window)
+    if problems:
+        _fail(f"{len(problems)} problems in spans written without an ingest report (fix or remove them):\n  "
+              + "\n  ".join(problems))
     print(table, flush=True)
     return table
 

@@ -170,14 +170,15 @@ def build_kfp_pipeline(config: PipelineConfig, deployment: Deployment):
     report_op = dsl.component(kfp_components.run_report, base_image=image, install_kfp_package=False)
     settings = dataclasses.asdict(config)
     ingest_settings = {"max_pixels": config.data.max_image_pixels, "train_buckets": config.data.train_buckets,
-                       "eval_buckets": config.data.eval_buckets, "workers": 0}
+                       "eval_buckets": config.data.eval_buckets, "workers": 0,
+                       "span_window": config.data.span_window}
 
     @dsl.pipeline(name=config.name, pipeline_root=deployment.kfp_root,
                   description="Ingest images, validate, transform, train and fine-tune MobileNetV2, evaluate "
                               "against the served model, push if blessed (TFX nodes on a shared ML Metadata).")
     def kfp_pipeline(data_dir: str = deployment.data_dir) -> str:
         ingest = _named(ingest_op, INGEST_TASK)(data_dir=data_dir, root=deployment.root,
-                                               settings=ingest_settings)
+                                               settings=ingest_settings, metadata_store=deployment.metadata_store)
         _configure(ingest, deployment)
         tasks = {}
         for program in programs:

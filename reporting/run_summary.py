@@ -58,6 +58,8 @@ class RunSummary:
     # artifact type -> URI of this run's outputs (Model, ExampleStatistics, ExampleAnomalies, ModelEvaluation...)
     artifacts: dict[str, str] = dataclasses.field(default_factory=dict)
     tflite: dict[str, Any] | None = None  # the model's tflite_fidelity.json, if it has TFLite models
+    # '<type> <uri>' of earlier outputs found gone before this run (marked DELETED in MLMD, not used again)
+    missing: list[str] = dataclasses.field(default_factory=list)
 
     @property
     def failed(self) -> bool:
@@ -74,6 +76,10 @@ class RunSummary:
                          f"{self.ingest['files_seen']} files, " + ", ".join(f"{k} {v}" for k, v in counts.items()))
         if self.beam_args:
             lines.append(f"  beam: {' '.join(self.beam_args)}")
+        if self.missing:
+            lines.append(f"  missing: {len(self.missing)} earlier outputs were gone from disk and were not used "
+                         f"(recomputed, or passed over by the resolvers): " + "; ".join(self.missing[:5])
+                         + (" ..." if len(self.missing) > 5 else ""))
         lines.append(f"  {'component':<30}{'outcome':<10}{'seconds':>9}")
         lines += [f"  {n.node_id:<30}{n.state:<10}{n.seconds:>9.1f}" for n in self.nodes]
         for model, values in self.metrics.items():

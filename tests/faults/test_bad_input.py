@@ -5,6 +5,7 @@ is the exit code) unless the fault needs a process of its own: a dropped
 capability, a shell as cron runs it.
 """
 
+import io
 import json
 import os
 import shlex
@@ -246,3 +247,41 @@ def test_predict_with_an_unusable_model_folder_is_a_one_line_error(photos, capsy
     (photos / "empty").mkdir()
     code, _, err = _cli(capsys, "predict", photos / "photos", "--model", photos / where)
     assert code == 2 and message in _one_line(err) and str(photos / where) in err
+
+
+# Spans written by another tool -------------------------------------------------------------------------------
+
+def _example(image: bytes, label: int) -> bytes:
+    import tensorflow as tf
+
+    return tf.train.Example(features=tf.train.Features(feature={
+        "image": tf.train.Feature(bytes_list=tf.train.BytesList(value=[image])),
+        "label": tf.train.Feature(int64_list=tf.train.Int64List(value=[label]))})).SerializeToString()
+
+
+def test_foreign_span_with_png_bytes_or_a_truncated_file_stops_before_any_component(tmp_path, capsys, demo_jpegs):
+    import tensorflow as tf
+    from PIL import Image
+
+    buffer = io.BytesIO()  # a real image, stored as PNG by the other tool
+    Image.open(io.BytesIO(demo_jpegs["cat"][0])).save(buffer, format="PNG")
+    span = tmp_path / "out" / "examples" / "span-1"
+    (span / "train").mkdir(parents=True)
+    (span / "eval").mkdir()
+    with tf.io.TFRecordWriter(str(span / "train" / "part-0.tfrecord")) as writer:
+        writer.write(_example(demo_jpegs["cat"][1], 0))
+        writer.write(_example(buffer.getvalue(), 0))
+        writer.write(_example(demo_jpegs["dog"][0], 1))
+    with tf.io.TFRecordWriter(str(span / "eval" / "part-0.tfrecord")) as writer:
+        for label, name in enumerate(("cat", "dog")):
+            writer.write(_example(demo_jpegs[name][2], label))
+    whole = (span / "eval" / "part-0.tfrecord").read_bytes()
+    (span / "eval" / "part-0.tfrecord").write_bytes(whole[:-40])  # a copy that stopped short
+
+    code, _, err = _cli(capsys, "run", "--output-dir", tmp_path / "out", "--min-eval-examples", "1")
+    assert code == 2 and "Traceback" not in err
+    assert "error: the data gate stopped the run before ImportExampleGen: 2 problems" in err
+    assert ("span-1/train/part-0.tfrecord record 1: feature 'image' is not JPEG data (starts with 89 50 4e 47)"
+            in err)
+    assert "span-1/eval/part-0.tfrecord record 1: not a readable TFRecord (truncated or corrupt" in err
+    assert not (tmp_path / "out" / "metadata.sqlite").exists() and not (tmp_path / "out" / "pipeline_root").exists()

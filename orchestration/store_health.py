@@ -76,3 +76,31 @@ def cancel_unfinished(path: str | os.PathLike, earlier_runs: frozenset[str]) -> 
             nodes += [c.name.split(".", 1)[1] for c in store.get_contexts_by_execution(execution.id)
                       if c.type_id == store.get_context_type("node").id]
     return nodes
+
+
+def mark_missing(store) -> list[str]:
+    """Marks LIVE artifacts whose files are gone DELETED; returns '<type> <uri>' for each.
+
+    A deleted pipeline_root (or one model folder) would otherwise be handed
+    out again: TFX's cache checks that files exist, but resolvers (the
+    previous span's statistics, the baseline, the warm start) take any LIVE
+    artifact. TFX resolves LIVE artifacts only, so once marked they are never
+    used again: a component reruns, a resolver picks the next one or none.
+    """
+    import tensorflow as tf
+    from ml_metadata.proto import metadata_store_pb2
+
+    live = [a for a in store.get_artifacts() if a.state == metadata_store_pb2.Artifact.LIVE and a.uri]
+    missing = [a for a in live if not tf.io.gfile.exists(a.uri)]
+    if not missing:
+        return []
+    for artifact in missing:
+        artifact.state = metadata_store_pb2.Artifact.DELETED
+    store.put_artifacts(missing)
+    types = {t.id: t.name for t in store.get_artifact_types_by_id(sorted({a.type_id for a in missing}))}
+    return [f"{types[a.type_id]} {a.uri}" for a in missing]
+
+
+def mark_missing_in_file(path: str | os.PathLike) -> list[str]:
+    """mark_missing on a local SQLite store (none yet: nothing to mark)."""
+    return mark_missing(_store(path)) if os.path.exists(path) else []

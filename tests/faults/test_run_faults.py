@@ -1,0 +1,165 @@
+"""Real faults during real runs on one output folder, in the order a bad week brings them.
+
+1. a good run                                   -> version 1 pushed
+2. new data; Ctrl-C while the Trainer runs       -> exit 130, summary says so, Trainer CANCELED, lock free
+3. the same; kill -9 while the Trainer runs      -> nothing pushed, no half version, no stale summary
+4. the same; serving_model on a full disk        -> the push fails cleanly: no staging left, exit 1
+5. pipeline_root deleted, metadata kept          -> the run completes (nothing deleted is used), version 2
+Every pushed version stays byte-identical throughout.
+"""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+from ml_metadata.proto import metadata_store_pb2
+
+from ingest import synthetic
+from orchestration import run_lock
+from pipeline import pipeline as pipeline_lib
+from tests.helpers import ROOT, TINY, latest_run_states, run_cli, tree_digest
+
+pytestmark = [pytest.mark.faults, pytest.mark.e2e]
+SETTINGS = [*TINY, "--min-accuracy", "0", "--max-accuracy-drop", "1", "--no-tflite"]  # TFLite export is covered by the e2e tests
+
+
+def _start(data, out):
+    return subprocess.Popen([sys.executable, str(ROOT / "pipeline_runner.py"), "run", "--data-dir", str(data),
+                             "--output-dir", str(out), *SETTINGS], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, cwd=ROOT, start_new_session=True)
+
+
+def _wait_until_running(process, metadata, node, timeout=600):
+    """Polls MLMD (read-only, as any observer would) until `node` has a RUNNING execution."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        assert process.poll() is None, "the run ended before %s started: %s" % (node, process.communicate())
+        try:
+            states, _, _ = latest_run_states(metadata)
+        except Exception:  # the store is being created or written: look again
+            states = {}
+        if "RUNNING" in states.get(node, []):
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"{node} never ran")
+
+
+def _mount_tmpfs(folder, size_bytes):
+    result = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size_bytes}", "tmpfs", str(folder)],
+                            capture_output=True, text=True)
+    return result.returncode == 0
+
+
+@pytest.fixture(scope="module")
+def week(tmp_path_factory):
+    base = tmp_path_factory.mktemp("faults")
+    first, more, out = base / "first", base / "more", base / "out"
+    synthetic.write_demo_images(first, 16)
+    shutil.copytree(first, more)
+    synthetic.write_demo_images(more / "new", 6, seed=1)
+    metadata = out / "metadata.sqlite"
+    record = {"out": out}
+
+    record["good"], record["good_summary"] = run_cli(first, out, *SETTINGS)
+    record["served"] = tree_digest(out / "serving_model")
+    record["version_1"] = tree_digest(out / "serving_model" / "1")
+
+    process = _start(more, out)
+    _wait_until_running(process, metadata, pipeline_lib.TRAINER)
+    process.send_signal(signal.SIGINT)
+    record["interrupted"] = process.wait(timeout=300), *process.communicate()
+    record["interrupted_summary"] = json.loads((out / "run_summary.json").read_text())
+    record["interrupted_states"], _, _ = latest_run_states(metadata)
+    record["served_after_interrupt"] = tree_digest(out / "serving_model")
+    try:
+        with run_lock.exclusive_run(out):
+            record["lock_free_after_interrupt"] = True
+    except run_lock.PipelineBusyError:
+        record["lock_free_after_interrupt"] = False
+
+    process = _start(more, out)
+    _wait_until_running(process, metadata, pipeline_lib.TRAINER)
+    os.killpg(process.pid, signal.SIGKILL)
+    record["killed"] = process.wait(timeout=60)
+    record["served_after_kill"] = tree_digest(out / "serving_model")
+    record["summary_after_kill"] = (out / "run_summary.json").exists()
+    record["entries_after_kill"] = sorted(os.listdir(out / "serving_model"))
+
+    serving = out / "serving_model"
+    size = sum(p.stat().st_size for p in serving.rglob("*") if p.is_file())
+    hidden = base / "serving_model.before"
+    shutil.copytree(serving, hidden)
+    if os.geteuid() == 0 and _mount_tmpfs(serving, size + 256 * 1024):  # room for version 1, not for version 2
+        try:
+            shutil.copytree(hidden, serving, dirs_exist_ok=True)
+            record["full_disk"], record["full_disk_summary"] = run_cli(more, out, *SETTINGS)
+            record["full_disk_entries"] = sorted(os.listdir(serving))
+            record["served_after_full_disk"] = tree_digest(serving)
+            record["full_disk_states"], _, _ = latest_run_states(metadata)
+        finally:
+            subprocess.run(["umount", str(serving)], check=True)
+    else:
+        record["full_disk"] = None
+
+    shutil.rmtree(out / "pipeline_root")
+    record["after_delete"], record["after_delete_summary"] = run_cli(more, out, *SETTINGS)
+    record["after_delete_states"], store, _ = latest_run_states(metadata)
+    record["deleted_uris_live"] = [a.uri for a in store.get_artifacts() if not os.path.exists(a.uri)
+                                   and a.state == metadata_store_pb2.Artifact.LIVE]
+    return record
+
+
+def test_a_good_run_pushes_version_1(week):
+    assert week["good"].returncode == 0, week["good"].stderr[-3000:]
+    assert week["good_summary"]["pushed_version"] == 1
+
+
+def test_ctrl_c_says_what_was_interrupted_and_exits_130(week):
+    code, stdout, stderr = week["interrupted"]
+    assert code == 130, stderr[-3000:]
+    assert "Traceback" not in stderr and "KeyboardInterrupt" not in stderr
+    summary = week["interrupted_summary"]
+    assert summary["error"] == f"interrupted (Ctrl-C) while {pipeline_lib.TRAINER} ran (marked CANCELED in ML Metadata)"
+    assert summary["failed"] and summary["run_id"] != week["good_summary"]["run_id"]
+    assert "FAILED: interrupted (Ctrl-C)" in stdout
+    assert week["interrupted_states"][pipeline_lib.TRAINER] == ["CANCELED"]
+    assert not any("RUNNING" in states for states in week["interrupted_states"].values())
+    assert week["lock_free_after_interrupt"]
+    assert week["served_after_interrupt"] == week["served"]
+
+
+def test_kill_9_during_training_leaves_the_served_versions_alone(week):
+    assert week["killed"] == -signal.SIGKILL
+    assert week["served_after_kill"] == week["served"] and week["entries_after_kill"] == ["1"]
+    assert not week["summary_after_kill"], "the previous run's summary must not stand in for the killed run's"
+
+
+def test_full_disk_during_the_push_fails_cleanly(week):
+    if week["full_disk"] is None:
+        pytest.skip("cannot mount a small tmpfs here (needs root with CAP_SYS_ADMIN) to fill a disk for real")
+    result, summary = week["full_disk"], week["full_disk_summary"]
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert summary["failed"] and "No space left on device" in summary["error"]
+    assert summary["pushed_version"] is None
+    assert week["full_disk_entries"] == ["1"], "no staging copy or half version may stay behind"
+    assert week["served_after_full_disk"] == week["served"]
+    assert week["full_disk_states"][pipeline_lib.PUSHER] == ["FAILED"]
+
+
+def test_deleted_pipeline_root_is_recomputed_not_used(week):
+    result, summary = week["after_delete"], week["after_delete_summary"]
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert any("StatisticsGen/statistics" in m for m in summary["missing"])
+    assert any(m.startswith("Model ") and "Trainer/model" in m for m in summary["missing"])
+    assert "earlier outputs were gone from disk" in result.stdout
+    components = {n: s for n, s in week["after_delete_states"].items() if n not in pipeline_lib.RESOLVER_IDS}
+    assert components == {n: ["COMPLETE"] for n in components}
+    assert "baseline" not in summary["metrics"], "version 1's model is gone: nothing to compare with"
+    assert summary["pushed_version"] == 2
+    assert week["deleted_uris_live"] == []
+    assert tree_digest(week["out"] / "serving_model" / "1") == week["version_1"]
