@@ -77,8 +77,14 @@ def predict_files(serve, files: list[pathlib.Path],
         if not batch:
             return
         out = serve(image_bytes=tf.constant([jpeg for _, jpeg in batch]))
-        for (index, _), probability, name in zip(batch, out[features.PROBABILITY_OUTPUT].numpy(),
-                                                 out[features.CLASS_OUTPUT].numpy()):
+        valid = out[features.VALID_OUTPUT].numpy() if features.VALID_OUTPUT in out else [True] * len(batch)
+        errors = out[features.ERROR_OUTPUT].numpy() if features.ERROR_OUTPUT in out else [b""] * len(batch)
+        for (index, _), probability, name, ok, error in zip(batch, out[features.PROBABILITY_OUTPUT].numpy(),
+                                                            out[features.CLASS_OUTPUT].numpy(), valid, errors):
+            if not ok:  # the model's own decoder refused what ingest's checks let through
+                results[index].error = error.decode()
+                jpegs.pop(index, None)
+                continue
             results[index].dog_probability = float(probability)
             results[index].class_name = name.decode()
         batch.clear()

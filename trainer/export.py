@@ -3,7 +3,10 @@
 Both signatures run the Transform graph (the TFT layer) and then the Keras
 model, so serving decodes and resizes exactly as training did:
 - `serving_default`: `image_bytes` (a batch of encoded images) ->
-  `dog_probability` and `class_name`; what a client has is a JPEG file.
+  `dog_probability`, `class_name`, `valid` and `error`; what a client has is
+  a JPEG file. Each image is decoded on its own: one that cannot be decoded
+  gets valid=False, an error, NaN and "" while the rest of the batch is
+  classified; an empty batch gives empty outputs.
 - `serving_examples`: serialized tf.Examples -> the same outputs; what TFMA
   (the Evaluator) feeds.
 The SavedModel needs only TensorFlow to load: no project code, no Keras.
@@ -54,7 +57,34 @@ class ServingModule(tf.Module):
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="image_bytes")])
     def serve_images(self, image_bytes):
-        return self._predict_from_raw({features.IMAGE_KEY: tf.reshape(image_bytes, [-1, 1])})
+        count = tf.shape(image_bytes)[0]
+
+        def transform_one(index, encoded):
+            pixels = self.tft_layer({features.IMAGE_KEY: tf.reshape(encoded, [1, 1])})[features.PIXELS_KEY]
+            return index, tf.cast(pixels[0], tf.float32)
+
+        # The Transform graph decodes a batch in one op, which fails for the whole batch on one bad image.
+        # Per image in tf.data, a failing decode drops only that element (ignore_errors); the indices kept
+        # say which images were classified. A sentinel element makes the single batch exist even when no
+        # image is valid (or none was sent).
+        decoded = (tf.data.Dataset.from_tensor_slices((tf.range(count), image_bytes))
+                   .map(transform_one).ignore_errors())
+        size = self.model.input_shape[1]
+        sentinel = tf.data.Dataset.from_tensors((tf.constant(-1), tf.zeros([size, size, 3], tf.float32)))
+        indices, pixels = decoded.concatenate(sentinel).batch(1 << 30).get_single_element()
+        indices, pixels = indices[:-1], pixels[:-1]
+        logits = self.model(pixels, training=False)
+        probability = tf.reshape(tf.sigmoid(logits), [-1])
+        names = tf.gather(self._class_names, tf.cast(probability >= 0.5, tf.int32))
+        positions = tf.expand_dims(indices, 1)
+        valid = tf.scatter_nd(positions, tf.ones_like(indices), [count]) > 0
+        return {
+            features.PROBABILITY_OUTPUT: tf.tensor_scatter_nd_update(
+                tf.fill([count], float("nan")), positions, probability),
+            features.CLASS_OUTPUT: tf.tensor_scatter_nd_update(tf.fill([count], ""), positions, names),
+            features.VALID_OUTPUT: valid,
+            features.ERROR_OUTPUT: tf.where(valid, "", "not a decodable image (JPEG, PNG, GIF or BMP expected)"),
+        }
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="examples")])
     def serve_examples(self, examples):

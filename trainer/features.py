@@ -18,5 +18,8 @@ SHA256_KEY = "image_sha256"  # bytes, hex digest of the image bytes
 PIXELS_KEY = "pixels"  # uint8 values (stored as int64) of shape [size, size, 3]
 
 # Outputs of the serving signatures.
-PROBABILITY_OUTPUT = "dog_probability"
-CLASS_OUTPUT = "class_name"
+PROBABILITY_OUTPUT = "dog_probability"  # NaN where the image could not be decoded
+CLASS_OUTPUT = "class_name"  # "" where the image could not be decoded
+# serving_default only: one bad image in a batch does not fail the others.
+VALID_OUTPUT = "valid"  # bool: the image was decoded and classified
+ERROR_OUTPUT = "error"  # "" or why the image was not classified

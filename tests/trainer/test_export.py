@@ -47,6 +47,30 @@ def test_jpeg_signature_equals_the_model_on_decoded_pixels(exported, demo_jpegs)
     assert list(result[features.CLASS_OUTPUT].numpy()) == expected_names
 
 
+def test_bad_images_are_marked_and_the_rest_of_the_batch_classified(exported, demo_jpegs):
+    classifier, path = exported
+    good = [demo_jpegs["cat"][0], demo_jpegs["dog"][1]]
+    truncated = demo_jpegs["dog"][0][:200]
+    serve = tf.saved_model.load(path).signatures["serving_default"]
+    result = serve(image_bytes=tf.constant([good[0], b"", b"plain text", truncated, good[1]]))
+    assert list(result[features.VALID_OUTPUT].numpy()) == [True, False, False, False, True]
+    probability = result[features.PROBABILITY_OUTPUT].numpy()
+    np.testing.assert_allclose(probability[[0, 4]], _expected(classifier, good), rtol=1e-5, atol=1e-6)
+    assert np.isnan(probability[1:4]).all()
+    names = result[features.CLASS_OUTPUT].numpy()
+    assert names[1:4].tolist() == [b"", b"", b""] and names[0] in (b"cat", b"dog")
+    errors = result[features.ERROR_OUTPUT].numpy()
+    assert errors[0] == errors[4] == b"" and all(e.startswith(b"not a decodable image") for e in errors[1:4])
+
+
+def test_an_empty_batch_gives_empty_outputs(exported):
+    _, path = exported
+    result = tf.saved_model.load(path).signatures["serving_default"](image_bytes=tf.constant([], tf.string))
+    assert {k: v.shape.as_list() for k, v in result.items()} == {
+        features.PROBABILITY_OUTPUT: [0], features.CLASS_OUTPUT: [0], features.VALID_OUTPUT: [0],
+        features.ERROR_OUTPUT: [0]}
+
+
 def test_example_signature_agrees_with_the_jpeg_signature(exported, demo_jpegs):
     _, path = exported
     jpegs = demo_jpegs["dog"]
