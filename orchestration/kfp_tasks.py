@@ -48,7 +48,7 @@ def ingest(data_dir: str, root: str, settings: dict, metadata_store: str = "") -
     where = PipelineLocations(root)
     examples_root = where.examples_root
     settings = dict(settings)
-    window = settings.pop("span_window", 1)  # the spans the run trains on; the rest are ingest settings
+    window = int(settings.pop("span_window", 1))  # KFP hands numbers over as floats; the rest are ingest settings
     try:
         tfx_node.check_writable(root)
         tf.io.gfile.makedirs(posixpath.dirname(where.schema_path))

@@ -78,6 +78,9 @@ def cancel_unfinished(path: str | os.PathLike, earlier_runs: frozenset[str]) -> 
     return nodes
 
 
+MISSING_PROPERTY = "missing_since"  # set on the artifacts mark_missing marks DELETED
+
+
 def mark_missing(store) -> list[str]:
     """Marks LIVE artifacts whose files are gone DELETED; returns '<type> <uri>' for each.
 
@@ -86,17 +89,27 @@ def mark_missing(store) -> list[str]:
     previous span's statistics, the baseline, the warm start) take any LIVE
     artifact. TFX resolves LIVE artifacts only, so once marked they are never
     used again: a component reruns, a resolver picks the next one or none.
+    Files that come back (a storage mount that was missing for a while) make
+    the artifacts this function marked LIVE again.
     """
+    import time
+
     import tensorflow as tf
     from ml_metadata.proto import metadata_store_pb2
 
-    live = [a for a in store.get_artifacts() if a.state == metadata_store_pb2.Artifact.LIVE and a.uri]
-    missing = [a for a in live if not tf.io.gfile.exists(a.uri)]
-    if not missing:
-        return []
+    live, deleted = metadata_store_pb2.Artifact.LIVE, metadata_store_pb2.Artifact.DELETED
+    artifacts = [a for a in store.get_artifacts() if a.uri]
+    missing = [a for a in artifacts if a.state == live and not tf.io.gfile.exists(a.uri)]
+    back = [a for a in artifacts if a.state == deleted and MISSING_PROPERTY in a.custom_properties
+            and tf.io.gfile.exists(a.uri)]
     for artifact in missing:
-        artifact.state = metadata_store_pb2.Artifact.DELETED
-    store.put_artifacts(missing)
+        artifact.state = deleted
+        artifact.custom_properties[MISSING_PROPERTY].string_value = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    for artifact in back:
+        artifact.state = live
+        del artifact.custom_properties[MISSING_PROPERTY]
+    if missing or back:
+        store.put_artifacts(missing + back)
     types = {t.id: t.name for t in store.get_artifact_types_by_id(sorted({a.type_id for a in missing}))}
     return [f"{types[a.type_id]} {a.uri}" for a in missing]
 

@@ -17,6 +17,7 @@ import pytest
 
 import pipeline_runner
 from ingest import synthetic
+from orchestration import run_lock
 from pipeline import config as config_lib
 from tests.helpers import ROOT, transform_graph
 
@@ -65,6 +66,18 @@ def test_counts_out_of_range_are_refused_by_the_parser(tmp_path, capsys, flag, v
     assert exit_.value.code == 2
     assert f"argument {flag}: must be an integer >= {minimum}, got {int(value)}" in err and "Traceback" not in err
     assert not (tmp_path / "out").exists()
+
+
+# Two runs at once ---------------------------------------------------------------------------------------------
+
+def test_second_run_exits_3_without_touching_the_store_while_locked(tmp_path):
+    with run_lock.exclusive_run(tmp_path):
+        result = subprocess.run([sys.executable, str(ROOT / "pipeline_runner.py"), "run", "--demo",
+                                 "--output-dir", str(tmp_path)], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 3
+    assert "another run of this pipeline is in progress" in result.stderr
+    assert not (tmp_path / "metadata.sqlite").exists() and not (tmp_path / "demo_images").exists()
+
 
 
 # Damaged metadata store and ingest report --------------------------------------------------------------------

@@ -164,3 +164,36 @@ def test_deleted_pipeline_root_is_recomputed_not_used(week):
     assert summary["pushed_version"] == 2
     assert week["deleted_uris_live"] == []
     assert tree_digest(week["out"] / "serving_model" / "1") == week["version_1"]
+
+
+@pytest.mark.parametrize("stop", [signal.SIGKILL, signal.SIGINT])
+def test_ingest_stopped_midway_leaves_no_span_and_the_next_ingest_writes_it_whole(tmp_path, stop):
+    images, out = tmp_path / "images", tmp_path / "out"
+    synthetic.write_demo_images(images, 150)
+    command = [sys.executable, str(ROOT / "pipeline_runner.py"), "ingest", "--data-dir", str(images),
+               "--output-dir", str(out)]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
+                               start_new_session=True)
+    staging = out / "examples" / ".span-1.incomplete"
+    deadline = time.time() + 300
+    while not staging.exists() and process.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    assert staging.exists(), "ingest finished before it could be stopped: %s" % (process.communicate(),)
+    if stop == signal.SIGKILL:
+        os.killpg(process.pid, signal.SIGKILL)
+    else:
+        process.send_signal(signal.SIGINT)
+    code = process.wait(timeout=120)
+    _, stderr = process.communicate()
+    assert not (out / "examples" / "span-1").exists()
+    if stop == signal.SIGINT:
+        assert code == 130 and "interrupted: `ingest` stopped before it finished" in stderr
+        assert "Traceback" not in stderr and not staging.exists()
+    else:
+        assert code == -signal.SIGKILL
+
+    again = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, timeout=600)
+    assert again.returncode == 0, again.stderr[-3000:]
+    report = json.loads((out / "examples" / "span-1" / "ingest_report.json").read_text())
+    assert report["files_seen"] == 300 and report["counts"]["accepted"] + report["counts"]["normalized"] == 300
+    assert sorted(p.name for p in (out / "examples").iterdir()) == ["span-1"]

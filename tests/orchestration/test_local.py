@@ -1,5 +1,3 @@
-import subprocess
-import sys
 
 import pytest
 
@@ -14,15 +12,6 @@ def test_second_run_on_the_same_root_is_refused_at_once(tmp_path):
                 pass
     with run_lock.exclusive_run(tmp_path):  # released after the first run
         pass
-
-
-def test_cli_run_exits_without_touching_the_store_while_locked(tmp_path):
-    with run_lock.exclusive_run(tmp_path):
-        result = subprocess.run([sys.executable, str(ROOT / "pipeline_runner.py"), "run", "--demo",
-                                 "--output-dir", str(tmp_path)], capture_output=True, text=True, timeout=120)
-    assert result.returncode == 3
-    assert "another run of this pipeline is in progress" in result.stderr
-    assert not (tmp_path / "metadata.sqlite").exists() and not (tmp_path / "demo_images").exists()
 
 
 def test_cron_line_runs_the_pipeline_and_logs_in_the_output_dir(tmp_path):
