@@ -454,6 +454,11 @@ def _run_locked(args: argparse.Namespace, config) -> int:
         beam_pipeline_args=beam_args,
         allow_anomalies=args.allow_anomalies,
     )
+    # This process holds the lock: a RUNNING execution in the store belongs to a run that was killed.
+    abandoned = store_health.cancel_unfinished(paths.metadata_path, frozenset())
+    if abandoned:
+        print(f"an earlier run stopped while {', '.join(abandoned)} ran (killed?); marked CANCELED in ML Metadata",
+              flush=True)
     earlier_runs = store_health.run_ids(paths.metadata_path)
     missing = store_health.mark_missing_in_file(paths.metadata_path)
     if missing:

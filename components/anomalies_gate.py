@@ -135,6 +135,7 @@ def AnomaliesGate(
     max_class_ratio: tfx.dsl.components.Parameter[float] = 3.0,
     max_size_drift: tfx.dsl.components.Parameter[float] = 0.5,
     min_eval_examples: tfx.dsl.components.Parameter[int] = 0,
+    code_version: tfx.dsl.components.Parameter[str] = "",  # a fingerprint of this code: a change is a cache miss
 ) -> None:
     current = read_statistics(statistics)
     problems = class_balance_problems(current, max_class_ratio) + eval_size_problems(current, min_eval_examples)

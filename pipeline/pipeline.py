@@ -8,6 +8,7 @@ Beam arguments.
 from __future__ import annotations
 
 import dataclasses
+import ast
 import hashlib
 import pathlib
 
@@ -47,12 +48,52 @@ NODE_IDS = (EXAMPLE_GEN, SCHEMA_IMPORTER, STATISTICS_GEN, EXAMPLE_VALIDATOR, PRE
             ANOMALIES_GATE, TRANSFORM, TRAINER, BASELINE_RESOLVER, EVALUATOR, PUSHER)
 
 
-def code_fingerprint() -> str:
-    """Hash of the model code. Transform and Trainer reference it by module path,
-    which TFX's cache does not see into: this makes a code change a cache miss."""
+# What TFX runs from this project by module path, which its cache key does not see into: Transform's
+# preprocessing_fn, the Trainer's run_fn and the custom components and resolver strategies.
+CODE_ENTRY_POINTS = ("trainer.preprocessing", "trainer.task", "components.anomalies_gate",
+                     "components.serving_pusher", "components.baseline_resolver")
+PROJECT_ROOT = pathlib.Path(__file__).resolve().parent.parent
+
+
+def _module_files(root: pathlib.Path, module: str) -> list[pathlib.Path]:
+    """The file of `module` and the __init__.py of each package it is in (importing it runs them all)."""
+    parts = module.split(".")
+    files = [root.joinpath(*parts[:i], "__init__.py") for i in range(1, len(parts) + 1)]
+    files.append(root.joinpath(*parts[:-1], parts[-1] + ".py"))
+    return [f for f in files if f.is_file()]
+
+
+def _imports(path: pathlib.Path) -> set[str]:
+    """Every module named by an import anywhere in the file (inside functions too)."""
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            names.add(node.module)
+            names.update(f"{node.module}.{alias.name}" for alias in node.names)  # `from pkg import module`
+    return names
+
+
+def code_files(entry_points: tuple[str, ...] = CODE_ENTRY_POINTS, root: pathlib.Path = PROJECT_ROOT
+               ) -> list[pathlib.Path]:
+    """The project's files that the entry points run: their modules and every project module they import."""
+    seen: set[pathlib.Path] = set()
+    pending = list(entry_points)
+    while pending:
+        for path in _module_files(root, pending.pop()):
+            if path not in seen:
+                seen.add(path)
+                pending += [name for name in _imports(path) if (root / name.split(".")[0] / "__init__.py").is_file()]
+    return sorted(seen)
+
+
+def code_fingerprint(root: pathlib.Path = PROJECT_ROOT) -> str:
+    """Hash of code_files: Transform, Trainer and the custom components get it as a parameter, so that a change
+    to any code they run is a cache miss (and a change anywhere else is not)."""
     digest = hashlib.sha256()
-    for path in sorted((pathlib.Path(__file__).parent.parent / "trainer").glob("*.py")):
-        digest.update(path.name.encode() + path.read_bytes())
+    for path in code_files(root=root):
+        digest.update(path.relative_to(root).as_posix().encode() + b"\0" + path.read_bytes())
     return digest.hexdigest()[:16]
 
 
@@ -129,12 +170,14 @@ def create_pipeline(
         strategy_class=LatestBeforeStrategy, before=example_gen.outputs["examples"],
         artifact=tfx.dsl.Channel(type=tfx.types.standard_artifacts.ExampleStatistics),
     ).with_id(PREVIOUS_STATISTICS_RESOLVER)
+    code_version = code_fingerprint()
     gate = AnomaliesGate(
         anomalies=example_validator.outputs["anomalies"], schema=schema_importer.outputs["schema"],
         statistics=statistics_gen.outputs["statistics"],
         previous_statistics=previous_statistics.outputs["artifact"] if previous_statistics else None,
         allow_anomalies=allow_anomalies, max_class_ratio=float(config.data.max_class_ratio),
         max_size_drift=float(config.data.max_size_drift), min_eval_examples=config.data.min_eval_examples,
+        code_version=code_version,
     ).with_id(ANOMALIES_GATE)
 
     training_examples = example_gen.outputs["examples"]
@@ -153,7 +196,6 @@ def create_pipeline(
         span_window.add_upstream_node(example_gen)  # this run's span must exist before the window is taken
         training_examples = span_window.outputs["examples"]
 
-    code_version = code_fingerprint()
     # Transform analyzes and writes its graph, but does not materialize its output: the Trainer
     # runs the graph (the TFT layer) while reading, decoding each image once into its cache.
     transform = tfx.components.Transform(
@@ -188,6 +230,7 @@ def create_pipeline(
     ).with_id(EVALUATOR)
     pusher = ServingPusher(
         model=trainer.outputs["model"], model_blessing=evaluator.outputs["blessing"], serving_dir=serving_dir,
+        code_version=code_version,
     ).with_id(PUSHER)
 
     optional = [node for node in (previous_statistics, span_window, warm_start) if node is not None]

@@ -87,6 +87,7 @@ def week(tmp_path_factory):
     _wait_until_running(process, metadata, pipeline_lib.TRAINER)
     os.killpg(process.pid, signal.SIGKILL)
     record["killed"] = process.wait(timeout=60)
+    record["killed_states"], _, killed_run = latest_run_states(metadata)
     record["served_after_kill"] = tree_digest(out / "serving_model")
     record["summary_after_kill"] = (out / "run_summary.json").exists()
     record["entries_after_kill"] = sorted(os.listdir(out / "serving_model"))
@@ -106,6 +107,11 @@ def week(tmp_path_factory):
             subprocess.run(["umount", str(serving)], check=True)
     else:
         record["full_disk"] = None
+
+    _, store, _ = latest_run_states(metadata)
+    record["killed_states_later"] = {
+        execution.id: metadata_store_pb2.Execution.State.Name(execution.last_known_state)
+        for execution in store.get_executions_by_context(killed_run.id)}
 
     shutil.rmtree(out / "pipeline_root")
     record["after_delete"], record["after_delete_summary"] = run_cli(more, out, *SETTINGS)
@@ -138,6 +144,11 @@ def test_kill_9_during_training_leaves_the_served_versions_alone(week):
     assert week["killed"] == -signal.SIGKILL
     assert week["served_after_kill"] == week["served"] and week["entries_after_kill"] == ["1"]
     assert not week["summary_after_kill"], "the previous run's summary must not stand in for the killed run's"
+    assert week["killed_states"][pipeline_lib.TRAINER] == ["RUNNING"]  # what kill -9 leaves in the store
+    next_run = week["full_disk"] or week["after_delete"]
+    assert (f"an earlier run stopped while {pipeline_lib.TRAINER} ran (killed?); marked CANCELED in ML Metadata"
+            in next_run.stdout)
+    assert "RUNNING" not in week["killed_states_later"].values() and "CANCELED" in week["killed_states_later"].values()
 
 
 def test_full_disk_during_the_push_fails_cleanly(week):

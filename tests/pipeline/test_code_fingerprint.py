@@ -1,0 +1,59 @@
+"""The code fingerprint: every file TFX runs from this project by module path, and nothing else."""
+
+import json
+import shutil
+
+from pipeline import config as config_lib, pipeline as pipeline_lib
+
+CODE_VERSION_NODES = {pipeline_lib.TRANSFORM, pipeline_lib.TRAINER, pipeline_lib.ANOMALIES_GATE,
+                      pipeline_lib.PUSHER}
+
+
+def _relative(paths):
+    return {p.relative_to(pipeline_lib.PROJECT_ROOT).as_posix() for p in paths}
+
+
+def test_fingerprint_covers_the_modules_transform_trainer_and_components_import():
+    files = _relative(pipeline_lib.code_files())
+    # imported by the Trainer through pipeline.config and trainer.export, not only trainer/*.py
+    assert {"pipeline/__init__.py", "pipeline/config.py", "inference/__init__.py", "inference/tflite.py",
+            "trainer/task.py", "trainer/model.py", "trainer/export.py", "trainer/features.py",
+            "trainer/preprocessing.py", "components/anomalies_gate.py", "components/serving_pusher.py",
+            "components/baseline_resolver.py"} <= files
+    assert not any(f.startswith(("reporting/", "orchestration/", "tests/")) for f in files), files
+    assert "pipeline/pipeline.py" not in files and "pipeline_runner.py" not in files
+
+
+def _copy_project(target):
+    for name in ("trainer", "pipeline", "inference", "components", "ingest", "reporting", "orchestration"):
+        shutil.copytree(pipeline_lib.PROJECT_ROOT / name, target / name,
+                        ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(pipeline_lib.PROJECT_ROOT / "README.md", target / "README.md")
+
+
+def test_a_change_to_code_the_trainer_runs_changes_the_fingerprint_and_a_readme_does_not(tmp_path):
+    _copy_project(tmp_path)
+    before = pipeline_lib.code_fingerprint(tmp_path)
+    assert before == pipeline_lib.code_fingerprint(pipeline_lib.PROJECT_ROOT)
+    (tmp_path / "README.md").write_text("changed")
+    (tmp_path / "reporting" / "run_report.py").write_text("# changed\n")
+    assert pipeline_lib.code_fingerprint(tmp_path) == before
+    for changed in ("inference/tflite.py", "pipeline/config.py", "components/anomalies_gate.py"):
+        path = tmp_path / changed
+        original = path.read_text()
+        path.write_text(original + "\n# changed\n")
+        assert pipeline_lib.code_fingerprint(tmp_path) != before, changed
+        path.write_text(original)
+
+
+def test_the_fingerprint_is_a_parameter_of_every_node_that_runs_project_code(tmp_path):
+    """TFX's cache key includes each node's parameters: a new fingerprint is a cache miss for exactly these."""
+    from orchestration import tfx_node
+
+    pipeline = pipeline_lib.create_pipeline(
+        config_lib.PipelineConfig(), examples_root=str(tmp_path / "examples"), pipeline_root=str(tmp_path / "root"),
+        serving_dir=str(tmp_path / "serving"))
+    fingerprint = pipeline_lib.code_fingerprint()
+    carrying = {program.node_id for program in tfx_node.node_programs(pipeline)
+                if fingerprint in json.dumps(json.loads(program.ir_json)["nodes"][0]["pipelineNode"].get("parameters"))}
+    assert carrying == CODE_VERSION_NODES
