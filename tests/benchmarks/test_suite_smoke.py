@@ -26,3 +26,5 @@ def test_quick_suite_measures_every_section(tmp_path, capsys):
             assert figure["reference"] > 0 and figure["ratio"] == pytest.approx(
                 figure["value"] / figure["reference"], rel=1e-6) or figure["section"] == "3 ingest+transform"
     assert "phase 1 images/s" in capsys.readouterr().out
+    written = [f for f in figures if f["section"] == "4 bytes"]
+    assert written and all(f["value"] > 0 for f in written), "Transform's output must be measured, not assumed"

@@ -46,3 +46,32 @@ def test_warm_start_never_uses_a_model_newer_than_the_examples():
     blessings = [_blessing(4, 3, True), _blessing(8, 7, True)]
     model, _ = select_baseline([examples], models, blessings)
     assert [m.id for m in model] == [3]
+
+
+def _statistics(artifact_id):
+    statistics = standard_artifacts.ExampleStatistics()
+    statistics.id = artifact_id
+    return statistics
+
+
+def test_previous_statistics_are_the_newest_older_than_this_runs_examples():
+    from components.baseline_resolver import ARTIFACT_KEY, BEFORE_KEY, LatestBeforeStrategy
+
+    examples = standard_artifacts.Examples()
+    examples.id = 20
+    older = [_statistics(5), _statistics(12), _statistics(9)]
+    resolved = LatestBeforeStrategy().resolve_artifacts(None, {BEFORE_KEY: [examples],
+                                                               ARTIFACT_KEY: older + [_statistics(21)]})
+    assert [a.id for a in resolved[ARTIFACT_KEY]] == [12], "21 is this run's own statistics"
+    assert resolved[BEFORE_KEY] == [examples]
+
+
+def test_first_span_has_no_previous_statistics_and_a_rerun_keeps_the_same_answer():
+    from components.baseline_resolver import select_newest_before
+
+    examples = standard_artifacts.Examples()
+    examples.id = 3
+    assert select_newest_before([examples], [_statistics(4)]) == []
+    first = select_newest_before([examples], [_statistics(2), _statistics(4)])
+    again = select_newest_before([examples], [_statistics(2), _statistics(4), _statistics(7)])
+    assert [a.id for a in first] == [a.id for a in again] == [2]
