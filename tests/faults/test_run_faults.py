@@ -3,6 +3,7 @@
 1. a good run                                   -> version 1 pushed
 2. new data; Ctrl-C while the Trainer runs       -> exit 130, summary says so, Trainer CANCELED, lock free
 3. the same; kill -9 while the Trainer runs      -> nothing pushed, no half version, no stale summary
+   the same; the Trainer's outputs on a full disk -> the Trainer fails, nothing pushed, exit 1
 4. the same; serving_model on a full disk        -> the push fails cleanly: no staging left, exit 1
 5. pipeline_root deleted, metadata kept          -> the run completes (nothing deleted is used), version 2
 Every pushed version stays byte-identical throughout.
@@ -92,6 +93,17 @@ def week(tmp_path_factory):
     record["summary_after_kill"] = (out / "run_summary.json").exists()
     record["entries_after_kill"] = sorted(os.listdir(out / "serving_model"))
 
+    trainer_outputs = out / "pipeline_root" / pipeline_lib.TRAINER
+    if os.geteuid() == 0 and _mount_tmpfs(trainer_outputs, 256 * 1024):  # far too small for a model
+        try:
+            record["full_training_disk"], record["full_training_disk_summary"] = run_cli(more, out, *SETTINGS)
+            record["full_training_disk_states"], _, _ = latest_run_states(metadata)
+            record["served_after_full_training_disk"] = tree_digest(out / "serving_model")
+        finally:
+            subprocess.run(["umount", str(trainer_outputs)], check=True)
+    else:
+        record["full_training_disk"] = None
+
     serving = out / "serving_model"
     size = sum(p.stat().st_size for p in serving.rglob("*") if p.is_file())
     hidden = base / "serving_model.before"
@@ -145,10 +157,25 @@ def test_kill_9_during_training_leaves_the_served_versions_alone(week):
     assert week["served_after_kill"] == week["served"] and week["entries_after_kill"] == ["1"]
     assert not week["summary_after_kill"], "the previous run's summary must not stand in for the killed run's"
     assert week["killed_states"][pipeline_lib.TRAINER] == ["RUNNING"]  # what kill -9 leaves in the store
-    next_run = week["full_disk"] or week["after_delete"]
+    next_run = week["full_training_disk"] or week["full_disk"] or week["after_delete"]
     assert (f"an earlier run stopped while {pipeline_lib.TRAINER} ran (killed?); marked CANCELED in ML Metadata"
             in next_run.stdout)
     assert "RUNNING" not in week["killed_states_later"].values() and "CANCELED" in week["killed_states_later"].values()
+
+
+def test_full_disk_during_training_fails_cleanly_and_hidden_outputs_come_back(week):
+    if week["full_training_disk"] is None:
+        pytest.skip("cannot mount a small tmpfs here (needs root with CAP_SYS_ADMIN) to fill a disk for real")
+    result, summary = week["full_training_disk"], week["full_training_disk_summary"]
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert summary["failed"] and "No space left on device" in summary["error"]
+    assert week["full_training_disk_states"][pipeline_lib.TRAINER] == ["FAILED"]
+    assert week["served_after_full_training_disk"] == week["served"]
+    # The mount hid version 1's model: it was marked DELETED for that run and is LIVE again once visible, so the
+    # next run (the full-disk push below) evaluates against it.
+    assert any("Trainer/model" in m for m in summary["missing"])
+    if week["full_disk"] is not None:
+        assert "baseline" in week["full_disk_summary"]["metrics"]
 
 
 def test_full_disk_during_the_push_fails_cleanly(week):
