@@ -163,14 +163,20 @@ def test_kill_9_during_training_leaves_the_served_versions_alone(week):
     assert "RUNNING" not in week["killed_states_later"].values() and "CANCELED" in week["killed_states_later"].values()
 
 
-def test_full_disk_during_training_fails_cleanly_and_hidden_outputs_come_back(week):
-    if week["full_training_disk"] is None:
+def _failed_on_a_full_disk(week, step, node):
+    """The summary of a run that met a full disk: failed at `node`, said why, exit 1, served versions unchanged."""
+    if week[step] is None:
         pytest.skip("cannot mount a small tmpfs here (needs root with CAP_SYS_ADMIN) to fill a disk for real")
-    result, summary = week["full_training_disk"], week["full_training_disk_summary"]
+    result, summary = week[step], week[step + "_summary"]
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert summary["failed"] and "No space left on device" in summary["error"]
-    assert week["full_training_disk_states"][pipeline_lib.TRAINER] == ["FAILED"]
-    assert week["served_after_full_training_disk"] == week["served"]
+    assert week[step + "_states"][node] == ["FAILED"]
+    assert week["served_after_" + step] == week["served"]
+    return summary
+
+
+def test_full_disk_during_training_fails_cleanly_and_hidden_outputs_come_back(week):
+    summary = _failed_on_a_full_disk(week, "full_training_disk", pipeline_lib.TRAINER)
     # The mount hid version 1's model: it was marked DELETED for that run and is LIVE again once visible, so the
     # next run (the full-disk push below) evaluates against it.
     assert any("Trainer/model" in m for m in summary["missing"])
@@ -179,15 +185,9 @@ def test_full_disk_during_training_fails_cleanly_and_hidden_outputs_come_back(we
 
 
 def test_full_disk_during_the_push_fails_cleanly(week):
-    if week["full_disk"] is None:
-        pytest.skip("cannot mount a small tmpfs here (needs root with CAP_SYS_ADMIN) to fill a disk for real")
-    result, summary = week["full_disk"], week["full_disk_summary"]
-    assert result.returncode == 1 and "Traceback" not in result.stderr
-    assert summary["failed"] and "No space left on device" in summary["error"]
+    summary = _failed_on_a_full_disk(week, "full_disk", pipeline_lib.PUSHER)
     assert summary["pushed_version"] is None
     assert week["full_disk_entries"] == ["1"], "no staging copy or half version may stay behind"
-    assert week["served_after_full_disk"] == week["served"]
-    assert week["full_disk_states"][pipeline_lib.PUSHER] == ["FAILED"]
 
 
 def test_deleted_pipeline_root_is_recomputed_not_used(week):
