@@ -1,9 +1,13 @@
-"""The SQLite ML Metadata file of a local run, checked before anything uses it.
+"""The ML Metadata store's health, looked after before a run uses it.
 
-MLMD reports a damaged file deep inside the first query of whichever
-component reaches it first ("database disk image is malformed"). Checked up
-front, the user learns which file it is, what moving it aside costs, and that
-nothing else needs to go.
+- check: a local SQLite file that is damaged is named before any work. MLMD
+  reports it deep inside the first query of whichever component reaches it
+  first ("database disk image is malformed"); up front, the user learns which
+  file it is, what moving it aside costs, and that nothing else needs to go.
+- cancel_unfinished: executions an interrupted or killed local run left
+  RUNNING are marked CANCELED.
+- mark_missing (any store, also the Kubeflow ingest task's): artifacts whose
+  files are gone are marked DELETED so that nothing hands them out again.
 """
 
 from __future__ import annotations
