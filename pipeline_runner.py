@@ -2,7 +2,7 @@
 """Command line of the cats-vs-dogs TFX pipeline.
 
 Resolves paths, builds the pipeline with pipeline.create_pipeline and hands it
-to an orchestrator. Every setting of pipeline/config.py is a flag here.
+to an orchestrator. Every setting of config/__init__.py is a flag here.
 """
 
 from __future__ import annotations
@@ -12,9 +12,10 @@ import dataclasses
 import logging
 import os
 import pathlib
-import shutil
 import sys
 import textwrap
+
+from contract.layout import RunLayout
 
 EXAMPLES = textwrap.dedent("""\
     examples:
@@ -56,37 +57,6 @@ EXAMPLES = textwrap.dedent("""\
     """)
 
 
-@dataclasses.dataclass(frozen=True)
-class RunPaths:
-    """Where a run keeps everything, all under one output directory."""
-
-    output_dir: pathlib.Path
-
-    @property
-    def examples_root(self) -> pathlib.Path:
-        return self.output_dir / "examples"
-
-    @property
-    def pipeline_root(self) -> pathlib.Path:
-        return self.output_dir / "pipeline_root"
-
-    @property
-    def metadata_path(self) -> pathlib.Path:
-        return self.output_dir / "metadata.sqlite"
-
-    @property
-    def serving_dir(self) -> pathlib.Path:
-        return self.output_dir / "serving_model"
-
-    @property
-    def summary_path(self) -> pathlib.Path:
-        return self.output_dir / "run_summary.json"
-
-    @property
-    def demo_images(self) -> pathlib.Path:
-        return self.output_dir / "demo_images"
-
-
 class SettingsError(ValueError):
     """A command-line setting that cannot work; the message names the flag."""
 
@@ -105,11 +75,11 @@ def _count(minimum: int):
 
 
 def _add_config_flags(parser: argparse.ArgumentParser) -> None:
-    from pipeline import config as config_lib
+    import config as config_lib
 
     for section, field in config_lib.section_fields():
         group = parser._config_groups.setdefault(  # type: ignore[attr-defined]
-            section, parser.add_argument_group(f"{section} settings (pipeline/config.py)"))
+            section, parser.add_argument_group(f"{section} settings (config/__init__.py)"))
         flag = "--" + field.name.replace("_", "-")
         help_text = f"{field.metadata['help']} Default: {field.default}."
         if field.type in ("bool", bool):
@@ -181,7 +151,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "Pipelines.", epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     _add_kubeflow_compile_flags(compile_)
     compile_.add_argument("--demo-settings", dest="demo", action="store_true",
-                          help="Start from the demo's settings (random weights; see pipeline.config.demo_config), "
+                          help="Start from the demo's settings (random weights; see config.demo_config), "
                                "as `run --demo` does.")
     compile_.add_argument("--package", default="cats_vs_dogs_pipeline.yaml",
                           help="Output file (.yaml). Default: cats_vs_dogs_pipeline.yaml.")
@@ -246,7 +216,7 @@ def _add_source_flags(parser: argparse.ArgumentParser, required: bool = True) ->
                         help="A TFDS data_dir holding a prepared cats_vs_dogs (nothing is downloaded).")
     source.add_argument("--demo", action="store_true",
                         help="Generate the built-in demo images into <output-dir>/demo_images and use the demo "
-                             "settings (random weights; see pipeline.config.demo_config).")
+                             "settings (random weights; see config.demo_config).")
     parser.add_argument("--demo-images", type=_count(1), default=300,
                         help="With --demo: images per class. Default: 300.")
     parser.add_argument("--output-dir", type=pathlib.Path, default=pathlib.Path("runs/default"),
@@ -254,32 +224,8 @@ def _add_source_flags(parser: argparse.ArgumentParser, required: bool = True) ->
                              "serving_model/<version>/, run_summary.json. Default: runs/default.")
     parser.add_argument("--beam-workers", type=_count(0), default=0,
                         help="Beam DirectRunner worker processes for ingest and components. 0 (default): in "
-                             "process for small data (see pipeline.pipeline.LOCAL_MULTIPROCESS_MIN_EXAMPLES and "
-                             "ingest.spans.MULTIPROCESS_MIN_ITEMS), else one per core; 1: in process; N: N processes.")
-
-
-def _ingest_source(args: argparse.Namespace, config, paths: "RunPaths"):
-    """Ingests the chosen source; returns the report, or prints the error and returns None."""
-    from ingest import sources, spans, synthetic
-
-    if args.demo:
-        synthetic.write_demo_images(paths.demo_images, args.demo_images)
-        kind, location = "folder", paths.demo_images
-    elif args.data_dir:
-        kind, location = "folder", args.data_dir
-    elif args.parquet:
-        kind, location = "parquet", args.parquet
-    else:
-        kind, location = "tfds", args.tfds_data_dir
-    settings = spans.IngestSettings(max_pixels=config.data.max_image_pixels, train_buckets=config.data.train_buckets,
-                                    eval_buckets=config.data.eval_buckets, workers=args.beam_workers)
-    try:
-        report = spans.ingest(kind, location, paths.examples_root, settings)
-    except (sources.SourceError, spans.NoUsableImagesError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return None
-    print(report.table(), flush=True)
-    return report
+                             "process for small data (see orchestration/beam_policy.py), else one per core; 1: in "
+                             "process; N: N processes.")
 
 
 def _check_output_dir(output_dir: pathlib.Path) -> None:
@@ -296,7 +242,7 @@ def _check_output_dir(output_dir: pathlib.Path) -> None:
 
 def _check_local_files(config) -> None:
     """Files the settings name must exist on this machine before a local run starts."""
-    from pipeline import config as config_lib
+    import config as config_lib
 
     weights = config.training.weights
     if weights not in (config_lib.WEIGHTS_IMAGENET, config_lib.WEIGHTS_NONE) and not os.path.isfile(weights):
@@ -304,14 +250,25 @@ def _check_local_files(config) -> None:
                             "file such as mobilenet_v2_..._no_top.h5)")
 
 
+def _source(args: argparse.Namespace):
+    """The source flags as an orchestration.local.Source; None when none was given."""
+    from orchestration import local
+
+    if args.demo:
+        return local.Source(local.DEMO, demo_images=args.demo_images)
+    for kind, location in ((local.FOLDER, args.data_dir), (local.PARQUET, args.parquet),
+                           (local.TFDS, args.tfds_data_dir)):
+        if location:
+            return local.Source(kind, location)
+    return None
+
+
 def command_ingest(args: argparse.Namespace) -> int:
-    from orchestration.run_lock import exclusive_run
+    from orchestration import local
 
     config = _config_from_args(args)
     _check_output_dir(args.output_dir)
-    with exclusive_run(args.output_dir):
-        report = _ingest_source(args, config, RunPaths(args.output_dir.resolve()))
-    return 0 if report else 2
+    return local.ingest(config, args.output_dir, _source(args), args.beam_workers)
 
 
 def _add_kubeflow_compile_flags(parser: argparse.ArgumentParser) -> None:
@@ -361,7 +318,7 @@ def _add_run_parameter_flags(parser: argparse.ArgumentParser, local_data_dir: bo
                         help="KFP's pipeline root for this run. Default: the one the package was compiled with.")
 
 def _config_from_args(args: argparse.Namespace):
-    from pipeline import config as config_lib
+    import config as config_lib
 
     base = config_lib.demo_config() if getattr(args, "demo", False) else config_lib.PipelineConfig()
     overrides = {field.name: getattr(args, field.name) for _, field in config_lib.section_fields()
@@ -394,123 +351,22 @@ def _quiet_logs(verbose: bool) -> None:
 
 
 def command_run(args: argparse.Namespace) -> int:
-    from orchestration import store_health
-    from orchestration.run_lock import exclusive_run
+    from orchestration import local
 
     config = _config_from_args(args)
     _check_local_files(config)
     _check_output_dir(args.output_dir)
-    store_health.check(RunPaths(args.output_dir.resolve()).metadata_path)
-    with exclusive_run(args.output_dir):
-        return _run_locked(args, config)
-
-
-def _run_locked(args: argparse.Namespace, config) -> int:
-    from tfx import v1 as tfx
-
-    from pipeline import pipeline as pipeline_lib
-    from reporting import run_summary
-
-    from ingest import spans
-    from orchestration import store_health
-    from reporting import run_report
-
-    paths = RunPaths(args.output_dir.resolve())
-    paths.output_dir.mkdir(parents=True, exist_ok=True)
-    # The previous run's summary and report go now: whatever happens to this run, they are never read as its own.
-    paths.summary_path.unlink(missing_ok=True)
-    shutil.rmtree(paths.output_dir / run_report.REPORT_DIR, ignore_errors=True)
-
-    if args.demo or args.data_dir or args.parquet or args.tfds_data_dir:
-        report = _ingest_source(args, config, paths)
-        if report is None:
-            return 2
-        ingest_report = report.to_json()
-    elif spans.existing_spans(paths.examples_root):
-        latest = spans.load_report(paths.examples_root, spans.existing_spans(paths.examples_root)[-1])
-        ingest_report = latest.to_json() if latest else None
-        print(f"no source given: running on the spans in {paths.examples_root} "
-              f"(latest: span {spans.existing_spans(paths.examples_root)[-1]})")
-    else:
-        print(f"error: no source given and no spans in {paths.examples_root}; pass --data-dir, --parquet, "
-              "--tfds-data-dir or --demo", file=sys.stderr)
-        return 2
-
-    problems = spans.window_problems(paths.examples_root, config.data.span_window)
-    if problems:
-        print(f"error: the data gate stopped the run before ImportExampleGen: {len(problems)} problem"
-              f"{'s' if len(problems) != 1 else ''} in spans written without an ingest report (fix or remove "
-              f"them, or ingest the images with `ingest`):\n  " + "\n  ".join(problems), file=sys.stderr)
-        return 2
-    beam_args = pipeline_lib.local_beam_args(
-        args.beam_workers, spans.examples_in_spans(paths.examples_root, config.data.span_window))
-    pipeline = pipeline_lib.create_pipeline(
-        config,
-        examples_root=str(paths.examples_root),
-        pipeline_root=str(paths.pipeline_root),
-        serving_dir=str(paths.serving_dir),
-        metadata_connection_config=tfx.orchestration.metadata.sqlite_metadata_connection_config(
-            str(paths.metadata_path)),
-        beam_pipeline_args=beam_args,
-        allow_anomalies=args.allow_anomalies,
-    )
-    # This process holds the lock: a RUNNING execution in the store belongs to a run that was killed.
-    abandoned = store_health.cancel_unfinished(paths.metadata_path, frozenset())
-    if abandoned:
-        print(f"an earlier run stopped while {', '.join(abandoned)} ran (killed?); marked CANCELED in ML Metadata",
-              flush=True)
-    earlier_runs = store_health.run_ids(paths.metadata_path)
-    missing = store_health.mark_missing_in_file(paths.metadata_path)
-    if missing:
-        print(f"{len(missing)} earlier outputs are gone from disk; marked DELETED in ML Metadata, so their nodes run "
-              "again and resolvers pass them over:\n  " + "\n  ".join(missing), flush=True)
-    error, interrupted = None, False
-    try:
-        tfx.orchestration.LocalDagRunner().run(pipeline)
-    except KeyboardInterrupt:
-        interrupted = True
-        canceled = store_health.cancel_unfinished(paths.metadata_path, earlier_runs)
-        error = "interrupted (Ctrl-C)" + (f" while {', '.join(canceled)} ran (marked CANCELED in ML Metadata)"
-                                          if canceled else "")
-    except Exception as exc:  # the summary reports it; the exit code says it
-        error = f"{type(exc).__name__}: {exc}"
-        logging.debug("pipeline failed", exc_info=True)
-    summary = run_summary.summarize(str(paths.metadata_path), config.name,
-                                    config.evaluation.min_accuracy, config.evaluation.max_accuracy_drop,
-                                    exclude_runs=earlier_runs)
-    if summary.run_id is None and error is None:
-        error = "the pipeline recorded no run in ML Metadata"
-    summary.error = error
-    summary.beam_args = beam_args
-    summary.missing = missing
-    summary.ingest = {k: ingest_report[k] for k in ("span", "reused", "files_seen", "counts")} \
-        if ingest_report else None
-    print(summary.text())
-    code = 130 if interrupted else 1 if summary.failed else 0
-    try:
-        run_summary.write_json(summary, str(paths.summary_path))
-    except OSError as exc:
-        print(f"error: the run summary could not be written to {paths.summary_path}: {exc.strerror or exc}",
-              file=sys.stderr)
-        return code or 1
-    print(f"summary written to {paths.summary_path}")
-    try:
-        page = run_report.write_report(summary, paths.output_dir, dataclasses.asdict(config.training), ingest_report)
-        print(f"report: {page}")
-    except Exception as exc:  # the run itself is done; say what went wrong with its report
-        print(f"error: the run report could not be written: {type(exc).__name__}: {exc}", file=sys.stderr)
-        return code or 1
-    return code
+    return local.run(config, args.output_dir, _source(args), beam_workers=args.beam_workers,
+                     allow_anomalies=args.allow_anomalies)
 
 
 def command_models(args: argparse.Namespace) -> int:
     import json
 
+    from orchestration import store_health
     from reporting import model_history
 
-    from orchestration import store_health
-
-    metadata = RunPaths(args.output_dir.resolve()).metadata_path
+    metadata = RunLayout(args.output_dir.resolve()).metadata_path
     if not metadata.exists():
         print(f"error: no metadata store at {metadata}: has the pipeline run in {args.output_dir}?", file=sys.stderr)
         return 2
@@ -529,7 +385,7 @@ def command_predict(args: argparse.Namespace) -> int:
     from inference import contact_sheet, predict
 
     try:
-        model_dir = args.model or predict.latest_version_dir(RunPaths(args.output_dir.resolve()).serving_dir)
+        model_dir = args.model or predict.latest_version_dir(RunLayout(args.output_dir.resolve()).serving_dir)
         model = predict.load_model(model_dir)
     except predict.NoModelError as error:
         print(f"error: {error}", file=sys.stderr)
@@ -707,11 +563,11 @@ def main(argv: list[str] | None = None) -> int:
     commands = {"run": command_run, "ingest": command_ingest, "models": command_models, "predict": command_predict,
                 "compile": command_compile,
                 "submit": command_submit, "schedule": command_schedule}
+    from config import ConfigError
     from ingest.sources import SourceError
     from orchestration.kubeflow import TargetError
-    from orchestration.store_health import DamagedStoreError
     from orchestration.run_lock import PipelineBusyError
-    from pipeline.config import ConfigError
+    from orchestration.store_health import DamagedStoreError
 
     try:
         return commands[args.command](args)

@@ -2,7 +2,8 @@
 
 from setuptools import find_packages, setup
 
-PACKAGES = ("pipeline", "components", "trainer", "ingest", "reporting", "inference", "orchestration")
+PACKAGES = ("contract", "config", "pipeline", "components", "trainer", "ingest", "reporting", "inference",
+            "orchestration")
 
 setup(
     name="cats-vs-dogs-tfx",

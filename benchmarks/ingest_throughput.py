@@ -59,6 +59,7 @@ def main(argv: list[str] | None = None) -> int:
 
     logging.getLogger("apache_beam").setLevel(logging.ERROR)
     from ingest import spans, synthetic
+    from orchestration import beam_policy
 
     with tempfile.TemporaryDirectory() as scratch:
         data = pathlib.Path(scratch) / "images"
@@ -70,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
         def ingest(workers: int):
             def run():
                 out = tempfile.mkdtemp(dir=scratch)
-                spans.ingest("folder", data, out, spans.IngestSettings(workers=workers))
+                spans.ingest("folder", data, out, beam_args=lambda items: beam_policy.ingest_args(workers, items))
             return run
 
         one = _timed(ingest(1), args.repeats)

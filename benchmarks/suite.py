@@ -34,6 +34,8 @@ import tempfile
 import threading
 import time
 
+from contract import layout
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -94,9 +96,10 @@ def bench_training(settings: Settings, scratch: pathlib.Path) -> list[Figure]:
     import keras
     import tensorflow as tf
 
+    from config import TrainingConfig
     from ingest import synthetic
-    from pipeline.config import TrainingConfig
-    from trainer import model as model_lib, preprocessing, task
+    from trainer import model as model_lib
+    from trainer import preprocessing, task
 
     data = scratch / "train_images"
     synthetic.write_demo_images(data, settings.training_images // 2)
@@ -192,9 +195,10 @@ def _model_evaluate_seconds(out: pathlib.Path, version_dir: pathlib.Path, size: 
     import keras
     import tensorflow as tf
 
-    from trainer import export, features, preprocessing
+    from contract import features
+    from trainer import preprocessing
 
-    model = keras.models.load_model(version_dir / export.KERAS_MODEL_FILE, compile=False)
+    model = keras.models.load_model(version_dir / layout.KERAS_MODEL_FILE, compile=False)
     model.compile(loss=keras.losses.BinaryCrossentropy(from_logits=True),
                   metrics=[keras.metrics.BinaryAccuracy(threshold=0.0), keras.metrics.AUC(from_logits=True)])
     files = [str(p) for p in sorted((out / "examples").glob("span-*/eval/*"))]
@@ -293,12 +297,12 @@ def bench_serving(version_dir: pathlib.Path, settings: Settings) -> list[Figure]
     import keras
     import tensorflow as tf
 
-    from inference.tflite import tflite_logits
     from ingest import synthetic
-    from trainer import export, preprocessing
+    from trainer import preprocessing
+    from trainer.tflite import tflite_logits
 
     serve = tf.saved_model.load(str(version_dir)).signatures["serving_default"]
-    classifier = keras.models.load_model(version_dir / export.KERAS_MODEL_FILE, compile=False)
+    classifier = keras.models.load_model(version_dir / layout.KERAS_MODEL_FILE, compile=False)
     bare = tf.function(lambda x: classifier(x, training=False))
     size = classifier.input_shape[1]
     jpegs = [synthetic.render_image("dog", i) for i in range(32)]
@@ -311,7 +315,7 @@ def bench_serving(version_dir: pathlib.Path, settings: Settings) -> list[Figure]
         figures.append(Figure("6 serving", f"JPEG signature, batch {batch}", served, "ms", reference,
                               served / reference, f"<= {target}x" if target else None,
                               served / reference <= target if target else None))
-    for kind, name in export.TFLITE_FILES.items():
+    for kind, name in layout.TFLITE_FILES.items():
         path = version_dir / name
         if path.exists():
             one = pixels[:1].numpy()

@@ -16,11 +16,13 @@ from tensorflow_metadata.proto.v0 import anomalies_pb2, statistics_pb2
 from tfx import v1 as tfx
 from tfx.types import artifact_utils
 
+from contract import features
+
 ANOMALIES_FILE = "SchemaDiff.pb"
 STATISTICS_FILE = "FeatureStats.pb"
 SCHEMA_FILE = "schema.pbtxt"
-LABEL_FEATURE = "label"
-SIZE_FEATURES = ("height", "width")
+LABEL_FEATURE = features.LABEL_KEY
+SIZE_FEATURES = (features.HEIGHT_KEY, features.WIDTH_KEY)
 
 
 class DataAnomaliesError(RuntimeError):
@@ -54,7 +56,7 @@ def class_counts(stats: statistics_pb2.DatasetFeatureStatistics) -> dict[str, in
 
 
 def class_balance_problems(stats_by_split: dict[str, statistics_pb2.DatasetFeatureStatistics],
-                           max_ratio: float, label_values: tuple[str, ...] = ("0", "1")) -> list[str]:
+                           max_ratio: float, label_values: tuple[str, ...] = features.LABEL_VALUES) -> list[str]:
     problems = []
     for split, stats in sorted(stats_by_split.items()):
         counts = {value: class_counts(stats).get(value, 0) for value in label_values}

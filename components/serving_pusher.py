@@ -4,7 +4,7 @@
 Serving expects. A version is copied under a hidden name and renamed into
 place, so a server never loads half a model, and an existing version is never
 overwritten or deleted: a failed or rejected run leaves what is served as it was.
-Each version records which model it holds (PUSH_RECORD); a model that is
+Each version records which model it holds (layout.PUSH_RECORD_FILE); a model that is
 already the newest version is not pushed again.
 """
 
@@ -19,9 +19,7 @@ import tensorflow as tf
 from tfx import v1 as tfx
 from tfx.utils import io_utils, path_utils
 
-
-
-PUSH_RECORD = os.path.join("assets.extra", "push.json")
+from contract import layout
 
 
 @dataclasses.dataclass(frozen=True)
@@ -32,7 +30,7 @@ class PushResult:
 
 
 def _pushed_model_uri(version_dir: str) -> str | None:
-    path = os.path.join(version_dir, PUSH_RECORD)
+    path = os.path.join(version_dir, layout.PUSH_RECORD_FILE)
     if not tf.io.gfile.exists(path):
         return None
     return json.loads(tf.io.gfile.GFile(path).read()).get("model_uri")
@@ -62,8 +60,8 @@ def push_model(model_dir: str, serving_dir: str, model_uri: str | None = None) -
     staging = os.path.join(serving_dir, f".incoming-{uuid.uuid4().hex}")
     try:  # whatever fails (a full disk, say), the staging copy goes and the served versions stay as they were
         io_utils.copy_dir(model_dir, staging)
-        tf.io.gfile.makedirs(os.path.join(staging, os.path.dirname(PUSH_RECORD)))
-        with tf.io.gfile.GFile(os.path.join(staging, PUSH_RECORD), "w") as f:
+        tf.io.gfile.makedirs(os.path.join(staging, os.path.dirname(layout.PUSH_RECORD_FILE)))
+        with tf.io.gfile.GFile(os.path.join(staging, layout.PUSH_RECORD_FILE), "w") as f:
             json.dump({"model_uri": model_uri, "pushed_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}, f)
         version = max(versions, default=0) + 1
         while True:

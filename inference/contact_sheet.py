@@ -7,6 +7,7 @@ import io
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from contract import features
 from inference.predict import Prediction
 
 _CAPTION = 38
@@ -49,7 +50,7 @@ def render(predictions: list[Prediction], images: dict[int, bytes], heatmaps: di
             picture.thumbnail((tile, tile))
             sheet.paste(picture, (x + (tile - picture.width) // 2, y + (tile - picture.height) // 2))
             caption = f"{prediction.class_name}  {prediction.dog_probability:.2f}"
-            color = (150, 70, 0) if prediction.class_name == "dog" else (0, 80, 150)
+            color = (150, 70, 0) if prediction.class_name == features.POSITIVE_LABEL else (0, 80, 150)
         name = prediction.path.rsplit("/", 1)[-1]
         draw.text((x + 2, y + tile + 3), caption, fill=color, font=font)
         draw.text((x + 2, y + tile + 20), name[:32], fill=(90, 90, 90), font=font)

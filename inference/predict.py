@@ -11,8 +11,8 @@ import dataclasses
 import os
 import pathlib
 
+from contract import features, layout
 from ingest.images import RejectedImage, check_image
-from trainer import features
 
 
 class NoModelError(FileNotFoundError):
@@ -113,9 +113,9 @@ def explain(model_dir: str | os.PathLike, jpegs: dict[int, bytes]) -> dict:
     import tensorflow as tf
 
     from inference.gradcam import gradcam
-    from trainer import export, preprocessing
+    from trainer import preprocessing
 
-    classifier = keras.models.load_model(os.path.join(model_dir, export.KERAS_MODEL_FILE), compile=False)
+    classifier = keras.models.load_model(os.path.join(model_dir, layout.KERAS_MODEL_FILE), compile=False)
     size = classifier.input_shape[1]
     indices = sorted(jpegs)
     heat = {}

@@ -21,7 +21,7 @@ import pathlib
 import re
 from typing import Iterator
 
-from trainer.features import LABEL_NAMES
+from contract.features import LABEL_NAMES
 
 _FOLDER_LABELS = {name: index for index, label in enumerate(LABEL_NAMES) for name in (label, label + "s")}
 _SPLIT_FOLDERS = {"train": "train", "training": "train", "validation": "eval", "val": "eval", "valid": "eval",

@@ -1,11 +1,11 @@
 """Turns a data source into a span of tf.Example TFRecords for ImportExampleGen.
 
-Layout under the examples root:
+Layout under the examples root (contract.layout):
     span-<N>/train/images-*.tfrecord       accepted images of the train split
     span-<N>/eval/images-*.tfrecord        ... of the eval split
     span-<N>/ingest_report.json            what happened to every file or record
-The work runs on Beam's DirectRunner, in worker processes on machines with
-enough cores for them to pay off (see MULTIPROCESS_MIN_CORES). A span
+The work runs on Beam with the arguments the caller gives for the number of
+items (orchestration.beam_policy decides them for a run). A span
 is written to a hidden folder and renamed into place, so ImportExampleGen never
 sees half a span. Ingesting data whose content equals the latest span's
 source writes nothing: the pipeline then finds the same span and reruns from
@@ -23,35 +23,25 @@ import logging
 import os
 import pathlib
 import posixpath
-import re
 import shutil
 import sys
 import tempfile
 import time
-from typing import Iterable
+from typing import Callable, Iterable, Sequence
 
 import apache_beam as beam
 import tensorflow as tf
 
+from contract import features, layout
 from ingest import sources
 from ingest.images import DEFAULT_MAX_PIXELS, CheckedImage, RejectedImage, check_image
-from trainer import features
 
-SPLITS = ("train", "eval")
-# Any file in the split folder: ImportExampleGen reads gzipped (.gz) and plain TFRecords alike. Ingest writes
-# plain ones: JPEG bytes do not compress, and gzip cost 0.14 ms an image for nothing.
-SPLIT_PATTERNS = {split: f"span-{{SPAN}}/{split}/*" for split in SPLITS}
-REPORT_FILE = "ingest_report.json"
-_SPAN_DIR = re.compile(r"^span-(\d+)$")
+# Ingest writes plain TFRecords: JPEG bytes do not compress (see the README's Performance section).
+SPLITS = layout.SPLITS
+REPORT_FILE = layout.INGEST_REPORT
 _PROGRESS_EVERY = 1000
-# Measured on 2 cores (benchmarks/ingest_throughput.py): one process ingested
-# 2,000 images at 1,033/s and 8,000 at 1,417/s; two worker processes at 347/s
-# and 930/s, as starting workers and moving every image's bytes between them
-# for the duplicate check cost more than the second core gives. So by default
-# worker processes are used only with 4 or more cores and this many items;
-# --beam-workers N (N > 1) asks for them whatever the size.
-MULTIPROCESS_MIN_ITEMS = 3000
-MULTIPROCESS_MIN_CORES = 4
+# Without beam arguments from the caller (tests, tools): everything in this process.
+IN_PROCESS = ("--direct_running_mode=in_memory",)
 
 ACCEPTED = "accepted"
 NORMALIZED = "normalized"
@@ -65,7 +55,6 @@ class IngestSettings:
     max_pixels: int = DEFAULT_MAX_PIXELS
     train_buckets: int = 8
     eval_buckets: int = 2
-    workers: int = 0  # Beam DirectRunner processes; 0: decide by cores and size (see MULTIPROCESS_MIN_*)
 
 
 class NoUsableImagesError(ValueError):
@@ -122,13 +111,13 @@ def existing_spans(examples_root: str | os.PathLike) -> list[int]:
     if not tf.io.gfile.isdir(root):
         return []
     names = [name.rstrip("/") for name in tf.io.gfile.listdir(root)]
-    return sorted(int(m.group(1)) for name in names
-                  if (m := _SPAN_DIR.match(name)) and tf.io.gfile.isdir(posixpath.join(root, name)))
+    return sorted(n for name in names
+                  if (n := layout.span_number(name)) is not None and tf.io.gfile.isdir(posixpath.join(root, name)))
 
 
 def load_report(examples_root: str | os.PathLike, span: int) -> IngestReport | None:
     """The span's ingest report, or None for a span written by another tool (or whose upload did not finish)."""
-    path = posixpath.join(str(examples_root), f"span-{span}", REPORT_FILE)
+    path = posixpath.join(layout.span_dir(examples_root, span), REPORT_FILE)
     if not tf.io.gfile.exists(path):
         return None
     try:
@@ -155,11 +144,11 @@ def foreign_span_problems(examples_root: str | os.PathLike, span: int, max_per_f
     """
     problems = []
     for split in SPLITS:
-        folder = posixpath.join(str(examples_root), f"span-{span}", split)
+        folder = posixpath.join(layout.span_dir(examples_root, span), split)
         names = sorted(tf.io.gfile.listdir(folder)) if tf.io.gfile.isdir(folder) else []
         for name in names:
             path = posixpath.join(folder, name)
-            shown = f"span-{span}/{split}/{name}"
+            shown = f"{layout.span_name(span)}/{split}/{name}"
             found = []
             index = -1
             try:
@@ -212,7 +201,7 @@ def examples_in_spans(examples_root: str | os.PathLike, last: int) -> int | None
 
 def _fingerprint(kind: str, location: str, settings: IngestSettings) -> str:
     """Content hash of the source's files and the settings that shape the span."""
-    digest = hashlib.sha256(json.dumps([kind, dataclasses.replace(settings, workers=0).__dict__]).encode())
+    digest = hashlib.sha256(json.dumps([kind, dataclasses.asdict(settings)]).encode())
     if sources.is_uri(location):
         single = not tf.io.gfile.isdir(location)
         files = [("", location)] if single else sources.remote_files(location)
@@ -234,7 +223,7 @@ def _fingerprint(kind: str, location: str, settings: IngestSettings) -> str:
 
 
 def make_example(image: CheckedImage, label: int, relative: str) -> bytes:
-    """The serialized tf.Example of one accepted image (keys: trainer.features)."""
+    """The serialized tf.Example of one accepted image (keys: contract.features)."""
     def _bytes(value: bytes):
         return tf.train.Feature(bytes_list=tf.train.BytesList(value=[value]))
 
@@ -318,17 +307,11 @@ def mixed_order(items: list[sources.Item]) -> list[sources.Item]:
     return sorted(items, key=lambda item: hashlib.sha1(item.id.encode()).digest())
 
 
-def _run_beam(items: list[sources.Item], staging: pathlib.Path, settings: IngestSettings) -> list[tuple]:
+def _run_beam(items: list[sources.Item], staging: pathlib.Path, settings: IngestSettings,
+              beam_args: Sequence[str]) -> list[tuple]:
     # `staging` is always a local folder: Beam's file systems cannot write every URI gfile can (or file://).
     """Checks and writes the span's shards under `staging`; returns (id, outcome, detail, label, split)."""
-    if settings.workers:
-        workers = settings.workers
-    else:
-        cores = os.cpu_count() or 1
-        workers = cores if cores >= MULTIPROCESS_MIN_CORES and len(items) >= MULTIPROCESS_MIN_ITEMS else 1
-    options = beam.options.pipeline_options.PipelineOptions(
-        ["--direct_running_mode=multi_processing", f"--direct_num_workers={workers}"] if workers > 1
-        else ["--direct_running_mode=in_memory"])
+    options = beam.options.pipeline_options.PipelineOptions(list(beam_args))
     outcomes_file = staging / "outcomes"
     with beam.Pipeline(options=options) as pipeline:
         checked = (pipeline | "Items" >> beam.Create(mixed_order(items), reshuffle=True)
@@ -356,10 +339,12 @@ def _run_beam(items: list[sources.Item], staging: pathlib.Path, settings: Ingest
 
 
 def ingest(kind: str, location: str | os.PathLike, examples_root: str | os.PathLike,
-           settings: IngestSettings = IngestSettings()) -> IngestReport:
+           settings: IngestSettings = IngestSettings(),
+           beam_args: Callable[[int], Sequence[str]] = lambda items: IN_PROCESS) -> IngestReport:
     """Writes a new span from a source, or reuses the latest if its data is the same.
 
     kind: "folder" (class folders or Kaggle names), "parquet" or "tfds" (a TFDS data_dir).
+    beam_args: the Beam arguments for a number of items.
     """
     location = str(location)
     listers = {"folder": sources.folder_items, "parquet": sources.parquet_items,
@@ -382,15 +367,15 @@ def ingest(kind: str, location: str | os.PathLike, examples_root: str | os.PathL
     # a span); for a URI root (gs://, which cannot rename folders) it is built in a local temporary folder
     # and uploaded, the report last: a span without its report is never reused and a new span supersedes it.
     if sources.is_uri(examples_root):
-        staging = pathlib.Path(tempfile.mkdtemp(prefix=f"span-{span}-"))
+        staging = pathlib.Path(tempfile.mkdtemp(prefix=f"{layout.span_name(span)}-"))
     else:
         pathlib.Path(examples_root).mkdir(parents=True, exist_ok=True)
-        staging = pathlib.Path(examples_root) / f".span-{span}.incomplete"
+        staging = pathlib.Path(examples_root) / f".{layout.span_name(span)}.incomplete"
         shutil.rmtree(staging, ignore_errors=True)
         staging.mkdir()
     try:
         started = time.time()
-        rows = _run_beam(items, staging, settings) if items else []
+        rows = _run_beam(items, staging, settings, beam_args(len(items))) if items else []
         seconds = time.time() - started
         logging.info("ingest: %d items in %.1f s", len(items), seconds)
 
@@ -403,7 +388,7 @@ def ingest(kind: str, location: str | os.PathLike, examples_root: str | os.PathL
             raise NoUsableImagesError(f"no usable images in {kind} source {location}:\n{report.table()}")
         for split in SPLITS:
             (staging / split).mkdir(exist_ok=True)  # an empty split is still a split
-        target = posixpath.join(examples_root, f"span-{span}")
+        target = layout.span_dir(examples_root, span)
         if sources.is_uri(examples_root):
             _upload(staging, target, report)
         else:

@@ -17,7 +17,7 @@ import random
 
 from PIL import Image, ImageDraw, ImageFilter
 
-CLASS_NAMES = ("cat", "dog")
+from contract.features import LABEL_NAMES
 
 # Fur palettes overlap little on purpose: a randomly initialized network (the
 # demo has no ImageNet weights) picks up colour and texture long before shape.
@@ -112,8 +112,8 @@ DEMO_SIDES = (120, 360)  # smallest and largest side in pixels
 
 def render_image(class_name: str, index: int, seed: int = 0, sides: tuple[int, int] = DEMO_SIDES) -> bytes:
     """Returns the JPEG bytes of demo image `index` of `class_name`, each side within `sides`."""
-    if class_name not in CLASS_NAMES:
-        raise ValueError(f"class_name must be one of {CLASS_NAMES}, got {class_name!r}")
+    if class_name not in LABEL_NAMES:
+        raise ValueError(f"class_name must be one of {LABEL_NAMES}, got {class_name!r}")
     rng = random.Random(f"{seed}/{class_name}/{index}")
     size = (rng.randint(*sides), rng.randint(*sides))
     image = _background(rng, size)
@@ -142,7 +142,7 @@ def write_demo_images(root: str | pathlib.Path, per_class: int, seed: int = 0,
         raise ValueError(f"per_class must be >= 1, got {per_class}")
     root = pathlib.Path(root)
     counts = {}
-    for class_name in CLASS_NAMES:
+    for class_name in LABEL_NAMES:
         folder = root / class_name
         folder.mkdir(parents=True, exist_ok=True)
         for index in range(per_class):

@@ -30,8 +30,8 @@ def run_report(metadata_store: str, run_id: str, pipeline_name: str, root: str, 
                metrics: Output[Metrics], confusion_matrix: Output[ClassificationMetrics],
                decision: Output[Markdown], report: Output[HTML]) -> str:
     """The run's metrics, confusion matrix, blessing decision and HTML report, for the KFP run page."""
+    from contract import features
     from orchestration import kfp_tasks
-    from trainer import features
 
     values, matrix, run_folder = kfp_tasks.report(metadata_store, run_id, pipeline_name, root, settings,
                                       decision.path, report.path)

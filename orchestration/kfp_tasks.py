@@ -9,6 +9,7 @@ task with one line naming it and a non-zero exit code.
 from __future__ import annotations
 
 import base64
+import functools
 import json
 import os
 import posixpath
@@ -18,11 +19,9 @@ import tempfile
 
 import tensorflow as tf
 
-from orchestration import tfx_node
-
-SUMMARY_FILE = "run_summary.json"
-REPORT_DIR = "report"
-RUNS_DIR = "runs"  # <root>/runs/<run id>/{run_summary.json, report/}: one folder per KFP run
+from contract import layout
+from contract.layout import RunLayout
+from orchestration import beam_policy, tfx_node
 
 
 def _fail(message: str) -> None:
@@ -42,10 +41,9 @@ def ingest(data_dir: str, root: str, settings: dict, metadata_store: str = "") -
 
     from ingest import sources, spans
     from orchestration import store_health
-    from orchestration.kubeflow import PipelineLocations
     from pipeline.pipeline import SCHEMA_PATH
 
-    where = PipelineLocations(root)
+    where = RunLayout(root)
     examples_root = where.examples_root
     settings = dict(settings)
     window = int(settings.pop("span_window", 1))  # KFP hands numbers over as floats; the rest are ingest settings
@@ -68,7 +66,8 @@ def ingest(data_dir: str, root: str, settings: dict, metadata_store: str = "") -
         table = f"no data_dir given: the run uses the spans in {examples_root} (latest: span {existing[-1]})"
     else:
         try:
-            report = spans.ingest("folder", data_dir, examples_root, spans.IngestSettings(**settings))
+            report = spans.ingest("folder", data_dir, examples_root, spans.IngestSettings(**settings),
+                                  functools.partial(beam_policy.ingest_args, 0))
         except (sources.SourceError, spans.NoUsableImagesError) as error:
             _fail(str(error))
         table = report.table()
@@ -112,9 +111,7 @@ def report(metadata_store: str, run_id: str, pipeline_name: str, root: str, sett
     evaluation = settings["evaluation"]
     summary = run_summary.summarize_run(store, pipeline_name, evaluation["min_accuracy"],
                                         evaluation["max_accuracy_drop"], run_id=run_id)
-    from orchestration.kubeflow import PipelineLocations
-
-    examples_root = PipelineLocations(root).examples_root
+    examples_root = RunLayout(root).examples_root
     existing = spans.existing_spans(examples_root)
     latest = spans.load_report(examples_root, existing[-1]) if existing else None
     ingest_report = latest.to_json() if latest else None
@@ -123,20 +120,20 @@ def report(metadata_store: str, run_id: str, pipeline_name: str, root: str, sett
     text = summary.text()
     print(text, flush=True)
 
-    run_folder = posixpath.join(root, RUNS_DIR, _safe(run_id))
+    run_folder = posixpath.join(RunLayout(root).runs_dir, _safe(run_id))
     tf.io.gfile.makedirs(run_folder)
-    with tf.io.gfile.GFile(posixpath.join(run_folder, SUMMARY_FILE), "w") as f:
+    with tf.io.gfile.GFile(posixpath.join(run_folder, layout.SUMMARY_FILE), "w") as f:
         json.dump(summary.to_json(), f, indent=2)
     with tempfile.TemporaryDirectory() as local:
         page = run_report.write_report(summary, local, settings["training"], ingest_report)
-        tf.io.gfile.makedirs(posixpath.join(run_folder, REPORT_DIR))
+        tf.io.gfile.makedirs(posixpath.join(run_folder, layout.REPORT_DIR))
         for name in os.listdir(page.parent):
-            tf.io.gfile.copy(os.path.join(page.parent, name), posixpath.join(run_folder, REPORT_DIR, name),
+            tf.io.gfile.copy(os.path.join(page.parent, name), posixpath.join(run_folder, layout.REPORT_DIR, name),
                              overwrite=True)
         with open(html_path, "w") as f:
             f.write(inline_images(page.read_text(), page.parent))
     with open(markdown_path, "w") as f:
-        f.write(decision_markdown(summary, posixpath.join(run_folder, REPORT_DIR, "index.html")))
+        f.write(decision_markdown(summary, posixpath.join(run_folder, layout.REPORT_DIR, layout.REPORT_PAGE)))
     metrics = dict(summary.metrics.get("candidate", {}))
     metrics |= {f"baseline_{name}": value for name, value in summary.metrics.get("baseline", {}).items()}
     if summary.pushed_version is not None:

@@ -18,7 +18,9 @@ import os
 import posixpath
 import re
 
-from pipeline.config import PipelineConfig
+from config import PipelineConfig
+from contract.layout import RunLayout
+from orchestration import beam_policy
 
 # pipeline.pipeline (TFX, TensorFlow) is imported where a package is built, so that submit,
 # schedule and the CLI's error handling start without loading TensorFlow.
@@ -48,31 +50,6 @@ class LocalRunError(RuntimeError):
 
 class TargetError(ValueError):
     """A compile setting that cannot work on the chosen target; the message says why."""
-
-
-@dataclasses.dataclass(frozen=True)
-class PipelineLocations:
-    """Where a deployed pipeline keeps its data, all under one root (a gs:// URI or a path on the PVC)."""
-
-    root: str
-
-    @property
-    def examples_root(self) -> str:
-        return posixpath.join(self.root, "examples")
-
-    @property
-    def pipeline_root(self) -> str:
-        return posixpath.join(self.root, "pipeline_root")
-
-    @property
-    def serving_dir(self) -> str:
-        return posixpath.join(self.root, "serving_model")
-
-    @property
-    def schema_path(self) -> str:
-        # The ingest task installs the image's curated schema here, so ImportSchemaGen
-        # reads the schema of the code that runs, wherever the package is run.
-        return posixpath.join(self.root, "schema", "schema.pbtxt")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -113,8 +90,8 @@ class Deployment:
             raise TargetError("--trainer-accelerator-count must be at least 1")
 
     @property
-    def locations(self) -> PipelineLocations:
-        return PipelineLocations(self.root)
+    def locations(self) -> RunLayout:
+        return RunLayout(self.root)
 
     @property
     def kfp_root(self) -> str | None:
@@ -134,9 +111,7 @@ def default_beam_args() -> list[str]:
     For Dataflow pass e.g. --runner=DataflowRunner --project=P --region=R
     --temp_location=gs://B/tmp through `compile --beam-arg`.
     """
-    from pipeline import pipeline as pipeline_lib
-
-    return pipeline_lib.local_beam_args(0)
+    return beam_policy.component_args()
 
 
 def compile_package(config: PipelineConfig, output_file: str, deployment: Deployment) -> str:
@@ -170,7 +145,7 @@ def build_kfp_pipeline(config: PipelineConfig, deployment: Deployment):
     report_op = dsl.component(kfp_components.run_report, base_image=image, install_kfp_package=False)
     settings = dataclasses.asdict(config)
     ingest_settings = {"max_pixels": config.data.max_image_pixels, "train_buckets": config.data.train_buckets,
-                       "eval_buckets": config.data.eval_buckets, "workers": 0,
+                       "eval_buckets": config.data.eval_buckets,
                        "span_window": config.data.span_window}
 
     @dsl.pipeline(name=config.name, pipeline_root=deployment.kfp_root,
@@ -241,7 +216,7 @@ def compile_vertex_package(config: PipelineConfig, output_file: str, *, image: s
         raise TargetError("--span-window > 1 needs TFX's SpanRangeStrategy, which the vertex target cannot "
                           "compile (only TFX's LatestBlessedModelStrategy); use the kubeflow target or "
                           "--span-window 1")
-    where = PipelineLocations(root)
+    where = RunLayout(root)
     pipeline = pipeline_lib.create_pipeline(
         config, examples_root=where.examples_root, pipeline_root=where.pipeline_root, serving_dir=where.serving_dir,
         beam_pipeline_args=beam_args or default_beam_args(), builtin_resolver=True, schema_path=IMAGE_SCHEMA_PATH)

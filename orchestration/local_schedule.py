@@ -14,8 +14,9 @@ import shlex
 import subprocess
 import sys
 
+from contract.layout import RunLayout
+
 _MARK = "# cats-vs-dogs-tfx:"
-LOG_FILE = "scheduled_runs.log"
 
 
 def check_cron(cron: str) -> None:
@@ -31,9 +32,10 @@ def cron_line(cron: str, project_dir: pathlib.Path, data_dir: pathlib.Path, outp
     output_dir = output_dir.resolve()
     python = python or sys.executable
     # The log's folder is made first: the shell opens `>>` before the run could create the output directory.
+    log = RunLayout(output_dir).schedule_log
     command = (f"mkdir -p {shlex.quote(str(output_dir))} && cd {shlex.quote(str(project_dir))} && "
                f"{shlex.quote(python)} pipeline_runner.py run --data-dir {shlex.quote(str(data_dir.resolve()))} "
-               f"--output-dir {shlex.quote(str(output_dir))} >> {shlex.quote(str(output_dir / LOG_FILE))} 2>&1")
+               f"--output-dir {shlex.quote(str(output_dir))} >> {shlex.quote(str(log))} 2>&1")
     # cron turns an unescaped % into a newline
     return f"{cron} {command.replace('%', chr(92) + '%')} {_MARK}{output_dir}"
 

@@ -1,1 +1,1 @@
-"""The pipeline definition (pipeline.py) and its one configuration (config.py)."""
+"""The pipeline definition: create_pipeline, the blessing rule and the curated schema."""

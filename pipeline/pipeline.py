@@ -7,8 +7,8 @@ Beam arguments.
 
 from __future__ import annotations
 
-import dataclasses
 import ast
+import dataclasses
 import hashlib
 import pathlib
 
@@ -19,9 +19,10 @@ from tfx.dsl.components.base.base_node import BaseNode
 from components.anomalies_gate import AnomaliesGate
 from components.baseline_resolver import LatestBeforeStrategy, LatestBlessedBeforeStrategy
 from components.serving_pusher import ServingPusher
-from ingest.spans import SPLIT_PATTERNS
-from pipeline.config import PipelineConfig
-from trainer import export, features
+from config import PipelineConfig
+from contract import features
+from contract.layout import SPLIT_PATTERNS
+from trainer import export
 
 SCHEMA_PATH = str(pathlib.Path(__file__).parent / "schema" / "schema.pbtxt")
 PREPROCESSING_FN = "trainer.preprocessing.preprocessing_fn"
@@ -244,31 +245,3 @@ def create_pipeline(
         metadata_connection_config=metadata_connection_config,
         beam_pipeline_args=beam_pipeline_args or [],
     )
-
-
-# Beam's DirectRunner starts its worker processes for every component run,
-# and each imports TensorFlow. Measured on 2 cores (one pipeline run per
-# cell, 1+1 epochs, seconds in process / with 2 worker processes):
-#                     2,000 images     8,000 images
-#   ImportExampleGen   2.1 / 11.5       4.3 / 12.8
-#   StatisticsGen      3.4 /  8.6       5.6 /  9.7
-#   Evaluator          7.4 / 15.9      10.0 / 19.5
-# From these slopes, worker processes pay off for the data components
-# from about 30,000 (StatisticsGen) to 70,000 (ImportExampleGen) examples,
-# and never for the Evaluator, whose model already uses every core. Below
-# this many examples the components run in process unless --beam-workers
-# says otherwise.
-LOCAL_MULTIPROCESS_MIN_EXAMPLES = 50_000
-
-
-def local_beam_args(workers: int = 0, examples: int | None = None) -> list[str]:
-    """DirectRunner arguments.
-
-    workers: N > 1 worker processes; 1 runs in process; 0 decides: in process
-    when `examples` (what the run reads) is known and below
-    LOCAL_MULTIPROCESS_MIN_EXAMPLES, else one process per core of the machine
-    that runs the component (Beam counts them at run time).
-    """
-    if workers == 1 or (workers == 0 and examples is not None and examples < LOCAL_MULTIPROCESS_MIN_EXAMPLES):
-        return ["--direct_running_mode=in_memory"]
-    return ["--direct_running_mode=multi_processing", f"--direct_num_workers={workers}"]

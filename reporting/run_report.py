@@ -21,15 +21,15 @@ matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
+from contract import features, layout  # noqa: E402
 from reporting.run_summary import RunSummary  # noqa: E402
-from trainer import features  # noqa: E402
 
 REPORT_DIR = "report"
 _SAMPLES = 15
 
 
 def _serving_dir(model_uri: str) -> pathlib.Path:
-    return pathlib.Path(model_uri) / "Format-Serving"
+    return pathlib.Path(layout.serving_model_dir(model_uri))
 
 
 def training_curves(history: dict, path: pathlib.Path) -> None:
@@ -261,9 +261,8 @@ def _write_pages(summary: RunSummary, folder: pathlib.Path, training_config: dic
                             "<h2>Training</h2><img src=\"training_curves.png\" alt=\"training curves\">")
         import keras
 
-        from trainer import export
 
-        classifier = keras.models.load_model(_serving_dir(model_uri) / export.KERAS_MODEL_FILE, compile=False)
+        classifier = keras.models.load_model(_serving_dir(model_uri) / layout.KERAS_MODEL_FILE, compile=False)
         model_diagram(classifier, training_config, folder / "model.png")
         sections.append("<h2>Model</h2><img src=\"model.png\" alt=\"model diagram\">")
         sections.append(_tflite_section(summary.tflite))

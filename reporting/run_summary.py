@@ -18,6 +18,8 @@ import tensorflow_model_analysis as tfma
 from ml_metadata import metadata_store
 from ml_metadata.proto import metadata_store_pb2
 
+from contract import layout
+
 _STATES = {
     metadata_store_pb2.Execution.COMPLETE: "executed",
     metadata_store_pb2.Execution.CACHED: "cached",
@@ -271,7 +273,7 @@ def summarize_run(store: metadata_store.MetadataStore | None, pipeline_name: str
     if "Model" in summary.artifacts:
         from trainer import export
 
-        summary.tflite = export.read_tflite_fidelity(os.path.join(summary.artifacts["Model"], "Format-Serving"))
+        summary.tflite = export.read_tflite_fidelity(layout.serving_model_dir(summary.artifacts["Model"]))
     return summary
 
 

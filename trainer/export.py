@@ -22,16 +22,10 @@ import keras
 import tensorflow as tf
 import tensorflow_transform as tft
 
-from trainer import features
+from contract import features
+from contract.layout import KERAS_MODEL_FILE, TFLITE_FIDELITY_FILE, TFLITE_FILES
 
 EXAMPLES_SIGNATURE = "serving_examples"
-# Kept beside the SavedModel (TF Serving ignores assets.extra): the Keras model,
-# for warm starts and explanations (Grad-CAM), and TFLite models for devices.
-KERAS_MODEL_FILE = os.path.join("assets.extra", "model.keras")
-TFLITE_FILES = {"float16": os.path.join("assets.extra", "model_float16.tflite"),
-                "int8": os.path.join("assets.extra", "model_int8.tflite")}
-# How closely each TFLite model follows the Keras classifier on eval images, measured at export.
-TFLITE_FIDELITY_FILE = os.path.join("assets.extra", "tflite_fidelity.json")
 
 
 class ServingModule(tf.Module):
@@ -138,7 +132,7 @@ def tflite_fidelity(models: dict[str, bytes], pixels, reference_logits) -> dict:
     of images given the same class), "logit_error_mean", "_rms", "_max", "bytes"}}}."""
     import numpy as np
 
-    from inference.tflite import tflite_logits
+    from trainer.tflite import tflite_logits
 
     reference = np.asarray(reference_logits, np.float64).ravel()
     per_model = {}

@@ -14,7 +14,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from pipeline.config import WEIGHTS_IMAGENET, WEIGHTS_NONE, TrainingConfig
+from config import WEIGHTS_IMAGENET, WEIGHTS_NONE, TrainingConfig
 
 BASE_NAME = "mobilenetv2_base"
 LOGITS_NAME = "logits"

@@ -12,7 +12,7 @@ from typing import Any, Mapping
 
 import tensorflow as tf
 
-from trainer import features
+from contract import features
 
 
 def decode_and_resize(image_bytes: tf.Tensor, image_size: int) -> tf.Tensor:

@@ -20,10 +20,11 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_transform as tft
 
-from pipeline.config import TrainingConfig
-from trainer import export, features, model as model_lib
+from config import TrainingConfig
+from contract import features, layout
+from trainer import export
+from trainer import model as model_lib
 
-HISTORY_FILE = os.path.join("assets.extra", "training_history.json")
 _MONITOR = "val_loss"
 # Eval images on which the exported TFLite models are compared with the classifier (about 10 ms each).
 TFLITE_CHECK_IMAGES = 500
@@ -119,7 +120,7 @@ def warm_start_from(classifier: keras.Model, base_model_dir: str) -> str | None:
     Returns None on success, or why it could not (missing file, another
     architecture): the caller then trains from its configured start.
     """
-    path = os.path.join(base_model_dir, export.KERAS_MODEL_FILE)
+    path = os.path.join(base_model_dir, layout.KERAS_MODEL_FILE)
     if not tf.io.gfile.exists(path):
         return f"{path} does not exist"
     with tempfile.TemporaryDirectory() as scratch:
@@ -219,6 +220,6 @@ def run_fn(fn_args) -> None:
         if fidelity:
             logging.info("TFLite against the classifier on %d eval images: %s", fidelity["images"],
                          export.tflite_agreement(fidelity))
-    history_path = os.path.join(fn_args.serving_model_dir, HISTORY_FILE)
+    history_path = os.path.join(fn_args.serving_model_dir, layout.TRAINING_HISTORY_FILE)
     with tf.io.gfile.GFile(history_path, "w") as f:
         json.dump(history, f, indent=2)

@@ -1,8 +1,7 @@
 import pytest
 from tensorflow_metadata.proto.v0 import anomalies_pb2, statistics_pb2
 
-from components.anomalies_gate import (DataAnomaliesError, check_anomalies, class_balance_problems,
-                                       size_drift_problems)
+from components.anomalies_gate import DataAnomaliesError, check_anomalies, class_balance_problems, size_drift_problems
 
 
 def _anomalies(feature, short, description):

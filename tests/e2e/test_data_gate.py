@@ -12,10 +12,10 @@ import shutil
 import pytest
 import tensorflow as tf
 
+from contract import features
 from ingest import synthetic
 from pipeline import pipeline as pipeline_lib
 from tests.helpers import TINY, latest_run_states, run_cli, tree_digest
-from trainer import features
 
 pytestmark = pytest.mark.e2e
 

@@ -16,6 +16,7 @@ import sys
 import pytest
 from ml_metadata.proto import metadata_store_pb2
 
+from contract import layout
 from ingest import synthetic
 from pipeline import pipeline as pipeline_lib
 from tests.helpers import ROOT, TINY, latest_run_states, run_cli, tree_digest
@@ -123,7 +124,7 @@ def test_run_report_renders_with_the_evaluators_numbers(runs):
     assert f"{accuracy:.4f}" in page
     assert (report / "statistics.html").stat().st_size > 10_000  # TFDV's own page
     assert f"Span 1 from folder:{runs['data']}" in page
-    model = pathlib.Path(runs["first_summary"]["artifacts"]["Model"]) / "Format-Serving"
+    model = pathlib.Path(layout.serving_model_dir(runs["first_summary"]["artifacts"]["Model"]))
     fidelity = json.loads((model / "assets.extra" / "tflite_fidelity.json").read_text())
     eval_images = runs["first_summary"]["metrics"]["candidate"]["example_count"]
     assert fidelity["images"] == eval_images and runs["first_summary"]["tflite"] == fidelity

@@ -18,6 +18,7 @@ import sys
 
 import pytest
 
+from contract import features, layout
 from ingest import synthetic
 from pipeline import pipeline as pipeline_lib
 from tests.helpers import ROOT, latest_run_states, run_cli, tree_digest
@@ -37,10 +38,10 @@ LEARNS = ["--image-size", "128", "--weights", "none", "--fine-tune-from", "60", 
 def _shuffled_labels(source, target, seed=7):
     """The same images with every label drawn at random: a labelling bug."""
     rng = random.Random(seed)
-    for name in synthetic.CLASS_NAMES:
+    for name in features.LABEL_NAMES:
         (target / name).mkdir(parents=True)
     for path in sorted(source.rglob("*.jpg")):
-        shutil.copy(path, target / rng.choice(synthetic.CLASS_NAMES) / path.name)
+        shutil.copy(path, target / rng.choice(features.LABEL_NAMES) / path.name)
 
 
 @pytest.fixture(scope="module")
@@ -112,8 +113,8 @@ def test_tflite_models_agree_with_the_served_model_on_eval_images(scenario):
     import numpy as np
     import tensorflow as tf
 
-    from inference.tflite import tflite_logits
-    from trainer import export, preprocessing
+    from trainer import preprocessing
+    from trainer.tflite import tflite_logits
 
     version = scenario["out"] / "serving_model" / "2"
     eval_files = sorted((scenario["out"] / "examples" / "span-2" / "eval").glob("*"))
@@ -123,7 +124,7 @@ def test_tflite_models_agree_with_the_served_model_on_eval_images(scenario):
     probability = served["dog_probability"].numpy().ravel().astype("float64")
     served_logit = np.log(probability / (1 - probability))
     pixels = tf.cast(preprocessing.decode_and_resize(tf.constant(jpegs), 128), tf.float32).numpy()
-    logits = {kind: tflite_logits(version / name, pixels) for kind, name in export.TFLITE_FILES.items()}
+    logits = {kind: tflite_logits(version / name, pixels) for kind, name in layout.TFLITE_FILES.items()}
     agreement = {kind: float(np.mean((lg >= 0) == (served_logit >= 0))) for kind, lg in logits.items()}
     decided = np.abs(served_logit) >= FLOAT16_TOLERANCE
     int8_error = logits["int8"] - served_logit

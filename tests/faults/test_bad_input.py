@@ -15,10 +15,10 @@ import sys
 
 import pytest
 
+import config as config_lib
 import pipeline_runner
 from ingest import synthetic
 from orchestration import run_lock
-from pipeline import config as config_lib
 from tests.helpers import ROOT, transform_graph
 
 pytestmark = pytest.mark.faults
@@ -214,7 +214,8 @@ def test_printed_cron_line_runs_in_a_fresh_output_folder(tmp_path):
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory, demo_jpegs):
-    from trainer import export, model as model_lib
+    from trainer import export
+    from trainer import model as model_lib
 
     folder = tmp_path_factory.mktemp("model")
     classifier = model_lib.get_classifier(

@@ -1,11 +1,12 @@
 import numpy as np
 import tensorflow as tf
 
+from config import TrainingConfig
 from inference import contact_sheet
 from inference.gradcam import gradcam
 from inference.predict import Prediction
-from pipeline.config import TrainingConfig
-from trainer import model as model_lib, preprocessing
+from trainer import model as model_lib
+from trainer import preprocessing
 
 SIZE = 96
 

@@ -5,9 +5,10 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
+from contract import features
 from ingest import sources, spans, synthetic
 from ingest.images import RejectedImage, check_image
-from trainer import features
+from orchestration import beam_policy
 
 
 def _png_bytes(mode="RGBA"):
@@ -169,8 +170,8 @@ def test_span_files_mix_the_classes_in_a_fixed_order(tmp_path):
 def test_multi_process_run_gives_the_same_span(tmp_path):
     data = tmp_path / "data"
     synthetic.write_demo_images(data, 4)
-    one = spans.ingest("folder", data, tmp_path / "one", spans.IngestSettings(workers=1))
-    two = spans.ingest("folder", data, tmp_path / "two", spans.IngestSettings(workers=2))
+    one = spans.ingest("folder", data, tmp_path / "one", beam_args=lambda items: beam_policy.ingest_args(1, items))
+    two = spans.ingest("folder", data, tmp_path / "two", beam_args=lambda items: beam_policy.ingest_args(2, items))
     assert (one.counts, one.examples_per_split) == (two.counts, two.examples_per_split)
     assert sorted(r for _, r in _records(tmp_path / "one", 1)) == sorted(r for _, r in _records(tmp_path / "two", 1))
 

@@ -19,9 +19,9 @@ import yaml
 from google.protobuf import json_format
 from kfp.pipeline_spec import pipeline_spec_pb2
 
+from config import PipelineConfig, with_overrides
 from orchestration import kubeflow
 from pipeline import pipeline as pipeline_lib
-from pipeline.config import PipelineConfig, with_overrides
 from tests.helpers import ROOT
 
 IMAGE = "registry.example.com/cats-vs-dogs:7"

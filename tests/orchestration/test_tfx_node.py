@@ -7,9 +7,9 @@ import pytest
 from google.protobuf import json_format
 from tfx.proto.orchestration import pipeline_pb2
 
+from config import PipelineConfig
 from orchestration import tfx_node
 from pipeline import pipeline as pipeline_lib
-from pipeline.config import PipelineConfig
 
 
 @pytest.fixture(scope="module")

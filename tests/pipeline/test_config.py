@@ -3,8 +3,8 @@ import math
 
 import pytest
 
-from pipeline import config as config_lib
-from pipeline.config import ConfigError, PipelineConfig
+import config as config_lib
+from config import ConfigError, PipelineConfig
 
 
 @pytest.mark.parametrize("field, value, message", [

@@ -1,7 +1,7 @@
 import tensorflow as tf
 
+from contract import features
 from reporting import run_report
-from trainer import features
 
 
 def _example(label: int, index: int) -> bytes:

@@ -7,12 +7,14 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from inference.tflite import tflite_logits
+from config import TrainingConfig
+from contract import features, layout
 from ingest.images import check_image
 from ingest.spans import make_example
-from pipeline.config import TrainingConfig
 from tests.helpers import transform_graph
-from trainer import export, features, model as model_lib, preprocessing
+from trainer import export, preprocessing
+from trainer import model as model_lib
+from trainer.tflite import tflite_logits
 
 SIZE = 64
 
@@ -84,7 +86,7 @@ def test_example_signature_agrees_with_the_jpeg_signature(exported, demo_jpegs):
 
 def test_keras_model_file_is_kept_beside_the_saved_model(exported, demo_jpegs):
     classifier, path = exported
-    reloaded = keras.models.load_model(f"{path}/{export.KERAS_MODEL_FILE}")
+    reloaded = keras.models.load_model(f"{path}/{layout.KERAS_MODEL_FILE}")
     jpegs = demo_jpegs["cat"]
     pixels = tf.cast(preprocessing.decode_and_resize(tf.constant(jpegs), SIZE), tf.float32)
     np.testing.assert_allclose(reloaded(pixels).numpy(), classifier(pixels).numpy(), rtol=1e-5, atol=1e-6)
@@ -113,14 +115,14 @@ def test_export_tflite_records_how_closely_each_model_follows_the_classifier(dem
     classifier = model_lib.get_classifier(model)
     (tmp_path / "assets.extra").mkdir()
     returned = export.export_tflite(classifier, pixels, str(tmp_path), check_pixels=pixels[::-1])
-    written = json.loads((tmp_path / export.TFLITE_FIDELITY_FILE).read_text())
+    written = json.loads((tmp_path / layout.TFLITE_FIDELITY_FILE).read_text())
     assert written == returned and written["images"] == len(jpegs)
     reference = classifier(pixels[::-1]).numpy().ravel()
     assert written["reference_logit_std"] == pytest.approx(reference.std(), abs=1e-3)
     for kind in ("float16", "int8"):
-        logits = tflite_logits(str(tmp_path / export.TFLITE_FILES[kind]), pixels[::-1])
+        logits = tflite_logits(str(tmp_path / layout.TFLITE_FILES[kind]), pixels[::-1])
         measured = written["models"][kind]
         assert measured["agreement"] == pytest.approx(np.mean((logits >= 0) == (reference >= 0)), abs=1e-4)
         assert measured["logit_error_max"] == pytest.approx(np.abs(logits - reference).max(), abs=1e-3)
-        assert measured["bytes"] == (tmp_path / export.TFLITE_FILES[kind]).stat().st_size
+        assert measured["bytes"] == (tmp_path / layout.TFLITE_FILES[kind]).stat().st_size
     assert written["models"]["float16"]["logit_error_rms"] < written["models"]["int8"]["logit_error_rms"]

@@ -2,8 +2,8 @@ import keras
 import numpy as np
 import pytest
 
-from pipeline import config as config_lib
-from pipeline.config import TrainingConfig
+import config as config_lib
+from config import TrainingConfig
 from trainer import model as model_lib
 
 SIZE = 64

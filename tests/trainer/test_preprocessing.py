@@ -5,7 +5,8 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from trainer import features, preprocessing
+from contract import features
+from trainer import preprocessing
 
 
 @pytest.mark.parametrize("size", [128, 160, 224])

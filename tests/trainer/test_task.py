@@ -4,8 +4,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from pipeline.config import TrainingConfig
-from trainer import export, model as model_lib, task
+from config import TrainingConfig
+from contract import layout
+from trainer import model as model_lib
+from trainer import task
 
 SIZE = 64
 
@@ -39,7 +41,7 @@ def test_train_records_both_phases_and_keeps_the_best_epoch(config):
 
 
 def _save_classifier(classifier, folder):
-    path = os.path.join(folder, export.KERAS_MODEL_FILE)
+    path = os.path.join(folder, layout.KERAS_MODEL_FILE)
     os.makedirs(os.path.dirname(path), exist_ok=True)
     classifier.save(path)
 

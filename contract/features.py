@@ -5,6 +5,10 @@ serving signatures read them. Label value i means LABEL_NAMES[i].
 """
 
 LABEL_NAMES = ("cat", "dog")
+# The labels as TFDV's statistics of the categorical label spell them.
+LABEL_VALUES = tuple(str(index) for index in range(len(LABEL_NAMES)))
+# The label whose probability the model outputs (PROBABILITY_OUTPUT): a logit >= 0 means this one.
+POSITIVE_LABEL = LABEL_NAMES[1]
 
 # Raw tf.Example features, as written by ingest.
 IMAGE_KEY = "image"  # JPEG bytes

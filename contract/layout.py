@@ -1,0 +1,125 @@
+"""Where stored things live: a run root, a span of examples and a pushed model version.
+
+Every package that writes or reads these places takes the names from here. A
+run root is a local --output-dir, a path on a Kubeflow deployment's volume or a
+gs:// URI: RunLayout joins with pathlib for a local Path and with posixpath for
+a string, so the same names hold for all three.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import pathlib
+import posixpath
+import re
+from typing import Generic, TypeVar
+
+Location = TypeVar("Location", str, pathlib.Path)
+
+
+@dataclasses.dataclass(frozen=True)
+class RunLayout(Generic[Location]):
+    """Everything of one pipeline, all under one root."""
+
+    root: Location
+
+    def _join(self, *parts: str) -> Location:
+        if isinstance(self.root, pathlib.PurePath):
+            return self.root.joinpath(*parts)
+        return posixpath.join(self.root, *parts)
+
+    @property
+    def examples_root(self) -> Location:
+        """span-<N>/ folders, written by ingest, read by ImportExampleGen."""
+        return self._join("examples")
+
+    @property
+    def pipeline_root(self) -> Location:
+        """TFX's artifacts."""
+        return self._join("pipeline_root")
+
+    @property
+    def metadata_path(self) -> Location:
+        """The SQLite ML Metadata store of a local run."""
+        return self._join("metadata.sqlite")
+
+    @property
+    def serving_dir(self) -> Location:
+        """Pushed versions: serving_model/<version>/, TF Serving's layout."""
+        return self._join("serving_model")
+
+    @property
+    def summary_path(self) -> Location:
+        """The latest local run's summary."""
+        return self._join(SUMMARY_FILE)
+
+    @property
+    def report_dir(self) -> Location:
+        """The latest local run's HTML report (index.html and its figures)."""
+        return self._join(REPORT_DIR)
+
+    @property
+    def demo_images(self) -> Location:
+        """Where `run --demo` generates its images."""
+        return self._join("demo_images")
+
+    @property
+    def schema_path(self) -> Location:
+        """Deployments: the image's curated schema, installed here by the ingest task so that ImportSchemaGen
+        reads the schema of the code that runs."""
+        return self._join("schema", "schema.pbtxt")
+
+    @property
+    def runs_dir(self) -> Location:
+        """Deployments: runs/<run id>/{run_summary.json, report/}, one folder per Kubeflow run."""
+        return self._join("runs")
+
+    @property
+    def schedule_log(self) -> Location:
+        """What a local cron entry's runs print."""
+        return self._join("scheduled_runs.log")
+
+
+SUMMARY_FILE = "run_summary.json"
+REPORT_DIR = "report"
+REPORT_PAGE = "index.html"
+
+# A span under the examples root: span-<N>/{train,eval}/<TFRecord files> and span-<N>/ingest_report.json.
+SPLITS = ("train", "eval")
+INGEST_REPORT = "ingest_report.json"
+_SPAN_DIR = re.compile(r"^span-(\d+)$")
+# ImportExampleGen's input: any file of the split folder (it reads gzipped and plain TFRecords alike).
+SPLIT_PATTERNS = {split: f"span-{{SPAN}}/{split}/*" for split in SPLITS}
+
+
+def span_name(span: int) -> str:
+    return f"span-{span}"
+
+
+def span_number(folder_name: str) -> int | None:
+    """N of a folder named span-N, None for any other name."""
+    match = _SPAN_DIR.match(folder_name)
+    return int(match.group(1)) if match else None
+
+
+def span_dir(examples_root: str | os.PathLike, span: int) -> str:
+    return posixpath.join(str(examples_root), span_name(span))
+
+
+# A TFX Model artifact keeps the SavedModel in this subfolder (tfx.utils.path_utils; a test checks they agree).
+SERVING_MODEL_SUBDIR = "Format-Serving"
+# Beside the SavedModel of a version: TF Serving reads only the warm-up file from assets.extra and ignores
+# the rest, which is kept for people and tools.
+ASSETS_EXTRA = "assets.extra"
+KERAS_MODEL_FILE = posixpath.join(ASSETS_EXTRA, "model.keras")  # Grad-CAM needs the layers
+TFLITE_FILES = {"float16": posixpath.join(ASSETS_EXTRA, "model_float16.tflite"),
+                "int8": posixpath.join(ASSETS_EXTRA, "model_int8.tflite")}
+TFLITE_FIDELITY_FILE = posixpath.join(ASSETS_EXTRA, "tflite_fidelity.json")
+TRAINING_HISTORY_FILE = posixpath.join(ASSETS_EXTRA, "training_history.json")
+PUSH_RECORD_FILE = posixpath.join(ASSETS_EXTRA, "push.json")
+
+
+def serving_model_dir(model_uri: str | os.PathLike) -> str:
+    """The SavedModel folder inside a TFX Model artifact."""
+    return posixpath.join(str(model_uri), SERVING_MODEL_SUBDIR)

@@ -1,0 +1,54 @@
+"""The one Beam policy: how Beam's DirectRunner runs ingest and the TFX components.
+
+In process, or in worker processes. Workers cost their start (each imports
+TensorFlow) and moving every element between processes, so they pay off only
+with enough work and cores: the thresholds below come from the measurements in
+the README's Performance section. `--beam-workers N` overrules the policy:
+1 runs in process, N > 1 in N worker processes. Other runners (Dataflow) are
+Beam arguments of their own: `compile --beam-arg`.
+"""
+
+from __future__ import annotations
+
+import os
+
+IN_PROCESS = ("--direct_running_mode=in_memory",)
+
+# Ingest decodes, checks and hashes every image and moves its bytes between workers for the duplicate check:
+# on 2 cores, 2 workers lost at every size measured.
+INGEST_MIN_ITEMS = 3000
+INGEST_MIN_CORES = 4
+# The data components (ImportExampleGen, StatisticsGen) gain from workers from about this many examples; the
+# Evaluator never does (its model already uses every core), and it gets the same arguments.
+COMPONENTS_MIN_EXAMPLES = 50_000
+
+
+def _worker_processes(workers: int) -> list[str]:
+    # 0: Beam counts the cores of the machine that runs the component, at run time.
+    return ["--direct_running_mode=multi_processing", f"--direct_num_workers={workers}"]
+
+
+def direct_runner_args(workers: int, work: int | None, min_work: int, min_cores: int = 1) -> list[str]:
+    """DirectRunner arguments for `work` items (None: not known before the run, e.g. on Kubeflow).
+
+    workers: 1 in process; N > 1 N worker processes; 0 decides: in process when
+    the work is known and below `min_work` or the machine has fewer than
+    `min_cores` cores, else one worker process per core.
+    """
+    if workers == 1:
+        return list(IN_PROCESS)
+    if workers > 1:
+        return _worker_processes(workers)
+    if work is not None and (work < min_work or (os.cpu_count() or 1) < min_cores):
+        return list(IN_PROCESS)
+    return _worker_processes(0)
+
+
+def ingest_args(workers: int, items: int) -> list[str]:
+    """For ingesting `items` files or records."""
+    return direct_runner_args(workers, items, INGEST_MIN_ITEMS, INGEST_MIN_CORES)
+
+
+def component_args(workers: int = 0, examples: int | None = None) -> list[str]:
+    """For the TFX components of a run that reads `examples` examples."""
+    return direct_runner_args(workers, examples, COMPONENTS_MIN_EXAMPLES)

@@ -1,0 +1,39 @@
+import apache_beam as beam
+
+from orchestration import beam_policy
+
+
+def _options(args):
+    return beam.options.pipeline_options.PipelineOptions(args).view_as(beam.options.pipeline_options.DirectOptions)
+
+
+def _mode(args):
+    return _options(args).direct_running_mode
+
+
+def test_small_known_data_runs_in_process():
+    assert _mode(beam_policy.component_args(0, examples=600)) == "in_memory"
+    assert _mode(beam_policy.component_args(0, examples=beam_policy.COMPONENTS_MIN_EXAMPLES - 1)) == "in_memory"
+    assert _mode(beam_policy.ingest_args(0, items=beam_policy.INGEST_MIN_ITEMS - 1)) == "in_memory"
+
+
+def test_large_or_unknown_data_gets_a_process_per_core():
+    for examples in (beam_policy.COMPONENTS_MIN_EXAMPLES, None):
+        args = beam_policy.component_args(0, examples=examples)
+        assert _mode(args) == "multi_processing"
+        assert _options(args).direct_num_workers == 0  # Beam: one per core
+
+
+def test_ingest_needs_enough_cores_as_well_as_items(monkeypatch):
+    monkeypatch.setattr(beam_policy.os, "cpu_count", lambda: beam_policy.INGEST_MIN_CORES - 1)
+    assert _mode(beam_policy.ingest_args(0, items=10**6)) == "in_memory"
+    monkeypatch.setattr(beam_policy.os, "cpu_count", lambda: beam_policy.INGEST_MIN_CORES)
+    assert _mode(beam_policy.ingest_args(0, items=beam_policy.INGEST_MIN_ITEMS)) == "multi_processing"
+
+
+def test_explicit_worker_count_wins_over_the_size():
+    assert _mode(beam_policy.component_args(1, examples=10**6)) == "in_memory"
+    assert _mode(beam_policy.ingest_args(1, items=10**6)) == "in_memory"
+    for args in (beam_policy.component_args(3, examples=10), beam_policy.ingest_args(3, items=10)):
+        assert _mode(args) == "multi_processing"
+        assert _options(args).direct_num_workers == 3

@@ -1,0 +1,116 @@
+"""Imports between the project's packages flow one way: from the data contract at the bottom up to the CLI.
+
+Every import counts, including those inside functions: a deferred import still
+ties the two packages together.
+"""
+
+import ast
+import subprocess
+import sys
+
+from tests.helpers import ROOT
+
+# Lowest first. A package may import packages of lower layers only (and itself).
+LAYERS = (
+    ("contract",),  # feature keys, label names, where stored things live
+    ("config",),  # the typed settings
+    ("ingest", "trainer"),  # data in; the model code TFX loads by module path
+    ("components", "inference"),  # TFX nodes; using a pushed model
+    ("pipeline",),  # create_pipeline and the blessing rule
+    ("reporting",),  # summary, report and model history, read from ML Metadata
+    ("orchestration",),  # one runner per orchestrator
+    ("pipeline_runner",),  # the CLI
+)
+RANK = {package: rank for rank, packages in enumerate(LAYERS) for package in packages}
+NOT_SHIPPED = {"tests", "benchmarks"}
+
+
+def _project_packages() -> set[str]:
+    return {p.parent.name for p in ROOT.glob("*/__init__.py")} - NOT_SHIPPED | {"pipeline_runner"}
+
+
+def _imports_between_packages() -> dict[tuple[str, str], list[str]]:
+    """(importer, imported) -> ["file:line", ...] for every import of one project package by another."""
+    packages = _project_packages()
+    files = [ROOT / "pipeline_runner.py"] + [p for name in packages - {"pipeline_runner"}
+                                             for p in (ROOT / name).rglob("*.py")]
+    edges: dict[tuple[str, str], list[str]] = {}
+    for path in files:
+        importer = path.relative_to(ROOT).parts[0].removesuffix(".py")
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+                names = [node.module]
+            else:
+                continue
+            for name in names:
+                imported = name.split(".")[0]
+                if imported in packages and imported != importer:
+                    edges.setdefault((importer, imported), []).append(
+                        f"{path.relative_to(ROOT)}:{node.lineno}")
+    return edges
+
+
+def _cycles(edges) -> list[list[str]]:
+    """The strongly connected groups of more than one package (Tarjan)."""
+    graph: dict[str, set[str]] = {}
+    for importer, imported in edges:
+        graph.setdefault(importer, set()).add(imported)
+        graph.setdefault(imported, set())
+    index, low, stack, on_stack, groups = {}, {}, [], set(), []
+
+    def visit(node):
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        on_stack.add(node)
+        for target in graph[node]:
+            if target not in index:
+                visit(target)
+                low[node] = min(low[node], low[target])
+            elif target in on_stack:
+                low[node] = min(low[node], index[target])
+        if low[node] == index[node]:
+            group = []
+            while True:
+                member = stack.pop()
+                on_stack.discard(member)
+                group.append(member)
+                if member == node:
+                    break
+            if len(group) > 1:
+                groups.append(sorted(group))
+
+    for node in sorted(graph):
+        if node not in index:
+            visit(node)
+    return groups
+
+
+def test_the_cycle_finder_finds_a_cycle():
+    assert _cycles({("a", "b"): [], ("b", "c"): [], ("c", "a"): [], ("c", "d"): []}) == [["a", "b", "c"]]
+    assert _cycles({("a", "b"): [], ("b", "c"): []}) == []
+
+
+def test_no_import_cycles_between_packages():
+    edges = _imports_between_packages()
+    cycles = _cycles(edges)
+    detail = [f"{a} -> {b}: {', '.join(where)}" for (a, b), where in sorted(edges.items())
+              if any(a in group and b in group for group in cycles)]
+    assert not cycles, f"import cycles {cycles}:\n" + "\n".join(detail)
+
+
+def test_every_package_has_a_layer_and_imports_only_lower_layers():
+    assert _project_packages() == set(RANK), "place new packages in LAYERS"
+    upward = [f"{a} (layer {RANK[a]}) imports {b} (layer {RANK[b]}): {', '.join(where)}"
+              for (a, b), where in sorted(_imports_between_packages().items()) if RANK[b] >= RANK[a]]
+    assert not upward, "\n".join(upward)
+
+
+def test_the_contract_imports_nothing_heavy():
+    probe = ("import sys, contract.features, contract.layout\n"
+             "print(sorted({m.split('.')[0] for m in sys.modules} & "
+             "{'tensorflow', 'tfx', 'apache_beam', 'numpy', 'PIL', 'config', 'trainer', 'ingest'}))")
+    result = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
