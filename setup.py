@@ -12,7 +12,7 @@ setup(
     python_requires=">=3.11,<3.12",
     # Every package a pipeline task imports (TFX loads the model code by module path inside the image).
     packages=find_packages(include=[f"{name}{suffix}" for name in PACKAGES for suffix in ("", ".*")]),
-    package_data={"pipeline": ["schema/*.pbtxt"]},
+    package_data={"pipeline": ["schema/*.pbtxt"], "reporting": ["templates/*.j2"]},
     py_modules=["pipeline_runner"],
     install_requires=[
         "tfx==1.16.0",

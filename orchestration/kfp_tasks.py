@@ -108,9 +108,7 @@ def report(metadata_store: str, run_id: str, pipeline_name: str, root: str, sett
     except tfx_node.NodeTaskError as error:
         _fail(str(error))
     store = mlmd.MetadataStore(tfx_node.connection_config(metadata_store))
-    evaluation = settings["evaluation"]
-    summary = run_summary.summarize_run(store, pipeline_name, evaluation["min_accuracy"],
-                                        evaluation["max_accuracy_drop"], run_id=run_id)
+    summary = run_summary.summarize_run(store, pipeline_name, run_id=run_id)
     examples_root = RunLayout(root).examples_root
     existing = spans.existing_spans(examples_root)
     latest = spans.load_report(examples_root, existing[-1]) if existing else None

@@ -143,9 +143,7 @@ def _run_locked(config: PipelineConfig, where: RunLayout, source: Source | None,
     except Exception as exc:  # the summary reports it; the exit code says it
         error = f"{type(exc).__name__}: {exc}"
         logging.debug("pipeline failed", exc_info=True)
-    summary = run_summary.summarize(str(where.metadata_path), config.name,
-                                    config.evaluation.min_accuracy, config.evaluation.max_accuracy_drop,
-                                    exclude_runs=earlier_runs)
+    summary = run_summary.summarize(str(where.metadata_path), config.name, exclude_runs=earlier_runs)
     if summary.run_id is None and error is None:
         error = "the pipeline recorded no run in ML Metadata"
     summary.error = error

@@ -12,7 +12,6 @@ import dataclasses
 import hashlib
 import pathlib
 
-import tensorflow_model_analysis as tfma
 from tfx import v1 as tfx
 from tfx.dsl.components.base.base_node import BaseNode
 
@@ -20,14 +19,12 @@ from components.anomalies_gate import AnomaliesGate
 from components.baseline_resolver import LatestBeforeStrategy, LatestBlessedBeforeStrategy
 from components.serving_pusher import ServingPusher
 from config import PipelineConfig
-from contract import features
 from contract.layout import SPLIT_PATTERNS
-from trainer import export
+from pipeline import blessing
 
 SCHEMA_PATH = str(pathlib.Path(__file__).parent / "schema" / "schema.pbtxt")
 PREPROCESSING_FN = "trainer.preprocessing.preprocessing_fn"
 RUN_FN = "trainer.task.run_fn"
-ACCURACY_METRIC = "binary_accuracy"
 
 # Node ids, in pipeline order; the runner's summary and the tests use them.
 EXAMPLE_GEN = "ImportExampleGen"
@@ -96,30 +93,6 @@ def code_fingerprint(root: pathlib.Path = PROJECT_ROOT) -> str:
     for path in code_files(root=root):
         digest.update(path.relative_to(root).as_posix().encode() + b"\0" + path.read_bytes())
     return digest.hexdigest()[:16]
-
-
-def eval_config(config: PipelineConfig) -> tfma.EvalConfig:
-    """TFMA settings: the metrics, the slices and the two blessing thresholds."""
-    accuracy_threshold = tfma.MetricThreshold(
-        value_threshold=tfma.GenericValueThreshold(lower_bound={"value": config.evaluation.min_accuracy}),
-        change_threshold=tfma.GenericChangeThreshold(
-            direction=tfma.MetricDirection.HIGHER_IS_BETTER,
-            absolute={"value": -config.evaluation.max_accuracy_drop}))
-    return tfma.EvalConfig(
-        model_specs=[tfma.ModelSpec(signature_name=export.EXAMPLES_SIGNATURE, label_key=features.LABEL_KEY,
-                                    prediction_key=features.PROBABILITY_OUTPUT)],
-        slicing_specs=[tfma.SlicingSpec(), tfma.SlicingSpec(feature_keys=[features.LABEL_KEY])],
-        metrics_specs=[tfma.MetricsSpec(metrics=[
-            tfma.MetricConfig(class_name="ExampleCount"),
-            # The bar applies to the whole eval set, not to each label slice.
-            tfma.MetricConfig(class_name="BinaryAccuracy", per_slice_thresholds=[
-                tfma.PerSliceMetricThreshold(slicing_specs=[tfma.SlicingSpec()], threshold=accuracy_threshold)]),
-            tfma.MetricConfig(class_name="AUC"),
-            tfma.MetricConfig(class_name="Precision"),
-            tfma.MetricConfig(class_name="Recall"),
-            tfma.MetricConfig(class_name="ConfusionMatrixAtThresholds", config='{"thresholds": [0.5]}'),
-        ])],
-    )
 
 
 def _newest_blessed_model(before, node_id: str, builtin: bool) -> tfx.dsl.Resolver:
@@ -227,7 +200,7 @@ def create_pipeline(
         example_splits=["eval"],
         model=trainer.outputs["model"],
         baseline_model=baseline.outputs["model"],
-        eval_config=eval_config(config),
+        eval_config=blessing.eval_config(config),
     ).with_id(EVALUATOR)
     pusher = ServingPusher(
         model=trainer.outputs["model"], model_blessing=evaluator.outputs["blessing"], serving_dir=serving_dir,

@@ -1,4 +1,4 @@
-"""The run report: one HTML page with PNG figures, viewable offline.
+"""The run report: one HTML page (templates/report.html.j2) with PNG figures, viewable offline.
 
 Training curves of both phases (fine-tune start marked), the confusion matrix
 and the metrics against the baseline with the blessing decision, a data
@@ -9,12 +9,12 @@ candidate on eval images. Everything is read from the run's artifacts.
 
 from __future__ import annotations
 
-import html
 import json
 import os
 import pathlib
 import shutil
 
+import jinja2
 import matplotlib
 
 matplotlib.use("Agg")  # files only, no display
@@ -22,10 +22,13 @@ import matplotlib.pyplot as plt  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from contract import features, layout  # noqa: E402
+from contract.layout import RunLayout  # noqa: E402
 from reporting.run_summary import RunSummary  # noqa: E402
 
-REPORT_DIR = "report"
 _SAMPLES = 15
+_TEMPLATES = jinja2.Environment(loader=jinja2.FileSystemLoader(pathlib.Path(__file__).parent / "templates"),
+                                autoescape=True, undefined=jinja2.StrictUndefined, trim_blocks=True,
+                                lstrip_blocks=True)
 
 
 def _serving_dir(model_uri: str) -> pathlib.Path:
@@ -169,37 +172,12 @@ def _statistics_page(statistics_uri: str, path: pathlib.Path) -> bool:
     return True
 
 
-def _anomalies_html(anomalies_uri: str) -> str:
+def _anomalies(anomalies_uri: str) -> list[str]:
     from tensorflow_metadata.proto.v0 import anomalies_pb2
 
     from components.anomalies_gate import ANOMALIES_FILE, describe_anomalies
 
-    lines = describe_anomalies(_split_protos(anomalies_uri, ANOMALIES_FILE, anomalies_pb2.Anomalies))
-    if not lines:
-        return "<p>None: the span matches the curated schema.</p>"
-    return "<ul>" + "".join(f"<li>{html.escape(line)}</li>" for line in lines) + "</ul>"
-
-
-def _table(rows: list[list], header: list[str]) -> str:
-    cells = "".join(f"<th>{html.escape(str(h))}</th>" for h in header)
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(_cell(c))}</td>" for c in row) + "</tr>" for row in rows)
-    return f"<table><tr>{cells}</tr>{body}</table>"
-
-
-def _cell(value) -> str:
-    if isinstance(value, float):
-        return str(int(value)) if value.is_integer() else f"{value:.4f}"
-    return str(value)
-
-
-def _tflite_section(fidelity: dict | None) -> str:
-    if not fidelity:
-        return ""
-    rows = [[kind, f"{v['bytes'] / 2 ** 20:.1f} MiB", f"{100 * v['agreement']:.1f}%", v["logit_error_mean"],
-             v["logit_error_rms"], v["logit_error_max"]] for kind, v in fidelity["models"].items()]
-    return (f"<h3>TFLite</h3><p>Against the classifier on {fidelity['images']} eval images "
-            f"(its logits' standard deviation: {fidelity['reference_logit_std']}).</p>"
-            + _table(rows, ["model", "size", "same class", "logit error mean", "rms", "max"]))
+    return describe_anomalies(_split_protos(anomalies_uri, ANOMALIES_FILE, anomalies_pb2.Anomalies))
 
 
 def write_report(summary: RunSummary, output_dir: str | os.PathLike, training_config: dict,
@@ -210,8 +188,8 @@ def write_report(summary: RunSummary, output_dir: str | os.PathLike, training_co
     report folder only when complete: a failure (a full disk, say) leaves no
     half report, and the hidden folder is removed.
     """
-    final = pathlib.Path(output_dir) / REPORT_DIR
-    folder = pathlib.Path(output_dir) / f".{REPORT_DIR}.incoming"
+    final = pathlib.Path(RunLayout(pathlib.Path(output_dir)).report_dir)
+    folder = final.with_name(f".{final.name}.incoming")
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True)
     try:
@@ -220,84 +198,64 @@ def write_report(summary: RunSummary, output_dir: str | os.PathLike, training_co
         folder.rename(final)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
-    return final / "index.html"
+    return final / layout.REPORT_PAGE
 
 
 def _write_pages(summary: RunSummary, folder: pathlib.Path, training_config: dict,
                  ingest_report: dict | None) -> None:
-    sections = [f"<h1>Run {html.escape(str(summary.run_id))} of {html.escape(summary.pipeline)}</h1>"]
-    sections.append("<h2>Components</h2>" + _table([[n.node_id, n.state, f"{n.seconds:.1f}"] for n in summary.nodes],
-                                                   ["component", "outcome", "seconds"]))
-    if summary.error:
-        sections.append(f"<p class=error>Failed: {html.escape(summary.error)}</p>")
+    """Draws the figures into `folder` and renders the page from templates/report.html.j2."""
+    from pipeline.pipeline import ANOMALIES_GATE
 
-    if summary.blessed is not None:
-        verdict = "blessed" if summary.blessed else "not blessed"
-        pushed = f"pushed as version {summary.pushed_version} ({summary.pushed_path})" if summary.pushed_path \
-            else "nothing pushed; the served model is unchanged"
-        sections.append(f"<h2>Evaluation</h2><p><b>{verdict}</b>: {html.escape(summary.decision or '')}. "
-                        f"{html.escape(pushed)}.</p>")
-        names = sorted({k for values in summary.metrics.values() for k in values})
-        sections.append(_table([[model] + [values.get(n, "") for n in names]
-                                for model, values in summary.metrics.items()], ["model"] + names))
-        if summary.metrics_by_label:
-            sections.append("<h3>By label</h3>" + _table(
-                [[label] + list(values.values()) for label, values in summary.metrics_by_label.items()],
-                ["slice"] + list(next(iter(summary.metrics_by_label.values())))))
-        if summary.confusion_matrix:
-            confusion_matrix(summary.confusion_matrix, folder / "confusion_matrix.png")
-            sections.append('<img src="confusion_matrix.png" alt="confusion matrix">')
+    figures: dict[str, str | None] = dict.fromkeys(
+        ("confusion_matrix", "training_curves", "model", "sample_predictions"))
+    page = {"summary": summary, "figures": figures, "ingest": ingest_report, "history": None, "tflite": None,
+            "samples": [], "image_sizes": [], "statistics_page": None, "anomalies": None,
+            "components": [[n.node_id, n.state, f"{n.seconds:.1f}"] for n in summary.nodes]}
+    metric_names = sorted({k for values in summary.metrics.values() for k in values})
+    page |= {"metric_names": metric_names,
+             "metric_rows": [[model] + [values.get(n, "") for n in metric_names]
+                             for model, values in summary.metrics.items()],
+             "label_metric_names": list(next(iter(summary.metrics_by_label.values()), {})),
+             "label_rows": [[label] + list(values.values()) for label, values in summary.metrics_by_label.items()]}
+    if summary.blessed is not None and summary.confusion_matrix:
+        confusion_matrix(summary.confusion_matrix, folder / "confusion_matrix.png")
+        figures["confusion_matrix"] = "confusion_matrix.png"
 
     model_uri = summary.artifacts.get("Model")
     if model_uri:
-        history_path = _serving_dir(model_uri) / "assets.extra" / "training_history.json"
+        history_path = _serving_dir(model_uri) / layout.TRAINING_HISTORY_FILE
         if history_path.exists():
-            history = json.loads(history_path.read_text())
-            training_curves(history, folder / "training_curves.png")
-            sections.append("<h2>Training</h2><img src=\"training_curves.png\" alt=\"training curves\">"
-                            f"<p>Weights kept from epoch {history['best_epoch'] + 1} "
-                            f"(lowest eval loss {history['best_val_loss']:.4f}).</p>"
-                            if history.get("best_epoch") is not None else
-                            "<h2>Training</h2><img src=\"training_curves.png\" alt=\"training curves\">")
+            page["history"] = json.loads(history_path.read_text())
+            training_curves(page["history"], folder / "training_curves.png")
+            figures["training_curves"] = "training_curves.png"
         import keras
-
 
         classifier = keras.models.load_model(_serving_dir(model_uri) / layout.KERAS_MODEL_FILE, compile=False)
         model_diagram(classifier, training_config, folder / "model.png")
-        sections.append("<h2>Model</h2><img src=\"model.png\" alt=\"model diagram\">")
-        sections.append(_tflite_section(summary.tflite))
+        figures["model"] = "model.png"
+        if summary.tflite:
+            page["tflite"] = summary.tflite
+            page["tflite_rows"] = [[kind, f"{v['bytes'] / 2 ** 20:.1f} MiB", f"{100 * v['agreement']:.1f}%",
+                                    v["logit_error_mean"], v["logit_error_rms"], v["logit_error_max"]]
+                                   for kind, v in summary.tflite["models"].items()]
         if summary.artifacts.get("Examples"):
-            samples = sample_predictions(_serving_dir(model_uri), summary.artifacts["Examples"],
-                                         folder / "sample_predictions.png")
-            right = sum(s["actual"] == s["predicted"] for s in samples)
-            sections.append(f"<h2>Sample predictions</h2><p>{right} of {len(samples)} eval images right.</p>"
-                            "<img src=\"sample_predictions.png\" alt=\"sample predictions\">")
+            page["samples"] = sample_predictions(_serving_dir(model_uri), summary.artifacts["Examples"],
+                                                 folder / "sample_predictions.png")
+            page["samples_right"] = sum(s["actual"] == s["predicted"] for s in page["samples"])
+            figures["sample_predictions"] = "sample_predictions.png"
 
-    data = ["<h2>Data</h2>"]
     if ingest_report:
-        data.append(f"<p>Span {ingest_report['span']}{' (reused)' if ingest_report['reused'] else ''} from "
-                    f"{html.escape(ingest_report['source'])}: {ingest_report['files_seen']} files.</p>")
-        data.append(_table([[k, v] for k, v in ingest_report["counts"].items()], ["outcome", "files"]))
-        data.append(_table([[k, v] for k, v in {**ingest_report["examples_per_label"],
-                                                 **ingest_report["examples_per_split"]}.items()],
-                           ["examples", "count"]))
-        if ingest_report["quarantined"]:
-            data.append("<h3>Quarantined</h3>" + _table([[q["file"], q["reason"]] for q in
-                                                         ingest_report["quarantined"][:200]], ["file", "reason"]))
+        page["example_counts"] = list({**ingest_report["examples_per_label"],
+                                       **ingest_report["examples_per_split"]}.items())
+        page["quarantined"] = [[q["file"], q["reason"]] for q in ingest_report["quarantined"][:200]]
     if summary.artifacts.get("ExampleStatistics"):
-        sizes = _image_sizes(summary.artifacts["ExampleStatistics"])
-        if sizes:
-            data.append(_table([[k, v["min"], v["mean"], v["max"]] for k, v in sizes.items()],
-                               ["image size (px)", "min", "mean", "max"]))
+        page["image_sizes"] = [[k, v["min"], v["mean"], v["max"]]
+                               for k, v in _image_sizes(summary.artifacts["ExampleStatistics"]).items()]
         if _statistics_page(summary.artifacts["ExampleStatistics"], folder / "statistics.html"):
-            data.append('<p><a href="statistics.html">TFDV statistics, train against eval</a></p>')
+            page["statistics_page"] = "statistics.html"
     if summary.artifacts.get("ExampleAnomalies"):
-        data.append("<h3>Anomalies</h3>" + _anomalies_html(summary.artifacts["ExampleAnomalies"]))
-    if summary.error and "anomal" in summary.error:
-        data.append(f"<pre>{html.escape(summary.error)}</pre>")
-    sections += data
-
-    style = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto}table{border-collapse:collapse;"
-             "margin:.5em 0}td,th{border:1px solid #ccc;padding:3px 8px;text-align:left}.error{color:#a00}")
-    (folder / "index.html").write_text(f"<!doctype html><html><head><meta charset=utf-8><title>Run report</title>"
-                                       f"<style>{style}</style></head><body>{''.join(sections)}</body></html>")
+        page["anomalies"] = _anomalies(summary.artifacts["ExampleAnomalies"])
+    # The data gate's message lists what it found: it belongs with the data.
+    gate_failed = any(n.node_id == ANOMALIES_GATE and n.state == "failed" for n in summary.nodes)
+    page["data_gate_error"] = summary.error if gate_failed else None
+    (folder / layout.REPORT_PAGE).write_text(_TEMPLATES.get_template("report.html.j2").render(page))

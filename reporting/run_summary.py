@@ -196,27 +196,6 @@ def read_metrics(evaluation_uri: str) -> tuple[dict, dict, dict | None]:
             {k: sort(v) for k, v in sorted(by_label.items())}, confusion)
 
 
-def _describe_failure(failure) -> str:
-    value = failure.metric_value.double_value.value
-    name = failure.metric_key.name
-    if failure.metric_key.is_diff:
-        allowed = -failure.metric_threshold.change_threshold.absolute.value
-        return f"{name} is {-value:.4f} below the baseline's, more than the allowed drop of {allowed:g}"
-    bound = failure.metric_threshold.value_threshold.lower_bound.value
-    return f"{name} {value:.4f} is below the minimum {bound:g}"
-
-
-def read_decision(evaluation_uri: str, blessed: bool, min_accuracy: float, max_drop: float) -> str:
-    """Which threshold decided the blessing, in words."""
-    result = tfma.load_validation_result(evaluation_uri)
-    failures = [failure for per_slice in result.metric_validations_per_slice for failure in per_slice.failures]
-    if failures:
-        return "; ".join(_describe_failure(f) for f in failures)
-    if blessed:
-        return f"accuracy >= {min_accuracy} and no worse than the baseline by more than {max_drop}"
-    return "not validated"
-
-
 def pipeline_resolver_nodes() -> frozenset:
     # Resolvers re-emit older artifacts; only the components' own outputs describe this run.
     from pipeline.pipeline import RESOLVER_IDS
@@ -224,18 +203,15 @@ def pipeline_resolver_nodes() -> frozenset:
     return RESOLVER_IDS
 
 
-def summarize(metadata_path: str, pipeline_name: str, min_accuracy: float, max_drop: float,
-              exclude_runs: frozenset[str] = frozenset()) -> RunSummary:
+def summarize(metadata_path: str, pipeline_name: str, exclude_runs: frozenset[str] = frozenset()) -> RunSummary:
     """The newest run in a local SQLite store, unless it is one of `exclude_runs` (runs that were there
     before this one started: a run that failed before TFX recorded it gets an empty summary, not theirs)."""
     if not os.path.exists(metadata_path):
-        return summarize_run(None, pipeline_name, min_accuracy, max_drop)
-    return summarize_run(open_store(metadata_path), pipeline_name, min_accuracy, max_drop,
-                         exclude_runs=exclude_runs)
+        return summarize_run(None, pipeline_name)
+    return summarize_run(open_store(metadata_path), pipeline_name, exclude_runs=exclude_runs)
 
 
-def summarize_run(store: metadata_store.MetadataStore | None, pipeline_name: str, min_accuracy: float,
-                  max_drop: float, run_id: str | None = None,
+def summarize_run(store: metadata_store.MetadataStore | None, pipeline_name: str, run_id: str | None = None,
                   exclude_runs: frozenset[str] = frozenset()) -> RunSummary:
     """Run `run_id` (default: the newest run) of `pipeline_name` in any MLMD store."""
     if store is None:
@@ -269,7 +245,9 @@ def summarize_run(store: metadata_store.MetadataStore | None, pipeline_name: str
                 summary.pushed_version = custom_property(artifact, "pushed_version")
                 summary.pushed_path = custom_property(artifact, "pushed_destination")
     if summary.blessed is not None and summary.metrics:
-        summary.decision = read_decision(evaluation_uri, summary.blessed, min_accuracy, max_drop)
+        from pipeline import blessing
+
+        summary.decision = blessing.decision(evaluation_uri, summary.blessed)
     if "Model" in summary.artifacts:
         from trainer import export
 

@@ -66,6 +66,7 @@ def test_first_run_executes_every_component_once_and_pushes_version_1(runs):
     assert runs["first_states"] == {node: ["COMPLETE"] for node in pipeline_lib.NODE_IDS}
     summary = runs["first_summary"]
     assert summary["blessed"] is True and summary["pushed_version"] == 1
+    assert summary["decision"] == "met binary_accuracy >= 0; no baseline yet"
     assert summary["beam_args"] == ["--direct_running_mode=in_memory"]  # small data: no worker processes
     assert pathlib.Path(summary["pushed_path"]) == runs["out"] / "serving_model" / "1"
     assert summary["metrics"]["candidate"]["example_count"] > 0

@@ -81,6 +81,7 @@ def test_span_2_is_compared_with_version_1_and_pushed_as_version_2(scenario):
     assert summary["ingest"]["span"] == 2
     assert set(summary["metrics"]) == {"candidate", "baseline"}, "version 1's model must be the baseline"
     assert summary["blessed"] is True and summary["pushed_version"] == 2, summary["decision"]
+    assert summary["decision"] == "met binary_accuracy >= 0.65 and binary_accuracy at most 0.05 below the baseline's"
     assert pipeline_lib.WARM_START_RESOLVER in scenario["span2_states"]
 
 

@@ -1,7 +1,8 @@
 import tensorflow as tf
 
 from contract import features
-from reporting import run_report
+from pipeline import pipeline as pipeline_lib
+from reporting import run_report, run_summary
 
 
 def _example(label: int, index: int) -> bytes:
@@ -23,3 +24,53 @@ def test_sample_images_come_from_both_classes_of_a_class_sorted_split(tmp_path):
     assert len(samples) == 15 and len({name for name, _, _ in samples}) == 15
     assert {label for _, _, label in samples} == {0, 1}
     assert samples == run_report._eval_jpegs(str(tmp_path), 15)  # the same samples on every run
+
+
+def _summary(**changes):
+    fields = dict(pipeline="cats-vs-dogs", run_id="run-<7>", nodes=[], metrics={}, metrics_by_label={},
+                  confusion_matrix=None, blessed=None, decision=None, pushed_version=None, pushed_path=None)
+    return run_summary.RunSummary(**(fields | changes))
+
+
+def _ingest_report():
+    return {"span": 2, "reused": False, "source": "folder:/data/pets", "files_seen": 5,
+            "counts": {"accepted": 4, "quarantined": 1}, "examples_per_label": {"cat": 2, "dog": 2},
+            "examples_per_split": {"train": 3, "eval": 1},
+            "quarantined": [{"file": "dog/<bad>.jpg", "reason": "not an image"}]}
+
+
+def test_report_of_a_run_stopped_by_the_data_gate_shows_why_with_the_data(tmp_path):
+    nodes = [run_summary.NodeRun("ImportExampleGen", "executed", 2.0, 1, 0.0),
+             run_summary.NodeRun(pipeline_lib.ANOMALIES_GATE, "failed", 0.5, 2, 2.0)]
+    error = "DataAnomaliesError: eval split: 1 examples, fewer than the minimum 30"
+    page = run_report.write_report(_summary(nodes=nodes, error=error), tmp_path, {}, _ingest_report())
+    assert page == tmp_path / "report" / "index.html" and not (tmp_path / ".report.incoming").exists()
+    text = page.read_text()
+    assert "<h1>Run run-&lt;7&gt; of cats-vs-dogs</h1>" in text  # escaped
+    assert "<td>AnomaliesGate</td><td>failed</td><td>0.5</td>" in text
+    assert f"<p class=error>Failed: {error}</p>" in text
+    data = text[text.index("<h2>Data</h2>"):]
+    assert f"<pre>{error}</pre>" in data
+    assert "Span 2 from folder:/data/pets: 5 files." in data
+    assert "<td>dog/&lt;bad&gt;.jpg</td><td>not an image</td>" in data
+    assert "<td>accepted</td><td>4</td>" in data and "<td>eval</td><td>1</td>" in data
+    assert "<h2>Evaluation</h2>" not in text
+
+
+def test_report_of_an_evaluated_run_gives_the_decision_and_the_metrics(tmp_path):
+    error = "RuntimeError: the Trainer ran out of memory"
+    summary = _summary(nodes=[run_summary.NodeRun("Trainer", "failed", 1.0, 3, 0.0)], error=error, blessed=False,
+                       decision="binary_accuracy 0.5000 is below the minimum 0.8",
+                       metrics={"candidate": {"binary_accuracy": 0.5, "example_count": 40.0},
+                                "baseline": {"binary_accuracy": 0.8125, "example_count": 40.0}},
+                       metrics_by_label={"label=0": {"binary_accuracy": 0.25}, "label=1": {"binary_accuracy": 0.75}},
+                       confusion_matrix={"threshold": 0.5, "true_positives": 15.0, "false_positives": 10.0,
+                                         "true_negatives": 5.0, "false_negatives": 10.0})
+    text = run_report.write_report(summary, tmp_path, {}, None).read_text()
+    assert "<b>not blessed</b>: binary_accuracy 0.5000 is below the minimum 0.8." in text
+    assert "nothing pushed; the served model is unchanged." in text
+    assert "<tr><td>candidate</td><td>0.5000</td><td>40</td></tr>" in text
+    assert "<tr><td>baseline</td><td>0.8125</td><td>40</td></tr>" in text
+    assert "<tr><td>label=1</td><td>0.7500</td></tr>" in text
+    assert '<img src="confusion_matrix.png"' in text and (tmp_path / "report" / "confusion_matrix.png").is_file()
+    assert "<pre>" not in text  # not the data gate's failure
