@@ -11,16 +11,14 @@ COPY requirements/lock.txt /tmp/lock.txt
 # TFX 1.16 declares Python < 3.11; all of its compiled dependencies ship 3.11 wheels.
 RUN pip install --ignore-requires-python --no-deps -r /tmp/lock.txt && rm /tmp/lock.txt
 
-# The project as an installed package (not a source folder on the path): TFX loads the model
+# The project as an installed wheel (not a source folder on the path): TFX loads the model
 # code by module path (trainer.task.run_fn) and KFP's executor imports orchestration.* from
-# whatever working directory the task starts in. The Vertex package reads the curated schema
-# from /pipeline/pipeline/schema/schema.pbtxt.
+# whatever working directory the task starts in. tests/test_packaging.py runs the same script.
+# The Vertex package reads the curated schema from /pipeline/pipeline/schema/schema.pbtxt.
 COPY . /tmp/src
-RUN pip install --no-deps /tmp/src \
+WORKDIR /home
+RUN sh /tmp/src/container/install_project.sh /tmp/src \
+    && python /tmp/src/container/check_imports.py \
     && mkdir -p /pipeline/pipeline/schema \
     && cp /tmp/src/pipeline/schema/schema.pbtxt /pipeline/pipeline/schema/ \
     && rm -rf /tmp/src
-WORKDIR /home
-RUN python -c "import pipeline_runner, trainer.task, trainer.preprocessing, components.serving_pusher, \
-components.anomalies_gate, components.baseline_resolver, orchestration.kfp_tasks, inference.predict, \
-reporting.run_report"

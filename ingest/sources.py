@@ -39,7 +39,7 @@ class Item:
     id: str
     label: int | None
     split: str | None  # "train" / "eval" when the source says, else None
-    unit: tuple  # ("file", path) | ("parquet", path, row) | ("bytes", data)
+    unit: str | bytes  # where a worker reads the image: a file's path (or URI), or the bytes themselves
     problem: str | None = None
 
 
@@ -57,14 +57,11 @@ def open_binary(path: str):
     return open(path, "rb")
 
 
-def read_bytes(unit: tuple) -> bytes:
-    kind = unit[0]
-    if kind == "file":
-        with open_binary(unit[1]) as f:
-            return f.read()
-    if kind == "bytes":
-        return unit[1]
-    raise ValueError(f"unknown unit {kind!r}")
+def read_bytes(unit: str | bytes) -> bytes:
+    if isinstance(unit, bytes):
+        return unit
+    with open_binary(unit) as f:
+        return f.read()
 
 
 def label_for_folder(name: str) -> int | None:
@@ -84,7 +81,7 @@ def _folder_item(relative: pathlib.PurePosixPath, location: str) -> Item:
             problem = f"unknown label: no cat(s)/dog(s) folder in {'/'.join(folders)!r} and no cat./dog. file name"
         else:
             problem = "not inside a class folder (cat/ or dog/) and no cat./dog. file name"
-    return Item(relative.as_posix(), label, split, ("file", location), problem)
+    return Item(relative.as_posix(), label, split, location, problem)
 
 
 def remote_files(root: str) -> list[tuple[str, str]]:
@@ -157,7 +154,7 @@ def folder_items(root: str | os.PathLike) -> list[Item]:
         raise SourceError(f"data directory {str(root)!r} does not exist or is not a directory")
     files, problems = local_files(root)
     return [_folder_item(pathlib.PurePosixPath(relative), path) for relative, path in files] + \
-        [Item(relative, None, None, ("file", str(root / relative)), problem) for relative, problem in problems]
+        [Item(relative, None, None, str(root / relative), problem) for relative, problem in problems]
 
 
 def parquet_items(path: str | os.PathLike) -> list[Item]:
@@ -187,11 +184,11 @@ def parquet_items(path: str | os.PathLike) -> list[Item]:
             item_id = f"{name}#{row}"
             data = image.get("bytes") if isinstance(image, dict) else None
             if label not in (0, 1):
-                items.append(Item(item_id, None, split, ("bytes", b""), f"unknown label {label!r} (expected 0 or 1)"))
+                items.append(Item(item_id, None, split, b"", f"unknown label {label!r} (expected 0 or 1)"))
             elif data is None:
-                items.append(Item(item_id, label, split, ("bytes", b""), "no image bytes in the 'image' struct"))
+                items.append(Item(item_id, label, split, b"", "no image bytes in the 'image' struct"))
             else:
-                items.append(Item(item_id, label, split, ("bytes", data)))
+                items.append(Item(item_id, label, split, data))
     return items
 
 
@@ -214,7 +211,7 @@ def tfds_items(data_dir: str | os.PathLike) -> Iterator[Item]:
             filename = example.get("image/filename", b"")
             item_id = f"{split}/{filename.decode() if filename else index}"
             label = label_for_folder(names[int(example["label"])])
-            yield Item(item_id, label, None, ("bytes", bytes(example["image"])))
+            yield Item(item_id, label, None, bytes(example["image"]))
 
 
 def tf_io_exists(path: str) -> bool:

@@ -27,7 +27,7 @@ import shutil
 import sys
 import tempfile
 import time
-from typing import Callable, Iterable, Sequence
+from typing import Callable, Iterable, NamedTuple, Sequence
 
 import apache_beam as beam
 import tensorflow as tf
@@ -42,6 +42,7 @@ REPORT_FILE = layout.INGEST_REPORT
 _PROGRESS_EVERY = 1000
 # Without beam arguments from the caller (tests, tools): everything in this process.
 IN_PROCESS = ("--direct_running_mode=in_memory",)
+_KEPT = "kept"
 
 ACCEPTED = "accepted"
 NORMALIZED = "normalized"
@@ -245,55 +246,76 @@ def hash_split(sha256: str, settings: IngestSettings) -> str:
     return "train" if bucket < settings.train_buckets else "eval"
 
 
+class Outcome(NamedTuple):
+    """What happened to one item (a row of the ingest report); label and split only for an item kept."""
+
+    item_id: str
+    outcome: str  # one of OUTCOMES
+    detail: str | None  # the reason, the duplicated item's id or the normalization done
+    label: int | None = None
+    split: str | None = None
+
+
+class _Usable(NamedTuple):
+    """An item whose bytes are an image the pipeline can use."""
+
+    item_id: str
+    label: int
+    split: str | None  # the source's own split, if it gives one
+    image: CheckedImage
+
+
+class _Kept(NamedTuple):
+    """The one example written for a content hash."""
+
+    split: str
+    serialized: bytes
+
+
 class _CheckItem(beam.DoFn):
-    """Item -> ("ok", sha256, record) or ("quarantined", id, reason)."""
+    """Item -> (sha256, _Usable), or an Outcome on the QUARANTINED output."""
 
     def __init__(self, max_pixels: int, total: int):
         self._max_pixels = max_pixels
         self._total = total
         self._seen = 0
-        self._started = None
 
     def process(self, item: sources.Item):
         self._seen += 1
         if self._total >= _PROGRESS_EVERY and self._seen % _PROGRESS_EVERY == 0:
-            self._started = self._started or time.time()
             print(f"  ingest: worker {os.getpid()} checked {self._seen} of {self._total} items", file=sys.stderr,
                   flush=True)
         if item.problem:
-            yield QUARANTINED, item.id, item.problem
+            yield beam.pvalue.TaggedOutput(QUARANTINED, Outcome(item.id, QUARANTINED, item.problem))
             return
         try:
             image = check_image(sources.read_bytes(item.unit), self._max_pixels)
         except RejectedImage as rejection:
-            yield QUARANTINED, item.id, rejection.reason
+            yield beam.pvalue.TaggedOutput(QUARANTINED, Outcome(item.id, QUARANTINED, rejection.reason))
         except OSError as error:
-            yield QUARANTINED, item.id, f"cannot be read ({error.strerror or error})"
+            reason = f"cannot be read ({error.strerror or error})"
+            yield beam.pvalue.TaggedOutput(QUARANTINED, Outcome(item.id, QUARANTINED, reason))
         else:
-            yield "ok", image.sha256, (item.id, item.label, item.split, image)
+            yield image.sha256, _Usable(item.id, item.label, item.split, image)
 
 
 def _resolve_same_bytes(group, settings: IngestSettings):
-    """All items with one content hash -> outcome rows, and the one example kept.
-
-    Outcome rows are (id, outcome, detail, label, split); label and split are
-    set for the kept item only.
-    """
-    sha256, records = group
-    records = sorted(records, key=lambda r: r[0])
-    labels = {r[1] for r in records}
-    if len(labels) > 1:
-        ids = [r[0] for r in records]
+    """All items with one content hash -> an Outcome for each, and on the KEPT output the one example kept."""
+    sha256, usable = group
+    usable = sorted(usable, key=lambda u: u.item_id)
+    if len({u.label for u in usable}) > 1:
+        ids = [u.item_id for u in usable]
         for item_id in ids:
             others = ", ".join(i for i in ids if i != item_id)
-            yield "outcome", (item_id, QUARANTINED, f"same image bytes under another label: {others}", None, None)
+            yield Outcome(item_id, QUARANTINED, f"same image bytes under another label: {others}")
         return
-    (first_id, label, split, image), *rest = records
-    split = split or next((r[2] for r in rest if r[2]), None) or hash_split(sha256, settings)
-    yield "outcome", (first_id, NORMALIZED if image.normalized else ACCEPTED, image.normalized, label, split)
-    for item_id, *_ in rest:
-        yield "outcome", (item_id, DUPLICATE, first_id, None, None)
-    yield "example", (split, label, make_example(image, label, first_id))
+    first, *rest = usable
+    split = first.split or next((u.split for u in rest if u.split), None) or hash_split(sha256, settings)
+    yield Outcome(first.item_id, NORMALIZED if first.image.normalized else ACCEPTED, first.image.normalized,
+                  first.label, split)
+    for duplicate in rest:
+        yield Outcome(duplicate.item_id, DUPLICATE, first.item_id)
+    yield beam.pvalue.TaggedOutput(_KEPT, _Kept(split, make_example(first.image, first.label, first.item_id)))
 
 
 def mixed_order(items: list[sources.Item]) -> list[sources.Item]:
@@ -308,34 +330,30 @@ def mixed_order(items: list[sources.Item]) -> list[sources.Item]:
 
 
 def _run_beam(items: list[sources.Item], staging: pathlib.Path, settings: IngestSettings,
-              beam_args: Sequence[str]) -> list[tuple]:
+              beam_args: Sequence[str]) -> list[Outcome]:
     # `staging` is always a local folder: Beam's file systems cannot write every URI gfile can (or file://).
-    """Checks and writes the span's shards under `staging`; returns (id, outcome, detail, label, split)."""
+    """Checks and writes the span's shards under `staging`; returns every item's Outcome."""
     options = beam.options.pipeline_options.PipelineOptions(list(beam_args))
     outcomes_file = staging / "outcomes"
     with beam.Pipeline(options=options) as pipeline:
         checked = (pipeline | "Items" >> beam.Create(mixed_order(items), reshuffle=True)
-                   | "Check" >> beam.ParDo(_CheckItem(settings.max_pixels, len(items))))
-        rejected = (checked | "Rejected" >> beam.Filter(lambda r: r[0] == QUARANTINED)
-                    | "AsOutcome" >> beam.Map(lambda r: (r[1], QUARANTINED, r[2], None, None)))
-        resolved = (checked | "Usable" >> beam.Filter(lambda r: r[0] == "ok")
-                    | "ByHash" >> beam.Map(lambda r: (r[1], r[2]))
+                   | "Check" >> beam.ParDo(_CheckItem(settings.max_pixels, len(items))).with_outputs(
+                       QUARANTINED, main="usable"))
+        resolved = (checked.usable
                     | "Group" >> beam.GroupByKey()
-                    | "Resolve" >> beam.FlatMap(_resolve_same_bytes, settings))
-        examples = resolved | "Examples" >> beam.Filter(lambda r: r[0] == "example") | beam.Map(lambda r: r[1])
+                    | "Resolve" >> beam.ParDo(_resolve_same_bytes, settings).with_outputs(_KEPT, main="outcomes"))
         for split in SPLITS:
-            _ = (examples | f"Only{split}" >> beam.Filter(lambda r, s=split: r[0] == s)
-                 | f"Bytes{split}" >> beam.Map(lambda r: r[2])
+            _ = (resolved[_KEPT] | f"Only{split}" >> beam.Filter(lambda kept, s=split: kept.split == s)
+                 | f"Bytes{split}" >> beam.Map(lambda kept: kept.serialized)
                  | f"Write{split}" >> beam.io.WriteToTFRecord(str(staging / split / "images"),
                                                               file_name_suffix=".tfrecord"))
-        outcomes = resolved | "Outcomes" >> beam.Filter(lambda r: r[0] == "outcome") | beam.Map(lambda r: r[1])
-        _ = ((outcomes, rejected) | beam.Flatten() | beam.Map(json.dumps)
+        _ = ((resolved.outcomes, checked[QUARANTINED]) | beam.Flatten() | beam.Map(json.dumps)
              | beam.io.WriteToText(str(outcomes_file), file_name_suffix=".jsonl"))
-    rows = []
+    outcomes = []
     for path in sorted(staging.glob("outcomes*.jsonl")):
-        rows += [tuple(json.loads(line)) for line in path.read_text().splitlines() if line]
+        outcomes += [Outcome(*json.loads(line)) for line in path.read_text().splitlines() if line]
         path.unlink()
-    return rows
+    return outcomes
 
 
 def ingest(kind: str, location: str | os.PathLike, examples_root: str | os.PathLike,
@@ -375,11 +393,11 @@ def ingest(kind: str, location: str | os.PathLike, examples_root: str | os.PathL
         staging.mkdir()
     try:
         started = time.time()
-        rows = _run_beam(items, staging, settings, beam_args(len(items))) if items else []
+        outcomes = _run_beam(items, staging, settings, beam_args(len(items))) if items else []
         seconds = time.time() - started
         logging.info("ingest: %d items in %.1f s", len(items), seconds)
 
-        report = _report(f"{kind}:{location}", span, fingerprint, rows)
+        report = _report(f"{kind}:{location}", span, fingerprint, outcomes)
         report.seconds = round(seconds, 3)
         if report.files_seen != len(items) or sum(report.counts.values()) != report.files_seen:
             raise RuntimeError(f"ingest lost track of items: {len(items)} listed, {report.files_seen} with an "
@@ -411,16 +429,17 @@ def _upload(staging: pathlib.Path, target: str, report: "IngestReport") -> None:
         f.write(json.dumps(report.to_json(), indent=2))
 
 
-def _report(source: str, span: int, fingerprint: str, rows: Iterable[tuple]) -> IngestReport:
-    rows = sorted(rows)
+def _report(source: str, span: int, fingerprint: str, outcomes: Iterable[Outcome]) -> IngestReport:
+    rows = sorted(outcomes, key=lambda o: o.item_id)
     return IngestReport(
         source=source, span=span, reused=False, source_fingerprint=fingerprint, files_seen=len(rows),
-        counts={o: sum(1 for r in rows if r[1] == o) for o in OUTCOMES},
-        examples_per_label={name: sum(1 for r in rows if r[3] == i) for i, name in enumerate(features.LABEL_NAMES)},
-        examples_per_split={split: sum(1 for r in rows if r[4] == split) for split in SPLITS},
-        quarantined=[{"file": r[0], "reason": r[2]} for r in rows if r[1] == QUARANTINED],
-        duplicates=[{"file": r[0], "duplicate_of": r[2]} for r in rows if r[1] == DUPLICATE],
-        normalized=[{"file": r[0], "change": r[2]} for r in rows if r[1] == NORMALIZED],
+        counts={kind: sum(1 for r in rows if r.outcome == kind) for kind in OUTCOMES},
+        examples_per_label={name: sum(1 for r in rows if r.label == index)
+                            for index, name in enumerate(features.LABEL_NAMES)},
+        examples_per_split={split: sum(1 for r in rows if r.split == split) for split in SPLITS},
+        quarantined=[{"file": r.item_id, "reason": r.detail} for r in rows if r.outcome == QUARANTINED],
+        duplicates=[{"file": r.item_id, "duplicate_of": r.detail} for r in rows if r.outcome == DUPLICATE],
+        normalized=[{"file": r.item_id, "change": r.detail} for r in rows if r.outcome == NORMALIZED],
     )
 
 

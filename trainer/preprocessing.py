@@ -1,9 +1,9 @@
 """Decoding and resizing of JPEG bytes: Transform's preprocessing_fn.
 
-The same graph runs in Transform (materialized for training) and, through the
-TFT layer, inside the serving model, so training and serving see identical
-pixels. What Transform materializes is uint8 pixel values, not float32: the
-model itself rescales (see trainer.model).
+Transform analyzes this graph and saves it without materializing its output;
+the Trainer runs it (the TFT layer) while reading the examples, and the serving
+model carries it, so training and serving see identical pixels. Its output is
+uint8 pixel values, not float32: the model itself rescales (see trainer.model).
 """
 
 from __future__ import annotations

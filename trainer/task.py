@@ -26,7 +26,8 @@ from trainer import export
 from trainer import model as model_lib
 
 _MONITOR = "val_loss"
-# Eval images on which the exported TFLite models are compared with the classifier (about 10 ms each).
+# Eval images on which the exported TFLite models are compared with the classifier: a cap, as each image
+# costs one interpreter run per TFLite model.
 TFLITE_CHECK_IMAGES = 500
 
 
@@ -46,9 +47,8 @@ def pixels_and_labels(file_patterns: list[str], transform) -> tf.data.Dataset:
 
     `transform` maps a batch of raw features ({image, label}) to Transform's
     outputs: the Transform graph itself (the TFT layer). Transform does not
-    materialize its output: decoding here, once, into the cache took the
-    place of writing 76,800 int64 values per image (9.4 ms and 4.2x the JPEG's
-    bytes, measured with benchmarks.suite).
+    materialize its output: decoding here, once, into the cache costs less than
+    writing and reading back every pixel (README, Performance).
     """
     files = _list_files(file_patterns)
     compression = "GZIP" if files[0].endswith(".gz") else ""
