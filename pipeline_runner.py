@@ -1,8 +1,11 @@
 #!/usr/bin/env python3
 """Command line of the cats-vs-dogs TFX pipeline.
 
-Resolves paths, builds the pipeline with pipeline.create_pipeline and hands it
-to an orchestrator. Every setting of config/__init__.py is a flag here.
+Turns flags into settings (every field of config/__init__.py is a flag) and
+hands them to a runner: orchestration.local (run, ingest), orchestration.kubeflow
+(compile, submit, schedule --host), orchestration.vertex and
+orchestration.local_schedule (cron). Each command imports what it needs when it
+runs, so that --help, submit and schedule start without loading TensorFlow.
 """
 
 from __future__ import annotations

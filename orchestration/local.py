@@ -17,10 +17,15 @@ import pathlib
 import shutil
 import sys
 
+from tfx import v1 as tfx
+
 from config import PipelineConfig
 from contract.layout import RunLayout
+from ingest import sources, spans, synthetic
 from orchestration import beam_policy, store_health
 from orchestration.run_lock import exclusive_run
+from pipeline import pipeline as pipeline_lib
+from reporting import run_report, run_summary
 
 FOLDER, PARQUET, TFDS, DEMO = "folder", "parquet", "tfds", "demo"
 
@@ -57,8 +62,6 @@ def run(config: PipelineConfig, output_dir: pathlib.Path, source: Source | None,
 
 def _ingest(config: PipelineConfig, where: RunLayout, source: Source, beam_workers: int):
     """Ingests the source; returns the report, or prints the error and returns None."""
-    from ingest import sources, spans, synthetic
-
     if source.kind == DEMO:
         synthetic.write_demo_images(where.demo_images, source.demo_images)
         kind, location = FOLDER, where.demo_images
@@ -78,12 +81,6 @@ def _ingest(config: PipelineConfig, where: RunLayout, source: Source, beam_worke
 
 def _run_locked(config: PipelineConfig, where: RunLayout, source: Source | None, beam_workers: int,
                 allow_anomalies: bool) -> int:
-    from tfx import v1 as tfx
-
-    from ingest import spans
-    from pipeline import pipeline as pipeline_lib
-    from reporting import run_report, run_summary
-
     where.root.mkdir(parents=True, exist_ok=True)
     # The previous run's summary and report go now: whatever happens to this run, they are never read as its own.
     where.summary_path.unlink(missing_ok=True)

@@ -6,6 +6,9 @@ explicitly (Vertex needs a gs:// root for its artifacts).
 
 from __future__ import annotations
 
+from orchestration.kubeflow import package_pipeline_root
+from orchestration.local_schedule import check_cron
+
 
 class VertexUnreachableError(RuntimeError):
     """Vertex AI could not be reached or refused the request; the message names the project and region."""
@@ -15,8 +18,6 @@ def _job(package: str, project: str, region: str, display_name: str, arguments: 
     from google.cloud import aiplatform
 
     if pipeline_root is None:
-        from orchestration.kubeflow import package_pipeline_root
-
         pipeline_root = package_pipeline_root(package)
     try:
         aiplatform.init(project=project, location=region)
@@ -45,8 +46,6 @@ def submit(package: str, project: str, region: str, display_name: str, arguments
 def schedule(package: str, project: str, region: str, display_name: str, cron: str, arguments: dict,
              pipeline_root: str | None) -> str:
     """Creates a schedule (5-field cron), one run at a time; returns its resource name."""
-    from orchestration.local_schedule import check_cron
-
     check_cron(cron)  # Vertex takes the same 5-field crontab form
     job = _job(package, project, region, display_name, arguments, pipeline_root)
     try:

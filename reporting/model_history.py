@@ -13,6 +13,7 @@ import datetime
 from ml_metadata.proto import metadata_store_pb2
 
 from reporting import run_summary
+from trainer import export
 
 
 @dataclasses.dataclass
@@ -91,8 +92,6 @@ def _metrics_of_blessing(store, blessing) -> dict[str, float]:
 
 
 def _tflite_agreement(pushed_path: str) -> dict[str, float]:
-    from trainer import export
-
     fidelity = export.read_tflite_fidelity(pushed_path) if pushed_path else None
     return export.tflite_agreement(fidelity) if fidelity else {}
 

@@ -18,12 +18,18 @@ import jinja2
 import matplotlib
 
 matplotlib.use("Agg")  # files only, no display
+import keras  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
+from components.anomalies_gate import ANOMALIES_FILE, SIZE_FEATURES, STATISTICS_FILE, describe_anomalies  # noqa: E402
 from contract import features, layout  # noqa: E402
 from contract.layout import RunLayout  # noqa: E402
+from inference import contact_sheet  # noqa: E402
+from inference.predict import Prediction  # noqa: E402
+from pipeline.pipeline import ANOMALIES_GATE  # noqa: E402
 from reporting.run_summary import RunSummary  # noqa: E402
+from trainer import model as model_lib  # noqa: E402
 
 _SAMPLES = 15
 _TEMPLATES = jinja2.Environment(loader=jinja2.FileSystemLoader(pathlib.Path(__file__).parent / "templates"),
@@ -74,8 +80,6 @@ def confusion_matrix(matrix: dict, path: pathlib.Path) -> None:
 
 def model_diagram(classifier, training_config: dict, path: pathlib.Path) -> None:
     """The layer stack from input to logit, base and head told apart."""
-    from trainer import model as model_lib
-
     base = classifier.get_layer(model_lib.BASE_NAME)
     blocks = [("input: pixels " + "x".join(map(str, classifier.input_shape[1:])), "#eeeeee")]
     if training_config.get("flip") or training_config.get("rotation") or training_config.get("zoom"):
@@ -118,9 +122,6 @@ def _eval_jpegs(examples_uri: str, limit: int) -> list[tuple[str, bytes, int]]:
 
 
 def sample_predictions(model_dir: pathlib.Path, examples_uri: str, path: pathlib.Path) -> list[dict]:
-    from inference import contact_sheet
-    from inference.predict import Prediction
-
     samples = _eval_jpegs(examples_uri, _SAMPLES)
     serve = tf.saved_model.load(str(model_dir)).signatures["serving_default"]
     out = serve(image_bytes=tf.constant([jpeg for _, jpeg, _ in samples]))
@@ -145,8 +146,6 @@ def _split_protos(uri: str, filename: str, proto_class) -> dict:
 def _image_sizes(statistics_uri: str) -> dict:
     from tensorflow_metadata.proto.v0 import statistics_pb2
 
-    from components.anomalies_gate import SIZE_FEATURES, STATISTICS_FILE
-
     sizes = {}
     for split, stats in _split_protos(statistics_uri, STATISTICS_FILE,
                                       statistics_pb2.DatasetFeatureStatisticsList).items():
@@ -162,8 +161,6 @@ def _statistics_page(statistics_uri: str, path: pathlib.Path) -> bool:
     from tensorflow_data_validation.utils import display_util
     from tensorflow_metadata.proto.v0 import statistics_pb2
 
-    from components.anomalies_gate import STATISTICS_FILE
-
     lists = _split_protos(statistics_uri, STATISTICS_FILE, statistics_pb2.DatasetFeatureStatisticsList)
     if "train" not in lists:
         return False
@@ -174,8 +171,6 @@ def _statistics_page(statistics_uri: str, path: pathlib.Path) -> bool:
 
 def _anomalies(anomalies_uri: str) -> list[str]:
     from tensorflow_metadata.proto.v0 import anomalies_pb2
-
-    from components.anomalies_gate import ANOMALIES_FILE, describe_anomalies
 
     return describe_anomalies(_split_protos(anomalies_uri, ANOMALIES_FILE, anomalies_pb2.Anomalies))
 
@@ -204,8 +199,6 @@ def write_report(summary: RunSummary, output_dir: str | os.PathLike, training_co
 def _write_pages(summary: RunSummary, folder: pathlib.Path, training_config: dict,
                  ingest_report: dict | None) -> None:
     """Draws the figures into `folder` and renders the page from templates/report.html.j2."""
-    from pipeline.pipeline import ANOMALIES_GATE
-
     figures: dict[str, str | None] = dict.fromkeys(
         ("confusion_matrix", "training_curves", "model", "sample_predictions"))
     page = {"summary": summary, "figures": figures, "ingest": ingest_report, "history": None, "tflite": None,
@@ -228,8 +221,6 @@ def _write_pages(summary: RunSummary, folder: pathlib.Path, training_config: dic
             page["history"] = json.loads(history_path.read_text())
             training_curves(page["history"], folder / "training_curves.png")
             figures["training_curves"] = "training_curves.png"
-        import keras
-
         classifier = keras.models.load_model(_serving_dir(model_uri) / layout.KERAS_MODEL_FILE, compile=False)
         model_diagram(classifier, training_config, folder / "model.png")
         figures["model"] = "model.png"

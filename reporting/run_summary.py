@@ -19,6 +19,9 @@ from ml_metadata import metadata_store
 from ml_metadata.proto import metadata_store_pb2
 
 from contract import layout
+from pipeline import blessing
+from pipeline.pipeline import RESOLVER_IDS
+from trainer import export
 
 _STATES = {
     metadata_store_pb2.Execution.COMPLETE: "executed",
@@ -90,8 +93,6 @@ class RunSummary:
         for label, values in self.metrics_by_label.items():
             lines.append(f"    {label}: " + ", ".join(f"{k} {_fmt(v)}" for k, v in values.items()))
         if self.tflite:
-            from trainer import export
-
             shown = ", ".join(f"{kind} {100 * share:.1f}%"
                               for kind, share in export.tflite_agreement(self.tflite).items())
             lines.append(f"  tflite: {shown} of {self.tflite['images']} eval images in the SavedModel's class")
@@ -198,8 +199,6 @@ def read_metrics(evaluation_uri: str) -> tuple[dict, dict, dict | None]:
 
 def pipeline_resolver_nodes() -> frozenset:
     # Resolvers re-emit older artifacts; only the components' own outputs describe this run.
-    from pipeline.pipeline import RESOLVER_IDS
-
     return RESOLVER_IDS
 
 
@@ -245,12 +244,8 @@ def summarize_run(store: metadata_store.MetadataStore | None, pipeline_name: str
                 summary.pushed_version = custom_property(artifact, "pushed_version")
                 summary.pushed_path = custom_property(artifact, "pushed_destination")
     if summary.blessed is not None and summary.metrics:
-        from pipeline import blessing
-
         summary.decision = blessing.decision(evaluation_uri, summary.blessed)
     if "Model" in summary.artifacts:
-        from trainer import export
-
         summary.tflite = export.read_tflite_fidelity(layout.serving_model_dir(summary.artifacts["Model"]))
     return summary
 

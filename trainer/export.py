@@ -19,11 +19,13 @@ import os
 import tempfile
 
 import keras
+import numpy as np
 import tensorflow as tf
 import tensorflow_transform as tft
 
 from contract import features
 from contract.layout import KERAS_MODEL_FILE, TFLITE_FIDELITY_FILE, TFLITE_FILES
+from trainer.tflite import tflite_logits
 
 EXAMPLES_SIGNATURE = "serving_examples"
 
@@ -130,10 +132,6 @@ def tflite_fidelity(models: dict[str, bytes], pixels, reference_logits) -> dict:
     """How closely each TFLite model follows the classifier (`reference_logits`) on
     `pixels`: {"images", "reference_logit_std", "models": {kind: {"agreement" (share
     of images given the same class), "logit_error_mean", "_rms", "_max", "bytes"}}}."""
-    import numpy as np
-
-    from trainer.tflite import tflite_logits
-
     reference = np.asarray(reference_logits, np.float64).ravel()
     per_model = {}
     for kind, flatbuffer in models.items():
