@@ -220,8 +220,10 @@ def _add_source_flags(parser: argparse.ArgumentParser, required: bool = True) ->
     source.add_argument("--demo", action="store_true",
                         help="Generate the built-in demo images into <output-dir>/demo_images and use the demo "
                              "settings (random weights; see config.demo_config).")
-    parser.add_argument("--demo-images", type=_count(1), default=300,
-                        help="With --demo: images per class. Default: 300.")
+    from ingest import synthetic
+
+    parser.add_argument("--demo-images", type=_count(1), default=synthetic.DEMO_IMAGES_PER_CLASS,
+                        help=f"With --demo: images per class. Default: {synthetic.DEMO_IMAGES_PER_CLASS}.")
     parser.add_argument("--output-dir", type=pathlib.Path, default=pathlib.Path("runs/default"),
                         help="Everything of the run goes here: examples/, pipeline_root/, metadata.sqlite, "
                              "serving_model/<version>/, run_summary.json. Default: runs/default.")
@@ -259,8 +261,7 @@ def _source(args: argparse.Namespace):
 
     if args.demo:
         return local.Source(local.DEMO, demo_images=args.demo_images)
-    for kind, location in ((local.FOLDER, args.data_dir), (local.PARQUET, args.parquet),
-                           (local.TFDS, args.tfds_data_dir)):
+    for kind, location in (("folder", args.data_dir), ("parquet", args.parquet), ("tfds", args.tfds_data_dir)):
         if location:
             return local.Source(kind, location)
     return None

@@ -16,9 +16,10 @@ import warnings
 import tensorflow as tf
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from config import DataConfig
+
 # Pillow's own guard against decompression bombs; ingest applies its own limit.
 Image.MAX_IMAGE_PIXELS = None
-DEFAULT_MAX_PIXELS = 50_000_000
 MIN_SIDE = 8
 JPEG_QUALITY = 95
 
@@ -47,7 +48,7 @@ def _tf_decodes(jpeg: bytes) -> None:
         raise RejectedImage(f"corrupt JPEG data ({error.message.strip().splitlines()[0]})") from None
 
 
-def check_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> CheckedImage:
+def check_image(data: bytes, max_pixels: int = DataConfig.max_image_pixels) -> CheckedImage:
     """Returns the image as RGB JPEG bytes, or raises RejectedImage."""
     if not data:
         raise RejectedImage("empty file")

@@ -19,7 +19,7 @@ import dataclasses
 import os
 import pathlib
 import re
-from typing import Iterator
+from typing import Callable, Iterable, Iterator
 
 from contract.features import LABEL_NAMES
 
@@ -218,3 +218,8 @@ def tf_io_exists(path: str) -> bool:
     import tensorflow as tf
 
     return tf.io.gfile.exists(path)
+
+
+# Source kinds and how each lists its items: `ingest(kind, location, ...)` and the command line's source flags.
+LISTERS: dict[str, Callable[[str], Iterable[Item]]] = {"folder": folder_items, "parquet": parquet_items,
+                                                       "tfds": tfds_items}

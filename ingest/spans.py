@@ -32,9 +32,10 @@ from typing import Callable, Iterable, NamedTuple, Sequence
 import apache_beam as beam
 import tensorflow as tf
 
+from config import DataConfig
 from contract import features, layout
 from ingest import sources
-from ingest.images import DEFAULT_MAX_PIXELS, CheckedImage, RejectedImage, check_image
+from ingest.images import CheckedImage, RejectedImage, check_image
 
 # Ingest writes plain TFRecords: JPEG bytes do not compress (see the README's Performance section).
 SPLITS = layout.SPLITS
@@ -53,9 +54,11 @@ OUTCOMES = (ACCEPTED, NORMALIZED, DUPLICATE, QUARANTINED)
 
 @dataclasses.dataclass(frozen=True)
 class IngestSettings:
-    max_pixels: int = DEFAULT_MAX_PIXELS
-    train_buckets: int = 8
-    eval_buckets: int = 2
+    """What shapes a span (its fingerprint covers these); the defaults are config.DataConfig's."""
+
+    max_pixels: int = DataConfig.max_image_pixels
+    train_buckets: int = DataConfig.train_buckets
+    eval_buckets: int = DataConfig.eval_buckets
 
 
 class NoUsableImagesError(ValueError):
@@ -361,14 +364,12 @@ def ingest(kind: str, location: str | os.PathLike, examples_root: str | os.PathL
            beam_args: Callable[[int], Sequence[str]] = lambda items: IN_PROCESS) -> IngestReport:
     """Writes a new span from a source, or reuses the latest if its data is the same.
 
-    kind: "folder" (class folders or Kaggle names), "parquet" or "tfds" (a TFDS data_dir).
+    kind: one of sources.LISTERS: "folder" (class folders or Kaggle names), "parquet" or "tfds" (a TFDS data_dir).
     beam_args: the Beam arguments for a number of items.
     """
     location = str(location)
-    listers = {"folder": sources.folder_items, "parquet": sources.parquet_items,
-               "tfds": lambda where: list(sources.tfds_items(where))}
-    if kind not in listers:
-        raise sources.SourceError(f"unknown source kind {kind!r}; expected one of {sorted(listers)}")
+    if kind not in sources.LISTERS:
+        raise sources.SourceError(f"unknown source kind {kind!r}; expected one of {sorted(sources.LISTERS)}")
     if not (tf.io.gfile.exists(location) if sources.is_uri(location) else os.path.exists(location)):
         raise sources.SourceError(f"{kind} source {location!r} does not exist")
     fingerprint = _fingerprint(kind, location, settings)
@@ -379,7 +380,7 @@ def ingest(kind: str, location: str | os.PathLike, examples_root: str | os.PathL
         if latest is not None and latest.source_fingerprint == fingerprint:
             return dataclasses.replace(latest, reused=True)
     span = (spans[-1] + 1) if spans else 1
-    items = listers[kind](location)
+    items = list(sources.LISTERS[kind](location))
 
     # Locally the span is built beside its final place and renamed into it (ImportExampleGen never sees half
     # a span); for a URI root (gs://, which cannot rename folders) it is built in a local temporary folder

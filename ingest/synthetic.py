@@ -131,6 +131,10 @@ def render_image(class_name: str, index: int, seed: int = 0, sides: tuple[int, i
     return out.getvalue()
 
 
+# Images per class of the demo (`run --demo`).
+DEMO_IMAGES_PER_CLASS = 300
+
+
 def write_demo_images(root: str | pathlib.Path, per_class: int, seed: int = 0,
                       sides: tuple[int, int] = DEMO_SIDES) -> DemoSetSummary:
     """Writes `per_class` images of each class as `<root>/<class>/<class>_NNNNN.jpg`.

@@ -27,16 +27,16 @@ from orchestration.run_lock import exclusive_run
 from pipeline import pipeline as pipeline_lib
 from reporting import run_report, run_summary
 
-FOLDER, PARQUET, TFDS, DEMO = "folder", "parquet", "tfds", "demo"
+DEMO = "demo"  # the generated demo images; every other kind is one of ingest.sources.LISTERS
 
 
 @dataclasses.dataclass(frozen=True)
 class Source:
     """What a run ingests: an image folder, a Parquet file or folder, a TFDS data_dir, or the generated demo."""
 
-    kind: str
+    kind: str  # DEMO or a kind of ingest.sources.LISTERS
     location: pathlib.Path | None = None  # None for the demo, whose images go under the output directory
-    demo_images: int = 300  # per class
+    demo_images: int = synthetic.DEMO_IMAGES_PER_CLASS
 
 
 # Exit codes of a run.
@@ -64,7 +64,7 @@ def _ingest(config: PipelineConfig, where: RunLayout, source: Source, beam_worke
     """Ingests the source; returns the report, or prints the error and returns None."""
     if source.kind == DEMO:
         synthetic.write_demo_images(where.demo_images, source.demo_images)
-        kind, location = FOLDER, where.demo_images
+        kind, location = "folder", where.demo_images
     else:
         kind, location = source.kind, source.location
     settings = spans.IngestSettings(max_pixels=config.data.max_image_pixels, train_buckets=config.data.train_buckets,
