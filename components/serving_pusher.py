@@ -4,12 +4,14 @@
 Serving expects. A version is copied under a hidden name and renamed into
 place, so a server never loads half a model, and an existing version is never
 overwritten or deleted: a failed or rejected run leaves what is served as it was.
-Each version records which model it holds (layout.PUSH_RECORD_FILE); a model that is
-already the newest version is not pushed again.
+Each version records which model it holds (layout.PUSH_RECORD_FILE) and the
+SHA-256 of each of its files (layout.DIGESTS_FILE); a model that is already the
+newest version is not pushed again.
 """
 
 
 import dataclasses
+import hashlib
 import json
 import os
 import time
@@ -42,6 +44,48 @@ def existing_versions(serving_dir: str) -> list[int]:
     return sorted(int(name.rstrip("/")) for name in tf.io.gfile.listdir(serving_dir) if name.rstrip("/").isdigit())
 
 
+def _files(folder: str) -> list[str]:
+    """Every file under `folder` (local or remote), as sorted posix paths relative to it."""
+    found = []
+    for directory, _, names in tf.io.gfile.walk(folder):
+        relative = os.path.relpath(directory, folder)
+        found += [name if relative == "." else f"{relative}/{name}" for name in names]
+    return sorted(found)
+
+
+def _sha256(path: str) -> str:
+    digest = hashlib.sha256()
+    with tf.io.gfile.GFile(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def write_digests(version_dir: str) -> None:
+    """Records the SHA-256 of every file of the version in layout.DIGESTS_FILE."""
+    lines = [f"{_sha256(os.path.join(version_dir, name))}  {name}\n" for name in _files(version_dir)
+             if name != layout.DIGESTS_FILE]
+    with tf.io.gfile.GFile(os.path.join(version_dir, layout.DIGESTS_FILE), "w") as f:
+        f.write("".join(lines))
+
+
+def digest_problems(version_dir: str) -> list[str]:
+    """How the files of a pushed version differ from the digests recorded at its push ([] if they do not)."""
+    path = os.path.join(version_dir, layout.DIGESTS_FILE)
+    if not tf.io.gfile.exists(path):
+        return [f"no {layout.DIGESTS_FILE}: its files cannot be checked"]
+    recorded = {}
+    for line in tf.io.gfile.GFile(path).read().splitlines():
+        digest, _, name = line.partition("  ")
+        recorded[name] = digest
+    present = set(_files(version_dir)) - {layout.DIGESTS_FILE}
+    problems = [f"{name}: missing" for name in sorted(set(recorded) - present)]
+    problems += [f"{name}: not in the version when it was pushed" for name in sorted(present - set(recorded))]
+    problems += [f"{name}: changed since the push" for name in sorted(present & set(recorded))
+                 if _sha256(os.path.join(version_dir, name)) != recorded[name]]
+    return problems
+
+
 def push_model(model_dir: str, serving_dir: str, model_uri: str | None = None) -> PushResult:
     """Copies `model_dir` to the next free version under `serving_dir`.
 
@@ -63,6 +107,7 @@ def push_model(model_dir: str, serving_dir: str, model_uri: str | None = None) -
         tf.io.gfile.makedirs(os.path.join(staging, os.path.dirname(layout.PUSH_RECORD_FILE)))
         with tf.io.gfile.GFile(os.path.join(staging, layout.PUSH_RECORD_FILE), "w") as f:
             json.dump({"model_uri": model_uri, "pushed_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}, f)
+        write_digests(staging)
         version = max(versions, default=0) + 1
         while True:
             target = os.path.join(serving_dir, str(version))

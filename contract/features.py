@@ -21,6 +21,10 @@ SHA256_KEY = "image_sha256"  # bytes, hex digest of the image bytes
 # Features produced by preprocessing_fn.
 PIXELS_KEY = "pixels"  # uint8 values (stored as int64) of shape [size, size, 3]
 
+# The serving signatures' names and inputs.
+SERVING_SIGNATURE = "serving_default"  # encoded images in
+IMAGE_INPUT = "image_bytes"  # a batch of encoded images (JPEG, PNG, GIF or BMP bytes)
+
 # Outputs of the serving signatures.
 PROBABILITY_OUTPUT = "dog_probability"  # NaN where the image could not be decoded
 CLASS_OUTPUT = "class_name"  # "" where the image could not be decoded

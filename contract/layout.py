@@ -118,6 +118,11 @@ TFLITE_FILES = {"float16": posixpath.join(ASSETS_EXTRA, "model_float16.tflite"),
 TFLITE_FIDELITY_FILE = posixpath.join(ASSETS_EXTRA, "tflite_fidelity.json")
 TRAINING_HISTORY_FILE = posixpath.join(ASSETS_EXTRA, "training_history.json")
 PUSH_RECORD_FILE = posixpath.join(ASSETS_EXTRA, "push.json")
+# The SHA-256 of every other file of a pushed version, in `sha256sum` format (check a copy with
+# `cd <version> && sha256sum -c assets.extra/SHA256SUMS`).
+DIGESTS_FILE = posixpath.join(ASSETS_EXTRA, "SHA256SUMS")
+# TF Serving replays these requests (a TFRecord of PredictionLog) when it loads the version.
+WARMUP_FILE = posixpath.join(ASSETS_EXTRA, "tf_serving_warmup_requests")
 
 
 def serving_model_dir(model_uri: str | os.PathLike) -> str:

@@ -58,7 +58,7 @@ def load_model(model_dir: str | os.PathLike):
         raise NoModelError(f"{model_dir} holds no SavedModel (saved_model.pb): pass a folder such as "
                            "<output-dir>/serving_model/<version>")
     try:
-        return tf.saved_model.load(str(model_dir)).signatures["serving_default"]
+        return tf.saved_model.load(str(model_dir)).signatures[features.SERVING_SIGNATURE]
     except (OSError, ValueError, KeyError, tf.errors.OpError) as error:
         first_line = (str(error).strip().splitlines() or [type(error).__name__])[0]
         raise NoModelError(f"cannot load the SavedModel in {model_dir}: {first_line}") from None
@@ -76,7 +76,7 @@ def predict_files(serve, files: list[pathlib.Path],
     def flush():
         if not batch:
             return
-        out = serve(image_bytes=tf.constant([jpeg for _, jpeg in batch]))
+        out = serve(**{features.IMAGE_INPUT: tf.constant([jpeg for _, jpeg in batch])})
         valid = out[features.VALID_OUTPUT].numpy() if features.VALID_OUTPUT in out else [True] * len(batch)
         errors = out[features.ERROR_OUTPUT].numpy() if features.ERROR_OUTPUT in out else [b""] * len(batch)
         for (index, _), probability, name, ok, error in zip(batch, out[features.PROBABILITY_OUTPUT].numpy(),

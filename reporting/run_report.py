@@ -123,8 +123,8 @@ def _eval_jpegs(examples_uri: str, limit: int) -> list[tuple[str, bytes, int]]:
 
 def sample_predictions(model_dir: pathlib.Path, examples_uri: str, path: pathlib.Path) -> list[dict]:
     samples = _eval_jpegs(examples_uri, _SAMPLES)
-    serve = tf.saved_model.load(str(model_dir)).signatures["serving_default"]
-    out = serve(image_bytes=tf.constant([jpeg for _, jpeg, _ in samples]))
+    serve = tf.saved_model.load(str(model_dir)).signatures[features.SERVING_SIGNATURE]
+    out = serve(**{features.IMAGE_INPUT: tf.constant([jpeg for _, jpeg, _ in samples])})
     predictions = [Prediction(f"{name} (actual: {features.LABEL_NAMES[label]})", c.decode(), float(p))
                    for (name, _, label), c, p in zip(samples, out[features.CLASS_OUTPUT].numpy(),
                                                      out[features.PROBABILITY_OUTPUT].numpy())]

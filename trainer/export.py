@@ -24,7 +24,7 @@ import tensorflow as tf
 import tensorflow_transform as tft
 
 from contract import features
-from contract.layout import KERAS_MODEL_FILE, TFLITE_FIDELITY_FILE, TFLITE_FILES
+from contract.layout import KERAS_MODEL_FILE, TFLITE_FIDELITY_FILE, TFLITE_FILES, WARMUP_FILE
 from trainer.tflite import tflite_logits
 
 EXAMPLES_SIGNATURE = "serving_examples"
@@ -51,7 +51,7 @@ class ServingModule(tf.Module):
             features.CLASS_OUTPUT: tf.gather(self._class_names, class_index),
         }
 
-    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="image_bytes")])
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=features.IMAGE_INPUT)])
     def serve_images(self, image_bytes):
         count = tf.shape(image_bytes)[0]
 
@@ -92,7 +92,7 @@ def export_serving_model(model: keras.Model, tf_transform_output: tft.TFTransfor
     """Writes the SavedModel with both signatures, plus the Keras model file."""
     module = ServingModule(model, tf_transform_output)
     signatures = {
-        "serving_default": module.serve_images.get_concrete_function(),
+        features.SERVING_SIGNATURE: module.serve_images.get_concrete_function(),
         EXAMPLES_SIGNATURE: module.serve_examples.get_concrete_function(),
     }
     tf.saved_model.save(module, export_dir, signatures=signatures)
@@ -102,6 +102,32 @@ def export_serving_model(model: keras.Model, tf_transform_output: tft.TFTransfor
         local = os.path.join(scratch, os.path.basename(keras_path))
         model.save(local)
         tf.io.gfile.copy(local, keras_path, overwrite=True)
+
+
+# Batch sizes of the warm-up requests: one record each, so that TF Serving has run the model on the shapes
+# clients send before the first of them arrives (it replays at most 1000 records).
+WARMUP_BATCH_SIZES = (1, 2, 4, 8, 16, 32)
+
+
+def write_warmup_requests(export_dir: str, jpegs: list[bytes],
+                          batch_sizes: tuple[int, ...] = WARMUP_BATCH_SIZES) -> int:
+    """Writes TF Serving's warm-up file (layout.WARMUP_FILE) of `serving_default` requests made of `jpegs`,
+    real images, cycled to fill each batch; returns the number of records."""
+    from tensorflow_serving.apis import model_pb2, predict_pb2, prediction_log_pb2
+
+    if not jpegs:
+        return 0
+    path = os.path.join(export_dir, WARMUP_FILE)
+    tf.io.gfile.makedirs(os.path.dirname(path))
+    with tf.io.TFRecordWriter(path) as writer:
+        for size in batch_sizes:
+            request = predict_pb2.PredictRequest(
+                model_spec=model_pb2.ModelSpec(signature_name=features.SERVING_SIGNATURE))
+            batch = [jpegs[index % len(jpegs)] for index in range(size)]
+            request.inputs[features.IMAGE_INPUT].CopyFrom(tf.make_tensor_proto(batch, dtype=tf.string))
+            log = prediction_log_pb2.PredictionLog(predict_log=prediction_log_pb2.PredictLog(request=request))
+            writer.write(log.SerializeToString())
+    return len(batch_sizes)
 
 
 def tflite_models(classifier: keras.Model, representative_pixels) -> dict[str, bytes]:

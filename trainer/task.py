@@ -29,6 +29,8 @@ _MONITOR = "val_loss"
 # Eval images on which the exported TFLite models are compared with the classifier: a cap, as each image
 # costs one interpreter run per TFLite model.
 TFLITE_CHECK_IMAGES = 500
+# Distinct eval images in TF Serving's warm-up requests.
+WARMUP_IMAGES = 32
 
 
 def _list_files(patterns: list[str]) -> list[str]:
@@ -40,6 +42,15 @@ def _list_files(patterns: list[str]) -> list[str]:
 
 RAW_SPEC = {features.IMAGE_KEY: tf.io.FixedLenFeature([1], tf.string),
             features.LABEL_KEY: tf.io.FixedLenFeature([1], tf.int64)}
+
+
+def encoded_images(file_patterns: list[str], count: int) -> list[bytes]:
+    """The image bytes of the first `count` ingested examples."""
+    files = _list_files(file_patterns)
+    records = tf.data.TFRecordDataset(files, compression_type="GZIP" if files[0].endswith(".gz") else "")
+    parsed = records.take(count).map(lambda record: tf.io.parse_single_example(
+        record, {features.IMAGE_KEY: tf.io.FixedLenFeature([], tf.string)})[features.IMAGE_KEY])
+    return list(parsed.as_numpy_iterator())
 
 
 def pixels_and_labels(file_patterns: list[str], transform) -> tf.data.Dataset:
@@ -212,6 +223,7 @@ def run_fn(fn_args) -> None:
     logging.info("Best epoch %s with %s=%s", history["best_epoch"], _MONITOR, history["best_val_loss"])
     classifier = model_lib.get_classifier(model)
     export.export_serving_model(classifier, tf_transform_output, fn_args.serving_model_dir)
+    export.write_warmup_requests(fn_args.serving_model_dir, encoded_images(fn_args.eval_files, WARMUP_IMAGES))
     if config.tflite:
         representative = sample_pixels(train_examples, max(1, config.tflite_calibration_images), config)
         check = [pixels for pixels, _ in eval_examples.take(TFLITE_CHECK_IMAGES).as_numpy_iterator()]

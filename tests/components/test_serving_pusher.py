@@ -1,8 +1,11 @@
 import os
+import pathlib
+import subprocess
 
 import pytest
 
-from components.serving_pusher import existing_versions, push_model
+from components.serving_pusher import digest_problems, existing_versions, push_model
+from contract import layout
 
 
 @pytest.fixture
@@ -51,3 +54,27 @@ def test_the_model_already_served_is_not_pushed_again(model_dir, tmp_path):
     assert (again.version, again.new) == (1, False)
     assert sorted(os.listdir(serving)) == ["1"]
     assert push_model(str(model_dir), serving, model_uri="model-2").version == 2
+
+
+def test_each_version_records_its_files_digests_in_sha256sum_format(model_dir, tmp_path):
+    serving = tmp_path / "serving"
+    version = pathlib.Path(push_model(str(model_dir), str(serving), model_uri="model-1").path)
+    listed = (version / layout.DIGESTS_FILE).read_text().splitlines()
+    assert sorted(line.split("  ", 1)[1] for line in listed) == [
+        layout.PUSH_RECORD_FILE, "saved_model.pb", "variables/variables.index"]
+    check = subprocess.run(["sha256sum", "--check", "--strict", layout.DIGESTS_FILE], cwd=version,
+                           capture_output=True, text=True)
+    assert check.returncode == 0, check.stdout + check.stderr
+    assert digest_problems(str(version)) == []
+
+
+def test_altered_missing_or_added_files_are_named(model_dir, tmp_path):
+    version = pathlib.Path(push_model(str(model_dir), str(tmp_path / "serving")).path)
+    (version / "saved_model.pb").write_bytes(b"graph-tampered")
+    (version / "variables" / "variables.index").unlink()
+    (version / "extra.txt").write_text("x")
+    assert digest_problems(str(version)) == ["variables/variables.index: missing",
+                                             "extra.txt: not in the version when it was pushed",
+                                             "saved_model.pb: changed since the push"]
+    (version / layout.DIGESTS_FILE).unlink()
+    assert digest_problems(str(version)) == [f"no {layout.DIGESTS_FILE}: its files cannot be checked"]

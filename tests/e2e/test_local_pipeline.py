@@ -77,6 +77,16 @@ def test_first_run_executes_every_component_once_and_pushes_version_1(runs):
     assert "Pipeline cats-vs-dogs" in runs["first"].stdout and "pushed: version 1" in runs["first"].stdout
 
 
+def test_the_pushed_version_carries_its_warmup_requests_and_the_digests_of_its_files(runs):
+    from components.serving_pusher import digest_problems
+
+    version = runs["out"] / "serving_model" / "1"
+    assert (version / layout.WARMUP_FILE).stat().st_size > 1000  # real eval images
+    assert digest_problems(str(version)) == []
+    listed = {line.split("  ", 1)[1] for line in (version / layout.DIGESTS_FILE).read_text().splitlines()}
+    assert {"saved_model.pb", layout.WARMUP_FILE, layout.KERAS_MODEL_FILE, layout.PUSH_RECORD_FILE} <= listed
+
+
 def test_pushed_model_loads_in_a_fresh_process_without_project_code(runs, tmp_path):
     images = sorted(str(p) for p in runs["data"].rglob("*.jpg"))[:6] + sorted(
         str(p) for p in runs["data"].rglob("*.jpg"))[-6:]

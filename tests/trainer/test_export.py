@@ -2,6 +2,8 @@
 
 
 
+import shutil
+
 import keras
 import numpy as np
 import pytest
@@ -126,3 +128,28 @@ def test_export_tflite_records_how_closely_each_model_follows_the_classifier(dem
         assert measured["logit_error_max"] == pytest.approx(np.abs(logits - reference).max(), abs=1e-3)
         assert measured["bytes"] == (tmp_path / layout.TFLITE_FILES[kind]).stat().st_size
     assert written["models"]["float16"]["logit_error_rms"] < written["models"]["int8"]["logit_error_rms"]
+
+
+def test_warmup_requests_parse_as_tf_serving_prediction_logs_and_replay_on_the_model(exported, demo_jpegs,
+                                                                                      tmp_path):
+    from tensorflow_serving.apis import prediction_log_pb2
+
+    _, path = exported
+    version = tmp_path / "version"
+    shutil.copytree(path, version)
+    jpegs = demo_jpegs["cat"] + demo_jpegs["dog"]
+    assert export.write_warmup_requests(str(version), jpegs) == len(export.WARMUP_BATCH_SIZES)
+    records = list(tf.data.TFRecordDataset(str(version / layout.WARMUP_FILE)).as_numpy_iterator())
+    assert 0 < len(records) <= 1000  # TF Serving's limit
+    serve = tf.saved_model.load(str(version)).signatures[features.SERVING_SIGNATURE]
+    sizes = []
+    for record in records:
+        request = prediction_log_pb2.PredictionLog.FromString(record).predict_log.request
+        assert request.model_spec.signature_name == features.SERVING_SIGNATURE
+        assert set(request.inputs) == set(serve.structured_input_signature[1])
+        images = tf.make_ndarray(request.inputs[features.IMAGE_INPUT])
+        assert set(images.tolist()) <= set(jpegs)  # real images, not placeholders
+        result = serve(**{features.IMAGE_INPUT: tf.constant(images)})
+        assert result[features.VALID_OUTPUT].numpy().all()
+        sizes.append(len(images))
+    assert sizes == list(export.WARMUP_BATCH_SIZES)
