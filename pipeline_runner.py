@@ -140,8 +140,9 @@ def build_parser() -> argparse.ArgumentParser:
     where.add_argument("--output-dir", type=pathlib.Path, default=pathlib.Path("runs/default"),
                        help="Use the newest version under <output-dir>/serving_model. Default: runs/default.")
     predict.add_argument("--json", action="store_true", help="Print JSON instead of a table.")
-    predict.add_argument("--sheet", type=pathlib.Path, default=pathlib.Path("predictions.png"),
-                         help="Contact sheet PNG to write. Default: predictions.png.")
+    predict.add_argument("--sheet", type=pathlib.Path,
+                         help="Contact sheet PNG to write. Default: <output-dir>/predictions/contact_sheet.png; "
+                              "with --model, beside the run that pushed it (./predictions/ for a model elsewhere).")
     predict.add_argument("--explain", action="store_true",
                          help="Overlay Grad-CAM heat maps (MobileNetV2's last convolutional block) on the sheet.")
 
@@ -402,8 +403,10 @@ def command_predict(args: argparse.Namespace) -> int:
     sheet = None
     if jpegs:  # a sheet of nothing but unreadable files would say less than the table
         heatmaps = predict.explain(model_dir, jpegs) if args.explain else None
-        contact_sheet.render(predictions, jpegs, heatmaps).save(args.sheet)
-        sheet = str(args.sheet)
+        path = args.sheet or _default_sheet(args.output_dir if args.model is None else args.model)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        contact_sheet.render(predictions, jpegs, heatmaps).save(path)
+        sheet = str(path)
     if args.json:
         print(json.dumps({"model": str(model_dir), "sheet": sheet,
                           "predictions": [dataclasses.asdict(p) for p in predictions]}, indent=2))
@@ -421,6 +424,17 @@ def command_predict(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return 1
     return 0
+
+
+def _default_sheet(run_or_model: pathlib.Path) -> pathlib.Path:
+    """<output-dir>/predictions/contact_sheet.png, for a run's output dir or a model it pushed
+    (<output-dir>/serving_model/<N>)."""
+    from contract import layout
+
+    resolved = run_or_model.resolve()
+    if (resolved / "saved_model.pb").exists():
+        resolved = resolved.parent.parent if resolved.parent.name == "serving_model" else pathlib.Path.cwd()
+    return RunLayout(resolved).predictions_dir / layout.CONTACT_SHEET
 
 
 def command_compile(args: argparse.Namespace) -> int:

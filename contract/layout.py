@@ -65,6 +65,11 @@ class RunLayout(Generic[Location]):
         return self._join("demo_images")
 
     @property
+    def predictions_dir(self) -> Location:
+        """Where `predict` writes its contact sheet unless told otherwise."""
+        return self._join("predictions")
+
+    @property
     def schema_path(self) -> Location:
         """Deployments: the image's curated schema, installed here by the ingest task so that ImportSchemaGen
         reads the schema of the code that runs."""
@@ -84,6 +89,7 @@ class RunLayout(Generic[Location]):
 SUMMARY_FILE = "run_summary.json"
 REPORT_DIR = "report"
 REPORT_PAGE = "index.html"
+CONTACT_SHEET = "contact_sheet.png"
 
 # A span under the examples root: span-<N>/{train,eval}/<TFRecord files> and span-<N>/ingest_report.json.
 SPLITS = ("train", "eval")

@@ -10,8 +10,8 @@ from PIL import Image, ImageDraw, ImageFont
 from contract import features
 from inference.predict import Prediction
 
-_CAPTION = 38
 _PAD = 6
+_LINE = 16  # pixels per caption line
 
 
 def heat_colors(heat: np.ndarray) -> np.ndarray:
@@ -28,30 +28,63 @@ def overlay(image: Image.Image, heat: np.ndarray, alpha: float = 0.45) -> Image.
     return Image.blend(image.convert("RGB"), colors, alpha)
 
 
+def wrap(text: str, font: ImageFont.ImageFont, width: int) -> list[str]:
+    """`text` in lines no wider than `width` pixels, broken at spaces where it can be and anywhere where it
+    must (file names have none); every character is kept."""
+    lines: list[str] = []
+    for word in text.split(" "):
+        candidate = f"{lines[-1]} {word}" if lines else word
+        if lines and font.getlength(candidate) <= width:
+            lines[-1] = candidate
+            continue
+        while font.getlength(word) > width:
+            cut = 1
+            while cut < len(word) and font.getlength(word[:cut + 1]) <= width:
+                cut += 1
+            lines.append(word[:cut])
+            word = word[cut:]
+        lines.append(word)
+    return lines or [""]
+
+
 def render(predictions: list[Prediction], images: dict[int, bytes], heatmaps: dict[int, np.ndarray] | None = None,
            tile: int = 200, columns: int = 5) -> Image.Image:
-    """images: {index: JPEG bytes} of the readable predictions; heatmaps likewise (optional)."""
+    """images: {index: JPEG bytes} of the readable predictions; heatmaps likewise (optional).
+
+    Under each tile: the class and probability (or why the file could not be read) and the file name, wrapped
+    to the tile's width, never cut."""
+    font = ImageFont.load_default(size=13)
+    captions = []
+    for index, prediction in enumerate(predictions):
+        if prediction.error or index not in images:
+            first, color = prediction.error or "unreadable", (150, 0, 0)
+        else:
+            first = f"{prediction.class_name}  {prediction.dog_probability:.2f}"
+            color = (150, 70, 0) if prediction.class_name == features.POSITIVE_LABEL else (0, 80, 150)
+        name = prediction.path.rsplit("/", 1)[-1]
+        captions.append((wrap(first, font, tile - 4), color, wrap(name, font, tile - 4)))
+    caption_height = max((len(a) + len(b)) * _LINE for a, _, b in captions) + 4 if captions else _LINE
     rows = max(1, -(-len(predictions) // columns))
     width = columns * (tile + _PAD) + _PAD
-    sheet = Image.new("RGB", (width, rows * (tile + _CAPTION + _PAD) + _PAD), (250, 250, 250))
+    sheet = Image.new("RGB", (width, rows * (tile + caption_height + _PAD) + _PAD), (250, 250, 250))
     draw = ImageDraw.Draw(sheet)
-    font = ImageFont.load_default(size=13)
-    for index, prediction in enumerate(predictions):
+    for index, (prediction, (first, color, name)) in enumerate(zip(predictions, captions)):
         x = _PAD + (index % columns) * (tile + _PAD)
-        y = _PAD + (index // columns) * (tile + _CAPTION + _PAD)
+        y = _PAD + (index // columns) * (tile + caption_height + _PAD)
         if prediction.error or index not in images:
             draw.rectangle([x, y, x + tile, y + tile], fill=(210, 210, 210))
             draw.text((x + 8, y + tile // 2 - 8), "unreadable", fill=(120, 0, 0), font=font)
-            caption, color = (prediction.error or "")[:30], (150, 0, 0)
         else:
             picture = Image.open(io.BytesIO(images[index])).convert("RGB")
             if heatmaps is not None and index in heatmaps:
                 picture = overlay(picture, heatmaps[index])
             picture.thumbnail((tile, tile))
             sheet.paste(picture, (x + (tile - picture.width) // 2, y + (tile - picture.height) // 2))
-            caption = f"{prediction.class_name}  {prediction.dog_probability:.2f}"
-            color = (150, 70, 0) if prediction.class_name == features.POSITIVE_LABEL else (0, 80, 150)
-        name = prediction.path.rsplit("/", 1)[-1]
-        draw.text((x + 2, y + tile + 3), caption, fill=color, font=font)
-        draw.text((x + 2, y + tile + 20), name[:32], fill=(90, 90, 90), font=font)
+        line_y = y + tile + 3
+        for line in first:
+            draw.text((x + 2, line_y), line, fill=color, font=font)
+            line_y += _LINE
+        for line in name:
+            draw.text((x + 2, line_y), line, fill=(90, 90, 90), font=font)
+            line_y += _LINE
     return sheet

@@ -151,10 +151,9 @@ def test_predict_reports_a_bad_file_and_classifies_the_rest(runs, tmp_path):
     for path in good:
         (photos / path.name).write_bytes(path.read_bytes())
     (photos / "broken.jpg").write_bytes(good[0].read_bytes()[:300])
-    sheet = tmp_path / "sheet.png"
     result = subprocess.run([sys.executable, str(ROOT / "pipeline_runner.py"), "predict", str(photos),
-                             "--output-dir", str(runs["out"]), "--json", "--explain", "--sheet", str(sheet)],
-                            capture_output=True, text=True, timeout=300)
+                             "--output-dir", str(runs["out"]), "--json", "--explain"],
+                            capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert result.returncode == 1, result.stderr[-2000:]  # 1: some files could not be classified
     assert "warning: 1 of 4 files could not be classified (marked UNREADABLE)" in result.stderr
     output = json.loads(result.stdout)
@@ -165,6 +164,8 @@ def test_predict_reports_a_bad_file_and_classifies_the_rest(runs, tmp_path):
     assert output["model"].endswith("serving_model/1")
     from PIL import Image
 
+    sheet = runs["out"] / "predictions" / "contact_sheet.png"  # next to the run, not in the working directory
+    assert output["sheet"] == str(sheet) and not (tmp_path / "predictions").exists()
     with Image.open(sheet) as image:
         assert image.width > 200
 
