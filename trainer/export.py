@@ -25,7 +25,7 @@ import tensorflow_transform as tft
 
 from contract import features
 from contract.layout import KERAS_MODEL_FILE, TFLITE_FIDELITY_FILE, TFLITE_FILES, WARMUP_FILE
-from trainer.tflite import tflite_logits
+from trainer.tflite import native_logs_held, tflite_logits
 
 EXAMPLES_SIGNATURE = "serving_examples"
 
@@ -139,7 +139,7 @@ def tflite_models(classifier: keras.Model, representative_pixels) -> dict[str, b
     export: TF 2.16's converter fails on Keras 3 models given directly.
     """
     with tempfile.TemporaryDirectory() as scratch:
-        classifier.export(scratch)
+        classifier.export(scratch, verbose=False)  # its endpoint listing is for people exporting by hand
         models = {}
         for kind in TFLITE_FILES:
             converter = tf.lite.TFLiteConverter.from_saved_model(scratch)
@@ -150,7 +150,8 @@ def tflite_models(classifier: keras.Model, representative_pixels) -> dict[str, b
                 converter.representative_dataset = lambda: ([representative_pixels[i:i + 1]]
                                                             for i in range(len(representative_pixels)))
                 converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-            models[kind] = converter.convert()
+            with native_logs_held():
+                models[kind] = converter.convert()
     return models
 
 

@@ -9,6 +9,7 @@ MLMD is read here directly, not through the project's own summary code.
 import json
 import os
 import pathlib
+import re
 import shutil
 import subprocess
 import sys
@@ -77,6 +78,18 @@ def test_first_run_executes_every_component_once_and_pushes_version_1(runs):
     assert "Pipeline cats-vs-dogs" in runs["first"].stdout and "pushed: version 1" in runs["first"].stdout
 
 
+# A Python warning (FutureWarning, RuntimeWarning, UserWarning...), a logging WARNING, a native W-line.
+WARNING_LINE = re.compile(r"Warning|WARNING|^W\d{4} ", re.MULTILINE)
+
+
+def test_runs_print_no_warnings_without_verbose(runs):
+    for name in ("first", "second", "strict"):
+        output = runs[name].stdout + runs[name].stderr
+        noise = [line for line in output.splitlines() if WARNING_LINE.search(line)]
+        assert not noise, f"{name} run:\n" + "\n".join(noise[:20])
+    assert "TensorSpec" not in runs["first"].stdout  # Keras' export listing
+
+
 def test_the_pushed_version_carries_its_warmup_requests_and_the_digests_of_its_files(runs):
     from components.serving_pusher import digest_problems
 
@@ -115,8 +128,6 @@ print(json.dumps({{"p": out["dog_probability"].numpy().tolist(),
 
 
 def test_run_report_renders_with_the_evaluators_numbers(runs):
-    import re
-
     import tensorflow_model_analysis as tfma
     from PIL import Image
 
