@@ -35,8 +35,9 @@ EXAMPLES = textwrap.dedent("""\
       # classify your own photos with the newest pushed model; Grad-CAM heat maps on the contact sheet
       python pipeline_runner.py predict ~/photos --output-dir runs/pets --explain
 
-      # the pushed versions with their metrics and data spans
+      # the pushed versions with their metrics and data spans; serve version 2 again
       python pipeline_runner.py models --output-dir runs/pets
+      python pipeline_runner.py rollback --output-dir runs/pets --to 2 --reason "version 3 misreads night photos"
 
       # retrain every night at 03:00 with cron (prints the line; --install adds it)
       python pipeline_runner.py schedule --local --cron "0 3 * * *" --data-dir ~/pets --output-dir runs/pets
@@ -129,6 +130,18 @@ def build_parser() -> argparse.ArgumentParser:
     models.add_argument("--output-dir", type=pathlib.Path, default=pathlib.Path("runs/default"),
                         help="The run's output directory. Default: runs/default.")
     models.add_argument("--json", action="store_true", help="Print JSON instead of a table.")
+
+    rollback = commands.add_parser(
+        "rollback", help="Serve an earlier pushed version again (pushed as a new version).",
+        description="Copies version N to the next version number, so that TF Serving (which serves the highest "
+                    "version) serves N's model again with no change to its configuration; records the rollback "
+                    "in ML Metadata. The next run's candidate is compared with this model. Refused, with nothing "
+                    "changed, for a version never pushed or blessed, one whose files changed since its push, the "
+                    "version already served, or while a run holds the output directory.")
+    rollback.add_argument("--output-dir", type=pathlib.Path, default=pathlib.Path("runs/default"),
+                          help="The run's output directory. Default: runs/default.")
+    rollback.add_argument("--to", type=_count(1), required=True, metavar="N", help="The version to serve again.")
+    rollback.add_argument("--reason", default="", help="Why, kept with the rollback (shown by `models`).")
 
     predict = commands.add_parser(
         "predict", help="Classify your own photos with the latest pushed model (or --model).",
@@ -271,7 +284,7 @@ def _source(args: argparse.Namespace):
 def command_ingest(args: argparse.Namespace) -> int:
     from orchestration import local
 
-    config = _config_from_args(args)
+    config, _ = _config_from_args(args)  # ingest does not train: the schedule does not matter to it
     _check_output_dir(args.output_dir)
     return local.ingest(config, args.output_dir, _source(args), args.beam_workers)
 
@@ -323,12 +336,20 @@ def _add_run_parameter_flags(parser: argparse.ArgumentParser, local_data_dir: bo
                         help="KFP's pipeline root for this run. Default: the one the package was compiled with.")
 
 def _config_from_args(args: argparse.Namespace):
+    """(the settings of the flags given, notes on settings chosen for the user: the from-scratch schedule)."""
     import config as config_lib
 
     base = config_lib.demo_config() if getattr(args, "demo", False) else config_lib.PipelineConfig()
     overrides = {field.name: getattr(args, field.name) for _, field in config_lib.section_fields()
                  if getattr(args, field.name) is not None}
-    return config_lib.with_overrides(base, overrides)
+    config, filled = config_lib.from_user_settings(overrides, base)
+    return config, [_from_scratch_note(filled)] if filled else []
+
+
+def _from_scratch_note(filled: dict) -> str:
+    shown = ", ".join(f"--{name.replace('_', '-')} {value}" for name, value in filled.items())
+    return (f"random weights (--weights none): training with the from-scratch schedule {shown} (the defaults are "
+            "made for ImageNet weights; set any of these flags to choose)")
 
 
 def _quiet_logs(verbose: bool) -> None:
@@ -359,11 +380,11 @@ def _quiet_logs(verbose: bool) -> None:
 def command_run(args: argparse.Namespace) -> int:
     from orchestration import local
 
-    config = _config_from_args(args)
+    config, notes = _config_from_args(args)
     _check_local_files(config)
     _check_output_dir(args.output_dir)
     return local.run(config, args.output_dir, _source(args), beam_workers=args.beam_workers,
-                     allow_anomalies=args.allow_anomalies)
+                     allow_anomalies=args.allow_anomalies, notes=notes)
 
 
 def command_models(args: argparse.Namespace) -> int:
@@ -382,6 +403,20 @@ def command_models(args: argparse.Namespace) -> int:
         print(json.dumps([dataclasses.asdict(v) for v in versions], indent=2))
     else:
         print(model_history.table(versions))
+    return 0
+
+
+def command_rollback(args: argparse.Namespace) -> int:
+    import config as config_lib
+    from orchestration import rollback
+
+    try:
+        done = rollback.rollback(args.output_dir, args.to, args.reason, config_lib.PipelineConfig().name)
+    except rollback.RollbackError as error:
+        print(f"error: cannot roll back to version {args.to}: {error}; nothing was changed", file=sys.stderr)
+        return 2
+    print(f"version {done.to_version}'s model is served again as version {done.pushed.version} "
+          f"({done.pushed.path}); version {done.from_version} was served before")
     return 0
 
 
@@ -441,7 +476,9 @@ def _default_sheet(run_or_model: pathlib.Path) -> pathlib.Path:
 def command_compile(args: argparse.Namespace) -> int:
     from orchestration import kubeflow
 
-    config = _config_from_args(args)
+    config, notes = _config_from_args(args)
+    for note in notes:
+        print(note)
     if args.target == "vertex":
         kubeflow_only = {"--data-dir": args.data_dir, "--metadata-grpc": args.metadata_grpc,
                          "--metadata-sqlite": args.metadata_sqlite, "--pvc": args.pvc,
@@ -580,6 +617,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     _quiet_logs(getattr(args, "verbose", False))
     commands = {"run": command_run, "ingest": command_ingest, "models": command_models, "predict": command_predict,
+                "rollback": command_rollback,
                 "compile": command_compile,
                 "submit": command_submit, "schedule": command_schedule}
     from config import ConfigError

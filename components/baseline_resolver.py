@@ -5,7 +5,10 @@ rerun with no new data is this run's (cached) candidate itself: the Evaluator's
 inputs change, it re-evaluates the model against itself, and the Pusher ships
 it again. Asking for the newest blessed model *created before* a given
 artifact gives the same answer on every rerun, so everything stays cached:
-- baseline for the Evaluator: before = this run's candidate model;
+- baseline for the Evaluator: before = this run's candidate model; given the
+  pushes (`pushed_model`), the model served when the candidate was trained
+  comes first, so that after a rollback the candidate must beat the model
+  rolled back to, not the newer one that was withdrawn;
 - warm start for the Trainer: before = the examples it trains on, so a model
   never warm-starts from one trained after its data arrived.
 """
@@ -20,6 +23,7 @@ BEFORE_KEY = "before"
 MODEL_KEY = "model"
 BLESSING_KEY = "model_blessing"
 ARTIFACT_KEY = "artifact"
+PUSHED_KEY = "pushed_model"
 
 
 def select_blessed_before(before: List[types.Artifact], models: List[types.Artifact],
@@ -39,14 +43,33 @@ def select_blessed_before(before: List[types.Artifact], models: List[types.Artif
     return [], []
 
 
+def select_served_before(before: List[types.Artifact], models: List[types.Artifact],
+                         blessings: List[types.Artifact], pushes: List[types.Artifact]) -> Tuple[list, list]:
+    """([model], [blessing]) of the model the newest push older than all of `before` serves, if that model
+    is blessed and older too; else ([], [])."""
+    newest_allowed = min((a.id for a in before), default=None)
+    older = [p for p in pushes if p.get_int_custom_property("pushed") == 1
+             and (newest_allowed is None or p.id < newest_allowed)]
+    if not older:
+        return [], []
+    served_id = max(older, key=lambda p: p.id).get_int_custom_property("pushed_model_id")
+    served = [m for m in models if m.id == served_id]
+    return select_blessed_before(before, served, blessings)
+
+
 class LatestBlessedBeforeStrategy(resolver.ResolverStrategy):
-    """Inputs: `before` (artifacts of this run), `model` and `model_blessing` (all of them)."""
+    """Inputs: `before` (artifacts of this run), `model` and `model_blessing` (all of them), optionally
+    `pushed_model` (all pushes): the served model if there is one, else the newest blessed model."""
 
     def resolve_artifacts(self, store, input_dict: Dict[str, List[types.Artifact]]
                           ) -> Optional[Dict[str, List[types.Artifact]]]:
-        model, blessing = select_blessed_before(input_dict.get(BEFORE_KEY, []), input_dict.get(MODEL_KEY, []),
-                                                input_dict.get(BLESSING_KEY, []))
-        return {BEFORE_KEY: list(input_dict.get(BEFORE_KEY, [])), MODEL_KEY: model, BLESSING_KEY: blessing}
+        before = input_dict.get(BEFORE_KEY, [])
+        models, blessings = input_dict.get(MODEL_KEY, []), input_dict.get(BLESSING_KEY, [])
+        model, blessing = select_served_before(before, models, blessings, input_dict.get(PUSHED_KEY, []))
+        if not model:
+            model, blessing = select_blessed_before(before, models, blessings)
+        resolved = {BEFORE_KEY: list(before), MODEL_KEY: model, BLESSING_KEY: blessing}
+        return resolved | ({PUSHED_KEY: []} if PUSHED_KEY in input_dict else {})
 
 
 def select_newest_before(before: List[types.Artifact], artifacts: List[types.Artifact]) -> list:

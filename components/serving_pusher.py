@@ -31,7 +31,8 @@ class PushResult:
     new: bool  # False: the model was already the newest version; nothing was copied
 
 
-def _pushed_model_uri(version_dir: str) -> str | None:
+def pushed_model_uri(version_dir: str) -> str | None:
+    """The URI of the model a version holds, from its push record."""
     path = os.path.join(version_dir, layout.PUSH_RECORD_FILE)
     if not tf.io.gfile.exists(path):
         return None
@@ -86,11 +87,13 @@ def digest_problems(version_dir: str) -> list[str]:
     return problems
 
 
-def push_model(model_dir: str, serving_dir: str, model_uri: str | None = None) -> PushResult:
+def push_model(model_dir: str, serving_dir: str, model_uri: str | None = None,
+               record: dict | None = None) -> PushResult:
     """Copies `model_dir` to the next free version under `serving_dir`.
 
     `model_uri` identifies the model (default: `model_dir`); when the newest
-    version already holds it, nothing is copied.
+    version already holds it, nothing is copied. `record`: more fields of the
+    version's push record (a rollback's, say).
     """
     if not tf.io.gfile.exists(os.path.join(model_dir, "saved_model.pb")):
         raise FileNotFoundError(f"{model_dir} holds no SavedModel (saved_model.pb); nothing was pushed")
@@ -98,7 +101,7 @@ def push_model(model_dir: str, serving_dir: str, model_uri: str | None = None) -
     versions = existing_versions(serving_dir)
     if versions:
         newest = os.path.join(serving_dir, str(versions[-1]))
-        if _pushed_model_uri(newest) == model_uri:
+        if pushed_model_uri(newest) == model_uri:
             return PushResult(versions[-1], newest, new=False)
     tf.io.gfile.makedirs(serving_dir)
     staging = os.path.join(serving_dir, f".incoming-{uuid.uuid4().hex}")
@@ -106,7 +109,8 @@ def push_model(model_dir: str, serving_dir: str, model_uri: str | None = None) -
         io_utils.copy_dir(model_dir, staging)
         tf.io.gfile.makedirs(os.path.join(staging, os.path.dirname(layout.PUSH_RECORD_FILE)))
         with tf.io.gfile.GFile(os.path.join(staging, layout.PUSH_RECORD_FILE), "w") as f:
-            json.dump({"model_uri": model_uri, "pushed_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}, f)
+            json.dump({"model_uri": model_uri, "pushed_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                       **(record or {})}, f)
         write_digests(staging)
         version = max(versions, default=0) + 1
         while True:

@@ -208,20 +208,32 @@ def with_overrides(config: PipelineConfig, overrides: Mapping[str, Any]) -> Pipe
     return dataclasses.replace(config, **top_level, **sections)
 
 
-def demo_config() -> PipelineConfig:
-    """Settings for the generated demo images, where no ImageNet weights exist.
+# The training schedule for random weights. The defaults are made for ImageNet weights: a few epochs, the top
+# of the base fine-tuned, early stopping. With random weights there are no pretrained features to protect, so
+# phase 2 unfreezes more of the base (from layer 60) to learn them, over more epochs; no early stopping, as a
+# small eval split's loss is too noisy to stop on (the best weights are kept all the same). The README has the
+# measurements behind it ("The demo data and its settings", "Your own data").
+FROM_SCRATCH_SCHEDULE = {"fine_tune_from": 60, "head_epochs": 6, "fine_tune_epochs": 12,
+                         "early_stopping_patience": 0}
 
-    With random weights there are no pretrained features to protect, so phase 2
-    unfreezes more of the base (from layer 60) to learn them. No early
-    stopping: the demo's eval split is small and its loss too noisy to stop on
-    (the best weights are kept all the same). The README's demo section has the
-    measurements behind both.
+
+def from_user_settings(settings: Mapping[str, Any], base: PipelineConfig | None = None
+                       ) -> tuple[PipelineConfig, dict[str, Any]]:
+    """The configuration of `settings` ({field name: value}, what the user set) over `base`.
+
+    When the settings turn the weights random and leave a field of
+    FROM_SCRATCH_SCHEDULE unset, that field takes the from-scratch value.
+    Returns the configuration and the fields so filled in ({} if none).
     """
-    return with_overrides(PipelineConfig(), {
-        "weights": WEIGHTS_NONE,
-        "fine_tune_from": 60,
-        "head_epochs": 6,
-        "fine_tune_epochs": 12,
-        "early_stopping_patience": 0,
-        "min_accuracy": 0.9,
-    })
+    base = base or PipelineConfig()
+    config = with_overrides(base, settings)
+    if not config.training.random_init or base.training.random_init:
+        return config, {}
+    filled = {name: value for name, value in FROM_SCRATCH_SCHEDULE.items() if name not in settings}
+    return with_overrides(config, filled), filled
+
+
+def demo_config() -> PipelineConfig:
+    """Settings for the generated demo images, where no ImageNet weights exist: random weights with the
+    from-scratch schedule, and a bar the demo's model clears."""
+    return with_overrides(PipelineConfig(), {"weights": WEIGHTS_NONE, **FROM_SCRATCH_SCHEDULE, "min_accuracy": 0.9})

@@ -51,13 +51,16 @@ def ingest(config: PipelineConfig, output_dir: pathlib.Path, source: Source, bea
 
 
 def run(config: PipelineConfig, output_dir: pathlib.Path, source: Source | None, *, beam_workers: int = 0,
-        allow_anomalies: bool = False) -> int:
+        allow_anomalies: bool = False, notes: list[str] = ()) -> int:
     """Ingests `source` (None: runs on the spans already there) and runs the pipeline; returns the exit code:
-    0 done, 1 the pipeline failed, 2 refused before it started, 130 interrupted."""
+    0 done, 1 the pipeline failed, 2 refused before it started, 130 interrupted. `notes` (settings chosen for
+    the user) are printed first and kept in the run summary."""
     where = RunLayout(output_dir.resolve())
     store_health.check(where.metadata_path)
+    for note in notes:
+        print(note, flush=True)
     with exclusive_run(output_dir):
-        return _run_locked(config, where, source, beam_workers, allow_anomalies)
+        return _run_locked(config, where, source, beam_workers, allow_anomalies, list(notes))
 
 
 def _ingest(config: PipelineConfig, where: RunLayout, source: Source, beam_workers: int):
@@ -80,7 +83,7 @@ def _ingest(config: PipelineConfig, where: RunLayout, source: Source, beam_worke
 
 
 def _run_locked(config: PipelineConfig, where: RunLayout, source: Source | None, beam_workers: int,
-                allow_anomalies: bool) -> int:
+                allow_anomalies: bool, notes: list[str]) -> int:
     where.root.mkdir(parents=True, exist_ok=True)
     # The previous run's summary and report go now: whatever happens to this run, they are never read as its own.
     where.summary_path.unlink(missing_ok=True)
@@ -146,6 +149,7 @@ def _run_locked(config: PipelineConfig, where: RunLayout, source: Source | None,
     summary.error = error
     summary.beam_args = beam_args
     summary.missing = missing
+    summary.notes = notes
     summary.ingest = {k: ingest_report[k] for k in ("span", "reused", "files_seen", "counts")} \
         if ingest_report else None
     print(summary.text())

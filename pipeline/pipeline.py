@@ -95,13 +95,16 @@ def code_fingerprint(root: pathlib.Path = PROJECT_ROOT) -> str:
     return digest.hexdigest()[:16]
 
 
-def _newest_blessed_model(before, node_id: str, builtin: bool) -> tfx.dsl.Resolver:
-    """A Resolver of the newest blessed model older than `before` (see components.baseline_resolver)."""
+def _newest_blessed_model(before, node_id: str, builtin: bool, served_first: bool = False) -> tfx.dsl.Resolver:
+    """A Resolver of the newest blessed model older than `before`; with `served_first`, of the model served
+    when `before` was made, if any (a rollback's included; see components.baseline_resolver)."""
     history = {"model": tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),
                "model_blessing": tfx.dsl.Channel(type=tfx.types.standard_artifacts.ModelBlessing)}
     if builtin:
         return tfx.dsl.Resolver(strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy,
                                 **history).with_id(node_id)
+    if served_first:
+        history["pushed_model"] = tfx.dsl.Channel(type=tfx.types.standard_artifacts.PushedModel)
     return tfx.dsl.Resolver(strategy_class=LatestBlessedBeforeStrategy, before=before, **history).with_id(node_id)
 
 
@@ -194,7 +197,7 @@ def create_pipeline(
                        "code_version": code_version},
     ).with_id(TRAINER)
 
-    baseline = _newest_blessed_model(trainer.outputs["model"], BASELINE_RESOLVER, builtin_resolver)
+    baseline = _newest_blessed_model(trainer.outputs["model"], BASELINE_RESOLVER, builtin_resolver, served_first=True)
     evaluator = tfx.components.Evaluator(
         examples=example_gen.outputs["examples"],
         example_splits=["eval"],

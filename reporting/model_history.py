@@ -1,8 +1,9 @@
 """Pushed model versions with their metrics, data spans and blessing, from MLMD.
 
-Lineage followed for each push: PushedModel <- ServingPusher <- Model (and
-ModelBlessing); Model <- Trainer <- ingested Examples, whose `span` property
-names the data.
+Lineage followed for each push: PushedModel <- ServingPusher (or a Rollback,
+orchestration.rollback) <- Model; the Model's ModelBlessing; Model <- Trainer <-
+ingested Examples, whose `span` property names the data. The served version is
+the highest one (TF Serving's default policy).
 """
 
 from __future__ import annotations
@@ -28,6 +29,10 @@ class PushedVersion:
     metrics: dict[str, float]
     # Share of eval images each TFLite model gives the classifier's class (assets.extra/tflite_fidelity.json).
     tflite_agreement: dict[str, float] = dataclasses.field(default_factory=dict)
+    rolled_back_to: int | None = None  # a rollback: the version whose model this one serves again
+    rolled_back_from: int | None = None  # ... and the version served before it
+    reason: str = ""  # ... and why
+    served: bool = False
 
 
 def _artifact_type(store, artifact) -> str:
@@ -99,6 +104,9 @@ def _tflite_agreement(pushed_path: str) -> dict[str, float]:
 def pushed_versions(metadata_path: str) -> list[PushedVersion]:
     """Every version the pipeline pushed, oldest first."""
     store = run_summary.open_store(metadata_path)
+    blessings = {run_summary.custom_property(b, "current_model_id"): b
+                 for b in sorted(store.get_artifacts_by_type("ModelBlessing"), key=lambda b: b.id)
+                 if run_summary.custom_property(b, "blessed") == 1}
     result = []
     for pushed in store.get_artifacts_by_type("PushedModel"):
         if run_summary.custom_property(pushed, "pushed") != 1:
@@ -106,7 +114,8 @@ def pushed_versions(metadata_path: str) -> list[PushedVersion]:
         pusher = _producer(store, pushed.id)
         inputs = _inputs(store, pusher) if pusher is not None else []
         model = next((a for a in inputs if _artifact_type(store, a) == "Model"), None)
-        blessing = next((a for a in inputs if _artifact_type(store, a) == "ModelBlessing"), None)
+        blessing = next((a for a in inputs if _artifact_type(store, a) == "ModelBlessing"), None) or \
+            (blessings.get(model.id) if model else None)
         when = datetime.datetime.fromtimestamp(pushed.create_time_since_epoch / 1000, datetime.timezone.utc)
         path = run_summary.custom_property(pushed, "pushed_destination")
         result.append(PushedVersion(
@@ -119,8 +128,14 @@ def pushed_versions(metadata_path: str) -> list[PushedVersion]:
             spans=_spans_of_model(store, model.id) if model else [],
             metrics=_metrics_of_blessing(store, blessing) if blessing else {},
             tflite_agreement=_tflite_agreement(path),
+            rolled_back_to=run_summary.custom_property(pushed, "rolled_back_to"),
+            rolled_back_from=run_summary.custom_property(pushed, "rolled_back_from"),
+            reason=run_summary.custom_property(pushed, "reason") or "",
         ))
-    return sorted(result, key=lambda v: v.version)
+    result.sort(key=lambda v: v.version)
+    if result:
+        result[-1].served = True
+    return result
 
 
 def table(versions: list[PushedVersion]) -> str:
@@ -137,4 +152,11 @@ def table(versions: list[PushedVersion]) -> str:
         lines.append(f"{v.version:>7}  {v.pushed_at:<25}{v.model_id:>6}  {','.join(map(str, v.spans)) or '-':<10}"
                      f"{metric('binary_accuracy'):>9}{metric('auc'):>8}{examples:>9}  "
                      f"{'yes' if v.blessed else 'no':<7}  {tflite:<16}{v.path}")
+    for v in versions:
+        if v.rolled_back_to is not None:
+            lines.append(f"version {v.version}: rollback to version {v.rolled_back_to} (version "
+                         f"{v.rolled_back_from} was served){': ' + v.reason if v.reason else ''}")
+    served = versions[-1]
+    lines.append(f"served: version {served.version}" + (f" (the model of version {served.rolled_back_to})"
+                                                        if served.rolled_back_to is not None else ""))
     return "\n".join(lines)

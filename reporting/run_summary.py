@@ -65,6 +65,7 @@ class RunSummary:
     tflite: dict[str, Any] | None = None  # the model's tflite_fidelity.json, if it has TFLite models
     # '<type> <uri>' of earlier outputs found gone before this run (marked DELETED in MLMD, not used again)
     missing: list[str] = dataclasses.field(default_factory=list)
+    notes: list[str] = dataclasses.field(default_factory=list)  # settings the command line chose for the user
 
     @property
     def failed(self) -> bool:
@@ -81,6 +82,7 @@ class RunSummary:
                          f"{self.ingest['files_seen']} files, " + ", ".join(f"{k} {v}" for k, v in counts.items()))
         if self.beam_args:
             lines.append(f"  beam: {' '.join(self.beam_args)}")
+        lines += [f"  note: {note}" for note in self.notes]
         if self.missing:
             lines.append(f"  missing: {len(self.missing)} earlier outputs were gone from disk and were not used "
                          f"(recomputed, or passed over by the resolvers): " + "; ".join(self.missing[:5])

@@ -42,6 +42,17 @@ def latest_run_states(metadata_path):
     return states, store, run
 
 
+def evaluator_models(store, run):
+    """URIs of the Model artifacts the Evaluator of `run` read (candidate and baseline)."""
+    for execution in store.get_executions_by_context(run.id):
+        if any(c.name.endswith(".Evaluator") for c in store.get_contexts_by_execution(execution.id)):
+            ids = [e.artifact_id for e in store.get_events_by_execution_ids([execution.id])
+                   if e.type == metadata_store_pb2.Event.INPUT]
+            model_type = store.get_artifact_type("Model").id
+            return {a.uri for a in store.get_artifacts_by_id(ids) if a.type_id == model_type}
+    return set()
+
+
 def tree_digest(folder):
     digest = hashlib.sha256()
     for path in sorted(p for p in pathlib.Path(folder).rglob("*") if p.is_file()):

@@ -75,3 +75,43 @@ def test_first_span_has_no_previous_statistics_and_a_rerun_keeps_the_same_answer
     first = select_newest_before([examples], [_statistics(2), _statistics(4)])
     again = select_newest_before([examples], [_statistics(2), _statistics(4), _statistics(7)])
     assert [a.id for a in first] == [a.id for a in again] == [2]
+
+
+def _push(artifact_id, model_id, pushed=True):
+    push = standard_artifacts.PushedModel()
+    push.id = artifact_id
+    push.set_int_custom_property("pushed", 1 if pushed else 0)
+    push.set_int_custom_property("pushed_model_id", model_id)
+    return push
+
+
+def _resolve(candidate, models, blessings, pushes):
+    from components.baseline_resolver import (
+        BEFORE_KEY,
+        BLESSING_KEY,
+        MODEL_KEY,
+        PUSHED_KEY,
+        LatestBlessedBeforeStrategy,
+    )
+
+    resolved = LatestBlessedBeforeStrategy().resolve_artifacts(None, {
+        BEFORE_KEY: [_model(candidate)], MODEL_KEY: models, BLESSING_KEY: blessings, PUSHED_KEY: pushes})
+    assert resolved[PUSHED_KEY] == []
+    return [m.id for m in resolved[MODEL_KEY]]
+
+
+def test_after_a_rollback_the_baseline_is_the_model_rolled_back_to():
+    models = [_model(1), _model(4), _model(20)]
+    blessings = [_blessing(2, 1, True), _blessing(5, 4, True)]
+    # version 1 holds model 1 (push 3), version 2 model 4 (push 6); the rollback pushed model 1 again (push 9)
+    pushes = [_push(3, 1), _push(6, 4), _push(9, 1)]
+    assert _resolve(20, models, blessings, pushes) == [1]
+    assert _resolve(20, models, blessings, pushes[:2]) == [4]  # no rollback: the newest blessed, as before
+
+
+def test_pushes_after_the_candidate_or_not_pushed_are_passed_over():
+    models = [_model(1), _model(4), _model(7)]
+    blessings = [_blessing(2, 1, True), _blessing(5, 4, True), _blessing(8, 7, True)]
+    # a rerun of candidate 7: its own push (id 9) is newer than it; push 6 pushed nothing
+    assert _resolve(7, models, blessings, [_push(3, 1), _push(6, 4, pushed=False), _push(9, 7)]) == [1]
+    assert _resolve(7, models, blessings, []) == [4]  # nothing served yet: the newest blessed model

@@ -15,11 +15,10 @@ import os
 import shutil
 
 import pytest
-from ml_metadata.proto import metadata_store_pb2
 
 from ingest import synthetic
 from pipeline import pipeline as pipeline_lib
-from tests.helpers import ROOT, TINY, latest_run_states, tree_digest
+from tests.helpers import ROOT, TINY, evaluator_models, latest_run_states, tree_digest
 
 pytestmark = pytest.mark.e2e
 COMPONENTS = set(pipeline_lib.NODE_IDS) - pipeline_lib.RESOLVER_IDS
@@ -31,17 +30,6 @@ def _cli(*arguments):
 
     return subprocess.run([sys.executable, str(ROOT / "pipeline_runner.py"), *arguments], capture_output=True,
                           text=True, timeout=1200, cwd=ROOT)
-
-
-def _evaluator_models(store, run):
-    """URIs of the Model artifacts the Evaluator of `run` read (candidate and baseline)."""
-    for execution in store.get_executions_by_context(run.id):
-        if any(c.name.endswith("." + pipeline_lib.EVALUATOR) for c in store.get_contexts_by_execution(execution.id)):
-            ids = [e.artifact_id for e in store.get_events_by_execution_ids([execution.id])
-                   if e.type == metadata_store_pb2.Event.INPUT]
-            model_type = store.get_artifact_type("Model").id
-            return {a.uri for a in store.get_artifacts_by_id(ids) if a.type_id == model_type}
-    return set()
 
 
 @pytest.fixture(scope="module")
@@ -73,7 +61,7 @@ def runs(tmp_path_factory):
     synthetic.write_demo_images(more / "new", 6, seed=1)
     record["third"] = _cli(*submit, "--data-dir", str(more))
     record["third_states"], store, run = latest_run_states(metadata)
-    record["third_evaluator_models"] = _evaluator_models(store, run)
+    record["third_evaluator_models"] = evaluator_models(store, run)
     record["versions_after_third"] = sorted(os.listdir(root / "serving_model"))
     return record
 

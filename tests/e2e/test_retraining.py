@@ -5,6 +5,8 @@ Four runs on one output directory, as a cron schedule would make them:
 2. span 2 (more good data)         -> evaluated against version 1's model, pushed as version 2
 3. span 3 (labels shuffled)        -> not blessed; version 2 stays, byte for byte
 4. the same data again             -> every component cached; nothing trained or pushed
+then a rollback to version 1 (pushed as version 3), and a run on new data
+(span 4, one cheap epoch) whose candidate is compared with version 1's model.
 The model must really learn here (a shuffled span is only caught by a bar that
 a good model clears), so this uses 128-pixel images and warm start.
 """
@@ -21,7 +23,7 @@ import pytest
 from contract import features, layout
 from ingest import synthetic
 from pipeline import pipeline as pipeline_lib
-from tests.helpers import ROOT, latest_run_states, run_cli, tree_digest
+from tests.helpers import ROOT, evaluator_models, latest_run_states, run_cli, tree_digest
 
 pytestmark = pytest.mark.e2e
 FLOAT16_TOLERANCE = 0.25  # logits; measured: at most 0.074 apart, median 0.014
@@ -60,7 +62,43 @@ def scenario(tmp_path_factory):
     models = subprocess.run([sys.executable, str(ROOT / "pipeline_runner.py"), "models", "--output-dir", str(out),
                              "--json"], capture_output=True, text=True, timeout=300)
     record["models"] = json.loads(models.stdout) if models.returncode == 0 else models.stderr
+    _roll_back_and_retrain(base, out, span2, record)
     return record
+
+
+def _roll_back_and_retrain(base, out, span2, record):
+    from orchestration import rollback, run_lock
+
+    refusals = {}
+    for name, version in (("unknown", 9), ("served", 2)):
+        with pytest.raises(rollback.RollbackError) as refused:
+            rollback.rollback(out, version, "", "cats-vs-dogs")
+        refusals[name] = str(refused.value)
+    history = out / "serving_model" / "1" / layout.TRAINING_HISTORY_FILE
+    original = history.read_bytes()
+    history.write_bytes(original + b" ")
+    with pytest.raises(rollback.RollbackError) as refused:
+        rollback.rollback(out, 1, "", "cats-vs-dogs")
+    refusals["altered"] = str(refused.value)
+    history.write_bytes(original)
+    with run_lock.exclusive_run(out):
+        with pytest.raises(run_lock.PipelineBusyError):
+            rollback.rollback(out, 1, "", "cats-vs-dogs")
+    record["refusals"] = refusals
+    record["versions_after_refusals"] = sorted(p.name for p in (out / "serving_model").iterdir())
+    record["rollback"] = subprocess.run(
+        [sys.executable, str(ROOT / "pipeline_runner.py"), "rollback", "--output-dir", str(out), "--to", "1",
+         "--reason", "version 2 misreads night photos"], capture_output=True, text=True, timeout=300)
+    models = subprocess.run([sys.executable, str(ROOT / "pipeline_runner.py"), "models", "--output-dir", str(out),
+                             "--json"], capture_output=True, text=True, timeout=300)
+    record["models_after_rollback"] = json.loads(models.stdout) if models.returncode == 0 else models.stderr
+    span4 = base / "span4"
+    shutil.copytree(span2, span4)
+    synthetic.write_demo_images(span4 / "new", 20, seed=3)
+    cheap = [*LEARNS, "--head-epochs", "1", "--fine-tune-epochs", "0", "--no-tflite"]
+    record["span4"], record["span4_summary"] = run_cli(span4, out, *cheap)
+    _, store, run = latest_run_states(out / "metadata.sqlite")
+    record["span4_evaluator_models"] = evaluator_models(store, run)
 
 
 def _check_ok(result):
@@ -153,3 +191,36 @@ def test_models_lists_pushed_versions_with_spans_metrics_and_blessing(scenario):
         fidelity = json.loads((pathlib.Path(v["path"]) / "assets.extra" / "tflite_fidelity.json").read_text())
         assert v["tflite_agreement"] == {k: fidelity["models"][k]["agreement"] for k in ("float16", "int8")}
         assert fidelity["models"]["float16"]["agreement"] >= 0.95
+
+
+def test_rollback_refuses_what_it_cannot_do_safely_and_changes_nothing(scenario):
+    refusals = scenario["refusals"]
+    assert refusals["unknown"] == "version 9 was never pushed by this pipeline (pushed versions: 1, 2)"
+    assert refusals["served"] == "version 2's model is already the one served (version 2)"
+    assert refusals["altered"].startswith(f"version 1's files differ from those pushed "
+                                          f"({layout.TRAINING_HISTORY_FILE}: changed since the push)")
+    assert scenario["versions_after_refusals"] == ["1", "2"]
+
+
+def test_rollback_serves_version_1_again_as_version_3_and_models_shows_it(scenario):
+    result = scenario["rollback"]
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "version 1's model is served again as version 3" in result.stdout
+    out = scenario["out"]
+    first, third = out / "serving_model" / "1", out / "serving_model" / "3"
+    assert (third / "saved_model.pb").read_bytes() == (first / "saved_model.pb").read_bytes()
+    record = json.loads((third / layout.PUSH_RECORD_FILE).read_text())
+    assert record["model_uri"] == json.loads((first / layout.PUSH_RECORD_FILE).read_text())["model_uri"]
+    assert (record["rolled_back_to"], record["rolled_back_from"]) == (1, 2)
+    versions = {v["version"]: v for v in scenario["models_after_rollback"]}
+    assert (versions[3]["rolled_back_to"], versions[3]["reason"]) == (1, "version 2 misreads night photos")
+    assert versions[3]["served"] and not versions[2]["served"]
+    assert versions[3]["model_id"] == versions[1]["model_id"] and versions[3]["blessed"]
+
+
+def test_after_the_rollback_a_new_candidate_is_compared_with_the_served_model(scenario):
+    summary = scenario["span4_summary"]
+    assert scenario["span4"].returncode == 0, scenario["span4"].stdout[-3000:] + scenario["span4"].stderr[-3000:]
+    versions = {v["version"]: v for v in scenario["models_after_rollback"]}
+    baseline = scenario["span4_evaluator_models"] - {summary["artifacts"]["Model"]}
+    assert baseline == {versions[1]["model_uri"]}, "the baseline is the model rolled back to, not version 2's"

@@ -74,3 +74,22 @@ def test_demo_config_differs_from_the_defaults_only_where_random_weights_need_it
     assert changed == {"weights", "fine_tune_from", "head_epochs", "fine_tune_epochs", "early_stopping_patience",
                        "min_accuracy"}
     config_lib.TrainingConfig(**dataclasses.asdict(demo.training))  # passes validation on its own
+
+
+def test_random_weights_take_the_from_scratch_schedule_where_the_user_set_none_of_it():
+    config, filled = config_lib.from_user_settings({"weights": "none", "head_epochs": 3})
+    assert filled == {k: v for k, v in config_lib.FROM_SCRATCH_SCHEDULE.items() if k != "head_epochs"}
+    training = config.training
+    assert training.head_epochs == 3  # the user's own value stays
+    assert {k: getattr(training, k) for k in filled} == filled
+    assert training.fine_tune_from != PipelineConfig().training.fine_tune_from
+
+
+def test_imagenet_weights_and_the_demo_keep_their_schedules():
+    assert config_lib.from_user_settings({"head_epochs": 3}) == (PipelineConfig().replace(head_epochs=3), {})
+    weights_file = {"weights": "/models/mobilenet_v2_no_top.h5"}
+    assert config_lib.from_user_settings(weights_file)[1] == {}
+    demo = config_lib.demo_config()
+    assert config_lib.from_user_settings({"weights": "none"}, demo) == (demo, {})
+    assert {k: getattr(demo.training, k) for k in config_lib.FROM_SCRATCH_SCHEDULE} == \
+        config_lib.FROM_SCRATCH_SCHEDULE

@@ -1,0 +1,111 @@
+"""Rollback: serve an earlier blessed version again, by pushing it as a new version.
+
+TF Serving's default version policy serves the highest version, so version N
+is copied to max+1 (the same ServingPusher.push_model, the same staging and
+rename, the same digests) and a server picks it up with no change to its
+configuration; no version is deleted or renamed. The rollback is recorded in
+ML Metadata as an execution of type Rollback in the pipeline's context: its
+input is version N's Model, its output a PushedModel that says which version
+was rolled back to, from which, why and when. The next run's baseline is then
+the served model (components.baseline_resolver), and `models` lists the rollback.
+
+Refused, with nothing changed: a version that was never pushed or never
+blessed, one whose files are gone or differ from the digests recorded at its
+push, the version already served, a run in progress (the run lock).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import pathlib
+import time
+
+from ml_metadata import metadata_store
+from ml_metadata.proto import metadata_store_pb2
+
+from components.serving_pusher import PushResult, digest_problems, existing_versions, push_model, pushed_model_uri
+from contract.layout import RunLayout
+from orchestration import store_health
+from orchestration.run_lock import exclusive_run
+from reporting import model_history
+
+EXECUTION_TYPE = "Rollback"
+
+
+class RollbackError(ValueError):
+    """A rollback that cannot be done; the message says why. Nothing was changed."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Rollback:
+    to_version: int
+    from_version: int  # the version served before
+    pushed: PushResult
+
+
+def rollback(output_dir: pathlib.Path, to_version: int, reason: str, pipeline_name: str) -> Rollback:
+    where = RunLayout(output_dir.resolve())
+    if not where.metadata_path.exists():
+        raise RollbackError(f"no metadata store at {where.metadata_path}: has the pipeline run in {output_dir}?")
+    store_health.check(where.metadata_path)
+    with exclusive_run(output_dir):
+        return _rollback_locked(where, to_version, reason, pipeline_name)
+
+
+def _rollback_locked(where: RunLayout, to_version: int, reason: str, pipeline_name: str) -> Rollback:
+    serving_dir = str(where.serving_dir)
+    pushed = {v.version: v for v in model_history.pushed_versions(str(where.metadata_path))}
+    target = pushed.get(to_version)
+    if target is None:
+        known = ", ".join(map(str, sorted(pushed))) or "none"
+        raise RollbackError(f"version {to_version} was never pushed by this pipeline (pushed versions: {known})")
+    if not target.blessed:
+        raise RollbackError(f"version {to_version} holds a model that was not blessed")
+    folder = where.serving_dir / str(to_version)
+    if not (folder / "saved_model.pb").exists():
+        raise RollbackError(f"version {to_version}'s files are gone from {folder}")
+    problems = digest_problems(str(folder))
+    if problems:
+        raise RollbackError(f"version {to_version}'s files differ from those pushed ({'; '.join(problems[:5])}): "
+                            "serving them again would serve something never evaluated")
+    served = max(existing_versions(serving_dir))
+    if served == to_version or pushed_model_uri(str(where.serving_dir / str(served))) == target.model_uri:
+        raise RollbackError(f"version {to_version}'s model is already the one served (version {served})")
+    result = push_model(str(folder), serving_dir, model_uri=target.model_uri,
+                        record={"rolled_back_to": to_version, "rolled_back_from": served, "reason": reason})
+    _record(where.metadata_path, pipeline_name, target.model_id, result, to_version, served, reason)
+    return Rollback(to_version, served, result)
+
+
+def _record(metadata_path, pipeline_name: str, model_id: int, result: PushResult, to_version: int,
+            from_version: int, reason: str) -> None:
+    """The Rollback execution (input: the Model; output: a PushedModel) in the pipeline's context."""
+    config = metadata_store_pb2.ConnectionConfig()
+    config.sqlite.filename_uri = str(metadata_path)
+    config.sqlite.connection_mode = metadata_store_pb2.SqliteMetadataSourceConfig.READWRITE
+    store = metadata_store.MetadataStore(config)
+    execution_type = metadata_store_pb2.ExecutionType(name=EXECUTION_TYPE)
+    execution = metadata_store_pb2.Execution(
+        type_id=store.put_execution_type(execution_type, can_add_fields=True),
+        last_known_state=metadata_store_pb2.Execution.COMPLETE)
+    details = {"rolled_back_to": to_version, "rolled_back_from": from_version, "reason": reason,
+               "rolled_back_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    pushed = metadata_store_pb2.Artifact(type_id=store.get_artifact_type("PushedModel").id, uri=result.path,
+                                         state=metadata_store_pb2.Artifact.LIVE)
+    for key, value in {**details, "pushed": 1, "pushed_version": result.version,
+                       "pushed_destination": result.path, "pushed_model_id": model_id}.items():
+        _set(execution, key, value)
+        _set(pushed, key, value)
+    model = store.get_artifacts_by_id([model_id])[0]
+    contexts = [c for c in store.get_contexts_by_type("pipeline") if c.name == pipeline_name]
+    store.put_execution(execution, [
+        (model, metadata_store_pb2.Event(type=metadata_store_pb2.Event.INPUT)),
+        (pushed, metadata_store_pb2.Event(type=metadata_store_pb2.Event.OUTPUT)),
+    ], contexts)
+
+
+def _set(node, key: str, value) -> None:
+    if isinstance(value, int):
+        node.custom_properties[key].int_value = value
+    else:
+        node.custom_properties[key].string_value = str(value)
