@@ -5,7 +5,9 @@ animal faces whose classes differ the way real cats and dogs do to a
 convolutional net: ear shape (pointed vs. floppy), eyes, muzzle and fur
 palette. Backgrounds, sizes, positions and lighting vary within both classes.
 Each image depends only on (seed, class, index), so growing the set keeps the
-earlier files byte for byte.
+earlier files byte for byte. A second look, "dusk", renders the same kind of
+scene as a dim, washed-out, grainy photo: a set that does not look like the
+demo's, to check settings on more than the data they were tuned on.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import io
 import pathlib
 import random
 
-from PIL import Image, ImageDraw, ImageFilter
+from PIL import Image, ImageDraw, ImageEnhance, ImageFilter
 
 from contract.features import LABEL_NAMES
 
@@ -110,10 +112,25 @@ def _draw_dog(draw: ImageDraw.ImageDraw, rng: random.Random, cx: float, cy: floa
 DEMO_SIDES = (120, 360)  # smallest and largest side in pixels
 
 
-def render_image(class_name: str, index: int, seed: int = 0, sides: tuple[int, int] = DEMO_SIDES) -> bytes:
+LOOKS = ("cartoon", "dusk")
+
+
+def _dusk(image: Image.Image, rng: random.Random) -> Image.Image:
+    """Low light: darker, most of the colour gone, sensor grain, a soft focus."""
+    image = ImageEnhance.Brightness(image).enhance(rng.uniform(0.35, 0.6))
+    image = ImageEnhance.Color(image).enhance(rng.uniform(0.25, 0.55))
+    grain = Image.effect_noise(image.size, rng.uniform(20, 45)).convert("RGB")
+    image = Image.blend(image, grain, rng.uniform(0.12, 0.22))
+    return image.filter(ImageFilter.GaussianBlur(rng.uniform(0.8, 1.8)))
+
+
+def render_image(class_name: str, index: int, seed: int = 0, sides: tuple[int, int] = DEMO_SIDES,
+                 look: str = "cartoon") -> bytes:
     """Returns the JPEG bytes of demo image `index` of `class_name`, each side within `sides`."""
     if class_name not in LABEL_NAMES:
         raise ValueError(f"class_name must be one of {LABEL_NAMES}, got {class_name!r}")
+    if look not in LOOKS:
+        raise ValueError(f"look must be one of {LOOKS}, got {look!r}")
     rng = random.Random(f"{seed}/{class_name}/{index}")
     size = (rng.randint(*sides), rng.randint(*sides))
     image = _background(rng, size)
@@ -126,6 +143,8 @@ def render_image(class_name: str, index: int, seed: int = 0, sides: tuple[int, i
     image = image.rotate(rng.uniform(-15, 15), resample=Image.BILINEAR, fillcolor=_muted(rng))
     if rng.random() < 0.3:
         image = image.filter(ImageFilter.GaussianBlur(rng.uniform(0.5, 1.5)))
+    if look == "dusk":
+        image = _dusk(image, rng)
     out = io.BytesIO()
     image.save(out, format="JPEG", quality=rng.randint(75, 95))
     return out.getvalue()
@@ -136,7 +155,7 @@ DEMO_IMAGES_PER_CLASS = 300
 
 
 def write_demo_images(root: str | pathlib.Path, per_class: int, seed: int = 0,
-                      sides: tuple[int, int] = DEMO_SIDES) -> DemoSetSummary:
+                      sides: tuple[int, int] = DEMO_SIDES, look: str = "cartoon") -> DemoSetSummary:
     """Writes `per_class` images of each class as `<root>/<class>/<class>_NNNNN.jpg`.
 
     Files that already exist with the right content are left untouched (their
@@ -151,7 +170,7 @@ def write_demo_images(root: str | pathlib.Path, per_class: int, seed: int = 0,
         folder.mkdir(parents=True, exist_ok=True)
         for index in range(per_class):
             path = folder / f"{class_name}_{index:05d}.jpg"
-            data = render_image(class_name, index, seed, sides)
+            data = render_image(class_name, index, seed, sides, look)
             if not path.exists() or path.read_bytes() != data:
                 path.write_bytes(data)
         counts[class_name] = per_class
