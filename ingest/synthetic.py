@@ -17,6 +17,7 @@ import io
 import pathlib
 import random
 
+import numpy as np
 from PIL import Image, ImageDraw, ImageEnhance, ImageFilter
 
 from contract.features import LABEL_NAMES
@@ -119,7 +120,9 @@ def _dusk(image: Image.Image, rng: random.Random) -> Image.Image:
     """Low light: darker, most of the colour gone, sensor grain, a soft focus."""
     image = ImageEnhance.Brightness(image).enhance(rng.uniform(0.35, 0.6))
     image = ImageEnhance.Color(image).enhance(rng.uniform(0.25, 0.55))
-    grain = Image.effect_noise(image.size, rng.uniform(20, 45)).convert("RGB")
+    # Pillow's effect_noise draws from an unseeded generator: the grain comes from this image's own seed.
+    noise = np.random.default_rng(rng.getrandbits(32)).normal(128, rng.uniform(20, 45), image.size[::-1])
+    grain = Image.fromarray(noise.clip(0, 255).astype(np.uint8)).convert("RGB")
     image = Image.blend(image, grain, rng.uniform(0.12, 0.22))
     return image.filter(ImageFilter.GaussianBlur(rng.uniform(0.8, 1.8)))
 
