@@ -16,11 +16,13 @@ import json
 import os
 import time
 import uuid
+from typing import List
 
 import tensorflow as tf
 from tfx import v1 as tfx
 from tfx.utils import io_utils, path_utils
 
+from components import model_card
 from contract import layout
 
 
@@ -88,12 +90,13 @@ def digest_problems(version_dir: str) -> list[str]:
 
 
 def push_model(model_dir: str, serving_dir: str, model_uri: str | None = None,
-               record: dict | None = None) -> PushResult:
+               record: dict | None = None, extra_files: dict[str, str] | None = None) -> PushResult:
     """Copies `model_dir` to the next free version under `serving_dir`.
 
     `model_uri` identifies the model (default: `model_dir`); when the newest
     version already holds it, nothing is copied. `record`: more fields of the
-    version's push record (a rollback's, say).
+    version's push record (a rollback's, say). `extra_files`: {path in the
+    version: text} written beside the copy (the model card).
     """
     if not tf.io.gfile.exists(os.path.join(model_dir, "saved_model.pb")):
         raise FileNotFoundError(f"{model_dir} holds no SavedModel (saved_model.pb); nothing was pushed")
@@ -111,6 +114,9 @@ def push_model(model_dir: str, serving_dir: str, model_uri: str | None = None,
         with tf.io.gfile.GFile(os.path.join(staging, layout.PUSH_RECORD_FILE), "w") as f:
             json.dump({"model_uri": model_uri, "pushed_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                        **(record or {})}, f)
+        for name, text in (extra_files or {}).items():
+            with tf.io.gfile.GFile(os.path.join(staging, name), "w") as f:
+                f.write(text)
         write_digests(staging)
         version = max(versions, default=0) + 1
         while True:
@@ -132,12 +138,23 @@ def ServingPusher(
     pushed_model: tfx.dsl.components.OutputArtifact[tfx.types.standard_artifacts.PushedModel],
     serving_dir: tfx.dsl.components.Parameter[str],
     code_version: tfx.dsl.components.Parameter[str] = "",  # a fingerprint of this code: a change is a cache miss
+    # For the model card: the Evaluator's output, the examples the model was trained on and where their
+    # spans' ingest reports are, the pipeline's name and the training settings (JSON).
+    model_evaluation: tfx.dsl.components.InputArtifact[tfx.types.standard_artifacts.ModelEvaluation] = None,
+    examples: tfx.dsl.components.InputArtifact[List[tfx.types.standard_artifacts.Examples]] = None,
+    examples_root: tfx.dsl.components.Parameter[str] = "",
+    pipeline_name: tfx.dsl.components.Parameter[str] = "",
+    training_settings: tfx.dsl.components.Parameter[str] = "{}",
 ) -> None:
     if model_blessing.get_int_custom_property("blessed") != 1:
         pushed_model.set_int_custom_property("pushed", 0)
         return
     source = path_utils.serving_model_path(model.uri, path_utils.is_old_model_artifact(model))
-    result = push_model(source, serving_dir, model_uri=model.uri)
+    spans = [int(e.span) for e in (examples or []) if e.has_property("span")]
+    facts = model_card.gather(pipeline_name, model.uri, source, model_evaluation.uri if model_evaluation else None,
+                              spans, examples_root, json.loads(training_settings))
+    result = push_model(source, serving_dir, model_uri=model.uri,
+                        extra_files={layout.MODEL_CARD_FILE: model_card.render(facts)})
     if not result.new:  # already served (an unchanged rerun on an orchestrator without our resolver)
         pushed_model.set_int_custom_property("pushed", 0)
         pushed_model.set_string_custom_property("already_served_as", result.path)

@@ -127,6 +127,8 @@ PUSH_RECORD_FILE = posixpath.join(ASSETS_EXTRA, "push.json")
 # The SHA-256 of every other file of a pushed version, in `sha256sum` format (check a copy with
 # `cd <version> && sha256sum -c assets.extra/SHA256SUMS`).
 DIGESTS_FILE = posixpath.join(ASSETS_EXTRA, "SHA256SUMS")
+# What the model is for, what it was trained and evaluated on, its known limits (components.model_card).
+MODEL_CARD_FILE = posixpath.join(ASSETS_EXTRA, "model_card.md")
 # TF Serving replays these requests (a TFRecord of PredictionLog) when it loads the version.
 WARMUP_FILE = posixpath.join(ASSETS_EXTRA, "tf_serving_warmup_requests")
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import ast
 import dataclasses
 import hashlib
+import json
 import pathlib
 
 from tfx import v1 as tfx
@@ -207,7 +208,9 @@ def create_pipeline(
     ).with_id(EVALUATOR)
     pusher = ServingPusher(
         model=trainer.outputs["model"], model_blessing=evaluator.outputs["blessing"], serving_dir=serving_dir,
-        code_version=code_version,
+        code_version=code_version, model_evaluation=evaluator.outputs["evaluation"], examples=training_examples,
+        examples_root=examples_root, pipeline_name=config.name,
+        training_settings=json.dumps(dataclasses.asdict(config.training), sort_keys=True),
     ).with_id(PUSHER)
 
     optional = [node for node in (previous_statistics, span_window, warm_start) if node is not None]

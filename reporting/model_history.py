@@ -13,6 +13,7 @@ import datetime
 
 from ml_metadata.proto import metadata_store_pb2
 
+from components import evaluation
 from reporting import run_summary
 from trainer import export
 
@@ -91,7 +92,7 @@ def _metrics_of_blessing(store, blessing) -> dict[str, float]:
         return {}
     for artifact in _outputs(store, evaluator):
         if _artifact_type(store, artifact) == "ModelEvaluation":
-            overall, _, _ = run_summary.read_metrics(artifact.uri)
+            overall, _, _ = evaluation.read_metrics(artifact.uri)
             return overall.get("candidate", {})
     return {}
 

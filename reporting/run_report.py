@@ -9,12 +9,15 @@ candidate on eval images. Everything is read from the run's artifacts.
 
 from __future__ import annotations
 
+import html
 import json
 import os
 import pathlib
 import shutil
 
 import jinja2
+import markdown
+import markupsafe
 import matplotlib
 
 matplotlib.use("Agg")  # files only, no display
@@ -202,6 +205,7 @@ def _write_pages(summary: RunSummary, folder: pathlib.Path, training_config: dic
     figures: dict[str, str | None] = dict.fromkeys(
         ("confusion_matrix", "training_curves", "model", "sample_predictions"))
     page = {"summary": summary, "figures": figures, "ingest": ingest_report, "history": None, "tflite": None,
+            "model_card": None,
             "samples": [], "image_sizes": [], "statistics_page": None, "anomalies": None,
             "components": [[n.node_id, n.state, f"{n.seconds:.1f}"] for n in summary.nodes]}
     metric_names = sorted({k for values in summary.metrics.values() for k in values})
@@ -246,6 +250,11 @@ def _write_pages(summary: RunSummary, folder: pathlib.Path, training_config: dic
             page["statistics_page"] = "statistics.html"
     if summary.artifacts.get("ExampleAnomalies"):
         page["anomalies"] = _anomalies(summary.artifacts["ExampleAnomalies"])
+    card = pathlib.Path(summary.pushed_path or "", layout.MODEL_CARD_FILE)
+    if summary.pushed_path and card.is_file():
+        # The card is Markdown the pusher wrote; text from outside (file names, sources) is escaped first.
+        page["model_card"] = markupsafe.Markup(markdown.markdown(html.escape(card.read_text(), quote=False),
+                                                                 extensions=["tables"]))
     # The data gate's message lists what it found: it belongs with the data.
     gate_failed = any(n.node_id == ANOMALIES_GATE and n.state == "failed" for n in summary.nodes)
     page["data_gate_error"] = summary.error if gate_failed else None

@@ -10,16 +10,14 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import os
 from typing import Any
 
-import tensorflow_model_analysis as tfma
 from ml_metadata import metadata_store
 from ml_metadata.proto import metadata_store_pb2
 
+from components import evaluation
 from contract import layout
-from pipeline import blessing
 from pipeline.pipeline import RESOLVER_IDS
 from trainer import export
 
@@ -31,9 +29,6 @@ _STATES = {
     metadata_store_pb2.Execution.NEW: "new",
     metadata_store_pb2.Execution.CANCELED: "canceled",
 }
-_METRICS = ("example_count", "binary_accuracy", "auc", "precision", "recall")
-# Within one label every example has the same label: only these mean something.
-_LABEL_SLICE_METRICS = ("example_count", "binary_accuracy")
 
 
 @dataclasses.dataclass
@@ -157,48 +152,6 @@ def custom_property(artifact, key):
     return value.int_value if value.HasField("int_value") else value.string_value
 
 
-def _slice_name(slice_key) -> str | None:
-    if not slice_key.single_slice_keys:
-        return ""
-    parts = []
-    for single in slice_key.single_slice_keys:
-        value = single.int64_value if single.HasField("int64_value") else single.bytes_value.decode()
-        parts.append(f"{single.column}={value}")
-    return ",".join(parts)
-
-
-def read_metrics(evaluation_uri: str) -> tuple[dict, dict, dict | None]:
-    """(overall metrics per model, candidate metrics per label slice, confusion matrix)."""
-    overall: dict[str, dict[str, float]] = {}
-    by_label: dict[str, dict[str, float]] = {}
-    confusion = None
-    for metrics_for_slice in tfma.load_metrics(evaluation_uri):
-        name = _slice_name(metrics_for_slice.slice_key)
-        for entry in metrics_for_slice.metric_keys_and_values:
-            key = entry.key
-            if key.is_diff:
-                continue
-            model = "baseline" if key.model_name == "baseline" else "candidate"
-            if entry.value.HasField("double_value") and key.name in _METRICS:
-                value = entry.value.double_value.value
-                if math.isnan(value):
-                    continue
-                if name == "":
-                    overall.setdefault(model, {})[key.name] = value
-                elif model == "candidate" and key.name in _LABEL_SLICE_METRICS:
-                    by_label.setdefault(name, {})[key.name] = value
-            elif (entry.value.HasField("confusion_matrix_at_thresholds") and name == ""
-                  and model == "candidate"):
-                matrix = entry.value.confusion_matrix_at_thresholds.matrices[0]
-                confusion = {"threshold": matrix.threshold, "true_positives": matrix.true_positives,
-                             "false_positives": matrix.false_positives, "true_negatives": matrix.true_negatives,
-                             "false_negatives": matrix.false_negatives}
-    order = {m: i for i, m in enumerate(_METRICS)}
-    sort = lambda d: dict(sorted(d.items(), key=lambda kv: order.get(kv[0], 99)))  # noqa: E731
-    return ({m: sort(v) for m, v in sorted(overall.items(), key=lambda kv: kv[0] != "candidate")},
-            {k: sort(v) for k, v in sorted(by_label.items())}, confusion)
-
-
 def pipeline_resolver_nodes() -> frozenset:
     # Resolvers re-emit older artifacts; only the components' own outputs describe this run.
     return RESOLVER_IDS
@@ -238,7 +191,8 @@ def summarize_run(store: metadata_store.MetadataStore | None, pipeline_name: str
             if node not in pipeline_resolver_nodes():
                 summary.artifacts.setdefault(artifact_type, artifact.uri)
             if artifact_type == "ModelEvaluation":
-                summary.metrics, summary.metrics_by_label, summary.confusion_matrix = read_metrics(artifact.uri)
+                summary.metrics, summary.metrics_by_label, summary.confusion_matrix = \
+                    evaluation.read_metrics(artifact.uri)
                 evaluation_uri = artifact.uri
             elif artifact_type == "ModelBlessing":
                 summary.blessed = custom_property(artifact, "blessed") == 1
@@ -246,7 +200,7 @@ def summarize_run(store: metadata_store.MetadataStore | None, pipeline_name: str
                 summary.pushed_version = custom_property(artifact, "pushed_version")
                 summary.pushed_path = custom_property(artifact, "pushed_destination")
     if summary.blessed is not None and summary.metrics:
-        summary.decision = blessing.decision(evaluation_uri, summary.blessed)
+        summary.decision = evaluation.decision(evaluation_uri, summary.blessed)
     if "Model" in summary.artifacts:
         summary.tflite = export.read_tflite_fidelity(layout.serving_model_dir(summary.artifacts["Model"]))
     return summary

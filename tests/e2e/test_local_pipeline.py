@@ -101,7 +101,19 @@ def test_the_pushed_version_carries_its_warmup_requests_and_the_digests_of_its_f
     assert (version / layout.WARMUP_FILE).stat().st_size > 1000  # real eval images
     assert digest_problems(str(version)) == []
     listed = {line.split("  ", 1)[1] for line in (version / layout.DIGESTS_FILE).read_text().splitlines()}
-    assert {"saved_model.pb", layout.WARMUP_FILE, layout.KERAS_MODEL_FILE, layout.PUSH_RECORD_FILE} <= listed
+    assert {"saved_model.pb", layout.WARMUP_FILE, layout.KERAS_MODEL_FILE, layout.PUSH_RECORD_FILE,
+            layout.MODEL_CARD_FILE} <= listed
+
+
+def test_the_pushed_version_carries_a_model_card_of_its_run_also_in_the_report(runs):
+    summary = runs["first_summary"]
+    card = (runs["out"] / "serving_model" / "1" / layout.MODEL_CARD_FILE).read_text()
+    assert f"Decision: {summary['decision']}." in card
+    assert f"| binary_accuracy | {summary['metrics']['candidate']['binary_accuracy']:.4f} |" in card
+    assert f"| 1 | folder:{runs['data']} | " in card  # span 1, its source
+    assert "Trained from random weights" in card  # TINY trains from random weights
+    page = (runs["first_report"] / "index.html").read_text()
+    assert "<h2>Model card</h2>" in page and "<h2>Known limits</h2>" in page
 
 
 def test_pushed_model_loads_in_a_fresh_process_without_project_code(runs, tmp_path):

@@ -1,5 +1,6 @@
-"""The blessing rule's wording comes from the thresholds TFMA applies."""
+"""The blessing rule, and its wording from the thresholds TFMA applies."""
 
+from components import evaluation
 from config import PipelineConfig
 from pipeline import blessing
 
@@ -7,7 +8,7 @@ from pipeline import blessing
 def test_the_words_follow_the_configured_thresholds():
     for min_accuracy, drop in ((0.8, 0.0), (0.65, 0.05)):
         config = PipelineConfig().replace(min_accuracy=min_accuracy, max_accuracy_drop=drop)
-        assert blessing.threshold_words(blessing.eval_config(config)) == [
+        assert evaluation.threshold_words(blessing.eval_config(config)) == [
             f"binary_accuracy >= {min_accuracy:g}", f"binary_accuracy at most {drop:g} below the baseline's"]
 
 

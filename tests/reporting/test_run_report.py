@@ -1,6 +1,6 @@
 import tensorflow as tf
 
-from contract import features
+from contract import features, layout
 from pipeline import pipeline as pipeline_lib
 from reporting import run_report, run_summary
 
@@ -74,3 +74,17 @@ def test_report_of_an_evaluated_run_gives_the_decision_and_the_metrics(tmp_path)
     assert "<tr><td>label=1</td><td>0.7500</td></tr>" in text
     assert '<img src="confusion_matrix.png"' in text and (tmp_path / "report" / "confusion_matrix.png").is_file()
     assert "<pre>" not in text  # not the data gate's failure
+
+
+def test_the_pushed_versions_model_card_is_a_section_with_outside_text_escaped(tmp_path):
+    version = tmp_path / "serving_model" / "1"
+    (version / "assets.extra").mkdir(parents=True)
+    (version / layout.MODEL_CARD_FILE).write_text("# Model card: cats-vs-dogs\n\n## Data\n\n"
+                                                  "| span | source |\n| --- | --- |\n| 1 | folder:/data/<b>pets |\n")
+    summary = _summary(blessed=True, decision="met binary_accuracy >= 0.8", pushed_version=1,
+                       pushed_path=str(version))
+    text = run_report.write_report(summary, tmp_path, {}, None).read_text()
+    card = text[text.index("<h2>Model card</h2>"):text.rindex("<h2>Data</h2>")]  # the report's own Data is last
+    assert "<td>folder:/data/&lt;b&gt;pets</td>" in card and "<b>pets" not in text
+    assert "<h1>Model card: cats-vs-dogs</h1>" in card
+    assert "<h2>Model card</h2>" not in run_report.write_report(_summary(), tmp_path, {}, None).read_text()

@@ -1,0 +1,122 @@
+"""What TFX's Evaluator wrote, read back: the metrics, and the blessing decision in words.
+
+The words come from the thresholds the Evaluator recorded with its result
+(eval_config.json beside the metrics; on a first run, with no baseline, TFX
+drops the change threshold and the wording says so), never from a restatement
+of the rule (pipeline.blessing), so they cannot disagree with what was applied.
+"""
+
+from __future__ import annotations
+
+import math
+
+import tensorflow_model_analysis as tfma
+from tensorflow_model_analysis.metrics import metric_specs
+from tensorflow_model_analysis.writers import eval_config_writer
+
+METRICS = ("example_count", "binary_accuracy", "auc", "precision", "recall")
+# Within one label every example has the same label: only these mean something.
+LABEL_SLICE_METRICS = ("example_count", "binary_accuracy")
+
+
+def _slice_name(slice_key) -> str | None:
+    if not slice_key.single_slice_keys:
+        return ""
+    parts = []
+    for single in slice_key.single_slice_keys:
+        value = single.int64_value if single.HasField("int64_value") else single.bytes_value.decode()
+        parts.append(f"{single.column}={value}")
+    return ",".join(parts)
+
+
+def read_metrics(evaluation_uri: str) -> tuple[dict, dict, dict | None]:
+    """(overall metrics per model, candidate metrics per label slice, confusion matrix)."""
+    overall: dict[str, dict[str, float]] = {}
+    by_label: dict[str, dict[str, float]] = {}
+    confusion = None
+    for metrics_for_slice in tfma.load_metrics(evaluation_uri):
+        name = _slice_name(metrics_for_slice.slice_key)
+        for entry in metrics_for_slice.metric_keys_and_values:
+            key = entry.key
+            if key.is_diff:
+                continue
+            model = "baseline" if key.model_name == "baseline" else "candidate"
+            if entry.value.HasField("double_value") and key.name in METRICS:
+                value = entry.value.double_value.value
+                if math.isnan(value):
+                    continue
+                if name == "":
+                    overall.setdefault(model, {})[key.name] = value
+                elif model == "candidate" and key.name in LABEL_SLICE_METRICS:
+                    by_label.setdefault(name, {})[key.name] = value
+            elif (entry.value.HasField("confusion_matrix_at_thresholds") and name == ""
+                  and model == "candidate"):
+                matrix = entry.value.confusion_matrix_at_thresholds.matrices[0]
+                confusion = {"threshold": matrix.threshold, "true_positives": matrix.true_positives,
+                             "false_positives": matrix.false_positives, "true_negatives": matrix.true_negatives,
+                             "false_negatives": matrix.false_negatives}
+    order = {m: i for i, m in enumerate(METRICS)}
+    sort = lambda d: dict(sorted(d.items(), key=lambda kv: order.get(kv[0], 99)))  # noqa: E731
+    return ({m: sort(v) for m, v in sorted(overall.items(), key=lambda kv: kv[0] != "candidate")},
+            {k: sort(v) for k, v in sorted(by_label.items())}, confusion)
+
+
+def _metric_name(metric: tfma.MetricConfig) -> str:
+    """The name TFMA gives the metric's values (BinaryAccuracy -> binary_accuracy)."""
+    return metric_specs.metric_instance(metric).name
+
+
+def _bound_words(name: str, threshold) -> list[str]:
+    words = []
+    if threshold.HasField("value_threshold"):
+        value = threshold.value_threshold
+        if value.HasField("lower_bound"):
+            words.append(f"{name} >= {value.lower_bound.value:g}")
+        if value.HasField("upper_bound"):
+            words.append(f"{name} <= {value.upper_bound.value:g}")
+    if threshold.HasField("change_threshold"):
+        change = threshold.change_threshold
+        higher = change.direction == tfma.MetricDirection.HIGHER_IS_BETTER
+        if change.HasField("absolute"):
+            allowed = abs(change.absolute.value)
+            words.append(f"{name} at most {allowed:g} {'below' if higher else 'above'} the baseline's")
+        if change.HasField("relative"):
+            words.append(f"{name} within {abs(change.relative.value):g}x of the baseline's")
+    return words
+
+
+def threshold_words(config: tfma.EvalConfig) -> list[str]:
+    """Each threshold of an EvalConfig as words, e.g. 'binary_accuracy >= 0.8'."""
+    words = []
+    for spec in config.metrics_specs:
+        for metric in spec.metrics:
+            name = _metric_name(metric)
+            if metric.HasField("threshold"):
+                words += _bound_words(name, metric.threshold)
+            for per_slice in metric.per_slice_thresholds:
+                words += _bound_words(name, per_slice.threshold)
+    return words
+
+
+def _describe_failure(failure) -> str:
+    value = failure.metric_value.double_value.value
+    name = failure.metric_key.name
+    if failure.metric_key.is_diff:
+        allowed = abs(failure.metric_threshold.change_threshold.absolute.value)
+        return f"{name} is {-value:.4f} below the baseline's, more than the allowed drop of {allowed:g}"
+    bound = failure.metric_threshold.value_threshold.lower_bound.value
+    return f"{name} {value:.4f} is below the minimum {bound:g}"
+
+
+def decision(evaluation_uri: str, blessed: bool) -> str:
+    """Why the Evaluator whose output is at `evaluation_uri` blessed the candidate or not."""
+    result = tfma.load_validation_result(evaluation_uri)
+    failures = [failure for per_slice in result.metric_validations_per_slice for failure in per_slice.failures]
+    if failures:
+        return "; ".join(_describe_failure(f) for f in failures)
+    if not blessed:
+        return "not validated"
+    applied = eval_config_writer.load_eval_run(evaluation_uri)[0]
+    words = threshold_words(applied)
+    with_baseline = any(spec.is_baseline for spec in applied.model_specs)
+    return "met " + " and ".join(words) + ("" if with_baseline else "; no baseline yet")

@@ -1,0 +1,169 @@
+"""The model card shipped with each pushed version (contract.layout.MODEL_CARD_FILE).
+
+What someone serving or reviewing the model needs to know, written by the
+ServingPusher from the run's own artifacts: intended use, the data it was
+trained on (spans, ingest outcomes, class balance), the training settings and
+epochs, the eval metrics overall and per label against the baseline, the
+blessing thresholds and decision, the TFLite models' agreement, and its known
+limits. gather() reads the artifacts; render() is a pure function of them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+
+import tensorflow as tf
+from tensorflow_model_analysis.writers import eval_config_writer
+
+from components import evaluation
+from config import WEIGHTS_IMAGENET, WEIGHTS_NONE
+from contract import features, layout
+from ingest import spans as spans_lib
+
+
+@dataclasses.dataclass
+class CardFacts:
+    pipeline: str
+    model_uri: str
+    training: dict  # config.TrainingConfig as a dict
+    history: dict | None  # layout.TRAINING_HISTORY_FILE
+    spans: list[dict]  # the ingest reports of the spans trained on (None-free)
+    metrics: dict[str, dict[str, float]]  # "candidate"/"baseline" -> metric -> value
+    by_label: dict[str, dict[str, float]]  # "label=0" -> metric -> value
+    thresholds: list[str]
+    decision: str
+    tflite: dict | None  # layout.TFLITE_FIDELITY_FILE
+
+
+def gather(pipeline: str, model_uri: str, model_dir: str, evaluation_uri: str | None, span_numbers: list[int],
+           examples_root: str, training: dict) -> CardFacts:
+    """The facts of a card, from the model folder, the Evaluator's output and the spans' ingest reports."""
+    def read_json(name):
+        path = os.path.join(model_dir, name)
+        return json.loads(tf.io.gfile.GFile(path).read()) if tf.io.gfile.exists(path) else None
+
+    metrics, by_label, thresholds, decision = {}, {}, [], "not evaluated"
+    if evaluation_uri:
+        metrics, by_label, _ = evaluation.read_metrics(evaluation_uri)
+        thresholds = evaluation.threshold_words(eval_config_writer.load_eval_run(evaluation_uri)[0])
+        decision = evaluation.decision(evaluation_uri, blessed=True)
+    reports = [spans_lib.load_report(examples_root, n) for n in sorted(set(span_numbers))] if examples_root else []
+    return CardFacts(pipeline=pipeline, model_uri=model_uri, training=training,
+                     history=read_json(layout.TRAINING_HISTORY_FILE),
+                     spans=[r.to_json() for r in reports if r is not None], metrics=metrics, by_label=by_label,
+                     thresholds=thresholds, decision=decision, tflite=read_json(layout.TFLITE_FIDELITY_FILE))
+
+
+def _table(header: list[str], rows: list[list]) -> list[str]:
+    def cell(value):
+        if isinstance(value, float):
+            return str(int(value)) if value.is_integer() else f"{value:.4f}"
+        return str(value).replace("|", "\\|")
+    return ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)] + \
+        ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
+
+
+def _label(slice_name: str) -> str:
+    """'label=1' -> 'dog'."""
+    value = slice_name.partition("=")[2]
+    return features.LABEL_NAMES[int(value)] if value.isdigit() and int(value) < len(features.LABEL_NAMES) \
+        else slice_name
+
+
+def _weights(training: dict) -> str:
+    weights = training.get("weights")
+    if weights == WEIGHTS_NONE:
+        return "random initialization (no pretrained weights)"
+    if weights == WEIGHTS_IMAGENET:
+        return "ImageNet weights"
+    return f"weights from {os.path.basename(str(weights))}"
+
+
+def render(facts: CardFacts) -> str:
+    """The card as Markdown."""
+    lines = [f"# Model card: {facts.pipeline}", "", f"Model `{facts.model_uri}`.", ""]
+    lines += ["## Intended use", "",
+              "Tells whether a photo shows a cat or a dog: MobileNetV2 with a small classification head, "
+              f"from {_weights(facts.training)}, alpha {facts.training.get('alpha')}. Send encoded images (JPEG, "
+              f"PNG, GIF or BMP bytes) to the `{features.SERVING_SIGNATURE}` signature as "
+              f"`{features.IMAGE_INPUT}`; it returns `{features.PROBABILITY_OUTPUT}` (0.5 or more: "
+              f"{features.POSITIVE_LABEL}), `{features.CLASS_OUTPUT}`, and per image `{features.VALID_OUTPUT}` "
+              f"and `{features.ERROR_OUTPUT}`. Not for images that show neither a cat nor a dog (they are still "
+              "called one of the two), several animals at once, or anything about a particular animal.", ""]
+
+    lines += ["## Data", ""]
+    if facts.spans:
+        rows = []
+        for report in facts.spans:
+            counts, per_label, per_split = report["counts"], report["examples_per_label"], report["examples_per_split"]
+            rows.append([report["span"], report["source"], report["files_seen"], counts.get("accepted", 0),
+                         counts.get("normalized", 0), counts.get("duplicate", 0), counts.get("quarantined", 0),
+                         *(per_label.get(name, 0) for name in features.LABEL_NAMES),
+                         *(per_split.get(split, 0) for split in layout.SPLITS)])
+        lines += _table(["span", "source", "files", "accepted", "normalized", "duplicate", "quarantined",
+                         *features.LABEL_NAMES, *layout.SPLITS], rows)
+        lines += ["", f"Quarantined files are listed with their reasons in each span's `{layout.INGEST_REPORT}`.", ""]
+    else:
+        lines += ["The spans' ingest reports were not found (spans written by another tool).", ""]
+
+    lines += ["## Training", ""]
+    lines += _table(["setting", "value"], [[name, value] for name, value in sorted(facts.training.items())])
+    history = facts.history
+    if history and history.get("epochs"):
+        kept = history.get("best_epoch")
+        lines += ["", f"{len(history['epochs'])} epochs run; fine-tuning started after epoch "
+                      f"{history.get('fine_tune_start_epoch')}" + (
+                          f"; weights kept from epoch {kept + 1} (lowest eval loss {history['best_val_loss']:.4f})"
+                          if kept is not None else "") + "."]
+    lines.append("")
+
+    lines += ["## Evaluation", ""]
+    if facts.metrics:
+        names = [m for m in evaluation.METRICS if any(m in values for values in facts.metrics.values())]
+        lines += _table(["metric", *facts.metrics], [[name, *(values.get(name, "-") for values in
+                                                              facts.metrics.values())] for name in names])
+        if facts.by_label:
+            lines += ["", "By label (the candidate):", ""]
+            lines += _table(["label", "eval images", "accuracy"],
+                            [[_label(name), values.get("example_count", "-"), values.get("binary_accuracy", "-")]
+                             for name, values in facts.by_label.items()])
+    else:
+        lines.append("No evaluation was recorded.")
+    lines += ["", "## Blessing", "", "Thresholds: " + ("; ".join(facts.thresholds) or "none") + ".",
+              "", f"Decision: {facts.decision}.", ""]
+
+    if facts.tflite:
+        lines += ["## TFLite models", ""]
+        lines += _table(["model", "same class as the SavedModel", "size (MiB)"],
+                        [[kind, f"{100 * v['agreement']:.1f}% of {facts.tflite['images']} eval images",
+                          f"{v['bytes'] / 2 ** 20:.1f}"] for kind, v in facts.tflite["models"].items()])
+        lines.append("")
+
+    lines += ["## Known limits", ""] + [f"- {limit}" for limit in _limits(facts)]
+    return "\n".join(lines) + "\n"
+
+
+def _limits(facts: CardFacts) -> list[str]:
+    limits = []
+    candidate = facts.metrics.get("candidate", {})
+    if "binary_accuracy" in candidate and candidate.get("example_count"):
+        accuracy, count = candidate["binary_accuracy"], candidate["example_count"]
+        margin = 1.96 * math.sqrt(max(accuracy * (1 - accuracy), 1e-12) / count)
+        limits.append(f"Evaluated on {int(count)} eval images: its accuracy of {accuracy:.4f} is known to about "
+                      f"+/- {margin:.3f} (95% interval).")
+    if facts.training.get("weights") == WEIGHTS_NONE:
+        limits.append("Trained from random weights: it knows only what these images show; expect it to do worse "
+                      "than an ImageNet-initialized model on photos unlike them.")
+    label_counts = [sum(r["examples_per_label"].get(name, 0) for r in facts.spans) for name in features.LABEL_NAMES]
+    if facts.spans and min(label_counts) > 0:
+        ratio = max(label_counts) / min(label_counts)
+        if ratio > 1.5:
+            shown = ", ".join(f"{name} {count}" for name, count in zip(features.LABEL_NAMES, label_counts))
+            limits.append(f"The training data is unbalanced ({shown}): the smaller class is more often missed.")
+    spans = ", ".join(str(r["span"]) for r in facts.spans) or "unknown"
+    limits.append(f"Trained and evaluated on span(s) {spans} only: images from other cameras, lighting or breeds "
+                  "may be classified worse than these figures say.")
+    return limits

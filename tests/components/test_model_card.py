@@ -1,0 +1,51 @@
+"""The model card says what the artifacts say, and its limits follow from them."""
+
+from components import model_card
+from config import TrainingConfig
+
+
+def _facts(**changes):
+    import dataclasses
+
+    facts = model_card.CardFacts(
+        pipeline="cats-vs-dogs", model_uri="/runs/x/pipeline_root/Trainer/model/9",
+        training=dataclasses.asdict(TrainingConfig(weights="none", alpha=0.35)),
+        history={"epochs": [{}] * 5, "fine_tune_start_epoch": 2, "best_epoch": 3, "best_val_loss": 0.2512},
+        spans=[{"span": 2, "source": "folder:/data/pets", "files_seen": 130, "counts": {
+            "accepted": 120, "normalized": 5, "duplicate": 2, "quarantined": 3},
+            "examples_per_label": {"cat": 100, "dog": 25}, "examples_per_split": {"train": 100, "eval": 25}}],
+        metrics={"candidate": {"example_count": 25.0, "binary_accuracy": 0.84, "auc": 0.9},
+                 "baseline": {"example_count": 25.0, "binary_accuracy": 0.8}},
+        by_label={"label=0": {"example_count": 20.0, "binary_accuracy": 0.9},
+                  "label=1": {"example_count": 5.0, "binary_accuracy": 0.6}},
+        thresholds=["binary_accuracy >= 0.8", "binary_accuracy at most 0 below the baseline's"],
+        decision="met binary_accuracy >= 0.8 and binary_accuracy at most 0 below the baseline's",
+        tflite={"images": 25, "models": {"float16": {"agreement": 1.0, "bytes": 2 ** 21},
+                                         "int8": {"agreement": 0.96, "bytes": 2 ** 20}}})
+    return dataclasses.replace(facts, **changes)
+
+
+def test_the_card_holds_each_section_with_the_artifacts_figures():
+    card = model_card.render(_facts())
+    for heading in ("## Intended use", "## Data", "## Training", "## Evaluation", "## Blessing",
+                    "## TFLite models", "## Known limits"):
+        assert heading in card
+    assert "| 2 | folder:/data/pets | 130 | 120 | 5 | 2 | 3 | 100 | 25 | 100 | 25 |" in card
+    assert "| binary_accuracy | 0.8400 | 0.8000 |" in card
+    assert "| cat | 20 | 0.9000 |" in card and "| dog | 5 | 0.6000 |" in card  # label slices named
+    assert "Thresholds: binary_accuracy >= 0.8; binary_accuracy at most 0 below the baseline's." in card
+    assert "5 epochs run; fine-tuning started after epoch 2; weights kept from epoch 4" in card
+    assert "| int8 | 96.0% of 25 eval images | 1.0 |" in card
+    assert "| fine_tune_from | 100 |" in card
+
+
+def test_known_limits_follow_from_the_facts():
+    limits = model_card.render(_facts()).split("## Known limits")[1]
+    assert "Evaluated on 25 eval images: its accuracy of 0.8400 is known to about +/- 0.144" in limits
+    assert "Trained from random weights" in limits
+    assert "unbalanced (cat 100, dog 25)" in limits
+    assert "span(s) 2 only" in limits
+    balanced = _facts(training={**_facts().training, "weights": "imagenet"},
+                      spans=[{**_facts().spans[0], "examples_per_label": {"cat": 60, "dog": 65}}])
+    limits = model_card.render(balanced).split("## Known limits")[1]
+    assert "random weights" not in limits and "unbalanced" not in limits
