@@ -60,6 +60,11 @@ class RunLayout(Generic[Location]):
         return self._join(REPORT_DIR)
 
     @property
+    def tfdv_statistics_page(self) -> Location:
+        """TFDV's interactive statistics page of the latest run, beside the report (it needs internet)."""
+        return self._join("tfdv_statistics.html")
+
+    @property
     def demo_images(self) -> Location:
         """Where `run --demo` generates its images."""
         return self._join("demo_images")

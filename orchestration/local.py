@@ -88,6 +88,7 @@ def _run_locked(config: PipelineConfig, where: RunLayout, source: Source | None,
     # The previous run's summary and report go now: whatever happens to this run, they are never read as its own.
     where.summary_path.unlink(missing_ok=True)
     shutil.rmtree(where.report_dir, ignore_errors=True)
+    where.tfdv_statistics_page.unlink(missing_ok=True)
 
     if source is not None:
         report = _ingest(config, where, source, beam_workers)

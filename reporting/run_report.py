@@ -25,7 +25,13 @@ import keras  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from components.anomalies_gate import ANOMALIES_FILE, SIZE_FEATURES, STATISTICS_FILE, describe_anomalies  # noqa: E402
+from components.anomalies_gate import (  # noqa: E402
+    ANOMALIES_FILE,
+    SIZE_FEATURES,
+    STATISTICS_FILE,
+    class_counts,
+    describe_anomalies,
+)
 from contract import features, layout  # noqa: E402
 from contract.layout import RunLayout  # noqa: E402
 from inference import contact_sheet  # noqa: E402
@@ -160,7 +166,65 @@ def _image_sizes(statistics_uri: str) -> dict:
     return sizes
 
 
+def _feature_name(feature) -> str:
+    return feature.path.step[0] if feature.path.step else feature.name
+
+
+def _common_stats(feature):
+    for kind in ("num_stats", "string_stats", "bytes_stats", "struct_stats"):
+        if feature.HasField(kind):
+            return getattr(feature, kind).common_stats
+    return None
+
+
+def statistics_figures(statistics_uri: str, path: pathlib.Path) -> tuple[list[str], list[list]] | None:
+    """Draws the data's statistics the report needs, offline: examples per label and split, and the
+    distributions of image height and width per split. Returns (the splits, rows of feature and examples
+    missing it per split), or None when there are no statistics."""
+    from tensorflow_metadata.proto.v0 import statistics_pb2
+
+    lists = _split_protos(statistics_uri, STATISTICS_FILE, statistics_pb2.DatasetFeatureStatisticsList)
+    if not lists:
+        return None
+    by_split = {split: lists[split].datasets[0] for split in layout.SPLITS if split in lists}
+    figure, axes = plt.subplots(1, 1 + len(SIZE_FEATURES), figsize=(13, 3.6))
+    width = 0.8 / len(by_split)
+    for index, (split, stats) in enumerate(by_split.items()):
+        counts = class_counts(stats)
+        positions = [i + index * width for i in range(len(features.LABEL_NAMES))]
+        axes[0].bar(positions, [counts.get(value, 0) for value in features.LABEL_VALUES], width, label=split)
+    axes[0].set_xticks([i + width * (len(by_split) - 1) / 2 for i in range(len(features.LABEL_NAMES))],
+                       features.LABEL_NAMES)
+    axes[0].set_title("Examples per label")
+    axes[0].legend()
+    for axis, name in zip(axes[1:], SIZE_FEATURES):
+        for split, stats in by_split.items():
+            feature = next((f for f in stats.features if _feature_name(f) == name), None)
+            if feature is None or not feature.num_stats.histograms:
+                continue
+            buckets = feature.num_stats.histograms[0].buckets
+            axis.stairs([b.sample_count for b in buckets], [buckets[0].low_value] + [b.high_value for b in buckets],
+                        label=split)
+        axis.set_title(f"Image {name} (pixels)")
+        axis.set_ylabel("examples")
+        axis.legend()
+    figure.tight_layout()
+    figure.savefig(path, dpi=90)
+    plt.close(figure)
+    names = sorted({_feature_name(f) for stats in by_split.values() for f in stats.features})
+    rows = []
+    for name in names:
+        row = [name]
+        for stats in by_split.values():
+            feature = next((f for f in stats.features if _feature_name(f) == name), None)
+            common = _common_stats(feature) if feature is not None else None
+            row.append(int(common.num_missing) if common is not None else int(stats.num_examples))
+        rows.append(row)
+    return list(by_split), rows
+
+
 def _statistics_page(statistics_uri: str, path: pathlib.Path) -> bool:
+    """TFDV's own interactive page (train against eval); it loads Facets from the web when opened."""
     from tensorflow_data_validation.utils import display_util
     from tensorflow_metadata.proto.v0 import statistics_pb2
 
@@ -203,7 +267,7 @@ def _write_pages(summary: RunSummary, folder: pathlib.Path, training_config: dic
                  ingest_report: dict | None) -> None:
     """Draws the figures into `folder` and renders the page from templates/report.html.j2."""
     figures: dict[str, str | None] = dict.fromkeys(
-        ("confusion_matrix", "training_curves", "model", "sample_predictions"))
+        ("confusion_matrix", "training_curves", "model", "sample_predictions", "statistics"))
     page = {"summary": summary, "figures": figures, "ingest": ingest_report, "history": None, "tflite": None,
             "model_card": None,
             "samples": [], "image_sizes": [], "statistics_page": None, "anomalies": None,
@@ -246,8 +310,14 @@ def _write_pages(summary: RunSummary, folder: pathlib.Path, training_config: dic
     if summary.artifacts.get("ExampleStatistics"):
         page["image_sizes"] = [[k, v["min"], v["mean"], v["max"]]
                                for k, v in _image_sizes(summary.artifacts["ExampleStatistics"]).items()]
-        if _statistics_page(summary.artifacts["ExampleStatistics"], folder / "statistics.html"):
-            page["statistics_page"] = "statistics.html"
+        missing = statistics_figures(summary.artifacts["ExampleStatistics"], folder / "statistics.png")
+        if missing is not None:
+            figures["statistics"] = "statistics.png"
+            page["splits"], page["missing_rows"] = missing
+        # Beside the report, not in it: everything in the report folder works offline.
+        tfdv_page = pathlib.Path(RunLayout(folder.parent).tfdv_statistics_page)
+        if _statistics_page(summary.artifacts["ExampleStatistics"], tfdv_page):
+            page["statistics_page"] = f"../{tfdv_page.name}"
     if summary.artifacts.get("ExampleAnomalies"):
         page["anomalies"] = _anomalies(summary.artifacts["ExampleAnomalies"])
     card = pathlib.Path(summary.pushed_path or "", layout.MODEL_CARD_FILE)

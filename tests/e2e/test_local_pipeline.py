@@ -113,7 +113,7 @@ def test_the_pushed_version_carries_a_model_card_of_its_run_also_in_the_report(r
     assert f"| 1 | folder:{runs['data']} | " in card  # span 1, its source
     assert "Trained from random weights" in card  # TINY trains from random weights
     page = (runs["first_report"] / "index.html").read_text()
-    assert "<h2>Model card</h2>" in page and "<h2>Known limits</h2>" in page
+    assert "<h2 id=card>Model card</h2>" in page and "<h2>Known limits</h2>" in page
 
 
 def test_pushed_model_loads_in_a_fresh_process_without_project_code(runs, tmp_path):
@@ -160,7 +160,9 @@ def test_run_report_renders_with_the_evaluators_numbers(runs):
                     if not m.slice_key.single_slice_keys for kv in m.metric_keys_and_values
                     if kv.key.name == "binary_accuracy")
     assert f"{accuracy:.4f}" in page
-    assert (report / "statistics.html").stat().st_size > 10_000  # TFDV's own page
+    assert (runs["out"] / "tfdv_statistics.html").stat().st_size > 10_000  # TFDV's own page, beside the report
+    assert 'href="../tfdv_statistics.html"' in page and "needs internet" in page
+    assert "<h3>Missing values</h3>" in page and "<td>image</td><td>0</td><td>0</td>" in page
     assert f"Span 1 from folder:{runs['data']}" in page
     model = pathlib.Path(layout.serving_model_dir(runs["first_summary"]["artifacts"]["Model"]))
     fidelity = json.loads((model / "assets.extra" / "tflite_fidelity.json").read_text())
@@ -169,6 +171,12 @@ def test_run_report_renders_with_the_evaluators_numbers(runs):
     assert f"of {int(eval_images)} eval images in the SavedModel's class" in runs["first"].stdout
     for kind in ("float16", "int8"):
         assert f"<td>{kind}</td>" in page and f"{100 * fidelity['models'][kind]['agreement']:.1f}%" in page
+
+
+def test_the_report_folder_works_offline(runs):
+    online = {path.name: re.findall(r"https?://[^\s\"'<>)]+", path.read_text(errors="replace"))
+              for path in runs["first_report"].rglob("*") if path.suffix in (".html", ".css", ".js", ".svg")}
+    assert {name: found for name, found in online.items() if found} == {}
 
 
 def test_predict_reports_a_bad_file_and_classifies_the_rest(runs, tmp_path):

@@ -49,12 +49,15 @@ def test_report_of_a_run_stopped_by_the_data_gate_shows_why_with_the_data(tmp_pa
     assert "<h1>Run run-&lt;7&gt; of cats-vs-dogs</h1>" in text  # escaped
     assert "<td>AnomaliesGate</td><td>failed</td><td>0.5</td>" in text
     assert f"<p class=error>Failed: {error}</p>" in text
-    data = text[text.index("<h2>Data</h2>"):]
+    data = text[text.index("<h2 id=data>Data</h2>"):]
     assert f"<pre>{error}</pre>" in data
     assert "Span 2 from folder:/data/pets: 5 files." in data
     assert "<td>dog/&lt;bad&gt;.jpg</td><td>not an image</td>" in data
     assert "<td>accepted</td><td>4</td>" in data and "<td>eval</td><td>1</td>" in data
-    assert "<h2>Evaluation</h2>" not in text
+    assert "<h2 id=evaluation>" not in text
+    top = text[:text.index("<nav>")]  # the outcome comes first, before the contents
+    assert f'<p class="decision failed"><b>Failed</b>: {error}</p>' in top
+    assert '<a href="#data">Data</a>' in text and '<a href="#evaluation">' not in text
 
 
 def test_report_of_an_evaluated_run_gives_the_decision_and_the_metrics(tmp_path):
@@ -68,6 +71,7 @@ def test_report_of_an_evaluated_run_gives_the_decision_and_the_metrics(tmp_path)
                                          "true_negatives": 5.0, "false_negatives": 10.0})
     text = run_report.write_report(summary, tmp_path, {}, None).read_text()
     assert "<b>not blessed</b>: binary_accuracy 0.5000 is below the minimum 0.8." in text
+    assert '<a href="#evaluation">Evaluation</a>' in text
     assert "nothing pushed; the served model is unchanged." in text
     assert "<tr><td>candidate</td><td>0.5000</td><td>40</td></tr>" in text
     assert "<tr><td>baseline</td><td>0.8125</td><td>40</td></tr>" in text
@@ -84,7 +88,7 @@ def test_the_pushed_versions_model_card_is_a_section_with_outside_text_escaped(t
     summary = _summary(blessed=True, decision="met binary_accuracy >= 0.8", pushed_version=1,
                        pushed_path=str(version))
     text = run_report.write_report(summary, tmp_path, {}, None).read_text()
-    card = text[text.index("<h2>Model card</h2>"):text.rindex("<h2>Data</h2>")]  # the report's own Data is last
+    card = text[text.index("<h2 id=card>"):text.index("<h2 id=data>")]
     assert "<td>folder:/data/&lt;b&gt;pets</td>" in card and "<b>pets" not in text
     assert "<h1>Model card: cats-vs-dogs</h1>" in card
-    assert "<h2>Model card</h2>" not in run_report.write_report(_summary(), tmp_path, {}, None).read_text()
+    assert "<h2 id=card>" not in run_report.write_report(_summary(), tmp_path, {}, None).read_text()
