@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 # TFX 1.16 declares Python < 3.11, but all of its compiled dependencies ship 3.11 wheels.
 PIP_INSTALL := $(BIN)/pip install --quiet --disable-pip-version-check --ignore-requires-python
 
-.PHONY: demo test test-fast bench bench-quick lock clean
+.PHONY: demo test test-fast bench bench-quick lock clean chromium
 
 # --no-compile: most of the lock's 23,000 modules are never imported; those that are compile on first import.
 $(STAMP): requirements/lock.txt setup.py
@@ -24,7 +24,12 @@ demo: $(STAMP)
 # one pipeline run per module); most of an e2e test's time is single-threaded TensorFlow start-up.
 TEST_WORKERS ?= 2
 
-test: $(STAMP)
+# The report's tests open it in Debian's Chromium, installed here when it is missing (apt, as root).
+chromium:
+	@command -v chromium >/dev/null || { apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null; }
+
+test: $(STAMP) chromium
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest --numprocesses=$(TEST_WORKERS) --dist=loadfile --durations=15
 

@@ -173,10 +173,21 @@ def test_run_report_renders_with_the_evaluators_numbers(runs):
         assert f"<td>{kind}</td>" in page and f"{100 * fidelity['models'][kind]['agreement']:.1f}%" in page
 
 
-def test_the_report_folder_works_offline(runs):
+def test_the_report_folder_works_offline_and_opens_in_a_browser(runs, tmp_path):
+    from tests import browser
+
     online = {path.name: re.findall(r"https?://[^\s\"'<>)]+", path.read_text(errors="replace"))
               for path in runs["first_report"].rglob("*") if path.suffix in (".html", ".css", ".js", ".svg")}
     assert {name: found for name, found in online.items() if found} == {}
+    view = browser.open_page(runs["first_report"] / "index.html")
+    assert view.errors == []
+    assert view.images and all(view.images.values()), view.images
+    assert set(view.images) >= {"training_curves.png", "statistics.png", "confusion_matrix.png"}
+    (tmp_path / "report.png").write_bytes(view.screenshot)
+    from PIL import Image
+
+    with Image.open(tmp_path / "report.png") as shot:
+        assert shot.height > 2000  # every section rendered
 
 
 def test_predict_reports_a_bad_file_and_classifies_the_rest(runs, tmp_path):

@@ -92,3 +92,27 @@ def test_the_pushed_versions_model_card_is_a_section_with_outside_text_escaped(t
     assert "<td>folder:/data/&lt;b&gt;pets</td>" in card and "<b>pets" not in text
     assert "<h1>Model card: cats-vs-dogs</h1>" in card
     assert "<h2 id=card>" not in run_report.write_report(_summary(), tmp_path, {}, None).read_text()
+
+
+def test_the_report_opens_in_a_browser_with_every_figure_and_no_console_error(tmp_path):
+    from PIL import Image
+
+    from tests import browser
+
+    summary = _summary(blessed=True, decision="met binary_accuracy >= 0.8", pushed_version=None, pushed_path=None,
+                       metrics={"candidate": {"binary_accuracy": 0.9, "example_count": 40.0}},
+                       confusion_matrix={"threshold": 0.5, "true_positives": 18.0, "false_positives": 2.0,
+                                         "true_negatives": 18.0, "false_negatives": 2.0})
+    page = run_report.write_report(summary, tmp_path, {}, _ingest_report())
+    view = browser.open_page(page)
+    assert view.errors == []
+    assert view.images == {"confusion_matrix.png": True}
+    screenshot = tmp_path / "report.png"
+    screenshot.write_bytes(view.screenshot)
+    with Image.open(screenshot) as image:
+        assert image.width >= 1000 and image.height > 900  # the whole page, not a blank viewport
+        assert len(image.convert("L").getcolors(1 << 16)) > 50  # text and a figure, not an empty page
+    # A figure that is missing is seen as such.
+    (page.parent / "confusion_matrix.png").unlink()
+    broken = browser.open_page(page)
+    assert broken.images == {"confusion_matrix.png": False} and broken.errors
