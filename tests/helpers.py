@@ -16,6 +16,11 @@ TINY = ["--image-size", "64", "--alpha", "0.35", "--weights", "none", "--head-ep
         "--fine-tune-epochs", "1", "--batch-size", "8", "--calibration-images", "16", "--min-eval-examples", "1"]
 
 
+def project_packages() -> set[str]:
+    """The project's top-level packages and modules, as shipped (not the tests or the benchmarks)."""
+    return {p.parent.name for p in ROOT.glob("*/__init__.py")} - {"tests", "benchmarks"} | {"pipeline_runner"}
+
+
 def run_cli(data_dir, output_dir, *settings):
     """Runs `pipeline_runner.py run` (on the existing spans when data_dir is None);
     returns the process result and the summary JSON."""

@@ -8,7 +8,7 @@ import ast
 import subprocess
 import sys
 
-from tests.helpers import ROOT
+from tests.helpers import ROOT, project_packages
 
 # Lowest first. A package may import packages of lower layers only (and itself).
 LAYERS = (
@@ -22,16 +22,9 @@ LAYERS = (
     ("pipeline_runner",),  # the CLI
 )
 RANK = {package: rank for rank, packages in enumerate(LAYERS) for package in packages}
-NOT_SHIPPED = {"tests", "benchmarks"}
-
-
-def _project_packages() -> set[str]:
-    return {p.parent.name for p in ROOT.glob("*/__init__.py")} - NOT_SHIPPED | {"pipeline_runner"}
-
-
 def _imports_between_packages() -> dict[tuple[str, str], list[str]]:
     """(importer, imported) -> ["file:line", ...] for every import of one project package by another."""
-    packages = _project_packages()
+    packages = project_packages()
     files = [ROOT / "pipeline_runner.py"] + [p for name in packages - {"pipeline_runner"}
                                              for p in (ROOT / name).rglob("*.py")]
     edges: dict[tuple[str, str], list[str]] = {}
@@ -101,7 +94,7 @@ def test_no_import_cycles_between_packages():
 
 
 def test_every_package_has_a_layer_and_imports_only_lower_layers():
-    assert _project_packages() == set(RANK), "place new packages in LAYERS"
+    assert project_packages() == set(RANK), "place new packages in LAYERS"
     upward = [f"{a} (layer {RANK[a]}) imports {b} (layer {RANK[b]}): {', '.join(where)}"
               for (a, b), where in sorted(_imports_between_packages().items()) if RANK[b] >= RANK[a]]
     assert not upward, "\n".join(upward)

@@ -14,8 +14,7 @@ import shutil
 import subprocess
 import sys
 
-from tests.helpers import ROOT
-from tests.test_layers import _project_packages
+from tests.helpers import ROOT, project_packages
 
 
 def test_the_dockerfile_installs_a_wheel_with_every_task_module_and_the_schema(tmp_path):
@@ -40,6 +39,6 @@ def test_the_dockerfile_installs_a_wheel_with_every_task_module_and_the_schema(t
     assert not outside, f"imported from outside the installed wheel: {outside}"
     installed = {p.name.removesuffix(".py") for p in site.iterdir() if (p / "__init__.py").is_file() or
                  p.suffix == ".py"}
-    assert _project_packages() <= installed, "packages missing from the wheel (setup.py PACKAGES)"
+    assert project_packages() <= installed, "packages missing from the wheel (setup.py PACKAGES)"
     assert (site / "pipeline" / "schema" / "schema.pbtxt").is_file()
     assert (site / "reporting" / "templates" / "report.html.j2").is_file()
