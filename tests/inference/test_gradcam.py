@@ -29,6 +29,7 @@ def test_contact_sheet_shows_every_file_readable_or_not(demo_jpegs):
     images = {0: demo_jpegs["cat"][0], 2: demo_jpegs["dog"][0]}
     heat = {0: np.linspace(0, 1, 64 * 64).reshape(64, 64)}
     sheet = contact_sheet.render(predictions, images, heat, tile=100, columns=2)
-    assert sheet.size == (2 * 106 + 6, 2 * (100 + 38 + 6) + 6)
+    caption = 2 * 16 + 4  # the longest caption: two lines (class or reason, file name), none wrapped
+    assert sheet.size == (2 * 106 + 6, 2 * (100 + caption + 6) + 6)
     unreadable_tile = np.asarray(sheet.crop((112 + 10, 6 + 10, 112 + 40, 6 + 40)))
     assert (unreadable_tile == 210).all(), "the unreadable file keeps its place, in grey"
