@@ -40,11 +40,19 @@ class ServingModule(tf.Module):
         self._example_spec = {features.IMAGE_KEY: raw_spec[features.IMAGE_KEY]}
         self._class_names = tf.constant(features.LABEL_NAMES)
 
+    def _probability(self, pixels: tf.Tensor) -> tf.Tensor:
+        """The dog probability of each image in `pixels` (float32 [n, size, size, 3]); n may be 0.
+
+        An empty batch never reaches the network: oneDNN's kernels on some x86-64 CPUs (AMD EPYC seen)
+        fail a BatchNorm on a zero-size batch ("Incompatible shapes: [0,64,64,3] vs. [16]").
+        """
+        return tf.cond(tf.shape(pixels)[0] > 0,
+                       lambda: tf.reshape(tf.sigmoid(self.model(pixels, training=False)), [-1]),
+                       lambda: tf.zeros([0], tf.float32))
+
     def _predict_from_raw(self, raw_features: dict) -> dict:
         transformed = self.tft_layer(raw_features)
-        pixels = tf.cast(transformed[features.PIXELS_KEY], tf.float32)
-        logits = self.model(pixels, training=False)
-        probability = tf.reshape(tf.sigmoid(logits), [-1])
+        probability = self._probability(tf.cast(transformed[features.PIXELS_KEY], tf.float32))
         class_index = tf.cast(probability >= 0.5, tf.int32)
         return {
             features.PROBABILITY_OUTPUT: probability,
@@ -69,8 +77,7 @@ class ServingModule(tf.Module):
         sentinel = tf.data.Dataset.from_tensors((tf.constant(-1), tf.zeros([size, size, 3], tf.float32)))
         indices, pixels = decoded.concatenate(sentinel).batch(1 << 30).get_single_element()
         indices, pixels = indices[:-1], pixels[:-1]
-        logits = self.model(pixels, training=False)
-        probability = tf.reshape(tf.sigmoid(logits), [-1])
+        probability = self._probability(pixels)
         names = tf.gather(self._class_names, tf.cast(probability >= 0.5, tf.int32))
         positions = tf.expand_dims(indices, 1)
         valid = tf.scatter_nd(positions, tf.ones_like(indices), [count]) > 0
