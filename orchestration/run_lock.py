@@ -1,49 +1,34 @@
-"""One run per pipeline root at a time.
+"""One run per pipeline root at a time, for the commands that run on this machine.
 
-Two LocalDagRunner runs on one SQLite metadata store can fail with "database
-is locked" and do not share cache. A second run (an overlapping cron job, say)
-must exit at once without touching the store.
+Two runs on one root would race on its spans and versions, and two
+LocalDagRunner runs on one SQLite metadata store fail with "database is
+locked". A second run (an overlapping cron job, a rollback during a run, a
+Kubeflow run on the same root) must exit at once without touching anything.
+The lock is the root's lease (orchestration/lease.py), the same one the
+Kubeflow tasks take, held by this process: a run that is killed leaves a
+lease the next run on this machine takes over at once.
 """
 
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import os
-import pathlib
-import socket
 import time
+import uuid
 
-LOCK_FILE = ".pipeline.lock"
+from orchestration import lease
 
-
-class PipelineBusyError(RuntimeError):
-    """Another run holds the lock of this pipeline root."""
+LOCK_FILE = lease.LEASE_FILE
+PipelineBusyError = lease.RootBusyError
 
 
 @contextlib.contextmanager
-def exclusive_run(output_dir: str | os.PathLike):
-    """Holds an exclusive, non-blocking lock on `<output_dir>/.pipeline.lock`.
-
-    The lock is an OS file lock: it is released when the process ends, even
-    when it is killed, so a crashed run never blocks the next one.
-    """
-    path = pathlib.Path(output_dir) / LOCK_FILE
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle = open(path, "a+")
+def exclusive_run(output_dir: str | os.PathLike, run_id: str | None = None):
+    """Holds `<output_dir>/.pipeline.lock` while the block runs; raises PipelineBusyError if another run holds it."""
+    run_id = run_id or f"local-{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:8]}"
+    held = lease.acquire(output_dir, run_id, process=True)
     try:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            handle.seek(0)
-            holder = handle.read().strip() or "another process"
-            raise PipelineBusyError(
-                f"another run of this pipeline is in progress ({holder}); lock file {path}. "
-                "Not starting a second one on the same metadata store.") from None
-        handle.seek(0)
-        handle.truncate()
-        handle.write(f"pid {os.getpid()} on {socket.gethostname()} since {time.strftime('%Y-%m-%d %H:%M:%S')}")
-        handle.flush()
-        yield path
+        with lease.heartbeat(output_dir, run_id):
+            yield held
     finally:
-        handle.close()
+        lease.release(output_dir, run_id)

@@ -1,0 +1,303 @@
+"""One run per pipeline root, whoever starts it: a lease file at <root>/.pipeline.lock.
+
+A run takes the lease with an atomic create before it writes anything under
+the root: an exclusive create (O_EXCL) for a local path or a path on a
+Kubeflow deployment's volume, a create-if-absent precondition
+(ifGenerationMatch=0) for gs://. The lease names the run and when it started,
+and carries a heartbeat that whoever works for the run refreshes: the local
+run's process, each Kubeflow task while it runs. The run's last step (the
+local run's end, the Kubeflow exit handler) releases it.
+
+A lease is stale, and the next run takes it over (saying so), when its
+heartbeat is older than `stale_after` (a run whose pods all died), or at once
+when it was held by one process on this machine that no longer runs (a
+killed local run). Every change to an existing lease is conditional on the
+lease read before it (a generation precondition on gs://, a short file lock
+beside a local file), so two runs never both take over one stale lease.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import fcntl
+import json
+import os
+import posixpath
+import socket
+import threading
+import time
+
+LEASE_FILE = ".pipeline.lock"
+DEFAULT_STALE_AFTER_SECONDS = 3600  # longer than a pod waits for a node; a dead run blocks the root this long
+HEARTBEAT_SECONDS = 60
+
+
+class RootBusyError(RuntimeError):
+    """Another run holds the root's lease; the message names it. Nothing was touched."""
+
+
+class LeaseLostError(RuntimeError):
+    """This run's lease was taken over (its heartbeat went stale) or is held by another run."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Lease:
+    run_id: str
+    host: str
+    since: float  # seconds since the epoch
+    heartbeat: float
+    pid: int | None = None  # a lease held by one process for the whole run (a local run) ends with that process
+    pid_started: str | None = None  # that process's start time, so that a reused pid is not taken for it
+    took_over: dict | None = None  # the stale lease this one replaced: {"run_id", "heartbeat", "why"}
+
+    def holder(self) -> str:
+        who = f"pid {self.pid} on {self.host}" if self.pid is not None else f"on {self.host}"
+        return (f"run {self.run_id}, {who} since {_clock(self.since)} (last heartbeat {_clock(self.heartbeat)})")
+
+    def stale_reason(self, now: float, stale_after: float) -> str | None:
+        if self.pid is not None and self.host == socket.gethostname() and not _process_alive(self.pid,
+                                                                                             self.pid_started):
+            return f"its process (pid {self.pid}) no longer runs"
+        if now - self.heartbeat > stale_after:
+            return f"no heartbeat for {int(now - self.heartbeat)} s (limit {int(stale_after)} s)"
+        return None
+
+    def to_text(self) -> str:
+        return json.dumps(dataclasses.asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_text(cls, text: str) -> Lease:
+        try:
+            fields = json.loads(text)
+            return cls(**{f.name: fields[f.name] for f in dataclasses.fields(cls) if f.name in fields})
+        except (ValueError, TypeError, KeyError):
+            # Not a lease this code wrote (an older lock file, a torn write): it holds nothing.
+            return cls(run_id="unknown", host="unknown", since=0.0, heartbeat=0.0)
+
+
+def lease_path(root: str | os.PathLike) -> str:
+    root = os.fspath(root)
+    return posixpath.join(root, LEASE_FILE) if "://" in root else os.path.join(root, LEASE_FILE)
+
+
+def read(root: str | os.PathLike) -> Lease | None:
+    """The root's lease, if one is held."""
+    found = _storage(lease_path(root)).read()
+    return Lease.from_text(found[0]) if found else None
+
+
+def acquire(root: str | os.PathLike, run_id: str, *, process: bool = False,
+            stale_after: float = DEFAULT_STALE_AFTER_SECONDS) -> Lease:
+    """Takes the root's lease for `run_id`, or raises RootBusyError naming its holder.
+
+    Taking it again for the same run (a retried task) refreshes it. `process`:
+    the calling process holds it for the whole run (a local run).
+    """
+    storage = _storage(lease_path(root))
+    now = time.time()
+    mine = Lease(run_id=run_id, host=socket.gethostname(), since=now, heartbeat=now,
+                 pid=os.getpid() if process else None, pid_started=_process_started(os.getpid()) if process else None)
+    for _ in range(5):  # each pass loses only to another run changing the lease in between
+        if storage.create(mine.to_text()):
+            return mine
+        found = storage.read()
+        if found is None:
+            continue  # released in between
+        text, token = found
+        held = Lease.from_text(text)
+        if held.run_id == run_id:
+            refreshed = dataclasses.replace(held, heartbeat=now)
+            if storage.replace(refreshed.to_text(), token):
+                return refreshed
+            continue
+        why = held.stale_reason(now, stale_after)
+        if why is None:
+            raise RootBusyError(f"another run of this pipeline is in progress ({held.holder()}); lock file "
+                                f"{lease_path(root)}. Not starting a second one on the same root: nothing was changed")
+        taken = dataclasses.replace(mine, took_over={"run_id": held.run_id, "heartbeat": _clock(held.heartbeat),
+                                                     "why": why})
+        if storage.replace(taken.to_text(), token):
+            return taken
+    raise RootBusyError(f"the lease {lease_path(root)} kept changing while this run tried to take it")
+
+
+def refresh(root: str | os.PathLike, run_id: str) -> Lease:
+    """Renews `run_id`'s heartbeat; raises LeaseLostError if another run holds the root now."""
+    storage = _storage(lease_path(root))
+    for _ in range(5):
+        found = storage.read()
+        if found is None:
+            raise LeaseLostError(f"run {run_id} no longer holds {lease_path(root)}: the lease is gone")
+        held = Lease.from_text(found[0])
+        if held.run_id != run_id:
+            raise LeaseLostError(f"run {run_id} lost the pipeline root {os.fspath(root)} to {held.holder()}")
+        refreshed = dataclasses.replace(held, heartbeat=time.time())
+        if storage.replace(refreshed.to_text(), found[1]):
+            return refreshed
+    raise LeaseLostError(f"the lease {lease_path(root)} kept changing while run {run_id} renewed it")
+
+
+def release(root: str | os.PathLike, run_id: str) -> bool:
+    """Removes the lease if `run_id` holds it; returns whether it did (another run's lease is left alone)."""
+    storage = _storage(lease_path(root))
+    found = storage.read()
+    if found is None or Lease.from_text(found[0]).run_id != run_id:
+        return False
+    return storage.delete(found[1])
+
+
+@contextlib.contextmanager
+def heartbeat(root: str | os.PathLike, run_id: str, every: float = HEARTBEAT_SECONDS):
+    """Refreshes `run_id`'s lease every `every` seconds while the block runs (a Trainer runs for hours).
+
+    A refresh that fails (the lease was taken over) is remembered and raised
+    when the block ends; the work itself is not interrupted mid-write.
+    """
+    stop, lost = threading.Event(), []
+
+    def beat():
+        while not stop.wait(every):
+            try:
+                refresh(root, run_id)
+            except LeaseLostError as error:
+                lost.append(error)
+                return
+            except Exception:  # storage hiccup: the next beat tries again, well within the stale limit
+                continue
+
+    thread = threading.Thread(target=beat, name="lease-heartbeat", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(timeout=5)
+    if lost:
+        raise lost[0]
+
+
+def _clock(seconds: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(seconds))
+
+
+def _process_started(pid: int) -> str | None:
+    """The process's start time in clock ticks since boot (/proc/PID/stat field 22), if readable."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
+
+
+def _process_alive(pid: int, started: str | None) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return started is None or _process_started(pid) in (None, started)
+
+
+def _storage(path: str):
+    return _GcsObject(path) if path.startswith("gs://") else _LocalFile(path)
+
+
+class _LocalFile:
+    """A lease file on a local or mounted file system. Changes to an existing lease happen under a short
+    file lock on a guard file beside it; the token of a read is the text read."""
+
+    def __init__(self, path: str):
+        self.path = path
+
+    def create(self, text: str) -> bool:
+        os.makedirs(os.path.dirname(self.path) or ".", exist_ok=True)
+        try:
+            fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        except FileExistsError:
+            return False
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        return True
+
+    def read(self):
+        try:
+            with open(self.path) as f:
+                text = f.read()
+        except FileNotFoundError:
+            return None
+        return text, text
+
+    @contextlib.contextmanager
+    def _guard(self):
+        with open(self.path + ".guard", "a") as guard:
+            fcntl.flock(guard, fcntl.LOCK_EX)
+            yield
+
+    def replace(self, text: str, token: str) -> bool:
+        with self._guard():
+            current = self.read()
+            if current is None or current[1] != token:
+                return False
+            temporary = f"{self.path}.{os.getpid()}.incoming"
+            with open(temporary, "w") as f:
+                f.write(text)
+            os.replace(temporary, self.path)
+            return True
+
+    def delete(self, token: str) -> bool:
+        with self._guard():
+            current = self.read()
+            if current is None or current[1] != token:
+                return False
+            os.remove(self.path)
+            return True
+
+
+class _GcsObject:
+    """A lease object on Cloud Storage; the token of a read is the object's generation, and every write is
+    conditional on it (or on its absence: ifGenerationMatch=0)."""
+
+    def __init__(self, uri: str):
+        from google.cloud import storage
+
+        bucket, _, name = uri[len("gs://"):].partition("/")
+        self._blob_of = lambda: storage.Client().bucket(bucket).blob(name)
+
+    def create(self, text: str) -> bool:
+        from google.api_core import exceptions
+
+        try:
+            self._blob_of().upload_from_string(text, if_generation_match=0)
+        except exceptions.PreconditionFailed:
+            return False
+        return True
+
+    def read(self):
+        from google.api_core import exceptions
+
+        blob = self._blob_of()
+        try:
+            text = blob.download_as_text()
+        except exceptions.NotFound:
+            return None
+        return text, blob.generation
+
+    def replace(self, text: str, token: int) -> bool:
+        from google.api_core import exceptions
+
+        try:
+            self._blob_of().upload_from_string(text, if_generation_match=token)
+        except exceptions.PreconditionFailed:
+            return False
+        return True
+
+    def delete(self, token: int) -> bool:
+        from google.api_core import exceptions
+
+        try:
+            self._blob_of().delete(if_generation_match=token)
+        except (exceptions.PreconditionFailed, exceptions.NotFound):
+            return False
+        return True

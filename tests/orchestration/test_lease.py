@@ -1,0 +1,120 @@
+"""The root's lease: one run per root, stale leases taken over, only the holder releases."""
+
+import json
+import multiprocessing
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+
+from orchestration import lease
+
+
+def test_a_second_run_is_refused_with_the_holder_named_and_the_lease_untouched(tmp_path):
+    first = lease.acquire(tmp_path, "run-a")
+    before = (tmp_path / lease.LEASE_FILE).read_text()
+    with pytest.raises(lease.RootBusyError, match=r"in progress \(run run-a, on .* since .*\); lock file"):
+        lease.acquire(tmp_path, "run-b")
+    assert (tmp_path / lease.LEASE_FILE).read_text() == before
+    assert lease.read(tmp_path) == first
+
+
+def test_the_same_run_takes_it_again_and_only_the_holder_releases_it(tmp_path):
+    first = lease.acquire(tmp_path, "run-a")
+    time.sleep(0.01)
+    again = lease.acquire(tmp_path, "run-a")  # a retried task of the same run
+    assert again.since == first.since and again.heartbeat > first.heartbeat
+    assert lease.release(tmp_path, "run-b") is False and lease.read(tmp_path).run_id == "run-a"
+    assert lease.release(tmp_path, "run-a") is True and lease.read(tmp_path) is None
+    assert lease.acquire(tmp_path, "run-b").run_id == "run-b"
+
+
+def test_a_lease_without_heartbeat_is_taken_over_and_says_whose(tmp_path):
+    lease.acquire(tmp_path, "dead-run")
+    with pytest.raises(lease.RootBusyError):
+        lease.acquire(tmp_path, "run-b", stale_after=60)
+    taken = lease.acquire(tmp_path, "run-b", stale_after=0)
+    assert taken.took_over["run_id"] == "dead-run" and "no heartbeat" in taken.took_over["why"]
+    with pytest.raises(lease.LeaseLostError, match="lost the pipeline root .* to run run-b"):
+        lease.refresh(tmp_path, "dead-run")
+    assert lease.refresh(tmp_path, "run-b").heartbeat >= taken.heartbeat
+
+
+def test_a_killed_local_process_leaves_a_lease_the_next_run_takes_at_once(tmp_path):
+    script = ("import os, sys; from orchestration import lease; "
+              "lease.acquire(sys.argv[1], 'killed-run', process=True); os._exit(9)")
+    subprocess.run([sys.executable, "-c", script, str(tmp_path)], check=False, cwd=os.getcwd())
+    held = json.loads((tmp_path / lease.LEASE_FILE).read_text())
+    assert held["run_id"] == "killed-run" and held["pid"]
+    taken = lease.acquire(tmp_path, "next-run", process=True)
+    assert taken.took_over["run_id"] == "killed-run" and "no longer runs" in taken.took_over["why"]
+
+
+def test_a_live_process_lease_is_not_taken_over(tmp_path):
+    lease.acquire(tmp_path, "this-process", process=True)
+    with pytest.raises(lease.RootBusyError, match=f"pid {os.getpid()}"):
+        lease.acquire(tmp_path, "other", process=True)
+
+
+def test_an_unreadable_old_lock_file_holds_nothing(tmp_path):
+    (tmp_path / lease.LEASE_FILE).write_text("pid 12 on somewhere since 2025-01-01 00:00:00")
+    assert lease.acquire(tmp_path, "run-a").took_over["run_id"] == "unknown"
+
+
+def _race(root, run_id, start, results):
+    start.wait()
+    try:
+        lease.acquire(root, run_id)
+        results.put(("won", run_id))
+    except lease.RootBusyError:
+        results.put(("refused", run_id))
+
+
+def test_of_runs_started_at_once_exactly_one_takes_the_root(tmp_path):
+    context = multiprocessing.get_context("fork")
+    start, results = context.Event(), context.Queue()
+    racers = [context.Process(target=_race, args=(str(tmp_path), f"run-{n}", start, results)) for n in range(6)]
+    for racer in racers:
+        racer.start()
+    start.set()
+    outcomes = [results.get(timeout=60) for _ in racers]
+    for racer in racers:
+        racer.join(timeout=60)
+    winners = [run for outcome, run in outcomes if outcome == "won"]
+    assert len(winners) == 1 and lease.read(tmp_path).run_id == winners[0]
+
+
+def test_two_takers_of_one_stale_lease_never_both_win(tmp_path):
+    lease.acquire(tmp_path, "dead-run")
+    context = multiprocessing.get_context("fork")
+    start, results = context.Event(), context.Queue()
+
+    def take(run_id):
+        start.wait()
+        try:
+            lease.acquire(str(tmp_path), run_id, stale_after=0 if run_id == "a" else 3600)
+            results.put(run_id)
+        except lease.RootBusyError:
+            results.put(None)
+
+    racers = [context.Process(target=take, args=(run_id,)) for run_id in ("a", "b")]
+    for racer in racers:
+        racer.start()
+    start.set()
+    outcomes = [results.get(timeout=60) for _ in racers]
+    assert sorted(map(str, outcomes)) == ["None", "a"] and lease.read(tmp_path).run_id == "a"
+
+
+def test_the_heartbeat_keeps_the_lease_fresh_and_reports_a_loss(tmp_path):
+    lease.acquire(tmp_path, "run-a")
+    first = lease.read(tmp_path).heartbeat
+    with lease.heartbeat(tmp_path, "run-a", every=0.05):
+        time.sleep(0.3)
+    assert lease.read(tmp_path).heartbeat > first
+    with pytest.raises(lease.LeaseLostError):
+        with lease.heartbeat(tmp_path, "run-a", every=0.05):
+            lease.acquire(tmp_path, "run-b", stale_after=0)
+            time.sleep(0.3)
+    assert lease.read(tmp_path).run_id == "run-b"
