@@ -61,6 +61,9 @@ EXAMPLES = textwrap.dedent("""\
     """)
 
 
+SOURCE_KINDS = ("folder", "parquet", "tfds")  # ingest.sources.LISTERS (a test checks they agree)
+
+
 class SettingsError(ValueError):
     """A command-line setting that cannot work; the message names the flag."""
 
@@ -298,9 +301,16 @@ def _add_kubeflow_compile_flags(parser: argparse.ArgumentParser) -> None:
                              "(--pvc) or, for a local rehearsal, on this machine. examples/, pipeline_root/, "
                              "serving_model/ and runs/ go under it.")
     parser.add_argument("--data-dir", default="",
-                        help="kubeflow: the image folder each run ingests (a path the tasks can read, or gs://); "
-                             "also the package's `data_dir` parameter, which submit and schedule can change. "
-                             "Default: none (each run trains on the spans already under <root>/examples).")
+                        help="kubeflow: the source each run ingests (a path the tasks can read, or gs://): an image "
+                             "folder, a Parquet file or folder, or a TFDS data_dir, as --source-kind says; the "
+                             "package's `source` parameter, which submit and schedule can change. Default: none "
+                             "(each run trains on the spans already under <root>/examples).")
+    parser.add_argument("--source-kind", choices=SOURCE_KINDS, default="folder",
+                        help="kubeflow: what --data-dir holds (the package's `source_kind` parameter). Default: "
+                             "folder.")
+    parser.add_argument("--lease-timeout-minutes", type=_count(1), default=60,
+                        help="kubeflow: a run's lease on the root whose heartbeat is older than this is taken over "
+                             "by the next run (a run whose pods all died). Default: 60.")
     store = parser.add_mutually_exclusive_group()
     store.add_argument("--metadata-grpc", metavar="HOST:PORT",
                        help="kubeflow: the ML Metadata gRPC service all tasks share. Default: "
@@ -329,9 +339,12 @@ def _add_kubeflow_compile_flags(parser: argparse.ArgumentParser) -> None:
 
 def _add_run_parameter_flags(parser: argparse.ArgumentParser, local_data_dir: bool = False) -> None:
     parser.add_argument("--data-dir", type=pathlib.Path if local_data_dir else str,
-                        help="The image folder each run ingests: with --local (schedule) the folder for cron; "
-                             "otherwise it sets the package's data_dir parameter (default: the one given to "
+                        help="The source each run ingests: with --local (schedule) the image folder for cron; "
+                             "otherwise it sets the package's source parameter (default: the one given to "
                              "compile).")
+    parser.add_argument("--source-kind", choices=SOURCE_KINDS,
+                        help="Sets the package's source_kind parameter: what --data-dir holds (default: the kind "
+                             "given to compile).")
     parser.add_argument("--pipeline-root",
                         help="KFP's pipeline root for this run. Default: the one the package was compiled with.")
 
@@ -503,14 +516,19 @@ def command_compile(args: argparse.Namespace) -> int:
         image=args.image, root=args.root, data_dir=args.data_dir, metadata_store=store, pvc=args.pvc,
         pvc_mount=args.pvc_mount, beam_args=tuple(args.beam_args or ()), trainer_cpu=args.trainer_cpu,
         trainer_memory=args.trainer_memory, trainer_accelerator=args.trainer_accelerator,
-        trainer_accelerator_count=args.trainer_accelerator_count, kfp_pipeline_root=args.pipeline_root)
+        trainer_accelerator_count=args.trainer_accelerator_count, kfp_pipeline_root=args.pipeline_root,
+        source_kind=args.source_kind, lease_timeout_minutes=args.lease_timeout_minutes)
     path = kubeflow.compile_package(config, args.package, deployment)
     print(f"wrote Kubeflow Pipelines package {path}")
     return 0
 
 
 def _run_arguments(args: argparse.Namespace) -> dict:
-    return {"data_dir": str(args.data_dir)} if args.data_dir is not None else {}
+    """The package's run parameters the flags set (the others keep the values given to compile)."""
+    arguments = {"source": str(args.data_dir)} if args.data_dir is not None else {}
+    if getattr(args, "source_kind", None):
+        arguments["source_kind"] = args.source_kind
+    return arguments
 
 
 def command_submit(args: argparse.Namespace) -> int:
@@ -545,7 +563,6 @@ def command_submit(args: argparse.Namespace) -> int:
 
 def _submit_local(args: argparse.Namespace) -> int:
     from orchestration import kubeflow
-    from orchestration.run_lock import exclusive_run
 
     root = kubeflow.package_root(args.package)
     if root is None or "://" in root:
@@ -557,13 +574,13 @@ def _submit_local(args: argparse.Namespace) -> int:
               "PATH (or --metadata-grpc HOST:PORT of a store this machine reaches) to run it here",
               file=sys.stderr)
         return 2
-    with exclusive_run(root):
-        try:
-            run_folder = kubeflow.run_locally(args.package, _run_arguments(args), str(args.kfp_outputs.resolve()))
-        except kubeflow.LocalRunError as error:
-            print(f"error: {error}", file=sys.stderr)
-            return 1
-    print(f"local run finished: summary and report in {run_folder}")
+    # No lock here: the package's first task takes the root's lease, as on a cluster.
+    run = kubeflow.run_locally(args.package, _run_arguments(args), str(args.kfp_outputs.resolve()))
+    folder = kubeflow.run_folder(root, run.run_id)
+    if run.failure:
+        print(f"error: {run.failure}; summary and report of run {run.run_id} in {folder}", file=sys.stderr)
+        return 1
+    print(f"local run finished: summary and report in {folder}")
     return 0
 
 

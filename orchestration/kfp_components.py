@@ -8,33 +8,35 @@ what it needs inside its body and hands the work to orchestration.kfp_tasks.
 from kfp.dsl import HTML, ClassificationMetrics, Markdown, Metrics, Output
 
 
-def ingest_images(data_dir: str, root: str, settings: dict, metadata_store: str,
-                  ingest_report: Output[Markdown]) -> str:
-    """The image folder becomes a new span under <root>/examples; unchanged data writes nothing."""
+def ingest_source(source_kind: str, source: str, root: str, data: dict, metadata_store: str, run_id: str,
+                  lease_seconds: float, ingest_report: Output[Markdown]) -> str:
+    """Takes the root's lease; the source becomes a new span under <root>/examples (unchanged data writes
+    nothing)."""
     from orchestration import kfp_tasks
 
-    table = kfp_tasks.ingest(data_dir, root, settings, metadata_store)
+    table = kfp_tasks.ingest(source_kind, source, root, data, metadata_store, run_id, lease_seconds)
     with open(ingest_report.path, "w") as f:
         f.write("```\n" + table + "\n```\n")
     return table
 
 
-def tfx_node(node_program: str, run_id: str, metadata_store: str) -> str:
+def tfx_node(node_program: str, run_id: str, metadata_store: str, root: str) -> str:
     """Runs one node of the TFX pipeline with TFX's launcher against the shared ML Metadata store."""
     from orchestration import kfp_tasks
 
-    return kfp_tasks.run_node(node_program, run_id, metadata_store)
+    return kfp_tasks.run_node(node_program, run_id, metadata_store, root)
 
 
-def run_report(metadata_store: str, run_id: str, pipeline_name: str, root: str, settings: dict,
+def run_report(metadata_store: str, run_id: str, pipeline_name: str, root: str, settings: dict, node_ids: list,
                metrics: Output[Metrics], confusion_matrix: Output[ClassificationMetrics],
                decision: Output[Markdown], report: Output[HTML]) -> str:
-    """The run's metrics, confusion matrix, blessing decision and HTML report, for the KFP run page."""
+    """The run's exit handler: its outcome, metrics, confusion matrix, blessing decision and HTML report for the
+    KFP run page; releases the root."""
     from contract import features
     from orchestration import kfp_tasks
 
-    values, matrix, run_folder = kfp_tasks.report(metadata_store, run_id, pipeline_name, root, settings,
-                                      decision.path, report.path)
+    values, matrix, run_folder = kfp_tasks.report(metadata_store, run_id, pipeline_name, root, settings, node_ids,
+                                                  decision.path, report.path)
     for name, value in values.items():
         metrics.log_metric(name, value)
     if matrix:

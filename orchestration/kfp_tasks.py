@@ -1,16 +1,20 @@
-"""What the Kubeflow package's tasks do: ingest a span, run one TFX node, report the run.
+"""What the Kubeflow package's tasks do: take the root and ingest, run one TFX node, report the run.
 
 The KFP components (orchestration/kfp_components.py) are thin: each imports this
-module inside the task's container and calls one function here. A foreseeable
-fault (unreachable metadata store, unwritable root, no usable images) ends the
-task with one line naming it and a non-zero exit code.
+module inside the task's container and calls one function here. The steps
+around the DAG are orchestration.lifecycle's, as in a local run; the root's
+lease (orchestration.lease) keeps a second run off the root. A foreseeable
+fault (a root held by another run, an unreachable metadata store, an
+unwritable root, no usable images) ends the task with one line naming it and
+a non-zero exit code, and is kept under <root>/runs/<run id>/tasks/ for the
+exit handler's summary.
 """
 
 from __future__ import annotations
 
 import base64
-import functools
 import json
+import logging
 import os
 import posixpath
 import re
@@ -19,9 +23,13 @@ import tempfile
 
 import tensorflow as tf
 
+from config import DataConfig
 from contract import layout
 from contract.layout import RunLayout
-from orchestration import beam_policy, tfx_node
+from orchestration import lease, lifecycle, store_health, tfx_node
+from orchestration.kubeflow import INGEST_TASK, REPORT_TASK, run_folder
+
+TASKS_DIR = "tasks"  # <root>/runs/<run id>/tasks/<task>.json: what each task did, for the exit handler
 
 
 def _fail(message: str) -> None:
@@ -29,101 +37,153 @@ def _fail(message: str) -> None:
     raise SystemExit(1)
 
 
-def ingest(data_dir: str, root: str, settings: dict, metadata_store: str = "") -> str:
-    """The image folder becomes a new span under <root>/examples (unchanged data: the latest is reused).
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return f"{type(error).__name__}: {text.splitlines()[0]}" if text else type(error).__name__
 
-    Also installs the curated schema of the code in this image where ImportSchemaGen
-    reads it, and marks earlier outputs whose files are gone DELETED in the store
-    (see orchestration.store_health.mark_missing). Returns the ingest table; an empty
-    `data_dir` ingests nothing (the run trains on the spans already there).
+
+def _run_folder(root: str, run_id: str) -> str:
+    return run_folder(root, run_id)
+
+
+def _write_record(root: str, run_id: str, task: str, record: dict) -> None:
+    """What one task of the run did, kept for the exit handler (which cannot read a failed task's outputs)."""
+    folder = posixpath.join(_run_folder(root, run_id), TASKS_DIR)
+    tf.io.gfile.makedirs(folder)
+    with tf.io.gfile.GFile(posixpath.join(folder, f"{task}.json"), "w") as f:
+        json.dump({"task": task, **record}, f, indent=2)
+
+
+def _read_records(root: str, run_id: str) -> dict[str, dict]:
+    folder = posixpath.join(_run_folder(root, run_id), TASKS_DIR)
+    records = {}
+    for path in sorted(tf.io.gfile.glob(posixpath.join(folder, "*.json"))):
+        with tf.io.gfile.GFile(path) as f:
+            record = json.load(f)
+        records[record["task"]] = record
+    return records
+
+
+def _data_config(settings: dict) -> DataConfig:
+    """The data settings as KFP hands them over (numbers as floats), typed as DataConfig's defaults are."""
+    defaults = DataConfig()
+    return DataConfig(**{name: type(getattr(defaults, name))(value) for name, value in settings.items()})
+
+
+def ingest(source_kind: str, source: str, root: str, data: dict, metadata_store: str, run_id: str,
+           lease_seconds: float) -> str:
+    """The run's first task: takes the root's lease, then the steps before the DAG (orchestration.lifecycle).
+
+    Also installs the curated schema of the code in this image where
+    ImportSchemaGen reads it. An empty `source` ingests nothing (the run trains
+    on the spans already there). Returns the ingest table.
     """
     from ml_metadata import metadata_store as mlmd
 
-    from ingest import sources, spans
-    from orchestration import store_health
     from pipeline.pipeline import SCHEMA_PATH
 
     where = RunLayout(root)
-    examples_root = where.examples_root
-    settings = dict(settings)
-    window = int(settings.pop("span_window", 1))  # KFP hands numbers over as floats; the rest are ingest settings
     try:
+        run_id = tfx_node.resolve_run_id(run_id)
         tfx_node.check_writable(root)
-        tf.io.gfile.makedirs(posixpath.dirname(where.schema_path))
-        tf.io.gfile.copy(SCHEMA_PATH, where.schema_path, overwrite=True)
-        if metadata_store:
-            tfx_node.check_store(metadata_store)
-            missing = store_health.mark_missing(mlmd.MetadataStore(tfx_node.connection_config(metadata_store)))
-            if missing:
-                print(f"{len(missing)} earlier outputs are gone from disk; marked DELETED in ML Metadata:\n  "
-                      + "\n  ".join(missing), flush=True)
-    except tfx_node.NodeTaskError as error:
+        held = lease.acquire(root, run_id, stale_after=lease_seconds)
+    except (tfx_node.NodeTaskError, lease.RootBusyError) as error:
+        if isinstance(error, lease.RootBusyError):
+            _write_record(root, run_id, INGEST_TASK, {"refused": str(error)})
         _fail(str(error))
-    if not data_dir:
-        existing = spans.existing_spans(examples_root)
-        if not existing:
-            _fail(f"no data_dir given and no spans in {examples_root}")
-        table = f"no data_dir given: the run uses the spans in {examples_root} (latest: span {existing[-1]})"
-    else:
-        try:
-            report = spans.ingest("folder", data_dir, examples_root, spans.IngestSettings(**settings),
-                                  functools.partial(beam_policy.ingest_args, 0))
-        except (sources.SourceError, spans.NoUsableImagesError) as error:
-            _fail(str(error))
-        table = report.table()
-    problems = spans.window_problems(examples_root, window)
-    if problems:
-        _fail(f"{len(problems)} problems in spans written without an ingest report (fix or remove them):\n  "
-              + "\n  ".join(problems))
-    print(table, flush=True)
-    return table
+    try:
+        with lease.heartbeat(root, run_id):
+            tf.io.gfile.makedirs(posixpath.dirname(where.schema_path))
+            tf.io.gfile.copy(SCHEMA_PATH, where.schema_path, overwrite=True)
+            tfx_node.check_store(metadata_store)
+            store = mlmd.MetadataStore(tfx_node.connection_config(metadata_store))
+            before = lifecycle.before_the_dag(
+                store, where.examples_root, source_kind if source else None, source, _data_config(data),
+                current_run=run_id, took_over=held.took_over)
+    except (tfx_node.NodeTaskError, lifecycle.RunRefused, lease.LeaseLostError) as error:
+        _write_record(root, run_id, INGEST_TASK, {"error": str(error)})
+        _fail(str(error))
+    _write_record(root, run_id, INGEST_TASK, {"before_the_dag": before.to_json()})
+    for message in before.messages():
+        print(message, flush=True)
+    print(before.table, flush=True)
+    return before.table
 
 
-def run_node(node_program: str, run_id: str, metadata_store: str) -> str:
-    """Runs one TFX node; returns 'executed', 'cached' or 'skipped'."""
+def run_node(node_program: str, run_id: str, metadata_store: str, root: str) -> str:
+    """Runs one TFX node under the run's lease; returns 'executed', 'cached' or 'skipped'.
+
+    A retried task (KFP retries a pod that was killed) launches the node again
+    in the same run: TFX's launcher reuses the execution the killed pod left
+    RUNNING, and the node completes once. A node whose executor raised in an
+    earlier attempt is not run again: the error is a fact about the code or
+    the data, not the pod.
+    """
     node_id = json.loads(node_program)["nodes"][0]["pipelineNode"]["nodeInfo"]["id"]
     try:
-        outcome = tfx_node.run_node(node_program, run_id, metadata_store)
-    except tfx_node.NodeTaskError as error:
+        run_id = tfx_node.resolve_run_id(run_id)
+        lease.refresh(root, run_id)
+        earlier = _read_records(root, run_id).get(node_id, {}).get("error")
+        if earlier:
+            raise tfx_node.NodeTaskError(f"failed in an earlier attempt of this run: {earlier}")
+        with lease.heartbeat(root, run_id):
+            outcome = tfx_node.run_node(node_program, run_id, metadata_store)
+    except (tfx_node.NodeTaskError, lease.LeaseLostError) as error:
         _fail(f"{node_id}: {error}")
+    except Exception as error:  # the executor's own error: its traceback is in the log above
+        logging.error("%s failed", node_id, exc_info=True)
+        _write_record(root, run_id, node_id, {"error": _first_line(error)})
+        _fail(f"{node_id} failed: {_first_line(error)}")
     print(f"{node_id}: {outcome}", flush=True)
     return outcome
 
 
-def report(metadata_store: str, run_id: str, pipeline_name: str, root: str, settings: dict,
+def report(metadata_store: str, run_id: str, pipeline_name: str, root: str, settings: dict, node_ids: list,
            markdown_path: str, html_path: str):
-    """Summarizes the run from MLMD; writes the summary and HTML report under <root>/runs/<run id>/.
+    """The run's exit handler: runs whether the DAG completed, failed or was canceled.
 
-    Returns (metrics {name: value}, confusion matrix or None, the run's folder) for the KFP run page; the
-    Markdown decision and the one-file HTML report go to the given artifact paths.
+    Reads the run's executions from ML Metadata and the records its tasks left,
+    names the outcome (completed; refused; failed at a node with the first line
+    of its error; stopped while a node ran), marks executions a killed pod left
+    RUNNING as CANCELED, writes <root>/runs/<run id>/run_summary.json and the
+    report, and releases the root's lease if this run holds it. Returns
+    (metrics {name: value}, confusion matrix or None, the run's folder) for the
+    KFP run page; the Markdown decision and the one-file HTML report go to the
+    given artifact paths.
     """
     from ml_metadata import metadata_store as mlmd
 
-    from ingest import spans
     from reporting import run_report, run_summary
 
     try:
-        tfx_node.check_store(metadata_store)
         run_id = tfx_node.resolve_run_id(run_id)
     except tfx_node.NodeTaskError as error:
         _fail(str(error))
-    store = mlmd.MetadataStore(tfx_node.connection_config(metadata_store))
+    records = _read_records(root, run_id)
+    refused = records.get(INGEST_TASK, {}).get("refused")
+    before_json = records.get(INGEST_TASK, {}).get("before_the_dag")
+    before = lifecycle.BeforeTheDag.from_json(before_json) if before_json else None
+    store = None
+    if not refused:  # a refused run touched nothing; the store belongs to the run that holds the root
+        try:
+            tfx_node.check_store(metadata_store)
+            store = mlmd.MetadataStore(tfx_node.connection_config(metadata_store))
+        except tfx_node.NodeTaskError as error:
+            records.setdefault(REPORT_TASK, {"error": str(error)})
+    stopped = store_health.cancel_unfinished_in(store, lambda run: run == run_id) if store else []
     summary = run_summary.summarize_run(store, pipeline_name, run_id=run_id)
-    examples_root = RunLayout(root).examples_root
-    existing = spans.existing_spans(examples_root)
-    latest = spans.load_report(examples_root, existing[-1]) if existing else None
-    ingest_report = latest.to_json() if latest else None
-    if ingest_report:
-        summary.ingest = {k: ingest_report[k] for k in ("span", "reused", "files_seen", "counts")}
+    summary.run_id = run_id
+    lifecycle.complete_summary(summary, before,
+                               error=outcome_error(summary, records, refused, stopped, frozenset(node_ids)))
     text = summary.text()
     print(text, flush=True)
 
-    run_folder = posixpath.join(RunLayout(root).runs_dir, _safe(run_id))
+    run_folder = _run_folder(root, run_id)
     tf.io.gfile.makedirs(run_folder)
     with tf.io.gfile.GFile(posixpath.join(run_folder, layout.SUMMARY_FILE), "w") as f:
         json.dump(summary.to_json(), f, indent=2)
     with tempfile.TemporaryDirectory() as local:
-        page = run_report.write_report(summary, local, settings["training"], ingest_report)
+        page = run_report.write_report(summary, local, settings["training"], before.ingest if before else None)
         tf.io.gfile.makedirs(posixpath.join(run_folder, layout.REPORT_DIR))
         for name in os.listdir(page.parent):
             tf.io.gfile.copy(os.path.join(page.parent, name), posixpath.join(run_folder, layout.REPORT_DIR, name),
@@ -132,11 +192,36 @@ def report(metadata_store: str, run_id: str, pipeline_name: str, root: str, sett
             f.write(inline_images(page.read_text(), page.parent))
     with open(markdown_path, "w") as f:
         f.write(decision_markdown(summary, posixpath.join(run_folder, layout.REPORT_DIR, layout.REPORT_PAGE)))
+    if not refused and lease.release(root, run_id):
+        print(f"released the pipeline root {root}", flush=True)
     metrics = dict(summary.metrics.get("candidate", {}))
     metrics |= {f"baseline_{name}": value for name, value in summary.metrics.get("baseline", {}).items()}
     if summary.pushed_version is not None:
         metrics["pushed_version"] = summary.pushed_version
     return metrics, summary.confusion_matrix, run_folder
+
+
+def outcome_error(summary, records: dict[str, dict], refused: str | None, stopped: list[str],
+                  expected: frozenset[str]) -> str | None:
+    """How the run ended, if not completed: one line for the summary's FAILED field (None: completed)."""
+    if refused:
+        return f"refused: {refused}"
+    failed = [node.node_id for node in summary.nodes if node.state == "failed"]
+    if failed:
+        reason = records.get(failed[0], {}).get("error") or "its error is in the task's log"
+        return f"failed at {failed[0]}: {reason}"
+    if stopped:
+        return (f"stopped while {', '.join(stopped)} ran (its pod was killed, or the run canceled, and not "
+                "retried to the end); marked CANCELED in ML Metadata")
+    errors = [(task, record["error"]) for task, record in records.items() if record.get("error")]
+    if errors:
+        return f"failed at {errors[0][0]}: {errors[0][1]}"
+    ran = {node.node_id for node in summary.nodes}
+    if not ran:
+        return "canceled or failed before any node ran (see the tasks' logs)"
+    if not expected <= ran:
+        return f"canceled or failed before {', '.join(sorted(expected - ran))} ran (see the tasks' logs)"
+    return None
 
 
 def decision_markdown(summary, report_uri: str) -> str:
@@ -163,7 +248,3 @@ def inline_images(html: str, folder) -> str:
         with open(path, "rb") as f:
             return f'src="data:image/png;base64,{base64.b64encode(f.read()).decode()}"'
     return re.sub(r'src="([^":/]+\.png)"', embed, html)
-
-
-def _safe(run_id: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]", "_", run_id)

@@ -17,6 +17,8 @@ import dataclasses
 import os
 import posixpath
 import re
+import time
+import uuid
 
 from config import PipelineConfig
 from contract.layout import RunLayout
@@ -32,6 +34,12 @@ DEFAULT_METADATA_STORE = "grpc://metadata-grpc-service.kubeflow:8080"  # runs in
 DEFAULT_PVC_MOUNT = "/mnt/pipeline"
 INGEST_TASK = "ingest"
 REPORT_TASK = "report"
+RUN_GROUP = "run"  # the exit handler's group: every task but the report
+TASK_RETRIES = 2
+REPORT_RETRIES = 1
+RETRY_BACKOFF = "60s"
+RETRY_BACKOFF_MAX = "600s"
+DEFAULT_LEASE_TIMEOUT_MINUTES = 60
 # Other tasks are small next to the Trainer; the Evaluator loads the model too.
 DEFAULT_TASK_CPU = "1"
 DEFAULT_TASK_MEMORY = "4G"
@@ -44,10 +52,6 @@ class KubeflowUnreachableError(RuntimeError):
     """The KFP endpoint did not answer; the message names it."""
 
 
-class LocalRunError(RuntimeError):
-    """A task of a local run failed; the message names it (its log is above)."""
-
-
 class TargetError(ValueError):
     """A compile setting that cannot work on the chosen target; the message says why."""
 
@@ -58,7 +62,8 @@ class Deployment:
 
     image: str
     root: str
-    data_dir: str = ""  # default of the `data_dir` pipeline parameter; empty: train on the spans under root
+    data_dir: str = ""  # default of the `source` pipeline parameter; empty: train on the spans under root
+    source_kind: str = "folder"  # default of the `source_kind` parameter: a kind of ingest.sources.LISTERS
     metadata_store: str = DEFAULT_METADATA_STORE  # grpc://HOST:PORT or sqlite:///PATH (local rehearsal)
     pvc: str | None = None  # a PersistentVolumeClaim mounted into every task at pvc_mount
     pvc_mount: str = DEFAULT_PVC_MOUNT
@@ -68,6 +73,8 @@ class Deployment:
     trainer_accelerator: str | None = None  # e.g. nvidia.com/gpu
     trainer_accelerator_count: int = 1
     kfp_pipeline_root: str | None = None  # where KFP keeps its own artifacts (run page metrics, HTML)
+    # A run's lease on the root whose heartbeat is older than this is taken over by the next run.
+    lease_timeout_minutes: int = DEFAULT_LEASE_TIMEOUT_MINUTES
 
     def __post_init__(self):
         if not self.image:
@@ -86,6 +93,12 @@ class Deployment:
         if not self.metadata_store.startswith(("grpc://", "sqlite:///")):
             raise TargetError(f"metadata store {self.metadata_store!r}: expected grpc://HOST:PORT or "
                               "sqlite:///ABSOLUTE/PATH")
+        from ingest.sources import LISTERS
+
+        if self.source_kind not in LISTERS:
+            raise TargetError(f"--source-kind {self.source_kind!r}: expected one of {', '.join(sorted(LISTERS))}")
+        if self.lease_timeout_minutes < 1:
+            raise TargetError("--lease-timeout-minutes must be at least 1")
         if self.trainer_accelerator_count < 1:
             raise TargetError("--trainer-accelerator-count must be at least 1")
 
@@ -127,7 +140,7 @@ def compile_package(config: PipelineConfig, output_file: str, deployment: Deploy
 
 
 def build_kfp_pipeline(config: PipelineConfig, deployment: Deployment):
-    """The kfp pipeline: ingest -> one task per TFX node, in the DAG's order -> report."""
+    """The kfp pipeline: ingest -> one task per TFX node, in the DAG's order; the report as the exit handler."""
     from kfp import dsl
 
     from orchestration import kfp_components, tfx_node
@@ -140,38 +153,48 @@ def build_kfp_pipeline(config: PipelineConfig, deployment: Deployment):
         schema_path=where.schema_path)
     programs = tfx_node.node_programs(tfx_pipeline)
     image = deployment.image
-    ingest_op = dsl.component(kfp_components.ingest_images, base_image=image, install_kfp_package=False)
+    ingest_op = dsl.component(kfp_components.ingest_source, base_image=image, install_kfp_package=False)
     node_op = dsl.component(kfp_components.tfx_node, base_image=image, install_kfp_package=False)
-    report_op = dsl.component(kfp_components.run_report, base_image=image, install_kfp_package=False)
+    report_op = report_component(image)
     settings = dataclasses.asdict(config)
-    ingest_settings = {"max_pixels": config.data.max_image_pixels, "train_buckets": config.data.train_buckets,
-                       "eval_buckets": config.data.eval_buckets,
-                       "span_window": config.data.span_window}
 
     @dsl.pipeline(name=config.name, pipeline_root=deployment.kfp_root,
                   description="Ingest images, validate, transform, train and fine-tune MobileNetV2, evaluate "
                               "against the served model, push if blessed (TFX nodes on a shared ML Metadata).")
-    def kfp_pipeline(data_dir: str = deployment.data_dir) -> str:
-        ingest = _named(ingest_op, INGEST_TASK)(data_dir=data_dir, root=deployment.root,
-                                               settings=ingest_settings, metadata_store=deployment.metadata_store)
-        _configure(ingest, deployment)
-        tasks = {}
-        for program in programs:
-            task = _named(node_op, program.node_id)(node_program=program.ir_json,
-                                                    run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
-                                                    metadata_store=deployment.metadata_store)
-            task.set_display_name(program.node_id)
-            task.after(*([tasks[node] for node in program.upstream] or [ingest]))
-            _configure(task, deployment, trainer=program.node_id == pipeline_lib.TRAINER)
-            tasks[program.node_id] = task
-        report = _named(report_op, REPORT_TASK)(metadata_store=deployment.metadata_store,
-                                               run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER, pipeline_name=config.name,
-                                               root=deployment.root, settings=settings)
-        report.after(tasks[pipeline_lib.PUSHER])
-        _configure(report, deployment)
-        return report.outputs["Output"]
+    def kfp_pipeline(source: str = deployment.data_dir, source_kind: str = deployment.source_kind):
+        # The exit handler runs whatever the DAG did (triggerPolicy ALL_UPSTREAM_TASKS_COMPLETED): every run,
+        # failed and canceled ones too, gets its summary and report, and the root's lease is released.
+        report = _named(report_op, REPORT_TASK)(
+            metadata_store=deployment.metadata_store, run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
+            pipeline_name=config.name, root=deployment.root, settings=settings,
+            node_ids=[program.node_id for program in programs])
+        _configure(report, deployment, retries=REPORT_RETRIES)
+        with dsl.ExitHandler(report, name=RUN_GROUP):
+            ingest = _named(ingest_op, INGEST_TASK)(
+                source_kind=source_kind, source=source, root=deployment.root, data=settings["data"],
+                metadata_store=deployment.metadata_store, run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
+                lease_seconds=float(deployment.lease_timeout_minutes * 60))
+            _configure(ingest, deployment, retries=TASK_RETRIES)
+            tasks = {}
+            for program in programs:
+                task = _named(node_op, program.node_id)(node_program=program.ir_json,
+                                                        run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
+                                                        metadata_store=deployment.metadata_store, root=deployment.root)
+                task.set_display_name(program.node_id)
+                task.after(*([tasks[node] for node in program.upstream] or [ingest]))
+                _configure(task, deployment, trainer=program.node_id == pipeline_lib.TRAINER, retries=TASK_RETRIES)
+                tasks[program.node_id] = task
 
     return kfp_pipeline
+
+
+def report_component(image: str):
+    """The exit handler's component (also what `submit --local` runs after a failed DAG)."""
+    from kfp import dsl
+
+    from orchestration import kfp_components
+
+    return dsl.component(kfp_components.run_report, base_image=image, install_kfp_package=False)
 
 
 def _named(component, name: str):
@@ -181,11 +204,17 @@ def _named(component, name: str):
     return named
 
 
-def _configure(task, deployment: Deployment, trainer: bool = False) -> None:
-    """KFP cache off (TFX decides), resources, the PVC, and the run id from the pod's label as a fallback."""
+def _configure(task, deployment: Deployment, trainer: bool = False, retries: int = 0) -> None:
+    """KFP cache off (TFX decides), retries, resources, the PVC, and the run id from the pod's label as a
+    fallback."""
     from kfp import kubernetes
 
     task.set_caching_options(False)
+    if retries:
+        # A pod killed by a drained node, a preempted GPU or the OOM killer is started again; TFX's launcher
+        # reuses the execution it left RUNNING (orchestration.kfp_tasks.run_node).
+        task.set_retry(num_retries=retries, backoff_duration=RETRY_BACKOFF, backoff_factor=2.0,
+                       backoff_max_duration=RETRY_BACKOFF_MAX)
     if trainer:
         task.set_cpu_request(deployment.trainer_cpu or DEFAULT_TASK_CPU)
         task.set_memory_request(deployment.trainer_memory or DEFAULT_TASK_MEMORY)
@@ -247,10 +276,17 @@ def package_pipeline_root(package: str) -> str | None:
     return _pipeline_spec(package).get("defaultPipelineRoot")
 
 
-def _report_constant(package: str, name: str) -> str | None:
-    """A constant input of the package's report task (where its data and metadata are)."""
-    task = _pipeline_spec(package).get("root", {}).get("dag", {}).get("tasks", {}).get(REPORT_TASK, {})
-    return task.get("inputs", {}).get("parameters", {}).get(name, {}).get("runtimeValue", {}).get("constant")
+def _task_constants(package: str, task_name: str) -> dict:
+    """The constant inputs of one of the package's tasks (the report's: where its data and metadata are)."""
+    spec = _pipeline_spec(package)
+    task = spec.get("root", {}).get("dag", {}).get("tasks", {}).get(task_name, {})
+    return {name: value["runtimeValue"]["constant"]
+            for name, value in task.get("inputs", {}).get("parameters", {}).items() if "runtimeValue" in value}
+
+
+def _report_constant(package: str, name: str):
+    value = _task_constants(package, REPORT_TASK).get(name)
+    return value if isinstance(value, str) else None
 
 
 def package_root(package: str) -> str | None:
@@ -261,21 +297,62 @@ def package_metadata_store(package: str) -> str:
     return _report_constant(package, "metadata_store") or ""
 
 
-def run_locally(package: str, arguments: dict, kfp_outputs: str) -> str:
-    """Runs a compiled package on this machine with the kfp SDK's own local runner; returns the run's folder.
+@dataclasses.dataclass(frozen=True)
+class LocalRun:
+    run_id: str
+    failure: str | None  # kfp.local's line naming the failed task; None when the DAG completed
 
-    Every task runs as a subprocess of this Python (the environment the image holds),
-    in the package's dependency order; KFP's artifacts go under `kfp_outputs`.
+
+def run_locally(package: str, arguments: dict, kfp_outputs: str, run_id: str | None = None) -> LocalRun:
+    """Runs a compiled package on this machine with the kfp SDK's own local runner.
+
+    Every task runs as a subprocess of this Python (the environment the image
+    holds), in the package's dependency order; KFP's artifacts go under
+    `kfp_outputs`. kfp 2.13's local runner stops at the first failed task and
+    never runs an exit handler after a failure, so when the DAG fails the exit
+    handler (the report) is run here, as the backend runs it, with the
+    package's own inputs and the same run id.
     """
-    from kfp import components, local
+    from kfp import local
+    from kfp.local import placeholder_utils
 
+    run_id = run_id or f"local-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=kfp_outputs, raise_on_error=True)
+    # The local runner draws a random number as the run id (the PIPELINE_JOB_ID placeholder); choosing it here
+    # lets the report that follows a failure speak of the same run, and names the run's folder.
+    chosen = placeholder_utils.make_random_id
+    placeholder_utils.make_random_id = lambda: run_id
     try:
-        task = components.load_component_from_file(package)(**arguments)
-    except RuntimeError as error:  # kfp.local names the failed task (its log is above), in terminal colours
-        plain = re.sub(r"\x1b\[[0-9;]*m", "", str(error)).strip()
-        raise LocalRunError(plain.splitlines()[0] if plain else "the local run failed") from None
-    return task.output
+        try:
+            _load_package(package)(**arguments)
+            return LocalRun(run_id, None)
+        except RuntimeError as error:  # kfp.local names the failed task (its log is above), in terminal colours
+            plain = re.sub(r"\x1b\[[0-9;]*m", "", str(error)).strip()
+            failure = plain.splitlines()[0] if plain else "the local run failed"
+        try:
+            report_component(_package_image(package))(**_task_constants(package, REPORT_TASK))
+        except RuntimeError as error:
+            plain = re.sub(r"\x1b\[[0-9;]*m", "", str(error)).strip()
+            failure += f"; its exit handler failed too: {plain.splitlines()[0] if plain else error}"
+        return LocalRun(run_id, failure)
+    finally:
+        placeholder_utils.make_random_id = chosen
+
+
+def run_folder(root: str, run_id: str) -> str:
+    """<root>/runs/<run id>: the run's summary, report and task records."""
+    return posixpath.join(RunLayout(root).runs_dir, re.sub(r"[^A-Za-z0-9._-]", "_", run_id))
+
+
+def _load_package(package: str):
+    from kfp import components
+
+    return components.load_component_from_file(package)
+
+
+def _package_image(package: str) -> str:
+    executors = _pipeline_spec(package).get("deploymentSpec", {}).get("executors", {})
+    return next(iter(executors.values()))["container"]["image"]
 
 
 def _client(host: str):

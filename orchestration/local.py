@@ -21,8 +21,8 @@ from tfx import v1 as tfx
 
 from config import PipelineConfig
 from contract.layout import RunLayout
-from ingest import sources, spans, synthetic
-from orchestration import beam_policy, store_health
+from ingest import spans, synthetic
+from orchestration import beam_policy, lifecycle, store_health
 from orchestration.run_lock import exclusive_run
 from pipeline import pipeline as pipeline_lib
 from reporting import run_report, run_summary
@@ -59,58 +59,54 @@ def run(config: PipelineConfig, output_dir: pathlib.Path, source: Source | None,
     store_health.check(where.metadata_path)
     for note in notes:
         print(note, flush=True)
-    with exclusive_run(output_dir):
-        return _run_locked(config, where, source, beam_workers, allow_anomalies, list(notes))
+    with exclusive_run(output_dir) as held:
+        return _run_locked(config, where, source, beam_workers, allow_anomalies, list(notes), held.took_over)
 
 
 def _ingest(config: PipelineConfig, where: RunLayout, source: Source, beam_workers: int):
     """Ingests the source; returns the report, or prints the error and returns None."""
-    if source.kind == DEMO:
-        synthetic.write_demo_images(where.demo_images, source.demo_images)
-        kind, location = "folder", where.demo_images
-    else:
-        kind, location = source.kind, source.location
-    settings = spans.IngestSettings(max_pixels=config.data.max_image_pixels, train_buckets=config.data.train_buckets,
-                                    eval_buckets=config.data.eval_buckets)
+    kind, location = _source_location(where, source)
     try:
-        report = spans.ingest(kind, location, where.examples_root, settings,
-                              functools.partial(beam_policy.ingest_args, beam_workers))
-    except (sources.SourceError, spans.NoUsableImagesError) as error:
+        report, table = lifecycle.ingest(kind, location, str(where.examples_root), config.data,
+                                         functools.partial(beam_policy.ingest_args, beam_workers))
+    except lifecycle.RunRefused as error:
         print(f"error: {error}", file=sys.stderr)
         return None
-    print(report.table(), flush=True)
+    print(table, flush=True)
     return report
 
 
+def _source_location(where: RunLayout, source: Source | None) -> tuple[str | None, str]:
+    """(kind, location) of lifecycle.ingest; the demo's images are generated first."""
+    if source is None:
+        return None, ""
+    if source.kind == DEMO:
+        synthetic.write_demo_images(where.demo_images, source.demo_images)
+        return "folder", str(where.demo_images)
+    return source.kind, str(source.location)
+
+
 def _run_locked(config: PipelineConfig, where: RunLayout, source: Source | None, beam_workers: int,
-                allow_anomalies: bool, notes: list[str]) -> int:
+                allow_anomalies: bool, notes: list[str], took_over: dict | None) -> int:
     where.root.mkdir(parents=True, exist_ok=True)
     # The previous run's summary and report go now: whatever happens to this run, they are never read as its own.
     where.summary_path.unlink(missing_ok=True)
     shutil.rmtree(where.report_dir, ignore_errors=True)
     where.tfdv_statistics_page.unlink(missing_ok=True)
 
-    if source is not None:
-        report = _ingest(config, where, source, beam_workers)
-        if report is None:
-            return REFUSED
-        ingest_report = report.to_json()
-    elif spans.existing_spans(where.examples_root):
-        latest_span = spans.existing_spans(where.examples_root)[-1]
-        latest = spans.load_report(where.examples_root, latest_span)
-        ingest_report = latest.to_json() if latest else None
-        print(f"no source given: running on the spans in {where.examples_root} (latest: span {latest_span})")
-    else:
-        print(f"error: no source given and no spans in {where.examples_root}; pass --data-dir, --parquet, "
-              "--tfds-data-dir or --demo", file=sys.stderr)
+    kind, location = _source_location(where, source)
+    # This process holds the root's lease: a RUNNING execution in the store belongs to a run that was killed.
+    try:
+        before = lifecycle.before_the_dag(
+            store_health.open_store(where.metadata_path), str(where.examples_root), kind, location, config.data,
+            beam_args=functools.partial(beam_policy.ingest_args, beam_workers), took_over=took_over)
+    except lifecycle.RunRefused as error:
+        print(f"error: {error}", file=sys.stderr)
         return REFUSED
-
-    problems = spans.window_problems(where.examples_root, config.data.span_window)
-    if problems:
-        print(f"error: the data gate stopped the run before ImportExampleGen: {len(problems)} problem"
-              f"{'s' if len(problems) != 1 else ''} in spans written without an ingest report (fix or remove "
-              f"them, or ingest the images with `ingest`):\n  " + "\n  ".join(problems), file=sys.stderr)
-        return REFUSED
+    print(before.table, flush=True)
+    for message in before.messages():
+        print(message, flush=True)
+    ingest_report = before.ingest
     beam_args = beam_policy.component_args(
         beam_workers, spans.examples_in_spans(where.examples_root, config.data.span_window))
     pipeline = pipeline_lib.create_pipeline(
@@ -123,16 +119,7 @@ def _run_locked(config: PipelineConfig, where: RunLayout, source: Source | None,
         beam_pipeline_args=beam_args,
         allow_anomalies=allow_anomalies,
     )
-    # This process holds the lock: a RUNNING execution in the store belongs to a run that was killed.
-    abandoned = store_health.cancel_unfinished(where.metadata_path, frozenset())
-    if abandoned:
-        print(f"an earlier run stopped while {', '.join(abandoned)} ran (killed?); marked CANCELED in ML Metadata",
-              flush=True)
     earlier_runs = store_health.run_ids(where.metadata_path)
-    missing = store_health.mark_missing_in_file(where.metadata_path)
-    if missing:
-        print(f"{len(missing)} earlier outputs are gone from disk; marked DELETED in ML Metadata, so their nodes run "
-              "again and resolvers pass them over:\n  " + "\n  ".join(missing), flush=True)
     error, interrupted = None, False
     try:
         tfx.orchestration.LocalDagRunner().run(pipeline)
@@ -147,12 +134,7 @@ def _run_locked(config: PipelineConfig, where: RunLayout, source: Source | None,
     summary = run_summary.summarize(str(where.metadata_path), config.name, exclude_runs=earlier_runs)
     if summary.run_id is None and error is None:
         error = "the pipeline recorded no run in ML Metadata"
-    summary.error = error
-    summary.beam_args = beam_args
-    summary.missing = missing
-    summary.notes = notes
-    summary.ingest = {k: ingest_report[k] for k in ("span", "reused", "files_seen", "counts")} \
-        if ingest_report else None
+    lifecycle.complete_summary(summary, before, error=error, beam_args=beam_args, notes=notes)
     print(summary.text())
     code = INTERRUPTED if interrupted else FAILED if summary.failed else OK
     try:

@@ -4,8 +4,8 @@
   reports it deep inside the first query of whichever component reaches it
   first ("database disk image is malformed"); up front, the user learns which
   file it is, what moving it aside costs, and that nothing else needs to go.
-- cancel_unfinished: executions an interrupted or killed local run left
-  RUNNING are marked CANCELED.
+- cancel_unfinished: executions an interrupted or killed run left RUNNING
+  are marked CANCELED (a local run's, or a Kubeflow run's whose pods died).
 - mark_missing (any store, also the Kubeflow ingest task's): artifacts whose
   files are gone are marked DELETED so that nothing hands them out again.
 """
@@ -49,6 +49,11 @@ def _store(path: str | os.PathLike):
     return metadata_store.MetadataStore(config)
 
 
+def open_store(path: str | os.PathLike):
+    """The local SQLite store at `path`, or None before a first run created it."""
+    return _store(path) if os.path.exists(path) else None
+
+
 def run_ids(path: str | os.PathLike) -> frozenset[str]:
     """Names of the pipeline runs already recorded in the store (none if there is no store yet)."""
     if not os.path.exists(path):
@@ -57,20 +62,29 @@ def run_ids(path: str | os.PathLike) -> frozenset[str]:
 
 
 def cancel_unfinished(path: str | os.PathLike, earlier_runs: frozenset[str]) -> list[str]:
-    """Marks the NEW and RUNNING executions of runs newer than `earlier_runs` CANCELED; returns their nodes.
+    """cancel_unfinished_in on a local SQLite store: the NEW and RUNNING executions of runs newer than
+    `earlier_runs` are marked CANCELED; returns their nodes."""
+    if not os.path.exists(path):
+        return []
+    return cancel_unfinished_in(_store(path), lambda run: run not in earlier_runs)
 
-    An interrupted LocalDagRunner leaves them RUNNING forever; CANCELED says
-    what happened, and TFX never reuses a canceled execution's outputs.
+
+def cancel_unfinished_in(store, which_runs=lambda run: True) -> list[str]:
+    """Marks the NEW and RUNNING executions of the runs `which_runs(run id)` selects CANCELED; returns
+    their nodes.
+
+    A killed run (Ctrl-C, kill -9, a Kubeflow pod killed for good) leaves them
+    RUNNING forever; CANCELED says what happened, and TFX never reuses a
+    canceled execution's outputs. Only the holder of the root's lease calls
+    this, so no execution it marks belongs to a run still working.
     """
     from ml_metadata.proto import metadata_store_pb2
 
-    if not os.path.exists(path):
-        return []
-    store = _store(path)
     unfinished = (metadata_store_pb2.Execution.NEW, metadata_store_pb2.Execution.RUNNING)
+    node_type = {t.name: t.id for t in store.get_context_types()}.get("node")
     nodes = []
     for run in store.get_contexts_by_type("pipeline_run"):
-        if run.name in earlier_runs:
+        if not which_runs(run.name):
             continue
         for execution in store.get_executions_by_context(run.id):
             if execution.last_known_state not in unfinished:
@@ -78,7 +92,7 @@ def cancel_unfinished(path: str | os.PathLike, earlier_runs: frozenset[str]) -> 
             execution.last_known_state = metadata_store_pb2.Execution.CANCELED
             store.put_executions([execution])
             nodes += [c.name.split(".", 1)[1] for c in store.get_contexts_by_execution(execution.id)
-                      if c.type_id == store.get_context_type("node").id]
+                      if c.type_id == node_type]
     return nodes
 
 

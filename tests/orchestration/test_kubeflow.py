@@ -85,20 +85,53 @@ def test_package_parses_strictly_and_loads_with_kfps_loader(package):
     assert set(loaded.pipeline_spec.root.dag.tasks) == set(_documents(package)[0]["root"]["dag"]["tasks"])
 
 
+def _run_group(spec):
+    """(the exit handler's group task at the root, the tasks inside it)."""
+    (group,) = [name for name, task in spec["root"]["dag"]["tasks"].items() if name != kubeflow.REPORT_TASK]
+    component = spec["root"]["dag"]["tasks"][group]["componentRef"]["name"]
+    return group, spec["components"][component]["dag"]["tasks"]
+
+
 def test_one_task_per_node_of_create_pipeline_in_its_dependency_order(package):
     from orchestration import tfx_node
 
-    tasks = _documents(package)[0]["root"]["dag"]["tasks"]
+    spec = _documents(package)[0]
+    _, tasks = _run_group(spec)
     local = pipeline_lib.create_pipeline(PipelineConfig(), examples_root="e", pipeline_root="p", serving_dir="s")
     programs = tfx_node.node_programs(local)
-    assert {p.node_id.lower() for p in programs} | {kubeflow.INGEST_TASK, kubeflow.REPORT_TASK} == set(tasks)
+    assert {p.node_id.lower() for p in programs} | {kubeflow.INGEST_TASK} == set(tasks)
     for program in programs:
         task = tasks[program.node_id.lower()]
         expected = {u.lower() for u in program.upstream} or {kubeflow.INGEST_TASK}
         assert set(task["dependentTasks"]) == expected, program.node_id
         node_ir = json.loads(task["inputs"]["parameters"]["node_program"]["runtimeValue"]["constant"])
         assert [n["pipelineNode"]["nodeInfo"]["id"] for n in node_ir["nodes"]] == [program.node_id]
-    assert tasks[kubeflow.REPORT_TASK]["dependentTasks"] == [pipeline_lib.PUSHER.lower()]
+    report = spec["root"]["dag"]["tasks"][kubeflow.REPORT_TASK]
+    node_ids = report["inputs"]["parameters"]["node_ids"]["runtimeValue"]["constant"]
+    assert node_ids == [p.node_id for p in programs]
+
+
+def test_the_report_is_the_exit_handler_of_every_other_task(package):
+    spec = _documents(package)[0]
+    group, _ = _run_group(spec)
+    root_tasks = spec["root"]["dag"]["tasks"]
+    assert set(root_tasks) == {group, kubeflow.REPORT_TASK}
+    report = root_tasks[kubeflow.REPORT_TASK]
+    assert report["dependentTasks"] == [group]
+    assert report["triggerPolicy"] == {"strategy": "ALL_UPSTREAM_TASKS_COMPLETED"}
+
+
+def test_trainer_and_beam_tasks_are_retried_with_backoff(package):
+    spec = _documents(package)[0]
+    _, tasks = _run_group(spec)
+    retried = {name: task["retryPolicy"] for name, task in tasks.items() if "retryPolicy" in task}
+    beam_and_trainer = {pipeline_lib.TRAINER, pipeline_lib.STATISTICS_GEN, pipeline_lib.TRANSFORM,
+                        pipeline_lib.EVALUATOR, pipeline_lib.EXAMPLE_GEN, kubeflow.INGEST_TASK}
+    assert {name.lower() for name in beam_and_trainer} <= set(retried)
+    trainer = retried[pipeline_lib.TRAINER.lower()]
+    assert trainer["maxRetryCount"] == kubeflow.TASK_RETRIES
+    assert trainer["backoffDuration"] == kubeflow.RETRY_BACKOFF and trainer["backoffFactor"] == 2.0
+    assert trainer["backoffMaxDuration"] == kubeflow.RETRY_BACKOFF_MAX
 
 
 def test_trainer_gets_its_resources_and_other_tasks_small_defaults(package):
@@ -120,7 +153,9 @@ def test_package_points_at_the_root_and_the_clusters_metadata_service(package):
     assert kubeflow.DEFAULT_METADATA_STORE in text
     spec = _documents(package)[0]
     assert spec["defaultPipelineRoot"] == "gs://bucket/cats/kfp"
-    assert spec["root"]["inputDefinitions"]["parameters"]["data_dir"]["defaultValue"] == "gs://bucket/images"
+    parameters = spec["root"]["inputDefinitions"]["parameters"]
+    assert parameters["source"]["defaultValue"] == "gs://bucket/images"
+    assert parameters["source_kind"]["defaultValue"] == "folder"
     assert pipeline_lib.RUN_FN in text and pipeline_lib.PREPROCESSING_FN in text
 
 
@@ -134,8 +169,16 @@ def test_pvc_is_mounted_into_every_task(pvc_package):
         assert executor["fieldPathAsEnv"] == [{"fieldPath": "metadata.labels['pipeline/runid']", "name": "KFP_RUN_ID"}]
 
 
+def test_the_clis_source_kinds_are_ingests():
+    import pipeline_runner
+    from ingest import sources
+
+    assert set(pipeline_runner.SOURCE_KINDS) == set(sources.LISTERS)
+
+
 @pytest.mark.parametrize("settings, message", [
     ({"root": "relative/root"}, "absolute path"),
+    ({"root": "gs://b/c", "source_kind": "csv"}, "--source-kind 'csv'"),
     ({"root": "/data/cats", "pvc": "claim"}, "under the PVC's mount path"),
     ({"root": "/mnt/pipeline/cats", "pvc": "claim", "data_dir": "/home/me/pets"}, "not on the PVC"),
     ({"root": "gs://b/c", "metadata_store": "mysql://db"}, "grpc://HOST:PORT"),
@@ -213,11 +256,12 @@ def _cli(*arguments, env=None):
 
 def test_submit_hands_the_pipeline_root_and_parameters_to_kfp_with_its_cache_off(package, kfp_api):
     host, received = kfp_api
-    result = _cli("submit", "--package", package, "--host", host, "--data-dir", "gs://bucket/new-images")
+    result = _cli("submit", "--package", package, "--host", host, "--data-dir", "gs://bucket/pets.parquet",
+                  "--source-kind", "parquet")
     assert result.returncode == 0, result.stderr
     assert "started run run-1" in result.stdout
     (body,) = [b for method, path, b in received if method == "POST" and path.endswith("/runs")]
-    assert body["runtime_config"] == {"parameters": {"data_dir": "gs://bucket/new-images"},
+    assert body["runtime_config"] == {"parameters": {"source": "gs://bucket/pets.parquet", "source_kind": "parquet"},
                                       "pipeline_root": "gs://bucket/cats/kfp"}
     assert body["experiment_id"] == "exp-1"
     sent = body["pipeline_spec"]
@@ -290,9 +334,14 @@ def test_local_run_against_an_unreachable_store_fails_naming_it_and_pushes_nothi
     output = result.stdout + result.stderr
     # the first task asks the store (to mark outputs whose files are gone) before it ingests anything
     assert "error: cannot reach the ML Metadata store grpc://127.0.0.1:9" in output
-    assert "error: Pipeline 'cats-vs-dogs' finished with status FAILURE. Inner task failed: 'ingest'." \
-        in result.stderr.splitlines()
+    assert "Inner task failed: 'ingest' inside 'exit-handler-1'" in result.stderr
     assert not (root / "serving_model").exists() and not (root / "examples").exists()
+    # the exit handler ran after the failure, as on a cluster: the run's summary names the task and the reason
+    (summary_path,) = (root / "runs").glob("*/run_summary.json")
+    summary = json.loads(summary_path.read_text())
+    assert summary["failed"] and summary["error"].startswith(
+        "failed at ingest: cannot reach the ML Metadata store grpc://127.0.0.1:9")
+    assert not (root / ".pipeline.lock").exists(), "the exit handler releases the root"
 
 
 def test_local_run_refuses_a_package_for_the_clusters_store(package):

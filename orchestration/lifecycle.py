@@ -1,0 +1,137 @@
+"""The steps of a run around the TFX DAG, the same for every orchestrator.
+
+Before the DAG, by whoever holds the root's lease (the local run's process,
+the Kubeflow ingest task): look after the metadata store (executions a killed
+run left RUNNING are marked CANCELED; outputs whose files are gone are marked
+DELETED), ingest the source as a new span (unchanged data reuses the latest),
+and check the spans other tools wrote. What happened is kept as a
+`BeforeTheDag` record. After the DAG (the local run; the Kubeflow exit
+handler): the run's summary from ML Metadata completed with that record and
+the run's outcome, then the report. A new source kind, check or summary field
+is a change here, and every orchestrator has it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Any
+
+from config import DataConfig
+from ingest import sources, spans
+from orchestration import beam_policy, store_health
+
+
+class RunRefused(Exception):
+    """The run cannot start: the message says why and how to fix it. Nothing was changed."""
+
+
+@dataclasses.dataclass
+class BeforeTheDag:
+    """What the steps before the DAG did."""
+
+    ingest: dict[str, Any] | None  # the ingest report of the span the run trains on, if it has one
+    table: str  # what to print about the data
+    canceled: list[str] = dataclasses.field(default_factory=list)  # nodes a killed run left RUNNING
+    missing: list[str] = dataclasses.field(default_factory=list)  # '<type> <uri>' of outputs gone from disk
+    took_over: dict[str, str] | None = None  # the stale lease this run took over
+
+    def to_json(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict) -> BeforeTheDag:
+        return cls(**{f.name: data[f.name] for f in dataclasses.fields(cls) if f.name in data})
+
+    def messages(self) -> list[str]:
+        """What to tell the user about the store and the lease before the run starts."""
+        lines = []
+        if self.took_over:
+            lines.append(f"took over the pipeline root from run {self.took_over['run_id']} "
+                         f"({self.took_over['why']})")
+        if self.canceled:
+            lines.append(f"an earlier run stopped while {', '.join(self.canceled)} ran (killed?); marked CANCELED "
+                         "in ML Metadata")
+        if self.missing:
+            lines.append(f"{len(self.missing)} earlier outputs are gone from disk; marked DELETED in ML Metadata, so "
+                         "their nodes run again and resolvers pass them over:\n  " + "\n  ".join(self.missing))
+        return lines
+
+    def notes(self) -> list[str]:
+        """The same facts as notes of the run's summary."""
+        notes = []
+        if self.took_over:
+            notes.append(f"took over the pipeline root from run {self.took_over['run_id']}, whose lease was stale "
+                         f"({self.took_over['why']})")
+        if self.canceled:
+            notes.append(f"executions an earlier run left unfinished were marked CANCELED: {', '.join(self.canceled)}")
+        return notes
+
+
+def ingest_settings(data: DataConfig) -> spans.IngestSettings:
+    return spans.IngestSettings(max_pixels=data.max_image_pixels, train_buckets=data.train_buckets,
+                                eval_buckets=data.eval_buckets)
+
+
+def look_after_store(store, current_run: str | None = None) -> tuple[list[str], list[str]]:
+    """(nodes of other runs left unfinished, now CANCELED; outputs gone from disk, now DELETED).
+
+    Called by the holder of the root's lease only: no other run is working."""
+    if store is None:
+        return [], []
+    canceled = store_health.cancel_unfinished_in(store, lambda run: run != current_run)
+    return canceled, store_health.mark_missing(store)
+
+
+def ingest(kind: str | None, location: str, examples_root: str, data: DataConfig,
+           beam_args=functools.partial(beam_policy.ingest_args, 0)) -> tuple[dict[str, Any] | None, str]:
+    """Ingests `location` (a source of `kind`, one of ingest.sources.LISTERS) as a span; kind None: the run
+    uses the spans already there. Returns (the span's ingest report, a table to print); RunRefused if there is
+    nothing usable."""
+    if kind is None or not location:
+        existing = spans.existing_spans(examples_root)
+        if not existing:
+            raise RunRefused(f"no source given and no spans in {examples_root}; pass a source (--data-dir, "
+                             "--parquet, --tfds-data-dir or --demo locally; the source parameter on Kubeflow)")
+        latest = spans.load_report(examples_root, existing[-1])
+        return (latest.to_json() if latest else None,
+                f"no source given: running on the spans in {examples_root} (latest: span {existing[-1]})")
+    try:
+        report = spans.ingest(kind, location, examples_root, ingest_settings(data), beam_args)
+    except (sources.SourceError, spans.NoUsableImagesError) as error:
+        raise RunRefused(str(error)) from None
+    return report.to_json(), report.table()
+
+
+def check_spans(examples_root: str, window: int) -> None:
+    """Spans written without an ingest report (by another tool) are read record by record first."""
+    problems = spans.window_problems(examples_root, window)
+    if problems:
+        raise RunRefused(
+            f"the data gate stopped the run before ImportExampleGen: {len(problems)} problem"
+            f"{'s' if len(problems) != 1 else ''} in spans written without an ingest report (fix or remove them, "
+            "or ingest the images with `ingest`):\n  " + "\n  ".join(problems))
+
+
+def before_the_dag(store, examples_root: str, kind: str | None, location: str, data: DataConfig, *,
+                   current_run: str | None = None, beam_args=functools.partial(beam_policy.ingest_args, 0),
+                   took_over: dict | None = None) -> BeforeTheDag:
+    """Every step before the DAG, in order; RunRefused when the run cannot start."""
+    canceled, missing = look_after_store(store, current_run)
+    report, table = ingest(kind, location, examples_root, data, beam_args)
+    check_spans(examples_root, data.span_window)
+    return BeforeTheDag(ingest=report, table=table, canceled=canceled, missing=missing, took_over=took_over)
+
+
+def complete_summary(summary, before: BeforeTheDag | None, *, error: str | None = None,
+                     beam_args: list[str] = (), notes: list[str] = ()) -> None:
+    """Adds what happened outside ML Metadata to a summary read from it (reporting.run_summary)."""
+    if before is not None:
+        summary.ingest = ({k: before.ingest[k] for k in ("span", "reused", "files_seen", "counts")}
+                          if before.ingest else None)
+        summary.missing = list(before.missing)
+        notes = [*notes, *before.notes()]
+    summary.notes = list(notes)
+    summary.beam_args = list(beam_args)
+    if error is not None:
+        summary.error = error
