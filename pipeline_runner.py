@@ -129,9 +129,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     models = commands.add_parser("models", help="List the pushed model versions, read from MLMD.",
                                  description="Each pushed version with its eval metrics, the data spans its model "
-                                             "was trained on, its blessing and its push time.")
-    models.add_argument("--output-dir", type=pathlib.Path, default=pathlib.Path("runs/default"),
-                        help="The run's output directory. Default: runs/default.")
+                                             "was trained on, its blessing and its push time: of a local output "
+                                             "directory, or of a deployment (--root and its store).")
+    _add_history_flags(models)
     models.add_argument("--json", action="store_true", help="Print JSON instead of a table.")
 
     rollback = commands.add_parser(
@@ -140,9 +140,9 @@ def build_parser() -> argparse.ArgumentParser:
                     "version) serves N's model again with no change to its configuration; records the rollback "
                     "in ML Metadata. The next run's candidate is compared with this model. Refused, with nothing "
                     "changed, for a version never pushed or blessed, one whose files changed since its push, the "
-                    "version already served, or while a run holds the output directory.")
-    rollback.add_argument("--output-dir", type=pathlib.Path, default=pathlib.Path("runs/default"),
-                          help="The run's output directory. Default: runs/default.")
+                    "version already served, or while a run holds the root. Works on a local output directory or "
+                    "a deployment's root (--root with its store).")
+    _add_history_flags(rollback)
     rollback.add_argument("--to", type=_count(1), required=True, metavar="N", help="The version to serve again.")
     rollback.add_argument("--reason", default="", help="Why, kept with the rollback (shown by `models`).")
 
@@ -221,6 +221,19 @@ def build_parser() -> argparse.ArgumentParser:
                           help="With --local: add the entry to this user's crontab (an existing entry for the "
                                "same output directory is replaced).")
     return parser
+
+
+def _add_history_flags(parser: argparse.ArgumentParser) -> None:
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument("--output-dir", type=pathlib.Path, default=pathlib.Path("runs/default"),
+                       help="A local run's output directory. Default: runs/default.")
+    where.add_argument("--root", help="A deployment's root, as given to compile (gs://... or a path on its volume, "
+                                      "mounted here); needs --metadata-grpc or --metadata-sqlite.")
+    store = parser.add_mutually_exclusive_group()
+    store.add_argument("--metadata-grpc", metavar="HOST:PORT",
+                       help="With --root: the deployment's ML Metadata gRPC service (on a cluster: kubectl "
+                            "port-forward -n kubeflow svc/metadata-grpc-service 8080, then localhost:8080).")
+    store.add_argument("--metadata-sqlite", metavar="PATH", help="With --root: a SQLite ML Metadata file.")
 
 
 def _add_source_flags(parser: argparse.ArgumentParser, required: bool = True) -> None:
@@ -335,6 +348,19 @@ def _add_kubeflow_compile_flags(parser: argparse.ArgumentParser) -> None:
                         help="kubeflow: accelerator resource of the Trainer's task, e.g. nvidia.com/gpu.")
     parser.add_argument("--trainer-accelerator-count", type=int, default=1,
                         help="kubeflow: how many accelerators the Trainer's task gets. Default: 1.")
+    serving = parser.add_argument_group("serving on the cluster (kubeflow: a KServe InferenceService manifest "
+                                        "written beside the package)")
+    serving.add_argument("--serving-name", default="cats-vs-dogs",
+                         help="The InferenceService's name (also the model's name in predict URLs). "
+                              "Default: cats-vs-dogs.")
+    serving.add_argument("--serving-namespace", default="default",
+                         help="Its namespace (with Kubeflow profiles: your profile's). Default: default.")
+    serving.add_argument("--serving-cpu", default="1", help="CPU request and limit of the predictor. Default: 1.")
+    serving.add_argument("--serving-memory", default="2Gi",
+                         help="Memory request and limit of the predictor. Default: 2Gi.")
+    serving.add_argument("--serving-service-account",
+                         help="A service account that can read a gs:// root (KServe's storage initializer uses "
+                              "its credentials).")
 
 
 def _add_run_parameter_flags(parser: argparse.ArgumentParser, local_data_dir: bool = False) -> None:
@@ -400,18 +426,45 @@ def command_run(args: argparse.Namespace) -> int:
                      allow_anomalies=args.allow_anomalies, notes=notes)
 
 
+def _history_store(args: argparse.Namespace):
+    """(root, store) that `models` and `rollback` read: --output-dir's, or --root with a --metadata-* flag."""
+    from contract import metadata
+    from orchestration import store_health
+
+    if args.root is not None:
+        if not (args.metadata_grpc or args.metadata_sqlite):
+            raise SettingsError("--root needs the deployment's ML Metadata store: --metadata-grpc HOST:PORT (e.g. "
+                                "through kubectl port-forward) or --metadata-sqlite PATH")
+        if args.metadata_sqlite and not os.path.isfile(args.metadata_sqlite):
+            raise SettingsError(f"--metadata-sqlite {args.metadata_sqlite}: no such file")
+        store = (metadata.grpc_store(args.metadata_grpc) if args.metadata_grpc
+                 else metadata.sqlite_store(args.metadata_sqlite))
+        root = args.root
+    else:
+        if args.metadata_grpc or args.metadata_sqlite:
+            raise SettingsError("--metadata-grpc and --metadata-sqlite go with --root (a deployment's root); "
+                                "--output-dir has its own store")
+        root = args.output_dir.resolve()
+        path = RunLayout(root).metadata_path
+        if not path.exists():
+            raise SettingsError(f"no metadata store at {path}: has the pipeline run in {args.output_dir}?")
+        store = metadata.sqlite_store(path)
+    if store.startswith(metadata.SQLITE_SCHEME):
+        store_health.check(store[len(metadata.SQLITE_SCHEME):])
+    try:
+        metadata.reachable_store(store, read_only=True)
+    except (metadata.StoreAddressError, metadata.StoreUnreachableError) as error:
+        raise SettingsError(str(error)) from None
+    return root, store
+
+
 def command_models(args: argparse.Namespace) -> int:
     import json
 
-    from orchestration import store_health
     from reporting import model_history
 
-    metadata = RunLayout(args.output_dir.resolve()).metadata_path
-    if not metadata.exists():
-        print(f"error: no metadata store at {metadata}: has the pipeline run in {args.output_dir}?", file=sys.stderr)
-        return 2
-    store_health.check(metadata)
-    versions = model_history.pushed_versions(str(metadata))
+    _, store = _history_store(args)
+    versions = model_history.pushed_versions(store)
     if args.json:
         print(json.dumps([dataclasses.asdict(v) for v in versions], indent=2))
     else:
@@ -423,8 +476,9 @@ def command_rollback(args: argparse.Namespace) -> int:
     import config as config_lib
     from orchestration import rollback
 
+    root, store = _history_store(args)
     try:
-        done = rollback.rollback(args.output_dir, args.to, args.reason, config_lib.PipelineConfig().name)
+        done = rollback.rollback(root, store, args.to, args.reason, config_lib.PipelineConfig().name)
     except rollback.RollbackError as error:
         print(f"error: cannot roll back to version {args.to}: {error}; nothing was changed", file=sys.stderr)
         return 2
@@ -487,7 +541,7 @@ def _default_sheet(run_or_model: pathlib.Path) -> pathlib.Path:
 
 
 def command_compile(args: argparse.Namespace) -> int:
-    from orchestration import kubeflow
+    from orchestration import kserve, kubeflow
 
     config, notes = _config_from_args(args)
     for note in notes:
@@ -518,8 +572,18 @@ def command_compile(args: argparse.Namespace) -> int:
         trainer_memory=args.trainer_memory, trainer_accelerator=args.trainer_accelerator,
         trainer_accelerator_count=args.trainer_accelerator_count, kfp_pipeline_root=args.pipeline_root,
         source_kind=args.source_kind, lease_timeout_minutes=args.lease_timeout_minutes)
+    serving = kserve.Serving(name=args.serving_name, namespace=args.serving_namespace, cpu=args.serving_cpu,
+                             memory=args.serving_memory, service_account=args.serving_service_account)
     path = kubeflow.compile_package(config, args.package, deployment)
     print(f"wrote Kubeflow Pipelines package {path}")
+    uri = kserve.storage_uri(deployment.root, deployment.pvc, deployment.pvc_mount)
+    if uri is None:
+        print(f"no KServe manifest: the root {deployment.root} is on this machine (a rehearsal); a cluster serves "
+              "from a gs:// root or a PVC (--pvc)")
+    else:
+        manifest = kserve.write_manifest(kserve.manifest_path(path), serving, uri)
+        print(f"wrote KServe InferenceService {manifest} (serves the highest version under {uri}): "
+              f"kubectl apply -f {manifest}")
     return 0
 
 
@@ -639,13 +703,14 @@ def main(argv: list[str] | None = None) -> int:
                 "submit": command_submit, "schedule": command_schedule}
     from config import ConfigError
     from ingest.sources import SourceError
+    from orchestration.kserve import ServingError
     from orchestration.kubeflow import TargetError
     from orchestration.run_lock import PipelineBusyError
     from orchestration.store_health import DamagedStoreError
 
     try:
         return commands[args.command](args)
-    except (ConfigError, TargetError, SettingsError, SourceError, DamagedStoreError) as error:
+    except (ConfigError, TargetError, ServingError, SettingsError, SourceError, DamagedStoreError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     except PipelineBusyError as error:

@@ -21,6 +21,7 @@ import time
 import uuid
 
 from config import PipelineConfig
+from contract import metadata as metadata_lib
 from contract.layout import RunLayout
 from orchestration import beam_policy
 
@@ -30,7 +31,7 @@ from orchestration import beam_policy
 KUBEFLOW = "kubeflow"
 VERTEX = "vertex"
 TARGETS = (KUBEFLOW, VERTEX)
-DEFAULT_METADATA_STORE = "grpc://metadata-grpc-service.kubeflow:8080"  # runs in every KFP install
+DEFAULT_METADATA_STORE = metadata_lib.KFP_METADATA_SERVICE
 DEFAULT_PVC_MOUNT = "/mnt/pipeline"
 INGEST_TASK = "ingest"
 REPORT_TASK = "report"

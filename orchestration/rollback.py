@@ -11,21 +11,24 @@ the served model (components.baseline_resolver), and `models` lists the rollback
 
 Refused, with nothing changed: a version that was never pushed or never
 blessed, one whose files are gone or differ from the digests recorded at its
-push, the version already served, a run in progress (the run lock).
+push, the version already served, a run in progress (the root's lease). The same on a
+Kubeflow deployment: the root there (a volume path or gs://) and its store
+(the cluster's ML Metadata service, reached through a port-forward).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import pathlib
+import posixpath
 import time
 
-from ml_metadata import metadata_store
+import tensorflow as tf
 from ml_metadata.proto import metadata_store_pb2
 
 from components.serving_pusher import PushResult, digest_problems, existing_versions, push_model, pushed_model_uri
+from contract import metadata as metadata_lib
 from contract.layout import RunLayout
-from orchestration import store_health
 from orchestration.run_lock import exclusive_run
 from reporting import model_history
 
@@ -43,47 +46,42 @@ class Rollback:
     pushed: PushResult
 
 
-def rollback(output_dir: pathlib.Path, to_version: int, reason: str, pipeline_name: str) -> Rollback:
-    where = RunLayout(output_dir.resolve())
-    if not where.metadata_path.exists():
-        raise RollbackError(f"no metadata store at {where.metadata_path}: has the pipeline run in {output_dir}?")
-    store_health.check(where.metadata_path)
-    with exclusive_run(output_dir):
-        return _rollback_locked(where, to_version, reason, pipeline_name)
+def rollback(root: str | pathlib.Path, store: str, to_version: int, reason: str, pipeline_name: str) -> Rollback:
+    """Serves version `to_version` of the pipeline at `root` (a local folder, a deployment's volume path or a
+    gs:// URI) again; `store`: its ML Metadata store, as contract.metadata names stores. Holds the root's lease
+    (orchestration.lease) throughout, as a run does."""
+    with exclusive_run(root):
+        return _rollback_locked(RunLayout(str(root)), store, to_version, reason, pipeline_name)
 
 
-def _rollback_locked(where: RunLayout, to_version: int, reason: str, pipeline_name: str) -> Rollback:
-    serving_dir = str(where.serving_dir)
-    pushed = {v.version: v for v in model_history.pushed_versions(str(where.metadata_path))}
+def _rollback_locked(where: RunLayout, store: str, to_version: int, reason: str, pipeline_name: str) -> Rollback:
+    serving_dir = where.serving_dir
+    pushed = {v.version: v for v in model_history.pushed_versions(store)}
     target = pushed.get(to_version)
     if target is None:
         known = ", ".join(map(str, sorted(pushed))) or "none"
         raise RollbackError(f"version {to_version} was never pushed by this pipeline (pushed versions: {known})")
     if not target.blessed:
         raise RollbackError(f"version {to_version} holds a model that was not blessed")
-    folder = where.serving_dir / str(to_version)
-    if not (folder / "saved_model.pb").exists():
+    folder = posixpath.join(serving_dir, str(to_version))
+    if not tf.io.gfile.exists(posixpath.join(folder, "saved_model.pb")):
         raise RollbackError(f"version {to_version}'s files are gone from {folder}")
-    problems = digest_problems(str(folder))
+    problems = digest_problems(folder)
     if problems:
         raise RollbackError(f"version {to_version}'s files differ from those pushed ({'; '.join(problems[:5])}): "
                             "serving them again would serve something never evaluated")
     served = max(existing_versions(serving_dir))
-    if served == to_version or pushed_model_uri(str(where.serving_dir / str(served))) == target.model_uri:
+    if served == to_version or pushed_model_uri(posixpath.join(serving_dir, str(served))) == target.model_uri:
         raise RollbackError(f"version {to_version}'s model is already the one served (version {served})")
-    result = push_model(str(folder), serving_dir, model_uri=target.model_uri,
+    result = push_model(folder, serving_dir, model_uri=target.model_uri,
                         record={"rolled_back_to": to_version, "rolled_back_from": served, "reason": reason})
-    _record(where.metadata_path, pipeline_name, target.model_id, result, to_version, served, reason)
+    _record(metadata_lib.open_store(store), pipeline_name, target.model_id, result, to_version, served, reason)
     return Rollback(to_version, served, result)
 
 
-def _record(metadata_path, pipeline_name: str, model_id: int, result: PushResult, to_version: int,
+def _record(store, pipeline_name: str, model_id: int, result: PushResult, to_version: int,
             from_version: int, reason: str) -> None:
     """The Rollback execution (input: the Model; output: a PushedModel) in the pipeline's context."""
-    config = metadata_store_pb2.ConnectionConfig()
-    config.sqlite.filename_uri = str(metadata_path)
-    config.sqlite.connection_mode = metadata_store_pb2.SqliteMetadataSourceConfig.READWRITE
-    store = metadata_store.MetadataStore(config)
     execution_type = metadata_store_pb2.ExecutionType(name=EXECUTION_TYPE)
     execution = metadata_store_pb2.Execution(
         type_id=store.put_execution_type(execution_type, can_add_fields=True),

@@ -41,12 +41,9 @@ def check(path: str | os.PathLike) -> None:
 
 
 def _store(path: str | os.PathLike):
-    from ml_metadata import metadata_store
-    from ml_metadata.proto import metadata_store_pb2
+    from contract import metadata
 
-    config = metadata_store_pb2.ConnectionConfig()
-    config.sqlite.filename_uri = os.fspath(path)
-    return metadata_store.MetadataStore(config)
+    return metadata.open_store(metadata.sqlite_store(path))
 
 
 def open_store(path: str | os.PathLike):

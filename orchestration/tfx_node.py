@@ -28,11 +28,7 @@ from tfx.orchestration.local import runner_utils
 from tfx.orchestration.portable import launcher, runtime_parameter_utils
 from tfx.proto.orchestration import pipeline_pb2
 
-GRPC_SCHEME = "grpc://"
-SQLITE_SCHEME = "sqlite://"
-# Every Kubeflow Pipelines install runs this ML Metadata gRPC service.
-KFP_METADATA_SERVICE = "grpc://metadata-grpc-service.kubeflow:8080"
-_CONNECT_TIMEOUT_SECONDS = 30
+from contract import metadata as metadata_lib
 
 
 class NodeTaskError(RuntimeError):
@@ -72,30 +68,18 @@ def node_programs(pipeline) -> list[NodeProgram]:
 
 def connection_config(store: str):
     """`grpc://HOST:PORT` or `sqlite:///ABSOLUTE/PATH` -> an MLMD connection config."""
-    if store.startswith(GRPC_SCHEME):
-        host, _, port = store[len(GRPC_SCHEME):].rpartition(":")
-        if not host or not port.isdigit():
-            raise NodeTaskError(f"metadata store {store!r}: expected grpc://HOST:PORT")
-        config = metadata_store_pb2.MetadataStoreClientConfig(host=host, port=int(port))
-        config.client_timeout_sec = _CONNECT_TIMEOUT_SECONDS
-        return config
-    if store.startswith(SQLITE_SCHEME):
-        config = metadata_store_pb2.ConnectionConfig()
-        config.sqlite.filename_uri = store[len(SQLITE_SCHEME):]
-        config.sqlite.connection_mode = metadata_store_pb2.SqliteMetadataSourceConfig.READWRITE_OPENCREATE
-        return config
-    raise NodeTaskError(f"metadata store {store!r}: expected grpc://HOST:PORT or sqlite:///PATH")
+    try:
+        return metadata_lib.connection_config(store)
+    except metadata_lib.StoreAddressError as error:
+        raise NodeTaskError(str(error)) from None
 
 
 def check_store(store: str) -> None:
     """Asks the store something now, so an unreachable one is named before any work."""
     try:
-        metadata_store.MetadataStore(connection_config(store)).get_context_types()
-    except NodeTaskError:
-        raise
-    except Exception as error:  # grpc, sqlite and MLMD raise different types
-        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise NodeTaskError(f"cannot reach the ML Metadata store {store}: {first_line}") from None
+        metadata_lib.reachable_store(store)
+    except (metadata_lib.StoreAddressError, metadata_lib.StoreUnreachableError) as error:
+        raise NodeTaskError(str(error)) from None
 
 
 def check_writable(folder: str) -> None:

@@ -14,6 +14,7 @@ import datetime
 from ml_metadata.proto import metadata_store_pb2
 
 from components import evaluation
+from contract import metadata as metadata_lib
 from reporting import run_summary
 from trainer import export
 
@@ -102,9 +103,11 @@ def _tflite_agreement(pushed_path: str) -> dict[str, float]:
     return export.tflite_agreement(fidelity) if fidelity else {}
 
 
-def pushed_versions(metadata_path: str) -> list[PushedVersion]:
-    """Every version the pipeline pushed, oldest first."""
-    store = run_summary.open_store(metadata_path)
+def pushed_versions(metadata: str) -> list[PushedVersion]:
+    """Every version the pipeline pushed, oldest first. `metadata`: a local SQLite file's path, or a store
+    named as contract.metadata names them (grpc://HOST:PORT, sqlite:///PATH)."""
+    store = (metadata_lib.open_store(metadata, read_only=True) if "://" in metadata
+             else run_summary.open_store(metadata))
     blessings = {run_summary.custom_property(b, "current_model_id"): b
                  for b in sorted(store.get_artifacts_by_type("ModelBlessing"), key=lambda b: b.id)
                  if run_summary.custom_property(b, "blessed") == 1}

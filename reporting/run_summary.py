@@ -18,6 +18,7 @@ from ml_metadata.proto import metadata_store_pb2
 
 from components import evaluation
 from contract import layout
+from contract import metadata as metadata_lib
 from pipeline.pipeline import RESOLVER_IDS
 from trainer import export
 
@@ -113,10 +114,8 @@ def _fmt(value: float) -> str:
 
 
 def open_store(metadata_path: str) -> metadata_store.MetadataStore:
-    config = metadata_store_pb2.ConnectionConfig()
-    config.sqlite.filename_uri = metadata_path
-    config.sqlite.connection_mode = metadata_store_pb2.SqliteMetadataSourceConfig.READONLY
-    return metadata_store.MetadataStore(config)
+    """A local SQLite store, read-only."""
+    return metadata_lib.open_store(metadata_lib.sqlite_store(metadata_path), read_only=True)
 
 
 def _latest_run_context(store, pipeline_name: str):

@@ -73,23 +73,25 @@ def scenario(tmp_path_factory):
 
 
 def _roll_back_and_retrain(base, out, span2, record):
+    from contract import metadata
     from orchestration import rollback, run_lock
 
+    store = metadata.sqlite_store(out / "metadata.sqlite")
     refusals = {}
     for name, version in (("unknown", 9), ("served", 2)):
         with pytest.raises(rollback.RollbackError) as refused:
-            rollback.rollback(out, version, "", "cats-vs-dogs")
+            rollback.rollback(out, store, version, "", "cats-vs-dogs")
         refusals[name] = str(refused.value)
     history = out / "serving_model" / "1" / layout.TRAINING_HISTORY_FILE
     original = history.read_bytes()
     history.write_bytes(original + b" ")
     with pytest.raises(rollback.RollbackError) as refused:
-        rollback.rollback(out, 1, "", "cats-vs-dogs")
+        rollback.rollback(out, store, 1, "", "cats-vs-dogs")
     refusals["altered"] = str(refused.value)
     history.write_bytes(original)
     with run_lock.exclusive_run(out):
         with pytest.raises(run_lock.PipelineBusyError):
-            rollback.rollback(out, 1, "", "cats-vs-dogs")
+            rollback.rollback(out, store, 1, "", "cats-vs-dogs")
     record["refusals"] = refusals
     record["versions_after_refusals"] = sorted(p.name for p in (out / "serving_model").iterdir())
     record["rollback"] = subprocess.run(

@@ -1,0 +1,102 @@
+"""The InferenceService `compile` writes, validated against KServe's published CRD schema (data/kserve/)."""
+
+import copy
+import gzip
+import pathlib
+import subprocess
+import sys
+
+import jsonschema
+import pytest
+import yaml
+
+from orchestration import kserve
+from tests.helpers import ROOT
+
+CRD = pathlib.Path(__file__).parent / "data" / "kserve" / "serving.kserve.io_inferenceservices.yaml.gz"
+
+
+def _strict(schema):
+    """The CRD's OpenAPI schema as `kubectl apply --validate=strict` applies it: a field the schema does not
+    know is an error (the API server would drop it), except where the schema keeps unknown fields."""
+    schema = copy.deepcopy(schema)
+
+    def walk(node):
+        if isinstance(node, dict):
+            if ("properties" in node and "additionalProperties" not in node
+                    and not node.get("x-kubernetes-preserve-unknown-fields")):
+                node["additionalProperties"] = False
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    walk(schema)
+    return schema
+
+
+@pytest.fixture(scope="module")
+def validator():
+    crd = yaml.load(gzip.open(CRD), Loader=yaml.CSafeLoader)
+    assert crd["spec"]["group"] + "/" + crd["spec"]["versions"][0]["name"] == kserve.API_VERSION
+    assert crd["spec"]["names"]["kind"] == kserve.KIND
+    (version,) = [v for v in crd["spec"]["versions"] if v["served"]]
+    return jsonschema.Draft7Validator(_strict(version["schema"]["openAPIV3Schema"]))
+
+
+def _errors(validator, manifest):
+    return [f"{'/'.join(map(str, e.path))}: {e.message}" for e in validator.iter_errors(manifest)]
+
+
+@pytest.mark.parametrize("root, pvc, expected", [
+    ("gs://bucket/cats", None, "gs://bucket/cats/serving_model"),
+    ("/mnt/pipeline/cats", "cats-data", "pvc://cats-data/cats/serving_model"),
+])
+def test_manifest_is_a_valid_inference_service_over_the_versions_folder(validator, root, pvc, expected):
+    uri = kserve.storage_uri(root, pvc, "/mnt/pipeline")
+    assert uri == expected
+    manifest = kserve.manifest(kserve.Serving(service_account="gcs-reader"), uri)
+    assert _errors(validator, manifest) == []
+    model = manifest["spec"]["predictor"]["model"]
+    assert model["modelFormat"] == {"name": "tensorflow"} and model["storageUri"] == expected
+
+
+def test_the_validation_catches_what_kubernetes_would_refuse_or_drop(validator):
+    good = kserve.manifest(kserve.Serving(), "gs://b/c/serving_model")
+    misspelt = copy.deepcopy(good)
+    misspelt["spec"]["predictor"]["model"]["storageURI"] = misspelt["spec"]["predictor"]["model"].pop("storageUri")
+    wrong_type = copy.deepcopy(good)
+    wrong_type["spec"]["predictor"]["minReplicas"] = "one"
+    assert any("storageURI" in error for error in _errors(validator, misspelt))
+    assert any(error.startswith("spec/predictor/minReplicas") for error in _errors(validator, wrong_type))
+
+
+def test_a_local_root_has_no_manifest_a_cluster_could_use():
+    assert kserve.storage_uri("/home/me/runs/kfp", None, "/mnt/pipeline") is None
+
+
+@pytest.mark.parametrize("settings, flag", [({"name": "Cats_Dogs"}, "--serving-name"),
+                                            ({"namespace": "my ns"}, "--serving-namespace")])
+def test_names_kubernetes_would_refuse_are_refused_at_compile_time(settings, flag):
+    with pytest.raises(kserve.ServingError, match=flag):
+        kserve.Serving(**settings)
+
+
+def test_compile_writes_the_manifest_beside_the_package(validator, tmp_path):
+    package = tmp_path / "cats.yaml"
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "pipeline_runner.py"), "compile", "--image", "registry.example.com/c:1",
+         "--pvc", "cats-data", "--root", "/mnt/pipeline/cats", "--package", str(package),
+         "--serving-name", "pets", "--serving-namespace", "team-a", "--serving-memory", "4Gi"],
+        capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert result.returncode == 0, result.stderr[-3000:]
+    written = tmp_path / "cats.inferenceservice.yaml"
+    assert f"kubectl apply -f {written}" in result.stdout
+    manifest = yaml.safe_load(written.read_text())
+    assert _errors(validator, manifest) == []
+    assert manifest["metadata"] == {"name": "pets", "namespace": "team-a",
+                                    "labels": {"app.kubernetes.io/part-of": "cats-vs-dogs-pipeline"}}
+    model = manifest["spec"]["predictor"]["model"]
+    assert model["storageUri"] == "pvc://cats-data/cats/serving_model"
+    assert model["resources"]["limits"] == {"cpu": "1", "memory": "4Gi"}
