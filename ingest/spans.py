@@ -21,11 +21,8 @@ import hashlib
 import json
 import logging
 import os
-import pathlib
 import posixpath
-import shutil
 import sys
-import tempfile
 import time
 from typing import Callable, Iterable, NamedTuple, Sequence
 
@@ -332,12 +329,14 @@ def mixed_order(items: list[sources.Item]) -> list[sources.Item]:
     return sorted(items, key=lambda item: hashlib.sha1(item.id.encode()).digest())
 
 
-def _run_beam(items: list[sources.Item], staging: pathlib.Path, settings: IngestSettings,
+def _run_beam(items: list[sources.Item], staging: str, settings: IngestSettings,
               beam_args: Sequence[str]) -> list[Outcome]:
-    # `staging` is always a local folder: Beam's file systems cannot write every URI gfile can (or file://).
-    """Checks and writes the span's shards under `staging`; returns every item's Outcome."""
+    """Checks and writes the span's shards under `staging` (a path or URI that Beam's workers write to: on
+    Dataflow or a portable runner they are other machines or processes); returns every item's Outcome."""
     options = beam.options.pipeline_options.PipelineOptions(list(beam_args))
-    outcomes_file = staging / "outcomes"
+    if staging.startswith("file://"):  # a URI tf.io.gfile reads and Beam's file systems do not
+        staging = staging[len("file://"):]
+    outcomes_file = posixpath.join(staging, "outcomes")
     with beam.Pipeline(options=options) as pipeline:
         checked = (pipeline | "Items" >> beam.Create(mixed_order(items), reshuffle=True)
                    | "Check" >> beam.ParDo(_CheckItem(settings.max_pixels, len(items))).with_outputs(
@@ -348,14 +347,15 @@ def _run_beam(items: list[sources.Item], staging: pathlib.Path, settings: Ingest
         for split in SPLITS:
             _ = (resolved[_KEPT] | f"Only{split}" >> beam.Filter(lambda kept, s=split: kept.split == s)
                  | f"Bytes{split}" >> beam.Map(lambda kept: kept.serialized)
-                 | f"Write{split}" >> beam.io.WriteToTFRecord(str(staging / split / "images"),
+                 | f"Write{split}" >> beam.io.WriteToTFRecord(posixpath.join(staging, split, "images"),
                                                               file_name_suffix=".tfrecord"))
         _ = ((resolved.outcomes, checked[QUARANTINED]) | beam.Flatten() | beam.Map(json.dumps)
-             | beam.io.WriteToText(str(outcomes_file), file_name_suffix=".jsonl"))
+             | beam.io.WriteToText(outcomes_file, file_name_suffix=".jsonl"))
     outcomes = []
-    for path in sorted(staging.glob("outcomes*.jsonl")):
-        outcomes += [Outcome(*json.loads(line)) for line in path.read_text().splitlines() if line]
-        path.unlink()
+    for path in sorted(tf.io.gfile.glob(outcomes_file + "*.jsonl")):
+        with tf.io.gfile.GFile(path) as f:
+            outcomes += [Outcome(*json.loads(line)) for line in f.read().splitlines() if line]
+        tf.io.gfile.remove(path)
     return outcomes
 
 
@@ -382,16 +382,13 @@ def ingest(kind: str, location: str | os.PathLike, examples_root: str | os.PathL
     span = (spans[-1] + 1) if spans else 1
     items = list(sources.LISTERS[kind](location))
 
-    # Locally the span is built beside its final place and renamed into it (ImportExampleGen never sees half
-    # a span); for a URI root (gs://, which cannot rename folders) it is built in a local temporary folder
-    # and uploaded, the report last: a span without its report is never reused and a new span supersedes it.
-    if sources.is_uri(examples_root):
-        staging = pathlib.Path(tempfile.mkdtemp(prefix=f"{layout.span_name(span)}-"))
-    else:
-        pathlib.Path(examples_root).mkdir(parents=True, exist_ok=True)
-        staging = pathlib.Path(examples_root) / f".{layout.span_name(span)}.incomplete"
-        shutil.rmtree(staging, ignore_errors=True)
-        staging.mkdir()
+    # The span is built in a hidden folder beside its final place, where Beam's workers can write (on Dataflow
+    # or a portable runner they are not this process): locally it is renamed into place (ImportExampleGen never
+    # sees half a span); under a URI (gs://, which cannot rename folders) its files are copied into place, the
+    # report last: a span without its report is never reused and a new span supersedes it.
+    staging = posixpath.join(examples_root, f".{layout.span_name(span)}.incomplete")
+    _remove_tree(staging)
+    tf.io.gfile.makedirs(staging)
     try:
         started = time.time()
         outcomes = _run_beam(items, staging, settings, beam_args(len(items))) if items else []
@@ -406,24 +403,33 @@ def ingest(kind: str, location: str | os.PathLike, examples_root: str | os.PathL
         if not report.examples_written:
             raise NoUsableImagesError(f"no usable images in {kind} source {location}:\n{report.table()}")
         for split in SPLITS:
-            (staging / split).mkdir(exist_ok=True)  # an empty split is still a split
+            tf.io.gfile.makedirs(posixpath.join(staging, split))  # an empty split is still a split
         target = layout.span_dir(examples_root, span)
         if sources.is_uri(examples_root):
-            _upload(staging, target, report)
+            _copy_into_place(staging, target, report)
         else:
-            (staging / REPORT_FILE).write_text(json.dumps(report.to_json(), indent=2))
-            staging.rename(target)
+            with open(os.path.join(staging, REPORT_FILE), "w") as f:
+                f.write(json.dumps(report.to_json(), indent=2))
+            os.rename(staging, target)
     finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        _remove_tree(staging)
     return report
 
 
-def _upload(staging: pathlib.Path, target: str, report: "IngestReport") -> None:
-    """Copies the span's files to `target` through tf.io.gfile, its ingest report last."""
-    for path in sorted(p for p in staging.rglob("*") if p.is_file()):
-        destination = posixpath.join(target, path.relative_to(staging).as_posix())
-        tf.io.gfile.makedirs(posixpath.dirname(destination))
-        tf.io.gfile.copy(str(path), destination, overwrite=True)
+def _remove_tree(folder: str) -> None:
+    if tf.io.gfile.exists(folder):
+        tf.io.gfile.rmtree(folder)
+
+
+def _copy_into_place(staging: str, target: str, report: "IngestReport") -> None:
+    """Copies the span's files from `staging` to `target` through tf.io.gfile, its ingest report last."""
+    for directory, _, names in tf.io.gfile.walk(staging):
+        relative = posixpath.relpath(directory, staging)
+        folder = target if relative == "." else posixpath.join(target, relative)  # no normpath: it eats "//"
+        for name in names:
+            destination = posixpath.join(folder, name)
+            tf.io.gfile.makedirs(posixpath.dirname(destination))
+            tf.io.gfile.copy(posixpath.join(directory, name), destination, overwrite=True)
     for split in SPLITS:
         tf.io.gfile.makedirs(posixpath.join(target, split))
     with tf.io.gfile.GFile(posixpath.join(target, REPORT_FILE), "w") as f:

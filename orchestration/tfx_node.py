@@ -122,6 +122,12 @@ def run_node(ir_json: str, run_id: str, store: str) -> str:
     check_writable(ir.runtime_spec.pipeline_root.field_value.string_value)
     deployment = runner_utils.extract_local_deployment_config(ir)
     node_id = node.node_info.id
+    pipeline_root = ir.runtime_spec.pipeline_root.field_value.string_value
+    killed = _unfinished_execution(store, ir.pipeline_info.id, node_id, run_id)
+    if killed is not None:
+        removed = _remove_outputs_of(pipeline_root, node_id, killed)
+        print(f"{node_id}: an earlier attempt in this run stopped while it ran (execution {killed}, its pod killed?);"
+              f" removed its partial outputs ({len(removed)} folders) and running it again", flush=True)
     node_launcher = launcher.Launcher(
         pipeline_node=node,
         mlmd_connection=metadata.Metadata(connection_config(store)),
@@ -129,9 +135,34 @@ def run_node(ir_json: str, run_id: str, store: str) -> str:
         pipeline_runtime_spec=ir.runtime_spec,
         executor_spec=runner_utils.extract_executor_spec(deployment, node_id),
         custom_driver_spec=runner_utils.extract_custom_driver_spec(deployment, node_id))
-    info = node_launcher.launch()
+    info = node_launcher.launch()  # reuses the killed attempt's execution: one execution per node and run
     if info is None or info.execution_id is None:
         return "skipped"
     execution = metadata_store.MetadataStore(connection_config(store)).get_executions_by_id([info.execution_id])[0]
     return "cached" if execution.last_known_state == metadata_store_pb2.Execution.CACHED else "executed"
 
+
+
+def _unfinished_execution(store: str, pipeline_name: str, node_id: str, run_id: str) -> int | None:
+    """The id of the node's NEW or RUNNING execution in run `run_id`: what a killed attempt left."""
+    opened = metadata_store.MetadataStore(connection_config(store))
+    run = opened.get_context_by_type_and_name("pipeline_run", run_id)
+    node = opened.get_context_by_type_and_name("node", f"{pipeline_name}.{node_id}")
+    if run is None or node is None:
+        return None
+    in_node = {e.id for e in opened.get_executions_by_context(node.id)}
+    unfinished = (metadata_store_pb2.Execution.NEW, metadata_store_pb2.Execution.RUNNING)
+    return next((e.id for e in opened.get_executions_by_context(run.id)
+                 if e.id in in_node and e.last_known_state in unfinished), None)
+
+
+def _remove_outputs_of(pipeline_root: str, node_id: str, execution_id: int) -> list[str]:
+    """Removes what an execution wrote before it was killed. TFX keeps an execution's outputs, working and
+    temporary folders at <pipeline_root>/<node>/<output or .system/kind>/<execution id>; the relaunched
+    execution (the same id) writes them anew, so nothing of the killed attempt stays beside its files."""
+    node_dir = os.path.join(pipeline_root, node_id)
+    folders = sorted(set(tf.io.gfile.glob(os.path.join(node_dir, "*", str(execution_id)))
+                         + tf.io.gfile.glob(os.path.join(node_dir, ".system", "*", str(execution_id)))))
+    for folder in folders:
+        tf.io.gfile.rmtree(folder)
+    return folders

@@ -10,6 +10,8 @@ with kfp.local's SubprocessRunner. The runs a deployment sees:
 2. the same data               -> every TFX component CACHED in MLMD; nothing pushed
 3. new images in the folder    -> a new span, evaluated against version 1's model
 4. `models` and `rollback` on the deployment's root and store -> version 1's model served again as version 3
+   a run whose Trainer task is killed with SIGKILL mid-training and launched again in the same run
+                               -> one COMPLETE Trainer execution, one model, nothing of the killed attempt left
 5. every image filed as a cat  -> the data gate stops the run; the exit handler's summary names it
 MLMD is read here directly.
 """
@@ -17,15 +19,20 @@ MLMD is read here directly.
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 
 import pytest
+import yaml
+from ml_metadata import metadata_store
+from ml_metadata.proto import metadata_store_pb2
 
 from ingest import synthetic
 from orchestration import lease
 from pipeline import pipeline as pipeline_lib
-from tests.helpers import ROOT, TINY, evaluator_models, latest_run_states, tree_digest
+from tests.helpers import PIPELINE_NAME, ROOT, TINY, evaluator_models, latest_run_states, tree_digest
 
 pytestmark = pytest.mark.e2e
 COMPONENTS = set(pipeline_lib.NODE_IDS) - pipeline_lib.RESOLVER_IDS
@@ -42,18 +49,22 @@ def runs(tmp_path_factory):
     images, root, package = base / "images", base / "root", base / "pipeline.yaml"
     synthetic.write_demo_images(images, 16)
     record = {"root": root}
-    record["compile"] = _cli("compile", "--image", "cats-vs-dogs:test", "--root", str(root), "--data-dir",
-                             str(images), "--metadata-sqlite", str(root / "metadata.sqlite"),
-                             "--beam-arg=--direct_running_mode=in_memory", "--package", str(package), *TINY,
-                             "--no-tflite",  # TFLite export is checked by the LocalDagRunner e2e tests
-                             "--min-accuracy", "0", "--max-accuracy-drop", "1")
+    compile_args = ["compile", "--image", "cats-vs-dogs:test", "--root", str(root), "--data-dir", str(images),
+                    "--metadata-sqlite", str(root / "metadata.sqlite"), "--beam-arg=--direct_running_mode=in_memory",
+                    *TINY, "--no-tflite",  # TFLite export is checked by the LocalDagRunner e2e tests
+                    "--min-accuracy", "0", "--max-accuracy-drop", "1"]
+    record["compile"] = _cli(*compile_args, "--package", str(package))
     submit = ["submit", "--local", "--package", str(package), "--kfp-outputs", str(base / "kfp")]
     metadata = root / "metadata.sqlite"
 
-    racers = [subprocess.Popen([sys.executable, str(ROOT / "pipeline_runner.py"), *submit[:-1], str(base / name)],
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
-              for name in ("kfp-a", "kfp-b")]
-    finished = [subprocess.CompletedProcess(r.args, r.wait(timeout=1200), *r.communicate()) for r in racers]
+    logs = {name: (open(base / f"{name}.out", "w+"), open(base / f"{name}.err", "w+")) for name in ("kfp-a", "kfp-b")}
+    racers = {name: subprocess.Popen([sys.executable, str(ROOT / "pipeline_runner.py"), *submit[:-1], str(base / name)],
+                                     stdout=out, stderr=err, text=True, cwd=ROOT)
+              for name, (out, err) in logs.items()}
+    finished = []
+    for name, racer in racers.items():
+        code = racer.wait(timeout=1200)
+        finished.append(subprocess.CompletedProcess(racer.args, code, *(open(f.name).read() for f in logs[name])))
     record["racers"] = sorted(finished, key=lambda r: r.returncode)
     record["first"] = record["racers"][0]
     record["first_states"], _, _ = latest_run_states(metadata)
@@ -83,6 +94,8 @@ def runs(tmp_path_factory):
     record["models"] = _cli("models", *on_root, "--json")
     record["models_without_store"] = _cli("models", "--root", str(root))
 
+    record["relaunch"] = _kill_trainer_then_launch_it_again(base, root, metadata, compile_args)
+
     all_cats = base / "all-cats"
     (all_cats / "cat").mkdir(parents=True)
     for path in sorted(images.rglob("*.jpg")):
@@ -90,6 +103,96 @@ def runs(tmp_path_factory):
     record["gate"] = _cli(*submit, "--data-dir", str(all_cats))
     record["gate_states"], _, _ = latest_run_states(metadata)
     record["versions_after_gate"] = sorted(os.listdir(root / "serving_model"))
+    return record
+
+
+_NODES = """
+import json, sys
+from orchestration import kfp_tasks
+for program in json.load(open(sys.argv[1])):
+    kfp_tasks.run_node(program, sys.argv[2], sys.argv[3], sys.argv[4])
+"""
+
+
+def _programs_up_to(package, last):
+    """The node programs of a package's tasks that `last` depends on, in dependency order, `last` included."""
+    with open(package) as f:
+        spec = next(yaml.safe_load_all(f))
+    (group,) = [t for name, t in spec["root"]["dag"]["tasks"].items() if name != "report"]
+    programs, upstream = {}, {}
+    for task in spec["components"][group["componentRef"]["name"]]["dag"]["tasks"].values():
+        if "node_program" in task["inputs"]["parameters"]:
+            ir = task["inputs"]["parameters"]["node_program"]["runtimeValue"]["constant"]
+            node = json.loads(ir)["nodes"][0]["pipelineNode"]
+            programs[node["nodeInfo"]["id"]] = ir
+            upstream[node["nodeInfo"]["id"]] = set(node.get("upstreamNodes", []))
+    needed, order = {last}, []
+    while needed - set(order):
+        for node in sorted(needed - set(order)):
+            needed |= upstream[node]
+            if upstream[node] <= set(order):
+                order.append(node)
+    return [programs[node] for node in order]
+
+
+def _trainer_execution(metadata, run_id):
+    """(id, state) of the Trainer's executions in run `run_id`."""
+    store = metadata_store.MetadataStore(_sqlite(metadata))
+    run = store.get_context_by_type_and_name("pipeline_run", run_id)
+    node = store.get_context_by_type_and_name("node", f"{PIPELINE_NAME}.{pipeline_lib.TRAINER}")
+    if run is None or node is None:
+        return []
+    in_node = {e.id for e in store.get_executions_by_context(node.id)}
+    return [(e.id, metadata_store_pb2.Execution.State.Name(e.last_known_state))
+            for e in store.get_executions_by_context(run.id) if e.id in in_node]
+
+
+def _sqlite(path):
+    config = metadata_store_pb2.ConnectionConfig()
+    config.sqlite.filename_uri = str(path)
+    return config
+
+
+def _kill_trainer_then_launch_it_again(base, root, metadata, compile_args):
+    """A run whose Trainer task is killed with SIGKILL mid-training, then launched again in the same run (what
+    KFP's retry does): the nodes before it run as tasks would, in one process; the Trainer in its own."""
+    package = base / "longer-training.yaml"
+    _cli(*compile_args, "--head-epochs", "3", "--fine-tune-epochs", "3", "--package", str(package))
+    programs = _programs_up_to(package, pipeline_lib.TRAINER)
+    run_id, store = "relaunch-run", f"sqlite://{metadata}"
+    held = lease.acquire(root, run_id)  # what the run's ingest task does first
+    (base / "upstream.json").write_text(json.dumps(programs[:-1]))
+    (base / "trainer.json").write_text(json.dumps(programs[-1:]))
+    before = subprocess.run([sys.executable, "-c", _NODES, str(base / "upstream.json"), run_id, store, str(root)],
+                            capture_output=True, text=True, cwd=ROOT, timeout=600)
+    assert before.returncode == 0, before.stderr[-3000:]
+    command = [sys.executable, "-c", _NODES, str(base / "trainer.json"), run_id, store, str(root)]
+    first = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                             start_new_session=True)
+    trainer_dir = root / "pipeline_root" / pipeline_lib.TRAINER
+    deadline = time.time() + 600
+    while time.time() < deadline:
+        executions = _trainer_execution(metadata, run_id)
+        if executions and list((trainer_dir / "model_run" / str(executions[0][0])).rglob("*tfevents*")):
+            break  # training has started: TensorBoard has written its first events
+        assert first.poll() is None, "the Trainer ended before it could be killed"
+        time.sleep(0.5)
+    os.killpg(first.pid, signal.SIGKILL)
+    first.wait(timeout=60)
+    record = {"killed_states": _trainer_execution(metadata, run_id)}
+    execution_id = record["killed_states"][0][0]
+    record["left_by_killed"] = [path for folder in trainer_dir.glob(f"*/{execution_id}")
+                                for path in folder.rglob("*") if path.is_file()]
+    record["relaunched_at"] = time.time()
+    record["relaunch"] = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, timeout=900)
+    record["states"] = _trainer_execution(metadata, run_id)
+    store_handle = metadata_store.MetadataStore(_sqlite(metadata))
+    events = store_handle.get_events_by_execution_ids([execution_id])
+    outputs = store_handle.get_artifacts_by_id([e.artifact_id for e in events
+                                                if e.type == metadata_store_pb2.Event.OUTPUT])
+    types = {t.id: t.name for t in store_handle.get_artifact_types()}
+    record["outputs"] = sorted((types[a.type_id], a.uri) for a in outputs)
+    lease.release(root, held.run_id)
     return record
 
 
@@ -176,3 +279,21 @@ def test_models_and_rollback_work_on_the_deployments_root_and_store(runs):
     assert versions[3]["reason"] == "version 2 misreads night photos"
     missing = runs["models_without_store"]
     assert missing.returncode == 2 and "--root needs the deployment's ML Metadata store" in missing.stderr
+
+
+def test_a_trainer_killed_mid_training_completes_once_when_launched_again_in_the_same_run(runs):
+    relaunch = runs["relaunch"]
+    (killed_id, killed_state), = relaunch["killed_states"]
+    assert killed_state == "RUNNING", "SIGKILL leaves the execution RUNNING: no Python code ran to mark it"
+    assert relaunch["left_by_killed"], "the killed attempt had written files"
+    result = relaunch["relaunch"]
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert f"{pipeline_lib.TRAINER}: an earlier attempt in this run stopped while it ran (execution {killed_id}" \
+        in result.stdout
+    assert f"{pipeline_lib.TRAINER}: executed" in result.stdout
+    assert relaunch["states"] == [(killed_id, "COMPLETE")], "one execution of the node in the run, reused"
+    models = [uri for kind, uri in relaunch["outputs"] if kind == "Model"]
+    assert len(models) == 1 and os.path.exists(os.path.join(models[0], "Format-Serving", "saved_model.pb"))
+    stale = [str(path) for path in relaunch["left_by_killed"]
+             if path.exists() and path.stat().st_mtime < relaunch["relaunched_at"]]
+    assert stale == [], "files of the killed attempt are gone or written anew"
