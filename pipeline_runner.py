@@ -642,7 +642,8 @@ def _submit_local(args: argparse.Namespace) -> int:
     run = kubeflow.run_locally(args.package, _run_arguments(args), str(args.kfp_outputs.resolve()))
     folder = kubeflow.run_folder(root, run.run_id)
     if run.failure:
-        print(f"error: {run.failure}; summary and report of run {run.run_id} in {folder}", file=sys.stderr)
+        reason = kubeflow.run_outcome(folder) or run.failure  # the exit handler's word, else kfp's
+        print(f"error: run {run.run_id} {reason}; summary and report in {folder}", file=sys.stderr)
         return 1
     print(f"local run finished: summary and report in {folder}")
     return 0

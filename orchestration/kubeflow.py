@@ -21,6 +21,7 @@ import time
 import uuid
 
 from config import PipelineConfig
+from contract import layout
 from contract import metadata as metadata_lib
 from contract.layout import RunLayout
 from orchestration import beam_policy
@@ -343,6 +344,17 @@ def run_locally(package: str, arguments: dict, kfp_outputs: str, run_id: str | N
 def run_folder(root: str, run_id: str) -> str:
     """<root>/runs/<run id>: the run's summary, report and task records."""
     return posixpath.join(RunLayout(root).runs_dir, re.sub(r"[^A-Za-z0-9._-]", "_", run_id))
+
+
+def run_outcome(folder: str) -> str | None:
+    """The error the exit handler wrote into a run's summary (None: none written, or the run completed)."""
+    import json
+
+    path = posixpath.join(folder, layout.SUMMARY_FILE)
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        return json.load(f).get("error")
 
 
 def _load_package(package: str):

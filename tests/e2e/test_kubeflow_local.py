@@ -224,7 +224,8 @@ def test_first_run_executes_every_node_once_and_pushes_version_1(runs):
 def test_a_run_started_while_another_holds_the_root_is_refused_and_reports_it(runs):
     winner, loser = runs["racers"]
     assert loser.returncode == 1, loser.stdout[-3000:] + loser.stderr[-3000:]
-    assert "error: another run of this pipeline is in progress (run local-" in loser.stderr
+    assert "error: another run of this pipeline is in progress (run local-" in loser.stdout  # the task's log
+    assert "refused: another run of this pipeline is in progress (run local-" in loser.stderr.splitlines()[-1]
     summary, _ = _summary(loser)
     assert summary["error"].startswith("refused: another run of this pipeline is in progress")
     assert summary["nodes"] == [] and summary["pushed_version"] is None
@@ -254,6 +255,7 @@ def test_a_run_the_data_gate_stops_is_reported_by_the_exit_handler(runs):
     result = runs["gate"]
     assert result.returncode == 1, result.stdout[-3000:] + result.stderr[-3000:]
     assert "Inner task failed: 'anomaliesgate'" in result.stderr
+    assert "failed at AnomaliesGate: DataAnomaliesError" in result.stderr.splitlines()[-1]
     summary, folder = _summary(result)
     assert summary["failed"] and summary["error"].startswith(f"failed at {pipeline_lib.ANOMALIES_GATE}: ")
     assert "DataAnomaliesError: 2 data anomalies found" in summary["error"], summary["error"]  # train and eval
