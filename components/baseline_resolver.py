@@ -19,6 +19,8 @@ from tfx import types
 from tfx.components.evaluator import constants as evaluator_constants
 from tfx.dsl.components.common import resolver
 
+from contract import metadata
+
 BEFORE_KEY = "before"
 MODEL_KEY = "model"
 BLESSING_KEY = "model_blessing"
@@ -48,11 +50,11 @@ def select_served_before(before: List[types.Artifact], models: List[types.Artifa
     """([model], [blessing]) of the model the newest push older than all of `before` serves, if that model
     is blessed and older too; else ([], [])."""
     newest_allowed = min((a.id for a in before), default=None)
-    older = [p for p in pushes if p.get_int_custom_property("pushed") == 1
+    older = [p for p in pushes if p.get_int_custom_property(metadata.PUSHED) == 1
              and (newest_allowed is None or p.id < newest_allowed)]
     if not older:
         return [], []
-    served_id = max(older, key=lambda p: p.id).get_int_custom_property("pushed_model_id")
+    served_id = max(older, key=lambda p: p.id).get_int_custom_property(metadata.PUSHED_MODEL_ID)
     served = [m for m in models if m.id == served_id]
     return select_blessed_before(before, served, blessings)
 

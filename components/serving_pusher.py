@@ -23,7 +23,7 @@ from tfx import v1 as tfx
 from tfx.utils import io_utils, path_utils
 
 from components import model_card
-from contract import layout
+from contract import layout, metadata
 
 
 @dataclasses.dataclass(frozen=True)
@@ -133,9 +133,9 @@ def push_model(model_dir: str, serving_dir: str, model_uri: str | None = None,
 
 def _span(examples) -> int | None:
     """The span of an Examples artifact (a custom property in TFX 1.16, a property before)."""
-    if examples.has_custom_property("span"):
-        return examples.get_int_custom_property("span")
-    return int(examples.span) if examples.has_property("span") else None
+    if examples.has_custom_property(metadata.SPAN):
+        return examples.get_int_custom_property(metadata.SPAN)
+    return int(examples.span) if examples.has_property(metadata.SPAN) else None
 
 
 @tfx.dsl.components.component
@@ -153,8 +153,8 @@ def ServingPusher(
     pipeline_name: tfx.dsl.components.Parameter[str] = "",
     training_settings: tfx.dsl.components.Parameter[str] = "{}",
 ) -> None:
-    if model_blessing.get_int_custom_property("blessed") != 1:
-        pushed_model.set_int_custom_property("pushed", 0)
+    if model_blessing.get_int_custom_property(metadata.BLESSED) != 1:
+        pushed_model.set_int_custom_property(metadata.PUSHED, 0)
         return
     source = path_utils.serving_model_path(model.uri, path_utils.is_old_model_artifact(model))
     spans = [_span(e) for e in (examples or []) if _span(e) is not None]
@@ -163,10 +163,10 @@ def ServingPusher(
     result = push_model(source, serving_dir, model_uri=model.uri,
                         extra_files={layout.MODEL_CARD_FILE: model_card.render(facts)})
     if not result.new:  # already served (an unchanged rerun on an orchestrator without our resolver)
-        pushed_model.set_int_custom_property("pushed", 0)
+        pushed_model.set_int_custom_property(metadata.PUSHED, 0)
         pushed_model.set_string_custom_property("already_served_as", result.path)
         return
-    pushed_model.set_int_custom_property("pushed", 1)
-    pushed_model.set_int_custom_property("pushed_version", result.version)
-    pushed_model.set_string_custom_property("pushed_destination", result.path)
-    pushed_model.set_int_custom_property("pushed_model_id", model.id)
+    pushed_model.set_int_custom_property(metadata.PUSHED, 1)
+    pushed_model.set_int_custom_property(metadata.PUSHED_VERSION, result.version)
+    pushed_model.set_string_custom_property(metadata.PUSHED_DESTINATION, result.path)
+    pushed_model.set_int_custom_property(metadata.PUSHED_MODEL_ID, model.id)

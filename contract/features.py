@@ -23,6 +23,7 @@ PIXELS_KEY = "pixels"  # uint8 values (stored as int64) of shape [size, size, 3]
 
 # The serving signatures' names and inputs.
 SERVING_SIGNATURE = "serving_default"  # encoded images in
+EXAMPLES_SIGNATURE = "serving_examples"  # serialized tf.Examples in: what TFMA (the Evaluator) feeds
 IMAGE_INPUT = "image_bytes"  # a batch of encoded images (JPEG, PNG, GIF or BMP bytes)
 
 # Outputs of the serving signatures.

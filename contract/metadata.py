@@ -17,6 +17,40 @@ SQLITE_SCHEME = "sqlite://"
 KFP_METADATA_SERVICE = "grpc://metadata-grpc-service.kubeflow:8080"
 CONNECT_TIMEOUT_SECONDS = 30
 
+# Node ids of the pipeline, in pipeline order: each node's context in the store is "<pipeline>.<node id>", and
+# the summary, the history and the tests find a run's executions by them.
+EXAMPLE_GEN = "ImportExampleGen"
+STATISTICS_GEN = "StatisticsGen"
+SCHEMA_IMPORTER = "ImportSchemaGen"
+EXAMPLE_VALIDATOR = "ExampleValidator"
+ANOMALIES_GATE = "AnomaliesGate"
+TRANSFORM = "Transform"
+TRAINER = "Trainer"
+BASELINE_RESOLVER = "BaselineResolver"
+WARM_START_RESOLVER = "WarmStartResolver"  # only with warm_start
+SPAN_WINDOW_RESOLVER = "SpanWindowResolver"  # only with span_window > 1
+PREVIOUS_STATISTICS_RESOLVER = "PreviousStatisticsResolver"  # not with builtin_resolver (the Vertex package)
+EVALUATOR = "Evaluator"
+PUSHER = "ServingPusher"
+RESOLVER_IDS = frozenset({BASELINE_RESOLVER, WARM_START_RESOLVER, SPAN_WINDOW_RESOLVER, PREVIOUS_STATISTICS_RESOLVER})
+
+# Custom properties of artifacts. TFX's own, which this project reads:
+BLESSED = "blessed"  # ModelBlessing: 1 blessed, 0 not
+CURRENT_MODEL_ID = "current_model_id"  # ModelBlessing: the candidate Model's artifact id
+SPAN = "span"  # Examples: the span ingested (a property in older TFX, a custom property in 1.16)
+# ... and this project's: the ServingPusher's and a rollback's record on a PushedModel,
+PUSHED = "pushed"  # 1 pushed, 0 not (not blessed, or the model already served)
+PUSHED_VERSION = "pushed_version"
+PUSHED_DESTINATION = "pushed_destination"
+PUSHED_MODEL_ID = "pushed_model_id"  # the Model artifact whose files were pushed
+ROLLED_BACK_TO = "rolled_back_to"  # a rollback: the version whose model is served again,
+ROLLED_BACK_FROM = "rolled_back_from"  # the version served before it,
+ROLLBACK_REASON = "reason"  # why,
+ROLLED_BACK_AT = "rolled_back_at"  # and when (UTC)
+# ... and on any artifact whose files were found gone (marked DELETED; removed again if they come back).
+MISSING_SINCE = "missing_since"
+ROLLBACK_EXECUTION_TYPE = "Rollback"
+
 
 class StoreAddressError(ValueError):
     """A store string that is neither grpc://HOST:PORT nor sqlite:///PATH; the message names it."""

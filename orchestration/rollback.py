@@ -32,7 +32,7 @@ from contract.layout import RunLayout
 from orchestration.run_lock import exclusive_run
 from reporting import model_history
 
-EXECUTION_TYPE = "Rollback"
+EXECUTION_TYPE = metadata_lib.ROLLBACK_EXECUTION_TYPE
 
 
 class RollbackError(ValueError):
@@ -74,7 +74,8 @@ def _rollback_locked(where: RunLayout, store: str, to_version: int, reason: str,
     if served == to_version or pushed_model_uri(posixpath.join(serving_dir, str(served))) == target.model_uri:
         raise RollbackError(f"version {to_version}'s model is already the one served (version {served})")
     result = push_model(folder, serving_dir, model_uri=target.model_uri,
-                        record={"rolled_back_to": to_version, "rolled_back_from": served, "reason": reason})
+                        record={metadata_lib.ROLLED_BACK_TO: to_version, metadata_lib.ROLLED_BACK_FROM: served,
+                                metadata_lib.ROLLBACK_REASON: reason})
     _record(metadata_lib.open_store(store), pipeline_name, target.model_id, result, to_version, served, reason)
     return Rollback(to_version, served, result)
 
@@ -86,12 +87,13 @@ def _record(store, pipeline_name: str, model_id: int, result: PushResult, to_ver
     execution = metadata_store_pb2.Execution(
         type_id=store.put_execution_type(execution_type, can_add_fields=True),
         last_known_state=metadata_store_pb2.Execution.COMPLETE)
-    details = {"rolled_back_to": to_version, "rolled_back_from": from_version, "reason": reason,
-               "rolled_back_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    details = {metadata_lib.ROLLED_BACK_TO: to_version, metadata_lib.ROLLED_BACK_FROM: from_version,
+               metadata_lib.ROLLBACK_REASON: reason,
+               metadata_lib.ROLLED_BACK_AT: time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     pushed = metadata_store_pb2.Artifact(type_id=store.get_artifact_type("PushedModel").id, uri=result.path,
                                          state=metadata_store_pb2.Artifact.LIVE)
-    for key, value in {**details, "pushed": 1, "pushed_version": result.version,
-                       "pushed_destination": result.path, "pushed_model_id": model_id}.items():
+    for key, value in {**details, metadata_lib.PUSHED: 1, metadata_lib.PUSHED_VERSION: result.version,
+                       metadata_lib.PUSHED_DESTINATION: result.path, metadata_lib.PUSHED_MODEL_ID: model_id}.items():
         _set(execution, key, value)
         _set(pushed, key, value)
     model = store.get_artifacts_by_id([model_id])[0]

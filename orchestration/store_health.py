@@ -16,6 +16,8 @@ import contextlib
 import os
 import sqlite3
 
+from contract import metadata as metadata_lib
+
 
 class DamagedStoreError(RuntimeError):
     """The metadata file cannot be used; the message names it and the way out."""
@@ -41,9 +43,7 @@ def check(path: str | os.PathLike) -> None:
 
 
 def _store(path: str | os.PathLike):
-    from contract import metadata
-
-    return metadata.open_store(metadata.sqlite_store(path))
+    return metadata_lib.open_store(metadata_lib.sqlite_store(path))
 
 
 def open_store(path: str | os.PathLike):
@@ -93,7 +93,7 @@ def cancel_unfinished_in(store, which_runs=lambda run: True) -> list[str]:
     return nodes
 
 
-MISSING_PROPERTY = "missing_since"  # set on the artifacts mark_missing marks DELETED
+MISSING_PROPERTY = metadata_lib.MISSING_SINCE  # set on the artifacts mark_missing marks DELETED
 
 
 def mark_missing(store) -> list[str]:

@@ -12,7 +12,6 @@ import tensorflow_model_analysis as tfma
 
 from config import PipelineConfig
 from contract import features
-from trainer import export
 
 
 def eval_config(config: PipelineConfig) -> tfma.EvalConfig:
@@ -23,7 +22,7 @@ def eval_config(config: PipelineConfig) -> tfma.EvalConfig:
             direction=tfma.MetricDirection.HIGHER_IS_BETTER,
             absolute={"value": -config.evaluation.max_accuracy_drop}))
     return tfma.EvalConfig(
-        model_specs=[tfma.ModelSpec(signature_name=export.EXAMPLES_SIGNATURE, label_key=features.LABEL_KEY,
+        model_specs=[tfma.ModelSpec(signature_name=features.EXAMPLES_SIGNATURE, label_key=features.LABEL_KEY,
                                     prediction_key=features.PROBABILITY_OUTPUT)],
         slicing_specs=[tfma.SlicingSpec(), tfma.SlicingSpec(feature_keys=[features.LABEL_KEY])],
         metrics_specs=[tfma.MetricsSpec(metrics=[

@@ -21,27 +21,30 @@ from components.baseline_resolver import LatestBeforeStrategy, LatestBlessedBefo
 from components.serving_pusher import ServingPusher
 from config import PipelineConfig
 from contract.layout import SPLIT_PATTERNS
+
+# The node ids live in contract.metadata (the summary, the history and the tests read them); named here too.
+from contract.metadata import (  # noqa: F401
+    ANOMALIES_GATE,
+    BASELINE_RESOLVER,
+    EVALUATOR,
+    EXAMPLE_GEN,
+    EXAMPLE_VALIDATOR,
+    PREVIOUS_STATISTICS_RESOLVER,
+    PUSHER,
+    RESOLVER_IDS,
+    SCHEMA_IMPORTER,
+    SPAN_WINDOW_RESOLVER,
+    STATISTICS_GEN,
+    TRAINER,
+    TRANSFORM,
+    WARM_START_RESOLVER,
+)
 from pipeline import blessing
 
 SCHEMA_PATH = str(pathlib.Path(__file__).parent / "schema" / "schema.pbtxt")
 PREPROCESSING_FN = "trainer.preprocessing.preprocessing_fn"
 RUN_FN = "trainer.task.run_fn"
 
-# Node ids, in pipeline order; the runner's summary and the tests use them.
-EXAMPLE_GEN = "ImportExampleGen"
-STATISTICS_GEN = "StatisticsGen"
-SCHEMA_IMPORTER = "ImportSchemaGen"
-EXAMPLE_VALIDATOR = "ExampleValidator"
-ANOMALIES_GATE = "AnomaliesGate"
-TRANSFORM = "Transform"
-TRAINER = "Trainer"
-BASELINE_RESOLVER = "BaselineResolver"
-WARM_START_RESOLVER = "WarmStartResolver"  # only with warm_start
-SPAN_WINDOW_RESOLVER = "SpanWindowResolver"  # only with span_window > 1
-PREVIOUS_STATISTICS_RESOLVER = "PreviousStatisticsResolver"  # not with builtin_resolver (the Vertex package)
-EVALUATOR = "Evaluator"
-PUSHER = "ServingPusher"
-RESOLVER_IDS = frozenset({BASELINE_RESOLVER, WARM_START_RESOLVER, SPAN_WINDOW_RESOLVER, PREVIOUS_STATISTICS_RESOLVER})
 # The nodes of a pipeline with the default settings.
 NODE_IDS = (EXAMPLE_GEN, SCHEMA_IMPORTER, STATISTICS_GEN, EXAMPLE_VALIDATOR, PREVIOUS_STATISTICS_RESOLVER,
             ANOMALIES_GATE, TRANSFORM, TRAINER, BASELINE_RESOLVER, EVALUATOR, PUSHER)

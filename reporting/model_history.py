@@ -61,10 +61,10 @@ def _outputs(store, execution_id: int) -> list:
 
 
 def _span(artifact) -> int | None:
-    if "span" in artifact.properties:
-        return artifact.properties["span"].int_value
-    if "span" in artifact.custom_properties:
-        return artifact.custom_properties["span"].int_value
+    if metadata_lib.SPAN in artifact.properties:
+        return artifact.properties[metadata_lib.SPAN].int_value
+    if metadata_lib.SPAN in artifact.custom_properties:
+        return artifact.custom_properties[metadata_lib.SPAN].int_value
     return None
 
 
@@ -108,12 +108,12 @@ def pushed_versions(metadata: str) -> list[PushedVersion]:
     named as contract.metadata names them (grpc://HOST:PORT, sqlite:///PATH)."""
     store = (metadata_lib.open_store(metadata, read_only=True) if "://" in metadata
              else run_summary.open_store(metadata))
-    blessings = {run_summary.custom_property(b, "current_model_id"): b
+    blessings = {run_summary.custom_property(b, metadata_lib.CURRENT_MODEL_ID): b
                  for b in sorted(store.get_artifacts_by_type("ModelBlessing"), key=lambda b: b.id)
-                 if run_summary.custom_property(b, "blessed") == 1}
+                 if run_summary.custom_property(b, metadata_lib.BLESSED) == 1}
     result = []
     for pushed in store.get_artifacts_by_type("PushedModel"):
-        if run_summary.custom_property(pushed, "pushed") != 1:
+        if run_summary.custom_property(pushed, metadata_lib.PUSHED) != 1:
             continue
         pusher = _producer(store, pushed.id)
         inputs = _inputs(store, pusher) if pusher is not None else []
@@ -121,20 +121,20 @@ def pushed_versions(metadata: str) -> list[PushedVersion]:
         blessing = next((a for a in inputs if _artifact_type(store, a) == "ModelBlessing"), None) or \
             (blessings.get(model.id) if model else None)
         when = datetime.datetime.fromtimestamp(pushed.create_time_since_epoch / 1000, datetime.timezone.utc)
-        path = run_summary.custom_property(pushed, "pushed_destination")
+        path = run_summary.custom_property(pushed, metadata_lib.PUSHED_DESTINATION)
         result.append(PushedVersion(
-            version=run_summary.custom_property(pushed, "pushed_version"),
+            version=run_summary.custom_property(pushed, metadata_lib.PUSHED_VERSION),
             path=path,
             pushed_at=when.isoformat(timespec="seconds"),
             model_id=model.id if model else -1,
             model_uri=model.uri if model else "",
-            blessed=bool(blessing and run_summary.custom_property(blessing, "blessed") == 1),
+            blessed=bool(blessing and run_summary.custom_property(blessing, metadata_lib.BLESSED) == 1),
             spans=_spans_of_model(store, model.id) if model else [],
             metrics=_metrics_of_blessing(store, blessing) if blessing else {},
             tflite_agreement=_tflite_agreement(path),
-            rolled_back_to=run_summary.custom_property(pushed, "rolled_back_to"),
-            rolled_back_from=run_summary.custom_property(pushed, "rolled_back_from"),
-            reason=run_summary.custom_property(pushed, "reason") or "",
+            rolled_back_to=run_summary.custom_property(pushed, metadata_lib.ROLLED_BACK_TO),
+            rolled_back_from=run_summary.custom_property(pushed, metadata_lib.ROLLED_BACK_FROM),
+            reason=run_summary.custom_property(pushed, metadata_lib.ROLLBACK_REASON) or "",
         ))
     result.sort(key=lambda v: v.version)
     if result:

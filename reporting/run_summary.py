@@ -19,7 +19,6 @@ from ml_metadata.proto import metadata_store_pb2
 from components import evaluation
 from contract import layout
 from contract import metadata as metadata_lib
-from pipeline.pipeline import RESOLVER_IDS
 from trainer import export
 
 _STATES = {
@@ -96,7 +95,7 @@ class RunSummary:
             lines.append(f"  tflite: {shown} of {self.tflite['images']} eval images in the SavedModel's class")
         if self.blessed is not None:
             lines.append(f"  blessed: {'yes' if self.blessed else 'no'} ({self.decision})")
-        pusher_cached = any(n.node_id == "ServingPusher" and n.state == "cached" for n in self.nodes)
+        pusher_cached = any(n.node_id == metadata_lib.PUSHER and n.state == "cached" for n in self.nodes)
         if self.pushed_path and pusher_cached:
             lines.append(f"  pushed: nothing new; version {self.pushed_version} at {self.pushed_path} "
                          "(pushed by an earlier run) is served")
@@ -153,7 +152,7 @@ def custom_property(artifact, key):
 
 def pipeline_resolver_nodes() -> frozenset:
     # Resolvers re-emit older artifacts; only the components' own outputs describe this run.
-    return RESOLVER_IDS
+    return metadata_lib.RESOLVER_IDS
 
 
 def summarize(metadata_path: str, pipeline_name: str, exclude_runs: frozenset[str] = frozenset()) -> RunSummary:
@@ -194,10 +193,10 @@ def summarize_run(store: metadata_store.MetadataStore | None, pipeline_name: str
                     evaluation.read_metrics(artifact.uri)
                 evaluation_uri = artifact.uri
             elif artifact_type == "ModelBlessing":
-                summary.blessed = custom_property(artifact, "blessed") == 1
-            elif artifact_type == "PushedModel" and custom_property(artifact, "pushed") == 1:
-                summary.pushed_version = custom_property(artifact, "pushed_version")
-                summary.pushed_path = custom_property(artifact, "pushed_destination")
+                summary.blessed = custom_property(artifact, metadata_lib.BLESSED) == 1
+            elif artifact_type == "PushedModel" and custom_property(artifact, metadata_lib.PUSHED) == 1:
+                summary.pushed_version = custom_property(artifact, metadata_lib.PUSHED_VERSION)
+                summary.pushed_path = custom_property(artifact, metadata_lib.PUSHED_DESTINATION)
     if summary.blessed is not None and summary.metrics:
         summary.decision = evaluation.decision(evaluation_uri, summary.blessed)
     if "Model" in summary.artifacts:

@@ -27,8 +27,6 @@ from contract import features
 from contract.layout import KERAS_MODEL_FILE, TFLITE_FIDELITY_FILE, TFLITE_FILES, WARMUP_FILE
 from trainer.tflite import native_logs_held, tflite_logits
 
-EXAMPLES_SIGNATURE = "serving_examples"
-
 
 class ServingModule(tf.Module):
     def __init__(self, model: keras.Model, tf_transform_output: tft.TFTransformOutput):
@@ -100,7 +98,7 @@ def export_serving_model(model: keras.Model, tf_transform_output: tft.TFTransfor
     module = ServingModule(model, tf_transform_output)
     signatures = {
         features.SERVING_SIGNATURE: module.serve_images.get_concrete_function(),
-        EXAMPLES_SIGNATURE: module.serve_examples.get_concrete_function(),
+        features.EXAMPLES_SIGNATURE: module.serve_examples.get_concrete_function(),
     }
     tf.saved_model.save(module, export_dir, signatures=signatures)
     keras_path = os.path.join(export_dir, KERAS_MODEL_FILE)

@@ -97,7 +97,7 @@ def test_example_signature_agrees_with_the_jpeg_signature(exported, demo_jpegs):
     jpegs = demo_jpegs["dog"]
     examples = [make_example(check_image(j), 1, f"dog/{i}.jpg") for i, j in enumerate(jpegs)]
     loaded = tf.saved_model.load(path)
-    by_example = loaded.signatures[export.EXAMPLES_SIGNATURE](examples=tf.constant(examples))
+    by_example = loaded.signatures[features.EXAMPLES_SIGNATURE](examples=tf.constant(examples))
     by_jpeg = loaded.signatures["serving_default"](image_bytes=tf.constant(jpegs))
     np.testing.assert_allclose(by_example[features.PROBABILITY_OUTPUT], by_jpeg[features.PROBABILITY_OUTPUT],
                                rtol=1e-6)
