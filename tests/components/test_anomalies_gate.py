@@ -63,5 +63,12 @@ def test_image_size_drift_against_the_previous_span():
 
 
 def test_data_problems_stop_the_run_like_schema_anomalies():
-    with pytest.raises(DataAnomaliesError, match="class balance"):
-        check_anomalies({}, extra_problems=["[train] class balance: label 0: 1, label 1: 0 (more than 3:1)"])
+    lopsided = class_balance_problems({"train": _stats(40, 2)}, max_ratio=3)
+    schema = {"eval": _anomalies("label", "Out-of-range values", "Unexpectedly large value: 7.")}
+    with pytest.raises(DataAnomaliesError) as error:
+        check_anomalies(schema, extra_problems=lopsided)
+    lines = str(error.value).splitlines()
+    assert lines[0] == "2 data anomalies found; stopping before Transform and Trainer:"
+    assert lines[1:3] == ["  [eval] feature 'label': Out-of-range values (Unexpectedly large value: 7.)",
+                          "  [train] class balance: label 0: 40, label 1: 2 (more than 3:1)"]
+    assert check_anomalies(schema, allow=True, extra_problems=lopsided) == [line.strip() for line in lines[1:3]]

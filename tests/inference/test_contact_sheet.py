@@ -1,25 +1,50 @@
-"""The contact sheet keeps every character of its captions, wrapped to the tile."""
+"""The contact sheet `predict` writes: a tile per file, readable or not, with its caption never cut."""
 
-from PIL import ImageFont
+import numpy as np
 
 from inference import contact_sheet
 from inference.predict import Prediction
 
-LONG_ERROR = "not an image (unrecognized format: the file starts with 3c 21 64 6f, an HTML page?)"
-LONG_NAME = "IMG_20240817_183355_from_the_family_album_backup_copy_of_the_cat_on_the_sofa.jpg"
+TILE = 100
 
 
-def test_wrapped_lines_fit_the_width_and_keep_every_character():
-    font = ImageFont.load_default(size=13)
-    for text in (LONG_ERROR, LONG_NAME, "cat  0.03", ""):
-        lines = contact_sheet.wrap(text, font, 196)
-        assert all(font.getlength(line) <= 196 for line in lines), lines
-        assert " ".join(lines).replace(" ", "") == text.replace(" ", "")
-    assert len(contact_sheet.wrap(LONG_NAME, font, 196)) > 1
+def _predictions(name="c/dog.jpg"):
+    return [Prediction("a/cat.jpg", "cat", 0.1), Prediction("b/broken.jpg", None, None, "empty file"),
+            Prediction(name, "dog", 0.9)]
 
 
-def test_the_caption_area_grows_with_the_longest_caption(demo_jpegs):
-    short = [Prediction("cat.jpg", "cat", 0.1)]
-    long = short + [Prediction(f"photos/{LONG_NAME}", None, None, error=LONG_ERROR)]
-    images = {0: demo_jpegs["cat"][0]}
-    assert contact_sheet.render(long, images).height > contact_sheet.render(short, images).height
+def _tile(sheet, column, columns):
+    """The top part of a tile of the first row (above the text an unreadable tile carries in its middle)."""
+    step = sheet.width / columns
+    left = int(column * step + step / 2 - TILE / 4)
+    return np.asarray(sheet.crop((left, TILE // 8, left + TILE // 2, TILE // 3)))
+
+
+def test_every_file_gets_a_tile_and_an_unreadable_one_stays_in_its_place_in_grey(demo_jpegs):
+    images = {0: demo_jpegs["cat"][0], 2: demo_jpegs["dog"][0]}
+    in_a_row = contact_sheet.render(_predictions(), images, tile=TILE, columns=3)
+    two_rows = contact_sheet.render(_predictions(), images, tile=TILE, columns=2)
+    assert in_a_row.width > two_rows.width and in_a_row.height < two_rows.height
+    broken = _tile(in_a_row, 1, 3)
+    assert (broken == broken[0, 0]).all() and broken[0, 0, 0] == broken[0, 0, 1] == broken[0, 0, 2], "flat grey"
+    assert _tile(in_a_row, 0, 3).std() > 1 and _tile(in_a_row, 2, 3).std() > 1, "the readable files' pictures"
+
+
+def test_a_heat_map_changes_its_tile_only(demo_jpegs):
+    images = {0: demo_jpegs["cat"][0], 2: demo_jpegs["dog"][0]}
+    plain = contact_sheet.render(_predictions(), images, tile=TILE, columns=3)
+    heat = contact_sheet.render(_predictions(), images, {0: np.linspace(0, 1, 64 * 64).reshape(64, 64)},
+                                tile=TILE, columns=3)
+    assert not np.array_equal(_tile(plain, 0, 3), _tile(heat, 0, 3))
+    assert np.array_equal(_tile(plain, 2, 3), _tile(heat, 2, 3))
+
+
+def test_a_long_file_name_wraps_and_is_kept_whole(demo_jpegs):
+    images = {0: demo_jpegs["cat"][0], 2: demo_jpegs["dog"][0]}
+    short = contact_sheet.render(_predictions(), images, tile=TILE, columns=3)
+    long_name = "c/" + "a_very_long_photo_name_from_a_phone_" * 3 + ".jpg"
+    wrapped = contact_sheet.render(_predictions(long_name), images, tile=TILE, columns=3)
+    assert wrapped.width == short.width and wrapped.height > short.height
+    font = contact_sheet.ImageFont.load_default(size=13)
+    lines = contact_sheet.wrap(long_name.rsplit("/", 1)[-1], font, TILE - 4)
+    assert "".join(lines) == long_name.rsplit("/", 1)[-1] and len(lines) > 1

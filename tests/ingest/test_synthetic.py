@@ -29,3 +29,11 @@ def test_dusk_is_darker_and_greyer_than_the_cartoon_look_of_the_same_scene():
 def test_an_unknown_look_is_refused():
     with pytest.raises(ValueError, match="look must be one of"):
         synthetic.render_image("cat", 0, look="noir")
+
+
+def test_each_look_draws_the_same_image_for_the_same_index_and_seed_and_another_for_another():
+    for look in synthetic.LOOKS:
+        image = synthetic.render_image("cat", 7, seed=1, look=look)
+        assert image == synthetic.render_image("cat", 7, seed=1, look=look)
+        assert image != synthetic.render_image("cat", 8, seed=1, look=look)
+        assert image != synthetic.render_image("cat", 7, seed=2, look=look)

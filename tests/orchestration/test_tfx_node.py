@@ -39,7 +39,9 @@ def test_each_program_holds_one_node_and_only_its_own_specs(programs):
 
 def test_example_gen_keeps_its_span_resolving_driver(programs):
     example_gen = json.loads(programs[0].ir_json)
-    assert "customDriverSpecs" in json.dumps(example_gen["deploymentConfig"])
+    assert example_gen["nodes"][0]["pipelineNode"]["nodeInfo"]["id"] == pipeline_lib.EXAMPLE_GEN
+    drivers = example_gen["deploymentConfig"]["customDriverSpecs"]
+    assert drivers[pipeline_lib.EXAMPLE_GEN]["classPath"] == "tfx.components.example_gen.driver.FileBasedDriver"
 
 
 @pytest.mark.parametrize("store, expected", [
