@@ -81,12 +81,17 @@ def _count(minimum: int):
     return parse
 
 
-def _add_config_flags(parser: argparse.ArgumentParser) -> None:
+def _add_config_flags(parser: argparse.ArgumentParser, sections: tuple[str, ...] | None = None) -> None:
+    """A flag for every field of the config `sections` the command reads (default: all of them)."""
     import config as config_lib
 
+    groups: dict[str, argparse._ArgumentGroup] = {}
     for section, field in config_lib.section_fields():
-        group = parser._config_groups.setdefault(  # type: ignore[attr-defined]
-            section, parser.add_argument_group(f"{section} settings (config/__init__.py)"))
+        if sections is not None and section not in sections:
+            continue
+        if section not in groups:
+            groups[section] = parser.add_argument_group(f"{section} settings (config/__init__.py)")
+        group = groups[section]
         flag = "--" + field.name.replace("_", "-")
         help_text = f"{field.metadata['help']} Default: {field.default}."
         if field.type in ("bool", bool):
@@ -116,7 +121,6 @@ def build_parser() -> argparse.ArgumentParser:
                      help="Train even when the data has anomalies (schema violations, class imbalance, image "
                           "size drift). They are still reported. Use consciously.")
     run.add_argument("--verbose", action="store_true", help="Show TFX and Beam INFO logs.")
-    run._config_groups = {}  # type: ignore[attr-defined]
     _add_config_flags(run)
 
     ingest = commands.add_parser(
@@ -124,8 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Checks every file or record, normalizes what can be, quarantines the rest with a reason, "
                     "drops exact duplicates, and writes <output-dir>/examples/span-N/ with ingest_report.json.")
     _add_source_flags(ingest)
-    ingest._config_groups = {}  # type: ignore[attr-defined]
-    _add_config_flags(ingest)
+    _add_config_flags(ingest, sections=("data",))  # ingest trains nothing
 
     models = commands.add_parser("models", help="List the pushed model versions, read from MLMD.",
                                  description="Each pushed version with its eval metrics, the data spans its model "
@@ -175,7 +178,6 @@ def build_parser() -> argparse.ArgumentParser:
                                "as `run --demo` does.")
     compile_.add_argument("--package", default="cats_vs_dogs_pipeline.yaml",
                           help="Output file (.yaml). Default: cats_vs_dogs_pipeline.yaml.")
-    compile_._config_groups = {}  # type: ignore[attr-defined]
     _add_config_flags(compile_)
 
     submit = commands.add_parser(
@@ -306,7 +308,9 @@ def command_ingest(args: argparse.Namespace) -> int:
 
 
 def _add_kubeflow_compile_flags(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--target", choices=("kubeflow", "vertex"), default="kubeflow",
+    from orchestration import kubeflow  # no TensorFlow: the package is built by compile_package
+
+    parser.add_argument("--target", choices=kubeflow.TARGETS, default=kubeflow.KUBEFLOW,
                         help="kubeflow (default): open-source Kubeflow Pipelines 2.x. vertex: Vertex AI Pipelines.")
     parser.add_argument("--image", required=True, help="Container image with this project installed (see Dockerfile).")
     parser.add_argument("--root", required=True,
@@ -380,7 +384,7 @@ def _config_from_args(args: argparse.Namespace):
 
     base = config_lib.demo_config() if getattr(args, "demo", False) else config_lib.PipelineConfig()
     overrides = {field.name: getattr(args, field.name) for _, field in config_lib.section_fields()
-                 if getattr(args, field.name) is not None}
+                 if getattr(args, field.name, None) is not None}  # a command has the flags of what it reads
     config, filled = config_lib.from_user_settings(overrides, base)
     return config, [_from_scratch_note(filled)] if filled else []
 
@@ -546,7 +550,7 @@ def command_compile(args: argparse.Namespace) -> int:
     config, notes = _config_from_args(args)
     for note in notes:
         print(note)
-    if args.target == "vertex":
+    if args.target == kubeflow.VERTEX:
         kubeflow_only = {"--data-dir": args.data_dir, "--metadata-grpc": args.metadata_grpc,
                          "--metadata-sqlite": args.metadata_sqlite, "--pvc": args.pvc,
                          "--trainer-accelerator": args.trainer_accelerator, "--trainer-cpu": args.trainer_cpu,

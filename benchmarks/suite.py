@@ -67,10 +67,6 @@ FULL = Settings(image_size=160, batch_size=32, training_images=640, timed_epochs
 QUICK = Settings(image_size=96, batch_size=16, training_images=64, timed_epochs=1, pipeline_sizes=(80,), repeats=1)
 
 
-def _median_of(repeats: int, measure) -> float:
-    return statistics.median(measure() for _ in range(repeats))
-
-
 # 1. Training throughput ---------------------------------------------------------------------------------------
 
 def _write_ingested(files: list[pathlib.Path], labels: list[int], path: pathlib.Path) -> None:

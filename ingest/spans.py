@@ -448,8 +448,3 @@ def _report(source: str, span: int, fingerprint: str, outcomes: Iterable[Outcome
         duplicates=[{"file": r.item_id, "duplicate_of": r.detail} for r in rows if r.outcome == DUPLICATE],
         normalized=[{"file": r.item_id, "change": r.detail} for r in rows if r.outcome == NORMALIZED],
     )
-
-
-def ingest_folder(data_dir: str | os.PathLike, examples_root: str | os.PathLike,
-                  settings: IngestSettings = IngestSettings()) -> IngestReport:
-    return ingest("folder", data_dir, examples_root, settings)

@@ -47,7 +47,7 @@ def _records(examples_root, span):
 
 
 def test_every_file_gets_exactly_one_outcome_with_a_reason(messy_folder, tmp_path):
-    report = spans.ingest_folder(messy_folder, tmp_path / "examples")
+    report = spans.ingest("folder", messy_folder, tmp_path / "examples")
     assert report.files_seen == 14
     assert sum(report.counts.values()) == report.files_seen
     assert report.counts == {"accepted": 6, "normalized": 1, "duplicate": 1, "quarantined": 6}
@@ -64,7 +64,7 @@ def test_every_file_gets_exactly_one_outcome_with_a_reason(messy_folder, tmp_pat
 
 
 def test_span_holds_decodable_rgb_jpeg_examples(messy_folder, tmp_path):
-    report = spans.ingest_folder(messy_folder, tmp_path / "examples")
+    report = spans.ingest("folder", messy_folder, tmp_path / "examples")
     records = _records(tmp_path / "examples", report.span)
     assert len(records) == report.examples_written == 7
     assert {split: sum(1 for s, _ in records if s == split) for split in spans.SPLITS} == report.examples_per_split
@@ -84,15 +84,15 @@ def test_span_holds_decodable_rgb_jpeg_examples(messy_folder, tmp_path):
 def test_unchanged_data_reuses_the_span_and_new_data_writes_the_next(tmp_path):
     data = tmp_path / "data"
     synthetic.write_demo_images(data, 2)
-    first = spans.ingest_folder(data, tmp_path / "examples")
+    first = spans.ingest("folder", data, tmp_path / "examples")
     span_dir = tmp_path / "examples" / "span-1"
     mtimes = {p: p.stat().st_mtime_ns for p in span_dir.rglob("*")}
-    again = spans.ingest_folder(data, tmp_path / "examples")
+    again = spans.ingest("folder", data, tmp_path / "examples")
     assert (first.span, again.span, again.reused) == (1, 1, True)
     assert again.seconds == first.seconds > 0, "a reused span reports the ingest that wrote it"
     assert {p: p.stat().st_mtime_ns for p in span_dir.rglob("*")} == mtimes, "a reused span must not be rewritten"
     synthetic.write_demo_images(data, 3)
-    grown = spans.ingest_folder(data, tmp_path / "examples")
+    grown = spans.ingest("folder", data, tmp_path / "examples")
     assert (grown.span, grown.reused, grown.examples_written) == (2, False, 6)
     assert spans.existing_spans(tmp_path / "examples") == [1, 2]
 
@@ -102,7 +102,7 @@ def test_same_bytes_under_both_labels_are_quarantined(tmp_path, demo_jpegs):
         (tmp_path / "d" / name).mkdir(parents=True)
         (tmp_path / "d" / name / "same.jpg").write_bytes(demo_jpegs["cat"][0])
     (tmp_path / "d" / "dog" / "ok.jpg").write_bytes(demo_jpegs["dog"][0])
-    report = spans.ingest_folder(tmp_path / "d", tmp_path / "examples")
+    report = spans.ingest("folder", tmp_path / "d", tmp_path / "examples")
     assert report.counts["quarantined"] == 2 and report.counts["accepted"] == 1
     assert all("another label" in q["reason"] for q in report.quarantined)
 
@@ -111,13 +111,13 @@ def test_folder_without_usable_images_is_an_error_naming_it(tmp_path):
     (tmp_path / "d" / "cat").mkdir(parents=True)
     (tmp_path / "d" / "cat" / "x.jpg").write_bytes(b"")
     with pytest.raises(spans.NoUsableImagesError, match="no usable images"):
-        spans.ingest_folder(tmp_path / "d", tmp_path / "examples")
+        spans.ingest("folder", tmp_path / "d", tmp_path / "examples")
     assert spans.existing_spans(tmp_path / "examples") == []
 
 
 def test_missing_data_dir_is_a_clear_error(tmp_path):
     with pytest.raises(sources.SourceError, match="does not exist"):
-        spans.ingest_folder(tmp_path / "nowhere", tmp_path / "examples")
+        spans.ingest("folder", tmp_path / "nowhere", tmp_path / "examples")
 
 
 def test_pixel_limit_rejects_decompression_bombs():
@@ -133,7 +133,7 @@ def _two_spans(tmp_path, first_per_class, second_per_class):
     data, examples = tmp_path / "data", tmp_path / "examples"
     for per_class in (first_per_class, second_per_class):
         synthetic.write_demo_images(data, per_class)
-        spans.ingest_folder(data, examples)
+        spans.ingest("folder", data, examples)
     return examples
 
 
@@ -152,8 +152,8 @@ def test_span_files_mix_the_classes_in_a_fixed_order(tmp_path):
     """Sources list class by class; a span must not hold all cats and then all dogs."""
     data = tmp_path / "data"
     synthetic.write_demo_images(data, 20)
-    spans.ingest_folder(data, tmp_path / "one")
-    spans.ingest_folder(data, tmp_path / "two")
+    spans.ingest("folder", data, tmp_path / "one")
+    spans.ingest("folder", data, tmp_path / "two")
     train = [r for s, r in _records(tmp_path / "one", 1) if s == "train"]
     labels = [tf.train.Example.FromString(r).features.feature["label"].int64_list.value[0] for r in train]
     assert set(labels) == {0, 1}
@@ -224,16 +224,16 @@ def test_examples_in_spans_counts_the_newest_spans_from_their_reports(tmp_path):
 
 def test_uri_source_and_root_give_the_same_span_as_local_paths(messy_folder, tmp_path):
     """gs:// data folders and roots go through tf.io.gfile; file:// URIs take the same code path here."""
-    local = spans.ingest_folder(messy_folder, tmp_path / "local")
+    local = spans.ingest("folder", messy_folder, tmp_path / "local")
     remote_root = f"file://{tmp_path}/remote"
-    remote = spans.ingest_folder(f"file://{messy_folder}", remote_root)
+    remote = spans.ingest("folder", f"file://{messy_folder}", remote_root)
     assert (remote.counts, remote.quarantined, remote.duplicates, remote.examples_per_split) == \
         (local.counts, local.quarantined, local.duplicates, local.examples_per_split)
     assert remote.source_fingerprint == local.source_fingerprint, "same files, same fingerprint"
     assert sorted(_records(tmp_path / "remote", 1)) == sorted(_records(tmp_path / "local", 1))
     assert spans.existing_spans(remote_root) == [1]
     assert spans.load_report(remote_root, 1).counts == local.counts
-    again = spans.ingest_folder(f"file://{messy_folder}", remote_root)
+    again = spans.ingest("folder", f"file://{messy_folder}", remote_root)
     assert (again.span, again.reused) == (1, True)
     assert not [p for p in (tmp_path / "remote").iterdir() if p.name.startswith(".")], "no staging left behind"
 
@@ -243,7 +243,7 @@ def test_span_without_its_report_is_superseded_not_reused(tmp_path):
     data = tmp_path / "data"
     synthetic.write_demo_images(data, 2)
     root = f"file://{tmp_path}/examples"
-    spans.ingest_folder(data, root)
+    spans.ingest("folder", data, root)
     (tmp_path / "examples" / "span-1" / spans.REPORT_FILE).unlink()
     assert spans.load_report(root, 1) is None
-    assert spans.ingest_folder(data, root).span == 2
+    assert spans.ingest("folder", data, root).span == 2
