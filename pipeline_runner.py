@@ -18,6 +18,8 @@ import pathlib
 import sys
 import textwrap
 
+from contract import errors
+from contract.errors import CommandError, RunFailedError
 from contract.layout import RunLayout
 
 EXAMPLES = textwrap.dedent("""\
@@ -64,8 +66,8 @@ EXAMPLES = textwrap.dedent("""\
 SOURCE_KINDS = ("folder", "parquet", "tfds")  # ingest.sources.LISTERS (a test checks they agree)
 
 
-class SettingsError(ValueError):
-    """A command-line setting that cannot work; the message names the flag."""
+class SettingsError(CommandError):
+    """A command-line setting that cannot work; the message names the flag. Refused before any work."""
 
 
 def _count(minimum: int):
@@ -484,8 +486,7 @@ def command_rollback(args: argparse.Namespace) -> int:
     try:
         done = rollback.rollback(root, store, args.to, args.reason, config_lib.PipelineConfig().name)
     except rollback.RollbackError as error:
-        print(f"error: cannot roll back to version {args.to}: {error}; nothing was changed", file=sys.stderr)
-        return 2
+        raise CommandError(f"cannot roll back to version {args.to}: {error}; nothing was changed") from None
     print(f"version {done.to_version}'s model is served again as version {done.pushed.version} "
           f"({done.pushed.path}); version {done.from_version} was served before")
     return 0
@@ -496,16 +497,11 @@ def command_predict(args: argparse.Namespace) -> int:
 
     from inference import contact_sheet, predict
 
-    try:
-        model_dir = args.model or predict.latest_version_dir(RunLayout(args.output_dir.resolve()).serving_dir)
-        model = predict.load_model(model_dir)
-    except predict.NoModelError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    model_dir = args.model or predict.latest_version_dir(RunLayout(args.output_dir.resolve()).serving_dir)
+    model = predict.load_model(model_dir)
     files = predict.find_files(args.paths)
     if not files:
-        print("error: no files found in " + ", ".join(map(str, args.paths)), file=sys.stderr)
-        return 2
+        raise CommandError("no files found in " + ", ".join(map(str, args.paths)))
     predictions, jpegs = predict.predict_files(model, files)
     sheet = None
     if jpegs:  # a sheet of nothing but unreadable files would say less than the table
@@ -524,13 +520,12 @@ def command_predict(args: argparse.Namespace) -> int:
             print(f"contact sheet: {sheet}")
     unreadable = sum(p.error is not None for p in predictions)
     if unreadable == len(predictions):
-        print(f"error: none of the {len(predictions)} files could be classified (reasons above)", file=sys.stderr)
-        return 2
+        raise CommandError(f"none of the {len(predictions)} files could be classified (reasons above)")
     if unreadable:
         print(f"warning: {unreadable} of {len(predictions)} files could not be classified (marked UNREADABLE)",
               file=sys.stderr)
-        return 1
-    return 0
+        return errors.FAILED
+    return errors.OK
 
 
 def _default_sheet(run_or_model: pathlib.Path) -> pathlib.Path:
@@ -545,6 +540,7 @@ def _default_sheet(run_or_model: pathlib.Path) -> pathlib.Path:
 
 
 def command_compile(args: argparse.Namespace) -> int:
+    from contract import metadata
     from orchestration import kserve, kubeflow
 
     config, notes = _config_from_args(args)
@@ -557,17 +553,16 @@ def command_compile(args: argparse.Namespace) -> int:
                          "--trainer-memory": args.trainer_memory}
         given = [flag for flag, value in kubeflow_only.items() if value]
         if given:
-            print(f"error: {', '.join(given)} apply only to --target kubeflow (Vertex AI runs TFX's own package: "
-                  "its own metadata store and storage)", file=sys.stderr)
-            return 2
+            raise SettingsError(f"{', '.join(given)} apply only to --target kubeflow (Vertex AI runs TFX's own "
+                                "package: its own metadata store and storage)")
         path = kubeflow.compile_vertex_package(config, args.package, image=args.image, root=args.root,
                                                beam_args=args.beam_args or [])
         print(f"wrote Vertex AI Pipelines package {path}")
-        return 0
+        return errors.OK
     if args.metadata_sqlite:
-        store = "sqlite://" + os.path.abspath(args.metadata_sqlite)
+        store = metadata.sqlite_store(args.metadata_sqlite)
     elif args.metadata_grpc:
-        store = "grpc://" + args.metadata_grpc
+        store = metadata.grpc_store(args.metadata_grpc)
     else:
         store = kubeflow.DEFAULT_METADATA_STORE
     deployment = kubeflow.Deployment(
@@ -588,7 +583,7 @@ def command_compile(args: argparse.Namespace) -> int:
         manifest = kserve.write_manifest(kserve.manifest_path(path), serving, uri)
         print(f"wrote KServe InferenceService {manifest} (serves the highest version under {uri}): "
               f"kubectl apply -f {manifest}")
-    return 0
+    return errors.OK
 
 
 def _run_arguments(args: argparse.Namespace) -> dict:
@@ -599,34 +594,36 @@ def _run_arguments(args: argparse.Namespace) -> dict:
     return arguments
 
 
+def _package(args: argparse.Namespace) -> str:
+    """The --package that submit and schedule send: it must exist."""
+    if not args.package:
+        raise SettingsError("--host and --vertex-project need --package (compile one with `compile`)")
+    if not os.path.isfile(args.package):
+        raise SettingsError(f"no package at {args.package}: write one with `compile`")
+    return args.package
+
+
+def _vertex_region(args: argparse.Namespace) -> str:
+    if not args.region:
+        raise SettingsError("--vertex-project needs --region")
+    return args.region
+
+
 def command_submit(args: argparse.Namespace) -> int:
     from orchestration import kubeflow, vertex
 
-    if not os.path.isfile(args.package):
-        print(f"error: no package at {args.package}: write one with `compile`", file=sys.stderr)
-        return 2
+    package = _package(args)
     if args.local:
         return _submit_local(args)
     if args.vertex_project:
-        if not args.region:
-            print("error: --vertex-project needs --region", file=sys.stderr)
-            return 2
-        try:
-            name = vertex.submit(args.package, args.vertex_project, args.region, args.run_name,
-                                 _run_arguments(args), args.pipeline_root)
-        except vertex.VertexUnreachableError as error:
-            print(f"error: {error}", file=sys.stderr)
-            return 2
+        name = vertex.submit(package, args.vertex_project, _vertex_region(args), args.run_name,
+                             _run_arguments(args), args.pipeline_root)
         print(f"started Vertex AI pipeline job {name}")
-        return 0
-    try:
-        run_id = kubeflow.submit(args.package, args.host, args.run_name, args.experiment, _run_arguments(args),
-                                 args.pipeline_root)
-    except kubeflow.KubeflowUnreachableError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+        return errors.OK
+    run_id = kubeflow.submit(package, args.host, args.run_name, args.experiment, _run_arguments(args),
+                             args.pipeline_root)
     print(f"started run {run_id} on {args.host}")
-    return 0
+    return errors.OK
 
 
 def _submit_local(args: argparse.Namespace) -> int:
@@ -634,23 +631,20 @@ def _submit_local(args: argparse.Namespace) -> int:
 
     root = kubeflow.package_root(args.package)
     if root is None or "://" in root:
-        print(f"error: {args.package} keeps its data at {root}: a local run needs a package compiled with a "
-              "local --root and --metadata-sqlite", file=sys.stderr)
-        return 2
+        raise SettingsError(f"{args.package} keeps its data at {root}: a local run needs a package compiled with a "
+                            "local --root and --metadata-sqlite")
     if kubeflow.package_metadata_store(args.package) == kubeflow.DEFAULT_METADATA_STORE:
-        print(f"error: {args.package} uses the cluster's ML Metadata service; compile it with --metadata-sqlite "
-              "PATH (or --metadata-grpc HOST:PORT of a store this machine reaches) to run it here",
-              file=sys.stderr)
-        return 2
+        raise SettingsError(f"{args.package} uses the cluster's ML Metadata service; compile it with "
+                            "--metadata-sqlite PATH (or --metadata-grpc HOST:PORT of a store this machine reaches) "
+                            "to run it here")
     # No lock here: the package's first task takes the root's lease, as on a cluster.
     run = kubeflow.run_locally(args.package, _run_arguments(args), str(args.kfp_outputs.resolve()))
     folder = kubeflow.run_folder(root, run.run_id)
     if run.failure:
         reason = kubeflow.run_outcome(folder) or run.failure  # the exit handler's word, else kfp's
-        print(f"error: run {run.run_id} {reason}; summary and report in {folder}", file=sys.stderr)
-        return 1
+        raise RunFailedError(f"run {run.run_id} {reason}; summary and report in {folder}")
     print(f"local run finished: summary and report in {folder}")
-    return 0
+    return errors.OK
 
 
 def command_schedule(args: argparse.Namespace) -> int:
@@ -658,73 +652,68 @@ def command_schedule(args: argparse.Namespace) -> int:
 
     if args.local:
         if args.data_dir is None:
-            print("error: --local needs --data-dir (the folder each run ingests)", file=sys.stderr)
-            return 2
-        try:
-            line = local_schedule.cron_line(args.cron, pathlib.Path(__file__).resolve().parent, args.data_dir,
-                                            args.output_dir)
-        except ValueError as error:
-            print(f"error: {error}", file=sys.stderr)
-            return 2
+            raise SettingsError("--local needs --data-dir (the folder each run ingests)")
+        line = local_schedule.cron_line(args.cron, pathlib.Path(__file__).resolve().parent, args.data_dir,
+                                        args.output_dir)
         if args.install:
             local_schedule.install(line, args.output_dir)
             print(f"installed in crontab: {line}")
         else:
             print(line)
-        return 0
-    if not args.package:
-        print("error: --host and --vertex-project need --package (compile one with `compile`)", file=sys.stderr)
-        return 2
-    if not os.path.isfile(args.package):
-        print(f"error: no package at {args.package}: write one with `compile`", file=sys.stderr)
-        return 2
-    try:
-        if args.vertex_project:
-            if not args.region:
-                print("error: --vertex-project needs --region", file=sys.stderr)
-                return 2
-            name = vertex.schedule(args.package, args.vertex_project, args.region, args.job_name, args.cron,
-                                   _run_arguments(args), args.pipeline_root)
-            print(f"created Vertex AI schedule {name} ({args.cron})")
-            return 0
-        job_id = kubeflow.schedule(args.package, args.host, args.job_name, args.experiment, args.cron,
-                                   _run_arguments(args), args.pipeline_root)
-    except ValueError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    except (kubeflow.KubeflowUnreachableError, vertex.VertexUnreachableError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+        return errors.OK
+    package = _package(args)
+    if args.vertex_project:
+        name = vertex.schedule(package, args.vertex_project, _vertex_region(args), args.job_name, args.cron,
+                               _run_arguments(args), args.pipeline_root)
+        print(f"created Vertex AI schedule {name} ({args.cron})")
+        return errors.OK
+    job_id = kubeflow.schedule(package, args.host, args.job_name, args.experiment, args.cron,
+                               _run_arguments(args), args.pipeline_root)
     print(f"created recurring run {job_id} ({args.cron}) on {args.host}")
-    return 0
+    return errors.OK
+
+
+COMMANDS = {"run": command_run, "ingest": command_ingest, "models": command_models, "predict": command_predict,
+            "rollback": command_rollback, "compile": command_compile, "submit": command_submit,
+            "schedule": command_schedule}
+
+
+def _refusals() -> tuple[type[Exception], ...]:
+    """Errors of bad input or settings, raised by the layers below: refused before any work (exit 2)."""
+    from config import ConfigError
+    from contract.metadata import StoreAddressError, StoreUnreachableError
+    from inference.predict import NoModelError
+    from ingest.sources import SourceError
+    from orchestration.kserve import ServingError
+    from orchestration.kubeflow import KubeflowUnreachableError, TargetError
+    from orchestration.local_schedule import CronError
+    from orchestration.store_health import DamagedStoreError
+    from orchestration.vertex import VertexUnreachableError
+
+    return (ConfigError, StoreAddressError, StoreUnreachableError, SourceError, NoModelError, ServingError,
+            KubeflowUnreachableError, TargetError, CronError, DamagedStoreError, VertexUnreachableError)
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Runs one command; the only place that turns an error into its one line and exit code (contract.errors)."""
     args = build_parser().parse_args(argv)
     _quiet_logs(getattr(args, "verbose", False))
-    commands = {"run": command_run, "ingest": command_ingest, "models": command_models, "predict": command_predict,
-                "rollback": command_rollback,
-                "compile": command_compile,
-                "submit": command_submit, "schedule": command_schedule}
-    from config import ConfigError
-    from ingest.sources import SourceError
-    from orchestration.kserve import ServingError
-    from orchestration.kubeflow import TargetError
-    from orchestration.run_lock import PipelineBusyError
-    from orchestration.store_health import DamagedStoreError
+    from orchestration.lease import RootBusyError
 
     try:
-        return commands[args.command](args)
-    except (ConfigError, TargetError, ServingError, SettingsError, SourceError, DamagedStoreError) as error:
+        return COMMANDS[args.command](args)
+    except CommandError as error:
         print(f"error: {error}", file=sys.stderr)
-        return 2
-    except PipelineBusyError as error:
+        return error.exit_code
+    except RootBusyError as error:
         print(f"error: {error}", file=sys.stderr)
-        return 3
+        return errors.BUSY
+    except _refusals() as error:
+        print(f"error: {error}", file=sys.stderr)
+        return errors.REFUSED
     except KeyboardInterrupt:
         print(f"interrupted: `{args.command}` stopped before it finished", file=sys.stderr)
-        return 130
-
+        return errors.INTERRUPTED
 
 if __name__ == "__main__":
     sys.exit(main())

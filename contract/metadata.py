@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import os
 
+from contract.errors import first_line
+
 GRPC_SCHEME = "grpc://"
 SQLITE_SCHEME = "sqlite://"
 # Every Kubeflow Pipelines install runs this ML Metadata gRPC service.
@@ -103,6 +105,5 @@ def reachable_store(store: str, read_only: bool = False):
         opened = open_store(store, read_only)
         opened.get_context_types()
     except Exception as error:  # grpc, sqlite and MLMD raise different types
-        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise StoreUnreachableError(f"cannot reach the ML Metadata store {store}: {first_line}") from None
+        raise StoreUnreachableError(f"cannot reach the ML Metadata store {store}: {first_line(error)}") from None
     return opened

@@ -25,6 +25,7 @@ import tensorflow as tf
 
 from config import DataConfig
 from contract import layout
+from contract.errors import first_line
 from contract.layout import RunLayout
 from orchestration import lease, lifecycle, store_health, tfx_node
 from orchestration.kubeflow import INGEST_TASK, REPORT_TASK, run_folder
@@ -35,11 +36,6 @@ TASKS_DIR = "tasks"  # <root>/runs/<run id>/tasks/<task>.json: what each task di
 def _fail(message: str) -> None:
     print(f"error: {message}", file=sys.stderr, flush=True)
     raise SystemExit(1)
-
-
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip()
-    return f"{type(error).__name__}: {text.splitlines()[0]}" if text else type(error).__name__
 
 
 def _run_folder(root: str, run_id: str) -> str:
@@ -132,8 +128,8 @@ def run_node(node_program: str, run_id: str, metadata_store: str, root: str) -> 
         _fail(f"{node_id}: {error}")
     except Exception as error:  # the executor's own error: its traceback is in the log above
         logging.error("%s failed", node_id, exc_info=True)
-        _write_record(root, run_id, node_id, {"error": _first_line(error)})
-        _fail(f"{node_id} failed: {_first_line(error)}")
+        _write_record(root, run_id, node_id, {"error": first_line(error, with_type=True)})
+        _fail(f"{node_id} failed: {first_line(error, with_type=True)}")
     print(f"{node_id}: {outcome}", flush=True)
     return outcome
 

@@ -23,8 +23,10 @@ import uuid
 from config import PipelineConfig
 from contract import layout
 from contract import metadata as metadata_lib
+from contract.errors import first_line
 from contract.layout import RunLayout
 from orchestration import beam_policy
+from orchestration.local_schedule import CronError
 
 # pipeline.pipeline (TFX, TensorFlow) is imported where a package is built, so that submit,
 # schedule and the CLI's error handling start without loading TensorFlow.
@@ -375,9 +377,7 @@ def _client(host: str):
         client = kfp.Client(host=host)
         client.list_experiments(page_size=1)  # the client connects lazily: ask something now
     except Exception as error:  # urllib3, requests and kfp_server_api raise different types
-        raise KubeflowUnreachableError(f"cannot reach Kubeflow Pipelines at {host}: "
-                                       f"{str(error).strip().splitlines()[0] if str(error).strip() else error!r}"
-                                       ) from None
+        raise KubeflowUnreachableError(f"cannot reach Kubeflow Pipelines at {host}: {first_line(error)}") from None
     return client
 
 
@@ -407,4 +407,4 @@ def schedule(package: str, host: str, job_name: str, experiment: str, cron: str,
 def check_kfp_cron(cron: str) -> None:
     fields = cron.split()
     if len(fields) != 6:
-        raise ValueError(f"KFP cron expressions have 6 fields (seconds first), e.g. '0 0 3 * * *'; got {cron!r}")
+        raise CronError(f"KFP cron expressions have 6 fields (seconds first), e.g. '0 0 3 * * *'; got {cron!r}")

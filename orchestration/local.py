@@ -20,6 +20,7 @@ import sys
 from tfx import v1 as tfx
 
 from config import PipelineConfig
+from contract.errors import FAILED, INTERRUPTED, OK, REFUSED
 from contract.layout import RunLayout
 from ingest import spans, synthetic
 from orchestration import beam_policy, lifecycle, store_health
@@ -39,8 +40,6 @@ class Source:
     demo_images: int = synthetic.DEMO_IMAGES_PER_CLASS
 
 
-# Exit codes of a run.
-OK, FAILED, REFUSED, INTERRUPTED = 0, 1, 2, 130
 
 
 def ingest(config: PipelineConfig, output_dir: pathlib.Path, source: Source, beam_workers: int = 0) -> int:

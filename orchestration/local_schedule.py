@@ -19,9 +19,13 @@ from contract.layout import RunLayout
 _MARK = "# cats-vs-dogs-tfx:"
 
 
+class CronError(ValueError):
+    """A cron expression of the wrong form for its scheduler; the message shows the right one."""
+
+
 def check_cron(cron: str) -> None:
     if len(cron.split()) != 5:
-        raise ValueError(f"a crontab schedule has 5 fields (minute hour day month weekday), e.g. '0 3 * * *'; "
+        raise CronError(f"a crontab schedule has 5 fields (minute hour day month weekday), e.g. '0 3 * * *'; "
                          f"got {cron!r}")
 
 

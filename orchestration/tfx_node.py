@@ -29,6 +29,7 @@ from tfx.orchestration.portable import launcher, runtime_parameter_utils
 from tfx.proto.orchestration import pipeline_pb2
 
 from contract import metadata as metadata_lib
+from contract.errors import first_line
 
 
 class NodeTaskError(RuntimeError):
@@ -91,8 +92,7 @@ def check_writable(folder: str) -> None:
             f.write("ok")
         tf.io.gfile.remove(probe)
     except Exception as error:
-        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise NodeTaskError(f"cannot write to {folder}: {first_line}") from None
+        raise NodeTaskError(f"cannot write to {folder}: {first_line(error)}") from None
 
 
 def resolve_run_id(run_id: str) -> str:

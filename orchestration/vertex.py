@@ -6,6 +6,7 @@ explicitly (Vertex needs a gs:// root for its artifacts).
 
 from __future__ import annotations
 
+from contract.errors import first_line
 from orchestration.kubeflow import package_pipeline_root
 from orchestration.local_schedule import check_cron
 
@@ -28,8 +29,7 @@ def _job(package: str, project: str, region: str, display_name: str, arguments: 
 
 
 def _message(project: str, region: str, error: Exception) -> str:
-    text = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-    return f"cannot reach Vertex AI Pipelines for project {project} in {region}: {text}"
+    return f"cannot reach Vertex AI Pipelines for project {project} in {region}: {first_line(error)}"
 
 
 def submit(package: str, project: str, region: str, display_name: str, arguments: dict,
