@@ -111,7 +111,18 @@ def build_parser() -> argparse.ArgumentParser:
         prog="pipeline_runner.py", description="Train, validate and ship a cat/dog classifier with TFX.",
         epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _run_parser(commands)
+    _ingest_parser(commands)
+    _models_parser(commands)
+    _rollback_parser(commands)
+    _predict_parser(commands)
+    _compile_parser(commands)
+    _submit_parser(commands)
+    _schedule_parser(commands)
+    return parser
 
+
+def _run_parser(commands) -> None:
     run = commands.add_parser(
         "run", help="Ingest images and run the pipeline end to end with LocalDagRunner.",
         description="Ingest a source as a new span (unchanged data reuses the last span), then run the TFX "
@@ -125,6 +136,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--verbose", action="store_true", help="Show TFX and Beam INFO logs.")
     _add_config_flags(run)
 
+
+def _ingest_parser(commands) -> None:
     ingest = commands.add_parser(
         "ingest", help="Only ingest a source as a new span (what `run` does first).",
         description="Checks every file or record, normalizes what can be, quarantines the rest with a reason, "
@@ -132,6 +145,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_source_flags(ingest)
     _add_config_flags(ingest, sections=("data",))  # ingest trains nothing
 
+
+def _models_parser(commands) -> None:
     models = commands.add_parser("models", help="List the pushed model versions, read from MLMD.",
                                  description="Each pushed version with its eval metrics, the data spans its model "
                                              "was trained on, its blessing and its push time: of a local output "
@@ -139,6 +154,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_history_flags(models)
     models.add_argument("--json", action="store_true", help="Print JSON instead of a table.")
 
+
+def _rollback_parser(commands) -> None:
     rollback = commands.add_parser(
         "rollback", help="Serve an earlier pushed version again (pushed as a new version).",
         description="Copies version N to the next version number, so that TF Serving (which serves the highest "
@@ -151,6 +168,8 @@ def build_parser() -> argparse.ArgumentParser:
     rollback.add_argument("--to", type=_count(1), required=True, metavar="N", help="The version to serve again.")
     rollback.add_argument("--reason", default="", help="Why, kept with the rollback (shown by `models`).")
 
+
+def _predict_parser(commands) -> None:
     predict = commands.add_parser(
         "predict", help="Classify your own photos with the latest pushed model (or --model).",
         description="Prints a table (file, class, dog probability) and writes a contact sheet PNG. A file that "
@@ -167,6 +186,8 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--explain", action="store_true",
                          help="Overlay Grad-CAM heat maps (MobileNetV2's last convolutional block) on the sheet.")
 
+
+def _compile_parser(commands) -> None:
     compile_ = commands.add_parser(
         "compile", help="Compile the pipeline into a Kubeflow Pipelines v2 package (YAML).",
         description="Builds the pipeline with the same create_pipeline as `run` and compiles it, offline. "
@@ -182,6 +203,8 @@ def build_parser() -> argparse.ArgumentParser:
                           help="Output file (.yaml). Default: cats_vs_dogs_pipeline.yaml.")
     _add_config_flags(compile_)
 
+
+def _submit_parser(commands) -> None:
     submit = commands.add_parser(
         "submit", help="Start one run of a compiled package: on Kubeflow Pipelines, Vertex AI, or --local.",
         description="--host: one run on a Kubeflow Pipelines cluster. --vertex-project/--region: one Vertex AI "
@@ -201,6 +224,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="With --local: where kfp.local keeps the tasks' KFP artifacts and logs. "
                              "Default: runs/kfp-local.")
 
+
+def _schedule_parser(commands) -> None:
     schedule = commands.add_parser(
         "schedule", help="Retrain on a schedule: a KFP recurring run, a Vertex AI schedule, or a local cron entry.",
         description="With --host: a recurring run of a compiled package on Kubeflow Pipelines (6-field cron, "
@@ -224,7 +249,6 @@ def build_parser() -> argparse.ArgumentParser:
     schedule.add_argument("--install", action="store_true",
                           help="With --local: add the entry to this user's crontab (an existing entry for the "
                                "same output directory is replaced).")
-    return parser
 
 
 def _add_history_flags(parser: argparse.ArgumentParser) -> None:

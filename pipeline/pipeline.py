@@ -7,9 +7,7 @@ Beam arguments.
 
 from __future__ import annotations
 
-import ast
 import dataclasses
-import hashlib
 import json
 import pathlib
 
@@ -40,6 +38,7 @@ from contract.metadata import (  # noqa: F401
     WARM_START_RESOLVER,
 )
 from pipeline import blessing
+from pipeline.code_fingerprint import code_fingerprint
 
 SCHEMA_PATH = str(pathlib.Path(__file__).parent / "schema" / "schema.pbtxt")
 PREPROCESSING_FN = "trainer.preprocessing.preprocessing_fn"
@@ -48,55 +47,6 @@ RUN_FN = "trainer.task.run_fn"
 # The nodes of a pipeline with the default settings.
 NODE_IDS = (EXAMPLE_GEN, SCHEMA_IMPORTER, STATISTICS_GEN, EXAMPLE_VALIDATOR, PREVIOUS_STATISTICS_RESOLVER,
             ANOMALIES_GATE, TRANSFORM, TRAINER, BASELINE_RESOLVER, EVALUATOR, PUSHER)
-
-
-# What TFX runs from this project by module path, which its cache key does not see into: Transform's
-# preprocessing_fn, the Trainer's run_fn and the custom components and resolver strategies.
-CODE_ENTRY_POINTS = ("trainer.preprocessing", "trainer.task", "components.anomalies_gate",
-                     "components.serving_pusher", "components.baseline_resolver")
-PROJECT_ROOT = pathlib.Path(__file__).resolve().parent.parent
-
-
-def _module_files(root: pathlib.Path, module: str) -> list[pathlib.Path]:
-    """The file of `module` and the __init__.py of each package it is in (importing it runs them all)."""
-    parts = module.split(".")
-    files = [root.joinpath(*parts[:i], "__init__.py") for i in range(1, len(parts) + 1)]
-    files.append(root.joinpath(*parts[:-1], parts[-1] + ".py"))
-    return [f for f in files if f.is_file()]
-
-
-def _imports(path: pathlib.Path) -> set[str]:
-    """Every module named by an import anywhere in the file (inside functions too)."""
-    names = set()
-    for node in ast.walk(ast.parse(path.read_text(), str(path))):
-        if isinstance(node, ast.Import):
-            names.update(alias.name for alias in node.names)
-        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
-            names.add(node.module)
-            names.update(f"{node.module}.{alias.name}" for alias in node.names)  # `from pkg import module`
-    return names
-
-
-def code_files(entry_points: tuple[str, ...] = CODE_ENTRY_POINTS, root: pathlib.Path = PROJECT_ROOT
-               ) -> list[pathlib.Path]:
-    """The project's files that the entry points run: their modules and every project module they import."""
-    seen: set[pathlib.Path] = set()
-    pending = list(entry_points)
-    while pending:
-        for path in _module_files(root, pending.pop()):
-            if path not in seen:
-                seen.add(path)
-                pending += [name for name in _imports(path) if (root / name.split(".")[0] / "__init__.py").is_file()]
-    return sorted(seen)
-
-
-def code_fingerprint(root: pathlib.Path = PROJECT_ROOT) -> str:
-    """Hash of code_files: Transform, Trainer and the custom components get it as a parameter, so that a change
-    to any code they run is a cache miss (and a change anywhere else is not)."""
-    digest = hashlib.sha256()
-    for path in code_files(root=root):
-        digest.update(path.relative_to(root).as_posix().encode() + b"\0" + path.read_bytes())
-    return digest.hexdigest()[:16]
 
 
 def _newest_blessed_model(before, node_id: str, builtin: bool, served_first: bool = False) -> tfx.dsl.Resolver:
@@ -110,6 +60,55 @@ def _newest_blessed_model(before, node_id: str, builtin: bool, served_first: boo
     if served_first:
         history["pushed_model"] = tfx.dsl.Channel(type=tfx.types.standard_artifacts.PushedModel)
     return tfx.dsl.Resolver(strategy_class=LatestBlessedBeforeStrategy, before=before, **history).with_id(node_id)
+
+
+def _data_nodes(config: PipelineConfig, examples_root: str, schema_path: str, allow_anomalies: bool,
+                builtin_resolver: bool, code_version: str) -> dict[str, BaseNode]:
+    """{node id: node} from the ingested spans to the data gate: examples, schema, statistics, anomalies."""
+    # Ingest decides the splits (the source's own, or by content hash); they are kept as they are.
+    example_gen = tfx.components.ImportExampleGen(
+        input_base=examples_root,
+        input_config=tfx.proto.Input(splits=[tfx.proto.Input.Split(name=name, pattern=pattern)
+                                             for name, pattern in SPLIT_PATTERNS.items()]),
+    ).with_id(EXAMPLE_GEN)
+    schema_importer = tfx.components.ImportSchemaGen(schema_file=schema_path).with_id(SCHEMA_IMPORTER)
+    # With the schema, statistics count the categorical label's values: the class-balance check needs them.
+    statistics_gen = tfx.components.StatisticsGen(
+        examples=example_gen.outputs["examples"], schema=schema_importer.outputs["schema"]).with_id(STATISTICS_GEN)
+    example_validator = tfx.components.ExampleValidator(
+        statistics=statistics_gen.outputs["statistics"], schema=schema_importer.outputs["schema"],
+    ).with_id(EXAMPLE_VALIDATOR)
+    previous_statistics = None if builtin_resolver else tfx.dsl.Resolver(
+        strategy_class=LatestBeforeStrategy, before=example_gen.outputs["examples"],
+        artifact=tfx.dsl.Channel(type=tfx.types.standard_artifacts.ExampleStatistics),
+    ).with_id(PREVIOUS_STATISTICS_RESOLVER)
+    gate = AnomaliesGate(
+        anomalies=example_validator.outputs["anomalies"], schema=schema_importer.outputs["schema"],
+        statistics=statistics_gen.outputs["statistics"],
+        previous_statistics=previous_statistics.outputs["artifact"] if previous_statistics else None,
+        allow_anomalies=allow_anomalies, max_class_ratio=float(config.data.max_class_ratio),
+        max_size_drift=float(config.data.max_size_drift), min_eval_examples=config.data.min_eval_examples,
+        code_version=code_version,
+    ).with_id(ANOMALIES_GATE)
+    nodes = [example_gen, schema_importer, statistics_gen, example_validator, previous_statistics, gate]
+    return {node.id: node for node in nodes if node is not None}
+
+
+def _span_window(config: PipelineConfig, example_gen: BaseNode, builtin_resolver: bool) -> tfx.dsl.Resolver | None:
+    """With span_window > 1, the resolver of the last N spans the Transform and Trainer read; else None."""
+    if config.data.span_window <= 1:
+        return None
+    if builtin_resolver:
+        raise ValueError("span_window > 1 needs TFX's SpanRangeStrategy, which KubeflowV2DagRunner cannot "
+                         "compile; use span_window 1 on Kubeflow")
+    span_window = tfx.dsl.Resolver(
+        strategy_class=tfx.dsl.experimental.SpanRangeStrategy,
+        config={"range_config": tfx.proto.RangeConfig(
+            rolling_range=tfx.proto.RollingRange(num_spans=config.data.span_window))},
+        examples=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Examples, producer_component_id=EXAMPLE_GEN),
+    ).with_id(SPAN_WINDOW_RESOLVER)
+    span_window.add_upstream_node(example_gen)  # this run's span must exist before the window is taken
+    return span_window
 
 
 def create_pipeline(
@@ -134,48 +133,11 @@ def create_pipeline(
     `schema_path` is where the curated schema is for the component that reads
     it: this checkout locally, <root>/schema on Kubeflow, the image's copy on Vertex.
     """
-    # Ingest decides the splits (the source's own, or by content hash); they are kept as they are.
-    example_gen = tfx.components.ImportExampleGen(
-        input_base=examples_root,
-        input_config=tfx.proto.Input(splits=[tfx.proto.Input.Split(name=name, pattern=pattern)
-                                             for name, pattern in SPLIT_PATTERNS.items()]),
-    ).with_id(EXAMPLE_GEN)
-    schema_importer = tfx.components.ImportSchemaGen(schema_file=schema_path).with_id(SCHEMA_IMPORTER)
-    # With the schema, statistics count the categorical label's values: the class-balance check needs them.
-    statistics_gen = tfx.components.StatisticsGen(
-        examples=example_gen.outputs["examples"], schema=schema_importer.outputs["schema"]).with_id(STATISTICS_GEN)
-    example_validator = tfx.components.ExampleValidator(
-        statistics=statistics_gen.outputs["statistics"], schema=schema_importer.outputs["schema"],
-    ).with_id(EXAMPLE_VALIDATOR)
-    previous_statistics = None if builtin_resolver else tfx.dsl.Resolver(
-        strategy_class=LatestBeforeStrategy, before=example_gen.outputs["examples"],
-        artifact=tfx.dsl.Channel(type=tfx.types.standard_artifacts.ExampleStatistics),
-    ).with_id(PREVIOUS_STATISTICS_RESOLVER)
     code_version = code_fingerprint()
-    gate = AnomaliesGate(
-        anomalies=example_validator.outputs["anomalies"], schema=schema_importer.outputs["schema"],
-        statistics=statistics_gen.outputs["statistics"],
-        previous_statistics=previous_statistics.outputs["artifact"] if previous_statistics else None,
-        allow_anomalies=allow_anomalies, max_class_ratio=float(config.data.max_class_ratio),
-        max_size_drift=float(config.data.max_size_drift), min_eval_examples=config.data.min_eval_examples,
-        code_version=code_version,
-    ).with_id(ANOMALIES_GATE)
-
-    training_examples = example_gen.outputs["examples"]
-    span_window = None
-    if config.data.span_window > 1:
-        if builtin_resolver:
-            raise ValueError("span_window > 1 needs TFX's SpanRangeStrategy, which KubeflowV2DagRunner cannot "
-                             "compile; use span_window 1 on Kubeflow")
-        span_window = tfx.dsl.Resolver(
-            strategy_class=tfx.dsl.experimental.SpanRangeStrategy,
-            config={"range_config": tfx.proto.RangeConfig(
-                rolling_range=tfx.proto.RollingRange(num_spans=config.data.span_window))},
-            examples=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Examples,
-                                     producer_component_id=EXAMPLE_GEN),
-        ).with_id(SPAN_WINDOW_RESOLVER)
-        span_window.add_upstream_node(example_gen)  # this run's span must exist before the window is taken
-        training_examples = span_window.outputs["examples"]
+    data = _data_nodes(config, examples_root, schema_path, allow_anomalies, builtin_resolver, code_version)
+    example_gen, gate = data[EXAMPLE_GEN], data[ANOMALIES_GATE]
+    span_window = _span_window(config, example_gen, builtin_resolver)
+    training_examples = span_window.outputs["examples"] if span_window else example_gen.outputs["examples"]
 
     # Transform analyzes and writes its graph, but does not materialize its output: the Trainer
     # runs the graph (the TFT layer) while reading, decoding each image once into its cache.
@@ -216,9 +178,8 @@ def create_pipeline(
         training_settings=json.dumps(dataclasses.asdict(config.training), sort_keys=True),
     ).with_id(PUSHER)
 
-    optional = [node for node in (previous_statistics, span_window, warm_start) if node is not None]
-    components: list[BaseNode] = [example_gen, schema_importer, statistics_gen, example_validator, *optional, gate,
-                                  transform, trainer, baseline, evaluator, pusher]
+    optional = [node for node in (span_window, warm_start) if node is not None]
+    components: list[BaseNode] = [*data.values(), *optional, transform, trainer, baseline, evaluator, pusher]
     return tfx.dsl.Pipeline(
         pipeline_name=config.name,
         pipeline_root=pipeline_root,

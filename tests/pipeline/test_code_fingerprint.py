@@ -4,6 +4,7 @@ import json
 import shutil
 
 import config as config_lib
+from pipeline import code_fingerprint as fingerprint
 from pipeline import pipeline as pipeline_lib
 
 CODE_VERSION_NODES = {pipeline_lib.TRANSFORM, pipeline_lib.TRAINER, pipeline_lib.ANOMALIES_GATE,
@@ -11,11 +12,11 @@ CODE_VERSION_NODES = {pipeline_lib.TRANSFORM, pipeline_lib.TRAINER, pipeline_lib
 
 
 def _relative(paths):
-    return {p.relative_to(pipeline_lib.PROJECT_ROOT).as_posix() for p in paths}
+    return {p.relative_to(fingerprint.PROJECT_ROOT).as_posix() for p in paths}
 
 
 def test_fingerprint_covers_the_modules_transform_trainer_and_components_import():
-    files = _relative(pipeline_lib.code_files())
+    files = _relative(fingerprint.code_files())
     # imported by the Trainer through config, contract and trainer.export, not only trainer/*.py
     assert {"config/__init__.py", "contract/__init__.py", "contract/features.py", "trainer/tflite.py",
             "trainer/task.py", "trainer/model.py", "trainer/export.py",
@@ -29,23 +30,23 @@ def test_fingerprint_covers_the_modules_transform_trainer_and_components_import(
 def _copy_project(target):
     for name in ("contract", "config", "trainer", "pipeline", "inference", "components", "ingest", "reporting",
                  "orchestration"):
-        shutil.copytree(pipeline_lib.PROJECT_ROOT / name, target / name,
+        shutil.copytree(fingerprint.PROJECT_ROOT / name, target / name,
                         ignore=shutil.ignore_patterns("__pycache__"))
-    shutil.copy(pipeline_lib.PROJECT_ROOT / "README.md", target / "README.md")
+    shutil.copy(fingerprint.PROJECT_ROOT / "README.md", target / "README.md")
 
 
 def test_a_change_to_code_the_trainer_runs_changes_the_fingerprint_and_a_readme_does_not(tmp_path):
     _copy_project(tmp_path)
-    before = pipeline_lib.code_fingerprint(tmp_path)
-    assert before == pipeline_lib.code_fingerprint(pipeline_lib.PROJECT_ROOT)
+    before = fingerprint.code_fingerprint(tmp_path)
+    assert before == fingerprint.code_fingerprint(fingerprint.PROJECT_ROOT)
     (tmp_path / "README.md").write_text("changed")
     (tmp_path / "reporting" / "run_report.py").write_text("# changed\n")
-    assert pipeline_lib.code_fingerprint(tmp_path) == before
+    assert fingerprint.code_fingerprint(tmp_path) == before
     for changed in ("trainer/tflite.py", "config/__init__.py", "contract/features.py", "components/anomalies_gate.py"):
         path = tmp_path / changed
         original = path.read_text()
         path.write_text(original + "\n# changed\n")
-        assert pipeline_lib.code_fingerprint(tmp_path) != before, changed
+        assert fingerprint.code_fingerprint(tmp_path) != before, changed
         path.write_text(original)
 
 
@@ -56,7 +57,7 @@ def test_the_fingerprint_is_a_parameter_of_every_node_that_runs_project_code(tmp
     pipeline = pipeline_lib.create_pipeline(
         config_lib.PipelineConfig(), examples_root=str(tmp_path / "examples"), pipeline_root=str(tmp_path / "root"),
         serving_dir=str(tmp_path / "serving"))
-    fingerprint = pipeline_lib.code_fingerprint()
+    expected = fingerprint.code_fingerprint()
     carrying = {program.node_id for program in tfx_node.node_programs(pipeline)
-                if fingerprint in json.dumps(json.loads(program.ir_json)["nodes"][0]["pipelineNode"].get("parameters"))}
+                if expected in json.dumps(json.loads(program.ir_json)["nodes"][0]["pipelineNode"].get("parameters"))}
     assert carrying == CODE_VERSION_NODES
