@@ -287,7 +287,7 @@ def _add_source_flags(parser: argparse.ArgumentParser, required: bool = True) ->
                              "serving_model/<version>/, run_summary.json. Default: runs/default.")
     parser.add_argument("--beam-workers", type=_count(0), default=0,
                         help="Beam DirectRunner worker processes for ingest and components. 0 (default): in "
-                             "process for small data (see orchestration/beam_policy.py), else one per core; 1: in "
+                             "process for small data (see config/beam_policy.py), else one per core; 1: in "
                              "process; N: N processes.")
 
 

@@ -58,8 +58,8 @@ def main(argv: list[str] | None = None) -> int:
     import logging
 
     logging.getLogger("apache_beam").setLevel(logging.ERROR)
+    from config import beam_policy
     from ingest import spans, synthetic
-    from orchestration import beam_policy
 
     with tempfile.TemporaryDirectory() as scratch:
         data = pathlib.Path(scratch) / "images"

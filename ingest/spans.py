@@ -5,7 +5,7 @@ Layout under the examples root (contract.layout):
     span-<N>/eval/images-*.tfrecord        ... of the eval split
     span-<N>/ingest_report.json            what happened to every file or record
 The work runs on Beam with the arguments the caller gives for the number of
-items (orchestration.beam_policy decides them for a run). A span
+items (config.beam_policy decides them for a run). A span
 is written to a hidden folder and renamed into place, so ImportExampleGen never
 sees half a span. Ingesting data whose content equals the latest span's
 source writes nothing: the pipeline then finds the same span and reruns from
@@ -30,6 +30,7 @@ import apache_beam as beam
 import tensorflow as tf
 
 from config import DataConfig
+from config.beam_policy import IN_PROCESS
 from contract import features, layout
 from ingest import sources
 from ingest.images import CheckedImage, RejectedImage, check_image
@@ -38,8 +39,6 @@ from ingest.images import CheckedImage, RejectedImage, check_image
 SPLITS = layout.SPLITS
 REPORT_FILE = layout.INGEST_REPORT
 _PROGRESS_EVERY = 1000
-# Without beam arguments from the caller (tests, tools): everything in this process.
-IN_PROCESS = ("--direct_running_mode=in_memory",)
 _KEPT = "kept"
 
 ACCEPTED = "accepted"

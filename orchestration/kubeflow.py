@@ -20,12 +20,11 @@ import re
 import time
 import uuid
 
-from config import PipelineConfig
+from config import PipelineConfig, beam_policy
 from contract import layout
 from contract import metadata as metadata_lib
 from contract.errors import first_line
 from contract.layout import RunLayout
-from orchestration import beam_policy
 from orchestration.local_schedule import CronError
 
 # pipeline.pipeline (TFX, TensorFlow) is imported where a package is built, so that submit,

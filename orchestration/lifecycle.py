@@ -17,9 +17,9 @@ import dataclasses
 import functools
 from typing import Any
 
-from config import DataConfig
+from config import DataConfig, beam_policy
 from ingest import sources, spans
-from orchestration import beam_policy, store_health
+from orchestration import store_health
 
 
 class RunRefused(Exception):

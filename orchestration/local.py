@@ -3,7 +3,7 @@
 Ingests the source as a new span, checks spans other tools wrote, builds the
 pipeline with pipeline.create_pipeline, runs it on TFX's LocalDagRunner with a
 SQLite ML Metadata store and Beam's DirectRunner (arguments from
-orchestration.beam_policy), then writes the run's summary and report. Every
+config.beam_policy), then writes the run's summary and report. Every
 path comes from contract.layout.RunLayout over the output directory. A run
 holds the output directory's lock from its first write to its last.
 """
@@ -19,11 +19,11 @@ import sys
 
 from tfx import v1 as tfx
 
-from config import PipelineConfig
+from config import PipelineConfig, beam_policy
 from contract.errors import FAILED, INTERRUPTED, OK, REFUSED
 from contract.layout import RunLayout
 from ingest import spans, synthetic
-from orchestration import beam_policy, lifecycle, store_health
+from orchestration import lifecycle, store_health
 from orchestration.run_lock import exclusive_run
 from pipeline import pipeline as pipeline_lib
 from reporting import run_report, run_summary

@@ -5,10 +5,10 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
+from config import beam_policy
 from contract import features
 from ingest import sources, spans, synthetic
 from ingest.images import RejectedImage, check_image
-from orchestration import beam_policy
 
 
 def _png_bytes(mode="RGBA"):

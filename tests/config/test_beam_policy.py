@@ -1,6 +1,6 @@
 import apache_beam as beam
 
-from orchestration import beam_policy
+from config import beam_policy
 
 
 def _options(args):
