@@ -565,7 +565,7 @@ def _default_sheet(run_or_model: pathlib.Path) -> pathlib.Path:
 
 def command_compile(args: argparse.Namespace) -> int:
     from contract import metadata
-    from orchestration import kserve, kubeflow
+    from orchestration import kserve, kubeflow, vertex
 
     config, notes = _config_from_args(args)
     for note in notes:
@@ -579,7 +579,7 @@ def command_compile(args: argparse.Namespace) -> int:
         if given:
             raise SettingsError(f"{', '.join(given)} apply only to --target kubeflow (Vertex AI runs TFX's own "
                                 "package: its own metadata store and storage)")
-        path = kubeflow.compile_vertex_package(config, args.package, image=args.image, root=args.root,
+        path = vertex.compile_vertex_package(config, args.package, image=args.image, root=args.root,
                                                beam_args=args.beam_args or [])
         print(f"wrote Vertex AI Pipelines package {path}")
         return errors.OK
@@ -634,7 +634,7 @@ def _vertex_region(args: argparse.Namespace) -> str:
 
 
 def command_submit(args: argparse.Namespace) -> int:
-    from orchestration import kubeflow, vertex
+    from orchestration import kfp_runs, vertex
 
     package = _package(args)
     if args.local:
@@ -644,14 +644,14 @@ def command_submit(args: argparse.Namespace) -> int:
                              _run_arguments(args), args.pipeline_root)
         print(f"started Vertex AI pipeline job {name}")
         return errors.OK
-    run_id = kubeflow.submit(package, args.host, args.run_name, args.experiment, _run_arguments(args),
+    run_id = kfp_runs.submit(package, args.host, args.run_name, args.experiment, _run_arguments(args),
                              args.pipeline_root)
     print(f"started run {run_id} on {args.host}")
     return errors.OK
 
 
 def _submit_local(args: argparse.Namespace) -> int:
-    from orchestration import kubeflow
+    from orchestration import kfp_runs, kubeflow
 
     root = kubeflow.package_root(args.package)
     if root is None or "://" in root:
@@ -662,17 +662,17 @@ def _submit_local(args: argparse.Namespace) -> int:
                             "--metadata-sqlite PATH (or --metadata-grpc HOST:PORT of a store this machine reaches) "
                             "to run it here")
     # No lock here: the package's first task takes the root's lease, as on a cluster.
-    run = kubeflow.run_locally(args.package, _run_arguments(args), str(args.kfp_outputs.resolve()))
-    folder = kubeflow.run_folder(root, run.run_id)
+    run = kfp_runs.run_locally(args.package, _run_arguments(args), str(args.kfp_outputs.resolve()))
+    folder = RunLayout(root).run_dir(run.run_id)
     if run.failure:
-        reason = kubeflow.run_outcome(folder) or run.failure  # the exit handler's word, else kfp's
+        reason = kfp_runs.run_outcome(folder) or run.failure  # the exit handler's word, else kfp's
         raise RunFailedError(f"run {run.run_id} {reason}; summary and report in {folder}")
     print(f"local run finished: summary and report in {folder}")
     return errors.OK
 
 
 def command_schedule(args: argparse.Namespace) -> int:
-    from orchestration import kubeflow, local_schedule, vertex
+    from orchestration import kfp_runs, local_schedule, vertex
 
     if args.local:
         if args.data_dir is None:
@@ -691,7 +691,7 @@ def command_schedule(args: argparse.Namespace) -> int:
                                _run_arguments(args), args.pipeline_root)
         print(f"created Vertex AI schedule {name} ({args.cron})")
         return errors.OK
-    job_id = kubeflow.schedule(package, args.host, args.job_name, args.experiment, args.cron,
+    job_id = kfp_runs.schedule(package, args.host, args.job_name, args.experiment, args.cron,
                                _run_arguments(args), args.pipeline_root)
     print(f"created recurring run {job_id} ({args.cron}) on {args.host}")
     return errors.OK
@@ -708,8 +708,9 @@ def _refusals() -> tuple[type[Exception], ...]:
     from contract.metadata import StoreAddressError, StoreUnreachableError
     from inference.predict import NoModelError
     from ingest.sources import SourceError
+    from orchestration.kfp_runs import KubeflowUnreachableError
     from orchestration.kserve import ServingError
-    from orchestration.kubeflow import KubeflowUnreachableError, TargetError
+    from orchestration.kubeflow import TargetError
     from orchestration.local_schedule import CronError
     from orchestration.store_health import DamagedStoreError
     from orchestration.vertex import VertexUnreachableError

@@ -85,6 +85,10 @@ class RunLayout(Generic[Location]):
         """Deployments: runs/<run id>/{run_summary.json, report/}, one folder per Kubeflow run."""
         return self._join("runs")
 
+    def run_dir(self, run_id: str) -> Location:
+        """Deployments: runs/<run id>/ of one run (characters a file name cannot hold become '_')."""
+        return self._join("runs", re.sub(r"[^A-Za-z0-9._-]", "_", run_id))
+
     @property
     def schedule_log(self) -> Location:
         """What a local cron entry's runs print."""

@@ -28,7 +28,7 @@ from contract import layout
 from contract.errors import first_line
 from contract.layout import RunLayout
 from orchestration import lease, lifecycle, store_health, tfx_node
-from orchestration.kubeflow import INGEST_TASK, REPORT_TASK, run_folder
+from orchestration.kubeflow import INGEST_TASK, REPORT_TASK
 
 TASKS_DIR = "tasks"  # <root>/runs/<run id>/tasks/<task>.json: what each task did, for the exit handler
 
@@ -39,7 +39,7 @@ def _fail(message: str) -> None:
 
 
 def _run_folder(root: str, run_id: str) -> str:
-    return run_folder(root, run_id)
+    return RunLayout(root).run_dir(run_id)
 
 
 def _write_record(root: str, run_id: str, task: str, record: dict) -> None:

@@ -1,31 +1,25 @@
-"""Kubeflow Pipelines: compile the pipeline into a KFP v2 package, rehearse it locally, submit and schedule it.
+"""Kubeflow Pipelines: compile the pipeline into a KFP v2 package, and read a compiled package back.
 
-Two targets, both from the same pipeline.create_pipeline the local run uses:
-- `kubeflow` (open-source KFP 2.x): a package authored with the kfp SDK. An
-  ingest task turns the data folder into a new span, then one task per TFX node
-  runs that node with TFX's own launcher against an ML Metadata store all tasks
-  share (orchestration/tfx_node.py), then a report task puts the metrics,
-  confusion matrix, decision and HTML report on the run page. Only container
-  executors, schema 2.1.0, no lifecycle hooks: what the KFP backend runs.
-  KFP's own cache is off: TFX's cache decides what reruns.
-- `vertex` (Vertex AI Pipelines): TFX's KubeflowV2DagRunner package, which the
-  managed service runs natively (spec 2.1; only TFX's built-in resolvers).
+From the same pipeline.create_pipeline the local run uses, a package authored
+with the kfp SDK for open-source KFP 2.x: an ingest task takes the root's lease
+and turns the source into a new span, one task per TFX node runs that node with
+TFX's own launcher against an ML Metadata store all tasks share
+(orchestration/tfx_node.py), and a report task, the run's exit handler, puts
+the outcome, metrics, confusion matrix, decision and HTML report on the run
+page. Only container executors, schema 2.1.0, no lifecycle hooks: what the KFP
+backend runs. KFP's own cache is off: TFX's cache decides what reruns.
+Running a package (here, or on a cluster) is orchestration.kfp_runs; the
+Vertex AI target is orchestration.vertex.
 """
 # No `from __future__ import annotations` here: kfp reads the pipeline function's annotations as types.
 import copy
 import dataclasses
 import os
 import posixpath
-import re
-import time
-import uuid
 
 from config import PipelineConfig, beam_policy
-from contract import layout
 from contract import metadata as metadata_lib
-from contract.errors import first_line
 from contract.layout import RunLayout
-from orchestration.local_schedule import CronError
 
 # pipeline.pipeline (TFX, TensorFlow) is imported where a package is built, so that submit,
 # schedule and the CLI's error handling start without loading TensorFlow.
@@ -49,10 +43,6 @@ DEFAULT_TASK_MEMORY = "4G"
 # The Dockerfile copies the project to /pipeline: the schema's path inside the image (Vertex target).
 IMAGE_PROJECT_DIR = "/pipeline"
 IMAGE_SCHEMA_PATH = posixpath.join(IMAGE_PROJECT_DIR, "pipeline", "schema", "schema.pbtxt")
-
-
-class KubeflowUnreachableError(RuntimeError):
-    """The KFP endpoint did not answer; the message names it."""
 
 
 class TargetError(ValueError):
@@ -134,7 +124,7 @@ def compile_package(config: PipelineConfig, output_file: str, deployment: Deploy
     """Writes the KFP v2 package (YAML) for open-source Kubeflow Pipelines; returns its path."""
     from kfp import compiler
 
-    _check_package_name(output_file)
+    check_package_name(output_file)
     kfp_pipeline = build_kfp_pipeline(config, deployment)
     output_file = os.path.abspath(output_file)
     os.makedirs(os.path.dirname(output_file), exist_ok=True)
@@ -236,38 +226,12 @@ def _configure(task, deployment: Deployment, trainer: bool = False, retries: int
     kubernetes.use_field_path_as_env(task, env_name="KFP_RUN_ID", field_path="metadata.labels['pipeline/runid']")
 
 
-def compile_vertex_package(config: PipelineConfig, output_file: str, *, image: str, root: str,
-                           beam_args: list[str]) -> str:
-    """Writes TFX's own KubeflowV2DagRunner package for Vertex AI Pipelines; returns its path."""
-    from tfx import v1 as tfx
-
-    from pipeline import pipeline as pipeline_lib
-
-    _check_package_name(output_file)
-    if config.data.span_window > 1:
-        raise TargetError("--span-window > 1 needs TFX's SpanRangeStrategy, which the vertex target cannot "
-                          "compile (only TFX's LatestBlessedModelStrategy); use the kubeflow target or "
-                          "--span-window 1")
-    where = RunLayout(root)
-    pipeline = pipeline_lib.create_pipeline(
-        config, examples_root=where.examples_root, pipeline_root=where.pipeline_root, serving_dir=where.serving_dir,
-        beam_pipeline_args=beam_args or default_beam_args(), builtin_resolver=True, schema_path=IMAGE_SCHEMA_PATH)
-    output_dir, filename = os.path.split(os.path.abspath(output_file))
-    os.makedirs(output_dir, exist_ok=True)
-    runner = tfx.orchestration.experimental.KubeflowV2DagRunner(
-        config=tfx.orchestration.experimental.KubeflowV2DagRunnerConfig(default_image=image,
-                                                                        use_pipeline_spec_2_1=True),
-        output_dir=output_dir, output_filename=filename)
-    runner.run(pipeline, write_out=True)
-    return os.path.join(output_dir, filename)
-
-
-def _check_package_name(output_file: str) -> None:
+def check_package_name(output_file: str) -> None:
     if not output_file.endswith((".yaml", ".yml")):
         raise TargetError(f"the package file must end in .yaml (KFP's client reads .yaml), got {output_file!r}")
 
 
-def _pipeline_spec(package: str) -> dict:
+def package_spec(package: str) -> dict:
     import yaml
 
     with open(package) as f:
@@ -276,19 +240,19 @@ def _pipeline_spec(package: str) -> dict:
 
 def package_pipeline_root(package: str) -> str | None:
     """The KFP pipeline root a package was compiled with (`defaultPipelineRoot`), if any."""
-    return _pipeline_spec(package).get("defaultPipelineRoot")
+    return package_spec(package).get("defaultPipelineRoot")
 
 
-def _task_constants(package: str, task_name: str) -> dict:
+def task_constants(package: str, task_name: str) -> dict:
     """The constant inputs of one of the package's tasks (the report's: where its data and metadata are)."""
-    spec = _pipeline_spec(package)
+    spec = package_spec(package)
     task = spec.get("root", {}).get("dag", {}).get("tasks", {}).get(task_name, {})
     return {name: value["runtimeValue"]["constant"]
             for name, value in task.get("inputs", {}).get("parameters", {}).items() if "runtimeValue" in value}
 
 
 def _report_constant(package: str, name: str):
-    value = _task_constants(package, REPORT_TASK).get(name)
+    value = task_constants(package, REPORT_TASK).get(name)
     return value if isinstance(value, str) else None
 
 
@@ -300,110 +264,3 @@ def package_metadata_store(package: str) -> str:
     return _report_constant(package, "metadata_store") or ""
 
 
-@dataclasses.dataclass(frozen=True)
-class LocalRun:
-    run_id: str
-    failure: str | None  # kfp.local's line naming the failed task; None when the DAG completed
-
-
-def run_locally(package: str, arguments: dict, kfp_outputs: str, run_id: str | None = None) -> LocalRun:
-    """Runs a compiled package on this machine with the kfp SDK's own local runner.
-
-    Every task runs as a subprocess of this Python (the environment the image
-    holds), in the package's dependency order; KFP's artifacts go under
-    `kfp_outputs`. kfp 2.13's local runner stops at the first failed task and
-    never runs an exit handler after a failure, so when the DAG fails the exit
-    handler (the report) is run here, as the backend runs it, with the
-    package's own inputs and the same run id.
-    """
-    from kfp import local
-    from kfp.local import placeholder_utils
-
-    run_id = run_id or f"local-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
-    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=kfp_outputs, raise_on_error=True)
-    # The local runner draws a random number as the run id (the PIPELINE_JOB_ID placeholder); choosing it here
-    # lets the report that follows a failure speak of the same run, and names the run's folder.
-    chosen = placeholder_utils.make_random_id
-    placeholder_utils.make_random_id = lambda: run_id
-    try:
-        try:
-            _load_package(package)(**arguments)
-            return LocalRun(run_id, None)
-        except RuntimeError as error:  # kfp.local names the failed task (its log is above), in terminal colours
-            plain = re.sub(r"\x1b\[[0-9;]*m", "", str(error)).strip()
-            failure = plain.splitlines()[0] if plain else "the local run failed"
-        try:
-            report_component(_package_image(package))(**_task_constants(package, REPORT_TASK))
-        except RuntimeError as error:
-            plain = re.sub(r"\x1b\[[0-9;]*m", "", str(error)).strip()
-            failure += f"; its exit handler failed too: {plain.splitlines()[0] if plain else error}"
-        return LocalRun(run_id, failure)
-    finally:
-        placeholder_utils.make_random_id = chosen
-
-
-def run_folder(root: str, run_id: str) -> str:
-    """<root>/runs/<run id>: the run's summary, report and task records."""
-    return posixpath.join(RunLayout(root).runs_dir, re.sub(r"[^A-Za-z0-9._-]", "_", run_id))
-
-
-def run_outcome(folder: str) -> str | None:
-    """The error the exit handler wrote into a run's summary (None: none written, or the run completed)."""
-    import json
-
-    path = posixpath.join(folder, layout.SUMMARY_FILE)
-    if not os.path.exists(path):
-        return None
-    with open(path) as f:
-        return json.load(f).get("error")
-
-
-def _load_package(package: str):
-    from kfp import components
-
-    return components.load_component_from_file(package)
-
-
-def _package_image(package: str) -> str:
-    executors = _pipeline_spec(package).get("deploymentSpec", {}).get("executors", {})
-    return next(iter(executors.values()))["container"]["image"]
-
-
-def _client(host: str):
-    import kfp
-
-    try:
-        client = kfp.Client(host=host)
-        client.list_experiments(page_size=1)  # the client connects lazily: ask something now
-    except Exception as error:  # urllib3, requests and kfp_server_api raise different types
-        raise KubeflowUnreachableError(f"cannot reach Kubeflow Pipelines at {host}: {first_line(error)}") from None
-    return client
-
-
-def submit(package: str, host: str, run_name: str, experiment: str, arguments: dict,
-           pipeline_root: str | None) -> str:
-    """Starts one run of the package; returns the run id. KFP's cache stays off: TFX's cache decides."""
-    client = _client(host)
-    run = client.create_run_from_pipeline_package(
-        package, arguments=arguments, run_name=run_name, experiment_name=experiment,
-        pipeline_root=pipeline_root or package_pipeline_root(package), enable_caching=False)
-    return run.run_id
-
-
-def schedule(package: str, host: str, job_name: str, experiment: str, cron: str, arguments: dict,
-             pipeline_root: str | None) -> str:
-    """Creates a recurring run, one run at a time; `cron` has six fields, seconds first (KFP's format)."""
-    check_kfp_cron(cron)
-    client = _client(host)
-    experiment_id = client.create_experiment(experiment).experiment_id
-    job = client.create_recurring_run(
-        experiment_id=experiment_id, job_name=job_name, cron_expression=cron, pipeline_package_path=package,
-        params=arguments, pipeline_root=pipeline_root or package_pipeline_root(package), enable_caching=False,
-        max_concurrency=1)
-    return job.recurring_run_id
-
-
-def check_kfp_cron(cron: str) -> None:
-    fields = cron.split()
-    if len(fields) != 6:
-        raise CronError(f"KFP cron expressions have 6 fields (seconds first), e.g. '0 0 3 * * *'; got {cron!r}")

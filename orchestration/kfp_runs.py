@@ -1,0 +1,124 @@
+"""Runs of a compiled Kubeflow package: rehearsed on this machine with kfp's local runner, or submitted to and
+scheduled on a Kubeflow Pipelines cluster through kfp's client.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import posixpath
+import re
+import time
+import uuid
+
+from contract import layout
+from contract.errors import first_line
+from orchestration.kubeflow import REPORT_TASK, package_pipeline_root, package_spec, report_component, task_constants
+from orchestration.local_schedule import CronError
+
+
+class KubeflowUnreachableError(RuntimeError):
+    """The KFP endpoint did not answer; the message names it."""
+
+
+@dataclasses.dataclass(frozen=True)
+class LocalRun:
+    run_id: str
+    failure: str | None  # kfp.local's line naming the failed task; None when the DAG completed
+
+
+def run_locally(package: str, arguments: dict, kfp_outputs: str, run_id: str | None = None) -> LocalRun:
+    """Runs a compiled package on this machine with the kfp SDK's own local runner.
+
+    Every task runs as a subprocess of this Python (the environment the image
+    holds), in the package's dependency order; KFP's artifacts go under
+    `kfp_outputs`. kfp 2.13's local runner stops at the first failed task and
+    never runs an exit handler after a failure, so when the DAG fails the exit
+    handler (the report) is run here, as the backend runs it, with the
+    package's own inputs and the same run id.
+    """
+    from kfp import local
+    from kfp.local import placeholder_utils
+
+    run_id = run_id or f"local-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
+    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=kfp_outputs, raise_on_error=True)
+    # The local runner draws a random number as the run id (the PIPELINE_JOB_ID placeholder); choosing it here
+    # lets the report that follows a failure speak of the same run, and names the run's folder.
+    chosen = placeholder_utils.make_random_id
+    placeholder_utils.make_random_id = lambda: run_id
+    try:
+        try:
+            _load_package(package)(**arguments)
+            return LocalRun(run_id, None)
+        except RuntimeError as error:  # kfp.local names the failed task (its log is above), in terminal colours
+            plain = re.sub(r"\x1b\[[0-9;]*m", "", str(error)).strip()
+            failure = plain.splitlines()[0] if plain else "the local run failed"
+        try:
+            report_component(_package_image(package))(**task_constants(package, REPORT_TASK))
+        except RuntimeError as error:
+            plain = re.sub(r"\x1b\[[0-9;]*m", "", str(error)).strip()
+            failure += f"; its exit handler failed too: {plain.splitlines()[0] if plain else error}"
+        return LocalRun(run_id, failure)
+    finally:
+        placeholder_utils.make_random_id = chosen
+
+
+def run_outcome(folder: str) -> str | None:
+    """The error the exit handler wrote into a run's summary (None: none written, or the run completed)."""
+    path = posixpath.join(folder, layout.SUMMARY_FILE)
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        return json.load(f).get("error")
+
+
+def _load_package(package: str):
+    from kfp import components
+
+    return components.load_component_from_file(package)
+
+
+def _package_image(package: str) -> str:
+    executors = package_spec(package).get("deploymentSpec", {}).get("executors", {})
+    return next(iter(executors.values()))["container"]["image"]
+
+
+def _client(host: str):
+    import kfp
+
+    try:
+        client = kfp.Client(host=host)
+        client.list_experiments(page_size=1)  # the client connects lazily: ask something now
+    except Exception as error:  # urllib3, requests and kfp_server_api raise different types
+        raise KubeflowUnreachableError(f"cannot reach Kubeflow Pipelines at {host}: {first_line(error)}") from None
+    return client
+
+
+def submit(package: str, host: str, run_name: str, experiment: str, arguments: dict,
+           pipeline_root: str | None) -> str:
+    """Starts one run of the package; returns the run id. KFP's cache stays off: TFX's cache decides."""
+    client = _client(host)
+    run = client.create_run_from_pipeline_package(
+        package, arguments=arguments, run_name=run_name, experiment_name=experiment,
+        pipeline_root=pipeline_root or package_pipeline_root(package), enable_caching=False)
+    return run.run_id
+
+
+def schedule(package: str, host: str, job_name: str, experiment: str, cron: str, arguments: dict,
+             pipeline_root: str | None) -> str:
+    """Creates a recurring run, one run at a time; `cron` has six fields, seconds first (KFP's format)."""
+    check_kfp_cron(cron)
+    client = _client(host)
+    experiment_id = client.create_experiment(experiment).experiment_id
+    job = client.create_recurring_run(
+        experiment_id=experiment_id, job_name=job_name, cron_expression=cron, pipeline_package_path=package,
+        params=arguments, pipeline_root=pipeline_root or package_pipeline_root(package), enable_caching=False,
+        max_concurrency=1)
+    return job.recurring_run_id
+
+
+def check_kfp_cron(cron: str) -> None:
+    fields = cron.split()
+    if len(fields) != 6:
+        raise CronError(f"KFP cron expressions have 6 fields (seconds first), e.g. '0 0 3 * * *'; got {cron!r}")
