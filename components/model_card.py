@@ -21,7 +21,7 @@ from tensorflow_model_analysis.writers import eval_config_writer
 from components import evaluation
 from config import WEIGHTS_IMAGENET, WEIGHTS_NONE
 from contract import features, layout
-from ingest import spans as spans_lib
+from ingest import span_report
 
 
 @dataclasses.dataclass
@@ -50,7 +50,7 @@ def gather(pipeline: str, model_uri: str, model_dir: str, evaluation_uri: str | 
         metrics, by_label, _ = evaluation.read_metrics(evaluation_uri)
         thresholds = evaluation.threshold_words(eval_config_writer.load_eval_run(evaluation_uri)[0])
         decision = evaluation.decision(evaluation_uri, blessed=True)
-    reports = [spans_lib.load_report(examples_root, n) for n in sorted(set(span_numbers))] if examples_root else []
+    reports = [span_report.load_report(examples_root, n) for n in sorted(set(span_numbers))] if examples_root else []
     return CardFacts(pipeline=pipeline, model_uri=model_uri, training=training,
                      history=read_json(layout.TRAINING_HISTORY_FILE),
                      spans=[r.to_json() for r in reports if r is not None], metrics=metrics, by_label=by_label,

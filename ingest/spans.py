@@ -5,7 +5,8 @@ Layout under the examples root (contract.layout):
     span-<N>/eval/images-*.tfrecord        ... of the eval split
     span-<N>/ingest_report.json            what happened to every file or record
 The work runs on Beam with the arguments the caller gives for the number of
-items (config.beam_policy decides them for a run). A span
+items (config.beam_policy decides them for a run). The report is
+ingest.span_report's; spans other tools wrote are ingest.foreign_spans' job. A span
 is written to a hidden folder and renamed into place, so ImportExampleGen never
 sees half a span. Ingesting data whose content equals the latest span's
 source writes nothing: the pipeline then finds the same span and reruns from
@@ -34,19 +35,22 @@ from config.beam_policy import IN_PROCESS
 from contract import features, layout
 from ingest import sources
 from ingest.images import CheckedImage, RejectedImage, check_image
+from ingest.span_report import (
+    ACCEPTED,
+    DUPLICATE,
+    NORMALIZED,
+    OUTCOMES,
+    QUARANTINED,
+    REPORT_FILE,
+    IngestReport,
+    existing_spans,
+    load_report,
+)
 
 # Ingest writes plain TFRecords: JPEG bytes do not compress (see the README's Performance section).
 SPLITS = layout.SPLITS
-REPORT_FILE = layout.INGEST_REPORT
 _PROGRESS_EVERY = 1000
 _KEPT = "kept"
-
-ACCEPTED = "accepted"
-NORMALIZED = "normalized"
-DUPLICATE = "duplicate"
-QUARANTINED = "quarantined"
-OUTCOMES = (ACCEPTED, NORMALIZED, DUPLICATE, QUARANTINED)
-
 
 @dataclasses.dataclass(frozen=True)
 class IngestSettings:
@@ -59,144 +63,6 @@ class IngestSettings:
 
 class NoUsableImagesError(ValueError):
     """Every file was quarantined; the report says why."""
-
-
-class DamagedReportError(sources.SourceError):
-    """A span's ingest report cannot be read; the message names the file."""
-
-
-@dataclasses.dataclass
-class IngestReport:
-    source: str  # "<kind>:<location>"
-    span: int
-    reused: bool  # True when the latest span already held exactly this data
-    source_fingerprint: str
-    files_seen: int
-    counts: dict[str, int]  # per outcome; they add up to files_seen
-    examples_per_label: dict[str, int]
-    examples_per_split: dict[str, int]
-    quarantined: list[dict[str, str]]  # {"file", "reason"}
-    duplicates: list[dict[str, str]]  # {"file", "duplicate_of"}
-    normalized: list[dict[str, str]]  # {"file", "change"}
-    seconds: float = 0.0  # wall time of the check-and-write work (not listing or process start)
-
-    @property
-    def examples_written(self) -> int:
-        return self.counts[ACCEPTED] + self.counts[NORMALIZED]
-
-    def to_json(self) -> dict:
-        return dataclasses.asdict(self) | {"examples_written": self.examples_written}
-
-    @classmethod
-    def from_json(cls, data: dict) -> "IngestReport":
-        fields = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in fields})
-
-    def table(self, max_listed: int = 20) -> str:
-        lines = [f"Ingest of {self.source} -> span {self.span}"
-                 + (" (unchanged data: existing span reused)" if self.reused else ""),
-                 f"  {'files seen':<14}{self.files_seen:>8}"]
-        lines += [f"  {outcome:<14}{self.counts[outcome]:>8}" for outcome in OUTCOMES]
-        lines.append("  examples: " + ", ".join(f"{k} {v}" for k, v in self.examples_per_label.items())
-                     + " | " + ", ".join(f"{k} {v}" for k, v in self.examples_per_split.items()))
-        for entry in self.quarantined[:max_listed]:
-            lines.append(f"  quarantined {entry['file']}: {entry['reason']}")
-        if len(self.quarantined) > max_listed:
-            lines.append(f"  ... and {len(self.quarantined) - max_listed} more quarantined (see {REPORT_FILE})")
-        return "\n".join(lines)
-
-
-def existing_spans(examples_root: str | os.PathLike) -> list[int]:
-    root = str(examples_root)
-    if not tf.io.gfile.isdir(root):
-        return []
-    names = [name.rstrip("/") for name in tf.io.gfile.listdir(root)]
-    return sorted(n for name in names
-                  if (n := layout.span_number(name)) is not None and tf.io.gfile.isdir(posixpath.join(root, name)))
-
-
-def load_report(examples_root: str | os.PathLike, span: int) -> IngestReport | None:
-    """The span's ingest report, or None for a span written by another tool (or whose upload did not finish)."""
-    path = posixpath.join(layout.span_dir(examples_root, span), REPORT_FILE)
-    if not tf.io.gfile.exists(path):
-        return None
-    try:
-        with tf.io.gfile.GFile(path) as f:
-            return IngestReport.from_json(json.load(f))
-    except (ValueError, TypeError, KeyError) as error:  # bad JSON, or JSON of another shape
-        raise DamagedReportError(
-            f"{path} is damaged ({type(error).__name__}: {error}); restore it, or remove the folder "
-            f"span-{span} to ingest its data again as a new span") from None
-
-
-_JPEG_START = b"\xff\xd8\xff"
-
-
-def foreign_span_problems(examples_root: str | os.PathLike, span: int, max_per_file: int = 3) -> list[str]:
-    """What makes a span written by another tool (no ingest report) unusable, one line per problem.
-
-    Ingest checks every image before it writes a span; a span from elsewhere
-    gets this pass instead, before ImportExampleGen copies it: every TFRecord
-    must read to its end and every record must be a tf.Example whose `image`
-    is one JPEG (the schema check cannot see either; labels and the other
-    features are its job). Lines name the file and the record; after
-    `max_per_file` problems in one file the rest are counted.
-    """
-    problems = []
-    for split in SPLITS:
-        folder = posixpath.join(layout.span_dir(examples_root, span), split)
-        names = sorted(tf.io.gfile.listdir(folder)) if tf.io.gfile.isdir(folder) else []
-        for name in names:
-            path = posixpath.join(folder, name)
-            shown = f"{layout.span_name(span)}/{split}/{name}"
-            found = []
-            index = -1
-            try:
-                for index, record in enumerate(tf.data.TFRecordDataset(path, compression_type=_compression(name))):
-                    problem = _record_problem(record.numpy())
-                    if problem:
-                        found.append(f"{shown} record {index}: {problem}")
-            except (tf.errors.DataLossError, tf.errors.InvalidArgumentError) as error:
-                found.append(f"{shown} record {index + 1}: not a readable TFRecord (truncated or corrupt: "
-                             f"{error.message.splitlines()[0]})")
-            problems += found[:max_per_file]
-            if len(found) > max_per_file:
-                problems.append(f"{shown}: {len(found) - max_per_file} more records with problems")
-    return problems
-
-
-def window_problems(examples_root: str | os.PathLike, window: int) -> list[str]:
-    """foreign_span_problems of every span of the newest `window` that has no ingest report."""
-    return [problem for span in existing_spans(examples_root)[-window:] if load_report(examples_root, span) is None
-            for problem in foreign_span_problems(examples_root, span)]
-
-
-def _compression(name: str) -> str:
-    return "GZIP" if name.endswith(".gz") else ""
-
-
-def _record_problem(serialized: bytes) -> str | None:
-    try:
-        example = tf.train.Example.FromString(serialized)
-    except Exception:  # protobuf's DecodeError
-        return "not a tf.Example"
-    feature = example.features.feature
-    images = feature[features.IMAGE_KEY].bytes_list.value if features.IMAGE_KEY in feature else []
-    if len(images) != 1:
-        return f"feature '{features.IMAGE_KEY}' must hold one JPEG, holds {len(images)} values"
-    if not images[0].startswith(_JPEG_START):
-        return f"feature '{features.IMAGE_KEY}' is not JPEG data (starts with {images[0][:4].hex(' ') or 'nothing'})"
-    try:
-        tf.image.extract_jpeg_shape(images[0])
-    except tf.errors.InvalidArgumentError:
-        return f"feature '{features.IMAGE_KEY}' is a damaged JPEG (its header cannot be read)"
-    return None  # labels and the other features: ExampleValidator checks them against the schema
-
-
-def examples_in_spans(examples_root: str | os.PathLike, last: int) -> int | None:
-    """Examples written to the `last` newest spans, from their ingest reports; None if one has no report."""
-    reports = [load_report(examples_root, span) for span in existing_spans(examples_root)[-last:]]
-    return sum(r.examples_written for r in reports) if reports and all(reports) else None
 
 
 def _fingerprint(kind: str, location: str, settings: IngestSettings) -> str:

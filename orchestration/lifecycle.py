@@ -18,7 +18,7 @@ import functools
 from typing import Any
 
 from config import DataConfig, beam_policy
-from ingest import sources, spans
+from ingest import foreign_spans, sources, span_report, spans
 from orchestration import store_health
 
 
@@ -89,11 +89,11 @@ def ingest(kind: str | None, location: str, examples_root: str, data: DataConfig
     uses the spans already there. Returns (the span's ingest report, a table to print); RunRefused if there is
     nothing usable."""
     if kind is None or not location:
-        existing = spans.existing_spans(examples_root)
+        existing = span_report.existing_spans(examples_root)
         if not existing:
             raise RunRefused(f"no source given and no spans in {examples_root}; pass a source (--data-dir, "
                              "--parquet, --tfds-data-dir or --demo locally; the source parameter on Kubeflow)")
-        latest = spans.load_report(examples_root, existing[-1])
+        latest = span_report.load_report(examples_root, existing[-1])
         return (latest.to_json() if latest else None,
                 f"no source given: running on the spans in {examples_root} (latest: span {existing[-1]})")
     try:
@@ -105,7 +105,7 @@ def ingest(kind: str | None, location: str, examples_root: str, data: DataConfig
 
 def check_spans(examples_root: str, window: int) -> None:
     """Spans written without an ingest report (by another tool) are read record by record first."""
-    problems = spans.window_problems(examples_root, window)
+    problems = foreign_spans.window_problems(examples_root, window)
     if problems:
         raise RunRefused(
             f"the data gate stopped the run before ImportExampleGen: {len(problems)} problem"

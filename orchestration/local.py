@@ -22,7 +22,7 @@ from tfx import v1 as tfx
 from config import PipelineConfig, beam_policy
 from contract.errors import FAILED, INTERRUPTED, OK, REFUSED
 from contract.layout import RunLayout
-from ingest import spans, synthetic
+from ingest import span_report, synthetic
 from orchestration import lifecycle, store_health
 from orchestration.run_lock import exclusive_run
 from pipeline import pipeline as pipeline_lib
@@ -107,7 +107,7 @@ def _run_locked(config: PipelineConfig, where: RunLayout, source: Source | None,
         print(message, flush=True)
     ingest_report = before.ingest
     beam_args = beam_policy.component_args(
-        beam_workers, spans.examples_in_spans(where.examples_root, config.data.span_window))
+        beam_workers, span_report.examples_in_spans(where.examples_root, config.data.span_window))
     pipeline = pipeline_lib.create_pipeline(
         config,
         examples_root=str(where.examples_root),

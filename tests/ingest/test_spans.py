@@ -7,7 +7,7 @@ from PIL import Image
 
 from config import beam_policy
 from contract import features
-from ingest import sources, spans, synthetic
+from ingest import sources, span_report, spans, synthetic
 from ingest.images import RejectedImage, check_image
 
 
@@ -77,7 +77,7 @@ def test_span_holds_decodable_rgb_jpeg_examples(messy_folder, tmp_path):
         assert (feature[features.HEIGHT_KEY].int64_list.value[0], feature[features.WIDTH_KEY].int64_list.value[0]) \
             == tuple(image.shape[:2])
         assert feature[features.LABEL_KEY].int64_list.value[0] in (0, 1)
-    saved = json.loads((tmp_path / "examples" / f"span-{report.span}" / spans.REPORT_FILE).read_text())
+    saved = json.loads((tmp_path / "examples" / f"span-{report.span}" / span_report.REPORT_FILE).read_text())
     assert saved["counts"] == report.counts
 
 
@@ -94,7 +94,7 @@ def test_unchanged_data_reuses_the_span_and_new_data_writes_the_next(tmp_path):
     synthetic.write_demo_images(data, 3)
     grown = spans.ingest("folder", data, tmp_path / "examples")
     assert (grown.span, grown.reused, grown.examples_written) == (2, False, 6)
-    assert spans.existing_spans(tmp_path / "examples") == [1, 2]
+    assert span_report.existing_spans(tmp_path / "examples") == [1, 2]
 
 
 def test_same_bytes_under_both_labels_are_quarantined(tmp_path, demo_jpegs):
@@ -112,7 +112,7 @@ def test_folder_without_usable_images_is_an_error_naming_it(tmp_path):
     (tmp_path / "d" / "cat" / "x.jpg").write_bytes(b"")
     with pytest.raises(spans.NoUsableImagesError, match="no usable images"):
         spans.ingest("folder", tmp_path / "d", tmp_path / "examples")
-    assert spans.existing_spans(tmp_path / "examples") == []
+    assert span_report.existing_spans(tmp_path / "examples") == []
 
 
 def test_missing_data_dir_is_a_clear_error(tmp_path):
@@ -215,11 +215,11 @@ def test_oversized_image_in_a_folder_is_quarantined_with_its_size(tmp_path, demo
 
 def test_examples_in_spans_counts_the_newest_spans_from_their_reports(tmp_path):
     _two_spans(tmp_path, 2, 3)
-    assert spans.examples_in_spans(tmp_path / "examples", 1) == 6
-    assert spans.examples_in_spans(tmp_path / "examples", 2) == 4 + 6
+    assert span_report.examples_in_spans(tmp_path / "examples", 1) == 6
+    assert span_report.examples_in_spans(tmp_path / "examples", 2) == 4 + 6
     (tmp_path / "examples" / "span-3" / "train").mkdir(parents=True)  # a span another tool wrote: no report
-    assert spans.examples_in_spans(tmp_path / "examples", 1) is None
-    assert spans.examples_in_spans(tmp_path / "empty", 1) is None
+    assert span_report.examples_in_spans(tmp_path / "examples", 1) is None
+    assert span_report.examples_in_spans(tmp_path / "empty", 1) is None
 
 
 def test_uri_source_and_root_give_the_same_span_as_local_paths(messy_folder, tmp_path):
@@ -231,8 +231,8 @@ def test_uri_source_and_root_give_the_same_span_as_local_paths(messy_folder, tmp
         (local.counts, local.quarantined, local.duplicates, local.examples_per_split)
     assert remote.source_fingerprint == local.source_fingerprint, "same files, same fingerprint"
     assert sorted(_records(tmp_path / "remote", 1)) == sorted(_records(tmp_path / "local", 1))
-    assert spans.existing_spans(remote_root) == [1]
-    assert spans.load_report(remote_root, 1).counts == local.counts
+    assert span_report.existing_spans(remote_root) == [1]
+    assert span_report.load_report(remote_root, 1).counts == local.counts
     again = spans.ingest("folder", f"file://{messy_folder}", remote_root)
     assert (again.span, again.reused) == (1, True)
     assert not [p for p in (tmp_path / "remote").iterdir() if p.name.startswith(".")], "no staging left behind"
@@ -244,6 +244,6 @@ def test_span_without_its_report_is_superseded_not_reused(tmp_path):
     synthetic.write_demo_images(data, 2)
     root = f"file://{tmp_path}/examples"
     spans.ingest("folder", data, root)
-    (tmp_path / "examples" / "span-1" / spans.REPORT_FILE).unlink()
-    assert spans.load_report(root, 1) is None
+    (tmp_path / "examples" / "span-1" / span_report.REPORT_FILE).unlink()
+    assert span_report.load_report(root, 1) is None
     assert spans.ingest("folder", data, root).span == 2

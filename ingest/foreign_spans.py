@@ -1,0 +1,79 @@
+"""Spans written by another tool (no ingest report), read record by record before ImportExampleGen.
+
+Ingest checks every image before it writes a span; a span from elsewhere gets
+this pass instead: every TFRecord must read to its end and every record must be
+a tf.Example whose `image` is one JPEG (the schema check cannot see either).
+"""
+
+from __future__ import annotations
+
+import os
+import posixpath
+
+import tensorflow as tf
+
+from contract import features, layout
+from ingest.span_report import existing_spans, load_report
+
+_JPEG_START = b"\xff\xd8\xff"
+
+
+def foreign_span_problems(examples_root: str | os.PathLike, span: int, max_per_file: int = 3) -> list[str]:
+    """What makes a span written by another tool (no ingest report) unusable, one line per problem.
+
+    Ingest checks every image before it writes a span; a span from elsewhere
+    gets this pass instead, before ImportExampleGen copies it: every TFRecord
+    must read to its end and every record must be a tf.Example whose `image`
+    is one JPEG (the schema check cannot see either; labels and the other
+    features are its job). Lines name the file and the record; after
+    `max_per_file` problems in one file the rest are counted.
+    """
+    problems = []
+    for split in layout.SPLITS:
+        folder = posixpath.join(layout.span_dir(examples_root, span), split)
+        names = sorted(tf.io.gfile.listdir(folder)) if tf.io.gfile.isdir(folder) else []
+        for name in names:
+            path = posixpath.join(folder, name)
+            shown = f"{layout.span_name(span)}/{split}/{name}"
+            found = []
+            index = -1
+            try:
+                for index, record in enumerate(tf.data.TFRecordDataset(path, compression_type=_compression(name))):
+                    problem = _record_problem(record.numpy())
+                    if problem:
+                        found.append(f"{shown} record {index}: {problem}")
+            except (tf.errors.DataLossError, tf.errors.InvalidArgumentError) as error:
+                found.append(f"{shown} record {index + 1}: not a readable TFRecord (truncated or corrupt: "
+                             f"{error.message.splitlines()[0]})")
+            problems += found[:max_per_file]
+            if len(found) > max_per_file:
+                problems.append(f"{shown}: {len(found) - max_per_file} more records with problems")
+    return problems
+
+
+def window_problems(examples_root: str | os.PathLike, window: int) -> list[str]:
+    """foreign_span_problems of every span of the newest `window` that has no ingest report."""
+    return [problem for span in existing_spans(examples_root)[-window:] if load_report(examples_root, span) is None
+            for problem in foreign_span_problems(examples_root, span)]
+
+
+def _compression(name: str) -> str:
+    return "GZIP" if name.endswith(".gz") else ""
+
+
+def _record_problem(serialized: bytes) -> str | None:
+    try:
+        example = tf.train.Example.FromString(serialized)
+    except Exception:  # protobuf's DecodeError
+        return "not a tf.Example"
+    feature = example.features.feature
+    images = feature[features.IMAGE_KEY].bytes_list.value if features.IMAGE_KEY in feature else []
+    if len(images) != 1:
+        return f"feature '{features.IMAGE_KEY}' must hold one JPEG, holds {len(images)} values"
+    if not images[0].startswith(_JPEG_START):
+        return f"feature '{features.IMAGE_KEY}' is not JPEG data (starts with {images[0][:4].hex(' ') or 'nothing'})"
+    try:
+        tf.image.extract_jpeg_shape(images[0])
+    except tf.errors.InvalidArgumentError:
+        return f"feature '{features.IMAGE_KEY}' is a damaged JPEG (its header cannot be read)"
+    return None  # labels and the other features: ExampleValidator checks them against the schema
