@@ -155,7 +155,7 @@ def test_tflite_models_agree_with_the_served_model_on_eval_images(scenario):
     within 0.25 logits of 0.5 is a coin toss at float16 precision: this tiny model had one at
     p = 0.4994). int8 (full integer) must be calibrated on both classes (its error small against the
     spread of the logits, no bias) and keep the class of every image decided by more than
-    INT8_MARGIN; its agreement on all images is held to a sanity bar and reported by the README."""
+    INT8_MARGIN; its agreement on all images is held to a sanity bar and reported in docs/pipeline.md."""
     import numpy as np
     import tensorflow as tf
 
