@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import logging
 import os
 import pathlib
 import sys
@@ -21,6 +20,7 @@ import textwrap
 from contract import errors
 from contract.errors import CommandError, RunFailedError
 from contract.layout import RunLayout
+from orchestration import quiet_logs
 
 EXAMPLES = textwrap.dedent("""\
     examples:
@@ -421,31 +421,6 @@ def _from_scratch_note(filled: dict) -> str:
             "made for ImageNet weights; set any of these flags to choose)")
 
 
-def _quiet_logs(verbose: bool) -> None:
-    """Keeps the terminal to what the run says; --verbose shows everything.
-
-    Without it: no Python warnings (libraries' notices about Python versions,
-    TFMA's divisions by zero on a one-class slice, Keras' remarks), TensorFlow's
-    native logs at errors only (TFLite's too: see trainer.tflite), INFO logs
-    off. Set in the environment too, so that Beam's worker processes inherit it.
-    """
-    if not verbose:
-        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-        os.environ.setdefault("PYTHONWARNINGS", "ignore")
-        import warnings
-
-        warnings.simplefilter("ignore")
-    from absl import logging as absl_logging
-
-    level = logging.INFO if verbose else logging.ERROR
-    absl_logging.set_verbosity(absl_logging.INFO if verbose else absl_logging.ERROR)
-    logging.getLogger().setLevel(level)
-    for noisy in ("tensorflow", "absl"):
-        logging.getLogger(noisy).setLevel(level)
-    # Beam's worker processes report every warning of theirs through the job service.
-    logging.getLogger("apache_beam").setLevel(level if verbose else logging.ERROR)
-
-
 def command_run(args: argparse.Namespace) -> int:
     from orchestration import local
 
@@ -722,7 +697,7 @@ def _refusals() -> tuple[type[Exception], ...]:
 def main(argv: list[str] | None = None) -> int:
     """Runs one command; the only place that turns an error into its one line and exit code (contract.errors)."""
     args = build_parser().parse_args(argv)
-    _quiet_logs(getattr(args, "verbose", False))
+    quiet_logs.apply(getattr(args, "verbose", False))
     from orchestration.lease import RootBusyError
 
     try:

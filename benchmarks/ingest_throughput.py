@@ -55,9 +55,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=pathlib.Path, help="Also write the figures here.")
     args = parser.parse_args(argv)
 
-    import logging
+    from orchestration import quiet_logs
 
-    logging.getLogger("apache_beam").setLevel(logging.ERROR)
+    quiet_logs.apply()  # as quiet as `run`: the figures, not the libraries' notices
     from config import beam_policy
     from ingest import spans, synthetic
 

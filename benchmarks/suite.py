@@ -342,9 +342,9 @@ def main(argv: list[str] | None = None) -> int:
     settings = QUICK if args.quick else FULL
     if args.sizes:
         settings = dataclasses.replace(settings, pipeline_sizes=tuple(args.sizes))
-    import logging
+    from orchestration import quiet_logs
 
-    logging.getLogger("apache_beam").setLevel(logging.ERROR)
+    quiet_logs.apply()  # as quiet as `run`: the figures, not the libraries' notices
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as scratch:
         scratch = pathlib.Path(scratch)

@@ -1,0 +1,35 @@
+"""What a command prints: what the run says, not every library's notices (`--verbose` shows everything).
+
+The command line and the benchmarks apply the same rule.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+
+def apply(verbose: bool = False) -> None:
+    """Keeps the terminal to what the run says; --verbose shows everything.
+
+    Without it: no Python warnings (libraries' notices about Python versions,
+    TFMA's divisions by zero on a one-class slice, Keras' remarks), TensorFlow's
+    native logs at errors only (TFLite's too: see trainer.tflite), INFO logs
+    off. Set in the environment too, so that Beam's worker processes inherit it.
+    """
+    if not verbose:
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+        os.environ.setdefault("PYTHONWARNINGS", "ignore")
+        import warnings
+
+        warnings.simplefilter("ignore")
+    from absl import logging as absl_logging
+
+    level = logging.INFO if verbose else logging.ERROR
+    absl_logging.set_verbosity(absl_logging.INFO if verbose else absl_logging.ERROR)
+    logging.getLogger().setLevel(level)
+    for noisy in ("tensorflow", "absl"):
+        logging.getLogger(noisy).setLevel(level)
+    # Beam's worker processes report every warning of theirs through the job service.
+    logging.getLogger("apache_beam").setLevel(level if verbose else logging.ERROR)
+
