@@ -49,15 +49,7 @@ def _producer(store, artifact_id: int) -> int | None:
 
 
 def _inputs(store, execution_id: int) -> list:
-    ids = [e.artifact_id for e in store.get_events_by_execution_ids([execution_id])
-           if e.type == metadata_store_pb2.Event.INPUT]
-    return store.get_artifacts_by_id(ids) if ids else []
-
-
-def _outputs(store, execution_id: int) -> list:
-    ids = [e.artifact_id for e in store.get_events_by_execution_ids([execution_id])
-           if e.type == metadata_store_pb2.Event.OUTPUT]
-    return store.get_artifacts_by_id(ids) if ids else []
+    return run_summary.artifacts_of(store, execution_id, metadata_store_pb2.Event.INPUT)
 
 
 def _span(artifact) -> int | None:
@@ -91,7 +83,7 @@ def _metrics_of_blessing(store, blessing) -> dict[str, float]:
     evaluator = _producer(store, blessing.id)
     if evaluator is None:
         return {}
-    for artifact in _outputs(store, evaluator):
+    for artifact in run_summary.artifacts_of(store, evaluator):
         if _artifact_type(store, artifact) == "ModelEvaluation":
             overall, _, _ = evaluation.read_metrics(artifact.uri)
             return overall.get("candidate", {})

@@ -137,9 +137,9 @@ def _node_id(store, execution, pipeline_name: str) -> str:
     return execution.type
 
 
-def _outputs(store, execution_id: int) -> list:
-    events = store.get_events_by_execution_ids([execution_id])
-    ids = [e.artifact_id for e in events if e.type == metadata_store_pb2.Event.OUTPUT]
+def artifacts_of(store, execution_id: int, event_type=metadata_store_pb2.Event.OUTPUT) -> list:
+    """The artifacts an execution produced (or, with Event.INPUT, consumed)."""
+    ids = [e.artifact_id for e in store.get_events_by_execution_ids([execution_id]) if e.type == event_type]
     return store.get_artifacts_by_id(ids) if ids else []
 
 
@@ -184,7 +184,7 @@ def summarize_run(store: metadata_store.MetadataStore | None, pipeline_name: str
         seconds = max(0.0, (execution.last_update_time_since_epoch - execution.create_time_since_epoch) / 1000)
         summary.nodes.append(NodeRun(node, _STATES.get(execution.last_known_state, "unknown"), seconds, execution.id,
                                      execution.create_time_since_epoch / 1000))
-        for artifact in _outputs(store, execution.id):
+        for artifact in artifacts_of(store, execution.id):
             artifact_type = store.get_artifact_types_by_id([artifact.type_id])[0].name
             if node not in pipeline_resolver_nodes():
                 summary.artifacts.setdefault(artifact_type, artifact.uri)
