@@ -52,16 +52,27 @@ def run_locally(package: str, arguments: dict, kfp_outputs: str, run_id: str | N
             _load_package(package)(**arguments)
             return LocalRun(run_id, None)
         except RuntimeError as error:  # kfp.local names the failed task (its log is above), in terminal colours
-            plain = re.sub(r"\x1b\[[0-9;]*m", "", str(error)).strip()
-            failure = plain.splitlines()[0] if plain else "the local run failed"
-        try:
-            report_component(_package_image(package))(**task_constants(package, REPORT_TASK))
-        except RuntimeError as error:
-            plain = re.sub(r"\x1b\[[0-9;]*m", "", str(error)).strip()
-            failure += f"; its exit handler failed too: {plain.splitlines()[0] if plain else error}"
+            failure = _plain_first_line(error) or "the local run failed"
+        except KeyboardInterrupt:  # a canceled run: the backend runs the exit handler then too (it frees the root)
+            _run_exit_handler(package)
+            raise
+        failure += _run_exit_handler(package)
         return LocalRun(run_id, failure)
     finally:
         placeholder_utils.make_random_id = chosen
+
+
+def _run_exit_handler(package: str) -> str:
+    """Runs the package's report task alone, with its own inputs; '' or what went wrong with it."""
+    try:
+        report_component(_package_image(package))(**task_constants(package, REPORT_TASK))
+    except RuntimeError as error:
+        return f"; its exit handler failed too: {_plain_first_line(error)}"
+    return ""
+
+
+def _plain_first_line(error: BaseException) -> str:
+    return first_line(RuntimeError(re.sub(r"\x1b\[[0-9;]*m", "", str(error))))
 
 
 def run_outcome(folder: str) -> str | None:
