@@ -131,13 +131,6 @@ def push_model(model_dir: str, serving_dir: str, model_uri: str | None = None,
             tf.io.gfile.rmtree(staging)
 
 
-def _span(examples) -> int | None:
-    """The span of an Examples artifact (a custom property in TFX 1.16, a property before)."""
-    if examples.has_custom_property(metadata.SPAN):
-        return examples.get_int_custom_property(metadata.SPAN)
-    return int(examples.span) if examples.has_property(metadata.SPAN) else None
-
-
 @tfx.dsl.components.component
 def ServingPusher(
     model: tfx.dsl.components.InputArtifact[tfx.types.standard_artifacts.Model],
@@ -157,7 +150,7 @@ def ServingPusher(
         pushed_model.set_int_custom_property(metadata.PUSHED, 0)
         return
     source = path_utils.serving_model_path(model.uri, path_utils.is_old_model_artifact(model))
-    spans = [_span(e) for e in (examples or []) if _span(e) is not None]
+    spans = [span for span in (metadata.span_of(e.mlmd_artifact) for e in examples or []) if span is not None]
     facts = model_card.gather(pipeline_name, model.uri, source, model_evaluation.uri if model_evaluation else None,
                               spans, examples_root, json.loads(training_settings))
     result = push_model(source, serving_dir, model_uri=model.uri,

@@ -58,6 +58,15 @@ class StoreAddressError(ValueError):
     """A store string that is neither grpc://HOST:PORT nor sqlite:///PATH; the message names it."""
 
 
+def span_of(artifact) -> int | None:
+    """The span an Examples artifact (its ML Metadata proto) was ingested as: a custom property in TFX 1.16,
+    a property before."""
+    for fields in (artifact.custom_properties, artifact.properties):
+        if SPAN in fields:
+            return fields[SPAN].int_value
+    return None
+
+
 def sqlite_store(path: str | os.PathLike) -> str:
     return SQLITE_SCHEME + os.path.abspath(os.fspath(path))
 

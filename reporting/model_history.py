@@ -52,14 +52,6 @@ def _inputs(store, execution_id: int) -> list:
     return run_summary.artifacts_of(store, execution_id, metadata_store_pb2.Event.INPUT)
 
 
-def _span(artifact) -> int | None:
-    if metadata_lib.SPAN in artifact.properties:
-        return artifact.properties[metadata_lib.SPAN].int_value
-    if metadata_lib.SPAN in artifact.custom_properties:
-        return artifact.custom_properties[metadata_lib.SPAN].int_value
-    return None
-
-
 def _spans_of_model(store, model_id: int) -> list[int]:
     """Spans of the ingested examples the model was trained from (directly, or through a producer)."""
     spans: set[int] = set()
@@ -67,15 +59,15 @@ def _spans_of_model(store, model_id: int) -> list[int]:
     if trainer is None:
         return []
     for examples in (a for a in _inputs(store, trainer) if _artifact_type(store, a) == "Examples"):
-        if _span(examples) is not None:
-            spans.add(_span(examples))
+        if metadata_lib.span_of(examples) is not None:
+            spans.add(metadata_lib.span_of(examples))
             continue
         producer = _producer(store, examples.id)
         if producer is None:
             continue
         for raw in (a for a in _inputs(store, producer) if _artifact_type(store, a) == "Examples"):
-            if _span(raw) is not None:
-                spans.add(_span(raw))
+            if metadata_lib.span_of(raw) is not None:
+                spans.add(metadata_lib.span_of(raw))
     return sorted(spans)
 
 

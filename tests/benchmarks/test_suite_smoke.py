@@ -14,7 +14,9 @@ from benchmarks import suite
 pytestmark = pytest.mark.e2e
 
 
-def test_quick_suite_measures_every_section(tmp_path, capsys):
+def test_quick_suite_measures_every_section(tmp_path, capsys, monkeypatch):
+    for quieted in ("PYTHONWARNINGS", "TF_CPP_MIN_LOG_LEVEL"):  # the suite quiets the libraries as `run` does:
+        monkeypatch.delenv(quieted, raising=False)  # not for the tests that run after it in this process
     figures_path = tmp_path / "figures.json"
     assert suite.main(["--quick", "--sizes", "60", "--json", str(figures_path)]) == 0
     figures = json.loads(figures_path.read_text())["figures"]
