@@ -641,7 +641,7 @@ def _submit_local(args: argparse.Namespace) -> int:
     folder = RunLayout(root).run_dir(run.run_id)
     if run.failure:
         reason = kfp_runs.run_outcome(folder) or run.failure  # the exit handler's word, else kfp's
-        raise RunFailedError(f"run {run.run_id} {reason}; summary and report in {folder}")
+        raise RunFailedError(f"run {run.run_id} {reason}\nsummary and report in {folder}")
     print(f"local run finished: summary and report in {folder}")
     return errors.OK
 

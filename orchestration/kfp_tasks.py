@@ -60,6 +60,14 @@ def _read_records(root: str, run_id: str) -> dict[str, dict]:
     return records
 
 
+def _error_text(error: BaseException, max_lines: int = 40) -> str:
+    """An executor's error for the run's summary: its type and message, every line of it (the data gate lists
+    each problem on a line of its own), as a local run's summary keeps it."""
+    lines = f"{type(error).__name__}: {str(error).strip()}".splitlines()
+    return "\n".join(lines[:max_lines] + ([f"... {len(lines) - max_lines} more lines"] if len(lines) > max_lines
+                                           else []))
+
+
 def _data_config(settings: dict) -> DataConfig:
     """The data settings as KFP hands them over (numbers as floats), typed as DataConfig's defaults are."""
     defaults = DataConfig()
@@ -128,7 +136,7 @@ def run_node(node_program: str, run_id: str, metadata_store: str, root: str) -> 
         _fail(f"{node_id}: {error}")
     except Exception as error:  # the executor's own error: its traceback is in the log above
         logging.error("%s failed", node_id, exc_info=True)
-        _write_record(root, run_id, node_id, {"error": first_line(error, with_type=True)})
+        _write_record(root, run_id, node_id, {"error": _error_text(error)})
         _fail(f"{node_id} failed: {first_line(error, with_type=True)}")
     print(f"{node_id}: {outcome}", flush=True)
     return outcome

@@ -225,7 +225,8 @@ def test_a_run_started_while_another_holds_the_root_is_refused_and_reports_it(ru
     winner, loser = runs["racers"]
     assert loser.returncode == 1, loser.stdout[-3000:] + loser.stderr[-3000:]
     assert "error: another run of this pipeline is in progress (run local-" in loser.stdout  # the task's log
-    assert "refused: another run of this pipeline is in progress (run local-" in loser.stderr.splitlines()[-1]
+    assert "error: run local-" in loser.stderr and \
+        "refused: another run of this pipeline is in progress (run local-" in loser.stderr
     summary, _ = _summary(loser)
     assert summary["error"].startswith("refused: another run of this pipeline is in progress")
     assert summary["nodes"] == [] and summary["pushed_version"] is None
@@ -254,10 +255,12 @@ def test_new_images_make_a_new_span_evaluated_against_version_1(runs):
 def test_a_run_the_data_gate_stops_is_reported_by_the_exit_handler(runs):
     result = runs["gate"]
     assert result.returncode == 1, result.stdout[-3000:] + result.stderr[-3000:]
-    assert "failed at AnomaliesGate: DataAnomaliesError" in result.stderr.strip().splitlines()[-1]
+    assert "failed at AnomaliesGate: DataAnomaliesError: 2 data anomalies found" in result.stderr
     summary, folder = _summary(result)
     assert summary["failed"] and summary["error"].startswith(f"failed at {pipeline_lib.ANOMALIES_GATE}: ")
     assert "DataAnomaliesError: 2 data anomalies found" in summary["error"], summary["error"]  # train and eval
+    # the reason itself, each problem on its line, as a local run's summary says it
+    assert "[train] class balance: label 0: " in summary["error"] and "label 1: 0" in summary["error"]
     assert runs["gate_states"][pipeline_lib.ANOMALIES_GATE] == ["FAILED"]
     assert pipeline_lib.TRAINER not in runs["gate_states"]
     assert runs["versions_after_gate"] == ["1", "2", "3"]

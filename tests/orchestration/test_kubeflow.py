@@ -334,9 +334,8 @@ def test_local_run_against_an_unreachable_store_fails_naming_it_and_pushes_nothi
     output = result.stdout + result.stderr
     # the first task asks the store (to mark outputs whose files are gone) before it ingests anything
     assert "error: cannot reach the ML Metadata store grpc://127.0.0.1:9" in output
-    last = result.stderr.strip().splitlines()[-1]
-    assert last.startswith("error: run local-") and \
-        "failed at ingest: cannot reach the ML Metadata store grpc://127.0.0.1:9" in last
+    (line,) = [line for line in result.stderr.splitlines() if line.startswith("error: run local-")]
+    assert "failed at ingest: cannot reach the ML Metadata store grpc://127.0.0.1:9" in line
     assert not (root / "serving_model").exists() and not (root / "examples").exists()
     # the exit handler ran after the failure, as on a cluster: the run's summary names the task and the reason
     (summary_path,) = (root / "runs").glob("*/run_summary.json")
