@@ -48,7 +48,7 @@ def runs(tmp_path_factory):
     base = tmp_path_factory.mktemp("kfp-local")
     images, root, package = base / "images", base / "root", base / "pipeline.yaml"
     synthetic.write_demo_images(images, 16)
-    record = {"root": root}
+    record = {"root": root, "package": package, "images": images}
     compile_args = ["compile", "--image", "cats-vs-dogs:test", "--root", str(root), "--data-dir", str(images),
                     "--metadata-sqlite", str(root / "metadata.sqlite"), "--beam-arg=--direct_running_mode=in_memory",
                     *TINY, "--no-tflite",  # TFLite export is checked by the LocalDagRunner e2e tests
@@ -204,7 +204,16 @@ def _summary(result):
 
 
 def test_compile_writes_the_rehearsal_package(runs):
-    assert runs["compile"].returncode == 0, runs["compile"].stderr[-3000:]
+    result = runs["compile"]
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert f"wrote Kubeflow Pipelines package {runs['package']}" in result.stdout
+    # a root on this machine: nothing a cluster could serve from, so no InferenceService beside the package
+    assert "no KServe manifest" in result.stdout and not list(runs["package"].parent.glob("*.inferenceservice.yaml"))
+    with open(runs["package"]) as f:
+        spec = next(yaml.safe_load_all(f))
+    assert spec["root"]["inputDefinitions"]["parameters"]["source"]["defaultValue"] == str(runs["images"])
+    report = spec["root"]["dag"]["tasks"]["report"]["inputs"]["parameters"]
+    assert report["metadata_store"]["runtimeValue"]["constant"] == f"sqlite://{runs['root'] / 'metadata.sqlite'}"
 
 
 def test_first_run_executes_every_node_once_and_pushes_version_1(runs):
