@@ -38,20 +38,16 @@ def _fail(message: str) -> None:
     raise SystemExit(1)
 
 
-def _run_folder(root: str, run_id: str) -> str:
-    return RunLayout(root).run_dir(run_id)
-
-
 def _write_record(root: str, run_id: str, task: str, record: dict) -> None:
     """What one task of the run did, kept for the exit handler (which cannot read a failed task's outputs)."""
-    folder = posixpath.join(_run_folder(root, run_id), TASKS_DIR)
+    folder = posixpath.join(RunLayout(root).run_dir(run_id), TASKS_DIR)
     tf.io.gfile.makedirs(folder)
     with tf.io.gfile.GFile(posixpath.join(folder, f"{task}.json"), "w") as f:
         json.dump({"task": task, **record}, f, indent=2)
 
 
 def _read_records(root: str, run_id: str) -> dict[str, dict]:
-    folder = posixpath.join(_run_folder(root, run_id), TASKS_DIR)
+    folder = posixpath.join(RunLayout(root).run_dir(run_id), TASKS_DIR)
     records = {}
     for path in sorted(tf.io.gfile.glob(posixpath.join(folder, "*.json"))):
         with tf.io.gfile.GFile(path) as f:
@@ -182,7 +178,7 @@ def report(metadata_store: str, run_id: str, pipeline_name: str, root: str, sett
     text = summary.text()
     print(text, flush=True)
 
-    run_folder = _run_folder(root, run_id)
+    run_folder = RunLayout(root).run_dir(run_id)
     tf.io.gfile.makedirs(run_folder)
     with tf.io.gfile.GFile(posixpath.join(run_folder, layout.SUMMARY_FILE), "w") as f:
         json.dump(summary.to_json(), f, indent=2)

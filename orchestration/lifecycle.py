@@ -43,29 +43,24 @@ class BeforeTheDag:
     def from_json(cls, data: dict) -> BeforeTheDag:
         return cls(**{f.name: data[f.name] for f in dataclasses.fields(cls) if f.name in data})
 
-    def messages(self) -> list[str]:
-        """What to tell the user about the store and the lease before the run starts."""
-        lines = []
-        if self.took_over:
-            lines.append(f"took over the pipeline root from run {self.took_over['run_id']} "
-                         f"({self.took_over['why']})")
-        if self.canceled:
-            lines.append(f"an earlier run stopped while {', '.join(self.canceled)} ran (killed?); marked CANCELED "
-                         "in ML Metadata")
-        if self.missing:
-            lines.append(f"{len(self.missing)} earlier outputs are gone from disk; marked DELETED in ML Metadata, so "
-                         "their nodes run again and resolvers pass them over:\n  " + "\n  ".join(self.missing))
-        return lines
-
     def notes(self) -> list[str]:
-        """The same facts as notes of the run's summary."""
+        """The lease taken over and the executions canceled, as the run's summary keeps them."""
         notes = []
         if self.took_over:
             notes.append(f"took over the pipeline root from run {self.took_over['run_id']}, whose lease was stale "
                          f"({self.took_over['why']})")
         if self.canceled:
-            notes.append(f"executions an earlier run left unfinished were marked CANCELED: {', '.join(self.canceled)}")
+            notes.append(f"an earlier run stopped while {', '.join(self.canceled)} ran (killed?); marked CANCELED "
+                         "in ML Metadata")
         return notes
+
+    def messages(self) -> list[str]:
+        """What to tell the user before the run starts: the notes, and the outputs found gone (the summary keeps
+        those in a field of their own)."""
+        if not self.missing:
+            return self.notes()
+        return [*self.notes(), f"{len(self.missing)} earlier outputs are gone from disk; marked DELETED in ML "
+                "Metadata, so their nodes run again and resolvers pass them over:\n  " + "\n  ".join(self.missing)]
 
 
 def ingest_settings(data: DataConfig) -> spans.IngestSettings:
