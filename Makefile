@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 # TFX 1.16 declares Python < 3.11, but all of its compiled dependencies ship 3.11 wheels.
 PIP_INSTALL := $(BIN)/pip install --quiet --disable-pip-version-check --ignore-requires-python
 
-.PHONY: demo test test-fast bench bench-quick lock clean chromium
+.PHONY: demo test test-fast bench bench-quick bench-trainer lock clean chromium
 
 # --no-compile: most of the lock's 23,000 modules are never imported; those that are compile on first import.
 $(STAMP): requirements/lock.txt setup.py
@@ -42,6 +42,10 @@ bench: $(STAMP)
 
 bench-quick: $(STAMP)
 	$(BIN)/python -m benchmarks.suite --quick
+
+# The training section alone (about 6 minutes on 2 cores): its figures replace that section's in runs/benchmarks.json.
+bench-trainer: $(STAMP)
+	$(BIN)/python -m benchmarks.trainer
 
 # Re-resolve the pinned set from the direct requirements and the constraints.
 lock:

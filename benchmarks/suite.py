@@ -4,11 +4,10 @@
     .venv/bin/python -m benchmarks.suite            # full (make bench)
     .venv/bin/python -m benchmarks.suite --quick    # the same code paths on small data
 
-1. Training throughput, each phase: the Trainer's input pipeline (ingested
-   JPEG examples through the Transform graph, decoded once into a uint8
-   cache) + model against a plain Keras script over the same JPEG files
-   (image_dataset_from_directory + prefetch) with the same model,
-   image size and batch size. Steady state: the first epoch is not timed.
+1. Training: the Trainer's two phases (cached views, and every-epoch
+   augmentation) against the plain Keras script on the same images, wall
+   time of each phase and in all, and their eval accuracy (benchmarks/trainer.py;
+   `make bench-trainer` runs this section alone).
 2. Pipeline wall time per component at several sizes: fixed cost and cost per
    image (least squares over the sizes), and the share of everything but the Trainer.
 3. Ingest + Transform throughput against a raw single-process decode loop.
@@ -55,84 +54,12 @@ class Figure:
 @dataclasses.dataclass(frozen=True)
 class Settings:
     image_size: int
-    batch_size: int
-    training_images: int
-    timed_epochs: int
     pipeline_sizes: tuple[int, ...]
     repeats: int
 
 
-FULL = Settings(image_size=160, batch_size=32, training_images=640, timed_epochs=2,
-                pipeline_sizes=(500, 2000, 8000), repeats=3)
-QUICK = Settings(image_size=96, batch_size=16, training_images=64, timed_epochs=1, pipeline_sizes=(80,), repeats=1)
-
-
-# 1. Training throughput ---------------------------------------------------------------------------------------
-
-def _write_ingested(files: list[pathlib.Path], labels: list[int], path: pathlib.Path) -> None:
-    """These files as ingest writes them (tf.Examples of JPEG bytes and label), which the Trainer reads."""
-    import tensorflow as tf
-
-    from ingest.images import check_image
-    from ingest.spans import make_example
-
-    with tf.io.TFRecordWriter(str(path)) as writer:
-        for file, label in zip(files, labels):
-            writer.write(make_example(check_image(file.read_bytes()), label, file.name))
-
-
-def _images_per_second(model, dataset, images: int, epochs: int) -> float:
-    model.fit(dataset, epochs=1, verbose=0)  # not timed: tracing, and our cache filling
-    started = time.perf_counter()
-    model.fit(dataset, epochs=epochs, verbose=0)
-    return images * epochs / (time.perf_counter() - started)
-
-
-def bench_training(settings: Settings, scratch: pathlib.Path) -> list[Figure]:
-    import keras
-    import tensorflow as tf
-
-    from config import TrainingConfig
-    from ingest import synthetic
-    from trainer import model as model_lib
-    from trainer import preprocessing, task
-
-    data = scratch / "train_images"
-    synthetic.write_demo_images(data, settings.training_images // 2)
-    files = sorted(data.rglob("*.jpg"))
-    labels = [0 if f.parent.name == "cat" else 1 for f in files]
-    _write_ingested(files, labels, scratch / "ingested.tfrecord")
-    config = TrainingConfig(weights="none", batch_size=settings.batch_size, seed=1)
-
-    def transform(raw):  # the Transform graph: preprocessing_fn, as the TFT layer runs it
-        return preprocessing.preprocessing_fn(raw, {"image_size": settings.image_size})
-
-    def ours():
-        return task.training_batches(task.pixels_and_labels([str(scratch / "ingested.tfrecord")], transform), config)
-
-    def reference():
-        dataset = keras.utils.image_dataset_from_directory(
-            data, image_size=(settings.image_size, settings.image_size), batch_size=settings.batch_size,
-            label_mode="binary", seed=1, verbose=False)
-        return dataset.prefetch(tf.data.AUTOTUNE)
-
-    def rate(make_dataset, phase):
-        model = model_lib.build_model(config, settings.image_size)
-        if phase == 2:
-            model_lib.unfreeze_for_fine_tuning(model, config.fine_tune_from)
-        model_lib.compile_model(model, config.learning_rate)
-        return _images_per_second(model, make_dataset(), len(files), settings.timed_epochs)
-
-    figures = []
-    for phase, target in ((1, 1.5), (2, 1.0)):
-        rates = {"reference": [], "ours": []}
-        for _ in range(settings.repeats):  # interleaved, so load on the machine hits both alike
-            rates["reference"].append(rate(reference, phase))
-            rates["ours"].append(rate(ours, phase))
-        value, base = statistics.median(rates["ours"]), statistics.median(rates["reference"])
-        figures.append(Figure("1 training", f"phase {phase} images/s", value, "img/s", base, value / base,
-                              f">= {target}x", value / base >= target))
-    return figures
+FULL = Settings(image_size=160, pipeline_sizes=(500, 2000, 8000), repeats=3)
+QUICK = Settings(image_size=96, pipeline_sizes=(80,), repeats=1)
 
 
 # 2-5. Pipeline runs -------------------------------------------------------------------------------------------
@@ -348,7 +275,11 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as scratch:
         scratch = pathlib.Path(scratch)
-        figures = bench_training(settings, scratch)
+        from benchmarks import trainer
+
+        recipe = trainer.QUICK if args.quick else trainer.Recipe()
+        (scratch / "training").mkdir()
+        figures = [Figure(**f) for f in trainer.bench_training(recipe, scratch / "training")]
         pipeline_figures, version_dir = bench_pipeline(settings, scratch)
         figures += pipeline_figures + bench_serving(version_dir, settings)
     print(table(figures))

@@ -98,6 +98,12 @@ class TrainingConfig:
     flip: bool = _field(True, "Augment with random horizontal flips (training only).")
     rotation: float = _field(0.1, "Augmentation: max random rotation, as a fraction of a full turn.")
     zoom: float = _field(0.1, "Augmentation: max random zoom, as a fraction of the image.")
+    cached_views: int = _field(
+        2, "Augmented views of each training image that the frozen base computes once, before phase 1; each "
+           "epoch reads one of them (0: augment and run the whole base every epoch).")
+    cache_memory_mb: int = _field(
+        2048, "Memory budget of the cached views, in MiB; a larger cache goes to files under the Trainer's "
+              "output.")
     early_stopping_patience: int = _field(3, "Epochs without eval-loss improvement before a phase stops (0: never).")
     calibration_images: int = _field(
         256, "With random weights only: train images used to set BatchNorm statistics before phase 1.")
@@ -120,7 +126,8 @@ class TrainingConfig:
             value = getattr(self, name)
             _require(isinstance(value, int) and value >= 1, name, f"must be an integer >= 1, got {value!r}")
         for name in ("head_epochs", "fine_tune_epochs", "early_stopping_patience", "hidden_units",
-                     "fine_tune_from", "calibration_images", "tflite_calibration_images"):
+                     "fine_tune_from", "calibration_images", "tflite_calibration_images", "cached_views",
+                     "cache_memory_mb"):
             value = getattr(self, name)
             _require(isinstance(value, int) and not isinstance(value, bool) and value >= 0, name,
                      f"must be an integer >= 0, got {value!r}")

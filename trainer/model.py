@@ -19,6 +19,9 @@ from config import WEIGHTS_IMAGENET, WEIGHTS_NONE, TrainingConfig
 BASE_NAME = "mobilenetv2_base"
 LOGITS_NAME = "logits"
 CLASSIFIER_NAME = "classifier"
+RESCALE_NAME = "to_mobilenet_range"
+# The training model's augmentation layers are named with this prefix (trainer.feature_cache finds them by it).
+AUGMENT_PREFIX = "augment_"
 
 
 class WeightsUnavailableError(RuntimeError):
@@ -64,11 +67,11 @@ def build_model(config: TrainingConfig, image_size: int) -> keras.Model:
     inputs = keras.Input(shape=(image_size, image_size, 3), name="pixels")
     x = inputs
     if config.flip:
-        x = keras.layers.RandomFlip("horizontal", seed=config.seed, name="augment_flip")(x)
+        x = keras.layers.RandomFlip("horizontal", seed=config.seed, name=AUGMENT_PREFIX + "flip")(x)
     if config.rotation > 0:
-        x = keras.layers.RandomRotation(config.rotation, seed=config.seed, name="augment_rotation")(x)
+        x = keras.layers.RandomRotation(config.rotation, seed=config.seed, name=AUGMENT_PREFIX + "rotation")(x)
     if config.zoom > 0:
-        x = keras.layers.RandomZoom(config.zoom, seed=config.seed, name="augment_zoom")(x)
+        x = keras.layers.RandomZoom(config.zoom, seed=config.seed, name=AUGMENT_PREFIX + "zoom")(x)
     return keras.Model(inputs, classifier(x), name="training_model")
 
 
@@ -81,7 +84,7 @@ def build_classifier(config: TrainingConfig, image_size: int) -> keras.Model:
     base = build_base(config, image_size)
     base.trainable = False
     inputs = keras.Input(shape=(image_size, image_size, 3), name="pixels")
-    x = keras.layers.Rescaling(1.0 / 127.5, offset=-1.0, name="to_mobilenet_range")(inputs)
+    x = keras.layers.Rescaling(1.0 / 127.5, offset=-1.0, name=RESCALE_NAME)(inputs)
     x = base(x, training=False)
     x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
     if config.hidden_units:
@@ -113,7 +116,7 @@ def calibrate_batchnorm(model: keras.Model, pixels: np.ndarray) -> None:
     statistics.
     """
     base = get_base(model)
-    rescale = get_classifier(model).get_layer("to_mobilenet_range")
+    rescale = get_classifier(model).get_layer(RESCALE_NAME)
     norms = [layer for layer in base.layers if isinstance(layer, keras.layers.BatchNormalization)]
     was_trainable = base.trainable
     momenta = [layer.momentum for layer in norms]

@@ -8,6 +8,7 @@ the exported model worse than phase 1 left it.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -22,7 +23,7 @@ import tensorflow_transform as tft
 
 from config import TrainingConfig
 from contract import features, layout
-from trainer import export
+from trainer import export, feature_cache
 from trainer import model as model_lib
 
 _MONITOR = "val_loss"
@@ -31,6 +32,8 @@ _MONITOR = "val_loss"
 TFLITE_CHECK_IMAGES = 500
 # Distinct eval images in TF Serving's warm-up requests.
 WARMUP_IMAGES = 32
+# Cached views over the memory budget go here, under the Trainer's ModelRun output, and are removed after training.
+CACHE_FOLDER = "feature_cache"
 
 
 def _list_files(patterns: list[str]) -> list[str]:
@@ -42,6 +45,13 @@ def _list_files(patterns: list[str]) -> list[str]:
 
 RAW_SPEC = {features.IMAGE_KEY: tf.io.FixedLenFeature([1], tf.string),
             features.LABEL_KEY: tf.io.FixedLenFeature([1], tf.int64)}
+
+
+def count_records(file_patterns: list[str]) -> int:
+    """Examples in these files, counted without decoding them."""
+    files = _list_files(file_patterns)
+    return feature_cache.count(tf.data.TFRecordDataset(files, compression_type="GZIP" if files[0].endswith(".gz")
+                                                       else ""))
 
 
 def encoded_images(file_patterns: list[str], count: int) -> list[bytes]:
@@ -89,10 +99,12 @@ def eval_batches(examples: tf.data.Dataset, config: TrainingConfig) -> tf.data.D
 
 
 class _BestWeights(keras.callbacks.Callback):
-    """Remembers the weights of the epoch with the lowest eval loss, across fits."""
+    """Remembers the classifier's weights of the epoch with the lowest eval loss, across fits (and across the
+    models the phases fit, which share the classifier's layers)."""
 
-    def __init__(self):
+    def __init__(self, classifier: keras.Model):
         super().__init__()
+        self.classifier = classifier
         self.best_value = np.inf
         self.best_epoch = None
         self._weights: dict[str, np.ndarray] | None = None
@@ -102,27 +114,39 @@ class _BestWeights(keras.callbacks.Callback):
         if value is not None and value < self.best_value:
             self.best_value, self.best_epoch = float(value), epoch
             # Keyed by variable path: phase 2 changes which weights are trainable,
-            # and with it the order of model.weights.
-            self._weights = {v.path: v.numpy() for v in self.model.weights}
+            # and with it the order of the weights.
+            self._weights = {v.path: v.numpy() for v in self.classifier.weights}
 
-    def restore(self, model: keras.Model) -> None:
+    def restore(self) -> None:
         if self._weights is None:
             return
-        for variable in model.weights:
+        for variable in self.classifier.weights:
             variable.assign(self._weights[variable.path])
 
 
-def _fit_phase(model, train, evaluation, *, phase, first_epoch, epochs, config, callbacks, history):
-    stop = [keras.callbacks.EarlyStopping(monitor=_MONITOR, patience=config.early_stopping_patience)] \
-        if config.early_stopping_patience else []
-    result = model.fit(train, validation_data=evaluation, initial_epoch=first_epoch,
-                       epochs=first_epoch + epochs, callbacks=callbacks + stop, verbose=2)
-    learning_rate = float(keras.ops.convert_to_numpy(model.optimizer.learning_rate))
-    for offset, epoch in enumerate(result.epoch):
-        record = {"phase": phase, "epoch": int(epoch), "learning_rate": learning_rate}
-        record.update({key: float(values[offset]) for key, values in result.history.items()})
-        history.append(record)
-    return first_epoch + len(result.epoch)
+@dataclasses.dataclass
+class _Phases:
+    """Fits phase after phase, numbering epochs on from the last phase and recording each one."""
+
+    config: TrainingConfig
+    callbacks: list
+    history: list = dataclasses.field(default_factory=list)
+    next_epoch: int = 0
+
+    def fit(self, model, learning_rate, *, phase, epochs, data):
+        """`data(first_epoch, epochs)` -> (train batches, eval batches, steps per epoch or None)."""
+        model_lib.compile_model(model, learning_rate)
+        train, evaluation, steps = data(self.next_epoch, epochs)
+        stop = [keras.callbacks.EarlyStopping(monitor=_MONITOR, patience=self.config.early_stopping_patience)] \
+            if self.config.early_stopping_patience else []
+        result = model.fit(train, validation_data=evaluation, initial_epoch=self.next_epoch,
+                           epochs=self.next_epoch + epochs, steps_per_epoch=steps, callbacks=self.callbacks + stop,
+                           verbose=2)
+        for offset, epoch in enumerate(result.epoch):
+            record = {"phase": phase, "epoch": int(epoch), "learning_rate": learning_rate}
+            record.update({key: float(values[offset]) for key, values in result.history.items()})
+            self.history.append(record)
+        self.next_epoch += len(result.epoch)
 
 
 def warm_start_from(classifier: keras.Model, base_model_dir: str) -> str | None:
@@ -147,43 +171,93 @@ def warm_start_from(classifier: keras.Model, base_model_dir: str) -> str | None:
     return None
 
 
-def train(config: TrainingConfig, image_size: int, train: tf.data.Dataset, evaluation: tf.data.Dataset,
-          calibration_pixels: np.ndarray | None, log_dir: str | None = None,
-          base_model_dir: str | None = None) -> tuple[keras.Model, dict]:
-    """Runs both phases and returns the best model and its history record."""
+def _train_on_pixels(model, phases: _Phases, train_examples, eval_examples) -> None:
+    """Every epoch augments the pixels and runs them through the whole model."""
+    config = phases.config
+    train, evaluation = training_batches(train_examples, config), eval_batches(eval_examples, config)
+    if config.head_epochs:
+        phases.fit(model, config.learning_rate, phase="head", epochs=config.head_epochs,
+                   data=lambda first, epochs: (train, evaluation, None))
+    if config.fine_tune_epochs:
+        model_lib.unfreeze_for_fine_tuning(model, config.fine_tune_from)
+        phases.fit(model, config.fine_tune_learning_rate, phase="fine_tune", epochs=config.fine_tune_epochs,
+                   data=lambda first, epochs: (train, evaluation, None))
+
+
+def _train_on_cached_views(model, phases: _Phases, train_examples, eval_examples, *, counts, cache_dir) -> dict:
+    """Phase 1 on the cached pooled features, phase 2 on the cached activations at the cut (see
+    trainer.feature_cache). Returns the cache's record for the history."""
+    config = phases.config
+    parts = feature_cache.split(model, config)
+    train_images, eval_images = counts if counts else (feature_cache.count(train_examples),
+                                                         feature_cache.count(eval_examples))
+    try:
+        cache = feature_cache.fill(model, parts, train_examples, eval_examples, train_images=train_images,
+                                   eval_images=eval_images, config=config, cache_dir=cache_dir)
+        logging.info("Cached views: %s", cache.record())
+
+        def data(part):
+            def batches(first, epochs):
+                train, steps = cache.epochs(part, split="train", first_epoch=first, epochs=epochs, config=config)
+                return train, cache.epochs(part, split="eval", first_epoch=first, epochs=epochs, config=config)[0], \
+                    steps
+            return batches
+
+        if config.head_epochs:
+            phases.fit(parts.head_model(), config.learning_rate, phase="head", epochs=config.head_epochs,
+                       data=data(feature_cache.POOLED))
+        if config.fine_tune_epochs:
+            model_lib.unfreeze_for_fine_tuning(model, config.fine_tune_from)
+            phases.fit(parts.top_model(), config.fine_tune_learning_rate, phase="fine_tune",
+                       epochs=config.fine_tune_epochs, data=data(feature_cache.CUT))
+    finally:
+        feature_cache.remove(cache_dir)
+    return {**cache.record(), "cut_layer": parts.cut}
+
+
+def train(config: TrainingConfig, image_size: int, train_examples: tf.data.Dataset,
+          eval_examples: tf.data.Dataset, calibration_pixels: np.ndarray | None, log_dir: str | None = None,
+          base_model_dir: str | None = None, cache_dir: str | None = None,
+          counts: tuple[int, int] | None = None,
+          extra_callbacks: list[keras.callbacks.Callback] = ()) -> tuple[keras.Model, dict]:
+    """Runs both phases and returns the best model and its history record.
+
+    The examples are unbatched (uint8 pixels, float label) pairs; `counts`,
+    if known, their numbers (train, eval); `cache_dir`, where cached views
+    may go when they are over the memory budget.
+    """
     model = model_lib.build_model(config, image_size)
+    classifier = model_lib.get_classifier(model)
     warm_started = False
     if config.warm_start and base_model_dir:
-        problem = warm_start_from(model_lib.get_classifier(model), base_model_dir)
+        problem = warm_start_from(classifier, base_model_dir)
         if problem:
             logging.warning("Not warm-starting from %s: %s", base_model_dir, problem)
         warm_started = problem is None
     if config.random_init and calibration_pixels is not None and not warm_started:
         model_lib.calibrate_batchnorm(model, calibration_pixels)
-    best = _BestWeights()
-    callbacks: list[keras.callbacks.Callback] = [best]
+    best = _BestWeights(classifier)
+    callbacks: list[keras.callbacks.Callback] = [best, *extra_callbacks]
     if log_dir:
         callbacks.append(keras.callbacks.TensorBoard(log_dir=log_dir))
-    epochs: list[dict] = []
-    next_epoch = 0
-    if config.head_epochs:
-        model_lib.compile_model(model, config.learning_rate)
-        next_epoch = _fit_phase(model, train, evaluation, phase="head", first_epoch=0, epochs=config.head_epochs,
-                                config=config, callbacks=callbacks, history=epochs)
-    fine_tune_start = next_epoch
-    if config.fine_tune_epochs:
-        model_lib.unfreeze_for_fine_tuning(model, config.fine_tune_from)
-        model_lib.compile_model(model, config.fine_tune_learning_rate)
-        _fit_phase(model, train, evaluation, phase="fine_tune", first_epoch=fine_tune_start,
-                   epochs=config.fine_tune_epochs, config=config, callbacks=callbacks, history=epochs)
-    best.restore(model)
+    phases = _Phases(config, callbacks)
+    cache = None
+    if config.cached_views:
+        cache = _train_on_cached_views(model, phases, train_examples, eval_examples, counts=counts,
+                                       cache_dir=cache_dir)
+    else:
+        _train_on_pixels(model, phases, train_examples, eval_examples)
+    best.restore()
+    fine_tune_start = next((e["epoch"] for e in phases.history if e["phase"] == "fine_tune"), None)
     history = {
-        "epochs": epochs,
-        "fine_tune_start_epoch": fine_tune_start if config.fine_tune_epochs else None,
+        "epochs": phases.history,
+        "fine_tune_start_epoch": fine_tune_start,
         "best_epoch": best.best_epoch,
         "best_val_loss": None if best.best_epoch is None else best.best_value,
         "monitor": _MONITOR,
         "warm_started_from": base_model_dir if warm_started else None,
+        "cached_views": config.cached_views,
+        "cache": cache,
     }
     return model, history
 
@@ -216,10 +290,10 @@ def run_fn(fn_args) -> None:
     train_examples = pixels_and_labels(fn_args.train_files, tft_layer)
     eval_examples = pixels_and_labels(fn_args.eval_files, tft_layer)
     model, history = train(
-        config, image_size,
-        training_batches(train_examples, config), eval_batches(eval_examples, config),
-        _calibration_pixels(train_examples, config), log_dir=fn_args.model_run_dir,
-        base_model_dir=fn_args.base_model)
+        config, image_size, train_examples, eval_examples, _calibration_pixels(train_examples, config),
+        log_dir=fn_args.model_run_dir, base_model_dir=fn_args.base_model,
+        cache_dir=os.path.join(fn_args.model_run_dir, CACHE_FOLDER),
+        counts=(count_records(fn_args.train_files), count_records(fn_args.eval_files)))
     logging.info("Best epoch %s with %s=%s", history["best_epoch"], _MONITOR, history["best_val_loss"])
     classifier = model_lib.get_classifier(model)
     export.export_serving_model(classifier, tf_transform_output, fn_args.serving_model_dir)

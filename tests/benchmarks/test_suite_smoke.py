@@ -32,6 +32,6 @@ def test_quick_suite_measures_every_section(tmp_path, capsys, monkeypatch):
             assert figure["ratio"] == pytest.approx(figure["value"] / per / figure["reference"], rel=1e-6), figure
     with_ratio = {f["section"] for f in figures if f["ratio"] is not None}
     assert {"1 training", "3 ingest+transform", "5 evaluator", "6 serving"} <= with_ratio
-    assert "phase 1 images/s" in capsys.readouterr().out
+    assert "training: phase 1 vs plain Keras" in capsys.readouterr().out
     written = [f for f in figures if f["section"] == "4 bytes"]
     assert written and all(f["value"] > 0 for f in written), "Transform's output must be measured, not assumed"

@@ -1,5 +1,7 @@
+import dataclasses
 import os
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -12,22 +14,31 @@ from trainer import task
 SIZE = 64
 
 
-def _dataset(seed, n=16):
+def _examples(seed, n=16):
+    """Unbatched (uint8 pixels, label) pairs, as the Trainer reads them."""
     rng = np.random.default_rng(seed)
     labels = np.arange(n) % 2
     # Dogs brighter than cats: learnable in a couple of epochs.
     pixels = rng.uniform(0, 120, (n, SIZE, SIZE, 3)) + labels[:, None, None, None] * 120
-    return tf.data.Dataset.from_tensor_slices((pixels.astype("float32"), labels[:, None].astype("float32"))).batch(8)
+    return tf.data.Dataset.from_tensor_slices((pixels.astype("uint8"), labels[:, None].astype("float32")))
+
+
+def _batches(examples):
+    return examples.batch(8).map(lambda pixels, label: (tf.cast(pixels, tf.float32), label))
 
 
 @pytest.fixture(scope="module")
 def config():
     return TrainingConfig(weights="none", alpha=0.35, head_epochs=2, fine_tune_epochs=2, fine_tune_from=100,
-                          early_stopping_patience=0, seed=5)
+                          early_stopping_patience=0, seed=5, batch_size=8)
 
 
-def test_train_records_both_phases_and_keeps_the_best_epoch(config):
-    model, history = task.train(config, SIZE, _dataset(0), _dataset(1), calibration_pixels=None)
+# Cached views keep the base's activations in float16: the eval loss the phases see is the full model's within
+# that rounding.
+@pytest.mark.parametrize("views,tolerance", [(0, 1e-4), (2, 2e-2)])
+def test_train_records_both_phases_and_keeps_the_best_epoch(config, views, tolerance):
+    config = dataclasses.replace(config, cached_views=views)
+    model, history = task.train(config, SIZE, _examples(0), _examples(1), calibration_pixels=None)
     phases = [e["phase"] for e in history["epochs"]]
     assert phases == ["head", "head", "fine_tune", "fine_tune"]
     assert [e["epoch"] for e in history["epochs"]] == [0, 1, 2, 3]
@@ -36,8 +47,34 @@ def test_train_records_both_phases_and_keeps_the_best_epoch(config):
     assert tune_rate == pytest.approx(head_rate * config.fine_tune_lr_factor)
     best = min(history["epochs"], key=lambda e: e["val_loss"])
     assert history["best_epoch"] == best["epoch"]
-    restored = model.evaluate(_dataset(1), verbose=0, return_dict=True)["loss"]
-    assert restored == pytest.approx(best["val_loss"], rel=1e-4, abs=1e-5)
+    model_lib.compile_model(model, config.learning_rate)  # with cached views, the phases compiled other models
+    restored = model.evaluate(_batches(_examples(1)), verbose=0, return_dict=True)["loss"]
+    assert restored == pytest.approx(best["val_loss"], rel=tolerance, abs=1e-5)
+    assert history["cached_views"] == views
+    if views:
+        assert history["cache"]["views"] == 2 and history["cache"]["train_images"] == 16
+        assert history["cache"]["eval_images"] == 16 and history["cache"]["location"] == "memory"
+    else:
+        assert history["cache"] is None
+
+
+def test_cached_views_leave_the_frozen_layers_as_they_were(config):
+    """Everything below phase 2's first layer, and every BatchNorm statistic, is the same after training."""
+    calibration = next(iter(_examples(3).batch(16)))[0].numpy().astype("float32")
+    reference = model_lib.build_model(config, SIZE)
+    model_lib.calibrate_batchnorm(reference, calibration)
+    before = {v.path: v.numpy() for v in model_lib.get_base(reference).weights}
+    model, _ = task.train(config, SIZE, _examples(0), _examples(1), calibration_pixels=calibration)
+    base = model_lib.get_base(model)
+    frozen = [v.path for index, layer in enumerate(base.layers) for v in layer.weights
+              if index < config.fine_tune_from or isinstance(layer, keras.layers.BatchNormalization)]
+    trained = [v.path for index, layer in enumerate(base.layers) for v in layer.trainable_weights
+               if index >= config.fine_tune_from]
+    assert frozen and trained
+    after = {v.path: v.numpy() for v in base.weights}
+    for path in frozen:
+        np.testing.assert_array_equal(after[path], before[path], err_msg=path)
+    assert any(not np.array_equal(after[path], before[path]) for path in trained)
 
 
 def _save_classifier(classifier, folder):

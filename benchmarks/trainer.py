@@ -1,0 +1,252 @@
+#!/usr/bin/env python3
+"""Section 1 of the benchmark suite: the Trainer's two phases against the plain Keras script.
+
+    .venv/bin/python -m benchmarks.trainer            # make bench-trainer: figures into runs/benchmarks.json
+    .venv/bin/python -m benchmarks.trainer --look dusk --from-scratch --images 8000 --no-reference
+
+The reference is what the popular notebooks do, written out here on its own:
+image_dataset_from_directory over the JPEG files, augmentation layers, a
+frozen MobileNetV2 with a pooled Dropout/Dense head, `fit` for the head
+epochs, then the top of the base unfrozen and `fit` again at the lower
+learning rate, each epoch evaluated. Ours is the Trainer's own training
+(trainer.task.train) on the same images as ingest writes them, with the same
+recipe (the defaults: 10 head epochs at 1e-3, 10 fine-tune epochs from layer
+100 at 1e-4, batch 32, flip/rotation/zoom), no early stopping, once with
+cached views (the default) and once augmenting every epoch. Ratios above 1
+mean the Trainer is faster. Phase 1 of ours includes filling the cache.
+Random weights (no ImageNet download here): the timing does not depend on
+them; our runs set their BatchNorm statistics first, as the Trainer does.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import pathlib
+import resource
+import sys
+import tempfile
+import time
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+SECTION = "1 training"
+
+
+@dataclasses.dataclass(frozen=True)
+class Recipe:
+    image_size: int = 160
+    train_images: int = 640
+    eval_images: int = 160
+    head_epochs: int = 10
+    fine_tune_epochs: int = 10
+    look: str = "cartoon"
+    from_scratch: bool = False
+
+
+QUICK = Recipe(image_size=96, train_images=64, eval_images=32, head_epochs=1, fine_tune_epochs=1)
+
+
+def _figure(name, value, unit, reference=None, ratio=None, target=None, met=None) -> dict:
+    return {"section": SECTION, "name": name, "value": value, "unit": unit, "reference": reference,
+            "ratio": ratio, "target": target, "met": met}
+
+
+def _config(recipe: Recipe, cached_views: int):
+    from config import FROM_SCRATCH_SCHEDULE, PipelineConfig, TrainingConfig, with_overrides
+
+    settings = {"weights": "none", "seed": 1, "cached_views": cached_views, "early_stopping_patience": 0}
+    if recipe.from_scratch:
+        settings.update(FROM_SCRATCH_SCHEDULE)
+    settings.update(head_epochs=recipe.head_epochs, fine_tune_epochs=recipe.fine_tune_epochs)
+    config = with_overrides(PipelineConfig(), settings).training
+    assert isinstance(config, TrainingConfig)
+    return config
+
+
+def write_images(recipe: Recipe, scratch: pathlib.Path) -> dict[str, pathlib.Path]:
+    """Train and eval folders of JPEG files (the reference reads them) and the same files as ingest writes
+    them (the Trainer reads those)."""
+    import tensorflow as tf
+
+    from ingest import synthetic
+    from ingest.images import check_image
+    from ingest.spans import make_example
+
+    paths = {}
+    for split, count, seed in (("train", recipe.train_images, 0), ("eval", recipe.eval_images, 1)):
+        folder = scratch / split
+        synthetic.write_demo_images(folder, count // 2, seed=seed, look=recipe.look)
+        record = scratch / f"{split}.tfrecord"
+        with tf.io.TFRecordWriter(str(record)) as writer:
+            for file in sorted(folder.rglob("*.jpg")):
+                writer.write(make_example(check_image(file.read_bytes()), int(file.parent.name == "dog"), file.name))
+        paths[split], paths[split + "_records"] = folder, record
+    return paths
+
+
+class _PhaseClock:
+    """Wall time of each fit (each phase), read from Keras' callbacks."""
+
+    def __init__(self):
+        import keras
+
+        clock = self
+
+        class Callback(keras.callbacks.Callback):
+            def on_train_begin(self, logs=None):
+                clock.started = time.perf_counter()
+
+            def on_train_end(self, logs=None):
+                clock.seconds.append(time.perf_counter() - clock.started)
+
+        self.seconds: list[float] = []
+        self.started = 0.0
+        self.callback = Callback()
+
+
+def run_ours(recipe: Recipe, paths: dict, cached_views: int) -> dict:
+    """The Trainer's training on the ingested files: seconds of each phase and in all, best eval accuracy."""
+    from trainer import preprocessing, task
+
+    config = _config(recipe, cached_views)
+
+    def transform(raw):  # the Transform graph (preprocessing_fn), as the TFT layer runs it
+        return preprocessing.preprocessing_fn(raw, {"image_size": recipe.image_size})
+
+    started = time.perf_counter()
+    train_examples = task.pixels_and_labels([str(paths["train_records"])], transform)
+    eval_examples = task.pixels_and_labels([str(paths["eval_records"])], transform)
+    clock = _PhaseClock()
+    calibration = task.sample_pixels(train_examples, config.calibration_images, config)
+    _, history = task.train(config, recipe.image_size, train_examples, eval_examples, calibration,
+                            counts=(recipe.train_images, recipe.eval_images), extra_callbacks=[clock.callback])
+    whole = time.perf_counter() - started
+    fill = history["cache"]["fill_seconds"] if history["cache"] else 0.0
+    best = next(e for e in history["epochs"] if e["epoch"] == history["best_epoch"])
+    return {"whole": whole, "phase 1": fill + clock.seconds[0], "phase 2": clock.seconds[1],
+            "accuracy": best["val_accuracy"], "cache": history["cache"]}
+
+
+def run_reference(recipe: Recipe, paths: dict) -> dict:
+    """The plain Keras script."""
+    import keras
+    import tensorflow as tf
+
+    config = _config(recipe, 0)
+    started = time.perf_counter()
+
+    def folder(split, shuffle):
+        return keras.utils.image_dataset_from_directory(
+            paths[split], image_size=(recipe.image_size, recipe.image_size), batch_size=config.batch_size,
+            label_mode="binary", shuffle=shuffle, seed=1, verbose=False).prefetch(tf.data.AUTOTUNE)
+
+    train, evaluation = folder("train", True), folder("eval", False)
+    base = keras.applications.MobileNetV2(input_shape=(recipe.image_size,) * 2 + (3,), include_top=False,
+                                          weights=None)
+    base.trainable = False
+    inputs = keras.Input((recipe.image_size, recipe.image_size, 3))
+    x = keras.layers.RandomFlip("horizontal")(inputs)
+    x = keras.layers.RandomRotation(config.rotation)(x)
+    x = keras.layers.RandomZoom(config.zoom)(x)
+    x = keras.layers.Rescaling(1 / 127.5, offset=-1)(x)
+    x = keras.layers.GlobalAveragePooling2D()(base(x, training=False))
+    model = keras.Model(inputs, keras.layers.Dense(1)(keras.layers.Dropout(config.dropout)(x)))
+    clock = _PhaseClock()
+
+    def fit(rate, first, epochs):
+        model.compile(optimizer=keras.optimizers.Adam(rate), loss=keras.losses.BinaryCrossentropy(from_logits=True),
+                      metrics=[keras.metrics.BinaryAccuracy(threshold=0.0)])
+        model.fit(train, validation_data=evaluation, initial_epoch=first, epochs=first + epochs, verbose=0,
+                  callbacks=[clock.callback])
+
+    fit(config.learning_rate, 0, config.head_epochs)
+    base.trainable = True
+    for layer in base.layers[:config.fine_tune_from]:
+        layer.trainable = False
+    fit(config.fine_tune_learning_rate, config.head_epochs, config.fine_tune_epochs)
+    return {"whole": time.perf_counter() - started, "phase 1": clock.seconds[0], "phase 2": clock.seconds[1]}
+
+
+def bench_training(recipe: Recipe, scratch: pathlib.Path) -> list[dict]:
+    """The section's figures (names are the suite's contract)."""
+    paths = write_images(recipe, scratch)
+    reference = run_reference(recipe, paths)
+    cached = run_ours(recipe, paths, cached_views=_config(recipe, 2).cached_views)
+    every_epoch = run_ours(recipe, paths, cached_views=0)
+    figures = []
+    for name, key, target in (("whole Trainer", "whole", 2.5), ("phase 1", "phase 1", 4.0),
+                              ("phase 2", "phase 2", 2.0)):
+        ratio = reference[key] / cached[key]
+        figures.append(_figure(f"training: {name} vs plain Keras", cached[key], "s", reference[key], ratio,
+                               f">= {target}x", ratio >= target))
+    figures.append(_figure("training: whole Trainer, every-epoch augmentation vs plain Keras", every_epoch["whole"],
+                           "s", reference["whole"], reference["whole"] / every_epoch["whole"]))
+    difference = cached["accuracy"] - every_epoch["accuracy"]
+    figures.append(_figure("training: eval accuracy, cached views minus every-epoch augmentation", difference,
+                           "acc", target=">= -0.01", met=difference >= -0.01))
+    figures.append(_figure("training: eval accuracy, cached views", cached["accuracy"], "acc"))
+    figures.append(_figure("training: eval accuracy, every-epoch augmentation", every_epoch["accuracy"], "acc"))
+    figures.append(_figure("training: filling the cache", cached["cache"]["fill_seconds"], "s"))
+    figures.append(_figure("training: cache size", cached["cache"]["bytes"] / 2**20, "MiB"))
+    return figures
+
+
+def _merge(path: pathlib.Path, figures: list[dict], recipe: Recipe) -> None:
+    """Replaces this section's figures in the suite's file, keeping the other sections'."""
+    document = json.loads(path.read_text()) if path.exists() else {"settings": {}, "figures": []}
+    document["figures"] = [f for f in document["figures"] if f["section"] != SECTION] + figures
+    document.setdefault("settings", {})["training"] = dataclasses.asdict(recipe)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(document, indent=2))
+
+
+def _peak_rss(recipe: Recipe, scratch: pathlib.Path) -> None:
+    paths = write_images(recipe, scratch)
+    ours = run_ours(recipe, paths, cached_views=_config(recipe, 2).cached_views)
+    print(f"{recipe.train_images} train + {recipe.eval_images} eval images of the {recipe.look} look at "
+          f"{recipe.image_size} px: Trainer {ours['whole']:.0f} s, cache {ours['cache']['bytes'] / 2**20:.0f} MiB "
+          f"({ours['cache']['location']}), eval accuracy {ours['accuracy']:.4f}, peak RSS "
+          f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.2f} GiB")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="Tiny images and one epoch a phase: the code paths.")
+    parser.add_argument("--look", choices=("cartoon", "dusk"), default="cartoon")
+    parser.add_argument("--from-scratch", action="store_true", help="The from-scratch schedule of --weights none.")
+    parser.add_argument("--images", type=int, help="Training images (default 640).")
+    parser.add_argument("--rss-only", action="store_true",
+                        help="Only our Trainer with cached views, in this process: its time and peak RSS.")
+    parser.add_argument("--json", type=pathlib.Path, default=ROOT / "runs" / "benchmarks.json")
+    args = parser.parse_args(argv)
+    recipe = QUICK if args.quick else Recipe()
+    recipe = dataclasses.replace(recipe, look=args.look, from_scratch=args.from_scratch)
+    if args.from_scratch:
+        from config import FROM_SCRATCH_SCHEDULE
+
+        recipe = dataclasses.replace(recipe, head_epochs=FROM_SCRATCH_SCHEDULE["head_epochs"],
+                                     fine_tune_epochs=FROM_SCRATCH_SCHEDULE["fine_tune_epochs"])
+    if args.images:
+        recipe = dataclasses.replace(recipe, train_images=args.images, eval_images=max(32, args.images // 4))
+    from orchestration import quiet_logs
+
+    quiet_logs.apply()
+    with tempfile.TemporaryDirectory() as scratch:
+        if args.rss_only:
+            _peak_rss(recipe, pathlib.Path(scratch))
+            return 0
+        started = time.perf_counter()
+        figures = bench_training(recipe, pathlib.Path(scratch))
+    from benchmarks import suite
+
+    print(suite.table([suite.Figure(**f) for f in figures]))
+    print(f"training section took {time.perf_counter() - started:.0f} s; {os.cpu_count()} cores; {recipe}")
+    _merge(args.json, figures, recipe)
+    print(f"figures written to {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

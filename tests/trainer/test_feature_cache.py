@@ -1,0 +1,112 @@
+import dataclasses
+import logging
+import os
+import subprocess
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from config import TrainingConfig
+from trainer import feature_cache, task
+from trainer import model as model_lib
+
+SIZE = 64
+CONFIG = TrainingConfig(weights="none", alpha=0.35, head_epochs=1, fine_tune_epochs=1, fine_tune_from=100,
+                        early_stopping_patience=0, seed=3, batch_size=8, calibration_images=16)
+
+
+@pytest.fixture(scope="module")
+def base():
+    return keras.applications.MobileNetV2(input_shape=(SIZE, SIZE, 3), alpha=0.35, include_top=False, weights=None)
+
+
+def _index(base, name):
+    return [layer.name for layer in base.layers].index(name)
+
+
+@pytest.mark.parametrize("first_trained,block_start", [
+    ("block_11_depthwise", "block_11_expand"),  # the default, layer 100
+    ("block_6_depthwise_relu", "block_6_expand"),  # the from-scratch schedule, layer 60
+    ("block_11_add", "block_11_expand"),  # a residual add stays with the block it closes
+    ("block_11_expand", "block_11_expand"),
+    ("Conv_1", "Conv_1"),
+])
+def test_the_cut_is_the_start_of_the_block_holding_the_first_trained_layer(base, first_trained, block_start):
+    assert feature_cache.cut_index(base, _index(base, first_trained)) == _index(base, block_start)
+
+
+def test_below_and_above_the_cut_compute_the_base(base):
+    model = model_lib.build_model(CONFIG, SIZE)
+    model_lib.calibrate_batchnorm(model, _pixels(16, seed=1))
+    parts = feature_cache.split(model, CONFIG)
+    rescaled = model_lib.get_classifier(model).get_layer(model_lib.RESCALE_NAME)(_pixels(4, seed=2))
+    whole = model_lib.get_base(model)(rescaled, training=False).numpy()
+    assert np.abs(whole).max() > 1e-3  # calibrated: not a near-constant output
+    np.testing.assert_allclose(parts.above(parts.below(rescaled, training=False), training=False).numpy(), whole,
+                               rtol=1e-5, atol=1e-5)
+
+
+def _pixels(n, seed):
+    return np.random.default_rng(seed).uniform(0, 255, (n, SIZE, SIZE, 3)).astype("float32")
+
+
+def _examples(n, seed):
+    labels = (np.arange(n) % 2)[:, None].astype("float32")
+    pixels = np.random.default_rng(seed).uniform(0, 120, (n, SIZE, SIZE, 3)) + labels[:, :, None, None] * 120
+    return tf.data.Dataset.from_tensor_slices((pixels.astype("uint8"), labels))
+
+
+def test_each_epoch_reads_one_view_of_every_image():
+    model = model_lib.build_model(CONFIG, SIZE)
+    model_lib.calibrate_batchnorm(model, _pixels(16, seed=1))
+    parts = feature_cache.split(model, CONFIG)
+    config = dataclasses.replace(CONFIG, cached_views=3, batch_size=4, shuffle_buffer=1)
+    cache = feature_cache.fill(model, parts, _examples(6, 1), _examples(4, 2), train_images=6, eval_images=4,
+                               config=config, cache_dir=None)
+    all_views = [e[feature_cache.POOLED] for e in cache.train.dataset.as_numpy_iterator()]
+    assert len(all_views) == 18
+    batches, steps = cache.epochs(feature_cache.POOLED, split="train", first_epoch=4, epochs=3, config=config)
+    epochs = np.concatenate([features for features, _ in batches.as_numpy_iterator()]).reshape(3, 6, -1)
+    assert steps == 2
+    for offset, epoch in enumerate(range(4, 7)):  # epoch e reads view e mod 3: elements e mod 3, +3, +6, ...
+        expected = np.stack(all_views[epoch % 3::3]).astype("float32")
+        np.testing.assert_array_equal(epochs[offset], expected)
+    # The views differ: they are augmented independently.
+    assert not np.array_equal(epochs[0], epochs[1])
+
+
+def test_a_cache_over_the_memory_budget_goes_to_files_and_is_removed_after_training(tmp_path, caplog):
+    config = dataclasses.replace(CONFIG, cache_memory_mb=0)
+    cache_dir = tmp_path / "model_run" / task.CACHE_FOLDER
+    seen = []
+
+    class _Look(keras.callbacks.Callback):  # what lies in the cache folder while the phases train
+        def on_epoch_end(self, epoch, logs=None):
+            seen.append(sorted(os.listdir(cache_dir)))
+
+    with caplog.at_level(logging.WARNING):
+        _, history = task.train(config, SIZE, _examples(16, 0), _examples(8, 1), calibration_pixels=None,
+                                cache_dir=str(cache_dir), extra_callbacks=[_Look()])
+    assert history["cache"]["location"] == str(cache_dir / "train")
+    assert any(name.startswith("train") for name in seen[0]) and any(name.startswith("eval") for name in seen[0])
+    assert "over the 0 MiB memory budget" in caplog.text
+    assert not cache_dir.exists()
+
+
+@pytest.mark.faults
+def test_a_full_disk_while_caching_fails_naming_it(tmp_path):
+    disk = tmp_path / "small-disk"
+    disk.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(disk)], capture_output=True)
+    if mounted.returncode:
+        pytest.skip(f"cannot mount a small tmpfs here: {mounted.stderr.decode().strip()}")
+    try:
+        cache_dir = disk / task.CACHE_FOLDER
+        with pytest.raises(feature_cache.FeatureCacheError, match="no space left on the disk of .*small-disk"):
+            task.train(dataclasses.replace(CONFIG, cache_memory_mb=0), SIZE, _examples(64, 0), _examples(8, 1),
+                       calibration_pixels=None, cache_dir=str(cache_dir))
+        assert not cache_dir.exists()  # the next run starts clean
+    finally:
+        subprocess.run(["umount", str(disk)], check=True)

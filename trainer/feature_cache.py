@@ -1,0 +1,239 @@
+"""Cached views: the frozen part of the base runs once per augmented view of an image, not once per epoch.
+
+Below the first layer that phase 2 trains, the base is a fixed function of
+its input (BatchNorm in inference mode, no dropout). So the Trainer passes K
+augmented views of every training image (and each eval image, unaugmented)
+through it once, and keeps two things per view, in float16:
+
+- the activations entering the first block phase 2 trains (the cut), which
+  phase 2's top-of-base-plus-head model trains on;
+- the pooled output of the whole base, which phase 1's head trains on.
+
+Epoch e of either phase reads view e mod K of every image, shuffled. The cut
+lies on a block boundary (where one tensor alone crosses it), so a residual
+block is never split from its shortcut. The layers stay the classifier's own
+objects: what the phase models learn is what gets exported.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import errno
+import logging
+import math
+import os
+import re
+import time
+
+import keras
+import tensorflow as tf
+
+from config import TrainingConfig
+from trainer import model as model_lib
+
+# Elements of a filled cache: (activations at the cut, pooled base output, label).
+CUT, POOLED = 0, 1
+
+
+class FeatureCacheError(RuntimeError):
+    """The cache could not be filled (its disk is full, say); the message names where."""
+
+
+# Keras' MobileNetV2 names the layers of each inverted-residual block after it ("block_11_expand", ...; the first
+# block is "expanded_conv"); the stem and the last convolution are single layers.
+_BLOCK = re.compile(r"^(block_\d+|expanded_conv)_")
+
+
+def _block_of(layer: keras.layers.Layer) -> str:
+    match = _BLOCK.match(layer.name)
+    return match.group(1) if match else layer.name
+
+
+def cut_index(base: keras.Model, fine_tune_from: int) -> int:
+    """The index of the first layer of the block holding layer `fine_tune_from`: the activations entering it
+    are the narrow end of an inverted-residual block, and no shortcut crosses there."""
+    position = {id(layer.output): index for index, layer in enumerate(base.layers)}
+    reads = [[position[id(tensor)] for tensor in keras.tree.flatten(layer.input)] if index else []
+             for index, layer in enumerate(base.layers)]
+
+    def one_tensor_crosses(cut: int) -> bool:
+        return all(source >= cut - 1 for sources in reads[cut:] for source in sources)
+
+    first = min(fine_tune_from, len(base.layers) - 1)
+    block = _block_of(base.layers[first])
+    cut = next(index for index, layer in enumerate(base.layers) if _block_of(layer) == block)
+    # Any other architecture: the highest point at or below the first trained layer where one tensor crosses.
+    while cut > 1 and not one_tensor_crosses(cut):
+        cut -= 1
+    return max(cut, 1)
+
+
+@dataclasses.dataclass
+class SplitClassifier:
+    """The classifier's layers regrouped around the cut (every layer shared, none copied)."""
+
+    augment: list[keras.layers.Layer]
+    below: keras.Model  # rescaled pixels -> activations at the cut (frozen in both phases)
+    above: keras.Model  # activations at the cut -> the base's output
+    pool: keras.layers.Layer
+    head: list[keras.layers.Layer]  # after the pooling: [hidden], dropout, logits
+    cut: int  # index in the base's layers of the first layer above the cut
+
+    def head_model(self) -> keras.Model:
+        """Phase 1: pooled features -> logit."""
+        inputs = keras.Input(shape=self.pool.output.shape[1:], name="pooled")
+        return keras.Model(inputs, _through(self.head, inputs), name="head_on_cached_features")
+
+    def top_model(self) -> keras.Model:
+        """Phase 2: activations at the cut -> logit, through the top of the base (in inference mode, as in
+        the classifier) and the head."""
+        inputs = keras.Input(shape=self.above.input.shape[1:], name="activations")
+        pooled = self.pool(self.above(inputs, training=False))
+        return keras.Model(inputs, _through(self.head, pooled), name="top_on_cached_activations")
+
+
+def _through(layers, x):
+    for layer in layers:
+        x = layer(x)
+    return x
+
+
+def split(model: keras.Model, config: TrainingConfig) -> SplitClassifier:
+    classifier = model_lib.get_classifier(model)
+    base = model_lib.get_base(model)
+    cut = cut_index(base, config.fine_tune_from) if config.fine_tune_epochs else len(base.layers) - 1
+    boundary = base.layers[cut - 1].output
+    below = keras.Model(base.input, boundary, name="base_below_cut")
+    above = keras.Model(boundary, base.output, name="base_above_cut")
+    names = [layer.name for layer in classifier.layers]
+    after_pool = classifier.layers[names.index("pool") + 1:]
+    augment = [layer for layer in model.layers if layer.name.startswith(model_lib.AUGMENT_PREFIX)]
+    return SplitClassifier(augment, below, above, classifier.get_layer("pool"), after_pool, cut)
+
+
+def _views_fn(parts: SplitClassifier, rescale: keras.layers.Layer, views: int, augmented: bool):
+    """uint8 pixel batch -> (cut [B*K, ...], pooled [B*K, d], label [B*K, 1]), image-major, view-minor."""
+    @tf.function
+    def compute(pixels, labels):
+        cuts, pooled = [], []
+        for _ in range(views):
+            x = tf.cast(pixels, tf.float32)
+            if augmented:
+                x = _through_training(parts.augment, x)
+            cut = parts.below(rescale(x), training=False)
+            cuts.append(tf.cast(cut, tf.float16))
+            pooled.append(tf.cast(parts.pool(parts.above(cut, training=False)), tf.float16))
+
+        def interleave(tensors):  # [K, B, ...] -> [B * K, ...]
+            stacked = tf.stack(tensors, axis=1)
+            return tf.reshape(stacked, tf.concat([[-1], tf.shape(stacked)[2:]], axis=0))
+        return interleave(cuts), interleave(pooled), tf.repeat(labels, views, axis=0)
+    return compute
+
+
+def _through_training(layers, x):
+    for layer in layers:
+        x = layer(x, training=True)
+    return x
+
+
+@dataclasses.dataclass
+class CachedSplit:
+    """One split's filled cache."""
+
+    dataset: tf.data.Dataset  # unbatched (cut, pooled, label) elements, view-minor
+    images: int
+    views: int
+    bytes: int
+    location: str  # "memory" or the cache's file prefix
+
+
+@dataclasses.dataclass
+class FeatureCache:
+    train: CachedSplit
+    eval: CachedSplit
+    fill_seconds: float
+
+    def record(self) -> dict:
+        return {"views": self.train.views, "train_images": self.train.images, "eval_images": self.eval.images,
+                "bytes": self.train.bytes + self.eval.bytes, "location": self.train.location,
+                "fill_seconds": round(self.fill_seconds, 3)}
+
+    def epochs(self, part: int, *, split: str, first_epoch: int, epochs: int, config: TrainingConfig
+               ) -> tuple[tf.data.Dataset, int]:
+        """Batches of (features, label) for `epochs` epochs, epoch e on view e mod K, and the steps of one
+        epoch. The eval split has one view and is read in order."""
+        cached = self.train if split == "train" else self.eval
+        if split != "train":
+            data = cached.dataset.map(lambda *e: (tf.cast(e[part], tf.float32), e[2])).batch(config.batch_size)
+            # A known length: Keras then reads it without a warning that it "ran out of data".
+            steps = math.ceil(cached.images / config.batch_size)
+            return data.apply(tf.data.experimental.assert_cardinality(steps)).prefetch(tf.data.AUTOTUNE), None
+
+        def one_epoch(epoch):
+            view = cached.dataset.shard(cached.views, epoch % cached.views)
+            return (view.shuffle(config.shuffle_buffer, seed=config.seed + epoch)
+                    .map(lambda *e: (tf.cast(e[part], tf.float32), e[2])).batch(config.batch_size))
+
+        data = tf.data.Dataset.range(first_epoch, first_epoch + epochs).flat_map(one_epoch)
+        return data.prefetch(tf.data.AUTOTUNE), math.ceil(cached.images / config.batch_size)
+
+
+def _element_bytes(parts: SplitClassifier) -> int:
+    cut_values = math.prod(parts.above.input.shape[1:])
+    pooled_values = math.prod(parts.pool.output.shape[1:])
+    return 2 * (cut_values + pooled_values) + 4
+
+
+def count(dataset: tf.data.Dataset) -> int:
+    """Elements of a dataset, by reading it through."""
+    return int(dataset.reduce(tf.constant(0, tf.int64), lambda count, _: count + 1))
+
+
+def _fill_split(pixels: tf.data.Dataset, compute, *, images: int, views: int, element_bytes: int,
+                cache_path: str | None) -> CachedSplit:
+    elements = (pixels.batch(64).map(compute).unbatch()
+                .cache(cache_path or ""))
+    try:
+        count(elements)  # one pass fills the cache
+    except (tf.errors.ResourceExhaustedError, tf.errors.UnknownError, tf.errors.InternalError,
+            OSError) as error:
+        if cache_path and _no_space(error):
+            raise FeatureCacheError(
+                f"no space left on the disk of {os.path.dirname(cache_path)} while caching the base's "
+                f"features ({images * views * element_bytes / 2**20:.0f} MiB to write): free space there or "
+                "raise --cache-memory-mb") from error
+        raise
+    return CachedSplit(elements, images, views, images * views * element_bytes, cache_path or "memory")
+
+
+def _no_space(error: Exception) -> bool:
+    text = str(error)
+    return "No space left" in text or getattr(error, "errno", None) == errno.ENOSPC or "ENOSPC" in text
+
+
+def fill(model: keras.Model, parts: SplitClassifier, train_pixels: tf.data.Dataset, eval_pixels: tf.data.Dataset,
+         *, train_images: int, eval_images: int, config: TrainingConfig, cache_dir: str | None) -> FeatureCache:
+    """Runs the frozen base over K augmented views of the training images and over the eval images once."""
+    started = time.perf_counter()
+    rescale = model_lib.get_classifier(model).get_layer(model_lib.RESCALE_NAME)
+    element_bytes = _element_bytes(parts)
+    views = config.cached_views
+    total = (train_images * views + eval_images) * element_bytes
+    on_disk = total > config.cache_memory_mb * 2**20 and cache_dir is not None
+    if on_disk:
+        tf.io.gfile.makedirs(cache_dir)
+        logging.warning("Cached views: %.0f MiB is over the %d MiB memory budget (--cache-memory-mb); caching "
+                        "to files under %s", total / 2**20, config.cache_memory_mb, cache_dir)
+    train = _fill_split(train_pixels, _views_fn(parts, rescale, views, augmented=True), images=train_images,
+                        views=views, element_bytes=element_bytes,
+                        cache_path=os.path.join(cache_dir, "train") if on_disk else None)
+    evaluation = _fill_split(eval_pixels, _views_fn(parts, rescale, 1, augmented=False), images=eval_images,
+                             views=1, element_bytes=element_bytes,
+                             cache_path=os.path.join(cache_dir, "eval") if on_disk else None)
+    return FeatureCache(train, evaluation, time.perf_counter() - started)
+
+
+def remove(cache_dir: str | None) -> None:
+    if cache_dir and tf.io.gfile.exists(cache_dir):
+        tf.io.gfile.rmtree(cache_dir)
