@@ -18,6 +18,7 @@ import os
 import posixpath
 
 from config import PipelineConfig, beam_policy
+from contract import accelerators
 from contract import metadata as metadata_lib
 from contract.layout import RunLayout
 
@@ -218,6 +219,9 @@ def _configure(task, deployment: Deployment, trainer: bool = False, retries: int
         if deployment.trainer_accelerator:
             task.set_accelerator_type(deployment.trainer_accelerator)
             task.set_accelerator_limit(deployment.trainer_accelerator_count)
+            # The Trainer fails on these, rather than train on its CPU, when TensorFlow sees fewer GPUs.
+            task.set_env_variable(accelerators.ACCELERATOR_ENV, deployment.trainer_accelerator)
+            task.set_env_variable(accelerators.ACCELERATOR_COUNT_ENV, str(deployment.trainer_accelerator_count))
     else:
         task.set_cpu_request(DEFAULT_TASK_CPU)
         task.set_memory_request(DEFAULT_TASK_MEMORY)

@@ -37,7 +37,7 @@ from contract.layout import RunLayout  # noqa: E402
 from inference import contact_sheet  # noqa: E402
 from inference.predict import Prediction  # noqa: E402
 from pipeline.pipeline import ANOMALIES_GATE  # noqa: E402
-from reporting.run_summary import RunSummary  # noqa: E402
+from reporting.run_summary import RunSummary, training_line  # noqa: E402
 from trainer import model as model_lib  # noqa: E402
 
 _SAMPLES = 15
@@ -269,6 +269,7 @@ def _write_pages(summary: RunSummary, folder: pathlib.Path, training_config: dic
     figures: dict[str, str | None] = dict.fromkeys(
         ("confusion_matrix", "training_curves", "model", "sample_predictions", "statistics"))
     page = {"summary": summary, "figures": figures, "ingest": ingest_report, "history": None, "tflite": None,
+            "trained_on": None,
             "model_card": None,
             "samples": [], "image_sizes": [], "statistics_page": None, "anomalies": None,
             "components": [[n.node_id, n.state, f"{n.seconds:.1f}"] for n in summary.nodes]}
@@ -287,6 +288,7 @@ def _write_pages(summary: RunSummary, folder: pathlib.Path, training_config: dic
         history_path = _serving_dir(model_uri) / layout.TRAINING_HISTORY_FILE
         if history_path.exists():
             page["history"] = json.loads(history_path.read_text())
+            page["trained_on"] = training_line(summary.training) if summary.training else None
             training_curves(page["history"], folder / "training_curves.png")
             figures["training_curves"] = "training_curves.png"
         classifier = keras.models.load_model(_serving_dir(model_uri) / layout.KERAS_MODEL_FILE, compile=False)

@@ -58,6 +58,8 @@ class RunSummary:
     # artifact type -> URI of this run's outputs (Model, ExampleStatistics, ExampleAnomalies, ModelEvaluation...)
     artifacts: dict[str, str] = dataclasses.field(default_factory=dict)
     tflite: dict[str, Any] | None = None  # the model's tflite_fidelity.json, if it has TFLite models
+    # where and how the model trained (from its training history): devices, cached views and their cache
+    training: dict[str, Any] | None = None
     # '<type> <uri>' of earlier outputs found gone before this run (marked DELETED in MLMD, not used again)
     missing: list[str] = dataclasses.field(default_factory=list)
     notes: list[str] = dataclasses.field(default_factory=list)  # settings the command line chose for the user
@@ -89,6 +91,8 @@ class RunSummary:
             lines.append(f"  {model} metrics: {shown}")
         for label, values in self.metrics_by_label.items():
             lines.append(f"    {label}: " + ", ".join(f"{k} {_fmt(v)}" for k, v in values.items()))
+        if self.training:
+            lines.append(f"  trained on: {training_line(self.training)}")
         if self.tflite:
             shown = ", ".join(f"{kind} {100 * share:.1f}%"
                               for kind, share in export.tflite_agreement(self.tflite).items())
@@ -200,8 +204,21 @@ def summarize_run(store: metadata_store.MetadataStore | None, pipeline_name: str
     if summary.blessed is not None and summary.metrics:
         summary.decision = evaluation.decision(evaluation_uri, summary.blessed)
     if "Model" in summary.artifacts:
-        summary.tflite = export.read_tflite_fidelity(layout.serving_model_dir(summary.artifacts["Model"]))
+        serving_dir = layout.serving_model_dir(summary.artifacts["Model"])
+        summary.tflite = export.read_tflite_fidelity(serving_dir)
+        summary.training = export.read_training_record(serving_dir)
     return summary
+
+
+def training_line(training: dict) -> str:
+    """'CPU:0; cached views 2 (44 MiB in memory, filled in 9.6 s)'."""
+    shown = ", ".join(device.rsplit("device:", 1)[-1] for device in training.get("devices") or ["unrecorded"])
+    cache = training.get("cache")
+    if cache:
+        where = "in memory" if cache["location"] == "memory" else f"in files under {cache['location']}"
+        return (f"{shown}; cached views {cache['views']} ({cache['bytes'] / 2**20:.0f} MiB {where}, filled in "
+                f"{cache['fill_seconds']:.1f} s)")
+    return f"{shown}; every epoch augmented (no cached views)"
 
 
 def write_json(summary: RunSummary, path: str) -> None:

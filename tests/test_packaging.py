@@ -42,3 +42,24 @@ def test_the_dockerfile_installs_a_wheel_with_every_task_module_and_the_schema(t
     assert project_packages() <= installed, "packages missing from the wheel (setup.py PACKAGES)"
     assert (site / "pipeline" / "schema" / "schema.pbtxt").is_file()
     assert (site / "reporting" / "templates" / "report.html.j2").is_file()
+
+
+def test_the_gpu_images_cuda_libraries_are_what_the_locked_tensorflow_asks_for():
+    """requirements/lock-gpu.txt pins every package of tensorflow[and-cuda] at the version the installed (locked)
+    TensorFlow requires, and the Dockerfile installs it for VARIANT=gpu only."""
+    from importlib import metadata
+
+    from packaging.requirements import Requirement
+
+    wanted = [Requirement(r) for r in metadata.requires("tensorflow")]
+    wanted = {r.name: r.specifier for r in wanted if r.marker and r.marker.evaluate({"extra": "and-cuda"})
+              and not r.marker.evaluate({"extra": ""})}
+    assert wanted, "the installed TensorFlow declares no and-cuda extra"
+    lines = (ROOT / "requirements" / "lock-gpu.txt").read_text().splitlines()
+    pinned = dict(line.split("==") for line in lines if line and not line.startswith("#"))
+    assert set(pinned) == set(wanted)
+    for name, specifier in wanted.items():
+        assert pinned[name] in specifier, (name, pinned[name], str(specifier))
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    assert "ARG VARIANT=cpu" in dockerfile
+    assert 'if [ "$VARIANT" = gpu ]; then pip install --no-deps -r /tmp/lock-gpu.txt' in dockerfile

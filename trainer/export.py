@@ -24,7 +24,7 @@ import tensorflow as tf
 import tensorflow_transform as tft
 
 from contract import features
-from contract.layout import KERAS_MODEL_FILE, TFLITE_FIDELITY_FILE, TFLITE_FILES, WARMUP_FILE
+from contract.layout import KERAS_MODEL_FILE, TFLITE_FIDELITY_FILE, TFLITE_FILES, TRAINING_HISTORY_FILE, WARMUP_FILE
 from trainer.tflite import native_logs_held, tflite_logits
 
 
@@ -187,6 +187,17 @@ def read_tflite_fidelity(serving_model_dir: str) -> dict | None:
         return None
     with tf.io.gfile.GFile(path) as f:
         return json.load(f)
+
+
+def read_training_record(serving_model_dir: str) -> dict | None:
+    """Where and how the model in `serving_model_dir` trained: the devices and cached views of its training
+    history (layout.TRAINING_HISTORY_FILE), if it has one."""
+    path = os.path.join(serving_model_dir, TRAINING_HISTORY_FILE)
+    if not tf.io.gfile.exists(path):
+        return None
+    with tf.io.gfile.GFile(path) as f:
+        history = json.load(f)
+    return {key: history.get(key) for key in ("devices", "cached_views", "cache")}
 
 
 def tflite_agreement(fidelity: dict) -> dict[str, float]:

@@ -23,7 +23,7 @@ import tensorflow_transform as tft
 
 from config import TrainingConfig
 from contract import features, layout
-from trainer import export, feature_cache
+from trainer import devices, export, feature_cache
 from trainer import model as model_lib
 
 _MONITOR = "val_loss"
@@ -218,14 +218,26 @@ def _train_on_cached_views(model, phases: _Phases, train_examples, eval_examples
 def train(config: TrainingConfig, image_size: int, train_examples: tf.data.Dataset,
           eval_examples: tf.data.Dataset, calibration_pixels: np.ndarray | None, log_dir: str | None = None,
           base_model_dir: str | None = None, cache_dir: str | None = None,
-          counts: tuple[int, int] | None = None,
-          extra_callbacks: list[keras.callbacks.Callback] = ()) -> tuple[keras.Model, dict]:
+          counts: tuple[int, int] | None = None, extra_callbacks: list[keras.callbacks.Callback] = (),
+          strategy: tf.distribute.Strategy | None = None) -> tuple[keras.Model, dict]:
     """Runs both phases and returns the best model and its history record.
 
     The examples are unbatched (uint8 pixels, float label) pairs; `counts`,
     if known, their numbers (train, eval); `cache_dir`, where cached views
-    may go when they are over the memory budget.
+    may go when they are over the memory budget; `strategy`, where to train
+    (default: every visible GPU, see trainer.devices).
     """
+    strategy = strategy or devices.strategy()
+    with strategy.scope():
+        model, history = _train_in_scope(config, image_size, train_examples, eval_examples, calibration_pixels,
+                                         log_dir=log_dir, base_model_dir=base_model_dir, cache_dir=cache_dir,
+                                         counts=counts, extra_callbacks=extra_callbacks)
+    history["devices"] = devices.training_devices(strategy)
+    return model, history
+
+
+def _train_in_scope(config, image_size, train_examples, eval_examples, calibration_pixels, *, log_dir,
+                    base_model_dir, cache_dir, counts, extra_callbacks) -> tuple[keras.Model, dict]:
     model = model_lib.build_model(config, image_size)
     classifier = model_lib.get_classifier(model)
     warm_started = False
@@ -285,6 +297,7 @@ def run_fn(fn_args) -> None:
     warnings.filterwarnings("ignore", message=".*ran out of data.*")
     warnings.filterwarnings("ignore", message=".*`shuffle=True` was passed.*")
     config, image_size = training_config_from(fn_args.custom_config)
+    devices.check_requested()
     tf_transform_output = tft.TFTransformOutput(fn_args.transform_output)
     tft_layer = tf_transform_output.transform_features_layer()
     train_examples = pixels_and_labels(fn_args.train_files, tft_layer)

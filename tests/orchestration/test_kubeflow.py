@@ -20,6 +20,7 @@ from google.protobuf import json_format
 from kfp.pipeline_spec import pipeline_spec_pb2
 
 from config import PipelineConfig, with_overrides
+from contract import accelerators
 from orchestration import kfp_runs, kubeflow, vertex
 from pipeline import pipeline as pipeline_lib
 from tests.helpers import ROOT
@@ -143,6 +144,10 @@ def test_trainer_gets_its_resources_and_other_tasks_small_defaults(package):
     evaluator = executors[f"exec-{pipeline_lib.EVALUATOR.lower()}"]["container"]["resources"]
     assert "accelerator" not in evaluator and "cpuLimit" not in evaluator
     assert evaluator["cpuRequest"] == float(kubeflow.DEFAULT_TASK_CPU)
+    # The Trainer's task is told what it was given, so it can refuse to train on its CPU (trainer.devices).
+    env = {e["name"]: e["value"] for e in executors[f"exec-{pipeline_lib.TRAINER.lower()}"]["container"]["env"]}
+    assert env[accelerators.ACCELERATOR_ENV] == "nvidia.com/gpu" and env[accelerators.ACCELERATOR_COUNT_ENV] == "2"
+    assert "env" not in executors[f"exec-{pipeline_lib.EVALUATOR.lower()}"]["container"]
 
 
 def test_package_points_at_the_root_and_the_clusters_metadata_service(package):

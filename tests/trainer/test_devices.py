@@ -1,0 +1,67 @@
+import json
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from contract import accelerators
+from tests.helpers import ROOT
+from trainer import devices
+
+# Two logical CPU devices stand in for two GPUs: MirroredStrategy splits each batch between them and
+# all-reduces the gradients exactly as it would across GPUs. It needs a fresh process (devices are
+# configured before TensorFlow starts).
+_TWO_DEVICES = textwrap.dedent("""
+    import json, sys
+    import numpy as np
+    import tensorflow as tf
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+    from config import TrainingConfig
+    from trainer import devices, task
+    from trainer import model as model_lib
+
+    def examples(seed, n=16):
+        labels = (np.arange(n) % 2)[:, None].astype("float32")
+        pixels = np.random.default_rng(seed).uniform(0, 120, (n, 64, 64, 3)) + labels[:, :, None, None] * 120
+        return tf.data.Dataset.from_tensor_slices((pixels.astype("uint8"), labels))
+
+    config = TrainingConfig(weights="none", alpha=0.35, head_epochs=2, fine_tune_epochs=1, early_stopping_patience=0,
+                            batch_size=8, seed=2, cached_views=int(sys.argv[1]))
+    strategy = devices.strategy(["/cpu:0", "/cpu:1"])
+    calibration = next(iter(examples(3).batch(16)))[0].numpy().astype("float32")
+    model, history = task.train(config, 64, examples(0), examples(1), calibration, strategy=strategy)
+    logits = model_lib.get_classifier(model)(calibration).numpy()
+    print(json.dumps({"devices": history["devices"], "replicas": strategy.num_replicas_in_sync,
+                      "losses": [e["loss"] for e in history["epochs"]],
+                      "logit_spread": float(logits.std())}))
+""")
+
+
+@pytest.mark.parametrize("views", [2, 0])
+def test_training_is_mirrored_over_two_devices(views):
+    result = subprocess.run([sys.executable, "-c", _TWO_DEVICES, str(views)], cwd=ROOT, capture_output=True,
+                            text=True, timeout=600, env={"TF_CPP_MIN_LOG_LEVEL": "3", "PATH": "/usr/bin:/bin"})
+    assert result.returncode == 0, result.stderr[-3000:]
+    record = json.loads(result.stdout.strip().splitlines()[-1])
+    assert record["replicas"] == 2
+    assert [device.lower() for device in record["devices"]] == ["/job:localhost/replica:0/task:0/device:cpu:0",
+                                                                 "/job:localhost/replica:0/task:0/device:cpu:1"]
+    assert len(record["losses"]) == 3 and all(loss == loss for loss in record["losses"])  # no NaN
+    assert record["logit_spread"] > 0  # a model came out, not a constant
+
+
+def test_one_device_trains_without_a_distribution_strategy():
+    assert devices.strategy([]) is devices.strategy(["/cpu:0"])  # the default strategy, shared
+    assert devices.training_devices(devices.strategy([]))[0].lower().endswith("cpu:0")
+
+
+def test_a_task_given_gpus_that_tensorflow_cannot_see_fails_in_one_line():
+    devices.check_requested({})  # nothing asked, nothing checked
+    with pytest.raises(devices.AcceleratorUnavailableError) as raised:
+        devices.check_requested({accelerators.ACCELERATOR_ENV: "nvidia.com/gpu",
+                                 accelerators.ACCELERATOR_COUNT_ENV: "4"})
+    message = str(raised.value)
+    assert "\n" not in message
+    assert "asked for 4 nvidia.com/gpu but TensorFlow sees 0 GPU(s)" in message and "VARIANT=gpu" in message
