@@ -38,7 +38,7 @@ SECTION = "1 training"
 class Recipe:
     image_size: int = 160
     train_images: int = 640
-    eval_images: int = 160
+    eval_images: int = 320
     head_epochs: int = 10
     fine_tune_epochs: int = 10
     look: str = "cartoon"

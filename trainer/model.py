@@ -154,3 +154,27 @@ def unfreeze_for_fine_tuning(model: keras.Model, fine_tune_from: int) -> None:
     base.trainable = True
     for index, layer in enumerate(base.layers):
         layer.trainable = index >= fine_tune_from and not isinstance(layer, keras.layers.BatchNormalization)
+
+
+def save_base_weights(model: keras.Model, path: str) -> None:
+    """Writes the base's weights as a no-top weights file in the layout of Keras' own ImageNet files
+    (HDF5: the layer names as an attribute of the root, one group per layer holding its weights under
+    `<layer>/<weight>:0`, in Keras' legacy order), which `--weights FILE` loads as it would those.
+
+    A model trained here on one set of images so becomes the pretrained start for another."""
+    import h5py
+
+    base = get_base(model)
+    with h5py.File(path, "w") as f:
+        f.attrs["layer_names"] = [layer.name.encode("utf8") for layer in base.layers]
+        f.attrs["backend"] = b"tensorflow"
+        f.attrs["keras_version"] = keras.__version__.encode("utf8")
+        for layer in base.layers:
+            group = f.create_group(layer.name)
+            # Keras' legacy order lists a layer's trainable weights first; MobileNetV2's layers (convolutions, then
+            # BatchNorm's gamma, beta, moving mean and variance) already list them so, whether frozen or not.
+            variables = layer.weights
+            names = [f"{layer.name}/{variable.name}:0" for variable in variables]
+            group.attrs["weight_names"] = [name.encode("utf8") for name in names]
+            for name, variable in zip(names, variables):
+                group.create_dataset(name, data=keras.ops.convert_to_numpy(variable))

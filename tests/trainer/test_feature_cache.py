@@ -1,5 +1,4 @@
 import dataclasses
-import logging
 import os
 import subprocess
 
@@ -77,7 +76,7 @@ def test_each_epoch_reads_one_view_of_every_image():
     assert not np.array_equal(epochs[0], epochs[1])
 
 
-def test_a_cache_over_the_memory_budget_goes_to_files_and_is_removed_after_training(tmp_path, caplog):
+def test_a_cache_over_the_memory_budget_goes_to_files_and_is_removed_after_training(tmp_path, capsys):
     config = dataclasses.replace(CONFIG, cache_memory_mb=0)
     cache_dir = tmp_path / "model_run" / task.CACHE_FOLDER
     seen = []
@@ -86,12 +85,13 @@ def test_a_cache_over_the_memory_budget_goes_to_files_and_is_removed_after_train
         def on_epoch_end(self, epoch, logs=None):
             seen.append(sorted(os.listdir(cache_dir)))
 
-    with caplog.at_level(logging.WARNING):
-        _, history = task.train(config, SIZE, _examples(16, 0), _examples(8, 1), calibration_pixels=None,
-                                cache_dir=str(cache_dir), extra_callbacks=[_Look()])
+    _, history = task.train(config, SIZE, _examples(16, 0), _examples(8, 1), calibration_pixels=None,
+                            cache_dir=str(cache_dir), extra_callbacks=[_Look()])
     assert history["cache"]["location"] == str(cache_dir / "train")
     assert any(name.startswith("train") for name in seen[0]) and any(name.startswith("eval") for name in seen[0])
-    assert "over the 0 MiB memory budget" in caplog.text
+    notice = [line for line in capsys.readouterr().out.splitlines() if "memory budget" in line]
+    assert len(notice) == 1 and "MiB are over the 0 MiB memory budget (--cache-memory-mb)" in notice[0]
+    assert str(cache_dir) in notice[0]
     assert not cache_dir.exists()
 
 

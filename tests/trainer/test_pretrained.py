@@ -1,0 +1,71 @@
+"""The pretrained path (--weights FILE), exercised offline with a base this project pretrains itself.
+
+A MobileNetV2 trained from random weights on the dusk look, its base saved in
+the layout of Keras' ImageNet no-top files, must load as such a file does,
+train without the BatchNorm calibration random weights need, with the default
+schedule, and beat random weights trained with the same epochs on the demo's
+look.
+"""
+
+import h5py
+import keras
+import numpy as np
+import pytest
+
+from benchmarks import pretrained
+from config import TrainingConfig
+from trainer import model as model_lib
+
+pytestmark = pytest.mark.e2e
+SETUP = pretrained.Setup(image_size=96, alpha=0.35, pretrain_per_class=150, train_per_class=60, eval_per_class=40)
+
+
+@pytest.fixture(scope="module")
+def experiment(tmp_path_factory):
+    scratch = tmp_path_factory.mktemp("pretrained")
+    weights_file, pretraining = pretrained.pretrain_base(SETUP, scratch)
+    results, models = pretrained.transfer(SETUP, weights_file, scratch)
+    return {"file": weights_file, "pretraining": pretraining, "results": results, "models": models}
+
+
+def _file_weights(path):
+    """{layer name: [arrays]} as Keras' legacy loader reads a weights file."""
+    with h5py.File(path, "r") as f:
+        layers = [name.decode() for name in f.attrs["layer_names"]]
+        return {layer: [np.asarray(f[layer][name.decode()]) for name in f[layer].attrs["weight_names"]]
+                for layer in layers}
+
+
+def test_the_file_is_in_the_layout_of_keras_imagenet_files_and_loads_into_the_base(experiment):
+    stored = _file_weights(experiment["file"])
+    base = model_lib.build_base(TrainingConfig(weights=str(experiment["file"]), alpha=SETUP.alpha), SETUP.image_size)
+    assert [layer.name for layer in base.layers] == list(stored)
+    weighted = [layer for layer in base.layers if layer.weights]
+    assert len(weighted) > 100
+    for layer in weighted:
+        assert len(stored[layer.name]) == len(layer.weights)
+        for variable, array in zip(layer.weights, stored[layer.name]):
+            np.testing.assert_array_equal(variable.numpy(), array, err_msg=variable.path)
+    # The file holds the base that was pretrained, not a random one: it is no fresh base's.
+    fresh = model_lib.build_base(TrainingConfig(weights="none", alpha=SETUP.alpha), SETUP.image_size)
+    assert not np.array_equal(fresh.get_layer("Conv1").weights[0].numpy(), stored["Conv1"][0])
+
+
+def test_the_pretrained_base_trains_with_the_default_schedule_and_no_calibration(experiment):
+    results = experiment["results"]
+    assert results["pretrained file"]["schedule"] == pretrained.DEFAULT_SCHEDULE
+    assert results["random weights"]["schedule"] == pretrained.DEFAULT_SCHEDULE
+    # BatchNorm is frozen in both phases, so its statistics after training are those of the file unless a
+    # calibration overwrote them.
+    stored = _file_weights(experiment["file"])
+    base = model_lib.get_base(experiment["models"]["pretrained file"])
+    norms = [layer for layer in base.layers if isinstance(layer, keras.layers.BatchNormalization)]
+    for layer in norms:
+        for variable, array in zip(layer.weights, stored[layer.name]):
+            np.testing.assert_array_equal(variable.numpy(), array, err_msg=variable.path)
+
+
+def test_the_transfer_transfers(experiment):
+    results = experiment["results"]
+    assert experiment["pretraining"]["accuracy"] >= 0.8, experiment["pretraining"]
+    assert results["pretrained file"]["accuracy"] >= results["random weights"]["accuracy"] + 0.1, results
