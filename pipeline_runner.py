@@ -34,6 +34,10 @@ EXAMPLES = textwrap.dedent("""\
       python pipeline_runner.py run --data-dir ~/pets --output-dir runs/pets \\
           --weights ~/mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5 --image-size 224
 
+      # a pushed model's base as a weights file: the pretrained start for other photos
+      python pipeline_runner.py base-weights --output-dir runs/pets --out ~/pets_base_no_top.h5
+      python pipeline_runner.py run --data-dir ~/shelter --output-dir runs/shelter --weights ~/pets_base_no_top.h5
+
       # classify your own photos with the newest pushed model; Grad-CAM heat maps on the contact sheet
       python pipeline_runner.py predict ~/photos --output-dir runs/pets --explain
 
@@ -116,6 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
     _models_parser(commands)
     _rollback_parser(commands)
     _predict_parser(commands)
+    _base_weights_parser(commands)
     _compile_parser(commands)
     _submit_parser(commands)
     _schedule_parser(commands)
@@ -185,6 +190,20 @@ def _predict_parser(commands) -> None:
                               "with --model, beside the run that pushed it (./predictions/ for a model elsewhere).")
     predict.add_argument("--explain", action="store_true",
                          help="Overlay Grad-CAM heat maps (MobileNetV2's last convolutional block) on the sheet.")
+
+
+def _base_weights_parser(commands) -> None:
+    base = commands.add_parser(
+        "base-weights", help="Save a pushed model's MobileNetV2 base as a weights file for --weights.",
+        description="Writes the base of a pushed model (MobileNetV2 without its head) as a no-top weights file in "
+                    "the layout of Keras' own ImageNet files. Another pipeline then starts from it with --weights "
+                    "FILE and the same --alpha (any --image-size): a model trained on your images becomes the "
+                    "pretrained start of the next task, trained with the default schedule.")
+    where = base.add_mutually_exclusive_group()
+    where.add_argument("--model", type=pathlib.Path, help="A pushed version's folder, e.g. runs/demo/serving_model/3.")
+    where.add_argument("--output-dir", type=pathlib.Path, default=pathlib.Path("runs/default"),
+                       help="Use the newest version under <output-dir>/serving_model. Default: runs/default.")
+    base.add_argument("--out", type=pathlib.Path, required=True, help="The weights file to write (.h5).")
 
 
 def _compile_parser(commands) -> None:
@@ -527,6 +546,28 @@ def command_predict(args: argparse.Namespace) -> int:
     return errors.OK
 
 
+def command_base_weights(args: argparse.Namespace) -> int:
+    from contract import layout
+    from inference import predict
+
+    if args.out.suffix != ".h5":
+        raise CommandError(f"--out must name an .h5 file (the format of Keras' ImageNet weights), got {args.out}")
+    model_dir = args.model or predict.latest_version_dir(RunLayout(args.output_dir.resolve()).serving_dir)
+    keras_file = model_dir / layout.KERAS_MODEL_FILE
+    if not keras_file.is_file():
+        raise CommandError(f"{model_dir} has no {layout.KERAS_MODEL_FILE}: not a model version this pipeline pushed")
+    import keras
+
+    from trainer import model as model_lib
+
+    classifier = keras.models.load_model(keras_file, compile=False)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    model_lib.save_base_weights(classifier, str(args.out))
+    print(f"wrote the MobileNetV2 base of {model_dir} to {args.out}; start from it with --weights {args.out} "
+          "and the --alpha that model was trained with")
+    return errors.OK
+
+
 def _default_sheet(run_or_model: pathlib.Path) -> pathlib.Path:
     """<output-dir>/predictions/contact_sheet.png, for a run's output dir or a model it pushed
     (<output-dir>/serving_model/<N>)."""
@@ -673,6 +714,7 @@ def command_schedule(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {"run": command_run, "ingest": command_ingest, "models": command_models, "predict": command_predict,
+            "base-weights": command_base_weights,
             "rollback": command_rollback, "compile": command_compile, "submit": command_submit,
             "schedule": command_schedule}
 

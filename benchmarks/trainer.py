@@ -2,7 +2,9 @@
 """Section 1 of the benchmark suite: the Trainer's two phases against the plain Keras script.
 
     .venv/bin/python -m benchmarks.trainer            # make bench-trainer: figures into runs/benchmarks.json
-    .venv/bin/python -m benchmarks.trainer --look dusk --from-scratch --images 8000 --no-reference
+    .venv/bin/python -m benchmarks.trainer --weights none     # random weights
+    .venv/bin/python -m benchmarks.trainer --look dusk --from-scratch
+    .venv/bin/python -m benchmarks.trainer --images 8000 --rss-only
 
 The reference is what the popular notebooks do, written out here on its own:
 image_dataset_from_directory over the JPEG files, augmentation layers, a
@@ -14,8 +16,11 @@ recipe (the defaults: 10 head epochs at 1e-3, 10 fine-tune epochs from layer
 100 at 1e-4, batch 32, flip/rotation/zoom), no early stopping, once with
 cached views (the default) and once augmenting every epoch. Ratios above 1
 mean the Trainer is faster. Phase 1 of ours includes filling the cache.
-Random weights (no ImageNet download here): the timing does not depend on
-them; our runs set their BatchNorm statistics first, as the Trainer does.
+The recipe is made for ImageNet weights, which cannot be downloaded here:
+both start from a base pretrained on the dusk look by benchmarks/pretrained.py
+(made once, kept under runs/pretrained/). The timing does not depend on the
+weights; with --weights none our runs set their BatchNorm statistics first,
+as the Trainer does.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ import json
 import os
 import pathlib
 import resource
+import shutil
 import sys
 import tempfile
 import time
@@ -43,9 +49,12 @@ class Recipe:
     fine_tune_epochs: int = 10
     look: str = "cartoon"
     from_scratch: bool = False
+    # "pretrained": a base pretrained here on the dusk look (benchmarks/pretrained.py), standing in for ImageNet
+    # weights, which the default recipe is made for; "none": random weights.
+    weights: str = "pretrained"
 
 
-QUICK = Recipe(image_size=96, train_images=64, eval_images=32, head_epochs=1, fine_tune_epochs=1)
+QUICK = Recipe(image_size=96, train_images=64, eval_images=32, head_epochs=1, fine_tune_epochs=1, weights="none")
 
 
 def _figure(name, value, unit, reference=None, ratio=None, target=None, met=None) -> dict:
@@ -53,10 +62,10 @@ def _figure(name, value, unit, reference=None, ratio=None, target=None, met=None
             "ratio": ratio, "target": target, "met": met}
 
 
-def _config(recipe: Recipe, cached_views: int):
+def _config(recipe: Recipe, cached_views: int, weights: str = "none"):
     from config import FROM_SCRATCH_SCHEDULE, PipelineConfig, TrainingConfig, with_overrides
 
-    settings = {"weights": "none", "seed": 1, "cached_views": cached_views, "early_stopping_patience": 0}
+    settings = {"weights": weights, "seed": 1, "cached_views": cached_views, "early_stopping_patience": 0}
     if recipe.from_scratch:
         settings.update(FROM_SCRATCH_SCHEDULE)
     settings.update(head_epochs=recipe.head_epochs, fine_tune_epochs=recipe.fine_tune_epochs)
@@ -110,7 +119,7 @@ def run_ours(recipe: Recipe, paths: dict, cached_views: int) -> dict:
     """The Trainer's training on the ingested files: seconds of each phase and in all, best eval accuracy."""
     from trainer import preprocessing, task
 
-    config = _config(recipe, cached_views)
+    config = _config(recipe, cached_views, paths["weights"])
 
     def transform(raw):  # the Transform graph (preprocessing_fn), as the TFT layer runs it
         return preprocessing.preprocessing_fn(raw, {"image_size": recipe.image_size})
@@ -119,7 +128,8 @@ def run_ours(recipe: Recipe, paths: dict, cached_views: int) -> dict:
     train_examples = task.pixels_and_labels([str(paths["train_records"])], transform)
     eval_examples = task.pixels_and_labels([str(paths["eval_records"])], transform)
     clock = _PhaseClock()
-    calibration = task.sample_pixels(train_examples, config.calibration_images, config)
+    calibration = task.sample_pixels(train_examples, config.calibration_images, config) if config.random_init \
+        else None
     _, history = task.train(config, recipe.image_size, train_examples, eval_examples, calibration,
                             counts=(recipe.train_images, recipe.eval_images), extra_callbacks=[clock.callback])
     whole = time.perf_counter() - started
@@ -134,7 +144,7 @@ def run_reference(recipe: Recipe, paths: dict) -> dict:
     import keras
     import tensorflow as tf
 
-    config = _config(recipe, 0)
+    config = _config(recipe, 0, paths["weights"])
     started = time.perf_counter()
 
     def folder(split, shuffle):
@@ -144,7 +154,7 @@ def run_reference(recipe: Recipe, paths: dict) -> dict:
 
     train, evaluation = folder("train", True), folder("eval", False)
     base = keras.applications.MobileNetV2(input_shape=(recipe.image_size,) * 2 + (3,), include_top=False,
-                                          weights=None)
+                                          weights=None if config.random_init else config.weights)
     base.trainable = False
     inputs = keras.Input((recipe.image_size, recipe.image_size, 3))
     x = keras.layers.RandomFlip("horizontal")(inputs)
@@ -169,11 +179,31 @@ def run_reference(recipe: Recipe, paths: dict) -> dict:
     return {"whole": time.perf_counter() - started, "phase 1": clock.seconds[0], "phase 2": clock.seconds[1]}
 
 
+def pretrained_base(recipe: Recipe) -> str:
+    """The weights of the recipe: "none", or the file of a base pretrained on the dusk look at the recipe's
+    image size, made once (a few minutes) and kept under runs/pretrained/."""
+    if recipe.weights == "none":
+        return "none"
+    from benchmarks import pretrained
+
+    path = ROOT / "runs" / "pretrained" / f"mobilenet_v2_dusk_1.0_{recipe.image_size}_no_top.h5"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory() as scratch:
+            made, figures = pretrained.pretrain_base(pretrained.Setup(image_size=recipe.image_size),
+                                                     pathlib.Path(scratch))
+            shutil.move(made, path)
+        print(f"pretrained a base on the dusk look (its eval accuracy there {figures['accuracy']:.4f}): {path}")
+    return str(path)
+
+
 def bench_training(recipe: Recipe, scratch: pathlib.Path) -> list[dict]:
     """The section's figures (names are the suite's contract)."""
-    paths = write_images(recipe, scratch)
+    from config import TrainingConfig
+
+    paths = write_images(recipe, scratch) | {"weights": pretrained_base(recipe)}
     reference = run_reference(recipe, paths)
-    cached = run_ours(recipe, paths, cached_views=_config(recipe, 2).cached_views)
+    cached = run_ours(recipe, paths, cached_views=TrainingConfig().cached_views)
     every_epoch = run_ours(recipe, paths, cached_views=0)
     figures = []
     for name, key, target in (("whole Trainer", "whole", 2.5), ("phase 1", "phase 1", 4.0),
@@ -203,8 +233,10 @@ def _merge(path: pathlib.Path, figures: list[dict], recipe: Recipe) -> None:
 
 
 def _peak_rss(recipe: Recipe, scratch: pathlib.Path) -> None:
-    paths = write_images(recipe, scratch)
-    ours = run_ours(recipe, paths, cached_views=_config(recipe, 2).cached_views)
+    from config import TrainingConfig
+
+    paths = write_images(recipe, scratch) | {"weights": pretrained_base(recipe)}
+    ours = run_ours(recipe, paths, cached_views=TrainingConfig().cached_views)
     print(f"{recipe.train_images} train + {recipe.eval_images} eval images of the {recipe.look} look at "
           f"{recipe.image_size} px: Trainer {ours['whole']:.0f} s, cache {ours['cache']['bytes'] / 2**20:.0f} MiB "
           f"({ours['cache']['location']}), eval accuracy {ours['accuracy']:.4f}, peak RSS "
@@ -217,12 +249,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--look", choices=("cartoon", "dusk"), default="cartoon")
     parser.add_argument("--from-scratch", action="store_true", help="The from-scratch schedule of --weights none.")
     parser.add_argument("--images", type=int, help="Training images (default 640).")
+    parser.add_argument("--weights", choices=("pretrained", "none"), default="pretrained",
+                        help="A base pretrained on the dusk look (default; the recipe is made for pretrained "
+                             "weights), or random weights.")
     parser.add_argument("--rss-only", action="store_true",
                         help="Only our Trainer with cached views, in this process: its time and peak RSS.")
     parser.add_argument("--json", type=pathlib.Path, default=ROOT / "runs" / "benchmarks.json")
     args = parser.parse_args(argv)
     recipe = QUICK if args.quick else Recipe()
-    recipe = dataclasses.replace(recipe, look=args.look, from_scratch=args.from_scratch)
+    recipe = dataclasses.replace(recipe, look=args.look, from_scratch=args.from_scratch,
+                                 weights="none" if args.quick or args.from_scratch else args.weights)
     if args.from_scratch:
         from config import FROM_SCRATCH_SCHEDULE
 

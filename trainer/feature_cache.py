@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import errno
+import functools
 import math
 import os
 import re
@@ -110,9 +111,9 @@ def split(model: keras.Model, config: TrainingConfig) -> SplitClassifier:
     return SplitClassifier(augment, below, above, classifier.get_layer("pool"), after_pool, cut)
 
 
-def _views_fn(parts: SplitClassifier, rescale: keras.layers.Layer, image_size: int):
-    """(uint8 pixel batch, labels, views, augmented) -> (cut [B*K, ...], pooled [B*K, d], label [B*K, 1]),
-    image-major, view-minor. The network is traced once, for any batch size, for both splits."""
+def _view_fn(parts: SplitClassifier, rescale: keras.layers.Layer, image_size: int):
+    """(uint8 pixel batch, labels, augmented) -> (activations at the cut, pooled output, labels), float16
+    features. The network is traced once, for any batch size and both splits."""
     spec = [tf.TensorSpec([None, image_size, image_size, 3], tf.float32)]
 
     @tf.function(input_signature=spec)
@@ -122,35 +123,24 @@ def _views_fn(parts: SplitClassifier, rescale: keras.layers.Layer, image_size: i
 
     @tf.function(input_signature=spec)
     def augment(pixels):
-        return _through_training(parts.augment, pixels)
+        for layer in parts.augment:
+            pixels = layer(pixels, training=True)
+        return pixels
 
-    def interleave(tensors):  # K x [B, ...] -> [B * K, ...]
-        stacked = tf.stack(tensors, axis=1)
-        return tf.reshape(stacked, tf.concat([[-1], tf.shape(stacked)[2:]], axis=0))
-
-    def compute(pixels, labels, views: int, augmented: bool):
+    def compute(pixels, labels, augmented: bool):
         pixels = tf.cast(pixels, tf.float32)
-        computed = [features(augment(pixels) if augmented else pixels) for _ in range(views)]
-        return (interleave([cut for cut, _ in computed]), interleave([pooled for _, pooled in computed]),
-                tf.repeat(labels, views, axis=0))
+        return (*features(augment(pixels) if augmented else pixels), labels)
     return compute
-
-
-def _through_training(layers, x):
-    for layer in layers:
-        x = layer(x, training=True)
-    return x
 
 
 @dataclasses.dataclass
 class CachedSplit:
-    """One split's filled cache."""
+    """One split's filled cache: a dataset of unbatched (cut, pooled, label) elements per view."""
 
-    dataset: tf.data.Dataset  # unbatched (cut, pooled, label) elements, view-minor
+    views: list[tf.data.Dataset]
     images: int
-    views: int
     bytes: int
-    location: str  # "memory" or the cache's file prefix
+    location: str  # "memory" or the folder of the cache's files
 
 
 @dataclasses.dataclass
@@ -160,27 +150,27 @@ class FeatureCache:
     fill_seconds: float
 
     def record(self) -> dict:
-        return {"views": self.train.views, "train_images": self.train.images, "eval_images": self.eval.images,
+        return {"views": len(self.train.views), "train_images": self.train.images, "eval_images": self.eval.images,
                 "bytes": self.train.bytes + self.eval.bytes, "location": self.train.location,
                 "fill_seconds": round(self.fill_seconds, 3)}
 
     def epochs(self, part: int, *, split: str, first_epoch: int, epochs: int, config: TrainingConfig
-               ) -> tuple[tf.data.Dataset, int]:
-        """Batches of (features, label) for `epochs` epochs, epoch e on view e mod K, and the steps of one
-        epoch. The eval split has one view and is read in order."""
+               ) -> tuple[tf.data.Dataset, int | None]:
+        """Batches of (features, label): for training, `epochs` epochs, epoch e on view e mod K, shuffled,
+        and the steps of one epoch; for eval, its one view in order (and None)."""
         cached = self.train if split == "train" else self.eval
+
+        def batches(view):
+            return view.map(lambda *e: (tf.cast(e[part], tf.float32), e[2])).batch(config.batch_size)
+
         if split != "train":
-            data = cached.dataset.map(lambda *e: (tf.cast(e[part], tf.float32), e[2])).batch(config.batch_size)
             # A known length: Keras then reads it without a warning that it "ran out of data".
             steps = math.ceil(cached.images / config.batch_size)
-            return data.apply(tf.data.experimental.assert_cardinality(steps)).prefetch(tf.data.AUTOTUNE), None
-
-        def one_epoch(epoch):
-            view = cached.dataset.shard(cached.views, epoch % cached.views)
-            return (view.shuffle(config.shuffle_buffer, seed=config.seed + epoch)
-                    .map(lambda *e: (tf.cast(e[part], tf.float32), e[2])).batch(config.batch_size))
-
-        data = tf.data.Dataset.range(first_epoch, first_epoch + epochs).flat_map(one_epoch)
+            return batches(cached.views[0]).apply(tf.data.experimental.assert_cardinality(steps)).prefetch(
+                tf.data.AUTOTUNE), None
+        data = functools.reduce(tf.data.Dataset.concatenate, [
+            batches(cached.views[epoch % len(cached.views)].shuffle(config.shuffle_buffer, seed=config.seed + epoch))
+            for epoch in range(first_epoch, first_epoch + epochs)])
         return data.prefetch(tf.data.AUTOTUNE), math.ceil(cached.images / config.batch_size)
 
 
@@ -195,26 +185,28 @@ def count(dataset: tf.data.Dataset) -> int:
     return int(dataset.reduce(tf.constant(0, tf.int64), lambda count, _: count + 1))
 
 
-def _fill_split(pixels: tf.data.Dataset, compute, signature, *, augmented: bool, images: int, views: int,
-                element_bytes: int, cache_path: str | None) -> CachedSplit:
-    def computed():
-        # The base runs here, on the Python side of the pipeline: inside a tf.data map it took 20% longer
-        # (tf.data's threads) and traced the network again.
-        for batch_pixels, batch_labels in pixels.batch(64).prefetch(2):
-            yield compute(batch_pixels, batch_labels, views, augmented)
+def _fill_views(pixels: tf.data.Dataset, compute, signature, *, views: int, augmented: bool,
+                cache_dir: str | None, name: str) -> list[tf.data.Dataset]:
+    """`views` views of every image. The base runs on the Python side, not in a tf.data map: there it took 20%
+    longer (tf.data's threads) and was traced again. In memory, one pass decodes each image once for all its
+    views; to files, one pass a view."""
+    batches = pixels.batch(64).prefetch(2)
+    if cache_dir is None:
+        computed = [[compute(p, labels, augmented) for _ in range(views)] for p, labels in batches]
+        return [tf.data.Dataset.from_tensor_slices(tuple(tf.concat(column, 0) for column in zip(*per_view)))
+                for per_view in zip(*computed)]
 
-    elements = tf.data.Dataset.from_generator(computed, output_signature=signature).unbatch().cache(cache_path or "")
-    try:
-        count(elements)  # one pass fills the cache
-    except (tf.errors.ResourceExhaustedError, tf.errors.UnknownError, tf.errors.InternalError,
-            OSError) as error:
-        if cache_path and _no_space(error):
-            raise FeatureCacheError(
-                f"no space left on the disk of {os.path.dirname(cache_path)} while caching the base's "
-                f"features ({images * views * element_bytes / 2**20:.0f} MiB to write): free space there or "
-                "raise --cache-memory-mb") from error
-        raise
-    return CachedSplit(elements, images, views, images * views * element_bytes, cache_path or "memory")
+    def computed_batches():
+        for p, labels in batches:
+            yield compute(p, labels, augmented)
+
+    files = []
+    for index in range(views):
+        view = tf.data.Dataset.from_generator(computed_batches, output_signature=signature).unbatch().cache(
+            os.path.join(cache_dir, f"{name}-{index}"))
+        count(view)  # one pass writes the files
+        files.append(view)
+    return files
 
 
 def _no_space(error: Exception) -> bool:
@@ -238,14 +230,25 @@ def fill(model: keras.Model, parts: SplitClassifier, train_pixels: tf.data.Datas
               f"memory budget (--cache-memory-mb): caching them to files under {cache_dir}", flush=True)
     signature = (tf.TensorSpec([None, *parts.above.input.shape[1:]], tf.float16),
                  tf.TensorSpec([None, *parts.pool.output.shape[1:]], tf.float16), tf.TensorSpec([None, 1], tf.float32))
-    compute = _views_fn(parts, rescale, parts.below.input.shape[1])
-    train = _fill_split(train_pixels, compute, signature, augmented=True, images=train_images,
-                        views=views, element_bytes=element_bytes,
-                        cache_path=os.path.join(cache_dir, "train") if on_disk else None)
-    evaluation = _fill_split(eval_pixels, compute, signature, augmented=False, images=eval_images,
-                             views=1, element_bytes=element_bytes,
-                             cache_path=os.path.join(cache_dir, "eval") if on_disk else None)
-    return FeatureCache(train, evaluation, time.perf_counter() - started)
+    compute = _view_fn(parts, rescale, parts.below.input.shape[1])
+
+    def fill_views(pixels, name, views, augmented):
+        try:
+            return _fill_views(pixels, compute, signature, views=views, augmented=augmented,
+                               cache_dir=cache_dir if on_disk else None, name=name)
+        except (tf.errors.ResourceExhaustedError, tf.errors.UnknownError, tf.errors.InternalError, OSError) as error:
+            if on_disk and _no_space(error):
+                raise FeatureCacheError(
+                    f"no space left on the disk of {cache_dir} while caching the base's features ({total / 2**20:.0f} "
+                    "MiB to write): free space there or raise --cache-memory-mb") from error
+            raise
+
+    train_views = fill_views(train_pixels, "train", views, augmented=True)
+    (eval_view,) = fill_views(eval_pixels, "eval", 1, augmented=False)
+    location = cache_dir if on_disk else "memory"
+    return FeatureCache(CachedSplit(train_views, train_images, train_images * views * element_bytes, location),
+                        CachedSplit([eval_view], eval_images, eval_images * element_bytes, location),
+                        time.perf_counter() - started)
 
 
 def remove(cache_dir: str | None) -> None:

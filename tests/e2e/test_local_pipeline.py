@@ -14,6 +14,7 @@ import shutil
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 from ml_metadata.proto import metadata_store_pb2
 
@@ -80,6 +81,38 @@ def test_first_run_executes_every_component_once_and_pushes_version_1(runs):
     assert by_label and set(by_label) <= {"label=0", "label=1"}
     assert sum(m["example_count"] for m in by_label.values()) == summary["metrics"]["candidate"]["example_count"]
     assert "Pipeline cats-vs-dogs" in runs["first"].stdout and "pushed: version 1" in runs["first"].stdout
+
+
+def test_the_summary_says_where_and_how_the_model_trained(runs):
+    training = runs["first_summary"]["training"]
+    assert [device.rsplit("device:", 1)[-1] for device in training["devices"]] == ["CPU:0"]  # no GPU here
+    cache = training["cache"]
+    assert training["cached_views"] == cache["views"] == 2  # the default
+    assert cache["location"] == "memory" and cache["bytes"] > 0 and cache["fill_seconds"] > 0
+    assert cache["train_images"] + cache["eval_images"] == 32  # every ingested image, each split once
+    assert f"trained on: CPU:0; cached views 2 ({cache['bytes'] / 2**20:.0f} MiB in memory" in runs["first"].stdout
+
+
+def test_base_weights_writes_the_pushed_models_base_for_weights_file(runs, tmp_path):
+    import keras
+
+    from config import TrainingConfig
+    from contract import layout
+    from trainer import model as model_lib
+
+    out = tmp_path / "base_no_top.h5"
+    result = subprocess.run([sys.executable, str(ROOT / "pipeline_runner.py"), "base-weights", "--output-dir",
+                             str(runs["out"]), "--out", str(out)], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert f"--weights {out}" in result.stdout
+    pushed = keras.models.load_model(runs["out"] / "serving_model" / "1" / layout.KERAS_MODEL_FILE, compile=False)
+    loaded = model_lib.build_base(TrainingConfig(weights=str(out), alpha=0.35), 96)  # another image size: fine
+    for mine, theirs in zip(loaded.weights, model_lib.get_base(pushed).weights, strict=True):
+        np.testing.assert_array_equal(mine.numpy(), theirs.numpy(), err_msg=mine.path)
+    refused = subprocess.run([sys.executable, str(ROOT / "pipeline_runner.py"), "base-weights", "--output-dir",
+                              str(runs["out"]), "--out", str(tmp_path / "base.keras")], capture_output=True, text=True,
+                             timeout=300)
+    assert refused.returncode == 2 and refused.stderr.strip().startswith("error: --out must name an .h5 file")
 
 
 # A Python warning (FutureWarning, RuntimeWarning, UserWarning...), a logging WARNING, a native W-line.

@@ -42,6 +42,8 @@ def _one_line(err):
     (["--fine-tune-from", "100000"], f"invalid fine_tune_from: must be below {config_lib.MOBILENET_V2_BASE_LAYERS}"),
     (["--weights", "/nonexistent.h5"], "--weights /nonexistent.h5: no such file"),
     (["--min-eval-examples", "-1"], "invalid min_eval_examples: must be an integer >= 0"),
+    (["--cached-views", "-1"], "invalid cached_views: must be an integer >= 0"),
+    (["--cache-memory-mb", "-5"], "invalid cache_memory_mb: must be an integer >= 0"),
 ])
 def test_settings_that_cannot_work_are_refused_before_any_work(tmp_path, capsys, flags, message):
     out = tmp_path / "out"
