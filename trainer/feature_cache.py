@@ -154,24 +154,26 @@ class FeatureCache:
                 "bytes": self.train.bytes + self.eval.bytes, "location": self.train.location,
                 "fill_seconds": round(self.fill_seconds, 3)}
 
-    def epochs(self, part: int, *, split: str, first_epoch: int, epochs: int, config: TrainingConfig
-               ) -> tuple[tf.data.Dataset, int | None]:
-        """Batches of (features, label): for training, `epochs` epochs, epoch e on view e mod K, shuffled,
-        and the steps of one epoch; for eval, its one view in order (and None)."""
-        cached = self.train if split == "train" else self.eval
-
-        def batches(view):
-            return view.map(lambda *e: (tf.cast(e[part], tf.float32), e[2])).batch(config.batch_size)
-
-        if split != "train":
-            # A known length: Keras then reads it without a warning that it "ran out of data".
-            steps = math.ceil(cached.images / config.batch_size)
-            return batches(cached.views[0]).apply(tf.data.experimental.assert_cardinality(steps)).prefetch(
-                tf.data.AUTOTUNE), None
+    def training_epochs(self, part: int, *, first_epoch: int, epochs: int, config: TrainingConfig
+                        ) -> tuple[tf.data.Dataset, int]:
+        """Batches of (features, label) for `epochs` epochs, epoch e on view e mod K, shuffled; and the steps
+        of one epoch. `part`: CUT or POOLED."""
+        views = self.train.views
         data = functools.reduce(tf.data.Dataset.concatenate, [
-            batches(cached.views[epoch % len(cached.views)].shuffle(config.shuffle_buffer, seed=config.seed + epoch))
+            _batches(views[epoch % len(views)].shuffle(config.shuffle_buffer, seed=config.seed + epoch), part,
+                     config)
             for epoch in range(first_epoch, first_epoch + epochs)])
-        return data.prefetch(tf.data.AUTOTUNE), math.ceil(cached.images / config.batch_size)
+        return data.prefetch(tf.data.AUTOTUNE), math.ceil(self.train.images / config.batch_size)
+
+    def eval_batches(self, part: int, config: TrainingConfig) -> tf.data.Dataset:
+        # A known length: Keras then reads it without a warning that it "ran out of data".
+        steps = math.ceil(self.eval.images / config.batch_size)
+        return _batches(self.eval.views[0], part, config).apply(
+            tf.data.experimental.assert_cardinality(steps)).prefetch(tf.data.AUTOTUNE)
+
+
+def _batches(view: tf.data.Dataset, part: int, config: TrainingConfig) -> tf.data.Dataset:
+    return view.map(lambda *element: (tf.cast(element[part], tf.float32), element[2])).batch(config.batch_size)
 
 
 def _element_bytes(parts: SplitClassifier) -> int:

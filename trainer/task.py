@@ -198,9 +198,8 @@ def _train_on_cached_views(model, phases: _Phases, train_examples, eval_examples
 
         def data(part):
             def batches(first, epochs):
-                train, steps = cache.epochs(part, split="train", first_epoch=first, epochs=epochs, config=config)
-                return train, cache.epochs(part, split="eval", first_epoch=first, epochs=epochs, config=config)[0], \
-                    steps
+                train, steps = cache.training_epochs(part, first_epoch=first, epochs=epochs, config=config)
+                return train, cache.eval_batches(part, config), steps
             return batches
 
         if config.head_epochs:

@@ -66,7 +66,7 @@ def test_each_epoch_reads_one_view_of_every_image():
                                config=config, cache_dir=None)
     views = [np.stack([e[feature_cache.POOLED] for e in view.as_numpy_iterator()]) for view in cache.train.views]
     assert len(views) == 3 and all(view.shape[0] == 6 for view in views)
-    batches, steps = cache.epochs(feature_cache.POOLED, split="train", first_epoch=4, epochs=3, config=config)
+    batches, steps = cache.training_epochs(feature_cache.POOLED, first_epoch=4, epochs=3, config=config)
     epochs = np.concatenate([features for features, _ in batches.as_numpy_iterator()]).reshape(3, 6, -1)
     assert steps == 2
     for offset, epoch in enumerate(range(4, 7)):  # epoch e reads view e mod 3 (in order: shuffle_buffer=1)
