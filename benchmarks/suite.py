@@ -46,7 +46,7 @@ class Figure:
     value: float
     unit: str
     reference: float | None = None  # what `value` is compared with, same unit
-    ratio: float | None = None  # value / reference, or as stated in `target`
+    ratio: float | None = None  # value / reference; section 1's are speed-ups: reference / value
     target: str | None = None
     met: bool | None = None
 
