@@ -22,6 +22,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 import tensorflow_transform as tft
+from tensorflow_transform.saved import saved_transform_io_v2
 
 from contract import features
 from contract.layout import KERAS_MODEL_FILE, TFLITE_FIDELITY_FILE, TFLITE_FILES, TRAINING_HISTORY_FILE, WARMUP_FILE
@@ -32,7 +33,12 @@ class ServingModule(tf.Module):
     def __init__(self, model: keras.Model, tf_transform_output: tft.TFTransformOutput):
         super().__init__(name="cats_vs_dogs_serving")
         self.model = model
-        self.tft_layer = tf_transform_output.transform_features_layer()
+        # The Transform graph as TFT's own layer loads it, without the layer: a Keras (tf_keras) layer in a
+        # SavedModel is serialized with traces of its call functions, seconds of every export for functions
+        # nothing here calls. The loader's attributes are tracked, as the layer tracks them, so the graph's
+        # resources are saved with the model.
+        self._transform = saved_transform_io_v2.SavedModelLoader(tf_transform_output.transform_savedmodel_dir)
+        self._transform_tracked = self._transform.__dict__
         raw_spec = tf_transform_output.raw_feature_spec()
         # Clients have images, not labels or ingest metadata.
         self._example_spec = {features.IMAGE_KEY: raw_spec[features.IMAGE_KEY]}
@@ -49,7 +55,7 @@ class ServingModule(tf.Module):
                        lambda: tf.zeros([0], tf.float32))
 
     def _predict_from_raw(self, raw_features: dict) -> dict:
-        transformed = self.tft_layer(raw_features)
+        transformed = self._transform.apply_transform_model(raw_features)
         probability = self._probability(tf.cast(transformed[features.PIXELS_KEY], tf.float32))
         class_index = tf.cast(probability >= 0.5, tf.int32)
         return {
@@ -57,12 +63,13 @@ class ServingModule(tf.Module):
             features.CLASS_OUTPUT: tf.gather(self._class_names, class_index),
         }
 
-    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=features.IMAGE_INPUT)])
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=features.IMAGE_INPUT)], autograph=False)
     def serve_images(self, image_bytes):
         count = tf.shape(image_bytes)[0]
 
         def transform_one(index, encoded):
-            pixels = self.tft_layer({features.IMAGE_KEY: tf.reshape(encoded, [1, 1])})[features.PIXELS_KEY]
+            pixels = self._transform.apply_transform_model(
+                {features.IMAGE_KEY: tf.reshape(encoded, [1, 1])})[features.PIXELS_KEY]
             return index, tf.cast(pixels[0], tf.float32)
 
         # The Transform graph decodes a batch in one op, which fails for the whole batch on one bad image.
@@ -87,7 +94,7 @@ class ServingModule(tf.Module):
             features.ERROR_OUTPUT: tf.where(valid, "", "not a decodable image (JPEG, PNG, GIF or BMP expected)"),
         }
 
-    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="examples")])
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="examples")], autograph=False)
     def serve_examples(self, examples):
         raw = tf.io.parse_example(examples, self._example_spec)
         return self._predict_from_raw(raw)

@@ -116,12 +116,12 @@ def _view_fn(parts: SplitClassifier, rescale: keras.layers.Layer, image_size: in
     features. The network is traced once, for any batch size and both splits."""
     spec = [tf.TensorSpec([None, image_size, image_size, 3], tf.float32)]
 
-    @tf.function(input_signature=spec)
+    @tf.function(input_signature=spec, autograph=False)
     def features(pixels):
         cut = parts.below(rescale(pixels), training=False)
         return tf.cast(cut, tf.float16), tf.cast(parts.pool(parts.above(cut, training=False)), tf.float16)
 
-    @tf.function(input_signature=spec)
+    @tf.function(input_signature=spec, autograph=False)
     def augment(pixels):
         for layer in parts.augment:
             pixels = layer(pixels, training=True)

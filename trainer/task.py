@@ -81,7 +81,8 @@ def pixels_and_labels(file_patterns: list[str], transform) -> tf.data.Dataset:
         return pixels, label
 
     return (tf.data.TFRecordDataset(files, compression_type=compression)
-            .batch(64).map(decode, num_parallel_calls=tf.data.AUTOTUNE).unbatch())
+            .batch(64).map(tf.autograph.experimental.do_not_convert(decode), num_parallel_calls=tf.data.AUTOTUNE)
+            .unbatch())
 
 
 def _to_float(pixels, label):
