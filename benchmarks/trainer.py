@@ -54,7 +54,7 @@ class Recipe:
     weights: str = "pretrained"
 
 
-QUICK = Recipe(image_size=96, train_images=64, eval_images=32, head_epochs=1, fine_tune_epochs=1, weights="none")
+QUICK = Recipe(image_size=64, train_images=32, eval_images=16, head_epochs=1, fine_tune_epochs=1, weights="none")
 
 
 def _figure(name, value, unit, reference=None, ratio=None, target=None, met=None) -> dict:

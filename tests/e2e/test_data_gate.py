@@ -19,6 +19,8 @@ from tests.helpers import TINY, latest_run_states, run_cli, tree_digest
 
 pytestmark = pytest.mark.e2e
 
+# TFLite export is checked by test_local_pipeline
+SETTINGS = [*TINY, "--min-accuracy", "0", "--no-tflite"]
 STOPPED_BEFORE = {pipeline_lib.TRANSFORM, pipeline_lib.TRAINER, pipeline_lib.EVALUATOR, pipeline_lib.PUSHER}
 
 
@@ -43,10 +45,10 @@ def runs(tmp_path_factory):
     for path in sorted(good.rglob("*.jpg")):
         shutil.copy(path, all_cats / "cat" / path.name)
     record = {"out": out}
-    record["good"], record["good_summary"] = run_cli(good, out, *TINY, "--min-accuracy", "0")
+    record["good"], record["good_summary"] = run_cli(good, out, *SETTINGS)
     record["served"] = tree_digest(out / "serving_model")
 
-    record["all_cats"], record["all_cats_summary"] = run_cli(all_cats, out, *TINY, "--min-accuracy", "0")
+    record["all_cats"], record["all_cats_summary"] = run_cli(all_cats, out, *SETTINGS)
     record["all_cats_states"], _, _ = latest_run_states(out / "metadata.sqlite")
     record["served_after_all_cats"] = tree_digest(out / "serving_model")
 
@@ -57,7 +59,7 @@ def runs(tmp_path_factory):
         with tf.io.TFRecordWriter(str(span / split / "other-tool.tfrecord.gz"), "GZIP") as writer:
             for i, (jpeg, label) in enumerate(zip(jpegs, labels)):
                 writer.write(_example(jpeg, label, f"{split}/{i}.jpg"))
-    record["bad_labels"], record["bad_labels_summary"] = run_cli(None, out, *TINY, "--min-accuracy", "0")
+    record["bad_labels"], record["bad_labels_summary"] = run_cli(None, out, *SETTINGS)
     record["bad_labels_states"], _, _ = latest_run_states(out / "metadata.sqlite")
     record["served_after_bad_labels"] = tree_digest(out / "serving_model")
     return record

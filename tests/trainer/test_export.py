@@ -111,39 +111,44 @@ def test_keras_model_file_is_kept_beside_the_saved_model(exported, demo_jpegs):
     np.testing.assert_allclose(reloaded(pixels).numpy(), classifier(pixels).numpy(), rtol=1e-5, atol=1e-6)
 
 
-def test_tflite_models_run_and_float16_tracks_the_keras_model(demo_jpegs):
-    model = model_lib.build_model(TrainingConfig(weights="none", alpha=0.35, seed=4), SIZE)
-    jpegs = demo_jpegs["cat"] + demo_jpegs["dog"]
-    pixels = tf.cast(preprocessing.decode_and_resize(tf.constant(jpegs), SIZE), tf.float32).numpy()
-    model_lib.calibrate_batchnorm(model, pixels)  # else every output is ~0 and nothing is compared
-    classifier = model_lib.get_classifier(model)
-    expected = classifier(pixels).numpy().ravel()
-    models = export.tflite_models(classifier, pixels)
-    assert set(models) == {"float16", "int8"} and len(models["int8"]) < len(models["float16"])
-    np.testing.assert_allclose(tflite_logits(models["float16"], pixels), expected, atol=0.1 * np.abs(expected).max())
-    assert tflite_logits(models["int8"], pixels).shape == expected.shape
-
-
-def test_export_tflite_records_how_closely_each_model_follows_the_classifier(demo_jpegs, tmp_path):
+@pytest.fixture(scope="module")
+def tflite_export(demo_jpegs, tmp_path_factory):
+    """The TFLite models of a calibrated classifier, written by export_tflite (converted once for the module)."""
     import json
 
     model = model_lib.build_model(TrainingConfig(weights="none", alpha=0.35, seed=4), SIZE)
     jpegs = demo_jpegs["cat"] + demo_jpegs["dog"]
     pixels = tf.cast(preprocessing.decode_and_resize(tf.constant(jpegs), SIZE), tf.float32).numpy()
-    model_lib.calibrate_batchnorm(model, pixels)
+    model_lib.calibrate_batchnorm(model, pixels)  # else every output is ~0 and nothing is compared
     classifier = model_lib.get_classifier(model)
-    (tmp_path / "assets.extra").mkdir()
-    returned = export.export_tflite(classifier, pixels, str(tmp_path), check_pixels=pixels[::-1])
-    written = json.loads((tmp_path / layout.TFLITE_FIDELITY_FILE).read_text())
-    assert written == returned and written["images"] == len(jpegs)
+    folder = tmp_path_factory.mktemp("tflite")
+    (folder / "assets.extra").mkdir()
+    returned = export.export_tflite(classifier, pixels, str(folder), check_pixels=pixels[::-1])
+    written = json.loads((folder / layout.TFLITE_FIDELITY_FILE).read_text())
+    models = {kind: (folder / layout.TFLITE_FILES[kind]).read_bytes() for kind in layout.TFLITE_FILES}
+    return {"classifier": classifier, "pixels": pixels, "returned": returned, "written": written,
+            "models": models, "folder": folder}
+
+
+def test_tflite_models_run_and_float16_tracks_the_keras_model(tflite_export):
+    classifier, pixels, models = tflite_export["classifier"], tflite_export["pixels"], tflite_export["models"]
+    expected = classifier(pixels).numpy().ravel()
+    assert set(models) == {"float16", "int8"} and len(models["int8"]) < len(models["float16"])
+    np.testing.assert_allclose(tflite_logits(models["float16"], pixels), expected, atol=0.1 * np.abs(expected).max())
+    assert tflite_logits(models["int8"], pixels).shape == expected.shape
+
+
+def test_export_tflite_records_how_closely_each_model_follows_the_classifier(tflite_export):
+    classifier, pixels, written = tflite_export["classifier"], tflite_export["pixels"], tflite_export["written"]
+    assert written == tflite_export["returned"] and written["images"] == len(pixels)
     reference = classifier(pixels[::-1]).numpy().ravel()
     assert written["reference_logit_std"] == pytest.approx(reference.std(), abs=1e-3)
     for kind in ("float16", "int8"):
-        logits = tflite_logits(str(tmp_path / layout.TFLITE_FILES[kind]), pixels[::-1])
+        logits = tflite_logits(str(tflite_export["folder"] / layout.TFLITE_FILES[kind]), pixels[::-1])
         measured = written["models"][kind]
         assert measured["agreement"] == pytest.approx(np.mean((logits >= 0) == (reference >= 0)), abs=1e-4)
         assert measured["logit_error_max"] == pytest.approx(np.abs(logits - reference).max(), abs=1e-3)
-        assert measured["bytes"] == (tmp_path / layout.TFLITE_FILES[kind]).stat().st_size
+        assert measured["bytes"] == len(tflite_export["models"][kind])
     assert written["models"]["float16"]["logit_error_rms"] < written["models"]["int8"]["logit_error_rms"]
 
 
