@@ -6,6 +6,10 @@
    the same; the Trainer's outputs on a full disk -> the Trainer fails, nothing pushed, exit 1
 4. the same; serving_model on a full disk        -> the push fails cleanly: no staging left, exit 1
 5. pipeline_root deleted, metadata kept          -> the run completes (nothing deleted is used), version 2
+6. labels broken at the source (every dog filed as a cat)
+                                                 -> the class-balance check stops the run before Transform
+7. a span written by another tool with labels outside {0, 1}
+                                                 -> ExampleValidator's schema check stops it, naming the feature
 Every pushed version stays byte-identical throughout.
 """
 
@@ -18,8 +22,10 @@ import sys
 import time
 
 import pytest
+import tensorflow as tf
 from ml_metadata.proto import metadata_store_pb2
 
+from contract import features
 from ingest import synthetic
 from orchestration import run_lock
 from pipeline import pipeline as pipeline_lib
@@ -28,6 +34,7 @@ from tests.helpers import ROOT, TINY, latest_run_states, run_cli, tree_digest
 pytestmark = [pytest.mark.faults, pytest.mark.e2e]
 # Any model is blessed, so every run that completes pushes; TFLite export is covered by the e2e tests.
 SETTINGS = [*TINY, "--min-accuracy", "0", "--max-accuracy-drop", "1", "--no-tflite"]
+STOPPED_BEFORE = {pipeline_lib.TRANSFORM, pipeline_lib.TRAINER, pipeline_lib.EVALUATOR, pipeline_lib.PUSHER}
 
 
 def _start(data, out):
@@ -130,7 +137,44 @@ def week(tmp_path_factory):
     record["after_delete_states"], store, _ = latest_run_states(metadata)
     record["deleted_uris_live"] = [a.uri for a in store.get_artifacts() if not os.path.exists(a.uri)
                                    and a.state == metadata_store_pb2.Artifact.LIVE]
+    record["served_before_bad_data"] = tree_digest(out / "serving_model")
+    _bad_data(base, first, out, record)
     return record
+
+
+def _example(jpeg: bytes, label: int, name: str) -> bytes:
+    feature = {
+        features.IMAGE_KEY: tf.train.Feature(bytes_list=tf.train.BytesList(value=[jpeg])),
+        features.LABEL_KEY: tf.train.Feature(int64_list=tf.train.Int64List(value=[label])),
+        features.HEIGHT_KEY: tf.train.Feature(int64_list=tf.train.Int64List(value=[200])),
+        features.WIDTH_KEY: tf.train.Feature(int64_list=tf.train.Int64List(value=[200])),
+        features.SOURCE_KEY: tf.train.Feature(bytes_list=tf.train.BytesList(value=[name.encode()])),
+        features.SHA256_KEY: tf.train.Feature(bytes_list=tf.train.BytesList(value=[name.encode()])),
+    }
+    return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
+
+
+def _bad_data(base, first, out, record):
+    """Steps 6 and 7: the data gate stops both runs before Transform."""
+    all_cats = base / "all_cats"
+    (all_cats / "cat").mkdir(parents=True)
+    for path in sorted(first.rglob("*.jpg")):
+        shutil.copy(path, all_cats / "cat" / path.name)
+    record["all_cats"], record["all_cats_summary"] = run_cli(all_cats, out, *SETTINGS)
+    record["all_cats_states"], _, _ = latest_run_states(out / "metadata.sqlite")
+    record["served_after_all_cats"] = tree_digest(out / "serving_model")
+
+    record["other_tool_span"] = int(record["all_cats_summary"]["ingest"]["span"]) + 1
+    span = out / "examples" / f"span-{record['other_tool_span']}"
+    for split, labels in (("train", [0, 1, 5, 7] * 4), ("eval", [0, 1, 5, 1])):
+        (span / split).mkdir(parents=True)
+        jpegs = [synthetic.render_image("cat", i) for i in range(len(labels))]
+        with tf.io.TFRecordWriter(str(span / split / "other-tool.tfrecord.gz"), "GZIP") as writer:
+            for i, (jpeg, label) in enumerate(zip(jpegs, labels)):
+                writer.write(_example(jpeg, label, f"{split}/{i}.jpg"))
+    record["bad_labels"], record["bad_labels_summary"] = run_cli(None, out, *SETTINGS)
+    record["bad_labels_states"], _, _ = latest_run_states(out / "metadata.sqlite")
+    record["served_after_bad_labels"] = tree_digest(out / "serving_model")
 
 
 def test_a_good_run_pushes_version_1(week):
@@ -202,6 +246,30 @@ def test_deleted_pipeline_root_is_recomputed_not_used(week):
     assert summary["pushed_version"] == 2
     assert week["deleted_uris_live"] == []
     assert tree_digest(week["out"] / "serving_model" / "1") == week["version_1"]
+
+
+def test_labels_broken_at_the_source_stop_before_training(week):
+    result, summary = week["all_cats"], week["all_cats_summary"]
+    assert result.returncode == 1
+    assert summary["ingest"]["span"] == 3  # after the good run's span and the new data's
+    assert "class balance" in summary["error"] and "label 1: 0" in summary["error"]
+    states = week["all_cats_states"]
+    assert states[pipeline_lib.ANOMALIES_GATE] == ["FAILED"]
+    assert not STOPPED_BEFORE & set(states), f"ran past the gate: {states}"
+    assert week["served_after_all_cats"] == week["served_before_bad_data"]
+
+
+def test_out_of_domain_labels_from_another_tool_stop_before_training(week):
+    result, summary = week["bad_labels"], week["bad_labels_summary"]
+    assert result.returncode == 1, result.stdout[-2000:]
+    assert "running on the spans" in result.stdout and f"span {week['other_tool_span']}" in result.stdout
+    # a span without an ingest report has an unknown size: its data components ran in worker processes
+    assert summary["beam_args"] == ["--direct_running_mode=multi_processing", "--direct_num_workers=0"]
+    assert "feature 'label'" in summary["error"]
+    states = week["bad_labels_states"]
+    assert states[pipeline_lib.ANOMALIES_GATE] == ["FAILED"]
+    assert not STOPPED_BEFORE & set(states)
+    assert week["served_after_bad_labels"] == week["served_before_bad_data"]
 
 
 @pytest.mark.parametrize("stop", [signal.SIGKILL, signal.SIGINT])
