@@ -52,6 +52,7 @@ class Recipe:
     # "pretrained": a base pretrained here on the dusk look (benchmarks/pretrained.py), standing in for ImageNet
     # weights, which the default recipe is made for; "none": random weights.
     weights: str = "pretrained"
+    cached_views: int | None = None  # None: the Trainer's default
 
 
 QUICK = Recipe(image_size=64, train_images=32, eval_images=16, head_epochs=1, fine_tune_epochs=1, weights="none")
@@ -197,13 +198,18 @@ def pretrained_base(recipe: Recipe) -> str:
     return str(path)
 
 
+def _views(recipe: Recipe) -> int:
+    from config import TrainingConfig
+
+    return TrainingConfig().cached_views if recipe.cached_views is None else recipe.cached_views
+
+
 def bench_training(recipe: Recipe, scratch: pathlib.Path) -> list[dict]:
     """The section's figures (names are the suite's contract)."""
-    from config import TrainingConfig
 
     paths = write_images(recipe, scratch) | {"weights": pretrained_base(recipe)}
     reference = run_reference(recipe, paths)
-    cached = run_ours(recipe, paths, cached_views=TrainingConfig().cached_views)
+    cached = run_ours(recipe, paths, cached_views=_views(recipe))
     every_epoch = run_ours(recipe, paths, cached_views=0)
     figures = []
     for name, key, target in (("whole Trainer", "whole", 2.5), ("phase 1", "phase 1", 4.0),
@@ -233,10 +239,9 @@ def _merge(path: pathlib.Path, figures: list[dict], recipe: Recipe) -> None:
 
 
 def _peak_rss(recipe: Recipe, scratch: pathlib.Path) -> None:
-    from config import TrainingConfig
 
     paths = write_images(recipe, scratch) | {"weights": pretrained_base(recipe)}
-    ours = run_ours(recipe, paths, cached_views=TrainingConfig().cached_views)
+    ours = run_ours(recipe, paths, cached_views=_views(recipe))
     print(f"{recipe.train_images} train + {recipe.eval_images} eval images of the {recipe.look} look at "
           f"{recipe.image_size} px: Trainer {ours['whole']:.0f} s, cache {ours['cache']['bytes'] / 2**20:.0f} MiB "
           f"({ours['cache']['location']}), eval accuracy {ours['accuracy']:.4f}, peak RSS "
@@ -252,6 +257,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--weights", choices=("pretrained", "none"), default="pretrained",
                         help="A base pretrained on the dusk look (default; the recipe is made for pretrained "
                              "weights), or random weights.")
+    parser.add_argument("--cached-views", type=int, help="K of the cached run (default: the Trainer's).")
     parser.add_argument("--rss-only", action="store_true",
                         help="Only our Trainer with cached views, in this process: its time and peak RSS.")
     parser.add_argument("--json", type=pathlib.Path, default=ROOT / "runs" / "benchmarks.json")
@@ -264,6 +270,8 @@ def main(argv: list[str] | None = None) -> int:
 
         recipe = dataclasses.replace(recipe, head_epochs=FROM_SCRATCH_SCHEDULE["head_epochs"],
                                      fine_tune_epochs=FROM_SCRATCH_SCHEDULE["fine_tune_epochs"])
+    if args.cached_views is not None:
+        recipe = dataclasses.replace(recipe, cached_views=args.cached_views)
     if args.images:
         recipe = dataclasses.replace(recipe, train_images=args.images, eval_images=max(32, args.images // 4))
     from orchestration import quiet_logs
