@@ -66,10 +66,11 @@ def _figure(name, value, unit, reference=None, ratio=None, target=None, met=None
 def _config(recipe: Recipe, cached_views: int, weights: str = "none"):
     from config import FROM_SCRATCH_SCHEDULE, PipelineConfig, TrainingConfig, with_overrides
 
-    settings = {"weights": weights, "seed": 1, "cached_views": cached_views, "early_stopping_patience": 0}
+    settings = {"weights": weights, "seed": 1, "early_stopping_patience": 0}
     if recipe.from_scratch:
         settings.update(FROM_SCRATCH_SCHEDULE)
-    settings.update(head_epochs=recipe.head_epochs, fine_tune_epochs=recipe.fine_tune_epochs)
+    settings.update(head_epochs=recipe.head_epochs, fine_tune_epochs=recipe.fine_tune_epochs,
+                    cached_views=cached_views)
     config = with_overrides(PipelineConfig(), settings).training
     assert isinstance(config, TrainingConfig)
     return config
@@ -199,9 +200,11 @@ def pretrained_base(recipe: Recipe) -> str:
 
 
 def _views(recipe: Recipe) -> int:
-    from config import TrainingConfig
+    from config import FROM_SCRATCH_SCHEDULE, TrainingConfig
 
-    return TrainingConfig().cached_views if recipe.cached_views is None else recipe.cached_views
+    if recipe.cached_views is not None:
+        return recipe.cached_views
+    return FROM_SCRATCH_SCHEDULE["cached_views"] if recipe.from_scratch else TrainingConfig().cached_views
 
 
 def bench_training(recipe: Recipe, scratch: pathlib.Path) -> list[dict]:
