@@ -213,12 +213,17 @@ class _LocalFile:
 
     def create(self, text: str) -> bool:
         os.makedirs(os.path.dirname(self.path) or ".", exist_ok=True)
+        # Written whole under another name, then linked into place (fails if the lease exists): a reader never
+        # sees an empty lease file, which it would take for an unreadable, stale one and take over.
+        temporary = f"{self.path}.{os.getpid()}.creating"
+        with open(temporary, "w") as f:
+            f.write(text)
         try:
-            fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            os.link(temporary, self.path)
         except FileExistsError:
             return False
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
+        finally:
+            os.unlink(temporary)
         return True
 
     def read(self):
