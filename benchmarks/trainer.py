@@ -52,7 +52,7 @@ class Recipe:
     # "pretrained": a base pretrained here on the dusk look (benchmarks/pretrained.py), standing in for ImageNet
     # weights, which the default recipe is made for; "none": random weights.
     weights: str = "pretrained"
-    cached_views: int | None = None  # None: the Trainer's default
+    cached_views: int | None = None  # None: the schedule's default
 
 
 QUICK = Recipe(image_size=64, train_images=32, eval_images=16, head_epochs=1, fine_tune_epochs=1, weights="none")
@@ -63,14 +63,17 @@ def _figure(name, value, unit, reference=None, ratio=None, target=None, met=None
             "ratio": ratio, "target": target, "met": met}
 
 
-def _config(recipe: Recipe, cached_views: int, weights: str = "none"):
+def _config(recipe: Recipe, cached_views: int | None, weights: str = "none"):
+    """The recipe's TrainingConfig; `cached_views` None leaves K to the schedule (the default's, or the
+    from-scratch schedule's)."""
     from config import FROM_SCRATCH_SCHEDULE, PipelineConfig, TrainingConfig, with_overrides
 
     settings = {"weights": weights, "seed": 1, "early_stopping_patience": 0}
     if recipe.from_scratch:
         settings.update(FROM_SCRATCH_SCHEDULE)
-    settings.update(head_epochs=recipe.head_epochs, fine_tune_epochs=recipe.fine_tune_epochs,
-                    cached_views=cached_views)
+    settings.update(head_epochs=recipe.head_epochs, fine_tune_epochs=recipe.fine_tune_epochs)
+    if cached_views is not None:
+        settings["cached_views"] = cached_views
     config = with_overrides(PipelineConfig(), settings).training
     assert isinstance(config, TrainingConfig)
     return config
@@ -117,7 +120,7 @@ class _PhaseClock:
         self.callback = Callback()
 
 
-def run_ours(recipe: Recipe, paths: dict, cached_views: int) -> dict:
+def run_ours(recipe: Recipe, paths: dict, cached_views: int | None) -> dict:
     """The Trainer's training on the ingested files: seconds of each phase and in all, best eval accuracy."""
     from trainer import preprocessing, task
 
@@ -199,20 +202,11 @@ def pretrained_base(recipe: Recipe) -> str:
     return str(path)
 
 
-def _views(recipe: Recipe) -> int:
-    from config import FROM_SCRATCH_SCHEDULE, TrainingConfig
-
-    if recipe.cached_views is not None:
-        return recipe.cached_views
-    return FROM_SCRATCH_SCHEDULE["cached_views"] if recipe.from_scratch else TrainingConfig().cached_views
-
-
 def bench_training(recipe: Recipe, scratch: pathlib.Path) -> list[dict]:
     """The section's figures (names are the suite's contract)."""
-
     paths = write_images(recipe, scratch) | {"weights": pretrained_base(recipe)}
     reference = run_reference(recipe, paths)
-    cached = run_ours(recipe, paths, cached_views=_views(recipe))
+    cached = run_ours(recipe, paths, cached_views=recipe.cached_views)
     every_epoch = run_ours(recipe, paths, cached_views=0)
     figures = []
     for name, key, target in (("whole Trainer", "whole", 2.5), ("phase 1", "phase 1", 4.0),
@@ -242,9 +236,8 @@ def _merge(path: pathlib.Path, figures: list[dict], recipe: Recipe) -> None:
 
 
 def _peak_rss(recipe: Recipe, scratch: pathlib.Path) -> None:
-
     paths = write_images(recipe, scratch) | {"weights": pretrained_base(recipe)}
-    ours = run_ours(recipe, paths, cached_views=_views(recipe))
+    ours = run_ours(recipe, paths, cached_views=recipe.cached_views)
     print(f"{recipe.train_images} train + {recipe.eval_images} eval images of the {recipe.look} look at "
           f"{recipe.image_size} px: Trainer {ours['whole']:.0f} s, cache {ours['cache']['bytes'] / 2**20:.0f} MiB "
           f"({ours['cache']['location']}), eval accuracy {ours['accuracy']:.4f}, peak RSS "
