@@ -99,8 +99,9 @@ class TrainingConfig:
     rotation: float = _field(0.1, "Augmentation: max random rotation, as a fraction of a full turn.")
     zoom: float = _field(0.1, "Augmentation: max random zoom, as a fraction of the image.")
     cached_views: int = _field(
-        2, "Augmented views of each training image that the frozen base computes once, before phase 1; each "
-           "epoch reads one of them (0: augment and run the whole base every epoch; --weights none: 4).")
+        4, "Augmented views of each training image whose frozen-base features are computed once: phase 2 "
+           "reads all of them, phase 1 the first two; each epoch reads one (0: augment and run the whole base "
+           "every epoch).")
     cache_memory_mb: int = _field(
         2048, "Memory budget of the cached views, in MiB; a larger cache goes to files under the Trainer's "
               "output.")
@@ -218,12 +219,10 @@ def with_overrides(config: PipelineConfig, overrides: Mapping[str, Any]) -> Pipe
 # The training schedule for random weights. The defaults are made for ImageNet weights: a few epochs, the top
 # of the base fine-tuned, early stopping. With random weights there are no pretrained features to protect, so
 # phase 2 unfreezes more of the base (from layer 60) to learn them, over more epochs; no early stopping, as a
-# small eval split's loss is too noisy to stop on (the best weights are kept all the same). Phase 2 then trains
-# most of the base on the cached views' activations, and 2 views let it overfit: 4 views measured within 0.0125
-# of every-epoch augmentation, 2 views 0.07-0.09 below it (docs/performance.md). The README has the
+# small eval split's loss is too noisy to stop on (the best weights are kept all the same). The README has the
 # measurements behind the rest ("The demo data and its settings", "Your own data").
 FROM_SCRATCH_SCHEDULE = {"fine_tune_from": 60, "head_epochs": 6, "fine_tune_epochs": 12,
-                         "early_stopping_patience": 0, "cached_views": 4}
+                         "early_stopping_patience": 0}
 
 
 def from_user_settings(settings: Mapping[str, Any], base: PipelineConfig | None = None

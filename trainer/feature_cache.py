@@ -3,13 +3,15 @@
 Below the first layer that phase 2 trains, the base is a fixed function of
 its input (BatchNorm in inference mode, no dropout). So the Trainer passes K
 augmented views of every training image (and each eval image, unaugmented)
-through it once, and keeps two things per view, in float16:
+through it once and keeps, in float16:
 
 - the activations entering the first block phase 2 trains (the cut), which
-  phase 2's top-of-base-plus-head model trains on;
-- the pooled output of the whole base, which phase 1's head trains on.
+  phase 2's top-of-base-plus-head model trains on, for all K views;
+- the pooled output of the whole base, which phase 1's head trains on, for
+  the first two views (HEAD_VIEWS), filled before phase 1; the other views
+  run the base below the cut only, before phase 2.
 
-Epoch e of either phase reads view e mod K of every image, shuffled. The cut
+Epoch e of a phase reads view e mod (its views) of every image, shuffled. The cut
 lies on a block boundary (where one tensor alone crosses it), so a residual
 block is never split from its shortcut. The layers stay the classifier's own
 objects: what the phase models learn is what gets exported.
@@ -33,6 +35,14 @@ from trainer import model as model_lib
 
 # Elements of a filled cache: (activations at the cut, pooled base output, label).
 CUT, POOLED = 0, 1
+CACHE_DTYPE = tf.float16  # half the memory of float32
+
+# Phase 1 reads this many views when phase 2 follows; phase 2 reads all K. Phase 1 trains a linear head on
+# the pooled features, which two views served as well as augmenting every epoch (eval loss at the end of phase
+# 1 within run-to-run noise, README Performance), and each view it reads costs a whole base pass before it.
+# The top blocks phase 2 trains overfit a few views: 2 left the eval accuracy 0.03-0.05 below every-epoch
+# augmentation with a pretrained base.
+HEAD_VIEWS = 2
 
 
 class FeatureCacheError(RuntimeError):
@@ -112,14 +122,18 @@ def split(model: keras.Model, config: TrainingConfig) -> SplitClassifier:
 
 
 def _view_fn(parts: SplitClassifier, rescale: keras.layers.Layer, image_size: int):
-    """(uint8 pixel batch, labels, augmented) -> (activations at the cut, pooled output, labels), float16
-    features. The network is traced once, for any batch size and both splits."""
+    """(uint8 pixel batch, labels, augmented, pooled) -> (activations at the cut, [pooled output,] labels),
+    float16 features. The network is traced once, for any batch size and both splits."""
     spec = [tf.TensorSpec([None, image_size, image_size, 3], tf.float32)]
 
     @tf.function(input_signature=spec, autograph=False)
+    def below(pixels):
+        return parts.below(rescale(pixels), training=False)
+
+    @tf.function(input_signature=spec, autograph=False)
     def features(pixels):
-        cut = parts.below(rescale(pixels), training=False)
-        return tf.cast(cut, tf.float16), tf.cast(parts.pool(parts.above(cut, training=False)), tf.float16)
+        cut = below(pixels)
+        return tf.cast(cut, CACHE_DTYPE), tf.cast(parts.pool(parts.above(cut, training=False)), CACHE_DTYPE)
 
     @tf.function(input_signature=spec, autograph=False)
     def augment(pixels):
@@ -127,38 +141,96 @@ def _view_fn(parts: SplitClassifier, rescale: keras.layers.Layer, image_size: in
             pixels = layer(pixels, training=True)
         return pixels
 
-    def compute(pixels, labels, augmented: bool):
+    def compute(pixels, labels, augmented: bool, pooled: bool):
         pixels = tf.cast(pixels, tf.float32)
-        return (*features(augment(pixels) if augmented else pixels), labels)
+        if augmented:
+            pixels = augment(pixels)
+        return (*features(pixels), labels) if pooled else (tf.cast(below(pixels), CACHE_DTYPE), labels)
     return compute
 
 
 @dataclasses.dataclass
 class CachedSplit:
-    """One split's filled cache: a dataset of unbatched (cut, pooled, label) elements per view."""
+    """One split's filled cache: a dataset of unbatched elements per view, (cut, pooled, label) for the views
+    phase 1 reads and (cut, label) for the ones only phase 2 reads."""
 
     views: list[tf.data.Dataset]
     images: int
     bytes: int
-    location: str  # "memory" or the folder of the cache's files
 
 
-@dataclasses.dataclass
 class FeatureCache:
-    train: CachedSplit
-    eval: CachedSplit
-    fill_seconds: float
+    """Filled in two steps: before phase 1, the views phase 1 reads and the eval images; before phase 2, the
+    further views only phase 2 reads (so each phase's time includes the base passes it needs)."""
+
+    def __init__(self, model: keras.Model, parts: SplitClassifier, train_pixels: tf.data.Dataset, *,
+                 train_images: int, eval_images: int, config: TrainingConfig, cache_dir: str | None):
+        self.views = config.cached_views
+        self.head_views = min(self.views, HEAD_VIEWS) if config.fine_tune_epochs else self.views
+        self._parts, self._train_pixels = parts, train_pixels
+        self._compute = _view_fn(parts, model_lib.get_classifier(model).get_layer(model_lib.RESCALE_NAME),
+                                 parts.below.input.shape[1])
+        self._full_bytes, self._cut_bytes = _element_bytes(parts, pooled=True), _element_bytes(parts, pooled=False)
+        self._total = (train_images * self.head_views + eval_images) * self._full_bytes + \
+            train_images * (self.views - self.head_views) * self._cut_bytes
+        on_disk = self._total > config.cache_memory_mb * 2**20 and cache_dir is not None
+        self._cache_dir = cache_dir if on_disk else None
+        self.location = cache_dir if on_disk else "memory"
+        self.train = CachedSplit([], train_images, 0)
+        self.eval = CachedSplit([], eval_images, 0)
+        self.fill_seconds = {"head": 0.0, "fine_tune": 0.0}
+        if on_disk:
+            tf.io.gfile.makedirs(cache_dir)
+            # Printed, as the epochs are: the terminal (or the task's log) shows it whatever the log level.
+            print(f"Trainer: the cached views' {self._total / 2**20:,.0f} MiB are over the "
+                  f"{config.cache_memory_mb:,} MiB memory budget (--cache-memory-mb): caching them to files under "
+                  f"{cache_dir}", flush=True)
+
+    def fill_head_views(self, eval_pixels: tf.data.Dataset) -> None:
+        started = time.perf_counter()
+        self.train.views += self._fill(self._train_pixels, "train", range(self.head_views), augmented=True,
+                                       pooled=True)
+        self.eval.views += self._fill(eval_pixels, "eval", range(1), augmented=False, pooled=True)
+        self.train.bytes += self.train.images * self.head_views * self._full_bytes
+        self.eval.bytes += self.eval.images * self._full_bytes
+        self.fill_seconds["head"] += time.perf_counter() - started
+
+    def fill_fine_tune_views(self) -> None:
+        started = time.perf_counter()
+        more = range(len(self.train.views), self.views)
+        self.train.views += self._fill(self._train_pixels, "train", more, augmented=True, pooled=False)
+        self.train.bytes += self.train.images * len(more) * self._cut_bytes
+        self.fill_seconds["fine_tune"] += time.perf_counter() - started
+
+    def _fill(self, pixels, name, indices, *, augmented, pooled) -> list[tf.data.Dataset]:
+        if not indices:
+            return []
+        features = (tf.TensorSpec([None, *self._parts.above.input.shape[1:]], CACHE_DTYPE),)
+        if pooled:
+            features += (tf.TensorSpec([None, *self._parts.pool.output.shape[1:]], CACHE_DTYPE),)
+        signature = (*features, tf.TensorSpec([None, 1], tf.float32))
+        compute = functools.partial(self._compute, augmented=augmented, pooled=pooled)
+        try:
+            return _fill_views(pixels, compute, signature, indices=indices, cache_dir=self._cache_dir, name=name)
+        except (tf.errors.ResourceExhaustedError, tf.errors.UnknownError, tf.errors.InternalError, OSError) as error:
+            if self._cache_dir and _no_space(error):
+                raise FeatureCacheError(
+                    f"no space left on the disk of {self._cache_dir} while caching the base's features "
+                    f"({self._total / 2**20:.0f} MiB to write): free space there or raise --cache-memory-mb"
+                ) from error
+            raise
 
     def record(self) -> dict:
-        return {"views": len(self.train.views), "train_images": self.train.images, "eval_images": self.eval.images,
-                "bytes": self.train.bytes + self.eval.bytes, "location": self.train.location,
-                "fill_seconds": round(self.fill_seconds, 3)}
+        return {"views": self.views, "head_views": self.head_views, "train_images": self.train.images,
+                "eval_images": self.eval.images, "bytes": self.train.bytes + self.eval.bytes,
+                "location": self.location, "fill_seconds": round(sum(self.fill_seconds.values()), 3),
+                "fine_tune_fill_seconds": round(self.fill_seconds["fine_tune"], 3)}
 
     def training_epochs(self, part: int, *, first_epoch: int, epochs: int, config: TrainingConfig
                         ) -> tuple[tf.data.Dataset, int]:
-        """Batches of (features, label) for `epochs` epochs, epoch e on view e mod K, shuffled; and the steps
-        of one epoch. `part`: CUT or POOLED."""
-        views = self.train.views
+        """Batches of (features, label) for `epochs` epochs, epoch e on view e mod K (of the views that
+        `part`, CUT or POOLED, has), shuffled; and the steps of one epoch."""
+        views = self.train.views if part == CUT else self.train.views[:self.head_views]
         data = functools.reduce(tf.data.Dataset.concatenate, [
             _batches(views[epoch % len(views)].shuffle(config.shuffle_buffer, seed=config.seed + epoch), part,
                      config)
@@ -173,13 +245,13 @@ class FeatureCache:
 
 
 def _batches(view: tf.data.Dataset, part: int, config: TrainingConfig) -> tf.data.Dataset:
-    return view.map(lambda *element: (tf.cast(element[part], tf.float32), element[2])).batch(config.batch_size)
+    return view.map(lambda *element: (tf.cast(element[part], tf.float32), element[-1])).batch(config.batch_size)
 
 
-def _element_bytes(parts: SplitClassifier) -> int:
+def _element_bytes(parts: SplitClassifier, *, pooled: bool) -> int:
     cut_values = math.prod(parts.above.input.shape[1:])
-    pooled_values = math.prod(parts.pool.output.shape[1:])
-    return 2 * (cut_values + pooled_values) + 4
+    pooled_values = math.prod(parts.pool.output.shape[1:]) if pooled else 0
+    return CACHE_DTYPE.size * (cut_values + pooled_values) + 4
 
 
 def count(dataset: tf.data.Dataset) -> int:
@@ -187,27 +259,27 @@ def count(dataset: tf.data.Dataset) -> int:
     return int(dataset.reduce(tf.constant(0, tf.int64), lambda count, _: count + 1))
 
 
-def _fill_views(pixels: tf.data.Dataset, compute, signature, *, views: int, augmented: bool,
-                cache_dir: str | None, name: str) -> list[tf.data.Dataset]:
-    """`views` views of every image. The base runs on the Python side, not in a tf.data map: there it took 20%
-    longer (tf.data's threads) and was traced again. In memory, one pass decodes each image once for all its
-    views; to files, one pass a view."""
+def _fill_views(pixels: tf.data.Dataset, compute, signature, *, indices: range, cache_dir: str | None,
+                name: str) -> list[tf.data.Dataset]:
+    """The views `indices` of every image. The base runs on the Python side, not in a tf.data map: there it
+    took 20% longer (tf.data's threads) and was traced again. In memory, one pass decodes each image once for
+    all its views; to files, one pass a view."""
     # Without tf.data's autotuning: with the base busy on every core, its model thread lagged, and dropping the
     # exhausted iterator waited on it, ~4 s in 2 fills of 5 on 2 cores (a fill is 7 s).
     options = tf.data.Options()
     options.autotune.enabled = False
     batches = pixels.batch(64).prefetch(2).with_options(options)
     if cache_dir is None:
-        computed = [[compute(p, labels, augmented) for _ in range(views)] for p, labels in batches]
+        computed = [[compute(p, labels) for _ in indices] for p, labels in batches]
         return [tf.data.Dataset.from_tensor_slices(tuple(tf.concat(column, 0) for column in zip(*per_view)))
                 for per_view in zip(*computed)]
 
     def computed_batches():
         for p, labels in batches:
-            yield compute(p, labels, augmented)
+            yield compute(p, labels)
 
     files = []
-    for index in range(views):
+    for index in indices:
         view = tf.data.Dataset.from_generator(computed_batches, output_signature=signature).unbatch().cache(
             os.path.join(cache_dir, f"{name}-{index}"))
         count(view)  # one pass writes the files
@@ -222,39 +294,12 @@ def _no_space(error: Exception) -> bool:
 
 def fill(model: keras.Model, parts: SplitClassifier, train_pixels: tf.data.Dataset, eval_pixels: tf.data.Dataset,
          *, train_images: int, eval_images: int, config: TrainingConfig, cache_dir: str | None) -> FeatureCache:
-    """Runs the frozen base over K augmented views of the training images and over the eval images once."""
-    started = time.perf_counter()
-    rescale = model_lib.get_classifier(model).get_layer(model_lib.RESCALE_NAME)
-    element_bytes = _element_bytes(parts)
-    views = config.cached_views
-    total = (train_images * views + eval_images) * element_bytes
-    on_disk = total > config.cache_memory_mb * 2**20 and cache_dir is not None
-    if on_disk:
-        tf.io.gfile.makedirs(cache_dir)
-        # Printed, as the epochs are: the terminal (or the task's log) shows it whatever the log level.
-        print(f"Trainer: the cached views' {total / 2**20:,.0f} MiB are over the {config.cache_memory_mb:,} MiB "
-              f"memory budget (--cache-memory-mb): caching them to files under {cache_dir}", flush=True)
-    signature = (tf.TensorSpec([None, *parts.above.input.shape[1:]], tf.float16),
-                 tf.TensorSpec([None, *parts.pool.output.shape[1:]], tf.float16), tf.TensorSpec([None, 1], tf.float32))
-    compute = _view_fn(parts, rescale, parts.below.input.shape[1])
-
-    def fill_views(pixels, name, views, augmented):
-        try:
-            return _fill_views(pixels, compute, signature, views=views, augmented=augmented,
-                               cache_dir=cache_dir if on_disk else None, name=name)
-        except (tf.errors.ResourceExhaustedError, tf.errors.UnknownError, tf.errors.InternalError, OSError) as error:
-            if on_disk and _no_space(error):
-                raise FeatureCacheError(
-                    f"no space left on the disk of {cache_dir} while caching the base's features ({total / 2**20:.0f} "
-                    "MiB to write): free space there or raise --cache-memory-mb") from error
-            raise
-
-    train_views = fill_views(train_pixels, "train", views, augmented=True)
-    (eval_view,) = fill_views(eval_pixels, "eval", 1, augmented=False)
-    location = cache_dir if on_disk else "memory"
-    return FeatureCache(CachedSplit(train_views, train_images, train_images * views * element_bytes, location),
-                        CachedSplit([eval_view], eval_images, eval_images * element_bytes, location),
-                        time.perf_counter() - started)
+    """Runs the frozen base over the views of the training images phase 1 reads, and over the eval images once;
+    `FeatureCache.fill_fine_tune_views` does the rest before phase 2."""
+    cache = FeatureCache(model, parts, train_pixels, train_images=train_images, eval_images=eval_images,
+                         config=config, cache_dir=cache_dir)
+    cache.fill_head_views(eval_pixels)
+    return cache
 
 
 def remove(cache_dir: str | None) -> None:

@@ -207,6 +207,8 @@ def _train_on_cached_views(model, phases: _Phases, train_examples, eval_examples
             phases.fit(parts.head_model(), config.learning_rate, phase="head", epochs=config.head_epochs,
                        data=data(feature_cache.POOLED))
         if config.fine_tune_epochs:
+            cache.fill_fine_tune_views()
+            logging.info("Cached views before phase 2: %s", cache.record())
             model_lib.unfreeze_for_fine_tuning(model, config.fine_tune_from)
             phases.fit(parts.top_model(), config.fine_tune_learning_rate, phase="fine_tune",
                        epochs=config.fine_tune_epochs, data=data(feature_cache.CUT))

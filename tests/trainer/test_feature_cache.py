@@ -57,22 +57,42 @@ def _examples(n, seed):
     return tf.data.Dataset.from_tensor_slices((pixels.astype("uint8"), labels))
 
 
+def _epochs(cache, part, first, epochs, config):
+    batches, steps = cache.training_epochs(part, first_epoch=first, epochs=epochs, config=config)
+    assert steps == 2
+    return np.concatenate([features for features, _ in batches.as_numpy_iterator()]).reshape(epochs, 6, -1)
+
+
+def _view_array(view, part):
+    return np.stack([e[part] for e in view.as_numpy_iterator()]).astype("float32").reshape(6, -1)
+
+
 def test_each_epoch_reads_one_view_of_every_image():
+    """Phase 1 reads the two views filled before it; phase 2 all K, the others filled before it."""
     model = model_lib.build_model(CONFIG, SIZE)
     model_lib.calibrate_batchnorm(model, _pixels(16, seed=1))
     parts = feature_cache.split(model, CONFIG)
     config = dataclasses.replace(CONFIG, cached_views=3, batch_size=4, shuffle_buffer=1)
     cache = feature_cache.fill(model, parts, _examples(6, 1), _examples(4, 2), train_images=6, eval_images=4,
                                config=config, cache_dir=None)
-    views = [np.stack([e[feature_cache.POOLED] for e in view.as_numpy_iterator()]) for view in cache.train.views]
-    assert len(views) == 3 and all(view.shape[0] == 6 for view in views)
-    batches, steps = cache.training_epochs(feature_cache.POOLED, first_epoch=4, epochs=3, config=config)
-    epochs = np.concatenate([features for features, _ in batches.as_numpy_iterator()]).reshape(3, 6, -1)
-    assert steps == 2
-    for offset, epoch in enumerate(range(4, 7)):  # epoch e reads view e mod 3 (in order: shuffle_buffer=1)
-        np.testing.assert_array_equal(epochs[offset], views[epoch % 3].astype("float32"))
-    # The views differ: they are augmented independently.
-    assert not np.array_equal(epochs[0], epochs[1])
+    assert len(cache.train.views) == feature_cache.HEAD_VIEWS == 2
+    pooled = [_view_array(view, feature_cache.POOLED) for view in cache.train.views]
+    head = _epochs(cache, feature_cache.POOLED, 4, 3, config)
+    for offset, epoch in enumerate(range(4, 7)):  # epoch e reads view e mod 2 (in order: shuffle_buffer=1)
+        np.testing.assert_array_equal(head[offset], pooled[epoch % 2])
+    assert not np.array_equal(head[0], head[1])  # the views differ: they are augmented independently
+
+    head_bytes = cache.record()["bytes"]
+    cache.fill_fine_tune_views()
+    assert len(cache.train.views) == 3 and cache.record()["bytes"] > head_bytes
+    cut = [_view_array(view, feature_cache.CUT) for view in cache.train.views]
+    tune = _epochs(cache, feature_cache.CUT, 7, 3, config)
+    for offset, epoch in enumerate(range(7, 10)):  # epoch e reads view e mod 3
+        np.testing.assert_array_equal(tune[offset], cut[epoch % 3])
+    assert not any(np.array_equal(cut[2], cut[index]) for index in (0, 1))
+    record = cache.record()
+    assert record["views"] == 3 and record["head_views"] == 2
+    assert record["fill_seconds"] > record["fine_tune_fill_seconds"] > 0
 
 
 def test_a_cache_over_the_memory_budget_goes_to_files_and_is_removed_after_training(tmp_path, capsys):
