@@ -37,11 +37,10 @@ from trainer import model as model_lib
 CUT, POOLED = 0, 1
 CACHE_DTYPE = tf.float16  # half the memory of float32
 
-# Phase 1 reads this many views when phase 2 follows; phase 2 reads all K. Phase 1 trains a linear head on
-# the pooled features, which two views served as well as augmenting every epoch (eval loss at the end of phase
-# 1 within run-to-run noise, README Performance), and each view it reads costs a whole base pass before it.
-# The top blocks phase 2 trains overfit a few views: 2 left the eval accuracy 0.03-0.05 below every-epoch
-# augmentation with a pretrained base.
+# Phase 1 reads this many views when phase 2 follows; phase 2 reads all K. Each view phase 1 reads costs a
+# whole base pass before it: 3 or 4 instead of 2 made phase 1 1.3-1.5x slower and moved the accuracy by less
+# than the seeds' noise; the other views, which only phase 2 reads, need the layers below the cut alone
+# (docs/performance.md, Training).
 HEAD_VIEWS = 2
 
 
