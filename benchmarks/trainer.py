@@ -55,7 +55,7 @@ class Recipe:
     # "pretrained": a base pretrained here on the dusk look (benchmarks/pretrained.py), standing in for ImageNet
     # weights, which the default recipe is made for; "none": random weights.
     weights: str = "pretrained"
-    cached_views: int | None = None  # None: the schedule's default
+    cached_views: int | None = None  # None: the Trainer's default
     # Our runs of each kind, seeds 1..N: one run's eval accuracy on 320 images moved by 0.01-0.03 with the seed
     # alone, more than the accuracy target's band; the accuracies are the seeds' means, the times their medians.
     seeds: int = 3
@@ -71,8 +71,7 @@ def _figure(name, value, unit, reference=None, ratio=None, target=None, met=None
 
 
 def _config(recipe: Recipe, cached_views: int | None, weights: str = "none", seed: int = 1):
-    """The recipe's TrainingConfig; `cached_views` None leaves K to the schedule (the default's, or the
-    from-scratch schedule's)."""
+    """The recipe's TrainingConfig; `cached_views` None leaves K at the Trainer's default."""
     from config import FROM_SCRATCH_SCHEDULE, PipelineConfig, TrainingConfig, with_overrides
 
     settings = {"weights": weights, "seed": seed, "early_stopping_patience": 0}
