@@ -169,9 +169,8 @@ class FeatureCache:
         self._parts, self._train_pixels = parts, train_pixels
         self._compute = _view_fn(parts, model_lib.get_classifier(model).get_layer(model_lib.RESCALE_NAME),
                                  parts.below.input.shape[1])
-        self._full_bytes, self._cut_bytes = _element_bytes(parts, pooled=True), _element_bytes(parts, pooled=False)
-        self._total = (train_images * self.head_views + eval_images) * self._full_bytes + \
-            train_images * (self.views - self.head_views) * self._cut_bytes
+        self._total = (train_images * self.head_views + eval_images) * _element_bytes(parts, pooled=True) + \
+            train_images * (self.views - self.head_views) * _element_bytes(parts, pooled=False)
         on_disk = self._total > config.cache_memory_mb * 2**20 and cache_dir is not None
         self._cache_dir = cache_dir if on_disk else None
         self.location = cache_dir if on_disk else "memory"
@@ -186,31 +185,27 @@ class FeatureCache:
                   f"{cache_dir}", flush=True)
 
     def fill_head_views(self, eval_pixels: tf.data.Dataset) -> None:
-        started = time.perf_counter()
-        self.train.views += self._fill(self._train_pixels, "train", range(self.head_views), augmented=True,
-                                       pooled=True)
-        self.eval.views += self._fill(eval_pixels, "eval", range(1), augmented=False, pooled=True)
-        self.train.bytes += self.train.images * self.head_views * self._full_bytes
-        self.eval.bytes += self.eval.images * self._full_bytes
-        self.fill_seconds["head"] += time.perf_counter() - started
+        self._fill(self.train, self._train_pixels, "train", range(self.head_views), phase="head", augmented=True,
+                   pooled=True)
+        self._fill(self.eval, eval_pixels, "eval", range(1), phase="head", augmented=False, pooled=True)
 
     def fill_fine_tune_views(self) -> None:
-        started = time.perf_counter()
-        more = range(len(self.train.views), self.views)
-        self.train.views += self._fill(self._train_pixels, "train", more, augmented=True, pooled=False)
-        self.train.bytes += self.train.images * len(more) * self._cut_bytes
-        self.fill_seconds["fine_tune"] += time.perf_counter() - started
+        self._fill(self.train, self._train_pixels, "train", range(len(self.train.views), self.views),
+                   phase="fine_tune", augmented=True, pooled=False)
 
-    def _fill(self, pixels, name, indices, *, augmented, pooled) -> list[tf.data.Dataset]:
+    def _fill(self, split: CachedSplit, pixels, name, indices, *, phase, augmented, pooled) -> None:
+        """Appends the views `indices` to `split`, timed as `phase`'s."""
         if not indices:
-            return []
+            return
+        started = time.perf_counter()
         features = (tf.TensorSpec([None, *self._parts.above.input.shape[1:]], CACHE_DTYPE),)
         if pooled:
             features += (tf.TensorSpec([None, *self._parts.pool.output.shape[1:]], CACHE_DTYPE),)
         signature = (*features, tf.TensorSpec([None, 1], tf.float32))
         compute = functools.partial(self._compute, augmented=augmented, pooled=pooled)
         try:
-            return _fill_views(pixels, compute, signature, indices=indices, cache_dir=self._cache_dir, name=name)
+            split.views += _fill_views(pixels, compute, signature, indices=indices, cache_dir=self._cache_dir,
+                                       name=name)
         except (tf.errors.ResourceExhaustedError, tf.errors.UnknownError, tf.errors.InternalError, OSError) as error:
             if self._cache_dir and _no_space(error):
                 raise FeatureCacheError(
@@ -218,6 +213,8 @@ class FeatureCache:
                     f"({self._total / 2**20:.0f} MiB to write): free space there or raise --cache-memory-mb"
                 ) from error
             raise
+        split.bytes += split.images * len(indices) * _element_bytes(self._parts, pooled=pooled)
+        self.fill_seconds[phase] += time.perf_counter() - started
 
     def record(self) -> dict:
         return {"views": self.views, "head_views": self.head_views, "train_images": self.train.images,
