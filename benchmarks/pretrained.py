@@ -89,7 +89,7 @@ def pretrain_base(setup: Setup, scratch: pathlib.Path) -> tuple[pathlib.Path, di
 # The default (ImageNet) schedule, spelt out so that --weights none trains with the same epochs and flags
 # rather than the from-scratch schedule it would otherwise get.
 DEFAULT_SCHEDULE = {"head_epochs": 10, "fine_tune_epochs": 10, "fine_tune_from": 100, "early_stopping_patience": 3,
-                    "cached_views": 4}
+                    "cached_views": 6}
 
 
 def transfer(setup: Setup, weights_file: pathlib.Path, scratch: pathlib.Path) -> tuple[dict, dict]:

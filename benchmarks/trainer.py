@@ -15,7 +15,7 @@ learning rate, each epoch evaluated. Ours is the Trainer's own training
 recipe (the defaults: 10 head epochs at 1e-3, 10 fine-tune epochs from layer
 100 at 1e-4, batch 32, flip/rotation/zoom), no early stopping, with cached
 views (the default) and augmenting every epoch, each with seeds 1..N
-(--seeds, 3): accuracies are the seeds' means, times their medians. Ratios above 1
+(--seeds, 5): accuracies are the seeds' means, times their medians. Ratios above 1
 mean the Trainer is faster. Each phase of ours includes filling the cached views
 it reads first.
 The recipe is made for ImageNet weights, which cannot be downloaded here:
@@ -57,8 +57,10 @@ class Recipe:
     weights: str = "pretrained"
     cached_views: int | None = None  # None: the Trainer's default
     # Our runs of each kind, seeds 1..N: one run's eval accuracy on 320 images moved by 0.01-0.03 with the seed
-    # alone, more than the accuracy target's band; the accuracies are the seeds' means, the times their medians.
-    seeds: int = 3
+    # alone, more than the accuracy target's band (every-epoch augmentation: 0.9062-0.9406 over seeds 1-5, a mean
+    # of 0.9291 over the first three and 0.9219 over all five); the accuracies are the seeds' means, the times
+    # their medians.
+    seeds: int = 5
 
 
 QUICK = Recipe(image_size=64, train_images=32, eval_images=16, head_epochs=1, fine_tune_epochs=1, weights="none",
@@ -273,7 +275,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="A base pretrained on the dusk look (default; the recipe is made for pretrained "
                              "weights), or random weights.")
     parser.add_argument("--cached-views", type=int, help="K of the cached run (default: the Trainer's).")
-    parser.add_argument("--seeds", type=int, help="Our runs of each kind, seeds 1..N (default 3).")
+    parser.add_argument("--seeds", type=int, help="Our runs of each kind, seeds 1..N (default 5).")
     parser.add_argument("--rss-only", action="store_true",
                         help="Only our Trainer with cached views, in this process: its time and peak RSS.")
     parser.add_argument("--json", type=pathlib.Path, default=ROOT / "runs" / "benchmarks.json")

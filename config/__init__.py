@@ -99,9 +99,9 @@ class TrainingConfig:
     rotation: float = _field(0.1, "Augmentation: max random rotation, as a fraction of a full turn.")
     zoom: float = _field(0.1, "Augmentation: max random zoom, as a fraction of the image.")
     cached_views: int = _field(
-        4, "Augmented views of each training image whose frozen-base features are computed once: phase 2 "
-           "reads all of them, phase 1 the first two; each epoch reads one (0: augment and run the whole base "
-           "every epoch).")
+        6, "Augmented views of each training image whose frozen-base features are computed once: phase 1 "
+           "reads the first two, one an epoch; phase 2 all of them, each epoch a random blend of two (0: augment "
+           "and run the whole base every epoch).")
     cache_memory_mb: int = _field(
         2048, "Memory budget of the cached views, in MiB; a larger cache goes to files under the Trainer's "
               "output.")

@@ -211,7 +211,7 @@ def summarize_run(store: metadata_store.MetadataStore | None, pipeline_name: str
 
 
 def training_line(training: dict) -> str:
-    """'CPU:0; cached views 4 (44 MiB in memory, filled in 9.6 s)'."""
+    """'CPU:0; cached views 6 (44 MiB in memory, filled in 9.6 s)'."""
     shown = ", ".join(device.rsplit("device:", 1)[-1] for device in training.get("devices") or ["unrecorded"])
     cache = training.get("cache")
     if cache:

@@ -87,10 +87,10 @@ def test_the_summary_says_where_and_how_the_model_trained(runs):
     training = runs["first_summary"]["training"]
     assert [device.rsplit("device:", 1)[-1] for device in training["devices"]] == ["CPU:0"]  # no GPU here
     cache = training["cache"]
-    assert training["cached_views"] == cache["views"] == 4 and cache["head_views"] == 2
+    assert training["cached_views"] == cache["views"] == 6 and cache["head_views"] == 2
     assert cache["location"] == "memory" and cache["bytes"] > 0 and cache["fill_seconds"] > 0
     assert cache["train_images"] + cache["eval_images"] == 32  # every ingested image, each split once
-    assert f"trained on: CPU:0; cached views 4 ({cache['bytes'] / 2**20:.0f} MiB in memory" in runs["first"].stdout
+    assert f"trained on: CPU:0; cached views 6 ({cache['bytes'] / 2**20:.0f} MiB in memory" in runs["first"].stdout
 
 
 def test_base_weights_writes_the_pushed_models_base_for_weights_file(runs, tmp_path):

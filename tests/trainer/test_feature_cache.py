@@ -67,8 +67,8 @@ def _view_array(view, part):
     return np.stack([e[part] for e in view.as_numpy_iterator()]).astype("float32").reshape(6, -1)
 
 
-def test_each_epoch_reads_one_view_of_every_image():
-    """Phase 1 reads the two views filled before it; phase 2 all K, the others filled before it."""
+def test_each_epoch_reads_one_view_or_a_blend_of_two_of_every_image():
+    """Phase 1 reads the two views filled before it; phase 2 blends of all K, the others filled before it."""
     model = model_lib.build_model(CONFIG, SIZE)
     model_lib.calibrate_batchnorm(model, _pixels(16, seed=1))
     parts = feature_cache.split(model, CONFIG)
@@ -87,8 +87,17 @@ def test_each_epoch_reads_one_view_of_every_image():
     assert len(cache.train.views) == 3 and cache.record()["bytes"] > head_bytes
     cut = [_view_array(view, feature_cache.CUT) for view in cache.train.views]
     tune = _epochs(cache, feature_cache.CUT, 7, 3, config)
-    for offset, epoch in enumerate(range(7, 10)):  # epoch e reads view e mod 3
-        np.testing.assert_array_equal(tune[offset], cut[epoch % 3])
+    weights = []
+    for offset, epoch in enumerate(range(7, 10)):  # epoch e reads a blend of views e and e + 1 mod 3, per image
+        first, second = cut[epoch % 3], cut[(epoch + 1) % 3]
+        for image in range(6):
+            direction = first[image] - second[image]
+            weight = np.dot(tune[offset][image] - second[image], direction) / np.dot(direction, direction)
+            np.testing.assert_allclose(tune[offset][image], weight * first[image] + (1 - weight) * second[image],
+                                       atol=1e-5)
+            weights.append(weight)
+    assert all(0 <= weight < 1 for weight in weights) and len(np.unique(np.round(weights, 6))) == len(weights)
+    np.testing.assert_array_equal(_epochs(cache, feature_cache.CUT, 7, 3, config), tune)  # the same blends again
     assert not any(np.array_equal(cut[2], cut[index]) for index in (0, 1))
     record = cache.record()
     assert record["views"] == 3 and record["head_views"] == 2
