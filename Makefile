@@ -36,7 +36,7 @@ test: $(STAMP) chromium
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -m "not e2e"
 
-# Benchmarks print a table and write JSON (runs/benchmarks.json); full about 12 minutes on 2 cores.
+# Benchmarks print a table and write JSON (runs/benchmarks.json); full: the training section about 16 minutes on 2 cores, the rest about 2.
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks.suite
 
