@@ -435,7 +435,12 @@ def _config_from_args(args: argparse.Namespace):
 
 
 def _from_scratch_note(filled: dict) -> str:
-    shown = ", ".join(f"--{name.replace('_', '-')} {value}" for name, value in filled.items())
+    def flag(name, value):
+        name = name.replace("_", "-")
+        if isinstance(value, bool):
+            return f"--{name}" if value else f"--no-{name}"
+        return f"--{name} {value}"
+    shown = ", ".join(flag(name, value) for name, value in filled.items())
     return (f"random weights (--weights none): training with the from-scratch schedule {shown} (the defaults are "
             "made for ImageNet weights; set any of these flags to choose)")
 

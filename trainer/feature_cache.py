@@ -18,7 +18,7 @@ learned them by heart (train accuracy 0.99 against eval 0.91 in its last
 epochs, where every-epoch augmentation kept both at 0.925), and a new point
 between two views each epoch, which costs no base pass, took the eval accuracy
 from 0.014 below every-epoch augmentation's to 0.004 below (5 seeds, 6 views;
-docs/performance.md, Training). The cut
+docs/performance.md, Training); `--no-blend-views` reads view e mod K. The cut
 lies on a block boundary (where one tensor alone crosses it), so a residual
 block is never split from its shortcut. The layers stay the classifier's own
 objects: what the phase models learn is what gets exported.
@@ -232,11 +232,14 @@ class FeatureCache:
     def training_epochs(self, part: int, *, first_epoch: int, epochs: int, config: TrainingConfig
                         ) -> tuple[tf.data.Dataset, int]:
         """Batches of (features, label) for `epochs` epochs, shuffled, and the steps of one epoch: for POOLED
-        epoch e reads view e mod (phase 1's views); for CUT, blends of views e and e + 1 mod K."""
+        epoch e reads view e mod (phase 1's views); for CUT, blends of views e and e + 1 mod K (view e mod K
+        without `blend_views`)."""
         def epoch_views(epoch: int) -> tf.data.Dataset:
             if part == POOLED:
                 return self.train.views[epoch % self.head_views]
             views = self.train.views
+            if not config.blend_views:
+                return views[epoch % len(views)]
             return _blended(views[epoch % len(views)], views[(epoch + 1) % len(views)], seed=(config.seed, epoch))
 
         data = functools.reduce(tf.data.Dataset.concatenate, [

@@ -72,7 +72,8 @@ def test_first_run_executes_every_component_once_and_pushes_version_1(runs):
     assert summary["beam_args"] == ["--direct_running_mode=in_memory"]  # small data: no worker processes
     # TINY sets --weights none and the epochs but not the rest of the from-scratch schedule
     (note,) = summary["notes"]
-    assert "from-scratch schedule --fine-tune-from 60, --early-stopping-patience 0" in note
+    assert "from-scratch schedule --fine-tune-from 60, --early-stopping-patience 0, --cached-views 4, " \
+           "--no-blend-views (" in note
     assert f"note: {note}" in runs["first"].stdout
     assert pathlib.Path(summary["pushed_path"]) == runs["out"] / "serving_model" / "1"
     assert summary["metrics"]["candidate"]["example_count"] > 0
@@ -87,10 +88,10 @@ def test_the_summary_says_where_and_how_the_model_trained(runs):
     training = runs["first_summary"]["training"]
     assert [device.rsplit("device:", 1)[-1] for device in training["devices"]] == ["CPU:0"]  # no GPU here
     cache = training["cache"]
-    assert training["cached_views"] == cache["views"] == 6 and cache["head_views"] == 2
+    assert training["cached_views"] == cache["views"] == 4 and cache["head_views"] == 2
     assert cache["location"] == "memory" and cache["bytes"] > 0 and cache["fill_seconds"] > 0
     assert cache["train_images"] + cache["eval_images"] == 32  # every ingested image, each split once
-    assert f"trained on: CPU:0; cached views 6 ({cache['bytes'] / 2**20:.0f} MiB in memory" in runs["first"].stdout
+    assert f"trained on: CPU:0; cached views 4 ({cache['bytes'] / 2**20:.0f} MiB in memory" in runs["first"].stdout
 
 
 def test_base_weights_writes_the_pushed_models_base_for_weights_file(runs, tmp_path):

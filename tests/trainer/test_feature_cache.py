@@ -98,6 +98,9 @@ def test_each_epoch_reads_one_view_or_a_blend_of_two_of_every_image():
             weights.append(weight)
     assert all(0 <= weight < 1 for weight in weights) and len(np.unique(np.round(weights, 6))) == len(weights)
     np.testing.assert_array_equal(_epochs(cache, feature_cache.CUT, 7, 3, config), tune)  # the same blends again
+    plain = _epochs(cache, feature_cache.CUT, 7, 3, dataclasses.replace(config, blend_views=False))
+    for offset, epoch in enumerate(range(7, 10)):  # --no-blend-views: epoch e reads view e mod 3
+        np.testing.assert_array_equal(plain[offset], cut[epoch % 3])
     assert not any(np.array_equal(cut[2], cut[index]) for index in (0, 1))
     record = cache.record()
     assert record["views"] == 3 and record["head_views"] == 2
