@@ -245,13 +245,22 @@ class FeatureCache:
         data = functools.reduce(tf.data.Dataset.concatenate, [
             _batches(epoch_views(epoch).shuffle(config.shuffle_buffer, seed=config.seed + epoch), part, config)
             for epoch in range(first_epoch, first_epoch + epochs)])
-        return data.prefetch(tf.data.AUTOTUNE), math.ceil(self.train.images / config.batch_size)
+        return _without_rewrites(data.prefetch(tf.data.AUTOTUNE)), math.ceil(self.train.images / config.batch_size)
 
     def eval_batches(self, part: int, config: TrainingConfig) -> tf.data.Dataset:
         # A known length: Keras then reads it without a warning that it "ran out of data".
         steps = math.ceil(self.eval.images / config.batch_size)
-        return _batches(self.eval.views[0], part, config).apply(
-            tf.data.experimental.assert_cardinality(steps)).prefetch(tf.data.AUTOTUNE)
+        return _without_rewrites(_batches(self.eval.views[0], part, config).apply(
+            tf.data.experimental.assert_cardinality(steps)).prefetch(tf.data.AUTOTUNE))
+
+
+def _without_rewrites(data: tf.data.Dataset) -> tf.data.Dataset:
+    """`data` without tf.data's default graph rewrites. To rewrite, tf.data serializes the pipeline, and each
+    place it reads an in-memory view becomes a copy of that view: 10 epochs of blends of 2 views of 8,000
+    images held 2.4 GiB more than the views themselves (docs/performance.md, Training)."""
+    options = tf.data.Options()
+    options.experimental_optimization.apply_default_optimizations = False
+    return data.with_options(options)
 
 
 def _blended(first: tf.data.Dataset, second: tf.data.Dataset, *, seed: tuple[int, int]) -> tf.data.Dataset:

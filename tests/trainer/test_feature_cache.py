@@ -60,6 +60,8 @@ def _examples(n, seed):
 def _epochs(cache, part, first, epochs, config):
     batches, steps = cache.training_epochs(part, first_epoch=first, epochs=epochs, config=config)
     assert steps == 2
+    # tf.data's default rewrites would copy every in-memory view once per epoch that reads it
+    assert batches.options().experimental_optimization.apply_default_optimizations is False
     return np.concatenate([features for features, _ in batches.as_numpy_iterator()]).reshape(epochs, 6, -1)
 
 
