@@ -23,7 +23,7 @@ from config import PipelineConfig, beam_policy
 from contract.errors import FAILED, INTERRUPTED, OK, REFUSED
 from contract.layout import RunLayout
 from ingest import span_report, synthetic
-from orchestration import interrupts, lifecycle, store_health
+from orchestration import lifecycle, store_health
 from orchestration.run_lock import exclusive_run
 from pipeline import pipeline as pipeline_lib
 from reporting import run_report, run_summary
@@ -120,19 +120,16 @@ def _run_locked(config: PipelineConfig, where: RunLayout, source: Source | None,
     )
     earlier_runs = store_health.run_ids(where.metadata_path)
     error, interrupted = None, False
-    with interrupts.insistent() as ctrl_c:
-        try:
-            tfx.orchestration.LocalDagRunner().run(pipeline)
-        except KeyboardInterrupt:
-            ctrl_c.taken()
-            interrupted = True
-            canceled = store_health.cancel_unfinished(where.metadata_path, earlier_runs)
-            error = "interrupted (Ctrl-C)" + (f" while {', '.join(canceled)} ran (marked CANCELED in ML Metadata)"
-                                              if canceled else "")
-        except Exception as exc:  # the summary reports it; the exit code says it
-            ctrl_c.taken()
-            error = f"{type(exc).__name__}: {exc}"
-            logging.debug("pipeline failed", exc_info=True)
+    try:
+        tfx.orchestration.LocalDagRunner().run(pipeline)
+    except KeyboardInterrupt:
+        interrupted = True
+        canceled = store_health.cancel_unfinished(where.metadata_path, earlier_runs)
+        error = "interrupted (Ctrl-C)" + (f" while {', '.join(canceled)} ran (marked CANCELED in ML Metadata)"
+                                          if canceled else "")
+    except Exception as exc:  # the summary reports it; the exit code says it
+        error = f"{type(exc).__name__}: {exc}"
+        logging.debug("pipeline failed", exc_info=True)
     summary = run_summary.summarize(str(where.metadata_path), config.name, exclude_runs=earlier_runs)
     if summary.run_id is None and error is None:
         error = "the pipeline recorded no run in ML Metadata"
