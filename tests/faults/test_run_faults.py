@@ -37,10 +37,16 @@ SETTINGS = [*TINY, "--min-accuracy", "0", "--max-accuracy-drop", "1", "--no-tfli
 STOPPED_BEFORE = {pipeline_lib.TRANSFORM, pipeline_lib.TRAINER, pipeline_lib.EVALUATOR, pipeline_lib.PUSHER}
 
 
+def _ctrl_c_reaches_it():
+    """In the child before it runs: SIGINT handled by default, as in a terminal. A suite launched in the background
+    of a non-interactive shell has SIGINT ignored, and children inherit that: Ctrl-C would never reach them."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _start(data, out):
     return subprocess.Popen([sys.executable, str(ROOT / "pipeline_runner.py"), "run", "--data-dir", str(data),
                              "--output-dir", str(out), *SETTINGS], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, cwd=ROOT, start_new_session=True)
+                            text=True, cwd=ROOT, start_new_session=True, preexec_fn=_ctrl_c_reaches_it)
 
 
 def _wait_until_running(process, metadata, node, timeout=600):
@@ -279,7 +285,7 @@ def test_ingest_stopped_midway_leaves_no_span_and_the_next_ingest_writes_it_whol
     command = [sys.executable, str(ROOT / "pipeline_runner.py"), "ingest", "--data-dir", str(images),
                "--output-dir", str(out)]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
-                               start_new_session=True)
+                               start_new_session=True, preexec_fn=_ctrl_c_reaches_it)
     staging = out / "examples" / ".span-1.incomplete"
     deadline = time.time() + 300
     while not staging.exists() and process.poll() is None and time.time() < deadline:
