@@ -1,134 +1,203 @@
 """ServingPusher: copies a blessed model into a TF Serving model folder.
 
 `<serving_dir>/<version>/` with integer versions, newest highest, as TF
-Serving expects. A version is copied under a hidden name and renamed into
-place, so a server never loads half a model, and an existing version is never
-overwritten or deleted: a failed or rejected run leaves what is served as it was.
-Each version records which model it holds (layout.PUSH_RECORD_FILE) and the
-SHA-256 of each of its files (layout.DIGESTS_FILE); a model that is already the
-newest version is not pushed again.
+Serving expects. A version is published by contract.storage's protocol: copied
+under a hidden name, renamed into place, and committed last by the SHA-256 of
+each of its files (layout.DIGESTS_FILE), so that a version is complete or, on
+an object store where a folder rename is not atomic, visibly incomplete. An
+incomplete version is never counted as pushed or served; the next push or
+rollback moves it aside and takes a number above it. A complete version is
+never overwritten or deleted: a failed or rejected run leaves what is served as
+it was. Each version records which model it holds (layout.PUSH_RECORD_FILE); a
+model that is already the newest complete version is not copied again.
 """
 
 
 import dataclasses
 import hashlib
 import json
-import os
+import posixpath
 import time
 import uuid
 from typing import List
 
-import tensorflow as tf
+from absl import logging
 from tfx import v1 as tfx
-from tfx.utils import io_utils, path_utils
+from tfx.utils import path_utils
 
 from components import model_card
-from contract import layout, metadata
+from contract import layout, metadata, storage
 
 
 @dataclasses.dataclass(frozen=True)
 class PushResult:
     version: int
     path: str
-    new: bool  # False: the model was already the newest version; nothing was copied
+    new: bool  # False: the model was already the newest complete version; nothing was copied
+    # What this push cleaned up first: "version 3 was incomplete (no commit record): moved to ...", and
+    # staging copies a killed push left.
+    cleaned: tuple[str, ...] = ()
+
+
+STAGING_PREFIX = ".incoming-"
 
 
 def pushed_model_uri(version_dir: str) -> str | None:
     """The URI of the model a version holds, from its push record."""
-    path = os.path.join(version_dir, layout.PUSH_RECORD_FILE)
-    if not tf.io.gfile.exists(path):
-        return None
-    return json.loads(tf.io.gfile.GFile(path).read()).get("model_uri")
+    return push_record(version_dir).get("model_uri")
+
+
+def push_record(version_dir: str) -> dict:
+    """The version's push record (layout.PUSH_RECORD_FILE), {} if it has none."""
+    path = posixpath.join(version_dir, layout.PUSH_RECORD_FILE)
+    if not storage.backend.exists(path):
+        return {}
+    try:
+        return json.loads(storage.backend.read(path))
+    except ValueError:
+        return {}
+
+
+def _numbered(serving_dir: str) -> list[int]:
+    if not storage.backend.isdir(serving_dir):
+        return []
+    return sorted(int(name) for name in storage.backend.listdir(serving_dir) if name.isdigit())
+
+
+def aside_dir(serving_dir: str) -> str:
+    """Where incomplete versions go: beside serving_dir, so that no server and no reader of it sees them."""
+    return serving_dir.rstrip("/") + storage.ASIDE_SUFFIX
+
+
+def _aside_number(name: str) -> int | None:
+    head = name.split("-", 1)[0]
+    return int(head) if head.isdigit() else None
 
 
 def existing_versions(serving_dir: str) -> list[int]:
-    if not tf.io.gfile.isdir(serving_dir):
-        return []
-    return sorted(int(name.rstrip("/")) for name in tf.io.gfile.listdir(serving_dir) if name.rstrip("/").isdigit())
+    """The complete versions (a valid commit record, every file it lists present), oldest first."""
+    return [v for v in _numbered(serving_dir) if not incomplete_reason(posixpath.join(serving_dir, str(v)))]
 
 
-def _files(folder: str) -> list[str]:
-    """Every file under `folder` (local or remote), as sorted posix paths relative to it."""
-    found = []
-    for directory, _, names in tf.io.gfile.walk(folder):
-        relative = os.path.relpath(directory, folder)
-        found += [name if relative == "." else f"{relative}/{name}" for name in names]
-    return sorted(found)
+def incomplete_versions(serving_dir: str) -> dict[int, str]:
+    """{version: why it is incomplete} of the numbered folders without a valid commit record."""
+    found = {v: incomplete_reason(posixpath.join(serving_dir, str(v))) for v in _numbered(serving_dir)}
+    return {v: why for v, why in found.items() if why}
+
+
+def _recorded_digests(version_dir: str) -> dict[str, str] | None:
+    """{file: SHA-256} from the version's commit record, None if it has no readable one."""
+    path = posixpath.join(version_dir, layout.DIGESTS_FILE)
+    if not storage.backend.exists(path):
+        return None
+    recorded = {}
+    for line in storage.backend.read(path).decode("utf-8", "replace").splitlines():
+        digest, separator, name = line.partition("  ")
+        if not separator or len(digest) != 64:
+            return None
+        recorded[name] = digest
+    return recorded
+
+
+def incomplete_reason(version_dir: str) -> str | None:
+    """Why a version folder is not a complete push (None: it is). The commit record is layout.DIGESTS_FILE,
+    written after every other file is in place; a version is complete when it is there, readable, names a
+    SavedModel and every file it names is present. Checks names only: digest_problems reads the bytes."""
+    recorded = _recorded_digests(version_dir)
+    if recorded is None:
+        return f"no readable commit record ({layout.DIGESTS_FILE})"
+    if "saved_model.pb" not in recorded:
+        return f"its commit record ({layout.DIGESTS_FILE}) names no saved_model.pb"
+    missing = sorted(set(recorded) - set(storage.backend.files(version_dir)))
+    if missing:
+        return f"{len(missing)} of the files its commit record names are missing ({', '.join(missing[:3])})"
+    return None
 
 
 def _sha256(path: str) -> str:
     digest = hashlib.sha256()
-    with tf.io.gfile.GFile(path, "rb") as f:
+    with storage.backend.open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
 
 
-def write_digests(version_dir: str) -> None:
-    """Records the SHA-256 of every file of the version in layout.DIGESTS_FILE."""
-    lines = [f"{_sha256(os.path.join(version_dir, name))}  {name}\n" for name in _files(version_dir)
-             if name != layout.DIGESTS_FILE]
-    with tf.io.gfile.GFile(os.path.join(version_dir, layout.DIGESTS_FILE), "w") as f:
-        f.write("".join(lines))
+def digests_text(version_dir: str) -> str:
+    """The commit record of a version's files: their SHA-256, in `sha256sum` format."""
+    return "".join(f"{_sha256(posixpath.join(version_dir, name))}  {name}\n"
+                   for name in storage.backend.files(version_dir) if name != layout.DIGESTS_FILE)
 
 
 def digest_problems(version_dir: str) -> list[str]:
     """How the files of a pushed version differ from the digests recorded at its push ([] if they do not)."""
-    path = os.path.join(version_dir, layout.DIGESTS_FILE)
-    if not tf.io.gfile.exists(path):
+    recorded = _recorded_digests(version_dir)
+    if recorded is None:
         return [f"no {layout.DIGESTS_FILE}: its files cannot be checked"]
-    recorded = {}
-    for line in tf.io.gfile.GFile(path).read().splitlines():
-        digest, _, name = line.partition("  ")
-        recorded[name] = digest
-    present = set(_files(version_dir)) - {layout.DIGESTS_FILE}
+    present = set(storage.backend.files(version_dir)) - {layout.DIGESTS_FILE}
     problems = [f"{name}: missing" for name in sorted(set(recorded) - present)]
     problems += [f"{name}: not in the version when it was pushed" for name in sorted(present - set(recorded))]
     problems += [f"{name}: changed since the push" for name in sorted(present & set(recorded))
-                 if _sha256(os.path.join(version_dir, name)) != recorded[name]]
+                 if _sha256(posixpath.join(version_dir, name)) != recorded[name]]
     return problems
+
+
+def clean_up(serving_dir: str) -> tuple[list[str], int]:
+    """Moves incomplete versions out of `serving_dir` and removes staging copies killed pushes left.
+
+    Returns (what was done, one line each; the highest number ever used, moved-aside versions included, so
+    that no number a server may have seen is used again). Called only under the root's lease.
+    """
+    done = [f"removed the staging copy {name} a killed push left"
+            for name in storage.remove_staging(serving_dir, [STAGING_PREFIX])]
+    for version, why in incomplete_versions(serving_dir).items():
+        moved = storage.move_aside(posixpath.join(serving_dir, str(version)), aside_dir(serving_dir), str(version),
+                                   layout.DIGESTS_FILE)
+        done.append(f"version {version} was incomplete ({why}): moved to {moved}; its number is not used again")
+    highest = max(_numbered(serving_dir) + storage.aside_numbers(aside_dir(serving_dir), _aside_number), default=0)
+    return done, highest
 
 
 def push_model(model_dir: str, serving_dir: str, model_uri: str | None = None,
                record: dict | None = None, extra_files: dict[str, str] | None = None) -> PushResult:
-    """Copies `model_dir` to the next free version under `serving_dir`.
+    """Copies `model_dir` to the next free version under `serving_dir` (contract.storage's protocol: the
+    files under a staging name, renamed into place, the commit record last).
 
     `model_uri` identifies the model (default: `model_dir`); when the newest
-    version already holds it, nothing is copied. `record`: more fields of the
-    version's push record (a rollback's, say). `extra_files`: {path in the
-    version: text} written beside the copy (the model card).
+    complete version already holds it, nothing is copied. `record`: more
+    fields of the version's push record (a rollback's, say). `extra_files`:
+    {path in the version: text} written beside the copy (the model card).
     """
-    if not tf.io.gfile.exists(os.path.join(model_dir, "saved_model.pb")):
+    if not storage.backend.exists(posixpath.join(model_dir, "saved_model.pb")):
         raise FileNotFoundError(f"{model_dir} holds no SavedModel (saved_model.pb); nothing was pushed")
     model_uri = model_uri or model_dir
+    cleaned, highest = clean_up(serving_dir)
     versions = existing_versions(serving_dir)
     if versions:
-        newest = os.path.join(serving_dir, str(versions[-1]))
+        newest = posixpath.join(serving_dir, str(versions[-1]))
         if pushed_model_uri(newest) == model_uri:
-            return PushResult(versions[-1], newest, new=False)
-    tf.io.gfile.makedirs(serving_dir)
-    staging = os.path.join(serving_dir, f".incoming-{uuid.uuid4().hex}")
+            return PushResult(versions[-1], newest, new=False, cleaned=tuple(cleaned))
+    storage.backend.makedirs(serving_dir)
+    staging = posixpath.join(serving_dir, STAGING_PREFIX + uuid.uuid4().hex)
     try:  # whatever fails (a full disk, say), the staging copy goes and the served versions stay as they were
-        io_utils.copy_dir(model_dir, staging)
-        tf.io.gfile.makedirs(os.path.join(staging, os.path.dirname(layout.PUSH_RECORD_FILE)))
-        with tf.io.gfile.GFile(os.path.join(staging, layout.PUSH_RECORD_FILE), "w") as f:
-            json.dump({"model_uri": model_uri, "pushed_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                       **(record or {})}, f)
+        # A version pushed again (a rollback) brings its commit record: it must not arrive before the files.
+        storage.copy_tree(model_dir, staging, leave_out=[layout.DIGESTS_FILE])
+        storage.backend.makedirs(posixpath.join(staging, posixpath.dirname(layout.PUSH_RECORD_FILE)))
+        push = {"model_uri": model_uri, "pushed_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                **(record or {})}
+        storage.backend.write(posixpath.join(staging, layout.PUSH_RECORD_FILE), json.dumps(push).encode())
         for name, text in (extra_files or {}).items():
-            with tf.io.gfile.GFile(os.path.join(staging, name), "w") as f:
-                f.write(text)
-        write_digests(staging)
-        version = max(versions, default=0) + 1
+            storage.backend.write(posixpath.join(staging, name), text.encode())
+        commit = digests_text(staging).encode()
+        version = highest + 1
         while True:
-            target = os.path.join(serving_dir, str(version))
+            target = posixpath.join(serving_dir, str(version))
             try:
-                tf.io.gfile.rename(staging, target, overwrite=False)
-                return PushResult(version, target, new=True)
-            except tf.errors.AlreadyExistsError:  # another pusher took this version
+                storage.publish(staging, target, layout.DIGESTS_FILE, commit)
+                return PushResult(version, target, new=True, cleaned=tuple(cleaned))
+            except storage.AlreadyExistsError:  # another pusher took this version
                 version += 1
     finally:
-        if tf.io.gfile.exists(staging):
-            tf.io.gfile.rmtree(staging)
+        storage.backend.rmtree(staging)
 
 
 @tfx.dsl.components.component
@@ -155,11 +224,14 @@ def ServingPusher(
                               spans, examples_root, json.loads(training_settings))
     result = push_model(source, serving_dir, model_uri=model.uri,
                         extra_files={layout.MODEL_CARD_FILE: model_card.render(facts)})
-    if not result.new:  # already served (an unchanged rerun on an orchestrator without our resolver)
-        pushed_model.set_int_custom_property(metadata.PUSHED, 0)
-        pushed_model.set_string_custom_property("already_served_as", result.path)
-        return
+    for line in result.cleaned:
+        logging.warning("ServingPusher: %s", line)
+    if result.cleaned:
+        pushed_model.set_string_custom_property("cleaned", "\n".join(result.cleaned))
+    # Already served (the retry of a Pusher killed after publishing, or a rerun without our resolver): the
+    # version is recorded all the same, so the history and the next baseline know what is served.
     pushed_model.set_int_custom_property(metadata.PUSHED, 1)
+    pushed_model.set_int_custom_property(metadata.ALREADY_SERVED, 0 if result.new else 1)
     pushed_model.set_int_custom_property(metadata.PUSHED_VERSION, result.version)
     pushed_model.set_string_custom_property(metadata.PUSHED_DESTINATION, result.path)
     pushed_model.set_int_custom_property(metadata.PUSHED_MODEL_ID, model.id)

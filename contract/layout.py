@@ -102,7 +102,10 @@ CONTACT_SHEET = "contact_sheet.png"
 
 # A span under the examples root: span-<N>/{train,eval}/<TFRecord files> and span-<N>/ingest_report.json.
 SPLITS = ("train", "eval")
-INGEST_REPORT = "ingest_report.json"
+INGEST_REPORT = "ingest_report.json"  # a span's commit record: written last, a span is complete with it
+# In a span folder from its first object until its report is written: a span that has it and no report was cut
+# short (a span with neither was written by another tool). Its name sorts before every other file of a span.
+SPAN_UNCOMMITTED = ".uncommitted"
 _SPAN_DIR = re.compile(r"^span-(\d+)$")
 # ImportExampleGen's input: any file of the split folder (it reads gzipped and plain TFRecords alike).
 SPLIT_PATTERNS = {split: f"span-{{SPAN}}/{split}/*" for split in SPLITS}

@@ -41,7 +41,10 @@ BLESSED = "blessed"  # ModelBlessing: 1 blessed, 0 not
 CURRENT_MODEL_ID = "current_model_id"  # ModelBlessing: the candidate Model's artifact id
 SPAN = "span"  # Examples: the span ingested (a property in older TFX, a custom property in 1.16)
 # ... and this project's: the ServingPusher's and a rollback's record on a PushedModel,
-PUSHED = "pushed"  # 1 pushed, 0 not (not blessed, or the model already served)
+PUSHED = "pushed"  # 1 the model is served as PUSHED_VERSION, 0 not pushed (not blessed)
+# 1: the Pusher found its model already the newest complete version, copied nothing and recorded it (a retry of
+# a Pusher killed between publishing and recording, or a rerun without this project's resolver).
+ALREADY_SERVED = "already_served"
 PUSHED_VERSION = "pushed_version"
 PUSHED_DESTINATION = "pushed_destination"
 PUSHED_MODEL_ID = "pushed_model_id"  # the Model artifact whose files were pushed
@@ -52,6 +55,10 @@ ROLLED_BACK_AT = "rolled_back_at"  # and when (UTC)
 # ... and on any artifact whose files were found gone (marked DELETED; removed again if they come back).
 MISSING_SINCE = "missing_since"
 ROLLBACK_EXECUTION_TYPE = "Rollback"
+# A complete version in the serving folder that no execution recorded (its pusher died in between), recorded
+# when the next run, `models` or `rollback` found it.
+RECONCILED_EXECUTION_TYPE = "ReconciledPush"
+RECONCILED_AT = "reconciled_at"
 
 
 class StoreAddressError(ValueError):

@@ -12,12 +12,11 @@ import json
 import os
 import posixpath
 
-import tensorflow as tf
-
-from contract import layout
+from contract import layout, storage
 from ingest import sources
 
 REPORT_FILE = layout.INGEST_REPORT
+STAGING_KIND = "span"  # a span is staged in examples/.span-<hex>/
 
 ACCEPTED = "accepted"
 NORMALIZED = "normalized"
@@ -44,6 +43,7 @@ class IngestReport:
     duplicates: list[dict[str, str]]  # {"file", "duplicate_of"}
     normalized: list[dict[str, str]]  # {"file", "change"}
     seconds: float = 0.0  # wall time of the check-and-write work (not listing or process start)
+    cleaned: list[str] = dataclasses.field(default_factory=list)  # spans cut short moved aside before this one
 
     @property
     def examples_written(self) -> int:
@@ -61,6 +61,7 @@ class IngestReport:
         lines = [f"Ingest of {self.source} -> span {self.span}"
                  + (" (unchanged data: existing span reused)" if self.reused else ""),
                  f"  {'files seen':<14}{self.files_seen:>8}"]
+        lines += [f"  {line}" for line in self.cleaned]
         lines += [f"  {outcome:<14}{self.counts[outcome]:>8}" for outcome in OUTCOMES]
         lines.append("  examples: " + ", ".join(f"{k} {v}" for k, v in self.examples_per_label.items())
                      + " | " + ", ".join(f"{k} {v}" for k, v in self.examples_per_split.items()))
@@ -71,23 +72,58 @@ class IngestReport:
         return "\n".join(lines)
 
 
-def existing_spans(examples_root: str | os.PathLike) -> list[int]:
-    root = str(examples_root)
-    if not tf.io.gfile.isdir(root):
+def _numbered_spans(root: str) -> list[int]:
+    if not storage.backend.isdir(root):
         return []
-    names = [name.rstrip("/") for name in tf.io.gfile.listdir(root)]
-    return sorted(n for name in names
-                  if (n := layout.span_number(name)) is not None and tf.io.gfile.isdir(posixpath.join(root, name)))
+    return sorted(n for name in storage.backend.listdir(root)
+                  if (n := layout.span_number(name)) is not None and storage.backend.isdir(posixpath.join(root, name)))
+
+
+def existing_spans(examples_root: str | os.PathLike) -> list[int]:
+    """The spans a run may read: complete ones and those another tool wrote, not those cut short."""
+    root = str(examples_root)
+    return [span for span in _numbered_spans(root) if not is_cut_short(root, span)]
+
+
+def is_cut_short(examples_root: str | os.PathLike, span: int) -> bool:
+    """A span ingest began to publish and never committed: its marker is there and its report is not."""
+    folder = layout.span_dir(examples_root, span)
+    return (storage.backend.exists(posixpath.join(folder, layout.SPAN_UNCOMMITTED))
+            and not storage.backend.exists(posixpath.join(folder, REPORT_FILE)))
+
+
+def aside_dir(examples_root: str | os.PathLike) -> str:
+    """Where spans cut short go: beside the examples root, where ImportExampleGen does not look."""
+    return str(examples_root).rstrip("/") + storage.ASIDE_SUFFIX
+
+
+def _aside_number(name: str) -> int | None:
+    return layout.span_number("-".join(name.split("-")[:2]))
+
+
+def clean_up(examples_root: str | os.PathLike) -> tuple[list[str], int]:
+    """Moves spans cut short out of the examples root and removes staging folders a killed ingest left.
+
+    Returns (what was done, one line each; the highest span number ever used, moved-aside spans included).
+    Called only under the root's lease."""
+    root = str(examples_root)
+    done = [f"removed the staging folder {name} a killed ingest left"
+            for name in storage.remove_staging(root, [f".{STAGING_KIND}-"])]
+    for span in [s for s in _numbered_spans(root) if is_cut_short(root, s)]:
+        moved = storage.move_aside(layout.span_dir(root, span), aside_dir(root), layout.span_name(span),
+                                   layout.SPAN_UNCOMMITTED)
+        done.append(f"span {span} was cut short while it was written (no {REPORT_FILE}): moved to {moved}; "
+                    "its number is not used again")
+    return done, max(_numbered_spans(root) + storage.aside_numbers(aside_dir(root), _aside_number), default=0)
 
 
 def load_report(examples_root: str | os.PathLike, span: int) -> IngestReport | None:
     """The span's ingest report, or None for a span written by another tool (or whose upload did not finish)."""
     path = posixpath.join(layout.span_dir(examples_root, span), REPORT_FILE)
-    if not tf.io.gfile.exists(path):
+    if not storage.backend.exists(path):
         return None
     try:
-        with tf.io.gfile.GFile(path) as f:
-            return IngestReport.from_json(json.load(f))
+        return IngestReport.from_json(json.loads(storage.backend.read(path)))
     except (ValueError, TypeError, KeyError) as error:  # bad JSON, or JSON of another shape
         raise DamagedReportError(
             f"{path} is damaged ({type(error).__name__}: {error}); restore it, or remove the folder "

@@ -7,12 +7,13 @@ Layout under the examples root (contract.layout):
 The work runs on Beam with the arguments the caller gives for the number of
 items (config.beam_policy decides them for a run). The report is
 ingest.span_report's; spans other tools wrote are ingest.foreign_spans' job. A span
-is written to a hidden folder and renamed into place, so ImportExampleGen never
-sees half a span. Ingesting data whose content equals the latest span's
-source writes nothing: the pipeline then finds the same span and reruns from
-cache. The split comes from the source when it gives one (e.g. train/ and
-validation/ folders), else from the image's content hash, so one image lands
-in the same split in every span and never in both.
+is written to a hidden folder, renamed into place and committed by its report
+last (contract.storage), so no reader counts half a span, on any storage.
+Ingesting data whose content equals the latest span's source writes nothing:
+the pipeline then finds the same span and reruns from cache. The split comes
+from the source when it gives one (e.g. train/ and validation/ folders), else
+from the image's content hash, so one image lands in the same split in every
+span and never in both.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ import tensorflow as tf
 
 from config import DataConfig
 from config.beam_policy import IN_PROCESS
-from contract import features, layout
+from contract import features, layout, storage
 from ingest import sources
 from ingest.images import CheckedImage, RejectedImage, check_image
 from ingest.span_report import (
@@ -42,7 +43,9 @@ from ingest.span_report import (
     OUTCOMES,
     QUARANTINED,
     REPORT_FILE,
+    STAGING_KIND,
     IngestReport,
+    clean_up,
     existing_spans,
     load_report,
 )
@@ -244,17 +247,19 @@ def ingest(kind: str, location: str | os.PathLike, examples_root: str | os.PathL
         latest = load_report(examples_root, spans[-1])
         if latest is not None and latest.source_fingerprint == fingerprint:
             return dataclasses.replace(latest, reused=True)
-    span = (spans[-1] + 1) if spans else 1
+    cleaned, highest = clean_up(examples_root)
+    span = highest + 1
     items = list(sources.LISTERS[kind](location))
 
     # The span is built in a hidden folder beside its final place, where Beam's workers can write (on Dataflow
-    # or a portable runner they are not this process): locally it is renamed into place (ImportExampleGen never
-    # sees half a span); under a URI (gs://, which cannot rename folders) its files are copied into place, the
-    # report last: a span without its report is never reused and a new span supersedes it.
-    staging = posixpath.join(examples_root, f".{layout.span_name(span)}.incomplete")
-    _remove_tree(staging)
-    tf.io.gfile.makedirs(staging)
+    # or a portable runner they are not this process), and published by contract.storage's protocol: renamed
+    # into place, its ingest report (the commit record) last. The staging folder starts with a marker whose name
+    # sorts first, so that on an object store, where a rename goes object by object in name order, a span cut
+    # short is marked incomplete from its first object on, and never read as a span another tool wrote.
+    staging = posixpath.join(examples_root, storage.staging_name(STAGING_KIND))
+    storage.backend.makedirs(staging)
     try:
+        storage.backend.write(posixpath.join(staging, layout.SPAN_UNCOMMITTED), b"")
         started = time.time()
         outcomes = _run_beam(items, staging, settings, beam_args(len(items))) if items else []
         seconds = time.time() - started
@@ -269,36 +274,19 @@ def ingest(kind: str, location: str | os.PathLike, examples_root: str | os.PathL
             raise NoUsableImagesError(f"no usable images in {kind} source {location}:\n{report.table()}")
         for split in SPLITS:
             tf.io.gfile.makedirs(posixpath.join(staging, split))  # an empty split is still a split
-        target = layout.span_dir(examples_root, span)
-        if sources.is_uri(examples_root):
-            _copy_into_place(staging, target, report)
-        else:
-            with open(os.path.join(staging, REPORT_FILE), "w") as f:
-                f.write(json.dumps(report.to_json(), indent=2))
-            os.rename(staging, target)
+        publish_span(staging, layout.span_dir(examples_root, span), report)
     finally:
-        _remove_tree(staging)
+        storage.backend.rmtree(staging)
+    report.cleaned = cleaned
     return report
 
 
-def _remove_tree(folder: str) -> None:
-    if tf.io.gfile.exists(folder):
-        tf.io.gfile.rmtree(folder)
-
-
-def _copy_into_place(staging: str, target: str, report: "IngestReport") -> None:
-    """Copies the span's files from `staging` to `target` through tf.io.gfile, its ingest report last."""
-    for directory, _, names in tf.io.gfile.walk(staging):
-        relative = posixpath.relpath(directory, staging)
-        folder = target if relative == "." else posixpath.join(target, relative)  # no normpath: it eats "//"
-        for name in names:
-            destination = posixpath.join(folder, name)
-            tf.io.gfile.makedirs(posixpath.dirname(destination))
-            tf.io.gfile.copy(posixpath.join(directory, name), destination, overwrite=True)
-    for split in SPLITS:
-        tf.io.gfile.makedirs(posixpath.join(target, split))
-    with tf.io.gfile.GFile(posixpath.join(target, REPORT_FILE), "w") as f:
-        f.write(json.dumps(report.to_json(), indent=2))
+def publish_span(staging: str, target: str, report: IngestReport) -> None:
+    """The staged span (its marker first, then its TFRecords) becomes `target`, its report written last."""
+    storage.publish(staging, target, REPORT_FILE, json.dumps(report.to_json(), indent=2).encode())
+    storage.backend.remove(posixpath.join(target, layout.SPAN_UNCOMMITTED))
+    for split in SPLITS:  # an object store has no empty folders: an empty split's is made again
+        storage.backend.makedirs(posixpath.join(target, split))
 
 
 def _report(source: str, span: int, fingerprint: str, outcomes: Iterable[Outcome]) -> IngestReport:

@@ -23,7 +23,7 @@ import tempfile
 
 import tensorflow as tf
 
-from config import DataConfig
+from config import DataConfig, PipelineConfig
 from contract import layout
 from contract.errors import first_line
 from contract.layout import RunLayout
@@ -99,7 +99,8 @@ def ingest(source_kind: str, source: str, root: str, data: dict, metadata_store:
             store = mlmd.MetadataStore(tfx_node.connection_config(metadata_store))
             before = lifecycle.before_the_dag(
                 store, where.examples_root, source_kind if source else None, source, _data_config(data),
-                current_run=run_id, took_over=held.took_over)
+                current_run=run_id, took_over=held.took_over, serving_dir=where.serving_dir,
+                pipeline_name=PipelineConfig().name)
     except (tfx_node.NodeTaskError, lifecycle.RunRefused, lease.LeaseLostError) as error:
         _write_record(root, run_id, INGEST_TASK, {"error": str(error)})
         _fail(str(error))

@@ -3,7 +3,9 @@
 Before the DAG, by whoever holds the root's lease (the local run's process,
 the Kubeflow ingest task): look after the metadata store (executions a killed
 run left RUNNING are marked CANCELED; outputs whose files are gone are marked
-DELETED), ingest the source as a new span (unchanged data reuses the latest),
+DELETED), record served versions the store missed (orchestration.reconcile),
+ingest the source as a new span (unchanged data reuses the latest; spans cut
+short are moved aside first),
 and check the spans other tools wrote. What happened is kept as a
 `BeforeTheDag` record. After the DAG (the local run; the Kubeflow exit
 handler): the run's summary from ML Metadata completed with that record and
@@ -19,7 +21,7 @@ from typing import Any
 
 from config import DataConfig, beam_policy
 from ingest import foreign_spans, sources, span_report, spans
-from orchestration import store_health
+from orchestration import reconcile, store_health
 
 
 class RunRefused(Exception):
@@ -35,6 +37,9 @@ class BeforeTheDag:
     canceled: list[str] = dataclasses.field(default_factory=list)  # nodes a killed run left RUNNING
     missing: list[str] = dataclasses.field(default_factory=list)  # '<type> <uri>' of outputs gone from disk
     took_over: dict[str, str] | None = None  # the stale lease this run took over
+    # Served versions ML Metadata did not know (a push or rollback killed before its record), found and recorded
+    reconciled: list[str] = dataclasses.field(default_factory=list)
+    cleaned: list[str] = dataclasses.field(default_factory=list)  # spans cut short, moved out of the examples root
 
     def to_json(self) -> dict:
         return dataclasses.asdict(self)
@@ -49,6 +54,8 @@ class BeforeTheDag:
         if self.took_over:
             notes.append(f"took over the pipeline root from run {self.took_over['run_id']}, whose lease was stale "
                          f"({self.took_over['why']})")
+        notes += [f"serving folder: {line}" for line in self.reconciled]
+        notes += [f"examples: {line}" for line in self.cleaned]
         if self.canceled:
             notes.append(f"an earlier run stopped while {', '.join(self.canceled)} ran (killed?); marked CANCELED "
                          "in ML Metadata")
@@ -84,13 +91,15 @@ def ingest(kind: str | None, location: str, examples_root: str, data: DataConfig
     uses the spans already there. Returns (the span's ingest report, a table to print); RunRefused if there is
     nothing usable."""
     if kind is None or not location:
+        cleaned, _ = span_report.clean_up(examples_root)
         existing = span_report.existing_spans(examples_root)
         if not existing:
             raise RunRefused(f"no source given and no spans in {examples_root}; pass a source (--data-dir, "
                              "--parquet, --tfds-data-dir or --demo locally; the source parameter on Kubeflow)")
         latest = span_report.load_report(examples_root, existing[-1])
-        return (latest.to_json() if latest else None,
-                f"no source given: running on the spans in {examples_root} (latest: span {existing[-1]})")
+        return (latest.to_json() | {"cleaned": cleaned} if latest else ({"cleaned": cleaned} if cleaned else None),
+                "\n".join([f"no source given: running on the spans in {examples_root} (latest: span {existing[-1]})",
+                           *cleaned]))
     try:
         report = spans.ingest(kind, location, examples_root, ingest_settings(data), beam_args)
     except (sources.SourceError, spans.NoUsableImagesError) as error:
@@ -110,12 +119,17 @@ def check_spans(examples_root: str, window: int) -> None:
 
 def before_the_dag(store, examples_root: str, kind: str | None, location: str, data: DataConfig, *,
                    current_run: str | None = None, beam_args=functools.partial(beam_policy.ingest_args, 0),
-                   took_over: dict | None = None) -> BeforeTheDag:
+                   took_over: dict | None = None, serving_dir: str | None = None,
+                   pipeline_name: str = "") -> BeforeTheDag:
     """Every step before the DAG, in order; RunRefused when the run cannot start."""
     canceled, missing = look_after_store(store, current_run)
+    # Before the baseline is resolved: the model actually served must be the one the candidate is judged against.
+    reconciled = (list(reconcile.reconcile(store, serving_dir, pipeline_name).values())
+                  if store is not None and serving_dir else [])
     report, table = ingest(kind, location, examples_root, data, beam_args)
     check_spans(examples_root, data.span_window)
-    return BeforeTheDag(ingest=report, table=table, canceled=canceled, missing=missing, took_over=took_over)
+    return BeforeTheDag(ingest=report, table=table, canceled=canceled, missing=missing, took_over=took_over,
+                        reconciled=reconciled, cleaned=list((report or {}).get("cleaned") or []))
 
 
 def complete_summary(summary, before: BeforeTheDag | None, *, error: str | None = None,

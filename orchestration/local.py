@@ -98,7 +98,8 @@ def _run_locked(config: PipelineConfig, where: RunLayout, source: Source | None,
     try:
         before = lifecycle.before_the_dag(
             store_health.open_store(where.metadata_path), str(where.examples_root), kind, location, config.data,
-            beam_args=functools.partial(beam_policy.ingest_args, beam_workers), took_over=took_over)
+            beam_args=functools.partial(beam_policy.ingest_args, beam_workers), took_over=took_over,
+            serving_dir=str(where.serving_dir), pipeline_name=config.name)
     except lifecycle.RunRefused as error:
         print(f"error: {error}", file=sys.stderr)
         return REFUSED

@@ -9,9 +9,15 @@ input is version N's Model, its output a PushedModel that says which version
 was rolled back to, from which, why and when. The next run's baseline is then
 the served model (components.baseline_resolver), and `models` lists the rollback.
 
+A rollback publishes first and records second, like a push: one killed in
+between (a dropped port-forward) left a complete version the store does not
+know; the retry records it (orchestration.reconcile) and, when it is a
+rollback to the same version, reports the rollback completed.
+
 Refused, with nothing changed: a version that was never pushed or never
-blessed, one whose files are gone or differ from the digests recorded at its
-push, the version already served, a run in progress (the root's lease). The same on a
+blessed, one whose files are incomplete, gone or differ from the digests
+recorded at its push, the version already served, a run in progress (the
+root's lease). The same on a
 Kubeflow deployment: the root there (a volume path or gs://) and its store
 (the cluster's ML Metadata service, reached through a port-forward).
 """
@@ -23,12 +29,17 @@ import pathlib
 import posixpath
 import time
 
-import tensorflow as tf
-from ml_metadata.proto import metadata_store_pb2
-
-from components.serving_pusher import PushResult, digest_problems, existing_versions, push_model, pushed_model_uri
+from components.serving_pusher import (
+    PushResult,
+    digest_problems,
+    existing_versions,
+    incomplete_reason,
+    push_model,
+    pushed_model_uri,
+)
 from contract import metadata as metadata_lib
 from contract.layout import RunLayout
+from orchestration import reconcile
 from orchestration.run_lock import exclusive_run
 from reporting import model_history
 
@@ -44,6 +55,8 @@ class Rollback:
     to_version: int
     from_version: int  # the version served before
     pushed: PushResult
+    completed: bool = False  # True: this finished an interrupted rollback (published, not recorded) to the same version
+    notes: tuple[str, ...] = ()  # versions recorded late, incomplete versions moved aside
 
 
 def rollback(root: str | pathlib.Path, store: str, to_version: int, reason: str, pipeline_name: str) -> Rollback:
@@ -56,7 +69,15 @@ def rollback(root: str | pathlib.Path, store: str, to_version: int, reason: str,
 
 def _rollback_locked(where: RunLayout, store: str, to_version: int, reason: str, pipeline_name: str) -> Rollback:
     serving_dir = where.serving_dir
+    # A version published but never recorded (a rollback or push killed in between) is recorded first; the
+    # retry of an interrupted rollback to the same version then finds it done.
+    reconciled = reconcile.reconcile(store, serving_dir, pipeline_name)
     pushed = {v.version: v for v in model_history.pushed_versions(store)}
+    served_now = max(existing_versions(serving_dir), default=None)
+    interrupted = pushed.get(served_now)
+    if served_now in reconciled and interrupted is not None and interrupted.rolled_back_to == to_version:
+        return Rollback(to_version, interrupted.rolled_back_from, PushResult(served_now, interrupted.path, False),
+                        completed=True, notes=tuple(reconciled.values()))
     target = pushed.get(to_version)
     if target is None:
         known = ", ".join(map(str, sorted(pushed))) or "none"
@@ -64,48 +85,19 @@ def _rollback_locked(where: RunLayout, store: str, to_version: int, reason: str,
     if not target.blessed:
         raise RollbackError(f"version {to_version} holds a model that was not blessed")
     folder = posixpath.join(serving_dir, str(to_version))
-    if not tf.io.gfile.exists(posixpath.join(folder, "saved_model.pb")):
-        raise RollbackError(f"version {to_version}'s files are gone from {folder}")
+    why = incomplete_reason(folder)
+    if why:
+        raise RollbackError(f"version {to_version}'s files in {folder} are not a complete version ({why})")
     problems = digest_problems(folder)
     if problems:
         raise RollbackError(f"version {to_version}'s files differ from those pushed ({'; '.join(problems[:5])}): "
                             "serving them again would serve something never evaluated")
-    served = max(existing_versions(serving_dir))
-    if served == to_version or pushed_model_uri(posixpath.join(serving_dir, str(served))) == target.model_uri:
-        raise RollbackError(f"version {to_version}'s model is already the one served (version {served})")
-    result = push_model(folder, serving_dir, model_uri=target.model_uri,
-                        record={metadata_lib.ROLLED_BACK_TO: to_version, metadata_lib.ROLLED_BACK_FROM: served,
-                                metadata_lib.ROLLBACK_REASON: reason})
-    _record(metadata_lib.open_store(store), pipeline_name, target.model_id, result, to_version, served, reason)
-    return Rollback(to_version, served, result)
-
-
-def _record(store, pipeline_name: str, model_id: int, result: PushResult, to_version: int,
-            from_version: int, reason: str) -> None:
-    """The Rollback execution (input: the Model; output: a PushedModel) in the pipeline's context."""
-    execution_type = metadata_store_pb2.ExecutionType(name=EXECUTION_TYPE)
-    execution = metadata_store_pb2.Execution(
-        type_id=store.put_execution_type(execution_type, can_add_fields=True),
-        last_known_state=metadata_store_pb2.Execution.COMPLETE)
-    details = {metadata_lib.ROLLED_BACK_TO: to_version, metadata_lib.ROLLED_BACK_FROM: from_version,
-               metadata_lib.ROLLBACK_REASON: reason,
-               metadata_lib.ROLLED_BACK_AT: time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-    pushed = metadata_store_pb2.Artifact(type_id=store.get_artifact_type("PushedModel").id, uri=result.path,
-                                         state=metadata_store_pb2.Artifact.LIVE)
-    for key, value in {**details, metadata_lib.PUSHED: 1, metadata_lib.PUSHED_VERSION: result.version,
-                       metadata_lib.PUSHED_DESTINATION: result.path, metadata_lib.PUSHED_MODEL_ID: model_id}.items():
-        _set(execution, key, value)
-        _set(pushed, key, value)
-    model = store.get_artifacts_by_id([model_id])[0]
-    contexts = [c for c in store.get_contexts_by_type("pipeline") if c.name == pipeline_name]
-    store.put_execution(execution, [
-        (model, metadata_store_pb2.Event(type=metadata_store_pb2.Event.INPUT)),
-        (pushed, metadata_store_pb2.Event(type=metadata_store_pb2.Event.OUTPUT)),
-    ], contexts)
-
-
-def _set(node, key: str, value) -> None:
-    if isinstance(value, int):
-        node.custom_properties[key].int_value = value
-    else:
-        node.custom_properties[key].string_value = str(value)
+    if served_now == to_version or pushed_model_uri(posixpath.join(serving_dir, str(served_now))) == target.model_uri:
+        raise RollbackError(f"version {to_version}'s model is already the one served (version {served_now})")
+    details = {metadata_lib.ROLLED_BACK_TO: to_version, metadata_lib.ROLLED_BACK_FROM: served_now,
+               metadata_lib.ROLLBACK_REASON: reason}
+    result = push_model(folder, serving_dir, model_uri=target.model_uri, record=details)
+    reconcile.record_push(metadata_lib.open_store(store), pipeline_name, EXECUTION_TYPE, target.model_id,
+                          result.version, result.path,
+                          {**details, metadata_lib.ROLLED_BACK_AT: time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
+    return Rollback(to_version, served_now, result, notes=tuple(reconciled.values()) + result.cleaned)

@@ -90,15 +90,21 @@ def _tflite_agreement(pushed_path: str) -> dict[str, float]:
 def pushed_versions(metadata: str) -> list[PushedVersion]:
     """Every version the pipeline pushed, oldest first. `metadata`: a local SQLite file's path, or a store
     named as contract.metadata names them (grpc://HOST:PORT, sqlite:///PATH)."""
-    store = (metadata_lib.open_store(metadata, read_only=True) if "://" in metadata
-             else run_summary.open_store(metadata))
+    if not isinstance(metadata, str):  # an open store
+        store = metadata
+    else:
+        store = (metadata_lib.open_store(metadata, read_only=True) if "://" in metadata
+                 else run_summary.open_store(metadata))
     blessings = {run_summary.custom_property(b, metadata_lib.CURRENT_MODEL_ID): b
                  for b in sorted(store.get_artifacts_by_type("ModelBlessing"), key=lambda b: b.id)
                  if run_summary.custom_property(b, metadata_lib.BLESSED) == 1}
-    result = []
-    for pushed in store.get_artifacts_by_type("PushedModel"):
-        if run_summary.custom_property(pushed, metadata_lib.PUSHED) != 1:
+    result, seen = [], set()
+    # One record per version: a Pusher that found its model already served records that version again.
+    for pushed in sorted(store.get_artifacts_by_type("PushedModel"), key=lambda a: a.id):
+        version = run_summary.custom_property(pushed, metadata_lib.PUSHED_VERSION)
+        if run_summary.custom_property(pushed, metadata_lib.PUSHED) != 1 or version in seen:
             continue
+        seen.add(version)
         pusher = _producer(store, pushed.id)
         inputs = _inputs(store, pusher) if pusher is not None else []
         model = next((a for a in inputs if _artifact_type(store, a) == "Model"), None)
@@ -107,7 +113,7 @@ def pushed_versions(metadata: str) -> list[PushedVersion]:
         when = datetime.datetime.fromtimestamp(pushed.create_time_since_epoch / 1000, datetime.timezone.utc)
         path = run_summary.custom_property(pushed, metadata_lib.PUSHED_DESTINATION)
         result.append(PushedVersion(
-            version=run_summary.custom_property(pushed, metadata_lib.PUSHED_VERSION),
+            version=version,
             path=path,
             pushed_at=when.isoformat(timespec="seconds"),
             model_id=model.id if model else -1,

@@ -53,6 +53,8 @@ class RunSummary:
     pushed_version: int | None
     pushed_path: str | None
     error: str | None = None
+    already_served: bool = False  # the Pusher found its model already the newest version and copied nothing
+    cleaned: list[str] = dataclasses.field(default_factory=list)  # what the push moved aside or removed first
     ingest: dict[str, Any] | None = None
     beam_args: list[str] = dataclasses.field(default_factory=list)  # what the Beam components ran with
     # artifact type -> URI of this run's outputs (Model, ExampleStatistics, ExampleAnomalies, ModelEvaluation...)
@@ -100,9 +102,10 @@ class RunSummary:
         if self.blessed is not None:
             lines.append(f"  blessed: {'yes' if self.blessed else 'no'} ({self.decision})")
         pusher_cached = any(n.node_id == metadata_lib.PUSHER and n.state == "cached" for n in self.nodes)
-        if self.pushed_path and pusher_cached:
+        lines += [f"  serving folder: {line}" for line in self.cleaned]
+        if self.pushed_path and (pusher_cached or self.already_served):
             lines.append(f"  pushed: nothing new; version {self.pushed_version} at {self.pushed_path} "
-                         "(pushed by an earlier run) is served")
+                         "(pushed earlier) is served")
         elif self.pushed_path:
             lines.append(f"  pushed: version {self.pushed_version} at {self.pushed_path}")
         elif self.blessed is not None:
@@ -201,6 +204,8 @@ def summarize_run(store: metadata_store.MetadataStore | None, pipeline_name: str
             elif artifact_type == "PushedModel" and custom_property(artifact, metadata_lib.PUSHED) == 1:
                 summary.pushed_version = custom_property(artifact, metadata_lib.PUSHED_VERSION)
                 summary.pushed_path = custom_property(artifact, metadata_lib.PUSHED_DESTINATION)
+                summary.already_served = custom_property(artifact, metadata_lib.ALREADY_SERVED) == 1
+                summary.cleaned = (custom_property(artifact, "cleaned") or "").splitlines()
     if summary.blessed is not None and summary.metrics:
         summary.decision = evaluation.decision(evaluation_uri, summary.blessed)
     if "Model" in summary.artifacts:

@@ -1,5 +1,6 @@
 import os
 import pathlib
+import shutil
 import subprocess
 
 import pytest
@@ -32,10 +33,29 @@ def test_pushes_numbered_versions_and_never_touches_existing_ones(model_dir, tmp
 
 def test_next_version_follows_the_highest_even_with_gaps(model_dir, tmp_path):
     serving = tmp_path / "serving"
-    (serving / "7").mkdir(parents=True)
+    push_model(str(model_dir), str(serving), model_uri="model-1")
+    (serving / "1").rename(serving / "7")
     (serving / "not-a-version").mkdir()
-    assert push_model(str(model_dir), str(serving)).version == 8
+    assert push_model(str(model_dir), str(serving), model_uri="model-2").version == 8
     assert existing_versions(str(serving)) == [7, 8]
+
+
+def test_an_incomplete_version_is_moved_aside_and_its_number_never_used_again(model_dir, tmp_path):
+    serving = tmp_path / "serving"
+    push_model(str(model_dir), str(serving), model_uri="model-1")
+    (serving / "2" / "variables").mkdir(parents=True)  # a push killed before its commit record
+    (serving / "2" / "saved_model.pb").write_bytes(b"half")
+    (serving / ".incoming-dead").mkdir()  # ... and the staging copy of another
+    assert existing_versions(str(serving)) == [1]
+    result = push_model(str(model_dir), str(serving), model_uri="model-2")
+    assert result.version == 3 and sorted(os.listdir(serving)) == ["1", "3"]
+    assert result.cleaned[0] == "removed the staging copy .incoming-dead a killed push left"
+    assert result.cleaned[1].startswith(f"version 2 was incomplete (no readable commit record "
+                                        f"({layout.DIGESTS_FILE})): moved to {serving}.incomplete/2-")
+    (aside,) = os.listdir(f"{serving}.incomplete")
+    assert (serving.parent / "serving.incomplete" / aside / "saved_model.pb").read_bytes() == b"half"
+    shutil.rmtree(serving / "3")  # with only version 1 left, the number moved aside still counts
+    assert push_model(str(model_dir), str(serving), model_uri="model-3").version == 3
 
 
 def test_a_folder_without_a_saved_model_is_refused(tmp_path):

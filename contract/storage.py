@@ -1,0 +1,171 @@
+"""The storage boundary, and the one way a folder is published on it: files first, commit record last.
+
+Every pushed model version and every span is a folder that readers (TF
+Serving, ImportExampleGen, `models`, `rollback`, the baseline) must see either
+whole or not at all. A local disk or a PVC renames a folder atomically; Cloud
+Storage cannot: a folder "rename" copies and deletes object by object, in name
+order, and a pod killed in between leaves half a folder under the final name.
+What Cloud Storage does guarantee is that one object is written whole. So a
+folder is published the same way on every storage:
+
+1. its files are written under a hidden staging name beside the final place;
+2. the staging folder is renamed to the final name (atomic on a file system,
+   object by object on an object store), still without its commit record;
+3. the commit record, one small file, is written last, in one piece.
+
+A folder whose commit record is missing or does not list files that are all
+present is incomplete: readers never count it, and the next writer moves it
+aside (commit record last to go, so a move killed midway still reads as
+incomplete) and never reuses its number, which a server may have seen.
+
+All file access of publishing and reading published folders goes through the
+functions of this module, so tests can put an object store's semantics (a
+folder rename as object copies in name order, a process killed between any
+two objects) in place of TensorFlow's file systems, which cannot be pointed at
+a Cloud Storage emulator.
+"""
+
+from __future__ import annotations
+
+import os
+import posixpath
+import time
+import uuid
+from typing import Callable, Iterable
+
+import tensorflow as tf
+
+ASIDE_SUFFIX = ".incomplete"  # serving_model/ -> serving_model.incomplete/ holds versions moved aside
+
+
+class GFileBackend:
+    """tf.io.gfile: local paths, PVC paths and gs:// alike."""
+
+    def exists(self, path: str) -> bool:
+        return tf.io.gfile.exists(path)
+
+    def isdir(self, path: str) -> bool:
+        return tf.io.gfile.isdir(path)
+
+    def listdir(self, path: str) -> list[str]:
+        return [name.rstrip("/") for name in tf.io.gfile.listdir(path)]
+
+    def files(self, folder: str) -> list[str]:
+        """Every file under `folder`, as sorted posix paths relative to it."""
+        found = []
+        for directory, _, names in tf.io.gfile.walk(folder):
+            relative = posixpath.relpath(directory, folder)
+            found += [name if relative == "." else f"{relative}/{name}" for name in names]
+        return sorted(found)
+
+    def makedirs(self, path: str) -> None:
+        tf.io.gfile.makedirs(path)
+
+    def read(self, path: str) -> bytes:
+        with tf.io.gfile.GFile(path, "rb") as f:
+            return f.read()
+
+    def open(self, path: str, mode: str = "rb"):
+        return tf.io.gfile.GFile(path, mode)
+
+    def write(self, path: str, data: bytes) -> None:
+        """Writes `path` whole or not at all (an object store writes one object atomically; a file system is
+        given a temporary file renamed into place)."""
+        if "://" in path:
+            with tf.io.gfile.GFile(path, "wb") as f:
+                f.write(data)
+            return
+        temporary = f"{path}.{uuid.uuid4().hex}.tmp"
+        try:
+            with open(temporary, "wb") as f:
+                f.write(data)
+            os.replace(temporary, path)
+        finally:
+            if os.path.exists(temporary):
+                os.remove(temporary)
+
+    def copy(self, source: str, destination: str) -> None:
+        tf.io.gfile.copy(source, destination, overwrite=True)
+
+    def rename_folder(self, source: str, destination: str) -> None:
+        """Atomic on a file system; object by object on an object store. Raises AlreadyExistsError if
+        `destination` exists."""
+        tf.io.gfile.rename(source, destination, overwrite=False)
+
+    def remove(self, path: str) -> None:
+        tf.io.gfile.remove(path)
+
+    def rmtree(self, path: str) -> None:
+        if tf.io.gfile.exists(path):
+            tf.io.gfile.rmtree(path)
+
+
+backend = GFileBackend()  # replaced in tests by an object store's semantics
+
+
+class AlreadyExistsError(Exception):
+    """The folder to publish to exists already (another writer took that name)."""
+
+
+def copy_tree(source: str, destination: str, leave_out: Iterable[str] = ()) -> None:
+    """Copies every file under `source` to `destination` but those named (relative paths) in `leave_out`."""
+    backend.makedirs(destination)
+    for name in backend.files(source):
+        if name in leave_out:
+            continue
+        target = posixpath.join(destination, name)
+        backend.makedirs(posixpath.dirname(target))
+        backend.copy(posixpath.join(source, name), target)
+
+
+def staging_name(kind: str) -> str:
+    """A hidden folder name no reader lists: TF Serving loads only numbered folders, ImportExampleGen only
+    span-N/."""
+    return f".{kind}-{uuid.uuid4().hex}"
+
+
+def publish(staging: str, final: str, commit_file: str, commit: bytes) -> None:
+    """Steps 2 and 3: `staging` (every file but the commit record) becomes `final`, then the commit record
+    (`commit_file`, relative to the folder) is written in one piece. AlreadyExistsError if `final` exists."""
+    if backend.exists(final):
+        raise AlreadyExistsError(final)
+    try:
+        backend.rename_folder(staging, final)
+    except tf.errors.AlreadyExistsError:
+        raise AlreadyExistsError(final) from None
+    target = posixpath.join(final, commit_file)
+    backend.makedirs(posixpath.dirname(target))
+    backend.write(target, commit)
+
+
+def move_aside(folder: str, aside_dir: str, name: str, last_file: str) -> str:
+    """Moves an incomplete `folder` to `aside_dir`/`name`-<UTC time>: copies every file, then deletes them,
+    `last_file` last (a damaged commit record, or the marker that says the folder is incomplete), so that a move
+    killed midway leaves `folder` incomplete still, and moved again next time. Returns the new place."""
+    destination = posixpath.join(aside_dir, f"{name}-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}")
+    while backend.exists(destination):
+        destination += "-" + uuid.uuid4().hex[:6]
+    names = backend.files(folder)
+    copy_tree(folder, destination)
+    for relative in sorted(names, key=lambda n: n == last_file):
+        backend.remove(posixpath.join(folder, relative))
+    backend.rmtree(folder)
+    return destination
+
+
+def remove_staging(parent: str, prefixes: Iterable[str]) -> list[str]:
+    """Removes hidden staging folders a killed writer left in `parent`; returns their names. Called only by
+    the holder of the root's lease, so no other writer is using them."""
+    if not backend.isdir(parent):
+        return []
+    stale = [name for name in backend.listdir(parent) if name.startswith(tuple(prefixes))]
+    for name in stale:
+        backend.rmtree(posixpath.join(parent, name))
+    return stale
+
+
+def aside_numbers(aside_dir: str, number_of: Callable[[str], int | None]) -> list[int]:
+    """The numbers of the folders moved aside to `aside_dir` (`number_of` reads one from a folder's name)."""
+    if not backend.isdir(aside_dir):
+        return []
+    return sorted(n for name in backend.listdir(aside_dir) if (n := number_of(name)) is not None)

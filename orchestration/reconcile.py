@@ -1,0 +1,117 @@
+"""The serving folder and ML Metadata agree on what is served.
+
+A version is published first and recorded second (a Pusher's PushedModel, a
+Rollback execution), on every orchestrator: a process killed in between leaves
+a complete version the store never heard of. The served version is the highest
+complete one whatever the store says, so the history, `rollback --to N` and the
+next run's baseline must know it. Each complete version without a record is
+recorded here from its push record (assets.extra/push.json: the model's URI,
+and for a rollback the versions and the reason), as an execution of type
+ReconciledPush or Rollback whose input is the Model of that URI; one whose
+model this store does not hold is reported by name instead.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import posixpath
+import time
+
+from ml_metadata.proto import metadata_store_pb2
+
+from components.serving_pusher import existing_versions, push_record
+from contract import metadata as metadata_lib
+from reporting import model_history
+
+
+@dataclasses.dataclass(frozen=True)
+class Unrecorded:
+    version: int
+    path: str
+    record: dict  # the version's push record
+
+    def describe(self) -> str:
+        what = (f"a rollback to version {self.record[metadata_lib.ROLLED_BACK_TO]}"
+                if metadata_lib.ROLLED_BACK_TO in self.record else f"model {self.record.get('model_uri', '?')}")
+        return (f"version {self.version} ({what}, pushed {self.record.get('pushed_at', 'at an unknown time')}) is "
+                f"in {posixpath.dirname(self.path)} but not in ML Metadata")
+
+
+def unrecorded(serving_dir: str, versions: list[model_history.PushedVersion]) -> list[Unrecorded]:
+    """The complete versions in `serving_dir` that no PushedModel of `versions` names."""
+    known = {v.version for v in versions}
+    return [Unrecorded(v, posixpath.join(serving_dir, str(v)), push_record(posixpath.join(serving_dir, str(v))))
+            for v in existing_versions(serving_dir) if v not in known]
+
+
+def reconcile(store, serving_dir: str, pipeline_name: str) -> dict[int, str]:
+    """Records every complete version of `serving_dir` the store does not know; {version: a line saying what
+    was found and done}. `store`: an open store, or its name as contract.metadata names stores. Called by the
+    holder of the root's lease (a run, a rollback)."""
+    if isinstance(store, str):
+        store = metadata_lib.open_store(store)
+    missing = unrecorded(serving_dir, model_history.pushed_versions(store))
+    if not missing:
+        return {}
+    lines = {}
+    for found in missing:
+        model = _model_by_uri(store, found.record.get("model_uri", ""))
+        if model is None:
+            lines[found.version] = f"{found.describe()}, and its model is not in this store: not recorded"
+            continue
+        details = {key: found.record[key] for key in (metadata_lib.ROLLED_BACK_TO, metadata_lib.ROLLED_BACK_FROM,
+                                                      metadata_lib.ROLLBACK_REASON) if key in found.record}
+        rollback = metadata_lib.ROLLED_BACK_TO in details
+        details[metadata_lib.RECONCILED_AT] = _now()
+        record_push(store, pipeline_name,
+                    metadata_lib.ROLLBACK_EXECUTION_TYPE if rollback else metadata_lib.RECONCILED_EXECUTION_TYPE,
+                    model.id, found.version, found.path, details)
+        lines[found.version] = f"{found.describe()}: recorded now"
+    return lines
+
+
+def record_push(store, pipeline_name: str, execution_type: str, model_id: int, version: int, path: str,
+                details: dict) -> None:
+    """An execution of `execution_type` (input: the Model; output: a PushedModel of `version`) in the
+    pipeline's context; `details` are set on both."""
+    execution = metadata_store_pb2.Execution(
+        type_id=store.put_execution_type(metadata_store_pb2.ExecutionType(name=execution_type), can_add_fields=True),
+        last_known_state=metadata_store_pb2.Execution.COMPLETE)
+    pushed = metadata_store_pb2.Artifact(type_id=_pushed_model_type(store), uri=path,
+                                         state=metadata_store_pb2.Artifact.LIVE)
+    for key, value in {**details, metadata_lib.PUSHED: 1, metadata_lib.PUSHED_VERSION: version,
+                       metadata_lib.PUSHED_DESTINATION: path, metadata_lib.PUSHED_MODEL_ID: model_id}.items():
+        _set(execution, key, value)
+        _set(pushed, key, value)
+    model = store.get_artifacts_by_id([model_id])[0]
+    contexts = [c for c in store.get_contexts_by_type("pipeline") if c.name == pipeline_name]
+    store.put_execution(execution, [
+        (model, metadata_store_pb2.Event(type=metadata_store_pb2.Event.INPUT)),
+        (pushed, metadata_store_pb2.Event(type=metadata_store_pb2.Event.OUTPUT)),
+    ], contexts)
+
+
+def _pushed_model_type(store) -> int:
+    try:
+        return store.get_artifact_type("PushedModel").id
+    except Exception:  # a store no Pusher has written to yet (ml_metadata raises its NotFoundError)
+        return store.put_artifact_type(metadata_store_pb2.ArtifactType(name="PushedModel"))
+
+
+def _model_by_uri(store, uri: str):
+    if not uri:
+        return None
+    models = [a for a in store.get_artifacts_by_uri(uri)
+              if store.get_artifact_types_by_id([a.type_id])[0].name == "Model"]
+    return max(models, key=lambda a: a.id) if models else None
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+def _set(node, key: str, value) -> None:
+    if isinstance(value, int):
+        node.custom_properties[key].int_value = value
+    else:
+        node.custom_properties[key].string_value = str(value)

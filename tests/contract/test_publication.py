@@ -1,0 +1,189 @@
+"""A pushed version, a rollback and a span are complete or invisible on an object store, wherever the writer dies.
+
+Each scenario runs once whole to count its object changes, then again killed
+after each of them in turn (tests/object_store.py: Cloud Storage's semantics,
+a folder rename object by object in name order). After every kill the readers
+must count nothing partial, and the next writer must clean up, say so, and
+never reuse a number.
+"""
+
+import pytest
+
+from components import serving_pusher
+from components.serving_pusher import digest_problems, existing_versions, incomplete_versions, push_model
+from contract import layout, storage
+from ingest import span_report, spans
+from tests.object_store import FakeObjectStore, Killed
+
+ROOT = "gs://bucket/pipeline"
+SERVING = f"{ROOT}/serving_model"
+EXAMPLES = f"{ROOT}/examples"
+MODEL_FILES = ("saved_model.pb", "fingerprint.pb", "variables/variables.index",
+               "variables/variables.data-00000-of-00001", layout.KERAS_MODEL_FILE)
+
+
+def _model(uri: str, tag: bytes) -> dict[str, bytes]:
+    return {f"{uri}/{name}": tag + name.encode() for name in MODEL_FILES}
+
+
+@pytest.fixture
+def use(monkeypatch):
+    def install(store: FakeObjectStore) -> FakeObjectStore:
+        monkeypatch.setattr(storage, "backend", store)
+        return store
+    return install
+
+
+@pytest.fixture
+def served_version_1(use):
+    """Objects of a root that serves model-1 as version 1, with model-2's files waiting to be pushed."""
+    store = use(FakeObjectStore({**_model("gs://bucket/models/1", b"one:"), **_model("gs://bucket/models/2", b"two:")}))
+    assert push_model("gs://bucket/models/1", SERVING, model_uri="model-1").version == 1
+    return dict(store.objects)
+
+
+PUSHES = {
+    "push": lambda: push_model("gs://bucket/models/2", SERVING, model_uri="model-2"),
+    # A rollback pushes an earlier version's folder as the next version (orchestration.rollback).
+    "rollback": lambda: push_model(f"{SERVING}/1", SERVING, model_uri="model-1-again",
+                                   record={"rolled_back_to": 1, "rolled_back_from": 1}),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(PUSHES))
+def test_a_push_killed_after_any_object_is_never_counted_and_the_next_push_cleans_up(kind, use, served_version_1):
+    whole = use(FakeObjectStore(served_version_1))
+    PUSHES[kind]()
+    assert whole.changes > 10
+    for budget in range(whole.changes):
+        killed = use(FakeObjectStore(served_version_1, budget=budget))
+        with pytest.raises(Killed):
+            PUSHES[kind]()
+        after = use(FakeObjectStore(killed.objects))
+        complete = existing_versions(SERVING)
+        assert complete in ([1], [1, 2]), (budget, complete)
+        assert all(digest_problems(f"{SERVING}/{v}") == [] for v in complete), budget
+        left_incomplete = sorted(incomplete_versions(SERVING))
+        assert set(left_incomplete).isdisjoint(complete)
+
+        retried = PUSHES[kind]()
+        assert retried.version > max(left_incomplete + complete), (budget, "a number a server saw was reused")
+        assert retried.new or complete == [1, 2]
+        names = after.listdir(SERVING)
+        assert all(name.isdigit() for name in names), (budget, names)  # no staging copy, nothing incomplete
+        assert existing_versions(SERVING) == sorted(int(n) for n in names)
+        assert digest_problems(retried.path) == []
+        for version in left_incomplete:
+            assert any(line.startswith(f"version {version} was incomplete") and "moved to" in line
+                       for line in retried.cleaned), (budget, retried.cleaned)
+        assert any(after.files(f"{serving_pusher.aside_dir(SERVING)}/{name}")
+                   for name in after.listdir(serving_pusher.aside_dir(SERVING))) == bool(left_incomplete)
+
+
+def test_a_version_without_its_commit_record_or_with_files_missing_is_incomplete(use, served_version_1):
+    use(FakeObjectStore(served_version_1))
+    version = f"{SERVING}/1"
+    assert serving_pusher.incomplete_reason(version) is None
+    storage.backend.remove(f"{version}/variables/variables.index")
+    assert "variables/variables.index" in serving_pusher.incomplete_reason(version)
+    storage.backend.remove(f"{version}/{layout.DIGESTS_FILE}")
+    assert serving_pusher.incomplete_reason(version) == f"no readable commit record ({layout.DIGESTS_FILE})"
+    assert existing_versions(SERVING) == []
+
+
+def test_a_local_push_publishes_the_commit_record_last(tmp_path):
+    serving = str(tmp_path / "serving")
+    model = tmp_path / "model"
+    (model / "variables").mkdir(parents=True)
+    (model / "saved_model.pb").write_bytes(b"graph")
+    (model / "variables" / "variables.index").write_bytes(b"index")
+    seen = []
+    original = storage.publish
+
+    def watch(staging, final, commit_file, commit):
+        seen.append(sorted(storage.backend.files(staging)))
+        original(staging, final, commit_file, commit)
+
+    storage.publish, restore = watch, storage.publish
+    try:
+        result = push_model(str(model), serving, model_uri="m")
+    finally:
+        storage.publish = restore
+    assert layout.DIGESTS_FILE not in seen[0] and "saved_model.pb" in seen[0]
+    assert (tmp_path / "serving" / "1" / layout.DIGESTS_FILE).is_file() and digest_problems(result.path) == []
+
+
+def _staged_span(name: str) -> dict[str, bytes]:
+    staging = f"{EXAMPLES}/{name}"
+    return {f"{staging}/{layout.SPAN_UNCOMMITTED}": b"",
+            f"{staging}/train/images-00000-of-00002.tfrecord": b"t0",
+            f"{staging}/train/images-00001-of-00002.tfrecord": b"t1",
+            f"{staging}/eval/images-00000-of-00001.tfrecord": b"e0"}
+
+
+def _report(span: int) -> span_report.IngestReport:
+    return span_report.IngestReport(
+        source="folder:/data", span=span, reused=False, source_fingerprint=f"f{span}", files_seen=3,
+        counts={"accepted": 3, "normalized": 0, "duplicate": 0, "quarantined": 0},
+        examples_per_label={"cat": 1, "dog": 2}, examples_per_split={"train": 2, "eval": 1},
+        quarantined=[], duplicates=[], normalized=[])
+
+
+@pytest.fixture
+def span_1(use):
+    """An examples root with span 1 complete and span 2 staged, ready to publish."""
+    store = use(FakeObjectStore({**_staged_span(".span-one"), **_staged_span(".span-two")}))
+    spans.publish_span(f"{EXAMPLES}/.span-one", layout.span_dir(EXAMPLES, 1), _report(1))
+    return dict(store.objects)
+
+
+def _publish_span_2():
+    spans.publish_span(f"{EXAMPLES}/.span-two", layout.span_dir(EXAMPLES, 2), _report(2))
+
+
+def test_a_span_published_killed_after_any_object_is_never_read_and_is_moved_aside(use, span_1):
+    whole = use(FakeObjectStore(span_1))
+    _publish_span_2()
+    assert span_report.existing_spans(EXAMPLES) == [1, 2] and span_report.load_report(EXAMPLES, 2).span == 2
+    for budget in range(whole.changes):
+        killed = use(FakeObjectStore(span_1, budget=budget))
+        with pytest.raises(Killed):
+            _publish_span_2()
+        after = use(FakeObjectStore(killed.objects))
+        readable = span_report.existing_spans(EXAMPLES)
+        assert readable in ([1], [1, 2]), (budget, readable)
+        assert all(span_report.load_report(EXAMPLES, s) is not None for s in readable), \
+            (budget, "a span cut short would be read as one another tool wrote")
+        if readable == [1, 2]:
+            assert len(after.files(f"{layout.span_dir(EXAMPLES, 2)}/train")) == 2
+        cut_short = after.isdir(layout.span_dir(EXAMPLES, 2)) and readable == [1]
+        done, highest = span_report.clean_up(EXAMPLES)
+        assert highest == (2 if cut_short or readable == [1, 2] else 1), budget
+        assert all(layout.span_number(n) is not None for n in after.listdir(EXAMPLES)), after.listdir(EXAMPLES)
+        assert any(line.startswith("span 2 was cut short") for line in done) == cut_short, (budget, done)
+        staging_left = any(name.startswith(f"{EXAMPLES}/.span-two/") for name in killed.objects)
+        assert any(line.startswith("removed the staging folder .span-two") for line in done) == staging_left
+
+
+def test_moving_a_span_aside_killed_after_any_object_leaves_it_cut_short_until_done(use, span_1):
+    partial = {name: data for name, data in span_1.items() if ".span-two" not in name}
+    partial[f"{layout.span_dir(EXAMPLES, 2)}/{layout.SPAN_UNCOMMITTED}"] = b""
+    partial[f"{layout.span_dir(EXAMPLES, 2)}/train/images-00000-of-00002.tfrecord"] = b"t0"
+    whole = use(FakeObjectStore(partial))
+    span_report.clean_up(EXAMPLES)
+    for budget in range(whole.changes):
+        killed = use(FakeObjectStore(partial, budget=budget))
+        with pytest.raises(Killed):
+            span_report.clean_up(EXAMPLES)
+        use(FakeObjectStore(killed.objects))
+        assert span_report.existing_spans(EXAMPLES) == [1], budget
+        span_report.clean_up(EXAMPLES)
+        assert span_report.existing_spans(EXAMPLES) == [1] and storage.backend.listdir(EXAMPLES) == ["span-1"]
+        assert span_report.clean_up(EXAMPLES) == ([], 2), "the number of the span moved aside is kept"
+
+
+def test_a_span_another_tool_wrote_is_still_read(use):
+    use(FakeObjectStore({f"{EXAMPLES}/span-4/train/part-0": b"x", f"{EXAMPLES}/span-4/eval/part-0": b"y"}))
+    assert span_report.existing_spans(EXAMPLES) == [4] and span_report.load_report(EXAMPLES, 4) is None
+    assert span_report.clean_up(EXAMPLES) == ([], 4)
+
