@@ -410,6 +410,9 @@ def _add_kubeflow_compile_flags(parser: argparse.ArgumentParser) -> None:
     serving.add_argument("--serving-service-account",
                          help="A service account that can read a gs:// root (KServe's storage initializer uses "
                               "its credentials).")
+    serving.add_argument("--serving-runtime-version",
+                         help="The tensorflow/serving image tag the predictor runs. Default: the release matching "
+                              "the TensorFlow that exports the model (KServe's own default is far older).")
 
 
 def _add_run_parameter_flags(parser: argparse.ArgumentParser, local_data_dir: bool = False) -> None:
@@ -490,14 +493,20 @@ def _history_store(args: argparse.Namespace):
 def command_models(args: argparse.Namespace) -> int:
     import json
 
+    from orchestration import reconcile
     from reporting import model_history
 
-    _, store = _history_store(args)
+    root, store = _history_store(args)
     versions = model_history.pushed_versions(store)
+    # Read only: versions the store missed are named here; the next run or rollback records them.
+    unknown = reconcile.unrecorded(str(RunLayout(str(root)).serving_dir), versions)
     if args.json:
         print(json.dumps([dataclasses.asdict(v) for v in versions], indent=2))
     else:
         print(model_history.table(versions))
+    for found in unknown:
+        print(f"warning: {found.describe()} (its pusher stopped before recording it): it is what a server "
+              "loads; the next run or rollback records it", file=sys.stderr)
     return 0
 
 
@@ -510,8 +519,16 @@ def command_rollback(args: argparse.Namespace) -> int:
         done = rollback.rollback(root, store, args.to, args.reason, config_lib.PipelineConfig().name)
     except rollback.RollbackError as error:
         raise CommandError(f"cannot roll back to version {args.to}: {error}; nothing was changed") from None
-    print(f"version {done.to_version}'s model is served again as version {done.pushed.version} "
-          f"({done.pushed.path}); version {done.from_version} was served before")
+    for note in done.notes:
+        print(note)
+    if done.completed:
+        print(f"the interrupted rollback to version {done.to_version} is complete: its model is served as version "
+              f"{done.pushed.version} ({done.pushed.path}), now recorded; version {done.from_version} was served "
+              "before")
+    else:
+        print(f"version {done.to_version}'s model is served again as version {done.pushed.version} "
+              f"({done.pushed.path}); version {done.from_version} was served before")
+    print(rollback.what_clients_see(str(root), done.pushed.version))
     return 0
 
 
@@ -617,7 +634,8 @@ def command_compile(args: argparse.Namespace) -> int:
         trainer_accelerator_count=args.trainer_accelerator_count, kfp_pipeline_root=args.pipeline_root,
         source_kind=args.source_kind, lease_timeout_minutes=args.lease_timeout_minutes)
     serving = kserve.Serving(name=args.serving_name, namespace=args.serving_namespace, cpu=args.serving_cpu,
-                             memory=args.serving_memory, service_account=args.serving_service_account)
+                             memory=args.serving_memory, service_account=args.serving_service_account,
+                             runtime_version=args.serving_runtime_version)
     path = kubeflow.compile_package(config, args.package, deployment)
     print(f"wrote Kubeflow Pipelines package {path}")
     uri = kserve.storage_uri(deployment.root, deployment.pvc, deployment.pvc_mount)

@@ -74,6 +74,9 @@ def _aside_number(name: str) -> int | None:
     return int(head) if head.isdigit() else None
 
 
+incomplete_reason = storage.version_incomplete_reason
+
+
 def existing_versions(serving_dir: str) -> list[int]:
     """The complete versions (a valid commit record, every file it lists present), oldest first."""
     return [v for v in _numbered(serving_dir) if not incomplete_reason(posixpath.join(serving_dir, str(v)))]
@@ -81,37 +84,8 @@ def existing_versions(serving_dir: str) -> list[int]:
 
 def incomplete_versions(serving_dir: str) -> dict[int, str]:
     """{version: why it is incomplete} of the numbered folders without a valid commit record."""
-    found = {v: incomplete_reason(posixpath.join(serving_dir, str(v))) for v in _numbered(serving_dir)}
+    found = {v: storage.version_incomplete_reason(posixpath.join(serving_dir, str(v))) for v in _numbered(serving_dir)}
     return {v: why for v, why in found.items() if why}
-
-
-def _recorded_digests(version_dir: str) -> dict[str, str] | None:
-    """{file: SHA-256} from the version's commit record, None if it has no readable one."""
-    path = posixpath.join(version_dir, layout.DIGESTS_FILE)
-    if not storage.backend.exists(path):
-        return None
-    recorded = {}
-    for line in storage.backend.read(path).decode("utf-8", "replace").splitlines():
-        digest, separator, name = line.partition("  ")
-        if not separator or len(digest) != 64:
-            return None
-        recorded[name] = digest
-    return recorded
-
-
-def incomplete_reason(version_dir: str) -> str | None:
-    """Why a version folder is not a complete push (None: it is). The commit record is layout.DIGESTS_FILE,
-    written after every other file is in place; a version is complete when it is there, readable, names a
-    SavedModel and every file it names is present. Checks names only: digest_problems reads the bytes."""
-    recorded = _recorded_digests(version_dir)
-    if recorded is None:
-        return f"no readable commit record ({layout.DIGESTS_FILE})"
-    if "saved_model.pb" not in recorded:
-        return f"its commit record ({layout.DIGESTS_FILE}) names no saved_model.pb"
-    missing = sorted(set(recorded) - set(storage.backend.files(version_dir)))
-    if missing:
-        return f"{len(missing)} of the files its commit record names are missing ({', '.join(missing[:3])})"
-    return None
 
 
 def _sha256(path: str) -> str:
@@ -130,7 +104,7 @@ def digests_text(version_dir: str) -> str:
 
 def digest_problems(version_dir: str) -> list[str]:
     """How the files of a pushed version differ from the digests recorded at its push ([] if they do not)."""
-    recorded = _recorded_digests(version_dir)
+    recorded = storage.recorded_digests(version_dir)
     if recorded is None:
         return [f"no {layout.DIGESTS_FILE}: its files cannot be checked"]
     present = set(storage.backend.files(version_dir)) - {layout.DIGESTS_FILE}

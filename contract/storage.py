@@ -35,6 +35,8 @@ from typing import Callable, Iterable
 
 import tensorflow as tf
 
+from contract import layout
+
 ASIDE_SUFFIX = ".incomplete"  # serving_model/ -> serving_model.incomplete/ holds versions moved aside
 
 
@@ -169,3 +171,32 @@ def aside_numbers(aside_dir: str, number_of: Callable[[str], int | None]) -> lis
     if not backend.isdir(aside_dir):
         return []
     return sorted(n for name in backend.listdir(aside_dir) if (n := number_of(name)) is not None)
+
+
+def recorded_digests(version_dir: str) -> dict[str, str] | None:
+    """{file: SHA-256} from the version's commit record, None if it has no readable one."""
+    path = posixpath.join(version_dir, layout.DIGESTS_FILE)
+    if not backend.exists(path):
+        return None
+    recorded = {}
+    for line in backend.read(path).decode("utf-8", "replace").splitlines():
+        digest, separator, name = line.partition("  ")
+        if not separator or len(digest) != 64:
+            return None
+        recorded[name] = digest
+    return recorded
+
+
+def version_incomplete_reason(version_dir: str) -> str | None:
+    """Why a version folder is not a complete push (None: it is). The commit record is layout.DIGESTS_FILE,
+    written after every other file is in place; a version is complete when it is there, readable, names a
+    SavedModel and every file it names is present. Checks names only: digest_problems reads the bytes."""
+    recorded = recorded_digests(version_dir)
+    if recorded is None:
+        return f"no readable commit record ({layout.DIGESTS_FILE})"
+    if "saved_model.pb" not in recorded:
+        return f"its commit record ({layout.DIGESTS_FILE}) names no saved_model.pb"
+    missing = sorted(set(recorded) - set(backend.files(version_dir)))
+    if missing:
+        return f"{len(missing)} of the files its commit record names are missing ({', '.join(missing[:3])})"
+    return None

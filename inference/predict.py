@@ -11,7 +11,7 @@ import dataclasses
 import os
 import pathlib
 
-from contract import features, layout
+from contract import features, layout, storage
 from ingest.images import RejectedImage, check_image
 
 
@@ -29,7 +29,9 @@ class Prediction:
 
 def latest_version_dir(serving_dir: str | os.PathLike) -> pathlib.Path:
     serving_dir = pathlib.Path(serving_dir)
-    versions = sorted(int(p.name) for p in serving_dir.iterdir() if p.name.isdigit()) \
+    # The served one: the highest complete version (a push cut short is not a model to load).
+    versions = sorted(int(p.name) for p in serving_dir.iterdir()
+                      if p.name.isdigit() and not storage.version_incomplete_reason(str(p))) \
         if serving_dir.is_dir() else []
     if not versions:
         raise NoModelError(f"no pushed model under {serving_dir}: run the pipeline first, or pass --model DIR")

@@ -3,9 +3,22 @@
 KServe's TensorFlow runtime starts TF Serving with --model_base_path at the
 folder its storageUri names, so storageUri is <root>/serving_model, the folder
 that holds the numbered versions (1/, 2/, ...). TF Serving serves the highest
-version and polls the folder, so a push or a rollback (a new highest version)
-reaches clients with no change to the manifest. `compile` writes the manifest
-beside the package; `kubectl apply -f` deploys it.
+version it can load, and polls the folder.
+
+How a push or a rollback (a new highest version) reaches clients depends on
+the root. A PVC is mounted into the predictor: TF Serving sees the new folder
+at its next poll, with no change to the manifest. A gs:// (or s3://) root is
+copied into the pod once, by KServe's storage initializer, when the pod
+starts: TF Serving polls that copy, so a new version reaches clients only with
+a new revision of the InferenceService. Changing the predictor's pod
+annotation ROLLOUT_ANNOTATION to the version is such a change (KServe passes
+`spec.predictor.annotations` to the pod): `rollout_patch` is that JSON merge
+patch, `rollout_command` the kubectl line that sends it.
+
+KServe's TensorFlow runtime defaults to an old TF Serving image (2.6.2 as late
+as KServe 0.20); the manifest pins `runtimeVersion` to the TF Serving release
+of the TensorFlow that exports the model (`--serving-runtime-version`).
+`compile` writes the manifest beside the package; `kubectl apply -f` deploys it.
 """
 
 from __future__ import annotations
@@ -21,6 +34,28 @@ from contract.layout import RunLayout
 API_VERSION = "serving.kserve.io/v1beta1"
 KIND = "InferenceService"
 MODEL_FORMAT = "tensorflow"  # KServe's TensorFlow Serving runtime
+ROLLOUT_ANNOTATION = "cats-vs-dogs.example/served-version"
+COPIED_ONCE_SCHEMES = ("gs://", "s3://")  # storageUris KServe's storage initializer copies at pod start
+
+
+# tensorflow/serving's image for each TensorFlow release line the lock files have held (its tags are TF
+# Serving's releases, which follow TensorFlow's major.minor).
+SERVING_RELEASES = {"2.16": "2.16.1"}
+
+
+def matching_serving_release(tensorflow_version: str) -> str:
+    """The tensorflow/serving image tag for the TensorFlow that exports the model."""
+    line = ".".join(tensorflow_version.split(".")[:2])
+    if line not in SERVING_RELEASES:
+        raise ServingError(f"no known TF Serving release for TensorFlow {tensorflow_version}: pass "
+                           "--serving-runtime-version with the tensorflow/serving tag of that line")
+    return SERVING_RELEASES[line]
+
+
+def _exporting_tensorflow() -> str:
+    from importlib import metadata
+
+    return metadata.version("tensorflow")
 _NAME = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")  # a DNS-1035 label: the name becomes a Service's
 
 
@@ -37,6 +72,8 @@ class Serving:
     cpu: str = "1"
     memory: str = "2Gi"
     service_account: str | None = None  # one with read access to a gs:// root (KServe's storage initializer)
+    # The tensorflow/serving tag; None: the release matching the TensorFlow installed here, which exports the model
+    runtime_version: str | None = None
 
     def __post_init__(self):
         if not _NAME.match(self.name) or len(self.name) > 45:
@@ -44,6 +81,13 @@ class Serving:
                                "a letter, at most 45 characters (KServe derives Service names from it)")
         if not _NAME.match(self.namespace):
             raise ServingError(f"--serving-namespace {self.namespace!r}: not a Kubernetes namespace name")
+        if self.runtime_version is not None and not re.fullmatch(r"\d+\.\d+\.\d+(-gpu)?", self.runtime_version):
+            raise ServingError(f"--serving-runtime-version {self.runtime_version!r}: a tensorflow/serving tag "
+                               "such as 2.16.1 (or 2.16.1-gpu)")
+
+    @property
+    def runtime(self) -> str:
+        return self.runtime_version or matching_serving_release(_exporting_tensorflow())
 
 
 def storage_uri(root: str, pvc: str | None, pvc_mount: str) -> str | None:
@@ -60,7 +104,8 @@ def storage_uri(root: str, pvc: str | None, pvc_mount: str) -> str | None:
 def manifest(serving: Serving, uri: str) -> dict:
     """The InferenceService as a Kubernetes object."""
     resources = {"cpu": serving.cpu, "memory": serving.memory}
-    predictor: dict = {"model": {"modelFormat": {"name": MODEL_FORMAT}, "storageUri": uri,
+    predictor: dict = {"model": {"modelFormat": {"name": MODEL_FORMAT}, "runtimeVersion": serving.runtime,
+                                 "storageUri": uri,
                                  "resources": {"requests": dict(resources), "limits": dict(resources)}}}
     if serving.service_account:
         predictor["serviceAccountName"] = serving.service_account
@@ -68,6 +113,24 @@ def manifest(serving: Serving, uri: str) -> dict:
             "metadata": {"name": serving.name, "namespace": serving.namespace,
                          "labels": {"app.kubernetes.io/part-of": "cats-vs-dogs-pipeline"}},
             "spec": {"predictor": predictor}}
+
+
+def copied_once(uri: str) -> bool:
+    """Whether KServe copies the versions into the pod at its start (so a new version needs a new revision)."""
+    return uri.startswith(COPIED_ONCE_SCHEMES)
+
+
+def rollout_patch(version: int) -> dict:
+    """The JSON merge patch that makes a new revision of the InferenceService, whose pods copy the versions
+    again and serve `version` (KServe copies the predictor's annotations to its pods)."""
+    return {"spec": {"predictor": {"annotations": {ROLLOUT_ANNOTATION: str(version)}}}}
+
+
+def rollout_command(serving: Serving, version: int) -> str:
+    import json
+
+    return (f"kubectl patch inferenceservice {serving.name} -n {serving.namespace} --type merge "
+            f"-p '{json.dumps(rollout_patch(version), separators=(',', ':'))}'")
 
 
 def manifest_path(package: str) -> str:

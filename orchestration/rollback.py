@@ -39,7 +39,7 @@ from components.serving_pusher import (
 )
 from contract import metadata as metadata_lib
 from contract.layout import RunLayout
-from orchestration import reconcile
+from orchestration import kserve, reconcile
 from orchestration.run_lock import exclusive_run
 from reporting import model_history
 
@@ -101,3 +101,16 @@ def _rollback_locked(where: RunLayout, store: str, to_version: int, reason: str,
                           result.version, result.path,
                           {**details, metadata_lib.ROLLED_BACK_AT: time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
     return Rollback(to_version, served_now, result, notes=tuple(reconciled.values()) + result.cleaned)
+
+
+def what_clients_see(root: str, version: int) -> str:
+    """When clients of the root's server get `version`, by where the root is (orchestration.kserve)."""
+    serving_dir = RunLayout(root).serving_dir
+    if kserve.copied_once(str(root)):
+        return (f"clients do not see version {version} yet: KServe copied {serving_dir} into the predictor's pod "
+                "when it started, and serves that copy until a new revision starts. Start one with\n  "
+                f"{kserve.rollout_command(kserve.Serving(), version)}\n(with the --serving-name and "
+                "--serving-namespace given to compile); requests go to the old revision until the new one is ready")
+    return (f"a TF Serving that polls {serving_dir} (a local server, KServe over a PVC) loads version {version} at "
+            "its next poll of the folder (TF Serving's --file_system_poll_wait_seconds, 1 s by default) and answers "
+            "with it once loaded; until then it answers with the version served before")

@@ -2,12 +2,14 @@
 
 import copy
 import gzip
+import json
 import pathlib
 import subprocess
 import sys
 
 import jsonschema
 import pytest
+import tensorflow as tf
 import yaml
 
 from orchestration import kserve
@@ -60,6 +62,33 @@ def test_manifest_is_a_valid_inference_service_over_the_versions_folder(validato
     assert _errors(validator, manifest) == []
     model = manifest["spec"]["predictor"]["model"]
     assert model["modelFormat"] == {"name": "tensorflow"} and model["storageUri"] == expected
+    # KServe's runtime would otherwise start tensorflow/serving:2.6.2, four years older than the exporter
+    assert model["runtimeVersion"] == kserve.SERVING_RELEASES[".".join(tf.__version__.split(".")[:2])]
+
+
+def test_the_runtime_version_can_be_chosen_and_a_bad_tag_is_refused(validator):
+    manifest = kserve.manifest(kserve.Serving(runtime_version="2.17.0-gpu"), "gs://b/c/serving_model")
+    assert manifest["spec"]["predictor"]["model"]["runtimeVersion"] == "2.17.0-gpu"
+    assert _errors(validator, manifest) == []
+    with pytest.raises(kserve.ServingError, match="--serving-runtime-version 'latest'"):
+        kserve.Serving(runtime_version="latest")
+    with pytest.raises(kserve.ServingError, match="TensorFlow 3.1.0"):
+        kserve.matching_serving_release("3.1.0")
+
+
+def test_the_rollout_patch_is_valid_on_the_object_it_patches(validator):
+    """A gs:// root is copied into the pod once: a push reaches clients through a new revision, made by
+    changing the predictor's pod annotation. Merged into the manifest, the patch must stay a valid object."""
+    manifest = kserve.manifest(kserve.Serving(), "gs://b/c/serving_model")
+    patch = kserve.rollout_patch(7)
+    merged = copy.deepcopy(manifest)
+    merged["spec"]["predictor"].update(patch["spec"]["predictor"])
+    assert _errors(validator, merged) == []
+    assert merged["spec"]["predictor"]["annotations"] == {kserve.ROLLOUT_ANNOTATION: "7"}
+    command = kserve.rollout_command(kserve.Serving(name="pets", namespace="team-a"), 7)
+    assert command.startswith("kubectl patch inferenceservice pets -n team-a --type merge -p '")
+    assert json.loads(command.split(" -p ", 1)[1].strip("'")) == patch
+    assert kserve.copied_once("gs://b/c/serving_model") and not kserve.copied_once("pvc://claim/serving_model")
 
 
 def test_the_validation_catches_what_kubernetes_would_refuse_or_drop(validator):
