@@ -1,0 +1,128 @@
+"""The history is never wrong about what is served: versions published but never recorded are found and recorded.
+
+A real ML Metadata store (SQLite) holding what a pipeline writes for the
+history (two blessed Models, a push of the first), a real serving folder, and
+the faults: a Pusher killed after publishing and before recording, a rollback
+killed between its push and its record.
+"""
+
+import pytest
+from ml_metadata.proto import metadata_store_pb2
+
+import pipeline_runner
+from components.serving_pusher import existing_versions, push_model
+from contract import layout
+from contract import metadata as metadata_lib
+from contract.layout import RunLayout
+from orchestration import reconcile, rollback
+from reporting import model_history
+from tests.object_store import Killed
+
+PIPELINE = "cats-vs-dogs"
+
+
+def _model_files(folder, tag: bytes):
+    (folder / "variables").mkdir(parents=True)
+    (folder / "saved_model.pb").write_bytes(tag)
+    (folder / "variables" / "variables.index").write_bytes(tag + b"-index")
+    return str(folder)
+
+
+@pytest.fixture
+def history(tmp_path):
+    """A root whose store knows models 1 and 2 (both blessed) and the push of model 1 as version 1."""
+    root = tmp_path / "root"
+    root.mkdir()
+    name = metadata_lib.sqlite_store(RunLayout(root).metadata_path)
+    store = metadata_lib.open_store(name)
+    types = {t: store.put_artifact_type(metadata_store_pb2.ArtifactType(name=t))
+             for t in ("Model", "ModelBlessing", "PushedModel")}
+    context_type = store.put_context_type(metadata_store_pb2.ContextType(name="pipeline"))
+    store.put_contexts([metadata_store_pb2.Context(type_id=context_type, name=PIPELINE)])
+    models = {}
+    for number in (1, 2):
+        uri = _model_files(tmp_path / f"model-{number}", f"graph-{number}".encode())
+        [model_id] = store.put_artifacts([metadata_store_pb2.Artifact(type_id=types["Model"], uri=uri)])
+        blessing = metadata_store_pb2.Artifact(type_id=types["ModelBlessing"], uri=f"{uri}-blessing")
+        blessing.custom_properties[metadata_lib.BLESSED].int_value = 1
+        blessing.custom_properties[metadata_lib.CURRENT_MODEL_ID].int_value = model_id
+        store.put_artifacts([blessing])
+        models[number] = (model_id, uri)
+    serving = str(RunLayout(root).serving_dir)
+    first = push_model(models[1][1], serving, model_uri=models[1][1])
+    reconcile.record_push(store, PIPELINE, "ServingPusher", models[1][0], first.version, first.path, {})
+    return {"root": root, "store": name, "serving": serving, "models": models}
+
+
+def test_a_push_killed_before_its_record_is_named_by_models_and_recorded_by_the_next_run(history, capsys):
+    model_id, uri = history["models"][2]
+    push_model(uri, history["serving"], model_uri=uri)  # published; the Pusher died before recording it
+    assert [v.version for v in model_history.pushed_versions(history["store"])] == [1]
+
+    assert pipeline_runner.main(["models", "--root", str(history["root"]), "--metadata-sqlite",
+                                 str(RunLayout(history["root"]).metadata_path)]) == 0
+    shown = capsys.readouterr()
+    assert "served: version 1" in shown.out
+    assert f"warning: version 2 (model {uri}, pushed " in shown.err
+    assert "is in " + history["serving"] + " but not in ML Metadata" in shown.err
+
+    lines = reconcile.reconcile(history["store"], history["serving"], PIPELINE)
+    assert list(lines) == [2] and lines[2].endswith("recorded now")
+    versions = model_history.pushed_versions(history["store"])
+    assert [(v.version, v.model_id, v.blessed, v.served) for v in versions] == [
+        (1, history["models"][1][0], True, False), (2, model_id, True, True)]
+    assert reconcile.reconcile(history["store"], history["serving"], PIPELINE) == {}, "recorded once"
+
+
+def test_a_version_whose_model_the_store_does_not_hold_is_reported_not_invented(history, tmp_path):
+    stranger = _model_files(tmp_path / "elsewhere", b"graph-x")
+    push_model(stranger, history["serving"], model_uri="gs://other-pipeline/model")
+    lines = reconcile.reconcile(history["store"], history["serving"], PIPELINE)
+    assert lines[2].startswith("version 2 (model gs://other-pipeline/model, pushed ")
+    assert lines[2].endswith("and its model is not in this store: not recorded")
+    assert [v.version for v in model_history.pushed_versions(history["store"])] == [1]
+
+
+def test_a_rollback_killed_between_push_and_record_completes_on_retry(history, monkeypatch):
+    model_id, uri = history["models"][2]
+    second = push_model(uri, history["serving"], model_uri=uri)
+    reconcile.record_push(metadata_lib.open_store(history["store"]), PIPELINE, "ServingPusher", model_id,
+                          second.version, second.path, {})
+    record = reconcile.record_push
+
+    def dies_before_recording(store, pipeline_name, execution_type, *args):
+        if execution_type == metadata_lib.ROLLBACK_EXECUTION_TYPE:
+            raise Killed()  # the port-forward dropped, the laptop slept
+        return record(store, pipeline_name, execution_type, *args)
+
+    monkeypatch.setattr(reconcile, "record_push", dies_before_recording)
+    with pytest.raises(Killed):
+        rollback.rollback(history["root"], history["store"], 1, "version 2 misreads night photos", PIPELINE)
+    assert existing_versions(history["serving"]) == [1, 2, 3]
+    assert 3 not in {v.version for v in model_history.pushed_versions(history["store"])}
+
+    monkeypatch.setattr(reconcile, "record_push", record)
+    done = rollback.rollback(history["root"], history["store"], 1, "version 2 misreads night photos", PIPELINE)
+    assert done.completed and (done.to_version, done.from_version, done.pushed.version) == (1, 2, 3)
+    assert existing_versions(history["serving"]) == [1, 2, 3], "the retry pushes nothing more"
+    served = model_history.pushed_versions(history["store"])[-1]
+    assert (served.version, served.rolled_back_to, served.rolled_back_from, served.reason, served.model_id) == (
+        3, 1, 2, "version 2 misreads night photos", history["models"][1][0])
+    with pytest.raises(rollback.RollbackError, match="already the one served"):
+        rollback.rollback(history["root"], history["store"], 1, "", PIPELINE)
+
+
+def test_a_rollback_cleans_up_an_incomplete_version_and_says_so(history):
+    model_id, uri = history["models"][2]
+    second = push_model(uri, history["serving"], model_uri=uri)
+    reconcile.record_push(metadata_lib.open_store(history["store"]), PIPELINE, "ServingPusher", model_id,
+                          second.version, second.path, {})
+    half = history["root"] / "serving_model" / "3"
+    half.mkdir()
+    (half / "saved_model.pb").write_bytes(b"half")  # a push killed before its commit record
+    done = rollback.rollback(history["root"], history["store"], 1, "", PIPELINE)
+    assert done.pushed.version == 4 and not done.completed
+    assert any(note.startswith("version 3 was incomplete") for note in done.notes), done.notes
+    assert not half.exists() and (half.parent / "1" / layout.DIGESTS_FILE).is_file()
+    assert "clients do not see version 4" in rollback.what_clients_see("gs://b/root", 4)
+    assert "next poll" in rollback.what_clients_see(str(history["root"]), 4)
