@@ -372,7 +372,7 @@ def _add_kubeflow_compile_flags(parser: argparse.ArgumentParser) -> None:
                              "folder.")
     parser.add_argument("--lease-timeout-minutes", type=_count(1), default=60,
                         help="kubeflow: a run's lease on the root whose heartbeat is older than this is taken over "
-                             "by the next run (a run whose pods all died). Default: 60.")
+                             "by the next run (a run whose pods all died); at least 3 (three heartbeats). Default: 60.")
     store = parser.add_mutually_exclusive_group()
     store.add_argument("--metadata-grpc", metavar="HOST:PORT",
                        help="kubeflow: the ML Metadata gRPC service all tasks share. Default: "

@@ -129,7 +129,8 @@ def run_node(node_program: str, run_id: str, metadata_store: str, root: str) -> 
             raise tfx_node.NodeTaskError(f"failed in an earlier attempt of this run: {earlier}")
         with lease.heartbeat(root, run_id):
             outcome = tfx_node.run_node(node_program, run_id, metadata_store)
-    except (tfx_node.NodeTaskError, lease.LeaseLostError) as error:
+    # Not the node's own error: a storage fault of the moment is left for KFP's retry, unrecorded.
+    except (tfx_node.NodeTaskError, lease.LeaseLostError, lease.LeaseUnreachableError) as error:
         _fail(f"{node_id}: {error}")
     except Exception as error:  # the executor's own error: its traceback is in the log above
         logging.error("%s failed", node_id, exc_info=True)

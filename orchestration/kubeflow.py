@@ -21,6 +21,7 @@ from config import PipelineConfig, beam_policy
 from contract import accelerators
 from contract import metadata as metadata_lib
 from contract.layout import RunLayout
+from orchestration import lease
 
 # pipeline.pipeline (TFX, TensorFlow) is imported where a package is built, so that submit,
 # schedule and the CLI's error handling start without loading TensorFlow.
@@ -91,8 +92,10 @@ class Deployment:
 
         if self.source_kind not in LISTERS:
             raise TargetError(f"--source-kind {self.source_kind!r}: expected one of {', '.join(sorted(LISTERS))}")
-        if self.lease_timeout_minutes < 1:
-            raise TargetError("--lease-timeout-minutes must be at least 1")
+        if self.lease_timeout_minutes * 60 < lease.MIN_STALE_AFTER_SECONDS:
+            raise TargetError(f"--lease-timeout-minutes must be at least {lease.MIN_STALE_AFTER_SECONDS // 60}: "
+                              f"tasks renew the lease every {lease.HEARTBEAT_SECONDS} s, and a live run must not "
+                              "look stale when a renewal is late")
         if self.trainer_accelerator_count < 1:
             raise TargetError("--trainer-accelerator-count must be at least 1")
 

@@ -13,7 +13,11 @@ heartbeat is older than `stale_after` (a run whose pods all died), or at once
 when it was held by one process on this machine that no longer runs (a
 killed local run). Every change to an existing lease is conditional on the
 lease read before it (a generation precondition on gs://, a short file lock
-beside a local file), so two runs never both take over one stale lease.
+beside a local file), so two runs never both take over one stale lease; the
+temporary files of a local lease are named by host, pid and a random part,
+since pods in pid namespaces of their own share pid numbers. Renewing the lease
+retries storage errors, and reports lasting ones apart from a lost lease (a
+retried task may succeed; a lost lease is final).
 """
 
 from __future__ import annotations
@@ -27,10 +31,15 @@ import posixpath
 import socket
 import threading
 import time
+import uuid
 
 LEASE_FILE = ".pipeline.lock"
 DEFAULT_STALE_AFTER_SECONDS = 3600  # longer than a pod waits for a node; a dead run blocks the root this long
 HEARTBEAT_SECONDS = 60
+# A live run must never look stale: its heartbeat may be late by a beat, and a beat may fail once or twice.
+MIN_STALE_AFTER_SECONDS = 3 * HEARTBEAT_SECONDS
+REFRESH_TRIES = 4  # a refresh that meets a storage error tries again, this often, before giving up
+REFRESH_BACKOFF_SECONDS = 2.0  # ... waiting 2, 4, 8 s in between
 
 
 class RootBusyError(RuntimeError):
@@ -39,6 +48,10 @@ class RootBusyError(RuntimeError):
 
 class LeaseLostError(RuntimeError):
     """This run's lease was taken over (its heartbeat went stale) or is held by another run."""
+
+
+class LeaseUnreachableError(RuntimeError):
+    """The lease could not be read or written (storage errors, retried): a fault of the moment, not of the run."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -122,8 +135,25 @@ def acquire(root: str | os.PathLike, run_id: str, *, process: bool = False,
     raise RootBusyError(f"the lease {lease_path(root)} kept changing while this run tried to take it")
 
 
-def refresh(root: str | os.PathLike, run_id: str) -> Lease:
-    """Renews `run_id`'s heartbeat; raises LeaseLostError if another run holds the root now."""
+def refresh(root: str | os.PathLike, run_id: str, *, tries: int = REFRESH_TRIES,
+            backoff: float = REFRESH_BACKOFF_SECONDS) -> Lease:
+    """Renews `run_id`'s heartbeat; raises LeaseLostError if another run holds the root now, and
+    LeaseUnreachableError when the storage kept failing (`tries` times, the wait doubling from `backoff`)."""
+    for attempt in range(tries):
+        try:
+            return _refresh_once(root, run_id)
+        except LeaseLostError:
+            raise
+        except Exception as error:  # a storage hiccup: OSError locally, google.api_core's errors on gs://
+            if attempt == tries - 1:
+                said = str(error).splitlines()[0] if str(error) else ""
+                raise LeaseUnreachableError(f"cannot renew the lease {lease_path(root)} of run {run_id}: "
+                                            f"{type(error).__name__}: {said} ({tries} tries)") from None
+            time.sleep(backoff * 2 ** attempt)
+    raise AssertionError("unreachable")
+
+
+def _refresh_once(root: str | os.PathLike, run_id: str) -> Lease:
     storage = _storage(lease_path(root))
     for _ in range(5):
         found = storage.read()
@@ -159,11 +189,11 @@ def heartbeat(root: str | os.PathLike, run_id: str, every: float = HEARTBEAT_SEC
     def beat():
         while not stop.wait(every):
             try:
-                refresh(root, run_id)
+                refresh(root, run_id, tries=1)
             except LeaseLostError as error:
                 lost.append(error)
                 return
-            except Exception:  # storage hiccup: the next beat tries again, well within the stale limit
+            except LeaseUnreachableError:  # storage hiccup: the next beat tries again, well within the stale limit
                 continue
 
     thread = threading.Thread(target=beat, name="lease-heartbeat", daemon=True)
@@ -200,6 +230,12 @@ def _process_alive(pid: int, started: str | None) -> bool:
     return started is None or _process_started(pid) in (None, started)
 
 
+def _unique() -> str:
+    """A name no other writer uses at the same time: pods have pid namespaces of their own (the same task has
+    the same pid in every pod) and may share a host name pattern, so the pid alone collides."""
+    return f"{socket.gethostname()}.{os.getpid()}.{uuid.uuid4().hex}"
+
+
 def _storage(path: str):
     return _GcsObject(path) if path.startswith("gs://") else _LocalFile(path)
 
@@ -215,7 +251,7 @@ class _LocalFile:
         os.makedirs(os.path.dirname(self.path) or ".", exist_ok=True)
         # Written whole under another name, then linked into place (fails if the lease exists): a reader never
         # sees an empty lease file, which it would take for an unreadable, stale one and take over.
-        temporary = f"{self.path}.{os.getpid()}.creating"
+        temporary = f"{self.path}.{_unique()}.creating"
         with open(temporary, "w") as f:
             f.write(text)
         try:
@@ -245,7 +281,7 @@ class _LocalFile:
             current = self.read()
             if current is None or current[1] != token:
                 return False
-            temporary = f"{self.path}.{os.getpid()}.incoming"
+            temporary = f"{self.path}.{_unique()}.incoming"
             with open(temporary, "w") as f:
                 f.write(text)
             os.replace(temporary, self.path)

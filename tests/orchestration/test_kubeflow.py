@@ -187,6 +187,7 @@ def test_the_clis_source_kinds_are_ingests():
     ({"root": "/data/cats", "pvc": "claim"}, "under the PVC's mount path"),
     ({"root": "/mnt/pipeline/cats", "pvc": "claim", "data_dir": "/home/me/pets"}, "not on the PVC"),
     ({"root": "gs://b/c", "metadata_store": "mysql://db"}, "grpc://HOST:PORT"),
+    ({"root": "gs://b/c", "lease_timeout_minutes": 2}, "at least 3: tasks renew the lease every 60 s"),
 ])
 def test_settings_that_cannot_work_are_refused_at_compile_time(settings, message):
     with pytest.raises(kubeflow.TargetError, match=message):

@@ -3,6 +3,7 @@
 import json
 import multiprocessing
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -118,3 +119,78 @@ def test_the_heartbeat_keeps_the_lease_fresh_and_reports_a_loss(tmp_path):
             lease.acquire(tmp_path, "run-b", stale_after=0)
             time.sleep(0.3)
     assert lease.read(tmp_path).run_id == "run-b"
+
+
+class _Overriding:
+    """A module as lease.py sees it, with some of its functions replaced."""
+
+    def __init__(self, module, **replaced):
+        self._module, self._replaced = module, replaced
+
+    def __getattr__(self, name):
+        return self._replaced.get(name) or getattr(self._module, name)
+
+
+def test_two_takers_with_the_same_pid_and_host_name_never_both_win(tmp_path):
+    """Pods have pid namespaces of their own: the same task runs as the same pid in every pod. Faked here at the
+    boundary (os.getpid, the host name) in two processes, round after round."""
+    context = multiprocessing.get_context("fork")
+    for round_ in range(15):
+        root = tmp_path / str(round_)
+        root.mkdir()
+        start, results = context.Event(), context.Queue()
+
+        def take(run_id):
+            lease.os = _Overriding(os, getpid=lambda: 7)
+            lease.socket = _Overriding(socket, gethostname=lambda: "cats-vs-dogs-ingest")
+            start.wait()
+            try:
+                lease.acquire(str(root), run_id)
+                results.put(("won", run_id))
+            except lease.RootBusyError as error:
+                results.put(("refused", str(error)))
+            except Exception as error:  # what the pid-named temporary file gave: FileNotFoundError
+                results.put(("crashed", repr(error)))
+
+        racers = [context.Process(target=take, args=(run_id,)) for run_id in ("pod-a", "pod-b")]
+        for racer in racers:
+            racer.start()
+        start.set()
+        outcomes = sorted(results.get(timeout=60) for _ in racers)
+        for racer in racers:
+            racer.join(timeout=10)
+        assert [kind for kind, _ in outcomes] == ["refused", "won"], (round_, outcomes)
+        assert lease.read(root).run_id == outcomes[1][1]
+        assert "\n" not in outcomes[0][1] and "another run of this pipeline is in progress" in outcomes[0][1]
+        assert sorted(p.name for p in root.iterdir()) == [lease.LEASE_FILE], "no temporary file left behind"
+
+
+class _Flaky:
+    """A lease storage whose reads fail `failures` times (a storage hiccup), then work."""
+
+    def __init__(self, real, failures):
+        self.real, self.failures = real, failures
+
+    def read(self):
+        if self.failures:
+            self.failures -= 1
+            raise OSError("Transient error: 503 Service Unavailable")
+        return self.real.read()
+
+    def __getattr__(self, name):
+        return getattr(self.real, name)
+
+
+def test_a_storage_hiccup_while_renewing_is_retried_and_a_lasting_one_named_apart_from_a_lost_lease(tmp_path,
+                                                                                                   monkeypatch):
+    lease.acquire(tmp_path, "run-a")
+    real = lease._storage
+    flaky = {}
+    monkeypatch.setattr(lease, "_storage", lambda path: flaky.setdefault("s", _Flaky(real(path), 2)))
+    assert lease.refresh(tmp_path, "run-a", backoff=0).run_id == "run-a"
+    flaky["s"] = _Flaky(real(lease.lease_path(tmp_path)), 10)
+    with pytest.raises(lease.LeaseUnreachableError) as error:
+        lease.refresh(tmp_path, "run-a", tries=3, backoff=0)
+    assert str(error.value) == (f"cannot renew the lease {lease.lease_path(tmp_path)} of run run-a: OSError: "
+                                "Transient error: 503 Service Unavailable (3 tries)")
+    assert not isinstance(error.value, lease.LeaseLostError), "KFP's retry must not see it as the node's failure"
