@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 # TFX 1.16 declares Python < 3.11, but all of its compiled dependencies ship 3.11 wheels.
 PIP_INSTALL := $(BIN)/pip install --quiet --disable-pip-version-check --ignore-requires-python
 
-.PHONY: demo test test-fast bench bench-quick bench-trainer lock clean chromium
+.PHONY: demo test test-fast bench bench-quick bench-trainer lock clean system-packages
 
 # --no-compile: most of the lock's 23,000 modules are never imported; those that are compile on first import.
 $(STAMP): requirements/lock.txt setup.py
@@ -24,12 +24,16 @@ demo: $(STAMP)
 # one pipeline run per module); most of an e2e test's time is single-threaded TensorFlow start-up.
 TEST_WORKERS ?= 2
 
-# The report's tests open it in Debian's Chromium, installed here when it is missing (apt, as root).
-chromium:
-	@command -v chromium >/dev/null || { apt-get update -qq && \
-		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null; }
+# Debian packages the tests use, installed when missing (apt, as root), in one apt run: Chromium opens the run
+# report; MariaDB is the MySQL-protocol server under the Kubeflow rehearsal's ML Metadata service (the test
+# starts a server of its own on a free port).
+system-packages:
+	@missing=""; command -v chromium >/dev/null || missing="$$missing chromium"; \
+	command -v mariadbd >/dev/null || missing="$$missing mariadb-server"; \
+	[ -z "$$missing" ] || { apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; }
 
-test: $(STAMP) chromium
+test: $(STAMP) system-packages
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest --numprocesses=$(TEST_WORKERS) --dist=loadfile --durations=15
 

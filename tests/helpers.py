@@ -33,10 +33,14 @@ def run_cli(data_dir, output_dir, *settings):
     return result, summary
 
 
-def latest_run_states(metadata_path):
-    """{node_id: [state names]} of the newest pipeline_run context, plus the store."""
-    config = metadata_store_pb2.ConnectionConfig()
-    config.sqlite.filename_uri = str(metadata_path)
+def latest_run_states(metadata):
+    """{node_id: [state names]} of the newest pipeline_run context, plus the store. `metadata`: a SQLite file's
+    path, or a connection or client config."""
+    if isinstance(metadata, (metadata_store_pb2.ConnectionConfig, metadata_store_pb2.MetadataStoreClientConfig)):
+        config = metadata
+    else:
+        config = metadata_store_pb2.ConnectionConfig()
+        config.sqlite.filename_uri = str(metadata)
     store = metadata_store.MetadataStore(config)
     run = max(store.get_contexts_by_type("pipeline_run"), key=lambda c: (c.create_time_since_epoch, c.id))
     states = {}

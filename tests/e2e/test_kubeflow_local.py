@@ -1,7 +1,9 @@
 """The compiled Kubeflow package, run end to end with the kfp SDK's own local runner.
 
-`compile` writes the package (with a SQLite ML Metadata file and a local root,
-as a rehearsal package); `submit --local` loads that YAML with
+`compile` writes the package (a local root, as a rehearsal package, and ML
+Metadata the way a cluster has it: a gRPC service over a MySQL-protocol
+database, here Debian's MariaDB with the tests' stand-in for the service,
+tests/metadata_service.py); `submit --local` loads that YAML with
 kfp.components.load_component_from_file and runs every task as a subprocess
 with kfp.local's SubprocessRunner. The runs a deployment sees:
 1. two runs of the package started at once on one root, no lock around them
@@ -33,6 +35,7 @@ from ingest import synthetic
 from orchestration import lease
 from pipeline import pipeline as pipeline_lib
 from tests.helpers import PIPELINE_NAME, ROOT, TINY, evaluator_models, latest_run_states, tree_digest
+from tests.metadata_service import GrpcFront, MariaDB
 
 pytestmark = pytest.mark.e2e
 COMPONENTS = set(pipeline_lib.NODE_IDS) - pipeline_lib.RESOLVER_IDS
@@ -44,18 +47,30 @@ def _cli(*arguments):
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory):
+def metadata_service(tmp_path_factory):
+    """MariaDB and the gRPC ML Metadata service over it, for the module's runs; the client config to read it."""
+    if not MariaDB.available():
+        pytest.fail("MariaDB is not installed: `make test` installs Debian's mariadb-server (apt, as root)")
+    database = MariaDB(tmp_path_factory.mktemp("mariadb")).start()
+    front = GrpcFront(database.connection_config()).start()
+    yield front.address, metadata_store_pb2.MetadataStoreClientConfig(host="127.0.0.1", port=front.port)
+    front.stop()
+    database.stop()
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory, metadata_service):
     base = tmp_path_factory.mktemp("kfp-local")
     images, root, package = base / "images", base / "root", base / "pipeline.yaml"
+    address, metadata = metadata_service
     synthetic.write_demo_images(images, 16)
-    record = {"root": root, "package": package, "images": images}
+    record = {"root": root, "package": package, "images": images, "store": f"grpc://{address}"}
     compile_args = ["compile", "--image", "cats-vs-dogs:test", "--root", str(root), "--data-dir", str(images),
-                    "--metadata-sqlite", str(root / "metadata.sqlite"), "--beam-arg=--direct_running_mode=in_memory",
+                    "--metadata-grpc", address, "--beam-arg=--direct_running_mode=in_memory",
                     *TINY, "--no-tflite",  # TFLite export is checked by the LocalDagRunner e2e tests
                     "--min-accuracy", "0", "--max-accuracy-drop", "1"]
     record["compile"] = _cli(*compile_args, "--package", str(package))
     submit = ["submit", "--local", "--package", str(package), "--kfp-outputs", str(base / "kfp")]
-    metadata = root / "metadata.sqlite"
 
     logs = {name: (open(base / f"{name}.out", "w+"), open(base / f"{name}.err", "w+")) for name in ("kfp-a", "kfp-b")}
     racers = {name: subprocess.Popen([sys.executable, str(ROOT / "pipeline_runner.py"), *submit[:-1], str(base / name)],
@@ -86,7 +101,7 @@ def runs(tmp_path_factory):
     record["versions_after_third"] = sorted(os.listdir(root / "serving_model"))
 
     # history and rollback on the deployment's root and store, as from a laptop with the store port-forwarded
-    on_root = ["--root", str(root), "--metadata-sqlite", str(metadata)]
+    on_root = ["--root", str(root), "--metadata-grpc", address]
     held = lease.acquire(root, "a-run-in-progress")
     record["rollback_while_held"] = _cli("rollback", *on_root, "--to", "1")
     lease.release(root, held.run_id)
@@ -137,7 +152,7 @@ def _programs_up_to(package, last):
 
 def _trainer_execution(metadata, run_id):
     """(id, state) of the Trainer's executions in run `run_id`."""
-    store = metadata_store.MetadataStore(_sqlite(metadata))
+    store = metadata_store.MetadataStore(metadata)
     run = store.get_context_by_type_and_name("pipeline_run", run_id)
     node = store.get_context_by_type_and_name("node", f"{PIPELINE_NAME}.{pipeline_lib.TRAINER}")
     if run is None or node is None:
@@ -147,19 +162,13 @@ def _trainer_execution(metadata, run_id):
             for e in store.get_executions_by_context(run.id) if e.id in in_node]
 
 
-def _sqlite(path):
-    config = metadata_store_pb2.ConnectionConfig()
-    config.sqlite.filename_uri = str(path)
-    return config
-
-
 def _kill_trainer_then_launch_it_again(base, root, metadata, compile_args):
     """A run whose Trainer task is killed with SIGKILL mid-training, then launched again in the same run (what
     KFP's retry does): the nodes before it run as tasks would, in one process; the Trainer in its own."""
     package = base / "longer-training.yaml"
     _cli(*compile_args, "--head-epochs", "3", "--fine-tune-epochs", "3", "--package", str(package))
     programs = _programs_up_to(package, pipeline_lib.TRAINER)
-    run_id, store = "relaunch-run", f"sqlite://{metadata}"
+    run_id, store = "relaunch-run", f"grpc://{metadata.host}:{metadata.port}"
     held = lease.acquire(root, run_id)  # what the run's ingest task does first
     (base / "upstream.json").write_text(json.dumps(programs[:-1]))
     (base / "trainer.json").write_text(json.dumps(programs[-1:]))
@@ -186,7 +195,7 @@ def _kill_trainer_then_launch_it_again(base, root, metadata, compile_args):
     record["relaunched_at"] = time.time()
     record["relaunch"] = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, timeout=900)
     record["states"] = _trainer_execution(metadata, run_id)
-    store_handle = metadata_store.MetadataStore(_sqlite(metadata))
+    store_handle = metadata_store.MetadataStore(metadata)
     events = store_handle.get_events_by_execution_ids([execution_id])
     outputs = store_handle.get_artifacts_by_id([e.artifact_id for e in events
                                                 if e.type == metadata_store_pb2.Event.OUTPUT])
@@ -213,7 +222,7 @@ def test_compile_writes_the_rehearsal_package(runs):
         spec = next(yaml.safe_load_all(f))
     assert spec["root"]["inputDefinitions"]["parameters"]["source"]["defaultValue"] == str(runs["images"])
     report = spec["root"]["dag"]["tasks"]["report"]["inputs"]["parameters"]
-    assert report["metadata_store"]["runtimeValue"]["constant"] == f"sqlite://{runs['root'] / 'metadata.sqlite'}"
+    assert report["metadata_store"]["runtimeValue"]["constant"] == runs["store"]
 
 
 def test_first_run_executes_every_node_once_and_pushes_version_1(runs):
