@@ -286,11 +286,14 @@ def test_ingest_stopped_midway_leaves_no_span_and_the_next_ingest_writes_it_whol
                "--output-dir", str(out)]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
                                start_new_session=True, preexec_fn=_ctrl_c_reaches_it)
-    staging = out / "examples" / ".span-1.incomplete"
+    def staged():  # the span's hidden staging folder, examples/.span-<id>/
+        return next((out / "examples").glob(".span-*"), None) if (out / "examples").is_dir() else None
+
     deadline = time.time() + 300
-    while not staging.exists() and process.poll() is None and time.time() < deadline:
+    while staged() is None and process.poll() is None and time.time() < deadline:
         time.sleep(0.05)
-    assert staging.exists(), "ingest finished before it could be stopped: %s" % (process.communicate(),)
+    staging = staged()
+    assert staging is not None, "ingest finished before it could be stopped: %s" % (process.communicate(),)
     if stop == signal.SIGKILL:
         os.killpg(process.pid, signal.SIGKILL)
     else:
@@ -306,6 +309,9 @@ def test_ingest_stopped_midway_leaves_no_span_and_the_next_ingest_writes_it_whol
 
     again = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, timeout=600)
     assert again.returncode == 0, again.stderr[-3000:]
+    if stop == signal.SIGKILL:
+        assert f"removed the staging folder {staging.name} a killed ingest left" in again.stdout
+    assert sorted(p.name for p in (out / "examples").iterdir()) == ["span-1"]
     report = json.loads((out / "examples" / "span-1" / "ingest_report.json").read_text())
     assert report["files_seen"] == 300 and report["counts"]["accepted"] + report["counts"]["normalized"] == 300
     assert sorted(p.name for p in (out / "examples").iterdir()) == ["span-1"]
