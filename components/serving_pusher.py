@@ -201,7 +201,7 @@ def ServingPusher(
     for line in result.cleaned:
         logging.warning("ServingPusher: %s", line)
     if result.cleaned:
-        pushed_model.set_string_custom_property("cleaned", "\n".join(result.cleaned))
+        pushed_model.set_string_custom_property(metadata.PUSH_CLEANED, "\n".join(result.cleaned))
     # Already served (the retry of a Pusher killed after publishing, or a rerun without our resolver): the
     # version is recorded all the same, so the history and the next baseline know what is served.
     pushed_model.set_int_custom_property(metadata.PUSHED, 1)

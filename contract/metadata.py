@@ -45,6 +45,7 @@ PUSHED = "pushed"  # 1 the model is served as PUSHED_VERSION, 0 not pushed (not 
 # 1: the Pusher found its model already the newest complete version, copied nothing and recorded it (a retry of
 # a Pusher killed between publishing and recording, or a rerun without this project's resolver).
 ALREADY_SERVED = "already_served"
+PUSH_CLEANED = "cleaned"  # what the push moved aside or removed first, a line each
 PUSHED_VERSION = "pushed_version"
 PUSHED_DESTINATION = "pushed_destination"
 PUSHED_MODEL_ID = "pushed_model_id"  # the Model artifact whose files were pushed

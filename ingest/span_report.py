@@ -43,7 +43,6 @@ class IngestReport:
     duplicates: list[dict[str, str]]  # {"file", "duplicate_of"}
     normalized: list[dict[str, str]]  # {"file", "change"}
     seconds: float = 0.0  # wall time of the check-and-write work (not listing or process start)
-    cleaned: list[str] = dataclasses.field(default_factory=list)  # spans cut short moved aside before this one
 
     @property
     def examples_written(self) -> int:
@@ -61,7 +60,6 @@ class IngestReport:
         lines = [f"Ingest of {self.source} -> span {self.span}"
                  + (" (unchanged data: existing span reused)" if self.reused else ""),
                  f"  {'files seen':<14}{self.files_seen:>8}"]
-        lines += [f"  {line}" for line in self.cleaned]
         lines += [f"  {outcome:<14}{self.counts[outcome]:>8}" for outcome in OUTCOMES]
         lines.append("  examples: " + ", ".join(f"{k} {v}" for k, v in self.examples_per_label.items())
                      + " | " + ", ".join(f"{k} {v}" for k, v in self.examples_per_split.items()))
@@ -114,7 +112,13 @@ def clean_up(examples_root: str | os.PathLike) -> tuple[list[str], int]:
                                    layout.SPAN_UNCOMMITTED)
         done.append(f"span {span} was cut short while it was written (no {REPORT_FILE}): moved to {moved}; "
                     "its number is not used again")
-    return done, max(_numbered_spans(root) + storage.aside_numbers(aside_dir(root), _aside_number), default=0)
+    return done, highest_span_number(root)
+
+
+def highest_span_number(examples_root: str | os.PathLike) -> int:
+    """The highest span number ever used: spans cut short and moved aside count (a reader may have seen them)."""
+    root = str(examples_root)
+    return max(_numbered_spans(root) + storage.aside_numbers(aside_dir(root), _aside_number), default=0)
 
 
 def load_report(examples_root: str | os.PathLike, span: int) -> IngestReport | None:

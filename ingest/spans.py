@@ -45,8 +45,8 @@ from ingest.span_report import (
     REPORT_FILE,
     STAGING_KIND,
     IngestReport,
-    clean_up,
     existing_spans,
+    highest_span_number,
     load_report,
 )
 
@@ -247,8 +247,7 @@ def ingest(kind: str, location: str | os.PathLike, examples_root: str | os.PathL
         latest = load_report(examples_root, spans[-1])
         if latest is not None and latest.source_fingerprint == fingerprint:
             return dataclasses.replace(latest, reused=True)
-    cleaned, highest = clean_up(examples_root)
-    span = highest + 1
+    span = highest_span_number(examples_root) + 1  # above spans cut short too: a reader may have seen them
     items = list(sources.LISTERS[kind](location))
 
     # The span is built in a hidden folder beside its final place, where Beam's workers can write (on Dataflow
@@ -277,7 +276,6 @@ def ingest(kind: str, location: str | os.PathLike, examples_root: str | os.PathL
         publish_span(staging, layout.span_dir(examples_root, span), report)
     finally:
         storage.backend.rmtree(staging)
-    report.cleaned = cleaned
     return report
 
 

@@ -86,20 +86,25 @@ def look_after_store(store, current_run: str | None = None) -> tuple[list[str], 
 
 
 def ingest(kind: str | None, location: str, examples_root: str, data: DataConfig,
-           beam_args=functools.partial(beam_policy.ingest_args, 0)) -> tuple[dict[str, Any] | None, str]:
+           beam_args=functools.partial(beam_policy.ingest_args, 0)) -> tuple[dict[str, Any] | None, str, list[str]]:
     """Ingests `location` (a source of `kind`, one of ingest.sources.LISTERS) as a span; kind None: the run
-    uses the spans already there. Returns (the span's ingest report, a table to print); RunRefused if there is
-    nothing usable."""
+    uses the spans already there. Spans cut short and staging folders of a killed ingest are cleaned up first
+    (the caller holds the root's lease). Returns (the span's ingest report, a table to print, what the clean-up
+    did); RunRefused if there is nothing usable."""
+    cleaned, _ = span_report.clean_up(examples_root)
+    report, table = _ingest(kind, location, examples_root, data, beam_args)
+    return report, "\n".join([*cleaned, table]), cleaned
+
+
+def _ingest(kind: str | None, location: str, examples_root: str, data: DataConfig, beam_args):
     if kind is None or not location:
-        cleaned, _ = span_report.clean_up(examples_root)
         existing = span_report.existing_spans(examples_root)
         if not existing:
             raise RunRefused(f"no source given and no spans in {examples_root}; pass a source (--data-dir, "
                              "--parquet, --tfds-data-dir or --demo locally; the source parameter on Kubeflow)")
         latest = span_report.load_report(examples_root, existing[-1])
-        return (latest.to_json() | {"cleaned": cleaned} if latest else ({"cleaned": cleaned} if cleaned else None),
-                "\n".join([f"no source given: running on the spans in {examples_root} (latest: span {existing[-1]})",
-                           *cleaned]))
+        return (latest.to_json() if latest else None,
+                f"no source given: running on the spans in {examples_root} (latest: span {existing[-1]})")
     try:
         report = spans.ingest(kind, location, examples_root, ingest_settings(data), beam_args)
     except (sources.SourceError, spans.NoUsableImagesError) as error:
@@ -126,10 +131,10 @@ def before_the_dag(store, examples_root: str, kind: str | None, location: str, d
     # Before the baseline is resolved: the model actually served must be the one the candidate is judged against.
     reconciled = (list(reconcile.reconcile(store, serving_dir, pipeline_name).values())
                   if store is not None and serving_dir else [])
-    report, table = ingest(kind, location, examples_root, data, beam_args)
+    report, table, cleaned = ingest(kind, location, examples_root, data, beam_args)
     check_spans(examples_root, data.span_window)
     return BeforeTheDag(ingest=report, table=table, canceled=canceled, missing=missing, took_over=took_over,
-                        reconciled=reconciled, cleaned=list((report or {}).get("cleaned") or []))
+                        reconciled=reconciled, cleaned=cleaned)
 
 
 def complete_summary(summary, before: BeforeTheDag | None, *, error: str | None = None,

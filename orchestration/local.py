@@ -66,8 +66,8 @@ def _ingest(config: PipelineConfig, where: RunLayout, source: Source, beam_worke
     """Ingests the source; returns the report, or prints the error and returns None."""
     kind, location = _source_location(where, source)
     try:
-        report, table = lifecycle.ingest(kind, location, str(where.examples_root), config.data,
-                                         functools.partial(beam_policy.ingest_args, beam_workers))
+        report, table, _ = lifecycle.ingest(kind, location, str(where.examples_root), config.data,
+                                            functools.partial(beam_policy.ingest_args, beam_workers))
     except lifecycle.RunRefused as error:
         print(f"error: {error}", file=sys.stderr)
         return None

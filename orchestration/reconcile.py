@@ -62,7 +62,7 @@ def reconcile(store, serving_dir: str, pipeline_name: str) -> dict[int, str]:
         details = {key: found.record[key] for key in (metadata_lib.ROLLED_BACK_TO, metadata_lib.ROLLED_BACK_FROM,
                                                       metadata_lib.ROLLBACK_REASON) if key in found.record}
         rollback = metadata_lib.ROLLED_BACK_TO in details
-        details[metadata_lib.RECONCILED_AT] = _now()
+        details[metadata_lib.RECONCILED_AT] = utc_now()
         record_push(store, pipeline_name,
                     metadata_lib.ROLLBACK_EXECUTION_TYPE if rollback else metadata_lib.RECONCILED_EXECUTION_TYPE,
                     model.id, found.version, found.path, details)
@@ -106,7 +106,8 @@ def _model_by_uri(store, uri: str):
     return max(models, key=lambda a: a.id) if models else None
 
 
-def _now() -> str:
+def utc_now() -> str:
+    """Now, as push records and ML Metadata keep times: 2026-11-23T14:20:41Z."""
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
 

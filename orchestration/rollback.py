@@ -27,7 +27,6 @@ from __future__ import annotations
 import dataclasses
 import pathlib
 import posixpath
-import time
 
 from components.serving_pusher import (
     PushResult,
@@ -99,7 +98,7 @@ def _rollback_locked(where: RunLayout, store: str, to_version: int, reason: str,
     result = push_model(folder, serving_dir, model_uri=target.model_uri, record=details)
     reconcile.record_push(metadata_lib.open_store(store), pipeline_name, EXECUTION_TYPE, target.model_id,
                           result.version, result.path,
-                          {**details, metadata_lib.ROLLED_BACK_AT: time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
+                          {**details, metadata_lib.ROLLED_BACK_AT: reconcile.utc_now()})
     return Rollback(to_version, served_now, result, notes=tuple(reconciled.values()) + result.cleaned)
 
 

@@ -205,7 +205,7 @@ def summarize_run(store: metadata_store.MetadataStore | None, pipeline_name: str
                 summary.pushed_version = custom_property(artifact, metadata_lib.PUSHED_VERSION)
                 summary.pushed_path = custom_property(artifact, metadata_lib.PUSHED_DESTINATION)
                 summary.already_served = custom_property(artifact, metadata_lib.ALREADY_SERVED) == 1
-                summary.cleaned = (custom_property(artifact, "cleaned") or "").splitlines()
+                summary.cleaned = (custom_property(artifact, metadata_lib.PUSH_CLEANED) or "").splitlines()
     if summary.blessed is not None and summary.metrics:
         summary.decision = evaluation.decision(evaluation_uri, summary.blessed)
     if "Model" in summary.artifacts:

@@ -91,7 +91,7 @@ def test_a_version_without_its_commit_record_or_with_files_missing_is_incomplete
     assert existing_versions(SERVING) == []
 
 
-def test_a_local_push_publishes_the_commit_record_last(tmp_path):
+def test_a_local_push_publishes_the_commit_record_last(tmp_path, monkeypatch):
     serving = str(tmp_path / "serving")
     model = tmp_path / "model"
     (model / "variables").mkdir(parents=True)
@@ -104,11 +104,8 @@ def test_a_local_push_publishes_the_commit_record_last(tmp_path):
         seen.append(sorted(storage.backend.files(staging)))
         original(staging, final, commit_file, commit)
 
-    storage.publish, restore = watch, storage.publish
-    try:
-        result = push_model(str(model), serving, model_uri="m")
-    finally:
-        storage.publish = restore
+    monkeypatch.setattr(storage, "publish", watch)
+    result = push_model(str(model), serving, model_uri="m")
     assert layout.DIGESTS_FILE not in seen[0] and "saved_model.pb" in seen[0]
     assert (tmp_path / "serving" / "1" / layout.DIGESTS_FILE).is_file() and digest_problems(result.path) == []
 
