@@ -16,7 +16,7 @@ from tensorflow_metadata.proto.v0 import anomalies_pb2, statistics_pb2
 from tfx import v1 as tfx
 from tfx.types import artifact_utils
 
-from contract import features
+from contract import features, layout
 
 ANOMALIES_FILE = "SchemaDiff.pb"
 STATISTICS_FILE = "FeatureStats.pb"
@@ -70,7 +70,9 @@ def class_balance_problems(stats_by_split: dict[str, statistics_pb2.DatasetFeatu
 
 
 def eval_size_problems(stats_by_split: dict[str, statistics_pb2.DatasetFeatureStatistics], minimum: int,
-                       split: str = "eval") -> list[str]:
+                       split: str | None = None) -> list[str]:
+    """The split the Evaluator will score (test, or eval in a span without one) must hold `minimum` examples."""
+    split = split or layout.judged_split(stats_by_split)
     count = int(stats_by_split[split].num_examples) if split in stats_by_split else 0
     if count >= minimum:
         return []

@@ -4,6 +4,9 @@ The words come from the thresholds the Evaluator recorded with its result
 (eval_config.json beside the metrics; on a first run, with no baseline, TFX
 drops the change threshold and the wording says so), never from a restatement
 of the rule (pipeline.blessing), so they cannot disagree with what was applied.
+With a baseline, the decision also says whether the two models differ by more
+than the noise of the images they were scored on (components.paired_accuracy's
+counts, McNemar's exact test).
 """
 
 from __future__ import annotations
@@ -13,6 +16,9 @@ import math
 import tensorflow_model_analysis as tfma
 from tensorflow_model_analysis.metrics import metric_specs
 from tensorflow_model_analysis.writers import eval_config_writer
+
+from components import uncertainty
+from components.paired_accuracy import ONLY_BASELINE_RIGHT, ONLY_CANDIDATE_RIGHT
 
 METRICS = ("example_count", "binary_accuracy", "auc", "precision", "recall")
 # Within one label every example has the same label: only these mean something.
@@ -59,6 +65,44 @@ def read_metrics(evaluation_uri: str) -> tuple[dict, dict, dict | None]:
     sort = lambda d: dict(sorted(d.items(), key=lambda kv: order.get(kv[0], 99)))  # noqa: E731
     return ({m: sort(v) for m, v in sorted(overall.items(), key=lambda kv: kv[0] != "candidate")},
             {k: sort(v) for k, v in sorted(by_label.items())}, confusion)
+
+
+def read_paired(evaluation_uri: str) -> dict | None:
+    """{only_candidate_right, only_baseline_right, p_value} of the whole split, None without a baseline."""
+    counts = {}
+    for metrics_for_slice in tfma.load_metrics(evaluation_uri):
+        if metrics_for_slice.slice_key.single_slice_keys:
+            continue
+        for entry in metrics_for_slice.metric_keys_and_values:
+            if entry.key.name in (ONLY_CANDIDATE_RIGHT, ONLY_BASELINE_RIGHT) and entry.value.HasField("double_value"):
+                counts[entry.key.name] = int(round(entry.value.double_value.value))
+    if len(counts) < 2:
+        return None
+    return {**counts, "p_value": uncertainty.mcnemar_p_value(counts[ONLY_CANDIDATE_RIGHT],
+                                                             counts[ONLY_BASELINE_RIGHT])}
+
+
+def accuracy_interval(metrics: dict[str, float]) -> tuple[float, float] | None:
+    """The exact 95% interval of metrics' binary_accuracy on its example_count images."""
+    if "binary_accuracy" not in metrics or not metrics.get("example_count"):
+        return None
+    images = int(metrics["example_count"])
+    return uncertainty.accuracy_interval(round(metrics["binary_accuracy"] * images), images)
+
+
+def paired_words(paired: dict, images: int) -> str:
+    """Whether the candidate's difference from the baseline is within the noise of the `images` scored."""
+    only_candidate, only_baseline = paired[ONLY_CANDIDATE_RIGHT], paired[ONLY_BASELINE_RIGHT]
+    net = only_candidate - only_baseline
+    if net:
+        change = f"{abs(net)} image{'' if abs(net) == 1 else 's'} {'more' if net > 0 else 'fewer'} right than the " \
+                 f"baseline"
+    else:
+        change = "as many images right as the baseline"
+    verdict = "within the noise of the split" if paired["p_value"] >= uncertainty.SIGNIFICANCE \
+        else "more than the noise of the split"
+    return (f"the candidate gets {change} of {images} ({only_candidate} only it gets right, {only_baseline} only "
+            f"the baseline; McNemar's exact p = {paired['p_value']:.2g}): {verdict}")
 
 
 def _metric_name(metric: tfma.MetricConfig) -> str:
@@ -109,14 +153,20 @@ def _describe_failure(failure) -> str:
 
 
 def decision(evaluation_uri: str, blessed: bool) -> str:
-    """Why the Evaluator whose output is at `evaluation_uri` blessed the candidate or not."""
+    """Why the Evaluator whose output is at `evaluation_uri` blessed the candidate or not, and, with a
+    baseline, whether their difference is more than the noise of the images they were scored on."""
     result = tfma.load_validation_result(evaluation_uri)
     failures = [failure for per_slice in result.metric_validations_per_slice for failure in per_slice.failures]
     if failures:
-        return "; ".join(_describe_failure(f) for f in failures)
-    if not blessed:
-        return "not validated"
-    applied = eval_config_writer.load_eval_run(evaluation_uri)[0]
-    words = threshold_words(applied)
-    with_baseline = any(spec.is_baseline for spec in applied.model_specs)
-    return "met " + " and ".join(words) + ("" if with_baseline else "; no baseline yet")
+        words = "; ".join(_describe_failure(f) for f in failures)
+    elif not blessed:
+        words = "not validated"
+    else:
+        applied = eval_config_writer.load_eval_run(evaluation_uri)[0]
+        with_baseline = any(spec.is_baseline for spec in applied.model_specs)
+        words = "met " + " and ".join(threshold_words(applied)) + ("" if with_baseline else "; no baseline yet")
+    paired = read_paired(evaluation_uri)
+    if paired is not None:
+        images = int(read_metrics(evaluation_uri)[0].get("candidate", {}).get("example_count", 0))
+        words += "; " + paired_words(paired, images)
+    return words

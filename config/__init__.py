@@ -46,17 +46,21 @@ def _is_finite_number(value: Any) -> bool:
 class DataConfig:
     image_size: int = _field(160, "Side in pixels of the square images the model sees (e.g. 128, 160, 224).")
     train_buckets: int = _field(
-        8, "Ingest: hash buckets of the train split (train:eval ratio with --eval-buckets), for sources that "
-           "give no split of their own.")
-    eval_buckets: int = _field(2, "Ingest: hash buckets of the eval split.")
+        8, "Ingest: hash buckets of the train split (train:eval:test with --eval-buckets and --test-buckets), for "
+           "images their source gives no split.")
+    eval_buckets: int = _field(
+        1, "Ingest: hash buckets of the eval split, on which the Trainer keeps its best epoch (a validation split).")
+    test_buckets: int = _field(
+        1, "Ingest: hash buckets of the test split, on which the Evaluator scores and blesses the model.")
     max_image_pixels: int = _field(50_000_000, "Ingest: images with more pixels are quarantined "
                                                "(decompression bombs).")
     span_window: int = _field(1, "Train on the last N ingested spans (1: the latest only).")
     max_class_ratio: float = _field(
         3.0, "Data check: stop when the larger class has more than this many times the examples of the smaller.")
     min_eval_examples: int = _field(
-        30, "Data check: stop when the eval split has fewer examples (on a handful of images a model is blessed "
-            "or rejected by chance; 0: no minimum).")
+        30, "Data check: stop when the split the Evaluator scores (test; eval in a span without one) has fewer "
+            "examples: on 30 images a 95% interval of the accuracy is about +-0.1 wide (docs/pipeline.md); "
+            "0: no minimum.")
     max_size_drift: float = _field(
         0.5, "Data check: stop when the mean image height or width moves by more than this fraction from the "
              "previous span's.")
@@ -74,7 +78,7 @@ class DataConfig:
                  f"must be a number > 0, got {self.max_size_drift!r}")
         _require(isinstance(self.min_eval_examples, int) and self.min_eval_examples >= 0, "min_eval_examples",
                  f"must be an integer >= 0, got {self.min_eval_examples!r}")
-        for name in ("train_buckets", "eval_buckets"):
+        for name in ("train_buckets", "eval_buckets", "test_buckets"):
             value = getattr(self, name)
             _require(isinstance(value, int) and 1 <= value <= 1000, name,
                      f"must be an integer in [1, 1000], got {value!r}")

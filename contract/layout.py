@@ -100,8 +100,13 @@ REPORT_DIR = "report"
 REPORT_PAGE = "index.html"
 CONTACT_SHEET = "contact_sheet.png"
 
-# A span under the examples root: span-<N>/{train,eval}/<TFRecord files> and span-<N>/ingest_report.json.
-SPLITS = ("train", "eval")
+# A span under the examples root: span-<N>/{train,eval,test}/<TFRecord files> and span-<N>/ingest_report.json.
+# The Trainer learns from train and keeps the epoch with the lowest loss on eval (a validation split); the
+# Evaluator scores and blesses on test, which played no part in either. Spans written before there was a test
+# split, or by another tool, may have train and eval only: their eval split then does both jobs.
+TRAIN_SPLIT, SELECTION_SPLIT, TEST_SPLIT = "train", "eval", "test"
+SPLITS = (TRAIN_SPLIT, SELECTION_SPLIT, TEST_SPLIT)
+REQUIRED_SPLITS = (TRAIN_SPLIT, SELECTION_SPLIT)
 INGEST_REPORT = "ingest_report.json"  # a span's commit record: written last, a span is complete with it
 # In a span folder from its first object until its report is written: a span that has it and no report was cut
 # short (a span with neither was written by another tool). Its name sorts before every other file of a span.
@@ -109,6 +114,11 @@ SPAN_UNCOMMITTED = ".uncommitted"
 _SPAN_DIR = re.compile(r"^span-(\d+)$")
 # ImportExampleGen's input: any file of the split folder (it reads gzipped and plain TFRecords alike).
 SPLIT_PATTERNS = {split: f"span-{{SPAN}}/{split}/*" for split in SPLITS}
+
+
+def judged_split(split_names) -> str:
+    """The split the Evaluator scores and blesses on, of an Examples artifact with these splits."""
+    return TEST_SPLIT if TEST_SPLIT in split_names else SELECTION_SPLIT
 
 
 def span_name(span: int) -> str:

@@ -25,7 +25,7 @@ from contract.features import LABEL_NAMES
 
 _FOLDER_LABELS = {name: index for index, label in enumerate(LABEL_NAMES) for name in (label, label + "s")}
 _SPLIT_FOLDERS = {"train": "train", "training": "train", "validation": "eval", "val": "eval", "valid": "eval",
-                  "eval": "eval", "test": "eval"}
+                  "eval": "eval", "test": "test"}
 _KAGGLE_NAME = re.compile(r"^(cat|dog)\.\d+\.[A-Za-z0-9]+$", re.IGNORECASE)
 TFDS_NAME = "cats_vs_dogs"
 
@@ -38,7 +38,7 @@ class SourceError(ValueError):
 class Item:
     id: str
     label: int | None
-    split: str | None  # "train" / "eval" when the source says, else None
+    split: str | None  # "train" / "eval" / "test" when the source says, else None
     unit: str | bytes  # where a worker reads the image: a file's path (or URI), or the bytes themselves
     problem: str | None = None
 

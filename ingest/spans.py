@@ -2,7 +2,8 @@
 
 Layout under the examples root (contract.layout):
     span-<N>/train/images-*.tfrecord       accepted images of the train split
-    span-<N>/eval/images-*.tfrecord        ... of the eval split
+    span-<N>/eval/images-*.tfrecord        ... of the eval split (the Trainer's choice of epoch)
+    span-<N>/test/images-*.tfrecord        ... of the test split (the Evaluator's judgement)
     span-<N>/ingest_report.json            what happened to every file or record
 The work runs on Beam with the arguments the caller gives for the number of
 items (config.beam_policy decides them for a run). The report is
@@ -11,9 +12,10 @@ is written to a hidden folder, renamed into place and committed by its report
 last (contract.storage), so no reader counts half a span, on any storage.
 Ingesting data whose content equals the latest span's source writes nothing:
 the pipeline then finds the same span and reruns from cache. The split comes
-from the source when it gives one (e.g. train/ and validation/ folders), else
+from the source when it gives one (e.g. train/ and validation/ folders; a
+source with one held-out split has it divided between eval and test), else
 from the image's content hash, so one image lands in the same split in every
-span and never in both.
+span and never in two.
 """
 
 from __future__ import annotations
@@ -62,6 +64,7 @@ class IngestSettings:
     max_pixels: int = DataConfig.max_image_pixels
     train_buckets: int = DataConfig.train_buckets
     eval_buckets: int = DataConfig.eval_buckets
+    test_buckets: int = DataConfig.test_buckets
 
 
 class NoUsableImagesError(ValueError):
@@ -109,9 +112,35 @@ def make_example(image: CheckedImage, label: int, relative: str) -> bytes:
     })).SerializeToString()
 
 
-def hash_split(sha256: str, settings: IngestSettings) -> str:
-    bucket = int(sha256[:8], 16) % (settings.train_buckets + settings.eval_buckets)
-    return "train" if bucket < settings.train_buckets else "eval"
+def hash_split(sha256: str, settings: IngestSettings, held_out_only: bool = False) -> str:
+    """train, eval or test by the image's content hash, in the ratio of the settings' buckets; with
+    `held_out_only`, eval or test in the ratio of theirs."""
+    buckets = {layout.TRAIN_SPLIT: 0 if held_out_only else settings.train_buckets,
+               layout.SELECTION_SPLIT: settings.eval_buckets, layout.TEST_SPLIT: settings.test_buckets}
+    bucket = int(sha256[:8], 16) % sum(buckets.values())
+    for split, count in buckets.items():
+        if bucket < count:
+            return split
+        bucket -= count
+    raise AssertionError("unreachable: the bucket is below the buckets' sum")
+
+
+def divides_held_out(source_splits: Iterable[str | None]) -> bool:
+    """Whether a source's held-out images are to be divided between eval and test: when it gives one held-out
+    split (TensorFlow's cats_and_dogs_filtered has train and validation; a Parquet set train and test), the way
+    its tutorials take a test split out of the validation images. A source that gives both keeps them."""
+    held_out = set(source_splits) & {layout.SELECTION_SPLIT, layout.TEST_SPLIT}
+    return len(held_out) == 1
+
+
+def split_of(source_split: str | None, sha256: str, settings: IngestSettings, divide_held_out: bool) -> str:
+    """The split an image goes to: its source's (train stays train), the held-out ones divided between eval
+    and test when `divide_held_out`, by content hash when its source gives none."""
+    if source_split is None:
+        return hash_split(sha256, settings)
+    if divide_held_out and source_split != layout.TRAIN_SPLIT:
+        return hash_split(sha256, settings, held_out_only=True)
+    return source_split
 
 
 class Outcome(NamedTuple):
@@ -167,7 +196,7 @@ class _CheckItem(beam.DoFn):
             yield image.sha256, _Usable(item.id, item.label, item.split, image)
 
 
-def _resolve_same_bytes(group, settings: IngestSettings):
+def _resolve_same_bytes(group, settings: IngestSettings, divide_held_out: bool):
     """All items with one content hash -> an Outcome for each, and on the KEPT output the one example kept."""
     sha256, usable = group
     usable = sorted(usable, key=lambda u: u.item_id)
@@ -178,7 +207,8 @@ def _resolve_same_bytes(group, settings: IngestSettings):
             yield Outcome(item_id, QUARANTINED, f"same image bytes under another label: {others}")
         return
     first, *rest = usable
-    split = first.split or next((u.split for u in rest if u.split), None) or hash_split(sha256, settings)
+    split = split_of(first.split or next((u.split for u in rest if u.split), None), sha256, settings,
+                     divide_held_out)
     yield Outcome(first.item_id, NORMALIZED if first.image.normalized else ACCEPTED, first.image.normalized,
                   first.label, split)
     for duplicate in rest:
@@ -198,7 +228,7 @@ def mixed_order(items: list[sources.Item]) -> list[sources.Item]:
 
 
 def _run_beam(items: list[sources.Item], staging: str, settings: IngestSettings,
-              beam_args: Sequence[str]) -> list[Outcome]:
+              beam_args: Sequence[str], divide_held_out: bool) -> list[Outcome]:
     """Checks and writes the span's shards under `staging` (a path or URI that Beam's workers write to: on
     Dataflow or a portable runner they are other machines or processes); returns every item's Outcome."""
     options = beam.options.pipeline_options.PipelineOptions(list(beam_args))
@@ -211,7 +241,7 @@ def _run_beam(items: list[sources.Item], staging: str, settings: IngestSettings,
                        QUARANTINED, main="usable"))
         resolved = (checked.usable
                     | "Group" >> beam.GroupByKey()
-                    | "Resolve" >> beam.ParDo(_resolve_same_bytes, settings).with_outputs(_KEPT, main="outcomes"))
+                    | "Resolve" >> beam.ParDo(_resolve_same_bytes, settings, divide_held_out).with_outputs(_KEPT, main="outcomes"))
         for split in SPLITS:
             _ = (resolved[_KEPT] | f"Only{split}" >> beam.Filter(lambda kept, s=split: kept.split == s)
                  | f"Bytes{split}" >> beam.Map(lambda kept: kept.serialized)
@@ -260,7 +290,8 @@ def ingest(kind: str, location: str | os.PathLike, examples_root: str | os.PathL
     try:
         storage.backend.write(posixpath.join(staging, layout.SPAN_UNCOMMITTED), b"")
         started = time.time()
-        outcomes = _run_beam(items, staging, settings, beam_args(len(items))) if items else []
+        divide = divides_held_out(item.split for item in items)
+        outcomes = _run_beam(items, staging, settings, beam_args(len(items)), divide) if items else []
         seconds = time.time() - started
         logging.info("ingest: %d items in %.1f s", len(items), seconds)
 

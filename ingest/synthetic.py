@@ -5,9 +5,15 @@ animal faces whose classes differ the way real cats and dogs do to a
 convolutional net: ear shape (pointed vs. floppy), eyes, muzzle and fur
 palette. Backgrounds, sizes, positions and lighting vary within both classes.
 Each image depends only on (seed, class, index), so growing the set keeps the
-earlier files byte for byte. A second look, "dusk", renders the same kind of
-scene as a dim, washed-out, grainy photo: a set that does not look like the
-demo's, to check settings on more than the data they were tuned on.
+earlier files byte for byte.
+
+Other looks draw the same two classes differently, so that a setting can be
+chosen on some looks and checked on others it was never tuned on
+(benchmarks/looks.py): "dusk" (a dim, washed-out, grainy photo), "sketch"
+(grey pencil lines on paper: no fur colour left), "clutter" (a busy,
+saturated background with fur-coloured blobs), "recolour" (each image's hues
+turned by a random angle), "pose" (a smaller animal anywhere in the frame,
+tilted up to 40 degrees) and "print" (few colours, dithered, on grainy paper).
 """
 
 from __future__ import annotations
@@ -113,7 +119,7 @@ def _draw_dog(draw: ImageDraw.ImageDraw, rng: random.Random, cx: float, cy: floa
 DEMO_SIDES = (120, 360)  # smallest and largest side in pixels
 
 
-LOOKS = ("cartoon", "dusk")
+LOOKS = ("cartoon", "dusk", "sketch", "clutter", "recolour", "pose", "print")
 
 
 def _dusk(image: Image.Image, rng: random.Random) -> Image.Image:
@@ -127,6 +133,49 @@ def _dusk(image: Image.Image, rng: random.Random) -> Image.Image:
     return image.filter(ImageFilter.GaussianBlur(rng.uniform(0.8, 1.8)))
 
 
+def _sketch(image: Image.Image, rng: random.Random) -> Image.Image:
+    """Pencil lines: the scene's edges, dark grey on off-white paper; colour is gone."""
+    edges = image.convert("L").filter(ImageFilter.FIND_EDGES)
+    lines = Image.eval(edges, lambda v: 255 - min(255, int(v * rng.uniform(2.0, 3.0))))
+    paper = Image.new("L", image.size, rng.randint(225, 250))
+    return Image.composite(lines, paper, Image.eval(lines, lambda v: 255 if v < 200 else 0)).convert("RGB")
+
+
+def _clutter(draw: ImageDraw.ImageDraw, rng: random.Random, size: tuple[int, int]) -> None:
+    """Stripes and blobs in saturated colours and in both classes' fur colours, behind the animal."""
+    width, height = size
+    for _ in range(rng.randint(4, 9)):
+        x0 = rng.randint(-width // 2, width)
+        colour = tuple(rng.randint(0, 255) for _ in range(3))
+        draw.line([(x0, 0), (x0 + rng.randint(-width, width), height)], fill=colour, width=rng.randint(3, 14))
+    for _ in range(rng.randint(6, 14)):
+        x0, y0 = rng.randint(0, width), rng.randint(0, height)
+        r = rng.randint(4, max(5, width // 8))
+        colour = _jitter(rng, rng.choice(_CAT_FUR + _DOG_FUR)) if rng.random() < 0.5 else \
+            tuple(rng.randint(0, 255) for _ in range(3))
+        draw.ellipse([x0 - r, y0 - r, x0 + r, y0 + r], fill=colour)
+
+
+def _recolour(image: Image.Image, rng: random.Random) -> Image.Image:
+    """Every hue turned by one random angle of at least 60 degrees: the fur palettes no longer tell the class."""
+    hue, saturation, value = image.convert("HSV").split()
+    turn = rng.randint(43, 213)  # of 256
+    hue = hue.point(lambda h: (h + turn) % 256)
+    return Image.merge("HSV", (hue, saturation, value)).convert("RGB")
+
+
+def _print(image: Image.Image, rng: random.Random) -> Image.Image:
+    """A cheap colour print: few colours, dithered, on grainy paper."""
+    colours = rng.randint(5, 9)
+    image = image.quantize(colors=colours, dither=Image.Dither.FLOYDSTEINBERG).convert("RGB")
+    noise = np.random.default_rng(rng.getrandbits(32)).normal(128, 60, image.size[::-1])
+    grain = Image.fromarray(noise.clip(0, 255).astype(np.uint8)).convert("RGB")
+    return Image.blend(image, grain, rng.uniform(0.08, 0.15))
+
+
+_FINISH = {"dusk": _dusk, "sketch": _sketch, "recolour": _recolour, "print": _print}
+
+
 def render_image(class_name: str, index: int, seed: int = 0, sides: tuple[int, int] = DEMO_SIDES,
                  look: str = "cartoon") -> bytes:
     """Returns the JPEG bytes of demo image `index` of `class_name`, each side within `sides`."""
@@ -138,16 +187,19 @@ def render_image(class_name: str, index: int, seed: int = 0, sides: tuple[int, i
     size = (rng.randint(*sides), rng.randint(*sides))
     image = _background(rng, size)
     draw = ImageDraw.Draw(image)
+    if look == "clutter":
+        _clutter(draw, rng, size)
     short = min(size)
-    r = short * rng.uniform(0.28, 0.36)
+    r = short * (rng.uniform(0.15, 0.24) if look == "pose" else rng.uniform(0.28, 0.36))
     cx = rng.uniform(r * 1.3, size[0] - r * 1.3)
     cy = rng.uniform(r * 1.45, size[1] - r * 0.95)
     (_draw_cat if class_name == "cat" else _draw_dog)(draw, rng, cx, cy, r)
-    image = image.rotate(rng.uniform(-15, 15), resample=Image.BILINEAR, fillcolor=_muted(rng))
+    tilt = 40 if look == "pose" else 15
+    image = image.rotate(rng.uniform(-tilt, tilt), resample=Image.BILINEAR, fillcolor=_muted(rng))
     if rng.random() < 0.3:
         image = image.filter(ImageFilter.GaussianBlur(rng.uniform(0.5, 1.5)))
-    if look == "dusk":
-        image = _dusk(image, rng)
+    if look in _FINISH:
+        image = _FINISH[look](image, rng)
     out = io.BytesIO()
     image.save(out, format="JPEG", quality=rng.randint(75, 95))
     return out.getvalue()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import tensorflow_model_analysis as tfma
 
+from components import paired_accuracy
 from config import PipelineConfig
 from contract import features
 
@@ -34,5 +35,7 @@ def eval_config(config: PipelineConfig) -> tfma.EvalConfig:
             tfma.MetricConfig(class_name="Precision"),
             tfma.MetricConfig(class_name="Recall"),
             tfma.MetricConfig(class_name="ConfusionMatrixAtThresholds", config='{"thresholds": [0.5]}'),
+            # The images only one of candidate and baseline gets right: whether a difference is more than noise.
+            tfma.MetricConfig(class_name="PairedAccuracy", module=paired_accuracy.__name__),
         ])],
     )

@@ -16,9 +16,10 @@ from tfx.dsl.components.base.base_node import BaseNode
 
 from components.anomalies_gate import AnomaliesGate
 from components.baseline_resolver import LatestBeforeStrategy, LatestBlessedBeforeStrategy
+from components.judged_split import JudgingEvaluator, SpanExampleGen
 from components.serving_pusher import ServingPusher
 from config import PipelineConfig
-from contract.layout import SPLIT_PATTERNS
+from contract import layout
 
 # The node ids live in contract.metadata (the summary, the history and the tests read them); named here too.
 from contract.metadata import (  # noqa: F401
@@ -65,11 +66,12 @@ def _newest_blessed_model(before, node_id: str, builtin: bool, served_first: boo
 def _data_nodes(config: PipelineConfig, examples_root: str, schema_path: str, allow_anomalies: bool,
                 builtin_resolver: bool, code_version: str) -> dict[str, BaseNode]:
     """{node id: node} from the ingested spans to the data gate: examples, schema, statistics, anomalies."""
-    # Ingest decides the splits (the source's own, or by content hash); they are kept as they are.
-    example_gen = tfx.components.ImportExampleGen(
+    # Ingest decides the splits (the source's own, or by content hash); they are kept as they are. A span
+    # without a test split (written earlier or by another tool) is read with the two it has.
+    example_gen = SpanExampleGen(
         input_base=examples_root,
         input_config=tfx.proto.Input(splits=[tfx.proto.Input.Split(name=name, pattern=pattern)
-                                             for name, pattern in SPLIT_PATTERNS.items()]),
+                                             for name, pattern in layout.SPLIT_PATTERNS.items()]),
     ).with_id(EXAMPLE_GEN)
     schema_importer = tfx.components.ImportSchemaGen(schema_file=schema_path).with_id(SCHEMA_IMPORTER)
     # With the schema, statistics count the categorical label's values: the class-balance check needs them.
@@ -157,16 +159,17 @@ def create_pipeline(
         examples=training_examples,
         transform_graph=transform.outputs["transform_graph"],
         schema=gate.outputs["validated_schema"],
-        train_args=tfx.proto.TrainArgs(splits=["train"]),
-        eval_args=tfx.proto.EvalArgs(splits=["eval"]),
+        # The kept epoch is chosen on the eval split; the test split stays unseen until the Evaluator.
+        train_args=tfx.proto.TrainArgs(splits=[layout.TRAIN_SPLIT]),
+        eval_args=tfx.proto.EvalArgs(splits=[layout.SELECTION_SPLIT]),
         custom_config={"image_size": config.data.image_size, "training": dataclasses.asdict(config.training),
                        "code_version": code_version},
     ).with_id(TRAINER)
 
     baseline = _newest_blessed_model(trainer.outputs["model"], BASELINE_RESOLVER, builtin_resolver, served_first=True)
-    evaluator = tfx.components.Evaluator(
+    evaluator = JudgingEvaluator(
         examples=example_gen.outputs["examples"],
-        example_splits=["eval"],
+        example_splits=[layout.TEST_SPLIT],  # the eval split where the span has no test split
         model=trainer.outputs["model"],
         baseline_model=baseline.outputs["model"],
         eval_config=blessing.eval_config(config),

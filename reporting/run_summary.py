@@ -65,6 +65,12 @@ class RunSummary:
     # '<type> <uri>' of earlier outputs found gone before this run (marked DELETED in MLMD, not used again)
     missing: list[str] = dataclasses.field(default_factory=list)
     notes: list[str] = dataclasses.field(default_factory=list)  # settings the command line chose for the user
+    # the split the Evaluator scored: "test", or "eval" for a span without one (which also chose the kept epoch)
+    judged_split: str | None = None
+    # model -> exact 95% interval [low, high] of its binary_accuracy on the judged split's images
+    accuracy_intervals: dict[str, list[float]] = dataclasses.field(default_factory=dict)
+    # with a baseline: images only the candidate / only the baseline got right, and McNemar's p-value
+    paired: dict[str, float] | None = None
 
     @property
     def failed(self) -> bool:
@@ -88,8 +94,13 @@ class RunSummary:
                          + (" ..." if len(self.missing) > 5 else ""))
         lines.append(f"  {'component':<30}{'outcome':<10}{'seconds':>9}")
         lines += [f"  {n.node_id:<30}{n.state:<10}{n.seconds:>9.1f}" for n in self.nodes]
+        if self.metrics and self.judged_split:
+            lines.append(f"  judged on: {split_words(self.judged_split)}")
         for model, values in self.metrics.items():
-            shown = ", ".join(f"{k} {_fmt(v)}" for k, v in values.items())
+            interval = self.accuracy_intervals.get(model)
+            shown = ", ".join(f"{k} {_fmt(v)}" + (f" [{interval[0]:.4f}, {interval[1]:.4f}]"
+                                                  if k == "binary_accuracy" and interval else "")
+                              for k, v in values.items())
             lines.append(f"  {model} metrics: {shown}")
         for label, values in self.metrics_by_label.items():
             lines.append(f"    {label}: " + ", ".join(f"{k} {_fmt(v)}" for k, v in values.items()))
@@ -113,6 +124,15 @@ class RunSummary:
         if self.error:
             lines.append(f"  FAILED: {self.error}")
         return "\n".join(lines)
+
+
+def split_words(judged_split: str) -> str:
+    """What the figures of a split the Evaluator scored are worth."""
+    if judged_split == layout.TEST_SPLIT:
+        return ("the test split, images used neither in training nor in choosing the kept epoch "
+                "(accuracy with its exact 95% interval)")
+    return (f"the {judged_split} split, which also chose the kept epoch: the span has no test split (ingested "
+            "before there was one, or by another tool), so these figures are optimistic; ingest again for one")
 
 
 def _fmt(value: float) -> str:
@@ -198,6 +218,10 @@ def summarize_run(store: metadata_store.MetadataStore | None, pipeline_name: str
             if artifact_type == "ModelEvaluation":
                 summary.metrics, summary.metrics_by_label, summary.confusion_matrix = \
                     evaluation.read_metrics(artifact.uri)
+                summary.paired = evaluation.read_paired(artifact.uri)
+                summary.accuracy_intervals = {model: list(interval) for model, values in summary.metrics.items()
+                                              if (interval := evaluation.accuracy_interval(values))}
+                summary.judged_split = judged_split(store, execution.id)
                 evaluation_uri = artifact.uri
             elif artifact_type == "ModelBlessing":
                 summary.blessed = custom_property(artifact, metadata_lib.BLESSED) == 1
@@ -213,6 +237,18 @@ def summarize_run(store: metadata_store.MetadataStore | None, pipeline_name: str
         summary.tflite = export.read_tflite_fidelity(serving_dir)
         summary.training = export.read_training_record(serving_dir)
     return summary
+
+
+def judged_split(store, evaluator_execution_id: int) -> str | None:
+    """The split the Evaluator of this execution scored, from the splits of the examples it read."""
+    from tfx.types import artifact_utils
+
+    for artifact in artifacts_of(store, evaluator_execution_id, metadata_store_pb2.Event.INPUT):
+        names = custom_property(artifact, "split_names") if "split_names" in artifact.custom_properties else \
+            artifact.properties["split_names"].string_value if "split_names" in artifact.properties else None
+        if names:
+            return layout.judged_split(artifact_utils.decode_split_names(names))
+    return None
 
 
 def training_line(training: dict) -> str:

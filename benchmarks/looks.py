@@ -1,0 +1,197 @@
+#!/usr/bin/env python3
+"""The from-scratch schedule across looks: settings chosen on some looks, reported on looks never tuned on.
+
+    .venv/bin/python -m benchmarks.looks              # make bench-looks: the table, and runs/looks.json
+    .venv/bin/python -m benchmarks.looks --seeds 1 --looks cartoon,sketch --settings "every epoch,4 views"
+
+Each look of ingest.synthetic gets its own train, validation and test images
+(generator seeds 0, 1, 2: no image is in two of them). Every candidate setting
+of the from-scratch schedule (`--weights none`) trains with the Trainer's own
+training (trainer.task.train) for each seed: it keeps the epoch with the lowest
+validation loss, as the Trainer does, and is then scored once on the test
+images it never saw. The candidates differ from the schedule in
+config.FROM_SCRATCH_SCHEDULE only in how views are augmented; "every epoch"
+(cached_views 0) is the reference.
+
+A setting is chosen on the tuning looks (the cached setting whose mean accuracy
+is nearest every-epoch augmentation's) and reported on the held-out looks: if it
+comes within 0.02 of every-epoch augmentation there, cached views may stay the
+default; otherwise the from-scratch schedule trains every epoch. Each accuracy is
+the mean over seeds, with the exact 95% interval of that accuracy on the
+looks' test images (seeds do not add images: the interval is the noise of the
+test set, not of the seeds).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import pathlib
+import statistics
+import sys
+import tempfile
+import time
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+TUNING_LOOKS = ("cartoon", "dusk", "clutter")
+HELD_OUT_LOOKS = ("sketch", "recolour", "pose", "print")
+REFERENCE = "every epoch"
+# Settings of the views; the rest of the schedule is config.FROM_SCRATCH_SCHEDULE's.
+SETTINGS = {REFERENCE: {"cached_views": 0},
+            "4 views": {"cached_views": 4, "blend_views": False},
+            "6 views, blended": {"cached_views": 6, "blend_views": True}}
+CLOSE_ENOUGH = 0.02
+
+
+@dataclasses.dataclass(frozen=True)
+class Sizes:
+    train_per_class: int = 150
+    validation_per_class: int = 30
+    test_per_class: int = 100
+    image_size: int = 160
+
+
+def _records(look: str, split: str, per_class: int, seed: int, scratch: pathlib.Path) -> pathlib.Path:
+    import tensorflow as tf
+
+    from ingest import synthetic
+    from ingest.images import check_image
+    from ingest.spans import make_example
+
+    folder = scratch / look / split
+    synthetic.write_demo_images(folder, per_class, seed=seed, look=look)
+    path = scratch / look / f"{split}.tfrecord"
+    with tf.io.TFRecordWriter(str(path)) as writer:
+        for file in sorted(folder.rglob("*.jpg")):
+            writer.write(make_example(check_image(file.read_bytes()), int(file.parent.name == "dog"), file.name))
+    return path
+
+
+def _config(setting: str, seed: int):
+    from config import FROM_SCRATCH_SCHEDULE, PipelineConfig, with_overrides
+
+    return with_overrides(PipelineConfig(), {"weights": "none", **FROM_SCRATCH_SCHEDULE, "seed": seed,
+                                             **SETTINGS[setting]}).training
+
+
+def run_one(setting: str, seed: int, records: dict[str, pathlib.Path], sizes: Sizes) -> dict:
+    """One training of `setting`: test accuracy (and correct count) of the kept epoch, and seconds."""
+    import numpy as np
+
+    from trainer import preprocessing, task
+
+    config = _config(setting, seed)
+
+    def transform(raw):
+        return preprocessing.preprocessing_fn(raw, {"image_size": sizes.image_size})
+
+    examples = {split: task.pixels_and_labels([str(path)], transform) for split, path in records.items()}
+    started = time.perf_counter()
+    calibration = task.sample_pixels(examples["train"], config.calibration_images, config)
+    model, history = task.train(config, sizes.image_size, examples["train"], examples["validation"], calibration,
+                                counts=(2 * sizes.train_per_class, 2 * sizes.validation_per_class))
+    seconds = time.perf_counter() - started
+    pixels, labels = zip(*examples["test"].as_numpy_iterator())
+    logits = model.predict(np.stack(pixels).astype("float32"), batch_size=64, verbose=0).reshape(-1)
+    correct = int(((logits > 0) == (np.concatenate(labels) > 0.5)).sum())
+    return {"setting": setting, "seed": seed, "correct": correct, "images": len(labels),
+            "accuracy": correct / len(labels), "best_epoch": history["best_epoch"], "seconds": seconds}
+
+
+def summarize(runs: list[dict], looks: tuple[str, ...], setting: str) -> dict:
+    """Mean accuracy of `setting` over `looks` and seeds, the pooled images' exact interval, median seconds."""
+    from components.uncertainty import accuracy_interval
+
+    chosen = [run for run in runs if run["look"] in looks and run["setting"] == setting]
+    images = sum(next(r["images"] for r in chosen if r["look"] == look) for look in {r["look"] for r in chosen})
+    accuracy = statistics.fmean(r["accuracy"] for r in chosen)
+    low, high = accuracy_interval(round(accuracy * images), images)
+    return {"accuracy": accuracy, "low": low, "high": high, "images": images,
+            "seeds": len({r["seed"] for r in chosen}), "seconds": statistics.median(r["seconds"] for r in chosen)}
+
+
+def choose(runs: list[dict], tuning: tuple[str, ...], held_out: tuple[str, ...]) -> dict:
+    """The cached setting nearest every-epoch augmentation on the tuning looks, and how it holds on the others."""
+    cached = [s for s in SETTINGS if s != REFERENCE and any(r["setting"] == s for r in runs)]
+    reference = {group: summarize(runs, looks, REFERENCE)["accuracy"]
+                 for group, looks in (("tuning", tuning), ("held out", held_out))}
+    best = max(cached, key=lambda s: summarize(runs, tuning, s)["accuracy"])
+    gap = summarize(runs, held_out, best)["accuracy"] - reference["held out"]
+    return {"chosen on the tuning looks": best,
+            "tuning: chosen minus every epoch": summarize(runs, tuning, best)["accuracy"] - reference["tuning"],
+            "held out: chosen minus every epoch": gap, "holds": gap >= -CLOSE_ENOUGH,
+            "default": best if gap >= -CLOSE_ENOUGH else REFERENCE}
+
+
+def table(runs: list[dict], tuning: tuple[str, ...], held_out: tuple[str, ...]) -> str:
+    settings = [s for s in SETTINGS if any(r["setting"] == s for r in runs)]
+    looks = [look for look in (*tuning, *held_out) if any(r["look"] == look for r in runs)]
+    lines = [f"{'look':24}" + "".join(f"{s:>26}" for s in settings)]
+    for label, group in ([(look, (look,)) for look in looks]
+                         + [("tuning looks", tuning), ("held-out looks", held_out)]):
+        cells = []
+        for setting in settings:
+            figure = summarize(runs, group, setting)
+            cells.append(f"{figure['accuracy']:.3f} [{figure['low']:.3f}, {figure['high']:.3f}]")
+        lines.append(f"{label:24}" + "".join(f"{c:>26}" for c in cells))
+    lines.append(f"{'Trainer s (median)':24}" + "".join(
+        f"{summarize(runs, (*tuning, *held_out), s)['seconds']:>26.0f}" for s in settings))
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seeds", type=int, default=3, help="Training seeds 1..N of every setting (default 3).")
+    parser.add_argument("--looks", help="Comma-separated looks (default: all; tuning looks are "
+                                        f"{', '.join(TUNING_LOOKS)}, the rest held out).")
+    parser.add_argument("--settings", help=f"Comma-separated settings (default: all of {', '.join(SETTINGS)}).")
+    parser.add_argument("--train-per-class", type=int, default=Sizes.train_per_class)
+    parser.add_argument("--json", type=pathlib.Path, default=ROOT / "runs" / "looks.json")
+    args = parser.parse_args(argv)
+    looks = tuple(args.looks.split(",")) if args.looks else (*TUNING_LOOKS, *HELD_OUT_LOOKS)
+    settings = tuple(args.settings.split(",")) if args.settings else tuple(SETTINGS)
+    unknown = [s for s in settings if s not in SETTINGS]
+    if unknown:
+        parser.error(f"unknown settings {unknown}; known: {list(SETTINGS)}")
+    sizes = Sizes(train_per_class=args.train_per_class)
+    from orchestration import quiet_logs
+
+    quiet_logs.apply()
+    started = time.perf_counter()
+    runs: list[dict] = json.loads(args.json.read_text())["runs"] if args.json.exists() else []
+    done = {(r["look"], r["setting"], r["seed"]) for r in runs}
+    with tempfile.TemporaryDirectory() as scratch:
+        records = {look: {split: _records(look, split, per_class, seed, pathlib.Path(scratch))
+                          for split, per_class, seed in (("train", sizes.train_per_class, 0),
+                                                         ("validation", sizes.validation_per_class, 1),
+                                                         ("test", sizes.test_per_class, 2))} for look in looks}
+        # Seed by seed, so that a run cut short still has every look and setting.
+        for seed in range(1, args.seeds + 1):
+            for look in looks:
+                for setting in settings:
+                    if (look, setting, seed) in done:  # a run cut short goes on where it stopped
+                        continue
+                    runs.append({"look": look, **run_one(setting, seed, records[look], sizes)})
+                    print(f"{look:10} {setting:18} seed {seed}: {runs[-1]['accuracy']:.3f} "
+                          f"({runs[-1]['seconds']:.0f} s)", flush=True)
+                    args.json.parent.mkdir(parents=True, exist_ok=True)
+                    args.json.write_text(json.dumps({"sizes": dataclasses.asdict(sizes), "runs": runs}, indent=1))
+    tuning = tuple(look for look in looks if look in TUNING_LOOKS)
+    held_out = tuple(look for look in looks if look not in TUNING_LOOKS)
+    print(f"\ntest accuracy, mean of {args.seeds} seeds, [exact 95% interval of the test images]; "
+          f"{2 * sizes.train_per_class} train, {2 * sizes.validation_per_class} validation (the kept epoch), "
+          f"{2 * sizes.test_per_class} test images a look; --weights none at {sizes.image_size} px")
+    print(table(runs, tuning, held_out))
+    if tuning and held_out and REFERENCE in settings and len(settings) > 1:
+        decision = choose(runs, tuning, held_out)
+        print(json.dumps(decision, indent=1))
+        args.json.write_text(json.dumps({"sizes": dataclasses.asdict(sizes), "runs": runs, "decision": decision},
+                                        indent=1))
+    print(f"took {time.perf_counter() - started:.0f} s on {os.cpu_count()} cores")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
