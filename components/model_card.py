@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import os
 
 import tensorflow as tf
@@ -36,10 +35,11 @@ class CardFacts:
     thresholds: list[str]
     decision: str
     tflite: dict | None  # layout.TFLITE_FIDELITY_FILE
+    judged_split: str | None = None  # the split the metrics are of (contract.layout.judged_split)
 
 
 def gather(pipeline: str, model_uri: str, model_dir: str, evaluation_uri: str | None, span_numbers: list[int],
-           examples_root: str, training: dict) -> CardFacts:
+           examples_root: str, training: dict, judged_split: str | None = None) -> CardFacts:
     """The facts of a card, from the model folder, the Evaluator's output and the spans' ingest reports."""
     def read_json(name):
         path = os.path.join(model_dir, name)
@@ -54,7 +54,8 @@ def gather(pipeline: str, model_uri: str, model_dir: str, evaluation_uri: str | 
     return CardFacts(pipeline=pipeline, model_uri=model_uri, training=training,
                      history=read_json(layout.TRAINING_HISTORY_FILE),
                      spans=[r.to_json() for r in reports if r is not None], metrics=metrics, by_label=by_label,
-                     thresholds=thresholds, decision=decision, tflite=read_json(layout.TFLITE_FIDELITY_FILE))
+                     thresholds=thresholds, decision=decision, tflite=read_json(layout.TFLITE_FIDELITY_FILE),
+                     judged_split=judged_split)
 
 
 def _table(header: list[str], rows: list[list]) -> list[str]:
@@ -116,14 +117,26 @@ def render(facts: CardFacts) -> str:
         kept = history.get("best_epoch")
         lines += ["", f"{len(history['epochs'])} epochs run; fine-tuning started after epoch "
                       f"{history.get('fine_tune_start_epoch')}" + (
-                          f"; weights kept from epoch {kept + 1} (lowest eval loss {history['best_val_loss']:.4f})"
+                          f"; weights kept from epoch {kept + 1} (lowest loss on the eval split, "
+                          f"{history['best_val_loss']:.4f})"
                           if kept is not None else "") + "."]
     lines.append("")
 
     lines += ["## Evaluation", ""]
     if facts.metrics:
+        if facts.judged_split:
+            lines += [f"Scored on the {facts.judged_split} split" + (
+                ": images used neither in training nor in choosing the kept epoch." if
+                facts.judged_split == layout.TEST_SPLIT else ", which also chose the kept epoch (the span has no "
+                "test split): these figures are optimistic."), ""]
         names = [m for m in evaluation.METRICS if any(m in values for values in facts.metrics.values())]
-        lines += _table(["metric", *facts.metrics], [[name, *(values.get(name, "-") for values in
+
+        def cell(values, name):
+            interval = evaluation.accuracy_interval(values) if name == "binary_accuracy" else None
+            value = values.get(name, "-")
+            return f"{value:.4f} [{interval[0]:.4f}, {interval[1]:.4f}]" if interval else value
+
+        lines += _table(["metric", *facts.metrics], [[name, *(cell(values, name) for values in
                                                               facts.metrics.values())] for name in names])
         if facts.by_label:
             lines += ["", "By label (the candidate):", ""]
@@ -149,11 +162,12 @@ def render(facts: CardFacts) -> str:
 def _limits(facts: CardFacts) -> list[str]:
     limits = []
     candidate = facts.metrics.get("candidate", {})
-    if "binary_accuracy" in candidate and candidate.get("example_count"):
-        accuracy, count = candidate["binary_accuracy"], candidate["example_count"]
-        margin = 1.96 * math.sqrt(max(accuracy * (1 - accuracy), 1e-12) / count)
-        limits.append(f"Evaluated on {int(count)} eval images: its accuracy of {accuracy:.4f} is known to about "
-                      f"+/- {margin:.3f} (95% interval).")
+    interval = evaluation.accuracy_interval(candidate)
+    if interval:
+        accuracy, count = candidate["binary_accuracy"], int(candidate["example_count"])
+        split = facts.judged_split or layout.SELECTION_SPLIT
+        limits.append(f"Evaluated on {count} {split} images: its accuracy of {accuracy:.4f} is known only to lie "
+                      f"within [{interval[0]:.4f}, {interval[1]:.4f}] (exact 95% interval).")
     if facts.training.get("weights") == WEIGHTS_NONE:
         limits.append("Trained from random weights: it knows only what these images show; expect it to do worse "
                       "than an ImageNet-initialized model on photos unlike them.")

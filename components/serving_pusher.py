@@ -23,6 +23,7 @@ from typing import List
 
 from absl import logging
 from tfx import v1 as tfx
+from tfx.types import artifact_utils
 from tfx.utils import path_utils
 
 from components import model_card
@@ -194,8 +195,11 @@ def ServingPusher(
         return
     source = path_utils.serving_model_path(model.uri, path_utils.is_old_model_artifact(model))
     spans = [span for span in (metadata.span_of(e.mlmd_artifact) for e in examples or []) if span is not None]
+    # The Evaluator scored the newest span's examples.
+    newest = max(examples or [], key=lambda e: metadata.span_of(e.mlmd_artifact) or 0, default=None)
+    judged = layout.judged_split(artifact_utils.decode_split_names(newest.split_names)) if newest else None
     facts = model_card.gather(pipeline_name, model.uri, source, model_evaluation.uri if model_evaluation else None,
-                              spans, examples_root, json.loads(training_settings))
+                              spans, examples_root, json.loads(training_settings), judged_split=judged)
     result = push_model(source, serving_dir, model_uri=model.uri,
                         extra_files={layout.MODEL_CARD_FILE: model_card.render(facts)})
     for line in result.cleaned:

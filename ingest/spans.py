@@ -241,7 +241,8 @@ def _run_beam(items: list[sources.Item], staging: str, settings: IngestSettings,
                        QUARANTINED, main="usable"))
         resolved = (checked.usable
                     | "Group" >> beam.GroupByKey()
-                    | "Resolve" >> beam.ParDo(_resolve_same_bytes, settings, divide_held_out).with_outputs(_KEPT, main="outcomes"))
+                    | "Resolve" >> beam.ParDo(_resolve_same_bytes, settings, divide_held_out).with_outputs(
+                        _KEPT, main="outcomes"))
         for split in SPLITS:
             _ = (resolved[_KEPT] | f"Only{split}" >> beam.Filter(lambda kept, s=split: kept.split == s)
                  | f"Bytes{split}" >> beam.Map(lambda kept: kept.serialized)

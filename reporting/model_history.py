@@ -14,6 +14,7 @@ import datetime
 from ml_metadata.proto import metadata_store_pb2
 
 from components import evaluation
+from contract import layout
 from contract import metadata as metadata_lib
 from reporting import run_summary
 from trainer import export
@@ -35,6 +36,7 @@ class PushedVersion:
     rolled_back_from: int | None = None  # ... and the version served before it
     reason: str = ""  # ... and why
     served: bool = False
+    judged_split: str | None = None  # the split its metrics are of: "test", or "eval" (optimistic) in older spans
 
 
 def _artifact_type(store, artifact) -> str:
@@ -71,15 +73,16 @@ def _spans_of_model(store, model_id: int) -> list[int]:
     return sorted(spans)
 
 
-def _metrics_of_blessing(store, blessing) -> dict[str, float]:
+def _metrics_of_blessing(store, blessing) -> tuple[dict[str, float], str | None]:
+    """The candidate's overall metrics of the Evaluator that made `blessing`, and the split they are of."""
     evaluator = _producer(store, blessing.id)
     if evaluator is None:
-        return {}
+        return {}, None
     for artifact in run_summary.artifacts_of(store, evaluator):
         if _artifact_type(store, artifact) == "ModelEvaluation":
             overall, _, _ = evaluation.read_metrics(artifact.uri)
-            return overall.get("candidate", {})
-    return {}
+            return overall.get("candidate", {}), run_summary.judged_split(store, evaluator)
+    return {}, None
 
 
 def _tflite_agreement(pushed_path: str) -> dict[str, float]:
@@ -110,6 +113,7 @@ def pushed_versions(metadata: str) -> list[PushedVersion]:
         model = next((a for a in inputs if _artifact_type(store, a) == "Model"), None)
         blessing = next((a for a in inputs if _artifact_type(store, a) == "ModelBlessing"), None) or \
             (blessings.get(model.id) if model else None)
+        metrics, judged = _metrics_of_blessing(store, blessing) if blessing else ({}, None)
         when = datetime.datetime.fromtimestamp(pushed.create_time_since_epoch / 1000, datetime.timezone.utc)
         path = run_summary.custom_property(pushed, metadata_lib.PUSHED_DESTINATION)
         result.append(PushedVersion(
@@ -120,7 +124,8 @@ def pushed_versions(metadata: str) -> list[PushedVersion]:
             model_uri=model.uri if model else "",
             blessed=bool(blessing and run_summary.custom_property(blessing, metadata_lib.BLESSED) == 1),
             spans=_spans_of_model(store, model.id) if model else [],
-            metrics=_metrics_of_blessing(store, blessing) if blessing else {},
+            metrics=metrics,
+            judged_split=judged,
             tflite_agreement=_tflite_agreement(path),
             rolled_back_to=run_summary.custom_property(pushed, metadata_lib.ROLLED_BACK_TO),
             rolled_back_from=run_summary.custom_property(pushed, metadata_lib.ROLLED_BACK_FROM),
@@ -135,21 +140,27 @@ def pushed_versions(metadata: str) -> list[PushedVersion]:
 def table(versions: list[PushedVersion]) -> str:
     if not versions:
         return "no model has been pushed yet"
-    lines = [f"{'version':>7}  {'pushed at (UTC)':<25}{'model':>6}  {'spans':<10}{'accuracy':>9}{'auc':>8}"
-             f"{'examples':>9}  blessed  {'tflite f16/int8':<16}path"]
+    lines = [f"{'version':>7}  {'pushed at (UTC)':<25}{'model':>6}  {'spans':<10}{'accuracy [95% interval]':>26}"
+             f"{'auc':>8}{'examples':>9}  blessed  {'tflite f16/int8':<16}path"]
     for v in versions:
         def metric(name):
             return f"{v.metrics[name]:.4f}" if name in v.metrics else "-"
-        examples = int(v.metrics["example_count"]) if "example_count" in v.metrics else "-"
+        interval = evaluation.accuracy_interval(v.metrics)
+        accuracy = f"{metric('binary_accuracy')} [{interval[0]:.2f}, {interval[1]:.2f}]" if interval else "-"
+        examples = f"{int(v.metrics['example_count'])} {v.judged_split or ''}".strip() \
+            if "example_count" in v.metrics else "-"
         tflite = "/".join(f"{100 * v.tflite_agreement[k]:.1f}%" if k in v.tflite_agreement else "-"
                           for k in ("float16", "int8")) if v.tflite_agreement else "-"
         lines.append(f"{v.version:>7}  {v.pushed_at:<25}{v.model_id:>6}  {','.join(map(str, v.spans)) or '-':<10}"
-                     f"{metric('binary_accuracy'):>9}{metric('auc'):>8}{examples:>9}  "
+                     f"{accuracy:>26}{metric('auc'):>8}{examples:>9}  "
                      f"{'yes' if v.blessed else 'no':<7}  {tflite:<16}{v.path}")
     for v in versions:
         if v.rolled_back_to is not None:
             lines.append(f"version {v.version}: rollback to version {v.rolled_back_to} (version "
                          f"{v.rolled_back_from} was served){': ' + v.reason if v.reason else ''}")
+    if any(v.judged_split == layout.SELECTION_SPLIT for v in versions):
+        lines.append("examples '... eval': scored on the split that also chose the kept epoch (a span without a "
+                     "test split): optimistic")
     served = versions[-1]
     lines.append(f"served: version {served.version}" + (f" (the model of version {served.rolled_back_to})"
                                                         if served.rolled_back_to is not None else ""))

@@ -37,7 +37,7 @@ from contract.layout import RunLayout  # noqa: E402
 from inference import contact_sheet  # noqa: E402
 from inference.predict import Prediction  # noqa: E402
 from pipeline.pipeline import ANOMALIES_GATE  # noqa: E402
-from reporting.run_summary import RunSummary, training_line  # noqa: E402
+from reporting.run_summary import RunSummary, split_words, training_line  # noqa: E402
 from trainer import model as model_lib  # noqa: E402
 
 _SAMPLES = 15
@@ -274,9 +274,16 @@ def _write_pages(summary: RunSummary, folder: pathlib.Path, training_config: dic
             "samples": [], "image_sizes": [], "statistics_page": None, "anomalies": None,
             "components": [[n.node_id, n.state, f"{n.seconds:.1f}"] for n in summary.nodes]}
     metric_names = sorted({k for values in summary.metrics.values() for k in values})
+    intervals = summary.accuracy_intervals
+
+    def shown(model, name, value):
+        interval = intervals.get(model) if name == "binary_accuracy" else None
+        return f"{value:.4f} [{interval[0]:.4f}, {interval[1]:.4f}]" if interval else value
+
     page |= {"metric_names": metric_names,
-             "metric_rows": [[model] + [values.get(n, "") for n in metric_names]
+             "metric_rows": [[model] + [shown(model, n, values[n]) if n in values else "" for n in metric_names]
                              for model, values in summary.metrics.items()],
+             "judged_on": split_words(summary.judged_split) if summary.judged_split else None,
              "label_metric_names": list(next(iter(summary.metrics_by_label.values()), {})),
              "label_rows": [[label] + list(values.values()) for label, values in summary.metrics_by_label.items()]}
     if summary.blessed is not None and summary.confusion_matrix:
