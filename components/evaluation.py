@@ -92,7 +92,7 @@ def accuracy_interval(metrics: dict[str, float]) -> tuple[float, float] | None:
 
 def paired_words(paired: dict, images: int) -> str:
     """Whether the candidate's difference from the baseline is within the noise of the `images` scored."""
-    only_candidate, only_baseline = paired[ONLY_CANDIDATE_RIGHT], paired[ONLY_BASELINE_RIGHT]
+    only_candidate, only_baseline = (int(round(paired[key])) for key in (ONLY_CANDIDATE_RIGHT, ONLY_BASELINE_RIGHT))
     net = only_candidate - only_baseline
     if net:
         change = f"{abs(net)} image{'' if abs(net) == 1 else 's'} {'more' if net > 0 else 'fewer'} right than the " \

@@ -13,7 +13,7 @@ def _facts(**changes):
         history={"epochs": [{}] * 5, "fine_tune_start_epoch": 2, "best_epoch": 3, "best_val_loss": 0.2512},
         spans=[{"span": 2, "source": "folder:/data/pets", "files_seen": 130, "counts": {
             "accepted": 120, "normalized": 5, "duplicate": 2, "quarantined": 3},
-            "examples_per_label": {"cat": 100, "dog": 25}, "examples_per_split": {"train": 100, "eval": 25}}],
+            "examples_per_label": {"cat": 100, "dog": 25}, "examples_per_split": {"train": 75, "eval": 25, "test": 25}}],
         metrics={"candidate": {"example_count": 25.0, "binary_accuracy": 0.84, "auc": 0.9},
                  "baseline": {"example_count": 25.0, "binary_accuracy": 0.8}},
         by_label={"label=0": {"example_count": 20.0, "binary_accuracy": 0.9},
@@ -21,7 +21,8 @@ def _facts(**changes):
         thresholds=["binary_accuracy >= 0.8", "binary_accuracy at most 0 below the baseline's"],
         decision="met binary_accuracy >= 0.8 and binary_accuracy at most 0 below the baseline's",
         tflite={"images": 25, "models": {"float16": {"agreement": 1.0, "bytes": 2 ** 21},
-                                         "int8": {"agreement": 0.96, "bytes": 2 ** 20}}})
+                                         "int8": {"agreement": 0.96, "bytes": 2 ** 20}}},
+        judged_split="test")
     return dataclasses.replace(facts, **changes)
 
 
@@ -30,8 +31,10 @@ def test_the_card_holds_each_section_with_the_artifacts_figures():
     for heading in ("## Intended use", "## Data", "## Training", "## Evaluation", "## Blessing",
                     "## TFLite models", "## Known limits"):
         assert heading in card
-    assert "| 2 | folder:/data/pets | 130 | 120 | 5 | 2 | 3 | 100 | 25 | 100 | 25 |" in card
-    assert "| binary_accuracy | 0.8400 | 0.8000 |" in card
+    assert "| 2 | folder:/data/pets | 130 | 120 | 5 | 2 | 3 | 100 | 25 | 75 | 25 | 25 |" in card
+    # each accuracy with its exact 95% interval on the 25 test images, which chose nothing
+    assert "| binary_accuracy | 0.8400 [0.6392, 0.9546] | 0.8000 [0.5930, 0.9317] |" in card
+    assert "Scored on the test split: images used neither in training nor in choosing the kept epoch." in card
     assert "| cat | 20 | 0.9000 |" in card and "| dog | 5 | 0.6000 |" in card  # label slices named
     assert "Thresholds: binary_accuracy >= 0.8; binary_accuracy at most 0 below the baseline's." in card
     assert "5 epochs run; fine-tuning started after epoch 2; weights kept from epoch 4" in card
@@ -41,7 +44,8 @@ def test_the_card_holds_each_section_with_the_artifacts_figures():
 
 def test_known_limits_follow_from_the_facts():
     limits = model_card.render(_facts()).split("## Known limits")[1]
-    assert "Evaluated on 25 eval images: its accuracy of 0.8400 is known to about +/- 0.144" in limits
+    assert ("Evaluated on 25 test images: its accuracy of 0.8400 is known only to lie within [0.6392, 0.9546]"
+            in limits)
     assert "Trained from random weights" in limits
     assert "unbalanced (cat 100, dog 25)" in limits
     assert "span(s) 2 only" in limits
@@ -49,3 +53,10 @@ def test_known_limits_follow_from_the_facts():
                       spans=[{**_facts().spans[0], "examples_per_label": {"cat": 60, "dog": 65}}])
     limits = model_card.render(balanced).split("## Known limits")[1]
     assert "random weights" not in limits and "unbalanced" not in limits
+
+
+def test_figures_of_a_span_without_a_test_split_are_called_optimistic():
+    card = model_card.render(_facts(judged_split="eval"))
+    assert "Scored on the eval split, which also chose the kept epoch (the span has no test split): these " \
+           "figures are optimistic." in card
+    assert "Evaluated on 25 eval images" in card

@@ -10,7 +10,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 from PIL import Image
 
-from ingest import sources, spans
+from ingest import sources, spans, synthetic
 
 
 def _write(path, data):
@@ -36,17 +36,31 @@ def test_pet_images_layout(tmp_path, demo_jpegs):
     assert report.quarantined[0]["file"] == "Dog/Thumbs.db"
 
 
-def test_cats_and_dogs_filtered_keeps_its_split(tmp_path, demo_jpegs):
+def test_cats_and_dogs_filtered_keeps_train_and_divides_validation_between_eval_and_test(tmp_path, demo_jpegs):
     root = tmp_path / "cats_and_dogs_filtered"
     for i in range(3):
         _write(root / "train" / "cats" / f"cat.{i}.jpg", demo_jpegs["cat"][i])
-    _write(root / "validation" / "dogs" / "dog.0.jpg", demo_jpegs["dog"][0])
-    _write(root / "validation" / "cats" / "cat.9.jpg", demo_jpegs["dog"][1])
+    for i in range(8):
+        _write(root / "validation" / "dogs" / f"dog.{i}.jpg", synthetic.render_image("dog", i, seed=3))
     items = {i.id: (i.label, i.split) for i in sources.folder_items(root)}
     assert items["train/cats/cat.0.jpg"] == (0, "train")
     assert items["validation/dogs/dog.0.jpg"] == (1, "eval")
     report = spans.ingest("folder", root, tmp_path / "examples")
-    assert report.examples_per_split == {"train": 3, "eval": 2}
+    per_split = report.examples_per_split
+    assert per_split["train"] == 3  # no validation image is trained on, no train image judges
+    assert per_split["eval"] + per_split["test"] == 8 and per_split["eval"] > 0 and per_split["test"] > 0
+    again = spans.ingest("folder", root, tmp_path / "examples2")
+    assert again.examples_per_split == per_split  # by content hash: the same division every time
+
+
+def test_a_source_with_validation_and_test_folders_keeps_both(tmp_path, demo_jpegs):
+    root = tmp_path / "pets"
+    _write(root / "train" / "cat" / "a.jpg", demo_jpegs["cat"][0])
+    for i in range(3):
+        _write(root / "validation" / "cat" / f"{i}.jpg", synthetic.render_image("cat", i, seed=3))
+        _write(root / "test" / "dog" / f"{i}.jpg", demo_jpegs["dog"][i])
+    report = spans.ingest("folder", root, tmp_path / "examples")
+    assert report.examples_per_split == {"train": 1, "eval": 3, "test": 3}
 
 
 def test_kaggle_file_names(tmp_path, demo_jpegs):
@@ -76,7 +90,7 @@ def test_hugging_face_parquet(tmp_path, demo_jpegs):
     reasons = {q["file"]: q["reason"] for q in report.quarantined}
     assert "not an image" in reasons["data/train-00000-of-00001.parquet#3"]
     assert "unknown label 3" in reasons["data/train-00000-of-00001.parquet#4"]
-    assert report.examples_per_split == {"train": 3, "eval": 0}  # "train" in the file name is the given split
+    assert report.examples_per_split == {"train": 3, "eval": 0, "test": 0}  # "train" in the file name is its split
 
 
 def test_parquet_without_the_expected_columns_names_them(tmp_path):
