@@ -13,7 +13,8 @@ def _facts(**changes):
         history={"epochs": [{}] * 5, "fine_tune_start_epoch": 2, "best_epoch": 3, "best_val_loss": 0.2512},
         spans=[{"span": 2, "source": "folder:/data/pets", "files_seen": 130, "counts": {
             "accepted": 120, "normalized": 5, "duplicate": 2, "quarantined": 3},
-            "examples_per_label": {"cat": 100, "dog": 25}, "examples_per_split": {"train": 75, "eval": 25, "test": 25}}],
+            "examples_per_label": {"cat": 100, "dog": 25},
+            "examples_per_split": {"train": 75, "eval": 25, "test": 25}}],
         metrics={"candidate": {"example_count": 25.0, "binary_accuracy": 0.84, "auc": 0.9},
                  "baseline": {"example_count": 25.0, "binary_accuracy": 0.8}},
         by_label={"label=0": {"example_count": 20.0, "binary_accuracy": 0.9},

@@ -7,8 +7,8 @@ import pytest
 from tensorflow_model_analysis.metrics import metric_types
 
 from components import evaluation, paired_accuracy, uncertainty
-from pipeline import blessing
 from config import PipelineConfig
+from pipeline import blessing
 
 
 def test_the_interval_of_an_accuracy_has_the_exact_width_for_a_split_of_known_size():

@@ -273,10 +273,10 @@ def test_new_images_make_a_new_span_evaluated_against_version_1(runs):
 def test_a_run_the_data_gate_stops_is_reported_by_the_exit_handler(runs):
     result = runs["gate"]
     assert result.returncode == 1, result.stdout[-3000:] + result.stderr[-3000:]
-    assert "failed at AnomaliesGate: DataAnomaliesError: 2 data anomalies found" in result.stderr
+    assert "failed at AnomaliesGate: DataAnomaliesError: 3 data anomalies found" in result.stderr
     summary, folder = _summary(result)
     assert summary["failed"] and summary["error"].startswith(f"failed at {pipeline_lib.ANOMALIES_GATE}: ")
-    assert "DataAnomaliesError: 2 data anomalies found" in summary["error"], summary["error"]  # train and eval
+    assert "DataAnomaliesError: 3 data anomalies found" in summary["error"], summary["error"]  # each split
     # the reason itself, each problem on its line, as a local run's summary says it
     assert "[train] class balance: label 0: " in summary["error"] and "label 1: 0" in summary["error"]
     assert runs["gate_states"][pipeline_lib.ANOMALIES_GATE] == ["FAILED"]

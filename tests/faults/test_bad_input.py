@@ -188,6 +188,10 @@ def test_eval_split_too_small_to_judge_a_model_stops_at_the_data_gate():
                         "blessed or rejected by chance; add data, or lower --min-eval-examples)"]
     assert anomalies_gate.eval_size_problems(splits, 4) == []
     assert anomalies_gate.eval_size_problems({"train": splits["train"]}, 1)[0].startswith("[eval] only 0 examples")
+    # with a test split, the split the Evaluator scores is the one that must be large enough
+    three = {**splits, "test": statistics_pb2.DatasetFeatureStatistics(num_examples=40)}
+    assert anomalies_gate.eval_size_problems(three, 30) == []
+    assert anomalies_gate.eval_size_problems(three, 41)[0].startswith("[test] only 40 examples")
     with pytest.raises(anomalies_gate.DataAnomaliesError, match="only 4 examples"):
         anomalies_gate.check_anomalies({}, extra_problems=problems)
     assert config_lib.PipelineConfig().data.min_eval_examples == 30

@@ -139,6 +139,7 @@ def week(tmp_path_factory):
         for execution in store.get_executions_by_context(killed_run.id)}
 
     shutil.rmtree(out / "pipeline_root")
+    _as_ingested_before_test_splits(out / "examples")
     record["after_delete"], record["after_delete_summary"] = run_cli(more, out, *SETTINGS)
     record["after_delete_states"], store, _ = latest_run_states(metadata)
     record["deleted_uris_live"] = [a.uri for a in store.get_artifacts() if not os.path.exists(a.uri)
@@ -146,6 +147,16 @@ def week(tmp_path_factory):
     record["served_before_bad_data"] = tree_digest(out / "serving_model")
     _bad_data(base, first, out, record)
     return record
+
+
+def _as_ingested_before_test_splits(examples):
+    """The latest span as ingest wrote spans before there was a test split: train and eval, and a report
+    that counts those two (its fingerprint unchanged, so the run reads this span and ingests nothing)."""
+    span = max((p for p in examples.glob("span-*")), key=lambda p: int(p.name.split("-")[1]))
+    shutil.rmtree(span / "test")
+    report = json.loads((span / "ingest_report.json").read_text())
+    report["examples_per_split"].pop("test")
+    (span / "ingest_report.json").write_text(json.dumps(report, indent=2))
 
 
 def _example(jpeg: bytes, label: int, name: str) -> bytes:
@@ -250,6 +261,9 @@ def test_deleted_pipeline_root_is_recomputed_not_used(week):
     assert components == {n: ["COMPLETE"] for n in components}
     assert "baseline" not in summary["metrics"], "version 1's model is gone: nothing to compare with"
     assert summary["pushed_version"] == 2
+    # its span has train and eval only: read as it is, judged on eval, and the figures called optimistic
+    assert summary["judged_split"] == "eval"
+    assert "which also chose the kept epoch" in result.stdout and "optimistic" in result.stdout
     assert week["deleted_uris_live"] == []
     assert tree_digest(week["out"] / "serving_model" / "1") == week["version_1"]
 
