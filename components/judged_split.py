@@ -39,7 +39,7 @@ def _span_pattern(pattern: str, span: int) -> str:
     return pattern.replace("{SPAN}", str(span))
 
 
-class _SpanSplitsDriver(example_gen_driver.FileBasedDriver):
+class SpanSplitsDriver(example_gen_driver.FileBasedDriver):
     """Resolves the span from the required splits, then keeps only the optional splits that span has."""
 
     def resolve_exec_properties(self, exec_properties, pipeline_info, component_info):
@@ -65,7 +65,7 @@ class _SpanSplitsDriver(example_gen_driver.FileBasedDriver):
 class SpanExampleGen(tfx.components.ImportExampleGen):
     """ImportExampleGen reading the splits the latest span has (train and eval at least)."""
 
-    DRIVER_CLASS = _SpanSplitsDriver
+    DRIVER_CLASS = SpanSplitsDriver
 
 
 class _JudgingExecutor(evaluator_executor.Executor):
