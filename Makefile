@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 # TFX 1.16 declares Python < 3.11, but all of its compiled dependencies ship 3.11 wheels.
 PIP_INSTALL := $(BIN)/pip install --quiet --disable-pip-version-check --ignore-requires-python
 
-.PHONY: demo test test-fast bench bench-quick bench-trainer lock clean system-packages
+.PHONY: demo test test-fast bench bench-quick bench-trainer bench-looks lock clean system-packages
 
 # --no-compile: most of the lock's 23,000 modules are never imported; those that are compile on first import.
 $(STAMP): requirements/lock.txt setup.py
@@ -50,6 +50,11 @@ bench-quick: $(STAMP)
 # The training section alone (about 6 minutes on 2 cores): its figures replace that section's in runs/benchmarks.json.
 bench-trainer: $(STAMP)
 	$(BIN)/python -m benchmarks.trainer
+
+# The from-scratch schedule's settings across the generated looks: chosen on three, reported on four never tuned
+# on (benchmarks/looks.py; about 3 hours on 2 cores for 3 seeds; figures in runs/looks.json, a cut-short run goes on).
+bench-looks: $(STAMP)
+	$(BIN)/python -m benchmarks.looks
 
 # Re-resolve the pinned set from the direct requirements and the constraints.
 lock:

@@ -90,7 +90,10 @@ def test_the_summary_says_where_and_how_the_model_trained(runs):
     cache = training["cache"]
     assert training["cached_views"] == cache["views"] == 4 and cache["head_views"] == 2
     assert cache["location"] == "memory" and cache["bytes"] > 0 and cache["fill_seconds"] > 0
-    assert cache["train_images"] + cache["eval_images"] == 32  # every ingested image, each split once
+    # every ingested image but the test split's, which the Trainer never reads: the Evaluator's alone
+    test_images = runs["first_summary"]["metrics"]["candidate"]["example_count"]
+    assert runs["first_summary"]["judged_split"] == "test" and test_images > 0
+    assert cache["train_images"] + cache["eval_images"] + test_images == 32
     assert f"trained on: CPU:0; cached views 4 ({cache['bytes'] / 2**20:.0f} MiB in memory" in runs["first"].stdout
 
 
@@ -194,15 +197,17 @@ def test_run_report_renders_with_the_evaluators_numbers(runs):
     accuracy = next(kv.value.double_value.value for m in tfma.load_metrics(evaluation)
                     if not m.slice_key.single_slice_keys for kv in m.metric_keys_and_values
                     if kv.key.name == "binary_accuracy")
-    assert f"{accuracy:.4f}" in page
+    low, high = runs["first_summary"]["accuracy_intervals"]["candidate"]
+    assert f"{accuracy:.4f} [{low:.4f}, {high:.4f}]" in page  # with its exact interval
+    assert "Scored on the test split, images used neither in training nor in choosing the kept epoch" in page
     assert (runs["out"] / "tfdv_statistics.html").stat().st_size > 10_000  # TFDV's own page, beside the report
     assert 'href="../tfdv_statistics.html"' in page and "needs internet" in page
     assert "<h3>Missing values</h3>" in page and "<td>image</td><td>0</td><td>0</td>" in page
     assert f"Span 1 from folder:{runs['data']}" in page
     model = pathlib.Path(layout.serving_model_dir(runs["first_summary"]["artifacts"]["Model"]))
     fidelity = json.loads((model / "assets.extra" / "tflite_fidelity.json").read_text())
-    eval_images = runs["first_summary"]["metrics"]["candidate"]["example_count"]
-    assert fidelity["images"] == eval_images and runs["first_summary"]["tflite"] == fidelity
+    eval_images = runs["first_summary"]["training"]["cache"]["eval_images"]  # the Trainer's: the test split's
+    assert fidelity["images"] == eval_images and runs["first_summary"]["tflite"] == fidelity  # are unseen there
     assert f"of {int(eval_images)} eval images in the SavedModel's class" in runs["first"].stdout
     for kind in ("float16", "int8"):
         assert f"<td>{kind}</td>" in page and f"{100 * fidelity['models'][kind]['agreement']:.1f}%" in page
