@@ -37,3 +37,17 @@ def test_each_look_draws_the_same_image_for_the_same_index_and_seed_and_another_
         assert image == synthetic.render_image("cat", 7, seed=1, look=look)
         assert image != synthetic.render_image("cat", 8, seed=1, look=look)
         assert image != synthetic.render_image("cat", 7, seed=2, look=look)
+
+
+def test_the_looks_differ_in_style_colour_and_pose():
+    def saturation(p):
+        return (p.max(axis=2) - p.min(axis=2)).mean()
+
+    for class_name in ("cat", "dog"):
+        for index in range(3):
+            images = {look: _pixels(synthetic.render_image(class_name, index, look=look)) for look in synthetic.LOOKS}
+            assert saturation(images["sketch"]) < 1  # grey lines on paper: no fur colour left
+            assert images["sketch"].mean() > images["cartoon"].mean()  # mostly paper
+            hue_turned = np.abs(images["recolour"] - images["cartoon"]).mean()
+            assert hue_turned > 10  # the same scene in other colours
+            assert len({synthetic.render_image(class_name, index, look=look) for look in synthetic.LOOKS}) == 7

@@ -1,0 +1,45 @@
+"""The cross-look benchmark's rule: a cached setting stays the default only if it holds on looks never tuned on."""
+
+from benchmarks import looks
+
+
+def _runs(accuracies):
+    """{(look, setting): [accuracy per seed]} -> the benchmark's run records (200 test images a look)."""
+    return [{"look": look, "setting": setting, "seed": seed, "accuracy": accuracy,
+             "correct": round(accuracy * 200), "images": 200, "seconds": 10.0 if setting == looks.REFERENCE else 3.0}
+            for (look, setting), values in accuracies.items() for seed, accuracy in enumerate(values, 1)]
+
+
+def _figures(tuning, held_out):
+    """Every-epoch at 0.80 everywhere; the cached settings at the given accuracies on tuning and held-out looks."""
+    accuracies = {}
+    for look in looks.TUNING_LOOKS + looks.HELD_OUT_LOOKS:
+        accuracies[(look, looks.REFERENCE)] = [0.80, 0.80]
+        figures = tuning if look in looks.TUNING_LOOKS else held_out
+        for setting, accuracy in figures.items():
+            accuracies[(look, setting)] = [accuracy, accuracy]
+    return _runs(accuracies)
+
+
+def test_the_setting_chosen_on_tuning_looks_stays_only_if_it_holds_on_held_out_looks():
+    holds = looks.choose(_figures({"4 views": 0.79, "6 views, blended": 0.80}, {"4 views": 0.70,
+                                                                                "6 views, blended": 0.79}),
+                         looks.TUNING_LOOKS, looks.HELD_OUT_LOOKS)
+    assert holds["chosen on the tuning looks"] == "6 views, blended" and holds["holds"]
+    assert holds["default"] == "6 views, blended"
+    # chosen on the tuning looks, where it is as good; 0.05 worse where nobody tuned: every epoch wins
+    fails = looks.choose(_figures({"4 views": 0.80, "6 views, blended": 0.78}, {"4 views": 0.75,
+                                                                                "6 views, blended": 0.79}),
+                         looks.TUNING_LOOKS, looks.HELD_OUT_LOOKS)
+    assert fails["chosen on the tuning looks"] == "4 views" and not fails["holds"]
+    assert fails["default"] == looks.REFERENCE
+    assert abs(fails["held out: chosen minus every epoch"] + 0.05) < 1e-9
+
+
+def test_the_table_gives_each_accuracy_its_interval_on_the_test_images():
+    runs = _figures({"4 views": 0.79}, {"4 views": 0.70})
+    figure = looks.summarize(runs, looks.HELD_OUT_LOOKS, "4 views")
+    assert figure["images"] == 200 * len(looks.HELD_OUT_LOOKS) and figure["seeds"] == 2
+    assert figure["low"] < 0.70 < figure["high"] and figure["high"] - figure["low"] < 0.07  # 800 images
+    table = looks.table(runs, looks.TUNING_LOOKS, looks.HELD_OUT_LOOKS)
+    assert "held-out looks" in table and "0.700 [" in table
