@@ -147,7 +147,10 @@ def test_the_pushed_version_carries_a_model_card_of_its_run_also_in_the_report(r
     summary = runs["first_summary"]
     card = (runs["out"] / "serving_model" / "1" / layout.MODEL_CARD_FILE).read_text()
     assert f"Decision: {summary['decision']}." in card
-    assert f"| binary_accuracy | {summary['metrics']['candidate']['binary_accuracy']:.4f} |" in card
+    low, high = summary["accuracy_intervals"]["candidate"]
+    accuracy = summary["metrics"]["candidate"]["binary_accuracy"]
+    assert f"| binary_accuracy | {accuracy:.4f} [{low:.4f}, {high:.4f}] |" in card
+    assert "Scored on the test split" in card
     assert f"| 1 | folder:{runs['data']} | " in card  # span 1, its source
     assert "Trained from random weights" in card  # TINY trains from random weights
     page = (runs["first_report"] / "index.html").read_text()
