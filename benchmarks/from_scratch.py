@@ -54,13 +54,18 @@ def main(argv: list[str] | None = None) -> int:
     results = {"default schedule (reference)": _run(data, args.out / "default", default_flags),
                "from-scratch schedule": _run(data, args.out / "from_scratch", [])}
     print(f"{2 * args.images_per_class} dusk images, --weights none, image size 160")
-    print(f"{'':32}{'accuracy':>9}{'auc':>8}{'epochs':>8}{'trainer s':>11}")
+    from components.uncertainty import accuracy_interval
+
+    print(f"{'':32}{'accuracy [95% interval]':>26}{'auc':>8}{'epochs':>8}{'trainer s':>11}  (one seed)")
     for name, figures in results.items():
-        print(f"{name:32}{figures['accuracy']:>9.4f}{figures['auc']:>8.4f}{figures['epochs']:>8}"
+        images = int(figures["eval images"])
+        low, high = accuracy_interval(round(figures["accuracy"] * images), images)
+        shown = f"{figures['accuracy']:.4f} [{low:.2f}, {high:.2f}]"
+        print(f"{name:32}{shown:>26}{figures['auc']:>8.4f}{figures['epochs']:>8}"
               f"{figures['trainer seconds']:>11.0f}")
     reference, candidate = results.values()
     print(f"accuracy gain: {candidate['accuracy'] - reference['accuracy']:+.4f} "
-          f"(on {int(candidate['eval images'])} eval images); note: {'; '.join(candidate['notes'])}")
+          f"(on {int(candidate['eval images'])} test images); note: {'; '.join(candidate['notes'])}")
     (args.out / "figures.json").write_text(json.dumps(results, indent=2))
     return 0
 

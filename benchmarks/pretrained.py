@@ -122,9 +122,11 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{setup}: base pretrained on {2 * setup.pretrain_per_class} dusk images (eval accuracy there "
           f"{pretraining['accuracy']:.4f}); then {2 * setup.train_per_class} cartoon training images, "
           f"{2 * setup.eval_per_class} eval images")
+    from components.uncertainty import format_accuracy
+
     for name, figures in results.items():
-        print(f"  {name:16} eval accuracy {figures['accuracy']:.4f} after {figures['epochs']} epochs, "
-              f"{figures['seconds']:.0f} s")
+        print(f"  {name:16} eval accuracy {format_accuracy(figures['accuracy'], 2 * setup.eval_per_class)} "
+              f"(seed 1) after {figures['epochs']} epochs, {figures['seconds']:.0f} s")
     print(json.dumps(results))
     return 0
 

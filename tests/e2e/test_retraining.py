@@ -35,7 +35,9 @@ INT8_MARGIN = 2.0  # logits; an image the SavedModel scores further from the bou
 
 LEARNS = ["--image-size", "128", "--weights", "none", "--fine-tune-from", "60", "--head-epochs", "4",
           "--fine-tune-epochs", "12", "--batch-size", "32", "--warm-start", "--min-accuracy", "0.65",
-          "--max-accuracy-drop", "0.05", "--beam-workers", "1"]
+          "--max-accuracy-drop", "0.05", "--beam-workers", "1",
+          # 4:1:1, not 8:1:1: span 1's 300 images give the test split the 30 the data gate asks for
+          "--train-buckets", "4", "--eval-buckets", "1", "--test-buckets", "1"]
 # Span 3's eval labels are shuffled too, so no model can clear the bar however long it trains; span 4's run
 # checks which model it is compared with. One epoch each, and no TFLite export: the same checks, less time.
 ONE_EPOCH = [*LEARNS, "--head-epochs", "1", "--fine-tune-epochs", "0", "--no-tflite"]
