@@ -36,8 +36,9 @@ INT8_MARGIN = 2.0  # logits; an image the SavedModel scores further from the bou
 LEARNS = ["--image-size", "128", "--weights", "none", "--fine-tune-from", "60", "--head-epochs", "4",
           "--fine-tune-epochs", "12", "--batch-size", "32", "--warm-start", "--min-accuracy", "0.65",
           "--max-accuracy-drop", "0.05", "--beam-workers", "1",
-          # 4:1:1, not 8:1:1: span 1's 300 images give the test split the 30 the data gate asks for
-          "--train-buckets", "4", "--eval-buckets", "1", "--test-buckets", "1"]
+          # span 1's 300 images hold 22 test images (80/10/10 by content hash): below the default floor of 30,
+          # lowered here because this scenario checks the schedule, not how sure its figures are
+          "--min-eval-examples", "20"]
 # Span 3's eval labels are shuffled too, so no model can clear the bar however long it trains; span 4's run
 # checks which model it is compared with. One epoch each, and no TFLite export: the same checks, less time.
 ONE_EPOCH = [*LEARNS, "--head-epochs", "1", "--fine-tune-epochs", "0", "--no-tflite"]
@@ -128,7 +129,13 @@ def test_span_2_is_compared_with_version_1_and_pushed_as_version_2(scenario):
     assert summary["ingest"]["span"] == 2
     assert set(summary["metrics"]) == {"candidate", "baseline"}, "version 1's model must be the baseline"
     assert summary["blessed"] is True and summary["pushed_version"] == 2, summary["decision"]
-    assert summary["decision"] == "met binary_accuracy >= 0.65 and binary_accuracy at most 0.05 below the baseline's"
+    assert summary["decision"].startswith(
+        "met binary_accuracy >= 0.65 and binary_accuracy at most 0.05 below the baseline's; the candidate gets ")
+    # the paired comparison on the same test images: the discordant ones counted by the Evaluator
+    paired = summary["paired"]
+    assert paired["only_candidate_right"] + paired["only_baseline_right"] > 0
+    assert f"{paired['only_candidate_right']} only it gets right, {paired['only_baseline_right']} only the " \
+           "baseline; McNemar's exact p = " in summary["decision"]
     assert pipeline_lib.WARM_START_RESOLVER in scenario["span2_states"]
 
 
