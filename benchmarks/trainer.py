@@ -77,8 +77,8 @@ def _config(recipe: Recipe, cached_views: int | None, weights: str = "none", see
     from config import FROM_SCRATCH_SCHEDULE, PipelineConfig, TrainingConfig, with_overrides
 
     settings = {"weights": weights, "seed": seed, "early_stopping_patience": 0}
-    if recipe.from_scratch:
-        settings.update(FROM_SCRATCH_SCHEDULE)
+    if recipe.from_scratch:  # its epochs and depth; its views (every epoch) are what the run compares against
+        settings.update({k: v for k, v in FROM_SCRATCH_SCHEDULE.items() if k != "cached_views"})
     settings.update(head_epochs=recipe.head_epochs, fine_tune_epochs=recipe.fine_tune_epochs)
     if cached_views is not None:
         settings["cached_views"] = cached_views

@@ -72,8 +72,7 @@ def test_first_run_executes_every_component_once_and_pushes_version_1(runs):
     assert summary["beam_args"] == ["--direct_running_mode=in_memory"]  # small data: no worker processes
     # TINY sets --weights none and the epochs but not the rest of the from-scratch schedule
     (note,) = summary["notes"]
-    assert "from-scratch schedule --fine-tune-from 60, --early-stopping-patience 0, --cached-views 4, " \
-           "--no-blend-views (" in note
+    assert "from-scratch schedule --fine-tune-from 60, --early-stopping-patience 0, --cached-views 0 (" in note
     assert f"note: {note}" in runs["first"].stdout
     assert pathlib.Path(summary["pushed_path"]) == runs["out"] / "serving_model" / "1"
     assert summary["metrics"]["candidate"]["example_count"] > 0
@@ -87,14 +86,17 @@ def test_first_run_executes_every_component_once_and_pushes_version_1(runs):
 def test_the_summary_says_where_and_how_the_model_trained(runs):
     training = runs["first_summary"]["training"]
     assert [device.rsplit("device:", 1)[-1] for device in training["devices"]] == ["CPU:0"]  # no GPU here
-    cache = training["cache"]
-    assert training["cached_views"] == cache["views"] == 4 and cache["head_views"] == 2
-    assert cache["location"] == "memory" and cache["bytes"] > 0 and cache["fill_seconds"] > 0
-    # every ingested image but the test split's, which the Trainer never reads: the Evaluator's alone
-    test_images = runs["first_summary"]["metrics"]["candidate"]["example_count"]
-    assert runs["first_summary"]["judged_split"] == "test" and test_images > 0
-    assert cache["train_images"] + cache["eval_images"] + test_images == 32
-    assert f"trained on: CPU:0; cached views 4 ({cache['bytes'] / 2**20:.0f} MiB in memory" in runs["first"].stdout
+    # the from-scratch schedule augments every epoch: no cached views
+    assert training["cached_views"] == 0 and training["cache"] is None
+    assert "trained on: CPU:0; every epoch augmented (no cached views)" in runs["first"].stdout
+    # the Evaluator scored the span's test split, which the Trainer never read (it checked its TFLite models on
+    # the eval split, where it chose its epoch)
+    per_split = json.loads((runs["out"] / "examples" / "span-1" / "ingest_report.json").read_text())[
+        "examples_per_split"]
+    assert sum(per_split.values()) == 32 and per_split["test"] > 0
+    assert runs["first_summary"]["judged_split"] == "test"
+    assert runs["first_summary"]["metrics"]["candidate"]["example_count"] == per_split["test"]
+    assert runs["first_summary"]["tflite"]["images"] == per_split["eval"]
 
 
 def test_base_weights_writes_the_pushed_models_base_for_weights_file(runs, tmp_path):
@@ -209,8 +211,8 @@ def test_run_report_renders_with_the_evaluators_numbers(runs):
     assert f"Span 1 from folder:{runs['data']}" in page
     model = pathlib.Path(layout.serving_model_dir(runs["first_summary"]["artifacts"]["Model"]))
     fidelity = json.loads((model / "assets.extra" / "tflite_fidelity.json").read_text())
-    eval_images = runs["first_summary"]["training"]["cache"]["eval_images"]  # the Trainer's: the test split's
-    assert fidelity["images"] == eval_images and runs["first_summary"]["tflite"] == fidelity  # are unseen there
+    eval_images = fidelity["images"]  # the Trainer's eval split: the test split's images are unseen there
+    assert runs["first_summary"]["tflite"] == fidelity
     assert f"of {int(eval_images)} eval images in the SavedModel's class" in runs["first"].stdout
     for kind in ("float16", "int8"):
         assert f"<td>{kind}</td>" in page and f"{100 * fidelity['models'][kind]['agreement']:.1f}%" in page
