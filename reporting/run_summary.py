@@ -244,9 +244,8 @@ def judged_split(store, evaluator_execution_id: int) -> str | None:
     from tfx.types import artifact_utils
 
     for artifact in artifacts_of(store, evaluator_execution_id, metadata_store_pb2.Event.INPUT):
-        names = custom_property(artifact, "split_names") if "split_names" in artifact.custom_properties else \
-            artifact.properties["split_names"].string_value if "split_names" in artifact.properties else None
-        if names:
+        names = artifact.properties["split_names"].string_value if "split_names" in artifact.properties else None
+        if names:  # the Examples (split_names is a property of that type)
             return layout.judged_split(artifact_utils.decode_split_names(names))
     return None
 
