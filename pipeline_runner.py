@@ -172,6 +172,9 @@ def _rollback_parser(commands) -> None:
     _add_history_flags(rollback)
     rollback.add_argument("--to", type=_count(1), required=True, metavar="N", help="The version to serve again.")
     rollback.add_argument("--reason", default="", help="Why, kept with the rollback (shown by `models`).")
+    _add_serving_target_flags(rollback.add_argument_group("serving on the cluster"),
+                              "the rollback starts a new revision of the InferenceService with your kubeconfig's "
+                              "credentials (KServe copies a gs:// root once)")
 
 
 def _predict_parser(commands) -> None:
@@ -399,11 +402,8 @@ def _add_kubeflow_compile_flags(parser: argparse.ArgumentParser) -> None:
                         help="kubeflow: how many accelerators the Trainer's task gets. Default: 1.")
     serving = parser.add_argument_group("serving on the cluster (kubeflow: a KServe InferenceService manifest "
                                         "written beside the package)")
-    serving.add_argument("--serving-name", default="cats-vs-dogs",
-                         help="The InferenceService's name (also the model's name in predict URLs). "
-                              "Default: cats-vs-dogs.")
-    serving.add_argument("--serving-namespace", default="default",
-                         help="Its namespace (with Kubeflow profiles: your profile's). Default: default.")
+    _add_serving_target_flags(serving, "a rollout task after the Pusher starts a new revision of the "
+                                       "InferenceService (KServe copies a gs:// root once)")
     serving.add_argument("--serving-cpu", default="1", help="CPU request and limit of the predictor. Default: 1.")
     serving.add_argument("--serving-memory", default="2Gi",
                          help="Memory request and limit of the predictor. Default: 2Gi.")
@@ -413,6 +413,18 @@ def _add_kubeflow_compile_flags(parser: argparse.ArgumentParser) -> None:
     serving.add_argument("--serving-runtime-version",
                          help="The tensorflow/serving image tag the predictor runs. Default: the release matching "
                               "the TensorFlow that exports the model (KServe's own default is far older).")
+
+
+def _add_serving_target_flags(group, rollout_help: str) -> None:
+    """The InferenceService that serves the root's versions, and whether to tell it about a new one."""
+    group.add_argument("--serving-name", default="cats-vs-dogs",
+                       help="The InferenceService's name (also the model's name in predict URLs). "
+                            "Default: cats-vs-dogs.")
+    group.add_argument("--serving-namespace", default="default",
+                       help="Its namespace (with Kubeflow profiles: your profile's). Default: default.")
+    group.add_argument("--no-serving-rollout", dest="serving_rollout", action="store_false",
+                       help=f"On a gs:// root, by default {rollout_help}, through the Kubernetes API. Give this "
+                            "when the versions are served some other way.")
 
 
 def _add_run_parameter_flags(parser: argparse.ArgumentParser, local_data_dir: bool = False) -> None:
@@ -512,7 +524,7 @@ def command_models(args: argparse.Namespace) -> int:
 
 def command_rollback(args: argparse.Namespace) -> int:
     import config as config_lib
-    from orchestration import rollback
+    from orchestration import kserve, rollback
 
     root, store = _history_store(args)
     try:
@@ -528,7 +540,11 @@ def command_rollback(args: argparse.Namespace) -> int:
     else:
         print(f"version {done.to_version}'s model is served again as version {done.pushed.version} "
               f"({done.pushed.path}); version {done.from_version} was served before")
-    print(rollback.what_clients_see(str(root), done.pushed.version))
+    serving = kserve.Serving(name=args.serving_name, namespace=args.serving_namespace) if args.serving_rollout else None
+    try:
+        print(rollback.reach_clients(str(root), done.pushed.version, serving))
+    except kserve.RolloutError as error:
+        raise RunFailedError(f"the rollback is pushed and recorded, but {error}") from None
     return 0
 
 
@@ -627,17 +643,22 @@ def command_compile(args: argparse.Namespace) -> int:
         store = metadata.grpc_store(args.metadata_grpc)
     else:
         store = kubeflow.DEFAULT_METADATA_STORE
+    serving = kserve.Serving(name=args.serving_name, namespace=args.serving_namespace, cpu=args.serving_cpu,
+                             memory=args.serving_memory, service_account=args.serving_service_account,
+                             runtime_version=args.serving_runtime_version)
     deployment = kubeflow.Deployment(
         image=args.image, root=args.root, data_dir=args.data_dir, metadata_store=store, pvc=args.pvc,
         pvc_mount=args.pvc_mount, beam_args=tuple(args.beam_args or ()), trainer_cpu=args.trainer_cpu,
         trainer_memory=args.trainer_memory, trainer_accelerator=args.trainer_accelerator,
         trainer_accelerator_count=args.trainer_accelerator_count, kfp_pipeline_root=args.pipeline_root,
-        source_kind=args.source_kind, lease_timeout_minutes=args.lease_timeout_minutes)
-    serving = kserve.Serving(name=args.serving_name, namespace=args.serving_namespace, cpu=args.serving_cpu,
-                             memory=args.serving_memory, service_account=args.serving_service_account,
-                             runtime_version=args.serving_runtime_version)
+        source_kind=args.source_kind, lease_timeout_minutes=args.lease_timeout_minutes,
+        serving=serving if args.serving_rollout else None)
     path = kubeflow.compile_package(config, args.package, deployment)
     print(f"wrote Kubeflow Pipelines package {path}")
+    if deployment.rolls_out:
+        print(f"after each push, its rollout task starts a new revision of InferenceService "
+              f"{serving.namespace}/{serving.name} (KServe copies a gs:// root once): the pipeline's service account "
+              "needs get and patch on inferenceservices.serving.kserve.io there (docs/operating-on-kubeflow.md)")
     uri = kserve.storage_uri(deployment.root, deployment.pvc, deployment.pvc_mount)
     if uri is None:
         print(f"no KServe manifest: the root {deployment.root} is on this machine (a rehearsal); a cluster serves "

@@ -27,6 +27,14 @@ def tfx_node(node_program: str, run_id: str, metadata_store: str, root: str) -> 
     return kfp_tasks.run_node(node_program, run_id, metadata_store, root)
 
 
+def kserve_rollout(root: str, serving: dict, run_id: str) -> str:
+    """On a gs:// root, where KServe copies the versions once: a new revision of the InferenceService that serves
+    the highest pushed version (nothing when it already does)."""
+    from orchestration import kfp_tasks
+
+    return kfp_tasks.rollout(root, serving, run_id)
+
+
 def run_report(metadata_store: str, run_id: str, pipeline_name: str, root: str, settings: dict, node_ids: list,
                metrics: Output[Metrics], confusion_matrix: Output[ClassificationMetrics],
                decision: Output[Markdown], report: Output[HTML]) -> str:

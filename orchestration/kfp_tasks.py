@@ -27,8 +27,8 @@ from config import DataConfig, PipelineConfig
 from contract import layout
 from contract.errors import first_line
 from contract.layout import RunLayout
-from orchestration import lease, lifecycle, store_health, tfx_node
-from orchestration.kubeflow import INGEST_TASK, REPORT_TASK
+from orchestration import kserve, lease, lifecycle, store_health, tfx_node
+from orchestration.kubeflow import INGEST_TASK, REPORT_TASK, ROLLOUT_TASK
 
 TASKS_DIR = "tasks"  # <root>/runs/<run id>/tasks/<task>.json: what each task did, for the exit handler
 
@@ -138,6 +138,38 @@ def run_node(node_program: str, run_id: str, metadata_store: str, root: str) -> 
         _fail(f"{node_id} failed: {first_line(error, with_type=True)}")
     print(f"{node_id}: {outcome}", flush=True)
     return outcome
+
+
+def rollout(root: str, serving: dict, run_id: str) -> str:
+    """After the Pusher, on a root KServe copies once (gs://): makes the InferenceService serve the highest
+    complete version (orchestration.kserve.roll_out).
+
+    Every run does it, blessed or not, so a rollout that failed before (an
+    unreachable API) is made by the next run; asking for the version already
+    asked for changes nothing. A failure is one line naming the API and what it
+    said, kept for the exit handler; the pushed version stays as it is, and
+    KFP's retries try again.
+    """
+    from components.serving_pusher import existing_versions
+
+    try:
+        run_id = tfx_node.resolve_run_id(run_id)
+        lease.refresh(root, run_id)
+    except (tfx_node.NodeTaskError, lease.LeaseLostError, lease.LeaseUnreachableError) as error:
+        _fail(f"{ROLLOUT_TASK}: {error}")
+    versions = existing_versions(RunLayout(root).serving_dir)
+    if not versions:
+        line = "nothing pushed yet: the InferenceService is left as it is"
+    else:
+        try:
+            line = kserve.roll_out(kserve.Serving(**serving), versions[-1]).describe()
+        except kserve.RolloutError as error:
+            message = f"version {versions[-1]} is pushed, but clients do not see it: {error}"
+            _write_record(root, run_id, ROLLOUT_TASK, {"error": message})
+            _fail(f"{ROLLOUT_TASK}: {message}")
+    _write_record(root, run_id, ROLLOUT_TASK, {"rollout": line})
+    print(line, flush=True)
+    return line
 
 
 def report(metadata_store: str, run_id: str, pipeline_name: str, root: str, settings: dict, node_ids: list,

@@ -13,7 +13,9 @@ starts: TF Serving polls that copy, so a new version reaches clients only with
 a new revision of the InferenceService. Changing the predictor's pod
 annotation ROLLOUT_ANNOTATION to the version is such a change (KServe passes
 `spec.predictor.annotations` to the pod): `rollout_patch` is that JSON merge
-patch, `rollout_command` the kubectl line that sends it.
+patch, `roll_out` sends it through the Kubernetes API (a pipeline task with its
+pod's service account, `rollback` with the user's kubeconfig), and
+`rollout_command` is the kubectl line that does the same by hand.
 
 KServe's TensorFlow runtime defaults to an old TF Serving image (2.6.2 as late
 as KServe 0.20); the manifest pins `runtimeVersion` to the TF Serving release
@@ -24,14 +26,18 @@ of the TensorFlow that exports the model (`--serving-runtime-version`).
 from __future__ import annotations
 
 import dataclasses
+import json
+import os
 import posixpath
 import re
 
 import yaml
 
+from contract.errors import first_line
 from contract.layout import RunLayout
 
-API_VERSION = "serving.kserve.io/v1beta1"
+GROUP, GROUP_VERSION, PLURAL = "serving.kserve.io", "v1beta1", "inferenceservices"
+API_VERSION = f"{GROUP}/{GROUP_VERSION}"
 KIND = "InferenceService"
 MODEL_FORMAT = "tensorflow"  # KServe's TensorFlow Serving runtime
 ROLLOUT_ANNOTATION = "cats-vs-dogs.example/served-version"
@@ -127,8 +133,6 @@ def rollout_patch(version: int) -> dict:
 
 
 def rollout_command(serving: Serving, version: int) -> str:
-    import json
-
     return (f"kubectl patch inferenceservice {serving.name} -n {serving.namespace} --type merge "
             f"-p '{json.dumps(rollout_patch(version), separators=(',', ':'))}'")
 
@@ -145,3 +149,87 @@ def write_manifest(path: str, serving: Serving, uri: str) -> str:
                 posixpath.basename(path) + "\n")
         yaml.safe_dump(manifest(serving, uri), f, sort_keys=False)
     return path
+
+
+class RolloutError(RuntimeError):
+    """KServe could not be told about a version (no credentials, an unreachable API, no rights, no
+    InferenceService); the message names which and where. The version itself is pushed and unchanged."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Rollout:
+    serving: Serving
+    version: int
+    new_revision: bool  # False: the InferenceService already asked for this version; nothing was changed
+    api: str  # the Kubernetes API server's address
+
+    def describe(self) -> str:
+        name = f"InferenceService {self.serving.namespace}/{self.serving.name}"
+        if not self.new_revision:
+            return f"{name} already serves version {self.version} (its revision asked for it): nothing to change"
+        return (f"{name} starts a new revision that copies the versions again and serves version {self.version}; "
+                "requests go to the revision before until the new one is ready")
+
+
+API_TIMEOUT_SECONDS = 30
+
+
+def _custom_objects_api():
+    """(a client of the API's custom objects, the API server's address): a pod's service account in a pipeline
+    task, else the kubeconfig kubectl uses ($KUBECONFIG, else ~/.kube/config)."""
+    from kubernetes import client, config
+
+    configuration = client.Configuration()
+    try:
+        config.load_incluster_config(client_configuration=configuration)
+    except config.ConfigException:
+        kubeconfig = os.environ.get("KUBECONFIG", "").split(os.pathsep)[0] or os.path.expanduser("~/.kube/config")
+        if not os.path.isfile(kubeconfig):
+            raise RolloutError(f"no Kubernetes credentials: not in a pod with a service account, and no kubeconfig "
+                               f"at {kubeconfig}") from None
+        try:
+            config.load_kube_config(config_file=kubeconfig, client_configuration=configuration)
+        except (config.ConfigException, ValueError, KeyError, OSError) as error:
+            raise RolloutError(f"the kubeconfig {kubeconfig} cannot be used: {first_line(error)}") from None
+    configuration.retries = 1  # one more try for a dropped connection; an unreachable API fails in seconds
+    return client.CustomObjectsApi(client.ApiClient(configuration)), configuration.host
+
+
+def _refusal(error, serving: Serving, api: str, version: int) -> str:
+    """The one line for an answer of the API other than success."""
+    name = f"InferenceService {serving.namespace}/{serving.name}"
+    status = getattr(error, "status", None)
+    try:
+        said = json.loads(error.body).get("message", "")
+    except (TypeError, ValueError, AttributeError):
+        said = ""
+    said = f": {said}" if said else ""
+    if status in (401, 403):
+        return (f"the Kubernetes API at {api} refused to change {name} ({status} {error.reason}{said}); the "
+                f"account needs get and patch on {PLURAL}.{GROUP} in namespace {serving.namespace} "
+                "(docs/operating-on-kubeflow.md: RBAC)")
+    if status == 404:
+        return (f"there is no {name} at {api}: deploy the manifest `compile` wrote (kubectl apply -f "
+                "<package>.inferenceservice.yaml), or give the --serving-name and --serving-namespace it has")
+    return f"the Kubernetes API at {api} answered {status} {error.reason} for {name}{said}"
+
+
+def roll_out(serving: Serving, version: int) -> Rollout:
+    """Makes the InferenceService serve `version` of a root KServe copies once (a gs:// root): a new revision
+    through the annotation ROLLOUT_ANNOTATION, unless its revision already asked for this version."""
+    import urllib3
+    from kubernetes.client.exceptions import ApiException
+
+    api, host = _custom_objects_api()
+    where = (GROUP, GROUP_VERSION, serving.namespace, PLURAL, serving.name)
+    try:
+        current = api.get_namespaced_custom_object(*where, _request_timeout=API_TIMEOUT_SECONDS)
+        annotations = (current.get("spec", {}).get("predictor", {}).get("annotations") or {})
+        if annotations.get(ROLLOUT_ANNOTATION) == str(version):
+            return Rollout(serving, version, new_revision=False, api=host)
+        api.patch_namespaced_custom_object(*where, body=rollout_patch(version), _request_timeout=API_TIMEOUT_SECONDS)
+    except ApiException as error:
+        raise RolloutError(_refusal(error, serving, host, version)) from None
+    except (urllib3.exceptions.HTTPError, OSError) as error:
+        raise RolloutError(f"the Kubernetes API at {host} is unreachable ({first_line(error)})") from None
+    return Rollout(serving, version, new_revision=True, api=host)

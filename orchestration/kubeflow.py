@@ -6,7 +6,9 @@ and turns the source into a new span, one task per TFX node runs that node with
 TFX's own launcher against an ML Metadata store all tasks share
 (orchestration/tfx_node.py), and a report task, the run's exit handler, puts
 the outcome, metrics, confusion matrix, decision and HTML report on the run
-page. Only container executors, schema 2.1.0, no lifecycle hooks: what the KFP
+page. On a gs:// root, where KServe copies the versions into its pod once, a
+rollout task after the Pusher starts the InferenceService's new revision
+(orchestration.kserve). Only container executors, schema 2.1.0, no lifecycle hooks: what the KFP
 backend runs. KFP's own cache is off: TFX's cache decides what reruns.
 Running a package (here, or on a cluster) is orchestration.kfp_runs; the
 Vertex AI target is orchestration.vertex.
@@ -21,7 +23,7 @@ from config import PipelineConfig, beam_policy
 from contract import accelerators
 from contract import metadata as metadata_lib
 from contract.layout import RunLayout
-from orchestration import lease
+from orchestration import kserve, lease
 
 # pipeline.pipeline (TFX, TensorFlow) is imported where a package is built, so that submit,
 # schedule and the CLI's error handling start without loading TensorFlow.
@@ -33,6 +35,7 @@ DEFAULT_METADATA_STORE = metadata_lib.KFP_METADATA_SERVICE
 DEFAULT_PVC_MOUNT = "/mnt/pipeline"
 INGEST_TASK = "ingest"
 REPORT_TASK = "report"
+ROLLOUT_TASK = "rollout"
 RUN_GROUP = "run"  # the exit handler's group: every task but the report
 TASK_RETRIES = 2
 REPORT_RETRIES = 1
@@ -70,6 +73,9 @@ class Deployment:
     kfp_pipeline_root: str | None = None  # where KFP keeps its own artifacts (run page metrics, HTML)
     # A run's lease on the root whose heartbeat is older than this is taken over by the next run.
     lease_timeout_minutes: int = DEFAULT_LEASE_TIMEOUT_MINUTES
+    # The InferenceService a gs:// root's rollout task patches after each push; None: no rollout task (the
+    # versions are served some other way).
+    serving: kserve.Serving | None = kserve.Serving()
 
     def __post_init__(self):
         if not self.image:
@@ -102,6 +108,11 @@ class Deployment:
     @property
     def locations(self) -> RunLayout:
         return RunLayout(self.root)
+
+    @property
+    def rolls_out(self) -> bool:
+        """Whether the package patches the InferenceService after the Pusher: a root KServe copies once."""
+        return self.serving is not None and kserve.copied_once(self.root)
 
     @property
     def kfp_root(self) -> str | None:
@@ -153,6 +164,7 @@ def build_kfp_pipeline(config: PipelineConfig, deployment: Deployment):
     ingest_op = dsl.component(kfp_components.ingest_source, base_image=image, install_kfp_package=False)
     node_op = dsl.component(kfp_components.tfx_node, base_image=image, install_kfp_package=False)
     report_op = report_component(image)
+    rollout_op = dsl.component(kfp_components.kserve_rollout, base_image=image, install_kfp_package=False)
     settings = dataclasses.asdict(config)
 
     @dsl.pipeline(name=config.name, pipeline_root=deployment.kfp_root,
@@ -181,6 +193,13 @@ def build_kfp_pipeline(config: PipelineConfig, deployment: Deployment):
                 task.after(*([tasks[node] for node in program.upstream] or [ingest]))
                 _configure(task, deployment, trainer=program.node_id == pipeline_lib.TRAINER, retries=TASK_RETRIES)
                 tasks[program.node_id] = task
+            if deployment.rolls_out:
+                rollout = _named(rollout_op, ROLLOUT_TASK)(
+                    root=deployment.root, run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
+                    serving={"name": deployment.serving.name, "namespace": deployment.serving.namespace})
+                rollout.set_display_name("KServe rollout")
+                rollout.after(tasks[pipeline_lib.PUSHER])
+                _configure(rollout, deployment, retries=TASK_RETRIES)
 
     return kfp_pipeline
 

@@ -102,14 +102,24 @@ def _rollback_locked(where: RunLayout, store: str, to_version: int, reason: str,
     return Rollback(to_version, served_now, result, notes=tuple(reconciled.values()) + result.cleaned)
 
 
-def what_clients_see(root: str, version: int) -> str:
-    """When clients of the root's server get `version`, by where the root is (orchestration.kserve)."""
+def reach_clients(root: str, version: int, serving: kserve.Serving | None) -> str:
+    """Makes the root's server load `version` where it must be told (a root KServe copies once: a new revision of
+    `serving`, the InferenceService; None: not told), and says what clients see and when.
+
+    Raises kserve.RolloutError, with the kubectl command that does it by hand, when the InferenceService could
+    not be changed."""
     serving_dir = RunLayout(root).serving_dir
-    if kserve.copied_once(str(root)):
+    if not kserve.copied_once(str(root)):
+        return (f"a TF Serving that polls {serving_dir} (a local server, KServe over a PVC) loads version {version} "
+                "at its next poll of the folder (TF Serving's --file_system_poll_wait_seconds, 1 s by default) and "
+                "answers with it once loaded; until then it answers with the version served before")
+    if serving is None:
         return (f"clients do not see version {version} yet: KServe copied {serving_dir} into the predictor's pod "
                 "when it started, and serves that copy until a new revision starts. Start one with\n  "
-                f"{kserve.rollout_command(kserve.Serving(), version)}\n(with the --serving-name and "
-                "--serving-namespace given to compile); requests go to the old revision until the new one is ready")
-    return (f"a TF Serving that polls {serving_dir} (a local server, KServe over a PVC) loads version {version} at "
-            "its next poll of the folder (TF Serving's --file_system_poll_wait_seconds, 1 s by default) and answers "
-            "with it once loaded; until then it answers with the version served before")
+                f"{kserve.rollout_command(kserve.Serving(), version)}\n(with the InferenceService's name and "
+                "namespace); requests go to the old revision until the new one is ready")
+    try:
+        return kserve.roll_out(serving, version).describe()
+    except kserve.RolloutError as error:
+        raise kserve.RolloutError(f"clients do not see version {version}: {error}; to start the new revision by "
+                                  f"hand: {kserve.rollout_command(serving, version)}") from None

@@ -1,50 +1,22 @@
 """The InferenceService `compile` writes, validated against KServe's published CRD schema (data/kserve/)."""
 
 import copy
-import gzip
 import json
-import pathlib
 import subprocess
 import sys
 
-import jsonschema
 import pytest
 import tensorflow as tf
 import yaml
 
 from orchestration import kserve
 from tests.helpers import ROOT
-
-CRD = pathlib.Path(__file__).parent / "data" / "kserve" / "serving.kserve.io_inferenceservices.yaml.gz"
-
-
-def _strict(schema):
-    """The CRD's OpenAPI schema as `kubectl apply --validate=strict` applies it: a field the schema does not
-    know is an error (the API server would drop it), except where the schema keeps unknown fields."""
-    schema = copy.deepcopy(schema)
-
-    def walk(node):
-        if isinstance(node, dict):
-            if ("properties" in node and "additionalProperties" not in node
-                    and not node.get("x-kubernetes-preserve-unknown-fields")):
-                node["additionalProperties"] = False
-            for value in node.values():
-                walk(value)
-        elif isinstance(node, list):
-            for value in node:
-                walk(value)
-
-    walk(schema)
-    return schema
+from tests.kube_api import crd_validator
 
 
 @pytest.fixture(scope="module")
 def validator():
-    crd = yaml.load(gzip.open(CRD), Loader=yaml.CSafeLoader)
-    assert crd["spec"]["group"] + "/" + crd["spec"]["versions"][0]["name"] == kserve.API_VERSION
-    assert crd["spec"]["names"]["kind"] == kserve.KIND
-    (version,) = [v for v in crd["spec"]["versions"] if v["served"]]
-    return jsonschema.Draft7Validator(_strict(version["schema"]["openAPIV3Schema"]))
+    return crd_validator()
 
 
 def _errors(validator, manifest):

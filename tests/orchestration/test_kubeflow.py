@@ -100,7 +100,8 @@ def test_one_task_per_node_of_create_pipeline_in_its_dependency_order(package):
     _, tasks = _run_group(spec)
     local = pipeline_lib.create_pipeline(PipelineConfig(), examples_root="e", pipeline_root="p", serving_dir="s")
     programs = tfx_node.node_programs(local)
-    assert {p.node_id.lower() for p in programs} | {kubeflow.INGEST_TASK} == set(tasks)
+    # gs:// root: KServe copies it once, so a rollout task follows the Pusher (test_the_rollout_task_...)
+    assert {p.node_id.lower() for p in programs} | {kubeflow.INGEST_TASK, kubeflow.ROLLOUT_TASK} == set(tasks)
     for program in programs:
         task = tasks[program.node_id.lower()]
         expected = {u.lower() for u in program.upstream} or {kubeflow.INGEST_TASK}
@@ -120,6 +121,22 @@ def test_the_report_is_the_exit_handler_of_every_other_task(package):
     report = root_tasks[kubeflow.REPORT_TASK]
     assert report["dependentTasks"] == [group]
     assert report["triggerPolicy"] == {"strategy": "ALL_UPSTREAM_TASKS_COMPLETED"}
+
+
+def test_the_rollout_task_follows_the_pusher_on_a_gs_root_only(package, pvc_package):
+    """KServe copies a gs:// root into its pod once: after the Pusher, a task starts the InferenceService's new
+    revision (orchestration.kfp_tasks.rollout). A PVC is polled: no such task."""
+    _, tasks = _run_group(_documents(package)[0])
+    rollout = tasks[kubeflow.ROLLOUT_TASK]
+    assert rollout["dependentTasks"] == [pipeline_lib.PUSHER.lower()]
+    constants = {name: value["runtimeValue"]["constant"] for name, value in rollout["inputs"]["parameters"].items()
+                 if "runtimeValue" in value}
+    assert constants["serving"] == {"name": "cats-vs-dogs", "namespace": "default"}
+    assert constants["root"] == "gs://bucket/cats"
+    assert rollout["retryPolicy"]["maxRetryCount"] == kubeflow.TASK_RETRIES, "an unreachable API is tried again"
+    assert kubeflow.ROLLOUT_TASK not in _run_group(_documents(pvc_package)[0])[1]
+    no_rollout = kubeflow.Deployment(image=IMAGE, root="gs://bucket/cats", serving=None)
+    assert not no_rollout.rolls_out
 
 
 def test_trainer_and_beam_tasks_are_retried_with_backoff(package):

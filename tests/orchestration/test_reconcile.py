@@ -124,5 +124,5 @@ def test_a_rollback_cleans_up_an_incomplete_version_and_says_so(history):
     assert done.pushed.version == 4 and not done.completed
     assert any(note.startswith("version 3 was incomplete") for note in done.notes), done.notes
     assert not half.exists() and (half.parent / "1" / layout.DIGESTS_FILE).is_file()
-    assert "clients do not see version 4" in rollback.what_clients_see("gs://b/root", 4)
-    assert "next poll" in rollback.what_clients_see(str(history["root"]), 4)
+    assert "clients do not see version 4" in rollback.reach_clients("gs://b/root", 4, None)
+    assert "next poll" in rollback.reach_clients(str(history["root"]), 4, None)
