@@ -207,8 +207,10 @@ def report(metadata_store: str, run_id: str, pipeline_name: str, root: str, sett
     stopped = store_health.cancel_unfinished_in(store, lambda run: run == run_id) if store else []
     summary = run_summary.summarize_run(store, pipeline_name, run_id=run_id)
     summary.run_id = run_id
+    rolled_out = records.get(ROLLOUT_TASK, {}).get("rollout")
     lifecycle.complete_summary(summary, before,
-                               error=outcome_error(summary, records, refused, stopped, frozenset(node_ids)))
+                               error=outcome_error(summary, records, refused, stopped, frozenset(node_ids)),
+                               notes=[f"serving: {rolled_out}"] if rolled_out else [])
     text = summary.text()
     print(text, flush=True)
 
