@@ -772,12 +772,14 @@ def _refusals() -> tuple[type[Exception], ...]:
     from orchestration.kfp_runs import KubeflowUnreachableError
     from orchestration.kserve import ServingError
     from orchestration.kubeflow import TargetError
+    from orchestration.lease import LeaseUnreachableError
     from orchestration.local_schedule import CronError
     from orchestration.store_health import DamagedStoreError
     from orchestration.vertex import VertexUnreachableError
 
     return (ConfigError, StoreAddressError, StoreUnreachableError, SourceError, NoModelError, ServingError,
-            KubeflowUnreachableError, TargetError, CronError, DamagedStoreError, VertexUnreachableError)
+            KubeflowUnreachableError, TargetError, CronError, DamagedStoreError, VertexUnreachableError,
+            LeaseUnreachableError)
 
 
 def main(argv: list[str] | None = None) -> int:

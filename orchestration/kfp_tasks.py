@@ -87,7 +87,7 @@ def ingest(source_kind: str, source: str, root: str, data: dict, metadata_store:
         run_id = tfx_node.resolve_run_id(run_id)
         tfx_node.check_writable(root)
         held = lease.acquire(root, run_id, stale_after=lease_seconds)
-    except (tfx_node.NodeTaskError, lease.RootBusyError) as error:
+    except (tfx_node.NodeTaskError, lease.RootBusyError, lease.LeaseUnreachableError) as error:
         if isinstance(error, lease.RootBusyError):
             _write_record(root, run_id, INGEST_TASK, {"refused": str(error)})
         _fail(str(error))

@@ -102,11 +102,31 @@ def read(root: str | os.PathLike) -> Lease | None:
 
 def acquire(root: str | os.PathLike, run_id: str, *, process: bool = False,
             stale_after: float = DEFAULT_STALE_AFTER_SECONDS) -> Lease:
-    """Takes the root's lease for `run_id`, or raises RootBusyError naming its holder.
+    """Takes the root's lease for `run_id`, or raises RootBusyError naming its holder (LeaseUnreachableError,
+    one line, when the storage cannot be read or written: a full disk, a bucket without credentials).
 
     Taking it again for the same run (a retried task) refreshes it. `process`:
     the calling process holds it for the whole run (a local run).
     """
+    try:
+        return _acquire(root, run_id, process, stale_after)
+    except (RootBusyError, LeaseLostError):
+        raise
+    except Exception as error:  # a full disk, a bucket without credentials or rights: nothing was taken
+        raise LeaseUnreachableError(f"cannot take the lease {lease_path(root)}: {_storage_fault(error)}") from None
+
+
+def _storage_fault(error: BaseException) -> str:
+    """One line for a storage error, with the way out for the usual one on gs:// (no credentials)."""
+    said = str(error).strip().splitlines()[0] if str(error).strip() else ""
+    line = f"{type(error).__name__}: {said}" if said else type(error).__name__
+    if type(error).__name__ == "DefaultCredentialsError":
+        line += (" (no Google Cloud credentials: set GOOGLE_APPLICATION_CREDENTIALS to a key file, or run "
+                 "`gcloud auth application-default login`)")
+    return line
+
+
+def _acquire(root: str | os.PathLike, run_id: str, process: bool, stale_after: float) -> Lease:
     storage = _storage(lease_path(root))
     now = time.time()
     mine = Lease(run_id=run_id, host=socket.gethostname(), since=now, heartbeat=now,
@@ -146,9 +166,8 @@ def refresh(root: str | os.PathLike, run_id: str, *, tries: int = REFRESH_TRIES,
             raise
         except Exception as error:  # a storage hiccup: OSError locally, google.api_core's errors on gs://
             if attempt == tries - 1:
-                said = str(error).splitlines()[0] if str(error) else ""
                 raise LeaseUnreachableError(f"cannot renew the lease {lease_path(root)} of run {run_id}: "
-                                            f"{type(error).__name__}: {said} ({tries} tries)") from None
+                                            f"{_storage_fault(error)} ({tries} tries)") from None
             time.sleep(backoff * 2 ** attempt)
     raise AssertionError("unreachable")
 
@@ -252,14 +271,15 @@ class _LocalFile:
         # Written whole under another name, then linked into place (fails if the lease exists): a reader never
         # sees an empty lease file, which it would take for an unreadable, stale one and take over.
         temporary = f"{self.path}.{_unique()}.creating"
-        with open(temporary, "w") as f:
-            f.write(text)
         try:
+            with open(temporary, "w") as f:
+                f.write(text)
             os.link(temporary, self.path)
         except FileExistsError:
             return False
-        finally:
-            os.unlink(temporary)
+        finally:  # a full disk included: no stray temporary file is left beside the lease
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(temporary)
         return True
 
     def read(self):

@@ -87,15 +87,29 @@ def test_of_runs_started_at_once_exactly_one_takes_the_root(tmp_path):
     assert len(winners) == 1 and lease.read(tmp_path).run_id == winners[0]
 
 
-def test_two_takers_of_one_stale_lease_never_both_win(tmp_path):
+def test_two_takers_of_one_stale_lease_never_both_win(tmp_path, monkeypatch):
+    """Both takers read the stale lease before either writes (each waits for the other after its first read),
+    and both judge it stale: only the conditional replace keeps the second from taking it too."""
     lease.acquire(tmp_path, "dead-run")
+    path = tmp_path / lease.LEASE_FILE
+    path.write_text(json.dumps(json.loads(path.read_text()) | {"heartbeat": time.time() - 7200}))
     context = multiprocessing.get_context("fork")
-    start, results = context.Event(), context.Queue()
+    both_read, results = context.Barrier(2), context.Queue()
+    read = lease._LocalFile.read
+    first_read = []
+
+    def read_then_wait(self):
+        found = read(self)
+        if not first_read:
+            first_read.append(found)
+            both_read.wait(timeout=30)
+        return found
+
+    monkeypatch.setattr(lease._LocalFile, "read", read_then_wait)
 
     def take(run_id):
-        start.wait()
         try:
-            lease.acquire(str(tmp_path), run_id, stale_after=0 if run_id == "a" else 3600)
+            lease.acquire(str(tmp_path), run_id, stale_after=3600)
             results.put(run_id)
         except lease.RootBusyError:
             results.put(None)
@@ -103,9 +117,12 @@ def test_two_takers_of_one_stale_lease_never_both_win(tmp_path):
     racers = [context.Process(target=take, args=(run_id,)) for run_id in ("a", "b")]
     for racer in racers:
         racer.start()
-    start.set()
     outcomes = [results.get(timeout=60) for _ in racers]
-    assert sorted(map(str, outcomes)) == ["None", "a"] and lease.read(tmp_path).run_id == "a"
+    monkeypatch.undo()
+    winners = [run for run in outcomes if run]
+    assert len(winners) == 1 and outcomes.count(None) == 1, outcomes
+    held = lease.read(tmp_path)
+    assert held.run_id == winners[0] and held.took_over["run_id"] == "dead-run"
 
 
 def test_the_heartbeat_keeps_the_lease_fresh_and_reports_a_loss(tmp_path):
@@ -194,3 +211,33 @@ def test_a_storage_hiccup_while_renewing_is_retried_and_a_lasting_one_named_apar
     assert str(error.value) == (f"cannot renew the lease {lease.lease_path(tmp_path)} of run run-a: OSError: "
                                 "Transient error: 503 Service Unavailable (3 tries)")
     assert not isinstance(error.value, lease.LeaseLostError), "KFP's retry must not see it as the node's failure"
+
+
+def test_a_lease_the_disk_cannot_take_is_one_line_and_leaves_no_temporary_file(tmp_path):
+    """A file size limit makes the lease's write fail as a full disk does (EFBIG instead of ENOSPC), for any user."""
+    script = ("import resource, signal, sys\n"
+              "signal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n"
+              "resource.setrlimit(resource.RLIMIT_FSIZE, (16, 16))\n"
+              "from orchestration import lease\n"
+              "try:\n"
+              f"    lease.acquire({str(tmp_path)!r}, 'run-a')\n"
+              "except lease.LeaseUnreachableError as error:\n"
+              "    print(error)\n"
+              "    sys.exit(3)\n")
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60,
+                            cwd=os.path.dirname(os.path.dirname(os.path.dirname(__file__))))
+    assert result.returncode == 3, result.stderr[-2000:]
+    line = result.stdout.strip()
+    assert "\n" not in line and line.startswith(f"cannot take the lease {tmp_path / lease.LEASE_FILE}: OSError:"), line
+    assert "File too large" in line
+    assert os.listdir(tmp_path) == [], "no lease and no stray temporary file"
+
+
+def test_a_gs_root_without_credentials_is_named_with_the_way_out(monkeypatch, tmp_path):
+    monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(tmp_path / "no-key.json"))
+    with pytest.raises(lease.LeaseUnreachableError) as raised:
+        lease.acquire("gs://cats-bucket/root", "run-a")
+    line = str(raised.value)
+    assert "\n" not in line and line.startswith("cannot take the lease gs://cats-bucket/root/.pipeline.lock: "
+                                                "DefaultCredentialsError"), line
+    assert "GOOGLE_APPLICATION_CREDENTIALS" in line and "gcloud auth application-default login" in line
