@@ -20,7 +20,8 @@ _MARK = "# cats-vs-dogs-tfx:"
 
 
 class CronError(ValueError):
-    """A cron expression of the wrong form for its scheduler; the message shows the right one."""
+    """A schedule cron cannot take (a cron expression of the wrong form, a path that is not one line, no crontab
+    or one that refuses the table); the message says which and what to do."""
 
 
 def check_cron(cron: str) -> None:
@@ -29,26 +30,56 @@ def check_cron(cron: str) -> None:
                          f"got {cron!r}")
 
 
+def check_one_line(what: str, value: str) -> None:
+    """cron reads one entry per line: a newline (or another control character) in a path would end the entry and
+    start another, which cron runs as a command of its own."""
+    bad = sorted({char for char in value if ord(char) < 32 or ord(char) == 127})
+    if bad:
+        shown = ", ".join(repr(char) for char in bad)
+        raise CronError(f"{what} {value!r} contains a control character ({shown}): a crontab entry is one line; "
+                        "rename the folder or give another")
+
+
+def _mark(output_dir: pathlib.Path) -> str:
+    """The comment that ends this output dir's entry; quoted as the shell would, so the comment is one word."""
+    return f"{_MARK}{shlex.quote(str(output_dir))}"
+
+
 def cron_line(cron: str, project_dir: pathlib.Path, data_dir: pathlib.Path, output_dir: pathlib.Path,
               python: str | None = None) -> str:
     """The crontab line: cd to the project, run the pipeline, append to a log in the output dir."""
     check_cron(cron)
+    check_one_line("the schedule", cron)
     output_dir = output_dir.resolve()
     python = python or sys.executable
+    for what, path in (("--data-dir", data_dir.resolve()), ("--output-dir", output_dir),
+                       ("the project folder", project_dir), ("the Python interpreter", python)):
+        check_one_line(what, str(path))
     # The log's folder is made first: the shell opens `>>` before the run could create the output directory.
     log = RunLayout(output_dir).schedule_log
     command = (f"mkdir -p {shlex.quote(str(output_dir))} && cd {shlex.quote(str(project_dir))} && "
                f"{shlex.quote(python)} pipeline_runner.py run --data-dir {shlex.quote(str(data_dir.resolve()))} "
                f"--output-dir {shlex.quote(str(output_dir))} >> {shlex.quote(str(log))} 2>&1")
     # cron turns an unescaped % into a newline
-    return f"{cron} {command.replace('%', chr(92) + '%')} {_MARK}{output_dir}"
+    return f"{cron} {command.replace('%', chr(92) + '%')} {_mark(output_dir)}"
 
 
 def install(line: str, output_dir: pathlib.Path) -> None:
-    """Adds `line` to the user's crontab, replacing an entry for the same output dir."""
-    mark = f"{_MARK}{pathlib.Path(output_dir).resolve()}"
-    current = subprocess.run(["crontab", "-l"], capture_output=True, text=True)
-    lines = [entry for entry in (current.stdout.splitlines() if current.returncode == 0 else [])
-             if not entry.endswith(mark)]
-    lines.append(line)
-    subprocess.run(["crontab", "-"], input="\n".join(lines) + "\n", text=True, check=True, env=dict(os.environ))
+    """Adds `line` to the user's crontab, replacing an entry for the same output dir. Raises CronError, with the
+    crontab left as it was, where there is no crontab command or it refuses the new table."""
+    output_dir = pathlib.Path(output_dir).resolve()
+    marks = (_mark(output_dir), f"{_MARK}{output_dir}")  # and the unquoted mark of entries older code wrote
+    try:
+        current = subprocess.run(["crontab", "-l"], capture_output=True, text=True)
+        lines = [entry for entry in (current.stdout.splitlines() if current.returncode == 0 else [])
+                 if not entry.endswith(marks)]
+        lines.append(line)
+        written = subprocess.run(["crontab", "-"], input="\n".join(lines) + "\n", text=True, capture_output=True,
+                                 env=dict(os.environ))
+    except FileNotFoundError:
+        raise CronError("no crontab command on this machine (cron is not installed): install cron, or run "
+                        "`schedule --local` without --install and add the line it prints to your scheduler") from None
+    if written.returncode != 0:
+        said = (written.stderr or written.stdout).strip().splitlines()
+        raise CronError(f"crontab refused the new table ({said[0] if said else f'exit {written.returncode}'}): "
+                        "your crontab is unchanged (without --install, `schedule --local` prints the line)")

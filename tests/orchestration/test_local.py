@@ -1,6 +1,7 @@
 
 import pytest
 
+import pipeline_runner
 from orchestration import local_schedule, run_lock
 from tests.helpers import ROOT
 
@@ -24,3 +25,40 @@ def test_cron_line_runs_the_pipeline_and_logs_in_the_output_dir(tmp_path):
 def test_cron_schedule_needs_five_fields(tmp_path):
     with pytest.raises(ValueError, match="5 fields"):
         local_schedule.cron_line("0 0 3 * * *", ROOT, tmp_path, tmp_path)
+
+
+@pytest.mark.parametrize("which", ["data", "output"])
+def test_a_path_with_a_newline_never_becomes_a_second_crontab_entry(tmp_path, which):
+    hostile = tmp_path / "p\n* * * * * touch /tmp/PWNED #"
+    dirs = {"data": tmp_path / "images", "output": tmp_path / "out", which: hostile}
+    with pytest.raises(local_schedule.CronError, match="contains a control character \\('\\\\n'\\)"):
+        local_schedule.cron_line("0 3 * * *", ROOT, dirs["data"], dirs["output"], python="/py")
+
+
+def test_the_entrys_marker_is_quoted_and_replaces_the_entry_of_the_same_output_dir(tmp_path):
+    out = tmp_path / "my runs; rm -rf ~"
+    line = local_schedule.cron_line("0 3 * * *", ROOT, tmp_path / "images", out, python="/py")
+    assert line.endswith(f"# cats-vs-dogs-tfx:'{out}'") and line.count("\n") == 0
+
+
+def _fake_crontab(tmp_path, script: str) -> str:
+    """A PATH with a `crontab` of our own (a script), or with none at all."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    if script:
+        (bin_dir / "crontab").write_text("#!/bin/sh\n" + script)
+        (bin_dir / "crontab").chmod(0o755)
+    return str(bin_dir)
+
+
+@pytest.mark.parametrize("script, expected", [
+    ("", "no crontab command on this machine"),
+    ('[ "$1" = -l ] && exit 1\necho "\\"-\\":2: bad minute" >&2\necho "errors in crontab file" >&2\nexit 1\n',
+     'crontab refused the new table ("-":2: bad minute): your crontab is unchanged'),
+])
+def test_schedule_install_without_a_working_crontab_is_one_line(tmp_path, monkeypatch, capsys, script, expected):
+    monkeypatch.setenv("PATH", _fake_crontab(tmp_path, script))
+    code = pipeline_runner.main(["schedule", "--local", "--install", "--cron", "0 3 * * *", "--data-dir",
+                                 str(tmp_path), "--output-dir", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and expected in err and "Traceback" not in err, err
