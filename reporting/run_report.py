@@ -13,7 +13,10 @@ import html
 import json
 import os
 import pathlib
+import posixpath
 import shutil
+import urllib.parse
+import xml.etree.ElementTree as ElementTree
 
 import jinja2
 import markdown
@@ -44,6 +47,49 @@ _SAMPLES = 15
 _TEMPLATES = jinja2.Environment(loader=jinja2.FileSystemLoader(pathlib.Path(__file__).parent / "templates"),
                                 autoescape=True, undefined=jinja2.StrictUndefined, trim_blocks=True,
                                 lstrip_blocks=True)
+
+
+def safe_link(url: str) -> bool:
+    """Whether the report may render `url` as a link: http(s) with a host, or a relative path that stays inside
+    the report's folder. Not javascript:, data:, file:, an absolute path or one that climbs out with `..`."""
+    if any(char.isspace() or ord(char) < 32 or ord(char) == 127 for char in url):
+        return False  # browsers drop some of these before reading the scheme: "java\tscript:" is javascript:
+    parsed = urllib.parse.urlsplit(url)
+    if parsed.scheme:
+        return parsed.scheme.lower() in ("http", "https") and bool(parsed.netloc)
+    if parsed.netloc or url.strip().startswith(("/", "\\")) or "\\" in parsed.path:
+        return False
+    if ":" in parsed.path.split("/")[0]:
+        return False  # read as a scheme by some parsers
+    return not posixpath.normpath(parsed.path or ".").startswith("..")
+
+
+class _LinkGuard(markdown.treeprocessors.Treeprocessor):
+    """Turns every link or image whose address safe_link refuses into its plain text: text in a card comes from
+    whoever named the source or weights (a Kubeflow run's submitter, say)."""
+
+    def run(self, root):
+        for element in root.iter():
+            for child in list(element):
+                attribute = {"a": "href", "img": "src"}.get(child.tag)
+                if attribute is None or safe_link(child.get(attribute, "")):
+                    continue
+                text = ElementTree.Element("span")
+                text.text = (child.get("alt", "") if child.tag == "img" else "".join(child.itertext()))
+                text.tail = child.tail
+                element.insert(list(element).index(child), text)
+                element.remove(child)
+
+
+class _LinkGuardExtension(markdown.Extension):
+    def extendMarkdown(self, md):
+        md.treeprocessors.register(_LinkGuard(md), "link_guard", 0)  # last, after every inline pattern
+
+
+def render_untrusted_markdown(text: str) -> markupsafe.Markup:
+    """Markdown from outside (the model card) as HTML: its own HTML escaped, only safe links kept."""
+    return markupsafe.Markup(markdown.markdown(html.escape(text, quote=False),
+                                               extensions=["tables", _LinkGuardExtension()]))
 
 
 def _serving_dir(model_uri: str) -> pathlib.Path:
@@ -332,8 +378,7 @@ def _write_pages(summary: RunSummary, folder: pathlib.Path, training_config: dic
     card = pathlib.Path(summary.pushed_path or "", layout.MODEL_CARD_FILE)
     if summary.pushed_path and card.is_file():
         # The card is Markdown the pusher wrote; text from outside (file names, sources) is escaped first.
-        page["model_card"] = markupsafe.Markup(markdown.markdown(html.escape(card.read_text(), quote=False),
-                                                                 extensions=["tables"]))
+        page["model_card"] = render_untrusted_markdown(card.read_text())
     # The data gate's message lists what it found: it belongs with the data.
     gate_failed = any(n.node_id == ANOMALIES_GATE and n.state == "failed" for n in summary.nodes)
     page["data_gate_error"] = summary.error if gate_failed else None

@@ -94,6 +94,28 @@ def test_the_pushed_versions_model_card_is_a_section_with_outside_text_escaped(t
     assert "<h2 id=card>" not in run_report.write_report(_summary(), tmp_path, {}, None).read_text()
 
 
+def test_a_card_renders_no_link_but_http_and_relative_ones_inside_the_report(tmp_path):
+    """The card holds the source and weights paths, which whoever submits a run sets."""
+    version = tmp_path / "serving_model" / "1"
+    (version / "assets.extra").mkdir(parents=True)
+    hostile = ["javascript:alert(1)", "JaVaScRiPt:alert(1)", "java\tscript:alert(1)", "data:text/html,x",
+               "file:///etc/passwd", "/etc/passwd", "../../../etc/passwd", "//evil.example/x", "vbscript:x"]
+    rows = "".join(f"| {i} | [source {i}]({url}) |\n" for i, url in enumerate(hostile))
+    (version / layout.MODEL_CARD_FILE).write_text(
+        "# Model card\n\n| span | source |\n| --- | --- |\n" + rows
+        + "\n[kept](https://example.com/cats) [figure](figures/curves.png) ![alt text](javascript:alert(2))\n"
+        + "\n[by reference][r]\n\n[r]: javascript:alert(3)\n")
+    summary = _summary(blessed=True, decision="met", pushed_version=1, pushed_path=str(version))
+    text = run_report.write_report(summary, tmp_path, {}, None).read_text()
+    card = text[text.index("<h2 id=card>"):text.index("<h2 id=data>")]
+    assert 'href="https://example.com/cats"' in card and 'href="figures/curves.png"' in card
+    assert card.count("href=") == 2 and "src=" not in card, card
+    assert all(f"source {i}" in card for i in range(len(hostile))), "the text stays, only the link goes"
+    assert "alt text" in card and "by reference" in card
+    for url in hostile:
+        assert not run_report.safe_link(url), url
+
+
 def test_the_report_opens_in_a_browser_with_every_figure_and_no_console_error(tmp_path):
     from PIL import Image
 
