@@ -75,7 +75,7 @@ def render(predictions: list[Prediction], images: dict[int, bytes], heatmaps: di
             draw.rectangle([x, y, x + tile, y + tile], fill=(210, 210, 210))
             draw.text((x + 8, y + tile // 2 - 8), "unreadable", fill=(120, 0, 0), font=font)
         else:
-            picture = Image.open(io.BytesIO(images[index])).convert("RGB")
+            picture = Image.open(io.BytesIO(images[index]), formats=("JPEG",)).convert("RGB")  # checked JPEGs
             if heatmaps is not None and index in heatmaps:
                 picture = overlay(picture, heatmaps[index])
             picture.thumbnail((tile, tile))

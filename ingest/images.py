@@ -20,6 +20,9 @@ from config import DataConfig
 
 # Pillow's own guard against decompression bombs; ingest applies its own limit.
 Image.MAX_IMAGE_PIXELS = None
+# The formats the README lists; Pillow opens only these. Others (EPS, which Pillow renders by starting
+# Ghostscript; PDF, PSD, ...) are rejected by name before any of their code runs.
+ACCEPTED_FORMATS = ("JPEG", "PNG", "GIF", "BMP", "WEBP")
 MIN_SIDE = 8
 JPEG_QUALITY = 95
 
@@ -48,6 +51,21 @@ def _tf_decodes(jpeg: bytes) -> None:
         raise RejectedImage(f"corrupt JPEG data ({error.message.strip().splitlines()[0]})") from None
 
 
+def _format_named_by_header(data: bytes) -> str | None:
+    """The format Pillow would take `data` for, read from its first bytes by each plugin's header test alone
+    (no plugin opens it), to name a refused format; None when none claims it."""
+    Image.init()
+    head = data[:64]
+    for name in Image.ID:
+        accept = Image.OPEN[name][1]
+        try:
+            if name not in ACCEPTED_FORMATS and accept is not None and accept(head):
+                return name
+        except Exception:  # a plugin's header test that chokes on these bytes claims nothing
+            continue
+    return None
+
+
 def check_image(data: bytes, max_pixels: int = DataConfig.max_image_pixels) -> CheckedImage:
     """Returns the image as RGB JPEG bytes, or raises RejectedImage."""
     if not data:
@@ -55,7 +73,7 @@ def check_image(data: bytes, max_pixels: int = DataConfig.max_image_pixels) -> C
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(data))
+            image = Image.open(io.BytesIO(data), formats=ACCEPTED_FORMATS)
             width, height = image.size
             if width * height > max_pixels:
                 raise RejectedImage(f"{width}x{height} pixels exceeds the limit of {max_pixels}")
@@ -66,7 +84,7 @@ def check_image(data: bytes, max_pixels: int = DataConfig.max_image_pixels) -> C
     except RejectedImage:
         raise
     except UnidentifiedImageError:
-        raise RejectedImage("not an image (unrecognized format)") from None
+        raise RejectedImage(f"not an image ({_format_named_by_header(data) or 'unrecognized format'})") from None
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
         raise RejectedImage(f"truncated or corrupt image data ({error})") from None
 

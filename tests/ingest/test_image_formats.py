@@ -1,0 +1,56 @@
+"""Only the formats the README lists are opened; any other is rejected by name before its decoder runs."""
+
+import io
+import os
+import subprocess
+import sys
+
+import pytest
+from PIL import Image
+
+from ingest.images import ACCEPTED_FORMATS, RejectedImage, check_image
+from tests.helpers import ROOT
+
+EPS = (b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 100 100\n"
+       b"newpath 0 0 moveto 100 100 lineto stroke\nshowpage\n%%EOF\n")
+
+
+def test_an_eps_file_named_jpg_is_rejected_by_name_and_ghostscript_never_starts(tmp_path):
+    """Pillow renders EPS by starting Ghostscript; here `gs` is a sentinel that records any call."""
+    bin_dir, called = tmp_path / "bin", tmp_path / "gs-called"
+    bin_dir.mkdir()
+    for name in ("gs", "gswin32c", "gswin64c"):
+        (bin_dir / name).write_text(f'#!/bin/sh\necho "$@" >> {called}\nexit 1\n')
+        (bin_dir / name).chmod(0o755)
+    (tmp_path / "cat.jpg").write_bytes(EPS)
+    script = ("import pathlib, sys\n"
+              "from ingest.images import RejectedImage, check_image\n"
+              "try:\n"
+              f"    check_image(pathlib.Path({str(tmp_path / 'cat.jpg')!r}).read_bytes())\n"
+              "except RejectedImage as rejection:\n"
+              "    print(rejection.reason)\n")
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, cwd=ROOT,
+                            env={**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"})
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip() == "not an image (EPS)"
+    assert not called.exists(), f"Ghostscript was started: {called.read_text()}"
+
+
+def _encoded(fmt: str) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", (24, 20), (200, 120, 40)).save(buffer, format=fmt)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("fmt", ["TIFF", "ICO", "PCX", "TGA", "SGI", "PPM", "IM", "DDS"])
+def test_formats_pillow_knows_but_the_readme_does_not_list_are_rejected_by_name(fmt):
+    with pytest.raises(RejectedImage) as rejected:
+        check_image(_encoded(fmt))
+    assert rejected.value.reason.startswith("not an image ("), rejected.value.reason
+    if fmt not in ("TGA", "IM"):  # neither has a header test of its own: opening is how Pillow knows them
+        assert rejected.value.reason == f"not an image ({fmt})"
+
+
+@pytest.mark.parametrize("fmt", [f for f in ACCEPTED_FORMATS if f != "JPEG"])
+def test_the_listed_formats_are_normalized_to_jpeg(fmt):
+    assert check_image(_encoded(fmt)).normalized.startswith(f"{fmt} to JPEG")
