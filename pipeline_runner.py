@@ -494,7 +494,7 @@ def _history_store(args: argparse.Namespace):
             raise SettingsError(f"no metadata store at {path}: has the pipeline run in {args.output_dir}?")
         store = metadata.sqlite_store(path)
     if store.startswith(metadata.SQLITE_SCHEME):
-        store_health.check(store[len(metadata.SQLITE_SCHEME):])
+        store_health.check(store[len(metadata.SQLITE_SCHEME):], root)
     try:
         metadata.reachable_store(store, read_only=True)
     except (metadata.StoreAddressError, metadata.StoreUnreachableError) as error:

@@ -55,10 +55,11 @@ def run(config: PipelineConfig, output_dir: pathlib.Path, source: Source | None,
     0 done, 1 the pipeline failed, 2 refused before it started, 130 interrupted. `notes` (settings chosen for
     the user) are printed first and kept in the run summary."""
     where = RunLayout(output_dir.resolve())
-    store_health.check(where.metadata_path)
     for note in notes:
         print(note, flush=True)
     with exclusive_run(output_dir) as held:
+        # Under the lease: a lock on the store is then another program's, never a run of this root.
+        store_health.check(where.metadata_path)
         return _run_locked(config, where, source, beam_workers, allow_anomalies, list(notes), held.took_over)
 
 

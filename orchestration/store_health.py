@@ -1,6 +1,7 @@
 """The ML Metadata store's health, looked after before a run uses it.
 
-- check: a local SQLite file that is damaged is named before any work. MLMD
+- check: a local SQLite file that is damaged is named before any work (one that
+  another process holds locked is busy, not damaged). MLMD
   reports it deep inside the first query of whichever component reaches it
   first ("database disk image is malformed"); up front, the user learns which
   file it is, what moving it aside costs, and that nothing else needs to go.
@@ -17,20 +18,41 @@ import os
 import sqlite3
 
 from contract import metadata as metadata_lib
+from orchestration import lease
+from orchestration.lease import RootBusyError
 
 
 class DamagedStoreError(RuntimeError):
     """The metadata file cannot be used; the message names it and the way out."""
 
 
-def check(path: str | os.PathLike) -> None:
-    """Raises DamagedStoreError if `path` exists but is not a sound SQLite database."""
+class StoreBusyError(RootBusyError):
+    """Another process has the metadata file locked: busy, not damaged (exit code 3, as for a held root)."""
+
+
+BUSY_TIMEOUT_SECONDS = 5.0  # how long the check waits for another process's write to the store to finish
+
+
+def check(path: str | os.PathLike, root: str | os.PathLike | None = None) -> None:
+    """Raises DamagedStoreError if `path` exists but is not a sound SQLite database, StoreBusyError if another
+    process holds it locked (naming the run that holds `root`, if one does). Called under the root's lease, so
+    a lock is never this pipeline's own run."""
     path = os.fspath(path)
     if not os.path.exists(path):
         return  # a first run creates it
     try:
-        with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
+        with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True,
+                                                timeout=BUSY_TIMEOUT_SECONDS)) as db:
             problems = [row[0] for row in db.execute("PRAGMA quick_check")]
+    except sqlite3.OperationalError as error:
+        if "locked" not in str(error) and "busy" not in str(error):
+            problems = [str(error)]
+        else:
+            held = lease.read(root) if root is not None else None
+            who = f"; {held.holder()} holds the root" if held else ""
+            raise StoreBusyError(f"the ML Metadata store {path} is busy: another process has it locked ({error}, "
+                                 f"waited {BUSY_TIMEOUT_SECONDS:.0f} s){who}. Nothing was changed; run again when it "
+                                 "is done. The store is not damaged: do not move it aside") from None
     except sqlite3.Error as error:
         problems = [str(error)]
     if problems != ["ok"]:

@@ -115,6 +115,39 @@ def test_damaged_metadata_store_is_named_with_the_way_out(damaged_store, tmp_pat
     assert path.read_bytes() == before and not (out / "examples").exists()
 
 
+@pytest.mark.parametrize("command", ["run", "models", "rollback"])
+def test_a_store_another_process_has_locked_is_busy_not_damaged(tmp_path, capsys, command):
+    """A sqlite3 shell left in a write transaction, a backup tool: the store is locked, not damaged, and moving
+    it aside (the advice for a damaged one) would throw away the cache and the history."""
+    import sqlite3
+
+    from ml_metadata import metadata_store
+    from ml_metadata.proto import metadata_store_pb2
+
+    out = tmp_path / "out"
+    out.mkdir()
+    path = out / "metadata.sqlite"
+    config = metadata_store_pb2.ConnectionConfig()
+    config.sqlite.filename_uri = str(path)
+    metadata_store.MetadataStore(config).put_context_type(metadata_store_pb2.ContextType(name="pipeline"))
+    before = path.read_bytes()
+    holder = sqlite3.connect(str(path), isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")
+    try:
+        synthetic.write_demo_images(tmp_path / "images", 2)
+        extra = {"run": ["--data-dir", tmp_path / "images"], "models": [], "rollback": ["--to", "1"]}[command]
+        code, _, err = _cli(capsys, command, *extra, "--output-dir", out)
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    line = _one_line(err)
+    assert code == 3, line
+    assert f"the ML Metadata store {path} is busy: another process has it locked (database is locked" in line
+    assert "not damaged" in line and "damaged (" not in line and "mv " not in line
+    assert path.read_bytes() == before and not (out / "examples").exists()
+    assert not (out / run_lock.LOCK_FILE).exists(), "the lease was released"
+
+
 def test_damaged_ingest_report_is_named(tmp_path, capsys):
     synthetic.write_demo_images(tmp_path / "images", 2)
     span = tmp_path / "out" / "examples" / "span-1"
