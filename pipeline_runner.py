@@ -548,26 +548,39 @@ def command_rollback(args: argparse.Namespace) -> int:
     return 0
 
 
+SHEET_SUFFIXES = (".png", ".jpg", ".jpeg")  # what Pillow writes the contact sheet as
+
+
 def command_predict(args: argparse.Namespace) -> int:
     import json
 
+    from contract import layout
     from inference import contact_sheet, predict
 
+    if args.sheet is not None and args.sheet.suffix.lower() not in SHEET_SUFFIXES:
+        raise CommandError(f"--sheet {args.sheet}: the contact sheet is an image; give a path ending in "
+                           f"{', '.join(SHEET_SUFFIXES)}")
     model_dir = args.model or predict.latest_version_dir(RunLayout(args.output_dir.resolve()).serving_dir)
+    if args.explain and not (model_dir / layout.KERAS_MODEL_FILE).is_file():
+        raise CommandError(f"--explain needs the Keras model this pipeline pushes beside the SavedModel "
+                           f"({layout.KERAS_MODEL_FILE}), and {model_dir} has none; predict without --explain")
     model = predict.load_model(model_dir)
     files = predict.find_files(args.paths)
     if not files:
         raise CommandError("no files found in " + ", ".join(map(str, args.paths)))
     predictions, jpegs = predict.predict_files(model, files)
-    sheet = None
+    sheet = sheet_error = None
     if jpegs:  # a sheet of nothing but unreadable files would say less than the table
-        heatmaps = predict.explain(model_dir, jpegs) if args.explain else None
         path = args.sheet or _default_sheet(args.output_dir if args.model is None else args.model)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        contact_sheet.render(predictions, jpegs, heatmaps).save(path)
-        sheet = str(path)
+        try:  # whatever happens to the sheet, the classifications are printed below
+            heatmaps = predict.explain(model_dir, jpegs) if args.explain else None
+            path.parent.mkdir(parents=True, exist_ok=True)
+            contact_sheet.render(predictions, jpegs, heatmaps).save(path)
+            sheet = str(path)
+        except (OSError, ValueError) as error:
+            sheet_error = f"the contact sheet could not be written to {path}: {errors.first_line(error)}"
     if args.json:
-        print(json.dumps({"model": str(model_dir), "sheet": sheet,
+        print(json.dumps({"model": str(model_dir), "sheet": sheet, "sheet_error": sheet_error,
                           "predictions": [dataclasses.asdict(p) for p in predictions]}, indent=2))
     else:
         print(f"model: {model_dir}")
@@ -577,6 +590,8 @@ def command_predict(args: argparse.Namespace) -> int:
     unreadable = sum(p.error is not None for p in predictions)
     if unreadable == len(predictions):
         raise CommandError(f"none of the {len(predictions)} files could be classified (reasons above)")
+    if sheet_error:
+        raise RunFailedError(f"{sheet_error} (the classifications are above)")
     if unreadable:
         print(f"warning: {unreadable} of {len(predictions)} files could not be classified (marked UNREADABLE)",
               file=sys.stderr)

@@ -111,6 +111,47 @@ def test_keras_model_file_is_kept_beside_the_saved_model(exported, demo_jpegs):
     np.testing.assert_allclose(reloaded(pixels).numpy(), classifier(pixels).numpy(), rtol=1e-5, atol=1e-6)
 
 
+def _predict(capsys, *argv):
+    import pipeline_runner
+
+    code = pipeline_runner.main([str(a) for a in argv])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+@pytest.fixture
+def photos(tmp_path, demo_jpegs):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for i, jpeg in enumerate(demo_jpegs["cat"][:2] + demo_jpegs["dog"][:2]):
+        (folder / f"p{i}.jpg").write_bytes(jpeg)
+    return folder
+
+
+def test_predict_prints_the_classifications_whatever_happens_to_the_sheet(exported, photos, tmp_path, capsys):
+    _, path = exported
+    code, out, err = _predict(capsys, "predict", photos, "--model", path, "--sheet", tmp_path / "x.txt")
+    assert code == 2 and err.strip() == (f"error: --sheet {tmp_path / 'x.txt'}: the contact sheet is an image; "
+                                         "give a path ending in .png, .jpg, .jpeg") and out == ""
+    blocked = tmp_path / "a-file"
+    blocked.write_text("not a folder")
+    code, out, err = _predict(capsys, "predict", photos, "--model", path, "--sheet", blocked / "sheet.png")
+    assert code == 1 and all(f"p{i}.jpg" in out for i in range(4)), out
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: the contact sheet could not be written to "
+                                                   f"{blocked / 'sheet.png'}: ") and "Traceback" not in err
+
+
+def test_predict_explain_without_the_keras_model_is_refused_in_one_line(exported, photos, tmp_path, capsys):
+    _, path = exported
+    bare = tmp_path / "bare"
+    shutil.copytree(path, bare)
+    os.remove(bare / layout.KERAS_MODEL_FILE)  # a SavedModel another tool exported
+    code, out, err = _predict(capsys, "predict", photos, "--model", bare, "--explain")
+    assert code == 2 and out == "" and err.count("\n") == 1, err
+    assert f"--explain needs the Keras model this pipeline pushes beside the SavedModel ({layout.KERAS_MODEL_FILE})" in err
+
+
 @pytest.fixture(scope="module")
 def tflite_export(demo_jpegs, tmp_path_factory):
     """The TFLite models of a calibrated classifier, written by export_tflite (converted once for the module)."""
