@@ -699,6 +699,9 @@ def _package(args: argparse.Namespace) -> str:
         raise SettingsError("--host and --vertex-project need --package (compile one with `compile`)")
     if not os.path.isfile(args.package):
         raise SettingsError(f"no package at {args.package}: write one with `compile`")
+    from orchestration import kubeflow
+
+    kubeflow.package_spec(args.package)  # a file that is not a package is named now, in one line
     return args.package
 
 

@@ -258,10 +258,20 @@ def check_package_name(output_file: str) -> None:
 
 
 def package_spec(package: str) -> dict:
+    """The package's pipeline spec (its first YAML document); TargetError, in one line, for a file that is not a
+    package `compile` writes (KFP's YAML, or the JSON pipeline job of the Vertex target)."""
     import yaml
 
-    with open(package) as f:
-        return next(yaml.safe_load_all(f)) or {}
+    try:
+        with open(package, encoding="utf-8") as f:
+            spec = next(yaml.safe_load_all(f), None)
+    except (yaml.YAMLError, UnicodeDecodeError) as error:
+        said = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise TargetError(f"{package} is not a pipeline package: it does not parse as YAML ({said})") from None
+    if not isinstance(spec, dict) or not ({"pipelineInfo", "pipelineSpec"} & set(spec)):
+        raise TargetError(f"{package} is not a pipeline package: no pipelineInfo or pipelineSpec in it (write one "
+                          "with `compile`)")
+    return spec
 
 
 def package_pipeline_root(package: str) -> str | None:

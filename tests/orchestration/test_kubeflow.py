@@ -371,3 +371,22 @@ def test_local_run_against_an_unreachable_store_fails_naming_it_and_pushes_nothi
 def test_local_run_refuses_a_package_for_the_clusters_store(package):
     result = _cli("submit", "--local", "--package", package)
     assert result.returncode == 2 and "a local run needs a package compiled with a local --root" in result.stderr
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("just: [text\n", "it does not parse as YAML (while parsing a flow sequence)"),
+    ("hello\n", "no pipelineInfo or pipelineSpec in it"),
+    ("- a\n- b\n", "no pipelineInfo or pipelineSpec in it"),
+    ("", "no pipelineInfo or pipelineSpec in it"),
+])
+@pytest.mark.parametrize("command", [["submit", "--local"], ["schedule", "--host", "http://127.0.0.1:9"]])
+def test_a_file_that_is_not_a_package_is_named_in_one_line(tmp_path, capsys, text, expected, command):
+    import pipeline_runner
+
+    package = tmp_path / "pipeline.yaml"
+    package.write_text(text)
+    code = pipeline_runner.main([*command, "--package", str(package)] +
+                                (["--cron", "0 0 3 * * *"] if command[0] == "schedule" else []))
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "Traceback" not in err, err
+    assert f"error: {package} is not a pipeline package: {expected}" in err

@@ -149,7 +149,8 @@ def test_predict_explain_without_the_keras_model_is_refused_in_one_line(exported
     os.remove(bare / layout.KERAS_MODEL_FILE)  # a SavedModel another tool exported
     code, out, err = _predict(capsys, "predict", photos, "--model", bare, "--explain")
     assert code == 2 and out == "" and err.count("\n") == 1, err
-    assert f"--explain needs the Keras model this pipeline pushes beside the SavedModel ({layout.KERAS_MODEL_FILE})" in err
+    assert ("--explain needs the Keras model this pipeline pushes beside the SavedModel "
+            f"({layout.KERAS_MODEL_FILE})") in err
 
 
 @pytest.fixture(scope="module")
