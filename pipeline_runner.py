@@ -804,7 +804,7 @@ def main(argv: list[str] | None = None) -> int:
     """Runs one command; the only place that turns an error into its one line and exit code (contract.errors)."""
     args = build_parser().parse_args(argv)
     quiet_logs.apply(getattr(args, "verbose", False))
-    from orchestration.lease import RootBusyError
+    from orchestration.lease import LeaseLostError, RootBusyError
 
     try:
         return COMMANDS[args.command](args)
@@ -814,6 +814,10 @@ def main(argv: list[str] | None = None) -> int:
     except RootBusyError as error:
         print(f"error: {error}", file=sys.stderr)
         return errors.BUSY
+    except LeaseLostError as error:  # raised when the work ends: it was not cut off midway
+        print(f"error: {error} while `{args.command}` ran: another run took the root over, so what is there now "
+              "may be that run's work as well as this one's; check `models` and the run summary", file=sys.stderr)
+        return errors.FAILED
     except _refusals() as error:
         print(f"error: {error}", file=sys.stderr)
         return errors.REFUSED

@@ -197,12 +197,13 @@ def release(root: str | os.PathLike, run_id: str) -> bool:
 
 
 @contextlib.contextmanager
-def heartbeat(root: str | os.PathLike, run_id: str, every: float = HEARTBEAT_SECONDS):
+def heartbeat(root: str | os.PathLike, run_id: str, every: float | None = None):
     """Refreshes `run_id`'s lease every `every` seconds while the block runs (a Trainer runs for hours).
 
     A refresh that fails (the lease was taken over) is remembered and raised
     when the block ends; the work itself is not interrupted mid-write.
     """
+    every = HEARTBEAT_SECONDS if every is None else every
     stop, lost = threading.Event(), []
 
     def beat():

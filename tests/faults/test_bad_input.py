@@ -148,6 +148,40 @@ def test_a_store_another_process_has_locked_is_busy_not_damaged(tmp_path, capsys
     assert not (out / run_lock.LOCK_FILE).exists(), "the lease was released"
 
 
+def test_a_command_whose_root_was_taken_over_while_it_ran_says_so_in_one_line(tmp_path, capsys, monkeypatch):
+    """Another run takes the root over (as a run on another machine does when it judges this lease stale): the
+    heartbeat finds out, and the command ends with one line and exit 1, not a traceback."""
+    import threading
+    import time
+
+    from orchestration import lease
+
+    monkeypatch.setattr(lease, "HEARTBEAT_SECONDS", 0.05)
+    synthetic.write_demo_images(tmp_path / "images", 6)
+    out = tmp_path / "out"
+    path = out / lease.LEASE_FILE
+    taken = threading.Event()
+
+    def take_over():
+        deadline = time.time() + 120
+        while not path.exists() and time.time() < deadline:
+            time.sleep(0.005)
+        other = lease.Lease(run_id="other-run", host="elsewhere", since=time.time(), heartbeat=time.time())
+        (out / "lease.tmp").write_text(other.to_text())
+        os.replace(out / "lease.tmp", path)
+        taken.set()
+
+    thief = threading.Thread(target=take_over, daemon=True)
+    thief.start()
+    code, _, err = _cli(capsys, "ingest", "--data-dir", tmp_path / "images", "--output-dir", out)
+    thief.join(timeout=5)
+    assert taken.is_set()
+    line = _one_line(err)
+    assert code == 1, line
+    assert f"lost the pipeline root {out} to run other-run" in line and "while `ingest` ran" in line
+    assert lease.read(out).run_id == "other-run", "the other run's lease is left alone"
+
+
 def test_damaged_ingest_report_is_named(tmp_path, capsys):
     synthetic.write_demo_images(tmp_path / "images", 2)
     span = tmp_path / "out" / "examples" / "span-1"
