@@ -101,7 +101,7 @@ def ingest(source_kind: str, source: str, root: str, data: dict, metadata_store:
                 store, where.examples_root, source_kind if source else None, source, _data_config(data),
                 current_run=run_id, took_over=held.took_over, serving_dir=where.serving_dir,
                 pipeline_name=PipelineConfig().name)
-    except (tfx_node.NodeTaskError, lifecycle.RunRefused, lease.LeaseLostError) as error:
+    except (tfx_node.NodeTaskError, lifecycle.RunRefused, lifecycle.IngestFailed, lease.LeaseLostError) as error:
         _write_record(root, run_id, INGEST_TASK, {"error": str(error)})
         _fail(str(error))
     _write_record(root, run_id, INGEST_TASK, {"before_the_dag": before.to_json()})

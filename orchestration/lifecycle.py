@@ -16,7 +16,10 @@ is a change here, and every orchestrator has it.
 from __future__ import annotations
 
 import dataclasses
+import errno
 import functools
+import os
+import re
 from typing import Any
 
 from config import DataConfig, beam_policy
@@ -109,7 +112,37 @@ def _ingest(kind: str | None, location: str, examples_root: str, data: DataConfi
         report = spans.ingest(kind, location, examples_root, ingest_settings(data), beam_args)
     except (sources.SourceError, spans.NoUsableImagesError) as error:
         raise RunRefused(str(error)) from None
+    except Exception as error:
+        fault = storage_fault(error)
+        if fault is None:
+            raise
+        raise IngestFailed(f"cannot write the new span under {examples_root}: {fault}; nothing was ingested (its "
+                           "staging folder is removed, the spans before it are as they were)") from None
     return report.to_json(), report.table()
+
+
+class IngestFailed(RuntimeError):
+    """The span could not be written (a full disk, a quota, a read-only folder); nothing was ingested."""
+
+
+# A full disk, a file size limit, a quota, a read-only file system, no permission.
+_STORAGE_ERRNOS = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT, errno.EROFS, errno.EACCES}
+
+
+def storage_fault(error: BaseException) -> str | None:
+    """One line for an error that is the storage's (see _STORAGE_ERRNOS), however it arrived: raised here, or
+    re-raised by a Beam worker as text ("RuntimeError: OSError: [Errno 28] ..."); None for any other error."""
+    seen = error
+    while seen is not None:
+        if isinstance(seen, OSError) and seen.errno in _STORAGE_ERRNOS:
+            return f"[Errno {seen.errno}] {os.strerror(seen.errno)}"
+        seen = seen.__cause__ or seen.__context__
+    found = re.search(r"\[Errno (\d+)\]", str(error))
+    if found and int(found.group(1)) in _STORAGE_ERRNOS:
+        return f"[Errno {found.group(1)}] {os.strerror(int(found.group(1)))}"
+    if "No space left on device" in str(error):
+        return "No space left on device"
+    return None
 
 
 def check_spans(examples_root: str, window: int) -> None:

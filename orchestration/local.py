@@ -45,7 +45,11 @@ class Source:
 def ingest(config: PipelineConfig, output_dir: pathlib.Path, source: Source, beam_workers: int = 0) -> int:
     """Only ingests the source as a span (under the lock); returns the exit code."""
     with exclusive_run(output_dir):
-        report = _ingest(config, RunLayout(output_dir.resolve()), source, beam_workers)
+        try:
+            report = _ingest(config, RunLayout(output_dir.resolve()), source, beam_workers)
+        except lifecycle.IngestFailed as error:
+            print(f"error: {error}", file=sys.stderr)
+            return FAILED
     return OK if report else REFUSED
 
 
@@ -104,6 +108,9 @@ def _run_locked(config: PipelineConfig, where: RunLayout, source: Source | None,
     except lifecycle.RunRefused as error:
         print(f"error: {error}", file=sys.stderr)
         return REFUSED
+    except lifecycle.IngestFailed as error:
+        print(f"error: {error}", file=sys.stderr)
+        return FAILED
     print(before.table, flush=True)
     for message in before.messages():
         print(message, flush=True)

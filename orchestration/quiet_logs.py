@@ -32,4 +32,7 @@ def apply(verbose: bool = False) -> None:
         logging.getLogger(noisy).setLevel(level)
     # Beam's worker processes report every warning of theirs through the job service.
     logging.getLogger("apache_beam").setLevel(level if verbose else logging.ERROR)
+    # A transform's failure is logged with its traceback there and raised by the pipeline too: the command
+    # words the raised one (a full disk while ingest writes, say) in its one line.
+    logging.getLogger("apache_beam.runners.common").setLevel(level if verbose else logging.CRITICAL)
 

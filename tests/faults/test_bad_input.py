@@ -182,6 +182,29 @@ def test_a_command_whose_root_was_taken_over_while_it_ran_says_so_in_one_line(tm
     assert lease.read(out).run_id == "other-run", "the other run's lease is left alone"
 
 
+def test_ingest_onto_a_full_disk_is_one_line_and_leaves_the_spans_as_they_were(tmp_path, capsys):
+    """A file size limit makes the span's writes fail as a full disk does (EFBIG), for any user and in Beam's
+    worker too; the earlier span stays whole and no staging folder is left."""
+    out = tmp_path / "out"
+    synthetic.write_demo_images(tmp_path / "first", 2)
+    assert _cli(capsys, "ingest", "--data-dir", tmp_path / "first", "--output-dir", out)[0] == 0
+    span_1 = sorted(p.relative_to(out) for p in (out / "examples").rglob("*"))
+    synthetic.write_demo_images(tmp_path / "more", 40)
+    script = ("import resource, signal, sys\n"
+              "signal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n"
+              "resource.setrlimit(resource.RLIMIT_FSIZE, (100_000, 100_000))\n"
+              "import pipeline_runner\n"
+              f"sys.exit(pipeline_runner.main(['ingest', '--data-dir', {str(tmp_path / 'more')!r}, '--output-dir', "
+              f"{str(out)!r}]))\n")
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300, cwd=ROOT,
+                            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONWARNINGS": "ignore"})
+    line = _one_line(result.stderr)
+    assert result.returncode == 1, line
+    assert line == (f"error: cannot write the new span under {out / 'examples'}: [Errno 27] File too large; nothing "
+                    "was ingested (its staging folder is removed, the spans before it are as they were)")
+    assert sorted(p.relative_to(out) for p in (out / "examples").rglob("*")) == span_1
+
+
 def test_damaged_ingest_report_is_named(tmp_path, capsys):
     synthetic.write_demo_images(tmp_path / "images", 2)
     span = tmp_path / "out" / "examples" / "span-1"
