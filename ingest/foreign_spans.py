@@ -12,19 +12,22 @@ import posixpath
 
 import tensorflow as tf
 
+from config import DataConfig
 from contract import features, layout
 from ingest.span_report import existing_spans, load_report
 
 _JPEG_START = b"\xff\xd8\xff"
 
 
-def foreign_span_problems(examples_root: str | os.PathLike, span: int, max_per_file: int = 3) -> list[str]:
+def foreign_span_problems(examples_root: str | os.PathLike, span: int, max_per_file: int = 3,
+                          max_pixels: int = DataConfig.max_image_pixels) -> list[str]:
     """What makes a span written by another tool (no ingest report) unusable, one line per problem.
 
     Ingest checks every image before it writes a span; a span from elsewhere
     gets this pass instead, before ImportExampleGen copies it: every TFRecord
     must read to its end and every record must be a tf.Example whose `image`
-    is one JPEG (the schema check cannot see either; labels and the other
+    is one JPEG of at most `max_pixels` pixels, as ingest holds images to
+    (the schema check cannot see either; labels and the other
     features are its job). Lines name the file and the record; after
     `max_per_file` problems in one file the rest are counted.
     """
@@ -39,7 +42,7 @@ def foreign_span_problems(examples_root: str | os.PathLike, span: int, max_per_f
             index = -1
             try:
                 for index, record in enumerate(tf.data.TFRecordDataset(path, compression_type=_compression(name))):
-                    problem = _record_problem(record.numpy())
+                    problem = _record_problem(record.numpy(), max_pixels)
                     if problem:
                         found.append(f"{shown} record {index}: {problem}")
             except (tf.errors.DataLossError, tf.errors.InvalidArgumentError) as error:
@@ -51,17 +54,18 @@ def foreign_span_problems(examples_root: str | os.PathLike, span: int, max_per_f
     return problems
 
 
-def window_problems(examples_root: str | os.PathLike, window: int) -> list[str]:
+def window_problems(examples_root: str | os.PathLike, window: int,
+                    max_pixels: int = DataConfig.max_image_pixels) -> list[str]:
     """foreign_span_problems of every span of the newest `window` that has no ingest report."""
     return [problem for span in existing_spans(examples_root)[-window:] if load_report(examples_root, span) is None
-            for problem in foreign_span_problems(examples_root, span)]
+            for problem in foreign_span_problems(examples_root, span, max_pixels=max_pixels)]
 
 
 def _compression(name: str) -> str:
     return "GZIP" if name.endswith(".gz") else ""
 
 
-def _record_problem(serialized: bytes) -> str | None:
+def _record_problem(serialized: bytes, max_pixels: int) -> str | None:
     try:
         example = tf.train.Example.FromString(serialized)
     except Exception:  # protobuf's DecodeError
@@ -73,7 +77,10 @@ def _record_problem(serialized: bytes) -> str | None:
     if not images[0].startswith(_JPEG_START):
         return f"feature '{features.IMAGE_KEY}' is not JPEG data (starts with {images[0][:4].hex(' ') or 'nothing'})"
     try:
-        tf.image.extract_jpeg_shape(images[0])
+        height, width, _ = tf.image.extract_jpeg_shape(images[0]).numpy().tolist()
     except tf.errors.InvalidArgumentError:
         return f"feature '{features.IMAGE_KEY}' is a damaged JPEG (its header cannot be read)"
+    if width * height > max_pixels:  # Transform would decode it whole
+        return (f"feature '{features.IMAGE_KEY}' is a {width}x{height} JPEG: more than the limit of {max_pixels} "
+                "pixels (--max-image-pixels)")
     return None  # labels and the other features: ExampleValidator checks them against the schema

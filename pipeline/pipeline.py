@@ -163,7 +163,7 @@ def create_pipeline(
         train_args=tfx.proto.TrainArgs(splits=[layout.TRAIN_SPLIT]),
         eval_args=tfx.proto.EvalArgs(splits=[layout.SELECTION_SPLIT]),
         custom_config={"image_size": config.data.image_size, "training": dataclasses.asdict(config.training),
-                       "code_version": code_version},
+                       "max_image_pixels": config.data.max_image_pixels, "code_version": code_version},
     ).with_id(TRAINER)
 
     baseline = _newest_blessed_model(trainer.outputs["model"], BASELINE_RESOLVER, builtin_resolver, served_first=True)

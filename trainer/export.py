@@ -6,7 +6,11 @@ model, so serving decodes and resizes exactly as training did:
   `dog_probability`, `class_name`, `valid` and `error`; what a client has is
   a JPEG file. Each image is decoded on its own: one that cannot be decoded
   gets valid=False, an error, NaN and "" while the rest of the batch is
-  classified; an empty batch gives empty outputs.
+  classified; an empty batch gives empty outputs. Each image's size is read
+  from its header first (JPEG, PNG, GIF, BMP): one with more pixels than the
+  limit the model was trained with (`--max-image-pixels`, kept in the model)
+  is answered with its error and never decoded, so a huge image costs a
+  request no more memory than a normal one.
 - `serving_examples`: serialized tf.Examples -> the same outputs; what TFMA
   (the Evaluator) feeds.
 The SavedModel needs only TensorFlow to load: no project code, no Keras.
@@ -24,15 +28,58 @@ import tensorflow as tf
 import tensorflow_transform as tft
 from tensorflow_transform.saved import saved_transform_io_v2
 
+from config import DataConfig
 from contract import features
 from contract.layout import KERAS_MODEL_FILE, TFLITE_FIDELITY_FILE, TFLITE_FILES, TRAINING_HISTORY_FILE, WARMUP_FILE
 from trainer.tflite import native_logs_held, tflite_logits
 
 
+def _big_endian(raw: tf.Tensor) -> tf.Tensor:
+    return tf.reduce_sum(tf.cast(raw, tf.int64) * tf.constant([1 << 24, 1 << 16, 1 << 8, 1], tf.int64))
+
+
+def _little_endian(raw: tf.Tensor) -> tf.Tensor:
+    weights = tf.constant([1, 1 << 8, 1 << 16, 1 << 24][:int(raw.shape[0])], tf.int64)
+    return tf.reduce_sum(tf.cast(raw, tf.int64) * weights)
+
+
+def _header_bytes(encoded: tf.Tensor, start: int, length: int) -> tf.Tensor:
+    """`length` bytes of `encoded` from `start`, as uint8; an error when the data is shorter (the caller's
+    tf.data pipeline drops such an image, which then fails to decode)."""
+    return tf.reshape(tf.io.decode_raw(tf.strings.substr(encoded, start, length), tf.uint8), [length])
+
+
+def header_pixel_count(encoded: tf.Tensor) -> tf.Tensor:
+    """Width x height (int64) of one encoded image, read from its header alone; 0 for data of no format the
+    server decodes (it fails to decode anyway). For a header that cannot be read it raises."""
+    def jpeg():
+        shape = tf.cast(tf.image.extract_jpeg_shape(encoded), tf.int64)  # libjpeg reads the header only
+        return shape[0] * shape[1]
+
+    def png():  # IHDR: width, height as big-endian uint32 at bytes 16 and 20
+        return _big_endian(_header_bytes(encoded, 16, 4)) * _big_endian(_header_bytes(encoded, 20, 4))
+
+    def gif():  # logical screen: width, height as little-endian uint16 at bytes 6 and 8
+        return _little_endian(_header_bytes(encoded, 6, 2)) * _little_endian(_header_bytes(encoded, 8, 2))
+
+    def bmp():  # BITMAPINFOHEADER: width, height as little-endian int32 at bytes 18 and 22 (height < 0: top-down)
+        width, height = _little_endian(_header_bytes(encoded, 18, 4)), _little_endian(_header_bytes(encoded, 22, 4))
+        height = tf.where(height >= 1 << 31, (1 << 32) - height, height)
+        return width * height
+
+    def starts(magic: bytes):
+        return tf.equal(tf.strings.substr(encoded, 0, len(magic)), magic)
+
+    return tf.case([(starts(b"\xff\xd8\xff"), jpeg), (starts(b"\x89PNG\r\n\x1a\n"), png), (starts(b"GIF8"), gif),
+                    (starts(b"BM"), bmp)], default=lambda: tf.constant(0, tf.int64), exclusive=False)
+
+
 class ServingModule(tf.Module):
-    def __init__(self, model: keras.Model, tf_transform_output: tft.TFTransformOutput):
+    def __init__(self, model: keras.Model, tf_transform_output: tft.TFTransformOutput,
+                 max_pixels: int = DataConfig.max_image_pixels):
         super().__init__(name="cats_vs_dogs_serving")
         self.model = model
+        self.max_pixels = max_pixels  # the training setting; a constant of the exported graph
         # The Transform graph as TFT's own layer loads it, without the layer: a Keras (tf_keras) layer in a
         # SavedModel is serialized with traces of its call functions, seconds of every export for functions
         # nothing here calls. The loader's attributes are tracked, as the layer tracks them, so the graph's
@@ -63,9 +110,20 @@ class ServingModule(tf.Module):
             features.CLASS_OUTPUT: tf.gather(self._class_names, class_index),
         }
 
+    def _too_large(self, image_bytes: tf.Tensor) -> tf.Tensor:
+        """bool [n]: which images' headers give more pixels than the limit (a header that cannot be read: no)."""
+        count = tf.shape(image_bytes)[0]
+        sizes = (tf.data.Dataset.from_tensor_slices((tf.range(count), image_bytes))
+                 .map(lambda index, encoded: (index, header_pixel_count(encoded))).ignore_errors())
+        sentinel = tf.data.Dataset.from_tensors((tf.constant(-1), tf.constant(0, tf.int64)))
+        indices, pixels = sizes.concatenate(sentinel).batch(1 << 30).get_single_element()
+        counted = tf.scatter_nd(tf.expand_dims(indices[:-1], 1), pixels[:-1], tf.cast([count], tf.int32))
+        return counted > self.max_pixels
+
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=features.IMAGE_INPUT)], autograph=False)
     def serve_images(self, image_bytes):
         count = tf.shape(image_bytes)[0]
+        too_large = self._too_large(image_bytes)
 
         def transform_one(index, encoded):
             pixels = self._transform.apply_transform_model(
@@ -76,8 +134,9 @@ class ServingModule(tf.Module):
         # Per image in tf.data, a failing decode drops only that element (ignore_errors); the indices kept
         # say which images were classified. A sentinel element makes the single batch exist even when no
         # image is valid (or none was sent).
-        decoded = (tf.data.Dataset.from_tensor_slices((tf.range(count), image_bytes))
-                   .map(transform_one).ignore_errors())
+        decoded = (tf.data.Dataset.from_tensor_slices((tf.range(count), image_bytes, too_large))
+                   .filter(lambda index, encoded, large: tf.logical_not(large))
+                   .map(lambda index, encoded, large: transform_one(index, encoded)).ignore_errors())
         size = self.model.input_shape[1]
         sentinel = tf.data.Dataset.from_tensors((tf.constant(-1), tf.zeros([size, size, 3], tf.float32)))
         indices, pixels = decoded.concatenate(sentinel).batch(1 << 30).get_single_element()
@@ -91,7 +150,9 @@ class ServingModule(tf.Module):
                 tf.fill([count], float("nan")), positions, probability),
             features.CLASS_OUTPUT: tf.tensor_scatter_nd_update(tf.fill([count], ""), positions, names),
             features.VALID_OUTPUT: valid,
-            features.ERROR_OUTPUT: tf.where(valid, "", "not a decodable image (JPEG, PNG, GIF or BMP expected)"),
+            features.ERROR_OUTPUT: tf.where(valid, "", tf.where(
+                too_large, f"more than {self.max_pixels} pixels, the limit the model was trained with",
+                "not a decodable image (JPEG, PNG, GIF or BMP expected)")),
         }
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="examples")], autograph=False)
@@ -100,9 +161,11 @@ class ServingModule(tf.Module):
         return self._predict_from_raw(raw)
 
 
-def export_serving_model(model: keras.Model, tf_transform_output: tft.TFTransformOutput, export_dir: str) -> None:
-    """Writes the SavedModel with both signatures, plus the Keras model file."""
-    module = ServingModule(model, tf_transform_output)
+def export_serving_model(model: keras.Model, tf_transform_output: tft.TFTransformOutput, export_dir: str,
+                         max_pixels: int = DataConfig.max_image_pixels) -> None:
+    """Writes the SavedModel with both signatures, plus the Keras model file. `max_pixels`: serving answers
+    larger images with an error (the training data's --max-image-pixels)."""
+    module = ServingModule(model, tf_transform_output, max_pixels)
     signatures = {
         features.SERVING_SIGNATURE: module.serve_images.get_concrete_function(),
         features.EXAMPLES_SIGNATURE: module.serve_examples.get_concrete_function(),

@@ -21,7 +21,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_transform as tft
 
-from config import TrainingConfig
+from config import DataConfig, TrainingConfig
 from contract import features, layout
 from trainer import devices, export, feature_cache
 from trainer import model as model_lib
@@ -311,7 +311,9 @@ def run_fn(fn_args) -> None:
         counts=(count_records(fn_args.train_files), count_records(fn_args.eval_files)))
     logging.info("Best epoch %s with %s=%s", history["best_epoch"], _MONITOR, history["best_val_loss"])
     classifier = model_lib.get_classifier(model)
-    export.export_serving_model(classifier, tf_transform_output, fn_args.serving_model_dir)
+    export.export_serving_model(classifier, tf_transform_output, fn_args.serving_model_dir,
+                                max_pixels=int(fn_args.custom_config.get("max_image_pixels",
+                                                                          DataConfig.max_image_pixels)))
     export.write_warmup_requests(fn_args.serving_model_dir, encoded_images(fn_args.eval_files, WARMUP_IMAGES))
     if config.tflite:
         representative = sample_pixels(train_examples, max(1, config.tflite_calibration_images), config)

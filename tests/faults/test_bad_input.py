@@ -378,19 +378,25 @@ def test_foreign_span_with_png_bytes_or_a_truncated_file_stops_before_any_compon
     span = tmp_path / "out" / "examples" / "span-1"
     (span / "train").mkdir(parents=True)
     (span / "eval").mkdir()
+    large = io.BytesIO()  # 400x300 = 120,000 pixels, above the --max-image-pixels given below
+    Image.new("RGB", (400, 300), (120, 90, 60)).save(large, format="JPEG")
     with tf.io.TFRecordWriter(str(span / "train" / "part-0.tfrecord")) as writer:
         writer.write(_example(demo_jpegs["cat"][1], 0))
         writer.write(_example(buffer.getvalue(), 0))
         writer.write(_example(demo_jpegs["dog"][0], 1))
+        writer.write(_example(large.getvalue(), 1))
     with tf.io.TFRecordWriter(str(span / "eval" / "part-0.tfrecord")) as writer:
         for label, name in enumerate(("cat", "dog")):
             writer.write(_example(demo_jpegs[name][2], label))
     whole = (span / "eval" / "part-0.tfrecord").read_bytes()
     (span / "eval" / "part-0.tfrecord").write_bytes(whole[:-40])  # a copy that stopped short
 
-    code, _, err = _cli(capsys, "run", "--output-dir", tmp_path / "out", "--min-eval-examples", "1")
+    code, _, err = _cli(capsys, "run", "--output-dir", tmp_path / "out", "--min-eval-examples", "1",
+                        "--max-image-pixels", "100000")
     assert code == 2 and "Traceback" not in err
-    assert "error: the data gate stopped the run before ImportExampleGen: 2 problems" in err
+    assert "error: the data gate stopped the run before ImportExampleGen: 3 problems" in err
+    assert ("span-1/train/part-0.tfrecord record 3: feature 'image' is a 400x300 JPEG: more than the limit of "
+            "100000 pixels (--max-image-pixels)") in err
     assert ("span-1/train/part-0.tfrecord record 1: feature 'image' is not JPEG data (starts with 89 50 4e 47)"
             in err)
     assert "span-1/eval/part-0.tfrecord record 1: not a readable TFRecord (truncated or corrupt" in err

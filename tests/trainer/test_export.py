@@ -1,5 +1,6 @@
 """The serving SavedModel, built with a real Transform graph, against the Keras model."""
 
+import io
 import json
 import os
 import shutil
@@ -12,7 +13,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from config import TrainingConfig
+from config import DataConfig, TrainingConfig
 from contract import features, layout
 from ingest.images import check_image
 from ingest.spans import make_example
@@ -68,6 +69,79 @@ def test_bad_images_are_marked_and_the_rest_of_the_batch_classified(exported, de
     assert names[1:4].tolist() == [b"", b"", b""] and names[0] in (b"cat", b"dog")
     errors = result[features.ERROR_OUTPUT].numpy()
     assert errors[0] == errors[4] == b"" and all(e.startswith(b"not a decodable image") for e in errors[1:4])
+
+
+def _huge_headers() -> dict[str, bytes]:
+    """Headers that claim more pixels than the default limit (4e8; a GIF's most, 65535 x 65535) with no image
+    data behind them."""
+    side = 20000
+    png = (b"\x89PNG\r\n\x1a\n" + (13).to_bytes(4, "big") + b"IHDR" + side.to_bytes(4, "big") + side.to_bytes(4, "big")
+           + b"\x08\x02\x00\x00\x00" + b"\x00" * 4)
+    gif = b"GIF89a" + (65535).to_bytes(2, "little") + (65535).to_bytes(2, "little") + b"\x00" * 8
+    bmp = (b"BM" + b"\x00" * 12 + (40).to_bytes(4, "little") + side.to_bytes(4, "little")
+           + (-side).to_bytes(4, "little", signed=True) + b"\x01\x00\x18\x00" + b"\x00" * 24)
+    return {"PNG": png, "GIF": gif, "BMP": bmp}
+
+
+def _encoded(fmt: str, size: int = 24) -> bytes:
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (size, size), (90, 140, 200)).save(buffer, format=fmt)
+    return buffer.getvalue()
+
+
+def test_images_above_the_pixel_limit_get_an_error_from_their_header_and_the_rest_are_classified(exported,
+                                                                                                demo_jpegs):
+    _, path = exported
+    serve = tf.saved_model.load(path).signatures["serving_default"]
+    huge = _huge_headers()
+    small = [_encoded(fmt) for fmt in ("PNG", "GIF", "BMP")]
+    batch = [demo_jpegs["cat"][0], huge["PNG"], huge["GIF"], huge["BMP"], *small]
+    result = serve(image_bytes=tf.constant(batch))
+    assert result[features.VALID_OUTPUT].numpy().tolist() == [True, False, False, False, True, True, True]
+    limit = DataConfig.max_image_pixels
+    errors = [e.decode() for e in result[features.ERROR_OUTPUT].numpy()]
+    assert errors[1:4] == [f"more than {limit} pixels, the limit the model was trained with"] * 3, errors
+    assert np.isnan(result[features.PROBABILITY_OUTPUT].numpy()[1:4]).all()
+
+
+def test_a_huge_jpeg_beside_a_good_one_costs_the_server_no_more_memory_than_a_normal_request(exported, demo_jpegs,
+                                                                                            tmp_path):
+    """A 12000x12000 JPEG (a 2 MB file) takes ~420 MiB more at its request's peak when decoded (measured with the
+    limit lifted); its header alone is read. Peak memory is measured in a process of its own, as a server's."""
+    from PIL import Image
+
+    _, path = exported
+    gradient = Image.linear_gradient("L").resize((12000, 12000)).convert("RGB")
+    gradient.save(tmp_path / "huge.jpg", quality=30)
+    del gradient
+    (tmp_path / "good.jpg").write_bytes(demo_jpegs["dog"][0])
+    # Loading the SavedModel peaks higher than one decode: the peak (VmHWM) is reset after the warm-up request
+    # (Linux's clear_refs), so the request's own peak is what is compared.
+    script = textwrap.dedent("""
+        import json, sys
+        import tensorflow as tf
+
+        def peak_mib():
+            return int(next(l for l in open("/proc/self/status") if l.startswith("VmHWM")).split()[1]) / 1024
+
+        serve = tf.saved_model.load(sys.argv[1]).signatures["serving_default"]
+        good, huge = (open(p, "rb").read() for p in sys.argv[2:4])
+        serve(image_bytes=tf.constant([good, good]))
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        before = peak_mib()
+        result = serve(image_bytes=tf.constant([huge, good]))
+        print(json.dumps({"grown_mib": peak_mib() - before, "valid": result["valid"].numpy().tolist(),
+                          "error": result["error"].numpy()[0].decode()}))
+    """)
+    result = subprocess.run([sys.executable, "-c", script, path, str(tmp_path / "good.jpg"),
+                             str(tmp_path / "huge.jpg")], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    outcome = json.loads(result.stdout.strip().splitlines()[-1])
+    assert outcome["valid"] == [False, True] and outcome["error"].startswith("more than 50000000 pixels")
+    assert outcome["grown_mib"] < 64, outcome
 
 
 def test_an_empty_batch_gives_empty_outputs_from_both_signatures(exported):
