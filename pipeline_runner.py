@@ -99,7 +99,8 @@ def _add_config_flags(parser: argparse.ArgumentParser, sections: tuple[str, ...]
             groups[section] = parser.add_argument_group(f"{section} settings (config/__init__.py)")
         group = groups[section]
         flag = "--" + field.name.replace("_", "-")
-        help_text = f"{field.metadata['help']} Default: {field.default}."
+        # argparse formats help with %: a literal one ("a 95% interval") must be doubled
+        help_text = f"{field.metadata['help']} Default: {field.default}.".replace("%", "%%")
         if field.type in ("bool", bool):
             group.add_argument(flag, dest=field.name, action=argparse.BooleanOptionalAction, default=None,
                                help=help_text)
