@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 # TFX 1.16 declares Python < 3.11, but all of its compiled dependencies ship 3.11 wheels.
 PIP_INSTALL := $(BIN)/pip install --quiet --disable-pip-version-check --ignore-requires-python
 
-.PHONY: demo test test-fast bench bench-quick bench-trainer bench-looks lock clean system-packages
+.PHONY: demo test test-fast fuzz bench bench-quick bench-trainer bench-looks lock clean system-packages
 
 # --no-compile: most of the lock's 23,000 modules are never imported; those that are compile on first import.
 $(STAMP): requirements/lock.txt setup.py
@@ -39,6 +39,11 @@ test: $(STAMP) system-packages
 
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -m "not e2e"
+
+# The fuzzing of tests/fuzz at 25 times the inputs `make test` tries, with a new random seed each time (about 15
+# minutes on one core); --hypothesis-show-statistics prints what the inputs came to.
+fuzz: $(STAMP)
+	FUZZ_EXAMPLES_SCALE=25 FUZZ_RANDOM=1 $(BIN)/python -m pytest tests/fuzz --hypothesis-show-statistics
 
 # Benchmarks print a table and write JSON (runs/benchmarks.json); full: the training section about 16 minutes on 2 cores, the rest about 2.
 bench: $(STAMP)
