@@ -195,7 +195,7 @@ def _custom_objects_api():
     return client.CustomObjectsApi(client.ApiClient(configuration)), configuration.host
 
 
-def _refusal(error, serving: Serving, api: str, version: int) -> str:
+def _refusal(error, serving: Serving, api: str) -> str:
     """The one line for an answer of the API other than success."""
     name = f"InferenceService {serving.namespace}/{serving.name}"
     status = getattr(error, "status", None)
@@ -229,7 +229,7 @@ def roll_out(serving: Serving, version: int) -> Rollout:
             return Rollout(serving, version, new_revision=False, api=host)
         api.patch_namespaced_custom_object(*where, body=rollout_patch(version), _request_timeout=API_TIMEOUT_SECONDS)
     except ApiException as error:
-        raise RolloutError(_refusal(error, serving, host, version)) from None
+        raise RolloutError(_refusal(error, serving, host)) from None
     except (urllib3.exceptions.HTTPError, OSError) as error:
         raise RolloutError(f"the Kubernetes API at {host} is unreachable ({first_line(error)})") from None
     return Rollout(serving, version, new_revision=True, api=host)
