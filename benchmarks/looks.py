@@ -129,8 +129,8 @@ def table(runs: list[dict], tuning: tuple[str, ...], held_out: tuple[str, ...]) 
     settings = [s for s in SETTINGS if any(r["setting"] == s for r in runs)]
     looks = [look for look in (*tuning, *held_out) if any(r["look"] == look for r in runs)]
     lines = [f"{'look':24}" + "".join(f"{s:>26}" for s in settings)]
-    for label, group in ([(look, (look,)) for look in looks]
-                         + [("tuning looks", tuning), ("held-out looks", held_out)]):
+    groups = [(label, group) for label, group in (("tuning looks", tuning), ("held-out looks", held_out)) if group]
+    for label, group in [(look, (look,)) for look in looks] + groups:
         cells = []
         for setting in settings:
             figure = summarize(runs, group, setting)
@@ -178,8 +178,10 @@ def main(argv: list[str] | None = None) -> int:
                           f"({runs[-1]['seconds']:.0f} s)", flush=True)
                     args.json.parent.mkdir(parents=True, exist_ok=True)
                     args.json.write_text(json.dumps({"sizes": dataclasses.asdict(sizes), "runs": runs}, indent=1))
-    tuning = tuple(look for look in looks if look in TUNING_LOOKS)
-    held_out = tuple(look for look in looks if look not in TUNING_LOOKS)
+    # The table and the decision cover every look measured so far (runs/looks.json), not only this call's --looks.
+    measured = {run["look"] for run in runs}
+    tuning = tuple(look for look in TUNING_LOOKS if look in measured)
+    held_out = tuple(look for look in HELD_OUT_LOOKS if look in measured)
     print(f"\ntest accuracy, mean of {args.seeds} seeds, [exact 95% interval of the test images]; "
           f"{2 * sizes.train_per_class} train, {2 * sizes.validation_per_class} validation (the kept epoch), "
           f"{2 * sizes.test_per_class} test images a look; --weights none at {sizes.image_size} px")

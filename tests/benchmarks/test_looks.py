@@ -43,3 +43,10 @@ def test_the_table_gives_each_accuracy_its_interval_on_the_test_images():
     assert figure["low"] < 0.70 < figure["high"] and figure["high"] - figure["low"] < 0.07  # 800 images
     table = looks.table(runs, looks.TUNING_LOOKS, looks.HELD_OUT_LOOKS)
     assert "held-out looks" in table and "0.700 [" in table
+
+
+def test_a_table_of_held_out_looks_alone_leaves_out_the_tuning_group():
+    """`--looks print` (one look added to a resumed run) once failed on the empty tuning group."""
+    runs = [run for run in _figures({"4 views": 0.79}, {"4 views": 0.70}) if run["look"] == "print"]
+    table = looks.table(runs, (), ("print",))
+    assert "tuning looks" not in table and "held-out looks" in table and "0.700 [" in table
