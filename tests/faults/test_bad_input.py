@@ -84,8 +84,8 @@ def test_second_run_exits_3_without_touching_the_store_while_locked(tmp_path):
 
 # Damaged metadata store and ingest report --------------------------------------------------------------------
 
-@pytest.fixture
-def damaged_store(tmp_path):
+def _sound_store(tmp_path):
+    """(an output dir, its metadata.sqlite): a real ML Metadata store with one type in it."""
     from ml_metadata import metadata_store
     from ml_metadata.proto import metadata_store_pb2
 
@@ -95,6 +95,12 @@ def damaged_store(tmp_path):
     config = metadata_store_pb2.ConnectionConfig()
     config.sqlite.filename_uri = str(path)
     metadata_store.MetadataStore(config).put_context_type(metadata_store_pb2.ContextType(name="pipeline"))
+    return out, path
+
+
+@pytest.fixture
+def damaged_store(tmp_path):
+    out, path = _sound_store(tmp_path)
     data = bytearray(path.read_bytes())
     data[4096:8192] = b"\xa5" * 4096  # one page of MLMD's tables overwritten, as a bad disk block would
     path.write_bytes(bytes(data))
@@ -121,15 +127,7 @@ def test_a_store_another_process_has_locked_is_busy_not_damaged(tmp_path, capsys
     it aside (the advice for a damaged one) would throw away the cache and the history."""
     import sqlite3
 
-    from ml_metadata import metadata_store
-    from ml_metadata.proto import metadata_store_pb2
-
-    out = tmp_path / "out"
-    out.mkdir()
-    path = out / "metadata.sqlite"
-    config = metadata_store_pb2.ConnectionConfig()
-    config.sqlite.filename_uri = str(path)
-    metadata_store.MetadataStore(config).put_context_type(metadata_store_pb2.ContextType(name="pipeline"))
+    out, path = _sound_store(tmp_path)
     before = path.read_bytes()
     holder = sqlite3.connect(str(path), isolation_level=None)
     holder.execute("BEGIN EXCLUSIVE")
