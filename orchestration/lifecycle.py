@@ -23,6 +23,7 @@ import re
 from typing import Any
 
 from config import DataConfig, beam_policy
+from contract.errors import RunFailedError
 from ingest import foreign_spans, sources, span_report, spans
 from orchestration import reconcile, store_health
 
@@ -121,8 +122,9 @@ def _ingest(kind: str | None, location: str, examples_root: str, data: DataConfi
     return report.to_json(), report.table()
 
 
-class IngestFailed(RuntimeError):
-    """The span could not be written (a full disk, a quota, a read-only folder); nothing was ingested."""
+class IngestFailed(RunFailedError):
+    """The span could not be written (a full disk, a quota, a read-only folder); nothing was ingested. The
+    command line words it in one line with exit code 1, as any failed run."""
 
 
 # A full disk, a file size limit, a quota, a read-only file system, no permission.

@@ -45,11 +45,7 @@ class Source:
 def ingest(config: PipelineConfig, output_dir: pathlib.Path, source: Source, beam_workers: int = 0) -> int:
     """Only ingests the source as a span (under the lock); returns the exit code."""
     with exclusive_run(output_dir):
-        try:
-            report = _ingest(config, RunLayout(output_dir.resolve()), source, beam_workers)
-        except lifecycle.IngestFailed as error:
-            print(f"error: {error}", file=sys.stderr)
-            return FAILED
+        report = _ingest(config, RunLayout(output_dir.resolve()), source, beam_workers)
     return OK if report else REFUSED
 
 
@@ -108,9 +104,6 @@ def _run_locked(config: PipelineConfig, where: RunLayout, source: Source | None,
     except lifecycle.RunRefused as error:
         print(f"error: {error}", file=sys.stderr)
         return REFUSED
-    except lifecycle.IngestFailed as error:
-        print(f"error: {error}", file=sys.stderr)
-        return FAILED
     print(before.table, flush=True)
     for message in before.messages():
         print(message, flush=True)

@@ -35,8 +35,8 @@ BUSY_TIMEOUT_SECONDS = 5.0  # how long the check waits for another process's wri
 
 def check(path: str | os.PathLike, root: str | os.PathLike | None = None) -> None:
     """Raises DamagedStoreError if `path` exists but is not a sound SQLite database, StoreBusyError if another
-    process holds it locked (naming the run that holds `root`, if one does). Called under the root's lease, so
-    a lock is never this pipeline's own run."""
+    process holds it locked (naming the run that holds `root`, if one does). A run checks it under the root's
+    lease, so that a lock is never a run of this pipeline on the same root."""
     path = os.fspath(path)
     if not os.path.exists(path):
         return  # a first run creates it
