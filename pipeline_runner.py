@@ -527,6 +527,8 @@ def command_rollback(args: argparse.Namespace) -> int:
     import config as config_lib
     from orchestration import kserve, rollback
 
+    # Checked before anything changes: a name Kubernetes would refuse is a refusal, not a half-done rollback.
+    serving = kserve.Serving(name=args.serving_name, namespace=args.serving_namespace) if args.serving_rollout else None
     root, store = _history_store(args)
     try:
         done = rollback.rollback(root, store, args.to, args.reason, config_lib.PipelineConfig().name)
@@ -541,7 +543,6 @@ def command_rollback(args: argparse.Namespace) -> int:
     else:
         print(f"version {done.to_version}'s model is served again as version {done.pushed.version} "
               f"({done.pushed.path}); version {done.from_version} was served before")
-    serving = kserve.Serving(name=args.serving_name, namespace=args.serving_namespace) if args.serving_rollout else None
     try:
         print(rollback.reach_clients(str(root), done.pushed.version, serving))
     except kserve.RolloutError as error:

@@ -57,7 +57,7 @@ def safe_link(url: str) -> bool:
     parsed = urllib.parse.urlsplit(url)
     if parsed.scheme:
         return parsed.scheme.lower() in ("http", "https") and bool(parsed.netloc)
-    if parsed.netloc or url.strip().startswith(("/", "\\")) or "\\" in parsed.path:
+    if parsed.netloc or url.startswith("/") or "\\" in url:
         return False
     if ":" in parsed.path.split("/")[0]:
         return False  # read as a scheme by some parsers
