@@ -3,7 +3,7 @@
 from setuptools import find_packages, setup
 
 PACKAGES = ("contract", "config", "pipeline", "components", "trainer", "ingest", "reporting", "inference",
-            "orchestration")
+            "orchestration", "cli")
 
 setup(
     name="cats-vs-dogs-tfx",
@@ -14,6 +14,7 @@ setup(
     packages=find_packages(include=[f"{name}{suffix}" for name in PACKAGES for suffix in ("", ".*")]),
     package_data={"pipeline": ["schema/*.pbtxt"], "reporting": ["templates/*.j2"]},
     py_modules=["pipeline_runner"],
+    entry_points={"console_scripts": ["cats-vs-dogs = pipeline_runner:entry_point"]},
     install_requires=[
         "tfx==1.16.0",
         "tensorflow==2.16.2",

@@ -12,6 +12,8 @@ import dataclasses
 import math
 from typing import Any, Mapping
 
+from contract.errors import CommandError
+
 # MobileNetV2's ImageNet weights exist for these width multipliers only.
 IMAGENET_ALPHAS = (0.35, 0.5, 0.75, 1.0, 1.3, 1.4)
 WEIGHTS_IMAGENET = "imagenet"
@@ -21,7 +23,7 @@ WEIGHTS_NONE = "none"
 MOBILENET_V2_BASE_LAYERS = 154
 
 
-class ConfigError(ValueError):
+class ConfigError(CommandError, ValueError):
     """A configuration value is out of range; the message names the field."""
 
     def __init__(self, field: str, message: str):

@@ -1,27 +1,49 @@
-"""How a command ends: its exit codes, and how an error is worded in the one line a user sees.
+"""How a command ends: its exit codes, the error classes every foreseeable fault derives from, and the one
+line a user sees for it.
 
 Scripts and schedulers read the exit codes, so they are part of the contract:
 0 done, 1 the run failed (its summary says where), 2 refused before any work
 (bad input or settings: nothing changed), 3 another run holds the root, 130
-interrupted.
+interrupted. A module raises one of the classes below (or a class of its own
+derived from one); only `end` prints it, for the command line and for the
+Kubeflow tasks alike. An error that is not a CommandError is a bug, and keeps
+its traceback.
 """
 
 from __future__ import annotations
+
+import sys
 
 OK, FAILED, REFUSED, BUSY, INTERRUPTED = 0, 1, 2, 3, 130
 
 
 class CommandError(Exception):
-    """A command cannot do what was asked; its message is the line the user sees, `exit_code` what it exits
-    with. The command line's main() alone prints it."""
+    """A foreseeable fault: a command cannot do what was asked. Its message is the line the user sees,
+    `exit_code` what it exits with. By default a refusal: found before any work, nothing changed."""
 
     exit_code = REFUSED
+
+    def line(self, command: str | None = None) -> str:
+        """The one line for the user; `command` is the command that was running, for errors that need it."""
+        return str(self)
 
 
 class RunFailedError(CommandError):
     """The work started and failed; the message says where (and where its summary is)."""
 
     exit_code = FAILED
+
+
+class BusyError(CommandError):
+    """Another run holds what this one needs; nothing was touched. Try again later."""
+
+    exit_code = BUSY
+
+
+def end(error: CommandError, command: str | None = None) -> int:
+    """Prints the error's one line to stderr; returns its exit code."""
+    print(f"error: {error.line(command)}", file=sys.stderr, flush=True)
+    return error.exit_code
 
 
 def first_line(error: BaseException, with_type: bool = False) -> str:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 
-from contract.errors import first_line
+from contract.errors import CommandError, first_line
 
 GRPC_SCHEME = "grpc://"
 SQLITE_SCHEME = "sqlite://"
@@ -62,7 +62,7 @@ RECONCILED_EXECUTION_TYPE = "ReconciledPush"
 RECONCILED_AT = "reconciled_at"
 
 
-class StoreAddressError(ValueError):
+class StoreAddressError(CommandError, ValueError):
     """A store string that is neither grpc://HOST:PORT nor sqlite:///PATH; the message names it."""
 
 
@@ -111,7 +111,7 @@ def open_store(store: str, read_only: bool = False):
     return metadata_store.MetadataStore(connection_config(store, read_only))
 
 
-class StoreUnreachableError(RuntimeError):
+class StoreUnreachableError(CommandError, RuntimeError):
     """The store did not answer; the message names it and the first line of the error."""
 
 

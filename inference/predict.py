@@ -12,10 +12,11 @@ import os
 import pathlib
 
 from contract import features, layout, storage
+from contract.errors import CommandError
 from ingest.images import RejectedImage, check_image
 
 
-class NoModelError(FileNotFoundError):
+class NoModelError(CommandError, FileNotFoundError):
     """No pushed model where one was expected; the message names the place."""
 
 

@@ -21,6 +21,7 @@ import pathlib
 import re
 from typing import Callable, Iterable, Iterator
 
+from contract.errors import CommandError
 from contract.features import LABEL_NAMES
 
 _FOLDER_LABELS = {name: index for index, label in enumerate(LABEL_NAMES) for name in (label, label + "s")}
@@ -30,7 +31,7 @@ _KAGGLE_NAME = re.compile(r"^(cat|dog)\.\d+\.[A-Za-z0-9]+$", re.IGNORECASE)
 TFDS_NAME = "cats_vs_dogs"
 
 
-class SourceError(ValueError):
+class SourceError(CommandError, ValueError):
     """A data source cannot be read; the message says what to do."""
 
 

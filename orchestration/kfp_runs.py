@@ -13,12 +13,12 @@ import time
 import uuid
 
 from contract import layout
-from contract.errors import first_line
+from contract.errors import CommandError, first_line
 from orchestration.kubeflow import REPORT_TASK, package_pipeline_root, package_spec, report_component, task_constants
 from orchestration.local_schedule import CronError
 
 
-class KubeflowUnreachableError(RuntimeError):
+class KubeflowUnreachableError(CommandError, RuntimeError):
     """The KFP endpoint did not answer; the message names it."""
 
 

@@ -18,13 +18,12 @@ import logging
 import os
 import posixpath
 import re
-import sys
 import tempfile
 
 import tensorflow as tf
 
 from config import DataConfig, PipelineConfig
-from contract import layout
+from contract import errors, layout
 from contract.errors import first_line
 from contract.layout import RunLayout
 from orchestration import kserve, lease, lifecycle, store_health, tfx_node
@@ -34,8 +33,8 @@ TASKS_DIR = "tasks"  # <root>/runs/<run id>/tasks/<task>.json: what each task di
 
 
 def _fail(message: str) -> None:
-    print(f"error: {message}", file=sys.stderr, flush=True)
-    raise SystemExit(1)
+    """Ends the task with one line and exit code 1 (kfp's executor would print a traceback for an exception)."""
+    raise SystemExit(errors.end(errors.RunFailedError(message)))
 
 
 def _write_record(root: str, run_id: str, task: str, record: dict) -> None:

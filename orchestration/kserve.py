@@ -33,7 +33,7 @@ import re
 
 import yaml
 
-from contract.errors import first_line
+from contract.errors import CommandError, first_line
 from contract.layout import RunLayout
 
 GROUP, GROUP_VERSION, PLURAL = "serving.kserve.io", "v1beta1", "inferenceservices"
@@ -65,7 +65,7 @@ def _exporting_tensorflow() -> str:
 _NAME = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")  # a DNS-1035 label: the name becomes a Service's
 
 
-class ServingError(ValueError):
+class ServingError(CommandError, ValueError):
     """A serving setting that cannot work; the message names the flag."""
 
 

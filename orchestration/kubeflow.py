@@ -22,6 +22,7 @@ import posixpath
 from config import PipelineConfig, beam_policy
 from contract import accelerators
 from contract import metadata as metadata_lib
+from contract.errors import CommandError
 from contract.layout import RunLayout
 from orchestration import kserve, lease
 
@@ -41,7 +42,7 @@ TASK_RETRIES = 2
 REPORT_RETRIES = 1
 RETRY_BACKOFF = "60s"
 RETRY_BACKOFF_MAX = "600s"
-DEFAULT_LEASE_TIMEOUT_MINUTES = 60
+DEFAULT_LEASE_TIMEOUT_MINUTES = lease.DEFAULT_STALE_AFTER_SECONDS // 60
 # Other tasks are small next to the Trainer; the Evaluator loads the model too.
 DEFAULT_TASK_CPU = "1"
 DEFAULT_TASK_MEMORY = "4G"
@@ -50,7 +51,7 @@ IMAGE_PROJECT_DIR = "/pipeline"
 IMAGE_SCHEMA_PATH = posixpath.join(IMAGE_PROJECT_DIR, "pipeline", "schema", "schema.pbtxt")
 
 
-class TargetError(ValueError):
+class TargetError(CommandError, ValueError):
     """A compile setting that cannot work on the chosen target; the message says why."""
 
 

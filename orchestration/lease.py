@@ -33,6 +33,8 @@ import threading
 import time
 import uuid
 
+from contract.errors import BusyError, CommandError, RunFailedError
+
 LEASE_FILE = ".pipeline.lock"
 DEFAULT_STALE_AFTER_SECONDS = 3600  # longer than a pod waits for a node; a dead run blocks the root this long
 HEARTBEAT_SECONDS = 60
@@ -42,15 +44,21 @@ REFRESH_TRIES = 4  # a refresh that meets a storage error tries again, this ofte
 REFRESH_BACKOFF_SECONDS = 2.0  # ... waiting 2, 4, 8 s in between
 
 
-class RootBusyError(RuntimeError):
+class RootBusyError(BusyError):
     """Another run holds the root's lease; the message names it. Nothing was touched."""
 
 
-class LeaseLostError(RuntimeError):
-    """This run's lease was taken over (its heartbeat went stale) or is held by another run."""
+class LeaseLostError(RunFailedError):
+    """This run's lease was taken over (its heartbeat went stale) or is held by another run. Raised when the work
+    ends, not midway: what is under the root may now be the other run's work as well as this one's."""
+
+    def line(self, command: str | None = None) -> str:
+        during = f" while `{command}` ran" if command else ""
+        return (f"{self}{during}: another run took the root over, so what is there now may be that run's work as "
+                "well as this one's; check `models` and the run summary")
 
 
-class LeaseUnreachableError(RuntimeError):
+class LeaseUnreachableError(CommandError, RuntimeError):
     """The lease could not be read or written (storage errors, retried): a fault of the moment, not of the run."""
 
 

@@ -23,12 +23,12 @@ import re
 from typing import Any
 
 from config import DataConfig, beam_policy
-from contract.errors import RunFailedError
+from contract.errors import CommandError, RunFailedError
 from ingest import foreign_spans, sources, span_report, spans
 from orchestration import reconcile, store_health
 
 
-class RunRefused(Exception):
+class RunRefused(CommandError):
     """The run cannot start: the message says why and how to fix it. Nothing was changed."""
 
 

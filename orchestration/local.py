@@ -15,12 +15,11 @@ import functools
 import logging
 import pathlib
 import shutil
-import sys
 
 from tfx import v1 as tfx
 
 from config import PipelineConfig, beam_policy
-from contract.errors import FAILED, INTERRUPTED, OK, REFUSED
+from contract.errors import FAILED, INTERRUPTED, OK, RunFailedError
 from contract.layout import RunLayout
 from ingest import span_report, synthetic
 from orchestration import lifecycle, store_health
@@ -40,20 +39,23 @@ class Source:
     demo_images: int = synthetic.DEMO_IMAGES_PER_CLASS
 
 
-
-
 def ingest(config: PipelineConfig, output_dir: pathlib.Path, source: Source, beam_workers: int = 0) -> int:
-    """Only ingests the source as a span (under the lock); returns the exit code."""
+    """Only ingests the source as a span (under the lock); returns the exit code. lifecycle.RunRefused when
+    there is nothing usable."""
+    where = RunLayout(output_dir.resolve())
     with exclusive_run(output_dir):
-        report = _ingest(config, RunLayout(output_dir.resolve()), source, beam_workers)
-    return OK if report else REFUSED
+        kind, location = _source_location(where, source)
+        _, table, _ = lifecycle.ingest(kind, location, str(where.examples_root), config.data,
+                                       functools.partial(beam_policy.ingest_args, beam_workers))
+    print(table, flush=True)
+    return OK
 
 
 def run(config: PipelineConfig, output_dir: pathlib.Path, source: Source | None, *, beam_workers: int = 0,
         allow_anomalies: bool = False, notes: list[str] = ()) -> int:
     """Ingests `source` (None: runs on the spans already there) and runs the pipeline; returns the exit code:
-    0 done, 1 the pipeline failed, 2 refused before it started, 130 interrupted. `notes` (settings chosen for
-    the user) are printed first and kept in the run summary."""
+    0 done, 1 the pipeline failed, 130 interrupted (lifecycle.RunRefused: refused before it started). `notes`
+    (settings chosen for the user) are printed first and kept in the run summary."""
     where = RunLayout(output_dir.resolve())
     for note in notes:
         print(note, flush=True)
@@ -61,19 +63,6 @@ def run(config: PipelineConfig, output_dir: pathlib.Path, source: Source | None,
         # Under the lease: a lock on the store is then another program's, never a run of this root.
         store_health.check(where.metadata_path)
         return _run_locked(config, where, source, beam_workers, allow_anomalies, list(notes), held.took_over)
-
-
-def _ingest(config: PipelineConfig, where: RunLayout, source: Source, beam_workers: int):
-    """Ingests the source; returns the report, or prints the error and returns None."""
-    kind, location = _source_location(where, source)
-    try:
-        report, table, _ = lifecycle.ingest(kind, location, str(where.examples_root), config.data,
-                                            functools.partial(beam_policy.ingest_args, beam_workers))
-    except lifecycle.RunRefused as error:
-        print(f"error: {error}", file=sys.stderr)
-        return None
-    print(table, flush=True)
-    return report
 
 
 def _source_location(where: RunLayout, source: Source | None) -> tuple[str | None, str]:
@@ -96,14 +85,10 @@ def _run_locked(config: PipelineConfig, where: RunLayout, source: Source | None,
 
     kind, location = _source_location(where, source)
     # This process holds the root's lease: a RUNNING execution in the store belongs to a run that was killed.
-    try:
-        before = lifecycle.before_the_dag(
-            store_health.open_store(where.metadata_path), str(where.examples_root), kind, location, config.data,
-            beam_args=functools.partial(beam_policy.ingest_args, beam_workers), took_over=took_over,
-            serving_dir=str(where.serving_dir), pipeline_name=config.name)
-    except lifecycle.RunRefused as error:
-        print(f"error: {error}", file=sys.stderr)
-        return REFUSED
+    before = lifecycle.before_the_dag(
+        store_health.open_store(where.metadata_path), str(where.examples_root), kind, location, config.data,
+        beam_args=functools.partial(beam_policy.ingest_args, beam_workers), took_over=took_over,
+        serving_dir=str(where.serving_dir), pipeline_name=config.name)
     print(before.table, flush=True)
     for message in before.messages():
         print(message, flush=True)
@@ -141,14 +126,19 @@ def _run_locked(config: PipelineConfig, where: RunLayout, source: Source | None,
     try:
         run_summary.write_json(summary, str(where.summary_path))
     except OSError as exc:
-        print(f"error: the run summary could not be written to {where.summary_path}: {exc.strerror or exc}",
-              file=sys.stderr)
-        return code or FAILED
+        raise _after_the_run(code, f"the run summary could not be written to {where.summary_path}: "
+                                   f"{exc.strerror or exc}") from None
     print(f"summary written to {where.summary_path}")
     try:
         page = run_report.write_report(summary, where.root, dataclasses.asdict(config.training), ingest_report)
         print(f"report: {page}")
     except Exception as exc:  # the run itself is done; say what went wrong with its report
-        print(f"error: the run report could not be written: {type(exc).__name__}: {exc}", file=sys.stderr)
-        return code or FAILED
+        raise _after_the_run(code, f"the run report could not be written: {type(exc).__name__}: {exc}") from None
     return code
+
+
+def _after_the_run(code: int, message: str) -> RunFailedError:
+    """A fault after the run ended (its summary is printed): exits with the run's own code, or 1 if it was 0."""
+    error = RunFailedError(message)
+    error.exit_code = code or FAILED
+    return error

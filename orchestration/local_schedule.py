@@ -14,12 +14,13 @@ import shlex
 import subprocess
 import sys
 
+from contract.errors import CommandError
 from contract.layout import RunLayout
 
 _MARK = "# cats-vs-dogs-tfx:"
 
 
-class CronError(ValueError):
+class CronError(CommandError, ValueError):
     """A schedule cron cannot take (a cron expression of the wrong form, a path that is not one line, no crontab
     or one that refuses the table); the message says which and what to do."""
 

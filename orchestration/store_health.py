@@ -18,11 +18,12 @@ import os
 import sqlite3
 
 from contract import metadata as metadata_lib
+from contract.errors import CommandError
 from orchestration import lease
 from orchestration.lease import RootBusyError
 
 
-class DamagedStoreError(RuntimeError):
+class DamagedStoreError(CommandError, RuntimeError):
     """The metadata file cannot be used; the message names it and the way out."""
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 
 from config import PipelineConfig
-from contract.errors import first_line
+from contract.errors import CommandError, first_line
 from contract.layout import RunLayout
 from orchestration.kubeflow import (
     IMAGE_SCHEMA_PATH,
@@ -23,7 +23,7 @@ from orchestration.kubeflow import (
 from orchestration.local_schedule import check_cron
 
 
-class VertexUnreachableError(RuntimeError):
+class VertexUnreachableError(CommandError, RuntimeError):
     """Vertex AI could not be reached or refused the request; the message names the project and region."""
 
 

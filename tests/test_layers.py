@@ -19,7 +19,8 @@ LAYERS = (
     ("pipeline",),  # create_pipeline and the blessing rule
     ("reporting",),  # summary, report and model history, read from ML Metadata
     ("orchestration",),  # one runner per orchestrator
-    ("pipeline_runner",),  # the CLI
+    ("cli",),  # the commands, one module per group
+    ("pipeline_runner",),  # the entry point: parser and dispatch
 )
 RANK = {package: rank for rank, packages in enumerate(LAYERS) for package in packages}
 def _imports_between_packages() -> dict[tuple[str, str], list[str]]:

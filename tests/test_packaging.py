@@ -42,6 +42,10 @@ def test_the_dockerfile_installs_a_wheel_with_every_task_module_and_the_schema(t
     assert project_packages() <= installed, "packages missing from the wheel (setup.py PACKAGES)"
     assert (site / "pipeline" / "schema" / "schema.pbtxt").is_file()
     assert (site / "reporting" / "templates" / "report.html.j2").is_file()
+    # The console script: an installed copy is a command.
+    command = subprocess.run([str(site / "bin" / "cats-vs-dogs"), "models", "--help"], cwd=elsewhere,
+                             capture_output=True, text=True, timeout=120, env=dict(os.environ, PYTHONPATH=str(site)))
+    assert command.returncode == 0 and "--output-dir" in command.stdout, command.stderr[-2000:]
 
 
 def test_the_gpu_images_cuda_libraries_are_what_the_locked_tensorflow_asks_for():

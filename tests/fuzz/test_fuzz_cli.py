@@ -9,6 +9,7 @@ from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
 import pipeline_runner
+from cli import flags, local_run
 from config import ConfigError
 from contract.errors import CommandError
 from tests.fuzz.conftest import examples
@@ -58,9 +59,9 @@ def test_any_argument_list_is_parsed_or_refused_in_one_line(argv):
     assert "Traceback" not in errors.getvalue()
     try:
         if args.command in ("run", "ingest", "compile"):
-            config, _ = pipeline_runner._config_from_args(args)
+            config, _ = flags.config_from_args(args)
             if args.command == "run":
-                pipeline_runner._check_local_files(config)
+                local_run.check_local_files(config)
     except (ConfigError, CommandError) as refused:
         assert "\n" not in str(refused).strip(), str(refused)
         event(f"refused by {type(refused).__name__}")

@@ -191,11 +191,15 @@ def test_pvc_is_mounted_into_every_task(pvc_package):
         assert executor["fieldPathAsEnv"] == [{"fieldPath": "metadata.labels['pipeline/runid']", "name": "KFP_RUN_ID"}]
 
 
-def test_the_clis_source_kinds_are_ingests():
+def test_every_source_kind_has_a_local_flag_and_is_a_package_choice():
     import pipeline_runner
+    from cli import local_run
     from ingest import sources
 
-    assert set(pipeline_runner.SOURCE_KINDS) == set(sources.LISTERS)
+    assert set(local_run.SOURCE_FLAGS) == set(sources.LISTERS)
+    compile_ = next(a for a in pipeline_runner.build_parser()._actions if a.dest == "command").choices["compile"]
+    kinds = next(a for a in compile_._actions if a.dest == "source_kind").choices
+    assert set(kinds) == set(sources.LISTERS)
 
 
 @pytest.mark.parametrize("settings, message", [

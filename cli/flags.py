@@ -1,0 +1,123 @@
+"""Flags more than one command takes, each defined here once, and the checks of what they name."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import pathlib
+
+from contract.errors import CommandError
+
+DEFAULT_OUTPUT_DIR = pathlib.Path("runs/default")
+
+
+class SettingsError(CommandError):
+    """A command-line setting that cannot work; the message names the flag. Refused before any work."""
+
+
+def count(minimum: int):
+    """An argparse type: an integer >= minimum, refused at parse time with the value named."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be an integer >= {minimum}, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be an integer >= {minimum}, got {value}")
+        return value
+    return parse
+
+
+def help_text(text: str) -> str:
+    """argparse formats help with %: a literal one ("a 95% interval") must be doubled."""
+    return text.replace("%", "%%")
+
+
+def add_config_flags(parser: argparse.ArgumentParser, sections: tuple[str, ...] | None = None) -> None:
+    """A flag for every field of the config `sections` the command reads (default: all of them)."""
+    import config as config_lib
+
+    groups: dict[str, argparse._ArgumentGroup] = {}
+    for section, field in config_lib.section_fields():
+        if sections is not None and section not in sections:
+            continue
+        if section not in groups:
+            groups[section] = parser.add_argument_group(f"{section} settings (config/__init__.py)")
+        add_field_flag(groups[section], field)
+
+
+def add_field_flag(group, field) -> None:
+    """The flag of one settings field: --name-with-dashes, its help and stated default from the field itself."""
+    flag = "--" + field.name.replace("_", "-")
+    text = help_text(f"{field.metadata['help']} Default: {field.default}.")
+    kind = field.type if isinstance(field.type, str) else field.type.__name__
+    if kind == "bool":
+        group.add_argument(flag, dest=field.name, action=argparse.BooleanOptionalAction, default=None, help=text)
+    else:
+        group.add_argument(flag, dest=field.name, type={"int": int, "float": float, "str": str}[kind], default=None,
+                           help=text, metavar=field.name.upper())
+
+
+def config_from_args(args: argparse.Namespace):
+    """(the settings of the flags given, notes on settings chosen for the user: the from-scratch schedule)."""
+    import config as config_lib
+
+    base = config_lib.demo_config() if getattr(args, "demo", False) else config_lib.PipelineConfig()
+    overrides = {field.name: getattr(args, field.name) for _, field in config_lib.section_fields()
+                 if getattr(args, field.name, None) is not None}  # a command has the flags of what it reads
+    config, filled = config_lib.from_user_settings(overrides, base)
+    return config, [_from_scratch_note(filled)] if filled else []
+
+
+def _from_scratch_note(filled: dict) -> str:
+    def flag(name, value):
+        name = name.replace("_", "-")
+        if isinstance(value, bool):
+            return f"--{name}" if value else f"--no-{name}"
+        return f"--{name} {value}"
+    shown = ", ".join(flag(name, value) for name, value in filled.items())
+    return (f"random weights (--weights none): training with the from-scratch schedule {shown} (the defaults are "
+            "made for ImageNet weights; set any of these flags to choose)")
+
+
+def add_output_dir(parser, help: str = "A local run's output directory.") -> None:
+    parser.add_argument("--output-dir", type=pathlib.Path, default=DEFAULT_OUTPUT_DIR,
+                        help=f"{help} Default: {DEFAULT_OUTPUT_DIR}.")
+
+
+def add_store_flags(parser, grpc_help: str, sqlite_help: str) -> None:
+    """--metadata-grpc or --metadata-sqlite: the ML Metadata store of a deployment, one or the other."""
+    store = parser.add_mutually_exclusive_group()
+    store.add_argument("--metadata-grpc", metavar="HOST:PORT", help=grpc_help)
+    store.add_argument("--metadata-sqlite", metavar="PATH", help=sqlite_help)
+
+
+def add_experiment(parser) -> None:
+    parser.add_argument("--experiment", default="cats-vs-dogs", help="KFP experiment. Default: cats-vs-dogs.")
+
+
+def add_serving_target_flags(group, rollout_help: str) -> None:
+    """The InferenceService that serves the root's versions, and whether to tell it about a new one."""
+    from orchestration import kserve
+
+    default = kserve.Serving()
+    group.add_argument("--serving-name", default=default.name,
+                       help="The InferenceService's name (also the model's name in predict URLs). "
+                            f"Default: {default.name}.")
+    group.add_argument("--serving-namespace", default=default.namespace,
+                       help=f"Its namespace (with Kubeflow profiles: your profile's). Default: {default.namespace}.")
+    group.add_argument("--no-serving-rollout", dest="serving_rollout", action="store_false",
+                       help=f"On a gs:// root, by default {rollout_help}, through the Kubernetes API. Give this "
+                            "when the versions are served some other way.")
+
+
+def check_output_dir(output_dir: pathlib.Path) -> None:
+    """The output directory exists or can be made, and is writable: checked before any work."""
+    if output_dir.exists() and not output_dir.is_dir():
+        raise SettingsError(f"--output-dir {output_dir} is a file, not a directory")
+    try:
+        output_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise SettingsError(f"--output-dir {output_dir} cannot be created: {error.strerror or error}") from None
+    if not os.access(output_dir, os.W_OK | os.X_OK):
+        raise SettingsError(f"--output-dir {output_dir} is not writable")

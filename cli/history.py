@@ -1,0 +1,127 @@
+"""`models` and `rollback`: the pushed versions of a local output directory or a deployment's root."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import sys
+
+from cli import flags
+from cli.flags import SettingsError
+from contract.errors import CommandError, RunFailedError
+from contract.layout import RunLayout
+
+
+def add_parsers(commands) -> None:
+    models = commands.add_parser("models", help="List the pushed model versions, read from MLMD.",
+                                 description="Each pushed version with its eval metrics, the data spans its model "
+                                             "was trained on, its blessing and its push time: of a local output "
+                                             "directory, or of a deployment (--root and its store).")
+    _add_history_flags(models)
+    models.add_argument("--json", action="store_true", help="Print JSON instead of a table.")
+    models.set_defaults(handler=command_models)
+
+    rollback = commands.add_parser(
+        "rollback", help="Serve an earlier pushed version again (pushed as a new version).",
+        description="Copies version N to the next version number, so that TF Serving (which serves the highest "
+                    "version) serves N's model again with no change to its configuration; records the rollback "
+                    "in ML Metadata. The next run's candidate is compared with this model. Refused, with nothing "
+                    "changed, for a version never pushed or blessed, one whose files changed since its push, the "
+                    "version already served, or while a run holds the root. Works on a local output directory or "
+                    "a deployment's root (--root with its store).")
+    _add_history_flags(rollback)
+    rollback.add_argument("--to", type=flags.count(1), required=True, metavar="N", help="The version to serve again.")
+    rollback.add_argument("--reason", default="", help="Why, kept with the rollback (shown by `models`).")
+    flags.add_serving_target_flags(rollback.add_argument_group("serving on the cluster"),
+                                   "the rollback starts a new revision of the InferenceService with your "
+                                   "kubeconfig's credentials (KServe copies a gs:// root once)")
+    rollback.set_defaults(handler=command_rollback)
+
+
+def _add_history_flags(parser: argparse.ArgumentParser) -> None:
+    where = parser.add_mutually_exclusive_group()
+    flags.add_output_dir(where)
+    where.add_argument("--root", help="A deployment's root, as given to compile (gs://... or a path on its volume, "
+                                      "mounted here); needs --metadata-grpc or --metadata-sqlite.")
+    flags.add_store_flags(parser, "With --root: the deployment's ML Metadata gRPC service (on a cluster: kubectl "
+                                  "port-forward -n kubeflow svc/metadata-grpc-service 8080, then localhost:8080).",
+                          "With --root: a SQLite ML Metadata file.")
+
+
+def history_store(args: argparse.Namespace):
+    """(root, store) that `models` and `rollback` read: --output-dir's, or --root with a --metadata-* flag."""
+    from contract import metadata
+    from orchestration import store_health
+
+    if args.root is not None:
+        if not (args.metadata_grpc or args.metadata_sqlite):
+            raise SettingsError("--root needs the deployment's ML Metadata store: --metadata-grpc HOST:PORT (e.g. "
+                                "through kubectl port-forward) or --metadata-sqlite PATH")
+        if args.metadata_sqlite and not os.path.isfile(args.metadata_sqlite):
+            raise SettingsError(f"--metadata-sqlite {args.metadata_sqlite}: no such file")
+        store = (metadata.grpc_store(args.metadata_grpc) if args.metadata_grpc
+                 else metadata.sqlite_store(args.metadata_sqlite))
+        root = args.root
+    else:
+        if args.metadata_grpc or args.metadata_sqlite:
+            raise SettingsError("--metadata-grpc and --metadata-sqlite go with --root (a deployment's root); "
+                                "--output-dir has its own store")
+        root = args.output_dir.resolve()
+        path = RunLayout(root).metadata_path
+        if not path.exists():
+            raise SettingsError(f"no metadata store at {path}: has the pipeline run in {args.output_dir}?")
+        store = metadata.sqlite_store(path)
+    if store.startswith(metadata.SQLITE_SCHEME):
+        store_health.check(store[len(metadata.SQLITE_SCHEME):], root)
+    try:
+        metadata.reachable_store(store, read_only=True)
+    except (metadata.StoreAddressError, metadata.StoreUnreachableError) as error:
+        raise SettingsError(str(error)) from None
+    return root, store
+
+
+def command_models(args: argparse.Namespace) -> int:
+    from orchestration import reconcile
+    from reporting import model_history
+
+    root, store = history_store(args)
+    versions = model_history.pushed_versions(store)
+    # Read only: versions the store missed are named here; the next run or rollback records them.
+    unknown = reconcile.unrecorded(str(RunLayout(str(root)).serving_dir), versions)
+    if args.json:
+        print(json.dumps([dataclasses.asdict(v) for v in versions], indent=2))
+    else:
+        print(model_history.table(versions))
+    for found in unknown:
+        print(f"warning: {found.describe()} (its pusher stopped before recording it): it is what a server "
+              "loads; the next run or rollback records it", file=sys.stderr)
+    return 0
+
+
+def command_rollback(args: argparse.Namespace) -> int:
+    import config as config_lib
+    from orchestration import kserve, rollback
+
+    # Checked before anything changes: a name Kubernetes would refuse is a refusal, not a half-done rollback.
+    serving = kserve.Serving(name=args.serving_name, namespace=args.serving_namespace) if args.serving_rollout else None
+    root, store = history_store(args)
+    try:
+        done = rollback.rollback(root, store, args.to, args.reason, config_lib.PipelineConfig().name)
+    except rollback.RollbackError as error:
+        raise CommandError(f"cannot roll back to version {args.to}: {error}; nothing was changed") from None
+    for note in done.notes:
+        print(note)
+    if done.completed:
+        print(f"the interrupted rollback to version {done.to_version} is complete: its model is served as version "
+              f"{done.pushed.version} ({done.pushed.path}), now recorded; version {done.from_version} was served "
+              "before")
+    else:
+        print(f"version {done.to_version}'s model is served again as version {done.pushed.version} "
+              f"({done.pushed.path}); version {done.from_version} was served before")
+    try:
+        print(rollback.reach_clients(str(root), done.pushed.version, serving))
+    except kserve.RolloutError as error:
+        raise RunFailedError(f"the rollback is pushed and recorded, but {error}") from None
+    return 0

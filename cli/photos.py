@@ -1,0 +1,132 @@
+"""`predict` and `base-weights`: using a pushed model on this machine."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import pathlib
+import sys
+
+from cli import flags
+from contract import errors
+from contract.errors import CommandError, RunFailedError
+from contract.layout import RunLayout
+
+SHEET_SUFFIXES = (".png", ".jpg", ".jpeg")  # what Pillow writes the contact sheet as
+
+
+def add_parsers(commands) -> None:
+    predict = commands.add_parser(
+        "predict", help="Classify your own photos with the latest pushed model (or --model).",
+        description="Prints a table (file, class, dog probability) and writes a contact sheet PNG. A file that "
+                    "cannot be read is reported on its own line; the others are still classified.")
+    predict.add_argument("paths", nargs="+", type=pathlib.Path, help="Image files or folders.")
+    _add_model_flags(predict)
+    predict.add_argument("--json", action="store_true", help="Print JSON instead of a table.")
+    predict.add_argument("--sheet", type=pathlib.Path,
+                         help="Contact sheet PNG to write. Default: <output-dir>/predictions/contact_sheet.png; "
+                              "with --model, beside the run that pushed it (./predictions/ for a model elsewhere).")
+    predict.add_argument("--explain", action="store_true",
+                         help="Overlay Grad-CAM heat maps (MobileNetV2's last convolutional block) on the sheet.")
+    predict.set_defaults(handler=command_predict)
+
+    base = commands.add_parser(
+        "base-weights", help="Save a pushed model's MobileNetV2 base as a weights file for --weights.",
+        description="Writes the base of a pushed model (MobileNetV2 without its head) as a no-top weights file in "
+                    "the layout of Keras' own ImageNet files. Another pipeline then starts from it with --weights "
+                    "FILE and the same --alpha (any --image-size): a model trained on your images becomes the "
+                    "pretrained start of the next task, trained with the default schedule.")
+    _add_model_flags(base)
+    base.add_argument("--out", type=pathlib.Path, required=True, help="The weights file to write (.h5).")
+    base.set_defaults(handler=command_base_weights)
+
+
+def _add_model_flags(parser: argparse.ArgumentParser) -> None:
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument("--model", type=pathlib.Path, help="A pushed version's folder, e.g. runs/demo/serving_model/3.")
+    flags.add_output_dir(where, "Use the newest version under <output-dir>/serving_model.")
+
+
+def _model_dir(args: argparse.Namespace) -> pathlib.Path:
+    from inference import predict
+
+    return args.model or predict.latest_version_dir(RunLayout(args.output_dir.resolve()).serving_dir)
+
+
+def command_predict(args: argparse.Namespace) -> int:
+    from contract import layout
+    from inference import contact_sheet, predict
+
+    if args.sheet is not None and args.sheet.suffix.lower() not in SHEET_SUFFIXES:
+        raise CommandError(f"--sheet {args.sheet}: the contact sheet is an image; give a path ending in "
+                           f"{', '.join(SHEET_SUFFIXES)}")
+    model_dir = _model_dir(args)
+    if args.explain and not (model_dir / layout.KERAS_MODEL_FILE).is_file():
+        raise CommandError(f"--explain needs the Keras model this pipeline pushes beside the SavedModel "
+                           f"({layout.KERAS_MODEL_FILE}), and {model_dir} has none; predict without --explain")
+    model = predict.load_model(model_dir)
+    files = predict.find_files(args.paths)
+    if not files:
+        raise CommandError("no files found in " + ", ".join(map(str, args.paths)))
+    predictions, jpegs = predict.predict_files(model, files)
+    sheet = sheet_error = None
+    if jpegs:  # a sheet of nothing but unreadable files would say less than the table
+        path = args.sheet or _default_sheet(args.output_dir if args.model is None else args.model)
+        try:  # whatever happens to the sheet, the classifications are printed below
+            heatmaps = predict.explain(model_dir, jpegs) if args.explain else None
+            path.parent.mkdir(parents=True, exist_ok=True)
+            contact_sheet.render(predictions, jpegs, heatmaps).save(path)
+            sheet = str(path)
+        except (OSError, ValueError) as error:
+            sheet_error = f"the contact sheet could not be written to {path}: {errors.first_line(error)}"
+    if args.json:
+        print(json.dumps({"model": str(model_dir), "sheet": sheet, "sheet_error": sheet_error,
+                          "predictions": [dataclasses.asdict(p) for p in predictions]}, indent=2))
+    else:
+        print(f"model: {model_dir}")
+        print(predict.table(predictions))
+        if sheet:
+            print(f"contact sheet: {sheet}")
+    unreadable = sum(p.error is not None for p in predictions)
+    if unreadable == len(predictions):
+        raise CommandError(f"none of the {len(predictions)} files could be classified (reasons above)")
+    if sheet_error:
+        raise RunFailedError(f"{sheet_error} (the classifications are above)")
+    if unreadable:
+        print(f"warning: {unreadable} of {len(predictions)} files could not be classified (marked UNREADABLE)",
+              file=sys.stderr)
+        return errors.FAILED
+    return errors.OK
+
+
+def _default_sheet(run_or_model: pathlib.Path) -> pathlib.Path:
+    """<output-dir>/predictions/contact_sheet.png, for a run's output dir or a model it pushed
+    (<output-dir>/serving_model/<N>)."""
+    from contract import layout
+
+    resolved = run_or_model.resolve()
+    if (resolved / "saved_model.pb").exists():
+        resolved = resolved.parent.parent if resolved.parent.name == "serving_model" else pathlib.Path.cwd()
+    return RunLayout(resolved).predictions_dir / layout.CONTACT_SHEET
+
+
+def command_base_weights(args: argparse.Namespace) -> int:
+    from contract import layout
+
+    if args.out.suffix != ".h5":
+        raise CommandError(f"--out must name an .h5 file (the format of Keras' ImageNet weights), got {args.out}")
+    model_dir = _model_dir(args)
+    keras_file = model_dir / layout.KERAS_MODEL_FILE
+    if not keras_file.is_file():
+        raise CommandError(f"{model_dir} has no {layout.KERAS_MODEL_FILE}: not a model version this pipeline pushed")
+    import keras
+
+    from trainer import model as model_lib
+
+    classifier = keras.models.load_model(keras_file, compile=False)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    model_lib.save_base_weights(classifier, str(args.out))
+    print(f"wrote the MobileNetV2 base of {model_dir} to {args.out}; start from it with --weights {args.out} "
+          "and the --alpha that model was trained with")
+    return errors.OK
