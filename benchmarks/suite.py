@@ -33,22 +33,11 @@ import tempfile
 import threading
 import time
 
+from benchmarks.figures import Figure, table
 from contract import layout
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-
-
-@dataclasses.dataclass
-class Figure:
-    section: str
-    name: str
-    value: float
-    unit: str
-    reference: float | None = None  # what `value` is compared with, same unit
-    ratio: float | None = None  # value / reference; section 1's are speed-ups: reference / value
-    target: str | None = None
-    met: bool | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -246,17 +235,6 @@ def bench_serving(version_dir: pathlib.Path, settings: Settings) -> list[Figure]
             figures.append(Figure("6 serving", f"TFLite {kind}: single image (incl. load)", latency, "ms"))
             figures.append(Figure("6 serving", f"TFLite {kind}: size", path.stat().st_size / 2**20, "MiB"))
     return figures
-
-
-def table(figures: list[Figure]) -> str:
-    lines = [f"{'section':<20}{'measurement':<52}{'value':>11} {'unit':<6}{'reference':>11}{'ratio':>8}  target"]
-    for f in figures:
-        reference = f"{f.reference:.1f}" if f.reference is not None else ""
-        ratio = f"{f.ratio:.2f}x" if f.ratio is not None else ""
-        verdict = "" if f.met is None else (" met" if f.met else " NOT MET")
-        lines.append(f"{f.section:<20}{f.name:<52}{f.value:>11.2f} {f.unit:<6}{reference:>11}{ratio:>8}  "
-                     f"{f.target or ''}{verdict}")
-    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:

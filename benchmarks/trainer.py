@@ -313,9 +313,9 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         started = time.perf_counter()
         figures = bench_training(recipe, pathlib.Path(scratch))
-    from benchmarks import suite
+    from benchmarks.figures import Figure, table
 
-    print(suite.table([suite.Figure(**f) for f in figures]))
+    print(table([Figure(**f) for f in figures]))
     print(f"training section took {time.perf_counter() - started:.0f} s; {os.cpu_count()} cores; {recipe}")
     _merge(args.json, figures, recipe)
     print(f"figures written to {args.json}")

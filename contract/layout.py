@@ -96,6 +96,11 @@ class RunLayout(Generic[Location]):
 
 
 SUMMARY_FILE = "run_summary.json"
+TASKS_DIR = "tasks"  # runs/<run id>/tasks/<task>.json: what each task of a deployment's run did
+# The Kubeflow package's own tasks beside the TFX nodes' (which are named by node id); each keeps a task record.
+INGEST_TASK = "ingest"
+ROLLOUT_TASK = "rollout"
+REPORT_TASK = "report"
 REPORT_DIR = "report"
 REPORT_PAGE = "index.html"
 CONTACT_SHEET = "contact_sheet.png"

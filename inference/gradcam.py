@@ -17,13 +17,8 @@ def gradcam_model(classifier):
     import keras
 
     inputs = keras.Input(shape=classifier.input_shape[1:])
-    features = classifier.get_layer(model_lib.BASE_NAME)(
-        classifier.get_layer("to_mobilenet_range")(inputs), training=False)
-    x = classifier.get_layer("pool")(features)
-    if any(layer.name == "hidden" for layer in classifier.layers):
-        x = classifier.get_layer("hidden")(x)
-    x = classifier.get_layer("dropout")(x, training=False)
-    return keras.Model(inputs, [features, classifier.get_layer(model_lib.LOGITS_NAME)(x)])
+    features = model_lib.get_base(classifier)(classifier.get_layer(model_lib.RESCALE_NAME)(inputs), training=False)
+    return keras.Model(inputs, [features, model_lib.through_head(classifier, features)])
 
 
 def gradcam(classifier, pixels: np.ndarray) -> np.ndarray:

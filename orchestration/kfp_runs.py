@@ -14,7 +14,7 @@ import uuid
 
 from contract import layout
 from contract.errors import CommandError, first_line
-from orchestration.kubeflow import REPORT_TASK, package_pipeline_root, package_spec, report_component, task_constants
+from orchestration.kubeflow import package_pipeline_root, package_spec, report_component, task_constants
 from orchestration.local_schedule import CronError
 
 
@@ -65,7 +65,7 @@ def run_locally(package: str, arguments: dict, kfp_outputs: str, run_id: str | N
 def _run_exit_handler(package: str) -> str:
     """Runs the package's report task alone, with its own inputs; '' or what went wrong with it."""
     try:
-        report_component(_package_image(package))(**task_constants(package, REPORT_TASK))
+        report_component(_package_image(package))(**task_constants(package, layout.REPORT_TASK))
     except RuntimeError as error:
         return f"; its exit handler failed too: {_plain_first_line(error)}"
     return ""

@@ -15,21 +15,16 @@ from __future__ import annotations
 import base64
 import json
 import logging
-import os
 import posixpath
 import re
-import tempfile
 
 import tensorflow as tf
 
 from config import DataConfig, PipelineConfig
-from contract import errors, layout
+from contract import errors, layout, storage
 from contract.errors import first_line
 from contract.layout import RunLayout
 from orchestration import kserve, lease, lifecycle, store_health, tfx_node
-from orchestration.kubeflow import INGEST_TASK, REPORT_TASK, ROLLOUT_TASK
-
-TASKS_DIR = "tasks"  # <root>/runs/<run id>/tasks/<task>.json: what each task did, for the exit handler
 
 
 def _fail(message: str) -> None:
@@ -39,14 +34,14 @@ def _fail(message: str) -> None:
 
 def _write_record(root: str, run_id: str, task: str, record: dict) -> None:
     """What one task of the run did, kept for the exit handler (which cannot read a failed task's outputs)."""
-    folder = posixpath.join(RunLayout(root).run_dir(run_id), TASKS_DIR)
+    folder = posixpath.join(RunLayout(root).run_dir(run_id), layout.TASKS_DIR)
     tf.io.gfile.makedirs(folder)
     with tf.io.gfile.GFile(posixpath.join(folder, f"{task}.json"), "w") as f:
         json.dump({"task": task, **record}, f, indent=2)
 
 
 def _read_records(root: str, run_id: str) -> dict[str, dict]:
-    folder = posixpath.join(RunLayout(root).run_dir(run_id), TASKS_DIR)
+    folder = posixpath.join(RunLayout(root).run_dir(run_id), layout.TASKS_DIR)
     records = {}
     for path in sorted(tf.io.gfile.glob(posixpath.join(folder, "*.json"))):
         with tf.io.gfile.GFile(path) as f:
@@ -88,7 +83,7 @@ def ingest(source_kind: str, source: str, root: str, data: dict, metadata_store:
         held = lease.acquire(root, run_id, stale_after=lease_seconds)
     except (tfx_node.NodeTaskError, lease.RootBusyError, lease.LeaseUnreachableError) as error:
         if isinstance(error, lease.RootBusyError):
-            _write_record(root, run_id, INGEST_TASK, {"refused": str(error)})
+            _write_record(root, run_id, layout.INGEST_TASK, {"refused": str(error)})
         _fail(str(error))
     try:
         with lease.heartbeat(root, run_id):
@@ -101,9 +96,9 @@ def ingest(source_kind: str, source: str, root: str, data: dict, metadata_store:
                 current_run=run_id, took_over=held.took_over, serving_dir=where.serving_dir,
                 pipeline_name=PipelineConfig().name)
     except (tfx_node.NodeTaskError, lifecycle.RunRefused, lifecycle.IngestFailed, lease.LeaseLostError) as error:
-        _write_record(root, run_id, INGEST_TASK, {"error": str(error)})
+        _write_record(root, run_id, layout.INGEST_TASK, {"error": str(error)})
         _fail(str(error))
-    _write_record(root, run_id, INGEST_TASK, {"before_the_dag": before.to_json()})
+    _write_record(root, run_id, layout.INGEST_TASK, {"before_the_dag": before.to_json()})
     for message in before.messages():
         print(message, flush=True)
     print(before.table, flush=True)
@@ -155,7 +150,7 @@ def rollout(root: str, serving: dict, run_id: str) -> str:
         run_id = tfx_node.resolve_run_id(run_id)
         lease.refresh(root, run_id)
     except (tfx_node.NodeTaskError, lease.LeaseLostError, lease.LeaseUnreachableError) as error:
-        _fail(f"{ROLLOUT_TASK}: {error}")
+        _fail(f"{layout.ROLLOUT_TASK}: {error}")
     versions = existing_versions(RunLayout(root).serving_dir)
     if not versions:
         line = "nothing pushed yet: the InferenceService is left as it is"
@@ -164,9 +159,9 @@ def rollout(root: str, serving: dict, run_id: str) -> str:
             line = kserve.roll_out(kserve.Serving(**serving), versions[-1]).describe()
         except kserve.RolloutError as error:
             message = f"version {versions[-1]} is pushed, but clients do not see it: {error}"
-            _write_record(root, run_id, ROLLOUT_TASK, {"error": message})
-            _fail(f"{ROLLOUT_TASK}: {message}")
-    _write_record(root, run_id, ROLLOUT_TASK, {"rollout": line})
+            _write_record(root, run_id, layout.ROLLOUT_TASK, {"error": message})
+            _fail(f"{layout.ROLLOUT_TASK}: {message}")
+    _write_record(root, run_id, layout.ROLLOUT_TASK, {"rollout": line})
     print(line, flush=True)
     return line
 
@@ -186,15 +181,15 @@ def report(metadata_store: str, run_id: str, pipeline_name: str, root: str, sett
     """
     from ml_metadata import metadata_store as mlmd
 
-    from reporting import run_report, run_summary
+    from reporting import run_summary
 
     try:
         run_id = tfx_node.resolve_run_id(run_id)
     except tfx_node.NodeTaskError as error:
         _fail(str(error))
     records = _read_records(root, run_id)
-    refused = records.get(INGEST_TASK, {}).get("refused")
-    before_json = records.get(INGEST_TASK, {}).get("before_the_dag")
+    refused = records.get(layout.INGEST_TASK, {}).get("refused")
+    before_json = records.get(layout.INGEST_TASK, {}).get("before_the_dag")
     before = lifecycle.BeforeTheDag.from_json(before_json) if before_json else None
     store = None
     if not refused:  # a refused run touched nothing; the store belongs to the run that holds the root
@@ -202,33 +197,26 @@ def report(metadata_store: str, run_id: str, pipeline_name: str, root: str, sett
             tfx_node.check_store(metadata_store)
             store = mlmd.MetadataStore(tfx_node.connection_config(metadata_store))
         except tfx_node.NodeTaskError as error:
-            records.setdefault(REPORT_TASK, {"error": str(error)})
+            records.setdefault(layout.REPORT_TASK, {"error": str(error)})
     stopped = store_health.cancel_unfinished_in(store, lambda run: run == run_id) if store else []
     summary = run_summary.summarize_run(store, pipeline_name, run_id=run_id)
     summary.run_id = run_id
-    rolled_out = records.get(ROLLOUT_TASK, {}).get("rollout")
-    lifecycle.complete_summary(summary, before,
-                               error=outcome_error(summary, records, refused, stopped, frozenset(node_ids)),
-                               notes=[f"serving: {rolled_out}"] if rolled_out else [])
-    text = summary.text()
-    print(text, flush=True)
-
+    rolled_out = records.get(layout.ROLLOUT_TASK, {}).get("rollout")
     run_folder = RunLayout(root).run_dir(run_id)
-    tf.io.gfile.makedirs(run_folder)
-    with tf.io.gfile.GFile(posixpath.join(run_folder, layout.SUMMARY_FILE), "w") as f:
-        json.dump(summary.to_json(), f, indent=2)
-    with tempfile.TemporaryDirectory() as local:
-        page = run_report.write_report(summary, local, settings["training"], before.ingest if before else None)
-        tf.io.gfile.makedirs(posixpath.join(run_folder, layout.REPORT_DIR))
-        for name in os.listdir(page.parent):
-            tf.io.gfile.copy(os.path.join(page.parent, name), posixpath.join(run_folder, layout.REPORT_DIR, name),
-                             overwrite=True)
-        with open(html_path, "w") as f:
-            f.write(inline_images(page.read_text(), page.parent))
+    try:
+        page = lifecycle.after_the_dag(
+            summary, before, run_folder, settings["training"],
+            error=outcome_error(summary, records, refused, stopped, frozenset(node_ids)),
+            notes=[f"serving: {rolled_out}"] if rolled_out else [])
+    except lifecycle.ReportNotWritten as error:
+        _fail(str(error))
+    finally:  # whatever became of the report, the run is over
+        if not refused and lease.release(root, run_id):
+            print(f"released the pipeline root {root}", flush=True)
+    with open(html_path, "w") as f:
+        f.write(inline_images(storage.backend.read(page).decode(), posixpath.dirname(page)))
     with open(markdown_path, "w") as f:
-        f.write(decision_markdown(summary, posixpath.join(run_folder, layout.REPORT_DIR, layout.REPORT_PAGE)))
-    if not refused and lease.release(root, run_id):
-        print(f"released the pipeline root {root}", flush=True)
+        f.write(decision_markdown(summary, page))
     metrics = dict(summary.metrics.get("candidate", {}))
     metrics |= {f"baseline_{name}": value for name, value in summary.metrics.get("baseline", {}).items()}
     if summary.pushed_version is not None:
@@ -274,12 +262,12 @@ def decision_markdown(summary, report_uri: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def inline_images(html: str, folder) -> str:
-    """The report with its PNG figures embedded, so it is one file (KFP shows one HTML artifact file)."""
+def inline_images(html: str, folder: str) -> str:
+    """The report with its PNG figures (under `folder`, any storage) embedded, so it is one file (KFP shows one
+    HTML artifact file)."""
     def embed(match):
-        path = os.path.join(folder, match.group(1))
-        if not os.path.exists(path):
+        path = posixpath.join(folder, match.group(1))
+        if not storage.backend.exists(path):
             return match.group(0)
-        with open(path, "rb") as f:
-            return f'src="data:image/png;base64,{base64.b64encode(f.read()).decode()}"'
+        return f'src="data:image/png;base64,{base64.b64encode(storage.backend.read(path)).decode()}"'
     return re.sub(r'src="([^":/]+\.png)"', embed, html)

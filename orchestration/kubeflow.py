@@ -20,7 +20,7 @@ import os
 import posixpath
 
 from config import PipelineConfig, beam_policy
-from contract import accelerators
+from contract import accelerators, layout
 from contract import metadata as metadata_lib
 from contract.errors import CommandError
 from contract.layout import RunLayout
@@ -34,9 +34,6 @@ VERTEX = "vertex"
 TARGETS = (KUBEFLOW, VERTEX)
 DEFAULT_METADATA_STORE = metadata_lib.KFP_METADATA_SERVICE
 DEFAULT_PVC_MOUNT = "/mnt/pipeline"
-INGEST_TASK = "ingest"
-REPORT_TASK = "report"
-ROLLOUT_TASK = "rollout"
 RUN_GROUP = "run"  # the exit handler's group: every task but the report
 TASK_RETRIES = 2
 REPORT_RETRIES = 1
@@ -174,13 +171,13 @@ def build_kfp_pipeline(config: PipelineConfig, deployment: Deployment):
     def kfp_pipeline(source: str = deployment.data_dir, source_kind: str = deployment.source_kind):
         # The exit handler runs whatever the DAG did (triggerPolicy ALL_UPSTREAM_TASKS_COMPLETED): every run,
         # failed and canceled ones too, gets its summary and report, and the root's lease is released.
-        report = _named(report_op, REPORT_TASK)(
+        report = _named(report_op, layout.REPORT_TASK)(
             metadata_store=deployment.metadata_store, run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
             pipeline_name=config.name, root=deployment.root, settings=settings,
             node_ids=[program.node_id for program in programs])
         _configure(report, deployment, retries=REPORT_RETRIES)
         with dsl.ExitHandler(report, name=RUN_GROUP):
-            ingest = _named(ingest_op, INGEST_TASK)(
+            ingest = _named(ingest_op, layout.INGEST_TASK)(
                 source_kind=source_kind, source=source, root=deployment.root, data=settings["data"],
                 metadata_store=deployment.metadata_store, run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
                 lease_seconds=float(deployment.lease_timeout_minutes * 60))
@@ -192,14 +189,14 @@ def build_kfp_pipeline(config: PipelineConfig, deployment: Deployment):
                                                         metadata_store=deployment.metadata_store, root=deployment.root)
                 task.set_display_name(program.node_id)
                 task.after(*([tasks[node] for node in program.upstream] or [ingest]))
-                _configure(task, deployment, trainer=program.node_id == pipeline_lib.TRAINER, retries=TASK_RETRIES)
+                _configure(task, deployment, trainer=program.node_id == metadata_lib.TRAINER, retries=TASK_RETRIES)
                 tasks[program.node_id] = task
             if deployment.rolls_out:
-                rollout = _named(rollout_op, ROLLOUT_TASK)(
+                rollout = _named(rollout_op, layout.ROLLOUT_TASK)(
                     root=deployment.root, run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
                     serving={"name": deployment.serving.name, "namespace": deployment.serving.namespace})
                 rollout.set_display_name("KServe rollout")
-                rollout.after(tasks[pipeline_lib.PUSHER])
+                rollout.after(tasks[metadata_lib.PUSHER])
                 _configure(rollout, deployment, retries=TASK_RETRIES)
 
     return kfp_pipeline
@@ -289,7 +286,7 @@ def task_constants(package: str, task_name: str) -> dict:
 
 
 def _report_constant(package: str, name: str):
-    value = task_constants(package, REPORT_TASK).get(name)
+    value = task_constants(package, layout.REPORT_TASK).get(name)
     return value if isinstance(value, str) else None
 
 

@@ -1,24 +1,24 @@
-"""The steps of a run around the TFX DAG, the same for every orchestrator.
+"""The steps of a run around the TFX DAG, written once for every orchestrator.
 
 Before the DAG, by whoever holds the root's lease (the local run's process,
 the Kubeflow ingest task): look after the metadata store (executions a killed
 run left RUNNING are marked CANCELED; outputs whose files are gone are marked
 DELETED), record served versions the store missed (orchestration.reconcile),
 ingest the source as a new span (unchanged data reuses the latest; spans cut
-short are moved aside first),
-and check the spans other tools wrote. What happened is kept as a
-`BeforeTheDag` record. After the DAG (the local run; the Kubeflow exit
-handler): the run's summary from ML Metadata completed with that record and
-the run's outcome, then the report. A new source kind, check or summary field
-is a change here, and every orchestrator has it.
+short are moved aside first), and check the spans other tools wrote. What
+happened is kept as a `BeforeTheDag` record. After the DAG (the local run;
+the Kubeflow exit handler): the run's summary from ML Metadata completed with
+that record and the run's outcome, printed, and written with the report under
+the run's folder on any storage (`after_the_dag`). A new source kind, check or
+summary field is a change here, and every orchestrator has it.
 """
-
 from __future__ import annotations
 
 import dataclasses
 import errno
 import functools
 import os
+import posixpath
 import re
 from typing import Any
 
@@ -184,3 +184,53 @@ def complete_summary(summary, before: BeforeTheDag | None, *, error: str | None 
     summary.beam_args = list(beam_args)
     if error is not None:
         summary.error = error
+
+
+class ReportNotWritten(RunFailedError):
+    """The run ended (its summary is printed) but its summary file or report could not be written."""
+
+
+def after_the_dag(summary, before: BeforeTheDag | None, folder: str, training: dict, *, error: str | None = None,
+                  beam_args: list[str] = (), notes: list[str] = ()) -> str:
+    """Every step after the DAG: the summary read from ML Metadata completed (complete_summary) and printed,
+    then written as <folder>/run_summary.json (whole or not at all) and the report as <folder>/report/ (`folder`
+    a local path or a gs:// URI). Returns the report page's path; ReportNotWritten when either cannot be
+    written."""
+    from contract import layout, storage
+    from reporting import run_summary
+
+    complete_summary(summary, before, error=error, beam_args=beam_args, notes=notes)
+    print(summary.text(), flush=True)
+    path = posixpath.join(folder, layout.SUMMARY_FILE)
+    try:
+        storage.backend.makedirs(folder)
+        run_summary.write_json(summary, path)
+    except Exception as exc:  # OSError here, tf.errors.OpError on an object store
+        raise ReportNotWritten(f"the run summary could not be written to {path}: "
+                               f"{getattr(exc, 'strerror', None) or exc}") from None
+    print(f"summary written to {path}", flush=True)
+    try:
+        page = _write_report(summary, folder, training, before.ingest if before else None)
+    except Exception as exc:  # the run itself is done; say what went wrong with its report
+        raise ReportNotWritten(f"the run report could not be written: {type(exc).__name__}: {exc}") from None
+    print(f"report: {page}", flush=True)
+    return page
+
+
+def _write_report(summary, folder: str, training: dict, ingest_report: dict | None) -> str:
+    """A local folder gets the report in place (reporting.run_report replaces it whole); a URI a copy of one
+    rendered here."""
+    import tempfile
+
+    from contract import layout, storage
+    from reporting import run_report
+
+    if "://" not in folder:
+        return str(run_report.write_report(summary, folder, training, ingest_report))
+    with tempfile.TemporaryDirectory() as local:
+        page = run_report.write_report(summary, local, training, ingest_report)
+        final = posixpath.join(folder, layout.REPORT_DIR)
+        storage.backend.rmtree(final)
+        for figure_or_page in sorted(page.parent.iterdir()):
+            storage.backend.write(posixpath.join(final, figure_or_page.name), figure_or_page.read_bytes())
+    return posixpath.join(final, page.name)

@@ -19,13 +19,13 @@ import shutil
 from tfx import v1 as tfx
 
 from config import PipelineConfig, beam_policy
-from contract.errors import FAILED, INTERRUPTED, OK, RunFailedError
+from contract.errors import FAILED, INTERRUPTED, OK
 from contract.layout import RunLayout
 from ingest import span_report, synthetic
 from orchestration import lifecycle, store_health
 from orchestration.run_lock import exclusive_run
 from pipeline import pipeline as pipeline_lib
-from reporting import run_report, run_summary
+from reporting import run_summary
 
 DEMO = "demo"  # the generated demo images; every other kind is one of ingest.sources.LISTERS
 
@@ -92,7 +92,6 @@ def _run_locked(config: PipelineConfig, where: RunLayout, source: Source | None,
     print(before.table, flush=True)
     for message in before.messages():
         print(message, flush=True)
-    ingest_report = before.ingest
     beam_args = beam_policy.component_args(
         beam_workers, span_report.examples_in_spans(where.examples_root, config.data.span_window))
     pipeline = pipeline_lib.create_pipeline(
@@ -120,25 +119,11 @@ def _run_locked(config: PipelineConfig, where: RunLayout, source: Source | None,
     summary = run_summary.summarize(str(where.metadata_path), config.name, exclude_runs=earlier_runs)
     if summary.run_id is None and error is None:
         error = "the pipeline recorded no run in ML Metadata"
-    lifecycle.complete_summary(summary, before, error=error, beam_args=beam_args, notes=notes)
-    print(summary.text())
     code = INTERRUPTED if interrupted else FAILED if summary.failed else OK
     try:
-        run_summary.write_json(summary, str(where.summary_path))
-    except OSError as exc:
-        raise _after_the_run(code, f"the run summary could not be written to {where.summary_path}: "
-                                   f"{exc.strerror or exc}") from None
-    print(f"summary written to {where.summary_path}")
-    try:
-        page = run_report.write_report(summary, where.root, dataclasses.asdict(config.training), ingest_report)
-        print(f"report: {page}")
-    except Exception as exc:  # the run itself is done; say what went wrong with its report
-        raise _after_the_run(code, f"the run report could not be written: {type(exc).__name__}: {exc}") from None
+        lifecycle.after_the_dag(summary, before, str(where.root), dataclasses.asdict(config.training), error=error,
+                                beam_args=beam_args, notes=notes)
+    except lifecycle.ReportNotWritten as failure:
+        failure.exit_code = code or FAILED  # the run's own outcome, unless it had none to report
+        raise
     return code
-
-
-def _after_the_run(code: int, message: str) -> RunFailedError:
-    """A fault after the run ended (its summary is printed): exits with the run's own code, or 1 if it was 0."""
-    error = RunFailedError(message)
-    error.exit_code = code or FAILED
-    return error

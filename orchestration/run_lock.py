@@ -18,13 +18,10 @@ import uuid
 
 from orchestration import lease
 
-LOCK_FILE = lease.LEASE_FILE
-PipelineBusyError = lease.RootBusyError
-
 
 @contextlib.contextmanager
 def exclusive_run(output_dir: str | os.PathLike, run_id: str | None = None):
-    """Holds `<output_dir>/.pipeline.lock` while the block runs; raises PipelineBusyError if another run holds it."""
+    """Holds `<output_dir>/.pipeline.lock` while the block runs; raises lease.RootBusyError if another run holds it."""
     run_id = run_id or f"local-{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:8]}"
     held = lease.acquire(output_dir, run_id, process=True)
     try:

@@ -151,7 +151,3 @@ def mark_missing(store) -> list[str]:
     types = {t.id: t.name for t in store.get_artifact_types_by_id(sorted({a.type_id for a in missing}))}
     return [f"{types[a.type_id]} {a.uri}" for a in missing]
 
-
-def mark_missing_in_file(path: str | os.PathLike) -> list[str]:
-    """mark_missing on a local SQLite store (none yet: nothing to mark)."""
-    return mark_missing(_store(path)) if os.path.exists(path) else []

@@ -20,9 +20,7 @@ from components.judged_split import JudgingEvaluator, SpanExampleGen
 from components.serving_pusher import ServingPusher
 from config import PipelineConfig
 from contract import layout
-
-# The node ids live in contract.metadata (the summary, the history and the tests read them); named here too.
-from contract.metadata import (  # noqa: F401
+from contract.metadata import (
     ANOMALIES_GATE,
     BASELINE_RESOLVER,
     EVALUATOR,
@@ -30,7 +28,6 @@ from contract.metadata import (  # noqa: F401
     EXAMPLE_VALIDATOR,
     PREVIOUS_STATISTICS_RESOLVER,
     PUSHER,
-    RESOLVER_IDS,
     SCHEMA_IMPORTER,
     SPAN_WINDOW_RESOLVER,
     STATISTICS_GEN,
@@ -44,10 +41,6 @@ from pipeline.code_fingerprint import code_fingerprint
 SCHEMA_PATH = str(pathlib.Path(__file__).parent / "schema" / "schema.pbtxt")
 PREPROCESSING_FN = "trainer.preprocessing.preprocessing_fn"
 RUN_FN = "trainer.task.run_fn"
-
-# The nodes of a pipeline with the default settings.
-NODE_IDS = (EXAMPLE_GEN, SCHEMA_IMPORTER, STATISTICS_GEN, EXAMPLE_VALIDATOR, PREVIOUS_STATISTICS_RESOLVER,
-            ANOMALIES_GATE, TRANSFORM, TRAINER, BASELINE_RESOLVER, EVALUATOR, PUSHER)
 
 
 def _newest_blessed_model(before, node_id: str, builtin: bool, served_first: bool = False) -> tfx.dsl.Resolver:

@@ -262,12 +262,7 @@ def training_line(training: dict) -> str:
 
 
 def write_json(summary: RunSummary, path: str) -> None:
-    """Writes the summary to a temporary file renamed over `path`: never a half-written summary."""
-    temporary = f"{path}.incoming"
-    try:
-        with open(temporary, "w") as f:
-            json.dump(summary.to_json(), f, indent=2)
-        os.replace(temporary, path)
-    finally:
-        if os.path.exists(temporary):
-            os.remove(temporary)
+    """Writes the summary to `path` (a local path or a URI) whole or not at all: never a half-written summary."""
+    from contract import storage
+
+    storage.backend.write(path, json.dumps(summary.to_json(), indent=2).encode())

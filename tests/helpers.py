@@ -9,6 +9,8 @@ import sys
 from ml_metadata import metadata_store
 from ml_metadata.proto import metadata_store_pb2
 
+from contract import metadata as node_ids
+
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 PIPELINE_NAME = "cats-vs-dogs"
 # Settings that make a whole pipeline run cheap: the e2e tests check orchestration, not accuracy.
@@ -101,3 +103,9 @@ def transform_graph(folder, jpegs_by_class, image_size):
     metadata_io.write_metadata(dataset_metadata.DatasetMetadata(schema),
                                os.path.join(out, tft.TFTransformOutput.RAW_METADATA_DIR))
     return tft.TFTransformOutput(out)
+
+
+# The nodes of a pipeline with the default settings.
+DEFAULT_NODE_IDS = (node_ids.EXAMPLE_GEN, node_ids.SCHEMA_IMPORTER, node_ids.STATISTICS_GEN, node_ids.EXAMPLE_VALIDATOR,
+                    node_ids.PREVIOUS_STATISTICS_RESOLVER, node_ids.ANOMALIES_GATE, node_ids.TRANSFORM,
+                    node_ids.TRAINER, node_ids.BASELINE_RESOLVER, node_ids.EVALUATOR, node_ids.PUSHER)

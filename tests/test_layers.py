@@ -94,6 +94,43 @@ def test_no_import_cycles_between_packages():
     assert not cycles, f"import cycles {cycles}:\n" + "\n".join(detail)
 
 
+def _module_name(path) -> str:
+    parts = path.relative_to(ROOT).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _imports_between_modules() -> dict[tuple[str, str], list[str]]:
+    """(importer, imported) -> ["file:line", ...] for every import of one project module by another, the
+    benchmarks' included: `from package import module` counts as importing that module."""
+    packages = project_packages() | {"benchmarks"}
+    files = [ROOT / "pipeline_runner.py"] + [p for name in packages - {"pipeline_runner"}
+                                             for p in (ROOT / name).rglob("*.py")]
+    modules = {_module_name(path) for path in files}
+    edges: dict[tuple[str, str], list[str]] = {}
+    for path in files:
+        importer = _module_name(path)
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+                names = [f"{node.module}.{alias.name}" if f"{node.module}.{alias.name}" in modules else node.module
+                         for alias in node.names]
+            else:
+                continue
+            for name in names:
+                if name in modules and name != importer:
+                    edges.setdefault((importer, name), []).append(f"{path.relative_to(ROOT)}:{node.lineno}")
+    return edges
+
+
+def test_no_import_cycles_between_modules():
+    edges = _imports_between_modules()
+    cycles = _cycles(edges)
+    detail = [f"{a} -> {b}: {', '.join(where)}" for (a, b), where in sorted(edges.items())
+              if any(a in group and b in group for group in cycles)]
+    assert not cycles, f"import cycles {cycles}:\n" + "\n".join(detail)
+
+
 def test_every_package_has_a_layer_and_imports_only_lower_layers():
     assert project_packages() == set(RANK), "place new packages in LAYERS"
     upward = [f"{a} (layer {RANK[a]}) imports {b} (layer {RANK[b]}): {', '.join(where)}"

@@ -45,9 +45,8 @@ CUT, POOLED = 0, 1
 CACHE_DTYPE = tf.float16  # half the memory of float32
 
 # Phase 1 reads this many views when phase 2 follows; phase 2 reads all K. Each view phase 1 reads costs a
-# whole base pass before it: 3 or 4 instead of 2 made phase 1 1.3-1.5x slower and moved the accuracy by less
-# than the seeds' noise; the other views, which only phase 2 reads, need the layers below the cut alone
-# (docs/performance.md, Training).
+# whole base pass before it, and more of them bought no accuracy beyond the seeds' noise; the other views,
+# which only phase 2 reads, need the layers below the cut alone (docs/performance.md, Training).
 HEAD_VIEWS = 2
 
 
@@ -92,7 +91,7 @@ class SplitClassifier:
     below: keras.Model  # rescaled pixels -> activations at the cut (frozen in both phases)
     above: keras.Model  # activations at the cut -> the base's output
     pool: keras.layers.Layer
-    head: list[keras.layers.Layer]  # after the pooling: [hidden], dropout, logits
+    head: list[keras.layers.Layer]  # the head after its pooling (model.head_layers), e.g. [hidden], dropout, logits
     cut: int  # index in the base's layers of the first layer above the cut
 
     def head_model(self) -> keras.Model:
@@ -121,10 +120,9 @@ def split(model: keras.Model, config: TrainingConfig) -> SplitClassifier:
     boundary = base.layers[cut - 1].output
     below = keras.Model(base.input, boundary, name="base_below_cut")
     above = keras.Model(boundary, base.output, name="base_above_cut")
-    names = [layer.name for layer in classifier.layers]
-    after_pool = classifier.layers[names.index("pool") + 1:]
+    pool, *after_pool = model_lib.head_layers(classifier)
     augment = [layer for layer in model.layers if layer.name.startswith(model_lib.AUGMENT_PREFIX)]
-    return SplitClassifier(augment, below, above, classifier.get_layer("pool"), after_pool, cut)
+    return SplitClassifier(augment, below, above, pool, after_pool, cut)
 
 
 def _view_fn(parts: SplitClassifier, rescale: keras.layers.Layer, image_size: int):
@@ -291,11 +289,11 @@ def count(dataset: tf.data.Dataset) -> int:
 
 def _fill_views(pixels: tf.data.Dataset, compute, signature, *, indices: range, cache_dir: str | None,
                 name: str) -> list[tf.data.Dataset]:
-    """The views `indices` of every image. The base runs on the Python side, not in a tf.data map: there it
-    took 20% longer (tf.data's threads) and was traced again. In memory, one pass decodes each image once for
-    all its views; to files, one pass a view."""
+    """The views `indices` of every image. The base runs on the Python side, not in a tf.data map, where it
+    competed with tf.data's threads and was traced again. In memory, one pass decodes each image once for all
+    its views; to files, one pass a view."""
     # Without tf.data's autotuning: with the base busy on every core, its model thread lagged, and dropping the
-    # exhausted iterator waited on it, ~4 s in 2 fills of 5 on 2 cores (a fill is 7 s).
+    # exhausted iterator waited on it (docs/performance.md, Training).
     options = tf.data.Options()
     options.autotune.enabled = False
     batches = pixels.batch(64).prefetch(2).with_options(options)

@@ -103,6 +103,25 @@ def get_base(model: keras.Model) -> keras.Model:
     return get_classifier(model).get_layer(BASE_NAME)
 
 
+def head_layers(model: keras.Model) -> list[keras.layers.Layer]:
+    """The head: the classifier's layers after the base, in order, the first of them pooling the base's feature
+    map into a vector. Read from the model, so a new head (build_classifier) needs no change where the head is
+    rebuilt on other inputs (the feature cache, Grad-CAM)."""
+    layers = get_classifier(model).layers
+    head = layers[[layer.name for layer in layers].index(BASE_NAME) + 1:]
+    if not head or len(head[0].output.shape) != 2:
+        raise ValueError(f"the classifier's head must start by pooling the base's features into a vector; its "
+                         f"layers after the base are {[layer.name for layer in head]}")
+    return head
+
+
+def through_head(model: keras.Model, features):
+    """The base's features through the head, in inference mode."""
+    for layer in head_layers(model):
+        features = layer(features, training=False)
+    return features
+
+
 def calibrate_batchnorm(model: keras.Model, pixels: np.ndarray) -> None:
     """Sets the base's BatchNorm statistics from a batch of training pixels.
 
@@ -111,9 +130,8 @@ def calibrate_batchnorm(model: keras.Model, pixels: np.ndarray) -> None:
     through the depth and the frozen base outputs a near-constant. Running
     the base once in training mode with momentum 0 stores each layer's batch
     statistics as its moving statistics (a data-dependent initialization).
-    The pass runs as one tf.function: run eagerly on 256 images at 160 px it
-    took the process to 11.8 GiB of RSS, as a graph 2.8 GiB, with the same
-    statistics.
+    The pass runs as one tf.function: run eagerly, it holds every layer's
+    activations at once (docs/performance.md, Training).
     """
     base = get_base(model)
     rescale = get_classifier(model).get_layer(RESCALE_NAME)

@@ -31,14 +31,14 @@ import yaml
 from ml_metadata import metadata_store
 from ml_metadata.proto import metadata_store_pb2
 
+from contract import metadata as node_ids
 from ingest import synthetic
 from orchestration import lease
-from pipeline import pipeline as pipeline_lib
-from tests.helpers import PIPELINE_NAME, ROOT, TINY, evaluator_models, latest_run_states, tree_digest
+from tests.helpers import DEFAULT_NODE_IDS, PIPELINE_NAME, ROOT, TINY, evaluator_models, latest_run_states, tree_digest
 from tests.metadata_service import GrpcFront, MariaDB
 
 pytestmark = pytest.mark.e2e
-COMPONENTS = set(pipeline_lib.NODE_IDS) - pipeline_lib.RESOLVER_IDS
+COMPONENTS = set(DEFAULT_NODE_IDS) - node_ids.RESOLVER_IDS
 
 
 def _cli(*arguments):
@@ -154,7 +154,7 @@ def _trainer_execution(metadata, run_id):
     """(id, state) of the Trainer's executions in run `run_id`."""
     store = metadata_store.MetadataStore(metadata)
     run = store.get_context_by_type_and_name("pipeline_run", run_id)
-    node = store.get_context_by_type_and_name("node", f"{PIPELINE_NAME}.{pipeline_lib.TRAINER}")
+    node = store.get_context_by_type_and_name("node", f"{PIPELINE_NAME}.{node_ids.TRAINER}")
     if run is None or node is None:
         return []
     in_node = {e.id for e in store.get_executions_by_context(node.id)}
@@ -167,7 +167,7 @@ def _kill_trainer_then_launch_it_again(base, root, metadata, compile_args):
     KFP's retry does): the nodes before it run as tasks would, in one process; the Trainer in its own."""
     package = base / "longer-training.yaml"
     _cli(*compile_args, "--head-epochs", "3", "--fine-tune-epochs", "3", "--package", str(package))
-    programs = _programs_up_to(package, pipeline_lib.TRAINER)
+    programs = _programs_up_to(package, node_ids.TRAINER)
     run_id, store = "relaunch-run", f"grpc://{metadata.host}:{metadata.port}"
     held = lease.acquire(root, run_id)  # what the run's ingest task does first
     (base / "upstream.json").write_text(json.dumps(programs[:-1]))
@@ -178,7 +178,7 @@ def _kill_trainer_then_launch_it_again(base, root, metadata, compile_args):
     command = [sys.executable, "-c", _NODES, str(base / "trainer.json"), run_id, store, str(root)]
     first = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                              start_new_session=True)
-    trainer_dir = root / "pipeline_root" / pipeline_lib.TRAINER
+    trainer_dir = root / "pipeline_root" / node_ids.TRAINER
     deadline = time.time() + 600
     while time.time() < deadline:
         executions = _trainer_execution(metadata, run_id)
@@ -229,7 +229,7 @@ def test_first_run_executes_every_node_once_and_pushes_version_1(runs):
     result = runs["first"]
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     states = runs["first_states"]
-    assert set(states) == set(pipeline_lib.NODE_IDS)
+    assert set(states) == set(DEFAULT_NODE_IDS)
     assert all(s == ["COMPLETE"] for s in states.values()), states
     assert runs["versions_after_first"] == ["1"]
     assert runs["spans_after_first"] == ["span-1"]
@@ -263,7 +263,7 @@ def test_new_images_make_a_new_span_evaluated_against_version_1(runs):
     assert runs["third"].returncode == 0, runs["third"].stderr[-3000:]
     assert (runs["root"] / "examples" / "span-2").is_dir()
     states = runs["third_states"]
-    assert states[pipeline_lib.TRAINER] == ["COMPLETE"] and states[pipeline_lib.EVALUATOR] == ["COMPLETE"]
+    assert states[node_ids.TRAINER] == ["COMPLETE"] and states[node_ids.EVALUATOR] == ["COMPLETE"]
     served = json.load(open(runs["root"] / "serving_model" / "1" / "assets.extra" / "push.json"))["model_uri"]
     assert served in runs["third_evaluator_models"], "the baseline must be the model served as version 1"
     assert len(runs["third_evaluator_models"]) == 2
@@ -275,12 +275,12 @@ def test_a_run_the_data_gate_stops_is_reported_by_the_exit_handler(runs):
     assert result.returncode == 1, result.stdout[-3000:] + result.stderr[-3000:]
     assert "failed at AnomaliesGate: DataAnomaliesError: 3 data anomalies found" in result.stderr
     summary, folder = _summary(result)
-    assert summary["failed"] and summary["error"].startswith(f"failed at {pipeline_lib.ANOMALIES_GATE}: ")
+    assert summary["failed"] and summary["error"].startswith(f"failed at {node_ids.ANOMALIES_GATE}: ")
     assert "DataAnomaliesError: 3 data anomalies found" in summary["error"], summary["error"]  # each split
     # the reason itself, each problem on its line, as a local run's summary says it
     assert "[train] class balance: label 0: " in summary["error"] and "label 1: 0" in summary["error"]
-    assert runs["gate_states"][pipeline_lib.ANOMALIES_GATE] == ["FAILED"]
-    assert pipeline_lib.TRAINER not in runs["gate_states"]
+    assert runs["gate_states"][node_ids.ANOMALIES_GATE] == ["FAILED"]
+    assert node_ids.TRAINER not in runs["gate_states"]
     assert runs["versions_after_gate"] == ["1", "2", "3"]
     assert os.path.exists(os.path.join(folder, "report", "index.html"))
     assert not (runs["root"] / ".pipeline.lock").exists()
@@ -310,9 +310,9 @@ def test_a_trainer_killed_mid_training_completes_once_when_launched_again_in_the
     assert relaunch["left_by_killed"], "the killed attempt had written files"
     result = relaunch["relaunch"]
     assert result.returncode == 0, result.stderr[-3000:]
-    assert f"{pipeline_lib.TRAINER}: an earlier attempt in this run stopped while it ran (execution {killed_id}" \
+    assert f"{node_ids.TRAINER}: an earlier attempt in this run stopped while it ran (execution {killed_id}" \
         in result.stdout
-    assert f"{pipeline_lib.TRAINER}: executed" in result.stdout
+    assert f"{node_ids.TRAINER}: executed" in result.stdout
     assert relaunch["states"] == [(killed_id, "COMPLETE")], "one execution of the node in the run, reused"
     models = [uri for kind, uri in relaunch["outputs"] if kind == "Model"]
     assert len(models) == 1 and os.path.exists(os.path.join(models[0], "Format-Serving", "saved_model.pb"))

@@ -19,9 +19,9 @@ import pytest
 from ml_metadata.proto import metadata_store_pb2
 
 from contract import layout
+from contract import metadata as node_ids
 from ingest import synthetic
-from pipeline import pipeline as pipeline_lib
-from tests.helpers import ROOT, TINY, latest_run_states, run_cli, tree_digest
+from tests.helpers import DEFAULT_NODE_IDS, ROOT, TINY, latest_run_states, run_cli, tree_digest
 
 pytestmark = pytest.mark.e2e
 
@@ -30,7 +30,7 @@ PROJECT_PACKAGES = {p.parent.name for p in ROOT.glob("*/__init__.py")} | {"pipel
 
 def _resolver_outputs(store, run):
     for execution in store.get_executions_by_context(run.id):
-        if any(c.name.endswith("." + pipeline_lib.BASELINE_RESOLVER)
+        if any(c.name.endswith("." + node_ids.BASELINE_RESOLVER)
                for c in store.get_contexts_by_execution(execution.id)):
             events = store.get_events_by_execution_ids([execution.id])
             return sorted(e.artifact_id for e in events if e.type == metadata_store_pb2.Event.OUTPUT)
@@ -65,7 +65,7 @@ def runs(tmp_path_factory):
 
 def test_first_run_executes_every_component_once_and_pushes_version_1(runs):
     assert runs["first"].returncode == 0, runs["first"].stdout[-3000:] + runs["first"].stderr[-3000:]
-    assert runs["first_states"] == {node: ["COMPLETE"] for node in pipeline_lib.NODE_IDS}
+    assert runs["first_states"] == {node: ["COMPLETE"] for node in DEFAULT_NODE_IDS}
     summary = runs["first_summary"]
     assert summary["blessed"] is True and summary["pushed_version"] == 1
     assert summary["decision"] == "met binary_accuracy >= 0; no baseline yet"
@@ -263,7 +263,7 @@ def test_predict_reports_a_bad_file_and_classifies_the_rest(runs, tmp_path):
 
 def test_rerun_with_no_new_data_is_cached_and_pushes_nothing(runs):
     assert runs["second"].returncode == 0, runs["second"].stderr[-3000:]
-    components = [n for n in pipeline_lib.NODE_IDS if n not in pipeline_lib.RESOLVER_IDS]
+    components = [n for n in DEFAULT_NODE_IDS if n not in node_ids.RESOLVER_IDS]
     assert {n: runs["second_states"][n] for n in components} == {n: ["CACHED"] for n in components}
     # The resolver is a system node: it records each resolution, and must resolve the same artifacts.
     assert runs["second_resolved"] == runs["first_resolved"]
@@ -278,7 +278,7 @@ def test_impossible_threshold_is_not_blessed_and_keeps_version_1_intact(runs):
     summary = runs["strict_summary"]
     assert summary["blessed"] is False and summary["pushed_version"] is None
     assert "below the minimum 1.01" in summary["decision"]
-    assert runs["strict_states"][pipeline_lib.EVALUATOR] == ["COMPLETE"]
-    assert runs["strict_states"][pipeline_lib.TRAINER] == ["CACHED"]
+    assert runs["strict_states"][node_ids.EVALUATOR] == ["COMPLETE"]
+    assert runs["strict_states"][node_ids.TRAINER] == ["CACHED"]
     assert runs["versions_after_strict"] == ["1"]
     assert runs["served_after_strict"] == runs["served_after_first"]

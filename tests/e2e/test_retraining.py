@@ -22,8 +22,8 @@ import sys
 import pytest
 
 from contract import features, layout
+from contract import metadata as node_ids
 from ingest import synthetic
-from pipeline import pipeline as pipeline_lib
 from tests.helpers import ROOT, evaluator_models, latest_run_states, run_cli, tree_digest
 
 pytestmark = pytest.mark.e2e
@@ -80,7 +80,7 @@ def scenario(tmp_path_factory):
 
 def _roll_back_and_retrain(base, out, span2, record):
     from contract import metadata
-    from orchestration import rollback, run_lock
+    from orchestration import lease, rollback, run_lock
 
     store = metadata.sqlite_store(out / "metadata.sqlite")
     refusals = {}
@@ -96,7 +96,7 @@ def _roll_back_and_retrain(base, out, span2, record):
     refusals["altered"] = str(refused.value)
     history.write_bytes(original)
     with run_lock.exclusive_run(out):
-        with pytest.raises(run_lock.PipelineBusyError):
+        with pytest.raises(lease.RootBusyError):
             rollback.rollback(out, store, 1, "", "cats-vs-dogs")
     record["refusals"] = refusals
     record["versions_after_refusals"] = sorted(p.name for p in (out / "serving_model").iterdir())
@@ -139,7 +139,7 @@ def test_span_2_is_compared_with_version_1_and_pushed_as_version_2(scenario):
     assert paired["only_candidate_right"] + paired["only_baseline_right"] > 0
     assert f"{paired['only_candidate_right']} only it gets right, {paired['only_baseline_right']} only the " \
            "baseline; McNemar's exact p = " in summary["decision"]
-    assert pipeline_lib.WARM_START_RESOLVER in scenario["span2_states"]
+    assert node_ids.WARM_START_RESOLVER in scenario["span2_states"]
 
 
 def test_degraded_span_3_is_rejected_and_version_2_stays_served(scenario):
@@ -156,8 +156,8 @@ def test_degraded_span_3_is_rejected_and_version_2_stays_served(scenario):
 def test_rerun_with_no_new_data_retrains_and_pushes_nothing(scenario):
     _check_ok(scenario["rerun"])
     assert scenario["rerun_summary"]["ingest"] == {**scenario["span3_summary"]["ingest"], "reused": True}
-    states = {n: s for n, s in scenario["rerun_states"].items() if n not in pipeline_lib.RESOLVER_IDS}
-    assert states == {n: ["CACHED"] for n in states} and pipeline_lib.TRAINER in states
+    states = {n: s for n, s in scenario["rerun_states"].items() if n not in node_ids.RESOLVER_IDS}
+    assert states == {n: ["CACHED"] for n in states} and node_ids.TRAINER in states
     assert scenario["rerun_served"] == scenario["span2_served"]
 
 

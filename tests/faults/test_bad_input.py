@@ -18,7 +18,7 @@ import pytest
 import config as config_lib
 import pipeline_runner
 from ingest import synthetic
-from orchestration import run_lock
+from orchestration import lease, run_lock
 from tests.helpers import ROOT, transform_graph
 
 pytestmark = pytest.mark.faults
@@ -143,7 +143,7 @@ def test_a_store_another_process_has_locked_is_busy_not_damaged(tmp_path, capsys
     assert f"the ML Metadata store {path} is busy: another process has it locked (database is locked" in line
     assert "not damaged" in line and "damaged (" not in line and "mv " not in line
     assert path.read_bytes() == before and not (out / "examples").exists()
-    assert not (out / run_lock.LOCK_FILE).exists(), "the lease was released"
+    assert not (out / lease.LEASE_FILE).exists(), "the lease was released"
 
 
 def test_a_command_whose_root_was_taken_over_while_it_ran_says_so_in_one_line(tmp_path, capsys, monkeypatch):
@@ -151,8 +151,6 @@ def test_a_command_whose_root_was_taken_over_while_it_ran_says_so_in_one_line(tm
     heartbeat finds out, and the command ends with one line and exit 1, not a traceback."""
     import threading
     import time
-
-    from orchestration import lease
 
     monkeypatch.setattr(lease, "HEARTBEAT_SECONDS", 0.05)
     synthetic.write_demo_images(tmp_path / "images", 6)

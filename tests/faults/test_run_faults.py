@@ -26,15 +26,15 @@ import tensorflow as tf
 from ml_metadata.proto import metadata_store_pb2
 
 from contract import features
+from contract import metadata as node_ids
 from ingest import synthetic
-from orchestration import run_lock
-from pipeline import pipeline as pipeline_lib
+from orchestration import lease, run_lock
 from tests.helpers import ROOT, TINY, latest_run_states, run_cli, tree_digest
 
 pytestmark = [pytest.mark.faults, pytest.mark.e2e]
 # Any model is blessed, so every run that completes pushes; TFLite export is covered by the e2e tests.
 SETTINGS = [*TINY, "--min-accuracy", "0", "--max-accuracy-drop", "1", "--no-tflite"]
-STOPPED_BEFORE = {pipeline_lib.TRANSFORM, pipeline_lib.TRAINER, pipeline_lib.EVALUATOR, pipeline_lib.PUSHER}
+STOPPED_BEFORE = {node_ids.TRANSFORM, node_ids.TRAINER, node_ids.EVALUATOR, node_ids.PUSHER}
 
 
 def _ctrl_c_reaches_it():
@@ -85,7 +85,7 @@ def week(tmp_path_factory):
     record["version_1"] = tree_digest(out / "serving_model" / "1")
 
     process = _start(more, out)
-    _wait_until_running(process, metadata, pipeline_lib.TRAINER)
+    _wait_until_running(process, metadata, node_ids.TRAINER)
     process.send_signal(signal.SIGINT)
     record["interrupted"] = process.wait(timeout=300), *process.communicate()
     record["interrupted_summary"] = json.loads((out / "run_summary.json").read_text())
@@ -94,11 +94,11 @@ def week(tmp_path_factory):
     try:
         with run_lock.exclusive_run(out):
             record["lock_free_after_interrupt"] = True
-    except run_lock.PipelineBusyError:
+    except lease.RootBusyError:
         record["lock_free_after_interrupt"] = False
 
     process = _start(more, out)
-    _wait_until_running(process, metadata, pipeline_lib.TRAINER)
+    _wait_until_running(process, metadata, node_ids.TRAINER)
     os.killpg(process.pid, signal.SIGKILL)
     record["killed"] = process.wait(timeout=60)
     record["killed_states"], _, killed_run = latest_run_states(metadata)
@@ -106,7 +106,7 @@ def week(tmp_path_factory):
     record["summary_after_kill"] = (out / "run_summary.json").exists()
     record["entries_after_kill"] = sorted(os.listdir(out / "serving_model"))
 
-    trainer_outputs = out / "pipeline_root" / pipeline_lib.TRAINER
+    trainer_outputs = out / "pipeline_root" / node_ids.TRAINER
     if os.geteuid() == 0 and _mount_tmpfs(trainer_outputs, 256 * 1024):  # far too small for a model
         try:
             record["full_training_disk"], record["full_training_disk_summary"] = run_cli(more, out, *SETTINGS)
@@ -204,10 +204,10 @@ def test_ctrl_c_says_what_was_interrupted_and_exits_130(week):
     assert code == 130, stderr[-3000:]
     assert "Traceback" not in stderr and "KeyboardInterrupt" not in stderr
     summary = week["interrupted_summary"]
-    assert summary["error"] == f"interrupted (Ctrl-C) while {pipeline_lib.TRAINER} ran (marked CANCELED in ML Metadata)"
+    assert summary["error"] == f"interrupted (Ctrl-C) while {node_ids.TRAINER} ran (marked CANCELED in ML Metadata)"
     assert summary["failed"] and summary["run_id"] != week["good_summary"]["run_id"]
     assert "FAILED: interrupted (Ctrl-C)" in stdout
-    assert week["interrupted_states"][pipeline_lib.TRAINER] == ["CANCELED"]
+    assert week["interrupted_states"][node_ids.TRAINER] == ["CANCELED"]
     assert not any("RUNNING" in states for states in week["interrupted_states"].values())
     assert week["lock_free_after_interrupt"]
     assert week["served_after_interrupt"] == week["served"]
@@ -217,9 +217,9 @@ def test_kill_9_during_training_leaves_the_served_versions_alone(week):
     assert week["killed"] == -signal.SIGKILL
     assert week["served_after_kill"] == week["served"] and week["entries_after_kill"] == ["1"]
     assert not week["summary_after_kill"], "the previous run's summary must not stand in for the killed run's"
-    assert week["killed_states"][pipeline_lib.TRAINER] == ["RUNNING"]  # what kill -9 leaves in the store
+    assert week["killed_states"][node_ids.TRAINER] == ["RUNNING"]  # what kill -9 leaves in the store
     next_run = week["full_training_disk"] or week["full_disk"] or week["after_delete"]
-    assert (f"an earlier run stopped while {pipeline_lib.TRAINER} ran (killed?); marked CANCELED in ML Metadata"
+    assert (f"an earlier run stopped while {node_ids.TRAINER} ran (killed?); marked CANCELED in ML Metadata"
             in next_run.stdout)
     assert "RUNNING" not in week["killed_states_later"].values() and "CANCELED" in week["killed_states_later"].values()
 
@@ -237,7 +237,7 @@ def _failed_on_a_full_disk(week, step, node):
 
 
 def test_full_disk_during_training_fails_cleanly_and_hidden_outputs_come_back(week):
-    summary = _failed_on_a_full_disk(week, "full_training_disk", pipeline_lib.TRAINER)
+    summary = _failed_on_a_full_disk(week, "full_training_disk", node_ids.TRAINER)
     # The mount hid version 1's model: it was marked DELETED for that run and is LIVE again once visible, so the
     # next run (the full-disk push below) evaluates against it.
     assert any("Trainer/model" in m for m in summary["missing"])
@@ -246,7 +246,7 @@ def test_full_disk_during_training_fails_cleanly_and_hidden_outputs_come_back(we
 
 
 def test_full_disk_during_the_push_fails_cleanly(week):
-    summary = _failed_on_a_full_disk(week, "full_disk", pipeline_lib.PUSHER)
+    summary = _failed_on_a_full_disk(week, "full_disk", node_ids.PUSHER)
     assert summary["pushed_version"] is None
     assert week["full_disk_entries"] == ["1"], "no staging copy or half version may stay behind"
 
@@ -257,7 +257,7 @@ def test_deleted_pipeline_root_is_recomputed_not_used(week):
     assert any("StatisticsGen/statistics" in m for m in summary["missing"])
     assert any(m.startswith("Model ") and "Trainer/model" in m for m in summary["missing"])
     assert "earlier outputs were gone from disk" in result.stdout
-    components = {n: s for n, s in week["after_delete_states"].items() if n not in pipeline_lib.RESOLVER_IDS}
+    components = {n: s for n, s in week["after_delete_states"].items() if n not in node_ids.RESOLVER_IDS}
     assert components == {n: ["COMPLETE"] for n in components}
     assert "baseline" not in summary["metrics"], "version 1's model is gone: nothing to compare with"
     assert summary["pushed_version"] == 2
@@ -274,7 +274,7 @@ def test_labels_broken_at_the_source_stop_before_training(week):
     assert summary["ingest"]["span"] == 3  # after the good run's span and the new data's
     assert "class balance" in summary["error"] and "label 1: 0" in summary["error"]
     states = week["all_cats_states"]
-    assert states[pipeline_lib.ANOMALIES_GATE] == ["FAILED"]
+    assert states[node_ids.ANOMALIES_GATE] == ["FAILED"]
     assert not STOPPED_BEFORE & set(states), f"ran past the gate: {states}"
     assert week["served_after_all_cats"] == week["served_before_bad_data"]
 
@@ -287,7 +287,7 @@ def test_out_of_domain_labels_from_another_tool_stop_before_training(week):
     assert summary["beam_args"] == ["--direct_running_mode=multi_processing", "--direct_num_workers=0"]
     assert "feature 'label'" in summary["error"]
     states = week["bad_labels_states"]
-    assert states[pipeline_lib.ANOMALIES_GATE] == ["FAILED"]
+    assert states[node_ids.ANOMALIES_GATE] == ["FAILED"]
     assert not STOPPED_BEFORE & set(states)
     assert week["served_after_bad_labels"] == week["served_before_bad_data"]
 

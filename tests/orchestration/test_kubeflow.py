@@ -20,7 +20,8 @@ from google.protobuf import json_format
 from kfp.pipeline_spec import pipeline_spec_pb2
 
 from config import PipelineConfig, with_overrides
-from contract import accelerators
+from contract import accelerators, layout
+from contract import metadata as node_ids
 from orchestration import kfp_runs, kubeflow, vertex
 from pipeline import pipeline as pipeline_lib
 from tests.helpers import ROOT
@@ -88,7 +89,7 @@ def test_package_parses_strictly_and_loads_with_kfps_loader(package):
 
 def _run_group(spec):
     """(the exit handler's group task at the root, the tasks inside it)."""
-    (group,) = [name for name, task in spec["root"]["dag"]["tasks"].items() if name != kubeflow.REPORT_TASK]
+    (group,) = [name for name, task in spec["root"]["dag"]["tasks"].items() if name != layout.REPORT_TASK]
     component = spec["root"]["dag"]["tasks"][group]["componentRef"]["name"]
     return group, spec["components"][component]["dag"]["tasks"]
 
@@ -101,14 +102,14 @@ def test_one_task_per_node_of_create_pipeline_in_its_dependency_order(package):
     local = pipeline_lib.create_pipeline(PipelineConfig(), examples_root="e", pipeline_root="p", serving_dir="s")
     programs = tfx_node.node_programs(local)
     # gs:// root: KServe copies it once, so a rollout task follows the Pusher (test_the_rollout_task_...)
-    assert {p.node_id.lower() for p in programs} | {kubeflow.INGEST_TASK, kubeflow.ROLLOUT_TASK} == set(tasks)
+    assert {p.node_id.lower() for p in programs} | {layout.INGEST_TASK, layout.ROLLOUT_TASK} == set(tasks)
     for program in programs:
         task = tasks[program.node_id.lower()]
-        expected = {u.lower() for u in program.upstream} or {kubeflow.INGEST_TASK}
+        expected = {u.lower() for u in program.upstream} or {layout.INGEST_TASK}
         assert set(task["dependentTasks"]) == expected, program.node_id
         node_ir = json.loads(task["inputs"]["parameters"]["node_program"]["runtimeValue"]["constant"])
         assert [n["pipelineNode"]["nodeInfo"]["id"] for n in node_ir["nodes"]] == [program.node_id]
-    report = spec["root"]["dag"]["tasks"][kubeflow.REPORT_TASK]
+    report = spec["root"]["dag"]["tasks"][layout.REPORT_TASK]
     node_ids = report["inputs"]["parameters"]["node_ids"]["runtimeValue"]["constant"]
     assert node_ids == [p.node_id for p in programs]
 
@@ -117,8 +118,8 @@ def test_the_report_is_the_exit_handler_of_every_other_task(package):
     spec = _documents(package)[0]
     group, _ = _run_group(spec)
     root_tasks = spec["root"]["dag"]["tasks"]
-    assert set(root_tasks) == {group, kubeflow.REPORT_TASK}
-    report = root_tasks[kubeflow.REPORT_TASK]
+    assert set(root_tasks) == {group, layout.REPORT_TASK}
+    report = root_tasks[layout.REPORT_TASK]
     assert report["dependentTasks"] == [group]
     assert report["triggerPolicy"] == {"strategy": "ALL_UPSTREAM_TASKS_COMPLETED"}
 
@@ -127,14 +128,14 @@ def test_the_rollout_task_follows_the_pusher_on_a_gs_root_only(package, pvc_pack
     """KServe copies a gs:// root into its pod once: after the Pusher, a task starts the InferenceService's new
     revision (orchestration.kfp_tasks.rollout). A PVC is polled: no such task."""
     _, tasks = _run_group(_documents(package)[0])
-    rollout = tasks[kubeflow.ROLLOUT_TASK]
-    assert rollout["dependentTasks"] == [pipeline_lib.PUSHER.lower()]
+    rollout = tasks[layout.ROLLOUT_TASK]
+    assert rollout["dependentTasks"] == [node_ids.PUSHER.lower()]
     constants = {name: value["runtimeValue"]["constant"] for name, value in rollout["inputs"]["parameters"].items()
                  if "runtimeValue" in value}
     assert constants["serving"] == {"name": "cats-vs-dogs", "namespace": "default"}
     assert constants["root"] == "gs://bucket/cats"
     assert rollout["retryPolicy"]["maxRetryCount"] == kubeflow.TASK_RETRIES, "an unreachable API is tried again"
-    assert kubeflow.ROLLOUT_TASK not in _run_group(_documents(pvc_package)[0])[1]
+    assert layout.ROLLOUT_TASK not in _run_group(_documents(pvc_package)[0])[1]
     no_rollout = kubeflow.Deployment(image=IMAGE, root="gs://bucket/cats", serving=None)
     assert not no_rollout.rolls_out
 
@@ -143,10 +144,10 @@ def test_trainer_and_beam_tasks_are_retried_with_backoff(package):
     spec = _documents(package)[0]
     _, tasks = _run_group(spec)
     retried = {name: task["retryPolicy"] for name, task in tasks.items() if "retryPolicy" in task}
-    beam_and_trainer = {pipeline_lib.TRAINER, pipeline_lib.STATISTICS_GEN, pipeline_lib.TRANSFORM,
-                        pipeline_lib.EVALUATOR, pipeline_lib.EXAMPLE_GEN, kubeflow.INGEST_TASK}
+    beam_and_trainer = {node_ids.TRAINER, node_ids.STATISTICS_GEN, node_ids.TRANSFORM,
+                        node_ids.EVALUATOR, node_ids.EXAMPLE_GEN, layout.INGEST_TASK}
     assert {name.lower() for name in beam_and_trainer} <= set(retried)
-    trainer = retried[pipeline_lib.TRAINER.lower()]
+    trainer = retried[node_ids.TRAINER.lower()]
     assert trainer["maxRetryCount"] == kubeflow.TASK_RETRIES
     assert trainer["backoffDuration"] == kubeflow.RETRY_BACKOFF and trainer["backoffFactor"] == 2.0
     assert trainer["backoffMaxDuration"] == kubeflow.RETRY_BACKOFF_MAX
@@ -155,16 +156,16 @@ def test_trainer_and_beam_tasks_are_retried_with_backoff(package):
 def test_trainer_gets_its_resources_and_other_tasks_small_defaults(package):
     spec = _documents(package)[0]
     executors = spec["deploymentSpec"]["executors"]
-    trainer = executors[f"exec-{pipeline_lib.TRAINER.lower()}"]["container"]["resources"]
+    trainer = executors[f"exec-{node_ids.TRAINER.lower()}"]["container"]["resources"]
     assert trainer["cpuLimit"] == 4.0 and trainer["memoryLimit"] == 16.0
     assert (trainer["accelerator"]["resourceType"], trainer["accelerator"]["resourceCount"]) == ("nvidia.com/gpu", "2")
-    evaluator = executors[f"exec-{pipeline_lib.EVALUATOR.lower()}"]["container"]["resources"]
+    evaluator = executors[f"exec-{node_ids.EVALUATOR.lower()}"]["container"]["resources"]
     assert "accelerator" not in evaluator and "cpuLimit" not in evaluator
     assert evaluator["cpuRequest"] == float(kubeflow.DEFAULT_TASK_CPU)
     # The Trainer's task is told what it was given, so it can refuse to train on its CPU (trainer.devices).
-    env = {e["name"]: e["value"] for e in executors[f"exec-{pipeline_lib.TRAINER.lower()}"]["container"]["env"]}
+    env = {e["name"]: e["value"] for e in executors[f"exec-{node_ids.TRAINER.lower()}"]["container"]["env"]}
     assert env[accelerators.ACCELERATOR_ENV] == "nvidia.com/gpu" and env[accelerators.ACCELERATOR_COUNT_ENV] == "2"
-    assert "env" not in executors[f"exec-{pipeline_lib.EVALUATOR.lower()}"]["container"]
+    assert "env" not in executors[f"exec-{node_ids.EVALUATOR.lower()}"]["container"]
 
 
 def test_package_points_at_the_root_and_the_clusters_metadata_service(package):

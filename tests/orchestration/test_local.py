@@ -2,13 +2,13 @@
 import pytest
 
 import pipeline_runner
-from orchestration import local_schedule, run_lock
+from orchestration import lease, local_schedule, run_lock
 from tests.helpers import ROOT
 
 
 def test_second_run_on_the_same_root_is_refused_at_once(tmp_path):
     with run_lock.exclusive_run(tmp_path):
-        with pytest.raises(run_lock.PipelineBusyError, match=f"pid [0-9]+ on .*lock file {tmp_path}"):
+        with pytest.raises(lease.RootBusyError, match=f"pid [0-9]+ on .*lock file {tmp_path}"):
             with run_lock.exclusive_run(tmp_path):
                 pass
     with run_lock.exclusive_run(tmp_path):  # released after the first run

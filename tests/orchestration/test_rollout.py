@@ -12,9 +12,8 @@ import socket
 import pytest
 
 from components.serving_pusher import existing_versions, push_model
-from contract.layout import RunLayout
+from contract.layout import ROLLOUT_TASK, RunLayout
 from orchestration import kfp_tasks, kserve, lease, rollback
-from orchestration.kubeflow import ROLLOUT_TASK
 from tests.kube_api import FakeKubernetesAPI
 
 SERVING = kserve.Serving(name="pets", namespace="team-a")

@@ -34,7 +34,7 @@ def test_artifacts_whose_files_are_gone_are_marked_deleted_and_come_back_with_th
 
 
 def test_a_store_that_does_not_exist_yet_has_nothing_to_mark(tmp_path):
-    assert store_health.mark_missing_in_file(tmp_path / "metadata.sqlite") == []
+    assert store_health.open_store(tmp_path / "metadata.sqlite") is None
     assert store_health.run_ids(tmp_path / "metadata.sqlite") == frozenset()
     store_health.check(tmp_path / "metadata.sqlite")
     assert not (tmp_path / "metadata.sqlite").exists()

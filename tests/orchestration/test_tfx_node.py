@@ -8,8 +8,10 @@ from google.protobuf import json_format
 from tfx.proto.orchestration import pipeline_pb2
 
 from config import PipelineConfig
+from contract import metadata as node_ids
 from orchestration import tfx_node
 from pipeline import pipeline as pipeline_lib
+from tests.helpers import DEFAULT_NODE_IDS
 
 
 @pytest.fixture(scope="module")
@@ -20,8 +22,8 @@ def programs():
 
 
 def test_each_program_holds_one_node_and_only_its_own_specs(programs):
-    assert [p.node_id for p in programs][0] == pipeline_lib.EXAMPLE_GEN
-    assert {p.node_id for p in programs} == set(pipeline_lib.NODE_IDS)
+    assert [p.node_id for p in programs][0] == node_ids.EXAMPLE_GEN
+    assert {p.node_id for p in programs} == set(DEFAULT_NODE_IDS)
     seen = set()
     for program in programs:
         assert set(program.upstream) <= seen, f"{program.node_id} comes before one of its upstream nodes"
@@ -33,16 +35,16 @@ def test_each_program_holds_one_node_and_only_its_own_specs(programs):
         assert set(deployment.executor_specs) <= {program.node_id}
         assert set(deployment.custom_driver_specs) <= {program.node_id}
         assert ir.runtime_spec.pipeline_root.runtime_parameter.default_value.string_value == "/r/pipeline_root"
-    trainer = next(p for p in programs if p.node_id == pipeline_lib.TRAINER)
+    trainer = next(p for p in programs if p.node_id == node_ids.TRAINER)
     assert pipeline_lib.RUN_FN in trainer.ir_json
 
 
 def test_example_gen_keeps_its_span_resolving_driver(programs):
     example_gen = json.loads(programs[0].ir_json)
-    assert example_gen["nodes"][0]["pipelineNode"]["nodeInfo"]["id"] == pipeline_lib.EXAMPLE_GEN
+    assert example_gen["nodes"][0]["pipelineNode"]["nodeInfo"]["id"] == node_ids.EXAMPLE_GEN
     drivers = example_gen["deploymentConfig"]["customDriverSpecs"]
     # TFX's file-based driver, taught that a span may lack its test split
-    assert drivers[pipeline_lib.EXAMPLE_GEN]["classPath"] == "components.judged_split.SpanSplitsDriver"
+    assert drivers[node_ids.EXAMPLE_GEN]["classPath"] == "components.judged_split.SpanSplitsDriver"
 
 
 @pytest.mark.parametrize("store, expected", [

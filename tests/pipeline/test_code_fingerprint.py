@@ -4,11 +4,12 @@ import json
 import shutil
 
 import config as config_lib
+from contract import metadata as node_ids
 from pipeline import code_fingerprint as fingerprint
 from pipeline import pipeline as pipeline_lib
 
-CODE_VERSION_NODES = {pipeline_lib.TRANSFORM, pipeline_lib.TRAINER, pipeline_lib.ANOMALIES_GATE,
-                      pipeline_lib.PUSHER}
+CODE_VERSION_NODES = {node_ids.TRANSFORM, node_ids.TRAINER, node_ids.ANOMALIES_GATE,
+                      node_ids.PUSHER}
 
 
 def _relative(paths):

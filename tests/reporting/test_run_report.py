@@ -1,7 +1,7 @@
 import tensorflow as tf
 
 from contract import features, layout
-from pipeline import pipeline as pipeline_lib
+from contract import metadata as node_ids
 from reporting import run_report, run_summary
 
 
@@ -41,7 +41,7 @@ def _ingest_report():
 
 def test_report_of_a_run_stopped_by_the_data_gate_shows_why_with_the_data(tmp_path):
     nodes = [run_summary.NodeRun("ImportExampleGen", "executed", 2.0, 1, 0.0),
-             run_summary.NodeRun(pipeline_lib.ANOMALIES_GATE, "failed", 0.5, 2, 2.0)]
+             run_summary.NodeRun(node_ids.ANOMALIES_GATE, "failed", 0.5, 2, 2.0)]
     error = "DataAnomaliesError: eval split: 1 examples, fewer than the minimum 30"
     page = run_report.write_report(_summary(nodes=nodes, error=error), tmp_path, {}, _ingest_report())
     assert page == tmp_path / "report" / "index.html" and not (tmp_path / ".report.incoming").exists()

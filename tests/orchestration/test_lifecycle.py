@@ -1,0 +1,55 @@
+"""The steps after the DAG, written once (orchestration.lifecycle.after_the_dag): the local run writes them
+under its output directory, the Kubeflow exit handler under <root>/runs/<run id>/, on a disk or an object
+store alike."""
+
+import json
+
+import pytest
+
+from contract import layout, storage
+from orchestration import kfp_tasks, lifecycle
+from reporting import run_summary
+from tests.object_store import FakeObjectStore
+
+
+def _summary(**changes):
+    fields = dict(pipeline="cats-vs-dogs", run_id="run-7", nodes=[], metrics={}, metrics_by_label={},
+                  confusion_matrix=None, blessed=None, decision=None, pushed_version=None, pushed_path=None)
+    return run_summary.RunSummary(**(fields | changes))
+
+
+def _before():
+    return lifecycle.BeforeTheDag(ingest=None, table="", canceled=["Trainer"],
+                                  took_over={"run_id": "run-6", "why": "no heartbeat for 2 h"})
+
+
+def test_on_a_disk_the_summary_and_report_are_written_with_what_happened_before_the_dag(tmp_path, capsys):
+    page = lifecycle.after_the_dag(_summary(), _before(), str(tmp_path), {}, error="failed at Trainer: boom",
+                                   beam_args=["--direct_num_workers=1"], notes=["a note"])
+    written = json.loads((tmp_path / layout.SUMMARY_FILE).read_text())
+    assert written["error"] == "failed at Trainer: boom" and written["beam_args"] == ["--direct_num_workers=1"]
+    assert written["notes"][0] == "a note" and any("took over the pipeline root from run run-6" in note
+                                                   for note in written["notes"][1:])
+    assert page == str(tmp_path / layout.REPORT_DIR / layout.REPORT_PAGE)
+    assert "boom" in (tmp_path / layout.REPORT_DIR / layout.REPORT_PAGE).read_text()
+    printed = capsys.readouterr().out
+    assert "FAILED" in printed and f"summary written to {tmp_path / layout.SUMMARY_FILE}" in printed
+
+
+def test_on_an_object_store_the_report_is_copied_and_reads_back_as_one_file(monkeypatch):
+    store = FakeObjectStore()
+    monkeypatch.setattr(storage, "backend", store)
+    folder = "gs://bucket/root/runs/run-7"
+    page = lifecycle.after_the_dag(_summary(), None, folder, {})
+    assert json.loads(store.objects[f"{folder}/{layout.SUMMARY_FILE}"])["run_id"] == "run-7"
+    assert page == f"{folder}/{layout.REPORT_DIR}/{layout.REPORT_PAGE}" and page in store.objects
+    store.objects[f"{folder}/{layout.REPORT_DIR}/figure.png"] = b"\x89PNG"
+    html = kfp_tasks.inline_images('<img src="figure.png"><img src="absent.png">', f"{folder}/{layout.REPORT_DIR}")
+    assert 'src="data:image/png;base64,iVBORw=="' in html and 'src="absent.png"' in html
+
+
+def test_a_summary_that_cannot_be_written_is_one_line_after_the_printed_summary(tmp_path, capsys):
+    (tmp_path / "full").write_text("a file where the run's folder should be")
+    with pytest.raises(lifecycle.ReportNotWritten, match="the run summary could not be written to .*full/"):
+        lifecycle.after_the_dag(_summary(), None, str(tmp_path / "full"), {})
+    assert "Pipeline cats-vs-dogs" in capsys.readouterr().out
