@@ -92,10 +92,6 @@ def add_store_flags(parser, grpc_help: str, sqlite_help: str) -> None:
     store.add_argument("--metadata-sqlite", metavar="PATH", help=sqlite_help)
 
 
-def add_experiment(parser) -> None:
-    parser.add_argument("--experiment", default="cats-vs-dogs", help="KFP experiment. Default: cats-vs-dogs.")
-
-
 def add_serving_target_flags(group, rollout_help: str) -> None:
     """The InferenceService that serves the root's versions, and whether to tell it about a new one."""
     from orchestration import kserve
@@ -121,3 +117,30 @@ def check_output_dir(output_dir: pathlib.Path) -> None:
         raise SettingsError(f"--output-dir {output_dir} cannot be created: {error.strerror or error}") from None
     if not os.access(output_dir, os.W_OK | os.X_OK):
         raise SettingsError(f"--output-dir {output_dir} is not writable")
+
+
+def source_kinds() -> tuple[str, ...]:
+    """What a source can be: the kinds ingest.sources reads."""
+    from ingest import sources
+
+    return tuple(sources.LISTERS)
+
+
+def package(args: argparse.Namespace) -> str:
+    """The --package that submit and schedule send: it must exist, and be a package."""
+    if not args.package:
+        raise SettingsError(f"--{args.target_flag} needs --package (compile one with `compile`)")
+    if not os.path.isfile(args.package):
+        raise SettingsError(f"no package at {args.package}: write one with `compile`")
+    from orchestration import kubeflow
+
+    kubeflow.package_spec(args.package)  # a file that is not a package is named now, in one line
+    return args.package
+
+
+def run_arguments(args: argparse.Namespace) -> dict:
+    """The package's run parameters the flags set (the others keep the values given to compile)."""
+    arguments = {"source": str(args.data_dir)} if args.data_dir is not None else {}
+    if args.source_kind:
+        arguments["source_kind"] = args.source_kind
+    return arguments
