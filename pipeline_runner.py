@@ -68,10 +68,12 @@ def build_parser() -> argparse.ArgumentParser:
         prog="pipeline_runner.py", description="Train, validate and ship a cat/dog classifier with TFX.",
         epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    local_run.add_parsers(commands, EXAMPLES)  # run, ingest
-    history.add_parsers(commands)  # models, rollback
-    photos.add_parsers(commands)  # predict, base-weights
-    deploy.add_parsers(commands, EXAMPLES)  # compile, submit, schedule
+    for command in (*local_run.COMMANDS, *history.COMMANDS, *photos.COMMANDS, *deploy.commands()):
+        examples = {"epilog": EXAMPLES, "formatter_class": argparse.RawDescriptionHelpFormatter}
+        sub = commands.add_parser(command.name, help=command.summary, description=command.description,
+                                  **(examples if command.with_examples else {}))
+        command.add_flags(sub)
+        sub.set_defaults(handler=command.handler)
     return parser
 
 

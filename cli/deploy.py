@@ -31,30 +31,37 @@ DESCRIPTIONS = {
 }
 
 
-def add_parsers(commands, epilog: str, offered=targets.TARGETS) -> None:
-    for command, (summary, description) in DESCRIPTIONS.items():
-        chosen_by = targets.offering(command, offered)
+def commands(offered=None) -> tuple[flags.Command, ...]:
+    """compile, submit and schedule, each with the flags of the targets that offer it (default: every target
+    of cli.targets)."""
+    offered = offered or targets.TARGETS
+    return tuple(flags.Command(name, summary, description, _flags_of(name, targets.offering(name, offered)),
+                               _dispatcher(name, targets.offering(name, offered)), with_examples=name == "compile")
+                 for name, (summary, description) in DESCRIPTIONS.items())
+
+
+def _flags_of(command: str, chosen_by: list):
+    def add_flags(parser: argparse.ArgumentParser) -> None:
         if command == "compile":
-            parser = commands.add_parser(command, help=summary, description=description, epilog=epilog,
-                                         formatter_class=argparse.RawDescriptionHelpFormatter)
             names = [target.NAME for target in chosen_by]
             parser.add_argument("--target", choices=names, default=names[0], help=" ".join(
                 f"{target.NAME}{' (default)' if target is chosen_by[0] else ''}: {target.HELP}."
                 for target in chosen_by))
             _add_compile_flags(parser)
         else:
-            parser = commands.add_parser(command, help=summary, description=description)
             selector = parser.add_mutually_exclusive_group(required=True)
             for target in chosen_by:
                 flag, keywords = target.SELECTS[command]
                 selector.add_argument(flag, **keywords)
             _add_run_flags(command, parser)
-        owners = {}
+        owned = {}  # {dest: (target name, flag, default)} of the flags a target added
         for target in chosen_by:
             before = {action.dest for action in parser._actions}
             target.add_flags(command, parser)
-            owners |= {action.dest: (target, action) for action in parser._actions if action.dest not in before}
-        parser.set_defaults(handler=_dispatcher(command, chosen_by, owners))
+            owned |= {action.dest: (target.NAME, action.option_strings[0], action.default)
+                      for action in parser._actions if action.dest not in before}
+        parser.set_defaults(owned_flags=owned)
+    return add_flags
 
 
 def _add_compile_flags(parser: argparse.ArgumentParser) -> None:
@@ -100,16 +107,17 @@ def _add_run_flags(command: str, parser: argparse.ArgumentParser) -> None:
                         help="KFP's pipeline root for this run. Default: the one the package was compiled with.")
 
 
-def _dispatcher(command: str, offered: list, owners: dict):
+def _dispatcher(command: str, offered: list):
     """The handler of `command`: the chosen target's, after refusing flags that belong to another target."""
     def handle(args: argparse.Namespace) -> int:
         chosen = next(target for target in offered if _chose(command, target, args))
-        foreign = {}
-        for dest, (owner, action) in owners.items():
-            if owner is not chosen and getattr(args, dest) != action.default:
-                foreign.setdefault(owner, []).append(action.option_strings[0])
-        for owner, given in foreign.items():
-            raise SettingsError(f"{', '.join(given)} apply only to {_choice(command, owner)}, not "
+        by_name = {target.NAME: target for target in offered}
+        given: dict[str, list[str]] = {}
+        for dest, (owner, flag, default) in args.owned_flags.items():
+            if owner != chosen.NAME and getattr(args, dest) != default:
+                given.setdefault(owner, []).append(flag)
+        for owner, flags_given in given.items():
+            raise SettingsError(f"{', '.join(flags_given)} apply only to {_choice(command, by_name[owner])}, not "
                                 f"{_choice(command, chosen)}")
         if command == "compile":
             config, notes = flags.config_from_args(args)

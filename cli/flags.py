@@ -3,12 +3,34 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import inspect
 import os
 import pathlib
+from typing import Callable
 
 from contract.errors import CommandError
 
 DEFAULT_OUTPUT_DIR = pathlib.Path("runs/default")
+
+
+@dataclasses.dataclass(frozen=True)
+class Command:
+    """One command of the command line: pipeline_runner.py makes its parser and dispatches to `handler`."""
+
+    name: str
+    summary: str  # the line in the command list
+    description: str
+    add_flags: Callable[[argparse.ArgumentParser], None]
+    handler: Callable[[argparse.Namespace], int]
+    with_examples: bool = False  # the examples of pipeline_runner.py as the epilog of its --help
+
+    @classmethod
+    def of(cls, name: str, add_flags, handler, with_examples: bool = False) -> Command:
+        """A command whose help is its handler's docstring: the first line its summary, the rest its
+        description."""
+        summary, _, description = inspect.cleandoc(handler.__doc__).partition("\n\n")
+        return cls(name, summary, " ".join(description.split()), add_flags, handler, with_examples)
 
 
 class SettingsError(CommandError):

@@ -14,30 +14,18 @@ from contract.errors import CommandError, RunFailedError
 from contract.layout import RunLayout
 
 
-def add_parsers(commands) -> None:
-    models = commands.add_parser("models", help="List the pushed model versions, read from MLMD.",
-                                 description="Each pushed version with its eval metrics, the data spans its model "
-                                             "was trained on, its blessing and its push time: of a local output "
-                                             "directory, or of a deployment (--root and its store).")
+def _models_flags(models: argparse.ArgumentParser) -> None:
     _add_history_flags(models)
     models.add_argument("--json", action="store_true", help="Print JSON instead of a table.")
-    models.set_defaults(handler=command_models)
 
-    rollback = commands.add_parser(
-        "rollback", help="Serve an earlier pushed version again (pushed as a new version).",
-        description="Copies version N to the next version number, so that TF Serving (which serves the highest "
-                    "version) serves N's model again with no change to its configuration; records the rollback "
-                    "in ML Metadata. The next run's candidate is compared with this model. Refused, with nothing "
-                    "changed, for a version never pushed or blessed, one whose files changed since its push, the "
-                    "version already served, or while a run holds the root. Works on a local output directory or "
-                    "a deployment's root (--root with its store).")
+
+def _rollback_flags(rollback: argparse.ArgumentParser) -> None:
     _add_history_flags(rollback)
     rollback.add_argument("--to", type=flags.count(1), required=True, metavar="N", help="The version to serve again.")
     rollback.add_argument("--reason", default="", help="Why, kept with the rollback (shown by `models`).")
     flags.add_serving_target_flags(rollback.add_argument_group("serving on the cluster"),
                                    "the rollback starts a new revision of the InferenceService with your "
                                    "kubeconfig's credentials (KServe copies a gs:// root once)")
-    rollback.set_defaults(handler=command_rollback)
 
 
 def _add_history_flags(parser: argparse.ArgumentParser) -> None:
@@ -83,6 +71,11 @@ def history_store(args: argparse.Namespace):
 
 
 def command_models(args: argparse.Namespace) -> int:
+    """List the pushed model versions, read from MLMD.
+
+    Each pushed version with its eval metrics, the data spans its model was trained on, its blessing and its
+    push time: of a local output directory, or of a deployment (--root and its store).
+    """
     from orchestration import reconcile
     from reporting import model_history
 
@@ -101,6 +94,14 @@ def command_models(args: argparse.Namespace) -> int:
 
 
 def command_rollback(args: argparse.Namespace) -> int:
+    """Serve an earlier pushed version again (pushed as a new version).
+
+    Copies version N to the next version number, so that TF Serving (which serves the highest version) serves
+    N's model again with no change to its configuration; records the rollback in ML Metadata. The next run's
+    candidate is compared with this model. Refused, with nothing changed, for a version never pushed or blessed,
+    one whose files changed since its push, the version already served, or while a run holds the root. Works on
+    a local output directory or a deployment's root (--root with its store).
+    """
     import config as config_lib
     from orchestration import kserve, rollback
 
@@ -125,3 +126,9 @@ def command_rollback(args: argparse.Namespace) -> int:
     except kserve.RolloutError as error:
         raise RunFailedError(f"the rollback is pushed and recorded, but {error}") from None
     return 0
+
+
+COMMANDS = (
+    flags.Command.of("models", _models_flags, command_models),
+    flags.Command.of("rollback", _rollback_flags, command_rollback),
+)

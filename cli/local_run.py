@@ -20,28 +20,18 @@ SOURCE_FLAGS = {
 }
 
 
-def add_parsers(commands, epilog: str) -> None:
-    run = commands.add_parser(
-        "run", help="Ingest images and run the pipeline end to end with LocalDagRunner.",
-        description="Ingest a source as a new span (unchanged data reuses the last span), then run the TFX "
-                    "pipeline on LocalDagRunner with SQLite metadata and Beam's DirectRunner. Without a source, "
-                    "run on the spans already in <output-dir>/examples (written by `ingest` or another job).",
-        epilog=epilog, formatter_class=argparse.RawDescriptionHelpFormatter)
+def _run_flags(run: argparse.ArgumentParser) -> None:
     _add_source_flags(run, required=False)
     run.add_argument("--allow-anomalies", action="store_true",
                      help="Train even when the data has anomalies (schema violations, class imbalance, image "
                           "size drift). They are still reported. Use consciously.")
     run.add_argument("--verbose", action="store_true", help="Show TFX and Beam INFO logs.")
     flags.add_config_flags(run)
-    run.set_defaults(handler=command_run)
 
-    ingest = commands.add_parser(
-        "ingest", help="Only ingest a source as a new span (what `run` does first).",
-        description="Checks every file or record, normalizes what can be, quarantines the rest with a reason, "
-                    "drops exact duplicates, and writes <output-dir>/examples/span-N/ with ingest_report.json.")
+
+def _ingest_flags(ingest: argparse.ArgumentParser) -> None:
     _add_source_flags(ingest)
     flags.add_config_flags(ingest, sections=("data",))  # ingest trains nothing
-    ingest.set_defaults(handler=command_ingest)
 
 
 def _add_source_flags(parser: argparse.ArgumentParser, required: bool = True) -> None:
@@ -88,6 +78,12 @@ def check_local_files(config) -> None:
 
 
 def command_run(args: argparse.Namespace) -> int:
+    """Ingest images and run the pipeline end to end with LocalDagRunner.
+
+    Ingest a source as a new span (unchanged data reuses the last span), then run the TFX pipeline on
+    LocalDagRunner with SQLite metadata and Beam's DirectRunner. Without a source, run on the spans already in
+    <output-dir>/examples (written by `ingest` or another job).
+    """
     from orchestration import local
 
     config, notes = flags.config_from_args(args)
@@ -98,8 +94,19 @@ def command_run(args: argparse.Namespace) -> int:
 
 
 def command_ingest(args: argparse.Namespace) -> int:
+    """Only ingest a source as a new span (what `run` does first).
+
+    Checks every file or record, normalizes what can be, quarantines the rest with a reason, drops exact
+    duplicates, and writes <output-dir>/examples/span-N/ with ingest_report.json.
+    """
     from orchestration import local
 
     config, _ = flags.config_from_args(args)  # ingest does not train: the schedule does not matter to it
     flags.check_output_dir(args.output_dir)
     return local.ingest(config, args.output_dir, _source(args), args.beam_workers)
+
+
+COMMANDS = (
+    flags.Command.of("run", _run_flags, command_run, with_examples=True),
+    flags.Command.of("ingest", _ingest_flags, command_ingest),
+)

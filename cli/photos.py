@@ -16,11 +16,7 @@ from contract.layout import RunLayout
 SHEET_SUFFIXES = (".png", ".jpg", ".jpeg")  # what Pillow writes the contact sheet as
 
 
-def add_parsers(commands) -> None:
-    predict = commands.add_parser(
-        "predict", help="Classify your own photos with the latest pushed model (or --model).",
-        description="Prints a table (file, class, dog probability) and writes a contact sheet PNG. A file that "
-                    "cannot be read is reported on its own line; the others are still classified.")
+def _predict_flags(predict: argparse.ArgumentParser) -> None:
     predict.add_argument("paths", nargs="+", type=pathlib.Path, help="Image files or folders.")
     _add_model_flags(predict)
     predict.add_argument("--json", action="store_true", help="Print JSON instead of a table.")
@@ -29,17 +25,11 @@ def add_parsers(commands) -> None:
                               "with --model, beside the run that pushed it (./predictions/ for a model elsewhere).")
     predict.add_argument("--explain", action="store_true",
                          help="Overlay Grad-CAM heat maps (MobileNetV2's last convolutional block) on the sheet.")
-    predict.set_defaults(handler=command_predict)
 
-    base = commands.add_parser(
-        "base-weights", help="Save a pushed model's MobileNetV2 base as a weights file for --weights.",
-        description="Writes the base of a pushed model (MobileNetV2 without its head) as a no-top weights file in "
-                    "the layout of Keras' own ImageNet files. Another pipeline then starts from it with --weights "
-                    "FILE and the same --alpha (any --image-size): a model trained on your images becomes the "
-                    "pretrained start of the next task, trained with the default schedule.")
+
+def _base_weights_flags(base: argparse.ArgumentParser) -> None:
     _add_model_flags(base)
     base.add_argument("--out", type=pathlib.Path, required=True, help="The weights file to write (.h5).")
-    base.set_defaults(handler=command_base_weights)
 
 
 def _add_model_flags(parser: argparse.ArgumentParser) -> None:
@@ -55,6 +45,11 @@ def _model_dir(args: argparse.Namespace) -> pathlib.Path:
 
 
 def command_predict(args: argparse.Namespace) -> int:
+    """Classify your own photos with the latest pushed model (or --model).
+
+    Prints a table (file, class, dog probability) and writes a contact sheet PNG. A file that cannot be read is
+    reported on its own line; the others are still classified.
+    """
     from contract import layout
     from inference import contact_sheet, predict
 
@@ -112,6 +107,13 @@ def _default_sheet(run_or_model: pathlib.Path) -> pathlib.Path:
 
 
 def command_base_weights(args: argparse.Namespace) -> int:
+    """Save a pushed model's MobileNetV2 base as a weights file for --weights.
+
+    Writes the base of a pushed model (MobileNetV2 without its head) as a no-top weights file in the layout of
+    Keras' own ImageNet files. Another pipeline then starts from it with --weights FILE and the same --alpha
+    (any --image-size): a model trained on your images becomes the pretrained start of the next task, trained
+    with the default schedule.
+    """
     from contract import layout
 
     if args.out.suffix != ".h5":
@@ -130,3 +132,9 @@ def command_base_weights(args: argparse.Namespace) -> int:
     print(f"wrote the MobileNetV2 base of {model_dir} to {args.out}; start from it with --weights {args.out} "
           "and the --alpha that model was trained with")
     return errors.OK
+
+
+COMMANDS = (
+    flags.Command.of("predict", _predict_flags, command_predict),
+    flags.Command.of("base-weights", _base_weights_flags, command_base_weights),
+)

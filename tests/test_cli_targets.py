@@ -7,7 +7,7 @@ import types
 import pytest
 
 import pipeline_runner
-from cli import deploy, targets
+from cli import targets
 
 
 def _throwaway_target(calls):
@@ -38,8 +38,6 @@ def _throwaway_target(calls):
 def with_airflow(monkeypatch):
     calls = []
     monkeypatch.setattr(targets, "TARGETS", (*targets.TARGETS, _throwaway_target(calls)))
-    original = deploy.add_parsers
-    monkeypatch.setattr(deploy, "add_parsers", lambda commands, epilog: original(commands, epilog, targets.TARGETS))
     return calls
 
 

@@ -8,6 +8,8 @@ import ast
 import subprocess
 import sys
 
+import pytest
+
 from tests.helpers import ROOT, project_packages
 
 # Lowest first. A package may import packages of lower layers only (and itself).
@@ -23,26 +25,42 @@ LAYERS = (
     ("pipeline_runner",),  # the entry point: parser and dispatch
 )
 RANK = {package: rank for rank, packages in enumerate(LAYERS) for package in packages}
-def _imports_between_packages() -> dict[tuple[str, str], list[str]]:
-    """(importer, imported) -> ["file:line", ...] for every import of one project package by another."""
-    packages = project_packages()
+def _module_name(path) -> str:
+    parts = path.relative_to(ROOT).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _imports_between_modules(packages=None) -> dict[tuple[str, str], list[str]]:
+    """(importer, imported) -> ["file:line", ...] for every import of one project module by another (of
+    `packages`, default the shipped ones): `from package import module` counts as importing that module."""
+    packages = packages or project_packages()
     files = [ROOT / "pipeline_runner.py"] + [p for name in packages - {"pipeline_runner"}
                                              for p in (ROOT / name).rglob("*.py")]
+    modules = {_module_name(path) for path in files}
     edges: dict[tuple[str, str], list[str]] = {}
     for path in files:
-        importer = path.relative_to(ROOT).parts[0].removesuffix(".py")
+        importer = _module_name(path)
         for node in ast.walk(ast.parse(path.read_text(), str(path))):
             if isinstance(node, ast.Import):
                 names = [alias.name for alias in node.names]
             elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
-                names = [node.module]
+                names = [f"{node.module}.{alias.name}" if f"{node.module}.{alias.name}" in modules else node.module
+                         for alias in node.names]
             else:
                 continue
             for name in names:
-                imported = name.split(".")[0]
-                if imported in packages and imported != importer:
-                    edges.setdefault((importer, imported), []).append(
-                        f"{path.relative_to(ROOT)}:{node.lineno}")
+                if name in modules and name != importer:
+                    edges.setdefault((importer, name), []).append(f"{path.relative_to(ROOT)}:{node.lineno}")
+    return edges
+
+
+def _imports_between_packages() -> dict[tuple[str, str], list[str]]:
+    """(importer, imported) -> ["file:line", ...] for every import of one project package by another."""
+    edges: dict[tuple[str, str], list[str]] = {}
+    for (importer, imported), where in _imports_between_modules().items():
+        importer, imported = importer.split(".")[0], imported.split(".")[0]
+        if importer != imported:
+            edges.setdefault((importer, imported), []).extend(where)
     return edges
 
 
@@ -86,45 +104,10 @@ def test_the_cycle_finder_finds_a_cycle():
     assert _cycles({("a", "b"): [], ("b", "c"): []}) == []
 
 
-def test_no_import_cycles_between_packages():
-    edges = _imports_between_packages()
-    cycles = _cycles(edges)
-    detail = [f"{a} -> {b}: {', '.join(where)}" for (a, b), where in sorted(edges.items())
-              if any(a in group and b in group for group in cycles)]
-    assert not cycles, f"import cycles {cycles}:\n" + "\n".join(detail)
-
-
-def _module_name(path) -> str:
-    parts = path.relative_to(ROOT).with_suffix("").parts
-    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
-
-
-def _imports_between_modules() -> dict[tuple[str, str], list[str]]:
-    """(importer, imported) -> ["file:line", ...] for every import of one project module by another, the
-    benchmarks' included: `from package import module` counts as importing that module."""
-    packages = project_packages() | {"benchmarks"}
-    files = [ROOT / "pipeline_runner.py"] + [p for name in packages - {"pipeline_runner"}
-                                             for p in (ROOT / name).rglob("*.py")]
-    modules = {_module_name(path) for path in files}
-    edges: dict[tuple[str, str], list[str]] = {}
-    for path in files:
-        importer = _module_name(path)
-        for node in ast.walk(ast.parse(path.read_text(), str(path))):
-            if isinstance(node, ast.Import):
-                names = [alias.name for alias in node.names]
-            elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
-                names = [f"{node.module}.{alias.name}" if f"{node.module}.{alias.name}" in modules else node.module
-                         for alias in node.names]
-            else:
-                continue
-            for name in names:
-                if name in modules and name != importer:
-                    edges.setdefault((importer, name), []).append(f"{path.relative_to(ROOT)}:{node.lineno}")
-    return edges
-
-
-def test_no_import_cycles_between_modules():
-    edges = _imports_between_modules()
+@pytest.mark.parametrize("edges", [_imports_between_packages, lambda: _imports_between_modules(
+    project_packages() | {"benchmarks"})], ids=["packages", "modules"])
+def test_no_import_cycles(edges):
+    edges = edges()
     cycles = _cycles(edges)
     detail = [f"{a} -> {b}: {', '.join(where)}" for (a, b), where in sorted(edges.items())
               if any(a in group and b in group for group in cycles)]
