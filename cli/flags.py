@@ -80,6 +80,28 @@ def add_field_flag(group, field) -> None:
                            help=text, metavar=field.name.upper())
 
 
+def _flag_fields(settings: type, only: tuple[str, ...] | None = None):
+    return [field for field in dataclasses.fields(settings)
+            if "help" in field.metadata and (only is None or field.name in only)]
+
+
+def add_settings_flags(group, settings: type, prefix: str = "", only: tuple[str, ...] | None = None) -> None:
+    """A flag --<prefix><field> for each field of the dataclass `settings` that has a help text in its metadata
+    (of `only`, if given), with the field's default; settings_from() reads them back."""
+    for field in _flag_fields(settings, only):
+        shown = "" if field.default in (None, "") else f" Default: {field.default}."
+        group.add_argument("--" + (prefix + field.name).replace("_", "-"), dest=prefix.replace("-", "_") + field.name,
+                           type=str if field.default is None else type(field.default), default=field.default,
+                           metavar=field.metadata.get("metavar"), help=help_text(field.metadata["help"] + shown))
+
+
+def settings_from(args: argparse.Namespace, settings: type, prefix: str = "",
+                  only: tuple[str, ...] | None = None) -> dict:
+    """{field: value} of the flags add_settings_flags() made."""
+    return {field.name: getattr(args, prefix.replace("-", "_") + field.name)
+            for field in _flag_fields(settings, only)}
+
+
 def config_from_args(args: argparse.Namespace):
     """(the settings of the flags given, notes on settings chosen for the user: the from-scratch schedule)."""
     import config as config_lib
@@ -114,16 +136,14 @@ def add_store_flags(parser, grpc_help: str, sqlite_help: str) -> None:
     store.add_argument("--metadata-sqlite", metavar="PATH", help=sqlite_help)
 
 
+SERVING_TARGET = ("name", "namespace")  # the InferenceService's fields a rollback needs
+
+
 def add_serving_target_flags(group, rollout_help: str) -> None:
     """The InferenceService that serves the root's versions, and whether to tell it about a new one."""
     from orchestration import kserve
 
-    default = kserve.Serving()
-    group.add_argument("--serving-name", default=default.name,
-                       help="The InferenceService's name (also the model's name in predict URLs). "
-                            f"Default: {default.name}.")
-    group.add_argument("--serving-namespace", default=default.namespace,
-                       help=f"Its namespace (with Kubeflow profiles: your profile's). Default: {default.namespace}.")
+    add_settings_flags(group, kserve.Serving, prefix="serving-", only=SERVING_TARGET)
     group.add_argument("--no-serving-rollout", dest="serving_rollout", action="store_false",
                        help=f"On a gs:// root, by default {rollout_help}, through the Kubernetes API. Give this "
                             "when the versions are served some other way.")

@@ -106,7 +106,8 @@ def command_rollback(args: argparse.Namespace) -> int:
     from orchestration import kserve, rollback
 
     # Checked before anything changes: a name Kubernetes would refuse is a refusal, not a half-done rollback.
-    serving = kserve.Serving(name=args.serving_name, namespace=args.serving_namespace) if args.serving_rollout else None
+    serving = (kserve.Serving(**flags.settings_from(args, kserve.Serving, "serving_", only=flags.SERVING_TARGET))
+               if args.serving_rollout else None)
     root, store = history_store(args)
     try:
         done = rollback.rollback(root, store, args.to, args.reason, config_lib.PipelineConfig().name)

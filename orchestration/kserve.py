@@ -69,17 +69,24 @@ class ServingError(CommandError, ValueError):
     """A serving setting that cannot work; the message names the flag."""
 
 
+def _setting(default, help: str):  # noqa: A002 - mirrors argparse
+    """A field that is a --serving-* flag (cli.flags.add_settings_flags): its default and help."""
+    return dataclasses.field(default=default, metadata={"help": help})
+
+
 @dataclasses.dataclass(frozen=True)
 class Serving:
     """The InferenceService's own settings (`compile --serving-*`)."""
 
-    name: str = "cats-vs-dogs"
-    namespace: str = "default"
-    cpu: str = "1"
-    memory: str = "2Gi"
-    service_account: str | None = None  # one with read access to a gs:// root (KServe's storage initializer)
-    # The tensorflow/serving tag; None: the release matching the TensorFlow installed here, which exports the model
-    runtime_version: str | None = None
+    name: str = _setting("cats-vs-dogs", "The InferenceService's name (also the model's name in predict URLs).")
+    namespace: str = _setting("default", "Its namespace (with Kubeflow profiles: your profile's).")
+    cpu: str = _setting("1", "CPU request and limit of the predictor.")
+    memory: str = _setting("2Gi", "Memory request and limit of the predictor.")
+    service_account: str | None = _setting(
+        None, "A service account that can read a gs:// root (KServe's storage initializer uses its credentials).")
+    runtime_version: str | None = _setting(
+        None, "The tensorflow/serving image tag the predictor runs. Default: the release matching the TensorFlow "
+              "that exports the model (KServe's own default is far older).")
 
     def __post_init__(self):
         if not _NAME.match(self.name) or len(self.name) > 45:

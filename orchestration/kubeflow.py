@@ -48,6 +48,11 @@ IMAGE_PROJECT_DIR = "/pipeline"
 IMAGE_SCHEMA_PATH = posixpath.join(IMAGE_PROJECT_DIR, "pipeline", "schema", "schema.pbtxt")
 
 
+def _setting(default, help: str, **kwargs):  # noqa: A002 - mirrors argparse
+    """A field that is a flag of `compile` (cli.flags.add_settings_flags): its default and help."""
+    return dataclasses.field(default=default, metadata={"help": help, **kwargs})
+
+
 class TargetError(CommandError, ValueError):
     """A compile setting that cannot work on the chosen target; the message says why."""
 
@@ -58,19 +63,28 @@ class Deployment:
 
     image: str
     root: str
-    data_dir: str = ""  # default of the `source` pipeline parameter; empty: train on the spans under root
+    data_dir: str = _setting(
+        "", "kubeflow: the source each run ingests (a path the tasks can read, or gs://): an image folder, a Parquet "
+            "file or folder, or a TFDS data_dir, as --source-kind says; the package's `source` parameter, which "
+            "submit and schedule can change. Default: none (each run trains on the spans already under "
+            "<root>/examples).")
     source_kind: str = "folder"  # default of the `source_kind` parameter: a kind of ingest.sources.LISTERS
     metadata_store: str = DEFAULT_METADATA_STORE  # grpc://HOST:PORT or sqlite:///PATH (local rehearsal)
-    pvc: str | None = None  # a PersistentVolumeClaim mounted into every task at pvc_mount
-    pvc_mount: str = DEFAULT_PVC_MOUNT
+    pvc: str | None = _setting(None, "kubeflow: a PersistentVolumeClaim mounted into every task; --root and "
+                                     "--data-dir are paths under its mount.")
+    pvc_mount: str = _setting(DEFAULT_PVC_MOUNT, "kubeflow: where the PVC is mounted in each task.")
     beam_args: tuple[str, ...] = ()
-    trainer_cpu: str | None = None
-    trainer_memory: str | None = None
-    trainer_accelerator: str | None = None  # e.g. nvidia.com/gpu
-    trainer_accelerator_count: int = 1
+    trainer_cpu: str | None = _setting(None, "kubeflow: CPUs of the Trainer's task (request and limit), e.g. 4.")
+    trainer_memory: str | None = _setting(None, "kubeflow: memory of the Trainer's task (request and limit), "
+                                                "e.g. 16G.")
+    trainer_accelerator: str | None = _setting(
+        None, "kubeflow: accelerator resource of the Trainer's task, e.g. nvidia.com/gpu.", metavar="TYPE")
+    trainer_accelerator_count: int = _setting(1, "kubeflow: how many accelerators the Trainer's task gets.")
     kfp_pipeline_root: str | None = None  # where KFP keeps its own artifacts (run page metrics, HTML)
-    # A run's lease on the root whose heartbeat is older than this is taken over by the next run.
-    lease_timeout_minutes: int = DEFAULT_LEASE_TIMEOUT_MINUTES
+    lease_timeout_minutes: int = _setting(
+        DEFAULT_LEASE_TIMEOUT_MINUTES, "kubeflow: a run's lease on the root whose heartbeat is older than this is "
+                                       "taken over by the next run (a run whose pods all died); at least 3 (three "
+                                       "heartbeats).")
     # The InferenceService a gs:// root's rollout task patches after each push; None: no rollout task (the
     # versions are served some other way).
     serving: kserve.Serving | None = kserve.Serving()
