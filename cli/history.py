@@ -61,13 +61,7 @@ def history_store(args: argparse.Namespace):
         if not path.exists():
             raise SettingsError(f"no metadata store at {path}: has the pipeline run in {args.output_dir}?")
         store = metadata.sqlite_store(path)
-    if store.startswith(metadata.SQLITE_SCHEME):
-        store_health.check(store[len(metadata.SQLITE_SCHEME):], root)
-    try:
-        metadata.reachable_store(store, read_only=True)
-    except (metadata.StoreAddressError, metadata.StoreUnreachableError) as error:
-        raise SettingsError(str(error)) from None
-    return root, store
+    return root, store_health.readable_history(store, root)
 
 
 def command_models(args: argparse.Namespace) -> int:

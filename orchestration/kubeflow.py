@@ -264,6 +264,28 @@ def _configure(task, deployment: Deployment, trainer: bool = False, retries: int
     kubernetes.use_field_path_as_env(task, env_name="KFP_RUN_ID", field_path="metadata.labels['pipeline/runid']")
 
 
+def compile_for_cluster(config: PipelineConfig, output_file: str, deployment: Deployment,
+                        serving: kserve.Serving) -> list[str]:
+    """The package (compile_package), and beside it the manifest of `serving`, the KServe InferenceService that
+    serves the root's versions (none for a root on this machine); returns what to tell the user, line by line."""
+    path = compile_package(config, output_file, deployment)
+    lines = [f"wrote Kubeflow Pipelines package {path}"]
+    if deployment.rolls_out:
+        lines.append(f"after each push, its rollout task starts a new revision of InferenceService "
+                     f"{serving.namespace}/{serving.name} (KServe copies a gs:// root once): the pipeline's service "
+                     "account needs get and patch on inferenceservices.serving.kserve.io there "
+                     "(docs/operating-on-kubeflow.md)")
+    uri = kserve.storage_uri(deployment.root, deployment.pvc, deployment.pvc_mount)
+    if uri is None:
+        lines.append(f"no KServe manifest: the root {deployment.root} is on this machine (a rehearsal); a cluster "
+                     "serves from a gs:// root or a PVC (--pvc)")
+    else:
+        manifest = kserve.write_manifest(kserve.manifest_path(path), serving, uri)
+        lines.append(f"wrote KServe InferenceService {manifest} (serves the highest version under {uri}): "
+                     f"kubectl apply -f {manifest}")
+    return lines
+
+
 def check_package_name(output_file: str) -> None:
     if not output_file.endswith((".yaml", ".yml")):
         raise TargetError(f"the package file must end in .yaml (KFP's client reads .yaml), got {output_file!r}")

@@ -65,6 +65,16 @@ def check(path: str | os.PathLike, root: str | os.PathLike | None = None) -> Non
             "model is held to --min-accuracy alone, not compared with the served one")
 
 
+def readable_history(store: str, root: str | os.PathLike) -> str:
+    """`store` (sqlite:/// or grpc://) once it is known to be sound and reachable, for reading a root's history:
+    a SQLite file is checked first (damaged, or locked by another process); a store that cannot be reached or
+    opened read-only is a StoreAddressError or StoreUnreachableError naming it."""
+    if store.startswith(metadata_lib.SQLITE_SCHEME):
+        check(store[len(metadata_lib.SQLITE_SCHEME):], root)
+    metadata_lib.reachable_store(store, read_only=True)
+    return store
+
+
 def _store(path: str | os.PathLike):
     return metadata_lib.open_store(metadata_lib.sqlite_store(path))
 

@@ -57,20 +57,8 @@ def compile(args: argparse.Namespace, config) -> int:
         image=args.image, root=args.root, metadata_store=store, beam_args=tuple(args.beam_args or ()),
         kfp_pipeline_root=args.pipeline_root, source_kind=args.source_kind,
         serving=serving if args.serving_rollout else None, **flags.settings_from(args, kubeflow.Deployment))
-    path = kubeflow.compile_package(config, args.package, deployment)
-    print(f"wrote Kubeflow Pipelines package {path}")
-    if deployment.rolls_out:
-        print(f"after each push, its rollout task starts a new revision of InferenceService "
-              f"{serving.namespace}/{serving.name} (KServe copies a gs:// root once): the pipeline's service account "
-              "needs get and patch on inferenceservices.serving.kserve.io there (docs/operating-on-kubeflow.md)")
-    uri = kserve.storage_uri(deployment.root, deployment.pvc, deployment.pvc_mount)
-    if uri is None:
-        print(f"no KServe manifest: the root {deployment.root} is on this machine (a rehearsal); a cluster serves "
-              "from a gs:// root or a PVC (--pvc)")
-    else:
-        manifest = kserve.write_manifest(kserve.manifest_path(path), serving, uri)
-        print(f"wrote KServe InferenceService {manifest} (serves the highest version under {uri}): "
-              f"kubectl apply -f {manifest}")
+    for line in kubeflow.compile_for_cluster(config, args.package, deployment, serving):
+        print(line)
     return errors.OK
 
 
