@@ -101,3 +101,21 @@ def test_compile_writes_the_manifest_beside_the_package(validator, tmp_path):
     model = manifest["spec"]["predictor"]["model"]
     assert model["storageUri"] == "pvc://cats-data/cats/serving_model"
     assert model["resources"]["limits"] == {"cpu": "1", "memory": "4Gi"}
+
+
+def test_without_the_rollout_the_manifest_still_has_the_settings_given(validator, tmp_path):
+    """--no-serving-rollout drops the rollout task on a gs:// root; the InferenceService's own settings still
+    make its manifest."""
+    package = tmp_path / "cats.yaml"
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "pipeline_runner.py"), "compile", "--image", "registry.example.com/c:1",
+         "--root", "gs://bucket/cats", "--package", str(package), "--no-serving-rollout",
+         "--serving-name", "pets", "--serving-cpu", "2"],
+        capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "rollout task" not in result.stdout
+    manifest = yaml.safe_load((tmp_path / "cats.inferenceservice.yaml").read_text())
+    assert _errors(validator, manifest) == []
+    assert manifest["metadata"]["name"] == "pets"
+    assert manifest["spec"]["predictor"]["model"]["resources"]["limits"]["cpu"] == "2"
+    assert manifest["spec"]["predictor"]["model"]["storageUri"] == "gs://bucket/cats/serving_model"
