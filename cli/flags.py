@@ -65,19 +65,22 @@ def add_config_flags(parser: argparse.ArgumentParser, sections: tuple[str, ...] 
             continue
         if section not in groups:
             groups[section] = parser.add_argument_group(f"{section} settings (config/__init__.py)")
-        add_field_flag(groups[section], field)
+        add_field_flag(groups[section], field, unset=True)
 
 
-def add_field_flag(group, field) -> None:
-    """The flag of one settings field: --name-with-dashes, its help and stated default from the field itself."""
-    flag = "--" + field.name.replace("_", "-")
-    text = help_text(f"{field.metadata['help']} Default: {field.default}.")
-    kind = field.type if isinstance(field.type, str) else field.type.__name__
-    if kind == "bool":
-        group.add_argument(flag, dest=field.name, action=argparse.BooleanOptionalAction, default=None, help=text)
+def add_field_flag(group, field, prefix: str = "", unset: bool = False) -> None:
+    """The flag --<prefix><field> of one settings field, its help and stated default from the field itself.
+    `unset`: the flag's default is None, so that what was given can be laid over other defaults (config's);
+    otherwise the field's own default."""
+    dest = prefix.replace("-", "_") + field.name
+    shown = "" if field.default in (None, "") else f" Default: {field.default}."
+    keywords = {"dest": dest, "default": None if unset else field.default,
+                "help": help_text(field.metadata["help"] + shown)}
+    if isinstance(field.default, bool):
+        group.add_argument("--" + dest.replace("_", "-"), action=argparse.BooleanOptionalAction, **keywords)
     else:
-        group.add_argument(flag, dest=field.name, type={"int": int, "float": float, "str": str}[kind], default=None,
-                           help=text, metavar=field.name.upper())
+        group.add_argument("--" + dest.replace("_", "-"), type=str if field.default is None else type(field.default),
+                           metavar=field.metadata.get("metavar", dest.upper()), **keywords)
 
 
 def _flag_fields(settings: type, only: tuple[str, ...] | None = None):
@@ -89,10 +92,7 @@ def add_settings_flags(group, settings: type, prefix: str = "", only: tuple[str,
     """A flag --<prefix><field> for each field of the dataclass `settings` that has a help text in its metadata
     (of `only`, if given), with the field's default; settings_from() reads them back."""
     for field in _flag_fields(settings, only):
-        shown = "" if field.default in (None, "") else f" Default: {field.default}."
-        group.add_argument("--" + (prefix + field.name).replace("_", "-"), dest=prefix.replace("-", "_") + field.name,
-                           type=str if field.default is None else type(field.default), default=field.default,
-                           metavar=field.metadata.get("metavar"), help=help_text(field.metadata["help"] + shown))
+        add_field_flag(group, field, prefix)
 
 
 def settings_from(args: argparse.Namespace, settings: type, prefix: str = "",
