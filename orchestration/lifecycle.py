@@ -12,6 +12,7 @@ that record and the run's outcome, printed, and written with the report under
 the run's folder on any storage (`after_the_dag`). A new source kind, check or
 summary field is a change here, and every orchestrator has it.
 """
+
 from __future__ import annotations
 
 import dataclasses
