@@ -48,6 +48,7 @@ def _flags_of(command: str, chosen_by: list):
                 f"{target.NAME}{' (default)' if target is chosen_by[0] else ''}: {target.HELP}."
                 for target in chosen_by))
             _add_compile_flags(parser)
+            _add_store_flags(parser, chosen_by)
         else:
             selector = parser.add_mutually_exclusive_group(required=True)
             for target in chosen_by:
@@ -57,11 +58,48 @@ def _flags_of(command: str, chosen_by: list):
         owned = {}  # {dest: (target name, flag, default)} of the flags a target added
         for target in chosen_by:
             before = {action.dest for action in parser._actions}
-            target.add_flags(command, parser)
+            if command in getattr(target, "SETTINGS", {}):
+                flags.add_settings_flags(parser, target.SETTINGS[command])
+            if hasattr(target, "add_flags"):
+                target.add_flags(command, parser)
             owned |= {action.dest: (target.NAME, action.option_strings[0], action.default)
                       for action in parser._actions if action.dest not in before}
         parser.set_defaults(owned_flags=owned)
     return add_flags
+
+
+STORE_FLAGS = {"grpc": "--metadata-grpc", "sqlite": "--metadata-sqlite"}
+
+
+def _add_store_flags(parser: argparse.ArgumentParser, chosen_by: list) -> None:
+    """--metadata-grpc or --metadata-sqlite: the ML Metadata store the package's tasks share, for the targets
+    whose METADATA takes one (each says which kinds, and its store when none is given)."""
+    takers = {kind: [t for t in chosen_by if kind in t.METADATA[0]] for kind in STORE_FLAGS}
+    defaults = "; ".join(f"{t.METADATA[1].split('://')[-1]} ({t.NAME})" for t in chosen_by if t.METADATA[1])
+    flags.add_store_flags(
+        parser, f"The ML Metadata gRPC service all the run's tasks share ({_names(takers['grpc'])}). Default: "
+                f"{defaults}.",
+        f"A SQLite ML Metadata file instead, for a local rehearsal (submit --local; {_names(takers['sqlite'])}).")
+
+
+def _names(targets_: list) -> str:
+    return ", ".join(target.NAME for target in targets_)
+
+
+def _metadata_store(args: argparse.Namespace, chosen) -> str | None:
+    """The store the chosen target's package is compiled with: the one given, else the target's own."""
+    from contract import metadata
+
+    kinds, default = chosen.METADATA
+    for kind, flag in STORE_FLAGS.items():
+        value = getattr(args, flag.lstrip("-").replace("-", "_"))
+        if value is None:
+            continue
+        if kind not in kinds:
+            raise SettingsError(f"{flag}: --target {chosen.NAME} " + (
+                f"takes a store of kind {', '.join(kinds)}" if kinds else "keeps its own ML Metadata store"))
+        return metadata.grpc_store(value) if kind == "grpc" else metadata.sqlite_store(value)
+    return default
 
 
 def _add_compile_flags(parser: argparse.ArgumentParser) -> None:
@@ -123,6 +161,7 @@ def _dispatcher(command: str, offered: list):
             config, notes = flags.config_from_args(args)
             for note in notes:
                 print(note)
+            args.metadata_store = _metadata_store(args, chosen)
             return chosen.compile(args, config)
         args.target_flag = chosen.SELECTS[command][0].lstrip("-")
         return getattr(chosen, command)(args)

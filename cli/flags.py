@@ -79,8 +79,12 @@ def add_field_flag(group, field, prefix: str = "", unset: bool = False) -> None:
     if isinstance(field.default, bool):
         group.add_argument("--" + dest.replace("_", "-"), action=argparse.BooleanOptionalAction, **keywords)
     else:
+        if "choices" in field.metadata:
+            keywords["choices"] = field.metadata["choices"]
+        else:
+            keywords["metavar"] = field.metadata.get("metavar", dest.upper())
         group.add_argument("--" + dest.replace("_", "-"), type=str if field.default is None else type(field.default),
-                           metavar=field.metadata.get("metavar", dest.upper()), **keywords)
+                           **keywords)
 
 
 def _flag_fields(settings: type, only: tuple[str, ...] | None = None):

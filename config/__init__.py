@@ -13,6 +13,7 @@ import math
 from typing import Any, Mapping
 
 from contract.errors import CommandError
+from contract.settings import setting
 
 # MobileNetV2's ImageNet weights exist for these width multipliers only.
 IMAGENET_ALPHAS = (0.35, 0.5, 0.75, 1.0, 1.3, 1.4)
@@ -31,10 +32,6 @@ class ConfigError(CommandError, ValueError):
         self.field = field
 
 
-def _field(default: Any, help: str, **kwargs: Any) -> Any:  # noqa: A002 - mirrors argparse
-    return dataclasses.field(default=default, metadata={"help": help, **kwargs})
-
-
 def _require(condition: bool, field: str, message: str) -> None:
     if not condition:
         raise ConfigError(field, message)
@@ -46,24 +43,24 @@ def _is_finite_number(value: Any) -> bool:
 
 @dataclasses.dataclass(frozen=True)
 class DataConfig:
-    image_size: int = _field(160, "Side in pixels of the square images the model sees (e.g. 128, 160, 224).")
-    train_buckets: int = _field(
+    image_size: int = setting(160, "Side in pixels of the square images the model sees (e.g. 128, 160, 224).")
+    train_buckets: int = setting(
         8, "Ingest: hash buckets of the train split (train:eval:test with --eval-buckets and --test-buckets), for "
            "images their source gives no split.")
-    eval_buckets: int = _field(
+    eval_buckets: int = setting(
         1, "Ingest: hash buckets of the eval split, on which the Trainer keeps its best epoch (a validation split).")
-    test_buckets: int = _field(
+    test_buckets: int = setting(
         1, "Ingest: hash buckets of the test split, on which the Evaluator scores and blesses the model.")
-    max_image_pixels: int = _field(50_000_000, "Ingest: images with more pixels are quarantined "
+    max_image_pixels: int = setting(50_000_000, "Ingest: images with more pixels are quarantined "
                                                "(decompression bombs).")
-    span_window: int = _field(1, "Train on the last N ingested spans (1: the latest only).")
-    max_class_ratio: float = _field(
+    span_window: int = setting(1, "Train on the last N ingested spans (1: the latest only).")
+    max_class_ratio: float = setting(
         3.0, "Data check: stop when the larger class has more than this many times the examples of the smaller.")
-    min_eval_examples: int = _field(
+    min_eval_examples: int = setting(
         30, "Data check: stop when the split the Evaluator scores (test; eval in a span without one) has fewer "
             "examples: on 30 images a 95% interval of the accuracy is about +-0.1 wide (docs/pipeline.md); "
             "0: no minimum.")
-    max_size_drift: float = _field(
+    max_size_drift: float = setting(
         0.5, "Data check: stop when the mean image height or width moves by more than this fraction from the "
              "previous span's.")
 
@@ -88,40 +85,40 @@ class DataConfig:
 
 @dataclasses.dataclass(frozen=True)
 class TrainingConfig:
-    weights: str = _field(
+    weights: str = setting(
         WEIGHTS_IMAGENET,
         "MobileNetV2 base weights: 'imagenet' (downloaded by Keras), a path to a local "
         "weights file (.h5 / .weights.h5), or 'none' for random initialization.")
-    alpha: float = _field(1.0, "MobileNetV2 width multiplier.")
-    batch_size: int = _field(32, "Training batch size.")
-    head_epochs: int = _field(10, "Phase 1: epochs training the classification head on the frozen base.")
-    fine_tune_epochs: int = _field(10, "Phase 2: epochs fine-tuning the top of the base (0 skips phase 2).")
-    learning_rate: float = _field(1e-3, "Phase 1 Adam learning rate.")
-    fine_tune_lr_factor: float = _field(0.1, "Phase 2 learning rate = learning_rate x this factor.")
-    fine_tune_from: int = _field(100, "Index of the first base layer unfrozen in phase 2 (BatchNorm stays frozen).")
-    dropout: float = _field(0.2, "Dropout rate before the output layer.")
-    hidden_units: int = _field(0, "Units of an optional hidden Dense layer in the head (0: none).")
-    flip: bool = _field(True, "Augment with random horizontal flips (training only).")
-    rotation: float = _field(0.1, "Augmentation: max random rotation, as a fraction of a full turn.")
-    zoom: float = _field(0.1, "Augmentation: max random zoom, as a fraction of the image.")
-    cached_views: int = _field(
+    alpha: float = setting(1.0, "MobileNetV2 width multiplier.")
+    batch_size: int = setting(32, "Training batch size.")
+    head_epochs: int = setting(10, "Phase 1: epochs training the classification head on the frozen base.")
+    fine_tune_epochs: int = setting(10, "Phase 2: epochs fine-tuning the top of the base (0 skips phase 2).")
+    learning_rate: float = setting(1e-3, "Phase 1 Adam learning rate.")
+    fine_tune_lr_factor: float = setting(0.1, "Phase 2 learning rate = learning_rate x this factor.")
+    fine_tune_from: int = setting(100, "Index of the first base layer unfrozen in phase 2 (BatchNorm stays frozen).")
+    dropout: float = setting(0.2, "Dropout rate before the output layer.")
+    hidden_units: int = setting(0, "Units of an optional hidden Dense layer in the head (0: none).")
+    flip: bool = setting(True, "Augment with random horizontal flips (training only).")
+    rotation: float = setting(0.1, "Augmentation: max random rotation, as a fraction of a full turn.")
+    zoom: float = setting(0.1, "Augmentation: max random zoom, as a fraction of the image.")
+    cached_views: int = setting(
         6, "Augmented views of each training image whose frozen-base features are computed once: phase 1 "
            "reads the first two, one an epoch; phase 2 all of them, each epoch a random blend of two (0: augment "
            "and run the whole base every epoch).")
-    blend_views: bool = _field(
+    blend_views: bool = setting(
         True, "With cached views, each epoch of phase 2 reads a blend of two views of every image, with a "
               "random weight, rather than one view.")
-    cache_memory_mb: int = _field(
+    cache_memory_mb: int = setting(
         2048, "Memory budget of the cached views, in MiB; a larger cache goes to files under the Trainer's "
               "output.")
-    early_stopping_patience: int = _field(3, "Epochs without eval-loss improvement before a phase stops (0: never).")
-    calibration_images: int = _field(
+    early_stopping_patience: int = setting(3, "Epochs without eval-loss improvement before a phase stops (0: never).")
+    calibration_images: int = setting(
         256, "With random weights only: train images used to set BatchNorm statistics before phase 1.")
-    shuffle_buffer: int = _field(1024, "Shuffle buffer size, in examples.")
-    seed: int = _field(42, "Random seed for initialization, shuffling and augmentation.")
-    tflite: bool = _field(True, "Also export float16 and int8 TFLite models beside the SavedModel.")
-    tflite_calibration_images: int = _field(200, "Training images that calibrate the int8 TFLite model.")
-    warm_start: bool = _field(
+    shuffle_buffer: int = setting(1024, "Shuffle buffer size, in examples.")
+    seed: int = setting(42, "Random seed for initialization, shuffling and augmentation.")
+    tflite: bool = setting(True, "Also export float16 and int8 TFLite models beside the SavedModel.")
+    tflite_calibration_images: int = setting(200, "Training images that calibrate the int8 TFLite model.")
+    warm_start: bool = setting(
         False, "Start from the weights of the newest blessed model trained before this data arrived "
                "(same architecture needed); without one, start as configured.")
 
@@ -170,9 +167,9 @@ class TrainingConfig:
 
 @dataclasses.dataclass(frozen=True)
 class EvaluationConfig:
-    min_accuracy: float = _field(
+    min_accuracy: float = setting(
         0.8, "Blessing needs eval accuracy >= this. A value above 1.0 blesses nothing (useful to dry-run a deploy).")
-    max_accuracy_drop: float = _field(
+    max_accuracy_drop: float = setting(
         0.0, "Blessing needs accuracy >= the last blessed model's minus this tolerance (0: at least as good).")
 
     def __post_init__(self) -> None:

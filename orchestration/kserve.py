@@ -35,6 +35,7 @@ import yaml
 
 from contract.errors import CommandError, first_line
 from contract.layout import RunLayout
+from contract.settings import setting
 
 GROUP, GROUP_VERSION, PLURAL = "serving.kserve.io", "v1beta1", "inferenceservices"
 API_VERSION = f"{GROUP}/{GROUP_VERSION}"
@@ -69,22 +70,17 @@ class ServingError(CommandError, ValueError):
     """A serving setting that cannot work; the message names the flag."""
 
 
-def _setting(default, help: str):  # noqa: A002 - mirrors argparse
-    """A field that is a --serving-* flag (cli.flags.add_settings_flags): its default and help."""
-    return dataclasses.field(default=default, metadata={"help": help})
-
-
 @dataclasses.dataclass(frozen=True)
 class Serving:
     """The InferenceService's own settings (`compile --serving-*`)."""
 
-    name: str = _setting("cats-vs-dogs", "The InferenceService's name (also the model's name in predict URLs).")
-    namespace: str = _setting("default", "Its namespace (with Kubeflow profiles: your profile's).")
-    cpu: str = _setting("1", "CPU request and limit of the predictor.")
-    memory: str = _setting("2Gi", "Memory request and limit of the predictor.")
-    service_account: str | None = _setting(
+    name: str = setting("cats-vs-dogs", "The InferenceService's name (also the model's name in predict URLs).")
+    namespace: str = setting("default", "Its namespace (with Kubeflow profiles: your profile's).")
+    cpu: str = setting("1", "CPU request and limit of the predictor.")
+    memory: str = setting("2Gi", "Memory request and limit of the predictor.")
+    service_account: str | None = setting(
         None, "A service account that can read a gs:// root (KServe's storage initializer uses its credentials).")
-    runtime_version: str | None = _setting(
+    runtime_version: str | None = setting(
         None, "The tensorflow/serving image tag the predictor runs. Default: the release matching the TensorFlow "
               "that exports the model (KServe's own default is far older).")
 

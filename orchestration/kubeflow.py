@@ -24,6 +24,8 @@ from contract import accelerators, layout
 from contract import metadata as metadata_lib
 from contract.errors import CommandError
 from contract.layout import RunLayout
+from contract.settings import setting
+from ingest import sources
 from orchestration import kserve, lease
 
 # pipeline.pipeline (TFX, TensorFlow) is imported where a package is built, so that submit,
@@ -48,11 +50,6 @@ IMAGE_PROJECT_DIR = "/pipeline"
 IMAGE_SCHEMA_PATH = posixpath.join(IMAGE_PROJECT_DIR, "pipeline", "schema", "schema.pbtxt")
 
 
-def _setting(default, help: str, **kwargs):  # noqa: A002 - mirrors argparse
-    """A field that is a flag of `compile` (cli.flags.add_settings_flags): its default and help."""
-    return dataclasses.field(default=default, metadata={"help": help, **kwargs})
-
-
 class TargetError(CommandError, ValueError):
     """A compile setting that cannot work on the chosen target; the message says why."""
 
@@ -63,25 +60,26 @@ class Deployment:
 
     image: str
     root: str
-    data_dir: str = _setting(
+    data_dir: str = setting(
         "", "kubeflow: the source each run ingests (a path the tasks can read, or gs://): an image folder, a Parquet "
             "file or folder, or a TFDS data_dir, as --source-kind says; the package's `source` parameter, which "
             "submit and schedule can change. Default: none (each run trains on the spans already under "
             "<root>/examples).")
-    source_kind: str = "folder"  # default of the `source_kind` parameter: a kind of ingest.sources.LISTERS
+    source_kind: str = setting("folder", "kubeflow: what --data-dir holds (the package's `source_kind` parameter).",
+                               choices=tuple(sources.LISTERS))
     metadata_store: str = DEFAULT_METADATA_STORE  # grpc://HOST:PORT or sqlite:///PATH (local rehearsal)
-    pvc: str | None = _setting(None, "kubeflow: a PersistentVolumeClaim mounted into every task; --root and "
+    pvc: str | None = setting(None, "kubeflow: a PersistentVolumeClaim mounted into every task; --root and "
                                      "--data-dir are paths under its mount.")
-    pvc_mount: str = _setting(DEFAULT_PVC_MOUNT, "kubeflow: where the PVC is mounted in each task.")
+    pvc_mount: str = setting(DEFAULT_PVC_MOUNT, "kubeflow: where the PVC is mounted in each task.")
     beam_args: tuple[str, ...] = ()
-    trainer_cpu: str | None = _setting(None, "kubeflow: CPUs of the Trainer's task (request and limit), e.g. 4.")
-    trainer_memory: str | None = _setting(None, "kubeflow: memory of the Trainer's task (request and limit), "
+    trainer_cpu: str | None = setting(None, "kubeflow: CPUs of the Trainer's task (request and limit), e.g. 4.")
+    trainer_memory: str | None = setting(None, "kubeflow: memory of the Trainer's task (request and limit), "
                                                 "e.g. 16G.")
-    trainer_accelerator: str | None = _setting(
+    trainer_accelerator: str | None = setting(
         None, "kubeflow: accelerator resource of the Trainer's task, e.g. nvidia.com/gpu.", metavar="TYPE")
-    trainer_accelerator_count: int = _setting(1, "kubeflow: how many accelerators the Trainer's task gets.")
+    trainer_accelerator_count: int = setting(1, "kubeflow: how many accelerators the Trainer's task gets.")
     kfp_pipeline_root: str | None = None  # where KFP keeps its own artifacts (run page metrics, HTML)
-    lease_timeout_minutes: int = _setting(
+    lease_timeout_minutes: int = setting(
         DEFAULT_LEASE_TIMEOUT_MINUTES, "kubeflow: a run's lease on the root whose heartbeat is older than this is "
                                        "taken over by the next run (a run whose pods all died); at least 3 (three "
                                        "heartbeats).")

@@ -2,32 +2,40 @@
 (its docstring and docs/architecture.md, "Adding a target"), with no change to the commands."""
 
 import argparse
+import dataclasses
 import types
 
 import pytest
 
 import pipeline_runner
-from cli import targets
+from cli import flags, targets
+from contract.settings import setting
+
+
+@dataclasses.dataclass(frozen=True)
+class _Dag:
+    dag_id: str = setting("cats_vs_dogs", "The DAG's id.")
 
 
 def _throwaway_target(calls):
-    """A target written from the list alone: NAME, HELP, SELECTS, add_flags and the commands it offers."""
+    """A target written from the list alone: NAME, HELP, SELECTS, SETTINGS, METADATA, add_flags and the commands
+    it offers."""
     target = types.ModuleType("airflow_target")
     target.NAME, target.HELP = "airflow", "Apache Airflow, with TFX's AirflowDagRunner"
     target.SELECTS = {"submit": ("--airflow-home", {"help": "Where Airflow keeps its DAGs."})}
+    target.SETTINGS = {"submit": _Dag}
+    target.METADATA = (("grpc",), "grpc://airflow-mlmd:8080")  # a MySQL-backed store every worker reaches
 
     def add_flags(command, parser):
-        if command == "submit":
-            parser.add_argument("--dag-id", default="cats_vs_dogs", help="The DAG's id.")
         if command == "compile":
             parser.add_argument("--dags-folder", help="Where the DAG file goes.")
 
     def compile(args, config):
-        calls.append(("compile", args.dags_folder, args.image, config.name))
+        calls.append(("compile", args.dags_folder, args.image, config.name, args.metadata_store))
         return 0
 
     def submit(args):
-        calls.append(("submit", args.airflow_home, args.dag_id, args.package))
+        calls.append(("submit", args.airflow_home, _Dag(**flags.settings_from(args, _Dag)).dag_id, args.package))
         return 0
 
     target.add_flags, target.compile, target.submit = add_flags, compile, submit
@@ -51,8 +59,11 @@ def test_a_new_target_gets_its_flags_and_its_commands(with_airflow, tmp_path):
 
         patch.setattr(kubeflow, "package_spec", lambda path: {})
         assert pipeline_runner.main(["submit", "--airflow-home", "/opt/airflow", "--package", str(package)]) == 0
-    assert with_airflow == [("compile", "dags", "i:1", "cats-vs-dogs"),
-                            ("submit", "/opt/airflow", "cats_vs_dogs", str(package))]
+    assert pipeline_runner.main(["compile", "--target", "airflow", "--image", "i:1", "--root", str(tmp_path),
+                                 "--metadata-grpc", "mlmd:9090", "--package", str(package)]) == 0
+    assert with_airflow == [("compile", "dags", "i:1", "cats-vs-dogs", "grpc://airflow-mlmd:8080"),
+                            ("submit", "/opt/airflow", "cats_vs_dogs", str(package)),
+                            ("compile", None, "i:1", "cats-vs-dogs", "grpc://mlmd:9090")]
     # A target that offers no schedule is not among schedule's choices; the others still are.
     commands = next(a for a in pipeline_runner.build_parser()._actions if a.dest == "command").choices
     schedule_flags = {flag for action in commands["schedule"]._actions for flag in action.option_strings}
@@ -75,5 +86,22 @@ def test_every_target_offers_what_the_list_asks():
         offered = [command for command in targets.COMMANDS if callable(getattr(target, command, None))]
         assert offered, f"{target.NAME} offers no command"
         assert set(target.SELECTS) <= set(offered) and {"submit", "schedule"} & set(offered) <= set(target.SELECTS)
+        assert set(getattr(target, "SETTINGS", {})) <= set(offered)
+        for command, settings in getattr(target, "SETTINGS", {}).items():
+            assert dataclasses.is_dataclass(settings) and any("help" in f.metadata
+                                                               for f in dataclasses.fields(settings))
+        if "compile" in offered:
+            kinds, default = target.METADATA
+            assert set(kinds) <= {"grpc", "sqlite"} and (default is None) == (not kinds)
         for command in offered:
-            target.add_flags(command, argparse.ArgumentParser())
+            if hasattr(target, "add_flags"):
+                target.add_flags(command, argparse.ArgumentParser())
+
+
+def test_a_store_a_target_does_not_take_is_refused_naming_the_flag(with_airflow, capsys):
+    base = ["compile", "--image", "i:1", "--root", "gs://b/r"]
+    assert pipeline_runner.main([*base, "--target", "vertex", "--metadata-grpc", "mlmd:8080"]) == 2
+    assert capsys.readouterr().err == \
+        "error: --metadata-grpc: --target vertex keeps its own ML Metadata store\n"
+    assert pipeline_runner.main([*base, "--target", "airflow", "--metadata-sqlite", "/tmp/m.sqlite"]) == 2
+    assert "--metadata-sqlite: --target airflow takes a store of kind grpc" in capsys.readouterr().err

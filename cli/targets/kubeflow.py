@@ -8,6 +8,8 @@ import dataclasses
 
 from cli import flags
 from contract import errors
+from contract.settings import setting
+from orchestration import kserve, kubeflow
 
 NAME = "kubeflow"
 HELP = "open-source Kubeflow Pipelines 2.x"
@@ -16,47 +18,34 @@ SELECTS = {"submit": ("--host", {"help": "KFP API endpoint, e.g. https://kfp.exa
                                            "most one run at a time)."})}
 
 
+@dataclasses.dataclass(frozen=True)
+class Cluster:
+    """Where a run or a recurring run goes on the cluster's API, besides --host."""
+
+    experiment: str = setting("cats-vs-dogs", "KFP experiment.")
+
+
+SETTINGS = {"compile": kubeflow.Deployment, "submit": Cluster, "schedule": Cluster}
+# Every task of a run reaches one ML Metadata store: the cluster's gRPC service, or SQLite for a rehearsal.
+METADATA = (("grpc", "sqlite"), kubeflow.DEFAULT_METADATA_STORE)
+_SERVING_OWN = tuple(f.name for f in dataclasses.fields(kserve.Serving) if f.name not in flags.SERVING_TARGET)
+
+
 def add_flags(command: str, parser: argparse.ArgumentParser) -> None:
     if command == "compile":
-        _add_compile_flags(parser)
-    else:
-        parser.add_argument("--experiment", default="cats-vs-dogs", help="KFP experiment. Default: cats-vs-dogs.")
-
-
-def _add_compile_flags(parser: argparse.ArgumentParser) -> None:
-    from orchestration import kserve, kubeflow
-
-    flags.add_settings_flags(parser, kubeflow.Deployment)
-    parser.add_argument("--source-kind", choices=flags.source_kinds(), default=kubeflow.Deployment.source_kind,
-                        help="kubeflow: what --data-dir holds (the package's `source_kind` parameter). Default: "
-                             f"{kubeflow.Deployment.source_kind}.")
-    flags.add_store_flags(parser, "kubeflow: the ML Metadata gRPC service all tasks share. Default: "
-                                  f"{kubeflow.DEFAULT_METADATA_STORE.split('://')[-1]}, which every KFP install runs.",
-                          "kubeflow: a SQLite ML Metadata file instead, for a local rehearsal (submit --local).")
-    serving = parser.add_argument_group("serving on the cluster (kubeflow: a KServe InferenceService manifest "
-                                        "written beside the package)")
-    flags.add_serving_target_flags(serving, "a rollout task after the Pusher starts a new revision of the "
-                                            "InferenceService (KServe copies a gs:// root once)")
-    flags.add_settings_flags(serving, kserve.Serving, prefix="serving-",
-                             only=tuple(f.name for f in dataclasses.fields(kserve.Serving)
-                                        if f.name not in flags.SERVING_TARGET))
+        serving = parser.add_argument_group("serving on the cluster (kubeflow: a KServe InferenceService manifest "
+                                            "written beside the package)")
+        flags.add_serving_target_flags(serving, "a rollout task after the Pusher starts a new revision of the "
+                                                "InferenceService (KServe copies a gs:// root once)")
+        flags.add_settings_flags(serving, kserve.Serving, prefix="serving-", only=_SERVING_OWN)
 
 
 def compile(args: argparse.Namespace, config) -> int:
-    from contract import metadata
-    from orchestration import kserve, kubeflow
-
-    if args.metadata_sqlite:
-        store = metadata.sqlite_store(args.metadata_sqlite)
-    elif args.metadata_grpc:
-        store = metadata.grpc_store(args.metadata_grpc)
-    else:
-        store = kubeflow.DEFAULT_METADATA_STORE
     serving = kserve.Serving(**flags.settings_from(args, kserve.Serving, prefix="serving_"))
     deployment = kubeflow.Deployment(
-        image=args.image, root=args.root, metadata_store=store, beam_args=tuple(args.beam_args or ()),
-        kfp_pipeline_root=args.pipeline_root, source_kind=args.source_kind,
-        serving=serving if args.serving_rollout else None, **flags.settings_from(args, kubeflow.Deployment))
+        image=args.image, root=args.root, metadata_store=args.metadata_store, beam_args=tuple(args.beam_args or ()),
+        kfp_pipeline_root=args.pipeline_root, serving=serving if args.serving_rollout else None,
+        **flags.settings_from(args, kubeflow.Deployment))
     for line in kubeflow.compile_for_cluster(config, args.package, deployment, serving):
         print(line)
     return errors.OK
@@ -65,7 +54,8 @@ def compile(args: argparse.Namespace, config) -> int:
 def submit(args: argparse.Namespace) -> int:
     from orchestration import kfp_runs
 
-    run_id = kfp_runs.submit(flags.package(args), args.host, args.run_name, args.experiment,
+    cluster = Cluster(**flags.settings_from(args, Cluster))
+    run_id = kfp_runs.submit(flags.package(args), args.host, args.run_name, cluster.experiment,
                              flags.run_arguments(args), args.pipeline_root)
     print(f"started run {run_id} on {args.host}")
     return errors.OK
@@ -74,7 +64,8 @@ def submit(args: argparse.Namespace) -> int:
 def schedule(args: argparse.Namespace) -> int:
     from orchestration import kfp_runs
 
-    job_id = kfp_runs.schedule(flags.package(args), args.host, args.job_name, args.experiment, args.cron,
+    cluster = Cluster(**flags.settings_from(args, Cluster))
+    job_id = kfp_runs.schedule(flags.package(args), args.host, args.job_name, cluster.experiment, args.cron,
                                flags.run_arguments(args), args.pipeline_root)
     print(f"created recurring run {job_id} ({args.cron}) on {args.host}")
     return errors.OK

@@ -4,12 +4,14 @@ and retraining from this user's crontab (orchestration.local_schedule)."""
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import pathlib
 
 from cli import flags
 from cli.flags import SettingsError
 from contract import errors
 from contract.layout import RunLayout
+from contract.settings import setting
 
 NAME = "local"
 HELP = "this machine"
@@ -22,16 +24,20 @@ SELECTS = {"submit": ("--local", {"action": "store_true",
 PROJECT_DIR = pathlib.Path(__file__).resolve().parents[2]  # where pipeline_runner.py is, for cron
 
 
-def add_flags(command: str, parser: argparse.ArgumentParser) -> None:
-    if command == "submit":
-        parser.add_argument("--kfp-outputs", type=pathlib.Path, default=pathlib.Path("runs/kfp-local"),
-                            help="With --local: where kfp.local keeps the tasks' KFP artifacts and logs. "
-                                 "Default: runs/kfp-local.")
-    elif command == "schedule":
-        flags.add_output_dir(parser, "With --local: the run's output directory.")
-        parser.add_argument("--install", action="store_true",
-                            help="With --local: add the entry to this user's crontab (an existing entry for the "
-                                 "same output directory is replaced).")
+@dataclasses.dataclass(frozen=True)
+class Rehearsal:
+    kfp_outputs: pathlib.Path = setting(pathlib.Path("runs/kfp-local"), "With --local: where kfp.local keeps the "
+                                        "tasks' KFP artifacts and logs.")
+
+
+@dataclasses.dataclass(frozen=True)
+class Crontab:
+    output_dir: pathlib.Path = setting(flags.DEFAULT_OUTPUT_DIR, "With --local: the run's output directory.")
+    install: bool = setting(False, "With --local: add the entry to this user's crontab (an existing entry for the "
+                                   "same output directory is replaced).")
+
+
+SETTINGS = {"submit": Rehearsal, "schedule": Crontab}
 
 
 def submit(args: argparse.Namespace) -> int:
@@ -47,7 +53,8 @@ def submit(args: argparse.Namespace) -> int:
                             "--metadata-sqlite PATH (or --metadata-grpc HOST:PORT of a store this machine reaches) "
                             "to run it here")
     # No lock here: the package's first task takes the root's lease, as on a cluster.
-    run = kfp_runs.run_locally(package, flags.run_arguments(args), str(args.kfp_outputs.resolve()))
+    rehearsal = Rehearsal(**flags.settings_from(args, Rehearsal))
+    run = kfp_runs.run_locally(package, flags.run_arguments(args), str(rehearsal.kfp_outputs.resolve()))
     folder = RunLayout(root).run_dir(run.run_id)
     if run.failure:
         reason = kfp_runs.run_outcome(folder) or run.failure  # the exit handler's word, else kfp's
@@ -61,9 +68,10 @@ def schedule(args: argparse.Namespace) -> int:
 
     if args.data_dir is None:
         raise SettingsError("--local needs --data-dir (the folder each run ingests)")
-    line = local_schedule.cron_line(args.cron, PROJECT_DIR, pathlib.Path(args.data_dir), args.output_dir)
-    if args.install:
-        local_schedule.install(line, args.output_dir)
+    crontab = Crontab(**flags.settings_from(args, Crontab))
+    line = local_schedule.cron_line(args.cron, PROJECT_DIR, pathlib.Path(args.data_dir), crontab.output_dir)
+    if crontab.install:
+        local_schedule.install(line, crontab.output_dir)
         print(f"installed in crontab: {line}")
     else:
         print(line)

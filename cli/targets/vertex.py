@@ -4,10 +4,12 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 
 from cli import flags
 from cli.flags import SettingsError
 from contract import errors
+from contract.settings import setting
 
 NAME = "vertex"
 HELP = "Vertex AI Pipelines"
@@ -16,15 +18,20 @@ SELECTS = {"submit": ("--vertex-project", {"help": "Google Cloud project for Ver
                                                      "(5-field cron)."})}
 
 
-def add_flags(command: str, parser: argparse.ArgumentParser) -> None:
-    if command != "compile":  # the package carries everything else: TFX's own metadata store and storage
-        parser.add_argument("--region", help="With --vertex-project: the region, e.g. europe-west4.")
+@dataclasses.dataclass(frozen=True)
+class Location:
+    """Where a job or a schedule goes, besides --vertex-project."""
+
+    region: str | None = setting(None, "With --vertex-project: the region, e.g. europe-west4.")
+
+    def __post_init__(self):
+        if not self.region:
+            raise SettingsError("--vertex-project needs --region")
 
 
-def _region(args: argparse.Namespace) -> str:
-    if not args.region:
-        raise SettingsError("--vertex-project needs --region")
-    return args.region
+# The package carries everything else: Vertex AI keeps its own ML Metadata, and storage is the root's.
+SETTINGS = {"submit": Location, "schedule": Location}
+METADATA = ((), None)
 
 
 def compile(args: argparse.Namespace, config) -> int:
@@ -39,7 +46,8 @@ def compile(args: argparse.Namespace, config) -> int:
 def submit(args: argparse.Namespace) -> int:
     from orchestration import vertex
 
-    name = vertex.submit(flags.package(args), args.vertex_project, _region(args), args.run_name,
+    location = Location(**flags.settings_from(args, Location))
+    name = vertex.submit(flags.package(args), args.vertex_project, location.region, args.run_name,
                          flags.run_arguments(args), args.pipeline_root)
     print(f"started Vertex AI pipeline job {name}")
     return errors.OK
@@ -48,7 +56,8 @@ def submit(args: argparse.Namespace) -> int:
 def schedule(args: argparse.Namespace) -> int:
     from orchestration import vertex
 
-    name = vertex.schedule(flags.package(args), args.vertex_project, _region(args), args.job_name, args.cron,
+    location = Location(**flags.settings_from(args, Location))
+    name = vertex.schedule(flags.package(args), args.vertex_project, location.region, args.job_name, args.cron,
                            flags.run_arguments(args), args.pipeline_root)
     print(f"created Vertex AI schedule {name} ({args.cron})")
     return errors.OK
