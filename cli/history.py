@@ -70,10 +70,10 @@ def command_models(args: argparse.Namespace) -> int:
     Each pushed version with its eval metrics, the data spans its model was trained on, its blessing and its
     push time: of a local output directory, or of a deployment (--root and its store).
     """
+    root, store = history_store(args)  # first: a refused setting is named before the seconds TFX takes to import
     from orchestration import reconcile
     from reporting import model_history
 
-    root, store = history_store(args)
     versions = model_history.pushed_versions(store)
     # Read only: versions the store missed are named here; the next run or rollback records them.
     unknown = reconcile.unrecorded(str(RunLayout(str(root)).serving_dir), versions)

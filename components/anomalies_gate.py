@@ -13,8 +13,12 @@ import os
 
 import tensorflow as tf
 from tensorflow_metadata.proto.v0 import anomalies_pb2, statistics_pb2
-from tfx import v1 as tfx
-from tfx.types import artifact_utils
+
+# Not `tfx.v1`: it imports TFX's Google Cloud extensions (Vertex AI's client, BigQuery), which every process that
+# loads this component would pay for, each Kubeflow task included; these are the modules it re-exports.
+from tfx.dsl.component.experimental.annotations import InputArtifact, OutputArtifact, Parameter
+from tfx.dsl.component.experimental.decorators import component
+from tfx.types import artifact_utils, standard_artifacts
 
 from contract import features, layout
 
@@ -128,18 +132,18 @@ def read_statistics(statistics_artifact) -> dict[str, statistics_pb2.DatasetFeat
     return {split: stats.datasets[0] for split, stats in lists.items()}
 
 
-@tfx.dsl.components.component
+@component
 def AnomaliesGate(
-    anomalies: tfx.dsl.components.InputArtifact[tfx.types.standard_artifacts.ExampleAnomalies],
-    schema: tfx.dsl.components.InputArtifact[tfx.types.standard_artifacts.Schema],
-    statistics: tfx.dsl.components.InputArtifact[tfx.types.standard_artifacts.ExampleStatistics],
-    validated_schema: tfx.dsl.components.OutputArtifact[tfx.types.standard_artifacts.Schema],
-    previous_statistics: tfx.dsl.components.InputArtifact[tfx.types.standard_artifacts.ExampleStatistics] = None,
-    allow_anomalies: tfx.dsl.components.Parameter[bool] = False,
-    max_class_ratio: tfx.dsl.components.Parameter[float] = 3.0,
-    max_size_drift: tfx.dsl.components.Parameter[float] = 0.5,
-    min_eval_examples: tfx.dsl.components.Parameter[int] = 0,
-    code_version: tfx.dsl.components.Parameter[str] = "",  # a fingerprint of this code: a change is a cache miss
+    anomalies: InputArtifact[standard_artifacts.ExampleAnomalies],
+    schema: InputArtifact[standard_artifacts.Schema],
+    statistics: InputArtifact[standard_artifacts.ExampleStatistics],
+    validated_schema: OutputArtifact[standard_artifacts.Schema],
+    previous_statistics: InputArtifact[standard_artifacts.ExampleStatistics] = None,
+    allow_anomalies: Parameter[bool] = False,
+    max_class_ratio: Parameter[float] = 3.0,
+    max_size_drift: Parameter[float] = 0.5,
+    min_eval_examples: Parameter[int] = 0,
+    code_version: Parameter[str] = "",  # a fingerprint of this code: a change is a cache miss
 ) -> None:
     current = read_statistics(statistics)
     problems = class_balance_problems(current, max_class_ratio) + eval_size_problems(current, min_eval_examples)

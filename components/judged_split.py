@@ -22,10 +22,11 @@ from __future__ import annotations
 import json
 import posixpath
 
-from tfx import v1 as tfx
 from tfx.components.evaluator import executor as evaluator_executor
+from tfx.components.evaluator.component import Evaluator
 from tfx.components.example_gen import driver as example_gen_driver
 from tfx.components.example_gen import input_processor
+from tfx.components.example_gen.import_example_gen.component import ImportExampleGen
 from tfx.dsl.components.base import executor_spec
 from tfx.dsl.io import fileio
 from tfx.proto import example_gen_pb2, range_config_pb2
@@ -62,7 +63,7 @@ class SpanSplitsDriver(example_gen_driver.FileBasedDriver):
         return super().resolve_exec_properties(exec_properties, pipeline_info, component_info)
 
 
-class SpanExampleGen(tfx.components.ImportExampleGen):
+class SpanExampleGen(ImportExampleGen):
     """ImportExampleGen reading the splits the latest span has (train and eval at least)."""
 
     DRIVER_CLASS = SpanSplitsDriver
@@ -79,7 +80,7 @@ class _JudgingExecutor(evaluator_executor.Executor):
         super().Do(input_dict, output_dict, exec_properties)
 
 
-class JudgingEvaluator(tfx.components.Evaluator):
+class JudgingEvaluator(Evaluator):
     """TFX's Evaluator, scoring the test split, or the eval split of a span without one."""
 
     EXECUTOR_SPEC = executor_spec.BeamExecutorSpec(_JudgingExecutor)

@@ -22,8 +22,12 @@ import uuid
 from typing import List
 
 from absl import logging
-from tfx import v1 as tfx
-from tfx.types import artifact_utils
+
+# Not `tfx.v1`: it imports TFX's Google Cloud extensions (Vertex AI's client, BigQuery), which every process that
+# loads this component would pay for, each Kubeflow task included; these are the modules it re-exports.
+from tfx.dsl.component.experimental.annotations import InputArtifact, OutputArtifact, Parameter
+from tfx.dsl.component.experimental.decorators import component
+from tfx.types import artifact_utils, standard_artifacts
 from tfx.utils import path_utils
 
 from components import model_card
@@ -175,20 +179,20 @@ def push_model(model_dir: str, serving_dir: str, model_uri: str | None = None,
         storage.backend.rmtree(staging)
 
 
-@tfx.dsl.components.component
+@component
 def ServingPusher(
-    model: tfx.dsl.components.InputArtifact[tfx.types.standard_artifacts.Model],
-    model_blessing: tfx.dsl.components.InputArtifact[tfx.types.standard_artifacts.ModelBlessing],
-    pushed_model: tfx.dsl.components.OutputArtifact[tfx.types.standard_artifacts.PushedModel],
-    serving_dir: tfx.dsl.components.Parameter[str],
-    code_version: tfx.dsl.components.Parameter[str] = "",  # a fingerprint of this code: a change is a cache miss
+    model: InputArtifact[standard_artifacts.Model],
+    model_blessing: InputArtifact[standard_artifacts.ModelBlessing],
+    pushed_model: OutputArtifact[standard_artifacts.PushedModel],
+    serving_dir: Parameter[str],
+    code_version: Parameter[str] = "",  # a fingerprint of this code: a change is a cache miss
     # For the model card: the Evaluator's output, the examples the model was trained on and where their
     # spans' ingest reports are, the pipeline's name and the training settings (JSON).
-    model_evaluation: tfx.dsl.components.InputArtifact[tfx.types.standard_artifacts.ModelEvaluation] = None,
-    examples: tfx.dsl.components.InputArtifact[List[tfx.types.standard_artifacts.Examples]] = None,
-    examples_root: tfx.dsl.components.Parameter[str] = "",
-    pipeline_name: tfx.dsl.components.Parameter[str] = "",
-    training_settings: tfx.dsl.components.Parameter[str] = "{}",
+    model_evaluation: InputArtifact[standard_artifacts.ModelEvaluation] = None,
+    examples: InputArtifact[List[standard_artifacts.Examples]] = None,
+    examples_root: Parameter[str] = "",
+    pipeline_name: Parameter[str] = "",
+    training_settings: Parameter[str] = "{}",
 ) -> None:
     if model_blessing.get_int_custom_property(metadata.BLESSED) != 1:
         pushed_model.set_int_custom_property(metadata.PUSHED, 0)

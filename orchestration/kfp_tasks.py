@@ -74,7 +74,7 @@ def ingest(source_kind: str, source: str, root: str, data: dict, metadata_store:
     """
     from ml_metadata import metadata_store as mlmd
 
-    from pipeline.pipeline import SCHEMA_PATH
+    from pipeline import SCHEMA_PATH
 
     where = RunLayout(root)
     try:

@@ -16,15 +16,12 @@ import logging
 import pathlib
 import shutil
 
-from tfx import v1 as tfx
-
 from config import PipelineConfig, beam_policy
 from contract.errors import FAILED, INTERRUPTED, OK
 from contract.layout import RunLayout
 from ingest import span_report, synthetic
 from orchestration import lifecycle, store_health
 from orchestration.run_lock import exclusive_run
-from pipeline import pipeline as pipeline_lib
 from reporting import run_summary
 
 DEMO = "demo"  # the generated demo images; every other kind is one of ingest.sources.LISTERS
@@ -77,6 +74,11 @@ def _source_location(where: RunLayout, source: Source | None) -> tuple[str | Non
 
 def _run_locked(config: PipelineConfig, where: RunLayout, source: Source | None, beam_workers: int,
                 allow_anomalies: bool, notes: list[str], took_over: dict | None) -> int:
+    # Here, not at the top: `ingest` runs no pipeline, and TFX's DSL takes seconds to import.
+    from tfx import v1 as tfx
+
+    from pipeline import pipeline as pipeline_lib
+
     where.root.mkdir(parents=True, exist_ok=True)
     # The previous run's summary and report go now: whatever happens to this run, they are never read as its own.
     where.summary_path.unlink(missing_ok=True)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import pathlib
 
 from tfx import v1 as tfx
 from tfx.dsl.components.base.base_node import BaseNode
@@ -35,10 +34,9 @@ from contract.metadata import (
     TRANSFORM,
     WARM_START_RESOLVER,
 )
-from pipeline import blessing
+from pipeline import SCHEMA_PATH, blessing
 from pipeline.code_fingerprint import code_fingerprint
 
-SCHEMA_PATH = str(pathlib.Path(__file__).parent / "schema" / "schema.pbtxt")
 PREPROCESSING_FN = "trainer.preprocessing.preprocessing_fn"
 RUN_FN = "trainer.task.run_fn"
 

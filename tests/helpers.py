@@ -84,7 +84,7 @@ def transform_graph(folder, jpegs_by_class, image_size):
     from tensorflow_transform.tf_metadata import dataset_metadata, metadata_io
 
     from contract import features
-    from pipeline.pipeline import SCHEMA_PATH
+    from pipeline import SCHEMA_PATH
     from trainer import preprocessing
 
     schema = text_format.Parse(open(SCHEMA_PATH).read(), schema_pb2.Schema())
