@@ -7,9 +7,15 @@ STAMP := $(VENV)/.installed
 # TFX 1.16 declares Python < 3.11, but all of its compiled dependencies ship 3.11 wheels.
 PIP_INSTALL := $(BIN)/pip install --quiet --disable-pip-version-check --ignore-requires-python
 
+# Python writes each module's bytecode on its first import and every later process reads it: an environment that
+# says PYTHONDONTWRITEBYTECODE would make every process (each CLI command, each Kubeflow task of the rehearsal)
+# compile TensorFlow's and TFX's thousands of modules again.
+unexport PYTHONDONTWRITEBYTECODE
+
 .PHONY: demo test test-fast fuzz bench bench-quick bench-trainer bench-looks lock clean system-packages
 
-# --no-compile: most of the lock's 23,000 modules are never imported; those that are compile on first import.
+# --no-compile: most of the lock's 23,000 modules are never imported; those that are get their bytecode written on first
+# import (see `unexport PYTHONDONTWRITEBYTECODE` above).
 $(STAMP): requirements/lock.txt setup.py
 	@$(PYTHON) -c 'import sys; v = sys.version_info[:2]; assert v == (3, 11), f"Python 3.11 required, {sys.executable} is {v}"'
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
