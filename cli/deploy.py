@@ -68,13 +68,10 @@ def _flags_of(command: str, chosen_by: list):
     return add_flags
 
 
-STORE_FLAGS = {"grpc": "--metadata-grpc", "sqlite": "--metadata-sqlite"}
-
-
 def _add_store_flags(parser: argparse.ArgumentParser, chosen_by: list) -> None:
     """--metadata-grpc or --metadata-sqlite: the ML Metadata store the package's tasks share, for the targets
     whose METADATA takes one (each says which kinds, and its store when none is given)."""
-    takers = {kind: [t for t in chosen_by if kind in t.METADATA[0]] for kind in STORE_FLAGS}
+    takers = {kind: [t for t in chosen_by if kind in t.METADATA[0]] for kind in flags.STORE_FLAGS}
     defaults = "; ".join(f"{t.METADATA[1].split('://')[-1]} ({t.NAME})" for t in chosen_by if t.METADATA[1])
     flags.add_store_flags(
         parser, f"The ML Metadata gRPC service all the run's tasks share ({_names(takers['grpc'])}). Default: "
@@ -88,18 +85,15 @@ def _names(targets_: list) -> str:
 
 def _metadata_store(args: argparse.Namespace, chosen) -> str | None:
     """The store the chosen target's package is compiled with: the one given, else the target's own."""
-    from contract import metadata
-
     kinds, default = chosen.METADATA
-    for kind, flag in STORE_FLAGS.items():
-        value = getattr(args, flag.lstrip("-").replace("-", "_"))
-        if value is None:
-            continue
-        if kind not in kinds:
-            raise SettingsError(f"{flag}: --target {chosen.NAME} " + (
-                f"takes a store of kind {', '.join(kinds)}" if kinds else "keeps its own ML Metadata store"))
-        return metadata.grpc_store(value) if kind == "grpc" else metadata.sqlite_store(value)
-    return default
+    given = flags.given_store(args)
+    if given is None:
+        return default
+    kind, store = given
+    if kind not in kinds:
+        raise SettingsError(f"{flags.STORE_FLAGS[kind]}: --target {chosen.NAME} " + (
+            f"takes a store of kind {', '.join(kinds)}" if kinds else "keeps its own ML Metadata store"))
+    return store
 
 
 def _add_compile_flags(parser: argparse.ArgumentParser) -> None:

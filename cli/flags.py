@@ -99,6 +99,11 @@ def add_settings_flags(group, settings: type, prefix: str = "", only: tuple[str,
         add_field_flag(group, field, prefix)
 
 
+def settings(args: argparse.Namespace, settings_type: type):
+    """The dataclass `settings_type` made from the flags add_settings_flags() made of it."""
+    return settings_type(**settings_from(args, settings_type))
+
+
 def settings_from(args: argparse.Namespace, settings: type, prefix: str = "",
                   only: tuple[str, ...] | None = None) -> dict:
     """{field: value} of the flags add_settings_flags() made."""
@@ -133,11 +138,25 @@ def add_output_dir(parser, help: str = "A local run's output directory.") -> Non
                         help=f"{help} Default: {DEFAULT_OUTPUT_DIR}.")
 
 
+STORE_FLAGS = {"grpc": "--metadata-grpc", "sqlite": "--metadata-sqlite"}
+
+
 def add_store_flags(parser, grpc_help: str, sqlite_help: str) -> None:
     """--metadata-grpc or --metadata-sqlite: the ML Metadata store of a deployment, one or the other."""
     store = parser.add_mutually_exclusive_group()
-    store.add_argument("--metadata-grpc", metavar="HOST:PORT", help=grpc_help)
-    store.add_argument("--metadata-sqlite", metavar="PATH", help=sqlite_help)
+    store.add_argument(STORE_FLAGS["grpc"], metavar="HOST:PORT", help=grpc_help)
+    store.add_argument(STORE_FLAGS["sqlite"], metavar="PATH", help=sqlite_help)
+
+
+def given_store(args: argparse.Namespace) -> tuple[str, str] | None:
+    """(kind, connection URI) of the --metadata-* flag given; None when neither was."""
+    from contract import metadata
+
+    if args.metadata_grpc:
+        return "grpc", metadata.grpc_store(args.metadata_grpc)
+    if args.metadata_sqlite:
+        return "sqlite", metadata.sqlite_store(args.metadata_sqlite)
+    return None
 
 
 SERVING_TARGET = ("name", "namespace")  # the InferenceService's fields a rollback needs

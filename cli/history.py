@@ -49,8 +49,7 @@ def history_store(args: argparse.Namespace):
                                 "through kubectl port-forward) or --metadata-sqlite PATH")
         if args.metadata_sqlite and not os.path.isfile(args.metadata_sqlite):
             raise SettingsError(f"--metadata-sqlite {args.metadata_sqlite}: no such file")
-        store = (metadata.grpc_store(args.metadata_grpc) if args.metadata_grpc
-                 else metadata.sqlite_store(args.metadata_sqlite))
+        _, store = flags.given_store(args)
         root = args.root
     else:
         if args.metadata_grpc or args.metadata_sqlite:

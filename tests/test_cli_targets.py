@@ -35,7 +35,7 @@ def _throwaway_target(calls):
         return 0
 
     def submit(args):
-        calls.append(("submit", args.airflow_home, _Dag(**flags.settings_from(args, _Dag)).dag_id, args.package))
+        calls.append(("submit", args.airflow_home, flags.settings(args, _Dag).dag_id, args.package))
         return 0
 
     target.add_flags, target.compile, target.submit = add_flags, compile, submit

@@ -54,7 +54,7 @@ def compile(args: argparse.Namespace, config) -> int:
 def submit(args: argparse.Namespace) -> int:
     from orchestration import kfp_runs
 
-    cluster = Cluster(**flags.settings_from(args, Cluster))
+    cluster = flags.settings(args, Cluster)
     run_id = kfp_runs.submit(flags.package(args), args.host, args.run_name, cluster.experiment,
                              flags.run_arguments(args), args.pipeline_root)
     print(f"started run {run_id} on {args.host}")
@@ -64,7 +64,7 @@ def submit(args: argparse.Namespace) -> int:
 def schedule(args: argparse.Namespace) -> int:
     from orchestration import kfp_runs
 
-    cluster = Cluster(**flags.settings_from(args, Cluster))
+    cluster = flags.settings(args, Cluster)
     job_id = kfp_runs.schedule(flags.package(args), args.host, args.job_name, cluster.experiment, args.cron,
                                flags.run_arguments(args), args.pipeline_root)
     print(f"created recurring run {job_id} ({args.cron}) on {args.host}")

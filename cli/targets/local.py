@@ -53,7 +53,7 @@ def submit(args: argparse.Namespace) -> int:
                             "--metadata-sqlite PATH (or --metadata-grpc HOST:PORT of a store this machine reaches) "
                             "to run it here")
     # No lock here: the package's first task takes the root's lease, as on a cluster.
-    rehearsal = Rehearsal(**flags.settings_from(args, Rehearsal))
+    rehearsal = flags.settings(args, Rehearsal)
     run = kfp_runs.run_locally(package, flags.run_arguments(args), str(rehearsal.kfp_outputs.resolve()))
     folder = RunLayout(root).run_dir(run.run_id)
     if run.failure:
@@ -68,7 +68,7 @@ def schedule(args: argparse.Namespace) -> int:
 
     if args.data_dir is None:
         raise SettingsError("--local needs --data-dir (the folder each run ingests)")
-    crontab = Crontab(**flags.settings_from(args, Crontab))
+    crontab = flags.settings(args, Crontab)
     line = local_schedule.cron_line(args.cron, PROJECT_DIR, pathlib.Path(args.data_dir), crontab.output_dir)
     if crontab.install:
         local_schedule.install(line, crontab.output_dir)

@@ -46,7 +46,7 @@ def compile(args: argparse.Namespace, config) -> int:
 def submit(args: argparse.Namespace) -> int:
     from orchestration import vertex
 
-    location = Location(**flags.settings_from(args, Location))
+    location = flags.settings(args, Location)
     name = vertex.submit(flags.package(args), args.vertex_project, location.region, args.run_name,
                          flags.run_arguments(args), args.pipeline_root)
     print(f"started Vertex AI pipeline job {name}")
@@ -56,7 +56,7 @@ def submit(args: argparse.Namespace) -> int:
 def schedule(args: argparse.Namespace) -> int:
     from orchestration import vertex
 
-    location = Location(**flags.settings_from(args, Location))
+    location = flags.settings(args, Location)
     name = vertex.schedule(flags.package(args), args.vertex_project, location.region, args.job_name, args.cron,
                            flags.run_arguments(args), args.pipeline_root)
     print(f"created Vertex AI schedule {name} ({args.cron})")
