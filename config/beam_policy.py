@@ -13,6 +13,10 @@ from __future__ import annotations
 import os
 
 IN_PROCESS = ("--direct_running_mode=in_memory",)
+# Arguments that restate Beam's own defaults (the DirectRunner, in this process). Given any Beam argument at all,
+# TFX's Beam components package TFX as a source distribution for remote workers, a copy of its tree and a
+# `setup.py sdist`: about 2 s of every Beam component in every run, for a file a DirectRunner never reads.
+BEAM_DEFAULTS = frozenset({*IN_PROCESS, "--direct_num_workers=1"})
 
 # Ingest decodes, checks and hashes every image and moves its bytes between workers for the duplicate check:
 # on 2 cores, 2 workers lost at every size measured.
@@ -52,3 +56,8 @@ def ingest_args(workers: int, items: int) -> list[str]:
 def component_args(workers: int = 0, examples: int | None = None) -> list[str]:
     """For the TFX components of a run that reads `examples` examples."""
     return direct_runner_args(workers, examples, COMPONENTS_MIN_EXAMPLES)
+
+
+def tfx_args(args: list[str]) -> list[str]:
+    """The Beam arguments to hand TFX's components: `args` less those that only restate Beam's defaults."""
+    return [arg for arg in args if arg not in BEAM_DEFAULTS]

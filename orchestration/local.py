@@ -75,7 +75,8 @@ def _source_location(where: RunLayout, source: Source | None) -> tuple[str | Non
 def _run_locked(config: PipelineConfig, where: RunLayout, source: Source | None, beam_workers: int,
                 allow_anomalies: bool, notes: list[str], took_over: dict | None) -> int:
     # Here, not at the top: `ingest` runs no pipeline, and TFX's DSL takes seconds to import.
-    from tfx import v1 as tfx
+    from tfx.orchestration.local.local_dag_runner import LocalDagRunner
+    from tfx.orchestration.metadata import sqlite_metadata_connection_config
 
     from pipeline import pipeline as pipeline_lib
 
@@ -101,15 +102,14 @@ def _run_locked(config: PipelineConfig, where: RunLayout, source: Source | None,
         examples_root=str(where.examples_root),
         pipeline_root=str(where.pipeline_root),
         serving_dir=str(where.serving_dir),
-        metadata_connection_config=tfx.orchestration.metadata.sqlite_metadata_connection_config(
-            str(where.metadata_path)),
+        metadata_connection_config=sqlite_metadata_connection_config(str(where.metadata_path)),
         beam_pipeline_args=beam_args,
         allow_anomalies=allow_anomalies,
     )
     earlier_runs = store_health.run_ids(where.metadata_path)
     error, interrupted = None, False
     try:
-        tfx.orchestration.LocalDagRunner().run(pipeline)
+        LocalDagRunner().run(pipeline)
     except KeyboardInterrupt:
         interrupted = True
         canceled = store_health.cancel_unfinished(where.metadata_path, earlier_runs)

@@ -10,14 +10,26 @@ from __future__ import annotations
 import dataclasses
 import json
 
-from tfx import v1 as tfx
+# Not `tfx.v1`: it imports TFX's Google Cloud extensions, about 3 s of every `run` and `compile` for none of this.
+from tfx.components.example_validator.component import ExampleValidator
+from tfx.components.schema_gen.import_schema_gen.component import ImportSchemaGen
+from tfx.components.statistics_gen.component import StatisticsGen
+from tfx.components.trainer.component import Trainer
+from tfx.components.transform.component import Transform
 from tfx.dsl.components.base.base_node import BaseNode
+from tfx.dsl.components.common.resolver import Resolver
+from tfx.dsl.input_resolution.strategies.latest_blessed_model_strategy import LatestBlessedModelStrategy
+from tfx.dsl.input_resolution.strategies.span_range_strategy import SpanRangeStrategy
+from tfx.orchestration.pipeline import Pipeline
+from tfx.proto import example_gen_pb2, range_config_pb2, trainer_pb2
+from tfx.types import standard_artifacts
+from tfx.types.channel import Channel
 
 from components.anomalies_gate import AnomaliesGate
 from components.baseline_resolver import LatestBeforeStrategy, LatestBlessedBeforeStrategy
 from components.judged_split import JudgingEvaluator, SpanExampleGen
 from components.serving_pusher import ServingPusher
-from config import PipelineConfig
+from config import PipelineConfig, beam_policy
 from contract import layout
 from contract.metadata import (
     ANOMALIES_GATE,
@@ -41,17 +53,17 @@ PREPROCESSING_FN = "trainer.preprocessing.preprocessing_fn"
 RUN_FN = "trainer.task.run_fn"
 
 
-def _newest_blessed_model(before, node_id: str, builtin: bool, served_first: bool = False) -> tfx.dsl.Resolver:
+def _newest_blessed_model(before, node_id: str, builtin: bool, served_first: bool = False) -> Resolver:
     """A Resolver of the newest blessed model older than `before`; with `served_first`, of the model served
     when `before` was made, if any (a rollback's included; see components.baseline_resolver)."""
-    history = {"model": tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),
-               "model_blessing": tfx.dsl.Channel(type=tfx.types.standard_artifacts.ModelBlessing)}
+    history = {"model": Channel(type=standard_artifacts.Model),
+               "model_blessing": Channel(type=standard_artifacts.ModelBlessing)}
     if builtin:
-        return tfx.dsl.Resolver(strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy,
+        return Resolver(strategy_class=LatestBlessedModelStrategy,
                                 **history).with_id(node_id)
     if served_first:
-        history["pushed_model"] = tfx.dsl.Channel(type=tfx.types.standard_artifacts.PushedModel)
-    return tfx.dsl.Resolver(strategy_class=LatestBlessedBeforeStrategy, before=before, **history).with_id(node_id)
+        history["pushed_model"] = Channel(type=standard_artifacts.PushedModel)
+    return Resolver(strategy_class=LatestBlessedBeforeStrategy, before=before, **history).with_id(node_id)
 
 
 def _data_nodes(config: PipelineConfig, examples_root: str, schema_path: str, allow_anomalies: bool,
@@ -61,19 +73,19 @@ def _data_nodes(config: PipelineConfig, examples_root: str, schema_path: str, al
     # without a test split (written earlier or by another tool) is read with the two it has.
     example_gen = SpanExampleGen(
         input_base=examples_root,
-        input_config=tfx.proto.Input(splits=[tfx.proto.Input.Split(name=name, pattern=pattern)
+        input_config=example_gen_pb2.Input(splits=[example_gen_pb2.Input.Split(name=name, pattern=pattern)
                                              for name, pattern in layout.SPLIT_PATTERNS.items()]),
     ).with_id(EXAMPLE_GEN)
-    schema_importer = tfx.components.ImportSchemaGen(schema_file=schema_path).with_id(SCHEMA_IMPORTER)
+    schema_importer = ImportSchemaGen(schema_file=schema_path).with_id(SCHEMA_IMPORTER)
     # With the schema, statistics count the categorical label's values: the class-balance check needs them.
-    statistics_gen = tfx.components.StatisticsGen(
+    statistics_gen = StatisticsGen(
         examples=example_gen.outputs["examples"], schema=schema_importer.outputs["schema"]).with_id(STATISTICS_GEN)
-    example_validator = tfx.components.ExampleValidator(
+    example_validator = ExampleValidator(
         statistics=statistics_gen.outputs["statistics"], schema=schema_importer.outputs["schema"],
     ).with_id(EXAMPLE_VALIDATOR)
-    previous_statistics = None if builtin_resolver else tfx.dsl.Resolver(
+    previous_statistics = None if builtin_resolver else Resolver(
         strategy_class=LatestBeforeStrategy, before=example_gen.outputs["examples"],
-        artifact=tfx.dsl.Channel(type=tfx.types.standard_artifacts.ExampleStatistics),
+        artifact=Channel(type=standard_artifacts.ExampleStatistics),
     ).with_id(PREVIOUS_STATISTICS_RESOLVER)
     gate = AnomaliesGate(
         anomalies=example_validator.outputs["anomalies"], schema=schema_importer.outputs["schema"],
@@ -87,18 +99,18 @@ def _data_nodes(config: PipelineConfig, examples_root: str, schema_path: str, al
     return {node.id: node for node in nodes if node is not None}
 
 
-def _span_window(config: PipelineConfig, example_gen: BaseNode, builtin_resolver: bool) -> tfx.dsl.Resolver | None:
+def _span_window(config: PipelineConfig, example_gen: BaseNode, builtin_resolver: bool) -> Resolver | None:
     """With span_window > 1, the resolver of the last N spans the Transform and Trainer read; else None."""
     if config.data.span_window <= 1:
         return None
     if builtin_resolver:
         raise ValueError("span_window > 1 needs TFX's SpanRangeStrategy, which KubeflowV2DagRunner cannot "
                          "compile; use span_window 1 on Kubeflow")
-    span_window = tfx.dsl.Resolver(
-        strategy_class=tfx.dsl.experimental.SpanRangeStrategy,
-        config={"range_config": tfx.proto.RangeConfig(
-            rolling_range=tfx.proto.RollingRange(num_spans=config.data.span_window))},
-        examples=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Examples, producer_component_id=EXAMPLE_GEN),
+    span_window = Resolver(
+        strategy_class=SpanRangeStrategy,
+        config={"range_config": range_config_pb2.RangeConfig(
+            rolling_range=range_config_pb2.RollingRange(num_spans=config.data.span_window))},
+        examples=Channel(type=standard_artifacts.Examples, producer_component_id=EXAMPLE_GEN),
     ).with_id(SPAN_WINDOW_RESOLVER)
     span_window.add_upstream_node(example_gen)  # this run's span must exist before the window is taken
     return span_window
@@ -115,7 +127,7 @@ def create_pipeline(
     allow_anomalies: bool = False,
     builtin_resolver: bool = False,
     schema_path: str = SCHEMA_PATH,
-) -> tfx.dsl.Pipeline:
+) -> Pipeline:
     """Ingested spans -> validated, transformed, trained, evaluated, pushed model.
 
     `builtin_resolver` takes TFX's LatestBlessedModelStrategy for the baseline
@@ -134,7 +146,7 @@ def create_pipeline(
 
     # Transform analyzes and writes its graph, but does not materialize its output: the Trainer
     # runs the graph (the TFT layer) while reading, decoding each image once into its cache.
-    transform = tfx.components.Transform(
+    transform = Transform(
         examples=training_examples,
         schema=gate.outputs["validated_schema"],
         preprocessing_fn=PREPROCESSING_FN,
@@ -144,15 +156,15 @@ def create_pipeline(
     ).with_id(TRANSFORM)
     warm_start = _newest_blessed_model(example_gen.outputs["examples"], WARM_START_RESOLVER, builtin_resolver) \
         if config.training.warm_start else None
-    trainer = tfx.components.Trainer(
+    trainer = Trainer(
         run_fn=RUN_FN,
         base_model=warm_start.outputs["model"] if warm_start else None,
         examples=training_examples,
         transform_graph=transform.outputs["transform_graph"],
         schema=gate.outputs["validated_schema"],
         # The kept epoch is chosen on the eval split; the test split stays unseen until the Evaluator.
-        train_args=tfx.proto.TrainArgs(splits=[layout.TRAIN_SPLIT]),
-        eval_args=tfx.proto.EvalArgs(splits=[layout.SELECTION_SPLIT]),
+        train_args=trainer_pb2.TrainArgs(splits=[layout.TRAIN_SPLIT]),
+        eval_args=trainer_pb2.EvalArgs(splits=[layout.SELECTION_SPLIT]),
         custom_config={"image_size": config.data.image_size, "training": dataclasses.asdict(config.training),
                        "max_image_pixels": config.data.max_image_pixels, "code_version": code_version},
     ).with_id(TRAINER)
@@ -174,11 +186,11 @@ def create_pipeline(
 
     optional = [node for node in (span_window, warm_start) if node is not None]
     components: list[BaseNode] = [*data.values(), *optional, transform, trainer, baseline, evaluator, pusher]
-    return tfx.dsl.Pipeline(
+    return Pipeline(
         pipeline_name=config.name,
         pipeline_root=pipeline_root,
         components=components,
         enable_cache=True,
         metadata_connection_config=metadata_connection_config,
-        beam_pipeline_args=beam_pipeline_args or [],
+        beam_pipeline_args=beam_policy.tfx_args(beam_pipeline_args or []),
     )

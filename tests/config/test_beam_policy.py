@@ -37,3 +37,12 @@ def test_explicit_worker_count_wins_over_the_size():
     for args in (beam_policy.component_args(3, examples=10), beam_policy.ingest_args(3, items=10)):
         assert _mode(args) == "multi_processing"
         assert _options(args).direct_num_workers == 3
+
+
+def test_tfx_is_handed_only_what_differs_from_beams_defaults():
+    # An empty list is what keeps TFX from packaging itself for remote workers in every Beam component.
+    assert beam_policy.tfx_args(beam_policy.component_args(1)) == []
+    assert beam_policy.tfx_args(["--direct_num_workers=1"]) == []
+    assert _options([]).direct_running_mode == "in_memory" and _options([]).direct_num_workers == 1
+    for args in (beam_policy.component_args(3), ["--runner=DataflowRunner", "--project=p"]):
+        assert beam_policy.tfx_args(args) == args
