@@ -18,6 +18,7 @@ The SavedModel needs only TensorFlow to load: no project code, no Keras.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import tempfile
@@ -79,7 +80,12 @@ class ServingModule(tf.Module):
     def __init__(self, model: keras.Model, tf_transform_output: tft.TFTransformOutput,
                  max_pixels: int = DataConfig.max_image_pixels):
         super().__init__(name="cats_vs_dogs_serving")
-        self.model = model
+        # The Keras model is called, not tracked: as a child it would bring its object graph (every layer, and
+        # Keras' own trace of its call) into the SavedModel, seconds of every export and of every load for objects
+        # no signature reads. Its variables are what the traced calls capture, so they are what is saved.
+        self._network = functools.partial(model.__call__, training=False)
+        self._image_size = int(model.input_shape[1])
+        self.model_variables = list(model.variables)
         self.max_pixels = max_pixels  # the training setting; a constant of the exported graph
         # The Transform graph as TFT's own layer loads it, without the layer: a Keras (tf_keras) layer in a
         # SavedModel is serialized with traces of its call functions, seconds of every export for functions
@@ -99,7 +105,7 @@ class ServingModule(tf.Module):
         fail a BatchNorm on a zero-size batch ("Incompatible shapes: [0,64,64,3] vs. [16]").
         """
         return tf.cond(tf.shape(pixels)[0] > 0,
-                       lambda: tf.reshape(tf.sigmoid(self.model(pixels, training=False)), [-1]),
+                       lambda: tf.reshape(tf.sigmoid(self._network(pixels)), [-1]),
                        lambda: tf.zeros([0], tf.float32))
 
     def _predict_from_raw(self, raw_features: dict) -> dict:
@@ -138,7 +144,7 @@ class ServingModule(tf.Module):
         decoded = (tf.data.Dataset.from_tensor_slices((tf.range(count), image_bytes, too_large))
                    .filter(lambda index, encoded, large: tf.logical_not(large))
                    .map(lambda index, encoded, large: transform_one(index, encoded)).ignore_errors())
-        size = self.model.input_shape[1]
+        size = self._image_size
         sentinel = tf.data.Dataset.from_tensors((tf.constant(-1), tf.zeros([size, size, 3], tf.float32)))
         indices, pixels = decoded.concatenate(sentinel).batch(1 << 30).get_single_element()
         indices, pixels = indices[:-1], pixels[:-1]
