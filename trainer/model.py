@@ -157,6 +157,9 @@ def compile_model(model: keras.Model, learning_rate: float) -> None:
         metrics=[keras.metrics.BinaryAccuracy(name="accuracy", threshold=0.0),
                  keras.metrics.AUC(name="auc", from_logits=True)],
     )
+    # Built now, not in fit: Keras builds an optimizer outside a distribution strategy while it traces the first
+    # step, and a tf.function that creates variables is traced twice, seconds of every phase of every run.
+    model.optimizer.build(model.trainable_variables)
 
 
 def unfreeze_for_fine_tuning(model: keras.Model, fine_tune_from: int) -> None:
