@@ -5,6 +5,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from keras.src.backend.tensorflow.trainer import TensorFlowTrainer
 
 from config import TrainingConfig
 from contract import layout
@@ -36,9 +37,19 @@ def config():
 # Cached views keep the base's activations in float16: the eval loss the phases see is the full model's within
 # that rounding.
 @pytest.mark.parametrize("views,tolerance", [(0, 1e-4), (2, 2e-2)])
-def test_train_records_both_phases_and_keeps_the_best_epoch(config, views, tolerance):
+def test_train_records_both_phases_and_keeps_the_best_epoch(config, views, tolerance, monkeypatch):
+    traces = []
+    step = TensorFlowTrainer.train_step
+
+    def counted(self, data):  # runs once for each trace of the training step, not once a step
+        traces.append(self.name)
+        return step(self, data)
+
+    monkeypatch.setattr(TensorFlowTrainer, "train_step", counted)
     config = dataclasses.replace(config, cached_views=views)
     model, history = task.train(config, SIZE, _examples(0), _examples(1), calibration_pixels=None)
+    # One trace a phase: an optimizer built inside the first step's trace makes TensorFlow trace it twice.
+    assert len(traces) == 2, traces
     phases = [e["phase"] for e in history["epochs"]]
     assert phases == ["head", "head", "fine_tune", "fine_tune"]
     assert [e["epoch"] for e in history["epochs"]] == [0, 1, 2, 3]
