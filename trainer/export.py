@@ -82,10 +82,10 @@ class ServingModule(tf.Module):
         super().__init__(name="cats_vs_dogs_serving")
         # The Keras model is called, not tracked: as a child it would bring its object graph (every layer, and
         # Keras' own trace of its call) into the SavedModel, seconds of every export and of every load for objects
-        # no signature reads. Its variables are what the traced calls capture, so they are what is saved.
+        # no signature reads. Its weights, which the traced calls capture, are what is saved.
         self._network = functools.partial(model.__call__, training=False)
         self._image_size = int(model.input_shape[1])
-        self.model_variables = list(model.variables)
+        self.model_variables = list(model.weights)
         self.max_pixels = max_pixels  # the training setting; a constant of the exported graph
         # The Transform graph as TFT's own layer loads it, without the layer: a Keras (tf_keras) layer in a
         # SavedModel is serialized with traces of its call functions, seconds of every export for functions
