@@ -59,8 +59,7 @@ def _newest_blessed_model(before, node_id: str, builtin: bool, served_first: boo
     history = {"model": Channel(type=standard_artifacts.Model),
                "model_blessing": Channel(type=standard_artifacts.ModelBlessing)}
     if builtin:
-        return Resolver(strategy_class=LatestBlessedModelStrategy,
-                                **history).with_id(node_id)
+        return Resolver(strategy_class=LatestBlessedModelStrategy, **history).with_id(node_id)
     if served_first:
         history["pushed_model"] = Channel(type=standard_artifacts.PushedModel)
     return Resolver(strategy_class=LatestBlessedBeforeStrategy, before=before, **history).with_id(node_id)
@@ -74,7 +73,7 @@ def _data_nodes(config: PipelineConfig, examples_root: str, schema_path: str, al
     example_gen = SpanExampleGen(
         input_base=examples_root,
         input_config=example_gen_pb2.Input(splits=[example_gen_pb2.Input.Split(name=name, pattern=pattern)
-                                             for name, pattern in layout.SPLIT_PATTERNS.items()]),
+                                                   for name, pattern in layout.SPLIT_PATTERNS.items()]),
     ).with_id(EXAMPLE_GEN)
     schema_importer = ImportSchemaGen(schema_file=schema_path).with_id(SCHEMA_IMPORTER)
     # With the schema, statistics count the categorical label's values: the class-balance check needs them.
