@@ -17,8 +17,8 @@ from config import TrainingConfig
 from trainer import model as model_lib
 
 pytestmark = pytest.mark.e2e
-# Small enough for the suite (about a minute); at 96 px the gain measured +0.05 (0.7833 against 0.7333 on 120 eval
-# images), at 160 px see docs/performance.md.
+# Small enough for the suite (about 5 minutes there); at 96 px the gain measured +0.05 (0.7833 against 0.7333 on
+# 120 eval images), at 160 px see docs/performance.md.
 SETUP = pretrained.Setup(image_size=96, alpha=1.0, pretrain_per_class=200, train_per_class=200, eval_per_class=60)
 
 
