@@ -220,8 +220,8 @@ def tflite_models(classifier: keras.Model, representative_pixels) -> dict[str, b
     (training images), with float input and output.
     """
     # From the traced call, which the converter freezes itself: TF 2.16's converter fails on Keras 3 models given
-    # directly, and through a SavedModel (Keras' export, loaded again for each conversion) it took four times as
-    # long for the same flatbuffers. A function as the tracked object keeps the converter on that path.
+    # directly, and a SavedModel in between (Keras' export, loaded again by each conversion) costs several times
+    # as long for the same outputs (docs/performance.md). A function as the tracked object keeps it on this path.
     size = classifier.input_shape[1]
     call = tf.function(lambda pixels: classifier(pixels, training=False),
                        input_signature=[tf.TensorSpec([1, size, size, 3], tf.float32)])
@@ -238,7 +238,7 @@ def tflite_models(classifier: keras.Model, representative_pixels) -> dict[str, b
             converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
         with native_logs_held(), warnings.catch_warnings():
             # On this path the int8 conversion warns of missing statistics for quantized inputs; its input is
-            # float32, as asked, and the calibration sets the scales (the same flatbuffer outputs as before).
+            # float32, as asked, and the representative images set the scales.
             warnings.filterwarnings("ignore", "Statistics for quantized inputs were expected")
             models[kind] = converter.convert()
     return models
