@@ -127,7 +127,6 @@ class ServingModule(tf.Module):
         counted = tf.scatter_nd(tf.expand_dims(indices[:-1], 1), pixels[:-1], tf.cast([count], tf.int32))
         return counted > self.max_pixels
 
-    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=features.IMAGE_INPUT)], autograph=False)
     def serve_images(self, image_bytes):
         count = tf.shape(image_bytes)[0]
         too_large = self._too_large(image_bytes)
@@ -162,10 +161,17 @@ class ServingModule(tf.Module):
                 "not a decodable image (JPEG, PNG, GIF or BMP expected)")),
         }
 
-    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="examples")], autograph=False)
     def serve_examples(self, examples):
         raw = tf.io.parse_example(examples, self._example_spec)
         return self._predict_from_raw(raw)
+
+
+def _traced(method, input_name: str):
+    """`method` traced once for a batch of strings. The signatures are the SavedModel's only functions: a
+    tf.function attribute of the module would be traced again by tf.saved_model.save, whose save context is part
+    of the tracing cache's key (seconds of every export for a copy of each signature)."""
+    signature = [tf.TensorSpec([None], tf.string, name=input_name)]
+    return tf.function(method, input_signature=signature, autograph=False).get_concrete_function()
 
 
 def export_serving_model(model: keras.Model, tf_transform_output: tft.TFTransformOutput, export_dir: str,
@@ -174,8 +180,8 @@ def export_serving_model(model: keras.Model, tf_transform_output: tft.TFTransfor
     larger images with an error (the training data's --max-image-pixels)."""
     module = ServingModule(model, tf_transform_output, max_pixels)
     signatures = {
-        features.SERVING_SIGNATURE: module.serve_images.get_concrete_function(),
-        features.EXAMPLES_SIGNATURE: module.serve_examples.get_concrete_function(),
+        features.SERVING_SIGNATURE: _traced(module.serve_images, features.IMAGE_INPUT),
+        features.EXAMPLES_SIGNATURE: _traced(module.serve_examples, "examples"),
     }
     tf.saved_model.save(module, export_dir, signatures=signatures)
     keras_path = os.path.join(export_dir, KERAS_MODEL_FILE)
