@@ -133,22 +133,22 @@ def confusion_matrix(matrix: dict, path: pathlib.Path) -> None:
     plt.close(figure)
 
 
-def model_diagram(classifier, training_config: dict, path: pathlib.Path) -> None:
-    """The layer stack from input to logit, base and head told apart."""
-    base = classifier.get_layer(model_lib.BASE_NAME)
-    blocks = [("input: pixels " + "x".join(map(str, classifier.input_shape[1:])), "#eeeeee")]
+def model_diagram(description: dict, training_config: dict, path: pathlib.Path) -> None:
+    """The layer stack from input to logit (trainer.model.describe), base and head told apart."""
+    blocks = [("input: pixels " + "x".join(map(str, description["input_shape"])), "#eeeeee")]
     if training_config.get("flip") or training_config.get("rotation") or training_config.get("zoom"):
         blocks.append(("augmentation (training only): flip / rotation / zoom", "#fff3cd"))
-    for layer in classifier.layers[1:]:
-        if layer.name == model_lib.BASE_NAME:
+    base = description["base"]
+    for layer in description["layers"]:
+        if layer["name"] == base["name"]:
             unfrozen = training_config.get("fine_tune_from")
-            blocks.append((f"MobileNetV2 base: {len(base.layers)} layers, {base.count_params():,} weights\n"
+            blocks.append((f"MobileNetV2 base: {base['layers']} layers, {base['weights']:,} weights\n"
                            f"frozen in phase 1; layers {unfrozen}+ fine-tuned in phase 2 (BatchNorm frozen)",
                            "#cfe2ff"))
         else:
-            shape = layer.output.shape
-            blocks.append((f"{layer.name}: {type(layer).__name__} -> {tuple(shape[1:])}"
-                           f"{f', {layer.count_params():,} weights' if layer.count_params() else ''}", "#d1e7dd"))
+            weights = layer["weights"]
+            blocks.append((f"{layer['name']}: {layer['type']} -> {tuple(layer['output_shape'])}"
+                           f"{f', {weights:,} weights' if weights else ''}", "#d1e7dd"))
     figure, axis = plt.subplots(figsize=(7, 0.75 * len(blocks) + 0.4))
     axis.axis("off")
     for index, (text, color) in enumerate(blocks):
@@ -344,8 +344,10 @@ def _write_pages(summary: RunSummary, folder: pathlib.Path, training_config: dic
             page["trained_on"] = training_line(summary.training) if summary.training else None
             training_curves(page["history"], folder / "training_curves.png")
             figures["training_curves"] = "training_curves.png"
-        classifier = keras.models.load_model(_serving_dir(model_uri) / layout.KERAS_MODEL_FILE, compile=False)
-        model_diagram(classifier, training_config, folder / "model.png")
+        # The training record describes the model; one written before it did is described from the model itself.
+        description = (page["history"] or {}).get("model") or model_lib.describe(
+            keras.models.load_model(_serving_dir(model_uri) / layout.KERAS_MODEL_FILE, compile=False))
+        model_diagram(description, training_config, folder / "model.png")
         figures["model"] = "model.png"
         if summary.tflite:
             page["tflite"] = summary.tflite

@@ -122,6 +122,17 @@ def through_head(model: keras.Model, features):
     return features
 
 
+def describe(classifier: keras.Model) -> dict:
+    """The layer stack from input to logit as plain data (kept in the training record): what the run report draws
+    without loading the model."""
+    base = classifier.get_layer(BASE_NAME)
+    return {"input_shape": list(classifier.input_shape[1:]),
+            "base": {"name": BASE_NAME, "layers": len(base.layers), "weights": int(base.count_params())},
+            "layers": [{"name": layer.name, "type": type(layer).__name__,
+                        "output_shape": list(layer.output.shape[1:]), "weights": int(layer.count_params())}
+                       for layer in classifier.layers[1:]]}
+
+
 def calibrate_batchnorm(model: keras.Model, pixels: np.ndarray) -> None:
     """Sets the base's BatchNorm statistics from a batch of training pixels.
 

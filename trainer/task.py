@@ -311,6 +311,7 @@ def run_fn(fn_args) -> None:
         counts=(count_records(fn_args.train_files), count_records(fn_args.eval_files)))
     logging.info("Best epoch %s with %s=%s", history["best_epoch"], _MONITOR, history["best_val_loss"])
     classifier = model_lib.get_classifier(model)
+    history["model"] = model_lib.describe(classifier)
     export.export_serving_model(classifier, tf_transform_output, fn_args.serving_model_dir,
                                 max_pixels=int(fn_args.custom_config.get("max_image_pixels",
                                                                           DataConfig.max_image_pixels)))

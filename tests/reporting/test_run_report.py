@@ -1,3 +1,5 @@
+import json
+
 import tensorflow as tf
 
 from contract import features, layout
@@ -138,3 +140,27 @@ def test_the_report_opens_in_a_browser_with_every_figure_and_no_console_error(tm
     (page.parent / "confusion_matrix.png").unlink()
     broken = browser.open_page(page)
     assert broken.images == {"confusion_matrix.png": False} and broken.errors
+
+
+def test_the_model_diagram_is_drawn_from_the_training_record_without_the_model(tmp_path):
+    from config import TrainingConfig
+    from trainer import model as model_lib
+
+    classifier = model_lib.build_classifier(TrainingConfig(weights="none", alpha=0.35), 64)
+    description = model_lib.describe(classifier)
+    assert description["input_shape"] == [64, 64, 3]
+    assert [layer["name"] for layer in description["layers"]] == [layer.name for layer in classifier.layers[1:]]
+    assert description["layers"][-1]["output_shape"] == [1]  # the logit
+    assert description["base"]["layers"] == len(model_lib.get_base(classifier).layers) > 100
+    assert sum(layer["weights"] for layer in description["layers"]) == classifier.count_params()
+    # A model folder with the training record and no model in it: the diagram cannot have come from a model file.
+    model_uri = tmp_path / "Model"
+    record = run_report._serving_dir(str(model_uri)) / layout.TRAINING_HISTORY_FILE
+    record.parent.mkdir(parents=True)
+    record.write_text(json.dumps({"epochs": [{"epoch": 0, "accuracy": 0.5, "val_accuracy": 0.5, "loss": 0.7,
+                                              "val_loss": 0.7}], "best_epoch": 0, "best_val_loss": 0.7,
+                                  "model": description}))
+    page = run_report.write_report(_summary(artifacts={"Model": str(model_uri)}), tmp_path / "out",
+                                   {"fine_tune_from": 60}, None)
+    assert (page.parent / "model.png").stat().st_size > 0
+    assert not list(model_uri.rglob("*.keras"))
