@@ -141,6 +141,14 @@ def table(runs: list[dict], tuning: tuple[str, ...], held_out: tuple[str, ...]) 
     return "\n".join(lines)
 
 
+def _write(path: pathlib.Path, record: dict) -> None:
+    """Replaces the file whole: a run stopped while it writes leaves the previous runs readable for the next."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + ".partial")
+    partial.write_text(json.dumps(record, indent=1))
+    os.replace(partial, path)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, default=3, help="Training seeds 1..N of every setting (default 3).")
@@ -176,8 +184,7 @@ def main(argv: list[str] | None = None) -> int:
                     runs.append({"look": look, **run_one(setting, seed, records[look], sizes)})
                     print(f"{look:10} {setting:18} seed {seed}: {runs[-1]['accuracy']:.3f} "
                           f"({runs[-1]['seconds']:.0f} s)", flush=True)
-                    args.json.parent.mkdir(parents=True, exist_ok=True)
-                    args.json.write_text(json.dumps({"sizes": dataclasses.asdict(sizes), "runs": runs}, indent=1))
+                    _write(args.json, {"sizes": dataclasses.asdict(sizes), "runs": runs})
     # The table and the decision cover every look measured so far (runs/looks.json), not only this call's --looks.
     measured = {run["look"] for run in runs}
     tuning = tuple(look for look in TUNING_LOOKS if look in measured)
@@ -189,8 +196,7 @@ def main(argv: list[str] | None = None) -> int:
     if tuning and held_out and REFERENCE in settings and len(settings) > 1:
         decision = choose(runs, tuning, held_out)
         print(json.dumps(decision, indent=1))
-        args.json.write_text(json.dumps({"sizes": dataclasses.asdict(sizes), "runs": runs, "decision": decision},
-                                        indent=1))
+        _write(args.json, {"sizes": dataclasses.asdict(sizes), "runs": runs, "decision": decision})
     print(f"took {time.perf_counter() - started:.0f} s on {os.cpu_count()} cores")
     return 0
 

@@ -50,3 +50,24 @@ def test_a_table_of_held_out_looks_alone_leaves_out_the_tuning_group():
     runs = [run for run in _figures({"4 views": 0.79}, {"4 views": 0.70}) if run["look"] == "print"]
     table = looks.table(runs, (), ("print",))
     assert "tuning looks" not in table and "held-out looks" in table and "0.700 [" in table
+
+
+def test_a_run_stopped_while_it_writes_leaves_the_previous_runs_readable(tmp_path, monkeypatch):
+    import json
+    import pathlib
+
+    record = tmp_path / "looks.json"
+    first = {"runs": _runs({("cartoon", looks.REFERENCE): [0.8]})}
+    looks._write(record, first)
+    written = pathlib.Path.write_text
+
+    def stopped_halfway(path, text, *args, **kwargs):
+        written(path, text[:len(text) // 2])
+        raise KeyboardInterrupt  # the session ends mid-write
+
+    monkeypatch.setattr(pathlib.Path, "write_text", stopped_halfway)
+    try:
+        looks._write(record, {"runs": first["runs"] * 2})
+    except KeyboardInterrupt:
+        pass
+    assert json.loads(record.read_text()) == first
