@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 # TFX 1.16 declares Python < 3.11, but all of its compiled dependencies ship 3.11 wheels.
 PIP_INSTALL := $(BIN)/pip install --quiet --disable-pip-version-check --ignore-requires-python
 # The lock is installed with uv (pinned in requirements/installer.txt): the same wheels from the same index as pip,
-# unpacked in parallel, about 20 s against pip's 2 minutes (docs/performance.md). uv reads only the lower bound of a
+# unpacked in parallel, about 20 s against pip's 2 minutes (docs/tests.md). uv reads only the lower bound of a
 # package's Requires-Python, so TFX's "< 3.11" needs no flag there.
 UV_INSTALL := $(BIN)/uv pip install --quiet --python $(BIN)/python --no-deps
 
