@@ -14,6 +14,7 @@ import uuid
 
 from contract import layout
 from contract.errors import CommandError, first_line
+from contract.settings import setting
 from orchestration.kubeflow import package_pipeline_root, package_spec, report_component, task_constants
 from orchestration.local_schedule import CronError
 
@@ -106,22 +107,29 @@ def _client(host: str):
     return client
 
 
-def submit(package: str, host: str, run_name: str, experiment: str, arguments: dict,
-           pipeline_root: str | None) -> str:
+@dataclasses.dataclass(frozen=True)
+class Cluster:
+    """Where a run or a recurring run goes on the cluster's API, besides its endpoint."""
+
+    experiment: str = setting("cats-vs-dogs", "KFP experiment.")
+
+
+def submit(package: str, run_name: str, arguments: dict, pipeline_root: str | None, host: str,
+           cluster: Cluster) -> str:
     """Starts one run of the package; returns the run id. KFP's cache stays off: TFX's cache decides."""
     client = _client(host)
     run = client.create_run_from_pipeline_package(
-        package, arguments=arguments, run_name=run_name, experiment_name=experiment,
+        package, arguments=arguments, run_name=run_name, experiment_name=cluster.experiment,
         pipeline_root=pipeline_root or package_pipeline_root(package), enable_caching=False)
     return run.run_id
 
 
-def schedule(package: str, host: str, job_name: str, experiment: str, cron: str, arguments: dict,
-             pipeline_root: str | None) -> str:
+def schedule(package: str, job_name: str, cron: str, arguments: dict, pipeline_root: str | None, host: str,
+             cluster: Cluster) -> str:
     """Creates a recurring run, one run at a time; `cron` has six fields, seconds first (KFP's format)."""
     check_kfp_cron(cron)
     client = _client(host)
-    experiment_id = client.create_experiment(experiment).experiment_id
+    experiment_id = client.create_experiment(cluster.experiment).experiment_id
     job = client.create_recurring_run(
         experiment_id=experiment_id, job_name=job_name, cron_expression=cron, pipeline_package_path=package,
         params=arguments, pipeline_root=pipeline_root or package_pipeline_root(package), enable_caching=False,

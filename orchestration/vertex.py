@@ -8,11 +8,13 @@ google-cloud-aiplatform's PipelineJob, with the pipeline root passed explicitly
 
 from __future__ import annotations
 
+import dataclasses
 import os
 
 from config import PipelineConfig
 from contract.errors import CommandError, first_line
 from contract.layout import RunLayout
+from contract.settings import setting
 from orchestration.kubeflow import (
     IMAGE_SCHEMA_PATH,
     TargetError,
@@ -44,26 +46,37 @@ def _message(project: str, region: str, error: Exception) -> str:
     return f"cannot reach Vertex AI Pipelines for project {project} in {region}: {first_line(error)}"
 
 
-def submit(package: str, project: str, region: str, display_name: str, arguments: dict,
-           pipeline_root: str | None) -> str:
+@dataclasses.dataclass(frozen=True)
+class Location:
+    """Where a job or a schedule goes in the project."""
+
+    region: str | None = setting(None, "With --vertex-project: the region, e.g. europe-west4.")
+
+    def __post_init__(self):
+        if not self.region:
+            raise TargetError("--vertex-project needs --region")
+
+
+def submit(package: str, display_name: str, arguments: dict, pipeline_root: str | None, project: str,
+           location: Location) -> str:
     """Starts one pipeline job; returns its resource name."""
-    job = _job(package, project, region, display_name, arguments, pipeline_root)
+    job = _job(package, project, location.region, display_name, arguments, pipeline_root)
     try:
         job.submit()
     except Exception as error:
-        raise VertexUnreachableError(_message(project, region, error)) from None
+        raise VertexUnreachableError(_message(project, location.region, error)) from None
     return job.resource_name
 
 
-def schedule(package: str, project: str, region: str, display_name: str, cron: str, arguments: dict,
-             pipeline_root: str | None) -> str:
+def schedule(package: str, display_name: str, cron: str, arguments: dict, pipeline_root: str | None,
+             project: str, location: Location) -> str:
     """Creates a schedule (5-field cron), one run at a time; returns its resource name."""
     check_cron(cron)  # Vertex takes the same 5-field crontab form
-    job = _job(package, project, region, display_name, arguments, pipeline_root)
+    job = _job(package, project, location.region, display_name, arguments, pipeline_root)
     try:
         created = job.create_schedule(cron=cron, display_name=display_name, max_concurrent_run_count=1)
     except Exception as error:
-        raise VertexUnreachableError(_message(project, region, error)) from None
+        raise VertexUnreachableError(_message(project, location.region, error)) from None
     return created.resource_name
 
 

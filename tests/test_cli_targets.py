@@ -105,3 +105,8 @@ def test_a_store_a_target_does_not_take_is_refused_naming_the_flag(with_airflow,
         "error: --metadata-grpc: --target vertex keeps its own ML Metadata store\n"
     assert pipeline_runner.main([*base, "--target", "airflow", "--metadata-sqlite", "/tmp/m.sqlite"]) == 2
     assert "--metadata-sqlite: --target airflow takes a store of kind grpc" in capsys.readouterr().err
+
+
+def test_a_remote_target_checks_its_own_settings_before_the_package(capsys):
+    code = pipeline_runner.main(["submit", "--vertex-project", "my-project", "--package", "nowhere.yaml"])
+    assert code == 2 and capsys.readouterr().err == "error: --vertex-project needs --region\n"

@@ -20,7 +20,8 @@ target. A target module provides (docs/architecture.md, "Adding a target"):
 - add_flags(command, parser), if it needs it: flags a field cannot say (a
   group of their own, flags shared with other commands).
 - compile(args, config), submit(args), schedule(args): each command it offers,
-  returning the exit code. A command it does not offer is left out.
+  returning the exit code. A command it does not offer is left out. A target
+  whose engine is a service makes submit and schedule with cli.remote.commands.
 """
 
 from __future__ import annotations

@@ -6,29 +6,21 @@ from __future__ import annotations
 import argparse
 import dataclasses
 
-from cli import flags
+from cli import flags, remote
 from contract import errors
-from contract.settings import setting
-from orchestration import kserve, kubeflow
+from orchestration import kfp_runs, kserve, kubeflow
 
 NAME = "kubeflow"
 HELP = "open-source Kubeflow Pipelines 2.x"
 SELECTS = {"submit": ("--host", {"help": "KFP API endpoint, e.g. https://kfp.example.com."}),
            "schedule": ("--host", {"help": "KFP API endpoint for a recurring run (6-field cron, seconds first, at "
                                            "most one run at a time)."})}
-
-
-@dataclasses.dataclass(frozen=True)
-class Cluster:
-    """Where a run or a recurring run goes on the cluster's API, besides --host."""
-
-    experiment: str = setting("cats-vs-dogs", "KFP experiment.")
-
-
-SETTINGS = {"compile": kubeflow.Deployment, "submit": Cluster, "schedule": Cluster}
+SETTINGS = {"compile": kubeflow.Deployment, "submit": kfp_runs.Cluster, "schedule": kfp_runs.Cluster}
 # Every task of a run reaches one ML Metadata store: the cluster's gRPC service, or SQLite for a rehearsal.
 METADATA = (("grpc", "sqlite"), kubeflow.DEFAULT_METADATA_STORE)
 _SERVING_OWN = tuple(f.name for f in dataclasses.fields(kserve.Serving) if f.name not in flags.SERVING_TARGET)
+submit, schedule = remote.commands(kfp_runs, kfp_runs.Cluster, started="started run {id} on {where}",
+                                   scheduled="created recurring run {id} ({cron}) on {where}")
 
 
 def add_flags(command: str, parser: argparse.ArgumentParser) -> None:
@@ -48,24 +40,4 @@ def compile(args: argparse.Namespace, config) -> int:
         **flags.settings_from(args, kubeflow.Deployment))
     for line in kubeflow.compile_for_cluster(config, args.package, deployment, serving):
         print(line)
-    return errors.OK
-
-
-def submit(args: argparse.Namespace) -> int:
-    from orchestration import kfp_runs
-
-    cluster = flags.settings(args, Cluster)
-    run_id = kfp_runs.submit(flags.package(args), args.host, args.run_name, cluster.experiment,
-                             flags.run_arguments(args), args.pipeline_root)
-    print(f"started run {run_id} on {args.host}")
-    return errors.OK
-
-
-def schedule(args: argparse.Namespace) -> int:
-    from orchestration import kfp_runs
-
-    cluster = flags.settings(args, Cluster)
-    job_id = kfp_runs.schedule(flags.package(args), args.host, args.job_name, cluster.experiment, args.cron,
-                               flags.run_arguments(args), args.pipeline_root)
-    print(f"created recurring run {job_id} ({args.cron}) on {args.host}")
     return errors.OK
