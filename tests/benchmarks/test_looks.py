@@ -1,5 +1,9 @@
 """The cross-look benchmark's rule: a cached setting stays the default only if it holds on looks never tuned on."""
 
+import json
+
+from pytest import approx
+
 from benchmarks import looks
 
 
@@ -53,7 +57,6 @@ def test_a_table_of_held_out_looks_alone_leaves_out_the_tuning_group():
 
 
 def test_a_run_stopped_while_it_writes_leaves_the_previous_runs_readable(tmp_path, monkeypatch):
-    import json
     import pathlib
 
     record = tmp_path / "looks.json"
@@ -94,3 +97,25 @@ def test_fewer_epochs_is_a_speed_up_weighed_with_the_cached_views():
                             looks.TUNING_LOOKS, looks.HELD_OUT_LOOKS)
     assert decision["chosen on the tuning looks"] == "12 epochs" and decision["default"] == "12 epochs"
     assert "schedule" not in decision
+
+
+def _by_seed(reference, candidate):
+    """Every look: every epoch at `reference` per seed, "6 views, blended" at `candidate` per seed."""
+    return _runs({(look, setting): values for look in looks.TUNING_LOOKS + looks.HELD_OUT_LOOKS
+                  for setting, values in ((looks.REFERENCE, reference), ("6 views, blended", candidate))})
+
+
+def test_a_speed_up_must_be_shown_within_the_margin_over_seeds_not_on_its_mean_alone():
+    steady = looks.choose(_by_seed([0.80, 0.82, 0.78], [0.79, 0.81, 0.77]), looks.TUNING_LOOKS,
+                          looks.HELD_OUT_LOOKS)
+    assert steady["holds"] and steady["held out: 95% interval over seeds"] == [approx(-0.01), approx(-0.01)]
+    # the same mean difference, -0.01, but seeds that disagree by 0.04: not shown to cost at most 0.02
+    noisy = looks.choose(_by_seed([0.80, 0.82, 0.78], [0.83, 0.79, 0.75]), looks.TUNING_LOOKS,
+                         looks.HELD_OUT_LOOKS)
+    assert noisy["held out: chosen minus every epoch"] == approx(-0.01)
+    low, high = noisy["held out: 95% interval over seeds"]
+    assert low < -0.02 < 0 < high and not noisy["holds"] and noisy["default"] == looks.REFERENCE
+    assert json.loads(json.dumps(noisy)) == noisy  # kept in runs/looks.json
+    # one seed shows nothing
+    single = looks.gap(_by_seed([0.80], [0.80]), looks.HELD_OUT_LOOKS, "6 views, blended")
+    assert single["seeds"] == 1 and single["low"] == float("-inf")
