@@ -229,8 +229,8 @@ def with_overrides(config: PipelineConfig, overrides: Mapping[str, Any]) -> Pipe
 # phase 2 unfreezes more of the base (from layer 60) to learn them, over more epochs; no early stopping, as a
 # small eval split's loss is too noisy to stop on (the best weights are kept all the same). Every epoch augments
 # and runs the whole base: a network that learns its features from these images learns them from fresh views,
-# and cached views, chosen on the project's own looks, lost more than 0.02 of accuracy on looks nobody tuned
-# them on (`make bench-looks`; docs/performance.md, "The from-scratch schedule across looks").
+# and cached views, chosen on the project's own looks, were not shown to cost at most 0.02 of accuracy on looks
+# nobody tuned them on (`make bench-looks`; docs/performance.md, "The from-scratch schedule across looks").
 FROM_SCRATCH_SCHEDULE = {"fine_tune_from": 60, "head_epochs": 6, "fine_tune_epochs": 12,
                          "early_stopping_patience": 0, "cached_views": 0}
 
