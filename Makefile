@@ -46,7 +46,7 @@ system-packages:
 
 test: $(STAMP) system-packages
 	$(BIN)/ruff check .
-	$(BIN)/python -m pytest --numprocesses=$(TEST_WORKERS) --dist=loadfile --no-loadscope-reorder --durations=15
+	$(BIN)/python -m pytest --numprocesses=$(TEST_WORKERS) --dist=loadfile --durations=15
 
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -m "not e2e"
