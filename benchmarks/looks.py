@@ -79,11 +79,28 @@ def _records(look: str, split: str, per_class: int, seed: int, scratch: pathlib.
     return path
 
 
-def _config(setting: str, seed: int):
-    from config import FROM_SCRATCH_SCHEDULE, PipelineConfig, with_overrides
+def schedule(setting: str) -> dict:
+    """What `setting` trains with: the from-scratch schedule with the setting's own fields. Each run records it."""
+    from config import FROM_SCRATCH_SCHEDULE
 
-    return with_overrides(PipelineConfig(), {"weights": "none", **FROM_SCRATCH_SCHEDULE, "seed": seed,
-                                             **SETTINGS[setting]}).training
+    return {**FROM_SCRATCH_SCHEDULE, **SETTINGS[setting]}
+
+
+def current(runs: list[dict]) -> tuple[list[dict], list[dict]]:
+    """(the runs of today's settings, each named by the setting whose schedule it trained with; the others). A run
+    made before the schedule changed counts for the setting that now trains as it did, or for none."""
+    names = {json.dumps(schedule(name), sort_keys=True): name for name in SETTINGS}
+    kept, earlier = [], []
+    for run in runs:
+        name = names.get(json.dumps(run.get("schedule"), sort_keys=True))
+        (kept if name else earlier).append({**run, "setting": name} if name else run)
+    return kept, earlier
+
+
+def _config(setting: str, seed: int):
+    from config import PipelineConfig, with_overrides
+
+    return with_overrides(PipelineConfig(), {"weights": "none", **schedule(setting), "seed": seed}).training
 
 
 def run_one(setting: str, seed: int, records: dict[str, pathlib.Path], sizes: Sizes) -> dict:
@@ -106,7 +123,7 @@ def run_one(setting: str, seed: int, records: dict[str, pathlib.Path], sizes: Si
     pixels, labels = zip(*examples["test"].as_numpy_iterator())
     logits = model.predict(np.stack(pixels).astype("float32"), batch_size=64, verbose=0).reshape(-1)
     correct = int(((logits > 0) == (np.concatenate(labels) > 0.5)).sum())
-    return {"setting": setting, "seed": seed, "correct": correct, "images": len(labels),
+    return {"setting": setting, "schedule": schedule(setting), "seed": seed, "correct": correct, "images": len(labels),
             "accuracy": correct / len(labels), "best_epoch": history["best_epoch"], "seconds": seconds}
 
 
@@ -223,7 +240,12 @@ def main(argv: list[str] | None = None) -> int:
 
     quiet_logs.apply()
     started = time.perf_counter()
-    runs: list[dict] = json.loads(args.json.read_text())["runs"] if args.json.exists() else []
+    stored = json.loads(args.json.read_text()) if args.json.exists() else {}
+    runs, earlier = current(stored.get("runs", []))
+    earlier += stored.get("earlier", [])
+    if earlier:
+        print(f"{len(earlier)} runs of schedules no setting trains with today are kept aside ({args.json}, "
+              f'"earlier")', flush=True)
     done = {(r["look"], r["setting"], r["seed"]) for r in runs}
     with tempfile.TemporaryDirectory() as scratch:
         records = {look: {split: _records(look, split, per_class, seed, pathlib.Path(scratch))
@@ -239,7 +261,7 @@ def main(argv: list[str] | None = None) -> int:
                     runs.append({"look": look, **run_one(setting, seed, records[look], sizes)})
                     print(f"{look:10} {setting:18} seed {seed}: {runs[-1]['accuracy']:.3f} "
                           f"({runs[-1]['seconds']:.0f} s)", flush=True)
-                    _write(args.json, {"sizes": dataclasses.asdict(sizes), "runs": runs})
+                    _write(args.json, {"sizes": dataclasses.asdict(sizes), "runs": runs, "earlier": earlier})
     # The table and the decision cover every look measured so far (runs/looks.json), not only this call's --looks.
     measured = {run["look"] for run in runs}
     tuning = tuple(look for look in TUNING_LOOKS if look in measured)
@@ -251,7 +273,8 @@ def main(argv: list[str] | None = None) -> int:
     if tuning and held_out and REFERENCE in settings and len(settings) > 1:
         decision = choose(runs, tuning, held_out)
         print(json.dumps(decision, indent=1))
-        _write(args.json, {"sizes": dataclasses.asdict(sizes), "runs": runs, "decision": decision})
+        _write(args.json, {"sizes": dataclasses.asdict(sizes), "runs": runs, "earlier": earlier,
+                           "decision": decision})
     print(f"took {time.perf_counter() - started:.0f} s on {os.cpu_count()} cores")
     return 0
 

@@ -119,3 +119,13 @@ def test_a_speed_up_must_be_shown_within_the_margin_over_seeds_not_on_its_mean_a
     # one seed shows nothing
     single = looks.gap(_by_seed([0.80], [0.80]), looks.HELD_OUT_LOOKS, "6 views, blended")
     assert single["seeds"] == 1 and single["low"] == float("-inf")
+
+
+def test_runs_count_for_the_setting_that_trains_as_they_did_and_no_other():
+    assert len({json.dumps(looks.schedule(s), sort_keys=True) for s in looks.SETTINGS}) == len(looks.SETTINGS)
+    today = looks.schedule(looks.REFERENCE)
+    older = {**today, "head_epochs": today["head_epochs"] + 1}  # a schedule no setting trains with now
+    renamed = {"look": "dusk", "setting": "a name it had then", "schedule": json.loads(json.dumps(today)), "seed": 1}
+    kept, earlier = looks.current([renamed, {**renamed, "schedule": older}, {**renamed, "schedule": None}])
+    assert [run["setting"] for run in kept] == [looks.REFERENCE]
+    assert [run["schedule"] for run in earlier] == [older, None]
