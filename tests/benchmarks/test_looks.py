@@ -77,16 +77,16 @@ def test_a_run_stopped_while_it_writes_leaves_the_previous_runs_readable(tmp_pat
 
 
 def test_an_alternative_schedule_replaces_it_only_if_it_also_wins_where_nobody_tuned():
-    wins = looks.choose(_figures({"fine-tune from 30": 0.83}, {"fine-tune from 30": 0.81}),
+    wins = looks.choose(_figures({"fine-tune from 60": 0.83}, {"fine-tune from 60": 0.81}),
                         looks.TUNING_LOOKS, looks.HELD_OUT_LOOKS)
-    assert wins["schedule chosen on the tuning looks"] == "fine-tune from 30" and wins["schedule holds"]
-    assert wins["schedule"] == "fine-tune from 30" and "chosen on the tuning looks" not in wins
+    assert wins["schedule chosen on the tuning looks"] == "fine-tune from 60" and wins["schedule holds"]
+    assert wins["schedule"] == "fine-tune from 60" and "chosen on the tuning looks" not in wins
     # better where it was chosen, 0.01 worse on the held-out looks: the schedule stays
-    loses = looks.choose(_figures({"fine-tune from 30": 0.83}, {"fine-tune from 30": 0.79}),
+    loses = looks.choose(_figures({"fine-tune from 60": 0.83}, {"fine-tune from 60": 0.79}),
                          looks.TUNING_LOOKS, looks.HELD_OUT_LOOKS)
     assert not loses["schedule holds"] and loses["schedule"] == looks.REFERENCE
     # no better where it was chosen: not taken, however it does elsewhere
-    idle = looks.choose(_figures({"fine-tune from 30": 0.80}, {"fine-tune from 30": 0.85}),
+    idle = looks.choose(_figures({"fine-tune from 60": 0.80}, {"fine-tune from 60": 0.85}),
                         looks.TUNING_LOOKS, looks.HELD_OUT_LOOKS)
     assert idle["schedule"] == looks.REFERENCE
 

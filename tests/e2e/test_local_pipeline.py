@@ -72,7 +72,7 @@ def test_first_run_executes_every_component_once_and_pushes_version_1(runs):
     assert summary["beam_args"] == ["--direct_running_mode=in_memory"]  # small data: no worker processes
     # TINY sets --weights none and the epochs but not the rest of the from-scratch schedule
     (note,) = summary["notes"]
-    assert "from-scratch schedule --fine-tune-from 60, --early-stopping-patience 0, --cached-views 0 (" in note
+    assert "from-scratch schedule --fine-tune-from 30, --early-stopping-patience 0, --cached-views 0 (" in note
     assert f"note: {note}" in runs["first"].stdout
     assert pathlib.Path(summary["pushed_path"]) == runs["out"] / "serving_model" / "1"
     assert summary["metrics"]["candidate"]["example_count"] > 0
