@@ -21,8 +21,8 @@ the difference over seeds (paired: same seed, same test images), not the mean
 alone, since one seed moves a look's figure by more than the settings differ.
 An alternative (more epochs, another fine-tune depth) replaces the schedule
 only if it beats it on the tuning looks and is shown better on the held-out
-ones. Each accuracy is the mean over seeds, with the exact 95% interval of that accuracy on the
-looks' test images (seeds do not add images: the interval is the noise of the
+ones. Each accuracy is the mean over seeds, with the exact 95% interval of
+that accuracy on the looks' test images (seeds do not add images: the interval is the noise of the
 test set, not of the seeds).
 """
 
@@ -155,7 +155,7 @@ def gap(runs: list[dict], looks: tuple[str, ...], setting: str) -> dict:
         ours, reference = mean(seed, setting), mean(seed, REFERENCE)
         if ours is not None and reference is not None:
             differences.append(ours - reference)
-    centre = statistics.fmean(differences)
+    centre = statistics.fmean(differences) if differences else float("nan")  # none: no seed has every look
     if len(differences) < 2:
         return {"mean": centre, "low": float("-inf"), "high": float("inf"), "seeds": len(differences)}
     half = float(stats.t.ppf(0.975, len(differences) - 1)) * statistics.stdev(differences) / len(differences) ** 0.5

@@ -119,6 +119,9 @@ def test_a_speed_up_must_be_shown_within_the_margin_over_seeds_not_on_its_mean_a
     # one seed shows nothing
     single = looks.gap(_by_seed([0.80], [0.80]), looks.HELD_OUT_LOOKS, "6 views, blended")
     assert single["seeds"] == 1 and single["low"] == float("-inf")
+    missing_a_look = looks.gap([run for run in _by_seed([0.80], [0.80]) if run["look"] != "print"],
+                               looks.HELD_OUT_LOOKS, "6 views, blended")
+    assert missing_a_look["seeds"] == 0 and missing_a_look["low"] == float("-inf")
 
 
 def test_runs_count_for_the_setting_that_trains_as_they_did_and_no_other():
