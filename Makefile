@@ -68,8 +68,8 @@ bench-trainer: $(STAMP)
 	$(BIN)/python -m benchmarks.trainer
 
 # The from-scratch schedule's settings across the generated looks: chosen on three, reported on four never tuned
-# on (benchmarks/looks.py; 3 seeds of a setting take 12-18 minutes on the faster 2-core machine measured, about twice
-# that on the slower; figures in runs/looks.json, a cut-short run goes on).
+# on (benchmarks/looks.py; 3 seeds of a setting take 10-23 minutes on the faster 2-core machine measured, cached views
+# the least and 24 epochs the most, about twice that on the slower; figures in runs/looks.json, a cut-short run goes on).
 bench-looks: $(STAMP)
 	$(BIN)/python -m benchmarks.looks
 
