@@ -7,6 +7,7 @@ import dataclasses
 import inspect
 import os
 import pathlib
+import re
 from typing import Callable
 
 from contract.errors import CommandError
@@ -40,10 +41,9 @@ class SettingsError(CommandError):
 def count(minimum: int):
     """An argparse type: an integer >= minimum, refused at parse time with the value named."""
     def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"must be an integer >= {minimum}, got {text!r}") from None
+        if not re.fullmatch(r"-?[0-9]+", text):  # ASCII digits: int() also reads '٣', ' 3' and '1_0'
+            raise argparse.ArgumentTypeError(f"must be an integer >= {minimum}, got {text!r}")
+        value = int(text)
         if value < minimum:
             raise argparse.ArgumentTypeError(f"must be an integer >= {minimum}, got {value}")
         return value

@@ -70,12 +70,14 @@ def command_models(args: argparse.Namespace) -> int:
     push time: of a local output directory, or of a deployment (--root and its store).
     """
     root, store = history_store(args)  # first: a refused setting is named before the seconds TFX takes to import
+    from contract import storage
     from orchestration import reconcile
     from reporting import model_history
 
     versions = model_history.pushed_versions(store)
+    serving_dir = str(RunLayout(str(root)).serving_dir)
     # Read only: versions the store missed are named here; the next run or rollback records them.
-    unknown = reconcile.unrecorded(str(RunLayout(str(root)).serving_dir), versions)
+    unknown = reconcile.unrecorded(serving_dir, versions)
     if args.json:
         print(json.dumps([dataclasses.asdict(v) for v in versions], indent=2))
     else:
@@ -83,6 +85,8 @@ def command_models(args: argparse.Namespace) -> int:
     for found in unknown:
         print(f"warning: {found.describe()} (its pusher stopped before recording it): it is what a server "
               "loads; the next run or rollback records it", file=sys.stderr)
+    for line in storage.serving_dir_warnings(serving_dir):
+        print(f"warning: {line}", file=sys.stderr)
     return 0
 
 

@@ -39,9 +39,15 @@ def _add_model_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def _model_dir(args: argparse.Namespace) -> pathlib.Path:
+    from contract import storage
     from inference import predict
 
-    return args.model or predict.latest_version_dir(RunLayout(args.output_dir.resolve()).serving_dir)
+    if args.model:
+        return args.model
+    serving_dir = RunLayout(args.output_dir.resolve()).serving_dir
+    for line in storage.serving_dir_warnings(str(serving_dir)):
+        print(f"warning: {line}", file=sys.stderr)
+    return predict.latest_version_dir(serving_dir)
 
 
 def command_predict(args: argparse.Namespace) -> int:

@@ -11,16 +11,17 @@ limits. gather() reads the artifacts; render() is a pure function of them.
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
+import re
 
-import tensorflow as tf
+from absl import logging
 from tensorflow_model_analysis.writers import eval_config_writer
 
 from components import evaluation
 from config import WEIGHTS_IMAGENET, WEIGHTS_NONE
-from contract import features, layout
+from contract import features, layout, storage
 from ingest import span_report
+from trainer import export
 
 
 @dataclasses.dataclass
@@ -41,9 +42,12 @@ class CardFacts:
 def gather(pipeline: str, model_uri: str, model_dir: str, evaluation_uri: str | None, span_numbers: list[int],
            examples_root: str, training: dict, judged_split: str | None = None) -> CardFacts:
     """The facts of a card, from the model folder, the Evaluator's output and the spans' ingest reports."""
-    def read_json(name):
-        path = os.path.join(model_dir, name)
-        return json.loads(tf.io.gfile.GFile(path).read()) if tf.io.gfile.exists(path) else None
+    def read_json(read):
+        try:
+            return read(model_dir)
+        except storage.UnreadableFileError as error:  # the card says less; the push goes on
+            logging.warning("model card: %s", error)
+            return None
 
     metrics, by_label, thresholds, decision = {}, {}, [], "not evaluated"
     if evaluation_uri:
@@ -52,9 +56,9 @@ def gather(pipeline: str, model_uri: str, model_dir: str, evaluation_uri: str | 
         decision = evaluation.decision(evaluation_uri, blessed=True)
     reports = [span_report.load_report(examples_root, n) for n in sorted(set(span_numbers))] if examples_root else []
     return CardFacts(pipeline=pipeline, model_uri=model_uri, training=training,
-                     history=read_json(layout.TRAINING_HISTORY_FILE),
+                     history=read_json(export.read_training_history),
                      spans=[r.to_json() for r in reports if r is not None], metrics=metrics, by_label=by_label,
-                     thresholds=thresholds, decision=decision, tflite=read_json(layout.TFLITE_FIDELITY_FILE),
+                     thresholds=thresholds, decision=decision, tflite=read_json(export.read_tflite_fidelity),
                      judged_split=judged_split)
 
 
@@ -70,7 +74,9 @@ def _table(header: list[str], rows: list[list]) -> list[str]:
 def _label(slice_name: str) -> str:
     """'label=1' -> 'dog'."""
     value = slice_name.partition("=")[2]
-    return features.LABEL_NAMES[int(value)] if value.isdigit() and int(value) < len(features.LABEL_NAMES) \
+    if not re.fullmatch(r"[0-9]+", value):  # ASCII digits: '²'.isdigit() holds and int('²') raises
+        return slice_name
+    return features.LABEL_NAMES[int(value)] if int(value) < len(features.LABEL_NAMES) \
         else slice_name
 
 

@@ -52,21 +52,25 @@ def pushed_model_uri(version_dir: str) -> str | None:
     return push_record(version_dir).get("model_uri")
 
 
+UNREADABLE = "unreadable"  # the key of a push record that cannot be read: its file and what is wrong
+
+
 def push_record(version_dir: str) -> dict:
-    """The version's push record (layout.PUSH_RECORD_FILE), {} if it has none."""
+    """The version's push record (layout.PUSH_RECORD_FILE), {} if it has none, {UNREADABLE: why} if it is
+    damaged."""
     path = posixpath.join(version_dir, layout.PUSH_RECORD_FILE)
     if not storage.backend.exists(path):
         return {}
     try:
-        return json.loads(storage.backend.read(path))
-    except ValueError:
-        return {}
+        return storage.read_json(path)
+    except storage.UnreadableFileError as error:
+        return {UNREADABLE: str(error)}
 
 
 def _numbered(serving_dir: str) -> list[int]:
     if not storage.backend.isdir(serving_dir):
         return []
-    return sorted(int(name) for name in storage.backend.listdir(serving_dir) if name.isdigit())
+    return sorted(n for name in storage.backend.listdir(serving_dir) if (n := layout.version_number(name)) is not None)
 
 
 def aside_dir(serving_dir: str) -> str:
@@ -75,8 +79,7 @@ def aside_dir(serving_dir: str) -> str:
 
 
 def _aside_number(name: str) -> int | None:
-    head = name.split("-", 1)[0]
-    return int(head) if head.isdigit() else None
+    return layout.version_number(name.split("-", 1)[0])
 
 
 incomplete_reason = storage.version_incomplete_reason
@@ -128,6 +131,8 @@ def clean_up(serving_dir: str) -> tuple[list[str], int]:
     """
     done = [f"removed the staging copy {name} a killed push left"
             for name in storage.remove_staging(serving_dir, [STAGING_PREFIX])]
+    done += storage.move_links_aside(serving_dir, aside_dir(serving_dir), lambda name: True)
+    done += storage.odd_version_folders(serving_dir)
     for version, why in incomplete_versions(serving_dir).items():
         moved = storage.move_aside(posixpath.join(serving_dir, str(version)), aside_dir(serving_dir), str(version),
                                    layout.DIGESTS_FILE)

@@ -116,7 +116,9 @@ INGEST_REPORT = "ingest_report.json"  # a span's commit record: written last, a 
 # In a span folder from its first object until its report is written: a span that has it and no report was cut
 # short (a span with neither was written by another tool). Its name sorts before every other file of a span.
 SPAN_UNCOMMITTED = ".uncommitted"
-_SPAN_DIR = re.compile(r"^span-(\d+)$")
+# ASCII digits only: str.isdigit() and \d accept '²' and '٣', which int() refuses or reads as another number.
+_DIGITS = re.compile(r"[0-9]+")
+_SPAN_DIR = re.compile(r"span-(.+)")
 # ImportExampleGen's input: any file of the split folder (it reads gzipped and plain TFRecords alike).
 SPLIT_PATTERNS = {split: f"span-{{SPAN}}/{split}/*" for split in SPLITS}
 
@@ -132,8 +134,14 @@ def span_name(span: int) -> str:
 
 def span_number(folder_name: str) -> int | None:
     """N of a folder named span-N, None for any other name."""
-    match = _SPAN_DIR.match(folder_name)
-    return int(match.group(1)) if match else None
+    match = _SPAN_DIR.fullmatch(folder_name)
+    return _number(match.group(1)) if match else None
+
+
+def _number(digits: str) -> int | None:
+    """The number ASCII `digits` write the way this pipeline names folders (no leading zero: "007" would name
+    the same number as a second folder "7")."""
+    return int(digits) if _DIGITS.fullmatch(digits) and str(int(digits)) == digits else None
 
 
 def span_dir(examples_root: str | os.PathLike, span: int) -> str:
@@ -158,6 +166,11 @@ DIGESTS_FILE = posixpath.join(ASSETS_EXTRA, "SHA256SUMS")
 MODEL_CARD_FILE = posixpath.join(ASSETS_EXTRA, "model_card.md")
 # TF Serving replays these requests (a TFRecord of PredictionLog) when it loads the version.
 WARMUP_FILE = posixpath.join(ASSETS_EXTRA, "tf_serving_warmup_requests")
+
+
+def version_number(folder_name: str) -> int | None:
+    """N of a pushed version's folder (TF Serving's layout: ASCII digits), None for any other name."""
+    return _number(folder_name)
 
 
 def serving_model_dir(model_uri: str | os.PathLike) -> str:

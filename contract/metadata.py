@@ -10,6 +10,7 @@ store is opened, not when this module is.
 from __future__ import annotations
 
 import os
+import re
 
 from contract.errors import CommandError, first_line
 
@@ -90,7 +91,7 @@ def connection_config(store: str, read_only: bool = False):
 
     if store.startswith(GRPC_SCHEME):
         host, _, port = store[len(GRPC_SCHEME):].rpartition(":")
-        if not host or not port.isdigit():
+        if not host or not re.fullmatch(r"[0-9]+", port):  # ASCII: '²'.isdigit() holds, int('²') raises
             raise StoreAddressError(f"metadata store {store!r}: expected grpc://HOST:PORT")
         config = metadata_store_pb2.MetadataStoreClientConfig(host=host, port=int(port))
         config.client_timeout_sec = CONNECT_TIMEOUT_SECONDS

@@ -23,12 +23,20 @@ functions of this module, so tests can put an object store's semantics (a
 folder rename as object copies in name order, a process killed between any
 two objects) in place of TensorFlow's file systems, which cannot be pointed at
 a Cloud Storage emulator.
+
+A symbolic link on a local disk or a PVC is never followed by these functions:
+whatever it points at is the user's, outside the root, and a walk, copy or
+delete through it would reach those files. A folder that is a link, or holds
+one, is incomplete to readers and moved aside by writers with its links as
+links (Cloud Storage has no links).
 """
 
 from __future__ import annotations
 
+import json
 import os
 import posixpath
+import shutil
 import time
 import uuid
 from typing import Callable, Iterable
@@ -36,6 +44,7 @@ from typing import Callable, Iterable
 import tensorflow as tf
 
 from contract import layout
+from contract.errors import CommandError
 
 ASIDE_SUFFIX = ".incomplete"  # serving_model/ -> serving_model.incomplete/ holds versions moved aside
 
@@ -53,7 +62,10 @@ class GFileBackend:
         return [name.rstrip("/") for name in tf.io.gfile.listdir(path)]
 
     def files(self, folder: str) -> list[str]:
-        """Every file under `folder`, as sorted posix paths relative to it."""
+        """Every file under `folder`, as sorted posix paths relative to it. Locally, symbolic links are not
+        listed and never followed (links_within names them)."""
+        if is_local(folder):
+            return _local_files(folder)
         found = []
         for directory, _, names in tf.io.gfile.walk(folder):
             relative = posixpath.relpath(directory, folder)
@@ -98,8 +110,60 @@ class GFileBackend:
         tf.io.gfile.remove(path)
 
     def rmtree(self, path: str) -> None:
-        if tf.io.gfile.exists(path):
-            tf.io.gfile.rmtree(path)
+        """Removes `path` and what is under it; locally, a symbolic link is removed as a link, never what it
+        points at (tf.io.gfile's rmtree descends into linked folders)."""
+        if not is_local(path):
+            if tf.io.gfile.exists(path):
+                tf.io.gfile.rmtree(path)
+        elif os.path.islink(path):
+            os.unlink(path)
+        elif os.path.isdir(path):
+            shutil.rmtree(path)
+
+
+def is_local(path: str | os.PathLike) -> bool:
+    """A path on this machine's file systems (a disk, a PVC), where symbolic links exist; not a URI."""
+    return "://" not in os.fspath(path)
+
+
+def _local_files(folder: str) -> list[str]:
+    if os.path.islink(folder):
+        return []
+    found = []
+    for directory, _, names in os.walk(folder, followlinks=False):
+        relative = posixpath.relpath(directory, folder)
+        found += [name if relative == "." else f"{relative}/{name}" for name in names
+                  if not os.path.islink(os.path.join(directory, name))]
+    return sorted(found)
+
+
+def links_within(folder: str | os.PathLike) -> dict[str, str]:
+    """{relative path: where it points} of every symbolic link at or under a local `folder` ("." for the folder
+    itself), found without following any; {} on an object store, which has no links."""
+    folder = os.fspath(folder)
+    if not is_local(folder):
+        return {}
+    if os.path.islink(folder):
+        return {".": os.readlink(folder)}
+    found = {}
+    for directory, folders, names in os.walk(folder, followlinks=False):
+        for name in folders + names:
+            path = os.path.join(directory, name)
+            if os.path.islink(path):
+                found[posixpath.relpath(path, folder)] = os.readlink(path)
+    return dict(sorted(found.items()))
+
+
+def link_problem(folder: str | os.PathLike) -> str | None:
+    """Why `folder` cannot be used without following a symbolic link out of it (None: it holds no link)."""
+    links = links_within(folder)
+    if not links:
+        return None
+    if "." in links:
+        return f"it is a symbolic link (to {links['.']}), and links are never followed"
+    shown = ", ".join(f"{name} -> {target}" for name, target in list(links.items())[:3])
+    more = f" and {len(links) - 3} more" if len(links) > 3 else ""
+    return f"it holds a symbolic link ({shown}{more}), and links are never followed"
 
 
 backend = GFileBackend()  # replaced in tests by an object store's semantics
@@ -109,8 +173,53 @@ class AlreadyExistsError(Exception):
     """The folder to publish to exists already (another writer took that name)."""
 
 
+class LinkRefusedError(CommandError):
+    """A folder to copy is or holds a symbolic link: its target is not the pipeline's to copy."""
+
+
+class UnreadableFileError(CommandError):
+    """A file the project wrote and reads back is damaged or of another shape; the message names the file and
+    what is wrong."""
+
+    def __init__(self, path: str, reason: str):
+        super().__init__(f"{path}: {reason}")
+        self.path, self.reason = path, reason
+
+
+_JSON_TYPES = {dict: "an object", list: "a list", str: "a string", int: "a number", float: "a number",
+               bool: "true or false", type(None): "null"}
+
+
+def read_json(path: str, expected: type = dict):
+    """The JSON value in `path`, of type `expected`; UnreadableFileError names the file and what is wrong (not
+    there, not UTF-8, not JSON, JSON of another type)."""
+    try:
+        data = backend.read(path)
+    except (OSError, tf.errors.OpError) as error:
+        raise UnreadableFileError(path, f"cannot be read ({_first_line(error)})") from None
+    try:
+        value = json.loads(data.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise UnreadableFileError(path, "not UTF-8 text, so not JSON") from None
+    except json.JSONDecodeError as error:
+        raise UnreadableFileError(path, f"not valid JSON ({error})") from None
+    if not isinstance(value, expected):
+        raise UnreadableFileError(path, f"holds {_JSON_TYPES.get(type(value), type(value).__name__)} where "
+                                        f"{_JSON_TYPES.get(expected, expected.__name__)} belongs")
+    return value
+
+
+def _first_line(error: BaseException) -> str:
+    text = getattr(error, "message", None) or getattr(error, "strerror", None) or str(error)
+    return (str(text).strip().splitlines() or [type(error).__name__])[0]
+
+
 def copy_tree(source: str, destination: str, leave_out: Iterable[str] = ()) -> None:
-    """Copies every file under `source` to `destination` but those named (relative paths) in `leave_out`."""
+    """Copies every file under `source` to `destination` but those named (relative paths) in `leave_out`.
+    LinkRefusedError, before anything is copied, if `source` is or holds a symbolic link."""
+    problem = link_problem(source)
+    if problem:
+        raise LinkRefusedError(f"{source} cannot be copied: {problem}")
     backend.makedirs(destination)
     for name in backend.files(source):
         if name in leave_out:
@@ -147,6 +256,10 @@ def move_aside(folder: str, aside_dir: str, name: str, last_file: str) -> str:
     destination = posixpath.join(aside_dir, f"{name}-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}")
     while backend.exists(destination):
         destination += "-" + uuid.uuid4().hex[:6]
+    if links_within(folder):  # local: one rename moves the folder with its links as links, their targets untouched
+        backend.makedirs(aside_dir)
+        os.rename(folder, destination)
+        return destination
     names = backend.files(folder)
     copy_tree(folder, destination)
     for relative in sorted(names, key=lambda n: n == last_file):
@@ -164,6 +277,50 @@ def remove_staging(parent: str, prefixes: Iterable[str]) -> list[str]:
     for name in stale:
         backend.rmtree(posixpath.join(parent, name))
     return stale
+
+
+def refused_entries(parent: str, watched: Callable[[str], bool]) -> dict[str, str]:
+    """{path: why} of the entries of `parent` whose names `watched` accepts and that are, or hold, a symbolic
+    link (contract.storage never follows one); {} on an object store."""
+    if not is_local(parent) or not os.path.isdir(parent):
+        return {}
+    found = {posixpath.join(parent, name): link_problem(posixpath.join(parent, name))
+             for name in sorted(os.listdir(parent)) if watched(name)}
+    return {path: problem for path, problem in found.items() if problem}
+
+
+def move_links_aside(parent: str, aside_dir: str, watched: Callable[[str], bool]) -> list[str]:
+    """Moves each of refused_entries(parent, watched) to `aside_dir`, with its links as links; returns one line
+    each. Called only under the root's lease."""
+    done = []
+    for folder, problem in refused_entries(parent, watched).items():
+        moved = move_aside(folder, aside_dir, posixpath.basename(folder), "")
+        done.append(f"{folder} was refused: {problem}; moved to {moved} as it was (what a link points at is "
+                    "untouched); its name is not used again")
+    return done
+
+
+def odd_version_folders(serving_dir: str) -> list[str]:
+    """One line for each folder of `serving_dir` that is not a version (its name is not ASCII digits), nor hidden
+    (a staging copy), nor a link (refused_entries names those): ignored, as TF Serving ignores it."""
+    if not backend.isdir(serving_dir):
+        return []
+    return [f"{posixpath.join(serving_dir, name)} is not a version (a version's name is ASCII digits): ignored"
+            for name in sorted(backend.listdir(serving_dir))
+            if layout.version_number(name) is None and not name.startswith(".")
+            and backend.isdir(posixpath.join(serving_dir, name)) and not _is_link(posixpath.join(serving_dir, name))]
+
+
+def _is_link(path: str) -> bool:
+    return is_local(path) and os.path.islink(path)
+
+
+def serving_dir_warnings(serving_dir: str) -> list[str]:
+    """What a reader of `serving_dir` ignores there, one line each: links (the next push or rollback moves them
+    aside) and folders that are not versions."""
+    return [f"{path} is refused: {problem}; the next push or rollback moves it aside"
+            for path, problem in refused_entries(serving_dir, lambda name: True).items()] + \
+        odd_version_folders(serving_dir)
 
 
 def aside_numbers(aside_dir: str, number_of: Callable[[str], int | None]) -> list[int]:
@@ -190,7 +347,11 @@ def recorded_digests(version_dir: str) -> dict[str, str] | None:
 def version_incomplete_reason(version_dir: str) -> str | None:
     """Why a version folder is not a complete push (None: it is). The commit record is layout.DIGESTS_FILE,
     written after every other file is in place; a version is complete when it is there, readable, names a
-    SavedModel and every file it names is present. Checks names only: digest_problems reads the bytes."""
+    SavedModel and every file it names is present, and it is not, and holds no, symbolic link. Checks names
+    only: digest_problems reads the bytes."""
+    linked = link_problem(version_dir)
+    if linked:
+        return linked
     recorded = recorded_digests(version_dir)
     if recorded is None:
         return f"no readable commit record ({layout.DIGESTS_FILE})"

@@ -30,10 +30,10 @@ class Prediction:
 
 def latest_version_dir(serving_dir: str | os.PathLike) -> pathlib.Path:
     serving_dir = pathlib.Path(serving_dir)
-    # The served one: the highest complete version (a push cut short is not a model to load).
-    versions = sorted(int(p.name) for p in serving_dir.iterdir()
-                      if p.name.isdigit() and not storage.version_incomplete_reason(str(p))) \
-        if serving_dir.is_dir() else []
+    # The served one: the highest complete version (a push cut short, or a link out of the root, is not a model
+    # to load). Other names are not versions (contract.layout.version_number).
+    versions = sorted(n for p in serving_dir.iterdir() if (n := layout.version_number(p.name)) is not None
+                      and not storage.version_incomplete_reason(str(p))) if serving_dir.is_dir() else []
     if not versions:
         raise NoModelError(f"no pushed model under {serving_dir}: run the pipeline first, or pass --model DIR")
     return serving_dir / str(versions[-1])

@@ -8,7 +8,6 @@ written by another tool (or its upload did not finish).
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import posixpath
 
@@ -107,6 +106,7 @@ def clean_up(examples_root: str | os.PathLike) -> tuple[list[str], int]:
     root = str(examples_root)
     done = [f"removed the staging folder {name} a killed ingest left"
             for name in storage.remove_staging(root, [f".{STAGING_KIND}-"])]
+    done += storage.move_links_aside(root, aside_dir(root), lambda name: layout.span_number(name) is not None)
     for span in [s for s in _numbered_spans(root) if is_cut_short(root, s)]:
         moved = storage.move_aside(layout.span_dir(root, span), aside_dir(root), layout.span_name(span),
                                    layout.SPAN_UNCOMMITTED)
@@ -127,11 +127,26 @@ def load_report(examples_root: str | os.PathLike, span: int) -> IngestReport | N
     if not storage.backend.exists(path):
         return None
     try:
-        return IngestReport.from_json(json.loads(storage.backend.read(path)))
-    except (ValueError, TypeError, KeyError) as error:  # bad JSON, or JSON of another shape
-        raise DamagedReportError(
-            f"{path} is damaged ({type(error).__name__}: {error}); restore it, or remove the folder "
-            f"span-{span} to ingest its data again as a new span") from None
+        report = IngestReport.from_json(storage.read_json(path))
+        problem = _shape_problem(report)
+        if problem is None:
+            return report
+    except storage.UnreadableFileError as error:
+        problem = error.reason
+    except (ValueError, TypeError, KeyError) as error:  # JSON of another shape
+        problem = f"{type(error).__name__}: {error}"
+    raise DamagedReportError(f"{path} is damaged ({problem}); restore it, or remove the folder span-{span} to "
+                             "ingest its data again as a new span")
+
+
+def _shape_problem(report: IngestReport) -> str | None:
+    """What makes a report's fields unusable (readers count, sum and list them), None if nothing."""
+    if not isinstance(report.counts, dict) or not all(isinstance(report.counts.get(k), int) for k in OUTCOMES):
+        return f"its counts are not a number for each of {', '.join(OUTCOMES)}"
+    for name in ("examples_per_label", "examples_per_split", "quarantined", "duplicates", "normalized"):
+        if not isinstance(getattr(report, name), dict if name.startswith("examples") else list):
+            return f"its {name} is not a JSON {'object' if name.startswith('examples') else 'list'}"
+    return None
 
 
 def examples_in_spans(examples_root: str | os.PathLike, last: int) -> int | None:

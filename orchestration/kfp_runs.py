@@ -5,7 +5,6 @@ scheduled on a Kubeflow Pipelines cluster through kfp's client.
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import posixpath
 import re
@@ -79,10 +78,14 @@ def _plain_first_line(error: BaseException) -> str:
 def run_outcome(folder: str) -> str | None:
     """The error the exit handler wrote into a run's summary (None: none written, or the run completed)."""
     path = posixpath.join(folder, layout.SUMMARY_FILE)
+    from contract import storage  # TensorFlow's file layer: imported only where a run's summary is read
+
     if not os.path.exists(path):
         return None
-    with open(path) as f:
-        return json.load(f).get("error")
+    try:
+        return storage.read_json(path).get("error")
+    except storage.UnreadableFileError as error:
+        return f"its summary is unreadable: {error}"
 
 
 def _load_package(package: str):

@@ -44,9 +44,11 @@ def _read_records(root: str, run_id: str) -> dict[str, dict]:
     folder = posixpath.join(RunLayout(root).run_dir(run_id), layout.TASKS_DIR)
     records = {}
     for path in sorted(tf.io.gfile.glob(posixpath.join(folder, "*.json"))):
-        with tf.io.gfile.GFile(path) as f:
-            record = json.load(f)
-        records[record["task"]] = record
+        try:
+            record = storage.read_json(path)
+        except storage.UnreadableFileError as error:  # the task's outcome is unknown: the run reports it as failed
+            record = {"error": f"its task record is unreadable: {error}"}
+        records[str(record.get("task") or posixpath.basename(path)[:-len(".json")])] = record
     return records
 
 

@@ -181,7 +181,7 @@ def complete_summary(summary, before: BeforeTheDag | None, *, error: str | None 
                           if before.ingest else None)
         summary.missing = list(before.missing)
         notes = [*notes, *before.notes()]
-    summary.notes = list(notes)
+    summary.notes = [*notes, *summary.notes]  # the summary's own: files of the model it could not read
     summary.beam_args = list(beam_args)
     if error is not None:
         summary.error = error

@@ -19,7 +19,7 @@ import time
 
 from ml_metadata.proto import metadata_store_pb2
 
-from components.serving_pusher import existing_versions, push_record
+from components.serving_pusher import UNREADABLE, existing_versions, push_record
 from contract import metadata as metadata_lib
 from reporting import model_history
 
@@ -31,8 +31,12 @@ class Unrecorded:
     record: dict  # the version's push record
 
     def describe(self) -> str:
-        what = (f"a rollback to version {self.record[metadata_lib.ROLLED_BACK_TO]}"
-                if metadata_lib.ROLLED_BACK_TO in self.record else f"model {self.record.get('model_uri', '?')}")
+        if UNREADABLE in self.record:
+            what = f"push record unreadable: {self.record[UNREADABLE]}"
+        elif metadata_lib.ROLLED_BACK_TO in self.record:
+            what = f"a rollback to version {self.record[metadata_lib.ROLLED_BACK_TO]}"
+        else:
+            what = f"model {self.record.get('model_uri', '?')}"
         return (f"version {self.version} ({what}, pushed {self.record.get('pushed_at', 'at an unknown time')}) is "
                 f"in {posixpath.dirname(self.path)} but not in ML Metadata")
 
@@ -98,8 +102,8 @@ def _pushed_model_type(store) -> int:
         return store.put_artifact_type(metadata_store_pb2.ArtifactType(name="PushedModel"))
 
 
-def _model_by_uri(store, uri: str):
-    if not uri:
+def _model_by_uri(store, uri):
+    if not uri or not isinstance(uri, str):  # no push record, or a damaged one
         return None
     models = [a for a in store.get_artifacts_by_uri(uri)
               if store.get_artifact_types_by_id([a.type_id])[0].name == "Model"]

@@ -14,7 +14,7 @@ import datetime
 from ml_metadata.proto import metadata_store_pb2
 
 from components import evaluation
-from contract import layout
+from contract import layout, storage
 from contract import metadata as metadata_lib
 from reporting import run_summary
 from trainer import export
@@ -37,6 +37,7 @@ class PushedVersion:
     reason: str = ""  # ... and why
     served: bool = False
     judged_split: str | None = None  # the split its metrics are of: "test", or "eval" (optimistic) in older spans
+    unreadable: list[str] = dataclasses.field(default_factory=list)  # its files that could not be read, and why
 
 
 def _artifact_type(store, artifact) -> str:
@@ -85,9 +86,13 @@ def _metrics_of_blessing(store, blessing) -> tuple[dict[str, float], str | None]
     return {}, None
 
 
-def _tflite_agreement(pushed_path: str) -> dict[str, float]:
-    fidelity = export.read_tflite_fidelity(pushed_path) if pushed_path else None
-    return export.tflite_agreement(fidelity) if fidelity else {}
+def _tflite_agreement(pushed_path: str) -> tuple[dict[str, float], list[str]]:
+    """(the agreement of each TFLite model, [a line naming a damaged fidelity file])."""
+    try:
+        fidelity = export.read_tflite_fidelity(pushed_path) if pushed_path else None
+    except storage.UnreadableFileError as error:
+        return {}, [f"fidelity unreadable: {error}"]
+    return (export.tflite_agreement(fidelity) if fidelity else {}), []
 
 
 def pushed_versions(metadata: str) -> list[PushedVersion]:
@@ -116,6 +121,7 @@ def pushed_versions(metadata: str) -> list[PushedVersion]:
         metrics, judged = _metrics_of_blessing(store, blessing) if blessing else ({}, None)
         when = datetime.datetime.fromtimestamp(pushed.create_time_since_epoch / 1000, datetime.timezone.utc)
         path = run_summary.custom_property(pushed, metadata_lib.PUSHED_DESTINATION)
+        agreement, unreadable = _tflite_agreement(path)
         result.append(PushedVersion(
             version=version,
             path=path,
@@ -126,7 +132,8 @@ def pushed_versions(metadata: str) -> list[PushedVersion]:
             spans=_spans_of_model(store, model.id) if model else [],
             metrics=metrics,
             judged_split=judged,
-            tflite_agreement=_tflite_agreement(path),
+            tflite_agreement=agreement,
+            unreadable=unreadable,
             rolled_back_to=run_summary.custom_property(pushed, metadata_lib.ROLLED_BACK_TO),
             rolled_back_from=run_summary.custom_property(pushed, metadata_lib.ROLLED_BACK_FROM),
             reason=run_summary.custom_property(pushed, metadata_lib.ROLLBACK_REASON) or "",
@@ -154,6 +161,7 @@ def table(versions: list[PushedVersion]) -> str:
         lines.append(f"{v.version:>7}  {v.pushed_at:<25}{v.model_id:>6}  {','.join(map(str, v.spans)) or '-':<10}"
                      f"{accuracy:>26}{metric('auc'):>8}{examples:>9}  "
                      f"{'yes' if v.blessed else 'no':<7}  {tflite:<16}{v.path}")
+    lines += [f"version {v.version}: {line}" for v in versions for line in v.unreadable]
     for v in versions:
         if v.rolled_back_to is not None:
             lines.append(f"version {v.version}: rollback to version {v.rolled_back_to} (version "

@@ -10,7 +10,6 @@ candidate on eval images. Everything is read from the run's artifacts.
 from __future__ import annotations
 
 import html
-import json
 import os
 import pathlib
 import posixpath
@@ -35,12 +34,13 @@ from components.anomalies_gate import (  # noqa: E402
     class_counts,
     describe_anomalies,
 )
-from contract import features, layout  # noqa: E402
+from contract import features, layout, storage  # noqa: E402
 from contract.layout import RunLayout  # noqa: E402
 from inference import contact_sheet  # noqa: E402
 from inference.predict import Prediction  # noqa: E402
 from pipeline.pipeline import ANOMALIES_GATE  # noqa: E402
 from reporting.run_summary import RunSummary, split_words, training_line  # noqa: E402
+from trainer import export  # noqa: E402
 from trainer import model as model_lib  # noqa: E402
 
 _SAMPLES = 15
@@ -338,9 +338,11 @@ def _write_pages(summary: RunSummary, folder: pathlib.Path, training_config: dic
 
     model_uri = summary.artifacts.get("Model")
     if model_uri:
-        history_path = _serving_dir(model_uri) / layout.TRAINING_HISTORY_FILE
-        if history_path.exists():
-            page["history"] = json.loads(history_path.read_text())
+        try:  # a damaged history is named in the summary's notes (reporting.run_summary)
+            page["history"] = export.read_training_history(str(_serving_dir(model_uri)))
+        except storage.UnreadableFileError:
+            page["history"] = None
+        if page["history"] is not None:
             page["trained_on"] = training_line(summary.training) if summary.training else None
             training_curves(page["history"], folder / "training_curves.png")
             figures["training_curves"] = "training_curves.png"

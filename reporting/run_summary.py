@@ -17,7 +17,7 @@ from ml_metadata import metadata_store
 from ml_metadata.proto import metadata_store_pb2
 
 from components import evaluation
-from contract import layout
+from contract import layout, storage
 from contract import metadata as metadata_lib
 from trainer import export
 
@@ -234,8 +234,11 @@ def summarize_run(store: metadata_store.MetadataStore | None, pipeline_name: str
         summary.decision = evaluation.decision(evaluation_uri, summary.blessed)
     if "Model" in summary.artifacts:
         serving_dir = layout.serving_model_dir(summary.artifacts["Model"])
-        summary.tflite = export.read_tflite_fidelity(serving_dir)
-        summary.training = export.read_training_record(serving_dir)
+        for field, read in (("tflite", export.read_tflite_fidelity), ("training", export.read_training_record)):
+            try:
+                setattr(summary, field, read(serving_dir))
+            except storage.UnreadableFileError as error:
+                summary.notes.append(f"unreadable: {error}")
     return summary
 
 

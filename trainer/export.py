@@ -31,7 +31,7 @@ import tensorflow_transform as tft
 from tensorflow_transform.saved import saved_transform_io_v2
 
 from config import DataConfig
-from contract import features
+from contract import features, storage
 from contract.layout import KERAS_MODEL_FILE, TFLITE_FIDELITY_FILE, TFLITE_FILES, TRAINING_HISTORY_FILE, WARMUP_FILE
 from trainer.tflite import native_logs_held, tflite_logits
 
@@ -271,23 +271,51 @@ def tflite_fidelity(models: dict[str, bytes], pixels, reference_logits) -> dict:
 
 
 def read_tflite_fidelity(serving_model_dir: str) -> dict | None:
-    """What `export_tflite` measured for the SavedModel in `serving_model_dir` (local or remote), if anything."""
+    """What `export_tflite` measured for the SavedModel in `serving_model_dir` (local or remote), if anything;
+    storage.UnreadableFileError names a damaged file."""
     path = os.path.join(serving_model_dir, TFLITE_FIDELITY_FILE)
     if not tf.io.gfile.exists(path):
         return None
-    with tf.io.gfile.GFile(path) as f:
-        return json.load(f)
+    fidelity = storage.read_json(path)
+    models = fidelity.get("models")
+    if not isinstance(fidelity.get("images"), (int, float)) or not isinstance(models, dict):
+        raise storage.UnreadableFileError(path, "no 'images' count or no 'models' object in it")
+    for kind, measured in models.items():
+        if not isinstance(measured, dict) or not all(isinstance(measured.get(key), (int, float))
+                                                     for key in _FIDELITY_NUMBERS):
+            raise storage.UnreadableFileError(path, f"model {kind!r} lacks one of the numbers "
+                                                    f"{', '.join(_FIDELITY_NUMBERS)}")
+    return fidelity
+
+
+_FIDELITY_NUMBERS = ("agreement", "logit_error_mean", "logit_error_rms", "logit_error_max", "bytes")
+_CACHE_FIELDS = ("location", "views", "bytes", "fill_seconds")
+
+
+def read_training_history(serving_model_dir: str) -> dict | None:
+    """The training history (layout.TRAINING_HISTORY_FILE) of the model in `serving_model_dir`, if it has one;
+    storage.UnreadableFileError names a damaged file."""
+    path = os.path.join(serving_model_dir, TRAINING_HISTORY_FILE)
+    if not tf.io.gfile.exists(path):
+        return None
+    history = storage.read_json(path)
+    epochs = history.get("epochs", [])
+    if not isinstance(epochs, list) or not all(isinstance(e, dict) and isinstance(e.get("epoch"), int)
+                                               for e in epochs):
+        raise storage.UnreadableFileError(path, "its 'epochs' is not a list of epochs with their number")
+    cache = history.get("cache")
+    if cache is not None and not (isinstance(cache, dict) and set(_CACHE_FIELDS) <= set(cache)):
+        raise storage.UnreadableFileError(path, "its 'cache' lacks location, views, bytes or fill_seconds")
+    if not isinstance(history.get("devices") or [], list):
+        raise storage.UnreadableFileError(path, "its 'devices' is not a list")
+    return history
 
 
 def read_training_record(serving_model_dir: str) -> dict | None:
     """Where and how the model in `serving_model_dir` trained: the devices and cached views of its training
-    history (layout.TRAINING_HISTORY_FILE), if it has one."""
-    path = os.path.join(serving_model_dir, TRAINING_HISTORY_FILE)
-    if not tf.io.gfile.exists(path):
-        return None
-    with tf.io.gfile.GFile(path) as f:
-        history = json.load(f)
-    return {key: history.get(key) for key in ("devices", "cached_views", "cache")}
+    history (layout.TRAINING_HISTORY_FILE), if it has one; storage.UnreadableFileError names a damaged file."""
+    history = read_training_history(serving_model_dir)
+    return {key: history.get(key) for key in ("devices", "cached_views", "cache")} if history is not None else None
 
 
 def tflite_agreement(fidelity: dict) -> dict[str, float]:

@@ -208,7 +208,7 @@ def test_damaged_ingest_report_is_named(tmp_path, capsys):
     (span / "ingest_report.json").write_text('{"source": "folder:/x", "span"')
     code, _, err = _cli(capsys, "ingest", "--data-dir", tmp_path / "images", "--output-dir", tmp_path / "out")
     assert code == 2
-    assert f"{span / 'ingest_report.json'} is damaged (JSONDecodeError" in _one_line(err)
+    assert f"{span / 'ingest_report.json'} is damaged (not valid JSON" in _one_line(err)
     assert sorted(p.name for p in span.parent.iterdir()) == ["span-1"]
 
 

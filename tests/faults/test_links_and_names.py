@@ -1,0 +1,194 @@
+"""A root's odd contents through the real commands: links out of the root, folder names that are not versions,
+and damaged JSON the project wrote. Never a traceback; a link's target is never touched.
+
+The root is what a pipeline leaves for `models`, `rollback` and `predict`: a
+real ML Metadata store (SQLite) that knows two blessed models and their pushes
+as versions 1 and 2, and a real serving folder published by the ServingPusher's
+own code (no training: the models' files are stand-ins).
+"""
+
+import json
+
+import pytest
+from ml_metadata.proto import metadata_store_pb2
+
+import pipeline_runner
+from components.serving_pusher import existing_versions, push_model
+from contract import layout
+from contract import metadata as metadata_lib
+from contract.layout import RunLayout
+from orchestration import reconcile
+from tests.helpers import tree_digest
+
+pytestmark = pytest.mark.faults
+
+PIPELINE = "cats-vs-dogs"
+
+
+def _cli(capsys, *argv):
+    code = pipeline_runner.main([str(a) for a in argv])
+    captured = capsys.readouterr()
+    assert "Traceback" not in captured.err, captured.err
+    return code, captured.out, captured.err
+
+
+@pytest.fixture
+def root(tmp_path):
+    """A root serving version 2 (model 2) after version 1 (model 1), both recorded in its store."""
+    root = tmp_path / "root"
+    root.mkdir()
+    store = metadata_lib.open_store(metadata_lib.sqlite_store(RunLayout(root).metadata_path))
+    types = {t: store.put_artifact_type(metadata_store_pb2.ArtifactType(name=t))
+             for t in ("Model", "ModelBlessing", "PushedModel")}
+    context_type = store.put_context_type(metadata_store_pb2.ContextType(name="pipeline"))
+    store.put_contexts([metadata_store_pb2.Context(type_id=context_type, name=PIPELINE)])
+    for number in (1, 2):
+        model = tmp_path / f"model-{number}"
+        (model / "variables").mkdir(parents=True)
+        (model / "saved_model.pb").write_bytes(f"graph-{number}".encode())
+        (model / "variables" / "variables.index").write_bytes(f"index-{number}".encode())
+        [model_id] = store.put_artifacts([metadata_store_pb2.Artifact(type_id=types["Model"], uri=str(model))])
+        blessing = metadata_store_pb2.Artifact(type_id=types["ModelBlessing"], uri=f"{model}-blessing")
+        blessing.custom_properties[metadata_lib.BLESSED].int_value = 1
+        blessing.custom_properties[metadata_lib.CURRENT_MODEL_ID].int_value = model_id
+        store.put_artifacts([blessing])
+        pushed = push_model(str(model), str(RunLayout(root).serving_dir), model_uri=str(model))
+        reconcile.record_push(store, PIPELINE, "ServingPusher", model_id, pushed.version, pushed.path, {})
+    return root
+
+
+@pytest.fixture
+def users_folder(tmp_path):
+    """Somebody's files outside the root, which a link under the root points at."""
+    folder = tmp_path / "photos-of-the-year"
+    (folder / "variables").mkdir(parents=True)
+    (folder / "saved_model.pb").write_bytes(b"not the pipeline's")
+    (folder / "variables" / "variables.index").write_bytes(b"mine")
+    (folder / "q3.txt").write_text("the user's report")
+    return folder
+
+
+def test_a_version_that_is_a_link_is_moved_aside_as_a_link_and_its_target_is_untouched(root, users_folder, capsys):
+    serving = RunLayout(root).serving_dir
+    before = tree_digest(users_folder)
+    (serving / "9").symlink_to(users_folder, target_is_directory=True)
+
+    code, out, err = _cli(capsys, "models", "--output-dir", root)
+    assert code == 0 and "served: version 2" in out
+    assert f"warning: {serving / '9'} is refused: it is a symbolic link (to {users_folder})" in err
+
+    code, out, err = _cli(capsys, "rollback", "--output-dir", root, "--to", "1")
+    assert code == 0, err
+    assert f"{serving / '9'} was refused: it is a symbolic link (to {users_folder})" in out
+    assert "served again as version 10" in out, "the link's number, which a server may have seen, is not reused"
+    [moved] = (root / "serving_model.incomplete").iterdir()
+    assert moved.is_symlink() and moved.resolve() == users_folder.resolve()
+    assert tree_digest(users_folder) == before
+    assert existing_versions(str(serving)) == [1, 2, 10]
+
+    code, out, err = _cli(capsys, "rollback", "--output-dir", root, "--to", "2")  # every later one works too
+    assert code == 0 and "served again as version 11" in out, err
+    assert tree_digest(users_folder) == before
+
+
+def test_a_version_holding_a_link_is_incomplete_and_moved_aside_with_its_link(root, users_folder, capsys):
+    serving = RunLayout(root).serving_dir
+    before = tree_digest(users_folder)
+    version = serving / "3"
+    version.mkdir()
+    (version / "saved_model.pb").write_bytes(b"graph")
+    (version / "variables").symlink_to(users_folder / "variables", target_is_directory=True)
+    (version / "notes.txt").symlink_to(users_folder / "q3.txt")
+
+    code, out, err = _cli(capsys, "rollback", "--output-dir", root, "--to", "1")
+    assert code == 0, err
+    assert f"{version} was refused: it holds a symbolic link (notes.txt -> {users_folder / 'q3.txt'}, " \
+           f"variables -> {users_folder / 'variables'})" in out
+    [moved] = (root / "serving_model.incomplete").iterdir()
+    assert (moved / "variables").is_symlink() and (moved / "notes.txt").is_symlink()
+    assert (moved / "saved_model.pb").read_bytes() == b"graph"
+    assert tree_digest(users_folder) == before and not version.exists()
+
+
+def test_a_span_that_is_or_holds_a_link_is_moved_aside_as_it_was_by_the_next_ingest(root, users_folder, capsys,
+                                                                                        demo_jpegs):
+    examples = RunLayout(root).examples_root
+    examples.mkdir()
+    before = tree_digest(users_folder)
+    (examples / "span-4").symlink_to(users_folder, target_is_directory=True)
+    (examples / "span-5" / "train").mkdir(parents=True)
+    (examples / "span-5" / "train" / "data.gz").symlink_to(users_folder / "q3.txt")
+    images = root.parent / "images"
+    for label in ("cat", "dog"):
+        (images / label).mkdir(parents=True)
+        for index, jpeg in enumerate(demo_jpegs[label][:3]):
+            (images / label / f"{index}.jpg").write_bytes(jpeg)
+
+    code, out, err = _cli(capsys, "ingest", "--data-dir", images, "--output-dir", root)
+    assert code == 0, err
+    assert f"{examples / 'span-4'} was refused: it is a symbolic link" in out
+    assert f"{examples / 'span-5'} was refused: it holds a symbolic link (train/data.gz -> " in out
+    assert "-> span 6" in out, "the numbers of the spans moved aside are not used again"
+    aside = sorted((root / "examples.incomplete").iterdir())
+    assert [p.name.split("-")[1] for p in aside] == ["4", "5"]
+    assert aside[0].is_symlink() and (aside[1] / "train" / "data.gz").is_symlink()
+    assert tree_digest(users_folder) == before
+
+
+@pytest.mark.parametrize("name", ["²", "٣", "007", "v3"])
+def test_a_folder_whose_name_is_not_a_version_is_ignored_and_named_once(root, capsys, name):
+    serving = RunLayout(root).serving_dir
+    (serving / name).mkdir()
+    (serving / name / "saved_model.pb").write_bytes(b"graph")
+    named = f"{serving / name} is not a version (a version's name is ASCII digits): ignored"
+
+    code, out, err = _cli(capsys, "models", "--output-dir", root)
+    assert code == 0 and "served: version 2" in out and err.count(named) == 1, err
+
+    code, out, err = _cli(capsys, "predict", root / "nothing.jpg", "--output-dir", root)
+    assert err.count(named) == 1, err
+    assert code == 2 and f"cannot load the SavedModel in {serving / '2'}" in err, "version 2 is the newest"
+
+    code, out, err = _cli(capsys, "rollback", "--output-dir", root, "--to", "1")
+    assert code == 0 and out.count(named) == 1 and "served again as version 3" in out, (out, err)
+    assert (serving / name / "saved_model.pb").read_bytes() == b"graph"
+
+
+@pytest.mark.parametrize("content, reason", [
+    ("{\"images\": 4, \"models\": ", "not valid JSON (Expecting value: line 1 column 25 (char 24))"),
+    ("[1, 2]", "holds a list where an object belongs"),
+    (b"\xff\xfe{}", "not UTF-8 text, so not JSON"),
+    ("{\"images\": 4, \"models\": {\"int8\": {\"agreement\": \"high\"}}}",
+     "model 'int8' lacks one of the numbers agreement, logit_error_mean, logit_error_rms, logit_error_max, bytes"),
+])
+def test_a_damaged_fidelity_file_is_named_in_the_list_of_models(root, capsys, content, reason):
+    path = RunLayout(root).serving_dir / "2" / layout.TFLITE_FIDELITY_FILE
+    path.write_bytes(content if isinstance(content, bytes) else content.encode())
+
+    code, out, err = _cli(capsys, "models", "--output-dir", root)
+    assert code == 0 and "served: version 2" in out, err
+    assert f"version 2: fidelity unreadable: {path}: {reason}" in out
+
+    code, out, _ = _cli(capsys, "models", "--output-dir", root, "--json")
+    versions = {v["version"]: v for v in json.loads(out)}
+    assert versions[2]["unreadable"] == [f"fidelity unreadable: {path}: {reason}"] and versions[1]["unreadable"] == []
+
+
+@pytest.mark.parametrize("content, named", [
+    ("{\"model_uri\": ", "push record unreadable: {record}: not valid JSON (Expecting value"),
+    ("[\"a list\"]", "push record unreadable: {record}: holds a list where an object belongs"),
+    ("{\"model_uri\": 7}", "model 7, pushed at an unknown time"),
+])
+def test_a_damaged_push_record_of_an_unrecorded_version_is_named(root, capsys, content, named, tmp_path):
+    stranger = tmp_path / "stranger"
+    stranger.mkdir()
+    (stranger / "saved_model.pb").write_bytes(b"graph-x")
+    assert push_model(str(stranger), str(RunLayout(root).serving_dir), model_uri="gs://elsewhere/model").version == 3
+    record = RunLayout(root).serving_dir / "3" / layout.PUSH_RECORD_FILE
+    record.write_text(content)  # after the commit record: the version reads as complete, its record as damaged
+
+    code, out, err = _cli(capsys, "models", "--output-dir", root)
+    assert code == 0 and "served: version 2" in out
+    assert f"warning: version 3 ({named.format(record=record)}" in err, err
+    code, out, err = _cli(capsys, "rollback", "--output-dir", root, "--to", "1")
+    assert code == 0 and f"version 3 ({named.format(record=record)}" in out and "not recorded" in out, (out, err)
