@@ -44,7 +44,7 @@ from typing import Callable, Iterable
 import tensorflow as tf
 
 from contract import layout
-from contract.errors import CommandError
+from contract.errors import CommandError, first_line
 
 ASIDE_SUFFIX = ".incomplete"  # serving_model/ -> serving_model.incomplete/ holds versions moved aside
 
@@ -196,22 +196,19 @@ def read_json(path: str, expected: type = dict):
     try:
         data = backend.read(path)
     except (OSError, tf.errors.OpError) as error:
-        raise UnreadableFileError(path, f"cannot be read ({_first_line(error)})") from None
+        raise UnreadableFileError(path, f"cannot be read ({first_line(error)})") from None
     try:
         value = json.loads(data.decode("utf-8"))
     except UnicodeDecodeError:
         raise UnreadableFileError(path, "not UTF-8 text, so not JSON") from None
     except json.JSONDecodeError as error:
         raise UnreadableFileError(path, f"not valid JSON ({error})") from None
+    except RecursionError:
+        raise UnreadableFileError(path, "JSON nested too deeply to read") from None
     if not isinstance(value, expected):
         raise UnreadableFileError(path, f"holds {_JSON_TYPES.get(type(value), type(value).__name__)} where "
                                         f"{_JSON_TYPES.get(expected, expected.__name__)} belongs")
     return value
-
-
-def _first_line(error: BaseException) -> str:
-    text = getattr(error, "message", None) or getattr(error, "strerror", None) or str(error)
-    return (str(text).strip().splitlines() or [type(error).__name__])[0]
 
 
 def copy_tree(source: str, destination: str, leave_out: Iterable[str] = ()) -> None:
