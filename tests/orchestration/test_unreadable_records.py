@@ -49,3 +49,43 @@ def test_a_training_history_of_another_shape_is_named(tmp_path, history, reason)
         export.read_training_record(str(tmp_path))
     path.write_text(json.dumps({"epochs": [{"epoch": 0}], "devices": ["CPU:0"], "cache": None}))
     assert export.read_training_record(str(tmp_path)) == {"devices": ["CPU:0"], "cached_views": None, "cache": None}
+
+
+def _model_with(tmp_path, name: str, content: str) -> str:
+    """A Model artifact's folder whose SavedModel folder holds one damaged file `name`."""
+    path = tmp_path / "model" / layout.SERVING_MODEL_SUBDIR / name
+    path.parent.mkdir(parents=True)
+    path.write_text(content)
+    return str(tmp_path / "model")
+
+
+@pytest.mark.parametrize("name", [layout.TFLITE_FIDELITY_FILE, layout.TRAINING_HISTORY_FILE])
+def test_a_runs_summary_notes_a_damaged_file_of_its_model(tmp_path, name):
+    from ml_metadata.proto import metadata_store_pb2
+
+    from contract import metadata as metadata_lib
+    from reporting import run_summary
+
+    store = metadata_lib.open_store(metadata_lib.sqlite_store(tmp_path / "metadata.sqlite"))
+    run = metadata_store_pb2.Context(type_id=store.put_context_type(metadata_store_pb2.ContextType(
+        name="pipeline_run")), name="run-1")
+    [run.id] = store.put_contexts([run])
+    model = metadata_store_pb2.Artifact(type_id=store.put_artifact_type(metadata_store_pb2.ArtifactType(name="Model")),
+                                        uri=_model_with(tmp_path, name, "{\"models\": "))
+    execution = metadata_store_pb2.Execution(type_id=store.put_execution_type(metadata_store_pb2.ExecutionType(
+        name="Trainer")), last_known_state=metadata_store_pb2.Execution.COMPLETE)
+    store.put_execution(execution, [(model, metadata_store_pb2.Event(type=metadata_store_pb2.Event.OUTPUT))], [run])
+
+    summary = run_summary.summarize_run(store, "cats-vs-dogs", run_id="run-1")
+    path = layout.serving_model_dir(model.uri) + "/" + name
+    assert summary.notes == [f"unreadable: {path}: not valid JSON (Expecting value: line 1 column 12 (char 11))"]
+    assert summary.tflite is None and summary.training is None
+    assert f"note: unreadable: {path}: not valid JSON" in summary.text()
+
+
+def test_a_model_card_is_written_without_a_damaged_fidelity_file(tmp_path):
+    from components import model_card
+
+    model_dir = layout.serving_model_dir(_model_with(tmp_path, layout.TFLITE_FIDELITY_FILE, "[]"))
+    facts = model_card.gather("cats-vs-dogs", str(tmp_path / "model"), model_dir, None, [], "", {})
+    assert facts.tflite is None and "# " in model_card.render(facts)
