@@ -16,8 +16,8 @@ pid namespace (a process id means nothing outside its namespace: containers,
 and pods with hostNetwork, share the host name and number their processes
 from 1), with the process's start time to rule out a reused id. A lease that
 does not say where its process lives (written before these were recorded) is
-judged by its heartbeat only. Every change to an existing lease is conditional on the
-lease read before it (a generation precondition on gs://, a short file lock
+judged by its heartbeat only. Every change to an existing lease is conditional
+on the lease read before it (a generation precondition on gs://, a short file lock
 beside a local file), so two runs never both take over one stale lease; the
 temporary files of a local lease are named by host, pid and a random part,
 since pods in pid namespaces of their own share pid numbers. Renewing the lease
@@ -85,7 +85,8 @@ class Lease:
 
     def process_visible(self) -> bool:
         """Whether this lease's pid names, for the caller, the process that holds it: the same host, boot and pid
-        namespace, all known. Only then can the caller tell that the holder is dead."""
+        namespace, all known. Only then can the caller tell that the holder is dead. (A namespace's id is reused
+        only once every process in it has ended: a match with a reused one never makes a live holder look dead.)"""
         here = _process_home()
         return (self.pid is not None and None not in here and self.host == socket.gethostname()
                 and (self.boot_id, self.pid_namespace) == here)
