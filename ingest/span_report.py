@@ -83,10 +83,15 @@ def existing_spans(examples_root: str | os.PathLike) -> list[int]:
 
 
 def is_cut_short(examples_root: str | os.PathLike, span: int) -> bool:
-    """A span ingest began to publish and never committed: its marker is there and its report is not."""
+    """A span ingest began to publish and never committed: its report is missing and its marker is there, or
+    it holds no file at all. On Cloud Storage a folder's first object is its directory marker ("span-N/", which
+    sorts first): a rename killed after that one object, or a move aside killed after its last file, leaves a
+    folder with no file in it, which no tool writes as a span."""
     folder = layout.span_dir(examples_root, span)
+    if storage.backend.exists(posixpath.join(folder, REPORT_FILE)):
+        return False
     return (storage.backend.exists(posixpath.join(folder, layout.SPAN_UNCOMMITTED))
-            and not storage.backend.exists(posixpath.join(folder, REPORT_FILE)))
+            or not storage.backend.files(folder))
 
 
 def aside_dir(examples_root: str | os.PathLike) -> str:

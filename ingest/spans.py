@@ -284,8 +284,9 @@ def ingest(kind: str, location: str | os.PathLike, examples_root: str | os.PathL
     # The span is built in a hidden folder beside its final place, where Beam's workers can write (on Dataflow
     # or a portable runner they are not this process), and published by contract.storage's protocol: renamed
     # into place, its ingest report (the commit record) last. The staging folder starts with a marker whose name
-    # sorts first, so that on an object store, where a rename goes object by object in name order, a span cut
-    # short is marked incomplete from its first object on, and never read as a span another tool wrote.
+    # sorts before every other file, so that on an object store, where a rename goes object by object in name
+    # order, a span cut short is marked incomplete from its first file on, and never read as a span another tool
+    # wrote (before it comes only the folder's own directory marker: a folder with no file is cut short too).
     staging = posixpath.join(examples_root, storage.staging_name(STAGING_KIND))
     storage.backend.makedirs(staging)
     try:

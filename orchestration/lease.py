@@ -10,9 +10,14 @@ local run's end, the Kubeflow exit handler) releases it.
 
 A lease is stale, and the next run takes it over (saying so), when its
 heartbeat is older than `stale_after` (a run whose pods all died), or at once
-when it was held by one process on this machine that no longer runs (a
-killed local run). Every change to an existing lease is conditional on the
-lease read before it (a generation precondition on gs://, a short file lock
+when its holder is provably dead: one process (a local run) that no longer
+runs, judged only by a checker on the same host, the same boot and in the same
+pid namespace (a process id means nothing outside its namespace: containers,
+and pods with hostNetwork, share the host name and number their processes
+from 1), with the process's start time to rule out a reused id. A lease that
+does not say where its process lives (written before these were recorded) is
+judged by its heartbeat only. Every change to an existing lease is conditional
+on the lease read before it (a generation precondition on gs://, a short file lock
 beside a local file), so two runs never both take over one stale lease; the
 temporary files of a local lease are named by host, pid and a random part,
 since pods in pid namespaces of their own share pid numbers. Renewing the lease
@@ -71,14 +76,23 @@ class Lease:
     pid: int | None = None  # a lease held by one process for the whole run (a local run) ends with that process
     pid_started: str | None = None  # that process's start time, so that a reused pid is not taken for it
     took_over: dict | None = None  # the stale lease this one replaced: {"run_id", "heartbeat", "why"}
+    boot_id: str | None = None  # the holder's boot and pid namespace: where its pid means that process
+    pid_namespace: str | None = None
 
     def holder(self) -> str:
         who = f"pid {self.pid} on {self.host}" if self.pid is not None else f"on {self.host}"
         return (f"run {self.run_id}, {who} since {_clock(self.since)} (last heartbeat {_clock(self.heartbeat)})")
 
+    def process_visible(self) -> bool:
+        """Whether this lease's pid names, for the caller, the process that holds it: the same host, boot and pid
+        namespace, all known. Only then can the caller tell that the holder is dead. (A namespace's id is reused
+        only once every process in it has ended: a match with a reused one never makes a live holder look dead.)"""
+        here = _process_home()
+        return (self.pid is not None and None not in here and self.host == socket.gethostname()
+                and (self.boot_id, self.pid_namespace) == here)
+
     def stale_reason(self, now: float, stale_after: float) -> str | None:
-        if self.pid is not None and self.host == socket.gethostname() and not _process_alive(self.pid,
-                                                                                             self.pid_started):
+        if self.process_visible() and not _process_alive(self.pid, self.pid_started):
             return f"its process (pid {self.pid}) no longer runs"
         if now - self.heartbeat > stale_after:
             return f"no heartbeat for {int(now - self.heartbeat)} s (limit {int(stale_after)} s)"
@@ -137,8 +151,11 @@ def _storage_fault(error: BaseException) -> str:
 def _acquire(root: str | os.PathLike, run_id: str, process: bool, stale_after: float) -> Lease:
     storage = _storage(lease_path(root))
     now = time.time()
-    mine = Lease(run_id=run_id, host=socket.gethostname(), since=now, heartbeat=now,
-                 pid=os.getpid() if process else None, pid_started=_process_started(os.getpid()) if process else None)
+    mine = Lease(run_id=run_id, host=socket.gethostname(), since=now, heartbeat=now)
+    if process:
+        boot_id, pid_namespace = _process_home()
+        mine = dataclasses.replace(mine, pid=os.getpid(), pid_started=_process_started(os.getpid()),
+                                   boot_id=boot_id, pid_namespace=pid_namespace)
     for _ in range(5):  # each pass loses only to another run changing the lease in between
         if storage.create(mine.to_text()):
             return mine
@@ -240,12 +257,29 @@ def _clock(seconds: float) -> str:
 
 
 def _process_started(pid: int) -> str | None:
-    """The process's start time in clock ticks since boot (/proc/PID/stat field 22), if readable."""
+    """The process's start time in clock ticks since boot (/proc/PID/stat field 22), if readable. None where
+    /proc numbers processes as another pid namespace does (a namespace made without its own /proc mount)."""
     try:
+        if os.readlink("/proc/self") != str(os.getpid()):
+            return None
         with open(f"/proc/{pid}/stat") as f:
             return f.read().rsplit(")", 1)[1].split()[19]
     except (OSError, IndexError):
         return None
+
+
+def _process_home() -> tuple[str | None, str | None]:
+    """(this boot's id, this process's pid namespace, as "pid:[inode]"), each None where unreadable (not Linux)."""
+    try:
+        with open("/proc/sys/kernel/random/boot_id") as f:
+            boot_id = f.read().strip() or None
+    except OSError:
+        boot_id = None
+    try:
+        namespace = os.readlink("/proc/self/ns/pid")
+    except OSError:
+        namespace = None
+    return boot_id, namespace
 
 
 def _process_alive(pid: int, started: str | None) -> bool:

@@ -6,7 +6,8 @@ locked". A second run (an overlapping cron job, a rollback during a run, a
 Kubeflow run on the same root) must exit at once without touching anything.
 The lock is the root's lease (orchestration/lease.py), the same one the
 Kubeflow tasks take, held by this process: a run that is killed leaves a
-lease the next run on this machine takes over at once.
+lease the next run on this machine takes over at once when it runs in the same
+pid namespace (else when the lease's heartbeat is stale).
 """
 
 from __future__ import annotations

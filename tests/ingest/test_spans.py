@@ -230,7 +230,8 @@ def test_examples_in_spans_counts_the_newest_spans_from_their_reports(tmp_path):
     _two_spans(tmp_path, 2, 3)
     assert span_report.examples_in_spans(tmp_path / "examples", 1) == 6
     assert span_report.examples_in_spans(tmp_path / "examples", 2) == 4 + 6
-    (tmp_path / "examples" / "span-3" / "train").mkdir(parents=True)  # a span another tool wrote: no report
+    (tmp_path / "examples" / "span-3" / "train").mkdir(parents=True)
+    (tmp_path / "examples" / "span-3" / "train" / "part-0").write_bytes(b"")  # a span another tool wrote: no report
     assert span_report.examples_in_spans(tmp_path / "examples", 1) is None
     assert span_report.examples_in_spans(tmp_path / "empty", 1) is None
 

@@ -241,3 +241,105 @@ def test_a_gs_root_without_credentials_is_named_with_the_way_out(monkeypatch, tm
     assert "\n" not in line and line.startswith("cannot take the lease gs://cats-bucket/root/.pipeline.lock: "
                                                 "DefaultCredentialsError"), line
     assert "GOOGLE_APPLICATION_CREDENTIALS" in line and "gcloud auth application-default login" in line
+
+
+def _dead_pid() -> int:
+    """The pid of a process that has ended (its number is not reused this soon: pids count up)."""
+    ended = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True,
+                           check=True)
+    return int(ended.stdout)
+
+
+def _recorded(tmp_path, **fields):
+    """Writes a lease held by a local process (`fields` override what this process would record)."""
+    boot_id, namespace = lease._process_home()
+    held = lease.Lease(run_id="holder", host=socket.gethostname(), since=time.time(), heartbeat=time.time(),
+                       pid=_dead_pid(), boot_id=boot_id, pid_namespace=namespace)
+    (tmp_path / lease.LEASE_FILE).write_text(json.dumps(json.loads(held.to_text()) | fields))
+
+
+@pytest.mark.parametrize("elsewhere", [{"pid_namespace": "pid:[1]"}, {"boot_id": "another-boot"},
+                                       {"boot_id": None, "pid_namespace": None}],
+                         ids=["another pid namespace", "another boot", "written before they were recorded"])
+def test_a_process_lease_from_where_its_pid_means_another_process_waits_for_its_heartbeat(tmp_path, elsewhere):
+    _recorded(tmp_path, **elsewhere)
+    with pytest.raises(lease.RootBusyError, match="in progress"):
+        lease.acquire(tmp_path, "run-b", process=True)
+    assert lease.read(tmp_path).run_id == "holder"
+    assert "no heartbeat" in lease.acquire(tmp_path, "run-b", process=True, stale_after=0).took_over["why"]
+
+
+def test_a_process_lease_from_this_namespace_whose_process_ended_is_taken_over_at_once(tmp_path):
+    _recorded(tmp_path)
+    assert lease.acquire(tmp_path, "run-b", process=True).took_over["why"].endswith("no longer runs")
+
+
+def _unshare() -> list[str]:
+    """The command that runs a program in a pid namespace of its own with its own /proc (as root, or as a user
+    mapped to root in a user namespace of its own); skips the test where neither is permitted."""
+    for command in (["unshare", "--pid", "--fork", "--mount-proc"],
+                    ["unshare", "--user", "--map-root-user", "--pid", "--fork", "--mount-proc"]):
+        try:
+            if subprocess.run([*command, "true"], capture_output=True, timeout=30).returncode == 0:
+                return command
+        except (OSError, subprocess.TimeoutExpired):
+            break
+    pytest.skip("unshare cannot make a pid namespace here")
+
+
+_REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+_HOLD = ("import os, sys\n"
+         "from orchestration import lease\n"
+         "print(lease.acquire(sys.argv[1], 'run-a', process=True).to_text(), flush=True)\n"
+         "sys.stdin.read()\n"
+         "os._exit(0)\n")  # dies holding it: no release
+
+
+def test_a_live_lease_held_in_another_pid_namespace_is_not_taken_over_nor_once_its_holder_died(tmp_path):
+    """The probe: run A holds the lease inside `unshare --pid` on the same host; run B outside must not take it
+    while A runs (A's pid means another process out here, or none), nor after A died (B cannot tell)."""
+    holder = subprocess.Popen([*_unshare(), sys.executable, "-c", _HOLD, str(tmp_path)], cwd=_REPO, text=True,
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    try:
+        held = lease.Lease.from_text(holder.stdout.readline())
+        assert held.run_id == "run-a" and held.pid_namespace != lease._process_home()[1], held
+        assert held.host == socket.gethostname() and held.boot_id == lease._process_home()[0]
+        with pytest.raises(lease.RootBusyError, match=f"run run-a, pid {held.pid} on"):
+            lease.acquire(tmp_path, "run-b", process=True)
+    finally:
+        holder.stdin.close()
+        holder.wait(timeout=60)
+    with pytest.raises(lease.RootBusyError):
+        lease.acquire(tmp_path, "run-b", process=True)
+    assert lease.read(tmp_path) == held
+    taken = lease.acquire(tmp_path, "run-b", process=True, stale_after=0)
+    assert taken.took_over["run_id"] == "run-a" and "no heartbeat" in taken.took_over["why"]
+
+
+def test_a_dead_holder_in_the_same_pid_namespace_is_still_taken_over_at_once(tmp_path):
+    script = ("import os, sys\n"
+              "from orchestration import lease\n"
+              "if sys.argv[2] == 'hold':\n"
+              "    lease.acquire(sys.argv[1], 'killed-run', process=True)\n"
+              "    os._exit(9)\n"
+              "print(lease.acquire(sys.argv[1], 'next-run', process=True).took_over['why'])\n")
+    both = (f"{sys.executable} -c \"$0\" \"$1\" hold; {sys.executable} -c \"$0\" \"$1\" take")
+    result = subprocess.run([*_unshare(), "sh", "-c", both, script, str(tmp_path)], cwd=_REPO, capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip().endswith("no longer runs"), result.stdout
+    assert lease.read(tmp_path).run_id == "next-run"
+
+
+def test_a_start_time_is_read_only_from_a_proc_that_numbers_processes_as_the_caller_does(tmp_path):
+    """In a pid namespace without its own /proc mount, /proc/<pid> is the host's process of that number: a start
+    time read there would change under a live holder and make it look dead."""
+    script = "import os; from orchestration import lease; print(lease._process_started(os.getpid()))"
+    started = {}
+    for own_proc in (True, False):
+        command = _unshare() if own_proc else [part for part in _unshare() if part != "--mount-proc"]
+        result = subprocess.run([*command, sys.executable, "-c", script], cwd=_REPO, capture_output=True, text=True,
+                                timeout=60)
+        assert result.returncode == 0, result.stderr[-2000:]
+        started[own_proc] = result.stdout.strip()
+    assert started[True].isdigit() and started[False] == "None", started
