@@ -15,10 +15,20 @@ from typing import NamedTuple
 
 
 class Claim(NamedTuple):
-    """One size a header gives: `what` names it for a reason ("9000x9000 pixels (GIF frame 2)")."""
+    """One size a header gives: `size` ("9000x9000 pixels"), and `where` when an image gives several."""
 
-    what: str
+    size: str
     pixels: int
+    where: str | None = None
+
+    @property
+    def what(self) -> str:
+        """For a reason: "9000x9000 pixels (GIF frame 2)"."""
+        return f"{self.size} ({self.where})" if self.where else self.size
+
+
+def _sized(width: int, height: int, where: str) -> Claim:
+    return Claim(f"{width}x{height} pixels", width * height, where)
 
 
 # A marker in a JPEG's entropy-coded data: 0xFF (and fill bytes) followed by anything but a stuffed zero or RSTn.
@@ -56,7 +66,7 @@ def _jpeg_claims(data: bytes) -> list[Claim]:
         if marker in _JPEG_SOF and at + 9 <= len(data):
             count += 1
             height, width = _be16(data, at + 5), _be16(data, at + 7)
-            claims.append(Claim(f"{width}x{height} pixels (JPEG frame header {count})", width * height))
+            claims.append(_sized(width, height, f"JPEG frame header {count}"))
         at += 2 + _be16(data, at + 2)
         if marker == _JPEG_SOS:
             found = _JPEG_NEXT_MARKER.search(data, at)
@@ -99,14 +109,13 @@ def _gif_claims(data: bytes) -> list[Claim]:
     """The logical screen, each frame, the canvas TensorFlow allocates (the widest frame's width by the tallest
     one's height) and all frames together: giflib decodes every frame, whatever frame the caller keeps."""
     width, height = _le16(data, 6), _le16(data, 8)
-    claims = [Claim(f"{width}x{height} pixels (GIF logical screen)", width * height)]
+    claims = [_sized(width, height, "GIF logical screen")]
     frames = gif_frames(data)
-    claims += [Claim(f"{w}x{h} pixels (GIF frame {n})", w * h) for n, (w, h) in enumerate(frames, 1)]
+    claims += [_sized(w, h, f"GIF frame {n}") for n, (w, h) in enumerate(frames, 1)]
     if len(frames) > 1:
-        wide, tall = max(w for w, _ in frames), max(h for _, h in frames)
-        claims.append(Claim(f"{wide}x{tall} pixels (GIF frames' canvas)", wide * tall))
-        claims.append(Claim(f"{sum(w * h for w, h in frames)} pixels in {len(frames)} GIF frames",
-                            sum(w * h for w, h in frames)))
+        claims.append(_sized(max(w for w, _ in frames), max(h for _, h in frames), "GIF frames' canvas"))
+        total = sum(w * h for w, h in frames)
+        claims.append(Claim(f"{total} pixels in {len(frames)} GIF frames", total))
     return claims
 
 
@@ -118,18 +127,26 @@ def _bmp_claims(data: bytes) -> list[Claim]:
     else:
         width = abs(int.from_bytes(data[18:22], "little", signed=True))
         height = abs(int.from_bytes(data[22:26], "little", signed=True))
-    return [Claim(f"{width}x{height} pixels (BMP header)", width * height)]
+    return [_sized(width, height, "BMP header")]
 
 
 def _png_claims(data: bytes) -> list[Claim]:
     if data[12:16] != b"IHDR":
         return []
     width, height = int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
-    return [Claim(f"{width}x{height} pixels (PNG header)", width * height)]
+    return [_sized(width, height, "PNG header")]
 
 
 def header_claims(data: bytes) -> list[Claim]:
-    """Every size the headers of `data` give (JPEG, GIF, PNG, BMP; [] for other data or too short a header)."""
+    """Every size the headers of `data` give (JPEG, GIF, PNG, BMP; [] for other data or too short a header); one
+    size, named by itself alone, when they all agree."""
+    claims = _claims(data)
+    if len({claim.size for claim in claims}) == 1:
+        return [claims[0]._replace(where=None)]
+    return claims
+
+
+def _claims(data: bytes) -> list[Claim]:
     if data.startswith(b"\xff\xd8"):
         return _jpeg_claims(data)
     if data.startswith(b"GIF") and len(data) >= 13:

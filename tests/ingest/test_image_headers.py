@@ -53,7 +53,7 @@ def test_a_size_inside_another_segment_is_not_a_frame_header():
                                    bmp_lying_header((40, 30), (1500, 1000), top_down=True),
                                    bmp_lying_header((40, 30), (1500, 1000), top_down=False)])
 def test_png_and_bmp_headers_are_held_to_the_limit(lying):
-    with pytest.raises(RejectedImage, match=r"^1500x1000 pixels \((PNG|BMP) header\) exceeds"):
+    with pytest.raises(RejectedImage, match="^1500x1000 pixels exceeds the limit of 1000000$"):
         check_image(lying[0], max_pixels=1_000_000)
 
 
