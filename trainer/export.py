@@ -57,11 +57,10 @@ def _gif_pixel_count(encoded: tf.Tensor) -> tf.Tensor:
     decodes every frame before the first is kept). A walk over the GIF's blocks in graph ops: descriptors
     (0x2C) and extensions (0x21), each followed by sub-blocks of up to 255 bytes, until the trailer."""
     data = tf.concat([tf.io.decode_raw(encoded, tf.uint8), tf.zeros([16], tf.uint8)], 0)  # reads past the end: 0
-    data = tf.cast(data, tf.int64)
     end = tf.cast(tf.size(data), tf.int64) - 16
 
     def at(position):
-        return tf.gather(data, tf.minimum(tf.cast(position, tf.int64), end + 15))
+        return tf.cast(tf.gather(data, tf.minimum(tf.cast(position, tf.int64), end + 15)), tf.int64)
 
     def color_table(flags):
         return tf.where(flags >= 128, 3 * tf.bitwise.left_shift(tf.constant(2, tf.int64), flags % 8), 0)
