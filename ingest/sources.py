@@ -204,12 +204,13 @@ def parquet_items(path: str | os.PathLike) -> list[Item]:
     for file in files:
         name = printable(file.relative_to(path).as_posix() if path.is_dir() else file.name)
         try:
-            table = pq.read_table(file)
+            with open(file, "rb") as f:  # opened here: pyarrow takes a path as UTF-8 only
+                table = pq.read_table(f)
         except Exception as error:  # pyarrow raises several types for a damaged file
-            raise SourceError(f"cannot read Parquet file {str(file)!r}: {error}") from None
+            raise SourceError(f"cannot read Parquet file {printable(str(file))!r}: {error}") from None
         missing = {"image", "labels"} - set(table.column_names)
         if missing:
-            raise SourceError(f"Parquet file {str(file)!r} has no column(s) {sorted(missing)}: expected an "
+            raise SourceError(f"Parquet file {printable(str(file))!r} has no column(s) {sorted(missing)}: expected an "
                               f"'image' struct with 'bytes' and an int 'labels' (0 = cat, 1 = dog); "
                               f"found {table.column_names}")
         split = next((_SPLIT_FOLDERS[p] for p in reversed(name.lower().replace("-", "/").split("/"))
