@@ -53,6 +53,10 @@ class DataConfig:
         1, "Ingest: hash buckets of the test split, on which the Evaluator scores and blesses the model.")
     max_image_pixels: int = setting(50_000_000, "Ingest: images with more pixels are quarantined "
                                                "(decompression bombs).")
+    max_file_mb: int = setting(
+        256, "Ingest: image files larger than this many MiB are quarantined unread. Above any image within the "
+             "default --max-image-pixels (a 32-bit BMP of 50 megapixels is 191 MiB), and far below the memory a "
+             "multi-GB file would take: each file is read whole to be checked.")
     span_window: int = setting(1, "Train on the last N ingested spans (1: the latest only).")
     max_class_ratio: float = setting(
         3.0, "Data check: stop when the larger class has more than this many times the examples of the smaller.")
@@ -69,6 +73,8 @@ class DataConfig:
                  "image_size", f"must be an integer in [32, 1024], got {self.image_size!r}")
         _require(isinstance(self.max_image_pixels, int) and self.max_image_pixels >= 64, "max_image_pixels",
                  f"must be an integer >= 64, got {self.max_image_pixels!r}")
+        _require(isinstance(self.max_file_mb, int) and self.max_file_mb >= 1, "max_file_mb",
+                 f"must be an integer >= 1, got {self.max_file_mb!r}")
         _require(isinstance(self.span_window, int) and 1 <= self.span_window <= 1000, "span_window",
                  f"must be an integer in [1, 1000], got {self.span_window!r}")
         _require(_is_finite_number(self.max_class_ratio) and self.max_class_ratio >= 1, "max_class_ratio",

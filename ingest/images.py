@@ -17,6 +17,7 @@ import tensorflow as tf
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from config import DataConfig
+from ingest.image_headers import header_claims
 
 # Pillow's own guard against decompression bombs; ingest applies its own limit.
 Image.MAX_IMAGE_PIXELS = None
@@ -70,6 +71,9 @@ def check_image(data: bytes, max_pixels: int = DataConfig.max_image_pixels) -> C
     """Returns the image as RGB JPEG bytes, or raises RejectedImage."""
     if not data:
         raise RejectedImage("empty file")
+    for claim in header_claims(data):  # before any decoder sees the bytes: Pillow sizes a file by one header only
+        if claim.pixels > max_pixels:
+            raise RejectedImage(f"{claim.what} exceeds the limit of {max_pixels}")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)

@@ -35,6 +35,19 @@ class SourceError(CommandError, ValueError):
     """A data source cannot be read; the message says what to do."""
 
 
+class FileTooLarge(ValueError):
+    """A file above the size cap: never read; the message is the reason the report gives."""
+
+
+NOT_UTF8 = "name is not valid UTF-8"
+
+
+def printable(name: str) -> str:
+    """`name` as text that can be written anywhere: the bytes of a name that is not UTF-8, which Python keeps as
+    lone surrogates (and which no report, table or tf.Example can hold), as \\xNN."""
+    return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
 @dataclasses.dataclass(frozen=True)
 class Item:
     id: str
@@ -58,11 +71,30 @@ def open_binary(path: str):
     return open(path, "rb")
 
 
-def read_bytes(unit: str | bytes) -> bytes:
+def file_size(path: str) -> int:
+    if is_uri(path):
+        import tensorflow as tf
+
+        return tf.io.gfile.stat(path).length
+    return os.stat(path).st_size
+
+
+def _too_large(size: int, max_bytes: int) -> FileTooLarge:
+    return FileTooLarge(f"{size} bytes, above the file size limit of {max_bytes} bytes (--max-file-mb): not read")
+
+
+def read_bytes(unit: str | bytes, max_bytes: int | None = None) -> bytes:
+    """The bytes of an item; a file above `max_bytes` raises FileTooLarge, read no further than the cap (its size
+    is taken first, and a file that grows meanwhile is cut off one byte past it)."""
     if isinstance(unit, bytes):
         return unit
+    if max_bytes is not None and (size := file_size(unit)) > max_bytes:
+        raise _too_large(size, max_bytes)
     with open_binary(unit) as f:
-        return f.read()
+        data = f.read() if max_bytes is None else f.read(max_bytes + 1)
+    if max_bytes is not None and len(data) > max_bytes:
+        raise _too_large(file_size(unit), max_bytes)
+    return data
 
 
 def label_for_folder(name: str) -> int | None:
@@ -154,8 +186,10 @@ def folder_items(root: str | os.PathLike) -> list[Item]:
     if not root.is_dir():
         raise SourceError(f"data directory {str(root)!r} does not exist or is not a directory")
     files, problems = local_files(root)
-    return [_folder_item(pathlib.PurePosixPath(relative), path) for relative, path in files] + \
-        [Item(relative, None, None, str(root / relative), problem) for relative, problem in problems]
+    return [_folder_item(pathlib.PurePosixPath(relative), path) if printable(relative) == relative
+            else Item(printable(relative), None, None, path, NOT_UTF8) for relative, path in files] + \
+        [Item(printable(relative), None, None, str(root / relative), printable(problem))
+         for relative, problem in problems]
 
 
 def parquet_items(path: str | os.PathLike) -> list[Item]:
@@ -168,14 +202,15 @@ def parquet_items(path: str | os.PathLike) -> list[Item]:
         raise SourceError(f"no Parquet files at {str(path)!r}")
     items = []
     for file in files:
-        name = file.relative_to(path).as_posix() if path.is_dir() else file.name
+        name = printable(file.relative_to(path).as_posix() if path.is_dir() else file.name)
         try:
-            table = pq.read_table(file)
+            with open(file, "rb") as f:  # opened here: pyarrow takes a path as UTF-8 only
+                table = pq.read_table(f)
         except Exception as error:  # pyarrow raises several types for a damaged file
-            raise SourceError(f"cannot read Parquet file {str(file)!r}: {error}") from None
+            raise SourceError(f"cannot read Parquet file {printable(str(file))!r}: {error}") from None
         missing = {"image", "labels"} - set(table.column_names)
         if missing:
-            raise SourceError(f"Parquet file {str(file)!r} has no column(s) {sorted(missing)}: expected an "
+            raise SourceError(f"Parquet file {printable(str(file))!r} has no column(s) {sorted(missing)}: expected an "
                               f"'image' struct with 'bytes' and an int 'labels' (0 = cat, 1 = dog); "
                               f"found {table.column_names}")
         split = next((_SPLIT_FOLDERS[p] for p in reversed(name.lower().replace("-", "/").split("/"))
@@ -210,7 +245,7 @@ def tfds_items(data_dir: str | os.PathLike) -> Iterator[Item]:
                                      decoders={"image": tfds.decode.SkipDecoding()})
         for index, example in enumerate(dataset.as_numpy_iterator()):
             filename = example.get("image/filename", b"")
-            item_id = f"{split}/{filename.decode() if filename else index}"
+            item_id = f"{split}/{filename.decode('utf-8', 'backslashreplace') if filename else index}"
             label = label_for_folder(names[int(example["label"])])
             yield Item(item_id, label, None, bytes(example["image"]))
 

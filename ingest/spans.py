@@ -65,6 +65,9 @@ class IngestSettings:
     train_buckets: int = DataConfig.train_buckets
     eval_buckets: int = DataConfig.eval_buckets
     test_buckets: int = DataConfig.test_buckets
+    # Folder sources' files above it are quarantined unread. Left out of the settings the fingerprint hashes:
+    # it shapes a span through the files above it, which the fingerprint marks one by one.
+    max_file_bytes: int = DataConfig.max_file_mb << 20
 
 
 class NoUsableImagesError(ValueError):
@@ -73,7 +76,8 @@ class NoUsableImagesError(ValueError):
 
 def _fingerprint(kind: str, location: str, settings: IngestSettings) -> str:
     """Content hash of the source's files and the settings that shape the span."""
-    digest = hashlib.sha256(json.dumps([kind, dataclasses.asdict(settings)]).encode())
+    shaping = {k: v for k, v in dataclasses.asdict(settings).items() if k != "max_file_bytes"}
+    digest = hashlib.sha256(json.dumps([kind, shaping]).encode())
     if sources.is_uri(location):
         single = not tf.io.gfile.isdir(location)
         files = [("", location)] if single else sources.remote_files(location)
@@ -82,16 +86,30 @@ def _fingerprint(kind: str, location: str, settings: IngestSettings) -> str:
     else:
         files, problems = sources.local_files(location)
         for relative, problem in problems:
-            digest.update(f"{relative}\0{problem}\0".encode())
+            digest.update(_name_bytes(f"{relative}\0{problem}\0"))
+    capped = kind == "folder"  # the cap is on image files, not on Parquet or TFDS files of many images
     for relative, path in files:
-        digest.update(relative.encode() + b"\0")
-        try:
-            with sources.open_binary(path) as f:
-                for block in iter(lambda: f.read(1 << 20), b""):
-                    digest.update(block)
-        except OSError:  # quarantined by the check; once readable, its bytes change the fingerprint
-            digest.update(b"\0unreadable\0")
+        digest.update(_name_bytes(relative) + b"\0")
+        _hash_file(digest, path, settings.max_file_bytes if capped else None)
     return digest.hexdigest()
+
+
+def _name_bytes(name: str) -> bytes:
+    """A file name's own bytes, also for a name that is not UTF-8."""
+    return name.encode("utf-8", "surrogateescape")
+
+
+def _hash_file(digest, path: str, max_bytes: int | None) -> None:
+    try:
+        size = sources.file_size(path)
+        if max_bytes is not None and size > max_bytes:  # quarantined unread; its size stands for its bytes
+            digest.update(f"\0above the cap: {size}\0".encode())
+            return
+        with sources.open_binary(path) as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+    except OSError:  # quarantined by the check; once readable, its bytes change the fingerprint
+        digest.update(b"\0unreadable\0")
 
 
 def make_example(image: CheckedImage, label: int, relative: str) -> bytes:
@@ -172,8 +190,9 @@ class _Kept(NamedTuple):
 class _CheckItem(beam.DoFn):
     """Item -> (sha256, _Usable), or an Outcome on the QUARANTINED output."""
 
-    def __init__(self, max_pixels: int, total: int):
+    def __init__(self, max_pixels: int, max_bytes: int, total: int):
         self._max_pixels = max_pixels
+        self._max_bytes = max_bytes
         self._total = total
         self._seen = 0
 
@@ -186,9 +205,9 @@ class _CheckItem(beam.DoFn):
             yield beam.pvalue.TaggedOutput(QUARANTINED, Outcome(item.id, QUARANTINED, item.problem))
             return
         try:
-            image = check_image(sources.read_bytes(item.unit), self._max_pixels)
-        except RejectedImage as rejection:
-            yield beam.pvalue.TaggedOutput(QUARANTINED, Outcome(item.id, QUARANTINED, rejection.reason))
+            image = check_image(sources.read_bytes(item.unit, self._max_bytes), self._max_pixels)
+        except (RejectedImage, sources.FileTooLarge) as rejection:
+            yield beam.pvalue.TaggedOutput(QUARANTINED, Outcome(item.id, QUARANTINED, str(rejection)))
         except OSError as error:
             reason = f"cannot be read ({error.strerror or error})"
             yield beam.pvalue.TaggedOutput(QUARANTINED, Outcome(item.id, QUARANTINED, reason))
@@ -236,9 +255,9 @@ def _run_beam(items: list[sources.Item], staging: str, settings: IngestSettings,
         staging = staging[len("file://"):]
     outcomes_file = posixpath.join(staging, "outcomes")
     with beam.Pipeline(options=options) as pipeline:
+        check = _CheckItem(settings.max_pixels, settings.max_file_bytes, len(items))
         checked = (pipeline | "Items" >> beam.Create(mixed_order(items), reshuffle=True)
-                   | "Check" >> beam.ParDo(_CheckItem(settings.max_pixels, len(items))).with_outputs(
-                       QUARANTINED, main="usable"))
+                   | "Check" >> beam.ParDo(check).with_outputs(QUARANTINED, main="usable"))
         resolved = (checked.usable
                     | "Group" >> beam.GroupByKey()
                     | "Resolve" >> beam.ParDo(_resolve_same_bytes, settings, divide_held_out).with_outputs(

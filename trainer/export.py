@@ -51,9 +51,56 @@ def _header_bytes(encoded: tf.Tensor, start: int, length: int) -> tf.Tensor:
     return tf.reshape(tf.io.decode_raw(tf.strings.substr(encoded, start, length), tf.uint8), [length])
 
 
+def _gif_pixel_count(encoded: tf.Tensor) -> tf.Tensor:
+    """The most pixels a GIF's decoder takes on: the largest of its logical screen, each frame, the canvas
+    TensorFlow allocates (the widest frame's width by the tallest one's height) and all frames together (giflib
+    decodes every frame before the first is kept). A walk over the GIF's blocks in graph ops: descriptors
+    (0x2C) and extensions (0x21), each followed by sub-blocks of up to 255 bytes, until the trailer."""
+    data = tf.concat([tf.io.decode_raw(encoded, tf.uint8), tf.zeros([16], tf.uint8)], 0)  # reads past the end: 0
+    end = tf.cast(tf.size(data), tf.int64) - 16
+
+    def at(position):
+        return tf.cast(tf.gather(data, tf.minimum(tf.cast(position, tf.int64), end + 15)), tf.int64)
+
+    def color_table(flags):
+        return tf.where(flags >= 128, 3 * tf.bitwise.left_shift(tf.constant(2, tf.int64), flags % 8), 0)
+
+    def step(position, in_blocks, wide, tall, total, done):
+        byte = at(position)
+        # In sub-blocks: full ones (255 bytes) are skipped in runs, then one more; a zero size ends them.
+        strides = position + 256 * tf.range(_GIF_RUN, dtype=tf.int64)
+        full = tf.reduce_sum(tf.math.cumprod(tf.cast(tf.equal(at(strides), 255), tf.int64)))
+        in_blocks_next = tf.where(full > 0, position + 256 * full, position + 1 + byte)
+        # At a record: an extension's label, or a descriptor (width, height at +5, +7) and its color table.
+        width, height = at(position + 5) + 256 * at(position + 6), at(position + 7) + 256 * at(position + 8)
+        image = tf.equal(byte, 0x2C)
+        record_next = tf.where(image, position + 11 + color_table(at(position + 9)), position + 2)
+        record_ends = tf.logical_not(tf.logical_or(image, tf.equal(byte, 0x21)))
+        counted = tf.logical_and(tf.logical_not(in_blocks), image)
+        return (tf.where(in_blocks, in_blocks_next, record_next),
+                tf.where(in_blocks, tf.logical_or(full > 0, byte > 0), tf.logical_not(record_ends)),
+                tf.where(counted, tf.maximum(wide, width), wide), tf.where(counted, tf.maximum(tall, height), tall),
+                tf.where(counted, total + width * height, total),
+                tf.logical_and(tf.logical_not(in_blocks), record_ends))
+
+    start = 13 + color_table(at(10))
+    zero = tf.constant(0, tf.int64)
+    _, _, wide, tall, total, _ = tf.while_loop(
+        lambda position, in_blocks, wide, tall, total, done: tf.logical_and(tf.logical_not(done), position < end),
+        step, (start, tf.constant(False), zero, zero, zero, tf.constant(False)))
+    screen = (at(6) + 256 * at(7)) * (at(8) + 256 * at(9))
+    return tf.reduce_max(tf.stack([screen, wide * tall, total]))
+
+
+# Sub-blocks of 255 bytes skipped at once in the GIF walk: a frame's data is mostly such blocks.
+_GIF_RUN = 64
+
+
 def header_pixel_count(encoded: tf.Tensor) -> tf.Tensor:
-    """Width x height (int64) of one encoded image, read from its header alone; 0 for data of no format the
-    server decodes (it fails to decode anyway). For a header that cannot be read it raises."""
+    """The most pixels (int64) the decoder takes on for one encoded image, read from its headers alone; 0 for
+    data of no format the server decodes (it fails to decode anyway). For a header that cannot be read it
+    raises. A JPEG's size is libjpeg's own reading of its header (the frame it decodes; a second frame header
+    fails the decode before any pixel is allocated); a GIF's is every frame's (_gif_pixel_count)."""
     def jpeg():
         shape = tf.cast(tf.image.extract_jpeg_shape(encoded), tf.int64)  # libjpeg reads the header only
         return shape[0] * shape[1]
@@ -61,8 +108,8 @@ def header_pixel_count(encoded: tf.Tensor) -> tf.Tensor:
     def png():  # IHDR: width, height as big-endian uint32 at bytes 16 and 20
         return _big_endian(_header_bytes(encoded, 16, 4)) * _big_endian(_header_bytes(encoded, 20, 4))
 
-    def gif():  # logical screen: width, height as little-endian uint16 at bytes 6 and 8
-        return _little_endian(_header_bytes(encoded, 6, 2)) * _little_endian(_header_bytes(encoded, 8, 2))
+    def gif():
+        return _gif_pixel_count(encoded)
 
     def bmp():  # BITMAPINFOHEADER: width, height as little-endian int32 at bytes 18 and 22 (height < 0: top-down)
         width, height = _little_endian(_header_bytes(encoded, 18, 4)), _little_endian(_header_bytes(encoded, 22, 4))
@@ -72,7 +119,7 @@ def header_pixel_count(encoded: tf.Tensor) -> tf.Tensor:
     def starts(magic: bytes):
         return tf.equal(tf.strings.substr(encoded, 0, len(magic)), magic)
 
-    return tf.case([(starts(b"\xff\xd8\xff"), jpeg), (starts(b"\x89PNG\r\n\x1a\n"), png), (starts(b"GIF8"), gif),
+    return tf.case([(starts(b"\xff\xd8\xff"), jpeg), (starts(b"\x89PNG\r\n\x1a\n"), png), (starts(b"GIF"), gif),
                     (starts(b"BM"), bmp)], default=lambda: tf.constant(0, tf.int64), exclusive=False)
 
 

@@ -1,5 +1,6 @@
 """The image check of ingest and predict, over random and mutated files: every input is accepted (a JPEG that
-TensorFlow decodes to the size it states) or rejected with a one-line reason; nothing else escapes."""
+TensorFlow decodes to the size it states) or rejected with a one-line reason; nothing else escapes. Over images
+whose headers disagree, the pixel limit holds for the largest size any of them gives."""
 
 import re
 
@@ -8,6 +9,7 @@ from hypothesis import event, given, settings
 
 from ingest.images import RejectedImage, check_image
 from tests.fuzz.conftest import examples
+from tests.fuzz.mismatches import mismatched
 from tests.fuzz.mutations import mutated
 from tests.fuzz.seeds import image_seeds
 
@@ -33,3 +35,21 @@ def test_any_file_is_accepted_as_a_decodable_jpeg_or_rejected_with_a_reason(data
 def test_every_seed_is_accepted():
     """The mutations start from valid files, so what they find is the decoders' edges, not the seeds'."""
     assert all(check_image(seed).width == 40 or check_image(seed).width == 32 for seed in SEEDS)
+
+
+LIMIT = 1_000_000  # below the mismatches' largest sizes, so that both sides of it are drawn
+
+
+@settings(max_examples=examples(60))
+@given(mismatched())
+def test_an_image_whose_headers_disagree_is_rejected_by_its_largest_size_before_any_decoder_runs(case):
+    data, pixels = case
+    try:
+        image = check_image(data, max_pixels=LIMIT)
+    except RejectedImage as rejection:
+        if pixels > LIMIT:  # refused for its size, not by a decoder that first allocated it
+            assert f"exceeds the limit of {LIMIT}" in rejection.reason, rejection.reason
+        event("above the limit: rejected" if pixels > LIMIT else "within the limit: rejected")
+        return
+    event("within the limit: accepted")
+    assert pixels <= LIMIT and image.width * image.height <= LIMIT

@@ -1,5 +1,7 @@
 """The serving signature, over batches of random and mutated images: every image gets an answer (valid with a
-probability, or not valid with its error) and the rest of its batch is classified; the request never fails."""
+probability, or not valid with its error) and the rest of its batch is classified; the request never fails.
+Over images whose headers disagree (a GIF's frames larger than its screen, a JPEG's second frame header, lying
+PNG and BMP headers), none is decoded above the pixel limit."""
 
 import math
 
@@ -11,6 +13,7 @@ from hypothesis import strategies as st
 from config import TrainingConfig
 from contract import features
 from tests.fuzz.conftest import examples
+from tests.fuzz.mismatches import mismatched
 from tests.fuzz.mutations import mutated
 from tests.fuzz.seeds import image_seeds
 from tests.helpers import transform_graph
@@ -46,3 +49,20 @@ def test_every_image_of_any_batch_gets_an_answer(serve, batch):
             assert math.isnan(probability) and name == b""
             assert error.startswith((b"not a decodable image", f"more than {LIMIT} pixels".encode())), error
             event(error.decode().split(" (")[0].split(",")[0])
+
+
+@settings(max_examples=examples(40))
+@given(case=mismatched())
+def test_an_image_whose_headers_disagree_is_never_decoded_above_the_limit(serve, case):
+    data, pixels = case
+    result = serve(image_bytes=tf.constant([data]))
+    valid, error = bool(result[features.VALID_OUTPUT][0]), result[features.ERROR_OUTPUT][0].numpy().decode()
+    if valid:
+        assert pixels <= LIMIT
+        event("within the limit: classified")
+    elif pixels > LIMIT and not data.startswith(b"\xff\xd8"):
+        # libjpeg refuses a second frame header before it allocates; other decoders allocate what they read
+        assert error.startswith(f"more than {LIMIT} pixels"), error
+        event("above the limit: refused by its size")
+    else:
+        event(f"{'above' if pixels > LIMIT else 'within'} the limit: not decodable")

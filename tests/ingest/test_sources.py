@@ -127,3 +127,18 @@ def test_tfds_not_prepared_says_how_to_provide_it(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(sources.SourceError, match="not prepared.*download_and_prepare"):
         spans.ingest("tfds", tmp_path / "empty", tmp_path / "examples")
+
+
+def test_names_that_are_not_utf8_are_quarantined_in_folders_and_escaped_in_parquet_ids(tmp_path, demo_jpegs):
+    root = tmp_path / "images"
+    _write(root / "cat" / "ok.jpg", demo_jpegs["cat"][0])
+    with open(os.fsencode(root / "cat") + b"/\xff.jpg", "wb") as f:
+        f.write(demo_jpegs["cat"][1])
+    items = {i.id: i for i in sources.folder_items(root)}
+    assert items["cat/\\xff.jpg"].problem == sources.NOT_UTF8 and items["cat/ok.jpg"].problem is None
+    table = pa.table({"image": [{"bytes": demo_jpegs["dog"][0], "path": "0.jpg"}], "labels": [1]})
+    parquet = tmp_path / "parquet"
+    parquet.mkdir()
+    pq.write_table(table, parquet / "d.parquet")
+    os.rename(parquet / "d.parquet", os.fsencode(parquet) + b"/d\xe9.parquet")
+    assert [(i.id, i.problem) for i in sources.parquet_items(parquet)] == [("d\\xe9.parquet#0", None)]

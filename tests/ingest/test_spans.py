@@ -261,3 +261,16 @@ def test_span_without_its_report_is_superseded_not_reused(tmp_path):
     (tmp_path / "examples" / "span-1" / span_report.REPORT_FILE).unlink()
     assert span_report.load_report(root, 1) is None
     assert spans.ingest("folder", data, root).span == 2
+
+
+def test_the_size_cap_changes_the_fingerprint_only_through_the_files_above_it(tmp_path):
+    data, examples = tmp_path / "data", tmp_path / "examples"
+    synthetic.write_demo_images(data, 3)
+    Image.effect_noise((200, 200), 90).convert("RGB").save(data / "cat" / "big.png")  # about 120 KB
+    assert spans.ingest("folder", data, examples).span == 1
+    assert spans.ingest("folder", data, examples, spans.IngestSettings(max_file_bytes=1 << 20)).reused
+    size = (data / "cat" / "big.png").stat().st_size
+    capped = spans.ingest("folder", data, examples, spans.IngestSettings(max_file_bytes=50_000))
+    assert (capped.span, capped.reused) == (2, False)
+    assert capped.quarantined == [{"file": "cat/big.png", "reason": f"{size} bytes, above the file size limit of "
+                                                                    "50000 bytes (--max-file-mb): not read"}]

@@ -1,0 +1,76 @@
+"""The pixel limit against every size an image's headers give, before any decoder runs; and a file's size cap."""
+
+import io
+import struct
+import tracemalloc
+
+import pytest
+from PIL import Image
+
+from ingest import sources
+from ingest.image_headers import gif_frames, header_claims
+from ingest.images import RejectedImage, check_image
+from tests.fuzz.mismatches import bmp_lying_header, gif, jpeg_second_sof, png_lying_ihdr
+
+
+def test_a_gif_claiming_16x16_with_a_larger_frame_is_rejected_by_its_frame():
+    data, _ = gif((16, 16), [(1200, 1000)])
+    with pytest.raises(RejectedImage, match=r"^1200x1000 pixels \(GIF frame 1\) exceeds the limit of 1000000$"):
+        check_image(data, max_pixels=1_000_000)
+
+
+def test_a_gif_is_held_to_its_frames_canvas_and_to_all_its_frames_together():
+    tall_and_wide, _ = gif((600, 600), [(1000, 100), (100, 1000)])  # TensorFlow allocates 1000x1000
+    assert gif_frames(tall_and_wide) == [(1000, 100), (100, 1000)]
+    with pytest.raises(RejectedImage, match=r"1000x1000 pixels \(GIF frames' canvas\)"):
+        check_image(tall_and_wide, max_pixels=500_000)
+    many, _ = gif((500, 500), [(500, 500)] * 5)  # giflib decodes every frame
+    with pytest.raises(RejectedImage, match="1250000 pixels in 5 GIF frames exceeds"):
+        check_image(many, max_pixels=1_000_000)
+    assert check_image(many, max_pixels=1_250_000).width == 500
+
+
+@pytest.mark.parametrize("where", ["before", "after", "after the scan"])
+def test_a_jpeg_with_a_second_larger_frame_header_is_rejected_wherever_it_sits(where):
+    data, _ = jpeg_second_sof((40, 30), (2000, 1000), where)
+    with pytest.raises(RejectedImage, match=r"^2000x1000 pixels \(JPEG frame header \d\) exceeds"):
+        check_image(data, max_pixels=1_000_000)
+
+
+def test_a_size_inside_another_segment_is_not_a_frame_header():
+    """An EXIF thumbnail is a JPEG inside APP1, frame header included: no decoder reads it as the image's."""
+    thumbnail, _ = jpeg_second_sof((40, 30), (2000, 1000), "after")
+    buffer = io.BytesIO()
+    Image.new("RGB", (64, 48), (200, 100, 50)).save(buffer, format="JPEG")
+    main = buffer.getvalue()
+    app1 = b"Exif\0\0" + thumbnail
+    data = main[:2] + b"\xff\xe1" + struct.pack(">H", len(app1) + 2) + app1 + main[2:]
+    assert [claim.pixels for claim in header_claims(data)] == [64 * 48]
+    assert check_image(data, max_pixels=1_000_000).width == 64
+
+
+@pytest.mark.parametrize("lying", [png_lying_ihdr((40, 30), (1500, 1000)),
+                                   bmp_lying_header((40, 30), (1500, 1000), top_down=True),
+                                   bmp_lying_header((40, 30), (1500, 1000), top_down=False)])
+def test_png_and_bmp_headers_are_held_to_the_limit(lying):
+    with pytest.raises(RejectedImage, match="^1500x1000 pixels exceeds the limit of 1000000$"):
+        check_image(lying[0], max_pixels=1_000_000)
+
+
+def test_a_file_above_the_size_cap_is_refused_from_its_size_without_being_read(tmp_path):
+    sparse = tmp_path / "huge.jpg"
+    with open(sparse, "wb") as f:
+        f.truncate(1 << 30)  # 1 GiB of holes
+    tracemalloc.start()
+    try:
+        with pytest.raises(sources.FileTooLarge, match=f"^{1 << 30} bytes, above the file size limit of 1048576 "):
+            sources.read_bytes(str(sparse), max_bytes=1 << 20)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 1 << 20, peak
+    small = tmp_path / "small.jpg"
+    small.write_bytes(b"x" * 100)
+    assert sources.read_bytes(str(small), max_bytes=100) == b"x" * 100
+    with pytest.raises(sources.FileTooLarge):
+        sources.read_bytes(str(small), max_bytes=99)

@@ -1,0 +1,31 @@
+"""The ingest command on a folder holding what breaks a naive reader: a name that is not UTF-8 and a file far
+above the size cap. Each is quarantined by name with its reason; the rest of the folder is ingested."""
+
+import json
+import os
+import subprocess
+import sys
+
+from ingest import synthetic
+from tests.helpers import ROOT
+
+
+def test_a_name_that_is_not_utf8_and_a_file_above_the_cap_are_quarantined_and_the_rest_ingested(tmp_path):
+    images = tmp_path / "images"
+    synthetic.write_demo_images(images, 3)
+    latin1 = os.fsencode(images / "cat") + b"/caf\xe9.jpg"  # a name from a Latin-1 system
+    with open(latin1, "wb") as f:
+        f.write(synthetic.render_image("cat", 50))
+    with open(images / "dog" / "huge.jpg", "wb") as f:
+        f.truncate(64 << 20)  # sparse: 64 MiB that take no disk
+    result = subprocess.run([sys.executable, str(ROOT / "pipeline_runner.py"), "ingest", "--data-dir", str(images),
+                             "--output-dir", str(tmp_path / "out"), "--max-file-mb", "1"],
+                            capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr[-3000:]
+    report = json.loads((tmp_path / "out" / "examples" / "span-1" / "ingest_report.json").read_text("ascii"))
+    reasons = {q["file"]: q["reason"] for q in report["quarantined"]}
+    assert reasons == {"cat/caf\\xe9.jpg": "name is not valid UTF-8",
+                       "dog/huge.jpg": f"{64 << 20} bytes, above the file size limit of {1 << 20} bytes "
+                                       "(--max-file-mb): not read"}
+    assert report["examples_per_label"] == {"cat": 3, "dog": 3}
+    assert "quarantined cat/caf\\xe9.jpg: name is not valid UTF-8" in result.stdout
