@@ -148,7 +148,9 @@ def _clear_last_run(where: RunLayout) -> None:
 
 def _run_locked(config: PipelineConfig, where: RunLayout, source: Source | None, beam_workers: int,
                 allow_anomalies: bool, notes: list[str], took_over: dict | None) -> int:
-    # Here, not at the top: `ingest` runs no pipeline, and TFX's DSL takes seconds to import.
+    before = _accept(config, where, source, beam_workers, took_over)
+    # Here, not at the top: `ingest` runs no pipeline, TFX's DSL takes seconds to import, and a refused run
+    # needs none of it.
     from tfx.orchestration.local.local_dag_runner import LocalDagRunner
     from tfx.orchestration.metadata import sqlite_metadata_connection_config
 
@@ -157,7 +159,6 @@ def _run_locked(config: PipelineConfig, where: RunLayout, source: Source | None,
     from pipeline import pipeline as pipeline_lib
     from reporting import run_summary
 
-    before = _accept(config, where, source, beam_workers, took_over)
     print(before.table, flush=True)
     for message in before.messages():
         print(message, flush=True)
