@@ -244,3 +244,18 @@ def test_a_refusal_under_the_lease_leaves_an_earlier_root_unadopted_and_as_it_wa
     assert (folder / "user_wrote_this_meanwhile.txt").read_text() == "kept"
     (folder / "user_wrote_this_meanwhile.txt").unlink()
     assert snapshot(folder, folder_times=False) == before
+
+
+def test_kubeflows_ingest_and_report_tasks_write_nothing_into_a_folder_of_the_users(tmp_path, capsys):
+    from orchestration import kfp_tasks
+
+    folder = user_folder(tmp_path)
+    before = snapshot(folder)
+    with pytest.raises(SystemExit) as ended:
+        kfp_tasks.ingest("folder", str(tmp_path), str(folder), {}, "sqlite:///nowhere", "run-1", 3600)
+    assert ended.value.code == 1 and NOT_A_ROOT in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        kfp_tasks.report("sqlite:///nowhere", "run-1", "cats-vs-dogs", str(folder), {}, [], str(tmp_path / "m.md"),
+                         str(tmp_path / "r.html"))
+    assert NOT_A_ROOT in capsys.readouterr().err
+    assert snapshot(folder) == before
