@@ -169,3 +169,5 @@ def serving_model_dir(model_uri: str | os.PathLike) -> str:
 # ingest), so that `run` and `ingest` never take a folder of the user's for one (orchestration.roots has the rule).
 ROOT_MARKER = ".cats-vs-dogs-root"
 ROOT_MARKER_TOOL = "cats-vs-dogs-tfx"
+# A file a Kubeflow task writes into a root and removes at once, to find out whether it can write there.
+WRITE_PROBE_PREFIX = ".write-probe-"

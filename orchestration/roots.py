@@ -134,9 +134,10 @@ def _existing_ancestor(root: str) -> str:
 
 
 def _bookkeeping(name: str, remote: bool) -> bool:
-    """Files the pipeline may write before a root's marker: the lease's (taken first), the local schedule's log
-    (the shell opens it before the run starts), KFP's own folder beside a gs:// root."""
-    return (name.startswith(lease.LEASE_FILE) or name == RunLayout("").schedule_log
+    """Files the pipeline may write before a root's marker: the lease's (taken first), a Kubeflow task's probe of
+    whether it can write (another run's, of a moment), the local schedule's log (the shell opens it before the
+    run starts), KFP's own folder beside a gs:// root."""
+    return (name.startswith((lease.LEASE_FILE, layout.WRITE_PROBE_PREFIX)) or name == RunLayout("").schedule_log
             or (remote and name == "kfp"))
 
 

@@ -173,6 +173,7 @@ def _make(folder, entries):
 @pytest.mark.parametrize("entries, state", [
     ([], roots.NEW),
     ([lease.LEASE_FILE, lease.LEASE_FILE + ".guard", "scheduled_runs.log"], roots.NEW),
+    ([lease.LEASE_FILE + ".host.7.f00.creating", layout.WRITE_PROBE_PREFIX + "f00"], roots.NEW),  # a racing run's
     ([layout.ROOT_MARKER, "notes.txt"], roots.ROOT),
     (["metadata.sqlite"], roots.EARLIER),
     (["examples/span-3/", "pipeline_root/", "run_summary.json", ".report.incoming/"], roots.EARLIER),
@@ -259,3 +260,22 @@ def test_kubeflows_ingest_and_report_tasks_write_nothing_into_a_folder_of_the_us
                          str(tmp_path / "r.html"))
     assert NOT_A_ROOT in capsys.readouterr().err
     assert snapshot(folder) == before
+
+
+def test_the_rule_holds_on_an_object_store(monkeypatch):
+    """gs:// roots (Kubeflow, Vertex AI) through contract.storage, with Cloud Storage's flat namespace."""
+    from contract import storage
+    from tests.object_store import FakeObjectStore
+
+    store = FakeObjectStore({"gs://b/new/kfp/run/x": b"", "gs://b/old/examples/span-1/ingest_report.json": b"{}",
+                             "gs://b/old/runs/r/run_summary.json": b"{}", "gs://b/user/notes.txt": b""})
+    monkeypatch.setattr(storage, "backend", store)
+    assert roots.inspect("gs://b/absent").state == roots.NEW
+    assert roots.inspect("gs://b/new").state == roots.NEW  # KFP's own folder beside the root does not count
+    found = roots.inspect("gs://b/old")
+    assert found.state == roots.EARLIER
+    assert "adopted gs://b/old" in roots.claim("gs://b/old", found)
+    assert json.loads(store.read("gs://b/old/" + layout.ROOT_MARKER))["adopted"] is True
+    assert roots.inspect("gs://b/old").state == roots.ROOT
+    with pytest.raises(roots.NotARootError, match="holds notes.txt"):
+        roots.inspect("gs://b/user")
