@@ -96,19 +96,30 @@ def claim(root: str | os.PathLike, found: Found) -> str | None:
 
 
 def restore(root: str | os.PathLike, found: Found) -> None:
-    """After a run refused once it held the lease (which it released): removes what it added at the top of a
-    local `root`: the marker, the lease's files and folders left empty (a span's staging parent); a folder that
-    was absent goes again, with the parents made for it. Nothing that holds a file is removed."""
+    """A run refused once it held the lease takes back what it added at the top of a local `root`, while it
+    still holds the lease (so that no other run's marker or folder is taken for its own): the marker, and
+    folders left empty (a span's staging parent). Nothing that holds a file is removed."""
     root = os.fspath(root)
     if "://" in root or not os.path.isdir(root):
         return
-    root = os.path.abspath(root)
     for name in sorted(set(os.listdir(root)) - found.entries):
         path = os.path.join(root, name)
-        if name == layout.ROOT_MARKER or (name.startswith(lease.LEASE_FILE) and os.path.isfile(path)):
+        if name == layout.ROOT_MARKER and os.path.isfile(path):
             os.unlink(path)
         elif os.path.isdir(path) and not os.path.islink(path):
             _remove_empty_folders(path)
+
+
+def restore_after_release(root: str | os.PathLike, found: Found) -> None:
+    """Then, once its lease is released: the lease's guard file its release made, unless another run has taken
+    the root since; a folder that was absent goes again, with the parents made for it, if nothing is in it."""
+    root = os.fspath(root)
+    if "://" in root or not os.path.isdir(root) or lease.read(root) is not None:
+        return
+    root = os.path.abspath(root)
+    guard = os.path.basename(lease.lease_path(root)) + ".guard"
+    if guard not in found.entries and os.path.isfile(os.path.join(root, guard)):
+        os.unlink(os.path.join(root, guard))
     made = root
     while made != found.existing and _remove_empty_folders(made):  # the folder, then each parent made for it
         made = os.path.dirname(made)

@@ -41,11 +41,13 @@ def exclusive_run(output_dir: str | os.PathLike, run_id: str | None = None, *, c
             yield Held(held, note)
     except CommandError as error:
         refused = error.exit_code in (REFUSED, BUSY)
+        if refused:
+            roots.restore(output_dir, found)
         raise
     finally:
         lease.release(output_dir, run_id)
         if refused:
-            roots.restore(output_dir, found)
+            roots.restore_after_release(output_dir, found)
 
 
 @dataclasses.dataclass(frozen=True)
