@@ -173,15 +173,16 @@ def add_serving_target_flags(group, rollout_help: str) -> None:
 
 
 def check_output_dir(output_dir: pathlib.Path) -> None:
-    """The output directory exists or can be made, and is writable: checked before any work."""
+    """The output directory is a folder, or can be made (its nearest existing ancestor is a writable folder), and
+    is writable: checked before any work, and nothing is created (a refused command leaves no folder behind)."""
     if output_dir.exists() and not output_dir.is_dir():
         raise SettingsError(f"--output-dir {output_dir} is a file, not a directory")
-    try:
-        output_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise SettingsError(f"--output-dir {output_dir} cannot be created: {error.strerror or error}") from None
-    if not os.access(output_dir, os.W_OK | os.X_OK):
-        raise SettingsError(f"--output-dir {output_dir} is not writable")
+    existing = next(path for path in (output_dir.absolute(), *output_dir.absolute().parents) if path.exists())
+    if not existing.is_dir():
+        raise SettingsError(f"--output-dir {output_dir} cannot be created: {existing} is a file")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise SettingsError(f"--output-dir {output_dir} is not writable" if existing == output_dir.absolute() else
+                            f"--output-dir {output_dir} cannot be created: {existing} is not writable")
 
 
 def source_kinds() -> tuple[str, ...]:

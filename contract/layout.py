@@ -176,3 +176,11 @@ def version_number(folder_name: str) -> int | None:
 def serving_model_dir(model_uri: str | os.PathLike) -> str:
     """The SavedModel folder inside a TFX Model artifact."""
     return posixpath.join(str(model_uri), SERVING_MODEL_SUBDIR)
+
+
+# A pipeline root's marker, at its top level: written when the pipeline makes a folder its root (a first run or
+# ingest), so that `run` and `ingest` never take a folder of the user's for one (orchestration.roots has the rule).
+ROOT_MARKER = ".cats-vs-dogs-root"
+ROOT_MARKER_TOOL = "cats-vs-dogs-tfx"
+# A file a Kubeflow task writes into a root and removes at once, to find out whether it can write there.
+WRITE_PROBE_PREFIX = ".write-probe-"

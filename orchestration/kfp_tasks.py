@@ -24,7 +24,7 @@ from config import DataConfig, PipelineConfig
 from contract import errors, layout, storage
 from contract.errors import first_line
 from contract.layout import RunLayout
-from orchestration import kserve, lease, lifecycle, store_health, tfx_node
+from orchestration import kserve, lease, lifecycle, roots, store_health, tfx_node
 
 
 def _fail(message: str) -> None:
@@ -81,14 +81,18 @@ def ingest(source_kind: str, source: str, root: str, data: dict, metadata_store:
     where = RunLayout(root)
     try:
         run_id = tfx_node.resolve_run_id(run_id)
+        found = roots.inspect(root)  # before anything is written: no lease or record in a folder of the user's
         tfx_node.check_writable(root)
         held = lease.acquire(root, run_id, stale_after=lease_seconds)
-    except (tfx_node.NodeTaskError, lease.RootBusyError, lease.LeaseUnreachableError) as error:
+    except (tfx_node.NodeTaskError, roots.NotARootError, lease.RootBusyError, lease.LeaseUnreachableError) as error:
         if isinstance(error, lease.RootBusyError):
             _write_record(root, run_id, layout.INGEST_TASK, {"refused": str(error)})
         _fail(str(error))
     try:
         with lease.heartbeat(root, run_id):
+            adopted = roots.claim(root, found)
+            if adopted:
+                print(adopted, flush=True)
             tf.io.gfile.makedirs(posixpath.dirname(where.schema_path))
             tf.io.gfile.copy(SCHEMA_PATH, where.schema_path, overwrite=True)
             tfx_node.check_store(metadata_store)
@@ -187,7 +191,8 @@ def report(metadata_store: str, run_id: str, pipeline_name: str, root: str, sett
 
     try:
         run_id = tfx_node.resolve_run_id(run_id)
-    except tfx_node.NodeTaskError as error:
+        roots.inspect(root)  # the ingest task refused it: nothing of the run is written into a folder of the user's
+    except (tfx_node.NodeTaskError, roots.NotARootError) as error:
         _fail(str(error))
     records = _read_records(root, run_id)
     refused = records.get(layout.INGEST_TASK, {}).get("refused")

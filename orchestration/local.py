@@ -6,6 +6,13 @@ SQLite ML Metadata store and Beam's DirectRunner (arguments from
 config.beam_policy), then writes the run's summary and report. Every
 path comes from contract.layout.RunLayout over the output directory. A run
 holds the output directory's lock from its first write to its last.
+
+Nothing is written or removed before a run is accepted: the output directory
+must be a pipeline root (orchestration.roots) and the source must exist
+before the lease is taken, and the previous run's summary and report go only
+once the steps before the DAG have accepted the run (or failed: then they
+would pass for this run's). A refusal (exit 2) comes before TensorFlow is
+imported wherever it can, so it is quick.
 """
 
 from __future__ import annotations
@@ -13,16 +20,17 @@ from __future__ import annotations
 import dataclasses
 import functools
 import logging
+import os
 import pathlib
 import shutil
 
 from config import PipelineConfig, beam_policy
-from contract.errors import FAILED, INTERRUPTED, OK
+from contract import layout
+from contract.errors import FAILED, INTERRUPTED, OK, REFUSED, CommandError
 from contract.layout import RunLayout
-from ingest import span_report, synthetic
-from orchestration import lifecycle, store_health
+from ingest import sources, synthetic
+from orchestration import roots, store_health
 from orchestration.run_lock import exclusive_run
-from reporting import run_summary
 
 DEMO = "demo"  # the generated demo images; every other kind is one of ingest.sources.LISTERS
 
@@ -40,7 +48,12 @@ def ingest(config: PipelineConfig, output_dir: pathlib.Path, source: Source, bea
     """Only ingests the source as a span (under the lock); returns the exit code. lifecycle.RunRefused when
     there is nothing usable."""
     where = RunLayout(output_dir.resolve())
-    with exclusive_run(output_dir):
+    roots.inspect(where.root)  # a folder of the user's is named as such first, whatever else is wrong
+    check_source(source)
+    with exclusive_run(output_dir, claim=True) as held:
+        from orchestration import lifecycle  # here: a refusal before it needs no TensorFlow
+
+        _say(held.adopted)
         kind, location = _source_location(where, source)
         _, table, _ = lifecycle.ingest(kind, location, str(where.examples_root), config.data,
                                        functools.partial(beam_policy.ingest_args, beam_workers))
@@ -56,10 +69,43 @@ def run(config: PipelineConfig, output_dir: pathlib.Path, source: Source | None,
     where = RunLayout(output_dir.resolve())
     for note in notes:
         print(note, flush=True)
-    with exclusive_run(output_dir) as held:
+    roots.inspect(where.root)  # a folder of the user's is named as such first, whatever else is wrong
+    check_source(source, where)
+    with exclusive_run(output_dir, claim=True) as held:
+        _say(held.adopted)
         # Under the lease: a lock on the store is then another program's, never a run of this root.
         store_health.check(where.metadata_path)
-        return _run_locked(config, where, source, beam_workers, allow_anomalies, list(notes), held.took_over)
+        return _run_locked(config, where, source, beam_workers, allow_anomalies,
+                           [*notes, *filter(None, [held.adopted])], held.lease.took_over)
+
+
+def check_source(source: Source | None, where: RunLayout | None = None) -> None:
+    """What can be known of the source before anything is written: it exists, or (none given, for a run in
+    `where`) there are spans to run on. sources.SourceError (exit 2) if not; the ingest checks the rest."""
+    if source is None:
+        if where is not None and not _has_spans(where.examples_root):
+            raise sources.SourceError(
+                f"no source given and no spans in {where.examples_root}; pass a source (--data-dir, --parquet, "
+                "--tfds-data-dir or --demo): nothing was changed")
+        return
+    if source.kind == DEMO:
+        return
+    location = str(source.location)
+    if source.kind == "folder" and not os.path.isdir(location):
+        raise sources.SourceError(f"data directory {location!r} does not exist or is not a directory: nothing "
+                                  "was changed")
+    if not os.path.exists(location):
+        raise sources.SourceError(f"{source.kind} source {location!r} does not exist: nothing was changed")
+
+
+def _has_spans(examples_root: pathlib.Path) -> bool:
+    return examples_root.is_dir() and any(layout.span_number(p.name) is not None and p.is_dir()
+                                          for p in examples_root.iterdir())
+
+
+def _say(line: str | None) -> None:
+    if line:
+        print(line, flush=True)
 
 
 def _source_location(where: RunLayout, source: Source | None) -> tuple[str | None, str]:
@@ -72,26 +118,47 @@ def _source_location(where: RunLayout, source: Source | None) -> tuple[str | Non
     return source.kind, str(source.location)
 
 
-def _run_locked(config: PipelineConfig, where: RunLayout, source: Source | None, beam_workers: int,
-                allow_anomalies: bool, notes: list[str], took_over: dict | None) -> int:
-    # Here, not at the top: `ingest` runs no pipeline, and TFX's DSL takes seconds to import.
-    from tfx.orchestration.local.local_dag_runner import LocalDagRunner
-    from tfx.orchestration.metadata import sqlite_metadata_connection_config
+def _accept(config: PipelineConfig, where: RunLayout, source: Source | None, beam_workers: int,
+            took_over: dict | None):
+    """The steps before the DAG (lifecycle.before_the_dag). The previous run's summary and report go once they
+    accept the run, or fail (whatever happens to this run, they are never read as its own); a refusal leaves
+    them."""
+    from orchestration import lifecycle
 
-    from pipeline import pipeline as pipeline_lib
+    try:
+        kind, location = _source_location(where, source)
+        # This process holds the root's lease: a RUNNING execution in the store belongs to a run that was killed.
+        before = lifecycle.before_the_dag(
+            store_health.open_store(where.metadata_path), str(where.examples_root), kind, location, config.data,
+            beam_args=functools.partial(beam_policy.ingest_args, beam_workers), took_over=took_over,
+            serving_dir=str(where.serving_dir), pipeline_name=config.name)
+    except BaseException as error:
+        if not (isinstance(error, CommandError) and error.exit_code == REFUSED):
+            _clear_last_run(where)
+        raise
+    _clear_last_run(where)
+    return before
 
-    where.root.mkdir(parents=True, exist_ok=True)
-    # The previous run's summary and report go now: whatever happens to this run, they are never read as its own.
+
+def _clear_last_run(where: RunLayout) -> None:
     where.summary_path.unlink(missing_ok=True)
     shutil.rmtree(where.report_dir, ignore_errors=True)
     where.tfdv_statistics_page.unlink(missing_ok=True)
 
-    kind, location = _source_location(where, source)
-    # This process holds the root's lease: a RUNNING execution in the store belongs to a run that was killed.
-    before = lifecycle.before_the_dag(
-        store_health.open_store(where.metadata_path), str(where.examples_root), kind, location, config.data,
-        beam_args=functools.partial(beam_policy.ingest_args, beam_workers), took_over=took_over,
-        serving_dir=str(where.serving_dir), pipeline_name=config.name)
+
+def _run_locked(config: PipelineConfig, where: RunLayout, source: Source | None, beam_workers: int,
+                allow_anomalies: bool, notes: list[str], took_over: dict | None) -> int:
+    before = _accept(config, where, source, beam_workers, took_over)
+    # Here, not at the top: `ingest` runs no pipeline, TFX's DSL takes seconds to import, and a refused run
+    # needs none of it.
+    from tfx.orchestration.local.local_dag_runner import LocalDagRunner
+    from tfx.orchestration.metadata import sqlite_metadata_connection_config
+
+    from ingest import span_report
+    from orchestration import lifecycle
+    from pipeline import pipeline as pipeline_lib
+    from reporting import run_summary
+
     print(before.table, flush=True)
     for message in before.messages():
         print(message, flush=True)

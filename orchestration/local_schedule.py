@@ -16,6 +16,7 @@ import sys
 
 from contract.errors import CommandError
 from contract.layout import RunLayout
+from orchestration import roots
 
 _MARK = "# cats-vs-dogs-tfx:"
 
@@ -48,10 +49,12 @@ def _mark(output_dir: pathlib.Path) -> str:
 
 def cron_line(cron: str, project_dir: pathlib.Path, data_dir: pathlib.Path, output_dir: pathlib.Path,
               python: str | None = None) -> str:
-    """The crontab line: cd to the project, run the pipeline, append to a log in the output dir."""
+    """The crontab line: cd to the project, run the pipeline, append to a log in the output dir.
+    roots.NotARootError for an output dir that is not a pipeline root (nor empty)."""
     check_cron(cron)
     check_one_line("the schedule", cron)
     output_dir = output_dir.resolve()
+    roots.inspect(output_dir)  # each run would refuse a folder of the user's, after cron's shell wrote its log there
     python = python or sys.executable
     for what, path in (("--data-dir", data_dir.resolve()), ("--output-dir", output_dir),
                        ("the project folder", project_dir), ("the Python interpreter", python)):

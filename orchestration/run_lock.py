@@ -8,25 +8,52 @@ The lock is the root's lease (orchestration/lease.py), the same one the
 Kubeflow tasks take, held by this process: a run that is killed leaves a
 lease the next run on this machine takes over at once when it runs in the same
 pid namespace (else when the lease's heartbeat is stale).
+
+A folder that is not a pipeline root (orchestration.roots) is refused before
+the lease is taken, so no lock file is ever written into a folder of the
+user's; a command refused while it held the lease (exit 2 or 3) leaves the
+folder's top level as it found it.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import time
 import uuid
 
-from orchestration import lease
+from contract.errors import BUSY, REFUSED, CommandError
+from orchestration import lease, roots
 
 
 @contextlib.contextmanager
-def exclusive_run(output_dir: str | os.PathLike, run_id: str | None = None):
-    """Holds `<output_dir>/.pipeline.lock` while the block runs; raises lease.RootBusyError if another run holds it."""
+def exclusive_run(output_dir: str | os.PathLike, run_id: str | None = None, *, claim: bool = False):
+    """Holds `<output_dir>/.pipeline.lock` while the block runs; raises roots.NotARootError (nothing written) if
+    the folder is not a pipeline root, lease.RootBusyError if another run holds it. `claim`: the folder becomes
+    a root (its marker written) once the lease is held. Yields a Held."""
+    found = roots.inspect(output_dir)
     run_id = run_id or f"local-{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:8]}"
     held = lease.acquire(output_dir, run_id, process=True)
+    refused = False
     try:
+        note = roots.claim(output_dir, found) if claim else None
         with lease.heartbeat(output_dir, run_id):
-            yield held
+            yield Held(held, note)
+    except CommandError as error:
+        refused = error.exit_code in (REFUSED, BUSY)
+        if refused:
+            roots.restore(output_dir, found)
+        raise
     finally:
         lease.release(output_dir, run_id)
+        if refused:
+            roots.restore_after_release(output_dir, found)
+
+
+@dataclasses.dataclass(frozen=True)
+class Held:
+    """What exclusive_run yields: the lease the run holds, and a note when it adopted an earlier version's root."""
+
+    lease: lease.Lease
+    adopted: str | None = None

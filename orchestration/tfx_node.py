@@ -28,6 +28,7 @@ from tfx.orchestration.local import runner_utils
 from tfx.orchestration.portable import launcher, runtime_parameter_utils
 from tfx.proto.orchestration import pipeline_pb2
 
+from contract import layout
 from contract import metadata as metadata_lib
 from contract.errors import first_line
 
@@ -85,7 +86,7 @@ def check_store(store: str) -> None:
 
 def check_writable(folder: str) -> None:
     """Creates `folder` if needed and writes a probe file there: a root the task cannot write is named now."""
-    probe = os.path.join(folder, f".write-probe-{uuid.uuid4().hex}")
+    probe = os.path.join(folder, f"{layout.WRITE_PROBE_PREFIX}{uuid.uuid4().hex}")
     try:
         tf.io.gfile.makedirs(folder)
         with tf.io.gfile.GFile(probe, "w") as f:

@@ -83,6 +83,12 @@ def test_first_run_executes_every_component_once_and_pushes_version_1(runs):
     assert "Pipeline cats-vs-dogs" in runs["first"].stdout and "pushed: version 1" in runs["first"].stdout
 
 
+def test_the_first_run_made_its_absent_output_folder_a_root(runs):
+    marker = json.loads((runs["out"] / layout.ROOT_MARKER).read_text())
+    assert marker["tool"] == layout.ROOT_MARKER_TOOL and marker["adopted"] is False
+    assert "adopted" not in runs["first"].stdout + runs["second"].stdout
+
+
 def test_the_summary_says_where_and_how_the_model_trained(runs):
     training = runs["first_summary"]["training"]
     assert [device.rsplit("device:", 1)[-1] for device in training["devices"]] == ["CPU:0"]  # no GPU here
