@@ -168,13 +168,14 @@ def clean_up(serving_dir: str) -> tuple[list[str], int]:
 
 def push_model(model_dir: str, serving_dir: str, model_uri: str | None = None,
                record: dict | None = None, extra_files: dict[str, str] | None = None,
-               served_name: str = "", served_base_path: str = "") -> PushResult:
+               served_name: str = "", served_base_path: str = "", always_new: bool = False) -> PushResult:
     """Copies `model_dir` to the next free version under `serving_dir` (contract.storage's protocol: the
     files under a staging name, renamed into place, the commit record last), then names it in the serving
     config (name_version, with `served_name` and `served_base_path`).
 
     `model_uri` identifies the model (default: `model_dir`); when the newest
-    complete version already holds it, nothing is copied. `record`: more
+    complete version already holds it, nothing is copied (unless `always_new`:
+    a rollback is a version of its own). `record`: more
     fields of the version's push record (a rollback's, say). `extra_files`:
     {path in the version: text} written beside the copy (the model card).
     """
@@ -183,7 +184,7 @@ def push_model(model_dir: str, serving_dir: str, model_uri: str | None = None,
     model_uri = model_uri or model_dir
     cleaned, highest = clean_up(serving_dir)
     versions = existing_versions(serving_dir)
-    if versions:
+    if versions and not always_new:
         newest = posixpath.join(serving_dir, str(versions[-1]))
         if pushed_model_uri(newest) == model_uri:
             name_version(serving_dir, versions[-1], served_name, served_base_path)

@@ -105,7 +105,7 @@ def _rollback_locked(where: RunLayout, store: str, to_version: int, reason: str,
     details = {metadata_lib.ROLLED_BACK_TO: to_version, metadata_lib.ROLLBACK_REASON: reason}
     if served_now is not None:
         details[metadata_lib.ROLLED_BACK_FROM] = served_now
-    result = push_model(folder, serving_dir, model_uri=target.model_uri, record=details)
+    result = push_model(folder, serving_dir, model_uri=target.model_uri, record=details, always_new=True)
     reconcile.record_push(metadata_lib.open_store(store), pipeline_name, EXECUTION_TYPE, target.model_id,
                           result.version, result.path,
                           {**details, metadata_lib.ROLLED_BACK_AT: reconcile.utc_now()})
