@@ -110,13 +110,14 @@ digest_problems = served.digest_problems
 
 def name_version(serving_dir: str, version: int, name: str = "", base_path: str = "") -> bool:
     """Makes the serving config name `version` (True if it changed). `name` and `base_path` (how the server
-    sees serving_dir): as given, else as the config has them, else served.MODEL_NAME and serving_dir itself."""
+    sees serving_dir): as given, else as the config has them, else served.MODEL_NAME and served.base_path_of."""
     try:
         before = served.read_config(serving_dir)
     except served.ConfigError:
         before = None
     config = served.ServingConfig(name or (before.name if before else served.MODEL_NAME),
-                                  base_path or (before.base_path if before else str(serving_dir)), version)
+                                  base_path or (before.base_path if before else served.base_path_of(serving_dir)),
+                                  version)
     if config == before:
         return False
     served.write_config(serving_dir, config)

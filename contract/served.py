@@ -40,6 +40,12 @@ class ServingConfig:
     version: int
 
 
+def base_path_of(serving_dir: str) -> str:
+    """Where a server sees `serving_dir`, unless told: KServe copies an object store's folder to /mnt/models in
+    its pod (nothing else serves from one here); a server on a file system reads the folder where it is."""
+    return layout.KSERVE_MODEL_MOUNT if "://" in str(serving_dir) else str(serving_dir)
+
+
 def config_path(serving_dir: str) -> str:
     return posixpath.join(str(serving_dir), CONFIG_FILE)
 

@@ -55,7 +55,7 @@ KIND = "InferenceService"
 MODEL_FORMAT = "tensorflow"  # KServe's TensorFlow Serving runtime
 ROLLOUT_ANNOTATION = "cats-vs-dogs.example/served-version"
 COPIED_ONCE_SCHEMES = ("gs://", "s3://")  # storageUris KServe's storage initializer copies at pod start
-MODEL_MOUNT = "/mnt/models"  # where the storageUri's contents are in the predictor's pod
+MODEL_MOUNT = layout.KSERVE_MODEL_MOUNT
 # The ports and timeout of KServe's kserve-tensorflow-serving runtime (config/runtimes/), repeated for releases
 # whose predictor arguments replace the runtime's.
 RUNTIME_ARGS = ("--port=9000", "--rest_api_port=8080", "--rest_api_timeout_in_ms=60000")

@@ -39,6 +39,8 @@ def served_version_1(use):
     """Objects of a root that serves model-1 as version 1, with model-2's files waiting to be pushed."""
     store = use(FakeObjectStore({**_model("gs://bucket/models/1", b"one:"), **_model("gs://bucket/models/2", b"two:")}))
     assert push_model("gs://bucket/models/1", SERVING, model_uri="model-1").version == 1
+    # Only KServe serves a gs:// root, from its copy in the pod.
+    assert served.read_config(SERVING) == served.ServingConfig(served.MODEL_NAME, "/mnt/models", 1)
     return dict(store.objects)
 
 
