@@ -211,3 +211,20 @@ def test_a_version_complete_but_for_its_commit_record_is_not_served_by_anyone(hi
     with pytest.raises(rollback.RollbackError, match=r"already the one served \(version 1\)"):
         rollback.rollback(history["root"], history["store"], 1, "", PIPELINE)
     assert served.read_config(history["serving"]).version == 1, "a refused rollback names nothing new"
+
+
+def test_a_push_stopped_before_naming_its_version_is_named_by_the_next_run_and_models_says_so(history, capsys):
+    config = history["root"] / "serving_model" / served.CONFIG_FILE
+    before = config.read_bytes()
+    _push_and_record_model_2(history)
+    config.write_bytes(before)  # the pusher died between the commit record and the config
+    assert pipeline_runner.main(["models", "--root", str(history["root"]), "--metadata-sqlite",
+                                 str(RunLayout(history["root"]).metadata_path)]) == 0
+    shown = capsys.readouterr()
+    assert "served: version 1" in shown.out, "what servers load until the config names version 2"
+    assert (f"warning: version 2 is committed but {served.CONFIG_FILE} names version 1 (its push stopped before "
+            "naming it): servers load version 1; the next run or rollback names version 2") in shown.err
+    lines = reconcile.reconcile(history["store"], history["serving"], PIPELINE)
+    assert lines == {2: f"version 2 was committed but {served.CONFIG_FILE} still named version 1 (its push stopped "
+                        f"before naming it): {served.CONFIG_FILE} now names version 2"}
+    assert model_history.pushed_versions(history["store"])[-1].served
