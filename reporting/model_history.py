@@ -181,8 +181,9 @@ def table(versions: list[PushedVersion]) -> str:
                      f"{'yes' if v.blessed else 'no':<7}  {tflite:<16}{v.path}")
     for v in versions:
         if v.rolled_back_to is not None:
-            lines.append(f"version {v.version}: rollback to version {v.rolled_back_to} (version "
-                         f"{v.rolled_back_from} was served){': ' + v.reason if v.reason else ''}")
+            before = f"version {v.rolled_back_from}" if v.rolled_back_from is not None else "nothing intact"
+            lines.append(f"version {v.version}: rollback to version {v.rolled_back_to} ({before} was served)"
+                         f"{': ' + v.reason if v.reason else ''}")
     if any(v.judged_split == layout.SELECTION_SPLIT for v in versions):
         lines.append("examples '... eval': scored on the split that also chose the kept epoch (a span without a "
                      "test split): optimistic")
