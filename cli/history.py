@@ -67,15 +67,16 @@ def command_models(args: argparse.Namespace) -> int:
     """List the pushed model versions, read from MLMD.
 
     Each pushed version with its eval metrics, the data spans its model was trained on, its blessing and its
-    push time: of a local output directory, or of a deployment (--root and its store).
+    push time: of a local output directory, or of a deployment (--root and its store). The served version is the
+    one the serving config (models.config) names, if its files match their digests; a damaged version is named.
     """
     root, store = history_store(args)  # first: a refused setting is named before the seconds TFX takes to import
     from contract import storage
     from orchestration import reconcile
     from reporting import model_history
 
-    versions = model_history.pushed_versions(store)
     serving_dir = str(RunLayout(str(root)).serving_dir)
+    versions = model_history.pushed_versions(store, serving_dir)
     # Read only: versions the store missed are named here; the next run or rollback records them.
     unknown = reconcile.unrecorded(serving_dir, versions)
     if args.json:
@@ -83,18 +84,37 @@ def command_models(args: argparse.Namespace) -> int:
     else:
         print(model_history.table(versions))
     for found in unknown:
-        print(f"warning: {found.describe()} (its pusher stopped before recording it): it is what a server "
-              "loads; the next run or rollback records it", file=sys.stderr)
-    for line in storage.serving_dir_warnings(serving_dir):
+        print(f"warning: {found.describe()} (its pusher stopped before recording it); the next run or rollback "
+              "records it", file=sys.stderr)
+    for line in storage.serving_dir_warnings(serving_dir) + serving_config_warnings(serving_dir):
         print(f"warning: {line}", file=sys.stderr)
     return 0
+
+
+def serving_config_warnings(serving_dir: str) -> list[str]:
+    """What the next writer will change in the serving config (read only; no file is hashed)."""
+    from contract import served
+
+    try:
+        config = served.read_config(serving_dir)
+    except (served.ConfigError, OSError) as error:
+        return [f"{error}: a server cannot read it; the next run or rollback rewrites it"]
+    newest = max(served.complete_versions(serving_dir), default=None)
+    if newest is None or (config is not None and config.version >= newest):
+        return []
+    if config is None:
+        return [f"{serving_dir} has no {served.CONFIG_FILE} (an earlier release wrote it): a server started with "
+                f"--model_config_file finds none; the next run or rollback writes it, naming version {newest}"]
+    return [f"version {newest} is committed but {served.CONFIG_FILE} names version {config.version} (its push "
+            f"stopped before naming it): servers load version {config.version}; the next run or rollback names "
+            f"version {newest}"]
 
 
 def command_rollback(args: argparse.Namespace) -> int:
     """Serve an earlier pushed version again (pushed as a new version).
 
-    Copies version N to the next version number, so that TF Serving (which serves the highest version) serves
-    N's model again with no change to its configuration; records the rollback in ML Metadata. The next run's
+    Copies version N to the next version number and names that version in the serving config (models.config),
+    so that TF Serving serves N's model again; records the rollback in ML Metadata. The next run's
     candidate is compared with this model. Refused, with nothing changed, for a version never pushed or blessed,
     one whose files changed since its push, the version already served, or while a run holds the root. Works on
     a local output directory or a deployment's root (--root with its store).
@@ -112,13 +132,14 @@ def command_rollback(args: argparse.Namespace) -> int:
         raise CommandError(f"cannot roll back to version {args.to}: {error}; nothing was changed") from None
     for note in done.notes:
         print(note)
+    before = (f"version {done.from_version} was served before" if done.from_version is not None
+              else "nothing was served before")
     if done.completed:
         print(f"the interrupted rollback to version {done.to_version} is complete: its model is served as version "
-              f"{done.pushed.version} ({done.pushed.path}), now recorded; version {done.from_version} was served "
-              "before")
+              f"{done.pushed.version} ({done.pushed.path}), now recorded; {before}")
     else:
         print(f"version {done.to_version}'s model is served again as version {done.pushed.version} "
-              f"({done.pushed.path}); version {done.from_version} was served before")
+              f"({done.pushed.path}); {before}")
     try:
         print(rollback.reach_clients(str(root), done.pushed.version, serving))
     except kserve.RolloutError as error:

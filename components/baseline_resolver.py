@@ -8,18 +8,22 @@ artifact gives the same answer on every rerun, so everything stays cached:
 - baseline for the Evaluator: before = this run's candidate model; given the
   pushes (`pushed_model`), the model served when the candidate was trained
   comes first, so that after a rollback the candidate must beat the model
-  rolled back to, not the newer one that was withdrawn;
+  rolled back to, not the newer one that was withdrawn; a push whose version is
+  damaged (files missing or changed since the push) is passed over, and its
+  model is never the baseline;
 - warm start for the Trainer: before = the examples it trains on, so a model
   never warm-starts from one trained after its data arrived.
 """
 
 from typing import Dict, List, Optional, Tuple
 
+from absl import logging
 from tfx import types
 from tfx.components.evaluator import constants as evaluator_constants
 from tfx.dsl.components.common import resolver
 
 from contract import metadata
+from contract import served as served_lib
 
 BEFORE_KEY = "before"
 MODEL_KEY = "model"
@@ -45,31 +49,46 @@ def select_blessed_before(before: List[types.Artifact], models: List[types.Artif
     return [], []
 
 
+def damaged_push(push: types.Artifact) -> str | None:
+    """Why the version a push wrote cannot be served as pushed (contract.served.damage: incomplete, or files that
+    differ from their digests; hashes its files), None if it can or if the push names no folder."""
+    folder = push.get_string_custom_property(metadata.PUSHED_DESTINATION)
+    return served_lib.damage(folder) if folder else None
+
+
 def select_served_before(before: List[types.Artifact], models: List[types.Artifact],
-                         blessings: List[types.Artifact], pushes: List[types.Artifact]) -> Tuple[list, list]:
-    """([model], [blessing]) of the model the newest push older than all of `before` serves, if that model
-    is blessed and older too; else ([], [])."""
+                         blessings: List[types.Artifact], pushes: List[types.Artifact]) -> Tuple[list, list, set]:
+    """([model], [blessing], {ids of models whose versions are damaged}): the model of the newest intact push
+    older than all of `before`, if that model is blessed and older too; else [], []. A damaged version (files
+    missing or changed since its push) is passed over: it is never the baseline."""
     newest_allowed = min((a.id for a in before), default=None)
     older = [p for p in pushes if p.get_int_custom_property(metadata.PUSHED) == 1
              and (newest_allowed is None or p.id < newest_allowed)]
-    if not older:
-        return [], []
-    served_id = max(older, key=lambda p: p.id).get_int_custom_property(metadata.PUSHED_MODEL_ID)
-    served = [m for m in models if m.id == served_id]
-    return select_blessed_before(before, served, blessings)
+    damaged = set()
+    for push in sorted(older, key=lambda p: p.id, reverse=True):
+        served_id = push.get_int_custom_property(metadata.PUSHED_MODEL_ID)
+        why = damaged_push(push)
+        if why:
+            logging.warning("baseline: version %s is passed over: %s",
+                            push.get_int_custom_property(metadata.PUSHED_VERSION), why)
+            damaged.add(served_id)
+            continue
+        return (*select_blessed_before(before, [m for m in models if m.id == served_id], blessings), damaged)
+    return [], [], damaged
 
 
 class LatestBlessedBeforeStrategy(resolver.ResolverStrategy):
     """Inputs: `before` (artifacts of this run), `model` and `model_blessing` (all of them), optionally
-    `pushed_model` (all pushes): the served model if there is one, else the newest blessed model."""
+    `pushed_model` (all pushes): the served model if there is one, else the newest blessed model (not one whose
+    version is damaged)."""
 
     def resolve_artifacts(self, store, input_dict: Dict[str, List[types.Artifact]]
                           ) -> Optional[Dict[str, List[types.Artifact]]]:
         before = input_dict.get(BEFORE_KEY, [])
         models, blessings = input_dict.get(MODEL_KEY, []), input_dict.get(BLESSING_KEY, [])
-        model, blessing = select_served_before(before, models, blessings, input_dict.get(PUSHED_KEY, []))
+        model, blessing, damaged = select_served_before(before, models, blessings, input_dict.get(PUSHED_KEY, []))
         if not model:
-            model, blessing = select_blessed_before(before, models, blessings)
+            model, blessing = select_blessed_before(before, [m for m in models if m.id not in damaged], blessings)
         resolved = {BEFORE_KEY: list(before), MODEL_KEY: model, BLESSING_KEY: blessing}
         return resolved | ({PUSHED_KEY: []} if PUSHED_KEY in input_dict else {})
 

@@ -10,11 +10,17 @@ rollback moves it aside and takes a number above it. A complete version is
 never overwritten or deleted: a failed or rejected run leaves what is served as
 it was. Each version records which model it holds (layout.PUSH_RECORD_FILE); a
 model that is already the newest complete version is not copied again.
+
+After the commit record, the pusher names the version in TF Serving's model
+config (contract.served: `<serving_dir>/models.config`, version policy
+`specific`), so that a server, running or fresh, loads only a committed
+version. The config always names the newest complete version (a rollback is a
+new version too); a push stopped between the commit record and the config is
+rolled forward by the next writer (follow_commit), which says so.
 """
 
 
 import dataclasses
-import hashlib
 import json
 import posixpath
 import time
@@ -31,7 +37,7 @@ from tfx.types import artifact_utils, standard_artifacts
 from tfx.utils import path_utils
 
 from components import model_card
-from contract import layout, metadata, storage
+from contract import layout, metadata, served, storage
 
 
 @dataclasses.dataclass(frozen=True)
@@ -96,35 +102,59 @@ def incomplete_versions(serving_dir: str) -> dict[int, str]:
     return {v: why for v, why in found.items() if why}
 
 
-def _sha256(path: str) -> str:
-    digest = hashlib.sha256()
-    with storage.backend.open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def digests_text(version_dir: str) -> str:
     """The commit record of a version's files: their SHA-256, in `sha256sum` format."""
-    return "".join(f"{_sha256(posixpath.join(version_dir, name))}  {name}\n"
+    return "".join(f"{served.sha256(posixpath.join(version_dir, name))}  {name}\n"
                    for name in storage.backend.files(version_dir) if name != layout.DIGESTS_FILE)
 
 
-def digest_problems(version_dir: str) -> list[str]:
-    """How the files of a pushed version differ from the digests recorded at its push ([] if they do not)."""
-    recorded = storage.recorded_digests(version_dir)
-    if recorded is None:
-        return [f"no {layout.DIGESTS_FILE}: its files cannot be checked"]
-    present = set(storage.backend.files(version_dir)) - {layout.DIGESTS_FILE}
-    problems = [f"{name}: missing" for name in sorted(set(recorded) - present)]
-    problems += [f"{name}: not in the version when it was pushed" for name in sorted(present - set(recorded))]
-    problems += [f"{name}: changed since the push" for name in sorted(present & set(recorded))
-                 if _sha256(posixpath.join(version_dir, name)) != recorded[name]]
-    return problems
+digest_problems = served.digest_problems
+
+
+def name_version(serving_dir: str, version: int, name: str = "", base_path: str = "") -> bool:
+    """Makes the serving config name `version` (True if it changed). `name` and `base_path` (how the server
+    sees serving_dir): as given, else as the config has them, else served.MODEL_NAME and served.base_path_of."""
+    try:
+        before = served.read_config(serving_dir)
+    except served.ConfigError:
+        before = None
+    config = served.ServingConfig(name or (before.name if before else served.MODEL_NAME),
+                                  base_path or (before.base_path if before else served.base_path_of(serving_dir)),
+                                  version)
+    if config == before:
+        return False
+    served.write_config(serving_dir, config)
+    return True
+
+
+def follow_commit(serving_dir: str) -> dict[int, str]:
+    """Makes the serving config name the newest complete version where it names an older one (a push or
+    rollback stopped between its commit record and the config) or is missing or unreadable (a root an earlier
+    release wrote). A newest version whose files differ from their digests is not named. Called only under the
+    root's lease. {the version now named: a line saying what was done}, {} if nothing was."""
+    complete = existing_versions(serving_dir)
+    if not complete:
+        return {}
+    newest = complete[-1]
+    try:
+        config, unreadable = served.read_config(serving_dir), None
+    except served.ConfigError as error:
+        config, unreadable = None, str(error)
+    if (config is not None and config.version >= newest) or served.damage(posixpath.join(serving_dir, str(newest))):
+        return {}
+    name_version(serving_dir, newest)
+    if unreadable:
+        return {newest: f"{unreadable}: rewritten to name version {newest}, the newest complete one"}
+    if config is None:
+        return {newest: f"{served.CONFIG_FILE} was missing (a serving folder an earlier release wrote): written to "
+                        f"name version {newest}, the newest complete one"}
+    return {newest: f"version {newest} was committed but {served.CONFIG_FILE} still named version {config.version} "
+                    f"(its push stopped before naming it): {served.CONFIG_FILE} now names version {newest}"}
 
 
 def clean_up(serving_dir: str) -> tuple[list[str], int]:
-    """Moves incomplete versions out of `serving_dir` and removes staging copies killed pushes left.
+    """Moves incomplete versions out of `serving_dir`, removes staging copies killed pushes left and rolls the
+    serving config forward (follow_commit).
 
     Returns (what was done, one line each; the highest number ever used, moved-aside versions included, so
     that no number a server may have seen is used again). Called only under the root's lease.
@@ -137,17 +167,21 @@ def clean_up(serving_dir: str) -> tuple[list[str], int]:
         moved = storage.move_aside(posixpath.join(serving_dir, str(version)), aside_dir(serving_dir), str(version),
                                    layout.DIGESTS_FILE)
         done.append(f"version {version} was incomplete ({why}): moved to {moved}; its number is not used again")
+    done += follow_commit(serving_dir).values()
     highest = max(_numbered(serving_dir) + storage.aside_numbers(aside_dir(serving_dir), _aside_number), default=0)
     return done, highest
 
 
 def push_model(model_dir: str, serving_dir: str, model_uri: str | None = None,
-               record: dict | None = None, extra_files: dict[str, str] | None = None) -> PushResult:
+               record: dict | None = None, extra_files: dict[str, str] | None = None,
+               served_name: str = "", served_base_path: str = "", always_new: bool = False) -> PushResult:
     """Copies `model_dir` to the next free version under `serving_dir` (contract.storage's protocol: the
-    files under a staging name, renamed into place, the commit record last).
+    files under a staging name, renamed into place, the commit record last), then names it in the serving
+    config (name_version, with `served_name` and `served_base_path`).
 
     `model_uri` identifies the model (default: `model_dir`); when the newest
-    complete version already holds it, nothing is copied. `record`: more
+    complete version already holds it, nothing is copied (unless `always_new`:
+    a rollback is a version of its own). `record`: more
     fields of the version's push record (a rollback's, say). `extra_files`:
     {path in the version: text} written beside the copy (the model card).
     """
@@ -156,9 +190,10 @@ def push_model(model_dir: str, serving_dir: str, model_uri: str | None = None,
     model_uri = model_uri or model_dir
     cleaned, highest = clean_up(serving_dir)
     versions = existing_versions(serving_dir)
-    if versions:
+    if versions and not always_new:
         newest = posixpath.join(serving_dir, str(versions[-1]))
         if pushed_model_uri(newest) == model_uri:
+            name_version(serving_dir, versions[-1], served_name, served_base_path)
             return PushResult(versions[-1], newest, new=False, cleaned=tuple(cleaned))
     storage.backend.makedirs(serving_dir)
     staging = posixpath.join(serving_dir, STAGING_PREFIX + uuid.uuid4().hex)
@@ -177,11 +212,13 @@ def push_model(model_dir: str, serving_dir: str, model_uri: str | None = None,
             target = posixpath.join(serving_dir, str(version))
             try:
                 storage.publish(staging, target, layout.DIGESTS_FILE, commit)
-                return PushResult(version, target, new=True, cleaned=tuple(cleaned))
+                break
             except storage.AlreadyExistsError:  # another pusher took this version
                 version += 1
     finally:
         storage.backend.rmtree(staging)
+    name_version(serving_dir, version, served_name, served_base_path)
+    return PushResult(version, target, new=True, cleaned=tuple(cleaned))
 
 
 @component
@@ -198,6 +235,10 @@ def ServingPusher(
     examples_root: Parameter[str] = "",
     pipeline_name: Parameter[str] = "",
     training_settings: Parameter[str] = "{}",
+    # The model's name and the serving folder's path as the server sees them, for the serving config ("": as the
+    # config has them, else contract.served's defaults); KServe: the InferenceService's name and /mnt/models.
+    served_name: Parameter[str] = "",
+    served_base_path: Parameter[str] = "",
 ) -> None:
     if model_blessing.get_int_custom_property(metadata.BLESSED) != 1:
         pushed_model.set_int_custom_property(metadata.PUSHED, 0)
@@ -210,7 +251,8 @@ def ServingPusher(
     facts = model_card.gather(pipeline_name, model.uri, source, model_evaluation.uri if model_evaluation else None,
                               spans, examples_root, json.loads(training_settings), judged_split=judged)
     result = push_model(source, serving_dir, model_uri=model.uri,
-                        extra_files={layout.MODEL_CARD_FILE: model_card.render(facts)})
+                        extra_files={layout.MODEL_CARD_FILE: model_card.render(facts)},
+                        served_name=served_name, served_base_path=served_base_path)
     for line in result.cleaned:
         logging.warning("ServingPusher: %s", line)
     if result.cleaned:

@@ -164,6 +164,10 @@ PUSH_RECORD_FILE = posixpath.join(ASSETS_EXTRA, "push.json")
 DIGESTS_FILE = posixpath.join(ASSETS_EXTRA, "SHA256SUMS")
 # What the model is for, what it was trained and evaluated on, its known limits (components.model_card).
 MODEL_CARD_FILE = posixpath.join(ASSETS_EXTRA, "model_card.md")
+# In the serving folder, beside the versions: TF Serving's model config naming the served version
+# (contract.served).
+SERVING_CONFIG_FILE = "models.config"
+KSERVE_MODEL_MOUNT = "/mnt/models"  # where KServe puts an InferenceService's storageUri contents in its pod
 # TF Serving replays these requests (a TFRecord of PredictionLog) when it loads the version.
 WARMUP_FILE = posixpath.join(ASSETS_EXTRA, "tf_serving_warmup_requests")
 

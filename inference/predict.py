@@ -11,7 +11,7 @@ import dataclasses
 import os
 import pathlib
 
-from contract import features, layout, storage
+from contract import features, layout, served
 from contract.errors import CommandError
 from ingest.images import RejectedImage, check_image
 
@@ -29,14 +29,15 @@ class Prediction:
 
 
 def latest_version_dir(serving_dir: str | os.PathLike) -> pathlib.Path:
+    """The served version's folder (contract.served: the one the serving config names, if its files match their
+    digests), as `models` and `rollback` have it."""
     serving_dir = pathlib.Path(serving_dir)
-    # The served one: the highest complete version (a push cut short, or a link out of the root, is not a model
-    # to load). Other names are not versions (contract.layout.version_number).
-    versions = sorted(n for p in serving_dir.iterdir() if (n := layout.version_number(p.name)) is not None
-                      and not storage.version_incomplete_reason(str(p))) if serving_dir.is_dir() else []
-    if not versions:
-        raise NoModelError(f"no pushed model under {serving_dir}: run the pipeline first, or pass --model DIR")
-    return serving_dir / str(versions[-1])
+    state = served.served(str(serving_dir))
+    if state.version is not None:
+        return serving_dir / str(state.version)
+    if state.problem():
+        raise NoModelError(f"no model served under {serving_dir}: {state.problem()}; pass --model DIR, or roll back")
+    raise NoModelError(f"no pushed model under {serving_dir}: run the pipeline first, or pass --model DIR")
 
 
 def find_files(paths: list[str | os.PathLike]) -> list[pathlib.Path]:

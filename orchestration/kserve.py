@@ -1,9 +1,9 @@
 """Serving on the cluster: a KServe InferenceService over the root's pushed versions.
 
-KServe's TensorFlow runtime starts TF Serving with --model_base_path at the
-folder its storageUri names, so storageUri is <root>/serving_model, the folder
-that holds the numbered versions (1/, 2/, ...). TF Serving serves the highest
-version it can load, and polls the folder.
+KServe's TensorFlow runtime starts TF Serving over the folder its storageUri
+names, mounted or copied at /mnt/models, so storageUri is <root>/serving_model,
+the folder that holds the numbered versions (1/, 2/, ...) and the serving
+config.
 
 How a push or a rollback (a new highest version) reaches clients depends on
 the root. A PVC is mounted into the predictor: TF Serving sees the new folder
@@ -16,6 +16,17 @@ annotation ROLLOUT_ANNOTATION to the version is such a change (KServe passes
 patch, `roll_out` sends it through the Kubernetes API (a pipeline task with its
 pod's service account, `rollback` with the user's kubeconfig), and
 `rollout_command` is the kubectl line that does the same by hand.
+
+TF Serving loads only the version the serving config names (contract.served:
+<root>/serving_model/models.config, which the pusher and `rollback` write
+after a version's commit record): the predictor starts it with
+--model_config_file at the config's place in the pod and re-reads it every
+--serving-config-poll-seconds. A fresh pod whose copy holds partial version
+folders (a push stopped before its commit record) loads the named version
+only. KServe's runtime passes --model_name and --model_base_path as well; TF
+Serving ignores both when --model_config_file is given. KServe before 0.20
+replaces the runtime's arguments with the predictor's, 0.20 appends them: the
+predictor's arguments therefore repeat the runtime's ports.
 
 KServe's TensorFlow runtime defaults to an old TF Serving image (2.6.2 as late
 as KServe 0.20); the manifest pins `runtimeVersion` to the TF Serving release
@@ -33,6 +44,7 @@ import re
 
 import yaml
 
+from contract import layout
 from contract.errors import CommandError, first_line
 from contract.layout import RunLayout
 from contract.settings import setting
@@ -43,6 +55,10 @@ KIND = "InferenceService"
 MODEL_FORMAT = "tensorflow"  # KServe's TensorFlow Serving runtime
 ROLLOUT_ANNOTATION = "cats-vs-dogs.example/served-version"
 COPIED_ONCE_SCHEMES = ("gs://", "s3://")  # storageUris KServe's storage initializer copies at pod start
+MODEL_MOUNT = layout.KSERVE_MODEL_MOUNT
+# The ports and timeout of KServe's kserve-tensorflow-serving runtime (config/runtimes/), repeated for releases
+# whose predictor arguments replace the runtime's.
+RUNTIME_ARGS = ("--port=9000", "--rest_api_port=8080", "--rest_api_timeout_in_ms=60000")
 
 
 # tensorflow/serving's image for each TensorFlow release line the lock files have held (its tags are TF
@@ -80,6 +96,8 @@ class Serving:
     memory: str = setting("2Gi", "Memory request and limit of the predictor.")
     service_account: str | None = setting(
         None, "A service account that can read a gs:// root (KServe's storage initializer uses its credentials).")
+    config_poll_seconds: int = setting(
+        30, "How often TF Serving re-reads the serving config (models.config) that names the served version.")
     runtime_version: str | None = setting(
         None, "The tensorflow/serving image tag the predictor runs. Default: the release matching the TensorFlow "
               "that exports the model (KServe's own default is far older).")
@@ -90,6 +108,10 @@ class Serving:
                                "a letter, at most 45 characters (KServe derives Service names from it)")
         if not _NAME.match(self.namespace):
             raise ServingError(f"--serving-namespace {self.namespace!r}: not a Kubernetes namespace name")
+        if isinstance(self.config_poll_seconds, bool) or not isinstance(self.config_poll_seconds, int) \
+                or self.config_poll_seconds < 1:
+            raise ServingError(f"--serving-config-poll-seconds {self.config_poll_seconds!r}: a whole number of "
+                               "seconds, at least 1")
         if self.runtime_version is not None and not re.fullmatch(r"\d+\.\d+\.\d+(-gpu)?", self.runtime_version):
             raise ServingError(f"--serving-runtime-version {self.runtime_version!r}: a tensorflow/serving tag "
                                "such as 2.16.1 (or 2.16.1-gpu)")
@@ -110,11 +132,17 @@ def storage_uri(root: str, pvc: str | None, pvc_mount: str) -> str | None:
     return None
 
 
+def server_args(serving: Serving) -> list[str]:
+    """TF Serving's arguments: the runtime's ports, and the serving config that names the served version."""
+    return [*RUNTIME_ARGS, f"--model_config_file={posixpath.join(MODEL_MOUNT, layout.SERVING_CONFIG_FILE)}",
+            f"--model_config_file_poll_wait_seconds={serving.config_poll_seconds}"]
+
+
 def manifest(serving: Serving, uri: str) -> dict:
     """The InferenceService as a Kubernetes object."""
     resources = {"cpu": serving.cpu, "memory": serving.memory}
     predictor: dict = {"model": {"modelFormat": {"name": MODEL_FORMAT}, "runtimeVersion": serving.runtime,
-                                 "storageUri": uri,
+                                 "storageUri": uri, "args": server_args(serving),
                                  "resources": {"requests": dict(resources), "limits": dict(resources)}}}
     if serving.service_account:
         predictor["serviceAccountName"] = serving.service_account

@@ -168,7 +168,8 @@ def build_kfp_pipeline(config: PipelineConfig, deployment: Deployment):
     tfx_pipeline = pipeline_lib.create_pipeline(
         config, examples_root=where.examples_root, pipeline_root=where.pipeline_root,
         serving_dir=where.serving_dir, beam_pipeline_args=list(deployment.beam_args) or default_beam_args(),
-        schema_path=where.schema_path)
+        schema_path=where.schema_path,
+        served_as=(deployment.serving.name, kserve.MODEL_MOUNT) if deployment.serving else ("", ""))
     programs = tfx_node.node_programs(tfx_pipeline)
     image = deployment.image
     ingest_op = dsl.component(kfp_components.ingest_source, base_image=image, install_kfp_package=False)

@@ -2,9 +2,12 @@
 
 A version is published first and recorded second (a Pusher's PushedModel, a
 Rollback execution), on every orchestrator: a process killed in between leaves
-a complete version the store never heard of. The served version is the highest
-complete one whatever the store says, so the history, `rollback --to N` and the
-next run's baseline must know it. Each complete version without a record is
+a complete version the store never heard of; one killed between the commit
+record and the serving config leaves the config naming the version before. The
+config is rolled forward first (components.serving_pusher.follow_commit): the
+served version is then the newest complete one whatever the store says, so the
+history, `rollback --to N` and the next run's baseline must know it. Each
+complete version without a record is
 recorded here from its push record (assets.extra/push.json: the model's URI,
 and for a rollback the versions and the reason), as an execution of type
 ReconciledPush or Rollback whose input is the Model of that URI; one whose
@@ -19,7 +22,7 @@ import time
 
 from ml_metadata.proto import metadata_store_pb2
 
-from components.serving_pusher import UNREADABLE, existing_versions, push_record
+from components.serving_pusher import UNREADABLE, existing_versions, follow_commit, push_record
 from contract import metadata as metadata_lib
 from reporting import model_history
 
@@ -54,14 +57,13 @@ def reconcile(store, serving_dir: str, pipeline_name: str) -> dict[int, str]:
     holder of the root's lease (a run, a rollback)."""
     if isinstance(store, str):
         store = metadata_lib.open_store(store)
-    missing = unrecorded(serving_dir, model_history.pushed_versions(store))
-    if not missing:
-        return {}
-    lines = {}
+    # First the serving config: the version it names is the served one, which the history must then know.
+    lines = follow_commit(serving_dir)
+    missing = unrecorded(serving_dir, model_history.pushed_versions(store, serving_dir))
     for found in missing:
         model = _model_by_uri(store, found.record.get("model_uri", ""))
         if model is None:
-            lines[found.version] = f"{found.describe()}, and its model is not in this store: not recorded"
+            _add(lines, found.version, f"{found.describe()}, and its model is not in this store: not recorded")
             continue
         details = {key: found.record[key] for key in (metadata_lib.ROLLED_BACK_TO, metadata_lib.ROLLED_BACK_FROM,
                                                       metadata_lib.ROLLBACK_REASON) if key in found.record}
@@ -70,8 +72,12 @@ def reconcile(store, serving_dir: str, pipeline_name: str) -> dict[int, str]:
         record_push(store, pipeline_name,
                     metadata_lib.ROLLBACK_EXECUTION_TYPE if rollback else metadata_lib.RECONCILED_EXECUTION_TYPE,
                     model.id, found.version, found.path, details)
-        lines[found.version] = f"{found.describe()}: recorded now"
+        _add(lines, found.version, f"{found.describe()}: recorded now")
     return lines
+
+
+def _add(lines: dict[int, str], version: int, line: str) -> None:
+    lines[version] = f"{lines[version]}; {line}" if version in lines else line
 
 
 def record_push(store, pipeline_name: str, execution_type: str, model_id: int, version: int, path: str,

@@ -1,9 +1,10 @@
 """Rollback: serve an earlier blessed version again, by pushing it as a new version.
 
-TF Serving's default version policy serves the highest version, so version N
-is copied to max+1 (the same ServingPusher.push_model, the same staging and
-rename, the same digests) and a server picks it up with no change to its
-configuration; no version is deleted or renamed. The rollback is recorded in
+Version N is copied to max+1 (the same ServingPusher.push_model, the same
+staging and rename, the same digests, and the serving config rewritten to name
+the new version last), so that the served version is always the newest one and
+a server loads it at its next read of the config; no version is deleted or
+renamed. The rollback is recorded in
 ML Metadata as an execution of type Rollback in the pipeline's context: its
 input is version N's Model, its output a PushedModel that says which version
 was rolled back to, from which, why and when. The next run's baseline is then
@@ -13,6 +14,11 @@ A rollback publishes first and records second, like a push: one killed in
 between (a dropped port-forward) left a complete version the store does not
 know; the retry records it (orchestration.reconcile) and, when it is a
 rollback to the same version, reports the rollback completed.
+
+What is served is what the serving config names, when that version's files
+match their digests (contract.served), as `models` and the baseline have it: a
+damaged served version counts as nothing served, and any intact earlier
+version may be rolled back to.
 
 Refused, with nothing changed: a version that was never pushed or never
 blessed, one whose files are incomplete, gone or differ from the digests
@@ -31,12 +37,12 @@ import posixpath
 from components.serving_pusher import (
     PushResult,
     digest_problems,
-    existing_versions,
     incomplete_reason,
     push_model,
     pushed_model_uri,
 )
 from contract import metadata as metadata_lib
+from contract import served
 from contract.layout import RunLayout
 from orchestration import kserve, reconcile
 from orchestration.run_lock import exclusive_run
@@ -52,7 +58,7 @@ class RollbackError(ValueError):
 @dataclasses.dataclass(frozen=True)
 class Rollback:
     to_version: int
-    from_version: int  # the version served before
+    from_version: int | None  # the version named to be served before (None: none)
     pushed: PushResult
     completed: bool = False  # True: this finished an interrupted rollback (published, not recorded) to the same version
     notes: tuple[str, ...] = ()  # versions recorded late, incomplete versions moved aside
@@ -71,8 +77,9 @@ def _rollback_locked(where: RunLayout, store: str, to_version: int, reason: str,
     # A version published but never recorded (a rollback or push killed in between) is recorded first; the
     # retry of an interrupted rollback to the same version then finds it done.
     reconciled = reconcile.reconcile(store, serving_dir, pipeline_name)
-    pushed = {v.version: v for v in model_history.pushed_versions(store)}
-    served_now = max(existing_versions(serving_dir), default=None)
+    pushed = {v.version: v for v in model_history.pushed_versions(store, serving_dir)}
+    state = served.served(serving_dir)
+    served_now = state.named  # the version a server was told to load, damaged or not
     interrupted = pushed.get(served_now)
     if served_now in reconciled and interrupted is not None and interrupted.rolled_back_to == to_version:
         return Rollback(to_version, interrupted.rolled_back_from, PushResult(served_now, interrupted.path, False),
@@ -91,11 +98,14 @@ def _rollback_locked(where: RunLayout, store: str, to_version: int, reason: str,
     if problems:
         raise RollbackError(f"version {to_version}'s files differ from those pushed ({'; '.join(problems[:5])}): "
                             "serving them again would serve something never evaluated")
-    if served_now == to_version or pushed_model_uri(posixpath.join(serving_dir, str(served_now))) == target.model_uri:
-        raise RollbackError(f"version {to_version}'s model is already the one served (version {served_now})")
-    details = {metadata_lib.ROLLED_BACK_TO: to_version, metadata_lib.ROLLED_BACK_FROM: served_now,
-               metadata_lib.ROLLBACK_REASON: reason}
-    result = push_model(folder, serving_dir, model_uri=target.model_uri, record=details)
+    if state.version is not None and (
+            state.version == to_version
+            or pushed_model_uri(posixpath.join(serving_dir, str(state.version))) == target.model_uri):
+        raise RollbackError(f"version {to_version}'s model is already the one served (version {state.version})")
+    details = {metadata_lib.ROLLED_BACK_TO: to_version, metadata_lib.ROLLBACK_REASON: reason}
+    if served_now is not None:
+        details[metadata_lib.ROLLED_BACK_FROM] = served_now
+    result = push_model(folder, serving_dir, model_uri=target.model_uri, record=details, always_new=True)
     reconcile.record_push(metadata_lib.open_store(store), pipeline_name, EXECUTION_TYPE, target.model_id,
                           result.version, result.path,
                           {**details, metadata_lib.ROLLED_BACK_AT: reconcile.utc_now()})
@@ -110,8 +120,8 @@ def reach_clients(root: str, version: int, serving: kserve.Serving | None) -> st
     not be changed."""
     serving_dir = RunLayout(root).serving_dir
     if not kserve.copied_once(str(root)):
-        return (f"a TF Serving that polls {serving_dir} (a local server, KServe over a PVC) loads version {version} "
-                "at its next poll of the folder (TF Serving's --file_system_poll_wait_seconds, 1 s by default) and "
+        return (f"a TF Serving that reads {serving_dir}/{served.CONFIG_FILE} (a local server, KServe over a PVC) "
+                f"loads version {version} at its next read of it (--model_config_file_poll_wait_seconds) and "
                 "answers with it once loaded; until then it answers with the version served before")
     if serving is None:
         return (f"clients do not see version {version} yet: KServe copied {serving_dir} into the predictor's pod "

@@ -126,6 +126,7 @@ def create_pipeline(
     allow_anomalies: bool = False,
     builtin_resolver: bool = False,
     schema_path: str = SCHEMA_PATH,
+    served_as: tuple[str, str] = ("", ""),
 ) -> Pipeline:
     """Ingested spans -> validated, transformed, trained, evaluated, pushed model.
 
@@ -136,6 +137,7 @@ def create_pipeline(
     version for a model it already serves.
     `schema_path` is where the curated schema is for the component that reads
     it: this checkout locally, <root>/schema on Kubeflow, the image's copy on Vertex.
+    `served_as`: (model name, serving folder) as the server sees them (components.serving_pusher.name_version).
     """
     code_version = code_fingerprint()
     data = _data_nodes(config, examples_root, schema_path, allow_anomalies, builtin_resolver, code_version)
@@ -179,7 +181,7 @@ def create_pipeline(
     pusher = ServingPusher(
         model=trainer.outputs["model"], model_blessing=evaluator.outputs["blessing"], serving_dir=serving_dir,
         code_version=code_version, model_evaluation=evaluator.outputs["evaluation"], examples=training_examples,
-        examples_root=examples_root, pipeline_name=config.name,
+        examples_root=examples_root, pipeline_name=config.name, served_name=served_as[0], served_base_path=served_as[1],
         training_settings=json.dumps(dataclasses.asdict(config.training), sort_keys=True),
     ).with_id(PUSHER)
 

@@ -2,20 +2,28 @@
 
 Lineage followed for each push: PushedModel <- ServingPusher (or a Rollback,
 orchestration.rollback) <- Model; the Model's ModelBlessing; Model <- Trainer <-
-ingested Examples, whose `span` property names the data. The served version is
-the highest one (TF Serving's default policy).
+ingested Examples, whose `span` property names the data.
+
+The served version is read from the serving folder, not from the records: the
+version its serving config names, if that version's files match their digests
+(contract.served). Checking costs a model's I/O for that version only; every
+other version is checked by names (its commit record present, every file it
+lists there), and its bytes are hashed where it is used: `rollback --to N`, the
+baseline. A damaged version is named as such.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import datetime
+import posixpath
 
 from ml_metadata.proto import metadata_store_pb2
 
 from components import evaluation
 from contract import layout, storage
 from contract import metadata as metadata_lib
+from contract import served as served_lib
 from reporting import run_summary
 from trainer import export
 
@@ -35,7 +43,9 @@ class PushedVersion:
     rolled_back_to: int | None = None  # a rollback: the version whose model this one serves again
     rolled_back_from: int | None = None  # ... and the version served before it
     reason: str = ""  # ... and why
-    served: bool = False
+    served: bool = False  # the serving config names it and its files match their digests
+    named: bool = False  # the serving config names it (served, unless damaged)
+    damage: str | None = None  # why its folder cannot be served as pushed (files missing or changed), if it cannot
     judged_split: str | None = None  # the split its metrics are of: "test", or "eval" (optimistic) in older spans
     unreadable: list[str] = dataclasses.field(default_factory=list)  # its files that could not be read, and why
 
@@ -95,9 +105,10 @@ def _tflite_agreement(pushed_path: str) -> tuple[dict[str, float], list[str]]:
     return (export.tflite_agreement(fidelity) if fidelity else {}), []
 
 
-def pushed_versions(metadata: str) -> list[PushedVersion]:
-    """Every version the pipeline pushed, oldest first. `metadata`: a local SQLite file's path, or a store
-    named as contract.metadata names them (grpc://HOST:PORT, sqlite:///PATH)."""
+def pushed_versions(metadata: str, serving_dir: str | None = None) -> list[PushedVersion]:
+    """Every version the pipeline pushed, oldest first, the served one and the damaged ones marked from the files
+    in `serving_dir` (default: the folder the newest push names). `metadata`: a local SQLite file's path, or a
+    store named as contract.metadata names them (grpc://HOST:PORT, sqlite:///PATH)."""
     if not isinstance(metadata, str):  # an open store
         store = metadata
     else:
@@ -140,8 +151,22 @@ def pushed_versions(metadata: str) -> list[PushedVersion]:
         ))
     result.sort(key=lambda v: v.version)
     if result:
-        result[-1].served = True
+        check_files(result, str(serving_dir or posixpath.dirname(result[-1].path.rstrip("/"))))
     return result
+
+
+def check_files(versions: list[PushedVersion], serving_dir: str) -> served_lib.Served:
+    """Marks the served version (contract.served: hashes its files) and the versions whose folders are
+    incomplete (by names only)."""
+    state = served_lib.served(serving_dir)
+    complete = set(served_lib.complete_versions(serving_dir))
+    for v in versions:
+        v.named, v.served = v.version == state.named, v.version == state.version
+        if v.named and state.damage:
+            v.damage = state.damage
+        elif v.version not in complete:
+            v.damage = served_lib.damage(posixpath.join(serving_dir, str(v.version)), check_bytes=False)
+    return state
 
 
 def table(versions: list[PushedVersion]) -> str:
@@ -164,12 +189,26 @@ def table(versions: list[PushedVersion]) -> str:
     lines += [f"version {v.version}: {line}" for v in versions for line in v.unreadable]
     for v in versions:
         if v.rolled_back_to is not None:
-            lines.append(f"version {v.version}: rollback to version {v.rolled_back_to} (version "
-                         f"{v.rolled_back_from} was served){': ' + v.reason if v.reason else ''}")
+            before = f"version {v.rolled_back_from}" if v.rolled_back_from is not None else "nothing intact"
+            lines.append(f"version {v.version}: rollback to version {v.rolled_back_to} ({before} was served)"
+                         f"{': ' + v.reason if v.reason else ''}")
     if any(v.judged_split == layout.SELECTION_SPLIT for v in versions):
         lines.append("examples '... eval': scored on the split that also chose the kept epoch (a span without a "
                      "test split): optimistic")
-    served = versions[-1]
-    lines.append(f"served: version {served.version}" + (f" (the model of version {served.rolled_back_to})"
-                                                        if served.rolled_back_to is not None else ""))
+    for v in versions:
+        if v.damage:
+            lines.append(f"version {v.version}: damaged, {v.damage}: never the baseline, and not rolled back to")
+    lines.append(served_line(versions))
     return "\n".join(lines)
+
+
+def served_line(versions: list[PushedVersion]) -> str:
+    served = next((v for v in versions if v.served), None)
+    if served is not None:
+        return f"served: version {served.version}" + (f" (the model of version {served.rolled_back_to})"
+                                                      if served.rolled_back_to is not None else "")
+    named = next((v for v in versions if v.named), None)
+    if named is not None:
+        return (f"served: nothing a server can load: version {named.version}, the one to be served, is damaged; "
+                "roll back to an intact version (rollback --to N)")
+    return "served: none of the recorded versions (the warnings below say what is)"

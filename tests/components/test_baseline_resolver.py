@@ -115,3 +115,24 @@ def test_pushes_after_the_candidate_or_not_pushed_are_passed_over():
     # a rerun of candidate 7: its own push (id 9) is newer than it; push 6 pushed nothing
     assert _resolve(7, models, blessings, [_push(3, 1), _push(6, 4, pushed=False), _push(9, 7)]) == [1]
     assert _resolve(7, models, blessings, []) == [4]  # nothing served yet: the newest blessed model
+
+
+def test_a_push_whose_version_is_damaged_is_never_the_baseline(tmp_path):
+    from components.serving_pusher import push_model
+
+    source = tmp_path / "model"
+    (source / "variables").mkdir(parents=True)
+    (source / "saved_model.pb").write_bytes(b"graph")
+    (source / "variables" / "variables.index").write_bytes(b"index")
+    serving = tmp_path / "serving"
+    paths = [push_model(str(source), str(serving), model_uri=f"model-{n}").path for n in (1, 2)]
+    models = [_model(1), _model(4), _model(20)]
+    blessings = [_blessing(2, 1, True), _blessing(5, 4, True)]
+    pushes = [_push(3, 1), _push(6, 4)]
+    for push, path in zip(pushes, paths):
+        push.set_string_custom_property("pushed_destination", path)
+    assert _resolve(20, models, blessings, pushes) == [4]
+    (serving / "2" / "saved_model.pb").write_bytes(b"graph-tampered")
+    assert _resolve(20, models, blessings, pushes) == [1], "version 2 is passed over"
+    (serving / "1" / "variables" / "variables.index").unlink()
+    assert _resolve(20, models, blessings, pushes) == [], "nor is a damaged version's model the newest blessed one"

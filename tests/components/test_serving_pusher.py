@@ -4,9 +4,13 @@ import shutil
 import subprocess
 
 import pytest
+from google.protobuf import text_format
+from tensorflow_serving.config import model_server_config_pb2
 
-from components.serving_pusher import digest_problems, existing_versions, push_model
-from contract import layout
+from components.serving_pusher import digest_problems, existing_versions, follow_commit, push_model
+from contract import layout, served
+
+CONFIG = served.CONFIG_FILE
 
 
 @pytest.fixture
@@ -28,7 +32,7 @@ def test_pushes_numbered_versions_and_never_touches_existing_ones(model_dir, tmp
     assert (tmp_path / "serving" / "1" / "saved_model.pb").read_bytes() == first_bytes
     assert (tmp_path / "serving" / "2" / "saved_model.pb").read_bytes() == b"graph-2"
     assert (tmp_path / "serving" / "2" / "variables" / "variables.index").exists()
-    assert sorted(os.listdir(serving)) == ["1", "2"], "no staging folder may be left behind"
+    assert sorted(os.listdir(serving)) == ["1", "2", CONFIG], "no staging folder may be left behind"
 
 
 def test_next_version_follows_the_highest_even_with_gaps(model_dir, tmp_path):
@@ -48,7 +52,7 @@ def test_an_incomplete_version_is_moved_aside_and_its_number_never_used_again(mo
     (serving / ".incoming-dead").mkdir()  # ... and the staging copy of another
     assert existing_versions(str(serving)) == [1]
     result = push_model(str(model_dir), str(serving), model_uri="model-2")
-    assert result.version == 3 and sorted(os.listdir(serving)) == ["1", "3"]
+    assert result.version == 3 and sorted(os.listdir(serving)) == ["1", "3", CONFIG]
     assert result.cleaned[0] == "removed the staging copy .incoming-dead a killed push left"
     assert result.cleaned[1].startswith(f"version 2 was incomplete (no readable commit record "
                                         f"({layout.DIGESTS_FILE})): moved to {serving}.incomplete/2-")
@@ -72,7 +76,7 @@ def test_the_model_already_served_is_not_pushed_again(model_dir, tmp_path):
     assert push_model(str(model_dir), serving, model_uri="model-1").new
     again = push_model(str(model_dir), serving, model_uri="model-1")
     assert (again.version, again.new) == (1, False)
-    assert sorted(os.listdir(serving)) == ["1"]
+    assert sorted(os.listdir(serving)) == ["1", CONFIG]
     assert push_model(str(model_dir), serving, model_uri="model-2").version == 2
 
 
@@ -98,3 +102,72 @@ def test_altered_missing_or_added_files_are_named(model_dir, tmp_path):
                                              "saved_model.pb: changed since the push"]
     (version / layout.DIGESTS_FILE).unlink()
     assert digest_problems(str(version)) == [f"no {layout.DIGESTS_FILE}: its files cannot be checked"]
+
+
+def _config(serving) -> model_server_config_pb2.ModelServerConfig:
+    """The serving config as TF Serving parses it."""
+    return text_format.Parse((pathlib.Path(serving) / CONFIG).read_text(), model_server_config_pb2.ModelServerConfig())
+
+
+def test_each_push_names_its_version_in_tf_servings_model_config(model_dir, tmp_path):
+    serving = tmp_path / "serving"
+    push_model(str(model_dir), str(serving), model_uri="model-1")
+    push_model(str(model_dir), str(serving), model_uri="model-2")
+    (model,) = _config(serving).model_config_list.config
+    assert (model.name, model.base_path, model.model_platform) == (served.MODEL_NAME, str(serving), "tensorflow")
+    assert list(model.model_version_policy.specific.versions) == [2], "exactly the pushed version, no other"
+    # The name and the path the server sees are kept once set (KServe: the InferenceService's, /mnt/models).
+    push_model(str(model_dir), str(serving), model_uri="model-3", served_name="pets", served_base_path="/mnt/models")
+    push_model(str(model_dir), str(serving), model_uri="model-4")
+    (model,) = _config(serving).model_config_list.config
+    assert (model.name, model.base_path, list(model.model_version_policy.specific.versions)) == (
+        "pets", "/mnt/models", [4])
+
+
+def test_a_version_without_its_commit_record_is_never_named_and_the_server_keeps_the_one_before(model_dir, tmp_path):
+    """A push killed between its last file and its commit record: a fresh server reads the config and loads the
+    version before; every reader of the project agrees."""
+    serving = tmp_path / "serving"
+    push_model(str(model_dir), str(serving), model_uri="model-1")
+    shutil.copytree(serving / "1", serving / "2")
+    (serving / "2" / layout.DIGESTS_FILE).unlink()  # complete but for the commit record
+    assert list(_config(serving).model_config_list.config[0].model_version_policy.specific.versions) == [1]
+    assert served.served(str(serving)) == served.Served(1, 1)
+    assert follow_commit(str(serving)) == {}, "an uncommitted version is not rolled forward to"
+
+
+def test_a_push_stopped_between_commit_record_and_config_is_rolled_forward_by_the_next_writer(model_dir, tmp_path):
+    serving = tmp_path / "serving"
+    push_model(str(model_dir), str(serving), model_uri="model-1")
+    before = (serving / CONFIG).read_bytes()
+    push_model(str(model_dir), str(serving), model_uri="model-2")
+    (serving / CONFIG).write_bytes(before)  # as if the pusher died before writing the config
+    assert served.served(str(serving)).version == 1, "what a server loads until the config names version 2"
+    (line,) = push_model(str(model_dir), str(serving), model_uri="model-2").cleaned
+    assert line == (f"version 2 was committed but {CONFIG} still named version 1 (its push stopped before naming "
+                    f"it): {CONFIG} now names version 2")
+    assert list(_config(serving).model_config_list.config[0].model_version_policy.specific.versions) == [2]
+
+
+def test_a_root_without_a_config_gets_one_from_the_next_writer(model_dir, tmp_path):
+    serving = tmp_path / "serving"
+    push_model(str(model_dir), str(serving), model_uri="model-1")
+    (serving / CONFIG).unlink()  # a serving folder an earlier release wrote
+    assert served.served(str(serving)) == served.Served(1, 1, configured=False)
+    assert follow_commit(str(serving)) == {1: f"{CONFIG} was missing (a serving folder an earlier release wrote): "
+                                              "written to name version 1, the newest complete one"}
+    assert list(_config(serving).model_config_list.config[0].model_version_policy.specific.versions) == [1]
+    (serving / CONFIG).write_text("model_config_list { config { name: ")  # cut short by hand
+    assert "not a ModelServerConfig" in served.served(str(serving)).config_error
+    assert "rewritten to name version 1" in follow_commit(str(serving))[1]
+
+
+def test_a_damaged_served_version_is_not_served(model_dir, tmp_path):
+    serving = tmp_path / "serving"
+    push_model(str(model_dir), str(serving), model_uri="model-1")
+    push_model(str(model_dir), str(serving), model_uri="model-2")
+    (serving / "2" / "saved_model.pb").write_bytes(b"graph-tampered")
+    state = served.served(str(serving))
+    assert (state.version, state.named) == (None, 2)
+    assert state.problem() == (f"version 2 (named in {CONFIG}) is damaged: its files differ from those pushed "
+                               "(saved_model.pb: changed since the push)")

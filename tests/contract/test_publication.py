@@ -13,7 +13,7 @@ import tensorflow as tf
 
 from components import serving_pusher
 from components.serving_pusher import digest_problems, existing_versions, incomplete_versions, push_model
-from contract import layout, storage
+from contract import layout, served, storage
 from ingest import span_report, spans
 from tests.object_store import FakeObjectStore, Killed
 
@@ -69,6 +69,8 @@ def served_version_1(use):
     """Objects of a root that serves model-1 as version 1, with model-2's files waiting to be pushed."""
     store = use(FakeObjectStore({**_model("gs://bucket/models/1", b"one:"), **_model("gs://bucket/models/2", b"two:")}))
     assert push_model("gs://bucket/models/1", SERVING, model_uri="model-1").version == 1
+    # Only KServe serves a gs:// root, from its copy in the pod.
+    assert served.read_config(SERVING) == served.ServingConfig(served.MODEL_NAME, "/mnt/models", 1)
     return dict(store.objects)
 
 
@@ -96,13 +98,19 @@ def test_a_push_killed_after_any_object_is_never_counted_and_the_next_push_clean
         assert all(digest_problems(f"{SERVING}/{v}") == [] for v in complete), budget
         left_incomplete = sorted(incomplete_versions(SERVING))
         assert set(left_incomplete).isdisjoint(complete)
+        # A fresh server reads the config: it names a committed version only, 1 until the push's last object.
+        assert served.read_config(SERVING).version == served.served(SERVING).version in complete, budget
 
         retried = PUSHES[kind]()
-        assert retried.version > max(left_incomplete + complete), (budget, "a number a server saw was reused")
-        assert retried.new or complete == [1, 2]
-        names = after.listdir(SERVING)
+        if complete == [1, 2]:  # killed after the commit record, before the config: the retry names version 2
+            assert (retried.version, retried.new) == (2, False), budget
+            assert any(line.startswith("version 2 was committed but") for line in retried.cleaned), budget
+        else:
+            assert retried.version > max(left_incomplete + complete), (budget, "a number a server saw was reused")
+        names = [name for name in after.listdir(SERVING) if name != served.CONFIG_FILE]
         assert all(name.isdigit() for name in names), (budget, names)  # no staging copy, nothing incomplete
         assert existing_versions(SERVING) == sorted(int(n) for n in names)
+        assert served.read_config(SERVING).version == retried.version == max(existing_versions(SERVING)), budget
         assert digest_problems(retried.path) == []
         for version in left_incomplete:
             assert any(line.startswith(f"version {version} was incomplete") and "moved to" in line

@@ -32,6 +32,7 @@ from ml_metadata import metadata_store
 from ml_metadata.proto import metadata_store_pb2
 
 from contract import metadata as node_ids
+from contract import served
 from ingest import synthetic
 from orchestration import lease
 from tests.helpers import DEFAULT_NODE_IDS, PIPELINE_NAME, ROOT, TINY, evaluator_models, latest_run_states, tree_digest
@@ -99,6 +100,7 @@ def runs(tmp_path_factory, metadata_service):
     record["third_states"], store, run = latest_run_states(metadata)
     record["third_evaluator_models"] = evaluator_models(store, run)
     record["versions_after_third"] = sorted(os.listdir(root / "serving_model"))
+    record["config_after_third"] = served.read_config(str(root / "serving_model"))
 
     # history and rollback on the deployment's root and store, as from a laptop with the store port-forwarded
     on_root = ["--root", str(root), "--metadata-grpc", address]
@@ -231,7 +233,7 @@ def test_first_run_executes_every_node_once_and_pushes_version_1(runs):
     states = runs["first_states"]
     assert set(states) == set(DEFAULT_NODE_IDS)
     assert all(s == ["COMPLETE"] for s in states.values()), states
-    assert runs["versions_after_first"] == ["1"]
+    assert runs["versions_after_first"] == ["1", served.CONFIG_FILE]
     assert runs["spans_after_first"] == ["span-1"]
     summary, folder = _summary(result)
     assert summary["pushed_version"] == 1 and summary["blessed"] is True and summary["error"] is None
@@ -255,7 +257,7 @@ def test_unchanged_rerun_is_cached_in_mlmd_and_pushes_nothing(runs):
     assert runs["second"].returncode == 0, runs["second"].stderr[-3000:]
     states = runs["second_states"]
     assert {node: states[node] for node in COMPONENTS} == {node: ["CACHED"] for node in COMPONENTS}
-    assert runs["versions_after_second"] == ["1"]
+    assert runs["versions_after_second"] == ["1", served.CONFIG_FILE]
     assert runs["served_after_second"] == runs["served_after_first"]
 
 
@@ -267,7 +269,9 @@ def test_new_images_make_a_new_span_evaluated_against_version_1(runs):
     served = json.load(open(runs["root"] / "serving_model" / "1" / "assets.extra" / "push.json"))["model_uri"]
     assert served in runs["third_evaluator_models"], "the baseline must be the model served as version 1"
     assert len(runs["third_evaluator_models"]) == 2
-    assert runs["versions_after_third"] == ["1", "2"]
+    assert runs["versions_after_third"] == ["1", "2", served.CONFIG_FILE]
+    # What the InferenceService's TF Serving reads: version 2, under the path the predictor sees.
+    assert runs["config_after_third"] == served.ServingConfig("cats-vs-dogs", "/mnt/models", 2)
 
 
 def test_a_run_the_data_gate_stops_is_reported_by_the_exit_handler(runs):
@@ -281,7 +285,7 @@ def test_a_run_the_data_gate_stops_is_reported_by_the_exit_handler(runs):
     assert "[train] class balance: label 0: " in summary["error"] and "label 1: 0" in summary["error"]
     assert runs["gate_states"][node_ids.ANOMALIES_GATE] == ["FAILED"]
     assert node_ids.TRAINER not in runs["gate_states"]
-    assert runs["versions_after_gate"] == ["1", "2", "3"]
+    assert runs["versions_after_gate"] == ["1", "2", "3", served.CONFIG_FILE]
     assert os.path.exists(os.path.join(folder, "report", "index.html"))
     assert not (runs["root"] / ".pipeline.lock").exists()
 

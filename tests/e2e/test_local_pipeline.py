@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 from ml_metadata.proto import metadata_store_pb2
 
-from contract import layout
+from contract import layout, served
 from contract import metadata as node_ids
 from ingest import synthetic
 from tests.helpers import DEFAULT_NODE_IDS, ROOT, TINY, latest_run_states, run_cli, tree_digest
@@ -273,7 +273,7 @@ def test_rerun_with_no_new_data_is_cached_and_pushes_nothing(runs):
     assert {n: runs["second_states"][n] for n in components} == {n: ["CACHED"] for n in components}
     # The resolver is a system node: it records each resolution, and must resolve the same artifacts.
     assert runs["second_resolved"] == runs["first_resolved"]
-    assert runs["versions_after_second"] == ["1"]
+    assert runs["versions_after_second"] == ["1", served.CONFIG_FILE]
     assert runs["second_summary"]["pushed_version"] == 1  # the cached push, not a new one
     assert "span 1 (reused)" in runs["second"].stdout
     assert "pushed: nothing new; version 1" in runs["second"].stdout
@@ -286,5 +286,7 @@ def test_impossible_threshold_is_not_blessed_and_keeps_version_1_intact(runs):
     assert "below the minimum 1.01" in summary["decision"]
     assert runs["strict_states"][node_ids.EVALUATOR] == ["COMPLETE"]
     assert runs["strict_states"][node_ids.TRAINER] == ["CACHED"]
-    assert runs["versions_after_strict"] == ["1"]
+    assert runs["versions_after_strict"] == ["1", served.CONFIG_FILE]
+    serving = runs["out"] / "serving_model"
+    assert served.read_config(str(serving)) == served.ServingConfig(served.MODEL_NAME, str(serving), 1)
     assert runs["served_after_strict"] == runs["served_after_first"]

@@ -21,7 +21,7 @@ import sys
 
 import pytest
 
-from contract import features, layout
+from contract import features, layout, served
 from contract import metadata as node_ids
 from ingest import synthetic
 from tests.helpers import ROOT, evaluator_models, latest_run_states, run_cli, tree_digest
@@ -150,7 +150,7 @@ def test_degraded_span_3_is_rejected_and_version_2_stays_served(scenario):
     assert "below the minimum 0.65" in summary["decision"]
     assert summary["metrics"]["candidate"]["binary_accuracy"] < 0.65
     assert scenario["span3_served"] == scenario["span2_served"]
-    assert scenario["span3_versions"] == ["1", "2"]
+    assert scenario["span3_versions"] == ["1", "2", served.CONFIG_FILE]
 
 
 def test_rerun_with_no_new_data_retrains_and_pushes_nothing(scenario):
@@ -220,7 +220,7 @@ def test_rollback_refuses_what_it_cannot_do_safely_and_changes_nothing(scenario)
     assert refusals["served"] == "version 2's model is already the one served (version 2)"
     assert refusals["altered"].startswith(f"version 1's files differ from those pushed "
                                           f"({layout.TRAINING_HISTORY_FILE}: changed since the push)")
-    assert scenario["versions_after_refusals"] == ["1", "2"]
+    assert scenario["versions_after_refusals"] == ["1", "2", served.CONFIG_FILE]
 
 
 def test_rollback_serves_version_1_again_as_version_3_and_models_shows_it(scenario):

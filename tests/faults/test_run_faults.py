@@ -25,7 +25,7 @@ import pytest
 import tensorflow as tf
 from ml_metadata.proto import metadata_store_pb2
 
-from contract import features
+from contract import features, served
 from contract import metadata as node_ids
 from ingest import synthetic
 from orchestration import lease, run_lock
@@ -215,7 +215,7 @@ def test_ctrl_c_says_what_was_interrupted_and_exits_130(week):
 
 def test_kill_9_during_training_leaves_the_served_versions_alone(week):
     assert week["killed"] == -signal.SIGKILL
-    assert week["served_after_kill"] == week["served"] and week["entries_after_kill"] == ["1"]
+    assert week["served_after_kill"] == week["served"] and week["entries_after_kill"] == ["1", served.CONFIG_FILE]
     assert not week["summary_after_kill"], "the previous run's summary must not stand in for the killed run's"
     assert week["killed_states"][node_ids.TRAINER] == ["RUNNING"]  # what kill -9 leaves in the store
     next_run = week["full_training_disk"] or week["full_disk"] or week["after_delete"]
@@ -248,7 +248,7 @@ def test_full_disk_during_training_fails_cleanly_and_hidden_outputs_come_back(we
 def test_full_disk_during_the_push_fails_cleanly(week):
     summary = _failed_on_a_full_disk(week, "full_disk", node_ids.PUSHER)
     assert summary["pushed_version"] is None
-    assert week["full_disk_entries"] == ["1"], "no staging copy or half version may stay behind"
+    assert week["full_disk_entries"] == ["1", served.CONFIG_FILE], "no staging copy or half version may stay behind"
 
 
 def test_deleted_pipeline_root_is_recomputed_not_used(week):

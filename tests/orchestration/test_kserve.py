@@ -38,6 +38,31 @@ def test_manifest_is_a_valid_inference_service_over_the_versions_folder(validato
     assert model["runtimeVersion"] == kserve.SERVING_RELEASES[".".join(tf.__version__.split(".")[:2])]
 
 
+def test_tf_serving_is_started_on_the_serving_config_the_pusher_writes(validator, tmp_path):
+    """The predictor's TF Serving reads the config that names the committed version (a fresh pod loads only
+    that version, whatever partial folders its copy holds) and re-reads it; the config's base_path is where the
+    storageUri's contents are in the pod."""
+    from components.serving_pusher import push_model
+    from contract import served
+
+    manifest = kserve.manifest(kserve.Serving(config_poll_seconds=5), "gs://b/c/serving_model")
+    assert _errors(validator, manifest) == []
+    args = manifest["spec"]["predictor"]["model"]["args"]
+    (config_flag,) = [a for a in args if a.startswith("--model_config_file=")]
+    assert "--model_config_file_poll_wait_seconds=5" in args
+    assert {"--port=9000", "--rest_api_port=8080"} <= set(args), "KServe before 0.20 replaces the runtime's args"
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "saved_model.pb").write_bytes(b"graph")
+    serving = tmp_path / "serving_model"  # the storageUri's folder, at kserve.MODEL_MOUNT in the pod
+    push_model(str(model), str(serving), served_name="cats-vs-dogs", served_base_path=kserve.MODEL_MOUNT)
+    in_pod = config_flag.split("=", 1)[1]
+    assert in_pod == f"{kserve.MODEL_MOUNT}/{served.CONFIG_FILE}" and (serving / served.CONFIG_FILE).is_file()
+    assert served.read_config(str(serving)) == served.ServingConfig("cats-vs-dogs", kserve.MODEL_MOUNT, 1)
+    with pytest.raises(kserve.ServingError, match="--serving-config-poll-seconds 0"):
+        kserve.Serving(config_poll_seconds=0)
+
+
 def test_the_runtime_version_can_be_chosen_and_a_bad_tag_is_refused(validator):
     manifest = kserve.manifest(kserve.Serving(runtime_version="2.17.0-gpu"), "gs://b/c/serving_model")
     assert manifest["spec"]["predictor"]["model"]["runtimeVersion"] == "2.17.0-gpu"
@@ -89,7 +114,8 @@ def test_compile_writes_the_manifest_beside_the_package(validator, tmp_path):
     result = subprocess.run(
         [sys.executable, str(ROOT / "pipeline_runner.py"), "compile", "--image", "registry.example.com/c:1",
          "--pvc", "cats-data", "--root", "/mnt/pipeline/cats", "--package", str(package),
-         "--serving-name", "pets", "--serving-namespace", "team-a", "--serving-memory", "4Gi"],
+         "--serving-name", "pets", "--serving-namespace", "team-a", "--serving-memory", "4Gi",
+         "--serving-config-poll-seconds", "7"],
         capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert result.returncode == 0, result.stderr[-3000:]
     written = tmp_path / "cats.inferenceservice.yaml"
@@ -101,6 +127,11 @@ def test_compile_writes_the_manifest_beside_the_package(validator, tmp_path):
     model = manifest["spec"]["predictor"]["model"]
     assert model["storageUri"] == "pvc://cats-data/cats/serving_model"
     assert model["resources"]["limits"] == {"cpu": "1", "memory": "4Gi"}
+    assert "--model_config_file_poll_wait_seconds=7" in model["args"]
+    # The Pusher writes the config with the InferenceService's name and the path the predictor sees.
+    pusher_settings = str(list(yaml.safe_load_all(package.read_text())))
+    assert f'"served_base_path": {{"fieldValue": {{"stringValue": "{kserve.MODEL_MOUNT}"}}}}' in pusher_settings
+    assert '"served_name": {"fieldValue": {"stringValue": "pets"}}' in pusher_settings
 
 
 def test_without_the_rollout_the_manifest_still_has_the_settings_given(validator, tmp_path):

@@ -6,12 +6,14 @@ the faults: a Pusher killed after publishing and before recording, a rollback
 killed between its push and its record.
 """
 
+import shutil
+
 import pytest
 from ml_metadata.proto import metadata_store_pb2
 
 import pipeline_runner
 from components.serving_pusher import existing_versions, push_model
-from contract import layout
+from contract import layout, served
 from contract import metadata as metadata_lib
 from contract.layout import RunLayout
 from orchestration import reconcile, rollback
@@ -62,7 +64,7 @@ def test_a_push_killed_before_its_record_is_named_by_models_and_recorded_by_the_
     assert pipeline_runner.main(["models", "--root", str(history["root"]), "--metadata-sqlite",
                                  str(RunLayout(history["root"]).metadata_path)]) == 0
     shown = capsys.readouterr()
-    assert "served: version 1" in shown.out
+    assert "served: none of the recorded versions" in shown.out, "version 2 is served, but not recorded yet"
     assert f"warning: version 2 (model {uri}, pushed " in shown.err
     assert "is in " + history["serving"] + " but not in ML Metadata" in shown.err
 
@@ -125,4 +127,104 @@ def test_a_rollback_cleans_up_an_incomplete_version_and_says_so(history):
     assert any(note.startswith("version 3 was incomplete") for note in done.notes), done.notes
     assert not half.exists() and (half.parent / "1" / layout.DIGESTS_FILE).is_file()
     assert "clients do not see version 4" in rollback.reach_clients("gs://b/root", 4, None)
-    assert "next poll" in rollback.reach_clients(str(history["root"]), 4, None)
+    assert "at its next read" in rollback.reach_clients(str(history["root"]), 4, None)
+
+
+def _models_output(history, capsys) -> str:
+    assert pipeline_runner.main(["models", "--root", str(history["root"]), "--metadata-sqlite",
+                                 str(RunLayout(history["root"]).metadata_path)]) == 0
+    return capsys.readouterr().out
+
+
+def _baseline(history) -> list[int]:
+    """The model ids the Evaluator's baseline resolver picks for a new candidate, from the store's artifacts."""
+    from tfx.types import artifact_utils
+
+    from components.baseline_resolver import LatestBlessedBeforeStrategy
+
+    store = metadata_lib.open_store(history["store"])
+
+    def of_type(name):
+        artifact_type = store.get_artifact_type(name)
+        return [artifact_utils.deserialize_artifact(artifact_type, a) for a in store.get_artifacts_by_type(name)]
+
+    candidate = of_type("Model")[0].__class__()
+    candidate.id = 10_000
+    resolved = LatestBlessedBeforeStrategy().resolve_artifacts(store, {
+        "before": [candidate], "model": of_type("Model"), "model_blessing": of_type("ModelBlessing"),
+        "pushed_model": of_type("PushedModel")})
+    return [m.id for m in resolved["model"]]
+
+
+def _push_and_record_model_2(history):
+    model_id, uri = history["models"][2]
+    second = push_model(uri, history["serving"], model_uri=uri)
+    reconcile.record_push(metadata_lib.open_store(history["store"]), PIPELINE, "ServingPusher", model_id,
+                          second.version, second.path, {})
+    return second
+
+
+def test_a_recorded_version_with_files_removed_is_named_damaged_and_never_served_or_the_baseline(history, capsys):
+    """Recorded version 2 with variables/ removed: `models`, the baseline, `rollback` and `predict` agree it is
+    not served, and a rollback to version 1 mends it."""
+    from inference import predict
+
+    _push_and_record_model_2(history)
+    first_model = history["models"][1][0]
+    assert _baseline(history) == [history["models"][2][0]], "intact, version 2's model is the baseline"
+    shutil.rmtree(history["root"] / "serving_model" / "2" / "variables")
+
+    shown = _models_output(history, capsys)
+    assert "served: version 2" not in shown
+    assert "version 2: damaged, not a complete version: 1 of the files its commit record names are missing " \
+           "(variables/variables.index)" in shown
+    assert "served: nothing a server can load: version 2, the one to be served, is damaged" in shown
+    assert _baseline(history) == [first_model], "the newest intact version's model, never version 2's"
+    with pytest.raises(predict.NoModelError, match="version 2 .named in models.config. is damaged"):
+        predict.latest_version_dir(history["serving"])
+    with pytest.raises(rollback.RollbackError, match=r"^version 2's files in .* are not a complete version"):
+        rollback.rollback(history["root"], history["store"], 2, "", PIPELINE)
+
+    done = rollback.rollback(history["root"], history["store"], 1, "version 2 lost its variables", PIPELINE)
+    assert (done.to_version, done.from_version, done.pushed.version) == (1, 2, 3)
+    assert served.read_config(history["serving"]).version == 3
+    assert "served: version 3 (the model of version 1)" in _models_output(history, capsys)
+    assert predict.latest_version_dir(history["serving"]).name == "3"
+    assert _baseline(history) == [first_model]
+
+
+def test_a_version_complete_but_for_its_commit_record_is_not_served_by_anyone(history, capsys):
+    """A push killed between its last file and its commit record: the config a fresh server reads names version
+    1, and `models`, the baseline, `rollback` and `predict` agree version 1 is served."""
+    from inference import predict
+
+    model_id, uri = history["models"][2]
+    config_before = (history["root"] / "serving_model" / served.CONFIG_FILE).read_bytes()
+    push_model(uri, history["serving"], model_uri=uri)
+    (history["root"] / "serving_model" / "2" / layout.DIGESTS_FILE).unlink()
+    (history["root"] / "serving_model" / served.CONFIG_FILE).write_bytes(config_before)
+
+    assert served.read_config(history["serving"]).version == 1
+    assert "served: version 1" in _models_output(history, capsys)
+    assert _baseline(history) == [history["models"][1][0]]
+    assert predict.latest_version_dir(history["serving"]).name == "1"
+    with pytest.raises(rollback.RollbackError, match=r"already the one served \(version 1\)"):
+        rollback.rollback(history["root"], history["store"], 1, "", PIPELINE)
+    assert served.read_config(history["serving"]).version == 1, "a refused rollback names nothing new"
+
+
+def test_a_push_stopped_before_naming_its_version_is_named_by_the_next_run_and_models_says_so(history, capsys):
+    config = history["root"] / "serving_model" / served.CONFIG_FILE
+    before = config.read_bytes()
+    _push_and_record_model_2(history)
+    config.write_bytes(before)  # the pusher died between the commit record and the config
+    assert pipeline_runner.main(["models", "--root", str(history["root"]), "--metadata-sqlite",
+                                 str(RunLayout(history["root"]).metadata_path)]) == 0
+    shown = capsys.readouterr()
+    assert "served: version 1" in shown.out, "what servers load until the config names version 2"
+    assert (f"warning: version 2 is committed but {served.CONFIG_FILE} names version 1 (its push stopped before "
+            "naming it): servers load version 1; the next run or rollback names version 2") in shown.err
+    lines = reconcile.reconcile(history["store"], history["serving"], PIPELINE)
+    assert lines == {2: f"version 2 was committed but {served.CONFIG_FILE} still named version 1 (its push stopped "
+                        f"before naming it): {served.CONFIG_FILE} now names version 2"}
+    assert model_history.pushed_versions(history["store"])[-1].served

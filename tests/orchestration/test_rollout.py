@@ -133,5 +133,5 @@ def test_a_rollback_on_a_gs_root_reaches_clients_or_says_how(api, monkeypatch, t
     assert str(raised.value).startswith("clients do not see version 7: the Kubernetes API at ")
     assert "kubectl patch inferenceservice pets -n team-a --type merge" in str(raised.value)
     assert _asked_for(api) == "6"
-    assert "next poll" in rollback.reach_clients(str(tmp_path), 7, SERVING), "a polled root needs no revision"
+    assert "at its next read" in rollback.reach_clients(str(tmp_path), 7, SERVING), "a polled root needs no revision"
     assert len([r for r in api.requests if r[0] == "PATCH"]) == 2, "one made, one refused, none for the polled root"
