@@ -134,8 +134,8 @@ def complete_versions(serving_dir: str) -> list[int]:
     """The numbered folders with a valid commit record whose files are all present, oldest first."""
     if not storage.backend.isdir(serving_dir):
         return []
-    numbered = sorted(int(name) for name in storage.backend.listdir(serving_dir)
-                      if name.isascii() and name.isdigit())
+    numbered = sorted(n for name in storage.backend.listdir(serving_dir)
+                      if (n := layout.version_number(name)) is not None)
     return [v for v in numbered if not storage.version_incomplete_reason(posixpath.join(serving_dir, str(v)))]
 
 

@@ -157,7 +157,7 @@ def _run_evidence(fs: _FileSystem, where: RunLayout) -> bool:
     if fs.isfile(where.metadata_path) or fs.isfile(where.schema_path):
         return True
     spans = [name for name in fs.listdir(where.examples_root) if layout.span_number(name) is not None]
-    versions = [name for name in fs.listdir(where.serving_dir) if name.isascii() and name.isdigit()]
+    versions = [name for name in fs.listdir(where.serving_dir) if layout.version_number(name) is not None]
     return any(fs.isdir(_join(where.examples_root, name)) for name in spans) or \
         any(fs.isdir(_join(where.serving_dir, name)) for name in versions)
 
