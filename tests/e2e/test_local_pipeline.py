@@ -300,8 +300,9 @@ def test_a_test_split_below_the_floor_stops_the_run_before_training(runs):
     assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr[-3000:]
     per_split = json.loads((runs["out"] / "examples" / "span-1" / "ingest_report.json").read_text())[
         "examples_per_split"]
-    assert 0 < per_split["test"] < 30
-    assert (f"[test] only {per_split['test']} examples: at least 30 are needed to judge a model"
+    count = per_split["test"]
+    assert 0 < count < 30
+    assert (f"[test] only {count} example{'' if count == 1 else 's'}: at least 30 are needed to judge a model"
             in summary["error"]), summary["error"]
     assert "--allow-anomalies" in summary["error"]
     assert runs["floor_states"][node_ids.ANOMALIES_GATE] == ["FAILED"]
