@@ -129,6 +129,8 @@ def _spans_read(store, run):
     """{node id: sorted spans of the Examples it read} in `run`, for the Trainer and the Evaluator."""
     from ml_metadata.proto import metadata_store_pb2
 
+    from contract import metadata
+
     examples_type = store.get_artifact_type("Examples").id
     spans = {}
     for execution in store.get_executions_by_context(run.id):
@@ -138,8 +140,7 @@ def _spans_read(store, run):
             continue
         ids = [e.artifact_id for e in store.get_events_by_execution_ids([execution.id])
                if e.type == metadata_store_pb2.Event.INPUT]
-        spans[node] = sorted(a.properties["span"].int_value for a in store.get_artifacts_by_id(ids)
-                             if a.type_id == examples_type)
+        spans[node] = sorted(metadata.span_of(a) for a in store.get_artifacts_by_id(ids) if a.type_id == examples_type)
     return spans
 
 
