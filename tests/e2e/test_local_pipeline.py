@@ -1,8 +1,10 @@
-"""The real pipeline on LocalDagRunner: three runs of the CLI on a tiny generated set.
+"""The real pipeline on LocalDagRunner: four runs of the CLI on a tiny generated set.
 
-1. First run: every component executes once; the model is blessed and pushed as version 1.
-2. Rerun, same data and settings: every component is cached; nothing is pushed.
-3. Rerun with min_accuracy above 1.0: not blessed, nothing pushed, version 1 intact.
+Its test split (a few images) is below the data gate's default floor of 30 (--min-eval-examples), so:
+1. First run, with --allow-anomalies: every component executes once; the model is blessed and pushed as version 1.
+2. The same without --allow-anomalies: the gate stops it before Transform, naming the split; nothing pushed.
+3. Rerun, as the first: every component is cached; nothing is pushed.
+4. Rerun with min_accuracy above 1.0: not blessed, nothing pushed, version 1 intact.
 MLMD is read here directly, not through the project's own summary code.
 """
 
@@ -21,12 +23,15 @@ from ml_metadata.proto import metadata_store_pb2
 from contract import layout, served
 from contract import metadata as node_ids
 from ingest import synthetic
-from tests.helpers import DEFAULT_NODE_IDS, ROOT, TINY, latest_run_states, run_cli, tree_digest
+from tests.helpers import CHEAP_TRAINING, DEFAULT_NODE_IDS, ROOT, latest_run_states, run_cli, tree_digest
 
 pytestmark = pytest.mark.e2e
 
 # Every package of the project (and the CLI module): none may be needed to serve the pushed model.
 PROJECT_PACKAGES = {p.parent.name for p in ROOT.glob("*/__init__.py")} | {"pipeline_runner"}
+# With the default floor of the judged split the gate finds a problem, which --allow-anomalies lets through.
+ALLOWED = [*CHEAP_TRAINING, "--allow-anomalies"]
+STOPPED_BEFORE = {node_ids.TRANSFORM, node_ids.TRAINER, node_ids.EVALUATOR, node_ids.PUSHER}
 
 def _resolver_outputs(store, run):
     for execution in store.get_executions_by_context(run.id):
@@ -37,6 +42,17 @@ def _resolver_outputs(store, run):
     return None
 
 
+def _anomalies_allowed(store, run):
+    """The count of problems the data gate let through in `run` (on the schema it passed on)."""
+    for execution in store.get_executions_by_context(run.id):
+        if any(c.name.endswith("." + node_ids.ANOMALIES_GATE) for c in store.get_contexts_by_execution(execution.id)):
+            ids = [e.artifact_id for e in store.get_events_by_execution_ids([execution.id])
+                   if e.type == metadata_store_pb2.Event.OUTPUT]
+            (schema,) = store.get_artifacts_by_id(ids)
+            return schema.custom_properties["anomalies_allowed"].int_value
+    return None
+
+
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     base = tmp_path_factory.mktemp("e2e")
@@ -44,19 +60,24 @@ def runs(tmp_path_factory):
     synthetic.write_demo_images(data, 16)
     record = {"data": data, "out": out}
 
-    record["first"], record["first_summary"] = run_cli(data, out, *TINY, "--min-accuracy", "0")
+    record["first"], record["first_summary"] = run_cli(data, out, *ALLOWED, "--min-accuracy", "0")
     record["first_states"], store, run = latest_run_states(out / "metadata.sqlite")
     record["first_resolved"] = _resolver_outputs(store, run)
+    record["first_allowed"] = _anomalies_allowed(store, run)
     record["served_after_first"] = tree_digest(out / "serving_model")
     record["first_report"] = base / "first_report"
     shutil.copytree(out / "report", record["first_report"])
 
-    record["second"], record["second_summary"] = run_cli(data, out, *TINY, "--min-accuracy", "0")
+    record["floor"], record["floor_summary"] = run_cli(data, out, *CHEAP_TRAINING, "--min-accuracy", "0")
+    record["floor_states"], _, _ = latest_run_states(out / "metadata.sqlite")
+    record["versions_after_floor"] = sorted(os.listdir(out / "serving_model"))
+
+    record["second"], record["second_summary"] = run_cli(data, out, *ALLOWED, "--min-accuracy", "0")
     record["second_states"], store, run = latest_run_states(out / "metadata.sqlite")
     record["second_resolved"] = _resolver_outputs(store, run)
     record["versions_after_second"] = sorted(os.listdir(out / "serving_model"))
 
-    record["strict"], record["strict_summary"] = run_cli(data, out, *TINY, "--min-accuracy", "1.01")
+    record["strict"], record["strict_summary"] = run_cli(data, out, *ALLOWED, "--min-accuracy", "1.01")
     record["strict_states"], _, _ = latest_run_states(out / "metadata.sqlite")
     record["versions_after_strict"] = sorted(os.listdir(out / "serving_model"))
     record["served_after_strict"] = tree_digest(out / "serving_model")
@@ -70,7 +91,7 @@ def test_first_run_executes_every_component_once_and_pushes_version_1(runs):
     assert summary["blessed"] is True and summary["pushed_version"] == 1
     assert summary["decision"] == "met binary_accuracy >= 0; no baseline yet"
     assert summary["beam_args"] == ["--direct_running_mode=in_memory"]  # small data: no worker processes
-    # TINY sets --weights none and the epochs but not the rest of the from-scratch schedule
+    # CHEAP_TRAINING sets --weights none and the epochs but not the rest of the from-scratch schedule
     (note,) = summary["notes"]
     assert "from-scratch schedule --fine-tune-from 30, --early-stopping-patience 0, --cached-views 0 (" in note
     assert f"note: {note}" in runs["first"].stdout
@@ -89,12 +110,21 @@ def test_the_first_run_made_its_absent_output_folder_a_root(runs):
     assert "adopted" not in runs["first"].stdout + runs["second"].stdout
 
 
+def _expected_devices() -> list[str]:
+    """Where a run on this machine trains (trainer.devices): every GPU TensorFlow sees, else its CPU."""
+    import tensorflow as tf
+
+    gpus = [device.name for device in tf.config.list_logical_devices("GPU")]
+    return [name.rsplit("device:", 1)[-1] for name in gpus] or ["CPU:0"]
+
+
 def test_the_summary_says_where_and_how_the_model_trained(runs):
     training = runs["first_summary"]["training"]
-    assert [device.rsplit("device:", 1)[-1] for device in training["devices"]] == ["CPU:0"]  # no GPU here
+    expected = _expected_devices()
+    assert [device.rsplit("device:", 1)[-1] for device in training["devices"]] == expected
     # the from-scratch schedule augments every epoch: no cached views
     assert training["cached_views"] == 0 and training["cache"] is None
-    assert "trained on: CPU:0; every epoch augmented (no cached views)" in runs["first"].stdout
+    assert f"trained on: {', '.join(expected)}; every epoch augmented (no cached views)" in runs["first"].stdout
     # the Evaluator scored the span's test split, which the Trainer never read (it checked its TFLite models on
     # the eval split, where it chose its epoch)
     per_split = json.loads((runs["out"] / "examples" / "span-1" / "ingest_report.json").read_text())[
@@ -160,7 +190,7 @@ def test_the_pushed_version_carries_a_model_card_of_its_run_also_in_the_report(r
     assert f"| binary_accuracy | {accuracy:.4f} [{low:.4f}, {high:.4f}] |" in card
     assert "Scored on the test split" in card
     assert f"| 1 | folder:{runs['data']} | " in card  # span 1, its source
-    assert "Trained from random weights" in card  # TINY trains from random weights
+    assert "Trained from random weights" in card  # CHEAP_TRAINING trains from random weights
     page = (runs["first_report"] / "index.html").read_text()
     assert "<h2 id=card>Model card</h2>" in page and "<h2>Known limits</h2>" in page
 
@@ -265,6 +295,25 @@ def test_predict_reports_a_bad_file_and_classifies_the_rest(runs, tmp_path):
     assert output["sheet"] == str(sheet) and not (tmp_path / "predictions").exists()
     with Image.open(sheet) as image:
         assert image.width > 200
+
+
+def test_allow_anomalies_lets_a_run_through_the_gate_and_says_how_many(runs):
+    assert runs["first_allowed"] == 1  # the test split below the floor, let through
+
+
+def test_a_test_split_below_the_floor_stops_the_run_before_training(runs):
+    result, summary = runs["floor"], runs["floor_summary"]
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr[-3000:]
+    per_split = json.loads((runs["out"] / "examples" / "span-1" / "ingest_report.json").read_text())[
+        "examples_per_split"]
+    count = per_split["test"]
+    assert 0 < count < 30
+    assert (f"[test] only {count} example{'' if count == 1 else 's'}: at least 30 are needed to judge a model"
+            in summary["error"]), summary["error"]
+    assert "--allow-anomalies" in summary["error"]
+    assert runs["floor_states"][node_ids.ANOMALIES_GATE] == ["FAILED"]
+    assert not STOPPED_BEFORE & set(runs["floor_states"]), runs["floor_states"]
+    assert runs["versions_after_floor"] == ["1"]
 
 
 def test_rerun_with_no_new_data_is_cached_and_pushes_nothing(runs):

@@ -7,7 +7,9 @@ Four runs on one output directory, as a cron schedule would make them:
 4. the same data again             -> every component cached; nothing trained or pushed
 (runs 3 and 4 train one epoch: see ONE_EPOCH)
 then a rollback to version 1 (pushed as version 3), and a run on new data
-(span 4, one cheap epoch) whose candidate is compared with version 1's model.
+(span 4, one cheap epoch on the last two spans) whose candidate is compared with
+version 1's model, clears the minimum, falls more than the allowed drop below it
+and is not pushed.
 The model must really learn here (a shuffled span is only caught by a bar that
 a good model clears), so this uses 128-pixel images and warm start.
 """
@@ -45,6 +47,11 @@ LEARNS = ["--image-size", "128", "--weights", "none", "--fine-tune-from", "60", 
 # Span 3's eval labels are shuffled too, so no model can clear the bar however long it trains; span 4's run
 # checks which model it is compared with. One epoch each, and no TFLite export: the same checks, less time.
 ONE_EPOCH = [*LEARNS, "--head-epochs", "1", "--fine-tune-epochs", "0", "--no-tflite"]
+# Span 4's candidate learns next to nothing (one epoch at a learning rate of 1e-6, from random weights): far below
+# version 1's model, yet above a minimum of 0.3, so only the drop rule can reject it. It trains on the last two
+# spans (3 and 4), one cached view each (the cheapest base pass), which its Trainer's counts show.
+WORSE_ON_TWO_SPANS = [*ONE_EPOCH, "--no-warm-start", "--learning-rate", "1e-6", "--min-accuracy", "0.3",
+                      "--span-window", "2", "--cached-views", "1"]
 
 
 def _shuffled_labels(source, target, seed=7):
@@ -106,12 +113,35 @@ def _roll_back_and_retrain(base, out, span2, record):
     models = subprocess.run([sys.executable, str(ROOT / "pipeline_runner.py"), "models", "--output-dir", str(out),
                              "--json"], capture_output=True, text=True, timeout=300)
     record["models_after_rollback"] = json.loads(models.stdout) if models.returncode == 0 else models.stderr
+    record["served_after_rollback"] = tree_digest(out / "serving_model")
     span4 = base / "span4"
     shutil.copytree(span2, span4)
     synthetic.write_demo_images(span4 / "new", 20, seed=3)
-    record["span4"], record["span4_summary"] = run_cli(span4, out, *ONE_EPOCH)
+    record["span4"], record["span4_summary"] = run_cli(span4, out, *WORSE_ON_TWO_SPANS)
     _, store, run = latest_run_states(out / "metadata.sqlite")
     record["span4_evaluator_models"] = evaluator_models(store, run)
+    record["span4_read_spans"] = _spans_read(store, run)
+    record["span4_served"] = tree_digest(out / "serving_model")
+    record["span4_versions"] = sorted(p.name for p in (out / "serving_model").iterdir())
+
+
+def _spans_read(store, run):
+    """{node id: sorted spans of the Examples it read} in `run`, for the Trainer and the Evaluator."""
+    from ml_metadata.proto import metadata_store_pb2
+
+    from contract import metadata
+
+    examples_type = store.get_artifact_type("Examples").id
+    spans = {}
+    for execution in store.get_executions_by_context(run.id):
+        node = next((c.name.rsplit(".", 1)[-1] for c in store.get_contexts_by_execution(execution.id)
+                     if c.name.rsplit(".", 1)[-1] in (node_ids.TRAINER, node_ids.EVALUATOR)), None)
+        if node is None:
+            continue
+        ids = [e.artifact_id for e in store.get_events_by_execution_ids([execution.id])
+               if e.type == metadata_store_pb2.Event.INPUT]
+        spans[node] = sorted(metadata.span_of(a) for a in store.get_artifacts_by_id(ids) if a.type_id == examples_type)
+    return spans
 
 
 def _check_ok(result):
@@ -245,3 +275,41 @@ def test_after_the_rollback_a_new_candidate_is_compared_with_the_served_model(sc
     versions = {v["version"]: v for v in scenario["models_after_rollback"]}
     baseline = scenario["span4_evaluator_models"] - {summary["artifacts"]["Model"]}
     assert baseline == {versions[1]["model_uri"]}, "the baseline is the model rolled back to, not version 2's"
+
+
+def test_a_candidate_above_the_minimum_but_worse_than_the_served_model_is_not_pushed(scenario):
+    summary = scenario["span4_summary"]
+    assert scenario["span4"].returncode == 0, scenario["span4"].stdout[-3000:] + scenario["span4"].stderr[-3000:]
+    candidate, baseline = (summary["metrics"][m]["binary_accuracy"] for m in ("candidate", "baseline"))
+    assert 0.3 <= candidate < baseline - 0.05, summary["decision"]
+    assert summary["blessed"] is False and summary["pushed_version"] is None
+    assert summary["decision"].startswith("binary_accuracy is ") and "below the minimum" not in summary["decision"]
+    assert "below the baseline's, more than the allowed drop of 0.05" in summary["decision"]
+    # and beyond the noise of the split: the images only one model gets right say the baseline is better
+    assert summary["decision"].endswith("more than the noise of the split"), summary["decision"]
+    assert summary["paired"]["only_baseline_right"] > summary["paired"]["only_candidate_right"]
+    assert scenario["span4_versions"] == ["1", "2", "3"]
+    assert scenario["span4_served"] == scenario["served_after_rollback"]
+
+
+def test_the_trainer_reads_train_and_eval_never_test(scenario):
+    """Version 1's Trainer counted the records it read: the span's train and eval splits, not its test split,
+    which the Evaluator scored."""
+    out = scenario["out"]
+    per_split = json.loads((out / "examples" / "span-1" / "ingest_report.json").read_text())["examples_per_split"]
+    history = json.loads((out / "serving_model" / "1" / layout.TRAINING_HISTORY_FILE).read_text())
+    assert per_split["test"] > 0
+    assert (history["cache"]["train_images"], history["cache"]["eval_images"]) == (
+        per_split["train"], per_split["eval"])
+    assert scenario["span1_summary"]["metrics"]["candidate"]["example_count"] == per_split["test"]
+
+
+def test_span_window_2_trains_on_the_last_two_spans_and_judges_the_newest(scenario):
+    assert scenario["span4_summary"]["ingest"]["span"] == 4
+    assert scenario["span4_read_spans"] == {node_ids.TRAINER: [3, 4], node_ids.EVALUATOR: [4]}
+    history = json.loads((pathlib.Path(layout.serving_model_dir(scenario["span4_summary"]["artifacts"]["Model"]))
+                          / layout.TRAINING_HISTORY_FILE).read_text())
+    reports = [json.loads((scenario["out"] / "examples" / f"span-{span}" / "ingest_report.json").read_text())
+               for span in (3, 4)]
+    assert (history["cache"]["train_images"], history["cache"]["eval_images"]) == tuple(
+        sum(r["examples_per_split"][split] for r in reports) for split in ("train", "eval"))

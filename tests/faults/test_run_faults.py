@@ -6,10 +6,14 @@
    the same; the Trainer's outputs on a full disk -> the Trainer fails, nothing pushed, exit 1
 4. the same; serving_model on a full disk        -> the push fails cleanly: no staging left, exit 1
 5. pipeline_root deleted, metadata kept          -> the run completes (nothing deleted is used), version 2
-6. labels broken at the source (every dog filed as a cat)
-                                                 -> the class-balance check stops the run before Transform
+6. a push killed after publishing version 3, before recording it
+   labels broken at the source (every dog filed as a cat)
+                                                 -> the run records version 3; the class-balance check stops it
+                                                    before Transform
 7. a span written by another tool with labels outside {0, 1}
                                                  -> ExampleValidator's schema check stops it, naming the feature
+8. images three times the size of the previous span's (another camera)
+                                                 -> the size-drift check stops it before Transform
 Every pushed version stays byte-identical throughout.
 """
 
@@ -144,7 +148,6 @@ def week(tmp_path_factory):
     record["after_delete_states"], store, _ = latest_run_states(metadata)
     record["deleted_uris_live"] = [a.uri for a in store.get_artifacts() if not os.path.exists(a.uri)
                                    and a.state == metadata_store_pb2.Artifact.LIVE]
-    record["served_before_bad_data"] = tree_digest(out / "serving_model")
     _bad_data(base, first, out, record)
     return record
 
@@ -171,8 +174,20 @@ def _example(jpeg: bytes, label: int, name: str) -> bytes:
     return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
 
 
+def _publish_unrecorded(out, record):
+    """Version 1's model published again as version 3 by a Pusher that died before recording it."""
+    from components.serving_pusher import push_model
+    from contract import layout
+
+    serving = out / "serving_model"
+    model_uri = json.loads((serving / "1" / layout.PUSH_RECORD_FILE).read_text())["model_uri"]
+    record["unrecorded"] = push_model(str(serving / "1"), str(serving), model_uri=model_uri).version, model_uri
+
+
 def _bad_data(base, first, out, record):
-    """Steps 6 and 7: the data gate stops both runs before Transform."""
+    """Steps 6 to 8: the data gate stops every run before Transform."""
+    _publish_unrecorded(out, record)
+    record["served_before_bad_data"] = tree_digest(out / "serving_model")
     all_cats = base / "all_cats"
     (all_cats / "cat").mkdir(parents=True)
     for path in sorted(first.rglob("*.jpg")):
@@ -192,6 +207,12 @@ def _bad_data(base, first, out, record):
     record["bad_labels"], record["bad_labels_summary"] = run_cli(None, out, *SETTINGS)
     record["bad_labels_states"], _, _ = latest_run_states(out / "metadata.sqlite")
     record["served_after_bad_labels"] = tree_digest(out / "serving_model")
+
+    larger = base / "larger"
+    synthetic.write_demo_images(larger, 16, seed=5, sides=(560, 640))
+    record["drift"], record["drift_summary"] = run_cli(larger, out, *SETTINGS)
+    record["drift_states"], _, _ = latest_run_states(out / "metadata.sqlite")
+    record["served_after_drift"] = tree_digest(out / "serving_model")
 
 
 def test_a_good_run_pushes_version_1(week):
@@ -329,3 +350,32 @@ def test_ingest_stopped_midway_leaves_no_span_and_the_next_ingest_writes_it_whol
     report = json.loads((out / "examples" / "span-1" / "ingest_report.json").read_text())
     assert report["files_seen"] == 300 and report["counts"]["accepted"] + report["counts"]["normalized"] == 300
     assert sorted(p.name for p in (out / "examples").iterdir()) == ["span-1"]
+
+
+def test_the_next_run_records_a_version_a_killed_push_left_unrecorded(week):
+    from contract import metadata
+    from reporting import model_history
+
+    version, model_uri = week["unrecorded"]
+    assert version == 3 and model_uri == week["good_summary"]["artifacts"]["Model"]
+    line = f"version 3 (model {model_uri}, pushed "
+    notes = [note for note in week["all_cats_summary"]["notes"] if note.startswith("serving folder: " + line)]
+    assert len(notes) == 1 and notes[0].endswith("but not in ML Metadata: recorded now"), week["all_cats_summary"]
+    store = metadata.sqlite_store(week["out"] / "metadata.sqlite")
+    versions = {v.version: v for v in model_history.pushed_versions(store)}
+    assert sorted(versions) == [1, 2, 3] and versions[3].served
+    assert versions[3].model_id == versions[1].model_id
+    assert not any(note.startswith("serving folder:") for note in week["bad_labels_summary"]["notes"]), "once"
+
+
+def test_images_far_larger_than_the_previous_spans_stop_before_training(week):
+    result, summary = week["drift"], week["drift_summary"]
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr[-3000:]
+    assert summary["ingest"]["span"] == week["other_tool_span"] + 1
+    # the previous span (the other tool's) declares 200x200 images; these are 560 to 640 pixels a side
+    assert "[train] image height drift: mean " in summary["error"], summary["error"]
+    assert "against 200 px in the previous span" in summary["error"] and "allowed ±50%" in summary["error"]
+    states = week["drift_states"]
+    assert states[node_ids.ANOMALIES_GATE] == ["FAILED"]
+    assert not STOPPED_BEFORE & set(states), f"ran past the gate: {states}"
+    assert week["served_after_drift"] == week["served_before_bad_data"]
