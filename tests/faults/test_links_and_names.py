@@ -13,7 +13,7 @@ import pytest
 from ml_metadata.proto import metadata_store_pb2
 
 import pipeline_runner
-from components.serving_pusher import existing_versions, push_model
+from components.serving_pusher import digests_text, existing_versions, push_model
 from contract import layout
 from contract import metadata as metadata_lib
 from contract.layout import RunLayout
@@ -162,8 +162,11 @@ def test_a_folder_whose_name_is_not_a_version_is_ignored_and_named_once(root, ca
      "model 'int8' lacks one of the numbers agreement, logit_error_mean, logit_error_rms, logit_error_max, bytes"),
 ])
 def test_a_damaged_fidelity_file_is_named_in_the_list_of_models(root, capsys, content, reason):
-    path = RunLayout(root).serving_dir / "2" / layout.TFLITE_FIDELITY_FILE
+    version = RunLayout(root).serving_dir / "2"
+    path = version / layout.TFLITE_FIDELITY_FILE
     path.write_bytes(content if isinstance(content, bytes) else content.encode())
+    # Damaged when it was pushed: its commit record agrees with its files, so the version itself is intact.
+    (version / layout.DIGESTS_FILE).write_text(digests_text(str(version)))
 
     code, out, err = _cli(capsys, "models", "--output-dir", root)
     assert code == 0 and "served: version 2" in out, err
@@ -185,10 +188,12 @@ def test_a_damaged_push_record_of_an_unrecorded_version_is_named(root, capsys, c
     (stranger / "saved_model.pb").write_bytes(b"graph-x")
     assert push_model(str(stranger), str(RunLayout(root).serving_dir), model_uri="gs://elsewhere/model").version == 3
     record = RunLayout(root).serving_dir / "3" / layout.PUSH_RECORD_FILE
-    record.write_text(content)  # after the commit record: the version reads as complete, its record as damaged
+    record.write_text(content)
+    # Damaged when it was pushed: its commit record agrees with its files, so the version is served and intact.
+    (record.parents[1] / layout.DIGESTS_FILE).write_text(digests_text(str(record.parents[1])))
 
     code, out, err = _cli(capsys, "models", "--output-dir", root)
-    assert code == 0 and "served: version 2" in out
+    assert code == 0 and "served: none of the recorded versions" in out, out
     assert f"warning: version 3 ({named.format(record=record)}" in err, err
     code, out, err = _cli(capsys, "rollback", "--output-dir", root, "--to", "1")
     assert code == 0 and f"version 3 ({named.format(record=record)}" in out and "not recorded" in out, (out, err)
