@@ -266,8 +266,8 @@ def test_new_images_make_a_new_span_evaluated_against_version_1(runs):
     assert (runs["root"] / "examples" / "span-2").is_dir()
     states = runs["third_states"]
     assert states[node_ids.TRAINER] == ["COMPLETE"] and states[node_ids.EVALUATOR] == ["COMPLETE"]
-    served = json.load(open(runs["root"] / "serving_model" / "1" / "assets.extra" / "push.json"))["model_uri"]
-    assert served in runs["third_evaluator_models"], "the baseline must be the model served as version 1"
+    served_uri = json.load(open(runs["root"] / "serving_model" / "1" / "assets.extra" / "push.json"))["model_uri"]
+    assert served_uri in runs["third_evaluator_models"], "the baseline must be the model served as version 1"
     assert len(runs["third_evaluator_models"]) == 2
     assert runs["versions_after_third"] == ["1", "2", served.CONFIG_FILE]
     # What the InferenceService's TF Serving reads: version 2, under the path the predictor sees.
