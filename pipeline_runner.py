@@ -85,6 +85,11 @@ def main(argv: list[str] | None = None) -> int:
         return args.handler(args)
     except errors.CommandError as error:
         return errors.end(error, args.command)
+    except Exception as error:  # a full disk or a permission is foreseeable; anything else keeps its traceback
+        fault = errors.storage_fault(error)
+        if fault is None:
+            raise
+        return errors.end(fault, args.command)
     except KeyboardInterrupt:
         print(f"interrupted: `{args.command}` stopped before it finished", file=sys.stderr)
         return errors.INTERRUPTED

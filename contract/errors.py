@@ -40,6 +40,27 @@ class BusyError(CommandError):
     exit_code = BUSY
 
 
+class StorageFaultError(CommandError):
+    """The storage under a root failed a read or a write (a full disk, a permission, a file where a folder
+    belongs): the work stopped where it was; what was committed before is read as it was."""
+
+    exit_code = FAILED
+
+
+# What the storage libraries raise, named rather than imported: importing TensorFlow or ML Metadata here would
+# cost every command seconds, however it ends. (module, class) of a base class in the error's MRO.
+_STORAGE_FAULTS = {("builtins", "OSError"), ("tensorflow.python.framework.errors_impl", "OpError"),
+                   ("ml_metadata.errors", "StatusError"), ("sqlite3", "Error")}
+
+
+def storage_fault(error: BaseException) -> StorageFaultError | None:
+    """The one-line error for a fault of the storage (None: `error` is not one, so it is a bug)."""
+    if not any((cls.__module__, cls.__qualname__) in _STORAGE_FAULTS for cls in type(error).__mro__):
+        return None
+    return StorageFaultError(f"a storage fault stopped it: {first_line(error, with_type=True)}; fix that and run "
+                             "the command again")
+
+
 def end(error: CommandError, command: str | None = None) -> int:
     """Prints the error's one line to stderr; returns its exit code."""
     print(f"error: {error.line(command)}", file=sys.stderr, flush=True)

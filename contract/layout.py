@@ -138,10 +138,18 @@ def span_number(folder_name: str) -> int | None:
     return _number(match.group(1)) if match else None
 
 
+# TF Serving's versions and ML Metadata's span properties are 64-bit integers, and the next folder takes the
+# highest number plus one: a larger name can never be served or recorded, so it is not a number of ours.
+MAX_NUMBER = 2**62
+
+
 def _number(digits: str) -> int | None:
     """The number ASCII `digits` write the way this pipeline names folders (no leading zero: "007" would name
-    the same number as a second folder "7")."""
-    return int(digits) if _DIGITS.fullmatch(digits) and str(int(digits)) == digits else None
+    the same number as a second folder "7"), up to MAX_NUMBER."""
+    if not _DIGITS.fullmatch(digits) or len(digits) > len(str(MAX_NUMBER)):
+        return None
+    number = int(digits)
+    return number if str(number) == digits and number <= MAX_NUMBER else None
 
 
 def span_dir(examples_root: str | os.PathLike, span: int) -> str:

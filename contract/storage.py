@@ -302,7 +302,8 @@ def odd_version_folders(serving_dir: str) -> list[str]:
     (a staging copy), nor a link (refused_entries names those): ignored, as TF Serving ignores it."""
     if not backend.isdir(serving_dir):
         return []
-    return [f"{posixpath.join(serving_dir, name)} is not a version (a version's name is ASCII digits): ignored"
+    return [f"{posixpath.join(serving_dir, name)} is not a version (a version's name is a number in ASCII digits, "
+            "at most 2**62): ignored"
             for name in sorted(backend.listdir(serving_dir))
             if layout.version_number(name) is None and not name.startswith(".")
             and backend.isdir(posixpath.join(serving_dir, name)) and not _is_link(posixpath.join(serving_dir, name))]

@@ -87,7 +87,9 @@ def test_move_links_aside_takes_the_watched_names_only(tmp_path, outside):
 
 
 @pytest.mark.parametrize("name, number", [("12", 12), ("0", 0), ("²", None), ("٣", None), ("007", None),
-                                          (" 3", None), ("1_0", None), ("3-x", None)])
+                                          (" 3", None), ("1_0", None), ("3-x", None),
+                                          (str(2**62), 2**62), (str(2**62 + 1), None), (str(2**63), None),
+                                          ("9" * 23, None)])
 def test_version_and_span_numbers_are_ascii_digits(name, number):
     assert layout.version_number(name) == number
     assert layout.span_number(f"span-{name}") == number
@@ -102,7 +104,8 @@ def test_odd_folders_are_named_and_links_are_not_named_twice(tmp_path, outside):
     lines = storage.serving_dir_warnings(str(serving))
     assert lines == [f"{serving / 'latest'} is refused: it is a symbolic link (to {outside}), and links are never "
                      "followed; the next push or rollback moves it aside",
-                     f"{serving / '²'} is not a version (a version's name is ASCII digits): ignored"]
+                     f"{serving / '²'} is not a version (a version's name is a number in ASCII digits, "
+                     "at most 2**62): ignored"]
 
 
 @pytest.mark.parametrize("content, reason", [

@@ -8,16 +8,21 @@ own code (no training: the models' files are stand-ins).
 """
 
 import json
+import resource
+import signal
+import subprocess
+import sys
 
 import pytest
 from ml_metadata.proto import metadata_store_pb2
 
 import pipeline_runner
 from components.serving_pusher import digests_text, existing_versions, push_model
-from contract import layout
+from contract import errors, layout, served
 from contract import metadata as metadata_lib
 from contract.layout import RunLayout
 from orchestration import reconcile
+from tests.helpers import ROOT as REPO
 from tests.helpers import tree_digest
 
 pytestmark = pytest.mark.faults
@@ -135,12 +140,12 @@ def test_a_span_that_is_or_holds_a_link_is_moved_aside_as_it_was_by_the_next_ing
     assert tree_digest(users_folder) == before
 
 
-@pytest.mark.parametrize("name", ["²", "٣", "007", "v3"])
+@pytest.mark.parametrize("name", ["²", "٣", "007", "v3", str(2**63 - 1)])
 def test_a_folder_whose_name_is_not_a_version_is_ignored_and_named_once(root, capsys, name):
     serving = RunLayout(root).serving_dir
     (serving / name).mkdir()
     (serving / name / "saved_model.pb").write_bytes(b"graph")
-    named = f"{serving / name} is not a version (a version's name is ASCII digits): ignored"
+    named = f"{serving / name} is not a version (a version's name is a number in ASCII digits, at most 2**62): ignored"
 
     code, out, err = _cli(capsys, "models", "--output-dir", root)
     assert code == 0 and "served: version 2" in out and err.count(named) == 1, err
@@ -197,3 +202,46 @@ def test_a_damaged_push_record_of_an_unrecorded_version_is_named(root, capsys, c
     assert f"warning: version 3 ({named.format(record=record)}" in err, err
     code, out, err = _cli(capsys, "rollback", "--output-dir", root, "--to", "1")
     assert code == 0 and f"version 3 ({named.format(record=record)}" in out and "not recorded" in out, (out, err)
+
+
+def test_a_storage_fault_ends_a_rollback_in_one_line_and_the_served_version_stays(root, limit=300):
+    """A file size limit (RLIMIT_FSIZE, with SIGXFSZ ignored: EFBIG, as a full disk fails a write midway) makes
+    TensorFlow's file layer or ML Metadata raise their own errors: one line, exit 1, never a traceback."""
+    serving = RunLayout(root).serving_dir
+
+    def limited():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    result = subprocess.run([sys.executable, str(REPO / "pipeline_runner.py"), "rollback", "--output-dir",
+                             str(root), "--to", "1"], capture_output=True, text=True, timeout=300, cwd=REPO,
+                            preexec_fn=limited)
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr[-3000:]
+    [line] = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert line.startswith("error: a storage fault stopped it: ") and "run the command again" in line
+    # Whatever step failed, a server loads a committed, intact version (served.served checks its digests).
+    assert served.served(str(serving)).version in (2, 3) and not (root / "serving_model.incomplete").exists()
+
+
+@pytest.mark.parametrize("error, is_fault", [
+    (OSError(28, "No space left on device"), True), (PermissionError(13, "Permission denied"), True),
+    (ValueError("a bug"), False), (KeyError("a bug"), False)])
+def test_only_the_storage_libraries_errors_are_storage_faults(error, is_fault):
+    assert (errors.storage_fault(error) is not None) == is_fault
+
+
+def test_tensorflows_and_ml_metadatas_errors_are_storage_faults(tmp_path):
+    import sqlite3
+
+    import ml_metadata.errors
+    import tensorflow as tf
+
+    raised = []
+    for attempt in (lambda: tf.io.gfile.GFile(str(tmp_path / "absent" / "x"), "rb").read(),
+                    lambda: sqlite3.connect(f"file:{tmp_path / 'absent.sqlite'}?mode=ro", uri=True).execute("select 1"),
+                    lambda: (_ for _ in ()).throw(ml_metadata.errors.InternalError("database or disk is full"))):
+        with pytest.raises(Exception) as caught:
+            attempt()
+        raised.append(caught.value)
+    lines = [errors.storage_fault(error) for error in raised]
+    assert all(line is not None and "\n" not in str(line) for line in lines), raised

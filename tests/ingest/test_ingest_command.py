@@ -16,6 +16,9 @@ def test_a_name_that_is_not_utf8_and_a_file_above_the_cap_are_quarantined_and_th
     latin1 = os.fsencode(images / "cat") + b"/caf\xe9.jpg"  # a name from a Latin-1 system
     with open(latin1, "wb") as f:
         f.write(synthetic.render_image("cat", 50))
+    forged = "x.jpg\n  accepted            99"  # a name that would print a line of the table of its own
+    (images / "dog" / forged).write_bytes(b"not an image")
+    (images / "dog" / "\x1b[31mred.jpg").write_bytes(b"not an image either")
     with open(images / "dog" / "huge.jpg", "wb") as f:
         f.truncate(64 << 20)  # sparse: 64 MiB that take no disk
     result = subprocess.run([sys.executable, str(ROOT / "pipeline_runner.py"), "ingest", "--data-dir", str(images),
@@ -24,8 +27,13 @@ def test_a_name_that_is_not_utf8_and_a_file_above_the_cap_are_quarantined_and_th
     assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr[-3000:]
     report = json.loads((tmp_path / "out" / "examples" / "span-1" / "ingest_report.json").read_text("ascii"))
     reasons = {q["file"]: q["reason"] for q in report["quarantined"]}
+    assert {name: reasons.pop(name)[:12] for name in (f"dog/{forged}", "dog/\x1b[31mred.jpg")} == \
+        dict.fromkeys((f"dog/{forged}", "dog/\x1b[31mred.jpg"), "not an image")
     assert reasons == {"cat/caf\\xe9.jpg": "name is not valid UTF-8",
                        "dog/huge.jpg": f"{64 << 20} bytes, above the file size limit of {1 << 20} bytes "
                                        "(--max-file-mb): not read"}
     assert report["examples_per_label"] == {"cat": 3, "dog": 3}
     assert "quarantined cat/caf\\xe9.jpg: name is not valid UTF-8" in result.stdout
+    # The table shows a name's control characters as escapes: no forged line, nothing for the terminal to obey.
+    assert "quarantined dog/x.jpg\\n  accepted            99: not an image" in result.stdout
+    assert "\x1b" not in result.stdout and "\n  accepted            99\n" not in result.stdout
