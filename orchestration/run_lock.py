@@ -23,6 +23,7 @@ import os
 import time
 import uuid
 
+from contract import layout
 from contract.errors import BUSY, REFUSED, CommandError
 from orchestration import lease, roots
 
@@ -32,6 +33,9 @@ def exclusive_run(output_dir: str | os.PathLike, run_id: str | None = None, *, c
     """Holds `<output_dir>/.pipeline.lock` while the block runs; raises roots.NotARootError (nothing written) if
     the folder is not a pipeline root, lease.RootBusyError if another run holds it. `claim`: the folder becomes
     a root (its marker written) once the lease is held. Yields a Held."""
+    linked = linked_parts(output_dir)
+    if linked:
+        raise LinkedPartError(f"{output_dir} cannot be used: {'; '.join(linked)}; make it a folder of the root")
     found = roots.inspect(output_dir)
     run_id = run_id or f"local-{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:8]}"
     held = lease.acquire(output_dir, run_id, process=True)
@@ -49,6 +53,27 @@ def exclusive_run(output_dir: str | os.PathLike, run_id: str | None = None, *, c
         lease.release(output_dir, run_id)
         if refused:
             roots.restore_after_release(output_dir, found)
+
+
+_ASIDE_SUFFIX = ".incomplete"  # contract.storage.ASIDE_SUFFIX, without importing TensorFlow before a refusal
+
+
+def linked_parts(root: str | os.PathLike) -> list[str]:
+    """The pipeline's own places directly under a local `root` (spans, versions, the store, the artifacts, the
+    reports, and where incomplete ones are moved) that are symbolic links, one line each: writing through one
+    would write, move and delete outside the root. The root itself may be a link: the user chose where it is."""
+    if "://" in os.fspath(root):
+        return []  # an object store has no links
+    where = layout.RunLayout(os.fspath(root))
+    parts = [where.examples_root, where.serving_dir, where.pipeline_root, where.metadata_path, where.report_dir,
+             where.runs_dir, where.summary_path, os.path.dirname(where.schema_path),
+             where.examples_root + _ASIDE_SUFFIX, where.serving_dir + _ASIDE_SUFFIX]
+    return [f"{part} is a symbolic link (to {os.readlink(part)}), and links are never followed"
+            for part in parts if os.path.islink(part)]
+
+
+class LinkedPartError(CommandError):
+    """A place of the root the pipeline writes is a symbolic link out of it; nothing was touched."""
 
 
 @dataclasses.dataclass(frozen=True)

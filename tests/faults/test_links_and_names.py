@@ -21,6 +21,7 @@ from components.serving_pusher import digests_text, existing_versions, push_mode
 from contract import errors, layout, served
 from contract import metadata as metadata_lib
 from contract.layout import RunLayout
+from ingest import synthetic
 from orchestration import reconcile
 from tests.helpers import ROOT as REPO
 from tests.helpers import tree_digest
@@ -245,3 +246,28 @@ def test_tensorflows_and_ml_metadatas_errors_are_storage_faults(tmp_path):
         raised.append(caught.value)
     lines = [errors.storage_fault(error) for error in raised]
     assert all(line is not None and "\n" not in str(line) for line in lines), raised
+
+
+@pytest.mark.parametrize("part", ["serving_model", "examples"])
+def test_a_place_of_the_root_that_is_a_link_is_refused_before_anything_is_written(root, users_folder, capsys,
+                                                                                  tmp_path, part):
+    moved = tmp_path / f"{part}-elsewhere"
+    (root / part).mkdir(exist_ok=True)
+    (root / part).rename(moved)
+    (root / part).symlink_to(users_folder)
+    before, outside = tree_digest(root), tree_digest(users_folder)
+    images = tmp_path / "images"
+    synthetic.write_demo_images(images, 2)
+    for argv in (("rollback", "--output-dir", root, "--to", "1"),
+                 ("ingest", "--data-dir", images, "--output-dir", root)):
+        code, out, err = _cli(capsys, *argv)
+        assert code == 2 and f"{root / part} is a symbolic link (to {users_folder}), and links are never " \
+            "followed" in err, (argv, out, err)
+    assert tree_digest(root) == before and tree_digest(users_folder) == outside
+
+
+def test_the_lock_knows_where_incomplete_folders_are_moved():
+    from contract import storage
+    from orchestration import run_lock
+
+    assert run_lock._ASIDE_SUFFIX == storage.ASIDE_SUFFIX
