@@ -34,7 +34,7 @@ import threading
 import time
 
 from benchmarks.figures import Figure, table
-from contract import layout
+from contract import layout, served
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -178,7 +178,7 @@ def bench_pipeline(settings: Settings, scratch: pathlib.Path) -> tuple[list[Figu
         source = sum(p.stat().st_size for p in files)
         figures.append(Figure("4 bytes", f"Transform writes per image at {size}", written / size, "B",
                               source / size, written / source, "<= 1x", written / source <= 1))
-        version = max((run["out"] / "serving_model").iterdir(), key=lambda p: int(p.name))
+        version = _served_version(run["out"])
         evaluator = next(n["seconds"] for n in run["summary"]["nodes"] if n["node_id"] == "Evaluator")
         keras_seconds = statistics.median(_model_evaluate_seconds(run["out"], version, settings.image_size)
                                           for _ in range(settings.repeats))
@@ -190,7 +190,13 @@ def bench_pipeline(settings: Settings, scratch: pathlib.Path) -> tuple[list[Figu
             if window and node["seconds"] >= 0.5:
                 figures.append(Figure("6 memory", f"peak RSS {node['node_id']} at {size}", max(window) / 2**20, "MiB"))
     smallest = settings.pipeline_sizes[0]
-    return figures, max((runs[smallest]["out"] / "serving_model").iterdir(), key=lambda p: int(p.name))
+    return figures, _served_version(runs[smallest]["out"])
+
+
+def _served_version(out: pathlib.Path) -> pathlib.Path:
+    """The version folder the run's serving config names (the folder also holds the config itself)."""
+    serving = out / "serving_model"
+    return serving / str(served.served(str(serving)).version)
 
 
 # 6. Serving -----------------------------------------------------------------------------------------------------

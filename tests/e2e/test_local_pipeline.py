@@ -313,7 +313,7 @@ def test_a_test_split_below_the_floor_stops_the_run_before_training(runs):
     assert "--allow-anomalies" in summary["error"]
     assert runs["floor_states"][node_ids.ANOMALIES_GATE] == ["FAILED"]
     assert not STOPPED_BEFORE & set(runs["floor_states"]), runs["floor_states"]
-    assert runs["versions_after_floor"] == ["1"]
+    assert runs["versions_after_floor"] == ["1", served.CONFIG_FILE]
 
 
 def test_rerun_with_no_new_data_is_cached_and_pushes_nothing(runs):

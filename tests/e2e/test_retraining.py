@@ -288,7 +288,7 @@ def test_a_candidate_above_the_minimum_but_worse_than_the_served_model_is_not_pu
     # and beyond the noise of the split: the images only one model gets right say the baseline is better
     assert summary["decision"].endswith("more than the noise of the split"), summary["decision"]
     assert summary["paired"]["only_baseline_right"] > summary["paired"]["only_candidate_right"]
-    assert scenario["span4_versions"] == ["1", "2", "3"]
+    assert scenario["span4_versions"] == ["1", "2", "3", served.CONFIG_FILE]
     assert scenario["span4_served"] == scenario["served_after_rollback"]
 
 
