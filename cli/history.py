@@ -71,11 +71,13 @@ def command_models(args: argparse.Namespace) -> int:
     one the serving config (models.config) names, if its files match their digests; a damaged version is named.
     """
     root, store = history_store(args)  # first: a refused setting is named before the seconds TFX takes to import
+    from contract import metadata as metadata_lib
     from contract import storage
     from orchestration import reconcile
     from reporting import model_history
 
     serving_dir = str(RunLayout(str(root)).serving_dir)
+    store = metadata_lib.open_store(store, read_only=True)
     versions = model_history.pushed_versions(store, serving_dir)
     # Read only: versions the store missed are named here; the next run or rollback records them.
     unknown = reconcile.unrecorded(serving_dir, versions)
@@ -86,13 +88,15 @@ def command_models(args: argparse.Namespace) -> int:
     for found in unknown:
         print(f"warning: {found.describe()} (its pusher stopped before recording it); the next run or rollback "
               "records it", file=sys.stderr)
-    for line in storage.serving_dir_warnings(serving_dir) + serving_config_warnings(serving_dir):
+    trusted = reconcile.known_model(store, serving_dir, versions)
+    for line in storage.serving_dir_warnings(serving_dir) + serving_config_warnings(serving_dir, trusted):
         print(f"warning: {line}", file=sys.stderr)
     return 0
 
 
-def serving_config_warnings(serving_dir: str) -> list[str]:
-    """What the next writer will change in the serving config (read only; no file is hashed)."""
+def serving_config_warnings(serving_dir: str, trusted) -> list[str]:
+    """What the next writer will change in the serving config (read only; no file is hashed). `trusted`: whether
+    a version may be rolled forward to (orchestration.reconcile.known_model)."""
     from contract import served
 
     try:
@@ -105,6 +109,10 @@ def serving_config_warnings(serving_dir: str) -> list[str]:
     if config is None:
         return [f"{serving_dir} has no {served.CONFIG_FILE} (an earlier release wrote it): a server started with "
                 f"--model_config_file finds none; the next run or rollback writes it, naming version {newest}"]
+    if not trusted(newest):
+        return [f"version {newest} is complete but no blessed model of this pipeline's store: never named in "
+                f"{served.CONFIG_FILE} by a run or rollback; servers load "
+                + (f"version {config.version}" if config else "nothing")]
     return [f"version {newest} is committed but {served.CONFIG_FILE} names version {config.version} (its push "
             f"stopped before naming it): servers load version {config.version}; the next run or rollback names "
             f"version {newest}"]
