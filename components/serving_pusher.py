@@ -154,8 +154,9 @@ def follow_commit(serving_dir: str, trusted: Callable[[int], bool]) -> dict[int,
     if not trusted(newest):
         left = f"still names version {config.version}" if config else ("left as it is" if unreadable else
                                                                        "not written")
-        return {newest: f"version {newest} is complete but its model ({pushed_model_uri_or_unknown(serving_dir, newest)}"
-                        f") is no blessed model of this pipeline's store: not served; {served.CONFIG_FILE} {left}"}
+        uri = pushed_model_uri_or_unknown(serving_dir, newest)
+        return {newest: f"version {newest} is complete but its model ({uri}) is no blessed model of this pipeline's "
+                        f"store: not served; {served.CONFIG_FILE} {left}"}
     name_version(serving_dir, newest)
     if unreadable:
         return {newest: f"{unreadable}: rewritten to name version {newest}, the newest complete one"}

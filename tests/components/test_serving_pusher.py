@@ -178,8 +178,9 @@ def test_a_root_without_a_config_gets_one_from_the_next_writer(model_dir, tmp_pa
     push_model(str(model_dir), str(serving), model_uri="model-1")
     (serving / CONFIG).unlink()  # a serving folder an earlier release wrote
     assert served.served(str(serving)) == served.Served(1, 1, configured=False)
-    assert follow_commit(str(serving), lambda v: True) == {1: f"{CONFIG} was missing (a serving folder an earlier release wrote): "
-                                              "written to name version 1, the newest complete one"}
+    assert follow_commit(str(serving), lambda v: True) == {
+        1: f"{CONFIG} was missing (a serving folder an earlier release wrote): written to name version 1, the newest "
+           "complete one"}
     assert list(_config(serving).model_config_list.config[0].model_version_policy.specific.versions) == [1]
     (serving / CONFIG).write_text("model_config_list { config { name: ")  # cut short by hand
     assert "not a ModelServerConfig" in served.served(str(serving)).config_error
