@@ -177,7 +177,8 @@ def clean_up(serving_dir: str) -> tuple[list[str], int]:
     """
     done = [f"removed the staging copy {name} a killed push left"
             for name in storage.remove_staging(serving_dir, [STAGING_PREFIX])]
-    done += storage.move_links_aside(serving_dir, aside_dir(serving_dir), lambda name: True)
+    # A config that is a link is rewritten in place by the push (name_version), never followed.
+    done += storage.move_links_aside(serving_dir, aside_dir(serving_dir), lambda name: name != served.CONFIG_FILE)
     done += storage.odd_version_folders(serving_dir)
     for version, why in incomplete_versions(serving_dir).items():
         moved = storage.move_aside(posixpath.join(serving_dir, str(version)), aside_dir(serving_dir), str(version),
