@@ -256,3 +256,16 @@ def test_a_config_naming_no_version_says_so_in_one_warning(root, capsys, version
     code, out, err = _cli(capsys, "models", "--output-dir", root)
     assert code == 0 and "served: none of the recorded versions" in out
     assert err.count("warning:") == 1 and said in err, err
+
+
+def test_predict_with_model_checks_a_pushed_version_and_refuses_links(root, users_folder, capsys):
+    serving = RunLayout(root).serving_dir
+    (serving / "2" / "saved_model.pb").write_bytes(b"changed since the push")
+    code, out, err = _cli(capsys, "predict", "--model", serving / "2", users_folder / "q3.txt")
+    assert code != 0 and (f"--model {serving / '2'} is a pushed version that cannot be used as pushed: its files "
+                          "differ from those pushed (saved_model.pb: changed since the push)") in err, err
+    (serving / "9").symlink_to(serving / "1", target_is_directory=True)
+    code, out, err = _cli(capsys, "predict", "--model", serving / "9", users_folder / "q3.txt")
+    assert code != 0 and f"--model {serving / '9'}: it is a symbolic link (to {serving / '1'})" in err, err
+    code, out, err = _cli(capsys, "predict", "--model", serving / "1", users_folder / "q3.txt")
+    assert "pushed version" not in err and "symbolic link" not in err, "an intact version passes the checks"
