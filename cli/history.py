@@ -87,8 +87,9 @@ def command_models(args: argparse.Namespace) -> int:
     else:
         print(model_history.table(versions))
     for found in unknown:
-        print(f"warning: {found.describe()} (its pusher stopped before recording it); the next run or rollback "
-              "records it", file=sys.stderr)
+        fate = ("(its pusher stopped before recording it); the next run or rollback records it"
+                if reconcile.holds_model(store, found) else "and its model is not in this store: never recorded")
+        print(f"warning: {found.describe()} {fate}", file=sys.stderr)
     trusted = reconcile.known_model(store, serving_dir, versions)
     warnings = serving_config_warnings(serving_dir, {v.version for v in versions}, trusted)
     for line in storage.serving_dir_warnings(serving_dir) + warnings:

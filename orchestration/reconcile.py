@@ -80,6 +80,11 @@ def reconcile(store, serving_dir: str, pipeline_name: str) -> dict[int, str]:
     return lines
 
 
+def holds_model(store, found: Unrecorded) -> bool:
+    """Whether the store holds the Model `found`'s push record names (reconcile can then record it)."""
+    return _model_by_uri(store, found.record.get("model_uri", "")) is not None
+
+
 def known_model(store, serving_dir: str, versions: list[model_history.PushedVersion]) -> Callable[[int], bool]:
     """Whether a version may be served: recorded as pushed, or holding (by its push record) a Model of this
     store that was blessed (a push killed between its commit record and the config)."""

@@ -247,7 +247,13 @@ def test_a_hand_made_version_is_never_rolled_forward_to_and_rollback_agrees_with
     assert lines[2].startswith("version 2 is complete but its model (/somewhere/unknown) is no blessed model of this "
                                f"pipeline's store: not served; {served.CONFIG_FILE} still names version 1")
     assert served.read_config(history["serving"]).version == 1
-    assert "served: version 1" in _models_output(history, capsys)
+    assert pipeline_runner.main(["models", "--root", str(history["root"]), "--metadata-sqlite",
+                                 str(RunLayout(history["root"]).metadata_path)]) == 0
+    shown = capsys.readouterr()
+    assert "served: version 1" in shown.out
+    assert "but not in ML Metadata and its model is not in this store: never recorded" in shown.err
+    assert ("version 2 is complete but no blessed model of this pipeline's store: never named in "
+            f"{served.CONFIG_FILE} by a run or rollback; servers load version 1") in shown.err
     with pytest.raises(rollback.RollbackError, match=r"already the one served \(version 1\)"):
         rollback.rollback(history["root"], history["store"], 1, "", PIPELINE)
     assert served.read_config(history["serving"]).version == 1 and existing_versions(history["serving"]) == [1, 2]
