@@ -6,6 +6,7 @@ import argparse
 import dataclasses
 import json
 import os
+import posixpath
 import sys
 
 from cli import flags
@@ -71,11 +72,13 @@ def command_models(args: argparse.Namespace) -> int:
     one the serving config (models.config) names, if its files match their digests; a damaged version is named.
     """
     root, store = history_store(args)  # first: a refused setting is named before the seconds TFX takes to import
+    from contract import metadata as metadata_lib
     from contract import storage
     from orchestration import reconcile
     from reporting import model_history
 
     serving_dir = str(RunLayout(str(root)).serving_dir)
+    store = metadata_lib.open_store(store, read_only=True)
     versions = model_history.pushed_versions(store, serving_dir)
     # Read only: versions the store missed are named here; the next run or rollback records them.
     unknown = reconcile.unrecorded(serving_dir, versions)
@@ -84,30 +87,53 @@ def command_models(args: argparse.Namespace) -> int:
     else:
         print(model_history.table(versions))
     for found in unknown:
-        print(f"warning: {found.describe()} (its pusher stopped before recording it); the next run or rollback "
-              "records it", file=sys.stderr)
-    for line in storage.serving_dir_warnings(serving_dir) + serving_config_warnings(serving_dir):
+        fate = ("(its pusher stopped before recording it); the next run or rollback records it"
+                if reconcile.holds_model(store, found) else "and its model is not in this store: never recorded")
+        print(f"warning: {found.describe()} {fate}", file=sys.stderr)
+    trusted = reconcile.known_model(store, serving_dir, versions)
+    warnings = serving_config_warnings(serving_dir, {v.version for v in versions}, trusted)
+    for line in storage.serving_dir_warnings(serving_dir) + warnings:
         print(f"warning: {line}", file=sys.stderr)
     return 0
 
 
-def serving_config_warnings(serving_dir: str) -> list[str]:
-    """What the next writer will change in the serving config (read only; no file is hashed)."""
+def serving_config_warnings(serving_dir: str, recorded: set[int], trusted) -> list[str]:
+    """What is wrong with the serving config and what the next writer will change in it (read only; no file is
+    hashed). `recorded`: the versions the history lists (it names what is wrong with those); `trusted`: whether
+    a version may be rolled forward to (orchestration.reconcile.known_model)."""
     from contract import served
 
     try:
         config = served.read_config(serving_dir)
     except (served.ConfigError, OSError) as error:
-        return [f"{error}: a server cannot read it; the next run or rollback rewrites it"]
-    newest = max(served.complete_versions(serving_dir), default=None)
+        return [f"{error}; the next run or rollback rewrites it"]
+    complete = served.complete_versions(serving_dir)
+    if config is not None and config.version not in complete and config.version not in recorded:
+        return [_unservable(serving_dir, config.version)]
+    newest = max(complete, default=None)
     if newest is None or (config is not None and config.version >= newest):
         return []
     if config is None:
         return [f"{serving_dir} has no {served.CONFIG_FILE} (an earlier release wrote it): a server started with "
                 f"--model_config_file finds none; the next run or rollback writes it, naming version {newest}"]
+    if not trusted(newest):
+        return [f"version {newest} is complete but no blessed model of this pipeline's store: never named in "
+                f"{served.CONFIG_FILE} by a run or rollback; servers load "
+                + (f"version {config.version}" if config else "nothing")]
     return [f"version {newest} is committed but {served.CONFIG_FILE} names version {config.version} (its push "
             f"stopped before naming it): servers load version {config.version}; the next run or rollback names "
             f"version {newest}"]
+
+
+def _unservable(serving_dir: str, version: int) -> str:
+    """The config names a version no one can load (not there, or incomplete) that the history does not list."""
+    from contract import served, storage
+
+    folder = posixpath.join(serving_dir, str(version))
+    what = ("which is not there" if not storage.backend.exists(folder)
+            else f"which is {served.damage(folder, check_bytes=False)}")
+    return (f"{served.CONFIG_FILE} names version {version}, {what}: a server loads nothing until a push or rollback "
+            "names another")
 
 
 def command_rollback(args: argparse.Namespace) -> int:

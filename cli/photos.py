@@ -35,7 +35,8 @@ def _base_weights_flags(base: argparse.ArgumentParser) -> None:
 def _add_model_flags(parser: argparse.ArgumentParser) -> None:
     where = parser.add_mutually_exclusive_group()
     where.add_argument("--model", type=pathlib.Path, help="A pushed version's folder, e.g. runs/demo/serving_model/3.")
-    flags.add_output_dir(where, "Use the newest version under <output-dir>/serving_model.")
+    flags.add_output_dir(where, "Use the served version under <output-dir>/serving_model: the one its "
+                                "models.config names.")
 
 
 def _model_dir(args: argparse.Namespace) -> pathlib.Path:
@@ -43,7 +44,7 @@ def _model_dir(args: argparse.Namespace) -> pathlib.Path:
     from inference import predict
 
     if args.model:
-        return args.model
+        return predict.given_model_dir(args.model)
     serving_dir = RunLayout(args.output_dir.resolve()).serving_dir
     for line in storage.serving_dir_warnings(str(serving_dir)):
         print(f"warning: {line}", file=sys.stderr)
@@ -51,7 +52,7 @@ def _model_dir(args: argparse.Namespace) -> pathlib.Path:
 
 
 def command_predict(args: argparse.Namespace) -> int:
-    """Classify your own photos with the latest pushed model (or --model).
+    """Classify your own photos with the served model (or --model).
 
     Prints a table (file, class, dog probability) and writes a contact sheet PNG. A file that cannot be read is
     reported on its own line; the others are still classified.

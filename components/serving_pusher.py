@@ -16,7 +16,9 @@ config (contract.served: `<serving_dir>/models.config`, version policy
 `specific`), so that a server, running or fresh, loads only a committed
 version. The config always names the newest complete version (a rollback is a
 new version too); a push stopped between the commit record and the config is
-rolled forward by the next writer (follow_commit), which says so.
+rolled forward before the next run or rollback (follow_commit, from
+orchestration.reconcile), which says so, and only to a version whose model
+the pipeline's store holds blessed.
 """
 
 
@@ -25,7 +27,7 @@ import json
 import posixpath
 import time
 import uuid
-from typing import List
+from typing import Callable, List
 
 from absl import logging
 
@@ -59,6 +61,11 @@ def pushed_model_uri(version_dir: str) -> str | None:
 
 
 UNREADABLE = "unreadable"  # the key of a push record that cannot be read: its file and what is wrong
+
+
+def pushed_model_uri_or_unknown(serving_dir: str, version: int) -> str:
+    uri = pushed_model_uri(posixpath.join(serving_dir, str(version)))
+    return uri if isinstance(uri, str) and uri else "no push record names it"
 
 
 def push_record(version_dir: str) -> dict:
@@ -127,11 +134,13 @@ def name_version(serving_dir: str, version: int, name: str = "", base_path: str 
     return True
 
 
-def follow_commit(serving_dir: str) -> dict[int, str]:
+def follow_commit(serving_dir: str, trusted: Callable[[int], bool]) -> dict[int, str]:
     """Makes the serving config name the newest complete version where it names an older one (a push or
     rollback stopped between its commit record and the config) or is missing or unreadable (a root an earlier
-    release wrote). A newest version whose files differ from their digests is not named. Called only under the
-    root's lease. {the version now named: a line saying what was done}, {} if nothing was."""
+    release wrote). A newest version whose files differ from their digests is not named, nor one for which
+    `trusted(version)` is False: a commit record only says the files are whole, not that the model was ever
+    evaluated (a folder made by hand has one too). Called only under the root's lease. {version: a line saying
+    what was done or why not}, {} if there was nothing to do."""
     complete = existing_versions(serving_dir)
     if not complete:
         return {}
@@ -142,6 +151,12 @@ def follow_commit(serving_dir: str) -> dict[int, str]:
         config, unreadable = None, str(error)
     if (config is not None and config.version >= newest) or served.damage(posixpath.join(serving_dir, str(newest))):
         return {}
+    if not trusted(newest):
+        left = f"still names version {config.version}" if config else ("left as it is" if unreadable else
+                                                                       "not written")
+        uri = pushed_model_uri_or_unknown(serving_dir, newest)
+        return {newest: f"version {newest} is complete but its model ({uri}) is no blessed model of this pipeline's "
+                        f"store: not served; {served.CONFIG_FILE} {left}"}
     name_version(serving_dir, newest)
     if unreadable:
         return {newest: f"{unreadable}: rewritten to name version {newest}, the newest complete one"}
@@ -153,21 +168,22 @@ def follow_commit(serving_dir: str) -> dict[int, str]:
 
 
 def clean_up(serving_dir: str) -> tuple[list[str], int]:
-    """Moves incomplete versions out of `serving_dir`, removes staging copies killed pushes left and rolls the
-    serving config forward (follow_commit).
+    """Moves incomplete versions out of `serving_dir`, removes staging copies killed pushes left; leaves the
+    serving config alone (the push names its own version last; rolling forward is reconcile's, which knows the
+    store).
 
     Returns (what was done, one line each; the highest number ever used, moved-aside versions included, so
     that no number a server may have seen is used again). Called only under the root's lease.
     """
     done = [f"removed the staging copy {name} a killed push left"
             for name in storage.remove_staging(serving_dir, [STAGING_PREFIX])]
-    done += storage.move_links_aside(serving_dir, aside_dir(serving_dir), lambda name: True)
+    # A config that is a link is rewritten in place by the push (name_version), never followed.
+    done += storage.move_links_aside(serving_dir, aside_dir(serving_dir), lambda name: name != served.CONFIG_FILE)
     done += storage.odd_version_folders(serving_dir)
     for version, why in incomplete_versions(serving_dir).items():
         moved = storage.move_aside(posixpath.join(serving_dir, str(version)), aside_dir(serving_dir), str(version),
                                    layout.DIGESTS_FILE)
         done.append(f"version {version} was incomplete ({why}): moved to {moved}; its number is not used again")
-    done += follow_commit(serving_dir).values()
     highest = max(_numbered(serving_dir) + storage.aside_numbers(aside_dir(serving_dir), _aside_number), default=0)
     return done, highest
 

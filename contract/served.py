@@ -20,9 +20,11 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import os
 import posixpath
 
 from contract import layout, storage
+from contract.errors import first_line
 
 CONFIG_FILE = layout.SERVING_CONFIG_FILE
 MODEL_NAME = "cats-vs-dogs"  # the model's name in a server's URLs: the InferenceService's name by default
@@ -75,19 +77,34 @@ def parse_config(text: str, where: str) -> ServingConfig:
     if len(models) != 1 or len(models[0].model_version_policy.specific.versions) != 1:
         raise ConfigError(f"{where}: expected one model with one specific version")
     model = models[0]
-    return ServingConfig(model.name, model.base_path, model.model_version_policy.specific.versions[0])
+    version = model.model_version_policy.specific.versions[0]
+    if version < 1:
+        raise ConfigError(f"{where}: names version {version}, and versions are numbered from 1")
+    return ServingConfig(model.name, model.base_path, version)
 
 
 def read_config(serving_dir: str) -> ServingConfig | None:
     """The serving folder's config; None where it has none (a root an earlier release wrote)."""
     path = config_path(serving_dir)
+    if storage.is_local(path) and os.path.islink(path):
+        raise ConfigError(f"{path} is a symbolic link, never followed")
     if not storage.backend.exists(path):
         return None
     try:
         text = storage.backend.read(path).decode("utf-8")
     except UnicodeDecodeError:
         raise ConfigError(f"{path}: not text") from None
+    except storage.NotAFileError as error:
+        raise ConfigError(str(error)) from None
+    except (OSError, _tf_errors().OpError) as error:
+        raise ConfigError(f"cannot read {path} ({first_line(error)})") from None
     return parse_config(text, path)
+
+
+def _tf_errors():
+    import tensorflow as tf
+
+    return tf.errors
 
 
 def write_config(serving_dir: str, config: ServingConfig) -> None:
@@ -112,9 +129,21 @@ def digest_problems(version_dir: str) -> list[str]:
     present = set(storage.backend.files(version_dir)) - {layout.DIGESTS_FILE}
     problems = [f"{name}: missing" for name in sorted(set(recorded) - present)]
     problems += [f"{name}: not in the version when it was pushed" for name in sorted(present - set(recorded))]
-    problems += [f"{name}: changed since the push" for name in sorted(present & set(recorded))
-                 if sha256(posixpath.join(version_dir, name)) != recorded[name]]
+    for name in sorted(present & set(recorded)):
+        problem = _changed(posixpath.join(version_dir, name), recorded[name])
+        if problem:
+            problems.append(f"{name}: {problem}")
     return problems
+
+
+def _changed(path: str, recorded: str) -> str | None:
+    try:
+        actual = sha256(path)
+    except storage.NotAFileError as error:
+        return f"{error.kind}, not a file: never read"
+    except (OSError, _tf_errors().OpError) as error:
+        return f"cannot be read ({first_line(error)})"
+    return "changed since the push" if actual != recorded else None
 
 
 def damage(version_dir: str, check_bytes: bool = True) -> str | None:

@@ -37,6 +37,7 @@ import json
 import os
 import posixpath
 import shutil
+import stat
 import time
 import uuid
 from typing import Callable, Iterable
@@ -76,10 +77,13 @@ class GFileBackend:
         tf.io.gfile.makedirs(path)
 
     def read(self, path: str) -> bytes:
+        _refuse_special(path)
         with tf.io.gfile.GFile(path, "rb") as f:
             return f.read()
 
     def open(self, path: str, mode: str = "rb"):
+        if "r" in mode:
+            _refuse_special(path)
         return tf.io.gfile.GFile(path, mode)
 
     def write(self, path: str, data: bytes) -> None:
@@ -119,6 +123,30 @@ class GFileBackend:
             os.unlink(path)
         elif os.path.isdir(path):
             shutil.rmtree(path)
+
+
+_KINDS = {stat.S_IFIFO: "a FIFO", stat.S_IFSOCK: "a socket", stat.S_IFCHR: "a character device",
+          stat.S_IFBLK: "a block device", stat.S_IFDIR: "a folder"}
+
+
+class NotAFileError(OSError):
+    """A local path to read is not a regular file (a FIFO would block a reader forever); names the path."""
+
+    def __init__(self, path: str, kind: str):
+        super().__init__(f"{path}: {kind}, not a file: never read")
+        self.path, self.kind = path, kind
+
+
+def _refuse_special(path: str) -> None:
+    """Locally, only a regular file (or a link to one) is read; what is absent is left to the reader's error."""
+    if not is_local(path):
+        return
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        return
+    if not stat.S_ISREG(mode):
+        raise NotAFileError(path, _KINDS.get(stat.S_IFMT(mode), "not a regular file"))
 
 
 def is_local(path: str | os.PathLike) -> bool:
@@ -315,10 +343,15 @@ def _is_link(path: str) -> bool:
 
 def serving_dir_warnings(serving_dir: str) -> list[str]:
     """What a reader of `serving_dir` ignores there, one line each: links (the next push or rollback moves them
-    aside) and folders that are not versions."""
+    aside) and folders that are not versions. The serving config is not among them: a link there is the
+    config's own error (contract.served.read_config), and the next writer rewrites it in place."""
     return [f"{path} is refused: {problem}; the next push or rollback moves it aside"
-            for path, problem in refused_entries(serving_dir, lambda name: True).items()] + \
+            for path, problem in refused_entries(serving_dir, _not_the_config).items()] + \
         odd_version_folders(serving_dir)
+
+
+def _not_the_config(name: str) -> bool:
+    return name != layout.SERVING_CONFIG_FILE
 
 
 def aside_numbers(aside_dir: str, number_of: Callable[[str], int | None]) -> list[int]:
@@ -333,8 +366,12 @@ def recorded_digests(version_dir: str) -> dict[str, str] | None:
     path = posixpath.join(version_dir, layout.DIGESTS_FILE)
     if not backend.exists(path):
         return None
+    try:
+        text = backend.read(path)
+    except (OSError, tf.errors.OpError):
+        return None
     recorded = {}
-    for line in backend.read(path).decode("utf-8", "replace").splitlines():
+    for line in text.decode("utf-8", "replace").splitlines():
         digest, separator, name = line.partition("  ")
         if not separator or len(digest) != 64:
             return None

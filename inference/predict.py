@@ -11,7 +11,7 @@ import dataclasses
 import os
 import pathlib
 
-from contract import features, layout, served
+from contract import features, layout, served, storage
 from contract.errors import CommandError
 from ingest.images import RejectedImage, check_image
 
@@ -38,6 +38,20 @@ def latest_version_dir(serving_dir: str | os.PathLike) -> pathlib.Path:
     if state.problem():
         raise NoModelError(f"no model served under {serving_dir}: {state.problem()}; pass --model DIR, or roll back")
     raise NoModelError(f"no pushed model under {serving_dir}: run the pipeline first, or pass --model DIR")
+
+
+def given_model_dir(model_dir: str | os.PathLike) -> pathlib.Path:
+    """A folder given by hand (--model), refused where it is or holds a symbolic link (never followed), and
+    where it has a commit record (a pushed version) that its files do not match: that is not the model pushed."""
+    model_dir = pathlib.Path(model_dir)
+    linked = storage.link_problem(model_dir)
+    if linked:
+        raise NoModelError(f"--model {model_dir}: {linked}")
+    if (model_dir / layout.DIGESTS_FILE).exists():
+        why = served.damage(str(model_dir))
+        if why:
+            raise NoModelError(f"--model {model_dir} is a pushed version that cannot be used as pushed: {why}")
+    return model_dir
 
 
 def find_files(paths: list[str | os.PathLike]) -> list[pathlib.Path]:

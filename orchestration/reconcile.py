@@ -4,9 +4,11 @@ A version is published first and recorded second (a Pusher's PushedModel, a
 Rollback execution), on every orchestrator: a process killed in between leaves
 a complete version the store never heard of; one killed between the commit
 record and the serving config leaves the config naming the version before. The
-config is rolled forward first (components.serving_pusher.follow_commit): the
-served version is then the newest complete one whatever the store says, so the
-history, `rollback --to N` and the next run's baseline must know it. Each
+config is rolled forward first (components.serving_pusher.follow_commit), to
+the newest complete version when it is recorded or holds a blessed Model of
+this store (a folder made by hand, whose model was never evaluated, is named
+and never served), so the history, `rollback --to N` and the next run's
+baseline must know it. Each
 complete version without a record is
 recorded here from its push record (assets.extra/push.json: the model's URI,
 and for a rollback the versions and the reason), as an execution of type
@@ -19,10 +21,11 @@ from __future__ import annotations
 import dataclasses
 import posixpath
 import time
+from typing import Callable
 
 from ml_metadata.proto import metadata_store_pb2
 
-from components.serving_pusher import UNREADABLE, existing_versions, follow_commit, push_record
+from components.serving_pusher import UNREADABLE, existing_versions, follow_commit, push_record, pushed_model_uri
 from contract import metadata as metadata_lib
 from reporting import model_history
 
@@ -58,8 +61,9 @@ def reconcile(store, serving_dir: str, pipeline_name: str) -> dict[int, str]:
     if isinstance(store, str):
         store = metadata_lib.open_store(store)
     # First the serving config: the version it names is the served one, which the history must then know.
-    lines = follow_commit(serving_dir)
-    missing = unrecorded(serving_dir, model_history.pushed_versions(store, serving_dir))
+    versions = model_history.pushed_versions(store, serving_dir)
+    lines = follow_commit(serving_dir, known_model(store, serving_dir, versions))
+    missing = unrecorded(serving_dir, versions)
     for found in missing:
         model = _model_by_uri(store, found.record.get("model_uri", ""))
         if model is None:
@@ -74,6 +78,25 @@ def reconcile(store, serving_dir: str, pipeline_name: str) -> dict[int, str]:
                     model.id, found.version, found.path, details)
         _add(lines, found.version, f"{found.describe()}: recorded now")
     return lines
+
+
+def holds_model(store, found: Unrecorded) -> bool:
+    """Whether the store holds the Model `found`'s push record names (reconcile can then record it)."""
+    return _model_by_uri(store, found.record.get("model_uri", "")) is not None
+
+
+def known_model(store, serving_dir: str, versions: list[model_history.PushedVersion]) -> Callable[[int], bool]:
+    """Whether a version may be served: recorded as pushed, or holding (by its push record) a Model of this
+    store that was blessed (a push killed between its commit record and the config)."""
+    recorded = {v.version for v in versions}
+    blessed = model_history.blessed_model_ids(store)
+
+    def trusted(version: int) -> bool:
+        if version in recorded:
+            return True
+        model = _model_by_uri(store, pushed_model_uri(posixpath.join(serving_dir, str(version))))
+        return model is not None and model.id in blessed
+    return trusted
 
 
 def _add(lines: dict[int, str], version: int, line: str) -> None:

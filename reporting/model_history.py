@@ -105,6 +105,18 @@ def _tflite_agreement(pushed_path: str) -> tuple[dict[str, float], list[str]]:
     return (export.tflite_agreement(fidelity) if fidelity else {}), []
 
 
+def _blessings(store) -> dict:
+    """{model id: its newest positive ModelBlessing}."""
+    return {run_summary.custom_property(b, metadata_lib.CURRENT_MODEL_ID): b
+            for b in sorted(store.get_artifacts_by_type("ModelBlessing"), key=lambda b: b.id)
+            if run_summary.custom_property(b, metadata_lib.BLESSED) == 1}
+
+
+def blessed_model_ids(store) -> set[int]:
+    """The ids of the Models an Evaluator blessed."""
+    return set(_blessings(store))
+
+
 def pushed_versions(metadata: str, serving_dir: str | None = None) -> list[PushedVersion]:
     """Every version the pipeline pushed, oldest first, the served one and the damaged ones marked from the files
     in `serving_dir` (default: the folder the newest push names). `metadata`: a local SQLite file's path, or a
@@ -114,9 +126,7 @@ def pushed_versions(metadata: str, serving_dir: str | None = None) -> list[Pushe
     else:
         store = (metadata_lib.open_store(metadata, read_only=True) if "://" in metadata
                  else run_summary.open_store(metadata))
-    blessings = {run_summary.custom_property(b, metadata_lib.CURRENT_MODEL_ID): b
-                 for b in sorted(store.get_artifacts_by_type("ModelBlessing"), key=lambda b: b.id)
-                 if run_summary.custom_property(b, metadata_lib.BLESSED) == 1}
+    blessings = _blessings(store)
     result, seen = [], set()
     # One record per version: a Pusher that found its model already served records that version again.
     for pushed in sorted(store.get_artifacts_by_type("PushedModel"), key=lambda a: a.id):

@@ -7,7 +7,7 @@ import pytest
 from google.protobuf import text_format
 from tensorflow_serving.config import model_server_config_pb2
 
-from components.serving_pusher import digest_problems, existing_versions, follow_commit, push_model
+from components.serving_pusher import digest_problems, digests_text, existing_versions, follow_commit, push_model
 from contract import layout, served
 
 CONFIG = served.CONFIG_FILE
@@ -133,20 +133,44 @@ def test_a_version_without_its_commit_record_is_never_named_and_the_server_keeps
     (serving / "2" / layout.DIGESTS_FILE).unlink()  # complete but for the commit record
     assert list(_config(serving).model_config_list.config[0].model_version_policy.specific.versions) == [1]
     assert served.served(str(serving)) == served.Served(1, 1)
-    assert follow_commit(str(serving)) == {}, "an uncommitted version is not rolled forward to"
+    assert follow_commit(str(serving), lambda v: True) == {}, "an uncommitted version is not rolled forward to"
 
 
-def test_a_push_stopped_between_commit_record_and_config_is_rolled_forward_by_the_next_writer(model_dir, tmp_path):
+def _versions_named(serving):
+    return list(_config(serving).model_config_list.config[0].model_version_policy.specific.versions)
+
+
+def test_a_push_stopped_between_commit_record_and_config_is_rolled_forward_only_to_a_trusted_model(model_dir,
+                                                                                                   tmp_path):
     serving = tmp_path / "serving"
     push_model(str(model_dir), str(serving), model_uri="model-1")
     before = (serving / CONFIG).read_bytes()
     push_model(str(model_dir), str(serving), model_uri="model-2")
     (serving / CONFIG).write_bytes(before)  # as if the pusher died before writing the config
     assert served.served(str(serving)).version == 1, "what a server loads until the config names version 2"
-    (line,) = push_model(str(model_dir), str(serving), model_uri="model-2").cleaned
-    assert line == (f"version 2 was committed but {CONFIG} still named version 1 (its push stopped before naming "
-                    f"it): {CONFIG} now names version 2")
-    assert list(_config(serving).model_config_list.config[0].model_version_policy.specific.versions) == [2]
+    assert follow_commit(str(serving), lambda v: False) == {2: (
+        f"version 2 is complete but its model (model-2) is no blessed model of this pipeline's store: not served; "
+        f"{CONFIG} still names version 1")}
+    assert _versions_named(serving) == [1], "a version whose model the store does not vouch for is never named"
+    assert follow_commit(str(serving), lambda v: v == 2) == {2: (
+        f"version 2 was committed but {CONFIG} still named version 1 (its push stopped before naming it): {CONFIG} "
+        "now names version 2")}
+    assert _versions_named(serving) == [2]
+
+
+def test_a_push_rolls_nothing_forward_but_names_its_own_version(model_dir, tmp_path):
+    serving = tmp_path / "serving"
+    push_model(str(model_dir), str(serving), model_uri="model-1")
+    before = (serving / CONFIG).read_bytes()
+    push_model(str(model_dir), str(serving), model_uri="model-2")
+    (serving / CONFIG).write_bytes(before)
+    assert push_model(str(model_dir), str(serving), model_uri="model-2").cleaned == ()
+    assert _versions_named(serving) == [2], "the retry of the same push names its own model's version"
+    (serving / CONFIG).write_bytes(before)
+    (serving / "2" / "saved_model.pb").write_bytes(b"by hand")
+    (serving / "2" / layout.DIGESTS_FILE).write_text(digests_text(str(serving / "2")))  # whole, never evaluated
+    result = push_model(str(model_dir), str(serving), model_uri="model-1")
+    assert (result.version, result.cleaned, _versions_named(serving)) == (3, (), [3])
 
 
 def test_a_root_without_a_config_gets_one_from_the_next_writer(model_dir, tmp_path):
@@ -154,12 +178,13 @@ def test_a_root_without_a_config_gets_one_from_the_next_writer(model_dir, tmp_pa
     push_model(str(model_dir), str(serving), model_uri="model-1")
     (serving / CONFIG).unlink()  # a serving folder an earlier release wrote
     assert served.served(str(serving)) == served.Served(1, 1, configured=False)
-    assert follow_commit(str(serving)) == {1: f"{CONFIG} was missing (a serving folder an earlier release wrote): "
-                                              "written to name version 1, the newest complete one"}
+    assert follow_commit(str(serving), lambda v: True) == {
+        1: f"{CONFIG} was missing (a serving folder an earlier release wrote): written to name version 1, the newest "
+           "complete one"}
     assert list(_config(serving).model_config_list.config[0].model_version_policy.specific.versions) == [1]
     (serving / CONFIG).write_text("model_config_list { config { name: ")  # cut short by hand
     assert "not a ModelServerConfig" in served.served(str(serving)).config_error
-    assert "rewritten to name version 1" in follow_commit(str(serving))[1]
+    assert "rewritten to name version 1" in follow_commit(str(serving), lambda v: True)[1]
 
 
 def test_a_damaged_served_version_is_not_served(model_dir, tmp_path):

@@ -4,6 +4,8 @@ Real files and links on the local disk; each test snapshots the folder a link
 points at and checks it byte for byte afterwards.
 """
 
+import os
+
 import pytest
 
 from contract import layout, storage
@@ -127,3 +129,20 @@ def test_read_json_names_the_file_and_what_is_wrong(tmp_path, content, reason):
 def test_read_json_of_a_missing_file_is_one_line(tmp_path):
     with pytest.raises(storage.UnreadableFileError, match=r"record.json: cannot be read \("):
         storage.read_json(str(tmp_path / "record.json"))
+
+
+def test_only_a_regular_file_is_read_locally(tmp_path):
+    fifo, text = tmp_path / "fifo", tmp_path / "text"
+    os.mkfifo(fifo)
+    text.write_text("x")
+    for read in (storage.backend.read, lambda path: storage.backend.open(path, "rb")):
+        with pytest.raises(storage.NotAFileError, match=f"^{fifo}: a FIFO, not a file: never read$"):
+            read(str(fifo))  # a FIFO would block the reader forever
+        with pytest.raises(storage.NotAFileError, match="a folder"):
+            read(str(tmp_path))
+    assert storage.backend.read(str(text)) == b"x"
+    storage.backend.open(str(tmp_path / "new"), "wb").close()  # writing is not refused
+    version = tmp_path / "version" / "assets.extra"
+    version.mkdir(parents=True)
+    os.mkfifo(version / "SHA256SUMS")
+    assert storage.recorded_digests(str(tmp_path / "version")) is None

@@ -8,6 +8,7 @@ own code (no training: the models' files are stand-ins).
 """
 
 import json
+import os
 import resource
 import signal
 import subprocess
@@ -271,3 +272,74 @@ def test_the_lock_knows_where_incomplete_folders_are_moved():
     from orchestration import run_lock
 
     assert run_lock._ASIDE_SUFFIX == storage.ASIDE_SUFFIX
+
+
+def _config_names(root) -> int:
+    from contract import served
+
+    return served.read_config(str(RunLayout(root).serving_dir)).version
+
+
+def test_a_config_that_is_a_link_is_never_read_and_the_next_rollback_rewrites_it(root, tmp_path, capsys):
+    serving = RunLayout(root).serving_dir
+    config = serving / layout.SERVING_CONFIG_FILE
+    users = tmp_path / "user.config"
+    users.write_text(config.read_text().replace("versions: 2", "versions: 1"))
+    config.unlink()
+    config.symlink_to(users)
+
+    code, out, err = _cli(capsys, "models", "--output-dir", root)
+    assert code == 0 and "served: version 1" not in out, "what the link points at is not read"
+    assert err.count("warning:") == 1, err
+    assert (f"warning: {config} is a symbolic link, never followed; the next run or rollback rewrites it"
+            in err), err
+    code, out, err = _cli(capsys, "rollback", "--output-dir", root, "--to", "1")
+    assert code == 0 and "served again as version 3" in out, err
+    assert not config.is_symlink() and _config_names(root) == 3
+    assert users.read_text().count("versions: 1") == 1, "the user's file is untouched"
+
+
+def test_a_fifo_where_a_file_is_read_is_named_never_waited_on(root, capsys):
+    serving = RunLayout(root).serving_dir
+    config = serving / layout.SERVING_CONFIG_FILE
+    config.unlink()
+    os.mkfifo(config)
+    code, out, err = _cli(capsys, "models", "--output-dir", root)  # a read of a FIFO would block forever
+    assert code == 0 and f"warning: {config}: a FIFO, not a file: never read; the next run or rollback rewrites it" \
+        in err, err
+
+    config.unlink()
+    assert _cli(capsys, "rollback", "--output-dir", root, "--to", "1")[0] == 0  # named version 3, config rewritten
+    digests = serving / "3" / layout.DIGESTS_FILE
+    digests.unlink()
+    os.mkfifo(digests)
+    code, out, err = _cli(capsys, "models", "--output-dir", root)
+    assert code == 0 and ("version 3: damaged, not a complete version: no readable commit record "
+                          f"({layout.DIGESTS_FILE})") in out, out
+
+
+@pytest.mark.parametrize("version, said", [
+    ("9", "models.config names version 9, which is not there: a server loads nothing until a push or rollback "
+          "names another"),
+    ("-1", "names version -1, and versions are numbered from 1; the next run or rollback rewrites it"),
+    ("0", "names version 0, and versions are numbered from 1"),
+])
+def test_a_config_naming_no_version_says_so_in_one_warning(root, capsys, version, said):
+    config = RunLayout(root).serving_dir / layout.SERVING_CONFIG_FILE
+    config.write_text(config.read_text().replace("versions: 2", f"versions: {version}"))
+    code, out, err = _cli(capsys, "models", "--output-dir", root)
+    assert code == 0 and "served: none of the recorded versions" in out
+    assert err.count("warning:") == 1 and said in err, err
+
+
+def test_predict_with_model_checks_a_pushed_version_and_refuses_links(root, users_folder, capsys):
+    serving = RunLayout(root).serving_dir
+    (serving / "2" / "saved_model.pb").write_bytes(b"changed since the push")
+    code, out, err = _cli(capsys, "predict", "--model", serving / "2", users_folder / "q3.txt")
+    assert code != 0 and (f"--model {serving / '2'} is a pushed version that cannot be used as pushed: its files "
+                          "differ from those pushed (saved_model.pb: changed since the push)") in err, err
+    (serving / "9").symlink_to(serving / "1", target_is_directory=True)
+    code, out, err = _cli(capsys, "predict", "--model", serving / "9", users_folder / "q3.txt")
+    assert code != 0 and f"--model {serving / '9'}: it is a symbolic link (to {serving / '1'})" in err, err
+    code, out, err = _cli(capsys, "predict", "--model", serving / "1", users_folder / "q3.txt")
+    assert "pushed version" not in err and "symbolic link" not in err, "an intact version passes the checks"

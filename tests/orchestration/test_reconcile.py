@@ -228,3 +228,52 @@ def test_a_push_stopped_before_naming_its_version_is_named_by_the_next_run_and_m
     assert lines == {2: f"version 2 was committed but {served.CONFIG_FILE} still named version 1 (its push stopped "
                         f"before naming it): {served.CONFIG_FILE} now names version 2"}
     assert model_history.pushed_versions(history["store"])[-1].served
+
+
+def _hand_made_version(history, number: int, model_uri: str):
+    """A version folder made by hand whose commit record matches its files: whole, never evaluated."""
+    from components.serving_pusher import digests_text
+
+    folder = history["root"] / "serving_model" / str(number)
+    shutil.copytree(history["root"] / "serving_model" / "1", folder)
+    (folder / "saved_model.pb").write_bytes(b"never evaluated")
+    (folder / layout.PUSH_RECORD_FILE).write_text(f'{{"model_uri": "{model_uri}"}}')
+    (folder / layout.DIGESTS_FILE).write_text(digests_text(str(folder)))
+
+
+def test_a_hand_made_version_is_never_rolled_forward_to_and_rollback_agrees_with_models(history, capsys):
+    _hand_made_version(history, 2, "/somewhere/unknown")
+    lines = reconcile.reconcile(history["store"], history["serving"], PIPELINE)
+    assert lines[2].startswith("version 2 is complete but its model (/somewhere/unknown) is no blessed model of this "
+                               f"pipeline's store: not served; {served.CONFIG_FILE} still names version 1")
+    assert served.read_config(history["serving"]).version == 1
+    assert pipeline_runner.main(["models", "--root", str(history["root"]), "--metadata-sqlite",
+                                 str(RunLayout(history["root"]).metadata_path)]) == 0
+    shown = capsys.readouterr()
+    assert "served: version 1" in shown.out
+    assert "but not in ML Metadata and its model is not in this store: never recorded" in shown.err
+    assert ("version 2 is complete but no blessed model of this pipeline's store: never named in "
+            f"{served.CONFIG_FILE} by a run or rollback; servers load version 1") in shown.err
+    with pytest.raises(rollback.RollbackError, match=r"already the one served \(version 1\)"):
+        rollback.rollback(history["root"], history["store"], 1, "", PIPELINE)
+    assert served.read_config(history["serving"]).version == 1 and existing_versions(history["serving"]) == [1, 2]
+
+
+def test_a_version_of_a_model_the_store_holds_unblessed_is_not_rolled_forward_to(history):
+    store = metadata_lib.open_store(history["store"])
+    model_type = store.get_artifact_type("Model").id
+    store.put_artifacts([metadata_store_pb2.Artifact(type_id=model_type, uri="/never/blessed")])
+    _hand_made_version(history, 2, "/never/blessed")
+    assert "is no blessed model" in reconcile.reconcile(history["store"], history["serving"], PIPELINE)[2]
+    assert served.read_config(history["serving"]).version == 1
+
+
+def test_a_blessed_model_pushed_but_neither_named_nor_recorded_is_rolled_forward_to(history):
+    config = history["root"] / "serving_model" / served.CONFIG_FILE
+    before = config.read_bytes()
+    uri = history["models"][2][1]
+    push_model(uri, history["serving"], model_uri=uri)
+    config.write_bytes(before)  # killed between its commit record and the config, before recording
+    lines = reconcile.reconcile(history["store"], history["serving"], PIPELINE)
+    assert f"{served.CONFIG_FILE} now names version 2" in lines[2] and lines[2].endswith("recorded now")
+    assert served.read_config(history["serving"]).version == 2
