@@ -46,7 +46,7 @@ import urllib.parse
 from contract import layout
 from contract.errors import CommandError
 from contract.layout import RunLayout
-from orchestration import lease
+from orchestration import lease, store_health
 
 NEW, ROOT, EARLIER = "new", "root", "earlier"  # what inspect() found: becomes a root, is one, is adopted
 
@@ -110,8 +110,9 @@ def _check_earlier(fs: _FileSystem, root: str, entries: frozenset[str]) -> None:
     where = RunLayout(root)
     store = _store_problem(fs, where.metadata_path) if _HERE.metadata_path in entries else None
     if store:
-        raise NotARootError(f"{root} holds {_HERE.metadata_path}, which {store}: it is another program's, not "
-                            "this pipeline's ML Metadata store: nothing was changed; give a new or empty folder")
+        raise NotARootError(f"{root} holds {_HERE.metadata_path}, which {store}, so it is taken for "
+                            "another program's database, not this pipeline's ML Metadata store: nothing was changed; "
+                            "give a new or empty folder")
     evidence = _HERE.metadata_path in entries or _committed(fs, where)
     if not evidence:
         raise NotARootError(f"{root} is not empty and is not a root of this pipeline (it has no {layout.ROOT_MARKER} "
@@ -215,25 +216,34 @@ def _committed(fs: _FileSystem, where: RunLayout) -> bool:
         any(fs.regular(_join(_join(where.serving_dir, name), layout.DIGESTS_FILE)) for name in versions)
 
 
-def _store_problem(fs: _FileSystem, path: str) -> str | None:
+def _store_problem(fs: _FileSystem, path: str, wait: bool = True) -> str | None:
     """None if `path` is an ML Metadata SQLite store, else what it is. Opened read-only: nothing is written to
-    it, not even a journal."""
+    it, not even a journal. store_health.StoreBusyError (exit 3) while another process holds it locked."""
     if fs.remote or not fs.regular(path):
         return "is not a file" if not fs.remote else "is on an object store, where no run keeps one"
     with open(path, "rb") as f:
         if f.read(len(_SQLITE_HEADER)) != _SQLITE_HEADER:
             return "is not an SQLite database"
-    uri = "file:" + urllib.parse.quote(os.fsencode(os.path.abspath(path))) + "?mode=ro"
     try:
-        connection = sqlite3.connect(uri, uri=True, timeout=1)
-        try:
-            tables = {row[0] for row in connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-        finally:
-            connection.close()
+        tables = _tables(path)
+    except sqlite3.OperationalError as error:
+        if wait and ("locked" in str(error) or "busy" in str(error)):
+            store_health.check(path)  # waits for the lock, then says busy (nothing written) if it is still held
+            return _store_problem(fs, path, wait=False)
+        return f"cannot be read as an SQLite database ({error})"
     except sqlite3.Error as error:
         return f"cannot be read as an SQLite database ({error})"
     missing = sorted(MLMD_TABLES - tables)
     return f"has no ML Metadata tables ({', '.join(missing)} missing)" if missing else None
+
+
+def _tables(path: str) -> set[str]:
+    uri = "file:" + urllib.parse.quote(os.fsencode(os.path.abspath(path))) + "?mode=ro"
+    connection = sqlite3.connect(uri, uri=True, timeout=1)
+    try:
+        return {row[0] for row in connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    finally:
+        connection.close()
 
 
 def _not_the_runs(fs: _FileSystem, where: RunLayout) -> list[str]:
