@@ -192,7 +192,7 @@ def report(metadata_store: str, run_id: str, pipeline_name: str, root: str, sett
     try:
         run_id = tfx_node.resolve_run_id(run_id)
         roots.inspect(root)  # the ingest task refused it: nothing of the run is written into a folder of the user's
-    except (tfx_node.NodeTaskError, roots.NotARootError) as error:
+    except (tfx_node.NodeTaskError, roots.NotARootError, lease.RootBusyError) as error:
         _fail(str(error))
     records = _read_records(root, run_id)
     refused = records.get(layout.INGEST_TASK, {}).get("refused")

@@ -17,6 +17,7 @@ import pytest
 
 import config as config_lib
 import pipeline_runner
+from contract import layout
 from ingest import synthetic
 from orchestration import lease, run_lock
 from tests.helpers import ROOT, transform_graph
@@ -374,6 +375,8 @@ def test_foreign_span_with_png_bytes_or_a_truncated_file_stops_before_any_compon
     span = tmp_path / "out" / "examples" / "span-1"
     (span / "train").mkdir(parents=True)
     (span / "eval").mkdir()
+    # Put into a root: a folder holding nothing but another tool's span is no evidence of a run (orchestration.roots)
+    (tmp_path / "out" / layout.ROOT_MARKER).write_text("{}\n")
     large = io.BytesIO()  # 400x300 = 120,000 pixels, above the --max-image-pixels given below
     Image.new("RGB", (400, 300), (120, 90, 60)).save(large, format="JPEG")
     with tf.io.TFRecordWriter(str(span / "train" / "part-0.tfrecord")) as writer:

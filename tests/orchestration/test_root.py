@@ -72,12 +72,71 @@ def last_run_root(base):
     return folder
 
 
+_STORE = {}
+
+
+def mlmd_store(path):
+    """An ML Metadata SQLite store, made by ML Metadata itself (once, then copied)."""
+    if not _STORE:
+        import tempfile
+
+        from ml_metadata import metadata_store
+        from ml_metadata.proto import metadata_store_pb2
+
+        with tempfile.TemporaryDirectory() as made:
+            config = metadata_store_pb2.ConnectionConfig()
+            config.sqlite.filename_uri = os.path.join(made, "metadata.sqlite")
+            config.sqlite.connection_mode = metadata_store_pb2.SqliteMetadataSourceConfig.READWRITE_OPENCREATE
+            metadata_store.MetadataStore(config)
+            _STORE["bytes"] = pathlib.Path(config.sqlite.filename_uri).read_bytes()
+    pathlib.Path(path).parent.mkdir(parents=True, exist_ok=True)
+    pathlib.Path(path).write_bytes(_STORE["bytes"])
+
+
+def another_apps_database(path):
+    """Another program's SQLite database, named as the pipeline names its store."""
+    import sqlite3
+
+    connection = sqlite3.connect(path)
+    connection.execute("create table photos(id integer, caption text)")
+    connection.execute("insert into photos values (1, 'my holiday')")
+    connection.commit()
+    connection.close()
+
+
+SUMMARY = json.dumps({"pipeline": "cats-vs-dogs", "run_id": "2026-01-01T00:00:00", "nodes": []})
+
+
 def earlier_root_with_notes(base):
     """A root an earlier version made (no marker), where the user also put a file of their own."""
     folder = base / "earlier"
     (folder / "examples" / "span-1").mkdir(parents=True)
-    (folder / "metadata.sqlite").write_bytes(b"")
+    mlmd_store(folder / "metadata.sqlite")
     (folder / "notes.txt").write_text("keep\n")
+    return folder
+
+
+def the_reviews_user_folder(base):
+    """The review's probe: another program's metadata.sqlite, the user's report/thesis.txt and examples.txt
+    (adopted once, and the run removed report/ and wrote ML Metadata's tables beside `photos`)."""
+    folder = base / "userproj"
+    (folder / "report").mkdir(parents=True)
+    another_apps_database(folder / "metadata.sqlite")
+    (folder / "report" / "thesis.txt").write_text("my thesis\n")
+    (folder / "examples.txt").write_text("notes\n")
+    return folder
+
+
+def earlier_root_with_a_users_report(base):
+    """A real earlier root (its ML Metadata store, a committed span), where the user keeps a file in report/."""
+    folder = base / "earlier"
+    mlmd_store(folder / "metadata.sqlite")
+    (folder / "examples" / "span-1").mkdir(parents=True)
+    (folder / "examples" / "span-1" / layout.INGEST_REPORT).write_text("{}\n")
+    (folder / "report").mkdir()
+    (folder / "report" / "index.html").write_text("<html>the last run</html>\n")
+    (folder / "report" / "thesis.txt").write_text("my thesis\n")
+    (folder / "run_summary.json").write_text(SUMMARY)
     return folder
 
 
@@ -93,6 +152,9 @@ MISSING = "/nonexistent/images"
     (user_folder, ["ingest", "--demo"], NOT_A_ROOT),
     (earlier_root_with_notes, ["run", "--demo"], "looks like a root of an earlier version of this pipeline but also "
                                                  "holds notes.txt, which the pipeline never writes there"),
+    (the_reviews_user_folder, ["run", "--data-dir", "."], "holds metadata.sqlite, which has no ML Metadata tables"),
+    (earlier_root_with_a_users_report, ["run", "--data-dir", "."], "also holds report/thesis.txt, which the "
+                                                                   "pipeline never writes there"),
     (last_run_root, ["run"], "no source given and no spans in"),
     (last_run_root, ["run", "--data-dir", MISSING], f"data directory '{MISSING}' does not exist"),
     (last_run_root, ["run", "--parquet", MISSING], f"parquet source '{MISSING}' does not exist"),
@@ -147,6 +209,7 @@ def test_an_earlier_versions_root_is_adopted_and_keeps_its_spans(tmp_path):
     folder = tmp_path / "earlier"
     span = folder / "examples" / "span-1"
     span.mkdir(parents=True)
+    mlmd_store(folder / "metadata.sqlite")
     (span / "from_an_earlier_version.txt").write_text("kept\n")
     (folder / "scheduled_runs.log").write_text("an earlier run\n")
     result = cli("ingest", "--demo", "--demo-images", "2", "--output-dir", folder)
@@ -160,14 +223,23 @@ def test_an_earlier_versions_root_is_adopted_and_keeps_its_spans(tmp_path):
 
 # The rule, in this process -------------------------------------------------------------------------------------
 
+# What each file a run writes holds; any other file is empty. "metadata.sqlite": a real ML Metadata store.
+CONTENT = {"run_summary.json": SUMMARY.encode(), "tfdv_statistics.html": b"<!doctype html><html><body>f</body></html>",
+           layout.INGEST_REPORT: b"{}", "SHA256SUMS": b""}
+SPAN, VERSION = f"examples/span-3/{layout.INGEST_REPORT}", f"serving_model/2/{layout.DIGESTS_FILE}"
+
+
 def _make(folder, entries):
+    folder.mkdir(parents=True, exist_ok=True)
     for entry in entries:
         path = folder / entry
         if entry.endswith("/"):
             path.mkdir(parents=True, exist_ok=True)
+        elif entry == "metadata.sqlite":
+            mlmd_store(path)
         else:
             path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_bytes(b"")
+            path.write_bytes(CONTENT.get(path.name, b""))
 
 
 @pytest.mark.parametrize("entries, state", [
@@ -176,28 +248,93 @@ def _make(folder, entries):
     ([lease.LEASE_FILE + ".host.7.f00.creating", layout.WRITE_PROBE_PREFIX + "f00"], roots.NEW),  # a racing run's
     ([layout.ROOT_MARKER, "notes.txt"], roots.ROOT),
     (["metadata.sqlite"], roots.EARLIER),
-    (["examples/span-3/", "pipeline_root/", "run_summary.json", ".report.incoming/"], roots.EARLIER),
-    (["serving_model/2/", "serving_model.incomplete/", "metadata.sqlite-journal"], roots.EARLIER),
-    (["schema/schema.pbtxt", "runs/"], roots.EARLIER),
+    ([SPAN, "pipeline_root/", "run_summary.json", ".report.incoming/index.html"], roots.EARLIER),
+    ([VERSION, "serving_model.incomplete/", "metadata.sqlite-journal"], roots.EARLIER),
+    ([SPAN, "schema/schema.pbtxt", "runs/", "examples.incomplete/span-4-20260101T000000Z/", "demo_images/cat/",
+      "predictions/", "tfdv_statistics.html", "scheduled_runs.log", lease.LEASE_FILE + ".guard",
+      "run_summary.json." + "0" * 32 + ".tmp", *(f"report/{name}" for name in sorted(roots.REPORT_FILES))],
+     roots.EARLIER),
 ])
 def test_what_is_taken_for_a_root(tmp_path, entries, state):
     _make(tmp_path / "f", entries)
-    (tmp_path / "f").mkdir(exist_ok=True)
+    before = snapshot(tmp_path / "f")
     assert roots.inspect(tmp_path / "f").state == state
+    assert snapshot(tmp_path / "f") == before  # the store read, never written (no journal, no new table)
 
 
-@pytest.mark.parametrize("entries", [
-    ["notes.txt"],
-    ["run_summary.json", "report/"],  # the pipeline's names, but nothing only a run leaves
-    ["examples/", "serving_model/latest/", "examples/span-x/"],
-    ["metadata.sqlite/"],  # a folder where the store is a file
-    ["metadata.sqlite", "notes.txt"],
-    ["kfp/"],  # KFP's folder counts only beside a gs:// root
+@pytest.mark.parametrize("entries, named", [
+    (["notes.txt"], "holds notes.txt"),
+    (["run_summary.json", "report/"], "is not a root"),  # the pipeline's names, but nothing only a run leaves
+    (["examples/", "serving_model/latest/", "examples/span-x/"], "is not a root"),
+    (["metadata.sqlite/"], "metadata.sqlite, which is not a file"),  # a folder where the store is a file
+    (["metadata.sqlite", "notes.txt"], "also holds notes.txt"),
+    (["kfp/"], "is not a root"),  # KFP's folder counts only beside a gs:// root
+    # Names are no evidence: the review's probes (/tmp folders a, b, c), and a span, a version, a schema
+    (["examples.py", "report/thesis.docx", "report-final.docx", "runs.txt", "schema/schema.pbtxt"], "is not a root"),
+    (["metadata.sqlite-backup.tar", "predictions/holiday.jpg", "serving_model/1/"], "is not a root"),
+    (["demo_images/mycat.jpg", "examples/span-3/", "tfdv_statistics.html"], "is not a root"),
+    (["examples/span-3/eval/part-0", "serving_model/1/saved_model.pb"], "is not a root"),
+    # Real evidence does not make a user's file the pipeline's
+    ([SPAN, "examples.py"], "also holds examples.py"),
+    ([SPAN, "report-final.docx", "runs.txt"], "also holds report-final.docx, runs.txt"),
+    ([VERSION, "metadata.sqlite-backup.tar", "tfdv_statistics.html.bak"], "metadata.sqlite-backup.tar, tfdv"),
+    (["metadata.sqlite", "report/thesis.docx", "report/index.html"], "also holds report/thesis.docx"),
+    (["metadata.sqlite", "report/figures/"], "also holds report/figures"),
+    (["metadata.sqlite", ".report.incoming/notes.txt"], "also holds .report.incoming/notes.txt"),
+    (["metadata.sqlite", "report"], "also holds report,"),  # a file where the report is a folder
+    (["metadata.sqlite", "run_summary.json/"], "also holds run_summary.json,"),
+    ([SPAN, "schema/", "pipeline_root"], "also holds pipeline_root,"),
 ])
-def test_what_is_not_taken_for_a_root(tmp_path, entries):
+def test_what_is_not_taken_for_a_root(tmp_path, entries, named):
     _make(tmp_path / "f", entries)
-    with pytest.raises(roots.NotARootError, match="nothing was changed"):
+    before = snapshot(tmp_path / "f")
+    with pytest.raises(roots.NotARootError, match="nothing was changed") as refused:
         roots.inspect(tmp_path / "f")
+    assert named in str(refused.value)
+    assert snapshot(tmp_path / "f") == before
+
+
+def test_a_users_summary_or_statistics_page_in_an_earlier_root_is_named(tmp_path):
+    """What a run removes first must be the last run's: a user's file of that name is named, kept."""
+    _make(tmp_path / "f", ["metadata.sqlite", "run_summary.json", "tfdv_statistics.html"])
+    (tmp_path / "f" / "run_summary.json").write_text('{"mine": true}\n')
+    (tmp_path / "f" / "tfdv_statistics.html").write_text("<html>my statistics</html>\n")
+    with pytest.raises(roots.NotARootError) as refused:
+        roots.inspect(tmp_path / "f")
+    assert "run_summary.json (not a run summary), tfdv_statistics.html (not TFDV's statistics page)" in \
+        str(refused.value)
+
+
+@pytest.mark.parametrize("store", [another_apps_database, lambda path: path.write_text("my notes\n"),
+                                   lambda path: path.write_bytes(b"")])
+def test_a_metadata_sqlite_that_is_not_an_ml_metadata_store_is_refused_even_beside_a_run(tmp_path, store):
+    """Another program's database, whatever else is there: read, never written."""
+    _make(tmp_path / "f", [SPAN, VERSION, "pipeline_root/"])
+    store(tmp_path / "f" / "metadata.sqlite")
+    before = snapshot(tmp_path / "f")
+    with pytest.raises(roots.NotARootError, match="holds metadata.sqlite, which (has no ML Metadata tables|is not an "
+                                                  "SQLite database).*another program's"):
+        roots.inspect(tmp_path / "f")
+    assert snapshot(tmp_path / "f") == before
+
+
+def test_a_link_at_the_top_of_an_earlier_root_is_refused(tmp_path):
+    _make(tmp_path / "f", ["metadata.sqlite"])
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "f" / "report").symlink_to(tmp_path / "elsewhere")
+    with pytest.raises(roots.NotARootError, match="also holds report, which"):
+        roots.inspect(tmp_path / "f")
+
+
+def test_the_rules_names_are_those_the_pipeline_writes():
+    """The report's figures and the folders cut short go under these names (their modules import TensorFlow)."""
+    import re
+
+    from contract import storage
+
+    written = set(re.findall(r'"([a-z_]+\.(?:png|html))"', (ROOT / "reporting" / "run_report.py").read_text()))
+    assert written - {"tfdv_statistics.html"} <= roots.REPORT_FILES and layout.REPORT_PAGE in roots.REPORT_FILES
+    assert roots._ASIDE == storage.ASIDE_SUFFIX
 
 
 def test_a_file_and_a_name_that_is_not_utf8_are_named_in_one_printable_line(tmp_path):
@@ -235,6 +372,7 @@ def test_a_refusal_under_the_lease_leaves_an_earlier_root_unadopted_and_as_it_wa
     folder = tmp_path / "earlier"
     (folder / "examples" / "span-1").mkdir(parents=True)
     (folder / "examples" / "span-1" / "part-0").write_text("x")
+    (folder / "examples" / "span-1" / layout.INGEST_REPORT).write_text("{}\n")
     before = snapshot(folder, folder_times=False)
     with pytest.raises(CommandError):
         with run_lock.exclusive_run(folder, claim=True) as held:
