@@ -252,6 +252,7 @@ def test_tensorflows_and_ml_metadatas_errors_are_storage_faults(tmp_path):
 @pytest.mark.parametrize("part", ["serving_model", "examples"])
 def test_a_place_of_the_root_that_is_a_link_is_refused_before_anything_is_written(root, users_folder, capsys,
                                                                                   tmp_path, part):
+    (root / layout.ROOT_MARKER).write_text(json.dumps({"tool": layout.ROOT_MARKER_TOOL}))  # a root of this version
     moved = tmp_path / f"{part}-elsewhere"
     (root / part).mkdir(exist_ok=True)
     (root / part).rename(moved)
