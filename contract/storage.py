@@ -275,13 +275,16 @@ def publish(staging: str, final: str, commit_file: str, commit: bytes) -> None:
 
 
 def move_aside(folder: str, aside_dir: str, name: str, last_file: str) -> str:
-    """Moves an incomplete `folder` to `aside_dir`/`name`-<UTC time>: copies every file, then deletes them,
-    `last_file` last (a damaged commit record, or the marker that says the folder is incomplete), so that a move
-    killed midway leaves `folder` incomplete still, and moved again next time. Returns the new place."""
+    """Moves an incomplete `folder` to `aside_dir`/`name`-<UTC time>: on a file system in one rename; on an
+    object store it copies every file, then deletes them, `last_file` last (a damaged commit record, or the
+    marker that says the folder is incomplete), so that a move killed midway leaves `folder` incomplete still,
+    and moved again next time. Returns the new place."""
     destination = posixpath.join(aside_dir, f"{name}-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}")
     while backend.exists(destination):
         destination += "-" + uuid.uuid4().hex[:6]
-    if links_within(folder):  # local: one rename moves the folder with its links as links, their targets untouched
+    if is_local(folder):
+        # One rename, atomic beside the folder: its links move as links (their targets untouched), and a FIFO or
+        # a device among its files is never opened (a copy would wait on a FIFO for ever).
         backend.makedirs(aside_dir)
         os.rename(folder, destination)
         return destination

@@ -23,10 +23,13 @@ import posixpath
 import time
 from typing import Callable
 
+import tensorflow as tf
 from ml_metadata.proto import metadata_store_pb2
 
 from components.serving_pusher import UNREADABLE, existing_versions, follow_commit, push_record, pushed_model_uri
+from contract import layout, served, storage
 from contract import metadata as metadata_lib
+from contract.errors import first_line
 from reporting import model_history
 
 
@@ -69,6 +72,11 @@ def reconcile(store, serving_dir: str, pipeline_name: str) -> dict[int, str]:
         if model is None:
             _add(lines, found.version, f"{found.describe()}, and its model is not in this store: not recorded")
             continue
+        differs = model_files_differ(found.path, model.uri)
+        if differs:
+            _add(lines, found.version, f"{found.describe()}, and its files are not its model's ({differs}): "
+                                       "not recorded")
+            continue
         details = {key: found.record[key] for key in (metadata_lib.ROLLED_BACK_TO, metadata_lib.ROLLED_BACK_FROM,
                                                       metadata_lib.ROLLBACK_REASON) if key in found.record}
         rollback = metadata_lib.ROLLED_BACK_TO in details
@@ -94,9 +102,37 @@ def known_model(store, serving_dir: str, versions: list[model_history.PushedVers
     def trusted(version: int) -> bool:
         if version in recorded:
             return True
-        model = _model_by_uri(store, pushed_model_uri(posixpath.join(serving_dir, str(version))))
-        return model is not None and model.id in blessed
+        folder = posixpath.join(serving_dir, str(version))
+        model = _model_by_uri(store, pushed_model_uri(folder))
+        return model is not None and model.id in blessed and model_files_differ(folder, model.uri) is None
     return trusted
+
+
+# What makes a model the model: its graph and its weights. A push adds its own record and card beside them, and
+# a rollback copies an earlier version's, so those are not compared.
+_MODEL_FILES = ("saved_model.pb", "variables/")
+
+
+def model_files_differ(version_dir: str, model_uri: str) -> str | None:
+    """Why the graph and weights a version's commit record names are not those of the Model at `model_uri`
+    (None: they are): a push record names a model, and only the files show the version holds it."""
+    recorded = storage.recorded_digests(version_dir) or {}
+    source = layout.serving_model_dir(model_uri)
+    if not storage.backend.exists(posixpath.join(source, "saved_model.pb")):
+        source = model_uri  # TFX's older Model artifacts hold the SavedModel at their URI
+    names = sorted(name for name in recorded if name.startswith(_MODEL_FILES))
+    if "saved_model.pb" not in names:
+        return "its commit record names no saved_model.pb"
+    for name in names:
+        path = posixpath.join(source, name)
+        try:
+            same = served.sha256(path) == recorded[name]
+        except (OSError, tf.errors.OpError) as error:
+            return f"{name} of the model cannot be read: {first_line(error)}"
+        if not same:
+            return f"{name} differs from the model's"
+    return None
+
 
 
 def _add(lines: dict[int, str], version: int, line: str) -> None:

@@ -11,6 +11,7 @@ import json
 import os
 import resource
 import signal
+import stat
 import subprocess
 import sys
 
@@ -344,3 +345,15 @@ def test_predict_with_model_checks_a_pushed_version_and_refuses_links(root, user
     assert code != 0 and f"--model {serving / '9'}: it is a symbolic link (to {serving / '1'})" in err, err
     code, out, err = _cli(capsys, "predict", "--model", serving / "1", users_folder / "q3.txt")
     assert "pushed version" not in err and "symbolic link" not in err, "an intact version passes the checks"
+
+
+def test_a_rollback_moves_a_version_holding_a_fifo_aside_without_opening_it(root):
+    sums = RunLayout(root).serving_dir / "2" / layout.DIGESTS_FILE
+    sums.unlink()
+    os.mkfifo(sums)
+    result = subprocess.run([sys.executable, str(REPO / "pipeline_runner.py"), "rollback", "--output-dir",
+                             str(root), "--to", "1"], capture_output=True, text=True, timeout=120, cwd=REPO)
+    assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr[-3000:]
+    assert "version 2 was incomplete" in result.stdout and "served again as version 3" in result.stdout
+    [moved] = (root / "serving_model.incomplete").iterdir()
+    assert stat.S_ISFIFO((moved / layout.DIGESTS_FILE).lstat().st_mode)

@@ -259,6 +259,19 @@ def test_a_hand_made_version_is_never_rolled_forward_to_and_rollback_agrees_with
     assert served.read_config(history["serving"]).version == 1 and existing_versions(history["serving"]) == [1, 2]
 
 
+def test_a_forged_version_naming_a_blessed_model_is_neither_served_nor_recorded(history):
+    """Its push record names model 2 (blessed, in the store) and its commit record matches its files, but its
+    graph is not model 2's: only the files show what a version holds."""
+    _hand_made_version(history, 2, history["models"][2][1])
+    lines = reconcile.reconcile(history["store"], history["serving"], PIPELINE)
+    assert "not served" in lines[2] and "saved_model.pb differs from the model's): not recorded" in lines[2]
+    assert served.read_config(history["serving"]).version == 1
+    assert [v.version for v in model_history.pushed_versions(history["store"])] == [1]
+    with pytest.raises(rollback.RollbackError, match="never pushed"):
+        rollback.rollback(history["root"], history["store"], 99, "", PIPELINE)
+    assert served.read_config(history["serving"]).version == 1
+
+
 def test_a_version_of_a_model_the_store_holds_unblessed_is_not_rolled_forward_to(history):
     store = metadata_lib.open_store(history["store"])
     model_type = store.get_artifact_type("Model").id
