@@ -67,6 +67,13 @@ def end(error: CommandError, command: str | None = None) -> int:
     return error.exit_code
 
 
+def printable(text: str) -> str:
+    """`text` as it can stand in one line of a terminal: names and records from files (a file name, a push
+    record's model URI) may hold a newline, which would forge a line of the output, or an escape sequence, which
+    the terminal would obey; both are shown as escapes."""
+    return "".join(char if char.isprintable() else char.encode("unicode_escape").decode("ascii") for char in text)
+
+
 def first_line(error: BaseException, with_type: bool = False) -> str:
     """The first line of an error's message (libraries put tracebacks and hints below it); its type's name
     when it has no message."""

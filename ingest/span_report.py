@@ -12,6 +12,7 @@ import os
 import posixpath
 
 from contract import layout, storage
+from contract.errors import printable
 from ingest import sources
 
 REPORT_FILE = layout.INGEST_REPORT
@@ -56,23 +57,17 @@ class IngestReport:
         return cls(**{k: v for k, v in data.items() if k in fields})
 
     def table(self, max_listed: int = 20) -> str:
-        lines = [f"Ingest of {_one_line(self.source)} -> span {self.span}"
+        lines = [f"Ingest of {printable(self.source)} -> span {self.span}"
                  + (" (unchanged data: existing span reused)" if self.reused else ""),
                  f"  {'files seen':<14}{self.files_seen:>8}"]
         lines += [f"  {outcome:<14}{self.counts[outcome]:>8}" for outcome in OUTCOMES]
         lines.append("  examples: " + ", ".join(f"{k} {v}" for k, v in self.examples_per_label.items())
                      + " | " + ", ".join(f"{k} {v}" for k, v in self.examples_per_split.items()))
         for entry in self.quarantined[:max_listed]:
-            lines.append(f"  quarantined {_one_line(entry['file'])}: {_one_line(entry['reason'])}")
+            lines.append(f"  quarantined {printable(entry['file'])}: {printable(entry['reason'])}")
         if len(self.quarantined) > max_listed:
             lines.append(f"  ... and {len(self.quarantined) - max_listed} more quarantined (see {REPORT_FILE})")
         return "\n".join(lines)
-
-
-def _one_line(text: str) -> str:
-    """`text` as it can stand in one line of a terminal: a file name may hold a newline (which would forge a
-    line of the table) or an escape sequence (which the terminal would obey); both shown as escapes."""
-    return "".join(char if char.isprintable() else char.encode("unicode_escape").decode("ascii") for char in text)
 
 
 def _numbered_spans(root: str) -> list[int]:

@@ -29,7 +29,7 @@ from ml_metadata.proto import metadata_store_pb2
 from components.serving_pusher import UNREADABLE, existing_versions, follow_commit, push_record, pushed_model_uri
 from contract import layout, served, storage
 from contract import metadata as metadata_lib
-from contract.errors import first_line
+from contract.errors import first_line, printable
 from reporting import model_history
 
 
@@ -46,8 +46,9 @@ class Unrecorded:
             what = f"a rollback to version {self.record[metadata_lib.ROLLED_BACK_TO]}"
         else:
             what = f"model {self.record.get('model_uri', '?')}"
-        return (f"version {self.version} ({what}, pushed {self.record.get('pushed_at', 'at an unknown time')}) is "
-                f"in {posixpath.dirname(self.path)} but not in ML Metadata")
+        pushed_at = self.record.get("pushed_at", "at an unknown time")
+        return printable(f"version {self.version} ({what}, pushed {pushed_at}) is in {posixpath.dirname(self.path)} "
+                         "but not in ML Metadata")
 
 
 def unrecorded(serving_dir: str, versions: list[model_history.PushedVersion]) -> list[Unrecorded]:

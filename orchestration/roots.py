@@ -98,6 +98,9 @@ def inspect(root: str | os.PathLike) -> Found:
         return Found(NEW, frozenset(), existing=_existing_ancestor(root))
     entries = frozenset(fs.listdir(root))
     if layout.ROOT_MARKER in entries:
+        if not fs.regular(_join(root, layout.ROOT_MARKER)):  # a folder or a link by that name marks nothing
+            raise NotARootError(f"{_join(root, layout.ROOT_MARKER)} is not a file (a pipeline writes its root's "
+                                "marker as one): nothing was changed; give a new or empty folder")
         return Found(ROOT, entries, existing=_existing_ancestor(root))
     if all(_bookkeeping(name, "://" in root) for name in entries):
         return Found(NEW, entries, existing=_existing_ancestor(root))

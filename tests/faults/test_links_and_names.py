@@ -357,3 +357,15 @@ def test_a_rollback_moves_a_version_holding_a_fifo_aside_without_opening_it(root
     assert "version 2 was incomplete" in result.stdout and "served again as version 3" in result.stdout
     [moved] = (root / "serving_model.incomplete").iterdir()
     assert stat.S_ISFIFO((moved / layout.DIGESTS_FILE).lstat().st_mode)
+
+
+def test_a_push_records_control_characters_are_shown_as_escapes(root, capsys, tmp_path):
+    stranger = tmp_path / "stranger"
+    stranger.mkdir()
+    (stranger / "saved_model.pb").write_bytes(b"graph-x")
+    version = RunLayout(root).serving_dir / str(push_model(str(stranger), str(RunLayout(root).serving_dir),
+                                                           model_uri="/x\nserved: version 1\n\x1b[31mRED").version)
+    (version / layout.DIGESTS_FILE).write_text(digests_text(str(version)))
+    code, out, err = _cli(capsys, "models", "--output-dir", root)
+    assert code == 0 and "model /x\\nserved: version 1\\n\\x1b[31mRED, pushed" in err, err
+    assert "\x1b" not in out + err and "\nserved: version 1\n" not in err

@@ -262,6 +262,19 @@ def test_what_is_taken_for_a_root(tmp_path, entries, state):
     assert snapshot(tmp_path / "f") == before  # the store read, never written (no journal, no new table)
 
 
+def test_a_marker_that_is_a_folder_or_a_link_marks_nothing(tmp_path):
+    for kind in ("folder", "link"):
+        folder = tmp_path / kind
+        folder.mkdir()
+        (folder / "taxes.pdf").write_bytes(b"mine")
+        marker = folder / layout.ROOT_MARKER
+        marker.mkdir() if kind == "folder" else marker.symlink_to(tmp_path / "elsewhere")
+        before = snapshot(folder)
+        with pytest.raises(roots.NotARootError, match="is not a file"):
+            roots.inspect(folder)
+        assert snapshot(folder) == before
+
+
 @pytest.mark.parametrize("entries, named", [
     (["notes.txt"], "holds notes.txt"),
     (["run_summary.json", "report/"], "is not a root"),  # the pipeline's names, but nothing only a run leaves
