@@ -73,7 +73,9 @@ def reconcile(store, serving_dir: str, pipeline_name: str) -> dict[int, str]:
         if model is None:
             _add(lines, found.version, f"{found.describe()}, and its model is not in this store: not recorded")
             continue
-        differs = model_files_differ(found.path, model.uri)
+        # A model whose files are gone (pipeline_root cleaned) cannot be compared: its version is recorded from
+        # its push record, as before; only a version it could be served from must show the model's files.
+        differs = model_files_differ(found.path, model.uri, gone_ok=True)
         if differs:
             _add(lines, found.version, f"{found.describe()}, and its files are not its model's ({differs}): "
                                        "not recorded")
@@ -114,13 +116,15 @@ def known_model(store, serving_dir: str, versions: list[model_history.PushedVers
 _MODEL_FILES = ("saved_model.pb", "variables/")
 
 
-def model_files_differ(version_dir: str, model_uri: str) -> str | None:
+def model_files_differ(version_dir: str, model_uri: str, gone_ok: bool = False) -> str | None:
     """Why the graph and weights a version's commit record names are not those of the Model at `model_uri`
     (None: they are): a push record names a model, and only the files show the version holds it."""
     recorded = storage.recorded_digests(version_dir) or {}
     source = layout.serving_model_dir(model_uri)
     if not storage.backend.exists(posixpath.join(source, "saved_model.pb")):
         source = model_uri  # TFX's older Model artifacts hold the SavedModel at their URI
+        if gone_ok and not storage.backend.exists(posixpath.join(source, "saved_model.pb")):
+            return None
     names = sorted(name for name in recorded if name.startswith(_MODEL_FILES))
     if "saved_model.pb" not in names:
         return "its commit record names no saved_model.pb"
