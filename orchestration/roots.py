@@ -18,7 +18,8 @@ the folder a root holds its lease. A folder is taken as a root when it
     (ROOT_FILES, ROOT_FOLDERS, _TRANSIENT: a killed write's temporary file), of
     that kind, not a link;
   * it holds something only a run leaves: a `metadata.sqlite` that is an ML
-    Metadata store (opened read-only, its tables checked), a committed span
+    Metadata store (opened read-only, its tables checked, and the pipeline
+    its runs registered, if any, this one), a committed span
     (`examples/span-<N>/ingest_report.json`) or a committed version
     (`serving_model/<N>/assets.extra/SHA256SUMS`);
   * a `metadata.sqlite` that is not an ML Metadata store is another program's
@@ -43,6 +44,7 @@ import re
 import sqlite3
 import urllib.parse
 
+from config import PipelineConfig
 from contract import layout
 from contract.errors import CommandError
 from contract.layout import RunLayout
@@ -237,14 +239,37 @@ def _store_problem(fs: _FileSystem, path: str, wait: bool = True) -> str | None:
     except sqlite3.Error as error:
         return f"cannot be read as an SQLite database ({error})"
     missing = sorted(MLMD_TABLES - tables)
-    return f"has no ML Metadata tables ({', '.join(missing)} missing)" if missing else None
+    if missing:
+        return f"has no ML Metadata tables ({', '.join(missing)} missing)"
+    try:
+        pipelines = _pipelines(path)
+    except sqlite3.Error as error:
+        return f"cannot be read as an ML Metadata store ({error})"
+    if pipelines and PipelineConfig().name not in pipelines:  # a run of this pipeline registers its own context
+        return f"is the ML Metadata store of another pipeline ({_names(sorted(pipelines))})"
+    return None
+
+
+def _connect(path: str) -> sqlite3.Connection:
+    uri = "file:" + urllib.parse.quote(os.fsencode(os.path.abspath(path))) + "?mode=ro"
+    return sqlite3.connect(uri, uri=True, timeout=1)
 
 
 def _tables(path: str) -> set[str]:
-    uri = "file:" + urllib.parse.quote(os.fsencode(os.path.abspath(path))) + "?mode=ro"
-    connection = sqlite3.connect(uri, uri=True, timeout=1)
+    connection = _connect(path)
     try:
         return {row[0] for row in connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    finally:
+        connection.close()
+
+
+def _pipelines(path: str) -> set[str]:
+    """The names of the pipelines whose runs a store records (TFX's `pipeline` contexts); none in a store a run
+    was killed in before it registered its pipeline."""
+    connection = _connect(path)
+    try:
+        return {row[0] for row in connection.execute(
+            "SELECT Context.name FROM Context JOIN Type ON Context.type_id = Type.id WHERE Type.name = 'pipeline'")}
     finally:
         connection.close()
 

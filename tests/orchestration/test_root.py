@@ -15,6 +15,7 @@ import sys
 
 import pytest
 
+from config import PipelineConfig
 from contract import layout
 from contract.errors import CommandError
 from orchestration import lease, roots, run_lock
@@ -329,6 +330,32 @@ def test_a_metadata_sqlite_that_is_not_an_ml_metadata_store_is_refused_even_besi
                                                   "SQLite database).*another program's"):
         roots.inspect(tmp_path / "f")
     assert snapshot(tmp_path / "f") == before
+
+
+def _registered(path, pipeline):
+    """A store in which a run of `pipeline` registered its context, as TFX does (a context of type `pipeline`)."""
+    from ml_metadata import metadata_store
+    from ml_metadata.proto import metadata_store_pb2
+
+    mlmd_store(path)
+    config = metadata_store_pb2.ConnectionConfig()
+    config.sqlite.filename_uri = str(path)
+    store = metadata_store.MetadataStore(config)
+    type_id = store.put_context_type(metadata_store_pb2.ContextType(name="pipeline"))
+    store.put_contexts([metadata_store_pb2.Context(type_id=type_id, name=pipeline)])
+
+
+def test_another_pipelines_ml_metadata_store_is_refused_and_this_pipelines_is_adopted(tmp_path):
+    """Tables alone are any TFX pipeline's: the pipeline its runs registered says whose store it is."""
+    _make(tmp_path / "other", ["pipeline_root/", "serving_model/"])
+    _registered(tmp_path / "other" / "metadata.sqlite", "penguin")
+    before = snapshot(tmp_path / "other")
+    with pytest.raises(roots.NotARootError, match="which is the ML Metadata store of another pipeline \\(penguin\\)"):
+        roots.inspect(tmp_path / "other")
+    assert snapshot(tmp_path / "other") == before
+    _make(tmp_path / "ours", ["pipeline_root/"])
+    _registered(tmp_path / "ours" / "metadata.sqlite", PipelineConfig().name)
+    assert roots.inspect(tmp_path / "ours").state == roots.EARLIER
 
 
 def test_a_link_at_the_top_of_an_earlier_root_is_refused(tmp_path):
