@@ -43,6 +43,7 @@ from components.serving_pusher import (
 )
 from contract import metadata as metadata_lib
 from contract import served
+from contract.errors import StorageFaultError, first_line, storage_fault
 from contract.layout import RunLayout
 from orchestration import kserve, reconcile
 from orchestration.run_lock import exclusive_run
@@ -106,9 +107,19 @@ def _rollback_locked(where: RunLayout, store: str, to_version: int, reason: str,
     if served_now is not None:
         details[metadata_lib.ROLLED_BACK_FROM] = served_now
     result = push_model(folder, serving_dir, model_uri=target.model_uri, record=details, always_new=True)
-    reconcile.record_push(metadata_lib.open_store(store), pipeline_name, EXECUTION_TYPE, target.model_id,
-                          result.version, result.path,
-                          {**details, metadata_lib.ROLLED_BACK_AT: reconcile.utc_now()})
+    try:
+        reconcile.record_push(metadata_lib.open_store(store), pipeline_name, EXECUTION_TYPE, target.model_id,
+                              result.version, result.path,
+                              {**details, metadata_lib.ROLLED_BACK_AT: reconcile.utc_now()})
+    except Exception as error:
+        if storage_fault(error) is None:
+            raise
+        # The serving config already names the new version: saying only "stopped" would leave the user believing
+        # the old version is still served.
+        raise StorageFaultError(
+            f"version {result.version} (version {to_version}'s model) is published and is the one served, but "
+            f"recording it in ML Metadata failed: {first_line(error, with_type=True)}; the next run or rollback "
+            "records it") from None
     return Rollback(to_version, served_now, result, notes=tuple(reconciled.values()) + result.cleaned)
 
 

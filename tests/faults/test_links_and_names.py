@@ -226,6 +226,27 @@ def test_a_storage_fault_ends_a_rollback_in_one_line_and_the_served_version_stay
     assert served.served(str(serving)).version in (2, 3) and not (root / "serving_model.incomplete").exists()
 
 
+def test_a_rollback_whose_record_fails_after_publishing_says_the_new_version_is_served(root, capsys, monkeypatch):
+    """The store fails the one write after the version is published (a full disk, a lock held too long): the
+    line says which version is served now, and the next command records it."""
+    import sqlite3
+
+    def failing_record(*args, **kwargs):
+        raise sqlite3.OperationalError("disk I/O error")
+
+    record_push = reconcile.record_push
+    monkeypatch.setattr(reconcile, "record_push", failing_record)
+    code, out, err = _cli(capsys, "rollback", "--output-dir", root, "--to", "1")
+    assert code == 1 and served.served(str(RunLayout(root).serving_dir)).version == 3, (out, err)
+    assert ("error: version 3 (version 1's model) is published and is the one served, but recording it in ML "
+            "Metadata failed: OperationalError: disk I/O error; the next run or rollback records it") in err, err
+    monkeypatch.setattr(reconcile, "record_push", record_push)
+    code, out, err = _cli(capsys, "models", "--output-dir", root)
+    assert code == 0 and "version 3 (a rollback to version 1" in err and "the next run or rollback records it" in err
+    code, out, err = _cli(capsys, "rollback", "--output-dir", root, "--to", "1")
+    assert code == 0 and "the interrupted rollback to version 1 is complete: its model is served as version 3" in out
+
+
 @pytest.mark.parametrize("error, is_fault", [
     (OSError(28, "No space left on device"), True), (PermissionError(13, "Permission denied"), True),
     (ValueError("a bug"), False), (KeyError("a bug"), False)])
