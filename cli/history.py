@@ -42,7 +42,7 @@ def _add_history_flags(parser: argparse.ArgumentParser) -> None:
 def history_store(args: argparse.Namespace):
     """(root, store) that `models` and `rollback` read: --output-dir's, or --root with a --metadata-* flag."""
     from contract import metadata
-    from orchestration import store_health
+    from orchestration import run_lock, store_health
 
     if args.root is not None:
         if not (args.metadata_grpc or args.metadata_sqlite):
@@ -57,6 +57,9 @@ def history_store(args: argparse.Namespace):
             raise SettingsError("--metadata-grpc and --metadata-sqlite go with --root (a deployment's root); "
                                 "--output-dir has its own store")
         root = args.output_dir.resolve()
+        linked = run_lock.linked_parts(root)  # reading through one would show another folder's models as these
+        if linked:
+            raise run_lock.LinkedPartError(f"{args.output_dir} cannot be read: {'; '.join(linked)}")
         path = RunLayout(root).metadata_path
         if not path.exists():
             raise SettingsError(f"no metadata store at {path}: has the pipeline run in {args.output_dir}?")

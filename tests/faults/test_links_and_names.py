@@ -283,7 +283,7 @@ def test_a_place_of_the_root_that_is_a_link_is_refused_before_anything_is_writte
     images = tmp_path / "images"
     synthetic.write_demo_images(images, 2)
     for argv in (("rollback", "--output-dir", root, "--to", "1"),
-                 ("ingest", "--data-dir", images, "--output-dir", root)):
+                 ("ingest", "--data-dir", images, "--output-dir", root), ("models", "--output-dir", root)):
         code, out, err = _cli(capsys, *argv)
         assert code == 2 and f"{root / part} is a symbolic link (to {users_folder}), and links are never " \
             "followed" in err, (argv, out, err)
