@@ -211,6 +211,7 @@ def push_model(model_dir: str, serving_dir: str, model_uri: str | None = None,
         if pushed_model_uri(newest) == model_uri:
             name_version(serving_dir, versions[-1], served_name, served_base_path)
             return PushResult(versions[-1], newest, new=False, cleaned=tuple(cleaned))
+    version = layout.next_number(highest, serving_dir, "version")  # refused before a file is copied
     storage.backend.makedirs(serving_dir)
     staging = posixpath.join(serving_dir, STAGING_PREFIX + uuid.uuid4().hex)
     try:  # whatever fails (a full disk, say), the staging copy goes and the served versions stay as they were
@@ -223,14 +224,13 @@ def push_model(model_dir: str, serving_dir: str, model_uri: str | None = None,
         for name, text in (extra_files or {}).items():
             storage.backend.write(posixpath.join(staging, name), text.encode())
         commit = digests_text(staging).encode()
-        version = highest + 1
         while True:
             target = posixpath.join(serving_dir, str(version))
             try:
                 storage.publish(staging, target, layout.DIGESTS_FILE, commit)
                 break
             except storage.AlreadyExistsError:  # another pusher took this version
-                version += 1
+                version = layout.next_number(version, serving_dir, "version")
     finally:
         storage.backend.rmtree(staging)
     name_version(serving_dir, version, served_name, served_base_path)

@@ -15,6 +15,8 @@ import posixpath
 import re
 from typing import Generic, TypeVar
 
+from contract.errors import CommandError
+
 Location = TypeVar("Location", str, pathlib.Path)
 
 
@@ -150,6 +152,19 @@ def _number(digits: str) -> int | None:
         return None
     number = int(digits)
     return number if str(number) == digits and number <= MAX_NUMBER else None
+
+
+class NumbersExhaustedError(CommandError):
+    """The highest number a span or version can have is taken: the next one could be neither listed nor served."""
+
+
+def next_number(highest: int, folder: str | os.PathLike, kind: str) -> int:
+    """The number after `highest` for a new `kind` (span, version) in `folder`; NumbersExhaustedError, before
+    anything is written, where `highest` is already MAX_NUMBER."""
+    if highest >= MAX_NUMBER:
+        raise NumbersExhaustedError(f"{folder} holds {kind} {highest}, the highest number a {kind} can have "
+                                    f"(2**62): no later {kind} can be written; move that folder out of it")
+    return highest + 1
 
 
 def span_dir(examples_root: str | os.PathLike, span: int) -> str:

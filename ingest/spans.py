@@ -297,7 +297,8 @@ def ingest(kind: str, location: str | os.PathLike, examples_root: str | os.PathL
         latest = load_report(examples_root, spans[-1])
         if latest is not None and latest.source_fingerprint == fingerprint:
             return dataclasses.replace(latest, reused=True)
-    span = highest_span_number(examples_root) + 1  # above spans cut short too: a reader may have seen them
+    # Above spans cut short too: a reader may have seen them.
+    span = layout.next_number(highest_span_number(examples_root), examples_root, "span")
     items = list(sources.LISTERS[kind](location))
 
     # The span is built in a hidden folder beside its final place, where Beam's workers can write (on Dataflow

@@ -221,7 +221,10 @@ def test_a_storage_fault_ends_a_rollback_in_one_line_and_the_served_version_stay
                             preexec_fn=limited)
     assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr[-3000:]
     [line] = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
-    assert line.startswith("error: a storage fault stopped it: ") and "run the command again" in line
+    # Before publishing: stopped; after (only ML Metadata's write failed): the new version named as served.
+    assert (line.startswith("error: a storage fault stopped it: ") and "run the command again" in line) or \
+        (line.startswith("error: version 3 (version 1's model) is published and is the one served, but recording "
+                         "it in ML Metadata failed: ") and line.endswith("the next run or rollback records it")), line
     # Whatever step failed, a server loads a committed, intact version (served.served checks its digests).
     assert served.served(str(serving)).version in (2, 3) and not (root / "serving_model.incomplete").exists()
 
@@ -288,6 +291,26 @@ def test_a_place_of_the_root_that_is_a_link_is_refused_before_anything_is_writte
         assert code == 2 and f"{root / part} is a symbolic link (to {users_folder}), and links are never " \
             "followed" in err, (argv, out, err)
     assert tree_digest(root) == before and tree_digest(users_folder) == outside
+
+
+def test_a_version_or_span_numbered_at_the_highest_number_stops_the_next_push_or_ingest_in_one_line(root, capsys,
+                                                                                                   tmp_path):
+    """Past 2**62 a folder is not read as a version or span: the next one would be written and never listed."""
+    import shutil
+
+    highest = str(layout.MAX_NUMBER)
+    shutil.copytree(root / "serving_model" / "2", root / "serving_model" / highest)
+    before = sorted(os.listdir(root / "serving_model"))
+    code, out, err = _cli(capsys, "rollback", "--output-dir", root, "--to", "1")
+    assert code == 2 and f"holds version {highest}, the highest number a version can have (2**62): no later " \
+        "version can be written" in err, (out, err)
+    assert sorted(os.listdir(root / "serving_model")) == before  # no version written past it, none staged
+    (root / "examples" / f"span-{highest}").mkdir(parents=True)
+    images = tmp_path / "images"
+    synthetic.write_demo_images(images, 2)
+    code, out, err = _cli(capsys, "ingest", "--data-dir", images, "--output-dir", root)
+    assert code == 2 and f"holds span {highest}, the highest number a span can have" in err, (out, err)
+    assert set(os.listdir(root / "examples")) <= {f"span-{highest}"}  # (moved aside as cut short) none written
 
 
 def test_the_lock_knows_where_incomplete_folders_are_moved():
