@@ -23,5 +23,6 @@ setup(
         "kfp-kubernetes==1.5.0",
         "pillow",
         "matplotlib",
+        "ai-edge-litert",
     ],
 )

@@ -41,11 +41,13 @@ def native_logs_held():
 
 def tflite_logits(model: bytes | str, pixels: np.ndarray) -> np.ndarray:
     """Dog logits of a TFLite model (flatbuffer bytes or a file path) for float pixels [N, H, W, 3]."""
-    import tensorflow as tf
+    # LiteRT's interpreter, the successor of tf.lite.Interpreter (deprecated in TF 2.19, due for removal): the
+    # runtime a device runs, in its own package, so the check holds as TensorFlow drops its copy.
+    from ai_edge_litert.interpreter import Interpreter
 
     with native_logs_held():
-        interpreter = (tf.lite.Interpreter(model_content=model) if isinstance(model, bytes)
-                       else tf.lite.Interpreter(model_path=str(model)))
+        interpreter = (Interpreter(model_content=model) if isinstance(model, bytes)
+                       else Interpreter(model_path=str(model)))
         interpreter.allocate_tensors()
     source, target = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
     logits = []
