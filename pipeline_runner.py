@@ -10,6 +10,7 @@ error becomes the line a user sees and the exit code (contract.errors).
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import textwrap
 
@@ -63,23 +64,29 @@ EXAMPLES = textwrap.dedent("""\
 
 
 
-def build_parser() -> argparse.ArgumentParser:
+SCRIPT = "pipeline_runner.py"
+
+
+def build_parser(prog: str = SCRIPT) -> argparse.ArgumentParser:
+    """The parser; `prog`: the command as the user started it (the script, or the installed command), which
+    its usage lines and examples name."""
+    examples = EXAMPLES if prog == SCRIPT else EXAMPLES.replace(f"python {SCRIPT}", prog)
     parser = argparse.ArgumentParser(
-        prog="pipeline_runner.py", description="Train, validate and ship a cat/dog classifier with TFX.",
-        epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+        prog=prog, description="Train, validate and ship a cat/dog classifier with TFX.",
+        epilog=examples, formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for command in (*local_run.COMMANDS, *history.COMMANDS, *photos.COMMANDS, *deploy.commands()):
-        examples = {"epilog": EXAMPLES, "formatter_class": argparse.RawDescriptionHelpFormatter}
+        with_examples = {"epilog": examples, "formatter_class": argparse.RawDescriptionHelpFormatter}
         sub = commands.add_parser(command.name, help=command.summary, description=command.description,
-                                  **(examples if command.with_examples else {}))
+                                  **(with_examples if command.with_examples else {}))
         command.add_flags(sub)
         sub.set_defaults(handler=command.handler)
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, prog: str = SCRIPT) -> int:
     """Runs one command; the only place that turns an error into its one line and exit code (contract.errors)."""
-    args = build_parser().parse_args(argv)
+    args = build_parser(prog).parse_args(argv)
     quiet_logs.apply(getattr(args, "verbose", False))
     try:
         return args.handler(args)
@@ -96,8 +103,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def entry_point() -> None:
-    """The installed `cats-vs-dogs` command."""
-    sys.exit(main())
+    """The installed `cats-vs-dogs` command (under whatever name it was installed or linked as)."""
+    sys.exit(main(prog=os.path.basename(sys.argv[0]) or "cats-vs-dogs"))
 
 
 if __name__ == "__main__":

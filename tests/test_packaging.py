@@ -46,6 +46,11 @@ def test_the_dockerfile_installs_a_wheel_with_every_task_module_and_the_schema(t
     command = subprocess.run([str(site / "bin" / "cats-vs-dogs"), "models", "--help"], cwd=elsewhere,
                              capture_output=True, text=True, timeout=120, env=dict(os.environ, PYTHONPATH=str(site)))
     assert command.returncode == 0 and "--output-dir" in command.stdout, command.stderr[-2000:]
+    # Its help names it as it was started: `cats-vs-dogs ...`, not the script the examples would otherwise name.
+    command = subprocess.run([str(site / "bin" / "cats-vs-dogs"), "--help"], cwd=elsewhere, capture_output=True,
+                             text=True, timeout=120, env=dict(os.environ, PYTHONPATH=str(site)))
+    assert command.stdout.startswith("usage: cats-vs-dogs ") and "cats-vs-dogs run --demo" in command.stdout
+    assert "pipeline_runner.py" not in command.stdout, command.stdout
 
 
 def test_the_gpu_images_cuda_libraries_are_what_the_locked_tensorflow_asks_for():
