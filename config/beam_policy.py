@@ -15,11 +15,12 @@ import os
 IN_PROCESS = ("--direct_running_mode=in_memory",)
 # Arguments that restate Beam's own defaults (the DirectRunner, in this process). Given any Beam argument at all,
 # TFX's Beam components package TFX as a source distribution for remote workers, a copy of its tree and a
-# `setup.py sdist`: about 2 s of every Beam component in every run, for a file a DirectRunner never reads.
+# `setup.py sdist`, in every Beam component of every run, for a file a DirectRunner never reads (its cost:
+# docs/performance.md).
 BEAM_DEFAULTS = frozenset({*IN_PROCESS, "--direct_num_workers=1"})
 
-# Ingest decodes, checks and hashes every image and moves its bytes between workers for the duplicate check:
-# on 2 cores, 2 workers lost at every size measured.
+# Ingest decodes, checks and hashes every image and moves its bytes between workers for the duplicate check: on
+# few cores that traffic costs more than the second worker gains (docs/performance.md, "Ingest on 2 cores").
 INGEST_MIN_ITEMS = 3000
 INGEST_MIN_CORES = 4
 # The data components (ImportExampleGen, StatisticsGen) gain from workers from about this many examples; the

@@ -254,8 +254,8 @@ class FeatureCache:
 
 def _without_rewrites(data: tf.data.Dataset) -> tf.data.Dataset:
     """`data` without tf.data's default graph rewrites. To rewrite, tf.data serializes the pipeline, and each
-    place it reads an in-memory view becomes a copy of that view: 10 epochs of blends of 2 views of 8,000
-    images held 2.4 GiB more than 1 epoch did (docs/performance.md, Training)."""
+    place it reads an in-memory view becomes a copy of that view, so memory would grow with the epochs
+    (docs/performance.md, Training)."""
     options = tf.data.Options()
     options.experimental_optimization.apply_default_optimizations = False
     return data.with_options(options)
