@@ -143,6 +143,29 @@ def test_concurrent_writers_each_take_a_free_number_and_lose_nothing(tmp_path):
     assert sorted(traffic.read_window(root).request_ids) == sorted(f"w{w}-{i}" for w in range(4) for i in range(9))
 
 
+def test_a_local_writer_whose_number_was_taken_during_its_rename_takes_the_next(tmp_path, monkeypatch):
+    """Locally, tf.io.gfile.rename checks that the destination is absent and then calls rename(2): another
+    writer's span renamed in between makes it fail with FailedPreconditionError ("Directory not empty", seen
+    with four writers at once), not AlreadyExistsError."""
+    root = str(tmp_path / "traffic")
+    first = traffic.TrafficWriter(root, batch_size=1, max_seconds=60)
+    real_rename = storage.backend.rename_folder
+    raced = []
+
+    def another_writer_first(source, destination):
+        if not raced:
+            raced.append(destination)
+            assert first.add(_record(0)) == 1  # publishes span-1 between the check and rename(2)
+            raise tf.errors.FailedPreconditionError(None, None, f"{source}; Directory not empty")
+        return real_rename(source, destination)
+
+    second = traffic.TrafficWriter(root, batch_size=1, max_seconds=60)
+    monkeypatch.setattr(storage.backend, "rename_folder", another_writer_first)
+    assert second.add(_record(1)) == 2 and raced and not second.lost, second.last_error
+    monkeypatch.undo()
+    assert sorted(traffic.read_window(root).request_ids) == ["req-0", "req-1"]
+
+
 def test_a_writer_that_finds_its_number_taken_publishes_under_the_next(use_store):
     store = use_store(FakeObjectStore())
     writer = traffic.TrafficWriter(BUCKET_ROOT, batch_size=1, max_seconds=60)

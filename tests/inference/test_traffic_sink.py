@@ -253,6 +253,26 @@ def test_sampling_keeps_or_leaves_out_whole_requests_by_their_id(tmp_path):
         200 - sum(kept)
 
 
+def test_interleaved_requests_and_responses_are_matched_by_id_and_a_duplicate_id_is_refused(tmp_path):
+    sink = _sink(tmp_path, batch_size=4)
+    sink.receive(kserve_headers("request", "first"), request_body([b"first image"]))
+    sink.receive(kserve_headers("request", "second"), request_body([b"second image"]))
+    with pytest.raises(traffic_sink.Refused, match=traffic_sink.DUPLICATE):
+        sink.receive(kserve_headers("request", "second"), request_body([b"again"]))
+    sink.receive(kserve_headers("response", "third"), response_body([0.3]))
+    with pytest.raises(traffic_sink.Refused, match=traffic_sink.DUPLICATE):
+        sink.receive(kserve_headers("response", "third"), response_body([0.3]))
+    sink.receive(kserve_headers("response", "second"), response_body([0.2]))
+    sink.receive(kserve_headers("response", "first"), response_body([0.1]))
+    sink.receive(kserve_headers("request", "third"), request_body([b"third image"]))
+    sink.writer.flush()
+    window = traffic.read_window(str(tmp_path / "traffic"))
+    by_id = dict(zip(window.request_ids, zip(window.images, window.scores.tolist())))
+    assert by_id == {"first": (b"first image", pytest.approx(0.1)), "second": (b"second image", pytest.approx(0.2)),
+                     "third": (b"third image", pytest.approx(0.3))}
+    assert sink.refused == {traffic_sink.DUPLICATE: 2}
+
+
 def test_what_waits_too_long_is_counted_lost_and_said(tmp_path, caplog):
     clock = Clock()
     sink = _sink(tmp_path, clock=clock, pending_seconds=30)
