@@ -313,6 +313,21 @@ def test_the_served_version_comes_from_the_response_when_it_names_one(tmp_path):
     assert window.versions.tolist() == [12] and window.scores.tolist() == [0.25]
 
 
+def test_answers_that_are_no_probability_are_refused_and_odd_versions_ignored(tmp_path, monkeypatch):
+    sink = _sink(tmp_path, batch_size=1)
+    for answer in ([1.5], [10**400], ["0.5"], [True]):
+        with pytest.raises(traffic_sink.Refused, match=traffic_sink.NOT_A_PREDICTION):
+            sink.receive(kserve_headers("response", "odd"), json.dumps({"predictions": answer}).encode())
+    sink.receive(kserve_headers("request", "v"), request_body([b"a"]))
+    sink.receive(kserve_headers("response", "v"), json.dumps({"model_version": "\u00b2", "predictions": [1]}).encode())
+    window = traffic.read_window(str(tmp_path / "traffic"))
+    assert window.versions.tolist() == [3] and window.scores.tolist() == [1.0], "'²' is no version: the served one"
+    monkeypatch.setattr(traffic_sink, "MAX_WAITING", 2)
+    for i in range(4):
+        sink.receive(kserve_headers("response", f"alone-{i}"), response_body([0.5]))
+    assert sink.stats()["waiting"]["responses"] == 2 and sink.stats()["lost"] == {traffic_sink.PENDING_FULL: 2}
+
+
 @pytest.mark.parametrize("settings, flag", [({"batch_size": 0}, "--batch-size"),
                                             ({"sample_rate": 0.0}, "--sample-rate"),
                                             ({"batch_seconds": float("nan")}, "--batch-seconds")])
