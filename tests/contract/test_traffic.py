@@ -2,6 +2,7 @@
 
 import concurrent.futures
 import errno
+import json
 import math
 import os
 import posixpath
@@ -104,6 +105,20 @@ def test_a_damaged_record_is_named_with_its_file(tmp_path):
     open(path, "wb").write(bytes(data))
     with pytest.raises(traffic.TrafficDataError, match=r"traffic-0.tfrecord: record 1 is damaged"):
         traffic.read_window(root)
+
+
+def test_a_damaged_report_is_named(tmp_path):
+    root = str(tmp_path / "traffic")
+    writer = traffic.TrafficWriter(root, batch_size=1, max_seconds=60)
+    writer.add(_record(0))
+    path = posixpath.join(root, "span-1", traffic.REPORT_FILE)
+    report = json.loads(open(path).read())
+    for damage, said in (({"last_time_ms": "soon"}, "times are not whole numbers"), ({"files": []}, "files"),
+                         ({"span": None}, "span"), ("not an object", "holds a string")):
+        open(path, "w").write(json.dumps({**report, **damage} if isinstance(damage, dict) else damage))
+        with pytest.raises(traffic.TrafficDataError, match=said) as raised:
+            traffic.read_window(root)
+        assert path in str(raised.value)
 
 
 def test_a_window_is_the_newest_records_across_spans_oldest_first_and_reads_no_older_span(tmp_path, monkeypatch):
