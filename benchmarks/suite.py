@@ -16,6 +16,9 @@
 6. Serving latency of the pushed model's JPEG signature at batch 1 and 32 against
    the bare Keras model on pre-decoded tensors; TFLite size and single-image
    latency; peak RSS during each component.
+7. The traffic sink: images a second on one core against the served model's own
+   rate on the same images, its start time, and its peak memory at two batch
+   sizes and two traffic volumes (benchmarks/traffic_sink.py).
 Figures are medians of --repeats repetitions (the machines are shared and noisy).
 """
 
@@ -266,6 +269,9 @@ def main(argv: list[str] | None = None) -> int:
         figures = [Figure(**f) for f in trainer.bench_training(recipe, scratch / "training")]
         pipeline_figures, version_dir = bench_pipeline(settings, scratch)
         figures += pipeline_figures + bench_serving(version_dir, settings)
+        from benchmarks import traffic_sink
+
+        figures += traffic_sink.bench_sink(version_dir, args.quick, scratch)
     print(table(figures))
     print(f"suite took {time.perf_counter() - started:.0f} s ({'quick' if args.quick else 'full'}); "
           f"{os.cpu_count()} cores")

@@ -37,6 +37,12 @@ class RunLayout(Generic[Location]):
         return self._join("examples")
 
     @property
+    def traffic_root(self) -> Location:
+        """span-<N>/ folders of served traffic (contract.traffic), written by the traffic sink and
+        `predict --record`, read by `monitor`."""
+        return self._join("traffic")
+
+    @property
     def pipeline_root(self) -> Location:
         """TFX's artifacts."""
         return self._join("pipeline_root")
