@@ -199,6 +199,7 @@ def folder_items(root: str | os.PathLike) -> list[Item]:
 
 # A labeling queue's own files (monitoring.queue), at its top level: not images of the source.
 QUEUE_FILES = frozenset({layout.QUEUE_RECORD, layout.QUEUE_README, layout.CONTACT_SHEET})
+_NO_LABEL = ("unknown label", "not inside a class folder")  # _folder_item's problems
 NOT_SORTED = "not sorted: move it into cat/ or dog/ of the labeling queue to ingest it (left in {where})"
 
 
@@ -214,7 +215,9 @@ def _queue_items(items: list[Item]) -> list[Item]:
             kept.append(dataclasses.replace(item, label=label_for_folder(parts[0]), split=None))
         else:
             where = f"{parts[0]}/" if len(parts) > 1 else "the queue's top folder"
-            kept.append(Item(item.id, None, None, item.unit, item.problem or NOT_SORTED.format(where=where)))
+            unread = item.problem and not item.problem.startswith(_NO_LABEL)  # a file that could not be read says so
+            problem = item.problem if unread else NOT_SORTED.format(where=where)
+            kept.append(Item(item.id, None, None, item.unit, problem))
     return kept
 
 
