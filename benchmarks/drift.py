@@ -99,8 +99,8 @@ def _decode_seconds(jpegs: list[bytes]) -> float:
     return time.perf_counter() - started
 
 
-def bench_time(root: pathlib.Path, settings: Settings) -> list[Figure]:
-    """Section 1: monitor over a window of settings.window images, without and with drift."""
+def bench_time(root: pathlib.Path, settings: Settings, with_drift: bool = True) -> list[Figure]:
+    """Section 1: monitor over a window of settings.window images, without drift and (`with_drift`) with it."""
     import shutil
 
     from contract.layout import RunLayout
@@ -108,7 +108,8 @@ def bench_time(root: pathlib.Path, settings: Settings) -> list[Figure]:
 
     where = RunLayout(root)
     figures = []
-    for look, what in ((NULL_LOOK, "no drift"), ("sketch", "drift, queue written")):
+    cases = ((NULL_LOOK, "no drift"), ("sketch", "drift, queue written"))
+    for look, what in cases if with_drift else cases[:1]:
         shutil.rmtree(where.traffic_root, ignore_errors=True)
         window = distinct_copies(looks.images(look, settings.distinct), settings.window)
         looks.write_traffic(str(where.traffic_root), window, version=1)

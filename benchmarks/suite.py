@@ -16,6 +16,9 @@
 6. Serving latency of the pushed model's JPEG signature at batch 1 and 32 against
    the bare Keras model on pre-decoded tensors; TFLite size and single-image
    latency; peak RSS during each component.
+7. `monitor` over a window of 10,000 images of traffic for the served model of
+   section 2 (benchmarks/drift.py; `make bench-drift` adds its alarms on the
+   generator's looks).
 Figures are medians of --repeats repetitions (the machines are shared and noisy).
 """
 
@@ -266,6 +269,10 @@ def main(argv: list[str] | None = None) -> int:
         figures = [Figure(**f) for f in trainer.bench_training(recipe, scratch / "training")]
         pipeline_figures, version_dir = bench_pipeline(settings, scratch)
         figures += pipeline_figures + bench_serving(version_dir, settings)
+        from benchmarks import drift
+
+        window = drift.QUICK if args.quick else drift.Settings()
+        figures += drift.bench_time(version_dir.parents[1], window, with_drift=not args.quick)
     print(table(figures))
     print(f"suite took {time.perf_counter() - started:.0f} s ({'quick' if args.quick else 'full'}); "
           f"{os.cpu_count()} cores")

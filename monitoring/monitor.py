@@ -19,10 +19,11 @@ import numpy as np
 from contract import layout, traffic
 from contract.errors import CommandError
 from contract.layout import RunLayout
-from monitoring import drift, measure, queue, record, reference, report
+from monitoring import drift, measure, queue, record, reference, report, tfdv_drift
 
 MIN_WINDOW = 30
 MIN_REFERENCE = 5
+UNREADABLE_LISTED = 20  # the images of a window that could not be measured, named in the result; all are counted
 
 
 class WindowTooSmallError(CommandError):
@@ -104,13 +105,15 @@ def check(where: RunLayout, settings: MonitorSettings) -> Check:
                    "first": _utc(window.times_ms.min()), "last": _utc(window.times_ms.max()),
                    "other_versions": int(np.count_nonzero(window.versions != served.version))},
         "reference": {"images": len(theirs[measure.SCORE]), "spans": served.spans},
-        "unreadable": unreadable, "labeling_queue": None,
+        "unreadable": unreadable[:UNREADABLE_LISTED], "unreadable_count": len(unreadable), "labeling_queue": None,
     }
     if verdict.drift and settings.queue:
         result["labeling_queue"], _ = queue.export(
             str(where.labeling_root), window.images, window.scores,
             {"served_version": served.version, "moved": verdict.moved(), "report": result["report"]})
-    page = report.write(folder, result, ours, theirs)
+    result["tfdv"] = tfdv_drift.compare(ours, theirs, (*measure.SIZES, measure.BRIGHTNESS, measure.SATURATION,
+                                                       measure.SCORE))
+    page = report.write(folder, result, ours, theirs, result["tfdv"])
     result["mlmd_id"] = record.record_check(str(where.metadata_path), str(folder), served.model_id, {
         record.DRIFT: verdict.drift, record.SERVED_VERSION: served.version, record.WINDOW_IMAGES: len(window),
         record.FALSE_ALARM_RATE: settings.false_alarm_rate, record.TESTS: result["tests"],

@@ -381,6 +381,8 @@ def test_traffic_drawn_as_the_training_data_raises_no_alarm_and_queues_nothing(m
         assert set(test) >= {"name", "statistic", "threshold", "p_value", "drift"}
         assert test["threshold"] == pytest.approx(0.01 / 6) and test["p_value"] >= test["threshold"]
     assert result["window"]["images"] == 120 and result["window"]["spans"] == [2]
+    # TFDV's comparator is shown beside the tests, on the properties it profiles
+    assert [f["name"] for f in result["tfdv"]["features"]] == ["height", "width", "brightness", "saturation", "score"]
     assert result["reference"]["spans"] == [1]
     assert pathlib.Path(result["report"]).is_file() and not (monitored / "labeling").exists()
     (check,) = record.checks(str(monitored / "metadata.sqlite"))
