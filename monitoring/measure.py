@@ -61,8 +61,9 @@ def sample(count: int, limit: int, seed: int = 0) -> np.ndarray:
     return np.sort(np.random.default_rng(seed).choice(count, limit, replace=False))
 
 
-def checked(images: list[bytes]) -> tuple[list[bytes], list[str]]:
-    """The images as ingest would store them (RGB JPEG), and a line for each one ingest would refuse."""
+def checked(images: list[bytes], numbers=None) -> tuple[list[bytes], list[str]]:
+    """The images as ingest would store them (RGB JPEG), and a line for each one ingest would refuse, naming it
+    by its number in `numbers` (default: its position)."""
     from ingest.images import RejectedImage, check_image
 
     kept, refused = [], []
@@ -70,7 +71,7 @@ def checked(images: list[bytes]) -> tuple[list[bytes], list[str]]:
         try:
             kept.append(check_image(data).jpeg)
         except RejectedImage as rejection:
-            refused.append(f"image {index}: {rejection.reason}")
+            refused.append(f"image {index if numbers is None else numbers[index]}: {rejection.reason}")
     return kept, refused
 
 

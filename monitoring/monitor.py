@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import os
 import pathlib
 import posixpath
 
@@ -71,9 +72,17 @@ def measure_window(images: list[bytes], embedder: measure.Embedder, settings: Mo
     """({quantity: values} of the window, lines naming what could not be measured, images measured)."""
     sizes = measure.sizes(images)
     chosen = measure.sample(len(images), settings.sample, settings.seed)
-    jpegs, refused = measure.checked([images[i] for i in chosen])
+    jpegs, refused = measure.checked([images[i] for i in chosen], chosen)
     seen = embedder.measure(jpegs)
-    return {**sizes.values, **seen.values}, sizes.unreadable + refused, len(jpegs)
+    return {**sizes.values, **seen.values}, refused + sizes.unreadable, len(jpegs)
+
+
+def load_embedder(served: reference.ServedModel) -> measure.Embedder:
+    path = posixpath.join(served.version_dir, layout.KERAS_MODEL_FILE)
+    if not os.path.isfile(path):
+        raise reference.NoServedModelError(f"version {served.version} has no {layout.KERAS_MODEL_FILE} (pushed by an "
+                                           "earlier release): its features cannot be measured; nothing was checked")
+    return measure.Embedder.load(path)
 
 
 def measure_reference(where: RunLayout, served: reference.ServedModel, embedder: measure.Embedder,
@@ -91,8 +100,13 @@ def check(where: RunLayout, settings: MonitorSettings) -> Check:
     (refusals) before anything is written."""
     served = reference.served_model(where)
     window = read_window(where, settings)
-    embedder = measure.Embedder.load(posixpath.join(served.version_dir, layout.KERAS_MODEL_FILE))
+    embedder = load_embedder(served)
     ours, unreadable, measured = measure_window(window.images, embedder, settings)
+    if measured < min(settings.min_window, settings.sample):
+        raise WindowTooSmallError(
+            f"of the window's {len(window)} images, {measured} of those sampled could be decoded "
+            f"({'; '.join(unreadable[:3])}); a check needs at least {min(settings.min_window, settings.sample)}: "
+            "nothing was checked")
     theirs = measure_reference(where, served, embedder, settings)
     verdict = drift.compare(ours, theirs, settings.false_alarm_rate, measure.VECTORS, settings.seed)
     checked_at = datetime.datetime.now(datetime.timezone.utc)

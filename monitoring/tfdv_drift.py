@@ -21,8 +21,20 @@ def compare(window: dict[str, np.ndarray], reference: dict[str, np.ndarray], nam
     import tensorflow_data_validation as tfdv
 
     names = [name for name in names if len(window.get(name, ())) and len(reference.get(name, ()))]
-    current = tfdv.generate_statistics_from_dataframe(pd.DataFrame({n: window[n] for n in names}))
-    previous = tfdv.generate_statistics_from_dataframe(pd.DataFrame({n: reference[n] for n in names}))
+
+    def statistics(sample: dict[str, np.ndarray]):
+        """One statistics proto of every quantity, each profiled alone: sizes cover every image of a window,
+        the model's measurements its sample, so the columns differ in length."""
+        merged = None
+        for name in names:
+            one = tfdv.generate_statistics_from_dataframe(pd.DataFrame({name: sample[name]}))
+            if merged is None:
+                merged = one
+            else:
+                merged.datasets[0].features.extend(one.datasets[0].features)
+        return merged
+
+    current, previous = statistics(window), statistics(reference)
     schema = tfdv.infer_schema(previous)
     for feature in schema.feature:
         feature.drift_comparator.jensen_shannon_divergence.threshold = threshold

@@ -358,13 +358,17 @@ def _monitor(root, capsys, *flags):
     return code, (json.loads(out) if code == 0 else None), err
 
 
-def test_monitor_refuses_a_window_too_small_to_test(monitored, capsys):
+def test_monitor_refuses_a_window_too_small_or_too_damaged_to_test(monitored, capsys):
     from monitoring import looks
 
     looks.write_traffic(str(monitored / "traffic"), looks.images("cartoon", 4, seed=999), 1, start_ms=1_000)
     code, _, err = _monitor(monitored, capsys)
     assert code == 2 and err.count("\n") == 1, err
     assert "the window holds 4 images of traffic" in err and "at least 30 (--min-window)" in err
+    looks.write_traffic(str(monitored / "traffic"), [b"not an image %d" % i for i in range(40)], 1, start_ms=10_000)
+    code, _, err = _monitor(monitored, capsys)
+    assert code == 2 and err.count("\n") == 1, err
+    assert "of the window's 44 images, 4 of those sampled could be decoded (image 4: not an image" in err
     assert not (monitored / "monitoring").exists() and not (monitored / "labeling").exists()
 
 
