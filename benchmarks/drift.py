@@ -135,11 +135,12 @@ def bench_looks(root: pathlib.Path, settings: Settings) -> tuple[list[Figure], l
     from contract.layout import RunLayout
     from ingest import synthetic
     from monitoring import drift, looks, measure, monitor, reference
+    from monitoring.settings import MonitorSettings
 
     where = RunLayout(root)
     served = reference.served_model(where)
     embedder = measure.Embedder.load(os.path.join(served.version_dir, layout.KERAS_MODEL_FILE))
-    options = monitor.MonitorSettings(false_alarm_rate=settings.false_alarm_rate, sample=10_000)
+    options = MonitorSettings(false_alarm_rate=settings.false_alarm_rate, sample=10_000)
     theirs = monitor.measure_reference(where, served, embedder, options)
 
     def alarms(look: str, size: int, windows: int, first_seed: int) -> tuple[int, list[list[str]]]:

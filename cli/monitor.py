@@ -19,17 +19,17 @@ _SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 def since_ms(text: str, now: float | None = None) -> int:
     """--since: a duration back from now (30m, 6h, 2d) or a UTC time (2026-11-24T08:00:00Z), as Unix ms."""
     match = _DURATION.fullmatch(text.strip())
-    if match:
-        now = time.time() if now is None else now
-        return int((now - int(match.group(1)) * _SECONDS[match.group(2)]) * 1000)
     try:
+        if match:
+            now = time.time() if now is None else now
+            return int((now - int(match.group(1)) * _SECONDS[match.group(2)]) * 1000)
         moment = datetime.datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
-    except ValueError:
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=datetime.timezone.utc)
+        return int(moment.timestamp() * 1000)
+    except (ValueError, OverflowError):  # not a time, or one no clock reaches
         raise argparse.ArgumentTypeError(f"expected a duration (30m, 6h, 2d) or a UTC time "
                                          f"(2026-11-24T08:00:00Z), got {text!r}") from None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=datetime.timezone.utc)
-    return int(moment.timestamp() * 1000)
 
 
 def _rate(text: str) -> float:
@@ -43,9 +43,9 @@ def _rate(text: str) -> float:
 
 
 def _monitor_flags(parser: argparse.ArgumentParser) -> None:
-    from monitoring import monitor
+    from monitoring.settings import MonitorSettings
 
-    defaults = monitor.MonitorSettings()
+    defaults = MonitorSettings()
     flags.add_output_dir(parser, "The pipeline's root: its served model, its spans, and the traffic the sink or "
                                  "`predict --record` wrote under <output-dir>/traffic.")
     parser.add_argument("--window", type=flags.count(1), default=defaults.window,
@@ -78,13 +78,14 @@ def command_monitor(args: argparse.Namespace) -> int:
     """
     from contract.layout import RunLayout
     from monitoring import monitor
+    from monitoring.settings import MonitorSettings
     from orchestration import roots
 
     root = args.output_dir.resolve()
     if roots.inspect(root).state == roots.NEW:
         raise SettingsError(f"--output-dir {root} is not a pipeline root (nothing was ever run there): no model "
                             "to monitor; nothing was checked")
-    settings = monitor.MonitorSettings(window=args.window, since_ms=args.since,
+    settings = MonitorSettings(window=args.window, since_ms=args.since,
                                        false_alarm_rate=args.false_alarm_rate, sample=args.sample,
                                        min_window=args.min_window, queue=not args.no_queue)
     result = monitor.check(RunLayout(root), settings)

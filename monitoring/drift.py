@@ -13,7 +13,6 @@ import dataclasses
 
 import numpy as np
 
-DEFAULT_FALSE_ALARM_RATE = 0.05
 PERMUTATIONS = 999  # the smallest p-value a permutation test can give is 1 / (PERMUTATIONS + 1)
 
 

@@ -21,29 +21,14 @@ from contract import layout, traffic
 from contract.errors import CommandError
 from contract.layout import RunLayout
 from monitoring import drift, measure, queue, record, reference, report, tfdv_drift
+from monitoring.settings import MonitorSettings
 
-MIN_WINDOW = 30
 MIN_REFERENCE = 5
 UNREADABLE_LISTED = 20  # the images of a window that could not be measured, named in the result; all are counted
 
 
 class WindowTooSmallError(CommandError):
     """The window holds too few images to test; the line says how many and how many are needed."""
-
-
-@dataclasses.dataclass(frozen=True)
-class MonitorSettings:
-    window: int = 10_000  # the newest images at most
-    since_ms: int | None = None  # only images at or after this Unix time (ms)
-    false_alarm_rate: float = drift.DEFAULT_FALSE_ALARM_RATE
-    sample: int = 1000  # images of the window (and of the reference) the model measures
-    min_window: int = MIN_WINDOW
-    queue: bool = True  # on drift, export the window's images for labels
-    seed: int = 0
-
-    def __post_init__(self):
-        if not 0 < self.false_alarm_rate < 1:
-            raise ValueError(f"false_alarm_rate must be in (0, 1), got {self.false_alarm_rate!r}")
 
 
 @dataclasses.dataclass

@@ -55,7 +55,7 @@ def test_ks_never_alarms_more_than_its_level_on_whole_pixel_sizes():
 
 
 def test_a_false_alarm_rate_outside_zero_and_one_is_refused():
-    from monitoring import monitor
+    from monitoring.settings import MonitorSettings
 
     with pytest.raises(ValueError, match="false_alarm_rate"):
-        monitor.MonitorSettings(false_alarm_rate=1.5)
+        MonitorSettings(false_alarm_rate=1.5)

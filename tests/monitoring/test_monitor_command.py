@@ -39,7 +39,8 @@ def test_a_root_that_serves_nothing_is_refused(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("flag, value", [("--false-alarm-rate", "1"), ("--false-alarm-rate", "x"),
-                                         ("--since", "yesterday"), ("--window", "0")])
+                                         ("--since", "yesterday"), ("--since", "9" * 400 + "d"),
+                                         ("--window", "0")])
 def test_settings_that_cannot_work_are_refused_by_the_parser(tmp_path, capsys, flag, value):
     with pytest.raises(SystemExit) as exit_:
         pipeline_runner.main(["monitor", "--output-dir", str(tmp_path), flag, value])
@@ -90,3 +91,13 @@ def test_a_bad_monitor_schedule_is_refused_before_the_crontab_is_touched(tmp_pat
                                  "hourly", "--data-dir", str(tmp_path), "--output-dir", str(tmp_path / "out")])
     err = capsys.readouterr().err
     assert code == 2 and "5 fields" in err and not table.exists()
+
+
+def test_the_command_line_builds_monitors_flags_without_tensorflow():
+    """Every command builds every command's flags at its start: monitor's must not cost them TensorFlow."""
+    import subprocess
+    import sys
+
+    probe = "import sys, pipeline_runner; pipeline_runner.build_parser(); print('tensorflow' in sys.modules)"
+    result = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0 and result.stdout.strip() == "False", result.stderr[-2000:]
