@@ -56,7 +56,8 @@ test-fast: $(STAMP)
 fuzz: $(STAMP)
 	FUZZ_EXAMPLES_SCALE=25 FUZZ_RANDOM=1 $(BIN)/python -m pytest tests/fuzz --hypothesis-show-statistics
 
-# Benchmarks print a table and write JSON (runs/benchmarks.json); full: the training section about 16 minutes on 2 cores, the rest about 2.
+# Benchmarks print a table and write JSON (runs/benchmarks.json); full: the training section about 16 minutes on 2 cores, the rest about 2,
+# and the traffic sink's section about 1.5.
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks.suite
 

@@ -13,7 +13,7 @@ import argparse
 import sys
 import textwrap
 
-from cli import deploy, history, local_run, monitor, photos
+from cli import deploy, history, local_run, monitor, photos, traffic
 from contract import errors
 from orchestration import quiet_logs
 
@@ -68,7 +68,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="pipeline_runner.py", description="Train, validate and ship a cat/dog classifier with TFX.",
         epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for command in (*local_run.COMMANDS, *history.COMMANDS, *photos.COMMANDS, *monitor.COMMANDS, *deploy.commands()):
+    for command in (*local_run.COMMANDS, *history.COMMANDS, *photos.COMMANDS, *traffic.COMMANDS, *monitor.COMMANDS,
+                    *deploy.commands()):
         examples = {"epilog": EXAMPLES, "formatter_class": argparse.RawDescriptionHelpFormatter}
         sub = commands.add_parser(command.name, help=command.summary, description=command.description,
                                   **(examples if command.with_examples else {}))

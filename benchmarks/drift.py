@@ -115,7 +115,7 @@ def bench_time(root: pathlib.Path, settings: Settings, with_drift: bool = True) 
         looks.write_traffic(str(where.traffic_root), window, version=1)
         seconds = _cli("monitor", "--output-dir", str(root), "--window", str(settings.window))
         decode = _decode_seconds(window)
-        figures.append(Figure("7 monitor", f"monitor, {settings.window} images, {what}", seconds, "s", decode,
+        figures.append(Figure("8 monitor", f"monitor, {settings.window} images, {what}", seconds, "s", decode,
                               seconds / decode, "< 60 s" if settings.window >= 10_000 else None,
                               seconds < 60 if settings.window >= 10_000 else None))
     return figures
@@ -156,7 +156,7 @@ def bench_looks(root: pathlib.Path, settings: Settings) -> tuple[list[Figure], l
     low, high = _clopper_pearson(count, settings.null_windows)
     rows.append({"look": NULL_LOOK, "window": settings.null_window_size, "windows": settings.null_windows,
                  "alarms": count, "interval": [low, high], "moved": moved})
-    figures = [Figure("8 drift looks", f"{NULL_LOOK} (trained look), fresh seeds: alarm rate at "
+    figures = [Figure("9 drift looks", f"{NULL_LOOK} (trained look), fresh seeds: alarm rate at "
                       f"{settings.null_window_size}", count / settings.null_windows * 100, "%",
                       settings.false_alarm_rate * 100, None, f"<= {settings.false_alarm_rate:.0%} "
                       f"(95% interval {low:.0%}-{high:.0%})", low <= settings.false_alarm_rate)]
@@ -168,11 +168,11 @@ def bench_looks(root: pathlib.Path, settings: Settings) -> tuple[list[Figure], l
             count, moved = alarms(look, size, settings.look_windows, looks.FRESH_SEED + 500)
             rows.append({"look": look, "window": size, "windows": settings.look_windows, "alarms": count,
                          "moved": moved})
-            figures.append(Figure("8 drift looks", f"{look}: alarm rate at {size}",
+            figures.append(Figure("9 drift looks", f"{look}: alarm rate at {size}",
                                   count / settings.look_windows * 100, "%"))
             if needed is None and count == settings.look_windows:
                 needed = size
-        figures.append(Figure("8 drift looks", f"{look}: smallest window that always alarmed",
+        figures.append(Figure("9 drift looks", f"{look}: smallest window that always alarmed",
                               float(needed or 0), "images", target="alarms" if needed else "never alarmed",
                               met=needed is not None))
     return figures, rows

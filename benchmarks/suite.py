@@ -16,7 +16,10 @@
 6. Serving latency of the pushed model's JPEG signature at batch 1 and 32 against
    the bare Keras model on pre-decoded tensors; TFLite size and single-image
    latency; peak RSS during each component.
-7. `monitor` over a window of 10,000 images of traffic for the served model of
+7. The traffic sink: images a second on one core against the served model's own
+   rate on the same images, its start time, and its peak memory at two batch
+   sizes and two traffic volumes (benchmarks/traffic_sink.py).
+8. `monitor` over a window of 10,000 images of traffic for the served model of
    section 2 (benchmarks/drift.py; `make bench-drift` adds its alarms on the
    generator's looks).
 Figures are medians of --repeats repetitions (the machines are shared and noisy).
@@ -269,6 +272,9 @@ def main(argv: list[str] | None = None) -> int:
         figures = [Figure(**f) for f in trainer.bench_training(recipe, scratch / "training")]
         pipeline_figures, version_dir = bench_pipeline(settings, scratch)
         figures += pipeline_figures + bench_serving(version_dir, settings)
+        from benchmarks import traffic_sink
+
+        figures += traffic_sink.bench_sink(version_dir, args.quick, scratch)
         from benchmarks import drift
 
         window = drift.QUICK if args.quick else drift.Settings()

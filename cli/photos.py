@@ -25,6 +25,10 @@ def _predict_flags(predict: argparse.ArgumentParser) -> None:
                               "with --model, beside the run that pushed it (./predictions/ for a model elsewhere).")
     predict.add_argument("--explain", action="store_true",
                          help="Overlay Grad-CAM heat maps (MobileNetV2's last convolutional block) on the sheet.")
+    predict.add_argument("--record", action="store_true",
+                         help="Also record the images the model classified, with its answers and the served "
+                              "version, as traffic under <output-dir>/traffic (what the traffic sink records of a "
+                              "cluster's predictor), for `monitor` to read. Needs the served model of --output-dir.")
 
 
 def _base_weights_flags(base: argparse.ArgumentParser) -> None:
@@ -63,6 +67,9 @@ def command_predict(args: argparse.Namespace) -> int:
     if args.sheet is not None and args.sheet.suffix.lower() not in SHEET_SUFFIXES:
         raise CommandError(f"--sheet {args.sheet}: the contact sheet is an image; give a path ending in "
                            f"{', '.join(SHEET_SUFFIXES)}")
+    if args.record and args.model:
+        raise CommandError("--record records into a root's traffic, beside the model that root serves: give "
+                           "--output-dir ROOT instead of --model (a folder given by hand is no root's served version)")
     model_dir = _model_dir(args)
     if args.explain and not (model_dir / layout.KERAS_MODEL_FILE).is_file():
         raise CommandError(f"--explain needs the Keras model this pipeline pushes beside the SavedModel "
@@ -71,7 +78,8 @@ def command_predict(args: argparse.Namespace) -> int:
     files = predict.find_files(args.paths)
     if not files:
         raise CommandError("no files found in " + ", ".join(map(str, args.paths)))
-    predictions, jpegs = predict.predict_files(model, files)
+    sent: dict[int, bytes] | None = {} if args.record else None
+    predictions, jpegs = predict.predict_files(model, files, sent=sent)
     sheet = sheet_error = None
     if jpegs:  # a sheet of nothing but unreadable files would say less than the table
         path = args.sheet or _default_sheet(args.output_dir if args.model is None else args.model)
@@ -90,7 +98,10 @@ def command_predict(args: argparse.Namespace) -> int:
         print(predict.table(predictions))
         if sheet:
             print(f"contact sheet: {sheet}")
+    recorded = _record(args.output_dir, model_dir, predictions, sent) if args.record else None
     unreadable = sum(p.error is not None for p in predictions)
+    if recorded is not None:
+        raise RunFailedError(f"{recorded} (the classifications are above)")
     if unreadable == len(predictions):
         raise CommandError(f"none of the {len(predictions)} files could be classified (reasons above)")
     if sheet_error:
@@ -100,6 +111,24 @@ def command_predict(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return errors.FAILED
     return errors.OK
+
+
+def _record(output_dir: pathlib.Path, model_dir: pathlib.Path, predictions, sent: dict[int, bytes]) -> str | None:
+    """Records what the model classified as traffic of the root; prints where. Returns why it could not."""
+    from inference import predict
+    from orchestration import roots
+
+    root = output_dir.resolve()
+    roots.inspect(root)  # the served model was found there: a root; a folder of the user's is refused all the same
+    if not sent:
+        print("recorded nothing as traffic: the model was given no image", file=sys.stderr)
+        return None
+    writer = predict.record(str(RunLayout(root).traffic_root), predictions, sent, int(model_dir.name))
+    if not writer.spans:
+        return f"recording the images as traffic failed: {writer.last_error}"
+    print(f"recorded {writer.recorded} images as traffic (span {writer.spans[0]} of {RunLayout(root).traffic_root}, "
+          f"served version {model_dir.name})", file=sys.stderr)
+    return None
 
 
 def _default_sheet(run_or_model: pathlib.Path) -> pathlib.Path:

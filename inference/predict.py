@@ -82,9 +82,10 @@ def load_model(model_dir: str | os.PathLike):
         raise NoModelError(f"cannot load the SavedModel in {model_dir}: {first_line}") from None
 
 
-def predict_files(serve, files: list[pathlib.Path],
-                  batch_size: int = 32) -> tuple[list[Prediction], dict[int, bytes]]:
-    """(a prediction per file, {index: normalized JPEG bytes} of the readable ones), `serve` from load_model."""
+def predict_files(serve, files: list[pathlib.Path], batch_size: int = 32,
+                  sent: dict[int, bytes] | None = None) -> tuple[list[Prediction], dict[int, bytes]]:
+    """(a prediction per file, {index: normalized JPEG bytes} of the readable ones), `serve` from load_model.
+    `sent`, if given, gets {index: bytes} of every image the model was given, those it refused included."""
     import tensorflow as tf
 
     results: list[Prediction] = []
@@ -118,11 +119,34 @@ def predict_files(serve, files: list[pathlib.Path],
             results[-1].error = f"cannot be read: {error.strerror or error}"
             continue
         jpegs[len(results) - 1] = jpeg
+        if sent is not None:
+            sent[len(results) - 1] = jpeg
         batch.append((len(results) - 1, jpeg))
         if len(batch) >= batch_size:
             flush()
     flush()
     return results, jpegs
+
+
+def record(traffic_root: str, predictions: list[Prediction], sent: dict[int, bytes], version: int):
+    """Records what the model was given and answered as a traffic span (contract.traffic, origin `predict`),
+    as the traffic sink records a served model's requests: one request of every image. Returns the writer (its
+    spans, or what was lost and why)."""
+    import math
+    import time
+    import uuid
+
+    from contract import traffic
+
+    writer = traffic.TrafficWriter(traffic_root, batch_size=max(len(sent), 1), max_seconds=math.inf)
+    request_id, now_ms = f"predict-{uuid.uuid4().hex}", int(time.time() * 1000)
+    for index in sorted(sent):
+        score = predictions[index].dog_probability
+        writer.add(traffic.TrafficRecord(image=sent[index], score=math.nan if score is None else score,
+                                         version=version, time_ms=now_ms, request_id=request_id,
+                                         origin=traffic.PREDICT_ORIGIN))
+    writer.flush()
+    return writer
 
 
 def explain(model_dir: str | os.PathLike, jpegs: dict[int, bytes]) -> dict:

@@ -98,6 +98,9 @@ class Serving:
         None, "A service account that can read a gs:// root (KServe's storage initializer uses its credentials).")
     config_poll_seconds: int = setting(
         30, "How often TF Serving re-reads the serving config (models.config) that names the served version.")
+    traffic_sink: bool = setting(
+        True, "Deploy the traffic sink (a Deployment and a Service on --image) beside the InferenceService and point "
+              "KServe's inference logger at it: every request and response is recorded under <root>/traffic.")
     runtime_version: str | None = setting(
         None, "The tensorflow/serving image tag the predictor runs. Default: the release matching the TensorFlow "
               "that exports the model (KServe's own default is far older).")
@@ -138,14 +141,71 @@ def server_args(serving: Serving) -> list[str]:
             f"--model_config_file_poll_wait_seconds={serving.config_poll_seconds}"]
 
 
-def manifest(serving: Serving, uri: str) -> dict:
-    """The InferenceService as a Kubernetes object."""
+@dataclasses.dataclass(frozen=True)
+class TrafficSink:
+    """The traffic sink deployed beside the InferenceService (`cats-vs-dogs traffic-sink`): KServe's logger sends
+    it every request and response. One replica, replaced rather than rolled (a starting sink removes the batch
+    a killed one left staged, so two must never write one root at once)."""
+
+    image: str
+    root: str
+    pvc: str | None = None
+    pvc_mount: str = "/mnt/pipeline"
+
+    def name(self, serving: Serving) -> str:
+        return f"{serving.name}-traffic-sink"
+
+    def url(self, serving: Serving) -> str:
+        """The Service's address in the cluster: where KServe's logger posts."""
+        return f"http://{self.name(serving)}.{serving.namespace}.svc.cluster.local/"
+
+
+SINK_PORT = 8080
+SINK_RESOURCES = {"cpu": "1", "memory": "1Gi"}  # one core keeps up with a busy predictor (docs/performance.md)
+SINK_GRACE_SECONDS = 60  # SIGTERM publishes the open batch
+
+
+def sink_manifests(serving: Serving, sink: TrafficSink) -> list[dict]:
+    """The sink's Deployment and Service (Kubernetes' apps/v1 and v1), on the project's image, with the root's
+    PVC mounted where the pipeline's tasks have it (a gs:// root is written through the service account)."""
+    name = sink.name(serving)
+    labels = {"app.kubernetes.io/name": name, "app.kubernetes.io/part-of": "cats-vs-dogs-pipeline"}
+    probe = {"httpGet": {"path": "/healthz", "port": SINK_PORT}, "periodSeconds": 10}
+    container: dict = {
+        "name": "traffic-sink", "image": sink.image,
+        "command": ["cats-vs-dogs", "traffic-sink", "--root", sink.root, "--port", str(SINK_PORT),
+                    "--host", "0.0.0.0"],
+        "ports": [{"name": "http", "containerPort": SINK_PORT}],
+        "readinessProbe": probe, "livenessProbe": {**probe, "failureThreshold": 6},
+        "resources": {"requests": dict(SINK_RESOURCES), "limits": dict(SINK_RESOURCES)}}
+    pod: dict = {"containers": [container], "terminationGracePeriodSeconds": SINK_GRACE_SECONDS}
+    if sink.pvc:
+        container["volumeMounts"] = [{"name": "pipeline-root", "mountPath": sink.pvc_mount}]
+        pod["volumes"] = [{"name": "pipeline-root", "persistentVolumeClaim": {"claimName": sink.pvc}}]
+    if serving.service_account:
+        pod["serviceAccountName"] = serving.service_account
+    metadata = {"name": name, "namespace": serving.namespace, "labels": labels}
+    deployment = {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": metadata,
+                  "spec": {"replicas": 1, "strategy": {"type": "Recreate"},
+                           "selector": {"matchLabels": {"app.kubernetes.io/name": name}},
+                           "template": {"metadata": {"labels": labels}, "spec": pod}}}
+    service = {"apiVersion": "v1", "kind": "Service", "metadata": dict(metadata),
+               "spec": {"selector": {"app.kubernetes.io/name": name},
+                        "ports": [{"name": "http", "port": 80, "targetPort": SINK_PORT}]}}
+    return [deployment, service]
+
+
+def manifest(serving: Serving, uri: str, sink: TrafficSink | None = None) -> dict:
+    """The InferenceService as a Kubernetes object; with `sink`, KServe's logger sends every request and
+    response to it."""
     resources = {"cpu": serving.cpu, "memory": serving.memory}
     predictor: dict = {"model": {"modelFormat": {"name": MODEL_FORMAT}, "runtimeVersion": serving.runtime,
                                  "storageUri": uri, "args": server_args(serving),
                                  "resources": {"requests": dict(resources), "limits": dict(resources)}}}
     if serving.service_account:
         predictor["serviceAccountName"] = serving.service_account
+    if sink is not None:
+        predictor["logger"] = {"mode": "all", "url": sink.url(serving)}
     return {"apiVersion": API_VERSION, "kind": KIND,
             "metadata": {"name": serving.name, "namespace": serving.namespace,
                          "labels": {"app.kubernetes.io/part-of": "cats-vs-dogs-pipeline"}},
@@ -174,11 +234,14 @@ def manifest_path(package: str) -> str:
     return f"{stem}.inferenceservice.yaml"
 
 
-def write_manifest(path: str, serving: Serving, uri: str) -> str:
+def write_manifest(path: str, serving: Serving, uri: str, sink: TrafficSink | None = None) -> str:
+    """The InferenceService and, with `sink`, the traffic sink's Deployment and Service, in one file."""
+    documents = [manifest(serving, uri, sink)] + (sink_manifests(serving, sink) if sink else [])
     with open(path, "w") as f:
-        f.write("# KServe InferenceService over the pipeline's pushed versions: kubectl apply -f " +
-                posixpath.basename(path) + "\n")
-        yaml.safe_dump(manifest(serving, uri), f, sort_keys=False)
+        f.write("# KServe InferenceService over the pipeline's pushed versions"
+                + (" and the traffic sink its logger sends to" if sink else "")
+                + ": kubectl apply -f " + posixpath.basename(path) + "\n")
+        yaml.safe_dump_all(documents, f, sort_keys=False)
     return path
 
 

@@ -279,9 +279,13 @@ def compile_for_cluster(config: PipelineConfig, output_file: str, deployment: De
         lines.append(f"no KServe manifest: the root {deployment.root} is on this machine (a rehearsal); a cluster "
                      "serves from a gs:// root or a PVC (--pvc)")
     else:
-        manifest = kserve.write_manifest(kserve.manifest_path(path), serving, uri)
-        lines.append(f"wrote KServe InferenceService {manifest} (serves the highest version under {uri}): "
-                     f"kubectl apply -f {manifest}")
+        sink = kserve.TrafficSink(deployment.image, deployment.root, deployment.pvc, deployment.pvc_mount) \
+            if serving.traffic_sink else None
+        manifest = kserve.write_manifest(kserve.manifest_path(path), serving, uri, sink)
+        lines.append(f"wrote KServe InferenceService {manifest} (serves the highest version under {uri}"
+                     + (f"; its logger sends every request and response to the traffic sink {sink.name(serving)} "
+                        f"deployed with it, which records them under {RunLayout(deployment.root).traffic_root}"
+                        if sink else "") + f"): kubectl apply -f {manifest}")
     return lines
 
 

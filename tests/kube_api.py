@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import copy
 import gzip
+import inspect
 import json
 import pathlib
 import re
@@ -56,6 +57,43 @@ def crd_validator() -> jsonschema.Draft7Validator:
     assert crd["spec"]["names"]["kind"] == kserve.KIND
     (version,) = [v for v in crd["spec"]["versions"] if v["served"]]
     return jsonschema.Draft7Validator(strict(version["schema"]["openAPIV3Schema"]))
+
+
+def kubernetes_validator(model: str) -> jsonschema.Draft7Validator:
+    """Kubernetes' own schema of a core object, `model` the official client's class of it ("V1Deployment",
+    "V1Service"): the client (`kubernetes` in the lock) is generated from the API server's OpenAPI spec, and
+    each class carries its fields' JSON names and types, and which are required (the setters that refuse None).
+    Strict as `kubectl apply --validate=strict`: a field the schema does not know is an error."""
+    from kubernetes import client
+
+    definitions: dict[str, dict] = {}
+
+    def schema_of(kind: str) -> dict:
+        if kind.startswith("list[") and kind.endswith("]"):
+            return {"type": "array", "items": schema_of(kind[5:-1])}
+        if kind.startswith("dict(") and kind.endswith(")"):
+            return {"type": "object", "additionalProperties": schema_of(kind[5:-1].split(", ", 1)[1])}
+        scalar = {"str": {"type": "string"}, "int": {"type": "integer"}, "float": {"type": "number"},
+                  "bool": {"type": "boolean"}, "datetime": {"type": "string"}, "date": {"type": "string"},
+                  "object": {}}  # object: IntOrString, RawExtension and the like
+        if kind in scalar:
+            return scalar[kind]
+        define(kind)
+        return {"$ref": f"#/definitions/{kind}"}
+
+    def define(name: str) -> None:
+        if name in definitions:
+            return
+        definitions[name] = {}
+        cls = getattr(client, name)
+        required = [cls.attribute_map[attr] for attr in cls.openapi_types
+                    if "must not be `None`" in inspect.getsource(getattr(cls, attr).fset)]
+        definitions[name] = {"type": "object", "additionalProperties": False, "required": required,
+                             "properties": {cls.attribute_map[attr]: schema_of(kind)
+                                            for attr, kind in cls.openapi_types.items()}}
+
+    define(model)
+    return jsonschema.Draft7Validator({"$ref": f"#/definitions/{model}", "definitions": definitions})
 
 
 def merge_patch(target, patch):

@@ -1,8 +1,9 @@
 """Traffic spans: written by batch, committed by their report last, read as windows; never half a span."""
 
+import concurrent.futures
 import errno
+import json
 import math
-import multiprocessing
 import os
 import posixpath
 
@@ -106,6 +107,20 @@ def test_a_damaged_record_is_named_with_its_file(tmp_path):
         traffic.read_window(root)
 
 
+def test_a_damaged_report_is_named(tmp_path):
+    root = str(tmp_path / "traffic")
+    writer = traffic.TrafficWriter(root, batch_size=1, max_seconds=60)
+    writer.add(_record(0))
+    path = posixpath.join(root, "span-1", traffic.REPORT_FILE)
+    report = json.loads(open(path).read())
+    for damage, said in (({"last_time_ms": "soon"}, "times are not whole numbers"), ({"files": []}, "files"),
+                         ({"span": None}, "span"), ("not an object", "holds a string")):
+        open(path, "w").write(json.dumps({**report, **damage} if isinstance(damage, dict) else damage))
+        with pytest.raises(traffic.TrafficDataError, match=said) as raised:
+            traffic.read_window(root)
+        assert path in str(raised.value)
+
+
 def test_a_window_is_the_newest_records_across_spans_oldest_first_and_reads_no_older_span(tmp_path, monkeypatch):
     root = str(tmp_path / "traffic")
     writer = traffic.TrafficWriter(root, batch_size=4, max_seconds=60)
@@ -136,11 +151,34 @@ def _publish_one(root: str, writer_id: int) -> list[int]:
 
 def test_concurrent_writers_each_take_a_free_number_and_lose_nothing(tmp_path):
     root = str(tmp_path / "traffic")
-    with multiprocessing.get_context("fork").Pool(4) as pool:
-        published = pool.starmap(_publish_one, [(root, w) for w in range(4)])
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:  # each its own writer, as separate sinks would be
+        published = list(pool.map(_publish_one, [root] * 4, range(4)))
     numbers = sorted(n for spans in published for n in spans)
     assert numbers == list(range(1, 13)) and traffic.committed_spans(root) == numbers
     assert sorted(traffic.read_window(root).request_ids) == sorted(f"w{w}-{i}" for w in range(4) for i in range(9))
+
+
+def test_a_local_writer_whose_number_was_taken_during_its_rename_takes_the_next(tmp_path, monkeypatch):
+    """Locally, tf.io.gfile.rename checks that the destination is absent and then calls rename(2): another
+    writer's span renamed in between makes it fail with FailedPreconditionError ("Directory not empty", seen
+    with four writers at once), not AlreadyExistsError."""
+    root = str(tmp_path / "traffic")
+    first = traffic.TrafficWriter(root, batch_size=1, max_seconds=60)
+    real_rename = storage.backend.rename_folder
+    raced = []
+
+    def another_writer_first(source, destination):
+        if not raced:
+            raced.append(destination)
+            assert first.add(_record(0)) == 1  # publishes span-1 between the check and rename(2)
+            raise tf.errors.FailedPreconditionError(None, None, f"{source}; Directory not empty")
+        return real_rename(source, destination)
+
+    second = traffic.TrafficWriter(root, batch_size=1, max_seconds=60)
+    monkeypatch.setattr(storage.backend, "rename_folder", another_writer_first)
+    assert second.add(_record(1)) == 2 and raced and not second.lost, second.last_error
+    monkeypatch.undo()
+    assert sorted(traffic.read_window(root).request_ids) == ["req-0", "req-1"]
 
 
 def test_a_writer_that_finds_its_number_taken_publishes_under_the_next(use_store):

@@ -24,7 +24,7 @@ FLAGS = {name: sorted((flag, action.nargs != 0) for action in sub._actions for f
 REQUIRED = {"run": ["--demo"], "ingest": ["--demo"], "rollback": ["--to", "1"], "predict": ["photo.jpg"],
             "compile": ["--image", "registry.example/c:1", "--root", "/mnt/pipeline/cats"],
             "submit": ["--local", "--package", "p.yaml"], "schedule": ["--local", "--cron", "0 3 * * *"],
-            "base-weights": ["--out", "w.h5"]}
+            "base-weights": ["--out", "w.h5"], "traffic-sink": ["--root", "/tmp/root", "--port", "8080"]}
 VALUES = st.one_of(
     st.integers(-10, 10**6).map(str), st.floats(allow_nan=True).map(str),
     st.sampled_from(["0", "-1", "1", "3", "1e9", "nan", "inf", "-0", "0.5", "1" * 40, "", " ", "none", "imagenet",
@@ -58,6 +58,10 @@ def test_any_argument_list_is_parsed_or_refused_in_one_line(argv):
             return
     assert "Traceback" not in errors.getvalue()
     try:
+        if args.command == "traffic-sink":
+            from inference.sink_settings import SinkSettings
+
+            flags.settings(args, SinkSettings)
         if args.command in ("run", "ingest", "compile"):
             config, _ = flags.config_from_args(args)
             if args.command == "run":

@@ -11,12 +11,18 @@ import yaml
 
 from orchestration import kserve
 from tests.helpers import ROOT
-from tests.kube_api import crd_validator
+from tests.kube_api import crd_validator, kubernetes_validator
 
 
 @pytest.fixture(scope="module")
 def validator():
     return crd_validator()
+
+
+@pytest.fixture(scope="module")
+def core_validators():
+    """Kubernetes' own schemas of what the manifest holds beside the InferenceService."""
+    return {"Deployment": kubernetes_validator("V1Deployment"), "Service": kubernetes_validator("V1Service")}
 
 
 def _errors(validator, manifest):
@@ -109,7 +115,7 @@ def test_names_kubernetes_would_refuse_are_refused_at_compile_time(settings, fla
         kserve.Serving(**settings)
 
 
-def test_compile_writes_the_manifest_beside_the_package(validator, tmp_path):
+def test_compile_writes_the_manifest_beside_the_package(validator, core_validators, tmp_path):
     package = tmp_path / "cats.yaml"
     result = subprocess.run(
         [sys.executable, str(ROOT / "pipeline_runner.py"), "compile", "--image", "registry.example.com/c:1",
@@ -120,7 +126,15 @@ def test_compile_writes_the_manifest_beside_the_package(validator, tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     written = tmp_path / "cats.inferenceservice.yaml"
     assert f"kubectl apply -f {written}" in result.stdout
-    manifest = yaml.safe_load(written.read_text())
+    manifest, deployment, service = yaml.safe_load_all(written.read_text())
+    assert "traffic sink pets-traffic-sink" in result.stdout
+    assert manifest["spec"]["predictor"]["logger"] == {
+        "mode": "all", "url": "http://pets-traffic-sink.team-a.svc.cluster.local/"}
+    pod = deployment["spec"]["template"]["spec"]
+    assert pod["containers"][0]["image"] == "registry.example.com/c:1"
+    assert pod["volumes"] == [{"name": "pipeline-root", "persistentVolumeClaim": {"claimName": "cats-data"}}]
+    assert service["metadata"]["name"] == "pets-traffic-sink"
+    assert _errors(core_validators["Deployment"], deployment) == _errors(core_validators["Service"], service) == []
     assert _errors(validator, manifest) == []
     assert manifest["metadata"] == {"name": "pets", "namespace": "team-a",
                                     "labels": {"app.kubernetes.io/part-of": "cats-vs-dogs-pipeline"}}
@@ -145,8 +159,65 @@ def test_without_the_rollout_the_manifest_still_has_the_settings_given(validator
         capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "rollout task" not in result.stdout
-    manifest = yaml.safe_load((tmp_path / "cats.inferenceservice.yaml").read_text())
+    manifest, deployment, _ = yaml.safe_load_all((tmp_path / "cats.inferenceservice.yaml").read_text())
+    assert deployment["spec"]["template"]["spec"]["containers"][0]["command"][3] == "gs://bucket/cats"
+    assert "volumes" not in deployment["spec"]["template"]["spec"], "a gs:// root is written through the API"
     assert _errors(validator, manifest) == []
     assert manifest["metadata"]["name"] == "pets"
     assert manifest["spec"]["predictor"]["model"]["resources"]["limits"]["cpu"] == "2"
     assert manifest["spec"]["predictor"]["model"]["storageUri"] == "gs://bucket/cats/serving_model"
+
+
+@pytest.mark.parametrize("root, pvc", [("/mnt/pipeline/cats", "cats-data"), ("gs://bucket/cats", None)])
+def test_the_logger_sends_everything_to_the_traffic_sink_deployed_beside_it(validator, core_validators, root, pvc):
+    """KServe's logger posts every request and response to the sink's Service; the sink's Deployment runs the
+    project's image on the same root the pipeline's tasks write, where the predictor's versions are."""
+    import pipeline_runner
+    from cli.traffic import command_traffic_sink
+
+    serving = kserve.Serving(name="pets", namespace="team-a", service_account="pets-runner")
+    sink = kserve.TrafficSink("registry.example.com/c:1", root, pvc, "/mnt/pipeline")
+    uri = kserve.storage_uri(root, pvc, "/mnt/pipeline")
+    inference_service = kserve.manifest(serving, uri, sink)
+    deployment, service = kserve.sink_manifests(serving, sink)
+    assert _errors(validator, inference_service) == []
+    assert _errors(core_validators["Deployment"], deployment) == [] and deployment["apiVersion"] == "apps/v1"
+    assert _errors(core_validators["Service"], service) == [] and service["apiVersion"] == "v1"
+
+    url = inference_service["spec"]["predictor"]["logger"]["url"]
+    assert inference_service["spec"]["predictor"]["logger"]["mode"] == "all"
+    assert url == f"http://{service['metadata']['name']}.{service['metadata']['namespace']}.svc.cluster.local/"
+    (port,) = service["spec"]["ports"]
+    pod = deployment["spec"]["template"]
+    (container,) = pod["spec"]["containers"]
+    assert port["port"] == 80 and port["targetPort"] == container["ports"][0]["containerPort"]
+    assert service["spec"]["selector"].items() <= pod["metadata"]["labels"].items()
+    assert deployment["spec"]["selector"]["matchLabels"].items() <= pod["metadata"]["labels"].items()
+    assert deployment["spec"]["replicas"] == 1 and deployment["spec"]["strategy"] == {"type": "Recreate"}
+    assert container["readinessProbe"]["httpGet"] == {"path": "/healthz",
+                                                      "port": container["ports"][0]["containerPort"]}
+    # The container's command is the sink's, as the command line parses it.
+    assert container["command"][0] == "cats-vs-dogs"
+    args = pipeline_runner.build_parser().parse_args(container["command"][1:])
+    assert args.handler is command_traffic_sink and (args.root, args.port, args.host) == (root, 8080, "0.0.0.0")
+    if pvc:
+        (mount,) = container["volumeMounts"]
+        (volume,) = pod["spec"]["volumes"]
+        assert volume == {"name": mount["name"], "persistentVolumeClaim": {"claimName": pvc}}
+        assert root.startswith(mount["mountPath"] + "/")
+    else:
+        assert pod["spec"]["serviceAccountName"] == "pets-runner"
+    assert "logger" not in kserve.manifest(serving, uri)["spec"]["predictor"]
+
+
+def test_the_core_schemas_catch_what_kubernetes_would_refuse(core_validators):
+    deployment, service = kserve.sink_manifests(kserve.Serving(), kserve.TrafficSink("img:1", "gs://b/c"))
+    misspelt = copy.deepcopy(deployment)
+    misspelt["spec"]["template"]["spec"]["containers"][0]["containerPort"] = 8080
+    no_selector = copy.deepcopy(deployment)
+    del no_selector["spec"]["selector"]
+    wrong_type = copy.deepcopy(service)
+    wrong_type["spec"]["ports"][0]["port"] = "eighty"
+    assert any("containerPort" in e for e in _errors(core_validators["Deployment"], misspelt))
+    assert any("'selector' is a required property" in e for e in _errors(core_validators["Deployment"], no_selector))
+    assert any(e.startswith("spec/ports/0/port") for e in _errors(core_validators["Service"], wrong_type))

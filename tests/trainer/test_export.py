@@ -244,6 +244,33 @@ def test_predict_explain_without_the_keras_model_is_refused_in_one_line(exported
             f"({layout.KERAS_MODEL_FILE})") in err
 
 
+def test_predict_record_keeps_what_the_served_model_classified_as_traffic(exported, photos, tmp_path, capsys):
+    """`predict --record` writes what the traffic sink writes for a cluster: the images as the model got them,
+    its answers and the served version, origin `predict`; only a root's served model can be recorded."""
+    from components.serving_pusher import push_model
+    from contract import traffic
+
+    _, path = exported
+    root = tmp_path / "root"
+    root.mkdir()
+    (root / layout.ROOT_MARKER).write_text("{}")
+    assert push_model(path, str(root / "serving_model")).version == 1
+    (photos / "broken.jpg").write_bytes(b"not an image")
+    code, out, err = _predict(capsys, "predict", photos, "--output-dir", root, "--record", "--json")
+    assert code == 1 and "recorded 4 images as traffic (span 1 of" in err, err  # 1: one file was unreadable
+    predictions = {os.path.basename(p["path"]): p for p in json.loads(out)["predictions"]}
+    window = traffic.read_window(str(root / "traffic"))
+    assert window.origins == ["predict"] * 4 and window.versions.tolist() == [1] * 4
+    assert len(set(window.request_ids)) == 1
+    expected = [predictions[f"p{i}.jpg"]["dog_probability"] for i in range(4)]
+    np.testing.assert_allclose(window.scores, expected, rtol=1e-6)
+    assert window.images == [check_image((photos / f"p{i}.jpg").read_bytes()).jpeg for i in range(4)]
+
+    code, out, err = _predict(capsys, "predict", photos, "--model", path, "--record")
+    assert code == 2 and out == "" and err.count("\n") == 1 and "--record records into a root's traffic" in err
+    assert traffic.committed_spans(str(root / "traffic")) == [1]
+
+
 @pytest.fixture(scope="module")
 def tflite_export(demo_jpegs, tmp_path_factory):
     """The TFLite models of a calibrated classifier, written by export_tflite (converted once for the module)."""

@@ -1,0 +1,73 @@
+"""`traffic-sink`: recording what the served model is asked, from KServe's inference logger."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+
+from cli import flags
+from contract import errors, layout
+from contract.errors import CommandError
+
+
+def _sink_flags(parser: argparse.ArgumentParser) -> None:
+    from inference.sink_settings import SinkSettings
+
+    parser.add_argument("--root", required=True,
+                        help="The pipeline root (a local path, a path on the PVC, or gs://): spans are written "
+                             "to <root>/traffic, the served version read from <root>/serving_model.")
+    parser.add_argument("--port", required=True, type=flags.count(1), help="The port to listen on.")
+    flags.add_settings_flags(parser, SinkSettings)
+
+
+def command_traffic_sink(args: argparse.Namespace) -> int:
+    """Record the served model's traffic: KServe's inference logger events into traffic spans.
+
+    Receives the CloudEvents KServe's logger sends for each request and response (spec.predictor.logger in the
+    manifest `compile` writes), matches them by id and appends each request's images with the model's score,
+    the served version and the time to <root>/traffic/span-N, a span per batch. Malformed events are refused
+    with the reason (HTTP 4xx) and counted; counts at /stats, health at /healthz. SIGTERM or Ctrl-C publishes
+    the open batch and stops. Refuses a folder that is not a root of this pipeline.
+    """
+    from inference.sink_settings import SinkSettings
+    from orchestration import roots
+
+    if args.port > 65535:
+        raise CommandError(f"--port {args.port}: a TCP port is at most 65535")
+    settings = flags.settings(args, SinkSettings)
+    root = args.root if "://" in args.root else os.path.abspath(args.root)
+    found = roots.inspect(root)  # NotARootError: a folder of the user's, named, nothing written
+    if found.state == roots.NEW:
+        raise CommandError(f"{root} is not a root of this pipeline yet (no {layout.ROOT_MARKER}): run the "
+                           "pipeline (or ingest) there first; the sink records beside the model it serves")
+    from inference import traffic_sink  # TensorFlow: after the checks, which a refusal needs alone
+
+    _log_to_stderr()
+    sink = traffic_sink.start(root, settings)
+    print(f"traffic sink: recording into {sink.writer.traffic_root} (batches of {settings.batch_size} images or "
+          f"{settings.batch_seconds:g} s, sample rate {settings.sample_rate:g}); listening on "
+          f"http://{settings.host}:{args.port}/ (counts at /stats)", flush=True)
+    try:
+        traffic_sink.serve(sink, args.port)
+    except SystemExit as stop:  # uvicorn exits when it cannot listen; it has logged why
+        raise errors.RunFailedError(f"the traffic sink could not listen on {settings.host}:{args.port} "
+                                    f"(see the line above; exit {stop.code})") from None
+    print(f"traffic sink: stopped; {sink.writer.recorded} images recorded in {len(sink.writer.spans)} span(s), "
+          f"refused {dict(sink.refused)}, lost {dict(sink.writer.lost)}", flush=True)
+    return errors.OK
+
+
+def _log_to_stderr() -> None:
+    """The sink's lines (refusals, losses, start and stop) on stderr, whatever the quiet default is."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
+    for name in ("inference.traffic_sink", "contract.traffic"):
+        log = logging.getLogger(name)
+        log.setLevel(logging.INFO)
+        log.addHandler(handler)
+        log.propagate = False
+
+
+COMMANDS = (flags.Command.of("traffic-sink", _sink_flags, command_traffic_sink),)

@@ -1,0 +1,40 @@
+"""The traffic sink's settings (its flags), apart from the sink so that building the command line imports no
+TensorFlow."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+from contract.errors import CommandError
+from contract.settings import setting
+
+
+class SinkSettingsError(CommandError):
+    """A traffic sink setting that cannot work; the message names the flag."""
+
+
+@dataclasses.dataclass(frozen=True)
+class SinkSettings:
+    host: str = setting("127.0.0.1", "The address to listen on (0.0.0.0 in a pod).")
+    batch_size: int = setting(500, "Images per traffic span: the batch is published when it holds this many.")
+    batch_seconds: float = setting(60.0, "... or when its oldest image has waited this long (seconds).")
+    sample_rate: float = setting(1.0, "The share of requests recorded, chosen by a hash of the request id (a "
+                                      "request's images are all kept or all left out).")
+    max_event_mb: float = setting(16.0, "Events larger than this are refused (413).")
+    pending_seconds: float = setting(30.0, "How long a request waits for its response (and a response for its "
+                                           "request) before its images are counted lost.")
+    pending_mb: float = setting(64.0, "The most image bytes held while waiting for responses; above it the "
+                                      "oldest waiting request is counted lost.")
+
+    def __post_init__(self):
+        rules = {"batch_size": (self.batch_size >= 1, "at least 1"),
+                 "batch_seconds": (self.batch_seconds > 0, "above 0"),
+                 "sample_rate": (0 < self.sample_rate <= 1, "above 0 and at most 1"),
+                 "max_event_mb": (self.max_event_mb > 0, "above 0"),
+                 "pending_seconds": (self.pending_seconds > 0, "above 0"),
+                 "pending_mb": (self.pending_mb > 0, "above 0")}
+        for name, (ok, rule) in rules.items():
+            value = getattr(self, name)
+            if not ok or not math.isfinite(value):
+                raise SinkSettingsError(f"--{name.replace('_', '-')} {value}: must be {rule}")

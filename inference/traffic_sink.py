@@ -1,0 +1,462 @@
+"""The traffic sink: KServe's inference logger events in, traffic spans (contract.traffic) out.
+
+KServe's agent beside the predictor (spec.predictor.logger, mode all) POSTs
+every request and every answered response (HTTP 200 only) as a CloudEvent
+(pkg/logger of kserve/kserve): binary mode, the body as the client sent it or
+as TF Serving answered, `ce-type` org.kubeflow.serving.inference.request or
+.response, the same `ce-id` for a request and its response, `ce-time` when it
+happened, and the extensions inferenceservicename, namespace, component,
+endpoint, metadata and recordedtime. Its workers send concurrently and never
+retry, so a response may come before its request, and an event the sink
+refuses is gone.
+
+The sink matches the two by id in a pending table bounded by count, bytes
+and age, and gives each image of a request the response's score, the version
+served (the response's model_version where the protocol has one, else the
+version the root's serving config names) and the request's time. A request
+is recorded whole or not at all: the sampling rate keeps a request by a hash
+of its id. What it refuses (the reason is in the 4xx body) and what it loses
+(a storage fault, a request whose response never came) is counted by reason,
+logged and served at /stats; /healthz is for Kubernetes' probes.
+
+Everything the sink does runs on the server's event loop thread: a batch
+written to storage holds up the next events for the length of that write,
+which is the back pressure a busy predictor gets.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import collections
+import contextlib
+import dataclasses
+import hashlib
+import json
+import logging
+import math
+import posixpath
+import signal
+import time
+from typing import Callable, Mapping
+
+import tensorflow as tf
+from cloudevents.core.bindings import http as ce_http
+from cloudevents.core.exceptions import BaseCloudEventException
+
+from contract import features, layout, served, storage, traffic
+from contract.errors import first_line, printable
+from inference.sink_settings import SinkSettings
+
+REQUEST_TYPE = "org.kubeflow.serving.inference.request"
+RESPONSE_TYPE = "org.kubeflow.serving.inference.response"
+STATS_PATHS = ("/stats", "/metrics")
+HEALTH_PATH = "/healthz"
+
+# Why an event is refused (the counts are kept by these).
+NOT_A_CLOUDEVENT = "not a CloudEvent"
+WRONG_TYPE = "not an inference request or response"
+TOO_LARGE = "too large"
+BAD_JSON = "bad JSON"
+NOT_A_PREDICTION = "not a prediction request or response of this model"
+BAD_BASE64 = "bad base64"
+OTHER_SIGNATURE = "another signature than serving_default"
+DUPLICATE = "duplicate event id"
+MISMATCH = "response does not match its request"
+# Why records are lost.
+NO_RESPONSE = "no response in time"
+NO_REQUEST = "response without its request in time"
+PENDING_FULL = "pending table full"
+SHUTDOWN = "shut down before the response came"
+
+logger = logging.getLogger(__name__)
+
+
+class Refused(Exception):
+    """An event the sink does not take: `reason` is counted, `detail` says what exactly."""
+
+    def __init__(self, reason: str, detail: str, status: int = 400):
+        super().__init__(f"{reason}: {detail}")
+        self.reason, self.detail, self.status = reason, detail, status
+
+
+@dataclasses.dataclass
+class Event:
+    kind: str  # REQUEST_TYPE or RESPONSE_TYPE
+    id: str
+    time_ms: int
+    payload: object  # the parsed JSON body
+
+
+def parse_event(headers: Mapping[str, str], body: bytes, now_ms: int) -> Event:
+    """The CloudEvent of an HTTP message, binary or structured mode (the cloudevents SDK's reading of it)."""
+    headers = {name.lower(): value for name, value in headers.items()}
+    try:
+        _require_attributes(headers, body)
+        event = ce_http.from_http_event(ce_http.HTTPMessage(headers=headers, body=body))
+    except (BaseCloudEventException, ValueError, TypeError, KeyError, AttributeError, RecursionError) as error:
+        raise Refused(NOT_A_CLOUDEVENT, first_line(error)[:300]) from None
+    kind = event.get_type()
+    if kind not in (REQUEST_TYPE, RESPONSE_TYPE):
+        raise Refused(WRONG_TYPE, f"ce-type {printable(str(kind))[:100]!r}")
+    moment = event.get_time()
+    time_ms = int(moment.timestamp() * 1000) if moment is not None else now_ms
+    data = event.get_data()
+    if isinstance(data, (bytes, str)):
+        try:
+            data = json.loads(data)
+        except (ValueError, RecursionError) as error:
+            raise Refused(BAD_JSON, first_line(error)[:200]) from None
+    if not isinstance(data, dict):
+        raise Refused(NOT_A_PREDICTION, "the body is not a JSON object")
+    return Event(kind, str(event.get_id()), time_ms, data)
+
+
+def _require_attributes(headers: dict[str, str], body: bytes) -> None:
+    """ValueError naming a required attribute the event lacks: the SDK would make up an id (and a time) for an
+    event without one, and a made-up id matches nothing."""
+    if any(name.startswith("ce-") for name in headers):
+        given = {name[3:] for name in headers if name.startswith("ce-")}
+    else:
+        document = json.loads(body)
+        given = set(document) if isinstance(document, dict) else set()
+    missing = [name for name in ("specversion", "id", "type", "source") if name not in given]
+    if missing:
+        raise ValueError(f"no {', '.join(missing)} attribute")
+
+
+def _image_of(instance, where: str) -> bytes:
+    """An instance of TF Serving's REST API for the input image_bytes: {"b64": ...} or {"image_bytes": {"b64":
+    ...}}."""
+    if isinstance(instance, dict) and set(instance) == {"image_bytes"}:
+        instance = instance["image_bytes"]
+    if not (isinstance(instance, dict) and set(instance) == {"b64"} and isinstance(instance["b64"], str)):
+        raise Refused(NOT_A_PREDICTION, f"{where} is not an image ({{\"b64\": ...}} or {{\"image_bytes\": "
+                                        "{\"b64\": ...}})")
+    try:
+        return base64.b64decode(instance["b64"], validate=True)
+    except (binascii.Error, ValueError) as error:
+        raise Refused(BAD_BASE64, f"{where}: {first_line(error)}") from None
+
+
+def request_images(payload: dict) -> list[bytes]:
+    """The images of a TF Serving REST predict request: row format {"instances": [...]} or columnar
+    {"inputs": [...]} / {"inputs": {"image_bytes": [...]}}."""
+    signature = payload.get("signature_name", "serving_default")
+    if signature != "serving_default":
+        raise Refused(OTHER_SIGNATURE, f"signature_name {printable(str(signature))[:80]!r}")
+    if "instances" in payload:
+        key, instances = "instances", payload["instances"]
+    elif "inputs" in payload:
+        key, instances = "inputs", payload["inputs"]
+        if isinstance(instances, dict) and set(instances) == {"image_bytes"}:
+            instances = instances["image_bytes"]
+    else:
+        raise Refused(NOT_A_PREDICTION, "neither \"instances\" nor \"inputs\"")
+    if not isinstance(instances, list) or not instances:
+        raise Refused(NOT_A_PREDICTION, f"\"{key}\" is not a list of images")
+    return [_image_of(instance, f"{key}[{index}]") for index, instance in enumerate(instances)]
+
+
+def _score(answer, where: str) -> float:
+    if isinstance(answer, dict):
+        if answer.get(features.VALID_OUTPUT, True) is False:
+            return math.nan
+        answer = answer.get(features.PROBABILITY_OUTPUT)
+    elif isinstance(answer, list) and len(answer) == 1:
+        answer = answer[0]
+    if answer is None:
+        return math.nan
+    if isinstance(answer, bool) or not isinstance(answer, (int, float)):
+        raise Refused(NOT_A_PREDICTION, f"{where} holds no {features.PROBABILITY_OUTPUT}")
+    return float(answer)
+
+
+def response_scores(payload: dict) -> tuple[list[float], int | None]:
+    """(a score per image, the version the response names or None) of a TF Serving REST predict response:
+    {"predictions": [...]} (row) or {"outputs": ...} (columnar)."""
+    version = payload.get("model_version")
+    version = int(version) if isinstance(version, (int, str)) and str(version).isdigit() else None
+    if "predictions" in payload and isinstance(payload["predictions"], list):
+        answers = payload["predictions"]
+    elif "outputs" in payload:
+        outputs = payload["outputs"]
+        if isinstance(outputs, dict) and isinstance(outputs.get(features.PROBABILITY_OUTPUT), list):
+            valid = outputs.get(features.VALID_OUTPUT) or [True] * len(outputs[features.PROBABILITY_OUTPUT])
+            answers = [{features.PROBABILITY_OUTPUT: p, features.VALID_OUTPUT: v}
+                       for p, v in zip(outputs[features.PROBABILITY_OUTPUT], valid)]
+        elif isinstance(outputs, list):
+            answers = outputs
+        else:
+            raise Refused(NOT_A_PREDICTION, f"\"outputs\" holds no {features.PROBABILITY_OUTPUT}")
+    else:
+        raise Refused(NOT_A_PREDICTION, "neither \"predictions\" nor \"outputs\"")
+    return [_score(answer, f"answer {index}") for index, answer in enumerate(answers)], version
+
+
+@dataclasses.dataclass
+class _Waiting:
+    since: float  # monotonic
+    time_ms: int = 0
+    images: list[bytes] | None = None  # a request's
+    scores: list[float] | None = None  # a response's
+    version: int | None = None
+
+    @property
+    def size(self) -> int:
+        return sum(map(len, self.images)) if self.images else 0
+
+
+class VersionSource:
+    """The version the root's serving config names, read again at most every `refresh_seconds`."""
+
+    def __init__(self, serving_dir: str, refresh_seconds: float = 10.0, clock=time.monotonic):
+        self.serving_dir, self.refresh_seconds, self._clock = serving_dir, refresh_seconds, clock
+        self._read_at: float | None = None
+        self._version: int | None = None
+
+    def __call__(self) -> int | None:
+        now = self._clock()
+        if self._read_at is None or now - self._read_at >= self.refresh_seconds:
+            self._read_at = now
+            try:
+                config = served.read_config(self.serving_dir)
+                self._version = config.version if config else max(served.complete_versions(self.serving_dir),
+                                                                  default=None)
+            except (served.ConfigError, storage.UnreadableFileError, OSError, tf.errors.OpError) as error:
+                logger.warning("traffic sink: the served version cannot be read (%s): recorded as unknown",
+                               first_line(error))
+                self._version = None
+        return self._version
+
+
+class TrafficSink:
+    """The sink's state: the pending table, the writer and the counts. Not thread-safe: one event loop."""
+
+    def __init__(self, traffic_root: str, settings: SinkSettings, served_version: Callable[[], int | None],
+                 clock: Callable[[], float] = time.monotonic):
+        self.settings = settings
+        self.writer = traffic.TrafficWriter(traffic_root, settings.batch_size, settings.batch_seconds,
+                                            records_per_file=min(settings.batch_size, 256), clock=clock)
+        self._served_version = served_version
+        self._clock = clock
+        self._requests: collections.OrderedDict[str, _Waiting] = collections.OrderedDict()
+        self._responses: collections.OrderedDict[str, _Waiting] = collections.OrderedDict()
+        self._pending_bytes = 0
+        self.received = 0
+        self.images_received = 0
+        self.refused: collections.Counter = collections.Counter()
+        self.sampled_out = 0
+        self._last_said: dict[str, float] = {}
+        self._unsaid: collections.Counter = collections.Counter()
+
+    # --- events --------------------------------------------------------------------------------------------------
+
+    def receive(self, headers: Mapping[str, str], body: bytes) -> dict:
+        """Takes one event; returns what to answer. Refused for an event it does not take (counted)."""
+        self.received += 1
+        try:
+            return self._take(parse_event(headers, body, int(time.time() * 1000)))
+        except Refused as refusal:
+            self.refuse(refusal)
+            raise
+
+    def refuse(self, refusal: Refused) -> None:
+        self.refused[refusal.reason] += 1
+        self.writer.note_refused(refusal.reason)
+        self._say(refusal.reason, f"traffic sink: refused an event: {refusal}")
+
+    def _take(self, event: Event) -> dict:
+        if not self._sampled(event.id):
+            if event.kind == REQUEST_TYPE:
+                self.sampled_out += 1
+                self.writer.note_sampled_out()
+            return {"id": event.id, "sampled_out": True}
+        if event.kind == REQUEST_TYPE:
+            if event.id in self._requests:
+                raise Refused(DUPLICATE, f"a request with ce-id {printable(event.id)[:80]!r} is waiting already")
+            waiting = _Waiting(self._clock(), time_ms=event.time_ms, images=request_images(event.payload))
+            self.images_received += len(waiting.images)
+            answer = self._responses.pop(event.id, None)
+            if answer is None:
+                self._wait(event.id, waiting)
+                return {"id": event.id, "images": len(waiting.images), "waiting_for": "response"}
+            waiting.scores, waiting.version = answer.scores, answer.version
+        else:
+            scores, version = response_scores(event.payload)
+            waiting = self._requests.pop(event.id, None)
+            if waiting is None:
+                if event.id in self._responses:
+                    raise Refused(DUPLICATE, f"a response with ce-id {printable(event.id)[:80]!r} is waiting already")
+                self._responses[event.id] = _Waiting(self._clock(), scores=scores, version=version)
+                return {"id": event.id, "answers": len(scores), "waiting_for": "request"}
+            self._pending_bytes -= waiting.size
+            waiting.scores, waiting.version = scores, version
+        return self._record(event.id, waiting)
+
+    def _sampled(self, request_id: str) -> bool:
+        if self.settings.sample_rate >= 1:
+            return True
+        digest = hashlib.sha256(request_id.encode("utf-8", "backslashreplace")).digest()
+        return int.from_bytes(digest[:8], "big") < self.settings.sample_rate * 2**64
+
+    def _wait(self, request_id: str, waiting: _Waiting) -> None:
+        self._requests[request_id] = waiting
+        self._pending_bytes += waiting.size
+        limit = self.settings.pending_mb * 2**20
+        while self._pending_bytes > limit and len(self._requests) > 1:
+            oldest, dropped = self._requests.popitem(last=False)
+            self._pending_bytes -= dropped.size
+            self._lose(PENDING_FULL, len(dropped.images))
+
+    def _record(self, request_id: str, waiting: _Waiting) -> dict:
+        if len(waiting.scores) != len(waiting.images):
+            self._lose(MISMATCH, len(waiting.images))
+            raise Refused(MISMATCH, f"{len(waiting.scores)} answers for {len(waiting.images)} images")
+        version = waiting.version if waiting.version is not None else self._served_version()
+        version = traffic.UNKNOWN_VERSION if version is None else version
+        for image, score in zip(waiting.images, waiting.scores):
+            self.writer.add(traffic.TrafficRecord(image=image, score=score, version=version,
+                                                  time_ms=waiting.time_ms, request_id=request_id,
+                                                  origin=traffic.KSERVE_ORIGIN))
+        return {"id": request_id, "recorded": len(waiting.images)}
+
+    def _lose(self, reason: str, records: int) -> None:
+        self.writer.note_lost(reason, records)
+        self._say(reason, f"traffic sink: lost {records} image(s): {reason}")
+
+    def _say(self, reason: str, line: str, every_seconds: float = 10.0) -> None:
+        """One log line per reason at most every `every_seconds`, with how many were not said since."""
+        now = self._clock()
+        if now - self._last_said.get(reason, -math.inf) < every_seconds:
+            self._unsaid[reason] += 1
+            return
+        more = self._unsaid.pop(reason, 0)
+        logger.warning("%s%s", line, f" (and {more} more like it since the last line)" if more else "")
+        self._last_said[reason] = now
+
+    # --- time ----------------------------------------------------------------------------------------------------
+
+    def tick(self) -> None:
+        """Expires what waited too long and publishes a batch that is old enough: every second or so."""
+        deadline = self._clock() - self.settings.pending_seconds
+        for table, reason in ((self._requests, NO_RESPONSE), (self._responses, NO_REQUEST)):
+            while table and next(iter(table.values())).since <= deadline:
+                _, waiting = table.popitem(last=False)
+                if waiting.images is not None:
+                    self._pending_bytes -= waiting.size
+                self._lose(reason, len(waiting.images if waiting.images is not None else waiting.scores))
+        self.writer.flush_if_old()
+
+    def close(self) -> None:
+        """At shutdown: what still waits for its response is lost (said), the open batch is published."""
+        waiting = sum(len(w.images) for w in self._requests.values())
+        if waiting:
+            self._lose(SHUTDOWN, waiting)
+        self._requests.clear()
+        self._responses.clear()
+        self._pending_bytes = 0
+        self.writer.flush()
+        logger.warning("traffic sink: stopped; %s", json.dumps(self.stats(), sort_keys=True))
+
+    def stats(self) -> dict:
+        written = self.writer.stats()
+        return {"received": self.received, "images_received": self.images_received,
+                "recorded": written["recorded"], "open_batch": written["open_batch"],
+                "spans_published": written["spans_published"], "sampled_out": self.sampled_out,
+                "refused": dict(self.refused), "lost": written["lost"],
+                "waiting": {"requests": len(self._requests), "responses": len(self._responses),
+                            "bytes": self._pending_bytes}}
+
+
+# --- the HTTP server -------------------------------------------------------------------------------------------
+
+async def _body(request, limit: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise Refused(TOO_LARGE, f"{declared} bytes, above the limit of {limit}", status=413)
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise Refused(TOO_LARGE, f"more than the limit of {limit} bytes", status=413)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def make_app(sink: TrafficSink, tick_seconds: float = 1.0):
+    """The ASGI application: POST / takes events; GET /healthz and /stats."""
+    from starlette.applications import Starlette
+    from starlette.responses import JSONResponse
+    from starlette.routing import Route
+
+    limit = int(sink.settings.max_event_mb * 2**20)
+
+    async def events(request):
+        try:
+            body = await _body(request, limit)
+        except Refused as refusal:
+            sink.received += 1
+            sink.refuse(refusal)
+            return JSONResponse({"refused": refusal.reason, "detail": refusal.detail}, status_code=refusal.status)
+        try:
+            return JSONResponse(sink.receive(request.headers, body))
+        except Refused as refusal:
+            return JSONResponse({"refused": refusal.reason, "detail": refusal.detail}, status_code=refusal.status)
+
+    async def health(request):
+        return JSONResponse({"ok": True})
+
+    async def stats(request):
+        return JSONResponse(sink.stats())
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app):
+        async def ticking():
+            while True:
+                await asyncio.sleep(tick_seconds)
+                sink.tick()
+
+        task = asyncio.get_running_loop().create_task(ticking())
+        try:
+            yield
+        finally:
+            task.cancel()
+            sink.close()
+
+    routes = [Route("/", events, methods=["POST"]), Route(HEALTH_PATH, health, methods=["GET"])]
+    routes += [Route(path, stats, methods=["GET"]) for path in STATS_PATHS]
+    return Starlette(routes=routes, lifespan=lifespan)
+
+
+def start(root: str, settings: SinkSettings) -> TrafficSink:
+    """The sink of a pipeline root, after removing the staging folders a killed sink left (their batch was
+    lost). The caller has checked that `root` is the pipeline's."""
+    where = layout.RunLayout(str(root))
+    traffic_root = where.traffic_root
+    for name in traffic.remove_staging(traffic_root):
+        logger.warning("traffic sink: removed %s, the open batch of a sink that was killed (its images are lost)",
+                       posixpath.join(traffic_root, name))
+    return TrafficSink(traffic_root, settings, VersionSource(where.serving_dir))
+
+
+def serve(sink: TrafficSink, port: int) -> None:
+    """Runs the HTTP server until SIGTERM or SIGINT, then publishes the open batch."""
+    import uvicorn
+
+    config = uvicorn.Config(make_app(sink), host=sink.settings.host, port=port, log_level="warning",
+                            access_log=False, lifespan="on", timeout_graceful_shutdown=20)
+    # uvicorn shuts down on the signal, then raises it again under the handler it found: under these no-op
+    # handlers a stop the sink was asked for ends here, and the command says what it recorded, exit 0.
+    handled = (signal.SIGINT, signal.SIGTERM)
+    before = {sig: signal.signal(sig, _ignore) for sig in handled}
+    try:
+        uvicorn.Server(config).run()
+    finally:
+        for sig, handler in before.items():
+            signal.signal(sig, handler)
+
+
+def _ignore(signum, frame) -> None:
+    return None

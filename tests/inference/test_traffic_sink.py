@@ -1,0 +1,336 @@
+"""The traffic sink as a real HTTP server on loopback, fed events in KServe's inference logger format.
+
+KServe's agent (pkg/logger of kserve/kserve) sends binary-mode CloudEvents:
+ce-specversion, ce-id (the same for a request and its response), ce-type
+org.kubeflow.serving.inference.request / .response, ce-source, ce-time,
+ce-recordedtime and the extensions inferenceservicename, namespace,
+component, endpoint and metadata, with the request's Content-Type and the body
+as sent or as TF Serving answered. Structured mode is the same event as one
+JSON document.
+"""
+
+import base64
+import datetime
+import json
+import math
+import os
+import pathlib
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import httpx
+import pytest
+
+from contract import layout, traffic
+from inference import traffic_sink
+from inference.sink_settings import SinkSettings, SinkSettingsError
+from tests.helpers import ROOT
+
+SOURCE = "http://cats-vs-dogs-predictor.default/"
+
+
+def kserve_headers(kind: str, event_id: str, when: str = "2026-11-24T10:00:00.123456789Z") -> dict:
+    """The headers KServe's logger worker sends (binary mode, cloudevents sdk-go)."""
+    return {"ce-specversion": "1.0", "ce-id": event_id, "ce-type": f"org.kubeflow.serving.inference.{kind}",
+            "ce-source": SOURCE, "ce-time": when, "ce-recordedtime": when, "ce-inferenceservicename": "cats-vs-dogs",
+            "ce-namespace": "default", "ce-component": "predictor", "ce-endpoint": "", "ce-metadata": "{}",
+            "content-type": "application/json"}
+
+
+def request_body(images: list[bytes], nested: bool = False) -> bytes:
+    instances = [{"image_bytes": {"b64": base64.b64encode(i).decode()}} if nested
+                 else {"b64": base64.b64encode(i).decode()} for i in images]
+    return json.dumps({"instances": instances}).encode()
+
+
+def response_body(scores: list[float | None]) -> bytes:
+    """TF Serving's row-format answer of serving_default (an invalid image: NaN and valid false)."""
+    return json.dumps({"predictions": [
+        {"dog_probability": float("nan") if s is None else s, "class_name": "" if s is None else "dog",
+         "valid": s is not None, "error": "cannot decode" if s is None else ""} for s in scores]}).encode()
+
+
+def structured(kind: str, event_id: str, body: bytes, as_base64: bool = False) -> tuple[dict, bytes]:
+    event = {"specversion": "1.0", "id": event_id, "type": f"org.kubeflow.serving.inference.{kind}",
+             "source": SOURCE, "time": "2026-11-24T10:00:03Z", "datacontenttype": "application/json",
+             "inferenceservicename": "cats-vs-dogs"}
+    if as_base64:
+        event["data_base64"] = base64.b64encode(body).decode()
+    else:
+        event["data"] = json.loads(body)
+    return {"content-type": "application/cloudevents+json"}, json.dumps(event).encode()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Sink:
+    """`traffic-sink` in a subprocess on a free loopback port."""
+
+    def __init__(self, root: pathlib.Path, *flags: str):
+        self.port = _free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        env = {**os.environ, "PYTHONPATH": str(ROOT)}
+        self.process = subprocess.Popen(
+            [sys.executable, str(ROOT / "pipeline_runner.py"), "traffic-sink", "--root", str(root), "--port",
+             str(self.port), *flags], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        self.client = httpx.Client(base_url=self.url, timeout=30)
+        deadline = time.monotonic() + 120
+        while True:
+            assert self.process.poll() is None, self.process.communicate()
+            try:
+                if self.client.get("/healthz").json() == {"ok": True}:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, "the sink did not start"
+            time.sleep(0.2)
+
+    def post(self, headers: dict, body: bytes) -> httpx.Response:
+        return self.client.post("/", headers=headers, content=body)
+
+    def stats(self) -> dict:
+        return self.client.get("/stats").json()
+
+    def stop(self, sig=signal.SIGTERM) -> tuple[int, str, str]:
+        self.client.close()
+        self.process.send_signal(sig)
+        out, err = self.process.communicate(timeout=60)
+        return self.process.returncode, out, err
+
+
+@pytest.fixture
+def root(tmp_path):
+    folder = tmp_path / "root"
+    folder.mkdir()
+    (folder / layout.ROOT_MARKER).write_text("{}")
+    serving = folder / "serving_model"
+    serving.mkdir()
+    from contract import served
+    served.write_config(str(serving), served.ServingConfig(served.MODEL_NAME, str(serving), 7))
+    return folder
+
+
+MALFORMED = {
+    "no ce-id": ({k: v for k, v in kserve_headers("request", "x").items() if k != "ce-id"}, request_body([b"i"]),
+                 traffic_sink.NOT_A_CLOUDEVENT),
+    "bad ce-time": ({**kserve_headers("request", "x"), "ce-time": "yesterday"}, request_body([b"i"]),
+                    traffic_sink.NOT_A_CLOUDEVENT),
+    "not a CloudEvent": ({"content-type": "application/json"}, b'{"instances": []}', traffic_sink.NOT_A_CLOUDEVENT),
+    "wrong type": ({**kserve_headers("request", "x"), "ce-type": "com.example.other"}, request_body([b"i"]),
+                   traffic_sink.WRONG_TYPE),
+    "bad JSON": (kserve_headers("request", "x"), b'{"instances": [', traffic_sink.BAD_JSON),
+    "bad base64": (kserve_headers("request", "x"), b'{"instances": [{"b64": "@@@"}]}', traffic_sink.BAD_BASE64),
+    "not an image": (kserve_headers("request", "x"), b'{"instances": [[1, 2, 3]]}', traffic_sink.NOT_A_PREDICTION),
+    "other signature": (kserve_headers("request", "x"), b'{"signature_name": "serving_examples", "instances": '
+                                                        b'[{"b64": "AA=="}]}', traffic_sink.OTHER_SIGNATURE),
+    "no predictions": (kserve_headers("response", "y"), b'{"error": "x"}', traffic_sink.NOT_A_PREDICTION),
+    "too large": (kserve_headers("request", "x"), b"{" + b" " * (2 << 20) + b"}", traffic_sink.TOO_LARGE),
+}
+
+
+def test_events_in_both_modes_are_matched_by_id_malformed_ones_refused_and_sigterm_publishes(root, demo_jpegs):
+    cats, dogs = demo_jpegs["cat"], demo_jpegs["dog"]
+    sink = Sink(root, "--batch-size", "100", "--max-event-mb", "1")
+    try:
+        # Binary mode, the request first.
+        assert sink.post(kserve_headers("request", "a"), request_body(cats[:2])).json()["waiting_for"] == "response"
+        assert sink.post(kserve_headers("response", "a"), response_body([0.1, 0.2])).json() == {"id": "a",
+                                                                                               "recorded": 2}
+        # KServe's workers send concurrently: a response may come first. The nested instance form, one invalid.
+        sink.post(kserve_headers("response", "b", "2026-11-24T10:00:02Z"), response_body([0.9, None]))
+        assert sink.post(kserve_headers("request", "b", "2026-11-24T10:00:02Z"),
+                         request_body(dogs[:2], nested=True)).json() == {"id": "b", "recorded": 2}
+        # Structured mode, data as JSON and as data_base64.
+        sink.post(*structured("request", "c", request_body([dogs[2]])))
+        assert sink.post(*structured("response", "c", response_body([0.8]), as_base64=True)).json()["recorded"] == 1
+        for name, (headers, body, reason) in MALFORMED.items():
+            answer = sink.post(headers, body)
+            assert 400 <= answer.status_code < 500 and answer.json()["refused"] == reason, (name, answer.text)
+        # An answer that does not fit its request: refused, and its request's image counted lost.
+        sink.post(kserve_headers("request", "odd"), request_body([cats[2]]))
+        mismatch = sink.post(kserve_headers("response", "odd"), response_body([0.5, 0.6]))
+        assert mismatch.status_code == 400 and mismatch.json()["refused"] == traffic_sink.MISMATCH
+        stats = sink.stats()
+        assert (stats["images_received"], stats["open_batch"], stats["recorded"]) == (6, 5, 0)
+        assert traffic.committed_spans(str(root / "traffic")) == [], "the batch is open: nothing published yet"
+    finally:
+        code, out, err = sink.stop(signal.SIGTERM)
+    assert code == 0, err[-2000:]
+    assert "traffic sink: stopped; 5 images recorded in 1 span(s)" in out
+    window = traffic.read_window(str(root / "traffic"))
+    assert window.request_ids == ["a", "a", "b", "b", "c"]
+    assert window.images == cats[:2] + dogs[:3], "the images as the client sent them"
+    assert window.scores[:3].tolist() == pytest.approx([0.1, 0.2, 0.9]) and math.isnan(window.scores[3])
+    assert window.versions.tolist() == [7] * 5, "the version the root's serving config names"
+    assert window.times_ms[0] == int(datetime.datetime(2026, 11, 24, 10, 0, 0, 123000, datetime.timezone.utc)
+                                     .timestamp() * 1000) and window.origins == ["kserve"] * 5
+
+    expected = {}
+    for _, _, reason in MALFORMED.values():
+        expected[reason] = expected.get(reason, 0) + 1
+    expected[traffic_sink.MISMATCH] = 1
+    assert stats["refused"] == expected and stats["lost"] == {traffic_sink.MISMATCH: 1}
+    assert "refused an event: bad base64" in err and "lost 1 image(s): response does not match" in err
+    report = traffic.load_report(str(root / "traffic"), 1)
+    assert report.refused == expected and report.lost == {traffic_sink.MISMATCH: 1} and report.origins == ["kserve"]
+
+
+def test_a_sink_killed_mid_batch_leaves_no_span_and_the_next_start_removes_its_staging(root):
+    traffic_root = root / "traffic"
+    sink = Sink(root, "--batch-size", "1000")  # 256 images a file: the batch's first file is staged at 256
+    for i in range(30):
+        images = [f"image {i}-{k}".encode() for k in range(10)]
+        sink.post(kserve_headers("request", f"r{i}"), request_body(images))
+        sink.post(kserve_headers("response", f"r{i}"), response_body([0.5] * 10))
+    assert sink.stats()["open_batch"] == 300
+    code, _, _ = sink.stop(signal.SIGKILL)
+    assert code == -signal.SIGKILL
+    (staged,) = [p for p in traffic_root.iterdir()]
+    assert staged.name.startswith(".traffic-") and [p.name for p in staged.iterdir()] == ["traffic-0.tfrecord"]
+    assert traffic.committed_spans(str(traffic_root)) == [] and len(traffic.read_window(str(traffic_root))) == 0
+
+    again = Sink(root, "--batch-size", "1000")
+    try:
+        assert not staged.exists(), "the next start removes what the killed sink staged"
+        again.post(kserve_headers("request", "after"), request_body([b"after"]))
+        again.post(kserve_headers("response", "after"), response_body([0.4]))
+    finally:
+        code, _, err = again.stop()
+    assert code == 0 and f"removed {staged}" in err
+    assert traffic.read_window(str(traffic_root)).request_ids == ["after"]
+
+
+def test_a_folder_that_is_not_a_pipeline_root_is_refused_in_one_line(tmp_path):
+    mine = tmp_path / "my-files"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("mine")
+    empty = tmp_path / "empty"
+    for folder, said in ((mine, "is not empty and is not a root of this pipeline"),
+                         (empty, "is not a root of this pipeline yet")):
+        result = subprocess.run([sys.executable, str(ROOT / "pipeline_runner.py"), "traffic-sink", "--root",
+                                 str(folder), "--port", str(_free_port())], cwd=ROOT, capture_output=True, text=True,
+                                timeout=120, env={**os.environ, "PYTHONPATH": str(ROOT)})
+        assert result.returncode == 2, result.stderr
+        assert result.stderr.count("\n") == 1 and said in result.stderr and "Traceback" not in result.stderr
+    assert sorted(p.name for p in mine.iterdir()) == ["notes.txt"] and not empty.exists()
+
+
+# --- in-process: the parts that need no server ------------------------------------------------------------------
+
+class Clock:
+    def __init__(self):
+        self.now = 100.0
+
+    def __call__(self):
+        return self.now
+
+
+def _sink(tmp_path, clock=None, **settings) -> traffic_sink.TrafficSink:
+    return traffic_sink.TrafficSink(str(tmp_path / "traffic"), SinkSettings(**settings), lambda: 3,
+                                    clock=clock or Clock())
+
+
+def test_sampling_keeps_or_leaves_out_whole_requests_by_their_id(tmp_path):
+    sink = _sink(tmp_path, sample_rate=0.5, batch_size=1000)
+    kept = []
+    for i in range(200):
+        sink.receive(kserve_headers("request", f"id-{i}"), request_body([b"a", b"b"]))
+        answer = sink.receive(kserve_headers("response", f"id-{i}"), response_body([0.1, 0.2]))
+        kept.append(answer.get("recorded") == 2)
+    assert 70 < sum(kept) < 130 and sink.sampled_out == 200 - sum(kept)
+    again = _sink(tmp_path / "again", sample_rate=0.5)
+    assert [again._sampled(f"id-{i}") for i in range(200)] == kept, "the same ids, the same choice"
+    sink.writer.flush()
+    window = traffic.read_window(str(tmp_path / "traffic"))
+    assert len(window) == 2 * sum(kept) and traffic.load_report(str(tmp_path / "traffic"), 1).sampled_out == \
+        200 - sum(kept)
+
+
+def test_interleaved_requests_and_responses_are_matched_by_id_and_a_duplicate_id_is_refused(tmp_path):
+    sink = _sink(tmp_path, batch_size=4)
+    sink.receive(kserve_headers("request", "first"), request_body([b"first image"]))
+    sink.receive(kserve_headers("request", "second"), request_body([b"second image"]))
+    with pytest.raises(traffic_sink.Refused, match=traffic_sink.DUPLICATE):
+        sink.receive(kserve_headers("request", "second"), request_body([b"again"]))
+    sink.receive(kserve_headers("response", "third"), response_body([0.3]))
+    with pytest.raises(traffic_sink.Refused, match=traffic_sink.DUPLICATE):
+        sink.receive(kserve_headers("response", "third"), response_body([0.3]))
+    sink.receive(kserve_headers("response", "second"), response_body([0.2]))
+    sink.receive(kserve_headers("response", "first"), response_body([0.1]))
+    sink.receive(kserve_headers("request", "third"), request_body([b"third image"]))
+    sink.writer.flush()
+    window = traffic.read_window(str(tmp_path / "traffic"))
+    by_id = dict(zip(window.request_ids, zip(window.images, window.scores.tolist())))
+    assert by_id == {"first": (b"first image", pytest.approx(0.1)), "second": (b"second image", pytest.approx(0.2)),
+                     "third": (b"third image", pytest.approx(0.3))}
+    assert sink.refused == {traffic_sink.DUPLICATE: 2}
+
+
+def test_what_waits_too_long_is_counted_lost_and_said(tmp_path, caplog):
+    clock = Clock()
+    sink = _sink(tmp_path, clock=clock, pending_seconds=30)
+    sink.receive(kserve_headers("request", "never answered"), request_body([b"a", b"b", b"c"]))
+    sink.receive(kserve_headers("response", "no request"), response_body([0.5]))
+    clock.now += 29
+    sink.tick()
+    assert sink.stats()["lost"] == {}
+    clock.now += 1
+    sink.tick()
+    assert sink.stats()["lost"] == {traffic_sink.NO_RESPONSE: 3, traffic_sink.NO_REQUEST: 1}
+    assert "lost 3 image(s): no response in time" in caplog.text
+    assert sink.stats()["waiting"] == {"requests": 0, "responses": 0, "bytes": 0}
+
+
+def test_the_pending_table_is_bounded_by_bytes(tmp_path):
+    sink = _sink(tmp_path, pending_mb=1)
+    for i in range(5):
+        sink.receive(kserve_headers("request", f"big-{i}"), request_body([b"x" * 300_000]))
+    assert sink.stats()["waiting"]["requests"] == 3 and sink.stats()["lost"] == {traffic_sink.PENDING_FULL: 2}
+    assert sink.receive(kserve_headers("response", "big-4"), response_body([0.5]))["recorded"] == 1
+
+
+def test_a_storage_fault_loses_the_batch_counted_by_reason(tmp_path):
+    (tmp_path / "traffic").write_text("a file where the traffic folder belongs")
+    sink = _sink(tmp_path, batch_size=1)
+    sink.receive(kserve_headers("request", "r"), request_body([b"a"]))
+    sink.receive(kserve_headers("response", "r"), response_body([0.5]))
+    lost = sink.stats()["lost"]
+    assert list(lost.values()) == [1] and list(lost)[0].startswith("storage error"), lost
+
+
+def test_the_served_version_comes_from_the_response_when_it_names_one(tmp_path):
+    sink = _sink(tmp_path, batch_size=1)
+    sink.receive(kserve_headers("request", "v"), request_body([b"a"]))
+    sink.receive(kserve_headers("response", "v"), json.dumps({"model_version": "12", "predictions": [0.25]}).encode())
+    window = traffic.read_window(str(tmp_path / "traffic"))
+    assert window.versions.tolist() == [12] and window.scores.tolist() == [0.25]
+
+
+def test_answers_that_are_no_probability_are_refused_and_odd_versions_ignored(tmp_path, monkeypatch):
+    sink = _sink(tmp_path, batch_size=1)
+    for answer in ([1.5], [10**400], ["0.5"], [True]):
+        with pytest.raises(traffic_sink.Refused, match=traffic_sink.NOT_A_PREDICTION):
+            sink.receive(kserve_headers("response", "odd"), json.dumps({"predictions": answer}).encode())
+    sink.receive(kserve_headers("request", "v"), request_body([b"a"]))
+    sink.receive(kserve_headers("response", "v"), json.dumps({"model_version": "\u00b2", "predictions": [1]}).encode())
+    window = traffic.read_window(str(tmp_path / "traffic"))
+    assert window.versions.tolist() == [3] and window.scores.tolist() == [1.0], "'²' is no version: the served one"
+    monkeypatch.setattr(traffic_sink, "MAX_WAITING", 2)
+    for i in range(4):
+        sink.receive(kserve_headers("response", f"alone-{i}"), response_body([0.5]))
+    assert sink.stats()["waiting"]["responses"] == 2 and sink.stats()["lost"] == {traffic_sink.PENDING_FULL: 2}
+
+
+@pytest.mark.parametrize("settings, flag", [({"batch_size": 0}, "--batch-size"),
+                                            ({"sample_rate": 0.0}, "--sample-rate"),
+                                            ({"batch_seconds": float("nan")}, "--batch-seconds")])
+def test_settings_that_cannot_work_are_refused_with_their_flag(settings, flag):
+    with pytest.raises(SinkSettingsError, match=flag):
+        SinkSettings(**settings)
