@@ -47,13 +47,13 @@ def command_traffic_sink(args: argparse.Namespace) -> int:
     _log_to_stderr()
     sink = traffic_sink.start(root, settings)
     print(f"traffic sink: recording into {sink.writer.traffic_root} (batches of {settings.batch_size} images or "
-          f"{settings.batch_seconds:g} s, sample rate {settings.sample_rate:g}); listening on "
+          f"{settings.batch_seconds:g} s, sample rate {settings.sample_rate:g}); starting on "
           f"http://{settings.host}:{args.port}/ (counts at /stats)", flush=True)
     try:
         traffic_sink.serve(sink, args.port)
-    except SystemExit as stop:  # uvicorn exits when it cannot listen; it has logged why
-        raise errors.RunFailedError(f"the traffic sink could not listen on {settings.host}:{args.port} "
-                                    f"(see the line above; exit {stop.code})") from None
+    except SystemExit:  # uvicorn exits when it cannot listen; it has logged why
+        raise errors.RunFailedError(f"the traffic sink could not listen on {settings.host}:{args.port} (the line "
+                                    "above says why)") from None
     print(f"traffic sink: stopped; {sink.writer.recorded} images recorded in {len(sink.writer.spans)} span(s), "
           f"refused {dict(sink.refused)}, lost {dict(sink.writer.lost)}", flush=True)
     return errors.OK

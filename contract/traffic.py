@@ -118,10 +118,25 @@ class TrafficReport:
             report = cls(**{f.name: data[f.name] for f in dataclasses.fields(cls) if f.name in data})
         except TypeError as error:
             raise TrafficDataError(f"{path} is damaged ({error})") from None
-        if not isinstance(report.files, dict) or not all(isinstance(name, str) and isinstance(count, int)
-                                                         for name, count in report.files.items()):
-            raise TrafficDataError(f"{path} is damaged (its files are not a JSON object of record counts)")
+        problem = report.shape_problem()
+        if problem:
+            raise TrafficDataError(f"{path} is damaged ({problem})")
         return report
+
+    def shape_problem(self) -> str | None:
+        """What makes the fields unusable (readers count, compare and list them), None if nothing."""
+        def number(value, none_too=False):
+            return (value is None and none_too) or (isinstance(value, int) and not isinstance(value, bool))
+
+        if not isinstance(self.files, dict) or not all(isinstance(name, str) and number(count)
+                                                       for name, count in self.files.items()):
+            return "its files are not a JSON object of record counts"
+        if not all(number(getattr(self, name), none_too=name.endswith("time_ms"))
+                   for name in ("span", "records", "first_time_ms", "last_time_ms")):
+            return "its span, records or times are not whole numbers"
+        if not isinstance(self.model_versions, list) or not all(map(number, self.model_versions)):
+            return "its model_versions are not a list of whole numbers"
+        return None
 
 
 # TFRecord framing (tensorflow/core/lib/io/record_writer.cc): length, masked CRC-32C of the length, data,

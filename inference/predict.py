@@ -130,7 +130,7 @@ def predict_files(serve, files: list[pathlib.Path], batch_size: int = 32,
 
 def record(traffic_root: str, predictions: list[Prediction], sent: dict[int, bytes], version: int):
     """Records what the model was given and answered as a traffic span (contract.traffic, origin `predict`),
-    as the traffic sink records a served model's requests: one request of every image. Returns the writer (its
+    as the traffic sink records a served model's requests, all the images as one request. Returns the writer (its
     spans, or what was lost and why)."""
     import math
     import time

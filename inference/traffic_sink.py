@@ -70,6 +70,9 @@ NO_REQUEST = "response without its request in time"
 PENDING_FULL = "pending table full"
 SHUTDOWN = "shut down before the response came"
 
+# Requests (or responses) waiting for the other half, at most: their ids and scores alone stay within tens of MB.
+MAX_WAITING = 100_000
+
 logger = logging.getLogger(__name__)
 
 
@@ -77,6 +80,7 @@ class Refused(Exception):
     """An event the sink does not take: `reason` is counted, `detail` says what exactly."""
 
     def __init__(self, reason: str, detail: str, status: int = 400):
+        detail = printable(detail)  # it quotes what the sender sent, and goes into a log line
         super().__init__(f"{reason}: {detail}")
         self.reason, self.detail, self.status = reason, detail, status
 
@@ -170,14 +174,19 @@ def _score(answer, where: str) -> float:
         return math.nan
     if isinstance(answer, bool) or not isinstance(answer, (int, float)):
         raise Refused(NOT_A_PREDICTION, f"{where} holds no {features.PROBABILITY_OUTPUT}")
-    return float(answer)
+    score = float(answer) if isinstance(answer, float) or abs(answer) <= 1 else math.inf
+    if not (math.isnan(score) or 0 <= score <= 1):
+        raise Refused(NOT_A_PREDICTION, f"{where}: {features.PROBABILITY_OUTPUT} {printable(str(answer))[:40]} is "
+                                        "not a probability")
+    return score
 
 
 def response_scores(payload: dict) -> tuple[list[float], int | None]:
     """(a score per image, the version the response names or None) of a TF Serving REST predict response:
     {"predictions": [...]} (row) or {"outputs": ...} (columnar)."""
-    version = payload.get("model_version")
-    version = int(version) if isinstance(version, (int, str)) and str(version).isdigit() else None
+    named = payload.get("model_version")
+    version = layout.version_number(str(named)) if isinstance(named, (int, str)) and not isinstance(named, bool) \
+        else None
     if "predictions" in payload and isinstance(payload["predictions"], list):
         answers = payload["predictions"]
     elif "outputs" in payload:
@@ -289,7 +298,7 @@ class TrafficSink:
             if waiting is None:
                 if event.id in self._responses:
                     raise Refused(DUPLICATE, f"a response with ce-id {printable(event.id)[:80]!r} is waiting already")
-                self._responses[event.id] = _Waiting(self._clock(), scores=scores, version=version)
+                self._wait_for_request(event.id, _Waiting(self._clock(), scores=scores, version=version))
                 return {"id": event.id, "answers": len(scores), "waiting_for": "request"}
             self._pending_bytes -= waiting.size
             waiting.scores, waiting.version = scores, version
@@ -305,10 +314,16 @@ class TrafficSink:
         self._requests[request_id] = waiting
         self._pending_bytes += waiting.size
         limit = self.settings.pending_mb * 2**20
-        while self._pending_bytes > limit and len(self._requests) > 1:
+        while (self._pending_bytes > limit or len(self._requests) > MAX_WAITING) and len(self._requests) > 1:
             oldest, dropped = self._requests.popitem(last=False)
             self._pending_bytes -= dropped.size
             self._lose(PENDING_FULL, len(dropped.images))
+
+    def _wait_for_request(self, request_id: str, waiting: _Waiting) -> None:
+        self._responses[request_id] = waiting
+        while len(self._responses) > MAX_WAITING:
+            _, dropped = self._responses.popitem(last=False)
+            self._lose(PENDING_FULL, len(dropped.scores))
 
     def _record(self, request_id: str, waiting: _Waiting) -> dict:
         if len(waiting.scores) != len(waiting.images):
