@@ -16,7 +16,7 @@ UV_INSTALL := $(BIN)/uv pip install --quiet --python $(BIN)/python --no-deps
 # compile TensorFlow's and TFX's thousands of modules again.
 unexport PYTHONDONTWRITEBYTECODE
 
-.PHONY: demo test test-fast fuzz bench bench-quick bench-trainer bench-looks lock clean system-packages
+.PHONY: demo test test-fast fuzz bench bench-quick bench-trainer bench-looks bench-drift lock clean system-packages
 
 # No bytecode at install time (uv writes none unless asked): most of the lock's 23,000 modules are never imported; those
 # that are get their bytecode written on first import (see `unexport PYTHONDONTWRITEBYTECODE` above).
@@ -73,6 +73,11 @@ bench-trainer: $(STAMP)
 # the least and 24 epochs the most, about twice that on the slower; figures in runs/looks.json, a cut-short run goes on).
 bench-looks: $(STAMP)
 	$(BIN)/python -m benchmarks.looks
+
+# `monitor` over 10,000 images, and how often it alarms on each generated look (benchmarks/drift.py; figures in
+# runs/drift.json and docs/performance.md).
+bench-drift: $(STAMP)
+	$(BIN)/python -m benchmarks.drift
 
 # Re-resolve the pinned set from the direct requirements and the constraints.
 lock:

@@ -14,7 +14,7 @@ import os
 import sys
 import textwrap
 
-from cli import deploy, history, local_run, photos, traffic
+from cli import deploy, history, local_run, monitor, photos, traffic
 from contract import errors
 from orchestration import quiet_logs
 
@@ -75,7 +75,8 @@ def build_parser(prog: str = SCRIPT) -> argparse.ArgumentParser:
         prog=prog, description="Train, validate and ship a cat/dog classifier with TFX.",
         epilog=examples, formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for command in (*local_run.COMMANDS, *history.COMMANDS, *photos.COMMANDS, *traffic.COMMANDS, *deploy.commands()):
+    for command in (*local_run.COMMANDS, *history.COMMANDS, *photos.COMMANDS, *traffic.COMMANDS, *monitor.COMMANDS,
+                    *deploy.commands()):
         with_examples = {"epilog": examples, "formatter_class": argparse.RawDescriptionHelpFormatter}
         sub = commands.add_parser(command.name, help=command.summary, description=command.description,
                                   **(with_examples if command.with_examples else {}))

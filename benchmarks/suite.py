@@ -19,6 +19,9 @@
 7. The traffic sink: images a second on one core against the served model's own
    rate on the same images, its start time, and its peak memory at two batch
    sizes and two traffic volumes (benchmarks/traffic_sink.py).
+8. `monitor` over a window of 10,000 images of traffic for the served model of
+   section 2 (benchmarks/drift.py; `make bench-drift` adds its alarms on the
+   generator's looks).
 Figures are medians of --repeats repetitions (the machines are shared and noisy).
 """
 
@@ -272,6 +275,10 @@ def main(argv: list[str] | None = None) -> int:
         from benchmarks import traffic_sink
 
         figures += traffic_sink.bench_sink(version_dir, args.quick, scratch)
+        from benchmarks import drift
+
+        window = drift.QUICK if args.quick else drift.Settings()
+        figures += drift.bench_time(version_dir.parents[1], window, with_drift=not args.quick)
     print(table(figures))
     print(f"suite took {time.perf_counter() - started:.0f} s ({'quick' if args.quick else 'full'}); "
           f"{os.cpu_count()} cores")

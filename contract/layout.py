@@ -102,6 +102,16 @@ class RunLayout(Generic[Location]):
         """What a local cron entry's runs print."""
         return self._join("scheduled_runs.log")
 
+    @property
+    def monitoring_dir(self) -> Location:
+        """`monitor`'s drift reports: check-<UTC time>/{index.html, figures, drift.json}, one folder per check."""
+        return self._join("monitoring")
+
+    @property
+    def labeling_root(self) -> Location:
+        """queue-<N>/ folders: a drifted window's images for a person to sort into cat/ and dog/."""
+        return self._join("labeling")
+
 
 SUMMARY_FILE = "run_summary.json"
 TASKS_DIR = "tasks"  # runs/<run id>/tasks/<task>.json: what each task of a deployment's run did
@@ -134,6 +144,25 @@ SPLIT_PATTERNS = {split: f"span-{{SPAN}}/{split}/*" for split in SPLITS}
 def judged_split(split_names) -> str:
     """The split the Evaluator scores and blesses on, of an Examples artifact with these splits."""
     return TEST_SPLIT if TEST_SPLIT in split_names else SELECTION_SPLIT
+
+
+# A labeling queue: queue-<N>/{unsorted/<images>, cat/, dog/, contact_sheet.png, README.txt} and its commit
+# record QUEUE_RECORD, written last (contract.storage.publish), so a queue is complete or not there. `ingest`
+# takes a sorted queue as a class folder; what is left in unsorted/ is reported, never ingested.
+QUEUE_RECORD = "queue.json"
+QUEUE_UNSORTED = "unsorted"
+QUEUE_README = "README.txt"
+_QUEUE_DIR = re.compile(r"queue-(.+)")
+
+
+def queue_name(number: int) -> str:
+    return f"queue-{number}"
+
+
+def queue_number(folder_name: str) -> int | None:
+    """N of a folder named queue-N, None for any other name."""
+    match = _QUEUE_DIR.fullmatch(folder_name)
+    return _number(match.group(1)) if match else None
 
 
 def span_name(span: int) -> str:

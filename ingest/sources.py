@@ -21,6 +21,7 @@ import pathlib
 import re
 from typing import Callable, Iterable, Iterator
 
+from contract import layout
 from contract.errors import CommandError
 from contract.features import LABEL_NAMES
 
@@ -175,21 +176,49 @@ def local_files(root: str | os.PathLike) -> tuple[list[tuple[str, str]], list[tu
 
 
 def folder_items(root: str | os.PathLike) -> list[Item]:
-    """Every file below `root` (a path or a gs:// URI), sorted, labelled by folder or Kaggle file name."""
+    """Every file below `root` (a path or a gs:// URI), sorted, labelled by folder or Kaggle file name; a
+    labeling queue's (layout.QUEUE_RECORD at its top) by its cat/ and dog/ folders only."""
     if is_uri(str(root)):
         import tensorflow as tf
 
         if not tf.io.gfile.isdir(str(root)):
             raise SourceError(f"data directory {str(root)!r} does not exist or is not a directory")
-        return [_folder_item(pathlib.PurePosixPath(relative), uri) for relative, uri in remote_files(str(root))]
+        items = [_folder_item(pathlib.PurePosixPath(relative), uri) for relative, uri in remote_files(str(root))]
+        return _queue_items(items) if tf.io.gfile.exists(f"{str(root).rstrip('/')}/{layout.QUEUE_RECORD}") \
+            else items
     root = pathlib.Path(root)
     if not root.is_dir():
         raise SourceError(f"data directory {str(root)!r} does not exist or is not a directory")
     files, problems = local_files(root)
-    return [_folder_item(pathlib.PurePosixPath(relative), path) if printable(relative) == relative
-            else Item(printable(relative), None, None, path, NOT_UTF8) for relative, path in files] + \
+    items = [_folder_item(pathlib.PurePosixPath(relative), path) if printable(relative) == relative
+             else Item(printable(relative), None, None, path, NOT_UTF8) for relative, path in files] + \
         [Item(printable(relative), None, None, str(root / relative), printable(problem))
          for relative, problem in problems]
+    return _queue_items(items) if (root / layout.QUEUE_RECORD).is_file() else items
+
+
+# A labeling queue's own files (monitoring.queue), at its top level: not images of the source.
+QUEUE_FILES = frozenset({layout.QUEUE_RECORD, layout.QUEUE_README, layout.CONTACT_SHEET})
+_NO_LABEL = ("unknown label", "not inside a class folder")  # _folder_item's problems
+NOT_SORTED = "not sorted: move it into cat/ or dog/ of the labeling queue to ingest it (left in {where})"
+
+
+def _queue_items(items: list[Item]) -> list[Item]:
+    """The items of a labeling queue: labelled by its top-level cat/ or dog/ folder alone (a file's name, or a
+    folder deeper down, says nothing there); every other image is reported as not sorted, never ingested."""
+    kept = []
+    for item in items:
+        parts = pathlib.PurePosixPath(item.id).parts
+        if len(parts) == 1 and parts[0] in QUEUE_FILES:
+            continue
+        if len(parts) > 1 and label_for_folder(parts[0]) is not None and not item.problem:
+            kept.append(dataclasses.replace(item, label=label_for_folder(parts[0]), split=None))
+        else:
+            where = f"{parts[0]}/" if len(parts) > 1 else "the queue's top folder"
+            unread = item.problem and not item.problem.startswith(_NO_LABEL)  # a file that could not be read says so
+            problem = item.problem if unread else NOT_SORTED.format(where=where)
+            kept.append(Item(item.id, None, None, item.unit, problem))
+    return kept
 
 
 def parquet_items(path: str | os.PathLike) -> list[Item]:

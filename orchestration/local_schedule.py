@@ -1,9 +1,12 @@
-"""Scheduled local retraining with cron.
+"""Scheduled local retraining with cron, and a drift check beside it.
 
 Each scheduled run ingests the folder (new files make a new span, unchanged
 data reuses the last one and everything stays cached) and runs the pipeline.
 The run lock makes an overlapping run exit at once, so a slow run is never
-doubled by the next tick.
+doubled by the next tick. A second entry may run `monitor` on its own
+schedule (a check takes no lease: it only reads the root's model, spans and
+traffic, and adds a report, a record and perhaps a labeling queue, each
+published whole); both append to the same log.
 """
 
 from __future__ import annotations
@@ -18,7 +21,8 @@ from contract.errors import CommandError
 from contract.layout import RunLayout
 from orchestration import roots
 
-_MARK = "# cats-vs-dogs-tfx:"
+RUN_MARK = _MARK = "# cats-vs-dogs-tfx:"
+MONITOR_MARK = "# cats-vs-dogs-tfx-monitor:"  # a drift check's entry: replaced apart from the run's
 
 
 class CronError(CommandError, ValueError):
@@ -42,37 +46,52 @@ def check_one_line(what: str, value: str) -> None:
                         "rename the folder or give another")
 
 
-def _mark(output_dir: pathlib.Path) -> str:
+def _mark(output_dir: pathlib.Path, mark: str = _MARK) -> str:
     """The comment that ends this output dir's entry; quoted as the shell would, so the comment is one word."""
-    return f"{_MARK}{shlex.quote(str(output_dir))}"
+    return f"{mark}{shlex.quote(str(output_dir))}"
 
 
 def cron_line(cron: str, project_dir: pathlib.Path, data_dir: pathlib.Path, output_dir: pathlib.Path,
               python: str | None = None) -> str:
     """The crontab line: cd to the project, run the pipeline, append to a log in the output dir.
     roots.NotARootError for an output dir that is not a pipeline root (nor empty)."""
+    output_dir = output_dir.resolve()
+    check_one_line("--data-dir", str(data_dir.resolve()))
+    return _entry(cron, project_dir, output_dir, python,
+                  f"run --data-dir {shlex.quote(str(data_dir.resolve()))} --output-dir {shlex.quote(str(output_dir))}",
+                  _MARK)
+
+
+def monitor_line(cron: str, project_dir: pathlib.Path, output_dir: pathlib.Path, python: str | None = None) -> str:
+    """The crontab line of a drift check of the output dir's traffic (`monitor`), logged as the runs are."""
+    output_dir = output_dir.resolve()
+    return _entry(cron, project_dir, output_dir, python, f"monitor --output-dir {shlex.quote(str(output_dir))}",
+                  MONITOR_MARK)
+
+
+def _entry(cron: str, project_dir: pathlib.Path, output_dir: pathlib.Path, python: str | None, arguments: str,
+           mark: str) -> str:
     check_cron(cron)
     check_one_line("the schedule", cron)
-    output_dir = output_dir.resolve()
     roots.inspect(output_dir)  # each run would refuse a folder of the user's, after cron's shell wrote its log there
     python = python or sys.executable
-    for what, path in (("--data-dir", data_dir.resolve()), ("--output-dir", output_dir),
-                       ("the project folder", project_dir), ("the Python interpreter", python)):
+    for what, path in (("--output-dir", output_dir), ("the project folder", project_dir),
+                       ("the Python interpreter", python)):
         check_one_line(what, str(path))
     # The log's folder is made first: the shell opens `>>` before the run could create the output directory.
     log = RunLayout(output_dir).schedule_log
     command = (f"mkdir -p {shlex.quote(str(output_dir))} && cd {shlex.quote(str(project_dir))} && "
-               f"{shlex.quote(python)} pipeline_runner.py run --data-dir {shlex.quote(str(data_dir.resolve()))} "
-               f"--output-dir {shlex.quote(str(output_dir))} >> {shlex.quote(str(log))} 2>&1")
+               f"{shlex.quote(python)} pipeline_runner.py {arguments} >> {shlex.quote(str(log))} 2>&1")
     # cron turns an unescaped % into a newline
-    return f"{cron} {command.replace('%', chr(92) + '%')} {_mark(output_dir)}"
+    return f"{cron} {command.replace('%', chr(92) + '%')} {_mark(output_dir, mark)}"
 
 
-def install(line: str, output_dir: pathlib.Path) -> None:
-    """Adds `line` to the user's crontab, replacing an entry for the same output dir. Raises CronError, with the
-    crontab left as it was, where there is no crontab command or it refuses the new table."""
+def install(line: str, output_dir: pathlib.Path, mark: str = _MARK) -> None:
+    """Adds `line` to the user's crontab, replacing an entry of the same kind (`mark`: a run's or MONITOR_MARK)
+    for the same output dir. Raises CronError, with the crontab left as it was, where there is no crontab
+    command or it refuses the new table."""
     output_dir = pathlib.Path(output_dir).resolve()
-    marks = (_mark(output_dir), f"{_MARK}{output_dir}")  # and the unquoted mark of entries older code wrote
+    marks = (_mark(output_dir, mark), f"{mark}{output_dir}")  # and the unquoted mark of entries older code wrote
     try:
         current = subprocess.run(["crontab", "-l"], capture_output=True, text=True)
         lines = [entry for entry in (current.stdout.splitlines() if current.returncode == 0 else [])

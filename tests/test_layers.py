@@ -20,6 +20,7 @@ LAYERS = (
     ("components", "inference"),  # TFX nodes; using a pushed model
     ("pipeline",),  # create_pipeline and the blessing rule
     ("reporting",),  # summary, report and model history, read from ML Metadata
+    ("monitoring",),  # served traffic against the served model's data: drift, its report, the labeling queue
     ("orchestration",),  # one runner per orchestrator
     ("cli",),  # the commands, one module per group
     ("pipeline_runner",),  # the entry point: parser and dispatch

@@ -35,6 +35,9 @@ class Crontab:
     output_dir: pathlib.Path = setting(flags.DEFAULT_OUTPUT_DIR, "With --local: the run's output directory.")
     install: bool = setting(False, "With --local: add the entry to this user's crontab (an existing entry for the "
                                    "same output directory is replaced).")
+    monitor_cron: str = setting("", "With --local: also an entry that runs `monitor` on this 5-field cron schedule "
+                                    "(e.g. '30 * * * *'): a drift check of the served traffic, which queues the "
+                                    "window's images for labels when it drifted.")
 
 
 SETTINGS = {"submit": Rehearsal, "schedule": Crontab}
@@ -69,10 +72,15 @@ def schedule(args: argparse.Namespace) -> int:
     if args.data_dir is None:
         raise SettingsError("--local needs --data-dir (the folder each run ingests)")
     crontab = flags.settings(args, Crontab)
-    line = local_schedule.cron_line(args.cron, PROJECT_DIR, pathlib.Path(args.data_dir), crontab.output_dir)
-    if crontab.install:
-        local_schedule.install(line, crontab.output_dir)
-        print(f"installed in crontab: {line}")
-    else:
-        print(line)
+    entries = [(local_schedule.cron_line(args.cron, PROJECT_DIR, pathlib.Path(args.data_dir), crontab.output_dir),
+                local_schedule.RUN_MARK)]
+    if crontab.monitor_cron:
+        entries.append((local_schedule.monitor_line(crontab.monitor_cron, PROJECT_DIR, crontab.output_dir),
+                        local_schedule.MONITOR_MARK))
+    for line, mark in entries:  # every line is checked before the crontab is touched
+        if crontab.install:
+            local_schedule.install(line, crontab.output_dir, mark)
+            print(f"installed in crontab: {line}")
+        else:
+            print(line)
     return errors.OK

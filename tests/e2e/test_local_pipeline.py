@@ -339,3 +339,89 @@ def test_impossible_threshold_is_not_blessed_and_keeps_version_1_intact(runs):
     serving = runs["out"] / "serving_model"
     assert served.read_config(str(serving)) == served.ServingConfig(served.MODEL_NAME, str(serving), 1)
     assert runs["served_after_strict"] == runs["served_after_first"]
+
+
+# --- monitor: traffic against the served model's data, on a copy of the root (the tests above read the original) ---
+
+@pytest.fixture(scope="module")
+def monitored(runs, tmp_path_factory):
+    root = tmp_path_factory.mktemp("monitored") / "root"
+    shutil.copytree(runs["out"], root, symlinks=True)
+    return root
+
+
+def _monitor(root, capsys, *flags):
+    import pipeline_runner
+
+    code = pipeline_runner.main(["monitor", "--output-dir", str(root), "--json", *flags])
+    out, err = capsys.readouterr()
+    return code, (json.loads(out) if code == 0 else None), err
+
+
+def test_monitor_refuses_a_window_too_small_or_too_damaged_to_test(monitored, capsys):
+    from monitoring import looks
+
+    looks.write_traffic(str(monitored / "traffic"), looks.images("cartoon", 4, seed=999), 1, start_ms=1_000)
+    code, _, err = _monitor(monitored, capsys)
+    assert code == 2 and err.count("\n") == 1, err
+    assert "the window holds 4 images of traffic" in err and "at least 30 (--min-window)" in err
+    looks.write_traffic(str(monitored / "traffic"), [b"not an image %d" % i for i in range(40)], 1, start_ms=10_000)
+    code, _, err = _monitor(monitored, capsys)
+    assert code == 2 and err.count("\n") == 1, err
+    assert "of the window's 44 images, 4 of those sampled could be decoded (image 4: not an image" in err
+    assert not (monitored / "monitoring").exists() and not (monitored / "labeling").exists()
+
+
+def test_traffic_drawn_as_the_training_data_raises_no_alarm_and_queues_nothing(monitored, capsys):
+    from monitoring import looks, record
+
+    written = looks.write_traffic(str(monitored / "traffic"), looks.images("cartoon", 120), 1, start_ms=2_000_000)
+    code, result, err = _monitor(monitored, capsys, "--window", "120", "--false-alarm-rate", "0.01")
+    assert code == 0, err
+    assert result["drift"] is False and result["served_version"] == 1 and result["labeling_queue"] is None
+    assert [t["name"] for t in result["tests"]] == ["height", "width", "brightness", "saturation", "score",
+                                                    "features"]
+    for test in result["tests"]:
+        assert set(test) >= {"name", "statistic", "threshold", "p_value", "drift"}
+        assert test["threshold"] == pytest.approx(0.01 / 6) and test["p_value"] >= test["threshold"]
+    assert result["window"]["images"] == 120 and result["window"]["spans"] == written
+    # TFDV's comparator is shown beside the tests, on the properties it profiles
+    assert [f["name"] for f in result["tfdv"]["features"]] == ["height", "width", "brightness", "saturation", "score"]
+    assert result["reference"]["spans"] == [1]
+    assert pathlib.Path(result["report"]).is_file() and not (monitored / "labeling").exists()
+    (check,) = record.checks(str(monitored / "metadata.sqlite"))
+    assert check["drift"] == 0 and check["served_version"] == 1 and check["tests"] == result["tests"]
+
+
+def test_a_drifted_window_alarms_is_recorded_and_its_images_queued_then_ingested_once_sorted(monitored, capsys):
+    import pipeline_runner
+    from monitoring import looks, record
+
+    looks.write_traffic(str(monitored / "traffic"), looks.images("sketch", 120), 1, start_ms=4_000_000)
+    code, result, err = _monitor(monitored, capsys, "--window", "120")
+    assert code == 0, err
+    assert result["drift"] is True
+    assert {"brightness", "saturation"} <= {test["name"] for test in result["tests"] if test["drift"]}
+    page = pathlib.Path(result["report"]).read_text()
+    assert "<b>Drift</b>" in page and (pathlib.Path(result["report"]).parent / "distributions.png").is_file()
+    checks = record.checks(str(monitored / "metadata.sqlite"))
+    assert [c["drift"] for c in checks] == [0, 1] and checks[1]["labeling_queue"] == result["labeling_queue"]
+    # lineage: the check read the served version's Model
+    store = node_ids.open_store(node_ids.sqlite_store(monitored / "metadata.sqlite"), read_only=True)
+    (execution,) = store.get_executions_by_type("DriftCheck")[1:]
+    inputs = [e.artifact_id for e in store.get_events_by_execution_ids([execution.id])
+              if e.type == metadata_store_pb2.Event.INPUT]
+    assert [store.get_artifact_types_by_id([a.type_id])[0].name for a in store.get_artifacts_by_id(inputs)] == ["Model"]
+
+    queue = pathlib.Path(result["labeling_queue"])
+    assert queue == monitored / "labeling" / "queue-1"
+    unsorted = sorted((queue / layout.QUEUE_UNSORTED).iterdir())
+    assert len(unsorted) == 120 and json.loads((queue / layout.QUEUE_RECORD).read_text())["images"] == 120
+    for path in unsorted[:10]:  # looks.images draws cats and dogs in turn; the file name starts with the index
+        path.rename(queue / ("cat" if int(path.name[:6]) % 2 == 0 else "dog") / path.name)
+    code = pipeline_runner.main(["ingest", "--data-dir", str(queue), "--output-dir", str(monitored)])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    report = json.loads((monitored / "examples" / "span-2" / layout.INGEST_REPORT).read_text())
+    assert report["examples_per_label"] == {"cat": 5, "dog": 5} and report["counts"]["quarantined"] == 110
+    assert all(q["reason"].startswith("not sorted") for q in report["quarantined"])

@@ -1,0 +1,96 @@
+"""`monitor`: served traffic against the served model's own data (monitoring.monitor)."""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import re
+import time
+
+from cli import flags
+from cli.flags import SettingsError
+from contract import errors
+
+_DURATION = re.compile(r"([0-9]+)([smhd])")
+_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def since_ms(text: str, now: float | None = None) -> int:
+    """--since: a duration back from now (30m, 6h, 2d) or a UTC time (2026-11-24T08:00:00Z), as Unix ms."""
+    match = _DURATION.fullmatch(text.strip())
+    try:
+        if match:
+            now = time.time() if now is None else now
+            return int((now - int(match.group(1)) * _SECONDS[match.group(2)]) * 1000)
+        moment = datetime.datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=datetime.timezone.utc)
+        return int(moment.timestamp() * 1000)
+    except (ValueError, OverflowError):  # not a time, or one no clock reaches
+        raise argparse.ArgumentTypeError(f"expected a duration (30m, 6h, 2d) or a UTC time "
+                                         f"(2026-11-24T08:00:00Z), got {text!r}") from None
+
+
+def _rate(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"must be a number between 0 and 1 (e.g. 0.05), got {text!r}")
+    return value
+
+
+def _monitor_flags(parser: argparse.ArgumentParser) -> None:
+    from monitoring.settings import MonitorSettings
+
+    defaults = MonitorSettings()
+    flags.add_output_dir(parser, "The pipeline's root: its served model, its spans, and the traffic the sink or "
+                                 "`predict --record` wrote under <output-dir>/traffic.")
+    parser.add_argument("--window", type=flags.count(1), default=defaults.window,
+                        help=f"Check the newest N images of traffic. Default: {defaults.window}.")
+    parser.add_argument("--since", type=since_ms, metavar="WHEN",
+                        help="Only traffic at or after WHEN: a duration back from now (30m, 6h, 2d) or a UTC time "
+                             "(2026-11-24T08:00:00Z).")
+    parser.add_argument("--false-alarm-rate", type=_rate, default=defaults.false_alarm_rate,
+                        help="The chance of reporting drift on a window with none, shared by the tests "
+                             f"(Bonferroni). Default: {defaults.false_alarm_rate}.")
+    parser.add_argument("--sample", type=flags.count(2), default=defaults.sample,
+                        help="Images of the window, and of the reference, the model measures (colour, score, "
+                             f"pooled features); sizes are read from every image. Default: {defaults.sample}.")
+    parser.add_argument("--min-window", type=flags.count(2), default=defaults.min_window,
+                        help=f"Refuse a window of fewer images. Default: {defaults.min_window}.")
+    parser.add_argument("--no-queue", action="store_true",
+                        help="On drift, do not export the window's images as a labeling queue.")
+    parser.add_argument("--json", action="store_true", help="Print the result as JSON instead of one line.")
+
+
+def command_monitor(args: argparse.Namespace) -> int:
+    """Compare a window of served traffic with the served model's data; queue drifted images for labels.
+
+    Tests the window's image sizes, brightness and colour, the served model's scores and its pooled features
+    against the held-out images of the spans the served version was trained on, with the stated false-alarm
+    rate shared among the tests. Writes a report under <output-dir>/monitoring/, records the check in ML
+    Metadata, and on drift exports the window's images to <output-dir>/labeling/queue-N/ for a person to sort
+    into cat/ and dog/ (then `ingest --data-dir` that folder). Prints the verdict in one line (--json: the
+    result). Exit 0 whatever the verdict; 2 when refused (no served model, too small a window, not a root).
+    """
+    from contract.layout import RunLayout
+    from monitoring import monitor
+    from monitoring.settings import MonitorSettings
+    from orchestration import roots
+
+    root = args.output_dir.resolve()
+    if roots.inspect(root).state == roots.NEW:
+        raise SettingsError(f"--output-dir {root} is not a pipeline root (nothing was ever run there): no model "
+                            "to monitor; nothing was checked")
+    settings = MonitorSettings(window=args.window, since_ms=args.since,
+                                       false_alarm_rate=args.false_alarm_rate, sample=args.sample,
+                                       min_window=args.min_window, queue=not args.no_queue)
+    result = monitor.check(RunLayout(root), settings)
+    print(json.dumps(result.result, indent=2) if args.json else result.line, flush=True)
+    return errors.OK
+
+
+COMMANDS = (flags.Command.of("monitor", _monitor_flags, command_monitor),)

@@ -1,0 +1,123 @@
+"""`monitor`: a window of served traffic against the served model's own data, the verdict, and what follows.
+
+Steps, each in its own function: the served model and its spans (monitoring.reference); the window
+(contract.traffic); the measurements of both (monitoring.measure: sizes of every image, colour, score and
+pooled features of a sample); the tests and their verdict (monitoring.drift); on drift, the window's images
+queued for labels (monitoring.queue); the report (monitoring.report) and the record in ML Metadata
+(monitoring.record).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import os
+import pathlib
+import posixpath
+
+import numpy as np
+
+from contract import layout, traffic
+from contract.errors import CommandError
+from contract.layout import RunLayout
+from monitoring import drift, measure, queue, record, reference, report, tfdv_drift
+from monitoring.settings import MonitorSettings
+
+MIN_REFERENCE = 5
+UNREADABLE_LISTED = 20  # the images of a window that could not be measured, named in the result; all are counted
+
+
+class WindowTooSmallError(CommandError):
+    """The window holds too few images to test; the line says how many and how many are needed."""
+
+
+@dataclasses.dataclass
+class Check:
+    result: dict  # what --json prints; drift.json
+    page: pathlib.Path
+    line: str
+
+
+def _utc(milliseconds) -> str:
+    return datetime.datetime.fromtimestamp(int(milliseconds) / 1000, datetime.timezone.utc).isoformat(
+        timespec="seconds")
+
+
+def read_window(where: RunLayout, settings: MonitorSettings) -> traffic.TrafficWindow:
+    window = traffic.read_window(str(where.traffic_root), max_images=settings.window, since_ms=settings.since_ms)
+    if len(window) < settings.min_window:
+        since = f" since {_utc(settings.since_ms)}" if settings.since_ms is not None else ""
+        raise WindowTooSmallError(
+            f"the window holds {len(window)} images of traffic{since} under {where.traffic_root}; a check needs at "
+            f"least {settings.min_window} (--min-window): nothing was checked")
+    return window
+
+
+def measure_window(images: list[bytes], embedder: measure.Embedder, settings: MonitorSettings):
+    """({quantity: values} of the window, lines naming what could not be measured, images measured)."""
+    sizes = measure.sizes(images)
+    chosen = measure.sample(len(images), settings.sample, settings.seed)
+    jpegs, refused = measure.checked([images[i] for i in chosen], chosen)
+    seen = embedder.measure(jpegs)
+    return {**sizes.values, **seen.values}, refused + sizes.unreadable, len(jpegs)
+
+
+def load_embedder(served: reference.ServedModel) -> measure.Embedder:
+    path = posixpath.join(served.version_dir, layout.KERAS_MODEL_FILE)
+    if not os.path.isfile(path):
+        raise reference.NoServedModelError(f"version {served.version} has no {layout.KERAS_MODEL_FILE} (pushed by an "
+                                           "earlier release): its features cannot be measured; nothing was checked")
+    return measure.Embedder.load(path)
+
+
+def measure_reference(where: RunLayout, served: reference.ServedModel, embedder: measure.Embedder,
+                      settings: MonitorSettings) -> dict[str, np.ndarray]:
+    jpegs, stored = reference.held_out_images(str(where.examples_root), served.spans, settings.sample)
+    if len(jpegs) < MIN_REFERENCE:
+        raise reference.NoServedModelError(
+            f"the held-out splits of spans {served.spans} hold {len(jpegs)} images; the reference needs at least "
+            f"{MIN_REFERENCE}: nothing was checked")
+    return {**stored, **embedder.measure(jpegs).values}
+
+
+def check(where: RunLayout, settings: MonitorSettings) -> Check:
+    """Runs one check of `where`'s traffic; NoServedModelError, WindowTooSmallError or contract.traffic's errors
+    (refusals) before anything is written."""
+    served = reference.served_model(where)
+    window = read_window(where, settings)
+    embedder = load_embedder(served)
+    ours, unreadable, measured = measure_window(window.images, embedder, settings)
+    if measured < min(settings.min_window, settings.sample):
+        raise WindowTooSmallError(
+            f"of the window's {len(window)} images, {measured} of those sampled could be decoded "
+            f"({'; '.join(unreadable[:3])}); a check needs at least {min(settings.min_window, settings.sample)}: "
+            "nothing was checked")
+    theirs = measure_reference(where, served, embedder, settings)
+    verdict = drift.compare(ours, theirs, settings.false_alarm_rate, measure.VECTORS, settings.seed)
+    checked_at = datetime.datetime.now(datetime.timezone.utc)
+    folder = pathlib.Path(where.monitoring_dir) / f"check-{checked_at.strftime('%Y%m%dT%H%M%S%fZ')}"
+    result = {
+        "drift": verdict.drift, "verdict": verdict.line(), "tests": [test.to_json() for test in verdict.tests],
+        "false_alarm_rate": settings.false_alarm_rate, "served_version": served.version,
+        "checked_at": checked_at.isoformat(timespec="seconds"), "report": str(folder / report.PAGE),
+        "window": {"images": len(window), "sampled": measured, "spans": window.spans,
+                   "first": _utc(window.times_ms.min()), "last": _utc(window.times_ms.max()),
+                   "other_versions": int(np.count_nonzero(window.versions != served.version))},
+        "reference": {"images": len(theirs[measure.SCORE]), "spans": served.spans},
+        "unreadable": unreadable[:UNREADABLE_LISTED], "unreadable_count": len(unreadable), "labeling_queue": None,
+    }
+    if verdict.drift and settings.queue:
+        result["labeling_queue"], _ = queue.export(
+            str(where.labeling_root), window.images, window.scores,
+            {"served_version": served.version, "moved": verdict.moved(), "report": result["report"]})
+    result["tfdv"] = tfdv_drift.compare(ours, theirs, (*measure.SIZES, measure.BRIGHTNESS, measure.SATURATION,
+                                                       measure.SCORE))
+    page = report.write(folder, result, ours, theirs, result["tfdv"])
+    result["mlmd_id"] = record.record_check(str(where.metadata_path), str(folder), served.model_id, {
+        record.DRIFT: verdict.drift, record.SERVED_VERSION: served.version, record.WINDOW_IMAGES: len(window),
+        record.FALSE_ALARM_RATE: settings.false_alarm_rate, record.TESTS: result["tests"],
+        record.QUEUE: result["labeling_queue"] or ""})
+    line = f"{verdict.line()}; {len(window)} images against version {served.version}'s data; report {page}"
+    if result["labeling_queue"]:
+        line += f"; queued for labels: {result['labeling_queue']}"
+    return Check(result, page, line)

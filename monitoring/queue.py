@@ -1,0 +1,118 @@
+"""The labeling queue: a drifted window's images, in a folder a person sorts into cat/ and dog/.
+
+labeling/queue-<N>/ holds the images in unsorted/, empty cat/ and dog/ folders, a contact sheet of the first
+images with the served model's score, and README.txt saying what to do; its commit record (queue.json: the
+count, the served version, the drift report) is written last, by the protocol every span follows
+(contract.storage: staged in a hidden folder, renamed into place), so a queue is complete or absent. Sorted,
+the folder is a source `ingest --data-dir` takes as the next span (ingest.sources: a queue's own files are
+skipped, and an image still in unsorted/ is reported, never ingested).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import posixpath
+import time
+
+from contract import features, layout, storage
+
+STAGING_KIND = "queue"
+SHEET_IMAGES = 60  # the contact sheet shows the first ones: a person sees the kind of image before sorting
+_MAGIC = ((b"\xff\xd8\xff", "jpg"), (b"\x89PNG\r\n\x1a\n", "png"), (b"GIF8", "gif"), (b"BM", "bmp"),
+          (b"RIFF", "webp"))
+
+README = """\
+Images of traffic the served model (version {version}) was asked to classify, in a window that drifted from
+the data it was trained on ({moved}). Sort them so that the next training learns from them:
+
+1. Move each image from unsorted/ into cat/ or dog/ (leave out what is neither; leave it in unsorted/).
+2. Ingest the sorted folder as the next span:
+       cats-vs-dogs ingest --data-dir {folder} --output-dir {root}
+   Images still in unsorted/ are listed in the ingest report as not sorted, and never ingested.
+3. The next run trains on it (`cats-vs-dogs run --output-dir {root}` with no source runs on the newest span).
+
+{count} images; contact_sheet.png shows the first {shown} with the served model's dog probability.
+The drift report: {report}
+"""
+
+
+def _extension(data: bytes) -> str:
+    return next((name for magic, name in _MAGIC if data.startswith(magic)), "bin")
+
+
+def next_number(labeling_root: str) -> int:
+    if not storage.backend.isdir(labeling_root):
+        return 1
+    numbers = [n for name in storage.backend.listdir(labeling_root) if (n := layout.queue_number(name)) is not None]
+    return max(numbers, default=0) + 1
+
+
+def _sheet(images: list[tuple[str, bytes, float | None]]) -> bytes | None:
+    """The contact sheet PNG of (name, bytes, score) of up to SHEET_IMAGES images ingest would accept."""
+    import io
+
+    from inference import contact_sheet
+    from inference.predict import Prediction
+    from ingest.images import RejectedImage, check_image
+
+    predictions, jpegs = [], {}
+    for name, data, score in images[:SHEET_IMAGES]:
+        try:
+            jpegs[len(predictions)] = check_image(data).jpeg
+        except RejectedImage as rejection:
+            predictions.append(Prediction(name, None, None, rejection.reason))
+            continue
+        known = score is not None and score == score
+        label = features.LABEL_NAMES[int(score >= 0.5)] if known else "?"
+        predictions.append(Prediction(name, label, float(score) if known else 0.0))
+    if not predictions:
+        return None
+    out = io.BytesIO()
+    contact_sheet.render(predictions, jpegs, tile=160, columns=6).save(out, format="PNG")
+    return out.getvalue()
+
+
+def export(labeling_root: str, images: list[bytes], scores, record: dict) -> tuple[str, int]:
+    """Publishes the images (duplicates once) as the next queue-<N>; returns (its folder, images written).
+    `scores`: the served model's score of each image (NaN where unknown); `record`: more fields of queue.json
+    (served_version, moved, report)."""
+    labeling_root = str(labeling_root)
+    storage.backend.makedirs(labeling_root)
+    staging = posixpath.join(labeling_root, storage.staging_name(STAGING_KIND))
+    seen, named = set(), []
+    try:
+        for folder in (layout.QUEUE_UNSORTED, *features.LABEL_NAMES):
+            storage.backend.makedirs(posixpath.join(staging, folder))
+        for index, data in enumerate(images):
+            digest = hashlib.sha256(data).hexdigest()
+            if digest in seen:
+                continue
+            seen.add(digest)
+            name = f"{index:06d}-{digest[:12]}.{_extension(data)}"
+            storage.backend.write(posixpath.join(staging, layout.QUEUE_UNSORTED, name), data)
+            named.append((name, data, float(scores[index]) if scores is not None and len(scores) > index else None))
+        sheet = _sheet(named)
+        if sheet:
+            storage.backend.write(posixpath.join(staging, layout.CONTACT_SHEET), sheet)
+        return _publish(labeling_root, staging, len(named), record), len(named)
+    finally:
+        if storage.backend.exists(staging):
+            storage.backend.rmtree(staging)
+
+
+def _publish(labeling_root: str, staging: str, count: int, record: dict) -> str:
+    number = next_number(labeling_root)
+    while True:
+        final = posixpath.join(labeling_root, layout.queue_name(number))
+        text = README.format(version=record.get("served_version"), moved=", ".join(record.get("moved", [])) or "-",
+                             folder=final, root=posixpath.dirname(labeling_root), count=count,
+                             shown=min(count, SHEET_IMAGES), report=record.get("report", "-"))
+        storage.backend.write(posixpath.join(staging, layout.QUEUE_README), text.encode())
+        commit = json.dumps({"queue": number, "images": count, "created_at": time.strftime(
+            "%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **record}, indent=2).encode()
+        try:
+            storage.publish(staging, final, layout.QUEUE_RECORD, commit)
+            return final
+        except storage.AlreadyExistsError:  # another check published this number first
+            number += 1

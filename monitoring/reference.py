@@ -1,0 +1,83 @@
+"""The served model and the data it was judged on: what a traffic window is compared with.
+
+The served version is the one contract.served names (its files checked against their digests); ML Metadata
+says which model it holds and the spans that model was trained on (reporting.model_history). The reference is
+the held-out splits of those spans (eval and test): images the model never learned from, drawn as the training
+data was, so that a window of traffic with no drift is exchangeable with them and each test keeps its level.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import posixpath
+
+import numpy as np
+
+from contract import features, layout, storage
+from contract import served as served_lib
+from contract.errors import CommandError
+from contract.layout import RunLayout
+
+HELD_OUT = (layout.SELECTION_SPLIT, layout.TEST_SPLIT)
+
+
+class NoServedModelError(CommandError):
+    """Nothing is served under the root, or what is cannot be measured against its data; the line says which."""
+
+
+@dataclasses.dataclass(frozen=True)
+class ServedModel:
+    version: int
+    version_dir: str
+    model_id: int | None  # the Model artifact in ML Metadata (None: no record of it)
+    spans: list[int]
+
+
+def served_model(where: RunLayout) -> ServedModel:
+    """The served version, its Model's id and the spans it was trained on; NoServedModelError if there is none or
+    its spans cannot be found."""
+    from reporting import model_history
+
+    serving_dir = str(where.serving_dir)
+    state = served_lib.served(serving_dir)
+    if state.version is None:
+        why = state.problem() or "no model has been pushed yet"
+        raise NoServedModelError(f"nothing is served under {serving_dir} ({why}): there is no model to monitor")
+    records = []
+    if os.path.exists(str(where.metadata_path)):
+        records = [v for v in model_history.pushed_versions(str(where.metadata_path), serving_dir)
+                   if v.version == state.version]
+    if not records or not records[0].spans:
+        raise NoServedModelError(f"version {state.version} is served, but {where.metadata_path} does not say which "
+                                 "spans it was trained on: its data cannot be compared with traffic")
+    return ServedModel(state.version, posixpath.join(serving_dir, str(state.version)), records[0].model_id,
+                       records[0].spans)
+
+
+def _record_files(folder: str) -> list[str]:
+    if not storage.backend.isdir(folder):
+        return []
+    return sorted(posixpath.join(folder, name) for name in storage.backend.files(folder) if "/" not in name)
+
+
+def held_out_images(examples_root: str, spans: list[int], limit: int) -> tuple[list[bytes], dict[str, np.ndarray]]:
+    """(up to `limit` JPEGs of the spans' held-out splits, their stored heights and widths), read in file order
+    (ingest writes each split in a mixed order, so the first ones are a sample of all)."""
+    import tensorflow as tf
+
+    files = [path for span in spans for split in HELD_OUT
+             for path in _record_files(posixpath.join(layout.span_dir(examples_root, span), split))]
+    jpegs, heights, widths = [], [], []
+    for path in files:
+        compression = "GZIP" if path.endswith(".gz") else ""
+        for record in tf.data.TFRecordDataset(path, compression_type=compression):
+            example = tf.train.Example.FromString(record.numpy()).features.feature
+            jpegs.append(example[features.IMAGE_KEY].bytes_list.value[0])
+            heights.append(example[features.HEIGHT_KEY].int64_list.value[0])
+            widths.append(example[features.WIDTH_KEY].int64_list.value[0])
+            if len(jpegs) >= limit:
+                break
+        if len(jpegs) >= limit:
+            break
+    return jpegs, {"height": np.array(heights, float), "width": np.array(widths, float)}

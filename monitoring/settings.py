@@ -1,0 +1,24 @@
+"""What a drift check is asked to do: its settings and their defaults, importable without the libraries it uses
+(the command line builds its flags from them at every start)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+DEFAULT_FALSE_ALARM_RATE = 0.05
+MIN_WINDOW = 30
+
+
+@dataclasses.dataclass(frozen=True)
+class MonitorSettings:
+    window: int = 10_000  # the newest images at most
+    since_ms: int | None = None  # only images at or after this Unix time (ms)
+    false_alarm_rate: float = DEFAULT_FALSE_ALARM_RATE
+    sample: int = 1000  # images of the window (and of the reference) the model measures
+    min_window: int = MIN_WINDOW
+    queue: bool = True  # on drift, export the window's images for labels
+    seed: int = 0
+
+    def __post_init__(self):
+        if not 0 < self.false_alarm_rate < 1:
+            raise ValueError(f"false_alarm_rate must be in (0, 1), got {self.false_alarm_rate!r}")

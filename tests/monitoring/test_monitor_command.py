@@ -1,0 +1,103 @@
+"""`monitor`'s refusals, each one line with exit code 2 before anything is written, and its schedule beside the
+run's."""
+
+import os
+
+import pytest
+
+import pipeline_runner
+from cli import monitor as monitor_cli
+from orchestration import local_schedule, roots
+from tests.helpers import ROOT
+
+
+def _monitor(capsys, *args):
+    code = pipeline_runner.main(["monitor", *args])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_a_folder_of_the_users_is_refused_and_left_alone(tmp_path, capsys):
+    (tmp_path / "notes.txt").write_text("mine")
+    code, out, err = _monitor(capsys, "--output-dir", str(tmp_path))
+    assert code == 2 and out == "" and err.count("\n") == 1 and "notes.txt" in err
+    assert os.listdir(tmp_path) == ["notes.txt"]
+
+
+def test_a_folder_where_nothing_ever_ran_is_refused(tmp_path, capsys):
+    code, _, err = _monitor(capsys, "--output-dir", str(tmp_path / "absent"))
+    assert code == 2 and "is not a pipeline root (nothing was ever run there)" in err and err.count("\n") == 1
+    assert not (tmp_path / "absent").exists()
+
+
+def test_a_root_that_serves_nothing_is_refused(tmp_path, capsys):
+    roots.claim(tmp_path, roots.inspect(tmp_path))
+    code, _, err = _monitor(capsys, "--output-dir", str(tmp_path))
+    assert code == 2 and err.count("\n") == 1
+    assert "nothing is served under" in err and "there is no model to monitor" in err
+    assert sorted(os.listdir(tmp_path)) == [".cats-vs-dogs-root"]
+
+
+@pytest.mark.parametrize("flag, value", [("--false-alarm-rate", "1"), ("--false-alarm-rate", "x"),
+                                         ("--since", "yesterday"), ("--since", "9" * 400 + "d"),
+                                         ("--window", "0")])
+def test_settings_that_cannot_work_are_refused_by_the_parser(tmp_path, capsys, flag, value):
+    with pytest.raises(SystemExit) as exit_:
+        pipeline_runner.main(["monitor", "--output-dir", str(tmp_path), flag, value])
+    assert exit_.value.code == 2 and flag in capsys.readouterr().err
+
+
+def test_since_takes_a_duration_back_from_now_or_a_utc_time():
+    assert monitor_cli.since_ms("6h", now=100_000.0) == (100_000 - 6 * 3600) * 1000
+    assert monitor_cli.since_ms("2026-11-24T08:00:00Z") == monitor_cli.since_ms("2026-11-24T08:00:00")
+    assert monitor_cli.since_ms("1970-01-01T00:00:01+00:00") == 1000
+
+
+def test_the_monitor_entry_checks_the_roots_traffic_and_logs_beside_the_runs(tmp_path):
+    line = local_schedule.monitor_line("30 * * * *", ROOT, tmp_path / "out", python="/py")
+    assert line.startswith("30 * * * * ")
+    assert f"/py pipeline_runner.py monitor --output-dir {tmp_path / 'out'} >> {tmp_path / 'out'}/scheduled_runs.log" \
+        in line
+    assert line.endswith(f"{local_schedule.MONITOR_MARK}{tmp_path / 'out'}")
+
+
+def _fake_crontab(tmp_path):
+    """A `crontab` that keeps its table in a file, as cron's does."""
+    bin_dir, table = tmp_path / "bin", tmp_path / "table"
+    bin_dir.mkdir()
+    (bin_dir / "crontab").write_text(f'#!/bin/sh\nif [ "$1" = -l ]; then cat {table} 2>/dev/null; '
+                                     f'else cat > {table}; fi\n')
+    (bin_dir / "crontab").chmod(0o755)
+    return f"{bin_dir}{os.pathsep}{os.environ['PATH']}", table
+
+
+def test_schedule_installs_the_monitor_entry_beside_the_run_and_replaces_each_apart(tmp_path, monkeypatch, capsys):
+    path, table = _fake_crontab(tmp_path)
+    monkeypatch.setenv("PATH", path)
+    out = tmp_path / "out"
+    for cron in ("0 3 * * *", "0 4 * * *"):
+        code = pipeline_runner.main(["schedule", "--local", "--install", "--cron", cron, "--monitor-cron",
+                                     "30 * * * *", "--data-dir", str(tmp_path), "--output-dir", str(out)])
+        assert code == 0, capsys.readouterr().err
+    entries = table.read_text().splitlines()
+    assert len(entries) == 2 and entries[0].startswith("0 4 * * *") and " run --data-dir " in entries[0]
+    assert entries[1].startswith("30 * * * *") and " monitor --output-dir " in entries[1]
+
+
+def test_a_bad_monitor_schedule_is_refused_before_the_crontab_is_touched(tmp_path, monkeypatch, capsys):
+    path, table = _fake_crontab(tmp_path)
+    monkeypatch.setenv("PATH", path)
+    code = pipeline_runner.main(["schedule", "--local", "--install", "--cron", "0 3 * * *", "--monitor-cron",
+                                 "hourly", "--data-dir", str(tmp_path), "--output-dir", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert code == 2 and "5 fields" in err and not table.exists()
+
+
+def test_the_command_line_builds_monitors_flags_without_tensorflow():
+    """Every command builds every command's flags at its start: monitor's must not cost them TensorFlow."""
+    import subprocess
+    import sys
+
+    probe = "import sys, pipeline_runner; pipeline_runner.build_parser(); print('tensorflow' in sys.modules)"
+    result = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0 and result.stdout.strip() == "False", result.stderr[-2000:]

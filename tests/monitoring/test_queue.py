@@ -1,0 +1,76 @@
+"""The labeling queue: published whole, sorted by a person, ingested as the next span with what is left unsorted
+reported, never ingested."""
+
+import json
+import os
+import shutil
+
+import numpy as np
+import pytest
+
+from contract import layout, storage
+from ingest import spans
+from monitoring import looks, queue
+
+
+@pytest.fixture(scope="module")
+def window_images():
+    cartoon = looks.images("cartoon", 6)
+    return cartoon + [cartoon[0]] + looks.images("sketch", 2)  # one image sent twice
+
+
+def test_a_queue_is_published_whole_with_empty_class_folders_a_count_and_a_sheet(tmp_path, window_images):
+    scores = np.linspace(0, 1, len(window_images))
+    folder, count = queue.export(str(tmp_path / "labeling"), window_images, scores,
+                                 {"served_version": 3, "moved": ["features"], "report": "r/index.html"})
+    assert folder == str(tmp_path / "labeling" / "queue-1") and count == 8  # the duplicate once
+    assert sorted(os.listdir(folder)) == sorted([layout.QUEUE_RECORD, layout.QUEUE_README, layout.CONTACT_SHEET,
+                                                 layout.QUEUE_UNSORTED, "cat", "dog"])
+    assert os.listdir(os.path.join(folder, "cat")) == os.listdir(os.path.join(folder, "dog")) == []
+    assert len(os.listdir(os.path.join(folder, layout.QUEUE_UNSORTED))) == 8
+    record = json.loads(open(os.path.join(folder, layout.QUEUE_RECORD)).read())
+    assert record["images"] == 8 and record["served_version"] == 3 and record["moved"] == ["features"]
+    readme = open(os.path.join(folder, layout.QUEUE_README)).read()
+    assert f"ingest --data-dir {folder} --output-dir {tmp_path}" in readme and "version 3" in readme
+    assert os.listdir(tmp_path / "labeling") == ["queue-1"]  # no staging folder left
+    second, _ = queue.export(str(tmp_path / "labeling"), window_images[:2], None, {})
+    assert second.endswith("queue-2")
+
+
+def test_a_queue_whose_write_fails_leaves_nothing_a_person_could_take_for_one(tmp_path, window_images, monkeypatch):
+    real_write = storage.backend.write
+
+    def failing(path, data):
+        if path.endswith(layout.CONTACT_SHEET):
+            raise OSError(28, "No space left on device")
+        return real_write(path, data)
+
+    monkeypatch.setattr(storage.backend, "write", failing)
+    with pytest.raises(OSError):
+        queue.export(str(tmp_path / "labeling"), window_images, None, {})
+    assert os.listdir(tmp_path / "labeling") == []
+
+
+def test_a_sorted_queue_is_ingested_as_the_next_span_and_what_is_left_unsorted_is_reported(tmp_path, window_images):
+    folder, _ = queue.export(str(tmp_path / "labeling"), window_images, None, {})
+    unsorted = sorted(os.listdir(os.path.join(folder, layout.QUEUE_UNSORTED)))
+    for name, label in zip(unsorted[:4], ["cat", "dog", "cat", "dog"]):  # a person sorts four of eight
+        shutil.move(os.path.join(folder, layout.QUEUE_UNSORTED, name), os.path.join(folder, label, name))
+    report = spans.ingest("folder", folder, tmp_path / "examples")
+    assert report.span == 1 and report.examples_written == 4
+    assert report.examples_per_label == {"cat": 2, "dog": 2}
+    left = {entry["file"]: entry["reason"] for entry in report.quarantined}
+    assert sorted(left) == [f"{layout.QUEUE_UNSORTED}/{name}" for name in unsorted[4:]]
+    assert all(reason.startswith("not sorted: move it into cat/ or dog/") for reason in left.values())
+    # the queue's own files are no images of it: neither ingested nor reported
+    assert report.files_seen == 8
+
+
+def test_in_a_queue_a_cat_named_file_left_unsorted_is_not_labelled_by_its_name(tmp_path, window_images):
+    folder, _ = queue.export(str(tmp_path / "labeling"), window_images[:2], None, {})
+    first = sorted(os.listdir(os.path.join(folder, layout.QUEUE_UNSORTED)))[0]
+    os.rename(os.path.join(folder, layout.QUEUE_UNSORTED, first), os.path.join(folder, "cat.1.jpg"))
+    shutil.move(os.path.join(folder, layout.QUEUE_UNSORTED), os.path.join(folder, "dog", "more"))
+    report = spans.ingest("folder", folder, tmp_path / "examples")
+    assert report.examples_per_label == {"cat": 0, "dog": 1}
+    assert [entry["file"] for entry in report.quarantined] == ["cat.1.jpg"]
