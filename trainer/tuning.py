@@ -56,8 +56,9 @@ def run_trial(config: TrainingConfig, image_size: int, train_examples: tf.data.D
               cache_dir: str | None = None) -> dict[str, Any]:
     """One trial of the settings `config`, on unbatched (uint8 pixels, float label) pairs as the Trainer reads
     them (trainer.task.pixels_and_labels). Returns {"val_loss", "val_accuracy" (at the kept epoch), "epochs",
-    "seconds"}; raises TrialFailed when the loss is not finite. Callable on its own (the benchmark times it
-    against trainer.task.train on the same data)."""
+    "seconds", "train_images" and "eval_images" (the cache's counts; None without cached views)}; raises
+    TrialFailed when the loss is not finite. Callable on its own (the benchmark times it against
+    trainer.task.train on the same data)."""
     started = time.perf_counter()
     cheap = trial_config(config, epoch_fraction)
     _, history = task.train(cheap, image_size, train_examples, eval_examples,
@@ -69,8 +70,10 @@ def run_trial(config: TrainingConfig, image_size: int, train_examples: tf.data.D
     if history["best_epoch"] is None:
         raise TrialFailed(f"no epoch recorded a finite {OBJECTIVE}")
     kept = next(r for r in history["epochs"] if r["epoch"] == history["best_epoch"])
+    cache = history["cache"] or {}
     return {OBJECTIVE: history["best_val_loss"], "val_accuracy": kept.get("val_accuracy"),
-            "epochs": len(history["epochs"]), "seconds": round(time.perf_counter() - started, 3)}
+            "epochs": len(history["epochs"]), "seconds": round(time.perf_counter() - started, 3),
+            "train_images": cache.get("train_images"), "eval_images": cache.get("eval_images")}
 
 
 class BudgetOracle(keras_tuner.oracles.RandomSearchOracle):
