@@ -4,9 +4,9 @@ A random search over trainer.hyperparameters' space, the configured settings
 as its first trial, chosen on the eval split's loss (the split the Trainer
 keeps its best epoch on); the test split, which the Evaluator blesses on,
 never reaches it. Each trial is a cheap Trainer run (`run_trial`): the same
-training code (trainer.task.train) with the same cached views and memory
-budget, on two cached views (the two phase 1 reads: one base pass each,
-nothing more for phase 2) and `epoch_fraction` of each phase's epochs, with
+training code (trainer.task.train) with the same feature cache and memory
+budget, on one cached view (one base pass over the training images, which
+both phases read) and at most `epoch_fraction` of each phase's epochs, with
 no export. A trial that fails (NaN loss, out of memory) is recorded as failed
 with its reason and the search goes on; components.tuner stops the run when
 every trial failed.
@@ -20,6 +20,7 @@ import os
 import time
 from typing import Any, Callable, Collection
 
+import keras
 import keras_tuner
 import tensorflow as tf
 import tensorflow_transform as tft
@@ -28,11 +29,12 @@ from tfx.components.tuner.component import TunerFnResult
 
 from config import TrainingConfig, TuningConfig
 from contract.errors import first_line
-from trainer import feature_cache, task
 from trainer import hyperparameters as hyperparameters_lib
+from trainer import task
 
 OBJECTIVE = "val_loss"  # what the Trainer keeps its best epoch on
 SEARCH_FOLDER = "search"  # KerasTuner's project folder, under the Tuner's working directory
+TRIAL_VIEWS = 1  # cached views of a trial (the Trainer's default: 6, two of them through the whole base)
 COMPLETED, FAILED = hyperparameters_lib.COMPLETED, hyperparameters_lib.FAILED
 
 
@@ -41,14 +43,15 @@ class TrialFailed(RuntimeError):
 
 
 def trial_config(config: TrainingConfig, epoch_fraction: float) -> TrainingConfig:
-    """What a trial of `config` trains: `epoch_fraction` of each phase (at least one epoch of a phase that has
-    any), at most the two cached views phase 1 reads (no further base pass before phase 2), no warm start
-    (trials have no earlier model) and no TFLite export."""
+    """What a trial of `config` trains: at most `epoch_fraction` of each phase's epochs (at least one epoch of a
+    phase that has any), on one cached view where the Trainer caches (one base pass over the training images,
+    which both phases read: the Trainer's base passes are most of its time before phase 2's epochs), no warm
+    start (trials have no earlier model) and no TFLite export."""
     def shortened(epochs: int) -> int:
-        return max(1, math.ceil(epochs * epoch_fraction)) if epochs else 0
+        return max(1, math.floor(epochs * epoch_fraction)) if epochs else 0
     return dataclasses.replace(
         config, head_epochs=shortened(config.head_epochs), fine_tune_epochs=shortened(config.fine_tune_epochs),
-        cached_views=min(config.cached_views, feature_cache.HEAD_VIEWS), warm_start=False, tflite=False)
+        cached_views=min(config.cached_views, TRIAL_VIEWS), warm_start=False, tflite=False)
 
 
 def run_trial(config: TrainingConfig, image_size: int, train_examples: tf.data.Dataset,
@@ -111,6 +114,7 @@ class CheapTrials(keras_tuner.engine.base_tuner.BaseTuner):
         values = dict(trial.hyperparameters.values)
         outcome = {"trial": trial.trial_id, "values": values}
         self.outcomes[trial.trial_id] = outcome
+        keras.backend.clear_session()  # each trial builds a model of its own: the last one's graph can go
         try:
             config = hyperparameters_lib.apply(self.base, values, self.fixed)
             result = self._trial(config, self.image_size, train_examples, eval_examples,

@@ -79,11 +79,25 @@ def test_with_tune_the_tuner_searches_on_train_and_eval_and_feeds_the_trainer():
 
 
 def test_without_tune_the_trainer_takes_the_newest_search_result_of_the_pipeline(nodes):
-    from tfx.dsl.input_resolution.strategies.latest_artifact_strategy import LatestArtifactStrategy
+    from components.tuner import NewestStrategy
 
     assert node_ids.TUNER not in nodes
     resolver = nodes[node_ids.HYPERPARAMETERS_RESOLVER]
-    assert resolver._strategy_class is LatestArtifactStrategy
+    assert resolver._strategy_class is NewestStrategy
     assert resolver._raw_inputs["hyperparameters"].type_name == "HyperParameters"
     assert nodes[node_ids.TRAINER].inputs["hyperparameters"].producer_component_id == \
         node_ids.HYPERPARAMETERS_RESOLVER
+
+
+def test_the_newest_result_or_none():
+    from tfx.types import standard_artifacts
+
+    from components.tuner import NewestStrategy
+
+    results = []
+    for artifact_id in (4, 9, 7):
+        results.append(standard_artifacts.HyperParameters())
+        results[-1].id = artifact_id
+    assert [a.id for a in NewestStrategy().resolve_artifacts(None, {"hyperparameters": results})[
+        "hyperparameters"]] == [9]
+    assert NewestStrategy().resolve_artifacts(None, {"hyperparameters": []}) == {"hyperparameters": []}
