@@ -41,3 +41,16 @@ def test_without_a_search_the_defaults_are_named_and_an_older_record_shows_nothi
         "  hyperparameters: the settings as configured (no search recorded for this pipeline; run --tune to search)"]
     assert run_summary.hyperparameters_of({"devices": ["CPU:0"]}, "run-1") is None
     assert run_summary.hyperparameters_of(None, "run-1") is None
+
+
+def test_the_report_shows_the_source_the_values_and_the_trial_table():
+    from reporting import run_report
+
+    page = run_report.hyperparameters_page(run_summary.hyperparameters_of(TUNED, "run-3"))
+    assert page["source_words"].startswith("Tuned in this run, chosen on the eval split's loss")
+    assert page["values"] == {"dropout": 0.2} and page["fixed"] == ["head_epochs"]
+    assert page["trial_rows"] == [["0 (kept)", "completed", 0.41, 0.8, "dropout 0.2", ""],
+                                  ["1", "failed", "", "", "dropout 0.5", "ResourceExhaustedError: OOM"]]
+    reused = run_report.hyperparameters_page(run_summary.hyperparameters_of(TUNED, "run-9"))
+    assert reused["source_words"] == "Reused from the search of run run-3 (no search in this run)."
+    assert reused["trial_rows"] == []
