@@ -24,6 +24,7 @@ import keras
 import keras_tuner
 import tensorflow as tf
 import tensorflow_transform as tft
+from keras_tuner.src import config as keras_tuner_config
 from keras_tuner.src.engine import trial as trial_module
 from tfx.components.tuner.component import TunerFnResult
 
@@ -126,6 +127,21 @@ class CheapTrials(keras_tuner.engine.base_tuner.BaseTuner):
             raise
         outcome.update(status=COMPLETED, **result)
         return {OBJECTIVE: result[OBJECTIVE]}
+
+    def search(self, *args, **kwargs):
+        # KerasTuner prints a failed trial's traceback (its DEBUG switch is on by default); the failure's line is
+        # printed above and kept in the trial table.
+        debug, keras_tuner_config.DEBUG = keras_tuner_config.DEBUG, False
+        try:
+            super().search(*args, **kwargs)
+        finally:
+            keras_tuner_config.DEBUG = debug
+
+    def on_trial_end(self, trial):
+        reason = self.outcomes.get(trial.trial_id, {}).get("reason")
+        if reason:
+            trial.message = reason  # not the traceback KerasTuner keeps, which its summaries print
+        super().on_trial_end(trial)
 
     def trial_table(self) -> list[dict]:
         """Each trial in the order run: {"trial", "values", "status", and "val_loss", "val_accuracy", "epochs",
