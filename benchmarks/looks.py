@@ -106,11 +106,16 @@ def _config(setting: str, seed: int):
 
 def run_one(setting: str, seed: int, records: dict[str, pathlib.Path], sizes: Sizes) -> dict:
     """One training of `setting`: test accuracy (and correct count) of the kept epoch, and seconds."""
+    return {"setting": setting, "schedule": schedule(setting), "seed": seed,
+            **train_and_test(_config(setting, seed), records, sizes)}
+
+
+def train_and_test(config, records: dict[str, pathlib.Path], sizes: Sizes) -> dict:
+    """The Trainer's training with `config` (a TrainingConfig) on the train records, the epoch kept on the
+    validation records; its accuracy (and correct count) on the test records, and seconds."""
     import numpy as np
 
     from trainer import preprocessing, task
-
-    config = _config(setting, seed)
 
     def transform(raw):
         return preprocessing.preprocessing_fn(raw, {"image_size": sizes.image_size})
@@ -124,8 +129,8 @@ def run_one(setting: str, seed: int, records: dict[str, pathlib.Path], sizes: Si
     pixels, labels = zip(*examples["test"].as_numpy_iterator())
     logits = model.predict(np.stack(pixels).astype("float32"), batch_size=64, verbose=0).reshape(-1)
     correct = int(((logits > 0) == (np.concatenate(labels) > 0.5)).sum())
-    return {"setting": setting, "schedule": schedule(setting), "seed": seed, "correct": correct, "images": len(labels),
-            "accuracy": correct / len(labels), "best_epoch": history["best_epoch"], "seconds": seconds}
+    return {"correct": correct, "images": len(labels), "accuracy": correct / len(labels),
+            "best_epoch": history["best_epoch"], "seconds": seconds}
 
 
 def summarize(runs: list[dict], looks: tuple[str, ...], setting: str) -> dict:
