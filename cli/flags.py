@@ -133,6 +133,37 @@ def _from_scratch_note(filled: dict) -> str:
             "made for ImageNet weights; set any of these flags to choose)")
 
 
+def add_tuning_flags(parser: argparse.ArgumentParser) -> None:
+    """--tune and the search's budget (config.TuningConfig): `run`, and a package that runs the pipeline."""
+    import config as config_lib
+
+    group = parser.add_argument_group("hyperparameter search (config.TuningConfig)")
+    group.add_argument("--tune", action="store_true",
+                       help="Search the training hyperparameters on this data (TFX's Tuner, before the Trainer; "
+                            "chosen on the eval split, never the test split) and train with the best. Without it, "
+                            "a run trains with the newest search's result recorded for the pipeline, or the "
+                            "settings as configured when there is none. Settings given as flags are never searched "
+                            "nor replaced.")
+    add_settings_flags(group, config_lib.TuningConfig, prefix="tune-")
+
+
+def tuning_from_args(args: argparse.Namespace):
+    """The config.TuningConfig of --tune's flags (config.ConfigError names a budget that cannot run, before any
+    work); None without --tune."""
+    import config as config_lib
+
+    budget = config_lib.TuningConfig(**settings_from(args, config_lib.TuningConfig, prefix="tune-"))
+    return budget if args.tune else None
+
+
+def fixed_settings(args: argparse.Namespace) -> tuple[str, ...]:
+    """The training settings given as flags: no search changes them."""
+    import config as config_lib
+
+    return tuple(field.name for section, field in config_lib.section_fields()
+                 if section == "training" and getattr(args, field.name, None) is not None)
+
+
 def add_output_dir(parser, help: str = "A local run's output directory.") -> None:
     parser.add_argument("--output-dir", type=pathlib.Path, default=DEFAULT_OUTPUT_DIR,
                         help=f"{help} Default: {DEFAULT_OUTPUT_DIR}.")

@@ -26,6 +26,7 @@ def _run_flags(run: argparse.ArgumentParser) -> None:
                      help="Train even when the data has anomalies (schema violations, class imbalance, image "
                           "size drift). They are still reported. Use consciously.")
     run.add_argument("--verbose", action="store_true", help="Show TFX and Beam INFO logs.")
+    flags.add_tuning_flags(run)
     flags.add_config_flags(run)
 
 
@@ -87,10 +88,12 @@ def command_run(args: argparse.Namespace) -> int:
     from orchestration import local
 
     config, notes = flags.config_from_args(args)
+    tuning = flags.tuning_from_args(args)
     check_local_files(config)
     flags.check_output_dir(args.output_dir)
     return local.run(config, args.output_dir, _source(args), beam_workers=args.beam_workers,
-                     allow_anomalies=args.allow_anomalies, notes=notes)
+                     allow_anomalies=args.allow_anomalies, notes=notes, tuning=tuning,
+                     fixed_settings=flags.fixed_settings(args))
 
 
 def command_ingest(args: argparse.Namespace) -> int:

@@ -172,6 +172,29 @@ class TrainingConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class TuningConfig:
+    """The budget of a hyperparameter search (`run --tune`): TFX's Tuner runs trainer.tuning's trials before the
+    Trainer, which then trains with the best trial's settings. Not a section of PipelineConfig: a run without
+    --tune searches nothing, and these values are then not used."""
+
+    trials: int = setting(10, "With --tune: trials of the search, the configured settings first.")
+    minutes: float = setting(
+        0.0, "With --tune: start no trial after this many minutes of search (the running one finishes); 0: no "
+             "limit but --tune-trials.")
+    epoch_fraction: float = setting(
+        0.25, "With --tune: each phase of a trial runs this fraction of the epochs its settings name (at least "
+              "one), on two cached views: a trial costs a fraction of a Trainer run.")
+
+    def __post_init__(self) -> None:
+        _require(isinstance(self.trials, int) and not isinstance(self.trials, bool) and 1 <= self.trials <= 1000,
+                 "tune_trials", f"must be an integer in [1, 1000], got {self.trials!r}")
+        _require(_is_finite_number(self.minutes) and self.minutes >= 0, "tune_minutes",
+                 f"must be a number >= 0 (0: no time limit), got {self.minutes!r}")
+        _require(_is_finite_number(self.epoch_fraction) and 0 < self.epoch_fraction <= 1, "tune_epoch_fraction",
+                 f"must be in (0, 1], got {self.epoch_fraction!r}")
+
+
+@dataclasses.dataclass(frozen=True)
 class EvaluationConfig:
     min_accuracy: float = setting(
         0.8, "Blessing needs eval accuracy >= this. A value above 1.0 blesses nothing (useful to dry-run a deploy).")

@@ -28,6 +28,8 @@ SCHEMA_IMPORTER = "ImportSchemaGen"
 EXAMPLE_VALIDATOR = "ExampleValidator"
 ANOMALIES_GATE = "AnomaliesGate"
 TRANSFORM = "Transform"
+TUNER = "Tuner"  # only with --tune
+HYPERPARAMETERS_RESOLVER = "HyperparametersResolver"  # without --tune: the newest search's result, if any
 TRAINER = "Trainer"
 BASELINE_RESOLVER = "BaselineResolver"
 WARM_START_RESOLVER = "WarmStartResolver"  # only with warm_start
@@ -35,7 +37,8 @@ SPAN_WINDOW_RESOLVER = "SpanWindowResolver"  # only with span_window > 1
 PREVIOUS_STATISTICS_RESOLVER = "PreviousStatisticsResolver"  # not with builtin_resolver (the Vertex package)
 EVALUATOR = "Evaluator"
 PUSHER = "ServingPusher"
-RESOLVER_IDS = frozenset({BASELINE_RESOLVER, WARM_START_RESOLVER, SPAN_WINDOW_RESOLVER, PREVIOUS_STATISTICS_RESOLVER})
+RESOLVER_IDS = frozenset({BASELINE_RESOLVER, WARM_START_RESOLVER, SPAN_WINDOW_RESOLVER, PREVIOUS_STATISTICS_RESOLVER,
+                          HYPERPARAMETERS_RESOLVER})
 
 # Custom properties of artifacts. TFX's own, which this project reads:
 BLESSED = "blessed"  # ModelBlessing: 1 blessed, 0 not

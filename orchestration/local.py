@@ -23,8 +23,9 @@ import logging
 import os
 import pathlib
 import shutil
+from typing import Collection
 
-from config import PipelineConfig, beam_policy
+from config import PipelineConfig, TuningConfig, beam_policy
 from contract import layout
 from contract.errors import FAILED, INTERRUPTED, OK, REFUSED, CommandError
 from contract.layout import RunLayout
@@ -62,10 +63,13 @@ def ingest(config: PipelineConfig, output_dir: pathlib.Path, source: Source, bea
 
 
 def run(config: PipelineConfig, output_dir: pathlib.Path, source: Source | None, *, beam_workers: int = 0,
-        allow_anomalies: bool = False, notes: list[str] = ()) -> int:
+        allow_anomalies: bool = False, notes: list[str] = (), tuning: TuningConfig | None = None,
+        fixed_settings: Collection[str] = ()) -> int:
     """Ingests `source` (None: runs on the spans already there) and runs the pipeline; returns the exit code:
     0 done, 1 the pipeline failed, 130 interrupted (lifecycle.RunRefused: refused before it started). `notes`
-    (settings chosen for the user) are printed first and kept in the run summary."""
+    (settings chosen for the user) are printed first and kept in the run summary. `tuning`: search the
+    hyperparameters first, within this budget; `fixed_settings`: training fields the user set, which no search
+    changes (pipeline.create_pipeline)."""
     where = RunLayout(output_dir.resolve())
     for note in notes:
         print(note, flush=True)
@@ -76,7 +80,8 @@ def run(config: PipelineConfig, output_dir: pathlib.Path, source: Source | None,
         # Under the lease: a lock on the store is then another program's, never a run of this root.
         store_health.check(where.metadata_path)
         return _run_locked(config, where, source, beam_workers, allow_anomalies,
-                           [*notes, *filter(None, [held.adopted])], held.lease.took_over)
+                           [*notes, *filter(None, [held.adopted])], held.lease.took_over,
+                           {"tuning": tuning, "fixed_settings": tuple(fixed_settings)})
 
 
 def check_source(source: Source | None, where: RunLayout | None = None) -> None:
@@ -147,7 +152,7 @@ def _clear_last_run(where: RunLayout) -> None:
 
 
 def _run_locked(config: PipelineConfig, where: RunLayout, source: Source | None, beam_workers: int,
-                allow_anomalies: bool, notes: list[str], took_over: dict | None) -> int:
+                allow_anomalies: bool, notes: list[str], took_over: dict | None, search: dict) -> int:
     before = _accept(config, where, source, beam_workers, took_over)
     # Here, not at the top: `ingest` runs no pipeline, TFX's DSL takes seconds to import, and a refused run
     # needs none of it.
@@ -172,6 +177,7 @@ def _run_locked(config: PipelineConfig, where: RunLayout, source: Source | None,
         metadata_connection_config=sqlite_metadata_connection_config(str(where.metadata_path)),
         beam_pipeline_args=beam_args,
         allow_anomalies=allow_anomalies,
+        **search,
     )
     earlier_runs = store_health.run_ids(where.metadata_path)
     error, interrupted = None, False

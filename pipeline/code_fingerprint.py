@@ -2,9 +2,10 @@
 
 TFX's cache key covers a component's inputs and parameters but not the code it
 loads by module path (Transform's preprocessing_fn, the Trainer's run_fn, the
-custom components and resolver strategies). Transform, Trainer and the custom
-components get this fingerprint as a parameter, so a change to any code they
-run is a cache miss, and a change anywhere else (the README, the CLI) is not.
+Tuner's tuner_fn, the custom components and resolver strategies). Transform,
+Tuner, Trainer and the custom components get this fingerprint as a parameter,
+so a change to any code they run is a cache miss, and a change anywhere else
+(the README, the CLI) is not.
 """
 
 from __future__ import annotations
@@ -14,9 +15,10 @@ import hashlib
 import pathlib
 
 # What TFX runs from this project by module path, which its cache key does not see into: Transform's
-# preprocessing_fn, the Trainer's run_fn and the custom components and resolver strategies.
-CODE_ENTRY_POINTS = ("trainer.preprocessing", "trainer.task", "components.anomalies_gate",
-                     "components.serving_pusher", "components.baseline_resolver")
+# preprocessing_fn, the Trainer's run_fn, the Tuner's tuner_fn (its search space: a change is a new search) and
+# the custom components and resolver strategies.
+CODE_ENTRY_POINTS = ("trainer.preprocessing", "trainer.task", "trainer.tuning", "components.anomalies_gate",
+                     "components.serving_pusher", "components.baseline_resolver", "components.tuner")
 PROJECT_ROOT = pathlib.Path(__file__).resolve().parent.parent
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from typing import Collection
 
 # Not `tfx.v1`: it imports TFX's Google Cloud extensions, about 3 s of every `run` and `compile` for none of this.
 from tfx.components.example_validator.component import ExampleValidator
@@ -18,6 +19,7 @@ from tfx.components.trainer.component import Trainer
 from tfx.components.transform.component import Transform
 from tfx.dsl.components.base.base_node import BaseNode
 from tfx.dsl.components.common.resolver import Resolver
+from tfx.dsl.input_resolution.strategies.latest_artifact_strategy import LatestArtifactStrategy
 from tfx.dsl.input_resolution.strategies.latest_blessed_model_strategy import LatestBlessedModelStrategy
 from tfx.dsl.input_resolution.strategies.span_range_strategy import SpanRangeStrategy
 from tfx.orchestration.pipeline import Pipeline
@@ -29,7 +31,8 @@ from components.anomalies_gate import AnomaliesGate
 from components.baseline_resolver import LatestBeforeStrategy, LatestBlessedBeforeStrategy
 from components.judged_split import JudgingEvaluator, SpanExampleGen
 from components.serving_pusher import ServingPusher
-from config import PipelineConfig, beam_policy
+from components.tuner import SearchingTuner
+from config import PipelineConfig, TuningConfig, beam_policy
 from contract import layout
 from contract.metadata import (
     ANOMALIES_GATE,
@@ -37,6 +40,7 @@ from contract.metadata import (
     EVALUATOR,
     EXAMPLE_GEN,
     EXAMPLE_VALIDATOR,
+    HYPERPARAMETERS_RESOLVER,
     PREVIOUS_STATISTICS_RESOLVER,
     PUSHER,
     SCHEMA_IMPORTER,
@@ -44,6 +48,7 @@ from contract.metadata import (
     STATISTICS_GEN,
     TRAINER,
     TRANSFORM,
+    TUNER,
     WARM_START_RESOLVER,
 )
 from pipeline import SCHEMA_PATH, blessing
@@ -51,6 +56,7 @@ from pipeline.code_fingerprint import code_fingerprint
 
 PREPROCESSING_FN = "trainer.preprocessing.preprocessing_fn"
 RUN_FN = "trainer.task.run_fn"
+TUNER_FN = "trainer.tuning.tuner_fn"
 
 
 def _newest_blessed_model(before, node_id: str, builtin: bool, served_first: bool = False) -> Resolver:
@@ -115,6 +121,68 @@ def _span_window(config: PipelineConfig, example_gen: BaseNode, builtin_resolver
     return span_window
 
 
+def _hyperparameters(tuning: TuningConfig | None, example_gen: BaseNode, training_examples, transform, gate,
+                     custom_config: dict) -> BaseNode:
+    """With `tuning`, the Tuner searching on the train split, choosing on the eval split (the test split, which
+    the Evaluator blesses on, stays unseen); without, the Resolver of the newest search's result recorded for
+    the pipeline (none: the Trainer trains with the settings as configured). Its `best_hyperparameters` or
+    `hyperparameters` output feeds the Trainer."""
+    if tuning is None:
+        # TFX's own strategy: KubeflowV2DagRunner compiles it, and the newest result is the same on every rerun.
+        resolver = Resolver(strategy_class=LatestArtifactStrategy,
+                            hyperparameters=Channel(type=standard_artifacts.HyperParameters)
+                            ).with_id(HYPERPARAMETERS_RESOLVER)
+        resolver.add_upstream_node(example_gen)  # a run starts from its data, as every other node waits for it
+        return resolver
+    return SearchingTuner(
+        tuner_fn=TUNER_FN,
+        examples=training_examples,
+        transform_graph=transform.outputs["transform_graph"],
+        schema=gate.outputs["validated_schema"],
+        train_args=trainer_pb2.TrainArgs(splits=[layout.TRAIN_SPLIT]),
+        eval_args=trainer_pb2.EvalArgs(splits=[layout.SELECTION_SPLIT]),
+        custom_config={**custom_config, "tuning": dataclasses.asdict(tuning)},
+    ).with_id(TUNER)
+
+
+def _training_nodes(config: PipelineConfig, example_gen: BaseNode, gate: BaseNode, training_examples, *,
+                    builtin_resolver: bool, code_version: str, tuning: TuningConfig | None,
+                    fixed_settings: Collection[str]) -> dict[str, BaseNode]:
+    """{node id: node} from Transform to the Trainer: Transform, the Tuner or the hyperparameters' Resolver, the
+    warm start's Resolver (with warm_start) and the Trainer."""
+    # Transform analyzes and writes its graph, but does not materialize its output: the Trainer
+    # runs the graph (the TFT layer) while reading, decoding each image once into its cache.
+    transform = Transform(
+        examples=training_examples,
+        schema=gate.outputs["validated_schema"],
+        preprocessing_fn=PREPROCESSING_FN,
+        materialize=False,
+        disable_statistics=True,  # pre/post-transform statistics of pixel arrays cost most of its time
+        custom_config={"image_size": config.data.image_size, "code_version": code_version},
+    ).with_id(TRANSFORM)
+    training_settings = {"image_size": config.data.image_size, "training": dataclasses.asdict(config.training),
+                         "max_image_pixels": config.data.max_image_pixels, "code_version": code_version,
+                         "fixed_settings": sorted(fixed_settings)}
+    hyperparameters = _hyperparameters(tuning, example_gen, training_examples, transform, gate, training_settings)
+    warm_start = _newest_blessed_model(example_gen.outputs["examples"], WARM_START_RESOLVER, builtin_resolver) \
+        if config.training.warm_start else None
+    trainer = Trainer(
+        run_fn=RUN_FN,
+        base_model=warm_start.outputs["model"] if warm_start else None,
+        examples=training_examples,
+        transform_graph=transform.outputs["transform_graph"],
+        schema=gate.outputs["validated_schema"],
+        # The kept epoch is chosen on the eval split; the test split stays unseen until the Evaluator.
+        train_args=trainer_pb2.TrainArgs(splits=[layout.TRAIN_SPLIT]),
+        eval_args=trainer_pb2.EvalArgs(splits=[layout.SELECTION_SPLIT]),
+        hyperparameters=hyperparameters.outputs["best_hyperparameters" if tuning else "hyperparameters"],
+        custom_config=training_settings,
+    ).with_id(TRAINER)
+
+    nodes = [transform, hyperparameters, warm_start, trainer]
+    return {node.id: node for node in nodes if node is not None}
+
+
 def create_pipeline(
     config: PipelineConfig,
     *,
@@ -127,6 +195,8 @@ def create_pipeline(
     builtin_resolver: bool = False,
     schema_path: str = SCHEMA_PATH,
     served_as: tuple[str, str] = ("", ""),
+    tuning: TuningConfig | None = None,
+    fixed_settings: Collection[str] = (),
 ) -> Pipeline:
     """Ingested spans -> validated, transformed, trained, evaluated, pushed model.
 
@@ -138,6 +208,10 @@ def create_pipeline(
     `schema_path` is where the curated schema is for the component that reads
     it: this checkout locally, <root>/schema on Kubeflow, the image's copy on Vertex.
     `served_as`: (model name, serving folder) as the server sees them (components.serving_pusher.name_version).
+    `tuning`: search the hyperparameters this run (TFX's Tuner, trainer.tuning) within this budget; None: the
+    Trainer takes the newest search's result recorded for the pipeline, or the settings as configured.
+    `fixed_settings`: TrainingConfig fields the user set, which no search changes (not searched, not replaced
+    by a recorded result).
     """
     code_version = code_fingerprint()
     data = _data_nodes(config, examples_root, schema_path, allow_anomalies, builtin_resolver, code_version)
@@ -145,30 +219,9 @@ def create_pipeline(
     span_window = _span_window(config, example_gen, builtin_resolver)
     training_examples = span_window.outputs["examples"] if span_window else example_gen.outputs["examples"]
 
-    # Transform analyzes and writes its graph, but does not materialize its output: the Trainer
-    # runs the graph (the TFT layer) while reading, decoding each image once into its cache.
-    transform = Transform(
-        examples=training_examples,
-        schema=gate.outputs["validated_schema"],
-        preprocessing_fn=PREPROCESSING_FN,
-        materialize=False,
-        disable_statistics=True,  # pre/post-transform statistics of pixel arrays cost most of its time
-        custom_config={"image_size": config.data.image_size, "code_version": code_version},
-    ).with_id(TRANSFORM)
-    warm_start = _newest_blessed_model(example_gen.outputs["examples"], WARM_START_RESOLVER, builtin_resolver) \
-        if config.training.warm_start else None
-    trainer = Trainer(
-        run_fn=RUN_FN,
-        base_model=warm_start.outputs["model"] if warm_start else None,
-        examples=training_examples,
-        transform_graph=transform.outputs["transform_graph"],
-        schema=gate.outputs["validated_schema"],
-        # The kept epoch is chosen on the eval split; the test split stays unseen until the Evaluator.
-        train_args=trainer_pb2.TrainArgs(splits=[layout.TRAIN_SPLIT]),
-        eval_args=trainer_pb2.EvalArgs(splits=[layout.SELECTION_SPLIT]),
-        custom_config={"image_size": config.data.image_size, "training": dataclasses.asdict(config.training),
-                       "max_image_pixels": config.data.max_image_pixels, "code_version": code_version},
-    ).with_id(TRAINER)
+    training = _training_nodes(config, example_gen, gate, training_examples, builtin_resolver=builtin_resolver,
+                               code_version=code_version, tuning=tuning, fixed_settings=fixed_settings)
+    trainer = training[TRAINER]
 
     baseline = _newest_blessed_model(trainer.outputs["model"], BASELINE_RESOLVER, builtin_resolver, served_first=True)
     evaluator = JudgingEvaluator(
@@ -185,8 +238,8 @@ def create_pipeline(
         training_settings=json.dumps(dataclasses.asdict(config.training), sort_keys=True),
     ).with_id(PUSHER)
 
-    optional = [node for node in (span_window, warm_start) if node is not None]
-    components: list[BaseNode] = [*data.values(), *optional, transform, trainer, baseline, evaluator, pusher]
+    optional = [node for node in (span_window,) if node is not None]
+    components: list[BaseNode] = [*data.values(), *optional, *training.values(), baseline, evaluator, pusher]
     return Pipeline(
         pipeline_name=config.name,
         pipeline_root=pipeline_root,

@@ -110,4 +110,5 @@ def transform_graph(folder, jpegs_by_class, image_size):
 # The nodes of a pipeline with the default settings.
 DEFAULT_NODE_IDS = (node_ids.EXAMPLE_GEN, node_ids.SCHEMA_IMPORTER, node_ids.STATISTICS_GEN, node_ids.EXAMPLE_VALIDATOR,
                     node_ids.PREVIOUS_STATISTICS_RESOLVER, node_ids.ANOMALIES_GATE, node_ids.TRANSFORM,
-                    node_ids.TRAINER, node_ids.BASELINE_RESOLVER, node_ids.EVALUATOR, node_ids.PUSHER)
+                    node_ids.HYPERPARAMETERS_RESOLVER, node_ids.TRAINER, node_ids.BASELINE_RESOLVER, node_ids.EVALUATOR,
+                    node_ids.PUSHER)

@@ -24,6 +24,7 @@ import tensorflow_transform as tft
 from config import DataConfig, TrainingConfig
 from contract import features, layout
 from trainer import devices, export, feature_cache
+from trainer import hyperparameters as hyperparameters_lib
 from trainer import model as model_lib
 
 _MONITOR = "val_loss"
@@ -283,7 +284,7 @@ def sample_pixels(examples: tf.data.Dataset, count: int, config: TrainingConfig)
     return batch[0].numpy().astype("float32")
 
 
-def _calibration_pixels(examples: tf.data.Dataset, config: TrainingConfig) -> np.ndarray | None:
+def calibration_pixels(examples: tf.data.Dataset, config: TrainingConfig) -> np.ndarray | None:
     if not config.random_init or not config.calibration_images:
         return None
     return sample_pixels(examples, config.calibration_images, config)
@@ -293,25 +294,40 @@ def training_config_from(custom_config: Mapping[str, Any]) -> tuple[TrainingConf
     return TrainingConfig(**custom_config["training"]), int(custom_config["image_size"])
 
 
+def tuned_config(config: TrainingConfig, result: Mapping[str, Any] | None, fixed=()) -> tuple[TrainingConfig, dict]:
+    """`config` with a search's result (the Tuner's best_hyperparameters: tuned in this run or an earlier one;
+    None: none recorded) laid on it, the fields the user set (`fixed`) kept; and the record of it for the
+    training history: {"values" applied, "fixed", "run" searched in, "trials" (the table), "source"}."""
+    values = hyperparameters_lib.values_of(result)
+    applied = {name: values[name] for name in hyperparameters_lib.applied_names(values, fixed)}
+    tuned = dict((result or {}).get(hyperparameters_lib.TUNED_KEY) or {})
+    record = {"source": "tuned" if result is not None else "defaults", "values": applied, "fixed": sorted(fixed),
+              "run": tuned.get("run"), "trials": tuned.get("trials")}
+    return hyperparameters_lib.apply(config, values, fixed), record
+
+
 def run_fn(fn_args) -> None:
     """TFX Trainer entry point."""
     # Keras cannot know a TFRecord dataset's length and warns each epoch that it "ran out of data".
     warnings.filterwarnings("ignore", message=".*ran out of data.*")
     warnings.filterwarnings("ignore", message=".*`shuffle=True` was passed.*")
     config, image_size = training_config_from(fn_args.custom_config)
+    config, chosen = tuned_config(config, fn_args.hyperparameters, fn_args.custom_config.get("fixed_settings") or ())
+    logging.info("Hyperparameters: %s", chosen)
     devices.check_requested()
     tf_transform_output = tft.TFTransformOutput(fn_args.transform_output)
     tft_layer = tf_transform_output.transform_features_layer()
     train_examples = pixels_and_labels(fn_args.train_files, tft_layer)
     eval_examples = pixels_and_labels(fn_args.eval_files, tft_layer)
     model, history = train(
-        config, image_size, train_examples, eval_examples, _calibration_pixels(train_examples, config),
+        config, image_size, train_examples, eval_examples, calibration_pixels(train_examples, config),
         log_dir=fn_args.model_run_dir, base_model_dir=fn_args.base_model,
         cache_dir=os.path.join(fn_args.model_run_dir, CACHE_FOLDER),
         counts=(count_records(fn_args.train_files), count_records(fn_args.eval_files)))
     logging.info("Best epoch %s with %s=%s", history["best_epoch"], _MONITOR, history["best_val_loss"])
     classifier = model_lib.get_classifier(model)
     history["model"] = model_lib.describe(classifier)
+    history["settings"], history["hyperparameters"] = dataclasses.asdict(config), chosen
     export.export_serving_model(classifier, tf_transform_output, fn_args.serving_model_dir,
                                 max_pixels=int(fn_args.custom_config.get("max_image_pixels",
                                                                           DataConfig.max_image_pixels)))

@@ -1,0 +1,69 @@
+"""TFX's Tuner, recording its whole search and stopping the run when no trial could train.
+
+TFX's own executor writes the best hyperparameters and the completed trials
+only. This one (trainer.tuning's tuner keeps the table) also writes, beside
+KerasTuner's values in the best_hyperparameters file (which the Trainer
+reads), the run that searched and every trial: its values, its validation
+figures or why it failed, and the one kept; the Trainer copies that record
+into the model's training history, where the summary, the report and the
+model card read it. When every trial failed, it fails in one line naming the
+first failure: the Trainer and the Pusher do not run, and the served model
+stays as it was.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+from tfx.components.tuner import executor as tuner_executor
+from tfx.components.tuner.component import Tuner
+from tfx.dsl.components.base import executor_spec
+from tfx.types import artifact_utils, standard_component_specs
+from tfx.utils import io_utils
+
+from contract.errors import RunFailedError
+from trainer import hyperparameters as hyperparameters_lib
+
+BEST_HYPERPARAMETERS_FILE = "best_hyperparameters.txt"  # the name TFX's Tuner writes and its Trainer reads
+
+
+class SearchFailed(RunFailedError, RuntimeError):
+    """Every trial of the search failed; the message names the first failure."""
+
+
+def every_trial_failed(table: list[dict]) -> str | None:
+    """The one line that stops the run when no trial of `table` completed; None when one did."""
+    if any(row["status"] == hyperparameters_lib.COMPLETED for row in table):
+        return None
+    if not table:
+        return "the hyperparameter search ran no trial"
+    first = table[0]
+    return (f"every one of the {len(table)} trials of the hyperparameter search failed; the first (trial "
+            f"{first['trial']}, {json.dumps(first['values'], sort_keys=True)}): {first.get('reason')}")
+
+
+def search_record(best: dict, table: list[dict], run_id: str | None) -> dict:
+    """KerasTuner's config of the best values, with the search's record under hyperparameters.TUNED_KEY."""
+    return {**best, hyperparameters_lib.TUNED_KEY: {"run": run_id, "trials": table}}
+
+
+class _SearchExecutor(tuner_executor.Executor):
+    def Do(self, input_dict, output_dict, exec_properties):
+        searched = tuner_executor.search(input_dict, exec_properties, self._get_tmp_dir())
+        table = searched.trial_table()
+        failure = every_trial_failed(table)
+        if failure:
+            raise SearchFailed(failure)
+        tuner_executor.write_best_hyperparameters(searched, output_dict)
+        best = searched.get_best_hyperparameters()[0].get_config()
+        run_id = self._context.pipeline_run_id if self._context else None
+        path = os.path.join(artifact_utils.get_single_uri(
+            output_dict[standard_component_specs.BEST_HYPERPARAMETERS_KEY]), BEST_HYPERPARAMETERS_FILE)
+        io_utils.write_string_file(path, json.dumps(search_record(best, table, run_id)))
+
+
+class SearchingTuner(Tuner):
+    """TFX's Tuner, with the executor above."""
+
+    EXECUTOR_SPEC = executor_spec.ExecutorClassSpec(_SearchExecutor)

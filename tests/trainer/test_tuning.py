@@ -1,0 +1,116 @@
+"""The hyperparameter search on tiny in-memory data: trials are cheap Trainer runs, a failed trial is recorded and
+the search goes on, the configured settings are the first trial, the best values reach the Trainer's settings."""
+
+import math
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from components import tuner as tuner_component
+from config import ConfigError, TrainingConfig, TuningConfig
+from trainer import hyperparameters, task, tuning
+
+SIZE = 32
+
+
+def _examples(seed, n=16):
+    """Unbatched (uint8 pixels, label) pairs, as the Trainer reads them; dogs brighter than cats."""
+    rng = np.random.default_rng(seed)
+    labels = np.arange(n) % 2
+    pixels = rng.uniform(0, 120, (n, SIZE, SIZE, 3)) + labels[:, None, None, None] * 120
+    return tf.data.Dataset.from_tensor_slices((pixels.astype("uint8"), labels[:, None].astype("float32")))
+
+
+@pytest.fixture(scope="module")
+def config():
+    return TrainingConfig(weights="none", alpha=0.35, head_epochs=2, fine_tune_epochs=2, fine_tune_from=100,
+                          early_stopping_patience=0, seed=5, batch_size=8, cached_views=2, calibration_images=8,
+                          tflite=False)
+
+
+def test_a_trial_shortens_each_phase_and_reads_two_cached_views(config):
+    cheap = tuning.trial_config(TrainingConfig(head_epochs=10, fine_tune_epochs=10, cached_views=6,
+                                               warm_start=True), 0.25)
+    assert (cheap.head_epochs, cheap.fine_tune_epochs, cheap.cached_views) == (3, 3, 2)
+    assert not cheap.warm_start and not cheap.tflite
+    assert tuning.trial_config(TrainingConfig(head_epochs=1, fine_tune_epochs=0), 0.1).head_epochs == 1
+
+
+def test_run_trial_trains_and_reports_the_kept_epochs_figures(config):
+    result = tuning.run_trial(config, SIZE, _examples(1), _examples(2, 8), epoch_fraction=0.5, counts=(16, 8))
+    assert result["epochs"] == 2  # one epoch of each phase: half of two
+    assert math.isfinite(result["val_loss"]) and 0 <= result["val_accuracy"] <= 1
+
+
+def test_a_nan_loss_fails_the_trial_naming_it(config):
+    nan_labels = _examples(3).map(lambda pixels, label: (pixels, label * np.nan))
+    with pytest.raises(tuning.TrialFailed, match=r"^loss is nan in epoch 1 \(head\)"):
+        tuning.run_trial(config, SIZE, nan_labels, _examples(2, 8), epoch_fraction=0.5, counts=(16, 8))
+
+
+def _failing_wide_dropout(config, *args, **kwargs):
+    """The real trial, except that settings with dropout >= 0.3 run out of memory."""
+    if config.dropout >= 0.3:
+        raise tf.errors.ResourceExhaustedError(None, None, "OOM when allocating tensor with shape [8,1280]\nmore")
+    return tuning.run_trial(config, *args, **kwargs)
+
+
+def test_a_failed_trial_is_recorded_with_its_reason_and_the_search_goes_on(config, tmp_path):
+    search = tuning.build_tuner(config, SIZE, TuningConfig(trials=4, epoch_fraction=0.5), str(tmp_path),
+                                fixed=("learning_rate", "fine_tune_lr_factor", "fine_tune_from", "head_epochs",
+                                       "fine_tune_epochs", "rotation"), trial=_failing_wide_dropout)
+    search.search(train_examples=_examples(1), eval_examples=_examples(2, 8), counts=(16, 8))
+    table = search.trial_table()
+    assert len(table) == 4
+    assert table[0]["values"] == {"dropout": config.dropout}  # the configured settings first
+    failed = [row for row in table if row["status"] == tuning.FAILED]
+    completed = [row for row in table if row["status"] == tuning.COMPLETED]
+    assert failed and completed, table
+    assert all(row["values"]["dropout"] >= 0.3 for row in failed)
+    assert all(row["reason"] == "ResourceExhaustedError: OOM when allocating tensor with shape [8,1280]"
+               for row in failed)
+    kept = [row for row in table if row["kept"]]
+    assert len(kept) == 1 and kept[0]["val_loss"] == min(row["val_loss"] for row in completed)
+    best = search.get_best_hyperparameters()[0].values
+    assert best == kept[0]["values"]
+    assert tuner_component.every_trial_failed(table) is None
+
+
+def test_every_trial_failing_stops_in_one_line_naming_the_first():
+    table = [{"trial": "00", "values": {"dropout": 0.2}, "status": tuning.FAILED, "reason": "TrialFailed: loss is nan"},
+             {"trial": "01", "values": {"dropout": 0.5}, "status": tuning.FAILED, "reason": "OOM"}]
+    line = tuner_component.every_trial_failed(table)
+    assert line == ('every one of the 2 trials of the hyperparameter search failed; the first (trial 00, '
+                    '{"dropout": 0.2}): TrialFailed: loss is nan')
+
+
+def test_the_best_values_become_the_trainers_settings_but_not_the_users_own():
+    result = tuner_component.search_record(
+        {"space": [], "values": {"learning_rate": 3e-4, "dropout": 0.4, hyperparameters.AUGMENTATION: 0.05}},
+        [{"trial": "00"}], "run-7")
+    config, record = task.tuned_config(TrainingConfig(), result, fixed=("dropout",))
+    assert (config.learning_rate, config.dropout, config.rotation, config.zoom) == (3e-4, 0.2, 0.05, 0.05)
+    assert record == {"source": "tuned", "values": {"learning_rate": 3e-4, hyperparameters.AUGMENTATION: 0.05},
+                      "fixed": ["dropout"], "run": "run-7", "trials": [{"trial": "00"}]}
+    defaults, record = task.tuned_config(TrainingConfig(), None)
+    assert defaults == TrainingConfig() and record["source"] == "defaults" and record["values"] == {}
+
+
+def test_the_space_is_centred_on_the_configured_settings_and_leaves_the_users_own_out():
+    config = TrainingConfig(head_epochs=4, fine_tune_epochs=10, fine_tune_from=100, dropout=0.2)
+    space = hyperparameters.search_space(config, fixed=("dropout",))
+    assert space.values == {"learning_rate": config.learning_rate, "fine_tune_lr_factor": config.fine_tune_lr_factor,
+                            "fine_tune_from": 100, "head_epochs": 4, "fine_tune_epochs": 10,
+                            hyperparameters.AUGMENTATION: config.rotation}
+    choices = {entry["config"]["name"]: entry["config"].get("values") for entry in space.get_config()["space"]}
+    assert choices["head_epochs"] == [2, 4, 6] and choices["fine_tune_epochs"] == [5, 10, 15]
+    assert hyperparameters.apply(config, space.values) == config
+
+
+@pytest.mark.parametrize("budget,field", [({"trials": 0}, "tune_trials"), ({"minutes": -1.0}, "tune_minutes"),
+                                          ({"epoch_fraction": -0.5}, "tune_epoch_fraction"),
+                                          ({"epoch_fraction": 0.0}, "tune_epoch_fraction")])
+def test_a_budget_that_cannot_run_is_refused_naming_it(budget, field):
+    with pytest.raises(ConfigError, match=f"^invalid {field}: must be"):
+        TuningConfig(**budget)

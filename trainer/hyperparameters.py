@@ -1,0 +1,99 @@
+"""The search space of the hyperparameter search, and how a searched result is laid onto the training settings.
+
+Pure: the Tuner's trials (trainer.tuning) and the Trainer's run_fn (trainer.task) both apply a result through
+`apply`, so a trial trains what the Trainer will train with the same values. A result is KerasTuner's
+HyperParameters config as TFX's Tuner writes it ({"space": [...], "values": {name: value}}), with the
+search's record (components.tuner: the run, the trial table) under TUNED_KEY.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Collection, Mapping
+
+import keras_tuner
+
+from config import MOBILENET_V2_BASE_LAYERS, TrainingConfig
+
+# One strength for both augmentations: rotation and zoom move together in the recipe, and one value halves what
+# a small trial budget must explore.
+AUGMENTATION = "augmentation"
+# The searched names and the TrainingConfig fields each sets (all but AUGMENTATION are fields of their own).
+FIELDS = {
+    "learning_rate": ("learning_rate",),
+    "fine_tune_lr_factor": ("fine_tune_lr_factor",),
+    "fine_tune_from": ("fine_tune_from",),
+    "dropout": ("dropout",),
+    "head_epochs": ("head_epochs",),
+    "fine_tune_epochs": ("fine_tune_epochs",),
+    AUGMENTATION: ("rotation", "zoom"),
+}
+TUNED_KEY = "tuned"  # the search's own record beside KerasTuner's config
+COMPLETED, FAILED = "completed", "failed"  # a trial's status in the trial table
+# Fine-tune depths tried besides the configured one: deep (the from-scratch schedule's 30), the middle, the
+# recipe's default (100) and the top blocks only.
+FINE_TUNE_DEPTHS = (30, 60, 100, 130)
+PHASE_SCALES = (0.5, 1.0, 1.5)  # phase lengths tried, as multiples of the configured ones
+DROPOUTS = (0.0, 0.1, 0.2, 0.3, 0.5)
+AUGMENTATIONS = (0.0, 0.05, 0.1, 0.2)
+
+
+def _searched(name: str, fixed: Collection[str]) -> bool:
+    return not any(field in fixed for field in FIELDS[name])
+
+
+def search_space(config: TrainingConfig, fixed: Collection[str] = ()) -> keras_tuner.HyperParameters:
+    """The space around `config`, whose own values are every hyperparameter's default (the first trial's).
+    `fixed`: TrainingConfig fields the user set, which are not searched."""
+    hp = keras_tuner.HyperParameters()
+    searched = {name for name in FIELDS if _searched(name, fixed)}
+    phase_2 = config.fine_tune_epochs > 0 or "fine_tune_epochs" in searched
+    if "learning_rate" in searched:
+        # The head's step size decides whether phase 1 converges in its few epochs or overshoots.
+        hp.Float("learning_rate", min(1e-4, config.learning_rate), max(1e-2, config.learning_rate), sampling="log",
+                 default=config.learning_rate)
+    if phase_2 and "fine_tune_lr_factor" in searched:
+        # Fine-tuning must move the pretrained weights without wrecking them: the right rate depends on the data.
+        hp.Float("fine_tune_lr_factor", min(0.01, config.fine_tune_lr_factor),
+                 max(0.5, config.fine_tune_lr_factor), sampling="log", default=config.fine_tune_lr_factor)
+    if phase_2 and "fine_tune_from" in searched:
+        # How much of the base adapts: the project's own looks moved by +-0.02 to 0.03 with the depth alone.
+        depths = sorted({d for d in (*FINE_TUNE_DEPTHS, config.fine_tune_from) if d < MOBILENET_V2_BASE_LAYERS})
+        hp.Choice("fine_tune_from", depths, default=config.fine_tune_from)
+    if "dropout" in searched:
+        # The head overfits a small data set quickly; how much depends on how many images there are.
+        hp.Choice("dropout", sorted({*DROPOUTS, config.dropout}), default=config.dropout)
+    for name in ("head_epochs", "fine_tune_epochs"):
+        configured = getattr(config, name)
+        if name in searched and configured > 0:
+            # Phase lengths trade fit against overfitting; tried around the configured ones, so that the
+            # search keeps the scale the user (or the from-scratch schedule) chose.
+            hp.Choice(name, sorted({max(1, round(configured * scale)) for scale in PHASE_SCALES}),
+                      default=configured)
+    if _searched(AUGMENTATION, fixed) and (config.rotation == config.zoom):
+        # How different the views are: too little and phase 2 learns the views by heart, too much and the
+        # views no longer look like the photos served.
+        hp.Choice(AUGMENTATION, sorted({*AUGMENTATIONS, config.rotation}), default=config.rotation)
+    return hp
+
+
+def values_of(result: Mapping[str, Any] | None) -> dict[str, Any]:
+    """{name: value} of a result (a HyperParameters config, as the Trainer gets it); {} for None."""
+    return dict((result or {}).get("values") or {})
+
+
+def apply(config: TrainingConfig, values: Mapping[str, Any], fixed: Collection[str] = ()) -> TrainingConfig:
+    """`config` with the searched `values` laid on it. Fields in `fixed` (set by the user) keep their value;
+    a name this search space does not know (a result of an older space) is left out; a value that does not fit
+    the settings raises config.ConfigError, naming the field."""
+    overrides: dict[str, Any] = {}
+    for name, value in values.items():
+        for field in FIELDS.get(name, ()):
+            if field not in fixed:
+                overrides[field] = value
+    return dataclasses.replace(config, **overrides)
+
+
+def applied_names(values: Mapping[str, Any], fixed: Collection[str] = ()) -> list[str]:
+    """The names of `values` that `apply` lays on the settings."""
+    return [name for name in values if name in FIELDS and _searched(name, fixed)]

@@ -1,0 +1,162 @@
+"""The hyperparameter search: `tuner_fn`, referenced by module path `trainer.tuning.tuner_fn` (TFX's Tuner).
+
+A random search over trainer.hyperparameters' space, the configured settings
+as its first trial, chosen on the eval split's loss (the split the Trainer
+keeps its best epoch on); the test split, which the Evaluator blesses on,
+never reaches it. Each trial is a cheap Trainer run (`run_trial`): the same
+training code (trainer.task.train) with the same cached views and memory
+budget, on two cached views (the two phase 1 reads: one base pass each,
+nothing more for phase 2) and `epoch_fraction` of each phase's epochs, with
+no export. A trial that fails (NaN loss, out of memory) is recorded as failed
+with its reason and the search goes on; components.tuner stops the run when
+every trial failed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import time
+from typing import Any, Callable, Collection
+
+import keras_tuner
+import tensorflow as tf
+import tensorflow_transform as tft
+from keras_tuner.src.engine import trial as trial_module
+from tfx.components.tuner.component import TunerFnResult
+
+from config import TrainingConfig, TuningConfig
+from contract.errors import first_line
+from trainer import feature_cache, task
+from trainer import hyperparameters as hyperparameters_lib
+
+OBJECTIVE = "val_loss"  # what the Trainer keeps its best epoch on
+SEARCH_FOLDER = "search"  # KerasTuner's project folder, under the Tuner's working directory
+COMPLETED, FAILED = hyperparameters_lib.COMPLETED, hyperparameters_lib.FAILED
+
+
+class TrialFailed(RuntimeError):
+    """A trial's training diverged (a NaN or infinite loss); the message says where."""
+
+
+def trial_config(config: TrainingConfig, epoch_fraction: float) -> TrainingConfig:
+    """What a trial of `config` trains: `epoch_fraction` of each phase (at least one epoch of a phase that has
+    any), at most the two cached views phase 1 reads (no further base pass before phase 2), no warm start
+    (trials have no earlier model) and no TFLite export."""
+    def shortened(epochs: int) -> int:
+        return max(1, math.ceil(epochs * epoch_fraction)) if epochs else 0
+    return dataclasses.replace(
+        config, head_epochs=shortened(config.head_epochs), fine_tune_epochs=shortened(config.fine_tune_epochs),
+        cached_views=min(config.cached_views, feature_cache.HEAD_VIEWS), warm_start=False, tflite=False)
+
+
+def run_trial(config: TrainingConfig, image_size: int, train_examples: tf.data.Dataset,
+              eval_examples: tf.data.Dataset, *, epoch_fraction: float, counts: tuple[int, int] | None = None,
+              cache_dir: str | None = None) -> dict[str, Any]:
+    """One trial of the settings `config`, on unbatched (uint8 pixels, float label) pairs as the Trainer reads
+    them (trainer.task.pixels_and_labels). Returns {"val_loss", "val_accuracy" (at the kept epoch), "epochs",
+    "seconds"}; raises TrialFailed when the loss is not finite. Callable on its own (the benchmark times it
+    against trainer.task.train on the same data)."""
+    started = time.perf_counter()
+    cheap = trial_config(config, epoch_fraction)
+    _, history = task.train(cheap, image_size, train_examples, eval_examples,
+                            task.calibration_pixels(train_examples, cheap), cache_dir=cache_dir, counts=counts)
+    for record in history["epochs"]:
+        for key in ("loss", OBJECTIVE):
+            if key in record and not math.isfinite(record[key]):
+                raise TrialFailed(f"{key} is {record[key]} in epoch {record['epoch'] + 1} ({record['phase']})")
+    if history["best_epoch"] is None:
+        raise TrialFailed(f"no epoch recorded a finite {OBJECTIVE}")
+    kept = next(r for r in history["epochs"] if r["epoch"] == history["best_epoch"])
+    return {OBJECTIVE: history["best_val_loss"], "val_accuracy": kept.get("val_accuracy"),
+            "epochs": len(history["epochs"]), "seconds": round(time.perf_counter() - started, 3)}
+
+
+class BudgetOracle(keras_tuner.oracles.RandomSearchOracle):
+    """Random search whose first trial is the configured settings (the space's defaults), and which starts no
+    trial once `minutes` have passed since it was made (0: no time limit). KerasTuner's oracles stop on a trial
+    count only."""
+
+    def __init__(self, *args, minutes: float = 0.0, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.deadline = time.monotonic() + minutes * 60 if minutes else None
+
+    def populate_space(self, trial_id):
+        if self.deadline is not None and self.trials and time.monotonic() > self.deadline:
+            return {"status": trial_module.TrialStatus.STOPPED, "values": None}
+        if not self.trials:
+            return {"status": trial_module.TrialStatus.RUNNING, "values": self.hyperparameters.values}
+        return super().populate_space(trial_id)
+
+
+TrialFunction = Callable[..., dict]
+
+
+class CheapTrials(keras_tuner.engine.base_tuner.BaseTuner):
+    """Runs each trial with `trial` (default run_trial) on the settings its values make of `base`, and keeps the
+    trial table: each trial's values, outcome and figures, or why it failed."""
+
+    def __init__(self, oracle, *, base: TrainingConfig, image_size: int, tuning: TuningConfig,
+                 fixed: Collection[str] = (), trial: TrialFunction = run_trial, **kwargs):
+        super().__init__(oracle, **kwargs)
+        self.base, self.image_size, self.tuning, self.fixed = base, image_size, tuning, tuple(fixed)
+        self._trial = trial
+        self.outcomes: dict[str, dict] = {}
+
+    def run_trial(self, trial, train_examples, eval_examples, counts=None, cache_dir=None):
+        values = dict(trial.hyperparameters.values)
+        outcome = {"trial": trial.trial_id, "values": values}
+        self.outcomes[trial.trial_id] = outcome
+        try:
+            config = hyperparameters_lib.apply(self.base, values, self.fixed)
+            result = self._trial(config, self.image_size, train_examples, eval_examples,
+                                 epoch_fraction=self.tuning.epoch_fraction, counts=counts,
+                                 cache_dir=os.path.join(cache_dir, trial.trial_id) if cache_dir else None)
+        except Exception as error:  # KerasTuner records the trial as failed; the table keeps why, in one line
+            outcome.update(status=FAILED, reason=first_line(error, with_type=True))
+            print(f"Tuner: trial {trial.trial_id} failed: {outcome['reason']}", flush=True)
+            raise
+        outcome.update(status=COMPLETED, **result)
+        return {OBJECTIVE: result[OBJECTIVE]}
+
+    def trial_table(self) -> list[dict]:
+        """Each trial in the order run: {"trial", "values", "status", and "val_loss", "val_accuracy", "epochs",
+        "seconds" or "reason"}; the kept one has "kept": True."""
+        best = self.oracle.get_best_trials(1)
+        kept = best[0].trial_id if best else None
+        table = []
+        for trial_id in sorted(self.outcomes, key=lambda t: self.oracle.trials[t].trial_id):
+            row = dict(self.outcomes[trial_id])
+            if self.oracle.trials[trial_id].status != trial_module.TrialStatus.COMPLETED and \
+                    row.get("status") == COMPLETED:  # KerasTuner turned it down (a NaN score)
+                row.update(status=FAILED, reason=f"{OBJECTIVE} is not a number")
+            row["kept"] = trial_id == kept
+            table.append(row)
+        return table
+
+
+def build_tuner(base: TrainingConfig, image_size: int, tuning: TuningConfig, directory: str,
+                fixed: Collection[str] = (), trial: TrialFunction = run_trial) -> CheapTrials:
+    """The search over the space around `base` (trainer.hyperparameters), its project under `directory`."""
+    oracle = BudgetOracle(objective=keras_tuner.Objective(OBJECTIVE, direction="min"), max_trials=tuning.trials,
+                          seed=base.seed, hyperparameters=hyperparameters_lib.search_space(base, fixed),
+                          allow_new_entries=False, tune_new_entries=False, minutes=tuning.minutes,
+                          # every failure is recorded and the search goes on; components.tuner judges the end
+                          max_consecutive_failed_trials=tuning.trials + 1)
+    return CheapTrials(oracle, base=base, image_size=image_size, tuning=tuning, fixed=fixed, trial=trial,
+                       directory=directory, project_name=SEARCH_FOLDER, overwrite=True)
+
+
+def tuner_fn(fn_args) -> TunerFnResult:
+    """TFX Tuner entry point: the search and what its trials read (the train and eval splits)."""
+    config, image_size = task.training_config_from(fn_args.custom_config)
+    tuning = TuningConfig(**fn_args.custom_config["tuning"])
+    fixed = fn_args.custom_config.get("fixed_settings") or ()
+    tft_layer = tft.TFTransformOutput(fn_args.transform_graph_path).transform_features_layer()
+    tuner = build_tuner(config, image_size, tuning, fn_args.working_dir, fixed)
+    return TunerFnResult(tuner=tuner, fit_kwargs={
+        "train_examples": task.pixels_and_labels(fn_args.train_files, tft_layer),
+        "eval_examples": task.pixels_and_labels(fn_args.eval_files, tft_layer),
+        "counts": (task.count_records(fn_args.train_files), task.count_records(fn_args.eval_files)),
+        "cache_dir": os.path.join(fn_args.working_dir, task.CACHE_FOLDER)})
