@@ -110,17 +110,24 @@ def run_one(setting: str, seed: int, records: dict[str, pathlib.Path], sizes: Si
             **train_and_test(_config(setting, seed), records, sizes)}
 
 
+def read_examples(records: dict[str, pathlib.Path], image_size: int) -> dict:
+    """{split: unbatched (pixels, label) pairs}, as the Trainer reads them through the Transform graph."""
+    from trainer import preprocessing, task
+
+    def transform(raw):
+        return preprocessing.preprocessing_fn(raw, {"image_size": image_size})
+
+    return {split: task.pixels_and_labels([str(path)], transform) for split, path in records.items()}
+
+
 def train_and_test(config, records: dict[str, pathlib.Path], sizes: Sizes) -> dict:
     """The Trainer's training with `config` (a TrainingConfig) on the train records, the epoch kept on the
     validation records; its accuracy (and correct count) on the test records, and seconds."""
     import numpy as np
 
-    from trainer import preprocessing, task
+    from trainer import task
 
-    def transform(raw):
-        return preprocessing.preprocessing_fn(raw, {"image_size": sizes.image_size})
-
-    examples = {split: task.pixels_and_labels([str(path)], transform) for split, path in records.items()}
+    examples = read_examples(records, sizes.image_size)
     started = time.perf_counter()
     calibration = task.sample_pixels(examples["train"], config.calibration_images, config)
     model, history = task.train(config, sizes.image_size, examples["train"], examples["validation"], calibration,

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import json
 import os
 import pathlib
@@ -38,33 +39,61 @@ TUNED = "tuned"
 
 @dataclasses.dataclass(frozen=True)
 class Protocol:
-    looks: tuple[str, ...] = looks.HELD_OUT_LOOKS
+    held_out: tuple[str, ...] = looks.HELD_OUT_LOOKS
     seeds: int = 3
     trials: int = 8
     sizes: looks.Sizes = looks.Sizes()
-    # Fields laid over the from-scratch schedule for both sides (the small configuration's shorter training).
+    # "none": random weights and the from-scratch schedule, as benchmarks/looks.py; "pretrained": the recipe's
+    # defaults from a base pretrained on the dusk look (benchmarks/pretrained.py, standing in for ImageNet
+    # weights; no held-out look), the path a user with pretrained weights takes.
+    weights: str = "none"
+    # Fields laid over the default for both sides (the small configuration's shorter training).
     overrides: tuple[tuple[str, object], ...] = ()
 
 
-# Minutes on 2 shared cores, not a verdict: few images, a narrow base, short phases, few trials.
-SMALL = Protocol(looks=("sketch", "recolour"), seeds=3, trials=2,
-                 sizes=looks.Sizes(train_per_class=40, validation_per_class=20, test_per_class=50, image_size=64),
-                 overrides=(("alpha", 0.35), ("head_epochs", 2), ("fine_tune_epochs", 3), ("batch_size", 16),
-                            ("calibration_images", 64)))
+# Minutes on 2 shared cores, not a verdict: few images, small images, short phases, two trials. From random
+# weights so few images stay at chance; from the pretrained base they do not.
+SMALL = Protocol(held_out=("sketch", "recolour"), seeds=3, trials=2, weights="pretrained",
+                 sizes=looks.Sizes(train_per_class=60, validation_per_class=20, test_per_class=60, image_size=64),
+                 overrides=(("head_epochs", 4), ("fine_tune_epochs", 4)))
+
+
+@functools.cache
+def _pretrained(image_size: int) -> str:
+    from benchmarks import trainer as trainer_bench
+
+    return trainer_bench.pretrained_base(trainer_bench.Recipe(image_size=image_size))
 
 
 def default_config(protocol: Protocol, seed: int):
-    """The default schedule of --weights none, with the protocol's overrides, at `seed`."""
+    """The default training config of the protocol's weights, with its overrides, at `seed`."""
     from config import PipelineConfig, with_overrides
 
-    return with_overrides(PipelineConfig(), {"weights": "none", **looks.schedule(looks.REFERENCE),
-                                             **dict(protocol.overrides), "seed": seed}).training
+    start = {"weights": "none", **looks.schedule(looks.REFERENCE)} if protocol.weights == "none" else \
+        {"weights": _pretrained(protocol.sizes.image_size)}
+    return with_overrides(PipelineConfig(), {**start, **dict(protocol.overrides), "seed": seed}).training
 
 
 def tune(protocol: Protocol, seed: int, records: dict[str, pathlib.Path], scratch: pathlib.Path) -> dict:
-    """The Tuner's search from the default config on the train and validation records: the best trial's settings
-    (as overrides of the training config), the trials, and seconds."""
-    raise NotImplementedError
+    """The pipeline's search (trainer.tuning: its space, its cheap trials, its oracle) from the default config on
+    the train and validation records, the test records unread: the best trial's values and the config they make,
+    the trial table, and seconds."""
+    from config import TuningConfig
+    from trainer import hyperparameters, tuning
+
+    base, sizes = default_config(protocol, seed), protocol.sizes
+    examples = looks.read_examples({split: records[split] for split in ("train", "validation")}, sizes.image_size)
+    tuner = tuning.build_tuner(base, sizes.image_size, TuningConfig(trials=protocol.trials), str(scratch))
+    started = time.perf_counter()
+    tuner.search(train_examples=examples["train"], eval_examples=examples["validation"],
+                 counts=(2 * sizes.train_per_class, 2 * sizes.validation_per_class))
+    seconds = time.perf_counter() - started
+    best = tuner.get_best_hyperparameters()
+    if not best:
+        raise RuntimeError(f"every trial failed: {tuner.trial_table()}")
+    values = dict(best[0].values)
+    return {"values": values, "config": hyperparameters.apply(base, values), "trials": tuner.trial_table(),
+            "seconds": seconds}
 
 
 def run_look(protocol: Protocol, look: str, seed: int, records: dict[str, pathlib.Path],
@@ -74,16 +103,16 @@ def run_look(protocol: Protocol, look: str, seed: int, records: dict[str, pathli
     runs = [{"look": look, "setting": looks.REFERENCE, "seed": seed,
              **looks.train_and_test(default, records, protocol.sizes)}]
     search = tune(protocol, seed, records, scratch)
-    tuned = dataclasses.replace(default, **search["best"])
-    runs.append({"look": look, "setting": TUNED, "seed": seed, "best": search["best"], "trials": search["trials"],
-                 "search_seconds": search["seconds"], **looks.train_and_test(tuned, records, protocol.sizes)})
+    runs.append({"look": look, "setting": TUNED, "seed": seed, "best": search["values"], "trials": search["trials"],
+                 "search_seconds": search["seconds"],
+                 **looks.train_and_test(search["config"], records, protocol.sizes)})
     return runs
 
 
 def table(runs: list[dict], protocol: Protocol) -> str:
     """Each look's and all looks' accuracy of both sides with the test images' interval, and tuned minus default
     with the seeds' paired interval."""
-    measured = tuple(look for look in protocol.looks if any(r["look"] == look for r in runs))
+    measured = tuple(look for look in protocol.held_out if any(r["look"] == look for r in runs))
     lines = [f"{'look':20}{'default schedule':>26}{'tuned':>26}{'tuned minus default [95% over seeds]':>40}"]
     for label, group in [(look, (look,)) for look in measured] + [("held-out looks", measured)]:
         cells = []
@@ -105,6 +134,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--small", action="store_true", help="The small configuration (a few minutes on 2 cores).")
     parser.add_argument("--seeds", type=int, help="Seeds 1..N (default 3).")
     parser.add_argument("--trials", type=int, help="Trials of each search (default 8; --small 2).")
+    parser.add_argument("--weights", choices=("none", "pretrained"),
+                        help="Random weights and the from-scratch schedule (default), or the recipe from a base "
+                             "pretrained on the dusk look (--small's).")
     parser.add_argument("--looks", help=f"Comma-separated held-out looks (default: {', '.join(looks.HELD_OUT_LOOKS)}).")
     parser.add_argument("--json", type=pathlib.Path, default=ROOT / "runs" / "tuning.json")
     args = parser.parse_args(argv)
@@ -113,13 +145,15 @@ def main(argv: list[str] | None = None) -> int:
         protocol = dataclasses.replace(protocol, seeds=args.seeds)
     if args.trials:
         protocol = dataclasses.replace(protocol, trials=args.trials)
+    if args.weights:
+        protocol = dataclasses.replace(protocol, weights=args.weights)
     if args.looks:
         chosen = tuple(args.looks.split(","))
         unknown = [look for look in chosen if look not in looks.HELD_OUT_LOOKS]
         if unknown:
             parser.error(f"{unknown}: not held-out looks ({', '.join(looks.HELD_OUT_LOOKS)}); the tuning looks "
                          "chose the defaults")
-        protocol = dataclasses.replace(protocol, looks=chosen)
+        protocol = dataclasses.replace(protocol, held_out=chosen)
     from orchestration import quiet_logs
 
     quiet_logs.apply()
@@ -132,9 +166,9 @@ def main(argv: list[str] | None = None) -> int:
                           for split, per_class, seed in (("train", sizes.train_per_class, 0),
                                                          ("validation", sizes.validation_per_class, 1),
                                                          ("test", sizes.test_per_class, 2))}
-                   for look in protocol.looks}
+                   for look in protocol.held_out}
         for seed in range(1, protocol.seeds + 1):
-            for look in protocol.looks:
+            for look in protocol.held_out:
                 pair = run_look(protocol, look, seed, records[look], scratch / f"{look}-{seed}")
                 runs += pair
                 print(f"{look:10} seed {seed}: default {pair[0]['accuracy']:.3f}, tuned {pair[1]['accuracy']:.3f} "
@@ -142,11 +176,11 @@ def main(argv: list[str] | None = None) -> int:
                 looks._write(args.json, {"protocol": dataclasses.asdict(protocol), "runs": runs})
     print(f"\ntest accuracy, mean of {protocol.seeds} seeds [exact 95% interval of the test images]; "
           f"{2 * sizes.train_per_class} train, {2 * sizes.validation_per_class} validation, "
-          f"{2 * sizes.test_per_class} test images a look; --weights none at {sizes.image_size} px; "
+          f"{2 * sizes.test_per_class} test images a look; weights {protocol.weights} at {sizes.image_size} px; "
           f"{protocol.trials} trials a search; overrides {dict(protocol.overrides) or 'none'}")
     print(table(runs, protocol))
     print(f"took {time.perf_counter() - started:.0f} s on {os.cpu_count()} cores")
-    print(json.dumps({"held out: tuned minus default": looks.gap(runs, protocol.looks, TUNED)}))
+    print(json.dumps({"held out: tuned minus default": looks.gap(runs, protocol.held_out, TUNED)}))
     return 0
 
 
