@@ -2,20 +2,22 @@
 """Tuned on a look's own data against the default schedule, on looks nobody chose the defaults on.
 
     .venv/bin/python -m benchmarks.tuning             # make bench-tune: the table, and runs/tuning.json
-    .venv/bin/python -m benchmarks.tuning --small     # a few minutes on 2 cores: 2 looks, 3 seeds, 2 trials
+    .venv/bin/python -m benchmarks.tuning --small     # make bench-tune-small: minutes on 2 cores
 
 The cross-look protocol of benchmarks/looks.py, asked of `run --tune`: each
 held-out look (never used to choose the project's defaults) gets its own train,
 validation and test images (generator seeds 0, 1, 2). For each seed, the
-default schedule (config.FROM_SCRATCH_SCHEDULE, `--weights none`) trains on the
-look's train images, keeps the epoch with the lowest validation loss, and is
-scored once on its test images; the Tuner's search (the pipeline's own
-tuner_fn search: the same search space, trials, selection on the validation
-images only) runs on the same train and validation images, and the Trainer's
-training with the best trial's settings is scored on the same test images.
-The difference tuned minus default is paired (same seed, same images) and its
-95% interval comes from the seeds' spread, as looks.gap computes it; each
-accuracy has the exact interval of the test images, as looks.summarize gives it.
+default training (random weights and config.FROM_SCRATCH_SCHEDULE, as
+looks.py; or, with --weights pretrained, the recipe's defaults from a base
+pretrained on the dusk look) trains on the look's train images, keeps the
+epoch with the lowest validation loss, and is scored once on its test images.
+The pipeline's own search (trainer.tuning: its space around that default, its
+cheap trials, its oracle, selection on the validation images only) runs on the
+same train and validation images, and the Trainer's training with the best
+trial's settings is scored on the same test images. The difference tuned minus
+default is paired (same seed, same images) and its 95% interval comes from the
+seeds' spread, as looks.gap computes it; each accuracy has the exact interval
+of the test images, as looks.summarize gives it.
 """
 
 from __future__ import annotations
@@ -53,7 +55,7 @@ class Protocol:
 
 # Minutes on 2 shared cores, not a verdict: few images, small images, short phases, two trials. From random
 # weights so few images stay at chance; from the pretrained base they do not.
-SMALL = Protocol(held_out=("sketch", "recolour"), seeds=3, trials=2, weights="pretrained",
+SMALL = Protocol(held_out=("recolour", "print"), seeds=3, trials=2, weights="pretrained",
                  sizes=looks.Sizes(train_per_class=60, validation_per_class=20, test_per_class=60, image_size=64),
                  overrides=(("head_epochs", 4), ("fine_tune_epochs", 4)))
 
@@ -131,7 +133,7 @@ def table(runs: list[dict], protocol: Protocol) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--small", action="store_true", help="The small configuration (a few minutes on 2 cores).")
+    parser.add_argument("--small", action="store_true", help="The small configuration (minutes on 2 cores).")
     parser.add_argument("--seeds", type=int, help="Seeds 1..N (default 3).")
     parser.add_argument("--trials", type=int, help="Trials of each search (default 8; --small 2).")
     parser.add_argument("--weights", choices=("none", "pretrained"),
