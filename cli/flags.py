@@ -149,10 +149,14 @@ def add_tuning_flags(parser: argparse.ArgumentParser) -> None:
 
 def tuning_from_args(args: argparse.Namespace):
     """The config.TuningConfig of --tune's flags (config.ConfigError names a budget that cannot run, before any
-    work); None without --tune."""
+    work; SettingsError, a budget given without --tune); None without --tune."""
     import config as config_lib
 
     budget = config_lib.TuningConfig(**settings_from(args, config_lib.TuningConfig, prefix="tune-"))
+    if not args.tune and budget != config_lib.TuningConfig():
+        given = [f"--tune-{f.name.replace('_', '-')}" for f in dataclasses.fields(budget)
+                 if getattr(budget, f.name) != f.default]
+        raise SettingsError(f"{', '.join(given)} applies only with --tune (no search runs without it)")
     return budget if args.tune else None
 
 

@@ -55,8 +55,10 @@ def gather(pipeline: str, model_uri: str, model_dir: str, evaluation_uri: str | 
         thresholds = evaluation.threshold_words(eval_config_writer.load_eval_run(evaluation_uri)[0])
         decision = evaluation.decision(evaluation_uri, blessed=True)
     reports = [span_report.load_report(examples_root, n) for n in sorted(set(span_numbers))] if examples_root else []
-    return CardFacts(pipeline=pipeline, model_uri=model_uri, training=training,
-                     history=read_json(export.read_training_history),
+    history = read_json(export.read_training_history)
+    # The settings the model trained with (a search's values laid on the configured ones), where recorded.
+    training = (history or {}).get("settings") or training
+    return CardFacts(pipeline=pipeline, model_uri=model_uri, training=training, history=history,
                      spans=[r.to_json() for r in reports if r is not None], metrics=metrics, by_label=by_label,
                      thresholds=thresholds, decision=decision, tflite=read_json(export.read_tflite_fidelity),
                      judged_split=judged_split)
@@ -127,6 +129,7 @@ def render(facts: CardFacts) -> str:
                           f"{history['best_val_loss']:.4f})"
                           if kept is not None else "") + "."]
     lines.append("")
+    lines += _hyperparameters((history or {}).get("hyperparameters"))
 
     lines += ["## Evaluation", ""]
     if facts.metrics:
@@ -163,6 +166,27 @@ def render(facts: CardFacts) -> str:
 
     lines += ["## Known limits", ""] + [f"- {limit}" for limit in _limits(facts)]
     return "\n".join(lines) + "\n"
+
+
+def _hyperparameters(record: dict | None) -> list[str]:
+    """Where the training settings' hyperparameters came from, and the search's trials (trainer.task.tuned_config
+    wrote `record` into the training history)."""
+    if record is None:
+        return []
+    lines = ["### Hyperparameters", ""]
+    fixed = f" Set by the user, never searched: {', '.join(record['fixed'])}." if record.get("fixed") else ""
+    if record.get("source") != "tuned":
+        return lines + [f"The settings as configured: no hyperparameter search was recorded for this pipeline.{fixed}",
+                        ""]
+    trials = record.get("trials") or []
+    chosen = ", ".join(f"{name} {value}" for name, value in record.get("values", {}).items())
+    lines += [f"The best of {len(trials)} trials of the hyperparameter search of run {record.get('run')}, chosen on "
+              f"the eval split's loss (the test split took no part): {chosen}.{fixed}", ""]
+    rows = [[row["trial"] + (" (kept)" if row.get("kept") else ""), row.get("status"), row.get("val_loss", "-"),
+             row.get("val_accuracy", "-") if row.get("val_accuracy") is not None else "-",
+             ", ".join(f"{name} {value}" for name, value in row.get("values", {}).items()),
+             row.get("reason", "")] for row in trials]
+    return lines + _table(["trial", "status", "val_loss", "val_accuracy", "settings", "why it failed"], rows) + [""]
 
 
 def _limits(facts: CardFacts) -> list[str]:

@@ -1,4 +1,5 @@
-"""TFX's Tuner, recording its whole search and stopping the run when no trial could train.
+"""TFX's Tuner, recording its whole search and stopping the run when no trial could train; the strategy of
+the Resolver that takes the newest search's result when a run does not search.
 
 TFX's own executor writes the best hyperparameters and the completed trials
 only. This one (trainer.tuning's tuner keeps the table) also writes, beside
@@ -19,6 +20,7 @@ import os
 from tfx.components.tuner import executor as tuner_executor
 from tfx.components.tuner.component import Tuner
 from tfx.dsl.components.base import executor_spec
+from tfx.dsl.components.common import resolver
 from tfx.types import artifact_utils, standard_component_specs
 from tfx.utils import io_utils
 
@@ -67,3 +69,11 @@ class SearchingTuner(Tuner):
     """TFX's Tuner, with the executor above."""
 
     EXECUTOR_SPEC = executor_spec.ExecutorClassSpec(_SearchExecutor)
+
+
+class NewestStrategy(resolver.ResolverStrategy):
+    """Each input's newest artifact, or none: TFX's LatestArtifactStrategy fails the run when there is none (a
+    pipeline that never searched). The newest search's result is the same on every rerun: the cache holds."""
+
+    def resolve_artifacts(self, store, input_dict):
+        return {key: [max(artifacts, key=lambda a: a.id)] if artifacts else [] for key, artifacts in input_dict.items()}

@@ -182,8 +182,8 @@ class TuningConfig:
         0.0, "With --tune: start no trial after this many minutes of search (the running one finishes); 0: no "
              "limit but --tune-trials.")
     epoch_fraction: float = setting(
-        0.25, "With --tune: each phase of a trial runs this fraction of the epochs its settings name (at least "
-              "one), on two cached views: a trial costs a fraction of a Trainer run.")
+        0.25, "With --tune: each phase of a trial runs at most this fraction of the epochs its settings name (at "
+              "least one), on one cached view and without export: a trial costs a fraction of a Trainer run.")
 
     def __post_init__(self) -> None:
         _require(isinstance(self.trials, int) and not isinstance(self.trials, bool) and 1 <= self.trials <= 1000,

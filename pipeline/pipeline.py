@@ -31,7 +31,7 @@ from components.anomalies_gate import AnomaliesGate
 from components.baseline_resolver import LatestBeforeStrategy, LatestBlessedBeforeStrategy
 from components.judged_split import JudgingEvaluator, SpanExampleGen
 from components.serving_pusher import ServingPusher
-from components.tuner import SearchingTuner
+from components.tuner import NewestStrategy, SearchingTuner
 from config import PipelineConfig, TuningConfig, beam_policy
 from contract import layout
 from contract.metadata import (
@@ -122,14 +122,14 @@ def _span_window(config: PipelineConfig, example_gen: BaseNode, builtin_resolver
 
 
 def _hyperparameters(tuning: TuningConfig | None, example_gen: BaseNode, training_examples, transform, gate,
-                     custom_config: dict) -> BaseNode:
+                     custom_config: dict, builtin_resolver: bool) -> BaseNode:
     """With `tuning`, the Tuner searching on the train split, choosing on the eval split (the test split, which
     the Evaluator blesses on, stays unseen); without, the Resolver of the newest search's result recorded for
     the pipeline (none: the Trainer trains with the settings as configured). Its `best_hyperparameters` or
     `hyperparameters` output feeds the Trainer."""
     if tuning is None:
-        # TFX's own strategy: KubeflowV2DagRunner compiles it, and the newest result is the same on every rerun.
-        resolver = Resolver(strategy_class=LatestArtifactStrategy,
+        # TFX's own strategy is the only kind KubeflowV2DagRunner compiles; it fails where there is no result yet.
+        resolver = Resolver(strategy_class=LatestArtifactStrategy if builtin_resolver else NewestStrategy,
                             hyperparameters=Channel(type=standard_artifacts.HyperParameters)
                             ).with_id(HYPERPARAMETERS_RESOLVER)
         resolver.add_upstream_node(example_gen)  # a run starts from its data, as every other node waits for it
@@ -163,7 +163,8 @@ def _training_nodes(config: PipelineConfig, example_gen: BaseNode, gate: BaseNod
     training_settings = {"image_size": config.data.image_size, "training": dataclasses.asdict(config.training),
                          "max_image_pixels": config.data.max_image_pixels, "code_version": code_version,
                          "fixed_settings": sorted(fixed_settings)}
-    hyperparameters = _hyperparameters(tuning, example_gen, training_examples, transform, gate, training_settings)
+    hyperparameters = _hyperparameters(tuning, example_gen, training_examples, transform, gate, training_settings,
+                                       builtin_resolver)
     warm_start = _newest_blessed_model(example_gen.outputs["examples"], WARM_START_RESOLVER, builtin_resolver) \
         if config.training.warm_start else None
     trainer = Trainer(

@@ -39,7 +39,7 @@ from contract.layout import RunLayout  # noqa: E402
 from inference import contact_sheet  # noqa: E402
 from inference.predict import Prediction  # noqa: E402
 from pipeline.pipeline import ANOMALIES_GATE  # noqa: E402
-from reporting.run_summary import RunSummary, split_words, training_line  # noqa: E402
+from reporting.run_summary import DEFAULTS, REUSED, TUNED_HERE, RunSummary, split_words, training_line  # noqa: E402
 from trainer import export  # noqa: E402
 from trainer import model as model_lib  # noqa: E402
 
@@ -288,6 +288,24 @@ def _anomalies(anomalies_uri: str) -> list[str]:
     return describe_anomalies(_split_protos(anomalies_uri, ANOMALIES_FILE, anomalies_pb2.Anomalies))
 
 
+def hyperparameters_page(chosen: dict | None) -> dict | None:
+    """The report's hyperparameters section: where they came from in words, the values, the trial table."""
+    if chosen is None:
+        return None
+    words = {DEFAULTS: "The settings as configured: no hyperparameter search is recorded for this pipeline "
+                       "(run --tune to search).",
+             TUNED_HERE: "Tuned in this run" + (f" (the search of run {chosen['run']}, cached)" if chosen["cached"]
+                                                else "") + ", chosen on the eval split's loss; the test split took "
+                                                           "no part.",
+             REUSED: f"Reused from the search of run {chosen['run']} (no search in this run)."}[chosen["source"]]
+    rows = [[row["trial"] + (" (kept)" if row.get("kept") else ""), row.get("status"), row.get("val_loss", ""),
+             row.get("val_accuracy") if row.get("val_accuracy") is not None else "",
+             ", ".join(f"{name} {value:.4g}" if isinstance(value, float) else f"{name} {value}"
+                       for name, value in row.get("values", {}).items()), row.get("reason", "")]
+            for row in chosen.get("trials") or []]
+    return {"source_words": words, "values": chosen["values"], "fixed": chosen["fixed"], "trial_rows": rows}
+
+
 def write_report(summary: RunSummary, output_dir: str | os.PathLike, training_config: dict,
                  ingest_report: dict | None) -> pathlib.Path:
     """Writes <output_dir>/report/index.html and its figures; returns the page's path.
@@ -315,7 +333,7 @@ def _write_pages(summary: RunSummary, folder: pathlib.Path, training_config: dic
     figures: dict[str, str | None] = dict.fromkeys(
         ("confusion_matrix", "training_curves", "model", "sample_predictions", "statistics"))
     page = {"summary": summary, "figures": figures, "ingest": ingest_report, "history": None, "tflite": None,
-            "trained_on": None,
+            "trained_on": None, "hyperparameters": hyperparameters_page(summary.hyperparameters),
             "model_card": None,
             "samples": [], "image_sizes": [], "statistics_page": None, "anomalies": None,
             "components": [[n.node_id, n.state, f"{n.seconds:.1f}"] for n in summary.nodes]}
@@ -349,7 +367,8 @@ def _write_pages(summary: RunSummary, folder: pathlib.Path, training_config: dic
         # The training record describes the model; one written before it did is described from the model itself.
         description = (page["history"] or {}).get("model") or model_lib.describe(
             keras.models.load_model(_serving_dir(model_uri) / layout.KERAS_MODEL_FILE, compile=False))
-        model_diagram(description, training_config, folder / "model.png")
+        # The settings the model trained with, where recorded (a search's values laid on the configured ones).
+        model_diagram(description, (summary.training or {}).get("settings") or training_config, folder / "model.png")
         figures["model"] = "model.png"
         if summary.tflite:
             page["tflite"] = summary.tflite

@@ -71,6 +71,8 @@ class RunSummary:
     accuracy_intervals: dict[str, list[float]] = dataclasses.field(default_factory=dict)
     # with a baseline: images only the candidate / only the baseline got right, and McNemar's p-value
     paired: dict[str, float] | None = None
+    # the trained model's hyperparameters and where they came from (see hyperparameters_of)
+    hyperparameters: dict[str, Any] | None = None
 
     @property
     def failed(self) -> bool:
@@ -106,6 +108,8 @@ class RunSummary:
             lines.append(f"    {label}: " + ", ".join(f"{k} {_fmt(v)}" for k, v in values.items()))
         if self.training:
             lines.append(f"  trained on: {training_line(self.training)}")
+        if self.hyperparameters:
+            lines += hyperparameter_lines(self.hyperparameters)
         if self.tflite:
             shown = ", ".join(f"{kind} {100 * share:.1f}%"
                               for kind, share in export.tflite_agreement(self.tflite).items())
@@ -239,7 +243,54 @@ def summarize_run(store: metadata_store.MetadataStore | None, pipeline_name: str
                 setattr(summary, field, read(serving_dir))
             except storage.UnreadableFileError as error:
                 summary.notes.append(f"unreadable: {error}")
+    summary.hyperparameters = hyperparameters_of(summary.training, summary.run_id,
+                                                 searched=any(n.node_id == metadata_lib.TUNER for n in summary.nodes))
     return summary
+
+
+TUNED_HERE, REUSED, DEFAULTS = "tuned in this run", "reused", "defaults"
+
+
+def hyperparameters_of(training: dict | None, run_id: str | None, searched: bool = False) -> dict | None:
+    """{"source": TUNED_HERE | REUSED | DEFAULTS, "run" that searched, "values" applied, "fixed" (the user's own
+    settings, never searched), "trials" (the search's table)} of the model's training record; None without
+    one. `searched`: this run has a Tuner, whose search may be an earlier run's ("cached": true): tuned here all
+    the same. "trials" only when tuned here: a reused result names its run, whose summary has the table."""
+    record = (training or {}).get("hyperparameters")
+    if record is None:
+        return None
+    if record.get("source") != "tuned":
+        return {"source": DEFAULTS, "run": None, "values": {}, "fixed": record.get("fixed", []), "trials": None,
+                "cached": False}
+    here = searched or record.get("run") == run_id
+    return {"source": TUNED_HERE if here else REUSED, "run": record.get("run"), "values": record.get("values", {}),
+            "fixed": record.get("fixed", []), "trials": record.get("trials") if here else None,
+            "cached": here and record.get("run") != run_id}
+
+
+def _values(values: dict) -> str:
+    return ", ".join(f"{name} {value:.4g}" if isinstance(value, float) else f"{name} {value}"
+                     for name, value in values.items())
+
+
+def hyperparameter_lines(chosen: dict) -> list[str]:
+    """The summary's lines of the hyperparameters: their source, then the trial table when tuned here."""
+    if chosen["source"] == DEFAULTS:
+        return ["  hyperparameters: the settings as configured (no search recorded for this pipeline; run --tune "
+                "to search)"]
+    where = "tuned in this run" if chosen["source"] == TUNED_HERE else f"reused from run {chosen['run']}"
+    if chosen["cached"]:
+        where += f" (the search of run {chosen['run']}, cached: same data, settings and code)"
+    lines = [f"  hyperparameters: {where}: {_values(chosen['values'])}"]
+    for row in chosen.get("trials") or []:
+        if row.get("status") == "completed":
+            figures = f"val_loss {_fmt(row['val_loss'])}" + (
+                f", val_accuracy {_fmt(row['val_accuracy'])}" if row.get("val_accuracy") is not None else "")
+        else:
+            figures = f"FAILED: {row.get('reason')}"
+        lines.append(f"    trial {row['trial']}{' (kept)' if row.get('kept') else ''}: {figures}; "
+                     f"{_values(row['values'])}")
+    return lines
 
 
 def judged_split(store, evaluator_execution_id: int) -> str | None:

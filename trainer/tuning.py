@@ -4,9 +4,9 @@ A random search over trainer.hyperparameters' space, the configured settings
 as its first trial, chosen on the eval split's loss (the split the Trainer
 keeps its best epoch on); the test split, which the Evaluator blesses on,
 never reaches it. Each trial is a cheap Trainer run (`run_trial`): the same
-training code (trainer.task.train) with the same cached views and memory
-budget, on two cached views (the two phase 1 reads: one base pass each,
-nothing more for phase 2) and `epoch_fraction` of each phase's epochs, with
+training code (trainer.task.train) with the same feature cache and memory
+budget, on one cached view (one base pass over the training images, which
+both phases read) and at most `epoch_fraction` of each phase's epochs, with
 no export. A trial that fails (NaN loss, out of memory) is recorded as failed
 with its reason and the search goes on; components.tuner stops the run when
 every trial failed.
@@ -20,19 +20,22 @@ import os
 import time
 from typing import Any, Callable, Collection
 
+import keras
 import keras_tuner
 import tensorflow as tf
 import tensorflow_transform as tft
+from keras_tuner.src import config as keras_tuner_config
 from keras_tuner.src.engine import trial as trial_module
 from tfx.components.tuner.component import TunerFnResult
 
 from config import TrainingConfig, TuningConfig
 from contract.errors import first_line
-from trainer import feature_cache, task
 from trainer import hyperparameters as hyperparameters_lib
+from trainer import task
 
 OBJECTIVE = "val_loss"  # what the Trainer keeps its best epoch on
 SEARCH_FOLDER = "search"  # KerasTuner's project folder, under the Tuner's working directory
+TRIAL_VIEWS = 1  # cached views of a trial (the Trainer's default: 6, two of them through the whole base)
 COMPLETED, FAILED = hyperparameters_lib.COMPLETED, hyperparameters_lib.FAILED
 
 
@@ -41,14 +44,15 @@ class TrialFailed(RuntimeError):
 
 
 def trial_config(config: TrainingConfig, epoch_fraction: float) -> TrainingConfig:
-    """What a trial of `config` trains: `epoch_fraction` of each phase (at least one epoch of a phase that has
-    any), at most the two cached views phase 1 reads (no further base pass before phase 2), no warm start
-    (trials have no earlier model) and no TFLite export."""
+    """What a trial of `config` trains: at most `epoch_fraction` of each phase's epochs (at least one epoch of a
+    phase that has any), on one cached view where the Trainer caches (one base pass over the training images,
+    which both phases read: the Trainer's base passes are most of its time before phase 2's epochs), no warm
+    start (trials have no earlier model) and no TFLite export."""
     def shortened(epochs: int) -> int:
-        return max(1, math.ceil(epochs * epoch_fraction)) if epochs else 0
+        return max(1, math.floor(epochs * epoch_fraction)) if epochs else 0
     return dataclasses.replace(
         config, head_epochs=shortened(config.head_epochs), fine_tune_epochs=shortened(config.fine_tune_epochs),
-        cached_views=min(config.cached_views, feature_cache.HEAD_VIEWS), warm_start=False, tflite=False)
+        cached_views=min(config.cached_views, TRIAL_VIEWS), warm_start=False, tflite=False)
 
 
 def run_trial(config: TrainingConfig, image_size: int, train_examples: tf.data.Dataset,
@@ -56,8 +60,9 @@ def run_trial(config: TrainingConfig, image_size: int, train_examples: tf.data.D
               cache_dir: str | None = None) -> dict[str, Any]:
     """One trial of the settings `config`, on unbatched (uint8 pixels, float label) pairs as the Trainer reads
     them (trainer.task.pixels_and_labels). Returns {"val_loss", "val_accuracy" (at the kept epoch), "epochs",
-    "seconds"}; raises TrialFailed when the loss is not finite. Callable on its own (the benchmark times it
-    against trainer.task.train on the same data)."""
+    "seconds", "train_images" and "eval_images" (the cache's counts; None without cached views)}; raises
+    TrialFailed when the loss is not finite. Callable on its own (the benchmark times it against
+    trainer.task.train on the same data)."""
     started = time.perf_counter()
     cheap = trial_config(config, epoch_fraction)
     _, history = task.train(cheap, image_size, train_examples, eval_examples,
@@ -69,8 +74,10 @@ def run_trial(config: TrainingConfig, image_size: int, train_examples: tf.data.D
     if history["best_epoch"] is None:
         raise TrialFailed(f"no epoch recorded a finite {OBJECTIVE}")
     kept = next(r for r in history["epochs"] if r["epoch"] == history["best_epoch"])
+    cache = history["cache"] or {}
     return {OBJECTIVE: history["best_val_loss"], "val_accuracy": kept.get("val_accuracy"),
-            "epochs": len(history["epochs"]), "seconds": round(time.perf_counter() - started, 3)}
+            "epochs": len(history["epochs"]), "seconds": round(time.perf_counter() - started, 3),
+            "train_images": cache.get("train_images"), "eval_images": cache.get("eval_images")}
 
 
 class BudgetOracle(keras_tuner.oracles.RandomSearchOracle):
@@ -108,6 +115,7 @@ class CheapTrials(keras_tuner.engine.base_tuner.BaseTuner):
         values = dict(trial.hyperparameters.values)
         outcome = {"trial": trial.trial_id, "values": values}
         self.outcomes[trial.trial_id] = outcome
+        keras.backend.clear_session()  # each trial builds a model of its own: the last one's graph can go
         try:
             config = hyperparameters_lib.apply(self.base, values, self.fixed)
             result = self._trial(config, self.image_size, train_examples, eval_examples,
@@ -119,6 +127,21 @@ class CheapTrials(keras_tuner.engine.base_tuner.BaseTuner):
             raise
         outcome.update(status=COMPLETED, **result)
         return {OBJECTIVE: result[OBJECTIVE]}
+
+    def search(self, *args, **kwargs):
+        # KerasTuner prints a failed trial's traceback (its DEBUG switch is on by default); the failure's line is
+        # printed above and kept in the trial table.
+        debug, keras_tuner_config.DEBUG = keras_tuner_config.DEBUG, False
+        try:
+            super().search(*args, **kwargs)
+        finally:
+            keras_tuner_config.DEBUG = debug
+
+    def on_trial_end(self, trial):
+        reason = self.outcomes.get(trial.trial_id, {}).get("reason")
+        if reason:
+            trial.message = reason  # not the traceback KerasTuner keeps, which its summaries print
+        super().on_trial_end(trial)
 
     def trial_table(self) -> list[dict]:
         """Each trial in the order run: {"trial", "values", "status", and "val_loss", "val_accuracy", "epochs",

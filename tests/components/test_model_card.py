@@ -61,3 +61,43 @@ def test_figures_of_a_span_without_a_test_split_are_called_optimistic():
     assert "Scored on the eval split, which also chose the kept epoch (the span has no test split): these " \
            "figures are optimistic." in card
     assert "Evaluated on 25 eval images" in card
+
+
+TUNED = {"source": "tuned", "values": {"learning_rate": 0.0003, "dropout": 0.3}, "fixed": ["head_epochs"],
+         "run": "2026-05-01T03:00:00", "trials": [
+             {"trial": "0", "values": {"learning_rate": 0.001, "dropout": 0.2}, "status": "completed",
+              "val_loss": 0.41, "val_accuracy": 0.8, "kept": False},
+             {"trial": "1", "values": {"learning_rate": 0.0003, "dropout": 0.3}, "status": "completed",
+              "val_loss": 0.35, "val_accuracy": 0.85, "kept": True},
+             {"trial": "2", "values": {"learning_rate": 0.01, "dropout": 0.0}, "status": "failed",
+              "reason": "TrialFailed: loss is nan in epoch 2 (head)", "kept": False}]}
+
+
+def test_the_card_names_the_searched_hyperparameters_their_run_and_every_trial():
+    card = model_card.render(_facts(history={**_facts().history, "hyperparameters": TUNED}))
+    assert ("The best of 3 trials of the hyperparameter search of run 2026-05-01T03:00:00, chosen on the eval "
+            "split's loss (the test split took no part): learning_rate 0.0003, dropout 0.3. Set by the user, never "
+            "searched: head_epochs.") in card
+    assert "| 1 (kept) | completed | 0.3500 | 0.8500 | learning_rate 0.0003, dropout 0.3 |  |" in card
+    assert ("| 2 | failed | - | - | learning_rate 0.01, dropout 0.0 | TrialFailed: loss is nan in epoch 2 (head) |"
+            in card)
+    defaults = model_card.render(_facts(history={**_facts().history, "hyperparameters": {
+        "source": "defaults", "values": {}, "fixed": [], "run": None, "trials": None}}))
+    assert "The settings as configured: no hyperparameter search was recorded for this pipeline." in defaults
+
+
+def test_the_card_shows_the_settings_the_model_trained_with(tmp_path):
+    """The training history's settings (a search's values laid on the configured ones) win over the
+    configured settings the pipeline passed."""
+    import dataclasses
+    import json
+
+    from contract import layout
+
+    (tmp_path / layout.TRAINING_HISTORY_FILE).parent.mkdir(parents=True)
+    trained = dataclasses.asdict(TrainingConfig(dropout=0.3, learning_rate=0.0003))
+    (tmp_path / layout.TRAINING_HISTORY_FILE).write_text(json.dumps({"settings": trained, "hyperparameters": TUNED}))
+    facts = model_card.gather("cats-vs-dogs", "m", str(tmp_path), None, [], "",
+                              dataclasses.asdict(TrainingConfig()))
+    assert facts.training == trained
+    assert "| dropout | 0.3000 |" in model_card.render(facts)

@@ -5,7 +5,8 @@ Four runs on one output directory, as a cron schedule would make them:
 2. span 2 (more good data)         -> evaluated against version 1's model, pushed as version 2
 3. span 3 (labels shuffled)        -> not blessed; version 2 stays, byte for byte
 4. the same data again             -> every component cached; nothing trained or pushed
-(runs 3 and 4 train one epoch: see ONE_EPOCH)
+(runs 3 and 4 train one epoch: see ONE_EPOCH; run 3 searches the hyperparameters first, with `--tune` and
+two trials, and run 4, without `--tune`, reuses its result)
 then a rollback to version 1 (pushed as version 3), and a run on new data
 (span 4, one cheap epoch on the last two spans) whose candidate is compared with
 version 1's model, clears the minimum, falls more than the allowed drop below it
@@ -47,11 +48,15 @@ LEARNS = ["--image-size", "128", "--weights", "none", "--fine-tune-from", "60", 
 # Span 3's eval labels are shuffled too, so no model can clear the bar however long it trains; span 4's run
 # checks which model it is compared with. One epoch each, and no TFLite export: the same checks, less time.
 ONE_EPOCH = [*LEARNS, "--head-epochs", "1", "--fine-tune-epochs", "0", "--no-tflite"]
+# Two trials of the search, each one epoch of the head on one cached view (ONE_EPOCH's phase: at least one epoch).
+TUNE = ["--tune", "--tune-trials", "2"]
 # Span 4's candidate learns next to nothing (one epoch at a learning rate of 1e-6, from random weights): far below
 # version 1's model, yet above a minimum of 0.3, so only the drop rule can reject it. It trains on the last two
-# spans (3 and 4), one cached view each (the cheapest base pass), which its Trainer's counts show.
+# spans (3 and 4), one cached view each (the cheapest base pass), which its Trainer's counts show. What run 3's
+# search chose is given here as flags (the configured values), so that the reused result does not change them.
 WORSE_ON_TWO_SPANS = [*ONE_EPOCH, "--no-warm-start", "--learning-rate", "1e-6", "--min-accuracy", "0.3",
-                      "--span-window", "2", "--cached-views", "1"]
+                      "--span-window", "2", "--cached-views", "1", "--dropout", "0.2", "--rotation", "0.1",
+                      "--zoom", "0.1"]
 
 
 def _shuffled_labels(source, target, seed=7):
@@ -72,8 +77,8 @@ def scenario(tmp_path_factory):
     synthetic.write_demo_images(span2, 250)  # the first 150 per class are span 1's files
     _shuffled_labels(span2, span3)
     record = {"out": out}
-    for name, data, settings in (("span1", span1, LEARNS), ("span2", span2, LEARNS), ("span3", span3, ONE_EPOCH),
-                                 ("rerun", span3, ONE_EPOCH)):
+    for name, data, settings in (("span1", span1, LEARNS), ("span2", span2, LEARNS),
+                                 ("span3", span3, [*ONE_EPOCH, *TUNE]), ("rerun", span3, ONE_EPOCH)):
         record[name], record[name + "_summary"] = run_cli(data, out, *settings)
         record[name + "_states"], _, _ = latest_run_states(out / "metadata.sqlite")
         record[name + "_served"] = tree_digest(out / "serving_model")
@@ -189,6 +194,42 @@ def test_rerun_with_no_new_data_retrains_and_pushes_nothing(scenario):
     states = {n: s for n, s in scenario["rerun_states"].items() if n not in node_ids.RESOLVER_IDS}
     assert states == {n: ["CACHED"] for n in states} and node_ids.TRAINER in states
     assert scenario["rerun_served"] == scenario["span2_served"]
+
+
+def test_tune_searches_on_train_and_eval_and_the_trainer_trains_with_the_kept_trials_settings(scenario):
+    summary = scenario["span3_summary"]
+    assert scenario["span3_states"][node_ids.TUNER] == ["COMPLETE"]
+    chosen = summary["hyperparameters"]
+    assert (chosen["source"], chosen["run"]) == ("tuned in this run", summary["run_id"])
+    trials = chosen["trials"]
+    assert len(trials) == 2 and all(row["status"] == "completed" for row in trials), trials
+    # the user's own settings are not searched; the first trial is the settings as configured
+    assert "learning_rate" not in chosen["fixed"] and "head_epochs" in chosen["fixed"]
+    assert trials[0]["values"]["dropout"] == 0.2 and "head_epochs" not in trials[0]["values"]
+    kept = [row for row in trials if row["kept"]]
+    assert len(kept) == 1 and kept[0]["val_loss"] == min(row["val_loss"] for row in trials)
+    settings = summary["training"]["settings"]
+    assert chosen["values"] == kept[0]["values"]
+    assert (settings["learning_rate"], settings["dropout"], settings["rotation"], settings["zoom"]) == (
+        kept[0]["values"]["learning_rate"], kept[0]["values"]["dropout"], kept[0]["values"]["augmentation"],
+        kept[0]["values"]["augmentation"])
+    assert settings["head_epochs"] == 1  # given on the command line: kept
+    # the trials read the span's train and eval splits, never its test split, which the Evaluator scored
+    per_split = json.loads((scenario["out"] / "examples" / "span-3" / "ingest_report.json").read_text())[
+        "examples_per_split"]
+    assert per_split["test"] > 0
+    assert {(row["train_images"], row["eval_images"]) for row in trials} == {(per_split["train"], per_split["eval"])}
+
+
+def test_a_run_without_tune_reuses_the_newest_search_and_names_its_run(scenario):
+    chosen = scenario["rerun_summary"]["hyperparameters"]
+    assert (chosen["source"], chosen["run"]) == ("reused", scenario["span3_summary"]["run_id"])
+    assert chosen["values"] == scenario["span3_summary"]["hyperparameters"]["values"]
+    assert scenario["rerun_states"][node_ids.HYPERPARAMETERS_RESOLVER] == ["COMPLETE"]
+    assert f"hyperparameters: reused from run {chosen['run']}: " in scenario["rerun"].stdout
+    # before any search, the settings as configured
+    assert scenario["span1_summary"]["hyperparameters"]["source"] == "defaults"
+    assert "hyperparameters: the settings as configured (no search recorded" in scenario["span1"].stdout
 
 
 def test_tflite_models_agree_with_the_served_model_on_eval_images(scenario):

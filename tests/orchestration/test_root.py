@@ -162,6 +162,10 @@ MISSING = "/nonexistent/images"
     (last_run_root, ["run", "--demo", "--weights", "/nonexistent.h5"], "--weights /nonexistent.h5: no such file"),
     (last_run_root, ["run", "--demo", "--fine-tune-from", "100000"], "invalid fine_tune_from"),
     (last_run_root, ["run", "--demo", "--demo-images", "0"], None),  # refused by the parser
+    (last_run_root, ["run", "--demo", "--tune", "--tune-trials", "0"], "invalid tune_trials: must be an integer in"),
+    (last_run_root, ["run", "--demo", "--tune", "--tune-minutes", "-5"], "invalid tune_minutes: must be a number >= 0"),
+    (last_run_root, ["run", "--demo", "--tune", "--tune-epoch-fraction", "-0.5"], "invalid tune_epoch_fraction"),
+    (last_run_root, ["run", "--demo", "--tune-trials", "3"], "--tune-trials applies only with --tune"),
     (lambda base: base / "new" / "out", ["run"], "no source given and no spans in"),
     (lambda base: base / "new" / "out", ["ingest", "--data-dir", MISSING], f"data directory '{MISSING}' does not"),
 ])

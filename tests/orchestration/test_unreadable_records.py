@@ -48,7 +48,8 @@ def test_a_training_history_of_another_shape_is_named(tmp_path, history, reason)
     with pytest.raises(storage.UnreadableFileError, match=f"^{path}: {reason}$".replace("(", r"\(")):
         export.read_training_record(str(tmp_path))
     path.write_text(json.dumps({"epochs": [{"epoch": 0}], "devices": ["CPU:0"], "cache": None}))
-    assert export.read_training_record(str(tmp_path)) == {"devices": ["CPU:0"], "cached_views": None, "cache": None}
+    assert export.read_training_record(str(tmp_path)) == {"devices": ["CPU:0"], "cached_views": None, "cache": None,
+                                                          "settings": None, "hyperparameters": None}
 
 
 def _model_with(tmp_path, name: str, content: str) -> str:

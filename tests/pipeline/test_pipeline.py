@@ -54,3 +54,50 @@ def test_the_span_window_feeds_transform_and_trainer_and_the_evaluator_judges_th
         assert config.rolling_range.num_spans == window
     else:
         assert node_ids.SPAN_WINDOW_RESOLVER not in nodes
+
+
+def test_with_tune_the_tuner_searches_on_train_and_eval_and_feeds_the_trainer():
+    from config import TuningConfig
+    from pipeline.pipeline import TUNER_FN
+
+    built = create_pipeline(PipelineConfig(), examples_root="/nowhere/examples", pipeline_root="/nowhere/root",
+                            serving_dir="/nowhere/serving_model", tuning=TuningConfig(trials=3, minutes=5.0),
+                            fixed_settings=("dropout",))
+    nodes = {node.id: node for node in built.components}
+    tuner, trainer = nodes[node_ids.TUNER], nodes[node_ids.TRAINER]
+    assert node_ids.HYPERPARAMETERS_RESOLVER not in nodes
+    # the test split, which the Evaluator blesses on, is never the Tuner's
+    assert json.loads(tuner.exec_properties["train_args"])["splits"] == [layout.TRAIN_SPLIT]
+    assert json.loads(tuner.exec_properties["eval_args"])["splits"] == [layout.SELECTION_SPLIT]
+    assert tuner.exec_properties["tuner_fn"] == TUNER_FN
+    custom = json.loads(tuner.exec_properties["custom_config"])
+    assert custom["tuning"] == {"trials": 3, "minutes": 5.0, "epoch_fraction": 0.25}
+    assert custom["fixed_settings"] == ["dropout"]
+    assert trainer.inputs["hyperparameters"].producer_component_id == node_ids.TUNER
+    assert trainer.inputs["hyperparameters"].output_key == "best_hyperparameters"
+    assert json.loads(trainer.exec_properties["custom_config"])["fixed_settings"] == ["dropout"]
+
+
+def test_without_tune_the_trainer_takes_the_newest_search_result_of_the_pipeline(nodes):
+    from components.tuner import NewestStrategy
+
+    assert node_ids.TUNER not in nodes
+    resolver = nodes[node_ids.HYPERPARAMETERS_RESOLVER]
+    assert resolver._strategy_class is NewestStrategy
+    assert resolver._raw_inputs["hyperparameters"].type_name == "HyperParameters"
+    assert nodes[node_ids.TRAINER].inputs["hyperparameters"].producer_component_id == \
+        node_ids.HYPERPARAMETERS_RESOLVER
+
+
+def test_the_newest_result_or_none():
+    from tfx.types import standard_artifacts
+
+    from components.tuner import NewestStrategy
+
+    results = []
+    for artifact_id in (4, 9, 7):
+        results.append(standard_artifacts.HyperParameters())
+        results[-1].id = artifact_id
+    assert [a.id for a in NewestStrategy().resolve_artifacts(None, {"hyperparameters": results})[
+        "hyperparameters"]] == [9]
+    assert NewestStrategy().resolve_artifacts(None, {"hyperparameters": []}) == {"hyperparameters": []}

@@ -29,10 +29,10 @@ def config():
                           tflite=False)
 
 
-def test_a_trial_shortens_each_phase_and_reads_two_cached_views(config):
+def test_a_trial_shortens_each_phase_and_reads_one_cached_view(config):
     cheap = tuning.trial_config(TrainingConfig(head_epochs=10, fine_tune_epochs=10, cached_views=6,
                                                warm_start=True), 0.25)
-    assert (cheap.head_epochs, cheap.fine_tune_epochs, cheap.cached_views) == (3, 3, 2)
+    assert (cheap.head_epochs, cheap.fine_tune_epochs, cheap.cached_views) == (2, 2, 1)
     assert not cheap.warm_start and not cheap.tflite
     assert tuning.trial_config(TrainingConfig(head_epochs=1, fine_tune_epochs=0), 0.1).head_epochs == 1
 

@@ -1,0 +1,56 @@
+"""Where the summary says the trained model's hyperparameters came from, read from its training record."""
+
+from reporting import run_summary
+
+TRIALS = [{"trial": "0", "values": {"dropout": 0.2}, "status": "completed", "val_loss": 0.41, "val_accuracy": 0.8,
+           "kept": True},
+          {"trial": "1", "values": {"dropout": 0.5}, "status": "failed", "reason": "ResourceExhaustedError: OOM",
+           "kept": False}]
+TUNED = {"hyperparameters": {"source": "tuned", "values": {"dropout": 0.2}, "fixed": ["head_epochs"],
+                             "run": "run-3", "trials": TRIALS}}
+
+
+def test_a_search_of_this_run_is_tuned_here_with_its_trial_table():
+    chosen = run_summary.hyperparameters_of(TUNED, "run-3")
+    assert (chosen["source"], chosen["run"], chosen["trials"], chosen["cached"]) == (
+        run_summary.TUNED_HERE, "run-3", TRIALS, False)
+    assert run_summary.hyperparameter_lines(chosen) == [
+        "  hyperparameters: tuned in this run: dropout 0.2",
+        "    trial 0 (kept): val_loss 0.4100, val_accuracy 0.8000; dropout 0.2",
+        "    trial 1: FAILED: ResourceExhaustedError: OOM; dropout 0.5"]
+
+
+def test_a_cached_search_is_tuned_here_and_names_the_run_that_ran_it():
+    chosen = run_summary.hyperparameters_of(TUNED, "run-4", searched=True)
+    assert (chosen["source"], chosen["cached"]) == (run_summary.TUNED_HERE, True)
+    assert run_summary.hyperparameter_lines(chosen)[0].startswith(
+        "  hyperparameters: tuned in this run (the search of run run-3, cached")
+
+
+def test_a_result_of_an_earlier_search_is_reused_and_names_its_run():
+    chosen = run_summary.hyperparameters_of(TUNED, "run-5")
+    assert (chosen["source"], chosen["run"], chosen["trials"]) == (run_summary.REUSED, "run-3", None)
+    assert run_summary.hyperparameter_lines(chosen) == ["  hyperparameters: reused from run run-3: dropout 0.2"]
+
+
+def test_without_a_search_the_defaults_are_named_and_an_older_record_shows_nothing():
+    chosen = run_summary.hyperparameters_of({"hyperparameters": {"source": "defaults", "values": {}, "fixed": []}},
+                                            "run-1")
+    assert chosen["source"] == run_summary.DEFAULTS
+    assert run_summary.hyperparameter_lines(chosen) == [
+        "  hyperparameters: the settings as configured (no search recorded for this pipeline; run --tune to search)"]
+    assert run_summary.hyperparameters_of({"devices": ["CPU:0"]}, "run-1") is None
+    assert run_summary.hyperparameters_of(None, "run-1") is None
+
+
+def test_the_report_shows_the_source_the_values_and_the_trial_table():
+    from reporting import run_report
+
+    page = run_report.hyperparameters_page(run_summary.hyperparameters_of(TUNED, "run-3"))
+    assert page["source_words"].startswith("Tuned in this run, chosen on the eval split's loss")
+    assert page["values"] == {"dropout": 0.2} and page["fixed"] == ["head_epochs"]
+    assert page["trial_rows"] == [["0 (kept)", "completed", 0.41, 0.8, "dropout 0.2", ""],
+                                  ["1", "failed", "", "", "dropout 0.5", "ResourceExhaustedError: OOM"]]
+    reused = run_report.hyperparameters_page(run_summary.hyperparameters_of(TUNED, "run-9"))
+    assert reused["source_words"] == "Reused from the search of run run-3 (no search in this run)."
+    assert reused["trial_rows"] == []
