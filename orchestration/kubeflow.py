@@ -8,7 +8,9 @@ TFX's own launcher against an ML Metadata store all tasks share
 the outcome, metrics, confusion matrix, decision and HTML report on the run
 page. On a gs:// root, where KServe copies the versions into its pod once, a
 rollout task after the Pusher starts the InferenceService's new revision
-(orchestration.kserve). Only container executors, schema 2.1.0, no lifecycle hooks: what the KFP
+(orchestration.kserve). Compiled with tuning (`compile --tune`), TFX's Tuner is one
+of the nodes, before the Trainer, and its task gets the Trainer's resources and
+accelerators. Only container executors, schema 2.1.0, no lifecycle hooks: what the KFP
 backend runs. KFP's own cache is off: TFX's cache decides what reruns.
 Running a package (here, or on a cluster) is orchestration.kfp_runs; the
 Vertex AI target is orchestration.vertex.
