@@ -281,7 +281,8 @@ def hyperparameter_lines(chosen: dict) -> list[str]:
     where = "tuned in this run" if chosen["source"] == TUNED_HERE else f"reused from run {chosen['run']}"
     if chosen["cached"]:
         where += f" (the search of run {chosen['run']}, cached: same data, settings and code)"
-    lines = [f"  hyperparameters: {where}: {_values(chosen['values'])}"]
+    shown = _values(chosen["values"]) or "none applied (each searched setting was given as a flag)"
+    lines = [f"  hyperparameters: {where}: {shown}"]
     for row in chosen.get("trials") or []:
         if row.get("status") == "completed":
             figures = f"val_loss {_fmt(row['val_loss'])}" + (

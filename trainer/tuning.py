@@ -18,6 +18,7 @@ import dataclasses
 import math
 import os
 import time
+import warnings
 from typing import Any, Callable, Collection
 
 import keras
@@ -173,6 +174,9 @@ def build_tuner(base: TrainingConfig, image_size: int, tuning: TuningConfig, dir
 
 def tuner_fn(fn_args) -> TunerFnResult:
     """TFX Tuner entry point: the search and what its trials read (the train and eval splits)."""
+    # As in trainer.task.run_fn: Keras' warnings about a TFRecord dataset's unknown length, every epoch.
+    warnings.filterwarnings("ignore", message=".*ran out of data.*")
+    warnings.filterwarnings("ignore", message=".*`shuffle=True` was passed.*")
     config, image_size = task.training_config_from(fn_args.custom_config)
     tuning = TuningConfig(**fn_args.custom_config["tuning"])
     fixed = fn_args.custom_config.get("fixed_settings") or ()

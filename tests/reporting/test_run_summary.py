@@ -31,6 +31,9 @@ def test_a_result_of_an_earlier_search_is_reused_and_names_its_run():
     chosen = run_summary.hyperparameters_of(TUNED, "run-5")
     assert (chosen["source"], chosen["run"], chosen["trials"]) == (run_summary.REUSED, "run-3", None)
     assert run_summary.hyperparameter_lines(chosen) == ["  hyperparameters: reused from run run-3: dropout 0.2"]
+    overridden = {**chosen, "values": {}, "fixed": ["dropout"]}
+    assert run_summary.hyperparameter_lines(overridden) == [
+        "  hyperparameters: reused from run run-3: none applied (each searched setting was given as a flag)"]
 
 
 def test_without_a_search_the_defaults_are_named_and_an_older_record_shows_nothing():

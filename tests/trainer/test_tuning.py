@@ -114,3 +114,14 @@ def test_the_space_is_centred_on_the_configured_settings_and_leaves_the_users_ow
 def test_a_budget_that_cannot_run_is_refused_naming_it(budget, field):
     with pytest.raises(ConfigError, match=f"^invalid {field}: must be"):
         TuningConfig(**budget)
+
+
+def test_the_time_budget_starts_no_trial_once_spent_and_the_first_trial_always_runs(config, tmp_path):
+    def measured(config, *args, **kwargs):
+        return {"val_loss": config.dropout, "val_accuracy": 0.5, "epochs": 1, "seconds": 0.0}
+    search = tuning.build_tuner(config, SIZE, TuningConfig(trials=5, minutes=1e-9), str(tmp_path), trial=measured)
+    search.search(train_examples=None, eval_examples=None)
+    assert [row["trial"] for row in search.trial_table()] == ["0"]
+    unlimited = tuning.build_tuner(config, SIZE, TuningConfig(trials=3), str(tmp_path / "all"), trial=measured)
+    unlimited.search(train_examples=None, eval_examples=None)
+    assert len(unlimited.trial_table()) == 3
