@@ -8,7 +8,7 @@
    augmentation) against the plain Keras script on the same images, wall
    time of each phase and in all, and their eval accuracy (benchmarks/trainer.py;
    `make bench-trainer` runs this section alone). Then one trial of `run --tune`'s
-   search against the Trainer's training on the same images (benchmarks/trial_cost.py;
+   search against that section's Trainer on the same images (benchmarks/trial_cost.py;
    `make bench-trial` alone).
 2. Pipeline wall time per component at several sizes: fixed cost and cost per
    image (least squares over the sizes), and the share of everything but the Trainer.
@@ -267,7 +267,8 @@ def main(argv: list[str] | None = None) -> int:
         (scratch / "training").mkdir()
         figures = [Figure(**f) for f in trainer.bench_training(recipe, scratch / "training")]
         (scratch / "trial").mkdir()
-        figures += [Figure(**f) for f in trial_cost.bench_trial(recipe, scratch / "trial", settings.repeats)]
+        trained = next(f.value for f in figures if f.name == "training: whole Trainer vs plain Keras")
+        figures += [Figure(**f) for f in trial_cost.bench_trial(recipe, scratch / "trial", settings.repeats, trained)]
         pipeline_figures, version_dir = bench_pipeline(settings, scratch)
         figures += pipeline_figures + bench_serving(version_dir, settings)
     print(table(figures))

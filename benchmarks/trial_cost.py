@@ -60,17 +60,22 @@ def _examples(recipe: trainer_bench.Recipe, paths: dict) -> dict:
     return {split: task.pixels_and_labels([str(paths[f"{split}_records"])], transform) for split in ("train", "eval")}
 
 
-def bench_trial(recipe: trainer_bench.Recipe, scratch: pathlib.Path, repeats: int) -> list[dict]:
-    """The section's figures: a trial's seconds against the Trainer's training on the same images."""
+def bench_trial(recipe: trainer_bench.Recipe, scratch: pathlib.Path, repeats: int,
+                training: float | None = None) -> list[dict]:
+    """The section's figures: a trial's seconds against the Trainer's training on the same images. `training`:
+    the Trainer's seconds on them already measured in this run (the suite's section 1: the same recipe, the same
+    generated images), else measured here, alternating with the trials."""
     from config import TuningConfig
 
     fraction = TuningConfig().epoch_fraction
     paths = trainer_bench.write_images(recipe, scratch) | {"weights": trainer_bench.pretrained_base(recipe)}
     trials, trainings = [], []
     for _ in range(repeats):  # alternating, so that a slow spell of the shared machine weighs on both
-        trainings.append(trainer_bench.run_ours(recipe, paths, recipe.cached_views)["whole"])
+        if training is None:
+            trainings.append(trainer_bench.run_ours(recipe, paths, recipe.cached_views)["whole"])
         trials.append(time_trial(recipe, paths, fraction))
-    trial, training = statistics.median(t["whole"] for t in trials), statistics.median(trainings)
+    trial = statistics.median(t["whole"] for t in trials)
+    training = statistics.median(trainings) if training is None else training
     ratio = trial / training
     return [_figure(f"one trial (epoch fraction {fraction}, {trials[0]['epochs']} epochs) vs a Trainer run", trial,
                     "s", training, ratio, f"<= {TARGET}x", ratio <= TARGET)]

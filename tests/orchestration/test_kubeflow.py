@@ -393,6 +393,15 @@ def test_compile_refuses_kubeflow_only_flags_for_vertex(tmp_path):
     assert result.returncode == 2 and "--pvc apply only to --target kubeflow" in result.stderr
 
 
+def test_compile_refuses_a_search_that_cannot_run_before_any_work(tmp_path):
+    package = tmp_path / "p.yaml"
+    result = _cli("compile", "--image", IMAGE, "--root", "gs://b/c", "--tune", "--tune-trials", "0",
+                  "--package", str(package))
+    assert result.returncode == 2 and result.stderr == "error: invalid tune_trials: must be an integer in [1, 1000], " \
+        "got 0\n", result.stderr
+    assert not package.exists()
+
+
 def test_kfp_cron_needs_six_fields():
     with pytest.raises(ValueError, match="6 fields"):
         kfp_runs.check_kfp_cron("0 3 * * *")
