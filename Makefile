@@ -16,7 +16,7 @@ UV_INSTALL := $(BIN)/uv pip install --quiet --python $(BIN)/python --no-deps
 # compile TensorFlow's and TFX's thousands of modules again.
 unexport PYTHONDONTWRITEBYTECODE
 
-.PHONY: demo test test-fast fuzz bench bench-quick bench-trainer bench-looks bench-drift lock clean system-packages
+.PHONY: demo test test-fast fuzz bench bench-quick bench-trainer bench-trial bench-looks bench-drift bench-tune bench-tune-small lock clean system-packages
 
 # No bytecode at install time (uv writes none unless asked): most of the lock's 23,000 modules are never imported; those
 # that are get their bytecode written on first import (see `unexport PYTHONDONTWRITEBYTECODE` above).
@@ -68,6 +68,11 @@ bench-quick: $(STAMP)
 bench-trainer: $(STAMP)
 	$(BIN)/python -m benchmarks.trainer
 
+# One trial of `run --tune` against the Trainer's training on section 1's images (median of 3, alternating;
+# benchmarks/trial_cost.py): the trial must cost at most a quarter. Its figure replaces its own in runs/benchmarks.json.
+bench-trial: $(STAMP)
+	$(BIN)/python -m benchmarks.trial_cost
+
 # The from-scratch schedule's settings across the generated looks: chosen on three, reported on four never tuned
 # on (benchmarks/looks.py; 3 seeds of a setting take 10-23 minutes on the faster 2-core machine measured, cached views
 # the least and 24 epochs the most, about twice that on the slower; figures in runs/looks.json, a cut-short run goes on).
@@ -78,6 +83,16 @@ bench-looks: $(STAMP)
 # runs/drift.json and docs/performance.md).
 bench-drift: $(STAMP)
 	$(BIN)/python -m benchmarks.drift
+
+# The search of `run --tune` on each held-out look's own train and validation images against the default schedule,
+# scored on the look's test images, paired over seeds (benchmarks/tuning.py; figures in runs/tuning.json). The full
+# protocol (4 looks, 3 seeds, 8 trials) takes hours on 2 cores; bench-tune-small (2 looks, 3 seeds, 2 trials, 64 px,
+# short phases) minutes.
+bench-tune: $(STAMP)
+	$(BIN)/python -m benchmarks.tuning
+
+bench-tune-small: $(STAMP)
+	$(BIN)/python -m benchmarks.tuning --small
 
 # Re-resolve the pinned set from the direct requirements and the constraints.
 lock:

@@ -106,16 +106,28 @@ def _config(setting: str, seed: int):
 
 def run_one(setting: str, seed: int, records: dict[str, pathlib.Path], sizes: Sizes) -> dict:
     """One training of `setting`: test accuracy (and correct count) of the kept epoch, and seconds."""
-    import numpy as np
+    return {"setting": setting, "schedule": schedule(setting), "seed": seed,
+            **train_and_test(_config(setting, seed), records, sizes)}
 
+
+def read_examples(records: dict[str, pathlib.Path], image_size: int) -> dict:
+    """{split: unbatched (pixels, label) pairs}, as the Trainer reads them through the Transform graph."""
     from trainer import preprocessing, task
 
-    config = _config(setting, seed)
-
     def transform(raw):
-        return preprocessing.preprocessing_fn(raw, {"image_size": sizes.image_size})
+        return preprocessing.preprocessing_fn(raw, {"image_size": image_size})
 
-    examples = {split: task.pixels_and_labels([str(path)], transform) for split, path in records.items()}
+    return {split: task.pixels_and_labels([str(path)], transform) for split, path in records.items()}
+
+
+def train_and_test(config, records: dict[str, pathlib.Path], sizes: Sizes) -> dict:
+    """The Trainer's training with `config` (a TrainingConfig) on the train records, the epoch kept on the
+    validation records; its accuracy (and correct count) on the test records, and seconds."""
+    import numpy as np
+
+    from trainer import task
+
+    examples = read_examples(records, sizes.image_size)
     started = time.perf_counter()
     calibration = task.sample_pixels(examples["train"], config.calibration_images, config)
     model, history = task.train(config, sizes.image_size, examples["train"], examples["validation"], calibration,
@@ -124,8 +136,8 @@ def run_one(setting: str, seed: int, records: dict[str, pathlib.Path], sizes: Si
     pixels, labels = zip(*examples["test"].as_numpy_iterator())
     logits = model.predict(np.stack(pixels).astype("float32"), batch_size=64, verbose=0).reshape(-1)
     correct = int(((logits > 0) == (np.concatenate(labels) > 0.5)).sum())
-    return {"setting": setting, "schedule": schedule(setting), "seed": seed, "correct": correct, "images": len(labels),
-            "accuracy": correct / len(labels), "best_epoch": history["best_epoch"], "seconds": seconds}
+    return {"correct": correct, "images": len(labels), "accuracy": correct / len(labels),
+            "best_epoch": history["best_epoch"], "seconds": seconds}
 
 
 def summarize(runs: list[dict], looks: tuple[str, ...], setting: str) -> dict:

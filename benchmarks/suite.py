@@ -7,7 +7,9 @@
 1. Training: the Trainer's two phases (cached views, and every-epoch
    augmentation) against the plain Keras script on the same images, wall
    time of each phase and in all, and their eval accuracy (benchmarks/trainer.py;
-   `make bench-trainer` runs this section alone).
+   `make bench-trainer` runs this section alone). Then one trial of `run --tune`'s
+   search against that section's Trainer on the same images (benchmarks/trial_cost.py;
+   `make bench-trial` alone).
 2. Pipeline wall time per component at several sizes: fixed cost and cost per
    image (least squares over the sizes), and the share of everything but the Trainer.
 3. Ingest + Transform throughput against a raw single-process decode loop.
@@ -265,11 +267,14 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as scratch:
         scratch = pathlib.Path(scratch)
-        from benchmarks import trainer
+        from benchmarks import trainer, trial_cost
 
         recipe = trainer.QUICK if args.quick else trainer.Recipe()
         (scratch / "training").mkdir()
         figures = [Figure(**f) for f in trainer.bench_training(recipe, scratch / "training")]
+        (scratch / "trial").mkdir()
+        trained = next(f.value for f in figures if f.name == "training: whole Trainer vs plain Keras")
+        figures += [Figure(**f) for f in trial_cost.bench_trial(recipe, scratch / "trial", settings.repeats, trained)]
         pipeline_figures, version_dir = bench_pipeline(settings, scratch)
         figures += pipeline_figures + bench_serving(version_dir, settings)
         from benchmarks import traffic_sink

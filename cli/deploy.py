@@ -114,6 +114,7 @@ def _add_compile_flags(parser: argparse.ArgumentParser) -> None:
                              "as `run --demo` does.")
     parser.add_argument("--package", default="cats_vs_dogs_pipeline.yaml",
                         help="Output file (.yaml). Default: cats_vs_dogs_pipeline.yaml.")
+    flags.add_tuning_flags(parser)  # every run of the package searches; without it, runs reuse the newest search
     flags.add_config_flags(parser)
 
 

@@ -10,10 +10,11 @@ import json
 import sys
 
 # What TFX loads by module path, what the KFP components import, and the CLI.
-TASK_MODULES = ("trainer.task", "trainer.preprocessing", "components.serving_pusher", "components.anomalies_gate",
-                "components.baseline_resolver", "orchestration.kfp_tasks", "orchestration.kfp_components",
-                "orchestration.tfx_node", "orchestration.local", "inference.predict", "inference.traffic_sink",
-                "reporting.run_report", "ingest.spans", "pipeline.pipeline", "pipeline_runner")
+TASK_MODULES = ("trainer.task", "trainer.tuning", "trainer.preprocessing", "components.serving_pusher",
+                "components.anomalies_gate", "components.baseline_resolver", "orchestration.kfp_tasks",
+                "orchestration.kfp_components", "orchestration.tfx_node", "orchestration.local", "inference.predict",
+                "inference.traffic_sink", "reporting.run_report", "ingest.spans", "pipeline.pipeline",
+                "pipeline_runner")
 
 if __name__ == "__main__":
     sys.path = [p for p in sys.path if p not in ("", ".")]  # the working directory is not the installation

@@ -8,7 +8,9 @@ TFX's own launcher against an ML Metadata store all tasks share
 the outcome, metrics, confusion matrix, decision and HTML report on the run
 page. On a gs:// root, where KServe copies the versions into its pod once, a
 rollout task after the Pusher starts the InferenceService's new revision
-(orchestration.kserve). Only container executors, schema 2.1.0, no lifecycle hooks: what the KFP
+(orchestration.kserve). Compiled with tuning (`compile --tune`), TFX's Tuner is one
+of the nodes, before the Trainer, and its task gets the Trainer's resources and
+accelerators. Only container executors, schema 2.1.0, no lifecycle hooks: what the KFP
 backend runs. KFP's own cache is off: TFX's cache decides what reruns.
 Running a package (here, or on a cluster) is orchestration.kfp_runs; the
 Vertex AI target is orchestration.vertex.
@@ -18,8 +20,9 @@ import copy
 import dataclasses
 import os
 import posixpath
+from typing import Collection
 
-from config import PipelineConfig, beam_policy
+from config import PipelineConfig, TuningConfig, beam_policy
 from contract import accelerators, layout
 from contract import metadata as metadata_lib
 from contract.errors import CommandError
@@ -45,6 +48,8 @@ DEFAULT_LEASE_TIMEOUT_MINUTES = lease.DEFAULT_STALE_AFTER_SECONDS // 60
 # Other tasks are small next to the Trainer; the Evaluator loads the model too.
 DEFAULT_TASK_CPU = "1"
 DEFAULT_TASK_MEMORY = "4G"
+# The Tuner's trials are Trainer runs on the same data: its task gets the Trainer's resources and accelerators.
+TRAINING_NODES = frozenset({metadata_lib.TRAINER, metadata_lib.TUNER})
 # The Dockerfile copies the project to /pipeline: the schema's path inside the image (Vertex target).
 IMAGE_PROJECT_DIR = "/pipeline"
 IMAGE_SCHEMA_PATH = posixpath.join(IMAGE_PROJECT_DIR, "pipeline", "schema", "schema.pbtxt")
@@ -72,12 +77,15 @@ class Deployment:
                                      "--data-dir are paths under its mount.")
     pvc_mount: str = setting(DEFAULT_PVC_MOUNT, "kubeflow: where the PVC is mounted in each task.")
     beam_args: tuple[str, ...] = ()
-    trainer_cpu: str | None = setting(None, "kubeflow: CPUs of the Trainer's task (request and limit), e.g. 4.")
-    trainer_memory: str | None = setting(None, "kubeflow: memory of the Trainer's task (request and limit), "
-                                                "e.g. 16G.")
+    trainer_cpu: str | None = setting(None, "kubeflow: CPUs of the Trainer's task and, with --tune, the Tuner's "
+                                            "(request and limit), e.g. 4.")
+    trainer_memory: str | None = setting(None, "kubeflow: memory of the Trainer's task and, with --tune, the "
+                                                "Tuner's (request and limit), e.g. 16G.")
     trainer_accelerator: str | None = setting(
-        None, "kubeflow: accelerator resource of the Trainer's task, e.g. nvidia.com/gpu.", metavar="TYPE")
-    trainer_accelerator_count: int = setting(1, "kubeflow: how many accelerators the Trainer's task gets.")
+        None, "kubeflow: accelerator resource of the Trainer's task and, with --tune, the Tuner's, e.g. "
+              "nvidia.com/gpu.", metavar="TYPE")
+    trainer_accelerator_count: int = setting(1, "kubeflow: how many accelerators the Trainer's task (and the "
+                                                "Tuner's) gets.")
     kfp_pipeline_root: str | None = None  # where KFP keeps its own artifacts (run page metrics, HTML)
     lease_timeout_minutes: int = setting(
         DEFAULT_LEASE_TIMEOUT_MINUTES, "kubeflow: a run's lease on the root whose heartbeat is older than this is "
@@ -145,19 +153,22 @@ def default_beam_args() -> list[str]:
     return beam_policy.component_args()
 
 
-def compile_package(config: PipelineConfig, output_file: str, deployment: Deployment) -> str:
-    """Writes the KFP v2 package (YAML) for open-source Kubeflow Pipelines; returns its path."""
+def compile_package(config: PipelineConfig, output_file: str, deployment: Deployment,
+                    tuning: TuningConfig | None = None, fixed_settings: Collection[str] = ()) -> str:
+    """Writes the KFP v2 package (YAML) for open-source Kubeflow Pipelines; returns its path. `tuning` and
+    `fixed_settings` as pipeline.create_pipeline takes them: with `tuning`, a Tuner task before the Trainer."""
     from kfp import compiler
 
     check_package_name(output_file)
-    kfp_pipeline = build_kfp_pipeline(config, deployment)
+    kfp_pipeline = build_kfp_pipeline(config, deployment, tuning, fixed_settings)
     output_file = os.path.abspath(output_file)
     os.makedirs(os.path.dirname(output_file), exist_ok=True)
     compiler.Compiler().compile(kfp_pipeline, output_file)
     return output_file
 
 
-def build_kfp_pipeline(config: PipelineConfig, deployment: Deployment):
+def build_kfp_pipeline(config: PipelineConfig, deployment: Deployment, tuning: TuningConfig | None = None,
+                       fixed_settings: Collection[str] = ()):
     """The kfp pipeline: ingest -> one task per TFX node, in the DAG's order; the report as the exit handler."""
     from kfp import dsl
 
@@ -169,7 +180,8 @@ def build_kfp_pipeline(config: PipelineConfig, deployment: Deployment):
         config, examples_root=where.examples_root, pipeline_root=where.pipeline_root,
         serving_dir=where.serving_dir, beam_pipeline_args=list(deployment.beam_args) or default_beam_args(),
         schema_path=where.schema_path,
-        served_as=(deployment.serving.name, kserve.MODEL_MOUNT) if deployment.serving else ("", ""))
+        served_as=(deployment.serving.name, kserve.MODEL_MOUNT) if deployment.serving else ("", ""),
+        tuning=tuning, fixed_settings=fixed_settings)
     programs = tfx_node.node_programs(tfx_pipeline)
     image = deployment.image
     ingest_op = dsl.component(kfp_components.ingest_source, base_image=image, install_kfp_package=False)
@@ -202,7 +214,7 @@ def build_kfp_pipeline(config: PipelineConfig, deployment: Deployment):
                                                         metadata_store=deployment.metadata_store, root=deployment.root)
                 task.set_display_name(program.node_id)
                 task.after(*([tasks[node] for node in program.upstream] or [ingest]))
-                _configure(task, deployment, trainer=program.node_id == metadata_lib.TRAINER, retries=TASK_RETRIES)
+                _configure(task, deployment, trainer=program.node_id in TRAINING_NODES, retries=TASK_RETRIES)
                 tasks[program.node_id] = task
             if deployment.rolls_out:
                 rollout = _named(rollout_op, layout.ROLLOUT_TASK)(
@@ -232,8 +244,8 @@ def _named(component, name: str):
 
 
 def _configure(task, deployment: Deployment, trainer: bool = False, retries: int = 0) -> None:
-    """KFP cache off (TFX decides), retries, resources, the PVC, and the run id from the pod's label as a
-    fallback."""
+    """KFP cache off (TFX decides), retries, resources (`trainer`: the Trainer's or the Tuner's task), the PVC,
+    and the run id from the pod's label as a fallback."""
     from kfp import kubernetes
 
     task.set_caching_options(False)
@@ -252,7 +264,8 @@ def _configure(task, deployment: Deployment, trainer: bool = False, retries: int
         if deployment.trainer_accelerator:
             task.set_accelerator_type(deployment.trainer_accelerator)
             task.set_accelerator_limit(deployment.trainer_accelerator_count)
-            # The Trainer fails on these, rather than train on its CPU, when TensorFlow sees fewer GPUs.
+            # The Trainer (and the Tuner's trials) fail on these, rather than train on the CPU, when TensorFlow
+            # sees fewer GPUs.
             task.set_env_variable(accelerators.ACCELERATOR_ENV, deployment.trainer_accelerator)
             task.set_env_variable(accelerators.ACCELERATOR_COUNT_ENV, str(deployment.trainer_accelerator_count))
     else:
@@ -264,11 +277,15 @@ def _configure(task, deployment: Deployment, trainer: bool = False, retries: int
 
 
 def compile_for_cluster(config: PipelineConfig, output_file: str, deployment: Deployment,
-                        serving: kserve.Serving) -> list[str]:
+                        serving: kserve.Serving, tuning: TuningConfig | None = None,
+                        fixed_settings: Collection[str] = ()) -> list[str]:
     """The package (compile_package), and beside it the manifest of `serving`, the KServe InferenceService that
     serves the root's versions (none for a root on this machine); returns what to tell the user, line by line."""
-    path = compile_package(config, output_file, deployment)
+    path = compile_package(config, output_file, deployment, tuning, fixed_settings)
     lines = [f"wrote Kubeflow Pipelines package {path}"]
+    if tuning is not None:
+        lines.append(f"its Tuner task searches up to {tuning.trials} trials before the Trainer in every run; a "
+                     "package compiled without --tune reuses the newest search's result instead")
     if deployment.rolls_out:
         lines.append(f"after each push, its rollout task starts a new revision of InferenceService "
                      f"{serving.namespace}/{serving.name} (KServe copies a gs:// root once): the pipeline's service "

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from typing import Collection
 
-from config import PipelineConfig
+from config import PipelineConfig, TuningConfig
 from contract.errors import CommandError, first_line
 from contract.layout import RunLayout
 from contract.settings import setting
@@ -81,8 +82,11 @@ def schedule(package: str, display_name: str, cron: str, arguments: dict, pipeli
 
 
 def compile_vertex_package(config: PipelineConfig, output_file: str, *, image: str, root: str,
-                           beam_args: list[str]) -> str:
-    """Writes TFX's own KubeflowV2DagRunner package for Vertex AI Pipelines; returns its path."""
+                           beam_args: list[str], tuning: TuningConfig | None = None,
+                           fixed_settings: Collection[str] = ()) -> str:
+    """Writes TFX's own KubeflowV2DagRunner package for Vertex AI Pipelines; returns its path. With `tuning`,
+    TFX's Tuner runs before the Trainer in every run; without, the Trainer takes the newest search's result
+    (TFX's LatestArtifactStrategy, which this runner compiles), as pipeline.create_pipeline says."""
     from tfx import v1 as tfx
 
     from pipeline import pipeline as pipeline_lib
@@ -95,7 +99,8 @@ def compile_vertex_package(config: PipelineConfig, output_file: str, *, image: s
     where = RunLayout(root)
     pipeline = pipeline_lib.create_pipeline(
         config, examples_root=where.examples_root, pipeline_root=where.pipeline_root, serving_dir=where.serving_dir,
-        beam_pipeline_args=beam_args or default_beam_args(), builtin_resolver=True, schema_path=IMAGE_SCHEMA_PATH)
+        beam_pipeline_args=beam_args or default_beam_args(), builtin_resolver=True, schema_path=IMAGE_SCHEMA_PATH,
+        tuning=tuning, fixed_settings=fixed_settings)
     output_dir, filename = os.path.split(os.path.abspath(output_file))
     os.makedirs(output_dir, exist_ok=True)
     runner = tfx.orchestration.experimental.KubeflowV2DagRunner(

@@ -38,6 +38,7 @@ def compile(args: argparse.Namespace, config) -> int:
         image=args.image, root=args.root, metadata_store=args.metadata_store, beam_args=tuple(args.beam_args or ()),
         kfp_pipeline_root=args.pipeline_root, serving=serving if args.serving_rollout else None,
         **flags.settings_from(args, kubeflow.Deployment))
-    for line in kubeflow.compile_for_cluster(config, args.package, deployment, serving):
+    for line in kubeflow.compile_for_cluster(config, args.package, deployment, serving,
+                                             flags.tuning_from_args(args), flags.fixed_settings(args)):
         print(line)
     return errors.OK

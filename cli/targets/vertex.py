@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 
-from cli import remote
+from cli import flags, remote
 from contract import errors
 from orchestration import vertex
 
@@ -23,6 +23,7 @@ submit, schedule = remote.commands(vertex, vertex.Location, started="started Ver
 
 def compile(args: argparse.Namespace, config) -> int:
     path = vertex.compile_vertex_package(config, args.package, image=args.image, root=args.root,
-                                         beam_args=args.beam_args or [])
+                                         beam_args=args.beam_args or [], tuning=flags.tuning_from_args(args),
+                                         fixed_settings=flags.fixed_settings(args))
     print(f"wrote Vertex AI Pipelines package {path}")
     return errors.OK

@@ -21,8 +21,8 @@ def test_quick_suite_measures_every_section(tmp_path, capsys, monkeypatch):
     assert suite.main(["--quick", "--sizes", "60", "--json", str(figures_path)]) == 0
     figures = json.loads(figures_path.read_text())["figures"]
     sections = {f["section"] for f in figures}
-    assert sections == {"1 training", "2 pipeline", "3 ingest+transform", "4 bytes", "5 evaluator", "6 memory",
-                        "6 serving", "7 traffic sink", "8 monitor"}
+    assert sections == {"1 training", "1 tuning trial", "2 pipeline", "3 ingest+transform", "4 bytes", "5 evaluator",
+                        "6 memory", "6 serving", "7 traffic sink", "8 monitor"}
     for figure in figures:
         assert math.isfinite(figure["value"]) and figure["value"] >= 0, figure
         if figure["ratio"] is not None:
@@ -34,7 +34,8 @@ def test_quick_suite_measures_every_section(tmp_path, capsys, monkeypatch):
                 else figure["value"] / per / figure["reference"]
             assert figure["ratio"] == pytest.approx(expected, rel=1e-6), figure
     with_ratio = {f["section"] for f in figures if f["ratio"] is not None}
-    assert {"1 training", "3 ingest+transform", "5 evaluator", "6 serving", "7 traffic sink", "8 monitor"} <= with_ratio
+    assert {"1 training", "1 tuning trial", "3 ingest+transform", "5 evaluator", "6 serving", "7 traffic sink",
+            "8 monitor"} <= with_ratio
     assert "training: phase 1 vs plain Keras" in capsys.readouterr().out
     written = [f for f in figures if f["section"] == "4 bytes"]
     assert written and all(f["value"] > 0 for f in written), "Transform's output must be measured, not assumed"

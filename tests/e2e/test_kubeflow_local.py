@@ -10,10 +10,14 @@ with kfp.local's SubprocessRunner. The runs a deployment sees:
                                -> one takes the root's lease: every TFX node executed once, version 1 pushed;
                                   the other is refused by its first task and its exit handler says so
 2. the same data               -> every TFX component CACHED in MLMD; nothing pushed
-3. new images in the folder    -> a new span, evaluated against version 1's model
+3. new images in the folder, with a package compiled with --tune (2 trials)
+                               -> a new span; the Tuner task searches and the Trainer takes its best
+                                  hyperparameters; evaluated against version 1's model
 4. `models` and `rollback` on the deployment's root and store -> version 1's model served again as version 3
    a run whose Trainer task is killed with SIGKILL mid-training and launched again in the same run
-                               -> one COMPLETE Trainer execution, one model, nothing of the killed attempt left
+   (a package compiled without --tune)
+                               -> one COMPLETE Trainer execution, one model, nothing of the killed attempt left;
+                                  its Trainer took the hyperparameters run 3's search recorded
 5. every image filed as a cat  -> the data gate stops the run; the exit handler's summary names it
 MLMD is read here directly.
 """
@@ -72,6 +76,11 @@ def runs(tmp_path_factory, metadata_service):
                     "--min-accuracy", "0", "--max-accuracy-drop", "1"]
     record["compile"] = _cli(*compile_args, "--package", str(package))
     submit = ["submit", "--local", "--package", str(package), "--kfp-outputs", str(base / "kfp")]
+    # The third run's package, compiled while the first runs (the rehearsal's time is mostly the runs').
+    tuned_package = base / "tuned.yaml"
+    tuned_compile = subprocess.Popen([sys.executable, str(ROOT / "pipeline_runner.py"), *compile_args, "--tune",
+                                      "--tune-trials", "2", "--package", str(tuned_package)],
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
 
     logs = {name: (open(base / f"{name}.out", "w+"), open(base / f"{name}.err", "w+")) for name in ("kfp-a", "kfp-b")}
     racers = {name: subprocess.Popen([sys.executable, str(ROOT / "pipeline_runner.py"), *submit[:-1], str(base / name)],
@@ -96,9 +105,14 @@ def runs(tmp_path_factory, metadata_service):
     more = base / "more-images"
     shutil.copytree(images, more)
     synthetic.write_demo_images(more / "new", 6, seed=1)
-    record["third"] = _cli(*submit, "--data-dir", str(more))
+    record["tuned_compile"] = subprocess.CompletedProcess(tuned_compile.args, tuned_compile.wait(timeout=600),
+                                                          tuned_compile.stdout.read(), tuned_compile.stderr.read())
+    record["third"] = _cli(*submit[:3], str(tuned_package), *submit[4:], "--data-dir", str(more))
     record["third_states"], store, run = latest_run_states(metadata)
     record["third_evaluator_models"] = evaluator_models(store, run)
+    record["third_hyperparameters"] = {node: _hyperparameters(store, run.name, node, event)
+                                       for node, event in ((node_ids.TUNER, metadata_store_pb2.Event.OUTPUT),
+                                                           (node_ids.TRAINER, metadata_store_pb2.Event.INPUT))}
     record["versions_after_third"] = sorted(os.listdir(root / "serving_model"))
     record["config_after_third"] = served.read_config(str(root / "serving_model"))
 
@@ -152,6 +166,19 @@ def _programs_up_to(package, last):
     return [programs[node] for node in order]
 
 
+def _hyperparameters(store, run_id, node_id, event_type):
+    """{uri: the best_hyperparameters file's content} of the HyperParameters artifacts `node_id` read (INPUT) or
+    wrote (OUTPUT) in run `run_id`."""
+    run = store.get_context_by_type_and_name("pipeline_run", run_id)
+    node = store.get_context_by_type_and_name("node", f"{PIPELINE_NAME}.{node_id}")
+    executions = {e.id for e in store.get_executions_by_context(node.id)} & \
+        {e.id for e in store.get_executions_by_context(run.id)}
+    events = [e for e in store.get_events_by_execution_ids(list(executions)) if e.type == event_type]
+    kind = store.get_artifact_type("HyperParameters").id
+    return {a.uri: json.loads(open(os.path.join(a.uri, "best_hyperparameters.txt")).read())
+            for a in store.get_artifacts_by_id([e.artifact_id for e in events]) if a.type_id == kind}
+
+
 def _trainer_execution(metadata, run_id):
     """(id, state) of the Trainer's executions in run `run_id`."""
     store = metadata_store.MetadataStore(metadata)
@@ -203,6 +230,8 @@ def _kill_trainer_then_launch_it_again(base, root, metadata, compile_args):
                                                 if e.type == metadata_store_pb2.Event.OUTPUT])
     types = {t.id: t.name for t in store_handle.get_artifact_types()}
     record["outputs"] = sorted((types[a.type_id], a.uri) for a in outputs)
+    record["hyperparameters_read"] = _hyperparameters(store_handle, run_id, node_ids.TRAINER,
+                                                      metadata_store_pb2.Event.INPUT)
     lease.release(root, held.run_id)
     return record
 
@@ -272,6 +301,33 @@ def test_new_images_make_a_new_span_evaluated_against_version_1(runs):
     assert runs["versions_after_third"] == ["1", "2", served.CONFIG_FILE]
     # What the InferenceService's TF Serving reads: version 2, under the path the predictor sees.
     assert runs["config_after_third"] == served.ServingConfig("cats-vs-dogs", "/mnt/models", 2)
+
+
+# The search's record in the best_hyperparameters file (trainer.hyperparameters' TUNED_KEY and COMPLETED; that module
+# imports TensorFlow, which this process otherwise never loads).
+TUNED_KEY, COMPLETED = "tuned", "completed"
+
+
+def test_a_package_compiled_with_tune_searches_in_its_tuner_task_and_trains_with_the_best(runs):
+    assert runs["tuned_compile"].returncode == 0, runs["tuned_compile"].stderr[-3000:]
+    assert "its Tuner task searches up to 2 trials before the Trainer" in runs["tuned_compile"].stdout
+    assert runs["third_states"][node_ids.TUNER] == ["COMPLETE"]
+    assert node_ids.HYPERPARAMETERS_RESOLVER not in runs["third_states"]
+    (written, search), = runs["third_hyperparameters"][node_ids.TUNER].items()
+    assert list(runs["third_hyperparameters"][node_ids.TRAINER]) == [written], "the Trainer took the Tuner's result"
+    trials = search[TUNED_KEY]["trials"]
+    assert len(trials) == 2 and [t["kept"] for t in trials].count(True) == 1
+    assert all(t["status"] == COMPLETED for t in trials), trials
+    assert search["values"] == next(t["values"] for t in trials if t["kept"])
+    # the run that searched is the KFP run, as every task of it names it
+    summary, _ = _summary(runs["third"])
+    assert search[TUNED_KEY]["run"] == summary["run_id"]
+
+
+def test_a_package_compiled_without_tune_trains_with_the_newest_search_recorded(runs):
+    """The relaunch run's package has no Tuner: its resolver task hands the Trainer what run 3's search found."""
+    written = list(runs["third_hyperparameters"][node_ids.TUNER])
+    assert list(runs["relaunch"]["hyperparameters_read"]) == written
 
 
 def test_a_run_the_data_gate_stops_is_reported_by_the_exit_handler(runs):

@@ -19,7 +19,7 @@ import yaml
 from google.protobuf import json_format
 from kfp.pipeline_spec import pipeline_spec_pb2
 
-from config import PipelineConfig, with_overrides
+from config import PipelineConfig, TuningConfig, with_overrides
 from contract import accelerators, layout
 from contract import metadata as node_ids
 from orchestration import kfp_runs, kubeflow, vertex
@@ -29,8 +29,9 @@ from tests.helpers import ROOT
 IMAGE = "registry.example.com/cats-vs-dogs:7"
 
 
-def _compile_offline(path, deployment, config=None):
-    """Compiles with every socket connection refused: compiling needs no network."""
+def _compile_offline(path, deployment, config=None, **search):
+    """Compiles with every socket connection refused: compiling needs no network. `search`: compile_package's
+    tuning and fixed_settings."""
     original = socket.socket.connect
 
     def refuse(*args, **kwargs):
@@ -38,7 +39,7 @@ def _compile_offline(path, deployment, config=None):
 
     socket.socket.connect = refuse
     try:
-        return kubeflow.compile_package(config or PipelineConfig(), str(path), deployment)
+        return kubeflow.compile_package(config or PipelineConfig(), str(path), deployment, **search)
     finally:
         socket.socket.connect = original
 
@@ -49,6 +50,16 @@ def package(tmp_path_factory):
                                      trainer_cpu="4", trainer_memory="16G", trainer_accelerator="nvidia.com/gpu",
                                      trainer_accelerator_count=2)
     return _compile_offline(tmp_path_factory.mktemp("kfp") / "pipeline.yaml", deployment)
+
+
+@pytest.fixture(scope="module")
+def tuned_package(tmp_path_factory):
+    """`compile --tune --tune-trials 3` with the Trainer's resources and GPUs of `package`."""
+    deployment = kubeflow.Deployment(image=IMAGE, root="gs://bucket/cats", data_dir="gs://bucket/images",
+                                     trainer_cpu="4", trainer_memory="16G", trainer_accelerator="nvidia.com/gpu",
+                                     trainer_accelerator_count=2)
+    return _compile_offline(tmp_path_factory.mktemp("kfp") / "tuned.yaml", deployment,
+                            tuning=TuningConfig(trials=3), fixed_settings=("dropout",))
 
 
 @pytest.fixture(scope="module")
@@ -168,6 +179,41 @@ def test_trainer_gets_its_resources_and_other_tasks_small_defaults(package):
     assert "env" not in executors[f"exec-{node_ids.EVALUATOR.lower()}"]["container"]
 
 
+def _node_custom_config(task) -> dict:
+    """The custom_config a node task's program gives its component."""
+    ir = json.loads(task["inputs"]["parameters"]["node_program"]["runtimeValue"]["constant"])
+    (node,) = ir["nodes"]
+    parameters = node["pipelineNode"]["parameters"]["parameters"]
+    return json.loads(parameters["custom_config"]["fieldValue"]["stringValue"])
+
+
+def test_with_tune_a_tuner_task_feeds_the_trainer_with_its_resources_and_retries(package, tuned_package):
+    spec = _documents(tuned_package)[0]
+    _, tasks = _run_group(spec)
+    tuner, trainer = node_ids.TUNER.lower(), node_ids.TRAINER.lower()
+    assert tuner in set(tasks) and node_ids.HYPERPARAMETERS_RESOLVER.lower() not in set(tasks)
+    assert tuner in tasks[trainer]["dependentTasks"], "the Trainer waits for the search"
+    assert node_ids.TRANSFORM.lower() in tasks[tuner]["dependentTasks"], "trials read the Transform graph"
+    searched = _node_custom_config(tasks[tuner])
+    assert searched["tuning"]["trials"] == 3 and searched["fixed_settings"] == ["dropout"]
+    assert searched["training"] == _node_custom_config(tasks[trainer])["training"], "trials start where it would"
+    # the same retries and cache rule as the Trainer: a preempted GPU node retries the search; TFX's cache decides
+    assert tasks[tuner]["retryPolicy"] == tasks[trainer]["retryPolicy"]
+    assert not tasks[tuner].get("cachingOptions", {}).get("enableCache")
+    # the Trainer's CPUs, memory and GPUs, and the variables that make a trial refuse to train on the CPU
+    executors = spec["deploymentSpec"]["executors"]
+    assert executors[f"exec-{tuner}"]["container"]["resources"] == \
+        executors[f"exec-{trainer}"]["container"]["resources"]
+    env = {e["name"]: e["value"] for e in executors[f"exec-{tuner}"]["container"]["env"]}
+    assert env[accelerators.ACCELERATOR_ENV] == "nvidia.com/gpu" and env[accelerators.ACCELERATOR_COUNT_ENV] == "2"
+    # without --tune: no Tuner; the Trainer takes the newest recorded search's result from a resolver task
+    _, plain = _run_group(_documents(package)[0])
+    assert tuner not in plain
+    resolver = node_ids.HYPERPARAMETERS_RESOLVER.lower()
+    assert resolver in plain[trainer]["dependentTasks"]
+    assert "accelerator" not in executors.get(f"exec-{resolver}", {}).get("container", {}).get("resources", {})
+
+
 def test_package_points_at_the_root_and_the_clusters_metadata_service(package):
     text = open(package).read()
     assert str(ROOT) not in text, "the package must not point into this checkout"
@@ -225,6 +271,12 @@ def test_vertex_package_is_tfx_native_with_its_resolver_queries(tmp_path):
     json_format.ParseDict(spec, parsed, ignore_unknown_fields=False)
     resolvers = [e for e in spec["deploymentSpec"]["executors"].values() if "resolver" in e]
     assert resolvers and all(e["resolver"]["outputArtifactQueries"] for e in resolvers)
+    tuned = yaml.safe_load(open(vertex.compile_vertex_package(
+        PipelineConfig(), str(tmp_path / "tuned.yaml"), image=IMAGE, root="gs://bucket/cats", beam_args=[],
+        tuning=TuningConfig(trials=2))))
+    assert node_ids.TUNER in tuned["root"]["dag"]["tasks"] and node_ids.TUNER not in spec["root"]["dag"]["tasks"]
+    hyperparameters = tuned["root"]["dag"]["tasks"][node_ids.TRAINER]["inputs"]["artifacts"]["hyperparameters"]
+    assert hyperparameters["taskOutputArtifact"]["producerTask"] == node_ids.TUNER
     with pytest.raises(kubeflow.TargetError, match="span-window"):
         vertex.compile_vertex_package(with_overrides(PipelineConfig(), {"span_window": 3}),
                                         str(tmp_path / "v2.yaml"), image=IMAGE, root="gs://b/c", beam_args=[])
@@ -339,6 +391,15 @@ def test_compile_refuses_kubeflow_only_flags_for_vertex(tmp_path):
     result = _cli("compile", "--target", "vertex", "--image", IMAGE, "--root", "gs://b/c", "--pvc", "claim",
                   "--package", str(tmp_path / "v.yaml"))
     assert result.returncode == 2 and "--pvc apply only to --target kubeflow" in result.stderr
+
+
+def test_compile_refuses_a_search_that_cannot_run_before_any_work(tmp_path):
+    package = tmp_path / "p.yaml"
+    result = _cli("compile", "--image", IMAGE, "--root", "gs://b/c", "--tune", "--tune-trials", "0",
+                  "--package", str(package))
+    assert result.returncode == 2 and result.stderr == "error: invalid tune_trials: must be an integer in [1, 1000], " \
+        "got 0\n", result.stderr
+    assert not package.exists()
 
 
 def test_kfp_cron_needs_six_fields():
