@@ -284,7 +284,8 @@ def compile_for_cluster(config: PipelineConfig, output_file: str, deployment: De
     path = compile_package(config, output_file, deployment, tuning, fixed_settings)
     lines = [f"wrote Kubeflow Pipelines package {path}"]
     if tuning is not None:
-        lines.append(f"its Tuner task searches up to {tuning.trials} trials before the Trainer in every run; a "
+        trials = f"{tuning.trials} trial{'s' if tuning.trials != 1 else ''}"
+        lines.append(f"its Tuner task searches up to {trials} before the Trainer in every run; a "
                      "package compiled without --tune reuses the newest search's result instead")
     if deployment.rolls_out:
         lines.append(f"after each push, its rollout task starts a new revision of InferenceService "
