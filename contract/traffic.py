@@ -23,6 +23,7 @@ import errno
 import hashlib
 import json
 import logging
+import os
 import posixpath
 import struct
 import threading
@@ -178,6 +179,15 @@ def _numbered(traffic_root: str) -> list[int]:
     return sorted(n for name in storage.backend.listdir(traffic_root) if (n := layout.span_number(name)) is not None)
 
 
+def link_problem(traffic_root: str) -> str | None:
+    """Why a local traffic folder cannot be used (it is a symbolic link: writing, removing or reading through it
+    would touch the folder it points at), None if it can."""
+    root = str(traffic_root)
+    if storage.is_local(root) and os.path.islink(root):
+        return f"{root} is a symbolic link (to {os.readlink(root)}), and links are never followed"
+    return None
+
+
 def span_dir(traffic_root: str, span: int) -> str:
     return layout.span_dir(traffic_root, span)
 
@@ -200,6 +210,9 @@ def incomplete_reason(traffic_root: str, span: int) -> str | None:
 def committed_spans(traffic_root: str) -> list[int]:
     """The traffic spans a reader may read, oldest first."""
     root = str(traffic_root)
+    linked = link_problem(root)
+    if linked:
+        raise TrafficDataError(f"traffic cannot be read: {linked}")
     return [span for span in _numbered(root) if incomplete_reason(root, span) is None]
 
 
@@ -295,6 +308,8 @@ def read_window(traffic_root: str, max_images: int | None = None, since_ms: int 
 def remove_staging(traffic_root: str) -> list[str]:
     """Removes the staging folders a killed writer left; returns their names. Only for a writer that is the
     root's one traffic writer (the sink at its start): another writer's open batch would go with them."""
+    if link_problem(traffic_root):
+        return []  # not the root's folder: nothing in it is the writer's to remove
     return storage.remove_staging(str(traffic_root), [STAGING_PREFIX])
 
 
@@ -405,6 +420,9 @@ class TrafficWriter:
             return span
 
     def _stage_pending(self) -> None:
+        linked = link_problem(self.traffic_root)  # made a link while the writer ran: the batch is lost, said
+        if linked:
+            raise NotADirectoryError(linked)
         if not self._pending:
             return
         if self._staging is None:

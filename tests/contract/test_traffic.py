@@ -94,6 +94,19 @@ def test_a_span_without_its_report_or_with_a_file_missing_or_a_link_is_never_rea
     assert writer.flush() == 4, "a number a reader may have listed is never reused"
 
 
+def test_a_traffic_folder_that_is_a_link_is_never_written_cleaned_or_read_through(tmp_path):
+    mine = tmp_path / "my-folder"
+    (mine / ".traffic-mine").mkdir(parents=True)
+    writer = traffic.TrafficWriter(str(tmp_path / "traffic"), batch_size=2, max_seconds=60)
+    writer.add(_record(0))
+    (tmp_path / "traffic").symlink_to(mine)  # made a link while the writer's batch was open
+    assert writer.add(_record(1)) is None and writer.lost == {"storage error (NotADirectoryError)": 2}
+    assert traffic.remove_staging(str(tmp_path / "traffic")) == []
+    with pytest.raises(traffic.TrafficDataError, match="is a symbolic link"):
+        traffic.read_window(str(tmp_path / "traffic"))
+    assert [p.name for p in mine.iterdir()] == [".traffic-mine"]
+
+
 def test_a_damaged_record_is_named_with_its_file(tmp_path):
     root = str(tmp_path / "traffic")
     writer = traffic.TrafficWriter(root, batch_size=2, max_seconds=60)
