@@ -72,6 +72,9 @@ SHUTDOWN = "shut down before the response came"
 
 # Requests (or responses) waiting for the other half, at most: their ids and scores alone stay within tens of MB.
 MAX_WAITING = 100_000
+# What Python holds per waiting image or score beside the image's bytes (its object and its slot in a list): a
+# request of a million two-byte images holds some 50 MB, not 2 MB.
+ITEM_BYTES = 64
 
 logger = logging.getLogger(__name__)
 
@@ -192,7 +195,10 @@ def response_scores(payload: dict) -> tuple[list[float], int | None]:
     elif "outputs" in payload:
         outputs = payload["outputs"]
         if isinstance(outputs, dict) and isinstance(outputs.get(features.PROBABILITY_OUTPUT), list):
-            valid = outputs.get(features.VALID_OUTPUT) or [True] * len(outputs[features.PROBABILITY_OUTPUT])
+            valid = outputs.get(features.VALID_OUTPUT, [True] * len(outputs[features.PROBABILITY_OUTPUT]))
+            if not isinstance(valid, list) or len(valid) != len(outputs[features.PROBABILITY_OUTPUT]):
+                raise Refused(NOT_A_PREDICTION, f"\"outputs\" holds a {features.VALID_OUTPUT} that is not a list "
+                                                f"as long as its {features.PROBABILITY_OUTPUT}")
             answers = [{features.PROBABILITY_OUTPUT: p, features.VALID_OUTPUT: v}
                        for p, v in zip(outputs[features.PROBABILITY_OUTPUT], valid)]
         elif isinstance(outputs, list):
@@ -213,8 +219,14 @@ class _Waiting:
     version: int | None = None
 
     @property
+    def count(self) -> int:
+        """A request's images, or a response's answers."""
+        return len(self.images) if self.images is not None else len(self.scores)
+
+    @property
     def size(self) -> int:
-        return sum(map(len, self.images)) if self.images else 0
+        """The memory it holds while it waits, as the pending table counts it."""
+        return (sum(map(len, self.images)) if self.images is not None else 0) + ITEM_BYTES * self.count
 
 
 class VersionSource:
@@ -289,8 +301,9 @@ class TrafficSink:
             self.images_received += len(waiting.images)
             answer = self._responses.pop(event.id, None)
             if answer is None:
-                self._wait(event.id, waiting)
+                self._wait(self._requests, event.id, waiting)
                 return {"id": event.id, "images": len(waiting.images), "waiting_for": "response"}
+            self._pending_bytes -= answer.size
             waiting.scores, waiting.version = answer.scores, answer.version
         else:
             scores, version = response_scores(event.payload)
@@ -298,7 +311,7 @@ class TrafficSink:
             if waiting is None:
                 if event.id in self._responses:
                     raise Refused(DUPLICATE, f"a response with ce-id {printable(event.id)[:80]!r} is waiting already")
-                self._wait_for_request(event.id, _Waiting(self._clock(), scores=scores, version=version))
+                self._wait(self._responses, event.id, _Waiting(self._clock(), scores=scores, version=version))
                 return {"id": event.id, "answers": len(scores), "waiting_for": "request"}
             self._pending_bytes -= waiting.size
             waiting.scores, waiting.version = scores, version
@@ -310,20 +323,24 @@ class TrafficSink:
         digest = hashlib.sha256(request_id.encode("utf-8", "backslashreplace")).digest()
         return int.from_bytes(digest[:8], "big") < self.settings.sample_rate * 2**64
 
-    def _wait(self, request_id: str, waiting: _Waiting) -> None:
-        self._requests[request_id] = waiting
+    def _wait(self, table: collections.OrderedDict, event_id: str, waiting: _Waiting) -> None:
+        """Holds a request (or a response) for its other half; above the limits the oldest waiting, of requests
+        and responses alike, is counted lost (the one just held stays: max_event_mb bounds it)."""
+        table[event_id] = waiting
         self._pending_bytes += waiting.size
+        while len(table) > MAX_WAITING:
+            self._drop(table)
         limit = self.settings.pending_mb * 2**20
-        while (self._pending_bytes > limit or len(self._requests) > MAX_WAITING) and len(self._requests) > 1:
-            oldest, dropped = self._requests.popitem(last=False)
-            self._pending_bytes -= dropped.size
-            self._lose(PENDING_FULL, len(dropped.images))
+        while self._pending_bytes > limit:
+            others = [t for t in (self._requests, self._responses) if t and not (t is table and len(t) == 1)]
+            if not others:
+                break
+            self._drop(min(others, key=lambda t: next(iter(t.values())).since))
 
-    def _wait_for_request(self, request_id: str, waiting: _Waiting) -> None:
-        self._responses[request_id] = waiting
-        while len(self._responses) > MAX_WAITING:
-            _, dropped = self._responses.popitem(last=False)
-            self._lose(PENDING_FULL, len(dropped.scores))
+    def _drop(self, table: collections.OrderedDict) -> None:
+        _, dropped = table.popitem(last=False)
+        self._pending_bytes -= dropped.size
+        self._lose(PENDING_FULL, dropped.count)
 
     def _record(self, request_id: str, waiting: _Waiting) -> dict:
         if len(waiting.scores) != len(waiting.images):
@@ -359,9 +376,8 @@ class TrafficSink:
         for table, reason in ((self._requests, NO_RESPONSE), (self._responses, NO_REQUEST)):
             while table and next(iter(table.values())).since <= deadline:
                 _, waiting = table.popitem(last=False)
-                if waiting.images is not None:
-                    self._pending_bytes -= waiting.size
-                self._lose(reason, len(waiting.images if waiting.images is not None else waiting.scores))
+                self._pending_bytes -= waiting.size
+                self._lose(reason, waiting.count)
         self.writer.flush_if_old()
 
     def close(self) -> None:

@@ -222,6 +222,19 @@ def test_a_folder_that_is_not_a_pipeline_root_is_refused_in_one_line(tmp_path):
     assert sorted(p.name for p in mine.iterdir()) == ["notes.txt"] and not empty.exists()
 
 
+def test_a_traffic_folder_that_is_a_link_is_refused_and_the_folder_it_points_at_untouched(root, tmp_path):
+    mine = tmp_path / "my-folder"
+    mine.mkdir()
+    (mine / ".traffic-mine").mkdir()  # named as the sink's staging folders are, which its start removes
+    (root / "traffic").symlink_to(mine)
+    result = subprocess.run([sys.executable, str(ROOT / "pipeline_runner.py"), "traffic-sink", "--root", str(root),
+                             "--port", str(_free_port())], cwd=ROOT, capture_output=True, text=True, timeout=120,
+                            env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert result.returncode == 2 and "traffic is a symbolic link" in result.stderr, result.stderr
+    assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
+    assert [p.name for p in mine.iterdir()] == [".traffic-mine"]
+
+
 # --- in-process: the parts that need no server ------------------------------------------------------------------
 
 class Clock:
@@ -294,6 +307,32 @@ def test_the_pending_table_is_bounded_by_bytes(tmp_path):
         sink.receive(kserve_headers("request", f"big-{i}"), request_body([b"x" * 300_000]))
     assert sink.stats()["waiting"]["requests"] == 3 and sink.stats()["lost"] == {traffic_sink.PENDING_FULL: 2}
     assert sink.receive(kserve_headers("response", "big-4"), response_body([0.5]))["recorded"] == 1
+
+
+def test_the_pending_table_counts_what_each_image_and_answer_holds_and_bounds_responses_too(tmp_path):
+    sink = _sink(tmp_path, pending_mb=1)
+    tiny = request_body([b"ab"] * 10_000)  # 20 KB of images, but some 0.5 MB of Python objects
+    for i in range(4):
+        sink.receive(kserve_headers("request", f"tiny-{i}"), tiny)
+    assert sink.stats()["waiting"]["requests"] == 1 and sink.stats()["lost"] == {traffic_sink.PENDING_FULL: 30_000}
+    for i in range(4):
+        sink.receive(kserve_headers("response", f"alone-{i}"), response_body([0.5] * 10_000))
+    waiting = sink.stats()["waiting"]
+    assert waiting["requests"] + waiting["responses"] == 1 and waiting["bytes"] <= 2**20, waiting
+    assert sink.receive(kserve_headers("request", "alone-3"), tiny)["recorded"] == 10_000
+    assert sink.stats()["waiting"] == {"requests": 0, "responses": 0, "bytes": 0}
+
+
+def test_a_columnar_answer_whose_valid_is_no_list_of_its_length_is_refused(tmp_path):
+    sink = _sink(tmp_path, batch_size=1)
+    for valid in (5, "no", {"a": 1}, [True, True]):
+        body = json.dumps({"outputs": {"dog_probability": [0.5], "valid": valid}}).encode()
+        with pytest.raises(traffic_sink.Refused, match=traffic_sink.NOT_A_PREDICTION):
+            sink.receive(kserve_headers("response", "odd"), body)
+    sink.receive(kserve_headers("request", "ok"), request_body([b"a", b"b"]))
+    sink.receive(kserve_headers("response", "ok"), json.dumps({"outputs": {"dog_probability": [0.5, 0.25],
+                                                                           "valid": [True, False]}}).encode())
+    assert math.isnan(traffic.read_window(str(tmp_path / "traffic")).scores.tolist()[1])
 
 
 def test_a_storage_fault_loses_the_batch_counted_by_reason(tmp_path):
