@@ -29,7 +29,8 @@ def command_traffic_sink(args: argparse.Namespace) -> int:
     manifest `compile` writes), matches them by id and appends each request's images with the model's score,
     the served version and the time to <root>/traffic/span-N, a span per batch. Malformed events are refused
     with the reason (HTTP 4xx) and counted; counts at /stats, health at /healthz. SIGTERM or Ctrl-C publishes
-    the open batch and stops. Refuses a folder that is not a root of this pipeline.
+    the open batch and stops. Refuses a folder that is not a root of this pipeline, and a root another sink records
+    into.
     """
     from inference.sink_settings import SinkSettings
     from orchestration import roots, run_lock

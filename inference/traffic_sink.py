@@ -32,10 +32,13 @@ import binascii
 import collections
 import contextlib
 import dataclasses
+import errno
+import fcntl
 import hashlib
 import json
 import logging
 import math
+import os
 import posixpath
 import signal
 import time
@@ -46,7 +49,7 @@ from cloudevents.core.bindings import http as ce_http
 from cloudevents.core.exceptions import BaseCloudEventException
 
 from contract import features, layout, served, storage, traffic
-from contract.errors import first_line, printable
+from contract.errors import BusyError, first_line, printable
 from inference.sink_settings import SinkSettings
 
 REQUEST_TYPE = "org.kubeflow.serving.inference.request"
@@ -258,6 +261,7 @@ class TrafficSink:
     def __init__(self, traffic_root: str, settings: SinkSettings, served_version: Callable[[], int | None],
                  clock: Callable[[], float] = time.monotonic):
         self.settings = settings
+        self.lock: int | None = None  # start(): the descriptor holding the sink lock
         self.writer = traffic.TrafficWriter(traffic_root, settings.batch_size, settings.batch_seconds,
                                             records_per_file=min(settings.batch_size, 256), clock=clock)
         self._served_version = served_version
@@ -461,15 +465,46 @@ def make_app(sink: TrafficSink, tick_seconds: float = 1.0):
     return Starlette(routes=routes, lifespan=lifespan)
 
 
+SINK_LOCK = ".sink.lock"  # in the traffic folder: held by the one sink recording into it
+
+
+class SinkBusyError(BusyError):
+    """Another traffic sink records into the root's traffic folder; nothing was touched."""
+
+
+def _hold_sink_lock(traffic_root: str):
+    """Locally, an exclusive lock on <traffic>/.sink.lock held for the life of the process (the kernel releases
+    it when the process dies, however it dies): a second sink would remove the first one's open batch as a killed
+    sink's. SinkBusyError if another sink holds it. None on an object store: there the Deployment's one replica,
+    replaced rather than rolled, is the guard."""
+    if not storage.is_local(traffic_root):
+        return None
+    os.makedirs(traffic_root, exist_ok=True)
+    fd = os.open(posixpath.join(traffic_root, SINK_LOCK), os.O_RDONLY | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as error:
+        os.close(fd)
+        if error.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
+            raise SinkBusyError(f"another traffic sink records into {traffic_root} (it holds {SINK_LOCK}): one "
+                                "sink per root; stop it first") from None
+        raise
+    return fd
+
+
 def start(root: str, settings: SinkSettings) -> TrafficSink:
     """The sink of a pipeline root, after removing the staging folders a killed sink left (their batch was
-    lost). The caller has checked that `root` is the pipeline's."""
+    lost). The caller has checked that `root` is the pipeline's. SinkBusyError, nothing removed, while another
+    sink records there."""
     where = layout.RunLayout(str(root))
     traffic_root = where.traffic_root
+    lock = _hold_sink_lock(traffic_root)
     for name in traffic.remove_staging(traffic_root):
         logger.warning("traffic sink: removed %s, the open batch of a sink that was killed (its images are lost)",
                        posixpath.join(traffic_root, name))
-    return TrafficSink(traffic_root, settings, VersionSource(where.serving_dir))
+    sink = TrafficSink(traffic_root, settings, VersionSource(where.serving_dir))
+    sink.lock = lock  # released with the process
+    return sink
 
 
 def serve(sink: TrafficSink, port: int) -> None:

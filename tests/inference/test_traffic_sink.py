@@ -190,9 +190,11 @@ def test_a_sink_killed_mid_batch_leaves_no_span_and_the_next_start_removes_its_s
         sink.post(kserve_headers("request", f"r{i}"), request_body(images))
         sink.post(kserve_headers("response", f"r{i}"), response_body([0.5] * 10))
     assert sink.stats()["open_batch"] == 300
+    with pytest.raises(traffic_sink.SinkBusyError, match="another traffic sink records into"):
+        traffic_sink.start(str(root), SinkSettings())  # would remove the running sink's batch as a killed one's
     code, _, _ = sink.stop(signal.SIGKILL)
     assert code == -signal.SIGKILL
-    (staged,) = [p for p in traffic_root.iterdir()]
+    (staged,) = [p for p in traffic_root.iterdir() if p.name != traffic_sink.SINK_LOCK]
     assert staged.name.startswith(".traffic-") and [p.name for p in staged.iterdir()] == ["traffic-0.tfrecord"]
     assert traffic.committed_spans(str(traffic_root)) == [] and len(traffic.read_window(str(traffic_root))) == 0
 
