@@ -61,6 +61,8 @@ HEALTH_PATH = "/healthz"
 NOT_A_CLOUDEVENT = "not a CloudEvent"
 WRONG_TYPE = "not an inference request or response"
 TOO_LARGE = "too large"
+BUSY = "too many events arriving at once"
+TOO_SLOW = "body sent too slowly"
 BAD_JSON = "bad JSON"
 NOT_A_PREDICTION = "not a prediction request or response of this model"
 BAD_BASE64 = "bad base64"
@@ -75,6 +77,10 @@ SHUTDOWN = "shut down before the response came"
 
 # Requests (or responses) waiting for the other half, at most: their ids and scores alone stay within tens of MB.
 MAX_WAITING = 100_000
+# Event bodies arriving at once, at most, as multiples of max_event_mb: each connection holds its body until it is
+# whole, so many large or slow senders would otherwise hold max_event_mb each, without bound.
+ARRIVING_EVENTS = 4
+BODY_SECONDS = 30.0  # a body still arriving after this holds its share of that bound for nothing: refused
 # What Python holds per waiting image or score beside the image's bytes (its object and its slot in a list): a
 # request of a million two-byte images holds some 50 MB, not 2 MB.
 ITEM_BYTES = 64
@@ -407,7 +413,15 @@ class TrafficSink:
 
 # --- the HTTP server -------------------------------------------------------------------------------------------
 
-async def _body(request, limit: int) -> bytes:
+class _Arriving:
+    """The bytes of event bodies held while they arrive, across connections, and their bound."""
+
+    def __init__(self, limit: int):
+        self.limit, self.bytes = limit, 0
+
+
+async def _body(request, limit: int, arriving: _Arriving, taken: list[int]) -> bytes:
+    """The body, counted into `arriving` (and `taken`, for the caller to give back) as it arrives."""
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise Refused(TOO_LARGE, f"{declared} bytes, above the limit of {limit}", status=413)
@@ -416,8 +430,20 @@ async def _body(request, limit: int) -> bytes:
         size += len(chunk)
         if size > limit:
             raise Refused(TOO_LARGE, f"more than the limit of {limit} bytes", status=413)
+        if arriving.bytes + len(chunk) > arriving.limit:
+            raise Refused(BUSY, f"{arriving.bytes} bytes of other events are arriving (at most {arriving.limit})",
+                          status=503)
+        arriving.bytes += len(chunk)
+        taken[0] += len(chunk)
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+async def _whole_body(request, limit: int, arriving: _Arriving, taken: list[int]) -> bytes:
+    try:
+        return await asyncio.wait_for(_body(request, limit, arriving, taken), BODY_SECONDS)
+    except asyncio.TimeoutError:
+        raise Refused(TOO_SLOW, f"not whole after {BODY_SECONDS:g} s", status=408) from None
 
 
 def make_app(sink: TrafficSink, tick_seconds: float = 1.0):
@@ -428,17 +454,23 @@ def make_app(sink: TrafficSink, tick_seconds: float = 1.0):
 
     limit = int(sink.settings.max_event_mb * 2**20)
 
+    arriving = _Arriving(ARRIVING_EVENTS * limit)
+
     async def events(request):
+        taken = [0]
         try:
-            body = await _body(request, limit)
-        except Refused as refusal:
-            sink.received += 1
-            sink.refuse(refusal)
-            return JSONResponse({"refused": refusal.reason, "detail": refusal.detail}, status_code=refusal.status)
-        try:
-            return JSONResponse(sink.receive(request.headers, body))
-        except Refused as refusal:
-            return JSONResponse({"refused": refusal.reason, "detail": refusal.detail}, status_code=refusal.status)
+            try:
+                body = await _whole_body(request, limit, arriving, taken)
+            except Refused as refusal:
+                sink.received += 1
+                sink.refuse(refusal)
+                return JSONResponse({"refused": refusal.reason, "detail": refusal.detail}, status_code=refusal.status)
+            try:
+                return JSONResponse(sink.receive(request.headers, body))
+            except Refused as refusal:
+                return JSONResponse({"refused": refusal.reason, "detail": refusal.detail}, status_code=refusal.status)
+        finally:
+            arriving.bytes -= taken[0]
 
     async def health(request):
         return JSONResponse({"ok": True})

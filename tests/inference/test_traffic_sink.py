@@ -337,6 +337,46 @@ def test_a_columnar_answer_whose_valid_is_no_list_of_its_length_is_refused(tmp_p
     assert math.isnan(traffic.read_window(str(tmp_path / "traffic")).scores.tolist()[1])
 
 
+def _raw_event(port: int, event_id: str, size: int, sent: int) -> socket.socket:
+    """A connection that has sent the headers of a `size`-byte request event and `sent` bytes of its body."""
+    connection = socket.create_connection(("127.0.0.1", port), timeout=20)
+    head = "".join(f"{k}: {v}\r\n" for k, v in kserve_headers("request", event_id).items())
+    connection.sendall(f"POST / HTTP/1.1\r\nhost: x\r\ncontent-length: {size}\r\n{head}\r\n".encode())
+    connection.sendall(b" " * sent)
+    return connection
+
+
+def test_bodies_arriving_at_once_are_bounded_across_connections_and_a_slow_one_is_refused(tmp_path, monkeypatch):
+    import threading
+
+    import uvicorn
+
+    monkeypatch.setattr(traffic_sink, "BODY_SECONDS", 3.0)
+    sink = _sink(tmp_path, max_event_mb=1)
+    port = _free_port()
+    server = uvicorn.Server(uvicorn.Config(traffic_sink.make_app(sink), host="127.0.0.1", port=port,
+                                           log_level="warning", lifespan="on"))
+    thread = threading.Thread(target=server.run)
+    thread.start()
+    try:
+        while not server.started:
+            time.sleep(0.05)
+        # Each sender holds almost a whole event's body: one more sender than ARRIVING_EVENTS is refused at once.
+        slow = [_raw_event(port, f"slow-{i}", 2**20, 2**20 - 1) for i in range(traffic_sink.ARRIVING_EVENTS)]
+        time.sleep(1)
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
+            busy = client.post("/", headers=kserve_headers("request", "one more"), content=request_body([b"x"] * 9000))
+            assert busy.status_code == 503 and busy.json()["refused"] == traffic_sink.BUSY
+            answers = [connection.recv(200) for connection in slow]  # then each slow one, refused
+            assert all(answer.startswith(b"HTTP/1.1 408") for answer in answers), answers
+            assert client.post("/", headers=kserve_headers("request", "after"),
+                               content=request_body([b"x"])).status_code == 200
+    finally:
+        server.should_exit = True
+        thread.join(30)
+    assert sink.refused == {traffic_sink.BUSY: 1, traffic_sink.TOO_SLOW: traffic_sink.ARRIVING_EVENTS}
+
+
 def test_a_storage_fault_loses_the_batch_counted_by_reason(tmp_path):
     (tmp_path / "traffic").write_text("a file where the traffic folder belongs")
     sink = _sink(tmp_path, batch_size=1)
