@@ -216,6 +216,21 @@ def committed_spans(traffic_root: str) -> list[int]:
     return [span for span in _numbered(root) if incomplete_reason(root, span) is None]
 
 
+def incomplete_spans(traffic_root: str) -> dict[int, str]:
+    """{span: why} of the numbered folders that are no committed span: a writer killed while it published one
+    (its images are lost), or a folder of another hand."""
+    root = str(traffic_root)
+    found = {}
+    for span in _numbered(root):
+        try:
+            reason = incomplete_reason(root, span)
+        except TrafficDataError as error:
+            reason = str(error)
+        if reason:
+            found[span] = reason
+    return found
+
+
 def load_report(traffic_root: str, span: int) -> TrafficReport:
     path = posixpath.join(span_dir(str(traffic_root), span), REPORT_FILE)
     try:

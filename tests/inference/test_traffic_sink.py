@@ -198,6 +198,8 @@ def test_a_sink_killed_mid_batch_leaves_no_span_and_the_next_start_removes_its_s
     assert staged.name.startswith(".traffic-") and [p.name for p in staged.iterdir()] == ["traffic-0.tfrecord"]
     assert traffic.committed_spans(str(traffic_root)) == [] and len(traffic.read_window(str(traffic_root))) == 0
 
+    (traffic_root / "span-1").mkdir()  # what a writer killed between its rename and its report leaves
+    (traffic_root / "span-1" / "traffic-0.tfrecord").write_bytes(traffic.tfrecord_bytes([b"lost"]))
     again = Sink(root, "--batch-size", "1000")
     try:
         assert not staged.exists(), "the next start removes what the killed sink staged"
@@ -206,6 +208,7 @@ def test_a_sink_killed_mid_batch_leaves_no_span_and_the_next_start_removes_its_s
     finally:
         code, _, err = again.stop()
     assert code == 0 and f"removed {staged}" in err
+    assert f"{traffic_root / 'span-1'} is no committed span, never read (no traffic_report.json" in err, err
     assert traffic.read_window(str(traffic_root)).request_ids == ["after"]
 
 
