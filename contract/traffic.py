@@ -57,6 +57,9 @@ STAGING_KIND = "traffic"  # staged in traffic/.traffic-<hex>/
 STAGING_PREFIX = f".{STAGING_KIND}-"
 _FILE = "traffic-{index}.tfrecord"
 _PUBLISH_TRIES = 100  # writers that each take the next free number: one of them wins each round
+# Records held before they are staged as a file, at most, in bytes: a count alone would hold 256 images of up to
+# the sink's largest event each (gigabytes) in memory.
+FILE_BYTES = 16 * 2**20
 
 logger = logging.getLogger(__name__)
 
@@ -338,8 +341,8 @@ def loss_reason(error: BaseException) -> str:
 class TrafficWriter:
     """Collects records and publishes them as traffic spans: one span per `batch_size` records, or once the
     oldest record waited `max_seconds` (checked on each add and by flush_if_old). Records go to the staging
-    folder `records_per_file` at a time, so the memory held is bounded by the smaller of the two, whatever the
-    traffic. A storage fault loses the open batch: counted under `lost` by reason, logged in one line, and
+    folder `records_per_file` at a time, or as soon as they reach FILE_BYTES, so the memory held is bounded
+    whatever the traffic. A storage fault loses the open batch: counted under `lost` by reason, logged in one line, and
     written into the next span's report. Safe to call from several threads."""
 
     def __init__(self, traffic_root: str, batch_size: int, max_seconds: float, records_per_file: int = 256,
@@ -364,6 +367,7 @@ class TrafficWriter:
     def _reset_batch(self) -> None:
         self._staging: str | None = None
         self._pending: list[bytes] = []  # serialized records not yet in a staged file
+        self._pending_bytes = 0
         self._files: dict[str, int] = {}
         self._count = 0
         self._opened: float | None = None
@@ -395,13 +399,14 @@ class TrafficWriter:
             if self._opened is None:
                 self._opened = self._clock()
             self._pending.append(serialized)
+            self._pending_bytes += len(serialized)
             self._count += 1
             self._times = [min(self._times[0], record.time_ms), max(self._times[1], record.time_ms)] \
                 if self._times else [record.time_ms, record.time_ms]
             self._versions.add(record.version)
             self._origins.add(record.origin)
             try:
-                if len(self._pending) >= self.records_per_file:
+                if len(self._pending) >= self.records_per_file or self._pending_bytes >= FILE_BYTES:
                     self._stage_pending()
             except (OSError, tf.errors.OpError) as error:
                 self._lose_batch(error)
@@ -448,7 +453,7 @@ class TrafficWriter:
         name = _FILE.format(index=len(self._files))
         storage.backend.write(posixpath.join(self._staging, name), tfrecord_bytes(self._pending))
         self._files[name] = len(self._pending)
-        self._pending = []
+        self._pending, self._pending_bytes = [], 0
 
     def _report(self, span: int) -> TrafficReport:
         counts = self._report_counts
