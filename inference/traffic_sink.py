@@ -226,6 +226,7 @@ class _Waiting:
     images: list[bytes] | None = None  # a request's
     scores: list[float] | None = None  # a response's
     version: int | None = None
+    id_bytes: int = 0  # its event id's, the table's key: an id may be kilobytes long
 
     @property
     def count(self) -> int:
@@ -235,7 +236,8 @@ class _Waiting:
     @property
     def size(self) -> int:
         """The memory it holds while it waits, as the pending table counts it."""
-        return (sum(map(len, self.images)) if self.images is not None else 0) + ITEM_BYTES * self.count
+        return (sum(map(len, self.images)) if self.images is not None else 0) + ITEM_BYTES * self.count \
+            + self.id_bytes
 
 
 class VersionSource:
@@ -307,7 +309,8 @@ class TrafficSink:
         if event.kind == REQUEST_TYPE:
             if event.id in self._requests:
                 raise Refused(DUPLICATE, f"a request with ce-id {printable(event.id)[:80]!r} is waiting already")
-            waiting = _Waiting(self._clock(), time_ms=event.time_ms, images=request_images(event.payload))
+            waiting = _Waiting(self._clock(), time_ms=event.time_ms, images=request_images(event.payload),
+                               id_bytes=len(event.id))
             self.images_received += len(waiting.images)
             answer = self._responses.pop(event.id, None)
             if answer is None:
@@ -321,7 +324,8 @@ class TrafficSink:
             if waiting is None:
                 if event.id in self._responses:
                     raise Refused(DUPLICATE, f"a response with ce-id {printable(event.id)[:80]!r} is waiting already")
-                self._wait(self._responses, event.id, _Waiting(self._clock(), scores=scores, version=version))
+                self._wait(self._responses, event.id, _Waiting(self._clock(), scores=scores, version=version,
+                                                               id_bytes=len(event.id)))
                 return {"id": event.id, "answers": len(scores), "waiting_for": "request"}
             self._pending_bytes -= waiting.size
             waiting.scores, waiting.version = scores, version

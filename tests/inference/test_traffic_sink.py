@@ -326,6 +326,10 @@ def test_the_pending_table_counts_what_each_image_and_answer_holds_and_bounds_re
     assert waiting["requests"] + waiting["responses"] == 1 and waiting["bytes"] <= 2**20, waiting
     assert sink.receive(kserve_headers("request", "alone-3"), tiny)["recorded"] == 10_000
     assert sink.stats()["waiting"] == {"requests": 0, "responses": 0, "bytes": 0}
+    long_ids = [f"{i:08d}" * 1000 for i in range(200)]  # 8 KB ids, one-byte images: the ids are what is held
+    for event_id in long_ids:
+        sink.receive(kserve_headers("request", event_id), request_body([b"a"]))
+    assert 100 < sink.stats()["waiting"]["requests"] <= 130, sink.stats()["waiting"]
 
 
 def test_a_columnar_answer_whose_valid_is_no_list_of_its_length_is_refused(tmp_path):
