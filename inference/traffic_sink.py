@@ -516,7 +516,8 @@ def _hold_sink_lock(traffic_root: str):
     if not storage.is_local(traffic_root):
         return None
     os.makedirs(traffic_root, exist_ok=True)
-    fd = os.open(posixpath.join(traffic_root, SINK_LOCK), os.O_RDONLY | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+    fd = os.open(posixpath.join(traffic_root, SINK_LOCK), os.O_RDONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK,
+                 0o644)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError as error:

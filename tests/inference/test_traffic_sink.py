@@ -384,6 +384,20 @@ def test_bodies_arriving_at_once_are_bounded_across_connections_and_a_slow_one_i
     assert sink.refused == {traffic_sink.BUSY: 1, traffic_sink.TOO_SLOW: traffic_sink.ARRIVING_EVENTS}
 
 
+def test_a_fifo_where_the_sink_lock_belongs_does_not_hang_the_start(tmp_path):
+    import threading
+
+    (tmp_path / "traffic").mkdir()
+    os.mkfifo(tmp_path / "traffic" / traffic_sink.SINK_LOCK)
+    held = []
+    thread = threading.Thread(target=lambda: held.append(traffic_sink._hold_sink_lock(str(tmp_path / "traffic"))),
+                              daemon=True)  # opening a FIFO for reading waits for a writer, unless non-blocking
+    thread.start()
+    thread.join(10)
+    assert not thread.is_alive() and len(held) == 1
+    os.close(held[0])
+
+
 def test_a_storage_fault_loses_the_batch_counted_by_reason(tmp_path):
     (tmp_path / "traffic").write_text("a file where the traffic folder belongs")
     sink = _sink(tmp_path, batch_size=1)
