@@ -70,6 +70,8 @@ def command_predict(args: argparse.Namespace) -> int:
     if args.record and args.model:
         raise CommandError("--record records into a root's traffic, beside the model that root serves: give "
                            "--output-dir ROOT instead of --model (a folder given by hand is no root's served version)")
+    if args.record:
+        _check_record_root(args.output_dir)
     model_dir = _model_dir(args)
     if args.explain and not (model_dir / layout.KERAS_MODEL_FILE).is_file():
         raise CommandError(f"--explain needs the Keras model this pipeline pushes beside the SavedModel "
@@ -111,6 +113,16 @@ def command_predict(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return errors.FAILED
     return errors.OK
+
+
+def _check_record_root(output_dir: pathlib.Path) -> None:
+    """Refuses, before anything is classified, a root whose traffic/ (or another of its places) is a symbolic link:
+    recording through it would write into the folder it points at."""
+    from orchestration import run_lock
+
+    linked = run_lock.linked_parts(output_dir.resolve())
+    if linked:
+        raise run_lock.LinkedPartError(f"{output_dir} cannot be recorded into: {'; '.join(linked)}")
 
 
 def _record(output_dir: pathlib.Path, model_dir: pathlib.Path, predictions, sent: dict[int, bytes]) -> str | None:

@@ -29,10 +29,11 @@ def command_traffic_sink(args: argparse.Namespace) -> int:
     manifest `compile` writes), matches them by id and appends each request's images with the model's score,
     the served version and the time to <root>/traffic/span-N, a span per batch. Malformed events are refused
     with the reason (HTTP 4xx) and counted; counts at /stats, health at /healthz. SIGTERM or Ctrl-C publishes
-    the open batch and stops. Refuses a folder that is not a root of this pipeline.
+    the open batch and stops. Refuses a folder that is not a root of this pipeline, and a root another sink records
+    into.
     """
     from inference.sink_settings import SinkSettings
-    from orchestration import roots
+    from orchestration import roots, run_lock
 
     if args.port > 65535:
         raise CommandError(f"--port {args.port}: a TCP port is at most 65535")
@@ -42,6 +43,9 @@ def command_traffic_sink(args: argparse.Namespace) -> int:
     if found.state == roots.NEW:
         raise CommandError(f"{root} is not a root of this pipeline yet (no {layout.ROOT_MARKER}): run the "
                            "pipeline (or ingest) there first; the sink records beside the model it serves")
+    linked = run_lock.linked_parts(root)  # the sink writes and removes under traffic/, reads serving_model/
+    if linked:
+        raise run_lock.LinkedPartError(f"{root} cannot be used: {'; '.join(linked)}; make it a folder of the root")
     from inference import traffic_sink  # TensorFlow: after the checks, which a refusal needs alone
 
     _log_to_stderr()

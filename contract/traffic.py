@@ -23,6 +23,7 @@ import errno
 import hashlib
 import json
 import logging
+import os
 import posixpath
 import struct
 import threading
@@ -56,6 +57,9 @@ STAGING_KIND = "traffic"  # staged in traffic/.traffic-<hex>/
 STAGING_PREFIX = f".{STAGING_KIND}-"
 _FILE = "traffic-{index}.tfrecord"
 _PUBLISH_TRIES = 100  # writers that each take the next free number: one of them wins each round
+# Records held before they are staged as a file, at most, in bytes: a count alone would hold 256 images of up to
+# the sink's largest event each (gigabytes) in memory.
+FILE_BYTES = 16 * 2**20
 
 logger = logging.getLogger(__name__)
 
@@ -178,6 +182,15 @@ def _numbered(traffic_root: str) -> list[int]:
     return sorted(n for name in storage.backend.listdir(traffic_root) if (n := layout.span_number(name)) is not None)
 
 
+def link_problem(traffic_root: str) -> str | None:
+    """Why a local traffic folder cannot be used (it is a symbolic link: writing, removing or reading through it
+    would touch the folder it points at), None if it can."""
+    root = str(traffic_root)
+    if storage.is_local(root) and os.path.islink(root):
+        return f"{root} is a symbolic link (to {os.readlink(root)}), and links are never followed"
+    return None
+
+
 def span_dir(traffic_root: str, span: int) -> str:
     return layout.span_dir(traffic_root, span)
 
@@ -200,7 +213,25 @@ def incomplete_reason(traffic_root: str, span: int) -> str | None:
 def committed_spans(traffic_root: str) -> list[int]:
     """The traffic spans a reader may read, oldest first."""
     root = str(traffic_root)
+    linked = link_problem(root)
+    if linked:
+        raise TrafficDataError(f"traffic cannot be read: {linked}")
     return [span for span in _numbered(root) if incomplete_reason(root, span) is None]
+
+
+def incomplete_spans(traffic_root: str) -> dict[int, str]:
+    """{span: why} of the numbered folders that are no committed span: a writer killed while it published one
+    (its images are lost), or a folder of another hand."""
+    root = str(traffic_root)
+    found = {}
+    for span in _numbered(root):
+        try:
+            reason = incomplete_reason(root, span)
+        except TrafficDataError as error:
+            reason = str(error)
+        if reason:
+            found[span] = reason
+    return found
 
 
 def load_report(traffic_root: str, span: int) -> TrafficReport:
@@ -295,6 +326,8 @@ def read_window(traffic_root: str, max_images: int | None = None, since_ms: int 
 def remove_staging(traffic_root: str) -> list[str]:
     """Removes the staging folders a killed writer left; returns their names. Only for a writer that is the
     root's one traffic writer (the sink at its start): another writer's open batch would go with them."""
+    if link_problem(traffic_root):
+        return []  # not the root's folder: nothing in it is the writer's to remove
     return storage.remove_staging(str(traffic_root), [STAGING_PREFIX])
 
 
@@ -308,8 +341,8 @@ def loss_reason(error: BaseException) -> str:
 class TrafficWriter:
     """Collects records and publishes them as traffic spans: one span per `batch_size` records, or once the
     oldest record waited `max_seconds` (checked on each add and by flush_if_old). Records go to the staging
-    folder `records_per_file` at a time, so the memory held is bounded by the smaller of the two, whatever the
-    traffic. A storage fault loses the open batch: counted under `lost` by reason, logged in one line, and
+    folder `records_per_file` at a time, or as soon as they reach FILE_BYTES, so the memory held is bounded
+    whatever the traffic. A storage fault loses the open batch: counted under `lost` by reason, logged in one line, and
     written into the next span's report. Safe to call from several threads."""
 
     def __init__(self, traffic_root: str, batch_size: int, max_seconds: float, records_per_file: int = 256,
@@ -334,6 +367,7 @@ class TrafficWriter:
     def _reset_batch(self) -> None:
         self._staging: str | None = None
         self._pending: list[bytes] = []  # serialized records not yet in a staged file
+        self._pending_bytes = 0
         self._files: dict[str, int] = {}
         self._count = 0
         self._opened: float | None = None
@@ -365,13 +399,14 @@ class TrafficWriter:
             if self._opened is None:
                 self._opened = self._clock()
             self._pending.append(serialized)
+            self._pending_bytes += len(serialized)
             self._count += 1
             self._times = [min(self._times[0], record.time_ms), max(self._times[1], record.time_ms)] \
                 if self._times else [record.time_ms, record.time_ms]
             self._versions.add(record.version)
             self._origins.add(record.origin)
             try:
-                if len(self._pending) >= self.records_per_file:
+                if len(self._pending) >= self.records_per_file or self._pending_bytes >= FILE_BYTES:
                     self._stage_pending()
             except (OSError, tf.errors.OpError) as error:
                 self._lose_batch(error)
@@ -405,6 +440,9 @@ class TrafficWriter:
             return span
 
     def _stage_pending(self) -> None:
+        linked = link_problem(self.traffic_root)  # made a link while the writer ran: the batch is lost, said
+        if linked:
+            raise NotADirectoryError(linked)
         if not self._pending:
             return
         if self._staging is None:
@@ -415,7 +453,7 @@ class TrafficWriter:
         name = _FILE.format(index=len(self._files))
         storage.backend.write(posixpath.join(self._staging, name), tfrecord_bytes(self._pending))
         self._files[name] = len(self._pending)
-        self._pending = []
+        self._pending, self._pending_bytes = [], 0
 
     def _report(self, span: int) -> TrafficReport:
         counts = self._report_counts

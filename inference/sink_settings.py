@@ -24,8 +24,9 @@ class SinkSettings:
     max_event_mb: float = setting(16.0, "Events larger than this are refused (413).")
     pending_seconds: float = setting(30.0, "How long a request waits for its response (and a response for its "
                                            "request) before its images are counted lost.")
-    pending_mb: float = setting(64.0, "The most image bytes held while waiting for responses; above it the "
-                                      "oldest waiting request is counted lost.")
+    pending_mb: float = setting(64.0, "The most memory held by requests and responses waiting for their other "
+                                      "half (their images' bytes and a fixed cost per image or answer); above "
+                                      "it the oldest waiting is counted lost.")
 
     def __post_init__(self):
         rules = {"batch_size": (self.batch_size >= 1, "at least 1"),

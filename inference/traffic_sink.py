@@ -32,10 +32,13 @@ import binascii
 import collections
 import contextlib
 import dataclasses
+import errno
+import fcntl
 import hashlib
 import json
 import logging
 import math
+import os
 import posixpath
 import signal
 import time
@@ -46,7 +49,7 @@ from cloudevents.core.bindings import http as ce_http
 from cloudevents.core.exceptions import BaseCloudEventException
 
 from contract import features, layout, served, storage, traffic
-from contract.errors import first_line, printable
+from contract.errors import BusyError, first_line, printable
 from inference.sink_settings import SinkSettings
 
 REQUEST_TYPE = "org.kubeflow.serving.inference.request"
@@ -58,6 +61,8 @@ HEALTH_PATH = "/healthz"
 NOT_A_CLOUDEVENT = "not a CloudEvent"
 WRONG_TYPE = "not an inference request or response"
 TOO_LARGE = "too large"
+BUSY = "too many events arriving at once"
+TOO_SLOW = "body sent too slowly"
 BAD_JSON = "bad JSON"
 NOT_A_PREDICTION = "not a prediction request or response of this model"
 BAD_BASE64 = "bad base64"
@@ -72,6 +77,13 @@ SHUTDOWN = "shut down before the response came"
 
 # Requests (or responses) waiting for the other half, at most: their ids and scores alone stay within tens of MB.
 MAX_WAITING = 100_000
+# Event bodies arriving at once, at most, as multiples of max_event_mb: each connection holds its body until it is
+# whole, so many large or slow senders would otherwise hold max_event_mb each, without bound.
+ARRIVING_EVENTS = 4
+BODY_SECONDS = 30.0  # a body still arriving after this holds its share of that bound for nothing: refused
+# What Python holds per waiting image or score beside the image's bytes (its object and its slot in a list): a
+# request of a million two-byte images holds some 50 MB, not 2 MB.
+ITEM_BYTES = 64
 
 logger = logging.getLogger(__name__)
 
@@ -192,7 +204,10 @@ def response_scores(payload: dict) -> tuple[list[float], int | None]:
     elif "outputs" in payload:
         outputs = payload["outputs"]
         if isinstance(outputs, dict) and isinstance(outputs.get(features.PROBABILITY_OUTPUT), list):
-            valid = outputs.get(features.VALID_OUTPUT) or [True] * len(outputs[features.PROBABILITY_OUTPUT])
+            valid = outputs.get(features.VALID_OUTPUT, [True] * len(outputs[features.PROBABILITY_OUTPUT]))
+            if not isinstance(valid, list) or len(valid) != len(outputs[features.PROBABILITY_OUTPUT]):
+                raise Refused(NOT_A_PREDICTION, f"\"outputs\" holds a {features.VALID_OUTPUT} that is not a list "
+                                                f"as long as its {features.PROBABILITY_OUTPUT}")
             answers = [{features.PROBABILITY_OUTPUT: p, features.VALID_OUTPUT: v}
                        for p, v in zip(outputs[features.PROBABILITY_OUTPUT], valid)]
         elif isinstance(outputs, list):
@@ -211,10 +226,18 @@ class _Waiting:
     images: list[bytes] | None = None  # a request's
     scores: list[float] | None = None  # a response's
     version: int | None = None
+    id_bytes: int = 0  # its event id's, the table's key: an id may be kilobytes long
+
+    @property
+    def count(self) -> int:
+        """A request's images, or a response's answers."""
+        return len(self.images) if self.images is not None else len(self.scores)
 
     @property
     def size(self) -> int:
-        return sum(map(len, self.images)) if self.images else 0
+        """The memory it holds while it waits, as the pending table counts it."""
+        return (sum(map(len, self.images)) if self.images is not None else 0) + ITEM_BYTES * self.count \
+            + self.id_bytes
 
 
 class VersionSource:
@@ -246,6 +269,7 @@ class TrafficSink:
     def __init__(self, traffic_root: str, settings: SinkSettings, served_version: Callable[[], int | None],
                  clock: Callable[[], float] = time.monotonic):
         self.settings = settings
+        self.lock: int | None = None  # start(): the descriptor holding the sink lock
         self.writer = traffic.TrafficWriter(traffic_root, settings.batch_size, settings.batch_seconds,
                                             records_per_file=min(settings.batch_size, 256), clock=clock)
         self._served_version = served_version
@@ -285,12 +309,14 @@ class TrafficSink:
         if event.kind == REQUEST_TYPE:
             if event.id in self._requests:
                 raise Refused(DUPLICATE, f"a request with ce-id {printable(event.id)[:80]!r} is waiting already")
-            waiting = _Waiting(self._clock(), time_ms=event.time_ms, images=request_images(event.payload))
+            waiting = _Waiting(self._clock(), time_ms=event.time_ms, images=request_images(event.payload),
+                               id_bytes=len(event.id))
             self.images_received += len(waiting.images)
             answer = self._responses.pop(event.id, None)
             if answer is None:
-                self._wait(event.id, waiting)
+                self._wait(self._requests, event.id, waiting)
                 return {"id": event.id, "images": len(waiting.images), "waiting_for": "response"}
+            self._pending_bytes -= answer.size
             waiting.scores, waiting.version = answer.scores, answer.version
         else:
             scores, version = response_scores(event.payload)
@@ -298,7 +324,8 @@ class TrafficSink:
             if waiting is None:
                 if event.id in self._responses:
                     raise Refused(DUPLICATE, f"a response with ce-id {printable(event.id)[:80]!r} is waiting already")
-                self._wait_for_request(event.id, _Waiting(self._clock(), scores=scores, version=version))
+                self._wait(self._responses, event.id, _Waiting(self._clock(), scores=scores, version=version,
+                                                               id_bytes=len(event.id)))
                 return {"id": event.id, "answers": len(scores), "waiting_for": "request"}
             self._pending_bytes -= waiting.size
             waiting.scores, waiting.version = scores, version
@@ -310,20 +337,24 @@ class TrafficSink:
         digest = hashlib.sha256(request_id.encode("utf-8", "backslashreplace")).digest()
         return int.from_bytes(digest[:8], "big") < self.settings.sample_rate * 2**64
 
-    def _wait(self, request_id: str, waiting: _Waiting) -> None:
-        self._requests[request_id] = waiting
+    def _wait(self, table: collections.OrderedDict, event_id: str, waiting: _Waiting) -> None:
+        """Holds a request (or a response) for its other half; above the limits the oldest waiting, of requests
+        and responses alike, is counted lost (the one just held stays: max_event_mb bounds it)."""
+        table[event_id] = waiting
         self._pending_bytes += waiting.size
+        while len(table) > MAX_WAITING:
+            self._drop(table)
         limit = self.settings.pending_mb * 2**20
-        while (self._pending_bytes > limit or len(self._requests) > MAX_WAITING) and len(self._requests) > 1:
-            oldest, dropped = self._requests.popitem(last=False)
-            self._pending_bytes -= dropped.size
-            self._lose(PENDING_FULL, len(dropped.images))
+        while self._pending_bytes > limit:
+            others = [t for t in (self._requests, self._responses) if t and not (t is table and len(t) == 1)]
+            if not others:
+                break
+            self._drop(min(others, key=lambda t: next(iter(t.values())).since))
 
-    def _wait_for_request(self, request_id: str, waiting: _Waiting) -> None:
-        self._responses[request_id] = waiting
-        while len(self._responses) > MAX_WAITING:
-            _, dropped = self._responses.popitem(last=False)
-            self._lose(PENDING_FULL, len(dropped.scores))
+    def _drop(self, table: collections.OrderedDict) -> None:
+        _, dropped = table.popitem(last=False)
+        self._pending_bytes -= dropped.size
+        self._lose(PENDING_FULL, dropped.count)
 
     def _record(self, request_id: str, waiting: _Waiting) -> dict:
         if len(waiting.scores) != len(waiting.images):
@@ -359,9 +390,8 @@ class TrafficSink:
         for table, reason in ((self._requests, NO_RESPONSE), (self._responses, NO_REQUEST)):
             while table and next(iter(table.values())).since <= deadline:
                 _, waiting = table.popitem(last=False)
-                if waiting.images is not None:
-                    self._pending_bytes -= waiting.size
-                self._lose(reason, len(waiting.images if waiting.images is not None else waiting.scores))
+                self._pending_bytes -= waiting.size
+                self._lose(reason, waiting.count)
         self.writer.flush_if_old()
 
     def close(self) -> None:
@@ -387,7 +417,15 @@ class TrafficSink:
 
 # --- the HTTP server -------------------------------------------------------------------------------------------
 
-async def _body(request, limit: int) -> bytes:
+class _Arriving:
+    """The bytes of event bodies held while they arrive, across connections, and their bound."""
+
+    def __init__(self, limit: int):
+        self.limit, self.bytes = limit, 0
+
+
+async def _body(request, limit: int, arriving: _Arriving, taken: list[int]) -> bytes:
+    """The body, counted into `arriving` (and `taken`, for the caller to give back) as it arrives."""
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise Refused(TOO_LARGE, f"{declared} bytes, above the limit of {limit}", status=413)
@@ -396,8 +434,20 @@ async def _body(request, limit: int) -> bytes:
         size += len(chunk)
         if size > limit:
             raise Refused(TOO_LARGE, f"more than the limit of {limit} bytes", status=413)
+        if arriving.bytes + len(chunk) > arriving.limit:
+            raise Refused(BUSY, f"{arriving.bytes} bytes of other events are arriving (at most {arriving.limit})",
+                          status=503)
+        arriving.bytes += len(chunk)
+        taken[0] += len(chunk)
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+async def _whole_body(request, limit: int, arriving: _Arriving, taken: list[int]) -> bytes:
+    try:
+        return await asyncio.wait_for(_body(request, limit, arriving, taken), BODY_SECONDS)
+    except asyncio.TimeoutError:
+        raise Refused(TOO_SLOW, f"not whole after {BODY_SECONDS:g} s", status=408) from None
 
 
 def make_app(sink: TrafficSink, tick_seconds: float = 1.0):
@@ -408,17 +458,23 @@ def make_app(sink: TrafficSink, tick_seconds: float = 1.0):
 
     limit = int(sink.settings.max_event_mb * 2**20)
 
+    arriving = _Arriving(ARRIVING_EVENTS * limit)
+
     async def events(request):
+        taken = [0]
         try:
-            body = await _body(request, limit)
-        except Refused as refusal:
-            sink.received += 1
-            sink.refuse(refusal)
-            return JSONResponse({"refused": refusal.reason, "detail": refusal.detail}, status_code=refusal.status)
-        try:
-            return JSONResponse(sink.receive(request.headers, body))
-        except Refused as refusal:
-            return JSONResponse({"refused": refusal.reason, "detail": refusal.detail}, status_code=refusal.status)
+            try:
+                body = await _whole_body(request, limit, arriving, taken)
+            except Refused as refusal:
+                sink.received += 1
+                sink.refuse(refusal)
+                return JSONResponse({"refused": refusal.reason, "detail": refusal.detail}, status_code=refusal.status)
+            try:
+                return JSONResponse(sink.receive(request.headers, body))
+            except Refused as refusal:
+                return JSONResponse({"refused": refusal.reason, "detail": refusal.detail}, status_code=refusal.status)
+        finally:
+            arriving.bytes -= taken[0]
 
     async def health(request):
         return JSONResponse({"ok": True})
@@ -445,15 +501,50 @@ def make_app(sink: TrafficSink, tick_seconds: float = 1.0):
     return Starlette(routes=routes, lifespan=lifespan)
 
 
+SINK_LOCK = ".sink.lock"  # in the traffic folder: held by the one sink recording into it
+
+
+class SinkBusyError(BusyError):
+    """Another traffic sink records into the root's traffic folder; nothing was touched."""
+
+
+def _hold_sink_lock(traffic_root: str):
+    """Locally, an exclusive lock on <traffic>/.sink.lock held for the life of the process (the kernel releases
+    it when the process dies, however it dies): a second sink would remove the first one's open batch as a killed
+    sink's. SinkBusyError if another sink holds it. None on an object store: there the Deployment's one replica,
+    replaced rather than rolled, is the guard."""
+    if not storage.is_local(traffic_root):
+        return None
+    os.makedirs(traffic_root, exist_ok=True)
+    fd = os.open(posixpath.join(traffic_root, SINK_LOCK), os.O_RDONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK,
+                 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as error:
+        os.close(fd)
+        if error.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
+            raise SinkBusyError(f"another traffic sink records into {traffic_root} (it holds {SINK_LOCK}): one "
+                                "sink per root; stop it first") from None
+        raise
+    return fd
+
+
 def start(root: str, settings: SinkSettings) -> TrafficSink:
     """The sink of a pipeline root, after removing the staging folders a killed sink left (their batch was
-    lost). The caller has checked that `root` is the pipeline's."""
+    lost). The caller has checked that `root` is the pipeline's. SinkBusyError, nothing removed, while another
+    sink records there."""
     where = layout.RunLayout(str(root))
     traffic_root = where.traffic_root
+    lock = _hold_sink_lock(traffic_root)
     for name in traffic.remove_staging(traffic_root):
         logger.warning("traffic sink: removed %s, the open batch of a sink that was killed (its images are lost)",
                        posixpath.join(traffic_root, name))
-    return TrafficSink(traffic_root, settings, VersionSource(where.serving_dir))
+    for span, reason in traffic.incomplete_spans(traffic_root).items():
+        logger.warning("traffic sink: %s is no committed span, never read (%s): a sink or predict --record killed "
+                       "while it published it lost its images", traffic.span_dir(traffic_root, span), reason)
+    sink = TrafficSink(traffic_root, settings, VersionSource(where.serving_dir))
+    sink.lock = lock  # released with the process
+    return sink
 
 
 def serve(sink: TrafficSink, port: int) -> None:

@@ -66,7 +66,7 @@ def linked_parts(root: str | os.PathLike) -> list[str]:
         return []  # an object store has no links
     where = layout.RunLayout(os.fspath(root))
     parts = [where.examples_root, where.serving_dir, where.pipeline_root, where.metadata_path, where.report_dir,
-             where.runs_dir, where.summary_path, os.path.dirname(where.schema_path),
+             where.runs_dir, where.summary_path, os.path.dirname(where.schema_path), where.traffic_root,
              where.examples_root + _ASIDE_SUFFIX, where.serving_dir + _ASIDE_SUFFIX]
     return [f"{part} is a symbolic link (to {os.readlink(part)}), and links are never followed"
             for part in parts if os.path.islink(part)]

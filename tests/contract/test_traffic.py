@@ -94,6 +94,34 @@ def test_a_span_without_its_report_or_with_a_file_missing_or_a_link_is_never_rea
     assert writer.flush() == 4, "a number a reader may have listed is never reused"
 
 
+def test_a_traffic_folder_that_is_a_link_is_never_written_cleaned_or_read_through(tmp_path):
+    mine = tmp_path / "my-folder"
+    (mine / ".traffic-mine").mkdir(parents=True)
+    writer = traffic.TrafficWriter(str(tmp_path / "traffic"), batch_size=2, max_seconds=60)
+    writer.add(_record(0))
+    (tmp_path / "traffic").symlink_to(mine)  # made a link while the writer's batch was open
+    assert writer.add(_record(1)) is None and writer.lost == {"storage error (NotADirectoryError)": 2}
+    assert traffic.remove_staging(str(tmp_path / "traffic")) == []
+    with pytest.raises(traffic.TrafficDataError, match="is a symbolic link"):
+        traffic.read_window(str(tmp_path / "traffic"))
+    assert [p.name for p in mine.iterdir()] == [".traffic-mine"]
+
+
+def test_records_are_staged_once_they_reach_file_bytes_whatever_their_count(tmp_path, monkeypatch):
+    monkeypatch.setattr(traffic, "FILE_BYTES", 1000)
+    root = str(tmp_path / "traffic")
+    writer = traffic.TrafficWriter(root, batch_size=100, max_seconds=60, records_per_file=256)
+    big = [traffic.TrafficRecord(image=bytes([i]) * 600, score=0.5, version=3, time_ms=1_000 + i,
+                                 request_id=f"req-{i}", origin=traffic.KSERVE_ORIGIN) for i in range(5)]
+    for record in big:
+        writer.add(record)
+    (staging,) = os.listdir(root)
+    assert sorted(os.listdir(os.path.join(root, staging))) == ["traffic-0.tfrecord", "traffic-1.tfrecord"]
+    assert writer.flush() == 1 and traffic.load_report(root, 1).files == {f"traffic-{k}.tfrecord": n for k, n in
+                                                                          enumerate([2, 2, 1])}
+    assert traffic.read_window(root).images == [record.image for record in big]
+
+
 def test_a_damaged_record_is_named_with_its_file(tmp_path):
     root = str(tmp_path / "traffic")
     writer = traffic.TrafficWriter(root, batch_size=2, max_seconds=60)

@@ -274,7 +274,7 @@ def test_tensorflows_and_ml_metadatas_errors_are_storage_faults(tmp_path):
     assert all(line is not None and "\n" not in str(line) for line in lines), raised
 
 
-@pytest.mark.parametrize("part", ["serving_model", "examples"])
+@pytest.mark.parametrize("part", ["serving_model", "examples", "traffic"])
 def test_a_place_of_the_root_that_is_a_link_is_refused_before_anything_is_written(root, users_folder, capsys,
                                                                                   tmp_path, part):
     (root / layout.ROOT_MARKER).write_text(json.dumps({"tool": layout.ROOT_MARKER_TOOL}))  # a root of this version
@@ -286,7 +286,8 @@ def test_a_place_of_the_root_that_is_a_link_is_refused_before_anything_is_writte
     images = tmp_path / "images"
     synthetic.write_demo_images(images, 2)
     for argv in (("rollback", "--output-dir", root, "--to", "1"),
-                 ("ingest", "--data-dir", images, "--output-dir", root), ("models", "--output-dir", root)):
+                 ("ingest", "--data-dir", images, "--output-dir", root), ("models", "--output-dir", root),
+                 ("predict", images, "--output-dir", root, "--record")):
         code, out, err = _cli(capsys, *argv)
         assert code == 2 and f"{root / part} is a symbolic link (to {users_folder}), and links are never " \
             "followed" in err, (argv, out, err)

@@ -190,12 +190,16 @@ def test_a_sink_killed_mid_batch_leaves_no_span_and_the_next_start_removes_its_s
         sink.post(kserve_headers("request", f"r{i}"), request_body(images))
         sink.post(kserve_headers("response", f"r{i}"), response_body([0.5] * 10))
     assert sink.stats()["open_batch"] == 300
+    with pytest.raises(traffic_sink.SinkBusyError, match="another traffic sink records into"):
+        traffic_sink.start(str(root), SinkSettings())  # would remove the running sink's batch as a killed one's
     code, _, _ = sink.stop(signal.SIGKILL)
     assert code == -signal.SIGKILL
-    (staged,) = [p for p in traffic_root.iterdir()]
+    (staged,) = [p for p in traffic_root.iterdir() if p.name != traffic_sink.SINK_LOCK]
     assert staged.name.startswith(".traffic-") and [p.name for p in staged.iterdir()] == ["traffic-0.tfrecord"]
     assert traffic.committed_spans(str(traffic_root)) == [] and len(traffic.read_window(str(traffic_root))) == 0
 
+    (traffic_root / "span-1").mkdir()  # what a writer killed between its rename and its report leaves
+    (traffic_root / "span-1" / "traffic-0.tfrecord").write_bytes(traffic.tfrecord_bytes([b"lost"]))
     again = Sink(root, "--batch-size", "1000")
     try:
         assert not staged.exists(), "the next start removes what the killed sink staged"
@@ -204,6 +208,7 @@ def test_a_sink_killed_mid_batch_leaves_no_span_and_the_next_start_removes_its_s
     finally:
         code, _, err = again.stop()
     assert code == 0 and f"removed {staged}" in err
+    assert f"{traffic_root / 'span-1'} is no committed span, never read (no traffic_report.json" in err, err
     assert traffic.read_window(str(traffic_root)).request_ids == ["after"]
 
 
@@ -220,6 +225,19 @@ def test_a_folder_that_is_not_a_pipeline_root_is_refused_in_one_line(tmp_path):
         assert result.returncode == 2, result.stderr
         assert result.stderr.count("\n") == 1 and said in result.stderr and "Traceback" not in result.stderr
     assert sorted(p.name for p in mine.iterdir()) == ["notes.txt"] and not empty.exists()
+
+
+def test_a_traffic_folder_that_is_a_link_is_refused_and_the_folder_it_points_at_untouched(root, tmp_path):
+    mine = tmp_path / "my-folder"
+    mine.mkdir()
+    (mine / ".traffic-mine").mkdir()  # named as the sink's staging folders are, which its start removes
+    (root / "traffic").symlink_to(mine)
+    result = subprocess.run([sys.executable, str(ROOT / "pipeline_runner.py"), "traffic-sink", "--root", str(root),
+                             "--port", str(_free_port())], cwd=ROOT, capture_output=True, text=True, timeout=120,
+                            env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert result.returncode == 2 and "traffic is a symbolic link" in result.stderr, result.stderr
+    assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
+    assert [p.name for p in mine.iterdir()] == [".traffic-mine"]
 
 
 # --- in-process: the parts that need no server ------------------------------------------------------------------
@@ -294,6 +312,90 @@ def test_the_pending_table_is_bounded_by_bytes(tmp_path):
         sink.receive(kserve_headers("request", f"big-{i}"), request_body([b"x" * 300_000]))
     assert sink.stats()["waiting"]["requests"] == 3 and sink.stats()["lost"] == {traffic_sink.PENDING_FULL: 2}
     assert sink.receive(kserve_headers("response", "big-4"), response_body([0.5]))["recorded"] == 1
+
+
+def test_the_pending_table_counts_what_each_image_and_answer_holds_and_bounds_responses_too(tmp_path):
+    sink = _sink(tmp_path, pending_mb=1)
+    tiny = request_body([b"ab"] * 10_000)  # 20 KB of images, but some 0.5 MB of Python objects
+    for i in range(4):
+        sink.receive(kserve_headers("request", f"tiny-{i}"), tiny)
+    assert sink.stats()["waiting"]["requests"] == 1 and sink.stats()["lost"] == {traffic_sink.PENDING_FULL: 30_000}
+    for i in range(4):
+        sink.receive(kserve_headers("response", f"alone-{i}"), response_body([0.5] * 10_000))
+    waiting = sink.stats()["waiting"]
+    assert waiting["requests"] + waiting["responses"] == 1 and waiting["bytes"] <= 2**20, waiting
+    assert sink.receive(kserve_headers("request", "alone-3"), tiny)["recorded"] == 10_000
+    assert sink.stats()["waiting"] == {"requests": 0, "responses": 0, "bytes": 0}
+    long_ids = [f"{i:08d}" * 1000 for i in range(200)]  # 8 KB ids, one-byte images: the ids are what is held
+    for event_id in long_ids:
+        sink.receive(kserve_headers("request", event_id), request_body([b"a"]))
+    assert 100 < sink.stats()["waiting"]["requests"] <= 130, sink.stats()["waiting"]
+
+
+def test_a_columnar_answer_whose_valid_is_no_list_of_its_length_is_refused(tmp_path):
+    sink = _sink(tmp_path, batch_size=1)
+    for valid in (5, "no", {"a": 1}, [True, True]):
+        body = json.dumps({"outputs": {"dog_probability": [0.5], "valid": valid}}).encode()
+        with pytest.raises(traffic_sink.Refused, match=traffic_sink.NOT_A_PREDICTION):
+            sink.receive(kserve_headers("response", "odd"), body)
+    sink.receive(kserve_headers("request", "ok"), request_body([b"a", b"b"]))
+    sink.receive(kserve_headers("response", "ok"), json.dumps({"outputs": {"dog_probability": [0.5, 0.25],
+                                                                           "valid": [True, False]}}).encode())
+    assert math.isnan(traffic.read_window(str(tmp_path / "traffic")).scores.tolist()[1])
+
+
+def _raw_event(port: int, event_id: str, size: int, sent: int) -> socket.socket:
+    """A connection that has sent the headers of a `size`-byte request event and `sent` bytes of its body."""
+    connection = socket.create_connection(("127.0.0.1", port), timeout=20)
+    head = "".join(f"{k}: {v}\r\n" for k, v in kserve_headers("request", event_id).items())
+    connection.sendall(f"POST / HTTP/1.1\r\nhost: x\r\ncontent-length: {size}\r\n{head}\r\n".encode())
+    connection.sendall(b" " * sent)
+    return connection
+
+
+def test_bodies_arriving_at_once_are_bounded_across_connections_and_a_slow_one_is_refused(tmp_path, monkeypatch):
+    import threading
+
+    import uvicorn
+
+    monkeypatch.setattr(traffic_sink, "BODY_SECONDS", 3.0)
+    sink = _sink(tmp_path, max_event_mb=1)
+    port = _free_port()
+    server = uvicorn.Server(uvicorn.Config(traffic_sink.make_app(sink), host="127.0.0.1", port=port,
+                                           log_level="warning", lifespan="on"))
+    thread = threading.Thread(target=server.run)
+    thread.start()
+    try:
+        while not server.started:
+            time.sleep(0.05)
+        # Each sender holds almost a whole event's body: one more sender than ARRIVING_EVENTS is refused at once.
+        slow = [_raw_event(port, f"slow-{i}", 2**20, 2**20 - 1) for i in range(traffic_sink.ARRIVING_EVENTS)]
+        time.sleep(1)
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
+            busy = client.post("/", headers=kserve_headers("request", "one more"), content=request_body([b"x"] * 9000))
+            assert busy.status_code == 503 and busy.json()["refused"] == traffic_sink.BUSY
+            answers = [connection.recv(200) for connection in slow]  # then each slow one, refused
+            assert all(answer.startswith(b"HTTP/1.1 408") for answer in answers), answers
+            assert client.post("/", headers=kserve_headers("request", "after"),
+                               content=request_body([b"x"])).status_code == 200
+    finally:
+        server.should_exit = True
+        thread.join(30)
+    assert sink.refused == {traffic_sink.BUSY: 1, traffic_sink.TOO_SLOW: traffic_sink.ARRIVING_EVENTS}
+
+
+def test_a_fifo_where_the_sink_lock_belongs_does_not_hang_the_start(tmp_path):
+    import threading
+
+    (tmp_path / "traffic").mkdir()
+    os.mkfifo(tmp_path / "traffic" / traffic_sink.SINK_LOCK)
+    held = []
+    thread = threading.Thread(target=lambda: held.append(traffic_sink._hold_sink_lock(str(tmp_path / "traffic"))),
+                              daemon=True)  # opening a FIFO for reading waits for a writer, unless non-blocking
+    thread.start()
+    thread.join(10)
+    assert not thread.is_alive() and len(held) == 1
+    os.close(held[0])
 
 
 def test_a_storage_fault_loses_the_batch_counted_by_reason(tmp_path):
