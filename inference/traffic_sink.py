@@ -117,7 +117,9 @@ def parse_event(headers: Mapping[str, str], body: bytes, now_ms: int) -> Event:
     if kind not in (REQUEST_TYPE, RESPONSE_TYPE):
         raise Refused(WRONG_TYPE, f"ce-type {printable(str(kind))[:100]!r}")
     moment = event.get_time()
-    time_ms = int(moment.timestamp() * 1000) if moment is not None else now_ms
+    # The sender's clock, but never ahead of the sink's: windows are the newest records by time, and one record
+    # stamped in the future would stay in every window until then.
+    time_ms = min(int(moment.timestamp() * 1000), now_ms) if moment is not None else now_ms
     data = event.get_data()
     if isinstance(data, (bytes, str)):
         try:

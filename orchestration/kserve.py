@@ -161,7 +161,7 @@ class TrafficSink:
 
 
 SINK_PORT = 8080
-SINK_RESOURCES = {"cpu": "1", "memory": "1Gi"}  # one core keeps up with a busy predictor (docs/performance.md)
+SINK_RESOURCES = {"cpu": "1", "memory": "1536Mi"}  # one core keeps up with a busy predictor (docs/performance.md)
 SINK_GRACE_SECONDS = 60  # SIGTERM publishes the open batch
 
 

@@ -291,6 +291,15 @@ def test_interleaved_requests_and_responses_are_matched_by_id_and_a_duplicate_id
     assert sink.refused == {traffic_sink.DUPLICATE: 2}
 
 
+def test_a_time_ahead_of_the_sinks_clock_is_recorded_as_received():
+    """A record stamped in the future would be the newest of every window until then."""
+    now_ms = int(datetime.datetime(2026, 11, 24, 12, tzinfo=datetime.timezone.utc).timestamp() * 1000)
+    future = traffic_sink.parse_event(kserve_headers("request", "a", when="9999-12-31T23:59:59Z"),
+                                      request_body([b"x"]), now_ms)
+    past = traffic_sink.parse_event(kserve_headers("request", "b"), request_body([b"x"]), now_ms)
+    assert future.time_ms == now_ms and past.time_ms < now_ms
+
+
 def test_what_waits_too_long_is_counted_lost_and_said(tmp_path, caplog):
     clock = Clock()
     sink = _sink(tmp_path, clock=clock, pending_seconds=30)
