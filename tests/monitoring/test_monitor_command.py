@@ -7,7 +7,7 @@ import pytest
 
 import pipeline_runner
 from cli import monitor as monitor_cli
-from orchestration import local_schedule, roots
+from orchestration import local_schedule, roots, run_lock
 from tests.helpers import ROOT
 
 
@@ -36,6 +36,33 @@ def test_a_root_that_serves_nothing_is_refused(tmp_path, capsys):
     assert code == 2 and err.count("\n") == 1
     assert "nothing is served under" in err and "there is no model to monitor" in err
     assert sorted(os.listdir(tmp_path)) == [".cats-vs-dogs-root"]
+
+
+@pytest.mark.parametrize("part", ["monitoring", "labeling", "traffic"])
+def test_a_place_of_the_root_that_is_a_link_is_refused_and_what_it_points_at_left_alone(tmp_path, capsys, part):
+    """Drift reports, queues and traffic are the root's own: a link to a folder of the user's is never written
+    or read through."""
+    root, users = tmp_path / "root", tmp_path / "users"
+    users.mkdir()
+    root.mkdir()
+    (users / "notes.txt").write_text("mine")
+    roots.claim(root, roots.inspect(root))
+    (root / part).symlink_to(users)
+    code, out, err = _monitor(capsys, "--output-dir", str(root))
+    assert code == 2 and out == "" and err.count("\n") == 1
+    assert f"{root / part} is a symbolic link (to {users})" in err
+    assert os.listdir(users) == ["notes.txt"]
+
+
+def test_a_check_while_a_run_holds_the_root_exits_at_once_and_writes_nothing(tmp_path, capsys):
+    """A check beside a run would write the SQLite store the run writes ("database is locked" for one of them);
+    it takes the root's lease as a run does."""
+    roots.claim(tmp_path, roots.inspect(tmp_path))
+    with run_lock.exclusive_run(tmp_path, "local-a-run"):
+        before = sorted(os.listdir(tmp_path))
+        code, out, err = _monitor(capsys, "--output-dir", str(tmp_path))
+        assert sorted(os.listdir(tmp_path)) == before
+    assert code == 3 and out == "" and err.count("\n") == 1 and "run local-a-run" in err
 
 
 @pytest.mark.parametrize("flag, value", [("--false-alarm-rate", "1"), ("--false-alarm-rate", "x"),
