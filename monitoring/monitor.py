@@ -120,4 +120,6 @@ def check(where: RunLayout, settings: MonitorSettings) -> Check:
     line = f"{verdict.line()}; {len(window)} images against version {served.version}'s data; report {page}"
     if result["labeling_queue"]:
         line += f"; queued for labels: {result['labeling_queue']}"
+    elif verdict.drift and settings.queue:
+        line += f"; nothing new to queue: each image is in an earlier queue under {where.labeling_root}"
     return Check(result, page, line)
