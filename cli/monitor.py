@@ -82,7 +82,7 @@ def command_monitor(args: argparse.Namespace) -> int:
     from contract.layout import RunLayout
     from monitoring import monitor
     from monitoring.settings import MonitorSettings
-    from orchestration import roots, run_lock
+    from orchestration import roots, run_lock, store_health
 
     root = args.output_dir.resolve()
     if roots.inspect(root).state == roots.NEW:
@@ -95,6 +95,7 @@ def command_monitor(args: argparse.Namespace) -> int:
     # ("database is locked"), a rollback would change the served model under it, and two checks would queue
     # the same images twice. A check while one of those holds the root exits at once (BUSY).
     with run_lock.exclusive_run(root, f"monitor-{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:8]}"):
+        store_health.check(RunLayout(root).metadata_path)  # locked by another process: busy, before any work
         result = monitor.check(RunLayout(root), settings)
     print(json.dumps(result.result, indent=2) if args.json else result.line, flush=True)
     return errors.OK

@@ -2,6 +2,9 @@
 run's."""
 
 import os
+import sqlite3
+import subprocess
+import sys
 
 import pytest
 
@@ -63,6 +66,22 @@ def test_a_check_while_a_run_holds_the_root_exits_at_once_and_writes_nothing(tmp
         code, out, err = _monitor(capsys, "--output-dir", str(tmp_path))
         assert sorted(os.listdir(tmp_path)) == before
     assert code == 3 and out == "" and err.count("\n") == 1 and "run local-a-run" in err
+
+
+def test_a_store_another_process_has_locked_is_named_busy_before_any_work(tmp_path, capsys):
+    """A sqlite3 shell or a backup in a transaction: the check would fail at its record, after its queue."""
+    roots.claim(tmp_path, roots.inspect(tmp_path))
+    sqlite3.connect(tmp_path / "metadata.sqlite").close()
+    hold = ("import sqlite3, sys\nc = sqlite3.connect(sys.argv[1], isolation_level=None)\n"
+            "c.execute('BEGIN EXCLUSIVE')\nprint('locked', flush=True)\nsys.stdin.read()")
+    holder = subprocess.Popen([sys.executable, "-c", hold, str(tmp_path / "metadata.sqlite")], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline() == "locked\n"
+        code, out, err = _monitor(capsys, "--output-dir", str(tmp_path))
+    finally:
+        holder.communicate("")
+    assert code == 3 and out == "" and err.count("\n") == 1 and "is busy: another process has it locked" in err
 
 
 @pytest.mark.parametrize("flag, value", [("--false-alarm-rate", "1"), ("--false-alarm-rate", "x"),
