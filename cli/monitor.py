@@ -44,7 +44,7 @@ def _rate(text: str) -> float:
 
 
 def _monitor_flags(parser: argparse.ArgumentParser) -> None:
-    from monitoring.settings import MonitorSettings
+    from monitoring.settings import MIN_REFERENCE, MonitorSettings
 
     defaults = MonitorSettings()
     flags.add_output_dir(parser, "The pipeline's root: its served model, its spans, and the traffic the sink or "
@@ -57,7 +57,7 @@ def _monitor_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--false-alarm-rate", type=_rate, default=defaults.false_alarm_rate,
                         help="The chance of reporting drift on a window with none, shared by the tests "
                              f"(Bonferroni). Default: {defaults.false_alarm_rate}.")
-    parser.add_argument("--sample", type=flags.count(2), default=defaults.sample,
+    parser.add_argument("--sample", type=flags.count(MIN_REFERENCE), default=defaults.sample,
                         help="Images of the window, and of the reference, the model measures (colour, score, "
                              f"pooled features); sizes are read from every image. Default: {defaults.sample}.")
     parser.add_argument("--min-window", type=flags.count(2), default=defaults.min_window,

@@ -21,9 +21,8 @@ from contract import layout, traffic
 from contract.errors import CommandError
 from contract.layout import RunLayout
 from monitoring import drift, measure, queue, record, reference, report, tfdv_drift
-from monitoring.settings import MonitorSettings
+from monitoring.settings import MIN_REFERENCE, MonitorSettings
 
-MIN_REFERENCE = 5
 UNREADABLE_LISTED = 20  # the images of a window that could not be measured, named in the result; all are counted
 
 

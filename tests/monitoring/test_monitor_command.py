@@ -86,7 +86,7 @@ def test_a_store_another_process_has_locked_is_named_busy_before_any_work(tmp_pa
 
 @pytest.mark.parametrize("flag, value", [("--false-alarm-rate", "1"), ("--false-alarm-rate", "x"),
                                          ("--since", "yesterday"), ("--since", "9" * 400 + "d"),
-                                         ("--window", "0")])
+                                         ("--window", "0"), ("--sample", "4")])
 def test_settings_that_cannot_work_are_refused_by_the_parser(tmp_path, capsys, flag, value):
     with pytest.raises(SystemExit) as exit_:
         pipeline_runner.main(["monitor", "--output-dir", str(tmp_path), flag, value])
