@@ -7,6 +7,7 @@ import datetime
 import json
 import re
 import time
+import uuid
 
 from cli import flags
 from cli.flags import SettingsError
@@ -43,7 +44,7 @@ def _rate(text: str) -> float:
 
 
 def _monitor_flags(parser: argparse.ArgumentParser) -> None:
-    from monitoring.settings import MonitorSettings
+    from monitoring.settings import MIN_REFERENCE, MonitorSettings
 
     defaults = MonitorSettings()
     flags.add_output_dir(parser, "The pipeline's root: its served model, its spans, and the traffic the sink or "
@@ -56,7 +57,7 @@ def _monitor_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--false-alarm-rate", type=_rate, default=defaults.false_alarm_rate,
                         help="The chance of reporting drift on a window with none, shared by the tests "
                              f"(Bonferroni). Default: {defaults.false_alarm_rate}.")
-    parser.add_argument("--sample", type=flags.count(2), default=defaults.sample,
+    parser.add_argument("--sample", type=flags.count(MIN_REFERENCE), default=defaults.sample,
                         help="Images of the window, and of the reference, the model measures (colour, score, "
                              f"pooled features); sizes are read from every image. Default: {defaults.sample}.")
     parser.add_argument("--min-window", type=flags.count(2), default=defaults.min_window,
@@ -74,12 +75,14 @@ def command_monitor(args: argparse.Namespace) -> int:
     rate shared among the tests. Writes a report under <output-dir>/monitoring/, records the check in ML
     Metadata, and on drift exports the window's images to <output-dir>/labeling/queue-N/ for a person to sort
     into cat/ and dog/ (then `ingest --data-dir` that folder). Prints the verdict in one line (--json: the
-    result). Exit 0 whatever the verdict; 2 when refused (no served model, too small a window, not a root).
+    result). Exit 0 whatever the verdict; 2 when refused (no served model, too small a window, not a root, a
+    place of the root that is a symbolic link); 3 while a run, an ingest, a rollback or another check holds the
+    root.
     """
     from contract.layout import RunLayout
     from monitoring import monitor
     from monitoring.settings import MonitorSettings
-    from orchestration import roots
+    from orchestration import roots, run_lock, store_health
 
     root = args.output_dir.resolve()
     if roots.inspect(root).state == roots.NEW:
@@ -88,7 +91,12 @@ def command_monitor(args: argparse.Namespace) -> int:
     settings = MonitorSettings(window=args.window, since_ms=args.since,
                                        false_alarm_rate=args.false_alarm_rate, sample=args.sample,
                                        min_window=args.min_window, queue=not args.no_queue)
-    result = monitor.check(RunLayout(root), settings)
+    # The root's lease, as a run's: a check's write to the SQLite store beside a run's fails one of them
+    # ("database is locked"), a rollback would change the served model under it, and two checks would queue
+    # the same images twice. A check while one of those holds the root exits at once (BUSY).
+    with run_lock.exclusive_run(root, f"monitor-{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:8]}"):
+        store_health.check(RunLayout(root).metadata_path)  # locked by another process: busy, before any work
+        result = monitor.check(RunLayout(root), settings)
     print(json.dumps(result.result, indent=2) if args.json else result.line, flush=True)
     return errors.OK
 

@@ -21,9 +21,8 @@ from contract import layout, traffic
 from contract.errors import CommandError
 from contract.layout import RunLayout
 from monitoring import drift, measure, queue, record, reference, report, tfdv_drift
-from monitoring.settings import MonitorSettings
+from monitoring.settings import MIN_REFERENCE, MonitorSettings
 
-MIN_REFERENCE = 5
 UNREADABLE_LISTED = 20  # the images of a window that could not be measured, named in the result; all are counted
 
 
@@ -120,4 +119,6 @@ def check(where: RunLayout, settings: MonitorSettings) -> Check:
     line = f"{verdict.line()}; {len(window)} images against version {served.version}'s data; report {page}"
     if result["labeling_queue"]:
         line += f"; queued for labels: {result['labeling_queue']}"
+    elif verdict.drift and settings.queue:
+        line += f"; nothing new to queue: each image is in an earlier queue under {where.labeling_root}"
     return Check(result, page, line)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import posixpath
+import re
 import time
 
 from contract import features, layout, storage
@@ -35,6 +36,25 @@ the data it was trained on ({moved}). Sort them so that the next training learns
 {count} images; contact_sheet.png shows the first {shown} with the served model's dog probability.
 The drift report: {report}
 """
+
+
+_QUEUED_NAME = re.compile(r"[0-9]{6}-([0-9a-f]{12})\.[a-z]+")  # export's file names: <index>-<sha256 prefix>.<ext>
+
+
+def queued_digests(labeling_root: str) -> set[str]:
+    """The sha256 prefixes (export's names carry them, wherever a person moved the file) of the images in the
+    committed queues under `labeling_root`: a check of a window that overlaps an earlier one queues only what is
+    new, never the same image twice."""
+    found: set[str] = set()
+    if not storage.backend.isdir(labeling_root):
+        return found
+    for name in storage.backend.listdir(labeling_root):
+        folder = posixpath.join(labeling_root, name)
+        if layout.queue_number(name) is None or not storage.backend.exists(posixpath.join(folder, layout.QUEUE_RECORD)):
+            continue
+        found.update(match.group(1) for path in storage.backend.files(folder)
+                     if (match := _QUEUED_NAME.fullmatch(posixpath.basename(path))))
+    return found
 
 
 def _extension(data: bytes) -> str:
@@ -73,22 +93,26 @@ def _sheet(images: list[tuple[str, bytes, float | None]]) -> bytes | None:
     return out.getvalue()
 
 
-def export(labeling_root: str, images: list[bytes], scores, record: dict) -> tuple[str, int]:
-    """Publishes the images (duplicates once) as the next queue-<N>; returns (its folder, images written).
-    `scores`: the served model's score of each image (NaN where unknown); `record`: more fields of queue.json
-    (served_version, moved, report)."""
+def export(labeling_root: str, images: list[bytes], scores, record: dict) -> tuple[str | None, int]:
+    """Publishes the images (duplicates once, none that an earlier queue holds) as the next queue-<N>; returns
+    (its folder, images written), (None, 0) when every image is queued already. `scores`: the served model's
+    score of each image (NaN where unknown); `record`: more fields of queue.json (served_version, moved, report).
+    Called under the root's lease: a staging folder a killed check left is removed."""
     labeling_root = str(labeling_root)
     storage.backend.makedirs(labeling_root)
+    storage.remove_staging(labeling_root, [f".{STAGING_KIND}-"])
+    seen, named = queued_digests(labeling_root), []
+    if all(hashlib.sha256(data).hexdigest()[:12] in seen for data in images):
+        return None, 0
     staging = posixpath.join(labeling_root, storage.staging_name(STAGING_KIND))
-    seen, named = set(), []
     try:
         for folder in (layout.QUEUE_UNSORTED, *features.LABEL_NAMES):
             storage.backend.makedirs(posixpath.join(staging, folder))
         for index, data in enumerate(images):
             digest = hashlib.sha256(data).hexdigest()
-            if digest in seen:
+            if digest[:12] in seen:
                 continue
-            seen.add(digest)
+            seen.add(digest[:12])
             name = f"{index:06d}-{digest[:12]}.{_extension(data)}"
             storage.backend.write(posixpath.join(staging, layout.QUEUE_UNSORTED, name), data)
             named.append((name, data, float(scores[index]) if scores is not None and len(scores) > index else None))

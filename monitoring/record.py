@@ -11,6 +11,7 @@ import json
 import time
 
 from contract import metadata as metadata_lib
+from contract.errors import StorageFaultError, first_line
 
 EXECUTION_TYPE = "DriftCheck"
 ARTIFACT_TYPE = "DriftReport"
@@ -22,6 +23,12 @@ FALSE_ALARM_RATE = "false_alarm_rate"
 TESTS = "tests"  # JSON: [{name, method, statistic, p_value, threshold, drift, ...}]
 QUEUE = "labeling_queue"  # the queue's folder, "" when none was made
 CHECKED_AT = "checked_at"
+SAID = 200  # characters of a store's error shown
+
+
+class RecordError(StorageFaultError):
+    """The check ran and its report was written, but the store did not take its record; the line says where the
+    report is."""
 
 
 def _set(node, key: str, value) -> None:
@@ -36,7 +43,18 @@ def _set(node, key: str, value) -> None:
 
 
 def record_check(store_path: str, report_uri: str, model_id: int | None, properties: dict) -> int:
-    """Records a check in the SQLite store at `store_path`; returns the DriftReport artifact's id."""
+    """Records a check in the SQLite store at `store_path`; returns the DriftReport artifact's id. RecordError
+    (one line) when the store does not take it (locked by another process, a full disk)."""
+    try:
+        return _put(store_path, report_uri, model_id, properties)
+    except Exception as error:  # ml_metadata's errors quote the whole record in their one line: cut short
+        said = first_line(error, with_type=True)
+        raise RecordError(f"the check could not be recorded in the ML Metadata store {store_path} "
+                          f"({said[:SAID] + '...' if len(said) > SAID else said}); its report is {report_uri}: "
+                          "run the check again to record it") from None
+
+
+def _put(store_path: str, report_uri: str, model_id: int | None, properties: dict) -> int:
     from ml_metadata.proto import metadata_store_pb2
 
     store = metadata_lib.open_store(metadata_lib.sqlite_store(store_path))

@@ -14,6 +14,7 @@ from monitoring import measure
 PAGE = "index.html"
 FIGURE = "distributions.png"
 RESULT = "drift.json"
+STAGING_PREFIX = ".check-"  # a report being written (monitor names each check-<time>/): renamed once whole
 _TEMPLATES = jinja2.Environment(
     loader=jinja2.FileSystemLoader(pathlib.Path(__file__).resolve().parents[1] / "reporting" / "templates"),
     autoescape=True, undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
@@ -64,12 +65,23 @@ def figure(window: dict[str, np.ndarray], reference: dict[str, np.ndarray], move
 
 def write(folder: pathlib.Path, result: dict, window: dict[str, np.ndarray], reference: dict[str, np.ndarray],
           tfdv: dict | None = None) -> pathlib.Path:
-    """Writes the figure, the page and the result's JSON into `folder`; returns the page."""
-    folder.mkdir(parents=True, exist_ok=True)
-    moved = {test["name"] for test in result["tests"] if test["drift"]}
-    figure(window, reference, moved, folder / FIGURE)
-    page = _TEMPLATES.get_template("drift.html.j2").render(result=result, checked_at=result["checked_at"],
-                                                           figure=FIGURE, tfdv=tfdv)
-    (folder / PAGE).write_text(page)
-    (folder / RESULT).write_text(json.dumps(result, indent=2))
+    """Writes the figure, the page and the result's JSON into `folder`, published whole (written under a hidden
+    name beside it, renamed into place: a check killed or stopped by a full disk leaves no half report); returns
+    the page. Called under the root's lease: a hidden folder a killed check left is removed."""
+    from contract import storage
+
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    storage.remove_staging(str(folder.parent), [STAGING_PREFIX])
+    staging = folder.parent / f".{folder.name}"
+    try:
+        staging.mkdir()
+        moved = {test["name"] for test in result["tests"] if test["drift"]}
+        figure(window, reference, moved, staging / FIGURE)
+        page = _TEMPLATES.get_template("drift.html.j2").render(result=result, checked_at=result["checked_at"],
+                                                               figure=FIGURE, tfdv=tfdv)
+        (staging / PAGE).write_text(page)
+        (staging / RESULT).write_text(json.dumps(result, indent=2))
+        staging.rename(folder)
+    finally:
+        storage.backend.rmtree(str(staging))
     return folder / PAGE

@@ -7,6 +7,7 @@ import dataclasses
 
 DEFAULT_FALSE_ALARM_RATE = 0.05
 MIN_WINDOW = 30
+MIN_REFERENCE = 5  # held-out images a check needs at least: a --sample below it could never be checked
 
 
 @dataclasses.dataclass(frozen=True)

@@ -4,9 +4,9 @@ Each scheduled run ingests the folder (new files make a new span, unchanged
 data reuses the last one and everything stays cached) and runs the pipeline.
 The run lock makes an overlapping run exit at once, so a slow run is never
 doubled by the next tick. A second entry may run `monitor` on its own
-schedule (a check takes no lease: it only reads the root's model, spans and
-traffic, and adds a report, a record and perhaps a labeling queue, each
-published whole); both append to the same log.
+schedule; a check takes the same lock (it writes the same metadata store), so
+a tick that finds a run going exits at once and the next tick checks; both
+append to the same log.
 """
 
 from __future__ import annotations

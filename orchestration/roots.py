@@ -54,13 +54,14 @@ NEW, ROOT, EARLIER = "new", "root", "earlier"  # what inspect() found: becomes a
 
 _HERE = RunLayout("")
 _ASIDE = ".incomplete"  # contract.storage.ASIDE_SUFFIX (that module imports TensorFlow): spans and versions cut short
-# Exactly what a run, ingest, push, predict or the local schedule writes at a root's top level, in every version.
+# Exactly what a run, ingest, push, predict, monitor or the local schedule writes at a root's top level, in every
+# version.
 ROOT_FILES = frozenset({_HERE.metadata_path, _HERE.summary_path, _HERE.tfdv_statistics_page, _HERE.schedule_log,
                         lease.LEASE_FILE, lease.LEASE_FILE + ".guard"})
 ROOT_FOLDERS = frozenset({_HERE.examples_root, _HERE.examples_root + _ASIDE, _HERE.pipeline_root, _HERE.serving_dir,
                           _HERE.serving_dir + _ASIDE, _HERE.report_dir, f".{_HERE.report_dir}.incoming",
                           _HERE.demo_images, _HERE.predictions_dir, posixpath.dirname(_HERE.schema_path),
-                          _HERE.runs_dir, _HERE.traffic_root})
+                          _HERE.runs_dir, _HERE.traffic_root, _HERE.monitoring_dir, _HERE.labeling_root})
 # Files the lease and a Kubeflow task's write probe leave for a moment (or, killed, for good).
 _PASSING = re.compile("|".join([r"%s\.[^/]+\.(creating|incoming)" % re.escape(lease.LEASE_FILE),
                                 re.escape(layout.WRITE_PROBE_PREFIX) + "[0-9a-f]+"]))

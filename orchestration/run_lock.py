@@ -60,14 +60,16 @@ _ASIDE_SUFFIX = ".incomplete"  # contract.storage.ASIDE_SUFFIX, without importin
 
 def linked_parts(root: str | os.PathLike) -> list[str]:
     """The pipeline's own places directly under a local `root` (spans, versions, the store, the artifacts, the
-    reports, and where incomplete ones are moved) that are symbolic links, one line each: writing through one
-    would write, move and delete outside the root. The root itself may be a link: the user chose where it is."""
+    reports, where incomplete ones are moved, the traffic, drift reports and labeling queues) that are symbolic
+    links, one line each: writing through one would write, move and delete outside the root. The root itself may
+    be a link: the user chose where it is."""
     if "://" in os.fspath(root):
         return []  # an object store has no links
     where = layout.RunLayout(os.fspath(root))
     parts = [where.examples_root, where.serving_dir, where.pipeline_root, where.metadata_path, where.report_dir,
-             where.runs_dir, where.summary_path, os.path.dirname(where.schema_path), where.traffic_root,
-             where.examples_root + _ASIDE_SUFFIX, where.serving_dir + _ASIDE_SUFFIX]
+             where.runs_dir, where.summary_path, os.path.dirname(where.schema_path),
+             where.examples_root + _ASIDE_SUFFIX, where.serving_dir + _ASIDE_SUFFIX,
+             where.traffic_root, where.monitoring_dir, where.labeling_root]
     return [f"{part} is a symbolic link (to {os.readlink(part)}), and links are never followed"
             for part in parts if os.path.islink(part)]
 

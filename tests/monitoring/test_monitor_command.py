@@ -2,12 +2,15 @@
 run's."""
 
 import os
+import sqlite3
+import subprocess
+import sys
 
 import pytest
 
 import pipeline_runner
 from cli import monitor as monitor_cli
-from orchestration import local_schedule, roots
+from orchestration import local_schedule, roots, run_lock
 from tests.helpers import ROOT
 
 
@@ -38,9 +41,52 @@ def test_a_root_that_serves_nothing_is_refused(tmp_path, capsys):
     assert sorted(os.listdir(tmp_path)) == [".cats-vs-dogs-root"]
 
 
+@pytest.mark.parametrize("part", ["monitoring", "labeling", "traffic"])
+def test_a_place_of_the_root_that_is_a_link_is_refused_and_what_it_points_at_left_alone(tmp_path, capsys, part):
+    """Drift reports, queues and traffic are the root's own: a link to a folder of the user's is never written
+    or read through."""
+    root, users = tmp_path / "root", tmp_path / "users"
+    users.mkdir()
+    root.mkdir()
+    (users / "notes.txt").write_text("mine")
+    roots.claim(root, roots.inspect(root))
+    (root / part).symlink_to(users)
+    code, out, err = _monitor(capsys, "--output-dir", str(root))
+    assert code == 2 and out == "" and err.count("\n") == 1
+    assert f"{root / part} is a symbolic link (to {users})" in err
+    assert os.listdir(users) == ["notes.txt"]
+
+
+def test_a_check_while_a_run_holds_the_root_exits_at_once_and_writes_nothing(tmp_path, capsys):
+    """A check beside a run would write the SQLite store the run writes ("database is locked" for one of them);
+    it takes the root's lease as a run does."""
+    roots.claim(tmp_path, roots.inspect(tmp_path))
+    with run_lock.exclusive_run(tmp_path, "local-a-run"):
+        before = sorted(os.listdir(tmp_path))
+        code, out, err = _monitor(capsys, "--output-dir", str(tmp_path))
+        assert sorted(os.listdir(tmp_path)) == before
+    assert code == 3 and out == "" and err.count("\n") == 1 and "run local-a-run" in err
+
+
+def test_a_store_another_process_has_locked_is_named_busy_before_any_work(tmp_path, capsys):
+    """A sqlite3 shell or a backup in a transaction: the check would fail at its record, after its queue."""
+    roots.claim(tmp_path, roots.inspect(tmp_path))
+    sqlite3.connect(tmp_path / "metadata.sqlite").close()
+    hold = ("import sqlite3, sys\nc = sqlite3.connect(sys.argv[1], isolation_level=None)\n"
+            "c.execute('BEGIN EXCLUSIVE')\nprint('locked', flush=True)\nsys.stdin.read()")
+    holder = subprocess.Popen([sys.executable, "-c", hold, str(tmp_path / "metadata.sqlite")], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline() == "locked\n"
+        code, out, err = _monitor(capsys, "--output-dir", str(tmp_path))
+    finally:
+        holder.communicate("")
+    assert code == 3 and out == "" and err.count("\n") == 1 and "is busy: another process has it locked" in err
+
+
 @pytest.mark.parametrize("flag, value", [("--false-alarm-rate", "1"), ("--false-alarm-rate", "x"),
                                          ("--since", "yesterday"), ("--since", "9" * 400 + "d"),
-                                         ("--window", "0")])
+                                         ("--window", "0"), ("--sample", "4")])
 def test_settings_that_cannot_work_are_refused_by_the_parser(tmp_path, capsys, flag, value):
     with pytest.raises(SystemExit) as exit_:
         pipeline_runner.main(["monitor", "--output-dir", str(tmp_path), flag, value])

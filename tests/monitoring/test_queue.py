@@ -33,8 +33,24 @@ def test_a_queue_is_published_whole_with_empty_class_folders_a_count_and_a_sheet
     readme = open(os.path.join(folder, layout.QUEUE_README)).read()
     assert f"ingest --data-dir {folder} --output-dir {tmp_path}" in readme and "version 3" in readme
     assert os.listdir(tmp_path / "labeling") == ["queue-1"]  # no staging folder left
-    second, _ = queue.export(str(tmp_path / "labeling"), window_images[:2], None, {})
-    assert second.endswith("queue-2")
+    second, count = queue.export(str(tmp_path / "labeling"), window_images[:2] + looks.images("dusk", 1), None, {})
+    assert second.endswith("queue-2") and count == 1  # the two queued already are not queued again
+
+
+def test_a_window_checked_again_queues_only_the_images_no_earlier_queue_holds(tmp_path, window_images):
+    """A scheduled check whose window overlaps the last one's (the newest N images, hour after hour) would
+    otherwise queue the same images for labels every time; a queue a person sorted still counts."""
+    labeling = tmp_path / "labeling"
+    first, _ = queue.export(str(labeling), window_images, None, {})
+    unsorted = os.path.join(first, layout.QUEUE_UNSORTED)
+    for name in sorted(os.listdir(unsorted))[:3]:
+        os.rename(os.path.join(unsorted, name), os.path.join(first, "cat", name))
+    stale = labeling / ".queue-0123456789abcdef"  # a check killed while it staged its queue
+    (stale / layout.QUEUE_UNSORTED).mkdir(parents=True)
+    assert queue.export(str(labeling), list(reversed(window_images)), None, {}) == (None, 0)
+    assert sorted(os.listdir(labeling)) == ["queue-1"]
+    folder, count = queue.export(str(labeling), looks.images("print", 2) + window_images, None, {})
+    assert folder.endswith("queue-2") and count == 2
 
 
 def test_a_queue_whose_write_fails_leaves_nothing_a_person_could_take_for_one(tmp_path, window_images, monkeypatch):
