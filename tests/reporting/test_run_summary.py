@@ -46,6 +46,18 @@ def test_without_a_search_the_defaults_are_named_and_an_older_record_shows_nothi
     assert run_summary.hyperparameters_of(None, "run-1") is None
 
 
+def test_a_search_for_another_model_not_applied_is_named_with_why():
+    from reporting import run_report
+
+    why = "the newest search, of run run-3, was for another model: alpha 0.35 (this run 0.5)"
+    chosen = run_summary.hyperparameters_of({"hyperparameters": {"source": "defaults", "values": {}, "fixed": [],
+                                                                 "run": "run-3", "not_applied": why}}, "run-4")
+    assert run_summary.hyperparameter_lines(chosen) == [
+        f"  hyperparameters: the settings as configured ({why}; run --tune to search)"]
+    assert run_report.hyperparameters_page(chosen)["source_words"] == (
+        f"The settings as configured: {why} (run --tune to search).")
+
+
 def test_the_report_shows_the_source_the_values_and_the_trial_table():
     from reporting import run_report
 

@@ -103,6 +103,22 @@ def test_the_best_values_become_the_trainers_settings_but_not_the_users_own():
     assert defaults == TrainingConfig() and record["source"] == "defaults" and record["values"] == {}
 
 
+def test_a_result_searched_for_another_model_is_not_laid_on_this_ones_settings():
+    searched = TrainingConfig(weights="none", alpha=0.35, fine_tune_from=30)
+    result = tuner_component.search_record({"space": [], "values": {"learning_rate": 3e-3, "fine_tune_from": 60}},
+                                           [{"trial": "00"}], "run-7", hyperparameters.model_of(searched, 64))
+    same_model = TrainingConfig(weights="none", alpha=0.35, fine_tune_from=30, batch_size=16)
+    config, record = task.tuned_config(same_model, result, image_size=64)
+    assert (config.learning_rate, config.fine_tune_from, record["source"]) == (3e-3, 60, "tuned")
+    other = TrainingConfig()  # ImageNet weights, the full width
+    config, record = task.tuned_config(other, result, image_size=96)
+    assert config == other and (record["source"], record["values"], record["run"]) == ("defaults", {}, "run-7")
+    assert record["not_applied"] == ("the newest search, of run run-7, was for another model: weights none (this "
+                                     "run imagenet), alpha 0.35 (this run 1.0), image_size 64 (this run 96)")
+    older = tuner_component.search_record({"space": [], "values": {"learning_rate": 3e-3}}, [], "run-2")
+    assert task.tuned_config(other, older, image_size=96)[0].learning_rate == 3e-3  # a record that does not say
+
+
 def test_the_space_is_centred_on_the_configured_settings_and_leaves_the_users_own_out():
     config = TrainingConfig(head_epochs=4, fine_tune_epochs=10, fine_tune_from=100, dropout=0.2)
     space = hyperparameters.search_space(config, fixed=("dropout",))
