@@ -138,6 +138,27 @@ def test_a_budget_that_cannot_run_is_refused_naming_it(budget, field):
         TuningConfig(**budget)
 
 
+@pytest.mark.parametrize("argv,budget", [(["--tune"], TuningConfig()),
+                                         (["--tune", "--tune-trials", "3"], TuningConfig(trials=3)),
+                                         ([], None)])
+def test_the_budget_flags_make_the_search_budget(argv, budget):
+    import pipeline_runner
+    from cli import flags
+
+    args = pipeline_runner.build_parser().parse_args(["run", "--demo", *argv])
+    assert flags.tuning_from_args(args) == budget
+
+
+@pytest.mark.parametrize("argv", [["--tune-trials", "3"], ["--tune-trials", "10"], ["--tune-epoch-fraction", "0.25"]])
+def test_a_budget_flag_without_tune_is_refused_even_at_its_default(argv):
+    import pipeline_runner
+    from cli import flags
+
+    args = pipeline_runner.build_parser().parse_args(["run", "--demo", *argv])
+    with pytest.raises(flags.SettingsError, match=f"^{argv[0]} applies only with --tune"):
+        flags.tuning_from_args(args)
+
+
 def test_the_time_budget_starts_no_trial_once_spent_and_the_first_trial_always_runs(config, tmp_path):
     def measured(config, *args, **kwargs):
         return {"val_loss": config.dropout, "val_accuracy": 0.5, "epochs": 1, "seconds": 0.0}
