@@ -279,8 +279,8 @@ def hyperparameter_lines(chosen: dict) -> list[str]:
         why = chosen.get("not_applied") or "no search recorded for this pipeline"
         return [f"  hyperparameters: the settings as configured ({why}; run --tune to search)"]
     where = "tuned in this run" if chosen["source"] == TUNED_HERE else f"reused from run {chosen['run']}"
-    if chosen["cached"]:
-        where += f" (the search of run {chosen['run']}, cached: same data, settings and code)"
+    if chosen["cached"]:  # the Tuner's outcome was cached: no trial ran in this run
+        where = f"the search of run {chosen['run']}, cached (same data, settings and code: no trial ran in this run)"
     shown = _values(chosen["values"]) or "none applied (each searched setting was given as a flag)"
     lines = [f"  hyperparameters: {where}: {shown}"]
     for row in chosen.get("trials") or []:

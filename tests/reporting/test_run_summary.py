@@ -20,11 +20,16 @@ def test_a_search_of_this_run_is_tuned_here_with_its_trial_table():
         "    trial 1: FAILED: ResourceExhaustedError: OOM; dropout 0.5"]
 
 
-def test_a_cached_search_is_tuned_here_and_names_the_run_that_ran_it():
+def test_a_cached_search_names_the_run_that_ran_it_and_does_not_claim_a_search_here():
+    from reporting import run_report
+
     chosen = run_summary.hyperparameters_of(TUNED, "run-4", searched=True)
     assert (chosen["source"], chosen["cached"]) == (run_summary.TUNED_HERE, True)
-    assert run_summary.hyperparameter_lines(chosen)[0].startswith(
-        "  hyperparameters: tuned in this run (the search of run run-3, cached")
+    assert run_summary.hyperparameter_lines(chosen)[0] == (
+        "  hyperparameters: the search of run run-3, cached (same data, settings and code: no trial ran in this run):"
+        " dropout 0.2")
+    assert run_report.hyperparameters_page(chosen)["source_words"].startswith(
+        "The search of run run-3, cached (no trial ran in this run), chosen on the eval split's loss")
 
 
 def test_a_result_of_an_earlier_search_is_reused_and_names_its_run():
