@@ -144,7 +144,9 @@ def add_tuning_flags(parser: argparse.ArgumentParser) -> None:
                             "a run trains with the newest search's result recorded for the pipeline, or the "
                             "settings as configured when there is none. Settings given as flags are never searched "
                             "nor replaced.")
-    add_settings_flags(group, config_lib.TuningConfig, prefix="tune-")
+    for field in _flag_fields(config_lib.TuningConfig):
+        # Unset by default: a budget flag given without --tune is refused even when it names the default value.
+        add_field_flag(group, field, prefix="tune-", unset=True)
 
 
 def tuning_from_args(args: argparse.Namespace):
@@ -152,12 +154,12 @@ def tuning_from_args(args: argparse.Namespace):
     work; SettingsError, a budget given without --tune); None without --tune."""
     import config as config_lib
 
-    budget = config_lib.TuningConfig(**settings_from(args, config_lib.TuningConfig, prefix="tune-"))
-    if not args.tune and budget != config_lib.TuningConfig():
-        given = [f"--tune-{f.name.replace('_', '-')}" for f in dataclasses.fields(budget)
-                 if getattr(budget, f.name) != f.default]
-        raise SettingsError(f"{', '.join(given)} applies only with --tune (no search runs without it)")
-    return budget if args.tune else None
+    given = {name: value for name, value in settings_from(args, config_lib.TuningConfig, prefix="tune-").items()
+             if value is not None}
+    if not args.tune and given:
+        flags = [f"--tune-{name.replace('_', '-')}" for name in given]
+        raise SettingsError(f"{', '.join(flags)} applies only with --tune (no search runs without it)")
+    return config_lib.TuningConfig(**given) if args.tune else None
 
 
 def fixed_settings(args: argparse.Namespace) -> tuple[str, ...]:

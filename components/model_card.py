@@ -176,8 +176,8 @@ def _hyperparameters(record: dict | None) -> list[str]:
     lines = ["### Hyperparameters", ""]
     fixed = f" Set by the user, never searched: {', '.join(record['fixed'])}." if record.get("fixed") else ""
     if record.get("source") != "tuned":
-        return lines + [f"The settings as configured: no hyperparameter search was recorded for this pipeline.{fixed}",
-                        ""]
+        why = record.get("not_applied") or "no hyperparameter search was recorded for this pipeline"
+        return lines + [f"The settings as configured: {why}.{fixed}", ""]
     trials = record.get("trials") or []
     chosen = ", ".join(f"{name} {value}" for name, value in record.get("values", {}).items())
     lines += [f"The best of {len(trials)} trials of the hyperparameter search of run {record.get('run')}, chosen on "

@@ -45,9 +45,10 @@ def every_trial_failed(table: list[dict]) -> str | None:
             f"{first['trial']}, {json.dumps(first['values'], sort_keys=True)}): {first.get('reason')}")
 
 
-def search_record(best: dict, table: list[dict], run_id: str | None) -> dict:
-    """KerasTuner's config of the best values, with the search's record under hyperparameters.TUNED_KEY."""
-    return {**best, hyperparameters_lib.TUNED_KEY: {"run": run_id, "trials": table}}
+def search_record(best: dict, table: list[dict], run_id: str | None, model: dict | None = None) -> dict:
+    """KerasTuner's config of the best values, with the search's record under hyperparameters.TUNED_KEY: the run,
+    the trial table and the model searched for (hyperparameters.model_of)."""
+    return {**best, hyperparameters_lib.TUNED_KEY: {"run": run_id, "trials": table, "model": model}}
 
 
 class _SearchExecutor(tuner_executor.Executor):
@@ -62,7 +63,8 @@ class _SearchExecutor(tuner_executor.Executor):
         run_id = self._context.pipeline_run_id if self._context else None
         path = os.path.join(artifact_utils.get_single_uri(
             output_dict[standard_component_specs.BEST_HYPERPARAMETERS_KEY]), BEST_HYPERPARAMETERS_FILE)
-        io_utils.write_string_file(path, json.dumps(search_record(best, table, run_id)))
+        io_utils.write_string_file(path, json.dumps(search_record(
+            best, table, run_id, hyperparameters_lib.model_of(searched.base, searched.image_size))))
 
 
 class SearchingTuner(Tuner):

@@ -292,11 +292,10 @@ def hyperparameters_page(chosen: dict | None) -> dict | None:
     """The report's hyperparameters section: where they came from in words, the values, the trial table."""
     if chosen is None:
         return None
-    words = {DEFAULTS: "The settings as configured: no hyperparameter search is recorded for this pipeline "
-                       "(run --tune to search).",
-             TUNED_HERE: "Tuned in this run" + (f" (the search of run {chosen['run']}, cached)" if chosen["cached"]
-                                                else "") + ", chosen on the eval split's loss; the test split took "
-                                                           "no part.",
+    why = chosen.get("not_applied") or "no hyperparameter search is recorded for this pipeline"
+    words = {DEFAULTS: f"The settings as configured: {why} (run --tune to search).",
+             TUNED_HERE: (f"The search of run {chosen['run']}, cached (no trial ran in this run)" if chosen["cached"]
+                          else "Tuned in this run") + ", chosen on the eval split's loss; the test split took no part.",
              REUSED: f"Reused from the search of run {chosen['run']} (no search in this run)."}[chosen["source"]]
     rows = [[row["trial"] + (" (kept)" if row.get("kept") else ""), row.get("status"), row.get("val_loss", ""),
              row.get("val_accuracy") if row.get("val_accuracy") is not None else "",

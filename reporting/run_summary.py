@@ -261,7 +261,7 @@ def hyperparameters_of(training: dict | None, run_id: str | None, searched: bool
         return None
     if record.get("source") != "tuned":
         return {"source": DEFAULTS, "run": None, "values": {}, "fixed": record.get("fixed", []), "trials": None,
-                "cached": False}
+                "cached": False, "not_applied": record.get("not_applied")}
     here = searched or record.get("run") == run_id
     return {"source": TUNED_HERE if here else REUSED, "run": record.get("run"), "values": record.get("values", {}),
             "fixed": record.get("fixed", []), "trials": record.get("trials") if here else None,
@@ -276,11 +276,11 @@ def _values(values: dict) -> str:
 def hyperparameter_lines(chosen: dict) -> list[str]:
     """The summary's lines of the hyperparameters: their source, then the trial table when tuned here."""
     if chosen["source"] == DEFAULTS:
-        return ["  hyperparameters: the settings as configured (no search recorded for this pipeline; run --tune "
-                "to search)"]
+        why = chosen.get("not_applied") or "no search recorded for this pipeline"
+        return [f"  hyperparameters: the settings as configured ({why}; run --tune to search)"]
     where = "tuned in this run" if chosen["source"] == TUNED_HERE else f"reused from run {chosen['run']}"
-    if chosen["cached"]:
-        where += f" (the search of run {chosen['run']}, cached: same data, settings and code)"
+    if chosen["cached"]:  # the Tuner's outcome was cached: no trial ran in this run
+        where = f"the search of run {chosen['run']}, cached (same data, settings and code: no trial ran in this run)"
     shown = _values(chosen["values"]) or "none applied (each searched setting was given as a flag)"
     lines = [f"  hyperparameters: {where}: {shown}"]
     for row in chosen.get("trials") or []:

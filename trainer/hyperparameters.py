@@ -29,6 +29,10 @@ FIELDS = {
     AUGMENTATION: ("rotation", "zoom"),
 }
 TUNED_KEY = "tuned"  # the search's own record beside KerasTuner's config
+# What makes the model a search trained, besides the searched names: the base's weights (ImageNet's or random,
+# whose settings and schedule differ), its width, the head and the input size. A result found for another model
+# says nothing about this one's settings and is not laid on them.
+MODEL_SETTINGS = ("weights", "alpha", "hidden_units")
 COMPLETED, FAILED = "completed", "failed"  # a trial's status in the trial table
 # Fine-tune depths tried besides the configured one: deep (the from-scratch schedule's 30), the middle, the
 # recipe's default (100) and the top blocks only.
@@ -92,6 +96,22 @@ def apply(config: TrainingConfig, values: Mapping[str, Any], fixed: Collection[s
             if field not in fixed:
                 overrides[field] = value
     return dataclasses.replace(config, **overrides)
+
+
+def model_of(config: TrainingConfig, image_size: int) -> dict[str, Any]:
+    """The model a search of `config` at `image_size` trains (recorded with its result, under TUNED_KEY)."""
+    return {**{name: getattr(config, name) for name in MODEL_SETTINGS}, "image_size": image_size}
+
+
+def other_model(result: Mapping[str, Any] | None, config: TrainingConfig, image_size: int) -> str | None:
+    """How the model `result`'s search trained differs from the one `config` trains at `image_size` ("alpha 0.35
+    (this run 0.5)"); None when they are the same, or when the result does not say (no result, an older record)."""
+    searched = ((result or {}).get(TUNED_KEY) or {}).get("model")
+    if not searched:
+        return None
+    here = model_of(config, image_size)
+    return ", ".join(f"{name} {searched[name]} (this run {here[name]})" for name in here
+                     if name in searched and searched[name] != here[name]) or None
 
 
 def applied_names(values: Mapping[str, Any], fixed: Collection[str] = ()) -> list[str]:

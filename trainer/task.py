@@ -294,13 +294,21 @@ def training_config_from(custom_config: Mapping[str, Any]) -> tuple[TrainingConf
     return TrainingConfig(**custom_config["training"]), int(custom_config["image_size"])
 
 
-def tuned_config(config: TrainingConfig, result: Mapping[str, Any] | None, fixed=()) -> tuple[TrainingConfig, dict]:
+def tuned_config(config: TrainingConfig, result: Mapping[str, Any] | None, fixed=(),
+                 image_size: int | None = None) -> tuple[TrainingConfig, dict]:
     """`config` with a search's result (the Tuner's best_hyperparameters: tuned in this run or an earlier one;
     None: none recorded) laid on it, the fields the user set (`fixed`) kept; and the record of it for the
-    training history: {"values" applied, "fixed", "run" searched in, "trials" (the table), "source"}."""
+    training history: {"values" applied, "fixed", "run" searched in, "trials" (the table), "source"}. A result
+    searched for another model than `config`'s at `image_size` (hyperparameters.other_model) is not laid on it:
+    the settings as configured, and "not_applied" says why."""
+    tuned = dict((result or {}).get(hyperparameters_lib.TUNED_KEY) or {})
+    other = hyperparameters_lib.other_model(result, config, image_size) if image_size is not None else None
+    if other:
+        return config, {"source": "defaults", "values": {}, "fixed": sorted(fixed), "run": tuned.get("run"),
+                        "trials": None, "not_applied": f"the newest search, of run {tuned.get('run')}, was for "
+                                                       f"another model: {other}"}
     values = hyperparameters_lib.values_of(result)
     applied = {name: values[name] for name in hyperparameters_lib.applied_names(values, fixed)}
-    tuned = dict((result or {}).get(hyperparameters_lib.TUNED_KEY) or {})
     record = {"source": "tuned" if result is not None else "defaults", "values": applied, "fixed": sorted(fixed),
               "run": tuned.get("run"), "trials": tuned.get("trials")}
     return hyperparameters_lib.apply(config, values, fixed), record
@@ -312,7 +320,8 @@ def run_fn(fn_args) -> None:
     warnings.filterwarnings("ignore", message=".*ran out of data.*")
     warnings.filterwarnings("ignore", message=".*`shuffle=True` was passed.*")
     config, image_size = training_config_from(fn_args.custom_config)
-    config, chosen = tuned_config(config, fn_args.hyperparameters, fn_args.custom_config.get("fixed_settings") or ())
+    config, chosen = tuned_config(config, fn_args.hyperparameters, fn_args.custom_config.get("fixed_settings") or (),
+                                  image_size)
     logging.info("Hyperparameters: %s", chosen)
     devices.check_requested()
     tf_transform_output = tft.TFTransformOutput(fn_args.transform_output)

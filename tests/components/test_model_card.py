@@ -84,6 +84,10 @@ def test_the_card_names_the_searched_hyperparameters_their_run_and_every_trial()
     defaults = model_card.render(_facts(history={**_facts().history, "hyperparameters": {
         "source": "defaults", "values": {}, "fixed": [], "run": None, "trials": None}}))
     assert "The settings as configured: no hyperparameter search was recorded for this pipeline." in defaults
+    why = "the newest search, of run run-3, was for another model: alpha 0.35 (this run 0.5)"
+    other = model_card.render(_facts(history={**_facts().history, "hyperparameters": {
+        "source": "defaults", "values": {}, "fixed": [], "run": "run-3", "trials": None, "not_applied": why}}))
+    assert f"The settings as configured: {why}." in other
 
 
 def test_the_card_shows_the_settings_the_model_trained_with(tmp_path):

@@ -20,11 +20,16 @@ def test_a_search_of_this_run_is_tuned_here_with_its_trial_table():
         "    trial 1: FAILED: ResourceExhaustedError: OOM; dropout 0.5"]
 
 
-def test_a_cached_search_is_tuned_here_and_names_the_run_that_ran_it():
+def test_a_cached_search_names_the_run_that_ran_it_and_does_not_claim_a_search_here():
+    from reporting import run_report
+
     chosen = run_summary.hyperparameters_of(TUNED, "run-4", searched=True)
     assert (chosen["source"], chosen["cached"]) == (run_summary.TUNED_HERE, True)
-    assert run_summary.hyperparameter_lines(chosen)[0].startswith(
-        "  hyperparameters: tuned in this run (the search of run run-3, cached")
+    assert run_summary.hyperparameter_lines(chosen)[0] == (
+        "  hyperparameters: the search of run run-3, cached (same data, settings and code: no trial ran in this run):"
+        " dropout 0.2")
+    assert run_report.hyperparameters_page(chosen)["source_words"].startswith(
+        "The search of run run-3, cached (no trial ran in this run), chosen on the eval split's loss")
 
 
 def test_a_result_of_an_earlier_search_is_reused_and_names_its_run():
@@ -44,6 +49,18 @@ def test_without_a_search_the_defaults_are_named_and_an_older_record_shows_nothi
         "  hyperparameters: the settings as configured (no search recorded for this pipeline; run --tune to search)"]
     assert run_summary.hyperparameters_of({"devices": ["CPU:0"]}, "run-1") is None
     assert run_summary.hyperparameters_of(None, "run-1") is None
+
+
+def test_a_search_for_another_model_not_applied_is_named_with_why():
+    from reporting import run_report
+
+    why = "the newest search, of run run-3, was for another model: alpha 0.35 (this run 0.5)"
+    chosen = run_summary.hyperparameters_of({"hyperparameters": {"source": "defaults", "values": {}, "fixed": [],
+                                                                 "run": "run-3", "not_applied": why}}, "run-4")
+    assert run_summary.hyperparameter_lines(chosen) == [
+        f"  hyperparameters: the settings as configured ({why}; run --tune to search)"]
+    assert run_report.hyperparameters_page(chosen)["source_words"] == (
+        f"The settings as configured: {why} (run --tune to search).")
 
 
 def test_the_report_shows_the_source_the_values_and_the_trial_table():

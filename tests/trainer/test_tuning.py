@@ -37,10 +37,16 @@ def test_a_trial_shortens_each_phase_and_reads_one_cached_view(config):
     assert tuning.trial_config(TrainingConfig(head_epochs=1, fine_tune_epochs=0), 0.1).head_epochs == 1
 
 
-def test_run_trial_trains_and_reports_the_kept_epochs_figures(config):
-    result = tuning.run_trial(config, SIZE, _examples(1), _examples(2, 8), epoch_fraction=0.5, counts=(16, 8))
+def test_run_trial_trains_and_reports_the_kept_epochs_figures_the_same_from_any_random_state(config):
+    results = []
+    for state in (1, 2):  # the process's first trial and a later one see different global random states
+        tf.random.set_seed(state)
+        results.append(tuning.run_trial(config, SIZE, _examples(1), _examples(2, 8), epoch_fraction=0.5,
+                                        counts=(16, 8)))
+    result = results[0]
     assert result["epochs"] == 2  # one epoch of each phase: half of two
     assert math.isfinite(result["val_loss"]) and 0 <= result["val_accuracy"] <= 1
+    assert results[1]["val_loss"] == result["val_loss"]  # the same settings, compared on the same draws
 
 
 def test_a_nan_loss_fails_the_trial_naming_it(config):
@@ -97,6 +103,22 @@ def test_the_best_values_become_the_trainers_settings_but_not_the_users_own():
     assert defaults == TrainingConfig() and record["source"] == "defaults" and record["values"] == {}
 
 
+def test_a_result_searched_for_another_model_is_not_laid_on_this_ones_settings():
+    searched = TrainingConfig(weights="none", alpha=0.35, fine_tune_from=30)
+    result = tuner_component.search_record({"space": [], "values": {"learning_rate": 3e-3, "fine_tune_from": 60}},
+                                           [{"trial": "00"}], "run-7", hyperparameters.model_of(searched, 64))
+    same_model = TrainingConfig(weights="none", alpha=0.35, fine_tune_from=30, batch_size=16)
+    config, record = task.tuned_config(same_model, result, image_size=64)
+    assert (config.learning_rate, config.fine_tune_from, record["source"]) == (3e-3, 60, "tuned")
+    other = TrainingConfig()  # ImageNet weights, the full width
+    config, record = task.tuned_config(other, result, image_size=96)
+    assert config == other and (record["source"], record["values"], record["run"]) == ("defaults", {}, "run-7")
+    assert record["not_applied"] == ("the newest search, of run run-7, was for another model: weights none (this "
+                                     "run imagenet), alpha 0.35 (this run 1.0), image_size 64 (this run 96)")
+    older = tuner_component.search_record({"space": [], "values": {"learning_rate": 3e-3}}, [], "run-2")
+    assert task.tuned_config(other, older, image_size=96)[0].learning_rate == 3e-3  # a record that does not say
+
+
 def test_the_space_is_centred_on_the_configured_settings_and_leaves_the_users_own_out():
     config = TrainingConfig(head_epochs=4, fine_tune_epochs=10, fine_tune_from=100, dropout=0.2)
     space = hyperparameters.search_space(config, fixed=("dropout",))
@@ -114,6 +136,27 @@ def test_the_space_is_centred_on_the_configured_settings_and_leaves_the_users_ow
 def test_a_budget_that_cannot_run_is_refused_naming_it(budget, field):
     with pytest.raises(ConfigError, match=f"^invalid {field}: must be"):
         TuningConfig(**budget)
+
+
+@pytest.mark.parametrize("argv,budget", [(["--tune"], TuningConfig()),
+                                         (["--tune", "--tune-trials", "3"], TuningConfig(trials=3)),
+                                         ([], None)])
+def test_the_budget_flags_make_the_search_budget(argv, budget):
+    import pipeline_runner
+    from cli import flags
+
+    args = pipeline_runner.build_parser().parse_args(["run", "--demo", *argv])
+    assert flags.tuning_from_args(args) == budget
+
+
+@pytest.mark.parametrize("argv", [["--tune-trials", "3"], ["--tune-trials", "10"], ["--tune-epoch-fraction", "0.25"]])
+def test_a_budget_flag_without_tune_is_refused_even_at_its_default(argv):
+    import pipeline_runner
+    from cli import flags
+
+    args = pipeline_runner.build_parser().parse_args(["run", "--demo", *argv])
+    with pytest.raises(flags.SettingsError, match=f"^{argv[0]} applies only with --tune"):
+        flags.tuning_from_args(args)
 
 
 def test_the_time_budget_starts_no_trial_once_spent_and_the_first_trial_always_runs(config, tmp_path):
