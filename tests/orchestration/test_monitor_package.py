@@ -5,7 +5,6 @@ local runner. The check itself, on a root with a served model, is tests/e2e/test
 import socket
 
 import pytest
-import yaml
 from google.protobuf import json_format
 from kfp.pipeline_spec import pipeline_spec_pb2
 
@@ -14,7 +13,10 @@ from config import PipelineConfig
 from contract import layout
 from monitoring.settings import MonitorSettings
 from orchestration import kubeflow, roots
-from tests.orchestration.test_kubeflow import IMAGE, _cli, _documents, kfp_api  # noqa: F401 (kfp_api: a fixture)
+from tests.orchestration import test_kubeflow
+from tests.orchestration.test_kubeflow import IMAGE, _cli, _documents
+
+kfp_api = test_kubeflow.kfp_api  # the fake KFP API on loopback, a fixture
 
 
 def _compile(path, deployment, settings=MonitorSettings()):
@@ -139,3 +141,22 @@ def test_a_local_run_of_the_package_names_the_unreachable_store_and_checks_nothi
     (line,) = [line for line in result.stderr.splitlines() if line.startswith("error: monitoring run local-")]
     assert "Traceback" not in result.stderr
     assert sorted(p.name for p in root.iterdir()) == [layout.ROOT_MARKER, "traffic"]
+
+
+@pytest.mark.parametrize("arguments, message", [
+    (["--root", "{tmp}/root"], "--root needs the deployment's ML Metadata store: --metadata-grpc HOST:PORT"),
+    (["--root", "{tmp}/root", "--metadata-sqlite", "{tmp}/none.sqlite"], "--metadata-sqlite {tmp}/none.sqlite: no "
+                                                                         "such file"),
+    (["--output-dir", "{tmp}/root", "--metadata-grpc", "localhost:1"], "--metadata-grpc and --metadata-sqlite go "
+                                                                       "with --root"),
+    (["--root", "{tmp}/new", "--metadata-sqlite", "{tmp}/store.sqlite"], "--root {tmp}/new is not a pipeline root"),
+])
+def test_monitor_on_a_deployments_root_needs_its_store_and_a_root(tmp_path, capsys, arguments, message):
+    from contract import metadata
+
+    (tmp_path / "root").mkdir()
+    metadata.open_store(metadata.sqlite_store(tmp_path / "store.sqlite"))  # an empty store: its history is read
+    code = pipeline_runner.main(["monitor", *[a.format(tmp=tmp_path) for a in arguments]])
+    err = capsys.readouterr().err
+    assert code == 2 and message.format(tmp=tmp_path) in err and err.count("\n") == 1, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["root", "store.sqlite"]
