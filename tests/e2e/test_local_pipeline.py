@@ -431,24 +431,28 @@ def test_monitor_checks_a_deployments_root_with_the_store_it_is_given(monitored,
     """`monitor --root ROOT --metadata-sqlite PATH`, as on a deployment (there, mostly --metadata-grpc): the traffic
     and the reports are the root's, the served model's record and the check's are the given store's."""
     import pipeline_runner
-    from monitoring import record
+    from monitoring import looks, record
 
-    store = tmp_path / "deployment.sqlite"  # not the root's own file: the check must read and write this one
-    shutil.copy(monitored / "metadata.sqlite", store)
-    own_checks = record.checks(str(monitored / "metadata.sqlite"))
-    code = pipeline_runner.main(["monitor", "--root", str(monitored), "--metadata-sqlite", str(store), "--json",
-                                 "--window", "120", "--no-queue"])
-    out, err = capsys.readouterr()
-    assert code == 0, err
+    looks.write_traffic(str(monitored / "traffic"), looks.images("cartoon", 40, seed=7), 1, start_ms=6_000_000)
+    store = tmp_path / "deployment.sqlite"  # the root keeps no store of its own meanwhile: only this one is read
+    os.replace(monitored / "metadata.sqlite", store)
+    try:
+        before = record.checks(str(store))
+        code = pipeline_runner.main(["monitor", "--root", str(monitored), "--metadata-sqlite", str(store), "--json",
+                                     "--window", "40", "--no-queue"])
+        out, err = capsys.readouterr()
+        assert code == 0, err
+        assert not (monitored / "metadata.sqlite").exists()
+        checks = record.checks(str(store))
+    finally:
+        os.replace(store, monitored / "metadata.sqlite")
     result = json.loads(out)
     assert result["served_version"] == 1 and result["reference"]["spans"] == [1]
-    assert result["window"]["images"] == 120 and result["labeling_queue"] is None
+    assert result["window"]["images"] == 40 and result["labeling_queue"] is None
     assert pathlib.Path(result["report"]).is_file() and result["report"].startswith(str(monitored / "monitoring"))
-    checks = record.checks(str(store))
-    assert len(checks) == len(own_checks) + 1 and checks[-1]["id"] == result["mlmd_id"]
+    assert len(checks) == len(before) + 1 and checks[-1]["id"] == result["mlmd_id"]
     assert checks[-1]["drift"] == int(result["drift"])
     assert checks[-1]["uri"] == str(pathlib.Path(result["report"]).parent)
-    assert record.checks(str(monitored / "metadata.sqlite")) == own_checks
 
 
 def test_the_monitoring_package_runs_its_check_with_kfps_local_runner(monitored, tmp_path, capsys):
@@ -456,10 +460,11 @@ def test_the_monitoring_package_runs_its_check_with_kfps_local_runner(monitored,
     runs `monitor` in a subprocess of kfp.local, records the check and puts the report on the run's page."""
     import pipeline_runner
     from config import PipelineConfig
-    from monitoring import record
+    from monitoring import looks, record
     from monitoring.settings import MonitorSettings
     from orchestration import kubeflow
 
+    looks.write_traffic(str(monitored / "traffic"), looks.images("cartoon", 40, seed=8), 1, start_ms=8_000_000)
     store = tmp_path / "deployment.sqlite"
     shutil.copy(monitored / "metadata.sqlite", store)
     before = len(record.checks(str(store)))
@@ -467,12 +472,12 @@ def test_the_monitoring_package_runs_its_check_with_kfps_local_runner(monitored,
         PipelineConfig(), str(tmp_path / "monitor.yaml"),
         kubeflow.Deployment(image="cats-vs-dogs:test", root=str(monitored),
                             metadata_store=node_ids.sqlite_store(store)),
-        MonitorSettings(window=120, queue=False))
+        MonitorSettings(window=40, queue=False))
     code = pipeline_runner.main(["submit", "--local", "--package", package, "--kfp-outputs", str(tmp_path / "kfp")])
     out, err = capsys.readouterr()
     assert code == 0, out + err
     assert f"local monitoring run finished: its drift report is under {monitored / 'monitoring'}" in out
     (check,) = record.checks(str(store))[before:]
-    assert check["served_version"] == 1 and check["window_images"] == 120
+    assert check["served_version"] == 1 and check["window_images"] == 40
     (page,) = (tmp_path / "kfp").rglob("drift_report")
     assert "data:image/png;base64," in page.read_text(), "one file: the figure inlined for the run page"
