@@ -25,9 +25,10 @@ DESCRIPTIONS = {
                "cluster; compile it with --metadata-sqlite and a local --root)."),
     "schedule": ("Retrain on a schedule: a KFP recurring run, a Vertex AI schedule, or a local cron entry.",
                  "With --host: a recurring run of a compiled package on Kubeflow Pipelines (6-field cron, seconds "
-                 "first, at most one run at a time). With --vertex-project: a Vertex AI Pipelines schedule (5-field "
-                 "cron). With --local: a crontab line that runs `pipeline_runner.py run`; overlapping local runs "
-                 "exit at once on the run lock."),
+                 "first, at most one run at a time): the pipeline's, or the drift check's that `compile "
+                 "--monitor-package` writes (give it its own --job-name). With --vertex-project: a Vertex AI "
+                 "Pipelines schedule (5-field cron). With --local: a crontab line that runs `pipeline_runner.py "
+                 "run`; overlapping local runs exit at once on the run lock."),
 }
 
 

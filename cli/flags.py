@@ -246,4 +246,9 @@ def run_arguments(args: argparse.Namespace) -> dict:
     arguments = {"source": str(args.data_dir)} if args.data_dir is not None else {}
     if args.source_kind:
         arguments["source_kind"] = args.source_kind
+    from orchestration import kubeflow
+
+    if arguments and args.package and kubeflow.is_monitor_package(args.package):
+        raise SettingsError(f"--data-dir and --source-kind set the pipeline's source; {args.package} is the "
+                            "monitoring package, which ingests nothing")
     return arguments

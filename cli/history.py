@@ -16,12 +16,12 @@ from contract.layout import RunLayout
 
 
 def _models_flags(models: argparse.ArgumentParser) -> None:
-    _add_history_flags(models)
+    add_root_flags(models)
     models.add_argument("--json", action="store_true", help="Print JSON instead of a table.")
 
 
 def _rollback_flags(rollback: argparse.ArgumentParser) -> None:
-    _add_history_flags(rollback)
+    add_root_flags(rollback)
     rollback.add_argument("--to", type=flags.count(1), required=True, metavar="N", help="The version to serve again.")
     rollback.add_argument("--reason", default="", help="Why, kept with the rollback (shown by `models`).")
     flags.add_serving_target_flags(rollback.add_argument_group("serving on the cluster"),
@@ -29,9 +29,14 @@ def _rollback_flags(rollback: argparse.ArgumentParser) -> None:
                                    "kubeconfig's credentials (KServe copies a gs:// root once)")
 
 
-def _add_history_flags(parser: argparse.ArgumentParser) -> None:
+def add_root_flags(parser: argparse.ArgumentParser, output_dir_help: str | None = None) -> None:
+    """--output-dir, or --root with the deployment's store (--metadata-grpc or --metadata-sqlite): what
+    history_store reads."""
     where = parser.add_mutually_exclusive_group()
-    flags.add_output_dir(where)
+    if output_dir_help:
+        flags.add_output_dir(where, output_dir_help)
+    else:
+        flags.add_output_dir(where)
     where.add_argument("--root", help="A deployment's root, as given to compile (gs://... or a path on its volume, "
                                       "mounted here); needs --metadata-grpc or --metadata-sqlite.")
     flags.add_store_flags(parser, "With --root: the deployment's ML Metadata gRPC service (on a cluster: kubectl "

@@ -9,7 +9,7 @@ import re
 import time
 import uuid
 
-from cli import flags
+from cli import flags, history
 from cli.flags import SettingsError
 from contract import errors
 
@@ -47,8 +47,8 @@ def _monitor_flags(parser: argparse.ArgumentParser) -> None:
     from monitoring.settings import MIN_REFERENCE, MonitorSettings
 
     defaults = MonitorSettings()
-    flags.add_output_dir(parser, "The pipeline's root: its served model, its spans, and the traffic the sink or "
-                                 "`predict --record` wrote under <output-dir>/traffic.")
+    history.add_root_flags(parser, "The pipeline's root: its served model, its spans, and the traffic the sink or "
+                                   "`predict --record` wrote under <output-dir>/traffic.")
     parser.add_argument("--window", type=flags.count(1), default=defaults.window,
                         help=f"Check the newest N images of traffic. Default: {defaults.window}.")
     parser.add_argument("--since", type=since_ms, metavar="WHEN",
@@ -74,7 +74,9 @@ def command_monitor(args: argparse.Namespace) -> int:
     against the held-out images of the spans the served version was trained on, with the stated false-alarm
     rate shared among the tests. Writes a report under <output-dir>/monitoring/, records the check in ML
     Metadata, and on drift exports the window's images to <output-dir>/labeling/queue-N/ for a person to sort
-    into cat/ and dog/ (then `ingest --data-dir` that folder). Prints the verdict in one line (--json: the
+    into cat/ and dog/ (then `ingest --data-dir` that folder). A deployment's root (--root, gs:// or a path on
+    its volume) is checked the same way with its store (--metadata-grpc or --metadata-sqlite); the monitoring
+    package (`compile --monitor-package`) runs this on the cluster. Prints the verdict in one line (--json: the
     result). Exit 0 whatever the verdict; 2 when refused (no served model, too small a window, not a root, a
     place of the root that is a symbolic link); 3 while a run, an ingest, a rollback or another check holds the
     root.
@@ -84,9 +86,14 @@ def command_monitor(args: argparse.Namespace) -> int:
     from monitoring.settings import MonitorSettings
     from orchestration import roots, run_lock, store_health
 
-    root = args.output_dir.resolve()
+    store = None
+    if args.root is not None or args.metadata_grpc or args.metadata_sqlite:
+        root, store = history.history_store(args)
+        flag = "--root"
+    else:
+        root, flag = args.output_dir.resolve(), "--output-dir"
     if roots.inspect(root).state == roots.NEW:
-        raise SettingsError(f"--output-dir {root} is not a pipeline root (nothing was ever run there): no model "
+        raise SettingsError(f"{flag} {root} is not a pipeline root (nothing was ever run there): no model "
                             "to monitor; nothing was checked")
     settings = MonitorSettings(window=args.window, since_ms=args.since,
                                        false_alarm_rate=args.false_alarm_rate, sample=args.sample,
@@ -95,8 +102,9 @@ def command_monitor(args: argparse.Namespace) -> int:
     # ("database is locked"), a rollback would change the served model under it, and two checks would queue
     # the same images twice. A check while one of those holds the root exits at once (BUSY).
     with run_lock.exclusive_run(root, f"monitor-{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:8]}"):
-        store_health.check(RunLayout(root).metadata_path)  # locked by another process: busy, before any work
-        result = monitor.check(RunLayout(root), settings)
+        if store is None:  # the root's own SQLite store, locked by another process: busy, before any work
+            store_health.check(RunLayout(root).metadata_path)
+        result = monitor.check(RunLayout(root), settings, store)
     print(json.dumps(result.result, indent=2) if args.json else result.line, flush=True)
     return errors.OK
 

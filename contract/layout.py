@@ -119,6 +119,7 @@ TASKS_DIR = "tasks"  # runs/<run id>/tasks/<task>.json: what each task of a depl
 INGEST_TASK = "ingest"
 ROLLOUT_TASK = "rollout"
 REPORT_TASK = "report"
+MONITOR_TASK = "monitor"  # the monitoring package's one task (no task record: its check is in ML Metadata)
 REPORT_DIR = "report"
 REPORT_PAGE = "index.html"
 CONTACT_SHEET = "contact_sheet.png"

@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
-import os
 import pathlib
 import posixpath
+import tempfile
 
 import numpy as np
 
-from contract import layout, traffic
+from contract import layout, storage, traffic
 from contract.errors import CommandError
 from contract.layout import RunLayout
 from monitoring import drift, measure, queue, record, reference, report, tfdv_drift
@@ -33,7 +33,7 @@ class WindowTooSmallError(CommandError):
 @dataclasses.dataclass
 class Check:
     result: dict  # what --json prints; drift.json
-    page: pathlib.Path
+    page: pathlib.Path | str  # a URI on a root not on this machine (gs://)
     line: str
 
 
@@ -63,7 +63,7 @@ def measure_window(images: list[bytes], embedder: measure.Embedder, settings: Mo
 
 def load_embedder(served: reference.ServedModel) -> measure.Embedder:
     path = posixpath.join(served.version_dir, layout.KERAS_MODEL_FILE)
-    if not os.path.isfile(path):
+    if not storage.backend.exists(path):
         raise reference.NoServedModelError(f"version {served.version} has no {layout.KERAS_MODEL_FILE} (pushed by an "
                                            "earlier release): its features cannot be measured; nothing was checked")
     return measure.Embedder.load(path)
@@ -79,10 +79,25 @@ def measure_reference(where: RunLayout, served: reference.ServedModel, embedder:
     return {**stored, **embedder.measure(jpegs).values}
 
 
-def check(where: RunLayout, settings: MonitorSettings) -> Check:
+def _write_report(folder: str, result: dict, ours: dict, theirs: dict):
+    """report.write into `folder`; on a root that is not on this machine (gs://), written here and copied there
+    under a hidden name, renamed into place once whole. Returns the page."""
+    if storage.is_local(folder):
+        return report.write(pathlib.Path(folder), result, ours, theirs, result["tfdv"])
+    with tempfile.TemporaryDirectory() as local:
+        page = report.write(pathlib.Path(local) / posixpath.basename(folder), result, ours, theirs, result["tfdv"])
+        staging = posixpath.join(posixpath.dirname(folder), f".{posixpath.basename(folder)}")
+        storage.copy_tree(str(page.parent), staging)
+        storage.backend.rename_folder(staging, folder)
+    return posixpath.join(folder, page.name)
+
+
+def check(where: RunLayout, settings: MonitorSettings, store: str | None = None) -> Check:
     """Runs one check of `where`'s traffic; NoServedModelError, WindowTooSmallError or contract.traffic's errors
-    (refusals) before anything is written."""
-    served = reference.served_model(where)
+    (refusals) before anything is written. `store`: the ML Metadata store as contract.metadata names them
+    (a deployment's grpc://HOST:PORT or sqlite:///PATH); default: the root's own SQLite file."""
+    store = store or str(where.metadata_path)
+    served = reference.served_model(where, store)
     window = read_window(where, settings)
     embedder = load_embedder(served)
     ours, unreadable, measured = measure_window(window.images, embedder, settings)
@@ -94,11 +109,11 @@ def check(where: RunLayout, settings: MonitorSettings) -> Check:
     theirs = measure_reference(where, served, embedder, settings)
     verdict = drift.compare(ours, theirs, settings.false_alarm_rate, measure.VECTORS, settings.seed)
     checked_at = datetime.datetime.now(datetime.timezone.utc)
-    folder = pathlib.Path(where.monitoring_dir) / f"check-{checked_at.strftime('%Y%m%dT%H%M%S%fZ')}"
+    folder = posixpath.join(str(where.monitoring_dir), f"check-{checked_at.strftime('%Y%m%dT%H%M%S%fZ')}")
     result = {
         "drift": verdict.drift, "verdict": verdict.line(), "tests": [test.to_json() for test in verdict.tests],
         "false_alarm_rate": settings.false_alarm_rate, "served_version": served.version,
-        "checked_at": checked_at.isoformat(timespec="seconds"), "report": str(folder / report.PAGE),
+        "checked_at": checked_at.isoformat(timespec="seconds"), "report": posixpath.join(folder, report.PAGE),
         "window": {"images": len(window), "sampled": measured, "spans": window.spans,
                    "first": _utc(window.times_ms.min()), "last": _utc(window.times_ms.max()),
                    "other_versions": int(np.count_nonzero(window.versions != served.version))},
@@ -111,8 +126,8 @@ def check(where: RunLayout, settings: MonitorSettings) -> Check:
             {"served_version": served.version, "moved": verdict.moved(), "report": result["report"]})
     result["tfdv"] = tfdv_drift.compare(ours, theirs, (*measure.SIZES, measure.BRIGHTNESS, measure.SATURATION,
                                                        measure.SCORE))
-    page = report.write(folder, result, ours, theirs, result["tfdv"])
-    result["mlmd_id"] = record.record_check(str(where.metadata_path), str(folder), served.model_id, {
+    page = _write_report(folder, result, ours, theirs)
+    result["mlmd_id"] = record.record_check(store, folder, served.model_id, {
         record.DRIFT: verdict.drift, record.SERVED_VERSION: served.version, record.WINDOW_IMAGES: len(window),
         record.FALSE_ALARM_RATE: settings.false_alarm_rate, record.TESTS: result["tests"],
         record.QUEUE: result["labeling_queue"] or ""})

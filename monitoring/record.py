@@ -42,9 +42,14 @@ def _set(node, key: str, value) -> None:
         node.custom_properties[key].string_value = str(value)
 
 
+def _named(store: str) -> str:
+    """A store as contract.metadata names them (grpc://HOST:PORT, sqlite:///PATH), or a SQLite file's path."""
+    return store if "://" in store else metadata_lib.sqlite_store(store)
+
+
 def record_check(store_path: str, report_uri: str, model_id: int | None, properties: dict) -> int:
-    """Records a check in the SQLite store at `store_path`; returns the DriftReport artifact's id. RecordError
-    (one line) when the store does not take it (locked by another process, a full disk)."""
+    """Records a check in the store `store_path` names (_named); returns the DriftReport artifact's id.
+    RecordError (one line) when the store does not take it (locked by another process, a full disk)."""
     try:
         return _put(store_path, report_uri, model_id, properties)
     except Exception as error:  # ml_metadata's errors quote the whole record in their one line: cut short
@@ -57,7 +62,7 @@ def record_check(store_path: str, report_uri: str, model_id: int | None, propert
 def _put(store_path: str, report_uri: str, model_id: int | None, properties: dict) -> int:
     from ml_metadata.proto import metadata_store_pb2
 
-    store = metadata_lib.open_store(metadata_lib.sqlite_store(store_path))
+    store = metadata_lib.open_store(_named(store_path))
     execution = metadata_store_pb2.Execution(
         type_id=store.put_execution_type(metadata_store_pb2.ExecutionType(name=EXECUTION_TYPE), can_add_fields=True),
         last_known_state=metadata_store_pb2.Execution.COMPLETE)
@@ -78,7 +83,7 @@ def _put(store_path: str, report_uri: str, model_id: int | None, properties: dic
 
 def checks(store_path: str) -> list[dict]:
     """Every recorded check, oldest first, as {property: value} with the report's `uri` and `id`."""
-    store = metadata_lib.open_store(metadata_lib.sqlite_store(store_path), read_only=True)
+    store = metadata_lib.open_store(_named(store_path), read_only=True)
     try:
         reports = store.get_artifacts_by_type(ARTIFACT_TYPE)
     except Exception:  # a store no check has written to (ml_metadata raises its NotFoundError)

@@ -34,9 +34,10 @@ class ServedModel:
     spans: list[int]
 
 
-def served_model(where: RunLayout) -> ServedModel:
+def served_model(where: RunLayout, store: str | None = None) -> ServedModel:
     """The served version, its Model's id and the spans it was trained on; NoServedModelError if there is none or
-    its spans cannot be found."""
+    its spans cannot be found. `store`: as reporting.model_history.pushed_versions takes it (default: the root's
+    own SQLite file)."""
     from reporting import model_history
 
     serving_dir = str(where.serving_dir)
@@ -44,12 +45,12 @@ def served_model(where: RunLayout) -> ServedModel:
     if state.version is None:
         why = state.problem() or "no model has been pushed yet"
         raise NoServedModelError(f"nothing is served under {serving_dir} ({why}): there is no model to monitor")
+    store = store or str(where.metadata_path)
     records = []
-    if os.path.exists(str(where.metadata_path)):
-        records = [v for v in model_history.pushed_versions(str(where.metadata_path), serving_dir)
-                   if v.version == state.version]
+    if "://" in store or os.path.exists(store):
+        records = [v for v in model_history.pushed_versions(store, serving_dir) if v.version == state.version]
     if not records or not records[0].spans:
-        raise NoServedModelError(f"version {state.version} is served, but {where.metadata_path} does not say which "
+        raise NoServedModelError(f"version {state.version} is served, but {store} does not say which "
                                  "spans it was trained on: its data cannot be compared with traffic")
     return ServedModel(state.version, posixpath.join(serving_dir, str(state.version)), records[0].model_id,
                        records[0].spans)

@@ -53,3 +53,12 @@ def run_report(metadata_store: str, run_id: str, pipeline_name: str, root: str, 
             [[int(matrix["true_negatives"]), int(matrix["false_positives"])],
              [int(matrix["false_negatives"]), int(matrix["true_positives"])]])
     return run_folder
+
+
+def monitor_traffic(root: str, metadata_store: str, settings: dict, drift_report: Output[HTML],
+                    verdict: Output[Markdown]) -> str:
+    """The monitoring package's one task: `monitor` on the root's traffic against the served model's data, the
+    check recorded in the shared ML Metadata store; the drift report and the verdict for the KFP run page."""
+    from orchestration import kfp_tasks
+
+    return kfp_tasks.monitor(root, metadata_store, settings, drift_report.path, verdict.path)

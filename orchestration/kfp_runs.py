@@ -63,9 +63,13 @@ def run_locally(package: str, arguments: dict, kfp_outputs: str, run_id: str | N
 
 
 def _run_exit_handler(package: str) -> str:
-    """Runs the package's report task alone, with its own inputs; '' or what went wrong with it."""
+    """Runs the package's report task alone, with its own inputs; '' or what went wrong with it (the monitoring
+    package has none: '')."""
+    inputs = task_constants(package, layout.REPORT_TASK)
+    if not inputs:
+        return ""
     try:
-        report_component(_package_image(package))(**task_constants(package, layout.REPORT_TASK))
+        report_component(_package_image(package))(**inputs)
     except RuntimeError as error:
         return f"; its exit handler failed too: {_plain_first_line(error)}"
     return ""

@@ -278,3 +278,30 @@ def inline_images(html: str, folder: str) -> str:
             return match.group(0)
         return f'src="data:image/png;base64,{base64.b64encode(storage.backend.read(path)).decode()}"'
     return re.sub(r'src="([^":/]+\.png)"', embed, html)
+
+
+def monitor(root: str, metadata_store: str, settings: dict, html_path: str, markdown_path: str) -> str:
+    """A drift check of the root's traffic (monitoring.monitor, as `monitor --root` runs it) with the deployment's
+    store; returns its one-line verdict. A refusal (no served model, too small a window, not a root, an
+    unreachable store) ends the task with that line: nothing was checked."""
+    from monitoring import monitor as monitor_lib
+    from monitoring.settings import MonitorSettings
+
+    defaults = MonitorSettings()
+    # KFP hands numbers over as floats: typed as MonitorSettings' defaults are
+    chosen = MonitorSettings(**{name: type(getattr(defaults, name))(value) for name, value in settings.items()})
+    try:
+        if roots.inspect(root).state == roots.NEW:
+            raise roots.NotARootError(f"{root} is not a pipeline root (nothing was ever run there): no model to "
+                                      "monitor; nothing was checked")
+        tfx_node.check_store(metadata_store)
+        check = monitor_lib.check(RunLayout(root), chosen, metadata_store)
+    except (errors.CommandError, tfx_node.NodeTaskError) as error:
+        _fail(f"{layout.MONITOR_TASK}: {error}")
+    page = str(check.page)
+    with open(html_path, "w") as f:
+        f.write(inline_images(storage.backend.read(page).decode(), posixpath.dirname(page)))
+    with open(markdown_path, "w") as f:
+        f.write(f"**{'Drift' if check.result['drift'] else 'No drift'}**: {check.line}\n")
+    print(check.line, flush=True)
+    return check.line

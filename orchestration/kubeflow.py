@@ -227,6 +227,45 @@ def build_kfp_pipeline(config: PipelineConfig, deployment: Deployment, tuning: T
     return kfp_pipeline
 
 
+MONITORED_SETTINGS = ("window", "false_alarm_rate", "sample", "min_window", "queue")  # MonitorSettings' fields
+
+
+def compile_monitor_package(config: PipelineConfig, output_file: str, deployment: Deployment, settings) -> str:
+    """Writes the monitoring package (YAML): one task that runs `monitor` on the deployment's root with its store
+    and `settings` (monitoring.settings.MonitorSettings), for a recurring run beside the pipeline's; returns its
+    path."""
+    from kfp import compiler
+
+    check_package_name(output_file)
+    output_file = os.path.abspath(output_file)
+    os.makedirs(os.path.dirname(output_file), exist_ok=True)
+    compiler.Compiler().compile(build_monitor_pipeline(config, deployment, settings), output_file)
+    return output_file
+
+
+def build_monitor_pipeline(config: PipelineConfig, deployment: Deployment, settings):
+    """The monitoring package's pipeline: the monitor task on the project's image, with the volume, the store and
+    the run id fallback the pipeline's own tasks get (_configure)."""
+    from kfp import dsl
+
+    from orchestration import kfp_components
+
+    monitor_op = _named(dsl.component(kfp_components.monitor_traffic, base_image=deployment.image,
+                                      install_kfp_package=False), layout.MONITOR_TASK)
+    chosen = {name: getattr(settings, name) for name in MONITORED_SETTINGS}
+
+    @dsl.pipeline(name=f"{config.name}-monitoring", pipeline_root=deployment.kfp_root,
+                  description="Compare the newest window of served traffic with the served model's data; record "
+                              "the check in ML Metadata; on drift, queue the window's images for labels.")
+    def monitor_pipeline():
+        task = monitor_op(root=deployment.root, metadata_store=deployment.metadata_store, settings=chosen)
+        task.set_display_name("drift check")
+        # A pod killed mid-check is started again; a refusal (too small a window) is said again, once.
+        _configure(task, deployment, retries=REPORT_RETRIES)
+
+    return monitor_pipeline
+
+
 def report_component(image: str):
     """The exit handler's component (also what `submit --local` runs after a failed DAG)."""
     from kfp import dsl
@@ -343,8 +382,14 @@ def task_constants(package: str, task_name: str) -> dict:
 
 
 def _report_constant(package: str, name: str):
-    value = task_constants(package, layout.REPORT_TASK).get(name)
+    """A constant of the report task, or of the monitor task in the monitoring package (which has no report)."""
+    value = (task_constants(package, layout.REPORT_TASK) or task_constants(package, layout.MONITOR_TASK)).get(name)
     return value if isinstance(value, str) else None
+
+
+def is_monitor_package(package: str) -> bool:
+    """Whether `package` is the monitoring package (compile --monitor-package), not the pipeline's."""
+    return set(package_spec(package).get("root", {}).get("dag", {}).get("tasks", {})) == {layout.MONITOR_TASK}
 
 
 def package_root(package: str) -> str | None:

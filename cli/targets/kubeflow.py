@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 
 from cli import flags, remote
 from contract import errors
@@ -30,6 +31,11 @@ def add_flags(command: str, parser: argparse.ArgumentParser) -> None:
         flags.add_serving_target_flags(serving, "a rollout task after the Pusher starts a new revision of the "
                                                 "InferenceService (KServe copies a gs:// root once)")
         flags.add_settings_flags(serving, kserve.Serving, prefix="serving-", only=_SERVING_OWN)
+        parser.add_argument("--monitor-package", metavar="PATH",
+                            help="Also write the monitoring package (.yaml) here: one task that runs `monitor` on "
+                                 "--root with the same store, volume and image as the pipeline's tasks (monitor's "
+                                 "default window and false-alarm rate). Schedule it beside the pipeline's: "
+                                 "`schedule --host URL --package PATH --cron ... --job-name cats-vs-dogs-monitoring`.")
 
 
 def compile(args: argparse.Namespace, config) -> int:
@@ -38,7 +44,19 @@ def compile(args: argparse.Namespace, config) -> int:
         image=args.image, root=args.root, metadata_store=args.metadata_store, beam_args=tuple(args.beam_args or ()),
         kfp_pipeline_root=args.pipeline_root, serving=serving if args.serving_rollout else None,
         **flags.settings_from(args, kubeflow.Deployment))
-    for line in kubeflow.compile_for_cluster(config, args.package, deployment, serving,
-                                             flags.tuning_from_args(args), flags.fixed_settings(args)):
+    tuning = flags.tuning_from_args(args)
+    if args.monitor_package:
+        kubeflow.check_package_name(args.monitor_package)
+        if os.path.abspath(args.monitor_package) == os.path.abspath(args.package):
+            raise flags.SettingsError(f"--monitor-package {args.monitor_package} is --package's file: give each "
+                                      "package its own")
+    for line in kubeflow.compile_for_cluster(config, args.package, deployment, serving, tuning,
+                                             flags.fixed_settings(args)):
         print(line)
+    if args.monitor_package:
+        from monitoring.settings import MonitorSettings
+
+        path = kubeflow.compile_monitor_package(config, args.monitor_package, deployment, MonitorSettings())
+        print(f"wrote the monitoring package {path}: each run checks the traffic under "
+              f"{deployment.locations.traffic_root} against the served model's data")
     return errors.OK

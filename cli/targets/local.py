@@ -58,6 +58,11 @@ def submit(args: argparse.Namespace) -> int:
     # No lock here: the package's first task takes the root's lease, as on a cluster.
     rehearsal = flags.settings(args, Rehearsal)
     run = kfp_runs.run_locally(package, flags.run_arguments(args), str(rehearsal.kfp_outputs.resolve()))
+    if kubeflow.is_monitor_package(package):
+        if run.failure:
+            raise errors.RunFailedError(f"monitoring run {run.run_id} {run.failure}")
+        print(f"local monitoring run finished: its drift report is under {RunLayout(root).monitoring_dir}")
+        return errors.OK
     folder = RunLayout(root).run_dir(run.run_id)
     if run.failure:
         reason = kfp_runs.run_outcome(folder) or run.failure  # the exit handler's word, else kfp's

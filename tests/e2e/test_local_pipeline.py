@@ -425,3 +425,59 @@ def test_a_drifted_window_alarms_is_recorded_and_its_images_queued_then_ingested
     report = json.loads((monitored / "examples" / "span-2" / layout.INGEST_REPORT).read_text())
     assert report["examples_per_label"] == {"cat": 5, "dog": 5} and report["counts"]["quarantined"] == 110
     assert all(q["reason"].startswith("not sorted") for q in report["quarantined"])
+
+
+def test_monitor_checks_a_deployments_root_with_the_store_it_is_given(monitored, tmp_path, capsys):
+    """`monitor --root ROOT --metadata-sqlite PATH`, as on a deployment (there, mostly --metadata-grpc): the traffic
+    and the reports are the root's, the served model's record and the check's are the given store's."""
+    import pipeline_runner
+    from monitoring import looks, record
+
+    looks.write_traffic(str(monitored / "traffic"), looks.images("cartoon", 40, seed=7), 1, start_ms=6_000_000)
+    store = tmp_path / "deployment.sqlite"  # the root keeps no store of its own meanwhile: only this one is read
+    os.replace(monitored / "metadata.sqlite", store)
+    try:
+        before = record.checks(str(store))
+        code = pipeline_runner.main(["monitor", "--root", str(monitored), "--metadata-sqlite", str(store), "--json",
+                                     "--window", "40", "--no-queue"])
+        out, err = capsys.readouterr()
+        assert code == 0, err
+        assert not (monitored / "metadata.sqlite").exists()
+        checks = record.checks(str(store))
+    finally:
+        os.replace(store, monitored / "metadata.sqlite")
+    result = json.loads(out)
+    assert result["served_version"] == 1 and result["reference"]["spans"] == [1]
+    assert result["window"]["images"] == 40 and result["labeling_queue"] is None
+    assert pathlib.Path(result["report"]).is_file() and result["report"].startswith(str(monitored / "monitoring"))
+    assert len(checks) == len(before) + 1 and checks[-1]["id"] == result["mlmd_id"]
+    assert checks[-1]["drift"] == int(result["drift"])
+    assert checks[-1]["uri"] == str(pathlib.Path(result["report"]).parent)
+
+
+def test_the_monitoring_package_runs_its_check_with_kfps_local_runner(monitored, tmp_path, capsys):
+    """The package `compile --monitor-package` writes, for this root and a SQLite store (a rehearsal): its one task
+    runs `monitor` in a subprocess of kfp.local, records the check and puts the report on the run's page."""
+    import pipeline_runner
+    from config import PipelineConfig
+    from monitoring import looks, record
+    from monitoring.settings import MonitorSettings
+    from orchestration import kubeflow
+
+    looks.write_traffic(str(monitored / "traffic"), looks.images("cartoon", 40, seed=8), 1, start_ms=8_000_000)
+    store = tmp_path / "deployment.sqlite"
+    shutil.copy(monitored / "metadata.sqlite", store)
+    before = len(record.checks(str(store)))
+    package = kubeflow.compile_monitor_package(
+        PipelineConfig(), str(tmp_path / "monitor.yaml"),
+        kubeflow.Deployment(image="cats-vs-dogs:test", root=str(monitored),
+                            metadata_store=node_ids.sqlite_store(store)),
+        MonitorSettings(window=40, queue=False))
+    code = pipeline_runner.main(["submit", "--local", "--package", package, "--kfp-outputs", str(tmp_path / "kfp")])
+    out, err = capsys.readouterr()
+    assert code == 0, out + err
+    assert f"local monitoring run finished: its drift report is under {monitored / 'monitoring'}" in out
+    (check,) = record.checks(str(store))[before:]
+    assert check["served_version"] == 1 and check["window_images"] == 40
+    (page,) = (tmp_path / "kfp").rglob("drift_report")
+    assert "data:image/png;base64," in page.read_text(), "one file: the figure inlined for the run page"
