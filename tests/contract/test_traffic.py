@@ -3,6 +3,7 @@
 import concurrent.futures
 import errno
 import json
+import logging
 import math
 import os
 import posixpath
@@ -276,7 +277,9 @@ class FullDisk(FakeObjectStore):
         super().write(path, data)
 
 
-def test_a_full_disk_loses_the_batch_counted_said_and_written_into_the_next_span(use_store, caplog):
+def test_a_full_disk_loses_the_batch_counted_said_and_written_into_the_next_span(use_store, caplog, monkeypatch):
+    monkeypatch.setattr(traffic.logger, "propagate", True)  # whatever an earlier command made of the logs
+    caplog.set_level(logging.WARNING, logger=traffic.logger.name)
     store = use_store(FullDisk())
     writer = traffic.TrafficWriter(BUCKET_ROOT, batch_size=3, max_seconds=60, records_per_file=2)
     for i in range(2):  # the second fills a file: its write fails, and the batch so far is lost

@@ -12,6 +12,7 @@ JSON document.
 import base64
 import datetime
 import json
+import logging
 import math
 import os
 import pathlib
@@ -300,7 +301,11 @@ def test_a_time_ahead_of_the_sinks_clock_is_recorded_as_received():
     assert future.time_ms == now_ms and past.time_ms < now_ms
 
 
-def test_what_waits_too_long_is_counted_lost_and_said(tmp_path, caplog):
+def test_what_waits_too_long_is_counted_lost_and_said(tmp_path, caplog, monkeypatch):
+    # Whatever an earlier command in this process made of the logs (quiet_logs' ERROR level, the sink command's
+    # own handler), this test reads the sink's lines.
+    monkeypatch.setattr(traffic_sink.logger, "propagate", True)
+    caplog.set_level(logging.WARNING, logger=traffic_sink.logger.name)
     clock = Clock()
     sink = _sink(tmp_path, clock=clock, pending_seconds=30)
     sink.receive(kserve_headers("request", "never answered"), request_body([b"a", b"b", b"c"]))
