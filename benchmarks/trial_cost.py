@@ -5,15 +5,19 @@
     .venv/bin/python -m benchmarks.trial_cost --quick  # tiny images, one epoch a phase: the code paths
 
 On the images of section 1 (benchmarks/trainer.py: the same recipe, the same
-pretrained base), in one process: the Trainer's training
-(trainer.task.train with the recipe's settings, cached views as configured,
-both phases) and one trial of the search on the same settings
+pretrained base), in one process: a Trainer run (trainer.task.train with the
+recipe's settings, cached views as configured, both phases, then the export
+run_fn does after it) and one trial of the search on the same settings
 (trainer.tuning.run_trial: the pipeline's trial, with the default
---tune-epoch-fraction), each timed from the examples to the kept epoch,
-alternating, --repeats times; the figures are medians. Neither side exports a
-model, so the ratio leaves out the Trainer's export, which a trial never does:
-a trial's share of a whole Trainer run is lower still. The target: a trial
-costs at most a quarter of a Trainer run.
+--tune-epoch-fraction), alternating, --repeats times; the figures are medians.
+The target: a trial costs at most a quarter of a Trainer run. Two ratios are
+printed: against the whole run (the target's), and against its training alone,
+which a trial's share approaches as the data grows. The run's export here is
+the classifier as a SavedModel and a Keras file and the TFLite models with
+their fidelity check; the serving model's Transform graph and its signatures
+are left out, so the whole run's figure is below a real one's. Inside the suite
+the Trainer's training is section 1's, measured already, and only that ratio
+is printed.
 """
 
 from __future__ import annotations
@@ -60,25 +64,58 @@ def _examples(recipe: trainer_bench.Recipe, paths: dict) -> dict:
     return {split: task.pixels_and_labels([str(paths[f"{split}_records"])], transform) for split in ("train", "eval")}
 
 
+def time_trainer_run(recipe: trainer_bench.Recipe, paths: dict, scratch: pathlib.Path) -> dict:
+    """A Trainer run on the recipe's images: seconds of its training and of the export after it."""
+    import numpy as np
+
+    from contract import layout
+    from trainer import export, task
+    from trainer import model as model_lib
+
+    config = trainer_bench._config(recipe, recipe.cached_views, paths["weights"])
+    started = time.perf_counter()
+    examples = _examples(recipe, paths)
+    calibration = task.calibration_pixels(examples["train"], config)
+    model, _ = task.train(config, recipe.image_size, examples["train"], examples["eval"], calibration,
+                          counts=(recipe.train_images, recipe.eval_images))
+    trained = time.perf_counter()
+    classifier = model_lib.get_classifier(model)
+    with tempfile.TemporaryDirectory(dir=scratch) as out:
+        os.makedirs(os.path.join(out, layout.ASSETS_EXTRA))
+        classifier.export(os.path.join(out, "saved_model"), verbose=False)
+        classifier.save(os.path.join(out, layout.ASSETS_EXTRA, "model.keras"))
+        if config.tflite:
+            representative = task.sample_pixels(examples["train"], max(1, config.tflite_calibration_images), config)
+            check = [pixels for pixels, _ in examples["eval"].take(task.TFLITE_CHECK_IMAGES).as_numpy_iterator()]
+            export.export_tflite(classifier, representative, out, np.stack(check).astype("float32"))
+    return {"training": trained - started, "whole": time.perf_counter() - started}
+
+
 def bench_trial(recipe: trainer_bench.Recipe, scratch: pathlib.Path, repeats: int,
                 training: float | None = None) -> list[dict]:
-    """The section's figures: a trial's seconds against the Trainer's training on the same images. `training`:
-    the Trainer's seconds on them already measured in this run (the suite's section 1: the same recipe, the same
-    generated images), else measured here, alternating with the trials."""
+    """The section's figures: a trial's seconds against a Trainer run on the same images, whole and its training
+    alone. `training`: the Trainer's training seconds on them already measured in this run (the suite's section
+    1: the same recipe, the same generated images); else a Trainer run is measured here, alternating with the
+    trials."""
     from config import TuningConfig
 
     fraction = TuningConfig().epoch_fraction
     paths = trainer_bench.write_images(recipe, scratch) | {"weights": trainer_bench.pretrained_base(recipe)}
-    trials, trainings = [], []
+    trials, runs = [], []
     for _ in range(repeats):  # alternating, so that a slow spell of the shared machine weighs on both
         if training is None:
-            trainings.append(trainer_bench.run_ours(recipe, paths, recipe.cached_views)["whole"])
+            runs.append(time_trainer_run(recipe, paths, scratch))
         trials.append(time_trial(recipe, paths, fraction))
     trial = statistics.median(t["whole"] for t in trials)
-    training = statistics.median(trainings) if training is None else training
-    ratio = trial / training
-    return [_figure(f"one trial (epoch fraction {fraction}, {trials[0]['epochs']} epochs) vs a Trainer run", trial,
-                    "s", training, ratio, f"<= {TARGET}x", ratio <= TARGET)]
+    name = f"one trial (epoch fraction {fraction}, {trials[0]['epochs']} epochs)"
+    if training is not None:
+        ratio = trial / training
+        return [_figure(f"{name} vs a Trainer run's training", trial, "s", training, ratio, f"<= {TARGET}x",
+                        ratio <= TARGET)]
+    whole, training = (statistics.median(r[key] for r in runs) for key in ("whole", "training"))
+    return [_figure(f"{name} vs a Trainer run (training and export)", trial, "s", whole, trial / whole,
+                    f"<= {TARGET}x", trial / whole <= TARGET),
+            _figure(f"{name} vs a Trainer run's training alone", trial, "s", training, trial / training)]
 
 
 def main(argv: list[str] | None = None) -> int:

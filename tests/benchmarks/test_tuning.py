@@ -33,3 +33,14 @@ def test_only_held_out_looks_are_measured(capsys):
     assert "['cartoon']: not held-out looks" in capsys.readouterr().err
     assert set(tuning.SMALL.held_out) <= set(looks.HELD_OUT_LOOKS)
     assert not set(tuning.Protocol().held_out) & set(looks.TUNING_LOOKS)
+
+
+def test_the_trial_benchmark_times_a_whole_trainer_run_and_its_training_against_one_trial(tmp_path):
+    """`make bench-trial` alone: the target's ratio is to the whole Trainer run (training, then its export), the
+    other to the training alone; both from the same timings (tiny images: the code path, not the figures)."""
+    from benchmarks import trainer, trial_cost
+
+    whole, training = trial_cost.bench_trial(trainer.QUICK, tmp_path, repeats=1)
+    assert whole["value"] == training["value"] > 0 and whole["reference"] > training["reference"] > 0
+    assert whole["ratio"] == approx(whole["value"] / whole["reference"])
+    assert whole["met"] == (whole["ratio"] <= trial_cost.TARGET) and training["target"] is None
