@@ -67,16 +67,17 @@ EXAMPLES = textwrap.dedent("""\
 SCRIPT = "pipeline_runner.py"
 
 
-def build_parser(prog: str = SCRIPT) -> argparse.ArgumentParser:
+def build_parser(prog: str = SCRIPT, targets=None) -> argparse.ArgumentParser:
     """The parser; `prog`: the command as the user started it (the script, or the installed command), which
-    its usage lines and examples name."""
+    its usage lines and examples name; `targets`: where compile, submit and schedule go (default: the list in
+    cli/targets/__init__.py)."""
     examples = EXAMPLES if prog == SCRIPT else EXAMPLES.replace(f"python {SCRIPT}", prog)
     parser = argparse.ArgumentParser(
         prog=prog, description="Train, validate and ship a cat/dog classifier with TFX.",
         epilog=examples, formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for command in (*local_run.COMMANDS, *history.COMMANDS, *photos.COMMANDS, *traffic.COMMANDS, *monitor.COMMANDS,
-                    *deploy.commands()):
+                    *deploy.commands(targets)):
         with_examples = {"epilog": examples, "formatter_class": argparse.RawDescriptionHelpFormatter}
         sub = commands.add_parser(command.name, help=command.summary, description=command.description,
                                   **(with_examples if command.with_examples else {}))
@@ -85,9 +86,9 @@ def build_parser(prog: str = SCRIPT) -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None, prog: str = SCRIPT) -> int:
+def main(argv: list[str] | None = None, prog: str = SCRIPT, targets=None) -> int:
     """Runs one command; the only place that turns an error into its one line and exit code (contract.errors)."""
-    args = build_parser(prog).parse_args(argv)
+    args = build_parser(prog, targets).parse_args(argv)
     quiet_logs.apply(getattr(args, "verbose", False))
     try:
         return args.handler(args)

@@ -1,44 +1,100 @@
 """`compile`, `submit` and `schedule`: the pipeline where a target (cli.targets) runs it.
 
-The flags every target shares are defined here, each target adds its own, and
-the command goes to the target the flags chose: `compile --target NAME`, or the
-selecting flag of `submit` and `schedule` (--host, --vertex-project, --local).
-A flag of a target other than the chosen one is refused, naming its target.
+The flags every target's command may read are defined here (SHARED), each
+target says which of them it reads and needs (its SHARED) and adds its own,
+and the command goes to the target the flags chose: `compile --target NAME`, or
+the selecting flag of `submit` and `schedule`. A flag of another target, and a
+shared flag the chosen target does not read, are refused in one line; so is a
+flag the chosen target needs and was not given. Nothing here names a target:
+the help and the description are the targets' own words.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 
 from cli import flags, targets
 from cli.flags import SettingsError
 
-DESCRIPTIONS = {
-    "compile": ("Compile the pipeline into a Kubeflow Pipelines v2 package (YAML).",
-                "Builds the pipeline with the same create_pipeline as `run` and compiles it, offline. --target "
-                "kubeflow (default): a package for open-source Kubeflow Pipelines 2.x, authored with the kfp SDK: an "
-                "ingest task, one task per TFX node (TFX's launcher on a shared ML Metadata store), a report task. "
-                "--target vertex: TFX's KubeflowV2DagRunner package for Vertex AI Pipelines."),
-    "submit": ("Start one run of a compiled package: on Kubeflow Pipelines, Vertex AI, or --local.",
-               "--host: one run on a Kubeflow Pipelines cluster. --vertex-project/--region: one Vertex AI Pipelines "
-               "job. --local: run the package on this machine with the kfp SDK's local runner (a rehearsal before a "
-               "cluster; compile it with --metadata-sqlite and a local --root)."),
-    "schedule": ("Retrain on a schedule: a KFP recurring run, a Vertex AI schedule, or a local cron entry.",
-                 "With --host: a recurring run of a compiled package on Kubeflow Pipelines (6-field cron, seconds "
-                 "first, at most one run at a time): the pipeline's, or the drift check's that `compile "
-                 "--monitor-package` writes (give it its own --job-name). With --vertex-project: a Vertex AI "
-                 "Pipelines schedule (5-field cron). With --local: a crontab line that runs `pipeline_runner.py "
-                 "run`; overlapping local runs exit at once on the run lock."),
+SUMMARIES = {
+    "compile": ("Compile the pipeline into a package for where it runs (--target).",
+                "Builds the pipeline with the same create_pipeline as `run` and compiles it, offline."),
+    "submit": ("Start one run of a compiled package", "One run of a package written by `compile`."),
+    "schedule": ("Retrain on a schedule", "Runs of the pipeline at the times a cron expression gives."),
+}
+
+
+def _image(parser, help: str) -> None:
+    parser.add_argument("--image", help=help)
+
+
+def _beam_arg(parser, help: str) -> None:
+    parser.add_argument("--beam-arg", action="append", default=None, dest="beam_args", metavar="ARG", help=help)
+
+
+def _run_name(parser, help: str) -> None:
+    parser.add_argument("--run-name", default="cats-vs-dogs", help=help)
+
+
+def _cron(parser, help: str) -> None:
+    parser.add_argument("--cron", help=help)
+
+
+def _job_name(parser, help: str) -> None:
+    parser.add_argument("--job-name", default="cats-vs-dogs-retraining", help=help)
+
+
+_PIPELINE_ROOT = "The engine's own pipeline root, where it keeps its artifacts."
+_SOURCE = {
+    "--data-dir": (flags.add_data_dir, "The source each run ingests."),
+    "--source-kind": (flags.add_source_kind, "What --data-dir holds."),
+    "--pipeline-root": (flags.add_pipeline_root, f"{_PIPELINE_ROOT} Default: the one the package was compiled with."),
+}
+# {command: {flag: (its definition, its help)}}: the flags a target's command may read; each target's SHARED
+# says which it reads (cli.targets.base.Takes), and its notes follow the help here.
+SHARED = {
+    "compile": {
+        "--image": (_image, "Container image with this project installed (see Dockerfile)."),
+        "--root": (flags.add_root, "Storage root of the deployed pipeline: examples/, pipeline_root/, serving_model/ "
+                                   "and runs/ go under it."),
+        "--pipeline-root": (flags.add_pipeline_root, _PIPELINE_ROOT),
+        "--beam-arg": (_beam_arg, "A Beam pipeline argument (repeatable). Default: DirectRunner, multi-process, one "
+                                  "worker per core. For Dataflow: --beam-arg=--runner=DataflowRunner "
+                                  "--beam-arg=--project=P --beam-arg=--region=R --beam-arg=--temp_location=gs://B/tmp"),
+        "--package": (functools.partial(flags.add_package, default="cats_vs_dogs_pipeline.yaml"),
+                      "Output file (.yaml). Default: cats_vs_dogs_pipeline.yaml."),
+    },
+    "submit": {
+        "--package": (flags.add_package, "A package written by `compile`."),
+        "--run-name": (_run_name, "Name of the run. Default: cats-vs-dogs."),
+        **_SOURCE,
+    },
+    "schedule": {
+        "--cron": (_cron, "When a run starts, as a cron expression."),
+        "--package": (flags.add_package, "A package written by `compile`."),
+        "--job-name": (_job_name, "Recurring run name. Default: cats-vs-dogs-retraining."),
+        **_SOURCE,
+    },
 }
 
 
 def commands(offered=None) -> tuple[flags.Command, ...]:
     """compile, submit and schedule, each with the flags of the targets that offer it (default: every target
-    of cli.targets)."""
+    of cli.targets); a command no target offers is left out."""
     offered = offered or targets.TARGETS
-    return tuple(flags.Command(name, summary, description, _flags_of(name, targets.offering(name, offered)),
-                               _dispatcher(name, targets.offering(name, offered)), with_examples=name == "compile")
-                 for name, (summary, description) in DESCRIPTIONS.items())
+    return tuple(_command(name, chosen) for name in SUMMARIES if (chosen := targets.offering(name, offered)))
+
+
+def _command(name: str, chosen_by: list) -> flags.Command:
+    summary, description = SUMMARIES[name]
+    if name == "compile":
+        about = [f"--target {t.NAME}{' (default)' if t is chosen_by[0] else ''}: {t.ABOUT[name]}" for t in chosen_by]
+    else:
+        summary += f": {', '.join(f'{t.HELP} ({t.SELECTS[name][0]})' for t in chosen_by)}."
+        about = [f"{t.SELECTS[name][0]}: {t.ABOUT[name]}" for t in chosen_by]
+    return flags.Command(name, summary, " ".join([description, *about]), _flags_of(name, chosen_by),
+                         _dispatcher(name, chosen_by), with_examples=name == "compile")
 
 
 def _flags_of(command: str, chosen_by: list):
@@ -48,25 +104,49 @@ def _flags_of(command: str, chosen_by: list):
             parser.add_argument("--target", choices=names, default=names[0], help=" ".join(
                 f"{target.NAME}{' (default)' if target is chosen_by[0] else ''}: {target.HELP}."
                 for target in chosen_by))
-            _add_compile_flags(parser)
-            _add_store_flags(parser, chosen_by)
         else:
             selector = parser.add_mutually_exclusive_group(required=True)
             for target in chosen_by:
                 flag, keywords = target.SELECTS[command]
                 selector.add_argument(flag, **keywords)
-            _add_run_flags(command, parser)
+        shared = _add_shared_flags(command, parser, chosen_by)
+        if command == "compile":
+            parser.add_argument("--demo-settings", dest="demo", action="store_true",
+                                help="Start from the demo's settings (random weights; see config.demo_config), "
+                                     "as `run --demo` does.")
+            flags.add_tuning_flags(parser)  # every run of the package searches; without it, runs reuse the newest
+            flags.add_config_flags(parser)
+            _add_store_flags(parser, chosen_by)
         owned = {}  # {dest: (target name, flag, default)} of the flags a target added
         for target in chosen_by:
             before = {action.dest for action in parser._actions}
-            if command in getattr(target, "SETTINGS", {}):
+            if command in target.SETTINGS:
                 flags.add_settings_flags(parser, target.SETTINGS[command])
-            if hasattr(target, "add_flags"):
-                target.add_flags(command, parser)
+            target.add_flags(command, parser)
             owned |= {action.dest: (target.NAME, action.option_strings[0], action.default)
                       for action in parser._actions if action.dest not in before}
-        parser.set_defaults(owned_flags=owned)
+        parser.set_defaults(owned_flags=owned, shared_flags=shared)
     return add_flags
+
+
+def _add_shared_flags(command: str, parser: argparse.ArgumentParser, chosen_by: list) -> dict:
+    """The command's SHARED flags, each with its help and the notes of the targets that read it; returns
+    {flag: (dest, default)}."""
+    shared = {}
+    for flag, (define, text) in SHARED[command].items():
+        takers = [target for target in chosen_by if flag in target.SHARED.get(command, {})]
+        notes = [f"{_choice(command, t)}: {t.SHARED[command][flag].note}." for t in takers
+                 if t.SHARED[command][flag].note]
+        needers = [_choice(command, t) for t in takers if t.SHARED[command][flag].needs]
+        if len(takers) < len(chosen_by):
+            notes.append(f"Only with {', '.join(_choice(command, t) for t in takers)}.")
+        if needers:
+            notes.append("Needed." if len(needers) == len(chosen_by) else f"Needed with {', '.join(needers)}.")
+        before = len(parser._actions)
+        define(parser, " ".join([text, *notes]))
+        action = parser._actions[before]
+        shared[flag] = (action.dest, action.default)
+    return shared
 
 
 def _add_store_flags(parser: argparse.ArgumentParser, chosen_by: list) -> None:
@@ -77,7 +157,7 @@ def _add_store_flags(parser: argparse.ArgumentParser, chosen_by: list) -> None:
     flags.add_store_flags(
         parser, f"The ML Metadata gRPC service all the run's tasks share ({_names(takers['grpc'])}). Default: "
                 f"{defaults}.",
-        f"A SQLite ML Metadata file instead, for a local rehearsal (submit --local; {_names(takers['sqlite'])}).")
+        f"A SQLite ML Metadata file instead, for a rehearsal on this machine ({_names(takers['sqlite'])}).")
 
 
 def _names(targets_: list) -> str:
@@ -97,62 +177,12 @@ def _metadata_store(args: argparse.Namespace, chosen) -> str | None:
     return store
 
 
-def _add_compile_flags(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--image", required=True, help="Container image with this project installed (see Dockerfile).")
-    parser.add_argument("--root", required=True,
-                        help="Storage root of the deployed pipeline: a gs:// URI, or an absolute path on the PVC "
-                             "(--pvc) or, for a local rehearsal, on this machine. examples/, pipeline_root/, "
-                             "serving_model/ and runs/ go under it.")
-    parser.add_argument("--pipeline-root",
-                        help="Where KFP keeps its own artifacts (run page metrics and report). Default: "
-                             "<root>/kfp for a gs:// root, else the cluster's default.")
-    parser.add_argument("--beam-arg", action="append", default=None, dest="beam_args", metavar="ARG",
-                        help="A Beam pipeline argument (repeatable). Default: DirectRunner, multi-process, one "
-                             "worker per core. For Dataflow: --beam-arg=--runner=DataflowRunner "
-                             "--beam-arg=--project=P --beam-arg=--region=R --beam-arg=--temp_location=gs://B/tmp")
-    parser.add_argument("--demo-settings", dest="demo", action="store_true",
-                        help="Start from the demo's settings (random weights; see config.demo_config), "
-                             "as `run --demo` does.")
-    parser.add_argument("--package", default="cats_vs_dogs_pipeline.yaml",
-                        help="Output file (.yaml). Default: cats_vs_dogs_pipeline.yaml.")
-    flags.add_tuning_flags(parser)  # every run of the package searches; without it, runs reuse the newest search
-    flags.add_config_flags(parser)
-
-
-def _add_run_flags(command: str, parser: argparse.ArgumentParser) -> None:
-    """What every target's submit or schedule takes: the package, the run's name and its parameters."""
-    if command == "submit":
-        parser.add_argument("--package", required=True, help="A package written by `compile`.")
-        parser.add_argument("--run-name", default="cats-vs-dogs", help="Name of the run. Default: cats-vs-dogs.")
-    else:
-        parser.add_argument("--cron", required=True,
-                            help="With --host: 6 fields, e.g. '0 0 3 * * *'. With --local or --vertex-project: "
-                                 "5 fields, e.g. '0 3 * * *'.")
-        parser.add_argument("--package", help="With --host or --vertex-project: a package written by `compile`.")
-        parser.add_argument("--job-name", default="cats-vs-dogs-retraining", help="Recurring run name.")
-    parser.add_argument("--data-dir",
-                        help="The source each run ingests: with --local (schedule) the image folder for cron; "
-                             "otherwise it sets the package's source parameter (default: the one given to "
-                             "compile).")
-    parser.add_argument("--source-kind", choices=flags.source_kinds(),
-                        help="Sets the package's source_kind parameter: what --data-dir holds (default: the kind "
-                             "given to compile).")
-    parser.add_argument("--pipeline-root",
-                        help="KFP's pipeline root for this run. Default: the one the package was compiled with.")
-
-
 def _dispatcher(command: str, offered: list):
-    """The handler of `command`: the chosen target's, after refusing flags that belong to another target."""
+    """The handler of `command`: the chosen target's, after refusing flags it does not read."""
     def handle(args: argparse.Namespace) -> int:
         chosen = next(target for target in offered if _chose(command, target, args))
-        by_name = {target.NAME: target for target in offered}
-        given: dict[str, list[str]] = {}
-        for dest, (owner, flag, default) in args.owned_flags.items():
-            if owner != chosen.NAME and getattr(args, dest) != default:
-                given.setdefault(owner, []).append(flag)
-        for owner, flags_given in given.items():
-            raise SettingsError(f"{', '.join(flags_given)} apply only to {_choice(command, by_name[owner])}, not "
-                                f"{_choice(command, chosen)}")
+        _refuse_flags_not_for(command, chosen, offered, args)
+        args.chosen_target = chosen
         if command == "compile":
             config, notes = flags.config_from_args(args)
             for note in notes:
@@ -162,6 +192,29 @@ def _dispatcher(command: str, offered: list):
         args.target_flag = chosen.SELECTS[command][0].lstrip("-")
         return getattr(chosen, command)(args)
     return handle
+
+
+def _refuse_flags_not_for(command: str, chosen, offered: list, args: argparse.Namespace) -> None:
+    """SettingsError, in one line, for a flag of another target, a shared flag `chosen` does not read, or one it
+    needs and was not given."""
+    by_name = {target.NAME: target for target in offered}
+    given: dict[str, list[str]] = {}
+    for dest, (owner, flag, default) in args.owned_flags.items():
+        if owner != chosen.NAME and getattr(args, dest) != default:
+            given.setdefault(owner, []).append(flag)
+    for owner, flags_given in given.items():
+        raise SettingsError(f"{', '.join(flags_given)} apply only to {_choice(command, by_name[owner])}, not "
+                            f"{_choice(command, chosen)}")
+    takes = chosen.SHARED.get(command, {})
+    unread = [flag for flag, (dest, default) in args.shared_flags.items()
+              if flag not in takes and getattr(args, dest) != default]
+    if unread:
+        raise SettingsError(f"{', '.join(unread)}: {_choice(command, chosen)} does not take "
+                            f"{'it' if len(unread) == 1 else 'them'}")
+    missing = [f"{flag} ({way.needs})" for flag, way in takes.items()
+               if way.needs and getattr(args, args.shared_flags[flag][0]) in (None, "")]
+    if missing:
+        raise SettingsError(f"{_choice(command, chosen)} needs {', '.join(missing)}")
 
 
 def _chose(command: str, target, args: argparse.Namespace) -> bool:

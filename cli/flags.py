@@ -230,14 +230,13 @@ def source_kinds() -> tuple[str, ...]:
 
 
 def package(args: argparse.Namespace) -> str:
-    """The --package that submit and schedule send: it must exist, and be a package."""
+    """The --package that submit and schedule send: it must exist, and be a package of the chosen target (its
+    check_package, with the run parameters the flags set)."""
     if not args.package:
         raise SettingsError(f"--{args.target_flag} needs --package (compile one with `compile`)")
     if not os.path.isfile(args.package):
         raise SettingsError(f"no package at {args.package}: write one with `compile`")
-    from orchestration import kubeflow
-
-    kubeflow.package_spec(args.package)  # a file that is not a package is named now, in one line
+    args.chosen_target.check_package(args.package, run_arguments(args))  # a file that is not one, in one line
     return args.package
 
 
@@ -246,9 +245,36 @@ def run_arguments(args: argparse.Namespace) -> dict:
     arguments = {"source": str(args.data_dir)} if args.data_dir is not None else {}
     if args.source_kind:
         arguments["source_kind"] = args.source_kind
-    from orchestration import kubeflow
-
-    if arguments and args.package and kubeflow.is_monitor_package(args.package):
-        raise SettingsError(f"--data-dir and --source-kind set the pipeline's source; {args.package} is the "
-                            "monitoring package, which ingests nothing")
     return arguments
+
+
+# The flags several commands take, each defined here once; each command says what the flag means for it.
+
+def add_root(parser, help: str, required: bool = False) -> None:
+    """--root: a pipeline's storage root (a local path, a path on a volume, or gs://)."""
+    parser.add_argument("--root", required=required, help=help)
+
+
+def add_package(parser, help: str, default: str | None = None) -> None:
+    """--package: a compiled pipeline package (.yaml)."""
+    parser.add_argument("--package", default=default, help=help)
+
+
+def add_pipeline_root(parser, help: str) -> None:
+    """--pipeline-root: where the engine keeps its own artifacts."""
+    parser.add_argument("--pipeline-root", help=help)
+
+
+def add_data_dir(parser, help: str, **keywords) -> None:
+    """--data-dir: the image folder (or, for a package, the source) a run ingests."""
+    parser.add_argument("--data-dir", help=help, **keywords)
+
+
+def add_source_kind(parser, help: str, default: str | None = None) -> None:
+    """--source-kind: what --data-dir holds, one of the kinds ingest.sources reads."""
+    parser.add_argument("--source-kind", choices=source_kinds(), default=default, help=help)
+
+
+def add_json(parser, help: str = "Print JSON instead of a table.") -> None:
+    """--json: the command's result as JSON."""
+    parser.add_argument("--json", action="store_true", help=help)

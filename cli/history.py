@@ -17,7 +17,7 @@ from contract.layout import RunLayout
 
 def _models_flags(models: argparse.ArgumentParser) -> None:
     add_root_flags(models)
-    models.add_argument("--json", action="store_true", help="Print JSON instead of a table.")
+    flags.add_json(models)
 
 
 def _rollback_flags(rollback: argparse.ArgumentParser) -> None:
@@ -37,8 +37,8 @@ def add_root_flags(parser: argparse.ArgumentParser, output_dir_help: str | None 
         flags.add_output_dir(where, output_dir_help)
     else:
         flags.add_output_dir(where)
-    where.add_argument("--root", help="A deployment's root, as given to compile (gs://... or a path on its volume, "
-                                      "mounted here); needs --metadata-grpc or --metadata-sqlite.")
+    flags.add_root(where, "A deployment's root, as given to compile (gs://... or a path on its volume, mounted here); "
+                          "needs --metadata-grpc or --metadata-sqlite.")
     flags.add_store_flags(parser, "With --root: the deployment's ML Metadata gRPC service (on a cluster: kubectl "
                                   "port-forward -n kubeflow svc/metadata-grpc-service 8080, then localhost:8080).",
                           "With --root: a SQLite ML Metadata file.")

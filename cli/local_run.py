@@ -40,8 +40,11 @@ def _add_source_flags(parser: argparse.ArgumentParser, required: bool = True) ->
 
     source = parser.add_mutually_exclusive_group(required=required)
     for kind, (flag, text) in SOURCE_FLAGS.items():
-        source.add_argument(flag, dest=f"source_{kind}", type=pathlib.Path, help=text,
-                            metavar=flag[2:].replace("-", "_").upper())
+        keywords = {"dest": f"source_{kind}", "type": pathlib.Path, "metavar": flag[2:].replace("-", "_").upper()}
+        if flag == "--data-dir":  # also submit's and schedule's: defined once, in cli.flags
+            flags.add_data_dir(source, text, **keywords)
+        else:
+            source.add_argument(flag, help=text, **keywords)
     source.add_argument("--demo", action="store_true",
                         help="Generate the built-in demo images into <output-dir>/demo_images and use the demo "
                              "settings (random weights; see config.demo_config).")

@@ -64,7 +64,7 @@ def _monitor_flags(parser: argparse.ArgumentParser) -> None:
                         help=f"Refuse a window of fewer images. Default: {defaults.min_window}.")
     parser.add_argument("--no-queue", action="store_true",
                         help="On drift, do not export the window's images as a labeling queue.")
-    parser.add_argument("--json", action="store_true", help="Print the result as JSON instead of one line.")
+    flags.add_json(parser, "Print the result as JSON instead of one line.")
 
 
 def command_monitor(args: argparse.Namespace) -> int:

@@ -19,7 +19,7 @@ SHEET_SUFFIXES = (".png", ".jpg", ".jpeg")  # what Pillow writes the contact she
 def _predict_flags(predict: argparse.ArgumentParser) -> None:
     predict.add_argument("paths", nargs="+", type=pathlib.Path, help="Image files or folders.")
     _add_model_flags(predict)
-    predict.add_argument("--json", action="store_true", help="Print JSON instead of a table.")
+    flags.add_json(predict)
     predict.add_argument("--sheet", type=pathlib.Path,
                          help="Contact sheet PNG to write. Default: <output-dir>/predictions/contact_sheet.png; "
                               "with --model, beside the run that pushed it (./predictions/ for a model elsewhere).")

@@ -15,9 +15,8 @@ from contract.errors import CommandError
 def _sink_flags(parser: argparse.ArgumentParser) -> None:
     from inference.sink_settings import SinkSettings
 
-    parser.add_argument("--root", required=True,
-                        help="The pipeline root (a local path, a path on the PVC, or gs://): spans are written "
-                             "to <root>/traffic, the served version read from <root>/serving_model.")
+    flags.add_root(parser, "The pipeline root (a local path, a path on the PVC, or gs://): spans are written to "
+                           "<root>/traffic, the served version read from <root>/serving_model.", required=True)
     parser.add_argument("--port", required=True, type=flags.count(1), help="The port to listen on.")
     flags.add_settings_flags(parser, SinkSettings)
 

@@ -14,8 +14,9 @@ import uuid
 from contract import layout
 from contract.errors import CommandError, first_line
 from contract.settings import setting
-from orchestration.kubeflow import package_pipeline_root, package_spec, report_component, task_constants
+from orchestration.kubeflow import report_component
 from orchestration.local_schedule import CronError
+from orchestration.packages import package_pipeline_root, package_spec, task_constants
 
 
 class KubeflowUnreachableError(CommandError, RuntimeError):

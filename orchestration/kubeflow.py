@@ -13,7 +13,7 @@ of the nodes, before the Trainer, and its task gets the Trainer's resources and
 accelerators. Only container executors, schema 2.1.0, no lifecycle hooks: what the KFP
 backend runs. KFP's own cache is off: TFX's cache decides what reruns.
 Running a package (here, or on a cluster) is orchestration.kfp_runs; the
-Vertex AI target is orchestration.vertex.
+Vertex AI target is orchestration.vertex; reading a package back is orchestration.packages.
 """
 # No `from __future__ import annotations` here: kfp reads the pipeline function's annotations as types.
 import copy
@@ -22,21 +22,17 @@ import os
 import posixpath
 from typing import Collection
 
-from config import PipelineConfig, TuningConfig, beam_policy
+from config import PipelineConfig, TuningConfig
 from contract import accelerators, layout
 from contract import metadata as metadata_lib
-from contract.errors import CommandError
 from contract.layout import RunLayout
 from contract.settings import setting
-from ingest import sources
 from orchestration import kserve, lease
+from orchestration.packages import TargetError, check_package_name, default_beam_args
 
 # pipeline.pipeline (TFX, TensorFlow) is imported where a package is built, so that submit,
 # schedule and the CLI's error handling start without loading TensorFlow.
 
-KUBEFLOW = "kubeflow"
-VERTEX = "vertex"
-TARGETS = (KUBEFLOW, VERTEX)
 DEFAULT_METADATA_STORE = metadata_lib.KFP_METADATA_SERVICE
 DEFAULT_PVC_MOUNT = "/mnt/pipeline"
 RUN_GROUP = "run"  # the exit handler's group: every task but the report
@@ -50,13 +46,6 @@ DEFAULT_TASK_CPU = "1"
 DEFAULT_TASK_MEMORY = "4G"
 # The Tuner's trials are Trainer runs on the same data: its task gets the Trainer's resources and accelerators.
 TRAINING_NODES = frozenset({metadata_lib.TRAINER, metadata_lib.TUNER})
-# The Dockerfile copies the project to /pipeline: the schema's path inside the image (Vertex target).
-IMAGE_PROJECT_DIR = "/pipeline"
-IMAGE_SCHEMA_PATH = posixpath.join(IMAGE_PROJECT_DIR, "pipeline", "schema", "schema.pbtxt")
-
-
-class TargetError(CommandError, ValueError):
-    """A compile setting that cannot work on the chosen target; the message says why."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,13 +54,10 @@ class Deployment:
 
     image: str
     root: str
-    data_dir: str = setting(
-        "", "kubeflow: the source each run ingests (a path the tasks can read, or gs://): an image folder, a Parquet "
-            "file or folder, or a TFDS data_dir, as --source-kind says; the package's `source` parameter, which "
-            "submit and schedule can change. Default: none (each run trains on the spans already under "
-            "<root>/examples).")
-    source_kind: str = setting("folder", "kubeflow: what --data-dir holds (the package's `source_kind` parameter).",
-                               choices=tuple(sources.LISTERS))
+    # The package's `source` and `source_kind` parameters, which submit and schedule can change; their flags are
+    # the command line's shared --data-dir and --source-kind (cli.targets.kubeflow).
+    data_dir: str = ""
+    source_kind: str = "folder"
     metadata_store: str = DEFAULT_METADATA_STORE  # grpc://HOST:PORT or sqlite:///PATH (local rehearsal)
     pvc: str | None = setting(None, "kubeflow: a PersistentVolumeClaim mounted into every task; --root and "
                                      "--data-dir are paths under its mount.")
@@ -142,15 +128,6 @@ class Deployment:
 
 def _is_under(path: str, folder: str) -> bool:
     return posixpath.normpath(path).startswith(posixpath.normpath(folder).rstrip("/") + "/")
-
-
-def default_beam_args() -> list[str]:
-    """Beam in the task's own pod: DirectRunner, one worker process per core.
-
-    For Dataflow pass e.g. --runner=DataflowRunner --project=P --region=R
-    --temp_location=gs://B/tmp through `compile --beam-arg`.
-    """
-    return beam_policy.component_args()
 
 
 def compile_package(config: PipelineConfig, output_file: str, deployment: Deployment,
@@ -344,59 +321,3 @@ def compile_for_cluster(config: PipelineConfig, output_file: str, deployment: De
                         f"deployed with it, which records them under {RunLayout(deployment.root).traffic_root}"
                         if sink else "") + f"): kubectl apply -f {manifest}")
     return lines
-
-
-def check_package_name(output_file: str) -> None:
-    if not output_file.endswith((".yaml", ".yml")):
-        raise TargetError(f"the package file must end in .yaml (KFP's client reads .yaml), got {output_file!r}")
-
-
-def package_spec(package: str) -> dict:
-    """The package's pipeline spec (its first YAML document); TargetError, in one line, for a file that is not a
-    package `compile` writes (KFP's YAML, or the JSON pipeline job of the Vertex target)."""
-    import yaml
-
-    try:
-        with open(package, encoding="utf-8") as f:
-            spec = next(yaml.safe_load_all(f), None)
-    except (yaml.YAMLError, UnicodeDecodeError) as error:
-        said = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise TargetError(f"{package} is not a pipeline package: it does not parse as YAML ({said})") from None
-    if not isinstance(spec, dict) or not ({"pipelineInfo", "pipelineSpec"} & set(spec)):
-        raise TargetError(f"{package} is not a pipeline package: no pipelineInfo or pipelineSpec in it (write one "
-                          "with `compile`)")
-    return spec
-
-
-def package_pipeline_root(package: str) -> str | None:
-    """The KFP pipeline root a package was compiled with (`defaultPipelineRoot`), if any."""
-    return package_spec(package).get("defaultPipelineRoot")
-
-
-def task_constants(package: str, task_name: str) -> dict:
-    """The constant inputs of one of the package's tasks (the report's: where its data and metadata are)."""
-    spec = package_spec(package)
-    task = spec.get("root", {}).get("dag", {}).get("tasks", {}).get(task_name, {})
-    return {name: value["runtimeValue"]["constant"]
-            for name, value in task.get("inputs", {}).get("parameters", {}).items() if "runtimeValue" in value}
-
-
-def _report_constant(package: str, name: str):
-    """A constant of the report task, or of the monitor task in the monitoring package (which has no report)."""
-    value = (task_constants(package, layout.REPORT_TASK) or task_constants(package, layout.MONITOR_TASK)).get(name)
-    return value if isinstance(value, str) else None
-
-
-def is_monitor_package(package: str) -> bool:
-    """Whether `package` is the monitoring package (compile --monitor-package), not the pipeline's."""
-    return set(package_spec(package).get("root", {}).get("dag", {}).get("tasks", {})) == {layout.MONITOR_TASK}
-
-
-def package_root(package: str) -> str | None:
-    return _report_constant(package, "root")
-
-
-def package_metadata_store(package: str) -> str:
-    return _report_constant(package, "metadata_store") or ""
-
-

@@ -16,14 +16,14 @@ from config import PipelineConfig, TuningConfig
 from contract.errors import CommandError, first_line
 from contract.layout import RunLayout
 from contract.settings import setting
-from orchestration.kubeflow import (
+from orchestration.local_schedule import check_cron
+from orchestration.packages import (
     IMAGE_SCHEMA_PATH,
     TargetError,
     check_package_name,
     default_beam_args,
     package_pipeline_root,
 )
-from orchestration.local_schedule import check_cron
 
 
 class VertexUnreachableError(CommandError, RuntimeError):

@@ -12,7 +12,7 @@ import pipeline_runner
 from config import PipelineConfig
 from contract import layout
 from monitoring.settings import MonitorSettings
-from orchestration import kubeflow, roots
+from orchestration import kubeflow, packages, roots
 from tests.orchestration import test_kubeflow
 from tests.orchestration.test_kubeflow import IMAGE, _cli, _documents
 
@@ -59,19 +59,19 @@ def test_the_package_is_one_monitor_task_the_kfp_backend_runs(pvc_monitor):
 
 
 def test_the_task_checks_the_root_with_the_deployments_store_and_monitors_defaults(pvc_monitor):
-    constants = kubeflow.task_constants(pvc_monitor, layout.MONITOR_TASK)
+    constants = packages.task_constants(pvc_monitor, layout.MONITOR_TASK)
     assert constants["root"] == "/mnt/pipeline/cats"
     assert constants["metadata_store"] == kubeflow.DEFAULT_METADATA_STORE
     defaults = MonitorSettings()
     assert constants["settings"] == {name: getattr(defaults, name) for name in kubeflow.MONITORED_SETTINGS}
-    assert kubeflow.package_root(pvc_monitor) == "/mnt/pipeline/cats"
-    assert kubeflow.is_monitor_package(pvc_monitor)
+    assert packages.package_root(pvc_monitor) == "/mnt/pipeline/cats"
+    assert packages.is_monitor_package(pvc_monitor)
 
 
 def test_a_gs_root_and_its_store_reach_the_task_without_a_volume(tmp_path):
     deployment = kubeflow.Deployment(image=IMAGE, root="gs://bucket/cats", metadata_store="grpc://mlmd.example:8080")
     package = _compile(tmp_path / "monitor.yaml", deployment)
-    constants = kubeflow.task_constants(package, layout.MONITOR_TASK)
+    constants = packages.task_constants(package, layout.MONITOR_TASK)
     assert (constants["root"], constants["metadata_store"]) == ("gs://bucket/cats", "grpc://mlmd.example:8080")
     spec = _documents(package)[0]
     assert spec["defaultPipelineRoot"] == "gs://bucket/cats/kfp"
@@ -86,10 +86,10 @@ def test_compile_writes_both_packages_from_one_deployment(tmp_path, capsys):
                                  "--monitor-package", str(monitor)])
     out = capsys.readouterr().out
     assert code == 0 and f"wrote the monitoring package {monitor}" in out
-    assert not kubeflow.is_monitor_package(str(main)) and kubeflow.is_monitor_package(str(monitor))
+    assert not packages.is_monitor_package(str(main)) and packages.is_monitor_package(str(monitor))
     for package in (main, monitor):
-        assert kubeflow.package_root(str(package)) == "/mnt/pipeline/cats"
-        assert kubeflow.package_metadata_store(str(package)) == "grpc://mlmd.kubeflow:8080"
+        assert packages.package_root(str(package)) == "/mnt/pipeline/cats"
+        assert packages.package_metadata_store(str(package)) == "grpc://mlmd.kubeflow:8080"
 
 
 @pytest.mark.parametrize("arguments, message", [
