@@ -102,7 +102,8 @@ def test_a_new_target_checks_its_own_packages_and_needs_its_own_flags(with_airfl
 
 
 @pytest.mark.parametrize("argv, refused", [
-    (["compile", "--target", "vertex", "--image", "i:1", "--root", "gs://b/r", "--pipeline-root", "gs://b/kfp"],
+    (["compile", "--target", "vertex", "--image", "i:1", "--root", "gs://b/r", "--pipeline-root", "gs://b/kfp",
+      "--package", "{tmp}/v.yaml"],
      "--pipeline-root: --target vertex does not take it"),
     (["compile", "--target", "airflow", "--image", "i:1", "--beam-arg=--runner=DataflowRunner", "--pipeline-root",
       "/p"], "--pipeline-root, --beam-arg: --target airflow does not take them"),
@@ -115,11 +116,12 @@ def test_a_new_target_checks_its_own_packages_and_needs_its_own_flags(with_airfl
     (["schedule", "--local", "--cron", "0 3 * * *", "--data-dir", "pets", "--package", "p.yaml", "--job-name", "j"],
      "--package, --job-name: --local does not take them"),
 ])
-def test_a_shared_flag_the_chosen_target_does_not_take_is_refused_in_one_line(with_airflow, argv, refused, capsys):
+def test_a_shared_flag_the_chosen_target_does_not_take_is_refused_in_one_line(with_airflow, argv, refused, capsys,
+                                                                            tmp_path):
     calls, main = with_airflow
-    assert main(argv) == 2
+    assert main([arg.format(tmp=tmp_path) for arg in argv]) == 2
     assert capsys.readouterr().err == f"error: {refused}\n"
-    assert calls == []
+    assert calls == [] and list(tmp_path.iterdir()) == []
 
 
 def test_the_shared_help_names_no_target():
