@@ -78,7 +78,7 @@ class BeforeTheDag:
 def ingest_settings(data: DataConfig) -> spans.IngestSettings:
     return spans.IngestSettings(max_pixels=data.max_image_pixels, train_buckets=data.train_buckets,
                                 eval_buckets=data.eval_buckets, test_buckets=data.test_buckets,
-                                max_file_bytes=data.max_file_mb << 20)
+                                max_file_bytes=data.max_file_mb << 20, span_window=data.span_window)
 
 
 def look_after_store(store, current_run: str | None = None) -> tuple[list[str], list[str]]:
