@@ -30,7 +30,7 @@ import os
 import posixpath
 import sys
 import time
-from typing import Callable, Iterable, NamedTuple, Sequence
+from typing import Callable, Collection, Iterable, NamedTuple, Sequence
 
 import apache_beam as beam
 import tensorflow as tf
@@ -298,11 +298,13 @@ def _run_beam(items: list[sources.Item], staging: str, settings: IngestSettings,
 
 def ingest(kind: str, location: str | os.PathLike, examples_root: str | os.PathLike,
            settings: IngestSettings = IngestSettings(),
-           beam_args: Callable[[int], Sequence[str]] = lambda items: IN_PROCESS) -> IngestReport:
+           beam_args: Callable[[int], Sequence[str]] = lambda items: IN_PROCESS,
+           read_spans: Collection[int] = ()) -> IngestReport:
     """Writes a new span from a source, or reuses the latest if its data is the same.
 
     kind: one of sources.LISTERS: "folder" (class folders or Kaggle names), "parquet" or "tfds" (a TFDS data_dir).
     beam_args: the Beam arguments for a number of items.
+    read_spans: the spans runs have read (ingest.carried.to_carry: which the span window gives the Trainer).
     """
     location = str(location)
     if kind not in sources.LISTERS:
@@ -314,12 +316,12 @@ def ingest(kind: str, location: str | os.PathLike, examples_root: str | os.PathL
     reports = {span: load_report(examples_root, span) for span in existing_spans(examples_root)}
     if reports:
         latest = reports[max(reports)]
-        queues = carrying.to_carry(reports, max(reports), settings.span_window, queue)
+        queues = carrying.to_carry(reports, max(reports), settings.span_window, queue, read_spans)
         if latest is not None and latest.source_fingerprint == carrying.fingerprint(data_fingerprint, queues):
             return dataclasses.replace(latest, reused=True)
     # Above spans cut short too: a reader may have seen them.
     span = layout.next_number(highest_span_number(examples_root), examples_root, "span")
-    queues = carrying.to_carry(reports, span, settings.span_window, queue)
+    queues = carrying.to_carry(reports, span, settings.span_window, queue, read_spans)
     items = list(sources.LISTERS[kind](location))
 
     # The span is built in a hidden folder beside its final place, where Beam's workers can write (on Dataflow

@@ -508,30 +508,31 @@ def _read_by_trainer(metadata):
     raise AssertionError("the newest run has no Trainer execution")
 
 
-def test_a_scheduled_run_after_a_queue_was_ingested_trains_on_its_labeled_images_and_the_next_ingests_nothing(
-        runs, monitored, capsys):
+def test_scheduled_runs_after_a_queue_was_ingested_train_on_its_labeled_images_and_ingest_nothing_new(
+        runs, monitored):
     """The queue ingested above is span 2. The scheduled run's data folder has changed since span 1: its run
-    ingests it as span 3, carrying the queue's images, which its Trainer reads in the splits they had. The next
-    scheduled run's ingest, on the same data, reuses span 3 (the queue's span is no longer the newest, yet
-    nothing is ingested again): `ingest` takes the run's own path (orchestration.lifecycle.ingest) without
-    the cached DAG after it, which test_rerun_with_no_new_data_is_cached_and_pushes_nothing checks."""
-    import pipeline_runner
+    ingests it as span 3, carrying the queue's images, which its Trainer reads in the splits they had; the next
+    scheduled run, on the same data, reuses span 3 (the queue's span is no longer the newest, yet nothing is
+    ingested again) and its Trainer, cached, read them still."""
+    from orchestration import store_health
 
     queued = {split: _sha256s((monitored / "examples" / "span-2" / split).glob("images-*")) for split in layout.SPLITS}
     assert sum(map(len, queued.values())) == 10 and queued["train"]
     data = monitored.parent / "scheduled_data"
     shutil.copytree(runs["data"], data)
     synthetic.write_demo_images(data, 17)  # one more image of each class
-    run, _ = run_cli(data, monitored, *ALLOWED, "--min-accuracy", "1.01", "--span-window", "1", "--no-tflite")
-    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    settings = [*ALLOWED, "--min-accuracy", "1.01", "--span-window", "1", "--no-tflite"]
+    first, _ = run_cli(data, monitored, *settings)
+    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
     report = json.loads((monitored / "examples" / "span-3" / layout.INGEST_REPORT).read_text())
     assert [(c["span"], c["examples"]) for c in report["carried"]] == [(2, 10)]
     assert report["examples_written"] == 34 + 10
-    _, read = _read_by_trainer(monitored / "metadata.sqlite")
+    uri, read = _read_by_trainer(monitored / "metadata.sqlite")
     assert all(queued[split] <= read[split] for split in layout.SPLITS), "each queued image in the split it had"
-    code = pipeline_runner.main(["ingest", "--data-dir", str(data), "--output-dir", str(monitored),
-                                 "--span-window", "1"])
-    out = capsys.readouterr().out
-    assert code == 0 and "-> span 3 (unchanged data: existing span reused)" in out, out
-    assert "carried from the labeled queues of earlier spans: 10 (span 2: 10)" in out
-    assert not (monitored / "examples" / "span-4").exists()
+    # what a span window above 1 takes the Trainer's spans from: the queue's span, never the newest, is not read
+    assert store_health.spans_read(store_health.open_store(monitored / "metadata.sqlite")) == {1, 3}
+    second, _ = run_cli(data, monitored, *settings)
+    assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
+    assert "span 3 (reused)" in second.stdout and not (monitored / "examples" / "span-4").exists()
+    assert latest_run_states(monitored / "metadata.sqlite")[0][node_ids.TRAINER] == ["CACHED"]
+    assert _read_by_trainer(monitored / "metadata.sqlite") == (uri, read)

@@ -113,20 +113,28 @@ def test_an_image_the_data_and_a_queue_both_hold_is_kept_once_as_the_person_labe
 
 
 def test_with_a_span_window_of_two_the_trainer_reads_each_queued_image_once(root):
+    """The window's resolver gives the Trainer the spans runs read (ExampleGen's Examples) numbered within 2 of
+    the newest: a queue a read span there holds is not carried again; one no run read is."""
     examples, window = root["examples"], spans.IngestSettings(span_window=2)
-    spans.ingest("folder", root["data"], examples, window)
-    spans.ingest("folder", _sorted_queue(root["labeling"], looks.images("sketch", 6)), examples, window)
-    beside = spans.ingest("folder", root["data"], examples, window)  # read with span 2, which is the queue
-    assert (beside.span, beside.carried) == (3, [])
-    assert spans.ingest("folder", root["data"], examples, window).reused
+
+    def ingest(source, read):
+        return spans.ingest("folder", source, examples, window, read_spans=read)
+
+    ingest(root["data"], ())
+    ingest(_sorted_queue(root["labeling"], looks.images("sketch", 6)), {1})
+    # a run with no source read the queue's span 2
+    assert ingest(root["data"], {1, 2}).carried == []  # span 3, read with span 2
     synthetic.write_demo_images(root["data"], 4)
-    after = spans.ingest("folder", root["data"], examples, window)  # read with span 3, which lacks the queue
-    assert (after.span, [c["span"] for c in after.carried]) == (4, [2])
-    assert spans.ingest("folder", root["data"], examples, window).reused
-    queued = set(_splits(examples, 2))
-    for pair in ((2, 3), (3, 4)):
-        read = [sha for span in pair for sha, found in _splits(examples, span).items() for _ in found]
-        assert sorted(sha for sha in read if sha in queued) == sorted(queued), pair
+    assert [c["span"] for c in ingest(root["data"], {1, 2, 3}).carried] == [2]  # span 4, read with span 3
+    assert ingest(root["data"], {1, 2, 3, 4}).reused
+    ingest(_sorted_queue(root["labeling"], looks.images("dusk", 2)), {1, 2, 3, 4})  # span 5, which no run reads
+    assert [c["span"] for c in ingest(root["data"], {1, 2, 3, 4}).carried] == [2, 5]  # span 6, read alone
+    queued = set(_splits(examples, 2)) | set(_splits(examples, 5))
+    for read_by_trainer in ((2, 3), (3, 4), (6,)):
+        read = [sha for span in read_by_trainer for sha, found in _splits(examples, span).items() for _ in found]
+        assert sorted(sha for sha in read if sha in queued) == sorted(queued & set(read)), read_by_trainer
+        assert set(_splits(examples, 2)) <= set(read), read_by_trainer
+    assert queued <= set(_splits(examples, 6))
 
 
 def test_a_queue_whose_span_is_removed_is_carried_no_more(root):
