@@ -176,3 +176,16 @@ def test_an_ingest_that_fails_after_carrying_leaves_no_span_and_no_staging(root,
     with pytest.raises(OSError):
         spans.ingest("folder", root["data"], examples)
     assert sorted(os.listdir(examples)) == ["span-1"]
+
+
+def test_a_damaged_report_of_an_earlier_span_stops_the_ingest_naming_it(root):
+    """It may be a labeled queue's: ingesting on without it would drop the queue unsaid."""
+    examples = root["examples"]
+    spans.ingest("folder", root["data"], examples)
+    synthetic.write_demo_images(root["data"], 4)
+    spans.ingest("folder", root["data"], examples)
+    (examples / "span-1" / layout.INGEST_REPORT).write_text('{"source": ')
+    synthetic.write_demo_images(root["data"], 5)
+    with pytest.raises(span_report.DamagedReportError, match="span-1/ingest_report.json is damaged"):
+        spans.ingest("folder", root["data"], examples)
+    assert span_report.existing_spans(examples) == [1, 2]
