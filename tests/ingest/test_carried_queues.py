@@ -189,3 +189,40 @@ def test_a_damaged_report_of_an_earlier_span_stops_the_ingest_naming_it(root):
     with pytest.raises(span_report.DamagedReportError, match="span-1/ingest_report.json is damaged"):
         spans.ingest("folder", root["data"], examples)
     assert span_report.existing_spans(examples) == [1, 2]
+
+
+def _store_that_read(path, read):
+    """An ML Metadata store in which ExampleGen's Examples of the `read` spans are recorded, as runs leave them."""
+    from ml_metadata import metadata_store
+    from ml_metadata.proto import metadata_store_pb2
+
+    config = metadata_store_pb2.ConnectionConfig()
+    config.sqlite.filename_uri = str(path)
+    store = metadata_store.MetadataStore(config)
+    examples = store.put_artifact_type(metadata_store_pb2.ArtifactType(name="Examples"))
+    node = store.put_context_type(metadata_store_pb2.ContextType(name="node"))
+    (context,) = store.put_contexts([metadata_store_pb2.Context(type_id=node, name="cats-vs-dogs.ImportExampleGen")])
+    artifacts = [metadata_store_pb2.Artifact(type_id=examples, uri=f"/e/{span}", state=metadata_store_pb2.Artifact.LIVE)
+                 for span in read]
+    for artifact, span in zip(artifacts, read):
+        artifact.custom_properties["span"].int_value = span
+    ids = store.put_artifacts(artifacts)
+    store.put_attributions_and_associations([metadata_store_pb2.Attribution(context_id=context, artifact_id=i)
+                                             for i in ids], [])
+    return store
+
+
+def test_a_run_with_a_span_window_takes_the_spans_read_from_its_store(root, tmp_path):
+    from config import DataConfig
+    from orchestration import lifecycle
+
+    examples, window = str(root["examples"]), DataConfig(span_window=2)
+    lifecycle.ingest("folder", str(root["data"]), examples, window)
+    lifecycle.ingest("folder", _sorted_queue(root["labeling"], looks.images("sketch", 4)), examples, window)
+    report, _, _ = lifecycle.ingest("folder", str(root["data"]), examples, window,
+                                    store=_store_that_read(tmp_path / "metadata.sqlite", [1, 2]))
+    assert (report["span"], report["carried"]) == (3, []), "span 2, which a run read, is in the window"
+    synthetic.write_demo_images(root["data"], 4)
+    report, _, _ = lifecycle.ingest("folder", str(root["data"]), examples, DataConfig(span_window=3),
+                                    store=_store_that_read(tmp_path / "other.sqlite", [1]))
+    assert [c["span"] for c in report["carried"]] == [2], "no run read span 2 or span 3"
