@@ -184,8 +184,7 @@ def folder_items(root: str | os.PathLike) -> list[Item]:
         if not tf.io.gfile.isdir(str(root)):
             raise SourceError(f"data directory {str(root)!r} does not exist or is not a directory")
         items = [_folder_item(pathlib.PurePosixPath(relative), uri) for relative, uri in remote_files(str(root))]
-        return _queue_items(items) if tf.io.gfile.exists(f"{str(root).rstrip('/')}/{layout.QUEUE_RECORD}") \
-            else items
+        return _queue_items(items) if queue_record(root) is not None else items
     root = pathlib.Path(root)
     if not root.is_dir():
         raise SourceError(f"data directory {str(root)!r} does not exist or is not a directory")
@@ -194,7 +193,28 @@ def folder_items(root: str | os.PathLike) -> list[Item]:
              else Item(printable(relative), None, None, path, NOT_UTF8) for relative, path in files] + \
         [Item(printable(relative), None, None, str(root / relative), printable(problem))
          for relative, problem in problems]
-    return _queue_items(items) if (root / layout.QUEUE_RECORD).is_file() else items
+    return _queue_items(items) if queue_record(root) is not None else items
+
+
+def queue_record(root: str | os.PathLike) -> bytes | None:
+    """The bytes of the commit record (layout.QUEUE_RECORD) at the top of a folder that is a labeling queue,
+    None for any other folder or source: a queue's identity, whichever folder a person sorted it in."""
+    record = f"{str(root).rstrip('/')}/{layout.QUEUE_RECORD}"
+    if is_uri(str(root)):
+        import tensorflow as tf
+
+        if not tf.io.gfile.exists(record):
+            return None
+        with tf.io.gfile.GFile(record, "rb") as f:
+            return f.read()
+    if not os.path.isfile(record):
+        return None
+    try:
+        with open(record, "rb") as f:
+            return f.read()
+    except OSError as error:
+        raise SourceError(f"the labeling queue's record {printable(record)!r} cannot be read "
+                          f"({error.strerror or error})") from None
 
 
 # A labeling queue's own files (monitoring.queue), at its top level: not images of the source.

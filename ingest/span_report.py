@@ -43,10 +43,31 @@ class IngestReport:
     duplicates: list[dict[str, str]]  # {"file", "duplicate_of"}
     normalized: list[dict[str, str]]  # {"file", "change"}
     seconds: float = 0.0  # wall time of the check-and-write work (not listing or process start)
+    # A sorted labeling queue's span: the SHA-256 of its queue record, the queue's identity (ingest.carried).
+    labeled_queue: str | None = None
+    # The images of earlier labeled queues' spans this span carries, one entry per span: {"span", "examples",
+    # "examples_per_split", "examples_per_label", "left_out"} (left_out: images a newer queue holds too). The
+    # examples_* fields above count them in; counts and files_seen are the source's alone.
+    carried: list[dict] = dataclasses.field(default_factory=list)
+    # The source's own fingerprint; source_fingerprint, which decides reuse, also covers the carried spans.
+    data_fingerprint: str = ""
+
+    @property
+    def examples_from_source(self) -> int:
+        return self.counts[ACCEPTED] + self.counts[NORMALIZED]
+
+    @property
+    def examples_carried(self) -> int:
+        return sum(entry["examples"] for entry in self.carried)
 
     @property
     def examples_written(self) -> int:
-        return self.counts[ACCEPTED] + self.counts[NORMALIZED]
+        return self.examples_from_source + self.examples_carried
+
+    @property
+    def own_fingerprint(self) -> str:
+        """The fingerprint of the source alone (a report without data_fingerprint carries nothing)."""
+        return self.data_fingerprint or self.source_fingerprint
 
     def to_json(self) -> dict:
         return dataclasses.asdict(self) | {"examples_written": self.examples_written}
@@ -63,6 +84,9 @@ class IngestReport:
         lines += [f"  {outcome:<14}{self.counts[outcome]:>8}" for outcome in OUTCOMES]
         lines.append("  examples: " + ", ".join(f"{k} {v}" for k, v in self.examples_per_label.items())
                      + " | " + ", ".join(f"{k} {v}" for k, v in self.examples_per_split.items()))
+        if self.carried:
+            lines.append(f"  of them carried from the labeled queues of earlier spans: {self.examples_carried} ("
+                         + ", ".join(f"span {c['span']}: {c['examples']}" for c in self.carried) + ")")
         for entry in self.quarantined[:max_listed]:
             lines.append(f"  quarantined {printable(entry['file'])}: {printable(entry['reason'])}")
         if len(self.quarantined) > max_listed:
@@ -149,9 +173,14 @@ def _shape_problem(report: IngestReport) -> str | None:
     """What makes a report's fields unusable (readers count, sum and list them), None if nothing."""
     if not isinstance(report.counts, dict) or not all(isinstance(report.counts.get(k), int) for k in OUTCOMES):
         return f"its counts are not a number for each of {', '.join(OUTCOMES)}"
-    for name in ("examples_per_label", "examples_per_split", "quarantined", "duplicates", "normalized"):
+    for name in ("examples_per_label", "examples_per_split", "quarantined", "duplicates", "normalized", "carried"):
         if not isinstance(getattr(report, name), dict if name.startswith("examples") else list):
             return f"its {name} is not a JSON {'object' if name.startswith('examples') else 'list'}"
+    for entry in report.carried:
+        if not isinstance(entry, dict) or not all(isinstance(entry.get(k), int) for k in ("span", "examples")):
+            return "an entry of its carried is not an object with a number for span and examples"
+    if not isinstance(report.labeled_queue, (str, type(None))) or not isinstance(report.data_fingerprint, str):
+        return "its labeled_queue or data_fingerprint is not a string"
     return None
 
 

@@ -4,14 +4,16 @@ Layout under the examples root (contract.layout):
     span-<N>/train/images-*.tfrecord       accepted images of the train split
     span-<N>/eval/images-*.tfrecord        ... of the eval split (the Trainer's choice of epoch)
     span-<N>/test/images-*.tfrecord        ... of the test split (the Evaluator's judgement)
+    span-<N>/<split>/queue-span-<K>.tfrecord  images of span K's labeled queue, carried (ingest.carried)
     span-<N>/ingest_report.json            what happened to every file or record
 The work runs on Beam with the arguments the caller gives for the number of
 items (config.beam_policy decides them for a run). The report is
 ingest.span_report's; spans other tools wrote are ingest.foreign_spans' job. A span
 is written to a hidden folder, renamed into place and committed by its report
 last (contract.storage), so no reader counts half a span, on any storage.
-Ingesting data whose content equals the latest span's source writes nothing:
-the pipeline then finds the same span and reruns from cache. The split comes
+Ingesting data whose content equals the latest span's source, with the same
+labeled queues to carry, writes nothing: the pipeline then finds the same span
+and reruns from cache. The split comes
 from the source when it gives one (e.g. train/ and validation/ folders; a
 source with one held-out split has it divided between eval and test), else
 from the image's content hash, so one image lands in the same split in every
@@ -28,7 +30,7 @@ import os
 import posixpath
 import sys
 import time
-from typing import Callable, Iterable, NamedTuple, Sequence
+from typing import Callable, Collection, Iterable, NamedTuple, Sequence
 
 import apache_beam as beam
 import tensorflow as tf
@@ -36,6 +38,7 @@ import tensorflow as tf
 from config import DataConfig
 from config.beam_policy import IN_PROCESS
 from contract import features, layout, storage
+from ingest import carried as carrying
 from ingest import sources
 from ingest.images import CheckedImage, RejectedImage, check_image
 from ingest.span_report import (
@@ -68,6 +71,9 @@ class IngestSettings:
     # Folder sources' files above it are quarantined unread. Left out of the settings the fingerprint hashes:
     # it shapes a span through the files above it, which the fingerprint marks one by one.
     max_file_bytes: int = DataConfig.max_file_mb << 20
+    # The spans the Trainer reads (DataConfig.span_window): which labeled queues a span carries (ingest.carried).
+    # Left out of the settings hashed: the fingerprint covers the carried queues themselves.
+    span_window: int = DataConfig.span_window
 
 
 class NoUsableImagesError(ValueError):
@@ -76,7 +82,7 @@ class NoUsableImagesError(ValueError):
 
 def _fingerprint(kind: str, location: str, settings: IngestSettings) -> str:
     """Content hash of the source's files and the settings that shape the span."""
-    shaping = {k: v for k, v in dataclasses.asdict(settings).items() if k != "max_file_bytes"}
+    shaping = {k: v for k, v in dataclasses.asdict(settings).items() if k not in ("max_file_bytes", "span_window")}
     digest = hashlib.sha256(json.dumps([kind, shaping]).encode())
     if sources.is_uri(location):
         single = not tf.io.gfile.isdir(location)
@@ -215,10 +221,23 @@ class _CheckItem(beam.DoFn):
             yield image.sha256, _Usable(item.id, item.label, item.split, image)
 
 
-def _resolve_same_bytes(group, settings: IngestSettings, divide_held_out: bool):
-    """All items with one content hash -> an Outcome for each, and on the KEPT output the one example kept."""
+def _resolve_same_bytes(group, settings: IngestSettings, divide_held_out: bool,
+                        carried: dict[str, tuple[int, str, int]]):
+    """All items with one content hash -> an Outcome for each, and on the KEPT output the one example kept.
+    An image the span carries from a labeled queue (`carried`: sha256 -> (span, source id, label)) is kept as
+    the queue has it, in its split there: the source's copy is a duplicate of it, or quarantined under
+    another label."""
     sha256, usable = group
     usable = sorted(usable, key=lambda u: u.item_id)
+    if sha256 in carried:
+        span, queued, label = carried[sha256]
+        for u in usable:
+            if u.label == label:
+                yield Outcome(u.item_id, DUPLICATE, f"{queued} (the labeled queue of span {span})")
+            else:
+                yield Outcome(u.item_id, QUARANTINED, f"same image bytes as {queued} of the labeled queue of span "
+                                                      f"{span}, which a person labelled {features.LABEL_NAMES[label]}")
+        return
     if len({u.label for u in usable}) > 1:
         ids = [u.item_id for u in usable]
         for item_id in ids:
@@ -247,7 +266,7 @@ def mixed_order(items: list[sources.Item]) -> list[sources.Item]:
 
 
 def _run_beam(items: list[sources.Item], staging: str, settings: IngestSettings,
-              beam_args: Sequence[str], divide_held_out: bool) -> list[Outcome]:
+              beam_args: Sequence[str], divide_held_out: bool, carried: dict) -> list[Outcome]:
     """Checks and writes the span's shards under `staging` (a path or URI that Beam's workers write to: on
     Dataflow or a portable runner they are other machines or processes); returns every item's Outcome."""
     options = beam.options.pipeline_options.PipelineOptions(list(beam_args))
@@ -260,7 +279,7 @@ def _run_beam(items: list[sources.Item], staging: str, settings: IngestSettings,
                    | "Check" >> beam.ParDo(check).with_outputs(QUARANTINED, main="usable"))
         resolved = (checked.usable
                     | "Group" >> beam.GroupByKey()
-                    | "Resolve" >> beam.ParDo(_resolve_same_bytes, settings, divide_held_out).with_outputs(
+                    | "Resolve" >> beam.ParDo(_resolve_same_bytes, settings, divide_held_out, carried).with_outputs(
                         _KEPT, main="outcomes"))
         for split in SPLITS:
             _ = (resolved[_KEPT] | f"Only{split}" >> beam.Filter(lambda kept, s=split: kept.split == s)
@@ -279,26 +298,30 @@ def _run_beam(items: list[sources.Item], staging: str, settings: IngestSettings,
 
 def ingest(kind: str, location: str | os.PathLike, examples_root: str | os.PathLike,
            settings: IngestSettings = IngestSettings(),
-           beam_args: Callable[[int], Sequence[str]] = lambda items: IN_PROCESS) -> IngestReport:
+           beam_args: Callable[[int], Sequence[str]] = lambda items: IN_PROCESS,
+           read_spans: Collection[int] = ()) -> IngestReport:
     """Writes a new span from a source, or reuses the latest if its data is the same.
 
     kind: one of sources.LISTERS: "folder" (class folders or Kaggle names), "parquet" or "tfds" (a TFDS data_dir).
     beam_args: the Beam arguments for a number of items.
+    read_spans: the spans runs have read (ingest.carried.to_carry: which the span window gives the Trainer).
     """
     location = str(location)
     if kind not in sources.LISTERS:
         raise sources.SourceError(f"unknown source kind {kind!r}; expected one of {sorted(sources.LISTERS)}")
     if not (tf.io.gfile.exists(location) if sources.is_uri(location) else os.path.exists(location)):
         raise sources.SourceError(f"{kind} source {location!r} does not exist")
-    fingerprint = _fingerprint(kind, location, settings)
+    data_fingerprint, queue = _fingerprint(kind, location, settings), carrying.queue_identity(kind, location)
     examples_root = str(examples_root)
-    spans = existing_spans(examples_root)
-    if spans:
-        latest = load_report(examples_root, spans[-1])
-        if latest is not None and latest.source_fingerprint == fingerprint:
+    reports = {span: load_report(examples_root, span) for span in existing_spans(examples_root)}
+    if reports:
+        latest = reports[max(reports)]
+        queues = carrying.to_carry(reports, max(reports), settings.span_window, queue, read_spans)
+        if latest is not None and latest.source_fingerprint == carrying.fingerprint(data_fingerprint, queues):
             return dataclasses.replace(latest, reused=True)
     # Above spans cut short too: a reader may have seen them.
     span = layout.next_number(highest_span_number(examples_root), examples_root, "span")
+    queues = carrying.to_carry(reports, span, settings.span_window, queue, read_spans)
     items = list(sources.LISTERS[kind](location))
 
     # The span is built in a hidden folder beside its final place, where Beam's workers can write (on Dataflow
@@ -312,17 +335,20 @@ def ingest(kind: str, location: str | os.PathLike, examples_root: str | os.PathL
     try:
         storage.backend.write(posixpath.join(staging, layout.SPAN_UNCOMMITTED), b"")
         started = time.time()
+        carried = carrying.carry(examples_root, staging, queues)
         divide = divides_held_out(item.split for item in items)
-        outcomes = _run_beam(items, staging, settings, beam_args(len(items)), divide) if items else []
+        outcomes = _run_beam(items, staging, settings, beam_args(len(items)), divide, carried.images) \
+            if items else []
         seconds = time.time() - started
         logging.info("ingest: %d items in %.1f s", len(items), seconds)
 
-        report = _report(f"{kind}:{location}", span, fingerprint, outcomes)
-        report.seconds = round(seconds, 3)
+        report = _report(f"{kind}:{location}", span, carrying.fingerprint(data_fingerprint, queues), outcomes,
+                         carried.entries)
+        report.seconds, report.labeled_queue, report.data_fingerprint = round(seconds, 3), queue, data_fingerprint
         if report.files_seen != len(items) or sum(report.counts.values()) != report.files_seen:
             raise RuntimeError(f"ingest lost track of items: {len(items)} listed, {report.files_seen} with an "
                                f"outcome, counts {report.counts}")
-        if not report.examples_written:
+        if not report.examples_from_source:
             raise NoUsableImagesError(f"no usable images in {kind} source {location}:\n{report.table()}")
         for split in SPLITS:
             tf.io.gfile.makedirs(posixpath.join(staging, split))  # an empty split is still a split
@@ -340,14 +366,19 @@ def publish_span(staging: str, target: str, report: IngestReport) -> None:
         storage.backend.makedirs(posixpath.join(target, split))
 
 
-def _report(source: str, span: int, fingerprint: str, outcomes: Iterable[Outcome]) -> IngestReport:
+def _report(source: str, span: int, fingerprint: str, outcomes: Iterable[Outcome],
+            carried: list[dict]) -> IngestReport:
+    """The span's report: the source's outcomes, and its examples counted with the ones it carries."""
     rows = sorted(outcomes, key=lambda o: o.item_id)
     return IngestReport(
         source=source, span=span, reused=False, source_fingerprint=fingerprint, files_seen=len(rows),
         counts={kind: sum(1 for r in rows if r.outcome == kind) for kind in OUTCOMES},
         examples_per_label={name: sum(1 for r in rows if r.label == index)
+                            + sum(c["examples_per_label"][name] for c in carried)
                             for index, name in enumerate(features.LABEL_NAMES)},
-        examples_per_split={split: sum(1 for r in rows if r.split == split) for split in SPLITS},
+        examples_per_split={split: sum(1 for r in rows if r.split == split)
+                            + sum(c["examples_per_split"][split] for c in carried) for split in SPLITS},
+        carried=carried,
         quarantined=[{"file": r.item_id, "reason": r.detail} for r in rows if r.outcome == QUARANTINED],
         duplicates=[{"file": r.item_id, "duplicate_of": r.detail} for r in rows if r.outcome == DUPLICATE],
         normalized=[{"file": r.item_id, "change": r.detail} for r in rows if r.outcome == NORMALIZED],

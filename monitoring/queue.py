@@ -5,7 +5,8 @@ images with the served model's score, and README.txt saying what to do; its comm
 count, the served version, the drift report) is written last, by the protocol every span follows
 (contract.storage: staged in a hidden folder, renamed into place), so a queue is complete or absent. Sorted,
 the folder is a source `ingest --data-dir` takes as the next span (ingest.sources: a queue's own files are
-skipped, and an image still in unsorted/ is reported, never ingested).
+skipped, and an image still in unsorted/ is reported, never ingested), which every later span carries
+(ingest.carried).
 """
 
 from __future__ import annotations
@@ -31,7 +32,8 @@ the data it was trained on ({moved}). Sort them so that the next training learns
 2. Ingest the sorted folder as the next span:
        cats-vs-dogs ingest --data-dir {folder} --output-dir {root}
    Images still in unsorted/ are listed in the ingest report as not sorted, and never ingested.
-3. The next run trains on it (`cats-vs-dogs run --output-dir {root}` with no source runs on the newest span).
+3. Every span ingested after it carries its images: the next scheduled `cats-vs-dogs run --data-dir DATA
+   --output-dir {root}` trains on DATA and on this queue, and on it again whenever DATA changes.
 
 {count} images; contact_sheet.png shows the first {shown} with the served model's dog probability.
 The drift report: {report}

@@ -78,7 +78,7 @@ class BeforeTheDag:
 def ingest_settings(data: DataConfig) -> spans.IngestSettings:
     return spans.IngestSettings(max_pixels=data.max_image_pixels, train_buckets=data.train_buckets,
                                 eval_buckets=data.eval_buckets, test_buckets=data.test_buckets,
-                                max_file_bytes=data.max_file_mb << 20)
+                                max_file_bytes=data.max_file_mb << 20, span_window=data.span_window)
 
 
 def look_after_store(store, current_run: str | None = None) -> tuple[list[str], list[str]]:
@@ -92,17 +92,20 @@ def look_after_store(store, current_run: str | None = None) -> tuple[list[str], 
 
 
 def ingest(kind: str | None, location: str, examples_root: str, data: DataConfig,
-           beam_args=functools.partial(beam_policy.ingest_args, 0)) -> tuple[dict[str, Any] | None, str, list[str]]:
+           beam_args=functools.partial(beam_policy.ingest_args, 0),
+           store=None) -> tuple[dict[str, Any] | None, str, list[str]]:
     """Ingests `location` (a source of `kind`, one of ingest.sources.LISTERS) as a span; kind None: the run
     uses the spans already there. Spans cut short and staging folders of a killed ingest are cleaned up first
-    (the caller holds the root's lease). Returns (the span's ingest report, a table to print, what the clean-up
-    did); RunRefused if there is nothing usable."""
+    (the caller holds the root's lease). `store`: the root's ML Metadata, where the spans runs read are (with
+    a span window above 1, the labeled queues a span carries depend on them). Returns (the span's ingest
+    report, a table to print, what the clean-up did); RunRefused if there is nothing usable."""
     cleaned, _ = span_report.clean_up(examples_root)
-    report, table = _ingest(kind, location, examples_root, data, beam_args)
+    read = store_health.spans_read(store) if data.span_window > 1 else frozenset()
+    report, table = _ingest(kind, location, examples_root, data, beam_args, read)
     return report, "\n".join([*cleaned, table]), cleaned
 
 
-def _ingest(kind: str | None, location: str, examples_root: str, data: DataConfig, beam_args):
+def _ingest(kind: str | None, location: str, examples_root: str, data: DataConfig, beam_args, read_spans=()):
     if kind is None or not location:
         existing = span_report.existing_spans(examples_root)
         if not existing:
@@ -112,7 +115,7 @@ def _ingest(kind: str | None, location: str, examples_root: str, data: DataConfi
         return (latest.to_json() if latest else None,
                 f"no source given: running on the spans in {examples_root} (latest: span {existing[-1]})")
     try:
-        report = spans.ingest(kind, location, examples_root, ingest_settings(data), beam_args)
+        report = spans.ingest(kind, location, examples_root, ingest_settings(data), beam_args, read_spans)
     except (sources.SourceError, spans.NoUsableImagesError) as error:
         raise RunRefused(str(error)) from None
     except Exception as error:
@@ -168,7 +171,7 @@ def before_the_dag(store, examples_root: str, kind: str | None, location: str, d
     # Before the baseline is resolved: the model actually served must be the one the candidate is judged against.
     reconciled = (list(reconcile.reconcile(store, serving_dir, pipeline_name).values())
                   if store is not None and serving_dir else [])
-    report, table, cleaned = ingest(kind, location, examples_root, data, beam_args)
+    report, table, cleaned = ingest(kind, location, examples_root, data, beam_args, store)
     check_spans(examples_root, data.span_window, data.max_image_pixels)
     return BeforeTheDag(ingest=report, table=table, canceled=canceled, missing=missing, took_over=took_over,
                         reconciled=reconciled, cleaned=cleaned)

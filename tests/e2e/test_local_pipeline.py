@@ -18,6 +18,7 @@ import sys
 
 import numpy as np
 import pytest
+import tensorflow as tf
 from ml_metadata.proto import metadata_store_pb2
 
 from contract import layout, served
@@ -481,3 +482,57 @@ def test_the_monitoring_package_runs_its_check_with_kfps_local_runner(monitored,
     assert check["served_version"] == 1 and check["window_images"] == 40
     (page,) = (tmp_path / "kfp").rglob("drift_report")
     assert "data:image/png;base64," in page.read_text(), "one file: the figure inlined for the run page"
+
+
+# --- the loop closed: scheduled runs after the queue's ingest (last: they add span 3 to the monitored root) ---
+
+def _sha256s(files, compression=""):
+    found = set()
+    for path in files:
+        for record in tf.data.TFRecordDataset(str(path), compression_type=compression).as_numpy_iterator():
+            found.add(tf.train.Example.FromString(record).features.feature["image_sha256"].bytes_list.value[0])
+    return found
+
+
+def _read_by_trainer(metadata):
+    """(URI, {split: image digests}) of the Examples the newest run's Trainer read."""
+    _, store, run = latest_run_states(metadata)
+    for execution in store.get_executions_by_context(run.id):
+        if any(c.name.endswith("." + node_ids.TRAINER) for c in store.get_contexts_by_execution(execution.id)):
+            ids = [e.artifact_id for e in store.get_events_by_execution_ids([execution.id])
+                   if e.type == metadata_store_pb2.Event.INPUT]
+            (examples,) = [a for a in store.get_artifacts_by_id(ids)
+                           if store.get_artifact_types_by_id([a.type_id])[0].name == "Examples"]
+            return examples.uri, {split: _sha256s(pathlib.Path(examples.uri).glob(f"Split-{split}/*"), "GZIP")
+                                  for split in layout.SPLITS}
+    raise AssertionError("the newest run has no Trainer execution")
+
+
+def test_scheduled_runs_after_a_queue_was_ingested_train_on_its_labeled_images_and_ingest_nothing_new(
+        runs, monitored):
+    """The queue ingested above is span 2. The scheduled run's data folder has changed since span 1: its run
+    ingests it as span 3, carrying the queue's images, which its Trainer reads in the splits they had; the next
+    scheduled run, on the same data, reuses span 3 (the queue's span is no longer the newest, yet nothing is
+    ingested again) and its Trainer, cached, read them still."""
+    from orchestration import store_health
+
+    queued = {split: _sha256s((monitored / "examples" / "span-2" / split).glob("images-*")) for split in layout.SPLITS}
+    assert sum(map(len, queued.values())) == 10 and queued["train"]
+    data = monitored.parent / "scheduled_data"
+    shutil.copytree(runs["data"], data)
+    synthetic.write_demo_images(data, 17)  # one more image of each class
+    settings = [*ALLOWED, "--min-accuracy", "1.01", "--span-window", "1", "--no-tflite"]
+    first, _ = run_cli(data, monitored, *settings)
+    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+    report = json.loads((monitored / "examples" / "span-3" / layout.INGEST_REPORT).read_text())
+    assert [(c["span"], c["examples"]) for c in report["carried"]] == [(2, 10)]
+    assert report["examples_written"] == 34 + 10
+    uri, read = _read_by_trainer(monitored / "metadata.sqlite")
+    assert all(queued[split] <= read[split] for split in layout.SPLITS), "each queued image in the split it had"
+    # what a span window above 1 takes the Trainer's spans from: the queue's span, never the newest, is not read
+    assert store_health.spans_read(store_health.open_store(monitored / "metadata.sqlite")) == {1, 3}
+    second, _ = run_cli(data, monitored, *settings)
+    assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
+    assert "span 3 (reused)" in second.stdout and not (monitored / "examples" / "span-4").exists()
+    assert latest_run_states(monitored / "metadata.sqlite")[0][node_ids.TRAINER] == ["CACHED"]
+    assert _read_by_trainer(monitored / "metadata.sqlite") == (uri, read)

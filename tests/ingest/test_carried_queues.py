@@ -1,0 +1,228 @@
+"""Labeled queues carried into every later span (ingest.carried): the images a person sorted stay in training,
+each once and in the split it had, and a scheduled run on unchanged data ingests nothing new."""
+
+import os
+import shutil
+
+import pytest
+import tensorflow as tf
+
+from contract import features, layout
+from ingest import carried, sources, span_report, spans, synthetic
+from monitoring import looks, queue
+
+
+def _sorted_queue(labeling, images, sort=None):
+    """A queue exported from `images`, the first `sort` of them (all by default) sorted by their true class."""
+    folder, _ = queue.export(str(labeling), images, None, {})
+    unsorted = os.path.join(folder, layout.QUEUE_UNSORTED)
+    for name in sorted(os.listdir(unsorted))[:sort]:
+        _sort(folder, name)
+    return folder
+
+
+def _sort(folder, name):
+    """looks.images draws cats and dogs in turn; export's file name starts with the image's index."""
+    label = features.LABEL_NAMES[int(name[:6]) % 2]
+    shutil.move(os.path.join(folder, layout.QUEUE_UNSORTED, name), os.path.join(folder, label, name))
+
+
+def _splits(examples, span):
+    """{sha256: [split, ...]} of every record of the span (a list: an image written twice shows twice)."""
+    found = {}
+    for path in sorted((examples / f"span-{span}").glob("*/*.tfrecord")):
+        for record in tf.data.TFRecordDataset(str(path)).as_numpy_iterator():
+            sha256 = tf.train.Example.FromString(record).features.feature[features.SHA256_KEY].bytes_list.value[0]
+            found.setdefault(sha256.decode(), []).append(path.parent.name)
+    return found
+
+
+@pytest.fixture
+def root(tmp_path):
+    data = tmp_path / "data"
+    synthetic.write_demo_images(data, 3)
+    return {"data": data, "examples": tmp_path / "examples", "labeling": tmp_path / "root" / "labeling"}
+
+
+def test_a_span_after_a_labeled_queue_carries_its_images_in_their_splits_and_unchanged_data_reuses_it(root):
+    examples = root["examples"]
+    spans.ingest("folder", root["data"], examples)
+    queued = _sorted_queue(root["labeling"], looks.images("sketch", 12))
+    queue_report = spans.ingest("folder", queued, examples)
+    assert queue_report.span == 2 and queue_report.labeled_queue and queue_report.carried == []
+    in_queue = {sha: split for sha, (split,) in _splits(examples, 2).items()}
+    assert len(in_queue) == 12 and set(in_queue.values()) >= {"train", "test"}
+
+    again = spans.ingest("folder", root["data"], examples)  # the scheduled run's data, unchanged
+    assert (again.span, again.reused) == (3, False), "the data differs from the newest span: the queue's"
+    (entry,) = again.carried
+    assert entry["span"] == 2 and entry["examples"] == 12 and entry["left_out"] == 0
+    assert entry["examples_per_split"] == queue_report.examples_per_split
+    assert again.examples_written == 6 + 12 and again.examples_from_source == 6
+    assert again.examples_per_label == {"cat": 3 + 6, "dog": 3 + 6}
+    held = _splits(examples, 3)
+    assert {sha: held[sha] for sha in in_queue} == {sha: [split] for sha, split in in_queue.items()}, \
+        "each queued image once, in the split it had"
+    assert {split: sum(1 for s in held.values() for x in s if x == split) for split in layout.SPLITS} \
+        == again.examples_per_split
+    assert sorted(p.name for p in (examples / "span-3" / "train").iterdir())[-1] == "queue-span-2.tfrecord"
+
+    rerun = spans.ingest("folder", root["data"], examples)
+    assert (rerun.span, rerun.reused) == (3, True), "the next scheduled run ingests nothing new"
+    synthetic.write_demo_images(root["data"], 4)  # the data changes
+    grown = spans.ingest("folder", root["data"], examples)
+    assert (grown.span, grown.reused, [c["span"] for c in grown.carried]) == (4, False, [2])
+    assert {sha: _splits(examples, 4)[sha] for sha in in_queue} == {sha: [split] for sha, split in in_queue.items()}
+    assert spans.ingest("folder", root["data"], examples).reused
+
+
+def test_every_earlier_queue_is_carried_and_a_queue_ingested_again_replaces_its_earlier_span(root):
+    examples = root["examples"]
+    spans.ingest("folder", root["data"], examples)
+    first = _sorted_queue(root["labeling"], looks.images("sketch", 8), sort=3)
+    assert spans.ingest("folder", first, examples).examples_written == 3  # span 2
+    for name in sorted(os.listdir(os.path.join(first, layout.QUEUE_UNSORTED))):  # the person sorts the rest
+        _sort(first, name)
+    more = spans.ingest("folder", first, examples)
+    assert (more.span, more.carried, more.examples_written) == (3, [], 8), "its own earlier span: not carried"
+    second = _sorted_queue(root["labeling"], looks.images("dusk", 4))
+    report = spans.ingest("folder", second, examples)
+    assert [c["span"] for c in report.carried] == [3] and report.examples_written == 4 + 8  # span 4
+    data = spans.ingest("folder", root["data"], examples)
+    assert data.span == 5 and [(c["span"], c["examples"]) for c in data.carried] == [(3, 8), (4, 4)]
+    assert all(len(found) == 1 for found in _splits(examples, 5).values())
+    assert len(_splits(examples, 5)) == 6 + 8 + 4
+
+
+def test_an_image_the_data_and_a_queue_both_hold_is_kept_once_as_the_person_labelled_it(root):
+    examples = root["examples"]
+    images = looks.images("sketch", 4)
+    queued = _sorted_queue(root["labeling"], images)
+    spans.ingest("folder", queued, examples)
+    in_queue = {sha: split for sha, (split,) in _splits(examples, 1).items()}
+    (root["data"] / "cat" / "same.jpg").write_bytes(images[0])  # a cat there too
+    (root["data"] / "cat" / "other.jpg").write_bytes(images[1])  # a dog in the queue
+    report = spans.ingest("folder", root["data"], examples)
+    assert {d["file"]: d["duplicate_of"] for d in report.duplicates}["cat/same.jpg"].endswith(
+        "(the labeled queue of span 1)")
+    reasons = {q["file"]: q["reason"] for q in report.quarantined}
+    assert "of the labeled queue of span 1, which a person labelled dog" in reasons["cat/other.jpg"]
+    held = _splits(examples, 2)
+    assert {sha: held[sha] for sha in in_queue} == {sha: [split] for sha, split in in_queue.items()}
+    assert sum(len(found) for found in held.values()) == report.examples_written == 6 + 4
+
+
+def test_with_a_span_window_of_two_the_trainer_reads_each_queued_image_once(root):
+    """The window's resolver gives the Trainer the spans runs read (ExampleGen's Examples) numbered within 2 of
+    the newest: a queue a read span there holds is not carried again; one no run read is."""
+    examples, window = root["examples"], spans.IngestSettings(span_window=2)
+
+    def ingest(source, read):
+        return spans.ingest("folder", source, examples, window, read_spans=read)
+
+    ingest(root["data"], ())
+    ingest(_sorted_queue(root["labeling"], looks.images("sketch", 6)), {1})
+    # a run with no source read the queue's span 2
+    assert ingest(root["data"], {1, 2}).carried == []  # span 3, read with span 2
+    synthetic.write_demo_images(root["data"], 4)
+    assert [c["span"] for c in ingest(root["data"], {1, 2, 3}).carried] == [2]  # span 4, read with span 3
+    assert ingest(root["data"], {1, 2, 3, 4}).reused
+    ingest(_sorted_queue(root["labeling"], looks.images("dusk", 2)), {1, 2, 3, 4})  # span 5, which no run reads
+    assert [c["span"] for c in ingest(root["data"], {1, 2, 3, 4}).carried] == [2, 5]  # span 6, read alone
+    queued = set(_splits(examples, 2)) | set(_splits(examples, 5))
+    for read_by_trainer in ((2, 3), (3, 4), (6,)):
+        read = [sha for span in read_by_trainer for sha, found in _splits(examples, span).items() for _ in found]
+        assert sorted(sha for sha in read if sha in queued) == sorted(queued & set(read)), read_by_trainer
+        assert set(_splits(examples, 2)) <= set(read), read_by_trainer
+    assert queued <= set(_splits(examples, 6))
+
+
+def test_a_queue_whose_span_is_removed_is_carried_no_more(root):
+    examples = root["examples"]
+    spans.ingest("folder", root["data"], examples)
+    spans.ingest("folder", _sorted_queue(root["labeling"], looks.images("sketch", 4)), examples)
+    assert spans.ingest("folder", root["data"], examples).carried  # span 3
+    shutil.rmtree(examples / "span-2")
+    dropped = spans.ingest("folder", root["data"], examples)
+    assert (dropped.span, dropped.reused, dropped.carried, dropped.examples_written) == (4, False, [], 6)
+
+
+def test_the_fingerprint_is_the_sources_alone_until_a_queue_is_carried():
+    assert carried.fingerprint("abc", []) == "abc"
+    one = carried.fingerprint("abc", [carried.QueueSpan(2, "q")])
+    assert one != "abc" and one != carried.fingerprint("abc", [carried.QueueSpan(2, "r")]) \
+        != carried.fingerprint("abc", [carried.QueueSpan(3, "q")])
+
+
+def test_a_queue_span_holding_a_link_is_refused_and_what_it_points_at_untouched(root, tmp_path):
+    examples = root["examples"]
+    spans.ingest("folder", _sorted_queue(root["labeling"], looks.images("sketch", 4)), examples)
+    outside = tmp_path / "users.tfrecord"
+    outside.write_bytes(b"the user's")
+    os.symlink(outside, examples / "span-1" / "train" / "extra.tfrecord")
+    with pytest.raises(sources.SourceError, match="labeled queue of span 1 cannot be carried.*symbolic link"):
+        spans.ingest("folder", root["data"], examples)
+    assert outside.read_bytes() == b"the user's" and span_report.existing_spans(examples) == [1]
+
+
+def test_an_ingest_that_fails_after_carrying_leaves_no_span_and_no_staging(root, monkeypatch):
+    examples = root["examples"]
+    spans.ingest("folder", _sorted_queue(root["labeling"], looks.images("sketch", 4)), examples)
+
+    def full_disk(*args):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(spans, "_run_beam", full_disk)
+    with pytest.raises(OSError):
+        spans.ingest("folder", root["data"], examples)
+    assert sorted(os.listdir(examples)) == ["span-1"]
+
+
+def test_a_damaged_report_of_an_earlier_span_stops_the_ingest_naming_it(root):
+    """It may be a labeled queue's: ingesting on without it would drop the queue unsaid."""
+    examples = root["examples"]
+    spans.ingest("folder", root["data"], examples)
+    synthetic.write_demo_images(root["data"], 4)
+    spans.ingest("folder", root["data"], examples)
+    (examples / "span-1" / layout.INGEST_REPORT).write_text('{"source": ')
+    synthetic.write_demo_images(root["data"], 5)
+    with pytest.raises(span_report.DamagedReportError, match="span-1/ingest_report.json is damaged"):
+        spans.ingest("folder", root["data"], examples)
+    assert span_report.existing_spans(examples) == [1, 2]
+
+
+def _store_that_read(path, read):
+    """An ML Metadata store in which ExampleGen's Examples of the `read` spans are recorded, as runs leave them."""
+    from ml_metadata import metadata_store
+    from ml_metadata.proto import metadata_store_pb2
+
+    config = metadata_store_pb2.ConnectionConfig()
+    config.sqlite.filename_uri = str(path)
+    store = metadata_store.MetadataStore(config)
+    examples = store.put_artifact_type(metadata_store_pb2.ArtifactType(name="Examples"))
+    node = store.put_context_type(metadata_store_pb2.ContextType(name="node"))
+    (context,) = store.put_contexts([metadata_store_pb2.Context(type_id=node, name="cats-vs-dogs.ImportExampleGen")])
+    artifacts = [metadata_store_pb2.Artifact(type_id=examples, uri=f"/e/{span}", state=metadata_store_pb2.Artifact.LIVE)
+                 for span in read]
+    for artifact, span in zip(artifacts, read):
+        artifact.custom_properties["span"].int_value = span
+    ids = store.put_artifacts(artifacts)
+    store.put_attributions_and_associations([metadata_store_pb2.Attribution(context_id=context, artifact_id=i)
+                                             for i in ids], [])
+    return store
+
+
+def test_a_run_with_a_span_window_takes_the_spans_read_from_its_store(root, tmp_path):
+    from config import DataConfig
+    from orchestration import lifecycle
+
+    examples, window = str(root["examples"]), DataConfig(span_window=2)
+    lifecycle.ingest("folder", str(root["data"]), examples, window)
+    lifecycle.ingest("folder", _sorted_queue(root["labeling"], looks.images("sketch", 4)), examples, window)
+    report, _, _ = lifecycle.ingest("folder", str(root["data"]), examples, window,
+                                    store=_store_that_read(tmp_path / "metadata.sqlite", [1, 2]))
+    assert (report["span"], report["carried"]) == (3, []), "span 2, which a run read, is in the window"
+    synthetic.write_demo_images(root["data"], 4)
+    report, _, _ = lifecycle.ingest("folder", str(root["data"]), examples, DataConfig(span_window=3),
+                                    store=_store_that_read(tmp_path / "other.sqlite", [1]))
+    assert [c["span"] for c in report["carried"]] == [2], "no run read span 2 or span 3"
