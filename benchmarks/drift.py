@@ -147,7 +147,7 @@ def bench_looks(root: pathlib.Path, settings: Settings) -> tuple[list[Figure], l
         moved = []
         for index in range(windows):
             images = looks.images(look, size, seed=first_seed + index)
-            ours, _, _ = monitor.measure_window(images, embedder, options)
+            ours, _, _ = monitor.measure_window(len(images), monitor.in_memory(images), embedder, options)
             moved.append(drift.compare(ours, theirs, settings.false_alarm_rate, measure.VECTORS, index).moved())
         return sum(bool(m) for m in moved), moved
 

@@ -11,8 +11,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import posixpath
-
-import numpy as np
+from typing import Iterator
 
 from contract import features, layout, storage
 from contract import served as served_lib
@@ -62,23 +61,20 @@ def _record_files(folder: str) -> list[str]:
     return sorted(posixpath.join(folder, name) for name in storage.backend.files(folder) if "/" not in name)
 
 
-def held_out_images(examples_root: str, spans: list[int], limit: int) -> tuple[list[bytes], dict[str, np.ndarray]]:
-    """(up to `limit` JPEGs of the spans' held-out splits, their stored heights and widths), read in file order
-    (ingest writes each split in a mixed order, so the first ones are a sample of all)."""
+def held_out_images(examples_root: str, spans: list[int], limit: int) -> Iterator[tuple[bytes, int, int]]:
+    """(JPEG, stored height, stored width) of up to `limit` images of the spans' held-out splits, read in file
+    order (ingest writes each split in a mixed order, so the first ones are a sample of all), one at a time."""
     import tensorflow as tf
 
     files = [path for span in spans for split in HELD_OUT
              for path in _record_files(posixpath.join(layout.span_dir(examples_root, span), split))]
-    jpegs, heights, widths = [], [], []
+    given = 0
     for path in files:
         compression = "GZIP" if path.endswith(".gz") else ""
         for record in tf.data.TFRecordDataset(path, compression_type=compression):
+            if given >= limit:
+                return
             example = tf.train.Example.FromString(record.numpy()).features.feature
-            jpegs.append(example[features.IMAGE_KEY].bytes_list.value[0])
-            heights.append(example[features.HEIGHT_KEY].int64_list.value[0])
-            widths.append(example[features.WIDTH_KEY].int64_list.value[0])
-            if len(jpegs) >= limit:
-                break
-        if len(jpegs) >= limit:
-            break
-    return jpegs, {"height": np.array(heights, float), "width": np.array(widths, float)}
+            yield (example[features.IMAGE_KEY].bytes_list.value[0], example[features.HEIGHT_KEY].int64_list.value[0],
+                   example[features.WIDTH_KEY].int64_list.value[0])
+            given += 1
