@@ -174,6 +174,22 @@ def iter_tfrecords(data: bytes, where: str) -> Iterator[bytes]:
         offset, index = offset + 16 + length, index + 1
 
 
+def read_tfrecords(stream, where: str) -> Iterator[bytes]:
+    """The records of a TFRecord file read from a binary file object, one at a time; TrafficDataError names
+    `where` and the record that is damaged."""
+    index = 0
+    while header := stream.read(12):
+        if len(header) < 12 or _masked_crc(header[:8]) != header[8:]:
+            raise TrafficDataError(f"{where}: record {index} is damaged (its length does not check)")
+        (length,) = struct.unpack("<Q", header[:8])
+        body = stream.read(length)
+        footer = stream.read(4)
+        if len(body) < length or _masked_crc(body) != footer:
+            raise TrafficDataError(f"{where}: record {index} is damaged (cut short or its checksum does not match)")
+        yield body
+        index += 1
+
+
 # --- reading -----------------------------------------------------------------------------------------------------
 
 def _numbered(traffic_root: str) -> list[int]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import os
 import pathlib
 import posixpath
 import tempfile
@@ -96,7 +97,13 @@ def load_embedder(served: reference.ServedModel) -> measure.Embedder:
     if not storage.backend.exists(path):
         raise reference.NoServedModelError(f"version {served.version} has no {layout.KERAS_MODEL_FILE} (pushed by an "
                                            "earlier release): its features cannot be measured; nothing was checked")
-    return measure.Embedder.load(path)
+    if storage.is_local(path):
+        return measure.Embedder.load(path)
+    with tempfile.TemporaryDirectory() as local:  # Keras opens a path itself; the root's files go through storage
+        copy = os.path.join(local, posixpath.basename(layout.KERAS_MODEL_FILE))
+        with open(copy, "wb") as out:
+            out.write(storage.backend.read(path))
+        return measure.Embedder.load(copy)
 
 
 def measure_reference(where: RunLayout, served: reference.ServedModel, embedder: measure.Embedder,

@@ -455,6 +455,42 @@ def test_monitor_checks_a_deployments_root_with_the_store_it_is_given(monitored,
     assert checks[-1]["uri"] == str(pathlib.Path(result["report"]).parent)
 
 
+def test_monitor_checks_a_gs_root_through_the_object_store(monitored, tmp_path, capsys, monkeypatch):
+    """`monitor --root gs://...`: every read and write of the root (its marker, lease, served model, held-out
+    spans, traffic, report and labeling queue) goes through contract.storage to the bucket (tests/object_store.py),
+    none to this machine's copy; the check is recorded in the given store."""
+    import pipeline_runner
+    from contract import storage
+    from monitoring import looks, record
+    from tests.object_store import FakeObjectStore
+
+    bucket_root = "gs://bucket/cats"
+    needed = [monitored / layout.ROOT_MARKER, *(path for part in ("serving_model", "examples")
+                                                for path in (monitored / part).rglob("*") if path.is_file())]
+    bucket = FakeObjectStore({f"{bucket_root}/{path.relative_to(monitored).as_posix()}": path.read_bytes()
+                              for path in needed})
+    monkeypatch.setattr(storage, "backend", bucket)
+    written = looks.write_traffic(f"{bucket_root}/traffic", looks.images("sketch", 40, seed=11), 1,
+                                  start_ms=8_000_000)
+    store = tmp_path / "deployment.sqlite"
+    shutil.copy(monitored / "metadata.sqlite", store)
+    here_before = sorted(str(path) for path in monitored.rglob("*"))
+    code = pipeline_runner.main(["monitor", "--root", bucket_root, "--metadata-sqlite", str(store), "--json",
+                                 "--window", "40"])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    result = json.loads(out)
+    assert result["window"]["images"] == 40 and result["window"]["spans"] == written
+    assert result["reference"]["spans"] == [1] and result["served_version"] == 1
+    assert result["report"].startswith(f"{bucket_root}/monitoring/check-") and bucket.exists(result["report"])
+    assert result["drift"] is True and result["labeling_queue"] == f"{bucket_root}/labeling/queue-1"
+    queued = bucket.files(f"{bucket_root}/labeling/queue-1/{layout.QUEUE_UNSORTED}")
+    assert len(queued) == 40 and bucket.exists(f"{bucket_root}/labeling/queue-1/{layout.QUEUE_RECORD}")
+    assert not [name for name in bucket.objects if "/." in name.removeprefix(bucket_root)], "no staging left"
+    assert record.checks(str(store))[-1]["id"] == result["mlmd_id"]
+    assert sorted(str(path) for path in monitored.rglob("*")) == here_before, "nothing written on this machine"
+
+
 def test_the_monitoring_package_runs_its_check_with_kfps_local_runner(monitored, tmp_path, capsys):
     """The package `compile --monitor-package` writes, for this root and a SQLite store (a rehearsal): its one task
     runs `monitor` in a subprocess of kfp.local, records the check and puts the report on the run's page."""

@@ -99,3 +99,40 @@ def test_a_queue_written_from_batches_is_the_queue_of_the_window_in_memory(windo
     with open(os.path.join(streamed, sheet), "rb") as a, open(os.path.join(held, sheet), "rb") as b:
         assert a.read() == b.read(), "the sheet shows the window's first images, whatever order they were read in"
     assert not math.isnan(window.scores[0])
+
+
+def _held_out_example(index: int) -> bytes:
+    import tensorflow as tf
+
+    from contract import features
+
+    example = tf.train.Example()
+    example.features.feature[features.IMAGE_KEY].bytes_list.value.append(b"jpeg %d" % index)
+    example.features.feature[features.HEIGHT_KEY].int64_list.value.append(100 + index)
+    example.features.feature[features.WIDTH_KEY].int64_list.value.append(200 + index)
+    return example.SerializeToString()
+
+
+@pytest.mark.parametrize("where", ["local", "bucket"])
+def test_the_reference_is_read_one_record_at_a_time_through_storage_from_gzip_files(tmp_path, monkeypatch, where):
+    import tensorflow as tf
+
+    from contract import storage
+    from monitoring import reference
+    from tests.object_store import FakeObjectStore
+
+    local = tmp_path / "examples"
+    for split, first in zip(reference.HELD_OUT, (0, 10)):
+        folder = local / "span-2" / split
+        folder.mkdir(parents=True)
+        with tf.io.TFRecordWriter(str(folder / "data-00000.gz"), options="GZIP") as writer:
+            for index in range(first, first + 4):
+                writer.write(_held_out_example(index))
+    root = str(local)
+    if where == "bucket":
+        root = "gs://bucket/cats/examples"
+        monkeypatch.setattr(storage, "backend", FakeObjectStore({
+            f"{root}/{path.relative_to(local).as_posix()}": path.read_bytes() for path in local.rglob("*.gz")}))
+    found = reference.held_out_images(root, [2], limit=6)
+    assert next(found) == (b"jpeg 0", 100, 200)
+    assert list(found) == [(b"jpeg %d" % i, 100 + i, 200 + i) for i in (1, 2, 3, 10, 11)]
