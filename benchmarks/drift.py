@@ -16,10 +16,11 @@
    monitor's own steps (monitoring.monitor: the same measurements, tests and shares of the rate), in one
    process, against the reference measured once.
 3. Memory: the peak resident memory of `pipeline_runner.py monitor` (a fresh process) over windows of large
-   JPEGs (--memory-windows, 200 and 2,000 images of about 0.5 MB: the generator's cartoon look at 1,800-2,000
-   pixels a side, saved again at quality 100), and the larger's peak over the smaller's. The images' sizes drift
-   from the training data's, so each check also writes the labeling queue of its whole window. monitor holds a
-   batch of images, never the window: the ratio stays near 1 (`--skip-looks --skip-time` runs this alone).
+   JPEGs (Settings.memory_windows: 200 and 2,000 images of about 0.5 MB, the generator's cartoon look at
+   2,200-2,400 pixels a side saved again at quality 100), and the larger's peak over the smaller's. The images'
+   sizes drift from the training data's, so each check also writes the labeling queue of its whole window.
+   monitor holds a batch of images, never the window: the ratio stays near 1 (`--skip-looks --skip-time` runs
+   this alone).
 """
 
 from __future__ import annotations
@@ -55,7 +56,7 @@ class Settings:
     false_alarm_rate: float = 0.05
     memory_windows: tuple[int, int] = (200, 2_000)
     memory_distinct: int = 20  # large images generated; the windows repeat them, each made distinct
-    memory_sides: tuple[int, int] = (1_800, 2_000)
+    memory_sides: tuple[int, int] = (2_200, 2_400)
     memory_sample: int = 100  # --sample of those checks: the same model work at both sizes
 
 

@@ -133,7 +133,11 @@ def _write_report(folder: str, result: dict, ours: dict, theirs: dict):
     with tempfile.TemporaryDirectory() as local:
         page = report.write(pathlib.Path(local) / posixpath.basename(folder), result, ours, theirs, result["tfdv"])
         staging = posixpath.join(posixpath.dirname(folder), f".{posixpath.basename(folder)}")
-        storage.copy_tree(str(page.parent), staging)
+        for path in sorted(page.parent.rglob("*")):  # this machine's files, read here; the root's, through storage
+            if path.is_file():
+                target = posixpath.join(staging, path.relative_to(page.parent).as_posix())
+                storage.backend.makedirs(posixpath.dirname(target))
+                storage.backend.write(target, path.read_bytes())
         storage.backend.rename_folder(staging, folder)
     return posixpath.join(folder, page.name)
 
