@@ -21,7 +21,8 @@ logged and served at /stats; /healthz is for Kubernetes' probes.
 
 An event's parsing (its JSON, its images' base64) runs on a worker thread,
 one event at a time, so that a large event never keeps /healthz and the other
-connections waiting; what the sink keeps (the pending table, the batch, the
+connections waiting (an event of up to INLINE_PARSE_BYTES is parsed on the
+loop: the hop would cost more); what the sink keeps (the pending table, the batch, the
 counts) is changed on the server's event loop thread alone. A batch written to
 storage holds up the next events for the length of that write, which is the
 back pressure a busy predictor gets. An event of more than --max-instances
@@ -94,6 +95,9 @@ MAX_WAITING = 100_000
 # whole, so many large or slow senders would otherwise hold max_event_mb each, without bound.
 ARRIVING_EVENTS = 4
 BODY_SECONDS = 30.0  # a body still arriving after this holds its share of that bound for nothing: refused
+# Bodies up to this size are parsed on the event loop (well under a millisecond): the hop to a worker thread costs
+# more than that, a quarter of the sink's CPU time per event of one photo.
+INLINE_PARSE_BYTES = 64 * 2**10
 # The request line and headers of a request, at most: uvicorn's (h11's) own default is 16 KiB. Set here so that the
 # limit is ours and said (module docstring), with room for a proxy's or a mesh's extra headers.
 MAX_HEADER_BYTES = 64 * 2**10
@@ -530,7 +534,10 @@ def make_app(sink: TrafficSink, tick_seconds: float = 1.0):
                 return JSONResponse({"refused": refusal.reason, "detail": refusal.detail}, status_code=refusal.status)
             sink.received += 1
             try:
-                parsed = await anyio.to_thread.run_sync(sink.parse, dict(request.headers), body, limiter=parsing)
+                if len(body) <= INLINE_PARSE_BYTES:
+                    parsed = sink.parse(request.headers, body)
+                else:
+                    parsed = await anyio.to_thread.run_sync(sink.parse, dict(request.headers), body, limiter=parsing)
                 return JSONResponse(sink.take(parsed))
             except Refused as refusal:
                 sink.refuse(refusal)
