@@ -79,8 +79,8 @@ bench-trial: $(STAMP)
 bench-looks: $(STAMP)
 	$(BIN)/python -m benchmarks.looks
 
-# `monitor` over 10,000 images, and how often it alarms on each generated look (benchmarks/drift.py; figures in
-# runs/drift.json and docs/performance.md).
+# `monitor` over 10,000 images, how often it alarms on each generated look, and its peak memory over windows of
+# 200 and 2,000 large JPEGs (benchmarks/drift.py; figures in runs/drift.json and docs/performance.md).
 bench-drift: $(STAMP)
 	$(BIN)/python -m benchmarks.drift
 

@@ -15,6 +15,12 @@
    gives the share of --look-windows windows that alarmed at each window size. Each window is checked with
    monitor's own steps (monitoring.monitor: the same measurements, tests and shares of the rate), in one
    process, against the reference measured once.
+3. Memory: the peak resident memory of `pipeline_runner.py monitor` (a fresh process) over windows of large
+   JPEGs (Settings.memory_windows: 200 and 2,000 images of about 0.5 MB, the generator's cartoon look at
+   2,200-2,400 pixels a side saved again at quality 100), and the larger's peak over the smaller's. The images'
+   sizes drift from the training data's, so each check also writes the labeling queue of its whole window.
+   monitor holds a batch of images, never the window: the ratio stays near 1 (`--skip-looks --skip-time` runs
+   this alone).
 """
 
 from __future__ import annotations
@@ -48,10 +54,15 @@ class Settings:
     look_windows: int = 5
     window_sizes: tuple[int, ...] = (25, 50, 100, 200)
     false_alarm_rate: float = 0.05
+    memory_windows: tuple[int, int] = (200, 2_000)
+    memory_distinct: int = 20  # large images generated; the windows repeat them, each made distinct
+    memory_sides: tuple[int, int] = (2_200, 2_400)
+    memory_sample: int = 100  # --sample of those checks: the same model work at both sizes
 
 
 QUICK = Settings(train_images=80, image_size=96, window=400, distinct=60, null_windows=4, null_window_size=40,
-                 look_windows=1, window_sizes=(40,))
+                 look_windows=1, window_sizes=(40,), memory_windows=(40, 200), memory_distinct=4,
+                 memory_sides=(900, 1_000), memory_sample=30)
 
 
 def train(scratch: pathlib.Path, settings: Settings) -> pathlib.Path:
@@ -68,19 +79,28 @@ def train(scratch: pathlib.Path, settings: Settings) -> pathlib.Path:
 
 
 def _cli(*args: str) -> float:
+    return _cli_peak(*args)[0]
+
+
+def _cli_peak(*args: str) -> tuple[float, float]:
+    """(seconds, peak resident memory in MB) of `pipeline_runner.py *args` in a fresh process."""
     started = time.perf_counter()
-    result = subprocess.run([sys.executable, str(ROOT / "pipeline_runner.py"), *args], cwd=ROOT,
-                            capture_output=True, text=True)
-    if result.returncode != 0:
-        output = result.stdout[-2000:] + result.stderr[-2000:]
-        raise RuntimeError(f"pipeline_runner.py {' '.join(args)} failed:\n{output}")
-    return time.perf_counter() - started
+    with tempfile.TemporaryFile() as out:
+        child = subprocess.Popen([sys.executable, str(ROOT / "pipeline_runner.py"), *args], cwd=ROOT, stdout=out,
+                                 stderr=subprocess.STDOUT)
+        _, status, usage = os.wait4(child.pid, 0)
+        child.returncode = os.waitstatus_to_exitcode(status)
+        if child.returncode != 0:
+            out.seek(0)
+            raise RuntimeError(f"pipeline_runner.py {' '.join(args)} failed:\n{out.read()[-4000:].decode()}")
+    return time.perf_counter() - started, usage.ru_maxrss / 1024  # Linux gives kB
 
 
-def distinct_copies(jpegs: list[bytes], count: int) -> list[bytes]:
-    """`count` images cycling through `jpegs`, each made distinct by a JPEG comment (COM segment) after SOI."""
+def distinct_copies(jpegs: list[bytes], count: int, first: int = 0) -> list[bytes]:
+    """`count` images cycling through `jpegs`, each made distinct by a JPEG comment (COM segment) after SOI: copy
+    `first`, `first` + 1, ..."""
     out = []
-    for index in range(count):
+    for index in range(first, first + count):
         jpeg = jpegs[index % len(jpegs)]
         comment = f"copy {index}".encode()
         out.append(jpeg[:2] + b"\xff\xfe" + struct.pack(">H", len(comment) + 2) + comment + jpeg[2:])
@@ -121,6 +141,63 @@ def bench_time(root: pathlib.Path, settings: Settings, with_drift: bool = True) 
     return figures
 
 
+def large_jpegs(settings: Settings) -> list[bytes]:
+    """settings.memory_distinct cartoon images at settings.memory_sides, saved again at quality 100 (about 0.5 MB
+    each at the full settings)."""
+    import io
+
+    from PIL import Image
+
+    from contract import features
+    from ingest import synthetic
+    from monitoring import looks
+
+    out = []
+    for index in range(settings.memory_distinct):
+        drawn = synthetic.render_image(features.LABEL_NAMES[index % 2], index // 2, looks.FRESH_SEED,
+                                       settings.memory_sides, NULL_LOOK)
+        saved = io.BytesIO()
+        with Image.open(io.BytesIO(drawn)) as image:
+            image.save(saved, format="JPEG", quality=100, subsampling=0)
+        out.append(saved.getvalue())
+    return out
+
+
+def bench_memory(root: pathlib.Path, settings: Settings) -> list[Figure]:
+    """Section 3: monitor's peak memory over windows of large JPEGs at two sizes, and their ratio."""
+    import math
+    import shutil
+
+    from contract import traffic
+    from contract.layout import RunLayout
+
+    where = RunLayout(root)
+    distinct = large_jpegs(settings)
+    peaks, figures = [], []
+    for size in settings.memory_windows:
+        for folder in (where.traffic_root, where.labeling_root):
+            shutil.rmtree(folder, ignore_errors=True)
+        writer = traffic.TrafficWriter(str(where.traffic_root), batch_size=500, max_seconds=3600)
+        window_bytes = 0
+        for index in range(size):  # written one at a time: the benchmark holds no window either
+            (jpeg,) = distinct_copies([distinct[index % len(distinct)]], 1, first=index)
+            window_bytes += len(jpeg)
+            writer.add(traffic.TrafficRecord(jpeg, math.nan, 1, 1_000_000 + index, f"request-{index}",
+                                             traffic.PREDICT_ORIGIN))
+        writer.flush()
+        seconds, peak = _cli_peak("monitor", "--output-dir", str(root), "--window", str(size), "--sample",
+                                  str(settings.memory_sample), "--json")
+        queued = len(os.listdir(os.path.join(str(where.labeling_root), "queue-1", "unsorted")))
+        peaks.append(peak)
+        figures.append(Figure("10 monitor memory", f"peak RSS, {size} images of {window_bytes / size / 2**20:.2f} "
+                              f"MB ({window_bytes / 2**20:.0f} MB; {queued} queued; {seconds:.0f} s)", peak, "MB"))
+    ratio = peaks[1] / peaks[0]
+    figures.append(Figure("10 monitor memory", f"peak at {settings.memory_windows[1]} over peak at "
+                          f"{settings.memory_windows[0]} images", peaks[1], "MB", peaks[0], ratio, "< 1.15x",
+                          ratio < 1.15))
+    return figures
+
+
 def _clopper_pearson(alarms: int, trials: int) -> tuple[float, float]:
     from scipy import stats
 
@@ -147,7 +224,7 @@ def bench_looks(root: pathlib.Path, settings: Settings) -> tuple[list[Figure], l
         moved = []
         for index in range(windows):
             images = looks.images(look, size, seed=first_seed + index)
-            ours, _, _ = monitor.measure_window(images, embedder, options)
+            ours, _, _ = monitor.measure_window(len(images), monitor.in_memory(images), embedder, options)
             moved.append(drift.compare(ours, theirs, settings.false_alarm_rate, measure.VECTORS, index).moved())
         return sum(bool(m) for m in moved), moved
 
@@ -181,7 +258,9 @@ def bench_looks(root: pathlib.Path, settings: Settings) -> tuple[list[Figure], l
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="Small data: the same code paths.")
-    parser.add_argument("--skip-looks", action="store_true", help="Only the timing (section 1).")
+    parser.add_argument("--skip-looks", action="store_true", help="Leave out the looks (section 2).")
+    parser.add_argument("--skip-time", action="store_true", help="Leave out the timing (section 1).")
+    parser.add_argument("--skip-memory", action="store_true", help="Leave out the memory (section 3).")
     parser.add_argument("--json", type=pathlib.Path, default=pathlib.Path("runs/drift.json"),
                         help="Where to write the figures. Default: runs/drift.json.")
     args = parser.parse_args(argv)
@@ -192,11 +271,13 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as scratch:
         root = train(pathlib.Path(scratch), settings)
-        figures = bench_time(root, settings)
+        figures = [] if args.skip_time else bench_time(root, settings)
         rows: list[dict] = []
         if not args.skip_looks:
             looks_figures, rows = bench_looks(root, settings)
             figures += looks_figures
+        if not args.skip_memory:
+            figures += bench_memory(root, settings)
     print(table(figures))
     print(f"drift benchmark took {time.perf_counter() - started:.0f} s ({'quick' if args.quick else 'full'}); "
           f"{os.cpu_count()} cores")

@@ -174,6 +174,22 @@ def iter_tfrecords(data: bytes, where: str) -> Iterator[bytes]:
         offset, index = offset + 16 + length, index + 1
 
 
+def read_tfrecords(stream, where: str) -> Iterator[bytes]:
+    """The records of a TFRecord file read from a binary file object, one at a time; TrafficDataError names
+    `where` and the record that is damaged."""
+    index = 0
+    while header := stream.read(12):
+        if len(header) < 12 or _masked_crc(header[:8]) != header[8:]:
+            raise TrafficDataError(f"{where}: record {index} is damaged (its length does not check)")
+        (length,) = struct.unpack("<Q", header[:8])
+        body = stream.read(length)
+        footer = stream.read(4)
+        if len(body) < length or _masked_crc(body) != footer:
+            raise TrafficDataError(f"{where}: record {index} is damaged (cut short or its checksum does not match)")
+        yield body
+        index += 1
+
+
 # --- reading -----------------------------------------------------------------------------------------------------
 
 def _numbered(traffic_root: str) -> list[int]:
@@ -242,11 +258,18 @@ def load_report(traffic_root: str, span: int) -> TrafficReport:
         raise TrafficDataError(str(error)) from None
 
 
+# Images a window's batches hold at most, by count and by bytes: monitor's memory stays that of one batch (and one
+# span file, FILE_BYTES and a record) whatever the window.
+WINDOW_BATCH = 64
+WINDOW_BATCH_BYTES = 32 * 2**20
+
+
 @dataclasses.dataclass
 class TrafficWindow:
-    """Records of committed traffic spans, oldest first."""
+    """Records of committed traffic spans, oldest first: the small figures of each (score, version, time, ids)
+    in memory; its images are read again from the spans, a batch at a time (batches())."""
 
-    images: list[bytes]
+    traffic_root: str
     scores: np.ndarray  # float32; NaN where the server said invalid
     versions: np.ndarray  # int64
     times_ms: np.ndarray  # int64
@@ -254,9 +277,41 @@ class TrafficWindow:
     origins: list[str]
     sha256s: list[str]
     spans: list[int]  # the spans the records came from, oldest first
+    places: list[tuple[int, int]]  # (span, number in the span) of each record
 
     def __len__(self) -> int:
-        return len(self.images)
+        return len(self.times_ms)
+
+    def batches(self, size: int = WINDOW_BATCH, max_bytes: int = WINDOW_BATCH_BYTES
+                ) -> Iterator[tuple[list[int], list[bytes]]]:
+        """(positions in the window, images) of each record once, read span by span in the order written, at
+        most `size` images or (beyond the first) `max_bytes` a batch. A record out of time order across spans
+        comes in its span's turn: its position says where it belongs."""
+        position = {place: index for index, place in enumerate(self.places)}
+        numbers, images, held = [], [], 0
+        for span in sorted({span for span, _ in self.places}):
+            for row in read_span(self.traffic_root, span):
+                index = position.get((span, row[2]))
+                if index is None:
+                    continue
+                if images and (len(images) >= size or held + len(row[3]) > max_bytes):
+                    yield numbers, images
+                    numbers, images, held = [], [], 0
+                numbers.append(index)
+                images.append(row[3])
+                held += len(row[3])
+        if images:
+            yield numbers, images
+
+    @property
+    def images(self) -> list[bytes]:
+        """Every image of the window at once, in window order: for a small window (a test, a tool); monitor
+        reads batches()."""
+        found: list[bytes] = [b""] * len(self)
+        for numbers, images in self.batches():
+            for index, image in zip(numbers, images):
+                found[index] = image
+        return found
 
 
 def _feature(example, key: str, kind: str, where: str):
@@ -266,11 +321,11 @@ def _feature(example, key: str, kind: str, where: str):
     return values[0]
 
 
-def read_span(traffic_root: str, span: int) -> list[tuple]:
+def read_span(traffic_root: str, span: int) -> Iterator[tuple]:
     """(time_ms, span, index, image, score, version, request_id, origin, sha256) of each record of a committed
-    span, in the order written."""
+    span, in the order written, one file of the span read at a time."""
     folder = span_dir(str(traffic_root), span)
-    rows = []
+    index = 0
     for name in sorted(load_report(traffic_root, span).files, key=_file_index):
         path = posixpath.join(folder, name)
         try:
@@ -278,19 +333,19 @@ def read_span(traffic_root: str, span: int) -> list[tuple]:
         except (OSError, tf.errors.OpError) as error:
             raise TrafficDataError(f"{path} cannot be read ({first_line(error)})") from None
         for serialized in iter_tfrecords(data, path):
-            where = f"{path}: record {len(rows)}"
+            where = f"{path}: record {index}"
             try:
                 example = tf.train.Example.FromString(serialized)
             except Exception:  # protobuf's DecodeError: its module differs between implementations
                 raise TrafficDataError(f"{where} is not a tf.Example") from None
-            rows.append((_feature(example, TIME_KEY, "int64_list", where), span, len(rows),
-                         _feature(example, IMAGE_KEY, "bytes_list", where),
-                         _feature(example, SCORE_KEY, "float_list", where),
-                         _feature(example, VERSION_KEY, "int64_list", where),
-                         _feature(example, REQUEST_ID_KEY, "bytes_list", where).decode("utf-8", "replace"),
-                         _feature(example, ORIGIN_KEY, "bytes_list", where).decode("utf-8", "replace"),
-                         _feature(example, SHA256_KEY, "bytes_list", where).decode("ascii", "replace")))
-    return rows
+            yield (_feature(example, TIME_KEY, "int64_list", where), span, index,
+                   _feature(example, IMAGE_KEY, "bytes_list", where),
+                   _feature(example, SCORE_KEY, "float_list", where),
+                   _feature(example, VERSION_KEY, "int64_list", where),
+                   _feature(example, REQUEST_ID_KEY, "bytes_list", where).decode("utf-8", "replace"),
+                   _feature(example, ORIGIN_KEY, "bytes_list", where).decode("utf-8", "replace"),
+                   _feature(example, SHA256_KEY, "bytes_list", where).decode("ascii", "replace"))
+            index += 1
 
 
 def _file_index(name: str) -> tuple[int, str]:
@@ -301,7 +356,8 @@ def _file_index(name: str) -> tuple[int, str]:
 def read_window(traffic_root: str, max_images: int | None = None, since_ms: int | None = None) -> TrafficWindow:
     """The newest `max_images` records (all when None) of the committed spans, at or after `since_ms` when
     given, oldest first (by request time, then span and order written). Reads spans newest first and stops at
-    the first whose newest record is older than every record kept."""
+    the first whose newest record is older than every record kept. Keeps no image (TrafficWindow.batches reads
+    them again)."""
     root = str(traffic_root)
     kept: list[tuple] = []
     for span in reversed(committed_spans(root)):
@@ -310,15 +366,17 @@ def read_window(traffic_root: str, max_images: int | None = None, since_ms: int 
             continue
         if max_images is not None and len(kept) >= max_images and (not kept or report.last_time_ms <= kept[0][0]):
             break
-        rows = [row for row in read_span(root, span) if since_ms is None or row[0] >= since_ms]
+        rows = [row[:3] + row[4:] for row in read_span(root, span) if since_ms is None or row[0] >= since_ms]
         kept = sorted(kept + rows, key=lambda row: row[:3])
         if max_images is not None:
             kept = kept[-max_images:] if max_images > 0 else []
+    # Each row: (time_ms, span, index, score, version, request_id, origin, sha256).
     return TrafficWindow(
-        images=[row[3] for row in kept], scores=np.array([row[4] for row in kept], dtype=np.float32),
-        versions=np.array([row[5] for row in kept], dtype=np.int64),
-        times_ms=np.array([row[0] for row in kept], dtype=np.int64), request_ids=[row[6] for row in kept],
-        origins=[row[7] for row in kept], sha256s=[row[8] for row in kept], spans=sorted({row[1] for row in kept}))
+        traffic_root=root, scores=np.array([row[3] for row in kept], dtype=np.float32),
+        versions=np.array([row[4] for row in kept], dtype=np.int64),
+        times_ms=np.array([row[0] for row in kept], dtype=np.int64), request_ids=[row[5] for row in kept],
+        origins=[row[6] for row in kept], sha256s=[row[7] for row in kept], spans=sorted({row[1] for row in kept}),
+        places=[(row[1], row[2]) for row in kept])
 
 
 # --- writing -----------------------------------------------------------------------------------------------------

@@ -22,6 +22,8 @@ class SinkSettings:
     sample_rate: float = setting(1.0, "The share of requests recorded, chosen by a hash of the request id (a "
                                       "request's images are all kept or all left out).")
     max_event_mb: float = setting(16.0, "Events larger than this are refused (413).")
+    max_instances: int = setting(1000, "Events of more images (or answers) than this are refused whole (413): "
+                                       "an event of a million tiny images would hold the sink for seconds.")
     pending_seconds: float = setting(30.0, "How long a request waits for its response (and a response for its "
                                            "request) before its images are counted lost.")
     pending_mb: float = setting(64.0, "The most memory held by requests and responses waiting for their other "
@@ -33,6 +35,7 @@ class SinkSettings:
                  "batch_seconds": (self.batch_seconds > 0, "above 0"),
                  "sample_rate": (0 < self.sample_rate <= 1, "above 0 and at most 1"),
                  "max_event_mb": (self.max_event_mb > 0, "above 0"),
+                 "max_instances": (self.max_instances >= 1, "at least 1"),
                  "pending_seconds": (self.pending_seconds > 0, "above 0"),
                  "pending_mb": (self.pending_mb > 0, "above 0")}
         for name, (ok, rule) in rules.items():

@@ -19,9 +19,20 @@ of its id. What it refuses (the reason is in the 4xx body) and what it loses
 (a storage fault, a request whose response never came) is counted by reason,
 logged and served at /stats; /healthz is for Kubernetes' probes.
 
-Everything the sink does runs on the server's event loop thread: a batch
-written to storage holds up the next events for the length of that write,
-which is the back pressure a busy predictor gets.
+An event's parsing (its JSON, its images' base64) runs on a worker thread,
+one event at a time, so that a large event never keeps /healthz and the other
+connections waiting (an event of up to INLINE_PARSE_BYTES is parsed on the
+loop: the hop would cost more); what the sink keeps (the pending table, the batch, the
+counts) is changed on the server's event loop thread alone. A batch written to
+storage holds up the next events for the length of that write, which is the
+back pressure a busy predictor gets. An event of more than --max-instances
+images (or answers) is refused whole, as is an image that is empty.
+
+The request line and headers of one request may hold MAX_HEADER_BYTES at
+most (KServe's logger sends a few hundred bytes of them): uvicorn answers a
+request above it, or one that is no HTTP, with 400 and closes its connection
+before any event is read; the sink counts it under UNREADABLE_HTTP and goes on
+serving.
 """
 
 from __future__ import annotations
@@ -68,6 +79,9 @@ NOT_A_PREDICTION = "not a prediction request or response of this model"
 BAD_BASE64 = "bad base64"
 OTHER_SIGNATURE = "another signature than serving_default"
 DUPLICATE = "duplicate event id"
+EMPTY_IMAGE = "empty image"
+TOO_MANY_INSTANCES = "too many images in one event"
+UNREADABLE_HTTP = "unreadable HTTP request (malformed, or headers above the limit)"
 MISMATCH = "response does not match its request"
 # Why records are lost.
 NO_RESPONSE = "no response in time"
@@ -81,6 +95,12 @@ MAX_WAITING = 100_000
 # whole, so many large or slow senders would otherwise hold max_event_mb each, without bound.
 ARRIVING_EVENTS = 4
 BODY_SECONDS = 30.0  # a body still arriving after this holds its share of that bound for nothing: refused
+# Bodies up to this size are parsed on the event loop (well under a millisecond): the hop to a worker thread costs
+# more than that, a quarter of the sink's CPU time per event of one photo.
+INLINE_PARSE_BYTES = 64 * 2**10
+# The request line and headers of a request, at most: uvicorn's (h11's) own default is 16 KiB. Set here so that the
+# limit is ours and said (module docstring), with room for a proxy's or a mesh's extra headers.
+MAX_HEADER_BYTES = 64 * 2**10
 # What Python holds per waiting image or score beside the image's bytes (its object and its slot in a list): a
 # request of a million two-byte images holds some 50 MB, not 2 MB.
 ITEM_BYTES = 64
@@ -153,14 +173,23 @@ def _image_of(instance, where: str) -> bytes:
         raise Refused(NOT_A_PREDICTION, f"{where} is not an image ({{\"b64\": ...}} or {{\"image_bytes\": "
                                         "{\"b64\": ...}})")
     try:
-        return base64.b64decode(instance["b64"], validate=True)
+        image = base64.b64decode(instance["b64"], validate=True)
     except (binascii.Error, ValueError) as error:
         raise Refused(BAD_BASE64, f"{where}: {first_line(error)}") from None
+    if not image:
+        raise Refused(EMPTY_IMAGE, f"{where} holds no bytes")
+    return image
 
 
-def request_images(payload: dict) -> list[bytes]:
+def _at_most(count: int, limit: int | None, what: str) -> None:
+    if limit is not None and count > limit:
+        raise Refused(TOO_MANY_INSTANCES, f"{count} {what}, above the limit of {limit} (--max-instances)",
+                      status=413)
+
+
+def request_images(payload: dict, max_instances: int | None = None) -> list[bytes]:
     """The images of a TF Serving REST predict request: row format {"instances": [...]} or columnar
-    {"inputs": [...]} / {"inputs": {"image_bytes": [...]}}."""
+    {"inputs": [...]} / {"inputs": {"image_bytes": [...]}}; at most `max_instances` of them."""
     signature = payload.get("signature_name", "serving_default")
     if signature != "serving_default":
         raise Refused(OTHER_SIGNATURE, f"signature_name {printable(str(signature))[:80]!r}")
@@ -174,6 +203,7 @@ def request_images(payload: dict) -> list[bytes]:
         raise Refused(NOT_A_PREDICTION, "neither \"instances\" nor \"inputs\"")
     if not isinstance(instances, list) or not instances:
         raise Refused(NOT_A_PREDICTION, f"\"{key}\" is not a list of images")
+    _at_most(len(instances), max_instances, "images")
     return [_image_of(instance, f"{key}[{index}]") for index, instance in enumerate(instances)]
 
 
@@ -195,9 +225,9 @@ def _score(answer, where: str) -> float:
     return score
 
 
-def response_scores(payload: dict) -> tuple[list[float], int | None]:
+def response_scores(payload: dict, max_instances: int | None = None) -> tuple[list[float], int | None]:
     """(a score per image, the version the response names or None) of a TF Serving REST predict response:
-    {"predictions": [...]} (row) or {"outputs": ...} (columnar)."""
+    {"predictions": [...]} (row) or {"outputs": ...} (columnar); at most `max_instances` answers."""
     named = payload.get("model_version")
     version = layout.version_number(str(named)) if isinstance(named, (int, str)) and not isinstance(named, bool) \
         else None
@@ -218,7 +248,20 @@ def response_scores(payload: dict) -> tuple[list[float], int | None]:
             raise Refused(NOT_A_PREDICTION, f"\"outputs\" holds no {features.PROBABILITY_OUTPUT}")
     else:
         raise Refused(NOT_A_PREDICTION, "neither \"predictions\" nor \"outputs\"")
+    _at_most(len(answers), max_instances, "answers")
     return [_score(answer, f"answer {index}") for index, answer in enumerate(answers)], version
+
+
+@dataclasses.dataclass
+class Parsed:
+    """An event as TrafficSink.parse read it: a request's images or a response's answers (none when sampled
+    out)."""
+
+    event: Event
+    sampled: bool = True
+    images: list[bytes] | None = None
+    scores: list[float] | None = None
+    version: int | None = None
 
 
 @dataclasses.dataclass
@@ -266,7 +309,8 @@ class VersionSource:
 
 
 class TrafficSink:
-    """The sink's state: the pending table, the writer and the counts. Not thread-safe: one event loop."""
+    """The sink's state: the pending table, the writer and the counts. Not thread-safe: changed on one event loop
+    (parse alone may run elsewhere)."""
 
     def __init__(self, traffic_root: str, settings: SinkSettings, served_version: Callable[[], int | None],
                  clock: Callable[[], float] = time.monotonic):
@@ -292,18 +336,32 @@ class TrafficSink:
         """Takes one event; returns what to answer. Refused for an event it does not take (counted)."""
         self.received += 1
         try:
-            return self._take(parse_event(headers, body, int(time.time() * 1000)))
+            return self.take(self.parse(headers, body))
         except Refused as refusal:
             self.refuse(refusal)
             raise
+
+    def parse(self, headers: Mapping[str, str], body: bytes) -> Parsed:
+        """An event read: its JSON, and its images or answers unless sampling leaves it out. Reads the settings
+        alone, so safe on any thread; Refused (to be counted by the caller, on the event loop)."""
+        event = parse_event(headers, body, int(time.time() * 1000))
+        if not self._sampled(event.id):
+            return Parsed(event, sampled=False)
+        if event.kind == REQUEST_TYPE:
+            return Parsed(event, images=request_images(event.payload, self.settings.max_instances))
+        scores, version = response_scores(event.payload, self.settings.max_instances)
+        return Parsed(event, scores=scores, version=version)
 
     def refuse(self, refusal: Refused) -> None:
         self.refused[refusal.reason] += 1
         self.writer.note_refused(refusal.reason)
         self._say(refusal.reason, f"traffic sink: refused an event: {refusal}")
 
-    def _take(self, event: Event) -> dict:
-        if not self._sampled(event.id):
+    def take(self, parsed: Parsed) -> dict:
+        """Matches a parsed event with its other half and records the pair; on the event loop. Refused for an
+        event it does not take (not counted here)."""
+        event = parsed.event
+        if not parsed.sampled:
             if event.kind == REQUEST_TYPE:
                 self.sampled_out += 1
                 self.writer.note_sampled_out()
@@ -311,8 +369,7 @@ class TrafficSink:
         if event.kind == REQUEST_TYPE:
             if event.id in self._requests:
                 raise Refused(DUPLICATE, f"a request with ce-id {printable(event.id)[:80]!r} is waiting already")
-            waiting = _Waiting(self._clock(), time_ms=event.time_ms, images=request_images(event.payload),
-                               id_bytes=len(event.id))
+            waiting = _Waiting(self._clock(), time_ms=event.time_ms, images=parsed.images, id_bytes=len(event.id))
             self.images_received += len(waiting.images)
             answer = self._responses.pop(event.id, None)
             if answer is None:
@@ -321,7 +378,7 @@ class TrafficSink:
             self._pending_bytes -= answer.size
             waiting.scores, waiting.version = answer.scores, answer.version
         else:
-            scores, version = response_scores(event.payload)
+            scores, version = parsed.scores, parsed.version
             waiting = self._requests.pop(event.id, None)
             if waiting is None:
                 if event.id in self._responses:
@@ -454,6 +511,7 @@ async def _whole_body(request, limit: int, arriving: _Arriving, taken: list[int]
 
 def make_app(sink: TrafficSink, tick_seconds: float = 1.0):
     """The ASGI application: POST / takes events; GET /healthz and /stats."""
+    import anyio
     from starlette.applications import Starlette
     from starlette.responses import JSONResponse
     from starlette.routing import Route
@@ -461,6 +519,9 @@ def make_app(sink: TrafficSink, tick_seconds: float = 1.0):
     limit = int(sink.settings.max_event_mb * 2**20)
 
     arriving = _Arriving(ARRIVING_EVENTS * limit)
+    # One event parsed at a time, off the event loop: what parsing holds (an event's JSON as Python objects,
+    # several times its bytes) stays that of one event, as when it ran on the loop.
+    parsing = anyio.CapacityLimiter(1)
 
     async def events(request):
         taken = [0]
@@ -471,9 +532,15 @@ def make_app(sink: TrafficSink, tick_seconds: float = 1.0):
                 sink.received += 1
                 sink.refuse(refusal)
                 return JSONResponse({"refused": refusal.reason, "detail": refusal.detail}, status_code=refusal.status)
+            sink.received += 1
             try:
-                return JSONResponse(sink.receive(request.headers, body))
+                if len(body) <= INLINE_PARSE_BYTES:
+                    parsed = sink.parse(request.headers, body)
+                else:
+                    parsed = await anyio.to_thread.run_sync(sink.parse, dict(request.headers), body, limiter=parsing)
+                return JSONResponse(sink.take(parsed))
             except Refused as refusal:
+                sink.refuse(refusal)
                 return JSONResponse({"refused": refusal.reason, "detail": refusal.detail}, status_code=refusal.status)
         finally:
             arriving.bytes -= taken[0]
@@ -549,12 +616,35 @@ def start(root: str, settings: SinkSettings) -> TrafficSink:
     return sink
 
 
+def _protocol(sink: TrafficSink):
+    """uvicorn's HTTP/1.1 protocol (h11), counting each request it answers 400 itself before the application
+    sees it (headers above MAX_HEADER_BYTES, or no HTTP): such a refusal is counted and said like any other."""
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+
+    class CountingProtocol(H11Protocol):
+        def send_400_response(self, msg: str) -> None:
+            sink.received += 1
+            sink.refuse(Refused(UNREADABLE_HTTP, f"{msg} (headers above {MAX_HEADER_BYTES} bytes, or no HTTP); "
+                                                 "answered 400 and its connection closed"))
+            super().send_400_response(msg)
+
+    return CountingProtocol
+
+
+def server_config(sink: TrafficSink, port: int, tick_seconds: float = 1.0, **options):
+    """The uvicorn configuration the sink serves with (`options`: more of uvicorn.Config's)."""
+    import uvicorn
+
+    return uvicorn.Config(make_app(sink, tick_seconds), host=sink.settings.host, port=port, log_level="warning",
+                          access_log=False, lifespan="on", http=_protocol(sink),
+                          h11_max_incomplete_event_size=MAX_HEADER_BYTES, **options)
+
+
 def serve(sink: TrafficSink, port: int) -> None:
     """Runs the HTTP server until SIGTERM or SIGINT, then publishes the open batch."""
     import uvicorn
 
-    config = uvicorn.Config(make_app(sink), host=sink.settings.host, port=port, log_level="warning",
-                            access_log=False, lifespan="on", timeout_graceful_shutdown=20)
+    config = server_config(sink, port, timeout_graceful_shutdown=20)
     # uvicorn shuts down on the signal, then raises it again under the handler it found: under these no-op
     # handlers a stop the sink was asked for ends here, and the command says what it recorded, exit 0.
     handled = (signal.SIGINT, signal.SIGTERM)

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import itertools
+from typing import Iterable
 
 import numpy as np
 
@@ -102,15 +104,17 @@ class Embedder:
 
         return cls(keras.models.load_model(keras_path, compile=False))
 
-    def measure(self, jpegs: list[bytes]) -> Measured:
-        """Brightness, saturation (both 0-1, mean over the pixels), score and pooled features of each image."""
+    def measure(self, jpegs: Iterable[bytes]) -> Measured:
+        """Brightness, saturation (both 0-1, mean over the pixels), score and pooled features of each image, taken
+        BATCH at a time from `jpegs` (a generator's images are never all held)."""
         import tensorflow as tf
 
         from trainer import preprocessing
 
         parts: dict[str, list[np.ndarray]] = {name: [] for name in SEEN}
-        for start in range(0, len(jpegs), BATCH):
-            pixels = preprocessing.decode_and_resize(tf.constant(jpegs[start:start + BATCH]), self.image_size)
+        given = iter(jpegs)
+        while batch := list(itertools.islice(given, BATCH)):
+            pixels = preprocessing.decode_and_resize(tf.constant(batch), self.image_size)
             pooled, logits = self._call(tf.cast(pixels, tf.float32))
             colour = pixels.numpy().astype(np.float32) / 255.0
             brightest, darkest = colour.max(axis=-1), colour.min(axis=-1)
@@ -118,6 +122,6 @@ class Embedder:
             parts[SATURATION].append(((brightest - darkest) / np.maximum(brightest, 1e-6)).mean(axis=(1, 2)))
             parts[SCORE].append(tf.sigmoid(tf.reshape(logits, [-1])).numpy())
             parts[FEATURES].append(pooled.numpy())
-        if not jpegs:
+        if not parts[SCORE]:
             return Measured({name: np.zeros((0,)) for name in SEEN})
         return Measured({name: np.concatenate(values) for name, values in parts.items()})

@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import os
 import pathlib
 import posixpath
 import tempfile
+from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 
@@ -52,13 +54,42 @@ def read_window(where: RunLayout, settings: MonitorSettings) -> traffic.TrafficW
     return window
 
 
-def measure_window(images: list[bytes], embedder: measure.Embedder, settings: MonitorSettings):
-    """({quantity: values} of the window, lines naming what could not be measured, images measured)."""
-    sizes = measure.sizes(images)
-    chosen = measure.sample(len(images), settings.sample, settings.seed)
-    jpegs, refused = measure.checked([images[i] for i in chosen], chosen)
-    seen = embedder.measure(jpegs)
-    return {**sizes.values, **seen.values}, refused + sizes.unreadable, len(jpegs)
+def measure_window(count: int, batches: Iterable[tuple[Sequence[int], list[bytes]]], embedder: measure.Embedder,
+                   settings: MonitorSettings):
+    """({quantity: values} of the window, lines naming what could not be measured, images measured). `batches`:
+    (positions in the window, images) of each of the window's `count` images once, in any order
+    (TrafficWindow.batches); only each image's figures are kept, in window order."""
+    chosen = np.zeros(count, bool)
+    chosen[measure.sample(count, settings.sample, settings.seed)] = True
+    heights, widths = np.full(count, np.nan), np.full(count, np.nan)
+    refused: dict[int, str] = {}
+    measured: list[int] = []  # the positions of the images the embedder is given, in the order given
+
+    def sampled() -> Iterator[bytes]:
+        for positions, images in batches:
+            for position, data in zip(positions, images):
+                size = measure.image_size(data)
+                if size:
+                    heights[position], widths[position] = size
+                if chosen[position]:
+                    jpegs, lines = measure.checked([data], [position])
+                    refused.update({position: line for line in lines})
+                    measured.extend([position] * len(jpegs))
+                    yield from jpegs
+
+    seen = embedder.measure(sampled())
+    order = np.argsort(measured, kind="stable")
+    readable = ~np.isnan(heights)
+    values = {measure.HEIGHT: heights[readable], measure.WIDTH: widths[readable],
+              **{name: array[order] for name, array in seen.values.items()}}
+    unreadable = [refused[position] for position in sorted(refused)]
+    unreadable += [f"image {position}: no readable header" for position in np.flatnonzero(~readable)]
+    return values, unreadable, len(measured)
+
+
+def in_memory(images: list[bytes]) -> list[tuple[range, list[bytes]]]:
+    """A list of images as measure_window's batches (one)."""
+    return [(range(len(images)), images)]
 
 
 def load_embedder(served: reference.ServedModel) -> measure.Embedder:
@@ -66,17 +97,32 @@ def load_embedder(served: reference.ServedModel) -> measure.Embedder:
     if not storage.backend.exists(path):
         raise reference.NoServedModelError(f"version {served.version} has no {layout.KERAS_MODEL_FILE} (pushed by an "
                                            "earlier release): its features cannot be measured; nothing was checked")
-    return measure.Embedder.load(path)
+    if storage.is_local(path):
+        return measure.Embedder.load(path)
+    with tempfile.TemporaryDirectory() as local:  # Keras opens a path itself; the root's files go through storage
+        copy = os.path.join(local, posixpath.basename(layout.KERAS_MODEL_FILE))
+        with open(copy, "wb") as out:
+            out.write(storage.backend.read(path))
+        return measure.Embedder.load(copy)
 
 
 def measure_reference(where: RunLayout, served: reference.ServedModel, embedder: measure.Embedder,
                       settings: MonitorSettings) -> dict[str, np.ndarray]:
-    jpegs, stored = reference.held_out_images(str(where.examples_root), served.spans, settings.sample)
-    if len(jpegs) < MIN_REFERENCE:
+    stored: dict[str, list[float]] = {measure.HEIGHT: [], measure.WIDTH: []}
+
+    def jpegs() -> Iterator[bytes]:
+        for jpeg, height, width in reference.held_out_images(str(where.examples_root), served.spans,
+                                                             settings.sample):
+            stored[measure.HEIGHT].append(height)
+            stored[measure.WIDTH].append(width)
+            yield jpeg
+
+    seen = embedder.measure(jpegs())
+    if len(stored[measure.HEIGHT]) < MIN_REFERENCE:
         raise reference.NoServedModelError(
-            f"the held-out splits of spans {served.spans} hold {len(jpegs)} images; the reference needs at least "
-            f"{MIN_REFERENCE}: nothing was checked")
-    return {**stored, **embedder.measure(jpegs).values}
+            f"the held-out splits of spans {served.spans} hold {len(stored[measure.HEIGHT])} images; the reference "
+            f"needs at least {MIN_REFERENCE}: nothing was checked")
+    return {**{name: np.array(values, float) for name, values in stored.items()}, **seen.values}
 
 
 def _write_report(folder: str, result: dict, ours: dict, theirs: dict):
@@ -87,7 +133,11 @@ def _write_report(folder: str, result: dict, ours: dict, theirs: dict):
     with tempfile.TemporaryDirectory() as local:
         page = report.write(pathlib.Path(local) / posixpath.basename(folder), result, ours, theirs, result["tfdv"])
         staging = posixpath.join(posixpath.dirname(folder), f".{posixpath.basename(folder)}")
-        storage.copy_tree(str(page.parent), staging)
+        for path in sorted(page.parent.rglob("*")):  # this machine's files, read here; the root's, through storage
+            if path.is_file():
+                target = posixpath.join(staging, path.relative_to(page.parent).as_posix())
+                storage.backend.makedirs(posixpath.dirname(target))
+                storage.backend.write(target, path.read_bytes())
         storage.backend.rename_folder(staging, folder)
     return posixpath.join(folder, page.name)
 
@@ -100,7 +150,7 @@ def check(where: RunLayout, settings: MonitorSettings, store: str | None = None)
     served = reference.served_model(where, store)
     window = read_window(where, settings)
     embedder = load_embedder(served)
-    ours, unreadable, measured = measure_window(window.images, embedder, settings)
+    ours, unreadable, measured = measure_window(len(window), window.batches(), embedder, settings)
     if measured < min(settings.min_window, settings.sample):
         raise WindowTooSmallError(
             f"of the window's {len(window)} images, {measured} of those sampled could be decoded "
@@ -121,8 +171,8 @@ def check(where: RunLayout, settings: MonitorSettings, store: str | None = None)
         "unreadable": unreadable[:UNREADABLE_LISTED], "unreadable_count": len(unreadable), "labeling_queue": None,
     }
     if verdict.drift and settings.queue:
-        result["labeling_queue"], _ = queue.export(
-            str(where.labeling_root), window.images, window.scores,
+        result["labeling_queue"], _ = queue.export_batches(
+            str(where.labeling_root), window.batches(), window.scores,
             {"served_version": served.version, "moved": verdict.moved(), "report": result["report"]})
     result["tfdv"] = tfdv_drift.compare(ours, theirs, (*measure.SIZES, measure.BRIGHTNESS, measure.SATURATION,
                                                        measure.SCORE))

@@ -16,6 +16,7 @@ import json
 import posixpath
 import re
 import time
+from typing import Iterable, Sequence
 
 from contract import features, layout, storage
 
@@ -96,32 +97,44 @@ def _sheet(images: list[tuple[str, bytes, float | None]]) -> bytes | None:
 
 
 def export(labeling_root: str, images: list[bytes], scores, record: dict) -> tuple[str | None, int]:
-    """Publishes the images (duplicates once, none that an earlier queue holds) as the next queue-<N>; returns
-    (its folder, images written), (None, 0) when every image is queued already. `scores`: the served model's
-    score of each image (NaN where unknown); `record`: more fields of queue.json (served_version, moved, report).
-    Called under the root's lease: a staging folder a killed check left is removed."""
+    """export_batches of a list of images."""
+    return export_batches(labeling_root, [(range(len(images)), images)], scores, record)
+
+
+def export_batches(labeling_root: str, batches: Iterable[tuple[Sequence[int], list[bytes]]], scores,
+                   record: dict) -> tuple[str | None, int]:
+    """Publishes the images (duplicates once: the first given; none that an earlier queue holds) as the next
+    queue-<N>; returns (its folder, images written), (None, 0) when every image is queued already. `batches`:
+    (positions in the window, images), as TrafficWindow.batches reads them: each written as it comes, named by its
+    position. `scores`: the served model's score at each position (NaN where unknown); `record`: more fields of
+    queue.json (served_version, moved, report). Called under the root's lease: a staging folder a killed check
+    left is removed."""
     labeling_root = str(labeling_root)
     storage.backend.makedirs(labeling_root)
     storage.remove_staging(labeling_root, [f".{STAGING_KIND}-"])
-    seen, named = queued_digests(labeling_root), []
-    if all(hashlib.sha256(data).hexdigest()[:12] in seen for data in images):
-        return None, 0
+    seen, written = queued_digests(labeling_root), 0
+    sheet: list[tuple[int, str, bytes, float | None]] = []  # the first SHEET_IMAGES by position, at most
     staging = posixpath.join(labeling_root, storage.staging_name(STAGING_KIND))
     try:
         for folder in (layout.QUEUE_UNSORTED, *features.LABEL_NAMES):
             storage.backend.makedirs(posixpath.join(staging, folder))
-        for index, data in enumerate(images):
-            digest = hashlib.sha256(data).hexdigest()
-            if digest[:12] in seen:
-                continue
-            seen.add(digest[:12])
-            name = f"{index:06d}-{digest[:12]}.{_extension(data)}"
-            storage.backend.write(posixpath.join(staging, layout.QUEUE_UNSORTED, name), data)
-            named.append((name, data, float(scores[index]) if scores is not None and len(scores) > index else None))
-        sheet = _sheet(named)
-        if sheet:
-            storage.backend.write(posixpath.join(staging, layout.CONTACT_SHEET), sheet)
-        return _publish(labeling_root, staging, len(named), record), len(named)
+        for positions, images in batches:
+            for index, data in zip(positions, images):
+                digest = hashlib.sha256(data).hexdigest()
+                if digest[:12] in seen:
+                    continue
+                seen.add(digest[:12])
+                name = f"{index:06d}-{digest[:12]}.{_extension(data)}"
+                storage.backend.write(posixpath.join(staging, layout.QUEUE_UNSORTED, name), data)
+                written += 1
+                score = float(scores[index]) if scores is not None and len(scores) > index else None
+                sheet = sorted([*sheet, (index, name, data, score)], key=lambda entry: entry[0])[:SHEET_IMAGES]
+        if not written:
+            return None, 0
+        picture = _sheet([entry[1:] for entry in sheet])
+        if picture:
+            storage.backend.write(posixpath.join(staging, layout.CONTACT_SHEET), picture)
+        return _publish(labeling_root, staging, written, record), written
     finally:
         if storage.backend.exists(staging):
             storage.backend.rmtree(staging)

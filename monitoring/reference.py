@@ -8,11 +8,11 @@ data was, so that a window of traffic with no drift is exchangeable with them an
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import posixpath
-
-import numpy as np
+from typing import Iterator
 
 from contract import features, layout, storage
 from contract import served as served_lib
@@ -62,23 +62,26 @@ def _record_files(folder: str) -> list[str]:
     return sorted(posixpath.join(folder, name) for name in storage.backend.files(folder) if "/" not in name)
 
 
-def held_out_images(examples_root: str, spans: list[int], limit: int) -> tuple[list[bytes], dict[str, np.ndarray]]:
-    """(up to `limit` JPEGs of the spans' held-out splits, their stored heights and widths), read in file order
-    (ingest writes each split in a mixed order, so the first ones are a sample of all)."""
+def held_out_images(examples_root: str, spans: list[int], limit: int) -> Iterator[tuple[bytes, int, int]]:
+    """(JPEG, stored height, stored width) of up to `limit` images of the spans' held-out splits, read in file
+    order (ingest writes each split in a mixed order, so the first ones are a sample of all), one at a time,
+    through contract.storage (a root on this machine or in a bucket alike)."""
+    import gzip
+
     import tensorflow as tf
+
+    from contract import traffic
 
     files = [path for span in spans for split in HELD_OUT
              for path in _record_files(posixpath.join(layout.span_dir(examples_root, span), split))]
-    jpegs, heights, widths = [], [], []
+    given = 0
     for path in files:
-        compression = "GZIP" if path.endswith(".gz") else ""
-        for record in tf.data.TFRecordDataset(path, compression_type=compression):
-            example = tf.train.Example.FromString(record.numpy()).features.feature
-            jpegs.append(example[features.IMAGE_KEY].bytes_list.value[0])
-            heights.append(example[features.HEIGHT_KEY].int64_list.value[0])
-            widths.append(example[features.WIDTH_KEY].int64_list.value[0])
-            if len(jpegs) >= limit:
-                break
-        if len(jpegs) >= limit:
-            break
-    return jpegs, {"height": np.array(heights, float), "width": np.array(widths, float)}
+        with storage.backend.open(path, "rb") as raw, (gzip.GzipFile(fileobj=raw) if path.endswith(".gz")
+                                                        else contextlib.nullcontext(raw)) as stream:
+            for record in traffic.read_tfrecords(stream, path):
+                if given >= limit:
+                    return
+                stored = tf.train.Example.FromString(record).features.feature
+                yield (stored[features.IMAGE_KEY].bytes_list.value[0], stored[features.HEIGHT_KEY].int64_list.value[0],
+                       stored[features.WIDTH_KEY].int64_list.value[0])
+                given += 1

@@ -456,6 +456,80 @@ def test_monitor_checks_a_deployments_root_with_the_store_it_is_given(monitored,
     assert checks[-1]["uri"] == str(pathlib.Path(result["report"]).parent)
 
 
+class _BucketLease:
+    """orchestration/lease.py's lease object on the modelled bucket: created only if absent, replaced or deleted
+    only at the generation read, as Cloud Storage's ifGenerationMatch preconditions do."""
+
+    def __init__(self, bucket, uri: str):
+        self.bucket, self.uri = bucket, uri
+        self.generations = bucket.__dict__.setdefault("generations", {})
+
+    def create(self, text: str) -> bool:
+        if self.bucket.exists(self.uri):
+            return False
+        return self._write(text)
+
+    def read(self):
+        if not self.bucket.exists(self.uri):
+            return None
+        return self.bucket.read(self.uri).decode(), self.generations[self.uri]
+
+    def replace(self, text: str, token: int) -> bool:
+        return self.bucket.exists(self.uri) and self.generations[self.uri] == token and self._write(text)
+
+    def delete(self, token: int) -> bool:
+        if not self.bucket.exists(self.uri) or self.generations[self.uri] != token:
+            return False
+        self.bucket.remove(self.uri)
+        return True
+
+    def _write(self, text: str) -> bool:
+        self.bucket.write(self.uri, text.encode())
+        self.generations[self.uri] = self.generations.get(self.uri, 0) + 1
+        return True
+
+
+def test_monitor_checks_a_gs_root_through_the_object_store(monitored, tmp_path, capsys, monkeypatch):
+    """`monitor --root gs://...`: every read and write of the root (its marker, lease, served model, held-out
+    spans, traffic, report and labeling queue) goes through contract.storage to the bucket (tests/object_store.py),
+    none to this machine's copy; the check is recorded in the given store."""
+    import pipeline_runner
+    from contract import storage
+    from monitoring import looks, record
+    from orchestration import lease
+    from tests.object_store import FakeObjectStore
+
+    bucket_root = "gs://bucket/cats"
+    needed = [monitored / layout.ROOT_MARKER, *(path for part in ("serving_model", "examples")
+                                                for path in (monitored / part).rglob("*") if path.is_file())]
+    bucket = FakeObjectStore({f"{bucket_root}/{path.relative_to(monitored).as_posix()}": path.read_bytes()
+                              for path in needed})
+    monkeypatch.setattr(storage, "backend", bucket)
+    real_lease = lease._storage
+    monkeypatch.setattr(lease, "_storage", lambda path: _BucketLease(bucket, path) if path.startswith("gs://")
+                        else real_lease(path))
+    written = looks.write_traffic(f"{bucket_root}/traffic", looks.images("sketch", 40, seed=11), 1,
+                                  start_ms=8_000_000)
+    store = tmp_path / "deployment.sqlite"
+    shutil.copy(monitored / "metadata.sqlite", store)
+    here_before = sorted(str(path) for path in monitored.rglob("*"))
+    code = pipeline_runner.main(["monitor", "--root", bucket_root, "--metadata-sqlite", str(store), "--json",
+                                 "--window", "40"])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    result = json.loads(out)
+    assert result["window"]["images"] == 40 and result["window"]["spans"] == written
+    assert result["reference"]["spans"] == [1] and result["served_version"] == 1
+    assert result["report"].startswith(f"{bucket_root}/monitoring/check-") and bucket.exists(result["report"])
+    assert result["drift"] is True and result["labeling_queue"] == f"{bucket_root}/labeling/queue-1"
+    queued = bucket.files(f"{bucket_root}/labeling/queue-1/{layout.QUEUE_UNSORTED}")
+    assert len(queued) == 40 and bucket.exists(f"{bucket_root}/labeling/queue-1/{layout.QUEUE_RECORD}")
+    hidden = [name for name in bucket.objects if "/." in name.removeprefix(bucket_root)]
+    assert hidden == [f"{bucket_root}/{layout.ROOT_MARKER}"], "no staging, no lease left"
+    assert record.checks(str(store))[-1]["id"] == result["mlmd_id"]
+    assert sorted(str(path) for path in monitored.rglob("*")) == here_before, "nothing written on this machine"
+
+
 def test_the_monitoring_package_runs_its_check_with_kfps_local_runner(monitored, tmp_path, capsys):
     """The package `compile --monitor-package` writes, for this root and a SQLite store (a rehearsal): its one task
     runs `monitor` in a subprocess of kfp.local, records the check and puts the report on the run's page."""

@@ -329,7 +329,7 @@ def test_the_pending_table_is_bounded_by_bytes(tmp_path):
 
 
 def test_the_pending_table_counts_what_each_image_and_answer_holds_and_bounds_responses_too(tmp_path):
-    sink = _sink(tmp_path, pending_mb=1)
+    sink = _sink(tmp_path, pending_mb=1, max_instances=10_000)
     tiny = request_body([b"ab"] * 10_000)  # 20 KB of images, but some 0.5 MB of Python objects
     for i in range(4):
         sink.receive(kserve_headers("request", f"tiny-{i}"), tiny)
@@ -446,7 +446,106 @@ def test_answers_that_are_no_probability_are_refused_and_odd_versions_ignored(tm
 
 @pytest.mark.parametrize("settings, flag", [({"batch_size": 0}, "--batch-size"),
                                             ({"sample_rate": 0.0}, "--sample-rate"),
-                                            ({"batch_seconds": float("nan")}, "--batch-seconds")])
+                                            ({"batch_seconds": float("nan")}, "--batch-seconds"),
+                                            ({"max_instances": 0}, "--max-instances")])
 def test_settings_that_cannot_work_are_refused_with_their_flag(settings, flag):
     with pytest.raises(SinkSettingsError, match=flag):
         SinkSettings(**settings)
+
+
+@pytest.mark.parametrize("instance", [{"b64": ""}, {"image_bytes": {"b64": ""}}])
+def test_an_empty_image_is_refused_naming_its_instance_and_counted(tmp_path, instance):
+    sink = _sink(tmp_path)
+    body = json.dumps({"instances": [{"b64": base64.b64encode(b"an image").decode()}, instance]}).encode()
+    with pytest.raises(traffic_sink.Refused, match=r"instances\[1\] holds no bytes") as refused:
+        sink.receive(kserve_headers("request", "empty"), body)
+    assert refused.value.reason == traffic_sink.EMPTY_IMAGE and sink.refused == {traffic_sink.EMPTY_IMAGE: 1}
+    assert sink.stats()["waiting"]["requests"] == 0, "nothing of the event is kept"
+
+
+def test_an_event_of_more_images_or_answers_than_the_limit_is_refused_whole(tmp_path):
+    sink = _sink(tmp_path, max_instances=3)
+    with pytest.raises(traffic_sink.Refused, match="4 images, above the limit of 3") as refused:
+        sink.receive(kserve_headers("request", "many"), request_body([b"a"] * 4))
+    assert refused.value.status == 413
+    with pytest.raises(traffic_sink.Refused, match="4 answers"):
+        sink.receive(kserve_headers("response", "many"), response_body([0.5] * 4))
+    assert sink.refused == {traffic_sink.TOO_MANY_INSTANCES: 2}
+    assert sink.receive(kserve_headers("request", "few"), request_body([b"a"] * 3))["images"] == 3
+
+
+@pytest.fixture
+def served_sink(tmp_path):
+    """A sink on a real uvicorn server (the configuration `traffic-sink` serves with) in a thread of this
+    process, and a client of it."""
+    import threading
+
+    import uvicorn
+
+    holder = {}
+
+    def start(**settings):
+        sink = _sink(tmp_path, **settings)
+        port = _free_port()
+        server = uvicorn.Server(traffic_sink.server_config(sink, port))
+        thread = threading.Thread(target=server.run)
+        thread.start()
+        holder.update(server=server, thread=thread)
+        while not server.started:
+            assert thread.is_alive(), "the server did not start"
+            time.sleep(0.05)
+        return sink, port, httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60)
+
+    yield start
+    if holder:
+        holder["server"].should_exit = True
+        holder["thread"].join(30)
+
+
+def test_healthz_answers_while_a_large_event_is_parsed(served_sink):
+    import concurrent.futures
+
+    sink, _, client = served_sink(max_instances=10**6, max_event_mb=16)
+    body = request_body([b"ab"] * 150_000)  # some 3 MB: seconds of JSON and base64 for one event
+    with concurrent.futures.ThreadPoolExecutor(1) as pool, httpx.Client(base_url=client.base_url,
+                                                                         timeout=60) as probe:
+        big = pool.submit(client.post, "/", headers=kserve_headers("request", "big"), content=body)
+        while sink.received == 0:  # the body is whole and its parsing begun
+            time.sleep(0.01)
+        answered = []
+        while not big.done():
+            started = time.monotonic()
+            assert probe.get("/healthz").json() == {"ok": True}
+            answered.append((time.monotonic() - started, big.done()))
+        assert big.result().json() == {"id": "big", "images": 150_000, "waiting_for": "response"}
+    in_flight = [seconds for seconds, done in answered if not done]
+    assert in_flight, "no probe was answered while the event was parsed"
+    assert max(in_flight) < 1.0, answered
+
+
+def _padded_request(port: int, padding: int) -> bytes:
+    """The answer to a request event whose headers hold `padding` bytes more, sent in two parts: h11 holds its
+    limit against headers still incomplete. b"reset" when the sink closed the connection while they were sent."""
+    head = "".join(f"{k}: {v}\r\n" for k, v in kserve_headers("request", f"padded-{padding}").items()).encode()
+    body = request_body([b"a"])
+    message = (b"POST / HTTP/1.1\r\nhost: x\r\n" + head + b"x-padding: " + b"p" * padding
+               + b"\r\ncontent-length: %d\r\n\r\n" % len(body) + body)
+    with socket.create_connection(("127.0.0.1", port), timeout=20) as connection:
+        try:
+            connection.sendall(message[:padding])
+            time.sleep(0.3)
+            connection.sendall(message[padding:])
+            return connection.recv(200)
+        except ConnectionError:
+            return b"reset"
+
+
+def test_a_request_whose_headers_are_above_the_limit_is_answered_400_counted_and_the_sink_serves_on(served_sink):
+    sink, port, client = served_sink()
+    assert _padded_request(port, 20_000).startswith(b"HTTP/1.1 200"), "above h11's own 16 KiB, below the sink's"
+    answer = _padded_request(port, traffic_sink.MAX_HEADER_BYTES + 1000)
+    assert answer.startswith(b"HTTP/1.1 400") or answer == b"reset", answer
+    assert client.get("/healthz").json() == {"ok": True}
+    assert client.get("/stats").json()["refused"] == {traffic_sink.UNREADABLE_HTTP: 1}
+    assert client.post("/", headers=kserve_headers("request", "after"),
+                       content=request_body([b"a"])).json()["waiting_for"] == "response"
