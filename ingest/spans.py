@@ -36,6 +36,7 @@ import tensorflow as tf
 from config import DataConfig
 from config.beam_policy import IN_PROCESS
 from contract import features, layout, storage
+from contract.errors import CommandError
 from ingest import sources
 from ingest.images import CheckedImage, RejectedImage, check_image
 from ingest.span_report import (
@@ -70,7 +71,7 @@ class IngestSettings:
     max_file_bytes: int = DataConfig.max_file_mb << 20
 
 
-class NoUsableImagesError(ValueError):
+class NoUsableImagesError(CommandError, ValueError):
     """Every file was quarantined; the report says why."""
 
 

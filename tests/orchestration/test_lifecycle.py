@@ -24,7 +24,7 @@ def _before():
 
 
 def test_on_a_disk_the_summary_and_report_are_written_with_what_happened_before_the_dag(tmp_path, capsys):
-    page = lifecycle.after_the_dag(_summary(), _before(), str(tmp_path), {}, error="failed at Trainer: boom",
+    page = lifecycle.after_the_dag(_summary(), _before(), str(tmp_path), {}, say=print, error="failed at Trainer: boom",
                                    beam_args=["--direct_num_workers=1"], notes=["a note"])
     written = json.loads((tmp_path / layout.SUMMARY_FILE).read_text())
     assert written["error"] == "failed at Trainer: boom" and written["beam_args"] == ["--direct_num_workers=1"]
@@ -40,7 +40,7 @@ def test_on_an_object_store_the_report_is_copied_and_reads_back_as_one_file(monk
     store = FakeObjectStore()
     monkeypatch.setattr(storage, "backend", store)
     folder = "gs://bucket/root/runs/run-7"
-    page = lifecycle.after_the_dag(_summary(), None, folder, {})
+    page = lifecycle.after_the_dag(_summary(), None, folder, {}, say=print)
     assert json.loads(store.objects[f"{folder}/{layout.SUMMARY_FILE}"])["run_id"] == "run-7"
     assert page == f"{folder}/{layout.REPORT_DIR}/{layout.REPORT_PAGE}" and page in store.objects
     store.objects[f"{folder}/{layout.REPORT_DIR}/figure.png"] = b"\x89PNG"
@@ -51,5 +51,5 @@ def test_on_an_object_store_the_report_is_copied_and_reads_back_as_one_file(monk
 def test_a_summary_that_cannot_be_written_is_one_line_after_the_printed_summary(tmp_path, capsys):
     (tmp_path / "full").write_text("a file where the run's folder should be")
     with pytest.raises(lifecycle.ReportNotWritten, match="the run summary could not be written to .*full/"):
-        lifecycle.after_the_dag(_summary(), None, str(tmp_path / "full"), {})
+        lifecycle.after_the_dag(_summary(), None, str(tmp_path / "full"), {}, say=print)
     assert "Pipeline cats-vs-dogs" in capsys.readouterr().out
