@@ -23,7 +23,7 @@ import logging
 import os
 import pathlib
 import shutil
-from typing import Callable, Collection
+from typing import TYPE_CHECKING, Collection
 
 from config import PipelineConfig, TuningConfig, beam_policy
 from contract import layout
@@ -33,7 +33,8 @@ from ingest import sources, synthetic
 from orchestration import roots, store_health
 from orchestration.run_lock import exclusive_run
 
-Say = Callable[[str], None]  # orchestration.lifecycle.Say: imported there, the module would need TensorFlow first
+if TYPE_CHECKING:  # only for the annotations: lifecycle imports TensorFlow, which a refusal must not wait for
+    from orchestration.lifecycle import Say
 
 DEMO = "demo"  # the generated demo images; every other kind is one of ingest.sources.LISTERS
 

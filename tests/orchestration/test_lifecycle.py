@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from contract import layout, storage
+from contract import errors, layout, storage
 from orchestration import kfp_tasks, lifecycle
 from reporting import run_summary
 from tests.object_store import FakeObjectStore
@@ -53,3 +53,30 @@ def test_a_summary_that_cannot_be_written_is_one_line_after_the_printed_summary(
     with pytest.raises(lifecycle.ReportNotWritten, match="the run summary could not be written to .*full/"):
         lifecycle.after_the_dag(_summary(), None, str(tmp_path / "full"), {}, say=print)
     assert "Pipeline cats-vs-dogs" in capsys.readouterr().out
+
+
+def test_the_start_of_a_run_says_the_table_then_the_messages_and_clears_the_previous_output_unless_refused(
+        tmp_path):
+    from config import DataConfig
+    from ingest import synthetic
+
+    synthetic.write_demo_images(tmp_path / "images", 2)
+    (tmp_path / "junk" / "cat").mkdir(parents=True)
+    (tmp_path / "junk" / "cat" / "a.jpg").write_bytes(b"not an image")
+    cleared, said = [], []
+    start = dict(say=said.append, clear_previous=lambda: cleared.append(True))
+    with pytest.raises(errors.CommandError, match="no usable images") as refused:
+        lifecycle.start_run(None, str(tmp_path / "examples"), "folder", str(tmp_path / "junk"), DataConfig(), **start)
+    assert refused.value.exit_code == errors.REFUSED and cleared == [] and said == []
+    (tmp_path / "a-file").write_text("where the examples' folder would go")
+    with pytest.raises(Exception) as failed:  # failed, not refused: the previous output is never this run's
+        lifecycle.start_run(None, str(tmp_path / "a-file" / "examples"), "folder", str(tmp_path / "images"),
+                            DataConfig(), **start)
+    assert getattr(failed.value, "exit_code", None) != errors.REFUSED and cleared == [True] and said == []
+    cleared.clear()
+
+    before = lifecycle.start_run(None, str(tmp_path / "examples"), "folder", str(tmp_path / "images"), DataConfig(),
+                                 took_over={"run_id": "run-6", "why": "no heartbeat for 2 h"}, **start)
+    assert cleared == [True] and before.ingest["span"] == 1
+    assert said == [before.table, "took over the pipeline root from run run-6, whose lease was stale (no heartbeat "
+                                  "for 2 h)"]
