@@ -155,9 +155,12 @@ def run_ours(recipe: Recipe, paths: dict, cached_views: int | None, seed: int = 
 
 
 def run_reference(recipe: Recipe, paths: dict) -> dict:
-    """The plain Keras script."""
+    """The plain Keras script, on the Trainer's own model (trainer.model.build_model: the same augmentation,
+    base and head), so the two differ in how they feed and train it, never in what they train."""
     import keras
     import tensorflow as tf
+
+    from trainer import model as model_lib
 
     config = _config(recipe, 0, paths["weights"])
     started = time.perf_counter()
@@ -168,16 +171,8 @@ def run_reference(recipe: Recipe, paths: dict) -> dict:
             label_mode="binary", shuffle=shuffle, seed=1, verbose=False).prefetch(tf.data.AUTOTUNE)
 
     train, evaluation = folder("train", True), folder("eval", False)
-    base = keras.applications.MobileNetV2(input_shape=(recipe.image_size,) * 2 + (3,), include_top=False,
-                                          weights=None if config.random_init else config.weights)
-    base.trainable = False
-    inputs = keras.Input((recipe.image_size, recipe.image_size, 3))
-    x = keras.layers.RandomFlip("horizontal")(inputs)
-    x = keras.layers.RandomRotation(config.rotation)(x)
-    x = keras.layers.RandomZoom(config.zoom)(x)
-    x = keras.layers.Rescaling(1 / 127.5, offset=-1)(x)
-    x = keras.layers.GlobalAveragePooling2D()(base(x, training=False))
-    model = keras.Model(inputs, keras.layers.Dense(1)(keras.layers.Dropout(config.dropout)(x)))
+    model = model_lib.build_model(config, recipe.image_size)
+    base = model_lib.get_base(model)
     clock = _PhaseClock()
 
     def fit(rate, first, epochs):

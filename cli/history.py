@@ -11,7 +11,6 @@ import sys
 
 from cli import flags
 from cli.flags import SettingsError
-from contract.errors import CommandError, RunFailedError
 from contract.layout import RunLayout
 
 
@@ -113,7 +112,7 @@ def serving_config_warnings(serving_dir: str, recorded: set[int], trusted) -> li
 
     try:
         config = served.read_config(serving_dir)
-    except (served.ConfigError, OSError) as error:
+    except (served.ConfigError, OSError) as error:  # a damaged config is a warning here, not the command's end
         return [f"{error}; the next run or rollback rewrites it"]
     complete = served.complete_versions(serving_dir)
     if config is not None and config.version not in complete and config.version not in recorded:
@@ -160,10 +159,7 @@ def command_rollback(args: argparse.Namespace) -> int:
     serving = (kserve.Serving(**flags.settings_from(args, kserve.Serving, "serving_", only=flags.SERVING_TARGET))
                if args.serving_rollout else None)
     root, store = history_store(args)
-    try:
-        done = rollback.rollback(root, store, args.to, args.reason, config_lib.PipelineConfig().name)
-    except rollback.RollbackError as error:
-        raise CommandError(f"cannot roll back to version {args.to}: {error}; nothing was changed") from None
+    done = rollback.rollback(root, store, args.to, args.reason, config_lib.PipelineConfig().name)
     for note in done.notes:
         print(note)
     before = (f"version {done.from_version} was served before" if done.from_version is not None
@@ -174,10 +170,7 @@ def command_rollback(args: argparse.Namespace) -> int:
     else:
         print(f"version {done.to_version}'s model is served again as version {done.pushed.version} "
               f"({done.pushed.path}); {before}")
-    try:
-        print(rollback.reach_clients(str(root), done.pushed.version, serving))
-    except kserve.RolloutError as error:
-        raise RunFailedError(f"the rollback is pushed and recorded, but {error}") from None
+    print(rollback.reach_clients(str(root), done.pushed.version, serving))
     return 0
 
 

@@ -58,6 +58,11 @@ def _add_source_flags(parser: argparse.ArgumentParser, required: bool = True) ->
                              "process; N: N processes.")
 
 
+def say(line: str) -> None:
+    """What the run says, as it happens: flushed, so it keeps its place among the libraries' own output."""
+    print(line, flush=True)
+
+
 def _source(args: argparse.Namespace):
     """The source flags as an orchestration.local.Source; None when none was given."""
     from orchestration import local
@@ -96,7 +101,7 @@ def command_run(args: argparse.Namespace) -> int:
     flags.check_output_dir(args.output_dir)
     return local.run(config, args.output_dir, _source(args), beam_workers=args.beam_workers,
                      allow_anomalies=args.allow_anomalies, notes=notes, tuning=tuning,
-                     fixed_settings=flags.fixed_settings(args))
+                     fixed_settings=flags.fixed_settings(args), say=say)
 
 
 def command_ingest(args: argparse.Namespace) -> int:
@@ -109,7 +114,7 @@ def command_ingest(args: argparse.Namespace) -> int:
 
     config, _ = flags.config_from_args(args)  # ingest does not train: the schedule does not matter to it
     flags.check_output_dir(args.output_dir)
-    return local.ingest(config, args.output_dir, _source(args), args.beam_workers)
+    return local.ingest(config, args.output_dir, _source(args), args.beam_workers, say=say)
 
 
 COMMANDS = (

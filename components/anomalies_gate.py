@@ -21,6 +21,7 @@ from tfx.dsl.component.experimental.decorators import component
 from tfx.types import artifact_utils, standard_artifacts
 
 from contract import features, layout
+from contract.errors import RunFailedError
 
 ANOMALIES_FILE = "SchemaDiff.pb"
 STATISTICS_FILE = "FeatureStats.pb"
@@ -29,7 +30,7 @@ LABEL_FEATURE = features.LABEL_KEY
 SIZE_FEATURES = (features.HEIGHT_KEY, features.WIDTH_KEY)
 
 
-class DataAnomaliesError(RuntimeError):
+class DataAnomaliesError(RunFailedError, RuntimeError):
     """The data does not match the schema; the message lists every anomaly."""
 
 

@@ -255,12 +255,11 @@ def with_overrides(config: PipelineConfig, overrides: Mapping[str, Any]) -> Pipe
 
 # The training schedule for random weights. The defaults are made for ImageNet weights: a few epochs, the top
 # of the base fine-tuned, early stopping. With random weights there are no pretrained features to protect, so
-# phase 2 unfreezes most of the base (from layer 30) to learn them, over more epochs; no early stopping, as a
-# small eval split's loss is too noisy to stop on (the best weights are kept all the same). Every epoch augments
-# and runs the whole base: a network that learns its features from these images learns them from fresh views,
-# and cached views, chosen on the project's own looks, were not shown to cost at most 0.02 of accuracy on looks
-# nobody tuned them on. Layer 30 rather than 60: better on the tuning looks and shown better on the held-out ones
-# (`make bench-looks`; docs/performance.md, "The from-scratch schedule across looks").
+# phase 2 unfreezes most of the base to learn them, over more epochs; no early stopping, as a small eval split's
+# loss is too noisy to stop on (the best weights are kept all the same). Every epoch augments and runs the whole
+# base: a network that learns its features from these images learns them from fresh views, and cached views did
+# not hold up on looks nobody tuned them on. The layer and the views were chosen across looks, tuned and held out:
+# the figures are in docs/performance.md, "The from-scratch schedule across looks" (`make bench-looks`).
 FROM_SCRATCH_SCHEDULE = {"fine_tune_from": 30, "head_epochs": 6, "fine_tune_epochs": 12,
                          "early_stopping_patience": 0, "cached_views": 0}
 

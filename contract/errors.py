@@ -6,13 +6,16 @@ Scripts and schedulers read the exit codes, so they are part of the contract:
 (bad input or settings: nothing changed), 3 another run holds the root, 130
 interrupted. A module raises one of the classes below (or a class of its own
 derived from one); only `end` prints it, for the command line and for the
-Kubeflow tasks alike. An error that is not a CommandError is a bug, and keeps
-its traceback.
+Kubeflow tasks alike (`fail_task`). Callers catch CommandError, never a list
+of classes; no other module chooses an exit code. An error that is not a
+CommandError is a bug, and keeps its traceback (tests/contract/test_errors.py
+lists the few internal ones, each caught where it is raised).
 """
 
 from __future__ import annotations
 
 import sys
+from typing import NoReturn
 
 OK, FAILED, REFUSED, BUSY, INTERRUPTED = 0, 1, 2, 3, 130
 
@@ -40,6 +43,12 @@ class BusyError(CommandError):
     exit_code = BUSY
 
 
+class InterruptedRunError(RunFailedError):
+    """The run was interrupted (Ctrl-C) and something after it failed too (its summary could not be written)."""
+
+    exit_code = INTERRUPTED
+
+
 class StorageFaultError(CommandError):
     """The storage under a root failed a read or a write (a full disk, a permission, a file where a folder
     belongs): the work stopped where it was; what was committed before is read as it was."""
@@ -65,6 +74,13 @@ def end(error: CommandError, command: str | None = None) -> int:
     """Prints the error's one line to stderr; returns its exit code."""
     print(f"error: {error.line(command)}", file=sys.stderr, flush=True)
     return error.exit_code
+
+
+def fail_task(line: str) -> NoReturn:
+    """Ends an orchestrator's task (a Kubeflow pod) with `line` and exit code FAILED, whatever stopped it: the
+    orchestrator reads any non-zero code as "the task failed", and the run's summary says why. A SystemExit, not
+    an exception: kfp's executor would print a traceback for one."""
+    raise SystemExit(end(RunFailedError(line)))
 
 
 def printable(text: str) -> str:

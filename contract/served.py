@@ -24,14 +24,14 @@ import os
 import posixpath
 
 from contract import layout, storage
-from contract.errors import first_line
+from contract.errors import CommandError, first_line
 
 CONFIG_FILE = layout.SERVING_CONFIG_FILE
 MODEL_NAME = "cats-vs-dogs"  # the model's name in a server's URLs: the InferenceService's name by default
 MODEL_PLATFORM = "tensorflow"
 
 
-class ConfigError(ValueError):
+class ConfigError(CommandError, ValueError):
     """The serving config cannot be read as a one-model ModelServerConfig; the message names the file."""
 
 

@@ -130,7 +130,9 @@ _KINDS = {stat.S_IFIFO: "a FIFO", stat.S_IFSOCK: "a socket", stat.S_IFCHR: "a ch
 
 
 class NotAFileError(OSError):
-    """A local path to read is not a regular file (a FIFO would block a reader forever); names the path."""
+    """A local path to read is not a regular file (a FIFO would block a reader forever); names the path. An
+    OSError, not a CommandError: every reader handles OSError already, and contract.errors.storage_fault words
+    it in one line where it reaches a command's end."""
 
     def __init__(self, path: str, kind: str):
         super().__init__(f"{path}: {kind}, not a file: never read")
@@ -198,7 +200,8 @@ backend = GFileBackend()  # replaced in tests by an object store's semantics
 
 
 class AlreadyExistsError(Exception):
-    """The folder to publish to exists already (another writer took that name)."""
+    """The folder to publish to exists already (another writer took that name). Internal: the writer that
+    gets it takes the next name; it never ends a command."""
 
 
 class LinkRefusedError(CommandError):

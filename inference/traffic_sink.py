@@ -109,7 +109,8 @@ logger = logging.getLogger(__name__)
 
 
 class Refused(Exception):
-    """An event the sink does not take: `reason` is counted, `detail` says what exactly."""
+    """An event the sink does not take: `reason` is counted, `detail` says what exactly. Internal: answered
+    with its HTTP status; it never ends the command."""
 
     def __init__(self, reason: str, detail: str, status: int = 400):
         detail = printable(detail)  # it quotes what the sender sent, and goes into a log line

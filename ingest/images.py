@@ -29,7 +29,8 @@ JPEG_QUALITY = 95
 
 
 class RejectedImage(ValueError):
-    """The bytes are not a usable image; `reason` says why, for the report."""
+    """The bytes are not a usable image; `reason` says why, for the report. Internal: the caller lists the file
+    with its reason and goes on; it never ends a command."""
 
     def __init__(self, reason: str):
         super().__init__(reason)

@@ -37,7 +37,8 @@ class SourceError(CommandError, ValueError):
 
 
 class FileTooLarge(ValueError):
-    """A file above the size cap: never read; the message is the reason the report gives."""
+    """A file above the size cap: never read; the message is the reason the report gives. Internal, as
+    ingest.images.RejectedImage: the file is listed, the ingest goes on."""
 
 
 NOT_UTF8 = "name is not valid UTF-8"

@@ -38,6 +38,7 @@ import tensorflow as tf
 from config import DataConfig
 from config.beam_policy import IN_PROCESS
 from contract import features, layout, storage
+from contract.errors import CommandError
 from ingest import carried as carrying
 from ingest import sources
 from ingest.images import CheckedImage, RejectedImage, check_image
@@ -76,7 +77,7 @@ class IngestSettings:
     span_window: int = DataConfig.span_window
 
 
-class NoUsableImagesError(ValueError):
+class NoUsableImagesError(CommandError, ValueError):
     """Every file was quarantined; the report says why."""
 
 

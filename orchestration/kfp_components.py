@@ -3,6 +3,9 @@
 KFP copies each function's source into the package and runs it in the
 project's image with `python3 -m kfp.dsl.executor_main`, so each one imports
 what it needs inside its body and hands the work to orchestration.kfp_tasks.
+A body is the task's command line: it alone writes to the task's log, the
+lines kfp_tasks hands to its `say` (flushed, so they keep their place among
+TFX's and Beam's own output).
 """
 
 from kfp.dsl import HTML, ClassificationMetrics, Markdown, Metrics, Output
@@ -14,7 +17,8 @@ def ingest_source(source_kind: str, source: str, root: str, data: dict, metadata
     nothing)."""
     from orchestration import kfp_tasks
 
-    table = kfp_tasks.ingest(source_kind, source, root, data, metadata_store, run_id, lease_seconds)
+    table = kfp_tasks.ingest(source_kind, source, root, data, metadata_store, run_id, lease_seconds,
+                             say=lambda line: print(line, flush=True))
     with open(ingest_report.path, "w") as f:
         f.write("```\n" + table + "\n```\n")
     return table
@@ -24,7 +28,7 @@ def tfx_node(node_program: str, run_id: str, metadata_store: str, root: str) -> 
     """Runs one node of the TFX pipeline with TFX's launcher against the shared ML Metadata store."""
     from orchestration import kfp_tasks
 
-    return kfp_tasks.run_node(node_program, run_id, metadata_store, root)
+    return kfp_tasks.run_node(node_program, run_id, metadata_store, root, say=lambda line: print(line, flush=True))
 
 
 def kserve_rollout(root: str, serving: dict, run_id: str) -> str:
@@ -32,7 +36,7 @@ def kserve_rollout(root: str, serving: dict, run_id: str) -> str:
     the highest pushed version (nothing when it already does)."""
     from orchestration import kfp_tasks
 
-    return kfp_tasks.rollout(root, serving, run_id)
+    return kfp_tasks.rollout(root, serving, run_id, say=lambda line: print(line, flush=True))
 
 
 def run_report(metadata_store: str, run_id: str, pipeline_name: str, root: str, settings: dict, node_ids: list,
@@ -44,7 +48,7 @@ def run_report(metadata_store: str, run_id: str, pipeline_name: str, root: str, 
     from orchestration import kfp_tasks
 
     values, matrix, run_folder = kfp_tasks.report(metadata_store, run_id, pipeline_name, root, settings, node_ids,
-                                                  decision.path, report.path)
+                                                  decision.path, report.path, say=lambda line: print(line, flush=True))
     for name, value in values.items():
         metrics.log_metric(name, value)
     if matrix:
@@ -61,4 +65,5 @@ def monitor_traffic(root: str, metadata_store: str, settings: dict, drift_report
     check recorded in the shared ML Metadata store; the drift report and the verdict for the KFP run page."""
     from orchestration import kfp_tasks
 
-    return kfp_tasks.monitor(root, metadata_store, settings, drift_report.path, verdict.path)
+    return kfp_tasks.monitor(root, metadata_store, settings, drift_report.path, verdict.path,
+                             say=lambda line: print(line, flush=True))

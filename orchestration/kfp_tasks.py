@@ -6,8 +6,10 @@ around the DAG are orchestration.lifecycle's, as in a local run; the root's
 lease (orchestration.lease) keeps a second run off the root. A foreseeable
 fault (a root held by another run, an unreachable metadata store, an
 unwritable root, no usable images) ends the task with one line naming it and
-a non-zero exit code, and is kept under <root>/runs/<run id>/tasks/ for the
-exit handler's summary.
+a non-zero exit code (contract.errors.fail_task), and is kept under
+<root>/runs/<run id>/tasks/ for the exit handler's summary. What a task says
+goes to `say`, which the component (orchestration/kfp_components.py) points
+at the task's log.
 """
 
 from __future__ import annotations
@@ -17,19 +19,16 @@ import json
 import logging
 import posixpath
 import re
+from typing import NoReturn
 
 import tensorflow as tf
 
 from config import DataConfig, PipelineConfig
-from contract import errors, layout, storage
-from contract.errors import first_line
+from contract import layout, storage
+from contract.errors import CommandError, fail_task, first_line
 from contract.layout import RunLayout
 from orchestration import kserve, lease, lifecycle, roots, store_health, tfx_node
-
-
-def _fail(message: str) -> None:
-    """Ends the task with one line and exit code 1 (kfp's executor would print a traceback for an exception)."""
-    raise SystemExit(errors.end(errors.RunFailedError(message)))
+from orchestration.lifecycle import Say
 
 
 def _write_record(root: str, run_id: str, task: str, record: dict) -> None:
@@ -67,8 +66,8 @@ def _data_config(settings: dict) -> DataConfig:
 
 
 def ingest(source_kind: str, source: str, root: str, data: dict, metadata_store: str, run_id: str,
-           lease_seconds: float) -> str:
-    """The run's first task: takes the root's lease, then the steps before the DAG (orchestration.lifecycle).
+           lease_seconds: float, say: Say) -> str:
+    """The run's first task: takes the root's lease, then the steps before the DAG (lifecycle.start_run).
 
     Also installs the curated schema of the code in this image where
     ImportSchemaGen reads it. An empty `source` ingests nothing (the run trains
@@ -84,34 +83,33 @@ def ingest(source_kind: str, source: str, root: str, data: dict, metadata_store:
         found = roots.inspect(root)  # before anything is written: no lease or record in a folder of the user's
         tfx_node.check_writable(root)
         held = lease.acquire(root, run_id, stale_after=lease_seconds)
-    except (tfx_node.NodeTaskError, roots.NotARootError, lease.RootBusyError, lease.LeaseUnreachableError) as error:
-        if isinstance(error, lease.RootBusyError):
+    except CommandError as error:
+        if isinstance(error, lease.RootBusyError):  # the report says the run was refused, not that it failed
             _write_record(root, run_id, layout.INGEST_TASK, {"refused": str(error)})
-        _fail(str(error))
+        fail_task(str(error))
     try:
         with lease.heartbeat(root, run_id):
             adopted = roots.claim(root, found)
             if adopted:
-                print(adopted, flush=True)
+                say(adopted)
             tf.io.gfile.makedirs(posixpath.dirname(where.schema_path))
             tf.io.gfile.copy(SCHEMA_PATH, where.schema_path, overwrite=True)
             tfx_node.check_store(metadata_store)
             store = mlmd.MetadataStore(tfx_node.connection_config(metadata_store))
-            before = lifecycle.before_the_dag(
-                store, where.examples_root, source_kind if source else None, source, _data_config(data),
+            # Each run writes its summary and report in a folder of its own (runs/<run id>/): no earlier run's
+            # output is where this one's goes, so there is nothing to clear.
+            before = lifecycle.start_run(
+                store, where.examples_root, source_kind if source else None, source, _data_config(data), say=say,
                 current_run=run_id, took_over=held.took_over, serving_dir=where.serving_dir,
                 pipeline_name=PipelineConfig().name)
-    except (tfx_node.NodeTaskError, lifecycle.RunRefused, lifecycle.IngestFailed, lease.LeaseLostError) as error:
+    except CommandError as error:
         _write_record(root, run_id, layout.INGEST_TASK, {"error": str(error)})
-        _fail(str(error))
+        fail_task(str(error))
     _write_record(root, run_id, layout.INGEST_TASK, {"before_the_dag": before.to_json()})
-    for message in before.messages():
-        print(message, flush=True)
-    print(before.table, flush=True)
     return before.table
 
 
-def run_node(node_program: str, run_id: str, metadata_store: str, root: str) -> str:
+def run_node(node_program: str, run_id: str, metadata_store: str, root: str, say: Say) -> str:
     """Runs one TFX node under the run's lease; returns 'executed', 'cached' or 'skipped'.
 
     A retried task (KFP retries a pod that was killed) launches the node again
@@ -121,6 +119,8 @@ def run_node(node_program: str, run_id: str, metadata_store: str, root: str) -> 
     the data, not the pod.
     """
     node_id = json.loads(node_program)["nodes"][0]["pipelineNode"]["nodeInfo"]["id"]
+    # Not the node's own error (the task's, the lease's, the store's): unrecorded, left for KFP's retry. Told apart
+    # from the node's by when it happens, not by its class: an executor raises CommandErrors of its own.
     try:
         run_id = tfx_node.resolve_run_id(run_id)
         lease.refresh(root, run_id)
@@ -128,19 +128,30 @@ def run_node(node_program: str, run_id: str, metadata_store: str, root: str) -> 
         if earlier:
             raise tfx_node.NodeTaskError(f"failed in an earlier attempt of this run: {earlier}")
         with lease.heartbeat(root, run_id):
-            outcome = tfx_node.run_node(node_program, run_id, metadata_store)
-    # Not the node's own error: a storage fault of the moment is left for KFP's retry, unrecorded.
-    except (tfx_node.NodeTaskError, lease.LeaseLostError, lease.LeaseUnreachableError) as error:
-        _fail(f"{node_id}: {error}")
-    except Exception as error:  # the executor's own error: its traceback is in the log above
-        logging.error("%s failed", node_id, exc_info=True)
-        _write_record(root, run_id, node_id, {"error": _error_text(error)})
-        _fail(f"{node_id} failed: {first_line(error, with_type=True)}")
-    print(f"{node_id}: {outcome}", flush=True)
+            try:
+                launch = tfx_node.prepare(node_program, run_id, metadata_store, say)
+            except CommandError:
+                raise
+            except Exception as error:
+                _node_failed(root, run_id, node_id, error)
+            try:
+                outcome = launch()
+            except Exception as error:  # the executor's own error, a CommandError or not
+                _node_failed(root, run_id, node_id, error)
+    except CommandError as error:
+        fail_task(f"{node_id}: {error}")
+    say(f"{node_id}: {outcome}")
     return outcome
 
 
-def rollout(root: str, serving: dict, run_id: str) -> str:
+def _node_failed(root: str, run_id: str, node_id: str, error: Exception) -> NoReturn:
+    """Ends the task for the node's own error: recorded for the report, never run again in this run."""
+    logging.error("%s failed", node_id, exc_info=True)  # its traceback, in the task's log
+    _write_record(root, run_id, node_id, {"error": _error_text(error)})
+    fail_task(f"{node_id} failed: {first_line(error, with_type=True)}")
+
+
+def rollout(root: str, serving: dict, run_id: str, say: Say) -> str:
     """After the Pusher, on a root KServe copies once (gs://): makes the InferenceService serve the highest
     complete version (orchestration.kserve.roll_out).
 
@@ -155,8 +166,8 @@ def rollout(root: str, serving: dict, run_id: str) -> str:
     try:
         run_id = tfx_node.resolve_run_id(run_id)
         lease.refresh(root, run_id)
-    except (tfx_node.NodeTaskError, lease.LeaseLostError, lease.LeaseUnreachableError) as error:
-        _fail(f"{layout.ROLLOUT_TASK}: {error}")
+    except CommandError as error:
+        fail_task(f"{layout.ROLLOUT_TASK}: {error}")
     versions = existing_versions(RunLayout(root).serving_dir)
     if not versions:
         line = "nothing pushed yet: the InferenceService is left as it is"
@@ -166,14 +177,14 @@ def rollout(root: str, serving: dict, run_id: str) -> str:
         except kserve.RolloutError as error:
             message = f"version {versions[-1]} is pushed, but clients do not see it: {error}"
             _write_record(root, run_id, layout.ROLLOUT_TASK, {"error": message})
-            _fail(f"{layout.ROLLOUT_TASK}: {message}")
+            fail_task(f"{layout.ROLLOUT_TASK}: {message}")
     _write_record(root, run_id, layout.ROLLOUT_TASK, {"rollout": line})
-    print(line, flush=True)
+    say(line)
     return line
 
 
 def report(metadata_store: str, run_id: str, pipeline_name: str, root: str, settings: dict, node_ids: list,
-           markdown_path: str, html_path: str):
+           markdown_path: str, html_path: str, say: Say):
     """The run's exit handler: runs whether the DAG completed, failed or was canceled.
 
     Reads the run's executions from ML Metadata and the records its tasks left,
@@ -192,8 +203,8 @@ def report(metadata_store: str, run_id: str, pipeline_name: str, root: str, sett
     try:
         run_id = tfx_node.resolve_run_id(run_id)
         roots.inspect(root)  # the ingest task refused it: nothing of the run is written into a folder of the user's
-    except (tfx_node.NodeTaskError, roots.NotARootError, lease.RootBusyError) as error:
-        _fail(str(error))
+    except CommandError as error:
+        fail_task(str(error))
     records = _read_records(root, run_id)
     refused = records.get(layout.INGEST_TASK, {}).get("refused")
     before_json = records.get(layout.INGEST_TASK, {}).get("before_the_dag")
@@ -203,23 +214,26 @@ def report(metadata_store: str, run_id: str, pipeline_name: str, root: str, sett
         try:
             tfx_node.check_store(metadata_store)
             store = mlmd.MetadataStore(tfx_node.connection_config(metadata_store))
-        except tfx_node.NodeTaskError as error:
+        except CommandError as error:
             records.setdefault(layout.REPORT_TASK, {"error": str(error)})
     stopped = store_health.cancel_unfinished_in(store, lambda run: run == run_id) if store else []
     summary = run_summary.summarize_run(store, pipeline_name, run_id=run_id)
     summary.run_id = run_id
     rolled_out = records.get(layout.ROLLOUT_TASK, {}).get("rollout")
     run_folder = RunLayout(root).run_dir(run_id)
+
+    def release() -> str | None:
+        if not refused and lease.release(root, run_id):
+            return f"released the pipeline root {root}"
+        return None
+
     try:
         page = lifecycle.after_the_dag(
-            summary, before, run_folder, settings["training"],
+            summary, before, run_folder, settings["training"], say=say,
             error=outcome_error(summary, records, refused, stopped, frozenset(node_ids)),
-            notes=[f"serving: {rolled_out}"] if rolled_out else [])
-    except lifecycle.ReportNotWritten as error:
-        _fail(str(error))
-    finally:  # whatever became of the report, the run is over
-        if not refused and lease.release(root, run_id):
-            print(f"released the pipeline root {root}", flush=True)
+            notes=[f"serving: {rolled_out}"] if rolled_out else [], release=release)
+    except CommandError as error:
+        fail_task(str(error))
     with open(html_path, "w") as f:
         f.write(inline_images(storage.backend.read(page).decode(), posixpath.dirname(page)))
     with open(markdown_path, "w") as f:
@@ -280,7 +294,7 @@ def inline_images(html: str, folder: str) -> str:
     return re.sub(r'src="([^":/]+\.png)"', embed, html)
 
 
-def monitor(root: str, metadata_store: str, settings: dict, html_path: str, markdown_path: str) -> str:
+def monitor(root: str, metadata_store: str, settings: dict, html_path: str, markdown_path: str, say: Say) -> str:
     """A drift check of the root's traffic (monitoring.monitor, as `monitor --root` runs it) with the deployment's
     store; returns its one-line verdict. A refusal (no served model, too small a window, not a root, an
     unreachable store) ends the task with that line: nothing was checked."""
@@ -296,12 +310,12 @@ def monitor(root: str, metadata_store: str, settings: dict, html_path: str, mark
                                       "monitor; nothing was checked")
         tfx_node.check_store(metadata_store)
         check = monitor_lib.check(RunLayout(root), chosen, metadata_store)
-    except (errors.CommandError, tfx_node.NodeTaskError) as error:
-        _fail(f"{layout.MONITOR_TASK}: {error}")
+    except CommandError as error:
+        fail_task(f"{layout.MONITOR_TASK}: {error}")
     page = str(check.page)
     with open(html_path, "w") as f:
         f.write(inline_images(storage.backend.read(page).decode(), posixpath.dirname(page)))
     with open(markdown_path, "w") as f:
         f.write(f"**{'Drift' if check.result['drift'] else 'No drift'}**: {check.line}\n")
-    print(check.line, flush=True)
+    say(check.line)
     return check.line

@@ -45,7 +45,7 @@ import re
 import yaml
 
 from contract import layout
-from contract.errors import CommandError, first_line
+from contract.errors import CommandError, RunFailedError, first_line
 from contract.layout import RunLayout
 from contract.settings import setting
 
@@ -245,9 +245,17 @@ def write_manifest(path: str, serving: Serving, uri: str, sink: TrafficSink | No
     return path
 
 
-class RolloutError(RuntimeError):
+class RolloutError(RunFailedError, RuntimeError):
     """KServe could not be told about a version (no credentials, an unreachable API, no rights, no
-    InferenceService); the message names which and where. The version itself is pushed and unchanged."""
+    InferenceService); the message names which and where. The version itself is pushed and unchanged. `done`:
+    what the command did before (its line says so first)."""
+
+    def __init__(self, message: str, done: str | None = None):
+        super().__init__(message)
+        self.done = done
+
+    def line(self, command: str | None = None) -> str:
+        return f"{self.done}, but {self}" if self.done else str(self)
 
 
 @dataclasses.dataclass(frozen=True)

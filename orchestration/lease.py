@@ -132,7 +132,7 @@ def acquire(root: str | os.PathLike, run_id: str, *, process: bool = False,
     """
     try:
         return _acquire(root, run_id, process, stale_after)
-    except (RootBusyError, LeaseLostError):
+    except CommandError:  # busy, or lost: already its line
         raise
     except Exception as error:  # a full disk, a bucket without credentials or rights: nothing was taken
         raise LeaseUnreachableError(f"cannot take the lease {lease_path(root)}: {_storage_fault(error)}") from None

@@ -8,9 +8,11 @@ ingest the source as a new span (unchanged data reuses the latest; spans cut
 short are moved aside first), and check the spans other tools wrote. What
 happened is kept as a `BeforeTheDag` record. After the DAG (the local run;
 the Kubeflow exit handler): the run's summary from ML Metadata completed with
-that record and the run's outcome, printed, and written with the report under
-the run's folder on any storage (`after_the_dag`). A new source kind, check or
-summary field is a change here, and every orchestrator has it.
+that record and the run's outcome, said, and written with the report under
+the run's folder on any storage (`after_the_dag`), then the lease released.
+Every orchestrator runs the same sequence: lease, `start_run`, its DAG,
+`after_the_dag`, release; the lines go to the caller's `say`. A new source
+kind, check or summary field is a change here, and every orchestrator has it.
 """
 
 from __future__ import annotations
@@ -21,12 +23,16 @@ import functools
 import os
 import posixpath
 import re
-from typing import Any
+from typing import Any, Callable
 
 from config import DataConfig, beam_policy
-from contract.errors import CommandError, RunFailedError
-from ingest import foreign_spans, sources, span_report, spans
+from contract.errors import REFUSED, CommandError, RunFailedError
+from ingest import foreign_spans, span_report, spans
 from orchestration import reconcile, store_health
+
+# Where the lines a user sees go: the command line's output (cli/), a Kubeflow task's log
+# (orchestration/kfp_components.py). Library code hands its lines here and prints none itself.
+Say = Callable[[str], None]
 
 
 class RunRefused(CommandError):
@@ -116,8 +122,8 @@ def _ingest(kind: str | None, location: str, examples_root: str, data: DataConfi
                 f"no source given: running on the spans in {examples_root} (latest: span {existing[-1]})")
     try:
         report = spans.ingest(kind, location, examples_root, ingest_settings(data), beam_args, read_spans)
-    except (sources.SourceError, spans.NoUsableImagesError) as error:
-        raise RunRefused(str(error)) from None
+    except CommandError:  # a source that cannot be read, no usable images: refused, nothing ingested
+        raise
     except Exception as error:
         fault = storage_fault(error)
         if fault is None:
@@ -177,6 +183,28 @@ def before_the_dag(store, examples_root: str, kind: str | None, location: str, d
                         reconciled=reconciled, cleaned=cleaned)
 
 
+def start_run(store, examples_root: str, kind: str | None, location: str, data: DataConfig, *, say: Say,
+              clear_previous: Callable[[], None] | None = None, **before) -> BeforeTheDag:
+    """The first half of every run, once its lease is held (the local run's process, the Kubeflow ingest task):
+    the steps before the DAG (before_the_dag, with `before`'s keywords), then the previous run's output cleared
+    (`clear_previous`, where the run writes where the one before it did), then what they found said: the table,
+    then the messages. The second half is after_the_dag, which releases the lease.
+
+    The previous output goes once the steps accepted the run, or failed (whatever happens to this run, it is
+    never read as this run's own); a refusal leaves it."""
+    try:
+        found = before_the_dag(store, examples_root, kind, location, data, **before)
+    except BaseException as error:
+        if clear_previous is not None and not (isinstance(error, CommandError) and error.exit_code == REFUSED):
+            clear_previous()
+        raise
+    if clear_previous is not None:
+        clear_previous()
+    for line in (found.table, *found.messages()):
+        say(line)
+    return found
+
+
 def complete_summary(summary, before: BeforeTheDag | None, *, error: str | None = None,
                      beam_args: list[str] = (), notes: list[str] = ()) -> None:
     """Adds what happened outside ML Metadata to a summary read from it (reporting.run_summary)."""
@@ -195,17 +223,30 @@ class ReportNotWritten(RunFailedError):
     """The run ended (its summary is printed) but its summary file or report could not be written."""
 
 
-def after_the_dag(summary, before: BeforeTheDag | None, folder: str, training: dict, *, error: str | None = None,
-                  beam_args: list[str] = (), notes: list[str] = ()) -> str:
-    """Every step after the DAG: the summary read from ML Metadata completed (complete_summary) and printed,
-    then written as <folder>/run_summary.json (whole or not at all) and the report as <folder>/report/ (`folder`
-    a local path or a gs:// URI). Returns the report page's path; ReportNotWritten when either cannot be
-    written."""
+def after_the_dag(summary, before: BeforeTheDag | None, folder: str, training: dict, *, say: Say,
+                  error: str | None = None, beam_args: list[str] = (), notes: list[str] = (),
+                  release: Callable[[], str | None] | None = None) -> str:
+    """Every step after the DAG: the summary read from ML Metadata completed (complete_summary) and said, then
+    written as <folder>/run_summary.json (whole or not at all) and the report as <folder>/report/ (`folder` a
+    local path or a gs:// URI); then, whatever became of them, the lease released (`release`, where the run holds
+    one beyond this call; the line it returns is said). Returns the report page's path; ReportNotWritten when
+    either cannot be written."""
+    try:
+        return _summary_and_report(summary, before, folder, training, say=say, error=error, beam_args=beam_args,
+                                   notes=notes)
+    finally:  # the run is over
+        released = release() if release is not None else None
+        if released:
+            say(released)
+
+
+def _summary_and_report(summary, before: BeforeTheDag | None, folder: str, training: dict, *, say: Say,
+                        error: str | None, beam_args: list[str], notes: list[str]) -> str:
     from contract import layout, storage
     from reporting import run_summary
 
     complete_summary(summary, before, error=error, beam_args=beam_args, notes=notes)
-    print(summary.text(), flush=True)
+    say(summary.text())
     path = posixpath.join(folder, layout.SUMMARY_FILE)
     try:
         storage.backend.makedirs(folder)
@@ -213,12 +254,12 @@ def after_the_dag(summary, before: BeforeTheDag | None, folder: str, training: d
     except Exception as exc:  # OSError here, tf.errors.OpError on an object store
         raise ReportNotWritten(f"the run summary could not be written to {path}: "
                                f"{getattr(exc, 'strerror', None) or exc}") from None
-    print(f"summary written to {path}", flush=True)
+    say(f"summary written to {path}")
     try:
         page = _write_report(summary, folder, training, before.ingest if before else None)
     except Exception as exc:  # the run itself is done; say what went wrong with its report
         raise ReportNotWritten(f"the run report could not be written: {type(exc).__name__}: {exc}") from None
-    print(f"report: {page}", flush=True)
+    say(f"report: {page}")
     return page
 
 

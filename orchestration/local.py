@@ -23,15 +23,18 @@ import logging
 import os
 import pathlib
 import shutil
-from typing import Collection
+from typing import TYPE_CHECKING, Collection
 
 from config import PipelineConfig, TuningConfig, beam_policy
 from contract import layout
-from contract.errors import FAILED, INTERRUPTED, OK, REFUSED, CommandError
+from contract.errors import FAILED, INTERRUPTED, OK, InterruptedRunError
 from contract.layout import RunLayout
 from ingest import sources, synthetic
 from orchestration import roots, store_health
 from orchestration.run_lock import exclusive_run
+
+if TYPE_CHECKING:  # only for the annotations: lifecycle imports TensorFlow, which a refusal must not wait for
+    from orchestration.lifecycle import Say
 
 DEMO = "demo"  # the generated demo images; every other kind is one of ingest.sources.LISTERS
 
@@ -45,8 +48,9 @@ class Source:
     demo_images: int = synthetic.DEMO_IMAGES_PER_CLASS
 
 
-def ingest(config: PipelineConfig, output_dir: pathlib.Path, source: Source, beam_workers: int = 0) -> int:
-    """Only ingests the source as a span (under the lock); returns the exit code. lifecycle.RunRefused when
+def ingest(config: PipelineConfig, output_dir: pathlib.Path, source: Source, beam_workers: int = 0, *,
+           say: Say) -> int:
+    """Only ingests the source as a span (under the lock); returns the exit code. A CommandError (exit 2) when
     there is nothing usable."""
     where = RunLayout(output_dir.resolve())
     roots.inspect(where.root)  # a folder of the user's is named as such first, whatever else is wrong
@@ -54,36 +58,36 @@ def ingest(config: PipelineConfig, output_dir: pathlib.Path, source: Source, bea
     with exclusive_run(output_dir, claim=True) as held:
         from orchestration import lifecycle  # here: a refusal before it needs no TensorFlow
 
-        _say(held.adopted)
+        _say(say, held.adopted)
         kind, location = _source_location(where, source)
         _, table, _ = lifecycle.ingest(kind, location, str(where.examples_root), config.data,
                                        functools.partial(beam_policy.ingest_args, beam_workers),
                                        store_health.open_store(where.metadata_path) if config.data.span_window > 1
                                        else None)
-    print(table, flush=True)
+    say(table)
     return OK
 
 
 def run(config: PipelineConfig, output_dir: pathlib.Path, source: Source | None, *, beam_workers: int = 0,
         allow_anomalies: bool = False, notes: list[str] = (), tuning: TuningConfig | None = None,
-        fixed_settings: Collection[str] = ()) -> int:
+        fixed_settings: Collection[str] = (), say: Say) -> int:
     """Ingests `source` (None: runs on the spans already there) and runs the pipeline; returns the exit code:
-    0 done, 1 the pipeline failed, 130 interrupted (lifecycle.RunRefused: refused before it started). `notes`
-    (settings chosen for the user) are printed first and kept in the run summary. `tuning`: search the
-    hyperparameters first, within this budget; `fixed_settings`: training fields the user set, which no search
-    changes (pipeline.create_pipeline)."""
+    0 done, 1 the pipeline failed, 130 interrupted (a CommandError with exit code 2: refused before it started).
+    `notes` (settings chosen for the user) are said first and kept in the run summary; every line goes to `say`.
+    `tuning`: search the hyperparameters first, within this budget; `fixed_settings`: training fields the user
+    set, which no search changes (pipeline.create_pipeline)."""
     where = RunLayout(output_dir.resolve())
     for note in notes:
-        print(note, flush=True)
+        say(note)
     roots.inspect(where.root)  # a folder of the user's is named as such first, whatever else is wrong
     check_source(source, where)
     with exclusive_run(output_dir, claim=True) as held:
-        _say(held.adopted)
+        _say(say, held.adopted)
         # Under the lease: a lock on the store is then another program's, never a run of this root.
         store_health.check(where.metadata_path)
         return _run_locked(config, where, source, beam_workers, allow_anomalies,
                            [*notes, *filter(None, [held.adopted])], held.lease.took_over,
-                           {"tuning": tuning, "fixed_settings": tuple(fixed_settings)})
+                           {"tuning": tuning, "fixed_settings": tuple(fixed_settings)}, say)
 
 
 def check_source(source: Source | None, where: RunLayout | None = None) -> None:
@@ -110,9 +114,9 @@ def _has_spans(examples_root: pathlib.Path) -> bool:
                                           for p in examples_root.iterdir())
 
 
-def _say(line: str | None) -> None:
+def _say(say: Say, line: str | None) -> None:
     if line:
-        print(line, flush=True)
+        say(line)
 
 
 def _source_location(where: RunLayout, source: Source | None) -> tuple[str | None, str]:
@@ -126,25 +130,21 @@ def _source_location(where: RunLayout, source: Source | None) -> tuple[str | Non
 
 
 def _accept(config: PipelineConfig, where: RunLayout, source: Source | None, beam_workers: int,
-            took_over: dict | None):
-    """The steps before the DAG (lifecycle.before_the_dag). The previous run's summary and report go once they
-    accept the run, or fail (whatever happens to this run, they are never read as its own); a refusal leaves
-    them."""
+            took_over: dict | None, say: Say):
+    """The steps before the DAG (lifecycle.start_run), which clear the previous run's summary and report."""
     from orchestration import lifecycle
 
     try:
         kind, location = _source_location(where, source)
-        # This process holds the root's lease: a RUNNING execution in the store belongs to a run that was killed.
-        before = lifecycle.before_the_dag(
-            store_health.open_store(where.metadata_path), str(where.examples_root), kind, location, config.data,
-            beam_args=functools.partial(beam_policy.ingest_args, beam_workers), took_over=took_over,
-            serving_dir=str(where.serving_dir), pipeline_name=config.name)
-    except BaseException as error:
-        if not (isinstance(error, CommandError) and error.exit_code == REFUSED):
-            _clear_last_run(where)
+    except BaseException:  # the demo's images could not be written: as the steps before the DAG failing
+        _clear_last_run(where)
         raise
-    _clear_last_run(where)
-    return before
+    # This process holds the root's lease: a RUNNING execution in the store belongs to a run that was killed.
+    return lifecycle.start_run(
+        store_health.open_store(where.metadata_path), str(where.examples_root), kind, location, config.data,
+        say=say, clear_previous=functools.partial(_clear_last_run, where),
+        beam_args=functools.partial(beam_policy.ingest_args, beam_workers), took_over=took_over,
+        serving_dir=str(where.serving_dir), pipeline_name=config.name)
 
 
 def _clear_last_run(where: RunLayout) -> None:
@@ -154,8 +154,8 @@ def _clear_last_run(where: RunLayout) -> None:
 
 
 def _run_locked(config: PipelineConfig, where: RunLayout, source: Source | None, beam_workers: int,
-                allow_anomalies: bool, notes: list[str], took_over: dict | None, search: dict) -> int:
-    before = _accept(config, where, source, beam_workers, took_over)
+                allow_anomalies: bool, notes: list[str], took_over: dict | None, search: dict, say: Say) -> int:
+    before = _accept(config, where, source, beam_workers, took_over, say)
     # Here, not at the top: `ingest` runs no pipeline, TFX's DSL takes seconds to import, and a refused run
     # needs none of it.
     from tfx.orchestration.local.local_dag_runner import LocalDagRunner
@@ -166,9 +166,6 @@ def _run_locked(config: PipelineConfig, where: RunLayout, source: Source | None,
     from pipeline import pipeline as pipeline_lib
     from reporting import run_summary
 
-    print(before.table, flush=True)
-    for message in before.messages():
-        print(message, flush=True)
     beam_args = beam_policy.component_args(
         beam_workers, span_report.examples_in_spans(where.examples_root, config.data.span_window))
     pipeline = pipeline_lib.create_pipeline(
@@ -198,9 +195,10 @@ def _run_locked(config: PipelineConfig, where: RunLayout, source: Source | None,
         error = "the pipeline recorded no run in ML Metadata"
     code = INTERRUPTED if interrupted else FAILED if summary.failed else OK
     try:
-        lifecycle.after_the_dag(summary, before, str(where.root), dataclasses.asdict(config.training), error=error,
-                                beam_args=beam_args, notes=notes)
+        lifecycle.after_the_dag(summary, before, str(where.root), dataclasses.asdict(config.training), say=say,
+                                error=error, beam_args=beam_args, notes=notes)
     except lifecycle.ReportNotWritten as failure:
-        failure.exit_code = code or FAILED  # the run's own outcome, unless it had none to report
+        if interrupted:  # the run's own outcome; a run that failed, or had none to report, exits as failed
+            raise InterruptedRunError(str(failure)) from None
         raise
     return code

@@ -43,7 +43,7 @@ from components.serving_pusher import (
 )
 from contract import metadata as metadata_lib
 from contract import served
-from contract.errors import StorageFaultError, first_line, storage_fault
+from contract.errors import CommandError, StorageFaultError, first_line, storage_fault
 from contract.layout import RunLayout
 from orchestration import kserve, reconcile
 from orchestration.run_lock import exclusive_run
@@ -52,8 +52,15 @@ from reporting import model_history
 EXECUTION_TYPE = metadata_lib.ROLLBACK_EXECUTION_TYPE
 
 
-class RollbackError(ValueError):
+class RollbackError(CommandError, ValueError):
     """A rollback that cannot be done; the message says why. Nothing was changed."""
+
+    def __init__(self, to_version: int, why: str):
+        super().__init__(why)
+        self.to_version = to_version
+
+    def line(self, command: str | None = None) -> str:
+        return f"cannot roll back to version {self.to_version}: {self}; nothing was changed"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -88,21 +95,23 @@ def _rollback_locked(where: RunLayout, store: str, to_version: int, reason: str,
     target = pushed.get(to_version)
     if target is None:
         known = ", ".join(map(str, sorted(pushed))) or "none"
-        raise RollbackError(f"version {to_version} was never pushed by this pipeline (pushed versions: {known})")
+        raise RollbackError(to_version,
+                            f"version {to_version} was never pushed by this pipeline (pushed versions: {known})")
     if not target.blessed:
-        raise RollbackError(f"version {to_version} holds a model that was not blessed")
+        raise RollbackError(to_version, f"version {to_version} holds a model that was not blessed")
     folder = posixpath.join(serving_dir, str(to_version))
     why = incomplete_reason(folder)
     if why:
-        raise RollbackError(f"version {to_version}'s files in {folder} are not a complete version ({why})")
+        raise RollbackError(to_version, f"version {to_version}'s files in {folder} are not a complete version ({why})")
     problems = digest_problems(folder)
     if problems:
-        raise RollbackError(f"version {to_version}'s files differ from those pushed ({'; '.join(problems[:5])}): "
-                            "serving them again would serve something never evaluated")
+        raise RollbackError(to_version, f"version {to_version}'s files differ from those pushed "
+                            f"({'; '.join(problems[:5])}): serving them again would serve something never evaluated")
     if state.version is not None and (
             state.version == to_version
             or pushed_model_uri(posixpath.join(serving_dir, str(state.version))) == target.model_uri):
-        raise RollbackError(f"version {to_version}'s model is already the one served (version {state.version})")
+        raise RollbackError(to_version,
+                            f"version {to_version}'s model is already the one served (version {state.version})")
     details = {metadata_lib.ROLLED_BACK_TO: to_version, metadata_lib.ROLLBACK_REASON: reason}
     if served_now is not None:
         details[metadata_lib.ROLLED_BACK_FROM] = served_now
@@ -128,7 +137,7 @@ def reach_clients(root: str, version: int, serving: kserve.Serving | None) -> st
     `serving`, the InferenceService; None: not told), and says what clients see and when.
 
     Raises kserve.RolloutError, with the kubectl command that does it by hand, when the InferenceService could
-    not be changed."""
+    not be changed (its line says the rollback itself is done)."""
     serving_dir = RunLayout(root).serving_dir
     if not kserve.copied_once(str(root)):
         return (f"a TF Serving that reads {serving_dir}/{served.CONFIG_FILE} (a local server, KServe over a PVC) "
@@ -143,4 +152,5 @@ def reach_clients(root: str, version: int, serving: kserve.Serving | None) -> st
         return kserve.roll_out(serving, version).describe()
     except kserve.RolloutError as error:
         raise kserve.RolloutError(f"clients do not see version {version}: {error}; to start the new revision by "
-                                  f"hand: {kserve.rollout_command(serving, version)}") from None
+                                  f"hand: {kserve.rollout_command(serving, version)}",
+                                  done="the rollback is pushed and recorded") from None

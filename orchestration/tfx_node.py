@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import uuid
+from typing import Callable
 
 import tensorflow as tf
 from google.protobuf import json_format
@@ -30,10 +31,10 @@ from tfx.proto.orchestration import pipeline_pb2
 
 from contract import layout
 from contract import metadata as metadata_lib
-from contract.errors import first_line
+from contract.errors import CommandError, first_line
 
 
-class NodeTaskError(RuntimeError):
+class NodeTaskError(CommandError, RuntimeError):
     """A fault the task reports in one line: unreachable store, unwritable root, unknown node."""
 
 
@@ -72,7 +73,7 @@ def connection_config(store: str):
     """`grpc://HOST:PORT` or `sqlite:///ABSOLUTE/PATH` -> an MLMD connection config."""
     try:
         return metadata_lib.connection_config(store)
-    except metadata_lib.StoreAddressError as error:
+    except CommandError as error:  # the task's error class, for the task's tests and logs alike
         raise NodeTaskError(str(error)) from None
 
 
@@ -80,7 +81,7 @@ def check_store(store: str) -> None:
     """Asks the store something now, so an unreachable one is named before any work."""
     try:
         metadata_lib.reachable_store(store)
-    except (metadata_lib.StoreAddressError, metadata_lib.StoreUnreachableError) as error:
+    except CommandError as error:
         raise NodeTaskError(str(error)) from None
 
 
@@ -110,8 +111,11 @@ def resolve_run_id(run_id: str) -> str:
     raise NodeTaskError(f"no run id: the task got {run_id!r} and no KFP_RUN_ID in its environment")
 
 
-def run_node(ir_json: str, run_id: str, store: str) -> str:
-    """Launches the node of `ir_json` in run `run_id`; returns how it ended ('executed', 'cached', 'skipped')."""
+def prepare(ir_json: str, run_id: str, store: str, say: Callable[[str], None]) -> Callable[[], str]:
+    """Checks the task can run the node of `ir_json` in run `run_id` (its store reachable, its root writable;
+    NodeTaskError if not) and clears what a killed attempt left; returns what launches it, which returns how it
+    ended ('executed', 'cached', 'skipped'). Two steps: a fault of the task is raised by this one, the node's own
+    error by the launch."""
     ir = pipeline_pb2.Pipeline()
     json_format.Parse(ir_json, ir)
     if len(ir.nodes) != 1:
@@ -127,8 +131,8 @@ def run_node(ir_json: str, run_id: str, store: str) -> str:
     killed = _unfinished_execution(store, ir.pipeline_info.id, node_id, run_id)
     if killed is not None:
         removed = _remove_outputs_of(pipeline_root, node_id, killed)
-        print(f"{node_id}: an earlier attempt in this run stopped while it ran (execution {killed}, its pod killed?);"
-              f" removed its partial outputs ({len(removed)} folders) and running it again", flush=True)
+        say(f"{node_id}: an earlier attempt in this run stopped while it ran (execution {killed}, its pod killed?);"
+            f" removed its partial outputs ({len(removed)} folders) and running it again")
     node_launcher = launcher.Launcher(
         pipeline_node=node,
         mlmd_connection=metadata.Metadata(connection_config(store)),
@@ -136,11 +140,15 @@ def run_node(ir_json: str, run_id: str, store: str) -> str:
         pipeline_runtime_spec=ir.runtime_spec,
         executor_spec=runner_utils.extract_executor_spec(deployment, node_id),
         custom_driver_spec=runner_utils.extract_custom_driver_spec(deployment, node_id))
-    info = node_launcher.launch()  # reuses the killed attempt's execution: one execution per node and run
-    if info is None or info.execution_id is None:
-        return "skipped"
-    execution = metadata_store.MetadataStore(connection_config(store)).get_executions_by_id([info.execution_id])[0]
-    return "cached" if execution.last_known_state == metadata_store_pb2.Execution.CACHED else "executed"
+
+    def launch() -> str:
+        info = node_launcher.launch()  # reuses the killed attempt's execution: one execution per node and run
+        if info is None or info.execution_id is None:
+            return "skipped"
+        execution = metadata_store.MetadataStore(connection_config(store)).get_executions_by_id(
+            [info.execution_id])[0]
+        return "cached" if execution.last_known_state == metadata_store_pb2.Execution.CACHED else "executed"
+    return launch
 
 
 

@@ -7,9 +7,10 @@ import os
 import tensorflow as tf
 
 from contract import accelerators
+from contract.errors import RunFailedError
 
 
-class AcceleratorUnavailableError(RuntimeError):
+class AcceleratorUnavailableError(RunFailedError, RuntimeError):
     """The task asked for accelerators that TensorFlow cannot see."""
 
 

@@ -38,6 +38,7 @@ import keras
 import tensorflow as tf
 
 from config import TrainingConfig
+from contract.errors import RunFailedError
 from trainer import model as model_lib
 
 # Elements of a filled cache: (activations at the cut, pooled base output, label).
@@ -50,7 +51,7 @@ CACHE_DTYPE = tf.float16  # half the memory of float32
 HEAD_VIEWS = 2
 
 
-class FeatureCacheError(RuntimeError):
+class FeatureCacheError(RunFailedError, RuntimeError):
     """The cache could not be filled (its disk is full, say); the message names where."""
 
 

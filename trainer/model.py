@@ -15,6 +15,7 @@ import numpy as np
 import tensorflow as tf
 
 from config import WEIGHTS_IMAGENET, WEIGHTS_NONE, TrainingConfig
+from contract.errors import RunFailedError
 
 BASE_NAME = "mobilenetv2_base"
 LOGITS_NAME = "logits"
@@ -24,7 +25,7 @@ RESCALE_NAME = "to_mobilenet_range"
 AUGMENT_PREFIX = "augment_"
 
 
-class WeightsUnavailableError(RuntimeError):
+class WeightsUnavailableError(RunFailedError, RuntimeError):
     """ImageNet weights could not be fetched, or a weights file is unusable."""
 
 

@@ -41,7 +41,8 @@ COMPLETED, FAILED = hyperparameters_lib.COMPLETED, hyperparameters_lib.FAILED
 
 
 class TrialFailed(RuntimeError):
-    """A trial's training diverged (a NaN or infinite loss); the message says where."""
+    """A trial's training diverged (a NaN or infinite loss); the message says where. Internal: KerasTuner
+    records the trial as failed and the search goes on (components.tuner.SearchFailed ends a search)."""
 
 
 def trial_config(config: TrainingConfig, epoch_fraction: float) -> TrainingConfig:

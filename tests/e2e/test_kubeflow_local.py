@@ -142,7 +142,7 @@ _NODES = """
 import json, sys
 from orchestration import kfp_tasks
 for program in json.load(open(sys.argv[1])):
-    kfp_tasks.run_node(program, sys.argv[2], sys.argv[3], sys.argv[4])
+    kfp_tasks.run_node(program, sys.argv[2], sys.argv[3], sys.argv[4], say=print)
 """
 
 

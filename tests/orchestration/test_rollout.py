@@ -106,7 +106,7 @@ def test_the_rollout_task_serves_the_highest_complete_version_and_a_refusal_reac
 
     monkeypatch.setenv("KUBECONFIG", str(api.kubeconfig(tmp_path / "viewer", "viewer")))
     with pytest.raises(SystemExit) as failed:
-        kfp_tasks.rollout(root, serving, "run-1")
+        kfp_tasks.rollout(root, serving, "run-1", say=print)
     assert failed.value.code == 1 and _asked_for(api) is None
     record = kfp_tasks._read_records(root, "run-1")[ROLLOUT_TASK]
     assert record["error"].startswith("version 2 is pushed, but clients do not see it: the Kubernetes API at ")
@@ -114,7 +114,7 @@ def test_the_rollout_task_serves_the_highest_complete_version_and_a_refusal_reac
                                    frozenset()).startswith("failed at rollout: version 2 is pushed")
 
     monkeypatch.setenv("KUBECONFIG", str(tmp_path / "kubeconfig"))  # KFP's retry, once the RBAC is granted
-    line = kfp_tasks.rollout(root, serving, "run-1")
+    line = kfp_tasks.rollout(root, serving, "run-1", say=print)
     assert _asked_for(api) == "2" and "serves version 2" in line
     assert kfp_tasks._read_records(root, "run-1")[ROLLOUT_TASK] == {"task": ROLLOUT_TASK, "rollout": line}
     assert existing_versions(serving_dir) == [1, 2]

@@ -438,11 +438,11 @@ def test_kubeflows_ingest_and_report_tasks_write_nothing_into_a_folder_of_the_us
     folder = user_folder(tmp_path)
     before = snapshot(folder)
     with pytest.raises(SystemExit) as ended:
-        kfp_tasks.ingest("folder", str(tmp_path), str(folder), {}, "sqlite:///nowhere", "run-1", 3600)
+        kfp_tasks.ingest("folder", str(tmp_path), str(folder), {}, "sqlite:///nowhere", "run-1", 3600, say=print)
     assert ended.value.code == 1 and NOT_A_ROOT in capsys.readouterr().err
     with pytest.raises(SystemExit):
         kfp_tasks.report("sqlite:///nowhere", "run-1", "cats-vs-dogs", str(folder), {}, [], str(tmp_path / "m.md"),
-                         str(tmp_path / "r.html"))
+                         str(tmp_path / "r.html"), say=print)
     assert NOT_A_ROOT in capsys.readouterr().err
     assert snapshot(folder) == before
 

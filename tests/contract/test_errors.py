@@ -1,0 +1,133 @@
+"""One error model (contract.errors): every exception class of the project is a CommandError, or one of the few
+internal signals listed here with where it is caught; exit codes are chosen in contract/errors.py alone; only the
+command line prints (library code hands its lines to a `say` or logs)."""
+
+import ast
+import importlib
+import inspect
+
+from contract import errors
+from tests.helpers import ROOT, project_packages
+
+# Exceptions that never reach a command's end: each is caught where it is raised, by code that words it (or acts
+# on it). A new class belongs here only with such a reason; anything else derives from CommandError.
+INTERNAL = {
+    # An OSError on purpose: every reader already handles OSError, and contract.errors.storage_fault words one.
+    "contract.storage.NotAFileError",
+    # Another writer published under that name first: the writer takes the next number.
+    "contract.storage.AlreadyExistsError",
+    # One file's rejection: the ingest report lists it with its reason, and the ingest goes on.
+    "ingest.images.RejectedImage",
+    "ingest.sources.FileTooLarge",
+    # One event's refusal: the sink answers it with an HTTP status and counts it.
+    "inference.traffic_sink.Refused",
+    # One trial's failure: KerasTuner records it and the search goes on (components.tuner.SearchFailed ends it).
+    "trainer.tuning.TrialFailed",
+}
+
+# Where a print is the point. Everywhere else library code hands its lines to its caller's `say`, or logs.
+PRINTS = {
+    "pipeline_runner.py",  # the entry point
+    "container/check_imports.py",  # a script of the image's build
+    # `end`: the one place an error's line is shown, for the command line and the Kubeflow tasks alike
+    "contract/errors.py",
+    "orchestration/kfp_components.py",  # each body is its Kubeflow task's command line
+    # Inside a TFX executor or a Beam worker, where no caller can be handed a line: their progress goes to the
+    # run's output with Keras' epoch lines, whatever the log level.
+    "trainer/tuning.py",
+    "trainer/feature_cache.py",
+    "ingest/spans.py",
+}
+PRINTING_PACKAGES = {"cli"}  # benchmarks/ and tests/ are no shipped package
+
+
+def _shipped_files():
+    for name in sorted(project_packages()):
+        if name == "pipeline_runner":
+            yield ROOT / "pipeline_runner.py"
+        else:
+            yield from sorted((ROOT / name).rglob("*.py"))
+
+
+def _module(path) -> str:
+    parts = path.relative_to(ROOT).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _exception_classes():
+    """(qualified name, class) of every exception class the shipped modules define at their top level."""
+    found = []
+    for path in _shipped_files():
+        module = importlib.import_module(_module(path))
+        for _, cls in inspect.getmembers(module, inspect.isclass):
+            if issubclass(cls, BaseException) and cls.__module__ == module.__name__:
+                found.append((f"{cls.__module__}.{cls.__qualname__}", cls))
+    return found
+
+
+def test_every_exception_class_of_the_project_is_a_command_error_or_a_listed_internal_one():
+    classes = dict(_exception_classes())
+    assert len(classes) > 30, sorted(classes)  # the walk found the project's classes
+    wrong = sorted(name for name, cls in classes.items() if not issubclass(cls, errors.CommandError)
+                   and name not in INTERNAL)
+    assert not wrong, f"derive these from contract.errors.CommandError (or list them, with why): {wrong}"
+    assert not INTERNAL - set(classes), f"listed as internal, but gone: {sorted(INTERNAL - set(classes))}"
+    assert not {name for name in INTERNAL if issubclass(classes[name], errors.CommandError)}
+
+
+def test_the_refusals_named_once_as_exceptions_of_their_own_end_in_one_line_with_their_exit_code():
+    from components.anomalies_gate import DataAnomaliesError
+    from ingest.spans import NoUsableImagesError
+    from orchestration.kserve import RolloutError
+    from orchestration.rollback import RollbackError
+    from orchestration.tfx_node import NodeTaskError
+
+    assert RollbackError(4, "version 4 holds a model that was not blessed").line() == (
+        "cannot roll back to version 4: version 4 holds a model that was not blessed; nothing was changed")
+    assert RolloutError("clients do not see version 5: no rights", done="the rollback is pushed and recorded"
+                        ).line() == "the rollback is pushed and recorded, but clients do not see version 5: no rights"
+    assert RolloutError("no rights").line() == "no rights"
+    codes = {cls: cls("x").exit_code for cls in (NoUsableImagesError, NodeTaskError, RolloutError,
+                                                   DataAnomaliesError)}
+    assert codes == {NoUsableImagesError: errors.REFUSED, NodeTaskError: errors.REFUSED,
+                     RolloutError: errors.FAILED, DataAnomaliesError: errors.FAILED}
+
+
+def _calls(tree, name):
+    return [node for node in ast.walk(tree) if isinstance(node, ast.Call)
+            and (getattr(node.func, "id", None) == name or getattr(node.func, "attr", None) == name)]
+
+
+def test_exit_codes_are_chosen_in_contract_errors_alone():
+    chosen = []
+    for path in _shipped_files():
+        where = str(path.relative_to(ROOT))
+        if where == "contract/errors.py":
+            continue
+        tree = ast.parse(path.read_text(), where)
+        for node in ast.walk(tree):
+            targets = (node.targets if isinstance(node, ast.Assign) else [node.target]
+                       if isinstance(node, (ast.AugAssign, ast.AnnAssign)) else [])
+            chosen += [f"{where}:{node.lineno}" for target in targets
+                       if getattr(target, "attr", getattr(target, "id", None)) == "exit_code"]
+        for call in _calls(tree, "exit") + _calls(tree, "SystemExit"):
+            chosen += [f"{where}:{call.lineno}" for arg in call.args
+                       if isinstance(arg, ast.Constant) and isinstance(arg.value, int)]
+    assert not chosen, f"an exit code chosen outside contract/errors.py: {chosen}"
+
+
+def test_only_the_command_line_prints():
+    printing = []
+    for path in _shipped_files():
+        where = str(path.relative_to(ROOT))
+        if where.split("/")[0] in PRINTING_PACKAGES or where in PRINTS:
+            continue
+        tree = ast.parse(path.read_text(), where)
+        # A call, or print handed on as a function (`say=print`): either way, this module prints.
+        printing += [f"{where}:{node.lineno}" for node in ast.walk(tree)
+                     if isinstance(node, ast.Name) and node.id == "print"]
+    assert not printing, f"library code prints; hand the line to the caller's `say`, or log it: {printing}"
+    unused = {where for where in PRINTS if "print" not in {node.id for node in ast.walk(ast.parse(
+        (ROOT / where).read_text())) if isinstance(node, ast.Name)}}
+    assert not unused, f"allowed to print, but prints nothing: {sorted(unused)}"
+
