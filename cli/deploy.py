@@ -151,7 +151,8 @@ def _dispatcher(command: str, offered: list):
             if owner != chosen.NAME and getattr(args, dest) != default:
                 given.setdefault(owner, []).append(flag)
         for owner, flags_given in given.items():
-            raise SettingsError(f"{', '.join(flags_given)} apply only to {_choice(command, by_name[owner])}, not "
+            verb = "applies" if len(flags_given) == 1 else "apply"
+            raise SettingsError(f"{', '.join(flags_given)} {verb} only to {_choice(command, by_name[owner])}, not "
                                 f"{_choice(command, chosen)}")
         if command == "compile":
             config, notes = flags.config_from_args(args)

@@ -158,7 +158,8 @@ def tuning_from_args(args: argparse.Namespace):
              if value is not None}
     if not args.tune and given:
         flags = [f"--tune-{name.replace('_', '-')}" for name in given]
-        raise SettingsError(f"{', '.join(flags)} applies only with --tune (no search runs without it)")
+        verb = "applies" if len(flags) == 1 else "apply"
+        raise SettingsError(f"{', '.join(flags)} {verb} only with --tune (no search runs without it)")
     return config_lib.TuningConfig(**given) if args.tune else None
 
 

@@ -323,9 +323,7 @@ def compile_for_cluster(config: PipelineConfig, output_file: str, deployment: De
     path = compile_package(config, output_file, deployment, tuning, fixed_settings)
     lines = [f"wrote Kubeflow Pipelines package {path}"]
     if tuning is not None:
-        trials = f"{tuning.trials} trial{'s' if tuning.trials != 1 else ''}"
-        lines.append(f"its Tuner task searches up to {trials} before the Trainer in every run; a "
-                     "package compiled without --tune reuses the newest search's result instead")
+        lines.append(tuner_line(tuning))
     if deployment.rolls_out:
         lines.append(f"after each push, its rollout task starts a new revision of InferenceService "
                      f"{serving.namespace}/{serving.name} (KServe copies a gs:// root once): the pipeline's service "
@@ -344,6 +342,13 @@ def compile_for_cluster(config: PipelineConfig, output_file: str, deployment: De
                         f"deployed with it, which records them under {RunLayout(deployment.root).traffic_root}"
                         if sink else "") + f"): kubectl apply -f {manifest}")
     return lines
+
+
+def tuner_line(tuning: TuningConfig) -> str:
+    """What compile --tune tells the user of the package's Tuner task (every target's package has one)."""
+    trials = f"{tuning.trials} trial{'s' if tuning.trials != 1 else ''}"
+    return (f"its Tuner task searches up to {trials} before the Trainer in every run; a package compiled without "
+            "--tune reuses the newest search's result instead")
 
 
 def check_package_name(output_file: str) -> None:

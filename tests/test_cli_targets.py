@@ -75,9 +75,9 @@ def test_a_flag_of_another_target_is_refused_naming_its_target(with_airflow, tmp
                                  "--dags-folder", "dags", "--pvc", "claim"])
     assert code == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "apply only to" in err and "not --target vertex" in err
+    assert err.count("\n") == 1 and "applies only to" in err and "not --target vertex" in err
     code = pipeline_runner.main(["submit", "--host", "http://kfp", "--package", "p.yaml", "--dag-id", "x"])
-    assert code == 2 and "--dag-id apply only to --airflow-home, not --host" in capsys.readouterr().err
+    assert code == 2 and "--dag-id applies only to --airflow-home, not --host" in capsys.readouterr().err
 
 
 def test_every_target_offers_what_the_list_asks():

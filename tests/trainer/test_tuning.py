@@ -159,6 +159,15 @@ def test_a_budget_flag_without_tune_is_refused_even_at_its_default(argv):
         flags.tuning_from_args(args)
 
 
+def test_budget_flags_without_tune_are_refused_in_one_sentence_that_agrees_with_them():
+    import pipeline_runner
+    from cli import flags
+
+    args = pipeline_runner.build_parser().parse_args(["run", "--demo", "--tune-trials", "3", "--tune-minutes", "5"])
+    with pytest.raises(flags.SettingsError, match="^--tune-trials, --tune-minutes apply only with --tune"):
+        flags.tuning_from_args(args)
+
+
 def test_the_time_budget_starts_no_trial_once_spent_and_the_first_trial_always_runs(config, tmp_path):
     def measured(config, *args, **kwargs):
         return {"val_loss": config.dropout, "val_accuracy": 0.5, "epochs": 1, "seconds": 0.0}
