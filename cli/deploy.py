@@ -113,7 +113,7 @@ def _add_compile_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--demo-settings", dest="demo", action="store_true",
                         help="Start from the demo's settings (random weights; see config.demo_config), "
                              "as `run --demo` does.")
-    parser.add_argument("--package", default="cats_vs_dogs_pipeline.yaml",
+    parser.add_argument("--package", default="cats_vs_dogs_pipeline.yaml", type=flags.local_path,
                         help="Output file (.yaml). Default: cats_vs_dogs_pipeline.yaml.")
     flags.add_tuning_flags(parser)  # every run of the package searches; without it, runs reuse the newest search
     flags.add_config_flags(parser)

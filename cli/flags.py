@@ -50,6 +50,20 @@ def count(minimum: int):
     return parse
 
 
+def local_path(text: str) -> str:
+    """An argparse type: a path on this machine, for a flag that writes there. A URI is refused at parse time:
+    as a path, gs://b/p.yaml would write a local folder named gs:."""
+    if re.match(r"[A-Za-z][A-Za-z0-9+.-]*://", text):
+        raise argparse.ArgumentTypeError(f"{text} is a URI: this flag writes on this machine; give a local path "
+                                         "(and copy the file to Cloud Storage afterwards if it belongs there)")
+    return text
+
+
+def local_pathlib(text: str) -> pathlib.Path:
+    """local_path, as a pathlib.Path."""
+    return pathlib.Path(local_path(text))
+
+
 def help_text(text: str) -> str:
     """argparse formats help with %: a literal one ("a 95% interval") must be doubled."""
     return text.replace("%", "%%")
@@ -172,7 +186,7 @@ def fixed_settings(args: argparse.Namespace) -> tuple[str, ...]:
 
 
 def add_output_dir(parser, help: str = "A local run's output directory.") -> None:
-    parser.add_argument("--output-dir", type=pathlib.Path, default=DEFAULT_OUTPUT_DIR,
+    parser.add_argument("--output-dir", type=local_pathlib, default=DEFAULT_OUTPUT_DIR,
                         help=f"{help} Default: {DEFAULT_OUTPUT_DIR}.")
 
 

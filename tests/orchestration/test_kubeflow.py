@@ -423,9 +423,24 @@ def test_compile_refuses_kubeflow_only_flags_for_vertex(tmp_path):
     result = _cli("compile", "--target", "vertex", "--image", IMAGE, "--root", "gs://b/c", "--pvc", "claim",
                   "--package", str(tmp_path / "v.yaml"))
     assert result.returncode == 2 and "--pvc applies only to --target kubeflow" in result.stderr
-    result = _cli("compile", "--target", "vertex", "--image", IMAGE, "--root", "gs://b/c", "--pvc", "claim",
-                  "--pvc-mount", "/mnt/p", "--package", str(tmp_path / "v.yaml"))
-    assert result.returncode == 2 and "--pvc, --pvc-mount apply only to --target kubeflow" in result.stderr
+
+
+def test_flags_of_another_target_are_refused_in_a_sentence_that_agrees_with_them(tmp_path, capsys):
+    import pipeline_runner
+
+    code = pipeline_runner.main(["compile", "--target", "vertex", "--image", IMAGE, "--root", "gs://b/c", "--pvc",
+                                 "claim", "--pvc-mount", "/mnt/p", "--package", str(tmp_path / "v.yaml")])
+    assert code == 2 and "--pvc, --pvc-mount apply only to --target kubeflow" in capsys.readouterr().err
+
+
+def test_compile_tune_names_the_tuner_task_in_the_same_line_for_every_target(tmp_path, capsys):
+    import pipeline_runner
+
+    assert pipeline_runner.main(["compile", "--target", "vertex", "--image", IMAGE, "--root", "gs://b/c", "--tune",
+                                 "--tune-trials", "3", "--package", str(tmp_path / "v.yaml")]) == 0
+    assert capsys.readouterr().out.splitlines()[-1] == kubeflow.tuner_line(TuningConfig(trials=3)) == (
+        "its Tuner task searches up to 3 trials before the Trainer in every run; a package compiled without --tune "
+        "reuses the newest search's result instead")
 
 
 def test_compile_refuses_a_search_that_cannot_run_before_any_work(tmp_path):
