@@ -131,8 +131,8 @@ def scope_to_root(executors: dict, root: str) -> None:
     `root`'s pipeline, and has the nodes that write those artifacts stamp them with `root`.
 
     A query without in_context(...) is scoped to the pipeline's context (KFP's pipeline spec), which Vertex
-    ML Metadata keys by the pipeline's name alone: every deployment named cats-vs-dogs in the project and
-    region shares it, and TFX's queries (schema title, state, blessed) would take another root's newest
+    ML Metadata keys by the pipeline's name alone: every deployment of this project (all named cats-vs-dogs) in
+    the project and region shares it, and TFX's queries (schema title, state, blessed) would take another root's newest
     search or blessed model. A query for a Model by the name a blessing recorded is scoped through that
     blessing. Any other query is an error here, so no resolver goes unscoped."""
     condition = f'metadata.{metadata.ROOT}.string_value="{_filter_string(root)}"'
