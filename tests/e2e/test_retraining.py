@@ -142,7 +142,8 @@ def _root_stamps(store, run):
     blessing."""
     from ml_metadata.proto import metadata_store_pb2
 
-    types = {store.get_artifact_type(name).id: name for name in ("HyperParameters", "ModelBlessing")}
+    types = {kind.id: kind.name for kind in store.get_artifact_types() if kind.name in ("HyperParameters",
+                                                                                          "ModelBlessing")}
     writers = [e.id for e in store.get_executions_by_context(run.id)
                if any(c.name.rsplit(".", 1)[-1] in (node_ids.TUNER, node_ids.EVALUATOR)
                       for c in store.get_contexts_by_execution(e.id))]
