@@ -62,7 +62,7 @@ SHARED = {
         "--beam-arg": (_beam_arg, "A Beam pipeline argument (repeatable). Default: DirectRunner, multi-process, one "
                                   "worker per core. For Dataflow: --beam-arg=--runner=DataflowRunner "
                                   "--beam-arg=--project=P --beam-arg=--region=R --beam-arg=--temp_location=gs://B/tmp"),
-        "--package": (functools.partial(flags.add_package, default="cats_vs_dogs_pipeline.yaml"),
+        "--package": (functools.partial(flags.add_package, default="cats_vs_dogs_pipeline.yaml", output=True),
                       "Output file (.yaml). Default: cats_vs_dogs_pipeline.yaml."),
     },
     "submit": {
@@ -203,7 +203,8 @@ def _refuse_flags_not_for(command: str, chosen, offered: list, args: argparse.Na
         if owner != chosen.NAME and getattr(args, dest) != default:
             given.setdefault(owner, []).append(flag)
     for owner, flags_given in given.items():
-        raise SettingsError(f"{', '.join(flags_given)} apply only to {_choice(command, by_name[owner])}, not "
+        verb = "applies" if len(flags_given) == 1 else "apply"
+        raise SettingsError(f"{', '.join(flags_given)} {verb} only to {_choice(command, by_name[owner])}, not "
                             f"{_choice(command, chosen)}")
     takes = chosen.SHARED.get(command, {})
     unread = [flag for flag, (dest, default) in args.shared_flags.items()

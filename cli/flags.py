@@ -50,6 +50,20 @@ def count(minimum: int):
     return parse
 
 
+def local_path(text: str) -> str:
+    """An argparse type: a path on this machine, for a flag that writes there. A URI is refused at parse time:
+    as a path, gs://b/p.yaml would write a local folder named gs:."""
+    if re.match(r"[A-Za-z][A-Za-z0-9+.-]*://", text):
+        raise argparse.ArgumentTypeError(f"{text} is a URI: this flag writes on this machine; give a local path "
+                                         "(and copy the file to Cloud Storage afterwards if it belongs there)")
+    return text
+
+
+def local_pathlib(text: str) -> pathlib.Path:
+    """local_path, as a pathlib.Path."""
+    return pathlib.Path(local_path(text))
+
+
 def help_text(text: str) -> str:
     """argparse formats help with %: a literal one ("a 95% interval") must be doubled."""
     return text.replace("%", "%%")
@@ -158,7 +172,8 @@ def tuning_from_args(args: argparse.Namespace):
              if value is not None}
     if not args.tune and given:
         flags = [f"--tune-{name.replace('_', '-')}" for name in given]
-        raise SettingsError(f"{', '.join(flags)} applies only with --tune (no search runs without it)")
+        verb = "applies" if len(flags) == 1 else "apply"
+        raise SettingsError(f"{', '.join(flags)} {verb} only with --tune (no search runs without it)")
     return config_lib.TuningConfig(**given) if args.tune else None
 
 
@@ -171,7 +186,7 @@ def fixed_settings(args: argparse.Namespace) -> tuple[str, ...]:
 
 
 def add_output_dir(parser, help: str = "A local run's output directory.") -> None:
-    parser.add_argument("--output-dir", type=pathlib.Path, default=DEFAULT_OUTPUT_DIR,
+    parser.add_argument("--output-dir", type=local_pathlib, default=DEFAULT_OUTPUT_DIR,
                         help=f"{help} Default: {DEFAULT_OUTPUT_DIR}.")
 
 
@@ -255,9 +270,9 @@ def add_root(parser, help: str, required: bool = False) -> None:
     parser.add_argument("--root", required=required, help=help)
 
 
-def add_package(parser, help: str, default: str | None = None) -> None:
-    """--package: a compiled pipeline package (.yaml)."""
-    parser.add_argument("--package", default=default, help=help)
+def add_package(parser, help: str, default: str | None = None, output: bool = False) -> None:
+    """--package: a compiled pipeline package (.yaml); `output`: one this command writes, so a local path."""
+    parser.add_argument("--package", default=default, help=help, **({"type": local_path} if output else {}))
 
 
 def add_pipeline_root(parser, help: str) -> None:

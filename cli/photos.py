@@ -20,7 +20,7 @@ def _predict_flags(predict: argparse.ArgumentParser) -> None:
     predict.add_argument("paths", nargs="+", type=pathlib.Path, help="Image files or folders.")
     _add_model_flags(predict)
     flags.add_json(predict)
-    predict.add_argument("--sheet", type=pathlib.Path,
+    predict.add_argument("--sheet", type=flags.local_pathlib,
                          help="Contact sheet PNG to write. Default: <output-dir>/predictions/contact_sheet.png; "
                               "with --model, beside the run that pushed it (./predictions/ for a model elsewhere).")
     predict.add_argument("--explain", action="store_true",
@@ -33,7 +33,7 @@ def _predict_flags(predict: argparse.ArgumentParser) -> None:
 
 def _base_weights_flags(base: argparse.ArgumentParser) -> None:
     _add_model_flags(base)
-    base.add_argument("--out", type=pathlib.Path, required=True, help="The weights file to write (.h5).")
+    base.add_argument("--out", type=flags.local_pathlib, required=True, help="The weights file to write (.h5).")
 
 
 def _add_model_flags(parser: argparse.ArgumentParser) -> None:

@@ -11,7 +11,8 @@ Evaluator on a split its examples do not have, so:
   Examples carry the splits the span has;
 - JudgingEvaluator's executor scores the test split when the examples have it,
   else the eval split (contract.layout.judged_split), whose figures are then
-  optimistic: the summary and the report say so.
+  optimistic: the summary and the report say so; in the Vertex package it
+  stamps its blessing with the pipeline's root (contract.metadata.stamp_root).
 Everything else is TFX's own code. KubeflowV2DagRunner (Vertex) runs every
 FileBasedExampleGen with TFX's container driver instead of this one: there a
 span needs its three splits.
@@ -33,7 +34,7 @@ from tfx.proto import example_gen_pb2, range_config_pb2
 from tfx.types import artifact_utils, standard_component_specs
 from tfx.utils import proto_utils
 
-from contract import layout
+from contract import layout, metadata
 
 
 def _span_pattern(pattern: str, span: int) -> str:
@@ -78,6 +79,7 @@ class _JudgingExecutor(evaluator_executor.Executor):
         exec_properties = {**exec_properties,
                            standard_component_specs.EXAMPLE_SPLITS_KEY: json.dumps([layout.judged_split(split_names)])}
         super().Do(input_dict, output_dict, exec_properties)
+        metadata.stamp_root(output_dict[standard_component_specs.BLESSING_KEY])
 
 
 class JudgingEvaluator(Evaluator):

@@ -24,6 +24,7 @@ from tfx.dsl.components.common import resolver
 from tfx.types import artifact_utils, standard_component_specs
 from tfx.utils import io_utils
 
+from contract import metadata
 from contract.errors import RunFailedError
 from trainer import hyperparameters as hyperparameters_lib
 
@@ -59,6 +60,7 @@ class _SearchExecutor(tuner_executor.Executor):
         if failure:
             raise SearchFailed(failure)
         tuner_executor.write_best_hyperparameters(searched, output_dict)
+        metadata.stamp_root(output_dict[standard_component_specs.BEST_HYPERPARAMETERS_KEY])
         best = searched.get_best_hyperparameters()[0].get_config()
         run_id = self._context.pipeline_run_id if self._context else None
         path = os.path.join(artifact_utils.get_single_uri(

@@ -59,6 +59,11 @@ ROLLBACK_REASON = "reason"  # why,
 ROLLED_BACK_AT = "rolled_back_at"  # and when (UTC)
 # ... and on any artifact whose files were found gone (marked DELETED; removed again if they come back).
 MISSING_SINCE = "missing_since"
+# In the Vertex package, the Tuner's best_hyperparameters and the Evaluator's blessing carry the root of the
+# pipeline that wrote them, and its resolvers ask for it: Vertex ML Metadata is shared by every pipeline of a
+# project and region, and its resolvers see every pipeline of the same name (orchestration.vertex).
+ROOT = "root"
+ROOT_ENV = "STAMP_ROOT"  # set on those two tasks by the Vertex package: the root to stamp
 ROLLBACK_EXECUTION_TYPE = "Rollback"
 # A complete version in the serving folder that no execution recorded (its pusher died in between), recorded
 # when the next run, `models` or `rollback` found it.
@@ -68,6 +73,14 @@ RECONCILED_AT = "reconciled_at"
 
 class StoreAddressError(CommandError, ValueError):
     """A store string that is neither grpc://HOST:PORT nor sqlite:///PATH; the message names it."""
+
+
+def stamp_root(artifacts) -> None:
+    """Marks each artifact (a TFX Artifact) as the root's that ROOT_ENV names, where the task was given one."""
+    root = os.environ.get(ROOT_ENV)
+    if root:
+        for artifact in artifacts:
+            artifact.set_string_custom_property(ROOT, root)
 
 
 def span_of(artifact) -> int | None:

@@ -28,7 +28,7 @@ from contract import metadata as metadata_lib
 from contract.layout import RunLayout
 from contract.settings import setting
 from orchestration import kserve, lease
-from orchestration.packages import TargetError, check_package_name, default_beam_args
+from orchestration.packages import TargetError, check_package_name, default_beam_args, tuner_line
 
 # pipeline.pipeline (TFX, TensorFlow) is imported where a package is built, so that submit,
 # schedule and the CLI's error handling start without loading TensorFlow.
@@ -300,9 +300,7 @@ def compile_for_cluster(config: PipelineConfig, output_file: str, deployment: De
     path = compile_package(config, output_file, deployment, tuning, fixed_settings)
     lines = [f"wrote Kubeflow Pipelines package {path}"]
     if tuning is not None:
-        trials = f"{tuning.trials} trial{'s' if tuning.trials != 1 else ''}"
-        lines.append(f"its Tuner task searches up to {trials} before the Trainer in every run; a "
-                     "package compiled without --tune reuses the newest search's result instead")
+        lines.append(tuner_line(tuning))
     if deployment.rolls_out:
         lines.append(f"after each push, its rollout task starts a new revision of InferenceService "
                      f"{serving.namespace}/{serving.name} (KServe copies a gs:// root once): the pipeline's service "

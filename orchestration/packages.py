@@ -95,3 +95,10 @@ def check_package(package: str, arguments: dict) -> None:
     if arguments and is_monitor_package(package):
         raise TargetError(f"--data-dir and --source-kind set the pipeline's source; {package} is the monitoring "
                           "package, which ingests nothing")
+
+
+def tuner_line(tuning) -> str:
+    """What compile --tune tells the user of the package's Tuner task (every target's package has one)."""
+    trials = f"{tuning.trials} trial{'s' if tuning.trials != 1 else ''}"
+    return (f"its Tuner task searches up to {trials} before the Trainer in every run; a package compiled without "
+            "--tune reuses the newest search's result instead")

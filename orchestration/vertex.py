@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 from typing import Collection
 
 from config import PipelineConfig, TuningConfig
+from contract import metadata
 from contract.errors import CommandError, first_line
 from contract.layout import RunLayout
 from contract.settings import setting
@@ -86,12 +88,16 @@ def compile_vertex_package(config: PipelineConfig, output_file: str, *, image: s
                            fixed_settings: Collection[str] = ()) -> str:
     """Writes TFX's own KubeflowV2DagRunner package for Vertex AI Pipelines; returns its path. With `tuning`,
     TFX's Tuner runs before the Trainer in every run; without, the Trainer takes the newest search's result
-    (TFX's LatestArtifactStrategy, which this runner compiles), as pipeline.create_pipeline says."""
+    (TFX's LatestArtifactStrategy, which this runner compiles), as pipeline.create_pipeline says. Its resolvers
+    read only `root`'s artifacts (scope_to_root)."""
     from tfx import v1 as tfx
+    from tfx import version
+    from tfx.orchestration.kubeflow.v2 import kubeflow_v2_dag_runner
 
     from pipeline import pipeline as pipeline_lib
 
     check_package_name(output_file)
+    _filter_string(root)
     if config.data.span_window > 1:
         raise TargetError("--span-window > 1 needs TFX's SpanRangeStrategy, which the vertex target cannot "
                           "compile (only TFX's LatestBlessedModelStrategy); use the kubeflow target or "
@@ -107,5 +113,45 @@ def compile_vertex_package(config: PipelineConfig, output_file: str, *, image: s
         config=tfx.orchestration.experimental.KubeflowV2DagRunnerConfig(default_image=image,
                                                                         use_pipeline_spec_2_1=True),
         output_dir=output_dir, output_filename=filename)
-    runner.run(pipeline, write_out=True)
-    return os.path.join(output_dir, filename)
+    job = runner.run(pipeline, write_out=False)
+    scope_to_root(job["pipelineSpec"]["deploymentSpec"]["executors"], root.rstrip("/"))
+    path = os.path.join(output_dir, filename)
+    kubeflow_v2_dag_runner._write_pipeline_spec_to_file(  # TFX's own YAML writer, as write_out=True would
+        job, f"This is converted from TFX pipeline from tfx-{version.__version__}.", path)
+    return path
+
+
+# The artifact types Vertex's resolvers look up, and the nodes that write them (each stamps its output with the
+# root it is given: contract.metadata.stamp_root).
+STAMPED_TYPES = {"tfx.HyperParameters": metadata.TUNER, "tfx.ModelBlessing": metadata.EVALUATOR}
+
+
+def scope_to_root(executors: dict, root: str) -> None:
+    """Limits every resolver query of the compiled package (`executors`: its deploymentSpec's) to the artifacts of
+    `root`'s pipeline, and has the nodes that write those artifacts stamp them with `root`.
+
+    A query without in_context(...) is scoped to the pipeline's context (KFP's pipeline spec), which Vertex
+    ML Metadata keys by the pipeline's name alone: every deployment of this project (all named cats-vs-dogs) in
+    the project and region shares it, and TFX's queries (schema title, state, blessed) would take another root's newest
+    search or blessed model. A query for a Model by the name a blessing recorded is scoped through that
+    blessing. Any other query is an error here, so no resolver goes unscoped."""
+    condition = f'metadata.{metadata.ROOT}.string_value="{_filter_string(root)}"'
+    for label, executor in executors.items():
+        for output, query in executor.get("resolver", {}).get("outputArtifactQueries", {}).items():
+            kind = re.match(r'schema_title="([^"]+)"', query["filter"])
+            if kind and kind.group(1) in STAMPED_TYPES:
+                query["filter"] += f" AND {condition}"
+            elif not re.search(r"AND name=\"\{\{\$\.inputs\.artifacts\[", query["filter"]):
+                raise ValueError(f"{label}: the resolver query of {output} ({query['filter']}) has no root scope")
+    for node in STAMPED_TYPES.values():
+        container = executors.get(f"{node}_executor", {}).get("container")
+        if container is not None:
+            container.setdefault("env", []).append({"name": metadata.ROOT_ENV, "value": root})
+
+
+def _filter_string(root: str) -> str:
+    """`root` as a string of Vertex's filter syntax, where `*` is a wildcard and a quote ends the string."""
+    if any(character in root for character in '"\\*'):
+        raise TargetError(f"--root {root}: the vertex target cannot use a root with a quote, a backslash or a * "
+                          "(its resolvers find this root's artifacts by a filter on the root)")
+    return root

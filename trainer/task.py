@@ -284,6 +284,16 @@ def sample_pixels(examples: tf.data.Dataset, count: int, config: TrainingConfig)
     return batch[0].numpy().astype("float32")
 
 
+def train_from_seed(config: TrainingConfig, image_size: int, train_examples: tf.data.Dataset,
+                    eval_examples: tf.data.Dataset, **train_kwargs) -> tuple[keras.Model, dict]:
+    """train() on a calibration sample of `train_examples`, every random state seeded from config.seed first: the
+    sample and the shuffles are drawn before the model seeds it, so without this a run's numbers would depend on
+    what ran before it in the process (the Tuner's trials, in a local run's process)."""
+    keras.utils.set_random_seed(config.seed)
+    return train(config, image_size, train_examples, eval_examples, calibration_pixels(train_examples, config),
+                 **train_kwargs)
+
+
 def calibration_pixels(examples: tf.data.Dataset, config: TrainingConfig) -> np.ndarray | None:
     if not config.random_init or not config.calibration_images:
         return None
@@ -328,9 +338,9 @@ def run_fn(fn_args) -> None:
     tft_layer = tf_transform_output.transform_features_layer()
     train_examples = pixels_and_labels(fn_args.train_files, tft_layer)
     eval_examples = pixels_and_labels(fn_args.eval_files, tft_layer)
-    model, history = train(
-        config, image_size, train_examples, eval_examples, calibration_pixels(train_examples, config),
-        log_dir=fn_args.model_run_dir, base_model_dir=fn_args.base_model,
+    model, history = train_from_seed(
+        config, image_size, train_examples, eval_examples, log_dir=fn_args.model_run_dir,
+        base_model_dir=fn_args.base_model,
         cache_dir=os.path.join(fn_args.model_run_dir, CACHE_FOLDER),
         counts=(count_records(fn_args.train_files), count_records(fn_args.eval_files)))
     logging.info("Best epoch %s with %s=%s", history["best_epoch"], _MONITOR, history["best_val_loss"])

@@ -67,11 +67,10 @@ def run_trial(config: TrainingConfig, image_size: int, train_examples: tf.data.D
     trainer.task.train on the same data)."""
     started = time.perf_counter()
     cheap = trial_config(config, epoch_fraction)
-    # Every trial from the same random state: the calibration sample and the shuffles are drawn before the model
-    # seeds it, and would otherwise differ between the process's first trial (the configured settings) and the rest.
-    keras.utils.set_random_seed(cheap.seed)
-    _, history = task.train(cheap, image_size, train_examples, eval_examples,
-                            task.calibration_pixels(train_examples, cheap), cache_dir=cache_dir, counts=counts)
+    # Every trial from the same random state, as the Trainer: the first trial (the configured settings) is compared
+    # with the rest on the same draws.
+    _, history = task.train_from_seed(cheap, image_size, train_examples, eval_examples, cache_dir=cache_dir,
+                                      counts=counts)
     for record in history["epochs"]:
         for key in ("loss", OBJECTIVE):
             if key in record and not math.isfinite(record[key]):

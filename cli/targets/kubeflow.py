@@ -57,7 +57,7 @@ def add_flags(command: str, parser: argparse.ArgumentParser) -> None:
         flags.add_serving_target_flags(serving, "a rollout task after the Pusher starts a new revision of the "
                                                 "InferenceService (KServe copies a gs:// root once)")
         flags.add_settings_flags(serving, kserve.Serving, prefix="serving-", only=_SERVING_OWN)
-        parser.add_argument("--monitor-package", metavar="PATH",
+        parser.add_argument("--monitor-package", metavar="PATH", type=flags.local_path,
                             help="Also write the monitoring package (.yaml) here: one task that runs `monitor` on "
                                  "--root with the same store, volume and image as the pipeline's tasks (monitor's "
                                  "default window and false-alarm rate). Schedule it beside the pipeline's: "

@@ -35,10 +35,13 @@ submit, schedule = remote.commands(vertex, vertex.Location, started="started Ver
 
 
 def compile(args: argparse.Namespace, config) -> int:
+    tuning = flags.tuning_from_args(args)
     path = vertex.compile_vertex_package(config, args.package, image=args.image, root=args.root,
-                                         beam_args=args.beam_args or [], tuning=flags.tuning_from_args(args),
+                                         beam_args=args.beam_args or [], tuning=tuning,
                                          fixed_settings=flags.fixed_settings(args))
     print(f"wrote Vertex AI Pipelines package {path}")
+    if tuning is not None:
+        print(packages.tuner_line(tuning))
     return errors.OK
 
 

@@ -16,11 +16,13 @@ a good model clears), so this uses 128-pixel images and warm start.
 """
 
 import json
+import os
 import pathlib
 import random
 import shutil
 import subprocess
 import sys
+from unittest import mock
 
 import pytest
 
@@ -50,6 +52,7 @@ LEARNS = ["--image-size", "128", "--weights", "none", "--fine-tune-from", "60", 
 ONE_EPOCH = [*LEARNS, "--head-epochs", "1", "--fine-tune-epochs", "0", "--no-tflite"]
 # Two trials of the search, each one epoch of the head on one cached view (ONE_EPOCH's phase: at least one epoch).
 TUNE = ["--tune", "--tune-trials", "2"]
+STAMPED_ROOT = "gs://bucket/cats"
 # Span 4's candidate learns next to nothing (one epoch at a learning rate of 1e-6, from random weights): far below
 # version 1's model, yet above a minimum of 0.3, so only the drop rule can reject it. It trains on the last two
 # spans (3 and 4), one cached view each (the cheapest base pass), which its Trainer's counts show. What run 3's
@@ -79,8 +82,11 @@ def scenario(tmp_path_factory):
     record = {"out": out}
     for name, data, settings in (("span1", span1, LEARNS), ("span2", span2, LEARNS),
                                  ("span3", span3, [*ONE_EPOCH, *TUNE]), ("rerun", span3, ONE_EPOCH)):
-        record[name], record[name + "_summary"] = run_cli(data, out, *settings)
-        record[name + "_states"], _, _ = latest_run_states(out / "metadata.sqlite")
+        # Run 3's Tuner and Evaluator are given a root to stamp, as the Vertex package gives its tasks.
+        with mock.patch.dict(os.environ, {node_ids.ROOT_ENV: STAMPED_ROOT} if name == "span3" else {}):
+            record[name], record[name + "_summary"] = run_cli(data, out, *settings)
+        record[name + "_states"], store, run = latest_run_states(out / "metadata.sqlite")
+        record[name + "_stamps"] = _root_stamps(store, run)
         record[name + "_served"] = tree_digest(out / "serving_model")
         record[name + "_versions"] = sorted(p.name for p in (out / "serving_model").iterdir())
     models = subprocess.run([sys.executable, str(ROOT / "pipeline_runner.py"), "models", "--output-dir", str(out),
@@ -128,6 +134,27 @@ def _roll_back_and_retrain(base, out, span2, record):
     record["span4_read_spans"] = _spans_read(store, run)
     record["span4_served"] = tree_digest(out / "serving_model")
     record["span4_versions"] = sorted(p.name for p in (out / "serving_model").iterdir())
+
+
+def _root_stamps(store, run):
+    """{artifact type: the root stamped on each artifact of that type the Tuner or the Evaluator wrote in `run`
+    (None: none)}: what the Vertex package's resolvers look up by their stamp, the search's result and the
+    blessing."""
+    from ml_metadata.proto import metadata_store_pb2
+
+    types = {kind.id: kind.name for kind in store.get_artifact_types() if kind.name in ("HyperParameters",
+                                                                                          "ModelBlessing")}
+    writers = [e.id for e in store.get_executions_by_context(run.id)
+               if any(c.name.rsplit(".", 1)[-1] in (node_ids.TUNER, node_ids.EVALUATOR)
+                      for c in store.get_contexts_by_execution(e.id))]
+    events = store.get_events_by_execution_ids(writers)
+    written = store.get_artifacts_by_id([e.artifact_id for e in events if e.type == metadata_store_pb2.Event.OUTPUT])
+    stamps = {}
+    for artifact in written:
+        if artifact.type_id in types:
+            stamp = artifact.custom_properties.get(node_ids.ROOT)
+            stamps.setdefault(types[artifact.type_id], []).append(stamp.string_value if stamp else None)
+    return stamps
 
 
 def _spans_read(store, run):
@@ -219,6 +246,13 @@ def test_tune_searches_on_train_and_eval_and_the_trainer_trains_with_the_kept_tr
         "examples_per_split"]
     assert per_split["test"] > 0
     assert {(row["train_images"], row["eval_images"]) for row in trials} == {(per_split["train"], per_split["eval"])}
+
+
+def test_the_search_result_and_the_blessing_carry_the_root_their_task_was_given(scenario):
+    """What the Vertex package's resolvers ask for (orchestration.vertex.scope_to_root), written by the real
+    executors; a task given no root (a local run, a Kubeflow task) stamps nothing."""
+    assert scenario["span3_stamps"] == {"HyperParameters": [STAMPED_ROOT], "ModelBlessing": [STAMPED_ROOT]}
+    assert scenario["span2_stamps"] == {"ModelBlessing": [None]}
 
 
 def test_a_run_without_tune_reuses_the_newest_search_and_names_its_run(scenario):

@@ -71,6 +71,30 @@ def test_counts_out_of_range_are_refused_by_the_parser(tmp_path, capsys, flag, v
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.parametrize("flag, argv", [
+    ("--package", ["compile", "--image", "i:1", "--root", "gs://b/c", "--package", "gs://b/p.yaml"]),
+    ("--package", ["compile", "--target", "vertex", "--image", "i:1", "--root", "gs://b/c", "--package",
+                   "gs://b/p.yaml"]),
+    ("--monitor-package", ["compile", "--image", "i:1", "--root", "gs://b/c", "--package", "p.yaml",
+                           "--monitor-package", "gs://b/m.yaml"]),
+    ("--output-dir", ["run", "--demo", "--output-dir", "gs://b/c"]),
+    ("--output-dir", ["models", "--output-dir", "gs://b/c"]),
+    ("--sheet", ["predict", "cat.jpg", "--sheet", "gs://b/sheet.png"]),
+    ("--out", ["base-weights", "--out", "gs://b/base.h5"]),
+])
+def test_an_output_path_that_is_a_uri_is_refused_by_the_parser_and_writes_no_local_folder(
+        tmp_path, capsys, monkeypatch, flag, argv):
+    """As a local path, gs://b/p.yaml names a folder gs: here: these flags write on this machine only."""
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exit_:
+        pipeline_runner.main(argv)
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and "Traceback" not in err
+    uri = argv[argv.index(flag) + 1]
+    assert f"argument {flag}: {uri} is a URI: this flag writes on this machine; give a local path" in err
+    assert not list(tmp_path.iterdir())
+
+
 # Two runs at once ---------------------------------------------------------------------------------------------
 
 def test_second_run_exits_3_without_touching_the_store_while_locked(tmp_path):

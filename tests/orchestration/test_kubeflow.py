@@ -272,14 +272,46 @@ def test_vertex_package_is_tfx_native_with_its_resolver_queries(tmp_path):
     resolvers = [e for e in spec["deploymentSpec"]["executors"].values() if "resolver" in e]
     assert resolvers and all(e["resolver"]["outputArtifactQueries"] for e in resolvers)
     tuned = yaml.safe_load(open(vertex.compile_vertex_package(
-        PipelineConfig(), str(tmp_path / "tuned.yaml"), image=IMAGE, root="gs://bucket/cats", beam_args=[],
-        tuning=TuningConfig(trials=2))))
+        with_overrides(PipelineConfig(), {"warm_start": True}), str(tmp_path / "tuned.yaml"), image=IMAGE,
+        root="gs://bucket/cats/", beam_args=[], tuning=TuningConfig(trials=2))))
     assert node_ids.TUNER in tuned["root"]["dag"]["tasks"] and node_ids.TUNER not in spec["root"]["dag"]["tasks"]
     hyperparameters = tuned["root"]["dag"]["tasks"][node_ids.TRAINER]["inputs"]["artifacts"]["hyperparameters"]
     assert hyperparameters["taskOutputArtifact"]["producerTask"] == node_ids.TUNER
+    _assert_resolvers_read_only_the_roots_artifacts(spec, {"HyperparametersResolver", "BaselineResolver"})
+    _assert_resolvers_read_only_the_roots_artifacts(tuned, {"BaselineResolver", "WarmStartResolver"})
+
+
+def _assert_resolvers_read_only_the_roots_artifacts(spec, resolvers):
+    """Vertex ML Metadata is the project's and region's, and a query without in_context(...) sees every pipeline
+    of this name: each query TFX compiled asks for the artifacts the root's own Tuner or Evaluator stamped, or
+    for the one Model such a blessing names."""
+    executors = spec["deploymentSpec"]["executors"]
+    queries = {label.split("_executor")[0]: query["filter"] for label, executor in executors.items()
+               for query in executor.get("resolver", {}).get("outputArtifactQueries", {}).values()}
+    assert {label.split("-model")[0] for label in queries} == resolvers
+    scope = 'metadata.root.string_value="gs://bucket/cats"'
+    for label, query in queries.items():
+        if '"tfx.Model"' in query:
+            assert "AND name=\"{{$.inputs.artifacts['input'].metadata['current_model_id']}}\"" in query, query
+        else:
+            assert query.endswith(f" AND {scope}") and query.startswith(
+                ('schema_title="tfx.HyperParameters"', 'schema_title="tfx.ModelBlessing"')), query
+    stamping = {label: container.get("env") for label, executor in executors.items()
+                if (container := executor.get("container")) and container.get("env")}
+    writers = {f"{node_ids.EVALUATOR}_executor"} | ({f"{node_ids.TUNER}_executor"}
+                                                      if node_ids.TUNER in spec["root"]["dag"]["tasks"] else set())
+    assert stamping == {label: [{"name": "STAMP_ROOT", "value": "gs://bucket/cats"}] for label in writers}
+
+
+def test_a_vertex_package_that_cannot_be_scoped_or_compiled_is_refused_before_any_work(tmp_path):
     with pytest.raises(kubeflow.TargetError, match="span-window"):
         vertex.compile_vertex_package(with_overrides(PipelineConfig(), {"span_window": 3}),
                                         str(tmp_path / "v2.yaml"), image=IMAGE, root="gs://b/c", beam_args=[])
+    for root in ('gs://b/"c', "gs://b/c*", "gs://b/c\\d"):
+        with pytest.raises(kubeflow.TargetError, match="cannot use a root with a quote, a backslash or a \\*"):
+            vertex.compile_vertex_package(PipelineConfig(), str(tmp_path / "v3.yaml"), image=IMAGE, root=root,
+                                          beam_args=[])
+    assert not list(tmp_path.iterdir())
 
 
 def test_package_name_must_be_yaml(tmp_path):
@@ -390,7 +422,25 @@ def test_unreachable_vertex_project_is_a_clear_error(tmp_path):
 def test_compile_refuses_kubeflow_only_flags_for_vertex(tmp_path):
     result = _cli("compile", "--target", "vertex", "--image", IMAGE, "--root", "gs://b/c", "--pvc", "claim",
                   "--package", str(tmp_path / "v.yaml"))
-    assert result.returncode == 2 and "--pvc apply only to --target kubeflow" in result.stderr
+    assert result.returncode == 2 and "--pvc applies only to --target kubeflow" in result.stderr
+
+
+def test_flags_of_another_target_are_refused_in_a_sentence_that_agrees_with_them(tmp_path, capsys):
+    import pipeline_runner
+
+    code = pipeline_runner.main(["compile", "--target", "vertex", "--image", IMAGE, "--root", "gs://b/c", "--pvc",
+                                 "claim", "--pvc-mount", "/mnt/p", "--package", str(tmp_path / "v.yaml")])
+    assert code == 2 and "--pvc, --pvc-mount apply only to --target kubeflow" in capsys.readouterr().err
+
+
+def test_compile_tune_names_the_tuner_task_in_the_same_line_for_every_target(tmp_path, capsys):
+    import pipeline_runner
+
+    assert pipeline_runner.main(["compile", "--target", "vertex", "--image", IMAGE, "--root", "gs://b/c", "--tune",
+                                 "--tune-trials", "3", "--package", str(tmp_path / "v.yaml")]) == 0
+    assert capsys.readouterr().out.splitlines()[-1] == kubeflow.tuner_line(TuningConfig(trials=3)) == (
+        "its Tuner task searches up to 3 trials before the Trainer in every run; a package compiled without --tune "
+        "reuses the newest search's result instead")
 
 
 def test_compile_refuses_a_search_that_cannot_run_before_any_work(tmp_path):

@@ -95,7 +95,7 @@ def test_compile_writes_both_packages_from_one_deployment(tmp_path, capsys):
 @pytest.mark.parametrize("arguments, message", [
     (["--monitor-package", "{tmp}/pipeline.yaml"], "--monitor-package {tmp}/pipeline.yaml is --package's file"),
     (["--monitor-package", "{tmp}/monitor.json"], "the package file must end in .yaml"),
-    (["--target", "vertex", "--monitor-package", "{tmp}/monitor.yaml"], "--monitor-package apply only to --target "
+    (["--target", "vertex", "--monitor-package", "{tmp}/monitor.yaml"], "--monitor-package applies only to --target "
                                                                         "kubeflow"),
 ])
 def test_a_monitor_package_that_cannot_be_written_is_refused_before_any_work(tmp_path, capsys, arguments, message):

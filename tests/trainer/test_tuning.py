@@ -1,6 +1,7 @@
 """The hyperparameter search on tiny in-memory data: trials are cheap Trainer runs, a failed trial is recorded and
 the search goes on, the configured settings are the first trial, the best values reach the Trainer's settings."""
 
+import dataclasses
 import math
 
 import numpy as np
@@ -47,6 +48,25 @@ def test_run_trial_trains_and_reports_the_kept_epochs_figures_the_same_from_any_
     assert result["epochs"] == 2  # one epoch of each phase: half of two
     assert math.isfinite(result["val_loss"]) and 0 <= result["val_accuracy"] <= 1
     assert results[1]["val_loss"] == result["val_loss"]  # the same settings, compared on the same draws
+
+
+def test_the_trainer_trains_the_same_weights_whether_or_not_a_trial_ran_before_it_in_the_process(config):
+    """run_fn trains through task.train_from_seed: a local run's Trainer comes after the Tuner's trials in the same
+    process, and its numbers must not depend on them."""
+    short = dataclasses.replace(config, head_epochs=1, fine_tune_epochs=1)
+
+    def trained_weights():
+        model, _ = task.train_from_seed(short, SIZE, _examples(1), _examples(2, 8), counts=(16, 8))
+        return model.get_weights()
+
+    tf.random.set_seed(1)
+    alone = trained_weights()
+    tuning.run_trial(dataclasses.replace(config, dropout=0.4), SIZE, _examples(1), _examples(2, 8),
+                     epoch_fraction=0.5, counts=(16, 8))
+    tf.random.uniform([7])
+    after_a_trial = trained_weights()
+    assert len(alone) == len(after_a_trial)
+    assert all(np.array_equal(a, b) for a, b in zip(alone, after_a_trial))
 
 
 def test_a_nan_loss_fails_the_trial_naming_it(config):
@@ -156,6 +176,15 @@ def test_a_budget_flag_without_tune_is_refused_even_at_its_default(argv):
 
     args = pipeline_runner.build_parser().parse_args(["run", "--demo", *argv])
     with pytest.raises(flags.SettingsError, match=f"^{argv[0]} applies only with --tune"):
+        flags.tuning_from_args(args)
+
+
+def test_budget_flags_without_tune_are_refused_in_one_sentence_that_agrees_with_them():
+    import pipeline_runner
+    from cli import flags
+
+    args = pipeline_runner.build_parser().parse_args(["run", "--demo", "--tune-trials", "3", "--tune-minutes", "5"])
+    with pytest.raises(flags.SettingsError, match="^--tune-trials, --tune-minutes apply only with --tune"):
         flags.tuning_from_args(args)
 
 
