@@ -15,8 +15,11 @@ every trial failed.
 from __future__ import annotations
 
 import dataclasses
+import gc
 import math
 import os
+import signal
+import threading
 import time
 import warnings
 from typing import Any, Callable, Collection
@@ -56,9 +59,55 @@ def trial_config(config: TrainingConfig, epoch_fraction: float) -> TrainingConfi
         cached_views=min(config.cached_views, TRIAL_VIEWS), warm_start=False, tflite=False)
 
 
+class Interrupts:
+    """Ctrl-C during a search, kept where Python would lose it. A trial's TensorFlow objects are finalized whenever
+    the garbage collector runs, and a KeyboardInterrupt raised inside a finalizer is printed ("Exception ignored
+    in ...") and dropped: the search would go on, and the Trainer and the Pusher after it. While entered (in the
+    main thread, with Python's own SIGINT handler in place), SIGINT is recorded as well as raised, and `check`
+    raises it again at a safe point: each training batch of a trial, each trial's start and end, the search's end."""
+
+    def __init__(self):
+        self.interrupted = False
+        self._previous = None
+
+    def __enter__(self) -> "Interrupts":
+        self.interrupted = False
+        if threading.current_thread() is threading.main_thread() and \
+                signal.getsignal(signal.SIGINT) is signal.default_int_handler:  # not where Ctrl-C is ignored
+            self._previous = signal.signal(signal.SIGINT, self._received)
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+            self._previous = None
+
+    def _received(self, signum, frame):
+        self.interrupted = True
+        raise KeyboardInterrupt
+
+    def check(self) -> None:
+        if self.interrupted:
+            raise KeyboardInterrupt
+
+
+class CheckInterrupts(keras.callbacks.Callback):
+    """Raises a Ctrl-C that a finalizer swallowed (Interrupts) after the batch it came in."""
+
+    def __init__(self, interrupts: Interrupts):
+        super().__init__()
+        self.interrupts = interrupts
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.interrupts.check()
+
+    def on_test_batch_end(self, batch, logs=None):
+        self.interrupts.check()
+
+
 def run_trial(config: TrainingConfig, image_size: int, train_examples: tf.data.Dataset,
               eval_examples: tf.data.Dataset, *, epoch_fraction: float, counts: tuple[int, int] | None = None,
-              cache_dir: str | None = None) -> dict[str, Any]:
+              cache_dir: str | None = None, callbacks: Collection[keras.callbacks.Callback] = ()) -> dict[str, Any]:
     """One trial of the settings `config`, on unbatched (uint8 pixels, float label) pairs as the Trainer reads
     them (trainer.task.pixels_and_labels). Returns {"val_loss", "val_accuracy" (at the kept epoch), "epochs",
     "seconds", "train_images" and "eval_images" (the cache's counts; None without cached views)}; raises
@@ -69,7 +118,7 @@ def run_trial(config: TrainingConfig, image_size: int, train_examples: tf.data.D
     # Every trial from the same random state, as the Trainer: the first trial (the configured settings) is compared
     # with the rest on the same draws.
     _, history = task.train_from_seed(cheap, image_size, train_examples, eval_examples, cache_dir=cache_dir,
-                                      counts=counts)
+                                      counts=counts, extra_callbacks=list(callbacks))
     for record in history["epochs"]:
         for key in ("loss", OBJECTIVE):
             if key in record and not math.isfinite(record[key]):
@@ -113,21 +162,27 @@ class CheapTrials(keras_tuner.engine.base_tuner.BaseTuner):
         self.base, self.image_size, self.tuning, self.fixed = base, image_size, tuning, tuple(fixed)
         self._trial = trial
         self.outcomes: dict[str, dict] = {}
+        self.interrupts = Interrupts()
 
     def run_trial(self, trial, train_examples, eval_examples, counts=None, cache_dir=None):
         values = dict(trial.hyperparameters.values)
         outcome = {"trial": trial.trial_id, "values": values}
         self.outcomes[trial.trial_id] = outcome
         keras.backend.clear_session()  # each trial builds a model of its own: the last one's graph can go
+        gc.collect()  # the last trial's finalizers run here, where a Ctrl-C they swallow is raised again below
+        self.interrupts.check()
         try:
             config = hyperparameters_lib.apply(self.base, values, self.fixed)
             result = self._trial(config, self.image_size, train_examples, eval_examples,
                                  epoch_fraction=self.tuning.epoch_fraction, counts=counts,
-                                 cache_dir=os.path.join(cache_dir, trial.trial_id) if cache_dir else None)
+                                 cache_dir=os.path.join(cache_dir, trial.trial_id) if cache_dir else None,
+                                 callbacks=[CheckInterrupts(self.interrupts)])
         except Exception as error:  # KerasTuner records the trial as failed; the table keeps why, in one line
+            self.interrupts.check()  # not a failure of the trial's settings: the user stopped the search
             outcome.update(status=FAILED, reason=first_line(error, with_type=True))
             print(f"Tuner: trial {trial.trial_id} failed: {outcome['reason']}", flush=True)
             raise
+        self.interrupts.check()
         outcome.update(status=COMPLETED, **result)
         return {OBJECTIVE: result[OBJECTIVE]}
 
@@ -136,7 +191,9 @@ class CheapTrials(keras_tuner.engine.base_tuner.BaseTuner):
         # printed above and kept in the trial table.
         debug, keras_tuner_config.DEBUG = keras_tuner_config.DEBUG, False
         try:
-            super().search(*args, **kwargs)
+            with self.interrupts:
+                super().search(*args, **kwargs)
+                self.interrupts.check()
         finally:
             keras_tuner_config.DEBUG = debug
 

@@ -3,6 +3,9 @@ the search goes on, the configured settings are the first trial, the best values
 
 import dataclasses
 import math
+import os
+import signal
+import time
 
 import numpy as np
 import pytest
@@ -197,3 +200,40 @@ def test_the_time_budget_starts_no_trial_once_spent_and_the_first_trial_always_r
     unlimited = tuning.build_tuner(config, SIZE, TuningConfig(trials=3), str(tmp_path / "all"), trial=measured)
     unlimited.search(train_examples=None, eval_examples=None)
     assert len(unlimited.trial_table()) == 3
+
+
+class _InterruptedWhenFinalized:
+    """Ctrl-C arriving while a finalizer runs, as while the garbage collector finalizes a trial's TensorFlow
+    functions: Python prints the KeyboardInterrupt ("Exception ignored in ...") and drops it."""
+
+    def __del__(self):
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(1)  # the handler runs here, inside the finalizer
+
+
+@pytest.fixture
+def ctrl_c_raises():
+    """SIGINT handled as in a terminal (a suite started in the background may have it ignored)."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
+def test_a_ctrl_c_that_a_finalizer_swallows_still_stops_the_search(config, tmp_path, ctrl_c_raises):
+    def interrupted(config, *args, **kwargs):
+        finalized = _InterruptedWhenFinalized()
+        del finalized  # the real SIGINT is raised inside __del__ and lost there
+        return {"val_loss": config.dropout, "val_accuracy": 0.5, "epochs": 1, "seconds": 0.0}
+    search = tuning.build_tuner(config, SIZE, TuningConfig(trials=3), str(tmp_path), trial=interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        search.search(train_examples=None, eval_examples=None)
+    assert list(search.outcomes) == ["0"]  # no trial started after it
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the search's handler is gone
+
+
+def test_a_swallowed_ctrl_c_stops_a_trial_after_the_batch_it_came_in(config):
+    interrupts = tuning.Interrupts()
+    interrupts.interrupted = True
+    with pytest.raises(KeyboardInterrupt):
+        tuning.run_trial(config, SIZE, _examples(1), _examples(2, 8), epoch_fraction=0.5, counts=(16, 8),
+                         callbacks=[tuning.CheckInterrupts(interrupts)])
