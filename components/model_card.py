@@ -175,6 +175,7 @@ def _hyperparameters(record: dict | None) -> list[str]:
         return []
     lines = ["### Hyperparameters", ""]
     fixed = f" Set by the user, never searched: {', '.join(record['fixed'])}." if record.get("fixed") else ""
+    fixed += "".join(f" {why[0].upper()}{why[1:]}." for why in record.get("left_out") or [])
     if record.get("source") != "tuned":
         why = record.get("not_applied") or "no hyperparameter search was recorded for this pipeline"
         return lines + [f"The settings as configured: {why}.{fixed}", ""]

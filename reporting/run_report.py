@@ -302,6 +302,7 @@ def hyperparameters_page(chosen: dict | None) -> dict | None:
              ", ".join(f"{name} {value:.4g}" if isinstance(value, float) else f"{name} {value}"
                        for name, value in row.get("values", {}).items()), row.get("reason", "")]
             for row in chosen.get("trials") or []]
+    words += "".join(f" {why[0].upper()}{why[1:]}." for why in chosen.get("left_out") or [])
     return {"source_words": words, "values": chosen["values"], "fixed": chosen["fixed"], "trial_rows": rows}
 
 

@@ -253,9 +253,10 @@ TUNED_HERE, REUSED, DEFAULTS = "tuned in this run", "reused", "defaults"
 
 def hyperparameters_of(training: dict | None, run_id: str | None, searched: bool = False) -> dict | None:
     """{"source": TUNED_HERE | REUSED | DEFAULTS, "run" that searched, "values" applied, "fixed" (the user's own
-    settings, never searched), "trials" (the search's table)} of the model's training record; None without
-    one. `searched`: this run has a Tuner, whose search may be an earlier run's ("cached": true): tuned here all
-    the same. "trials" only when tuned here: a reused result names its run, whose summary has the table."""
+    settings, never searched), "trials" (the search's table), "left_out" (searched values not applied, and why)}
+    of the model's training record; None without one. `searched`: this run has a Tuner, whose search may be an
+    earlier run's ("cached": true): tuned here all the same. "trials" only when tuned here: a reused result names
+    its run, whose summary has the table."""
     record = (training or {}).get("hyperparameters")
     if record is None:
         return None
@@ -265,7 +266,7 @@ def hyperparameters_of(training: dict | None, run_id: str | None, searched: bool
     here = searched or record.get("run") == run_id
     return {"source": TUNED_HERE if here else REUSED, "run": record.get("run"), "values": record.get("values", {}),
             "fixed": record.get("fixed", []), "trials": record.get("trials") if here else None,
-            "cached": here and record.get("run") != run_id}
+            "cached": here and record.get("run") != run_id, "left_out": record.get("left_out") or []}
 
 
 def _values(values: dict) -> str:
@@ -282,7 +283,7 @@ def hyperparameter_lines(chosen: dict) -> list[str]:
     if chosen["cached"]:  # the Tuner's outcome was cached: no trial ran in this run
         where = f"the search of run {chosen['run']}, cached (same data, settings and code: no trial ran in this run)"
     shown = _values(chosen["values"]) or "none applied (each searched setting was given as a flag)"
-    lines = [f"  hyperparameters: {where}: {shown}"]
+    lines = [f"  hyperparameters: {where}: {shown}" + "".join(f"; {why}" for why in chosen.get("left_out") or [])]
     for row in chosen.get("trials") or []:
         if row.get("status") == "completed":
             figures = f"val_loss {_fmt(row['val_loss'])}" + (

@@ -87,14 +87,12 @@ def values_of(result: Mapping[str, Any] | None) -> dict[str, Any]:
 
 
 def apply(config: TrainingConfig, values: Mapping[str, Any], fixed: Collection[str] = ()) -> TrainingConfig:
-    """`config` with the searched `values` laid on it. Fields in `fixed` (set by the user) keep their value;
-    a name this search space does not know (a result of an older space) is left out; a value that does not fit
-    the settings raises config.ConfigError, naming the field."""
-    overrides: dict[str, Any] = {}
-    for name, value in values.items():
-        for field in FIELDS.get(name, ()):
-            if field not in fixed:
-                overrides[field] = value
+    """`config` with the searched `values` laid on it: the names applied_names gives. A name one of whose fields
+    is in `fixed` (set by the user) is left out whole: augmentation sets rotation and zoom together, and setting
+    only the other half would train a pairing no trial tried. A name this search space does not know (a result of
+    an older space) is left out; a value that does not fit the settings raises config.ConfigError, naming the
+    field."""
+    overrides = {field: values[name] for name in applied_names(values, fixed) for field in FIELDS[name]}
     return dataclasses.replace(config, **overrides)
 
 
@@ -117,3 +115,13 @@ def other_model(result: Mapping[str, Any] | None, config: TrainingConfig, image_
 def applied_names(values: Mapping[str, Any], fixed: Collection[str] = ()) -> list[str]:
     """The names of `values` that `apply` lays on the settings."""
     return [name for name in values if name in FIELDS and _searched(name, fixed)]
+
+
+def left_out(values: Mapping[str, Any], fixed: Collection[str] = ()) -> list[str]:
+    """Why each name of `values` that sets several fields is not laid on the settings, when the user set one of
+    them ("augmentation 0.2 not applied: it sets rotation and zoom together, and rotation was set"). A name of
+    one field set by the user is among the fixed settings already."""
+    return [f"{name} {values[name]} not applied: it sets {' and '.join(FIELDS[name])} together, and "
+            f"{' and '.join(f for f in FIELDS[name] if f in fixed)} "
+            f"{'was' if sum(f in fixed for f in FIELDS[name]) == 1 else 'were'} set"
+            for name in values if len(FIELDS.get(name, ())) > 1 and not _searched(name, fixed)]

@@ -121,9 +121,27 @@ def test_the_best_values_become_the_trainers_settings_but_not_the_users_own():
     config, record = task.tuned_config(TrainingConfig(), result, fixed=("dropout",))
     assert (config.learning_rate, config.dropout, config.rotation, config.zoom) == (3e-4, 0.2, 0.05, 0.05)
     assert record == {"source": "tuned", "values": {"learning_rate": 3e-4, hyperparameters.AUGMENTATION: 0.05},
-                      "fixed": ["dropout"], "run": "run-7", "trials": [{"trial": "00"}]}
+                      "fixed": ["dropout"], "run": "run-7", "trials": [{"trial": "00"}], "left_out": []}
     defaults, record = task.tuned_config(TrainingConfig(), None)
     assert defaults == TrainingConfig() and record["source"] == "defaults" and record["values"] == {}
+
+
+@pytest.mark.parametrize("given", ["rotation", "zoom"])
+def test_a_searched_pair_is_not_applied_by_half_when_the_user_set_the_other_half_and_the_record_says_so(given):
+    from components import model_card
+    from reporting import run_summary
+
+    config, record = task.tuned_config(TrainingConfig(**{given: 0.3}), {"values": {"augmentation": 0.2}},
+                                       fixed=(given,), image_size=160)
+    assert (config.rotation, config.zoom) == (TrainingConfig(**{given: 0.3}).rotation,
+                                              TrainingConfig(**{given: 0.3}).zoom)  # neither half of 0.2
+    assert record["values"] == {}
+    why = f"augmentation 0.2 not applied: it sets rotation and zoom together, and {given} was set"
+    assert record["left_out"] == [why]
+    assert hyperparameters.applied_names({"augmentation": 0.2}, (given,)) == []
+    chosen = run_summary.hyperparameters_of({"hyperparameters": record}, "run-8")
+    assert run_summary.hyperparameter_lines(chosen)[0].endswith(f"; {why}")
+    assert f"A{why[1:]}." in "\n".join(model_card._hyperparameters(record))
 
 
 def test_a_result_searched_for_another_model_is_not_laid_on_this_ones_settings():
