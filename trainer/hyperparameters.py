@@ -9,6 +9,7 @@ search's record (components.tuner: the run, the trial table) under TUNED_KEY.
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any, Collection, Mapping
 
 import keras_tuner
@@ -46,9 +47,27 @@ def _searched(name: str, fixed: Collection[str]) -> bool:
     return not any(field in fixed for field in FIELDS[name])
 
 
-def search_space(config: TrainingConfig, fixed: Collection[str] = ()) -> keras_tuner.HyperParameters:
+def trial_epochs(epochs: int, epoch_fraction: float) -> int:
+    """The epochs a trial runs of a phase of `epochs`: at most `epoch_fraction` of them, at least one of a phase
+    that has any."""
+    return max(1, math.floor(epochs * epoch_fraction)) if epochs else 0
+
+
+def phase_lengths(configured: int, epoch_fraction: float = 1.0) -> list[int]:
+    """The lengths of a phase tried around `configured` (PHASE_SCALES), less those a trial at `epoch_fraction`
+    would run for as many epochs as a length kept before them (the configured one first): the trials could not
+    tell them apart, and the search would pick between them on noise."""
+    kept: dict[int, int] = {trial_epochs(configured, epoch_fraction): configured}
+    for length in sorted({max(1, round(configured * scale)) for scale in PHASE_SCALES}):
+        kept.setdefault(trial_epochs(length, epoch_fraction), length)
+    return sorted(kept.values())
+
+
+def search_space(config: TrainingConfig, fixed: Collection[str] = (),
+                 epoch_fraction: float = 1.0) -> keras_tuner.HyperParameters:
     """The space around `config`, whose own values are every hyperparameter's default (the first trial's).
-    `fixed`: TrainingConfig fields the user set, which are not searched."""
+    `fixed`: TrainingConfig fields the user set, which are not searched; `epoch_fraction`: the share of each
+    phase's epochs a trial runs (phase_lengths)."""
     hp = keras_tuner.HyperParameters()
     searched = {name for name in FIELDS if _searched(name, fixed)}
     phase_2 = config.fine_tune_epochs > 0 or "fine_tune_epochs" in searched
@@ -69,11 +88,11 @@ def search_space(config: TrainingConfig, fixed: Collection[str] = ()) -> keras_t
         hp.Choice("dropout", sorted({*DROPOUTS, config.dropout}), default=config.dropout)
     for name in ("head_epochs", "fine_tune_epochs"):
         configured = getattr(config, name)
-        if name in searched and configured > 0:
+        lengths = phase_lengths(configured, epoch_fraction)
+        if name in searched and configured > 0 and len(lengths) > 1:
             # Phase lengths trade fit against overfitting; tried around the configured ones, so that the
             # search keeps the scale the user (or the from-scratch schedule) chose.
-            hp.Choice(name, sorted({max(1, round(configured * scale)) for scale in PHASE_SCALES}),
-                      default=configured)
+            hp.Choice(name, lengths, default=configured)
     if _searched(AUGMENTATION, fixed) and (config.rotation == config.zoom):
         # How different the views are: too little and phase 2 learns the views by heart, too much and the
         # views no longer look like the photos served.

@@ -52,10 +52,9 @@ def trial_config(config: TrainingConfig, epoch_fraction: float) -> TrainingConfi
     phase that has any), on one cached view where the Trainer caches (one base pass over the training images,
     which both phases read: the Trainer's base passes are most of its time before phase 2's epochs), no warm
     start (trials have no earlier model) and no TFLite export."""
-    def shortened(epochs: int) -> int:
-        return max(1, math.floor(epochs * epoch_fraction)) if epochs else 0
     return dataclasses.replace(
-        config, head_epochs=shortened(config.head_epochs), fine_tune_epochs=shortened(config.fine_tune_epochs),
+        config, head_epochs=hyperparameters_lib.trial_epochs(config.head_epochs, epoch_fraction),
+        fine_tune_epochs=hyperparameters_lib.trial_epochs(config.fine_tune_epochs, epoch_fraction),
         cached_views=min(config.cached_views, TRIAL_VIEWS), warm_start=False, tflite=False)
 
 
@@ -222,8 +221,9 @@ class CheapTrials(keras_tuner.engine.base_tuner.BaseTuner):
 def build_tuner(base: TrainingConfig, image_size: int, tuning: TuningConfig, directory: str,
                 fixed: Collection[str] = (), trial: TrialFunction = run_trial) -> CheapTrials:
     """The search over the space around `base` (trainer.hyperparameters), its project under `directory`."""
+    space = hyperparameters_lib.search_space(base, fixed, tuning.epoch_fraction)
     oracle = BudgetOracle(objective=keras_tuner.Objective(OBJECTIVE, direction="min"), max_trials=tuning.trials,
-                          seed=base.seed, hyperparameters=hyperparameters_lib.search_space(base, fixed),
+                          seed=base.seed, hyperparameters=space,
                           allow_new_entries=False, tune_new_entries=False, minutes=tuning.minutes,
                           # every failure is recorded and the search goes on; components.tuner judges the end
                           max_consecutive_failed_trials=tuning.trials + 1)

@@ -171,6 +171,19 @@ def test_the_space_is_centred_on_the_configured_settings_and_leaves_the_users_ow
     assert hyperparameters.apply(config, space.values) == config
 
 
+def test_the_phase_lengths_searched_are_ones_the_trials_run_apart():
+    scratch = TrainingConfig(weights="none", head_epochs=6, fine_tune_epochs=12, fine_tune_from=30)
+    space = hyperparameters.search_space(scratch, epoch_fraction=0.25)
+    choices = {entry["config"]["name"]: entry["config"].get("values") for entry in space.get_config()["space"]}
+    assert choices["head_epochs"] == [6, 9] and choices["fine_tune_epochs"] == [6, 12, 18]  # 3 runs as 6: 1 epoch
+    for name in ("head_epochs", "fine_tune_epochs"):
+        run = [tuning.trial_config(dataclasses.replace(scratch, **{name: n}), 0.25) for n in choices[name]]
+        assert len({getattr(cheap, name) for cheap in run}) == len(choices[name])
+    assert space.values["head_epochs"] == 6  # the configured length stays, the first trial's
+    short = hyperparameters.search_space(TrainingConfig(head_epochs=2, fine_tune_epochs=2), epoch_fraction=0.25)
+    assert "head_epochs" not in short.values and "fine_tune_epochs" not in short.values  # every length runs 1
+
+
 @pytest.mark.parametrize("budget,field", [({"trials": 0}, "tune_trials"), ({"minutes": -1.0}, "tune_minutes"),
                                           ({"epoch_fraction": -0.5}, "tune_epoch_fraction"),
                                           ({"epoch_fraction": 0.0}, "tune_epoch_fraction")])
