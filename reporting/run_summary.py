@@ -20,6 +20,7 @@ from components import evaluation
 from contract import layout, storage
 from contract import metadata as metadata_lib
 from trainer import export
+from trainer import hyperparameters as hyperparameters_lib
 
 _STATES = {
     metadata_store_pb2.Execution.COMPLETE: "executed",
@@ -266,7 +267,9 @@ def hyperparameters_of(training: dict | None, run_id: str | None, searched: bool
     here = searched or record.get("run") == run_id
     return {"source": TUNED_HERE if here else REUSED, "run": record.get("run"), "values": record.get("values", {}),
             "fixed": record.get("fixed", []), "trials": record.get("trials") if here else None,
-            "cached": here and record.get("run") != run_id, "left_out": record.get("left_out") or []}
+            "cached": here and record.get("run") != run_id,
+            "left_out": [*(record.get("left_out") or []),
+                         *filter(None, [hyperparameters_lib.cold_trials(training.get("warm_started_from"))])]}
 
 
 def _values(values: dict) -> str:

@@ -100,6 +100,15 @@ def search_space(config: TrainingConfig, fixed: Collection[str] = (),
     return hp
 
 
+def cold_trials(warm_started_from: str | None) -> str | None:
+    """What a model warm-started from `warm_started_from` (None: not warm-started) must say of searched values:
+    a trial has no earlier model (the Tuner reads none), so the values were chosen for a cold start."""
+    if not warm_started_from:
+        return None
+    return (f"the search's trials did not warm-start as this Trainer did (from {warm_started_from}): the values "
+            f"were chosen training from the configured start")
+
+
 def values_of(result: Mapping[str, Any] | None) -> dict[str, Any]:
     """{name: value} of a result (a HyperParameters config, as the Trainer gets it); {} for None."""
     return dict((result or {}).get("values") or {})

@@ -144,6 +144,25 @@ def test_a_searched_pair_is_not_applied_by_half_when_the_user_set_the_other_half
     assert f"A{why[1:]}." in "\n".join(model_card._hyperparameters(record))
 
 
+def test_a_warm_started_model_says_its_settings_were_searched_by_trials_that_did_not_warm_start():
+    from components import model_card
+    from reporting import run_report, run_summary
+
+    trial = {"trial": "1", "values": {"dropout": 0.3}, "status": "completed", "val_loss": 0.5}
+    _, record = task.tuned_config(TrainingConfig(warm_start=True), {"values": {"dropout": 0.3}, "tuned": {
+        "run": "run-7", "trials": [trial]}})
+    warm = {"hyperparameters": record, "warm_started_from": "/root/Model/5/Format-Serving"}
+    why = ("the search's trials did not warm-start as this Trainer did (from /root/Model/5/Format-Serving): the "
+           "values were chosen training from the configured start")
+    for run_id in ("run-7", "run-8"):  # tuned here, reused
+        chosen = run_summary.hyperparameters_of(warm, run_id)
+        assert run_summary.hyperparameter_lines(chosen)[0].endswith(f"; {why}")
+        assert run_report.hyperparameters_page(chosen)["source_words"].endswith(f" T{why[1:]}.")
+    assert f"T{why[1:]}." in "\n".join(model_card._hyperparameters(record, warm["warm_started_from"]))
+    cold = run_summary.hyperparameters_of({"hyperparameters": record, "warm_started_from": None}, "run-7")
+    assert "warm-start" not in run_summary.hyperparameter_lines(cold)[0]
+
+
 def test_a_result_searched_for_another_model_is_not_laid_on_this_ones_settings():
     searched = TrainingConfig(weights="none", alpha=0.35, fine_tune_from=30)
     result = tuner_component.search_record({"space": [], "values": {"learning_rate": 3e-3, "fine_tune_from": 60}},
