@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 from typing import Any
 
 from ml_metadata import metadata_store
@@ -90,7 +91,7 @@ class RunSummary:
                          f"{self.ingest['files_seen']} files, " + ", ".join(f"{k} {v}" for k, v in counts.items()))
         if self.beam_args:
             lines.append(f"  beam: {' '.join(self.beam_args)}")
-        lines += [f"  note: {note}" for note in self.notes]
+        lines += [f"  note: {as_trained(note, self.hyperparameters)}" for note in self.notes]
         if self.missing:
             lines.append(f"  missing: {len(self.missing)} earlier outputs were gone from disk and were not used "
                          f"(recomputed, or passed over by the resolvers): " + "; ".join(self.missing[:5])
@@ -270,6 +271,19 @@ def hyperparameters_of(training: dict | None, run_id: str | None, searched: bool
             "cached": here and record.get("run") != run_id,
             "left_out": [*(record.get("left_out") or []),
                          *filter(None, [hyperparameters_lib.cold_trials(training.get("warm_started_from"))])]}
+
+
+def as_trained(note: str, chosen: dict | None) -> str:
+    """`note` (one naming settings by flag: the from-scratch schedule's "--fine-tune-from 30"), each setting that
+    the hyperparameters applied shown with the value trained: "--fine-tune-from 60 (searched; the schedule's 30)".
+    The note is written before the run, when the search's values are not known yet."""
+    for name, value in ((chosen or {}).get("values") or {}).items():
+        for field in hyperparameters_lib.FIELDS.get(name, ()):
+            flag = "--" + field.replace("_", "-")
+            note = re.sub(rf"(?<![\w-]){flag} ([^,\s]+)(?=,| \(|$)",
+                          lambda match, flag=flag, value=value: f"{flag} {_values({'': value}).strip()} (searched; "
+                                                                f"the schedule's {match.group(1)})", note)
+    return note
 
 
 def _values(values: dict) -> str:

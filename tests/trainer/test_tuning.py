@@ -163,6 +163,24 @@ def test_a_warm_started_model_says_its_settings_were_searched_by_trials_that_did
     assert "warm-start" not in run_summary.hyperparameter_lines(cold)[0]
 
 
+def test_the_from_scratch_note_names_the_settings_trained_not_the_schedules_the_search_replaced():
+    import config as config_lib
+    from cli import flags
+    from reporting import run_summary
+
+    _, filled = config_lib.from_user_settings({"weights": "none"})
+    note = flags._from_scratch_note(filled)
+    _, record = task.tuned_config(TrainingConfig(), {"values": {"fine_tune_from": 60, "head_epochs": 9,
+                                                                "learning_rate": 3e-4}, "tuned": {"run": "run-7"}})
+    summary = run_summary.RunSummary("p", "run-8", [], {}, {}, None, None, None, None, None, notes=[note],
+                                     hyperparameters=run_summary.hyperparameters_of({"hyperparameters": record},
+                                                                                    "run-8"))
+    shown = summary.text()
+    assert ("from-scratch schedule --fine-tune-from 60 (searched; the schedule's 30), --head-epochs 9 (searched; "
+            "the schedule's 6), --fine-tune-epochs 12, --early-stopping-patience 0" in shown)
+    assert "--fine-tune-from 30," not in shown
+
+
 def test_a_result_searched_for_another_model_is_not_laid_on_this_ones_settings():
     searched = TrainingConfig(weights="none", alpha=0.35, fine_tune_from=30)
     result = tuner_component.search_record({"space": [], "values": {"learning_rate": 3e-3, "fine_tune_from": 60}},
