@@ -43,6 +43,11 @@ DROPOUTS = (0.0, 0.1, 0.2, 0.3, 0.5)
 AUGMENTATIONS = (0.0, 0.05, 0.1, 0.2)
 
 
+def given_fields(fixed: Collection[str]) -> list[str]:
+    """The fields of `fixed` that a search would set (in FIELDS' order)."""
+    return [field for fields in FIELDS.values() for field in fields if field in fixed]
+
+
 def _searched(name: str, fixed: Collection[str]) -> bool:
     return not any(field in fixed for field in FIELDS[name])
 

@@ -250,6 +250,24 @@ def test_a_budget_flag_without_tune_is_refused_even_at_its_default(argv):
         flags.tuning_from_args(args)
 
 
+def test_a_search_with_every_searched_setting_given_as_a_flag_is_refused_in_one_line_before_any_work():
+    import pipeline_runner
+    from cli import flags
+
+    given = ["--learning-rate", "0.001", "--fine-tune-lr-factor", "0.1", "--fine-tune-from", "30", "--dropout", "0.2",
+             "--rotation", "0.1", "--head-epochs", "1", "--fine-tune-epochs", "1"]
+    args = pipeline_runner.build_parser().parse_args(["run", "--demo", *given, "--tune", "--tune-trials", "5"])
+    config, _ = flags.config_from_args(args)
+    with pytest.raises(flags.SettingsError) as refused:
+        flags.tuning_from_args(args, config.training)
+    assert str(refused.value) == (
+        "--tune has nothing to search: the flags --learning-rate, --fine-tune-lr-factor, --fine-tune-from, "
+        "--dropout, --head-epochs, --fine-tune-epochs, --rotation set what it would search (a phase length every "
+        "trial runs alike is not searched); drop --tune or one of those flags")
+    args = pipeline_runner.build_parser().parse_args(["run", "--demo", *given[:-6], "--tune"])  # augmentation, lengths
+    assert flags.tuning_from_args(args, flags.config_from_args(args)[0].training) == TuningConfig()
+
+
 def test_budget_flags_without_tune_are_refused_in_one_sentence_that_agrees_with_them():
     import pipeline_runner
     from cli import flags
