@@ -180,6 +180,8 @@ def _hyperparameters(record: dict | None, warm_started_from: str | None = None) 
     if record.get("source") != "tuned":
         why = record.get("not_applied") or "no hyperparameter search was recorded for this pipeline"
         return lines + [f"The settings as configured: {why}.{fixed}", ""]
+    stopped = hyperparameters_lib.budget_words(record.get("budget"))
+    fixed += f" {stopped}." if stopped else ""
     cold = hyperparameters_lib.cold_trials(warm_started_from)
     fixed += f" {cold[0].upper()}{cold[1:]}." if cold else ""
     trials = record.get("trials") or []

@@ -46,10 +46,13 @@ def every_trial_failed(table: list[dict]) -> str | None:
             f"{first['trial']}, {json.dumps(first['values'], sort_keys=True)}): {first.get('reason')}")
 
 
-def search_record(best: dict, table: list[dict], run_id: str | None, model: dict | None = None) -> dict:
+def search_record(best: dict, table: list[dict], run_id: str | None, model: dict | None = None,
+                  budget: dict | None = None) -> dict:
     """KerasTuner's config of the best values, with the search's record under hyperparameters.TUNED_KEY: the run,
-    the trial table and the model searched for (hyperparameters.model_of)."""
-    return {**best, hyperparameters_lib.TUNED_KEY: {"run": run_id, "trials": table, "model": model}}
+    the trial table, the model searched for (hyperparameters.model_of) and the budget (trials asked for, whether
+    the time budget ran out first: trainer.tuning's CheapTrials.budget)."""
+    return {**best, hyperparameters_lib.TUNED_KEY: {"run": run_id, "trials": table, "model": model,
+                                                    "budget": budget}}
 
 
 class _SearchExecutor(tuner_executor.Executor):
@@ -66,7 +69,8 @@ class _SearchExecutor(tuner_executor.Executor):
         path = os.path.join(artifact_utils.get_single_uri(
             output_dict[standard_component_specs.BEST_HYPERPARAMETERS_KEY]), BEST_HYPERPARAMETERS_FILE)
         io_utils.write_string_file(path, json.dumps(search_record(
-            best, table, run_id, hyperparameters_lib.model_of(searched.base, searched.image_size))))
+            best, table, run_id, hyperparameters_lib.model_of(searched.base, searched.image_size),
+            searched.budget())))
 
 
 class SearchingTuner(Tuner):

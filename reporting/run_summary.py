@@ -268,7 +268,7 @@ def hyperparameters_of(training: dict | None, run_id: str | None, searched: bool
     here = searched or record.get("run") == run_id
     return {"source": TUNED_HERE if here else REUSED, "run": record.get("run"), "values": record.get("values", {}),
             "fixed": record.get("fixed", []), "trials": record.get("trials") if here else None,
-            "cached": here and record.get("run") != run_id,
+            "cached": here and record.get("run") != run_id, "budget": record.get("budget") if here else None,
             "left_out": [*(record.get("left_out") or []),
                          *filter(None, [hyperparameters_lib.cold_trials(training.get("warm_started_from"))])]}
 
@@ -301,6 +301,8 @@ def hyperparameter_lines(chosen: dict) -> list[str]:
         where = f"the search of run {chosen['run']}, cached (same data, settings and code: no trial ran in this run)"
     shown = _values(chosen["values"]) or "none applied (each searched setting was given as a flag)"
     lines = [f"  hyperparameters: {where}: {shown}" + "".join(f"; {why}" for why in chosen.get("left_out") or [])]
+    stopped = hyperparameters_lib.budget_words(chosen.get("budget"))
+    lines += [f"    {stopped}"] if stopped else []
     for row in chosen.get("trials") or []:
         if row.get("status") == "completed":
             figures = f"val_loss {_fmt(row['val_loss'])}" + (

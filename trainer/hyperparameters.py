@@ -114,6 +114,14 @@ def cold_trials(warm_started_from: str | None) -> str | None:
             f"were chosen training from the configured start")
 
 
+def budget_words(budget: dict | None) -> str | None:
+    """"3 of 10 trials: the time budget (--tune-minutes 0.1) ran out" when it stopped the search first; else None."""
+    if not budget or not budget.get("out_of_time"):
+        return None
+    return (f"{budget['ran']} of {budget['trials']} trials: the time budget (--tune-minutes {budget['minutes']:g}) "
+            "ran out")
+
+
 def values_of(result: Mapping[str, Any] | None) -> dict[str, Any]:
     """{name: value} of a result (a HyperParameters config, as the Trainer gets it); {} for None."""
     return dict((result or {}).get("values") or {})

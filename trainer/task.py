@@ -321,7 +321,7 @@ def tuned_config(config: TrainingConfig, result: Mapping[str, Any] | None, fixed
     values = hyperparameters_lib.values_of(result)
     applied = {name: values[name] for name in hyperparameters_lib.applied_names(values, fixed)}
     record = {"source": "tuned" if result is not None else "defaults", "values": applied, "fixed": sorted(fixed),
-              "run": tuned.get("run"), "trials": tuned.get("trials"),
+              "run": tuned.get("run"), "trials": tuned.get("trials"), "budget": tuned.get("budget"),
               "left_out": hyperparameters_lib.left_out(values, fixed)}
     return hyperparameters_lib.apply(config, values, fixed), record
 

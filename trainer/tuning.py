@@ -139,9 +139,11 @@ class BudgetOracle(keras_tuner.oracles.RandomSearchOracle):
     def __init__(self, *args, minutes: float = 0.0, **kwargs):
         super().__init__(*args, **kwargs)
         self.deadline = time.monotonic() + minutes * 60 if minutes else None
+        self.out_of_time = False  # the time budget, not the trial count, ended the search
 
     def populate_space(self, trial_id):
         if self.deadline is not None and self.trials and time.monotonic() > self.deadline:
+            self.out_of_time = True
             return {"status": trial_module.TrialStatus.STOPPED, "values": None}
         if not self.trials:
             return {"status": trial_module.TrialStatus.RUNNING, "values": self.hyperparameters.values}
@@ -201,6 +203,11 @@ class CheapTrials(keras_tuner.engine.base_tuner.BaseTuner):
         if reason:
             trial.message = reason  # not the traceback KerasTuner keeps, which its summaries print
         super().on_trial_end(trial)
+
+    def budget(self) -> dict:
+        """{"trials" asked for, "ran", "out_of_time": whether the time budget stopped the search first}."""
+        return {"trials": self.tuning.trials, "ran": len(self.outcomes), "minutes": self.tuning.minutes,
+                "out_of_time": self.oracle.out_of_time}
 
     def trial_table(self) -> list[dict]:
         """Each trial in the order run: {"trial", "values", "status", and "val_loss", "val_accuracy", "epochs",

@@ -283,9 +283,28 @@ def test_the_time_budget_starts_no_trial_once_spent_and_the_first_trial_always_r
     search = tuning.build_tuner(config, SIZE, TuningConfig(trials=5, minutes=1e-9), str(tmp_path), trial=measured)
     search.search(train_examples=None, eval_examples=None)
     assert [row["trial"] for row in search.trial_table()] == ["0"]
+    assert search.budget() == {"trials": 5, "ran": 1, "minutes": 1e-9, "out_of_time": True}
     unlimited = tuning.build_tuner(config, SIZE, TuningConfig(trials=3), str(tmp_path / "all"), trial=measured)
     unlimited.search(train_examples=None, eval_examples=None)
     assert len(unlimited.trial_table()) == 3
+    assert not unlimited.budget()["out_of_time"]
+
+
+def test_the_summary_report_and_model_card_say_the_time_budget_ran_out_before_the_trials_asked_for():
+    from components import model_card
+    from reporting import run_report, run_summary
+
+    table = [{"trial": "1", "values": {"dropout": 0.2}, "status": "completed", "val_loss": 0.5, "kept": True}]
+    result = tuner_component.search_record({"space": [], "values": {"dropout": 0.2}}, table, "run-7", None,
+                                           {"trials": 10, "ran": 1, "minutes": 0.1, "out_of_time": True})
+    _, record = task.tuned_config(TrainingConfig(), result)
+    chosen = run_summary.hyperparameters_of({"hyperparameters": record}, "run-7")
+    said = "1 of 10 trials: the time budget (--tune-minutes 0.1) ran out"
+    assert run_summary.hyperparameter_lines(chosen)[1] == f"    {said}"
+    assert f" {said}." in run_report.hyperparameters_page(chosen)["source_words"]
+    assert f" {said}." in "\n".join(model_card._hyperparameters(record))
+    record["budget"]["out_of_time"] = False
+    assert said not in "\n".join(run_summary.hyperparameter_lines(chosen))
 
 
 class _InterruptedWhenFinalized:
