@@ -15,6 +15,7 @@ every trial failed.
 from __future__ import annotations
 
 import dataclasses
+import errno
 import gc
 import math
 import os
@@ -151,6 +152,24 @@ class BudgetOracle(keras_tuner.oracles.RandomSearchOracle):
 
 
 TrialFunction = Callable[..., dict]
+# Storage faults TensorFlow reports as text inside another error (an InternalError of the dataset that wrote the
+# cached views): the words its message carries, and the fault's errno.
+_STORAGE_FAULTS = (("No space left on device", errno.ENOSPC), ("File too large", errno.EFBIG))
+
+
+def trial_reason(error: Exception, cache_dir: str | None) -> str:
+    """Why a trial failed, in one line: a storage fault while its features were cached (a full disk, a file size
+    limit), however TensorFlow wrapped it, in the words of the feature cache's own "no space left"; any other
+    error's first line with its type."""
+    text = str(error)
+    for words, number in _STORAGE_FAULTS:
+        if words in text or getattr(error, "errno", None) == number:
+            where = f" under {cache_dir}" if cache_dir else ""
+            return (f"FeatureCacheError: no room to cache the base's features{where} ({words}, errno "
+                    f"{errno.errorcode[number]}): free space there, lift the file size limit or raise "
+                    "--cache-memory-mb")
+    return first_line(error, with_type=True)
+
 
 
 class CheapTrials(keras_tuner.engine.base_tuner.BaseTuner):
@@ -172,15 +191,15 @@ class CheapTrials(keras_tuner.engine.base_tuner.BaseTuner):
         keras.backend.clear_session()  # each trial builds a model of its own: the last one's graph can go
         gc.collect()  # the last trial's finalizers run here, where a Ctrl-C they swallow is raised again below
         self.interrupts.check()
+        trial_cache = os.path.join(cache_dir, trial.trial_id) if cache_dir else None
         try:
             config = hyperparameters_lib.apply(self.base, values, self.fixed)
             result = self._trial(config, self.image_size, train_examples, eval_examples,
-                                 epoch_fraction=self.tuning.epoch_fraction, counts=counts,
-                                 cache_dir=os.path.join(cache_dir, trial.trial_id) if cache_dir else None,
+                                 epoch_fraction=self.tuning.epoch_fraction, counts=counts, cache_dir=trial_cache,
                                  callbacks=[CheckInterrupts(self.interrupts)])
         except Exception as error:  # KerasTuner records the trial as failed; the table keeps why, in one line
             self.interrupts.check()  # not a failure of the trial's settings: the user stopped the search
-            outcome.update(status=FAILED, reason=first_line(error, with_type=True))
+            outcome.update(status=FAILED, reason=trial_reason(error, trial_cache))
             print(f"Tuner: trial {trial.trial_id} failed: {outcome['reason']}", flush=True)
             raise
         self.interrupts.check()

@@ -2,6 +2,7 @@
 the search goes on, the configured settings are the first trial, the best values reach the Trainer's settings."""
 
 import dataclasses
+import errno
 import math
 import os
 import signal
@@ -106,12 +107,33 @@ def test_a_failed_trial_is_recorded_with_its_reason_and_the_search_goes_on(confi
     assert tuner_component.every_trial_failed(table) is None
 
 
-def test_every_trial_failing_stops_in_one_line_naming_the_first():
-    table = [{"trial": "00", "values": {"dropout": 0.2}, "status": tuning.FAILED, "reason": "TrialFailed: loss is nan"},
-             {"trial": "01", "values": {"dropout": 0.5}, "status": tuning.FAILED, "reason": "OOM"}]
+def test_every_trial_failing_stops_in_one_line_naming_the_first_and_each_trials_reason():
+    table = [{"trial": "1", "values": {"dropout": 0.2}, "status": tuning.FAILED, "reason": "TrialFailed: loss is nan"},
+             {"trial": "2", "values": {"dropout": 0.5}, "status": tuning.FAILED, "reason": "OOM"},
+             {"trial": "3", "values": {"dropout": 0.1}, "status": tuning.FAILED, "reason": "OOM"},
+             {"trial": "4", "values": {"dropout": 0.0}, "status": tuning.FAILED, "reason": "TrialFailed: loss is nan"}]
     line = tuner_component.every_trial_failed(table)
-    assert line == ('every one of the 2 trials of the hyperparameter search failed; the first (trial 00, '
-                    '{"dropout": 0.2}): TrialFailed: loss is nan')
+    assert line == ('every one of the 4 trials of the hyperparameter search failed; the first (trial 1, '
+                    '{"dropout": 0.2}): TrialFailed: loss is nan; trial 2: OOM; trial 3: the same; trial 4: '
+                    'TrialFailed: loss is nan')
+
+
+def test_a_file_size_limit_fails_a_trial_in_the_one_clean_line_of_a_full_disk(config, tmp_path):
+    raw = ('{{function_node __wrapped__ReduceDataset_Targuments_0}} Iterator "ReduceIterator::Root::Prefetch::'
+           'FileCacheImpl" returned `OutOfRange`. Original message: /r/feature_cache/0/train-0_0.data-00000-of-00001'
+           '.tempstate3402563226640504683; File too large [Op:ReduceDataset] name: ')
+
+    def too_large(config, *args, **kwargs):
+        raise tf.errors.InternalError(None, None, raw)
+    search = tuning.build_tuner(config, SIZE, TuningConfig(trials=1), str(tmp_path), trial=too_large)
+    search.search(train_examples=None, eval_examples=None, cache_dir="/r/feature_cache")
+    [row] = search.trial_table()
+    assert row["reason"] == ("FeatureCacheError: no room to cache the base's features under /r/feature_cache/0 "
+                             "(File too large, errno EFBIG): free space there, lift the file size limit or raise "
+                             "--cache-memory-mb")
+    assert tuning.trial_reason(OSError(errno.ENOSPC, "No space left on device"), None) == (
+        "FeatureCacheError: no room to cache the base's features (No space left on device, errno ENOSPC): free "
+        "space there, lift the file size limit or raise --cache-memory-mb")
 
 
 def test_the_best_values_become_the_trainers_settings_but_not_the_users_own():
