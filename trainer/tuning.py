@@ -35,8 +35,8 @@ from tfx.components.tuner.component import TunerFnResult
 
 from config import TrainingConfig, TuningConfig
 from contract.errors import first_line
+from trainer import feature_cache, task
 from trainer import hyperparameters as hyperparameters_lib
-from trainer import task
 
 OBJECTIVE = "val_loss"  # what the Trainer keeps its best epoch on
 SEARCH_FOLDER = "search"  # KerasTuner's project folder, under the Tuner's working directory
@@ -184,14 +184,21 @@ class CheapTrials(keras_tuner.engine.base_tuner.BaseTuner):
         self.outcomes: dict[str, dict] = {}
         self.interrupts = Interrupts()
 
+    @staticmethod
+    def number(trial_id: str) -> str:
+        """The trial's number as KerasTuner prints it ("Running Trial #2" for its id "1"), counted from 1."""
+        return str(int(trial_id) + 1)
+
     def run_trial(self, trial, train_examples, eval_examples, counts=None, cache_dir=None):
         values = dict(trial.hyperparameters.values)
-        outcome = {"trial": trial.trial_id, "values": values}
+        number = self.number(trial.trial_id)
+        outcome = {"trial": number, "values": values}
         self.outcomes[trial.trial_id] = outcome
         keras.backend.clear_session()  # each trial builds a model of its own: the last one's graph can go
         gc.collect()  # the last trial's finalizers run here, where a Ctrl-C they swallow is raised again below
         self.interrupts.check()
-        trial_cache = os.path.join(cache_dir, trial.trial_id) if cache_dir else None
+        trial_cache = os.path.join(cache_dir, number) if cache_dir else None
+        speaker = feature_cache.SPEAKER.set(f"Tuner trial {number}")
         try:
             config = hyperparameters_lib.apply(self.base, values, self.fixed)
             result = self._trial(config, self.image_size, train_examples, eval_examples,
@@ -200,8 +207,10 @@ class CheapTrials(keras_tuner.engine.base_tuner.BaseTuner):
         except Exception as error:  # KerasTuner records the trial as failed; the table keeps why, in one line
             self.interrupts.check()  # not a failure of the trial's settings: the user stopped the search
             outcome.update(status=FAILED, reason=trial_reason(error, trial_cache))
-            print(f"Tuner: trial {trial.trial_id} failed: {outcome['reason']}", flush=True)
+            print(f"Tuner trial {number} failed: {outcome['reason']}", flush=True)
             raise
+        finally:
+            feature_cache.SPEAKER.reset(speaker)
         self.interrupts.check()
         outcome.update(status=COMPLETED, **result)
         return {OBJECTIVE: result[OBJECTIVE]}

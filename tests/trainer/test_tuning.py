@@ -128,7 +128,7 @@ def test_a_file_size_limit_fails_a_trial_in_the_one_clean_line_of_a_full_disk(co
     search = tuning.build_tuner(config, SIZE, TuningConfig(trials=1), str(tmp_path), trial=too_large)
     search.search(train_examples=None, eval_examples=None, cache_dir="/r/feature_cache")
     [row] = search.trial_table()
-    assert row["reason"] == ("FeatureCacheError: no room to cache the base's features under /r/feature_cache/0 "
+    assert row["reason"] == ("FeatureCacheError: no room to cache the base's features under /r/feature_cache/1 "
                              "(File too large, errno EFBIG): free space there, lift the file size limit or raise "
                              "--cache-memory-mb")
     assert tuning.trial_reason(OSError(errno.ENOSPC, "No space left on device"), None) == (
@@ -304,7 +304,7 @@ def test_the_time_budget_starts_no_trial_once_spent_and_the_first_trial_always_r
         return {"val_loss": config.dropout, "val_accuracy": 0.5, "epochs": 1, "seconds": 0.0}
     search = tuning.build_tuner(config, SIZE, TuningConfig(trials=5, minutes=1e-9), str(tmp_path), trial=measured)
     search.search(train_examples=None, eval_examples=None)
-    assert [row["trial"] for row in search.trial_table()] == ["0"]
+    assert [row["trial"] for row in search.trial_table()] == ["1"]  # as KerasTuner numbers it
     assert search.budget() == {"trials": 5, "ran": 1, "minutes": 1e-9, "out_of_time": True}
     unlimited = tuning.build_tuner(config, SIZE, TuningConfig(trials=3), str(tmp_path / "all"), trial=measured)
     unlimited.search(train_examples=None, eval_examples=None)
@@ -364,3 +364,25 @@ def test_a_swallowed_ctrl_c_stops_a_trial_after_the_batch_it_came_in(config):
     with pytest.raises(KeyboardInterrupt):
         tuning.run_trial(config, SIZE, _examples(1), _examples(2, 8), epoch_fraction=0.5, counts=(16, 8),
                          callbacks=[tuning.CheckInterrupts(interrupts)])
+
+
+def test_trials_are_numbered_from_1_as_keras_tuner_prints_them_and_their_cache_lines_name_the_trial(
+        config, tmp_path, capsys):
+    from trainer import feature_cache
+
+    calls = []
+
+    def speaking(config, *args, **kwargs):
+        print(f"{feature_cache.SPEAKER.get()}: the cached views' ...")
+        calls.append(config)
+        if len(calls) == 2:
+            raise ValueError("no")
+        return {"val_loss": 0.5, "val_accuracy": 0.5, "epochs": 1, "seconds": 0.0}
+    search = tuning.build_tuner(config, SIZE, TuningConfig(trials=2), str(tmp_path), trial=speaking)
+    search.search(train_examples=None, eval_examples=None)
+    printed = capsys.readouterr().out
+    assert [row["trial"] for row in search.trial_table()] == ["1", "2"]
+    assert "Running Trial #1" in printed and "Running Trial #2" in printed
+    assert "Tuner trial 1: the cached views'" in printed and "Tuner trial 2: the cached views'" in printed
+    assert "Tuner trial 2 failed: ValueError: no" in printed
+    assert feature_cache.SPEAKER.get() == "Trainer"  # the Trainer after the search speaks for itself again
