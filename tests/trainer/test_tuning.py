@@ -143,7 +143,7 @@ def test_the_best_values_become_the_trainers_settings_but_not_the_users_own():
     config, record = task.tuned_config(TrainingConfig(), result, fixed=("dropout",))
     assert (config.learning_rate, config.dropout, config.rotation, config.zoom) == (3e-4, 0.2, 0.05, 0.05)
     assert record == {"source": "tuned", "values": {"learning_rate": 3e-4, hyperparameters.AUGMENTATION: 0.05},
-                      "fixed": ["dropout"], "run": "run-7", "trials": [{"trial": "00"}], "left_out": []}
+                      "fixed": ["dropout"], "run": "run-7", "trials": [{"trial": "00"}], "left_out": [], "budget": None}
     defaults, record = task.tuned_config(TrainingConfig(), None)
     assert defaults == TrainingConfig() and record["source"] == "defaults" and record["values"] == {}
 
