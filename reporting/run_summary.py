@@ -280,9 +280,10 @@ def as_trained(note: str, chosen: dict | None) -> str:
     for name, value in ((chosen or {}).get("values") or {}).items():
         for field in hyperparameters_lib.FIELDS.get(name, ()):
             flag = "--" + field.replace("_", "-")
+            shown = _values({"": value}).strip()
             note = re.sub(rf"(?<![\w-]){flag} ([^,\s]+)(?=,| \(|$)",
-                          lambda match, flag=flag, value=value: f"{flag} {_values({'': value}).strip()} (searched; "
-                                                                f"the schedule's {match.group(1)})", note)
+                          lambda match, flag=flag, shown=shown: match.group(0) if match.group(1) == shown else
+                          f"{flag} {shown} (searched; the schedule's {match.group(1)})", note)
     return note
 
 

@@ -201,6 +201,8 @@ def test_the_from_scratch_note_names_the_settings_trained_not_the_schedules_the_
     assert ("from-scratch schedule --fine-tune-from 60 (searched; the schedule's 30), --head-epochs 9 (searched; "
             "the schedule's 6), --fine-tune-epochs 12, --early-stopping-patience 0" in shown)
     assert "--fine-tune-from 30," not in shown
+    summary.hyperparameters["values"] = {"fine_tune_from": 30}  # the search kept the schedule's own value
+    assert "--fine-tune-from 30, --head-epochs 6," in summary.text()
 
 
 def test_a_result_searched_for_another_model_is_not_laid_on_this_ones_settings():
