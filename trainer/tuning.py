@@ -226,6 +226,17 @@ class CheapTrials(keras_tuner.engine.base_tuner.BaseTuner):
         finally:
             keras_tuner_config.DEBUG = debug
 
+    def results_summary(self, num_trials=10):
+        """KerasTuner's summary of the best trials (TFX's Tuner prints it), each trial numbered from 1 as KerasTuner
+        numbers them while they run and the trial table does (its own summary prints the id, counted from 0)."""
+        print(f"Results summary\nResults in {self.project_dir}\nShowing {num_trials} best trials\n"
+              f"{self.oracle.objective}")
+        for trial in self.oracle.get_best_trials(num_trials):
+            print(f"\nTrial {self.number(trial.trial_id)} summary\nHyperparameters:")
+            for name, value in trial.hyperparameters.values.items():
+                print(f"{name}: {value}")
+            print(f"Score: {trial.score}")
+
     def on_trial_end(self, trial):
         reason = self.outcomes.get(trial.trial_id, {}).get("reason")
         if reason:

@@ -388,3 +388,7 @@ def test_trials_are_numbered_from_1_as_keras_tuner_prints_them_and_their_cache_l
     assert "Tuner trial 1: the cached views'" in printed and "Tuner trial 2: the cached views'" in printed
     assert "Tuner trial 2 failed: ValueError: no" in printed
     assert feature_cache.SPEAKER.get() == "Trainer"  # the Trainer after the search speaks for itself again
+    search.results_summary()  # what TFX's Tuner prints after the search
+    printed = capsys.readouterr().out
+    assert "\nTrial 1 summary\n" in printed and "\nTrial 2 summary\n" in printed
+    assert "Trial 0 summary" not in printed and "Trial 00 summary" not in printed
