@@ -348,6 +348,7 @@ def ctrl_c_raises():
     signal.signal(signal.SIGINT, previous)
 
 
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")  # the interrupt the finalizer lost
 def test_a_ctrl_c_that_a_finalizer_swallows_still_stops_the_search(config, tmp_path, ctrl_c_raises):
     def interrupted(config, *args, **kwargs):
         finalized = _InterruptedWhenFinalized()
