@@ -163,9 +163,10 @@ def add_tuning_flags(parser: argparse.ArgumentParser) -> None:
         add_field_flag(group, field, prefix="tune-", unset=True)
 
 
-def tuning_from_args(args: argparse.Namespace):
+def tuning_from_args(args: argparse.Namespace, training=None):
     """The config.TuningConfig of --tune's flags (config.ConfigError names a budget that cannot run, before any
-    work; SettingsError, a budget given without --tune); None without --tune."""
+    work; SettingsError, a budget given without --tune, or a search of `training` (config.TrainingConfig) with
+    nothing to search); None without --tune."""
     import config as config_lib
 
     given = {name: value for name, value in settings_from(args, config_lib.TuningConfig, prefix="tune-").items()
@@ -174,7 +175,18 @@ def tuning_from_args(args: argparse.Namespace):
         flags = [f"--tune-{name.replace('_', '-')}" for name in given]
         verb = "applies" if len(flags) == 1 else "apply"
         raise SettingsError(f"{', '.join(flags)} {verb} only with --tune (no search runs without it)")
-    return config_lib.TuningConfig(**given) if args.tune else None
+    if not args.tune:
+        return None
+    tuning = config_lib.TuningConfig(**given)
+    if training is not None:
+        from trainer import hyperparameters
+
+        given_flags = [f"--{field.replace('_', '-')}" for field in hyperparameters.given_fields(fixed_settings(args))]
+        if not hyperparameters.search_space(training, fixed_settings(args), tuning.epoch_fraction).space:
+            raise SettingsError(f"--tune has nothing to search: the flags {', '.join(given_flags) or '(none)'} set "
+                                "what it would search (a phase length every trial runs alike is not searched); "
+                                "drop --tune or one of those flags")
+    return tuning
 
 
 def fixed_settings(args: argparse.Namespace) -> tuple[str, ...]:

@@ -96,7 +96,7 @@ def command_run(args: argparse.Namespace) -> int:
     from orchestration import local
 
     config, notes = flags.config_from_args(args)
-    tuning = flags.tuning_from_args(args)
+    tuning = flags.tuning_from_args(args, config.training)
     check_local_files(config)
     flags.check_output_dir(args.output_dir)
     return local.run(config, args.output_dir, _source(args), beam_workers=args.beam_workers,

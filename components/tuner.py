@@ -8,7 +8,7 @@ reads), the run that searched and every trial: its values, its validation
 figures or why it failed, and the one kept; the Trainer copies that record
 into the model's training history, where the summary, the report and the
 model card read it. When every trial failed, it fails in one line naming the
-first failure: the Trainer and the Pusher do not run, and the served model
+first failure and each trial's reason: the Trainer and the Pusher do not run, and the served model
 stays as it was.
 """
 
@@ -36,20 +36,28 @@ class SearchFailed(RunFailedError, RuntimeError):
 
 
 def every_trial_failed(table: list[dict]) -> str | None:
-    """The one line that stops the run when no trial of `table` completed; None when one did."""
+    """The one line that stops the run when no trial of `table` completed, naming the first trial's settings and
+    each trial's reason; None when one did."""
     if any(row["status"] == hyperparameters_lib.COMPLETED for row in table):
         return None
     if not table:
         return "the hyperparameter search ran no trial"
-    first = table[0]
+    first, reasons = table[0], []
+    for row in table[1:]:  # each trial's reason, one that repeats the one before it said so in a word
+        same = row.get("reason") == (reasons[-1][1] if reasons else first.get("reason"))
+        reasons.append((row["trial"], row.get("reason"), same))
+    rest = "".join(f"; trial {trial}: {'the same' if same else reason}" for trial, reason, same in reasons)
     return (f"every one of the {len(table)} trials of the hyperparameter search failed; the first (trial "
-            f"{first['trial']}, {json.dumps(first['values'], sort_keys=True)}): {first.get('reason')}")
+            f"{first['trial']}, {json.dumps(first['values'], sort_keys=True)}): {first.get('reason')}{rest}")
 
 
-def search_record(best: dict, table: list[dict], run_id: str | None, model: dict | None = None) -> dict:
+def search_record(best: dict, table: list[dict], run_id: str | None, model: dict | None = None,
+                  budget: dict | None = None) -> dict:
     """KerasTuner's config of the best values, with the search's record under hyperparameters.TUNED_KEY: the run,
-    the trial table and the model searched for (hyperparameters.model_of)."""
-    return {**best, hyperparameters_lib.TUNED_KEY: {"run": run_id, "trials": table, "model": model}}
+    the trial table, the model searched for (hyperparameters.model_of) and the budget (trials asked for, whether
+    the time budget ran out first: trainer.tuning's CheapTrials.budget)."""
+    return {**best, hyperparameters_lib.TUNED_KEY: {"run": run_id, "trials": table, "model": model,
+                                                    "budget": budget}}
 
 
 class _SearchExecutor(tuner_executor.Executor):
@@ -66,7 +74,8 @@ class _SearchExecutor(tuner_executor.Executor):
         path = os.path.join(artifact_utils.get_single_uri(
             output_dict[standard_component_specs.BEST_HYPERPARAMETERS_KEY]), BEST_HYPERPARAMETERS_FILE)
         io_utils.write_string_file(path, json.dumps(search_record(
-            best, table, run_id, hyperparameters_lib.model_of(searched.base, searched.image_size))))
+            best, table, run_id, hyperparameters_lib.model_of(searched.base, searched.image_size),
+            searched.budget())))
 
 
 class SearchingTuner(Tuner):

@@ -41,6 +41,7 @@ from inference.predict import Prediction  # noqa: E402
 from pipeline.pipeline import ANOMALIES_GATE  # noqa: E402
 from reporting.run_summary import DEFAULTS, REUSED, TUNED_HERE, RunSummary, split_words, training_line  # noqa: E402
 from trainer import export  # noqa: E402
+from trainer import hyperparameters as hyperparameters_lib  # noqa: E402
 from trainer import model as model_lib  # noqa: E402
 
 _SAMPLES = 15
@@ -302,6 +303,9 @@ def hyperparameters_page(chosen: dict | None) -> dict | None:
              ", ".join(f"{name} {value:.4g}" if isinstance(value, float) else f"{name} {value}"
                        for name, value in row.get("values", {}).items()), row.get("reason", "")]
             for row in chosen.get("trials") or []]
+    stopped = hyperparameters_lib.budget_words(chosen.get("budget"))
+    words += f" {stopped}." if stopped else ""
+    words += "".join(f" {why[0].upper()}{why[1:]}." for why in chosen.get("left_out") or [])
     return {"source_words": words, "values": chosen["values"], "fixed": chosen["fixed"], "trial_rows": rows}
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 from typing import Any
 
 from ml_metadata import metadata_store
@@ -20,6 +21,7 @@ from components import evaluation
 from contract import layout, storage
 from contract import metadata as metadata_lib
 from trainer import export
+from trainer import hyperparameters as hyperparameters_lib
 
 _STATES = {
     metadata_store_pb2.Execution.COMPLETE: "executed",
@@ -89,7 +91,7 @@ class RunSummary:
                          f"{self.ingest['files_seen']} files, " + ", ".join(f"{k} {v}" for k, v in counts.items()))
         if self.beam_args:
             lines.append(f"  beam: {' '.join(self.beam_args)}")
-        lines += [f"  note: {note}" for note in self.notes]
+        lines += [f"  note: {as_trained(note, self.hyperparameters)}" for note in self.notes]
         if self.missing:
             lines.append(f"  missing: {len(self.missing)} earlier outputs were gone from disk and were not used "
                          f"(recomputed, or passed over by the resolvers): " + "; ".join(self.missing[:5])
@@ -253,9 +255,10 @@ TUNED_HERE, REUSED, DEFAULTS = "tuned in this run", "reused", "defaults"
 
 def hyperparameters_of(training: dict | None, run_id: str | None, searched: bool = False) -> dict | None:
     """{"source": TUNED_HERE | REUSED | DEFAULTS, "run" that searched, "values" applied, "fixed" (the user's own
-    settings, never searched), "trials" (the search's table)} of the model's training record; None without
-    one. `searched`: this run has a Tuner, whose search may be an earlier run's ("cached": true): tuned here all
-    the same. "trials" only when tuned here: a reused result names its run, whose summary has the table."""
+    settings, never searched), "trials" (the search's table), "left_out" (searched values not applied, and why)}
+    of the model's training record; None without one. `searched`: this run has a Tuner, whose search may be an
+    earlier run's ("cached": true): tuned here all the same. "trials" only when tuned here: a reused result names
+    its run, whose summary has the table."""
     record = (training or {}).get("hyperparameters")
     if record is None:
         return None
@@ -265,7 +268,23 @@ def hyperparameters_of(training: dict | None, run_id: str | None, searched: bool
     here = searched or record.get("run") == run_id
     return {"source": TUNED_HERE if here else REUSED, "run": record.get("run"), "values": record.get("values", {}),
             "fixed": record.get("fixed", []), "trials": record.get("trials") if here else None,
-            "cached": here and record.get("run") != run_id}
+            "cached": here and record.get("run") != run_id, "budget": record.get("budget") if here else None,
+            "left_out": [*(record.get("left_out") or []),
+                         *filter(None, [hyperparameters_lib.cold_trials(training.get("warm_started_from"))])]}
+
+
+def as_trained(note: str, chosen: dict | None) -> str:
+    """`note` (one naming settings by flag: the from-scratch schedule's "--fine-tune-from 30"), each setting that
+    the hyperparameters applied shown with the value trained: "--fine-tune-from 60 (searched; the schedule's 30)".
+    The note is written before the run, when the search's values are not known yet."""
+    for name, value in ((chosen or {}).get("values") or {}).items():
+        for field in hyperparameters_lib.FIELDS.get(name, ()):
+            flag = "--" + field.replace("_", "-")
+            shown = _values({"": value}).strip()
+            note = re.sub(rf"(?<![\w-]){flag} ([^,\s]+)(?=,| \(|$)",
+                          lambda match, flag=flag, shown=shown: match.group(0) if match.group(1) == shown else
+                          f"{flag} {shown} (searched; the schedule's {match.group(1)})", note)
+    return note
 
 
 def _values(values: dict) -> str:
@@ -282,7 +301,9 @@ def hyperparameter_lines(chosen: dict) -> list[str]:
     if chosen["cached"]:  # the Tuner's outcome was cached: no trial ran in this run
         where = f"the search of run {chosen['run']}, cached (same data, settings and code: no trial ran in this run)"
     shown = _values(chosen["values"]) or "none applied (each searched setting was given as a flag)"
-    lines = [f"  hyperparameters: {where}: {shown}"]
+    lines = [f"  hyperparameters: {where}: {shown}" + "".join(f"; {why}" for why in chosen.get("left_out") or [])]
+    stopped = hyperparameters_lib.budget_words(chosen.get("budget"))
+    lines += [f"    {stopped}"] if stopped else []
     for row in chosen.get("trials") or []:
         if row.get("status") == "completed":
             figures = f"val_loss {_fmt(row['val_loss'])}" + (

@@ -26,6 +26,7 @@ objects: what the phase models learn is what gets exported.
 
 from __future__ import annotations
 
+import contextvars
 import dataclasses
 import errno
 import functools
@@ -43,6 +44,8 @@ from trainer import model as model_lib
 
 # Elements of a filled cache: (activations at the cut, pooled base output, label).
 CUT, POOLED = 0, 1
+# Who the cache's printed lines speak for: the Trainer, or a Tuner trial (trainer.tuning sets it for its trials).
+SPEAKER = contextvars.ContextVar("feature_cache_speaker", default="Trainer")
 CACHE_DTYPE = tf.float16  # half the memory of float32
 
 # Phase 1 reads this many views when phase 2 follows; phase 2 reads all K. Each view phase 1 reads costs a
@@ -186,7 +189,7 @@ class FeatureCache:
         if on_disk:
             tf.io.gfile.makedirs(cache_dir)
             # Printed, as the epochs are: the terminal (or the task's log) shows it whatever the log level.
-            print(f"Trainer: the cached views' {self._total / 2**20:,.0f} MiB are over the "
+            print(f"{SPEAKER.get()}: the cached views' {self._total / 2**20:,.0f} MiB are over the "
                   f"{config.cache_memory_mb:,} MiB memory budget (--cache-memory-mb): caching them to files under "
                   f"{cache_dir}", flush=True)
 

@@ -308,7 +308,8 @@ def tuned_config(config: TrainingConfig, result: Mapping[str, Any] | None, fixed
                  image_size: int | None = None) -> tuple[TrainingConfig, dict]:
     """`config` with a search's result (the Tuner's best_hyperparameters: tuned in this run or an earlier one;
     None: none recorded) laid on it, the fields the user set (`fixed`) kept; and the record of it for the
-    training history: {"values" applied, "fixed", "run" searched in, "trials" (the table), "source"}. A result
+    training history: {"values" applied, "fixed", "run" searched in, "trials" (the table), "source", "left_out"
+    (hyperparameters.left_out: a searched pair the user set half of)}. A result
     searched for another model than `config`'s at `image_size` (hyperparameters.other_model) is not laid on it:
     the settings as configured, and "not_applied" says why."""
     tuned = dict((result or {}).get(hyperparameters_lib.TUNED_KEY) or {})
@@ -320,7 +321,8 @@ def tuned_config(config: TrainingConfig, result: Mapping[str, Any] | None, fixed
     values = hyperparameters_lib.values_of(result)
     applied = {name: values[name] for name in hyperparameters_lib.applied_names(values, fixed)}
     record = {"source": "tuned" if result is not None else "defaults", "values": applied, "fixed": sorted(fixed),
-              "run": tuned.get("run"), "trials": tuned.get("trials")}
+              "run": tuned.get("run"), "trials": tuned.get("trials"), "budget": tuned.get("budget"),
+              "left_out": hyperparameters_lib.left_out(values, fixed)}
     return hyperparameters_lib.apply(config, values, fixed), record
 
 

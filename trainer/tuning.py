@@ -15,8 +15,12 @@ every trial failed.
 from __future__ import annotations
 
 import dataclasses
+import errno
+import gc
 import math
 import os
+import signal
+import threading
 import time
 import warnings
 from typing import Any, Callable, Collection
@@ -31,8 +35,8 @@ from tfx.components.tuner.component import TunerFnResult
 
 from config import TrainingConfig, TuningConfig
 from contract.errors import first_line
+from trainer import feature_cache, task
 from trainer import hyperparameters as hyperparameters_lib
-from trainer import task
 
 OBJECTIVE = "val_loss"  # what the Trainer keeps its best epoch on
 SEARCH_FOLDER = "search"  # KerasTuner's project folder, under the Tuner's working directory
@@ -50,16 +54,61 @@ def trial_config(config: TrainingConfig, epoch_fraction: float) -> TrainingConfi
     phase that has any), on one cached view where the Trainer caches (one base pass over the training images,
     which both phases read: the Trainer's base passes are most of its time before phase 2's epochs), no warm
     start (trials have no earlier model) and no TFLite export."""
-    def shortened(epochs: int) -> int:
-        return max(1, math.floor(epochs * epoch_fraction)) if epochs else 0
     return dataclasses.replace(
-        config, head_epochs=shortened(config.head_epochs), fine_tune_epochs=shortened(config.fine_tune_epochs),
+        config, head_epochs=hyperparameters_lib.trial_epochs(config.head_epochs, epoch_fraction),
+        fine_tune_epochs=hyperparameters_lib.trial_epochs(config.fine_tune_epochs, epoch_fraction),
         cached_views=min(config.cached_views, TRIAL_VIEWS), warm_start=False, tflite=False)
+
+
+class Interrupts:
+    """Ctrl-C during a search, kept where Python would lose it. A trial's TensorFlow objects are finalized whenever
+    the garbage collector runs, and a KeyboardInterrupt raised inside a finalizer is printed ("Exception ignored
+    in ...") and dropped: the search would go on, and the Trainer and the Pusher after it. While entered (in the
+    main thread, with Python's own SIGINT handler in place), SIGINT is recorded as well as raised, and `check`
+    raises it again at a safe point: each training batch of a trial, each trial's start and end, the search's end."""
+
+    def __init__(self):
+        self.interrupted = False
+        self._previous = None
+
+    def __enter__(self) -> "Interrupts":
+        self.interrupted = False
+        if threading.current_thread() is threading.main_thread() and \
+                signal.getsignal(signal.SIGINT) is signal.default_int_handler:  # not where Ctrl-C is ignored
+            self._previous = signal.signal(signal.SIGINT, self._received)
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+            self._previous = None
+
+    def _received(self, signum, frame):
+        self.interrupted = True
+        raise KeyboardInterrupt
+
+    def check(self) -> None:
+        if self.interrupted:
+            raise KeyboardInterrupt
+
+
+class CheckInterrupts(keras.callbacks.Callback):
+    """Raises a Ctrl-C that a finalizer swallowed (Interrupts) after the batch it came in."""
+
+    def __init__(self, interrupts: Interrupts):
+        super().__init__()
+        self.interrupts = interrupts
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.interrupts.check()
+
+    def on_test_batch_end(self, batch, logs=None):
+        self.interrupts.check()
 
 
 def run_trial(config: TrainingConfig, image_size: int, train_examples: tf.data.Dataset,
               eval_examples: tf.data.Dataset, *, epoch_fraction: float, counts: tuple[int, int] | None = None,
-              cache_dir: str | None = None) -> dict[str, Any]:
+              cache_dir: str | None = None, callbacks: Collection[keras.callbacks.Callback] = ()) -> dict[str, Any]:
     """One trial of the settings `config`, on unbatched (uint8 pixels, float label) pairs as the Trainer reads
     them (trainer.task.pixels_and_labels). Returns {"val_loss", "val_accuracy" (at the kept epoch), "epochs",
     "seconds", "train_images" and "eval_images" (the cache's counts; None without cached views)}; raises
@@ -70,7 +119,7 @@ def run_trial(config: TrainingConfig, image_size: int, train_examples: tf.data.D
     # Every trial from the same random state, as the Trainer: the first trial (the configured settings) is compared
     # with the rest on the same draws.
     _, history = task.train_from_seed(cheap, image_size, train_examples, eval_examples, cache_dir=cache_dir,
-                                      counts=counts)
+                                      counts=counts, extra_callbacks=list(callbacks))
     for record in history["epochs"]:
         for key in ("loss", OBJECTIVE):
             if key in record and not math.isfinite(record[key]):
@@ -92,9 +141,11 @@ class BudgetOracle(keras_tuner.oracles.RandomSearchOracle):
     def __init__(self, *args, minutes: float = 0.0, **kwargs):
         super().__init__(*args, **kwargs)
         self.deadline = time.monotonic() + minutes * 60 if minutes else None
+        self.out_of_time = False  # the time budget, not the trial count, ended the search
 
     def populate_space(self, trial_id):
         if self.deadline is not None and self.trials and time.monotonic() > self.deadline:
+            self.out_of_time = True
             return {"status": trial_module.TrialStatus.STOPPED, "values": None}
         if not self.trials:
             return {"status": trial_module.TrialStatus.RUNNING, "values": self.hyperparameters.values}
@@ -102,6 +153,24 @@ class BudgetOracle(keras_tuner.oracles.RandomSearchOracle):
 
 
 TrialFunction = Callable[..., dict]
+# Storage faults TensorFlow reports as text inside another error (an InternalError of the dataset that wrote the
+# cached views): the words its message carries, and the fault's errno.
+_STORAGE_FAULTS = (("No space left on device", errno.ENOSPC), ("File too large", errno.EFBIG))
+
+
+def trial_reason(error: Exception, cache_dir: str | None) -> str:
+    """Why a trial failed, in one line: a storage fault while its features were cached (a full disk, a file size
+    limit), however TensorFlow wrapped it, in the words of the feature cache's own "no space left"; any other
+    error's first line with its type."""
+    text = str(error)
+    for words, number in _STORAGE_FAULTS:
+        if words in text or getattr(error, "errno", None) == number:
+            where = f" under {cache_dir}" if cache_dir else ""
+            return (f"FeatureCacheError: no room to cache the base's features{where} ({words}, errno "
+                    f"{errno.errorcode[number]}): free space there, lift the file size limit or raise "
+                    "--cache-memory-mb")
+    return first_line(error, with_type=True)
+
 
 
 class CheapTrials(keras_tuner.engine.base_tuner.BaseTuner):
@@ -114,21 +183,36 @@ class CheapTrials(keras_tuner.engine.base_tuner.BaseTuner):
         self.base, self.image_size, self.tuning, self.fixed = base, image_size, tuning, tuple(fixed)
         self._trial = trial
         self.outcomes: dict[str, dict] = {}
+        self.interrupts = Interrupts()
+
+    @staticmethod
+    def number(trial_id: str) -> str:
+        """The trial's number as KerasTuner prints it ("Running Trial #2" for its id "1"), counted from 1."""
+        return str(int(trial_id) + 1)
 
     def run_trial(self, trial, train_examples, eval_examples, counts=None, cache_dir=None):
         values = dict(trial.hyperparameters.values)
-        outcome = {"trial": trial.trial_id, "values": values}
+        number = self.number(trial.trial_id)
+        outcome = {"trial": number, "values": values}
         self.outcomes[trial.trial_id] = outcome
         keras.backend.clear_session()  # each trial builds a model of its own: the last one's graph can go
+        gc.collect()  # the last trial's finalizers run here, where a Ctrl-C they swallow is raised again below
+        self.interrupts.check()
+        trial_cache = os.path.join(cache_dir, number) if cache_dir else None
+        speaker = feature_cache.SPEAKER.set(f"Tuner trial {number}")
         try:
             config = hyperparameters_lib.apply(self.base, values, self.fixed)
             result = self._trial(config, self.image_size, train_examples, eval_examples,
-                                 epoch_fraction=self.tuning.epoch_fraction, counts=counts,
-                                 cache_dir=os.path.join(cache_dir, trial.trial_id) if cache_dir else None)
+                                 epoch_fraction=self.tuning.epoch_fraction, counts=counts, cache_dir=trial_cache,
+                                 callbacks=[CheckInterrupts(self.interrupts)])
         except Exception as error:  # KerasTuner records the trial as failed; the table keeps why, in one line
-            outcome.update(status=FAILED, reason=first_line(error, with_type=True))
-            print(f"Tuner: trial {trial.trial_id} failed: {outcome['reason']}", flush=True)
+            self.interrupts.check()  # not a failure of the trial's settings: the user stopped the search
+            outcome.update(status=FAILED, reason=trial_reason(error, trial_cache))
+            print(f"Tuner trial {number} failed: {outcome['reason']}", flush=True)
             raise
+        finally:
+            feature_cache.SPEAKER.reset(speaker)
+        self.interrupts.check()
         outcome.update(status=COMPLETED, **result)
         return {OBJECTIVE: result[OBJECTIVE]}
 
@@ -137,15 +221,33 @@ class CheapTrials(keras_tuner.engine.base_tuner.BaseTuner):
         # printed above and kept in the trial table.
         debug, keras_tuner_config.DEBUG = keras_tuner_config.DEBUG, False
         try:
-            super().search(*args, **kwargs)
+            with self.interrupts:
+                super().search(*args, **kwargs)
+                self.interrupts.check()
         finally:
             keras_tuner_config.DEBUG = debug
+
+    def results_summary(self, num_trials=10):
+        """KerasTuner's summary of the best trials (TFX's Tuner prints it), each trial numbered from 1 as KerasTuner
+        numbers them while they run and the trial table does (its own summary prints the id, counted from 0)."""
+        print(f"Results summary\nResults in {self.project_dir}\nShowing {num_trials} best trials\n"
+              f"{self.oracle.objective}")
+        for trial in self.oracle.get_best_trials(num_trials):
+            print(f"\nTrial {self.number(trial.trial_id)} summary\nHyperparameters:")
+            for name, value in trial.hyperparameters.values.items():
+                print(f"{name}: {value}")
+            print(f"Score: {trial.score}")
 
     def on_trial_end(self, trial):
         reason = self.outcomes.get(trial.trial_id, {}).get("reason")
         if reason:
             trial.message = reason  # not the traceback KerasTuner keeps, which its summaries print
         super().on_trial_end(trial)
+
+    def budget(self) -> dict:
+        """{"trials" asked for, "ran", "out_of_time": whether the time budget stopped the search first}."""
+        return {"trials": self.tuning.trials, "ran": len(self.outcomes), "minutes": self.tuning.minutes,
+                "out_of_time": self.oracle.out_of_time}
 
     def trial_table(self) -> list[dict]:
         """Each trial in the order run: {"trial", "values", "status", and "val_loss", "val_accuracy", "epochs",
@@ -166,8 +268,9 @@ class CheapTrials(keras_tuner.engine.base_tuner.BaseTuner):
 def build_tuner(base: TrainingConfig, image_size: int, tuning: TuningConfig, directory: str,
                 fixed: Collection[str] = (), trial: TrialFunction = run_trial) -> CheapTrials:
     """The search over the space around `base` (trainer.hyperparameters), its project under `directory`."""
+    space = hyperparameters_lib.search_space(base, fixed, tuning.epoch_fraction)
     oracle = BudgetOracle(objective=keras_tuner.Objective(OBJECTIVE, direction="min"), max_trials=tuning.trials,
-                          seed=base.seed, hyperparameters=hyperparameters_lib.search_space(base, fixed),
+                          seed=base.seed, hyperparameters=space,
                           allow_new_entries=False, tune_new_entries=False, minutes=tuning.minutes,
                           # every failure is recorded and the search goes on; components.tuner judges the end
                           max_consecutive_failed_trials=tuning.trials + 1)

@@ -71,7 +71,7 @@ def compile(args: argparse.Namespace, config) -> int:
         metadata_store=args.metadata_store, beam_args=tuple(args.beam_args or ()),
         kfp_pipeline_root=args.pipeline_root, serving=serving if args.serving_rollout else None,
         **flags.settings_from(args, kubeflow.Deployment))
-    tuning = flags.tuning_from_args(args)
+    tuning = flags.tuning_from_args(args, config.training)
     if args.monitor_package:
         packages.check_package_name(args.monitor_package)
         if os.path.abspath(args.monitor_package) == os.path.abspath(args.package):

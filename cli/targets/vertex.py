@@ -35,7 +35,7 @@ submit, schedule = remote.commands(vertex, vertex.Location, started="started Ver
 
 
 def compile(args: argparse.Namespace, config) -> int:
-    tuning = flags.tuning_from_args(args)
+    tuning = flags.tuning_from_args(args, config.training)
     path = vertex.compile_vertex_package(config, args.package, image=args.image, root=args.root,
                                          beam_args=args.beam_args or [], tuning=tuning,
                                          fixed_settings=flags.fixed_settings(args))

@@ -2,7 +2,11 @@
 the search goes on, the configured settings are the first trial, the best values reach the Trainer's settings."""
 
 import dataclasses
+import errno
 import math
+import os
+import signal
+import time
 
 import numpy as np
 import pytest
@@ -103,12 +107,33 @@ def test_a_failed_trial_is_recorded_with_its_reason_and_the_search_goes_on(confi
     assert tuner_component.every_trial_failed(table) is None
 
 
-def test_every_trial_failing_stops_in_one_line_naming_the_first():
-    table = [{"trial": "00", "values": {"dropout": 0.2}, "status": tuning.FAILED, "reason": "TrialFailed: loss is nan"},
-             {"trial": "01", "values": {"dropout": 0.5}, "status": tuning.FAILED, "reason": "OOM"}]
+def test_every_trial_failing_stops_in_one_line_naming_the_first_and_each_trials_reason():
+    table = [{"trial": "1", "values": {"dropout": 0.2}, "status": tuning.FAILED, "reason": "TrialFailed: loss is nan"},
+             {"trial": "2", "values": {"dropout": 0.5}, "status": tuning.FAILED, "reason": "OOM"},
+             {"trial": "3", "values": {"dropout": 0.1}, "status": tuning.FAILED, "reason": "OOM"},
+             {"trial": "4", "values": {"dropout": 0.0}, "status": tuning.FAILED, "reason": "TrialFailed: loss is nan"}]
     line = tuner_component.every_trial_failed(table)
-    assert line == ('every one of the 2 trials of the hyperparameter search failed; the first (trial 00, '
-                    '{"dropout": 0.2}): TrialFailed: loss is nan')
+    assert line == ('every one of the 4 trials of the hyperparameter search failed; the first (trial 1, '
+                    '{"dropout": 0.2}): TrialFailed: loss is nan; trial 2: OOM; trial 3: the same; trial 4: '
+                    'TrialFailed: loss is nan')
+
+
+def test_a_file_size_limit_fails_a_trial_in_the_one_clean_line_of_a_full_disk(config, tmp_path):
+    raw = ('{{function_node __wrapped__ReduceDataset_Targuments_0}} Iterator "ReduceIterator::Root::Prefetch::'
+           'FileCacheImpl" returned `OutOfRange`. Original message: /r/feature_cache/0/train-0_0.data-00000-of-00001'
+           '.tempstate3402563226640504683; File too large [Op:ReduceDataset] name: ')
+
+    def too_large(config, *args, **kwargs):
+        raise tf.errors.InternalError(None, None, raw)
+    search = tuning.build_tuner(config, SIZE, TuningConfig(trials=1), str(tmp_path), trial=too_large)
+    search.search(train_examples=None, eval_examples=None, cache_dir="/r/feature_cache")
+    [row] = search.trial_table()
+    assert row["reason"] == ("FeatureCacheError: no room to cache the base's features under /r/feature_cache/1 "
+                             "(File too large, errno EFBIG): free space there, lift the file size limit or raise "
+                             "--cache-memory-mb")
+    assert tuning.trial_reason(OSError(errno.ENOSPC, "No space left on device"), None) == (
+        "FeatureCacheError: no room to cache the base's features (No space left on device, errno ENOSPC): free "
+        "space there, lift the file size limit or raise --cache-memory-mb")
 
 
 def test_the_best_values_become_the_trainers_settings_but_not_the_users_own():
@@ -118,9 +143,66 @@ def test_the_best_values_become_the_trainers_settings_but_not_the_users_own():
     config, record = task.tuned_config(TrainingConfig(), result, fixed=("dropout",))
     assert (config.learning_rate, config.dropout, config.rotation, config.zoom) == (3e-4, 0.2, 0.05, 0.05)
     assert record == {"source": "tuned", "values": {"learning_rate": 3e-4, hyperparameters.AUGMENTATION: 0.05},
-                      "fixed": ["dropout"], "run": "run-7", "trials": [{"trial": "00"}]}
+                      "fixed": ["dropout"], "run": "run-7", "trials": [{"trial": "00"}], "left_out": [], "budget": None}
     defaults, record = task.tuned_config(TrainingConfig(), None)
     assert defaults == TrainingConfig() and record["source"] == "defaults" and record["values"] == {}
+
+
+@pytest.mark.parametrize("given", ["rotation", "zoom"])
+def test_a_searched_pair_is_not_applied_by_half_when_the_user_set_the_other_half_and_the_record_says_so(given):
+    from components import model_card
+    from reporting import run_summary
+
+    config, record = task.tuned_config(TrainingConfig(**{given: 0.3}), {"values": {"augmentation": 0.2}},
+                                       fixed=(given,), image_size=160)
+    assert (config.rotation, config.zoom) == (TrainingConfig(**{given: 0.3}).rotation,
+                                              TrainingConfig(**{given: 0.3}).zoom)  # neither half of 0.2
+    assert record["values"] == {}
+    why = f"augmentation 0.2 not applied: it sets rotation and zoom together, and {given} was set"
+    assert record["left_out"] == [why]
+    assert hyperparameters.applied_names({"augmentation": 0.2}, (given,)) == []
+    chosen = run_summary.hyperparameters_of({"hyperparameters": record}, "run-8")
+    assert run_summary.hyperparameter_lines(chosen)[0].endswith(f"; {why}")
+    assert f"A{why[1:]}." in "\n".join(model_card._hyperparameters(record))
+
+
+def test_a_warm_started_model_says_its_settings_were_searched_by_trials_that_did_not_warm_start():
+    from components import model_card
+    from reporting import run_report, run_summary
+
+    trial = {"trial": "1", "values": {"dropout": 0.3}, "status": "completed", "val_loss": 0.5}
+    _, record = task.tuned_config(TrainingConfig(warm_start=True), {"values": {"dropout": 0.3}, "tuned": {
+        "run": "run-7", "trials": [trial]}})
+    warm = {"hyperparameters": record, "warm_started_from": "/root/Model/5/Format-Serving"}
+    why = ("the search's trials did not warm-start as this Trainer did (from /root/Model/5/Format-Serving): the "
+           "values were chosen training from the configured start")
+    for run_id in ("run-7", "run-8"):  # tuned here, reused
+        chosen = run_summary.hyperparameters_of(warm, run_id)
+        assert run_summary.hyperparameter_lines(chosen)[0].endswith(f"; {why}")
+        assert run_report.hyperparameters_page(chosen)["source_words"].endswith(f" T{why[1:]}.")
+    assert f"T{why[1:]}." in "\n".join(model_card._hyperparameters(record, warm["warm_started_from"]))
+    cold = run_summary.hyperparameters_of({"hyperparameters": record, "warm_started_from": None}, "run-7")
+    assert "warm-start" not in run_summary.hyperparameter_lines(cold)[0]
+
+
+def test_the_from_scratch_note_names_the_settings_trained_not_the_schedules_the_search_replaced():
+    import config as config_lib
+    from cli import flags
+    from reporting import run_summary
+
+    _, filled = config_lib.from_user_settings({"weights": "none"})
+    note = flags._from_scratch_note(filled)
+    _, record = task.tuned_config(TrainingConfig(), {"values": {"fine_tune_from": 60, "head_epochs": 9,
+                                                                "learning_rate": 3e-4}, "tuned": {"run": "run-7"}})
+    summary = run_summary.RunSummary("p", "run-8", [], {}, {}, None, None, None, None, None, notes=[note],
+                                     hyperparameters=run_summary.hyperparameters_of({"hyperparameters": record},
+                                                                                    "run-8"))
+    shown = summary.text()
+    assert ("from-scratch schedule --fine-tune-from 60 (searched; the schedule's 30), --head-epochs 9 (searched; "
+            "the schedule's 6), --fine-tune-epochs 12, --early-stopping-patience 0" in shown)
+    assert "--fine-tune-from 30," not in shown
+    summary.hyperparameters["values"] = {"fine_tune_from": 30}  # the search kept the schedule's own value
+    assert "--fine-tune-from 30, --head-epochs 6," in summary.text()
 
 
 def test_a_result_searched_for_another_model_is_not_laid_on_this_ones_settings():
@@ -148,6 +230,19 @@ def test_the_space_is_centred_on_the_configured_settings_and_leaves_the_users_ow
     choices = {entry["config"]["name"]: entry["config"].get("values") for entry in space.get_config()["space"]}
     assert choices["head_epochs"] == [2, 4, 6] and choices["fine_tune_epochs"] == [5, 10, 15]
     assert hyperparameters.apply(config, space.values) == config
+
+
+def test_the_phase_lengths_searched_are_ones_the_trials_run_apart():
+    scratch = TrainingConfig(weights="none", head_epochs=6, fine_tune_epochs=12, fine_tune_from=30)
+    space = hyperparameters.search_space(scratch, epoch_fraction=0.25)
+    choices = {entry["config"]["name"]: entry["config"].get("values") for entry in space.get_config()["space"]}
+    assert choices["head_epochs"] == [6, 9] and choices["fine_tune_epochs"] == [6, 12, 18]  # 3 runs as 6: 1 epoch
+    for name in ("head_epochs", "fine_tune_epochs"):
+        run = [tuning.trial_config(dataclasses.replace(scratch, **{name: n}), 0.25) for n in choices[name]]
+        assert len({getattr(cheap, name) for cheap in run}) == len(choices[name])
+    assert space.values["head_epochs"] == 6  # the configured length stays, the first trial's
+    short = hyperparameters.search_space(TrainingConfig(head_epochs=2, fine_tune_epochs=2), epoch_fraction=0.25)
+    assert "head_epochs" not in short.values and "fine_tune_epochs" not in short.values  # every length runs 1
 
 
 @pytest.mark.parametrize("budget,field", [({"trials": 0}, "tune_trials"), ({"minutes": -1.0}, "tune_minutes"),
@@ -179,6 +274,24 @@ def test_a_budget_flag_without_tune_is_refused_even_at_its_default(argv):
         flags.tuning_from_args(args)
 
 
+def test_a_search_with_every_searched_setting_given_as_a_flag_is_refused_in_one_line_before_any_work():
+    import pipeline_runner
+    from cli import flags
+
+    given = ["--learning-rate", "0.001", "--fine-tune-lr-factor", "0.1", "--fine-tune-from", "30", "--dropout", "0.2",
+             "--rotation", "0.1", "--head-epochs", "1", "--fine-tune-epochs", "1"]
+    args = pipeline_runner.build_parser().parse_args(["run", "--demo", *given, "--tune", "--tune-trials", "5"])
+    config, _ = flags.config_from_args(args)
+    with pytest.raises(flags.SettingsError) as refused:
+        flags.tuning_from_args(args, config.training)
+    assert str(refused.value) == (
+        "--tune has nothing to search: the flags --learning-rate, --fine-tune-lr-factor, --fine-tune-from, "
+        "--dropout, --head-epochs, --fine-tune-epochs, --rotation set what it would search (a phase length every "
+        "trial runs alike is not searched); drop --tune or one of those flags")
+    args = pipeline_runner.build_parser().parse_args(["run", "--demo", *given[:-6], "--tune"])  # augmentation, lengths
+    assert flags.tuning_from_args(args, flags.config_from_args(args)[0].training) == TuningConfig()
+
+
 def test_budget_flags_without_tune_are_refused_in_one_sentence_that_agrees_with_them():
     import pipeline_runner
     from cli import flags
@@ -193,7 +306,90 @@ def test_the_time_budget_starts_no_trial_once_spent_and_the_first_trial_always_r
         return {"val_loss": config.dropout, "val_accuracy": 0.5, "epochs": 1, "seconds": 0.0}
     search = tuning.build_tuner(config, SIZE, TuningConfig(trials=5, minutes=1e-9), str(tmp_path), trial=measured)
     search.search(train_examples=None, eval_examples=None)
-    assert [row["trial"] for row in search.trial_table()] == ["0"]
+    assert [row["trial"] for row in search.trial_table()] == ["1"]  # as KerasTuner numbers it
+    assert search.budget() == {"trials": 5, "ran": 1, "minutes": 1e-9, "out_of_time": True}
     unlimited = tuning.build_tuner(config, SIZE, TuningConfig(trials=3), str(tmp_path / "all"), trial=measured)
     unlimited.search(train_examples=None, eval_examples=None)
     assert len(unlimited.trial_table()) == 3
+    assert not unlimited.budget()["out_of_time"]
+
+
+def test_the_summary_report_and_model_card_say_the_time_budget_ran_out_before_the_trials_asked_for():
+    from components import model_card
+    from reporting import run_report, run_summary
+
+    table = [{"trial": "1", "values": {"dropout": 0.2}, "status": "completed", "val_loss": 0.5, "kept": True}]
+    result = tuner_component.search_record({"space": [], "values": {"dropout": 0.2}}, table, "run-7", None,
+                                           {"trials": 10, "ran": 1, "minutes": 0.1, "out_of_time": True})
+    _, record = task.tuned_config(TrainingConfig(), result)
+    chosen = run_summary.hyperparameters_of({"hyperparameters": record}, "run-7")
+    said = "1 of 10 trials: the time budget (--tune-minutes 0.1) ran out"
+    assert run_summary.hyperparameter_lines(chosen)[1] == f"    {said}"
+    assert f" {said}." in run_report.hyperparameters_page(chosen)["source_words"]
+    assert f" {said}." in "\n".join(model_card._hyperparameters(record))
+    record["budget"]["out_of_time"] = False
+    assert said not in "\n".join(run_summary.hyperparameter_lines(chosen))
+
+
+class _InterruptedWhenFinalized:
+    """Ctrl-C arriving while a finalizer runs, as while the garbage collector finalizes a trial's TensorFlow
+    functions: Python prints the KeyboardInterrupt ("Exception ignored in ...") and drops it."""
+
+    def __del__(self):
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(1)  # the handler runs here, inside the finalizer
+
+
+@pytest.fixture
+def ctrl_c_raises():
+    """SIGINT handled as in a terminal (a suite started in the background may have it ignored)."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")  # the interrupt the finalizer lost
+def test_a_ctrl_c_that_a_finalizer_swallows_still_stops_the_search(config, tmp_path, ctrl_c_raises):
+    def interrupted(config, *args, **kwargs):
+        finalized = _InterruptedWhenFinalized()
+        del finalized  # the real SIGINT is raised inside __del__ and lost there
+        return {"val_loss": config.dropout, "val_accuracy": 0.5, "epochs": 1, "seconds": 0.0}
+    search = tuning.build_tuner(config, SIZE, TuningConfig(trials=3), str(tmp_path), trial=interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        search.search(train_examples=None, eval_examples=None)
+    assert list(search.outcomes) == ["0"]  # no trial started after it
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the search's handler is gone
+
+
+def test_a_swallowed_ctrl_c_stops_a_trial_after_the_batch_it_came_in(config):
+    interrupts = tuning.Interrupts()
+    interrupts.interrupted = True
+    with pytest.raises(KeyboardInterrupt):
+        tuning.run_trial(config, SIZE, _examples(1), _examples(2, 8), epoch_fraction=0.5, counts=(16, 8),
+                         callbacks=[tuning.CheckInterrupts(interrupts)])
+
+
+def test_trials_are_numbered_from_1_as_keras_tuner_prints_them_and_their_cache_lines_name_the_trial(
+        config, tmp_path, capsys):
+    from trainer import feature_cache
+
+    calls = []
+
+    def speaking(config, *args, **kwargs):
+        print(f"{feature_cache.SPEAKER.get()}: the cached views' ...")
+        calls.append(config)
+        if len(calls) == 2:
+            raise ValueError("no")
+        return {"val_loss": 0.5, "val_accuracy": 0.5, "epochs": 1, "seconds": 0.0}
+    search = tuning.build_tuner(config, SIZE, TuningConfig(trials=2), str(tmp_path), trial=speaking)
+    search.search(train_examples=None, eval_examples=None)
+    printed = capsys.readouterr().out
+    assert [row["trial"] for row in search.trial_table()] == ["1", "2"]
+    assert "Running Trial #1" in printed and "Running Trial #2" in printed
+    assert "Tuner trial 1: the cached views'" in printed and "Tuner trial 2: the cached views'" in printed
+    assert "Tuner trial 2 failed: ValueError: no" in printed
+    assert feature_cache.SPEAKER.get() == "Trainer"  # the Trainer after the search speaks for itself again
+    search.results_summary()  # what TFX's Tuner prints after the search
+    printed = capsys.readouterr().out
+    assert "\nTrial 1 summary\n" in printed and "\nTrial 2 summary\n" in printed
+    assert "Trial 0 summary" not in printed and "Trial 00 summary" not in printed
