@@ -177,6 +177,18 @@ def test_every_flag_is_defined_in_one_place():
     assert len(_definitions(twice_defined)["--json"]) == 2
 
 
+def test_a_flag_of_another_target_is_refused_naming_its_target(with_airflow, tmp_path, capsys):
+    calls, main = with_airflow
+    code = main(["compile", "--target", "vertex", "--image", "i:1", "--root", "gs://b/r", "--dags-folder", "dags",
+                 "--pvc", "claim"])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "applies only to" in err and "not --target vertex" in err
+    code = main(["submit", "--host", "http://kfp", "--package", "p.yaml", "--dag-id", "x"])
+    assert code == 2 and "--dag-id applies only to --airflow-home, not --host" in capsys.readouterr().err
+    assert calls == []
+
+
 def test_every_target_offers_what_the_list_asks():
     from cli import deploy
 
