@@ -290,18 +290,41 @@ class TrafficWindow:
         position = {place: index for index, place in enumerate(self.places)}
         numbers, images, held = [], [], 0
         for span in sorted({span for span, _ in self.places}):
+            self._check_committed(span)
+            wanted = sum(1 for place_span, _ in self.places if place_span == span)
             for row in read_span(self.traffic_root, span):
                 index = position.get((span, row[2]))
                 if index is None:
                     continue
+                # The span may have been removed and published again under its number since read_window: an
+                # image other than the one measured would be queued under the old record's score.
+                if hashlib.sha256(row[3]).hexdigest() != self.sha256s[index]:
+                    raise self._changed(span, f"record {row[2]} is not the image it was")
+                wanted -= 1
                 if images and (len(images) >= size or held + len(row[3]) > max_bytes):
                     yield numbers, images
                     numbers, images, held = [], [], 0
                 numbers.append(index)
                 images.append(row[3])
                 held += len(row[3])
+            if wanted:
+                raise self._changed(span, f"{wanted} of its records are gone")
         if images:
             yield numbers, images
+
+    def _check_committed(self, span: int) -> None:
+        """The check read_window made, made again before a span is read again: still committed, no link."""
+        root = str(self.traffic_root)
+        try:
+            problem = link_problem(root) or incomplete_reason(root, span)
+        except TrafficDataError as error:
+            problem = str(error)
+        if problem:
+            raise self._changed(span, problem)
+
+    def _changed(self, span: int, what: str) -> TrafficDataError:
+        return TrafficDataError(f"{span_dir(str(self.traffic_root), span)} changed while monitor read it ({what});"
+                                " run monitor again")
 
     @property
     def images(self) -> list[bytes]:

@@ -167,6 +167,33 @@ def test_a_window_is_the_newest_records_across_spans_oldest_first_and_reads_no_o
     assert read == [3], "span 2 holds nothing newer than the 4 kept: not read"
 
 
+@pytest.mark.parametrize("change", ["other images", "fewer records", "a link", "no report"])
+def test_a_span_changed_between_the_window_and_its_reread_stops_the_reread_naming_it(tmp_path, change):
+    root = str(tmp_path / "traffic")
+    writer = traffic.TrafficWriter(root, batch_size=4, max_seconds=60)
+    for i in range(8):  # spans 1 and 2
+        writer.add(_record(i))
+    window = traffic.read_window(root)
+    span2 = traffic.span_dir(root, 2)
+    if change == "a link":
+        name = os.path.join(span2, sorted(traffic.load_report(root, 2).files)[0])
+        os.rename(name, str(tmp_path / "moved"))
+        os.symlink(str(tmp_path / "moved"), name)
+    elif change == "no report":
+        os.remove(os.path.join(span2, traffic.REPORT_FILE))
+    else:  # removed and published again under its number
+        storage.backend.rmtree(span2)
+        # other images under the old record numbers, or the same first two images and the rest gone
+        first, count = (100, 4) if change == "other images" else (4, 2)
+        writer = traffic.TrafficWriter(root, batch_size=count, max_seconds=60)
+        for i in range(first, first + count):
+            writer.add(_record(i))
+    what = {"other images": "record 0 is not the image it was", "fewer records": "2 of its records are gone",
+            "a link": "symbolic link", "no report": "no traffic_report.json"}[change]
+    with pytest.raises(traffic.TrafficDataError, match=rf"span-2 changed while monitor read it \(.*{what}.*\); run"):
+        list(window.batches())
+
+
 def _publish_one(root: str, writer_id: int) -> list[int]:
     writer = traffic.TrafficWriter(root, batch_size=3, max_seconds=60)
     published = []
