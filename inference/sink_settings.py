@@ -29,6 +29,11 @@ class SinkSettings:
     pending_mb: float = setting(64.0, "The most memory held by requests and responses waiting for their other "
                                       "half (their images' bytes and a fixed cost per image or answer); above "
                                       "it the oldest waiting is counted lost.")
+    header_seconds: float = setting(10.0, "A connection whose request line and headers are not whole this long "
+                                          "after it opened (or after its last answer) is answered 408 and "
+                                          "closed.")
+    max_connections: int = setting(256, "Connections open at once, at most; one more is answered 503 and closed "
+                                        "(each holds a file descriptor and a buffer).")
 
     def __post_init__(self):
         rules = {"batch_size": (self.batch_size >= 1, "at least 1"),
@@ -37,7 +42,9 @@ class SinkSettings:
                  "max_event_mb": (self.max_event_mb > 0, "above 0"),
                  "max_instances": (self.max_instances >= 1, "at least 1"),
                  "pending_seconds": (self.pending_seconds > 0, "above 0"),
-                 "pending_mb": (self.pending_mb > 0, "above 0")}
+                 "pending_mb": (self.pending_mb > 0, "above 0"),
+                 "header_seconds": (self.header_seconds > 0, "above 0"),
+                 "max_connections": (self.max_connections >= 1, "at least 1")}
         for name, (ok, rule) in rules.items():
             value = getattr(self, name)
             if not ok or not math.isfinite(value):

@@ -29,10 +29,11 @@ back pressure a busy predictor gets. An event of more than --max-instances
 images (or answers) is refused whole, as is an image that is empty.
 
 The request line and headers of one request may hold MAX_HEADER_BYTES at
-most (KServe's logger sends a few hundred bytes of them): uvicorn answers a
-request above it, or one that is no HTTP, with 400 and closes its connection
-before any event is read; the sink counts it under UNREADABLE_HTTP and goes on
-serving.
+most, however they are split (KServe's logger sends a few hundred bytes of
+them): a request above it, or one that is no HTTP, is answered 400 and its
+connection closed before any event is read; the sink counts it under
+UNREADABLE_HTTP and goes on serving. Headers not whole after --header-seconds
+are answered 408, connections beyond --max-connections 503 (_protocol).
 """
 
 from __future__ import annotations
@@ -82,6 +83,8 @@ DUPLICATE = "duplicate event id"
 EMPTY_IMAGE = "empty image"
 TOO_MANY_INSTANCES = "too many images in one event"
 UNREADABLE_HTTP = "unreadable HTTP request (malformed, or headers above the limit)"
+SLOW_HEADERS = "request headers sent too slowly"
+TOO_MANY_CONNECTIONS = "too many connections"
 MISMATCH = "response does not match its request"
 # Why records are lost.
 NO_RESPONSE = "no response in time"
@@ -616,19 +619,97 @@ def start(root: str, settings: SinkSettings) -> TrafficSink:
     return sink
 
 
+def _raw_answer(transport, status: str, message: str) -> None:
+    """Writes a whole HTTP answer and closes: for a connection h11 has no request of (none may be answered
+    through it)."""
+    body = message.encode("ascii", "replace")
+    transport.write(f"HTTP/1.1 {status}\r\ncontent-type: text/plain; charset=utf-8\r\nconnection: close\r\n"
+                    f"content-length: {len(body)}\r\n\r\n".encode() + body)
+    transport.close()
+
+
 def _protocol(sink: TrafficSink):
-    """uvicorn's HTTP/1.1 protocol (h11), counting each request it answers 400 itself before the application
-    sees it (headers above MAX_HEADER_BYTES, or no HTTP): such a refusal is counted and said like any other."""
+    """uvicorn's HTTP/1.1 protocol (h11), with what uvicorn does not bound: connections (its limit_concurrency
+    answers 503 only once a request's headers are whole, so connections that never complete them are not
+    counted; beyond --max-connections one is answered 503 and closed as it opens), the time a request's line
+    and headers may take (uvicorn's keep-alive timer runs only between requests: headers sent a byte at a time
+    held a connection for ever; after --header-seconds it is answered 408 and closed), and the headers' size
+    (h11 holds MAX_HEADER_BYTES against headers still incomplete, and uvicorn hands it 64 KiB at a time, so
+    headers of up to twice the limit were taken). Each refusal is counted and said like any other, as is each
+    request uvicorn answers 400 itself (no HTTP) before the application sees it."""
+    import h11
     from uvicorn.protocols.http.h11_impl import H11Protocol
 
-    class CountingProtocol(H11Protocol):
+    settings = sink.settings
+
+    def refused(reason: str, detail: str) -> None:
+        sink.received += 1
+        sink.refuse(Refused(reason, detail))
+
+    class BoundedProtocol(H11Protocol):
+        headers_timer = None
+        answered = False  # a request of this connection was answered: an idle one is uvicorn's keep-alive's
+
+        def connection_made(self, transport) -> None:
+            super().connection_made(transport)
+            if len(self.connections) > settings.max_connections:
+                refused(TOO_MANY_CONNECTIONS, f"a connection beyond the {settings.max_connections} open; answered "
+                                              "503 and closed")
+                _raw_answer(transport, "503 Service Unavailable", "too many connections")
+                return
+            self._time_headers()
+
+        def connection_lost(self, exc) -> None:
+            self._stop_headers_timer()
+            super().connection_lost(exc)
+
+        def data_received(self, data: bytes) -> None:
+            if self.conn.their_state is h11.IDLE and not self.transport.is_closing():
+                # The whole request line and headers must end within the limit, whatever chunks they came in.
+                start = self.conn.trailing_data[0] + data[:MAX_HEADER_BYTES + 4]
+                end = start.find(b"\r\n\r\n")
+                if (end < 0 and len(start) > MAX_HEADER_BYTES) or end + 4 > MAX_HEADER_BYTES:
+                    self._stop_headers_timer()
+                    refused(UNREADABLE_HTTP, f"request line and headers above {MAX_HEADER_BYTES} bytes; answered "
+                                             "400 and its connection closed")
+                    _raw_answer(self.transport, "400 Bad Request", "request headers too large")
+                    return
+            super().data_received(data)
+            if self.conn.their_state is not h11.IDLE:
+                self._stop_headers_timer()
+
+        def on_response_complete(self) -> None:
+            self.answered = True
+            super().on_response_complete()
+            if not self.transport.is_closing():
+                self._time_headers()
+
         def send_400_response(self, msg: str) -> None:
-            sink.received += 1
-            sink.refuse(Refused(UNREADABLE_HTTP, f"{msg} (headers above {MAX_HEADER_BYTES} bytes, or no HTTP); "
-                                                 "answered 400 and its connection closed"))
+            self._stop_headers_timer()
+            refused(UNREADABLE_HTTP, f"{msg} (no HTTP); answered 400 and its connection closed")
             super().send_400_response(msg)
 
-    return CountingProtocol
+        def _time_headers(self) -> None:
+            self._stop_headers_timer()
+            self.headers_timer = self.loop.call_later(settings.header_seconds, self._headers_late)
+
+        def _stop_headers_timer(self) -> None:
+            if self.headers_timer is not None:
+                self.headers_timer.cancel()
+                self.headers_timer = None
+
+        def _headers_late(self) -> None:
+            self.headers_timer = None
+            if self.transport.is_closing() or self.conn.their_state is not h11.IDLE:
+                return
+            if self.answered and not self.conn.trailing_data[0]:  # idle between requests: nothing sent late
+                self.transport.close()
+                return
+            refused(SLOW_HEADERS, f"request line and headers not whole after {settings.header_seconds:g} s; "
+                                  "answered 408 and its connection closed")
+            _raw_answer(self.transport, "408 Request Timeout", "request headers not complete in time")
+
+    return BoundedProtocol
 
 
 def server_config(sink: TrafficSink, port: int, tick_seconds: float = 1.0, **options):

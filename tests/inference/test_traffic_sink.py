@@ -549,3 +549,53 @@ def test_a_request_whose_headers_are_above_the_limit_is_answered_400_counted_and
     assert client.get("/stats").json()["refused"] == {traffic_sink.UNREADABLE_HTTP: 1}
     assert client.post("/", headers=kserve_headers("request", "after"),
                        content=request_body([b"a"])).json()["waiting_for"] == "response"
+
+
+def test_headers_sent_slowly_are_cut_off_after_the_timeout_and_the_sink_serves_on(served_sink):
+    sink, port, client = served_sink(header_seconds=0.5)
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as slow, \
+            socket.create_connection(("127.0.0.1", port), timeout=10) as silent:
+        started = time.monotonic()
+        answer = b""
+        try:
+            for byte in b"POST / HTTP/1.1\r\nhost: x\r\nx-slow: " + b"s" * 100:  # one byte every 50 ms
+                slow.sendall(bytes([byte]))
+                time.sleep(0.05)
+            answer = slow.recv(200)
+        except ConnectionError:
+            answer = b"reset"
+        assert answer.startswith(b"HTTP/1.1 408") or answer == b"reset", answer
+        assert time.monotonic() - started < 3, "cut off after the timeout, not when the headers ended"
+        assert silent.recv(200).startswith(b"HTTP/1.1 408"), "a connection that sends nothing is closed too"
+    assert client.get("/healthz").json() == {"ok": True}
+    assert client.get("/stats").json()["refused"] == {traffic_sink.SLOW_HEADERS: 2}
+
+
+def test_connections_beyond_the_limit_are_answered_503_and_closed_as_they_open(served_sink):
+    sink, port, client = served_sink(max_connections=3)
+    held = [socket.create_connection(("127.0.0.1", port), timeout=10) for _ in range(3)]
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as extra:
+            assert extra.recv(200).startswith(b"HTTP/1.1 503")
+    finally:
+        for connection in held:
+            connection.close()
+    time.sleep(0.2)  # the server sees the closes
+    assert client.get("/healthz").json() == {"ok": True}
+    assert client.get("/stats").json()["refused"] == {traffic_sink.TOO_MANY_CONNECTIONS: 1}
+
+
+def test_headers_are_held_to_the_limit_whatever_chunks_they_arrive_in(served_sink):
+    """h11 holds its limit against incomplete headers only: 60 KiB sent, then 64 KiB more that end them, passed."""
+    sink, port, client = served_sink()
+    head = b"POST / HTTP/1.1\r\nhost: x\r\nx-padding: " + b"p" * (traffic_sink.MAX_HEADER_BYTES - 4096)
+    with socket.create_connection(("127.0.0.1", port), timeout=20) as connection:
+        try:
+            connection.sendall(head)
+            time.sleep(0.3)
+            connection.sendall(b"q" * 60_000 + b"\r\ncontent-length: 0\r\n\r\n")
+            answer = connection.recv(200)
+        except ConnectionError:
+            answer = b"reset"
+    assert answer.startswith(b"HTTP/1.1 400") or answer == b"reset", answer
+    assert client.get("/stats").json()["refused"] == {traffic_sink.UNREADABLE_HTTP: 1}
