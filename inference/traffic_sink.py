@@ -85,6 +85,7 @@ TOO_MANY_INSTANCES = "too many images in one event"
 UNREADABLE_HTTP = "unreadable HTTP request (malformed, or headers above the limit)"
 SLOW_HEADERS = "request headers sent too slowly"
 TOO_MANY_CONNECTIONS = "too many connections"
+CLIENT_GONE = "connection closed mid-body"
 MISMATCH = "response does not match its request"
 # Why records are lost.
 NO_RESPONSE = "no response in time"
@@ -92,6 +93,8 @@ NO_REQUEST = "response without its request in time"
 PENDING_FULL = "pending table full"
 SHUTDOWN = "shut down before the response came"
 
+# Set in a request's ASGI scope when the protocol counted it (a body that is no HTTP) before its application ends.
+COUNTED_SCOPE_KEY = "cats_vs_dogs.counted"
 # Requests (or responses) waiting for the other half, at most: their ids and scores alone stay within tens of MB.
 MAX_WAITING = 100_000
 # Event bodies arriving at once, at most, as multiples of max_event_mb: each connection holds its body until it is
@@ -516,7 +519,8 @@ def make_app(sink: TrafficSink, tick_seconds: float = 1.0):
     """The ASGI application: POST / takes events; GET /healthz and /stats."""
     import anyio
     from starlette.applications import Starlette
-    from starlette.responses import JSONResponse
+    from starlette.requests import ClientDisconnect
+    from starlette.responses import JSONResponse, Response
     from starlette.routing import Route
 
     limit = int(sink.settings.max_event_mb * 2**20)
@@ -531,6 +535,13 @@ def make_app(sink: TrafficSink, tick_seconds: float = 1.0):
         try:
             try:
                 body = await _whole_body(request, limit, arriving, taken)
+            except ClientDisconnect:
+                # The client went away mid-body (or its body was no HTTP, answered 400 and counted by the
+                # protocol): nothing to answer; counted once, said in one line, not uvicorn's traceback.
+                if not request.scope.get(COUNTED_SCOPE_KEY):
+                    sink.received += 1
+                    sink.refuse(Refused(CLIENT_GONE, "the connection closed before the body was whole"))
+                return Response(status_code=400)
             except Refused as refusal:
                 sink.received += 1
                 sink.refuse(refusal)
@@ -686,6 +697,8 @@ def _protocol(sink: TrafficSink):
 
         def send_400_response(self, msg: str) -> None:
             self._stop_headers_timer()
+            if self.cycle is not None and not self.cycle.response_complete:
+                self.scope[COUNTED_SCOPE_KEY] = True  # its application sees the client gone: counted here
             refused(UNREADABLE_HTTP, f"{msg} (no HTTP); answered 400 and its connection closed")
             super().send_400_response(msg)
 

@@ -599,3 +599,22 @@ def test_headers_are_held_to_the_limit_whatever_chunks_they_arrive_in(served_sin
             answer = b"reset"
     assert answer.startswith(b"HTTP/1.1 400") or answer == b"reset", answer
     assert client.get("/stats").json()["refused"] == {traffic_sink.UNREADABLE_HTTP: 1}
+
+
+def test_a_client_gone_mid_body_is_counted_once_in_one_line_without_a_traceback(served_sink, caplog):
+    sink, port, client = served_sink()
+    head = "".join(f"{k}: {v}\r\n" for k, v in kserve_headers("request", "gone").items()).encode()
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as connection:
+        connection.sendall(b"POST / HTTP/1.1\r\nhost: x\r\n" + head + b"content-length: 1000\r\n\r\n{\"instances")
+    chunked = kserve_headers("request", "chunked") | {"transfer-encoding": "chunked"}
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as connection:
+        connection.sendall(b"POST / HTTP/1.1\r\nhost: x\r\n" + "".join(f"{k}: {v}\r\n" for k, v in chunked.items())
+                           .encode() + b"\r\nzz\r\nabc\r\n0\r\n\r\n")  # a chunk size that is no number
+        assert connection.recv(200).startswith(b"HTTP/1.1 400")
+    deadline = time.monotonic() + 10
+    while sum(client.get("/stats").json()["refused"].values()) < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.2)
+    assert client.get("/stats").json()["refused"] == {traffic_sink.CLIENT_GONE: 1, traffic_sink.UNREADABLE_HTTP: 1}
+    assert "Traceback" not in caplog.text and "Exception in ASGI application" not in caplog.text
+    assert "connection closed before the body was whole" in caplog.text
