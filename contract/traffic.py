@@ -158,22 +158,6 @@ def tfrecord_bytes(records: list[bytes]) -> bytes:
     return b"".join(parts)
 
 
-def iter_tfrecords(data: bytes, where: str) -> Iterator[bytes]:
-    """The records of a TFRecord file's bytes; TrafficDataError names `where` and the record that is damaged."""
-    offset, index = 0, 0
-    while offset < len(data):
-        header = data[offset:offset + 12]
-        if len(header) < 12 or _masked_crc(header[:8]) != header[8:]:
-            raise TrafficDataError(f"{where}: record {index} is damaged (its length does not check)")
-        (length,) = struct.unpack("<Q", header[:8])
-        body = data[offset + 12:offset + 12 + length]
-        footer = data[offset + 12 + length:offset + 16 + length]
-        if len(body) < length or _masked_crc(body) != footer:
-            raise TrafficDataError(f"{where}: record {index} is damaged (cut short or its checksum does not match)")
-        yield body
-        offset, index = offset + 16 + length, index + 1
-
-
 def read_tfrecords(stream, where: str) -> Iterator[bytes]:
     """The records of a TFRecord file read from a binary file object, one at a time; TrafficDataError names
     `where` and the record that is damaged."""
@@ -182,11 +166,11 @@ def read_tfrecords(stream, where: str) -> Iterator[bytes]:
         if len(header) < 12 or _masked_crc(header[:8]) != header[8:]:
             raise TrafficDataError(f"{where}: record {index} is damaged (its length does not check)")
         (length,) = struct.unpack("<Q", header[:8])
-        body = stream.read(length)
+        body = [stream.read(length)]  # handed over, not kept: this frame holds no record while the reader works
         footer = stream.read(4)
-        if len(body) < length or _masked_crc(body) != footer:
+        if len(body[0]) < length or _masked_crc(body[0]) != footer:
             raise TrafficDataError(f"{where}: record {index} is damaged (cut short or its checksum does not match)")
-        yield body
+        yield body.pop()
         index += 1
 
 
@@ -351,24 +335,34 @@ def read_span(traffic_root: str, span: int) -> Iterator[tuple]:
     index = 0
     for name in sorted(load_report(traffic_root, span).files, key=_file_index):
         path = posixpath.join(folder, name)
-        try:
-            data = storage.backend.read(path)
-        except (OSError, tf.errors.OpError) as error:
-            raise TrafficDataError(f"{path} cannot be read ({first_line(error)})") from None
-        for serialized in iter_tfrecords(data, path):
+        # A record at a time from the file, each dropped once parsed: a large image is held about twice (its
+        # parsed Example and its bytes), not also as the whole file and the record.
+        for serialized in _file_records(path):
             where = f"{path}: record {index}"
             try:
                 example = tf.train.Example.FromString(serialized)
             except Exception:  # protobuf's DecodeError: its module differs between implementations
                 raise TrafficDataError(f"{where} is not a tf.Example") from None
-            yield (_feature(example, TIME_KEY, "int64_list", where), span, index,
+            del serialized
+            row = (_feature(example, TIME_KEY, "int64_list", where), span, index,
                    _feature(example, IMAGE_KEY, "bytes_list", where),
                    _feature(example, SCORE_KEY, "float_list", where),
                    _feature(example, VERSION_KEY, "int64_list", where),
                    _feature(example, REQUEST_ID_KEY, "bytes_list", where).decode("utf-8", "replace"),
                    _feature(example, ORIGIN_KEY, "bytes_list", where).decode("utf-8", "replace"),
                    _feature(example, SHA256_KEY, "bytes_list", where).decode("ascii", "replace"))
+            del example
+            yield row
+            del row
             index += 1
+
+
+def _file_records(path: str) -> Iterator[bytes]:
+    try:
+        with storage.backend.open(path) as stream:
+            yield from read_tfrecords(stream, path)
+    except (OSError, tf.errors.OpError) as error:
+        raise TrafficDataError(f"{path} cannot be read ({first_line(error)})") from None
 
 
 def _file_index(name: str) -> tuple[int, str]:

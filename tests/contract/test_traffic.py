@@ -194,6 +194,25 @@ def test_a_span_changed_between_the_window_and_its_reread_stops_the_reread_namin
         list(window.batches())
 
 
+def test_reading_a_large_image_back_holds_it_about_once_not_with_its_file_and_record(tmp_path):
+    import tracemalloc
+
+    root = str(tmp_path / "traffic")
+    writer = traffic.TrafficWriter(root, batch_size=10, max_seconds=60)
+    size = 20 * 2**20
+    writer.add(traffic.TrafficRecord(image=os.urandom(size), score=0.5, version=1, time_ms=1, request_id="big",
+                                     origin=traffic.KSERVE_ORIGIN))
+    writer.flush()
+    window = traffic.read_window(root)
+    tracemalloc.start()
+    try:
+        assert [len(image) for _, images in window.batches() for image in images] == [size]
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 1.5 * size, f"{peak / size:.1f} times the image's bytes held at once"
+
+
 def _publish_one(root: str, writer_id: int) -> list[int]:
     writer = traffic.TrafficWriter(root, batch_size=3, max_seconds=60)
     published = []
