@@ -28,6 +28,7 @@ import posixpath
 import struct
 import threading
 import time
+import zlib
 from typing import Callable, Iterator
 
 import google_crc32c
@@ -162,12 +163,20 @@ def read_tfrecords(stream, where: str) -> Iterator[bytes]:
     """The records of a TFRecord file read from a binary file object, one at a time; TrafficDataError names
     `where` and the record that is damaged."""
     index = 0
-    while header := stream.read(12):
+
+    def read(count: int) -> bytes:
+        try:
+            return stream.read(count)
+        except (EOFError, OSError, zlib.error, tf.errors.OpError) as error:  # a damaged .gz: EOFError, BadGzipFile
+            why = first_line(error) or type(error).__name__
+            raise TrafficDataError(f"{where}: record {index} cannot be read ({why})") from None
+
+    while header := read(12):
         if len(header) < 12 or _masked_crc(header[:8]) != header[8:]:
             raise TrafficDataError(f"{where}: record {index} is damaged (its length does not check)")
         (length,) = struct.unpack("<Q", header[:8])
-        body = [stream.read(length)]  # handed over, not kept: this frame holds no record while the reader works
-        footer = stream.read(4)
+        body = [read(length)]  # handed over, not kept: this frame holds no record while the reader works
+        footer = read(4)
         if len(body[0]) < length or _masked_crc(body[0]) != footer:
             raise TrafficDataError(f"{where}: record {index} is damaged (cut short or its checksum does not match)")
         yield body.pop()

@@ -213,6 +213,21 @@ def test_reading_a_large_image_back_holds_it_about_once_not_with_its_file_and_re
     assert peak < 1.5 * size, f"{peak / size:.1f} times the image's bytes held at once"
 
 
+@pytest.mark.parametrize("damage", ["cut short", "no deflate stream", "not gzip"])
+def test_a_damaged_gzip_file_is_named_in_one_error_like_a_damaged_plain_file(tmp_path, damage):
+    import gzip
+
+    plain = traffic.tfrecord_bytes([_record(i).serialized() for i in range(50)])
+    whole = gzip.compress(plain)
+    data = {"cut short": whole[:len(whole) // 2], "no deflate stream": b"\x1f\x8b" + os.urandom(100),
+            "not gzip": plain}[damage]
+    path = tmp_path / "part-0.gz"
+    path.write_bytes(data)
+    with open(path, "rb") as raw, gzip.GzipFile(fileobj=raw) as stream:
+        with pytest.raises(traffic.TrafficDataError, match=rf"^{path}: record \d+ cannot be read \(.+\)$"):
+            list(traffic.read_tfrecords(stream, str(path)))
+
+
 def _publish_one(root: str, writer_id: int) -> list[int]:
     writer = traffic.TrafficWriter(root, batch_size=3, max_seconds=60)
     published = []
