@@ -47,5 +47,18 @@ class SinkSettings:
                  "max_connections": (self.max_connections >= 1, "at least 1")}
         for name, (ok, rule) in rules.items():
             value = getattr(self, name)
-            if not ok or not math.isfinite(value):
-                raise SinkSettingsError(f"--{name.replace('_', '-')} {value}: must be {rule}")
+            if not ok or not _finite(value) or abs(value) > MAX_SETTING:
+                shown = str(value) if len(str(value)) <= 30 else f"{str(value)[:20]}... ({len(str(value))} digits)"
+                raise SinkSettingsError(f"--{name.replace('_', '-')} {shown}: must be {rule}, at most {MAX_SETTING:g}")
+
+
+# Any setting above this is a typing slip, and an integer of hundreds of digits overflows float conversions
+# (math.isfinite, time arithmetic) as a traceback.
+MAX_SETTING = 1e12
+
+
+def _finite(value) -> bool:
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False
