@@ -505,14 +505,20 @@ class TrafficWriter:
                 return self.flush()
             return None
 
-    def flush(self) -> int | None:
-        """Publishes the open batch (if it holds a record); returns its span number, None if nothing was
-        published (no record, or a storage fault lost the batch: see `lost` and `last_error`)."""
+    def flush(self, counts_too: bool = False) -> int | None:
+        """Publishes the open batch (if it holds a record; with `counts_too`, also one of none when requests
+        were sampled out, refused or lost since the last span: a writer about to end says them in a report, not
+        in its last log line alone); returns its span number, None if nothing was published (nothing to, or a
+        storage fault lost the batch: see `lost` and `last_error`)."""
         with self._lock:
-            if not self._count:
+            counts = self._report_counts
+            untold = counts["sampled_out"] or any(counts["refused"].values()) or any(counts["lost"].values())
+            if not self._count and not (counts_too and untold):
                 return None
             try:
                 self._stage_pending()
+                if self._staging is None:  # a span of no record: its report alone
+                    self._open_staging()
                 span = self._publish()
             except (OSError, tf.errors.OpError, storage.AlreadyExistsError) as error:
                 self._lose_batch(error)
@@ -530,19 +536,23 @@ class TrafficWriter:
         if not self._pending:
             return
         if self._staging is None:
-            storage.backend.makedirs(self.traffic_root)
-            staging = posixpath.join(self.traffic_root, storage.staging_name(STAGING_KIND))
-            storage.backend.makedirs(staging)
-            self._staging = staging
+            self._open_staging()
         name = _FILE.format(index=len(self._files))
         storage.backend.write(posixpath.join(self._staging, name), tfrecord_bytes(self._pending))
         self._files[name] = len(self._pending)
         self._pending, self._pending_bytes = [], 0
 
+    def _open_staging(self) -> None:
+        storage.backend.makedirs(self.traffic_root)
+        staging = posixpath.join(self.traffic_root, storage.staging_name(STAGING_KIND))
+        storage.backend.makedirs(staging)
+        self._staging = staging
+
     def _report(self, span: int) -> TrafficReport:
         counts = self._report_counts
         return TrafficReport(span=span, records=self._count, files=dict(self._files),
-                             first_time_ms=self._times[0], last_time_ms=self._times[1],
+                             first_time_ms=self._times[0] if self._times else None,
+                             last_time_ms=self._times[1] if self._times else None,
                              model_versions=sorted(self._versions), origins=sorted(self._origins),
                              sampled_out=counts["sampled_out"], refused=dict(counts["refused"]),
                              lost=dict(counts["lost"]))

@@ -467,7 +467,7 @@ class TrafficSink:
         self._requests.clear()
         self._responses.clear()
         self._pending_bytes = 0
-        self.writer.flush()
+        self.writer.flush(counts_too=True)
         logger.warning("traffic sink: stopped; %s", json.dumps(self.stats(), sort_keys=True))
 
     def stats(self) -> dict:

@@ -320,6 +320,20 @@ def test_what_waits_too_long_is_counted_lost_and_said(tmp_path, caplog, monkeypa
     assert sink.stats()["waiting"] == {"requests": 0, "responses": 0, "bytes": 0}
 
 
+def test_a_shutdown_with_an_empty_batch_writes_what_it_lost_into_a_span_report_of_no_record(tmp_path):
+    sink = _sink(tmp_path)
+    sink.receive(kserve_headers("request", "unanswered"), request_body([b"a", b"b"]))
+    sink.close()
+    root = str(tmp_path / "traffic")
+    assert traffic.committed_spans(root) == [1]
+    report = traffic.load_report(root, 1)
+    assert report.records == 0 and report.files == {} and report.lost == {traffic_sink.SHUTDOWN: 2}
+    assert len(traffic.read_window(root)) == 0, "a span of no record gives no window"
+    sink = _sink(tmp_path)
+    sink.close()
+    assert traffic.committed_spans(root) == [1], "nothing to say: no span"
+
+
 def test_the_pending_table_is_bounded_by_bytes(tmp_path):
     sink = _sink(tmp_path, pending_mb=1)
     for i in range(5):
@@ -606,8 +620,12 @@ def test_headers_are_held_to_the_limit_whatever_chunks_they_arrive_in(served_sin
     assert client.get("/stats").json()["refused"] == {traffic_sink.UNREADABLE_HTTP: 1}
 
 
-def test_a_client_gone_mid_body_is_counted_once_in_one_line_without_a_traceback(served_sink, caplog):
+def test_a_client_gone_mid_body_is_counted_once_in_one_line_without_a_traceback(served_sink, caplog, monkeypatch):
     sink, port, client = served_sink()
+    # uvicorn's loggers do not propagate (its own configuration), nor may the sink's after an earlier command's
+    # set-up: the test's handler on both.
+    for name in ("uvicorn.error", traffic_sink.logger.name):
+        monkeypatch.setattr(logging.getLogger(name), "handlers", [*logging.getLogger(name).handlers, caplog.handler])
     head = "".join(f"{k}: {v}\r\n" for k, v in kserve_headers("request", "gone").items()).encode()
     with socket.create_connection(("127.0.0.1", port), timeout=10) as connection:
         connection.sendall(b"POST / HTTP/1.1\r\nhost: x\r\n" + head + b"content-length: 1000\r\n\r\n{\"instances")
