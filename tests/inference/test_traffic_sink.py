@@ -626,6 +626,7 @@ def test_a_client_gone_mid_body_is_counted_once_in_one_line_without_a_traceback(
     # set-up: the test's handler on both.
     for name in ("uvicorn.error", traffic_sink.logger.name):
         monkeypatch.setattr(logging.getLogger(name), "handlers", [*logging.getLogger(name).handlers, caplog.handler])
+    caplog.set_level(logging.WARNING, logger=traffic_sink.logger.name)
     head = "".join(f"{k}: {v}\r\n" for k, v in kserve_headers("request", "gone").items()).encode()
     with socket.create_connection(("127.0.0.1", port), timeout=10) as connection:
         connection.sendall(b"POST / HTTP/1.1\r\nhost: x\r\n" + head + b"content-length: 1000\r\n\r\n{\"instances")
