@@ -639,15 +639,20 @@ def _raw_answer(transport, status: str, message: str) -> None:
     transport.close()
 
 
+def _headers_too_large(buffered: bytes, data: bytes) -> bool:
+    """Whether a request's line and headers, `buffered` and then `data`, do not end within MAX_HEADER_BYTES,
+    whatever chunks they came in."""
+    start = buffered + data[:MAX_HEADER_BYTES + 4]
+    end = start.find(b"\r\n\r\n")
+    return (end < 0 and len(start) > MAX_HEADER_BYTES) or end + 4 > MAX_HEADER_BYTES
+
+
 def _protocol(sink: TrafficSink):
-    """uvicorn's HTTP/1.1 protocol (h11), with what uvicorn does not bound: connections (its limit_concurrency
-    answers 503 only once a request's headers are whole, so connections that never complete them are not
-    counted; beyond --max-connections one is answered 503 and closed as it opens), the time a request's line
-    and headers may take (uvicorn's keep-alive timer runs only between requests: headers sent a byte at a time
-    held a connection for ever; after --header-seconds it is answered 408 and closed), and the headers' size
-    (h11 holds MAX_HEADER_BYTES against headers still incomplete, and uvicorn hands it 64 KiB at a time, so
-    headers of up to twice the limit were taken). Each refusal is counted and said like any other, as is each
-    request uvicorn answers 400 itself (no HTTP) before the application sees it."""
+    """uvicorn's HTTP/1.1 protocol (h11), bounding what uvicorn does not: connections (its limit_concurrency
+    answers only once headers are whole; beyond --max-connections one is answered 503 as it opens), the time
+    headers take (its keep-alive timer runs only between requests; after --header-seconds: 408), and their
+    size (h11 checks only incomplete headers, handed 64 KiB at a time: up to twice MAX_HEADER_BYTES passed).
+    Each refusal is counted and said, as is each request uvicorn answers 400 itself (no HTTP)."""
     import h11
     from uvicorn.protocols.http.h11_impl import H11Protocol
 
@@ -676,10 +681,7 @@ def _protocol(sink: TrafficSink):
 
         def data_received(self, data: bytes) -> None:
             if self.conn.their_state is h11.IDLE and not self.transport.is_closing():
-                # The whole request line and headers must end within the limit, whatever chunks they came in.
-                start = self.conn.trailing_data[0] + data[:MAX_HEADER_BYTES + 4]
-                end = start.find(b"\r\n\r\n")
-                if (end < 0 and len(start) > MAX_HEADER_BYTES) or end + 4 > MAX_HEADER_BYTES:
+                if _headers_too_large(self.conn.trailing_data[0], data):
                     self._stop_headers_timer()
                     refused(UNREADABLE_HTTP, f"request line and headers above {MAX_HEADER_BYTES} bytes; answered "
                                              "400 and its connection closed")
