@@ -28,6 +28,7 @@ import posixpath
 import struct
 import threading
 import time
+import zlib
 from typing import Callable, Iterator
 
 import google_crc32c
@@ -158,35 +159,27 @@ def tfrecord_bytes(records: list[bytes]) -> bytes:
     return b"".join(parts)
 
 
-def iter_tfrecords(data: bytes, where: str) -> Iterator[bytes]:
-    """The records of a TFRecord file's bytes; TrafficDataError names `where` and the record that is damaged."""
-    offset, index = 0, 0
-    while offset < len(data):
-        header = data[offset:offset + 12]
-        if len(header) < 12 or _masked_crc(header[:8]) != header[8:]:
-            raise TrafficDataError(f"{where}: record {index} is damaged (its length does not check)")
-        (length,) = struct.unpack("<Q", header[:8])
-        body = data[offset + 12:offset + 12 + length]
-        footer = data[offset + 12 + length:offset + 16 + length]
-        if len(body) < length or _masked_crc(body) != footer:
-            raise TrafficDataError(f"{where}: record {index} is damaged (cut short or its checksum does not match)")
-        yield body
-        offset, index = offset + 16 + length, index + 1
-
-
 def read_tfrecords(stream, where: str) -> Iterator[bytes]:
     """The records of a TFRecord file read from a binary file object, one at a time; TrafficDataError names
     `where` and the record that is damaged."""
     index = 0
-    while header := stream.read(12):
+
+    def read(count: int) -> bytes:
+        try:
+            return stream.read(count)
+        except (EOFError, OSError, zlib.error, tf.errors.OpError) as error:  # a damaged .gz: EOFError, BadGzipFile
+            why = first_line(error) or type(error).__name__
+            raise TrafficDataError(f"{where}: record {index} cannot be read ({why})") from None
+
+    while header := read(12):
         if len(header) < 12 or _masked_crc(header[:8]) != header[8:]:
             raise TrafficDataError(f"{where}: record {index} is damaged (its length does not check)")
         (length,) = struct.unpack("<Q", header[:8])
-        body = stream.read(length)
-        footer = stream.read(4)
-        if len(body) < length or _masked_crc(body) != footer:
+        body = [read(length)]  # handed over, not kept: this frame holds no record while the reader works
+        footer = read(4)
+        if len(body[0]) < length or _masked_crc(body[0]) != footer:
             raise TrafficDataError(f"{where}: record {index} is damaged (cut short or its checksum does not match)")
-        yield body
+        yield body.pop()
         index += 1
 
 
@@ -290,18 +283,41 @@ class TrafficWindow:
         position = {place: index for index, place in enumerate(self.places)}
         numbers, images, held = [], [], 0
         for span in sorted({span for span, _ in self.places}):
+            self._check_committed(span)
+            wanted = sum(1 for place_span, _ in self.places if place_span == span)
             for row in read_span(self.traffic_root, span):
                 index = position.get((span, row[2]))
                 if index is None:
                     continue
+                # The span may have been removed and published again under its number since read_window: an
+                # image other than the one measured would be queued under the old record's score.
+                if hashlib.sha256(row[3]).hexdigest() != self.sha256s[index]:
+                    raise self._changed(span, f"record {row[2]} is not the image it was")
+                wanted -= 1
                 if images and (len(images) >= size or held + len(row[3]) > max_bytes):
                     yield numbers, images
                     numbers, images, held = [], [], 0
                 numbers.append(index)
                 images.append(row[3])
                 held += len(row[3])
+            if wanted:
+                raise self._changed(span, f"{wanted} of its records are gone")
         if images:
             yield numbers, images
+
+    def _check_committed(self, span: int) -> None:
+        """The check read_window made, made again before a span is read again: still committed, no link."""
+        root = str(self.traffic_root)
+        try:
+            problem = link_problem(root) or incomplete_reason(root, span)
+        except TrafficDataError as error:
+            problem = str(error)
+        if problem:
+            raise self._changed(span, problem)
+
+    def _changed(self, span: int, what: str) -> TrafficDataError:
+        return TrafficDataError(f"{span_dir(str(self.traffic_root), span)} changed while monitor read it ({what});"
+                                " run monitor again")
 
     @property
     def images(self) -> list[bytes]:
@@ -328,24 +344,34 @@ def read_span(traffic_root: str, span: int) -> Iterator[tuple]:
     index = 0
     for name in sorted(load_report(traffic_root, span).files, key=_file_index):
         path = posixpath.join(folder, name)
-        try:
-            data = storage.backend.read(path)
-        except (OSError, tf.errors.OpError) as error:
-            raise TrafficDataError(f"{path} cannot be read ({first_line(error)})") from None
-        for serialized in iter_tfrecords(data, path):
+        # A record at a time from the file, each dropped once parsed: a large image is held about twice (its
+        # parsed Example and its bytes), not also as the whole file and the record.
+        for serialized in _file_records(path):
             where = f"{path}: record {index}"
             try:
                 example = tf.train.Example.FromString(serialized)
             except Exception:  # protobuf's DecodeError: its module differs between implementations
                 raise TrafficDataError(f"{where} is not a tf.Example") from None
-            yield (_feature(example, TIME_KEY, "int64_list", where), span, index,
+            del serialized
+            row = (_feature(example, TIME_KEY, "int64_list", where), span, index,
                    _feature(example, IMAGE_KEY, "bytes_list", where),
                    _feature(example, SCORE_KEY, "float_list", where),
                    _feature(example, VERSION_KEY, "int64_list", where),
                    _feature(example, REQUEST_ID_KEY, "bytes_list", where).decode("utf-8", "replace"),
                    _feature(example, ORIGIN_KEY, "bytes_list", where).decode("utf-8", "replace"),
                    _feature(example, SHA256_KEY, "bytes_list", where).decode("ascii", "replace"))
+            del example
+            yield row
+            del row
             index += 1
+
+
+def _file_records(path: str) -> Iterator[bytes]:
+    try:
+        with storage.backend.open(path) as stream:
+            yield from read_tfrecords(stream, path)
+    except (OSError, tf.errors.OpError) as error:
+        raise TrafficDataError(f"{path} cannot be read ({first_line(error)})") from None
 
 
 def _file_index(name: str) -> tuple[int, str]:
@@ -479,14 +505,20 @@ class TrafficWriter:
                 return self.flush()
             return None
 
-    def flush(self) -> int | None:
-        """Publishes the open batch (if it holds a record); returns its span number, None if nothing was
-        published (no record, or a storage fault lost the batch: see `lost` and `last_error`)."""
+    def flush(self, counts_too: bool = False) -> int | None:
+        """Publishes the open batch (if it holds a record; with `counts_too`, also one of none when requests
+        were sampled out, refused or lost since the last span: a writer about to end says them in a report, not
+        in its last log line alone); returns its span number, None if nothing was published (nothing to, or a
+        storage fault lost the batch: see `lost` and `last_error`)."""
         with self._lock:
-            if not self._count:
+            counts = self._report_counts
+            untold = counts["sampled_out"] or any(counts["refused"].values()) or any(counts["lost"].values())
+            if not self._count and not (counts_too and untold):
                 return None
             try:
                 self._stage_pending()
+                if self._staging is None:  # a span of no record: its report alone
+                    self._open_staging()
                 span = self._publish()
             except (OSError, tf.errors.OpError, storage.AlreadyExistsError) as error:
                 self._lose_batch(error)
@@ -504,19 +536,23 @@ class TrafficWriter:
         if not self._pending:
             return
         if self._staging is None:
-            storage.backend.makedirs(self.traffic_root)
-            staging = posixpath.join(self.traffic_root, storage.staging_name(STAGING_KIND))
-            storage.backend.makedirs(staging)
-            self._staging = staging
+            self._open_staging()
         name = _FILE.format(index=len(self._files))
         storage.backend.write(posixpath.join(self._staging, name), tfrecord_bytes(self._pending))
         self._files[name] = len(self._pending)
         self._pending, self._pending_bytes = [], 0
 
+    def _open_staging(self) -> None:
+        storage.backend.makedirs(self.traffic_root)
+        staging = posixpath.join(self.traffic_root, storage.staging_name(STAGING_KIND))
+        storage.backend.makedirs(staging)
+        self._staging = staging
+
     def _report(self, span: int) -> TrafficReport:
         counts = self._report_counts
         return TrafficReport(span=span, records=self._count, files=dict(self._files),
-                             first_time_ms=self._times[0], last_time_ms=self._times[1],
+                             first_time_ms=self._times[0] if self._times else None,
+                             last_time_ms=self._times[1] if self._times else None,
                              model_versions=sorted(self._versions), origins=sorted(self._origins),
                              sampled_out=counts["sampled_out"], refused=dict(counts["refused"]),
                              lost=dict(counts["lost"]))

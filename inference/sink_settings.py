@@ -29,6 +29,11 @@ class SinkSettings:
     pending_mb: float = setting(64.0, "The most memory held by requests and responses waiting for their other "
                                       "half (their images' bytes and a fixed cost per image or answer); above "
                                       "it the oldest waiting is counted lost.")
+    header_seconds: float = setting(10.0, "A connection whose request line and headers are not whole this long "
+                                          "after it opened (or after its last answer) is answered 408 and "
+                                          "closed.")
+    max_connections: int = setting(256, "Connections open at once, at most; one more is answered 503 and closed "
+                                        "(each holds a file descriptor and a buffer).")
 
     def __post_init__(self):
         rules = {"batch_size": (self.batch_size >= 1, "at least 1"),
@@ -37,8 +42,23 @@ class SinkSettings:
                  "max_event_mb": (self.max_event_mb > 0, "above 0"),
                  "max_instances": (self.max_instances >= 1, "at least 1"),
                  "pending_seconds": (self.pending_seconds > 0, "above 0"),
-                 "pending_mb": (self.pending_mb > 0, "above 0")}
+                 "pending_mb": (self.pending_mb > 0, "above 0"),
+                 "header_seconds": (self.header_seconds > 0, "above 0"),
+                 "max_connections": (self.max_connections >= 1, "at least 1")}
         for name, (ok, rule) in rules.items():
             value = getattr(self, name)
-            if not ok or not math.isfinite(value):
-                raise SinkSettingsError(f"--{name.replace('_', '-')} {value}: must be {rule}")
+            if not ok or not _finite(value) or abs(value) > MAX_SETTING:
+                shown = str(value) if len(str(value)) <= 30 else f"{str(value)[:20]}... ({len(str(value))} digits)"
+                raise SinkSettingsError(f"--{name.replace('_', '-')} {shown}: must be {rule}, at most {MAX_SETTING:g}")
+
+
+# Any setting above this is a typing slip, and an integer of hundreds of digits overflows float conversions
+# (math.isfinite, time arithmetic) as a traceback.
+MAX_SETTING = 1e12
+
+
+def _finite(value) -> bool:
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False

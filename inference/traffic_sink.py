@@ -29,10 +29,11 @@ back pressure a busy predictor gets. An event of more than --max-instances
 images (or answers) is refused whole, as is an image that is empty.
 
 The request line and headers of one request may hold MAX_HEADER_BYTES at
-most (KServe's logger sends a few hundred bytes of them): uvicorn answers a
-request above it, or one that is no HTTP, with 400 and closes its connection
-before any event is read; the sink counts it under UNREADABLE_HTTP and goes on
-serving.
+most, however they are split (KServe's logger sends a few hundred bytes of
+them): a request above it, or one that is no HTTP, is answered 400 and its
+connection closed before any event is read; the sink counts it under
+UNREADABLE_HTTP and goes on serving. Headers not whole after --header-seconds
+are answered 408, connections beyond --max-connections 503 (_protocol).
 """
 
 from __future__ import annotations
@@ -82,6 +83,9 @@ DUPLICATE = "duplicate event id"
 EMPTY_IMAGE = "empty image"
 TOO_MANY_INSTANCES = "too many images in one event"
 UNREADABLE_HTTP = "unreadable HTTP request (malformed, or headers above the limit)"
+SLOW_HEADERS = "request headers sent too slowly"
+TOO_MANY_CONNECTIONS = "too many connections"
+CLIENT_GONE = "connection closed mid-body"
 MISMATCH = "response does not match its request"
 # Why records are lost.
 NO_RESPONSE = "no response in time"
@@ -89,6 +93,8 @@ NO_REQUEST = "response without its request in time"
 PENDING_FULL = "pending table full"
 SHUTDOWN = "shut down before the response came"
 
+# Set in a request's ASGI scope when the protocol counted it (a body that is no HTTP) before its application ends.
+COUNTED_SCOPE_KEY = "cats_vs_dogs.counted"
 # Requests (or responses) waiting for the other half, at most: their ids and scores alone stay within tens of MB.
 MAX_WAITING = 100_000
 # Event bodies arriving at once, at most, as multiples of max_event_mb: each connection holds its body until it is
@@ -462,7 +468,7 @@ class TrafficSink:
         self._requests.clear()
         self._responses.clear()
         self._pending_bytes = 0
-        self.writer.flush()
+        self.writer.flush(counts_too=True)
         logger.warning("traffic sink: stopped; %s", json.dumps(self.stats(), sort_keys=True))
 
     def stats(self) -> dict:
@@ -514,7 +520,8 @@ def make_app(sink: TrafficSink, tick_seconds: float = 1.0):
     """The ASGI application: POST / takes events; GET /healthz and /stats."""
     import anyio
     from starlette.applications import Starlette
-    from starlette.responses import JSONResponse
+    from starlette.requests import ClientDisconnect
+    from starlette.responses import JSONResponse, Response
     from starlette.routing import Route
 
     limit = int(sink.settings.max_event_mb * 2**20)
@@ -529,6 +536,13 @@ def make_app(sink: TrafficSink, tick_seconds: float = 1.0):
         try:
             try:
                 body = await _whole_body(request, limit, arriving, taken)
+            except ClientDisconnect:
+                # The client went away mid-body (or its body was no HTTP, answered 400 and counted by the
+                # protocol): nothing to answer; counted once, said in one line, not uvicorn's traceback.
+                if not request.scope.get(COUNTED_SCOPE_KEY):
+                    sink.received += 1
+                    sink.refuse(Refused(CLIENT_GONE, "the connection closed before the body was whole"))
+                return Response(status_code=400)
             except Refused as refusal:
                 sink.received += 1
                 sink.refuse(refusal)
@@ -617,19 +631,101 @@ def start(root: str, settings: SinkSettings) -> TrafficSink:
     return sink
 
 
+def _raw_answer(transport, status: str, message: str) -> None:
+    """Writes a whole HTTP answer and closes: for a connection h11 has no request of (none may be answered
+    through it)."""
+    body = message.encode("ascii", "replace")
+    transport.write(f"HTTP/1.1 {status}\r\ncontent-type: text/plain; charset=utf-8\r\nconnection: close\r\n"
+                    f"content-length: {len(body)}\r\n\r\n".encode() + body)
+    transport.close()
+
+
+def _headers_too_large(buffered: bytes, data: bytes) -> bool:
+    """Whether a request's line and headers, `buffered` and then `data`, do not end within MAX_HEADER_BYTES,
+    whatever chunks they came in."""
+    start = buffered + data[:MAX_HEADER_BYTES + 4]
+    end = start.find(b"\r\n\r\n")
+    return (end < 0 and len(start) > MAX_HEADER_BYTES) or end + 4 > MAX_HEADER_BYTES
+
+
 def _protocol(sink: TrafficSink):
-    """uvicorn's HTTP/1.1 protocol (h11), counting each request it answers 400 itself before the application
-    sees it (headers above MAX_HEADER_BYTES, or no HTTP): such a refusal is counted and said like any other."""
+    """uvicorn's HTTP/1.1 protocol (h11), bounding what uvicorn does not: connections (its limit_concurrency
+    answers only once headers are whole; beyond --max-connections one is answered 503 as it opens), the time
+    headers take (its keep-alive timer runs only between requests; after --header-seconds: 408), and their
+    size (h11 checks only incomplete headers, handed 64 KiB at a time: up to twice MAX_HEADER_BYTES passed).
+    Each refusal is counted and said, as is each request uvicorn answers 400 itself (no HTTP)."""
+    import h11
     from uvicorn.protocols.http.h11_impl import H11Protocol
 
-    class CountingProtocol(H11Protocol):
+    settings = sink.settings
+
+    def refused(reason: str, detail: str) -> None:
+        sink.received += 1
+        sink.refuse(Refused(reason, detail))
+
+    class BoundedProtocol(H11Protocol):
+        headers_timer = None
+        answered = False  # a request of this connection was answered: an idle one is uvicorn's keep-alive's
+
+        def connection_made(self, transport) -> None:
+            super().connection_made(transport)
+            if len(self.connections) > settings.max_connections:
+                refused(TOO_MANY_CONNECTIONS, f"a connection beyond the {settings.max_connections} open; answered "
+                                              "503 and closed")
+                _raw_answer(transport, "503 Service Unavailable", "too many connections")
+                return
+            self._time_headers()
+
+        def connection_lost(self, exc) -> None:
+            self._stop_headers_timer()
+            super().connection_lost(exc)
+
+        def data_received(self, data: bytes) -> None:
+            if self.conn.their_state is h11.IDLE and not self.transport.is_closing():
+                if _headers_too_large(self.conn.trailing_data[0], data):
+                    self._stop_headers_timer()
+                    refused(UNREADABLE_HTTP, f"request line and headers above {MAX_HEADER_BYTES} bytes; answered "
+                                             "400 and its connection closed")
+                    _raw_answer(self.transport, "400 Bad Request", "request headers too large")
+                    return
+            super().data_received(data)
+            if self.conn.their_state is not h11.IDLE:
+                self._stop_headers_timer()
+
+        def on_response_complete(self) -> None:
+            self.answered = True
+            super().on_response_complete()
+            if not self.transport.is_closing():
+                self._time_headers()
+
         def send_400_response(self, msg: str) -> None:
-            sink.received += 1
-            sink.refuse(Refused(UNREADABLE_HTTP, f"{msg} (headers above {MAX_HEADER_BYTES} bytes, or no HTTP); "
-                                                 "answered 400 and its connection closed"))
+            self._stop_headers_timer()
+            if self.cycle is not None and not self.cycle.response_complete:
+                self.scope[COUNTED_SCOPE_KEY] = True  # its application sees the client gone: counted here
+            refused(UNREADABLE_HTTP, f"{msg} (no HTTP); answered 400 and its connection closed")
             super().send_400_response(msg)
 
-    return CountingProtocol
+        def _time_headers(self) -> None:
+            self._stop_headers_timer()
+            self.headers_timer = self.loop.call_later(settings.header_seconds, self._headers_late)
+
+        def _stop_headers_timer(self) -> None:
+            if self.headers_timer is not None:
+                self.headers_timer.cancel()
+                self.headers_timer = None
+
+        def _headers_late(self) -> None:
+            self.headers_timer = None
+            if self.transport.is_closing() or self.conn.their_state is not h11.IDLE:
+                return
+            if self.answered and not self.conn.trailing_data[0]:  # idle between requests: nothing sent late
+                self.transport.close()
+                return
+            refused(SLOW_HEADERS, f"request line and headers not whole after {settings.header_seconds:g} s; "
+                                  "answered 408 and its connection closed")
+            _raw_answer(self.transport, "408 Request Timeout", "request headers not complete in time")
+
+    return BoundedProtocol
 
 
 def server_config(sink: TrafficSink, port: int, tick_seconds: float = 1.0, **options):

@@ -71,28 +71,48 @@ def next_number(labeling_root: str) -> int:
     return max(numbers, default=0) + 1
 
 
-def _sheet(images: list[tuple[str, bytes, float | None]]) -> bytes | None:
-    """The contact sheet PNG of (name, bytes, score) of up to SHEET_IMAGES images ingest would accept."""
+SHEET_TILE = 160
+
+
+def _tile(name: str, data: bytes, score: float | None) -> tuple:
+    """(name, a JPEG of at most SHEET_TILE px a side or None, score, why unreadable or None) of one image: the
+    sheet keeps this, not the image's bytes, while the queue's images pass."""
+    import io
+
+    from PIL import Image
+
+    from ingest.images import RejectedImage, check_image
+
+    try:
+        picture = Image.open(io.BytesIO(check_image(data).jpeg), formats=("JPEG",)).convert("RGB")
+    except RejectedImage as rejection:
+        return name, None, score, rejection.reason
+    picture.thumbnail((SHEET_TILE, SHEET_TILE))
+    out = io.BytesIO()
+    picture.save(out, format="JPEG", quality=90)
+    return name, out.getvalue(), score, None
+
+
+def _sheet(tiles: list[tuple]) -> bytes | None:
+    """The contact sheet PNG of up to SHEET_IMAGES of _tile's entries."""
     import io
 
     from inference import contact_sheet
     from inference.predict import Prediction
-    from ingest.images import RejectedImage, check_image
 
     predictions, jpegs = [], {}
-    for name, data, score in images[:SHEET_IMAGES]:
-        try:
-            jpegs[len(predictions)] = check_image(data).jpeg
-        except RejectedImage as rejection:
-            predictions.append(Prediction(name, None, None, rejection.reason))
+    for name, thumbnail, score, reason in tiles[:SHEET_IMAGES]:
+        if thumbnail is None:
+            predictions.append(Prediction(name, None, None, reason))
             continue
+        jpegs[len(predictions)] = thumbnail
         known = score is not None and score == score
         label = features.LABEL_NAMES[int(score >= 0.5)] if known else "?"
         predictions.append(Prediction(name, label, float(score) if known else 0.0))
     if not predictions:
         return None
     out = io.BytesIO()
-    contact_sheet.render(predictions, jpegs, tile=160, columns=6).save(out, format="PNG")
+    contact_sheet.render(predictions, jpegs, tile=SHEET_TILE, columns=6).save(out, format="PNG")
     return out.getvalue()
 
 
@@ -113,7 +133,7 @@ def export_batches(labeling_root: str, batches: Iterable[tuple[Sequence[int], li
     storage.backend.makedirs(labeling_root)
     storage.remove_staging(labeling_root, [f".{STAGING_KIND}-"])
     seen, written = queued_digests(labeling_root), 0
-    sheet: list[tuple[int, str, bytes, float | None]] = []  # the first SHEET_IMAGES by position, at most
+    sheet: list[tuple[int, tuple]] = []  # (position, _tile's entry) of the first SHEET_IMAGES by position
     staging = posixpath.join(labeling_root, storage.staging_name(STAGING_KIND))
     try:
         for folder in (layout.QUEUE_UNSORTED, *features.LABEL_NAMES):
@@ -128,10 +148,12 @@ def export_batches(labeling_root: str, batches: Iterable[tuple[Sequence[int], li
                 storage.backend.write(posixpath.join(staging, layout.QUEUE_UNSORTED, name), data)
                 written += 1
                 score = float(scores[index]) if scores is not None and len(scores) > index else None
-                sheet = sorted([*sheet, (index, name, data, score)], key=lambda entry: entry[0])[:SHEET_IMAGES]
+                if len(sheet) < SHEET_IMAGES or index < sheet[-1][0]:
+                    sheet = sorted([*sheet, (index, _tile(name, data, score))], key=lambda entry: entry[0])
+                    del sheet[SHEET_IMAGES:]
         if not written:
             return None, 0
-        picture = _sheet([entry[1:] for entry in sheet])
+        picture = _sheet([entry[1] for entry in sheet])
         if picture:
             storage.backend.write(posixpath.join(staging, layout.CONTACT_SHEET), picture)
         return _publish(labeling_root, staging, written, record), written

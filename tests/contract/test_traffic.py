@@ -167,6 +167,67 @@ def test_a_window_is_the_newest_records_across_spans_oldest_first_and_reads_no_o
     assert read == [3], "span 2 holds nothing newer than the 4 kept: not read"
 
 
+@pytest.mark.parametrize("change", ["other images", "fewer records", "a link", "no report"])
+def test_a_span_changed_between_the_window_and_its_reread_stops_the_reread_naming_it(tmp_path, change):
+    root = str(tmp_path / "traffic")
+    writer = traffic.TrafficWriter(root, batch_size=4, max_seconds=60)
+    for i in range(8):  # spans 1 and 2
+        writer.add(_record(i))
+    window = traffic.read_window(root)
+    span2 = traffic.span_dir(root, 2)
+    if change == "a link":
+        name = os.path.join(span2, sorted(traffic.load_report(root, 2).files)[0])
+        os.rename(name, str(tmp_path / "moved"))
+        os.symlink(str(tmp_path / "moved"), name)
+    elif change == "no report":
+        os.remove(os.path.join(span2, traffic.REPORT_FILE))
+    else:  # removed and published again under its number
+        storage.backend.rmtree(span2)
+        # other images under the old record numbers, or the same first two images and the rest gone
+        first, count = (100, 4) if change == "other images" else (4, 2)
+        writer = traffic.TrafficWriter(root, batch_size=count, max_seconds=60)
+        for i in range(first, first + count):
+            writer.add(_record(i))
+    what = {"other images": "record 0 is not the image it was", "fewer records": "2 of its records are gone",
+            "a link": "symbolic link", "no report": "no traffic_report.json"}[change]
+    with pytest.raises(traffic.TrafficDataError, match=rf"span-2 changed while monitor read it \(.*{what}.*\); run"):
+        list(window.batches())
+
+
+def test_reading_a_large_image_back_holds_it_about_once_not_with_its_file_and_record(tmp_path):
+    import tracemalloc
+
+    root = str(tmp_path / "traffic")
+    writer = traffic.TrafficWriter(root, batch_size=10, max_seconds=60)
+    size = 20 * 2**20
+    writer.add(traffic.TrafficRecord(image=os.urandom(size), score=0.5, version=1, time_ms=1, request_id="big",
+                                     origin=traffic.KSERVE_ORIGIN))
+    writer.flush()
+    window = traffic.read_window(root)
+    tracemalloc.start()
+    try:
+        assert [len(image) for _, images in window.batches() for image in images] == [size]
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 1.5 * size, f"{peak / size:.1f} times the image's bytes held at once"
+
+
+@pytest.mark.parametrize("damage", ["cut short", "no deflate stream", "not gzip"])
+def test_a_damaged_gzip_file_is_named_in_one_error_like_a_damaged_plain_file(tmp_path, damage):
+    import gzip
+
+    plain = traffic.tfrecord_bytes([_record(i).serialized() for i in range(50)])
+    whole = gzip.compress(plain)
+    data = {"cut short": whole[:len(whole) // 2], "no deflate stream": b"\x1f\x8b" + os.urandom(100),
+            "not gzip": plain}[damage]
+    path = tmp_path / "part-0.gz"
+    path.write_bytes(data)
+    with open(path, "rb") as raw, gzip.GzipFile(fileobj=raw) as stream:
+        with pytest.raises(traffic.TrafficDataError, match=rf"^{path}: record \d+ cannot be read \(.+\)$"):
+            list(traffic.read_tfrecords(stream, str(path)))
+
+
 def _publish_one(root: str, writer_id: int) -> list[int]:
     writer = traffic.TrafficWriter(root, batch_size=3, max_seconds=60)
     published = []

@@ -320,6 +320,20 @@ def test_what_waits_too_long_is_counted_lost_and_said(tmp_path, caplog, monkeypa
     assert sink.stats()["waiting"] == {"requests": 0, "responses": 0, "bytes": 0}
 
 
+def test_a_shutdown_with_an_empty_batch_writes_what_it_lost_into_a_span_report_of_no_record(tmp_path):
+    sink = _sink(tmp_path)
+    sink.receive(kserve_headers("request", "unanswered"), request_body([b"a", b"b"]))
+    sink.close()
+    root = str(tmp_path / "traffic")
+    assert traffic.committed_spans(root) == [1]
+    report = traffic.load_report(root, 1)
+    assert report.records == 0 and report.files == {} and report.lost == {traffic_sink.SHUTDOWN: 2}
+    assert len(traffic.read_window(root)) == 0, "a span of no record gives no window"
+    sink = _sink(tmp_path)
+    sink.close()
+    assert traffic.committed_spans(root) == [1], "nothing to say: no span"
+
+
 def test_the_pending_table_is_bounded_by_bytes(tmp_path):
     sink = _sink(tmp_path, pending_mb=1)
     for i in range(5):
@@ -447,7 +461,12 @@ def test_answers_that_are_no_probability_are_refused_and_odd_versions_ignored(tm
 @pytest.mark.parametrize("settings, flag", [({"batch_size": 0}, "--batch-size"),
                                             ({"sample_rate": 0.0}, "--sample-rate"),
                                             ({"batch_seconds": float("nan")}, "--batch-seconds"),
-                                            ({"max_instances": 0}, "--max-instances")])
+                                            ({"max_instances": 0}, "--max-instances"),
+                                            ({"max_instances": 10**400}, "--max-instances"),
+                                            ({"batch_size": 10**400}, "--batch-size"),
+                                            ({"pending_mb": 1e300}, "--pending-mb"),
+                                            ({"header_seconds": 0.0}, "--header-seconds"),
+                                            ({"max_connections": 10**400}, "--max-connections")])
 def test_settings_that_cannot_work_are_refused_with_their_flag(settings, flag):
     with pytest.raises(SinkSettingsError, match=flag):
         SinkSettings(**settings)
@@ -549,3 +568,77 @@ def test_a_request_whose_headers_are_above_the_limit_is_answered_400_counted_and
     assert client.get("/stats").json()["refused"] == {traffic_sink.UNREADABLE_HTTP: 1}
     assert client.post("/", headers=kserve_headers("request", "after"),
                        content=request_body([b"a"])).json()["waiting_for"] == "response"
+
+
+def test_headers_sent_slowly_are_cut_off_after_the_timeout_and_the_sink_serves_on(served_sink):
+    sink, port, client = served_sink(header_seconds=0.5)
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as slow, \
+            socket.create_connection(("127.0.0.1", port), timeout=10) as silent:
+        started = time.monotonic()
+        answer = b""
+        try:
+            for byte in b"POST / HTTP/1.1\r\nhost: x\r\nx-slow: " + b"s" * 100:  # one byte every 50 ms
+                slow.sendall(bytes([byte]))
+                time.sleep(0.05)
+            answer = slow.recv(200)
+        except ConnectionError:
+            answer = b"reset"
+        assert answer.startswith(b"HTTP/1.1 408") or answer == b"reset", answer
+        assert time.monotonic() - started < 3, "cut off after the timeout, not when the headers ended"
+        assert silent.recv(200).startswith(b"HTTP/1.1 408"), "a connection that sends nothing is closed too"
+    assert client.get("/healthz").json() == {"ok": True}
+    assert client.get("/stats").json()["refused"] == {traffic_sink.SLOW_HEADERS: 2}
+
+
+def test_connections_beyond_the_limit_are_answered_503_and_closed_as_they_open(served_sink):
+    sink, port, client = served_sink(max_connections=3)
+    held = [socket.create_connection(("127.0.0.1", port), timeout=10) for _ in range(3)]
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as extra:
+            assert extra.recv(200).startswith(b"HTTP/1.1 503")
+    finally:
+        for connection in held:
+            connection.close()
+    time.sleep(0.2)  # the server sees the closes
+    assert client.get("/healthz").json() == {"ok": True}
+    assert client.get("/stats").json()["refused"] == {traffic_sink.TOO_MANY_CONNECTIONS: 1}
+
+
+def test_headers_are_held_to_the_limit_whatever_chunks_they_arrive_in(served_sink):
+    """h11 holds its limit against incomplete headers only: 60 KiB sent, then 64 KiB more that end them, passed."""
+    sink, port, client = served_sink()
+    head = b"POST / HTTP/1.1\r\nhost: x\r\nx-padding: " + b"p" * (traffic_sink.MAX_HEADER_BYTES - 4096)
+    with socket.create_connection(("127.0.0.1", port), timeout=20) as connection:
+        try:
+            connection.sendall(head)
+            time.sleep(0.3)
+            connection.sendall(b"q" * 60_000 + b"\r\ncontent-length: 0\r\n\r\n")
+            answer = connection.recv(200)
+        except ConnectionError:
+            answer = b"reset"
+    assert answer.startswith(b"HTTP/1.1 400") or answer == b"reset", answer
+    assert client.get("/stats").json()["refused"] == {traffic_sink.UNREADABLE_HTTP: 1}
+
+
+def test_a_client_gone_mid_body_is_counted_once_in_one_line_without_a_traceback(served_sink, caplog, monkeypatch):
+    sink, port, client = served_sink()
+    # uvicorn's loggers do not propagate (its own configuration), nor may the sink's after an earlier command's
+    # set-up: the test's handler on both.
+    for name in ("uvicorn.error", traffic_sink.logger.name):
+        monkeypatch.setattr(logging.getLogger(name), "handlers", [*logging.getLogger(name).handlers, caplog.handler])
+    caplog.set_level(logging.WARNING, logger=traffic_sink.logger.name)
+    head = "".join(f"{k}: {v}\r\n" for k, v in kserve_headers("request", "gone").items()).encode()
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as connection:
+        connection.sendall(b"POST / HTTP/1.1\r\nhost: x\r\n" + head + b"content-length: 1000\r\n\r\n{\"instances")
+    chunked = kserve_headers("request", "chunked") | {"transfer-encoding": "chunked"}
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as connection:
+        connection.sendall(b"POST / HTTP/1.1\r\nhost: x\r\n" + "".join(f"{k}: {v}\r\n" for k, v in chunked.items())
+                           .encode() + b"\r\nzz\r\nabc\r\n0\r\n\r\n")  # a chunk size that is no number
+        assert connection.recv(200).startswith(b"HTTP/1.1 400")
+    deadline = time.monotonic() + 10
+    while sum(client.get("/stats").json()["refused"].values()) < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.2)
+    assert client.get("/stats").json()["refused"] == {traffic_sink.CLIENT_GONE: 1, traffic_sink.UNREADABLE_HTTP: 1}
+    assert "Traceback" not in caplog.text and "Exception in ASGI application" not in caplog.text
+    assert "connection closed before the body was whole" in caplog.text

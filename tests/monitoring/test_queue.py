@@ -90,3 +90,28 @@ def test_in_a_queue_a_cat_named_file_left_unsorted_is_not_labelled_by_its_name(t
     report = spans.ingest("folder", folder, tmp_path / "examples")
     assert report.examples_per_label == {"cat": 0, "dog": 1}
     assert [entry["file"] for entry in report.quarantined] == ["cat.1.jpg"]
+
+
+def test_the_contact_sheet_keeps_thumbnails_not_the_images_while_the_queue_is_written(tmp_path):
+    import io
+    import tracemalloc
+
+    from PIL import Image
+
+    picture = np.random.default_rng(0).integers(0, 255, (400, 400, 3), dtype=np.uint8)
+    out = io.BytesIO()
+    Image.fromarray(picture).save(out, "JPEG", quality=95)
+    base = out.getvalue()
+
+    def batches():  # one image a batch, each distinct (bytes after the JPEG's end are ignored by decoders)
+        for i in range(queue.SHEET_IMAGES + 10):
+            yield [i], [base + i.to_bytes(4, "big")]
+
+    tracemalloc.start()
+    try:
+        folder, count = queue.export_batches(str(tmp_path / "labeling"), batches(), None, {})
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert count == queue.SHEET_IMAGES + 10 and os.path.exists(os.path.join(folder, layout.CONTACT_SHEET))
+    assert peak < 15 * len(base), f"{peak / len(base):.0f} images' bytes held at once ({len(base)} bytes each)"
