@@ -219,3 +219,18 @@ def test_a_run_cancels_and_marks_missing_only_what_is_its_roots(tmp_path):
     assert sorted(states.values()) == sorted([pb.Execution.CANCELED, pb.Execution.RUNNING])
     production_output = [a for a in store.store.get_artifacts() if a.uri.startswith(production)]
     assert [a.state for a in production_output] == [pb.Artifact.LIVE]
+
+
+def test_the_previous_statistics_are_this_roots(tmp_path):
+    from components.baseline_resolver import LatestBeforeStrategy
+
+    store = Store(tmp_path / "metadata.sqlite")
+    ours = store.output(metadata.STATISTICS_GEN, "statistics", standard_artifacts.ExampleStatistics(),
+                        f"{STAGING}/pipeline_root/{metadata.STATISTICS_GEN}/statistics/1")
+    store.output(metadata.STATISTICS_GEN, "statistics", standard_artifacts.ExampleStatistics(),
+                 f"{PRODUCTION}/pipeline_root/{metadata.STATISTICS_GEN}/statistics/2")
+    examples = store.output(metadata.EXAMPLE_GEN, "examples", standard_artifacts.Examples(),
+                            f"{STAGING}/pipeline_root/{metadata.EXAMPLE_GEN}/examples/3")
+    inputs = {"before": [a for a in store.artifacts(standard_artifacts.Examples) if a.id == examples],
+              "artifact": store.artifacts(standard_artifacts.ExampleStatistics)}
+    assert [a.id for a in LatestBeforeStrategy(root=STAGING).resolve_artifacts(None, inputs)["artifact"]] == [ours]
