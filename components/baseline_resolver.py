@@ -13,6 +13,9 @@ artifact gives the same answer on every rerun, so everything stays cached:
   model is never the baseline;
 - warm start for the Trainer: before = the examples it trains on, so a model
   never warm-starts from one trained after its data arrived.
+Given a root, each strategy (and RootSpanRangeStrategy, TFX's span range)
+reads only artifacts whose files lie under it: a Kubeflow package's store may
+hold other deployments' artifacts in the same pipeline context.
 """
 
 from typing import Dict, List, Optional, Tuple
@@ -21,6 +24,7 @@ from absl import logging
 from tfx import types
 from tfx.components.evaluator import constants as evaluator_constants
 from tfx.dsl.components.common import resolver
+from tfx.dsl.input_resolution.strategies.span_range_strategy import SpanRangeStrategy
 
 from contract import metadata
 from contract import served as served_lib
@@ -82,8 +86,12 @@ class LatestBlessedBeforeStrategy(resolver.ResolverStrategy):
     `pushed_model` (all pushes): the served model if there is one, else the newest blessed model (not one whose
     version is damaged)."""
 
+    def __init__(self, root: Optional[str] = None):
+        self._root = root  # only artifacts under it count (contract.metadata.of_root)
+
     def resolve_artifacts(self, store, input_dict: Dict[str, List[types.Artifact]]
                           ) -> Optional[Dict[str, List[types.Artifact]]]:
+        input_dict = metadata.of_root(input_dict, self._root)
         before = input_dict.get(BEFORE_KEY, [])
         models, blessings = input_dict.get(MODEL_KEY, []), input_dict.get(BLESSING_KEY, [])
         model, blessing, damaged = select_served_before(before, models, blessings, input_dict.get(PUSHED_KEY, []))
@@ -106,7 +114,22 @@ class LatestBeforeStrategy(resolver.ResolverStrategy):
     Used for the previous span's statistics, which the size-drift check compares with.
     """
 
+    def __init__(self, root: Optional[str] = None):
+        self._root = root  # only artifacts under it count (contract.metadata.of_root)
+
     def resolve_artifacts(self, store, input_dict: Dict[str, List[types.Artifact]]
                           ) -> Optional[Dict[str, List[types.Artifact]]]:
+        input_dict = metadata.of_root(input_dict, self._root)
         return {BEFORE_KEY: list(input_dict.get(BEFORE_KEY, [])),
                 ARTIFACT_KEY: select_newest_before(input_dict.get(BEFORE_KEY, []), input_dict.get(ARTIFACT_KEY, []))}
+
+
+class RootSpanRangeStrategy(SpanRangeStrategy):
+    """TFX's SpanRangeStrategy over the spans ingested under `root` only (contract.metadata.of_root)."""
+
+    def __init__(self, range_config, root: Optional[str] = None):
+        super().__init__(range_config)
+        self._root = root
+
+    def resolve_artifacts(self, store, input_dict):
+        return super().resolve_artifacts(store, metadata.of_root(input_dict, self._root))

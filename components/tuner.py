@@ -86,7 +86,12 @@ class SearchingTuner(Tuner):
 
 class NewestStrategy(resolver.ResolverStrategy):
     """Each input's newest artifact, or none: TFX's LatestArtifactStrategy fails the run when there is none (a
-    pipeline that never searched). The newest search's result is the same on every rerun: the cache holds."""
+    pipeline that never searched). The newest search's result is the same on every rerun: the cache holds. With
+    `root`, only artifacts under it count (contract.metadata.of_root: another deployment's search is not ours)."""
+
+    def __init__(self, root: str | None = None):
+        self._root = root
 
     def resolve_artifacts(self, store, input_dict):
-        return {key: [max(artifacts, key=lambda a: a.id)] if artifacts else [] for key, artifacts in input_dict.items()}
+        return {key: [max(artifacts, key=lambda a: a.id)] if artifacts else []
+                for key, artifacts in metadata.of_root(input_dict, self._root).items()}

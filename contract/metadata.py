@@ -83,6 +83,20 @@ def stamp_root(artifacts) -> None:
             artifact.set_string_custom_property(ROOT, root)
 
 
+def under_root(uri: str, root: str) -> bool:
+    """Whether `uri` (an artifact's) lies under the folder `root` (a path or a URI), not merely beside it."""
+    return bool(uri) and uri.startswith(root.rstrip("/") + "/")
+
+
+def of_root(input_dict: dict, root: str | None) -> dict:
+    """`input_dict` (a resolver's: {key: [artifacts]}) with only the artifacts whose files lie under `root`; as it is
+    with no root. A Kubeflow package's resolvers read a store that other deployments (other roots, the same
+    pipeline name) may share: their artifacts are in the same pipeline context."""
+    if not root:
+        return input_dict
+    return {key: [a for a in artifacts if under_root(a.uri, root)] for key, artifacts in input_dict.items()}
+
+
 def span_of(artifact) -> int | None:
     """The span an Examples artifact (its ML Metadata proto) was ingested as: a custom property in TFX 1.16,
     a property before."""

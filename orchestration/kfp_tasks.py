@@ -101,7 +101,7 @@ def ingest(source_kind: str, source: str, root: str, data: dict, metadata_store:
             before = lifecycle.start_run(
                 store, where.examples_root, source_kind if source else None, source, _data_config(data), say=say,
                 current_run=run_id, took_over=held.took_over, serving_dir=where.serving_dir,
-                pipeline_name=PipelineConfig().name)
+                pipeline_name=PipelineConfig().name, root=root)
     except CommandError as error:
         _write_record(root, run_id, layout.INGEST_TASK, {"error": str(error)})
         fail_task(str(error))

@@ -144,22 +144,30 @@ def compile_package(config: PipelineConfig, output_file: str, deployment: Deploy
     return output_file
 
 
+def tfx_pipeline(config: PipelineConfig, deployment: Deployment, tuning: TuningConfig | None = None,
+                 fixed_settings: Collection[str] = ()):
+    """The TFX pipeline whose nodes the package's tasks run."""
+    from pipeline import pipeline as pipeline_lib
+
+    where = deployment.locations
+    return pipeline_lib.create_pipeline(
+        config, examples_root=where.examples_root, pipeline_root=where.pipeline_root,
+        serving_dir=where.serving_dir, beam_pipeline_args=list(deployment.beam_args) or default_beam_args(),
+        schema_path=where.schema_path,
+        served_as=(deployment.serving.name, kserve.MODEL_MOUNT) if deployment.serving else ("", ""),
+        # The store (the cluster's metadata service by default) may hold other deployments' runs of this pipeline
+        # name (every deployment is cats-vs-dogs): the resolvers read only this root's artifacts.
+        tuning=tuning, fixed_settings=fixed_settings, scope=deployment.root)
+
+
 def build_kfp_pipeline(config: PipelineConfig, deployment: Deployment, tuning: TuningConfig | None = None,
                        fixed_settings: Collection[str] = ()):
     """The kfp pipeline: ingest -> one task per TFX node, in the DAG's order; the report as the exit handler."""
     from kfp import dsl
 
     from orchestration import kfp_components, tfx_node
-    from pipeline import pipeline as pipeline_lib
 
-    where = deployment.locations
-    tfx_pipeline = pipeline_lib.create_pipeline(
-        config, examples_root=where.examples_root, pipeline_root=where.pipeline_root,
-        serving_dir=where.serving_dir, beam_pipeline_args=list(deployment.beam_args) or default_beam_args(),
-        schema_path=where.schema_path,
-        served_as=(deployment.serving.name, kserve.MODEL_MOUNT) if deployment.serving else ("", ""),
-        tuning=tuning, fixed_settings=fixed_settings)
-    programs = tfx_node.node_programs(tfx_pipeline)
+    programs = tfx_node.node_programs(tfx_pipeline(config, deployment, tuning, fixed_settings))
     image = deployment.image
     ingest_op = dsl.component(kfp_components.ingest_source, base_image=image, install_kfp_package=False)
     node_op = dsl.component(kfp_components.tfx_node, base_image=image, install_kfp_package=False)

@@ -87,26 +87,39 @@ def ingest_settings(data: DataConfig) -> spans.IngestSettings:
                                 max_file_bytes=data.max_file_mb << 20, span_window=data.span_window)
 
 
-def look_after_store(store, current_run: str | None = None) -> tuple[list[str], list[str]]:
+def look_after_store(store, current_run: str | None = None, root: str | None = None) -> tuple[list[str], list[str]]:
     """(nodes of other runs left unfinished, now CANCELED; outputs gone from disk, now DELETED).
 
-    Called by the holder of the root's lease only: no other run is working."""
+    Called by the holder of the root's lease only: no other run of the root is working. With `root` (a
+    deployment's, whose store other deployments may share), only the root's runs (those with a folder under its
+    runs/, which each writes before its DAG) and the artifacts under it: another root's run may be working."""
     if store is None:
         return [], []
-    canceled = store_health.cancel_unfinished_in(store, lambda run: run != current_run)
-    return canceled, store_health.mark_missing(store)
+
+    def ours(run: str) -> bool:
+        return run != current_run and (root is None or _has_run_folder(root, run))
+    canceled = store_health.cancel_unfinished_in(store, ours)
+    return canceled, store_health.mark_missing(store, root)
+
+
+def _has_run_folder(root: str, run: str) -> bool:
+    import tensorflow as tf
+
+    from contract.layout import RunLayout
+
+    return tf.io.gfile.isdir(RunLayout(root).run_dir(run))
 
 
 def ingest(kind: str | None, location: str, examples_root: str, data: DataConfig,
            beam_args=functools.partial(beam_policy.ingest_args, 0),
-           store=None) -> tuple[dict[str, Any] | None, str, list[str]]:
+           store=None, root: str | None = None) -> tuple[dict[str, Any] | None, str, list[str]]:
     """Ingests `location` (a source of `kind`, one of ingest.sources.LISTERS) as a span; kind None: the run
     uses the spans already there. Spans cut short and staging folders of a killed ingest are cleaned up first
     (the caller holds the root's lease). `store`: the root's ML Metadata, where the spans runs read are (with
     a span window above 1, the labeled queues a span carries depend on them). Returns (the span's ingest
     report, a table to print, what the clean-up did); RunRefused if there is nothing usable."""
     cleaned, _ = span_report.clean_up(examples_root)
-    read = store_health.spans_read(store) if data.span_window > 1 else frozenset()
+    read = store_health.spans_read(store, root) if data.span_window > 1 else frozenset()
     report, table = _ingest(kind, location, examples_root, data, beam_args, read)
     return report, "\n".join([*cleaned, table]), cleaned
 
@@ -171,13 +184,14 @@ def check_spans(examples_root: str, window: int, max_pixels: int = DataConfig.ma
 def before_the_dag(store, examples_root: str, kind: str | None, location: str, data: DataConfig, *,
                    current_run: str | None = None, beam_args=functools.partial(beam_policy.ingest_args, 0),
                    took_over: dict | None = None, serving_dir: str | None = None,
-                   pipeline_name: str = "") -> BeforeTheDag:
-    """Every step before the DAG, in order; RunRefused when the run cannot start."""
-    canceled, missing = look_after_store(store, current_run)
+                   pipeline_name: str = "", root: str | None = None) -> BeforeTheDag:
+    """Every step before the DAG, in order; RunRefused when the run cannot start. `root`: a deployment's, whose
+    store other deployments may share (look_after_store)."""
+    canceled, missing = look_after_store(store, current_run, root)
     # Before the baseline is resolved: the model actually served must be the one the candidate is judged against.
     reconciled = (list(reconcile.reconcile(store, serving_dir, pipeline_name).values())
                   if store is not None and serving_dir else [])
-    report, table, cleaned = ingest(kind, location, examples_root, data, beam_args, store)
+    report, table, cleaned = ingest(kind, location, examples_root, data, beam_args, store, root)
     check_spans(examples_root, data.span_window, data.max_image_pixels)
     return BeforeTheDag(ingest=report, table=table, canceled=canceled, missing=missing, took_over=took_over,
                         reconciled=reconciled, cleaned=cleaned)

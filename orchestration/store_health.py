@@ -129,8 +129,10 @@ def cancel_unfinished_in(store, which_runs=lambda run: True) -> list[str]:
 MISSING_PROPERTY = metadata_lib.MISSING_SINCE  # set on the artifacts mark_missing marks DELETED
 
 
-def mark_missing(store) -> list[str]:
-    """Marks LIVE artifacts whose files are gone DELETED; returns '<type> <uri>' for each.
+def mark_missing(store, root: str | None = None) -> list[str]:
+    """Marks LIVE artifacts whose files are gone DELETED; returns '<type> <uri>' for each. With `root`, only
+    artifacts under it: a store shared with other deployments holds theirs, which this task may not see (another
+    volume) and must not mark.
 
     A deleted pipeline_root (or one model folder) would otherwise be handed
     out again: TFX's cache checks that files exist, but resolvers (the
@@ -146,7 +148,7 @@ def mark_missing(store) -> list[str]:
     from ml_metadata.proto import metadata_store_pb2
 
     live, deleted = metadata_store_pb2.Artifact.LIVE, metadata_store_pb2.Artifact.DELETED
-    artifacts = [a for a in store.get_artifacts() if a.uri]
+    artifacts = [a for a in store.get_artifacts() if a.uri and (root is None or metadata_lib.under_root(a.uri, root))]
     missing = [a for a in artifacts if a.state == live and not tf.io.gfile.exists(a.uri)]
     back = [a for a in artifacts if a.state == deleted and MISSING_PROPERTY in a.custom_properties
             and tf.io.gfile.exists(a.uri)]
@@ -163,10 +165,10 @@ def mark_missing(store) -> list[str]:
 
 
 
-def spans_read(store) -> frozenset[int]:
+def spans_read(store, root: str | None = None) -> frozenset[int]:
     """The spans runs have read: those of the LIVE Examples ExampleGen recorded, which the span window's resolver
     chooses from (a span ingested and never the newest when a run started is not among them). None: no store
-    yet, so none."""
+    yet, so none. With `root`, only spans recorded under it (a shared store holds other deployments' spans)."""
     if store is None:
         return frozenset()
     from ml_metadata.proto import metadata_store_pb2
@@ -176,5 +178,6 @@ def spans_read(store) -> frozenset[int]:
         if context.name.endswith("." + metadata_lib.EXAMPLE_GEN):
             found |= {span for artifact in store.get_artifacts_by_context(context.id)
                       if artifact.state == metadata_store_pb2.Artifact.LIVE
+                      and (root is None or metadata_lib.under_root(artifact.uri, root))
                       and (span := metadata_lib.span_of(artifact)) is not None}
     return frozenset(found)

@@ -21,14 +21,13 @@ from tfx.dsl.components.base.base_node import BaseNode
 from tfx.dsl.components.common.resolver import Resolver
 from tfx.dsl.input_resolution.strategies.latest_artifact_strategy import LatestArtifactStrategy
 from tfx.dsl.input_resolution.strategies.latest_blessed_model_strategy import LatestBlessedModelStrategy
-from tfx.dsl.input_resolution.strategies.span_range_strategy import SpanRangeStrategy
 from tfx.orchestration.pipeline import Pipeline
 from tfx.proto import example_gen_pb2, range_config_pb2, trainer_pb2
 from tfx.types import standard_artifacts
 from tfx.types.channel import Channel
 
 from components.anomalies_gate import AnomaliesGate
-from components.baseline_resolver import LatestBeforeStrategy, LatestBlessedBeforeStrategy
+from components.baseline_resolver import LatestBeforeStrategy, LatestBlessedBeforeStrategy, RootSpanRangeStrategy
 from components.judged_split import JudgingEvaluator, SpanExampleGen
 from components.serving_pusher import ServingPusher
 from components.tuner import NewestStrategy, SearchingTuner
@@ -59,7 +58,13 @@ RUN_FN = "trainer.task.run_fn"
 TUNER_FN = "trainer.tuning.tuner_fn"
 
 
-def _newest_blessed_model(before, node_id: str, builtin: bool, served_first: bool = False) -> Resolver:
+def _scoped(scope: str | None) -> dict:
+    """The Resolver config of this project's strategies: read only `scope`'s artifacts (None: all of them)."""
+    return {"config": {"root": scope}} if scope else {}
+
+
+def _newest_blessed_model(before, node_id: str, builtin: bool, served_first: bool = False,
+                          scope: str | None = None) -> Resolver:
     """A Resolver of the newest blessed model older than `before`; with `served_first`, of the model served
     when `before` was made, if any (a rollback's included; see components.baseline_resolver)."""
     history = {"model": Channel(type=standard_artifacts.Model),
@@ -68,11 +73,12 @@ def _newest_blessed_model(before, node_id: str, builtin: bool, served_first: boo
         return Resolver(strategy_class=LatestBlessedModelStrategy, **history).with_id(node_id)
     if served_first:
         history["pushed_model"] = Channel(type=standard_artifacts.PushedModel)
-    return Resolver(strategy_class=LatestBlessedBeforeStrategy, before=before, **history).with_id(node_id)
+    return Resolver(strategy_class=LatestBlessedBeforeStrategy, before=before, **history, **_scoped(scope)
+                    ).with_id(node_id)
 
 
 def _data_nodes(config: PipelineConfig, examples_root: str, schema_path: str, allow_anomalies: bool,
-                builtin_resolver: bool, code_version: str) -> dict[str, BaseNode]:
+                builtin_resolver: bool, code_version: str, scope: str | None = None) -> dict[str, BaseNode]:
     """{node id: node} from the ingested spans to the data gate: examples, schema, statistics, anomalies."""
     # Ingest decides the splits (the source's own, or by content hash); they are kept as they are. A span
     # without a test split (written earlier or by another tool) is read with the two it has.
@@ -90,7 +96,7 @@ def _data_nodes(config: PipelineConfig, examples_root: str, schema_path: str, al
     ).with_id(EXAMPLE_VALIDATOR)
     previous_statistics = None if builtin_resolver else Resolver(
         strategy_class=LatestBeforeStrategy, before=example_gen.outputs["examples"],
-        artifact=Channel(type=standard_artifacts.ExampleStatistics),
+        artifact=Channel(type=standard_artifacts.ExampleStatistics), **_scoped(scope),
     ).with_id(PREVIOUS_STATISTICS_RESOLVER)
     gate = AnomaliesGate(
         anomalies=example_validator.outputs["anomalies"], schema=schema_importer.outputs["schema"],
@@ -104,7 +110,8 @@ def _data_nodes(config: PipelineConfig, examples_root: str, schema_path: str, al
     return {node.id: node for node in nodes if node is not None}
 
 
-def _span_window(config: PipelineConfig, example_gen: BaseNode, builtin_resolver: bool) -> Resolver | None:
+def _span_window(config: PipelineConfig, example_gen: BaseNode, builtin_resolver: bool,
+                 scope: str | None = None) -> Resolver | None:
     """With span_window > 1, the resolver of the last N spans the Transform and Trainer read; else None."""
     if config.data.span_window <= 1:
         return None
@@ -112,9 +119,10 @@ def _span_window(config: PipelineConfig, example_gen: BaseNode, builtin_resolver
         raise ValueError("span_window > 1 needs TFX's SpanRangeStrategy, which KubeflowV2DagRunner cannot "
                          "compile; use span_window 1 on Kubeflow")
     span_window = Resolver(
-        strategy_class=SpanRangeStrategy,
+        strategy_class=RootSpanRangeStrategy,
         config={"range_config": range_config_pb2.RangeConfig(
-            rolling_range=range_config_pb2.RollingRange(num_spans=config.data.span_window))},
+            rolling_range=range_config_pb2.RollingRange(num_spans=config.data.span_window)),
+            **_scoped(scope).get("config", {})},
         examples=Channel(type=standard_artifacts.Examples, producer_component_id=EXAMPLE_GEN),
     ).with_id(SPAN_WINDOW_RESOLVER)
     span_window.add_upstream_node(example_gen)  # this run's span must exist before the window is taken
@@ -122,7 +130,7 @@ def _span_window(config: PipelineConfig, example_gen: BaseNode, builtin_resolver
 
 
 def _hyperparameters(tuning: TuningConfig | None, example_gen: BaseNode, training_examples, transform, gate,
-                     custom_config: dict, builtin_resolver: bool) -> BaseNode:
+                     custom_config: dict, builtin_resolver: bool, scope: str | None = None) -> BaseNode:
     """With `tuning`, the Tuner searching on the train split, choosing on the eval split (the test split, which
     the Evaluator blesses on, stays unseen); without, the Resolver of the newest search's result recorded for
     the pipeline (none: the Trainer trains with the settings as configured). Its `best_hyperparameters` or
@@ -130,8 +138,8 @@ def _hyperparameters(tuning: TuningConfig | None, example_gen: BaseNode, trainin
     if tuning is None:
         # TFX's own strategy is the only kind KubeflowV2DagRunner compiles; it fails where there is no result yet.
         resolver = Resolver(strategy_class=LatestArtifactStrategy if builtin_resolver else NewestStrategy,
-                            hyperparameters=Channel(type=standard_artifacts.HyperParameters)
-                            ).with_id(HYPERPARAMETERS_RESOLVER)
+                            hyperparameters=Channel(type=standard_artifacts.HyperParameters),
+                            **({} if builtin_resolver else _scoped(scope))).with_id(HYPERPARAMETERS_RESOLVER)
         resolver.add_upstream_node(example_gen)  # a run starts from its data, as every other node waits for it
         return resolver
     return SearchingTuner(
@@ -147,7 +155,7 @@ def _hyperparameters(tuning: TuningConfig | None, example_gen: BaseNode, trainin
 
 def _training_nodes(config: PipelineConfig, example_gen: BaseNode, gate: BaseNode, training_examples, *,
                     builtin_resolver: bool, code_version: str, tuning: TuningConfig | None,
-                    fixed_settings: Collection[str]) -> dict[str, BaseNode]:
+                    fixed_settings: Collection[str], scope: str | None = None) -> dict[str, BaseNode]:
     """{node id: node} from Transform to the Trainer: Transform, the Tuner or the hyperparameters' Resolver, the
     warm start's Resolver (with warm_start) and the Trainer."""
     # Transform analyzes and writes its graph, but does not materialize its output: the Trainer
@@ -164,8 +172,9 @@ def _training_nodes(config: PipelineConfig, example_gen: BaseNode, gate: BaseNod
                          "max_image_pixels": config.data.max_image_pixels, "code_version": code_version,
                          "fixed_settings": sorted(fixed_settings)}
     hyperparameters = _hyperparameters(tuning, example_gen, training_examples, transform, gate, training_settings,
-                                       builtin_resolver)
-    warm_start = _newest_blessed_model(example_gen.outputs["examples"], WARM_START_RESOLVER, builtin_resolver) \
+                                       builtin_resolver, scope)
+    warm_start = _newest_blessed_model(example_gen.outputs["examples"], WARM_START_RESOLVER, builtin_resolver,
+                                       scope=scope) \
         if config.training.warm_start else None
     trainer = Trainer(
         run_fn=RUN_FN,
@@ -198,6 +207,7 @@ def create_pipeline(
     served_as: tuple[str, str] = ("", ""),
     tuning: TuningConfig | None = None,
     fixed_settings: Collection[str] = (),
+    scope: str | None = None,
 ) -> Pipeline:
     """Ingested spans -> validated, transformed, trained, evaluated, pushed model.
 
@@ -213,18 +223,21 @@ def create_pipeline(
     Trainer takes the newest search's result recorded for the pipeline, or the settings as configured.
     `fixed_settings`: TrainingConfig fields the user set, which no search changes (not searched, not replaced
     by a recorded result).
+    `scope`: a root whose artifacts alone this project's resolvers read (the Kubeflow package's, whose store
+    other deployments of the same pipeline name may share); None: every artifact of the pipeline's context.
     """
     code_version = code_fingerprint()
-    data = _data_nodes(config, examples_root, schema_path, allow_anomalies, builtin_resolver, code_version)
+    data = _data_nodes(config, examples_root, schema_path, allow_anomalies, builtin_resolver, code_version, scope)
     example_gen, gate = data[EXAMPLE_GEN], data[ANOMALIES_GATE]
-    span_window = _span_window(config, example_gen, builtin_resolver)
+    span_window = _span_window(config, example_gen, builtin_resolver, scope)
     training_examples = span_window.outputs["examples"] if span_window else example_gen.outputs["examples"]
 
     training = _training_nodes(config, example_gen, gate, training_examples, builtin_resolver=builtin_resolver,
-                               code_version=code_version, tuning=tuning, fixed_settings=fixed_settings)
+                               code_version=code_version, tuning=tuning, fixed_settings=fixed_settings, scope=scope)
     trainer = training[TRAINER]
 
-    baseline = _newest_blessed_model(trainer.outputs["model"], BASELINE_RESOLVER, builtin_resolver, served_first=True)
+    baseline = _newest_blessed_model(trainer.outputs["model"], BASELINE_RESOLVER, builtin_resolver, served_first=True,
+                                     scope=scope)
     evaluator = JudgingEvaluator(
         examples=example_gen.outputs["examples"],
         example_splits=[layout.TEST_SPLIT],  # the eval split where the span has no test split

@@ -119,7 +119,8 @@ def blessed_model_ids(store) -> set[int]:
 
 def pushed_versions(metadata: str, serving_dir: str | None = None) -> list[PushedVersion]:
     """Every version the pipeline pushed, oldest first, the served one and the damaged ones marked from the files
-    in `serving_dir` (default: the folder the newest push names). `metadata`: a local SQLite file's path, or a
+    in `serving_dir` (default: the folder the newest push names); given `serving_dir`, only the pushes into it.
+    `metadata`: a local SQLite file's path, or a
     store named as contract.metadata names them (grpc://HOST:PORT, sqlite:///PATH)."""
     if not isinstance(metadata, str):  # an open store
         store = metadata
@@ -132,6 +133,11 @@ def pushed_versions(metadata: str, serving_dir: str | None = None) -> list[Pushe
     for pushed in sorted(store.get_artifacts_by_type("PushedModel"), key=lambda a: a.id):
         version = run_summary.custom_property(pushed, metadata_lib.PUSHED_VERSION)
         if run_summary.custom_property(pushed, metadata_lib.PUSHED) != 1 or version in seen:
+            continue
+        # A store shared by deployments (a cluster's metadata service) holds other roots' pushes, whose version
+        # numbers repeat this root's.
+        if serving_dir and not metadata_lib.under_root(
+                run_summary.custom_property(pushed, metadata_lib.PUSHED_DESTINATION) or "", str(serving_dir)):
             continue
         seen.add(version)
         pusher = _producer(store, pushed.id)
