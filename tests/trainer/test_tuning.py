@@ -197,3 +197,32 @@ def test_the_time_budget_starts_no_trial_once_spent_and_the_first_trial_always_r
     unlimited = tuning.build_tuner(config, SIZE, TuningConfig(trials=3), str(tmp_path / "all"), trial=measured)
     unlimited.search(train_examples=None, eval_examples=None)
     assert len(unlimited.trial_table()) == 3
+
+
+def test_nothing_a_trial_traced_or_built_is_reachable_after_it(config, monkeypatch):
+    """Each trial traces its own train step; what it leaves reachable stays for the whole search (up to
+    --tune-trials 1000 trials in one process): its model and every graph it traced must be gone after it."""
+    import gc
+    import weakref
+
+    from tensorflow.python.framework import func_graph
+
+    def graphs():
+        return {id(o): o for o in gc.get_objects() if isinstance(o, func_graph.FuncGraph)}
+
+    left = []
+    train = task.train
+
+    def spy(*args, **kwargs):
+        before = graphs()
+        model, history = train(*args, **kwargs)
+        left.append(weakref.ref(model))
+        left.extend(weakref.ref(g) for key, g in graphs().items() if key not in before)
+        return model, history
+
+    monkeypatch.setattr(task, "train", spy)
+    short = dataclasses.replace(config, head_epochs=1, fine_tune_epochs=1)
+    tuning.run_trial(short, SIZE, _examples(1), _examples(2, 8), epoch_fraction=1.0, counts=(16, 8))
+    gc.collect()
+    assert len(left) > 2  # the model and the graphs its phases traced
+    assert [ref() for ref in left if ref() is not None] == []
