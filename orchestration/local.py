@@ -136,7 +136,7 @@ def _accept(config: PipelineConfig, where: RunLayout, source: Source | None, bea
         before = lifecycle.before_the_dag(
             store_health.open_store(where.metadata_path), str(where.examples_root), kind, location, config.data,
             beam_args=functools.partial(beam_policy.ingest_args, beam_workers), took_over=took_over,
-            serving_dir=str(where.serving_dir), pipeline_name=config.name)
+            serving_dir=str(where.serving_dir), pipeline_name=config.name, pipeline_root=str(where.pipeline_root))
     except BaseException as error:
         if not (isinstance(error, CommandError) and error.exit_code == REFUSED):
             _clear_last_run(where)
