@@ -51,6 +51,7 @@ class BeforeTheDag:
     # Served versions ML Metadata did not know (a push or rollback killed before its record), found and recorded
     reconciled: list[str] = dataclasses.field(default_factory=list)
     cleaned: list[str] = dataclasses.field(default_factory=list)  # spans cut short, moved out of the examples root
+    freed: list[int] = dataclasses.field(default_factory=lambda: [0, 0])  # canceled executions' temp: folders, bytes
 
     def to_json(self) -> dict:
         return dataclasses.asdict(self)
@@ -70,6 +71,9 @@ class BeforeTheDag:
         if self.canceled:
             notes.append(f"an earlier run stopped while {', '.join(self.canceled)} ran (killed?); marked CANCELED "
                          "in ML Metadata")
+        if self.freed[0]:
+            notes.append(f"removed the temporary folders of {self.freed[0]} canceled executions (feature caches "
+                         f"of a killed Trainer or Tuner): {self.freed[1] / 2**20:.1f} MB freed")
         return notes
 
     def messages(self) -> list[str]:
@@ -184,17 +188,20 @@ def check_spans(examples_root: str, window: int, max_pixels: int = DataConfig.ma
 def before_the_dag(store, examples_root: str, kind: str | None, location: str, data: DataConfig, *,
                    current_run: str | None = None, beam_args=functools.partial(beam_policy.ingest_args, 0),
                    took_over: dict | None = None, serving_dir: str | None = None,
-                   pipeline_name: str = "", root: str | None = None) -> BeforeTheDag:
+                   pipeline_name: str = "", root: str | None = None,
+                   pipeline_root: str | None = None) -> BeforeTheDag:
     """Every step before the DAG, in order; RunRefused when the run cannot start. `root`: a deployment's, whose
-    store other deployments may share (look_after_store)."""
+    store other deployments may share (look_after_store); `pipeline_root`: a local run's, where what canceled
+    executions left is removed."""
     canceled, missing = look_after_store(store, current_run, root)
+    freed = list(store_health.remove_canceled_temp(store, pipeline_root)) if pipeline_root else [0, 0]
     # Before the baseline is resolved: the model actually served must be the one the candidate is judged against.
     reconciled = (list(reconcile.reconcile(store, serving_dir, pipeline_name).values())
                   if store is not None and serving_dir else [])
     report, table, cleaned = ingest(kind, location, examples_root, data, beam_args, store, root)
     check_spans(examples_root, data.span_window, data.max_image_pixels)
     return BeforeTheDag(ingest=report, table=table, canceled=canceled, missing=missing, took_over=took_over,
-                        reconciled=reconciled, cleaned=cleaned)
+                        reconciled=reconciled, cleaned=cleaned, freed=freed)
 
 
 def start_run(store, examples_root: str, kind: str | None, location: str, data: DataConfig, *, say: Say,

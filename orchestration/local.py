@@ -144,7 +144,7 @@ def _accept(config: PipelineConfig, where: RunLayout, source: Source | None, bea
         store_health.open_store(where.metadata_path), str(where.examples_root), kind, location, config.data,
         say=say, clear_previous=functools.partial(_clear_last_run, where),
         beam_args=functools.partial(beam_policy.ingest_args, beam_workers), took_over=took_over,
-        serving_dir=str(where.serving_dir), pipeline_name=config.name)
+        serving_dir=str(where.serving_dir), pipeline_name=config.name, pipeline_root=str(where.pipeline_root))
 
 
 def _clear_last_run(where: RunLayout) -> None:

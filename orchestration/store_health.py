@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import sqlite3
 
 from contract import metadata as metadata_lib
@@ -124,6 +125,53 @@ def cancel_unfinished_in(store, which_runs=lambda run: True) -> list[str]:
             nodes += [c.name.split(".", 1)[1] for c in store.get_contexts_by_execution(execution.id)
                       if c.type_id == node_type]
     return nodes
+
+
+EXECUTOR_TEMP = (".system", "executor_execution")  # <pipeline root>/<node>/.system/executor_execution/<id>/.temp
+FEATURE_CACHE = "feature_cache"  # trainer.task.CACHE_FOLDER (orchestration does not import the trainer)
+
+
+def remove_canceled_temp(store, pipeline_root: str) -> tuple[int, int]:
+    """Removes what CANCELED executions left under the local `pipeline_root` (_left_behind: their temp folders,
+    the feature caches in their outputs); returns (folders removed, bytes freed). A killed Tuner leaves its
+    feature cache in its temp folder, a killed Trainer in its ModelRun output: gigabytes that TFX never removes
+    (it clears an execution's temp folder only when the execution ends). No link is followed: a folder reached
+    through one is left alone. Only the holder of the root's lease calls this, so no canceled execution is still
+    writing."""
+    from ml_metadata.proto import metadata_store_pb2
+
+    if store is None or not os.path.isdir(pipeline_root) or os.path.islink(pipeline_root):
+        return 0, 0
+    node_type = {t.name: t.id for t in store.get_context_types()}.get("node")
+    removed = freed = 0
+    for execution in store.get_executions():
+        if execution.last_known_state != metadata_store_pb2.Execution.CANCELED:
+            continue
+        for context in store.get_contexts_by_execution(execution.id):
+            if context.type_id != node_type:
+                continue
+            for parts in _left_behind(pipeline_root, context.name.split(".", 1)[1], str(execution.id)):
+                path, linked = pipeline_root, False
+                for part in parts:
+                    path = os.path.join(path, part)
+                    linked = linked or os.path.islink(path)
+                if linked or not os.path.isdir(path):
+                    continue
+                freed += sum(os.lstat(os.path.join(folder, name)).st_size
+                             for folder, _, names in os.walk(path) for name in names)
+                shutil.rmtree(path)
+                removed += 1
+    return removed, freed
+
+
+def _left_behind(pipeline_root: str, node: str, execution_id: str) -> list[list[str]]:
+    """What a killed execution of `node` leaves: its temp folder, and the feature cache in each of its output
+    folders (<node>/<output>/<execution id>/feature_cache: the Trainer's, in its ModelRun output)."""
+    node_dir = os.path.join(pipeline_root, node)
+    outputs = sorted(entry.name for entry in os.scandir(node_dir) if entry.name != EXECUTOR_TEMP[0]
+                     and entry.is_dir(follow_symlinks=False)) if os.path.isdir(node_dir) else []
+    return [[node, *EXECUTOR_TEMP, execution_id, ".temp"],
+            *([node, output, execution_id, FEATURE_CACHE] for output in outputs)]
 
 
 MISSING_PROPERTY = metadata_lib.MISSING_SINCE  # set on the artifacts mark_missing marks DELETED

@@ -61,3 +61,42 @@ def test_the_spans_runs_read_are_those_of_examplegens_live_examples(tmp_path):
         + [metadata_store_pb2.Attribution(context_id=contexts[1], artifact_id=i) for i in transformed], [])
     assert store_health.spans_read(store) == {1, 3}
     assert store_health.spans_read(None) == frozenset()
+
+
+def _execution(store, node_context, state):
+    type_id = store.put_execution_type(metadata_store_pb2.ExecutionType(name="Tuner"))
+    execution_id, _, _ = store.put_execution(metadata_store_pb2.Execution(type_id=type_id, last_known_state=state),
+                                               [], [node_context])
+    return execution_id
+
+
+def test_the_temp_folders_of_canceled_executions_go_and_no_other_nor_any_through_a_link(tmp_path):
+    """A killed Tuner or Trainer leaves its feature cache in its execution's temp folder, which TFX never removes."""
+    store = _store(tmp_path)
+    node_type = store.put_context_type(metadata_store_pb2.ContextType(name="node"))
+    node = metadata_store_pb2.Context(type_id=node_type, name="cats.Tuner")
+    [node.id] = store.put_contexts([node])
+    Execution = metadata_store_pb2.Execution
+    canceled, running, linked = (_execution(store, node, state)
+                                 for state in (Execution.CANCELED, Execution.RUNNING, Execution.CANCELED))
+    root = tmp_path / "pipeline_root"
+    temp = lambda execution: root / "Tuner" / ".system" / "executor_execution" / str(execution) / ".temp"  # noqa
+    for execution in (canceled, running):
+        cache = temp(execution) / str(execution) / "feature_cache"
+        cache.mkdir(parents=True)
+        (cache / "views.tfrecord").write_bytes(b"x" * 3000)
+    users = tmp_path / "users_folder"
+    users.mkdir()
+    (users / "photo.jpg").write_bytes(b"y" * 10)
+    model_run = root / "Tuner" / "model_run" / str(canceled) / "feature_cache"  # where the Trainer caches
+    model_run.mkdir(parents=True)
+    (model_run / "views.tfrecord").write_bytes(b"z" * 500)
+    temp(linked).parent.mkdir(parents=True)
+    temp(linked).symlink_to(users)
+
+    assert store_health.remove_canceled_temp(store, str(root)) == (2, 3500)
+    assert not temp(canceled).exists() and not model_run.exists() and model_run.parent.is_dir()
+    assert (temp(canceled).parent).is_dir()  # the execution's own record folder stays
+    assert (temp(running) / str(running) / "feature_cache" / "views.tfrecord").exists()
+    assert (users / "photo.jpg").exists() and temp(linked).is_symlink()
+    assert store_health.remove_canceled_temp(store, str(root)) == (0, 0)

@@ -393,3 +393,32 @@ def test_trials_are_numbered_from_1_as_keras_tuner_prints_them_and_their_cache_l
     printed = capsys.readouterr().out
     assert "\nTrial 1 summary\n" in printed and "\nTrial 2 summary\n" in printed
     assert "Trial 0 summary" not in printed and "Trial 00 summary" not in printed
+
+
+def test_nothing_a_trial_traced_or_built_is_reachable_after_it(config, monkeypatch):
+    """Each trial traces its own train step; what it leaves reachable stays for the whole search (up to
+    --tune-trials 1000 trials in one process): its model and every graph it traced must be gone after it."""
+    import gc
+    import weakref
+
+    from tensorflow.python.framework import func_graph
+
+    def graphs():
+        return {id(o): o for o in gc.get_objects() if isinstance(o, func_graph.FuncGraph)}
+
+    left = []
+    train = task.train
+
+    def spy(*args, **kwargs):
+        before = graphs()
+        model, history = train(*args, **kwargs)
+        left.append(weakref.ref(model))
+        left.extend(weakref.ref(g) for key, g in graphs().items() if key not in before)
+        return model, history
+
+    monkeypatch.setattr(task, "train", spy)
+    short = dataclasses.replace(config, head_epochs=1, fine_tune_epochs=1)
+    tuning.run_trial(short, SIZE, _examples(1), _examples(2, 8), epoch_fraction=1.0, counts=(16, 8))
+    gc.collect()
+    assert len(left) > 2  # the model and the graphs its phases traced
+    assert [ref() for ref in left if ref() is not None] == []
