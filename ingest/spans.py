@@ -28,7 +28,6 @@ import json
 import logging
 import os
 import posixpath
-import sys
 import time
 from typing import Callable, Collection, Iterable, NamedTuple, Sequence
 
@@ -37,7 +36,7 @@ import tensorflow as tf
 
 from config import DataConfig
 from config.beam_policy import IN_PROCESS
-from contract import features, layout, storage
+from contract import features, layout, progress, storage
 from contract.errors import CommandError
 from ingest import carried as carrying
 from ingest import sources
@@ -206,8 +205,7 @@ class _CheckItem(beam.DoFn):
     def process(self, item: sources.Item):
         self._seen += 1
         if self._total >= _PROGRESS_EVERY and self._seen % _PROGRESS_EVERY == 0:
-            print(f"  ingest: worker {os.getpid()} checked {self._seen} of {self._total} items", file=sys.stderr,
-                  flush=True)
+            progress.note(f"  ingest: worker {os.getpid()} checked {self._seen} of {self._total} items")
         if item.problem:
             yield beam.pvalue.TaggedOutput(QUARANTINED, Outcome(item.id, QUARANTINED, item.problem))
             return

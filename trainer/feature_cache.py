@@ -39,6 +39,7 @@ import keras
 import tensorflow as tf
 
 from config import TrainingConfig
+from contract import progress
 from contract.errors import RunFailedError
 from trainer import model as model_lib
 
@@ -188,10 +189,9 @@ class FeatureCache:
         self.fill_seconds = {"head": 0.0, "fine_tune": 0.0}
         if on_disk:
             tf.io.gfile.makedirs(cache_dir)
-            # Printed, as the epochs are: the terminal (or the task's log) shows it whatever the log level.
-            print(f"{SPEAKER.get()}: the cached views' {self._total / 2**20:,.0f} MiB are over the "
-                  f"{config.cache_memory_mb:,} MiB memory budget (--cache-memory-mb): caching them to files under "
-                  f"{cache_dir}", flush=True)
+            progress.say(f"{SPEAKER.get()}: the cached views' {self._total / 2**20:,.0f} MiB are over the "
+                         f"{config.cache_memory_mb:,} MiB memory budget (--cache-memory-mb): caching them to files "
+                         f"under {cache_dir}")
 
     def fill_head_views(self, eval_pixels: tf.data.Dataset) -> None:
         self._fill(self.train, self._train_pixels, "train", range(self.head_views), phase="head", augmented=True,

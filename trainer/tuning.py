@@ -36,6 +36,7 @@ from tensorflow.python.framework import ops as tf_ops
 from tfx.components.tuner.component import TunerFnResult
 
 from config import TrainingConfig, TuningConfig
+from contract import progress
 from contract.errors import first_line
 from trainer import feature_cache, task
 from trainer import hyperparameters as hyperparameters_lib
@@ -227,7 +228,7 @@ class CheapTrials(keras_tuner.engine.base_tuner.BaseTuner):
         except Exception as error:  # KerasTuner records the trial as failed; the table keeps why, in one line
             self.interrupts.check()  # not a failure of the trial's settings: the user stopped the search
             outcome.update(status=FAILED, reason=trial_reason(error, trial_cache))
-            print(f"Tuner trial {number} failed: {outcome['reason']}", flush=True)
+            progress.say(f"Tuner trial {number} failed: {outcome['reason']}")
             raise
         finally:
             feature_cache.SPEAKER.reset(speaker)
@@ -249,13 +250,13 @@ class CheapTrials(keras_tuner.engine.base_tuner.BaseTuner):
     def results_summary(self, num_trials=10):
         """KerasTuner's summary of the best trials (TFX's Tuner prints it), each trial numbered from 1 as KerasTuner
         numbers them while they run and the trial table does (its own summary prints the id, counted from 0)."""
-        print(f"Results summary\nResults in {self.project_dir}\nShowing {num_trials} best trials\n"
-              f"{self.oracle.objective}")
+        lines = ["Results summary", f"Results in {self.project_dir}", f"Showing {num_trials} best trials",
+                 str(self.oracle.objective)]
         for trial in self.oracle.get_best_trials(num_trials):
-            print(f"\nTrial {self.number(trial.trial_id)} summary\nHyperparameters:")
-            for name, value in trial.hyperparameters.values.items():
-                print(f"{name}: {value}")
-            print(f"Score: {trial.score}")
+            lines += ["", f"Trial {self.number(trial.trial_id)} summary", "Hyperparameters:",
+                      *(f"{name}: {value}" for name, value in trial.hyperparameters.values.items()),
+                      f"Score: {trial.score}"]
+        progress.say("\n".join(lines))
 
     def on_trial_end(self, trial):
         reason = self.outcomes.get(trial.trial_id, {}).get("reason")

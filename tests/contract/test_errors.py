@@ -32,11 +32,6 @@ PRINTS = {
     # `end`: the one place an error's line is shown, for the command line and the Kubeflow tasks alike
     "contract/errors.py",
     "orchestration/kfp_components.py",  # each body is its Kubeflow task's command line
-    # Inside a TFX executor or a Beam worker, where no caller can be handed a line: their progress goes to the
-    # run's output with Keras' epoch lines, whatever the log level.
-    "trainer/tuning.py",
-    "trainer/feature_cache.py",
-    "ingest/spans.py",
 }
 PRINTING_PACKAGES = {"cli"}  # benchmarks/ and tests/ are no shipped package
 

@@ -1,0 +1,34 @@
+"""Progress from inside executors and workers: logged, and shown whatever the root logger's level."""
+
+import logging
+
+from contract import progress
+from orchestration import quiet_logs
+
+
+def test_progress_is_shown_on_its_stream_when_the_command_keeps_other_logs_to_errors(capsys):
+    quiet_logs.apply(False)  # as every command without --verbose: the root logger at errors only
+    logging.getLogger("some.library").info("a library's notice")
+    progress.say("Tuner trial 2 failed: loss is nan")
+    progress.note("  ingest: worker 7 checked 500 of 1000 items")
+    captured = capsys.readouterr()
+    assert captured.out == "Tuner trial 2 failed: loss is nan\n"
+    assert captured.err == "  ingest: worker 7 checked 500 of 1000 items\n"
+
+
+def test_a_program_that_embeds_the_pipeline_can_quiet_progress_as_any_log():
+    import io
+    import sys
+
+    shown = io.StringIO()
+    out, sys.stdout = sys.stdout, shown
+    logger = logging.getLogger(progress.LOGGER)
+    try:
+        logger.setLevel(logging.WARNING)
+        progress.say("not shown")
+        logger.setLevel(logging.INFO)
+        progress.say("shown")
+    finally:
+        sys.stdout = out
+        logger.setLevel(logging.INFO)
+    assert shown.getvalue() == "shown\n"
