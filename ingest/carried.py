@@ -5,9 +5,8 @@ the SHA-256 of its queue record: the queue's identity, whichever folder it was s
 after it holds, beside its source's images, that span's own records, copied record by record into
 <split>/queue-span-<K>.tfrecord of the same split they had (an image of a test split stays in test: no image
 moves between splits from span to span). A queue ingested again (more of it sorted) supersedes its earlier
-span. With a span window of N, a queue that a span the Trainer reads beside the new one holds already (as its
-own span or carried: one of the N-1 numbers below the new span's, read by an earlier run) is not carried
-again: the Trainer reads each of its images once. The span's fingerprint covers
+span. Queues are carried at a span window of 1 only (check_window): with a wider window the Trainer would
+read a queue's images in its own span and again carried in a later one. The span's fingerprint covers
 the carried spans, so a scheduled run on unchanged data reuses the span that carries them. A queue's span
 removed from the examples root is carried no more: the next ingest writes a span without it.
 
@@ -21,7 +20,7 @@ import dataclasses
 import hashlib
 import json
 import posixpath
-from typing import Collection, Mapping
+from typing import Mapping
 
 import tensorflow as tf
 
@@ -54,25 +53,33 @@ def queue_identity(kind: str, location: str) -> str | None:
     return hashlib.sha256(record).hexdigest() if record is not None else None
 
 
-def to_carry(reports: Mapping[int, IngestReport | None], position: int, window: int, own_queue: str | None,
-             read: Collection[int] = ()) -> list[QueueSpan]:
+class WindowRefused(sources.SourceError):
+    """A span window above 1 on a root with labeled queues."""
+
+
+def check_window(reports: Mapping[int, IngestReport | None], window: int, own_queue: str | None) -> None:
+    """Refuses a span window above 1 where labeled queues are involved: the Trainer would read a queue's images
+    both in the queue's own span and carried in a later one (once in each split, under both labels)."""
+    if window <= 1:
+        return
+    holding = [span for span, report in sorted(reports.items())
+               if report is not None and (report.labeled_queue or report.carried)]
+    if own_queue or holding:
+        where = "the source is one" if own_queue else f"span {holding[0]} holds one"
+        raise WindowRefused(f"labeled queues are carried at --span-window 1 only; {where}: ingest and run with "
+                            f"--span-window 1 (a window above 1 would train on a queued image twice)")
+
+
+def to_carry(reports: Mapping[int, IngestReport | None], position: int, own_queue: str | None) -> list[QueueSpan]:
     """The labeled queues' spans a span numbered `position` carries, oldest first. `reports`: every span of the
     examples root, None for one another tool wrote; `own_queue`: the identity of the queue being ingested (its
-    earlier span is superseded, never carried into its own); `read`: the spans runs have read (ExampleGen's
-    Examples in ML Metadata): of those, the span window's resolver (TFX's SpanRangeStrategy) gives the Trainer
-    the ones numbered within `window` of the newest, and a span no run read is never in it."""
+    earlier span is superseded, never carried into its own)."""
     newest: dict[str, QueueSpan] = {}
     for span in sorted(s for s in reports if s < position):
         report = reports[span]
         if report is not None and report.labeled_queue and report.labeled_queue != own_queue:
             newest[report.labeled_queue] = QueueSpan(span, report.own_fingerprint)
-    held: set[int] = set()  # the queue spans the rest of the Trainer's window holds already
-    for span in sorted(s for s in reports if position - window < s < position and s in read):
-        report = reports[span]
-        if report is not None:
-            held |= {span} if report.labeled_queue else set()
-            held |= {entry["span"] for entry in report.carried}
-    return sorted((queue for queue in newest.values() if queue.span not in held), key=lambda q: q.span)
+    return sorted(newest.values(), key=lambda q: q.span)
 
 
 def fingerprint(data_fingerprint: str, carried: list[QueueSpan]) -> str:

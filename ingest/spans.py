@@ -30,7 +30,7 @@ import os
 import posixpath
 import sys
 import time
-from typing import Callable, Collection, Iterable, NamedTuple, Sequence
+from typing import Callable, Iterable, NamedTuple, Sequence
 
 import apache_beam as beam
 import tensorflow as tf
@@ -71,8 +71,8 @@ class IngestSettings:
     # Folder sources' files above it are quarantined unread. Left out of the settings the fingerprint hashes:
     # it shapes a span through the files above it, which the fingerprint marks one by one.
     max_file_bytes: int = DataConfig.max_file_mb << 20
-    # The spans the Trainer reads (DataConfig.span_window): which labeled queues a span carries (ingest.carried).
-    # Left out of the settings hashed: the fingerprint covers the carried queues themselves.
+    # The spans the Trainer reads (DataConfig.span_window): labeled queues are carried at 1 only (ingest.carried).
+    # Left out of the settings hashed: it changes no span it lets through.
     span_window: int = DataConfig.span_window
 
 
@@ -298,13 +298,11 @@ def _run_beam(items: list[sources.Item], staging: str, settings: IngestSettings,
 
 def ingest(kind: str, location: str | os.PathLike, examples_root: str | os.PathLike,
            settings: IngestSettings = IngestSettings(),
-           beam_args: Callable[[int], Sequence[str]] = lambda items: IN_PROCESS,
-           read_spans: Collection[int] = ()) -> IngestReport:
+           beam_args: Callable[[int], Sequence[str]] = lambda items: IN_PROCESS) -> IngestReport:
     """Writes a new span from a source, or reuses the latest if its data is the same.
 
     kind: one of sources.LISTERS: "folder" (class folders or Kaggle names), "parquet" or "tfds" (a TFDS data_dir).
     beam_args: the Beam arguments for a number of items.
-    read_spans: the spans runs have read (ingest.carried.to_carry: which the span window gives the Trainer).
     """
     location = str(location)
     if kind not in sources.LISTERS:
@@ -314,14 +312,15 @@ def ingest(kind: str, location: str | os.PathLike, examples_root: str | os.PathL
     data_fingerprint, queue = _fingerprint(kind, location, settings), carrying.queue_identity(kind, location)
     examples_root = str(examples_root)
     reports = {span: load_report(examples_root, span) for span in existing_spans(examples_root)}
+    carrying.check_window(reports, settings.span_window, queue)
     if reports:
         latest = reports[max(reports)]
-        queues = carrying.to_carry(reports, max(reports), settings.span_window, queue, read_spans)
+        queues = carrying.to_carry(reports, max(reports), queue)
         if latest is not None and latest.source_fingerprint == carrying.fingerprint(data_fingerprint, queues):
             return dataclasses.replace(latest, reused=True)
     # Above spans cut short too: a reader may have seen them.
     span = layout.next_number(highest_span_number(examples_root), examples_root, "span")
-    queues = carrying.to_carry(reports, span, settings.span_window, queue, read_spans)
+    queues = carrying.to_carry(reports, span, queue)
     items = list(sources.LISTERS[kind](location))
 
     # The span is built in a hidden folder beside its final place, where Beam's workers can write (on Dataflow

@@ -25,7 +25,7 @@ from typing import Any
 
 from config import DataConfig, beam_policy
 from contract.errors import CommandError, RunFailedError
-from ingest import foreign_spans, sources, span_report, spans
+from ingest import carried, foreign_spans, sources, span_report, spans
 from orchestration import reconcile, store_health
 
 
@@ -92,20 +92,30 @@ def look_after_store(store, current_run: str | None = None) -> tuple[list[str], 
 
 
 def ingest(kind: str | None, location: str, examples_root: str, data: DataConfig,
-           beam_args=functools.partial(beam_policy.ingest_args, 0),
-           store=None) -> tuple[dict[str, Any] | None, str, list[str]]:
+           beam_args=functools.partial(beam_policy.ingest_args, 0)) -> tuple[dict[str, Any] | None, str, list[str]]:
     """Ingests `location` (a source of `kind`, one of ingest.sources.LISTERS) as a span; kind None: the run
     uses the spans already there. Spans cut short and staging folders of a killed ingest are cleaned up first
-    (the caller holds the root's lease). `store`: the root's ML Metadata, where the spans runs read are (with
-    a span window above 1, the labeled queues a span carries depend on them). Returns (the span's ingest
-    report, a table to print, what the clean-up did); RunRefused if there is nothing usable."""
+    (the caller holds the root's lease). Returns (the span's ingest report, a table to print, what the clean-up
+    did); RunRefused if there is nothing usable."""
+    refuse_window(kind, location, examples_root, data.span_window)
     cleaned, _ = span_report.clean_up(examples_root)
-    read = store_health.spans_read(store) if data.span_window > 1 else frozenset()
-    report, table = _ingest(kind, location, examples_root, data, beam_args, read)
+    report, table = _ingest(kind, location, examples_root, data, beam_args)
     return report, "\n".join([*cleaned, table]), cleaned
 
 
-def _ingest(kind: str | None, location: str, examples_root: str, data: DataConfig, beam_args, read_spans=()):
+def refuse_window(kind: str | None, location: str, examples_root: str, window: int) -> None:
+    """RunRefused, before any work, for a span window above 1 where labeled queues are (ingest.carried)."""
+    if window <= 1:
+        return
+    try:
+        reports = {span: span_report.load_report(examples_root, span)
+                   for span in span_report.existing_spans(examples_root)}
+        carried.check_window(reports, window, carried.queue_identity(kind, location) if kind and location else None)
+    except sources.SourceError as error:
+        raise RunRefused(str(error)) from None
+
+
+def _ingest(kind: str | None, location: str, examples_root: str, data: DataConfig, beam_args):
     if kind is None or not location:
         existing = span_report.existing_spans(examples_root)
         if not existing:
@@ -115,7 +125,7 @@ def _ingest(kind: str | None, location: str, examples_root: str, data: DataConfi
         return (latest.to_json() if latest else None,
                 f"no source given: running on the spans in {examples_root} (latest: span {existing[-1]})")
     try:
-        report = spans.ingest(kind, location, examples_root, ingest_settings(data), beam_args, read_spans)
+        report = spans.ingest(kind, location, examples_root, ingest_settings(data), beam_args)
     except (sources.SourceError, spans.NoUsableImagesError) as error:
         raise RunRefused(str(error)) from None
     except Exception as error:
@@ -167,11 +177,12 @@ def before_the_dag(store, examples_root: str, kind: str | None, location: str, d
                    took_over: dict | None = None, serving_dir: str | None = None,
                    pipeline_name: str = "") -> BeforeTheDag:
     """Every step before the DAG, in order; RunRefused when the run cannot start."""
+    refuse_window(kind, location, examples_root, data.span_window)
     canceled, missing = look_after_store(store, current_run)
     # Before the baseline is resolved: the model actually served must be the one the candidate is judged against.
     reconciled = (list(reconcile.reconcile(store, serving_dir, pipeline_name).values())
                   if store is not None and serving_dir else [])
-    report, table, cleaned = ingest(kind, location, examples_root, data, beam_args, store)
+    report, table, cleaned = ingest(kind, location, examples_root, data, beam_args)
     check_spans(examples_root, data.span_window, data.max_image_pixels)
     return BeforeTheDag(ingest=report, table=table, canceled=canceled, missing=missing, took_over=took_over,
                         reconciled=reconciled, cleaned=cleaned)

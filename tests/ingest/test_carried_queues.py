@@ -112,29 +112,23 @@ def test_an_image_the_data_and_a_queue_both_hold_is_kept_once_as_the_person_labe
     assert sum(len(found) for found in held.values()) == report.examples_written == 6 + 4
 
 
-def test_with_a_span_window_of_two_the_trainer_reads_each_queued_image_once(root):
-    """The window's resolver gives the Trainer the spans runs read (ExampleGen's Examples) numbered within 2 of
-    the newest: a queue a read span there holds is not carried again; one no run read is."""
-    examples, window = root["examples"], spans.IngestSettings(span_window=2)
+def test_a_span_window_above_one_is_refused_before_any_work_where_labeled_queues_are(root):
+    """With a wider window the Trainer would read a queued image in the queue's span and again carried."""
+    from config import DataConfig
+    from orchestration import lifecycle
 
-    def ingest(source, read):
-        return spans.ingest("folder", source, examples, window, read_spans=read)
-
-    ingest(root["data"], ())
-    ingest(_sorted_queue(root["labeling"], looks.images("sketch", 6)), {1})
-    # a run with no source read the queue's span 2
-    assert ingest(root["data"], {1, 2}).carried == []  # span 3, read with span 2
-    synthetic.write_demo_images(root["data"], 4)
-    assert [c["span"] for c in ingest(root["data"], {1, 2, 3}).carried] == [2]  # span 4, read with span 3
-    assert ingest(root["data"], {1, 2, 3, 4}).reused
-    ingest(_sorted_queue(root["labeling"], looks.images("dusk", 2)), {1, 2, 3, 4})  # span 5, which no run reads
-    assert [c["span"] for c in ingest(root["data"], {1, 2, 3, 4}).carried] == [2, 5]  # span 6, read alone
-    queued = set(_splits(examples, 2)) | set(_splits(examples, 5))
-    for read_by_trainer in ((2, 3), (3, 4), (6,)):
-        read = [sha for span in read_by_trainer for sha, found in _splits(examples, span).items() for _ in found]
-        assert sorted(sha for sha in read if sha in queued) == sorted(queued & set(read)), read_by_trainer
-        assert set(_splits(examples, 2)) <= set(read), read_by_trainer
-    assert queued <= set(_splits(examples, 6))
+    examples, wide = root["examples"], spans.IngestSettings(span_window=2)
+    spans.ingest("folder", root["data"], examples, wide)  # no queue yet: a wide window is fine
+    queued = _sorted_queue(root["labeling"], looks.images("sketch", 4))
+    with pytest.raises(carried.WindowRefused, match="labeled queues are carried at --span-window 1 only; the "
+                                                    "source is one"):
+        spans.ingest("folder", queued, examples, wide)
+    spans.ingest("folder", queued, examples)
+    for kind, location in (("folder", str(root["data"])), (None, "")):
+        with pytest.raises(lifecycle.RunRefused, match="--span-window 1 only; span 2 holds one"):
+            lifecycle.ingest(kind, location, str(examples), DataConfig(span_window=3))
+    assert span_report.existing_spans(examples) == [1, 2], "nothing written"
+    assert spans.ingest("folder", root["data"], examples).carried  # at window 1 the queue is carried
 
 
 def test_a_queue_whose_span_is_removed_is_carried_no_more(root):
@@ -189,40 +183,3 @@ def test_a_damaged_report_of_an_earlier_span_stops_the_ingest_naming_it(root):
     with pytest.raises(span_report.DamagedReportError, match="span-1/ingest_report.json is damaged"):
         spans.ingest("folder", root["data"], examples)
     assert span_report.existing_spans(examples) == [1, 2]
-
-
-def _store_that_read(path, read):
-    """An ML Metadata store in which ExampleGen's Examples of the `read` spans are recorded, as runs leave them."""
-    from ml_metadata import metadata_store
-    from ml_metadata.proto import metadata_store_pb2
-
-    config = metadata_store_pb2.ConnectionConfig()
-    config.sqlite.filename_uri = str(path)
-    store = metadata_store.MetadataStore(config)
-    examples = store.put_artifact_type(metadata_store_pb2.ArtifactType(name="Examples"))
-    node = store.put_context_type(metadata_store_pb2.ContextType(name="node"))
-    (context,) = store.put_contexts([metadata_store_pb2.Context(type_id=node, name="cats-vs-dogs.ImportExampleGen")])
-    artifacts = [metadata_store_pb2.Artifact(type_id=examples, uri=f"/e/{span}", state=metadata_store_pb2.Artifact.LIVE)
-                 for span in read]
-    for artifact, span in zip(artifacts, read):
-        artifact.custom_properties["span"].int_value = span
-    ids = store.put_artifacts(artifacts)
-    store.put_attributions_and_associations([metadata_store_pb2.Attribution(context_id=context, artifact_id=i)
-                                             for i in ids], [])
-    return store
-
-
-def test_a_run_with_a_span_window_takes_the_spans_read_from_its_store(root, tmp_path):
-    from config import DataConfig
-    from orchestration import lifecycle
-
-    examples, window = str(root["examples"]), DataConfig(span_window=2)
-    lifecycle.ingest("folder", str(root["data"]), examples, window)
-    lifecycle.ingest("folder", _sorted_queue(root["labeling"], looks.images("sketch", 4)), examples, window)
-    report, _, _ = lifecycle.ingest("folder", str(root["data"]), examples, window,
-                                    store=_store_that_read(tmp_path / "metadata.sqlite", [1, 2]))
-    assert (report["span"], report["carried"]) == (3, []), "span 2, which a run read, is in the window"
-    synthetic.write_demo_images(root["data"], 4)
-    report, _, _ = lifecycle.ingest("folder", str(root["data"]), examples, DataConfig(span_window=3),
-                                    store=_store_that_read(tmp_path / "other.sqlite", [1]))
-    assert [c["span"] for c in report["carried"]] == [2], "no run read span 2 or span 3"
