@@ -4,7 +4,10 @@ A sorted labeling queue (monitoring.queue) ingested as a span is marked as one i
 the SHA-256 of its queue record: the queue's identity, whichever folder it was sorted in). Every span ingested
 after it holds, beside its source's images, that span's own records, copied record by record into
 <split>/queue-span-<K>.tfrecord of the same split they had (an image of a test split stays in test: no image
-moves between splits from span to span). A queue ingested again (more of it sorted) supersedes its earlier
+moves between splits from span to span). An image the new span's source holds too is kept as the source
+has it, in the source's split (a queue's split comes from the content hash, the source's may come from its
+folders: the image keeps the split it has in the data), with the label a person gave it: the queue's, or, when
+the source is itself a newer queue, that queue's. A queue ingested again (more of it sorted) supersedes its earlier
 span. Queues are carried at a span window of 1 only (check_window): with a wider window the Trainer would
 read a queue's images in its own span and again carried in a later one. The span's fingerprint covers
 the carried spans, so a scheduled run on unchanged data reuses the span that carries them. A queue's span
@@ -20,7 +23,7 @@ import dataclasses
 import hashlib
 import json
 import posixpath
-from typing import Mapping
+from typing import Collection, Mapping
 
 import tensorflow as tf
 
@@ -41,9 +44,11 @@ class QueueSpan:
 
 @dataclasses.dataclass
 class Carried:
-    """What a new span carries: `images` {sha256: (span, source id, label)}, and `entries` for its report."""
+    """What a new span carries: `images` {sha256: (span, source id, label)}, `records` [(sha256, split,
+    serialized)], and `entries` for its report."""
 
     images: dict[str, tuple[int, str, int]] = dataclasses.field(default_factory=dict)
+    records: list[tuple[str, str, bytes]] = dataclasses.field(default_factory=list)
     entries: list[dict] = dataclasses.field(default_factory=list)
 
 
@@ -94,14 +99,38 @@ def is_carried_file(name: str) -> bool:
     return posixpath.basename(name).startswith(PREFIX)
 
 
-def carry(examples_root: str, staging: str, queues: list[QueueSpan]) -> Carried:
-    """Copies the own records of each queue's span into `staging`, newest queue first (an image two queues hold
-    is kept as the newer one labelled it); returns what was carried."""
+def gather(examples_root: str, queues: list[QueueSpan]) -> Carried:
+    """Reads the own records of each queue's span, newest queue first (an image two queues hold is kept as the
+    newer one labelled it); nothing is written yet (write: the source may hold some of them)."""
     carried = Carried()
     for queue in sorted(queues, key=lambda q: -q.span):
-        carried.entries.append(_carry_span(examples_root, staging, queue.span, carried))
+        carried.entries.append(_read_span(examples_root, queue.span, carried))
     carried.entries.sort(key=lambda entry: entry["span"])
     return carried
+
+
+def write(staging: str, carried: Carried, in_source: Collection[str]) -> None:
+    """Writes the carried records into `staging`, but those of the images in `in_source` (the source's copy was
+    kept instead: in the source's split), and counts each entry's examples."""
+    entries = {entry["span"]: entry for entry in carried.entries}
+    writers: dict[tuple[str, int], tf.io.TFRecordWriter] = {}
+    try:
+        for sha256, split, record in carried.records:
+            span, _, label = carried.images[sha256]
+            entry = entries[span]
+            if sha256 in in_source:
+                entry["in_source"] += 1
+                continue
+            if (split, span) not in writers:
+                tf.io.gfile.makedirs(posixpath.join(staging, split))
+                writers[split, span] = tf.io.TFRecordWriter(posixpath.join(staging, split, f"{PREFIX}{span}.tfrecord"))
+            writers[split, span].write(record)
+            entry["examples"] += 1
+            entry["examples_per_split"][split] += 1
+            entry["examples_per_label"][features.LABEL_NAMES[label]] += 1
+    finally:
+        for writer in writers.values():
+            writer.close()
 
 
 def _own_files(folder: str) -> list[tuple[str, str]]:
@@ -115,34 +144,22 @@ def _own_files(folder: str) -> list[tuple[str, str]]:
     return found
 
 
-def _carry_span(examples_root: str, staging: str, span: int, carried: Carried) -> dict:
+def _read_span(examples_root: str, span: int, carried: Carried) -> dict:
     folder = layout.span_dir(examples_root, span)
     problem = storage.link_problem(folder)
     if problem:
         raise sources.SourceError(f"the labeled queue of span {span} cannot be carried into the new span: "
                                   f"{folder}: {problem}")
-    per_split = dict.fromkeys(layout.SPLITS, 0)
-    per_label = dict.fromkeys(features.LABEL_NAMES, 0)
     left_out = 0
-    writers: dict[str, tf.io.TFRecordWriter] = {}
-    try:
-        for split, path in _own_files(folder):
-            for record in tf.data.TFRecordDataset(path).as_numpy_iterator():
-                feature = tf.train.Example.FromString(record).features.feature
-                sha256 = feature[features.SHA256_KEY].bytes_list.value[0].decode()
-                if sha256 in carried.images:
-                    left_out += 1
-                    continue
-                label = int(feature[features.LABEL_KEY].int64_list.value[0])
-                carried.images[sha256] = (span, feature[features.SOURCE_KEY].bytes_list.value[0].decode(), label)
-                if split not in writers:
-                    tf.io.gfile.makedirs(posixpath.join(staging, split))
-                    writers[split] = tf.io.TFRecordWriter(posixpath.join(staging, split, f"{PREFIX}{span}.tfrecord"))
-                writers[split].write(record)
-                per_split[split] += 1
-                per_label[features.LABEL_NAMES[label]] += 1
-    finally:
-        for writer in writers.values():
-            writer.close()
-    return {"span": span, "examples": sum(per_split.values()), "examples_per_split": per_split,
-            "examples_per_label": per_label, "left_out": left_out}
+    for split, path in _own_files(folder):
+        for record in tf.data.TFRecordDataset(path).as_numpy_iterator():
+            feature = tf.train.Example.FromString(record).features.feature
+            sha256 = feature[features.SHA256_KEY].bytes_list.value[0].decode()
+            if sha256 in carried.images:
+                left_out += 1
+                continue
+            label = int(feature[features.LABEL_KEY].int64_list.value[0])
+            carried.images[sha256] = (span, feature[features.SOURCE_KEY].bytes_list.value[0].decode(), label)
+            carried.records.append((sha256, split, record))
+    return {"span": span, "examples": 0, "examples_per_split": dict.fromkeys(layout.SPLITS, 0),
+            "examples_per_label": dict.fromkeys(features.LABEL_NAMES, 0), "left_out": left_out, "in_source": 0}

@@ -46,7 +46,8 @@ class IngestReport:
     # A sorted labeling queue's span: the SHA-256 of its queue record, the queue's identity (ingest.carried).
     labeled_queue: str | None = None
     # The images of earlier labeled queues' spans this span carries, one entry per span: {"span", "examples",
-    # "examples_per_split", "examples_per_label", "left_out"} (left_out: images a newer queue holds too). The
+    # "examples_per_split", "examples_per_label", "left_out", "in_source"} (left_out: images a newer queue holds
+    # too; in_source: images the source holds too, kept from the source with the person's label). The
     # examples_* fields above count them in; counts and files_seen are the source's alone.
     carried: list[dict] = dataclasses.field(default_factory=list)
     # The source's own fingerprint; source_fingerprint, which decides reuse, also covers the carried spans.
@@ -87,6 +88,12 @@ class IngestReport:
         if self.carried:
             lines.append(f"  of them carried from the labeled queues of earlier spans: {self.examples_carried} ("
                          + ", ".join(f"span {c['span']}: {c['examples']}" for c in self.carried) + ")")
+        in_source = sum(entry.get("in_source", 0) for entry in self.carried)
+        if in_source and self.labeled_queue:
+            lines.append(f"  {in_source} images an earlier labeled queue held are kept as this queue labels them")
+        elif in_source:
+            lines.append(f"  {in_source} images a labeled queue holds too are kept from the source, in the source's "
+                         "split, with the label a person gave them in the queue")
         for entry in self.quarantined[:max_listed]:
             lines.append(f"  quarantined {printable(entry['file'])}: {printable(entry['reason'])}")
         if len(self.quarantined) > max_listed:

@@ -175,6 +175,7 @@ class Outcome(NamedTuple):
     detail: str | None  # the reason, the duplicated item's id or the normalization done
     label: int | None = None
     split: str | None = None
+    replaces: str | None = None  # the SHA-256 of a carried queue's image the kept item stands for
 
 
 class _Usable(NamedTuple):
@@ -222,22 +223,17 @@ class _CheckItem(beam.DoFn):
 
 
 def _resolve_same_bytes(group, settings: IngestSettings, divide_held_out: bool,
-                        carried: dict[str, tuple[int, str, int]]):
+                        carried: dict[str, tuple[int, str, int]], source_is_queue: bool):
     """All items with one content hash -> an Outcome for each, and on the KEPT output the one example kept.
-    An image the span carries from a labeled queue (`carried`: sha256 -> (span, source id, label)) is kept as
-    the queue has it, in its split there: the source's copy is a duplicate of it, or quarantined under
-    another label."""
+    An image the span would carry from a labeled queue (`carried`: sha256 -> (span, source id, label)) is kept
+    from the source, in the source's split, with the label a person gave it: the queue's, or the source's own
+    when the source is a newer queue; its Outcome `replaces` the carried copy."""
     sha256, usable = group
     usable = sorted(usable, key=lambda u: u.item_id)
-    if sha256 in carried:
-        span, queued, label = carried[sha256]
-        for u in usable:
-            if u.label == label:
-                yield Outcome(u.item_id, DUPLICATE, f"{queued} (the labeled queue of span {span})")
-            else:
-                yield Outcome(u.item_id, QUARANTINED, f"same image bytes as {queued} of the labeled queue of span "
-                                                      f"{span}, which a person labelled {features.LABEL_NAMES[label]}")
-        return
+    replaces = sha256 if sha256 in carried else None
+    if replaces and not source_is_queue:
+        label = carried[sha256][2]
+        usable = [u._replace(label=label) for u in usable]
     if len({u.label for u in usable}) > 1:
         ids = [u.item_id for u in usable]
         for item_id in ids:
@@ -248,7 +244,7 @@ def _resolve_same_bytes(group, settings: IngestSettings, divide_held_out: bool,
     split = split_of(first.split or next((u.split for u in rest if u.split), None), sha256, settings,
                      divide_held_out)
     yield Outcome(first.item_id, NORMALIZED if first.image.normalized else ACCEPTED, first.image.normalized,
-                  first.label, split)
+                  first.label, split, replaces)
     for duplicate in rest:
         yield Outcome(duplicate.item_id, DUPLICATE, first.item_id)
     yield beam.pvalue.TaggedOutput(_KEPT, _Kept(split, make_example(first.image, first.label, first.item_id)))
@@ -266,7 +262,8 @@ def mixed_order(items: list[sources.Item]) -> list[sources.Item]:
 
 
 def _run_beam(items: list[sources.Item], staging: str, settings: IngestSettings,
-              beam_args: Sequence[str], divide_held_out: bool, carried: dict) -> list[Outcome]:
+              beam_args: Sequence[str], divide_held_out: bool, carried: dict,
+              source_is_queue: bool = False) -> list[Outcome]:
     """Checks and writes the span's shards under `staging` (a path or URI that Beam's workers write to: on
     Dataflow or a portable runner they are other machines or processes); returns every item's Outcome."""
     options = beam.options.pipeline_options.PipelineOptions(list(beam_args))
@@ -279,8 +276,8 @@ def _run_beam(items: list[sources.Item], staging: str, settings: IngestSettings,
                    | "Check" >> beam.ParDo(check).with_outputs(QUARANTINED, main="usable"))
         resolved = (checked.usable
                     | "Group" >> beam.GroupByKey()
-                    | "Resolve" >> beam.ParDo(_resolve_same_bytes, settings, divide_held_out, carried).with_outputs(
-                        _KEPT, main="outcomes"))
+                    | "Resolve" >> beam.ParDo(_resolve_same_bytes, settings, divide_held_out, carried,
+                                                source_is_queue).with_outputs(_KEPT, main="outcomes"))
         for split in SPLITS:
             _ = (resolved[_KEPT] | f"Only{split}" >> beam.Filter(lambda kept, s=split: kept.split == s)
                  | f"Bytes{split}" >> beam.Map(lambda kept: kept.serialized)
@@ -334,10 +331,11 @@ def ingest(kind: str, location: str | os.PathLike, examples_root: str | os.PathL
     try:
         storage.backend.write(posixpath.join(staging, layout.SPAN_UNCOMMITTED), b"")
         started = time.time()
-        carried = carrying.carry(examples_root, staging, queues)
+        carried = carrying.gather(examples_root, queues)
         divide = divides_held_out(item.split for item in items)
-        outcomes = _run_beam(items, staging, settings, beam_args(len(items)), divide, carried.images) \
-            if items else []
+        outcomes = _run_beam(items, staging, settings, beam_args(len(items)), divide, carried.images,
+                             queue is not None) if items else []
+        carrying.write(staging, carried, {o.replaces for o in outcomes if o.replaces})
         seconds = time.time() - started
         logging.info("ingest: %d items in %.1f s", len(items), seconds)
 

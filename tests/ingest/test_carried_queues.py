@@ -1,6 +1,7 @@
 """Labeled queues carried into every later span (ingest.carried): the images a person sorted stay in training,
 each once and in the split it had, and a scheduled run on unchanged data ingests nothing new."""
 
+import hashlib
 import os
 import shutil
 
@@ -94,22 +95,57 @@ def test_every_earlier_queue_is_carried_and_a_queue_ingested_again_replaces_its_
     assert len(_splits(examples, 5)) == 6 + 8 + 4
 
 
-def test_an_image_the_data_and_a_queue_both_hold_is_kept_once_as_the_person_labelled_it(root):
+def _labels(examples, span):
+    """{sha256: [(split, label name), ...]} of every record of the span."""
+    found = {}
+    for path in sorted((examples / f"span-{span}").glob("*/*.tfrecord")):
+        for record in tf.data.TFRecordDataset(str(path)).as_numpy_iterator():
+            feature = tf.train.Example.FromString(record).features.feature
+            found.setdefault(feature[features.SHA256_KEY].bytes_list.value[0].decode(), []).append(
+                (path.parent.name, features.LABEL_NAMES[feature[features.LABEL_KEY].int64_list.value[0]]))
+    return found
+
+
+def test_an_image_the_data_and_a_queue_both_hold_keeps_the_datas_split_and_the_persons_label(root, tmp_path):
+    """The data's split comes from its folders, the queue's from the content hash: the image stays where the data
+    has it in every span, under the label a person gave it."""
+    examples, data = root["examples"], tmp_path / "split_data"
+    synthetic.write_demo_images(data / "train", 3)
+    synthetic.write_demo_images(data / "test", 2, seed=1)
+    images = looks.images("sketch", 12)
+    spans.ingest("folder", _sorted_queue(root["labeling"], images), examples)  # span 1
+    in_queue = _labels(examples, 1)
+    by_sha = {hashlib.sha256(image).hexdigest(): image for image in images}
+    ((sha, [(split, label)]),) = [(k, v) for k, v in in_queue.items() if v[0][0] != "train"][:1]
+    other = features.LABEL_NAMES[1 - features.LABEL_NAMES.index(label)]
+    (data / "train" / other / "also.jpg").write_bytes(by_sha[sha])  # in train, under the other label
+    report = spans.ingest("folder", data, examples)  # span 2
+    assert _labels(examples, 2)[sha] == [("train", label)], "the data's split, the person's label"
+    assert report.quarantined == [] and report.carried[0]["in_source"] == 1
+    assert report.carried[0]["examples"] == 11 and report.examples_written == 10 + 12
+    assert "1 images a labeled queue holds too are kept from the source, in the source's split, with the label " \
+           "a person gave them in the queue" in report.table()
+    synthetic.write_demo_images(data / "train", 4)
+    spans.ingest("folder", data, examples)  # span 3
+    assert _labels(examples, 3)[sha] == [("train", label)], "no image moves between splits from span to span"
+
+
+def test_a_newer_queue_relabels_an_image_an_older_queue_labelled(root):
     examples = root["examples"]
     images = looks.images("sketch", 4)
-    queued = _sorted_queue(root["labeling"], images)
-    spans.ingest("folder", queued, examples)
-    in_queue = {sha: split for sha, (split,) in _splits(examples, 1).items()}
-    (root["data"] / "cat" / "same.jpg").write_bytes(images[0])  # a cat there too
-    (root["data"] / "cat" / "other.jpg").write_bytes(images[1])  # a dog in the queue
-    report = spans.ingest("folder", root["data"], examples)
-    assert {d["file"]: d["duplicate_of"] for d in report.duplicates}["cat/same.jpg"].endswith(
-        "(the labeled queue of span 1)")
-    reasons = {q["file"]: q["reason"] for q in report.quarantined}
-    assert "of the labeled queue of span 1, which a person labelled dog" in reasons["cat/other.jpg"]
-    held = _splits(examples, 2)
-    assert {sha: held[sha] for sha in in_queue} == {sha: [split] for sha, split in in_queue.items()}
-    assert sum(len(found) for found in held.values()) == report.examples_written == 6 + 4
+    spans.ingest("folder", root["data"], examples)
+    spans.ingest("folder", _sorted_queue(root["labeling"], images), examples)  # span 2: image 0 a cat
+    newer = _sorted_queue(root["labeling"], looks.images("dusk", 2))
+    with open(os.path.join(newer, "dog", "older_cat.jpg"), "wb") as f:  # the person moves it into the newer queue
+        f.write(images[0])
+    report = spans.ingest("folder", newer, examples)  # span 3
+    sha = hashlib.sha256(images[0]).hexdigest()
+    assert report.quarantined == [] and report.counts["accepted"] == 3
+    assert "1 images an earlier labeled queue held are kept as this queue labels them" in report.table()
+    assert [label for _, label in _labels(examples, 3)[sha]] == ["dog"]
+    spans.ingest("folder", root["data"], examples)  # span 4
+    assert [label for _, label in _labels(examples, 4)[sha]] == ["dog"]
+    assert sum(len(v) for v in _labels(examples, 4).values()) == 6 + 4 + 2
 
 
 def test_a_span_window_above_one_is_refused_before_any_work_where_labeled_queues_are(root):
