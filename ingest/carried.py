@@ -36,9 +36,10 @@ PREFIX = "queue-span-"  # <split>/queue-span-<K>.tfrecord: records carried from 
 
 @dataclasses.dataclass(frozen=True)
 class QueueSpan:
-    """A labeled queue's span to carry: its number and the fingerprint of the queue it holds."""
+    """A labeled queue's span to carry: its number, the queue's identity and the fingerprint of its content."""
 
     span: int
+    queue: str
     fingerprint: str
 
 
@@ -83,16 +84,23 @@ def to_carry(reports: Mapping[int, IngestReport | None], position: int, own_queu
     for span in sorted(s for s in reports if s < position):
         report = reports[span]
         if report is not None and report.labeled_queue and report.labeled_queue != own_queue:
-            newest[report.labeled_queue] = QueueSpan(span, report.own_fingerprint)
+            newest[report.labeled_queue] = QueueSpan(span, report.labeled_queue, report.own_fingerprint)
     return sorted(newest.values(), key=lambda q: q.span)
 
 
 def fingerprint(data_fingerprint: str, carried: list[QueueSpan]) -> str:
-    """The span's fingerprint: its source's, and the queues it carries (the source's alone when none)."""
+    """The span's fingerprint: its source's, and the content of the queues it carries (the source's alone when
+    none); not their span numbers: an unchanged queue ingested again changes nothing the Trainer reads."""
     if not carried:
         return data_fingerprint
-    text = json.dumps([data_fingerprint, [[queue.span, queue.fingerprint] for queue in carried]])
+    text = json.dumps([data_fingerprint, sorted([queue.queue, queue.fingerprint] for queue in carried)])
     return hashlib.sha256(text.encode()).hexdigest()
+
+
+def holds(report: IngestReport, queue: str | None, data_fingerprint: str) -> bool:
+    """Whether a span carries the queue `queue` with this content (ingesting it again would change nothing)."""
+    return queue is not None and any(entry.get("queue") == queue and entry.get("fingerprint") == data_fingerprint
+                                     for entry in report.carried)
 
 
 def is_carried_file(name: str) -> bool:
@@ -104,7 +112,8 @@ def gather(examples_root: str, queues: list[QueueSpan]) -> Carried:
     newer one labelled it); nothing is written yet (write: the source may hold some of them)."""
     carried = Carried()
     for queue in sorted(queues, key=lambda q: -q.span):
-        carried.entries.append(_read_span(examples_root, queue.span, carried))
+        carried.entries.append(_read_span(examples_root, queue.span, carried)
+                               | {"queue": queue.queue, "fingerprint": queue.fingerprint})
     carried.entries.sort(key=lambda entry: entry["span"])
     return carried
 

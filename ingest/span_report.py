@@ -45,10 +45,11 @@ class IngestReport:
     seconds: float = 0.0  # wall time of the check-and-write work (not listing or process start)
     # A sorted labeling queue's span: the SHA-256 of its queue record, the queue's identity (ingest.carried).
     labeled_queue: str | None = None
-    # The images of earlier labeled queues' spans this span carries, one entry per span: {"span", "examples",
-    # "examples_per_split", "examples_per_label", "left_out", "in_source"} (left_out: images a newer queue holds
-    # too; in_source: images the source holds too, kept from the source with the person's label). The
-    # examples_* fields above count them in; counts and files_seen are the source's alone.
+    # The images of earlier labeled queues' spans this span carries, one entry per span: {"span", "queue",
+    # "fingerprint", "examples", "examples_per_split", "examples_per_label", "left_out", "in_source"} (queue and
+    # fingerprint: the queue's identity and its content's fingerprint; left_out: images a newer queue holds too;
+    # in_source: images the source holds too, kept from the source with the person's label). The examples_*
+    # fields above count them in; counts and files_seen are the source's alone.
     carried: list[dict] = dataclasses.field(default_factory=list)
     # The source's own fingerprint; source_fingerprint, which decides reuse, also covers the carried spans.
     data_fingerprint: str = ""

@@ -313,7 +313,8 @@ def ingest(kind: str, location: str | os.PathLike, examples_root: str | os.PathL
     if reports:
         latest = reports[max(reports)]
         queues = carrying.to_carry(reports, max(reports), queue)
-        if latest is not None and latest.source_fingerprint == carrying.fingerprint(data_fingerprint, queues):
+        if latest is not None and (latest.source_fingerprint == carrying.fingerprint(data_fingerprint, queues)
+                                   or carrying.holds(latest, queue, data_fingerprint)):
             return dataclasses.replace(latest, reused=True)
     # Above spans cut short too: a reader may have seen them.
     span = layout.next_number(highest_span_number(examples_root), examples_root, "span")

@@ -177,11 +177,24 @@ def test_a_queue_whose_span_is_removed_is_carried_no_more(root):
     assert (dropped.span, dropped.reused, dropped.carried, dropped.examples_written) == (4, False, [], 6)
 
 
-def test_the_fingerprint_is_the_sources_alone_until_a_queue_is_carried():
+def test_the_fingerprint_covers_the_carried_queues_content_not_their_span_numbers():
     assert carried.fingerprint("abc", []) == "abc"
-    one = carried.fingerprint("abc", [carried.QueueSpan(2, "q")])
-    assert one != "abc" and one != carried.fingerprint("abc", [carried.QueueSpan(2, "r")]) \
-        != carried.fingerprint("abc", [carried.QueueSpan(3, "q")])
+    one = carried.fingerprint("abc", [carried.QueueSpan(2, "q1", "q")])
+    assert one != "abc" and one != carried.fingerprint("abc", [carried.QueueSpan(2, "q1", "r")])
+    assert one == carried.fingerprint("abc", [carried.QueueSpan(4, "q1", "q")]), "the same queue, ingested again"
+
+
+def test_an_unchanged_queue_ingested_again_is_the_span_that_carries_it(root):
+    examples = root["examples"]
+    spans.ingest("folder", root["data"], examples)
+    queued = _sorted_queue(root["labeling"], looks.images("sketch", 4))
+    spans.ingest("folder", queued, examples)
+    spans.ingest("folder", root["data"], examples)  # span 3 carries it
+    again = spans.ingest("folder", queued, examples)
+    assert (again.span, again.reused) == (3, True)
+    assert (spans.ingest("folder", root["data"], examples).span, span_report.existing_spans(examples)) == (3, [1, 2, 3])
+    shutil.copy(next((examples.parent / "data" / "cat").iterdir()), os.path.join(queued, "cat", "more.jpg"))
+    assert spans.ingest("folder", queued, examples).span == 4, "the queue sorted further is ingested"
 
 
 def test_a_queue_span_holding_a_link_is_refused_and_what_it_points_at_untouched(root, tmp_path):
