@@ -4,14 +4,15 @@ A sorted labeling queue (monitoring.queue) ingested as a span is marked as one i
 the SHA-256 of its queue record: the queue's identity, whichever folder it was sorted in). Every span ingested
 after it holds, beside its source's images, that span's own records, copied record by record into
 <split>/queue-span-<K>.tfrecord of the same split they had (an image of a test split stays in test: no image
-moves between splits from span to span). An image the new span's source holds too is kept as the source
-has it, in the source's split (a queue's split comes from the content hash, the source's may come from its
-folders: the image keeps the split it has in the data), with the label a person gave it: the queue's, or, when
-the source is itself a newer queue, that queue's. A queue ingested again (more of it sorted) supersedes its earlier
-span. Queues are carried at a span window of 1 only (check_window): with a wider window the Trainer would
-read a queue's images in its own span and again carried in a later one. The span's fingerprint covers
-the carried spans, so a scheduled run on unchanged data reuses the span that carries them. A queue's span
-removed from the examples root is carried no more: the next ingest writes a span without it.
+moves between splits from span to span). An image the new span's source holds too is kept as the source has
+it, in the source's split (a queue's split comes from the content hash, the source's may come from its
+folders), with the label a person gave it: the queue's, or, when the source is itself a newer queue, that
+queue's. A queue ingested again (more of it sorted) supersedes its earlier span; when a queue's newest span is
+gone (removed, or moved aside), the queue is carried no more, its earlier spans neither (the new span's report
+says so and keeps saying it). Queues are carried at a span window of 1 only (check_window): with a wider window
+the Trainer would read a queue's images in its own span and again carried in a later one. The span's
+fingerprint covers the carried queues' content, so a scheduled run on unchanged data reuses the span that
+carries them.
 
 Records are read from the span's own files as contract.storage lists them (never through a symbolic link) and
 written into the new span's staging folder, so a killed ingest leaves no partial span.
@@ -76,16 +77,32 @@ def check_window(reports: Mapping[int, IngestReport | None], window: int, own_qu
                             f"--span-window 1 (a window above 1 would train on a queued image twice)")
 
 
-def to_carry(reports: Mapping[int, IngestReport | None], position: int, own_queue: str | None) -> list[QueueSpan]:
-    """The labeled queues' spans a span numbered `position` carries, oldest first. `reports`: every span of the
+def to_carry(reports: Mapping[int, IngestReport | None], position: int,
+             own_queue: str | None) -> tuple[list[QueueSpan], list[dict]]:
+    """The labeled queues' spans a span numbered `position` carries, oldest first, and the queues it does not
+    carry because their newest span is gone (removed or moved aside: a later span's report names it): an older
+    span of the same queue, which that one superseded, is never brought back. `reports`: every span of the
     examples root, None for one another tool wrote; `own_queue`: the identity of the queue being ingested (its
     earlier span is superseded, never carried into its own)."""
     newest: dict[str, QueueSpan] = {}
+    named: dict[str, int] = {}  # the newest span any report names for each queue
+    names: dict[str, str] = {}
     for span in sorted(s for s in reports if s < position):
         report = reports[span]
-        if report is not None and report.labeled_queue and report.labeled_queue != own_queue:
-            newest[report.labeled_queue] = QueueSpan(span, report.labeled_queue, report.own_fingerprint)
-    return sorted(newest.values(), key=lambda q: q.span)
+        if report is None:
+            continue
+        for entry in [*report.carried, *report.not_carried]:
+            if isinstance(entry.get("queue"), str):
+                named[entry["queue"]] = max(named.get(entry["queue"], 0), entry["span"])
+        if report.labeled_queue:
+            named[report.labeled_queue] = max(named.get(report.labeled_queue, 0), span)
+            names[report.labeled_queue] = posixpath.basename(report.source.rstrip("/"))
+            if report.labeled_queue != own_queue:
+                newest[report.labeled_queue] = QueueSpan(span, report.labeled_queue, report.own_fingerprint)
+    dropped = [{"queue": queue.queue, "span": named[queue.queue], "earlier": queue.span, "name": names[queue.queue]}
+               for queue in newest.values() if named[queue.queue] > queue.span]
+    gone = {entry["queue"] for entry in dropped}
+    return sorted((q for q in newest.values() if q.queue not in gone), key=lambda q: q.span), dropped
 
 
 def fingerprint(data_fingerprint: str, carried: list[QueueSpan]) -> str:

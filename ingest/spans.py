@@ -312,13 +312,13 @@ def ingest(kind: str, location: str | os.PathLike, examples_root: str | os.PathL
     carrying.check_window(reports, settings.span_window, queue)
     if reports:
         latest = reports[max(reports)]
-        queues = carrying.to_carry(reports, max(reports), queue)
+        queues, _ = carrying.to_carry(reports, max(reports), queue)
         if latest is not None and (latest.source_fingerprint == carrying.fingerprint(data_fingerprint, queues)
                                    or carrying.holds(latest, queue, data_fingerprint)):
             return dataclasses.replace(latest, reused=True)
     # Above spans cut short too: a reader may have seen them.
     span = layout.next_number(highest_span_number(examples_root), examples_root, "span")
-    queues = carrying.to_carry(reports, span, queue)
+    queues, dropped = carrying.to_carry(reports, span, queue)
     items = list(sources.LISTERS[kind](location))
 
     # The span is built in a hidden folder beside its final place, where Beam's workers can write (on Dataflow
@@ -343,6 +343,7 @@ def ingest(kind: str, location: str | os.PathLike, examples_root: str | os.PathL
         report = _report(f"{kind}:{location}", span, carrying.fingerprint(data_fingerprint, queues), outcomes,
                          carried.entries)
         report.seconds, report.labeled_queue, report.data_fingerprint = round(seconds, 3), queue, data_fingerprint
+        report.not_carried = dropped
         if report.files_seen != len(items) or sum(report.counts.values()) != report.files_seen:
             raise RuntimeError(f"ingest lost track of items: {len(items)} listed, {report.files_seen} with an "
                                f"outcome, counts {report.counts}")

@@ -177,6 +177,28 @@ def test_a_queue_whose_span_is_removed_is_carried_no_more(root):
     assert (dropped.span, dropped.reused, dropped.carried, dropped.examples_written) == (4, False, [], 6)
 
 
+def test_a_queue_whose_newest_span_is_gone_is_dropped_never_its_superseded_span_brought_back(root):
+    examples = root["examples"]
+    spans.ingest("folder", root["data"], examples)
+    queued = _sorted_queue(root["labeling"], looks.images("sketch", 4), sort=2)
+    spans.ingest("folder", queued, examples)  # span 2: the first sort
+    spans.ingest("folder", root["data"], examples)  # span 3 carries span 2
+    for name in sorted(os.listdir(os.path.join(queued, layout.QUEUE_UNSORTED))):
+        _sort(queued, name)
+    spans.ingest("folder", queued, examples)  # span 4 supersedes span 2
+    synthetic.write_demo_images(root["data"], 4)
+    assert [c["span"] for c in spans.ingest("folder", root["data"], examples).carried] == [4]  # span 5
+    shutil.rmtree(examples / "span-4")
+    synthetic.write_demo_images(root["data"], 5)
+    report = spans.ingest("folder", root["data"], examples)  # span 6
+    assert (report.span, report.carried, report.examples_written) == (6, [], 10)
+    assert f"{os.path.basename(queued)}'s newest span-4 is gone; its earlier span-2 is not carried" in report.table()
+    shutil.rmtree(examples / "span-5")  # span 6's report still names the queue's newest span
+    synthetic.write_demo_images(root["data"], 6)
+    later = spans.ingest("folder", root["data"], examples)
+    assert (later.span, later.carried, [e["span"] for e in later.not_carried]) == (7, [], [4])
+
+
 def test_the_fingerprint_covers_the_carried_queues_content_not_their_span_numbers():
     assert carried.fingerprint("abc", []) == "abc"
     one = carried.fingerprint("abc", [carried.QueueSpan(2, "q1", "q")])
