@@ -53,3 +53,14 @@ def test_a_summary_that_cannot_be_written_is_one_line_after_the_printed_summary(
     with pytest.raises(lifecycle.ReportNotWritten, match="the run summary could not be written to .*full/"):
         lifecycle.after_the_dag(_summary(), None, str(tmp_path / "full"), {})
     assert "Pipeline cats-vs-dogs" in capsys.readouterr().out
+
+
+def test_the_summary_line_of_the_data_counts_the_images_carried_from_labeled_queues():
+    ingest = {"span": 3, "reused": False, "files_seen": 48, "counts": {"accepted": 48},
+              "carried": [{"span": 2, "examples": 10}, {"span": 1, "examples": 4}]}
+    summary = _summary()
+    lifecycle.complete_summary(summary, lifecycle.BeforeTheDag(ingest=ingest, table=""))
+    assert "ingest: span 3: 48 files, accepted 48, carried from labeled queues 14" in summary.text()
+    plain = _summary()
+    lifecycle.complete_summary(plain, lifecycle.BeforeTheDag(ingest={**ingest, "carried": []}, table=""))
+    assert "carried" not in plain.text()
