@@ -6,13 +6,13 @@ after it holds, beside its source's images, that span's own records, copied reco
 <split>/queue-span-<K>.tfrecord of the same split they had (an image of a test split stays in test: no image
 moves between splits from span to span). An image the new span's source holds too is kept as the source has
 it, in the source's split (a queue's split comes from the content hash, the source's may come from its
-folders), with the label a person gave it: the queue's, or, when the source is itself a newer queue, that
-queue's. A queue ingested again (more of it sorted) supersedes its earlier span; when a queue's newest span is
-gone (removed, or moved aside), the queue is carried no more, its earlier spans neither (the new span's report
-says so and keeps saying it). Queues are carried at a span window of 1 only (check_window): with a wider window
-the Trainer would read a queue's images in its own span and again carried in a later one. The span's
-fingerprint covers the carried queues' content, so a scheduled run on unchanged data reuses the span that
-carries them.
+folders; a queue's own span takes it from the newest data span), with the label a person gave it: the
+queue's, or, when the source is itself a newer queue, that queue's. A queue ingested again (more of it sorted)
+supersedes its earlier span; when a queue's newest span is gone (removed, or moved aside), the queue is
+carried no more, its earlier spans neither (the new span's report says so and keeps saying it). Queues are
+carried at a span window of 1 only (check_window): with a wider window the Trainer would read a queue's
+images in its own span and again carried in a later one. The span's fingerprint covers the carried queues'
+content, so a scheduled run on unchanged data reuses the span that carries them.
 
 Records are read from the span's own files as contract.storage lists them (never through a symbolic link) and
 written into the new span's staging folder, so a killed ingest leaves no partial span.
@@ -118,6 +118,26 @@ def holds(report: IngestReport, queue: str | None, data_fingerprint: str) -> boo
     """Whether a span carries the queue `queue` with this content (ingesting it again would change nothing)."""
     return queue is not None and any(entry.get("queue") == queue and entry.get("fingerprint") == data_fingerprint
                                      for entry in report.carried)
+
+
+def data_splits(examples_root: str, reports: Mapping[int, IngestReport | None]) -> dict[str, str]:
+    """{sha256: split} of the newest span that is not a labeled queue's (the data's, with what it carries): a
+    queue's ingest keeps an image the data holds in the data's split, so it never moves between splits."""
+    data = [span for span, report in reports.items() if report is not None and not report.labeled_queue]
+    if not data:
+        return {}
+    folder = layout.span_dir(examples_root, max(data))
+    problem = storage.link_problem(folder)
+    if problem:
+        raise sources.SourceError(f"span {max(data)} cannot be read for the splits of its images: {folder}: {problem}")
+    splits = {}
+    for name in storage.backend.files(folder):
+        parts = name.split("/")
+        if len(parts) == 2 and parts[0] in layout.SPLITS and parts[1].endswith(".tfrecord"):
+            for record in tf.data.TFRecordDataset(posixpath.join(folder, name)).as_numpy_iterator():
+                feature = tf.train.Example.FromString(record).features.feature
+                splits[feature[features.SHA256_KEY].bytes_list.value[0].decode()] = parts[0]
+    return splits
 
 
 def is_carried_file(name: str) -> bool:

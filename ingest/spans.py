@@ -223,11 +223,12 @@ class _CheckItem(beam.DoFn):
 
 
 def _resolve_same_bytes(group, settings: IngestSettings, divide_held_out: bool,
-                        carried: dict[str, tuple[int, str, int]], source_is_queue: bool):
+                        carried: dict[str, tuple[int, str, int]], source_is_queue: bool, data_splits: dict):
     """All items with one content hash -> an Outcome for each, and on the KEPT output the one example kept.
     An image the span would carry from a labeled queue (`carried`: sha256 -> (span, source id, label)) is kept
     from the source, in the source's split, with the label a person gave it: the queue's, or the source's own
-    when the source is a newer queue; its Outcome `replaces` the carried copy."""
+    when the source is a newer queue; its Outcome `replaces` the carried copy. `data_splits` (a queue's ingest:
+    ingest.carried.data_splits): an image the data holds keeps the data's split."""
     sha256, usable = group
     usable = sorted(usable, key=lambda u: u.item_id)
     replaces = sha256 if sha256 in carried else None
@@ -241,8 +242,8 @@ def _resolve_same_bytes(group, settings: IngestSettings, divide_held_out: bool,
             yield Outcome(item_id, QUARANTINED, f"same image bytes under another label: {others}")
         return
     first, *rest = usable
-    split = split_of(first.split or next((u.split for u in rest if u.split), None), sha256, settings,
-                     divide_held_out)
+    split = data_splits.get(sha256) or split_of(first.split or next((u.split for u in rest if u.split), None),
+                                                sha256, settings, divide_held_out)
     yield Outcome(first.item_id, NORMALIZED if first.image.normalized else ACCEPTED, first.image.normalized,
                   first.label, split, replaces)
     for duplicate in rest:
@@ -263,7 +264,7 @@ def mixed_order(items: list[sources.Item]) -> list[sources.Item]:
 
 def _run_beam(items: list[sources.Item], staging: str, settings: IngestSettings,
               beam_args: Sequence[str], divide_held_out: bool, carried: dict,
-              source_is_queue: bool = False) -> list[Outcome]:
+              source_is_queue: bool = False, data_splits: dict | None = None) -> list[Outcome]:
     """Checks and writes the span's shards under `staging` (a path or URI that Beam's workers write to: on
     Dataflow or a portable runner they are other machines or processes); returns every item's Outcome."""
     options = beam.options.pipeline_options.PipelineOptions(list(beam_args))
@@ -277,7 +278,8 @@ def _run_beam(items: list[sources.Item], staging: str, settings: IngestSettings,
         resolved = (checked.usable
                     | "Group" >> beam.GroupByKey()
                     | "Resolve" >> beam.ParDo(_resolve_same_bytes, settings, divide_held_out, carried,
-                                                source_is_queue).with_outputs(_KEPT, main="outcomes"))
+                                                source_is_queue, data_splits or {}).with_outputs(
+                                                    _KEPT, main="outcomes"))
         for split in SPLITS:
             _ = (resolved[_KEPT] | f"Only{split}" >> beam.Filter(lambda kept, s=split: kept.split == s)
                  | f"Bytes{split}" >> beam.Map(lambda kept: kept.serialized)
@@ -334,8 +336,9 @@ def ingest(kind: str, location: str | os.PathLike, examples_root: str | os.PathL
         started = time.time()
         carried = carrying.gather(examples_root, queues)
         divide = divides_held_out(item.split for item in items)
+        splits = carrying.data_splits(examples_root, reports) if queue is not None else {}
         outcomes = _run_beam(items, staging, settings, beam_args(len(items)), divide, carried.images,
-                             queue is not None) if items else []
+                             queue is not None, splits) if items else []
         carrying.write(staging, carried, {o.replaces for o in outcomes if o.replaces})
         seconds = time.time() - started
         logging.info("ingest: %d items in %.1f s", len(items), seconds)

@@ -130,6 +130,21 @@ def test_an_image_the_data_and_a_queue_both_hold_keeps_the_datas_split_and_the_p
     assert _labels(examples, 3)[sha] == [("train", label)], "no image moves between splits from span to span"
 
 
+def test_a_queue_ingested_after_the_data_keeps_an_image_the_data_holds_in_the_datas_split(root, tmp_path):
+    examples, data = root["examples"], tmp_path / "split_data"
+    synthetic.write_demo_images(data / "train", 3)
+    images = looks.images("sketch", 12)
+    shas = [hashlib.sha256(image).hexdigest() for image in images]
+    hashed = {sha: spans.hash_split(sha, spans.IngestSettings()) for sha in shas}
+    index = next(i for i, sha in enumerate(shas) if hashed[sha] != "train")
+    (data / "train" / "cat" / "also.jpg").write_bytes(images[index])
+    spans.ingest("folder", data, examples)  # span 1: in train
+    spans.ingest("folder", _sorted_queue(root["labeling"], images), examples)  # span 2
+    assert [split for split, _ in _labels(examples, 2)[shas[index]]] == ["train"], "the data's split"
+    spans.ingest("folder", data, examples)  # span 3
+    assert [split for split, _ in _labels(examples, 3)[shas[index]]] == ["train"]
+
+
 def test_a_newer_queue_relabels_an_image_an_older_queue_labelled(root):
     examples = root["examples"]
     images = looks.images("sketch", 4)
