@@ -111,11 +111,13 @@ def render(facts: CardFacts) -> str:
             counts, per_label, per_split = report["counts"], report["examples_per_label"], report["examples_per_split"]
             rows.append([report["span"], report["source"], report["files_seen"], counts.get("accepted", 0),
                          counts.get("normalized", 0), counts.get("duplicate", 0), counts.get("quarantined", 0),
+                         sum(entry.get("examples", 0) for entry in report.get("carried", [])),
                          *(per_label.get(name, 0) for name in features.LABEL_NAMES),
                          *(per_split.get(split, 0) for split in layout.SPLITS)])
         lines += _table(["span", "source", "files", "accepted", "normalized", "duplicate", "quarantined",
-                         *features.LABEL_NAMES, *layout.SPLITS], rows)
-        lines += ["", f"Quarantined files are listed with their reasons in each span's `{layout.INGEST_REPORT}`.", ""]
+                         "carried", *features.LABEL_NAMES, *layout.SPLITS], rows)
+        lines += ["", f"Quarantined files are listed with their reasons in each span's `{layout.INGEST_REPORT}`; "
+                  "carried: images of earlier labeled queues the span holds, counted in the labels and splits.", ""]
     else:
         lines += ["The spans' ingest reports were not found (spans written by another tool).", ""]
 

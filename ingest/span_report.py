@@ -45,10 +45,15 @@ class IngestReport:
     seconds: float = 0.0  # wall time of the check-and-write work (not listing or process start)
     # A sorted labeling queue's span: the SHA-256 of its queue record, the queue's identity (ingest.carried).
     labeled_queue: str | None = None
-    # The images of earlier labeled queues' spans this span carries, one entry per span: {"span", "examples",
-    # "examples_per_split", "examples_per_label", "left_out"} (left_out: images a newer queue holds too). The
-    # examples_* fields above count them in; counts and files_seen are the source's alone.
+    # The images of earlier labeled queues' spans this span carries, one entry per span: {"span", "queue",
+    # "fingerprint", "examples", "examples_per_split", "examples_per_label", "left_out", "in_source"} (queue and
+    # fingerprint: the queue's identity and its content's fingerprint; left_out: images a newer queue holds too;
+    # in_source: images the source holds too, kept from the source with the person's label). The examples_*
+    # fields above count them in; counts and files_seen are the source's alone.
     carried: list[dict] = dataclasses.field(default_factory=list)
+    # Labeled queues not carried because their newest span is gone: {"queue", "span" (the one gone), "earlier"
+    # (the span of it that is left, not carried), "name" (its folder)}.
+    not_carried: list[dict] = dataclasses.field(default_factory=list)
     # The source's own fingerprint; source_fingerprint, which decides reuse, also covers the carried spans.
     data_fingerprint: str = ""
 
@@ -87,6 +92,14 @@ class IngestReport:
         if self.carried:
             lines.append(f"  of them carried from the labeled queues of earlier spans: {self.examples_carried} ("
                          + ", ".join(f"span {c['span']}: {c['examples']}" for c in self.carried) + ")")
+        lines += [f"  {printable(str(e.get('name')))}'s newest span-{e.get('span')} is gone; its earlier "
+                  f"span-{e.get('earlier')} is not carried" for e in self.not_carried]
+        in_source = sum(entry.get("in_source", 0) for entry in self.carried)
+        if in_source and self.labeled_queue:
+            lines.append(f"  {in_source} images an earlier labeled queue held are kept as this queue labels them")
+        elif in_source:
+            lines.append(f"  {in_source} images a labeled queue holds too are kept from the source, in the source's "
+                         "split, with the label a person gave them in the queue")
         for entry in self.quarantined[:max_listed]:
             lines.append(f"  quarantined {printable(entry['file'])}: {printable(entry['reason'])}")
         if len(self.quarantined) > max_listed:
@@ -173,12 +186,15 @@ def _shape_problem(report: IngestReport) -> str | None:
     """What makes a report's fields unusable (readers count, sum and list them), None if nothing."""
     if not isinstance(report.counts, dict) or not all(isinstance(report.counts.get(k), int) for k in OUTCOMES):
         return f"its counts are not a number for each of {', '.join(OUTCOMES)}"
-    for name in ("examples_per_label", "examples_per_split", "quarantined", "duplicates", "normalized", "carried"):
+    for name in ("examples_per_label", "examples_per_split", "quarantined", "duplicates", "normalized", "carried",
+                 "not_carried"):
         if not isinstance(getattr(report, name), dict if name.startswith("examples") else list):
             return f"its {name} is not a JSON {'object' if name.startswith('examples') else 'list'}"
     for entry in report.carried:
         if not isinstance(entry, dict) or not all(isinstance(entry.get(k), int) for k in ("span", "examples")):
             return "an entry of its carried is not an object with a number for span and examples"
+    if not all(isinstance(entry, dict) and isinstance(entry.get("span"), int) for entry in report.not_carried):
+        return "an entry of its not_carried is not an object with a number for span"
     if not isinstance(report.labeled_queue, (str, type(None))) or not isinstance(report.data_fingerprint, str):
         return "its labeled_queue or data_fingerprint is not a string"
     return None

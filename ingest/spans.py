@@ -29,7 +29,7 @@ import logging
 import os
 import posixpath
 import time
-from typing import Callable, Collection, Iterable, NamedTuple, Sequence
+from typing import Callable, Iterable, NamedTuple, Sequence
 
 import apache_beam as beam
 import tensorflow as tf
@@ -71,8 +71,8 @@ class IngestSettings:
     # Folder sources' files above it are quarantined unread. Left out of the settings the fingerprint hashes:
     # it shapes a span through the files above it, which the fingerprint marks one by one.
     max_file_bytes: int = DataConfig.max_file_mb << 20
-    # The spans the Trainer reads (DataConfig.span_window): which labeled queues a span carries (ingest.carried).
-    # Left out of the settings hashed: the fingerprint covers the carried queues themselves.
+    # The spans the Trainer reads (DataConfig.span_window): labeled queues are carried at 1 only (ingest.carried).
+    # Left out of the settings hashed: it changes no span it lets through.
     span_window: int = DataConfig.span_window
 
 
@@ -175,6 +175,7 @@ class Outcome(NamedTuple):
     detail: str | None  # the reason, the duplicated item's id or the normalization done
     label: int | None = None
     split: str | None = None
+    replaces: str | None = None  # the SHA-256 of a carried queue's image the kept item stands for
 
 
 class _Usable(NamedTuple):
@@ -221,22 +222,18 @@ class _CheckItem(beam.DoFn):
 
 
 def _resolve_same_bytes(group, settings: IngestSettings, divide_held_out: bool,
-                        carried: dict[str, tuple[int, str, int]]):
+                        carried: dict[str, tuple[int, str, int]], source_is_queue: bool, data_splits: dict):
     """All items with one content hash -> an Outcome for each, and on the KEPT output the one example kept.
-    An image the span carries from a labeled queue (`carried`: sha256 -> (span, source id, label)) is kept as
-    the queue has it, in its split there: the source's copy is a duplicate of it, or quarantined under
-    another label."""
+    An image the span would carry from a labeled queue (`carried`: sha256 -> (span, source id, label)) is kept
+    from the source, in the source's split, with the label a person gave it: the queue's, or the source's own
+    when the source is a newer queue; its Outcome `replaces` the carried copy. `data_splits` (a queue's ingest:
+    ingest.carried.data_splits): an image the data holds keeps the data's split."""
     sha256, usable = group
     usable = sorted(usable, key=lambda u: u.item_id)
-    if sha256 in carried:
-        span, queued, label = carried[sha256]
-        for u in usable:
-            if u.label == label:
-                yield Outcome(u.item_id, DUPLICATE, f"{queued} (the labeled queue of span {span})")
-            else:
-                yield Outcome(u.item_id, QUARANTINED, f"same image bytes as {queued} of the labeled queue of span "
-                                                      f"{span}, which a person labelled {features.LABEL_NAMES[label]}")
-        return
+    replaces = sha256 if sha256 in carried else None
+    if replaces and not source_is_queue:
+        label = carried[sha256][2]
+        usable = [u._replace(label=label) for u in usable]
     if len({u.label for u in usable}) > 1:
         ids = [u.item_id for u in usable]
         for item_id in ids:
@@ -244,10 +241,10 @@ def _resolve_same_bytes(group, settings: IngestSettings, divide_held_out: bool,
             yield Outcome(item_id, QUARANTINED, f"same image bytes under another label: {others}")
         return
     first, *rest = usable
-    split = split_of(first.split or next((u.split for u in rest if u.split), None), sha256, settings,
-                     divide_held_out)
+    split = data_splits.get(sha256) or split_of(first.split or next((u.split for u in rest if u.split), None),
+                                                sha256, settings, divide_held_out)
     yield Outcome(first.item_id, NORMALIZED if first.image.normalized else ACCEPTED, first.image.normalized,
-                  first.label, split)
+                  first.label, split, replaces)
     for duplicate in rest:
         yield Outcome(duplicate.item_id, DUPLICATE, first.item_id)
     yield beam.pvalue.TaggedOutput(_KEPT, _Kept(split, make_example(first.image, first.label, first.item_id)))
@@ -265,7 +262,8 @@ def mixed_order(items: list[sources.Item]) -> list[sources.Item]:
 
 
 def _run_beam(items: list[sources.Item], staging: str, settings: IngestSettings,
-              beam_args: Sequence[str], divide_held_out: bool, carried: dict) -> list[Outcome]:
+              beam_args: Sequence[str], divide_held_out: bool, carried: dict,
+              source_is_queue: bool = False, data_splits: dict | None = None) -> list[Outcome]:
     """Checks and writes the span's shards under `staging` (a path or URI that Beam's workers write to: on
     Dataflow or a portable runner they are other machines or processes); returns every item's Outcome."""
     options = beam.options.pipeline_options.PipelineOptions(list(beam_args))
@@ -278,8 +276,9 @@ def _run_beam(items: list[sources.Item], staging: str, settings: IngestSettings,
                    | "Check" >> beam.ParDo(check).with_outputs(QUARANTINED, main="usable"))
         resolved = (checked.usable
                     | "Group" >> beam.GroupByKey()
-                    | "Resolve" >> beam.ParDo(_resolve_same_bytes, settings, divide_held_out, carried).with_outputs(
-                        _KEPT, main="outcomes"))
+                    | "Resolve" >> beam.ParDo(_resolve_same_bytes, settings, divide_held_out, carried,
+                                                source_is_queue, data_splits or {}).with_outputs(
+                                                    _KEPT, main="outcomes"))
         for split in SPLITS:
             _ = (resolved[_KEPT] | f"Only{split}" >> beam.Filter(lambda kept, s=split: kept.split == s)
                  | f"Bytes{split}" >> beam.Map(lambda kept: kept.serialized)
@@ -297,13 +296,11 @@ def _run_beam(items: list[sources.Item], staging: str, settings: IngestSettings,
 
 def ingest(kind: str, location: str | os.PathLike, examples_root: str | os.PathLike,
            settings: IngestSettings = IngestSettings(),
-           beam_args: Callable[[int], Sequence[str]] = lambda items: IN_PROCESS,
-           read_spans: Collection[int] = ()) -> IngestReport:
+           beam_args: Callable[[int], Sequence[str]] = lambda items: IN_PROCESS) -> IngestReport:
     """Writes a new span from a source, or reuses the latest if its data is the same.
 
     kind: one of sources.LISTERS: "folder" (class folders or Kaggle names), "parquet" or "tfds" (a TFDS data_dir).
     beam_args: the Beam arguments for a number of items.
-    read_spans: the spans runs have read (ingest.carried.to_carry: which the span window gives the Trainer).
     """
     location = str(location)
     if kind not in sources.LISTERS:
@@ -313,14 +310,16 @@ def ingest(kind: str, location: str | os.PathLike, examples_root: str | os.PathL
     data_fingerprint, queue = _fingerprint(kind, location, settings), carrying.queue_identity(kind, location)
     examples_root = str(examples_root)
     reports = {span: load_report(examples_root, span) for span in existing_spans(examples_root)}
+    carrying.check_window(reports, settings.span_window, queue)
     if reports:
         latest = reports[max(reports)]
-        queues = carrying.to_carry(reports, max(reports), settings.span_window, queue, read_spans)
-        if latest is not None and latest.source_fingerprint == carrying.fingerprint(data_fingerprint, queues):
+        queues, _ = carrying.to_carry(reports, max(reports), queue)
+        if latest is not None and (latest.source_fingerprint == carrying.fingerprint(data_fingerprint, queues)
+                                   or carrying.holds(latest, queue, data_fingerprint)):
             return dataclasses.replace(latest, reused=True)
     # Above spans cut short too: a reader may have seen them.
     span = layout.next_number(highest_span_number(examples_root), examples_root, "span")
-    queues = carrying.to_carry(reports, span, settings.span_window, queue, read_spans)
+    queues, dropped = carrying.to_carry(reports, span, queue)
     items = list(sources.LISTERS[kind](location))
 
     # The span is built in a hidden folder beside its final place, where Beam's workers can write (on Dataflow
@@ -334,16 +333,19 @@ def ingest(kind: str, location: str | os.PathLike, examples_root: str | os.PathL
     try:
         storage.backend.write(posixpath.join(staging, layout.SPAN_UNCOMMITTED), b"")
         started = time.time()
-        carried = carrying.carry(examples_root, staging, queues)
+        carried = carrying.gather(examples_root, queues)
         divide = divides_held_out(item.split for item in items)
-        outcomes = _run_beam(items, staging, settings, beam_args(len(items)), divide, carried.images) \
-            if items else []
+        splits = carrying.data_splits(examples_root, reports) if queue is not None else {}
+        outcomes = _run_beam(items, staging, settings, beam_args(len(items)), divide, carried.images,
+                             queue is not None, splits) if items else []
+        carrying.write(staging, carried, {o.replaces for o in outcomes if o.replaces})
         seconds = time.time() - started
         logging.info("ingest: %d items in %.1f s", len(items), seconds)
 
         report = _report(f"{kind}:{location}", span, carrying.fingerprint(data_fingerprint, queues), outcomes,
                          carried.entries)
         report.seconds, report.labeled_queue, report.data_fingerprint = round(seconds, 3), queue, data_fingerprint
+        report.not_carried = dropped
         if report.files_seen != len(items) or sum(report.counts.values()) != report.files_seen:
             raise RuntimeError(f"ingest lost track of items: {len(items)} listed, {report.files_seen} with an "
                                f"outcome, counts {report.counts}")

@@ -27,7 +27,7 @@ from typing import Any, Callable
 
 from config import DataConfig, beam_policy
 from contract.errors import REFUSED, CommandError, RunFailedError
-from ingest import foreign_spans, span_report, spans
+from ingest import carried, foreign_spans, sources, span_report, spans
 from orchestration import reconcile, store_health
 
 # Where the lines a user sees go: the command line's output (cli/), a Kubeflow task's log
@@ -115,20 +115,30 @@ def _has_run_folder(root: str, run: str) -> bool:
 
 
 def ingest(kind: str | None, location: str, examples_root: str, data: DataConfig,
-           beam_args=functools.partial(beam_policy.ingest_args, 0),
-           store=None, root: str | None = None) -> tuple[dict[str, Any] | None, str, list[str]]:
+           beam_args=functools.partial(beam_policy.ingest_args, 0)) -> tuple[dict[str, Any] | None, str, list[str]]:
     """Ingests `location` (a source of `kind`, one of ingest.sources.LISTERS) as a span; kind None: the run
     uses the spans already there. Spans cut short and staging folders of a killed ingest are cleaned up first
-    (the caller holds the root's lease). `store`: the root's ML Metadata, where the spans runs read are (with
-    a span window above 1, the labeled queues a span carries depend on them). Returns (the span's ingest
-    report, a table to print, what the clean-up did); RunRefused if there is nothing usable."""
+    (the caller holds the root's lease). Returns (the span's ingest report, a table to print, what the clean-up
+    did); RunRefused if there is nothing usable."""
+    refuse_window(kind, location, examples_root, data.span_window)
     cleaned, _ = span_report.clean_up(examples_root)
-    read = store_health.spans_read(store, root) if data.span_window > 1 else frozenset()
-    report, table = _ingest(kind, location, examples_root, data, beam_args, read)
+    report, table = _ingest(kind, location, examples_root, data, beam_args)
     return report, "\n".join([*cleaned, table]), cleaned
 
 
-def _ingest(kind: str | None, location: str, examples_root: str, data: DataConfig, beam_args, read_spans=()):
+def refuse_window(kind: str | None, location: str, examples_root: str, window: int) -> None:
+    """RunRefused, before any work, for a span window above 1 where labeled queues are (ingest.carried)."""
+    if window <= 1:
+        return
+    try:
+        reports = {span: span_report.load_report(examples_root, span)
+                   for span in span_report.existing_spans(examples_root)}
+        carried.check_window(reports, window, carried.queue_identity(kind, location) if kind and location else None)
+    except sources.SourceError as error:
+        raise RunRefused(str(error)) from None
+
+
+def _ingest(kind: str | None, location: str, examples_root: str, data: DataConfig, beam_args):
     if kind is None or not location:
         existing = span_report.existing_spans(examples_root)
         if not existing:
@@ -138,7 +148,7 @@ def _ingest(kind: str | None, location: str, examples_root: str, data: DataConfi
         return (latest.to_json() if latest else None,
                 f"no source given: running on the spans in {examples_root} (latest: span {existing[-1]})")
     try:
-        report = spans.ingest(kind, location, examples_root, ingest_settings(data), beam_args, read_spans)
+        report = spans.ingest(kind, location, examples_root, ingest_settings(data), beam_args)
     except CommandError:  # a source that cannot be read, no usable images: refused, nothing ingested
         raise
     except Exception as error:
@@ -193,12 +203,13 @@ def before_the_dag(store, examples_root: str, kind: str | None, location: str, d
     """Every step before the DAG, in order; RunRefused when the run cannot start. `root`: a deployment's, whose
     store other deployments may share (look_after_store); `pipeline_root`: a local run's, where what canceled
     executions left is removed."""
+    refuse_window(kind, location, examples_root, data.span_window)
     canceled, missing = look_after_store(store, current_run, root)
     freed = list(store_health.remove_canceled_temp(store, pipeline_root)) if pipeline_root else [0, 0]
     # Before the baseline is resolved: the model actually served must be the one the candidate is judged against.
     reconciled = (list(reconcile.reconcile(store, serving_dir, pipeline_name).values())
                   if store is not None and serving_dir else [])
-    report, table, cleaned = ingest(kind, location, examples_root, data, beam_args, store, root)
+    report, table, cleaned = ingest(kind, location, examples_root, data, beam_args)
     check_spans(examples_root, data.span_window, data.max_image_pixels)
     return BeforeTheDag(ingest=report, table=table, canceled=canceled, missing=missing, took_over=took_over,
                         reconciled=reconciled, cleaned=cleaned, freed=freed)
@@ -231,6 +242,7 @@ def complete_summary(summary, before: BeforeTheDag | None, *, error: str | None 
     """Adds what happened outside ML Metadata to a summary read from it (reporting.run_summary)."""
     if before is not None:
         summary.ingest = ({k: before.ingest[k] for k in ("span", "reused", "files_seen", "counts")}
+                          | {"carried": sum(entry.get("examples", 0) for entry in before.ingest.get("carried", []))}
                           if before.ingest else None)
         summary.missing = list(before.missing)
         notes = [*notes, *before.notes()]

@@ -61,9 +61,7 @@ def ingest(config: PipelineConfig, output_dir: pathlib.Path, source: Source, bea
         _say(say, held.adopted)
         kind, location = _source_location(where, source)
         _, table, _ = lifecycle.ingest(kind, location, str(where.examples_root), config.data,
-                                       functools.partial(beam_policy.ingest_args, beam_workers),
-                                       store_health.open_store(where.metadata_path) if config.data.span_window > 1
-                                       else None)
+                                       functools.partial(beam_policy.ingest_args, beam_workers))
     say(table)
     return OK
 

@@ -211,21 +211,3 @@ def mark_missing(store, root: str | None = None) -> list[str]:
     types = {t.id: t.name for t in store.get_artifact_types_by_id(sorted({a.type_id for a in missing}))}
     return [f"{types[a.type_id]} {a.uri}" for a in missing]
 
-
-
-def spans_read(store, root: str | None = None) -> frozenset[int]:
-    """The spans runs have read: those of the LIVE Examples ExampleGen recorded, which the span window's resolver
-    chooses from (a span ingested and never the newest when a run started is not among them). None: no store
-    yet, so none. With `root`, only spans recorded under it (a shared store holds other deployments' spans)."""
-    if store is None:
-        return frozenset()
-    from ml_metadata.proto import metadata_store_pb2
-
-    found = set()
-    for context in store.get_contexts_by_type("node"):
-        if context.name.endswith("." + metadata_lib.EXAMPLE_GEN):
-            found |= {span for artifact in store.get_artifacts_by_context(context.id)
-                      if artifact.state == metadata_store_pb2.Artifact.LIVE
-                      and (root is None or metadata_lib.under_root(artifact.uri, root))
-                      and (span := metadata_lib.span_of(artifact)) is not None}
-    return frozenset(found)

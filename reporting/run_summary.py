@@ -88,7 +88,9 @@ class RunSummary:
         if self.ingest:
             counts = self.ingest["counts"]
             lines.append(f"  ingest: span {self.ingest['span']}{' (reused)' if self.ingest['reused'] else ''}: "
-                         f"{self.ingest['files_seen']} files, " + ", ".join(f"{k} {v}" for k, v in counts.items()))
+                         f"{self.ingest['files_seen']} files, " + ", ".join(f"{k} {v}" for k, v in counts.items())
+                         + (f", carried from labeled queues {self.ingest['carried']}" if self.ingest.get("carried")
+                            else ""))
         if self.beam_args:
             lines.append(f"  beam: {' '.join(self.beam_args)}")
         lines += [f"  note: {as_trained(note, self.hyperparameters)}" for note in self.notes]

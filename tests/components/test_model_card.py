@@ -32,7 +32,10 @@ def test_the_card_holds_each_section_with_the_artifacts_figures():
     for heading in ("## Intended use", "## Data", "## Training", "## Evaluation", "## Blessing",
                     "## TFLite models", "## Known limits"):
         assert heading in card
-    assert "| 2 | folder:/data/pets | 130 | 120 | 5 | 2 | 3 | 100 | 25 | 75 | 25 | 25 |" in card
+    assert "| 2 | folder:/data/pets | 130 | 120 | 5 | 2 | 3 | 0 | 100 | 25 | 75 | 25 | 25 |" in card
+    carried = [{"span": 1, "examples": 7}, {"span": 3, "examples": 2}]
+    carrying = _facts(spans=[{**_facts().spans[0], "carried": carried}])
+    assert "| 3 | 9 | 100 |" in model_card.render(carrying), "the images carried from labeled queues"
     # each accuracy with its exact 95% interval on the 25 test images, which chose nothing
     assert "| binary_accuracy | 0.8400 [0.6392, 0.9546] | 0.8000 [0.5930, 0.9317] |" in card
     assert "Scored on the test split: images used neither in training nor in choosing the kept epoch." in card

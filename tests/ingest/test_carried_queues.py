@@ -1,6 +1,7 @@
 """Labeled queues carried into every later span (ingest.carried): the images a person sorted stay in training,
 each once and in the split it had, and a scheduled run on unchanged data ingests nothing new."""
 
+import hashlib
 import os
 import shutil
 
@@ -94,47 +95,91 @@ def test_every_earlier_queue_is_carried_and_a_queue_ingested_again_replaces_its_
     assert len(_splits(examples, 5)) == 6 + 8 + 4
 
 
-def test_an_image_the_data_and_a_queue_both_hold_is_kept_once_as_the_person_labelled_it(root):
+def _labels(examples, span):
+    """{sha256: [(split, label name), ...]} of every record of the span."""
+    found = {}
+    for path in sorted((examples / f"span-{span}").glob("*/*.tfrecord")):
+        for record in tf.data.TFRecordDataset(str(path)).as_numpy_iterator():
+            feature = tf.train.Example.FromString(record).features.feature
+            found.setdefault(feature[features.SHA256_KEY].bytes_list.value[0].decode(), []).append(
+                (path.parent.name, features.LABEL_NAMES[feature[features.LABEL_KEY].int64_list.value[0]]))
+    return found
+
+
+def test_an_image_the_data_and_a_queue_both_hold_keeps_the_datas_split_and_the_persons_label(root, tmp_path):
+    """The data's split comes from its folders, the queue's from the content hash: the image stays where the data
+    has it in every span, under the label a person gave it."""
+    examples, data = root["examples"], tmp_path / "split_data"
+    synthetic.write_demo_images(data / "train", 3)
+    synthetic.write_demo_images(data / "test", 2, seed=1)
+    images = looks.images("sketch", 12)
+    spans.ingest("folder", _sorted_queue(root["labeling"], images), examples)  # span 1
+    in_queue = _labels(examples, 1)
+    by_sha = {hashlib.sha256(image).hexdigest(): image for image in images}
+    ((sha, [(split, label)]),) = [(k, v) for k, v in in_queue.items() if v[0][0] != "train"][:1]
+    other = features.LABEL_NAMES[1 - features.LABEL_NAMES.index(label)]
+    (data / "train" / other / "also.jpg").write_bytes(by_sha[sha])  # in train, under the other label
+    report = spans.ingest("folder", data, examples)  # span 2
+    assert _labels(examples, 2)[sha] == [("train", label)], "the data's split, the person's label"
+    assert report.quarantined == [] and report.carried[0]["in_source"] == 1
+    assert report.carried[0]["examples"] == 11 and report.examples_written == 10 + 12
+    assert "1 images a labeled queue holds too are kept from the source, in the source's split, with the label " \
+           "a person gave them in the queue" in report.table()
+    synthetic.write_demo_images(data / "train", 4)
+    spans.ingest("folder", data, examples)  # span 3
+    assert _labels(examples, 3)[sha] == [("train", label)], "no image moves between splits from span to span"
+
+
+def test_a_queue_ingested_after_the_data_keeps_an_image_the_data_holds_in_the_datas_split(root, tmp_path):
+    examples, data = root["examples"], tmp_path / "split_data"
+    synthetic.write_demo_images(data / "train", 3)
+    images = looks.images("sketch", 12)
+    shas = [hashlib.sha256(image).hexdigest() for image in images]
+    hashed = {sha: spans.hash_split(sha, spans.IngestSettings()) for sha in shas}
+    index = next(i for i, sha in enumerate(shas) if hashed[sha] != "train")
+    (data / "train" / "cat" / "also.jpg").write_bytes(images[index])
+    spans.ingest("folder", data, examples)  # span 1: in train
+    spans.ingest("folder", _sorted_queue(root["labeling"], images), examples)  # span 2
+    assert [split for split, _ in _labels(examples, 2)[shas[index]]] == ["train"], "the data's split"
+    spans.ingest("folder", data, examples)  # span 3
+    assert [split for split, _ in _labels(examples, 3)[shas[index]]] == ["train"]
+
+
+def test_a_newer_queue_relabels_an_image_an_older_queue_labelled(root):
     examples = root["examples"]
     images = looks.images("sketch", 4)
-    queued = _sorted_queue(root["labeling"], images)
+    spans.ingest("folder", root["data"], examples)
+    spans.ingest("folder", _sorted_queue(root["labeling"], images), examples)  # span 2: image 0 a cat
+    newer = _sorted_queue(root["labeling"], looks.images("dusk", 2))
+    with open(os.path.join(newer, "dog", "older_cat.jpg"), "wb") as f:  # the person moves it into the newer queue
+        f.write(images[0])
+    report = spans.ingest("folder", newer, examples)  # span 3
+    sha = hashlib.sha256(images[0]).hexdigest()
+    assert report.quarantined == [] and report.counts["accepted"] == 3
+    assert "1 images an earlier labeled queue held are kept as this queue labels them" in report.table()
+    assert [label for _, label in _labels(examples, 3)[sha]] == ["dog"]
+    spans.ingest("folder", root["data"], examples)  # span 4
+    assert [label for _, label in _labels(examples, 4)[sha]] == ["dog"]
+    assert sum(len(v) for v in _labels(examples, 4).values()) == 6 + 4 + 2
+
+
+def test_a_span_window_above_one_is_refused_before_any_work_where_labeled_queues_are(root):
+    """With a wider window the Trainer would read a queued image in the queue's span and again carried."""
+    from config import DataConfig
+    from orchestration import lifecycle
+
+    examples, wide = root["examples"], spans.IngestSettings(span_window=2)
+    spans.ingest("folder", root["data"], examples, wide)  # no queue yet: a wide window is fine
+    queued = _sorted_queue(root["labeling"], looks.images("sketch", 4))
+    with pytest.raises(carried.WindowRefused, match="labeled queues are carried at --span-window 1 only; the "
+                                                    "source is one"):
+        spans.ingest("folder", queued, examples, wide)
     spans.ingest("folder", queued, examples)
-    in_queue = {sha: split for sha, (split,) in _splits(examples, 1).items()}
-    (root["data"] / "cat" / "same.jpg").write_bytes(images[0])  # a cat there too
-    (root["data"] / "cat" / "other.jpg").write_bytes(images[1])  # a dog in the queue
-    report = spans.ingest("folder", root["data"], examples)
-    assert {d["file"]: d["duplicate_of"] for d in report.duplicates}["cat/same.jpg"].endswith(
-        "(the labeled queue of span 1)")
-    reasons = {q["file"]: q["reason"] for q in report.quarantined}
-    assert "of the labeled queue of span 1, which a person labelled dog" in reasons["cat/other.jpg"]
-    held = _splits(examples, 2)
-    assert {sha: held[sha] for sha in in_queue} == {sha: [split] for sha, split in in_queue.items()}
-    assert sum(len(found) for found in held.values()) == report.examples_written == 6 + 4
-
-
-def test_with_a_span_window_of_two_the_trainer_reads_each_queued_image_once(root):
-    """The window's resolver gives the Trainer the spans runs read (ExampleGen's Examples) numbered within 2 of
-    the newest: a queue a read span there holds is not carried again; one no run read is."""
-    examples, window = root["examples"], spans.IngestSettings(span_window=2)
-
-    def ingest(source, read):
-        return spans.ingest("folder", source, examples, window, read_spans=read)
-
-    ingest(root["data"], ())
-    ingest(_sorted_queue(root["labeling"], looks.images("sketch", 6)), {1})
-    # a run with no source read the queue's span 2
-    assert ingest(root["data"], {1, 2}).carried == []  # span 3, read with span 2
-    synthetic.write_demo_images(root["data"], 4)
-    assert [c["span"] for c in ingest(root["data"], {1, 2, 3}).carried] == [2]  # span 4, read with span 3
-    assert ingest(root["data"], {1, 2, 3, 4}).reused
-    ingest(_sorted_queue(root["labeling"], looks.images("dusk", 2)), {1, 2, 3, 4})  # span 5, which no run reads
-    assert [c["span"] for c in ingest(root["data"], {1, 2, 3, 4}).carried] == [2, 5]  # span 6, read alone
-    queued = set(_splits(examples, 2)) | set(_splits(examples, 5))
-    for read_by_trainer in ((2, 3), (3, 4), (6,)):
-        read = [sha for span in read_by_trainer for sha, found in _splits(examples, span).items() for _ in found]
-        assert sorted(sha for sha in read if sha in queued) == sorted(queued & set(read)), read_by_trainer
-        assert set(_splits(examples, 2)) <= set(read), read_by_trainer
-    assert queued <= set(_splits(examples, 6))
+    for kind, location in (("folder", str(root["data"])), (None, "")):
+        with pytest.raises(lifecycle.RunRefused, match="--span-window 1 only; span 2 holds one"):
+            lifecycle.ingest(kind, location, str(examples), DataConfig(span_window=3))
+    assert span_report.existing_spans(examples) == [1, 2], "nothing written"
+    assert spans.ingest("folder", root["data"], examples).carried  # at window 1 the queue is carried
 
 
 def test_a_queue_whose_span_is_removed_is_carried_no_more(root):
@@ -147,11 +192,46 @@ def test_a_queue_whose_span_is_removed_is_carried_no_more(root):
     assert (dropped.span, dropped.reused, dropped.carried, dropped.examples_written) == (4, False, [], 6)
 
 
-def test_the_fingerprint_is_the_sources_alone_until_a_queue_is_carried():
+def test_a_queue_whose_newest_span_is_gone_is_dropped_never_its_superseded_span_brought_back(root):
+    examples = root["examples"]
+    spans.ingest("folder", root["data"], examples)
+    queued = _sorted_queue(root["labeling"], looks.images("sketch", 4), sort=2)
+    spans.ingest("folder", queued, examples)  # span 2: the first sort
+    spans.ingest("folder", root["data"], examples)  # span 3 carries span 2
+    for name in sorted(os.listdir(os.path.join(queued, layout.QUEUE_UNSORTED))):
+        _sort(queued, name)
+    spans.ingest("folder", queued, examples)  # span 4 supersedes span 2
+    synthetic.write_demo_images(root["data"], 4)
+    assert [c["span"] for c in spans.ingest("folder", root["data"], examples).carried] == [4]  # span 5
+    shutil.rmtree(examples / "span-4")
+    synthetic.write_demo_images(root["data"], 5)
+    report = spans.ingest("folder", root["data"], examples)  # span 6
+    assert (report.span, report.carried, report.examples_written) == (6, [], 10)
+    assert f"{os.path.basename(queued)}'s newest span-4 is gone; its earlier span-2 is not carried" in report.table()
+    shutil.rmtree(examples / "span-5")  # span 6's report still names the queue's newest span
+    synthetic.write_demo_images(root["data"], 6)
+    later = spans.ingest("folder", root["data"], examples)
+    assert (later.span, later.carried, [e["span"] for e in later.not_carried]) == (7, [], [4])
+
+
+def test_the_fingerprint_covers_the_carried_queues_content_not_their_span_numbers():
     assert carried.fingerprint("abc", []) == "abc"
-    one = carried.fingerprint("abc", [carried.QueueSpan(2, "q")])
-    assert one != "abc" and one != carried.fingerprint("abc", [carried.QueueSpan(2, "r")]) \
-        != carried.fingerprint("abc", [carried.QueueSpan(3, "q")])
+    one = carried.fingerprint("abc", [carried.QueueSpan(2, "q1", "q")])
+    assert one != "abc" and one != carried.fingerprint("abc", [carried.QueueSpan(2, "q1", "r")])
+    assert one == carried.fingerprint("abc", [carried.QueueSpan(4, "q1", "q")]), "the same queue, ingested again"
+
+
+def test_an_unchanged_queue_ingested_again_is_the_span_that_carries_it(root):
+    examples = root["examples"]
+    spans.ingest("folder", root["data"], examples)
+    queued = _sorted_queue(root["labeling"], looks.images("sketch", 4))
+    spans.ingest("folder", queued, examples)
+    spans.ingest("folder", root["data"], examples)  # span 3 carries it
+    again = spans.ingest("folder", queued, examples)
+    assert (again.span, again.reused) == (3, True)
+    assert (spans.ingest("folder", root["data"], examples).span, span_report.existing_spans(examples)) == (3, [1, 2, 3])
+    shutil.copy(next((examples.parent / "data" / "cat").iterdir()), os.path.join(queued, "cat", "more.jpg"))
+    assert spans.ingest("folder", queued, examples).span == 4, "the queue sorted further is ingested"
 
 
 def test_a_queue_span_holding_a_link_is_refused_and_what_it_points_at_untouched(root, tmp_path):
@@ -189,40 +269,3 @@ def test_a_damaged_report_of_an_earlier_span_stops_the_ingest_naming_it(root):
     with pytest.raises(span_report.DamagedReportError, match="span-1/ingest_report.json is damaged"):
         spans.ingest("folder", root["data"], examples)
     assert span_report.existing_spans(examples) == [1, 2]
-
-
-def _store_that_read(path, read):
-    """An ML Metadata store in which ExampleGen's Examples of the `read` spans are recorded, as runs leave them."""
-    from ml_metadata import metadata_store
-    from ml_metadata.proto import metadata_store_pb2
-
-    config = metadata_store_pb2.ConnectionConfig()
-    config.sqlite.filename_uri = str(path)
-    store = metadata_store.MetadataStore(config)
-    examples = store.put_artifact_type(metadata_store_pb2.ArtifactType(name="Examples"))
-    node = store.put_context_type(metadata_store_pb2.ContextType(name="node"))
-    (context,) = store.put_contexts([metadata_store_pb2.Context(type_id=node, name="cats-vs-dogs.ImportExampleGen")])
-    artifacts = [metadata_store_pb2.Artifact(type_id=examples, uri=f"/e/{span}", state=metadata_store_pb2.Artifact.LIVE)
-                 for span in read]
-    for artifact, span in zip(artifacts, read):
-        artifact.custom_properties["span"].int_value = span
-    ids = store.put_artifacts(artifacts)
-    store.put_attributions_and_associations([metadata_store_pb2.Attribution(context_id=context, artifact_id=i)
-                                             for i in ids], [])
-    return store
-
-
-def test_a_run_with_a_span_window_takes_the_spans_read_from_its_store(root, tmp_path):
-    from config import DataConfig
-    from orchestration import lifecycle
-
-    examples, window = str(root["examples"]), DataConfig(span_window=2)
-    lifecycle.ingest("folder", str(root["data"]), examples, window)
-    lifecycle.ingest("folder", _sorted_queue(root["labeling"], looks.images("sketch", 4)), examples, window)
-    report, _, _ = lifecycle.ingest("folder", str(root["data"]), examples, window,
-                                    store=_store_that_read(tmp_path / "metadata.sqlite", [1, 2]))
-    assert (report["span"], report["carried"]) == (3, []), "span 2, which a run read, is in the window"
-    synthetic.write_demo_images(root["data"], 4)
-    report, _, _ = lifecycle.ingest("folder", str(root["data"]), examples, DataConfig(span_window=3),
-                                    store=_store_that_read(tmp_path / "other.sqlite", [1]))
-    assert [c["span"] for c in report["carried"]] == [2], "no run read span 2 or span 3"

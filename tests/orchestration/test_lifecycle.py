@@ -80,3 +80,14 @@ def test_the_start_of_a_run_says_the_table_then_the_messages_and_clears_the_prev
     assert cleared == [True] and before.ingest["span"] == 1
     assert said == [before.table, "took over the pipeline root from run run-6, whose lease was stale (no heartbeat "
                                   "for 2 h)"]
+
+
+def test_the_summary_line_of_the_data_counts_the_images_carried_from_labeled_queues():
+    ingest = {"span": 3, "reused": False, "files_seen": 48, "counts": {"accepted": 48},
+              "carried": [{"span": 2, "examples": 10}, {"span": 1, "examples": 4}]}
+    summary = _summary()
+    lifecycle.complete_summary(summary, lifecycle.BeforeTheDag(ingest=ingest, table=""))
+    assert "ingest: span 3: 48 files, accepted 48, carried from labeled queues 14" in summary.text()
+    plain = _summary()
+    lifecycle.complete_summary(plain, lifecycle.BeforeTheDag(ingest={**ingest, "carried": []}, table=""))
+    assert "carried" not in plain.text()

@@ -40,29 +40,6 @@ def test_a_store_that_does_not_exist_yet_has_nothing_to_mark(tmp_path):
     assert not (tmp_path / "metadata.sqlite").exists()
 
 
-def test_the_spans_runs_read_are_those_of_examplegens_live_examples(tmp_path):
-    """What a span window's resolver chooses from (the e2e test reads TFX's own records): ExampleGen's Examples,
-    not another node's, and none marked DELETED (files gone)."""
-    store = _store(tmp_path)
-    examples = store.put_artifact_type(metadata_store_pb2.ArtifactType(name="Examples"))
-    node = store.put_context_type(metadata_store_pb2.ContextType(name="node"))
-    contexts = store.put_contexts([metadata_store_pb2.Context(type_id=node, name=f"cats-vs-dogs.{name}")
-                                   for name in ("ImportExampleGen", "Transform")])
-
-    def artifact(span, state=LIVE):
-        made = metadata_store_pb2.Artifact(type_id=examples, uri=f"/e/{span}", state=state)
-        made.custom_properties["span"].int_value = span
-        return made
-
-    read = store.put_artifacts([artifact(1), artifact(3), artifact(4, DELETED)])
-    transformed = store.put_artifacts([artifact(5)])
-    store.put_attributions_and_associations(
-        [metadata_store_pb2.Attribution(context_id=contexts[0], artifact_id=i) for i in read]
-        + [metadata_store_pb2.Attribution(context_id=contexts[1], artifact_id=i) for i in transformed], [])
-    assert store_health.spans_read(store) == {1, 3}
-    assert store_health.spans_read(None) == frozenset()
-
-
 def _execution(store, node_context, state):
     type_id = store.put_execution_type(metadata_store_pb2.ExecutionType(name="Tuner"))
     execution_id, _, _ = store.put_execution(metadata_store_pb2.Execution(type_id=type_id, last_known_state=state),
