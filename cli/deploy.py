@@ -180,7 +180,11 @@ def _metadata_store(args: argparse.Namespace, chosen) -> str | None:
 def _dispatcher(command: str, offered: list):
     """The handler of `command`: the chosen target's, after refusing flags it does not read."""
     def handle(args: argparse.Namespace) -> int:
-        chosen = next(target for target in offered if _chose(command, target, args))
+        chosen = next((target for target in offered if _chose(command, target, args)), None)
+        if chosen is None:  # the one selecting flag argparse requires was given an empty value (`--host ""`)
+            flag = next(target.SELECTS[command][0] for target in offered if command != "compile"
+                        and getattr(args, target.SELECTS[command][0].lstrip("-").replace("-", "_")) == "")
+            raise SettingsError(f"{flag} was given an empty value")
         _refuse_flags_not_for(command, chosen, offered, args)
         args.chosen_target = chosen
         if command == "compile":

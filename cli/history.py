@@ -86,7 +86,7 @@ def command_models(args: argparse.Namespace) -> int:
 
     serving_dir = str(RunLayout(str(root)).serving_dir)
     store = metadata_lib.open_store(store, read_only=True)
-    versions = model_history.pushed_versions(store, serving_dir)
+    versions = model_history.pushed_versions(store, serving_dir, scoped=args.root is not None)
     # Read only: versions the store missed are named here; the next run or rollback records them.
     unknown = reconcile.unrecorded(serving_dir, versions)
     if args.json:
@@ -159,7 +159,8 @@ def command_rollback(args: argparse.Namespace) -> int:
     serving = (kserve.Serving(**flags.settings_from(args, kserve.Serving, "serving_", only=flags.SERVING_TARGET))
                if args.serving_rollout else None)
     root, store = history_store(args)
-    done = rollback.rollback(root, store, args.to, args.reason, config_lib.PipelineConfig().name)
+    done = rollback.rollback(root, store, args.to, args.reason, config_lib.PipelineConfig().name,
+                             scoped=args.root is not None)  # a deployment's store may be shared
     for note in done.notes:
         print(note)
     before = (f"version {done.from_version} was served before" if done.from_version is not None

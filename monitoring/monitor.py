@@ -146,8 +146,8 @@ def check(where: RunLayout, settings: MonitorSettings, store: str | None = None)
     """Runs one check of `where`'s traffic; NoServedModelError, WindowTooSmallError or contract.traffic's errors
     (refusals) before anything is written. `store`: the ML Metadata store as contract.metadata names them
     (a deployment's grpc://HOST:PORT or sqlite:///PATH); default: the root's own SQLite file."""
-    store = store or str(where.metadata_path)
     served = reference.served_model(where, store)
+    store = store or str(where.metadata_path)
     window = read_window(where, settings)
     embedder = load_embedder(served)
     ours, unreadable, measured = measure_window(len(window), window.batches(), embedder, settings)

@@ -45,10 +45,11 @@ def served_model(where: RunLayout, store: str | None = None) -> ServedModel:
     if state.version is None:
         why = state.problem() or "no model has been pushed yet"
         raise NoServedModelError(f"nothing is served under {serving_dir} ({why}): there is no model to monitor")
-    store = store or str(where.metadata_path)
+    scoped, store = store is not None, store or str(where.metadata_path)  # a deployment's store may be shared
     records = []
     if "://" in store or os.path.exists(store):
-        records = [v for v in model_history.pushed_versions(store, serving_dir) if v.version == state.version]
+        records = [v for v in model_history.pushed_versions(store, serving_dir, scoped)
+                   if v.version == state.version]
     if not records or not records[0].spans:
         raise NoServedModelError(f"version {state.version} is served, but {store} does not say which "
                                  "spans it was trained on: its data cannot be compared with traffic")

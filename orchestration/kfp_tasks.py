@@ -24,7 +24,7 @@ from typing import NoReturn
 import tensorflow as tf
 
 from config import DataConfig, PipelineConfig
-from contract import layout, storage
+from contract import layout, progress, storage
 from contract.errors import CommandError, fail_task, first_line
 from contract.layout import RunLayout
 from orchestration import kserve, lease, lifecycle, roots, store_health, tfx_node
@@ -66,7 +66,7 @@ def _data_config(settings: dict) -> DataConfig:
 
 
 def ingest(source_kind: str, source: str, root: str, data: dict, metadata_store: str, run_id: str,
-           lease_seconds: float, say: Say) -> str:
+           lease_seconds: float, say: Say = progress.say) -> str:
     """The run's first task: takes the root's lease, then the steps before the DAG (lifecycle.start_run).
 
     Also installs the curated schema of the code in this image where
@@ -109,7 +109,7 @@ def ingest(source_kind: str, source: str, root: str, data: dict, metadata_store:
     return before.table
 
 
-def run_node(node_program: str, run_id: str, metadata_store: str, root: str, say: Say) -> str:
+def run_node(node_program: str, run_id: str, metadata_store: str, root: str, say: Say = progress.say) -> str:
     """Runs one TFX node under the run's lease; returns 'executed', 'cached' or 'skipped'.
 
     A retried task (KFP retries a pod that was killed) launches the node again
@@ -151,7 +151,7 @@ def _node_failed(root: str, run_id: str, node_id: str, error: Exception) -> NoRe
     fail_task(f"{node_id} failed: {first_line(error, with_type=True)}")
 
 
-def rollout(root: str, serving: dict, run_id: str, say: Say) -> str:
+def rollout(root: str, serving: dict, run_id: str, say: Say = progress.say) -> str:
     """After the Pusher, on a root KServe copies once (gs://): makes the InferenceService serve the highest
     complete version (orchestration.kserve.roll_out).
 
@@ -184,7 +184,7 @@ def rollout(root: str, serving: dict, run_id: str, say: Say) -> str:
 
 
 def report(metadata_store: str, run_id: str, pipeline_name: str, root: str, settings: dict, node_ids: list,
-           markdown_path: str, html_path: str, say: Say):
+           markdown_path: str, html_path: str, say: Say = progress.say):
     """The run's exit handler: runs whether the DAG completed, failed or was canceled.
 
     Reads the run's executions from ML Metadata and the records its tasks left,
@@ -228,9 +228,13 @@ def report(metadata_store: str, run_id: str, pipeline_name: str, root: str, sett
         return None
 
     try:
+        error, training = outcome_error(summary, records, refused, stopped, frozenset(node_ids)), settings["training"]
+    except BaseException:  # a damaged record: the lease is released all the same, and the fault shown
+        release()
+        raise
+    try:
         page = lifecycle.after_the_dag(
-            summary, before, run_folder, settings["training"], say=say,
-            error=outcome_error(summary, records, refused, stopped, frozenset(node_ids)),
+            summary, before, run_folder, training, say=say, error=error,
             notes=[f"serving: {rolled_out}"] if rolled_out else [], release=release)
     except CommandError as error:
         fail_task(str(error))
@@ -294,7 +298,8 @@ def inline_images(html: str, folder: str) -> str:
     return re.sub(r'src="([^":/]+\.png)"', embed, html)
 
 
-def monitor(root: str, metadata_store: str, settings: dict, html_path: str, markdown_path: str, say: Say) -> str:
+def monitor(root: str, metadata_store: str, settings: dict, html_path: str, markdown_path: str,
+            say: Say = progress.say) -> str:
     """A drift check of the root's traffic (monitoring.monitor, as `monitor --root` runs it) with the deployment's
     store; returns its one-line verdict. A refusal (no served model, too small a window, not a root, an
     unreachable store) ends the task with that line: nothing was checked."""

@@ -207,7 +207,7 @@ def before_the_dag(store, examples_root: str, kind: str | None, location: str, d
     canceled, missing = look_after_store(store, current_run, root)
     freed = list(store_health.remove_canceled_temp(store, pipeline_root)) if pipeline_root else [0, 0]
     # Before the baseline is resolved: the model actually served must be the one the candidate is judged against.
-    reconciled = (list(reconcile.reconcile(store, serving_dir, pipeline_name).values())
+    reconciled = (list(reconcile.reconcile(store, serving_dir, pipeline_name, scoped=root is not None).values())
                   if store is not None and serving_dir else [])
     report, table, cleaned = ingest(kind, location, examples_root, data, beam_args)
     check_spans(examples_root, data.span_window, data.max_image_pixels)

@@ -58,14 +58,14 @@ def unrecorded(serving_dir: str, versions: list[model_history.PushedVersion]) ->
             for v in existing_versions(serving_dir) if v not in known]
 
 
-def reconcile(store, serving_dir: str, pipeline_name: str) -> dict[int, str]:
+def reconcile(store, serving_dir: str, pipeline_name: str, scoped: bool = False) -> dict[int, str]:
     """Records every complete version of `serving_dir` the store does not know; {version: a line saying what
     was found and done}. `store`: an open store, or its name as contract.metadata names stores. Called by the
     holder of the root's lease (a run, a rollback)."""
     if isinstance(store, str):
         store = metadata_lib.open_store(store)
     # First the serving config: the version it names is the served one, which the history must then know.
-    versions = model_history.pushed_versions(store, serving_dir)
+    versions = model_history.pushed_versions(store, serving_dir, scoped)  # scoped: model_history says
     lines = follow_commit(serving_dir, known_model(store, serving_dir, versions))
     missing = unrecorded(serving_dir, versions)
     for found in missing:

@@ -72,20 +72,22 @@ class Rollback:
     notes: tuple[str, ...] = ()  # versions recorded late, incomplete versions moved aside
 
 
-def rollback(root: str | pathlib.Path, store: str, to_version: int, reason: str, pipeline_name: str) -> Rollback:
+def rollback(root: str | pathlib.Path, store: str, to_version: int, reason: str, pipeline_name: str,
+             scoped: bool = False) -> Rollback:
     """Serves version `to_version` of the pipeline at `root` (a local folder, a deployment's volume path or a
     gs:// URI) again; `store`: its ML Metadata store, as contract.metadata names stores. Holds the root's lease
     (orchestration.lease) throughout, as a run does."""
     with exclusive_run(root):
-        return _rollback_locked(RunLayout(str(root)), store, to_version, reason, pipeline_name)
+        return _rollback_locked(RunLayout(str(root)), store, to_version, reason, pipeline_name, scoped)
 
 
-def _rollback_locked(where: RunLayout, store: str, to_version: int, reason: str, pipeline_name: str) -> Rollback:
+def _rollback_locked(where: RunLayout, store: str, to_version: int, reason: str, pipeline_name: str,
+                     scoped: bool) -> Rollback:
     serving_dir = where.serving_dir
     # A version published but never recorded (a rollback or push killed in between) is recorded first; the
     # retry of an interrupted rollback to the same version then finds it done.
-    reconciled = reconcile.reconcile(store, serving_dir, pipeline_name)
-    pushed = {v.version: v for v in model_history.pushed_versions(store, serving_dir)}
+    reconciled = reconcile.reconcile(store, serving_dir, pipeline_name, scoped)
+    pushed = {v.version: v for v in model_history.pushed_versions(store, serving_dir, scoped)}
     state = served.served(serving_dir)
     served_now = state.named  # the version a server was told to load, damaged or not
     interrupted = pushed.get(served_now)

@@ -117,9 +117,11 @@ def blessed_model_ids(store) -> set[int]:
     return set(_blessings(store))
 
 
-def pushed_versions(metadata: str, serving_dir: str | None = None) -> list[PushedVersion]:
+def pushed_versions(metadata: str, serving_dir: str | None = None, scoped: bool = False) -> list[PushedVersion]:
     """Every version the pipeline pushed, oldest first, the served one and the damaged ones marked from the files
-    in `serving_dir` (default: the folder the newest push names); given `serving_dir`, only the pushes into it.
+    in `serving_dir` (default: the folder the newest push names); `scoped` (a deployment's store, which other
+    deployments may share): only the pushes into `serving_dir`. A local root's own store is not scoped: its pushes
+    are all its own, also after the root was moved or restored elsewhere.
     `metadata`: a local SQLite file's path, or a
     store named as contract.metadata names them (grpc://HOST:PORT, sqlite:///PATH)."""
     if not isinstance(metadata, str):  # an open store
@@ -136,7 +138,7 @@ def pushed_versions(metadata: str, serving_dir: str | None = None) -> list[Pushe
             continue
         # A store shared by deployments (a cluster's metadata service) holds other roots' pushes, whose version
         # numbers repeat this root's.
-        if serving_dir and not metadata_lib.under_root(
+        if scoped and serving_dir and not metadata_lib.under_root(
                 run_summary.custom_property(pushed, metadata_lib.PUSHED_DESTINATION) or "", str(serving_dir)):
             continue
         seen.add(version)

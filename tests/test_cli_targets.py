@@ -248,3 +248,14 @@ def test_no_shared_module_imports_a_target():
     into_engines = sorted(f"{a} -> {b}: {', '.join(where)}" for (a, b), where in edges.items()
                           if b in engines and a not in (f"cli.targets.{b.split('.')[1]}", "orchestration.kfp_runs"))
     assert into_targets == [] and into_engines == []
+
+
+@pytest.mark.parametrize("argv, flag", [
+    (["submit", "--host", "", "--package", "p.yaml"], "--host"),
+    (["submit", "--host=", "--package", "p.yaml"], "--host"),
+    (["schedule", "--vertex-project", "", "--region", "r", "--cron", "0 3 * * *", "--package", "p.yaml"],
+     "--vertex-project"),
+])
+def test_an_empty_value_for_the_flag_that_chooses_the_target_is_refused_in_one_line(argv, flag, capsys):
+    assert pipeline_runner.main(argv) == 2
+    assert capsys.readouterr().err == f"error: {flag} was given an empty value\n"

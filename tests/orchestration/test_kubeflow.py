@@ -506,3 +506,15 @@ def test_a_file_that_is_not_a_package_is_named_in_one_line(tmp_path, capsys, tex
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1 and "Traceback" not in err, err
     assert f"error: {package} is not a pipeline package: {expected}" in err
+
+
+def test_the_tasks_take_the_arguments_a_package_compiled_before_they_had_a_say_passes():
+    """A package embeds its component bodies: one compiled before the tasks took `say` calls them without it, on
+    an image built after (a recurring run whose image tag was pushed again)."""
+    import inspect
+
+    from orchestration import kfp_tasks
+
+    for name in ("ingest", "run_node", "rollout", "report", "monitor"):
+        assert inspect.signature(getattr(kfp_tasks, name)).parameters["say"].default is not inspect.Parameter.empty, \
+            name

@@ -180,8 +180,25 @@ def test_models_history_and_rollback_list_only_this_roots_pushes(tmp_path):
             reconcile.record_push(store.store, NAME, "ServingPusher", model, version, f"{root}/serving/{version}",
                                   {"note": name})
     for name, root in roots.items():
-        versions = model_history.pushed_versions(store.store, f"{root}/serving")
+        versions = model_history.pushed_versions(store.store, f"{root}/serving", scoped=True)
         assert [(v.version, v.path) for v in versions] == [(1, f"{root}/serving/1"), (2, f"{root}/serving/2")], name
+
+
+def test_a_local_roots_own_store_is_not_scoped_so_a_moved_root_keeps_its_history(tmp_path):
+    """A local root's store holds only its own pushes, recorded under the path the root had then: after the root
+    is moved or restored elsewhere, `models`, `rollback` and `monitor` still find them (and reconcile records
+    nothing again)."""
+    from orchestration import reconcile
+    from reporting import model_history
+
+    store = Store(tmp_path / "metadata.sqlite")
+    before = str(tmp_path / "before-the-move")
+    for version in (1, 2):
+        model = _blessed_model(store, before, f"v{version}")
+        reconcile.record_push(store.store, NAME, "ServingPusher", model, version, f"{before}/serving/{version}", {})
+    moved = str(tmp_path / "moved" / "serving")
+    assert [v.version for v in model_history.pushed_versions(store.store, moved)] == [1, 2]
+    assert model_history.pushed_versions(store.store, moved, scoped=True) == []
 
 
 def _unfinished(store, root, run, node_id, uri):
