@@ -428,6 +428,19 @@ def test_a_drifted_window_alarms_is_recorded_and_its_images_queued_then_ingested
     assert all(q["reason"].startswith("not sorted") for q in report["quarantined"])
 
 
+def _pushed_into(store_path, root):
+    """The store as a deployment at `root` keeps it: its Pusher recorded every push under `root`. (The monitored
+    root is a copy, and a deployment's store is scoped to its own root's pushes.)"""
+    from config import PipelineConfig
+    from orchestration import reconcile
+    from reporting import model_history
+
+    store = node_ids.open_store(node_ids.sqlite_store(store_path))
+    for version in model_history.pushed_versions(store):
+        reconcile.record_push(store, PipelineConfig().name, "ServingPusher", version.model_id, version.version,
+                              f"{root}/serving_model/{version.version}", {})
+
+
 def test_monitor_checks_a_deployments_root_with_the_store_it_is_given(monitored, tmp_path, capsys):
     """`monitor --root ROOT --metadata-sqlite PATH`, as on a deployment (there, mostly --metadata-grpc): the traffic
     and the reports are the root's, the served model's record and the check's are the given store's."""
@@ -438,6 +451,7 @@ def test_monitor_checks_a_deployments_root_with_the_store_it_is_given(monitored,
     store = tmp_path / "deployment.sqlite"  # the root keeps no store of its own meanwhile: only this one is read
     os.replace(monitored / "metadata.sqlite", store)
     try:
+        _pushed_into(store, monitored)
         before = record.checks(str(store))
         code = pipeline_runner.main(["monitor", "--root", str(monitored), "--metadata-sqlite", str(store), "--json",
                                      "--window", "40", "--no-queue"])
@@ -512,6 +526,7 @@ def test_monitor_checks_a_gs_root_through_the_object_store(monitored, tmp_path, 
                                   start_ms=8_000_000)
     store = tmp_path / "deployment.sqlite"
     shutil.copy(monitored / "metadata.sqlite", store)
+    _pushed_into(store, bucket_root)
     here_before = sorted(str(path) for path in monitored.rglob("*"))
     code = pipeline_runner.main(["monitor", "--root", bucket_root, "--metadata-sqlite", str(store), "--json",
                                  "--window", "40"])
@@ -542,6 +557,7 @@ def test_the_monitoring_package_runs_its_check_with_kfps_local_runner(monitored,
     looks.write_traffic(str(monitored / "traffic"), looks.images("cartoon", 40, seed=8), 1, start_ms=8_000_000)
     store = tmp_path / "deployment.sqlite"
     shutil.copy(monitored / "metadata.sqlite", store)
+    _pushed_into(store, monitored)
     before = len(record.checks(str(store)))
     package = kubeflow.compile_monitor_package(
         PipelineConfig(), str(tmp_path / "monitor.yaml"),
