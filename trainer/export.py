@@ -321,7 +321,7 @@ def read_tflite_fidelity(serving_model_dir: str) -> dict | None:
     """What `export_tflite` measured for the SavedModel in `serving_model_dir` (local or remote), if anything;
     storage.UnreadableFileError names a damaged file."""
     path = os.path.join(serving_model_dir, TFLITE_FIDELITY_FILE)
-    if not tf.io.gfile.exists(path):
+    if not storage.backend.exists(path):  # through storage, as the read below: a bucket root reads alike
         return None
     fidelity = storage.read_json(path)
     models = fidelity.get("models")
