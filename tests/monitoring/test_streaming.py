@@ -83,8 +83,20 @@ def test_measuring_a_streamed_window_gives_what_measuring_it_in_memory_gives(win
     assert streamed[1] == held[1] and streamed[2] == held[2]
     assert any("no readable header" in line for line in held[1])
     assert set(streamed[0]) == set(held[0])
-    for name, values in held[0].items():
-        np.testing.assert_array_equal(streamed[0][name], values, err_msg=name)
+    for name in (measure.HEIGHT, measure.WIDTH):  # read from each image's header: integers, the same on any CPU
+        np.testing.assert_array_equal(streamed[0][name], held[0][name], err_msg=name)
+    for name in measure.SEEN:
+        _assert_same_float32_figures(streamed[0][name], held[0][name], name)
+
+
+def _assert_same_float32_figures(streamed, held, name):
+    """The window's images reach the classifier in other batches when streamed, and oneDNN picks its convolution
+    kernels by batch shape and CPU (on AMD EPYC, batches of 5 and of 12 differed in the last bits; on Intel not):
+    float32 sums taken in another order differ by a few units in the last place of the largest terms. So the
+    figures are equal within float32's rounding of the array's scale, and each one stays at its image's place."""
+    assert streamed.shape == held.shape, name
+    scale = float(np.abs(held).max()) if held.size else 0.0
+    np.testing.assert_allclose(streamed, held, rtol=1e-5, atol=1e-6 * scale, err_msg=name)
 
 
 def test_a_queue_written_from_batches_is_the_queue_of_the_window_in_memory(window_root, tmp_path):
