@@ -14,9 +14,12 @@ import shutil
 import subprocess
 import sys
 
+import pytest
+
 from tests.helpers import ROOT, project_packages
 
 
+@pytest.mark.e2e
 def test_the_dockerfile_installs_a_wheel_with_every_task_module_and_the_schema(tmp_path):
     dockerfile = (ROOT / "Dockerfile").read_text()
     assert "container/install_project.sh /tmp/src" in dockerfile and "container/check_imports.py" in dockerfile

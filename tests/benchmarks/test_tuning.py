@@ -35,6 +35,7 @@ def test_only_held_out_looks_are_measured(capsys):
     assert not set(tuning.Protocol().held_out) & set(looks.TUNING_LOOKS)
 
 
+@pytest.mark.e2e
 def test_the_trial_benchmark_times_a_whole_trainer_run_and_its_training_against_one_trial(tmp_path):
     """`make bench-trial` alone: the target's ratio is to the whole Trainer run (training, then its export), the
     other to the training alone; both from the same timings (tiny images: the code path, not the figures)."""

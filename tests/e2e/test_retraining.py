@@ -273,6 +273,7 @@ def test_tflite_models_agree_with_the_served_model_on_eval_images(scenario):
     p = 0.4994). int8 (full integer) must be calibrated on both classes (its error small against the
     spread of the logits, no bias) and keep the class of every image decided by more than
     INT8_MARGIN; its agreement on all images is held to a sanity bar and reported in docs/pipeline.md."""
+    import keras
     import numpy as np
     import tensorflow as tf
 
@@ -284,9 +285,13 @@ def test_tflite_models_agree_with_the_served_model_on_eval_images(scenario):
     jpegs = [tf.train.Example.FromString(r.numpy()).features.feature["image"].bytes_list.value[0]
              for r in tf.data.TFRecordDataset([str(f) for f in eval_files])]
     served = tf.saved_model.load(str(version)).signatures["serving_default"](image_bytes=tf.constant(jpegs))
-    probability = served["dog_probability"].numpy().ravel().astype("float64")
-    served_logit = np.log(probability / (1 - probability))
+    probability = served["dog_probability"].numpy().ravel()
     pixels = tf.cast(preprocessing.decode_and_resize(tf.constant(jpegs), 128), tf.float32).numpy()
+    # The SavedModel's logits, from the Keras model pushed beside it: inverting its float32 probability loses the
+    # logit (1 - p rounds to a few float32 steps from |logit| 13, and to 0, an infinite logit, above 16.6).
+    classifier = keras.models.load_model(str(version / layout.KERAS_MODEL_FILE), compile=False)
+    served_logit = classifier(pixels, training=False).numpy().ravel().astype("float64")
+    np.testing.assert_allclose(tf.sigmoid(served_logit).numpy(), probability, rtol=1e-5, atol=1e-6)
     logits = {kind: tflite_logits(version / name, pixels) for kind, name in layout.TFLITE_FILES.items()}
     agreement = {kind: float(np.mean((lg >= 0) == (served_logit >= 0))) for kind, lg in logits.items()}
     decided = np.abs(served_logit) >= FLOAT16_TOLERANCE

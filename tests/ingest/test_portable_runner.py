@@ -50,6 +50,7 @@ def _records(examples_root, span):
     return records
 
 
+@pytest.mark.e2e
 def test_ingest_on_a_portable_runner_with_worker_processes_writes_the_direct_runners_span(worker_pool, tmp_path):
     data = tmp_path / "images"
     synthetic.write_demo_images(data, 6)

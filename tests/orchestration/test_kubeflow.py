@@ -458,6 +458,7 @@ def test_kfp_cron_needs_six_fields():
     kfp_runs.check_kfp_cron("0 0 3 * * *")
 
 
+@pytest.mark.e2e
 def test_local_run_against_an_unreachable_store_fails_naming_it_and_pushes_nothing(tmp_path, demo_jpegs):
     images, root = tmp_path / "images", tmp_path / "root"
     for name, jpegs in demo_jpegs.items():

@@ -128,6 +128,7 @@ def test_a_source_for_the_monitoring_package_is_refused(pvc_monitor, capsys):
     assert code == 2 and "is the monitoring package, which ingests nothing" in err and err.count("\n") == 1, err
 
 
+@pytest.mark.e2e
 def test_a_local_run_of_the_package_names_the_unreachable_store_and_checks_nothing(tmp_path):
     root = tmp_path / "root"
     root.mkdir()

@@ -49,6 +49,7 @@ def mirrored():
     return result
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("views", [2, 0])
 def test_training_is_mirrored_over_two_devices(mirrored, views):
     result = mirrored
