@@ -152,7 +152,7 @@ def add_tuning_flags(parser: argparse.ArgumentParser) -> None:
     import config as config_lib
 
     group = parser.add_argument_group("hyperparameter search (config.TuningConfig)")
-    group.add_argument("--tune", action="store_true",
+    group.add_argument("--tune", action=argparse.BooleanOptionalAction,
                        help="Search the training hyperparameters on this data (TFX's Tuner, before the Trainer; "
                             "chosen on the eval split, never the test split) and train with the best. Without it, "
                             "a run trains with the newest search's result recorded for the pipeline, or the "

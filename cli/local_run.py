@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import pathlib
 
 from cli import flags
 from cli.flags import SettingsError
+from contract.errors import CommandError
 
 # The local flag of each source kind of ingest.sources.LISTERS (a test checks that every kind has one).
 SOURCE_FLAGS = {
@@ -24,7 +26,8 @@ def _run_flags(run: argparse.ArgumentParser) -> None:
     _add_source_flags(run, required=False)
     run.add_argument("--allow-anomalies", action="store_true",
                      help="Train even when the data has anomalies (schema violations, class imbalance, image "
-                          "size drift). They are still reported. Use consciously.")
+                          "size drift). They are still reported. Use consciously: it applies to this run only and "
+                          "is never recorded for the root's next runs.")
     run.add_argument("--verbose", action="store_true", help="Show TFX and Beam INFO logs.")
     flags.add_tuning_flags(run)
     flags.add_config_flags(run)
@@ -52,7 +55,7 @@ def _add_source_flags(parser: argparse.ArgumentParser, required: bool = True) ->
                         help=f"With --demo: images per class. Default: {synthetic.DEMO_IMAGES_PER_CLASS}.")
     flags.add_output_dir(parser, "Everything of the run goes here: examples/, pipeline_root/, metadata.sqlite, "
                                  "serving_model/<version>/, run_summary.json.")
-    parser.add_argument("--beam-workers", type=flags.count(0), default=0,
+    parser.add_argument("--beam-workers", type=flags.count(0),
                         help="Beam DirectRunner worker processes for ingest and components. 0 (default): in "
                              "process for small data (see config/beam_policy.py), else one per core; 1: in "
                              "process; N: N processes.")
@@ -91,17 +94,114 @@ def command_run(args: argparse.Namespace) -> int:
 
     Ingest a source as a new span (unchanged data reuses the last span), then run the TFX pipeline on
     LocalDagRunner with SQLite metadata and Beam's DirectRunner. Without a source, run on the spans already in
-    <output-dir>/examples (written by `ingest` or another job).
+    <output-dir>/examples (written by `ingest` or another job). The settings given as flags are recorded with the
+    root (<output-dir>/run_settings.json): a later run there trains with them unless given other flags.
     """
     from orchestration import local
 
-    config, notes = flags.config_from_args(args)
-    tuning = flags.tuning_from_args(args, config.training)
-    check_local_files(config)
     flags.check_output_dir(args.output_dir)
-    return local.run(config, args.output_dir, _source(args), beam_workers=args.beam_workers,
-                     allow_anomalies=args.allow_anomalies, notes=notes, tuning=tuning,
-                     fixed_settings=flags.fixed_settings(args), say=say)
+    record, record_notes, laid = _lay_recorded_settings(args)
+    try:
+        config, notes = flags.config_from_args(args)
+        tuning = flags.tuning_from_args(args, config.training)
+        check_local_files(config)
+    except CommandError as error:
+        if laid:  # a recorded setting may be what no longer holds: say where it came from
+            error.args = (f"{error} ({laid})",)
+        raise
+    return local.run(config, args.output_dir, _source(args), beam_workers=args.beam_workers or 0,
+                     allow_anomalies=args.allow_anomalies, notes=[*record_notes, *notes], tuning=tuning,
+                     fixed_settings=flags.fixed_settings(args), record=record, say=say)
+
+
+def recorded_names() -> list[str]:
+    """What a root's record keeps of a run's flags, by their settings' names: every config field, the search's
+    flags and the Beam workers. Not --allow-anomalies (a decision about one span's data: a scheduled run stops on
+    bad data), --verbose or the output directory."""
+    import config as config_lib
+
+    return [field.name for _, field in config_lib.section_fields()] + ["tune"] + \
+        [f"tune_{field.name}" for field in dataclasses.fields(config_lib.TuningConfig)
+         if "help" in field.metadata] + ["beam_workers"]
+
+
+def _given_settings(args: argparse.Namespace) -> dict:
+    """{name: value} of the recorded flags given on this command line (a weights file as an absolute path)."""
+    import config as config_lib
+
+    given = {name: getattr(args, name) for name in recorded_names() if getattr(args, name, None) is not None}
+    weights = given.get("weights")
+    if weights not in (None, config_lib.WEIGHTS_IMAGENET, config_lib.WEIGHTS_NONE):
+        given["weights"] = os.path.abspath(os.path.expanduser(weights))
+    return given
+
+
+def _demo_settings() -> dict:
+    """The demo's settings where they differ from the defaults: what --demo lays under the root's record."""
+    import config as config_lib
+
+    demo = dataclasses.asdict(config_lib.demo_config())
+    defaults = dataclasses.asdict(config_lib.PipelineConfig())
+    return {field.name: demo[section][field.name] for section, field in config_lib.section_fields()
+            if demo[section][field.name] != defaults[section][field.name]}
+
+
+def _given_source(args: argparse.Namespace) -> dict | None:
+    if args.demo:
+        return {"kind": "demo", "images": args.demo_images}
+    for kind in SOURCE_FLAGS:
+        location = getattr(args, f"source_{kind}")
+        if location:
+            return {"kind": kind, "location": os.path.abspath(os.path.expanduser(location))}
+    return None
+
+
+def _shown(name: str, value) -> str:
+    """A recorded value as said beside the flag that replaces it: 0.9, or --no-tune for a switch."""
+    from orchestration import run_settings
+
+    return run_settings.flag(name, value) if isinstance(value, bool) else str(value)
+
+
+def _lay_recorded_settings(args: argparse.Namespace):
+    """Lays the root's record under the flags given (a flag given wins); returns the record this run writes, the
+    lines that say what came from the record and what changed in it, and the line naming what was laid ('' for
+    nothing)."""
+    from orchestration import roots, run_settings
+
+    found = roots.inspect(args.output_dir)  # a folder of the user's is refused here, its files unread
+    earlier = run_settings.read(args.output_dir) if found.state == roots.ROOT else None
+    given = _given_settings(args)
+    known = set(recorded_names())
+    kept = {name: value for name, value in (earlier.settings if earlier else {}).items() if name in known}
+    under = (_demo_settings() if args.demo else {}) | kept  # the demo's settings, then the record's
+    merged = under | given
+    searching = bool(merged.get("tune"))
+    for name, value in under.items():
+        if name not in given and (searching or not name.startswith("tune_")):  # a budget is kept for --tune
+            setattr(args, name, value)
+    source = _given_source(args) or (earlier.source if earlier else None)
+    record = run_settings.Recorded(merged, source)
+    where = run_settings.path_of(args.output_dir)
+    if earlier is None:
+        return record, [], ""
+    notes = []
+    laid = {name: value for name, value in kept.items()
+            if name not in given and (searching or not name.startswith("tune_"))}
+    laid_line = ""
+    if laid:
+        laid_line = (f"settings from this root's earlier runs ({where}): "
+                     + " ".join(run_settings.flag(name, value) for name, value in laid.items()))
+        notes.append(laid_line)
+    changed = [f"{run_settings.flag(name, value)} (was {_shown(name, kept[name])})" if name in kept
+               else f"{run_settings.flag(name, value)} (new)"
+               for name, value in given.items() if kept.get(name, object()) != value]
+    if changed:
+        notes.append(f"settings that differ from this root's record: {', '.join(changed)}; {where} now holds them")
+    unknown = sorted(set(earlier.settings) - known)
+    if unknown:
+        notes.append(f"ignored in {where}: {', '.join(unknown)} (no setting of this version)")
+    return record, notes, laid_line
 
 
 def command_ingest(args: argparse.Namespace) -> int:
@@ -114,7 +214,7 @@ def command_ingest(args: argparse.Namespace) -> int:
 
     config, _ = flags.config_from_args(args)  # ingest does not train: the schedule does not matter to it
     flags.check_output_dir(args.output_dir)
-    return local.ingest(config, args.output_dir, _source(args), args.beam_workers, say=say)
+    return local.ingest(config, args.output_dir, _source(args), args.beam_workers or 0, say=say)
 
 
 COMMANDS = (

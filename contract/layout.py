@@ -63,6 +63,11 @@ class RunLayout(Generic[Location]):
         return self._join(SUMMARY_FILE)
 
     @property
+    def run_settings_path(self) -> Location:
+        """The settings the root's local runs were given, newest of each (orchestration.run_settings)."""
+        return self._join(RUN_SETTINGS_FILE)
+
+    @property
     def report_dir(self) -> Location:
         """The latest local run's HTML report (index.html and its figures)."""
         return self._join(REPORT_DIR)
@@ -114,6 +119,7 @@ class RunLayout(Generic[Location]):
 
 
 SUMMARY_FILE = "run_summary.json"
+RUN_SETTINGS_FILE = "run_settings.json"
 TASKS_DIR = "tasks"  # runs/<run id>/tasks/<task>.json: what each task of a deployment's run did
 # The Kubeflow package's own tasks beside the TFX nodes' (which are named by node id); each keeps a task record.
 INGEST_TASK = "ingest"

@@ -30,7 +30,7 @@ from contract import layout
 from contract.errors import FAILED, INTERRUPTED, OK, InterruptedRunError
 from contract.layout import RunLayout
 from ingest import sources, synthetic
-from orchestration import roots, store_health
+from orchestration import roots, run_settings, store_health
 from orchestration.run_lock import exclusive_run
 
 if TYPE_CHECKING:  # only for the annotations: lifecycle imports TensorFlow, which a refusal must not wait for
@@ -68,12 +68,13 @@ def ingest(config: PipelineConfig, output_dir: pathlib.Path, source: Source, bea
 
 def run(config: PipelineConfig, output_dir: pathlib.Path, source: Source | None, *, beam_workers: int = 0,
         allow_anomalies: bool = False, notes: list[str] = (), tuning: TuningConfig | None = None,
-        fixed_settings: Collection[str] = (), say: Say) -> int:
+        fixed_settings: Collection[str] = (), record: run_settings.Recorded | None = None, say: Say) -> int:
     """Ingests `source` (None: runs on the spans already there) and runs the pipeline; returns the exit code:
     0 done, 1 the pipeline failed, 130 interrupted (a CommandError with exit code 2: refused before it started).
     `notes` (settings chosen for the user) are said first and kept in the run summary; every line goes to `say`.
     `tuning`: search the hyperparameters first, within this budget; `fixed_settings`: training fields the user
-    set, which no search changes (pipeline.create_pipeline)."""
+    set, which no search changes (pipeline.create_pipeline); `record`: the settings kept with the root for its next
+    runs (orchestration.run_settings), written once its ingest accepted the run."""
     where = RunLayout(output_dir.resolve())
     for note in notes:
         say(note)
@@ -85,7 +86,7 @@ def run(config: PipelineConfig, output_dir: pathlib.Path, source: Source | None,
         store_health.check(where.metadata_path)
         return _run_locked(config, where, source, beam_workers, allow_anomalies,
                            [*notes, *filter(None, [held.adopted])], held.lease.took_over,
-                           {"tuning": tuning, "fixed_settings": tuple(fixed_settings)}, say)
+                           {"tuning": tuning, "fixed_settings": tuple(fixed_settings)}, record, say)
 
 
 def check_source(source: Source | None, where: RunLayout | None = None) -> None:
@@ -152,8 +153,11 @@ def _clear_last_run(where: RunLayout) -> None:
 
 
 def _run_locked(config: PipelineConfig, where: RunLayout, source: Source | None, beam_workers: int,
-                allow_anomalies: bool, notes: list[str], took_over: dict | None, search: dict, say: Say) -> int:
+                allow_anomalies: bool, notes: list[str], took_over: dict | None, search: dict,
+                record: run_settings.Recorded | None, say: Say) -> int:
     before = _accept(config, where, source, beam_workers, took_over, say)
+    if record is not None:  # once the run is accepted: a run refused by its ingest changes nothing
+        run_settings.write(where.root, record)
     # Here, not at the top: `ingest` runs no pipeline, TFX's DSL takes seconds to import, and a refused run
     # needs none of it.
     from tfx.orchestration.local.local_dag_runner import LocalDagRunner

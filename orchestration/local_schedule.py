@@ -51,14 +51,18 @@ def _mark(output_dir: pathlib.Path, mark: str = _MARK) -> str:
     return f"{mark}{shlex.quote(str(output_dir))}"
 
 
-def cron_line(cron: str, project_dir: pathlib.Path, data_dir: pathlib.Path, output_dir: pathlib.Path,
-              python: str | None = None) -> str:
-    """The crontab line: cd to the project, run the pipeline, append to a log in the output dir.
-    roots.NotARootError for an output dir that is not a pipeline root (nor empty)."""
+def cron_line(cron: str, project_dir: pathlib.Path, data_dir: pathlib.Path | None, output_dir: pathlib.Path,
+              python: str | None = None, source_flag: str = "--data-dir") -> str:
+    """The crontab line: cd to the project, run the pipeline on the source (`source_flag` and `data_dir`; None for a
+    flag that names no path, --demo), append to a log in the output dir. The run takes its other settings from the
+    root's record (orchestration.run_settings). roots.NotARootError for an output dir that is not a pipeline root
+    (nor empty)."""
     output_dir = output_dir.resolve()
-    check_one_line("--data-dir", str(data_dir.resolve()))
-    return _entry(cron, project_dir, output_dir, python,
-                  f"run --data-dir {shlex.quote(str(data_dir.resolve()))} --output-dir {shlex.quote(str(output_dir))}",
+    source = source_flag
+    if data_dir is not None:
+        check_one_line(source_flag, str(data_dir.resolve()))
+        source += " " + shlex.quote(str(data_dir.resolve()))
+    return _entry(cron, project_dir, output_dir, python, f"run {source} --output-dir {shlex.quote(str(output_dir))}",
                   _MARK)
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import pathlib
+import sys
 
 from cli import flags
 from cli.flags import SettingsError
@@ -19,8 +20,10 @@ NAME = "local"
 HELP = "this machine"
 ABOUT = {"submit": "run the package on this machine with the kfp SDK's local runner (a rehearsal before a cluster; "
                    "compile it with --metadata-sqlite and a local --root).",
-         "schedule": "a crontab line that runs `pipeline_runner.py run`; overlapping local runs exit at once on the "
-                     "run lock."}
+         "schedule": "a crontab line that runs `pipeline_runner.py run` on the source (--data-dir, else the one the "
+                     "root's last run was given); each nightly run trains with the settings the root's runs were "
+                     "given (its run_settings.json: change them with a `run` given other flags); overlapping local "
+                     "runs exit at once on the run lock."}
 SELECTS = {"submit": ("--local", {"action": "store_true",
                                   "help": "Run the package here with kfp.local's SubprocessRunner (a rehearsal "
                                           "before a cluster; compile it with --metadata-sqlite and a local --root)."}),
@@ -54,7 +57,8 @@ SHARED = {"submit": {"--package": Takes("a package compiled with a local --root 
                                             "compile)")},
           # cron runs `run --data-dir`: an image folder, in this project's folder, into --output-dir
           "schedule": {"--cron": Takes("5 fields, e.g. '0 3 * * *'", needs="when runs start"),
-                       "--data-dir": Takes("the image folder each run ingests", needs="the folder each run ingests")}}
+                       "--data-dir": Takes("the image folder each run ingests (default: the source the root's last "
+                                           "run was given)")}}
 
 
 def add_flags(command: str, parser: argparse.ArgumentParser) -> None:
@@ -97,10 +101,23 @@ def submit(args: argparse.Namespace) -> int:
 
 
 def schedule(args: argparse.Namespace) -> int:
-    from orchestration import local_schedule
+    from cli import local_run
+    from orchestration import local_schedule, roots, run_settings
 
     crontab = flags.settings(args, Crontab)
-    entries = [(local_schedule.cron_line(args.cron, PROJECT_DIR, pathlib.Path(args.data_dir), args.output_dir),
+    found = roots.inspect(args.output_dir)  # a folder of the user's is refused here, its files unread
+    recorded = run_settings.read(args.output_dir) if found.state == roots.ROOT else None
+    if args.data_dir is not None:
+        flag, location = "--data-dir", pathlib.Path(args.data_dir)
+    elif recorded is not None and recorded.source is not None:
+        flag, location = _recorded_source(recorded.source, local_run.SOURCE_FLAGS)
+    else:
+        raise SettingsError(f"schedule --local needs --data-dir (the folder each nightly run ingests): "
+                            f"{args.output_dir} has no source recorded by an earlier `run` there")
+    settings = {name: value for name, value in (recorded.settings if recorded else {}).items()
+                if name in local_run.recorded_names()}
+    _check_recorded(settings, run_settings.path_of(args.output_dir))
+    entries = [(local_schedule.cron_line(args.cron, PROJECT_DIR, location, args.output_dir, source_flag=flag),
                 local_schedule.RUN_MARK)]
     if crontab.monitor_cron:
         entries.append((local_schedule.monitor_line(crontab.monitor_cron, PROJECT_DIR, args.output_dir),
@@ -111,4 +128,38 @@ def schedule(args: argparse.Namespace) -> int:
             print(f"installed in crontab: {line}")
         else:
             print(line)
+    print(_settings_line(settings, run_settings.path_of(args.output_dir)), file=sys.stderr)
     return errors.OK
+
+
+def _check_recorded(settings: dict, where: pathlib.Path) -> None:
+    """The recorded settings must still make a run (values in range, the weights file there): a line that fails
+    every night is refused now, naming the setting."""
+    import config as config_lib
+    from cli import local_run
+
+    fields = {field.name for _, field in config_lib.section_fields()}
+    try:
+        config, _ = config_lib.from_user_settings({k: v for k, v in settings.items() if k in fields})
+        local_run.check_local_files(config)
+    except errors.CommandError as error:
+        raise SettingsError(f"each scheduled run would stop: {error} (recorded in {where}; a `run` given another "
+                            "value there records it)") from None
+
+
+def _recorded_source(source: dict, source_flags: dict) -> tuple[str, pathlib.Path | None]:
+    """(the flag of `run`, its path or None) of a recorded source."""
+    if source["kind"] == "demo":
+        return f"--demo --demo-images {int(source['images'])}", None
+    return source_flags[source["kind"]][0], pathlib.Path(source["location"])
+
+
+def _settings_line(settings: dict, where: pathlib.Path) -> str:
+    """What the nightly run trains with, said beside the printed line."""
+    from orchestration import run_settings
+
+    if not settings:
+        return ("each run trains with the default settings (no run here recorded any in "
+                f"{where}; --weights imagenet downloads its weights): a `run` given flags there records them")
+    shown = " ".join(run_settings.flag(name, value) for name, value in sorted(settings.items()))
+    return f"each run trains with the settings recorded in {where}: {shown} (a `run` given other flags changes them)"

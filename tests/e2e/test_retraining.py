@@ -81,7 +81,7 @@ def scenario(tmp_path_factory):
     _shuffled_labels(span2, span3)
     record = {"out": out}
     for name, data, settings in (("span1", span1, LEARNS), ("span2", span2, LEARNS),
-                                 ("span3", span3, [*ONE_EPOCH, *TUNE]), ("rerun", span3, ONE_EPOCH)):
+                                 ("span3", span3, [*ONE_EPOCH, *TUNE]), ("rerun", span3, [*ONE_EPOCH, "--no-tune"])):
         # Run 3's Tuner and Evaluator are given a root to stamp, as the Vertex package gives its tasks.
         with mock.patch.dict(os.environ, {node_ids.ROOT_ENV: STAMPED_ROOT} if name == "span3" else {}):
             record[name], record[name + "_summary"] = run_cli(data, out, *settings)
