@@ -26,6 +26,45 @@ def pytest_sessionstart(session):
     session.config.stash[_SESSION] = session
 
 
+# TEST_CPU_LOG=FILE: each test file's wall and CPU seconds (this process's and every child's it waited for: the CLI
+# runs, kfp's task processes) are appended to FILE as JSON lines, one per file and worker; `python -m tests.cpu_table
+# FILE` prints them (docs/tests.md).
+_CPU_LOG = os.environ.get("TEST_CPU_LOG")
+_cpu_by_file: dict[str, list[float]] = {}
+
+
+def _cpu_seconds() -> tuple[float, float]:
+    import resource
+    import time
+
+    mine, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return time.perf_counter(), mine.ru_utime + mine.ru_stime + children.ru_utime + children.ru_stime
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item, nextitem):
+    if not _CPU_LOG:
+        yield
+        return
+    wall, cpu = _cpu_seconds()
+    yield
+    wall_after, cpu_after = _cpu_seconds()
+    spent = _cpu_by_file.setdefault(item.location[0], [0.0, 0.0, 0])
+    spent[0] += wall_after - wall
+    spent[1] += cpu_after - cpu
+    spent[2] += 1
+
+
+def pytest_sessionfinish(session):
+    if _CPU_LOG and _cpu_by_file:
+        import json
+
+        with open(_CPU_LOG, "a") as log:
+            for path, (wall, cpu, tests) in _cpu_by_file.items():
+                row = {"file": path, "wall": round(wall, 1), "cpu": round(cpu, 1), "tests": tests}
+                log.write(json.dumps(row) + "\n")
+
+
 @pytest.hookimpl(trylast=True)
 def pytest_unconfigure(config):
     session = config.stash.get(_SESSION, None)

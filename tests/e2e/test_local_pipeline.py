@@ -298,6 +298,43 @@ def test_predict_reports_a_bad_file_and_classifies_the_rest(runs, tmp_path):
         assert image.width > 200
 
 
+def test_a_run_says_which_settings_differ_from_the_roots_record(runs):
+    record = json.loads((runs["out"] / layout.RUN_SETTINGS_FILE).read_text())
+    assert record["settings"]["min_accuracy"] == 1.01 and record["settings"]["weights"] == "none"
+    assert "allow_anomalies" not in record["settings"], "--allow-anomalies is one run's, never recorded"
+    assert record["source"] == {"kind": "folder", "location": str(runs["data"])}
+    changed = f"settings that differ from this root's record: --min-accuracy 1.01 (was 0.0); " \
+              f"{runs['out'] / layout.RUN_SETTINGS_FILE} now holds them"
+    assert changed in runs["strict_summary"]["notes"] and changed in runs["strict"].stdout
+    assert not any("record" in note for note in runs["second_summary"]["notes"]), "the same flags: nothing to say"
+
+
+def test_the_scheduled_line_run_as_cron_runs_it_trains_with_the_roots_recorded_settings(runs, tmp_path):
+    """`schedule --local` with no --data-dir: the line takes the root's recorded source; run through sh in cron's
+    bare environment, the run takes the recorded settings (random weights: nothing downloaded) and, as no run
+    records --allow-anomalies, the data gate stops it on the test split below its floor, as it stopped the run
+    given those flags without --allow-anomalies."""
+    root = tmp_path / "root"
+    shutil.copytree(runs["out"], root, symlinks=True)
+    printed = subprocess.run([sys.executable, str(ROOT / "pipeline_runner.py"), "schedule", "--local", "--cron",
+                              "0 3 * * *", "--output-dir", str(root)], capture_output=True, text=True, timeout=120)
+    assert printed.returncode == 0, printed.stderr
+    assert f" run --data-dir {runs['data']} --output-dir {root} >> " in printed.stdout
+    assert printed.stderr.startswith(f"each run trains with the settings recorded in {root / layout.RUN_SETTINGS_FILE}")
+    assert "--min-accuracy 1.01" in printed.stderr and "--weights none" in printed.stderr
+    command = printed.stdout.strip().split(" ", 5)[5]  # what cron hands to sh after the 5 time fields
+    ran = subprocess.run(["sh", "-c", command], env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)},
+                         capture_output=True, text=True, timeout=600, cwd="/")
+    log = (root / "scheduled_runs.log").read_text()
+    assert ran.returncode == 1 and ran.stderr == "", log[-3000:]
+    assert f"settings from this root's earlier runs ({root / layout.RUN_SETTINGS_FILE}): " in log
+    assert "--weights none" in log and "--image-size 64" in log
+    assert "DataAnomaliesError" in log and "span 1 (reused)" in log
+    states, _, _ = latest_run_states(root / "metadata.sqlite")
+    assert states[node_ids.ANOMALIES_GATE] == ["FAILED"] and node_ids.TRAINER not in states
+    assert tree_digest(root / "serving_model") == runs["served_after_strict"]
+
+
 def test_allow_anomalies_lets_a_run_through_the_gate_and_says_how_many(runs):
     assert runs["first_allowed"] == 1  # the test split below the floor, let through
 

@@ -6,7 +6,7 @@ Four runs on one output directory, as a cron schedule would make them:
 3. span 3 (labels shuffled)        -> not blessed; version 2 stays, byte for byte
 4. the same data again             -> every component cached; nothing trained or pushed
 (runs 3 and 4 train one epoch: see ONE_EPOCH; run 3 searches the hyperparameters first, with `--tune` and
-two trials, and run 4, without `--tune`, reuses its result)
+two trials, and run 4, with `--no-tune` (the root's record holds run 3's `--tune`), reuses its result)
 then a rollback to version 1 (pushed as version 3), and a run on new data
 (span 4, one cheap epoch on the last two spans) whose candidate is compared with
 version 1's model, clears the minimum, falls more than the allowed drop below it

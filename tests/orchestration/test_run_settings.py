@@ -12,7 +12,6 @@ from cli import flags, local_run
 from orchestration import roots, run_settings
 
 
-
 def _root(tmp_path, settings=None, source=None):
     root = tmp_path / "root"
     root.mkdir()
@@ -146,8 +145,8 @@ def test_schedule_takes_the_recorded_source_and_says_what_each_run_trains_with(t
     code, out, err = _schedule(capsys, root)
     assert code == 0, err
     assert f" run --data-dir {tmp_path / 'pets'} --output-dir {root} >> " in out and out.count("\n") == 1
-    assert err == (f"each run trains with the settings recorded in {root / 'run_settings.json'}: --min-eval-examples 10 "
-                   f"--weights {weights} (a `run` given other flags changes them)\n")
+    assert err == (f"each run trains with the settings recorded in {root / 'run_settings.json'}: "
+                   f"--min-eval-examples 10 --weights {weights} (a `run` given other flags changes them)\n")
     code, out, _ = _schedule(capsys, root, "--data-dir", tmp_path / "more")
     assert code == 0 and f" run --data-dir {tmp_path / 'more'} --output-dir " in out, "a flag given wins"
 

@@ -335,3 +335,56 @@ def test_warmup_requests_parse_as_tf_serving_prediction_logs_and_replay_on_the_m
         assert result[features.VALID_OUTPUT].numpy().all()
         sizes.append(len(images))
     assert sizes == list(export.WARMUP_BATCH_SIZES)
+
+
+# docs/serving.md, as a user copies it ---------------------------------------------------------------------------
+
+def _doc_blocks(language: str) -> list[str]:
+    import re
+
+    from tests.helpers import ROOT
+
+    return re.findall(rf"```{language}\n(.*?)```", (ROOT / "docs" / "serving.md").read_text(), re.S)
+
+
+def test_the_served_command_in_the_docs_runs_the_pinned_image_on_the_roots_config():
+    from orchestration import kserve
+
+    (command,) = [block for block in _doc_blocks("sh") if "docker run" in block]
+    release = kserve.matching_serving_release(tf.__version__)
+    assert f"tensorflow/serving:{release} \\" in command and "-p 8501:8501" in command
+    assert '--model_config_file="$ROOT/serving_model/models.config"' in command
+    assert '-v "$ROOT/serving_model:$ROOT/serving_model:ro"' in command, "the config's paths hold in the container"
+
+
+def test_the_documented_requests_classify_a_photo_as_the_docs_answer(exported, demo_jpegs, tmp_path):
+    """The curl lines and the Python client of docs/serving.md, run as written against TF Serving's REST routes
+    (tests/serving_stand_in.py, running the exported model), get the answer the page shows: its fields and types."""
+    import ast
+
+    from tests.serving_stand_in import ServingStandIn
+
+    _, path = exported
+    (tmp_path / "my_cat.jpg").write_bytes(demo_jpegs["cat"][0])
+    (shown,) = json.loads(_doc_blocks("json")[0])["predictions"]
+    (python,) = _doc_blocks("python")
+    status, request = [block for block in _doc_blocks("sh") if "curl" in block]
+    with ServingStandIn(path) as server:
+        def run(command):
+            result = subprocess.run(command, capture_output=True, text=True, timeout=120, cwd=tmp_path,
+                                    env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)})
+            assert result.returncode == 0, result.stderr
+            return result.stdout
+        local = "http://localhost:8501"
+        assert local in status and local in request and local in python
+        states = json.loads(run(["sh", "-c", status.replace(local, server.url)]))["model_version_status"]
+        assert [state["state"] for state in states] == ["AVAILABLE"]
+        by_curl = json.loads(run(["sh", "-c", request.replace(local, server.url)]))["predictions"]
+        by_python = ast.literal_eval(run([sys.executable, "-c", python.replace(local, server.url)]))
+        assert server.requests == 2
+    for answered in (by_curl, by_python):
+        (answer,) = answered
+        assert set(answer) == set(shown) and all(type(answer[key]) is type(shown[key]) for key in shown), answer
+        assert answer["valid"] is True and answer["error"] == "" and answer["class_name"] in features.LABEL_NAMES
+        assert answer["class_name"] == features.LABEL_NAMES[int(answer["dog_probability"] >= 0.5)]
+    assert by_curl == by_python
