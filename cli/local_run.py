@@ -158,15 +158,16 @@ def _given_source(args: argparse.Namespace) -> dict | None:
 
 def _shown(name: str, value) -> str:
     """A recorded value as said beside the flag that replaces it: 0.9, or --no-tune for a switch."""
-    from orchestration import run_settings
+    import config as config_lib
 
-    return run_settings.flag(name, value) if isinstance(value, bool) else str(value)
+    return config_lib.as_flag(name, value) if isinstance(value, bool) else str(value)
 
 
 def _lay_recorded_settings(args: argparse.Namespace):
     """Lays the root's record under the flags given (a flag given wins); returns the record this run writes, the
     lines that say what came from the record and what changed in it, and the line naming what was laid ('' for
     nothing)."""
+    import config as config_lib
     from orchestration import roots, run_settings
 
     found = roots.inspect(args.output_dir)  # a folder of the user's is refused here, its files unread
@@ -191,10 +192,10 @@ def _lay_recorded_settings(args: argparse.Namespace):
     laid_line = ""
     if laid:
         laid_line = (f"settings from this root's earlier runs ({where}): "
-                     + " ".join(run_settings.flag(name, value) for name, value in laid.items()))
+                     + " ".join(config_lib.as_flag(name, value) for name, value in laid.items()))
         notes.append(laid_line)
-    changed = [f"{run_settings.flag(name, value)} (was {_shown(name, kept[name])})" if name in kept
-               else f"{run_settings.flag(name, value)} (new)"
+    changed = [f"{config_lib.as_flag(name, value)} (was {_shown(name, kept[name])})" if name in kept
+               else f"{config_lib.as_flag(name, value)} (new)"
                for name, value in given.items() if kept.get(name, object()) != value]
     if changed:
         notes.append(f"settings that differ from this root's record: {', '.join(changed)}; {where} now holds them")

@@ -177,9 +177,22 @@ def command_base_weights(args: argparse.Namespace) -> int:
     classifier = keras.models.load_model(keras_file, compile=False)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     model_lib.save_base_weights(classifier, str(args.out))
+    alpha = _trained_alpha(model_dir)
     print(f"wrote the MobileNetV2 base of {model_dir} to {args.out}; start from it with --weights {args.out} "
-          "and the --alpha that model was trained with")
+          + (f"--alpha {alpha} (the model's; any --image-size)" if alpha is not None
+             else "and the --alpha that model was trained with"))
     return errors.OK
+
+
+def _trained_alpha(model_dir: pathlib.Path):
+    """The width the version's model was trained with, from its training history; None where it does not say."""
+    from contract import layout
+
+    try:
+        alpha = json.loads((model_dir / layout.TRAINING_HISTORY_FILE).read_text())["settings"]["alpha"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return alpha if isinstance(alpha, (int, float)) and not isinstance(alpha, bool) else None
 
 
 COMMANDS = (

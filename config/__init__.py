@@ -233,6 +233,14 @@ def section_fields() -> list[tuple[str, dataclasses.Field]]:
             for f in dataclasses.fields(PipelineConfig.__dataclass_fields__[section].default_factory)]
 
 
+def as_flag(name: str, value: Any) -> str:
+    """A setting as the command-line flag that gives it: --min-accuracy 0.8, --tune, --no-warm-start."""
+    option = "--" + name.replace("_", "-")
+    if isinstance(value, bool):
+        return option if value else "--no-" + name.replace("_", "-")
+    return f"{option} {value}"
+
+
 def with_overrides(config: PipelineConfig, overrides: Mapping[str, Any]) -> PipelineConfig:
     """Applies {field_name: value} to the section that owns each field.
 

@@ -92,18 +92,3 @@ def write(root: str | os.PathLike, recorded: Recorded) -> None:
         os.replace(temporary, path)  # replaces a link of that name, never writes through it
     finally:
         temporary.unlink(missing_ok=True)
-
-
-def flag(name: str, value: Any) -> str:
-    """A setting as the flag that gives it: --min-accuracy 0.8, --tune, --no-warm-start."""
-    option = "--" + name.replace("_", "-")
-    if isinstance(value, bool):
-        return option if value else "--no-" + name.replace("_", "-")
-    return f"{option} {value}"
-
-
-def source_flag(source: dict[str, Any], flags: dict[str, str]) -> str:
-    """The source as the flags of `run` give it (`flags`: {kind: flag})."""
-    if source["kind"] == "demo":
-        return f"--demo --demo-images {source['images']}"
-    return f"{flags[source['kind']]} {source['location']}"

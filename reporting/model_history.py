@@ -20,6 +20,7 @@ import posixpath
 
 from ml_metadata.proto import metadata_store_pb2
 
+import config as config_lib
 from components import evaluation
 from contract import layout, storage
 from contract import metadata as metadata_lib
@@ -48,6 +49,9 @@ class PushedVersion:
     damage: str | None = None  # why its folder cannot be served as pushed (files missing or changed), if it cannot
     judged_split: str | None = None  # the split its metrics are of: "test", or "eval" (optimistic) in older spans
     unreadable: list[str] = dataclasses.field(default_factory=list)  # its files that could not be read, and why
+    # The training settings its model was trained with where they differ from the defaults, by their flags' names
+    # (assets.extra/training_history.json; the image size from the model's input).
+    settings: dict = dataclasses.field(default_factory=dict)
 
 
 def _artifact_type(store, artifact) -> str:
@@ -105,6 +109,25 @@ def _tflite_agreement(pushed_path: str) -> tuple[dict[str, float], list[str]]:
     return (export.tflite_agreement(fidelity) if fidelity else {}), []
 
 
+def _settings(pushed_path: str) -> tuple[dict, list[str]]:
+    """(the version's training settings that differ from the defaults, [a line naming a damaged history])."""
+    path = posixpath.join(pushed_path, layout.TRAINING_HISTORY_FILE) if pushed_path else ""
+    if not path or not storage.backend.exists(path):
+        return {}, []
+    try:
+        history = storage.read_json(path)
+        used, shape = history.get("settings") or {}, (history.get("model") or {}).get("input_shape") or []
+        defaults = dataclasses.asdict(config_lib.TrainingConfig())
+        differ = {name: value for name, value in sorted(used.items()) if name in defaults and value != defaults[name]}
+        if shape and shape[0] != config_lib.DataConfig().image_size:
+            differ["image_size"] = shape[0]
+    except storage.UnreadableFileError as error:
+        return {}, [f"settings unreadable: {error}"]
+    except (AttributeError, TypeError, IndexError):
+        return {}, [f"settings unreadable: {path}: not a training history of this pipeline"]
+    return differ, []
+
+
 def _blessings(store) -> dict:
     """{model id: its newest positive ModelBlessing}."""
     return {run_summary.custom_property(b, metadata_lib.CURRENT_MODEL_ID): b
@@ -151,6 +174,7 @@ def pushed_versions(metadata: str, serving_dir: str | None = None, scoped: bool 
         when = datetime.datetime.fromtimestamp(pushed.create_time_since_epoch / 1000, datetime.timezone.utc)
         path = run_summary.custom_property(pushed, metadata_lib.PUSHED_DESTINATION)
         agreement, unreadable = _tflite_agreement(path)
+        settings, unreadable_settings = _settings(path)
         result.append(PushedVersion(
             version=version,
             path=path,
@@ -162,7 +186,8 @@ def pushed_versions(metadata: str, serving_dir: str | None = None, scoped: bool 
             metrics=metrics,
             judged_split=judged,
             tflite_agreement=agreement,
-            unreadable=unreadable,
+            unreadable=unreadable + unreadable_settings,
+            settings=settings,
             rolled_back_to=run_summary.custom_property(pushed, metadata_lib.ROLLED_BACK_TO),
             rolled_back_from=run_summary.custom_property(pushed, metadata_lib.ROLLED_BACK_FROM),
             reason=run_summary.custom_property(pushed, metadata_lib.ROLLBACK_REASON) or "",
@@ -205,6 +230,9 @@ def table(versions: list[PushedVersion]) -> str:
                      f"{accuracy:>26}{metric('auc'):>8}{examples:>9}  "
                      f"{'yes' if v.blessed else 'no':<7}  {tflite:<16}{v.path}")
     lines += [f"version {v.version}: {line}" for v in versions for line in v.unreadable]
+    lines += [f"version {v.version}: trained with "
+              + " ".join(config_lib.as_flag(name, value) for name, value in v.settings.items())
+              for v in versions if v.settings]
     for v in versions:
         if v.rolled_back_to is not None:
             before = f"version {v.rolled_back_from}" if v.rolled_back_from is not None else "nothing intact"

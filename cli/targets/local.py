@@ -156,10 +156,10 @@ def _recorded_source(source: dict, source_flags: dict) -> tuple[str, pathlib.Pat
 
 def _settings_line(settings: dict, where: pathlib.Path) -> str:
     """What the nightly run trains with, said beside the printed line."""
-    from orchestration import run_settings
+    import config as config_lib
 
     if not settings:
         return ("each run trains with the default settings (no run here recorded any in "
                 f"{where}; --weights imagenet downloads its weights): a `run` given flags there records them")
-    shown = " ".join(run_settings.flag(name, value) for name, value in sorted(settings.items()))
+    shown = " ".join(config_lib.as_flag(name, value) for name, value in sorted(settings.items()))
     return f"each run trains with the settings recorded in {where}: {shown} (a `run` given other flags changes them)"

@@ -147,7 +147,7 @@ def test_base_weights_writes_the_pushed_models_base_for_weights_file(runs, tmp_p
     result = subprocess.run([sys.executable, str(ROOT / "pipeline_runner.py"), "base-weights", "--output-dir",
                              str(runs["out"]), "--out", str(out)], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
-    assert f"--weights {out}" in result.stdout
+    assert f"--weights {out} --alpha 0.35 (the model's; any --image-size)" in result.stdout
     pushed = keras.models.load_model(runs["out"] / "serving_model" / "1" / layout.KERAS_MODEL_FILE, compile=False)
     loaded = model_lib.build_base(TrainingConfig(weights=str(out), alpha=0.35), 96)  # another image size: fine
     for mine, theirs in zip(loaded.weights, model_lib.get_base(pushed).weights, strict=True):

@@ -322,6 +322,10 @@ def test_models_lists_pushed_versions_with_spans_metrics_and_blessing(scenario):
         fidelity = json.loads((pathlib.Path(v["path"]) / "assets.extra" / "tflite_fidelity.json").read_text())
         assert v["tflite_agreement"] == {k: fidelity["models"][k]["agreement"] for k in ("float16", "int8")}
         assert fidelity["models"]["float16"]["agreement"] >= 0.95
+        # the settings LEARNS gave, as `models` reads them from the version's training history
+        assert {"image_size": 128, "weights": "none", "fine_tune_from": 60, "cached_views": 4,
+                "blend_views": False, "warm_start": True}.items() <= v["settings"].items(), v["settings"]
+        assert "dropout" not in v["settings"], "a setting at its default is not listed"
 
 
 def test_rollback_refuses_what_it_cannot_do_safely_and_changes_nothing(scenario):
