@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import os
 import pathlib
 
@@ -110,8 +111,8 @@ def command_run(args: argparse.Namespace) -> int:
             error.args = (f"{error} ({laid})",)
         raise
     return local.run(config, args.output_dir, _source(args), beam_workers=args.beam_workers or 0,
-                     allow_anomalies=args.allow_anomalies, notes=[*record_notes, *notes], tuning=tuning,
-                     fixed_settings=flags.fixed_settings(args), record=record, say=say)
+                     allow_anomalies=args.allow_anomalies, notes=notes, tuning=tuning,
+                     fixed_settings=flags.fixed_settings(args), record=(record, record_notes), say=say)
 
 
 def recorded_names() -> list[str]:
@@ -137,13 +138,60 @@ def _given_settings(args: argparse.Namespace) -> dict:
 
 
 def _demo_settings() -> dict:
-    """The demo's settings where they differ from the defaults: what --demo lays under the root's record."""
+    """The demo's settings where they differ from the defaults, but for the from-scratch schedule that random
+    weights take whenever those flags are not given: what --demo lays under the root's record."""
     import config as config_lib
 
     demo = dataclasses.asdict(config_lib.demo_config())
     defaults = dataclasses.asdict(config_lib.PipelineConfig())
     return {field.name: demo[section][field.name] for section, field in config_lib.section_fields()
-            if demo[section][field.name] != defaults[section][field.name]}
+            if demo[section][field.name] != defaults[section][field.name]
+            and field.name not in config_lib.FROM_SCRATCH_SCHEDULE}
+
+
+def checked_record(settings: dict, where, given: dict = ()) -> dict:
+    """The recorded settings this version knows, each checked as its flag checks what it is given (a switch takes
+    true or false, a number its type and range, a weights file an absolute path) and converted as it converts it;
+    SettingsError names the first that is not (unless `given` replaces it)."""
+    import config as config_lib
+
+    parser = argparse.ArgumentParser(add_help=False)
+    _run_flags(parser)
+    actions = {action.dest: action for action in parser._actions}
+    checked = {}
+    for name in [name for name in recorded_names() if name in settings and name not in given]:
+        value, action = settings[name], actions[name]
+        try:
+            checked[name] = _as_flag_takes(value, action)
+            if name == "weights" and checked[name] not in (config_lib.WEIGHTS_IMAGENET, config_lib.WEIGHTS_NONE) \
+                    and not os.path.isabs(checked[name]):
+                raise ValueError("a weights file must be named by its absolute path")
+        except (ValueError, TypeError, argparse.ArgumentTypeError) as error:
+            option = "--" + name.replace("_", "-")
+            raise SettingsError(f"{where} records {option} as {json.dumps(value)[:80]}, which {option} does not take "
+                                f"({error}): give {option} with the value you want, and the record takes it") from None
+    return checked
+
+
+def _as_flag_takes(value, action: argparse.Action):
+    if isinstance(action, argparse.BooleanOptionalAction) or action.nargs == 0:
+        if not isinstance(value, bool):
+            raise ValueError("it is a switch: true or false")
+        return value
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+        raise ValueError("not a number or a text")
+    text = str(value)
+    if any(ord(char) < 32 or 0xD800 <= ord(char) <= 0xDFFF for char in text):
+        raise ValueError("it holds a control character")
+    try:
+        converted = action.type(text) if action.type else text
+    except ValueError:
+        if action.type in (int, float):  # int() and float() say it in Python's words
+            raise ValueError("not an integer" if action.type is int else "not a number") from None
+        raise
+    if action.choices and converted not in action.choices:
+        raise ValueError(f"one of {', '.join(map(str, action.choices))}")
+    return converted
 
 
 def _given_source(args: argparse.Namespace) -> dict | None:
@@ -167,14 +215,17 @@ def _lay_recorded_settings(args: argparse.Namespace):
     """Lays the root's record under the flags given (a flag given wins); returns the record this run writes, the
     lines that say what came from the record and what changed in it, and the line naming what was laid ('' for
     nothing)."""
-    import config as config_lib
     from orchestration import roots, run_settings
 
     found = roots.inspect(args.output_dir)  # a folder of the user's is refused here, its files unread
     earlier = run_settings.read(args.output_dir) if found.state == roots.ROOT else None
     given = _given_settings(args)
     known = set(recorded_names())
-    kept = {name: value for name, value in (earlier.settings if earlier else {}).items() if name in known}
+    where = run_settings.path_of(args.output_dir)
+    recorded = earlier.settings if earlier else {}
+    # a value given now replaces the record's, which is then only shown beside it, unchecked
+    kept = checked_record(recorded, where, given) | {name: recorded[name]
+                                                     for name in known & set(recorded) & set(given)}
     under = (_demo_settings() if args.demo else {}) | kept  # the demo's settings, then the record's
     merged = under | given
     searching = bool(merged.get("tune"))
@@ -183,13 +234,18 @@ def _lay_recorded_settings(args: argparse.Namespace):
             setattr(args, name, value)
     source = _given_source(args) or (earlier.source if earlier else None)
     record = run_settings.Recorded(merged, source)
-    where = run_settings.path_of(args.output_dir)
     if earlier is None:
         return record, [], ""
-    notes = []
     laid = {name: value for name, value in kept.items()
             if name not in given and (searching or not name.startswith("tune_"))}
-    laid_line = ""
+    return (record, *_record_notes(laid, kept, given, sorted(set(earlier.settings) - known), where))
+
+
+def _record_notes(laid: dict, kept: dict, given: dict, unknown: list[str], where) -> tuple[list[str], str]:
+    """The lines that say what a run took from its root's record and what it changed there; the first of them."""
+    import config as config_lib
+
+    notes, laid_line = [], ""
     if laid:
         laid_line = (f"settings from this root's earlier runs ({where}): "
                      + " ".join(config_lib.as_flag(name, value) for name, value in laid.items()))
@@ -199,10 +255,9 @@ def _lay_recorded_settings(args: argparse.Namespace):
                for name, value in given.items() if kept.get(name, object()) != value]
     if changed:
         notes.append(f"settings that differ from this root's record: {', '.join(changed)}; {where} now holds them")
-    unknown = sorted(set(earlier.settings) - known)
     if unknown:
         notes.append(f"ignored in {where}: {', '.join(unknown)} (no setting of this version)")
-    return record, notes, laid_line
+    return notes, laid_line
 
 
 def command_ingest(args: argparse.Namespace) -> int:

@@ -306,6 +306,8 @@ def tf_io_exists(path: str) -> bool:
     return tf.io.gfile.exists(path)
 
 
+DEMO = "demo"  # the generated demo images (ingest.synthetic): what `run --demo` ingests, no kind of LISTERS
+
 # Source kinds and how each lists its items: `ingest(kind, location, ...)` and the command line's source flags.
 LISTERS: dict[str, Callable[[str], Iterable[Item]]] = {"folder": folder_items, "parquet": parquet_items,
                                                        "tfds": tfds_items}

@@ -36,7 +36,7 @@ from orchestration.run_lock import exclusive_run
 if TYPE_CHECKING:  # only for the annotations: lifecycle imports TensorFlow, which a refusal must not wait for
     from orchestration.lifecycle import Say
 
-DEMO = "demo"  # the generated demo images; every other kind is one of ingest.sources.LISTERS
+DEMO = sources.DEMO  # the generated demo images; every other kind is one of ingest.sources.LISTERS
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,13 +68,15 @@ def ingest(config: PipelineConfig, output_dir: pathlib.Path, source: Source, bea
 
 def run(config: PipelineConfig, output_dir: pathlib.Path, source: Source | None, *, beam_workers: int = 0,
         allow_anomalies: bool = False, notes: list[str] = (), tuning: TuningConfig | None = None,
-        fixed_settings: Collection[str] = (), record: run_settings.Recorded | None = None, say: Say) -> int:
+        fixed_settings: Collection[str] = (), record: tuple[run_settings.Recorded, list[str]] | None = None,
+        say: Say) -> int:
     """Ingests `source` (None: runs on the spans already there) and runs the pipeline; returns the exit code:
     0 done, 1 the pipeline failed, 130 interrupted (a CommandError with exit code 2: refused before it started).
     `notes` (settings chosen for the user) are said first and kept in the run summary; every line goes to `say`.
     `tuning`: search the hyperparameters first, within this budget; `fixed_settings`: training fields the user
     set, which no search changes (pipeline.create_pipeline); `record`: the settings kept with the root for its next
-    runs (orchestration.run_settings), written once its ingest accepted the run."""
+    runs (orchestration.run_settings), written once its ingest accepted the run, and the lines that say what they
+    change, said then and kept with the notes."""
     where = RunLayout(output_dir.resolve())
     for note in notes:
         say(note)
@@ -154,10 +156,13 @@ def _clear_last_run(where: RunLayout) -> None:
 
 def _run_locked(config: PipelineConfig, where: RunLayout, source: Source | None, beam_workers: int,
                 allow_anomalies: bool, notes: list[str], took_over: dict | None, search: dict,
-                record: run_settings.Recorded | None, say: Say) -> int:
+                record: tuple[run_settings.Recorded, list[str]] | None, say: Say) -> int:
     before = _accept(config, where, source, beam_workers, took_over, say)
     if record is not None:  # once the run is accepted: a run refused by its ingest changes nothing
-        run_settings.write(where.root, record)
+        run_settings.write(where.root, record[0])
+        for line in record[1]:
+            say(line)
+        notes = [*record[1], *notes]
     # Here, not at the top: `ingest` runs no pipeline, TFX's DSL takes seconds to import, and a refused run
     # needs none of it.
     from tfx.orchestration.local.local_dag_runner import LocalDagRunner

@@ -14,6 +14,7 @@ a link or a damaged file stops the command in one line naming it.
 from __future__ import annotations
 
 import dataclasses
+import errno
 import json
 import os
 import pathlib
@@ -46,34 +47,56 @@ def path_of(root: str | os.PathLike) -> pathlib.Path:
 
 
 def read(root: str | os.PathLike) -> Recorded | None:
-    """The record of `root`; None where it has none (a new folder, or a root no `run` of this version ran in)."""
+    """The record of `root`; None where it has none (a new folder, or a root no `run` of this version ran in).
+    Its values are not checked here: the command that lays them checks each as its flag would."""
     path = path_of(root)
     try:
-        status = os.lstat(path)
+        # Opened without following a link and without waiting on a FIFO; only a regular file is read.
+        descriptor = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
     except FileNotFoundError:
         return None
     except OSError as error:
-        raise _unreadable(path, f"cannot be read ({error.strerror})") from None
+        raise _unreadable(path, "is not a file (a run writes it as one)" if error.errno == errno.ELOOP
+                          else f"cannot be read ({error.strerror})") from None
+    status = os.fstat(descriptor)
     if not stat.S_ISREG(status.st_mode):
+        os.close(descriptor)
         raise _unreadable(path, "is not a file (a run writes it as one)")
-    if status.st_size > _READ_LIMIT:
-        raise _unreadable(path, f"is {status.st_size} bytes, not a record of run settings")
-    try:
-        with open(path, "rb") as f:
+    with os.fdopen(descriptor, "rb") as f:
+        if status.st_size > _READ_LIMIT:
+            raise _unreadable(path, f"is {status.st_size} bytes, not a record of run settings")
+        try:
             value = json.loads(f.read().decode("utf-8"))
-    except OSError as error:
-        raise _unreadable(path, f"cannot be read ({error.strerror})") from None
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
-        raise _unreadable(path, "is not valid JSON") from None
+        except OSError as error:
+            raise _unreadable(path, f"cannot be read ({error.strerror})") from None
+        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
+            raise _unreadable(path, "is not valid JSON") from None
     settings, source = (value.get("settings"), value.get("source")) if isinstance(value, dict) else (None, None)
-    if not isinstance(settings, dict) or not (source is None or _is_source(source)):
+    if not isinstance(settings, dict):
         raise _unreadable(path, "does not hold a record of run settings")
+    if isinstance(value.get("version"), int) and value["version"] > VERSION:
+        raise _unreadable(path, f"was written by a newer version of the pipeline (record version {value['version']})")
+    problem = None if source is None else _source_problem(source)
+    if problem:
+        raise _unreadable(path, f"holds a source that {problem}")
     return Recorded(settings, source)
 
 
-def _is_source(source) -> bool:
-    return isinstance(source, dict) and isinstance(source.get("kind"), str) and (
-        isinstance(source.get("location"), str) or isinstance(source.get("images"), int))
+def _source_problem(source) -> str | None:
+    """What is wrong with a recorded source; None when it is one `run` takes."""
+    from ingest import sources
+
+    if not isinstance(source, dict) or source.get("kind") not in (*sources.LISTERS, sources.DEMO):
+        return "is of no kind the pipeline reads"
+    if source["kind"] == sources.DEMO:
+        images = source.get("images")
+        return None if isinstance(images, int) and not isinstance(images, bool) and images >= 1 else \
+            "is the demo without a count of images"
+    location = source.get("location")
+    if not isinstance(location, str) or not os.path.isabs(location) or \
+            any(ord(char) < 32 or 0xD800 <= ord(char) <= 0xDFFF for char in location):
+        return "is not an absolute path of one line"
+    return None
 
 
 def _unreadable(path: pathlib.Path, what: str) -> UnreadableRecordError:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import pathlib
 import sys
 
@@ -107,16 +108,19 @@ def schedule(args: argparse.Namespace) -> int:
     crontab = flags.settings(args, Crontab)
     found = roots.inspect(args.output_dir)  # a folder of the user's is refused here, its files unread
     recorded = run_settings.read(args.output_dir) if found.state == roots.ROOT else None
+    where = run_settings.path_of(args.output_dir)
     if args.data_dir is not None:
-        flag, location = "--data-dir", pathlib.Path(args.data_dir)
+        source = {"kind": "folder", "location": os.path.abspath(os.path.expanduser(args.data_dir))}
     elif recorded is not None and recorded.source is not None:
-        flag, location = _recorded_source(recorded.source, local_run.SOURCE_FLAGS)
+        source = recorded.source
     else:
         raise SettingsError(f"schedule --local needs --data-dir (the folder each nightly run ingests): "
                             f"{args.output_dir} has no source recorded by an earlier `run` there")
-    settings = {name: value for name, value in (recorded.settings if recorded else {}).items()
-                if name in local_run.recorded_names()}
-    _check_recorded(settings, run_settings.path_of(args.output_dir))
+    settings = local_run.checked_record(recorded.settings if recorded else {}, where)
+    if not settings.get("tune"):
+        settings = {name: value for name, value in settings.items() if not name.startswith("tune_")}
+    _check_recorded(settings, source, where)
+    flag, location = _recorded_source(source, local_run.SOURCE_FLAGS)
     entries = [(local_schedule.cron_line(args.cron, PROJECT_DIR, location, args.output_dir, source_flag=flag),
                 local_schedule.RUN_MARK)]
     if crontab.monitor_cron:
@@ -128,23 +132,38 @@ def schedule(args: argparse.Namespace) -> int:
             print(f"installed in crontab: {line}")
         else:
             print(line)
-    print(_settings_line(settings, run_settings.path_of(args.output_dir)), file=sys.stderr)
+    print(_settings_line(settings, where), file=sys.stderr)
     return errors.OK
 
 
-def _check_recorded(settings: dict, where: pathlib.Path) -> None:
-    """The recorded settings must still make a run (values in range, the weights file there): a line that fails
-    every night is refused now, naming the setting."""
+def _check_recorded(settings: dict, source: dict, where: pathlib.Path) -> None:
+    """The source must be there and the recorded settings must still make a run (values in range, the weights
+    file there, a search with a budget): a line that fails every night is refused now, naming what."""
     import config as config_lib
     from cli import local_run
+    from orchestration import local
 
     fields = {field.name for _, field in config_lib.section_fields()}
     try:
+        local.check_source(_as_source(source))
+    except errors.CommandError as error:
+        raise SettingsError(f"each scheduled run would stop: {error}") from None
+    try:
         config, _ = config_lib.from_user_settings({k: v for k, v in settings.items() if k in fields})
         local_run.check_local_files(config)
+        if settings.get("tune"):
+            config_lib.TuningConfig(**{k[len("tune_"):]: v for k, v in settings.items() if k.startswith("tune_")})
     except errors.CommandError as error:
         raise SettingsError(f"each scheduled run would stop: {error} (recorded in {where}; a `run` given another "
                             "value there records it)") from None
+
+
+def _as_source(source: dict):
+    from orchestration import local
+
+    if source["kind"] == local.DEMO:
+        return local.Source(local.DEMO, demo_images=source["images"])
+    return local.Source(source["kind"], pathlib.Path(source["location"]))
 
 
 def _recorded_source(source: dict, source_flags: dict) -> tuple[str, pathlib.Path | None]:

@@ -38,7 +38,15 @@ def test_a_record_round_trips_and_is_replaced_whole(tmp_path):
     (lambda path: path.write_text("{bad"), "is not valid JSON"),
     (lambda path: path.write_bytes(b"\xff\xfe"), "is not valid JSON"),
     (lambda path: path.write_text('{"settings": [1]}'), "does not hold a record of run settings"),
-    (lambda path: path.write_text('{"settings": {}, "source": {"kind": 3}}'), "does not hold a record"),
+    (lambda path: path.write_text('{"settings": {}, "source": {"kind": 3}}'), "holds a source that is of no kind"),
+    (lambda path: path.write_text('{"settings": {}, "source": {"kind": "ftp", "location": "/x"}}'), "of no kind"),
+    (lambda path: path.write_text('{"settings": {}, "source": {"kind": "demo", "location": "/x"}}'),
+     "is the demo without a count of images"),
+    (lambda path: path.write_text('{"settings": {}, "source": {"kind": "folder", "location": "pets"}}'),
+     "is not an absolute path of one line"),
+    (lambda path: path.write_text('{"settings": {}, "source": {"kind": "folder", "location": "/p\\ud800"}}'),
+     "is not an absolute path of one line"),
+    (lambda path: path.write_text('{"version": 99, "settings": {}}'), "written by a newer version"),
     (lambda path: path.mkdir(), "is not a file"),
     (lambda path: path.symlink_to(path.parent.parent / "elsewhere.json"), "is not a file"),
     (lambda path: path.write_bytes(b" " * (2 << 20)), "bytes, not a record of run settings"),
@@ -140,6 +148,8 @@ def _schedule(capsys, root, *more):
 def test_schedule_takes_the_recorded_source_and_says_what_each_run_trains_with(tmp_path, capsys):
     weights = tmp_path / "pets_no_top.h5"
     weights.write_bytes(b"h5")
+    (tmp_path / "pets").mkdir()
+    (tmp_path / "more").mkdir()
     root = _root(tmp_path, {"weights": str(weights), "min_eval_examples": 10},
                  {"kind": "folder", "location": str(tmp_path / "pets")})
     code, out, err = _schedule(capsys, root)
@@ -170,3 +180,60 @@ def test_schedule_of_a_demo_root_reruns_the_demo(tmp_path, capsys):
     code, out, _ = _schedule(capsys, root)
     assert code == 0 and f" run --demo --demo-images 30 --output-dir {root} >> " in out
     assert json.loads((root / "run_settings.json").read_text())["source"] == {"kind": "demo", "images": 30}
+
+
+@pytest.mark.parametrize("name, value, why", [
+    ("tune", "no", "it is a switch: true or false"),
+    ("tflite", 1, "it is a switch: true or false"),
+    ("seed", True, "not a number or a text"),
+    ("beam_workers", -3, "must be an integer >= 0"),
+    ("tune_trials", "many", "not an integer"),
+    ("min_accuracy", "high", "not a number"),
+    ("min_accuracy", {"a": 1}, "not a number or a text"),
+    ("weights", "relative/base.h5", "a weights file must be named by its absolute path"),
+    ("head_epochs", "2\n--tune", "it holds a control character"),
+])
+def test_a_recorded_value_its_flag_would_refuse_is_refused_in_one_line_unless_the_flag_is_given(
+        tmp_path, name, value, why):
+    root = _root(tmp_path, {name: value, "min_eval_examples": 10})
+    option = "--" + name.replace("_", "-")
+    with pytest.raises(flags.SettingsError) as refused:
+        local_run._lay_recorded_settings(_run_args("--output-dir", root))
+    line = str(refused.value)
+    assert line.startswith(f"{root / 'run_settings.json'} records {option} as ") and why in line, line
+    assert "\n" not in line and line.endswith(f"give {option} with the value you want, and the record takes it")
+    given = {"tune": ["--no-tune"], "tflite": ["--tflite"], "seed": ["--seed", "3"], "beam_workers": ["--beam-workers",
+             "1"], "tune_trials": ["--tune-trials", "2", "--tune"], "min_accuracy": ["--min-accuracy", "0.5"],
+             "weights": ["--weights", "none"], "head_epochs": ["--head-epochs", "2"]}[name]
+    record, _, _ = local_run._lay_recorded_settings(_run_args("--output-dir", root, *given))
+    assert repr(record.settings[name]) != repr(value) and record.settings["min_eval_examples"] == 10
+
+
+def test_the_lines_a_run_says_of_its_record_come_once_the_record_is_written(tmp_path, capsys):
+    """A run refused before it starts (here by its source) says nothing of a record it did not change."""
+    root = _root(tmp_path, {"min_accuracy": 0.9}, {"kind": "folder", "location": str(tmp_path)})
+    code = pipeline_runner.main(["run", "--output-dir", str(root), "--data-dir", str(tmp_path / "gone"),
+                                 "--min-accuracy", "0.5"])
+    out, err = capsys.readouterr()
+    assert code == 2 and "record" not in out + err.replace(str(root / "run_settings.json"), "")
+    assert run_settings.read(root).settings == {"min_accuracy": 0.9}
+
+
+def test_a_demo_records_its_weights_and_bar_not_the_from_scratch_schedule_random_weights_take_anyway(tmp_path):
+    args = _run_args("--demo", "--output-dir", tmp_path / "demo")
+    record, _, _ = local_run._lay_recorded_settings(args)
+    assert record.settings == {"weights": "none", "min_accuracy": 0.9}
+    args = _run_args("--output-dir", tmp_path / "demo", "--weights", "imagenet")
+    config, notes = flags.config_from_args(args)
+    assert config.training.fine_tune_from == 100 and notes == [], "ImageNet weights: the default schedule"
+
+
+@pytest.mark.parametrize("settings, source, message", [
+    ({"tune": True, "tune_trials": 0}, "pets", "tune_trials: must be an integer in [1, 1000], got 0"),
+    ({"weights": "none"}, "gone", "data directory"),
+])
+def test_schedule_refuses_a_record_or_source_each_run_would_stop_on(tmp_path, capsys, settings, source, message):
+    (tmp_path / "pets").mkdir()
+    root = _root(tmp_path, settings, {"kind": "folder", "location": str(tmp_path / source)})
+    code, out, err = _schedule(capsys, root)
+    assert code == 2 and out == "" and err.count("\n") == 1 and message in err and "Traceback" not in err, err
