@@ -18,7 +18,11 @@ SHEET_SUFFIXES = (".png", ".jpg", ".jpeg")  # what Pillow writes the contact she
 
 def _predict_flags(predict: argparse.ArgumentParser) -> None:
     predict.add_argument("paths", nargs="+", type=pathlib.Path, help="Image files or folders.")
-    _add_model_flags(predict)
+    where = _add_model_flags(predict)
+    where.add_argument("--url", help="Ask a model server instead: a TF Serving or KServe V1 REST endpoint, e.g. "
+                                     "http://localhost:8501 (the model cats-vs-dogs there) or the whole address "
+                                     "ending in :predict (docs/serving.md). Not with --explain or --record, which "
+                                     "need the model's files or its root.")
     flags.add_json(predict)
     predict.add_argument("--sheet", type=flags.local_pathlib,
                          help="Contact sheet PNG to write. Default: <output-dir>/predictions/contact_sheet.png; "
@@ -36,11 +40,13 @@ def _base_weights_flags(base: argparse.ArgumentParser) -> None:
     base.add_argument("--out", type=flags.local_pathlib, required=True, help="The weights file to write (.h5).")
 
 
-def _add_model_flags(parser: argparse.ArgumentParser) -> None:
+def _add_model_flags(parser: argparse.ArgumentParser):
+    """--model or --output-dir: where the model is; returns their group (predict adds --url to it)."""
     where = parser.add_mutually_exclusive_group()
     where.add_argument("--model", type=pathlib.Path, help="A pushed version's folder, e.g. runs/demo/serving_model/3.")
     flags.add_output_dir(where, "Use the served version under <output-dir>/serving_model: the one its "
                                 "models.config names.")
+    return where
 
 
 def _model_dir(args: argparse.Namespace) -> pathlib.Path:
@@ -70,13 +76,20 @@ def command_predict(args: argparse.Namespace) -> int:
     if args.record and args.model:
         raise CommandError("--record records into a root's traffic, beside the model that root serves: give "
                            "--output-dir ROOT instead of --model (a folder given by hand is no root's served version)")
+    if args.url and (args.explain or args.record):
+        needs = "--explain" if args.explain else "--record"
+        raise CommandError(f"--url asks a server, which gives answers only: {needs} needs the model's files or its "
+                           "root; give --output-dir or --model instead")
     if args.record:
         _check_record_root(args.output_dir)
-    model_dir = _model_dir(args)
-    if args.explain and not (model_dir / layout.KERAS_MODEL_FILE).is_file():
-        raise CommandError(f"--explain needs the Keras model this pipeline pushes beside the SavedModel "
-                           f"({layout.KERAS_MODEL_FILE}), and {model_dir} has none; predict without --explain")
-    model = predict.load_model(model_dir)
+    if args.url:
+        model_dir, model = None, predict.remote_model(predict.predict_url(args.url, _pipeline_name()))
+    else:
+        model_dir = _model_dir(args)
+        if args.explain and not (model_dir / layout.KERAS_MODEL_FILE).is_file():
+            raise CommandError(f"--explain needs the Keras model this pipeline pushes beside the SavedModel "
+                               f"({layout.KERAS_MODEL_FILE}), and {model_dir} has none; predict without --explain")
+        model = predict.load_model(model_dir)
     files = predict.find_files(args.paths)
     if not files:
         raise CommandError("no files found in " + ", ".join(map(str, args.paths)))
@@ -84,7 +97,8 @@ def command_predict(args: argparse.Namespace) -> int:
     predictions, jpegs = predict.predict_files(model, files, sent=sent)
     sheet = sheet_error = None
     if jpegs:  # a sheet of nothing but unreadable files would say less than the table
-        path = args.sheet or _default_sheet(args.output_dir if args.model is None else args.model)
+        path = args.sheet or (_default_sheet(args.output_dir if args.model is None else args.model) if not args.url
+                              else pathlib.Path("predictions", "contact_sheet.png"))
         try:  # whatever happens to the sheet, the classifications are printed below
             heatmaps = predict.explain(model_dir, jpegs) if args.explain else None
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -92,11 +106,12 @@ def command_predict(args: argparse.Namespace) -> int:
             sheet = str(path)
         except (OSError, ValueError) as error:
             sheet_error = f"the contact sheet could not be written to {path}: {errors.first_line(error)}"
+    shown = predict.predict_url(args.url, _pipeline_name()) if args.url else str(model_dir)
     if args.json:
-        print(json.dumps({"model": str(model_dir), "sheet": sheet, "sheet_error": sheet_error,
+        print(json.dumps({"model": shown, "sheet": sheet, "sheet_error": sheet_error,
                           "predictions": [dataclasses.asdict(p) for p in predictions]}, indent=2))
     else:
-        print(f"model: {model_dir}")
+        print(f"model: {shown}")
         print(predict.table(predictions))
         if sheet:
             print(f"contact sheet: {sheet}")
@@ -113,6 +128,13 @@ def command_predict(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return errors.FAILED
     return errors.OK
+
+
+def _pipeline_name() -> str:
+    """The model's name on a server: the pipeline's (TF Serving's models.config and KServe name it so)."""
+    import config as config_lib
+
+    return config_lib.PipelineConfig().name
 
 
 def _check_record_root(output_dir: pathlib.Path) -> None:

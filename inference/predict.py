@@ -8,11 +8,12 @@ that cannot be read is reported with its reason; the rest are classified.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import pathlib
 
 from contract import features, layout, served, storage
-from contract.errors import CommandError
+from contract.errors import CommandError, RunFailedError
 from ingest.images import RejectedImage, check_image
 
 
@@ -65,8 +66,13 @@ def find_files(paths: list[str | os.PathLike]) -> list[pathlib.Path]:
     return found
 
 
+class ServerError(RunFailedError):
+    """A model server did not answer, or answered something other than predictions; the message says which."""
+
+
 def load_model(model_dir: str | os.PathLike):
-    """The serving signature of the SavedModel in `model_dir`; NoModelError names a folder that holds none."""
+    """A classifier of the SavedModel in `model_dir` ([image bytes] -> {output: array}, predict_files' `serve`);
+    NoModelError names a folder that holds none."""
     import tensorflow as tf
 
     model_dir = pathlib.Path(model_dir)
@@ -76,36 +82,83 @@ def load_model(model_dir: str | os.PathLike):
         raise NoModelError(f"{model_dir} holds no SavedModel (saved_model.pb): pass a folder such as "
                            "<output-dir>/serving_model/<version>")
     try:
-        return tf.saved_model.load(str(model_dir)).signatures[features.SERVING_SIGNATURE]
+        signature = tf.saved_model.load(str(model_dir)).signatures[features.SERVING_SIGNATURE]
     except (OSError, ValueError, KeyError, tf.errors.OpError) as error:
         first_line = (str(error).strip().splitlines() or [type(error).__name__])[0]
         raise NoModelError(f"cannot load the SavedModel in {model_dir}: {first_line}") from None
+    return lambda images: {name: tensor.numpy()
+                           for name, tensor in signature(**{features.IMAGE_INPUT: tf.constant(images)}).items()}
+
+
+def predict_url(url: str, model_name: str) -> str:
+    """The predict address of a TF Serving or KServe V1 REST endpoint: `url` itself when it ends in `:predict`,
+    else `url`/v1/models/<model_name>:predict."""
+    return url if url.endswith(":predict") else f"{url.rstrip('/')}/v1/models/{model_name}:predict"
+
+
+def remote_model(url: str, timeout: float = 120.0):
+    """A classifier like load_model's that asks the REST endpoint `url` (predict_url), in TF Serving's row format:
+    each image as {"b64": ...}, an object of outputs per image back."""
+    import base64
+    import json
+    import urllib.error
+    import urllib.request
+
+    import numpy as np
+
+    def classify(images: list[bytes]) -> dict:
+        body = json.dumps({"instances": [{"b64": base64.b64encode(image).decode("ascii")} for image in images]})
+        request = urllib.request.Request(url, data=body.encode(), method="POST",
+                                         headers={"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(request, timeout=timeout) as response:
+                answer = json.loads(response.read())
+        except urllib.error.HTTPError as error:
+            said = error.read()[:300].decode("utf-8", "replace").strip().replace("\n", " ")
+            raise ServerError(f"{url} answered {error.code} {error.reason}: {said}") from None
+        except (urllib.error.URLError, OSError) as error:
+            raise ServerError(f"cannot reach {url}: {getattr(error, 'reason', error)}") from None
+        except ValueError:
+            raise ServerError(f"{url} answered with something that is not JSON") from None
+        rows = answer.get("predictions") if isinstance(answer, dict) else None
+        if not isinstance(rows, list) or len(rows) != len(images) or not all(
+                isinstance(row, dict) and features.PROBABILITY_OUTPUT in row and features.CLASS_OUTPUT in row
+                for row in rows):
+            raise ServerError(f"{url} did not answer one prediction of this pipeline's model per image "
+                              f"({features.PROBABILITY_OUTPUT}, {features.CLASS_OUTPUT})")
+        return {name: np.array([row.get(name, default) for row in rows], dtype=object)
+                for name, default in ((features.PROBABILITY_OUTPUT, math.nan), (features.CLASS_OUTPUT, ""),
+                                      (features.VALID_OUTPUT, True), (features.ERROR_OUTPUT, ""))}
+
+    return classify
 
 
 def predict_files(serve, files: list[pathlib.Path], batch_size: int = 32,
                   sent: dict[int, bytes] | None = None) -> tuple[list[Prediction], dict[int, bytes]]:
-    """(a prediction per file, {index: normalized JPEG bytes} of the readable ones), `serve` from load_model.
-    `sent`, if given, gets {index: bytes} of every image the model was given, those it refused included."""
-    import tensorflow as tf
-
+    """(a prediction per file, {index: normalized JPEG bytes} of the readable ones), `serve` from load_model or
+    remote_model. `sent`, if given, gets {index: bytes} of every image the model was given, those it refused
+    included."""
     results: list[Prediction] = []
     jpegs: dict[int, bytes] = {}
     batch: list[tuple[int, bytes]] = []
 
+    def text(value) -> str:
+        return value.decode() if isinstance(value, bytes) else str(value)
+
     def flush():
         if not batch:
             return
-        out = serve(**{features.IMAGE_INPUT: tf.constant([jpeg for _, jpeg in batch])})
-        valid = out[features.VALID_OUTPUT].numpy() if features.VALID_OUTPUT in out else [True] * len(batch)
-        errors = out[features.ERROR_OUTPUT].numpy() if features.ERROR_OUTPUT in out else [b""] * len(batch)
-        for (index, _), probability, name, ok, error in zip(batch, out[features.PROBABILITY_OUTPUT].numpy(),
-                                                            out[features.CLASS_OUTPUT].numpy(), valid, errors):
+        out = serve([jpeg for _, jpeg in batch])
+        valid = out.get(features.VALID_OUTPUT, [True] * len(batch))
+        errors = out.get(features.ERROR_OUTPUT, [b""] * len(batch))
+        for (index, _), probability, name, ok, error in zip(batch, out[features.PROBABILITY_OUTPUT],
+                                                            out[features.CLASS_OUTPUT], valid, errors):
             if not ok:  # the model's own decoder refused what ingest's checks let through
-                results[index].error = error.decode()
+                results[index].error = text(error)
                 jpegs.pop(index, None)
                 continue
             results[index].dog_probability = float(probability)
-            results[index].class_name = name.decode()
+            results[index].class_name = text(name)
         batch.clear()
 
     for path in files:
@@ -132,7 +185,6 @@ def record(traffic_root: str, predictions: list[Prediction], sent: dict[int, byt
     """Records what the model was given and answered as a traffic span (contract.traffic, origin `predict`),
     as the traffic sink records a served model's requests, all the images as one request. Returns the writer (its
     spans, or what was lost and why)."""
-    import math
     import time
     import uuid
 

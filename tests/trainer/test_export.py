@@ -388,3 +388,50 @@ def test_the_documented_requests_classify_a_photo_as_the_docs_answer(exported, d
         assert answer["valid"] is True and answer["error"] == "" and answer["class_name"] in features.LABEL_NAMES
         assert answer["class_name"] == features.LABEL_NAMES[int(answer["dog_probability"] >= 0.5)]
     assert by_curl == by_python
+
+
+def test_predict_url_classifies_photos_through_the_rest_api_as_the_model_on_disk_does(exported, demo_jpegs, tmp_path,
+                                                                                     capsys):
+    """`predict --url` against TF Serving's REST routes (tests/serving_stand_in.py, this exported model behind
+    them) gives the table, the JSON and the contact sheet that `predict --model` gives; a file the server's model
+    refuses and one that is no image are each their own line; a server that is not there or not this pipeline's
+    model is one line."""
+    import pipeline_runner
+    from tests.serving_stand_in import ServingStandIn
+
+    _, path = exported
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for index, jpeg in enumerate(demo_jpegs["cat"] + demo_jpegs["dog"]):
+        (photos / f"{index}.jpg").write_bytes(jpeg)
+    (photos / "notes.jpg").write_text("not an image")
+
+    def predict(*where):
+        sheet = tmp_path / f"{len(where)}-{where[0][2:]}.png"
+        code = pipeline_runner.main(["predict", str(photos), *where, "--json", "--sheet", str(sheet)])
+        out, err = capsys.readouterr()
+        return code, json.loads(out), sheet, err
+
+    local = predict("--model", path)
+    with ServingStandIn(path) as server:
+        remote = predict("--url", server.url)
+        full = predict("--url", f"{server.url}/v1/models/cats-vs-dogs:predict")
+        assert server.requests == 2, "the seven images in one request each"
+    for code, answer, sheet, _ in (remote, full):
+        assert code == local[0] == 1, "one file is no image"
+        assert answer["predictions"] == local[1]["predictions"]
+        assert sheet.read_bytes() == local[2].read_bytes()
+    assert remote[1]["model"] == f"{server.url}/v1/models/cats-vs-dogs:predict"
+    (unreadable,) = [p for p in remote[1]["predictions"] if p["error"]]
+    assert unreadable["path"].endswith("notes.jpg")
+
+    code = pipeline_runner.main(["predict", str(photos), "--url", server.url])  # the server is gone
+    err = capsys.readouterr().err
+    assert code == 1 and err.count("\n") == 1 and f"error: cannot reach {server.url}/v1/models/cats-vs-dogs" in err
+    with ServingStandIn(path, name="another-model") as other:
+        code = pipeline_runner.main(["predict", str(photos), "--url", other.url])
+        err = capsys.readouterr().err
+    assert code == 1 and err.count("\n") == 1 and "answered 404 Not Found: " in err and "Traceback" not in err
+    code = pipeline_runner.main(["predict", str(photos), "--url", "http://127.0.0.1:9", "--explain"])
+    err = capsys.readouterr().err
+    assert code == 2 and "--explain needs the model's files or its root" in err
