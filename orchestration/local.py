@@ -23,6 +23,7 @@ import logging
 import os
 import pathlib
 import shutil
+import time
 from typing import TYPE_CHECKING, Collection
 
 from config import PipelineConfig, TuningConfig, beam_policy
@@ -148,6 +149,25 @@ def _accept(config: PipelineConfig, where: RunLayout, source: Source | None, bea
         serving_dir=str(where.serving_dir), pipeline_name=config.name, pipeline_root=str(where.pipeline_root))
 
 
+def _publish(where: RunLayout, run_folder: pathlib.Path) -> pathlib.Path:
+    """The run's summary and report copied to the root, the report listing the root's runs; ReportNotWritten when
+    the copy fails (the run's own folder keeps them)."""
+    from contract import served
+    from orchestration import lifecycle
+    from reporting import run_index
+
+    try:
+        config = served.read_config(str(where.serving_dir))
+    except served.ConfigError:  # one `models` names as damaged: no version is marked as served
+        config = None
+    version = config.version if config is not None else None
+    try:
+        return run_index.publish(pathlib.Path(where.root), run_folder, version)
+    except OSError as error:
+        raise lifecycle.ReportNotWritten(f"the run's report is in {run_folder}, but could not be copied to "
+                                         f"{where.report_dir}: {error.strerror or error}") from None
+
+
 def _clear_last_run(where: RunLayout) -> None:
     where.summary_path.unlink(missing_ok=True)
     shutil.rmtree(where.report_dir, ignore_errors=True)
@@ -201,9 +221,12 @@ def _run_locked(config: PipelineConfig, where: RunLayout, source: Source | None,
     if summary.run_id is None and error is None:
         error = "the pipeline recorded no run in ML Metadata"
     code = INTERRUPTED if interrupted else FAILED if summary.failed else OK
+    # The run's own folder, as a Kubeflow run's; then its summary and report are the root's newest (run_index).
+    run_folder = pathlib.Path(where.run_dir(summary.run_id or f"local-{time.strftime('%Y%m%dT%H%M%S')}"))
     try:
-        lifecycle.after_the_dag(summary, before, str(where.root), dataclasses.asdict(config.training), say=say,
+        lifecycle.after_the_dag(summary, before, str(run_folder), dataclasses.asdict(config.training), say=say,
                                 error=error, beam_args=beam_args, notes=notes)
+        say(f"report of this root's runs (the newest shown): {_publish(where, run_folder)}")
     except lifecycle.ReportNotWritten as failure:
         if interrupted:  # the run's own outcome; a run that failed, or had none to report, exits as failed
             raise InterruptedRunError(str(failure)) from None

@@ -298,6 +298,31 @@ def test_predict_reports_a_bad_file_and_classifies_the_rest(runs, tmp_path):
         assert image.width > 200
 
 
+def test_every_run_keeps_its_report_and_the_roots_report_lists_them_with_the_served_models(runs):
+    """Four runs: version 1 pushed, then stopped by the data gate, then cached, then not blessed. Each keeps its
+    summary and report under runs/<run id>/; the root's report is the newest run's, listing the four newest first,
+    and the one that failed or pushed nothing never hides the report of the model still served."""
+    from reporting import run_index
+
+    folders = sorted((runs["out"] / "runs").iterdir())
+    assert len(folders) == 4 and all((f / layout.SUMMARY_FILE).is_file() and (f / "report" / "index.html").is_file()
+                                     for f in folders)
+    listed = run_index.runs(runs["out"])
+    ids = [runs[name + "_summary"]["run_id"] for name in ("strict", "second", "floor", "first")]
+    assert [run["run_id"] for run in listed] == ids, "newest first"
+    outcomes = [run["outcome"] for run in listed]
+    assert outcomes[3] == "blessed, pushed as version 1" and outcomes[2].startswith("failed: DataAnomaliesError: ")
+    assert outcomes[0].startswith("not blessed") and outcomes[1] == "nothing new pushed; version 1 is served"
+    assert json.loads((runs["out"] / layout.SUMMARY_FILE).read_text())["run_id"] == ids[0]
+    page = (runs["out"] / "report" / "index.html").read_text()
+    first = next(run for run in listed if run["run_id"] == ids[3])
+    link = f'../runs/{first["folder"]}/report/index.html'
+    assert f"The served model, version 1, was pushed by run {ids[3]}: <a href=\"{link}\">its report</a>" in page
+    assert (runs["out"] / "report" / link).resolve().is_file()
+    assert page.count("<tr><td>") >= 4 and "(this page)" in page and "(serves now)" in page
+    assert run_index.SLOT not in page and run_index.SLOT in (folders[0] / "report" / "index.html").read_text()
+
+
 def test_a_run_says_which_settings_differ_from_the_roots_record(runs):
     record = json.loads((runs["out"] / layout.RUN_SETTINGS_FILE).read_text())
     assert record["settings"]["min_accuracy"] == 1.01 and record["settings"]["weights"] == "none"

@@ -1,0 +1,119 @@
+"""A local root's runs, each in a folder of its own, and the newest one's report shown with the list of them.
+
+Every local run writes its summary and report under `<root>/runs/<run id>/`, as a
+Kubeflow run does. The newest run's are then copied to `<root>/run_summary.json`
+and `<root>/report/`, where that report gets a section listing the root's runs
+(newest first) with their outcomes and a link to each one's report, the run that
+pushed the served version marked: a failed or rejected run never hides the report
+of the model still served. The newest KEPT_RUNS run folders are kept.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import os
+import pathlib
+import shutil
+
+from contract import layout
+from contract import metadata as metadata_lib
+from contract.layout import RunLayout
+
+KEPT_RUNS = 30
+_RUNS = RunLayout("").runs_dir  # runs/, relative to the root
+_PUSHED = "blessed, pushed as version "
+SLOT = "<!-- the root's runs -->"  # where templates/report.html.j2 takes the list, in the root's copy only
+
+
+def runs(root: pathlib.Path) -> list[dict]:
+    """The runs of the root with a readable summary, newest first: folder, run id, when, outcome, pushed version."""
+    runs_dir = pathlib.Path(RunLayout(root).runs_dir)
+    found = []
+    for folder in runs_dir.iterdir() if runs_dir.is_dir() and not runs_dir.is_symlink() else ():
+        path = folder / layout.SUMMARY_FILE
+        if folder.is_symlink() or not path.is_file() or path.is_symlink():
+            continue
+        try:
+            summary = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        if isinstance(summary, dict):
+            said = outcome(summary)
+            found.append({"folder": folder.name, "run_id": str(summary.get("run_id") or folder.name),
+                          "when": path.stat().st_mtime, "outcome": said,
+                          # the version this run pushed; a cached or already served push is an earlier run's
+                          "pushed_version": summary.get("pushed_version") if said.startswith(_PUSHED) else None,
+                          "report": (folder / layout.REPORT_DIR / layout.REPORT_PAGE).is_file()})
+    return sorted(found, key=lambda run: (run["when"], run["folder"]), reverse=True)
+
+
+def outcome(summary: dict) -> str:
+    """A run's outcome in a few words: pushed, blessed, not blessed, or failed with the first line of why."""
+    if summary.get("error"):
+        said = str(summary["error"]).strip().splitlines()[0][:200]
+        return said if said.startswith(("failed", "interrupted", "refused")) else f"failed: {said}"
+    version = summary.get("pushed_version")
+    nodes = [node for node in summary.get("nodes") or [] if isinstance(node, dict)]
+    if version is not None and (summary.get("already_served") or any(
+            node.get("node_id") == metadata_lib.PUSHER and node.get("state") == "cached" for node in nodes)):
+        return f"nothing new pushed; version {version} is served"
+    if version is not None:
+        return f"{_PUSHED}{version}"
+    if summary.get("blessed") is True:
+        return "blessed; nothing new pushed"
+    if summary.get("blessed") is False:
+        return "not blessed" + (f": {summary['decision']}" if summary.get("decision") else "")
+    return "every component cached or skipped; nothing pushed"
+
+
+def publish(root: pathlib.Path, run_folder: pathlib.Path, served_version: int | None) -> pathlib.Path:
+    """Copies the run's summary and report to the root (the report with the list of the root's runs), removes
+    the run folders beyond the newest KEPT_RUNS; returns the root's report page."""
+    where = RunLayout(root)
+    listed = runs(root)
+    for old in listed[KEPT_RUNS:]:
+        shutil.rmtree(pathlib.Path(where.runs_dir, old["folder"]), ignore_errors=True)
+    listed = listed[:KEPT_RUNS]
+    final = pathlib.Path(where.report_dir)
+    incoming = final.with_name(f".{final.name}.incoming")
+    shutil.rmtree(incoming, ignore_errors=True)
+    try:
+        shutil.copytree(run_folder / layout.REPORT_DIR, incoming, symlinks=True)
+        page = incoming / layout.REPORT_PAGE
+        page.write_text(page.read_text().replace(SLOT, section(listed, run_folder.name, served_version), 1))
+        shutil.rmtree(final, ignore_errors=True)
+        incoming.rename(final)
+    finally:
+        shutil.rmtree(incoming, ignore_errors=True)
+    for name in (layout.SUMMARY_FILE, pathlib.Path(where.tfdv_statistics_page).name):
+        if (run_folder / name).is_file():
+            temporary = root / f"{name}.{os.getpid()}.copying"
+            shutil.copyfile(run_folder / name, temporary)
+            os.replace(temporary, root / name)
+    return final / layout.REPORT_PAGE
+
+
+def section(listed: list[dict], current: str, served_version: int | None) -> str:
+    """The runs of the root as HTML for the root's copy of the newest report (links relative to report/)."""
+    served = next((run for run in listed if served_version is not None and run["pushed_version"] == served_version),
+                  None)
+    lines = ['<h2 id=runs>Runs of this root</h2>',
+             f"<p>This page is the newest run's report. Each run keeps its own under {_RUNS}/ "
+             f"(the newest {KEPT_RUNS}).</p>"]
+    if served is not None and served["folder"] != current:
+        lines.append(f'<p class="decision blessed">The served model, version {served_version}, was pushed by run '
+                     f'{html.escape(served["run_id"])}: <a href="{_link(served)}">its report</a>.</p>')
+    lines.append("<table><tr><th>run</th><th>outcome</th><th>report</th></tr>")
+    for run in listed:
+        marks = [word for word, yes in (("this page", run["folder"] == current),
+                                        ("serves now", served is not None and run is served)) if yes]
+        name = html.escape(run["run_id"]) + (f" ({', '.join(marks)})" if marks else "")
+        link = f'<a href="{_link(run)}">report</a>' if run["report"] else "none"
+        lines.append(f"<tr><td>{name}</td><td>{html.escape(run['outcome'])}</td><td>{link}</td></tr>")
+    lines.append("</table>")
+    return "\n".join(lines)
+
+
+def _link(run: dict) -> str:
+    return html.escape(f"../{_RUNS}/{run['folder']}/{layout.REPORT_DIR}/{layout.REPORT_PAGE}", quote=True)

@@ -1,0 +1,68 @@
+"""A local root's runs, each in its own folder, and the newest report listing them (reporting.run_index)."""
+
+import json
+import os
+
+from contract import layout
+from reporting import run_index
+
+
+def _run(root, name, summary, when, report=True):
+    folder = root / "runs" / name
+    (folder / "report").mkdir(parents=True)
+    (folder / layout.SUMMARY_FILE).write_text(json.dumps(summary))
+    if report:
+        (folder / "report" / "index.html").write_text(f"<h1>{name}</h1>\n{run_index.SLOT}\n")
+    os.utime(folder / layout.SUMMARY_FILE, (when, when))
+    return folder
+
+
+def test_outcomes_in_a_few_words():
+    assert run_index.outcome({"error": "failed at AnomaliesGate: DataAnomaliesError: 1 found\n[test] 5 < 30"}) == \
+        "failed at AnomaliesGate: DataAnomaliesError: 1 found"
+    assert run_index.outcome({"error": "the pipeline recorded no run"}) == "failed: the pipeline recorded no run"
+    assert run_index.outcome({"error": "interrupted (Ctrl-C)"}) == "interrupted (Ctrl-C)"
+    assert run_index.outcome({"pushed_version": 3, "blessed": True}) == "blessed, pushed as version 3"
+    assert run_index.outcome({"blessed": True}) == "blessed; nothing new pushed"
+    assert run_index.outcome({"pushed_version": 2, "nodes": [{"node_id": "ServingPusher", "state": "cached"}]}) == \
+        "nothing new pushed; version 2 is served"
+    assert run_index.outcome({"blessed": False, "decision": "below 0.9"}) == "not blessed: below 0.9"
+    assert run_index.outcome({}) == "every component cached or skipped; nothing pushed"
+
+
+def test_the_newest_report_is_published_with_the_runs_and_the_served_models_report_marked(tmp_path):
+    root = tmp_path / "root"
+    _run(root, "a", {"run_id": "a", "pushed_version": 1}, 100)
+    _run(root, "b", {"run_id": "<b>", "error": "failed at Trainer: <script>"}, 200)
+    newest = _run(root, "c", {"run_id": "c", "blessed": False, "decision": "worse"}, 300)
+    (newest / layout.SUMMARY_FILE).chmod(0o644)
+    page = run_index.publish(root, newest, served_version=1)
+    text = page.read_text()
+    assert page == root / "report" / "index.html" and text.startswith("<h1>c</h1>")
+    assert 'version 1, was pushed by run a: <a href="../runs/a/report/index.html">its report</a>' in text
+    assert "&lt;b&gt;" in text and "&lt;script&gt;" in text and "<script>" not in text, "escaped"
+    assert text.index("<td>c (this page)") < text.index("<td>&lt;b&gt;") < text.index("<td>a (serves now)")
+    assert json.loads((root / layout.SUMMARY_FILE).read_text())["run_id"] == "c"
+    assert sorted(os.listdir(root)) == ["report", "run_summary.json", "runs"], "no staging copy left"
+
+
+def test_run_folders_beyond_the_bound_are_removed_oldest_first(tmp_path, monkeypatch):
+    monkeypatch.setattr(run_index, "KEPT_RUNS", 3)
+    root = tmp_path / "root"
+    folders = [_run(root, f"r{i}", {"run_id": f"r{i}"}, 100 + i) for i in range(5)]
+    run_index.publish(root, folders[-1], served_version=None)
+    assert sorted(os.listdir(root / "runs")) == ["r2", "r3", "r4"]
+    assert "r1" not in (root / "report" / "index.html").read_text()
+
+
+def test_a_link_or_an_unreadable_summary_in_runs_is_passed_over(tmp_path):
+    root = tmp_path / "root"
+    newest = _run(root, "good", {"run_id": "good"}, 100)
+    (root / "runs" / "broken").mkdir()
+    (root / "runs" / "broken" / layout.SUMMARY_FILE).write_text("{not json")
+    elsewhere = tmp_path / "elsewhere"
+    _run(elsewhere, "theirs", {"run_id": "theirs"}, 50)
+    (root / "runs" / "link").symlink_to(elsewhere / "runs" / "theirs")
+    assert [run["run_id"] for run in run_index.runs(root)] == ["good"]
+    run_index.publish(root, newest, served_version=None)
+    assert (elsewhere / "runs" / "theirs" / layout.SUMMARY_FILE).is_file(), "a link is never followed nor removed"
