@@ -92,8 +92,14 @@ def load_model(model_dir: str | os.PathLike):
 
 def predict_url(url: str, model_name: str) -> str:
     """The predict address of a TF Serving or KServe V1 REST endpoint: `url` itself when it ends in `:predict`,
-    else `url`/v1/models/<model_name>:predict."""
-    return url if url.endswith(":predict") else f"{url.rstrip('/')}/v1/models/{model_name}:predict"
+    else `url`/v1/models/<model_name>:predict. CommandError for anything but an http(s) address of a host."""
+    import urllib.parse
+
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.netloc or parts.query or parts.fragment:
+        raise CommandError(f"--url {url!r}: give the server's http:// or https:// address, e.g. "
+                           "http://localhost:8501 (TF Serving's REST port), or the whole address ending in :predict")
+    return url if parts.path.endswith(":predict") else f"{url.rstrip('/')}/v1/models/{model_name}:predict"
 
 
 def remote_model(url: str, timeout: float = 120.0):

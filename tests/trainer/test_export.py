@@ -435,3 +435,7 @@ def test_predict_url_classifies_photos_through_the_rest_api_as_the_model_on_disk
     code = pipeline_runner.main(["predict", str(photos), "--url", "http://127.0.0.1:9", "--explain"])
     err = capsys.readouterr().err
     assert code == 2 and "--explain needs the model's files or its root" in err
+    for url in ("file:///etc/passwd", "localhost:8501", "http://", "http://h:1/?q=1"):  # never a local file read
+        code = pipeline_runner.main(["predict", str(photos), "--url", url])
+        err = capsys.readouterr().err
+        assert code == 2 and err.count("\n") == 1 and "give the server's http:// or https:// address" in err
