@@ -76,13 +76,14 @@ def command_predict(args: argparse.Namespace) -> int:
     if args.record and args.model:
         raise CommandError("--record records into a root's traffic, beside the model that root serves: give "
                            "--output-dir ROOT instead of --model (a folder given by hand is no root's served version)")
-    if args.url and (args.explain or args.record):
+    remote = args.url is not None  # an empty --url is refused, never taken for the local model
+    if remote and (args.explain or args.record):
         needs = "--explain" if args.explain else "--record"
         raise CommandError(f"--url asks a server, which gives answers only: {needs} needs the model's files or its "
                            "root; give --output-dir or --model instead")
     if args.record:
         _check_record_root(args.output_dir)
-    if args.url:
+    if remote:
         model_dir, model = None, predict.remote_model(predict.predict_url(args.url, _pipeline_name()))
     else:
         model_dir = _model_dir(args)
@@ -97,7 +98,7 @@ def command_predict(args: argparse.Namespace) -> int:
     predictions, jpegs = predict.predict_files(model, files, sent=sent)
     sheet = sheet_error = None
     if jpegs:  # a sheet of nothing but unreadable files would say less than the table
-        path = args.sheet or (_default_sheet(args.output_dir if args.model is None else args.model) if not args.url
+        path = args.sheet or (_default_sheet(args.output_dir if args.model is None else args.model) if not remote
                               else pathlib.Path("predictions", "contact_sheet.png"))
         try:  # whatever happens to the sheet, the classifications are printed below
             heatmaps = predict.explain(model_dir, jpegs) if args.explain else None
@@ -106,7 +107,7 @@ def command_predict(args: argparse.Namespace) -> int:
             sheet = str(path)
         except (OSError, ValueError) as error:
             sheet_error = f"the contact sheet could not be written to {path}: {errors.first_line(error)}"
-    shown = predict.predict_url(args.url, _pipeline_name()) if args.url else str(model_dir)
+    shown = predict.shown_url(predict.predict_url(args.url, _pipeline_name())) if remote else str(model_dir)
     if args.json:
         print(json.dumps({"model": shown, "sheet": sheet, "sheet_error": sheet_error,
                           "predictions": [dataclasses.asdict(p) for p in predictions]}, indent=2))

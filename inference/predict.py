@@ -8,12 +8,13 @@ that cannot be read is reported with its reason; the rest are classified.
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import os
 import pathlib
 
 from contract import features, layout, served, storage
-from contract.errors import CommandError, RunFailedError
+from contract.errors import CommandError, RunFailedError, first_line, printable
 from ingest.images import RejectedImage, check_image
 
 
@@ -95,48 +96,113 @@ def predict_url(url: str, model_name: str) -> str:
     else `url`/v1/models/<model_name>:predict. CommandError for anything but an http(s) address of a host."""
     import urllib.parse
 
-    parts = urllib.parse.urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.netloc or parts.query or parts.fragment:
-        raise CommandError(f"--url {url!r}: give the server's http:// or https:// address, e.g. "
+    refused = CommandError(f"--url {printable(url)!r}: give the server's http:// or https:// address, e.g. "
                            "http://localhost:8501 (TF Serving's REST port), or the whole address ending in :predict")
+    if any(not char.isprintable() or char.isspace() for char in url):
+        raise refused
+    try:
+        parts = urllib.parse.urlsplit(url)
+        parts.port  # noqa: B018 (a port that is not a number raises here)
+    except ValueError:
+        raise refused from None
+    if parts.scheme not in ("http", "https") or not parts.hostname or parts.query or parts.fragment:
+        raise refused
     return url if parts.path.endswith(":predict") else f"{url.rstrip('/')}/v1/models/{model_name}:predict"
 
 
-def remote_model(url: str, timeout: float = 120.0):
+def shown_url(url: str) -> str:
+    """An address as said to the user: without the password it may carry."""
+    import urllib.parse
+
+    parts = urllib.parse.urlsplit(url)
+    host = parts.hostname + (f":{parts.port}" if parts.port else "")
+    return urllib.parse.urlunsplit((parts.scheme, f"[{host}]" if ":" in parts.hostname else host, parts.path, "", ""))
+
+
+ANSWER_LIMIT = 64 << 20  # bytes of one answer: 32 images' predictions are a few kilobytes
+
+
+def remote_model(url: str, read_seconds: float = 30.0, whole_seconds: float = 300.0):
     """A classifier like load_model's that asks the REST endpoint `url` (predict_url), in TF Serving's row format:
-    each image as {"b64": ...}, an object of outputs per image back."""
+    each image as {"b64": ...}, an object of outputs per image back. Every answer is checked (one prediction of
+    this pipeline's model per image: a probability in [0, 1] and a class); ServerError in one line otherwise, and
+    for an endpoint that does not answer within `read_seconds` a read, `whole_seconds` an answer, or redirects."""
     import base64
+    import http.client
     import json
+    import time
     import urllib.error
+    import urllib.parse
     import urllib.request
 
-    import numpy as np
+    class Refuse(urllib.request.HTTPRedirectHandler):  # a redirected POST would arrive as a GET without images
+        def redirect_request(self, *args, **kwargs):
+            return None
+
+    opener = urllib.request.build_opener(Refuse)
+    shown = shown_url(url)
+    parts = urllib.parse.urlsplit(url)
+    headers = {"Content-Type": "application/json"}
+    if parts.username is not None:  # user:password@host: sent as HTTP's basic authentication, never shown
+        secret = f"{urllib.parse.unquote(parts.username)}:{urllib.parse.unquote(parts.password or '')}"
+        headers["Authorization"] = "Basic " + base64.b64encode(secret.encode()).decode("ascii")
+        url = urllib.parse.urlunsplit((parts.scheme, parts.netloc.rsplit("@", 1)[1], parts.path, "", ""))
+
+    def answer_of(images: list[bytes]) -> bytes:
+        body = json.dumps({"instances": [{"b64": base64.b64encode(image).decode("ascii")} for image in images]})
+        request = urllib.request.Request(url, data=body.encode(), method="POST", headers=headers)
+        deadline = time.monotonic() + whole_seconds
+        try:
+            with opener.open(request, timeout=read_seconds) as response:
+                data = b""
+                while chunk := response.read(1 << 16):
+                    data += chunk
+                    if len(data) > ANSWER_LIMIT or time.monotonic() > deadline:
+                        raise ServerError(f"{shown} sent more than {ANSWER_LIMIT >> 20} MiB or took over "
+                                          f"{whole_seconds:.0f} s to answer {len(images)} images")
+                return data
+        except urllib.error.HTTPError as error:
+            said = printable(error.read(300).decode("utf-8", "replace").strip())
+            raise ServerError(f"{shown} answered {error.code} {printable(str(error.reason))}: {said}") from None
+        except (urllib.error.URLError, OSError, http.client.HTTPException, ValueError) as error:
+            reason = getattr(error, "reason", None) or error
+            raise ServerError(f"no answer from {shown}: {printable(first_line(reason, with_type=True))}") from None
 
     def classify(images: list[bytes]) -> dict:
-        body = json.dumps({"instances": [{"b64": base64.b64encode(image).decode("ascii")} for image in images]})
-        request = urllib.request.Request(url, data=body.encode(), method="POST",
-                                         headers={"Content-Type": "application/json"})
         try:
-            with urllib.request.urlopen(request, timeout=timeout) as response:
-                answer = json.loads(response.read())
-        except urllib.error.HTTPError as error:
-            said = error.read()[:300].decode("utf-8", "replace").strip().replace("\n", " ")
-            raise ServerError(f"{url} answered {error.code} {error.reason}: {said}") from None
-        except (urllib.error.URLError, OSError) as error:
-            raise ServerError(f"cannot reach {url}: {getattr(error, 'reason', error)}") from None
-        except ValueError:
-            raise ServerError(f"{url} answered with something that is not JSON") from None
+            answer = json.loads(answer_of(images))
+        except (ValueError, RecursionError):
+            raise ServerError(f"{shown} answered with something that is not JSON") from None
         rows = answer.get("predictions") if isinstance(answer, dict) else None
-        if not isinstance(rows, list) or len(rows) != len(images) or not all(
-                isinstance(row, dict) and features.PROBABILITY_OUTPUT in row and features.CLASS_OUTPUT in row
-                for row in rows):
-            raise ServerError(f"{url} did not answer one prediction of this pipeline's model per image "
-                              f"({features.PROBABILITY_OUTPUT}, {features.CLASS_OUTPUT})")
-        return {name: np.array([row.get(name, default) for row in rows], dtype=object)
+        if not isinstance(rows, list) or len(rows) != len(images):
+            raise ServerError(f"{shown} did not answer one prediction per image ('predictions', {len(images)})")
+        for index, row in enumerate(rows):
+            problem = _prediction_problem(row)
+            if problem:
+                raise ServerError(f"{shown} answered instance {index} with {problem}: not a prediction of this "
+                                  "pipeline's model")
+        return {name: [row.get(name, default) for row in rows]
                 for name, default in ((features.PROBABILITY_OUTPUT, math.nan), (features.CLASS_OUTPUT, ""),
                                       (features.VALID_OUTPUT, True), (features.ERROR_OUTPUT, ""))}
 
     return classify
+
+
+def _prediction_problem(row) -> str | None:
+    """What is wrong with one answered prediction; None for one of this pipeline's model."""
+    if not isinstance(row, dict):
+        return "no object of outputs"
+    valid, error = row.get(features.VALID_OUTPUT, True), row.get(features.ERROR_OUTPUT, "")
+    if not isinstance(valid, bool) or not isinstance(error, str):
+        return f"'{features.VALID_OUTPUT}' not true or false, or '{features.ERROR_OUTPUT}' not a text"
+    if not valid:
+        return None if error else "an image refused without a reason"
+    probability, name = row.get(features.PROBABILITY_OUTPUT), row.get(features.CLASS_OUTPUT)
+    if isinstance(probability, bool) or not isinstance(probability, (int, float)) or not 0 <= probability <= 1:
+        return f"'{features.PROBABILITY_OUTPUT}' {printable(json.dumps(probability))[:40]}, not a probability"
+    if name not in features.LABEL_NAMES:
+        return f"'{features.CLASS_OUTPUT}' {printable(json.dumps(name))[:40]}, not one of {features.LABEL_NAMES}"
+    return None
 
 
 def predict_files(serve, files: list[pathlib.Path], batch_size: int = 32,
@@ -160,7 +226,7 @@ def predict_files(serve, files: list[pathlib.Path], batch_size: int = 32,
         for (index, _), probability, name, ok, error in zip(batch, out[features.PROBABILITY_OUTPUT],
                                                             out[features.CLASS_OUTPUT], valid, errors):
             if not ok:  # the model's own decoder refused what ingest's checks let through
-                results[index].error = text(error)
+                results[index].error = printable(text(error))
                 jpegs.pop(index, None)
                 continue
             results[index].dog_probability = float(probability)

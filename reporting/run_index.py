@@ -15,6 +15,8 @@ import json
 import os
 import pathlib
 import shutil
+import urllib.parse
+import uuid
 
 from contract import layout
 from contract import metadata as metadata_lib
@@ -27,30 +29,34 @@ SLOT = "<!-- the root's runs -->"  # where templates/report.html.j2 takes the li
 
 
 def runs(root: pathlib.Path) -> list[dict]:
-    """The runs of the root with a readable summary, newest first: folder, run id, when, outcome, pushed version."""
+    """The runs of the root with a readable summary, newest first: folder, run id, when, outcome, pushed version.
+    A folder that is a link, or whose summary is not one a run wrote, is passed over (and never removed)."""
     runs_dir = pathlib.Path(RunLayout(root).runs_dir)
     found = []
     for folder in runs_dir.iterdir() if runs_dir.is_dir() and not runs_dir.is_symlink() else ():
         path = folder / layout.SUMMARY_FILE
-        if folder.is_symlink() or not path.is_file() or path.is_symlink():
-            continue
         try:
+            folder.name.encode("utf-8")
+            if folder.is_symlink() or not path.is_file() or path.is_symlink():
+                continue
             summary = json.loads(path.read_text())
-        except (OSError, ValueError):
-            continue
-        if isinstance(summary, dict):
             said = outcome(summary)
-            found.append({"folder": folder.name, "run_id": str(summary.get("run_id") or folder.name),
-                          "when": path.stat().st_mtime, "outcome": said,
-                          # the version this run pushed; a cached or already served push is an earlier run's
-                          "pushed_version": summary.get("pushed_version") if said.startswith(_PUSHED) else None,
-                          "report": (folder / layout.REPORT_DIR / layout.REPORT_PAGE).is_file()})
+            when = path.stat().st_mtime
+        except (OSError, ValueError, TypeError, AttributeError, IndexError, RecursionError):
+            continue
+        found.append({"folder": folder.name, "run_id": str(summary.get("run_id") or folder.name), "when": when,
+                      "outcome": said,
+                      # the version this run pushed; a cached or already served push is an earlier run's
+                      "pushed_version": summary.get("pushed_version") if said.startswith(_PUSHED) else None,
+                      "report": (folder / layout.REPORT_DIR / layout.REPORT_PAGE).is_file()})
     return sorted(found, key=lambda run: (run["when"], run["folder"]), reverse=True)
 
 
 def outcome(summary: dict) -> str:
     """A run's outcome in a few words: pushed, blessed, not blessed, or failed with the first line of why."""
-    if summary.get("error"):
+    if not isinstance(summary, dict):
+        raise ValueError("not a run summary")
+    if summary.get("error") and str(summary["error"]).strip():
         said = str(summary["error"]).strip().splitlines()[0][:200]
         return said if said.startswith(("failed", "interrupted", "refused")) else f"failed: {said}"
     version = summary.get("pushed_version")
@@ -71,15 +77,21 @@ def publish(root: pathlib.Path, run_folder: pathlib.Path, served_version: int | 
     """Copies the run's summary and report to the root (the report with the list of the root's runs), removes
     the run folders beyond the newest KEPT_RUNS; returns the root's report page."""
     where = RunLayout(root)
-    listed = runs(root)
-    for old in listed[KEPT_RUNS:]:
+    report = run_folder / layout.REPORT_DIR
+    linked = [path for path in (report, *report.rglob("*")) if path.is_symlink()] if not report.is_symlink() \
+        else [report]
+    if linked:  # the run wrote none: copying or writing through one would reach a folder of someone else's
+        raise OSError(f"{linked[0]} is a symbolic link, which the pipeline never writes")
+    # The newest first; this run's folder is kept whatever the clocks said of the others.
+    others = [run for run in runs(root) if run["folder"] != run_folder.name]
+    for old in others[KEPT_RUNS - 1:]:
         shutil.rmtree(pathlib.Path(where.runs_dir, old["folder"]), ignore_errors=True)
-    listed = listed[:KEPT_RUNS]
+    listed = [run for run in runs(root) if run["folder"] == run_folder.name] + others[:KEPT_RUNS - 1]
     final = pathlib.Path(where.report_dir)
     incoming = final.with_name(f".{final.name}.incoming")
     shutil.rmtree(incoming, ignore_errors=True)
     try:
-        shutil.copytree(run_folder / layout.REPORT_DIR, incoming, symlinks=True)
+        shutil.copytree(report, incoming, symlinks=True)
         page = incoming / layout.REPORT_PAGE
         page.write_text(page.read_text().replace(SLOT, section(listed, run_folder.name, served_version), 1))
         shutil.rmtree(final, ignore_errors=True)
@@ -87,11 +99,20 @@ def publish(root: pathlib.Path, run_folder: pathlib.Path, served_version: int | 
     finally:
         shutil.rmtree(incoming, ignore_errors=True)
     for name in (layout.SUMMARY_FILE, pathlib.Path(where.tfdv_statistics_page).name):
-        if (run_folder / name).is_file():
-            temporary = root / f"{name}.{os.getpid()}.copying"
-            shutil.copyfile(run_folder / name, temporary)
-            os.replace(temporary, root / name)
+        if (run_folder / name).is_file() and not (run_folder / name).is_symlink():
+            _copy_whole(run_folder / name, root / name)
     return final / layout.REPORT_PAGE
+
+
+def _copy_whole(source: pathlib.Path, target: pathlib.Path) -> None:
+    """`target` replaced by a copy of `source` whole or not at all (a new temporary file, renamed into place)."""
+    temporary = target.with_name(f"{target.name}.{uuid.uuid4().hex}.tmp")
+    try:
+        with open(source, "rb") as read, open(temporary, "xb") as write:  # "x": never through a planted link
+            shutil.copyfileobj(read, write)
+        os.replace(temporary, target)
+    finally:
+        temporary.unlink(missing_ok=True)
 
 
 def section(listed: list[dict], current: str, served_version: int | None) -> str:
@@ -116,4 +137,5 @@ def section(listed: list[dict], current: str, served_version: int | None) -> str
 
 
 def _link(run: dict) -> str:
-    return html.escape(f"../{_RUNS}/{run['folder']}/{layout.REPORT_DIR}/{layout.REPORT_PAGE}", quote=True)
+    folder = urllib.parse.quote(run["folder"])
+    return html.escape(f"../{_RUNS}/{folder}/{layout.REPORT_DIR}/{layout.REPORT_PAGE}", quote=True)

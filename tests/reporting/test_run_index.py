@@ -66,3 +66,34 @@ def test_a_link_or_an_unreadable_summary_in_runs_is_passed_over(tmp_path):
     assert [run["run_id"] for run in run_index.runs(root)] == ["good"]
     run_index.publish(root, newest, served_version=None)
     assert (elsewhere / "runs" / "theirs" / layout.SUMMARY_FILE).is_file(), "a link is never followed nor removed"
+
+
+def test_this_runs_folder_is_kept_whatever_the_clocks_said_of_the_others(tmp_path, monkeypatch):
+    monkeypatch.setattr(run_index, "KEPT_RUNS", 2)
+    root = tmp_path / "root"
+    later = [_run(root, f"skewed{i}", {"run_id": f"skewed{i}"}, 2_000_000_000 + i) for i in range(3)]
+    this = _run(root, "this", {"run_id": "this"}, 100)
+    run_index.publish(root, this, served_version=None)
+    assert sorted(os.listdir(root / "runs")) == ["skewed2", "this"] and later[2].is_dir()
+
+
+def test_summaries_no_run_wrote_are_passed_over_and_a_linked_report_is_never_written_through(tmp_path):
+    root = tmp_path / "root"
+    for name, text in (("nodes", '{"nodes": 5, "pushed_version": 1}'), ("blank", '{"error": "   "}'),
+                       ("deep", "[" * 100_000 + "]" * 100_000), ("list", "[1]")):
+        (root / "runs" / name).mkdir(parents=True)
+        (root / "runs" / name / layout.SUMMARY_FILE).write_text(text)
+    newest = _run(root, "a#b", {"run_id": "a#b"}, 100)
+    assert [run["run_id"] for run in run_index.runs(root)] == ["blank", "a#b"]
+    page = run_index.publish(root, newest, served_version=None).read_text()
+    assert 'href="../runs/a%23b/report/index.html"' in page
+    victim = tmp_path / "victim.html"
+    victim.write_text(run_index.SLOT)
+    (newest / "report" / "index.html").unlink()
+    (newest / "report" / "index.html").symlink_to(victim)
+    try:
+        run_index.publish(root, newest, served_version=None)
+        raise AssertionError("a linked page was published")
+    except OSError as error:
+        assert "is a symbolic link" in str(error)
+    assert victim.read_text() == run_index.SLOT and (root / "report" / "index.html").read_text() == page

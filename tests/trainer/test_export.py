@@ -427,7 +427,7 @@ def test_predict_url_classifies_photos_through_the_rest_api_as_the_model_on_disk
 
     code = pipeline_runner.main(["predict", str(photos), "--url", server.url])  # the server is gone
     err = capsys.readouterr().err
-    assert code == 1 and err.count("\n") == 1 and f"error: cannot reach {server.url}/v1/models/cats-vs-dogs" in err
+    assert code == 1 and err.count("\n") == 1 and f"error: no answer from {server.url}/v1/models/cats-vs-dogs" in err
     with ServingStandIn(path, name="another-model") as other:
         code = pipeline_runner.main(["predict", str(photos), "--url", other.url])
         err = capsys.readouterr().err
@@ -439,3 +439,63 @@ def test_predict_url_classifies_photos_through_the_rest_api_as_the_model_on_disk
         code = pipeline_runner.main(["predict", str(photos), "--url", url])
         err = capsys.readouterr().err
         assert code == 2 and err.count("\n") == 1 and "give the server's http:// or https:// address" in err
+
+
+@pytest.mark.parametrize("row, said", [
+    ({"dog_probability": "abc", "class_name": "dog"}, "'dog_probability' \"abc\", not a probability"),
+    ({"dog_probability": 7.5, "class_name": "dog"}, "'dog_probability' 7.5, not a probability"),
+    ({"dog_probability": True, "class_name": "cat"}, "'dog_probability' true, not a probability"),
+    ({"dog_probability": None, "class_name": "cat"}, "'dog_probability' null, not a probability"),
+    ({"dog_probability": 0.9, "class_name": None}, "'class_name' null, not one of"),
+    ({"dog_probability": 0.9, "class_name": "dog", "valid": "false"}, "'valid' not true or false"),
+    ({"dog_probability": 0.9, "class_name": "dog\u001b[2J"}, "'class_name' \"dog\\u001b[2J\", not one of"),
+])
+def test_predict_url_shows_no_classification_the_server_did_not_give_as_one(tmp_path, capsys, row, said):
+    """A server that answers something other than this pipeline's predictions is named in one line: nothing is
+    classified from it, and its text never reaches the terminal raw."""
+    import http.server
+    import threading
+
+    import pipeline_runner
+
+    class Answer(http.server.BaseHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+        def do_POST(self):
+            self.rfile.read(int(self.headers["Content-Length"]))
+            if self.path.startswith("/moved"):
+                self.send_response(302)
+                self.send_header("Location", "/v1/models/cats-vs-dogs:predict")
+                self.end_headers()
+                return
+            body = json.dumps({"predictions": [row]}).encode()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Answer)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    (tmp_path / "cat.jpg").write_bytes(_jpeg())
+    url = f"http://user:secret@127.0.0.1:{server.server_address[1]}"
+    try:
+        code = pipeline_runner.main(["predict", str(tmp_path / "cat.jpg"), "--url", url])
+        out, err = capsys.readouterr()
+        assert code == 1 and out == "" and err.count("\n") == 1 and "Traceback" not in err, err
+        assert said in err and "answered instance 0 with" in err and "secret" not in err and "\x1b" not in err
+        code = pipeline_runner.main(["predict", str(tmp_path / "cat.jpg"), "--url", f"{url}/moved:predict"])
+        err = capsys.readouterr().err
+        assert code == 1 and "answered 302" in err, "a redirected POST would lose its images"
+    finally:
+        server.shutdown()
+    code = pipeline_runner.main(["predict", str(tmp_path / "cat.jpg"), "--url", ""])
+    assert code == 2 and "give the server's http:// or https:// address" in capsys.readouterr().err
+
+
+def _jpeg() -> bytes:
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (32, 32), (200, 120, 40)).save(buffer, format="JPEG")
+    return buffer.getvalue()
