@@ -197,7 +197,8 @@ class TuningConfig:
 @dataclasses.dataclass(frozen=True)
 class EvaluationConfig:
     min_accuracy: float = setting(
-        0.8, "Blessing needs eval accuracy >= this. A value above 1.0 blesses nothing (useful to dry-run a deploy).")
+        0.8, "Blessing needs accuracy >= this on the test split (the images the Evaluator scores). A value above 1.0 "
+        "blesses nothing (useful to dry-run a deploy).")
     max_accuracy_drop: float = setting(
         0.0, "Blessing needs accuracy >= the last blessed model's minus this tolerance (0: at least as good).")
 

@@ -57,7 +57,9 @@ def outcome(summary: dict) -> str:
     if not isinstance(summary, dict):
         raise ValueError("not a run summary")
     if summary.get("error") and str(summary["error"]).strip():
-        said = str(summary["error"]).strip().splitlines()[0][:200]
+        lines = str(summary["error"]).strip().splitlines()
+        # a line that ends in ':' announces the reasons below it (the data gate's): the first of them too
+        said = (f"{lines[0]} {lines[1].strip()}" if lines[0].endswith(":") and len(lines) > 1 else lines[0])[:240]
         return said if said.startswith(("failed", "interrupted", "refused")) else f"failed: {said}"
     version = summary.get("pushed_version")
     nodes = [node for node in summary.get("nodes") or [] if isinstance(node, dict)]

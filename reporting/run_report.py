@@ -35,6 +35,7 @@ from components.anomalies_gate import (  # noqa: E402
     describe_anomalies,
 )
 from contract import features, layout, storage  # noqa: E402
+from contract import metadata as metadata_lib  # noqa: E402
 from contract.layout import RunLayout  # noqa: E402
 from inference import contact_sheet  # noqa: E402
 from inference.predict import Prediction  # noqa: E402
@@ -117,7 +118,8 @@ def training_curves(history: dict, path: pathlib.Path) -> None:
     plt.close(figure)
 
 
-def confusion_matrix(matrix: dict, path: pathlib.Path) -> None:
+def confusion_matrix(matrix: dict, path: pathlib.Path, split: str = layout.TEST_SPLIT) -> None:
+    """The Evaluator's confusion matrix on the split it judged (test; eval in a span without a test split)."""
     cells = [[matrix["true_negatives"], matrix["false_positives"]],
              [matrix["false_negatives"], matrix["true_positives"]]]
     figure, axis = plt.subplots(figsize=(4.2, 3.8))
@@ -128,7 +130,7 @@ def confusion_matrix(matrix: dict, path: pathlib.Path) -> None:
                       color="white" if cells[row][column] > max(map(max, cells)) / 2 else "black")
     axis.set_xticks([0, 1], [f"predicted {n}" for n in features.LABEL_NAMES])
     axis.set_yticks([0, 1], [f"actual {n}" for n in features.LABEL_NAMES])
-    axis.set_title(f"Eval set, threshold {matrix['threshold']:g}")
+    axis.set_title(f"{split.capitalize()} split, threshold {matrix['threshold']:g}")
     figure.tight_layout()
     figure.savefig(path, dpi=90)
     plt.close(figure)
@@ -335,7 +337,10 @@ def _write_pages(summary: RunSummary, folder: pathlib.Path, training_config: dic
     """Draws the figures into `folder` and renders the page from templates/report.html.j2."""
     figures: dict[str, str | None] = dict.fromkeys(
         ("confusion_matrix", "training_curves", "model", "sample_predictions", "statistics"))
+    pusher_cached = any(n.node_id == metadata_lib.PUSHER and n.state == "cached" for n in summary.nodes)
     page = {"summary": summary, "figures": figures, "ingest": ingest_report, "history": None, "tflite": None,
+            # a cached push, or a model already served, is an earlier run's push: nothing new (run_summary.text)
+            "pushed_anew": bool(summary.pushed_path) and not (pusher_cached or summary.already_served),
             "trained_on": None, "hyperparameters": hyperparameters_page(summary.hyperparameters),
             "model_card": None,
             "samples": [], "image_sizes": [], "statistics_page": None, "anomalies": None,
@@ -354,7 +359,8 @@ def _write_pages(summary: RunSummary, folder: pathlib.Path, training_config: dic
              "label_metric_names": list(next(iter(summary.metrics_by_label.values()), {})),
              "label_rows": [[label] + list(values.values()) for label, values in summary.metrics_by_label.items()]}
     if summary.blessed is not None and summary.confusion_matrix:
-        confusion_matrix(summary.confusion_matrix, folder / "confusion_matrix.png")
+        confusion_matrix(summary.confusion_matrix, folder / "confusion_matrix.png",
+                         summary.judged_split or layout.TEST_SPLIT)
         figures["confusion_matrix"] = "confusion_matrix.png"
 
     model_uri = summary.artifacts.get("Model")

@@ -21,6 +21,8 @@ def test_outcomes_in_a_few_words():
     assert run_index.outcome({"error": "failed at AnomaliesGate: DataAnomaliesError: 1 found\n[test] 5 < 30"}) == \
         "failed at AnomaliesGate: DataAnomaliesError: 1 found"
     assert run_index.outcome({"error": "the pipeline recorded no run"}) == "failed: the pipeline recorded no run"
+    assert run_index.outcome({"error": "DataAnomaliesError: 1 found; stopping:\n  [test] only 24 examples\n  x"}) == \
+        "failed: DataAnomaliesError: 1 found; stopping: [test] only 24 examples"
     assert run_index.outcome({"error": "interrupted (Ctrl-C)"}) == "interrupted (Ctrl-C)"
     assert run_index.outcome({"pushed_version": 3, "blessed": True}) == "blessed, pushed as version 3"
     assert run_index.outcome({"blessed": True}) == "blessed; nothing new pushed"

@@ -1,3 +1,4 @@
+import dataclasses
 import json
 
 import tensorflow as tf
@@ -164,3 +165,14 @@ def test_the_model_diagram_is_drawn_from_the_training_record_without_the_model(t
                                    {"fine_tune_from": 60}, None)
     assert (page.parent / "model.png").stat().st_size > 0
     assert not list(model_uri.rglob("*.keras"))
+
+
+def test_a_rerun_whose_push_was_cached_says_nothing_new_was_pushed(tmp_path):
+    """The run summary says `pushed: nothing new` for a cached push; the report's outcome says the same."""
+    nodes = [run_summary.NodeRun(node_ids.PUSHER, "cached", 0.0, 9, 0.0)]
+    summary = _summary(nodes=nodes, blessed=True, decision="met binary_accuracy >= 0.8", pushed_version=1,
+                       pushed_path=str(tmp_path / "serving_model" / "1"))
+    top = run_report.write_report(summary, tmp_path / "cached", {}, None).read_text().split("<nav>")[0]
+    assert "Nothing new pushed; version 1, pushed earlier, is served." in top and "Pushed as version" not in top
+    pushed = run_report.write_report(dataclasses.replace(summary, nodes=[]), tmp_path / "new", {}, None).read_text()
+    assert f"Pushed as version 1 ({tmp_path / 'serving_model' / '1'})." in pushed.split("<nav>")[0]
