@@ -332,15 +332,20 @@ def write_report(summary: RunSummary, output_dir: str | os.PathLike, training_co
     return final / layout.REPORT_PAGE
 
 
+def _pushed_anew(summary: RunSummary) -> bool:
+    """Whether the run pushed a version: a cached push, or a model already served, is an earlier run's push
+    (run_summary.RunSummary.text says `pushed: nothing new` for both)."""
+    pusher_cached = any(n.node_id == metadata_lib.PUSHER and n.state == "cached" for n in summary.nodes)
+    return bool(summary.pushed_path) and not (pusher_cached or summary.already_served)
+
+
 def _write_pages(summary: RunSummary, folder: pathlib.Path, training_config: dict,
                  ingest_report: dict | None) -> None:
     """Draws the figures into `folder` and renders the page from templates/report.html.j2."""
     figures: dict[str, str | None] = dict.fromkeys(
         ("confusion_matrix", "training_curves", "model", "sample_predictions", "statistics"))
-    pusher_cached = any(n.node_id == metadata_lib.PUSHER and n.state == "cached" for n in summary.nodes)
     page = {"summary": summary, "figures": figures, "ingest": ingest_report, "history": None, "tflite": None,
-            # a cached push, or a model already served, is an earlier run's push: nothing new (run_summary.text)
-            "pushed_anew": bool(summary.pushed_path) and not (pusher_cached or summary.already_served),
+            "pushed_anew": _pushed_anew(summary),
             "trained_on": None, "hyperparameters": hyperparameters_page(summary.hyperparameters),
             "model_card": None,
             "samples": [], "image_sizes": [], "statistics_page": None, "anomalies": None,
