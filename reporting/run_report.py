@@ -364,8 +364,7 @@ def _write_pages(summary: RunSummary, folder: pathlib.Path, training_config: dic
              "label_metric_names": list(next(iter(summary.metrics_by_label.values()), {})),
              "label_rows": [[label] + list(values.values()) for label, values in summary.metrics_by_label.items()]}
     if summary.blessed is not None and summary.confusion_matrix:
-        confusion_matrix(summary.confusion_matrix, folder / "confusion_matrix.png",
-                         summary.judged_split or layout.TEST_SPLIT)
+        confusion_matrix(summary.confusion_matrix, folder / "confusion_matrix.png", summary.judged_split or "test")
         figures["confusion_matrix"] = "confusion_matrix.png"
 
     model_uri = summary.artifacts.get("Model")
