@@ -18,19 +18,27 @@ _SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
 def since_ms(text: str, now: float | None = None) -> int:
-    """--since: a duration back from now (30m, 6h, 2d) or a UTC time (2026-11-24T08:00:00Z), as Unix ms."""
+    """--since: a duration back from now (30m, 6h, 2d) or a UTC time (2026-11-24T08:00:00Z), as Unix ms; refused
+    before the earliest time a traffic record can carry."""
+    from contract.traffic import EARLIEST_TIME_MS, time_text
+
     match = _DURATION.fullmatch(text.strip())
     try:
         if match:
             now = time.time() if now is None else now
-            return int((now - int(match.group(1)) * _SECONDS[match.group(2)]) * 1000)
-        moment = datetime.datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
-        if moment.tzinfo is None:
-            moment = moment.replace(tzinfo=datetime.timezone.utc)
-        return int(moment.timestamp() * 1000)
+            moment_ms = int((now - int(match.group(1)) * _SECONDS[match.group(2)]) * 1000)
+        else:
+            moment = datetime.datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+            if moment.tzinfo is None:
+                moment = moment.replace(tzinfo=datetime.timezone.utc)
+            moment_ms = int(moment.timestamp() * 1000)
     except (ValueError, OverflowError):  # not a time, or one no clock reaches
         raise argparse.ArgumentTypeError(f"expected a duration (30m, 6h, 2d) or a UTC time "
                                          f"(2026-11-24T08:00:00Z), got {text!r}") from None
+    if moment_ms < EARLIEST_TIME_MS:
+        raise argparse.ArgumentTypeError(f"{text!r} reaches back before {time_text(EARLIEST_TIME_MS)}, the earliest "
+                                         "time a traffic record can carry")
+    return moment_ms
 
 
 def _rate(text: str) -> float:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import datetime
 import errno
 import hashlib
 import json
@@ -52,6 +53,9 @@ KSERVE_ORIGIN = "kserve"  # KServe's inference logger, through the traffic sink
 PREDICT_ORIGIN = "predict"  # `predict --record`
 ORIGINS = (KSERVE_ORIGIN, PREDICT_ORIGIN)
 UNKNOWN_VERSION = -1
+# The earliest time a record may carry. An older stamp is a sender's clock fault (year 1, a zero), not a request:
+# the sink refuses it, and a window's times are shown only within a calendar's range.
+EARLIEST_TIME_MS = 946_684_800_000  # 2000-01-01T00:00:00Z
 
 REPORT_FILE = "traffic_report.json"
 STAGING_KIND = "traffic"  # staged in traffic/.traffic-<hex>/
@@ -63,6 +67,16 @@ _PUBLISH_TRIES = 100  # writers that each take the next free number: one of them
 FILE_BYTES = 16 * 2**20
 
 logger = logging.getLogger(__name__)
+
+
+def time_text(time_ms: int) -> str:
+    """A record's time in UTC, ISO 8601 to the second; one no calendar date can show (written by another tool, or
+    before EARLIEST_TIME_MS was kept) as its milliseconds."""
+    try:
+        return datetime.datetime.fromtimestamp(int(time_ms) / 1000, datetime.timezone.utc).isoformat(
+            timespec="seconds")
+    except (ValueError, OverflowError, OSError):
+        return f"{int(time_ms)} ms from the Unix epoch (no calendar date)"
 
 
 class TrafficDataError(CommandError):

@@ -81,6 +81,9 @@ BAD_BASE64 = "bad base64"
 OTHER_SIGNATURE = "another signature than serving_default"
 DUPLICATE = "duplicate event id"
 EMPTY_IMAGE = "empty image"
+TIME_OUT_OF_RANGE = "time out of range"
+NOT_TEXT = "text that is not Unicode"
+INTERNAL = "internal error"
 TOO_MANY_INSTANCES = "too many images in one event"
 UNREADABLE_HTTP = "unreadable HTTP request (malformed, or headers above the limit)"
 SLOW_HEADERS = "request headers sent too slowly"
@@ -143,10 +146,13 @@ def parse_event(headers: Mapping[str, str], body: bytes, now_ms: int) -> Event:
     kind = event.get_type()
     if kind not in (REQUEST_TYPE, RESPONSE_TYPE):
         raise Refused(WRONG_TYPE, f"ce-type {printable(str(kind))[:100]!r}")
-    moment = event.get_time()
-    # The sender's clock, but never ahead of the sink's: windows are the newest records by time, and one record
-    # stamped in the future would stay in every window until then.
-    time_ms = min(int(moment.timestamp() * 1000), now_ms) if moment is not None else now_ms
+    time_ms = _event_time_ms(event.get_time(), now_ms)
+    event_id = str(event.get_id())
+    try:
+        event_id.encode("utf-8")  # JSON's \\u escapes can spell a lone surrogate, which no answer can carry
+    except UnicodeEncodeError as error:
+        raise Refused(NOT_TEXT, f"its id holds {printable(event_id[error.start])} at index {error.start}, a lone "
+                                "surrogate") from None
     data = event.get_data()
     if isinstance(data, (bytes, str)):
         try:
@@ -155,7 +161,23 @@ def parse_event(headers: Mapping[str, str], body: bytes, now_ms: int) -> Event:
             raise Refused(BAD_JSON, first_line(error)[:200]) from None
     if not isinstance(data, dict):
         raise Refused(NOT_A_PREDICTION, "the body is not a JSON object")
-    return Event(kind, str(event.get_id()), time_ms, data)
+    return Event(kind, event_id, time_ms, data)
+
+
+def _event_time_ms(moment, now_ms: int) -> int:
+    """The event's time: the sender's clock, but never ahead of the sink's (windows are the newest records by time,
+    and a record stamped in the future would stay in every window until then); the sink's when it gives none.
+    Refused when it is before traffic.EARLIEST_TIME_MS."""
+    if moment is None:
+        return now_ms
+    try:
+        time_ms = int(moment.timestamp() * 1000)
+    except (ValueError, OverflowError, OSError):
+        time_ms = None
+    if time_ms is None or time_ms < traffic.EARLIEST_TIME_MS:
+        raise Refused(TIME_OUT_OF_RANGE, f"ce-time {printable(moment.isoformat())[:60]} is before "
+                                         f"{traffic.time_text(traffic.EARLIEST_TIME_MS)}: the sender's clock is wrong")
+    return min(time_ms, now_ms)
 
 
 def _require_attributes(headers: dict[str, str], body: bytes) -> None:
@@ -183,9 +205,7 @@ def _image_of(instance, where: str) -> bytes:
         image = base64.b64decode(instance["b64"], validate=True)
     except (binascii.Error, ValueError) as error:
         raise Refused(BAD_BASE64, f"{where}: {first_line(error)}") from None
-    if not image:
-        raise Refused(EMPTY_IMAGE, f"{where} holds no bytes")
-    return image
+    return image  # empty: the model answers it as no image, and the other images of its request are kept
 
 
 def _at_most(count: int, limit: int | None, what: str) -> None:
@@ -428,11 +448,16 @@ class TrafficSink:
             raise Refused(MISMATCH, f"{len(waiting.scores)} answers for {len(waiting.images)} images")
         version = waiting.version if waiting.version is not None else self._served_version()
         version = traffic.UNKNOWN_VERSION if version is None else version
-        for image, score in zip(waiting.images, waiting.scores):
+        kept = [(image, score) for image, score in zip(waiting.images, waiting.scores) if image]
+        for image, score in kept:
             self.writer.add(traffic.TrafficRecord(image=image, score=score, version=version,
                                                   time_ms=waiting.time_ms, request_id=request_id,
                                                   origin=traffic.KSERVE_ORIGIN))
-        return {"id": request_id, "recorded": len(waiting.images)}
+        answer = {"id": request_id, "recorded": len(kept)}
+        if len(kept) < len(waiting.images):  # nothing to check drift on: counted per image, the others kept
+            answer["skipped"] = {EMPTY_IMAGE: len(waiting.images) - len(kept)}
+            self._lose(EMPTY_IMAGE, len(waiting.images) - len(kept))
+        return answer
 
     def _lose(self, reason: str, records: int) -> None:
         self.writer.note_lost(reason, records)
@@ -557,6 +582,11 @@ def make_app(sink: TrafficSink, tick_seconds: float = 1.0):
             except Refused as refusal:
                 sink.refuse(refusal)
                 return JSONResponse({"refused": refusal.reason, "detail": refusal.detail}, status_code=refusal.status)
+        except Exception as error:  # unforeseen: counted, said once in a while in one line, answered 500, never a
+            # traceback (the sender retries; the sink goes on with the next event)
+            refusal = Refused(INTERNAL, first_line(error, with_type=True)[:300], status=500)
+            sink.refuse(refusal)
+            return JSONResponse({"refused": refusal.reason, "detail": refusal.detail}, status_code=500)
         finally:
             arriving.bytes -= taken[0]
 

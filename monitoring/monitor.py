@@ -39,15 +39,10 @@ class Check:
     line: str
 
 
-def _utc(milliseconds) -> str:
-    return datetime.datetime.fromtimestamp(int(milliseconds) / 1000, datetime.timezone.utc).isoformat(
-        timespec="seconds")
-
-
 def read_window(where: RunLayout, settings: MonitorSettings) -> traffic.TrafficWindow:
     window = traffic.read_window(str(where.traffic_root), max_images=settings.window, since_ms=settings.since_ms)
     if len(window) < settings.min_window:
-        since = f" since {_utc(settings.since_ms)}" if settings.since_ms is not None else ""
+        since = f" since {traffic.time_text(settings.since_ms)}" if settings.since_ms is not None else ""
         raise WindowTooSmallError(
             f"the window holds {len(window)} images of traffic{since} under {where.traffic_root}; a check needs at "
             f"least {settings.min_window} (--min-window): nothing was checked")
@@ -165,7 +160,7 @@ def check(where: RunLayout, settings: MonitorSettings, store: str | None = None)
         "false_alarm_rate": settings.false_alarm_rate, "served_version": served.version,
         "checked_at": checked_at.isoformat(timespec="seconds"), "report": posixpath.join(folder, report.PAGE),
         "window": {"images": len(window), "sampled": measured, "spans": window.spans,
-                   "first": _utc(window.times_ms.min()), "last": _utc(window.times_ms.max()),
+                   "first": traffic.time_text(window.times_ms.min()), "last": traffic.time_text(window.times_ms.max()),
                    "other_versions": int(np.count_nonzero(window.versions != served.version))},
         "reference": {"images": len(theirs[measure.SCORE]), "spans": served.spans},
         "unreadable": unreadable[:UNREADABLE_LISTED], "unreadable_count": len(unreadable), "labeling_queue": None,

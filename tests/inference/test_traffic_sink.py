@@ -473,13 +473,47 @@ def test_settings_that_cannot_work_are_refused_with_their_flag(settings, flag):
 
 
 @pytest.mark.parametrize("instance", [{"b64": ""}, {"image_bytes": {"b64": ""}}])
-def test_an_empty_image_is_refused_naming_its_instance_and_counted(tmp_path, instance):
+def test_an_empty_image_is_skipped_and_counted_and_the_other_images_of_its_request_recorded(tmp_path, instance):
+    """TF Serving answers such a batch in-band (the empty one valid false) with 200, so KServe logs both halves:
+    what the model answered for the other images is kept."""
+    sink = _sink(tmp_path, batch_size=1)
+    images = [b"first image", b"", b"third image"]
+    body = json.dumps({"instances": [{"b64": base64.b64encode(images[0]).decode()}, instance,
+                                     {"b64": base64.b64encode(images[2]).decode()}]}).encode()
+    assert sink.receive(kserve_headers("request", "empty"), body)["images"] == 3
+    answer = sink.receive(kserve_headers("response", "empty"), response_body([0.25, None, 0.75]))
+    assert answer == {"id": "empty", "recorded": 2, "skipped": {traffic_sink.EMPTY_IMAGE: 1}}
+    assert sink.refused == {} and sink.stats()["lost"] == {traffic_sink.EMPTY_IMAGE: 1}
+    window = traffic.read_window(str(tmp_path / "traffic"))
+    assert sorted(zip(window.request_ids, window.scores.tolist())) == [("empty", 0.25), ("empty", 0.75)]
+
+
+@pytest.mark.parametrize("when", ["0001-01-01T00:00:00+01:00", "0001-01-01T00:00:00Z", "1970-01-01T00:00:00Z",
+                                  "1999-12-31T23:59:59.999Z"])
+def test_a_time_before_the_earliest_a_record_may_carry_is_refused_with_its_reason(tmp_path, when):
     sink = _sink(tmp_path)
-    body = json.dumps({"instances": [{"b64": base64.b64encode(b"an image").decode()}, instance]}).encode()
-    with pytest.raises(traffic_sink.Refused, match=r"instances\[1\] holds no bytes") as refused:
-        sink.receive(kserve_headers("request", "empty"), body)
-    assert refused.value.reason == traffic_sink.EMPTY_IMAGE and sink.refused == {traffic_sink.EMPTY_IMAGE: 1}
-    assert sink.stats()["waiting"]["requests"] == 0, "nothing of the event is kept"
+    headers, body = structured("request", "old", request_body([b"a"]))
+    event = json.loads(body)
+    event["time"] = when
+    for attempt in (kserve_headers("request", "old", when=when), request_body([b"a"])), (headers, json.dumps(event)):
+        with pytest.raises(traffic_sink.Refused, match=r"is before 2000-01-01T00:00:00\+00:00") as refused:
+            sink.receive(*attempt)
+        assert refused.value.reason == traffic_sink.TIME_OUT_OF_RANGE and refused.value.status == 400
+    assert sink.refused == {traffic_sink.TIME_OUT_OF_RANGE: 2} and sink.stats()["waiting"]["requests"] == 0
+
+
+def test_an_id_holding_a_lone_surrogate_is_refused_and_valid_text_of_any_plane_taken(tmp_path):
+    sink = _sink(tmp_path, batch_size=1)
+    headers, _ = structured("request", "x", request_body([b"a"]))
+    lone = '{"specversion": "1.0", "id": "x\\udc80", "type": "org.kubeflow.serving.inference.request", ' \
+           '"source": "s", "data": {"instances": [{"b64": "YQ=="}]}}'
+    with pytest.raises(traffic_sink.Refused, match=r"\\udc80 at index 1, a lone surrogate") as refused:
+        sink.receive(headers, lone.encode())
+    assert refused.value.reason == traffic_sink.NOT_TEXT and sink.stats()["waiting"]["requests"] == 0
+    paired = "x\U0001f431\u00e9"
+    sink.receive(*structured("request", paired, request_body([b"a"])))
+    assert sink.receive(*structured("response", paired, response_body([0.5])))["recorded"] == 1
+    assert traffic.read_window(str(tmp_path / "traffic")).request_ids == [paired]
 
 
 def test_an_event_of_more_images_or_answers_than_the_limit_is_refused_whole(tmp_path):
@@ -540,6 +574,30 @@ def test_healthz_answers_while_a_large_event_is_parsed(served_sink):
     in_flight = [seconds for seconds, done in answered if not done]
     assert in_flight, "no probe was answered while the event was parsed"
     assert max(in_flight) < 1.0, answered
+
+
+def test_an_unforeseen_fault_is_answered_500_in_one_line_counted_and_the_sink_goes_on(served_sink, caplog,
+                                                                                        monkeypatch):
+    sink, _, client = served_sink()
+    taking = sink.take
+
+    def faulty(parsed):
+        if parsed.event.id == "boom":
+            raise KeyError("a fault no test foresaw")
+        return taking(parsed)
+
+    monkeypatch.setattr(sink, "take", faulty)
+    with caplog.at_level(logging.WARNING):
+        for _ in range(3):
+            answer = client.post("/", headers=kserve_headers("request", "boom"), content=request_body([b"a"]))
+            assert answer.status_code == 500
+            assert answer.json() == {"refused": traffic_sink.INTERNAL, "detail": "KeyError: 'a fault no test foresaw'"}
+        assert client.post("/", headers=kserve_headers("request", "fine"), content=request_body([b"a"])).json() == \
+            {"id": "fine", "images": 1, "waiting_for": "response"}
+    assert sink.stats()["refused"] == {traffic_sink.INTERNAL: 3}
+    said = [r.getMessage() for r in caplog.records if traffic_sink.INTERNAL in r.getMessage()]
+    assert len(said) == 1 and "\n" not in said[0], said  # rate-limited: once per reason every 10 s
+    assert not any(r.exc_info for r in caplog.records) and "Traceback" not in caplog.text
 
 
 def _padded_request(port: int, padding: int) -> bytes:

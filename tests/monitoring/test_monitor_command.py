@@ -1,6 +1,7 @@
 """`monitor`'s refusals, each one line with exit code 2 before anything is written, and its schedule beside the
 run's."""
 
+import argparse
 import os
 import sqlite3
 import subprocess
@@ -10,6 +11,7 @@ import pytest
 
 import pipeline_runner
 from cli import monitor as monitor_cli
+from contract import traffic
 from orchestration import local_schedule, roots, run_lock
 from tests.helpers import ROOT
 
@@ -89,6 +91,8 @@ def test_a_store_another_process_has_locked_is_named_busy_before_any_work(tmp_pa
 
 @pytest.mark.parametrize("flag, value", [("--false-alarm-rate", "1"), ("--false-alarm-rate", "x"),
                                          ("--since", "yesterday"), ("--since", "9" * 400 + "d"),
+                                         ("--since", "1000000d"), ("--since", "99999999999999d"),
+                                         ("--since", "1999-12-31T23:59:59Z"), ("--since", "0001-01-01T00:00:00+01:00"),
                                          ("--window", "0"), ("--sample", "4")])
 def test_settings_that_cannot_work_are_refused_by_the_parser(tmp_path, capsys, flag, value):
     with pytest.raises(SystemExit) as exit_:
@@ -97,9 +101,20 @@ def test_settings_that_cannot_work_are_refused_by_the_parser(tmp_path, capsys, f
 
 
 def test_since_takes_a_duration_back_from_now_or_a_utc_time():
-    assert monitor_cli.since_ms("6h", now=100_000.0) == (100_000 - 6 * 3600) * 1000
+    assert monitor_cli.since_ms("6h", now=1_800_000_000.0) == (1_800_000_000 - 6 * 3600) * 1000
     assert monitor_cli.since_ms("2026-11-24T08:00:00Z") == monitor_cli.since_ms("2026-11-24T08:00:00")
-    assert monitor_cli.since_ms("1970-01-01T00:00:01+00:00") == 1000
+    assert monitor_cli.since_ms("2000-01-01T00:00:01+00:00") == traffic.EARLIEST_TIME_MS + 1000
+    with pytest.raises(argparse.ArgumentTypeError, match="reaches back before 2000-01-01T00:00:00"):
+        monitor_cli.since_ms("1000000d")
+
+
+@pytest.mark.parametrize("time_ms, text", [(traffic.EARLIEST_TIME_MS, "2000-01-01T00:00:00+00:00"),
+                                           (-62135600400000,  # 0001-01-01T00:00:00+01:00
+                                            "-62135600400000 ms from the Unix epoch (no calendar date)"),
+                                           (2**63 - 1, f"{2**63 - 1} ms from the Unix epoch (no calendar date)")])
+def test_a_records_time_is_shown_as_a_date_where_a_calendar_has_one(time_ms, text):
+    """Records an older sink or another tool wrote may carry any int64 (year 1 in +01:00 is year 0 in UTC)."""
+    assert traffic.time_text(time_ms) == text
 
 
 def test_the_monitor_entry_checks_the_roots_traffic_and_logs_beside_the_runs(tmp_path):
