@@ -77,15 +77,20 @@ def check_window(reports: Mapping[int, IngestReport | None], window: int, own_qu
                             f"--span-window 1 (a window above 1 would train on a queued image twice)")
 
 
-def to_carry(reports: Mapping[int, IngestReport | None], position: int,
-             own_queue: str | None) -> tuple[list[QueueSpan], list[dict]]:
+def to_carry(reports: Mapping[int, IngestReport | None], position: int, own_queue: str | None,
+             recorded: Mapping[int, str | None] = {}) -> tuple[list[QueueSpan], list[dict]]:
     """The labeled queues' spans a span numbered `position` carries, oldest first, and the queues it does not
     carry because their newest span is gone (removed or moved aside: a later span's report names it): an older
     span of the same queue, which that one superseded, is never brought back. `reports`: every span of the
     examples root, None for one another tool wrote; `own_queue`: the identity of the queue being ingested (its
-    earlier span is superseded, never carried into its own)."""
+    earlier span is superseded, never carried into its own); `recorded`: the numbers file's {span: queue}, which
+    names a queue's newest span when it was removed before any later span's report could name it."""
     newest: dict[str, QueueSpan] = {}
-    named: dict[str, int] = {}  # the newest span any report names for each queue
+    # the newest span any report, or the numbers file, names for each queue
+    named: dict[str, int] = {}
+    for span, queue in recorded.items():
+        if queue is not None and span < position:
+            named[queue] = max(named.get(queue, 0), span)
     names: dict[str, str] = {}
     for span in sorted(s for s in reports if s < position):
         report = reports[span]

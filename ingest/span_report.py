@@ -8,6 +8,7 @@ written by another tool (or its upload did not finish).
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import posixpath
 
@@ -16,6 +17,10 @@ from contract.errors import printable
 from ingest import sources
 
 REPORT_FILE = layout.INGEST_REPORT
+# In the examples root: every span number ingest has published there, and the labeled queue each held. A span's
+# folder may be removed (to stop training on a queue, or by hand); its number is never used again, and a queue
+# whose newest span is gone stays stopped, though no report is left that names that span.
+NUMBERS_FILE = "span_numbers.json"
 STAGING_KIND = "span"  # a span is staged in examples/.span-<hex>/
 
 ACCEPTED = "accepted"
@@ -159,9 +164,42 @@ def clean_up(examples_root: str | os.PathLike) -> tuple[list[str], int]:
 
 
 def highest_span_number(examples_root: str | os.PathLike) -> int:
-    """The highest span number ever used: spans cut short and moved aside count (a reader may have seen them)."""
+    """The highest span number ever used: spans cut short and moved aside count (a reader may have seen them), and
+    so do removed ones the numbers file records."""
     root = str(examples_root)
-    return max(_numbered_spans(root) + storage.aside_numbers(aside_dir(root), _aside_number), default=0)
+    return max(_numbered_spans(root) + storage.aside_numbers(aside_dir(root), _aside_number)
+               + list(numbers_used(root)), default=0)
+
+
+def numbers_used(examples_root: str | os.PathLike) -> dict[int, str | None]:
+    """{span number: the labeled queue it held, or None} of every span ingest published under the root, present
+    or removed since ({} on a root from before the numbers file). DamagedReportError names the file when it
+    cannot be read as written."""
+    path = posixpath.join(str(examples_root), NUMBERS_FILE)
+    if not storage.backend.exists(path):
+        return {}
+    try:
+        entries = storage.read_json(path).get("spans")
+    except storage.UnreadableFileError as error:
+        entries, problem = None, error.reason
+    else:
+        problem = "its spans are not a list of {\"span\": number, \"labeled_queue\": text or null}"
+    if isinstance(entries, list) and all(
+            isinstance(e, dict) and type(e.get("span")) is int and 0 < e["span"] <= layout.MAX_NUMBER
+            and isinstance(e.get("labeled_queue"), (str, type(None))) for e in entries):
+        return {e["span"]: e["labeled_queue"] for e in entries}
+    raise DamagedReportError(f"{path} is damaged ({problem}); restore it, or remove it (span numbers of spans "
+                             "removed before are then free again, and a queue stopped by removing its newest span "
+                             "may be carried again)")
+
+
+def record_number(examples_root: str | os.PathLike, span: int, labeled_queue: str | None,
+                  present: dict[int, str | None]) -> None:
+    """Adds a span about to be published to the numbers file (before it is renamed into place: a number a
+    reader may see is always recorded), with the spans `present` (those of a root from before the file)."""
+    used = {**present, **numbers_used(examples_root), span: labeled_queue}
+    document = {"spans": [{"span": number, "labeled_queue": queue} for number, queue in sorted(used.items())]}
+    storage.backend.write(posixpath.join(str(examples_root), NUMBERS_FILE), json.dumps(document, indent=1).encode())
 
 
 def load_report(examples_root: str | os.PathLike, span: int) -> IngestReport | None:

@@ -53,6 +53,8 @@ from ingest.span_report import (
     existing_spans,
     highest_span_number,
     load_report,
+    numbers_used,
+    record_number,
 )
 
 # Ingest writes plain TFRecords: JPEG bytes do not compress (see the README's Performance section).
@@ -310,16 +312,17 @@ def ingest(kind: str, location: str | os.PathLike, examples_root: str | os.PathL
     data_fingerprint, queue = _fingerprint(kind, location, settings), carrying.queue_identity(kind, location)
     examples_root = str(examples_root)
     reports = {span: load_report(examples_root, span) for span in existing_spans(examples_root)}
+    recorded = numbers_used(examples_root)
     carrying.check_window(reports, settings.span_window, queue)
     if reports:
         latest = reports[max(reports)]
-        queues, _ = carrying.to_carry(reports, max(reports), queue)
+        queues, _ = carrying.to_carry(reports, max(reports), queue, recorded)
         if latest is not None and (latest.source_fingerprint == carrying.fingerprint(data_fingerprint, queues)
                                    or carrying.holds(latest, queue, data_fingerprint)):
             return dataclasses.replace(latest, reused=True)
     # Above spans cut short too: a reader may have seen them.
     span = layout.next_number(highest_span_number(examples_root), examples_root, "span")
-    queues, dropped = carrying.to_carry(reports, span, queue)
+    queues, dropped = carrying.to_carry(reports, span, queue, recorded)
     items = list(sources.LISTERS[kind](location))
 
     # The span is built in a hidden folder beside its final place, where Beam's workers can write (on Dataflow
@@ -353,6 +356,8 @@ def ingest(kind: str, location: str | os.PathLike, examples_root: str | os.PathL
             raise NoUsableImagesError(f"no usable images in {kind} source {location}:\n{report.table()}")
         for split in SPLITS:
             tf.io.gfile.makedirs(posixpath.join(staging, split))  # an empty split is still a split
+        record_number(examples_root, span, queue,
+                      {number: report.labeled_queue for number, report in reports.items() if report is not None})
         publish_span(staging, layout.span_dir(examples_root, span), report)
     finally:
         storage.backend.rmtree(staging)

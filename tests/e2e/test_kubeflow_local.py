@@ -38,7 +38,7 @@ from ml_metadata.proto import metadata_store_pb2
 
 from contract import metadata as node_ids
 from contract import served
-from ingest import synthetic
+from ingest import span_report, synthetic
 from orchestration import lease
 from tests.helpers import DEFAULT_NODE_IDS, PIPELINE_NAME, ROOT, TINY, evaluator_models, latest_run_states, tree_digest
 from tests.metadata_service import GrpcFront, MariaDB
@@ -264,7 +264,7 @@ def test_first_run_executes_every_node_once_and_pushes_version_1(runs):
     assert set(states) == set(DEFAULT_NODE_IDS)
     assert all(s == ["COMPLETE"] for s in states.values()), states
     assert runs["versions_after_first"] == ["1", served.CONFIG_FILE]
-    assert runs["spans_after_first"] == ["span-1"]
+    assert runs["spans_after_first"] == ["span-1", span_report.NUMBERS_FILE]
     summary, folder = _summary(result)
     assert summary["pushed_version"] == 1 and summary["blessed"] is True and summary["error"] is None
     assert os.path.exists(os.path.join(folder, "report", "index.html"))

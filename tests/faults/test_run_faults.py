@@ -31,7 +31,7 @@ from ml_metadata.proto import metadata_store_pb2
 
 from contract import features, served
 from contract import metadata as node_ids
-from ingest import synthetic
+from ingest import span_report, synthetic
 from orchestration import lease, run_lock
 from tests.helpers import ROOT, TINY, latest_run_states, run_cli, tree_digest
 
@@ -346,10 +346,10 @@ def test_ingest_stopped_midway_leaves_no_span_and_the_next_ingest_writes_it_whol
     assert again.returncode == 0, again.stderr[-3000:]
     if stop == signal.SIGKILL:
         assert f"removed the staging folder {staging.name} a killed ingest left" in again.stdout
-    assert sorted(p.name for p in (out / "examples").iterdir()) == ["span-1"]
+    assert sorted(p.name for p in (out / "examples").iterdir()) == ["span-1", span_report.NUMBERS_FILE]
     report = json.loads((out / "examples" / "span-1" / "ingest_report.json").read_text())
     assert report["files_seen"] == 300 and report["counts"]["accepted"] + report["counts"]["normalized"] == 300
-    assert sorted(p.name for p in (out / "examples").iterdir()) == ["span-1"]
+    assert sorted(p.name for p in (out / "examples").iterdir()) == ["span-1", span_report.NUMBERS_FILE]
 
 
 def test_the_next_run_records_a_version_a_killed_push_left_unrecorded(week):

@@ -214,6 +214,41 @@ def test_a_queue_whose_newest_span_is_gone_is_dropped_never_its_superseded_span_
     assert (later.span, later.carried, [e["span"] for e in later.not_carried]) == (7, [], [4])
 
 
+def test_a_removed_newest_queue_span_stops_the_queue_when_no_span_came_after_it_and_its_number_is_not_reused(root):
+    """No later report names the removed span: the numbers file does."""
+    examples = root["examples"]
+    spans.ingest("folder", root["data"], examples)
+    queued = _sorted_queue(root["labeling"], looks.images("sketch", 4), sort=2)
+    spans.ingest("folder", queued, examples)  # span 2: the first sort
+    spans.ingest("folder", root["data"], examples)  # span 3 carries span 2
+    for name in sorted(os.listdir(os.path.join(queued, layout.QUEUE_UNSORTED))):
+        _sort(queued, name)
+    assert spans.ingest("folder", queued, examples).span == 4  # supersedes span 2; the newest span
+    shutil.rmtree(examples / "span-4")
+    synthetic.write_demo_images(root["data"], 4)
+    report = spans.ingest("folder", root["data"], examples)
+    assert (report.span, report.carried, report.examples_written) == (5, [], 8), "span 4's number stays used"
+    assert f"{os.path.basename(queued)}'s newest span-4 is gone; its earlier span-2 is not carried" in report.table()
+    assert span_report.numbers_used(examples) == {1: None, 2: report.not_carried[0]["queue"], 3: None,
+                                                  4: report.not_carried[0]["queue"], 5: None}
+
+
+def test_a_root_from_before_the_numbers_file_gets_one_with_its_spans_and_a_damaged_one_stops_ingest(root):
+    examples = root["examples"]
+    spans.ingest("folder", root["data"], examples)
+    (examples / span_report.NUMBERS_FILE).unlink()  # as a root written before the file was
+    synthetic.write_demo_images(root["data"], 4)
+    spans.ingest("folder", root["data"], examples)
+    assert span_report.numbers_used(examples) == {1: None, 2: None}
+    shutil.rmtree(examples / "span-2")
+    synthetic.write_demo_images(root["data"], 5)
+    assert spans.ingest("folder", root["data"], examples).span == 3
+    (examples / span_report.NUMBERS_FILE).write_text('{"spans": [{"span": "3"}]}')
+    with pytest.raises(span_report.DamagedReportError, match=f"{span_report.NUMBERS_FILE} is damaged .*restore it"):
+        spans.ingest("folder", root["data"] / "cat", examples)
+    assert span_report.existing_spans(examples) == [1, 3]
+
+
 def test_the_fingerprint_covers_the_carried_queues_content_not_their_span_numbers():
     assert carried.fingerprint("abc", []) == "abc"
     one = carried.fingerprint("abc", [carried.QueueSpan(2, "q1", "q")])
@@ -255,7 +290,7 @@ def test_an_ingest_that_fails_after_carrying_leaves_no_span_and_no_staging(root,
     monkeypatch.setattr(spans, "_run_beam", full_disk)
     with pytest.raises(OSError):
         spans.ingest("folder", root["data"], examples)
-    assert sorted(os.listdir(examples)) == ["span-1"]
+    assert sorted(os.listdir(examples)) == ["span-1", span_report.NUMBERS_FILE]
 
 
 def test_a_damaged_report_of_an_earlier_span_stops_the_ingest_naming_it(root):

@@ -15,7 +15,7 @@ import time
 import pytest
 import tensorflow as tf
 
-from ingest import spans, synthetic
+from ingest import span_report, spans, synthetic
 
 
 def _free_port():
@@ -63,4 +63,4 @@ def test_ingest_on_a_portable_runner_with_worker_processes_writes_the_direct_run
         (direct.counts, direct.quarantined, direct.examples_per_split)
     assert portable.counts["quarantined"] == 1
     assert _records(tmp_path / "portable", 1) == _records(tmp_path / "direct", 1)
-    assert sorted(os.listdir(tmp_path / "portable")) == ["span-1"], "no staging left behind"
+    assert sorted(os.listdir(tmp_path / "portable")) == ["span-1", span_report.NUMBERS_FILE], "no staging left"
