@@ -4,12 +4,15 @@ scheduled on a Kubeflow Pipelines cluster through kfp's client.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import io
 import os
 import posixpath
 import re
 import time
 import uuid
+from typing import Callable
 
 from contract import layout
 from contract.errors import CommandError, first_line
@@ -27,22 +30,75 @@ class KubeflowUnreachableError(CommandError, RuntimeError):
 class LocalRun:
     run_id: str
     failure: str | None  # kfp.local's line naming the failed task; None when the DAG completed
+    log: str  # kfp.local's output and every task's
 
 
-def run_locally(package: str, arguments: dict, kfp_outputs: str, run_id: str | None = None) -> LocalRun:
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+_STARTED = re.compile(r"Executing task '([^']+)'")
+_FINISHED = re.compile(r"Task '([^']+)' finished with status (\w+)")
+ERRORS_SHOWN = 3  # of a failed task's own "error: ..." lines, the last ones
+
+
+class _TaskLines(io.TextIOBase):
+    """Where kfp.local writes (its own log and each task's output, thousands of lines a run): all of it into the
+    log file; to `say`, one line per task with its status and seconds, and a failed task's own error lines."""
+
+    def __init__(self, log, say: Callable[[str], None]):
+        self.log, self.say = log, say
+        self.partial, self.said_errors, self.started = "", [], time.monotonic()
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, text: str) -> int:
+        self.log.write(text)
+        *lines, self.partial = (self.partial + text).split("\n")
+        for line in lines:
+            self._line(_ANSI.sub("", line).strip())
+        return len(text)
+
+    def flush(self) -> None:
+        self.log.flush()
+
+    def _line(self, line: str) -> None:
+        if _STARTED.search(line):
+            self.said_errors, self.started = [], time.monotonic()
+        elif finished := _FINISHED.search(line):
+            self.say(f"  {finished[1]}: {finished[2].lower()} ({time.monotonic() - self.started:.0f} s)")
+            if finished[2] != "SUCCESS":
+                for error in self.said_errors[-ERRORS_SHOWN:]:
+                    self.say(f"    {error}")
+        elif line.startswith("error:"):  # a task's one line of why it stopped
+            self.said_errors.append(line)
+
+
+def run_locally(package: str, arguments: dict, kfp_outputs: str, say: Callable[[str], None],
+                run_id: str | None = None) -> LocalRun:
     """Runs a compiled package on this machine with the kfp SDK's own local runner.
 
     Every task runs as a subprocess of this Python (the environment the image
     holds), in the package's dependency order; KFP's artifacts go under
-    `kfp_outputs`. kfp 2.13's local runner stops at the first failed task and
-    never runs an exit handler after a failure, so when the DAG fails the exit
-    handler (the report) is run here, as the backend runs it, with the
-    package's own inputs and the same run id.
+    `kfp_outputs`, and what kfp.local and the tasks print into
+    `<kfp_outputs>/<run id>.log`, while `say` gets one line per task.
+    kfp 2.13's local runner stops at the first failed task and never runs an
+    exit handler after a failure, so when the DAG fails the exit handler (the
+    report) is run here, as the backend runs it, with the package's own inputs
+    and the same run id.
     """
+    run_id = run_id or f"local-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
+    os.makedirs(kfp_outputs, exist_ok=True)
+    log = os.path.join(kfp_outputs, f"{run_id}.log")
+    say(f"run {run_id}: each task's output in {log}")
+    with open(log, "w", encoding="utf-8", errors="backslashreplace") as f, \
+            contextlib.redirect_stdout(_TaskLines(f, say)):
+        return LocalRun(run_id, _run_package(package, arguments, kfp_outputs, run_id), log)
+
+
+def _run_package(package: str, arguments: dict, kfp_outputs: str, run_id: str) -> str | None:
+    """kfp.local's run of the package, the exit handler run after a failure; the failure's line, or None."""
     from kfp import local
     from kfp.local import placeholder_utils
 
-    run_id = run_id or f"local-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=kfp_outputs, raise_on_error=True)
     # The local runner draws a random number as the run id (the PIPELINE_JOB_ID placeholder); choosing it here
     # lets the report that follows a failure speak of the same run, and names the run's folder.
@@ -51,14 +107,13 @@ def run_locally(package: str, arguments: dict, kfp_outputs: str, run_id: str | N
     try:
         try:
             _load_package(package)(**arguments)
-            return LocalRun(run_id, None)
+            return None
         except RuntimeError as error:  # kfp.local names the failed task (its log is above), in terminal colours
             failure = _plain_first_line(error) or "the local run failed"
         except KeyboardInterrupt:  # a canceled run: the backend runs the exit handler then too (it frees the root)
             _run_exit_handler(package)
             raise
-        failure += _run_exit_handler(package)
-        return LocalRun(run_id, failure)
+        return failure + _run_exit_handler(package)
     finally:
         placeholder_utils.make_random_id = chosen
 
@@ -77,7 +132,7 @@ def _run_exit_handler(package: str) -> str:
 
 
 def _plain_first_line(error: BaseException) -> str:
-    return first_line(RuntimeError(re.sub(r"\x1b\[[0-9;]*m", "", str(error))))
+    return first_line(RuntimeError(_ANSI.sub("", str(error))))
 
 
 def run_outcome(folder: str) -> str | None:

@@ -87,7 +87,9 @@ def submit(args: argparse.Namespace) -> int:
                             "to run it here")
     # No lock here: the package's first task takes the root's lease, as on a cluster.
     rehearsal = flags.settings(args, Rehearsal)
-    run = kfp_runs.run_locally(package, flags.run_arguments(args), str(rehearsal.kfp_outputs.resolve()))
+    terminal = sys.stdout  # kfp.local's own output goes to the run's log file while it runs
+    run = kfp_runs.run_locally(package, flags.run_arguments(args), str(rehearsal.kfp_outputs.resolve()),
+                               say=lambda line: print(line, file=terminal, flush=True))
     if packages.is_monitor_package(package):
         if run.failure:
             raise errors.RunFailedError(f"monitoring run {run.run_id} {run.failure}")

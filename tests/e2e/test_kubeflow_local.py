@@ -269,6 +269,14 @@ def test_first_run_executes_every_node_once_and_pushes_version_1(runs):
     assert summary["pushed_version"] == 1 and summary["blessed"] is True and summary["error"] is None
     assert os.path.exists(os.path.join(folder, "report", "index.html"))
     assert not (runs["root"] / ".pipeline.lock").exists(), "the exit handler released the root"
+    # one line per task on the terminal; kfp.local's and the tasks' thousands of lines in the run's log
+    first, *tasks, last = result.stdout.splitlines()
+    assert first.startswith(f"run {summary['run_id']}: each task's output in ")
+    assert last.startswith("local run finished")
+    assert len(tasks) == len(DEFAULT_NODE_IDS) + 2  # a task per TFX node, the ingest task and the exit handler
+    assert all(line.startswith("  ") and ": success (" in line for line in tasks), tasks
+    log = open(first.rsplit(" in ", 1)[-1]).read()
+    assert log.count("Executing task") == len(tasks) and "Traceback" not in result.stdout + result.stderr
 
 
 def test_a_run_started_while_another_holds_the_root_is_refused_and_reports_it(runs):
