@@ -109,7 +109,8 @@ def check_anomalies(anomalies_by_split: dict[str, anomalies_pb2.Anomalies], allo
         raise DataAnomaliesError(
             f"{len(lines)} data anomal{'y' if len(lines) == 1 else 'ies'} found; stopping before "
             "Transform and Trainer:\n  " + "\n  ".join(lines)
-            + "\nFix the data, or rerun with --allow-anomalies to train on it anyway.")
+            + "\nFix the data as each line says, or (a local run) rerun with --allow-anomalies to train on it "
+              "anyway.")
     return lines
 
 

@@ -9,6 +9,17 @@ import logging
 import os
 
 
+class _SaidByTheCommand(logging.Filter):
+    """TFX's launcher logs "Execution N failed." as an error before it raises; the command's own error line names
+    the node and why, so a bare id above it says nothing more."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.msg != "Execution %d failed."
+
+
+_SAID_BY_THE_COMMAND = _SaidByTheCommand()
+
+
 def apply(verbose: bool = False) -> None:
     """Keeps the terminal to what the run says; --verbose shows everything.
 
@@ -30,6 +41,10 @@ def apply(verbose: bool = False) -> None:
     logging.getLogger().setLevel(level)
     for noisy in ("tensorflow", "absl"):
         logging.getLogger(noisy).setLevel(level)
+    if verbose:
+        logging.getLogger("absl").removeFilter(_SAID_BY_THE_COMMAND)
+    else:
+        logging.getLogger("absl").addFilter(_SAID_BY_THE_COMMAND)
     # Beam's worker processes report every warning of theirs through the job service.
     logging.getLogger("apache_beam").setLevel(level if verbose else logging.ERROR)
     # A transform's failure is logged with its traceback there and raised by the pipeline too: the command

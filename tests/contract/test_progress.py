@@ -32,3 +32,21 @@ def test_a_program_that_embeds_the_pipeline_can_quiet_progress_as_any_log():
         sys.stdout = out
         logger.setLevel(logging.INFO)
     assert shown.getvalue() == "shown\n"
+
+
+def test_tfxs_bare_execution_failed_line_is_left_to_the_commands_own_error_and_verbose_shows_it(caplog):
+    from absl import logging as absl_logging
+
+    try:
+        quiet_logs.apply(False)
+        with caplog.at_level(logging.ERROR, logger="absl"):
+            absl_logging.error("Execution %d failed.", 7)  # TFX's launcher, before it raises
+            absl_logging.error("another error: %s", "kept")
+        assert [r.getMessage() for r in caplog.records] == ["another error: kept"]
+        caplog.clear()
+        quiet_logs.apply(True)
+        with caplog.at_level(logging.ERROR, logger="absl"):
+            absl_logging.error("Execution %d failed.", 7)
+        assert [r.getMessage() for r in caplog.records] == ["Execution 7 failed."]
+    finally:
+        quiet_logs.apply(False)
