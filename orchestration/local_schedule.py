@@ -83,9 +83,13 @@ def _entry(cron: str, project_dir: pathlib.Path, output_dir: pathlib.Path, pytho
                        ("the Python interpreter", python)):
         check_one_line(what, str(path))
     # The log's folder is made first: the shell opens `>>` before the run could create the output directory.
-    log = RunLayout(output_dir).schedule_log
+    log = shlex.quote(str(RunLayout(output_dir).schedule_log))
+    # Each entry's output opens with a line of its own (the command and when it started): the log holds every
+    # night's output one after another.
+    header = shlex.quote(f"=== {arguments.split()[0]} ")
     command = (f"mkdir -p {shlex.quote(str(output_dir))} && cd {shlex.quote(str(project_dir))} && "
-               f"{shlex.quote(python)} pipeline_runner.py {arguments} >> {shlex.quote(str(log))} 2>&1")
+               f"echo {header}\"$(date -u)\" === >> {log} && "
+               f"{shlex.quote(python)} pipeline_runner.py {arguments} >> {log} 2>&1")
     # cron turns an unescaped % into a newline
     return f"{cron} {command.replace('%', chr(92) + '%')} {_mark(output_dir, mark)}"
 

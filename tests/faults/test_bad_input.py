@@ -8,6 +8,7 @@ capability, a shell as cron runs it.
 import io
 import json
 import os
+import re
 import shlex
 import stat
 import subprocess
@@ -328,6 +329,10 @@ def test_printed_cron_line_runs_in_a_fresh_output_folder(tmp_path):
     assert ran.stderr == "" and log.exists(), ran.stderr
     assert ran.returncode == 2 and "error: no usable images in folder source" in log.read_text()
     assert shlex.split(command)[2] == str(out)
+    # each night's output opens with a line of its own: the command and when it started
+    first, second = log.read_text().splitlines()[:2]
+    assert re.fullmatch(r"=== run \w{3} \w{3} [ \d]\d \d\d:\d\d:\d\d UTC \d{4} ===", first), first
+    assert second.startswith("error: no usable images"), second
 
 
 # predict's exit codes ----------------------------------------------------------------------------------------
