@@ -63,7 +63,8 @@ SHARED = {
                                   "worker per core. For Dataflow: --beam-arg=--runner=DataflowRunner "
                                   "--beam-arg=--project=P --beam-arg=--region=R --beam-arg=--temp_location=gs://B/tmp"),
         "--package": (functools.partial(flags.add_package, default="cats_vs_dogs_pipeline.yaml", output=True),
-                      "Output file (.yaml). Default: cats_vs_dogs_pipeline.yaml."),
+                      "Output file (.yaml). Default: cats_vs_dogs_pipeline.yaml in the current folder. For a "
+                      "cluster's root, the KServe manifest is written beside it (<name>.inferenceservice.yaml)."),
     },
     "submit": {
         "--package": (flags.add_package, "A package written by `compile`."),

@@ -97,25 +97,29 @@ def command_predict(args: argparse.Namespace) -> int:
     sent: dict[int, bytes] | None = {} if args.record else None
     predictions, jpegs = predict.predict_files(model, files, sent=sent)
     sheet = sheet_error = None
+    replaced = False
     if jpegs:  # a sheet of nothing but unreadable files would say less than the table
         path = args.sheet or (_default_sheet(args.output_dir if args.model is None else args.model) if not remote
                               else pathlib.Path("predictions", "contact_sheet.png"))
         try:  # whatever happens to the sheet, the classifications are printed below
             heatmaps = predict.explain(model_dir, jpegs) if args.explain else None
             path.parent.mkdir(parents=True, exist_ok=True)
+            replaced = path.exists()  # one sheet per folder: the earlier predict's is written over, and said so
             contact_sheet.render(predictions, jpegs, heatmaps).save(path)
             sheet = str(path)
         except (OSError, ValueError) as error:
             sheet_error = f"the contact sheet could not be written to {path}: {errors.first_line(error)}"
     shown = predict.shown_url(predict.predict_url(args.url, _pipeline_name())) if remote else str(model_dir)
     if args.json:
-        print(json.dumps({"model": shown, "sheet": sheet, "sheet_error": sheet_error,
+        print(json.dumps({"model": shown, "sheet": sheet, "sheet_replaced": bool(sheet and replaced),
+                          "sheet_error": sheet_error,
                           "predictions": [dataclasses.asdict(p) for p in predictions]}, indent=2))
     else:
         print(f"model: {shown}")
         print(predict.table(predictions))
         if sheet:
-            print(f"contact sheet: {sheet}")
+            print(f"contact sheet: {sheet}" + (" (replacing the earlier one; --sheet PATH keeps both)" if replaced
+                                               else ""))
     recorded = _record(args.output_dir, model_dir, predictions, sent) if args.record else None
     unreadable = sum(p.error is not None for p in predictions)
     if recorded is not None:

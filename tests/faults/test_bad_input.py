@@ -361,7 +361,10 @@ def photos(tmp_path, demo_jpegs):
 def test_predict_exits_0_when_every_file_is_classified(model_dir, photos, capsys):
     code, out, err = _cli(capsys, "predict", photos / "photos", "--model", model_dir, "--sheet", photos / "s.png")
     assert code == 0 and err == "" and "UNREADABLE" not in out
-    assert (photos / "s.png").exists()
+    assert (photos / "s.png").exists() and f"contact sheet: {photos / 's.png'}\n" in out
+    code, out, _ = _cli(capsys, "predict", photos / "photos", "--model", model_dir, "--sheet", photos / "s.png")
+    assert code == 0
+    assert f"contact sheet: {photos / 's.png'} (replacing the earlier one; --sheet PATH keeps both)" in out
 
 
 def test_predict_exits_1_when_some_files_cannot_be_read(model_dir, photos, capsys):
@@ -369,6 +372,7 @@ def test_predict_exits_1_when_some_files_cannot_be_read(model_dir, photos, capsy
                           "--model", model_dir, "--sheet", photos / "s.png", "--json")
     assert code == 1
     assert _one_line(err) == "warning: 2 of 4 files could not be classified (marked UNREADABLE)"
+    assert json.loads(out)["sheet_replaced"] is False
     errors = {p["path"]: p["error"] for p in json.loads(out)["predictions"]}
     assert errors[str(photos / "missing.jpg")] == "cannot be read: No such file or directory"
     assert errors[str(photos / "notes.txt")] and sum(e is None for e in errors.values()) == 2
