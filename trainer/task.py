@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import tempfile
+import time
 import warnings
 from typing import Any, Mapping
 
@@ -22,7 +23,7 @@ import tensorflow as tf
 import tensorflow_transform as tft
 
 from config import DataConfig, TrainingConfig
-from contract import features, layout
+from contract import features, layout, progress
 from trainer import devices, export, feature_cache
 from trainer import hyperparameters as hyperparameters_lib
 from trainer import model as model_lib
@@ -137,6 +138,10 @@ class _Phases:
 
     def fit(self, model, learning_rate, *, phase, epochs, data):
         """`data(first_epoch, epochs)` -> (train batches, eval batches, steps per epoch or None)."""
+        what = "the head, the base frozen" if phase == "head" else \
+            f"fine-tuning from layer {self.config.fine_tune_from}"
+        progress.say(f"{feature_cache.SPEAKER.get()}: {what}: epochs {self.next_epoch + 1}-{self.next_epoch + epochs} "
+                     f"at a learning rate of {learning_rate:g}")
         model_lib.compile_model(model, learning_rate)
         train, evaluation, steps = data(self.next_epoch, epochs)
         stop = [keras.callbacks.EarlyStopping(monitor=_MONITOR, patience=self.config.early_stopping_patience)] \
@@ -194,8 +199,12 @@ def _train_on_cached_views(model, phases: _Phases, train_examples, eval_examples
     train_images, eval_images = counts if counts else (feature_cache.count(train_examples),
                                                          feature_cache.count(eval_examples))
     try:
+        started = time.monotonic()
+        progress.say(f"{feature_cache.SPEAKER.get()}: caching the frozen base's views of {train_images:,} training "
+                     f"and {eval_images:,} eval images (paid once, not every epoch)")
         cache = feature_cache.fill(model, parts, train_examples, eval_examples, train_images=train_images,
                                    eval_images=eval_images, config=config, cache_dir=cache_dir)
+        progress.say(f"{feature_cache.SPEAKER.get()}: cached views ready in {time.monotonic() - started:.0f} s")
         logging.info("Cached views: %s", cache.record())
 
         def data(part):

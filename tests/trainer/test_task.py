@@ -37,7 +37,7 @@ def config():
 # Cached views keep the base's activations in float16: the eval loss the phases see is the full model's within
 # that rounding.
 @pytest.mark.parametrize("views,tolerance", [(0, 1e-4), (2, 2e-2)])
-def test_train_records_both_phases_and_keeps_the_best_epoch(config, views, tolerance, monkeypatch):
+def test_train_records_both_phases_and_keeps_the_best_epoch(config, views, tolerance, monkeypatch, capsys):
     traces = []
     step = TensorFlowTrainer.train_step
 
@@ -67,6 +67,13 @@ def test_train_records_both_phases_and_keeps_the_best_epoch(config, views, toler
         assert history["cache"]["eval_images"] == 16 and history["cache"]["location"] == "memory"
     else:
         assert history["cache"] is None
+    # what the run's terminal shows of the Trainer: each phase as it starts, and the cache's one pass
+    said = [line for line in capsys.readouterr().out.splitlines() if line.startswith("Trainer: ")]
+    caching = ["Trainer: caching the frozen base's views of 16 training and 16 eval images (paid once, not every "
+               "epoch)"] if views else []
+    assert [line for line in said if "cached views ready in" not in line] == [
+        *caching, f"Trainer: the head, the base frozen: epochs 1-2 at a learning rate of {head_rate:g}",
+        f"Trainer: fine-tuning from layer 100: epochs 3-4 at a learning rate of {tune_rate:g}"]
 
 
 def test_cached_views_leave_the_frozen_layers_as_they_were(config):
