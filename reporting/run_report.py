@@ -26,6 +26,7 @@ matplotlib.use("Agg")  # files only, no display
 import keras  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
 import tensorflow as tf  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from components.anomalies_gate import (  # noqa: E402
     ANOMALIES_FILE,
@@ -111,6 +112,7 @@ def training_curves(history: dict, path: pathlib.Path) -> None:
             axis.axvline(history["best_epoch"] + 1, color="green", alpha=0.3, linewidth=6, label="weights kept")
         axis.set_title(title)
         axis.set_xlabel("epoch")
+        axis.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole: no tick at 1.5
         axis.grid(alpha=0.3)
     axes[0].legend()
     figure.tight_layout()

@@ -176,3 +176,16 @@ def test_a_rerun_whose_push_was_cached_says_nothing_new_was_pushed(tmp_path):
     assert "Nothing new pushed; version 1, pushed earlier, is served." in top and "Pushed as version" not in top
     pushed = run_report.write_report(dataclasses.replace(summary, nodes=[]), tmp_path / "new", {}, None).read_text()
     assert f"Pushed as version 1 ({tmp_path / 'serving_model' / '1'})." in pushed.split("<nav>")[0]
+
+
+def test_the_training_curves_mark_whole_epochs_only(tmp_path, monkeypatch):
+    saved = []
+    monkeypatch.setattr(run_report.plt, "close", saved.append)  # the figure, kept to read its axes
+    epochs = [{"epoch": n, "phase": "head" if n < 2 else "fine_tune", "accuracy": 0.5 + n / 10, "loss": 1 - n / 10,
+               "val_accuracy": 0.5, "val_loss": 0.9} for n in range(3)]
+    run_report.training_curves({"epochs": epochs, "fine_tune_start_epoch": 2, "best_epoch": 1},
+                               tmp_path / "curves.png")
+    assert (tmp_path / "curves.png").stat().st_size > 0
+    for axis in saved[0].axes:
+        ticks = [t for t in axis.get_xticks() if axis.get_xlim()[0] <= t <= axis.get_xlim()[1]]
+        assert ticks and all(float(t).is_integer() for t in ticks), ticks
