@@ -90,8 +90,9 @@ def accuracy_interval(metrics: dict[str, float]) -> tuple[float, float] | None:
     return uncertainty.accuracy_interval(round(metrics["binary_accuracy"] * images), images)
 
 
-def paired_words(paired: dict, images: int) -> str:
-    """Whether the candidate's difference from the baseline is within the noise of the `images` scored."""
+def paired_words(paired: dict, images: int, refused: bool = False) -> str:
+    """Whether the candidate's difference from the baseline is within the noise of the `images` scored; for a
+    candidate the thresholds `refused`, what such a difference means for that."""
     only_candidate, only_baseline = (int(round(paired[key])) for key in (ONLY_CANDIDATE_RIGHT, ONLY_BASELINE_RIGHT))
     net = only_candidate - only_baseline
     if net:
@@ -101,6 +102,10 @@ def paired_words(paired: dict, images: int) -> str:
         change = "as many images right as the baseline"
     verdict = "within the noise of the split" if paired["p_value"] >= uncertainty.SIGNIFICANCE \
         else "more than the noise of the split"
+    if refused and paired["p_value"] >= uncertainty.SIGNIFICANCE:
+        # The thresholds judge the measured accuracy; the served model is kept on a difference chance could make.
+        verdict += " (the candidate may be no worse: the served model stays, as the thresholds ask; more test " \
+                   "images would tell them apart)"
     return (f"the candidate gets {change} of {images} ({only_candidate} only it gets right, {only_baseline} only "
             f"the baseline; McNemar's exact p = {paired['p_value']:.2g}): {verdict}")
 
@@ -168,5 +173,5 @@ def decision(evaluation_uri: str, blessed: bool) -> str:
     paired = read_paired(evaluation_uri)
     if paired is not None:
         images = int(read_metrics(evaluation_uri)[0].get("candidate", {}).get("example_count", 0))
-        words += "; " + paired_words(paired, images)
+        words += "; " + paired_words(paired, images, refused=bool(failures) or not blessed)
     return words
