@@ -77,6 +77,10 @@ def command_models(args: argparse.Namespace) -> int:
     Each pushed version with its eval metrics, the data spans its model was trained on, its blessing and its
     push time: of a local output directory, or of a deployment (--root and its store). The served version is the
     one the serving config (models.config) names, if its files match their digests; a damaged version is named.
+    The table's columns: version (the serving_model/ folder TF Serving loads), pushed at, model (the id of
+    its Model artifact in ML Metadata; -1 where none is recorded), spans, accuracy on the judged split
+    with its 95% interval, auc, examples (and the split they are from), blessed, the TFLite models' agreement with
+    it (float16/int8), and the path of its files.
     """
     root, store = history_store(args)  # first: a refused setting is named before the seconds TFX takes to import
     from contract import metadata as metadata_lib
