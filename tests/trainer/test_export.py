@@ -355,6 +355,10 @@ def test_the_served_command_in_the_docs_runs_the_pinned_image_on_the_roots_confi
     assert f"tensorflow/serving:{release} \\" in command and "-p 8501:8501" in command
     assert '--model_config_file="$ROOT/serving_model/models.config"' in command
     assert '-v "$ROOT/serving_model:$ROOT/serving_model:ro"' in command, "the config's paths hold in the container"
+    # without Docker: TF Serving's own binary, started with the image's flags and the port the image serves REST on
+    (binary,) = [block for block in _doc_blocks("sh") if "tensorflow_model_server " in block]
+    flags = [line for line in command.splitlines() if line.lstrip().startswith("--")]
+    assert flags and all(flag.strip(" \\") in binary for flag in flags) and "--rest_api_port=8501" in binary
 
 
 def test_the_documented_requests_classify_a_photo_as_the_docs_answer(exported, demo_jpegs, tmp_path):
@@ -368,7 +372,7 @@ def test_the_documented_requests_classify_a_photo_as_the_docs_answer(exported, d
     (tmp_path / "my_cat.jpg").write_bytes(demo_jpegs["cat"][0])
     (shown,) = json.loads(_doc_blocks("json")[0])["predictions"]
     (python,) = _doc_blocks("python")
-    status, request = [block for block in _doc_blocks("sh") if "curl" in block]
+    status, request = [block for block in _doc_blocks("sh") if "curl" in block and "localhost:8501" in block]
     with ServingStandIn(path) as server:
         def run(command):
             result = subprocess.run(command, capture_output=True, text=True, timeout=120, cwd=tmp_path,
