@@ -395,14 +395,17 @@ def _file_index(name: str) -> tuple[int, str]:
 
 def read_window(traffic_root: str, max_images: int | None = None, since_ms: int | None = None) -> TrafficWindow:
     """The newest `max_images` records (all when None) of the committed spans, at or after `since_ms` when
-    given, oldest first (by request time, then span and order written). Reads spans newest first and stops at
-    the first whose newest record is older than every record kept. Keeps no image (TrafficWindow.batches reads
-    them again)."""
+    given, oldest first (by request time, then span and order written). Reads spans by their newest record's
+    time, newest first, and stops at the first whose newest record is older than every record kept: by time, not
+    by number, since a sender's clock or a second writer can give a later span older records. Keeps no image
+    (TrafficWindow.batches reads them again)."""
     root = str(traffic_root)
     kept: list[tuple] = []
-    for span in reversed(committed_spans(root)):
-        report = load_report(root, span)
-        if report.last_time_ms is None or (since_ms is not None and report.last_time_ms < since_ms):
+    reports = [load_report(root, span) for span in committed_spans(root)]
+    for report in sorted((r for r in reports if r.last_time_ms is not None),
+                         key=lambda r: (r.last_time_ms, r.span), reverse=True):
+        span = report.span
+        if since_ms is not None and report.last_time_ms < since_ms:
             continue
         if max_images is not None and len(kept) >= max_images and (not kept or report.last_time_ms <= kept[0][0]):
             break

@@ -167,6 +167,21 @@ def test_a_window_is_the_newest_records_across_spans_oldest_first_and_reads_no_o
     assert read == [3], "span 2 holds nothing newer than the 4 kept: not read"
 
 
+def test_a_window_is_chosen_by_time_when_span_numbers_and_times_disagree(tmp_path, monkeypatch):
+    """A sender's clock or a second writer can give a later span older records: the newest images are kept."""
+    root = str(tmp_path / "traffic")
+    writer = traffic.TrafficWriter(root, batch_size=2, max_seconds=60)
+    for i in (20, 21, 0, 1, 10, 11):  # span 1 the newest records, span 2 the oldest, span 3 between
+        writer.add(_record(i))
+    read = []
+    real = traffic.read_span
+    monkeypatch.setattr(traffic, "read_span", lambda r, span: read.append(span) or real(r, span))
+    window = traffic.read_window(root, max_images=2)
+    assert window.request_ids == ["req-20", "req-21"] and window.spans == [1]
+    assert read == [1], "spans 3 and 2 hold nothing newer than the two kept: not read"
+    assert traffic.read_window(root, max_images=3).request_ids == ["req-11", "req-20", "req-21"]
+
+
 @pytest.mark.parametrize("change", ["other images", "fewer records", "a link", "no report"])
 def test_a_span_changed_between_the_window_and_its_reread_stops_the_reread_naming_it(tmp_path, change):
     root = str(tmp_path / "traffic")
