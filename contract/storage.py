@@ -36,6 +36,7 @@ from __future__ import annotations
 import json
 import os
 import posixpath
+import re
 import shutil
 import stat
 import time
@@ -299,12 +300,19 @@ def move_aside(folder: str, aside_dir: str, name: str, last_file: str) -> str:
     return destination
 
 
-def remove_staging(parent: str, prefixes: Iterable[str]) -> list[str]:
-    """Removes hidden staging folders a killed writer left in `parent`; returns their names. Called only by
-    the holder of the root's lease, so no other writer is using them."""
+# What follows a staging folder's prefix in the names staging_name gives: a folder of a user's that shares the
+# prefix (".queue-notes") is not the writer's, and is never removed.
+_STAGING_SUFFIX = re.compile(r"[0-9a-f]{32}")
+
+
+def remove_staging(parent: str, prefixes: Iterable[str], suffix: re.Pattern = _STAGING_SUFFIX) -> list[str]:
+    """Removes hidden staging folders a killed writer left in `parent` (a prefix, then what `suffix` matches
+    whole: a staging_name by default); returns their names. Called only by the holder of the root's lease, so no
+    other writer is using them."""
     if not backend.isdir(parent):
         return []
-    stale = [name for name in backend.listdir(parent) if name.startswith(tuple(prefixes))]
+    stale = [name for name in backend.listdir(parent) for prefix in prefixes
+             if name.startswith(prefix) and suffix.fullmatch(name[len(prefix):])]
     for name in stale:
         backend.rmtree(posixpath.join(parent, name))
     return stale

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import pathlib
+import re
 
 import jinja2
 import numpy as np
@@ -15,6 +16,7 @@ PAGE = "index.html"
 FIGURE = "distributions.png"
 RESULT = "drift.json"
 STAGING_PREFIX = ".check-"  # a report being written (monitor names each check-<time>/): renamed once whole
+STAGING_SUFFIX = re.compile(r"[0-9]{8}T[0-9]{12}Z")  # the time monitor.check names a check's folder by
 _TEMPLATES = jinja2.Environment(
     loader=jinja2.FileSystemLoader(pathlib.Path(__file__).resolve().parents[1] / "reporting" / "templates"),
     autoescape=True, undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
@@ -71,7 +73,7 @@ def write(folder: pathlib.Path, result: dict, window: dict[str, np.ndarray], ref
     from contract import storage
 
     folder.parent.mkdir(parents=True, exist_ok=True)
-    storage.remove_staging(str(folder.parent), [STAGING_PREFIX])
+    storage.remove_staging(str(folder.parent), [STAGING_PREFIX], suffix=STAGING_SUFFIX)
     staging = folder.parent / f".{folder.name}"
     try:
         staging.mkdir()

@@ -49,11 +49,11 @@ def test_an_incomplete_version_is_moved_aside_and_its_number_never_used_again(mo
     push_model(str(model_dir), str(serving), model_uri="model-1")
     (serving / "2" / "variables").mkdir(parents=True)  # a push killed before its commit record
     (serving / "2" / "saved_model.pb").write_bytes(b"half")
-    (serving / ".incoming-dead").mkdir()  # ... and the staging copy of another
+    (serving / ".incoming-deaddeaddeaddeaddeaddeaddeaddead").mkdir()  # ... and the staging copy of another
     assert existing_versions(str(serving)) == [1]
     result = push_model(str(model_dir), str(serving), model_uri="model-2")
     assert result.version == 3 and sorted(os.listdir(serving)) == ["1", "3", CONFIG]
-    assert result.cleaned[0] == "removed the staging copy .incoming-dead a killed push left"
+    assert result.cleaned[0] == "removed the staging copy .incoming-deaddeaddeaddeaddeaddeaddeaddead a killed push left"
     assert result.cleaned[1].startswith(f"version 2 was incomplete (no readable commit record "
                                         f"({layout.DIGESTS_FILE})): moved to {serving}.incomplete/2-")
     (aside,) = os.listdir(f"{serving}.incomplete")

@@ -20,6 +20,7 @@ from tests.object_store import FakeObjectStore, Killed
 ROOT = "gs://bucket/pipeline"
 SERVING = f"{ROOT}/serving_model"
 EXAMPLES = f"{ROOT}/examples"
+STAGED = ".span-" + "2" * 32  # a staging folder as storage.staging_name names one
 MODEL_FILES = ("saved_model.pb", "fingerprint.pb", "variables/variables.index",
                "variables/variables.data-00000-of-00001", layout.KERAS_MODEL_FILE)
 
@@ -178,13 +179,13 @@ def span_1(use):
     """An examples root with span 1 complete and span 2 staged, ready to publish."""
     store = use(FakeObjectStore())
     _stage_span(".span-one")
-    _stage_span(".span-two")
+    _stage_span(STAGED)
     spans.publish_span(f"{EXAMPLES}/.span-one", layout.span_dir(EXAMPLES, 1), _report(1))
     return dict(store.objects)
 
 
 def _publish_span_2():
-    spans.publish_span(f"{EXAMPLES}/.span-two", layout.span_dir(EXAMPLES, 2), _report(2))
+    spans.publish_span(f"{EXAMPLES}/{STAGED}", layout.span_dir(EXAMPLES, 2), _report(2))
 
 
 def test_a_span_published_killed_after_any_object_is_never_read_and_is_moved_aside(use, span_1):
@@ -210,8 +211,8 @@ def test_a_span_published_killed_after_any_object_is_never_read_and_is_moved_asi
         assert highest == (2 if cut_short or readable == [1, 2] else 1), budget
         assert all(layout.span_number(n) is not None for n in after.listdir(EXAMPLES)), after.listdir(EXAMPLES)
         assert any(line.startswith("span 2 was cut short") for line in done) == cut_short, (budget, done)
-        staging_left = any(name.startswith(f"{EXAMPLES}/.span-two/") for name in killed.objects)
-        assert any(line.startswith("removed the staging folder .span-two") for line in done) == staging_left
+        staging_left = any(name.startswith(f"{EXAMPLES}/{STAGED}/") for name in killed.objects)
+        assert any(line.startswith(f"removed the staging folder {STAGED}") for line in done) == staging_left
         assert span_report.existing_spans(EXAMPLES) == readable and span_report.clean_up(EXAMPLES)[0] == []
     assert any(markers_only), "no kill left a span folder holding only its directory marker"
 
@@ -232,7 +233,7 @@ def test_a_span_killed_after_its_first_object_is_cut_short_and_moved_aside(use, 
 
 
 def test_moving_a_span_aside_killed_after_any_object_leaves_it_cut_short_until_done(use, span_1):
-    partial = {name: data for name, data in span_1.items() if ".span-two" not in name}
+    partial = {name: data for name, data in span_1.items() if STAGED not in name}
     partial[f"{layout.span_dir(EXAMPLES, 2)}/"] = b""  # directory markers: a move must not leave them readable
     partial[f"{layout.span_dir(EXAMPLES, 2)}/{layout.SPAN_UNCOMMITTED}"] = b""
     partial[f"{layout.span_dir(EXAMPLES, 2)}/test/"] = b""

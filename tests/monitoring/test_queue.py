@@ -45,10 +45,14 @@ def test_a_window_checked_again_queues_only_the_images_no_earlier_queue_holds(tm
     unsorted = os.path.join(first, layout.QUEUE_UNSORTED)
     for name in sorted(os.listdir(unsorted))[:3]:
         os.rename(os.path.join(unsorted, name), os.path.join(first, "cat", name))
-    stale = labeling / ".queue-0123456789abcdef"  # a check killed while it staged its queue
+    stale = labeling / ".queue-0123456789abcdef0123456789abcdef"  # a check killed while it staged its queue
     (stale / layout.QUEUE_UNSORTED).mkdir(parents=True)
+    for mine in (".queue-notes", ".queue-0123456789abcdef"):  # a person's folders that share the prefix
+        (labeling / mine).mkdir()
+        (labeling / mine / "keep.txt").write_text("mine")
     assert queue.export(str(labeling), list(reversed(window_images)), None, {}) == (None, 0)
-    assert sorted(os.listdir(labeling)) == ["queue-1"]
+    assert sorted(os.listdir(labeling)) == [".queue-0123456789abcdef", ".queue-notes", "queue-1"]
+    assert (labeling / ".queue-notes" / "keep.txt").read_text() == "mine"
     folder, count = queue.export(str(labeling), looks.images("print", 2) + window_images, None, {})
     assert folder.endswith("queue-2") and count == 2
 

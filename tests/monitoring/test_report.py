@@ -29,6 +29,10 @@ def test_a_report_is_published_whole_and_a_half_one_a_killed_check_left_is_remov
     assert page == tmp_path / "check-20261125T000000000000Z" / report.PAGE
     assert sorted(os.listdir(page.parent)) == sorted([report.PAGE, report.RESULT, report.FIGURE])
     assert os.listdir(tmp_path) == ["check-20261125T000000000000Z"]
+    (tmp_path / ".check-my-notes").mkdir()  # a person's folder that shares the prefix stays
+    report.write(tmp_path / "check-20261126T000000000000Z", *_check(np.random.default_rng(0)))
+    assert sorted(os.listdir(tmp_path)) == [".check-my-notes", "check-20261125T000000000000Z",
+                                            "check-20261126T000000000000Z"]
 
 
 def test_a_report_whose_write_fails_leaves_no_folder_a_reader_could_take_for_one(tmp_path, monkeypatch):
