@@ -257,6 +257,48 @@ def incomplete_spans(traffic_root: str) -> dict[int, str]:
     return found
 
 
+# A span left incomplete longer than this is no publication in progress (a writer renames its span into place,
+# then writes its report at once): the sink's start moves it aside.
+PUBLISH_GRACE_SECONDS = 600
+
+
+def aside_dir(traffic_root: str) -> str:
+    """Where incomplete spans go: beside the traffic folder, where no reader looks."""
+    return str(traffic_root).rstrip("/") + storage.ASIDE_SUFFIX
+
+
+def _aside_number(name: str) -> int | None:
+    return layout.span_number("-".join(name.split("-")[:2]))
+
+
+def _highest_number(traffic_root: str) -> int:
+    """The highest span number ever used: those moved aside count (a reader may have seen them)."""
+    return max(_numbered(traffic_root) + storage.aside_numbers(aside_dir(traffic_root), _aside_number), default=0)
+
+
+def _newest_change(folder: str) -> float:
+    """The time of the newest change to `folder` or a file in it, as Unix seconds."""
+    paths = [folder] + [posixpath.join(folder, name) for name in storage.backend.files(folder)]
+    return max(tf.io.gfile.stat(path).mtime_nsec / 1e9 for path in paths)
+
+
+def move_incomplete_aside(traffic_root: str, now: float | None = None) -> list[str]:
+    """Moves the incomplete spans untouched for PUBLISH_GRACE_SECONDS aside (their numbers are not used again)
+    and names the younger ones; a line for each. Only for the root's one traffic sink, at its start."""
+    root, now = str(traffic_root), time.time() if now is None else now
+    lines = []
+    for span, reason in incomplete_spans(root).items():
+        folder = span_dir(root, span)
+        if now - _newest_change(folder) < PUBLISH_GRACE_SECONDS:
+            lines.append(f"{folder} is no committed span yet ({reason}): left as it is, in case a writer is "
+                         "publishing it")
+            continue
+        moved = storage.move_aside(folder, aside_dir(root), layout.span_name(span), REPORT_FILE)
+        lines.append(f"{folder} is no committed span ({reason}): a writer stopped while it published it, or "
+                     f"another hand made it; moved to {moved}, its number is not used again")
+    return lines
+
+
 def load_report(traffic_root: str, span: int) -> TrafficReport:
     path = posixpath.join(span_dir(str(traffic_root), span), REPORT_FILE)
     try:
@@ -576,7 +618,7 @@ class TrafficWriter:
 
     def _publish(self) -> int:
         for _ in range(_PUBLISH_TRIES):
-            span = max(_numbered(self.traffic_root), default=0) + 1
+            span = _highest_number(self.traffic_root) + 1
             commit = json.dumps(self._report(span).to_json(), indent=2).encode()
             final = span_dir(self.traffic_root, span)
             try:

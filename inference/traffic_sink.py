@@ -653,9 +653,8 @@ def start(root: str, settings: SinkSettings) -> TrafficSink:
     for name in traffic.remove_staging(traffic_root):
         logger.warning("traffic sink: removed %s, the open batch of a sink that was killed (its images are lost)",
                        posixpath.join(traffic_root, name))
-    for span, reason in traffic.incomplete_spans(traffic_root).items():
-        logger.warning("traffic sink: %s is no committed span, never read (%s): a sink or predict --record killed "
-                       "while it published it lost its images", traffic.span_dir(traffic_root, span), reason)
+    for line in traffic.move_incomplete_aside(traffic_root):
+        logger.warning("traffic sink: %s", line)
     sink = TrafficSink(traffic_root, settings, VersionSource(where.serving_dir))
     sink.lock = lock  # released with the process
     return sink

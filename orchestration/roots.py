@@ -61,7 +61,8 @@ ROOT_FILES = frozenset({_HERE.metadata_path, _HERE.summary_path, _HERE.tfdv_stat
 ROOT_FOLDERS = frozenset({_HERE.examples_root, _HERE.examples_root + _ASIDE, _HERE.pipeline_root, _HERE.serving_dir,
                           _HERE.serving_dir + _ASIDE, _HERE.report_dir, f".{_HERE.report_dir}.incoming",
                           _HERE.demo_images, _HERE.predictions_dir, posixpath.dirname(_HERE.schema_path),
-                          _HERE.runs_dir, _HERE.traffic_root, _HERE.monitoring_dir, _HERE.labeling_root})
+                          _HERE.runs_dir, _HERE.traffic_root, _HERE.traffic_root + _ASIDE, _HERE.monitoring_dir,
+                          _HERE.labeling_root})
 # Files the lease and a Kubeflow task's write probe leave for a moment (or, killed, for good).
 _PASSING = re.compile("|".join([r"%s\.[^/]+\.(creating|incoming)" % re.escape(lease.LEASE_FILE),
                                 re.escape(layout.WRITE_PROBE_PREFIX) + "[0-9a-f]+"]))

@@ -6,7 +6,9 @@ import json
 import logging
 import math
 import os
+import pathlib
 import posixpath
+import time
 
 import pytest
 import tensorflow as tf
@@ -165,6 +167,29 @@ def test_a_window_is_the_newest_records_across_spans_oldest_first_and_reads_no_o
     monkeypatch.setattr(traffic, "read_span", lambda r, span: read.append(span) or real(r, span))
     traffic.read_window(root, max_images=4)
     assert read == [3], "span 2 holds nothing newer than the 4 kept: not read"
+
+
+def test_an_incomplete_span_is_moved_aside_after_the_grace_time_and_its_number_never_used_again(tmp_path):
+    """A full disk after a span's rename leaves it without its report: never read, and at the sink's next start
+    moved aside, not named again at every start."""
+    root = str(tmp_path / "traffic")
+    writer = traffic.TrafficWriter(root, batch_size=1, max_seconds=60)
+    writer.add(_record(0))  # span 1
+    writer.add(_record(1))  # span 2, then its report removed: as if the disk filled before it was written
+    os.remove(os.path.join(root, "span-2", traffic.REPORT_FILE))
+    old = time.time() - traffic.PUBLISH_GRACE_SECONDS - 60
+    for path in [os.path.join(root, "span-2")] + [str(p) for p in pathlib.Path(root, "span-2").rglob("*")]:
+        os.utime(path, (old, old))
+    os.makedirs(os.path.join(root, "span-3"))  # incomplete too, but just now: perhaps a writer publishing it
+    lines = traffic.move_incomplete_aside(root)
+    assert len(lines) == 2 and "span-3 is no committed span yet" in lines[1] and "left as it is" in lines[1]
+    assert "span-2 is no committed span (" in lines[0] and "its number is not used again" in lines[0]
+    (moved,) = os.listdir(traffic.aside_dir(root))
+    assert moved.startswith("span-2-") and sorted(os.listdir(root)) == ["span-1", "span-3"]
+    os.rmdir(os.path.join(root, "span-3"))
+    writer.add(_record(2))
+    assert traffic.committed_spans(root) == [1, 3], "span 2's number stays used"
+    assert traffic.move_incomplete_aside(root) == []
 
 
 def test_a_window_is_chosen_by_time_when_span_numbers_and_times_disagree(tmp_path, monkeypatch):

@@ -201,6 +201,9 @@ def test_a_sink_killed_mid_batch_leaves_no_span_and_the_next_start_removes_its_s
 
     (traffic_root / "span-1").mkdir()  # what a writer killed between its rename and its report leaves
     (traffic_root / "span-1" / "traffic-0.tfrecord").write_bytes(traffic.tfrecord_bytes([b"lost"]))
+    old = time.time() - traffic.PUBLISH_GRACE_SECONDS - 60  # no writer is still publishing it
+    for path in (traffic_root / "span-1", traffic_root / "span-1" / "traffic-0.tfrecord"):
+        os.utime(path, (old, old))
     again = Sink(root, "--batch-size", "1000")
     try:
         assert not staged.exists(), "the next start removes what the killed sink staged"
@@ -209,8 +212,10 @@ def test_a_sink_killed_mid_batch_leaves_no_span_and_the_next_start_removes_its_s
     finally:
         code, _, err = again.stop()
     assert code == 0 and f"removed {staged}" in err
-    assert f"{traffic_root / 'span-1'} is no committed span, never read (no traffic_report.json" in err, err
+    assert f"{traffic_root / 'span-1'} is no committed span (no traffic_report.json" in err, err
+    assert f"moved to {traffic.aside_dir(str(traffic_root))}/span-1-" in err
     assert traffic.read_window(str(traffic_root)).request_ids == ["after"]
+    assert traffic.committed_spans(str(traffic_root)) == [2], "the number of the span moved aside is not used again"
 
 
 def test_a_folder_that_is_not_a_pipeline_root_is_refused_in_one_line(tmp_path):

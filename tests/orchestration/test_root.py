@@ -255,7 +255,8 @@ def _make(folder, entries):
     (["metadata.sqlite"], roots.EARLIER),
     ([SPAN, "pipeline_root/", "run_summary.json", ".report.incoming/index.html"], roots.EARLIER),
     ([VERSION, "serving_model.incomplete/", "metadata.sqlite-journal"], roots.EARLIER),
-    ([VERSION, "traffic/span-1/traffic_report.json"], roots.EARLIER),  # what the traffic sink and predict write
+    ([VERSION, "traffic/span-1/traffic_report.json", "traffic.incomplete/span-2-20260101T000000Z/"],
+     roots.EARLIER),  # what the traffic sink and predict write
     ([VERSION, "monitoring/check-20261125T000000000000Z/index.html", "labeling/queue-1/queue.json"],
      roots.EARLIER),  # what monitor writes, on a root it did not claim
     ([SPAN, "schema/schema.pbtxt", "runs/", "examples.incomplete/span-4-20260101T000000Z/", "demo_images/cat/",
