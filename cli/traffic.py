@@ -18,6 +18,10 @@ def _sink_flags(parser: argparse.ArgumentParser) -> None:
     flags.add_root(parser, "The pipeline root (a local path, a path on the PVC, or gs://): spans are written to "
                            "<root>/traffic, the served version read from <root>/serving_model.", required=True)
     parser.add_argument("--port", required=True, type=flags.count(1), help="The port to listen on.")
+    parser.add_argument("--health-port", type=flags.count(1),
+                        help="Also answer GET /healthz on this port, for Kubernetes' probes: a flood of the events' "
+                             "port (beyond --max-connections it answers 503) cannot reach it. Default: /healthz on "
+                             "--port only.")
     flags.add_settings_flags(parser, SinkSettings)
 
 
@@ -34,8 +38,11 @@ def command_traffic_sink(args: argparse.Namespace) -> int:
     from inference.sink_settings import SinkSettings
     from orchestration import roots, run_lock
 
-    if args.port > 65535:
-        raise CommandError(f"--port {args.port}: a TCP port is at most 65535")
+    for flag, port in (("--port", args.port), ("--health-port", args.health_port)):
+        if port is not None and port > 65535:
+            raise CommandError(f"{flag} {port}: a TCP port is at most 65535")
+    if args.health_port == args.port:
+        raise CommandError(f"--health-port {args.port} is --port's: the probes need a port of their own")
     settings = flags.settings(args, SinkSettings)
     root = args.root if "://" in args.root else os.path.abspath(args.root)
     found = roots.inspect(root)  # NotARootError: a folder of the user's, named, nothing written
@@ -51,11 +58,13 @@ def command_traffic_sink(args: argparse.Namespace) -> int:
     sink = traffic_sink.start(root, settings)
     print(f"traffic sink: recording into {sink.writer.traffic_root} (batches of {settings.batch_size} images or "
           f"{settings.batch_seconds:g} s, sample rate {settings.sample_rate:g}); starting on "
-          f"http://{settings.host}:{args.port}/ (counts at /stats)", flush=True)
+          f"http://{settings.host}:{args.port}/ (counts at /stats"
+          + (f"; /healthz on port {args.health_port})" if args.health_port else ")"), flush=True)
     try:
-        traffic_sink.serve(sink, args.port)
+        traffic_sink.serve(sink, args.port, args.health_port)
     except SystemExit:  # uvicorn exits when it cannot listen; it has logged why
-        raise errors.RunFailedError(f"the traffic sink could not listen on {settings.host}:{args.port} (the line "
+        ports = f"{args.port} or {args.health_port}" if args.health_port else str(args.port)
+        raise errors.RunFailedError(f"the traffic sink could not listen on {settings.host} port {ports} (the line "
                                     "above says why)") from None
     print(f"traffic sink: stopped; {sink.writer.recorded} images recorded in {len(sink.writer.spans)} span(s), "
           f"refused {dict(sink.refused)}, lost {dict(sink.writer.lost)}", flush=True)

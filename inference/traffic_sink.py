@@ -766,8 +766,28 @@ def server_config(sink: TrafficSink, port: int, tick_seconds: float = 1.0, **opt
                           h11_max_incomplete_event_size=MAX_HEADER_BYTES, **options)
 
 
-def serve(sink: TrafficSink, port: int) -> None:
-    """Runs the HTTP server until SIGTERM or SIGINT, then publishes the open batch."""
+HEALTH_CONNECTIONS = 16  # the health port's own bound: probes come a few a minute
+
+
+def health_config(host: str, port: int):
+    """A second server, for Kubernetes' probes alone: GET /healthz on a port of its own, whose connections no
+    flood of the events' port can take (beyond --max-connections that port answers 503 as a connection opens)."""
+    import uvicorn
+    from starlette.applications import Starlette
+    from starlette.responses import JSONResponse
+    from starlette.routing import Route
+
+    async def health(request):
+        return JSONResponse({"ok": True})
+
+    app = Starlette(routes=[Route(HEALTH_PATH, health, methods=["GET"])])
+    return uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False, lifespan="off",
+                          limit_concurrency=HEALTH_CONNECTIONS, timeout_keep_alive=5)
+
+
+def serve(sink: TrafficSink, port: int, health_port: int | None = None) -> None:
+    """Runs the HTTP server (and the health server, with `health_port`) until SIGTERM or SIGINT, then publishes
+    the open batch."""
     import uvicorn
 
     config = server_config(sink, port, timeout_graceful_shutdown=20)
@@ -776,10 +796,31 @@ def serve(sink: TrafficSink, port: int) -> None:
     handled = (signal.SIGINT, signal.SIGTERM)
     before = {sig: signal.signal(sig, _ignore) for sig in handled}
     try:
-        uvicorn.Server(config).run()
+        if health_port is None:
+            uvicorn.Server(config).run()
+        else:
+            asyncio.run(_serve_with_health(uvicorn.Server(config),
+                                           uvicorn.Server(health_config(sink.settings.host, health_port))))
     finally:
         for sig, handler in before.items():
             signal.signal(sig, handler)
+
+
+async def _serve_with_health(events, health) -> None:
+    """The health server first, the events' server after it: each takes SIGTERM and SIGINT while it runs, the
+    events' over the health one's, which it hands the signal back to as it stops; a stop without one stops the
+    health server too. SystemExit where either cannot listen."""
+    probes = asyncio.get_running_loop().create_task(health.serve())
+    while not health.started and not probes.done():
+        await asyncio.sleep(0.02)
+    if probes.done():
+        probes.result()  # uvicorn's SystemExit: it has logged why
+        raise SystemExit(1)  # it stopped before it listened
+    try:
+        await events.serve()
+    finally:
+        health.should_exit = True
+        await probes
 
 
 def _ignore(signum, frame) -> None:

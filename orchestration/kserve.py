@@ -161,6 +161,7 @@ class TrafficSink:
 
 
 SINK_PORT = 8080
+SINK_HEALTH_PORT = 8081  # the probes' own port: a flood of the events' port cannot fail them
 SINK_RESOURCES = {"cpu": "1", "memory": "1536Mi"}  # one core keeps up with a busy predictor (docs/performance.md)
 SINK_GRACE_SECONDS = 60  # SIGTERM publishes the open batch
 
@@ -170,12 +171,12 @@ def sink_manifests(serving: Serving, sink: TrafficSink) -> list[dict]:
     PVC mounted where the pipeline's tasks have it (a gs:// root is written through the service account)."""
     name = sink.name(serving)
     labels = {"app.kubernetes.io/name": name, "app.kubernetes.io/part-of": "cats-vs-dogs-pipeline"}
-    probe = {"httpGet": {"path": "/healthz", "port": SINK_PORT}, "periodSeconds": 10}
+    probe = {"httpGet": {"path": "/healthz", "port": SINK_HEALTH_PORT}, "periodSeconds": 10}
     container: dict = {
         "name": "traffic-sink", "image": sink.image,
         "command": ["cats-vs-dogs", "traffic-sink", "--root", sink.root, "--port", str(SINK_PORT),
-                    "--host", "0.0.0.0"],
-        "ports": [{"name": "http", "containerPort": SINK_PORT}],
+                    "--health-port", str(SINK_HEALTH_PORT), "--host", "0.0.0.0"],
+        "ports": [{"name": "http", "containerPort": SINK_PORT}, {"name": "health", "containerPort": SINK_HEALTH_PORT}],
         "readinessProbe": probe, "livenessProbe": {**probe, "failureThreshold": 6},
         "resources": {"requests": dict(SINK_RESOURCES), "limits": dict(SINK_RESOURCES)}}
     pod: dict = {"containers": [container], "terminationGracePeriodSeconds": SINK_GRACE_SECONDS}

@@ -667,6 +667,29 @@ def test_connections_beyond_the_limit_are_answered_503_and_closed_as_they_open(s
     assert client.get("/stats").json()["refused"] == {traffic_sink.TOO_MANY_CONNECTIONS: 1}
 
 
+def test_the_health_port_answers_while_the_events_port_is_full_and_sigterm_stops_both(root):
+    """A liveness probe on the events' port fails during a flood of half-open connections (503 as each opens):
+    the manifest's probes use a port of their own."""
+    health = _free_port()
+    sink = Sink(root, "--max-connections", "3", "--health-port", str(health))
+    held = [socket.create_connection(("127.0.0.1", sink.port), timeout=10) for _ in range(3)]
+    try:
+        with socket.create_connection(("127.0.0.1", sink.port), timeout=10) as extra:
+            assert extra.recv(200).startswith(b"HTTP/1.1 503")
+        for _ in range(3):
+            assert httpx.get(f"http://127.0.0.1:{health}/healthz", timeout=10).json() == {"ok": True}
+        assert httpx.get(f"http://127.0.0.1:{health}/stats", timeout=10).status_code == 404, "probes alone there"
+    finally:
+        for connection in held:
+            connection.close()
+        code, out, err = sink.stop()
+    assert code == 0 and "Traceback" not in err, err
+    assert f"/healthz on port {health})" in out and "traffic sink: stopped" in out
+    for port in (sink.port, health):
+        with pytest.raises(OSError):
+            socket.create_connection(("127.0.0.1", port), timeout=2).close()
+
+
 def test_headers_are_held_to_the_limit_whatever_chunks_they_arrive_in(served_sink):
     """h11 holds its limit against incomplete headers only: 60 KiB sent, then 64 KiB more that end them, passed."""
     sink, port, client = served_sink()

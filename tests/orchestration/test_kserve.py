@@ -194,12 +194,16 @@ def test_the_logger_sends_everything_to_the_traffic_sink_deployed_beside_it(vali
     assert service["spec"]["selector"].items() <= pod["metadata"]["labels"].items()
     assert deployment["spec"]["selector"]["matchLabels"].items() <= pod["metadata"]["labels"].items()
     assert deployment["spec"]["replicas"] == 1 and deployment["spec"]["strategy"] == {"type": "Recreate"}
-    assert container["readinessProbe"]["httpGet"] == {"path": "/healthz",
-                                                      "port": container["ports"][0]["containerPort"]}
+    # The probes on the sink's health port: a flood of the events' port cannot fail them.
+    events, health = ({"name": "http", "containerPort": 8080}, {"name": "health", "containerPort": 8081})
+    assert container["ports"] == [events, health]
+    for probe in ("readinessProbe", "livenessProbe"):
+        assert container[probe]["httpGet"] == {"path": "/healthz", "port": health["containerPort"]}
     # The container's command is the sink's, as the command line parses it.
     assert container["command"][0] == "cats-vs-dogs"
     args = pipeline_runner.build_parser().parse_args(container["command"][1:])
     assert args.handler is command_traffic_sink and (args.root, args.port, args.host) == (root, 8080, "0.0.0.0")
+    assert args.health_port == health["containerPort"]
     if pvc:
         (mount,) = container["volumeMounts"]
         (volume,) = pod["spec"]["volumes"]
