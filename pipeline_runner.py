@@ -86,10 +86,18 @@ def build_parser(prog: str = SCRIPT, targets=None) -> argparse.ArgumentParser:
     return parser
 
 
+def _unraisable(unraisable) -> None:
+    """Ctrl-C that lands in a finalizer (a tf.data iterator's, a generator's while the interpreter unwinds) is
+    the interrupt the command already says in its one line: not also Python's "Exception ignored in" block."""
+    if not isinstance(unraisable.exc_value, KeyboardInterrupt):
+        sys.__unraisablehook__(unraisable)
+
+
 def main(argv: list[str] | None = None, prog: str = SCRIPT, targets=None) -> int:
     """Runs one command; the only place that turns an error into its one line and exit code (contract.errors)."""
     args = build_parser(prog, targets).parse_args(argv)
     quiet_logs.apply(getattr(args, "verbose", False))
+    sys.unraisablehook = _unraisable
     try:
         return args.handler(args)
     except errors.CommandError as error:

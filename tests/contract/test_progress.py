@@ -50,3 +50,37 @@ def test_tfxs_bare_execution_failed_line_is_left_to_the_commands_own_error_and_v
         assert [r.getMessage() for r in caplog.records] == ["Execution 7 failed."]
     finally:
         quiet_logs.apply(False)
+
+
+_FINALIZERS = """
+import sys
+import pipeline_runner
+
+sys.unraisablehook = pipeline_runner._unraisable
+
+
+class Interrupted:
+    def __del__(self):
+        raise KeyboardInterrupt  # Ctrl-C landing in a finalizer while a command unwinds
+
+
+class Broken:
+    def __del__(self):
+        raise ValueError("a finalizer's own fault")
+
+
+Interrupted()
+Broken()
+"""
+
+
+def test_ctrl_c_in_a_finalizer_adds_nothing_to_the_commands_line_and_other_faults_still_show(tmp_path):
+    import subprocess
+    import sys
+
+    from tests.helpers import ROOT
+
+    result = subprocess.run([sys.executable, "-c", _FINALIZERS], cwd=ROOT, capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0 and "KeyboardInterrupt" not in result.stderr, result.stderr
+    assert "Exception ignored in" in result.stderr and "a finalizer's own fault" in result.stderr
