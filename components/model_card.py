@@ -94,7 +94,10 @@ def _weights(training: dict) -> str:
 
 def render(facts: CardFacts) -> str:
     """The card as Markdown."""
-    lines = [f"# Model card: {facts.pipeline}", "", f"Model `{facts.model_uri}`.", ""]
+    lines = [f"# Model card: {facts.pipeline}", "",
+             "This card ships with the pushed version it describes, in its `assets.extra/`. The version is a copy "
+             f"of the Trainer's output `{facts.model_uri}` (its Model artifact in ML Metadata, which `models` "
+             "and the run's report name).", ""]
     lines += ["## Intended use", "",
               "Tells whether a photo shows a cat or a dog: MobileNetV2 with a small classification head, "
               f"from {_weights(facts.training)}, alpha {facts.training.get('alpha')}. Send encoded images (JPEG, "
