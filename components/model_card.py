@@ -38,6 +38,7 @@ class CardFacts:
     decision: str
     tflite: dict | None  # layout.TFLITE_FIDELITY_FILE
     judged_split: str | None = None  # the split the metrics are of (contract.layout.judged_split)
+    served_as: str | None = None  # the version folder the card ships in, as the serving root names it: serving_model/3
 
 
 def gather(pipeline: str, model_uri: str, model_dir: str, evaluation_uri: str | None, span_numbers: list[int],
@@ -94,10 +95,12 @@ def _weights(training: dict) -> str:
 
 def render(facts: CardFacts) -> str:
     """The card as Markdown."""
+    # A reader finds the card in a version folder: it names that folder first, the Trainer's output (where
+    # ML Metadata, `models` and the run's report know the model from) second.
+    where = f"Version `{facts.served_as}`, a" if facts.served_as else "A"
     lines = [f"# Model card: {facts.pipeline}", "",
-             "This card ships with the pushed version it describes, in its `assets.extra/`. The version is a copy "
-             f"of the Trainer's output `{facts.model_uri}` (its Model artifact in ML Metadata, which `models` "
-             "and the run's report name).", ""]
+             f"{where} copy of the Trainer's output `{facts.model_uri}` (its Model artifact in ML Metadata). "
+             "This card ships in the version's `assets.extra/`.", ""]
     lines += ["## Intended use", "",
               "Tells whether a photo shows a cat or a dog: MobileNetV2 with a small classification head, "
               f"from {_weights(facts.training)}, alpha {facts.training.get('alpha')}. Send encoded images (JPEG, "
@@ -155,7 +158,7 @@ def render(facts: CardFacts) -> str:
                                                               facts.metrics.values())] for name in names])
         if facts.by_label:
             lines += ["", "By label (the candidate):", ""]
-            lines += _table(["label", "eval images", "accuracy"],
+            lines += _table(["label", f"{facts.judged_split or layout.SELECTION_SPLIT} images", "accuracy"],
                             [[_label(name), values.get("example_count", "-"), values.get("binary_accuracy", "-")]
                              for name, values in facts.by_label.items()])
     else:

@@ -189,7 +189,7 @@ def clean_up(serving_dir: str) -> tuple[list[str], int]:
 
 
 def push_model(model_dir: str, serving_dir: str, model_uri: str | None = None,
-               record: dict | None = None, extra_files: dict[str, str] | None = None,
+               record: dict | None = None, extra_files=None,
                served_name: str = "", served_base_path: str = "", always_new: bool = False) -> PushResult:
     """Copies `model_dir` to the next free version under `serving_dir` (contract.storage's protocol: the
     files under a staging name, renamed into place, the commit record last), then names it in the serving
@@ -199,7 +199,8 @@ def push_model(model_dir: str, serving_dir: str, model_uri: str | None = None,
     complete version already holds it, nothing is copied (unless `always_new`:
     a rollback is a version of its own). `record`: more
     fields of the version's push record (a rollback's, say). `extra_files`:
-    {path in the version: text} written beside the copy (the model card).
+    {path in the version: text} written beside the copy, or a function of the version number that gives them (the
+    model card names its version: written again when another pusher took the number first).
     """
     if not storage.backend.exists(posixpath.join(model_dir, "saved_model.pb")):
         raise FileNotFoundError(f"{model_dir} holds no SavedModel (saved_model.pb); nothing was pushed")
@@ -221,10 +222,11 @@ def push_model(model_dir: str, serving_dir: str, model_uri: str | None = None,
         push = {"model_uri": model_uri, "pushed_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                 **(record or {})}
         storage.backend.write(posixpath.join(staging, layout.PUSH_RECORD_FILE), json.dumps(push).encode())
-        for name, text in (extra_files or {}).items():
-            storage.backend.write(posixpath.join(staging, name), text.encode())
-        commit = digests_text(staging).encode()
         while True:
+            files = extra_files(version) if callable(extra_files) else extra_files
+            for name, text in (files or {}).items():
+                storage.backend.write(posixpath.join(staging, name), text.encode())
+            commit = digests_text(staging).encode()
             target = posixpath.join(serving_dir, str(version))
             try:
                 storage.publish(staging, target, layout.DIGESTS_FILE, commit)
@@ -267,7 +269,8 @@ def ServingPusher(
     facts = model_card.gather(pipeline_name, model.uri, source, model_evaluation.uri if model_evaluation else None,
                               spans, examples_root, json.loads(training_settings), judged_split=judged)
     result = push_model(source, serving_dir, model_uri=model.uri,
-                        extra_files={layout.MODEL_CARD_FILE: model_card.render(facts)},
+                        extra_files=lambda version: {layout.MODEL_CARD_FILE: model_card.render(dataclasses.replace(
+                            facts, served_as=f"{posixpath.basename(serving_dir.rstrip('/'))}/{version}"))},
                         served_name=served_name, served_base_path=served_base_path)
     for line in result.cleaned:
         logging.warning("ServingPusher: %s", line)

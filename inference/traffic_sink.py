@@ -61,7 +61,7 @@ from cloudevents.core.bindings import http as ce_http
 from cloudevents.core.exceptions import BaseCloudEventException
 
 from contract import features, layout, served, storage, traffic
-from contract.errors import BusyError, first_line, printable
+from contract.errors import FAILED, BusyError, first_line, printable
 from inference.sink_settings import SinkSettings
 
 REQUEST_TYPE = "org.kubeflow.serving.inference.request"
@@ -815,7 +815,7 @@ async def _serve_with_health(events, health) -> None:
         await asyncio.sleep(0.02)
     if probes.done():
         probes.result()  # uvicorn's SystemExit: it has logged why
-        raise SystemExit(1)  # it stopped before it listened
+        raise SystemExit(FAILED)  # it stopped before it listened
     try:
         await events.serve()
     finally:

@@ -316,7 +316,10 @@ def ingest(kind: str, location: str | os.PathLike, examples_root: str | os.PathL
     carrying.check_window(reports, settings.span_window, queue)
     if reports:
         latest = reports[max(reports)]
-        queues, _ = carrying.to_carry(reports, max(reports), queue, recorded)
+        # What the next span would carry: a queue whose newest span was removed after the latest span (only the
+        # numbers file names it) is carried no more, so the latest span, which carries its superseded span, is
+        # not the same data.
+        queues, _ = carrying.to_carry(reports, max([*reports, *recorded]) + 1, queue, recorded)
         if latest is not None and (latest.source_fingerprint == carrying.fingerprint(data_fingerprint, queues)
                                    or carrying.holds(latest, queue, data_fingerprint)):
             return dataclasses.replace(latest, reused=True)

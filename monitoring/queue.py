@@ -30,11 +30,13 @@ Images of traffic the served model (version {version}) was asked to classify, in
 the data it was trained on ({moved}). Sort them so that the next training learns from them:
 
 1. Move each image from unsorted/ into cat/ or dog/ (leave out what is neither; leave it in unsorted/).
-2. Ingest the sorted folder as the next span:
-       cats-vs-dogs ingest --data-dir {folder} --output-dir {root}
+2. Ingest the sorted folder as the next span, from the project's checkout:
+       .venv/bin/python pipeline_runner.py ingest --data-dir {folder} --output-dir {root}
+   (where the package is installed, as in its container image: cats-vs-dogs ingest ...)
    Images still in unsorted/ are listed in the ingest report as not sorted, and never ingested.
-3. Every span ingested after it carries its images: the next scheduled `cats-vs-dogs run --data-dir DATA
-   --output-dir {root}` trains on DATA and on this queue, and on it again whenever DATA changes.
+3. Every span ingested after it carries its images: the next `pipeline_runner.py run --data-dir DATA
+   --output-dir {root}` (the nightly schedule's line) trains on DATA and on this queue, and on it again
+   whenever DATA changes.
 
 {count} images; contact_sheet.png shows the first {shown} with the served model's dog probability.
 The drift report: {report}

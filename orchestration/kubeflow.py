@@ -41,6 +41,7 @@ REPORT_RETRIES = 1
 RETRY_BACKOFF = "60s"
 RETRY_BACKOFF_MAX = "600s"
 DEFAULT_LEASE_TIMEOUT_MINUTES = lease.DEFAULT_STALE_AFTER_SECONDS // 60
+MAX_LEASE_TIMEOUT_MINUTES = 30 * 24 * 60  # a bound any real run is under; far beyond it, float() of the seconds overflows
 # Other tasks are small next to the Trainer; the Evaluator loads the model too.
 DEFAULT_TASK_CPU = "1"
 DEFAULT_TASK_MEMORY = "4G"
@@ -102,6 +103,9 @@ class Deployment:
 
         if self.source_kind not in LISTERS:
             raise TargetError(f"--source-kind {self.source_kind!r}: expected one of {', '.join(sorted(LISTERS))}")
+        if self.lease_timeout_minutes > MAX_LEASE_TIMEOUT_MINUTES:
+            raise TargetError(f"--lease-timeout-minutes must be at most {MAX_LEASE_TIMEOUT_MINUTES:,} (30 days): a "
+                              "killed run's lease goes stale only after it, and every run waits that long")
         if self.lease_timeout_minutes * 60 < lease.MIN_STALE_AFTER_SECONDS:
             raise TargetError(f"--lease-timeout-minutes must be at least {lease.MIN_STALE_AFTER_SECONDS // 60}: "
                               f"tasks renew the lease every {lease.HEARTBEAT_SECONDS} s, and a live run must not "

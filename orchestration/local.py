@@ -152,9 +152,23 @@ def _accept(config: PipelineConfig, where: RunLayout, source: Source | None, bea
 def _publish(where: RunLayout, run_folder: pathlib.Path) -> pathlib.Path:
     """The run's summary and report copied to the root, the report listing the root's runs; ReportNotWritten when
     the copy fails (the run's own folder keeps them)."""
-    from contract import served
     from orchestration import lifecycle
     from reporting import run_index
+
+    version, rolled_back_to = _served_versions(where)
+    try:
+        return run_index.publish(pathlib.Path(where.root), run_folder, version, rolled_back_to)
+    except OSError as error:
+        raise lifecycle.ReportNotWritten(f"the run's report is in {run_folder}, but could not be copied to "
+                                         f"{where.report_dir}: {error.strerror or error}") from None
+
+
+def _served_versions(where: RunLayout) -> tuple[int | None, int | None]:
+    """The version the serving config names, and the one it is a rollback to (None when it is not one)."""
+    import json
+
+    from contract import metadata as metadata_lib
+    from contract import served
 
     try:
         config = served.read_config(str(where.serving_dir))
@@ -162,16 +176,25 @@ def _publish(where: RunLayout, run_folder: pathlib.Path) -> pathlib.Path:
         config = None
     version = config.version if config is not None else None
     try:
-        return run_index.publish(pathlib.Path(where.root), run_folder, version)
-    except OSError as error:
-        raise lifecycle.ReportNotWritten(f"the run's report is in {run_folder}, but could not be copied to "
-                                         f"{where.report_dir}: {error.strerror or error}") from None
+        record = json.loads(pathlib.Path(where.serving_dir, str(version), layout.PUSH_RECORD_FILE).read_text())
+        rolled_back_to = record.get(metadata_lib.ROLLED_BACK_TO) if isinstance(record, dict) else None
+    except (OSError, ValueError):
+        rolled_back_to = None
+    return version, rolled_back_to if isinstance(rolled_back_to, int) else None
 
 
 def _clear_last_run(where: RunLayout) -> None:
+    """The last run's summary goes (it must not be read as this run's); its report is replaced by a page that
+    says a run is under way and lists every run's report, the served model's marked."""
+    from reporting import run_index
+
     where.summary_path.unlink(missing_ok=True)
-    shutil.rmtree(where.report_dir, ignore_errors=True)
     where.tfdv_statistics_page.unlink(missing_ok=True)
+    try:
+        run_index.started(pathlib.Path(where.root), *_served_versions(where))
+    except OSError as error:
+        logging.warning("the root's report page could not be replaced: %s", error)
+        shutil.rmtree(where.report_dir, ignore_errors=True)
 
 
 def _run_locked(config: PipelineConfig, where: RunLayout, source: Source | None, beam_workers: int,
@@ -221,6 +244,10 @@ def _run_locked(config: PipelineConfig, where: RunLayout, source: Source | None,
     if summary.run_id is None and error is None:
         error = "the pipeline recorded no run in ML Metadata"
     code = INTERRUPTED if interrupted else FAILED if summary.failed else OK
+    if not summary.pushed_path:  # what stays served, said in the summary's pushed line
+        from contract import served
+
+        summary.served_version = served.served(str(where.serving_dir)).version or 0
     # The run's own folder, as a Kubeflow run's; then its summary and report are the root's newest (run_index).
     run_folder = pathlib.Path(where.run_dir(summary.run_id or f"local-{time.strftime('%Y%m%dT%H%M%S')}"))
     try:

@@ -94,6 +94,13 @@ def _entry(cron: str, project_dir: pathlib.Path, output_dir: pathlib.Path, pytho
     return f"{cron} {command.replace('%', chr(92) + '%')} {_mark(output_dir, mark)}"
 
 
+def shell_command(line: str) -> str:
+    """What cron hands to `sh` for an entry `_entry` wrote: the command after the 5 time fields, its `\\%` back to
+    `%` (the mark stays: a comment to the shell). Pasted into a shell, it does what the nightly run will do."""
+    command = line.split(None, 5)[5]
+    return command.replace(chr(92) + "%", "%")
+
+
 def install(line: str, output_dir: pathlib.Path, mark: str = _MARK) -> None:
     """Adds `line` to the user's crontab, replacing an entry of the same kind (`mark`: a run's or MONITOR_MARK)
     for the same output dir. Raises CronError, with the crontab left as it was, where there is no crontab

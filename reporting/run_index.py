@@ -15,6 +15,7 @@ import json
 import os
 import pathlib
 import shutil
+import time
 import urllib.parse
 import uuid
 
@@ -75,9 +76,11 @@ def outcome(summary: dict) -> str:
     return "every component cached or skipped; nothing pushed"
 
 
-def publish(root: pathlib.Path, run_folder: pathlib.Path, served_version: int | None) -> pathlib.Path:
+def publish(root: pathlib.Path, run_folder: pathlib.Path, served_version: int | None,
+            rolled_back_to: int | None = None) -> pathlib.Path:
     """Copies the run's summary and report to the root (the report with the list of the root's runs), removes
-    the run folders beyond the newest KEPT_RUNS; returns the root's report page."""
+    the run folders beyond the newest KEPT_RUNS but the served model's run; returns the root's report page.
+    `rolled_back_to`: the version the served one is a rollback to (its model's run pushed that one)."""
     where = RunLayout(root)
     report = run_folder / layout.REPORT_DIR
     linked = [path for path in (report, *report.rglob("*")) if path.is_symlink()] if not report.is_symlink() \
@@ -86,16 +89,22 @@ def publish(root: pathlib.Path, run_folder: pathlib.Path, served_version: int | 
         raise OSError(f"{linked[0]} is a symbolic link, which the pipeline never writes")
     # The newest first; this run's folder is kept whatever the clocks said of the others.
     others = [run for run in runs(root) if run["folder"] != run_folder.name]
+    # The report of the model still served is kept past the bound: a month of nightly runs that pushed nothing
+    # must not take it.
+    served = _served_run(others, served_version, rolled_back_to)
     for old in others[KEPT_RUNS - 1:]:
-        shutil.rmtree(pathlib.Path(where.runs_dir, old["folder"]), ignore_errors=True)
+        if old is not served:
+            shutil.rmtree(pathlib.Path(where.runs_dir, old["folder"]), ignore_errors=True)
     listed = [run for run in runs(root) if run["folder"] == run_folder.name] + others[:KEPT_RUNS - 1]
+    listed += [served] if served is not None and served not in listed else []
     final = pathlib.Path(where.report_dir)
     incoming = final.with_name(f".{final.name}.incoming")
     shutil.rmtree(incoming, ignore_errors=True)
     try:
         shutil.copytree(report, incoming, symlinks=True)
         page = incoming / layout.REPORT_PAGE
-        page.write_text(page.read_text().replace(SLOT, section(listed, run_folder.name, served_version), 1))
+        page.write_text(page.read_text().replace(
+            SLOT, section(listed, run_folder.name, served_version, rolled_back_to), 1))
         shutil.rmtree(final, ignore_errors=True)
         incoming.rename(final)
     finally:
@@ -103,6 +112,31 @@ def publish(root: pathlib.Path, run_folder: pathlib.Path, served_version: int | 
     for name in (layout.SUMMARY_FILE, pathlib.Path(where.tfdv_statistics_page).name):
         if (run_folder / name).is_file() and not (run_folder / name).is_symlink():
             _copy_whole(run_folder / name, root / name)
+    return final / layout.REPORT_PAGE
+
+
+def started(root: pathlib.Path, served_version: int | None, rolled_back_to: int | None = None) -> pathlib.Path:
+    """The root's report page while a run goes on (or after one was killed before it wrote its own): it says so,
+    and lists the runs with their reports, the served model's marked. The last run's page must not stand in for
+    this one's, nor may the reports of earlier runs disappear with it."""
+    final = pathlib.Path(RunLayout(root).report_dir)
+    if final.is_symlink():
+        raise OSError(f"{final} is a symbolic link, which the pipeline never writes")
+    incoming = final.with_name(f".{final.name}.incoming")
+    shutil.rmtree(incoming, ignore_errors=True)
+    when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
+    body = section(runs(root), "", served_version, rolled_back_to,
+                   intro=f"A run started at {when} and has written no report yet: it is still running, or it "
+                         "stopped before it could (killed, or the machine went down).")
+    try:
+        incoming.mkdir()
+        (incoming / layout.REPORT_PAGE).write_text(
+            f"<!doctype html><html><head><meta charset=utf-8><title>Run in progress</title></head><body>\n"
+            f"<h1>A run of this root is in progress</h1>\n{body}\n</body></html>\n")
+        shutil.rmtree(final, ignore_errors=True)
+        incoming.rename(final)
+    finally:
+        shutil.rmtree(incoming, ignore_errors=True)
     return final / layout.REPORT_PAGE
 
 
@@ -117,16 +151,23 @@ def _copy_whole(source: pathlib.Path, target: pathlib.Path) -> None:
         temporary.unlink(missing_ok=True)
 
 
-def section(listed: list[dict], current: str, served_version: int | None) -> str:
+def _served_run(listed: list[dict], served_version: int | None, rolled_back_to: int | None) -> dict | None:
+    """The run that pushed the served model (for a rollback, the version rolled back to), if listed."""
+    pushed = rolled_back_to if rolled_back_to is not None else served_version
+    return next((run for run in listed if pushed is not None and run["pushed_version"] == pushed), None)
+
+
+def section(listed: list[dict], current: str, served_version: int | None, rolled_back_to: int | None = None,
+            intro: str = "This page is the newest run's report.") -> str:
     """The runs of the root as HTML for the root's copy of the newest report (links relative to report/)."""
-    served = next((run for run in listed if served_version is not None and run["pushed_version"] == served_version),
-                  None)
+    served = _served_run(listed, served_version, rolled_back_to)
     lines = ['<h2 id=runs>Runs of this root</h2>',
-             f"<p>This page is the newest run's report. Each run keeps its own under {_RUNS}/ "
-             f"(the newest {KEPT_RUNS}).</p>"]
+             f"<p>{intro} Each run keeps its own under {_RUNS}/ (the newest {KEPT_RUNS}, and the served "
+             "model's).</p>"]
     if served is not None and served["folder"] != current:
-        lines.append(f'<p class="decision blessed">The served model, version {served_version}, was pushed by run '
-                     f'{html.escape(served["run_id"])}: <a href="{_link(served)}">its report</a>.</p>')
+        rollback = f" (a rollback to version {rolled_back_to})" if rolled_back_to is not None else ""
+        lines.append(f'<p class="decision blessed">The served model, version {served_version}{rollback}, was '
+                     f'pushed by run {html.escape(served["run_id"])}: <a href="{_link(served)}">its report</a>.</p>')
     lines.append("<table><tr><th>run</th><th>outcome</th><th>report</th></tr>")
     for run in listed:
         marks = [word for word, yes in (("this page", run["folder"] == current),

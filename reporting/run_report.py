@@ -89,6 +89,24 @@ class _LinkGuardExtension(markdown.Extension):
         md.treeprocessors.register(_LinkGuard(md), "link_guard", 0)  # last, after every inline pattern
 
 
+# The card's sections that repeat what the report shows in its own sections (the card is read alone, beside a
+# served model): the report leaves them out of its copy, and says which.
+CARD_SECTIONS_SHOWN = ("Training", "Evaluation", "Blessing", "TFLite models")
+
+
+def card_sections_not_shown(card: str) -> tuple[str, list[str]]:
+    """The card's Markdown without the `## ` sections the report shows itself; and those sections' titles."""
+    kept, left_out, skipping = [], [], False
+    for line in card.splitlines():
+        if line.startswith("## "):
+            skipping = line[3:].strip() in CARD_SECTIONS_SHOWN
+            if skipping:
+                left_out.append(line[3:].strip())
+        if not skipping:
+            kept.append(line)
+    return "\n".join(kept) + "\n", left_out
+
+
 def render_untrusted_markdown(text: str) -> markupsafe.Markup:
     """Markdown from outside (the model card) as HTML: its own HTML escaped, only safe links kept."""
     return markupsafe.Markup(markdown.markdown(html.escape(text, quote=False),
@@ -194,9 +212,9 @@ def sample_predictions(model_dir: pathlib.Path, examples_uri: str, path: pathlib
 
 
 def _split_protos(uri: str, filename: str, proto_class) -> dict:
-    """{split: proto} from `<uri>/Split-<split>/<filename>`, for the train and eval splits that have it."""
+    """{split: proto} from `<uri>/Split-<split>/<filename>`, for each of the span's splits that has it."""
     found = {}
-    for split in ("train", "eval"):
+    for split in layout.SPLITS:
         path = os.path.join(uri, f"Split-{split}", filename)
         if tf.io.gfile.exists(path):
             found[split] = proto_class.FromString(tf.io.gfile.GFile(path, "rb").read())
@@ -350,6 +368,7 @@ def _write_pages(summary: RunSummary, folder: pathlib.Path, training_config: dic
             "pushed_anew": _pushed_anew(summary),
             "trained_on": None, "hyperparameters": hyperparameters_page(summary.hyperparameters),
             "model_card": None,
+            "model_card_shown": [],
             "samples": [], "image_sizes": [], "statistics_page": None, "anomalies": None,
             "components": [[n.node_id, n.state, f"{n.seconds:.1f}"] for n in summary.nodes]}
     metric_names = sorted({k for values in summary.metrics.values() for k in values})
@@ -416,7 +435,8 @@ def _write_pages(summary: RunSummary, folder: pathlib.Path, training_config: dic
     card = pathlib.Path(summary.pushed_path or "", layout.MODEL_CARD_FILE)
     if summary.pushed_path and card.is_file():
         # The card is Markdown the pusher wrote; text from outside (file names, sources) is escaped first.
-        page["model_card"] = render_untrusted_markdown(card.read_text())
+        text, page["model_card_shown"] = card_sections_not_shown(card.read_text())
+        page["model_card"] = render_untrusted_markdown(text)
     # The data gate's message lists what it found: it belongs with the data.
     gate_failed = any(n.node_id == ANOMALIES_GATE and n.state == "failed" for n in summary.nodes)
     page["data_gate_error"] = summary.error if gate_failed else None

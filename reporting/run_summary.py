@@ -75,6 +75,8 @@ class RunSummary:
     paired: dict[str, float] | None = None
     # the trained model's hyperparameters and where they came from (see hyperparameters_of)
     hyperparameters: dict[str, Any] | None = None
+    # the version a server of the root loads after the run, where the runner looked (a local run): 0 for none
+    served_version: int | None = None
 
     @property
     def failed(self) -> bool:
@@ -127,6 +129,10 @@ class RunSummary:
                          "(pushed earlier) is served")
         elif self.pushed_path:
             lines.append(f"  pushed: version {self.pushed_version} at {self.pushed_path}")
+        elif self.blessed is not None and self.served_version:
+            lines.append(f"  pushed: nothing; version {self.served_version} stays served")
+        elif self.blessed is not None and self.served_version == 0:
+            lines.append("  pushed: nothing; no model is served yet")
         elif self.blessed is not None:
             lines.append("  pushed: nothing (the served model, if any, is unchanged)")
         if self.error:

@@ -30,6 +30,7 @@ class PageView:
     errors: list[str]  # console errors, uncaught exceptions, failed requests
     screenshot: bytes  # PNG of the whole page
     title: str
+    overflow: int  # CSS pixels the page is wider than the window (a horizontal scrollbar), 0 when it fits
 
 
 class _DevTools:
@@ -95,11 +96,13 @@ def open_page(page: pathlib.Path) -> PageView:
             tools.call("Page.navigate", url=page.resolve().as_uri())
             tools.wait_for("Page.loadEventFired")
             probe = ("JSON.stringify({title: document.title, images: [...document.images].map("
-                     "i => [i.getAttribute('src'), i.complete && i.naturalWidth > 0])})")
+                     "i => [i.getAttribute('src'), i.complete && i.naturalWidth > 0]), overflow: "
+                     "document.documentElement.scrollWidth - document.documentElement.clientWidth})")
             state = json.loads(tools.call("Runtime.evaluate", expression=probe, returnByValue=True)["result"]["value"])
             shot = tools.call("Page.captureScreenshot", format="png", captureBeyondViewport=True)
             return PageView(images=dict(state["images"]), errors=_errors(tools.events),
-                            screenshot=base64.b64decode(shot["data"]), title=state["title"])
+                            screenshot=base64.b64decode(shot["data"]), title=state["title"],
+                            overflow=max(0, int(state["overflow"])))
         finally:
             tools.close()
     finally:

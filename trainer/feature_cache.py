@@ -214,7 +214,8 @@ class FeatureCache:
         compute = functools.partial(self._compute, augmented=augmented, pooled=pooled)
         try:
             split.views += _fill_views(pixels, compute, signature, indices=indices, cache_dir=self._cache_dir,
-                                       name=name)
+                                       name=name, tell=_Tell(f"{name} images, {phase} views", split.images,
+                                                             len(indices)))
         except (tf.errors.ResourceExhaustedError, tf.errors.UnknownError, tf.errors.InternalError, OSError) as error:
             if self._cache_dir and _no_space(error):
                 raise FeatureCacheError(
@@ -291,8 +292,27 @@ def count(dataset: tf.data.Dataset) -> int:
     return int(dataset.reduce(tf.constant(0, tf.int64), lambda count, _: count + 1))
 
 
+class _Tell:
+    """Says how far a fill has come, at most every PROGRESS_SECONDS: on a large data set the base's pass takes
+    minutes, with nothing else on the terminal."""
+
+    def __init__(self, what: str, images: int, passes: int):
+        self._what, self._total, self._done = what, images * passes, 0
+        self._last = time.monotonic()
+
+    def __call__(self, images: int) -> None:
+        self._done += images
+        if time.monotonic() - self._last >= PROGRESS_SECONDS and self._done < self._total:
+            self._last = time.monotonic()
+            progress.say(f"{SPEAKER.get()}: caching {self._what}: {100 * self._done / max(self._total, 1):.0f}% "
+                         f"({self._done:,} of {self._total:,} image views)")
+
+
+PROGRESS_SECONDS = 30.0
+
+
 def _fill_views(pixels: tf.data.Dataset, compute, signature, *, indices: range, cache_dir: str | None,
-                name: str) -> list[tf.data.Dataset]:
+                name: str, tell=lambda images: None) -> list[tf.data.Dataset]:
     """The views `indices` of every image. The base runs on the Python side, not in a tf.data map, where it
     competed with tf.data's threads and was traced again. In memory, one pass decodes each image once for all
     its views; to files, one pass a view."""
@@ -302,13 +322,17 @@ def _fill_views(pixels: tf.data.Dataset, compute, signature, *, indices: range, 
     options.autotune.enabled = False
     batches = pixels.batch(64).prefetch(2).with_options(options)
     if cache_dir is None:
-        computed = [[compute(p, labels) for _ in indices] for p, labels in batches]
+        computed = []
+        for p, labels in batches:
+            computed.append([compute(p, labels) for _ in indices])
+            tell(int(labels.shape[0]) * len(indices))
         return [tf.data.Dataset.from_tensor_slices(tuple(tf.concat(column, 0) for column in zip(*per_view)))
                 for per_view in zip(*computed)]
 
     def computed_batches():
         for p, labels in batches:
             yield compute(p, labels)
+            tell(int(labels.shape[0]))
 
     files = []
     for index in indices:

@@ -105,6 +105,7 @@ def submit(args: argparse.Namespace) -> int:
 
 def schedule(args: argparse.Namespace) -> int:
     from cli import local_run
+    from contract.layout import RunLayout
     from orchestration import local_schedule, roots, run_settings
 
     crontab = flags.settings(args, Crontab)
@@ -135,6 +136,9 @@ def schedule(args: argparse.Namespace) -> int:
         else:
             print(line)
     print(_settings_line(settings, where), file=sys.stderr)
+    print("to run it now as cron will (its output goes to the log, "
+          f"{RunLayout(args.output_dir).schedule_log}):\n  " + local_schedule.shell_command(entries[0][0]),
+          file=sys.stderr)
     return errors.OK
 
 

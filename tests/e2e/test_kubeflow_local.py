@@ -40,7 +40,16 @@ from contract import metadata as node_ids
 from contract import served
 from ingest import span_report, synthetic
 from orchestration import lease
-from tests.helpers import DEFAULT_NODE_IDS, PIPELINE_NAME, ROOT, TINY, evaluator_models, latest_run_states, tree_digest
+from tests.helpers import (
+    DEFAULT_NODE_IDS,
+    PIPELINE_NAME,
+    ROOT,
+    TINY,
+    cli_in_process,
+    evaluator_models,
+    latest_run_states,
+    tree_digest,
+)
 from tests.metadata_service import GrpcFront, MariaDB
 
 pytestmark = pytest.mark.e2e
@@ -120,11 +129,12 @@ def runs(tmp_path_factory, metadata_service):
     # history and rollback on the deployment's root and store, as from a laptop with the store port-forwarded
     on_root = ["--root", str(root), "--metadata-grpc", address]
     held = lease.acquire(root, "a-run-in-progress")
-    record["rollback_while_held"] = _cli("rollback", *on_root, "--to", "1")
+    record["rollback_while_held"] = cli_in_process("rollback", *on_root, "--to", "1")
     lease.release(root, held.run_id)
-    record["rollback"] = _cli("rollback", *on_root, "--to", "1", "--reason", "version 2 misreads night photos")
-    record["models"] = _cli("models", *on_root, "--json")
-    record["models_without_store"] = _cli("models", "--root", str(root))
+    record["rollback"] = cli_in_process("rollback", *on_root, "--to", "1", "--reason",
+                                        "version 2 misreads night photos")
+    record["models"] = cli_in_process("models", *on_root, "--json")
+    record["models_without_store"] = cli_in_process("models", "--root", str(root))
 
     record["relaunch"] = _kill_trainer_then_launch_it_again(base, root, metadata, compile_args)
 
@@ -196,7 +206,7 @@ def _kill_trainer_then_launch_it_again(base, root, metadata, compile_args):
     """A run whose Trainer task is killed with SIGKILL mid-training, then launched again in the same run (what
     KFP's retry does): the nodes before it run as tasks would, in one process; the Trainer in its own."""
     package = base / "longer-training.yaml"
-    _cli(*compile_args, "--head-epochs", "3", "--fine-tune-epochs", "3", "--package", str(package))
+    cli_in_process(*compile_args, "--head-epochs", "3", "--fine-tune-epochs", "3", "--package", str(package))
     programs = _programs_up_to(package, node_ids.TRAINER)
     run_id, store = "relaunch-run", f"grpc://{metadata.host}:{metadata.port}"
     held = lease.acquire(root, run_id)  # what the run's ingest task does first

@@ -263,6 +263,7 @@ def test_the_report_folder_works_offline_and_opens_in_a_browser(runs, tmp_path):
     assert {name: found for name, found in online.items() if found} == {}
     view = browser.open_page(runs["first_report"] / "index.html")
     assert view.errors == []
+    assert view.overflow == 0, f"the report is {view.overflow} px wider than a 1280-pixel window"
     assert view.images and all(view.images.values()), view.images
     assert set(view.images) >= {"training_curves.png", "statistics.png", "confusion_matrix.png"}
     (tmp_path / "report.png").write_bytes(view.screenshot)
@@ -348,6 +349,7 @@ def test_the_scheduled_line_run_as_cron_runs_it_trains_with_the_roots_recorded_s
     assert printed.stderr.startswith(f"each run trains with the settings recorded in {root / layout.RUN_SETTINGS_FILE}")
     assert "--min-accuracy 1.01" in printed.stderr and "--weights none" in printed.stderr
     command = printed.stdout.strip().split(" ", 5)[5]  # what cron hands to sh after the 5 time fields
+    assert printed.stderr.endswith(f"\n  {command}\n"), "the line to paste into a shell is cron's own command"
     ran = subprocess.run(["sh", "-c", command], env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)},
                          capture_output=True, text=True, timeout=600, cwd="/")
     log = (root / "scheduled_runs.log").read_text()

@@ -15,16 +15,11 @@ The model must really learn here (a shuffled span is only caught by a bar that
 a good model clears), so this uses 128-pixel images and warm start.
 """
 
-import contextlib
-import io
 import json
-import logging
 import os
 import pathlib
 import random
 import shutil
-import subprocess
-import sys
 from unittest import mock
 
 import pytest
@@ -32,7 +27,7 @@ import pytest
 from contract import features, layout, served
 from contract import metadata as node_ids
 from ingest import synthetic
-from tests.helpers import ROOT, evaluator_models, latest_run_states, run_cli, tree_digest
+from tests.helpers import cli_in_process, evaluator_models, latest_run_states, run_cli, tree_digest
 
 pytestmark = pytest.mark.e2e
 FLOAT16_TOLERANCE = 0.25  # logits; measured: at most 0.074 apart, median 0.014
@@ -98,26 +93,9 @@ def scenario(tmp_path_factory):
 
 
 def _models_json(out):
-    """`models --output-dir OUT --json`, the command line's own entry point run in this process (what is checked is
-    the listing, not the process: a subprocess would import TensorFlow and TFX again, seconds of CPU each); the
-    parsed listing, or what the command wrote when it failed."""
-    import pipeline_runner
-
-    stdout, stderr = io.StringIO(), io.StringIO()
-    loggers = [logging.getLogger(name)
-               for name in ("", "tensorflow", "absl", "apache_beam", "apache_beam.runners.common")]
-    levels = [logger.level for logger in loggers]
-    hook = sys.unraisablehook
-    # The command quiets the libraries as it starts (orchestration.quiet_logs), in the environment too: not for the
-    # processes this scenario starts afterwards, nor for the tests that run after it in this process.
-    with mock.patch.dict(os.environ), contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
-        try:
-            code = pipeline_runner.main(["models", "--output-dir", str(out), "--json"])
-        finally:
-            sys.unraisablehook = hook
-            for logger, level in zip(loggers, levels):
-                logger.setLevel(level)
-    return json.loads(stdout.getvalue()) if code == 0 else stderr.getvalue()
+    """`models --output-dir OUT --json`, parsed; or what the command wrote when it failed."""
+    models = cli_in_process("models", "--output-dir", out, "--json")
+    return json.loads(models.stdout) if models.returncode == 0 else models.stderr
 
 
 def _roll_back_and_retrain(base, out, span2, record):
@@ -142,9 +120,8 @@ def _roll_back_and_retrain(base, out, span2, record):
             rollback.rollback(out, store, 1, "", "cats-vs-dogs")
     record["refusals"] = refusals
     record["versions_after_refusals"] = sorted(p.name for p in (out / "serving_model").iterdir())
-    record["rollback"] = subprocess.run(
-        [sys.executable, str(ROOT / "pipeline_runner.py"), "rollback", "--output-dir", str(out), "--to", "1",
-         "--reason", "version 2 misreads night photos"], capture_output=True, text=True, timeout=300)
+    record["rollback"] = cli_in_process("rollback", "--output-dir", out, "--to", "1",
+                                        "--reason", "version 2 misreads night photos")
     record["models_after_rollback"] = _models_json(out)
     record["served_after_rollback"] = tree_digest(out / "serving_model")
     span4 = base / "span4"

@@ -108,6 +108,8 @@ def week(tmp_path_factory):
     record["killed_states"], _, killed_run = latest_run_states(metadata)
     record["served_after_kill"] = tree_digest(out / "serving_model")
     record["summary_after_kill"] = (out / "run_summary.json").exists()
+    page = out / "report" / "index.html"
+    record["report_after_kill"] = page.read_text() if page.is_file() else None
     record["entries_after_kill"] = sorted(os.listdir(out / "serving_model"))
 
     trainer_outputs = out / "pipeline_root" / node_ids.TRAINER
@@ -238,6 +240,9 @@ def test_kill_9_during_training_leaves_the_served_versions_alone(week):
     assert week["killed"] == -signal.SIGKILL
     assert week["served_after_kill"] == week["served"] and week["entries_after_kill"] == ["1", served.CONFIG_FILE]
     assert not week["summary_after_kill"], "the previous run's summary must not stand in for the killed run's"
+    # the root's page says a run went unfinished, and still leads to the served model's report
+    assert "has written no report yet" in week["report_after_kill"]
+    assert "(serves now)" in week["report_after_kill"] and "its report</a>" in week["report_after_kill"]
     assert week["killed_states"][node_ids.TRAINER] == ["RUNNING"]  # what kill -9 leaves in the store
     next_run = week["full_training_disk"] or week["full_disk"] or week["after_delete"]
     assert (f"an earlier run stopped while {node_ids.TRAINER} ran (killed?); marked CANCELED in ML Metadata"

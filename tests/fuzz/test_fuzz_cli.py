@@ -66,10 +66,61 @@ def test_any_argument_list_is_parsed_or_refused_in_one_line(argv):
             config, _ = flags.config_from_args(args)
             if args.command == "run":
                 local_run.check_local_files(config)
+        if args.command == "compile" and getattr(args, "target", "kubeflow") == "kubeflow":
+            _deployment(args)  # the package's own settings: --lease-timeout-minutes of 400 digits was a traceback
     except (ConfigError, CommandError) as refused:
         assert "\n" not in str(refused).strip(), str(refused)
         event(f"refused by {type(refused).__name__}")
         return
+    event("parsed")
+
+
+def _deployment(args):
+    """The Kubeflow deployment settings `compile` builds from its flags (cli/targets/kubeflow.py)."""
+    from orchestration import kserve, kubeflow
+
+    serving = kserve.Serving(**flags.settings_from(args, kserve.Serving, prefix="serving_"))
+    return kubeflow.Deployment(
+        image=args.image, root=args.root, data_dir=args.data_dir, source_kind=args.source_kind,
+        metadata_store=args.metadata_store, beam_args=tuple(args.beam_args or ()),
+        kfp_pipeline_root=args.pipeline_root, serving=serving if args.serving_rollout else None,
+        **flags.settings_from(args, kubeflow.Deployment))
+
+
+# monitor's time and count flags with values of every size and shape: durations of any length and unit, times of
+# any year, offset and precision, and the words around them.
+DURATIONS = st.builds(lambda n, unit, pad: f"{pad}{n}{unit}{pad}", st.integers(0, 10 ** 30),
+                      st.sampled_from(["s", "m", "h", "d", "", "w", "D", "ms"]), st.sampled_from(["", " ", "\t"]))
+TIMES = st.builds(lambda year, rest, zone: f"{year:04d}{rest}{zone}", st.integers(0, 99999),
+                  st.sampled_from(["-01-01T00:00:00", "-11-24T08:00:00.123456", "-02-30T00:00:00", "-12-31",
+                                   "-13-01T00:00:00", "-11-24 08:00", ""]),
+                  st.sampled_from(["Z", "+01:00", "-23:59", "+24:00", "", "+00:00:00.5", "UTC"]))
+COUNTS = st.one_of(st.integers(-5, 10 ** 25).map(str), st.sampled_from(["nan", "inf", "1e3", "", "0x10", "٣"]))
+
+
+@settings(max_examples=examples(300))
+@given(since=st.one_of(DURATIONS, TIMES, VALUES), window=COUNTS, min_window=COUNTS, sample=COUNTS,
+       rate=st.one_of(st.floats(allow_nan=True).map(str), VALUES))
+def test_monitors_flags_of_any_value_are_taken_within_range_or_refused_in_one_line(since, window, min_window,
+                                                                                 sample, rate):
+    from cli import monitor
+    from contract.traffic import EARLIEST_TIME_MS, time_text
+
+    argv = ["monitor", "--output-dir", "/tmp/root", "--since", since, "--window", window, "--min-window",
+            min_window, "--sample", sample, "--false-alarm-rate", rate]
+    errors = io.StringIO()
+    with contextlib.redirect_stderr(errors), contextlib.redirect_stdout(io.StringIO()):
+        try:
+            args = PARSER.parse_args(argv)
+        except SystemExit as refused:
+            assert refused.code == 2 and "Traceback" not in errors.getvalue(), errors.getvalue()
+            said = [line for line in errors.getvalue().splitlines() if line.startswith("pipeline_runner.py")]
+            assert len(said) == 1, errors.getvalue()
+            event("refused by argparse")
+            return
+    assert args.since >= EARLIEST_TIME_MS and time_text(args.since)  # a time the report can show
+    assert args.window >= 1 and args.min_window >= 2 and 0 < args.false_alarm_rate < 1
+    assert monitor.since_ms(since) >= EARLIEST_TIME_MS
     event("parsed")
 
 

@@ -6,6 +6,7 @@ sends it) or refused with a 4xx and a reason the sink names; the counts add up; 
 import base64
 import datetime
 import json
+import logging
 
 from hypothesis import event, given, settings
 from hypothesis import strategies as st
@@ -80,6 +81,25 @@ def events(draw):
 @given(st.lists(events(), min_size=1, max_size=4))
 def test_every_event_is_taken_or_refused_with_a_reason_and_the_counts_add_up(tmp_path_factory, sequence):
     sink = traffic_sink.TrafficSink(str(tmp_path_factory.mktemp("traffic")), SinkSettings(batch_size=2), lambda: 3)
+    logged = _Logged()
+    logging.getLogger().addHandler(logged)
+    try:
+        _send(sink, sequence)
+    finally:
+        logging.getLogger().removeHandler(logged)
+    assert not [r for r in logged.records if r.exc_info or "Traceback" in r.getMessage()], "a traceback was logged"
+
+
+class _Logged(logging.Handler):
+    def __init__(self):
+        super().__init__(logging.DEBUG)
+        self.records = []
+
+    def emit(self, record):
+        self.records.append(record)
+
+
+def _send(sink, sequence):
     answered = 0
     for headers, body in sequence:
         try:

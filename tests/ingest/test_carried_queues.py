@@ -225,12 +225,17 @@ def test_a_removed_newest_queue_span_stops_the_queue_when_no_span_came_after_it_
         _sort(queued, name)
     assert spans.ingest("folder", queued, examples).span == 4  # supersedes span 2; the newest span
     shutil.rmtree(examples / "span-4")
+    # The data unchanged: span 3 carries the superseded span 2, so it is not what the next span would be.
+    report = spans.ingest("folder", root["data"], examples)
+    assert not report.reused and (report.span, report.carried) == (5, []), "span 4's number stays used"
+    assert f"{os.path.basename(queued)}'s newest span-4 is gone; its earlier span-2 is not carried" in report.table()
+    assert spans.ingest("folder", root["data"], examples).reused, "then the same data again is that span"
     synthetic.write_demo_images(root["data"], 4)
     report = spans.ingest("folder", root["data"], examples)
-    assert (report.span, report.carried, report.examples_written) == (5, [], 8), "span 4's number stays used"
+    assert (report.span, report.carried, report.examples_written) == (6, [], 8)
     assert f"{os.path.basename(queued)}'s newest span-4 is gone; its earlier span-2 is not carried" in report.table()
     assert span_report.numbers_used(examples) == {1: None, 2: report.not_carried[0]["queue"], 3: None,
-                                                  4: report.not_carried[0]["queue"], 5: None}
+                                                  4: report.not_carried[0]["queue"], 5: None, 6: None}
 
 
 def test_a_root_from_before_the_numbers_file_gets_one_with_its_spans_and_a_damaged_one_stops_ingest(root):

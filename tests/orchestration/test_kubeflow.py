@@ -256,6 +256,9 @@ def test_every_source_kind_has_a_local_flag_and_is_a_package_choice():
     ({"root": "/mnt/pipeline/cats", "pvc": "claim", "data_dir": "/home/me/pets"}, "not on the PVC"),
     ({"root": "gs://b/c", "metadata_store": "mysql://db"}, "grpc://HOST:PORT"),
     ({"root": "gs://b/c", "lease_timeout_minutes": 2}, "at least 3: tasks renew the lease every 60 s"),
+    # a value float() of its seconds could not hold was a traceback at compile time
+    ({"root": "gs://b/c", "lease_timeout_minutes": 10 ** 400}, "at most 43,200 .30 days."),
+    ({"root": "gs://b/c", "lease_timeout_minutes": 43_201}, "at most 43,200"),
 ])
 def test_settings_that_cannot_work_are_refused_at_compile_time(settings, message):
     with pytest.raises(kubeflow.TargetError, match=message):

@@ -155,8 +155,12 @@ def test_schedule_takes_the_recorded_source_and_says_what_each_run_trains_with(t
     code, out, err = _schedule(capsys, root)
     assert code == 0, err
     assert f" run --data-dir {tmp_path / 'pets'} --output-dir {root} >> " in out and out.count("\n") == 1
-    assert err == (f"each run trains with the settings recorded in {root / 'run_settings.json'}: "
-                   f"--min-eval-examples 10 --weights {weights} (a `run` given other flags changes them)\n")
+    said, paste = err.split("\n", 1)
+    assert said == (f"each run trains with the settings recorded in {root / 'run_settings.json'}: "
+                    f"--min-eval-examples 10 --weights {weights} (a `run` given other flags changes them)")
+    # the line to paste into a shell: what cron hands to sh, the 5 time fields gone
+    assert paste == (f"to run it now as cron will (its output goes to the log, {root / 'scheduled_runs.log'}):\n"
+                     f"  {out.strip().split(' ', 5)[5]}\n")
     code, out, _ = _schedule(capsys, root, "--data-dir", tmp_path / "more")
     assert code == 0 and f" run --data-dir {tmp_path / 'more'} --output-dir " in out, "a flag given wins"
 

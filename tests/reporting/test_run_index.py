@@ -99,3 +99,30 @@ def test_summaries_no_run_wrote_are_passed_over_and_a_linked_report_is_never_wri
     except OSError as error:
         assert "is a symbolic link" in str(error)
     assert victim.read_text() == run_index.SLOT and (root / "report" / "index.html").read_text() == page
+
+
+def test_the_served_models_run_is_kept_past_the_bound_and_found_through_a_rollback(tmp_path, monkeypatch):
+    monkeypatch.setattr(run_index, "KEPT_RUNS", 3)
+    root = tmp_path / "root"
+    _run(root, "pushed1", {"run_id": "pushed1", "pushed_version": 1}, 100)
+    _run(root, "pushed2", {"run_id": "pushed2", "pushed_version": 2}, 101)
+    nightly = [_run(root, f"n{i}", {"run_id": f"n{i}", "blessed": False}, 200 + i) for i in range(5)]
+    page = run_index.publish(root, nightly[-1], served_version=1).read_text()
+    assert sorted(os.listdir(root / "runs")) == ["n2", "n3", "n4", "pushed1"], "the served model's report stays"
+    assert 'version 1, was pushed by run pushed1: <a href="../runs/pushed1/report/index.html">' in page
+    assert "<td>pushed1 (serves now)</td>" in page
+    # version 3 is a rollback to version 1: the run that pushed version 1 pushed the model served
+    page = run_index.publish(root, nightly[-1], served_version=3, rolled_back_to=1).read_text()
+    assert "The served model, version 3 (a rollback to version 1), was pushed by run pushed1" in page
+
+
+def test_a_run_under_way_replaces_the_root_page_by_one_that_says_so_and_lists_every_report(tmp_path):
+    root = tmp_path / "root"
+    served = _run(root, "good", {"run_id": "good", "pushed_version": 1}, 100)
+    run_index.publish(root, served, served_version=1)
+    page = run_index.started(root, served_version=1)
+    text = page.read_text()
+    assert page == root / "report" / "index.html" and "<h1>A run of this root is in progress</h1>" in text
+    assert "has written no report yet" in text and "<h1>good</h1>" not in text, "not the last run's page"
+    assert "<td>good (serves now)</td>" in text and 'href="../runs/good/report/index.html"' in text
+    assert sorted(os.listdir(root)) == ["report", "run_summary.json", "runs"], "no staging copy left"

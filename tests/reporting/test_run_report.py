@@ -51,7 +51,7 @@ def test_report_of_a_run_stopped_by_the_data_gate_shows_why_with_the_data(tmp_pa
     text = page.read_text()
     assert "<h1>Run run-&lt;7&gt; of cats-vs-dogs</h1>" in text  # escaped
     assert "<td>AnomaliesGate</td><td>failed</td><td>0.5</td>" in text
-    assert f"<p class=error>Failed: {error}</p>" in text
+    assert text.count(error) == 2, "once at the top, once with the data it is about"
     data = text[text.index("<h2 id=data>Data</h2>"):]
     assert f"<pre>{error}</pre>" in data
     assert "Span 2 from folder:/data/pets: 5 files." in data
@@ -73,9 +73,12 @@ def test_report_of_an_evaluated_run_gives_the_decision_and_the_metrics(tmp_path)
                        confusion_matrix={"threshold": 0.5, "true_positives": 15.0, "false_positives": 10.0,
                                          "true_negatives": 5.0, "false_negatives": 10.0})
     text = run_report.write_report(summary, tmp_path, {}, None).read_text()
-    assert "<b>not blessed</b>: binary_accuracy 0.5000 is below the minimum 0.8." in text
+    top = text[:text.index("<nav>")]  # the failure and the decision, each once, before the contents
+    assert f'<p class="decision failed"><b>Failed</b>: {error}</p>' in top and text.count(error) == 1
+    assert "<b>Not blessed</b>:\nbinary_accuracy 0.5000 is below the minimum 0.8." in top
+    assert text.count("is below the minimum 0.8") == 1
     assert '<a href="#evaluation">Evaluation</a>' in text
-    assert "nothing pushed; the served model is unchanged." in text
+    assert "Nothing pushed; the served model is unchanged." in top
     assert "<tr><td>candidate</td><td>0.5000</td><td>40</td></tr>" in text
     assert "<tr><td>baseline</td><td>0.8125</td><td>40</td></tr>" in text
     assert "<tr><td>label=1</td><td>0.7500</td></tr>" in text
@@ -128,9 +131,16 @@ def test_the_report_opens_in_a_browser_with_every_figure_and_no_console_error(tm
                        metrics={"candidate": {"binary_accuracy": 0.9, "example_count": 40.0}},
                        confusion_matrix={"threshold": 0.5, "true_positives": 18.0, "false_positives": 2.0,
                                          "true_negatives": 18.0, "false_negatives": 2.0})
-    page = run_report.write_report(summary, tmp_path, {}, _ingest_report())
+    # Long words a user's data brings (a folder of photos named by a camera app, an error naming a path): the page
+    # still fits a 1280-pixel window without a horizontal scrollbar.
+    long_name = "dog/" + "IMG_20261125_" * 12 + ".jpg"
+    ingest = _ingest_report() | {"source": "folder:/home/someone/" + "photos_" * 30,
+                                 "quarantined": [{"file": long_name, "reason": "not an image: " + "x" * 300}]}
+    summary.error = "OSError: cannot write /runs/" + "deep/" * 60 + "summary.json"
+    page = run_report.write_report(summary, tmp_path, {}, ingest)
     view = browser.open_page(page)
     assert view.errors == []
+    assert view.overflow == 0, f"the page is {view.overflow} px wider than a 1280-pixel window"
     assert view.images == {"confusion_matrix.png": True}
     screenshot = tmp_path / "report.png"
     screenshot.write_bytes(view.screenshot)
@@ -172,10 +182,36 @@ def test_a_rerun_whose_push_was_cached_says_nothing_new_was_pushed(tmp_path):
     nodes = [run_summary.NodeRun(node_ids.PUSHER, "cached", 0.0, 9, 0.0)]
     summary = _summary(nodes=nodes, blessed=True, decision="met binary_accuracy >= 0.8", pushed_version=1,
                        pushed_path=str(tmp_path / "serving_model" / "1"))
-    top = run_report.write_report(summary, tmp_path / "cached", {}, None).read_text().split("<nav>")[0]
-    assert "Nothing new pushed; version 1, pushed earlier, is served." in top and "Pushed as version" not in top
+    page = run_report.write_report(summary, tmp_path / "cached", {}, None).read_text()
+    top = page.split("<nav>")[0]
+    assert "Nothing new pushed; version 1, pushed earlier, is served." in top
+    assert "ushed as version" not in page, "no section of the page says otherwise"
     pushed = run_report.write_report(dataclasses.replace(summary, nodes=[]), tmp_path / "new", {}, None).read_text()
     assert f"Pushed as version 1 ({tmp_path / 'serving_model' / '1'})." in pushed.split("<nav>")[0]
+
+
+def test_a_run_that_pushed_nothing_names_the_version_that_stays_served(tmp_path):
+    summary = _summary(blessed=False, decision="binary_accuracy 0.5000 is below the minimum 0.8")
+    for served, words in ((3, "Nothing pushed; version 3 stays served."),
+                          (0, "Nothing pushed; no model is served yet."),
+                          (None, "Nothing pushed; the served model is unchanged.")):
+        summary.served_version = served
+        top = run_report.write_report(summary, tmp_path / str(served), {}, None).read_text().split("<nav>")[0]
+        assert words in top, top
+        line = [n for n in summary.text().splitlines() if "pushed:" in n]
+        assert line == ["  " + {3: "pushed: nothing; version 3 stays served",
+                                0: "pushed: nothing; no model is served yet",
+                                None: "pushed: nothing (the served model, if any, is unchanged)"}[served]], line
+
+
+def test_the_cards_sections_the_report_shows_itself_are_left_out_of_its_copy():
+    card = ("# Model card: x\n\nVersion `serving_model/2`.\n\n## Intended use\n\nCats.\n\n## Training\n\nepochs\n\n"
+            "## Evaluation\n\n| metric |\n\n## Blessing\n\nDecision: met.\n\n## TFLite models\n\nint8\n\n"
+            "## Known limits\n\n- few images\n")
+    text, left_out = run_report.card_sections_not_shown(card)
+    assert left_out == ["Training", "Evaluation", "Blessing", "TFLite models"]
+    assert "## Intended use" in text and "## Known limits" in text and "few images" in text
+    assert not any(word in text for word in ("epochs", "| metric |", "Decision: met", "int8")), text
 
 
 def test_the_training_curves_mark_whole_epochs_only(tmp_path, monkeypatch):

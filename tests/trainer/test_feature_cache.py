@@ -143,3 +143,15 @@ def test_a_full_disk_while_caching_fails_naming_it(tmp_path):
         assert not cache_dir.exists()  # the next run starts clean
     finally:
         subprocess.run(["umount", str(disk)], check=True)
+
+
+def test_a_long_fill_says_how_far_it_has_come_at_most_every_interval(monkeypatch, capsys):
+    clock = [0.0]
+    monkeypatch.setattr(feature_cache.time, "monotonic", lambda: clock[0])
+    tell = feature_cache._Tell("train images, head views", images=1000, passes=2)
+    for step in range(1, 32):  # 64 images a batch, a batch every 5 s
+        clock[0] = 5.0 * step
+        tell(64)
+    said = [line for line in capsys.readouterr().out.splitlines() if "caching train images" in line]
+    assert said == [f"Trainer: caching train images, head views: {round(100 * n / 2000)}% ({n:,} of 2,000 image "
+                    "views)" for n in (384, 768, 1152, 1536, 1920)], said
