@@ -95,12 +95,9 @@ def _weights(training: dict) -> str:
 
 def render(facts: CardFacts) -> str:
     """The card as Markdown."""
-    # A reader finds the card in a version folder: it names that folder first, the Trainer's output (where
-    # ML Metadata, `models` and the run's report know the model from) second.
-    where = f"Version `{facts.served_as}`, a" if facts.served_as else "A"
-    lines = [f"# Model card: {facts.pipeline}", "",
-             f"{where} copy of the Trainer's output `{facts.model_uri}` (its Model artifact in ML Metadata). "
-             "This card ships in the version's `assets.extra/`.", ""]
+    where = f"Version `{facts.served_as}`, a" if facts.served_as else "A"  # the folder it is read in first
+    lines = [f"# Model card: {facts.pipeline}", "", f"{where} copy of the Trainer's output `{facts.model_uri}` (its "
+             "Model artifact in ML Metadata). This card ships in the version's `assets.extra/`.", ""]
     lines += ["## Intended use", "",
               "Tells whether a photo shows a cat or a dog: MobileNetV2 with a small classification head, "
               f"from {_weights(facts.training)}, alpha {facts.training.get('alpha')}. Send encoded images (JPEG, "

@@ -359,6 +359,17 @@ def _pushed_anew(summary: RunSummary) -> bool:
     return bool(summary.pushed_path) and not (pusher_cached or summary.already_served)
 
 
+def _card_page(summary: RunSummary) -> dict:
+    """The pushed version's model card for the page: its sections the page does not show itself, and the
+    titles of those it left out."""
+    card = pathlib.Path(summary.pushed_path or "", layout.MODEL_CARD_FILE)
+    if not (summary.pushed_path and card.is_file()):
+        return {"model_card": None, "model_card_shown": []}
+    # The card is Markdown the pusher wrote; text from outside (file names, sources) is escaped first.
+    text, shown = card_sections_not_shown(card.read_text())
+    return {"model_card": render_untrusted_markdown(text), "model_card_shown": shown}
+
+
 def _write_pages(summary: RunSummary, folder: pathlib.Path, training_config: dict,
                  ingest_report: dict | None) -> None:
     """Draws the figures into `folder` and renders the page from templates/report.html.j2."""
@@ -367,8 +378,7 @@ def _write_pages(summary: RunSummary, folder: pathlib.Path, training_config: dic
     page = {"summary": summary, "figures": figures, "ingest": ingest_report, "history": None, "tflite": None,
             "pushed_anew": _pushed_anew(summary),
             "trained_on": None, "hyperparameters": hyperparameters_page(summary.hyperparameters),
-            "model_card": None,
-            "model_card_shown": [],
+            **_card_page(summary),
             "samples": [], "image_sizes": [], "statistics_page": None, "anomalies": None,
             "components": [[n.node_id, n.state, f"{n.seconds:.1f}"] for n in summary.nodes]}
     metric_names = sorted({k for values in summary.metrics.values() for k in values})
@@ -432,11 +442,6 @@ def _write_pages(summary: RunSummary, folder: pathlib.Path, training_config: dic
             page["statistics_page"] = f"../{tfdv_page.name}"
     if summary.artifacts.get("ExampleAnomalies"):
         page["anomalies"] = _anomalies(summary.artifacts["ExampleAnomalies"])
-    card = pathlib.Path(summary.pushed_path or "", layout.MODEL_CARD_FILE)
-    if summary.pushed_path and card.is_file():
-        # The card is Markdown the pusher wrote; text from outside (file names, sources) is escaped first.
-        text, page["model_card_shown"] = card_sections_not_shown(card.read_text())
-        page["model_card"] = render_untrusted_markdown(text)
     # The data gate's message lists what it found: it belongs with the data.
     gate_failed = any(n.node_id == ANOMALIES_GATE and n.state == "failed" for n in summary.nodes)
     page["data_gate_error"] = summary.error if gate_failed else None

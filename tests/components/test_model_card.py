@@ -43,6 +43,11 @@ def test_the_card_holds_each_section_with_the_artifacts_figures():
     assert "Thresholds: binary_accuracy >= 0.8; binary_accuracy at most 0 below the baseline's." in card
     assert "5 epochs run; fine-tuning started after epoch 2; weights kept from epoch 4" in card
     assert "| int8 | 96.0% of 25 eval images | 1.0 |" in card
+    assert "| label | test images | accuracy |" in card, "the by-label table counts the split it scored"
+    assert card.startswith("# Model card: cats-vs-dogs\n\nA copy of the Trainer's output `/runs/x/")
+    served = model_card.render(_facts(served_as="serving_model/3"))
+    assert "\nVersion `serving_model/3`, a copy of the Trainer's output `/runs/x/pipeline_root/Trainer/model/9`" \
+        in served
     assert "| fine_tune_from | 100 |" in card
 
 

@@ -196,3 +196,27 @@ def test_a_damaged_served_version_is_not_served(model_dir, tmp_path):
     assert (state.version, state.named) == (None, 2)
     assert state.problem() == (f"version 2 (named in {CONFIG}) is damaged: its files differ from those pushed "
                                "(saved_model.pb: changed since the push)")
+
+
+def test_files_made_of_the_version_number_name_the_version_they_land_in_when_another_pusher_took_one(
+        model_dir, tmp_path, monkeypatch):
+    """The model card names its version folder: written again, with its commit record, when the number it was
+    written for went to another pusher between the look and the rename."""
+    from contract import storage
+
+    serving = tmp_path / "serving"
+    publish = storage.publish
+
+    def race(staging, final, commit_file, commit):
+        if final.endswith("/1"):  # another pusher publishes version 1 first
+            shutil.copytree(model_dir, final)
+            (pathlib.Path(final) / layout.DIGESTS_FILE).parent.mkdir(parents=True, exist_ok=True)
+            (pathlib.Path(final) / layout.DIGESTS_FILE).write_text(digests_text(final))
+        return publish(staging, final, commit_file, commit)
+
+    monkeypatch.setattr(storage, "publish", race)
+    result = push_model(str(model_dir), str(serving), model_uri="m",
+                        extra_files=lambda version: {"assets.extra/card.md": f"version {version}\n"})
+    assert result.version == 2
+    assert (serving / "2" / "assets.extra" / "card.md").read_text() == "version 2\n"
+    assert digest_problems(str(serving / "2")) == [], "the commit record covers the card as written"

@@ -80,9 +80,10 @@ def _deployment(args):
     from orchestration import kserve, kubeflow
 
     serving = kserve.Serving(**flags.settings_from(args, kserve.Serving, prefix="serving_"))
+    given = flags.given_store(args)  # compile's dispatcher refuses a store of the wrong kind before this
     return kubeflow.Deployment(
         image=args.image, root=args.root, data_dir=args.data_dir, source_kind=args.source_kind,
-        metadata_store=args.metadata_store, beam_args=tuple(args.beam_args or ()),
+        metadata_store=given[1] if given else kubeflow.DEFAULT_METADATA_STORE, beam_args=tuple(args.beam_args or ()),
         kfp_pipeline_root=args.pipeline_root, serving=serving if args.serving_rollout else None,
         **flags.settings_from(args, kubeflow.Deployment))
 
