@@ -41,7 +41,7 @@ REPORT_RETRIES = 1
 RETRY_BACKOFF = "60s"
 RETRY_BACKOFF_MAX = "600s"
 DEFAULT_LEASE_TIMEOUT_MINUTES = lease.DEFAULT_STALE_AFTER_SECONDS // 60
-MAX_LEASE_TIMEOUT_MINUTES = 30 * 24 * 60  # a bound any real run is under; far beyond it, float() of the seconds overflows
+MAX_LEASE_TIMEOUT_MINUTES = 30 * 24 * 60  # above any real run; far beyond it, float() of the seconds overflows
 # Other tasks are small next to the Trainer; the Evaluator loads the model too.
 DEFAULT_TASK_CPU = "1"
 DEFAULT_TASK_MEMORY = "4G"
