@@ -24,7 +24,15 @@ from ml_metadata.proto import metadata_store_pb2
 from contract import layout, served
 from contract import metadata as node_ids
 from ingest import synthetic
-from tests.helpers import CHEAP_TRAINING, DEFAULT_NODE_IDS, ROOT, latest_run_states, run_cli, tree_digest
+from tests.helpers import (
+    CHEAP_TRAINING,
+    DEFAULT_NODE_IDS,
+    ROOT,
+    cli_in_process,
+    latest_run_states,
+    run_cli,
+    tree_digest,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -144,17 +152,14 @@ def test_base_weights_writes_the_pushed_models_base_for_weights_file(runs, tmp_p
     from trainer import model as model_lib
 
     out = tmp_path / "base_no_top.h5"
-    result = subprocess.run([sys.executable, str(ROOT / "pipeline_runner.py"), "base-weights", "--output-dir",
-                             str(runs["out"]), "--out", str(out)], capture_output=True, text=True, timeout=300)
+    result = cli_in_process("base-weights", "--output-dir", runs["out"], "--out", out)
     assert result.returncode == 0, result.stderr[-2000:]
     assert f"--weights {out} --alpha 0.35 (the model's; any --image-size)" in result.stdout
     pushed = keras.models.load_model(runs["out"] / "serving_model" / "1" / layout.KERAS_MODEL_FILE, compile=False)
     loaded = model_lib.build_base(TrainingConfig(weights=str(out), alpha=0.35), 96)  # another image size: fine
     for mine, theirs in zip(loaded.weights, model_lib.get_base(pushed).weights, strict=True):
         np.testing.assert_array_equal(mine.numpy(), theirs.numpy(), err_msg=mine.path)
-    refused = subprocess.run([sys.executable, str(ROOT / "pipeline_runner.py"), "base-weights", "--output-dir",
-                              str(runs["out"]), "--out", str(tmp_path / "base.keras")], capture_output=True, text=True,
-                             timeout=300)
+    refused = cli_in_process("base-weights", "--output-dir", runs["out"], "--out", tmp_path / "base.keras")
     assert refused.returncode == 2 and "Traceback" not in refused.stderr
     assert refused.stderr.strip().splitlines()[-1].startswith("error: --out must name an .h5 file")
 
@@ -342,8 +347,7 @@ def test_the_scheduled_line_run_as_cron_runs_it_trains_with_the_roots_recorded_s
     given those flags without --allow-anomalies."""
     root = tmp_path / "root"
     shutil.copytree(runs["out"], root, symlinks=True)
-    printed = subprocess.run([sys.executable, str(ROOT / "pipeline_runner.py"), "schedule", "--local", "--cron",
-                              "0 3 * * *", "--output-dir", str(root)], capture_output=True, text=True, timeout=120)
+    printed = cli_in_process("schedule", "--local", "--cron", "0 3 * * *", "--output-dir", root)
     assert printed.returncode == 0, printed.stderr
     assert f" run --data-dir {runs['data']} --output-dir {root} >> " in printed.stdout
     assert printed.stderr.startswith(f"each run trains with the settings recorded in {root / layout.RUN_SETTINGS_FILE}")

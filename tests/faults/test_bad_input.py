@@ -21,7 +21,7 @@ import pipeline_runner
 from contract import layout
 from ingest import synthetic
 from orchestration import lease, run_lock
-from tests.helpers import ROOT, transform_graph
+from tests.helpers import ROOT, cli_in_process, transform_graph
 
 pytestmark = pytest.mark.faults
 
@@ -317,9 +317,8 @@ def test_eval_split_too_small_to_judge_a_model_stops_at_the_data_gate():
 def test_printed_cron_line_runs_in_a_fresh_output_folder(tmp_path):
     (tmp_path / "images").mkdir()
     out = tmp_path / "new" / "out"
-    printed = subprocess.run([sys.executable, str(ROOT / "pipeline_runner.py"), "schedule", "--local", "--cron",
-                              "0 3 * * *", "--data-dir", str(tmp_path / "images"), "--output-dir", str(out)],
-                             capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    printed = cli_in_process("schedule", "--local", "--cron", "0 3 * * *", "--data-dir", tmp_path / "images",
+                             "--output-dir", out)
     assert printed.returncode == 0, printed.stderr
     command = printed.stdout.strip().split(" ", 5)[5]  # what cron hands to sh after the 5 time fields
     # cron's environment: no virtualenv, a minimal PATH, some other working directory
