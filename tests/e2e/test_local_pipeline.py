@@ -670,14 +670,17 @@ def test_scheduled_runs_after_a_queue_was_ingested_train_on_its_labeled_images_a
         runs, monitored):
     """The queue ingested above is span 2. The scheduled run's data folder has changed since span 1: its run
     ingests it as span 3, carrying the queue's images, which its Trainer reads in the splits they had; the next
-    scheduled run, on the same data, reuses span 3 (the queue's span is no longer the newest, yet nothing is
-    ingested again) and its Trainer, cached, read them still."""
+    scheduled run (the printed crontab line, run as cron runs it, with the settings the root recorded), on the same
+    data, reuses span 3 (the queue's span is no longer the newest, yet nothing is ingested again) and its Trainer,
+    cached, read them still."""
     queued = {split: _sha256s((monitored / "examples" / "span-2" / split).glob("images-*")) for split in layout.SPLITS}
     assert sum(map(len, queued.values())) == 10 and queued["train"]
     data = monitored.parent / "scheduled_data"
     shutil.copytree(runs["data"], data)
     synthetic.write_demo_images(data, 17)  # one more image of each class
-    settings = [*ALLOWED, "--min-accuracy", "1.01", "--span-window", "1", "--no-tflite"]
+    # recorded with the root (run_settings.json), as --allow-anomalies, one run's, would not be
+    settings = [*CHEAP_TRAINING, "--min-eval-examples", "1", "--min-accuracy", "1.01", "--span-window", "1",
+                "--no-tflite"]
     first, _ = run_cli(data, monitored, *settings)
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
     report = json.loads((monitored / "examples" / "span-3" / layout.INGEST_REPORT).read_text())
@@ -685,8 +688,15 @@ def test_scheduled_runs_after_a_queue_was_ingested_train_on_its_labeled_images_a
     assert report["examples_written"] == 34 + 10
     uri, read = _read_by_trainer(monitored / "metadata.sqlite")
     assert all(queued[split] <= read[split] for split in layout.SPLITS), "each queued image in the split it had"
-    second, _ = run_cli(data, monitored, *settings)
-    assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
-    assert "span 3 (reused)" in second.stdout and not (monitored / "examples" / "span-4").exists()
+    # The next night: the line `schedule --local` prints, run through sh in cron's bare environment, takes the
+    # source and the settings the first run recorded: a Trainer given any other setting would train again.
+    printed = cli_in_process("schedule", "--local", "--cron", "0 3 * * *", "--output-dir", monitored)
+    assert printed.returncode == 0 and f" run --data-dir {data} --output-dir {monitored} >> " in printed.stdout
+    assert "--min-eval-examples 1" in printed.stderr and "--weights none" in printed.stderr, printed.stderr
+    ran = subprocess.run(["sh", "-c", printed.stdout.strip().split(" ", 5)[5]], capture_output=True, text=True,
+                         env={"PATH": "/usr/bin:/bin", "HOME": str(monitored.parent)}, timeout=600, cwd="/")
+    second = (monitored / "scheduled_runs.log").read_text().split("=== run ")[-1]
+    assert ran.returncode == 0 and ran.stderr == "", second[-3000:]
+    assert "span 3 (reused)" in second and not (monitored / "examples" / "span-4").exists()
     assert latest_run_states(monitored / "metadata.sqlite")[0][node_ids.TRAINER] == ["CACHED"]
     assert _read_by_trainer(monitored / "metadata.sqlite") == (uri, read)
