@@ -176,6 +176,12 @@ def command_rollback(args: argparse.Namespace) -> int:
         print(f"version {done.to_version}'s model is served again as version {done.pushed.version} "
               f"({done.pushed.path}); {before}")
     print(rollback.reach_clients(str(root), done.pushed.version, serving))
+    if args.root is None:  # a local root's report page lists its runs and marks the served model's
+        from orchestration import local
+
+        problem = local.republish_report(root)
+        if problem:
+            print(f"warning: {problem}", file=sys.stderr)
     return 0
 
 

@@ -128,7 +128,8 @@ def _bound_words(name: str, threshold) -> list[str]:
         higher = change.direction == tfma.MetricDirection.HIGHER_IS_BETTER
         if change.HasField("absolute"):
             allowed = abs(change.absolute.value)
-            words.append(f"{name} at most {allowed:g} {'below' if higher else 'above'} the baseline's")
+            words.append(f"{name} no {'lower' if higher else 'higher'} than the baseline's" if allowed == 0 else
+                         f"{name} at most {allowed:g} {'below' if higher else 'above'} the baseline's")
         if change.HasField("relative"):
             words.append(f"{name} within {abs(change.relative.value):g}x of the baseline's")
     return words

@@ -163,6 +163,23 @@ def _publish(where: RunLayout, run_folder: pathlib.Path) -> pathlib.Path:
                                          f"{where.report_dir}: {error.strerror or error}") from None
 
 
+def republish_report(root: str | os.PathLike) -> str | None:
+    """The root's report page made again from the newest run's, its list of runs naming the version served now
+    (after a rollback, which runs no pipeline); a line saying what went wrong when it could not be, else None."""
+    from reporting import run_index
+
+    where = RunLayout(pathlib.Path(root).resolve())
+    newest = run_index.runs(pathlib.Path(where.root))
+    if not newest:
+        return None
+    try:
+        run_index.publish(pathlib.Path(where.root), pathlib.Path(where.runs_dir, newest[0]["folder"]),
+                          *_served_versions(where))
+    except OSError as error:
+        return f"the root's report page still names the version served before: {error.strerror or error}"
+    return None
+
+
 def _served_versions(where: RunLayout) -> tuple[int | None, int | None]:
     """The version the serving config names, and the one it is a rollback to (None when it is not one)."""
     import json
@@ -244,10 +261,10 @@ def _run_locked(config: PipelineConfig, where: RunLayout, source: Source | None,
     if summary.run_id is None and error is None:
         error = "the pipeline recorded no run in ML Metadata"
     code = INTERRUPTED if interrupted else FAILED if summary.failed else OK
-    if not summary.pushed_path:  # what stays served, said in the summary's pushed line
-        from contract import served
+    from contract import served
 
-        summary.served_version = served.served(str(where.serving_dir)).version or 0
+    # what is served after the run (a rollback may have replaced an earlier push): said in the summary's pushed line
+    summary.served_version = served.served(str(where.serving_dir)).version or 0
     # The run's own folder, as a Kubeflow run's; then its summary and report are the root's newest (run_index).
     run_folder = pathlib.Path(where.run_dir(summary.run_id or f"local-{time.strftime('%Y%m%dT%H%M%S')}"))
     try:

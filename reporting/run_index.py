@@ -66,7 +66,8 @@ def outcome(summary: dict) -> str:
     nodes = [node for node in summary.get("nodes") or [] if isinstance(node, dict)]
     if version is not None and (summary.get("already_served") or any(
             node.get("node_id") == metadata_lib.PUSHER and node.get("state") == "cached" for node in nodes)):
-        return f"nothing new pushed; version {version} is served"
+        served = summary.get("served_version")
+        return f"nothing new pushed; version {served if isinstance(served, int) and served else version} is served"
     if version is not None:
         return f"{_PUSHED}{version}"
     if summary.get("blessed") is True:

@@ -79,6 +79,12 @@ class RunSummary:
     served_version: int | None = None
 
     @property
+    def replaced_since(self) -> bool:
+        """The version this run's model was pushed as is no longer the one served (a rollback since)."""
+        return bool(self.served_version) and self.pushed_version is not None and \
+            self.served_version != self.pushed_version
+
+    @property
     def failed(self) -> bool:
         return self.error is not None or any(n.state == "failed" for n in self.nodes)
 
@@ -124,7 +130,10 @@ class RunSummary:
             lines.append(f"  blessed: {'yes' if self.blessed else 'no'} ({self.decision})")
         pusher_cached = any(n.node_id == metadata_lib.PUSHER and n.state == "cached" for n in self.nodes)
         lines += [f"  serving folder: {line}" for line in self.cleaned]
-        if self.pushed_path and (pusher_cached or self.already_served):
+        if self.pushed_path and (pusher_cached or self.already_served) and self.replaced_since:
+            lines.append(f"  pushed: nothing new; version {self.served_version} is served (version "
+                         f"{self.pushed_version}, this model's push, was replaced since: a rollback)")
+        elif self.pushed_path and (pusher_cached or self.already_served):
             lines.append(f"  pushed: nothing new; version {self.pushed_version} at {self.pushed_path} "
                          "(pushed earlier) is served")
         elif self.pushed_path:

@@ -123,6 +123,7 @@ def _roll_back_and_retrain(base, out, span2, record):
     record["rollback"] = cli_in_process("rollback", "--output-dir", out, "--to", "1",
                                         "--reason", "version 2 misreads night photos")
     record["models_after_rollback"] = _models_json(out)
+    record["report_after_rollback"] = (out / "report" / "index.html").read_text()
     record["served_after_rollback"] = tree_digest(out / "serving_model")
     span4 = base / "span4"
     shutil.copytree(span2, span4)
@@ -350,6 +351,9 @@ def test_rollback_serves_version_1_again_as_version_3_and_models_shows_it(scenar
     assert (versions[3]["rolled_back_to"], versions[3]["reason"]) == (1, "version 2 misreads night photos")
     assert versions[3]["served"] and not versions[2]["served"]
     assert versions[3]["model_id"] == versions[1]["model_id"] and versions[3]["blessed"]
+    # the root's page, made again by the rollback, leads to the report of the run that pushed version 1
+    assert "The served model, version 3 (a rollback to version 1), was pushed by run" in \
+        scenario["report_after_rollback"]
 
 
 def test_after_the_rollback_a_new_candidate_is_compared_with_the_served_model(scenario):

@@ -5,7 +5,7 @@ import tensorflow as tf
 
 from contract import features, layout
 from contract import metadata as node_ids
-from reporting import run_report, run_summary
+from reporting import run_index, run_report, run_summary
 
 
 def _example(label: int, index: int) -> bytes:
@@ -186,6 +186,13 @@ def test_a_rerun_whose_push_was_cached_says_nothing_new_was_pushed(tmp_path):
     top = page.split("<nav>")[0]
     assert "Nothing new pushed; version 1, pushed earlier, is served." in top
     assert "ushed as version" not in page, "no section of the page says otherwise"
+    # a rollback since served version 1's model again as version 3: the page and the summary name version 3
+    rolled = dataclasses.replace(summary, served_version=3)
+    top = run_report.write_report(rolled, tmp_path / "rolled", {}, None).read_text().split("<nav>")[0]
+    assert "Nothing new pushed; version 3 is\nserved (version 1, this model's push, was replaced since" in top, top
+    assert "  pushed: nothing new; version 3 is served (version 1, this model's push, was replaced since: a " \
+        "rollback)" in rolled.text()
+    assert run_index.outcome(rolled.to_json()) == "nothing new pushed; version 3 is served"
     pushed = run_report.write_report(dataclasses.replace(summary, nodes=[]), tmp_path / "new", {}, None).read_text()
     assert f"Pushed as version 1 ({tmp_path / 'serving_model' / '1'})." in pushed.split("<nav>")[0]
 
