@@ -236,11 +236,20 @@ def add_serving_target_flags(group, rollout_help: str) -> None:
                             "when the versions are served some other way.")
 
 
+GLOB_CHARACTERS = "*?[]$"
+
+
 def check_output_dir(output_dir: pathlib.Path) -> None:
     """The output directory is a folder, or can be made (its nearest existing ancestor is a writable folder), and
     is writable: checked before any work, and nothing is created (a refused command leaves no folder behind)."""
     if output_dir.exists() and not output_dir.is_dir():
         raise SettingsError(f"--output-dir {output_dir} is a file, not a directory")
+    special = sorted({char for char in str(output_dir.absolute()) if char in GLOB_CHARACTERS})
+    if special:
+        # TFX's ImportExampleGen and Beam's file writers match the root's paths as glob patterns: such a run
+        # would fail after its ingest (a ValueError, a BeamIOError)
+        raise SettingsError(f"--output-dir {output_dir} holds {' '.join(special)}, which TFX and Beam read as "
+                            "glob patterns in the pipeline's paths: choose a folder without them")
     existing = next(path for path in (output_dir.absolute(), *output_dir.absolute().parents) if path.exists())
     if not existing.is_dir():
         raise SettingsError(f"--output-dir {output_dir} cannot be created: {existing} is a file")

@@ -93,6 +93,18 @@ def _weights(training: dict) -> str:
     return f"weights from {os.path.basename(str(weights))}"
 
 
+def served_again(card: str, served_as: str, to_version: int) -> str:
+    """A card a rollback copies to a new version: its opening line names that version, a rollback to `to_version`
+    (the rest describes the same model, as pushed then)."""
+    lines = card.split("\n")
+    for index, line in enumerate(lines[:6]):
+        if line.startswith(("Version `", "A copy of the Trainer's output")):
+            rest = line[line.index("copy of the Trainer's output"):]
+            lines[index] = f"Version `{served_as}` (a rollback to version {to_version}), a {rest}"
+            break
+    return "\n".join(lines)
+
+
 def render(facts: CardFacts) -> str:
     """The card as Markdown."""
     where = f"Version `{facts.served_as}`, a" if facts.served_as else "A"  # the folder it is read in first

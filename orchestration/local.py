@@ -192,12 +192,19 @@ def _served_versions(where: RunLayout) -> tuple[int | None, int | None]:
     except served.ConfigError:  # one `models` names as damaged: no version is marked as served
         config = None
     version = config.version if config is not None else None
-    try:
-        record = json.loads(pathlib.Path(where.serving_dir, str(version), layout.PUSH_RECORD_FILE).read_text())
-        rolled_back_to = record.get(metadata_lib.ROLLED_BACK_TO) if isinstance(record, dict) else None
-    except (OSError, ValueError):
-        rolled_back_to = None
-    return version, rolled_back_to if isinstance(rolled_back_to, int) else None
+    rolled_back_to, seen = None, {version}
+    while True:  # a rollback to a version that was itself a rollback: the run pushed the one at the chain's end
+        try:
+            record = json.loads(pathlib.Path(where.serving_dir, str(rolled_back_to or version),
+                                             layout.PUSH_RECORD_FILE).read_text())
+        except (OSError, ValueError):
+            break
+        target = record.get(metadata_lib.ROLLED_BACK_TO) if isinstance(record, dict) else None
+        if type(target) is not int or target in seen:  # noqa: E721 - true and false are not versions
+            break
+        rolled_back_to = target
+        seen.add(target)
+    return version, rolled_back_to
 
 
 def _clear_last_run(where: RunLayout) -> None:
@@ -260,11 +267,13 @@ def _run_locked(config: PipelineConfig, where: RunLayout, source: Source | None,
     summary = run_summary.summarize(str(where.metadata_path), config.name, exclude_runs=earlier_runs)
     if summary.run_id is None and error is None:
         error = "the pipeline recorded no run in ML Metadata"
-    code = INTERRUPTED if interrupted else FAILED if summary.failed else OK
+    code = INTERRUPTED if interrupted else FAILED if (summary.failed or error) else OK
     from contract import served
 
     # what is served after the run (a rollback may have replaced an earlier push): said in the summary's pushed line
-    summary.served_version = served.served(str(where.serving_dir)).version or 0
+    state = served.served(str(where.serving_dir))
+    # 0: nothing pushed yet; None: the config names a version no server can load (said by `models`), or none known
+    summary.served_version = state.version if state.version is not None else (0 if state.named is None else None)
     # The run's own folder, as a Kubeflow run's; then its summary and report are the root's newest (run_index).
     run_folder = pathlib.Path(where.run_dir(summary.run_id or f"local-{time.strftime('%Y%m%dT%H%M%S')}"))
     try:

@@ -82,6 +82,9 @@ def _entry(cron: str, project_dir: pathlib.Path, output_dir: pathlib.Path, pytho
     for what, path in (("--output-dir", output_dir), ("the project folder", project_dir),
                        ("the Python interpreter", python)):
         check_one_line(what, str(path))
+    if "\\%" in arguments + str(project_dir) + str(python):  # cron reads \% as %: the shell would see another path
+        raise CronError("a path of the entry holds a backslash before a %, which cron's escaping cannot carry: "
+                        "rename the folder")
     # The log's folder is made first: the shell opens `>>` before the run could create the output directory.
     log = shlex.quote(str(RunLayout(output_dir).schedule_log))
     # Each entry's output opens with a line of its own (the command and when it started): the log holds every

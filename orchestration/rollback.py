@@ -72,6 +72,19 @@ class Rollback:
     notes: tuple[str, ...] = ()  # versions recorded late, incomplete versions moved aside
 
 
+def _card_served_again(folder: str, serving_dir: str, to_version: int):
+    """The extra files of a rollback's version: the copied model card, its opening line naming the new version."""
+    from components import model_card
+    from contract import layout, storage
+
+    path = posixpath.join(folder, layout.MODEL_CARD_FILE)
+    if not storage.backend.exists(path):
+        return None
+    card = storage.backend.read(path).decode("utf-8", "replace")
+    name = posixpath.basename(serving_dir.rstrip("/"))
+    return lambda version: {layout.MODEL_CARD_FILE: model_card.served_again(card, f"{name}/{version}", to_version)}
+
+
 def rollback(root: str | pathlib.Path, store: str, to_version: int, reason: str, pipeline_name: str,
              scoped: bool = False) -> Rollback:
     """Serves version `to_version` of the pipeline at `root` (a local folder, a deployment's volume path or a
@@ -117,7 +130,8 @@ def _rollback_locked(where: RunLayout, store: str, to_version: int, reason: str,
     details = {metadata_lib.ROLLED_BACK_TO: to_version, metadata_lib.ROLLBACK_REASON: reason}
     if served_now is not None:
         details[metadata_lib.ROLLED_BACK_FROM] = served_now
-    result = push_model(folder, serving_dir, model_uri=target.model_uri, record=details, always_new=True)
+    result = push_model(folder, serving_dir, model_uri=target.model_uri, record=details, always_new=True,
+                        extra_files=_card_served_again(folder, serving_dir, to_version))
     try:
         reconcile.record_push(metadata_lib.open_store(store), pipeline_name, EXECUTION_TYPE, target.model_id,
                               result.version, result.path,

@@ -167,8 +167,10 @@ def section(listed: list[dict], current: str, served_version: int | None, rolled
              "model's).</p>"]
     if served is not None and served["folder"] != current:
         rollback = f" (a rollback to version {rolled_back_to})" if rolled_back_to is not None else ""
+        report = (f'<a href="{_link(served)}">its report</a>' if served["report"] else
+                  "it wrote no report (it stopped after the push); its summary is in its folder")
         lines.append(f'<p class="decision blessed">The served model, version {served_version}{rollback}, was '
-                     f'pushed by run {html.escape(served["run_id"])}: <a href="{_link(served)}">its report</a>.</p>')
+                     f'pushed by run {html.escape(served["run_id"])}: {report}.</p>')
     lines.append("<table><tr><th>run</th><th>outcome</th><th>report</th></tr>")
     for run in listed:
         marks = [word for word, yes in (("this page", run["folder"] == current),

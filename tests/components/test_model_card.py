@@ -113,3 +113,10 @@ def test_the_card_shows_the_settings_the_model_trained_with(tmp_path):
                               dataclasses.asdict(TrainingConfig()))
     assert facts.training == trained
     assert "| dropout | 0.3000 |" in model_card.render(facts)
+
+
+def test_a_rollbacks_copy_of_the_card_names_its_own_version():
+    card = model_card.render(_facts(served_as="serving_model/1"))
+    again = model_card.served_again(card, "serving_model/3", 1)
+    assert "\nVersion `serving_model/3` (a rollback to version 1), a copy of the Trainer's output `/runs/x/" in again
+    assert "serving_model/1" not in again and again.split("\n")[3:] == card.split("\n")[3:], "the rest as pushed"

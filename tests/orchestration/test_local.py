@@ -1,3 +1,4 @@
+import pathlib
 
 import pytest
 
@@ -62,3 +63,36 @@ def test_schedule_install_without_a_working_crontab_is_one_line(tmp_path, monkey
                                  str(tmp_path), "--output-dir", str(tmp_path / "out")])
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1 and expected in err and "Traceback" not in err, err
+
+
+def test_the_served_model_is_traced_through_rollbacks_of_rollbacks_to_the_version_a_run_pushed(tmp_path):
+    import json
+
+    from contract import layout, served
+    from contract.layout import RunLayout
+    from orchestration import local
+
+    where = RunLayout(tmp_path)
+    records = {1: {}, 2: {}, 3: {"rolled_back_to": 1}, 4: {"rolled_back_to": 3}, 5: {"rolled_back_to": True},
+               6: {"rolled_back_to": 7}, 7: {"rolled_back_to": 6}}
+    for version, record in records.items():
+        path = pathlib.Path(where.serving_dir, str(version), layout.PUSH_RECORD_FILE)
+        path.parent.mkdir(parents=True)
+        path.write_text(json.dumps({"model_uri": f"m{version}", **record}))
+    # 5: true is no version; 6 and 7, damaged records naming each other: the search ends
+    for version, expected in ((2, None), (3, 1), (4, 1), (5, None), (6, 7)):
+        served.write_config(str(where.serving_dir), served.ServingConfig("cats-vs-dogs", "/x", version))
+        assert local._served_versions(where) == (version, expected), version
+
+
+def test_an_output_dir_holding_glob_characters_is_refused_before_any_work(tmp_path, capsys):
+    for name in ("price$5", "a[b]", "what?"):
+        code = pipeline_runner.main(["run", "--demo", "--output-dir", str(tmp_path / name)])
+        said = capsys.readouterr().err.strip().splitlines()
+        assert code == 2 and len(said) == 1 and "glob patterns" in said[0], said
+        assert not (tmp_path / name).exists()
+
+
+def test_a_cron_entry_whose_path_holds_a_backslash_before_a_percent_is_refused(tmp_path):
+    with pytest.raises(local_schedule.CronError, match="backslash before a %"):
+        local_schedule.cron_line("0 3 * * *", ROOT, tmp_path / "images", tmp_path / "o\\%x", python="/py")

@@ -126,3 +126,12 @@ def test_a_run_under_way_replaces_the_root_page_by_one_that_says_so_and_lists_ev
     assert "has written no report yet" in text and "<h1>good</h1>" not in text, "not the last run's page"
     assert "<td>good (serves now)</td>" in text and 'href="../runs/good/report/index.html"' in text
     assert sorted(os.listdir(root)) == ["report", "run_summary.json", "runs"], "no staging copy left"
+
+
+def test_a_served_run_that_wrote_no_report_is_named_without_a_dead_link(tmp_path):
+    root = tmp_path / "root"
+    _run(root, "killed", {"run_id": "killed", "pushed_version": 2}, 100, report=False)
+    newest = _run(root, "later", {"run_id": "later", "blessed": False}, 200)
+    page = run_index.publish(root, newest, served_version=2).read_text()
+    assert "was pushed by run killed: it wrote no report (it stopped after the push)" in page
+    assert "runs/killed/report" not in page
