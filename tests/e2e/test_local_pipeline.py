@@ -668,8 +668,9 @@ def _read_by_trainer(metadata):
 
 def test_scheduled_runs_after_a_queue_was_ingested_train_on_its_labeled_images_and_ingest_nothing_new(
         runs, monitored):
-    """The queue ingested above is span 2. The scheduled run's data folder has changed since span 1: its run
-    ingests it as span 3, carrying the queue's images, which its Trainer reads in the splits they had; the next
+    """The queue ingested above is span 2. A run offline with a local weights file (written by `base-weights`) and
+    settings of its own, on a data folder that has changed since span 1, ingests it as span 3, carrying the queue's
+    images, which its Trainer reads in the splits they had; the next
     scheduled run (the printed crontab line, run as cron runs it, with the settings the root recorded), on the same
     data, reuses span 3 (the queue's span is no longer the newest, yet nothing is ingested again) and its Trainer,
     cached, read them still."""
@@ -678,11 +679,18 @@ def test_scheduled_runs_after_a_queue_was_ingested_train_on_its_labeled_images_a
     data = monitored.parent / "scheduled_data"
     shutil.copytree(runs["data"], data)
     synthetic.write_demo_images(data, 17)  # one more image of each class
-    # recorded with the root (run_settings.json), as --allow-anomalies, one run's, would not be
-    settings = [*CHEAP_TRAINING, "--min-eval-examples", "1", "--min-accuracy", "1.01", "--span-window", "1",
-                "--no-tflite"]
-    first, _ = run_cli(data, monitored, *settings)
+    # Offline, as a user's own data: a local weights file (the base `base-weights` writes from the first root's
+    # pushed model, as the README shows) and settings other than the defaults, recorded with the root
+    # (run_settings.json), as --allow-anomalies, one run's, would not be.
+    base = monitored.parent / "pets_no_top.h5"
+    written = cli_in_process("base-weights", "--output-dir", runs["out"], "--out", base)
+    assert written.returncode == 0, written.stderr[-2000:]
+    cheap = [value if previous != "--weights" else str(base)
+             for previous, value in zip(["", *CHEAP_TRAINING], CHEAP_TRAINING)]
+    settings = [*cheap, "--min-eval-examples", "1", "--min-accuracy", "1.01", "--span-window", "1", "--no-tflite"]
+    first, first_summary = run_cli(data, monitored, *settings)
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+    assert first_summary["training"]["settings"]["weights"] == str(base)
     report = json.loads((monitored / "examples" / "span-3" / layout.INGEST_REPORT).read_text())
     assert [(c["span"], c["examples"]) for c in report["carried"]] == [(2, 10)]
     assert report["examples_written"] == 34 + 10
@@ -692,7 +700,7 @@ def test_scheduled_runs_after_a_queue_was_ingested_train_on_its_labeled_images_a
     # source and the settings the first run recorded: a Trainer given any other setting would train again.
     printed = cli_in_process("schedule", "--local", "--cron", "0 3 * * *", "--output-dir", monitored)
     assert printed.returncode == 0 and f" run --data-dir {data} --output-dir {monitored} >> " in printed.stdout
-    assert "--min-eval-examples 1" in printed.stderr and "--weights none" in printed.stderr, printed.stderr
+    assert "--min-eval-examples 1" in printed.stderr and f"--weights {base}" in printed.stderr, printed.stderr
     ran = subprocess.run(["sh", "-c", printed.stdout.strip().split(" ", 5)[5]], capture_output=True, text=True,
                          env={"PATH": "/usr/bin:/bin", "HOME": str(monitored.parent)}, timeout=600, cwd="/")
     second = (monitored / "scheduled_runs.log").read_text().split("=== run ")[-1]

@@ -99,16 +99,31 @@ TIMES = st.builds(lambda year, rest, zone: f"{year:04d}{rest}{zone}", st.integer
 COUNTS = st.one_of(st.integers(-5, 10 ** 25).map(str), st.sampled_from(["nan", "inf", "1e3", "", "0x10", "٣"]))
 
 
+# each of the other flags left out, given a value it takes, or given any value: --since is reached often
+OPTIONAL = {"--window": COUNTS, "--min-window": COUNTS, "--sample": COUNTS,
+            "--false-alarm-rate": st.one_of(st.floats(allow_nan=True).map(str), VALUES)}
+TAKEN = {"--window": st.integers(1, 10 ** 6).map(str), "--min-window": st.integers(2, 10 ** 6).map(str),
+         "--sample": st.integers(200, 10 ** 6).map(str),
+         "--false-alarm-rate": st.floats(0.001, 0.999).map(str)}
+
+
+@st.composite
+def monitor_flags(draw):
+    argv = []
+    for flag, values in OPTIONAL.items():
+        choice = draw(st.integers(0, 5))
+        if choice:
+            argv += [flag, draw(TAKEN[flag] if choice < 5 else values)]
+    return argv
+
+
 @settings(max_examples=examples(300))
-@given(since=st.one_of(DURATIONS, TIMES, VALUES), window=COUNTS, min_window=COUNTS, sample=COUNTS,
-       rate=st.one_of(st.floats(allow_nan=True).map(str), VALUES))
-def test_monitors_flags_of_any_value_are_taken_within_range_or_refused_in_one_line(since, window, min_window,
-                                                                                 sample, rate):
+@given(since=st.one_of(DURATIONS, TIMES, VALUES), others=monitor_flags())
+def test_monitors_flags_of_any_value_are_taken_within_range_or_refused_in_one_line(since, others):
     from cli import monitor
     from contract.traffic import EARLIEST_TIME_MS, time_text
 
-    argv = ["monitor", "--output-dir", "/tmp/root", "--since", since, "--window", window, "--min-window",
-            min_window, "--sample", sample, "--false-alarm-rate", rate]
+    argv = ["monitor", "--output-dir", "/tmp/root", "--since", since, *others]
     errors = io.StringIO()
     with contextlib.redirect_stderr(errors), contextlib.redirect_stdout(io.StringIO()):
         try:
