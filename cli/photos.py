@@ -91,7 +91,12 @@ def command_predict(args: argparse.Namespace) -> int:
             raise CommandError(f"--explain needs the Keras model this pipeline pushes beside the SavedModel "
                                f"({layout.KERAS_MODEL_FILE}), and {model_dir} has none; predict without --explain")
         model = predict.load_model(model_dir)
-    files = predict.find_files(args.paths)
+    passed_over: list = []
+    files = predict.find_files(args.paths, passed_over)
+    if passed_over:
+        names = sorted({path.name if not path.name.startswith("._") else "._*" for path in passed_over})
+        print(f"note: passed over {len(passed_over)} file(s) the operating system keeps ({', '.join(names)}): "
+              "not photos", file=sys.stderr)
     if not files:
         raise CommandError("no files found in " + ", ".join(map(str, args.paths)))
     sent: dict[int, bytes] | None = {} if args.record else None

@@ -56,12 +56,25 @@ def given_model_dir(model_dir: str | os.PathLike) -> pathlib.Path:
     return model_dir
 
 
-def find_files(paths: list[str | os.PathLike]) -> list[pathlib.Path]:
-    """Files as given, and every file inside folders (sorted); missing paths are kept to be reported."""
+# Files an operating system leaves in a folder of photos (Finder's, Explorer's, a Mac's on a shared disk): never
+# photos, passed over inside folders and counted (a file named on the command line is always classified).
+SYSTEM_FILES = frozenset({".DS_Store", "Thumbs.db", "desktop.ini"})
+
+
+def is_system_file(path: pathlib.Path) -> bool:
+    return path.name in SYSTEM_FILES or path.name.startswith("._")
+
+
+def find_files(paths: list[str | os.PathLike], passed_over: list | None = None) -> list[pathlib.Path]:
+    """Files as given, and every file inside folders (sorted) but an operating system's own (appended to
+    `passed_over`); missing paths are kept to be reported."""
     found = []
     for path in map(pathlib.Path, paths):
         if path.is_dir():
-            found += sorted(p for p in path.rglob("*") if p.is_file())
+            inside = sorted(p for p in path.rglob("*") if p.is_file())
+            found += [p for p in inside if not is_system_file(p)]
+            if passed_over is not None:
+                passed_over += [p for p in inside if is_system_file(p)]
         else:
             found.append(path)
     return found
