@@ -84,7 +84,7 @@ def command_models(args: argparse.Namespace) -> int:
     """
     root, store = history_store(args)  # first: a refused setting is named before the seconds TFX takes to import
     from contract import metadata as metadata_lib
-    from contract import storage
+    from contract import served
     from orchestration import reconcile
     from reporting import model_history
 
@@ -103,7 +103,7 @@ def command_models(args: argparse.Namespace) -> int:
         print(f"warning: {found.describe()} {fate}", file=sys.stderr)
     trusted = reconcile.known_model(store, serving_dir, versions)
     warnings = serving_config_warnings(serving_dir, {v.version for v in versions}, trusted)
-    for line in storage.serving_dir_warnings(serving_dir) + warnings:
+    for line in served.serving_dir_warnings(serving_dir) + warnings:
         print(f"warning: {line}", file=sys.stderr)
     return 0
 

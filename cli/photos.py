@@ -50,13 +50,13 @@ def _add_model_flags(parser: argparse.ArgumentParser):
 
 
 def _model_dir(args: argparse.Namespace) -> pathlib.Path:
-    from contract import storage
+    from contract import served
     from inference import predict
 
     if args.model:
         return predict.given_model_dir(args.model)
     serving_dir = RunLayout(args.output_dir.resolve()).serving_dir
-    for line in storage.serving_dir_warnings(str(serving_dir)):
+    for line in served.serving_dir_warnings(str(serving_dir)):
         print(f"warning: {line}", file=sys.stderr)
     return predict.latest_version_dir(serving_dir)
 

@@ -95,7 +95,7 @@ def _aside_number(name: str) -> int | None:
     return layout.version_number(name.split("-", 1)[0])
 
 
-incomplete_reason = storage.version_incomplete_reason
+incomplete_reason = served.version_incomplete_reason
 
 
 def existing_versions(serving_dir: str) -> list[int]:
@@ -105,7 +105,7 @@ def existing_versions(serving_dir: str) -> list[int]:
 
 def incomplete_versions(serving_dir: str) -> dict[int, str]:
     """{version: why it is incomplete} of the numbered folders without a valid commit record."""
-    found = {v: storage.version_incomplete_reason(posixpath.join(serving_dir, str(v))) for v in _numbered(serving_dir)}
+    found = {v: served.version_incomplete_reason(posixpath.join(serving_dir, str(v))) for v in _numbered(serving_dir)}
     return {v: why for v, why in found.items() if why}
 
 
@@ -179,7 +179,7 @@ def clean_up(serving_dir: str) -> tuple[list[str], int]:
             for name in storage.remove_staging(serving_dir, [STAGING_PREFIX])]
     # A config that is a link is rewritten in place by the push (name_version), never followed.
     done += storage.move_links_aside(serving_dir, aside_dir(serving_dir), lambda name: name != served.CONFIG_FILE)
-    done += storage.odd_version_folders(serving_dir)
+    done += served.odd_version_folders(serving_dir)
     for version, why in incomplete_versions(serving_dir).items():
         moved = storage.move_aside(posixpath.join(serving_dir, str(version)), aside_dir(serving_dir), str(version),
                                    layout.DIGESTS_FILE)

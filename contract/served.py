@@ -14,6 +14,10 @@ folder is complete and its files match the digests recorded at its push. A
 root an earlier release wrote has no config file: there the highest complete
 version counts, as TF Serving's default policy would have served it, until the
 next push or rollback writes the file.
+
+A version folder is complete when its commit record (storage's publishing)
+names a SavedModel and every file it names is there; `models`, `predict` and
+the pusher name what else a serving folder holds, which every reader ignores.
 """
 
 from __future__ import annotations
@@ -120,10 +124,77 @@ def sha256(path: str) -> str:
     return digest.hexdigest()
 
 
+def odd_version_folders(serving_dir: str) -> list[str]:
+    """One line for each folder of `serving_dir` that is not a version (its name is not ASCII digits), nor hidden
+    (a staging copy), nor a link (refused_entries names those): ignored, as TF Serving ignores it."""
+    if not storage.backend.isdir(serving_dir):
+        return []
+    return [f"{posixpath.join(serving_dir, name)} is not a version (a version's name is a number in ASCII digits, "
+            "at most 2**62): ignored"
+            for name in sorted(storage.backend.listdir(serving_dir))
+            if layout.version_number(name) is None and not name.startswith(".")
+            and storage.backend.isdir(posixpath.join(serving_dir, name))
+            and not _is_link(posixpath.join(serving_dir, name))]
+
+
+def _is_link(path: str) -> bool:
+    return storage.is_local(path) and os.path.islink(path)
+
+
+def serving_dir_warnings(serving_dir: str) -> list[str]:
+    """What a reader of `serving_dir` ignores there, one line each: links (the next push or rollback moves them
+    aside) and folders that are not versions. The serving config is not among them: a link there is the
+    config's own error (read_config), and the next writer rewrites it in place."""
+    return [f"{path} is refused: {problem}; the next push or rollback moves it aside"
+            for path, problem in storage.refused_entries(serving_dir, _not_the_config).items()] + \
+        odd_version_folders(serving_dir)
+
+
+def _not_the_config(name: str) -> bool:
+    return name != layout.SERVING_CONFIG_FILE
+
+
+def recorded_digests(version_dir: str) -> dict[str, str] | None:
+    """{file: SHA-256} from the version's commit record, None if it has no readable one."""
+    path = posixpath.join(version_dir, layout.DIGESTS_FILE)
+    if not storage.backend.exists(path):
+        return None
+    try:
+        text = storage.backend.read(path)
+    except (OSError, _tf_errors().OpError):
+        return None
+    recorded = {}
+    for line in text.decode("utf-8", "replace").splitlines():
+        digest, separator, name = line.partition("  ")
+        if not separator or len(digest) != 64:
+            return None
+        recorded[name] = digest
+    return recorded
+
+
+def version_incomplete_reason(version_dir: str) -> str | None:
+    """Why a version folder is not a complete push (None: it is). The commit record is layout.DIGESTS_FILE,
+    written after every other file is in place; a version is complete when it is there, readable, names a
+    SavedModel and every file it names is present, and it is not, and holds no, symbolic link. Checks names
+    only: digest_problems reads the bytes."""
+    linked = storage.link_problem(version_dir)
+    if linked:
+        return linked
+    recorded = recorded_digests(version_dir)
+    if recorded is None:
+        return f"no readable commit record ({layout.DIGESTS_FILE})"
+    if "saved_model.pb" not in recorded:
+        return f"its commit record ({layout.DIGESTS_FILE}) names no saved_model.pb"
+    missing = sorted(set(recorded) - set(storage.backend.files(version_dir)))
+    if missing:
+        return f"{len(missing)} of the files its commit record names are missing ({', '.join(missing[:3])})"
+    return None
+
+
 def digest_problems(version_dir: str) -> list[str]:
     """How the files of a pushed version differ from the digests recorded at its push ([] if they do not).
     Reads every byte: a model's size in I/O."""
-    recorded = storage.recorded_digests(version_dir)
+    recorded = recorded_digests(version_dir)
     if recorded is None:
         return [f"no {layout.DIGESTS_FILE}: its files cannot be checked"]
     present = set(storage.backend.files(version_dir)) - {layout.DIGESTS_FILE}
@@ -149,7 +220,7 @@ def _changed(path: str, recorded: str) -> str | None:
 def damage(version_dir: str, check_bytes: bool = True) -> str | None:
     """Why a version folder cannot be served as pushed (None: it can): incomplete, or (with `check_bytes`) its
     files differ from their digests."""
-    why = storage.version_incomplete_reason(version_dir)
+    why = version_incomplete_reason(version_dir)
     if why:
         return f"not a complete version: {why}"
     problems = digest_problems(version_dir) if check_bytes else []
@@ -165,7 +236,7 @@ def complete_versions(serving_dir: str) -> list[int]:
         return []
     numbered = sorted(n for name in storage.backend.listdir(serving_dir)
                       if (n := layout.version_number(name)) is not None)
-    return [v for v in numbered if not storage.version_incomplete_reason(posixpath.join(serving_dir, str(v)))]
+    return [v for v in numbered if not version_incomplete_reason(posixpath.join(serving_dir, str(v)))]
 
 
 @dataclasses.dataclass(frozen=True)

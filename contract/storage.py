@@ -45,7 +45,6 @@ from typing import Callable, Iterable
 
 import tensorflow as tf
 
-from contract import layout
 from contract.errors import CommandError, first_line
 
 ASIDE_SUFFIX = ".incomplete"  # serving_model/ -> serving_model.incomplete/ holds versions moved aside
@@ -339,74 +338,8 @@ def move_links_aside(parent: str, aside_dir: str, watched: Callable[[str], bool]
     return done
 
 
-def odd_version_folders(serving_dir: str) -> list[str]:
-    """One line for each folder of `serving_dir` that is not a version (its name is not ASCII digits), nor hidden
-    (a staging copy), nor a link (refused_entries names those): ignored, as TF Serving ignores it."""
-    if not backend.isdir(serving_dir):
-        return []
-    return [f"{posixpath.join(serving_dir, name)} is not a version (a version's name is a number in ASCII digits, "
-            "at most 2**62): ignored"
-            for name in sorted(backend.listdir(serving_dir))
-            if layout.version_number(name) is None and not name.startswith(".")
-            and backend.isdir(posixpath.join(serving_dir, name)) and not _is_link(posixpath.join(serving_dir, name))]
-
-
-def _is_link(path: str) -> bool:
-    return is_local(path) and os.path.islink(path)
-
-
-def serving_dir_warnings(serving_dir: str) -> list[str]:
-    """What a reader of `serving_dir` ignores there, one line each: links (the next push or rollback moves them
-    aside) and folders that are not versions. The serving config is not among them: a link there is the
-    config's own error (contract.served.read_config), and the next writer rewrites it in place."""
-    return [f"{path} is refused: {problem}; the next push or rollback moves it aside"
-            for path, problem in refused_entries(serving_dir, _not_the_config).items()] + \
-        odd_version_folders(serving_dir)
-
-
-def _not_the_config(name: str) -> bool:
-    return name != layout.SERVING_CONFIG_FILE
-
-
 def aside_numbers(aside_dir: str, number_of: Callable[[str], int | None]) -> list[int]:
     """The numbers of the folders moved aside to `aside_dir` (`number_of` reads one from a folder's name)."""
     if not backend.isdir(aside_dir):
         return []
     return sorted(n for name in backend.listdir(aside_dir) if (n := number_of(name)) is not None)
-
-
-def recorded_digests(version_dir: str) -> dict[str, str] | None:
-    """{file: SHA-256} from the version's commit record, None if it has no readable one."""
-    path = posixpath.join(version_dir, layout.DIGESTS_FILE)
-    if not backend.exists(path):
-        return None
-    try:
-        text = backend.read(path)
-    except (OSError, tf.errors.OpError):
-        return None
-    recorded = {}
-    for line in text.decode("utf-8", "replace").splitlines():
-        digest, separator, name = line.partition("  ")
-        if not separator or len(digest) != 64:
-            return None
-        recorded[name] = digest
-    return recorded
-
-
-def version_incomplete_reason(version_dir: str) -> str | None:
-    """Why a version folder is not a complete push (None: it is). The commit record is layout.DIGESTS_FILE,
-    written after every other file is in place; a version is complete when it is there, readable, names a
-    SavedModel and every file it names is present, and it is not, and holds no, symbolic link. Checks names
-    only: digest_problems reads the bytes."""
-    linked = link_problem(version_dir)
-    if linked:
-        return linked
-    recorded = recorded_digests(version_dir)
-    if recorded is None:
-        return f"no readable commit record ({layout.DIGESTS_FILE})"
-    if "saved_model.pb" not in recorded:
-        return f"its commit record ({layout.DIGESTS_FILE}) names no saved_model.pb"
-    missing = sorted(set(recorded) - set(backend.files(version_dir)))
-    if missing:
-        return f"{len(missing)} of the files its commit record names are missing ({', '.join(missing[:3])})"
-    return None

@@ -119,7 +119,7 @@ _MODEL_FILES = ("saved_model.pb", "variables/")
 def model_files_differ(version_dir: str, model_uri: str, gone_ok: bool = False) -> str | None:
     """Why the graph and weights a version's commit record names are not those of the Model at `model_uri`
     (None: they are): a push record names a model, and only the files show the version holds it."""
-    recorded = storage.recorded_digests(version_dir) or {}
+    recorded = served.recorded_digests(version_dir) or {}
     source = layout.serving_model_dir(model_uri)
     if not storage.backend.exists(posixpath.join(source, "saved_model.pb")):
         source = model_uri  # TFX's older Model artifacts hold the SavedModel at their URI

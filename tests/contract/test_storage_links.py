@@ -8,7 +8,7 @@ import os
 
 import pytest
 
-from contract import layout, storage
+from contract import layout, served, storage
 from tests.helpers import tree_digest
 
 
@@ -60,8 +60,8 @@ def test_copy_tree_refuses_a_folder_holding_a_link_before_copying(linked, tmp_pa
 
 
 def test_a_version_with_a_link_is_incomplete(linked, outside):
-    assert storage.version_incomplete_reason(str(linked)).startswith("it holds a symbolic link (notes.txt -> ")
-    assert storage.version_incomplete_reason(str(linked / "variables")) == \
+    assert served.version_incomplete_reason(str(linked)).startswith("it holds a symbolic link (notes.txt -> ")
+    assert served.version_incomplete_reason(str(linked / "variables")) == \
         f"it is a symbolic link (to {outside}), and links are never followed"
 
 
@@ -103,7 +103,7 @@ def test_odd_folders_are_named_and_links_are_not_named_twice(tmp_path, outside):
         (serving / name).mkdir(parents=True)
     (serving / "model.config").write_text("a file, not a folder")
     (serving / "latest").symlink_to(outside, target_is_directory=True)
-    lines = storage.serving_dir_warnings(str(serving))
+    lines = served.serving_dir_warnings(str(serving))
     assert lines == [f"{serving / 'latest'} is refused: it is a symbolic link (to {outside}), and links are never "
                      "followed; the next push or rollback moves it aside",
                      f"{serving / '²'} is not a version (a version's name is a number in ASCII digits, "
@@ -145,4 +145,4 @@ def test_only_a_regular_file_is_read_locally(tmp_path):
     version = tmp_path / "version" / "assets.extra"
     version.mkdir(parents=True)
     os.mkfifo(version / "SHA256SUMS")
-    assert storage.recorded_digests(str(tmp_path / "version")) is None
+    assert served.recorded_digests(str(tmp_path / "version")) is None
