@@ -203,13 +203,14 @@ def test_a_traffic_folder_that_is_a_link_is_refused_and_the_folder_it_points_at_
 
 
 def test_the_health_port_answers_while_the_events_port_is_full_and_sigterm_stops_both(root):
-    """A liveness probe on the events' port fails during a flood of half-open connections (503 as each opens):
-    the manifest's probes use a port of their own."""
+    """A liveness probe on the events' port fails during a flood of half-open connections (503 once its headers
+    are whole): the manifest's probes use a port of their own."""
     health = free_port()
     sink = Sink(root, "--max-connections", "3", "--health-port", str(health))
     held = [socket.create_connection(("127.0.0.1", sink.port), timeout=10) for _ in range(3)]
     try:
         with socket.create_connection(("127.0.0.1", sink.port), timeout=10) as extra:
+            extra.sendall(b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n")
             assert extra.recv(200).startswith(b"HTTP/1.1 503")
         for _ in range(3):
             assert httpx.get(f"http://127.0.0.1:{health}/healthz", timeout=10).json() == {"ok": True}

@@ -88,7 +88,7 @@ def test_a_span_changed_between_the_window_and_its_reread_stops_the_reread_namin
         list(window.batches())
 
 
-def test_reading_a_large_image_back_holds_it_about_once_not_with_its_file_andmake_record(tmp_path):
+def test_reading_a_large_image_back_holds_it_about_once_not_with_its_file_and_record(tmp_path):
     import tracemalloc
 
     root = str(tmp_path / "traffic")
