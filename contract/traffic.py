@@ -11,10 +11,12 @@ or holds a symbolic link, is incomplete: no reader counts it. Writers take the
 number above the highest folder (a span cut short keeps its number: a reader
 may have listed it) and try the next one when another writer took it first.
 
-Only these names and keys are the contract: they are what the files say to any reader (TensorFlow, TFDV, a
-person). The code that writes and reads them, the record and report types included, is the `traffic`
-package's: KServe's inference logger (through its sink) and `predict --record` write through it, `monitor`
-reads windows through it.
+Only these names, keys and times are the contract: they are what the files say to any reader (TensorFlow,
+TFDV, a person), and what the layout and the command line name. The record and report types live in the
+`traffic` package with the code that writes and reads them, because they are that code's: a record
+serializes itself through TensorFlow and a report validates itself and raises the package's error, and the
+contract imports nothing heavy. KServe's inference logger (through the sink) and `predict --record` write
+through that package; `monitor` reads windows through it.
 """
 
 import datetime
