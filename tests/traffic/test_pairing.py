@@ -3,7 +3,6 @@ reason, and what it records.
 """
 
 import base64
-import datetime
 import json
 import logging
 import math
@@ -11,7 +10,7 @@ import math
 import pytest
 
 from tests.traffic.kserve import Clock, kserve_headers, make_sink, request_body, response_body, structured
-from traffic import events, pairing, reasons
+from traffic import pairing, reasons
 from traffic import spans as traffic_spans
 from traffic import window as traffic_window
 
@@ -50,15 +49,6 @@ def test_interleaved_requests_and_responses_are_matched_by_id_and_a_duplicate_id
     assert by_id == {"first": (b"first image", pytest.approx(0.1)), "second": (b"second image", pytest.approx(0.2)),
                      "third": (b"third image", pytest.approx(0.3))}
     assert sink.refused == {reasons.DUPLICATE: 2}
-
-
-def test_a_time_ahead_of_the_sinks_clock_is_recorded_as_received():
-    """A record stamped in the future would be the newest of every window until then."""
-    now_ms = int(datetime.datetime(2026, 11, 24, 12, tzinfo=datetime.timezone.utc).timestamp() * 1000)
-    future = events.parse_event(kserve_headers("request", "a", when="9999-12-31T23:59:59Z"),
-                                      request_body([b"x"]), now_ms)
-    past = events.parse_event(kserve_headers("request", "b"), request_body([b"x"]), now_ms)
-    assert future.time_ms == now_ms and past.time_ms < now_ms
 
 
 def test_what_waits_too_long_is_counted_lost_and_said(tmp_path, caplog, monkeypatch):
