@@ -193,6 +193,7 @@ def server_config(sink: TrafficSink, port: int, tick_seconds: float = 1.0, **opt
 
     settings = sink.settings
     # h11 by name: h11_max_incomplete_event_size applies to it alone ("auto" takes httptools where installed).
+    # limit_concurrency counts the connection asking among those open: one more lets --max-connections be served.
     return uvicorn.Config(make_app(sink, tick_seconds), host=settings.host, port=port, log_level="warning",
                           access_log=False, lifespan="on", http="h11", limit_concurrency=settings.max_connections + 1,
                           h11_max_incomplete_event_size=MAX_HEADER_BYTES, timeout_keep_alive=settings.header_seconds,
