@@ -3,7 +3,7 @@
 from setuptools import find_packages, setup
 
 PACKAGES = ("contract", "config", "pipeline", "components", "trainer", "ingest", "reporting", "inference",
-            "monitoring", "orchestration", "cli")
+            "traffic", "monitoring", "orchestration", "cli")
 
 setup(
     name="cats-vs-dogs-tfx",

@@ -168,8 +168,10 @@ def bench_memory(root: pathlib.Path, settings: Settings) -> list[Figure]:
     import math
     import shutil
 
-    from contract import traffic
     from contract.layout import RunLayout
+    from contract.traffic import PREDICT_ORIGIN
+    from traffic.records import TrafficRecord
+    from traffic.writer import TrafficWriter
 
     where = RunLayout(root)
     distinct = large_jpegs(settings)
@@ -177,13 +179,12 @@ def bench_memory(root: pathlib.Path, settings: Settings) -> list[Figure]:
     for size in settings.memory_windows:
         for folder in (where.traffic_root, where.labeling_root):
             shutil.rmtree(folder, ignore_errors=True)
-        writer = traffic.TrafficWriter(str(where.traffic_root), batch_size=500, max_seconds=3600)
+        writer = TrafficWriter(str(where.traffic_root), batch_size=500, max_seconds=3600)
         window_bytes = 0
         for index in range(size):  # written one at a time: the benchmark holds no window either
             (jpeg,) = distinct_copies([distinct[index % len(distinct)]], 1, first=index)
             window_bytes += len(jpeg)
-            writer.add(traffic.TrafficRecord(jpeg, math.nan, 1, 1_000_000 + index, f"request-{index}",
-                                             traffic.PREDICT_ORIGIN))
+            writer.add(TrafficRecord(jpeg, math.nan, 1, 1_000_000 + index, f"request-{index}", PREDICT_ORIGIN))
         writer.flush()
         seconds, peak = _cli_peak("monitor", "--output-dir", str(root), "--window", str(size), "--sample",
                                   str(settings.memory_sample), "--json")

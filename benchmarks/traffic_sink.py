@@ -164,10 +164,10 @@ def run_sink(scratch: pathlib.Path, batch_size: int, volumes: tuple[int, int], i
         peak.stop.set()
         if process.poll() is None:
             process.kill()
-    from contract import traffic
+    from traffic import spans
 
-    recorded = sum(traffic.load_report(str(root / "traffic"), span).records
-                   for span in traffic.committed_spans(str(root / "traffic")))
+    recorded = sum(spans.load_report(str(root / "traffic"), span).records
+                   for span in spans.committed_spans(str(root / "traffic")))
     if recorded != volumes[1] or stats["refused"] or stats["lost"]:
         raise RuntimeError(f"the sink recorded {recorded} of {volumes[1]} images: {stats}")
     return {"rate": volumes[1] / seconds, "start": start_seconds, "cpu_ms": cpu / volumes[1] * 1000,

@@ -13,7 +13,7 @@ from contract.errors import CommandError
 
 
 def _sink_flags(parser: argparse.ArgumentParser) -> None:
-    from inference.sink_settings import SinkSettings
+    from traffic.settings import SinkSettings
 
     flags.add_root(parser, "The pipeline root (a local path, a path on the PVC, or gs://): spans are written to "
                            "<root>/traffic, the served version read from <root>/serving_model.", required=True)
@@ -35,8 +35,8 @@ def command_traffic_sink(args: argparse.Namespace) -> int:
     the open batch and stops. Refuses a folder that is not a root of this pipeline, and a root another sink records
     into.
     """
-    from inference.sink_settings import SinkSettings
     from orchestration import roots, run_lock
+    from traffic.settings import SinkSettings
 
     for flag, port in (("--port", args.port), ("--health-port", args.health_port)):
         if port is not None and port > 65535:
@@ -52,16 +52,16 @@ def command_traffic_sink(args: argparse.Namespace) -> int:
     linked = run_lock.linked_parts(root)  # the sink writes and removes under traffic/, reads serving_model/
     if linked:
         raise run_lock.LinkedPartError(f"{root} cannot be used: {'; '.join(linked)}; make it a folder of the root")
-    from inference import traffic_sink  # TensorFlow: after the checks, which a refusal needs alone
+    from traffic import server  # TensorFlow: after the checks, which a refusal needs alone
 
     _log_to_stderr()
-    sink = traffic_sink.start(root, settings)
+    sink = server.start(root, settings)
     print(f"traffic sink: recording into {sink.writer.traffic_root} (batches of {settings.batch_size} images or "
           f"{settings.batch_seconds:g} s, sample rate {settings.sample_rate:g}); starting on "
           f"http://{settings.host}:{args.port}/ (counts at /stats"
           + (f"; /healthz on port {args.health_port})" if args.health_port else ")"), flush=True)
     try:
-        traffic_sink.serve(sink, args.port, args.health_port)
+        server.serve(sink, args.port, args.health_port)
     except SystemExit:  # uvicorn exits when it cannot listen; it has logged why
         ports = f"{args.port} or {args.health_port}" if args.health_port else str(args.port)
         raise errors.RunFailedError(f"the traffic sink could not listen on {settings.host} port {ports} (the line "
@@ -75,11 +75,10 @@ def _log_to_stderr() -> None:
     """The sink's lines (refusals, losses, start and stop) on stderr, whatever the quiet default is."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
-    for name in ("inference.traffic_sink", "contract.traffic"):
-        log = logging.getLogger(name)
-        log.setLevel(logging.INFO)
-        log.addHandler(handler)
-        log.propagate = False
+    log = logging.getLogger("traffic")  # the package's: the sink's and its writer's lines
+    log.setLevel(logging.INFO)
+    log.addHandler(handler)
+    log.propagate = False
 
 
 COMMANDS = (flags.Command.of("traffic-sink", _sink_flags, command_traffic_sink),)

@@ -13,7 +13,7 @@ import sys
 TASK_MODULES = ("trainer.task", "trainer.tuning", "trainer.preprocessing", "components.serving_pusher",
                 "components.anomalies_gate", "components.baseline_resolver", "orchestration.kfp_tasks",
                 "orchestration.kfp_components", "orchestration.tfx_node", "orchestration.local", "inference.predict",
-                "inference.traffic_sink", "reporting.run_report", "ingest.spans", "pipeline.pipeline",
+                "traffic.server", "reporting.run_report", "ingest.spans", "pipeline.pipeline",
                 "pipeline_runner")
 
 if __name__ == "__main__":

@@ -48,6 +48,9 @@ import tensorflow as tf
 from contract.errors import CommandError, first_line
 
 ASIDE_SUFFIX = ".incomplete"  # serving_model/ -> serving_model.incomplete/ holds versions moved aside
+# What the backend raises when storage fails: the operating system's errors, and TensorFlow's file systems' (an
+# OpError is no OSError), so that callers catch them without importing TensorFlow themselves.
+FAULTS = (OSError, tf.errors.OpError)
 
 
 class GFileBackend:

@@ -267,21 +267,22 @@ def predict_files(serve, files: list[pathlib.Path], batch_size: int = 32,
 
 
 def record(traffic_root: str, predictions: list[Prediction], sent: dict[int, bytes], version: int):
-    """Records what the model was given and answered as a traffic span (contract.traffic, origin `predict`),
+    """Records what the model was given and answered as a traffic span (the traffic package, origin `predict`),
     as the traffic sink records a served model's requests, all the images as one request. Returns the writer (its
     spans, or what was lost and why)."""
     import time
     import uuid
 
-    from contract import traffic
+    from contract.traffic import PREDICT_ORIGIN
+    from traffic.records import TrafficRecord
+    from traffic.writer import TrafficWriter
 
-    writer = traffic.TrafficWriter(traffic_root, batch_size=max(len(sent), 1), max_seconds=math.inf)
+    writer = TrafficWriter(traffic_root, batch_size=max(len(sent), 1), max_seconds=math.inf)
     request_id, now_ms = f"predict-{uuid.uuid4().hex}", int(time.time() * 1000)
     for index in sorted(sent):
         score = predictions[index].dog_probability
-        writer.add(traffic.TrafficRecord(image=sent[index], score=math.nan if score is None else score,
-                                         version=version, time_ms=now_ms, request_id=request_id,
-                                         origin=traffic.PREDICT_ORIGIN))
+        writer.add(TrafficRecord(image=sent[index], score=math.nan if score is None else score, version=version,
+                                 time_ms=now_ms, request_id=request_id, origin=PREDICT_ORIGIN))
     writer.flush()
     return writer
 

@@ -7,8 +7,11 @@ from __future__ import annotations
 import math
 import time
 
-from contract import features, traffic
+from contract import features
+from contract.traffic import PREDICT_ORIGIN
 from ingest import synthetic
+from traffic.records import TrafficRecord
+from traffic.writer import TrafficWriter
 
 FRESH_SEED = 1000  # generator seeds from here on: images no span of the demo or the tests holds
 
@@ -24,9 +27,8 @@ def write_traffic(traffic_root: str, jpegs: list[bytes], version: int, start_ms:
     """Publishes `jpegs` as traffic spans answered by `version` (score unknown: NaN), one millisecond apart;
     returns the spans written."""
     start_ms = int(time.time() * 1000) if start_ms is None else start_ms
-    writer = traffic.TrafficWriter(traffic_root, batch_size=batch_size, max_seconds=3600)
+    writer = TrafficWriter(traffic_root, batch_size=batch_size, max_seconds=3600)
     for index, jpeg in enumerate(jpegs):
-        writer.add(traffic.TrafficRecord(jpeg, math.nan, version, start_ms + index, f"request-{index}",
-                                         traffic.PREDICT_ORIGIN))
+        writer.add(TrafficRecord(jpeg, math.nan, version, start_ms + index, f"request-{index}", PREDICT_ORIGIN))
     writer.flush()
     return writer.spans

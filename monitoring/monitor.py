@@ -1,7 +1,7 @@
 """`monitor`: a window of served traffic against the served model's own data, the verdict, and what follows.
 
 Steps, each in its own function: the served model and its spans (monitoring.reference); the window
-(contract.traffic); the measurements of both (monitoring.measure: sizes of every image, colour, score and
+(traffic.window); the measurements of both (monitoring.measure: sizes of every image, colour, score and
 pooled features of a sample); the tests and their verdict (monitoring.drift); on drift, the window's images
 queued for labels (monitoring.queue); the report (monitoring.report) and the record in ML Metadata
 (monitoring.record).
@@ -19,11 +19,13 @@ from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 
-from contract import layout, storage, traffic
+from contract import layout, storage
 from contract.errors import CommandError
 from contract.layout import RunLayout
+from contract.traffic import time_text
 from monitoring import drift, measure, queue, record, reference, report, tfdv_drift
 from monitoring.settings import MIN_REFERENCE, MonitorSettings
+from traffic import window as traffic_window
 
 UNREADABLE_LISTED = 20  # the images of a window that could not be measured, named in the result; all are counted
 
@@ -39,10 +41,11 @@ class Check:
     line: str
 
 
-def read_window(where: RunLayout, settings: MonitorSettings) -> traffic.TrafficWindow:
-    window = traffic.read_window(str(where.traffic_root), max_images=settings.window, since_ms=settings.since_ms)
+def read_window(where: RunLayout, settings: MonitorSettings) -> traffic_window.TrafficWindow:
+    window = traffic_window.read_window(str(where.traffic_root), max_images=settings.window,
+                                        since_ms=settings.since_ms)
     if len(window) < settings.min_window:
-        since = f" since {traffic.time_text(settings.since_ms)}" if settings.since_ms is not None else ""
+        since = f" since {time_text(settings.since_ms)}" if settings.since_ms is not None else ""
         raise WindowTooSmallError(
             f"the window holds {len(window)} images of traffic{since} under {where.traffic_root}; a check needs at "
             f"least {settings.min_window} (--min-window): nothing was checked")
@@ -138,7 +141,7 @@ def _write_report(folder: str, result: dict, ours: dict, theirs: dict):
 
 
 def check(where: RunLayout, settings: MonitorSettings, store: str | None = None) -> Check:
-    """Runs one check of `where`'s traffic; NoServedModelError, WindowTooSmallError or contract.traffic's errors
+    """Runs one check of `where`'s traffic; NoServedModelError, WindowTooSmallError or TrafficDataError
     (refusals) before anything is written. `store`: the ML Metadata store as contract.metadata names them
     (a deployment's grpc://HOST:PORT or sqlite:///PATH); default: the root's own SQLite file."""
     served = reference.served_model(where, store)
@@ -160,7 +163,7 @@ def check(where: RunLayout, settings: MonitorSettings, store: str | None = None)
         "false_alarm_rate": settings.false_alarm_rate, "served_version": served.version,
         "checked_at": checked_at.isoformat(timespec="seconds"), "report": posixpath.join(folder, report.PAGE),
         "window": {"images": len(window), "sampled": measured, "spans": window.spans,
-                   "first": traffic.time_text(window.times_ms.min()), "last": traffic.time_text(window.times_ms.max()),
+                   "first": time_text(window.times_ms.min()), "last": time_text(window.times_ms.max()),
                    "other_versions": int(np.count_nonzero(window.versions != served.version))},
         "reference": {"images": len(theirs[measure.SCORE]), "spans": served.spans},
         "unreadable": unreadable[:UNREADABLE_LISTED], "unreadable_count": len(unreadable), "labeling_queue": None,

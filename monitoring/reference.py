@@ -71,7 +71,7 @@ def held_out_images(examples_root: str, spans: list[int], limit: int) -> Iterato
 
     import tensorflow as tf
 
-    from contract import traffic
+    from traffic.tfrecord import read_tfrecords
 
     files = [path for span in spans for split in HELD_OUT
              for path in _record_files(posixpath.join(layout.span_dir(examples_root, span), split))]
@@ -79,7 +79,7 @@ def held_out_images(examples_root: str, spans: list[int], limit: int) -> Iterato
     for path in files:
         with storage.backend.open(path, "rb") as raw, (gzip.GzipFile(fileobj=raw) if path.endswith(".gz")
                                                         else contextlib.nullcontext(raw)) as stream:
-            for record in traffic.read_tfrecords(stream, path):
+            for record in read_tfrecords(stream, path):
                 if given >= limit:
                     return
                 stored = tf.train.Example.FromString(record).features.feature

@@ -16,6 +16,7 @@ from tests.helpers import ROOT, project_packages
 LAYERS = (
     ("contract",),  # feature keys, label names, where stored things live
     ("config",),  # the typed settings
+    ("traffic",),  # served traffic: its records and spans, and the sink that records KServe's logger
     ("ingest", "trainer"),  # data in; the model code TFX loads by module path
     ("components", "inference"),  # TFX nodes; using a pushed model
     ("pipeline",),  # create_pipeline and the blessing rule

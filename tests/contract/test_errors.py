@@ -20,7 +20,7 @@ INTERNAL = {
     "ingest.images.RejectedImage",
     "ingest.sources.FileTooLarge",
     # One event's refusal: the sink answers it with an HTTP status and counts it.
-    "inference.traffic_sink.Refused",
+    "traffic.reasons.Refused",
     # One trial's failure: KerasTuner records it and the search goes on (components.tuner.SearchFailed ends it).
     "trainer.tuning.TrialFailed",
 }

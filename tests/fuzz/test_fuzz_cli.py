@@ -59,7 +59,7 @@ def test_any_argument_list_is_parsed_or_refused_in_one_line(argv):
     assert "Traceback" not in errors.getvalue()
     try:
         if args.command == "traffic-sink":
-            from inference.sink_settings import SinkSettings
+            from traffic.settings import SinkSettings
 
             flags.settings(args, SinkSettings)
         if args.command in ("run", "ingest", "compile"):

@@ -12,11 +12,11 @@ from hypothesis import event, given, settings
 from hypothesis import strategies as st
 from starlette.responses import JSONResponse
 
-from inference import traffic_sink
-from inference.sink_settings import SinkSettings
 from tests.fuzz.conftest import examples
+from traffic import pairing, reasons
+from traffic.settings import SinkSettings
 
-REASONS = {value for name, value in vars(traffic_sink).items() if name.isupper() and isinstance(value, str)}
+REASONS = {value for name, value in vars(reasons).items() if name.isupper() and isinstance(value, str)}
 ANY_TEXT = st.text(st.characters(codec=None, exclude_categories=()), max_size=12)  # surrogates too
 NUMBERS = st.one_of(st.integers(-10**30, 10**30), st.floats(), st.booleans(), st.none(), ANY_TEXT)
 OFFSETS = st.integers(-23 * 60 - 59, 23 * 60 + 59).map(lambda m: datetime.timezone(datetime.timedelta(minutes=m)))
@@ -80,7 +80,7 @@ def events(draw):
 @settings(max_examples=examples(300))
 @given(st.lists(events(), min_size=1, max_size=4))
 def test_every_event_is_taken_or_refused_with_a_reason_and_the_counts_add_up(tmp_path_factory, sequence):
-    sink = traffic_sink.TrafficSink(str(tmp_path_factory.mktemp("traffic")), SinkSettings(batch_size=2), lambda: 3)
+    sink = pairing.TrafficSink(str(tmp_path_factory.mktemp("traffic")), SinkSettings(batch_size=2), lambda: 3)
     logged = _Logged()
     logging.getLogger().addHandler(logged)
     try:
@@ -104,7 +104,7 @@ def _send(sink, sequence):
     for headers, body in sequence:
         try:
             answer = sink.receive(headers, body)
-        except traffic_sink.Refused as refusal:
+        except reasons.Refused as refusal:
             assert 400 <= refusal.status < 500 and refusal.reason in REASONS, refusal
             JSONResponse({"refused": refusal.reason, "detail": refusal.detail}, status_code=refusal.status)
             event(f"refused: {refusal.reason}")

@@ -1,15 +1,20 @@
 """monitor reads its window a batch at a time: what a batch holds is bounded, every image comes once, and what is
 measured and queued is what measuring the whole window in memory gives."""
 
+import hashlib
 import math
 import os
 
 import numpy as np
 import pytest
 
-from contract import layout, traffic
+from contract import layout
+from contract.traffic import PREDICT_ORIGIN
 from monitoring import looks, measure, monitor, queue
 from monitoring.settings import MonitorSettings
+from traffic import window as traffic_window
+from traffic.records import TrafficRecord
+from traffic.writer import TrafficWriter
 
 SIZE = 32
 
@@ -24,24 +29,24 @@ def window_root(tmp_path_factory):
     images[17] = images[5]
     times = [(2 - index % 3) * 1_000 + index for index in range(len(images))]  # the first span written is the newest
     for span in range(3):
-        writer = traffic.TrafficWriter(root, batch_size=1000, max_seconds=3600, records_per_file=3)
+        writer = TrafficWriter(root, batch_size=1000, max_seconds=3600, records_per_file=3)
         for index in range(span, len(images), 3):
-            writer.add(traffic.TrafficRecord(images[index], index / 20, 1, times[index], f"request-{index}",
-                                             traffic.PREDICT_ORIGIN))
+            writer.add(TrafficRecord(images[index], index / 20, 1, times[index], f"request-{index}",
+                                     PREDICT_ORIGIN))
         writer.flush()
     return root
 
 
 def test_a_window_holds_no_image_and_its_batches_give_each_once_within_their_bounds(window_root, monkeypatch):
-    window = traffic.read_window(window_root, max_images=18)
+    window = traffic_window.read_window(window_root, max_images=18)
     assert len(window) == 18 and not any(isinstance(value, bytes) for value in vars(window).values()
                                          if not isinstance(value, (list, np.ndarray)))
     assert all(not isinstance(item, bytes) for value in vars(window).values() if isinstance(value, list)
                for item in value), "the window keeps figures, never images"
     assert list(window.times_ms) == sorted(window.times_ms)
     spans_read = []
-    real = traffic.read_span
-    monkeypatch.setattr(traffic, "read_span", lambda root, span: spans_read.append(span) or real(root, span))
+    real = traffic_window.read_span
+    monkeypatch.setattr(traffic_window, "read_span", lambda root, span: spans_read.append(span) or real(root, span))
     batches = window.batches(size=4, max_bytes=5_000)
     first = next(batches)
     assert spans_read == [1], "the first batch is read from the first span alone"
@@ -54,7 +59,7 @@ def test_a_window_holds_no_image_and_its_batches_give_each_once_within_their_bou
     positions = [position for numbers, _ in given for position in numbers]
     assert sorted(positions) == list(range(18)) and positions != sorted(positions), "each once, in storage order"
     by_id = {window.request_ids[p]: image for numbers, images in given for p, image in zip(numbers, images)}
-    assert all(traffic.hashlib.sha256(image).hexdigest() == window.sha256s[window.request_ids.index(request)]
+    assert all(hashlib.sha256(image).hexdigest() == window.sha256s[window.request_ids.index(request)]
                for request, image in by_id.items()), "each image at its own position"
 
 
@@ -76,7 +81,7 @@ def embedder():
 
 @pytest.mark.parametrize("sample", [12, 1000])
 def test_measuring_a_streamed_window_gives_what_measuring_it_in_memory_gives(window_root, embedder, sample):
-    window = traffic.read_window(window_root)
+    window = traffic_window.read_window(window_root)
     settings = MonitorSettings(sample=sample, seed=4)
     streamed = monitor.measure_window(len(window), window.batches(size=5), embedder, settings)
     held = _old_measure_window(window.images, embedder, settings)
@@ -100,7 +105,7 @@ def _assert_same_float32_figures(streamed, held, name):
 
 
 def test_a_queue_written_from_batches_is_the_queue_of_the_window_in_memory(window_root, tmp_path):
-    window = traffic.read_window(window_root)
+    window = traffic_window.read_window(window_root)
     record = {"served_version": 1, "moved": ["features"], "report": "r"}
     streamed, count = queue.export_batches(str(tmp_path / "a"), window.batches(size=3), window.scores, record)
     held, held_count = queue.export(str(tmp_path / "b"), window.images, window.scores, record)

@@ -248,7 +248,8 @@ def test_predict_record_keeps_what_the_served_model_classified_as_traffic(export
     """`predict --record` writes what the traffic sink writes for a cluster: the images as the model got them,
     its answers and the served version, origin `predict`; only a root's served model can be recorded."""
     from components.serving_pusher import push_model
-    from contract import traffic
+    from traffic import spans as traffic_spans
+    from traffic import window as traffic_window
 
     _, path = exported
     root = tmp_path / "root"
@@ -259,7 +260,7 @@ def test_predict_record_keeps_what_the_served_model_classified_as_traffic(export
     code, out, err = _predict(capsys, "predict", photos, "--output-dir", root, "--record", "--json")
     assert code == 1 and "recorded 4 images as traffic (span 1 of" in err, err  # 1: one file was unreadable
     predictions = {os.path.basename(p["path"]): p for p in json.loads(out)["predictions"]}
-    window = traffic.read_window(str(root / "traffic"))
+    window = traffic_window.read_window(str(root / "traffic"))
     assert window.origins == ["predict"] * 4 and window.versions.tolist() == [1] * 4
     assert len(set(window.request_ids)) == 1
     expected = [predictions[f"p{i}.jpg"]["dog_probability"] for i in range(4)]
@@ -268,7 +269,7 @@ def test_predict_record_keeps_what_the_served_model_classified_as_traffic(export
 
     code, out, err = _predict(capsys, "predict", photos, "--model", path, "--record")
     assert code == 2 and out == "" and err.count("\n") == 1 and "--record records into a root's traffic" in err
-    assert traffic.committed_spans(str(root / "traffic")) == [1]
+    assert traffic_spans.committed_spans(str(root / "traffic")) == [1]
 
 
 @pytest.fixture(scope="module")

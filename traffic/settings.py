@@ -29,11 +29,11 @@ class SinkSettings:
     pending_mb: float = setting(64.0, "The most memory held by requests and responses waiting for their other "
                                       "half (their images' bytes and a fixed cost per image or answer); above "
                                       "it the oldest waiting is counted lost.")
-    header_seconds: float = setting(10.0, "A connection whose request line and headers are not whole this long "
-                                          "after it opened (or after its last answer) is answered 408 and "
-                                          "closed.")
-    max_connections: int = setting(256, "Connections open at once, at most; one more is answered 503 and closed "
-                                        "(each holds a file descriptor and a buffer).")
+    header_seconds: float = setting(10.0, "A connection idle this long after its last answer is closed "
+                                          "(uvicorn's keep-alive timeout; uvicorn puts no time limit on a "
+                                          "request's headers).")
+    max_connections: int = setting(256, "Connections open at once, at most; a request on one more is answered 503 "
+                                        "once its headers are whole (uvicorn's limit_concurrency).")
 
     def __post_init__(self):
         rules = {"batch_size": (self.batch_size >= 1, "at least 1"),

@@ -1,0 +1,39 @@
+"""KServe's logger events read as pure functions of headers, bytes and JSON: no sink, no server."""
+
+import datetime
+import math
+
+import pytest
+
+from tests.traffic.kserve import kserve_headers, request_body
+from traffic import events, reasons
+
+
+def test_a_time_ahead_of_the_sinks_clock_is_recorded_as_received():
+    """A record stamped in the future would be the newest of every window until then."""
+    now_ms = int(datetime.datetime(2026, 11, 24, 12, tzinfo=datetime.timezone.utc).timestamp() * 1000)
+    future = events.parse_event(kserve_headers("request", "a", when="9999-12-31T23:59:59Z"),
+                                      request_body([b"x"]), now_ms)
+    past = events.parse_event(kserve_headers("request", "b"), request_body([b"x"]), now_ms)
+    assert future.time_ms == now_ms and past.time_ms < now_ms
+
+
+def test_a_request_gives_its_images_in_row_or_columnar_form_and_a_response_its_scores_and_version():
+    row = {"instances": [{"b64": "YQ=="}, {"image_bytes": {"b64": "Yg=="}}]}
+    columnar = {"inputs": {"image_bytes": [{"b64": "YQ=="}, {"b64": "Yg=="}]}}
+    assert events.request_images(row) == events.request_images(columnar) == [b"a", b"b"]
+    scores, version = events.response_scores({"model_version": "4", "predictions": [
+        {"dog_probability": 0.25, "valid": True}, {"dog_probability": 0.5, "valid": False}, [0.75]]})
+    assert scores[0] == 0.25 and math.isnan(scores[1]) and scores[2] == 0.75 and version == 4
+    assert events.response_scores({"outputs": {"dog_probability": [0.1, 0.2]}}) == ([0.1, 0.2], None)
+
+
+@pytest.mark.parametrize("payload, reason", [({"instances": []}, reasons.NOT_A_PREDICTION),
+                                             ({"instances": [{"b64": "@@"}]}, reasons.BAD_BASE64),
+                                             ({"signature_name": "other", "instances": [{"b64": ""}]},
+                                              reasons.OTHER_SIGNATURE),
+                                             ({"instances": [{"b64": ""}] * 3}, reasons.TOO_MANY_INSTANCES)])
+def test_a_request_that_is_no_prediction_of_this_model_is_refused_with_its_reason(payload, reason):
+    with pytest.raises(reasons.Refused) as refused:
+        events.request_images(payload, max_instances=2)
+    assert refused.value.reason == reason

@@ -1,0 +1,1 @@
+"""Served traffic: its records and spans, written and read, and the sink that records KServe's inference logger."""
