@@ -260,19 +260,21 @@ def summarize_run(store: metadata_store.MetadataStore | None, pipeline_name: str
     history = None
     if "Model" in summary.artifacts:
         serving_dir = layout.serving_model_dir(summary.artifacts["Model"])
-        for field, read in (("tflite", export.read_tflite_fidelity), ("history", export.read_training_history)):
-            try:
-                value = read(serving_dir)
-            except storage.UnreadableFileError as error:
-                summary.notes.append(f"unreadable: {error}")
-                continue
-            if field == "tflite":
-                summary.tflite = value
-            else:
-                history, summary.training = value, export.training_record(value)
+        summary.tflite = _readable(summary, export.read_tflite_fidelity, serving_dir)
+        history = _readable(summary, export.read_training_history, serving_dir)
+        summary.training = export.training_record(history)
     summary.hyperparameters = hyperparameters_of(history, summary.run_id,
                                                  searched=any(n.node_id == metadata_lib.TUNER for n in summary.nodes))
     return summary
+
+
+def _readable(summary: RunSummary, read, serving_dir: str):
+    """What `read` reads of the model's folder; None for a damaged file, which the summary's notes name."""
+    try:
+        return read(serving_dir)
+    except storage.UnreadableFileError as error:
+        summary.notes.append(f"unreadable: {error}")
+        return None
 
 
 def hyperparameters_of(history: dict | None, run_id: str | None, searched: bool = False
