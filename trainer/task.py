@@ -3,7 +3,9 @@
 Phase 1 trains the head on the frozen base. Phase 2 unfreezes the top of the
 base and continues at a lower learning rate. The weights with the lowest eval
 loss over both phases are the ones exported, so fine-tuning can never make
-the exported model worse than phase 1 left it.
+the exported model worse than phase 1 left it. The examples come through
+trainer.readers; the hyperparameters' record, written once into the training
+history, is trainer.hyperparameter_record's.
 """
 
 from __future__ import annotations
