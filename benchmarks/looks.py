@@ -112,12 +112,12 @@ def run_one(setting: str, seed: int, records: dict[str, pathlib.Path], sizes: Si
 
 def read_examples(records: dict[str, pathlib.Path], image_size: int) -> dict:
     """{split: unbatched (pixels, label) pairs}, as the Trainer reads them through the Transform graph."""
-    from trainer import preprocessing, task
+    from trainer import preprocessing, readers
 
     def transform(raw):
         return preprocessing.preprocessing_fn(raw, {"image_size": image_size})
 
-    return {split: task.pixels_and_labels([str(path)], transform) for split, path in records.items()}
+    return {split: readers.pixels_and_labels([str(path)], transform) for split, path in records.items()}
 
 
 def train_and_test(config, records: dict[str, pathlib.Path], sizes: Sizes) -> dict:
@@ -125,11 +125,11 @@ def train_and_test(config, records: dict[str, pathlib.Path], sizes: Sizes) -> di
     validation records; its accuracy (and correct count) on the test records, and seconds."""
     import numpy as np
 
-    from trainer import task
+    from trainer import readers, task
 
     examples = read_examples(records, sizes.image_size)
     started = time.perf_counter()
-    calibration = task.sample_pixels(examples["train"], config.calibration_images, config)
+    calibration = readers.sample_pixels(examples["train"], config.calibration_images, config)
     model, history = task.train(config, sizes.image_size, examples["train"], examples["validation"], calibration,
                                 counts=(2 * sizes.train_per_class, 2 * sizes.validation_per_class))
     seconds = time.perf_counter() - started

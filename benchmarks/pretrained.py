@@ -56,11 +56,11 @@ def images(folder: pathlib.Path, look: str, per_class: int, seed: int, image_siz
 def train(settings: dict, setup: Setup, train_images, eval_images):
     """The Trainer's training with the configuration the command line would build from `settings`."""
     from config import PipelineConfig, from_user_settings
-    from trainer import task
+    from trainer import readers, task
 
     config = from_user_settings({"alpha": setup.alpha, "seed": 1, **settings},
                                 PipelineConfig())[0].training
-    calibration = task.sample_pixels(train_images, config.calibration_images, config) if config.random_init \
+    calibration = readers.sample_pixels(train_images, config.calibration_images, config) if config.random_init \
         else None
     model, history = task.train(config, setup.image_size, train_images, eval_images, calibration)
     best = next(e for e in history["epochs"] if e["epoch"] == history["best_epoch"])

@@ -130,7 +130,7 @@ class _PhaseClock:
 
 def run_ours(recipe: Recipe, paths: dict, cached_views: int | None, seed: int = 1) -> dict:
     """The Trainer's training on the ingested files: seconds of each phase and in all, best eval accuracy."""
-    from trainer import preprocessing, task
+    from trainer import preprocessing, readers, task
 
     config = _config(recipe, cached_views, paths["weights"], seed)
 
@@ -138,10 +138,10 @@ def run_ours(recipe: Recipe, paths: dict, cached_views: int | None, seed: int = 
         return preprocessing.preprocessing_fn(raw, {"image_size": recipe.image_size})
 
     started = time.perf_counter()
-    train_examples = task.pixels_and_labels([str(paths["train_records"])], transform)
-    eval_examples = task.pixels_and_labels([str(paths["eval_records"])], transform)
+    train_examples = readers.pixels_and_labels([str(paths["train_records"])], transform)
+    eval_examples = readers.pixels_and_labels([str(paths["eval_records"])], transform)
     clock = _PhaseClock()
-    calibration = task.sample_pixels(train_examples, config.calibration_images, config) if config.random_init \
+    calibration = readers.sample_pixels(train_examples, config.calibration_images, config) if config.random_init \
         else None
     _, history = task.train(config, recipe.image_size, train_examples, eval_examples, calibration,
                             counts=(recipe.train_images, recipe.eval_images), extra_callbacks=[clock.callback])

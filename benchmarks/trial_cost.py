@@ -56,12 +56,13 @@ def time_trial(recipe: trainer_bench.Recipe, paths: dict, epoch_fraction: float)
 
 
 def _examples(recipe: trainer_bench.Recipe, paths: dict) -> dict:
-    from trainer import preprocessing, task
+    from trainer import preprocessing, readers
 
     def transform(raw):  # the Transform graph (preprocessing_fn), as the TFT layer runs it
         return preprocessing.preprocessing_fn(raw, {"image_size": recipe.image_size})
 
-    return {split: task.pixels_and_labels([str(paths[f"{split}_records"])], transform) for split in ("train", "eval")}
+    return {split: readers.pixels_and_labels([str(paths[f"{split}_records"])], transform)
+            for split in ("train", "eval")}
 
 
 def time_trainer_run(recipe: trainer_bench.Recipe, paths: dict, scratch: pathlib.Path) -> dict:
@@ -69,7 +70,7 @@ def time_trainer_run(recipe: trainer_bench.Recipe, paths: dict, scratch: pathlib
     import numpy as np
 
     from contract import layout
-    from trainer import export, task
+    from trainer import export, readers, task
     from trainer import model as model_lib
 
     config = trainer_bench._config(recipe, recipe.cached_views, paths["weights"])
@@ -85,7 +86,8 @@ def time_trainer_run(recipe: trainer_bench.Recipe, paths: dict, scratch: pathlib
         classifier.export(os.path.join(out, "saved_model"), verbose=False)
         classifier.save(os.path.join(out, layout.ASSETS_EXTRA, "model.keras"))
         if config.tflite:
-            representative = task.sample_pixels(examples["train"], max(1, config.tflite_calibration_images), config)
+            representative = readers.sample_pixels(examples["train"], max(1, config.tflite_calibration_images),
+                                                   config)
             check = [pixels for pixels, _ in examples["eval"].take(task.TFLITE_CHECK_IMAGES).as_numpy_iterator()]
             export.export_tflite(classifier, representative, out, np.stack(check).astype("float32"))
     return {"training": trained - started, "whole": time.perf_counter() - started}

@@ -137,14 +137,12 @@ def config_from_args(args: argparse.Namespace):
 
 
 def _from_scratch_note(filled: dict) -> str:
-    def flag(name, value):
-        name = name.replace("_", "-")
-        if isinstance(value, bool):
-            return f"--{name}" if value else f"--no-{name}"
-        return f"--{name} {value}"
-    shown = ", ".join(flag(name, value) for name, value in filled.items())
-    return (f"random weights (--weights none): training with the from-scratch schedule {shown} (the defaults are "
-            "made for ImageNet weights; set any of these flags to choose)")
+    """The note naming the settings the from-scratch schedule filled in; the run summary says it again with the
+    values trained (a search may replace some)."""
+    from trainer.hyperparameter_record import ScheduleNote
+
+    return ScheduleNote("random weights (--weights none): training with the from-scratch schedule ", filled,
+                        " (the defaults are made for ImageNet weights; set any of these flags to choose)")
 
 
 def add_tuning_flags(parser: argparse.ArgumentParser) -> None:

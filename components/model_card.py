@@ -23,6 +23,7 @@ from contract import features, layout, storage
 from ingest import span_report
 from trainer import export
 from trainer import hyperparameters as hyperparameters_lib
+from trainer.hyperparameter_record import HyperparameterRecord
 
 
 @dataclasses.dataclass
@@ -147,7 +148,7 @@ def render(facts: CardFacts) -> str:
                           f"{history['best_val_loss']:.4f})"
                           if kept is not None else "") + "."]
     lines.append("")
-    lines += _hyperparameters((history or {}).get("hyperparameters"), (history or {}).get("warm_started_from"))
+    lines += _hyperparameters(HyperparameterRecord.from_history(history))
 
     lines += ["## Evaluation", ""]
     if facts.metrics:
@@ -186,24 +187,24 @@ def render(facts: CardFacts) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _hyperparameters(record: dict | None, warm_started_from: str | None = None) -> list[str]:
-    """Where the training settings' hyperparameters came from, and the search's trials (trainer.task.tuned_config
-    wrote `record` into the training history)."""
+def _hyperparameters(record: HyperparameterRecord | None) -> list[str]:
+    """Where the training settings' hyperparameters came from, and the search's trials (the Trainer's record, read
+    from its training history)."""
     if record is None:
         return []
     lines = ["### Hyperparameters", ""]
-    fixed = f" Set by the user, never searched: {', '.join(record['fixed'])}." if record.get("fixed") else ""
-    fixed += "".join(f" {why[0].upper()}{why[1:]}." for why in record.get("left_out") or [])
-    if record.get("source") != "tuned":
-        why = record.get("not_applied") or "no hyperparameter search was recorded for this pipeline"
+    fixed = f" Set by the user, never searched: {', '.join(record.fixed)}." if record.fixed else ""
+    fixed += "".join(f" {why[0].upper()}{why[1:]}." for why in record.left_out)
+    if not record.searched:
+        why = record.not_applied or "no hyperparameter search was recorded for this pipeline"
         return lines + [f"The settings as configured: {why}.{fixed}", ""]
-    stopped = hyperparameters_lib.budget_words(record.get("budget"))
+    stopped = hyperparameters_lib.budget_words(record.budget)
     fixed += f" {stopped}." if stopped else ""
-    cold = hyperparameters_lib.cold_trials(warm_started_from)
+    cold = record.cold_trials
     fixed += f" {cold[0].upper()}{cold[1:]}." if cold else ""
-    trials = record.get("trials") or []
-    chosen = ", ".join(f"{name} {value}" for name, value in record.get("values", {}).items())
-    lines += [f"The best of {len(trials)} trials of the hyperparameter search of run {record.get('run')}, chosen on "
+    trials = record.trials or ()
+    chosen = ", ".join(f"{name} {value}" for name, value in record.values.items())
+    lines += [f"The best of {len(trials)} trials of the hyperparameter search of run {record.run}, chosen on "
               f"the eval split's loss (the test split took no part): {chosen}.{fixed}", ""]
     rows = [[row["trial"] + (" (kept)" if row.get("kept") else ""), row.get("status"), row.get("val_loss", "-"),
              row.get("val_accuracy", "-") if row.get("val_accuracy") is not None else "-",

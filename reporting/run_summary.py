@@ -11,7 +11,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import re
 from typing import Any
 
 from ml_metadata import metadata_store
@@ -22,6 +21,7 @@ from contract import layout, storage
 from contract import metadata as metadata_lib
 from trainer import export
 from trainer import hyperparameters as hyperparameters_lib
+from trainer.hyperparameter_record import DEFAULTS, TUNED_HERE, HyperparameterRecord, ScheduleNote
 
 _STATES = {
     metadata_store_pb2.Execution.COMPLETE: "executed",
@@ -73,8 +73,8 @@ class RunSummary:
     accuracy_intervals: dict[str, list[float]] = dataclasses.field(default_factory=dict)
     # with a baseline: images only the candidate / only the baseline got right, and McNemar's p-value
     paired: dict[str, float] | None = None
-    # the trained model's hyperparameters and where they came from (see hyperparameters_of)
-    hyperparameters: dict[str, Any] | None = None
+    # the trained model's hyperparameters and where they came from, seen from this run (see hyperparameters_of)
+    hyperparameters: HyperparameterRecord | None = None
     # the version a server of the root loads after the run, where the runner looked (a local run): 0 for none
     served_version: int | None = None
 
@@ -89,7 +89,8 @@ class RunSummary:
         return self.error is not None or any(n.state == "failed" for n in self.nodes)
 
     def to_json(self) -> dict:
-        return dataclasses.asdict(self) | {"failed": self.failed}
+        chosen = self.hyperparameters.summary_json() if self.hyperparameters is not None else None
+        return dataclasses.asdict(self) | {"hyperparameters": chosen, "failed": self.failed}
 
     def text(self) -> str:
         lines = [f"Pipeline {self.pipeline}, run {self.run_id}"]
@@ -101,7 +102,8 @@ class RunSummary:
                             else ""))
         if self.beam_args:
             lines.append(f"  beam: {' '.join(self.beam_args)}")
-        lines += [f"  note: {as_trained(note, self.hyperparameters)}" for note in self.notes]
+        lines += [f"  note: {note.as_trained(self.hyperparameters) if isinstance(note, ScheduleNote) else note}"
+                  for note in self.notes]
         if self.missing:
             lines.append(f"  missing: {len(self.missing)} earlier outputs were gone from disk and were not used "
                          f"(recomputed, or passed over by the resolvers): " + "; ".join(self.missing[:5])
@@ -255,53 +257,33 @@ def summarize_run(store: metadata_store.MetadataStore | None, pipeline_name: str
                 summary.cleaned = (custom_property(artifact, metadata_lib.PUSH_CLEANED) or "").splitlines()
     if summary.blessed is not None and summary.metrics:
         summary.decision = evaluation.decision(evaluation_uri, summary.blessed)
+    history = None
     if "Model" in summary.artifacts:
         serving_dir = layout.serving_model_dir(summary.artifacts["Model"])
-        for field, read in (("tflite", export.read_tflite_fidelity), ("training", export.read_training_record)):
-            try:
-                setattr(summary, field, read(serving_dir))
-            except storage.UnreadableFileError as error:
-                summary.notes.append(f"unreadable: {error}")
-    summary.hyperparameters = hyperparameters_of(summary.training, summary.run_id,
+        summary.tflite = _readable(summary, export.read_tflite_fidelity, serving_dir)
+        history = _readable(summary, export.read_training_history, serving_dir)
+        summary.training = export.training_record(history)
+    summary.hyperparameters = hyperparameters_of(history, summary.run_id,
                                                  searched=any(n.node_id == metadata_lib.TUNER for n in summary.nodes))
     return summary
 
 
-TUNED_HERE, REUSED, DEFAULTS = "tuned in this run", "reused", "defaults"
-
-
-def hyperparameters_of(training: dict | None, run_id: str | None, searched: bool = False) -> dict | None:
-    """{"source": TUNED_HERE | REUSED | DEFAULTS, "run" that searched, "values" applied, "fixed" (the user's own
-    settings, never searched), "trials" (the search's table), "left_out" (searched values not applied, and why)}
-    of the model's training record; None without one. `searched`: this run has a Tuner, whose search may be an
-    earlier run's ("cached": true): tuned here all the same. "trials" only when tuned here: a reused result names
-    its run, whose summary has the table."""
-    record = (training or {}).get("hyperparameters")
-    if record is None:
+def _readable(summary: RunSummary, read, serving_dir: str):
+    """What `read` reads of the model's folder; None for a damaged file, which the summary's notes name."""
+    try:
+        return read(serving_dir)
+    except storage.UnreadableFileError as error:
+        summary.notes.append(f"unreadable: {error}")
         return None
-    if record.get("source") != "tuned":
-        return {"source": DEFAULTS, "run": None, "values": {}, "fixed": record.get("fixed", []), "trials": None,
-                "cached": False, "not_applied": record.get("not_applied")}
-    here = searched or record.get("run") == run_id
-    return {"source": TUNED_HERE if here else REUSED, "run": record.get("run"), "values": record.get("values", {}),
-            "fixed": record.get("fixed", []), "trials": record.get("trials") if here else None,
-            "cached": here and record.get("run") != run_id, "budget": record.get("budget") if here else None,
-            "left_out": [*(record.get("left_out") or []),
-                         *filter(None, [hyperparameters_lib.cold_trials(training.get("warm_started_from"))])]}
 
 
-def as_trained(note: str, chosen: dict | None) -> str:
-    """`note` (one naming settings by flag: the from-scratch schedule's "--fine-tune-from 30"), each setting that
-    the hyperparameters applied shown with the value trained: "--fine-tune-from 60 (searched; the schedule's 30)".
-    The note is written before the run, when the search's values are not known yet."""
-    for name, value in ((chosen or {}).get("values") or {}).items():
-        for field in hyperparameters_lib.FIELDS.get(name, ()):
-            flag = "--" + field.replace("_", "-")
-            shown = _values({"": value}).strip()
-            note = re.sub(rf"(?<![\w-]){flag} ([^,\s]+)(?=,| \(|$)",
-                          lambda match, flag=flag, shown=shown: match.group(0) if match.group(1) == shown else
-                          f"{flag} {shown} (searched; the schedule's {match.group(1)})", note)
-    return note
+def hyperparameters_of(history: dict | None, run_id: str | None, searched: bool = False
+                       ) -> HyperparameterRecord | None:
+    """The Trainer's record of its hyperparameters in its training `history`, seen from run `run_id` (which has a
+    Tuner: `searched`); None for a history without one. See HyperparameterRecord.origin for tuned here, reused or
+    the defaults."""
+    record = HyperparameterRecord.from_history(history)
+    return None if record is None else record.seen_from(run_id, searched)
 
 
 def _values(values: dict) -> str:
@@ -309,19 +291,21 @@ def _values(values: dict) -> str:
                      for name, value in values.items())
 
 
-def hyperparameter_lines(chosen: dict) -> list[str]:
-    """The summary's lines of the hyperparameters: their source, then the trial table when tuned here."""
-    if chosen["source"] == DEFAULTS:
-        why = chosen.get("not_applied") or "no search recorded for this pipeline"
+def hyperparameter_lines(chosen: HyperparameterRecord) -> list[str]:
+    """The summary's lines of the hyperparameters: their source, then the trial table when tuned here (a reused
+    search's run has the table in its own summary)."""
+    if chosen.origin == DEFAULTS:
+        why = chosen.not_applied or "no search recorded for this pipeline"
         return [f"  hyperparameters: the settings as configured ({why}; run --tune to search)"]
-    where = "tuned in this run" if chosen["source"] == TUNED_HERE else f"reused from run {chosen['run']}"
-    if chosen["cached"]:  # the Tuner's outcome was cached: no trial ran in this run
-        where = f"the search of run {chosen['run']}, cached (same data, settings and code: no trial ran in this run)"
-    shown = _values(chosen["values"]) or "none applied (each searched setting was given as a flag)"
-    lines = [f"  hyperparameters: {where}: {shown}" + "".join(f"; {why}" for why in chosen.get("left_out") or [])]
-    stopped = hyperparameters_lib.budget_words(chosen.get("budget"))
+    here = chosen.origin == TUNED_HERE
+    where = "tuned in this run" if here else f"reused from run {chosen.run}"
+    if chosen.cached:  # the Tuner's outcome was cached: no trial ran in this run
+        where = f"the search of run {chosen.run}, cached (same data, settings and code: no trial ran in this run)"
+    shown = _values(chosen.values) or "none applied (each searched setting was given as a flag)"
+    lines = [f"  hyperparameters: {where}: {shown}" + "".join(f"; {why}" for why in chosen.caveats)]
+    stopped = hyperparameters_lib.budget_words(chosen.budget) if here else None
     lines += [f"    {stopped}"] if stopped else []
-    for row in chosen.get("trials") or []:
+    for row in (chosen.trials or ()) if here else ():
         if row.get("status") == "completed":
             figures = f"val_loss {_fmt(row['val_loss'])}" + (
                 f", val_accuracy {_fmt(row['val_accuracy'])}" if row.get("val_accuracy") is not None else "")

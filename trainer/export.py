@@ -362,7 +362,11 @@ def read_training_record(serving_model_dir: str) -> dict | None:
     """Where and how the model in `serving_model_dir` trained: the devices, cached views, settings and where
     their hyperparameters came from, of its training history (layout.TRAINING_HISTORY_FILE), if it has one;
     storage.UnreadableFileError names a damaged file."""
-    history = read_training_history(serving_model_dir)
+    return training_record(read_training_history(serving_model_dir))
+
+
+def training_record(history: dict | None) -> dict | None:
+    """read_training_record's part of a training history already read."""
     return {key: history.get(key) for key in ("devices", "cached_views", "cache", "settings", "hyperparameters")} \
         if history is not None else None
 

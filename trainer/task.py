@@ -3,7 +3,9 @@
 Phase 1 trains the head on the frozen base. Phase 2 unfreezes the top of the
 base and continues at a lower learning rate. The weights with the lowest eval
 loss over both phases are the ones exported, so fine-tuning can never make
-the exported model worse than phase 1 left it.
+the exported model worse than phase 1 left it. The examples come through
+trainer.readers; the hyperparameters' record, written once into the training
+history, is trainer.hyperparameter_record's.
 """
 
 from __future__ import annotations
@@ -23,10 +25,11 @@ import tensorflow as tf
 import tensorflow_transform as tft
 
 from config import DataConfig, TrainingConfig
-from contract import features, layout, progress
-from trainer import devices, export, feature_cache
+from contract import layout, progress
+from trainer import devices, export, feature_cache, readers
 from trainer import hyperparameters as hyperparameters_lib
 from trainer import model as model_lib
+from trainer.hyperparameter_record import CONFIGURED, SEARCHED, HyperparameterRecord
 
 _MONITOR = "val_loss"
 # Eval images on which the exported TFLite models are compared with the classifier: a cap, as each image
@@ -36,69 +39,6 @@ TFLITE_CHECK_IMAGES = 500
 WARMUP_IMAGES = 32
 # Cached views over the memory budget go here, under the Trainer's ModelRun output, and are removed after training.
 CACHE_FOLDER = "feature_cache"
-
-
-def _list_files(patterns: list[str]) -> list[str]:
-    files = sorted({f for pattern in patterns for f in tf.io.gfile.glob(pattern)})
-    if not files:
-        raise FileNotFoundError(f"no transformed examples match {patterns}")
-    return files
-
-
-RAW_SPEC = {features.IMAGE_KEY: tf.io.FixedLenFeature([1], tf.string),
-            features.LABEL_KEY: tf.io.FixedLenFeature([1], tf.int64)}
-
-
-def count_records(file_patterns: list[str]) -> int:
-    """Examples in these files, counted without decoding them."""
-    files = _list_files(file_patterns)
-    return feature_cache.count(tf.data.TFRecordDataset(files, compression_type="GZIP" if files[0].endswith(".gz")
-                                                       else ""))
-
-
-def encoded_images(file_patterns: list[str], count: int) -> list[bytes]:
-    """The image bytes of the first `count` ingested examples."""
-    files = _list_files(file_patterns)
-    records = tf.data.TFRecordDataset(files, compression_type="GZIP" if files[0].endswith(".gz") else "")
-    parsed = records.take(count).map(lambda record: tf.io.parse_single_example(
-        record, {features.IMAGE_KEY: tf.io.FixedLenFeature([], tf.string)})[features.IMAGE_KEY])
-    return list(parsed.as_numpy_iterator())
-
-
-def pixels_and_labels(file_patterns: list[str], transform) -> tf.data.Dataset:
-    """Unbatched (uint8 pixels, float label) pairs from ingested examples, compact enough to cache.
-
-    `transform` maps a batch of raw features ({image, label}) to Transform's
-    outputs: the Transform graph itself (the TFT layer). Transform does not
-    materialize its output: decoding here, once, into the cache costs less than
-    writing and reading back every pixel (README, Performance).
-    """
-    files = _list_files(file_patterns)
-    compression = "GZIP" if files[0].endswith(".gz") else ""
-
-    def decode(serialized):
-        raw = tf.io.parse_example(serialized, RAW_SPEC)
-        pixels = tf.cast(transform(raw)[features.PIXELS_KEY], tf.uint8)
-        label = tf.cast(tf.reshape(raw[features.LABEL_KEY], [-1, 1]), tf.float32)
-        return pixels, label
-
-    return (tf.data.TFRecordDataset(files, compression_type=compression)
-            .batch(64).map(tf.autograph.experimental.do_not_convert(decode), num_parallel_calls=tf.data.AUTOTUNE)
-            .unbatch())
-
-
-def _to_float(pixels, label):
-    return tf.cast(pixels, tf.float32), label
-
-
-def training_batches(examples: tf.data.Dataset, config: TrainingConfig) -> tf.data.Dataset:
-    return (examples.cache()
-            .shuffle(config.shuffle_buffer, seed=config.seed, reshuffle_each_iteration=True)
-            .batch(config.batch_size).map(_to_float).prefetch(tf.data.AUTOTUNE))
-
-
-def eval_batches(examples: tf.data.Dataset, config: TrainingConfig) -> tf.data.Dataset:
-    return examples.cache().batch(config.batch_size).map(_to_float).prefetch(tf.data.AUTOTUNE)
 
 
 class _BestWeights(keras.callbacks.Callback):
@@ -181,7 +121,7 @@ def warm_start_from(classifier: keras.Model, base_model_dir: str) -> str | None:
 def _train_on_pixels(model, phases: _Phases, train_examples, eval_examples) -> None:
     """Every epoch augments the pixels and runs them through the whole model."""
     config = phases.config
-    train, evaluation = training_batches(train_examples, config), eval_batches(eval_examples, config)
+    train, evaluation = readers.training_batches(train_examples, config), readers.eval_batches(eval_examples, config)
     if config.head_epochs:
         phases.fit(model, config.learning_rate, phase="head", epochs=config.head_epochs,
                    data=lambda first, epochs: (train, evaluation, None))
@@ -287,13 +227,6 @@ def _train_in_scope(config, image_size, train_examples, eval_examples, calibrati
     return model, history
 
 
-def sample_pixels(examples: tf.data.Dataset, count: int, config: TrainingConfig) -> np.ndarray:
-    """`count` training images drawn through the shuffle buffer: a span's files
-    may hold one class after the other, and a plain prefix would then be one class."""
-    batch = next(iter(examples.shuffle(config.shuffle_buffer, seed=config.seed).batch(count).take(1)))
-    return batch[0].numpy().astype("float32")
-
-
 def train_from_seed(config: TrainingConfig, image_size: int, train_examples: tf.data.Dataset,
                     eval_examples: tf.data.Dataset, **train_kwargs) -> tuple[keras.Model, dict]:
     """train() on a calibration sample of `train_examples`, every random state seeded from config.seed first: the
@@ -307,7 +240,7 @@ def train_from_seed(config: TrainingConfig, image_size: int, train_examples: tf.
 def calibration_pixels(examples: tf.data.Dataset, config: TrainingConfig) -> np.ndarray | None:
     if not config.random_init or not config.calibration_images:
         return None
-    return sample_pixels(examples, config.calibration_images, config)
+    return readers.sample_pixels(examples, config.calibration_images, config)
 
 
 def training_config_from(custom_config: Mapping[str, Any]) -> tuple[TrainingConfig, int]:
@@ -315,24 +248,25 @@ def training_config_from(custom_config: Mapping[str, Any]) -> tuple[TrainingConf
 
 
 def tuned_config(config: TrainingConfig, result: Mapping[str, Any] | None, fixed=(),
-                 image_size: int | None = None) -> tuple[TrainingConfig, dict]:
+                 image_size: int | None = None) -> tuple[TrainingConfig, HyperparameterRecord]:
     """`config` with a search's result (the Tuner's best_hyperparameters: tuned in this run or an earlier one;
     None: none recorded) laid on it, the fields the user set (`fixed`) kept; and the record of it for the
-    training history: {"values" applied, "fixed", "run" searched in, "trials" (the table), "source", "left_out"
-    (hyperparameters.left_out: a searched pair the user set half of)}. A result
-    searched for another model than `config`'s at `image_size` (hyperparameters.other_model) is not laid on it:
-    the settings as configured, and "not_applied" says why."""
+    training history. A result searched for another model than `config`'s at `image_size`
+    (hyperparameters.other_model) is not laid on it: the settings as configured, and the record's `not_applied`
+    says why."""
     tuned = dict((result or {}).get(hyperparameters_lib.TUNED_KEY) or {})
     other = hyperparameters_lib.other_model(result, config, image_size) if image_size is not None else None
     if other:
-        return config, {"source": "defaults", "values": {}, "fixed": sorted(fixed), "run": tuned.get("run"),
-                        "trials": None, "not_applied": f"the newest search, of run {tuned.get('run')}, was for "
-                                                       f"another model: {other}"}
+        return config, HyperparameterRecord(
+            CONFIGURED, fixed=tuple(sorted(fixed)), run=tuned.get("run"),
+            not_applied=f"the newest search, of run {tuned.get('run')}, was for another model: {other}")
     values = hyperparameters_lib.values_of(result)
     applied = {name: values[name] for name in hyperparameters_lib.applied_names(values, fixed)}
-    record = {"source": "tuned" if result is not None else "defaults", "values": applied, "fixed": sorted(fixed),
-              "run": tuned.get("run"), "trials": tuned.get("trials"), "budget": tuned.get("budget"),
-              "left_out": hyperparameters_lib.left_out(values, fixed)}
+    trials = tuned.get("trials")
+    record = HyperparameterRecord(SEARCHED if result is not None else CONFIGURED, applied, tuple(sorted(fixed)),
+                                  run=tuned.get("run"), trials=None if trials is None else tuple(trials),
+                                  budget=tuned.get("budget"),
+                                  left_out=tuple(hyperparameters_lib.left_out(values, fixed)))
     return hyperparameters_lib.apply(config, values, fixed), record
 
 
@@ -344,27 +278,28 @@ def run_fn(fn_args) -> None:
     config, image_size = training_config_from(fn_args.custom_config)
     config, chosen = tuned_config(config, fn_args.hyperparameters, fn_args.custom_config.get("fixed_settings") or (),
                                   image_size)
-    logging.info("Hyperparameters: %s", chosen)
+    logging.info("Hyperparameters: %s", chosen.to_json())
     devices.check_requested()
     tf_transform_output = tft.TFTransformOutput(fn_args.transform_output)
     tft_layer = tf_transform_output.transform_features_layer()
-    train_examples = pixels_and_labels(fn_args.train_files, tft_layer)
-    eval_examples = pixels_and_labels(fn_args.eval_files, tft_layer)
+    train_examples = readers.pixels_and_labels(fn_args.train_files, tft_layer)
+    eval_examples = readers.pixels_and_labels(fn_args.eval_files, tft_layer)
     model, history = train_from_seed(
         config, image_size, train_examples, eval_examples, log_dir=fn_args.model_run_dir,
         base_model_dir=fn_args.base_model,
         cache_dir=os.path.join(fn_args.model_run_dir, CACHE_FOLDER),
-        counts=(count_records(fn_args.train_files), count_records(fn_args.eval_files)))
+        counts=(readers.count_records(fn_args.train_files), readers.count_records(fn_args.eval_files)))
     logging.info("Best epoch %s with %s=%s", history["best_epoch"], _MONITOR, history["best_val_loss"])
     classifier = model_lib.get_classifier(model)
     history["model"] = model_lib.describe(classifier)
-    history["settings"], history["hyperparameters"] = dataclasses.asdict(config), chosen
+    # The record is written here once; the run summary, the report and the model card read it back.
+    history["settings"], history["hyperparameters"] = dataclasses.asdict(config), chosen.to_json()
     export.export_serving_model(classifier, tf_transform_output, fn_args.serving_model_dir,
                                 max_pixels=int(fn_args.custom_config.get("max_image_pixels",
                                                                           DataConfig.max_image_pixels)))
-    export.write_warmup_requests(fn_args.serving_model_dir, encoded_images(fn_args.eval_files, WARMUP_IMAGES))
+    export.write_warmup_requests(fn_args.serving_model_dir, readers.encoded_images(fn_args.eval_files, WARMUP_IMAGES))
     if config.tflite:
-        representative = sample_pixels(train_examples, max(1, config.tflite_calibration_images), config)
+        representative = readers.sample_pixels(train_examples, max(1, config.tflite_calibration_images), config)
         check = [pixels for pixels, _ in eval_examples.take(TFLITE_CHECK_IMAGES).as_numpy_iterator()]
         fidelity = export.export_tflite(classifier, representative, fn_args.serving_model_dir,
                                         np.stack(check).astype("float32") if check else None)

@@ -38,7 +38,7 @@ from tfx.components.tuner.component import TunerFnResult
 from config import TrainingConfig, TuningConfig
 from contract import progress
 from contract.errors import first_line
-from trainer import feature_cache, task
+from trainer import feature_cache, readers, task
 from trainer import hyperparameters as hyperparameters_lib
 
 OBJECTIVE = "val_loss"  # what the Trainer keeps its best epoch on
@@ -113,7 +113,7 @@ def run_trial(config: TrainingConfig, image_size: int, train_examples: tf.data.D
               eval_examples: tf.data.Dataset, *, epoch_fraction: float, counts: tuple[int, int] | None = None,
               cache_dir: str | None = None, callbacks: Collection[keras.callbacks.Callback] = ()) -> dict[str, Any]:
     """One trial of the settings `config`, on unbatched (uint8 pixels, float label) pairs as the Trainer reads
-    them (trainer.task.pixels_and_labels). Returns {"val_loss", "val_accuracy" (at the kept epoch), "epochs",
+    them (trainer.readers.pixels_and_labels). Returns {"val_loss", "val_accuracy" (at the kept epoch), "epochs",
     "seconds", "train_images" and "eval_images" (the cache's counts; None without cached views)}; raises
     TrialFailed when the loss is not finite. Callable on its own (the benchmark times it against
     trainer.task.train on the same data)."""
@@ -309,7 +309,7 @@ def tuner_fn(fn_args) -> TunerFnResult:
     tft_layer = tft.TFTransformOutput(fn_args.transform_graph_path).transform_features_layer()
     tuner = build_tuner(config, image_size, tuning, fn_args.working_dir, fixed)
     return TunerFnResult(tuner=tuner, fit_kwargs={
-        "train_examples": task.pixels_and_labels(fn_args.train_files, tft_layer),
-        "eval_examples": task.pixels_and_labels(fn_args.eval_files, tft_layer),
-        "counts": (task.count_records(fn_args.train_files), task.count_records(fn_args.eval_files)),
+        "train_examples": readers.pixels_and_labels(fn_args.train_files, tft_layer),
+        "eval_examples": readers.pixels_and_labels(fn_args.eval_files, tft_layer),
+        "counts": (readers.count_records(fn_args.train_files), readers.count_records(fn_args.eval_files)),
         "cache_dir": os.path.join(fn_args.working_dir, task.CACHE_FOLDER)})

@@ -1,32 +1,9 @@
 import dataclasses
 import json
 
-import tensorflow as tf
-
-from contract import features, layout
+from contract import layout
 from contract import metadata as node_ids
-from reporting import run_index, run_report, run_summary
-
-
-def _example(label: int, index: int) -> bytes:
-    feature = {
-        features.IMAGE_KEY: tf.train.Feature(bytes_list=tf.train.BytesList(value=[b"jpeg-%d" % index])),
-        features.LABEL_KEY: tf.train.Feature(int64_list=tf.train.Int64List(value=[label])),
-        features.SOURCE_KEY: tf.train.Feature(bytes_list=tf.train.BytesList(value=[b"img-%d.jpg" % index])),
-    }
-    return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
-
-
-def test_sample_images_come_from_both_classes_of_a_class_sorted_split(tmp_path):
-    split = tmp_path / "Split-eval"
-    split.mkdir()
-    with tf.io.TFRecordWriter(str(split / "data.gz"), options="GZIP") as writer:
-        for index in range(120):  # all cats, then all dogs
-            writer.write(_example(int(index >= 60), index))
-    samples = run_report._eval_jpegs(str(tmp_path), 15)
-    assert len(samples) == 15 and len({name for name, _, _ in samples}) == 15
-    assert {label for _, _, label in samples} == {0, 1}
-    assert samples == run_report._eval_jpegs(str(tmp_path), 15)  # the same samples on every run
+from reporting import markdown_links, report_sections, run_index, run_report, run_summary
 
 
 def _summary(**changes):
@@ -119,7 +96,7 @@ def test_a_card_renders_no_link_but_http_and_relative_ones_inside_the_report(tmp
     assert all(f"source {i}" in card for i in range(len(hostile))), "the text stays, only the link goes"
     assert "alt text" in card and "by reference" in card
     for url in hostile:
-        assert not run_report.safe_link(url), url
+        assert not markdown_links.safe_link(url), url
 
 
 def test_the_report_opens_in_a_browser_with_every_figure_and_no_console_error(tmp_path):
@@ -166,7 +143,7 @@ def test_the_model_diagram_is_drawn_from_the_training_record_without_the_model(t
     assert sum(layer["weights"] for layer in description["layers"]) == classifier.count_params()
     # A model folder with the training record and no model in it: the diagram cannot have come from a model file.
     model_uri = tmp_path / "Model"
-    record = run_report._serving_dir(str(model_uri)) / layout.TRAINING_HISTORY_FILE
+    record = report_sections.serving_dir(str(model_uri)) / layout.TRAINING_HISTORY_FILE
     record.parent.mkdir(parents=True)
     record.write_text(json.dumps({"epochs": [{"epoch": 0, "accuracy": 0.5, "val_accuracy": 0.5, "loss": 0.7,
                                               "val_loss": 0.7}], "best_epoch": 0, "best_val_loss": 0.7,
@@ -215,20 +192,7 @@ def test_the_cards_sections_the_report_shows_itself_are_left_out_of_its_copy():
     card = ("# Model card: x\n\nVersion `serving_model/2`.\n\n## Intended use\n\nCats.\n\n## Training\n\nepochs\n\n"
             "## Evaluation\n\n| metric |\n\n## Blessing\n\nDecision: met.\n\n## TFLite models\n\nint8\n\n"
             "## Known limits\n\n- few images\n")
-    text, left_out = run_report.card_sections_not_shown(card)
+    text, left_out = report_sections.card_sections_not_shown(card)
     assert left_out == ["Training", "Evaluation", "Blessing", "TFLite models"]
     assert "## Intended use" in text and "## Known limits" in text and "few images" in text
     assert not any(word in text for word in ("epochs", "| metric |", "Decision: met", "int8")), text
-
-
-def test_the_training_curves_mark_whole_epochs_only(tmp_path, monkeypatch):
-    saved = []
-    monkeypatch.setattr(run_report.plt, "close", saved.append)  # the figure, kept to read its axes
-    epochs = [{"epoch": n, "phase": "head" if n < 2 else "fine_tune", "accuracy": 0.5 + n / 10, "loss": 1 - n / 10,
-               "val_accuracy": 0.5, "val_loss": 0.9} for n in range(3)]
-    run_report.training_curves({"epochs": epochs, "fine_tune_start_epoch": 2, "best_epoch": 1},
-                               tmp_path / "curves.png")
-    assert (tmp_path / "curves.png").stat().st_size > 0
-    for axis in saved[0].axes:
-        ticks = [t for t in axis.get_xticks() if axis.get_xlim()[0] <= t <= axis.get_xlim()[1]]
-        assert ticks and all(float(t).is_integer() for t in ticks), ticks

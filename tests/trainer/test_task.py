@@ -122,13 +122,3 @@ def test_warm_start_refuses_another_architecture(config, tmp_path):
     wider = model_lib.get_classifier(model_lib.build_model(TrainingConfig(**{**config.__dict__, "alpha": 0.5}), SIZE))
     assert "another architecture" in task.warm_start_from(wider, str(tmp_path))
     assert "does not exist" in task.warm_start_from(wider, str(tmp_path / "nothing"))
-
-
-def test_sample_pixels_draws_both_classes_from_a_class_sorted_set():
-    labels = np.repeat([0.0, 1.0], 100)  # all cats, then all dogs, as a class-by-class listing writes them
-    pixels = labels[:, None, None, None] * np.ones((200, 2, 2, 3))
-    examples = tf.data.Dataset.from_tensor_slices((pixels.astype("uint8"), labels))
-    sample = task.sample_pixels(examples, 40, TrainingConfig(shuffle_buffer=200, seed=3))
-    assert sample.shape == (40, 2, 2, 3) and sample.dtype == np.float32
-    dogs = int(sample[:, 0, 0, 0].sum())
-    assert 10 <= dogs <= 30

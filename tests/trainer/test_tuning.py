@@ -142,10 +142,11 @@ def test_the_best_values_become_the_trainers_settings_but_not_the_users_own():
         [{"trial": "00"}], "run-7")
     config, record = task.tuned_config(TrainingConfig(), result, fixed=("dropout",))
     assert (config.learning_rate, config.dropout, config.rotation, config.zoom) == (3e-4, 0.2, 0.05, 0.05)
-    assert record == {"source": "tuned", "values": {"learning_rate": 3e-4, hyperparameters.AUGMENTATION: 0.05},
-                      "fixed": ["dropout"], "run": "run-7", "trials": [{"trial": "00"}], "left_out": [], "budget": None}
+    assert record.to_json() == {  # as the training history holds it
+        "source": "tuned", "values": {"learning_rate": 3e-4, hyperparameters.AUGMENTATION: 0.05},
+        "fixed": ["dropout"], "run": "run-7", "trials": [{"trial": "00"}], "left_out": [], "budget": None}
     defaults, record = task.tuned_config(TrainingConfig(), None)
-    assert defaults == TrainingConfig() and record["source"] == "defaults" and record["values"] == {}
+    assert defaults == TrainingConfig() and record.source == "defaults" and record.values == {}
 
 
 @pytest.mark.parametrize("given", ["rotation", "zoom"])
@@ -157,31 +158,32 @@ def test_a_searched_pair_is_not_applied_by_half_when_the_user_set_the_other_half
                                        fixed=(given,), image_size=160)
     assert (config.rotation, config.zoom) == (TrainingConfig(**{given: 0.3}).rotation,
                                               TrainingConfig(**{given: 0.3}).zoom)  # neither half of 0.2
-    assert record["values"] == {}
+    assert record.values == {}
     why = f"augmentation 0.2 not applied: it sets rotation and zoom together, and {given} was set"
-    assert record["left_out"] == [why]
+    assert record.left_out == (why,)
     assert hyperparameters.applied_names({"augmentation": 0.2}, (given,)) == []
-    chosen = run_summary.hyperparameters_of({"hyperparameters": record}, "run-8")
+    chosen = run_summary.hyperparameters_of({"hyperparameters": record.to_json()}, "run-8")
     assert run_summary.hyperparameter_lines(chosen)[0].endswith(f"; {why}")
     assert f"A{why[1:]}." in "\n".join(model_card._hyperparameters(record))
 
 
 def test_a_warm_started_model_says_its_settings_were_searched_by_trials_that_did_not_warm_start():
     from components import model_card
-    from reporting import run_report, run_summary
+    from reporting import report_sections, run_summary
 
     trial = {"trial": "1", "values": {"dropout": 0.3}, "status": "completed", "val_loss": 0.5}
     _, record = task.tuned_config(TrainingConfig(warm_start=True), {"values": {"dropout": 0.3}, "tuned": {
         "run": "run-7", "trials": [trial]}})
-    warm = {"hyperparameters": record, "warm_started_from": "/root/Model/5/Format-Serving"}
+    warm = {"hyperparameters": record.to_json(), "warm_started_from": "/root/Model/5/Format-Serving"}
     why = ("the search's trials did not warm-start as this Trainer did (from /root/Model/5/Format-Serving): the "
            "values were chosen training from the configured start")
     for run_id in ("run-7", "run-8"):  # tuned here, reused
         chosen = run_summary.hyperparameters_of(warm, run_id)
         assert run_summary.hyperparameter_lines(chosen)[0].endswith(f"; {why}")
-        assert run_report.hyperparameters_page(chosen)["source_words"].endswith(f" T{why[1:]}.")
-    assert f"T{why[1:]}." in "\n".join(model_card._hyperparameters(record, warm["warm_started_from"]))
-    cold = run_summary.hyperparameters_of({"hyperparameters": record, "warm_started_from": None}, "run-7")
+        assert report_sections.hyperparameters_page(chosen)["source_words"].endswith(f" T{why[1:]}.")
+    assert f"T{why[1:]}." in "\n".join(model_card._hyperparameters(
+        dataclasses.replace(record, warm_started_from=warm["warm_started_from"])))
+    cold = run_summary.hyperparameters_of({"hyperparameters": record.to_json(), "warm_started_from": None}, "run-7")
     assert "warm-start" not in run_summary.hyperparameter_lines(cold)[0]
 
 
@@ -195,13 +197,14 @@ def test_the_from_scratch_note_names_the_settings_trained_not_the_schedules_the_
     _, record = task.tuned_config(TrainingConfig(), {"values": {"fine_tune_from": 60, "head_epochs": 9,
                                                                 "learning_rate": 3e-4}, "tuned": {"run": "run-7"}})
     summary = run_summary.RunSummary("p", "run-8", [], {}, {}, None, None, None, None, None, notes=[note],
-                                     hyperparameters=run_summary.hyperparameters_of({"hyperparameters": record},
-                                                                                    "run-8"))
+                                     hyperparameters=run_summary.hyperparameters_of(
+                                         {"hyperparameters": record.to_json()}, "run-8"))
     shown = summary.text()
     assert ("from-scratch schedule --fine-tune-from 60 (searched; the schedule's 30), --head-epochs 9 (searched; "
             "the schedule's 6), --fine-tune-epochs 12, --early-stopping-patience 0" in shown)
     assert "--fine-tune-from 30," not in shown
-    summary.hyperparameters["values"] = {"fine_tune_from": 30}  # the search kept the schedule's own value
+    # the search kept the schedule's own value
+    summary.hyperparameters = dataclasses.replace(summary.hyperparameters, values={"fine_tune_from": 30})
     assert "--fine-tune-from 30, --head-epochs 6," in summary.text()
 
 
@@ -211,11 +214,11 @@ def test_a_result_searched_for_another_model_is_not_laid_on_this_ones_settings()
                                            [{"trial": "00"}], "run-7", hyperparameters.model_of(searched, 64))
     same_model = TrainingConfig(weights="none", alpha=0.35, fine_tune_from=30, batch_size=16)
     config, record = task.tuned_config(same_model, result, image_size=64)
-    assert (config.learning_rate, config.fine_tune_from, record["source"]) == (3e-3, 60, "tuned")
+    assert (config.learning_rate, config.fine_tune_from, record.source) == (3e-3, 60, "tuned")
     other = TrainingConfig()  # ImageNet weights, the full width
     config, record = task.tuned_config(other, result, image_size=96)
-    assert config == other and (record["source"], record["values"], record["run"]) == ("defaults", {}, "run-7")
-    assert record["not_applied"] == ("the newest search, of run run-7, was for another model: weights none (this "
+    assert config == other and (record.source, record.values, record.run) == ("defaults", {}, "run-7")
+    assert record.not_applied == ("the newest search, of run run-7, was for another model: weights none (this "
                                      "run imagenet), alpha 0.35 (this run 1.0), image_size 64 (this run 96)")
     older = tuner_component.search_record({"space": [], "values": {"learning_rate": 3e-3}}, [], "run-2")
     assert task.tuned_config(other, older, image_size=96)[0].learning_rate == 3e-3  # a record that does not say
@@ -316,18 +319,18 @@ def test_the_time_budget_starts_no_trial_once_spent_and_the_first_trial_always_r
 
 def test_the_summary_report_and_model_card_say_the_time_budget_ran_out_before_the_trials_asked_for():
     from components import model_card
-    from reporting import run_report, run_summary
+    from reporting import report_sections, run_summary
 
     table = [{"trial": "1", "values": {"dropout": 0.2}, "status": "completed", "val_loss": 0.5, "kept": True}]
     result = tuner_component.search_record({"space": [], "values": {"dropout": 0.2}}, table, "run-7", None,
                                            {"trials": 10, "ran": 1, "minutes": 0.1, "out_of_time": True})
     _, record = task.tuned_config(TrainingConfig(), result)
-    chosen = run_summary.hyperparameters_of({"hyperparameters": record}, "run-7")
+    chosen = run_summary.hyperparameters_of({"hyperparameters": record.to_json()}, "run-7")
     said = "1 of 10 trials: the time budget (--tune-minutes 0.1) ran out"
     assert run_summary.hyperparameter_lines(chosen)[1] == f"    {said}"
-    assert f" {said}." in run_report.hyperparameters_page(chosen)["source_words"]
+    assert f" {said}." in report_sections.hyperparameters_page(chosen)["source_words"]
     assert f" {said}." in "\n".join(model_card._hyperparameters(record))
-    record["budget"]["out_of_time"] = False
+    chosen = dataclasses.replace(chosen, budget={**chosen.budget, "out_of_time": False})
     assert said not in "\n".join(run_summary.hyperparameter_lines(chosen))
 
 

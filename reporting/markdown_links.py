@@ -1,0 +1,59 @@
+"""Markdown from outside the project (the model card) as HTML that runs nothing and leads nowhere unsafe.
+
+The card holds text that whoever submits a run chooses (the source and weights paths), so the report renders
+it with its own HTML escaped and each link or image kept only when `safe_link` accepts its address; any other
+keeps its text and loses its address.
+"""
+
+from __future__ import annotations
+
+import html
+import posixpath
+import urllib.parse
+import xml.etree.ElementTree as ElementTree
+
+import markdown
+import markupsafe
+
+
+def safe_link(url: str) -> bool:
+    """Whether the report may render `url` as a link: http(s) with a host, or a relative path that stays inside
+    the report's folder. Not javascript:, data:, file:, an absolute path or one that climbs out with `..`."""
+    if any(char.isspace() or ord(char) < 32 or ord(char) == 127 for char in url):
+        return False  # browsers drop some of these before reading the scheme: "java\tscript:" is javascript:
+    parsed = urllib.parse.urlsplit(url)
+    if parsed.scheme:
+        return parsed.scheme.lower() in ("http", "https") and bool(parsed.netloc)
+    if parsed.netloc or url.startswith("/") or "\\" in url:
+        return False
+    if ":" in parsed.path.split("/")[0]:
+        return False  # read as a scheme by some parsers
+    return not posixpath.normpath(parsed.path or ".").startswith("..")
+
+
+class _LinkGuard(markdown.treeprocessors.Treeprocessor):
+    """Turns every link or image whose address safe_link refuses into its plain text: text in a card comes from
+    whoever named the source or weights (a Kubeflow run's submitter, say)."""
+
+    def run(self, root):
+        for element in root.iter():
+            for child in list(element):
+                attribute = {"a": "href", "img": "src"}.get(child.tag)
+                if attribute is None or safe_link(child.get(attribute, "")):
+                    continue
+                text = ElementTree.Element("span")
+                text.text = (child.get("alt", "") if child.tag == "img" else "".join(child.itertext()))
+                text.tail = child.tail
+                element.insert(list(element).index(child), text)
+                element.remove(child)
+
+
+class _LinkGuardExtension(markdown.Extension):
+    def extendMarkdown(self, md):
+        md.treeprocessors.register(_LinkGuard(md), "link_guard", 0)  # last, after every inline pattern
+
+
+def render_untrusted_markdown(text: str) -> markupsafe.Markup:
+    """Markdown from outside (the model card) as HTML: its own HTML escaped, only safe links kept."""
+    return markupsafe.Markup(markdown.markdown(html.escape(text, quote=False),
+                                               extensions=["tables", _LinkGuardExtension()]))
