@@ -14,7 +14,7 @@ from contract import layout
 from monitoring.settings import MonitorSettings
 from orchestration.engines import kubeflow, packages
 from orchestration.root import marker
-from tests.orchestration import test_kubeflow
+from tests.orchestration.engines import test_kubeflow
 from tests.orchestration.engines.test_kubeflow import IMAGE, _cli, _documents
 
 kfp_api = test_kubeflow.kfp_api  # the fake KFP API on loopback, a fixture
