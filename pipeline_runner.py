@@ -14,9 +14,8 @@ import os
 import sys
 import textwrap
 
-from cli import deploy, history, local_run, monitor, photos, traffic
+from cli import deploy, history, local_run, monitor, photos, quiet_logs, traffic
 from contract import errors
-from orchestration import quiet_logs
 
 EXAMPLES = textwrap.dedent("""\
     examples:

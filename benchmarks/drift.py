@@ -266,7 +266,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="Where to write the figures. Default: runs/drift.json.")
     args = parser.parse_args(argv)
     settings = QUICK if args.quick else Settings()
-    from orchestration import quiet_logs
+    from cli import quiet_logs
 
     quiet_logs.apply()
     started = time.perf_counter()

@@ -55,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=pathlib.Path, help="Also write the figures here.")
     args = parser.parse_args(argv)
 
-    from orchestration import quiet_logs
+    from cli import quiet_logs
 
     quiet_logs.apply()  # as quiet as `run`: the figures, not the libraries' notices
     from config import beam_policy

@@ -249,7 +249,7 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         parser.error(f"unknown settings {unknown}; known: {list(SETTINGS)}")
     sizes = Sizes(train_per_class=args.train_per_class)
-    from orchestration import quiet_logs
+    from cli import quiet_logs
 
     quiet_logs.apply()
     started = time.perf_counter()

@@ -113,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--alpha", type=float, default=Setup.alpha)
     args = parser.parse_args(argv)
     setup = Setup(image_size=args.image_size, alpha=args.alpha)
-    from orchestration import quiet_logs
+    from cli import quiet_logs
 
     quiet_logs.apply()
     with tempfile.TemporaryDirectory() as scratch:

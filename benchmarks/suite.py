@@ -261,7 +261,7 @@ def main(argv: list[str] | None = None) -> int:
     settings = QUICK if args.quick else FULL
     if args.sizes:
         settings = dataclasses.replace(settings, pipeline_sizes=tuple(args.sizes))
-    from orchestration import quiet_logs
+    from cli import quiet_logs
 
     quiet_logs.apply()  # as quiet as `run`: the figures, not the libraries' notices
     started = time.perf_counter()

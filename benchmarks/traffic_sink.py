@@ -220,7 +220,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="A pushed version's folder: the predictor whose rate is the reference.")
     parser.add_argument("--quick", action="store_true", help="100 and 500 images instead of 2,000 and 10,000.")
     args = parser.parse_args(argv)
-    from orchestration import quiet_logs
+    from cli import quiet_logs
 
     quiet_logs.apply()
     with tempfile.TemporaryDirectory() as scratch:

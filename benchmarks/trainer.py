@@ -299,7 +299,7 @@ def main(argv: list[str] | None = None) -> int:
         recipe = dataclasses.replace(recipe, seeds=args.seeds)
     if args.images:
         recipe = dataclasses.replace(recipe, train_images=args.images, eval_images=max(32, args.images // 4))
-    from orchestration import quiet_logs
+    from cli import quiet_logs
 
     quiet_logs.apply()
     with tempfile.TemporaryDirectory() as scratch:

@@ -127,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=pathlib.Path, default=ROOT / "runs" / "benchmarks.json")
     args = parser.parse_args(argv)
     recipe = trainer_bench.QUICK if args.quick else trainer_bench.Recipe()
-    from orchestration import quiet_logs
+    from cli import quiet_logs
 
     quiet_logs.apply()
     started = time.perf_counter()

@@ -156,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"{unknown}: not held-out looks ({', '.join(looks.HELD_OUT_LOOKS)}); the tuning looks "
                          "chose the defaults")
         protocol = dataclasses.replace(protocol, held_out=chosen)
-    from orchestration import quiet_logs
+    from cli import quiet_logs
 
     quiet_logs.apply()
     started = time.perf_counter()

@@ -6,6 +6,6 @@ dispatches; a command turns its flags into settings and hands them to the
 layers below. Each imports what it needs when it runs, so that --help, submit
 and schedule start without loading TensorFlow. The commands are the code that
 prints: the layers below hand them their lines (a `say`, as
-orchestration.lifecycle's) or log, and raise contract.errors.CommandError for
+orchestration.run.lifecycle's) or log, and raise contract.errors.CommandError for
 what the user must hear as an error.
 """

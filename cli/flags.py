@@ -226,7 +226,7 @@ SERVING_TARGET = ("name", "namespace")  # the InferenceService's fields a rollba
 
 def add_serving_target_flags(group, rollout_help: str) -> None:
     """The InferenceService that serves the root's versions, and whether to tell it about a new one."""
-    from orchestration import kserve
+    from orchestration.serving import kserve
 
     add_settings_flags(group, kserve.Serving, prefix="serving-", only=SERVING_TARGET)
     group.add_argument("--no-serving-rollout", dest="serving_rollout", action="store_false",

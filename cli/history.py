@@ -46,7 +46,7 @@ def add_root_flags(parser: argparse.ArgumentParser, output_dir_help: str | None 
 def history_store(args: argparse.Namespace):
     """(root, store) that `models` and `rollback` read: --output-dir's, or --root with a --metadata-* flag."""
     from contract import metadata
-    from orchestration import run_lock, store_health
+    from orchestration.root import run_lock, store_health
 
     if args.root is not None:
         if not (args.metadata_grpc or args.metadata_sqlite):
@@ -85,7 +85,7 @@ def command_models(args: argparse.Namespace) -> int:
     root, store = history_store(args)  # first: a refused setting is named before the seconds TFX takes to import
     from contract import metadata as metadata_lib
     from contract import served
-    from orchestration import reconcile
+    from orchestration.run import reconcile
     from reporting import model_history
 
     serving_dir = str(RunLayout(str(root)).serving_dir)
@@ -111,7 +111,7 @@ def command_models(args: argparse.Namespace) -> int:
 def serving_config_warnings(serving_dir: str, recorded: set[int], trusted) -> list[str]:
     """What is wrong with the serving config and what the next writer will change in it (read only; no file is
     hashed). `recorded`: the versions the history lists (it names what is wrong with those); `trusted`: whether
-    a version may be rolled forward to (orchestration.reconcile.known_model)."""
+    a version may be rolled forward to (orchestration.run.reconcile.known_model)."""
     from contract import served
 
     try:
@@ -157,7 +157,7 @@ def command_rollback(args: argparse.Namespace) -> int:
     a local output directory or a deployment's root (--root with its store).
     """
     import config as config_lib
-    from orchestration import kserve, rollback
+    from orchestration.serving import kserve, rollback
 
     # Checked before anything changes: a name Kubernetes would refuse is a refusal, not a half-done rollback.
     serving = (kserve.Serving(**flags.settings_from(args, kserve.Serving, "serving_", only=flags.SERVING_TARGET))
@@ -177,7 +177,7 @@ def command_rollback(args: argparse.Namespace) -> int:
               f"({done.pushed.path}); {before}")
     print(rollback.reach_clients(str(root), done.pushed.version, serving))
     if args.root is None:  # a local root's report page lists its runs and marks the served model's
-        from orchestration import local
+        from orchestration.engines import local
 
         problem = local.republish_report(root)
         if problem:

@@ -1,4 +1,4 @@
-"""`run` and `ingest`: the pipeline on this machine (orchestration.local)."""
+"""`run` and `ingest`: the pipeline on this machine (orchestration.engines.local)."""
 
 from __future__ import annotations
 
@@ -68,8 +68,8 @@ def say(line: str) -> None:
 
 
 def _source(args: argparse.Namespace):
-    """The source flags as an orchestration.local.Source; None when none was given."""
-    from orchestration import local
+    """The source flags as an orchestration.engines.local.Source; None when none was given."""
+    from orchestration.engines import local
 
     if args.demo:
         return local.Source(local.DEMO, demo_images=args.demo_images)
@@ -98,7 +98,7 @@ def command_run(args: argparse.Namespace) -> int:
     <output-dir>/examples (written by `ingest` or another job). The settings given as flags are recorded with the
     root (<output-dir>/run_settings.json): a later run there trains with them unless given other flags.
     """
-    from orchestration import local
+    from orchestration.engines import local
 
     flags.check_output_dir(args.output_dir)
     record, record_notes, laid = _lay_recorded_settings(args)
@@ -215,10 +215,10 @@ def _lay_recorded_settings(args: argparse.Namespace):
     """Lays the root's record under the flags given (a flag given wins); returns the record this run writes, the
     lines that say what came from the record and what changed in it, and the line naming what was laid ('' for
     nothing)."""
-    from orchestration import roots, run_settings
+    from orchestration.root import marker, run_settings
 
-    found = roots.inspect(args.output_dir)  # a folder of the user's is refused here, its files unread
-    earlier = run_settings.read(args.output_dir) if found.state == roots.ROOT else None
+    found = marker.inspect(args.output_dir)  # a folder of the user's is refused here, its files unread
+    earlier = run_settings.read(args.output_dir) if found.state == marker.ROOT else None
     given = _given_settings(args)
     known = set(recorded_names())
     where = run_settings.path_of(args.output_dir)
@@ -266,7 +266,7 @@ def command_ingest(args: argparse.Namespace) -> int:
     Checks every file or record, normalizes what can be, quarantines the rest with a reason, drops exact
     duplicates, and writes <output-dir>/examples/span-N/ with ingest_report.json.
     """
-    from orchestration import local
+    from orchestration.engines import local
 
     config, _ = flags.config_from_args(args)  # ingest does not train: the schedule does not matter to it
     flags.check_output_dir(args.output_dir)

@@ -92,7 +92,7 @@ def command_monitor(args: argparse.Namespace) -> int:
     from contract.layout import RunLayout
     from monitoring import monitor
     from monitoring.settings import MonitorSettings
-    from orchestration import roots, run_lock, store_health
+    from orchestration.root import marker, run_lock, store_health
 
     store = None
     if args.root is not None or args.metadata_grpc or args.metadata_sqlite:
@@ -100,7 +100,7 @@ def command_monitor(args: argparse.Namespace) -> int:
         flag = "--root"
     else:
         root, flag = args.output_dir.resolve(), "--output-dir"
-    if roots.inspect(root).state == roots.NEW:
+    if marker.inspect(root).state == marker.NEW:
         raise SettingsError(f"{flag} {root} is not a pipeline root (nothing was ever run there): no model "
                             "to monitor; nothing was checked")
     settings = MonitorSettings(window=args.window, since_ms=args.since,

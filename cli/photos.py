@@ -150,7 +150,7 @@ def _pipeline_name() -> str:
 def _check_record_root(output_dir: pathlib.Path) -> None:
     """Refuses, before anything is classified, a root whose traffic/ (or another of its places) is a symbolic link:
     recording through it would write into the folder it points at."""
-    from orchestration import run_lock
+    from orchestration.root import run_lock
 
     linked = run_lock.linked_parts(output_dir.resolve())
     if linked:
@@ -160,10 +160,10 @@ def _check_record_root(output_dir: pathlib.Path) -> None:
 def _record(output_dir: pathlib.Path, model_dir: pathlib.Path, predictions, sent: dict[int, bytes]) -> str | None:
     """Records what the model classified as traffic of the root; prints where. Returns why it could not."""
     from inference import predict
-    from orchestration import roots
+    from orchestration.root import marker
 
     root = output_dir.resolve()
-    roots.inspect(root)  # the served model was found there: a root; a folder of the user's is refused all the same
+    marker.inspect(root)  # the served model was found there: a root; a folder of the user's is refused all the same
     if not sent:
         print("recorded nothing as traffic: the model was given no image", file=sys.stderr)
         return None

@@ -35,7 +35,7 @@ def command_traffic_sink(args: argparse.Namespace) -> int:
     the open batch and stops. Refuses a folder that is not a root of this pipeline, and a root another sink records
     into.
     """
-    from orchestration import roots, run_lock
+    from orchestration.root import marker, run_lock
     from traffic.settings import SinkSettings
 
     for flag, port in (("--port", args.port), ("--health-port", args.health_port)):
@@ -45,8 +45,8 @@ def command_traffic_sink(args: argparse.Namespace) -> int:
         raise CommandError(f"--health-port {args.port} is --port's: the probes need a port of their own")
     settings = flags.settings(args, SinkSettings)
     root = args.root if "://" in args.root else os.path.abspath(args.root)
-    found = roots.inspect(root)  # NotARootError: a folder of the user's, named, nothing written
-    if found.state == roots.NEW:
+    found = marker.inspect(root)  # NotARootError: a folder of the user's, named, nothing written
+    if found.state == marker.NEW:
         raise CommandError(f"{root} is not a root of this pipeline yet (no {layout.ROOT_MARKER}): run the "
                            "pipeline (or ingest) there first; the sink records beside the model it serves")
     linked = run_lock.linked_parts(root)  # the sink writes and removes under traffic/, reads serving_model/

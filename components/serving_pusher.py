@@ -17,7 +17,7 @@ config (contract.served: `<serving_dir>/models.config`, version policy
 version. The config always names the newest complete version (a rollback is a
 new version too); a push stopped between the commit record and the config is
 rolled forward before the next run or rollback (follow_commit, from
-orchestration.reconcile), which says so, and only to a version whose model
+orchestration.run.reconcile), which says so, and only to a version whose model
 the pipeline's store holds blessed.
 """
 

@@ -11,10 +11,10 @@ import sys
 
 # What TFX loads by module path, what the KFP components import, and the CLI.
 TASK_MODULES = ("trainer.task", "trainer.tuning", "trainer.preprocessing", "components.serving_pusher",
-                "components.anomalies_gate", "components.baseline_resolver", "orchestration.kfp_tasks",
-                "orchestration.kfp_components", "orchestration.tfx_node", "orchestration.local", "inference.predict",
-                "traffic.server", "reporting.run_report", "ingest.spans", "pipeline.pipeline",
-                "pipeline_runner")
+                "components.anomalies_gate", "components.baseline_resolver", "orchestration.engines.kfp_tasks",
+                "orchestration.engines.kfp_components", "orchestration.engines.tfx_node", "orchestration.engines.local",
+                "inference.predict", "traffic.server", "reporting.run_report", "ingest.spans",
+                "pipeline.pipeline", "pipeline_runner")
 
 if __name__ == "__main__":
     sys.path = [p for p in sys.path if p not in ("", ".")]  # the working directory is not the installation

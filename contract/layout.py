@@ -64,7 +64,7 @@ class RunLayout(Generic[Location]):
 
     @property
     def run_settings_path(self) -> Location:
-        """The settings the root's local runs were given, newest of each (orchestration.run_settings)."""
+        """The settings the root's local runs were given, newest of each (orchestration.root.run_settings)."""
         return self._join(RUN_SETTINGS_FILE)
 
     @property
@@ -248,7 +248,8 @@ def serving_model_dir(model_uri: str | os.PathLike) -> str:
 
 
 # A pipeline root's marker, at its top level: written when the pipeline makes a folder its root (a first run or
-# ingest), so that `run` and `ingest` never take a folder of the user's for one (orchestration.roots has the rule).
+# ingest), so that `run` and `ingest` never take a folder of the user's for one (orchestration.root.marker has the
+# rule).
 ROOT_MARKER = ".cats-vs-dogs-root"
 ROOT_MARKER_TOOL = "cats-vs-dogs-tfx"
 # A file a Kubeflow task writes into a root and removes at once, to find out whether it can write there.

@@ -61,7 +61,7 @@ ROLLED_BACK_AT = "rolled_back_at"  # and when (UTC)
 MISSING_SINCE = "missing_since"
 # In the Vertex package, the Tuner's best_hyperparameters and the Evaluator's blessing carry the root of the
 # pipeline that wrote them, and its resolvers ask for it: Vertex ML Metadata is shared by every pipeline of a
-# project and region, and its resolvers see every pipeline of the same name (orchestration.vertex).
+# project and region, and its resolvers see every pipeline of the same name (orchestration.engines.vertex).
 ROOT = "root"
 ROOT_ENV = "STAMP_ROOT"  # set on those two tasks by the Vertex package: the root to stamp
 ROLLBACK_EXECUTION_TYPE = "Rollback"

@@ -1,7 +1,7 @@
 """Pushed model versions with their metrics, data spans and blessing, from MLMD.
 
 Lineage followed for each push: PushedModel <- ServingPusher (or a Rollback,
-orchestration.rollback) <- Model; the Model's ModelBlessing; Model <- Trainer <-
+orchestration.serving.rollback) <- Model; the Model's ModelBlessing; Model <- Trainer <-
 ingested Examples, whose `span` property names the data.
 
 The served version is read from the serving folder, not from the records: the

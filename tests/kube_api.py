@@ -6,7 +6,7 @@ InferenceService objects, answers GET and PATCH on
 /apis/serving.kserve.io/v1beta1/namespaces/NS/inferenceservices/NAME as the
 API server does (Status objects for 401/403/404/415/422), applies a JSON merge
 patch (RFC 7386) and validates the result against KServe's published CRD
-schema (tests/orchestration/data/kserve/), as the API server validates a
+schema (tests/orchestration/serving/data/kserve/), as the API server validates a
 custom resource. A token's rights are the verbs it is granted.
 """
 
@@ -24,9 +24,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import jsonschema
 import yaml
 
-from orchestration import kserve
+from orchestration.serving import kserve
 
-CRD = (pathlib.Path(__file__).parent / "orchestration" / "data" / "kserve"
+CRD = (pathlib.Path(__file__).parent / "orchestration" / "serving" / "data" / "kserve"
        / "serving.kserve.io_inferenceservices.yaml.gz")
 _PATH = re.compile(rf"^/apis/{re.escape(kserve.API_VERSION)}/namespaces/([^/]+)/{kserve.PLURAL}/([^/?]+)$")
 

@@ -237,16 +237,16 @@ def test_a_remote_target_checks_its_own_settings_before_the_package(capsys):
 
 def test_no_shared_module_imports_a_target():
     """Only the list imports a target's module, and a target's engine module imports no other target's: what
-    they share is orchestration.packages."""
+    they share is orchestration.engines.packages."""
     from tests.test_layers import _imports_between_modules
 
     edges = _imports_between_modules()
     modules = {f"cli.targets.{target.NAME}" for target in targets.TARGETS}
-    engines = {"orchestration.kubeflow", "orchestration.vertex"}
+    engines = {"orchestration.engines.kubeflow", "orchestration.engines.vertex"}
     into_targets = sorted(f"{a} -> {b}" for a, b in edges if b in modules and a != "cli.targets")
-    # the kubeflow target compiles with orchestration.kubeflow; the others may not reach into it
-    into_engines = sorted(f"{a} -> {b}: {', '.join(where)}" for (a, b), where in edges.items()
-                          if b in engines and a not in (f"cli.targets.{b.split('.')[1]}", "orchestration.kfp_runs"))
+    # the kubeflow target compiles with orchestration.engines.kubeflow; the others may not reach into it
+    into_engines = sorted(f"{a} -> {b}: {', '.join(where)}" for (a, b), where in edges.items() if b in engines
+                          and a not in (f"cli.targets.{b.split('.')[-1]}", "orchestration.engines.kfp_runs"))
     assert into_targets == [] and into_engines == []
 
 

@@ -22,11 +22,21 @@ LAYERS = (
     ("pipeline",),  # create_pipeline and the blessing rule
     ("reporting",),  # summary, report and model history, read from ML Metadata
     ("monitoring",),  # served traffic against the served model's data: drift, its report, the labeling queue
-    ("orchestration",),  # one runner per orchestrator
+    ("orchestration",),  # running it: the root's keeping, the run's lifecycle, serving, one runner per orchestrator
     ("cli",),  # the commands, one module per group
     ("pipeline_runner",),  # the entry point: parser and dispatch
 )
 RANK = {package: rank for rank, packages in enumerate(LAYERS) for package in packages}
+# orchestration's parts, lowest first, layered the same way: the engines and the serving operations use the root's
+# keeping and the run's lifecycle; the root's keeping uses none of the others.
+ORCHESTRATION_PARTS = (
+    "root",  # the lease, the marker, the settings a root's runs were given, its store's health
+    "run",  # the steps around the DAG; the serving folder and ML Metadata kept in agreement
+    "serving",  # KServe and rollback
+    "engines",  # one runner per orchestrator
+)
+
+
 def _module_name(path) -> str:
     parts = path.relative_to(ROOT).with_suffix("").parts
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
@@ -120,6 +130,16 @@ def test_every_package_has_a_layer_and_imports_only_lower_layers():
     assert project_packages() == set(RANK), "place new packages in LAYERS"
     upward = [f"{a} (layer {RANK[a]}) imports {b} (layer {RANK[b]}): {', '.join(where)}"
               for (a, b), where in sorted(_imports_between_packages().items()) if RANK[b] >= RANK[a]]
+    assert not upward, "\n".join(upward)
+
+
+def test_every_orchestration_module_is_in_a_part_and_imports_only_lower_parts():
+    modules = {_module_name(path) for path in (ROOT / "orchestration").rglob("*.py")} - {"orchestration"}
+    outside = sorted(m for m in modules if m.split(".")[1] not in ORCHESTRATION_PARTS)
+    assert not outside, f"place these in one of orchestration's parts {ORCHESTRATION_PARTS}: {outside}"
+    rank = {part: index for index, part in enumerate(ORCHESTRATION_PARTS)}
+    upward = [f"{a} imports {b}: {', '.join(where)}" for (a, b), where in sorted(_imports_between_modules().items())
+              if a in modules and b in modules and rank[b.split(".")[1]] > rank[a.split(".")[1]]]
     assert not upward, "\n".join(upward)
 
 

@@ -1,5 +1,5 @@
-"""Kubeflow Pipelines 2.x: a package authored with the kfp SDK (orchestration.kubeflow), one run or a recurring
-run on a cluster's API (orchestration.kfp_runs)."""
+"""Kubeflow Pipelines 2.x: a package authored with the kfp SDK (orchestration.engines.kubeflow), one run or a recurring
+run on a cluster's API (orchestration.engines.kfp_runs)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ import os
 from cli import flags, remote
 from cli.targets.base import Takes
 from contract import errors
-from orchestration import kfp_runs, kserve, kubeflow, packages
+from orchestration.engines import kfp_runs, kubeflow, packages
+from orchestration.serving import kserve
 
 NAME = "kubeflow"
 HELP = "open-source Kubeflow Pipelines 2.x"

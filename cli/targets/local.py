@@ -1,5 +1,5 @@
-"""This machine: a compiled Kubeflow package rehearsed with the kfp SDK's local runner (orchestration.kfp_runs),
-and retraining from this user's crontab (orchestration.local_schedule)."""
+"""This machine: a compiled Kubeflow package rehearsed with the kfp SDK's local runner (orchestration.engines.kfp_runs),
+and retraining from this user's crontab (orchestration.engines.local_schedule)."""
 
 from __future__ import annotations
 
@@ -68,13 +68,13 @@ def add_flags(command: str, parser: argparse.ArgumentParser) -> None:
 
 
 def check_package(package: str, arguments: dict) -> None:
-    from orchestration import packages
+    from orchestration.engines import packages
 
     packages.check_package(package, arguments)
 
 
 def submit(args: argparse.Namespace) -> int:
-    from orchestration import kfp_runs, packages
+    from orchestration.engines import kfp_runs, packages
 
     package = flags.package(args)
     root = packages.package_root(package)
@@ -106,11 +106,12 @@ def submit(args: argparse.Namespace) -> int:
 def schedule(args: argparse.Namespace) -> int:
     from cli import local_run
     from contract.layout import RunLayout
-    from orchestration import local_schedule, roots, run_settings
+    from orchestration.engines import local_schedule
+    from orchestration.root import marker, run_settings
 
     crontab = flags.settings(args, Crontab)
-    found = roots.inspect(args.output_dir)  # a folder of the user's is refused here, its files unread
-    recorded = run_settings.read(args.output_dir) if found.state == roots.ROOT else None
+    found = marker.inspect(args.output_dir)  # a folder of the user's is refused here, its files unread
+    recorded = run_settings.read(args.output_dir) if found.state == marker.ROOT else None
     where = run_settings.path_of(args.output_dir)
     if args.data_dir is not None:
         source = {"kind": "folder", "location": os.path.abspath(os.path.expanduser(args.data_dir))}
@@ -147,7 +148,7 @@ def _check_recorded(settings: dict, source: dict, where: pathlib.Path) -> None:
     file there, a search with a budget): a line that fails every night is refused now, naming what."""
     import config as config_lib
     from cli import local_run
-    from orchestration import local
+    from orchestration.engines import local
 
     fields = {field.name for _, field in config_lib.section_fields()}
     try:
@@ -165,7 +166,7 @@ def _check_recorded(settings: dict, source: dict, where: pathlib.Path) -> None:
 
 
 def _as_source(source: dict):
-    from orchestration import local
+    from orchestration.engines import local
 
     if source["kind"] == local.DEMO:
         return local.Source(local.DEMO, demo_images=source["images"])

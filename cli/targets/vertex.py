@@ -1,5 +1,5 @@
 """Vertex AI Pipelines: TFX's own KubeflowV2DagRunner package, one pipeline job or a schedule
-(orchestration.vertex)."""
+(orchestration.engines.vertex)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import argparse
 from cli import flags, remote
 from cli.targets.base import Takes
 from contract import errors
-from orchestration import packages, vertex
+from orchestration.engines import packages, vertex
 
 NAME = "vertex"
 HELP = "Vertex AI Pipelines"

@@ -31,7 +31,7 @@ PRINTS = {
     "container/check_imports.py",  # a script of the image's build
     # `end`: the one place an error's line is shown, for the command line and the Kubeflow tasks alike
     "contract/errors.py",
-    "orchestration/kfp_components.py",  # each body is its Kubeflow task's command line
+    "orchestration/engines/kfp_components.py",  # each body is its Kubeflow task's command line
 }
 PRINTING_PACKAGES = {"cli"}  # benchmarks/ and tests/ are no shipped package
 
@@ -73,9 +73,9 @@ def test_every_exception_class_of_the_project_is_a_command_error_or_a_listed_int
 def test_the_refusals_named_once_as_exceptions_of_their_own_end_in_one_line_with_their_exit_code():
     from components.anomalies_gate import DataAnomaliesError
     from ingest.spans import NoUsableImagesError
-    from orchestration.kserve import RolloutError
-    from orchestration.rollback import RollbackError
-    from orchestration.tfx_node import NodeTaskError
+    from orchestration.engines.tfx_node import NodeTaskError
+    from orchestration.serving.kserve import RolloutError
+    from orchestration.serving.rollback import RollbackError
 
     assert RollbackError(4, "version 4 holds a model that was not blessed").line() == (
         "cannot roll back to version 4: version 4 holds a model that was not blessed; nothing was changed")

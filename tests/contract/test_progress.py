@@ -2,8 +2,8 @@
 
 import logging
 
+from cli import quiet_logs
 from contract import progress
-from orchestration import quiet_logs
 
 
 def test_progress_is_shown_on_its_stream_when_the_command_keeps_other_logs_to_errors(capsys):

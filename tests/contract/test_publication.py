@@ -77,7 +77,7 @@ def served_version_1(use):
 
 PUSHES = {
     "push": lambda: push_model("gs://bucket/models/2", SERVING, model_uri="model-2"),
-    # A rollback pushes an earlier version's folder as the next version (orchestration.rollback).
+    # A rollback pushes an earlier version's folder as the next version (orchestration.serving.rollback).
     "rollback": lambda: push_model(f"{SERVING}/1", SERVING, model_uri="model-1-again",
                                    record={"rolled_back_to": 1, "rolled_back_from": 1}),
 }

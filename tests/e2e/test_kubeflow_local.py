@@ -39,7 +39,7 @@ from ml_metadata.proto import metadata_store_pb2
 from contract import metadata as node_ids
 from contract import served
 from ingest import span_report, synthetic
-from orchestration import lease
+from orchestration.root import lease
 from tests.helpers import (
     DEFAULT_NODE_IDS,
     PIPELINE_NAME,
@@ -150,7 +150,7 @@ def runs(tmp_path_factory, metadata_service):
 
 _NODES = """
 import json, sys
-from orchestration import kfp_tasks
+from orchestration.engines import kfp_tasks
 for program in json.load(open(sys.argv[1])):
     kfp_tasks.run_node(program, sys.argv[2], sys.argv[3], sys.argv[4], say=print)
 """

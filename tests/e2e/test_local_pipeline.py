@@ -500,7 +500,7 @@ def _pushed_into(store_path, root):
     """The store as a deployment at `root` keeps it: its Pusher recorded every push under `root`. (The monitored
     root is a copy, and a deployment's store is scoped to its own root's pushes.)"""
     from config import PipelineConfig
-    from orchestration import reconcile
+    from orchestration.run import reconcile
     from reporting import model_history
 
     store = node_ids.open_store(node_ids.sqlite_store(store_path))
@@ -539,8 +539,8 @@ def test_monitor_checks_a_deployments_root_with_the_store_it_is_given(monitored,
 
 
 class _BucketLease:
-    """orchestration/lease.py's lease object on the modelled bucket: created only if absent, replaced or deleted
-    only at the generation read, as Cloud Storage's ifGenerationMatch preconditions do."""
+    """orchestration.root.lease_storage.GcsObject on the modelled bucket: created only if absent, replaced or
+    deleted only at the generation read, as Cloud Storage's ifGenerationMatch preconditions do."""
 
     def __init__(self, bucket, uri: str):
         self.bucket, self.uri = bucket, uri
@@ -578,7 +578,7 @@ def test_monitor_checks_a_gs_root_through_the_object_store(monitored, tmp_path, 
     import pipeline_runner
     from contract import storage
     from monitoring import looks, record
-    from orchestration import lease
+    from orchestration.root import lease
     from tests.object_store import FakeObjectStore
 
     bucket_root = "gs://bucket/cats"
@@ -620,7 +620,7 @@ def test_the_monitoring_package_runs_its_check_with_kfps_local_runner(monitored,
     from config import PipelineConfig
     from monitoring import looks, record
     from monitoring.settings import MonitorSettings
-    from orchestration import kubeflow
+    from orchestration.engines import kubeflow
 
     looks.write_traffic(str(monitored / "traffic"), looks.images("cartoon", 40, seed=8), 1, start_ms=8_000_000)
     store = tmp_path / "deployment.sqlite"

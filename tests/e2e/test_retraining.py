@@ -100,7 +100,8 @@ def _models_json(out):
 
 def _roll_back_and_retrain(base, out, span2, record):
     from contract import metadata
-    from orchestration import lease, rollback, run_lock
+    from orchestration.root import lease, run_lock
+    from orchestration.serving import rollback
 
     store = metadata.sqlite_store(out / "metadata.sqlite")
     refusals = {}
@@ -249,7 +250,7 @@ def test_tune_searches_on_train_and_eval_and_the_trainer_trains_with_the_kept_tr
 
 
 def test_the_search_result_and_the_blessing_carry_the_root_their_task_was_given(scenario):
-    """What the Vertex package's resolvers ask for (orchestration.vertex.scope_to_root), written by the real
+    """What the Vertex package's resolvers ask for (orchestration.engines.vertex.scope_to_root), written by the real
     executors; a task given no root (a local run, a Kubeflow task) stamps nothing."""
     assert scenario["span3_stamps"] == {"HyperParameters": [STAMPED_ROOT], "ModelBlessing": [STAMPED_ROOT]}
     assert scenario["span2_stamps"] == {"ModelBlessing": [None]}

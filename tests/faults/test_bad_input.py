@@ -20,7 +20,7 @@ import config as config_lib
 import pipeline_runner
 from contract import layout
 from ingest import synthetic
-from orchestration import lease, run_lock
+from orchestration.root import lease, run_lock
 from tests.helpers import ROOT, cli_in_process, transform_graph
 
 pytestmark = pytest.mark.faults
@@ -153,7 +153,7 @@ def test_a_store_another_process_has_locked_is_busy_not_damaged(tmp_path, capsys
     it aside (the advice for a damaged one) would throw away the cache and the history."""
     import sqlite3
 
-    from orchestration import store_health
+    from orchestration.root import store_health
 
     monkeypatch.setattr(store_health, "BUSY_TIMEOUT_SECONDS", 1.0)  # what is checked is the outcome, not the wait
     out, path = _sound_store(tmp_path)
@@ -410,7 +410,8 @@ def test_foreign_span_with_png_bytes_or_a_truncated_file_stops_before_any_compon
     span = tmp_path / "out" / "examples" / "span-1"
     (span / "train").mkdir(parents=True)
     (span / "eval").mkdir()
-    # Put into a root: a folder holding nothing but another tool's span is no evidence of a run (orchestration.roots)
+    # Put into a root: a folder holding nothing but another tool's span is no evidence of a run
+    # (orchestration.root.marker)
     (tmp_path / "out" / layout.ROOT_MARKER).write_text("{}\n")
     large = io.BytesIO()  # 400x300 = 120,000 pixels, above the --max-image-pixels given below
     Image.new("RGB", (400, 300), (120, 90, 60)).save(large, format="JPEG")

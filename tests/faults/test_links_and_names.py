@@ -24,7 +24,7 @@ from contract import errors, layout, served
 from contract import metadata as metadata_lib
 from contract.layout import RunLayout
 from ingest import synthetic
-from orchestration import reconcile
+from orchestration.run import reconcile
 from tests.helpers import ROOT as REPO
 from tests.helpers import tree_digest
 
@@ -316,7 +316,7 @@ def test_a_version_or_span_numbered_at_the_highest_number_stops_the_next_push_or
 
 def test_the_lock_knows_where_incomplete_folders_are_moved():
     from contract import storage
-    from orchestration import run_lock
+    from orchestration.root import run_lock
 
     assert run_lock._ASIDE_SUFFIX == storage.ASIDE_SUFFIX
 

@@ -32,7 +32,7 @@ from ml_metadata.proto import metadata_store_pb2
 from contract import features, served
 from contract import metadata as node_ids
 from ingest import span_report, synthetic
-from orchestration import lease, run_lock
+from orchestration.root import lease, run_lock
 from tests.helpers import ROOT, TINY, latest_run_states, run_cli, tree_digest
 
 pytestmark = [pytest.mark.faults, pytest.mark.e2e]

@@ -77,7 +77,8 @@ def test_any_argument_list_is_parsed_or_refused_in_one_line(argv):
 
 def _deployment(args):
     """The Kubeflow deployment settings `compile` builds from its flags (cli/targets/kubeflow.py)."""
-    from orchestration import kserve, kubeflow
+    from orchestration.engines import kubeflow
+    from orchestration.serving import kserve
 
     serving = kserve.Serving(**flags.settings_from(args, kserve.Serving, prefix="serving_"))
     given = flags.given_store(args)  # compile's dispatcher refuses a store of the wrong kind before this

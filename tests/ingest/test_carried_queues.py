@@ -166,7 +166,7 @@ def test_a_newer_queue_relabels_an_image_an_older_queue_labelled(root):
 def test_a_span_window_above_one_is_refused_before_any_work_where_labeled_queues_are(root):
     """With a wider window the Trainer would read a queued image in the queue's span and again carried."""
     from config import DataConfig
-    from orchestration import lifecycle
+    from orchestration.run import lifecycle
 
     examples, wide = root["examples"], spans.IngestSettings(span_window=2)
     spans.ingest("folder", root["data"], examples, wide)  # no queue yet: a wide window is fine

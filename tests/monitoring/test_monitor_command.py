@@ -12,7 +12,8 @@ import pytest
 import pipeline_runner
 from cli import monitor as monitor_cli
 from contract import traffic
-from orchestration import local_schedule, roots, run_lock
+from orchestration.engines import local_schedule
+from orchestration.root import marker, run_lock
 from tests.helpers import ROOT
 
 
@@ -36,7 +37,7 @@ def test_a_folder_where_nothing_ever_ran_is_refused(tmp_path, capsys):
 
 
 def test_a_root_that_serves_nothing_is_refused(tmp_path, capsys):
-    roots.claim(tmp_path, roots.inspect(tmp_path))
+    marker.claim(tmp_path, marker.inspect(tmp_path))
     code, _, err = _monitor(capsys, "--output-dir", str(tmp_path))
     assert code == 2 and err.count("\n") == 1
     assert "nothing is served under" in err and "there is no model to monitor" in err
@@ -51,7 +52,7 @@ def test_a_place_of_the_root_that_is_a_link_is_refused_and_what_it_points_at_lef
     users.mkdir()
     root.mkdir()
     (users / "notes.txt").write_text("mine")
-    roots.claim(root, roots.inspect(root))
+    marker.claim(root, marker.inspect(root))
     (root / part).symlink_to(users)
     code, out, err = _monitor(capsys, "--output-dir", str(root))
     assert code == 2 and out == "" and err.count("\n") == 1
@@ -62,7 +63,7 @@ def test_a_place_of_the_root_that_is_a_link_is_refused_and_what_it_points_at_lef
 def test_a_check_while_a_run_holds_the_root_exits_at_once_and_writes_nothing(tmp_path, capsys):
     """A check beside a run would write the SQLite store the run writes ("database is locked" for one of them);
     it takes the root's lease as a run does."""
-    roots.claim(tmp_path, roots.inspect(tmp_path))
+    marker.claim(tmp_path, marker.inspect(tmp_path))
     with run_lock.exclusive_run(tmp_path, "local-a-run"):
         before = sorted(os.listdir(tmp_path))
         code, out, err = _monitor(capsys, "--output-dir", str(tmp_path))
@@ -72,10 +73,10 @@ def test_a_check_while_a_run_holds_the_root_exits_at_once_and_writes_nothing(tmp
 
 def test_a_store_another_process_has_locked_is_named_busy_before_any_work(tmp_path, capsys, monkeypatch):
     """A sqlite3 shell or a backup in a transaction: the check would fail at its record, after its queue."""
-    from orchestration import store_health
+    from orchestration.root import store_health
 
     monkeypatch.setattr(store_health, "BUSY_TIMEOUT_SECONDS", 1.0)  # what is checked is the outcome, not the wait
-    roots.claim(tmp_path, roots.inspect(tmp_path))
+    marker.claim(tmp_path, marker.inspect(tmp_path))
     sqlite3.connect(tmp_path / "metadata.sqlite").close()
     hold = ("import sqlite3, sys\nc = sqlite3.connect(sys.argv[1], isolation_level=None)\n"
             "c.execute('BEGIN EXCLUSIVE')\nprint('locked', flush=True)\nsys.stdin.read()")

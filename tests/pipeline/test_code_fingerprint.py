@@ -53,7 +53,7 @@ def test_a_change_to_code_the_trainer_runs_changes_the_fingerprint_and_a_readme_
 
 def test_the_fingerprint_is_a_parameter_of_every_node_that_runs_project_code(tmp_path):
     """TFX's cache key includes each node's parameters: a new fingerprint is a cache miss for exactly these."""
-    from orchestration import tfx_node
+    from orchestration.engines import tfx_node
 
     pipeline = pipeline_lib.create_pipeline(
         config_lib.PipelineConfig(), examples_root=str(tmp_path / "examples"), pipeline_root=str(tmp_path / "root"),

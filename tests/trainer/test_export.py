@@ -349,7 +349,7 @@ def _doc_blocks(language: str) -> list[str]:
 
 
 def test_the_served_command_in_the_docs_runs_the_pinned_image_on_the_roots_config():
-    from orchestration import kserve
+    from orchestration.serving import kserve
 
     (command,) = [block for block in _doc_blocks("sh") if "docker run" in block]
     release = kserve.matching_serving_release(tf.__version__)

@@ -1,0 +1,126 @@
+"""Scheduled local retraining with cron, and a drift check beside it.
+
+Each scheduled run ingests the folder (new files make a new span, unchanged
+data reuses the last one and everything stays cached) and runs the pipeline.
+The run lock makes an overlapping run exit at once, so a slow run is never
+doubled by the next tick. A second entry may run `monitor` on its own
+schedule; a check takes the same lock (it writes the same metadata store), so
+a tick that finds a run going exits at once and the next tick checks; both
+append to the same log.
+"""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import shlex
+import subprocess
+import sys
+
+from contract.errors import CommandError
+from contract.layout import RunLayout
+from orchestration.root import marker
+
+RUN_MARK = _MARK = "# cats-vs-dogs-tfx:"
+MONITOR_MARK = "# cats-vs-dogs-tfx-monitor:"  # a drift check's entry: replaced apart from the run's
+
+
+class CronError(CommandError, ValueError):
+    """A schedule cron cannot take (a cron expression of the wrong form, a path that is not one line, no crontab
+    or one that refuses the table); the message says which and what to do."""
+
+
+def check_cron(cron: str) -> None:
+    if len(cron.split()) != 5:
+        raise CronError(f"a crontab schedule has 5 fields (minute hour day month weekday), e.g. '0 3 * * *'; "
+                         f"got {cron!r}")
+
+
+def check_one_line(what: str, value: str) -> None:
+    """cron reads one entry per line: a newline (or another control character) in a path would end the entry and
+    start another, which cron runs as a command of its own."""
+    bad = sorted({char for char in value if ord(char) < 32 or ord(char) == 127})
+    if bad:
+        shown = ", ".join(repr(char) for char in bad)
+        raise CronError(f"{what} {value!r} contains a control character ({shown}): a crontab entry is one line; "
+                        "rename the folder or give another")
+
+
+def _mark(output_dir: pathlib.Path, mark: str = _MARK) -> str:
+    """The comment that ends this output dir's entry; quoted as the shell would, so the comment is one word."""
+    return f"{mark}{shlex.quote(str(output_dir))}"
+
+
+def cron_line(cron: str, project_dir: pathlib.Path, data_dir: pathlib.Path | None, output_dir: pathlib.Path,
+              python: str | None = None, source_flag: str = "--data-dir") -> str:
+    """The crontab line: cd to the project, run the pipeline on the source (`source_flag` and `data_dir`; None for a
+    flag that names no path, --demo), append to a log in the output dir. The run takes its other settings from the
+    root's record (orchestration.root.run_settings). marker.NotARootError for an output dir that is not a pipeline root
+    (nor empty)."""
+    output_dir = output_dir.resolve()
+    source = source_flag
+    if data_dir is not None:
+        check_one_line(source_flag, str(data_dir.resolve()))
+        source += " " + shlex.quote(str(data_dir.resolve()))
+    return _entry(cron, project_dir, output_dir, python, f"run {source} --output-dir {shlex.quote(str(output_dir))}",
+                  _MARK)
+
+
+def monitor_line(cron: str, project_dir: pathlib.Path, output_dir: pathlib.Path, python: str | None = None) -> str:
+    """The crontab line of a drift check of the output dir's traffic (`monitor`), logged as the runs are."""
+    output_dir = output_dir.resolve()
+    return _entry(cron, project_dir, output_dir, python, f"monitor --output-dir {shlex.quote(str(output_dir))}",
+                  MONITOR_MARK)
+
+
+def _entry(cron: str, project_dir: pathlib.Path, output_dir: pathlib.Path, python: str | None, arguments: str,
+           mark: str) -> str:
+    check_cron(cron)
+    check_one_line("the schedule", cron)
+    marker.inspect(output_dir)  # each run would refuse a folder of the user's, after cron's shell wrote its log there
+    python = python or sys.executable
+    for what, path in (("--output-dir", output_dir), ("the project folder", project_dir),
+                       ("the Python interpreter", python)):
+        check_one_line(what, str(path))
+    if "\\%" in arguments + str(project_dir) + str(python):  # cron reads \% as %: the shell would see another path
+        raise CronError("a path of the entry holds a backslash before a %, which cron's escaping cannot carry: "
+                        "rename the folder")
+    # The log's folder is made first: the shell opens `>>` before the run could create the output directory.
+    log = shlex.quote(str(RunLayout(output_dir).schedule_log))
+    # Each entry's output opens with a line of its own (the command and when it started): the log holds every
+    # night's output one after another.
+    header = shlex.quote(f"=== {arguments.split()[0]} ")
+    command = (f"mkdir -p {shlex.quote(str(output_dir))} && cd {shlex.quote(str(project_dir))} && "
+               f"echo {header}\"$(date -u)\" === >> {log} && "
+               f"{shlex.quote(python)} pipeline_runner.py {arguments} >> {log} 2>&1")
+    # cron turns an unescaped % into a newline
+    return f"{cron} {command.replace('%', chr(92) + '%')} {_mark(output_dir, mark)}"
+
+
+def shell_command(line: str) -> str:
+    """What cron hands to `sh` for an entry `_entry` wrote: the command after the 5 time fields, its `\\%` back to
+    `%` (the mark stays: a comment to the shell). Pasted into a shell, it does what the nightly run will do."""
+    command = line.split(None, 5)[5]
+    return command.replace(chr(92) + "%", "%")
+
+
+def install(line: str, output_dir: pathlib.Path, mark: str = _MARK) -> None:
+    """Adds `line` to the user's crontab, replacing an entry of the same kind (`mark`: a run's or MONITOR_MARK)
+    for the same output dir. Raises CronError, with the crontab left as it was, where there is no crontab
+    command or it refuses the new table."""
+    output_dir = pathlib.Path(output_dir).resolve()
+    marks = (_mark(output_dir, mark), f"{mark}{output_dir}")  # and the unquoted mark of entries older code wrote
+    try:
+        current = subprocess.run(["crontab", "-l"], capture_output=True, text=True)
+        lines = [entry for entry in (current.stdout.splitlines() if current.returncode == 0 else [])
+                 if not entry.endswith(marks)]
+        lines.append(line)
+        written = subprocess.run(["crontab", "-"], input="\n".join(lines) + "\n", text=True, capture_output=True,
+                                 env=dict(os.environ))
+    except FileNotFoundError:
+        raise CronError("no crontab command on this machine (cron is not installed): install cron, or run "
+                        "`schedule --local` without --install and add the line it prints to your scheduler") from None
+    if written.returncode != 0:
+        said = (written.stderr or written.stdout).strip().splitlines()
+        raise CronError(f"crontab refused the new table ({said[0] if said else f'exit {written.returncode}'}): "
+                        "your crontab is unchanged (without --install, `schedule --local` prints the line)")

@@ -1,0 +1,99 @@
+import pathlib
+
+import pytest
+
+import pipeline_runner
+from orchestration.engines import local_schedule
+from orchestration.root import lease, run_lock
+from tests.helpers import ROOT
+
+
+def test_second_run_on_the_same_root_is_refused_at_once(tmp_path):
+    with run_lock.exclusive_run(tmp_path):
+        with pytest.raises(lease.RootBusyError, match=f"pid [0-9]+ on .*lock file {tmp_path}"):
+            with run_lock.exclusive_run(tmp_path):
+                pass
+    with run_lock.exclusive_run(tmp_path):  # released after the first run
+        pass
+
+
+def test_cron_line_runs_the_pipeline_and_logs_in_the_output_dir(tmp_path):
+    line = local_schedule.cron_line("0 3 * * *", ROOT, tmp_path / "images", tmp_path / "out", python="/py")
+    assert line.startswith(f"0 3 * * * mkdir -p {tmp_path / 'out'} && cd {ROOT} && ")
+    assert f"/py pipeline_runner.py run --data-dir {tmp_path / 'images'} --output-dir {tmp_path / 'out'}" in line
+    assert f">> {tmp_path / 'out' / 'scheduled_runs.log'} 2>&1" in line
+
+
+def test_cron_schedule_needs_five_fields(tmp_path):
+    with pytest.raises(ValueError, match="5 fields"):
+        local_schedule.cron_line("0 0 3 * * *", ROOT, tmp_path, tmp_path)
+
+
+@pytest.mark.parametrize("which", ["data", "output"])
+def test_a_path_with_a_newline_never_becomes_a_second_crontab_entry(tmp_path, which):
+    hostile = tmp_path / "p\n* * * * * touch /tmp/PWNED #"
+    dirs = {"data": tmp_path / "images", "output": tmp_path / "out", which: hostile}
+    with pytest.raises(local_schedule.CronError, match="contains a control character \\('\\\\n'\\)"):
+        local_schedule.cron_line("0 3 * * *", ROOT, dirs["data"], dirs["output"], python="/py")
+
+
+def test_the_entrys_marker_is_quoted_and_replaces_the_entry_of_the_same_output_dir(tmp_path):
+    out = tmp_path / "my runs; rm -rf ~"
+    line = local_schedule.cron_line("0 3 * * *", ROOT, tmp_path / "images", out, python="/py")
+    assert line.endswith(f"# cats-vs-dogs-tfx:'{out}'") and line.count("\n") == 0
+
+
+def _fake_crontab(tmp_path, script: str) -> str:
+    """A PATH with a `crontab` of our own (a script), or with none at all."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    if script:
+        (bin_dir / "crontab").write_text("#!/bin/sh\n" + script)
+        (bin_dir / "crontab").chmod(0o755)
+    return str(bin_dir)
+
+
+@pytest.mark.parametrize("script, expected", [
+    ("", "no crontab command on this machine"),
+    ('[ "$1" = -l ] && exit 1\necho "\\"-\\":2: bad minute" >&2\necho "errors in crontab file" >&2\nexit 1\n',
+     'crontab refused the new table ("-":2: bad minute): your crontab is unchanged'),
+])
+def test_schedule_install_without_a_working_crontab_is_one_line(tmp_path, monkeypatch, capsys, script, expected):
+    monkeypatch.setenv("PATH", _fake_crontab(tmp_path, script))
+    code = pipeline_runner.main(["schedule", "--local", "--install", "--cron", "0 3 * * *", "--data-dir",
+                                 str(tmp_path), "--output-dir", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and expected in err and "Traceback" not in err, err
+
+
+def test_the_served_model_is_traced_through_rollbacks_of_rollbacks_to_the_version_a_run_pushed(tmp_path):
+    import json
+
+    from contract import layout, served
+    from contract.layout import RunLayout
+    from orchestration.engines import local
+
+    where = RunLayout(tmp_path)
+    records = {1: {}, 2: {}, 3: {"rolled_back_to": 1}, 4: {"rolled_back_to": 3}, 5: {"rolled_back_to": True},
+               6: {"rolled_back_to": 7}, 7: {"rolled_back_to": 6}}
+    for version, record in records.items():
+        path = pathlib.Path(where.serving_dir, str(version), layout.PUSH_RECORD_FILE)
+        path.parent.mkdir(parents=True)
+        path.write_text(json.dumps({"model_uri": f"m{version}", **record}))
+    # 5: true is no version; 6 and 7, damaged records naming each other: the search ends
+    for version, expected in ((2, None), (3, 1), (4, 1), (5, None), (6, 7)):
+        served.write_config(str(where.serving_dir), served.ServingConfig("cats-vs-dogs", "/x", version))
+        assert local._served_versions(where) == (version, expected), version
+
+
+def test_an_output_dir_holding_glob_characters_is_refused_before_any_work(tmp_path, capsys):
+    for name in ("price$5", "a[b]", "what?"):
+        code = pipeline_runner.main(["run", "--demo", "--output-dir", str(tmp_path / name)])
+        said = capsys.readouterr().err.strip().splitlines()
+        assert code == 2 and len(said) == 1 and "glob patterns" in said[0], said
+        assert not (tmp_path / name).exists()
+
+
+def test_a_cron_entry_whose_path_holds_a_backslash_before_a_percent_is_refused(tmp_path):
+    with pytest.raises(local_schedule.CronError, match="backslash before a %"):
+        local_schedule.cron_line("0 3 * * *", ROOT, tmp_path / "images", tmp_path / "o\\%x", python="/py")
