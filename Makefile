@@ -16,7 +16,7 @@ UV_INSTALL := $(BIN)/uv pip install --quiet --python $(BIN)/python --no-deps
 # compile TensorFlow's and TFX's thousands of modules again.
 unexport PYTHONDONTWRITEBYTECODE
 
-.PHONY: demo test test-fast fuzz bench bench-quick bench-trainer bench-trial bench-looks bench-drift bench-tune bench-tune-small lock clean system-packages
+.PHONY: demo test test-fast fuzz bench bench-quick bench-trainer bench-trial bench-looks bench-drift bench-tune bench-tune-small bench-scale lock clean system-packages
 
 # No bytecode at install time (uv writes none unless asked): most of the lock's 23,000 modules are never imported; those
 # that are get their bytecode written on first import (see `unexport PYTHONDONTWRITEBYTECODE` above).
@@ -95,6 +95,13 @@ bench-tune: $(STAMP)
 
 bench-tune-small: $(STAMP)
 	$(BIN)/python -m benchmarks.tuning --small
+
+# The whole run, folder to push, at 2,500, 10,000 and 25,000 photo-sized images against the plain Keras script's
+# training alone (benchmarks/scale.py; hours on 2 cores: each size's figures go to runs/scale.json as it ends).
+# IMAGES picks the sizes: make bench-scale IMAGES="2500 10000".
+IMAGES ?= 2500 10000 25000
+bench-scale: $(STAMP)
+	$(BIN)/python -m benchmarks.scale --images $(IMAGES)
 
 # Re-resolve the pinned set from the direct requirements and the constraints.
 lock:

@@ -1,0 +1,40 @@
+"""The scale benchmark's steps, end to end at 200 images with a tiny model: every figure it prints is measured.
+
+Nothing is timed here: the figures' values are the benchmark's business (docs/performance.md).
+"""
+
+import json
+
+import pytest
+
+from benchmarks import scale
+
+pytestmark = pytest.mark.e2e
+
+
+def test_the_scale_benchmark_measures_each_size_from_the_folder_to_the_push(tmp_path, capsys):
+    figures_path = tmp_path / "scale.json"
+    assert scale.main(["--quick", "--images", "200", "--json", str(figures_path), "--scratch", str(tmp_path)]) == 0
+    (result,) = json.loads(figures_path.read_text())["sizes"]
+    assert result["images"] == 200
+    # ingest before the DAG, then every component of the run, each with its time per 1,000 images
+    assert {"ingest", "ImportExampleGen", "StatisticsGen", "Transform", "Trainer", "Evaluator",
+            "ServingPusher"} <= set(result["components"])
+    assert set(result["per_1000_images"]) == set(result["components"])
+    assert result["whole_seconds"] == pytest.approx(result["ingest_seconds"] + result["run_seconds"], abs=0.2)
+    assert result["run_seconds"] >= sum(v for k, v in result["components"].items() if k != "ingest") - 1
+    assert 0 < result["peak_gib"] < 24 and result["disk_gib"] > 0 and result["source_gib"] > 0
+    assert result["plain_training_seconds"] > 0 and result["speedup"] == pytest.approx(
+        result["plain_training_seconds"] / result["whole_seconds"], rel=0.02)
+    assert 0 <= result["accuracy"] <= 1 and 0 <= result["plain_accuracy"] <= 1
+    assert result["decode_loop_per_second"] > 0 and result["ingest_transform_per_core"] > 0
+    out = capsys.readouterr().out
+    assert "200 images: whole run" in out and "faster than the plain script's training" in out
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["scale-logs", "scale.json"], "images and roots go"
+    assert sorted(p.name for p in (tmp_path / "scale-logs").iterdir()) == ["ingest-200.log", "run-200.log"]
+
+
+def test_sizes_too_small_to_split_are_refused_in_one_line(capsys):
+    with pytest.raises(SystemExit) as refused:
+        scale.main(["--images", "10"])
+    assert refused.value.code == 2 and "at least 20 images" in capsys.readouterr().err
