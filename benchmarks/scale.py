@@ -233,6 +233,9 @@ def main(argv: list[str] | None = None) -> int:
     if any(size < 20 for size in args.images):
         parser.error("--images: at least 20 images a size (each split needs images of both classes)")
     setup = QUICK if args.quick else Setup()
+    from cli import quiet_logs
+
+    quiet_logs.apply()  # as quiet as `run`: the figures, not the libraries' notices
     with tempfile.TemporaryDirectory(dir=args.scratch) as scratch:
         weights = "none"
         if setup.weights == "pretrained":

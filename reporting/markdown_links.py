@@ -21,14 +21,24 @@ def safe_link(url: str) -> bool:
     the report's folder. Not javascript:, data:, file:, an absolute path or one that climbs out with `..`."""
     if any(char.isspace() or ord(char) < 32 or ord(char) == 127 for char in url):
         return False  # browsers drop some of these before reading the scheme: "java\tscript:" is javascript:
-    parsed = urllib.parse.urlsplit(url)
+    try:
+        parsed = urllib.parse.urlsplit(url)
+    except ValueError:  # an address no parser agrees on ("http://[::1"): never a link
+        return False
     if parsed.scheme:
         return parsed.scheme.lower() in ("http", "https") and bool(parsed.netloc)
     if parsed.netloc or url.startswith("/") or "\\" in url:
         return False
     if ":" in parsed.path.split("/")[0]:
         return False  # read as a scheme by some parsers
-    return not posixpath.normpath(parsed.path or ".").startswith("..")
+    # A browser decodes %2e%2e to .. before it resolves a relative link; decoded until nothing changes, so that
+    # %252e is caught too.
+    path, decoded = parsed.path, urllib.parse.unquote(parsed.path)
+    while decoded != path:
+        path, decoded = decoded, urllib.parse.unquote(decoded)
+    if "\\" in path or path.startswith("/") or ":" in path.split("/")[0]:
+        return False
+    return not posixpath.normpath(path or ".").startswith("..")
 
 
 class _LinkGuard(markdown.treeprocessors.Treeprocessor):
@@ -39,7 +49,8 @@ class _LinkGuard(markdown.treeprocessors.Treeprocessor):
         for element in root.iter():
             for child in list(element):
                 attribute = {"a": "href", "img": "src"}.get(child.tag)
-                if attribute is None or safe_link(child.get(attribute, "")):
+                # An entity in an address is the character to a browser: "javascript&#58;x" is javascript:x.
+                if attribute is None or safe_link(html.unescape(child.get(attribute, ""))):
                     continue
                 text = ElementTree.Element("span")
                 text.text = (child.get("alt", "") if child.tag == "img" else "".join(child.itertext()))
@@ -50,10 +61,14 @@ class _LinkGuard(markdown.treeprocessors.Treeprocessor):
 
 class _LinkGuardExtension(markdown.Extension):
     def extendMarkdown(self, md):
+        # The card's own HTML is text: without these two, Markdown passes blocks and inline tags through as
+        # HTML; with them, the serializer escapes every < and & once (a code span too, which escaping the text
+        # before Markdown would escape twice).
+        md.preprocessors.deregister("html_block")
+        md.inlinePatterns.deregister("html")
         md.treeprocessors.register(_LinkGuard(md), "link_guard", 0)  # last, after every inline pattern
 
 
 def render_untrusted_markdown(text: str) -> markupsafe.Markup:
-    """Markdown from outside (the model card) as HTML: its own HTML escaped, only safe links kept."""
-    return markupsafe.Markup(markdown.markdown(html.escape(text, quote=False),
-                                               extensions=["tables", _LinkGuardExtension()]))
+    """Markdown from outside (the model card) as HTML: its own HTML shown as text, only safe links kept."""
+    return markupsafe.Markup(markdown.markdown(text, extensions=["tables", _LinkGuardExtension()]))

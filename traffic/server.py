@@ -241,17 +241,27 @@ async def _serve_with_health(events, health) -> None:
     """The health server first, the events' server after it: each takes SIGTERM and SIGINT while it runs, the
     events' over the health one's, which it hands the signal back to as it stops; a stop without one stops the
     health server too. SystemExit where either cannot listen."""
-    probes = asyncio.get_running_loop().create_task(health.serve())
+    probes = asyncio.get_running_loop().create_task(_listening(health))
     while not health.started and not probes.done():
         await asyncio.sleep(0.02)
     if probes.done():
-        probes.result()  # uvicorn's SystemExit: it has logged why
-        raise SystemExit(FAILED)  # it stopped before it listened
+        probes.result()
+        raise SystemExit(FAILED)  # it stopped before it listened: uvicorn has logged why
     try:
         await events.serve()
     finally:
         health.should_exit = True
         await probes
+
+
+async def _listening(server) -> bool:
+    """server.serve(); False where it could not listen. uvicorn raises SystemExit then, which a task would keep
+    and asyncio print as a traceback when the task is dropped."""
+    try:
+        await server.serve()
+    except SystemExit:
+        return False
+    return True
 
 
 def _ignore(signum, frame) -> None:

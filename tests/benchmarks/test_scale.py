@@ -12,7 +12,9 @@ from benchmarks import scale
 pytestmark = pytest.mark.e2e
 
 
-def test_the_scale_benchmark_measures_each_size_from_the_folder_to_the_push(tmp_path, capsys):
+def test_the_scale_benchmark_measures_each_size_from_the_folder_to_the_push(tmp_path, capsys, monkeypatch):
+    for quieted in ("PYTHONWARNINGS", "TF_CPP_MIN_LOG_LEVEL"):  # the benchmark quiets the libraries as `run` does:
+        monkeypatch.delenv(quieted, raising=False)  # not for the tests that run after it in this process
     figures_path = tmp_path / "scale.json"
     assert scale.main(["--quick", "--images", "200", "--json", str(figures_path), "--scratch", str(tmp_path)]) == 0
     (result,) = json.loads(figures_path.read_text())["sizes"]

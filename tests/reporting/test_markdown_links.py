@@ -34,6 +34,9 @@ def _harmless(address: str) -> bool:
     "http:///no-host", "https:relative", "//evil.example/x",  # http(s) needs a host; no host without a scheme
     "/etc/passwd", "\\\\evil\\share", "figures\\..\\..\\x",  # absolute, or backslashes read as slashes
     "9:x", "../../../etc/passwd", "figures/../../x", "..",  # a colon read as a scheme; climbing out
+    "%2e%2e/%2e%2e/etc/passwd", ".%2e/secret", "a/%2e%2e/%2E%2E/x", "%252e%252e/x",  # climbing out, as a browser
+    "%2fetc/passwd", "%5c%5cevil%5cshare", "9%3ax",  # decodes it first; absolute, backslashes, a scheme, encoded
+    "http://[::1", "[::1]:80/x", "http://[not-an-address]/x",  # addresses no parser agrees on: never a link
 ])
 def test_a_hostile_or_outside_address_is_refused(url):
     assert not safe_link(url)
@@ -66,6 +69,17 @@ def test_no_tricked_address_reaches_the_page_as_anything_but_http_or_relative(te
     rendered = render_untrusted_markdown(text)
     assert all(_harmless(address) for address in _addresses(rendered)), rendered
     assert "<img" not in rendered and "<a href=\"javascript:" not in rendered  # raw HTML stays text
+
+
+def test_an_address_no_parser_reads_leaves_the_page_whole_with_its_text():
+    rendered = render_untrusted_markdown("source: folder:gs://b/[y](http://[::1)/photos")
+    assert _addresses(rendered) == [] and "y" in rendered
+
+
+def test_code_spans_show_what_the_card_holds_escaped_once():
+    rendered = render_untrusted_markdown("model: `/data/cats&dogs/<v1>/model` and cats&dogs <b>")
+    assert "<code>/data/cats&amp;dogs/&lt;v1&gt;/model</code>" in rendered, rendered
+    assert "cats&amp;dogs &lt;b&gt;" in rendered and "&amp;amp;" not in rendered
 
 
 def test_the_cards_own_html_is_text_and_safe_links_stay_links():

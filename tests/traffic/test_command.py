@@ -224,3 +224,16 @@ def test_the_health_port_answers_while_the_events_port_is_full_and_sigterm_stops
     for port in (sink.port, health):
         with pytest.raises(OSError):
             socket.create_connection(("127.0.0.1", port), timeout=2).close()
+
+
+def test_a_health_port_in_use_is_named_in_one_line_with_no_traceback(root):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        health = taken.getsockname()[1]
+        result = subprocess.run(
+            [sys.executable, str(ROOT / "pipeline_runner.py"), "traffic-sink", "--root", str(root), "--port",
+             str(free_port()), "--health-port", str(health)], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode != 0
+    assert "the traffic sink could not listen on 127.0.0.1 port" in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr and "never retrieved" not in result.stderr, result.stderr
