@@ -36,6 +36,7 @@ import time
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 PHOTO_SIDES = (200, 500)  # smallest and largest side in pixels: a typical photo is about 500x375
 SIZES = (2500, 10000, 25000)
+MAX_IMAGES = 100_000  # four times the largest real set: generating more would fill a disk for no figure asked for
 # What the whole run must show at the largest size (docs/performance.md): at least twice as fast as the plain
 # script's training alone, under 8 GiB, no component's time per image growing by more than 1.5x from the
 # smallest size, the pushed model within 1 point of the plain script's accuracy, ingest at least half a raw
@@ -103,7 +104,11 @@ def command(*arguments: str, log: pathlib.Path) -> dict:
         process = subprocess.Popen([sys.executable, str(ROOT / "pipeline_runner.py"), *arguments], cwd=ROOT,
                                    stdout=out, stderr=subprocess.STDOUT)
         memory = PeakMemory(process.pid)
-        code = process.wait()
+        try:
+            code = process.wait()
+        except KeyboardInterrupt:  # the command got the Ctrl-C too: it stops and cleans up before its folder goes
+            process.wait()
+            raise
         peak = memory.stop()
     if code != 0:
         raise SystemExit(f"error: `{' '.join(arguments[:1])}` exited {code}; its output: {log}")
@@ -230,8 +235,28 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--scratch", type=pathlib.Path, help="Where images and roots go (default: a temporary "
                         "folder, removed after; each size's images and root are removed once it is measured).")
     args = parser.parse_args(argv)
-    if any(size < 20 for size in args.images):
-        parser.error("--images: at least 20 images a size (each split needs images of both classes)")
+    if any(size < 20 or size > MAX_IMAGES for size in args.images):
+        parser.error(f"--images: from 20 images a size (each split needs both classes) to {MAX_IMAGES:,}")
+    if args.scratch and not (args.scratch.is_dir() and os.access(args.scratch, os.W_OK | os.X_OK)):
+        parser.error(f"--scratch: {args.scratch} is not a folder this user can write in")
+    if args.json.is_dir() or not _writable_folder(args.json.parent):
+        parser.error(f"--json: {args.json} cannot be written (a folder, or its folder cannot be made or written)")
+    try:
+        return _measure_sizes(args)
+    except KeyboardInterrupt:
+        print(f"interrupted: the sizes measured before it are in {args.json}", file=sys.stderr)
+        return 130
+
+
+def _writable_folder(folder: pathlib.Path) -> bool:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        return False
+    return os.access(folder, os.W_OK | os.X_OK)
+
+
+def _measure_sizes(args: argparse.Namespace) -> int:
     setup = QUICK if args.quick else Setup()
     from cli import quiet_logs
 
@@ -248,7 +273,6 @@ def main(argv: list[str] | None = None) -> int:
         for size in sorted(args.images):
             results.append(measure(size, setup, weights, pathlib.Path(scratch), args.json.with_name("scale-logs")))
             print(table(results[-1]), flush=True)
-            args.json.parent.mkdir(parents=True, exist_ok=True)
             args.json.write_text(json.dumps({**record, "checks": checks(results)}, indent=2))
             for made in ("split", "images", "root"):  # the next size needs the disk
                 shutil.rmtree(pathlib.Path(scratch) / f"{made}-{size}")

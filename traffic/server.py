@@ -91,20 +91,30 @@ class _Arriving:
 async def _body(request, limit: int, arriving: _Arriving, taken: list[int]) -> bytes:
     """The body, counted into `arriving` (and `taken`, for the caller to give back) as it arrives."""
     declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
+    declared = int(declared) if declared is not None and declared.isdigit() else None
+    if declared is not None and declared > limit:
         raise Refused(TOO_LARGE, f"{declared} bytes, above the limit of {limit}", status=413)
+    if declared is not None:
+        # Its whole size taken before a byte is read: an event let in is never refused halfway because others
+        # arrived beside it, and a burst is refused by the events beyond the bound, each before its body.
+        _take(arriving, declared, taken)
     chunks, size = [], 0
     async for chunk in request.stream():
         size += len(chunk)
         if size > limit:
             raise Refused(TOO_LARGE, f"more than the limit of {limit} bytes", status=413)
-        if arriving.bytes + len(chunk) > arriving.limit:
-            raise Refused(BUSY, f"{arriving.bytes} bytes of other events are arriving (at most {arriving.limit})",
-                          status=503)
-        arriving.bytes += len(chunk)
-        taken[0] += len(chunk)
+        if declared is None:  # chunked: its size is known only as it arrives
+            _take(arriving, len(chunk), taken)
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+def _take(arriving: _Arriving, size: int, taken: list[int]) -> None:
+    if arriving.bytes + size > arriving.limit:
+        raise Refused(BUSY, f"{arriving.bytes} bytes of other events are arriving (at most {arriving.limit})",
+                      status=503)
+    arriving.bytes += size
+    taken[0] += size
 
 
 async def _whole_body(request, limit: int, arriving: _Arriving, taken: list[int]) -> bytes:

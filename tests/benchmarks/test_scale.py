@@ -36,7 +36,16 @@ def test_the_scale_benchmark_measures_each_size_from_the_folder_to_the_push(tmp_
     assert sorted(p.name for p in (tmp_path / "scale-logs").iterdir()) == ["ingest-200.log", "run-200.log"]
 
 
-def test_sizes_too_small_to_split_are_refused_in_one_line(capsys):
+@pytest.mark.parametrize("arguments,named", [
+    (["--images", "10"], "from 20 images"), (["--images", "1000000000"], "to 100,000"),
+    (["--scratch", "{file}"], "is not a folder this user can write in"),
+    (["--scratch", "{missing}"], "is not a folder this user can write in"),
+    (["--json", "{folder}"], "cannot be written"), (["--json", "{file}/scale.json"], "cannot be written"),
+])
+def test_settings_that_cannot_work_are_refused_in_one_line_before_any_work(tmp_path, capsys, arguments, named):
+    (tmp_path / "a-file").write_text("")
+    paths = {"file": tmp_path / "a-file", "missing": tmp_path / "missing" / "x", "folder": tmp_path}
     with pytest.raises(SystemExit) as refused:
-        scale.main(["--images", "10"])
-    assert refused.value.code == 2 and "at least 20 images" in capsys.readouterr().err
+        scale.main([argument.format(**paths) for argument in arguments])
+    assert refused.value.code == 2 and named in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a-file"]

@@ -54,6 +54,47 @@ def test_bodies_arriving_at_once_are_bounded_across_connections_and_a_slow_one_i
     assert sink.refused == {reasons.BUSY: 1, reasons.TOO_SLOW: sink_server.ARRIVING_EVENTS}
 
 
+def test_a_burst_of_large_events_lets_in_those_within_the_bound_whole_and_refuses_the_rest_before_their_body(
+        tmp_path):
+    import threading
+
+    import uvicorn
+
+    sink = make_sink(tmp_path, max_event_mb=1)
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(sink_server.make_app(sink), host="127.0.0.1", port=port,
+                                           log_level="warning", lifespan="on"))
+    thread = threading.Thread(target=server.run)
+    thread.start()
+    try:
+        while not server.started:
+            time.sleep(0.05)
+        # Six events of 0.9 MiB each start at once, each body half sent: four fit the bound of four whole events'
+        # bytes (ARRIVING_EVENTS of --max-event-mb) and must all be taken; the fifth and sixth are refused before
+        # any more of their bodies is read.
+        bodies = {f"big-{i}": request_body([bytes([i]) * 700_000]) for i in range(6)}
+        connections = {}
+        for event_id, body in bodies.items():
+            connection = socket.create_connection(("127.0.0.1", port), timeout=20)
+            head = "".join(f"{k}: {v}\r\n" for k, v in kserve_headers("request", event_id).items())
+            connection.sendall(f"POST / HTTP/1.1\r\nhost: x\r\ncontent-length: {len(body)}\r\n{head}\r\n".encode()
+                               + body[:len(body) // 2])
+            connections[event_id] = connection
+            time.sleep(0.2)
+        refused = {event_id: connections[event_id].recv(300) for event_id in ("big-4", "big-5")}
+        assert all(answer.startswith(b"HTTP/1.1 503") for answer in refused.values()), refused
+        for event_id in ("big-0", "big-1", "big-2", "big-3"):
+            connections[event_id].sendall(bodies[event_id][len(bodies[event_id]) // 2:])
+        answers = [connections[event_id].recv(300) for event_id in ("big-0", "big-1", "big-2", "big-3")]
+        assert all(answer.startswith(b"HTTP/1.1 200") for answer in answers), answers
+        for connection in connections.values():
+            connection.close()
+    finally:
+        server.should_exit = True
+        thread.join(30)
+    assert sink.refused == {reasons.BUSY: 2}
+
+
 @pytest.fixture
 def served_sink(tmp_path):
     """A sink on a real uvicorn server (the configuration `traffic-sink` serves with) in a thread of this
