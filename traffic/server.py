@@ -36,8 +36,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import posixpath
 import signal
+import time
 
 from contract import layout
 from contract.errors import FAILED, first_line
@@ -232,6 +234,8 @@ def serve(sink: TrafficSink, port: int, health_port: int | None = None) -> None:
     import uvicorn
 
     config = server_config(sink, port, timeout_graceful_shutdown=20)
+    _raise_descriptor_limit()
+    logging.getLogger("asyncio").addFilter(_AcceptFaults())
     # uvicorn shuts down on the signal, then raises it again under the handler it found: under these no-op
     # handlers a stop the sink was asked for ends here, and the command says what it recorded, exit 0.
     handled = (signal.SIGINT, signal.SIGTERM)
@@ -262,6 +266,40 @@ async def _serve_with_health(events, health) -> None:
     finally:
         health.should_exit = True
         await probes
+
+
+def _raise_descriptor_limit() -> None:
+    """The soft limit on open files up to the hard one: uvicorn accepts every connection (a silent one holds
+    its descriptor until its client closes), and the health port needs descriptors of its own."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or soft < hard:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard if hard != resource.RLIM_INFINITY else 65536, hard))
+
+
+class _AcceptFaults(logging.Filter):
+    """asyncio logs each failed accept() with its traceback, thousands a second while the process is out of
+    descriptors: one line every 10 s instead, with how many there were."""
+
+    def __init__(self, every_seconds: float = 10.0):
+        super().__init__()
+        self.every, self.last, self.count = every_seconds, -math.inf, 0
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if "socket.accept() out of system resource" not in str(record.msg):
+            return True
+        self.count += 1
+        now = time.monotonic()
+        if now - self.last < self.every:
+            return False
+        error = record.exc_info[1] if record.exc_info else None
+        record.msg, record.args, record.exc_info, record.exc_text = (
+            "traffic sink: %d accept(s) failed since the last such line (%s): too many connections open; the "
+            "others wait in the listening queue", (self.count, error or "out of descriptors"), None, None)
+        self.last, self.count = now, 0
+        return True
 
 
 async def _listening(server) -> bool:

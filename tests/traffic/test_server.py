@@ -288,3 +288,24 @@ def test_a_client_gone_mid_body_is_counted_once_in_one_line_without_a_traceback(
     assert client.get("/stats").json()["refused"] == {reasons.CLIENT_GONE: 2}
     assert "Traceback" not in caplog.text and "Exception in ASGI application" not in caplog.text
     assert "connection closed before the body was whole" in caplog.text
+
+
+def test_failed_accepts_while_out_of_descriptors_are_one_line_in_ten_seconds_without_a_traceback():
+    fault = OSError(24, "Too many open files")
+    lines = logging.getLogger("asyncio-under-test")
+    kept = []
+    handler = logging.Handler()
+    handler.emit = kept.append
+    lines.addHandler(handler)
+    lines.propagate = False
+    lines.addFilter(sink_server._AcceptFaults(every_seconds=10))
+    for _ in range(5000):  # what asyncio logs for each accept() that fails, as it does
+        try:
+            raise fault
+        except OSError:
+            lines.error("socket.accept() out of system resource\nsocket: %r", "<socket>", exc_info=True)
+    lines.error("something else")
+    assert [record.getMessage() for record in kept] == [
+        "traffic sink: 1 accept(s) failed since the last such line ([Errno 24] Too many open files): too many "
+        "connections open; the others wait in the listening queue", "something else"]
+    assert kept[0].exc_info is None
