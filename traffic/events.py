@@ -152,7 +152,11 @@ def request_images(payload: dict, max_instances: int | None = None) -> list[byte
 
 def _score(answer, where: str) -> float:
     if isinstance(answer, dict):
-        if answer.get(features.VALID_OUTPUT, True) is False:
+        valid = answer.get(features.VALID_OUTPUT, True)
+        if not isinstance(valid, bool):  # TF Serving writes a bool output as true or false, never "false"
+            raise Refused(NOT_A_PREDICTION, f"{where}: {features.VALID_OUTPUT} {printable(str(valid))[:40]} is not "
+                                            "true or false")
+        if not valid:
             return math.nan
         answer = answer.get(features.PROBABILITY_OUTPUT)
     elif isinstance(answer, list) and len(answer) == 1:

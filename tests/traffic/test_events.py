@@ -37,3 +37,12 @@ def test_a_request_that_is_no_prediction_of_this_model_is_refused_with_its_reaso
     with pytest.raises(reasons.Refused) as refused:
         events.request_images(payload, max_instances=2)
     assert refused.value.reason == reason
+
+
+@pytest.mark.parametrize("valid", ["false", "true", 0, None, [False]])
+def test_a_response_whose_valid_is_not_true_or_false_is_refused_not_recorded_as_scored(valid):
+    for payload in ({"predictions": [{"dog_probability": 0.3, "valid": valid}]},
+                    {"outputs": {"dog_probability": [0.3], "valid": [valid]}}):
+        with pytest.raises(reasons.Refused) as refused:
+            events.response_scores(payload)
+        assert refused.value.reason == reasons.NOT_A_PREDICTION and "is not true or false" in refused.value.detail
