@@ -30,8 +30,9 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import threading
 import time
+
+from benchmarks.suite import RssSampler
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 PHOTO_SIDES = (200, 500)  # smallest and largest side in pixels: a typical photo is about 500x375
@@ -61,55 +62,22 @@ QUICK = Setup(image_size=64, alpha=0.35, head_epochs=1, fine_tune_epochs=1, weig
 QUICK_RUN = ("--min-accuracy", "0", "--batch-size", "8", "--calibration-images", "16")
 
 
-class PeakMemory:
-    """The highest resident memory of a process and all its descendants, sampled every `every` seconds."""
-
-    def __init__(self, pid: int, every: float = 0.5):
-        self.pid, self.every, self.peak_bytes = pid, every, 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._sample, daemon=True)
-        self._thread.start()
-
-    def _sample(self) -> None:
-        import psutil
-
-        try:
-            top = psutil.Process(self.pid)
-        except psutil.NoSuchProcess:
-            return
-        while not self._stop.is_set():
-            try:
-                tree = [top, *top.children(recursive=True)]
-            except psutil.NoSuchProcess:
-                return
-            total = 0
-            for process in tree:
-                try:
-                    total += process.memory_info().rss
-                except psutil.NoSuchProcess:
-                    pass
-            self.peak_bytes = max(self.peak_bytes, total)
-            self._stop.wait(self.every)
-
-    def stop(self) -> int:
-        self._stop.set()
-        self._thread.join()
-        return self.peak_bytes
-
-
 def command(*arguments: str, log: pathlib.Path) -> dict:
     """`pipeline_runner.py ARGUMENTS` as a process of its own: its wall seconds and its tree's peak memory."""
     started = time.perf_counter()
     with open(log, "w") as out:
         process = subprocess.Popen([sys.executable, str(ROOT / "pipeline_runner.py"), *arguments], cwd=ROOT,
                                    stdout=out, stderr=subprocess.STDOUT)
-        memory = PeakMemory(process.pid)
+        memory = RssSampler(process.pid, every=0.5)
+        memory.start()
         try:
             code = process.wait()
         except KeyboardInterrupt:  # the command got the Ctrl-C too: it stops and cleans up before its folder goes
             process.wait()
             raise
-        peak = memory.stop()
+        memory.stop.set()
+        memory.join()
+        peak = max((rss for _, rss in memory.samples), default=0)
     if code != 0:
         raise SystemExit(f"error: `{' '.join(arguments[:1])}` exited {code}; its output: {log}")
     return {"seconds": time.perf_counter() - started, "peak_bytes": peak}

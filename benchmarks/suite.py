@@ -30,6 +30,7 @@ Figures are medians of --repeats repetitions (the machines are shared and noisy)
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import os
@@ -61,8 +62,9 @@ QUICK = Settings(image_size=96, pipeline_sizes=(80,), repeats=1)
 
 # 2-5. Pipeline runs -------------------------------------------------------------------------------------------
 
-class _RssSampler(threading.Thread):
-    """Samples the resident memory of a process and its children."""
+class RssSampler(threading.Thread):
+    """Samples the resident memory of a process and its children (a child gone between two reads counts as
+    gone, not as the end of the sampling)."""
 
     def __init__(self, pid: int, every: float = 0.25):
         super().__init__(daemon=True)
@@ -77,9 +79,13 @@ class _RssSampler(threading.Thread):
             return
         while not self.stop.is_set():
             try:
-                rss = process.memory_info().rss + sum(c.memory_info().rss for c in process.children(recursive=True))
+                tree = [process, *process.children(recursive=True)]
             except psutil.Error:
-                break
+                break  # the process itself is gone
+            rss = 0
+            for member in tree:
+                with contextlib.suppress(psutil.Error):
+                    rss += member.memory_info().rss
             self.samples.append((time.time(), rss))
             time.sleep(self.every)
 
@@ -88,7 +94,7 @@ def _run_cli(*args: str, sample: bool = False) -> tuple[float, list]:
     started = time.perf_counter()
     process = subprocess.Popen([sys.executable, str(ROOT / "pipeline_runner.py"), *args], cwd=ROOT,
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    sampler = _RssSampler(process.pid)
+    sampler = RssSampler(process.pid)
     if sample:
         sampler.start()
     output, _ = process.communicate()
