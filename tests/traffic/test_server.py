@@ -2,6 +2,7 @@
 serves with): bodies, headers and connections bounded, faults answered in one line.
 """
 
+import contextlib
 import logging
 import socket
 import time
@@ -23,14 +24,13 @@ def _raw_event(port: int, event_id: str, size: int, sent: int) -> socket.socket:
     return connection
 
 
-def test_bodies_arriving_at_once_are_bounded_across_connections_and_a_slow_one_is_refused(tmp_path, monkeypatch):
+@contextlib.contextmanager
+def _served(sink, port):
+    """The sink's app on a bare uvicorn server in a thread of this process, until the block ends."""
     import threading
 
     import uvicorn
 
-    monkeypatch.setattr(sink_server, "BODY_SECONDS", 3.0)
-    sink = make_sink(tmp_path, max_event_mb=1)
-    port = free_port()
     server = uvicorn.Server(uvicorn.Config(sink_server.make_app(sink), host="127.0.0.1", port=port,
                                            log_level="warning", lifespan="on"))
     thread = threading.Thread(target=server.run)
@@ -38,6 +38,17 @@ def test_bodies_arriving_at_once_are_bounded_across_connections_and_a_slow_one_i
     try:
         while not server.started:
             time.sleep(0.05)
+        yield
+    finally:
+        server.should_exit = True
+        thread.join(30)
+
+
+def test_bodies_arriving_at_once_are_bounded_across_connections_and_a_slow_one_is_refused(tmp_path, monkeypatch):
+    monkeypatch.setattr(sink_server, "BODY_SECONDS", 3.0)
+    sink = make_sink(tmp_path, max_event_mb=1)
+    port = free_port()
+    with _served(sink, port):
         # Each sender holds almost a whole event's body: one more sender than ARRIVING_EVENTS is refused at once.
         slow = [_raw_event(port, f"slow-{i}", 2**20, 2**20 - 1) for i in range(sink_server.ARRIVING_EVENTS)]
         time.sleep(1)
@@ -48,27 +59,14 @@ def test_bodies_arriving_at_once_are_bounded_across_connections_and_a_slow_one_i
             assert all(answer.startswith(b"HTTP/1.1 408") for answer in answers), answers
             assert client.post("/", headers=kserve_headers("request", "after"),
                                content=request_body([b"x"])).status_code == 200
-    finally:
-        server.should_exit = True
-        thread.join(30)
     assert sink.refused == {reasons.BUSY: 1, reasons.TOO_SLOW: sink_server.ARRIVING_EVENTS}
 
 
 def test_a_burst_of_large_events_lets_in_those_within_the_bound_whole_and_refuses_the_rest_before_their_body(
         tmp_path):
-    import threading
-
-    import uvicorn
-
     sink = make_sink(tmp_path, max_event_mb=1)
     port = free_port()
-    server = uvicorn.Server(uvicorn.Config(sink_server.make_app(sink), host="127.0.0.1", port=port,
-                                           log_level="warning", lifespan="on"))
-    thread = threading.Thread(target=server.run)
-    thread.start()
-    try:
-        while not server.started:
-            time.sleep(0.05)
+    with _served(sink, port):
         # Six events of 0.9 MiB each start at once, each body half sent: four fit the bound of four whole events'
         # bytes (ARRIVING_EVENTS of --max-event-mb) and must all be taken; the fifth and sixth are refused before
         # any more of their bodies is read.
@@ -89,9 +87,6 @@ def test_a_burst_of_large_events_lets_in_those_within_the_bound_whole_and_refuse
         assert all(answer.startswith(b"HTTP/1.1 200") for answer in answers), answers
         for connection in connections.values():
             connection.close()
-    finally:
-        server.should_exit = True
-        thread.join(30)
     assert sink.refused == {reasons.BUSY: 2}
 
 
