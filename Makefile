@@ -32,8 +32,10 @@ demo: $(STAMP)
 	$(BIN)/python pipeline_runner.py run --demo --output-dir runs/demo
 
 # Test files run on TEST_WORKERS processes (a file's tests share one worker: the e2e files build
-# one pipeline run per module); most of an e2e test's time is single-threaded TensorFlow start-up.
+# one pipeline run per module); most of an e2e test's time is single-threaded TensorFlow start-up. The workers take
+# the files in the order tests/conftest.py gives them, the slowest first (DIST).
 TEST_WORKERS ?= 2
+DIST := --dist=loadfile --no-loadscope-reorder
 
 # Debian packages the tests use, installed when missing (apt, as root), in one apt run: Chromium opens the run
 # report; MariaDB is the MySQL-protocol server under the Kubeflow rehearsal's ML Metadata service (the test
@@ -46,12 +48,12 @@ system-packages:
 
 test: $(STAMP) system-packages
 	$(BIN)/ruff check .
-	$(BIN)/python -m pytest --numprocesses=$(TEST_WORKERS) --dist=loadfile --durations=15
+	$(BIN)/python -m pytest --numprocesses=$(TEST_WORKERS) $(DIST) --durations=15
 
 # The loop while developing: everything but the tests marked e2e (whole runs, Kubeflow packages under kfp's local
 # runner, training in processes of their own, the image's install), on the same workers; 3 to 5 minutes on 2 cores.
 test-fast: $(STAMP)
-	$(BIN)/python -m pytest -m "not e2e" --numprocesses=$(TEST_WORKERS) --dist=loadfile --durations=10
+	$(BIN)/python -m pytest -m "not e2e" --numprocesses=$(TEST_WORKERS) $(DIST) --durations=10
 
 # The fuzzing of tests/fuzz at 25 times the inputs `make test` tries, with a new random seed each time (about 15
 # minutes on one core); --hypothesis-show-statistics prints what the inputs came to.

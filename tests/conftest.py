@@ -26,6 +26,41 @@ def pytest_sessionstart(session):
     session.config.stash[_SESSION] = session
 
 
+# The files that take longest, slowest first (`tests.cpu_table` on a clean-clone run: docs/tests.md). The workers
+# take files in collection order (`--no-loadscope-reorder`: xdist's own order puts files with few tests last, and
+# the smoke benchmark's one test of four minutes then ran alone at the end); a long file started last is the
+# suite's tail, so these start first, the other files that run whole pipelines next, then the rest, most tests
+# first, which fill in the gaps.
+SLOWEST_FILES = (
+    "tests/e2e/test_kubeflow_local.py",
+    "tests/e2e/test_retraining.py",
+    "tests/faults/test_run_faults.py",
+    "tests/e2e/test_local_pipeline.py",
+    "tests/benchmarks/test_suite_smoke.py",
+    "tests/trainer/test_pretrained.py",
+)
+
+
+def collection_order(items) -> list:
+    """`items` with each file's tests together, in its own order: SLOWEST_FILES, then the files with a test marked
+    e2e, then the others; most tests first within each group."""
+    files: dict[str, list] = {}
+    for item in items:
+        files.setdefault(item.location[0], []).append(item)
+
+    def rank(path):
+        tests = files[path]
+        if path in SLOWEST_FILES:
+            return (0, SLOWEST_FILES.index(path))
+        return (1 if any(item.get_closest_marker("e2e") for item in tests) else 2, -len(tests))
+
+    return [item for path in sorted(files, key=rank) for item in files[path]]
+
+
+def pytest_collection_modifyitems(config, items):
+    items[:] = collection_order(items)
+
+
 # TEST_CPU_LOG=FILE: each test file's wall and CPU seconds (this process's and every child's it waited for: the CLI
 # runs, kfp's task processes) are appended to FILE as JSON lines, one per file and worker; `python -m tests.cpu_table
 # FILE` prints them (docs/tests.md).
