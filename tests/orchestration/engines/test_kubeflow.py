@@ -24,7 +24,7 @@ from contract import accelerators, layout
 from contract import metadata as node_ids
 from orchestration.engines import kfp_runs, kubeflow, vertex
 from pipeline import pipeline as pipeline_lib
-from tests.helpers import ROOT
+from tests.helpers import ROOT, cli_in_process
 
 IMAGE = "registry.example.com/cats-vs-dogs:7"
 
@@ -365,13 +365,15 @@ def kfp_api():
 
 
 def _cli(*arguments, env=None):
+    """A process of its own: for an environment of its own (google-auth reads it), or kfp.local's run (its state is
+    global to the process)."""
     return subprocess.run([sys.executable, str(ROOT / "pipeline_runner.py"), *arguments], capture_output=True,
                           text=True, timeout=180, cwd=ROOT, env=env)
 
 
 def test_submit_hands_the_pipeline_root_and_parameters_to_kfp_with_its_cache_off(package, kfp_api):
     host, received = kfp_api
-    result = _cli("submit", "--package", package, "--host", host, "--data-dir", "gs://bucket/pets.parquet",
+    result = cli_in_process("submit", "--package", package, "--host", host, "--data-dir", "gs://bucket/pets.parquet",
                   "--source-kind", "parquet")
     assert result.returncode == 0, result.stderr
     assert "started run run-1" in result.stdout
@@ -388,7 +390,7 @@ def test_submit_hands_the_pipeline_root_and_parameters_to_kfp_with_its_cache_off
 
 def test_schedule_creates_a_recurring_run_one_at_a_time(package, kfp_api):
     host, received = kfp_api
-    result = _cli("schedule", "--package", package, "--host", host, "--cron", "0 0 3 * * *",
+    result = cli_in_process("schedule", "--package", package, "--host", host, "--cron", "0 0 3 * * *",
                   "--pipeline-root", "gs://other/kfp")
     assert result.returncode == 0, result.stderr
     (body,) = [b for method, path, b in received if method == "POST" and path.endswith("/recurringruns")]
@@ -403,7 +405,7 @@ def test_schedule_creates_a_recurring_run_one_at_a_time(package, kfp_api):
 ])
 def test_unreachable_endpoint_is_a_clear_error(package, command):
     host = "http://127.0.0.1:9"  # discard port: nothing listens
-    result = _cli(*command, host, "--package", package)
+    result = cli_in_process(*command, host, "--package", package)
     assert result.returncode == 2
     assert f"cannot reach Kubeflow Pipelines at {host}" in result.stderr
     assert "Traceback" not in result.stderr
@@ -423,7 +425,7 @@ def test_unreachable_vertex_project_is_a_clear_error(tmp_path):
 
 
 def test_compile_refuses_kubeflow_only_flags_for_vertex(tmp_path):
-    result = _cli("compile", "--target", "vertex", "--image", IMAGE, "--root", "gs://b/c", "--pvc", "claim",
+    result = cli_in_process("compile", "--target", "vertex", "--image", IMAGE, "--root", "gs://b/c", "--pvc", "claim",
                   "--package", str(tmp_path / "v.yaml"))
     assert result.returncode == 2 and "--pvc applies only to --target kubeflow" in result.stderr
 
@@ -448,7 +450,7 @@ def test_compile_tune_names_the_tuner_task_in_the_same_line_for_every_target(tmp
 
 def test_compile_refuses_a_search_that_cannot_run_before_any_work(tmp_path):
     package = tmp_path / "p.yaml"
-    result = _cli("compile", "--image", IMAGE, "--root", "gs://b/c", "--tune", "--tune-trials", "0",
+    result = cli_in_process("compile", "--image", IMAGE, "--root", "gs://b/c", "--tune", "--tune-trials", "0",
                   "--package", str(package))
     assert result.returncode == 2 and result.stderr == "error: invalid tune_trials: must be an integer in [1, 1000], " \
         "got 0\n", result.stderr
@@ -469,7 +471,7 @@ def test_local_run_against_an_unreachable_store_fails_naming_it_and_pushes_nothi
         for i, jpeg in enumerate(jpegs):
             (images / name / f"{i}.jpg").write_bytes(jpeg)
     package = str(tmp_path / "p.yaml")
-    compiled = _cli("compile", "--image", IMAGE, "--root", str(root), "--data-dir", str(images),
+    compiled = cli_in_process("compile", "--image", IMAGE, "--root", str(root), "--data-dir", str(images),
                     "--metadata-grpc", "127.0.0.1:9", "--package", package)
     assert compiled.returncode == 0, compiled.stderr
     result = _cli("submit", "--local", "--package", package, "--kfp-outputs", str(tmp_path / "kfp"))
@@ -489,7 +491,7 @@ def test_local_run_against_an_unreachable_store_fails_naming_it_and_pushes_nothi
 
 
 def test_local_run_refuses_a_package_for_the_clusters_store(package):
-    result = _cli("submit", "--local", "--package", package)
+    result = cli_in_process("submit", "--local", "--package", package)
     assert result.returncode == 2 and "a local run needs a package compiled with a local --root" in result.stderr
 
 
