@@ -61,6 +61,31 @@ def window_problems(examples_root: str | os.PathLike, window: int,
             for problem in foreign_span_problems(examples_root, span, max_pixels=max_pixels)]
 
 
+def examples_in_window(examples_root: str | os.PathLike, window: int, up_to: int) -> int | None:
+    """Examples in the newest `window` spans, for choosing how Beam runs the components: a span's ingest report
+    counts its own; a span another tool wrote is counted record by record, up to `up_to` examples in all (the
+    count that decides is known by then). None when a span's files cannot be read to that count (the run's check
+    of those spans names the fault) or there is no span."""
+    spans = existing_spans(examples_root)[-window:]
+    total = 0
+    for span in spans:
+        report = load_report(examples_root, span)
+        if report is not None:
+            total += report.examples_written
+            continue
+        for split in layout.SPLITS:
+            folder = posixpath.join(layout.span_dir(examples_root, span), split)
+            for name in sorted(tf.io.gfile.listdir(folder)) if tf.io.gfile.isdir(folder) else []:
+                if total >= up_to:
+                    return total
+                records = tf.data.TFRecordDataset(posixpath.join(folder, name), compression_type=_compression(name))
+                try:
+                    total += int(records.take(up_to - total).reduce(0, lambda count, _: count + 1))
+                except (tf.errors.DataLossError, tf.errors.InvalidArgumentError):
+                    return None
+    return total if spans else None
+
+
 def _compression(name: str) -> str:
     return "GZIP" if name.endswith(".gz") else ""
 

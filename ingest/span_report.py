@@ -236,9 +236,3 @@ def _shape_problem(report: IngestReport) -> str | None:
     if not isinstance(report.labeled_queue, (str, type(None))) or not isinstance(report.data_fingerprint, str):
         return "its labeled_queue or data_fingerprint is not a string"
     return None
-
-
-def examples_in_spans(examples_root: str | os.PathLike, last: int) -> int | None:
-    """Examples written to the `last` newest spans, from their ingest reports; None if one has no report."""
-    reports = [load_report(examples_root, span) for span in existing_spans(examples_root)[-last:]]
-    return sum(r.examples_written for r in reports) if reports and all(reports) else None

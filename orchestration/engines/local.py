@@ -235,13 +235,15 @@ def _run_locked(config: PipelineConfig, where: RunLayout, source: Source | None,
     from tfx.orchestration.local.local_dag_runner import LocalDagRunner
     from tfx.orchestration.metadata import sqlite_metadata_connection_config
 
-    from ingest import span_report
+    from ingest import foreign_spans
     from orchestration.run import lifecycle
     from pipeline import pipeline as pipeline_lib
     from reporting import run_summary
 
-    beam_args = beam_policy.component_args(
-        beam_workers, span_report.examples_in_spans(where.examples_root, config.data.span_window))
+    # A span another tool wrote has no report to count it: its records are counted (as far as the threshold), so a
+    # small one runs in process rather than start a worker process per core (each imports TensorFlow).
+    beam_args = beam_policy.component_args(beam_workers, foreign_spans.examples_in_window(
+        where.examples_root, config.data.span_window, beam_policy.COMPONENTS_MIN_EXAMPLES))
     pipeline = pipeline_lib.create_pipeline(
         config,
         examples_root=str(where.examples_root),

@@ -8,7 +8,7 @@ from PIL import Image
 
 from config import beam_policy
 from contract import features
-from ingest import sources, span_report, spans, synthetic
+from ingest import foreign_spans, sources, span_report, spans, synthetic
 from ingest.images import RejectedImage, check_image
 
 
@@ -226,14 +226,25 @@ def test_oversized_image_in_a_folder_is_quarantined_with_its_size(tmp_path, demo
     assert report.quarantined == [{"file": "cat/huge.jpg", "reason": "500x400 pixels exceeds the limit of 150000"}]
 
 
-def test_examples_in_spans_counts_the_newest_spans_from_their_reports(tmp_path):
+def test_examples_in_the_window_are_counted_from_reports_and_a_foreign_spans_records(tmp_path):
     _two_spans(tmp_path, 2, 3)
-    assert span_report.examples_in_spans(tmp_path / "examples", 1) == 6
-    assert span_report.examples_in_spans(tmp_path / "examples", 2) == 4 + 6
-    (tmp_path / "examples" / "span-3" / "train").mkdir(parents=True)
-    (tmp_path / "examples" / "span-3" / "train" / "part-0").write_bytes(b"")  # a span another tool wrote: no report
-    assert span_report.examples_in_spans(tmp_path / "examples", 1) is None
-    assert span_report.examples_in_spans(tmp_path / "empty", 1) is None
+    examples = tmp_path / "examples"
+    assert foreign_spans.examples_in_window(examples, 1, up_to=1000) == 6
+    assert foreign_spans.examples_in_window(examples, 2, up_to=1000) == 4 + 6
+    (examples / "span-3" / "train").mkdir(parents=True)
+    (examples / "span-3" / "train" / "part-0").write_bytes(b"")  # a span another tool wrote: no report
+    assert foreign_spans.examples_in_window(examples, 1, up_to=1000) == 0
+    (examples / "span-3" / "eval").mkdir()
+    with tf.io.TFRecordWriter(str(examples / "span-3" / "eval" / "part-0.gz"), "GZIP") as writer:
+        for i in range(7):
+            writer.write(b"record %d" % i)
+    assert foreign_spans.examples_in_window(examples, 1, up_to=1000) == 7
+    assert foreign_spans.examples_in_window(examples, 3, up_to=1000) == 4 + 6 + 7
+    # counting stops once the count that decides is reached
+    assert foreign_spans.examples_in_window(examples, 3, up_to=12) == 12
+    (examples / "span-3" / "eval" / "part-0.gz").write_bytes(b"\x1f\x8b not gzip at all")
+    assert foreign_spans.examples_in_window(examples, 1, up_to=1000) is None
+    assert foreign_spans.examples_in_window(tmp_path / "empty", 1, up_to=1000) is None
 
 
 def test_uri_source_and_root_give_the_same_span_as_local_paths(messy_folder, tmp_path):
