@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import posixpath
+import re
 
 import tensorflow as tf
 
@@ -38,6 +39,9 @@ def foreign_span_problems(examples_root: str | os.PathLike, span: int, max_per_f
         for name in names:
             path = posixpath.join(folder, name)
             shown = f"{layout.span_name(span)}/{split}/{name}"
+            if tf.io.gfile.isdir(path):  # ImportExampleGen reads every entry of a split as a file
+                problems.append(f"{shown}: a folder where the split's TFRecord files are expected")
+                continue
             found = []
             index = -1
             try:
@@ -48,6 +52,8 @@ def foreign_span_problems(examples_root: str | os.PathLike, span: int, max_per_f
             except (tf.errors.DataLossError, tf.errors.InvalidArgumentError) as error:
                 found.append(f"{shown} record {index + 1}: not a readable TFRecord (truncated or corrupt: "
                              f"{error.message.splitlines()[0]})")
+            except tf.errors.OpError as error:  # not allowed to read it, gone meanwhile, a link to nothing
+                found.append(f"{shown}: cannot be read ({_reason(error)})")
             problems += found[:max_per_file]
             if len(found) > max_per_file:
                 problems.append(f"{shown}: {len(found) - max_per_file} more records with problems")
@@ -81,9 +87,17 @@ def examples_in_window(examples_root: str | os.PathLike, window: int, up_to: int
                 records = tf.data.TFRecordDataset(posixpath.join(folder, name), compression_type=_compression(name))
                 try:
                     total += int(records.take(up_to - total).reduce(0, lambda count, _: count + 1))
-                except (tf.errors.DataLossError, tf.errors.InvalidArgumentError):
+                except tf.errors.OpError:
                     return None
     return total if spans else None
+
+
+def _reason(error: tf.errors.OpError) -> str:
+    """The file system's reason in a TensorFlow error, without the op's decorations around it:
+    "{{function_node ...}} /path; No such file or directory [Op:IteratorGetNext] name: " -> "No such file or
+    directory"."""
+    text = re.sub(r"\{\{.*?\}\}|\s*\[Op:.*$", "", error.message.splitlines()[0]).strip()
+    return text.rsplit("; ", 1)[-1] or type(error).__name__
 
 
 def _compression(name: str) -> str:

@@ -436,3 +436,24 @@ def test_foreign_span_with_png_bytes_or_a_truncated_file_stops_before_any_compon
             in err)
     assert "span-1/eval/part-0.tfrecord record 1: not a readable TFRecord (truncated or corrupt" in err
     assert not (tmp_path / "out" / "metadata.sqlite").exists() and not (tmp_path / "out" / "pipeline_root").exists()
+
+
+
+def test_foreign_span_holding_a_folder_stops_the_run_in_one_line_naming_it(tmp_path, capsys, demo_jpegs):
+    """ImportExampleGen reads every entry of a split folder as a file: a folder there was a TensorFlow traceback."""
+    import tensorflow as tf
+
+    span = tmp_path / "out" / "examples" / "span-1"
+    (span / "train" / "more").mkdir(parents=True)
+    (span / "eval").mkdir()
+    (tmp_path / "out" / layout.ROOT_MARKER).write_text("{}\n")
+    for split in ("train", "eval"):
+        with tf.io.TFRecordWriter(str(span / split / "part-0.tfrecord")) as writer:
+            writer.write(_example(demo_jpegs["cat"][0], 0))
+            writer.write(_example(demo_jpegs["dog"][0], 1))
+
+    code, _, err = _cli(capsys, "run", "--output-dir", tmp_path / "out", "--min-eval-examples", "1")
+    assert _one_line(err.split("\n  ")[0]) and code == 2, err
+    assert "error: the data gate stopped the run before ImportExampleGen: 1 problem in spans" in err
+    assert "span-1/train/more: a folder where the split's TFRecord files are expected" in err
+    assert not (tmp_path / "out" / "metadata.sqlite").exists() and not (tmp_path / "out" / "pipeline_root").exists()
