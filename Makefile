@@ -51,7 +51,7 @@ test: $(STAMP) system-packages
 	$(BIN)/python -m pytest --numprocesses=$(TEST_WORKERS) $(DIST) --durations=15
 
 # The loop while developing: everything but the tests marked e2e (whole runs, Kubeflow packages under kfp's local
-# runner, training in processes of their own, the image's install), on the same workers; 3 to 5 minutes on 2 cores.
+# runner, training in processes of their own, the image's install), on the same workers; 3 to 8 minutes on 2 cores.
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -m "not e2e" --numprocesses=$(TEST_WORKERS) $(DIST) --durations=10
 
