@@ -10,11 +10,13 @@ from __future__ import annotations
 import os
 import posixpath
 import re
+import stat
 
 import tensorflow as tf
 
 from config import DataConfig
-from contract import features, layout
+from contract import features, layout, storage
+from contract.errors import printable
 from ingest.span_report import existing_spans, load_report
 
 _JPEG_START = b"\xff\xd8\xff"
@@ -34,13 +36,19 @@ def foreign_span_problems(examples_root: str | os.PathLike, span: int, max_per_f
     """
     problems = []
     for split in layout.SPLITS:
-        folder = posixpath.join(layout.span_dir(examples_root, span), split)
-        names = sorted(tf.io.gfile.listdir(folder)) if tf.io.gfile.isdir(folder) else []
+        try:
+            names = _entries(examples_root, span, split)
+        except UnicodeDecodeError:
+            problems.append(f"{layout.span_name(span)}/{split}: holds a file whose name is not UTF-8 text")
+            continue
         for name in names:
-            path = posixpath.join(folder, name)
-            shown = f"{layout.span_name(span)}/{split}/{name}"
+            path = posixpath.join(layout.span_dir(examples_root, span), split, name)
+            shown = printable(f"{layout.span_name(span)}/{split}/{name}")  # a newline in a name forges no line
             if tf.io.gfile.isdir(path):  # ImportExampleGen reads every entry of a split as a file
                 problems.append(f"{shown}: a folder where the split's TFRecord files are expected")
+                continue
+            if _special(path):  # a FIFO's reader would wait for a writer forever
+                problems.append(f"{shown}: not a regular file (a pipe, socket or device)")
                 continue
             found = []
             index = -1
@@ -79,17 +87,41 @@ def examples_in_window(examples_root: str | os.PathLike, window: int, up_to: int
         if report is not None:
             total += report.examples_written
             continue
-        for split in layout.SPLITS:
-            folder = posixpath.join(layout.span_dir(examples_root, span), split)
-            for name in sorted(tf.io.gfile.listdir(folder)) if tf.io.gfile.isdir(folder) else []:
-                if total >= up_to:
-                    return total
-                records = tf.data.TFRecordDataset(posixpath.join(folder, name), compression_type=_compression(name))
+        try:
+            paths = [posixpath.join(layout.span_dir(examples_root, span), split, name) for split in layout.SPLITS
+                     for name in _entries(examples_root, span, split)]
+        except UnicodeDecodeError:
+            return None
+        if any(tf.io.gfile.isdir(path) or _special(path) for path in paths):
+            return None
+        # One dataset per compression, not one per file: a span of many small shards is counted in one pass.
+        for compression in ("", "GZIP"):
+            files = [path for path in paths if _compression(path) == compression]
+            if files and total < up_to:
+                records = tf.data.TFRecordDataset(files, compression_type=compression)
                 try:
                     total += int(records.take(up_to - total).reduce(0, lambda count, _: count + 1))
                 except tf.errors.OpError:
                     return None
     return total if spans else None
+
+
+def _entries(examples_root: str | os.PathLike, span: int, split: str) -> list[str]:
+    """The names in a span's split folder, sorted; none when there is no such folder. tf.io.gfile raises
+    UnicodeDecodeError on a name that is not UTF-8."""
+    folder = posixpath.join(layout.span_dir(examples_root, span), split)
+    return sorted(tf.io.gfile.listdir(folder)) if tf.io.gfile.isdir(folder) else []
+
+
+def _special(path: str) -> bool:
+    """Locally, whether `path` (followed through links) is there and is no regular file: a FIFO, a socket, a
+    device."""
+    if not storage.is_local(path):
+        return False
+    try:
+        return not stat.S_ISREG(os.stat(path).st_mode)
+    except OSError:  # gone, or a link to nothing: the reader names it
+        return False
 
 
 def _reason(error: tf.errors.OpError) -> str:

@@ -241,9 +241,11 @@ def _run_locked(config: PipelineConfig, where: RunLayout, source: Source | None,
     from reporting import run_summary
 
     # A span another tool wrote has no report to count it: its records are counted (as far as the threshold), so a
-    # small one runs in process rather than start a worker process per core (each imports TensorFlow).
-    beam_args = beam_policy.component_args(beam_workers, foreign_spans.examples_in_window(
-        where.examples_root, config.data.span_window, beam_policy.COMPONENTS_MIN_EXAMPLES))
+    # small one runs in process rather than start a worker process per core (each imports TensorFlow). Only when
+    # the policy decides: --beam-workers N needs no count.
+    examples = foreign_spans.examples_in_window(where.examples_root, config.data.span_window,
+                                                beam_policy.COMPONENTS_MIN_EXAMPLES) if beam_workers == 0 else None
+    beam_args = beam_policy.component_args(beam_workers, examples)
     pipeline = pipeline_lib.create_pipeline(
         config,
         examples_root=str(where.examples_root),

@@ -439,21 +439,34 @@ def test_foreign_span_with_png_bytes_or_a_truncated_file_stops_before_any_compon
 
 
 
-def test_foreign_span_holding_a_folder_stops_the_run_in_one_line_naming_it(tmp_path, capsys, demo_jpegs):
-    """ImportExampleGen reads every entry of a split folder as a file: a folder there was a TensorFlow traceback."""
+def test_foreign_span_holding_a_folder_a_fifo_or_odd_names_stops_the_run_naming_each(tmp_path, capsys, demo_jpegs):
+    """ImportExampleGen reads every entry of a split folder as a file: a folder there was a storage fault's line in
+    TensorFlow's words, a FIFO made the run wait for a writer forever, a name that is not UTF-8 was a traceback,
+    and a newline in a name forged a line of the refusal."""
     import tensorflow as tf
 
     span = tmp_path / "out" / "examples" / "span-1"
     (span / "train" / "more").mkdir(parents=True)
-    (span / "eval").mkdir()
+    for split in ("eval", "test"):
+        (span / split).mkdir()
     (tmp_path / "out" / layout.ROOT_MARKER).write_text("{}\n")
     for split in ("train", "eval"):
         with tf.io.TFRecordWriter(str(span / split / "part-0.tfrecord")) as writer:
             writer.write(_example(demo_jpegs["cat"][0], 0))
             writer.write(_example(demo_jpegs["dog"][0], 1))
+    os.mkfifo(span / "eval" / "pipe.tfrecord")
+    (span / "train" / "x\nerror: nothing wrong").mkdir()
+    with open(os.path.join(os.fsencode(span / "test"), b"part-\xff.tfrecord"), "wb"):
+        pass
 
     code, _, err = _cli(capsys, "run", "--output-dir", tmp_path / "out", "--min-eval-examples", "1")
-    assert _one_line(err.split("\n  ")[0]) and code == 2, err
-    assert "error: the data gate stopped the run before ImportExampleGen: 1 problem in spans" in err
+    assert code == 2 and "Traceback" not in err, err
+    assert [line for line in err.splitlines() if not line.startswith("  ")] == [
+        "error: the data gate stopped the run before ImportExampleGen: 4 problems in spans written without an "
+        "ingest report (fix or remove them, or ingest the images with `ingest`):"], err
     assert "span-1/train/more: a folder where the split's TFRecord files are expected" in err
+    assert "span-1/train/x\\nerror: nothing wrong: a folder where the split's TFRecord files are expected" in err
+    assert "span-1/eval/pipe.tfrecord: not a regular file (a pipe, socket or device)" in err
+    assert "span-1/test: holds a file whose name is not UTF-8 text" in err
+    assert not (tmp_path / "out" / "metadata.sqlite").exists() and not (tmp_path / "out" / "pipeline_root").exists()
     assert not (tmp_path / "out" / "metadata.sqlite").exists() and not (tmp_path / "out" / "pipeline_root").exists()

@@ -1,6 +1,7 @@
 import hashlib
 import io
 import json
+import os
 
 import pytest
 import tensorflow as tf
@@ -245,6 +246,22 @@ def test_examples_in_the_window_are_counted_from_reports_and_a_foreign_spans_rec
     (examples / "span-3" / "eval" / "part-0.gz").write_bytes(b"\x1f\x8b not gzip at all")
     assert foreign_spans.examples_in_window(examples, 1, up_to=1000) is None
     assert foreign_spans.examples_in_window(tmp_path / "empty", 1, up_to=1000) is None
+
+
+def test_a_foreign_span_of_many_shards_is_counted_and_one_with_a_fifo_or_a_folder_is_not(tmp_path):
+    span = tmp_path / "examples" / "span-1"
+    (span / "train").mkdir(parents=True)
+    for shard in range(300):  # counted in one pass, not a dataset per file
+        with tf.io.TFRecordWriter(str(span / "train" / f"part-{shard}.gz"), "GZIP") as writer:
+            writer.write(b"record")
+    (span / "train" / "plain").write_bytes(b"")
+    assert foreign_spans.examples_in_window(tmp_path / "examples", 1, up_to=1000) == 300
+    assert foreign_spans.examples_in_window(tmp_path / "examples", 1, up_to=120) == 120
+    os.mkfifo(span / "train" / "pipe")  # opening it would wait for a writer forever
+    assert foreign_spans.examples_in_window(tmp_path / "examples", 1, up_to=1000) is None
+    os.remove(span / "train" / "pipe")
+    (span / "train" / "folder").mkdir()
+    assert foreign_spans.examples_in_window(tmp_path / "examples", 1, up_to=1000) is None
 
 
 def test_uri_source_and_root_give_the_same_span_as_local_paths(messy_folder, tmp_path):
