@@ -142,16 +142,24 @@ class NotAFileError(OSError):
         self.path, self.kind = path, kind
 
 
-def _refuse_special(path: str) -> None:
-    """Locally, only a regular file (or a link to one) is read; what is absent is left to the reader's error."""
+def special_kind(path: str) -> str | None:
+    """Locally, what `path` (followed through links) is when it is there and is no regular file ("a FIFO", ...): a
+    reader of a FIFO waits for a writer forever. None for a regular file, an absent one (the reader names that)
+    and a URI."""
     if not is_local(path):
-        return
+        return None
     try:
         mode = os.stat(path).st_mode
-    except FileNotFoundError:
-        return
-    if not stat.S_ISREG(mode):
-        raise NotAFileError(path, _KINDS.get(stat.S_IFMT(mode), "not a regular file"))
+    except OSError:
+        return None
+    return None if stat.S_ISREG(mode) else _KINDS.get(stat.S_IFMT(mode), "not a regular file")
+
+
+def _refuse_special(path: str) -> None:
+    """Locally, only a regular file (or a link to one) is read; what is absent is left to the reader's error."""
+    kind = special_kind(path)
+    if kind is not None:
+        raise NotAFileError(path, kind)
 
 
 def is_local(path: str | os.PathLike) -> bool:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import posixpath
 import re
-import stat
 
 import tensorflow as tf
 
@@ -47,7 +46,7 @@ def foreign_span_problems(examples_root: str | os.PathLike, span: int, max_per_f
             if tf.io.gfile.isdir(path):  # ImportExampleGen reads every entry of a split as a file
                 problems.append(f"{shown}: a folder where the split's TFRecord files are expected")
                 continue
-            if _special(path):  # a FIFO's reader would wait for a writer forever
+            if storage.special_kind(path):  # a FIFO's reader would wait for a writer forever
                 problems.append(f"{shown}: not a regular file (a pipe, socket or device)")
                 continue
             found = []
@@ -92,7 +91,7 @@ def examples_in_window(examples_root: str | os.PathLike, window: int, up_to: int
                      for name in _entries(examples_root, span, split)]
         except UnicodeDecodeError:
             return None
-        if any(tf.io.gfile.isdir(path) or _special(path) for path in paths):
+        if any(tf.io.gfile.isdir(path) or storage.special_kind(path) for path in paths):
             return None
         # One dataset per compression, not one per file: a span of many small shards is counted in one pass.
         for compression in ("", "GZIP"):
@@ -111,17 +110,6 @@ def _entries(examples_root: str | os.PathLike, span: int, split: str) -> list[st
     UnicodeDecodeError on a name that is not UTF-8."""
     folder = posixpath.join(layout.span_dir(examples_root, span), split)
     return sorted(tf.io.gfile.listdir(folder)) if tf.io.gfile.isdir(folder) else []
-
-
-def _special(path: str) -> bool:
-    """Locally, whether `path` (followed through links) is there and is no regular file: a FIFO, a socket, a
-    device."""
-    if not storage.is_local(path):
-        return False
-    try:
-        return not stat.S_ISREG(os.stat(path).st_mode)
-    except OSError:  # gone, or a link to nothing: the reader names it
-        return False
 
 
 def _reason(error: tf.errors.OpError) -> str:
