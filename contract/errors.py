@@ -14,6 +14,7 @@ lists the few internal ones, each caught where it is raised).
 
 from __future__ import annotations
 
+import re
 import sys
 from typing import NoReturn
 
@@ -90,11 +91,16 @@ def printable(text: str) -> str:
     return "".join(char if char.isprintable() else char.encode("unicode_escape").decode("ascii") for char in text)
 
 
+# TensorFlow wraps an op's message in its plumbing: "{{function_node __wrapped__DecodeJpeg_device_/job:localhost/
+# ...}} MESSAGE [Op:DecodeJpeg] name: ". Nothing of it helps a user; the message between is the fault.
+_TF_OP_PLUMBING = re.compile(r"\{\{function_node [^}]*\}\}\s*|\s*\[Op:[^\]]*\](\s*name:.*)?$")
+
+
 def first_line(error: BaseException, with_type: bool = False) -> str:
-    """The first line of an error's message (libraries put tracebacks and hints below it); its type's name
-    when it has no message."""
+    """The first line of an error's message (libraries put tracebacks and hints below it), without
+    TensorFlow's op plumbing around it; its type's name when it has no message."""
     text = str(error).strip()
-    if not text:
+    line = _TF_OP_PLUMBING.sub("", text.splitlines()[0]).strip() if text else ""
+    if not line:
         return type(error).__name__
-    line = text.splitlines()[0]
     return f"{type(error).__name__}: {line}" if with_type else line

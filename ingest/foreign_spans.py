@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import os
 import posixpath
-import re
 
 import tensorflow as tf
 
 from config import DataConfig
 from contract import features, layout, storage
-from contract.errors import printable
+from contract.errors import first_line, printable
 from ingest.span_report import existing_spans, load_report
 
 _JPEG_START = b"\xff\xd8\xff"
@@ -58,7 +57,7 @@ def foreign_span_problems(examples_root: str | os.PathLike, span: int, max_per_f
                         found.append(f"{shown} record {index}: {problem}")
             except (tf.errors.DataLossError, tf.errors.InvalidArgumentError) as error:
                 found.append(f"{shown} record {index + 1}: not a readable TFRecord (truncated or corrupt: "
-                             f"{error.message.splitlines()[0]})")
+                             f"{first_line(error)})")
             except tf.errors.OpError as error:  # not allowed to read it, gone meanwhile, a link to nothing
                 found.append(f"{shown}: cannot be read ({_reason(error)})")
             problems += found[:max_per_file]
@@ -116,8 +115,7 @@ def _reason(error: tf.errors.OpError) -> str:
     """The file system's reason in a TensorFlow error, without the op's decorations around it:
     "{{function_node ...}} /path; No such file or directory [Op:IteratorGetNext] name: " -> "No such file or
     directory"."""
-    text = re.sub(r"\{\{.*?\}\}|\s*\[Op:.*$", "", error.message.splitlines()[0]).strip()
-    return text.rsplit("; ", 1)[-1] or type(error).__name__
+    return first_line(error).rsplit("; ", 1)[-1] or type(error).__name__
 
 
 def _compression(name: str) -> str:

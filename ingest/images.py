@@ -17,6 +17,7 @@ import tensorflow as tf
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from config import DataConfig
+from contract.errors import first_line
 from ingest.image_headers import header_claims
 
 # Pillow's own guard against decompression bombs; ingest applies its own limit.
@@ -50,7 +51,7 @@ def _tf_decodes(jpeg: bytes) -> None:
     try:
         tf.io.decode_jpeg(jpeg, channels=3)
     except tf.errors.InvalidArgumentError as error:
-        raise RejectedImage(f"corrupt JPEG data ({error.message.strip().splitlines()[0]})") from None
+        raise RejectedImage(f"truncated or corrupt JPEG data ({first_line(error)})") from None
 
 
 def _format_named_by_header(data: bytes) -> str | None:
@@ -85,7 +86,12 @@ def check_image(data: bytes, max_pixels: int = DataConfig.max_image_pixels) -> C
             if min(width, height) < MIN_SIDE:
                 raise RejectedImage(f"{width}x{height} is smaller than {MIN_SIDE} pixels on a side")
             source_format = image.format
-            image.load()
+            orientation = image.getexif().get(0x0112, 1)
+            # A JPEG that needs no change is stored as it came, and TensorFlow's decode below has the last word
+            # on its pixels: decoding it with Pillow too would double ingest's main cost for nothing.
+            as_is = source_format == "JPEG" and image.mode == "RGB" and orientation in (1, None)
+            if not as_is:
+                image.load()
     except RejectedImage:
         raise
     except UnidentifiedImageError:
@@ -96,7 +102,6 @@ def check_image(data: bytes, max_pixels: int = DataConfig.max_image_pixels) -> C
     changes = []
     if source_format != "JPEG":
         changes.append(f"{source_format} to JPEG")
-    orientation = image.getexif().get(0x0112, 1)
     if orientation not in (1, None):
         image = ImageOps.exif_transpose(image)
         changes.append(f"EXIF orientation {orientation} applied")

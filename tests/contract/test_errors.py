@@ -126,3 +126,16 @@ def test_only_the_command_line_prints():
         (ROOT / where).read_text())) if isinstance(node, ast.Name)}}
     assert not unused, f"allowed to print, but prints nothing: {sorted(unused)}"
 
+
+
+def test_the_first_line_of_a_tensorflow_error_is_its_message_without_the_ops_plumbing():
+    import tensorflow as tf
+
+    try:
+        tf.io.decode_jpeg(b"\xff\xd8\xff\xe0 not the rest of a JPEG", channels=3)
+    except tf.errors.InvalidArgumentError as error:
+        raw, line = str(error), errors.first_line(error)
+    assert "{{function_node" in raw and "[Op:DecodeJpeg]" in raw  # what TensorFlow says, as the test expects it
+    assert line and "{{" not in line and "[Op:" not in line and line in raw, line
+    assert errors.first_line(ValueError("{{function_node x}} [Op:Y] name: ")) == "ValueError"
+    assert errors.first_line(OSError("a plain message\nand a hint")) == "a plain message"

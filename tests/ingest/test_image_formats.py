@@ -54,3 +54,18 @@ def test_formats_pillow_knows_but_the_readme_does_not_list_are_rejected_by_name(
 @pytest.mark.parametrize("fmt", [f for f in ACCEPTED_FORMATS if f != "JPEG"])
 def test_the_listed_formats_are_normalized_to_jpeg(fmt):
     assert check_image(_encoded(fmt)).normalized.startswith(f"{fmt} to JPEG")
+
+
+@pytest.mark.parametrize("keep", [0.5, 0.97])
+def test_a_truncated_jpeg_is_rejected_by_the_decoder_that_has_the_last_word_in_one_plain_line(keep):
+    """A JPEG stored as it came is decoded once, by TensorFlow (Transform's decoder), not by Pillow first: a copy
+    cut short is still rejected, its reason without TensorFlow's op plumbing ({{function_node ...}}, [Op:...])."""
+    out = io.BytesIO()
+    Image.effect_noise((320, 240), 60).convert("RGB").save(out, format="JPEG")
+    whole = out.getvalue()
+    assert check_image(whole).normalized is None and check_image(whole).jpeg == whole  # stored as it came
+    with pytest.raises(RejectedImage) as rejected:
+        check_image(whole[:int(len(whole) * keep)])
+    reason = rejected.value.reason
+    assert reason.startswith("truncated or corrupt") and "\n" not in reason, reason
+    assert "{{" not in reason and "[Op:" not in reason, reason
