@@ -92,15 +92,19 @@ def printable(text: str) -> str:
 
 
 # TensorFlow wraps an op's message in its plumbing: "{{function_node __wrapped__DecodeJpeg_device_/job:localhost/
-# ...}} MESSAGE [Op:DecodeJpeg] name: ". Nothing of it helps a user; the message between is the fault.
-_TF_OP_PLUMBING = re.compile(r"\{\{function_node [^}]*\}\}\s*|\s*\[Op:[^\]]*\](\s*name:.*)?$")
+# ...}} MESSAGE [Op:DecodeJpeg] name: ". Nothing of it helps a user; the message between is the fault. Stripped
+# from TensorFlow's errors only (named, not imported, as above): another error's text is kept as it is.
+_TF_OP_PLUMBING = re.compile(r"^\{\{function_node [^}]*\}\}\s*|\s*\[Op:[^\]]*\](\s*name:.*)?$")
+_TF_ERRORS = "tensorflow.python.framework.errors_impl"
 
 
 def first_line(error: BaseException, with_type: bool = False) -> str:
     """The first line of an error's message (libraries put tracebacks and hints below it), without
     TensorFlow's op plumbing around it; its type's name when it has no message."""
     text = str(error).strip()
-    line = _TF_OP_PLUMBING.sub("", text.splitlines()[0]).strip() if text else ""
+    line = text.splitlines()[0] if text else ""
+    if any(cls.__module__ == _TF_ERRORS for cls in type(error).__mro__):
+        line = _TF_OP_PLUMBING.sub("", line).strip()
     if not line:
         return type(error).__name__
     return f"{type(error).__name__}: {line}" if with_type else line

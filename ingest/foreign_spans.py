@@ -18,6 +18,9 @@ from contract.errors import first_line, printable
 from ingest.span_report import existing_spans, load_report
 
 _JPEG_START = b"\xff\xd8\xff"
+# A TFRecord record's frame: its length (8 bytes, little-endian) and that length's masked CRC-32C (4), the data,
+# the data's masked CRC-32C (4).
+_HEADER_BYTES, _FOOTER_BYTES = 12, 4
 
 
 def foreign_span_problems(examples_root: str | os.PathLike, span: int, max_per_file: int = 3,
@@ -51,6 +54,10 @@ def foreign_span_problems(examples_root: str | os.PathLike, span: int, max_per_f
             found = []
             index = -1
             try:
+                framing = None if _compression(name) else _framing_problem(path)
+                if framing:
+                    problems.append(f"{shown} {framing}")
+                    continue
                 for index, record in enumerate(tf.data.TFRecordDataset(path, compression_type=_compression(name))):
                     problem = _record_problem(record.numpy(), max_pixels)
                     if problem:
@@ -90,7 +97,11 @@ def examples_in_window(examples_root: str | os.PathLike, window: int, up_to: int
                      for name in _entries(examples_root, span, split)]
         except UnicodeDecodeError:
             return None
-        if any(tf.io.gfile.isdir(path) or storage.special_kind(path) for path in paths):
+        try:
+            if any(tf.io.gfile.isdir(path) or storage.special_kind(path) or
+                   (not _compression(path) and _framing_problem(path)) for path in paths):
+                return None
+        except tf.errors.OpError:
             return None
         # One dataset per compression, not one per file: a span of many small shards is counted in one pass.
         for compression in ("", "GZIP"):
@@ -116,6 +127,28 @@ def _reason(error: tf.errors.OpError) -> str:
     "{{function_node ...}} /path; No such file or directory [Op:IteratorGetNext] name: " -> "No such file or
     directory"."""
     return first_line(error).rsplit("; ", 1)[-1] or type(error).__name__
+
+
+def _framing_problem(path: str) -> str | None:
+    """What is wrong with a plain TFRecord file's framing, read from its records' headers alone (a seek each), or
+    None. TensorFlow's reader allocates whatever length a header claims before it reads the data (a 15-byte file
+    claiming a terabyte kills the process), and takes fewer than 12 stray bytes at the end for the end of the
+    file, where Beam's reader (ImportExampleGen's) fails without naming the file."""
+    size = tf.io.gfile.stat(path).length
+    offset = index = 0
+    with tf.io.gfile.GFile(path, "rb") as f:
+        while offset < size:
+            if size - offset < _HEADER_BYTES:
+                return (f"record {index}: not a readable TFRecord (truncated or corrupt: {size - offset} stray bytes "
+                        f"at the end, fewer than a record's {_HEADER_BYTES}-byte header)")
+            f.seek(offset)
+            length = int.from_bytes(f.read(_HEADER_BYTES)[:8], "little")
+            end = offset + _HEADER_BYTES + length + _FOOTER_BYTES
+            if end > size:
+                return (f"record {index}: not a readable TFRecord (truncated or corrupt: its header claims {length:,} "
+                        f"bytes, past the end of the file at {size:,})")
+            offset, index = end, index + 1
+    return None
 
 
 def _compression(name: str) -> str:

@@ -8,9 +8,14 @@ would otherwise crash the pipeline later.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import io
+import os
+import sys
+import tempfile
+import typing
 import warnings
 
 import tensorflow as tf
@@ -47,11 +52,50 @@ class CheckedImage:
     sha256: str
 
 
-def _tf_decodes(jpeg: bytes) -> None:
+_captured_stderr: dict[int, typing.IO[bytes]] = {}  # a file per process: a forked worker writes to its own
+
+
+@contextlib.contextmanager
+def _stderr_captured():
+    """What C code writes to this process's stderr meanwhile (file descriptor 2), as a list that holds its text
+    once the block ends: libjpeg, inside TensorFlow's decoder, prints its warnings and errors there itself, which
+    would put bare lines among a command's output."""
+    capture = _captured_stderr.get(os.getpid())
+    if capture is None:
+        capture = _captured_stderr[os.getpid()] = tempfile.TemporaryFile()
+    text: list[str] = []
     try:
-        tf.io.decode_jpeg(jpeg, channels=3)
+        saved = os.dup(2)
+    except OSError:  # no stderr at all (closed by the caller): nothing to keep clean
+        yield text
+        text.append("")
+        return
+    capture.seek(0)
+    capture.truncate()
+    sys.stderr.flush()
+    os.dup2(capture.fileno(), 2)
+    try:
+        yield text
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        capture.seek(0)
+        text.append(capture.read(4096).decode("utf-8", "replace"))
+
+
+def _tf_decodes(jpeg: bytes, image: Image.Image) -> None:
+    """TensorFlow's decoder has the last word; a JPEG it cannot decode is rejected with the clearest reason at
+    hand: Pillow's, when Pillow fails on it too (it says "truncated"), else libjpeg's own line."""
+    try:
+        with _stderr_captured() as libjpeg:
+            tf.io.decode_jpeg(jpeg, channels=3)
     except tf.errors.InvalidArgumentError as error:
-        raise RejectedImage(f"truncated or corrupt JPEG data ({first_line(error)})") from None
+        try:
+            image.load()  # only for its reason: a JPEG stored as it came was not decoded by Pillow
+        except (OSError, SyntaxError, ValueError) as pillow:
+            raise RejectedImage(f"truncated or corrupt image data ({pillow})") from None
+        said = [line.strip() for line in libjpeg[0].splitlines() if line.strip()]
+        raise RejectedImage(f"corrupt JPEG data ({said[-1] if said else first_line(error)})") from None
 
 
 def _format_named_by_header(data: bytes) -> str | None:
@@ -121,7 +165,7 @@ def check_image(data: bytes, max_pixels: int = DataConfig.max_image_pixels) -> C
         jpeg = out.getvalue()
     else:
         jpeg = data
-    _tf_decodes(jpeg)
+    _tf_decodes(jpeg, image)
     width, height = image.size
     return CheckedImage(jpeg=jpeg, height=height, width=width,
                         normalized="; ".join(changes) or None, sha256=hashlib.sha256(jpeg).hexdigest())
