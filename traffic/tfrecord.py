@@ -19,6 +19,8 @@ from contract import storage
 from contract.errors import first_line
 from traffic.records import TrafficDataError
 
+_PIECE_BYTES = 16 << 20
+
 
 def _masked_crc(data: bytes) -> bytes:
     crc = google_crc32c.value(data)
@@ -45,11 +47,20 @@ def read_tfrecords(stream, where: str) -> Iterator[bytes]:
             why = first_line(error) or type(error).__name__
             raise TrafficDataError(f"{where}: record {index} cannot be read ({why})") from None
 
+    def read_body(length: int) -> bytes:
+        # In pieces: a header's length (its checksum valid or forged) is no promise the data is there, and one
+        # read of it would allocate all it claims first (a terabyte: MemoryError).
+        parts, left = [], length
+        while left and (part := read(min(left, _PIECE_BYTES))):
+            parts.append(part)
+            left -= len(part)
+        return b"".join(parts)
+
     while header := read(12):
         if len(header) < 12 or _masked_crc(header[:8]) != header[8:]:
             raise TrafficDataError(f"{where}: record {index} is damaged (its length does not check)")
         (length,) = struct.unpack("<Q", header[:8])
-        body = [read(length)]  # handed over, not kept: this frame holds no record while the reader works
+        body = [read_body(length)]  # handed over, not kept: this frame holds no record while the reader works
         footer = read(4)
         if len(body[0]) < length or _masked_crc(body[0]) != footer:
             raise TrafficDataError(f"{where}: record {index} is damaged (cut short or its checksum does not match)")
