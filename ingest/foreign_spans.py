@@ -7,8 +7,10 @@ a tf.Example whose `image` is one JPEG (the schema check cannot see either).
 
 from __future__ import annotations
 
+import gzip
 import os
 import posixpath
+import zlib
 
 import tensorflow as tf
 
@@ -21,6 +23,7 @@ _JPEG_START = b"\xff\xd8\xff"
 # A TFRecord record's frame: its length (8 bytes, little-endian) and that length's masked CRC-32C (4), the data,
 # the data's masked CRC-32C (4).
 _HEADER_BYTES, _FOOTER_BYTES = 12, 4
+_PIECE_BYTES = 16 << 20
 
 
 def foreign_span_problems(examples_root: str | os.PathLike, span: int, max_per_file: int = 3,
@@ -54,7 +57,7 @@ def foreign_span_problems(examples_root: str | os.PathLike, span: int, max_per_f
             found = []
             index = -1
             try:
-                framing = None if _compression(name) else _framing_problem(path)
+                framing = _framing_problem(path)
                 if framing:
                     problems.append(f"{shown} {framing}")
                     continue
@@ -99,7 +102,7 @@ def examples_in_window(examples_root: str | os.PathLike, window: int, up_to: int
             return None
         try:
             if any(tf.io.gfile.isdir(path) or storage.special_kind(path) or
-                   (not _compression(path) and _framing_problem(path)) for path in paths):
+                   _framing_problem(path) for path in paths):
                 return None
         except tf.errors.OpError:
             return None
@@ -130,24 +133,44 @@ def _reason(error: tf.errors.OpError) -> str:
 
 
 def _framing_problem(path: str) -> str | None:
-    """What is wrong with a plain TFRecord file's framing, read from its records' headers alone (a seek each), or
-    None. TensorFlow's reader allocates whatever length a header claims before it reads the data (a 15-byte file
-    claiming a terabyte kills the process), and takes fewer than 12 stray bytes at the end for the end of the
-    file, where Beam's reader (ImportExampleGen's) fails without naming the file."""
-    size = tf.io.gfile.stat(path).length
-    offset = index = 0
-    with tf.io.gfile.GFile(path, "rb") as f:
-        while offset < size:
-            if size - offset < _HEADER_BYTES:
-                return (f"record {index}: not a readable TFRecord (truncated or corrupt: {size - offset} stray bytes "
-                        f"at the end, fewer than a record's {_HEADER_BYTES}-byte header)")
-            f.seek(offset)
-            length = int.from_bytes(f.read(_HEADER_BYTES)[:8], "little")
-            end = offset + _HEADER_BYTES + length + _FOOTER_BYTES
-            if end > size:
-                return (f"record {index}: not a readable TFRecord (truncated or corrupt: its header claims {length:,} "
-                        f"bytes, past the end of the file at {size:,})")
-            offset, index = end, index + 1
+    """What is wrong with a TFRecord file's framing, read from its records' headers alone, or None. TensorFlow's
+    reader allocates whatever length a header claims before it reads the data (a 15-byte file claiming a terabyte
+    kills the process; a megabyte of gzip claiming a gigabyte costs the gigabyte), and takes fewer than 12 stray
+    bytes at the end for the end of the file, where Beam's reader (ImportExampleGen's) fails without naming the
+    file. A plain file is walked by seeking; a gzip file is decompressed in pieces, so memory stays bounded."""
+    def problem(index: int, what: str) -> str:
+        return f"record {index}: not a readable TFRecord (truncated or corrupt: {what})"
+
+    with tf.io.gfile.GFile(path, "rb") as raw:
+        if not _compression(path):
+            size, offset, index = tf.io.gfile.stat(path).length, 0, 0
+            while offset < size:
+                if size - offset < _HEADER_BYTES:
+                    return problem(index, f"{size - offset} stray bytes at the end, fewer than a record's "
+                                          f"{_HEADER_BYTES}-byte header")
+                raw.seek(offset)
+                length = int.from_bytes(raw.read(_HEADER_BYTES)[:8], "little")
+                offset, index = offset + _HEADER_BYTES + length + _FOOTER_BYTES, index + 1
+                if offset > size:
+                    return problem(index - 1, f"its header claims {length:,} bytes, past the end of the file at "
+                                              f"{size:,}")
+            return None
+        index = 0
+        try:
+            with gzip.GzipFile(fileobj=raw) as stream:
+                while header := stream.read(_HEADER_BYTES):
+                    if len(header) < _HEADER_BYTES:
+                        return problem(index, f"{len(header)} stray bytes at the end of the data, fewer than a "
+                                              f"record's {_HEADER_BYTES}-byte header")
+                    length = int.from_bytes(header[:8], "little")
+                    left = length + _FOOTER_BYTES
+                    while left and (piece := stream.read(min(left, _PIECE_BYTES))):
+                        left -= len(piece)
+                    if left:
+                        return problem(index, f"its header claims {length:,} bytes, past the end of the data")
+                    index += 1
+        except (OSError, EOFError, zlib.error) as error:  # not gzip, cut short, a damaged deflate stream
+            return problem(index, f"the gzip data cannot be read: {first_line(error)}")
     return None
 
 

@@ -475,9 +475,11 @@ def test_foreign_span_holding_a_folder_a_fifo_or_odd_names_stops_the_run_naming_
 def test_a_foreign_tfrecord_whose_framing_does_not_fit_its_size_stops_the_run_naming_the_record(tmp_path, capsys,
                                                                                                 demo_jpegs):
     """Read from the records' headers before TensorFlow reads a record: a 15-byte file whose header (its length's
-    checksum valid) claims a terabyte killed the run with exit 139 and no word (TensorFlow's reader allocates what
-    a header claims); 7 stray bytes after the last record passed the gate (TensorFlow's reader takes them for the
-    end of the file) and ImportExampleGen then failed without naming the file."""
+    checksum valid) claims a terabyte, plain or gzip-compressed, killed the run with exit 139 and no word
+    (TensorFlow's reader allocates what a header claims); 7 stray bytes after the last record passed the gate
+    (TensorFlow's reader takes them for the end of the file) and ImportExampleGen then failed without naming the
+    file."""
+    import gzip
     import struct
 
     import tensorflow as tf
@@ -495,12 +497,15 @@ def test_a_foreign_tfrecord_whose_framing_does_not_fit_its_size_stops_the_run_na
         f.write(b"\x00" * 7)
     claim = struct.pack("<Q", 10**12)
     (span / "eval" / "huge.tfrecord").write_bytes(claim + _masked_crc(claim) + b"abc")
+    (span / "test" / "huge.gz").write_bytes(gzip.compress(claim + _masked_crc(claim) + b"abc"))
 
     code, _, err = _cli(capsys, "run", "--output-dir", tmp_path / "out", "--min-eval-examples", "1")
     assert code == 2 and "Traceback" not in err, err
-    assert "error: the data gate stopped the run before ImportExampleGen: 2 problems" in err
+    assert "error: the data gate stopped the run before ImportExampleGen: 3 problems" in err
     assert ("span-1/train/part-0.tfrecord record 2: not a readable TFRecord (truncated or corrupt: 7 stray bytes at "
             "the end, fewer than a record's 12-byte header)") in err
     assert ("span-1/eval/huge.tfrecord record 0: not a readable TFRecord (truncated or corrupt: its header claims "
             "1,000,000,000,000 bytes, past the end of the file at 15)") in err
+    assert ("span-1/test/huge.gz record 0: not a readable TFRecord (truncated or corrupt: its header claims "
+            "1,000,000,000,000 bytes, past the end of the data)") in err
     assert not (tmp_path / "out" / "metadata.sqlite").exists() and not (tmp_path / "out" / "pipeline_root").exists()
