@@ -19,10 +19,12 @@ from contract import storage
 from contract.errors import first_line
 from traffic.records import TrafficDataError
 
-_PIECE_BYTES = 16 << 20
+# A header's claim costs at most this much memory before the data is seen; a record up to it is read in one piece,
+# held once (the sink refuses events above 16 MB by default).
+_PIECE_BYTES = 64 << 20
 
 
-def _masked_crc(data: bytes) -> bytes:
+def masked_crc(data: bytes) -> bytes:
     crc = google_crc32c.value(data)
     return struct.pack("<I", (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF)
 
@@ -31,7 +33,7 @@ def tfrecord_bytes(records: list[bytes]) -> bytes:
     parts = []
     for data in records:
         length = struct.pack("<Q", len(data))
-        parts += [length, _masked_crc(length), data, _masked_crc(data)]
+        parts += [length, masked_crc(length), data, masked_crc(data)]
     return b"".join(parts)
 
 
@@ -57,12 +59,12 @@ def read_tfrecords(stream, where: str) -> Iterator[bytes]:
         return b"".join(parts)
 
     while header := read(12):
-        if len(header) < 12 or _masked_crc(header[:8]) != header[8:]:
+        if len(header) < 12 or masked_crc(header[:8]) != header[8:]:
             raise TrafficDataError(f"{where}: record {index} is damaged (its length does not check)")
         (length,) = struct.unpack("<Q", header[:8])
         body = [read_body(length)]  # handed over, not kept: this frame holds no record while the reader works
         footer = read(4)
-        if len(body[0]) < length or _masked_crc(body[0]) != footer:
+        if len(body[0]) < length or masked_crc(body[0]) != footer:
             raise TrafficDataError(f"{where}: record {index} is damaged (cut short or its checksum does not match)")
         yield body.pop()
         index += 1

@@ -186,9 +186,11 @@ def storage_fault(error: BaseException) -> str | None:
     return None
 
 
-def check_spans(examples_root: str, window: int, max_pixels: int = DataConfig.max_image_pixels) -> None:
+def check_spans(examples_root: str, window: int, max_pixels: int = DataConfig.max_image_pixels,
+                max_file_mb: int = DataConfig.max_file_mb) -> None:
     """Spans written without an ingest report (by another tool) are read record by record first."""
-    problems = foreign_spans.window_problems(examples_root, window, max_pixels)
+    problems = foreign_spans.window_problems(examples_root, window, max_pixels,
+                                             foreign_spans.record_limit(max_file_mb))
     if problems:
         raise RunRefused(
             f"the data gate stopped the run before ImportExampleGen: {len(problems)} problem"
@@ -211,7 +213,7 @@ def before_the_dag(store, examples_root: str, kind: str | None, location: str, d
     reconciled = (list(reconcile.reconcile(store, serving_dir, pipeline_name, scoped=root is not None).values())
                   if store is not None and serving_dir else [])
     report, table, cleaned = ingest(kind, location, examples_root, data, beam_args)
-    check_spans(examples_root, data.span_window, data.max_image_pixels)
+    check_spans(examples_root, data.span_window, data.max_image_pixels, data.max_file_mb)
     return BeforeTheDag(ingest=report, table=table, canceled=canceled, missing=missing, took_over=took_over,
                         reconciled=reconciled, cleaned=cleaned, freed=freed)
 

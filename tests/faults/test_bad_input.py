@@ -474,17 +474,20 @@ def test_foreign_span_holding_a_folder_a_fifo_or_odd_names_stops_the_run_naming_
 
 def test_a_foreign_tfrecord_whose_framing_does_not_fit_its_size_stops_the_run_naming_the_record(tmp_path, capsys,
                                                                                                 demo_jpegs):
-    """Read from the records' headers before TensorFlow reads a record: a 15-byte file whose header (its length's
-    checksum valid) claims a terabyte, plain or gzip-compressed, killed the run with exit 139 and no word
-    (TensorFlow's reader allocates what a header claims); 7 stray bytes after the last record passed the gate
+    """Read from the records' headers before TensorFlow reads a record (ingest.framing): a 15-byte file whose header
+    (its length's checksum valid) claims a terabyte, plain or gzip-compressed, killed the run with exit 139 and no
+    word (TensorFlow's reader allocates what a header claims); 7 stray bytes after the last record passed the gate
     (TensorFlow's reader takes them for the end of the file) and ImportExampleGen then failed without naming the
-    file."""
+    file; records after an empty gzip member were never checked (TensorFlow's reader stops there, Beam's reads on:
+    PNG images reached ImportExampleGen); a plain file named .GZ passed the gate and failed ImportExampleGen,
+    which chooses the compression by the suffix in any case."""
     import gzip
     import struct
 
     import tensorflow as tf
+    from PIL import Image
 
-    from traffic.tfrecord import _masked_crc
+    from traffic.tfrecord import masked_crc, tfrecord_bytes
 
     span = tmp_path / "out" / "examples" / "span-1"
     for split in ("train", "eval", "test"):
@@ -493,19 +496,42 @@ def test_a_foreign_tfrecord_whose_framing_does_not_fit_its_size_stops_the_run_na
             writer.write(_example(demo_jpegs["cat"][0], 0))
             writer.write(_example(demo_jpegs["dog"][0], 1))
     (tmp_path / "out" / layout.ROOT_MARKER).write_text("{}\n")
+    plain = (span / "train" / "part-0.tfrecord").read_bytes()
     with open(span / "train" / "part-0.tfrecord", "ab") as f:
         f.write(b"\x00" * 7)
-    claim = struct.pack("<Q", 10**12)
-    (span / "eval" / "huge.tfrecord").write_bytes(claim + _masked_crc(claim) + b"abc")
-    (span / "test" / "huge.gz").write_bytes(gzip.compress(claim + _masked_crc(claim) + b"abc"))
+
+    def claiming(length):
+        header = struct.pack("<Q", length)
+        return header + masked_crc(header) + b"abc"
+
+    (span / "eval" / "huge.tfrecord").write_bytes(claiming(10**12))
+    (span / "eval" / "short.tfrecord").write_bytes(claiming(10**6))
+    (span / "test" / "huge.gz").write_bytes(gzip.compress(claiming(10**12)))
+    buffer = io.BytesIO()  # a real image, stored as PNG
+    Image.open(io.BytesIO(demo_jpegs["cat"][1])).save(buffer, format="PNG")
+    png = tfrecord_bytes([_example(buffer.getvalue(), 0)])
+    (span / "test" / "hidden.gz").write_bytes(gzip.compress(plain) + gzip.compress(b"") + gzip.compress(png))
+    (span / "test" / "plain.GZ").write_bytes(plain)
+    (span / "test" / "other.bz2").write_bytes(plain)
 
     code, _, err = _cli(capsys, "run", "--output-dir", tmp_path / "out", "--min-eval-examples", "1")
     assert code == 2 and "Traceback" not in err, err
-    assert "error: the data gate stopped the run before ImportExampleGen: 3 problems" in err
-    assert ("span-1/train/part-0.tfrecord record 2: not a readable TFRecord (truncated or corrupt: 7 stray bytes at "
-            "the end, fewer than a record's 12-byte header)") in err
-    assert ("span-1/eval/huge.tfrecord record 0: not a readable TFRecord (truncated or corrupt: its header claims "
-            "1,000,000,000,000 bytes, past the end of the file at 15)") in err
-    assert ("span-1/test/huge.gz record 0: not a readable TFRecord (truncated or corrupt: its header claims "
-            "1,000,000,000,000 bytes, past the end of the data)") in err
+    assert "error: the data gate stopped the run before ImportExampleGen: 7 problems" in err
+    unreadable = "not a readable TFRecord (truncated or corrupt: "
+    for line in [
+        f"span-1/train/part-0.tfrecord record 2: {unreadable}7 stray bytes at the end of the file, fewer than a "
+        "record's 12-byte header)",
+        "span-1/eval/huge.tfrecord record 0: its header claims 1,000,000,000,000 bytes, above the limit of "
+        "269,484,032 for one example (--max-file-mb)",
+        f"span-1/eval/short.tfrecord record 0: {unreadable}its header claims 1,000,000 bytes, past the end of the file "
+        "at 15)",
+        "span-1/test/huge.gz record 0: its header claims 1,000,000,000,000 bytes, above the limit",
+        "span-1/test/hidden.gz record 2: TensorFlow's reader stops there, before the file's 1 further record (an "
+        "empty gzip member ends its reading): write the file again as one gzip member",
+        "span-1/test/plain.GZ record 0: not a readable TFRecord (truncated or corrupt: the gzip data cannot be read: "
+        "Not a gzipped file",
+        "span-1/test/other.bz2: compressed by its name (.bz2), which the data gate cannot read: write the span's "
+        "files plain or gzip-compressed (.gz)",
+    ]:
+        assert line in err, (line, err)
     assert not (tmp_path / "out" / "metadata.sqlite").exists() and not (tmp_path / "out" / "pipeline_root").exists()

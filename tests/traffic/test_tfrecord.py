@@ -32,7 +32,7 @@ def test_a_header_claiming_a_terabyte_is_a_damaged_record_not_a_terabyte_read(tm
     import struct
 
     claim = struct.pack("<Q", 10**12)
-    data = claim + tfrecord._masked_crc(claim) + b"abc"
+    data = claim + tfrecord.masked_crc(claim) + b"abc"
     path = tmp_path / ("part-0.gz" if compressed else "part-0.tfrecord")
     path.write_bytes(gzip.compress(data) if compressed else data)
     with open(path, "rb") as raw, (gzip.GzipFile(fileobj=raw) if compressed else raw) as stream:
