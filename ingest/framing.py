@@ -6,15 +6,15 @@ fewer than 12 stray bytes at the end for the end of the file, and stops at an
 empty gzip member; Beam's reader (ImportExampleGen's) fails on the first two
 without naming the file and reads on past the third. So a span written by
 another tool has its files walked here first: a plain file by seeking from
-header to header, a gzip file by decompressing it in pieces (memory stays
-bounded), each header's length checked against its checksum, a limit and what
-the file holds. The walk counts the records as Beam will read them.
+header to header, a gzip file by decompressing it in pieces as Beam's reader
+does (memory stays bounded), each header's length checked against its
+checksum, a limit and what the file holds. The walk counts the records as Beam
+will read them.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import gzip
 import zlib
 
 import tensorflow as tf
@@ -87,32 +87,64 @@ def walk(path: str, max_record_bytes: int) -> Framing:
     return Framing(index)
 
 
+class _AsBeamReadsGzip:
+    """A gzip file's data as Beam's reader (ImportExampleGen's: apache_beam.io.filesystem.CompressedFile) gets it:
+    member after member, a new decompressor for what one member leaves unused (so bytes after a member that start
+    none are an error, as there), until the file ends (a last member cut short after its data is no error, as
+    there); zlib's errors as they come. Decompressed in bounded pieces, so a bomb costs time, not memory."""
+
+    def __init__(self, raw):
+        self._raw, self._decompressor = raw, zlib.decompressobj(zlib.MAX_WBITS | 16)
+        self._buffer, self._ended = bytearray(), False
+
+    def _fill(self) -> bool:
+        """Decompresses one more piece into the buffer; False once the file has ended."""
+        while not self._ended:
+            if self._decompressor.unconsumed_tail:
+                data = self._decompressor.unconsumed_tail
+            elif self._decompressor.unused_data:
+                data, self._decompressor = self._decompressor.unused_data, zlib.decompressobj(zlib.MAX_WBITS | 16)
+            else:
+                data = self._raw.read(1 << 20)
+            if not data:
+                self._ended = True
+                break
+            piece = self._decompressor.decompress(data, _PIECE_BYTES)
+            if piece:
+                self._buffer += piece
+                return True
+        return False
+
+    def read(self, count: int) -> bytes:
+        while len(self._buffer) < count and self._fill():
+            pass
+        data = bytes(self._buffer[:count])
+        del self._buffer[:count]
+        return data
+
+    def skip(self, count: int) -> int:
+        """Skips up to `count` bytes; returns how many it skipped."""
+        skipped = 0
+        while skipped < count and (self._buffer or self._fill()):
+            step = min(count - skipped, len(self._buffer))
+            del self._buffer[:step]
+            skipped += step
+        return skipped
+
+
 def _walk_gzip(raw, max_record_bytes: int) -> Framing:
-    index = 0
+    stream, index = _AsBeamReadsGzip(raw), 0
     try:
-        with gzip.GzipFile(fileobj=raw) as stream:
-            while True:
-                try:
-                    header = stream.read(HEADER_BYTES)
-                except gzip.BadGzipFile:
-                    if index:  # bytes after the last member that start no member: both readers stop there
-                        break
-                    raise
-                if not header:
-                    break
-                if len(header) < HEADER_BYTES:
-                    return Framing(index, _stray(len(header), "data"))
-                problem = _header_problem(header, max_record_bytes)
-                if problem:
-                    return Framing(index, problem)
-                length = int.from_bytes(header[:8], "little")
-                left = length + FOOTER_BYTES
-                while left and (piece := stream.read(min(left, _PIECE_BYTES))):
-                    left -= len(piece)
-                if left:
-                    return Framing(index, _unreadable(f"its header claims {length:,} bytes, past the end of the "
-                                                      "data"))
-                index += 1
-    except (OSError, EOFError, zlib.error) as error:  # not gzip, cut short, a damaged deflate stream
+        while header := stream.read(HEADER_BYTES):
+            if len(header) < HEADER_BYTES:
+                return Framing(index, _stray(len(header), "data"))
+            problem = _header_problem(header, max_record_bytes)
+            if problem:
+                return Framing(index, problem)
+            length = int.from_bytes(header[:8], "little")
+            if stream.skip(length + FOOTER_BYTES) < length + FOOTER_BYTES:
+                return Framing(index, _unreadable(f"its header claims {length:,} bytes, past the end of the data"))
+            index += 1
+    except zlib.error as error:  # not gzip, a damaged deflate stream or checksum, bytes after a member
         return Framing(index, _unreadable(f"the gzip data cannot be read: {first_line(error)}"))
     return Framing(index)

@@ -15,6 +15,18 @@ LIMIT = 1 << 20
 RECORDS = [bytes([i]) * (i * 7) for i in range(40)]  # lengths 0 to 273: a header often spans a gzip piece's edge
 
 
+def _beam_reads(path) -> int:
+    """The records Beam's reader (ImportExampleGen's) reads from a file, its compression chosen by the suffix."""
+    from apache_beam.io.filesystems import FileSystems
+    from apache_beam.io.tfrecordio import _TFRecordUtil
+
+    count = 0
+    with FileSystems.open(str(path)) as f:
+        while _TFRecordUtil.read_record(f) is not None:
+            count += 1
+    return count
+
+
 def _walk(tmp_path, name, data):
     path = tmp_path / name
     path.write_bytes(data)
@@ -28,13 +40,15 @@ def _walk(tmp_path, name, data):
     ("members.gz", gzip.compress(tfrecord_bytes(RECORDS[:5])) + gzip.compress(tfrecord_bytes(RECORDS[5:]))),
     ("nothing.gz", gzip.compress(b"")),
     ("NAMED.GZ", gzip.compress(tfrecord_bytes(RECORDS))),  # Beam's reader chooses by the suffix in any case
-    ("trailing.gz", gzip.compress(tfrecord_bytes(RECORDS)) + b"x"),  # both readers stop at bytes that start no member
+    ("trailing.gz", gzip.compress(tfrecord_bytes(RECORDS)) + b"x"),  # one byte starts no member for either reader
+    ("no-trailer.gz", gzip.compress(tfrecord_bytes(RECORDS))[:-8]),  # both read the data of a member cut short there
 ])
 def test_a_file_the_readers_read_whole_is_walked_whole_and_counted_as_tensorflow_counts_it(tmp_path, name, data):
     walked = _walk(tmp_path, name, data)
     assert walked.problem is None
     read = list(tf.data.TFRecordDataset(str(tmp_path / name), compression_type=framing.compression(name)))
-    assert walked.records == len(read) == (0 if "empty" in name or "nothing" in name else len(RECORDS))
+    assert walked.records == len(read) == _beam_reads(tmp_path / name) == \
+        (0 if "empty" in name or "nothing" in name else len(RECORDS))
 
 
 def test_a_header_past_the_end_or_above_the_limit_or_with_a_bad_checksum_stops_the_walk_at_that_record(tmp_path):
@@ -65,3 +79,19 @@ def test_a_gzip_bomb_of_zeros_is_refused_at_its_first_header_without_reading_it_
 def test_other_compressions_are_named_by_suffix_in_any_case():
     assert [framing.other_compression(name) for name in ("a.BZ2", "a.zst", "a.tfrecord", "a.gz", "a.XZ")] == \
         [".bz2", ".zst", None, None, ".xz"]
+
+
+@pytest.mark.parametrize("damage", ["garbage after a member", "zeros after a member", "member checksum",
+                                    "not gzip"])
+def test_gzip_data_that_beams_reader_fails_on_is_a_problem_though_tensorflows_may_stop_before_it(tmp_path, damage):
+    """Beam's reader (ImportExampleGen's) reads member after member to the end of the file; TensorFlow's stops at an
+    empty member, so a fault after one passed the gate and failed ImportExampleGen."""
+    whole = gzip.compress(tfrecord_bytes(RECORDS))
+    data = {"garbage after a member": whole + gzip.compress(b"") + b"garbage!",
+            "zeros after a member": whole + b"\0" * 16,
+            "member checksum": whole[:-8] + bytes([whole[-8] ^ 1]) + whole[-7:],
+            "not gzip": tfrecord_bytes(RECORDS)}[damage]
+    walked = _walk(tmp_path, "damaged.gz", data)
+    assert walked.problem and "the gzip data cannot be read" in walked.problem, walked
+    with pytest.raises(Exception):  # noqa: B017 (zlib.error or Beam's own: what matters is that it fails)
+        _beam_reads(tmp_path / "damaged.gz")
