@@ -529,7 +529,7 @@ def test_a_foreign_tfrecord_whose_framing_does_not_fit_its_size_stops_the_run_na
         "span-1/test/hidden.gz record 2: TensorFlow's reader stops there, before the file's 1 further record (an "
         "empty gzip member ends its reading): write the file again as one gzip member",
         "span-1/test/plain.GZ record 0: not a readable TFRecord (truncated or corrupt: the gzip data cannot be read: "
-        "Not a gzipped file",
+        "Error -3 while decompressing data: incorrect header check)",
         "span-1/test/other.bz2: compressed by its name (.bz2), which the data gate cannot read: write the span's "
         "files plain or gzip-compressed (.gz)",
     ]:
