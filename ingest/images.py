@@ -15,6 +15,7 @@ import io
 import os
 import sys
 import tempfile
+import threading
 import typing
 import warnings
 
@@ -53,6 +54,9 @@ class CheckedImage:
 
 
 _captured_stderr: dict[int, typing.IO[bytes]] = {}  # a file per process: a forked worker writes to its own
+# File descriptor 2 is the process's, not a thread's: two threads swapping it at once could leave it pointing at a
+# capture file for good.
+_stderr_swap = threading.Lock()
 
 
 @contextlib.contextmanager
@@ -60,27 +64,29 @@ def _stderr_captured():
     """What C code writes to this process's stderr meanwhile (file descriptor 2), as a list that holds its text
     once the block ends: libjpeg, inside TensorFlow's decoder, prints its warnings and errors there itself, which
     would put bare lines among a command's output."""
-    capture = _captured_stderr.get(os.getpid())
-    if capture is None:
-        capture = _captured_stderr[os.getpid()] = tempfile.TemporaryFile()
     text: list[str] = []
-    try:
-        saved = os.dup(2)
-    except OSError:  # no stderr at all (closed by the caller): nothing to keep clean
-        yield text
-        text.append("")
-        return
-    capture.seek(0)
-    capture.truncate()
-    sys.stderr.flush()
-    os.dup2(capture.fileno(), 2)
-    try:
-        yield text
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
+    with _stderr_swap:
+        capture = _captured_stderr.get(os.getpid())
+        if capture is None:
+            capture = _captured_stderr[os.getpid()] = tempfile.TemporaryFile()
+        try:
+            saved = os.dup(2)
+        except OSError:  # no stderr at all (closed by the caller): nothing to keep clean
+            yield text
+            text.append("")
+            return
         capture.seek(0)
-        text.append(capture.read(4096).decode("utf-8", "replace"))
+        capture.truncate()
+        if sys.stderr is not None:
+            sys.stderr.flush()
+        os.dup2(capture.fileno(), 2)
+        try:
+            yield text
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            capture.seek(0)
+            text.append(capture.read(4096).decode("utf-8", "replace"))
 
 
 def _tf_decodes(jpeg: bytes, image: Image.Image) -> None:

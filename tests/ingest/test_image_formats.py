@@ -80,3 +80,26 @@ def test_a_damaged_jpeg_is_rejected_by_the_decoder_that_has_the_last_word_with_a
         check_image(damage(whole))
     assert rejected.value.reason.startswith(reason) and "\n" not in rejected.value.reason, rejected.value.reason
     assert capfd.readouterr() == ("", "")
+
+
+def test_checks_from_several_threads_at_once_leave_stderr_where_it_was(capfd):
+    """The decoder's messages are kept off stderr by pointing file descriptor 2 elsewhere while it runs: a
+    process-wide swap, so threads take turns, and stderr is where it was once they are done."""
+    import concurrent.futures
+
+    out = io.BytesIO()
+    Image.effect_noise((64, 48), 60).convert("RGB").save(out, format="JPEG")
+    whole = out.getvalue()
+    damaged = [whole, whole[:len(whole) // 2], _two_sofs(whole)] * 20
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        outcomes = list(pool.map(_outcome, damaged))
+    assert outcomes == [_outcome(data) for data in damaged]
+    os.write(2, b"still stderr\n")
+    assert capfd.readouterr().err == "still stderr\n"
+
+
+def _outcome(data):
+    try:
+        return check_image(data).sha256
+    except RejectedImage as rejection:
+        return rejection.reason
