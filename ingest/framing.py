@@ -20,9 +20,8 @@ import zlib
 import tensorflow as tf
 
 from contract.errors import first_line
-from traffic.tfrecord import masked_crc
+from traffic.tfrecord import FOOTER_BYTES, HEADER_BYTES, masked_crc
 
-HEADER_BYTES, FOOTER_BYTES = 12, 4  # a length (8 bytes) and its masked CRC-32C; after the data, the data's CRC
 _PIECE_BYTES = 16 << 20
 # The compressions Beam's reader also knows by name (apache_beam.io.filesystem.CompressionTypes, the suffix in any
 # case): ImportExampleGen would read them, TensorFlow's reader cannot, so the gate cannot check what they hold.

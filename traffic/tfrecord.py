@@ -19,6 +19,7 @@ from contract import storage
 from contract.errors import first_line
 from traffic.records import TrafficDataError
 
+HEADER_BYTES, FOOTER_BYTES = 12, 4  # a length (8 bytes) and its masked CRC-32C; after the data, the data's CRC
 # A header's claim costs at most this much memory before the data is seen; a record up to it is read in one piece,
 # held once (the sink refuses events above 16 MB by default).
 _PIECE_BYTES = 64 << 20
@@ -58,12 +59,12 @@ def read_tfrecords(stream, where: str) -> Iterator[bytes]:
             left -= len(part)
         return b"".join(parts)
 
-    while header := read(12):
-        if len(header) < 12 or masked_crc(header[:8]) != header[8:]:
+    while header := read(HEADER_BYTES):
+        if len(header) < HEADER_BYTES or masked_crc(header[:8]) != header[8:]:
             raise TrafficDataError(f"{where}: record {index} is damaged (its length does not check)")
         (length,) = struct.unpack("<Q", header[:8])
         body = [read_body(length)]  # handed over, not kept: this frame holds no record while the reader works
-        footer = read(4)
+        footer = read(FOOTER_BYTES)
         if len(body[0]) < length or masked_crc(body[0]) != footer:
             raise TrafficDataError(f"{where}: record {index} is damaged (cut short or its checksum does not match)")
         yield body.pop()
