@@ -12,6 +12,11 @@ from ingest import framing
 from traffic.tfrecord import tfrecord_bytes
 
 LIMIT = 1 << 20
+
+
+def _gz(data: bytes) -> bytes:
+    """gzip with no time stamp: the same bytes in every process (xdist's workers must collect the same ids)."""
+    return gzip.compress(data, mtime=0)
 RECORDS = [bytes([i]) * (i * 7) for i in range(40)]  # lengths 0 to 273: a header often spans a gzip piece's edge
 
 
@@ -36,12 +41,12 @@ def _walk(tmp_path, name, data):
 @pytest.mark.parametrize("name, data", [
     ("whole.tfrecord", tfrecord_bytes(RECORDS)),
     ("empty.tfrecord", b""),
-    ("whole.gz", gzip.compress(tfrecord_bytes(RECORDS))),
-    ("members.gz", gzip.compress(tfrecord_bytes(RECORDS[:5])) + gzip.compress(tfrecord_bytes(RECORDS[5:]))),
-    ("nothing.gz", gzip.compress(b"")),
-    ("NAMED.GZ", gzip.compress(tfrecord_bytes(RECORDS))),  # Beam's reader chooses by the suffix in any case
-    ("trailing.gz", gzip.compress(tfrecord_bytes(RECORDS)) + b"x"),  # one byte starts no member for either reader
-    ("no-trailer.gz", gzip.compress(tfrecord_bytes(RECORDS))[:-8]),  # both read the data of a member cut short there
+    ("whole.gz", _gz(tfrecord_bytes(RECORDS))),
+    ("members.gz", _gz(tfrecord_bytes(RECORDS[:5])) + _gz(tfrecord_bytes(RECORDS[5:]))),
+    ("nothing.gz", _gz(b"")),
+    ("NAMED.GZ", _gz(tfrecord_bytes(RECORDS))),  # Beam's reader chooses by the suffix in any case
+    ("trailing.gz", _gz(tfrecord_bytes(RECORDS)) + b"x"),  # one byte starts no member for either reader
+    ("no-trailer.gz", _gz(tfrecord_bytes(RECORDS))[:-8]),  # both read the data of a member cut short there
 ])
 def test_a_file_the_readers_read_whole_is_walked_whole_and_counted_as_tensorflow_counts_it(tmp_path, name, data):
     walked = _walk(tmp_path, name, data)
@@ -59,7 +64,7 @@ def test_a_header_past_the_end_or_above_the_limit_or_with_a_bad_checksum_stops_t
              "checksum": whole + claim + b"\0" * 20}
     for name, data in cases.items():
         for compressed in (False, True):
-            walked = _walk(tmp_path, name + (".gz" if compressed else ""), gzip.compress(data) if compressed else data)
+            walked = _walk(tmp_path, name + (".gz" if compressed else ""), _gz(data) if compressed else data)
             assert (walked.records, name) == (3 if name != "short" else 2, name), walked
             assert walked.problem, name
     assert "above the limit of 1,048,576" in _walk(tmp_path, "h", whole + fits).problem
@@ -86,8 +91,8 @@ def test_other_compressions_are_named_by_suffix_in_any_case():
 def test_gzip_data_that_beams_reader_fails_on_is_a_problem_though_tensorflows_may_stop_before_it(tmp_path, damage):
     """Beam's reader (ImportExampleGen's) reads member after member to the end of the file; TensorFlow's stops at an
     empty member, so a fault after one passed the gate and failed ImportExampleGen."""
-    whole = gzip.compress(tfrecord_bytes(RECORDS))
-    data = {"garbage after a member": whole + gzip.compress(b"") + b"garbage!",
+    whole = _gz(tfrecord_bytes(RECORDS))
+    data = {"garbage after a member": whole + _gz(b"") + b"garbage!",
             "zeros after a member": whole + b"\0" * 16,
             "member checksum": whole[:-8] + bytes([whole[-8] ^ 1]) + whole[-7:],
             "not gzip": tfrecord_bytes(RECORDS)}[damage]
