@@ -129,9 +129,13 @@ class ServingModule(tf.Module):
         super().__init__(name="cats_vs_dogs_serving")
         # The Keras model is called, not tracked: as a child it would bring its object graph (every layer, and
         # Keras' own trace of its call) into the SavedModel, seconds of every export and of every load for objects
-        # no signature reads. Its weights, which the traced calls capture, are what is saved.
-        self._network = functools.partial(model.__call__, training=False)
+        # no signature reads. Its weights, which the traced calls capture, are what is saved. It is traced once,
+        # for both signatures, which call that one function: the network is stored once in the SavedModel, not
+        # inlined into each signature (a smaller file, a faster export and load).
         self._image_size = int(model.input_shape[1])
+        network = tf.function(functools.partial(model.__call__, training=False), autograph=False, input_signature=[
+            tf.TensorSpec([None, self._image_size, self._image_size, 3], tf.float32, name="pixels")])
+        self._network = functools.partial(network.get_concrete_function())  # a partial: not tracked by the module
         self.model_variables = list(model.weights)
         self.max_pixels = max_pixels  # the training setting; a constant of the exported graph
         # The Transform graph as TFT's own layer loads it, without the layer: a Keras (tf_keras) layer in a
