@@ -14,7 +14,8 @@
                                                  -> ExampleValidator's schema check stops it, naming the feature
 8. images three times the size of the previous span's (another camera)
                                                  -> the size-drift check stops it before Transform
-Every pushed version stays byte-identical throughout.
+Every pushed version stays byte-identical throughout. The runs that are not interrupted or killed run through
+the command line's entry point in this process (tests.helpers.run_cli's in_process).
 """
 
 import json
@@ -100,7 +101,7 @@ def week(tmp_path_factory):
     metadata = out / "metadata.sqlite"
     record = {"out": out}
 
-    record["good"], record["good_summary"] = run_cli(first, out, *SETTINGS)
+    record["good"], record["good_summary"] = run_cli(first, out, *SETTINGS, in_process=True)
     record["served"] = tree_digest(out / "serving_model")
     record["version_1"] = tree_digest(out / "serving_model" / "1")
 
@@ -135,7 +136,7 @@ def week(tmp_path_factory):
     trainer_outputs = out / "pipeline_root" / node_ids.TRAINER
     if os.geteuid() == 0 and _mount_tmpfs(trainer_outputs, 256 * 1024):  # far too small for a model
         try:
-            record["full_training_disk"], record["full_training_disk_summary"] = run_cli(more, out, *SETTINGS)
+            record["full_training_disk"], record["full_training_disk_summary"] = run_cli(more, out, *SETTINGS, in_process=True)
             record["full_training_disk_states"], _, _ = latest_run_states(metadata)
             record["served_after_full_training_disk"] = tree_digest(out / "serving_model")
         finally:
@@ -150,7 +151,7 @@ def week(tmp_path_factory):
     if os.geteuid() == 0 and _mount_tmpfs(serving, size + 256 * 1024):  # room for version 1, not for version 2
         try:
             shutil.copytree(hidden, serving, dirs_exist_ok=True)
-            record["full_disk"], record["full_disk_summary"] = run_cli(more, out, *SETTINGS)
+            record["full_disk"], record["full_disk_summary"] = run_cli(more, out, *SETTINGS, in_process=True)
             record["full_disk_entries"] = sorted(os.listdir(serving))
             record["served_after_full_disk"] = tree_digest(serving)
             record["full_disk_states"], _, _ = latest_run_states(metadata)
@@ -166,7 +167,7 @@ def week(tmp_path_factory):
 
     shutil.rmtree(out / "pipeline_root")
     _as_ingested_before_test_splits(out / "examples")
-    record["after_delete"], record["after_delete_summary"] = run_cli(more, out, *SETTINGS)
+    record["after_delete"], record["after_delete_summary"] = run_cli(more, out, *SETTINGS, in_process=True)
     record["after_delete_states"], store, _ = latest_run_states(metadata)
     record["deleted_uris_live"] = [a.uri for a in store.get_artifacts() if not os.path.exists(a.uri)
                                    and a.state == metadata_store_pb2.Artifact.LIVE]
@@ -214,7 +215,7 @@ def _bad_data(base, first, out, record):
     (all_cats / "cat").mkdir(parents=True)
     for path in sorted(first.rglob("*.jpg")):
         shutil.copy(path, all_cats / "cat" / path.name)
-    record["all_cats"], record["all_cats_summary"] = run_cli(all_cats, out, *SETTINGS)
+    record["all_cats"], record["all_cats_summary"] = run_cli(all_cats, out, *SETTINGS, in_process=True)
     record["all_cats_states"], _, _ = latest_run_states(out / "metadata.sqlite")
     record["served_after_all_cats"] = tree_digest(out / "serving_model")
 
@@ -226,13 +227,13 @@ def _bad_data(base, first, out, record):
         with tf.io.TFRecordWriter(str(span / split / "other-tool.tfrecord.gz"), "GZIP") as writer:
             for i, (jpeg, label) in enumerate(zip(jpegs, labels)):
                 writer.write(_example(jpeg, label, f"{split}/{i}.jpg"))
-    record["bad_labels"], record["bad_labels_summary"] = run_cli(None, out, *SETTINGS)
+    record["bad_labels"], record["bad_labels_summary"] = run_cli(None, out, *SETTINGS, in_process=True)
     record["bad_labels_states"], _, _ = latest_run_states(out / "metadata.sqlite")
     record["served_after_bad_labels"] = tree_digest(out / "serving_model")
 
     larger = base / "larger"
     synthetic.write_demo_images(larger, 16, seed=5, sides=(560, 640))
-    record["drift"], record["drift_summary"] = run_cli(larger, out, *SETTINGS)
+    record["drift"], record["drift_summary"] = run_cli(larger, out, *SETTINGS, in_process=True)
     record["drift_states"], _, _ = latest_run_states(out / "metadata.sqlite")
     record["served_after_drift"] = tree_digest(out / "serving_model")
 
