@@ -12,7 +12,9 @@ then a rollback to version 1 (pushed as version 3), and a run on new data
 version 1's model, clears the minimum, falls more than the allowed drop below it
 and is not pushed.
 The model must really learn here (a shuffled span is only caught by a bar that
-a good model clears), so this uses 128-pixel images and warm start.
+a good model clears), so this uses 128-pixel images and warm start. Each run goes
+through the command line's entry point in this process (tests.helpers.run_cli's
+in_process): what is checked is each run's outcome, lines and effect on the root.
 """
 
 import json
@@ -82,7 +84,7 @@ def scenario(tmp_path_factory):
                                  ("span3", span3, [*ONE_EPOCH, *TUNE]), ("rerun", span3, [*ONE_EPOCH, "--no-tune"])):
         # Run 3's Tuner and Evaluator are given a root to stamp, as the Vertex package gives its tasks.
         with mock.patch.dict(os.environ, {node_ids.ROOT_ENV: STAMPED_ROOT} if name == "span3" else {}):
-            record[name], record[name + "_summary"] = run_cli(data, out, *settings)
+            record[name], record[name + "_summary"] = run_cli(data, out, *settings, in_process=True)
         record[name + "_states"], store, run = latest_run_states(out / "metadata.sqlite")
         record[name + "_stamps"] = _root_stamps(store, run)
         record[name + "_served"] = tree_digest(out / "serving_model")
@@ -129,7 +131,7 @@ def _roll_back_and_retrain(base, out, span2, record):
     span4 = base / "span4"
     shutil.copytree(span2, span4)
     synthetic.write_demo_images(span4 / "new", 20, seed=3)
-    record["span4"], record["span4_summary"] = run_cli(span4, out, *WORSE_ON_TWO_SPANS)
+    record["span4"], record["span4_summary"] = run_cli(span4, out, *WORSE_ON_TWO_SPANS, in_process=True)
     _, store, run = latest_run_states(out / "metadata.sqlite")
     record["span4_evaluator_models"] = evaluator_models(store, run)
     record["span4_read_spans"] = _spans_read(store, run)
