@@ -79,7 +79,8 @@ def runs(tmp_path_factory):
     record["first_report"] = base / "first_report"
     shutil.copytree(out / "report", record["first_report"])
 
-    record["floor"], record["floor_summary"] = run_cli(data, out, *CHEAP_TRAINING, "--min-accuracy", "0", in_process=True)
+    record["floor"], record["floor_summary"] = run_cli(data, out, *CHEAP_TRAINING, "--min-accuracy", "0",
+                                                       in_process=True)
     record["floor_states"], _, _ = latest_run_states(out / "metadata.sqlite")
     record["versions_after_floor"] = sorted(os.listdir(out / "serving_model"))
 

@@ -136,7 +136,8 @@ def week(tmp_path_factory):
     trainer_outputs = out / "pipeline_root" / node_ids.TRAINER
     if os.geteuid() == 0 and _mount_tmpfs(trainer_outputs, 256 * 1024):  # far too small for a model
         try:
-            record["full_training_disk"], record["full_training_disk_summary"] = run_cli(more, out, *SETTINGS, in_process=True)
+            record["full_training_disk"], record["full_training_disk_summary"] = run_cli(more, out, *SETTINGS,
+                                                                                         in_process=True)
             record["full_training_disk_states"], _, _ = latest_run_states(metadata)
             record["served_after_full_training_disk"] = tree_digest(out / "serving_model")
         finally:
