@@ -6,6 +6,11 @@ It answers what a client of the docs sends: `GET /v1/models/NAME` (the version's
 is `{"b64": ...}` (TF Serving decodes base64 for inputs named `*_bytes` or given as such an object) or, for a
 signature of one input, the instance itself. The answer is `{"predictions": [...]}`, one object per instance when the
 signature has several outputs, NaN written as TF Serving writes it (`NaN`); an error is `{"error": "..."}` with 400.
+
+The model is loaded as TF Serving's C++ loader loads it (SessionBundle): the graph imported into a session, the
+variables restored by the graph's own restore op, the warm-up requests replayed, each signature run by its tensors'
+names. `tf.saved_model.load` restores through the object graph instead, and so answers for a model whose variables
+the graph's restore op never writes, which TF Serving then fails on every request ("Could not find variable").
 """
 
 from __future__ import annotations
@@ -13,20 +18,60 @@ from __future__ import annotations
 import base64
 import http.server
 import json
+import os
 import re
 import threading
 
 import numpy as np
 import tensorflow as tf
 
+from contract import features, layout
+
 _PREDICT = re.compile(r"/v1/models/([^/:]+)(?:/versions/([0-9]+))?:predict")
+
+
+class SessionBundle:
+    """A SavedModel as TF Serving holds it: the MetaGraph tagged `serve` imported into a graph of its own, its
+    variables restored by the graph's restore op in a Session, its signatures run by tensor name."""
+
+    def __init__(self, model_dir: str):
+        self.graph = tf.Graph()
+        self.session = tf.compat.v1.Session(graph=self.graph)
+        with self.graph.as_default():
+            meta_graph = tf.compat.v1.saved_model.loader.load(self.session, ["serve"], model_dir)
+        self.signatures = dict(meta_graph.signature_def)
+
+    def run(self, signature: str, inputs: dict) -> dict[str, np.ndarray]:
+        spec = self.signatures[signature]
+        feed = {spec.inputs[name].name: value for name, value in inputs.items()}
+        return self.session.run({name: tensor.name for name, tensor in spec.outputs.items()}, feed)
+
+    def replay_warmup(self, model_dir: str) -> int:
+        """Runs the version's warm-up requests, as TF Serving does before it reports the version AVAILABLE (a
+        failing one fails the load); returns how many ran."""
+        from tensorflow_serving.apis import prediction_log_pb2
+
+        path = os.path.join(model_dir, layout.WARMUP_FILE)
+        if not os.path.exists(path):
+            return 0
+        count = 0
+        for record in tf.data.TFRecordDataset(path).as_numpy_iterator():
+            request = prediction_log_pb2.PredictionLog.FromString(record).predict_log.request
+            self.run(request.model_spec.signature_name or features.SERVING_SIGNATURE,
+                     {name: tf.make_ndarray(proto) for name, proto in request.inputs.items()})
+            count += 1
+        return count
+
+    def close(self) -> None:
+        self.session.close()
 
 
 class ServingStandIn:
     def __init__(self, model_dir: str, name: str = "cats-vs-dogs", version: int = 1):
         self.name, self.version = name, version
-        self.signature = tf.saved_model.load(model_dir).signatures["serving_default"]
-        (self.input_name,) = self.signature.structured_input_signature[1]
+        self.bundle = SessionBundle(model_dir)
+        self.warmed_up = self.bundle.replay_warmup(model_dir)
+        (self.input_name,) = self.bundle.signatures[features.SERVING_SIGNATURE].inputs
         self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
         self.requests = 0
@@ -38,6 +83,7 @@ class ServingStandIn:
     def __exit__(self, *exc) -> None:
         self.server.shutdown()
         self.server.server_close()
+        self.bundle.close()
 
     def predict(self, body: dict) -> dict:
         """TF Serving's row format: the instances decoded, the signature run, one answer per instance."""
@@ -49,10 +95,10 @@ class ServingStandIn:
         if not all(isinstance(value, dict) and set(value) == {"b64"} for value in values):
             raise ValueError(f"each instance of {self.input_name} must be {{\"b64\": ...}}")
         images = [base64.b64decode(value["b64"], validate=True) for value in values]
-        outputs = self.signature(**{self.input_name: tf.constant(images, tf.string)})
+        outputs = self.bundle.run(features.SERVING_SIGNATURE, {self.input_name: np.array(images, dtype=object)})
         rows = []
         for index in range(len(images)):
-            rows.append({name: _json_value(tensor.numpy()[index]) for name, tensor in outputs.items()})
+            rows.append({name: _json_value(array[index]) for name, array in outputs.items()})
         return {"predictions": rows}
 
     def _handler(self):

@@ -136,7 +136,10 @@ class ServingModule(tf.Module):
         network = tf.function(functools.partial(model.__call__, training=False), autograph=False, input_signature=[
             tf.TensorSpec([None, self._image_size, self._image_size, 3], tf.float32, name="pixels")])
         self._network = functools.partial(network.get_concrete_function())  # a partial: not tracked by the module
-        self.model_variables = list(model.weights)
+        # TensorFlow's own variables, not Keras 3's wrappers of them: the wrappers are saved as objects of their
+        # own, which tf.saved_model.load maps back, but the graph's restore op, which TF Serving runs, then writes
+        # variables the signatures never read ("Could not find variable" on every request).
+        self.model_variables = [weight.value for weight in model.weights]
         self.max_pixels = max_pixels  # the training setting; a constant of the exported graph
         # The Transform graph as TFT's own layer loads it, without the layer: a Keras (tf_keras) layer in a
         # SavedModel is serialized with traces of its call functions, seconds of every export for functions

@@ -18,6 +18,7 @@ from contract import features, layout
 from ingest.images import check_image
 from ingest.spans import make_example
 from tests.helpers import transform_graph
+from tests.serving_stand_in import SessionBundle
 from trainer import export, preprocessing
 from trainer import model as model_lib
 from trainer.tflite import tflite_logits
@@ -194,6 +195,27 @@ def test_example_signature_agrees_with_the_jpeg_signature(exported, demo_jpegs):
                                rtol=1e-6)
 
 
+def test_both_signatures_answer_in_a_session_as_tf_serving_runs_them(exported, demo_jpegs):
+    """TF Serving restores the variables with the graph's own restore op and runs a signature by its tensors' names
+    (tests/serving_stand_in.py's SessionBundle does the same). A Keras 3 model tracked by its Keras variables
+    restores through tf.saved_model.load's object graph but not so: every request then fails with "Could not
+    find variable"."""
+    classifier, path = exported
+    jpegs = demo_jpegs["cat"] + demo_jpegs["dog"]
+    bundle = SessionBundle(path)
+    try:
+        by_image = bundle.run(features.SERVING_SIGNATURE, {features.IMAGE_INPUT: np.array([*jpegs, b"not an image"],
+                                                                                         dtype=object)})
+        examples = [make_example(check_image(j), 0, f"{i}.jpg") for i, j in enumerate(jpegs)]
+        by_example = bundle.run(features.EXAMPLES_SIGNATURE, {"examples": np.array(examples, dtype=object)})
+    finally:
+        bundle.close()
+    expected = _expected(classifier, jpegs)
+    np.testing.assert_allclose(by_image[features.PROBABILITY_OUTPUT][:-1], expected, rtol=1e-5, atol=1e-6)
+    assert list(by_image[features.VALID_OUTPUT]) == [True] * len(jpegs) + [False]
+    np.testing.assert_allclose(by_example[features.PROBABILITY_OUTPUT], expected, rtol=1e-5, atol=1e-6)
+
+
 def test_keras_model_file_is_kept_beside_the_saved_model(exported, demo_jpegs):
     classifier, path = exported
     reloaded = keras.models.load_model(f"{path}/{layout.KERAS_MODEL_FILE}")
@@ -336,6 +358,12 @@ def test_warmup_requests_parse_as_tf_serving_prediction_logs_and_replay_on_the_m
         assert result[features.VALID_OUTPUT].numpy().all()
         sizes.append(len(images))
     assert sizes == list(export.WARMUP_BATCH_SIZES)
+    # and in a session, as TF Serving replays them before it reports the version AVAILABLE
+    bundle = SessionBundle(str(version))
+    try:
+        assert bundle.replay_warmup(str(version)) == len(export.WARMUP_BATCH_SIZES)
+    finally:
+        bundle.close()
 
 
 # docs/serving.md, as a user copies it ---------------------------------------------------------------------------
