@@ -33,8 +33,9 @@ demo: $(STAMP)
 
 # Test files run on TEST_WORKERS processes (a file's tests share one worker: the e2e files build
 # one pipeline run per module); most of an e2e test's time is single-threaded TensorFlow start-up. The workers take
-# the files in the order tests/conftest.py gives them, the slowest first (DIST).
-TEST_WORKERS ?= 2
+# the files in the order tests/conftest.py gives them, the slowest first (DIST). Three workers on two cores: two kept
+# the cores 176-178% busy, a worker waiting the rest of the time on its subprocesses, a server or a poll.
+TEST_WORKERS ?= 3
 DIST := --dist=loadfile --no-loadscope-reorder
 
 # Debian packages the tests use, installed when missing (apt, as root), in one apt run: Chromium opens the run
