@@ -35,6 +35,7 @@ class SessionBundle:
     variables restored by the graph's restore op in a Session, its signatures run by tensor name."""
 
     def __init__(self, model_dir: str):
+        self.model_dir = model_dir
         self.graph = tf.Graph()
         self.session = tf.compat.v1.Session(graph=self.graph)
         with self.graph.as_default():
@@ -46,12 +47,12 @@ class SessionBundle:
         feed = {spec.inputs[name].name: value for name, value in inputs.items()}
         return self.session.run({name: tensor.name for name, tensor in spec.outputs.items()}, feed)
 
-    def replay_warmup(self, model_dir: str) -> int:
+    def replay_warmup(self) -> int:
         """Runs the version's warm-up requests, as TF Serving does before it reports the version AVAILABLE (a
         failing one fails the load); returns how many ran."""
         from tensorflow_serving.apis import prediction_log_pb2
 
-        path = os.path.join(model_dir, layout.WARMUP_FILE)
+        path = os.path.join(self.model_dir, layout.WARMUP_FILE)
         if not os.path.exists(path):
             return 0
         count = 0
@@ -70,7 +71,7 @@ class ServingStandIn:
     def __init__(self, model_dir: str, name: str = "cats-vs-dogs", version: int = 1):
         self.name, self.version = name, version
         self.bundle = SessionBundle(model_dir)
-        self.warmed_up = self.bundle.replay_warmup(model_dir)
+        self.bundle.replay_warmup()
         (self.input_name,) = self.bundle.signatures[features.SERVING_SIGNATURE].inputs
         self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"

@@ -12,12 +12,12 @@ from ingest import framing
 from traffic.tfrecord import tfrecord_bytes
 
 LIMIT = 1 << 20
+RECORDS = [bytes([i]) * (i * 7) for i in range(40)]  # lengths 0 to 273: a header often spans a gzip piece's edge
 
 
 def _gz(data: bytes) -> bytes:
     """gzip with no time stamp: the same bytes in every process (xdist's workers must collect the same ids)."""
     return gzip.compress(data, mtime=0)
-RECORDS = [bytes([i]) * (i * 7) for i in range(40)]  # lengths 0 to 273: a header often spans a gzip piece's edge
 
 
 def _beam_reads(path) -> int:

@@ -361,7 +361,7 @@ def test_warmup_requests_parse_as_tf_serving_prediction_logs_and_replay_on_the_m
     # and in a session, as TF Serving replays them before it reports the version AVAILABLE
     bundle = SessionBundle(str(version))
     try:
-        assert bundle.replay_warmup(str(version)) == len(export.WARMUP_BATCH_SIZES)
+        assert bundle.replay_warmup() == len(export.WARMUP_BATCH_SIZES)
     finally:
         bundle.close()
 
