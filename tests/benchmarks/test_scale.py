@@ -27,7 +27,7 @@ def test_the_scale_benchmark_measures_each_size_from_the_folder_to_the_push(tmp_
     assert result["run_seconds"] >= sum(v for k, v in result["components"].items() if k != "ingest") - 1
     assert 0 < result["peak_gib"] < 24 and result["disk_gib"] > 0 and result["source_gib"] > 0
     assert result["plain_training_seconds"] > 0 and result["speedup"] == pytest.approx(
-        result["plain_training_seconds"] / result["whole_seconds"], rel=0.02)
+        result["plain_training_seconds"] / result["whole_seconds"], rel=0.02, abs=0.006)
     assert 0 <= result["accuracy"] <= 1 and 0 <= result["plain_accuracy"] <= 1
     assert result["decode_loop_per_second"] > 0 and result["ingest_transform_per_core"] > 0
     out = capsys.readouterr().out
