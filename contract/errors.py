@@ -96,14 +96,21 @@ def printable(text: str) -> str:
 # from TensorFlow's errors only (named, not imported, as above): another error's text is kept as it is.
 _TF_OP_PLUMBING = re.compile(r"^\{\{function_node [^}]*\}\}\s*|\s*\[Op:[^\]]*\](\s*name:.*)?$")
 _TF_ERRORS = "tensorflow.python.framework.errors_impl"
+# A graph's op that fails (a session's run, a tf.function's call) opens with this header, then where the op was
+# defined (a "Detected at node" line, the stack's lines, in a session a "Node:" line), then the op's own message.
+_TF_GRAPH_HEADER = "Graph execution error:"
+_TF_GRAPH_NOISE = re.compile(r"^(Detected at node .*|Node: .*|\s+.*|\[\[.*)$")
 
 
 def first_line(error: BaseException, with_type: bool = False) -> str:
     """The first line of an error's message (libraries put tracebacks and hints below it), without
     TensorFlow's op plumbing around it; its type's name when it has no message."""
     text = str(error).strip()
-    line = text.splitlines()[0] if text else ""
+    lines = text.splitlines() or [""]
+    line = lines[0]
     if any(cls.__module__ == _TF_ERRORS for cls in type(error).__mro__):
+        if line.strip() == _TF_GRAPH_HEADER:
+            line = next((rest for rest in lines[1:] if rest.strip() and not _TF_GRAPH_NOISE.match(rest)), line)
         line = _TF_OP_PLUMBING.sub("", line).strip()
     if not line:
         return type(error).__name__

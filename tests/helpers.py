@@ -155,3 +155,42 @@ DEFAULT_NODE_IDS = (node_ids.EXAMPLE_GEN, node_ids.SCHEMA_IMPORTER, node_ids.STA
                     node_ids.PREVIOUS_STATISTICS_RESOLVER, node_ids.ANOMALIES_GATE, node_ids.TRANSFORM,
                     node_ids.HYPERPARAMETERS_RESOLVER, node_ids.TRAINER, node_ids.BASELINE_RESOLVER, node_ids.EVALUATOR,
                     node_ids.PUSHER)
+
+
+_SERVABLE_TEMPLATES: dict[str, pathlib.Path] = {}
+
+
+def servable_model(folder, tag: str, keras_wrappers: bool = False) -> str:
+    """A small SavedModel in `folder` that TF Serving's loader runs (inference.tf_serving): a serving signature of
+    encoded images, its output a constant of `tag`'s own, so that models of different tags differ in their files.
+    The pushes, rollbacks and histories of the serving tests need a version TF Serving would run, not a
+    MobileNetV2. `keras_wrappers`: its variables tracked by Keras 3's wrappers, as the pipeline exported before
+    2026-11-26; `tf.saved_model.load` runs such a model, TF Serving fails every request. Each (tag, wrappers) is
+    saved once per process and copied."""
+    import shutil
+    import tempfile
+
+    key = f"{tag}-{keras_wrappers}"
+    if key not in _SERVABLE_TEMPLATES:
+        import keras
+        import tensorflow as tf
+
+        from contract import features
+
+        dense = keras.layers.Dense(1, bias_initializer=keras.initializers.Constant(len(tag)), name="head")
+        dense.build((None, 3))
+        module = tf.Module()
+        module.weights = list(dense.weights) if keras_wrappers else [weight.value for weight in dense.weights]
+
+        @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=features.IMAGE_INPUT)])
+        def serve(images):
+            pixels = tf.map_fn(lambda data: tf.cast(tf.io.decode_jpeg(data, channels=3)[0, 0], tf.float32), images,
+                               fn_output_signature=tf.TensorSpec([3], tf.float32))
+            return {features.PROBABILITY_OUTPUT: tf.sigmoid(dense(pixels / 255.0))[:, 0],
+                    "tag": tf.fill(tf.shape(images), tf.constant(tag))}
+
+        template = pathlib.Path(tempfile.mkdtemp(prefix="servable-")) / "model"
+        tf.saved_model.save(module, str(template), signatures={features.SERVING_SIGNATURE: serve})
+        _SERVABLE_TEMPLATES[key] = template
+    shutil.copytree(_SERVABLE_TEMPLATES[key], folder, dirs_exist_ok=True)
+    return str(folder)

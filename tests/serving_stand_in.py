@@ -7,10 +7,9 @@ is `{"b64": ...}` (TF Serving decodes base64 for inputs named `*_bytes` or given
 signature of one input, the instance itself. The answer is `{"predictions": [...]}`, one object per instance when the
 signature has several outputs, NaN written as TF Serving writes it (`NaN`); an error is `{"error": "..."}` with 400.
 
-The model is loaded as TF Serving's C++ loader loads it (SessionBundle): the graph imported into a session, the
-variables restored by the graph's own restore op, the warm-up requests replayed, each signature run by its tensors'
-names. `tf.saved_model.load` restores through the object graph instead, and so answers for a model whose variables
-the graph's restore op never writes, which TF Serving then fails on every request ("Could not find variable").
+The model is loaded as TF Serving's C++ loader loads it (inference.tf_serving.SessionBundle): the graph imported
+into a session, the variables restored by the graph's own restore op, the warm-up requests replayed, each signature
+run by its tensors' names.
 """
 
 from __future__ import annotations
@@ -18,53 +17,15 @@ from __future__ import annotations
 import base64
 import http.server
 import json
-import os
 import re
 import threading
 
 import numpy as np
-import tensorflow as tf
 
-from contract import features, layout
+from contract import features
+from inference.tf_serving import SessionBundle
 
 _PREDICT = re.compile(r"/v1/models/([^/:]+)(?:/versions/([0-9]+))?:predict")
-
-
-class SessionBundle:
-    """A SavedModel as TF Serving holds it: the MetaGraph tagged `serve` imported into a graph of its own, its
-    variables restored by the graph's restore op in a Session, its signatures run by tensor name."""
-
-    def __init__(self, model_dir: str):
-        self.model_dir = model_dir
-        self.graph = tf.Graph()
-        self.session = tf.compat.v1.Session(graph=self.graph)
-        with self.graph.as_default():
-            meta_graph = tf.compat.v1.saved_model.loader.load(self.session, ["serve"], model_dir)
-        self.signatures = dict(meta_graph.signature_def)
-
-    def run(self, signature: str, inputs: dict) -> dict[str, np.ndarray]:
-        spec = self.signatures[signature]
-        feed = {spec.inputs[name].name: value for name, value in inputs.items()}
-        return self.session.run({name: tensor.name for name, tensor in spec.outputs.items()}, feed)
-
-    def replay_warmup(self) -> int:
-        """Runs the version's warm-up requests, as TF Serving does before it reports the version AVAILABLE (a
-        failing one fails the load); returns how many ran."""
-        from tensorflow_serving.apis import prediction_log_pb2
-
-        path = os.path.join(self.model_dir, layout.WARMUP_FILE)
-        if not os.path.exists(path):
-            return 0
-        count = 0
-        for record in tf.data.TFRecordDataset(path).as_numpy_iterator():
-            request = prediction_log_pb2.PredictionLog.FromString(record).predict_log.request
-            self.run(request.model_spec.signature_name or features.SERVING_SIGNATURE,
-                     {name: tf.make_ndarray(proto) for name, proto in request.inputs.items()})
-            count += 1
-        return count
-
-    def close(self) -> None:
-        self.session.close()
 
 
 class ServingStandIn:

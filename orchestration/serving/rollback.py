@@ -22,8 +22,9 @@ version may be rolled back to.
 
 Refused, with nothing changed: a version that was never pushed or never
 blessed, one whose files are incomplete, gone or differ from the digests
-recorded at its push, the version already served, a run in progress (the
-root's lease). The same on a
+recorded at its push, the version already served, one that TF Serving could
+not run (loaded and asked as TF Serving does: inference.tf_serving), a run in
+progress (the root's lease). The same on a
 Kubeflow deployment: the root there (a volume path or gs://) and its store
 (the cluster's ML Metadata service, reached through a port-forward).
 """
@@ -45,6 +46,7 @@ from contract import metadata as metadata_lib
 from contract import served
 from contract.errors import CommandError, StorageFaultError, first_line, storage_fault
 from contract.layout import RunLayout
+from inference import tf_serving
 from orchestration.root.run_lock import exclusive_run
 from orchestration.run import reconcile
 from orchestration.serving import kserve
@@ -128,6 +130,11 @@ def _rollback_locked(where: RunLayout, store: str, to_version: int, reason: str,
             or pushed_model_uri(posixpath.join(serving_dir, str(state.version))) == target.model_uri):
         raise RollbackError(to_version,
                             f"version {to_version}'s model is already the one served (version {state.version})")
+    unservable = tf_serving.problem(folder)
+    if unservable:
+        old_export = " (as every version exported before 2026-11-26)" if "Could not find variable" in unservable else ""
+        raise RollbackError(to_version, f"TF Serving cannot serve version {to_version}: {unservable}{old_export}; "
+                            "pick another version (`models` lists them) or push a new one with `run`")
     details = {metadata_lib.ROLLED_BACK_TO: to_version, metadata_lib.ROLLBACK_REASON: reason}
     if served_now is not None:
         details[metadata_lib.ROLLED_BACK_FROM] = served_now

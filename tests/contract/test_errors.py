@@ -6,6 +6,8 @@ import ast
 import importlib
 import inspect
 
+import pytest
+
 from contract import errors
 from tests.helpers import ROOT, project_packages
 
@@ -142,3 +144,27 @@ def test_the_first_line_of_a_tensorflow_error_is_its_message_without_the_ops_plu
     assert errors.first_line(ValueError(looks_alike)) == looks_alike
     assert errors.first_line(OSError(2, "No such file", "/x/{{function_node a}}")).endswith("'/x/{{function_node a}}'")
     assert errors.first_line(OSError("a plain message\nand a hint")) == "a plain message"
+
+
+def test_a_failed_graph_ops_line_is_its_message_not_tensorflows_header_or_the_ops_stack():
+    import tensorflow as tf
+
+    @tf.function
+    def decode(data):
+        return tf.io.decode_jpeg(data)
+
+    with pytest.raises(tf.errors.InvalidArgumentError) as failed:
+        decode(tf.constant(b"not an image"))
+    raw = str(failed.value)
+    assert raw.startswith("Graph execution error:") and "Detected at node" in raw and 'File "' in raw
+    line = errors.first_line(failed.value)
+    assert line == "Unknown image file format. One of JPEG, PNG, GIF, BMP required.", raw
+    # a session's run says it without the stack
+    graph = tf.Graph()
+    with graph.as_default():
+        bytes_in = tf.compat.v1.placeholder(tf.string, [])
+        decoded = tf.io.decode_jpeg(bytes_in)
+    with tf.compat.v1.Session(graph=graph) as session, pytest.raises(tf.errors.InvalidArgumentError) as failed:
+        session.run(decoded, {bytes_in: b"not an image"})
+    assert errors.first_line(failed.value, with_type=True) == \
+        "InvalidArgumentError: Unknown image file format. One of JPEG, PNG, GIF, BMP required."

@@ -15,10 +15,11 @@ import tensorflow as tf
 
 from config import DataConfig, TrainingConfig
 from contract import features, layout
+from inference import tf_serving
+from inference.tf_serving import SessionBundle
 from ingest.images import check_image
 from ingest.spans import make_example
 from tests.helpers import transform_graph
-from tests.serving_stand_in import SessionBundle
 from trainer import export, preprocessing
 from trainer import model as model_lib
 from trainer.tflite import tflite_logits
@@ -197,9 +198,9 @@ def test_example_signature_agrees_with_the_jpeg_signature(exported, demo_jpegs):
 
 def test_both_signatures_answer_in_a_session_as_tf_serving_runs_them(exported, demo_jpegs):
     """TF Serving restores the variables with the graph's own restore op and runs a signature by its tensors' names
-    (tests/serving_stand_in.py's SessionBundle does the same). A Keras 3 model tracked by its Keras variables
-    restores through tf.saved_model.load's object graph but not so: every request then fails with "Could not
-    find variable"."""
+    (inference/tf_serving.py's SessionBundle, as rollback checks a version). A Keras 3 model tracked by its Keras
+    variables restores through tf.saved_model.load's object graph but not so: every request then fails with "Could
+    not find variable"."""
     classifier, path = exported
     jpegs = demo_jpegs["cat"] + demo_jpegs["dog"]
     bundle = SessionBundle(path)
@@ -213,6 +214,7 @@ def test_both_signatures_answer_in_a_session_as_tf_serving_runs_them(exported, d
     expected = _expected(classifier, jpegs)
     np.testing.assert_allclose(by_image[features.PROBABILITY_OUTPUT][:-1], expected, rtol=1e-5, atol=1e-6)
     assert list(by_image[features.VALID_OUTPUT]) == [True] * len(jpegs) + [False]
+    assert tf_serving.problem(path) is None, "rollback serves such a version again"
     np.testing.assert_allclose(by_example[features.PROBABILITY_OUTPUT], expected, rtol=1e-5, atol=1e-6)
 
 

@@ -6,6 +6,8 @@ the faults: a Pusher killed after publishing and before recording, a rollback
 killed between its push and its record.
 """
 
+import pathlib
+import re
 import shutil
 
 import pytest
@@ -19,21 +21,17 @@ from contract.layout import RunLayout
 from orchestration.run import reconcile
 from orchestration.serving import rollback
 from reporting import model_history
+from tests.helpers import servable_model, tree_digest
 from tests.object_store import Killed
 
 PIPELINE = "cats-vs-dogs"
 
 
-def _model_files(folder, tag: bytes):
-    (folder / "variables").mkdir(parents=True)
-    (folder / "saved_model.pb").write_bytes(tag)
-    (folder / "variables" / "variables.index").write_bytes(tag + b"-index")
-    return str(folder)
-
-
 @pytest.fixture
-def history(tmp_path):
-    """A root whose store knows models 1 and 2 (both blessed) and the push of model 1 as version 1."""
+def history(tmp_path, request):
+    """A root whose store knows models 1 and 2 (both blessed) and the push of model 1 as version 1. Given a
+    param, model 1 is exported as the pipeline exported before 2026-11-26 (tests.helpers.servable_model's
+    keras_wrappers)."""
     root = tmp_path / "root"
     root.mkdir()
     name = metadata_lib.sqlite_store(RunLayout(root).metadata_path)
@@ -44,7 +42,8 @@ def history(tmp_path):
     store.put_contexts([metadata_store_pb2.Context(type_id=context_type, name=PIPELINE)])
     models = {}
     for number in (1, 2):
-        uri = _model_files(tmp_path / f"model-{number}", f"graph-{number}".encode())
+        uri = servable_model(tmp_path / f"model-{number}", f"graph-{number}",
+                             keras_wrappers=number == 1 and getattr(request, "param", False))
         [model_id] = store.put_artifacts([metadata_store_pb2.Artifact(type_id=types["Model"], uri=uri)])
         blessing = metadata_store_pb2.Artifact(type_id=types["ModelBlessing"], uri=f"{uri}-blessing")
         blessing.custom_properties[metadata_lib.BLESSED].int_value = 1
@@ -78,7 +77,7 @@ def test_a_push_killed_before_its_record_is_named_by_models_and_recorded_by_the_
 
 
 def test_a_version_whose_model_the_store_does_not_hold_is_reported_not_invented(history, tmp_path):
-    stranger = _model_files(tmp_path / "elsewhere", b"graph-x")
+    stranger = servable_model(tmp_path / "elsewhere", "graph-x")
     push_model(stranger, history["serving"], model_uri="gs://other-pipeline/model")
     lines = reconcile.reconcile(history["store"], history["serving"], PIPELINE)
     assert lines[2].startswith("version 2 (model gs://other-pipeline/model, pushed ")
@@ -177,8 +176,8 @@ def test_a_recorded_version_with_files_removed_is_named_damaged_and_never_served
 
     shown = _models_output(history, capsys)
     assert "served: version 2" not in shown
-    assert "version 2: damaged, not a complete version: 1 of the files its commit record names are missing " \
-           "(variables/variables.index)" in shown
+    assert "version 2: damaged, not a complete version: 2 of the files its commit record names are missing " \
+           "(variables/variables.data-00000-of-00001, variables/variables.index)" in shown
     assert "served: nothing a server can load: version 2, the one to be served, is damaged" in shown
     assert _baseline(history) == [first_model], "the newest intact version's model, never version 2's"
     with pytest.raises(predict.NoModelError, match="version 2 .named in models.config. is damaged"):
@@ -291,3 +290,33 @@ def test_a_blessed_model_pushed_but_neither_named_nor_recorded_is_rolled_forward
     lines = reconcile.reconcile(history["store"], history["serving"], PIPELINE)
     assert f"{served.CONFIG_FILE} now names version 2" in lines[2] and lines[2].endswith("recorded now")
     assert served.read_config(history["serving"]).version == 2
+
+
+@pytest.mark.parametrize("history", ["model 1 exported before 2026-11-26"], indirect=True)
+def test_a_version_tf_serving_cannot_run_is_never_served_again_and_the_refusal_says_why(history, capsys):
+    """Version 1's model tracks Keras 3's variable wrappers, as the pipeline exported before 2026-11-26:
+    tf.saved_model.load (the Evaluator, `predict`) answers with it, TF Serving fails every request. A rollback to
+    it is refused in one line naming TF Serving's error, and changes nothing; a version exported now is served."""
+    import tensorflow as tf
+
+    from inference import tf_serving
+
+    _push_and_record_model_2(history)
+    serving = pathlib.Path(history["serving"])
+    image = tf.constant([tf.io.encode_jpeg(tf.zeros([4, 4, 3], tf.uint8)).numpy()])
+    assert tf.saved_model.load(str(serving / "1")).signatures["serving_default"](image_bytes=image)["tag"].numpy() == \
+        [b"graph-1"], "loaded through its object graph, version 1 answers"
+    before = tree_digest(serving)
+    command = ["rollback", "--root", str(history["root"]), "--metadata-sqlite",
+               str(RunLayout(history["root"]).metadata_path), "--to", "1"]
+    assert pipeline_runner.main(command) == 2
+    out, err = capsys.readouterr()
+    assert re.fullmatch(r"error: cannot roll back to version 1: TF Serving cannot serve version 1: it loads, but "
+                        r"every request to it fails \(FailedPreconditionError: Could not find variable "
+                        r"head/(kernel|bias)\.\) \(as every version exported before 2026-11-26\); pick another "
+                        r"version \(`models` lists them\) or push a new one with `run`; nothing was changed\n",
+                        err), err
+    assert tree_digest(serving) == before and served.read_config(history["serving"]).version == 2
+    assert tf_serving.problem(str(serving / "2")) is None
+    with pytest.raises(rollback.RollbackError, match="already the one served"):
+        rollback.rollback(history["root"], history["store"], 2, "", PIPELINE)
