@@ -24,11 +24,13 @@ def ingest_source(source_kind: str, source: str, root: str, data: dict, metadata
     return table
 
 
-def tfx_node(node_program: str, run_id: str, metadata_store: str, root: str) -> str:
-    """Runs one node of the TFX pipeline with TFX's launcher against the shared ML Metadata store."""
+def tfx_node(node_program: str, resolver_programs: list, run_id: str, metadata_store: str, root: str) -> str:
+    """Runs one node of the TFX pipeline with TFX's launcher against the shared ML Metadata store, after the
+    resolvers only it reads."""
     from orchestration.engines import kfp_tasks
 
-    return kfp_tasks.run_node(node_program, run_id, metadata_store, root, say=lambda line: print(line, flush=True))
+    return kfp_tasks.run_node(node_program, run_id, metadata_store, root, say=lambda line: print(line, flush=True),
+                              resolver_programs=resolver_programs)
 
 
 def kserve_rollout(root: str, serving: dict, run_id: str) -> str:

@@ -112,15 +112,24 @@ def ingest(source_kind: str, source: str, root: str, data: dict, metadata_store:
     return before.table
 
 
-def run_node(node_program: str, run_id: str, metadata_store: str, root: str, say: Say = progress.say) -> str:
-    """Runs one TFX node under the run's lease; returns 'executed', 'cached' or 'skipped'.
+def run_node(node_program: str, run_id: str, metadata_store: str, root: str, say: Say = progress.say,
+             resolver_programs: list[str] | tuple[str, ...] = ()) -> str:
+    """Runs one TFX node under the run's lease, after the resolvers only it reads (`resolver_programs`, each run
+    the same way: tfx_node.task_programs); returns the node's 'executed', 'cached' or 'skipped'.
 
     A retried task (KFP retries a pod that was killed) launches the node again
     in the same run: TFX's launcher reuses the execution the killed pod left
-    RUNNING, and the node completes once. A node whose executor raised in an
+    RUNNING, and the node completes once; a resolver that completed in the
+    killed attempt is not run again. A node whose executor raised in an
     earlier attempt is not run again: the error is a fact about the code or
     the data, not the pod.
     """
+    for resolver in resolver_programs:
+        _run_one(resolver, run_id, metadata_store, root, say, once=True)
+    return _run_one(node_program, run_id, metadata_store, root, say)
+
+
+def _run_one(node_program: str, run_id: str, metadata_store: str, root: str, say: Say, once: bool = False) -> str:
     node_id = json.loads(node_program)["nodes"][0]["pipelineNode"]["nodeInfo"]["id"]
     # Not the node's own error (the task's, the lease's, the store's): unrecorded, left for KFP's retry. Told apart
     # from the node's by when it happens, not by its class: an executor raises CommandErrors of its own.
@@ -132,7 +141,7 @@ def run_node(node_program: str, run_id: str, metadata_store: str, root: str, say
             raise tfx_node.NodeTaskError(f"failed in an earlier attempt of this run: {earlier}")
         with lease.heartbeat(root, run_id):
             try:
-                launch = tfx_node.prepare(node_program, run_id, metadata_store, say)
+                launch = tfx_node.prepare(node_program, run_id, metadata_store, say, once=once)
             except CommandError:
                 raise
             except Exception as error:

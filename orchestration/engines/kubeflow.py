@@ -4,7 +4,8 @@ From the same pipeline.create_pipeline the local run uses, a package authored
 with the kfp SDK for open-source KFP 2.x: an ingest task takes the root's lease
 and turns the source into a new span, one task per TFX node runs that node with
 TFX's own launcher against an ML Metadata store all tasks share
-(orchestration/engines/tfx_node.py), and a report task, the run's exit handler, puts
+(orchestration/engines/tfx_node.py; a resolver read by one node runs in that
+node's task, just before it), and a report task, the run's exit handler, puts
 the outcome, metrics, confusion matrix, decision and HTML report on the run
 page. On a gs:// root, where KServe copies the versions into its pod once, a
 rollout task after the Pusher starts the InferenceService's new revision
@@ -167,12 +168,14 @@ def tfx_pipeline(config: PipelineConfig, deployment: Deployment, tuning: TuningC
 
 def build_kfp_pipeline(config: PipelineConfig, deployment: Deployment, tuning: TuningConfig | None = None,
                        fixed_settings: Collection[str] = ()):
-    """The kfp pipeline: ingest -> one task per TFX node, in the DAG's order; the report as the exit handler."""
+    """The kfp pipeline: ingest -> one task per TFX node (a resolver in its reader's: tfx_node.task_programs), in
+    the DAG's order; the report as the exit handler."""
     from kfp import dsl
 
     from orchestration.engines import kfp_components, tfx_node
 
     programs = tfx_node.node_programs(tfx_pipeline(config, deployment, tuning, fixed_settings))
+    task_programs = tfx_node.task_programs(programs)
     image = deployment.image
     ingest_op = dsl.component(kfp_components.ingest_source, base_image=image, install_kfp_package=False)
     node_op = dsl.component(kfp_components.tfx_node, base_image=image, install_kfp_package=False)
@@ -198,12 +201,15 @@ def build_kfp_pipeline(config: PipelineConfig, deployment: Deployment, tuning: T
                 lease_seconds=float(deployment.lease_timeout_minutes * 60))
             _configure(ingest, deployment, retries=TASK_RETRIES)
             tasks = {}
-            for program in programs:
-                task = _named(node_op, program.node_id)(node_program=program.ir_json,
-                                                        run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
-                                                        metadata_store=deployment.metadata_store, root=deployment.root)
+            for task_program in task_programs:
+                program = task_program.node
+                task = _named(node_op, program.node_id)(
+                    node_program=program.ir_json,
+                    resolver_programs=[resolver.ir_json for resolver in task_program.resolvers],
+                    run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER, metadata_store=deployment.metadata_store,
+                    root=deployment.root)
                 task.set_display_name(program.node_id)
-                task.after(*([tasks[node] for node in program.upstream] or [ingest]))
+                task.after(*([tasks[node] for node in task_program.upstream] or [ingest]))
                 _configure(task, deployment, trainer=program.node_id in TRAINING_NODES, retries=TASK_RETRIES)
                 tasks[program.node_id] = task
             if deployment.rolls_out:

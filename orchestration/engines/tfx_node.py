@@ -9,7 +9,8 @@ nodes pass artifacts to each other through MLMD, not through KFP.
 
 `node_programs` compiles `create_pipeline`'s pipeline to TFX's IR once and cuts
 it into one small IR per node (the pipeline's info and runtime spec, the node,
-and only that node's executor and driver specs), which its task carries as JSON.
+and only that node's executor and driver specs), which its task carries as JSON;
+`task_programs` puts a resolver read by one node into that node's task.
 """
 
 from __future__ import annotations
@@ -69,6 +70,43 @@ def node_programs(pipeline) -> list[NodeProgram]:
     return programs
 
 
+@dataclasses.dataclass(frozen=True)
+class TaskProgram:
+    """What one KFP task runs: the resolvers only its node reads, then the node; the ids of the tasks it waits
+    for."""
+
+    node: NodeProgram
+    resolvers: tuple[NodeProgram, ...]
+    upstream: tuple[str, ...]
+
+
+def task_programs(programs: list[NodeProgram]) -> list[TaskProgram]:
+    """One task per node, but a resolver read by exactly one other node runs in that node's task, just before it.
+
+    A resolver only queries ML Metadata (a fraction of a second); a task of its own costs a pod that starts and
+    imports TensorFlow and TFX, on a cluster and in the rehearsal alike (about 10 s of CPU). TFX's own
+    compilation for KFP's v2 backend does not give a resolver a container either (it becomes a resolver spec
+    that KFP's driver runs). Each resolver here resolves relative to an artifact of this run upstream of it
+    (this run's examples; for the baseline, the candidate model), so run later in the run, just before its
+    reader, it resolves the same artifacts.
+    """
+    readers: dict[str, list[str]] = {program.node_id: [] for program in programs}
+    for program in programs:
+        for upstream in program.upstream:
+            readers[upstream].append(program.node_id)
+    folded = {program.node_id: readers[program.node_id][0] for program in programs
+              if program.node_id in metadata_lib.RESOLVER_IDS and len(readers[program.node_id]) == 1
+              and readers[program.node_id][0] not in metadata_lib.RESOLVER_IDS}
+    tasks = []
+    for program in programs:
+        if program.node_id in folded:
+            continue
+        resolvers = tuple(p for p in programs if folded.get(p.node_id) == program.node_id)
+        upstream = {node for p in (program, *resolvers) for node in p.upstream} - {p.node_id for p in resolvers}
+        tasks.append(TaskProgram(program, resolvers, tuple(sorted(upstream))))
+    return tasks
+
+
 def connection_config(store: str):
     """`grpc://HOST:PORT` or `sqlite:///ABSOLUTE/PATH` -> an MLMD connection config."""
     try:
@@ -111,11 +149,13 @@ def resolve_run_id(run_id: str) -> str:
     raise NodeTaskError(f"no run id: the task got {run_id!r} and no KFP_RUN_ID in its environment")
 
 
-def prepare(ir_json: str, run_id: str, store: str, say: Callable[[str], None]) -> Callable[[], str]:
+def prepare(ir_json: str, run_id: str, store: str, say: Callable[[str], None], once: bool = False) -> Callable[[], str]:
     """Checks the task can run the node of `ir_json` in run `run_id` (its store reachable, its root writable;
     NodeTaskError if not) and clears what a killed attempt left; returns what launches it, which returns how it
     ended ('executed', 'cached', 'skipped'). Two steps: a fault of the task is raised by this one, the node's own
-    error by the launch."""
+    error by the launch. `once`: a node that already completed in this run (a resolver in the task of its reader,
+    whose pod was killed after it) is not launched again ('done earlier'): TFX's launcher would record a second
+    execution of it."""
     ir = pipeline_pb2.Pipeline()
     json_format.Parse(ir_json, ir)
     if len(ir.nodes) != 1:
@@ -128,7 +168,9 @@ def prepare(ir_json: str, run_id: str, store: str, say: Callable[[str], None]) -
     deployment = runner_utils.extract_local_deployment_config(ir)
     node_id = node.node_info.id
     pipeline_root = ir.runtime_spec.pipeline_root.field_value.string_value
-    killed = _unfinished_execution(store, ir.pipeline_info.id, node_id, run_id)
+    if once and _execution_in(store, ir.pipeline_info.id, node_id, run_id, _FINISHED) is not None:
+        return lambda: "done earlier"
+    killed = _execution_in(store, ir.pipeline_info.id, node_id, run_id, _UNFINISHED)
     if killed is not None:
         removed = _remove_outputs_of(pipeline_root, node_id, killed)
         say(f"{node_id}: an earlier attempt in this run stopped while it ran (execution {killed}, its pod killed?);"
@@ -152,17 +194,20 @@ def prepare(ir_json: str, run_id: str, store: str, say: Callable[[str], None]) -
 
 
 
-def _unfinished_execution(store: str, pipeline_name: str, node_id: str, run_id: str) -> int | None:
-    """The id of the node's NEW or RUNNING execution in run `run_id`: what a killed attempt left."""
+_UNFINISHED = (metadata_store_pb2.Execution.NEW, metadata_store_pb2.Execution.RUNNING)  # what a killed attempt left
+_FINISHED = (metadata_store_pb2.Execution.COMPLETE, metadata_store_pb2.Execution.CACHED)
+
+
+def _execution_in(store: str, pipeline_name: str, node_id: str, run_id: str, states) -> int | None:
+    """The id of the node's execution in run `run_id` in one of `states`, if any."""
     opened = metadata_store.MetadataStore(connection_config(store))
     run = opened.get_context_by_type_and_name("pipeline_run", run_id)
     node = opened.get_context_by_type_and_name("node", f"{pipeline_name}.{node_id}")
     if run is None or node is None:
         return None
     in_node = {e.id for e in opened.get_executions_by_context(node.id)}
-    unfinished = (metadata_store_pb2.Execution.NEW, metadata_store_pb2.Execution.RUNNING)
     return next((e.id for e in opened.get_executions_by_context(run.id)
-                 if e.id in in_node and e.last_known_state in unfinished), None)
+                 if e.id in in_node and e.last_known_state in states), None)
 
 
 def _remove_outputs_of(pipeline_root: str, node_id: str, execution_id: int) -> list[str]:

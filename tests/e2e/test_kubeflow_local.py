@@ -146,33 +146,35 @@ def runs(tmp_path_factory, metadata_service):
     return record
 
 
-_NODES = """
+_TASKS = """
 import json, sys
 from orchestration.engines import kfp_tasks
-for program in json.load(open(sys.argv[1])):
-    kfp_tasks.run_node(program, sys.argv[2], sys.argv[3], sys.argv[4], say=print)
+for node_program, resolver_programs in json.load(open(sys.argv[1])):
+    kfp_tasks.run_node(node_program, sys.argv[2], sys.argv[3], sys.argv[4], say=print,
+                       resolver_programs=resolver_programs)
 """
 
 
-def _programs_up_to(package, last):
-    """The node programs of a package's tasks that `last` depends on, in dependency order, `last` included."""
+def _tasks_up_to(package, last):
+    """(node program, its resolvers' programs) of the package's node tasks that `last`'s task waits for, in
+    dependency order, `last`'s included."""
     with open(package) as f:
         spec = next(yaml.safe_load_all(f))
     (group,) = [t for name, t in spec["root"]["dag"]["tasks"].items() if name != "report"]
     programs, upstream = {}, {}
-    for task in spec["components"][group["componentRef"]["name"]]["dag"]["tasks"].values():
-        if "node_program" in task["inputs"]["parameters"]:
-            ir = task["inputs"]["parameters"]["node_program"]["runtimeValue"]["constant"]
-            node = json.loads(ir)["nodes"][0]["pipelineNode"]
-            programs[node["nodeInfo"]["id"]] = ir
-            upstream[node["nodeInfo"]["id"]] = set(node.get("upstreamNodes", []))
-    needed, order = {last}, []
+    for name, task in spec["components"][group["componentRef"]["name"]]["dag"]["tasks"].items():
+        parameters = task["inputs"]["parameters"]
+        if "node_program" in parameters:
+            programs[name] = [parameters[key]["runtimeValue"]["constant"]
+                              for key in ("node_program", "resolver_programs")]
+            upstream[name] = set(task.get("dependentTasks", [])) - {"ingest"}
+    needed, order = {last.lower()}, []
     while needed - set(order):
-        for node in sorted(needed - set(order)):
-            needed |= upstream[node]
-            if upstream[node] <= set(order):
-                order.append(node)
-    return [programs[node] for node in order]
+        for task in sorted(needed - set(order)):
+            needed |= upstream[task]
+            if upstream[task] <= set(order):
+                order.append(task)
+    return [programs[task] for task in order]
 
 
 def _hyperparameters(store, run_id, node_id, event_type):
@@ -188,11 +190,11 @@ def _hyperparameters(store, run_id, node_id, event_type):
             for a in store.get_artifacts_by_id([e.artifact_id for e in events]) if a.type_id == kind}
 
 
-def _trainer_execution(metadata, run_id):
-    """(id, state) of the Trainer's executions in run `run_id`."""
+def _trainer_execution(metadata, run_id, node_id=node_ids.TRAINER):
+    """(id, state) of the Trainer's (`node_id`'s) executions in run `run_id`."""
     store = metadata_store.MetadataStore(metadata)
     run = store.get_context_by_type_and_name("pipeline_run", run_id)
-    node = store.get_context_by_type_and_name("node", f"{PIPELINE_NAME}.{node_ids.TRAINER}")
+    node = store.get_context_by_type_and_name("node", f"{PIPELINE_NAME}.{node_id}")
     if run is None or node is None:
         return []
     in_node = {e.id for e in store.get_executions_by_context(node.id)}
@@ -205,15 +207,15 @@ def _kill_trainer_then_launch_it_again(base, root, metadata, compile_args):
     KFP's retry does): the nodes before it run as tasks would, in one process; the Trainer in its own."""
     package = base / "longer-training.yaml"
     cli_in_process(*compile_args, "--head-epochs", "3", "--fine-tune-epochs", "3", "--package", str(package))
-    programs = _programs_up_to(package, node_ids.TRAINER)
+    tasks = _tasks_up_to(package, node_ids.TRAINER)
     run_id, store = "relaunch-run", f"grpc://{metadata.host}:{metadata.port}"
     held = lease.acquire(root, run_id)  # what the run's ingest task does first
-    (base / "upstream.json").write_text(json.dumps(programs[:-1]))
-    (base / "trainer.json").write_text(json.dumps(programs[-1:]))
-    before = subprocess.run([sys.executable, "-c", _NODES, str(base / "upstream.json"), run_id, store, str(root)],
+    (base / "upstream.json").write_text(json.dumps(tasks[:-1]))
+    (base / "trainer.json").write_text(json.dumps(tasks[-1:]))
+    before = subprocess.run([sys.executable, "-c", _TASKS, str(base / "upstream.json"), run_id, store, str(root)],
                             capture_output=True, text=True, cwd=ROOT, timeout=600)
     assert before.returncode == 0, before.stderr[-3000:]
-    command = [sys.executable, "-c", _NODES, str(base / "trainer.json"), run_id, store, str(root)]
+    command = [sys.executable, "-c", _TASKS, str(base / "trainer.json"), run_id, store, str(root)]
     first = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                              start_new_session=True)
     trainer_dir = root / "pipeline_root" / node_ids.TRAINER
@@ -233,6 +235,7 @@ def _kill_trainer_then_launch_it_again(base, root, metadata, compile_args):
     record["relaunched_at"] = time.time()
     record["relaunch"] = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, timeout=900)
     record["states"] = _trainer_execution(metadata, run_id)
+    record["resolver_states"] = _trainer_execution(metadata, run_id, node_ids.HYPERPARAMETERS_RESOLVER)
     store_handle = metadata_store.MetadataStore(metadata)
     events = store_handle.get_events_by_execution_ids([execution_id])
     outputs = store_handle.get_artifacts_by_id([e.artifact_id for e in events
@@ -342,7 +345,8 @@ def test_a_package_compiled_with_tune_searches_in_its_tuner_task_and_trains_with
 
 
 def test_a_package_compiled_without_tune_trains_with_the_newest_search_recorded(runs):
-    """The relaunch run's package has no Tuner: its resolver task hands the Trainer what run 3's search found."""
+    """The relaunch run's package has no Tuner: the resolver in the Trainer's task hands it what run 3's search
+    found."""
     written = list(runs["third_hyperparameters"][node_ids.TUNER])
     assert list(runs["relaunch"]["hyperparameters_read"]) == written
 
@@ -391,6 +395,9 @@ def test_a_trainer_killed_mid_training_completes_once_when_launched_again_in_the
         in result.stdout
     assert f"{node_ids.TRAINER}: executed" in result.stdout
     assert relaunch["states"] == [(killed_id, "COMPLETE")], "one execution of the node in the run, reused"
+    # the resolver the Trainer's task runs first completed in the killed attempt: not run again
+    assert f"{node_ids.HYPERPARAMETERS_RESOLVER}: done earlier" in result.stdout
+    assert [state for _, state in relaunch["resolver_states"]] == ["COMPLETE"]
     models = [uri for kind, uri in relaunch["outputs"] if kind == "Model"]
     assert len(models) == 1 and os.path.exists(os.path.join(models[0], "Format-Serving", "saved_model.pb"))
     stale = [str(path) for path in relaunch["left_by_killed"]

@@ -105,24 +105,43 @@ def _run_group(spec):
     return group, spec["components"][component]["dag"]["tasks"]
 
 
-def test_one_task_per_node_of_create_pipeline_in_its_dependency_order(package):
+def _resolver_ids(task) -> list[str]:
+    """The ids of the resolvers a node's task runs before its node, in order."""
+    programs = task["inputs"]["parameters"]["resolver_programs"]["runtimeValue"]["constant"]
+    return [n["pipelineNode"]["nodeInfo"]["id"] for ir in programs for n in json.loads(ir)["nodes"]]
+
+
+def test_one_task_per_node_of_create_pipeline_in_its_dependency_order_a_resolver_in_its_readers(package):
     from orchestration.engines import tfx_node
 
     spec = _documents(package)[0]
     _, tasks = _run_group(spec)
     local = pipeline_lib.create_pipeline(PipelineConfig(), examples_root="e", pipeline_root="p", serving_dir="s")
     programs = tfx_node.node_programs(local)
+    # each resolver is read by one node: it runs in that node's task, just before it (no pod of its own)
+    readers = {node_ids.PREVIOUS_STATISTICS_RESOLVER: node_ids.ANOMALIES_GATE,
+               node_ids.HYPERPARAMETERS_RESOLVER: node_ids.TRAINER, node_ids.BASELINE_RESOLVER: node_ids.EVALUATOR}
+    assert {p.node_id for p in programs} & node_ids.RESOLVER_IDS == set(readers)
     # gs:// root: KServe copies it once, so a rollout task follows the Pusher (test_the_rollout_task_...)
-    assert {p.node_id.lower() for p in programs} | {layout.INGEST_TASK, layout.ROLLOUT_TASK} == set(tasks)
+    assert {p.node_id.lower() for p in programs if p.node_id not in readers} | {layout.INGEST_TASK,
+                                                                                 layout.ROLLOUT_TASK} == set(tasks)
+    by_id = {p.node_id: p for p in programs}
     for program in programs:
+        if program.node_id in readers:
+            continue
         task = tasks[program.node_id.lower()]
-        expected = {u.lower() for u in program.upstream} or {layout.INGEST_TASK}
-        assert set(task["dependentTasks"]) == expected, program.node_id
+        resolvers = [resolver for resolver, reader in readers.items() if reader == program.node_id]
+        assert _resolver_ids(task) == resolvers, program.node_id
+        waits_for = {u for node in (program.node_id, *resolvers) for u in by_id[node].upstream} - set(resolvers)
+        assert set(task["dependentTasks"]) == ({u.lower() for u in waits_for} or {layout.INGEST_TASK}), program.node_id
+        assert not waits_for & set(readers), "no task waits for a resolver's"
         node_ir = json.loads(task["inputs"]["parameters"]["node_program"]["runtimeValue"]["constant"])
         assert [n["pipelineNode"]["nodeInfo"]["id"] for n in node_ir["nodes"]] == [program.node_id]
+        carried = task["inputs"]["parameters"]["resolver_programs"]["runtimeValue"]["constant"]
+        assert all(len(json.loads(ir)["nodes"]) == 1 for ir in carried), "a program per resolver"
     report = spec["root"]["dag"]["tasks"][layout.REPORT_TASK]
-    node_ids = report["inputs"]["parameters"]["node_ids"]["runtimeValue"]["constant"]
-    assert node_ids == [p.node_id for p in programs]
+    node_ids_reported = report["inputs"]["parameters"]["node_ids"]["runtimeValue"]["constant"]
+    assert node_ids_reported == [p.node_id for p in programs], "the report reads every node, resolvers too"
 
 
 def test_the_report_is_the_exit_handler_of_every_other_task(package):
@@ -206,12 +225,11 @@ def test_with_tune_a_tuner_task_feeds_the_trainer_with_its_resources_and_retries
         executors[f"exec-{trainer}"]["container"]["resources"]
     env = {e["name"]: e["value"] for e in executors[f"exec-{tuner}"]["container"]["env"]}
     assert env[accelerators.ACCELERATOR_ENV] == "nvidia.com/gpu" and env[accelerators.ACCELERATOR_COUNT_ENV] == "2"
-    # without --tune: no Tuner; the Trainer takes the newest recorded search's result from a resolver task
+    # without --tune: no Tuner; the Trainer's task first resolves the newest recorded search's result
     _, plain = _run_group(_documents(package)[0])
-    assert tuner not in plain
-    resolver = node_ids.HYPERPARAMETERS_RESOLVER.lower()
-    assert resolver in plain[trainer]["dependentTasks"]
-    assert "accelerator" not in executors.get(f"exec-{resolver}", {}).get("container", {}).get("resources", {})
+    assert tuner not in plain and node_ids.HYPERPARAMETERS_RESOLVER.lower() not in plain
+    assert _resolver_ids(plain[trainer]) == [node_ids.HYPERPARAMETERS_RESOLVER]
+    assert _resolver_ids(tasks[trainer]) == [], "with --tune the Tuner's result is the Trainer's input"
 
 
 def test_package_points_at_the_root_and_the_clusters_metadata_service(package):
