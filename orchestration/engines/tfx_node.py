@@ -39,6 +39,10 @@ class NodeTaskError(CommandError, RuntimeError):
     """A fault the task reports in one line: unreachable store, unwritable root, unknown node."""
 
 
+class NodeFailedError(RuntimeError):
+    """The node ran and TFX recorded it FAILED without raising (a resolver whose resolution failed)."""
+
+
 @dataclasses.dataclass(frozen=True)
 class NodeProgram:
     """What one task runs: a node id, the ids of the nodes it waits for, its IR as JSON."""
@@ -189,6 +193,11 @@ def prepare(ir_json: str, run_id: str, store: str, say: Callable[[str], None], o
             return "skipped"
         execution = metadata_store.MetadataStore(connection_config(store)).get_executions_by_id(
             [info.execution_id])[0]
+        if execution.last_known_state == metadata_store_pb2.Execution.FAILED:
+            # TFX's resolver handler records a failed resolution and returns: the node reading its output (all
+            # optional) would run without it, an Evaluator with no baseline
+            raise NodeFailedError(f"its execution {execution.id} is recorded FAILED (its inputs could not be "
+                                  "resolved; the task's log has TFX's reason)")
         return "cached" if execution.last_known_state == metadata_store_pb2.Execution.CACHED else "executed"
     return launch
 

@@ -132,9 +132,8 @@ def _rollback_locked(where: RunLayout, store: str, to_version: int, reason: str,
                             f"version {to_version}'s model is already the one served (version {state.version})")
     unservable = tf_serving.problem(folder)
     if unservable:
-        old_export = " (as every version exported before 2026-11-26)" if "Could not find variable" in unservable else ""
-        raise RollbackError(to_version, f"TF Serving cannot serve version {to_version}: {unservable}{old_export}; "
-                            "pick another version (`models` lists them) or push a new one with `run`")
+        raise RollbackError(to_version, f"TF Serving cannot serve version {to_version}: {unservable}; pick another "
+                            "version (`models` lists them) or push a new one with `run`")
     details = {metadata_lib.ROLLED_BACK_TO: to_version, metadata_lib.ROLLBACK_REASON: reason}
     if served_now is not None:
         details[metadata_lib.ROLLED_BACK_FROM] = served_now

@@ -86,3 +86,99 @@ def test_run_id_falls_back_to_the_pods_label(monkeypatch):
     monkeypatch.delenv("KFP_RUN_ID")
     with pytest.raises(tfx_node.NodeTaskError, match="no run id"):
         tfx_node.resolve_run_id("{{$.pipeline_job_uuid}}")
+
+
+@pytest.mark.parametrize("settings", [{}, {"warm_start": True, "span_window": 3}, {"tune": True}])
+def test_a_resolver_read_by_one_node_runs_in_its_task_and_no_dependency_is_lost(settings):
+    from config import TuningConfig
+
+    config = PipelineConfig()
+    if settings.get("warm_start"):
+        config = config.replace(warm_start=True, span_window=settings["span_window"])
+    pipeline = pipeline_lib.create_pipeline(config, examples_root="/r/examples", pipeline_root="/r/pipeline_root",
+                                            serving_dir="/r/serving_model",
+                                            tuning=TuningConfig() if settings.get("tune") else None)
+    programs = tfx_node.node_programs(pipeline)
+    tasks = tfx_node.task_programs(programs)
+    by_task = {task.node.node_id: task for task in tasks}
+    ran = [p.node_id for task in tasks for p in (*task.resolvers, task.node)]
+    assert sorted(ran) == sorted(p.node_id for p in programs), "every node once"
+    readers = {p.node_id: {q.node_id for q in programs if p.node_id in q.upstream} for p in programs}
+    started = set()
+    for task in tasks:
+        for resolver in task.resolvers:
+            assert resolver.node_id in node_ids.RESOLVER_IDS and readers[resolver.node_id] == {task.node.node_id}
+        assert set(task.upstream) <= set(by_task) and set(task.upstream) <= started, "waits only for tasks before it"
+        # what the node and its resolvers waited for, a folded resolver standing for what it waited for
+        needed = {u for p in (task.node, *task.resolvers) for u in p.upstream} - {r.node_id for r in task.resolvers}
+        assert set(task.upstream) == needed
+        started.add(task.node.node_id)
+    kept = {task.node.node_id for task in tasks} & node_ids.RESOLVER_IDS
+    assert all(len(readers[resolver]) > 1 for resolver in kept), "a resolver keeps a task only for several readers"
+    if settings.get("span_window"):
+        assert node_ids.SPAN_WINDOW_RESOLVER in kept
+
+
+@pytest.fixture
+def sqlite_run(tmp_path):
+    """A root with its lease held by run `run-1`, its programs compiled against a SQLite store there."""
+    from orchestration.root import lease
+
+    root = tmp_path / "root"
+    root.mkdir()
+    pipeline = pipeline_lib.create_pipeline(PipelineConfig(), examples_root=str(root / "examples"),
+                                            pipeline_root=str(root / "pipeline_root"),
+                                            serving_dir=str(root / "serving_model"), scope=str(root))
+    programs = {p.node_id: p.ir_json for p in tfx_node.node_programs(pipeline)}
+    held = lease.acquire(root, "run-1", process=True)
+    yield {"root": str(root), "store": f"sqlite://{root / 'metadata.sqlite'}", "programs": programs}
+    lease.release(root, held.run_id)
+
+
+def _executions(store, node_id):
+    from ml_metadata import metadata_store
+    from ml_metadata.proto import metadata_store_pb2
+
+    opened = metadata_store.MetadataStore(tfx_node.connection_config(store))
+    node = opened.get_context_by_type_and_name("node", f"{PipelineConfig().name}.{node_id}")
+    return [metadata_store_pb2.Execution.State.Name(e.last_known_state)
+            for e in opened.get_executions_by_context(node.id)] if node else []
+
+
+def test_a_resolver_that_completed_in_a_killed_attempt_of_its_readers_task_is_not_run_again(sqlite_run):
+    from orchestration.engines import kfp_tasks
+
+    said = []
+    resolver = sqlite_run["programs"][node_ids.HYPERPARAMETERS_RESOLVER]
+    assert kfp_tasks._run_one(resolver, "run-1", sqlite_run["store"], sqlite_run["root"], said.append,
+                              once=True) == "executed"
+    assert kfp_tasks._run_one(resolver, "run-1", sqlite_run["store"], sqlite_run["root"], said.append,
+                              once=True) == "done earlier"
+    resolver_id = node_ids.HYPERPARAMETERS_RESOLVER
+    assert said == [f"{resolver_id}: executed", f"{resolver_id}: done earlier"]
+    assert _executions(sqlite_run["store"], node_ids.HYPERPARAMETERS_RESOLVER) == ["COMPLETE"]
+
+
+def test_a_resolver_whose_resolution_fails_fails_its_task_before_its_reader_runs(sqlite_run, monkeypatch, capsys):
+    """TFX records a failed resolution as a FAILED execution and returns; the reader's inputs from it are optional,
+    so an Evaluator would run with no baseline. The task ends instead, the failure recorded for the report."""
+    from tfx.orchestration.portable.input_resolution import exceptions
+
+    from components import tuner
+    from contract import errors
+    from orchestration.engines import kfp_tasks
+
+    def fails(self, store, input_dict):
+        raise exceptions.InputResolutionError("the store answered nonsense")
+
+    monkeypatch.setattr(tuner.NewestStrategy, "resolve_artifacts", fails)
+    programs = sqlite_run["programs"]
+    with pytest.raises(SystemExit) as ended:
+        kfp_tasks.run_node(programs[node_ids.TRAINER], "run-1", sqlite_run["store"], sqlite_run["root"],
+                           say=print, resolver_programs=[programs[node_ids.HYPERPARAMETERS_RESOLVER]])
+    assert ended.value.code == errors.FAILED
+    assert f"{node_ids.HYPERPARAMETERS_RESOLVER} failed: NodeFailedError: its execution " in capsys.readouterr().err
+    assert _executions(sqlite_run["store"], node_ids.HYPERPARAMETERS_RESOLVER) == ["FAILED"]
+    assert _executions(sqlite_run["store"], node_ids.TRAINER) == [], "the Trainer never ran"
+    record = kfp_tasks._read_records(sqlite_run["root"], "run-1")[node_ids.HYPERPARAMETERS_RESOLVER]
+    assert record["error"].startswith("NodeFailedError: its execution ")
