@@ -25,6 +25,12 @@ INTERNAL = {
     "traffic.reasons.Refused",
     # One trial's failure: KerasTuner records it and the search goes on (components.tuner.SearchFailed ends it).
     "trainer.tuning.TrialFailed",
+    # What TF Serving would make of a version: inference.tf_serving.problem turns it into its reason, which
+    # `rollback` says in its RollbackError's line.
+    "inference.tf_serving.UnservableError",
+    # A node TFX recorded FAILED without raising: the Kubeflow task records it and ends in one line, as for any
+    # error of the node's own (orchestration.engines.kfp_tasks._node_failed).
+    "orchestration.engines.tfx_node.NodeFailedError",
 }
 
 # Where a print is the point. Everywhere else library code hands its lines to its caller's `say`, or logs.
