@@ -236,6 +236,7 @@ def _run_locked(config: PipelineConfig, where: RunLayout, source: Source | None,
     from tfx.orchestration.metadata import sqlite_metadata_connection_config
 
     from ingest import foreign_spans
+    from orchestration.engines import tfx_node
     from orchestration.run import lifecycle
     from pipeline import pipeline as pipeline_lib
     from reporting import run_summary
@@ -259,7 +260,8 @@ def _run_locked(config: PipelineConfig, where: RunLayout, source: Source | None,
     earlier_runs = store_health.run_ids(where.metadata_path)
     error, interrupted = None, False
     try:
-        LocalDagRunner().run(pipeline)
+        with tfx_node.failed_resolutions_raise():  # a failed resolver stops the run: no Evaluator without it
+            LocalDagRunner().run(pipeline)
     except KeyboardInterrupt:
         interrupted = True
         canceled = store_health.cancel_unfinished(where.metadata_path, earlier_runs)

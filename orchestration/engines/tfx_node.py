@@ -15,6 +15,7 @@ and only that node's executor and driver specs), which its task carries as JSON;
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import uuid
@@ -111,6 +112,42 @@ def task_programs(programs: list[NodeProgram]) -> list[TaskProgram]:
     return tasks
 
 
+@contextlib.contextmanager
+def failed_resolutions_raise():
+    """Within it, a resolver node whose inputs cannot be resolved raises NodeFailedError, naming why.
+
+    TFX's resolver handler turns any error of the resolution (a strategy's,
+    the store's: TFX wraps each as an InputResolutionError) into a FAILED
+    execution and returns; LocalDagRunner then runs the nodes that read the
+    resolver, whose inputs from it are all optional: an Evaluator with no
+    baseline would bless a candidate on its thresholds alone, and the Pusher
+    push it. Raised instead, the run stops at the resolver, as at any node's
+    error. Only the resolver handler's view of TFX's inputs_utils is changed.
+    """
+    from tfx.orchestration.portable import inputs_utils, resolver_node_handler
+    from tfx.orchestration.portable.input_resolution import exceptions
+
+    class RaisingInputs:
+        def __getattr__(self, name):
+            return getattr(inputs_utils, name)
+
+        @staticmethod
+        def resolve_input_artifacts(*, pipeline_node, metadata_handle):
+            try:
+                return inputs_utils.resolve_input_artifacts(pipeline_node=pipeline_node,
+                                                            metadata_handle=metadata_handle)
+            except exceptions.InputResolutionError as error:
+                raise NodeFailedError(f"{pipeline_node.node_info.id} could not resolve its inputs: "
+                                      f"{first_line(error.__cause__ or error, with_type=True)}") from error
+
+    seen = resolver_node_handler.inputs_utils
+    resolver_node_handler.inputs_utils = RaisingInputs()
+    try:
+        yield
+    finally:
+        resolver_node_handler.inputs_utils = seen
+
+
 def connection_config(store: str):
     """`grpc://HOST:PORT` or `sqlite:///ABSOLUTE/PATH` -> an MLMD connection config."""
     try:
@@ -188,14 +225,15 @@ def prepare(ir_json: str, run_id: str, store: str, say: Callable[[str], None], o
         custom_driver_spec=runner_utils.extract_custom_driver_spec(deployment, node_id))
 
     def launch() -> str:
-        info = node_launcher.launch()  # reuses the killed attempt's execution: one execution per node and run
+        with failed_resolutions_raise():
+            info = node_launcher.launch()  # reuses the killed attempt's execution: one execution per node and run
         if info is None or info.execution_id is None:
             return "skipped"
         execution = metadata_store.MetadataStore(connection_config(store)).get_executions_by_id(
             [info.execution_id])[0]
         if execution.last_known_state == metadata_store_pb2.Execution.FAILED:
-            # TFX's resolver handler records a failed resolution and returns: the node reading its output (all
-            # optional) would run without it, an Evaluator with no baseline
+            # what failed_resolutions_raise does not turn into an error (TFX's resolver handler records more than
+            # one resolved input dict as FAILED and returns): the node reading its output would run without it
             raise NodeFailedError(f"its execution {execution.id} is recorded FAILED (its inputs could not be "
                                   "resolved; the task's log has TFX's reason)")
         return "cached" if execution.last_known_state == metadata_store_pb2.Execution.CACHED else "executed"

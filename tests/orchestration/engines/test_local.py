@@ -97,3 +97,26 @@ def test_an_output_dir_holding_glob_characters_is_refused_before_any_work(tmp_pa
 def test_a_cron_entry_whose_path_holds_a_backslash_before_a_percent_is_refused(tmp_path):
     with pytest.raises(local_schedule.CronError, match="backslash before a %"):
         local_schedule.cron_line("0 3 * * *", ROOT, tmp_path / "images", tmp_path / "o\\%x", python="/py")
+
+
+def test_a_resolver_whose_resolution_fails_stops_the_run_before_any_node_reads_it(tmp_path, monkeypatch):
+    """TFX's resolver handler records a failed resolution and returns, and LocalDagRunner would go on: the Trainer
+    without the newest search's result, the Evaluator without its baseline, then the push. The run stops there."""
+    from components import tuner
+    from contract import metadata as node_ids
+    from ingest import synthetic
+    from tests.helpers import TINY, latest_run_states, run_cli
+
+    def fails(self, store, input_dict):
+        raise RuntimeError("the store answered nonsense")
+
+    monkeypatch.setattr(tuner.NewestStrategy, "resolve_artifacts", fails)
+    synthetic.write_demo_images(tmp_path / "images", 8)
+    result, summary = run_cli(tmp_path / "images", tmp_path / "out", *TINY, in_process=True)
+    assert result.returncode == 1, result.stderr
+    assert summary["error"] == (f"NodeFailedError: {node_ids.HYPERPARAMETERS_RESOLVER} could not resolve its inputs: "
+                                "RuntimeError: the store answered nonsense"), summary["error"]
+    states, _, _ = latest_run_states(tmp_path / "out" / "metadata.sqlite")
+    assert node_ids.EXAMPLE_GEN in states and node_ids.TRAINER not in states and node_ids.EVALUATOR not in states
+    assert not (tmp_path / "out" / "serving_model").exists() or not any(
+        p.name.isdigit() for p in (tmp_path / "out" / "serving_model").iterdir())

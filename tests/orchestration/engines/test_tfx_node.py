@@ -160,16 +160,15 @@ def test_a_resolver_that_completed_in_a_killed_attempt_of_its_readers_task_is_no
 
 
 def test_a_resolver_whose_resolution_fails_fails_its_task_before_its_reader_runs(sqlite_run, monkeypatch, capsys):
-    """TFX records a failed resolution as a FAILED execution and returns; the reader's inputs from it are optional,
-    so an Evaluator would run with no baseline. The task ends instead, the failure recorded for the report."""
-    from tfx.orchestration.portable.input_resolution import exceptions
-
+    """TFX's resolver handler records a failed resolution (any error of a strategy or of the store) as a FAILED
+    execution and returns; the reader's inputs from it are optional, so an Evaluator would run with no baseline.
+    The task ends instead, naming why, the failure recorded for the report."""
     from components import tuner
     from contract import errors
     from orchestration.engines import kfp_tasks
 
     def fails(self, store, input_dict):
-        raise exceptions.InputResolutionError("the store answered nonsense")
+        raise RuntimeError("the store answered nonsense")
 
     monkeypatch.setattr(tuner.NewestStrategy, "resolve_artifacts", fails)
     programs = sqlite_run["programs"]
@@ -177,8 +176,12 @@ def test_a_resolver_whose_resolution_fails_fails_its_task_before_its_reader_runs
         kfp_tasks.run_node(programs[node_ids.TRAINER], "run-1", sqlite_run["store"], sqlite_run["root"],
                            say=print, resolver_programs=[programs[node_ids.HYPERPARAMETERS_RESOLVER]])
     assert ended.value.code == errors.FAILED
-    assert f"{node_ids.HYPERPARAMETERS_RESOLVER} failed: NodeFailedError: its execution " in capsys.readouterr().err
-    assert _executions(sqlite_run["store"], node_ids.HYPERPARAMETERS_RESOLVER) == ["FAILED"]
+    why = (f"NodeFailedError: {node_ids.HYPERPARAMETERS_RESOLVER} could not resolve its inputs: RuntimeError: the "
+           "store answered nonsense")
+    assert f"{node_ids.HYPERPARAMETERS_RESOLVER} failed: {why}" in capsys.readouterr().err
     assert _executions(sqlite_run["store"], node_ids.TRAINER) == [], "the Trainer never ran"
     record = kfp_tasks._read_records(sqlite_run["root"], "run-1")[node_ids.HYPERPARAMETERS_RESOLVER]
-    assert record["error"].startswith("NodeFailedError: its execution ")
+    assert record["error"] == why
+    # outside failed_resolutions_raise, TFX's own handler records the failure and returns
+    from tfx.orchestration.portable import resolver_node_handler
+    assert resolver_node_handler.inputs_utils.__name__ == "tfx.orchestration.portable.inputs_utils"
