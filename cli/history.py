@@ -153,7 +153,8 @@ def command_rollback(args: argparse.Namespace) -> int:
     Copies version N to the next version number and names that version in the serving config (models.config),
     so that TF Serving serves N's model again; records the rollback in ML Metadata. The next run's
     candidate is compared with this model. Refused, with nothing changed, for a version never pushed or blessed,
-    one whose files changed since its push, the version already served, or while a run holds the root. Works on
+    one whose files changed since its push, the version already served, one TF Serving could not run (loaded and
+    checked as TF Serving loads it), or while a run holds the root. Works on
     a local output directory or a deployment's root (--root with its store).
     """
     import config as config_lib

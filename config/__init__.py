@@ -200,7 +200,8 @@ class EvaluationConfig:
         0.8, "Blessing needs accuracy >= this on the test split (the images the Evaluator scores). A value above 1.0 "
         "blesses nothing (useful to dry-run a deploy).")
     max_accuracy_drop: float = setting(
-        0.0, "Blessing needs accuracy >= the last blessed model's minus this tolerance (0: at least as good).")
+        0.0, "Blessing needs accuracy >= the served model's (else the newest blessed one's) minus this tolerance "
+        "(0: at least as good).")
 
     def __post_init__(self) -> None:
         _require(_is_finite_number(self.min_accuracy) and self.min_accuracy >= 0, "min_accuracy",
