@@ -17,10 +17,7 @@ Serving would not send.
 
 from __future__ import annotations
 
-import contextlib
 import os
-import signal
-import threading
 import time
 from typing import Iterator
 
@@ -29,6 +26,7 @@ import tensorflow as tf
 
 from contract import features, layout
 from contract.errors import first_line, printable, storage_fault
+from contract.interrupts import Interrupts
 
 # TF Serving refuses a warm-up file of more records than this (its kMaxNumRecords).
 MAX_WARMUP_RECORDS = 1000
@@ -151,23 +149,6 @@ def _storage(error: BaseException) -> bool:
     return isinstance(error, _STORAGE_ERRORS) or (isinstance(error, OSError) and error.errno is not None)
 
 
-@contextlib.contextmanager
-def _interrupt_after():
-    """Ctrl-C during the check takes effect when it ends: raised inside TensorFlow's calls it can land in a
-    finalizer, where Python drops it, and the command would go on as if never interrupted."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    pressed = []
-    previous = signal.signal(signal.SIGINT, lambda number, frame: pressed.append(number))
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
-    if pressed:
-        raise KeyboardInterrupt
-
-
 def problem(model_dir: str, seconds: float = CHECK_SECONDS) -> str | None:
     """None when TF Serving's loader can run the version in `model_dir`; else why not, in one line.
 
@@ -175,34 +156,40 @@ def problem(model_dir: str, seconds: float = CHECK_SECONDS) -> str | None:
     one the restore op wrote; its warm-up requests are replayed as TF Serving
     replays them, within `seconds` in all. A fault of the storage is raised
     (contract.errors.StorageFaultError), not reported as the version's: the
-    version may be fine. Ctrl-C is raised when the check ends.
+    version may be fine. A Ctrl-C that TensorFlow's finalizers swallowed is
+    raised when the check ends.
     """
-    with _interrupt_after():
-        try:
-            bundle = SessionBundle(model_dir)
-        except (tf.errors.OpError, OSError, RuntimeError, ValueError) as error:
-            if _storage(error):
-                raise storage_fault(error) from None
-            return _said(f"TF Serving's loader fails on it ({_reason(error)})")
-        try:
-            if features.SERVING_SIGNATURE not in bundle.signatures:
-                return _said(f"it has no {features.SERVING_SIGNATURE!r} signature, which TF Serving answers by "
-                             "default")
-            unwritten = bundle.unrestored_variables()
-            if unwritten:
-                return _said(f"its signatures read {len(unwritten)} variables its restore op never writes "
-                             f"({', '.join(unwritten[:2])}{', ...' if len(unwritten) > 2 else ''}): TF Serving "
-                             "would fail every request with \"Could not find variable\", as with every version "
-                             "exported before 2026-11-26")
-            bundle.replay_warmup(seconds)
-        except UnservableError as error:
-            return _said(str(error))
-        except tf.errors.DeadlineExceededError:
-            return _said(f"its warm-up requests did not all answer within {seconds:g} s")
-        except (tf.errors.OpError, OSError, KeyError, ValueError, TypeError) as error:
-            if _storage(error):
-                raise storage_fault(error) from None
-            return _said(f"a warm-up request fails ({_reason(error)})")
-        finally:
-            bundle.close()
+    with Interrupts() as interrupts:
+        said = _problem(model_dir, seconds)
+        interrupts.check()
+    return said
+
+
+def _problem(model_dir: str, seconds: float) -> str | None:
+    try:
+        bundle = SessionBundle(model_dir)
+    except (tf.errors.OpError, OSError, RuntimeError, ValueError) as error:
+        if _storage(error):
+            raise storage_fault(error) from None
+        return _said(f"TF Serving's loader fails on it ({_reason(error)})")
+    try:
+        if features.SERVING_SIGNATURE not in bundle.signatures:
+            return _said(f"it has no {features.SERVING_SIGNATURE!r} signature, which TF Serving answers by default")
+        unwritten = bundle.unrestored_variables()
+        if unwritten:
+            return _said(f"its signatures read {len(unwritten)} variables its restore op never writes "
+                         f"({', '.join(unwritten[:2])}{', ...' if len(unwritten) > 2 else ''}): TF Serving would "
+                         "fail every request with \"Could not find variable\", as with every version exported "
+                         "before 2026-11-26")
+        bundle.replay_warmup(seconds)
+    except UnservableError as error:
+        return _said(str(error))
+    except tf.errors.DeadlineExceededError:
+        return _said(f"its warm-up requests did not all answer within {seconds:g} s")
+    except (tf.errors.OpError, OSError, KeyError, ValueError, TypeError) as error:
+        if _storage(error):
+            raise storage_fault(error) from None
+        return _said(f"a warm-up request fails ({_reason(error)})")
+    finally:
+        bundle.close()
     return None

@@ -20,8 +20,6 @@ import errno
 import gc
 import math
 import os
-import signal
-import threading
 import time
 import warnings
 from typing import Any, Callable, Collection
@@ -38,6 +36,7 @@ from tfx.components.tuner.component import TunerFnResult
 from config import TrainingConfig, TuningConfig
 from contract import progress
 from contract.errors import first_line
+from contract.interrupts import Interrupts
 from trainer import feature_cache, readers, task
 from trainer import hyperparameters as hyperparameters_lib
 
@@ -61,38 +60,6 @@ def trial_config(config: TrainingConfig, epoch_fraction: float) -> TrainingConfi
         config, head_epochs=hyperparameters_lib.trial_epochs(config.head_epochs, epoch_fraction),
         fine_tune_epochs=hyperparameters_lib.trial_epochs(config.fine_tune_epochs, epoch_fraction),
         cached_views=min(config.cached_views, TRIAL_VIEWS), warm_start=False, tflite=False)
-
-
-class Interrupts:
-    """Ctrl-C during a search, kept where Python would lose it. A trial's TensorFlow objects are finalized whenever
-    the garbage collector runs, and a KeyboardInterrupt raised inside a finalizer is printed ("Exception ignored
-    in ...") and dropped: the search would go on, and the Trainer and the Pusher after it. While entered (in the
-    main thread, with Python's own SIGINT handler in place), SIGINT is recorded as well as raised, and `check`
-    raises it again at a safe point: each training batch of a trial, each trial's start and end, the search's end."""
-
-    def __init__(self):
-        self.interrupted = False
-        self._previous = None
-
-    def __enter__(self) -> "Interrupts":
-        self.interrupted = False
-        if threading.current_thread() is threading.main_thread() and \
-                signal.getsignal(signal.SIGINT) is signal.default_int_handler:  # not where Ctrl-C is ignored
-            self._previous = signal.signal(signal.SIGINT, self._received)
-        return self
-
-    def __exit__(self, *exc_info) -> None:
-        if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)
-            self._previous = None
-
-    def _received(self, signum, frame):
-        self.interrupted = True
-        raise KeyboardInterrupt
-
-    def check(self) -> None:
-        if self.interrupted:
-            raise KeyboardInterrupt
 
 
 class CheckInterrupts(keras.callbacks.Callback):

@@ -41,7 +41,8 @@ class NodeTaskError(CommandError, RuntimeError):
 
 
 class NodeFailedError(RuntimeError):
-    """The node ran and TFX recorded it FAILED without raising (a resolver whose resolution failed)."""
+    """A resolver whose inputs could not be resolved (failed_resolutions_raise): TFX would record it FAILED and
+    go on."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -231,11 +232,6 @@ def prepare(ir_json: str, run_id: str, store: str, say: Callable[[str], None], o
             return "skipped"
         execution = metadata_store.MetadataStore(connection_config(store)).get_executions_by_id(
             [info.execution_id])[0]
-        if execution.last_known_state == metadata_store_pb2.Execution.FAILED:
-            # what failed_resolutions_raise does not turn into an error (TFX's resolver handler records more than
-            # one resolved input dict as FAILED and returns): the node reading its output would run without it
-            raise NodeFailedError(f"its execution {execution.id} is recorded FAILED (its inputs could not be "
-                                  "resolved; the task's log has TFX's reason)")
         return "cached" if execution.last_known_state == metadata_store_pb2.Execution.CACHED else "executed"
     return launch
 
