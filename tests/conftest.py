@@ -9,7 +9,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import pytest
 
-from contract import features
+from contract import features, startup
 from ingest import synthetic
 
 _SESSION = pytest.StashKey[pytest.Session]()
@@ -59,6 +59,14 @@ def collection_order(items) -> list:
 
 def pytest_collection_modifyitems(config, items):
     items[:] = collection_order(items)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_collection(session):
+    """The test modules import TensorFlow, TFX and Beam: loaded as a command loads them (contract.startup), so each
+    worker's later collector passes do not walk the libraries' million objects again."""
+    with startup.loading_libraries():
+        yield
 
 
 # TEST_CPU_LOG=FILE: each test file's wall and CPU seconds (this process's and every child's it waited for: the CLI

@@ -27,7 +27,7 @@ import time
 from typing import TYPE_CHECKING, Collection
 
 from config import PipelineConfig, TuningConfig, beam_policy
-from contract import layout
+from contract import layout, startup
 from contract.errors import FAILED, INTERRUPTED, OK, InterruptedRunError
 from contract.layout import RunLayout
 from ingest import sources, synthetic
@@ -57,7 +57,8 @@ def ingest(config: PipelineConfig, output_dir: pathlib.Path, source: Source, bea
     marker.inspect(where.root)  # a folder of the user's is named as such first, whatever else is wrong
     check_source(source)
     with exclusive_run(output_dir, claim=True) as held:
-        from orchestration.run import lifecycle  # here: a refusal before it needs no TensorFlow
+        with startup.loading_libraries():
+            from orchestration.run import lifecycle  # here: a refusal before it needs no TensorFlow
 
         _say(say, held.adopted)
         kind, location = _source_location(where, source)
@@ -134,7 +135,8 @@ def _source_location(where: RunLayout, source: Source | None) -> tuple[str | Non
 def _accept(config: PipelineConfig, where: RunLayout, source: Source | None, beam_workers: int,
             took_over: dict | None, say: Say):
     """The steps before the DAG (lifecycle.start_run), which clear the previous run's summary and report."""
-    from orchestration.run import lifecycle
+    with startup.loading_libraries():
+        from orchestration.run import lifecycle
 
     try:
         kind, location = _source_location(where, source)
@@ -232,14 +234,15 @@ def _run_locked(config: PipelineConfig, where: RunLayout, source: Source | None,
         notes = [*record[1], *notes]
     # Here, not at the top: `ingest` runs no pipeline, TFX's DSL takes seconds to import, and a refused run
     # needs none of it.
-    from tfx.orchestration.local.local_dag_runner import LocalDagRunner
-    from tfx.orchestration.metadata import sqlite_metadata_connection_config
+    with startup.loading_libraries():
+        from tfx.orchestration.local.local_dag_runner import LocalDagRunner
+        from tfx.orchestration.metadata import sqlite_metadata_connection_config
 
-    from ingest import foreign_spans
-    from orchestration.engines import tfx_node
-    from orchestration.run import lifecycle
-    from pipeline import pipeline as pipeline_lib
-    from reporting import run_summary
+        from ingest import foreign_spans
+        from orchestration.engines import tfx_node
+        from orchestration.run import lifecycle
+        from pipeline import pipeline as pipeline_lib
+        from reporting import run_summary
 
     # A span another tool wrote has no report to count it: its records are counted (as far as the threshold), so a
     # small one runs in process rather than start a worker process per core (each imports TensorFlow). Only when

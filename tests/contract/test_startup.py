@@ -1,0 +1,59 @@
+"""contract.startup: a process's first load of the libraries without collector passes, then frozen."""
+
+import gc
+import subprocess
+import sys
+
+import pytest
+
+from contract import startup
+from tests.helpers import ROOT
+
+FIRST_LOAD = """
+import gc, sys
+from contract import startup
+before = len(sys.modules)
+with startup.loading_libraries():
+    assert not gc.isenabled()
+    import numpy
+print(len(sys.modules) >= 2 * before, gc.isenabled(), gc.get_freeze_count() > 0)
+"""
+
+
+def test_a_first_load_runs_without_the_collector_and_leaves_what_it_loaded_frozen():
+    result = subprocess.run([sys.executable, "-c", FIRST_LOAD], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["True", "True", "True"]
+
+
+@pytest.fixture
+def collector():
+    """The collector on and nothing frozen, as the test found it afterwards."""
+    was = gc.isenabled()
+    frozen = gc.get_freeze_count()
+    gc.enable()
+    yield frozen
+    if frozen == 0:
+        gc.unfreeze()
+    (gc.enable if was else gc.disable)()
+
+
+def test_modules_already_loaded_are_not_frozen_with_the_garbage_of_earlier_work(collector):
+    with startup.loading_libraries():
+        assert not gc.isenabled()
+        import json  # noqa: F401 - loaded long before: the process's modules do not grow
+    assert gc.isenabled() and gc.get_freeze_count() == collector
+
+
+def test_the_collector_comes_back_after_a_failed_import(collector):
+    with pytest.raises(ModuleNotFoundError):
+        with startup.loading_libraries():
+            import a_module_that_does_not_exist  # noqa: F401
+    assert gc.isenabled()
+
+
+def test_a_collector_the_process_turned_off_stays_off(collector):
+    gc.disable()
+    with startup.loading_libraries():
+        pass
+    assert not gc.isenabled()
