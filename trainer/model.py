@@ -134,6 +134,17 @@ def describe(classifier: keras.Model) -> dict:
                        for layer in classifier.layers[1:]]}
 
 
+# The most activation bytes a BatchNorm calibration pass holds eagerly. Below it the eager pass took 0.25-0.7 s of CPU
+# where tracing it took 1.2-1.8 s (48 to 757 MiB: docs/performance.md, Training); at 3.5 GiB eagerly 8.7 s against
+# 2.7 s traced.
+EAGER_CALIBRATION_BYTES = 256 * 2**20
+
+
+def activation_bytes(base: keras.Model, images: int) -> int:
+    """The bytes of every layer's float32 output for `images` images: what an eager pass through `base` holds."""
+    return 4 * images * sum(int(np.prod(layer.output.shape[1:])) for layer in base.layers)
+
+
 def calibrate_batchnorm(model: keras.Model, pixels: np.ndarray) -> None:
     """Sets the base's BatchNorm statistics from a batch of training pixels.
 
@@ -142,12 +153,16 @@ def calibrate_batchnorm(model: keras.Model, pixels: np.ndarray) -> None:
     through the depth and the frozen base outputs a near-constant. Running
     the base once in training mode with momentum 0 stores each layer's batch
     statistics as its moving statistics (a data-dependent initialization).
-    The pass runs as one tf.function: run eagerly, it holds every layer's
-    activations at once (docs/performance.md, Training).
+    Run eagerly, the pass holds every layer's activations at once
+    (docs/performance.md, Training), so a large one runs as one tf.function;
+    tracing the base costs about a second, so a small one runs eagerly.
     """
     base = get_base(model)
     rescale = get_classifier(model).get_layer(RESCALE_NAME)
     norms = [layer for layer in base.layers if isinstance(layer, keras.layers.BatchNormalization)]
+    run = lambda x: base(rescale(x), training=True)  # noqa: E731
+    if activation_bytes(base, len(pixels)) > EAGER_CALIBRATION_BYTES:
+        run = tf.function(run)
     was_trainable = base.trainable
     momenta = [layer.momentum for layer in norms]
     # Keras runs a non-trainable BatchNorm in inference mode whatever `training` says.
@@ -155,7 +170,7 @@ def calibrate_batchnorm(model: keras.Model, pixels: np.ndarray) -> None:
     try:
         for layer in norms:
             layer.momentum = 0.0
-        tf.function(lambda x: base(rescale(x), training=True))(tf.constant(pixels, tf.float32))
+        run(tf.constant(pixels, tf.float32))
     finally:
         for layer, momentum in zip(norms, momenta):
             layer.momentum = momentum

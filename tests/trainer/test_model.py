@@ -79,3 +79,29 @@ def test_calibration_gives_random_weights_a_usable_signal(config):
 def test_missing_weights_file_is_a_clear_error(config, tmp_path):
     with pytest.raises(model_lib.WeightsUnavailableError, match="does not exist"):
         model_lib.build_model(TrainingConfig(**{**config.__dict__, "weights": str(tmp_path / "nope.h5")}), SIZE)
+
+
+def _norm_statistics(model):
+    """(moving mean, moving variance) of each BatchNorm layer of the base."""
+    return [(layer.moving_mean.numpy(), layer.moving_variance.numpy()) for layer in model_lib.get_base(model).layers
+            if isinstance(layer, keras.layers.BatchNormalization)]
+
+
+def test_calibration_sets_the_same_statistics_run_eagerly_or_traced(config, monkeypatch):
+    """A small pass runs eagerly (tracing costs more than it), a large one traced: one calibration either way, up
+    to float32 rounding (the graph may sum in another order). A mean is compared on the scale of its channel's
+    spread: a near-zero mean is noise of that scale in both."""
+    images = np.random.default_rng(2).uniform(0, 255, (8, SIZE, SIZE, 3)).astype("float32")
+    keras.utils.set_random_seed(3)
+    eager = model_lib.build_model(config, SIZE)
+    assert model_lib.activation_bytes(model_lib.get_base(eager), len(images)) <= model_lib.EAGER_CALIBRATION_BYTES
+    model_lib.calibrate_batchnorm(eager, images)
+    keras.utils.set_random_seed(3)
+    traced = model_lib.build_model(config, SIZE)
+    monkeypatch.setattr(model_lib, "EAGER_CALIBRATION_BYTES", 0)
+    model_lib.calibrate_batchnorm(traced, images)
+    calibrated = _norm_statistics(traced)
+    assert len(calibrated) > 30 and any(np.abs(mean).max() > 1e-2 for mean, _ in calibrated), "not calibrated"
+    for (mean, variance), (graph_mean, graph_variance) in zip(_norm_statistics(eager), calibrated, strict=True):
+        np.testing.assert_allclose(variance, graph_variance, rtol=1e-3, atol=1e-6)
+        assert np.all(np.abs(mean - graph_mean) <= 1e-3 * np.sqrt(graph_variance) + 1e-6)
