@@ -33,6 +33,7 @@ from tensorflow_transform.saved import saved_transform_io_v2
 from config import DataConfig
 from contract import features, storage
 from contract.layout import KERAS_MODEL_FILE, TFLITE_FIDELITY_FILE, TFLITE_FILES, TRAINING_HISTORY_FILE, WARMUP_FILE
+from trainer import model as model_lib
 from trainer.tflite import native_logs_held, tflite_logits
 
 
@@ -392,7 +393,7 @@ def export_tflite(classifier: keras.Model, representative_pixels, export_dir: st
             f.write(flatbuffer)
     if check_pixels is None or not len(check_pixels):
         return None
-    fidelity = tflite_fidelity(models, check_pixels, classifier.predict(check_pixels, verbose=0))
+    fidelity = tflite_fidelity(models, check_pixels, model_lib.inference_logits(classifier, check_pixels))
     with tf.io.gfile.GFile(os.path.join(export_dir, TFLITE_FIDELITY_FILE), "w") as f:
         f.write(json.dumps(fidelity, indent=2))
     return fidelity

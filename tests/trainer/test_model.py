@@ -105,3 +105,15 @@ def test_calibration_sets_the_same_statistics_run_eagerly_or_traced(config, monk
     for (mean, variance), (graph_mean, graph_variance) in zip(_norm_statistics(eager), calibrated, strict=True):
         np.testing.assert_allclose(variance, graph_variance, rtol=1e-3, atol=1e-6)
         assert np.all(np.abs(mean - graph_mean) <= 1e-3 * np.sqrt(graph_variance) + 1e-6)
+
+
+def test_inference_logits_are_predicts_whether_run_eagerly_or_through_predict(config, monkeypatch):
+    model = model_lib.build_model(config, SIZE)
+    images = np.random.default_rng(4).uniform(0, 255, (6, SIZE, SIZE, 3)).astype("float32")
+    model_lib.calibrate_batchnorm(model, images)  # else every logit is about the same
+    classifier = model_lib.get_classifier(model)
+    eager = model_lib.inference_logits(classifier, images)
+    monkeypatch.setattr(model_lib, "EAGER_CALIBRATION_BYTES", 0)
+    through_predict = model_lib.inference_logits(classifier, images)
+    assert eager.shape == through_predict.shape == (6, 1) and np.ptp(eager) > 1e-3
+    np.testing.assert_allclose(eager, through_predict, rtol=1e-4, atol=1e-4 * np.abs(through_predict).max())
