@@ -31,6 +31,8 @@ def loading_libraries() -> Iterator[None]:
     try:
         yield
     finally:
+        # On first: a Ctrl-C handled between the two calls would otherwise leave it off for good (a later block
+        # takes an off collector for the process's own choice).
+        gc.enable()
         if len(sys.modules) >= 2 * loaded:
             gc.freeze()
-        gc.enable()

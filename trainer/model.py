@@ -140,9 +140,13 @@ def describe(classifier: keras.Model) -> dict:
 EAGER_CALIBRATION_BYTES = 256 * 2**20
 
 
-def activation_bytes(base: keras.Model, images: int) -> int:
-    """The bytes of every layer's float32 output for `images` images: what an eager pass through `base` holds."""
-    return 4 * images * sum(int(np.prod(layer.output.shape[1:])) for layer in base.layers)
+def eager_pass_fits(base: keras.Model, images: int) -> bool:
+    """Whether every layer's float32 output for `images` images, what an eager pass through `base` holds, comes to at
+    most EAGER_CALIBRATION_BYTES. A base of unknown size (an input without height or width) is taken as too large."""
+    shapes = [layer.output.shape[1:] for layer in base.layers]
+    if any(dimension is None for shape in shapes for dimension in shape):
+        return False
+    return 4 * images * sum(int(np.prod(shape)) for shape in shapes) <= EAGER_CALIBRATION_BYTES
 
 
 def calibrate_batchnorm(model: keras.Model, pixels: np.ndarray) -> None:
@@ -161,7 +165,7 @@ def calibrate_batchnorm(model: keras.Model, pixels: np.ndarray) -> None:
     rescale = get_classifier(model).get_layer(RESCALE_NAME)
     norms = [layer for layer in base.layers if isinstance(layer, keras.layers.BatchNormalization)]
     run = lambda x: base(rescale(x), training=True)  # noqa: E731
-    if activation_bytes(base, len(pixels)) > EAGER_CALIBRATION_BYTES:
+    if not eager_pass_fits(base, len(pixels)):
         run = tf.function(run)
     was_trainable = base.trainable
     momenta = [layer.momentum for layer in norms]
@@ -181,7 +185,7 @@ def inference_logits(classifier: keras.Model, pixels: np.ndarray) -> np.ndarray:
     """The classifier's logits for `pixels` in inference mode. A small pass runs eagerly (tracing Keras' predict
     step took 1.3 s for a handful of images), a larger one through `predict`, batch by batch: eagerly, every
     layer's output is held at once (EAGER_CALIBRATION_BYTES, the same bound)."""
-    if activation_bytes(get_base(classifier), len(pixels)) > EAGER_CALIBRATION_BYTES:
+    if not eager_pass_fits(get_base(classifier), len(pixels)):
         return classifier.predict(pixels, verbose=0)
     return classifier(tf.constant(pixels, tf.float32), training=False).numpy()
 

@@ -57,3 +57,19 @@ def test_a_collector_the_process_turned_off_stays_off(collector):
     with startup.loading_libraries():
         pass
     assert not gc.isenabled()
+
+
+def test_a_ctrl_c_as_the_block_ends_leaves_the_collector_on(collector, monkeypatch):
+    """Ctrl-C handled inside the block's clean-up (here: raised by the freeze) must not leave the collector off for
+    the rest of the process: a later block would take that for the process's own choice."""
+    def interrupted():
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(gc, "freeze", interrupted)
+    loaded = dict(sys.modules)
+    with pytest.raises(KeyboardInterrupt):
+        with startup.loading_libraries():
+            sys.modules.update({f"stand_in_module_{i}": sys for i in range(len(loaded))})  # the count doubles
+    for i in range(len(loaded)):
+        del sys.modules[f"stand_in_module_{i}"]
+    assert gc.isenabled()

@@ -94,7 +94,7 @@ def test_calibration_sets_the_same_statistics_run_eagerly_or_traced(config, monk
     images = np.random.default_rng(2).uniform(0, 255, (8, SIZE, SIZE, 3)).astype("float32")
     keras.utils.set_random_seed(3)
     eager = model_lib.build_model(config, SIZE)
-    assert model_lib.activation_bytes(model_lib.get_base(eager), len(images)) <= model_lib.EAGER_CALIBRATION_BYTES
+    assert model_lib.eager_pass_fits(model_lib.get_base(eager), len(images))
     model_lib.calibrate_batchnorm(eager, images)
     keras.utils.set_random_seed(3)
     traced = model_lib.build_model(config, SIZE)
@@ -117,3 +117,11 @@ def test_inference_logits_are_predicts_whether_run_eagerly_or_through_predict(co
     through_predict = model_lib.inference_logits(classifier, images)
     assert eager.shape == through_predict.shape == (6, 1) and np.ptp(eager) > 1e-3
     np.testing.assert_allclose(eager, through_predict, rtol=1e-4, atol=1e-4 * np.abs(through_predict).max())
+
+
+def test_a_pass_too_large_or_of_unknown_size_is_not_run_eagerly(config):
+    base = model_lib.get_base(model_lib.build_model(config, SIZE))
+    assert model_lib.eager_pass_fits(base, 1) and not model_lib.eager_pass_fits(base, 100_000)
+    any_size = keras.applications.MobileNetV2(input_shape=(None, None, 3), include_top=False, weights=None,
+                                              alpha=0.35)
+    assert not model_lib.eager_pass_fits(any_size, 1)
