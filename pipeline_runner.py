@@ -15,7 +15,7 @@ import sys
 import textwrap
 
 from cli import deploy, history, local_run, monitor, photos, quiet_logs, traffic
-from contract import errors
+from contract import errors, interrupts
 
 EXAMPLES = textwrap.dedent("""\
     examples:
@@ -102,13 +102,19 @@ def main(argv: list[str] | None = None, prog: str = SCRIPT, targets=None) -> int
     except errors.CommandError as error:
         return errors.end(error, args.command)
     except Exception as error:  # a full disk or a permission is foreseeable; anything else keeps its traceback
+        if interrupts.from_ctrl_c(error):  # a Ctrl-C that C code turned into another error
+            return _interrupted(args.command)
         fault = errors.storage_fault(error)
         if fault is None:
             raise
         return errors.end(fault, args.command)
     except KeyboardInterrupt:
-        print(f"interrupted: `{args.command}` stopped before it finished", file=sys.stderr)
-        return errors.INTERRUPTED
+        return _interrupted(args.command)
+
+
+def _interrupted(command: str) -> int:
+    print(f"interrupted: `{command}` stopped before it finished", file=sys.stderr)
+    return errors.INTERRUPTED
 
 
 def entry_point() -> None:

@@ -8,6 +8,7 @@ on to the Trainer and the Pusher, a rollback on to its push).
 
 from __future__ import annotations
 
+import functools
 import signal
 import threading
 
@@ -40,3 +41,32 @@ class Interrupts:
     def check(self) -> None:
         if self.interrupted:
             raise KeyboardInterrupt
+
+
+def from_ctrl_c(error: BaseException) -> bool:
+    """Whether `error` is a Ctrl-C or came of one. A KeyboardInterrupt raised while C code has called back into
+    Python (an import made by TensorFlow's C++ as it walks a tf.data structure) reaches Python as a SystemError,
+    "... returned a result with an exception set", caused by the KeyboardInterrupt."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        if isinstance(error, KeyboardInterrupt):
+            return True
+        seen.add(id(error))
+        error = error.__cause__ or error.__context__
+    return False
+
+
+def ctrl_c_kept(function):
+    """`function` with a Ctrl-C that C code turned into another error raised as the KeyboardInterrupt it was: TFX's
+    launcher records an executor's Exception as the node's failure (its traceback logged), a KeyboardInterrupt
+    reaches the run, which says it was interrupted and marks the node CANCELED."""
+    @functools.wraps(function)
+    def kept(*args, **kwargs):
+        try:
+            return function(*args, **kwargs)
+        except Exception as error:
+            if from_ctrl_c(error):
+                raise KeyboardInterrupt from None
+            raise
+
+    return kept

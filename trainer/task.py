@@ -25,7 +25,7 @@ import tensorflow as tf
 import tensorflow_transform as tft
 
 from config import DataConfig, TrainingConfig
-from contract import layout, progress
+from contract import interrupts, layout, progress
 from trainer import devices, export, feature_cache, readers
 from trainer import hyperparameters as hyperparameters_lib
 from trainer import model as model_lib
@@ -270,6 +270,7 @@ def tuned_config(config: TrainingConfig, result: Mapping[str, Any] | None, fixed
     return hyperparameters_lib.apply(config, values, fixed), record
 
 
+@interrupts.ctrl_c_kept
 def run_fn(fn_args) -> None:
     """TFX Trainer entry point."""
     # Keras cannot know a TFRecord dataset's length and warns each epoch that it "ran out of data".

@@ -27,7 +27,7 @@ import time
 from typing import TYPE_CHECKING, Collection
 
 from config import PipelineConfig, TuningConfig, beam_policy
-from contract import layout, startup
+from contract import interrupts, layout, startup
 from contract.errors import FAILED, INTERRUPTED, OK, InterruptedRunError
 from contract.layout import RunLayout
 from ingest import sources, synthetic
@@ -267,12 +267,14 @@ def _run_locked(config: PipelineConfig, where: RunLayout, source: Source | None,
             LocalDagRunner().run(pipeline)
     except KeyboardInterrupt:
         interrupted = True
+    except Exception as exc:  # the summary reports it; the exit code says it
+        interrupted = interrupts.from_ctrl_c(exc)  # a Ctrl-C that C code turned into another error
+        error = f"{type(exc).__name__}: {exc}"
+        logging.debug("pipeline failed", exc_info=True)
+    if interrupted:
         canceled = store_health.cancel_unfinished(where.metadata_path, earlier_runs)
         error = "interrupted (Ctrl-C)" + (f" while {', '.join(canceled)} ran (marked CANCELED in ML Metadata)"
                                           if canceled else "")
-    except Exception as exc:  # the summary reports it; the exit code says it
-        error = f"{type(exc).__name__}: {exc}"
-        logging.debug("pipeline failed", exc_info=True)
     summary = run_summary.summarize(str(where.metadata_path), config.name, exclude_runs=earlier_runs)
     if summary.run_id is None and error is None:
         error = "the pipeline recorded no run in ML Metadata"

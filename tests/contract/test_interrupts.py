@@ -1,0 +1,47 @@
+"""A Ctrl-C that C code turned into another error is still a Ctrl-C (contract.interrupts)."""
+
+import dataclasses
+
+import pytest
+
+import pipeline_runner
+from contract import interrupts
+from contract.errors import INTERRUPTED
+
+
+def _as_c_code_reports_it():
+    """What CPython raises when a KeyboardInterrupt is raised while C code (TensorFlow's C++ walking a tf.data
+    structure, say) has called back into Python: a SystemError caused by it (_Py_CheckFunctionResult)."""
+    try:
+        raise KeyboardInterrupt
+    except KeyboardInterrupt as interrupt:
+        raise SystemError("<built-in function __import__> returned a result with an exception set") from interrupt
+
+
+def test_an_error_that_came_of_a_ctrl_c_is_told_from_one_that_did_not():
+    with pytest.raises(SystemError) as raised:
+        _as_c_code_reports_it()
+    assert interrupts.from_ctrl_c(raised.value) and interrupts.from_ctrl_c(KeyboardInterrupt())
+    assert not interrupts.from_ctrl_c(SystemError("returned a result with an exception set"))
+    looped = ValueError("a cause that points back at itself")
+    looped.__cause__ = looped
+    assert not interrupts.from_ctrl_c(looped)
+
+
+def test_an_executor_gives_its_launcher_the_ctrl_c_as_a_keyboard_interrupt_and_other_errors_as_they_were():
+    with pytest.raises(KeyboardInterrupt):
+        interrupts.ctrl_c_kept(_as_c_code_reports_it)()
+    with pytest.raises(ValueError, match="a real fault"):
+        interrupts.ctrl_c_kept(lambda: (_ for _ in ()).throw(ValueError("a real fault")))()
+    assert interrupts.ctrl_c_kept(lambda x: x + 1)(1) == 2
+
+
+def test_a_command_that_ends_in_such_an_error_says_it_was_interrupted_and_exits_130(monkeypatch, capsys):
+    from cli import history
+
+    interrupted = [dataclasses.replace(c, handler=lambda args: _as_c_code_reports_it()) if c.name == "models" else c
+                   for c in history.COMMANDS]
+    monkeypatch.setattr(history, "COMMANDS", tuple(interrupted))
+    assert pipeline_runner.main(["models", "--output-dir", "somewhere"]) == INTERRUPTED
+    err = capsys.readouterr().err
+    assert "interrupted: `models` stopped before it finished" in err and "Traceback" not in err
