@@ -89,8 +89,11 @@ def command_monitor(args: argparse.Namespace) -> int:
     place of the root that is a symbolic link); 3 while a run, an ingest, a rollback or another check holds the
     root.
     """
+    from contract import startup
     from contract.layout import RunLayout
-    from monitoring import monitor
+
+    with startup.loading_libraries():
+        from monitoring import monitor
     from monitoring.settings import MonitorSettings
     from orchestration.root import marker, run_lock, store_health
 

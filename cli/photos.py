@@ -67,8 +67,10 @@ def command_predict(args: argparse.Namespace) -> int:
     Prints a table (file, class, dog probability) and writes a contact sheet PNG. A file that cannot be read is
     reported on its own line; the others are still classified.
     """
-    from contract import layout
-    from inference import contact_sheet, predict
+    from contract import layout, startup
+
+    with startup.loading_libraries():
+        from inference import contact_sheet, predict
 
     if args.sheet is not None and args.sheet.suffix.lower() not in SHEET_SUFFIXES:
         raise CommandError(f"--sheet {args.sheet}: the contact sheet is an image; give a path ending in "

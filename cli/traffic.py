@@ -52,7 +52,10 @@ def command_traffic_sink(args: argparse.Namespace) -> int:
     linked = run_lock.linked_parts(root)  # the sink writes and removes under traffic/, reads serving_model/
     if linked:
         raise run_lock.LinkedPartError(f"{root} cannot be used: {'; '.join(linked)}; make it a folder of the root")
-    from traffic import server  # TensorFlow: after the checks, which a refusal needs alone
+    from contract import startup
+
+    with startup.loading_libraries():
+        from traffic import server  # TensorFlow: after the checks, which a refusal needs alone
 
     _log_to_stderr()
     sink = server.start(root, settings)
