@@ -134,19 +134,19 @@ def describe(classifier: keras.Model) -> dict:
                        for layer in classifier.layers[1:]]}
 
 
-# The most activation bytes a BatchNorm calibration pass holds eagerly. Below it the eager pass took 0.25-0.7 s of CPU
-# where tracing it took 1.2-1.8 s (48 to 757 MiB: docs/performance.md, Training); at 3.5 GiB eagerly 8.7 s against
-# 2.7 s traced.
-EAGER_CALIBRATION_BYTES = 256 * 2**20
+# The most activation bytes a pass through the base (the BatchNorm calibration, the TFLite check's logits) holds
+# eagerly, a bound on its memory. From 48 to 757 MiB the eager calibration took 0.27-0.71 s of CPU where tracing it
+# took 1.16-1.76 s; at 3.4 GiB eagerly 8.7 s against 2.7 s traced (docs/performance.md, Training).
+EAGER_PASS_BYTES = 256 * 2**20
 
 
 def eager_pass_fits(base: keras.Model, images: int) -> bool:
     """Whether every layer's float32 output for `images` images, what an eager pass through `base` holds, comes to at
-    most EAGER_CALIBRATION_BYTES. A base of unknown size (an input without height or width) is taken as too large."""
+    most EAGER_PASS_BYTES. A base of unknown size (an input without height or width) is taken as too large."""
     shapes = [layer.output.shape[1:] for layer in base.layers]
     if any(dimension is None for shape in shapes for dimension in shape):
         return False
-    return 4 * images * sum(int(np.prod(shape)) for shape in shapes) <= EAGER_CALIBRATION_BYTES
+    return 4 * images * sum(int(np.prod(shape)) for shape in shapes) <= EAGER_PASS_BYTES
 
 
 def calibrate_batchnorm(model: keras.Model, pixels: np.ndarray) -> None:
@@ -184,7 +184,7 @@ def calibrate_batchnorm(model: keras.Model, pixels: np.ndarray) -> None:
 def inference_logits(classifier: keras.Model, pixels: np.ndarray) -> np.ndarray:
     """The classifier's logits for `pixels` in inference mode. A small pass runs eagerly (tracing Keras' predict
     step took 1.3 s for a handful of images), a larger one through `predict`, batch by batch: eagerly, every
-    layer's output is held at once (EAGER_CALIBRATION_BYTES, the same bound)."""
+    layer's output is held at once (EAGER_PASS_BYTES)."""
     if not eager_pass_fits(get_base(classifier), len(pixels)):
         return classifier.predict(pixels, verbose=0)
     return classifier(tf.constant(pixels, tf.float32), training=False).numpy()

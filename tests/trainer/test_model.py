@@ -98,7 +98,7 @@ def test_calibration_sets_the_same_statistics_run_eagerly_or_traced(config, monk
     model_lib.calibrate_batchnorm(eager, images)
     keras.utils.set_random_seed(3)
     traced = model_lib.build_model(config, SIZE)
-    monkeypatch.setattr(model_lib, "EAGER_CALIBRATION_BYTES", 0)
+    monkeypatch.setattr(model_lib, "EAGER_PASS_BYTES", 0)
     model_lib.calibrate_batchnorm(traced, images)
     calibrated = _norm_statistics(traced)
     assert len(calibrated) > 30 and any(np.abs(mean).max() > 1e-2 for mean, _ in calibrated), "not calibrated"
@@ -113,7 +113,7 @@ def test_inference_logits_are_predicts_whether_run_eagerly_or_through_predict(co
     model_lib.calibrate_batchnorm(model, images)  # else every logit is about the same
     classifier = model_lib.get_classifier(model)
     eager = model_lib.inference_logits(classifier, images)
-    monkeypatch.setattr(model_lib, "EAGER_CALIBRATION_BYTES", 0)
+    monkeypatch.setattr(model_lib, "EAGER_PASS_BYTES", 0)
     through_predict = model_lib.inference_logits(classifier, images)
     assert eager.shape == through_predict.shape == (6, 1) and np.ptp(eager) > 1e-3
     np.testing.assert_allclose(eager, through_predict, rtol=1e-4, atol=1e-4 * np.abs(through_predict).max())
