@@ -31,8 +31,10 @@ def _sized(width: int, height: int, where: str) -> Claim:
     return Claim(f"{width}x{height} pixels", width * height, where)
 
 
-# A marker in a JPEG's entropy-coded data: 0xFF (and fill bytes) followed by anything but a stuffed zero or RSTn.
-_JPEG_NEXT_MARKER = re.compile(rb"\xff+[^\x00\xd0-\xd7\xff]")
+# A marker in a JPEG's entropy-coded data: the 0xFF (after any fill bytes) that anything but a stuffed zero or RSTn
+# follows. Matched from the 0xFF alone, the lookahead after it: a pattern that starts with a plain byte is searched
+# for as one, where `\xff+` made the search try every position of the data (60 us for 10 KB against 1).
+_JPEG_NEXT_MARKER = re.compile(rb"\xff(?=[^\x00\xd0-\xd7\xff])")
 _JPEG_STANDALONE = {0x01, *range(0xD0, 0xDA)}  # TEM, RSTn, SOI, EOI: no length follows
 _JPEG_SOF = {*range(0xC0, 0xD0)} - {0xC4, 0xC8, 0xCC}  # DHT, JPG and DAC share the range
 _JPEG_SOS, _JPEG_EOI = 0xDA, 0xD9
@@ -56,7 +58,7 @@ def _jpeg_claims(data: bytes) -> list[Claim]:
             found = _JPEG_NEXT_MARKER.search(data, at)
             if found is None:
                 break
-            at = found.end() - 2
+            at = found.start()
         marker = data[at + 1]
         if marker == _JPEG_EOI:
             break
@@ -72,7 +74,7 @@ def _jpeg_claims(data: bytes) -> list[Claim]:
             found = _JPEG_NEXT_MARKER.search(data, at)
             if found is None:
                 break
-            at = found.end() - 2
+            at = found.start()
     return claims
 
 

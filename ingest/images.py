@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import hashlib
 import io
 import os
@@ -18,6 +19,7 @@ import tempfile
 import threading
 import typing
 import warnings
+from typing import Sequence
 
 import tensorflow as tf
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -119,8 +121,79 @@ def _format_named_by_header(data: bytes) -> str | None:
     return None
 
 
+@dataclasses.dataclass(frozen=True)
+class _Prepared:
+    """An image before TensorFlow's decoder has had its word: the JPEG bytes to keep, and what Pillow opened (for
+    the reason, should TensorFlow refuse them)."""
+
+    jpeg: bytes
+    image: Image.Image
+    normalized: str | None
+
+    def checked(self) -> CheckedImage:
+        width, height = self.image.size
+        return CheckedImage(jpeg=self.jpeg, height=height, width=width, normalized=self.normalized,
+                            sha256=hashlib.sha256(self.jpeg).hexdigest())
+
+
 def check_image(data: bytes, max_pixels: int = DataConfig.max_image_pixels) -> CheckedImage:
     """Returns the image as RGB JPEG bytes, or raises RejectedImage."""
+    prepared = _prepare(data, max_pixels)
+    _tf_decodes(prepared.jpeg, prepared.image)
+    return prepared.checked()
+
+
+def check_images(images: Sequence[bytes], max_pixels: int = DataConfig.max_image_pixels,
+                 ) -> list[CheckedImage | RejectedImage]:
+    """check_image's verdict on each of `images`, in order, with TensorFlow decoding them all in one call that
+    runs on every core (decoding is most of a check's cost, and one image at a time it runs on one core, each call
+    paying eager dispatch). Should any of them fail that call, each is decoded on its own for its own verdict."""
+    prepared: list[_Prepared | RejectedImage] = []
+    for data in images:
+        try:
+            prepared.append(_prepare(data, max_pixels))
+        except RejectedImage as rejection:
+            prepared.append(rejection)
+    to_decode = [p for p in prepared if isinstance(p, _Prepared)]
+    all_decode = _all_decode([p.jpeg for p in to_decode]) if len(to_decode) > 1 else False
+    verdicts: list[CheckedImage | RejectedImage] = []
+    for p in prepared:
+        if isinstance(p, _Prepared) and not all_decode:
+            try:
+                _tf_decodes(p.jpeg, p.image)
+            except RejectedImage as rejection:
+                p = rejection
+        verdicts.append(p.checked() if isinstance(p, _Prepared) else p)
+    return verdicts
+
+
+@functools.cache
+def _batch_decoder():
+    """A graph that decodes a batch of JPEGs as Transform does (tf.io.decode_jpeg, 3 channels), as many at once as
+    there are cores; traced once per process. Only the decoded shapes come out: what matters is that it decodes."""
+    parallel = os.cpu_count() or 1
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string)])
+    def decode_all(jpegs):
+        return tf.map_fn(lambda jpeg: tf.shape(tf.io.decode_jpeg(jpeg, channels=3)), jpegs,
+                         parallel_iterations=parallel, fn_output_signature=tf.TensorSpec([3], tf.int32))
+
+    return decode_all
+
+
+def _all_decode(jpegs: list[bytes]) -> bool:
+    """Whether TensorFlow's decoder takes every one of `jpegs` (libjpeg's lines kept off stderr meanwhile)."""
+    try:
+        with _stderr_captured():
+            _batch_decoder()(tf.constant(jpegs, dtype=tf.string))
+    except tf.errors.OpError:
+        return False
+    return True
+
+
+def _prepare(data: bytes, max_pixels: int) -> _Prepared:
+    """Every check but TensorFlow's decode: the bytes to keep (the JPEG as it came, or Pillow's conversion to an
+    RGB JPEG), or RejectedImage."""
     if not data:
         raise RejectedImage("empty file")
     for claim in header_claims(data):  # before any decoder sees the bytes: Pillow sizes a file by one header only
@@ -171,7 +244,4 @@ def check_image(data: bytes, max_pixels: int = DataConfig.max_image_pixels) -> C
         jpeg = out.getvalue()
     else:
         jpeg = data
-    _tf_decodes(jpeg, image)
-    width, height = image.size
-    return CheckedImage(jpeg=jpeg, height=height, width=width,
-                        normalized="; ".join(changes) or None, sha256=hashlib.sha256(jpeg).hexdigest())
+    return _Prepared(jpeg, image, "; ".join(changes) or None)

@@ -29,7 +29,6 @@ from config import DataConfig, beam_policy
 from contract.errors import REFUSED, CommandError, RunFailedError
 from ingest import carried, foreign_spans, sources, span_report, spans
 from orchestration.root import store_health
-from orchestration.run import reconcile
 
 # Where the lines a user sees go: the command line's output (cli/), a Kubeflow task's log
 # (orchestration/engines/kfp_components.py). Library code hands its lines here and prints none itself.
@@ -210,6 +209,8 @@ def before_the_dag(store, examples_root: str, kind: str | None, location: str, d
     canceled, missing = look_after_store(store, current_run, root)
     freed = list(store_health.remove_canceled_temp(store, pipeline_root)) if pipeline_root else [0, 0]
     # Before the baseline is resolved: the model actually served must be the one the candidate is judged against.
+    from orchestration.run import reconcile  # here: it loads TFMA, which `ingest` alone never needs
+
     reconciled = (list(reconcile.reconcile(store, serving_dir, pipeline_name, scoped=root is not None).values())
                   if store is not None and serving_dir else [])
     report, table, cleaned = ingest(kind, location, examples_root, data, beam_args)

@@ -6,8 +6,9 @@ import re
 
 import tensorflow as tf
 from hypothesis import event, given, settings
+from hypothesis import strategies as st
 
-from ingest.images import RejectedImage, check_image
+from ingest.images import RejectedImage, check_image, check_images
 from tests.fuzz.conftest import examples
 from tests.fuzz.mismatches import mismatched
 from tests.fuzz.mutations import mutated
@@ -30,6 +31,22 @@ def test_any_file_is_accepted_as_a_decodable_jpeg_or_rejected_with_a_reason(data
     decoded = tf.io.decode_jpeg(image.jpeg, channels=3)
     assert tuple(decoded.shape) == (image.height, image.width, 3)
     assert image.height * image.width <= 2_000_000
+
+
+def _verdict(data: bytes):
+    try:
+        return check_image(data, max_pixels=2_000_000)
+    except RejectedImage as rejection:
+        return rejection.reason
+
+
+@settings(max_examples=examples(60))
+@given(st.lists(mutated(SEEDS), min_size=2, max_size=6))
+def test_a_batch_of_any_files_gets_the_verdicts_each_file_gets_alone(batch):
+    """ingest checks its items in batches, decoded in one call: whatever the batch holds, each file's verdict is
+    the one check_image gives it."""
+    verdicts = check_images(batch, max_pixels=2_000_000)
+    assert [v.reason if isinstance(v, RejectedImage) else v for v in verdicts] == [_verdict(d) for d in batch]
 
 
 def test_every_seed_is_accepted():

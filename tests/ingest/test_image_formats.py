@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from ingest.images import ACCEPTED_FORMATS, RejectedImage, check_image
+from ingest import images
+from ingest.images import ACCEPTED_FORMATS, RejectedImage, check_image, check_images
 from tests.helpers import ROOT
 
 EPS = (b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 100 100\n"
@@ -112,3 +113,46 @@ def _outcome(data):
         return check_image(data).sha256
     except RejectedImage as rejection:
         return rejection.reason
+
+
+def _verdict(outcome):
+    return outcome.reason if isinstance(outcome, RejectedImage) else outcome
+
+
+def test_a_batch_gets_each_image_s_own_verdict_in_order_with_or_without_a_damaged_image_among_them(capfd):
+    """check_images decodes a batch in one TensorFlow call; one damaged JPEG among them fails that call, and then
+    each is decoded on its own: either way every image gets what check_image gives it, and libjpeg's lines stay off
+    stderr."""
+    wholes = []
+    for seed in range(4):
+        out = io.BytesIO()
+        Image.fromarray(np.random.default_rng(seed).integers(0, 255, (60 + seed, 80, 3), dtype=np.uint8)).save(
+            out, format="JPEG")
+        wholes.append(out.getvalue())
+    good = [wholes[0], _encoded("PNG"), wholes[1], _encoded("TIFF"), b"", wholes[2]]
+    damaged = [*good, wholes[3][:len(wholes[3]) // 2], _two_sofs(wholes[0]), wholes[1][:-2]]
+    capfd.readouterr()
+    for batch in (good, damaged, damaged[::-1], [wholes[3]], []):
+        singly = []
+        for data in batch:
+            try:
+                singly.append(check_image(data))
+            except RejectedImage as rejection:
+                singly.append(rejection)
+        assert [_verdict(v) for v in check_images(batch)] == [_verdict(v) for v in singly]
+    assert sum(isinstance(v, RejectedImage) for v in check_images(damaged)) == 5  # empty, TIFF and the 3 damaged
+    assert capfd.readouterr() == ("", "")
+
+
+def test_the_batch_decode_fails_on_any_damaged_jpeg_and_passes_whole_ones():
+    """What lets a batch's verdict stand for each of its images: the one call decodes every image (a graph could
+    have left out decodes whose pixels nothing uses)."""
+    out = io.BytesIO()
+    Image.effect_noise((96, 64), 60).convert("RGB").save(out, format="JPEG")
+    whole = out.getvalue()
+    assert images._all_decode([whole] * 5)
+    for damage in (lambda jpeg: jpeg[:len(jpeg) // 2], _two_sofs):
+        for at in range(5):
+            batch = [whole] * 5
+            batch[at] = damage(whole)
+            assert not images._all_decode(batch), at
