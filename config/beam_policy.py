@@ -62,3 +62,19 @@ def component_args(workers: int = 0, examples: int | None = None) -> list[str]:
 def tfx_args(args: list[str]) -> list[str]:
     """The Beam arguments to hand TFX's components: `args` less those that only restate Beam's defaults."""
     return [arg for arg in args if arg not in BEAM_DEFAULTS]
+
+
+def fast_tfrecord_checksums() -> None:
+    """Beam's TFRecord sink and source checksum every record (CRC-32C) with python-snappy when it is installed, else
+    with crcmod: 23 us for a 12 KB image, about 4% of an ingest. google-crc32c, which Google Cloud Storage's client
+    brings along, computes the same checksum in 0.5 us. Given to Beam in each process that imports ingest.spans
+    (Beam's workers import it to run ingest's steps) or runs the pipeline; a no-op where Beam already has a function
+    or google-crc32c has no compiled code."""
+    try:
+        import google_crc32c
+        from apache_beam.io import tfrecordio
+    except ImportError:
+        return
+    if google_crc32c.implementation == "c" and not getattr(tfrecordio._default_crc32c_fn, "fn", None):
+        tfrecordio._default_crc32c_fn.fn = google_crc32c.value
+
