@@ -69,7 +69,7 @@ def _records(look: str, split: str, per_class: int, seed: int, scratch: pathlib.
 
     from ingest import synthetic
     from ingest.images import check_image
-    from ingest.spans import make_example
+    from ingest.span_pipeline import make_example
 
     folder = scratch / look / split
     synthetic.write_demo_images(folder, per_class, seed=seed, look=look)

@@ -93,7 +93,8 @@ def split_folders(images: pathlib.Path, target: pathlib.Path) -> dict[str, pathl
     import hashlib
 
     from contract import layout
-    from ingest.spans import IngestSettings, hash_split
+    from ingest.span_pipeline import hash_split
+    from ingest.spans import IngestSettings
 
     settings = IngestSettings()
     for path in sorted(images.rglob("*.jpg")):

@@ -95,7 +95,7 @@ def write_images(recipe: Recipe, scratch: pathlib.Path) -> dict[str, pathlib.Pat
 
     from ingest import synthetic
     from ingest.images import check_image
-    from ingest.spans import make_example
+    from ingest.span_pipeline import make_example
 
     paths = {}
     for split, count, seed in (("train", recipe.train_images, 0), ("eval", recipe.eval_images, 1)):

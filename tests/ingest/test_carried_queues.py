@@ -9,7 +9,7 @@ import pytest
 import tensorflow as tf
 
 from contract import features, layout
-from ingest import carried, sources, span_report, spans, synthetic
+from ingest import carried, sources, span_pipeline, span_report, spans, synthetic
 from monitoring import looks, queue
 
 
@@ -135,7 +135,7 @@ def test_a_queue_ingested_after_the_data_keeps_an_image_the_data_holds_in_the_da
     synthetic.write_demo_images(data / "train", 3)
     images = looks.images("sketch", 12)
     shas = [hashlib.sha256(image).hexdigest() for image in images]
-    hashed = {sha: spans.hash_split(sha, spans.IngestSettings()) for sha in shas}
+    hashed = {sha: span_pipeline.hash_split(sha, spans.IngestSettings()) for sha in shas}
     index = next(i for i, sha in enumerate(shas) if hashed[sha] != "train")
     (data / "train" / "cat" / "also.jpg").write_bytes(images[index])
     spans.ingest("folder", data, examples)  # span 1: in train
@@ -292,7 +292,7 @@ def test_an_ingest_that_fails_after_carrying_leaves_no_span_and_no_staging(root,
     def full_disk(*args):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(spans, "_run_beam", full_disk)
+    monkeypatch.setattr(span_pipeline, "write_shards", full_disk)
     with pytest.raises(OSError):
         spans.ingest("folder", root["data"], examples)
     assert sorted(os.listdir(examples)) == ["span-1", span_report.NUMBERS_FILE]

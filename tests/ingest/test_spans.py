@@ -9,7 +9,7 @@ from PIL import Image
 
 from config import beam_policy
 from contract import features
-from ingest import foreign_spans, sources, span_report, spans, synthetic
+from ingest import foreign_spans, sources, span_pipeline, span_report, spans, synthetic
 from ingest.images import RejectedImage, check_image
 
 
@@ -141,14 +141,15 @@ def _two_spans(tmp_path, first_per_class, second_per_class):
 
 def test_without_a_split_of_their_own_images_divide_80_10_10_by_content_hash():
     settings = spans.IngestSettings()
-    splits = [spans.hash_split(hashlib.sha256(str(i).encode()).hexdigest(), settings) for i in range(3000)]
+    splits = [span_pipeline.hash_split(hashlib.sha256(str(i).encode()).hexdigest(), settings) for i in range(3000)]
     shares = {split: splits.count(split) / len(splits) for split in spans.SPLITS}
     assert abs(shares["train"] - 0.8) < 0.03 and abs(shares["eval"] - 0.1) < 0.02 and abs(shares["test"] - 0.1) < 0.02
-    held_out = [spans.hash_split(hashlib.sha256(str(i).encode()).hexdigest(), settings, held_out_only=True)
+    held_out = [span_pipeline.hash_split(hashlib.sha256(str(i).encode()).hexdigest(), settings, held_out_only=True)
                 for i in range(1000)]
     assert set(held_out) == {"eval", "test"} and abs(held_out.count("test") / 1000 - 0.5) < 0.06
-    assert spans.divides_held_out(["train", "eval", None]) and spans.divides_held_out(["train", "test"])
-    assert not spans.divides_held_out(["train", "eval", "test"]) and not spans.divides_held_out(["train", None])
+    divides = span_pipeline.divides_held_out
+    assert divides(["train", "eval", None]) and divides(["train", "test"])
+    assert not divides(["train", "eval", "test"]) and not divides(["train", None])
 
 
 def test_an_image_lands_in_the_same_split_in_every_span(tmp_path):

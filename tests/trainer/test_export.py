@@ -18,7 +18,7 @@ from contract import features, layout
 from inference import tf_serving
 from inference.tf_serving import SessionBundle
 from ingest.images import check_image
-from ingest.spans import make_example
+from ingest.span_pipeline import make_example
 from tests.helpers import transform_graph
 from trainer import export, preprocessing
 from trainer import model as model_lib

@@ -1,0 +1,231 @@
+"""The Beam pipeline that turns a span's items into its shards (ingest.spans runs it).
+
+Each item's bytes are checked (ingest.images, a batch at a time), the items with the same content hash resolved to
+one example (the others are duplicates, or all are quarantined when their labels disagree), each example given its
+split and written to that split's TFRecords; every item's Outcome goes to a file the caller reads back.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import pickle
+import posixpath
+from typing import TYPE_CHECKING, Iterable, NamedTuple, Sequence
+
+import apache_beam as beam
+import tensorflow as tf
+
+from config import beam_policy
+from contract import features, layout, progress
+from ingest import sources
+from ingest.images import CheckedImage, RejectedImage, check_images
+from ingest.span_report import ACCEPTED, DUPLICATE, NORMALIZED, QUARANTINED
+
+if TYPE_CHECKING:
+    from ingest.spans import IngestSettings
+
+beam_policy.fast_tfrecord_checksums()
+
+SPLITS = layout.SPLITS
+_PROGRESS_EVERY = 1000
+# Items a Check element holds: enough that one decoding call per batch costs little beside its images (64
+# decoded at 0.16 ms an image on 2 cores, 256 at 0.18), few enough that a batch of photos is a few MB and a source
+# of a few hundred items still makes several elements for Beam to spread over workers.
+_BATCH = 64
+_KEPT = "kept"
+
+
+def make_example(image: CheckedImage, label: int, relative: str) -> bytes:
+    """The serialized tf.Example of one accepted image (keys: contract.features)."""
+    def _bytes(value: bytes):
+        return tf.train.Feature(bytes_list=tf.train.BytesList(value=[value]))
+
+    def _int(value: int):
+        return tf.train.Feature(int64_list=tf.train.Int64List(value=[value]))
+
+    return tf.train.Example(features=tf.train.Features(feature={
+        features.IMAGE_KEY: _bytes(image.jpeg),
+        features.LABEL_KEY: _int(label),
+        features.HEIGHT_KEY: _int(image.height),
+        features.WIDTH_KEY: _int(image.width),
+        features.SOURCE_KEY: _bytes(relative.encode()),
+        features.SHA256_KEY: _bytes(image.sha256.encode()),
+    })).SerializeToString()
+
+
+def hash_split(sha256: str, settings: IngestSettings, held_out_only: bool = False) -> str:
+    """train, eval or test by the image's content hash, in the ratio of the settings' buckets; with
+    `held_out_only`, eval or test in the ratio of theirs."""
+    buckets = {layout.TRAIN_SPLIT: 0 if held_out_only else settings.train_buckets,
+               layout.SELECTION_SPLIT: settings.eval_buckets, layout.TEST_SPLIT: settings.test_buckets}
+    bucket = int(sha256[:8], 16) % sum(buckets.values())
+    for split, count in buckets.items():
+        if bucket < count:
+            return split
+        bucket -= count
+    raise AssertionError("unreachable: the bucket is below the buckets' sum")
+
+
+def divides_held_out(source_splits: Iterable[str | None]) -> bool:
+    """Whether a source's held-out images are to be divided between eval and test: when it gives one held-out
+    split (TensorFlow's cats_and_dogs_filtered has train and validation; a Parquet set train and test), the way
+    its tutorials take a test split out of the validation images. A source that gives both keeps them."""
+    held_out = set(source_splits) & {layout.SELECTION_SPLIT, layout.TEST_SPLIT}
+    return len(held_out) == 1
+
+
+def split_of(source_split: str | None, sha256: str, settings: IngestSettings, divide_held_out: bool) -> str:
+    """The split an image goes to: its source's (train stays train), the held-out ones divided between eval
+    and test when `divide_held_out`, by content hash when its source gives none."""
+    if source_split is None:
+        return hash_split(sha256, settings)
+    if divide_held_out and source_split != layout.TRAIN_SPLIT:
+        return hash_split(sha256, settings, held_out_only=True)
+    return source_split
+
+
+class Outcome(NamedTuple):
+    """What happened to one item (a row of the ingest report); label and split only for an item kept."""
+
+    item_id: str
+    outcome: str  # one of OUTCOMES
+    detail: str | None  # the reason, the duplicated item's id or the normalization done
+    label: int | None = None
+    split: str | None = None
+    replaces: str | None = None  # the SHA-256 of a carried queue's image the kept item stands for
+
+
+class _Usable(NamedTuple):
+    """An item whose bytes are an image the pipeline can use."""
+
+    item_id: str
+    label: int
+    split: str | None  # the source's own split, if it gives one
+    image: CheckedImage
+
+
+class _Kept(NamedTuple):
+    """The one example written for a content hash."""
+
+    split: str
+    serialized: bytes
+
+
+class _CheckItems(beam.DoFn):
+    """A batch of items -> (sha256, _Usable) for each usable one, an Outcome on the QUARANTINED output for each
+    other. Items come in batches so that TensorFlow decodes a batch's images in one call, on every core
+    (ingest.images.check_images)."""
+
+    def __init__(self, max_pixels: int, max_bytes: int, total: int):
+        self._max_pixels = max_pixels
+        self._max_bytes = max_bytes
+        self._total = total
+        self._seen = 0
+
+    def process(self, batch: list[sources.Item]):
+        readable: list[tuple[sources.Item, bytes]] = []
+        for item in batch:
+            if item.problem:
+                yield beam.pvalue.TaggedOutput(QUARANTINED, Outcome(item.id, QUARANTINED, item.problem))
+                continue
+            try:
+                readable.append((item, sources.read_bytes(item.unit, self._max_bytes)))
+            except sources.FileTooLarge as rejection:
+                yield beam.pvalue.TaggedOutput(QUARANTINED, Outcome(item.id, QUARANTINED, str(rejection)))
+            except OSError as error:
+                reason = f"cannot be read ({error.strerror or error})"
+                yield beam.pvalue.TaggedOutput(QUARANTINED, Outcome(item.id, QUARANTINED, reason))
+        verdicts = check_images([data for _, data in readable], self._max_pixels)
+        for (item, _), verdict in zip(readable, verdicts, strict=True):
+            if isinstance(verdict, RejectedImage):
+                yield beam.pvalue.TaggedOutput(QUARANTINED, Outcome(item.id, QUARANTINED, str(verdict)))
+            else:
+                yield verdict.sha256, _Usable(item.id, item.label, item.split, verdict)
+        before, self._seen = self._seen, self._seen + len(batch)
+        if self._total >= _PROGRESS_EVERY and self._seen // _PROGRESS_EVERY > before // _PROGRESS_EVERY:
+            progress.note(f"  ingest: worker {os.getpid()} checked {self._seen} of {self._total} items")
+
+
+def _resolve_same_bytes(group, settings: IngestSettings, divide_held_out: bool,
+                        carried: dict[str, tuple[int, str, int]], source_is_queue: bool, data_splits: dict):
+    """All items with one content hash -> an Outcome for each, and on the KEPT output the one example kept.
+    An image the span would carry from a labeled queue (`carried`: sha256 -> (span, source id, label)) is kept
+    from the source, in the source's split, with the label a person gave it: the queue's, or the source's own
+    when the source is a newer queue; its Outcome `replaces` the carried copy. `data_splits` (a queue's ingest:
+    ingest.carried.data_splits): an image the data holds keeps the data's split."""
+    sha256, usable = group
+    usable = sorted(usable, key=lambda u: u.item_id)
+    replaces = sha256 if sha256 in carried else None
+    if replaces and not source_is_queue:
+        label = carried[sha256][2]
+        usable = [u._replace(label=label) for u in usable]
+    if len({u.label for u in usable}) > 1:
+        ids = [u.item_id for u in usable]
+        for item_id in ids:
+            others = ", ".join(i for i in ids if i != item_id)
+            yield Outcome(item_id, QUARANTINED, f"same image bytes under another label: {others}")
+        return
+    first, *rest = usable
+    split = data_splits.get(sha256) or split_of(first.split or next((u.split for u in rest if u.split), None),
+                                                sha256, settings, divide_held_out)
+    yield Outcome(first.item_id, NORMALIZED if first.image.normalized else ACCEPTED, first.image.normalized,
+                  first.label, split, replaces)
+    for duplicate in rest:
+        yield Outcome(duplicate.item_id, DUPLICATE, first.item_id)
+    yield beam.pvalue.TaggedOutput(_KEPT, _Kept(split, make_example(first.image, first.label, first.item_id)))
+
+
+def mixed_order(items: list[sources.Item]) -> list[sources.Item]:
+    """The items in a fixed pseudo-random order (by a hash of their id).
+
+    Sources list class by class; written in that order a span's files hold all
+    cats and then all dogs, so anything that reads a prefix (a shuffle buffer
+    smaller than the data, an int8 calibration set, report samples) sees one
+    class only.
+    """
+    return sorted(items, key=lambda item: hashlib.sha1(item.id.encode()).digest())
+
+
+def write_shards(items: list[sources.Item], staging: str, settings: IngestSettings,
+              beam_args: Sequence[str], divide_held_out: bool, carried: dict,
+              source_is_queue: bool = False, data_splits: dict | None = None) -> list[Outcome]:
+    """Checks and writes the span's shards under `staging` (a path or URI that Beam's workers write to: on
+    Dataflow or a portable runner they are other machines or processes); returns every item's Outcome."""
+    options = beam.options.pipeline_options.PipelineOptions(list(beam_args))
+    if staging.startswith("file://"):  # a URI tf.io.gfile reads and Beam's file systems do not
+        staging = staging[len("file://"):]
+    outcomes_file, items_file = posixpath.join(staging, "outcomes"), posixpath.join(staging, "items.tfrecord")
+    # The items reach the workers as a file of batches, as any large input reaches Beam: beam.Create would put
+    # them in the pipeline itself, pickled and bz2-compressed there (a second a few thousand paths; a Parquet
+    # source's images with them), and send them to every worker with it.
+    ordered = mixed_order(items)
+    with tf.io.TFRecordWriter(items_file) as writer:
+        for start in range(0, len(ordered), _BATCH):
+            writer.write(pickle.dumps(ordered[start:start + _BATCH]))
+    with beam.Pipeline(options=options) as pipeline:
+        check = _CheckItems(settings.max_pixels, settings.max_file_bytes, len(items))
+        checked = (pipeline | "Items" >> beam.io.ReadFromTFRecord(items_file) | "Spread" >> beam.Reshuffle()
+                   | "Unpack" >> beam.Map(pickle.loads)
+                   | "Check" >> beam.ParDo(check).with_outputs(QUARANTINED, main="usable"))
+        resolved = (checked.usable
+                    | "Group" >> beam.GroupByKey()
+                    | "Resolve" >> beam.ParDo(_resolve_same_bytes, settings, divide_held_out, carried,
+                                                source_is_queue, data_splits or {}).with_outputs(
+                                                    _KEPT, main="outcomes"))
+        by_split = resolved[_KEPT] | "BySplit" >> beam.Partition(lambda kept, _: SPLITS.index(kept.split),
+                                                                  len(SPLITS))
+        for index, split in enumerate(SPLITS):
+            _ = (by_split[index] | f"Bytes{split}" >> beam.Map(lambda kept: kept.serialized)
+                 | f"Write{split}" >> beam.io.WriteToTFRecord(posixpath.join(staging, split, "images"),
+                                                              file_name_suffix=".tfrecord"))
+        _ = ((resolved.outcomes, checked[QUARANTINED]) | beam.Flatten() | beam.Map(json.dumps)
+             | beam.io.WriteToText(outcomes_file, file_name_suffix=".jsonl"))
+    outcomes = []
+    for path in sorted(tf.io.gfile.glob(outcomes_file + "*.jsonl")):
+        with tf.io.gfile.GFile(path) as f:
+            outcomes += [Outcome(*json.loads(line)) for line in f.read().splitlines() if line]
+        tf.io.gfile.remove(path)
+    tf.io.gfile.remove(items_file)
+    return outcomes
