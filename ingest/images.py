@@ -91,15 +91,17 @@ def _stderr_captured():
             text.append(capture.read(4096).decode("utf-8", "replace"))
 
 
-def _tf_decodes(jpeg: bytes, image: Image.Image) -> None:
+def _tf_decodes(jpeg: bytes, opened: Image.Image | None) -> None:
     """TensorFlow's decoder has the last word; a JPEG it cannot decode is rejected with the clearest reason at
-    hand: Pillow's, when Pillow fails on it too (it says "truncated"), else libjpeg's own line."""
+    hand: Pillow's, when Pillow fails on it too (it says "truncated"), else libjpeg's own line. `opened`: Pillow's
+    image of a JPEG stored as it came, opened but not decoded (None for a JPEG Pillow wrote itself)."""
     try:
         with _stderr_captured() as libjpeg:
             tf.io.decode_jpeg(jpeg, channels=3)
     except tf.errors.InvalidArgumentError as error:
         try:
-            image.load()  # only for its reason: a JPEG stored as it came was not decoded by Pillow
+            if opened is not None:
+                opened.load()  # only for its reason: a JPEG stored as it came was not decoded by Pillow
         except (OSError, SyntaxError, ValueError) as pillow:
             raise RejectedImage(f"truncated or corrupt image data ({pillow})") from None
         said = [line.strip() for line in libjpeg[0].splitlines() if line.strip()]
@@ -123,23 +125,25 @@ def _format_named_by_header(data: bytes) -> str | None:
 
 @dataclasses.dataclass(frozen=True)
 class _Prepared:
-    """An image before TensorFlow's decoder has had its word: the JPEG bytes to keep, and what Pillow opened (for
-    the reason, should TensorFlow refuse them)."""
+    """An image before TensorFlow's decoder has had its word: the JPEG bytes to keep and their size. No pixels:
+    a batch holds many of these. `opened`: Pillow's image of a JPEG stored as it came, opened and not decoded
+    (for the reason, should TensorFlow refuse it); None for the JPEG of a converted image."""
 
     jpeg: bytes
-    image: Image.Image
+    width: int
+    height: int
     normalized: str | None
+    opened: Image.Image | None
 
     def checked(self) -> CheckedImage:
-        width, height = self.image.size
-        return CheckedImage(jpeg=self.jpeg, height=height, width=width, normalized=self.normalized,
+        return CheckedImage(jpeg=self.jpeg, height=self.height, width=self.width, normalized=self.normalized,
                             sha256=hashlib.sha256(self.jpeg).hexdigest())
 
 
 def check_image(data: bytes, max_pixels: int = DataConfig.max_image_pixels) -> CheckedImage:
     """Returns the image as RGB JPEG bytes, or raises RejectedImage."""
     prepared = _prepare(data, max_pixels)
-    _tf_decodes(prepared.jpeg, prepared.image)
+    _tf_decodes(prepared.jpeg, prepared.opened)
     return prepared.checked()
 
 
@@ -160,7 +164,7 @@ def check_images(images: Sequence[bytes], max_pixels: int = DataConfig.max_image
     for p in prepared:
         if isinstance(p, _Prepared) and not all_decode:
             try:
-                _tf_decodes(p.jpeg, p.image)
+                _tf_decodes(p.jpeg, p.opened)
             except RejectedImage as rejection:
                 p = rejection
         verdicts.append(p.checked() if isinstance(p, _Prepared) else p)
@@ -244,4 +248,5 @@ def _prepare(data: bytes, max_pixels: int) -> _Prepared:
         jpeg = out.getvalue()
     else:
         jpeg = data
-    return _Prepared(jpeg, image, "; ".join(changes) or None)
+    width, height = image.size
+    return _Prepared(jpeg, width, height, "; ".join(changes) or None, None if changes else image)

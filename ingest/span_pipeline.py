@@ -7,6 +7,7 @@ split and written to that split's TFRecords; every item's Outcome goes to a file
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import os
@@ -18,7 +19,7 @@ import apache_beam as beam
 import tensorflow as tf
 
 from config import beam_policy
-from contract import features, layout, progress
+from contract import features, layout, progress, storage
 from ingest import sources
 from ingest.images import CheckedImage, RejectedImage, check_images
 from ingest.span_report import ACCEPTED, DUPLICATE, NORMALIZED, QUARANTINED
@@ -34,6 +35,8 @@ _PROGRESS_EVERY = 1000
 # decoded at 0.16 ms an image on 2 cores, 256 at 0.18), few enough that a batch of photos is a few MB and a source
 # of a few hundred items still makes several elements for Beam to spread over workers.
 _BATCH = 64
+# The most file bytes a check holds at once (a batch of photos is a few MB; 64 large BMPs would be gigabytes).
+_CHECK_BYTES = 32 << 20
 _KEPT = "kept"
 
 
@@ -137,15 +140,23 @@ class _CheckItems(beam.DoFn):
             except OSError as error:
                 reason = f"cannot be read ({error.strerror or error})"
                 yield beam.pvalue.TaggedOutput(QUARANTINED, Outcome(item.id, QUARANTINED, reason))
+            # Checked as soon as the files read come to _CHECK_BYTES: a batch of large files is checked a few
+            # at a time, never all of them held at once.
+            if sum(len(data) for _, data in readable) >= _CHECK_BYTES:
+                yield from self._checked(readable)
+                readable = []
+        yield from self._checked(readable)
+        before, self._seen = self._seen, self._seen + len(batch)
+        if self._total >= _PROGRESS_EVERY and self._seen // _PROGRESS_EVERY > before // _PROGRESS_EVERY:
+            progress.note(f"  ingest: worker {os.getpid()} checked {self._seen} of {self._total} items")
+
+    def _checked(self, readable: list[tuple[sources.Item, bytes]]):
         verdicts = check_images([data for _, data in readable], self._max_pixels)
         for (item, _), verdict in zip(readable, verdicts, strict=True):
             if isinstance(verdict, RejectedImage):
                 yield beam.pvalue.TaggedOutput(QUARANTINED, Outcome(item.id, QUARANTINED, str(verdict)))
             else:
                 yield verdict.sha256, _Usable(item.id, item.label, item.split, verdict)
-        before, self._seen = self._seen, self._seen + len(batch)
-        if self._total >= _PROGRESS_EVERY and self._seen // _PROGRESS_EVERY > before // _PROGRESS_EVERY:
-            progress.note(f"  ingest: worker {os.getpid()} checked {self._seen} of {self._total} items")
 
 
 def _resolve_same_bytes(group, settings: IngestSettings, divide_held_out: bool,
@@ -196,19 +207,24 @@ def write_shards(items: list[sources.Item], staging: str, settings: IngestSettin
     options = beam.options.pipeline_options.PipelineOptions(list(beam_args))
     if staging.startswith("file://"):  # a URI tf.io.gfile reads and Beam's file systems do not
         staging = staging[len("file://"):]
-    outcomes_file, items_file = posixpath.join(staging, "outcomes"), posixpath.join(staging, "items.tfrecord")
-    # The items reach the workers as a file of batches, as any large input reaches Beam: beam.Create would put
-    # them in the pipeline itself, pickled and bz2-compressed there (a second a few thousand paths; a Parquet
-    # source's images with them), and send them to every worker with it.
+    outcomes_file, items_file = posixpath.join(staging, "outcomes"), posixpath.join(staging, "items.txt")
     ordered = mixed_order(items)
-    with tf.io.TFRecordWriter(items_file) as writer:
-        for start in range(0, len(ordered), _BATCH):
-            writer.write(pickle.dumps(ordered[start:start + _BATCH]))
+    batches = [ordered[start:start + _BATCH] for start in range(0, len(ordered), _BATCH)]
+    # Items that name their files reach the workers as a file of batches (a line each), as any large input reaches
+    # Beam: beam.Create would put them in the pipeline itself, pickled and bz2-compressed there (about a second for
+    # 8,000 paths). Items that carry their image bytes (Parquet, TFDS) still go that way: as a file they would be
+    # a second copy of the source on the root's disk.
+    by_file = not any(isinstance(item.unit, bytes) for item in items)
+    if by_file:
+        storage.backend.write(items_file, b"\n".join(base64.b64encode(pickle.dumps(batch)) for batch in batches))
     with beam.Pipeline(options=options) as pipeline:
         check = _CheckItems(settings.max_pixels, settings.max_file_bytes, len(items))
-        checked = (pipeline | "Items" >> beam.io.ReadFromTFRecord(items_file) | "Spread" >> beam.Reshuffle()
-                   | "Unpack" >> beam.Map(pickle.loads)
-                   | "Check" >> beam.ParDo(check).with_outputs(QUARANTINED, main="usable"))
+        if by_file:
+            listed = (pipeline | "Items" >> beam.io.ReadFromText(items_file) | "Spread" >> beam.Reshuffle()
+                      | "Unpack" >> beam.Map(lambda line: pickle.loads(base64.b64decode(line))))
+        else:
+            listed = pipeline | "Items" >> beam.Create(batches, reshuffle=True)
+        checked = listed | "Check" >> beam.ParDo(check).with_outputs(QUARANTINED, main="usable")
         resolved = (checked.usable
                     | "Group" >> beam.GroupByKey()
                     | "Resolve" >> beam.ParDo(_resolve_same_bytes, settings, divide_held_out, carried,
@@ -227,5 +243,6 @@ def write_shards(items: list[sources.Item], staging: str, settings: IngestSettin
         with tf.io.gfile.GFile(path) as f:
             outcomes += [Outcome(*json.loads(line)) for line in f.read().splitlines() if line]
         tf.io.gfile.remove(path)
-    tf.io.gfile.remove(items_file)
+    if by_file:
+        storage.backend.remove(items_file)
     return outcomes
