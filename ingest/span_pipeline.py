@@ -8,24 +8,22 @@ split and written to that split's TFRecords; every item's Outcome goes to a file
 from __future__ import annotations
 
 import base64
+import dataclasses
 import hashlib
 import json
 import os
 import pickle
 import posixpath
-from typing import TYPE_CHECKING, Iterable, NamedTuple, Sequence
+from typing import Iterable, NamedTuple, Sequence
 
 import apache_beam as beam
 import tensorflow as tf
 
-from config import beam_policy
+from config import DataConfig, beam_policy
 from contract import features, layout, progress, storage
 from ingest import sources
 from ingest.images import CheckedImage, RejectedImage, check_images
 from ingest.span_report import ACCEPTED, DUPLICATE, NORMALIZED, QUARANTINED
-
-if TYPE_CHECKING:
-    from ingest.spans import IngestSettings
 
 beam_policy.fast_tfrecord_checksums()
 
@@ -87,6 +85,22 @@ def split_of(source_split: str | None, sha256: str, settings: IngestSettings, di
     if divide_held_out and source_split != layout.TRAIN_SPLIT:
         return hash_split(sha256, settings, held_out_only=True)
     return source_split
+
+
+@dataclasses.dataclass(frozen=True)
+class IngestSettings:
+    """What shapes a span (its fingerprint covers these); the defaults are config.DataConfig's."""
+
+    max_pixels: int = DataConfig.max_image_pixels
+    train_buckets: int = DataConfig.train_buckets
+    eval_buckets: int = DataConfig.eval_buckets
+    test_buckets: int = DataConfig.test_buckets
+    # Folder sources' files above it are quarantined unread. Left out of the settings the fingerprint hashes:
+    # it shapes a span through the files above it, which the fingerprint marks one by one.
+    max_file_bytes: int = DataConfig.max_file_mb << 20
+    # The spans the Trainer reads (DataConfig.span_window): labeled queues are carried at 1 only (ingest.carried).
+    # Left out of the settings hashed: it changes no span it lets through.
+    span_window: int = DataConfig.span_window
 
 
 class Outcome(NamedTuple):

@@ -33,12 +33,12 @@ from typing import Callable, Iterable, Sequence
 
 import tensorflow as tf
 
-from config import DataConfig
 from config.beam_policy import IN_PROCESS
 from contract import features, layout, storage
 from contract.errors import CommandError
 from ingest import carried as carrying
 from ingest import sources, span_pipeline
+from ingest.span_pipeline import IngestSettings
 from ingest.span_report import (
     DUPLICATE,
     NORMALIZED,
@@ -56,22 +56,6 @@ from ingest.span_report import (
 
 # Ingest writes plain TFRecords: JPEG bytes do not compress (see the README's Performance section).
 SPLITS = layout.SPLITS
-
-@dataclasses.dataclass(frozen=True)
-class IngestSettings:
-    """What shapes a span (its fingerprint covers these); the defaults are config.DataConfig's."""
-
-    max_pixels: int = DataConfig.max_image_pixels
-    train_buckets: int = DataConfig.train_buckets
-    eval_buckets: int = DataConfig.eval_buckets
-    test_buckets: int = DataConfig.test_buckets
-    # Folder sources' files above it are quarantined unread. Left out of the settings the fingerprint hashes:
-    # it shapes a span through the files above it, which the fingerprint marks one by one.
-    max_file_bytes: int = DataConfig.max_file_mb << 20
-    # The spans the Trainer reads (DataConfig.span_window): labeled queues are carried at 1 only (ingest.carried).
-    # Left out of the settings hashed: it changes no span it lets through.
-    span_window: int = DataConfig.span_window
-
 
 class NoUsableImagesError(CommandError, ValueError):
     """Every file was quarantined; the report says why."""
