@@ -242,6 +242,12 @@ def check_output_dir(output_dir: pathlib.Path) -> None:
     is writable: checked before any work, and nothing is created (a refused command leaves no folder behind)."""
     if output_dir.exists() and not output_dir.is_dir():
         raise SettingsError(f"--output-dir {output_dir} is a file, not a directory")
+    try:
+        str(output_dir.absolute()).encode("utf-8")
+    except UnicodeEncodeError:  # TensorFlow's file functions, which every command uses on the root, take UTF-8
+        shown = str(output_dir).encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+        raise SettingsError(f"--output-dir {shown}: its path is not valid UTF-8, which TensorFlow's file functions "
+                            "cannot take: choose a folder whose name is") from None
     special = sorted({char for char in str(output_dir.absolute()) if char in GLOB_CHARACTERS})
     if special:
         # TFX's ImportExampleGen and Beam's file writers match the root's paths as glob patterns: such a run

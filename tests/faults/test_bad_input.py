@@ -62,6 +62,17 @@ def test_output_dir_that_is_a_file_is_refused_and_left_alone(tmp_path, capsys):
     assert target.read_text() == "keep me"
 
 
+@pytest.mark.parametrize("command", ["ingest", "run"])
+def test_output_dir_whose_name_is_not_utf8_is_refused_in_one_line(tmp_path, capsys, command):
+    """TensorFlow's file functions encode a path as UTF-8: a name that is not (Python keeps its bytes as lone
+    surrogates) ended ingest with a UnicodeEncodeError traceback."""
+    synthetic.write_demo_images(tmp_path / "data", 2)
+    target = os.fsdecode(os.fsencode(tmp_path) + b"/bad\xffroot")
+    code, _, err = _cli(capsys, command, "--data-dir", tmp_path / "data", "--output-dir", target)
+    assert code == 2 and "bad\\xffroot: its path is not valid UTF-8" in _one_line(err), err
+    assert not os.path.exists(target)
+
+
 @pytest.mark.parametrize("flag, value, minimum", [("--demo-images", "0", 1), ("--beam-workers", "-2", 0)])
 def test_counts_out_of_range_are_refused_by_the_parser(tmp_path, capsys, flag, value, minimum):
     with pytest.raises(SystemExit) as exit_:
