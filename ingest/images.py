@@ -14,6 +14,7 @@ import functools
 import hashlib
 import io
 import os
+import re
 import sys
 import tempfile
 import threading
@@ -91,6 +92,11 @@ def _stderr_captured():
             text.append(capture.read(4096).decode("utf-8", "replace"))
 
 
+# TensorFlow's own log lines, which reach the same stderr when TF_CPP_MIN_LOG_LEVEL lets them ("2026-11-26
+# 11:35:58.981965: W tensorflow/core/framework/local_rendezvous.cc:404] ..."): not libjpeg's reason.
+_TF_LOG_LINE = re.compile(r"\s*\d{4}-\d\d-\d\d \d\d:\d\d:\d\d(\.\d+)?: [IWEF] \S+:\d+\] ")
+
+
 def _tf_decodes(jpeg: bytes, opened: Image.Image | None) -> None:
     """TensorFlow's decoder has the last word; a JPEG it cannot decode is rejected with the clearest reason at
     hand: Pillow's, when Pillow fails on it too (it says "truncated"), else libjpeg's own line. `opened`: Pillow's
@@ -104,7 +110,7 @@ def _tf_decodes(jpeg: bytes, opened: Image.Image | None) -> None:
                 opened.load()  # only for its reason: a JPEG stored as it came was not decoded by Pillow
         except (OSError, SyntaxError, ValueError) as pillow:
             raise RejectedImage(f"truncated or corrupt image data ({pillow})") from None
-        said = [line.strip() for line in libjpeg[0].splitlines() if line.strip()]
+        said = [line.strip() for line in libjpeg[0].splitlines() if line.strip() and not _TF_LOG_LINE.match(line)]
         raise RejectedImage(f"corrupt JPEG data ({said[-1] if said else first_line(error)})") from None
 
 

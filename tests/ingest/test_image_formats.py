@@ -156,3 +156,30 @@ def test_the_batch_decode_fails_on_any_damaged_jpeg_and_passes_whole_ones():
             batch = [whole] * 5
             batch[at] = damage(whole)
             assert not images._all_decode(batch), at
+
+
+def test_tensorflow_s_own_log_lines_are_not_taken_for_libjpeg_s_reason(tmp_path):
+    """With TF_CPP_MIN_LOG_LEVEL below 3 in the user's environment, TensorFlow logs to the same stderr as libjpeg
+    ("... W tensorflow/core/framework/local_rendezvous.cc:404] Local rendezvous is aborting ..."): a reason that
+    took that line would hold a timestamp, and two runs' reports would differ."""
+    damaged = []
+    for seed in range(8):
+        noise = np.random.default_rng(seed).normal(128, 60, (240, 320)).clip(0, 255).astype(np.uint8)
+        out = io.BytesIO()
+        Image.fromarray(noise).convert("RGB").save(out, format="JPEG")
+        damaged += [out.getvalue()[:-2], _two_sofs(out.getvalue())]
+    for i, data in enumerate(damaged):
+        (tmp_path / f"{i}.jpg").write_bytes(data)
+    script = ("import pathlib, sys\n"
+              "from ingest.images import RejectedImage, check_image\n"
+              f"for i in range({len(damaged)}):\n"
+              "    try:\n"
+              f"        check_image(pathlib.Path({str(tmp_path)!r}, f'{{i}}.jpg').read_bytes())\n"
+              "    except RejectedImage as rejection:\n"
+              "        print(rejection.reason)\n")
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, cwd=ROOT,
+                            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "0"})
+    assert result.returncode == 0, result.stderr[-2000:]
+    reasons = result.stdout.splitlines()
+    assert reasons == [_outcome(data) for data in damaged]
+    assert any(reason.startswith("corrupt JPEG data (") for reason in reasons)  # libjpeg's own line was taken
