@@ -36,6 +36,9 @@ Image.MAX_IMAGE_PIXELS = None
 ACCEPTED_FORMATS = ("JPEG", "PNG", "GIF", "BMP", "WEBP")
 MIN_SIDE = 8
 JPEG_QUALITY = 95
+# The most JPEG bytes one decoding call takes (it copies them into a tensor): a converted image's JPEG can be far
+# larger than its file.
+_DECODE_BYTES = 32 << 20
 
 
 class RejectedImage(ValueError):
@@ -155,26 +158,39 @@ def check_image(data: bytes, max_pixels: int = DataConfig.max_image_pixels) -> C
 
 def check_images(images: Sequence[bytes], max_pixels: int = DataConfig.max_image_pixels,
                  ) -> list[CheckedImage | RejectedImage]:
-    """check_image's verdict on each of `images`, in order, with TensorFlow decoding them all in one call that
-    runs on every core (decoding is most of a check's cost, and one image at a time it runs on one core, each call
-    paying eager dispatch). Should any of them fail that call, each is decoded on its own for its own verdict."""
-    prepared: list[_Prepared | RejectedImage] = []
+    """check_image's verdict on each of `images`, in order: its CheckedImage or the RejectedImage it raises.
+    TensorFlow decodes the JPEGs in calls of up to
+    _DECODE_BYTES that run on every core (decoding is most of a check's cost, and one image at a time it runs on
+    one core, each call paying eager dispatch); should any of them fail a call, each of that call's is decoded on
+    its own for its own verdict."""
+    outcomes: list[_Prepared | RejectedImage] = []
     for data in images:
         try:
-            prepared.append(_prepare(data, max_pixels))
+            outcomes.append(_prepare(data, max_pixels))
         except RejectedImage as rejection:
-            prepared.append(rejection)
-    to_decode = [p for p in prepared if isinstance(p, _Prepared)]
-    all_decode = _all_decode([p.jpeg for p in to_decode]) if len(to_decode) > 1 else False
-    verdicts: list[CheckedImage | RejectedImage] = []
-    for p in prepared:
-        if isinstance(p, _Prepared) and not all_decode:
+            outcomes.append(rejection)
+    to_decode = [i for i, outcome in enumerate(outcomes) if isinstance(outcome, _Prepared)]
+    for call in _by_bytes(to_decode, [len(outcomes[i].jpeg) for i in to_decode], _DECODE_BYTES):
+        if len(call) > 1 and _all_decode([outcomes[i].jpeg for i in call]):
+            continue
+        for i in call:
             try:
-                _tf_decodes(p.jpeg, p.opened)
+                _tf_decodes(outcomes[i].jpeg, outcomes[i].opened)
             except RejectedImage as rejection:
-                p = rejection
-        verdicts.append(p.checked() if isinstance(p, _Prepared) else p)
-    return verdicts
+                outcomes[i] = rejection
+    return [outcome.checked() if isinstance(outcome, _Prepared) else outcome for outcome in outcomes]
+
+
+def _by_bytes(indices: list[int], sizes: list[int], limit: int) -> list[list[int]]:
+    """`indices` in runs whose sizes add up to `limit`, a run closed by the one that reaches it."""
+    runs, run, total = [], [], 0
+    for index, size in zip(indices, sizes, strict=True):
+        run.append(index)
+        total += size
+        if total >= limit:
+            runs.append(run)
+            run, total = [], 0
+    return runs + [run] if run else runs
 
 
 @functools.cache
@@ -250,7 +266,12 @@ def _prepare(data: bytes, max_pixels: int) -> _Prepared:
 
     if changes:
         out = io.BytesIO()
-        image.save(out, format="JPEG", quality=JPEG_QUALITY)
+        try:
+            with _stderr_captured() as libjpeg:  # which prints why it refuses, and Pillow says only that it did
+                image.save(out, format="JPEG", quality=JPEG_QUALITY)
+        except OSError as error:  # libjpeg takes at most 65,500 pixels a side: a wider PNG cannot become a JPEG
+            said = [line.strip() for line in libjpeg[0].splitlines() if line.strip() and not _TF_LOG_LINE.match(line)]
+            raise RejectedImage(f"cannot be converted to JPEG ({said[-1] if said else error})") from None
         jpeg = out.getvalue()
     else:
         jpeg = data

@@ -90,3 +90,46 @@ def test_items_that_carry_their_bytes_are_not_copied_to_the_root_and_a_folder_s_
     assert size < sum(map(len, rows))  # the list of files, not their bytes
     span = tmp_path / "from-folder" / "span-1"
     assert sorted(p.name for p in span.iterdir() if p.is_file()) == ["ingest_report.json"]
+
+
+def test_an_image_pillow_cannot_write_as_jpeg_is_quarantined_with_libjpeg_s_reason_and_the_rest_ingested(
+        tmp_path, demo_jpegs, capfd):
+    """libjpeg takes at most 65,500 pixels a side: such a PNG cannot be converted. It once ended the whole ingest
+    as "a storage fault"; libjpeg's own line went to stderr."""
+    for label, jpegs in demo_jpegs.items():
+        (tmp_path / "data" / label).mkdir(parents=True)
+        for i, jpeg in enumerate(jpegs):
+            (tmp_path / "data" / label / f"{i}.jpg").write_bytes(jpeg)
+    Image.new("RGB", (65_600, 8), (10, 20, 30)).save(tmp_path / "data" / "dog" / "wide.png")
+    capfd.readouterr()
+    report = spans.ingest("folder", tmp_path / "data", tmp_path / "examples")
+    assert report.quarantined == [{"file": "dog/wide.png",
+                                   "reason": "cannot be converted to JPEG (Maximum supported image dimension is "
+                                             "65500 pixels)"}]
+    assert report.counts["accepted"] == 6
+    assert "65500" not in capfd.readouterr().err
+
+
+def test_one_decoding_call_takes_at_most_its_bytes_and_the_verdicts_stay_each_image_s(monkeypatch):
+    """A converted image's JPEG can be far larger than its file: the calls that decode a group are cut by the
+    JPEG bytes they copy into a tensor, not by the files read."""
+    jpegs = []
+    for seed in range(7):
+        out = io.BytesIO()
+        Image.effect_noise((80, 60 + seed), 50 + seed).convert("RGB").save(out, format="JPEG")
+        jpegs.append(out.getvalue())
+    damaged = [*jpegs[:3], jpegs[3][:len(jpegs[3]) // 2], *jpegs[4:]]
+    expected = images.check_images(damaged)
+    monkeypatch.setattr(images, "_DECODE_BYTES", 2 * max(map(len, jpegs)))
+    calls = []
+    real = images._all_decode
+
+    def recording(batch):
+        calls.append(sum(map(len, batch)))
+        return real(batch)
+
+    monkeypatch.setattr(images, "_all_decode", recording)
+    got = images.check_images(damaged)
+    assert [v.reason if isinstance(v, images.RejectedImage) else v for v in got] == \
+        [v.reason if isinstance(v, images.RejectedImage) else v for v in expected]
+    assert len(calls) >= 2 and max(calls) <= 3 * max(map(len, jpegs)), calls
