@@ -113,8 +113,13 @@ def _tf_decodes(jpeg: bytes, opened: Image.Image | None) -> None:
                 opened.load()  # only for its reason: a JPEG stored as it came was not decoded by Pillow
         except (OSError, SyntaxError, ValueError) as pillow:
             raise RejectedImage(f"truncated or corrupt image data ({pillow})") from None
-        said = [line.strip() for line in libjpeg[0].splitlines() if line.strip() and not _TF_LOG_LINE.match(line)]
-        raise RejectedImage(f"corrupt JPEG data ({said[-1] if said else first_line(error)})") from None
+        raise RejectedImage(f"corrupt JPEG data ({_last_said(libjpeg[0]) or first_line(error)})") from None
+
+
+def _last_said(captured: str) -> str | None:
+    """libjpeg's last line in what stderr got meanwhile (TensorFlow's own log lines left out), if any."""
+    said = [line.strip() for line in captured.splitlines() if line.strip() and not _TF_LOG_LINE.match(line)]
+    return said[-1] if said else None
 
 
 def _format_named_by_header(data: bytes) -> str | None:
@@ -159,10 +164,9 @@ def check_image(data: bytes, max_pixels: int = DataConfig.max_image_pixels) -> C
 def check_images(images: Sequence[bytes], max_pixels: int = DataConfig.max_image_pixels,
                  ) -> list[CheckedImage | RejectedImage]:
     """check_image's verdict on each of `images`, in order: its CheckedImage or the RejectedImage it raises.
-    TensorFlow decodes the JPEGs in calls of up to
-    _DECODE_BYTES that run on every core (decoding is most of a check's cost, and one image at a time it runs on
-    one core, each call paying eager dispatch); should any of them fail a call, each of that call's is decoded on
-    its own for its own verdict."""
+    TensorFlow decodes the JPEGs in calls of up to _DECODE_BYTES that run on every core (decoding is most of a
+    check's cost, and one image at a time it runs on one core, each call paying eager dispatch); should any of
+    them fail a call, each of that call's images is decoded on its own for its own verdict."""
     outcomes: list[_Prepared | RejectedImage] = []
     for data in images:
         try:
@@ -270,8 +274,7 @@ def _prepare(data: bytes, max_pixels: int) -> _Prepared:
             with _stderr_captured() as libjpeg:  # which prints why it refuses, and Pillow says only that it did
                 image.save(out, format="JPEG", quality=JPEG_QUALITY)
         except OSError as error:  # libjpeg takes at most 65,500 pixels a side: a wider PNG cannot become a JPEG
-            said = [line.strip() for line in libjpeg[0].splitlines() if line.strip() and not _TF_LOG_LINE.match(line)]
-            raise RejectedImage(f"cannot be converted to JPEG ({said[-1] if said else error})") from None
+            raise RejectedImage(f"cannot be converted to JPEG ({_last_said(libjpeg[0]) or error})") from None
         jpeg = out.getvalue()
     else:
         jpeg = data

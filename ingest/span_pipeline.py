@@ -143,12 +143,14 @@ class _CheckItems(beam.DoFn):
 
     def process(self, batch: list[sources.Item]):
         readable: list[tuple[sources.Item, bytes]] = []
+        held = 0
         for item in batch:
             if item.problem:
                 yield beam.pvalue.TaggedOutput(QUARANTINED, Outcome(item.id, QUARANTINED, item.problem))
                 continue
             try:
                 readable.append((item, sources.read_bytes(item.unit, self._max_bytes)))
+                held += len(readable[-1][1])
             except sources.FileTooLarge as rejection:
                 yield beam.pvalue.TaggedOutput(QUARANTINED, Outcome(item.id, QUARANTINED, str(rejection)))
             except OSError as error:
@@ -156,9 +158,9 @@ class _CheckItems(beam.DoFn):
                 yield beam.pvalue.TaggedOutput(QUARANTINED, Outcome(item.id, QUARANTINED, reason))
             # Checked as soon as the files read come to _CHECK_BYTES: a batch of large files is checked a few
             # at a time, never all of them held at once.
-            if sum(len(data) for _, data in readable) >= _CHECK_BYTES:
+            if held >= _CHECK_BYTES:
                 yield from self._checked(readable)
-                readable = []
+                readable, held = [], 0
         yield from self._checked(readable)
         before, self._seen = self._seen, self._seen + len(batch)
         if self._total >= _PROGRESS_EVERY and self._seen // _PROGRESS_EVERY > before // _PROGRESS_EVERY:
