@@ -71,8 +71,8 @@ def pytest_collection(session):
 
 # TEST_CPU_LOG=FILE: each test file's wall and CPU seconds (this process's and every child's it waited for: the CLI
 # runs, kfp's task processes) are appended to FILE as JSON lines, one per file and worker; `python -m tests.cpu_table
-# FILE` prints them (docs/tests.md).
-_CPU_LOG = os.environ.get("TEST_CPU_LOG")
+# FILE` prints them (docs/tests.md). A relative FILE is the caller's: the tests that run pytest again run it elsewhere.
+_CPU_LOG = os.environ.get("TEST_CPU_LOG") and os.path.abspath(os.environ["TEST_CPU_LOG"])
 _cpu_by_file: dict[str, list[float]] = {}
 
 

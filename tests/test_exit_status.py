@@ -39,7 +39,9 @@ def test_pytest_exits_with_its_own_status_despite_a_crash_at_interpreter_shutdow
     result = subprocess.run(
         [sys.executable, "-m", "pytest", "-p", "tests.conftest", "-p", "no:cacheprovider", *workers,
          f"--junitxml={junit}", str(test_file)],
-        cwd=tmp_path, env={**os.environ, "PYTHONPATH": _REPO}, capture_output=True, text=True, timeout=300)
+        # The child's CPU is this test's (TEST_CPU_LOG counts waited-for children): it logs none of its own.
+        cwd=tmp_path, env={**{k: v for k, v in os.environ.items() if k != "TEST_CPU_LOG"}, "PYTHONPATH": _REPO},
+        capture_output=True, text=True, timeout=300)
     assert result.returncode == status, (result.returncode, result.stdout[-2000:], result.stderr[-2000:])
     summary = result.stdout.strip().splitlines()[-1]
     assert ("1 passed" if passes else "1 failed") in summary, result.stdout[-2000:]
