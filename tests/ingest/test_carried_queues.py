@@ -73,7 +73,8 @@ def test_a_span_after_a_labeled_queue_carries_its_images_in_their_splits_and_unc
     synthetic.write_demo_images(root["data"], 4)  # the data changes
     grown = spans.ingest("folder", root["data"], examples)
     assert (grown.span, grown.reused, [c["span"] for c in grown.carried]) == (4, False, [2])
-    assert {sha: _splits(examples, 4)[sha] for sha in in_queue} == {sha: [split] for sha, split in in_queue.items()}
+    held = _splits(examples, 4)
+    assert {sha: held[sha] for sha in in_queue} == {sha: [split] for sha, split in in_queue.items()}
     assert spans.ingest("folder", root["data"], examples).reused
 
 
@@ -91,8 +92,9 @@ def test_every_earlier_queue_is_carried_and_a_queue_ingested_again_replaces_its_
     assert [c["span"] for c in report.carried] == [3] and report.examples_written == 4 + 8  # span 4
     data = spans.ingest("folder", root["data"], examples)
     assert data.span == 5 and [(c["span"], c["examples"]) for c in data.carried] == [(3, 8), (4, 4)]
-    assert all(len(found) == 1 for found in _splits(examples, 5).values())
-    assert len(_splits(examples, 5)) == 6 + 8 + 4
+    in_span = _splits(examples, 5)
+    assert all(len(found) == 1 for found in in_span.values())
+    assert len(in_span) == 6 + 8 + 4
 
 
 def _labels(examples, span):

@@ -27,9 +27,11 @@ def _examples(seed, n=16):
     return tf.data.Dataset.from_tensor_slices((pixels.astype("uint8"), labels[:, None].astype("float32")))
 
 
+# Fine-tuning the last 14 of the base's 154 layers: the same two phases as from layer 100 (the default), and each
+# phase's trace, most of a test's time here, about a quarter cheaper.
 @pytest.fixture(scope="module")
 def config():
-    return TrainingConfig(weights="none", alpha=0.35, head_epochs=2, fine_tune_epochs=2, fine_tune_from=100,
+    return TrainingConfig(weights="none", alpha=0.35, head_epochs=2, fine_tune_epochs=2, fine_tune_from=140,
                           early_stopping_patience=0, seed=5, batch_size=8, cached_views=2, calibration_images=8,
                           tflite=False)
 
@@ -42,21 +44,10 @@ def test_a_trial_shortens_each_phase_and_reads_one_cached_view(config):
     assert tuning.trial_config(TrainingConfig(head_epochs=1, fine_tune_epochs=0), 0.1).head_epochs == 1
 
 
-def test_run_trial_trains_and_reports_the_kept_epochs_figures_the_same_from_any_random_state(config):
-    results = []
-    for state in (1, 2):  # the process's first trial and a later one see different global random states
-        tf.random.set_seed(state)
-        results.append(tuning.run_trial(config, SIZE, _examples(1), _examples(2, 8), epoch_fraction=0.5,
-                                        counts=(16, 8)))
-    result = results[0]
-    assert result["epochs"] == 2  # one epoch of each phase: half of two
-    assert math.isfinite(result["val_loss"]) and 0 <= result["val_accuracy"] <= 1
-    assert results[1]["val_loss"] == result["val_loss"]  # the same settings, compared on the same draws
-
-
-def test_the_trainer_trains_the_same_weights_whether_or_not_a_trial_ran_before_it_in_the_process(config):
-    """run_fn trains through task.train_from_seed: a local run's Trainer comes after the Tuner's trials in the same
-    process, and its numbers must not depend on them."""
+@pytest.fixture(scope="module")
+def trials_between_trainings(config):
+    """The Trainer's training alone, then two trials from different global random states, then the same training
+    again, in one process: what the next two tests read (each trial or training traces its phases: seconds)."""
     short = dataclasses.replace(config, head_epochs=1, fine_tune_epochs=1)
 
     def trained_weights():
@@ -65,12 +56,30 @@ def test_the_trainer_trains_the_same_weights_whether_or_not_a_trial_ran_before_i
 
     tf.random.set_seed(1)
     alone = trained_weights()
-    tuning.run_trial(dataclasses.replace(config, dropout=0.4), SIZE, _examples(1), _examples(2, 8),
-                     epoch_fraction=0.5, counts=(16, 8))
+    trials = []
+    for state in (1, 2):  # the process's first trial and a later one see different global random states
+        tf.random.set_seed(state)
+        trials.append(tuning.run_trial(config, SIZE, _examples(1), _examples(2, 8), epoch_fraction=0.5,
+                                       counts=(16, 8)))
     tf.random.uniform([7])
-    after_a_trial = trained_weights()
-    assert len(alone) == len(after_a_trial)
-    assert all(np.array_equal(a, b) for a, b in zip(alone, after_a_trial))
+    return {"alone": alone, "trials": trials, "after_trials": trained_weights()}
+
+
+def test_run_trial_trains_and_reports_the_kept_epochs_figures_the_same_from_any_random_state(
+        trials_between_trainings):
+    result, later = trials_between_trainings["trials"]
+    assert result["epochs"] == 2  # one epoch of each phase: half of two
+    assert math.isfinite(result["val_loss"]) and 0 <= result["val_accuracy"] <= 1
+    assert later["val_loss"] == result["val_loss"]  # the same settings, compared on the same draws
+
+
+def test_the_trainer_trains_the_same_weights_whether_or_not_a_trial_ran_before_it_in_the_process(
+        trials_between_trainings):
+    """run_fn trains through task.train_from_seed: a local run's Trainer comes after the Tuner's trials in the same
+    process, and its numbers must not depend on them."""
+    alone, after_trials = trials_between_trainings["alone"], trials_between_trainings["after_trials"]
+    assert len(alone) == len(after_trials)
+    assert all(np.array_equal(a, b) for a, b in zip(alone, after_trials))
 
 
 def test_a_nan_loss_fails_the_trial_naming_it(config):

@@ -2,15 +2,13 @@
 
 import copy
 import json
-import subprocess
-import sys
 
 import pytest
 import tensorflow as tf
 import yaml
 
 from orchestration.serving import kserve
-from tests.helpers import ROOT
+from tests.helpers import cli_in_process
 from tests.kube_api import crd_validator, kubernetes_validator
 
 
@@ -117,12 +115,10 @@ def test_names_kubernetes_would_refuse_are_refused_at_compile_time(settings, fla
 
 def test_compile_writes_the_manifest_beside_the_package(validator, core_validators, tmp_path):
     package = tmp_path / "cats.yaml"
-    result = subprocess.run(
-        [sys.executable, str(ROOT / "pipeline_runner.py"), "compile", "--image", "registry.example.com/c:1",
-         "--pvc", "cats-data", "--root", "/mnt/pipeline/cats", "--package", str(package),
-         "--serving-name", "pets", "--serving-namespace", "team-a", "--serving-memory", "4Gi",
-         "--serving-config-poll-seconds", "7"],
-        capture_output=True, text=True, timeout=300, cwd=ROOT)
+    result = cli_in_process("compile", "--image", "registry.example.com/c:1", "--pvc", "cats-data", "--root",
+                            "/mnt/pipeline/cats", "--package", package, "--serving-name", "pets",
+                            "--serving-namespace", "team-a", "--serving-memory", "4Gi",
+                            "--serving-config-poll-seconds", "7")
     assert result.returncode == 0, result.stderr[-3000:]
     written = tmp_path / "cats.inferenceservice.yaml"
     assert f"kubectl apply -f {written}" in result.stdout
@@ -152,11 +148,9 @@ def test_without_the_rollout_the_manifest_still_has_the_settings_given(validator
     """--no-serving-rollout drops the rollout task on a gs:// root; the InferenceService's own settings still
     make its manifest."""
     package = tmp_path / "cats.yaml"
-    result = subprocess.run(
-        [sys.executable, str(ROOT / "pipeline_runner.py"), "compile", "--image", "registry.example.com/c:1",
-         "--root", "gs://bucket/cats", "--package", str(package), "--no-serving-rollout",
-         "--serving-name", "pets", "--serving-cpu", "2"],
-        capture_output=True, text=True, timeout=300, cwd=ROOT)
+    result = cli_in_process("compile", "--image", "registry.example.com/c:1", "--root", "gs://bucket/cats",
+                            "--package", package, "--no-serving-rollout", "--serving-name", "pets",
+                            "--serving-cpu", "2")
     assert result.returncode == 0, result.stderr[-3000:]
     assert "rollout task" not in result.stdout
     manifest, deployment, _ = yaml.safe_load_all((tmp_path / "cats.inferenceservice.yaml").read_text())
