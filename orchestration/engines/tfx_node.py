@@ -25,11 +25,6 @@ import tensorflow as tf
 from google.protobuf import json_format
 from ml_metadata import metadata_store
 from ml_metadata.proto import metadata_store_pb2
-from tfx.dsl.compiler import compiler, constants
-from tfx.orchestration import metadata
-from tfx.orchestration.local import runner_utils
-from tfx.orchestration.portable import launcher, runtime_parameter_utils
-from tfx.proto.orchestration import pipeline_pb2
 
 from contract import layout
 from contract import metadata as metadata_lib
@@ -56,6 +51,9 @@ class NodeProgram:
 
 def node_programs(pipeline) -> list[NodeProgram]:
     """The pipeline's nodes in topological order, each with an IR holding only itself."""
+    from tfx.dsl.compiler import compiler
+    from tfx.proto.orchestration import pipeline_pb2
+
     ir = compiler.Compiler().compile(pipeline)
     deployment = pipeline_pb2.IntermediateDeploymentConfig()
     ir.deployment_config.Unpack(deployment)
@@ -198,6 +196,14 @@ def prepare(ir_json: str, run_id: str, store: str, say: Callable[[str], None], o
     error by the launch. `once`: a node that already completed in this run (a resolver in the task of its reader,
     whose pod was killed after it) is not launched again ('done earlier'): TFX's launcher would record a second
     execution of it."""
+    # TFX's launcher here, not where the module loads: the ingest and report tasks use this module's checks alone,
+    # and the launcher brings every TFX component with it (TFMA among them: seconds of each task's start).
+    from tfx.dsl.compiler import constants
+    from tfx.orchestration import metadata
+    from tfx.orchestration.local import runner_utils
+    from tfx.orchestration.portable import launcher, runtime_parameter_utils
+    from tfx.proto.orchestration import pipeline_pb2
+
     ir = pipeline_pb2.Pipeline()
     json_format.Parse(ir_json, ir)
     if len(ir.nodes) != 1:
