@@ -14,7 +14,6 @@ from components.anomalies_gate import ANOMALIES_FILE, SIZE_FEATURES, STATISTICS_
 from contract import layout, storage
 from contract import metadata as metadata_lib
 from contract.layout import RunLayout
-from pipeline.pipeline import ANOMALIES_GATE
 from reporting import report_figures
 from reporting.markdown_links import render_untrusted_markdown
 from reporting.run_summary import RunSummary, split_words, training_line
@@ -208,7 +207,7 @@ def data(summary: RunSummary, folder: pathlib.Path, ingest_report: dict | None) 
     if summary.artifacts.get("ExampleAnomalies"):
         part["anomalies"] = _anomalies(summary.artifacts["ExampleAnomalies"])
     # The data gate's message lists what it found: it belongs with the data.
-    gate_failed = any(n.node_id == ANOMALIES_GATE and n.state == "failed" for n in summary.nodes)
+    gate_failed = any(n.node_id == metadata_lib.ANOMALIES_GATE and n.state == "failed" for n in summary.nodes)
     part["data_gate_error"] = summary.error if gate_failed else None
     return part
 
