@@ -103,9 +103,10 @@ def test_first_run_executes_every_component_once_and_pushes_version_1(runs):
     assert summary["blessed"] is True and summary["pushed_version"] == 1
     assert summary["decision"] == "met binary_accuracy >= 0; no baseline yet"
     assert summary["beam_args"] == ["--direct_running_mode=in_memory"]  # small data: no worker processes
-    # CHEAP_TRAINING sets --weights none and the epochs but not the rest of the from-scratch schedule
+    # CHEAP_TRAINING sets --weights none, the epochs and the layer to fine-tune from, not the rest of the from-scratch
+    # schedule: the note names what it set for the user, not what the user set
     (note,) = summary["notes"]
-    assert "from-scratch schedule --fine-tune-from 30, --early-stopping-patience 0, --cached-views 0 (" in note
+    assert "from-scratch schedule --early-stopping-patience 0, --cached-views 0 (" in note
     assert f"note: {note}" in runs["first"].stdout
     assert pathlib.Path(summary["pushed_path"]) == runs["out"] / "serving_model" / "1"
     assert summary["metrics"]["candidate"]["example_count"] > 0
