@@ -46,12 +46,21 @@ def _served(sink, port):
 
 def test_bodies_arriving_at_once_are_bounded_across_connections_and_a_slow_one_is_refused(tmp_path, monkeypatch):
     monkeypatch.setattr(sink_server, "BODY_SECONDS", 3.0)
+    taken = []  # each body's share of the bound, as the server takes it: read, not changed
+    take = sink_server._take
+    monkeypatch.setattr(sink_server, "_take", lambda arriving, size, mine: (take(arriving, size, mine),
+                                                                             taken.append(size)))
     sink = make_sink(tmp_path, max_event_mb=1)
     port = free_port()
     with _served(sink, port):
         # Each sender holds almost a whole event's body: one more sender than ARRIVING_EVENTS is refused at once.
         slow = [_raw_event(port, f"slow-{i}", 2**20, 2**20 - 1) for i in range(sink_server.ARRIVING_EVENTS)]
-        time.sleep(1)
+        # Until the server holds them all (a fixed pause was too short on a loaded machine: the one more was let
+        # in and refused for its size instead).
+        deadline = time.monotonic() + 20
+        while len(taken) < sink_server.ARRIVING_EVENTS:
+            assert time.monotonic() < deadline, taken
+            time.sleep(0.02)
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
             busy = client.post("/", headers=kserve_headers("request", "one more"), content=request_body([b"x"] * 9000))
             assert busy.status_code == 503 and busy.json()["refused"] == reasons.BUSY
