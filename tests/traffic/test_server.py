@@ -48,8 +48,12 @@ def test_bodies_arriving_at_once_are_bounded_across_connections_and_a_slow_one_i
     monkeypatch.setattr(sink_server, "BODY_SECONDS", 3.0)
     taken = []  # each body's share of the bound, as the server takes it: read, not changed
     take = sink_server._take
-    monkeypatch.setattr(sink_server, "_take", lambda arriving, size, mine: (take(arriving, size, mine),
-                                                                             taken.append(size)))
+
+    def seen(arriving, size, mine):
+        take(arriving, size, mine)
+        taken.append(size)
+
+    monkeypatch.setattr(sink_server, "_take", seen)
     sink = make_sink(tmp_path, max_event_mb=1)
     port = free_port()
     with _served(sink, port):

@@ -11,8 +11,7 @@ from trainer import devices
 
 # Two logical CPU devices stand in for two GPUs: MirroredStrategy splits each batch between them and
 # all-reduces the gradients exactly as it would across GPUs. It needs a fresh process (devices are
-# configured before TensorFlow starts). Fine-tuning the last 14 layers: each replica's trace of phase 2 is about a
-# quarter cheaper than from layer 100, and the mirrored path the same.
+# configured before TensorFlow starts). From layer 140: tests.helpers.CHEAP_FINE_TUNE_FROM, cheaper to trace.
 _TWO_DEVICES = textwrap.dedent("""
     import json, sys
     import numpy as np

@@ -9,6 +9,7 @@ from keras.src.backend.tensorflow.trainer import TensorFlowTrainer
 
 from config import TrainingConfig
 from contract import layout
+from tests.helpers import CHEAP_FINE_TUNE_FROM
 from trainer import model as model_lib
 from trainer import task
 
@@ -28,12 +29,10 @@ def _batches(examples):
     return examples.batch(8).map(lambda pixels, label: (tf.cast(pixels, tf.float32), label))
 
 
-# Fine-tuning the last 14 of the base's 154 layers: the same two phases as from layer 100 (the default), and each
-# phase's trace, most of a test's time here, about a quarter cheaper.
 @pytest.fixture(scope="module")
 def config():
-    return TrainingConfig(weights="none", alpha=0.35, head_epochs=2, fine_tune_epochs=2, fine_tune_from=140,
-                          early_stopping_patience=0, seed=5, batch_size=8)
+    return TrainingConfig(weights="none", alpha=0.35, head_epochs=2, fine_tune_epochs=2,
+                          fine_tune_from=CHEAP_FINE_TUNE_FROM, early_stopping_patience=0, seed=5, batch_size=8)
 
 
 # Cached views keep the base's activations in float16: the eval loss the phases see is the full model's within
@@ -75,7 +74,7 @@ def test_train_records_both_phases_and_keeps_the_best_epoch(config, views, toler
                "epoch)"] if views else []
     assert [line for line in said if "cached views ready in" not in line] == [
         *caching, f"Trainer: the head, the base frozen: epochs 1-2 at a learning rate of {head_rate:g}",
-        f"Trainer: fine-tuning from layer 140: epochs 3-4 at a learning rate of {tune_rate:g}"]
+        f"Trainer: fine-tuning from layer {CHEAP_FINE_TUNE_FROM}: epochs 3-4 at a learning rate of {tune_rate:g}"]
 
 
 def test_cached_views_leave_the_frozen_layers_as_they_were(config):

@@ -14,6 +14,7 @@ import tensorflow as tf
 
 from components import tuner as tuner_component
 from config import ConfigError, TrainingConfig, TuningConfig
+from tests.helpers import CHEAP_FINE_TUNE_FROM
 from trainer import hyperparameters, task, tuning
 
 SIZE = 32
@@ -27,13 +28,11 @@ def _examples(seed, n=16):
     return tf.data.Dataset.from_tensor_slices((pixels.astype("uint8"), labels[:, None].astype("float32")))
 
 
-# Fine-tuning the last 14 of the base's 154 layers: the same two phases as from layer 100 (the default), and each
-# phase's trace, most of a test's time here, about a quarter cheaper.
 @pytest.fixture(scope="module")
 def config():
-    return TrainingConfig(weights="none", alpha=0.35, head_epochs=2, fine_tune_epochs=2, fine_tune_from=140,
-                          early_stopping_patience=0, seed=5, batch_size=8, cached_views=2, calibration_images=8,
-                          tflite=False)
+    return TrainingConfig(weights="none", alpha=0.35, head_epochs=2, fine_tune_epochs=2,
+                          fine_tune_from=CHEAP_FINE_TUNE_FROM, early_stopping_patience=0, seed=5, batch_size=8,
+                          cached_views=2, calibration_images=8, tflite=False)
 
 
 def test_a_trial_shortens_each_phase_and_reads_one_cached_view(config):
