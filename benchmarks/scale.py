@@ -33,6 +33,7 @@ import tempfile
 import time
 
 from benchmarks.suite import RssSampler
+from benchmarks.trainer import QUICK_FINE_TUNE_FROM
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 PHOTO_SIDES = (200, 500)  # smallest and largest side in pixels: a typical photo is about 500x375
@@ -52,13 +53,14 @@ class Setup:
     head_epochs: int = 10
     fine_tune_epochs: int = 10
     weights: str = "pretrained"  # or "none": random weights, the from-scratch schedule (--quick)
+    fine_tune_from: int | None = None  # the first layer phase 2 trains; None: the schedule's
     # More flags of ingest and run: a few hundred images hold too few test images for the gate's default floor,
     # and a model of one epoch a phase may clear no accuracy bar, yet its run must push.
     flags: tuple[str, ...] = ()
 
 
 QUICK = Setup(image_size=64, alpha=0.35, head_epochs=1, fine_tune_epochs=1, weights="none",
-              flags=("--min-eval-examples", "1"))
+              fine_tune_from=QUICK_FINE_TUNE_FROM, flags=("--min-eval-examples", "1"))
 QUICK_RUN = ("--min-accuracy", "0", "--batch-size", "8", "--calibration-images", "16")
 
 
@@ -111,7 +113,8 @@ def plain_script(setup: Setup, paths: dict, weights: str) -> dict:
     from benchmarks import trainer
 
     recipe = trainer.Recipe(image_size=setup.image_size, head_epochs=setup.head_epochs,
-                            fine_tune_epochs=setup.fine_tune_epochs, weights=weights, seeds=1, alpha=setup.alpha)
+                            fine_tune_epochs=setup.fine_tune_epochs, weights=weights, seeds=1, alpha=setup.alpha,
+                            fine_tune_from=setup.fine_tune_from)
     return trainer.run_reference(recipe, {**paths, "weights": weights})
 
 
@@ -140,6 +143,7 @@ def measure(size: int, setup: Setup, weights: str, scratch: pathlib.Path, logs: 
                      log=logs / f"ingest-{size}.log")
     run = command("run", "--output-dir", str(root), *model, "--alpha", str(setup.alpha), "--weights", weights,
                   "--head-epochs", str(setup.head_epochs), "--fine-tune-epochs", str(setup.fine_tune_epochs),
+                  *(("--fine-tune-from", str(setup.fine_tune_from)) if setup.fine_tune_from is not None else ()),
                   *(QUICK_RUN if setup == QUICK else ()), log=logs / f"run-{size}.log")
     summary = json.loads((root / "run_summary.json").read_text())
     if summary.get("error") or not summary.get("pushed_version"):

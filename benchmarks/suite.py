@@ -42,6 +42,7 @@ import tempfile
 import threading
 import time
 
+from benchmarks import trainer as trainer_bench
 from benchmarks.figures import Figure, table
 from contract import layout, served
 
@@ -54,10 +55,14 @@ class Settings:
     image_size: int
     pipeline_sizes: tuple[int, ...]
     repeats: int
+    run_flags: tuple[str, ...] = ()  # more of the pipeline runs' flags
 
 
 FULL = Settings(image_size=160, pipeline_sizes=(500, 2000, 8000), repeats=3)
-QUICK = Settings(image_size=96, pipeline_sizes=(80,), repeats=1)
+# The quick runs' model as small as the code paths allow: the narrowest base, phase 2 on its last layers.
+QUICK = Settings(image_size=96, pipeline_sizes=(80,), repeats=1,
+                 run_flags=("--alpha", "0.35", "--fine-tune-from", str(trainer_bench.QUICK_FINE_TUNE_FROM),
+                            "--batch-size", "8", "--calibration-images", "16"))
 
 
 # 2-5. Pipeline runs -------------------------------------------------------------------------------------------
@@ -153,7 +158,7 @@ def bench_pipeline(settings: Settings, scratch: pathlib.Path) -> tuple[list[Figu
         _run_cli("ingest", "--data-dir", str(data), *common)
         ingest_seconds = json.loads((out / "examples" / "span-1" / "ingest_report.json").read_text())["seconds"]
         _, samples = _run_cli("run", *common, "--weights", "none", "--head-epochs", "1", "--fine-tune-epochs", "1",
-                              "--min-accuracy", "0", "--min-eval-examples", "0", sample=True)
+                              "--min-accuracy", "0", "--min-eval-examples", "0", *settings.run_flags, sample=True)
         summary = json.loads((out / "run_summary.json").read_text())
         runs[size] = {"data": data, "out": out, "ingest": ingest_seconds, "summary": summary, "rss": samples}
 
@@ -273,11 +278,11 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as scratch:
         scratch = pathlib.Path(scratch)
-        from benchmarks import trainer, trial_cost
+        from benchmarks import trial_cost
 
-        recipe = trainer.QUICK if args.quick else trainer.Recipe()
+        recipe = trainer_bench.QUICK if args.quick else trainer_bench.Recipe()
         (scratch / "training").mkdir()
-        figures = [Figure(**f) for f in trainer.bench_training(recipe, scratch / "training")]
+        figures = [Figure(**f) for f in trainer_bench.bench_training(recipe, scratch / "training")]
         (scratch / "trial").mkdir()
         trained = next(f.value for f in figures if f.name == "training: whole Trainer vs plain Keras")
         figures += [Figure(**f) for f in trial_cost.bench_trial(recipe, scratch / "trial", settings.repeats, trained)]

@@ -1,5 +1,6 @@
 """Only the formats the README lists are opened; any other is rejected by name before its decoder runs."""
 
+import functools
 import io
 import os
 import subprocess
@@ -7,6 +8,7 @@ import sys
 
 import numpy as np
 import pytest
+import tensorflow as tf
 from PIL import Image
 
 from ingest import images
@@ -183,3 +185,51 @@ def test_tensorflow_s_own_log_lines_are_not_taken_for_libjpeg_s_reason(tmp_path)
     reasons = result.stdout.splitlines()
     assert reasons == [_outcome(data) for data in damaged]
     assert any(reason.startswith("corrupt JPEG data (") for reason in reasons)  # libjpeg's own line was taken
+
+
+def _damaged_copies(jpeg: bytes, rng) -> list[bytes]:
+    """`jpeg` cut short, with bytes changed, with junk put in, with a stretch cut out: at random places."""
+    size = len(jpeg)
+    copies = [jpeg[:rng.integers(2, size)] for _ in range(12)]
+    for _ in range(24):
+        changed = bytearray(jpeg)
+        for at in rng.integers(2, size, rng.choice([1, 2, 5])):
+            changed[at] = rng.integers(256)
+        copies.append(bytes(changed))
+    for _ in range(8):
+        at = rng.integers(2, size)
+        copies.append(jpeg[:at] + rng.integers(0, 256, rng.integers(1, 40), dtype=np.uint8).tobytes() + jpeg[at:])
+        copies.append(jpeg[:at] + jpeg[min(size, at + rng.integers(1, 200)):])
+    return copies
+
+
+def _decodes(decode, data) -> bool:
+    try:
+        decode(data)
+    except tf.errors.OpError:
+        return False
+    return True
+
+
+def test_the_check_s_scaled_decode_fails_exactly_where_the_trainer_s_full_decode_fails(capfd):
+    """ingest decodes at 1/CHECK_RATIO of each side, the Trainer (Transform's graph) at full size: what ingest
+    accepts must decode there, and what it rejects must not. Over JPEGs of every kind ingest stores (baseline,
+    progressive, optimized, each chroma subsampling, grayscale, CMYK) damaged hundreds of ways, the two agree."""
+    rng = np.random.default_rng(3)
+    pixels = (rng.integers(0, 64, (150, 200, 3)) + np.linspace(0, 180, 200)[None, :, None]).astype(np.uint8)
+    picture = Image.fromarray(pixels)
+    kinds = [("RGB", {"quality": 90}), ("RGB", {"quality": 75, "progressive": True}),
+             ("RGB", {"quality": 95, "subsampling": 0}), ("RGB", {"quality": 50, "subsampling": 1, "optimize": True}),
+             ("L", {"quality": 80}), ("CMYK", {"quality": 80})]
+    scaled = functools.partial(tf.io.decode_jpeg, channels=3, ratio=images.CHECK_RATIO)
+    full = functools.partial(tf.io.decode_image, channels=3, expand_animations=False)
+    compared = failed = 0
+    for mode, settings in kinds:
+        out = io.BytesIO()
+        picture.convert(mode).save(out, format="JPEG", **settings)
+        for data in [out.getvalue(), *_damaged_copies(out.getvalue(), rng)]:
+            verdict = _decodes(scaled, data)
+            assert verdict == _decodes(full, data), (mode, settings, len(data))
+            compared, failed = compared + 1, failed + (not verdict)
+    assert compared == 6 * 53 and failed > compared // 4  # the damage is real: many copies fail both
+    capfd.readouterr()  # libjpeg's lines, printed by both decoders
