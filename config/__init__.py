@@ -41,6 +41,10 @@ def _is_finite_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
+# TensorFlow's JPEG decoder refuses an output of 2**29 values or more (height x width x 3 channels).
+JPEG_DECODER_MAX_PIXELS = ((1 << 29) - 1) // 3
+
+
 @dataclasses.dataclass(frozen=True)
 class DataConfig:
     image_size: int = setting(160, "Side in pixels of the square images the model sees (e.g. 128, 160, 224).")
@@ -71,8 +75,9 @@ class DataConfig:
     def __post_init__(self) -> None:
         _require(isinstance(self.image_size, int) and 32 <= self.image_size <= 1024,
                  "image_size", f"must be an integer in [32, 1024], got {self.image_size!r}")
-        _require(isinstance(self.max_image_pixels, int) and self.max_image_pixels >= 64, "max_image_pixels",
-                 f"must be an integer >= 64, got {self.max_image_pixels!r}")
+        _require(isinstance(self.max_image_pixels, int) and 64 <= self.max_image_pixels <= JPEG_DECODER_MAX_PIXELS,
+                 "max_image_pixels", f"must be an integer in [64, {JPEG_DECODER_MAX_PIXELS}] (TensorFlow's JPEG "
+                 f"decoder, the Trainer's, takes no larger image), got {self.max_image_pixels!r}")
         _require(isinstance(self.max_file_mb, int) and self.max_file_mb >= 1, "max_file_mb",
                  f"must be an integer >= 1, got {self.max_file_mb!r}")
         _require(isinstance(self.span_window, int) and 1 <= self.span_window <= 1000, "span_window",

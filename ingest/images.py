@@ -25,7 +25,7 @@ from typing import Sequence
 import tensorflow as tf
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from config import DataConfig
+from config import JPEG_DECODER_MAX_PIXELS, DataConfig
 from contract.errors import first_line
 from ingest.image_headers import header_claims
 
@@ -41,8 +41,8 @@ JPEG_QUALITY = 95
 _DECODE_BYTES = 32 << 20
 # The check decodes at an eighth of each side (libjpeg's DCT scaling): libjpeg still reads every coefficient of the
 # entropy-coded data at any scale, as it must to find the next one, so a scaled decode fails wherever a full one
-# does (tests/ingest/test_images.py damages JPEGs thousands of ways and compares); only the inverse DCT, upsampling
-# and colour conversion shrink. About half the time of a full decode of a 200-500 px photo.
+# does (tests/ingest/test_image_formats.py damages JPEGs hundreds of ways and compares); only the inverse DCT,
+# upsampling and colour conversion shrink. About half the time of a full decode of a 200-500 px photo.
 CHECK_RATIO = 8
 
 
@@ -112,7 +112,7 @@ def _tf_decodes(jpeg: bytes, opened: Image.Image | None) -> None:
     try:
         with _stderr_captured() as libjpeg:
             tf.io.decode_jpeg(jpeg, channels=3, ratio=CHECK_RATIO)
-    except tf.errors.InvalidArgumentError as error:
+    except tf.errors.OpError as error:  # InvalidArgumentError for damaged data; any other is as much a refusal
         try:
             if opened is not None:
                 opened.load()  # only for its reason: a JPEG stored as it came was not decoded by Pillow
@@ -242,6 +242,9 @@ def _prepare(data: bytes, max_pixels: int) -> _Prepared:
             width, height = image.size
             if width * height > max_pixels:
                 raise RejectedImage(f"{width}x{height} pixels exceeds the limit of {max_pixels}")
+            if width * height > JPEG_DECODER_MAX_PIXELS:  # the check's scaled decode would not find that out
+                raise RejectedImage(f"{width}x{height} pixels is more than TensorFlow's JPEG decoder takes "
+                                    f"({JPEG_DECODER_MAX_PIXELS:,})")
             if min(width, height) < MIN_SIDE:
                 raise RejectedImage(f"{width}x{height} is smaller than {MIN_SIDE} pixels on a side")
             source_format = image.format

@@ -3,6 +3,7 @@
 import functools
 import io
 import os
+import struct
 import subprocess
 import sys
 
@@ -11,6 +12,7 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
+from config import JPEG_DECODER_MAX_PIXELS, ConfigError, DataConfig
 from ingest import images
 from ingest.images import ACCEPTED_FORMATS, RejectedImage, check_image, check_images
 from tests.helpers import ROOT
@@ -233,3 +235,33 @@ def test_the_check_s_scaled_decode_fails_exactly_where_the_trainer_s_full_decode
             compared, failed = compared + 1, failed + (not verdict)
     assert compared == 6 * 53 and failed > compared // 4  # the damage is real: many copies fail both
     capfd.readouterr()  # libjpeg's lines, printed by both decoders
+
+
+def _flat_grey_jpeg(width: int, height: int) -> bytes:
+    """A valid baseline JPEG of flat grey blocks, built by hand: one-symbol Huffman tables make each 8x8 block two
+    zero bits, so even 179 million pixels are 2 MB of file."""
+    def segment(marker, payload):
+        return bytes([0xFF, marker]) + struct.pack(">H", len(payload) + 2) + payload
+
+    one_symbol = bytes([1] + [0] * 15) + b"\x00"
+    blocks = -(-width // 8) * -(-height // 8) * 3
+    return (b"\xff\xd8" + segment(0xDB, b"\x00" + b"\x01" * 64) + segment(0xC4, b"\x00" + one_symbol)
+            + segment(0xC4, b"\x10" + one_symbol)
+            + segment(0xC0, b"\x08" + struct.pack(">HH", height, width) + b"\x03\x01\x11\x00\x02\x11\x00\x03\x11\x00")
+            + segment(0xDA, b"\x03\x01\x00\x02\x00\x03\x00\x00\x3f\x00") + bytes(-(-blocks * 2 // 8)) + b"\xff\xd9")
+
+
+def test_an_image_larger_than_the_trainer_s_decoder_takes_is_rejected_and_no_limit_admits_one():
+    """TensorFlow's JPEG decoder refuses 2**29 output values or more; the check's scaled decode would pass such an
+    image, so the check refuses it by its size, and no --max-image-pixels may admit it."""
+    jpeg = _flat_grey_jpeg(14000, 12784)  # 178,976,000 pixels
+    with pytest.raises(tf.errors.InvalidArgumentError):
+        tf.io.decode_image(jpeg, channels=3, expand_animations=False)  # the Trainer's decode
+    assert tf.io.decode_jpeg(jpeg, channels=3, ratio=images.CHECK_RATIO).shape == (1598, 1750, 3)
+    with pytest.raises(RejectedImage, match=r"14000x12784 pixels is more than TensorFlow's JPEG decoder takes"):
+        check_image(jpeg, max_pixels=200_000_000)
+    (verdict,) = check_images([jpeg], max_pixels=200_000_000)
+    assert isinstance(verdict, RejectedImage) and "decoder takes" in verdict.reason
+    assert DataConfig(max_image_pixels=JPEG_DECODER_MAX_PIXELS).max_image_pixels == 178_956_970
+    with pytest.raises(ConfigError, match="max_image_pixels"):
+        DataConfig(max_image_pixels=JPEG_DECODER_MAX_PIXELS + 1)
