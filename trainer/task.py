@@ -168,6 +168,20 @@ def _train_on_cached_views(model, phases: _Phases, train_examples, eval_examples
     return {**cache.record(), "cut_layer": parts.cut}
 
 
+class CheckInterrupts(keras.callbacks.Callback):
+    """Raises a Ctrl-C that a finalizer swallowed (contract.interrupts.Interrupts) after the batch it came in."""
+
+    def __init__(self, interrupts: interrupts.Interrupts):
+        super().__init__()
+        self.interrupts = interrupts
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.interrupts.check()
+
+    def on_test_batch_end(self, batch, logs=None):
+        self.interrupts.check()
+
+
 def train(config: TrainingConfig, image_size: int, train_examples: tf.data.Dataset,
           eval_examples: tf.data.Dataset, calibration_pixels: np.ndarray | None, log_dir: str | None = None,
           base_model_dir: str | None = None, cache_dir: str | None = None,
@@ -272,7 +286,15 @@ def tuned_config(config: TrainingConfig, result: Mapping[str, Any] | None, fixed
 
 @interrupts.ctrl_c_kept
 def run_fn(fn_args) -> None:
-    """TFX Trainer entry point."""
+    """TFX Trainer entry point. A Ctrl-C that a finalizer swallows (TensorFlow's objects are finalized all through
+    a training) still stops it, after the batch it came in or at the end: else the run would go on to the Evaluator
+    and the Pusher as if it had never come."""
+    with interrupts.Interrupts() as caught:
+        _train_and_export(fn_args, [CheckInterrupts(caught)])
+        caught.check()
+
+
+def _train_and_export(fn_args, callbacks: list[keras.callbacks.Callback]) -> None:
     # Keras cannot know a TFRecord dataset's length and warns each epoch that it "ran out of data".
     warnings.filterwarnings("ignore", message=".*ran out of data.*")
     warnings.filterwarnings("ignore", message=".*`shuffle=True` was passed.*")
@@ -289,7 +311,8 @@ def run_fn(fn_args) -> None:
         config, image_size, train_examples, eval_examples, log_dir=fn_args.model_run_dir,
         base_model_dir=fn_args.base_model,
         cache_dir=os.path.join(fn_args.model_run_dir, CACHE_FOLDER),
-        counts=(readers.count_records(fn_args.train_files), readers.count_records(fn_args.eval_files)))
+        counts=(readers.count_records(fn_args.train_files), readers.count_records(fn_args.eval_files)),
+        extra_callbacks=callbacks)
     logging.info("Best epoch %s with %s=%s", history["best_epoch"], _MONITOR, history["best_val_loss"])
     classifier = model_lib.get_classifier(model)
     history["model"] = model_lib.describe(classifier)

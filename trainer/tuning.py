@@ -62,20 +62,6 @@ def trial_config(config: TrainingConfig, epoch_fraction: float) -> TrainingConfi
         cached_views=min(config.cached_views, TRIAL_VIEWS), warm_start=False, tflite=False)
 
 
-class CheckInterrupts(keras.callbacks.Callback):
-    """Raises a Ctrl-C that a finalizer swallowed (Interrupts) after the batch it came in."""
-
-    def __init__(self, interrupts: Interrupts):
-        super().__init__()
-        self.interrupts = interrupts
-
-    def on_train_batch_end(self, batch, logs=None):
-        self.interrupts.check()
-
-    def on_test_batch_end(self, batch, logs=None):
-        self.interrupts.check()
-
-
 def run_trial(config: TrainingConfig, image_size: int, train_examples: tf.data.Dataset,
               eval_examples: tf.data.Dataset, *, epoch_fraction: float, counts: tuple[int, int] | None = None,
               cache_dir: str | None = None, callbacks: Collection[keras.callbacks.Callback] = ()) -> dict[str, Any]:
@@ -191,7 +177,7 @@ class CheapTrials(keras_tuner.engine.base_tuner.BaseTuner):
             config = hyperparameters_lib.apply(self.base, values, self.fixed)
             result = self._trial(config, self.image_size, train_examples, eval_examples,
                                  epoch_fraction=self.tuning.epoch_fraction, counts=counts, cache_dir=trial_cache,
-                                 callbacks=[CheckInterrupts(self.interrupts)])
+                                 callbacks=[task.CheckInterrupts(self.interrupts)])
         except Exception as error:  # KerasTuner records the trial as failed; the table keeps why, in one line
             self.interrupts.check()  # not a failure of the trial's settings: the user stopped the search
             outcome.update(status=FAILED, reason=trial_reason(error, trial_cache))

@@ -377,7 +377,7 @@ def test_a_swallowed_ctrl_c_stops_a_trial_after_the_batch_it_came_in(config):
     interrupts.interrupted = True
     with pytest.raises(KeyboardInterrupt):
         tuning.run_trial(config, SIZE, _examples(1), _examples(2, 8), epoch_fraction=0.5, counts=(16, 8),
-                         callbacks=[tuning.CheckInterrupts(interrupts)])
+                         callbacks=[task.CheckInterrupts(interrupts)])
 
 
 def test_trials_are_numbered_from_1_as_keras_tuner_prints_them_and_their_cache_lines_name_the_trial(
@@ -433,3 +433,23 @@ def test_nothing_a_trial_traced_or_built_is_reachable_after_it(config, monkeypat
     gc.collect()
     assert len(left) > 2  # the model and the graphs its phases traced
     assert [ref() for ref in left if ref() is not None] == []
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")  # the interrupt the finalizer lost
+def test_a_ctrl_c_that_a_finalizer_swallows_during_the_trainer_s_work_still_stops_it(monkeypatch, ctrl_c_raises):
+    """The Trainer's run_fn: a Ctrl-C lost in a finalizer stops the training after its batch (the callback it is
+    given), and one lost after the last batch (the export's) stops it before the Evaluator and the Pusher run."""
+    given = []
+
+    def train_and_export(fn_args, callbacks):
+        given.extend(callbacks)
+        finalized = _InterruptedWhenFinalized()
+        del finalized  # the real SIGINT is raised inside __del__ and lost there
+    monkeypatch.setattr(task, "_train_and_export", train_and_export)
+    with pytest.raises(KeyboardInterrupt):
+        task.run_fn(None)
+    (check,) = given
+    assert isinstance(check, task.CheckInterrupts) and check.interrupts.interrupted
+    with pytest.raises(KeyboardInterrupt):
+        check.on_train_batch_end(0)
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the Trainer's handler is gone
