@@ -39,7 +39,7 @@ from tfx.types import artifact_utils, standard_artifacts
 from tfx.utils import path_utils
 
 from components import model_card
-from contract import layout, metadata, served, storage
+from contract import interrupts, layout, metadata, served, storage
 
 
 @dataclasses.dataclass(frozen=True)
@@ -258,6 +258,7 @@ def ServingPusher(
     served_name: Parameter[str] = "",
     served_base_path: Parameter[str] = "",
 ) -> None:
+    interrupts.check_held()  # a Ctrl-C swallowed in an earlier node of a local run: nothing is pushed after it
     if model_blessing.get_int_custom_property(metadata.BLESSED) != 1:
         pushed_model.set_int_custom_property(metadata.PUSHED, 0)
         return

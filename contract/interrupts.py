@@ -12,35 +12,53 @@ import functools
 import signal
 import threading
 
+_HOLDING: list["Interrupts"] = []  # the Interrupts whose handler SIGINT has now, outermost first
+
 
 class Interrupts:
     """While entered (in the main thread, with Python's own SIGINT handler in place), SIGINT is recorded as well as
     raised, and `check` raises it again at a safe point (a search: each training batch of a trial, each trial's
-    start and end, the search's end; rollback's TF Serving check: its end)."""
+    start and end, the search's end; the Trainer: each batch and its end; a local run: before the push; rollback's
+    TF Serving check: its end). Entered inside another (the Trainer's inside a local run's), it checks the outer
+    one's record, which SIGINT goes to."""
 
     def __init__(self):
         self.interrupted = False
         self._previous = None
+        self._outer: Interrupts | None = None
 
     def __enter__(self) -> "Interrupts":
         self.interrupted = False
-        if threading.current_thread() is threading.main_thread() and \
-                signal.getsignal(signal.SIGINT) is signal.default_int_handler:  # not where Ctrl-C is ignored
-            self._previous = signal.signal(signal.SIGINT, self._received)
+        if threading.current_thread() is threading.main_thread():
+            handler = signal.getsignal(signal.SIGINT)
+            if handler is signal.default_int_handler:  # not where Ctrl-C is ignored
+                self._previous = signal.signal(signal.SIGINT, self._received)
+                _HOLDING.append(self)
+            elif _HOLDING and handler == _HOLDING[-1]._received:
+                self._outer = _HOLDING[-1]
         return self
 
     def __exit__(self, *exc_info) -> None:
         if self._previous is not None:
             signal.signal(signal.SIGINT, self._previous)
             self._previous = None
+            _HOLDING.remove(self)
+        self._outer = None
 
     def _received(self, signum, frame):
         self.interrupted = True
         raise KeyboardInterrupt
 
     def check(self) -> None:
-        if self.interrupted:
+        if self.interrupted or (self._outer is not None and self._outer.interrupted):
             raise KeyboardInterrupt
+
+
+def check_held() -> None:
+    """Raises a Ctrl-C that any Interrupts entered now recorded (a finalizer may have swallowed it): for code that
+    runs inside one it was not given, such as a pipeline node inside a local run."""
+    for holder in _HOLDING:
+        holder.check()
 
 
 def from_ctrl_c(error: BaseException) -> bool:

@@ -263,7 +263,9 @@ def _run_locked(config: PipelineConfig, where: RunLayout, source: Source | None,
     earlier_runs = store_health.run_ids(where.metadata_path)
     error, interrupted = None, False
     try:
-        with tfx_node.failed_resolutions_raise():  # a failed resolver stops the run: no Evaluator without it
+        # SIGINT recorded as well as raised: a Ctrl-C a finalizer swallows (the Evaluator's, the Trainer's) still
+        # stops the run before its push (ServingPusher checks).
+        with tfx_node.failed_resolutions_raise(), interrupts.Interrupts():  # a failed resolver stops the run
             LocalDagRunner().run(pipeline)
     except KeyboardInterrupt:
         interrupted = True

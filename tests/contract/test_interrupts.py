@@ -1,6 +1,9 @@
 """A Ctrl-C that C code turned into another error is still a Ctrl-C (contract.interrupts)."""
 
 import dataclasses
+import os
+import signal
+import time
 
 import pytest
 
@@ -45,3 +48,33 @@ def test_a_command_that_ends_in_such_an_error_says_it_was_interrupted_and_exits_
     assert pipeline_runner.main(["models", "--output-dir", "somewhere"]) == INTERRUPTED
     err = capsys.readouterr().err
     assert "interrupted: `models` stopped before it finished" in err and "Traceback" not in err
+
+
+class _InterruptedWhenFinalized:
+    """Ctrl-C arriving while a finalizer runs: Python prints the KeyboardInterrupt and drops it."""
+
+    def __del__(self):
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(1)  # the handler runs here, inside the finalizer
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")  # the interrupt the finalizer lost
+def test_a_ctrl_c_a_finalizer_swallows_inside_a_run_reaches_the_checks_of_the_run_and_of_a_guard_nested_in_it():
+    """A local run holds SIGINT (its Evaluator has no guard of its own) and the Trainer enters its own guard inside
+    it: a Ctrl-C lost in a finalizer is seen by the nested guard's check and by the push's check_held."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with interrupts.Interrupts() as run:
+            with interrupts.Interrupts() as trainer:
+                interrupts.check_held()  # nothing yet
+                finalized = _InterruptedWhenFinalized()
+                del finalized  # the real SIGINT is raised inside __del__ and lost there
+                with pytest.raises(KeyboardInterrupt):
+                    trainer.check()
+            assert run.interrupted
+            with pytest.raises(KeyboardInterrupt):
+                interrupts.check_held()
+        interrupts.check_held()  # no guard entered: nothing held, nothing raised
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    finally:
+        signal.signal(signal.SIGINT, previous)
