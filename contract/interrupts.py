@@ -54,6 +54,36 @@ class Interrupts:
             raise KeyboardInterrupt
 
 
+class Deferred:
+    """While entered (in the main thread, with Python's own SIGINT handler in place), SIGINT is recorded and told,
+    not raised: for a short step that must end whole once it has begun, such as a run's summary and report after
+    the pipeline stopped. A second Ctrl-C a moment after the first (a person pressing it again) would otherwise stop
+    that step half done: the root without its summary. `received` says whether one came; `tell` is called with a
+    line the first time."""
+
+    def __init__(self, tell=None):
+        self.received = False
+        self._tell = tell
+        self._previous = None
+
+    def __enter__(self) -> "Deferred":
+        self.received = False
+        if threading.current_thread() is threading.main_thread() and \
+                signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+            self._previous = signal.signal(signal.SIGINT, self._received)
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+            self._previous = None
+
+    def _received(self, signum, frame):
+        if not self.received and self._tell is not None:
+            self._tell("Ctrl-C: the run's summary and report are being written; it stops once they are")
+        self.received = True
+
+
 def check_held() -> None:
     """Raises a Ctrl-C that any Interrupts entered now recorded (a finalizer may have swallowed it): for code that
     runs inside one it was not given, such as a pipeline node inside a local run."""

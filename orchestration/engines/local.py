@@ -273,28 +273,31 @@ def _run_locked(config: PipelineConfig, where: RunLayout, source: Source | None,
         interrupted = interrupts.from_ctrl_c(exc)  # a Ctrl-C that C code turned into another error
         error = f"{type(exc).__name__}: {exc}"
         logging.debug("pipeline failed", exc_info=True)
-    if interrupted:
-        canceled = store_health.cancel_unfinished(where.metadata_path, earlier_runs)
-        error = "interrupted (Ctrl-C)" + (f" while {', '.join(canceled)} ran (marked CANCELED in ML Metadata)"
-                                          if canceled else "")
-    summary = run_summary.summarize(str(where.metadata_path), config.name, exclude_runs=earlier_runs)
-    if summary.run_id is None and error is None:
-        error = "the pipeline recorded no run in ML Metadata"
-    code = INTERRUPTED if interrupted else FAILED if (summary.failed or error) else OK
-    from contract import served
+    # From here the run only writes what it did: a Ctrl-C (a second one, pressed a moment after the first, or one
+    # as a completed run finishes) waits until the summary and report are whole, then gives code 130.
+    with interrupts.Deferred(say) as deferred:
+        if interrupted:
+            canceled = store_health.cancel_unfinished(where.metadata_path, earlier_runs)
+            error = "interrupted (Ctrl-C)" + (f" while {', '.join(canceled)} ran (marked CANCELED in ML Metadata)"
+                                              if canceled else "")
+        summary = run_summary.summarize(str(where.metadata_path), config.name, exclude_runs=earlier_runs)
+        if summary.run_id is None and error is None:
+            error = "the pipeline recorded no run in ML Metadata"
+        code = INTERRUPTED if interrupted else FAILED if (summary.failed or error) else OK
+        from contract import served
 
-    # what is served after the run (a rollback may have replaced an earlier push): said in the summary's pushed line
-    state = served.served(str(where.serving_dir))
-    # 0: nothing pushed yet; None: the config names a version no server can load (said by `models`), or none known
-    summary.served_version = state.version if state.version is not None else (0 if state.named is None else None)
-    # The run's own folder, as a Kubeflow run's; then its summary and report are the root's newest (run_index).
-    run_folder = pathlib.Path(where.run_dir(summary.run_id or f"local-{time.strftime('%Y%m%dT%H%M%S')}"))
-    try:
-        lifecycle.after_the_dag(summary, before, str(run_folder), dataclasses.asdict(config.training), say=say,
-                                error=error, beam_args=beam_args, notes=notes)
-        say(f"report of this root's runs (the newest shown): {_publish(where, run_folder)}")
-    except lifecycle.ReportNotWritten as failure:
-        if interrupted:  # the run's own outcome; a run that failed, or had none to report, exits as failed
-            raise InterruptedRunError(str(failure)) from None
-        raise
-    return code
+        # what is served after the run (a rollback may have replaced an earlier push): said in the summary's pushed line
+        state = served.served(str(where.serving_dir))
+        # 0: nothing pushed yet; None: the config names a version no server can load (said by `models`), or none known
+        summary.served_version = state.version if state.version is not None else (0 if state.named is None else None)
+        # The run's own folder, as a Kubeflow run's; then its summary and report are the root's newest (run_index).
+        run_folder = pathlib.Path(where.run_dir(summary.run_id or f"local-{time.strftime('%Y%m%dT%H%M%S')}"))
+        try:
+            lifecycle.after_the_dag(summary, before, str(run_folder), dataclasses.asdict(config.training), say=say,
+                                    error=error, beam_args=beam_args, notes=notes)
+            say(f"report of this root's runs (the newest shown): {_publish(where, run_folder)}")
+        except lifecycle.ReportNotWritten as failure:
+            if interrupted:  # the run's own outcome; a run that failed, or had none to report, exits as failed
+                raise InterruptedRunError(str(failure)) from None
+            raise
+    return INTERRUPTED if deferred.received else code

@@ -120,3 +120,50 @@ def test_a_resolver_whose_resolution_fails_stops_the_run_before_any_node_reads_i
     assert node_ids.EXAMPLE_GEN in states and node_ids.TRAINER not in states and node_ids.EVALUATOR not in states
     assert not (tmp_path / "out" / "serving_model").exists() or not any(
         p.name.isdigit() for p in (tmp_path / "out" / "serving_model").iterdir())
+
+
+def test_a_ctrl_c_while_a_run_writes_its_summary_waits_for_the_summary_and_report_then_gives_130(tmp_path,
+                                                                                                monkeypatch):
+    """A second Ctrl-C pressed a moment after the first lands while the stopped run writes what it did: real SIGINTs
+    during the summary's writing and the report's copy to the root leave both whole, and the run exits 130."""
+    import json
+    import os
+    import signal
+    import time
+
+    from components import tuner
+    from contract import layout
+    from contract.errors import INTERRUPTED
+    from ingest import synthetic
+    from orchestration.run import lifecycle
+    from reporting import run_index
+    from tests.helpers import TINY, run_cli
+
+    def fails(self, store, input_dict):  # a run that stops early, cheaply: what it writes afterwards is the point
+        raise RuntimeError("the store answered nonsense")
+
+    def ctrl_c_then(function):
+        def interrupted(*args, **kwargs):
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.2)  # the handler runs here, before the step it interrupts
+            return function(*args, **kwargs)
+        return interrupted
+
+    monkeypatch.setattr(tuner.NewestStrategy, "resolve_artifacts", fails)
+    monkeypatch.setattr(lifecycle, "after_the_dag", ctrl_c_then(lifecycle.after_the_dag))
+    monkeypatch.setattr(run_index, "publish", ctrl_c_then(run_index.publish))
+    synthetic.write_demo_images(tmp_path / "images", 4)
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a terminal
+    try:
+        result, summary = run_cli(tmp_path / "images", tmp_path / "out", *TINY, in_process=True)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    assert result.returncode == INTERRUPTED, result.stderr[-3000:]
+    assert summary is not None and "could not resolve its inputs" in summary["error"]
+    (folder,) = pathlib.Path(layout.RunLayout(tmp_path / "out").runs_dir).iterdir()
+    assert json.loads((folder / layout.SUMMARY_FILE).read_text()) == summary  # the root's is the run's, whole
+    page = tmp_path / "out" / layout.REPORT_DIR / layout.REPORT_PAGE
+    assert folder.name in page.read_text(), "the root's report lists the run"
+    with run_lock.exclusive_run(tmp_path / "out"):  # released
+        pass
+    assert result.stdout.count("Ctrl-C: the run's summary and report are being written; it stops once they are") == 1
