@@ -34,7 +34,7 @@ from tfx.proto import example_gen_pb2, range_config_pb2
 from tfx.types import artifact_utils, standard_component_specs
 from tfx.utils import proto_utils
 
-from contract import layout, metadata
+from contract import interrupts, layout, metadata
 
 
 def _span_pattern(pattern: str, span: int) -> str:
@@ -73,6 +73,9 @@ class SpanExampleGen(ImportExampleGen):
 class _JudgingExecutor(evaluator_executor.Executor):
     """TFX's Evaluator executor, on the split contract.layout.judged_split names for the examples given."""
 
+    # A Ctrl-C that TFMA's or Beam's C code turned into another error is raised as the KeyboardInterrupt it was: TFX's
+    # launcher would record that error as the Evaluator's failure; the run marks the stopped node CANCELED.
+    @interrupts.ctrl_c_kept
     def Do(self, input_dict, output_dict, exec_properties):
         split_names = artifact_utils.decode_split_names(
             input_dict[standard_component_specs.EXAMPLES_KEY][0].split_names)

@@ -61,3 +61,28 @@ def test_train_and_eval_stay_required(tmp_path):
 def test_the_evaluator_judges_on_test_and_on_eval_only_where_there_is_no_test():
     assert layout.judged_split(["train", "eval", "test"]) == "test"
     assert layout.judged_split(json.loads('["train", "eval"]')) == "eval"
+
+
+def test_a_ctrl_c_that_c_code_turned_into_another_error_leaves_the_evaluator_as_a_keyboard_interrupt(monkeypatch):
+    """TFX's launcher records an executor's Exception as the node's failure; a KeyboardInterrupt passes it by, and
+    the run marks the node CANCELED. Other errors stay as they were."""
+    from tfx.components.evaluator import executor as evaluator_executor
+    from tfx.types import artifact_utils, standard_artifacts
+
+    examples = standard_artifacts.Examples()
+    examples.split_names = artifact_utils.encode_split_names(["train", "eval", "test"])
+    inputs = {standard_component_specs.EXAMPLES_KEY: [examples]}
+    outputs = {standard_component_specs.BLESSING_KEY: [standard_artifacts.ModelBlessing()]}
+
+    def as_c_code_reports_a_ctrl_c(self, input_dict, output_dict, exec_properties):
+        try:
+            raise KeyboardInterrupt
+        except KeyboardInterrupt as interrupt:  # what CPython raises when C code called back into Python
+            raise SystemError("<built-in function __import__> returned a result with an exception set") from interrupt
+
+    monkeypatch.setattr(evaluator_executor.Executor, "Do", as_c_code_reports_a_ctrl_c)
+    with pytest.raises(KeyboardInterrupt):
+        judged_split._JudgingExecutor().Do(inputs, outputs, {})
+    monkeypatch.setattr(evaluator_executor.Executor, "Do", lambda *args: (_ for _ in ()).throw(ValueError("a fault")))
+    with pytest.raises(ValueError, match="a fault"):
+        judged_split._JudgingExecutor().Do(inputs, outputs, {})
