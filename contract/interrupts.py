@@ -55,15 +55,18 @@ class Interrupts:
 
 
 class Deferred:
-    """While entered (in the main thread, with Python's own SIGINT handler in place), SIGINT is recorded and told,
-    not raised: for a short step that must end whole once it has begun, such as a run's summary and report after
-    the pipeline stopped. A second Ctrl-C a moment after the first (a person pressing it again) would otherwise stop
-    that step half done: the root without its summary. `received` says whether one came; `tell` is called with a
-    line the first time."""
+    """While entered (in the main thread, with Python's own SIGINT handler in place), SIGINT is recorded, not
+    raised: for a short step that must end whole once it has begun, such as a run's summary and report after the
+    pipeline stopped. A second Ctrl-C a moment after the first (a person pressing it again) would otherwise stop
+    that step half done: the root without its summary.
 
-    def __init__(self, tell=None):
+    SIGINT is also blocked in this thread meanwhile, so it cannot cut short what C code there is waiting for (each
+    signal ends an SQLite busy-wait early: a few Ctrl-Cs while another program held the store locked made ML
+    Metadata give up). The handler only records it (a handler that printed could cut a write to the terminal that
+    it interrupted); `received` says whether one came, for the caller to say after the step."""
+
+    def __init__(self):
         self.received = False
-        self._tell = tell
         self._previous = None
 
     def __enter__(self) -> "Deferred":
@@ -71,17 +74,25 @@ class Deferred:
         if threading.current_thread() is threading.main_thread() and \
                 signal.getsignal(signal.SIGINT) is signal.default_int_handler:
             self._previous = signal.signal(signal.SIGINT, self._received)
+            signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
         return self
 
     def __exit__(self, *exc_info) -> None:
-        if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)
-            self._previous = None
+        if self._previous is None:
+            return
+        # One still pending for this thread is delivered as it is unblocked, to _received; the interpreter runs a
+        # received signal's handler at its next call, as here. One that came later still is a Ctrl-C after the step.
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+        _handlers_run()
+        signal.signal(signal.SIGINT, self._previous)
+        self._previous = None
 
     def _received(self, signum, frame):
-        if not self.received and self._tell is not None:
-            self._tell("Ctrl-C: the run's summary and report are being written; it stops once they are")
         self.received = True
+
+
+def _handlers_run() -> None:
+    """A Python call: CPython runs the handlers of the signals it has received when a call begins."""
 
 
 def check_held() -> None:

@@ -223,6 +223,20 @@ def _clear_last_run(where: RunLayout) -> None:
         shutil.rmtree(where.report_dir, ignore_errors=True)
 
 
+def _cancel_unfinished(where: RunLayout, earlier_runs: frozenset[str]) -> list[str]:
+    """store_health.cancel_unfinished for a stopped run; InterruptedRunError when another program kept the store
+    locked through all of ML Metadata's retries (a backup, an sqlite3 shell): nothing more can be recorded then."""
+    try:
+        return store_health.cancel_unfinished(where.metadata_path, earlier_runs)
+    except RuntimeError as error:
+        if "Concurrent writes aborted" not in str(error):  # ML Metadata's own, after its retries on a locked store
+            raise
+        raise InterruptedRunError(
+            f"interrupted (Ctrl-C); the ML Metadata store {where.metadata_path} stayed locked by another process, so "
+            "the component that ran is not marked CANCELED and no summary was written (the next run marks it)"
+        ) from None
+
+
 def _run_locked(config: PipelineConfig, where: RunLayout, source: Source | None, beam_workers: int,
                 allow_anomalies: bool, notes: list[str], took_over: dict | None, search: dict,
                 record: tuple[run_settings.Recorded, list[str]] | None, say: Say) -> int:
@@ -274,10 +288,10 @@ def _run_locked(config: PipelineConfig, where: RunLayout, source: Source | None,
         error = f"{type(exc).__name__}: {exc}"
         logging.debug("pipeline failed", exc_info=True)
     # From here the run only writes what it did: a Ctrl-C (a second one, pressed a moment after the first, or one
-    # as a completed run finishes) waits until the summary and report are whole, then gives code 130.
-    with interrupts.Deferred(say) as deferred:
+    # as a completed run finishes) waits until the summary and report are whole; the run's own code stands.
+    with interrupts.Deferred() as deferred:
         if interrupted:
-            canceled = store_health.cancel_unfinished(where.metadata_path, earlier_runs)
+            canceled = _cancel_unfinished(where, earlier_runs)
             error = "interrupted (Ctrl-C)" + (f" while {', '.join(canceled)} ran (marked CANCELED in ML Metadata)"
                                               if canceled else "")
         summary = run_summary.summarize(str(where.metadata_path), config.name, exclude_runs=earlier_runs)
@@ -300,4 +314,7 @@ def _run_locked(config: PipelineConfig, where: RunLayout, source: Source | None,
             if interrupted:  # the run's own outcome; a run that failed, or had none to report, exits as failed
                 raise InterruptedRunError(str(failure)) from None
             raise
-    return INTERRUPTED if deferred.received else code
+    if deferred.received:
+        say("Ctrl-C: it came while the run wrote its summary and report, which were written first"
+            + ("" if interrupted else f"; the run had {'completed' if code == OK else 'failed'} by then"))
+    return code

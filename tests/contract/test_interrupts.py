@@ -78,3 +78,28 @@ def test_a_ctrl_c_a_finalizer_swallows_inside_a_run_reaches_the_checks_of_the_ru
         assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
     finally:
         signal.signal(signal.SIGINT, previous)
+
+
+def test_a_deferred_ctrl_c_is_recorded_not_raised_and_cuts_no_wait_of_c_code_short():
+    """SQLite's busy-wait sleeps in C: a signal delivered to the thread ends the sleep early, and a few Ctrl-Cs made
+    ML Metadata give up on a store another program held locked. Deferred blocks SIGINT in its thread meanwhile."""
+    import ctypes
+    import threading
+
+    libc = ctypes.CDLL(None)
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a terminal
+    try:
+        with interrupts.Deferred() as deferred:
+            threading.Timer(0.05, os.kill, (os.getpid(), signal.SIGINT)).start()
+            started = time.monotonic()
+            libc.usleep(400_000)  # returns early when a signal interrupts it
+            waited = time.monotonic() - started
+            time.sleep(0.05)
+        assert deferred.received and waited >= 0.39, waited
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+        assert signal.SIGINT not in signal.pthread_sigmask(signal.SIG_BLOCK, set())  # unblocked again
+        with interrupts.Deferred() as quiet:
+            pass
+        assert not quiet.received
+    finally:
+        signal.signal(signal.SIGINT, previous)

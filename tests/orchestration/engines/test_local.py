@@ -122,10 +122,11 @@ def test_a_resolver_whose_resolution_fails_stops_the_run_before_any_node_reads_i
         p.name.isdigit() for p in (tmp_path / "out" / "serving_model").iterdir())
 
 
-def test_a_ctrl_c_while_a_run_writes_its_summary_waits_for_the_summary_and_report_then_gives_130(tmp_path,
-                                                                                                monkeypatch):
+def test_a_ctrl_c_while_a_run_writes_its_summary_waits_for_the_summary_and_report_and_is_said(tmp_path,
+                                                                                               monkeypatch):
     """A second Ctrl-C pressed a moment after the first lands while the stopped run writes what it did: real SIGINTs
-    during the summary's writing and the report's copy to the root leave both whole, and the run exits 130."""
+    during the summary's writing and the report's copy to the root leave both whole; the run's own exit code
+    stands (here the failed resolver's), and a line says the Ctrl-C came."""
     import json
     import os
     import signal
@@ -133,7 +134,7 @@ def test_a_ctrl_c_while_a_run_writes_its_summary_waits_for_the_summary_and_repor
 
     from components import tuner
     from contract import layout
-    from contract.errors import INTERRUPTED
+    from contract.errors import FAILED
     from ingest import synthetic
     from orchestration.run import lifecycle
     from reporting import run_index
@@ -158,7 +159,7 @@ def test_a_ctrl_c_while_a_run_writes_its_summary_waits_for_the_summary_and_repor
         result, summary = run_cli(tmp_path / "images", tmp_path / "out", *TINY, in_process=True)
     finally:
         signal.signal(signal.SIGINT, previous)
-    assert result.returncode == INTERRUPTED, result.stderr[-3000:]
+    assert result.returncode == FAILED, result.stderr[-3000:]  # the run's own outcome, written whole
     assert summary is not None and "could not resolve its inputs" in summary["error"]
     (folder,) = pathlib.Path(layout.RunLayout(tmp_path / "out").runs_dir).iterdir()
     assert json.loads((folder / layout.SUMMARY_FILE).read_text()) == summary  # the root's is the run's, whole
@@ -166,4 +167,31 @@ def test_a_ctrl_c_while_a_run_writes_its_summary_waits_for_the_summary_and_repor
     assert folder.name in page.read_text(), "the root's report lists the run"
     with run_lock.exclusive_run(tmp_path / "out"):  # released
         pass
-    assert result.stdout.count("Ctrl-C: the run's summary and report are being written; it stops once they are") == 1
+    assert result.stdout.count("Ctrl-C: it came while the run wrote its summary and report, which were written "
+                               "first; the run had failed by then") == 1
+
+
+def test_a_stopped_run_whose_store_stays_locked_ends_in_one_line_with_130(tmp_path, monkeypatch):
+    """Another program holding metadata.sqlite locked through ML Metadata's retries as the run marks what ran
+    CANCELED: one line naming the store, exit 130, no traceback; the lock on the root is released."""
+    from components import tuner
+    from contract.errors import INTERRUPTED
+    from ingest import synthetic
+    from orchestration.root import store_health
+    from tests.helpers import TINY, run_cli
+
+    def ctrl_c(self, store, input_dict):  # the run's Ctrl-C, as it lands in a resolver: cheap, early
+        raise KeyboardInterrupt
+
+    def locked(*args):  # what ML Metadata raises once its retries on a locked SQLite file are spent
+        raise RuntimeError("Concurrent writes aborted after max number of retries.")
+
+    monkeypatch.setattr(tuner.NewestStrategy, "resolve_artifacts", ctrl_c)
+    monkeypatch.setattr(store_health, "cancel_unfinished", locked)
+    synthetic.write_demo_images(tmp_path / "images", 4)
+    result, _ = run_cli(tmp_path / "images", tmp_path / "out", *TINY, in_process=True)
+    assert result.returncode == INTERRUPTED and "Traceback" not in result.stderr, result.stderr[-3000:]
+    (line,) = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert f"the ML Metadata store {tmp_path / 'out' / 'metadata.sqlite'} stayed locked by another process" in line
+    with run_lock.exclusive_run(tmp_path / "out"):  # released
+        pass
