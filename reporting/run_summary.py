@@ -80,7 +80,7 @@ class RunSummary:
 
     @property
     def replaced_since(self) -> bool:
-        """The version this run's model was pushed as is no longer the one served (a rollback since)."""
+        """The version this run's model was pushed as is no longer the one served (a later push or a rollback since)."""
         return bool(self.served_version) and self.pushed_version is not None and \
             self.served_version != self.pushed_version
 
@@ -134,7 +134,8 @@ class RunSummary:
         lines += [f"  serving folder: {line}" for line in self.cleaned]
         if self.pushed_path and (pusher_cached or self.already_served) and self.replaced_since:
             lines.append(f"  pushed: nothing new; version {self.served_version} is served (version "
-                         f"{self.pushed_version}, this model's push, was replaced since: a rollback)")
+                         f"{self.pushed_version}, this model's push, was replaced since, by a later push or a "
+                         "rollback)")
         elif self.pushed_path and (pusher_cached or self.already_served):
             lines.append(f"  pushed: nothing new; version {self.pushed_version} at {self.pushed_path} "
                          "(pushed earlier) is served")

@@ -167,8 +167,8 @@ def test_a_rerun_whose_push_was_cached_says_nothing_new_was_pushed(tmp_path):
     rolled = dataclasses.replace(summary, served_version=3)
     top = run_report.write_report(rolled, tmp_path / "rolled", {}, None).read_text().split("<nav>")[0]
     assert "Nothing new pushed; version 3 is\nserved (version 1, this model's push, was replaced since" in top, top
-    assert "  pushed: nothing new; version 3 is served (version 1, this model's push, was replaced since: a " \
-        "rollback)" in rolled.text()
+    assert "  pushed: nothing new; version 3 is served (version 1, this model's push, was replaced since, by a " \
+        "later push or a rollback)" in rolled.text()
     assert run_index.outcome(rolled.to_json()) == "nothing new pushed; version 3 is served"
     pushed = run_report.write_report(dataclasses.replace(summary, nodes=[]), tmp_path / "new", {}, None).read_text()
     assert f"Pushed as version 1 ({tmp_path / 'serving_model' / '1'})." in pushed.split("<nav>")[0]
