@@ -95,6 +95,36 @@ def _handlers_run() -> None:
     """A Python call: CPython runs the handlers of the signals it has received when a call begins."""
 
 
+class TermAsCtrlC:
+    """While entered (in the main thread, SIGTERM handled by default), SIGTERM stops the command as a Ctrl-C does:
+    a scheduler's stop (`timeout`, systemd, a container's stop) then leaves what a Ctrl-C leaves (the running
+    component CANCELED, the summary written, the root's lock released) rather than a killed process. It is handed
+    to whatever handles SIGINT now (Interrupts records it, Deferred holds it), or raised as KeyboardInterrupt where
+    SIGINT is ignored (a background job's)."""
+
+    def __init__(self):
+        self._previous = None
+
+    def __enter__(self) -> "TermAsCtrlC":
+        if threading.current_thread() is threading.main_thread() and \
+                signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+            self._previous = signal.signal(signal.SIGTERM, self._received)
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGTERM, self._previous)
+            self._previous = None
+
+    @staticmethod
+    def _received(signum, frame):
+        handler = signal.getsignal(signal.SIGINT)
+        if callable(handler):
+            handler(signal.SIGINT, frame)
+        else:
+            raise KeyboardInterrupt
+
+
 def check_held() -> None:
     """Raises a Ctrl-C that any Interrupts entered now recorded (a finalizer may have swallowed it): for code that
     runs inside one it was not given, such as a pipeline node inside a local run."""

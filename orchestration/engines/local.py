@@ -84,7 +84,7 @@ def run(config: PipelineConfig, output_dir: pathlib.Path, source: Source | None,
         say(note)
     marker.inspect(where.root)  # a folder of the user's is named as such first, whatever else is wrong
     check_source(source, where)
-    with exclusive_run(output_dir, claim=True) as held:
+    with interrupts.TermAsCtrlC(), exclusive_run(output_dir, claim=True) as held:
         _say(say, held.adopted)
         # Under the lease: a lock on the store is then another program's, never a run of this root.
         store_health.check(where.metadata_path)

@@ -195,3 +195,35 @@ def test_a_stopped_run_whose_store_stays_locked_ends_in_one_line_with_130(tmp_pa
     assert f"the ML Metadata store {tmp_path / 'out' / 'metadata.sqlite'} stayed locked by another process" in line
     with run_lock.exclusive_run(tmp_path / "out"):  # released
         pass
+
+
+def test_sigterm_stops_a_run_as_a_ctrl_c_does(tmp_path, monkeypatch):
+    """`timeout`, systemd and a container's stop send SIGTERM: the run stops as for a Ctrl-C (the summary written,
+    exit 130, the root's lock released), not killed outright."""
+    import os
+    import signal
+    import time
+
+    from components import tuner
+    from contract.errors import INTERRUPTED
+    from ingest import synthetic
+    from tests.helpers import TINY, run_cli
+
+    def stopped(self, store, input_dict):  # a real SIGTERM, early in the run (cheap)
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(1)  # its handler runs here
+        raise AssertionError("SIGTERM did not stop the run")
+
+    monkeypatch.setattr(tuner.NewestStrategy, "resolve_artifacts", stopped)
+    synthetic.write_demo_images(tmp_path / "images", 4)
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler), signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    try:
+        result, summary = run_cli(tmp_path / "images", tmp_path / "out", *TINY, in_process=True)
+    finally:
+        signal.signal(signal.SIGINT, previous[0])
+        signal.signal(signal.SIGTERM, previous[1])
+    assert result.returncode == INTERRUPTED, result.stderr[-3000:]
+    assert summary is not None and summary["error"].startswith("interrupted"), summary
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # as it was before the run
+    with run_lock.exclusive_run(tmp_path / "out"):  # released
+        pass
