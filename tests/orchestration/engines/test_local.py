@@ -99,34 +99,14 @@ def test_a_cron_entry_whose_path_holds_a_backslash_before_a_percent_is_refused(t
         local_schedule.cron_line("0 3 * * *", ROOT, tmp_path / "images", tmp_path / "o\\%x", python="/py")
 
 
-def test_a_resolver_whose_resolution_fails_stops_the_run_before_any_node_reads_it(tmp_path, monkeypatch):
+def test_a_resolver_whose_resolution_fails_stops_the_run_and_a_ctrl_c_as_it_writes_its_summary_waits_for_it(
+        tmp_path, monkeypatch):
     """TFX's resolver handler records a failed resolution and returns, and LocalDagRunner would go on: the Trainer
-    without the newest search's result, the Evaluator without its baseline, then the push. The run stops there."""
-    from components import tuner
-    from contract import metadata as node_ids
-    from ingest import synthetic
-    from tests.helpers import TINY, latest_run_states, run_cli
+    without the newest search's result, the Evaluator without its baseline, then the push. The run stops there.
 
-    def fails(self, store, input_dict):
-        raise RuntimeError("the store answered nonsense")
-
-    monkeypatch.setattr(tuner.NewestStrategy, "resolve_artifacts", fails)
-    synthetic.write_demo_images(tmp_path / "images", 8)
-    result, summary = run_cli(tmp_path / "images", tmp_path / "out", *TINY, in_process=True)
-    assert result.returncode == 1, result.stderr
-    assert summary["error"] == (f"NodeFailedError: {node_ids.HYPERPARAMETERS_RESOLVER} could not resolve its inputs: "
-                                "RuntimeError: the store answered nonsense"), summary["error"]
-    states, _, _ = latest_run_states(tmp_path / "out" / "metadata.sqlite")
-    assert node_ids.EXAMPLE_GEN in states and node_ids.TRAINER not in states and node_ids.EVALUATOR not in states
-    assert not (tmp_path / "out" / "serving_model").exists() or not any(
-        p.name.isdigit() for p in (tmp_path / "out" / "serving_model").iterdir())
-
-
-def test_a_ctrl_c_while_a_run_writes_its_summary_waits_for_the_summary_and_report_and_is_said(tmp_path,
-                                                                                               monkeypatch):
-    """A second Ctrl-C pressed a moment after the first lands while the stopped run writes what it did: real SIGINTs
-    during the summary's writing and the report's copy to the root leave both whole; the run's own exit code
-    stands (here the failed resolver's), and a line says the Ctrl-C came."""
+    Then a Ctrl-C (a second one pressed a moment after the first, say) lands while the stopped run writes what it
+    did: real SIGINTs during the summary's writing and the report's copy to the root leave both whole; the run's
+    own exit code stands, and a line says the Ctrl-C came. One run checks both: each costs a run's start."""
     import json
     import os
     import signal
@@ -134,13 +114,14 @@ def test_a_ctrl_c_while_a_run_writes_its_summary_waits_for_the_summary_and_repor
 
     from components import tuner
     from contract import layout
+    from contract import metadata as node_ids
     from contract.errors import FAILED
     from ingest import synthetic
     from orchestration.run import lifecycle
     from reporting import run_index
-    from tests.helpers import TINY, run_cli
+    from tests.helpers import TINY, latest_run_states, run_cli
 
-    def fails(self, store, input_dict):  # a run that stops early, cheaply: what it writes afterwards is the point
+    def fails(self, store, input_dict):
         raise RuntimeError("the store answered nonsense")
 
     def ctrl_c_then(function):
@@ -160,7 +141,12 @@ def test_a_ctrl_c_while_a_run_writes_its_summary_waits_for_the_summary_and_repor
     finally:
         signal.signal(signal.SIGINT, previous)
     assert result.returncode == FAILED, result.stderr[-3000:]  # the run's own outcome, written whole
-    assert summary is not None and "could not resolve its inputs" in summary["error"]
+    assert summary["error"] == (f"NodeFailedError: {node_ids.HYPERPARAMETERS_RESOLVER} could not resolve its inputs: "
+                                "RuntimeError: the store answered nonsense"), summary["error"]
+    states, _, _ = latest_run_states(tmp_path / "out" / "metadata.sqlite")
+    assert node_ids.EXAMPLE_GEN in states and node_ids.TRAINER not in states and node_ids.EVALUATOR not in states
+    assert not (tmp_path / "out" / "serving_model").exists() or not any(
+        p.name.isdigit() for p in (tmp_path / "out" / "serving_model").iterdir())
     (folder,) = pathlib.Path(layout.RunLayout(tmp_path / "out").runs_dir).iterdir()
     assert json.loads((folder / layout.SUMMARY_FILE).read_text()) == summary  # the root's is the run's, whole
     page = tmp_path / "out" / layout.REPORT_DIR / layout.REPORT_PAGE
