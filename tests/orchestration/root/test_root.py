@@ -1,8 +1,8 @@
 """A pipeline root is the pipeline's own: `run` and `ingest` refuse a folder of the user's, a folder becomes a
 root with a marker, an earlier version's root is adopted, and every refusal leaves the folder exactly as it was.
 
-The refusals run through the real command line in a process of their own; they come before TensorFlow is
-imported, so each takes about a second.
+The refusals run through the command line's own entry point in this process (tests.helpers.cli_in_process): a
+process of its own would load the libraries again for each.
 """
 
 import hashlib
@@ -10,8 +10,6 @@ import json
 import os
 import pathlib
 import stat
-import subprocess
-import sys
 
 import pytest
 
@@ -19,7 +17,7 @@ from config import PipelineConfig
 from contract import layout
 from contract.errors import CommandError
 from orchestration.root import lease, marker, run_lock
-from tests.helpers import ROOT
+from tests.helpers import ROOT, cli_in_process
 
 
 def snapshot(folder, folder_times=True):
@@ -40,9 +38,11 @@ def snapshot(folder, folder_times=True):
     return found
 
 
-def cli(*argv, timeout=300):
-    return subprocess.run([sys.executable, str(ROOT / "pipeline_runner.py"), *map(str, argv)], capture_output=True,
-                          text=True, timeout=timeout, cwd=ROOT, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+def cli(*argv, timeout=None):
+    """The command through the command line's entry point in this process (tests.helpers.cli_in_process): what is
+    checked is its exit code, its one line and the folders; a process of its own would load the libraries again
+    (seconds of CPU for each command that reaches TensorFlow). `timeout` is a process's, unused here."""
+    return cli_in_process(*argv)
 
 
 def error_line(result) -> str:
