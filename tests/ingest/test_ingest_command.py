@@ -3,11 +3,9 @@ above the size cap. Each is quarantined by name with its reason; the rest of the
 
 import json
 import os
-import subprocess
-import sys
 
 from ingest import synthetic
-from tests.helpers import ROOT
+from tests.helpers import cli_in_process
 
 
 def test_a_name_that_is_not_utf8_and_a_file_above_the_cap_are_quarantined_and_the_rest_ingested(tmp_path):
@@ -21,10 +19,11 @@ def test_a_name_that_is_not_utf8_and_a_file_above_the_cap_are_quarantined_and_th
     (images / "dog" / "\x1b[31mred.jpg").write_bytes(b"not an image either")
     with open(images / "dog" / "huge.jpg", "wb") as f:
         f.truncate(64 << 20)  # sparse: 64 MiB that take no disk
-    result = subprocess.run([sys.executable, str(ROOT / "pipeline_runner.py"), "ingest", "--data-dir", str(images),
-                             "--output-dir", str(tmp_path / "out"), "--max-file-mb", "1"],
-                            capture_output=True, text=True, timeout=300, cwd=ROOT)
+    # through the command line's entry point in this process: what it printed is checked, as a process prints it
+    result = cli_in_process("ingest", "--data-dir", images, "--output-dir", tmp_path / "out", "--max-file-mb", "1")
     assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr[-3000:]
+    # every line printable as UTF-8, as a process's stdout must print it (a name's undecodable bytes are escaped)
+    result.stdout.encode("utf-8"), result.stderr.encode("utf-8")
     report = json.loads((tmp_path / "out" / "examples" / "span-1" / "ingest_report.json").read_text("ascii"))
     reasons = {q["file"]: q["reason"] for q in report["quarantined"]}
     assert {name: reasons.pop(name)[:12] for name in (f"dog/{forged}", "dog/\x1b[31mred.jpg")} == \
