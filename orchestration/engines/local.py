@@ -254,9 +254,7 @@ def _run_locked(config: PipelineConfig, where: RunLayout, source: Source | None,
 
         from ingest import foreign_spans
         from orchestration.engines import tfx_node
-        from orchestration.run import lifecycle
         from pipeline import pipeline as pipeline_lib
-        from reporting import run_summary
 
     # A span another tool wrote has no report to count it: its records are counted (as far as the threshold), so a
     # small one runs in process rather than start a worker process per core (each imports TensorFlow). Only when
@@ -290,31 +288,41 @@ def _run_locked(config: PipelineConfig, where: RunLayout, source: Source | None,
     # From here the run only writes what it did: a Ctrl-C (a second one, pressed a moment after the first, or one
     # as a completed run finishes) waits until the summary and report are whole; the run's own code stands.
     with interrupts.Deferred() as deferred:
-        if interrupted:
-            canceled = _cancel_unfinished(where, earlier_runs)
-            error = "interrupted (Ctrl-C)" + (f" while {', '.join(canceled)} ran (marked CANCELED in ML Metadata)"
-                                              if canceled else "")
-        summary = run_summary.summarize(str(where.metadata_path), config.name, exclude_runs=earlier_runs)
-        if summary.run_id is None and error is None:
-            error = "the pipeline recorded no run in ML Metadata"
-        code = INTERRUPTED if interrupted else FAILED if (summary.failed or error) else OK
-        from contract import served
-
-        # what is served after the run (a rollback may have replaced an earlier push): said in the summary's pushed line
-        state = served.served(str(where.serving_dir))
-        # 0: nothing pushed yet; None: the config names a version no server can load (said by `models`), or none known
-        summary.served_version = state.version if state.version is not None else (0 if state.named is None else None)
-        # The run's own folder, as a Kubeflow run's; then its summary and report are the root's newest (run_index).
-        run_folder = pathlib.Path(where.run_dir(summary.run_id or f"local-{time.strftime('%Y%m%dT%H%M%S')}"))
-        try:
-            lifecycle.after_the_dag(summary, before, str(run_folder), dataclasses.asdict(config.training), say=say,
-                                    error=error, beam_args=beam_args, notes=notes)
-            say(f"report of this root's runs (the newest shown): {_publish(where, run_folder)}")
-        except lifecycle.ReportNotWritten as failure:
-            if interrupted:  # the run's own outcome; a run that failed, or had none to report, exits as failed
-                raise InterruptedRunError(str(failure)) from None
-            raise
+        code = _write_outcome(config, where, before, earlier_runs, error, interrupted, beam_args, notes, say)
     if deferred.received:
         say("Ctrl-C: it came while the run wrote its summary and report, which were written first"
             + ("" if interrupted else f"; the run had {'completed' if code == OK else 'failed'} by then"))
+    return code
+
+
+def _write_outcome(config: PipelineConfig, where: RunLayout, before, earlier_runs: frozenset[str],
+                   error: str | None, interrupted: bool, beam_args: list[str], notes: list[str], say: Say) -> int:
+    """After the DAG: what ran marked (CANCELED if stopped), the run's summary and report written in its own folder
+    and copied to the root; returns the exit code."""
+    from contract import served
+    from orchestration.run import lifecycle
+    from reporting import run_summary
+
+    if interrupted:
+        canceled = _cancel_unfinished(where, earlier_runs)
+        error = "interrupted (Ctrl-C)" + (f" while {', '.join(canceled)} ran (marked CANCELED in ML Metadata)"
+                                          if canceled else "")
+    summary = run_summary.summarize(str(where.metadata_path), config.name, exclude_runs=earlier_runs)
+    if summary.run_id is None and error is None:
+        error = "the pipeline recorded no run in ML Metadata"
+    code = INTERRUPTED if interrupted else FAILED if (summary.failed or error) else OK
+    # what is served after the run (a rollback may have replaced an earlier push): said in the summary's pushed line
+    state = served.served(str(where.serving_dir))
+    # 0: nothing pushed yet; None: the config names a version no server can load (said by `models`), or none known
+    summary.served_version = state.version if state.version is not None else (0 if state.named is None else None)
+    # The run's own folder, as a Kubeflow run's; then its summary and report are the root's newest (run_index).
+    run_folder = pathlib.Path(where.run_dir(summary.run_id or f"local-{time.strftime('%Y%m%dT%H%M%S')}"))
+    try:
+        lifecycle.after_the_dag(summary, before, str(run_folder), dataclasses.asdict(config.training), say=say,
+                                error=error, beam_args=beam_args, notes=notes)
+        say(f"report of this root's runs (the newest shown): {_publish(where, run_folder)}")
+    except lifecycle.ReportNotWritten as failure:
+        if interrupted:  # the run's own outcome; a run that failed, or had none to report, exits as failed
+            raise InterruptedRunError(str(failure)) from None
+        raise
     return code
