@@ -55,37 +55,42 @@ class Interrupts:
 
 
 class Deferred:
-    """While entered (in the main thread, with Python's own SIGINT handler in place), SIGINT is recorded, not
-    raised: for a short step that must end whole once it has begun, such as a run's summary and report after the
-    pipeline stopped. A second Ctrl-C a moment after the first (a person pressing it again) would otherwise stop
-    that step half done: the root without its summary.
+    """While entered (in the main thread), SIGINT (where Python's own handler has it) and SIGTERM (where
+    TermAsCtrlC has it) are recorded, not raised: for a short step that must end whole once it has begun, such as a
+    run's summary and report after the pipeline stopped. A second Ctrl-C a moment after the first (a person
+    pressing it again), or a scheduler's SIGTERM, would otherwise stop that step half done: the root without its
+    summary.
 
-    SIGINT is also blocked in this thread meanwhile, so it cannot cut short what C code there is waiting for (each
+    Both are also blocked in this thread meanwhile, so neither cuts short what C code there is waiting for (each
     signal ends an SQLite busy-wait early: a few Ctrl-Cs while another program held the store locked made ML
-    Metadata give up). The handler only records it (a handler that printed could cut a write to the terminal that
-    it interrupted); `received` says whether one came, for the caller to say after the step."""
+    Metadata give up). The handler only records (a handler that printed could cut a write to the terminal that it
+    interrupted); `received` says whether one came, for the caller to say after the step."""
 
     def __init__(self):
         self.received = False
-        self._previous = None
+        self._previous: dict[int, object] = {}
 
     def __enter__(self) -> "Deferred":
         self.received = False
-        if threading.current_thread() is threading.main_thread() and \
-                signal.getsignal(signal.SIGINT) is signal.default_int_handler:
-            self._previous = signal.signal(signal.SIGINT, self._received)
-            signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+        if threading.current_thread() is threading.main_thread():
+            taken = {signal.SIGINT: signal.default_int_handler, signal.SIGTERM: TermAsCtrlC._received}
+            for signum, handler in taken.items():
+                if signal.getsignal(signum) == handler:
+                    self._previous[signum] = signal.signal(signum, self._received)
+            if self._previous:
+                signal.pthread_sigmask(signal.SIG_BLOCK, set(self._previous))
         return self
 
     def __exit__(self, *exc_info) -> None:
-        if self._previous is None:
+        if not self._previous:
             return
         # One still pending for this thread is delivered as it is unblocked, to _received; the interpreter runs a
-        # received signal's handler at its next call, as here. One that came later still is a Ctrl-C after the step.
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+        # received signal's handler at its next call, as here. One that came later still is a signal after the step.
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, set(self._previous))
         _handlers_run()
-        signal.signal(signal.SIGINT, self._previous)
-        self._previous = None
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+        self._previous = {}
 
     def _received(self, signum, frame):
         self.received = True

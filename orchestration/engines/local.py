@@ -290,7 +290,7 @@ def _run_locked(config: PipelineConfig, where: RunLayout, source: Source | None,
     with interrupts.Deferred() as deferred:
         code = _write_outcome(config, where, before, earlier_runs, error, interrupted, beam_args, notes, say)
     if deferred.received:
-        say("Ctrl-C: it came while the run wrote its summary and report, which were written first"
+        say("Ctrl-C (or SIGTERM): it came while the run wrote its summary and report, which were written first"
             + ("" if interrupted else f"; the run had {'completed' if code == OK else 'failed'} by then"))
     return code
 

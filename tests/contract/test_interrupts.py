@@ -103,3 +103,26 @@ def test_a_deferred_ctrl_c_is_recorded_not_raised_and_cuts_no_wait_of_c_code_sho
         assert not quiet.received
     finally:
         signal.signal(signal.SIGINT, previous)
+
+
+def test_a_sigterm_during_a_deferred_step_is_held_too_where_sigint_is_ignored():
+    """A background job of a non-interactive shell (cron's, a scheduler's) has SIGINT ignored: a SIGTERM, which
+    TermAsCtrlC then raises as a KeyboardInterrupt, must still wait for the step's end."""
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN), signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    try:
+        with interrupts.TermAsCtrlC():
+            try:
+                with interrupts.Deferred() as held:
+                    os.kill(os.getpid(), signal.SIGTERM)
+                    time.sleep(0.1)
+            except KeyboardInterrupt:  # caught here: pytest would take it for a Ctrl-C of its own and stop
+                pytest.fail("the SIGTERM stopped the step")
+            assert held.received
+            with pytest.raises(KeyboardInterrupt):  # outside the step, SIGTERM stops the command again
+                os.kill(os.getpid(), signal.SIGTERM)
+                time.sleep(0.5)
+        assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGINT, previous[0])
+        signal.signal(signal.SIGTERM, previous[1])

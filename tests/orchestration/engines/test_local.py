@@ -153,8 +153,8 @@ def test_a_resolver_whose_resolution_fails_stops_the_run_and_a_ctrl_c_as_it_writ
     assert folder.name in page.read_text(), "the root's report lists the run"
     with run_lock.exclusive_run(tmp_path / "out"):  # released
         pass
-    assert result.stdout.count("Ctrl-C: it came while the run wrote its summary and report, which were written "
-                               "first; the run had failed by then") == 1
+    assert result.stdout.count("Ctrl-C (or SIGTERM): it came while the run wrote its summary and report, which "
+                               "were written first; the run had failed by then") == 1
 
 
 def test_sigterm_stops_a_run_as_a_ctrl_c_does_and_a_store_locked_as_it_stops_is_one_line_with_130(tmp_path,
