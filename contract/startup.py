@@ -7,14 +7,45 @@ during the imports, those passes are about a fifth of a command's start-up and o
 again, for nothing. So the collector is off while they load, and what they left is frozen (gc.freeze: moved to a
 generation no pass walks) before it is back on. The objects of a module import are not garbage, and an import
 leaves next to no cycles behind, so memory is what it was; everything created later is collected as before.
+
+Keras 3, which TensorFlow 2.16 loads as it loads, imports matplotlib's pyplot, scikit-learn, IPython and pandas
+whenever they are installed (the stack installs them: TFX, TFMA and the report need some), each in a `try` that
+leaves a feature off when the library is missing: image-gallery plots, scikit-learn wrappers, notebook display of
+saved files, DataFrames as training data. The project uses none of them through Keras, and the imports are about a
+sixth of a process's start-up (1.2 s of 7.4 s of CPU for a Kubeflow task's imports on an AMD EPYC, docs/
+performance.md). So while the stack loads, Keras alone finds them missing; every other importer, and Keras itself
+after the start-up, gets them as usual (a module something else loaded first is Keras's too).
 """
 
 from __future__ import annotations
 
 import contextlib
 import gc
+import importlib.abc
 import sys
 from collections.abc import Iterator
+
+HIDDEN_FROM_KERAS = frozenset({"matplotlib", "sklearn", "IPython", "pandas"})
+_IMPORT_MACHINERY = frozenset({"importlib._bootstrap", "importlib._bootstrap_external", __name__})
+
+
+class _KerasOptionals(importlib.abc.MetaPathFinder):
+    """Answers Keras's own imports of HIDDEN_FROM_KERAS with ModuleNotFoundError (which Keras catches); asks
+    nothing of any other import."""
+
+    def find_spec(self, name, path, target=None):
+        if name in HIDDEN_FROM_KERAS and _importer().split(".")[0] == "keras":
+            raise ModuleNotFoundError(f"No module named {name!r} (not loaded for Keras while the libraries load)",
+                                      name=name)
+        return None
+
+
+def _importer() -> str:
+    """The module whose code runs the import statement: the first frame outside the import machinery."""
+    frame = sys._getframe(2)
+    while frame is not None and frame.f_globals.get("__name__") in _IMPORT_MACHINERY:
+        frame = frame.f_back
+    return frame.f_globals.get("__name__") or "" if frame is not None else ""
 
 
 @contextlib.contextmanager
@@ -27,12 +58,16 @@ def loading_libraries() -> Iterator[None]:
         yield
         return
     loaded = len(sys.modules)
+    finder = _KerasOptionals()
     gc.disable()
     try:
+        sys.meta_path.insert(0, finder)
         yield
     finally:
         # On first: a Ctrl-C handled between the two calls would otherwise leave it off for good (a later block
         # takes an off collector for the process's own choice).
         gc.enable()
+        with contextlib.suppress(ValueError):
+            sys.meta_path.remove(finder)
         if len(sys.modules) >= 2 * loaded:
             gc.freeze()

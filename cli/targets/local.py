@@ -38,6 +38,9 @@ PROJECT_DIR = pathlib.Path(__file__).resolve().parents[2]  # where pipeline_runn
 class Rehearsal:
     kfp_outputs: pathlib.Path = setting(pathlib.Path("runs/kfp-local"), "With --local: where kfp.local keeps the "
                                         "tasks' KFP artifacts and logs.")
+    fresh_task_processes: bool = setting(False, "With --local: each task in a fresh process that imports "
+                                         "TensorFlow, TFX and Beam itself, as a pod does (seconds more a task); by "
+                                         "default the tasks start from one process that imported them once.")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -89,7 +92,8 @@ def submit(args: argparse.Namespace) -> int:
     rehearsal = flags.settings(args, Rehearsal)
     terminal = sys.stdout  # kfp.local's own output goes to the run's log file while it runs
     run = kfp_runs.run_locally(package, flags.run_arguments(args), str(rehearsal.kfp_outputs.resolve()),
-                               say=lambda line: print(line, file=terminal, flush=True))
+                               say=lambda line: print(line, file=terminal, flush=True),
+                               warm=not rehearsal.fresh_task_processes)
     if packages.is_monitor_package(package):
         if run.failure:
             raise errors.RunFailedError(f"monitoring run {run.run_id} {run.failure}")

@@ -17,6 +17,7 @@ from typing import Callable
 from contract import layout
 from contract.errors import CommandError, first_line
 from contract.settings import setting
+from orchestration.engines import warm_tasks
 from orchestration.engines.kubeflow import report_component
 from orchestration.engines.local_schedule import CronError
 from orchestration.engines.packages import package_pipeline_root, package_spec, task_constants
@@ -73,7 +74,7 @@ class _TaskLines(io.TextIOBase):
 
 
 def run_locally(package: str, arguments: dict, kfp_outputs: str, say: Callable[[str], None],
-                run_id: str | None = None) -> LocalRun:
+                run_id: str | None = None, warm: bool = True) -> LocalRun:
     """Runs a compiled package on this machine with the kfp SDK's own local runner.
 
     Every task runs as a subprocess of this Python (the environment the image
@@ -83,7 +84,8 @@ def run_locally(package: str, arguments: dict, kfp_outputs: str, say: Callable[[
     kfp 2.13's local runner stops at the first failed task and never runs an
     exit handler after a failure, so when the DAG fails the exit handler (the
     report) is run here, as the backend runs it, with the package's own inputs
-    and the same run id.
+    and the same run id. `warm`: the tasks start from a process that has imported the libraries once
+    (orchestration.engines.warm_tasks); off, each task imports them in a fresh process, as a pod does.
     """
     run_id = run_id or f"local-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
     os.makedirs(kfp_outputs, exist_ok=True)
@@ -91,7 +93,13 @@ def run_locally(package: str, arguments: dict, kfp_outputs: str, say: Callable[[
     say(f"run {run_id}: each task's output in {log}")
     with open(log, "w", encoding="utf-8", errors="backslashreplace") as f, \
             contextlib.redirect_stdout(_TaskLines(f, say)):
-        return LocalRun(run_id, _run_package(package, arguments, kfp_outputs, run_id), log)
+        with warm_tasks.task_processes(warm) as zygote:
+            try:
+                failure = _run_package(package, arguments, kfp_outputs, run_id)
+            finally:
+                if zygote is not None:
+                    print(zygote.stop(), end="")  # into the log: how many tasks started warm, and why not the rest
+        return LocalRun(run_id, failure, log)
 
 
 def _run_package(package: str, arguments: dict, kfp_outputs: str, run_id: str) -> str | None:

@@ -73,3 +73,22 @@ def test_a_ctrl_c_as_the_block_ends_leaves_the_collector_on(collector, monkeypat
     for i in range(len(loaded)):
         del sys.modules[f"stand_in_module_{i}"]
     assert gc.isenabled()
+
+
+def test_while_the_libraries_load_keras_alone_finds_its_optional_libraries_missing(collector, tmp_path, monkeypatch):
+    """Keras imports pyplot, scikit-learn, IPython and pandas if installed, each in a try; while the stack loads,
+    its own imports of them fail as if they were not, anyone else's load them, and afterwards Keras's load too."""
+    (tmp_path / "optional_to_keras.py").write_text("LOADED = True\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(startup, "HIDDEN_FROM_KERAS", startup.HIDDEN_FROM_KERAS | {"optional_to_keras"})
+    keras_module = {"__name__": "keras.src.wrappers.fixes"}
+    with startup.loading_libraries():
+        with pytest.raises(ModuleNotFoundError, match="optional_to_keras"):
+            exec("import optional_to_keras", dict(keras_module))
+        assert "optional_to_keras" not in sys.modules
+        exec("import optional_to_keras", {"__name__": "apache_beam.typehints"})
+        assert sys.modules["optional_to_keras"].LOADED
+        del sys.modules["optional_to_keras"]
+    exec("import optional_to_keras", dict(keras_module))  # the start-up is over
+    assert sys.modules.pop("optional_to_keras").LOADED
+    assert all(not isinstance(finder, startup._KerasOptionals) for finder in sys.meta_path)

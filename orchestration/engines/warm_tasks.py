@@ -1,0 +1,335 @@
+"""Warm task processes for kfp.local's rehearsal of a package: each task a fork of one process that has already
+imported the libraries, instead of a new interpreter that imports them again.
+
+A kfp.local task is `python3 -m kfp.dsl.executor_main ...` in a process of its own, and before its node runs it
+spends seconds importing TensorFlow, TFX, Beam and kfp (about 4 s of CPU on an Intel Xeon, 7.5 s on an AMD EPYC
+with AVX2: docs/performance.md), in every one of a run's tasks. Here one process (the zygote, started as the run
+starts) imports them once, and each task's command starts a small client (warm_client.py, the standard library
+only) that hands its arguments, working directory, environment and standard streams to the zygote; the zygote
+forks, and the fork runs `kfp.dsl.executor_main` as `python -m` would, in the client's process group (a Ctrl-C at
+the terminal reaches it as it would reach the task's own process), and exits with the task's code, which the client
+exits with. The fork holds only what the imports left: no task's work, no store, no thread the task did not start.
+
+Where the fork could differ from a fresh process, the task gets a fresh one (the client runs Python itself): the
+zygote not ready yet (the run's first task, while the zygote imports beside it), a command other than kfp's
+executor, another working directory, or an environment other than the zygote's (a variable a library reads as it
+loads). `submit --local --fresh-task-processes` gives every task a fresh process, as a pod would.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import json
+import os
+import selectors
+import shlex
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+from collections.abc import Iterator
+
+EXECUTOR = ["-m", "kfp.dsl.executor_main"]
+# What a kfp task's own process imports before its function runs: kfp's executor (not executor_main itself, which
+# the fork runs as __main__) and the module every component body imports (orchestration.engines.kfp_components).
+PRELOAD = ("kfp.dsl.executor", "orchestration.engines.kfp_tasks")
+# What the task's shell line sets or the shell itself changes: the only variables allowed to differ from the
+# zygote's; the fork takes the task's values of them.
+SHELL_VARIABLES = frozenset({"_KFP_RUNTIME", "PWD", "OLDPWD", "SHLVL", "_"})
+CLIENT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "warm_client.py")
+READY_SECONDS = 120  # the zygote's imports; past that the run goes on with fresh processes only
+STOP_SECONDS = 30
+
+
+@contextlib.contextmanager
+def task_processes(warm: bool = True, preload: tuple[str, ...] = PRELOAD) -> Iterator[Zygote | None]:
+    """Around a kfp.local run: its tasks start from a zygote (None when `warm` is off). kfp.local's command
+    for a task names `python3`, which its SubprocessRunner replaces with this Python; here with the client,
+    which falls back to this Python itself. On leaving, the zygote stops once its running tasks have ended."""
+    if not warm:
+        yield None
+        return
+    from kfp.local import subprocess_task_handler
+
+    zygote = Zygote(preload)
+    plain = subprocess_task_handler.environment
+
+    @contextlib.contextmanager
+    def environment(use_venv: bool) -> Iterator[str]:
+        if use_venv:  # kfp.local's own venv per task: not this Python's imports
+            with plain(use_venv) as python:
+                yield python
+        else:
+            yield zygote.launcher
+
+    subprocess_task_handler.environment = environment
+    try:
+        yield zygote
+    finally:
+        subprocess_task_handler.environment = plain
+        zygote.stop()
+
+
+class Zygote:
+    """The process the tasks fork from, started at once (its imports run beside the run's first task)."""
+
+    def __init__(self, preload: tuple[str, ...]):
+        self.folder = tempfile.mkdtemp(prefix="kfp-warm-")  # a socket path must stay short (108 bytes)
+        self.socket = os.path.join(self.folder, "zygote.sock")
+        self.log = os.path.join(self.folder, "zygote.log")
+        self.served: str | None = None
+        self.launcher = " ".join(map(shlex.quote, [sys.executable, "-I", "-S", CLIENT, self.socket]))
+        with open(self.log, "w") as log:
+            self.process = subprocess.Popen([sys.executable, "-m", __name__, self.socket, *preload],
+                                            stdin=subprocess.PIPE, stdout=log, stderr=subprocess.STDOUT)
+
+    def wait_ready(self, seconds: float = READY_SECONDS) -> bool:
+        deadline = time.monotonic() + seconds
+        while not os.path.exists(self.socket):
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                return False
+            time.sleep(0.05)
+        return True
+
+    def stop(self) -> str:
+        """Stops the zygote (its stdin closed; its running tasks end first); what it served, one line."""
+        if self.served is not None:
+            return self.served
+        with contextlib.suppress(OSError):
+            self.process.stdin.close()
+        try:
+            self.process.wait(timeout=STOP_SECONDS)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        with open(self.log, errors="backslashreplace") as f:
+            self.served = f.read()
+        shutil.rmtree(self.folder, ignore_errors=True)
+        return self.served
+
+
+def serve(path: str, preload: list[str]) -> None:
+    """The zygote: imports `preload`, then forks a task for each client until its stdin closes and its tasks
+    have ended. Prints what it served at the end (Zygote.stop reads it)."""
+    import importlib
+
+    from contract import startup
+
+    baseline = _comparable(os.environ)  # the environment as a fresh process would start with it
+    home = os.getcwd()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the terminal's Ctrl-C is the tasks' and the run's
+    with startup.loading_libraries():
+        for name in preload:
+            importlib.import_module(name)
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(path + ".new")
+    listener.listen(16)
+    os.rename(path + ".new", path)  # clients see the socket only once it accepts
+    wake_read, wake_write = os.pipe()
+    for fd in (wake_read, wake_write):
+        os.set_blocking(fd, False)
+    signal.set_wakeup_fd(wake_write)
+    signal.signal(signal.SIGCHLD, lambda *_: None)  # a handler, so that the wakeup fd hears it
+    served = _Served(listener, wake_read, wake_write, baseline, home)
+    served.loop()
+    print(served.summary(), flush=True)
+
+
+class _Served:
+    def __init__(self, listener, wake_read: int, wake_write: int, baseline: dict, home: str):
+        self.listener, self.wake_read, self.wake_write = listener, wake_read, wake_write
+        self.baseline, self.home = baseline, home
+        self.selector = selectors.DefaultSelector()
+        self.selector.register(listener, selectors.EVENT_READ)
+        self.selector.register(sys.stdin.fileno(), selectors.EVENT_READ)
+        self.selector.register(wake_read, selectors.EVENT_READ)
+        self.tasks: dict[int, socket.socket] = {}
+        self.warm, self.fresh, self.stopping = 0, [], False
+
+    def loop(self) -> None:
+        while not (self.stopping and not self.tasks):
+            for key, _ in self.selector.select():
+                if key.fileobj is self.listener:
+                    self._accept()
+                elif key.fileobj == sys.stdin.fileno():
+                    if not os.read(key.fileobj, 4096):  # the run has ended: no new tasks
+                        self.selector.unregister(key.fileobj)
+                        self.selector.unregister(self.listener)
+                        self.listener.close()
+                        self.stopping = True
+                elif key.fileobj == self.wake_read:
+                    with contextlib.suppress(BlockingIOError):
+                        os.read(self.wake_read, 4096)
+                    self._reap()
+                else:  # a client's connection closed before its task ended: its process was killed
+                    self._client_gone(key.fileobj)
+
+    def summary(self) -> str:
+        fresh = f", {len(self.fresh)} in a fresh process ({'; '.join(sorted(set(self.fresh)))})" if self.fresh else ""
+        return f"kfp.local tasks: {self.warm} started from the warm process{fresh}"
+
+    def _accept(self) -> None:
+        conn, _ = self.listener.accept()
+        try:
+            request, fds = _receive(conn)
+        except (OSError, ValueError) as error:
+            conn.close()
+            self.fresh.append(f"an unreadable request: {error}")
+            return
+        reason = self._differs(request)
+        if reason:
+            for fd in fds:
+                os.close(fd)
+            self.fresh.append(reason)
+            with contextlib.suppress(OSError):
+                conn.sendall(json.dumps({"fresh": reason}).encode() + b"\n")
+            conn.close()
+            return
+        sys.stdout.flush()
+        sys.stderr.flush()
+        pid = os.fork()
+        if pid == 0:
+            self._become_task(request, fds, conn)
+        for fd in fds:
+            os.close(fd)
+        self.warm += 1
+        self.tasks[pid] = conn
+        self.selector.register(conn, selectors.EVENT_READ)
+        with contextlib.suppress(OSError):
+            conn.sendall(json.dumps({"pid": pid}).encode() + b"\n")
+
+    def _differs(self, request: dict) -> str:
+        if request.get("argv", [])[:2] != EXECUTOR:
+            return "a command other than kfp's executor"
+        if request.get("cwd") != self.home:
+            return "another working directory"
+        changed = sorted(set(self.baseline.items()) ^ set(_comparable(request.get("env", {})).items()))
+        if changed:
+            return "an environment that differs: " + ", ".join(sorted({name for name, _ in changed}))
+        return ""
+
+    def _reap(self) -> None:
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            conn = self.tasks.pop(pid, None)
+            if conn is not None:
+                with contextlib.suppress(KeyError, ValueError):  # unregistered already when its client went
+                    self.selector.unregister(conn)
+                with contextlib.suppress(OSError):
+                    conn.sendall(json.dumps({"exit": os.waitstatus_to_exitcode(status)}).encode() + b"\n")
+                conn.close()
+
+    def _client_gone(self, conn) -> None:
+        with contextlib.suppress(OSError):
+            if conn.recv(1):
+                return
+        for pid, held in self.tasks.items():
+            if held is conn:  # as if the task's own process had been killed
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+                self.selector.unregister(conn)
+                return
+
+    def _become_task(self, request: dict, fds: list[int], conn) -> None:
+        """In the fork: the task's streams, process group and shell variables, then kfp's executor as
+        `python -m` runs it; never returns."""
+        code = 1
+        try:
+            signal.set_wakeup_fd(-1)
+            for number in (signal.SIGCHLD, signal.SIGTERM, signal.SIGHUP):
+                signal.signal(number, signal.SIG_DFL)
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+            with contextlib.suppress(OSError):
+                os.setpgid(0, request["pgid"])  # in the client's group, where the terminal's signals go
+            self.selector.close()
+            self.listener.close()
+            for held in [conn, *self.tasks.values()]:
+                held.close()
+            for fd in (self.wake_read, self.wake_write):
+                os.close(fd)
+            for target, fd in enumerate(fds):
+                os.dup2(fd, target)
+                if fd > 2:
+                    os.close(fd)
+            env = request["env"]
+            for name in SHELL_VARIABLES:
+                if name in env:
+                    os.environ[name] = env[name]
+                else:
+                    os.environ.pop(name, None)
+            sys.argv = [request["argv"][1], *request["argv"][2:]]
+            code = _run_executor()
+        except BaseException:  # noqa: BLE001 - the fork must never go back into the zygote's loop
+            traceback.print_exc()
+        finally:
+            with contextlib.suppress(BaseException):
+                sys.stdout.flush()
+                sys.stderr.flush()
+            os._exit(code)
+
+
+def _run_executor() -> int:
+    """kfp's executor as `python -m kfp.dsl.executor_main` runs it; its exit code. A KeyboardInterrupt ends the
+    process by SIGINT, as Python's own does; the exit handlers the imports registered run, as at a normal exit."""
+    import runpy
+
+    code = 0
+    try:
+        runpy.run_module(EXECUTOR[1], run_name="__main__", alter_sys=True)
+    except SystemExit as stop:
+        if stop.code is None or isinstance(stop.code, int):
+            code = stop.code or 0
+        else:
+            print(stop.code, file=sys.stderr)
+            code = 1
+    except KeyboardInterrupt:
+        traceback.print_exc()
+        _exit_handlers()
+        sys.stderr.flush()
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGINT)
+    except BaseException:  # noqa: BLE001 - what an uncaught exception does to a process
+        traceback.print_exc()
+        code = 1
+    _exit_handlers()
+    return code
+
+
+def _exit_handlers() -> None:
+    with contextlib.suppress(BaseException):
+        atexit._run_exitfuncs()
+
+
+def _comparable(env) -> dict:
+    return {name: value for name, value in env.items() if name not in SHELL_VARIABLES}
+
+
+def _receive(conn) -> tuple[dict, list[int]]:
+    """A client's request: 8 bytes of length, then JSON; its standard streams come as file descriptors."""
+    conn.settimeout(10)
+    data, fds, _, _ = socket.recv_fds(conn, 1 << 16, 3)
+    while len(data) < 8 or len(data) < 8 + int.from_bytes(data[:8], "big"):
+        more = conn.recv(1 << 16)
+        if not more:
+            raise ValueError("the request ended early")
+        data += more
+    conn.settimeout(None)
+    if len(fds) != 3:
+        for fd in fds:
+            os.close(fd)
+        raise ValueError(f"{len(fds)} streams instead of 3")
+    return json.loads(data[8:8 + int.from_bytes(data[:8], "big")]), list(fds)
+
+
+if __name__ == "__main__":
+    serve(sys.argv[1], sys.argv[2:])

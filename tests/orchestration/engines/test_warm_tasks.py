@@ -1,0 +1,173 @@
+"""Warm task processes under kfp.local's own SubprocessRunner (orchestration.engines.warm_tasks): lightweight
+components run as forks of the zygote, in their own client's process group, with the shell's variables; a
+task whose environment differs, or that comes before the zygote is ready, runs in a fresh process; a task's
+failure, exit code and signal are the task's own. The zygote here preloads kfp's executor only (the rehearsal's
+preloads TensorFlow and TFX: tests/e2e/test_kubeflow_local.py checks its tasks start warm)."""
+
+import os
+import signal
+import subprocess
+import sys
+
+import pytest
+from kfp import dsl, local
+
+from orchestration.engines import warm_tasks
+
+PRELOAD = ("kfp.dsl.executor",)
+
+
+def where() -> str:
+    import os
+
+    return f"{os.getpid()} {os.getppid()} {os.getpgrp()} {os.environ.get('_KFP_RUNTIME')}"
+
+
+def fails() -> str:
+    raise ValueError("the task's own reason")
+
+
+def exits(code: int) -> str:
+    import sys
+
+    sys.exit(code)
+
+
+WHERE = dsl.component(where, base_image="python:3.11", install_kfp_package=False)
+FAILS = dsl.component(fails, base_image="python:3.11", install_kfp_package=False)
+EXITS = dsl.component(exits, base_image="python:3.11", install_kfp_package=False)
+
+
+@pytest.fixture
+def kfp_local(tmp_path):
+    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(tmp_path), raise_on_error=True)
+
+
+def _where(output: str) -> dict:
+    pid, parent, group, runtime = output.split()
+    return {"pid": int(pid), "parent": int(parent), "group": int(group), "runtime": runtime}
+
+
+def test_tasks_fork_from_the_zygote_in_their_own_group_with_the_shells_variables(kfp_local):
+    with warm_tasks.task_processes(preload=PRELOAD) as zygote:
+        assert zygote.wait_ready(), open(zygote.log).read()
+        first, second = (_where(WHERE().output) for _ in range(2))
+        summary = zygote.stop()
+    assert first["parent"] == second["parent"] == zygote.process.pid
+    assert first["pid"] != second["pid"]
+    assert first["group"] == os.getpgrp(), "kfp.local's tasks run in its group (the Ctrl-C test: another group)"
+    assert first["runtime"] == "true", "the task's shell sets _KFP_RUNTIME; the fork takes it"
+    assert summary.strip() == "kfp.local tasks: 2 started from the warm process"
+    assert not os.path.exists(zygote.folder)
+
+
+def test_a_task_whose_environment_differs_or_comes_before_the_zygote_runs_in_a_fresh_process(kfp_local):
+    with warm_tasks.task_processes(preload=PRELOAD) as zygote:
+        early = _where(WHERE().output)  # the zygote is still importing: its socket is not there yet
+        assert zygote.wait_ready()
+        os.environ["CATS_VS_DOGS_TEST_VARIABLE"] = "set after the zygote started"
+        try:
+            changed = _where(WHERE().output)
+        finally:
+            del os.environ["CATS_VS_DOGS_TEST_VARIABLE"]
+        warm = _where(WHERE().output)
+        summary = zygote.stop()
+    assert early["parent"] != zygote.process.pid and changed["parent"] != zygote.process.pid
+    assert warm["parent"] == zygote.process.pid
+    assert "1 started from the warm process, 1 in a fresh process (an environment that differs: " \
+           "CATS_VS_DOGS_TEST_VARIABLE)" in summary
+
+
+def test_a_tasks_failure_and_exit_code_are_its_own(kfp_local, capfd):
+    with warm_tasks.task_processes(preload=PRELOAD) as zygote:
+        assert zygote.wait_ready()
+        with pytest.raises(RuntimeError, match="fails"):
+            FAILS()
+        assert "ValueError: the task's own reason" in capfd.readouterr().out
+        with pytest.raises(RuntimeError, match="exits"):
+            EXITS(code=3)
+        summary = zygote.stop()
+    assert "2 started from the warm process" in summary
+
+
+def test_the_client_exits_with_the_tasks_code_or_signal_and_runs_any_other_command_itself(tmp_path):
+    (tmp_path / "code.py").write_text("import sys\nsys.exit(7)\n")
+    (tmp_path / "term.py").write_text("import os, signal\nos.kill(os.getpid(), signal.SIGTERM)\n")
+    with warm_tasks.task_processes(preload=PRELOAD) as zygote:
+        assert zygote.wait_ready()
+        client = [sys.executable, "-I", "-S", warm_tasks.CLIENT, zygote.socket]
+
+        def task(name):  # the component module's code runs as kfp's executor loads it
+            return subprocess.run([*client, "-m", "kfp.dsl.executor_main", "--component_module_path",
+                                   str(tmp_path / f"{name}.py"), "--function_to_execute", "f"], capture_output=True)
+
+        assert task("code").returncode == 7
+        assert task("term").returncode == -signal.SIGTERM
+        # kfp's executor is the only command the zygote forks for: this one the client runs itself
+        assert subprocess.run([*client, str(tmp_path / "code.py")]).returncode == 7
+        summary = zygote.stop()
+    assert "2 started from the warm process, 1 in a fresh process (a command other than kfp's executor)" in summary
+
+
+def test_a_ctrl_c_at_the_terminal_reaches_the_task_and_a_killed_client_takes_its_task_with_it(tmp_path):
+    """The terminal sends SIGINT to its foreground process group: the client's, which the fork joins."""
+    marker = tmp_path / "pid"
+    program = ("import sys, time\n"
+               "from orchestration.engines import warm_tasks\n"
+               "with warm_tasks.task_processes(preload=('kfp.dsl.executor',)) as zygote:\n"
+               "    assert zygote.wait_ready()\n"
+               "    print(zygote.launcher, flush=True)\n"
+               "    sys.stdin.readline()\n")
+    server = subprocess.Popen([sys.executable, "-c", program], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                              text=True, cwd=os.getcwd())
+    try:
+        launcher = server.stdout.readline().split()
+        assert launcher, "the zygote did not start"
+        sleeper = tmp_path / "sleeper.py"
+        sleeper.write_text("import os, sys, time\n"
+                           f"open({str(marker)!r}, 'w').write(str(os.getpid()))\n"
+                           "try:\n    time.sleep(60)\nexcept KeyboardInterrupt:\n"
+                           f"    open({str(marker)!r} + '.interrupted', 'w').close()\n    raise\n")
+        task = [*[part.strip("'") for part in launcher], "-m", "kfp.dsl.executor_main", "--component_module_path",
+                str(sleeper), "--executor_input", "{}", "--function_to_execute", "absent"]
+        interrupted = subprocess.Popen(task, process_group=0, stdout=subprocess.PIPE,
+                                       stderr=subprocess.STDOUT)
+        pid = _wait_for(marker)
+        os.killpg(interrupted.pid, signal.SIGINT)  # the group, as the terminal does
+        assert interrupted.wait(timeout=30) == -signal.SIGINT
+        assert (tmp_path / "pid.interrupted").exists()
+        assert not _alive(pid)
+
+        marker.unlink()
+        killed = subprocess.Popen(task, process_group=0, stdout=subprocess.DEVNULL,
+                                  stderr=subprocess.DEVNULL)
+        pid = _wait_for(marker)
+        killed.kill()  # the client alone, as `kill -9` of the task's process would
+        killed.wait()
+        for _ in range(100):
+            if not _alive(pid):
+                break
+            import time
+            time.sleep(0.1)
+        assert not _alive(pid), "the killed client's task was left running"
+    finally:
+        server.stdin.close()
+        server.wait(timeout=60)
+
+
+def _wait_for(marker) -> int:
+    import time
+
+    for _ in range(300):
+        if marker.exists() and marker.read_text():
+            return int(marker.read_text())
+        time.sleep(0.1)
+    raise AssertionError("the task never started")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return not open(f"/proc/{pid}/stat").read().split(") ")[1].startswith("Z")
