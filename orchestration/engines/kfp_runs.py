@@ -94,11 +94,9 @@ def run_locally(package: str, arguments: dict, kfp_outputs: str, say: Callable[[
     with open(log, "w", encoding="utf-8", errors="backslashreplace") as f, \
             contextlib.redirect_stdout(_TaskLines(f, say)):
         with warm_tasks.task_processes(warm) as zygote:
-            try:
-                failure = _run_package(package, arguments, kfp_outputs, run_id)
-            finally:
-                if zygote is not None:
-                    print(zygote.stop(), end="")  # into the log: how many tasks started warm, and why not the rest
+            failure = _run_package(package, arguments, kfp_outputs, run_id)
+            if zygote is not None:
+                print(zygote.stop(), end="")  # into the log: how many tasks started warm, and why not the rest
         return LocalRun(run_id, failure, log)
 
 

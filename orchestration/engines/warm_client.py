@@ -1,47 +1,53 @@
 """A kfp.local task's command with warm task processes (orchestration.engines.warm_tasks):
 `python -I -S warm_client.py SOCKET -m kfp.dsl.executor_main ARGS...`.
 
-Hands the task to the zygote at SOCKET and exits as the task's fork exits (the same code, or the same signal);
-where the zygote is not there or declines, runs `python ARGS...` itself, in this process, as kfp.local would have.
+Hands the task to the zygote at SOCKET, passes on to the task's fork every signal it gets (the terminal's Ctrl-C,
+a `kill` of the task's process), and exits as the fork exits: the same code, or the same signal. Where the zygote
+is not there yet or declines the task, runs `python ARGS...` itself, in this process, as kfp.local would have.
 The standard library only, and no site packages (-S): it starts in milliseconds.
 """
 
 import json
 import os
+import select
 import signal
 import socket
 import sys
 import time
 
+FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2)
+
 
 def main() -> None:
     path, argv = sys.argv[1], sys.argv[2:]
-    reply, reader = _ask(path, argv)
-    if "pid" not in reply:
+    try:
+        reply, reader = _ask(path, argv)
+    except KeyboardInterrupt:  # before the task started: as a fresh process would end
+        _exit_as(-signal.SIGINT)
+    if reply is None or "fresh" in reply:
         os.execv(sys.executable, [sys.executable, *argv])
+    if "pid" not in reply:  # the zygote went while it answered: whether the task started is unknown
+        _unknown("the warm process stopped as it started this task")
     task = reply["pid"]
-    # The task is in this process's group: a Ctrl-C at the terminal reaches it as it would reach this process.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    for number in (signal.SIGTERM, signal.SIGHUP):  # sent to this process alone: the task's
+    for number in FORWARDED:
         signal.signal(number, lambda received, _: _forward(task, received))
     line = reader.readline()
-    if not line:  # the zygote went before its task: wait for the task itself
-        while _alive(task):
-            time.sleep(0.2)
-        sys.exit(1)
-    code = json.loads(line)["exit"]
-    if code < 0:
-        signal.signal(-code, signal.SIG_DFL)
-        os.kill(os.getpid(), -code)
-    sys.exit(code)
+    if not line:
+        _wait_for(task)
+        _unknown(f"the warm process stopped while this task ran (process {task})")
+    _exit_as(json.loads(line)["exit"])
 
 
-def _ask(path: str, argv: list) -> tuple:
+def _ask(path: str, argv: list):
+    """The zygote's reply ({"pid"} or {"fresh"}, {} when it went before answering) and the rest of its answer;
+    None when there is no zygote to ask."""
+    conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
-        conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         conn.connect(path)
-        body = json.dumps({"argv": argv, "cwd": os.getcwd(), "env": dict(os.environ),
-                           "pgid": os.getpgrp()}).encode()
+    except OSError:
+        return None, None
+    try:
+        body = json.dumps({"argv": argv, "cwd": os.getcwd(), "env": dict(os.environ)}).encode()
         socket.send_fds(conn, [len(body).to_bytes(8, "big") + body], [0, 1, 2])
         reader = conn.makefile("rb")
         return json.loads(reader.readline() or b"{}"), reader
@@ -56,14 +62,43 @@ def _forward(task: int, number: int) -> None:
         pass
 
 
-def _alive(pid: int) -> bool:
+def _exit_as(code: int) -> None:
+    if code < 0:
+        try:
+            signal.signal(-code, signal.SIG_DFL)
+        except (OSError, ValueError):  # SIGKILL and SIGSTOP keep theirs
+            pass
+        os.kill(os.getpid(), -code)
+        code = 128 - code
+    sys.exit(code)
+
+
+def _wait_for(pid: int) -> None:
+    """Until the process ends (another's child: no exit status; pidfd_open knows it even as an unreaped zombie,
+    and never a later process given the same number)."""
     try:
-        os.kill(pid, 0)
+        handle = os.pidfd_open(pid)
     except ProcessLookupError:
+        return
+    except OSError:  # a kernel before 5.3
+        while os.path.exists(f"/proc/{pid}") and not _zombie(pid):
+            time.sleep(0.2)
+        return
+    select.select([handle], [], [])
+    os.close(handle)
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(") ", 1)[1].startswith("Z")
+    except (OSError, IndexError):
         return False
-    except PermissionError:
-        return True
-    return True
+
+
+def _unknown(what: str) -> None:
+    print(f"error: {what}; its exit code is unknown: run it again, or with --fresh-task-processes", file=sys.stderr)
+    sys.exit(1)
 
 
 if __name__ == "__main__":

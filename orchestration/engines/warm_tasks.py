@@ -6,9 +6,11 @@ spends seconds importing TensorFlow, TFX, Beam and kfp (about 4 s of CPU on an I
 with AVX2: docs/performance.md), in every one of a run's tasks. Here one process (the zygote, started as the run
 starts) imports them once, and each task's command starts a small client (warm_client.py, the standard library
 only) that hands its arguments, working directory, environment and standard streams to the zygote; the zygote
-forks, and the fork runs `kfp.dsl.executor_main` as `python -m` would, in the client's process group (a Ctrl-C at
-the terminal reaches it as it would reach the task's own process), and exits with the task's code, which the client
-exits with. The fork holds only what the imports left: no task's work, no store, no thread the task did not start.
+forks, and the fork runs `kfp.dsl.executor_main` as `python -m` would and leaves through the interpreter's own
+exit. The client passes on to it every signal it gets (the terminal's Ctrl-C, a `kill` of the task's process) and
+exits with its code or signal. The fork holds only what the imports left: no task's work, no store, no thread.
+What still tells it from a fresh process: `ps` shows the zygote's command line for it (the client's carries the
+task's), its parent is the zygote, and modules the task never imports are loaded (none runs anything).
 
 Where the fork could differ from a fresh process, the task gets a fresh one (the client runs Python itself): the
 zygote not ready yet (the run's first task, while the zygote imports beside it), a command other than kfp's
@@ -18,7 +20,6 @@ loads). `submit --local --fresh-task-processes` gives every task a fresh process
 
 from __future__ import annotations
 
-import atexit
 import contextlib
 import json
 import os
@@ -33,6 +34,7 @@ import tempfile
 import time
 import traceback
 from collections.abc import Iterator
+from typing import NoReturn
 
 EXECUTOR = ["-m", "kfp.dsl.executor_main"]
 # What a kfp task's own process imports before its function runs: kfp's executor (not executor_main itself, which
@@ -48,31 +50,31 @@ STOP_SECONDS = 30
 
 @contextlib.contextmanager
 def task_processes(warm: bool = True, preload: tuple[str, ...] = PRELOAD) -> Iterator[Zygote | None]:
-    """Around a kfp.local run: its tasks start from a zygote (None when `warm` is off). kfp.local's command
-    for a task names `python3`, which its SubprocessRunner replaces with this Python; here with the client,
-    which falls back to this Python itself. On leaving, the zygote stops once its running tasks have ended."""
+    """Around a kfp.local run: its tasks start from a zygote (None when `warm` is off). kfp.local's command for a
+    task runs `python3 -m kfp.dsl.executor_main` (`python3` replaced with this Python, in the component's source
+    too); here that one invocation runs the client instead, which falls back to this Python itself. On leaving,
+    the zygote stops (once its running tasks have ended, unless leaving on an error)."""
     if not warm:
         yield None
         return
     from kfp.local import subprocess_task_handler
 
     zygote = Zygote(preload)
-    plain = subprocess_task_handler.environment
+    plain = subprocess_task_handler.run_local_subprocess
+    executor = f"{sys.executable} {' '.join(EXECUTOR)}"
 
-    @contextlib.contextmanager
-    def environment(use_venv: bool) -> Iterator[str]:
-        if use_venv:  # kfp.local's own venv per task: not this Python's imports
-            with plain(use_venv) as python:
-                yield python
-        else:
-            yield zygote.launcher
+    def run_local_subprocess(full_command: list[str]) -> int:
+        return plain([part.replace(executor, f"{zygote.launcher} {' '.join(EXECUTOR)}") for part in full_command])
 
-    subprocess_task_handler.environment = environment
+    subprocess_task_handler.run_local_subprocess = run_local_subprocess
     try:
         yield zygote
+    except BaseException:
+        zygote.stop(wait=False)
+        raise
     finally:
-        subprocess_task_handler.environment = plain
-        zygote.stop()
+        subprocess_task_handler.run_local_subprocess = plain
+    zygote.stop()
 
 
 class Zygote:
@@ -83,7 +85,8 @@ class Zygote:
         self.socket = os.path.join(self.folder, "zygote.sock")
         self.log = os.path.join(self.folder, "zygote.log")
         self.served: str | None = None
-        self.launcher = " ".join(map(shlex.quote, [sys.executable, "-I", "-S", CLIENT, self.socket]))
+        self.command = [sys.executable, "-I", "-S", CLIENT, self.socket]  # the client, before the task's arguments
+        self.launcher = shlex.join(self.command)  # the same in a shell line
         with open(self.log, "w") as log:
             self.process = subprocess.Popen([sys.executable, "-m", __name__, self.socket, *preload],
                                             stdin=subprocess.PIPE, stdout=log, stderr=subprocess.STDOUT)
@@ -96,19 +99,24 @@ class Zygote:
             time.sleep(0.05)
         return True
 
-    def stop(self) -> str:
-        """Stops the zygote (its stdin closed; its running tasks end first); what it served, one line."""
+    def stop(self, wait: bool = True) -> str:
+        """Stops the zygote (its stdin closed; it leaves once its running tasks end); what it served, one line.
+        `wait`: for it to leave (a run leaving on an error or a Ctrl-C does not wait for a task that ignores it)."""
         if self.served is not None:
             return self.served
         with contextlib.suppress(OSError):
             self.process.stdin.close()
         try:
-            self.process.wait(timeout=STOP_SECONDS)
+            self.process.wait(timeout=STOP_SECONDS if wait else 0.5)
         except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-        with open(self.log, errors="backslashreplace") as f:
-            self.served = f.read()
+            if wait:
+                self.process.kill()
+                self.process.wait()
+        try:
+            with open(self.log, errors="backslashreplace") as f:
+                self.served = f.read()
+        except OSError as error:
+            self.served = f"kfp.local tasks: the warm process's record is gone ({error.strerror}: {self.log})\n"
         shutil.rmtree(self.folder, ignore_errors=True)
         return self.served
 
@@ -127,9 +135,14 @@ def serve(path: str, preload: list[str]) -> None:
         for name in preload:
             importlib.import_module(name)
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    listener.bind(path + ".new")
-    listener.listen(16)
-    os.rename(path + ".new", path)  # clients see the socket only once it accepts
+    try:
+        listener.bind(path + ".new")
+        listener.listen(16)
+        os.rename(path + ".new", path)  # clients see the socket only once it accepts
+    except OSError as error:  # a folder too deep for a socket's path, a file system without them
+        print(f"kfp.local tasks: every one in a fresh process (no warm process: cannot listen at {path}: "
+              f"{error.strerror or error})", flush=True)
+        return
     wake_read, wake_write = os.pipe()
     for fd in (wake_read, wake_write):
         os.set_blocking(fd, False)
@@ -192,11 +205,21 @@ class _Served:
             return
         sys.stdout.flush()
         sys.stderr.flush()
-        pid = os.fork()
+        pid = -1
+        try:
+            pid = os.fork()
+        except OSError as error:  # out of memory or processes: the task starts its own
+            reason = f"the fork failed: {error.strerror or error}"
         if pid == 0:
             self._become_task(request, fds, conn)
         for fd in fds:
             os.close(fd)
+        if reason:
+            self.fresh.append(reason)
+            with contextlib.suppress(OSError):
+                conn.sendall(json.dumps({"fresh": reason}).encode() + b"\n")
+            conn.close()
+            return
         self.warm += 1
         self.tasks[pid] = conn
         self.selector.register(conn, selectors.EVENT_READ)
@@ -240,17 +263,19 @@ class _Served:
                 self.selector.unregister(conn)
                 return
 
-    def _become_task(self, request: dict, fds: list[int], conn) -> None:
-        """In the fork: the task's streams, process group and shell variables, then kfp's executor as
-        `python -m` runs it; never returns."""
-        code = 1
+    def _become_task(self, request: dict, fds: list[int], conn) -> NoReturn:
+        """In the fork: the task's streams, process group and shell variables, then kfp's executor as `python -m`
+        runs it. It leaves as that process would, through the interpreter's own exit (SystemExit, or the task's
+        exception, rises through the zygote's frames, none of which catch it): the task's threads are joined, its
+        exit handlers run, its files flushed, its exit code or KeyboardInterrupt's SIGINT the process's."""
         try:
             signal.set_wakeup_fd(-1)
             for number in (signal.SIGCHLD, signal.SIGTERM, signal.SIGHUP):
                 signal.signal(number, signal.SIG_DFL)
             signal.signal(signal.SIGINT, signal.default_int_handler)
-            with contextlib.suppress(OSError):
-                os.setpgid(0, request["pgid"])  # in the client's group, where the terminal's signals go
+            # A group of its own: a signal for the task reaches it once, through its client (the terminal's Ctrl-C
+            # reaches the client, which is in the run's group).
+            os.setpgid(0, 0)
             self.selector.close()
             self.listener.close()
             for held in [conn, *self.tasks.values()]:
@@ -261,53 +286,39 @@ class _Served:
                 os.dup2(fd, target)
                 if fd > 2:
                     os.close(fd)
+            _fresh_streams()
             env = request["env"]
             for name in SHELL_VARIABLES:
                 if name in env:
                     os.environ[name] = env[name]
                 else:
                     os.environ.pop(name, None)
+            numpy = sys.modules.get("numpy")
+            if numpy is not None:  # its global generator was seeded as the zygote imported it: every fork's alike
+                numpy.random.seed()
             sys.argv = [request["argv"][1], *request["argv"][2:]]
-            code = _run_executor()
         except BaseException:  # noqa: BLE001 - the fork must never go back into the zygote's loop
             traceback.print_exc()
-        finally:
-            with contextlib.suppress(BaseException):
-                sys.stdout.flush()
-                sys.stderr.flush()
-            os._exit(code)
+            os._exit(1)
+        import runpy
 
-
-def _run_executor() -> int:
-    """kfp's executor as `python -m kfp.dsl.executor_main` runs it; its exit code. A KeyboardInterrupt ends the
-    process by SIGINT, as Python's own does; the exit handlers the imports registered run, as at a normal exit."""
-    import runpy
-
-    code = 0
-    try:
         runpy.run_module(EXECUTOR[1], run_name="__main__", alter_sys=True)
-    except SystemExit as stop:
-        if stop.code is None or isinstance(stop.code, int):
-            code = stop.code or 0
-        else:
-            print(stop.code, file=sys.stderr)
-            code = 1
-    except KeyboardInterrupt:
-        traceback.print_exc()
-        _exit_handlers()
-        sys.stderr.flush()
-        signal.signal(signal.SIGINT, signal.SIG_DFL)
-        os.kill(os.getpid(), signal.SIGINT)
-    except BaseException:  # noqa: BLE001 - what an uncaught exception does to a process
-        traceback.print_exc()
-        code = 1
-    _exit_handlers()
-    return code
+        raise SystemExit(0)
 
 
-def _exit_handlers() -> None:
-    with contextlib.suppress(BaseException):
-        atexit._run_exitfuncs()
+def _fresh_streams() -> None:
+    """sys.stdin, stdout and stderr over the task's descriptors, as a new process would open them (the zygote's
+    were opened over its own: a log file's position, seekability and buffer)."""
+    import io
+
+    for name, fd, mode in (("stdin", 0, "rb"), ("stdout", 1, "wb"), ("stderr", 2, "wb")):
+        old = getattr(sys, name)
+        unbuffered = isinstance(old.buffer, io.FileIO)
+        binary = io.open(fd, mode, buffering=0 if unbuffered else -1, closefd=False)
+        stream = io.TextIOWrapper(binary, encoding=old.encoding, errors=old.errors,
+                                  line_buffering=fd == 2 or os.isatty(fd), write_through=old.write_through)
+        setattr(sys, name, stream)
+        setattr(sys, f"__{name}__", stream)
 
 
 def _comparable(env) -> dict:

@@ -23,6 +23,12 @@ def where() -> str:
     return f"{os.getpid()} {os.getppid()} {os.getpgrp()} {os.environ.get('_KFP_RUNTIME')}"
 
 
+def runs_a_python() -> str:
+    import subprocess
+
+    return subprocess.run(["python3", "-c", "print('child ok')"], capture_output=True, text=True).stdout.strip()
+
+
 def fails() -> str:
     raise ValueError("the task's own reason")
 
@@ -36,6 +42,7 @@ def exits(code: int) -> str:
 WHERE = dsl.component(where, base_image="python:3.11", install_kfp_package=False)
 FAILS = dsl.component(fails, base_image="python:3.11", install_kfp_package=False)
 EXITS = dsl.component(exits, base_image="python:3.11", install_kfp_package=False)
+RUNS_PYTHON3 = dsl.component(runs_a_python, base_image="python:3.11", install_kfp_package=False)
 
 
 @pytest.fixture
@@ -52,12 +59,14 @@ def test_tasks_fork_from_the_zygote_in_their_own_group_with_the_shells_variables
     with warm_tasks.task_processes(preload=PRELOAD) as zygote:
         assert zygote.wait_ready(), open(zygote.log).read()
         first, second = (_where(WHERE().output) for _ in range(2))
+        # kfp.local replaces every `python3` in the task's command, its body's too: there, this Python
+        assert RUNS_PYTHON3().output == "child ok"
         summary = zygote.stop()
     assert first["parent"] == second["parent"] == zygote.process.pid
     assert first["pid"] != second["pid"]
-    assert first["group"] == os.getpgrp(), "kfp.local's tasks run in its group (the Ctrl-C test: another group)"
+    assert first["group"] == first["pid"], "a group of its own: signals reach it through its client alone"
     assert first["runtime"] == "true", "the task's shell sets _KFP_RUNTIME; the fork takes it"
-    assert summary.strip() == "kfp.local tasks: 2 started from the warm process"
+    assert summary.strip() == "kfp.local tasks: 3 started from the warm process"
     assert not os.path.exists(zygote.folder)
 
 
@@ -116,7 +125,7 @@ def test_a_ctrl_c_at_the_terminal_reaches_the_task_and_a_killed_client_takes_its
                "from orchestration.engines import warm_tasks\n"
                "with warm_tasks.task_processes(preload=('kfp.dsl.executor',)) as zygote:\n"
                "    assert zygote.wait_ready()\n"
-               "    print(zygote.launcher, flush=True)\n"
+               "    print(*zygote.command, flush=True)\n"
                "    sys.stdin.readline()\n")
     server = subprocess.Popen([sys.executable, "-c", program], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                               text=True, cwd=os.getcwd())
@@ -128,7 +137,7 @@ def test_a_ctrl_c_at_the_terminal_reaches_the_task_and_a_killed_client_takes_its
                            f"open({str(marker)!r}, 'w').write(str(os.getpid()))\n"
                            "try:\n    time.sleep(60)\nexcept KeyboardInterrupt:\n"
                            f"    open({str(marker)!r} + '.interrupted', 'w').close()\n    raise\n")
-        task = [*[part.strip("'") for part in launcher], "-m", "kfp.dsl.executor_main", "--component_module_path",
+        task = [*launcher, "-m", "kfp.dsl.executor_main", "--component_module_path",
                 str(sleeper), "--executor_input", "{}", "--function_to_execute", "absent"]
         interrupted = subprocess.Popen(task, process_group=0, stdout=subprocess.PIPE,
                                        stderr=subprocess.STDOUT)
@@ -155,12 +164,12 @@ def test_a_ctrl_c_at_the_terminal_reaches_the_task_and_a_killed_client_takes_its
         server.wait(timeout=60)
 
 
-def _wait_for(marker) -> int:
+def _wait_for(marker, number: bool = True) -> int:
     import time
 
     for _ in range(300):
         if marker.exists() and marker.read_text():
-            return int(marker.read_text())
+            return int(marker.read_text()) if number else 0
         time.sleep(0.1)
     raise AssertionError("the task never started")
 
@@ -171,3 +180,74 @@ def _alive(pid: int) -> bool:
     except ProcessLookupError:
         return False
     return not open(f"/proc/{pid}/stat").read().split(") ")[1].startswith("Z")
+
+
+# Task modules that end the way a process can: kfp's executor loads the module (its code runs), and each one ends
+# the process itself. OUT is a file the task writes.
+ENDINGS = {
+    "a thread still running": "import threading, time\n"
+                              "late = lambda: (time.sleep(0.5), open(OUT, 'w').write('joined'))\n"
+                              "threading.Thread(target=late).start()\nsys.exit(0)\n",
+    "a file never closed": "LOG = open(OUT, 'w')\nLOG.write('flushed at exit')\nsys.exit(0)\n",
+    "an exit handler": "import atexit\natexit.register(lambda: open(OUT, 'w').write('ran'))\nsys.exit(4)\n",
+    "killed": "os.kill(os.getpid(), signal.SIGKILL)\n",
+    "an exit code past an int": "sys.exit(1 << 40)\n",
+    "an uncaught error": "sys.excepthook = lambda *_: open(OUT, 'w').write('hook')\nraise ValueError('own')\n",
+    "its stdout": "open(OUT, 'w').write(str(sys.stdout.seekable()))\nsys.exit(0)\n",
+}
+
+
+@pytest.mark.parametrize("ending", sorted(ENDINGS))
+def test_a_task_ends_as_a_fresh_process_of_it_would(ending, tmp_path):
+    module = tmp_path / "task.py"
+    results = {}
+    with warm_tasks.task_processes(preload=PRELOAD) as zygote:
+        assert zygote.wait_ready()
+        for way, python in (("fresh", [sys.executable]), ("warm", zygote.command)):
+            out = tmp_path / f"{way}.out"
+            module.write_text(f"import os, signal, sys\nOUT = {str(out)!r}\n" + ENDINGS[ending])
+            ran = subprocess.run([*python, "-m", "kfp.dsl.executor_main", "--component_module_path", str(module),
+                                  "--function_to_execute", "f"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+            results[way] = ran.returncode, out.read_text() if out.exists() else None
+        summary = zygote.stop()
+    assert results["warm"] == results["fresh"]
+    assert "1 started from the warm process" in summary and "fresh" not in summary
+
+
+def test_forks_draw_their_own_random_numbers_and_a_signal_to_the_client_reaches_the_task(tmp_path):
+    draws = tmp_path / "draws.py"
+    draws.write_text(f"import numpy, random\nopen({str(tmp_path / 'draws')!r}, 'a').write("
+                     "f'{numpy.random.rand()} {random.random()}\\n')\n")
+    handled = tmp_path / "handled"
+    usr1 = tmp_path / "usr1.py"
+    usr1.write_text("import signal, sys, time\n"
+                    f"signal.signal(signal.SIGUSR1, lambda *_: open({str(handled)!r}, 'w').close())\n"
+                    f"open({str(tmp_path / 'pid')!r}, 'w').write('ready')\n"
+                    "for _ in range(300):\n    time.sleep(0.05)\n"
+                    f"    if __import__('os').path.exists({str(handled)!r}): sys.exit(0)\n"
+                    "sys.exit(9)\n")
+    with warm_tasks.task_processes(preload=(*PRELOAD, "numpy")) as zygote:
+        assert zygote.wait_ready()
+        task = [*zygote.command, "-m", "kfp.dsl.executor_main", "--function_to_execute", "f",
+                "--component_module_path"]
+        for _ in range(3):
+            subprocess.run([*task, str(draws)], capture_output=True)
+        waiting = subprocess.Popen([*task, str(usr1)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        _wait_for(tmp_path / "pid", number=False)
+        waiting.send_signal(signal.SIGUSR1)  # to the task's process as ps shows it: the client
+        assert waiting.wait(timeout=30) == 0 and handled.exists()
+        zygote.stop()
+    lines = (tmp_path / "draws").read_text().splitlines()
+    assert len(lines) == 3 and len({line.split()[0] for line in lines}) == 3, lines  # numpy's global generator
+    assert len({line.split()[1] for line in lines}) == 3, lines
+
+
+def test_a_zygote_whose_folder_went_says_so_in_its_line(kfp_local):
+    import shutil
+
+    with warm_tasks.task_processes(preload=PRELOAD) as zygote:
+        assert zygote.wait_ready()
+        shutil.rmtree(zygote.folder)  # a /tmp cleaner
+        assert _where(WHERE().output)["parent"] != zygote.process.pid  # its socket went too: a fresh process
+        summary = zygote.stop()
+    assert summary.startswith("kfp.local tasks: the warm process's record is gone (No such file or directory")
