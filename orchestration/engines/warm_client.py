@@ -1,9 +1,11 @@
 """A kfp.local task's command with warm task processes (orchestration.engines.warm_tasks):
 `python -I -S warm_client.py SOCKET -m kfp.dsl.executor_main ARGS...`.
 
-Hands the task to the zygote at SOCKET, passes on to the task's fork every signal it gets (the terminal's Ctrl-C,
-a `kill` of the task's process), and exits as the fork exits: the same code, or the same signal. Where the zygote
-is not there yet or declines the task, runs `python ARGS...` itself, in this process, as kfp.local would have.
+Hands the task to the zygote at SOCKET, passes on to the task's fork the signals a task's process gets (the
+terminal's Ctrl-C, Ctrl-\\, Ctrl-Z and hang-up to the fork's process group, its children too, as the terminal
+sends them; a `kill` of the task's process to the fork), and exits as the fork exits: the same code, or the same
+signal. Where the zygote is not there yet or declines the task, runs `python ARGS...` itself, in this process, as
+kfp.local would have.
 The standard library only, and no site packages (-S): it starts in milliseconds.
 """
 
@@ -15,7 +17,8 @@ import socket
 import sys
 import time
 
-FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2)
+TO_THE_GROUP = (signal.SIGINT, signal.SIGQUIT, signal.SIGHUP)  # the terminal's: to every process of the task
+TO_THE_TASK = (signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2)
 
 
 def main() -> None:
@@ -29,8 +32,12 @@ def main() -> None:
     if "pid" not in reply:  # the zygote went while it answered: whether the task started is unknown
         _unknown("the warm process stopped as it started this task")
     task = reply["pid"]
-    for number in FORWARDED:
-        signal.signal(number, lambda received, _: _forward(task, received))
+    for number in TO_THE_GROUP:
+        signal.signal(number, lambda received, _: _forward(os.killpg, task, received))
+    for number in TO_THE_TASK:
+        signal.signal(number, lambda received, _: _forward(os.kill, task, received))
+    signal.signal(signal.SIGTSTP, lambda *_: _suspend(task))
+    signal.signal(signal.SIGCONT, lambda *_: _forward(os.killpg, task, signal.SIGCONT))
     line = reader.readline()
     if not line:
         _wait_for(task)
@@ -49,17 +56,26 @@ def _ask(path: str, argv: list):
     try:
         body = json.dumps({"argv": argv, "cwd": os.getcwd(), "env": dict(os.environ)}).encode()
         socket.send_fds(conn, [len(body).to_bytes(8, "big") + body], [0, 1, 2])
-        reader = conn.makefile("rb")
+    except (OSError, ValueError):  # a closed standard stream, an environment JSON cannot carry: not sent
+        return None, None
+    reader = conn.makefile("rb")
+    try:
         return json.loads(reader.readline() or b"{}"), reader
     except (OSError, ValueError):
         return {}, None
 
 
-def _forward(task: int, number: int) -> None:
+def _forward(send, task: int, number: int) -> None:
     try:
-        os.kill(task, number)
+        send(task, number)
     except ProcessLookupError:
         pass
+
+
+def _suspend(task: int) -> None:
+    """Ctrl-Z: the task's processes stop, then this one (SIGCONT, passed on, resumes them)."""
+    _forward(os.killpg, task, signal.SIGTSTP)
+    os.kill(os.getpid(), signal.SIGSTOP)
 
 
 def _exit_as(code: int) -> None:

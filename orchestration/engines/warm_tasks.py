@@ -7,8 +7,10 @@ with AVX2: docs/performance.md), in every one of a run's tasks. Here one process
 starts) imports them once, and each task's command starts a small client (warm_client.py, the standard library
 only) that hands its arguments, working directory, environment and standard streams to the zygote; the zygote
 forks, and the fork runs `kfp.dsl.executor_main` as `python -m` would and leaves through the interpreter's own
-exit. The client passes on to it every signal it gets (the terminal's Ctrl-C, a `kill` of the task's process) and
-exits with its code or signal. The fork holds only what the imports left: no task's work, no store, no thread.
+exit. The client passes on to it the signals a task's process gets (the terminal's Ctrl-C, Ctrl-Z and hang-up to
+the fork's process group, a `kill` to the fork) and exits with its code or signal. The fork holds only what the
+imports left: no task's work, no store, none of Python's threads (the native libraries' idle pools, as after any
+fork, are the calling thread's alone).
 What still tells it from a fresh process: `ps` shows the zygote's command line for it (the client's carries the
 task's), its parent is the zygote, and modules the task never imports are loaded (none runs anything).
 
@@ -40,9 +42,14 @@ EXECUTOR = ["-m", "kfp.dsl.executor_main"]
 # What a kfp task's own process imports before its function runs: kfp's executor (not executor_main itself, which
 # the fork runs as __main__) and the module every component body imports (orchestration.engines.kfp_components).
 PRELOAD = ("kfp.dsl.executor", "orchestration.engines.kfp_tasks")
-# What the task's shell line sets or the shell itself changes: the only variables allowed to differ from the
-# zygote's; the fork takes the task's values of them.
-SHELL_VARIABLES = frozenset({"_KFP_RUNTIME", "PWD", "OLDPWD", "SHLVL", "_"})
+# What the shell of a task's command changes: the only variables allowed to differ from the zygote's; the fork takes
+# the task's values of them. The command's own `_KFP_RUNTIME=true` is the zygote's from its start: kfp reads it as it
+# loads (a task's kfp has no compiler, client or DSL).
+SHELL_VARIABLES = frozenset({"PWD", "OLDPWD", "SHLVL", "_"})
+TASK_VARIABLES = {"_KFP_RUNTIME": "true"}
+# Signals the client passes on, blocked in the zygote around each fork until the task's handlers are in place; the
+# terminal's (Ctrl-C, Ctrl-\\, a hang-up) go to the task's process group, its children too, as they would.
+FORWARDED = ("SIGINT", "SIGTERM", "SIGHUP", "SIGQUIT", "SIGUSR1", "SIGUSR2")
 CLIENT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "warm_client.py")
 READY_SECONDS = 120  # the zygote's imports; past that the run goes on with fresh processes only
 STOP_SECONDS = 30
@@ -88,6 +95,8 @@ class Zygote:
         self.command = [sys.executable, "-I", "-S", CLIENT, self.socket]  # the client, before the task's arguments
         self.launcher = shlex.join(self.command)  # the same in a shell line
         with open(self.log, "w") as log:
+            # The environment inherited as it is (a library may have set variables behind os.environ's back:
+            # the task's process inherits those too); the task's own variables set by the zygote as it starts.
             self.process = subprocess.Popen([sys.executable, "-m", __name__, self.socket, *preload],
                                             stdin=subprocess.PIPE, stdout=log, stderr=subprocess.STDOUT)
 
@@ -104,6 +113,8 @@ class Zygote:
         `wait`: for it to leave (a run leaving on an error or a Ctrl-C does not wait for a task that ignores it)."""
         if self.served is not None:
             return self.served
+        if not os.path.exists(self.socket):  # still importing (it reads its stdin only after): no task can be its
+            self.process.kill()
         with contextlib.suppress(OSError):
             self.process.stdin.close()
         try:
@@ -128,6 +139,7 @@ def serve(path: str, preload: list[str]) -> None:
 
     from contract import startup
 
+    os.environ.update(TASK_VARIABLES)  # before anything imports kfp
     baseline = _comparable(os.environ)  # the environment as a fresh process would start with it
     home = os.getcwd()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the terminal's Ctrl-C is the tasks' and the run's
@@ -163,24 +175,35 @@ class _Served:
         self.selector.register(wake_read, selectors.EVENT_READ)
         self.tasks: dict[int, socket.socket] = {}
         self.warm, self.fresh, self.stopping = 0, [], False
+        self.pid = os.getpid()
+        self.forwarded = {getattr(signal, name) for name in FORWARDED}
 
     def loop(self) -> None:
         while not (self.stopping and not self.tasks):
             for key, _ in self.selector.select():
-                if key.fileobj is self.listener:
-                    self._accept()
-                elif key.fileobj == sys.stdin.fileno():
-                    if not os.read(key.fileobj, 4096):  # the run has ended: no new tasks
-                        self.selector.unregister(key.fileobj)
-                        self.selector.unregister(self.listener)
-                        self.listener.close()
-                        self.stopping = True
-                elif key.fileobj == self.wake_read:
-                    with contextlib.suppress(BlockingIOError):
-                        os.read(self.wake_read, 4096)
-                    self._reap()
-                else:  # a client's connection closed before its task ended: its process was killed
-                    self._client_gone(key.fileobj)
+                try:
+                    self._ready(key)
+                except Exception as error:  # noqa: BLE001 - the zygote serves on; a fork's own exit rises on
+                    if os.getpid() != self.pid:
+                        raise
+                    self.fresh.append(f"the warm process's error: {type(error).__name__}: {error}")
+
+    def _ready(self, key) -> None:
+        if key.fileobj is self.listener:
+            if not self.stopping:
+                self._accept()
+        elif key.fileobj == sys.stdin.fileno():
+            if not os.read(key.fileobj, 4096):  # the run has ended: no new tasks
+                self.selector.unregister(key.fileobj)
+                self.selector.unregister(self.listener)
+                self.listener.close()
+                self.stopping = True
+        elif key.fileobj == self.wake_read:
+            with contextlib.suppress(BlockingIOError):
+                os.read(self.wake_read, 4096)
+            self._reap()
+        else:  # a client's connection closed before its task ended: its process was killed
+            self._client_gone(key.fileobj)
 
     def summary(self) -> str:
         fresh = f", {len(self.fresh)} in a fresh process ({'; '.join(sorted(set(self.fresh)))})" if self.fresh else ""
@@ -191,8 +214,10 @@ class _Served:
         try:
             request, fds = _receive(conn)
         except (OSError, ValueError) as error:
-            conn.close()
             self.fresh.append(f"an unreadable request: {error}")
+            with contextlib.suppress(OSError):
+                conn.sendall(json.dumps({"fresh": "an unreadable request"}).encode() + b"\n")
+            conn.close()
             return
         reason = self._differs(request)
         if reason:
@@ -206,12 +231,14 @@ class _Served:
         sys.stdout.flush()
         sys.stderr.flush()
         pid = -1
+        signal.pthread_sigmask(signal.SIG_BLOCK, self.forwarded)  # pending in the fork until it can take them
         try:
             pid = os.fork()
         except OSError as error:  # out of memory or processes: the task starts its own
             reason = f"the fork failed: {error.strerror or error}"
         if pid == 0:
             self._become_task(request, fds, conn)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, self.forwarded)
         for fd in fds:
             os.close(fd)
         if reason:
@@ -273,8 +300,8 @@ class _Served:
             for number in (signal.SIGCHLD, signal.SIGTERM, signal.SIGHUP):
                 signal.signal(number, signal.SIG_DFL)
             signal.signal(signal.SIGINT, signal.default_int_handler)
-            # A group of its own: a signal for the task reaches it once, through its client (the terminal's Ctrl-C
-            # reaches the client, which is in the run's group).
+            # A group of its own (its children join it): a signal for the task reaches it once, through its client,
+            # which is in the run's group where the terminal sends its signals.
             os.setpgid(0, 0)
             self.selector.close()
             self.listener.close()
@@ -297,11 +324,11 @@ class _Served:
             if numpy is not None:  # its global generator was seeded as the zygote imported it: every fork's alike
                 numpy.random.seed()
             sys.argv = [request["argv"][1], *request["argv"][2:]]
+            import runpy
         except BaseException:  # noqa: BLE001 - the fork must never go back into the zygote's loop
             traceback.print_exc()
             os._exit(1)
-        import runpy
-
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, self.forwarded)  # what came since the fork is delivered now
         runpy.run_module(EXECUTOR[1], run_name="__main__", alter_sys=True)
         raise SystemExit(0)
 
@@ -315,7 +342,8 @@ def _fresh_streams() -> None:
         old = getattr(sys, name)
         unbuffered = isinstance(old.buffer, io.FileIO)
         binary = io.open(fd, mode, buffering=0 if unbuffered else -1, closefd=False)
-        stream = io.TextIOWrapper(binary, encoding=old.encoding, errors=old.errors,
+        (binary if unbuffered else binary.raw).name = f"<{name}>"
+        stream = io.TextIOWrapper(binary, encoding=old.encoding, errors=old.errors, newline="\n",
                                   line_buffering=fd == 2 or os.isatty(fd), write_through=old.write_through)
         setattr(sys, name, stream)
         setattr(sys, f"__{name}__", stream)
@@ -329,17 +357,20 @@ def _receive(conn) -> tuple[dict, list[int]]:
     """A client's request: 8 bytes of length, then JSON; its standard streams come as file descriptors."""
     conn.settimeout(10)
     data, fds, _, _ = socket.recv_fds(conn, 1 << 16, 3)
-    while len(data) < 8 or len(data) < 8 + int.from_bytes(data[:8], "big"):
-        more = conn.recv(1 << 16)
-        if not more:
-            raise ValueError("the request ended early")
-        data += more
-    conn.settimeout(None)
-    if len(fds) != 3:
+    try:
+        while len(data) < 8 or len(data) < 8 + int.from_bytes(data[:8], "big"):
+            more = conn.recv(1 << 16)
+            if not more:
+                raise ValueError("the request ended early")
+            data += more
+        conn.settimeout(None)
+        if len(fds) != 3:
+            raise ValueError(f"{len(fds)} streams instead of 3")
+        return json.loads(data[8:8 + int.from_bytes(data[:8], "big")]), list(fds)
+    except BaseException:  # the zygote must hold no task's streams: a pipe's reader would wait for it
         for fd in fds:
             os.close(fd)
-        raise ValueError(f"{len(fds)} streams instead of 3")
-    return json.loads(data[8:8 + int.from_bytes(data[:8], "big")]), list(fds)
+        raise
 
 
 if __name__ == "__main__":

@@ -1,5 +1,5 @@
 """Warm task processes under kfp.local's own SubprocessRunner (orchestration.engines.warm_tasks): lightweight
-components run as forks of the zygote, in their own client's process group, with the shell's variables; a
+components run as forks of the zygote, each in a process group of its own, with the task's variables; a
 task whose environment differs, or that comes before the zygote is ready, runs in a fresh process; a task's
 failure, exit code and signal are the task's own. The zygote here preloads kfp's executor only (the rehearsal's
 preloads TensorFlow and TFX: tests/e2e/test_kubeflow_local.py checks its tasks start warm)."""
@@ -15,12 +15,18 @@ from kfp import dsl, local
 from orchestration.engines import warm_tasks
 
 PRELOAD = ("kfp.dsl.executor",)
+# What kfp.local's shell line sets for a task; through env(1), so that the rest of the environment is this
+# process's as the zygote inherited it (a library here may have set variables that os.environ does not show).
+AS_A_TASK = ["env", "_KFP_RUNTIME=true"]
 
 
 def where() -> str:
     import os
 
-    return f"{os.getpid()} {os.getppid()} {os.getpgrp()} {os.environ.get('_KFP_RUNTIME')}"
+    import kfp.dsl  # as a task's process has it (`_KFP_RUNTIME`): the executor's part of the SDK, no DSL
+
+    runtime = os.environ.get("_KFP_RUNTIME")
+    return f"{os.getpid()} {os.getppid()} {os.getpgrp()} {runtime} {hasattr(kfp.dsl, 'pipeline')}"
 
 
 def runs_a_python() -> str:
@@ -51,8 +57,8 @@ def kfp_local(tmp_path):
 
 
 def _where(output: str) -> dict:
-    pid, parent, group, runtime = output.split()
-    return {"pid": int(pid), "parent": int(parent), "group": int(group), "runtime": runtime}
+    pid, parent, group, runtime, dsl = output.split()
+    return {"pid": int(pid), "parent": int(parent), "group": int(group), "runtime": runtime, "dsl": dsl}
 
 
 def test_tasks_fork_from_the_zygote_in_their_own_group_with_the_shells_variables(kfp_local):
@@ -65,7 +71,7 @@ def test_tasks_fork_from_the_zygote_in_their_own_group_with_the_shells_variables
     assert first["parent"] == second["parent"] == zygote.process.pid
     assert first["pid"] != second["pid"]
     assert first["group"] == first["pid"], "a group of its own: signals reach it through its client alone"
-    assert first["runtime"] == "true", "the task's shell sets _KFP_RUNTIME; the fork takes it"
+    assert first["runtime"] == "true" and first["dsl"] == "False", "kfp loaded as a task's process loads it"
     assert summary.strip() == "kfp.local tasks: 3 started from the warm process"
     assert not os.path.exists(zygote.folder)
 
@@ -104,7 +110,7 @@ def test_the_client_exits_with_the_tasks_code_or_signal_and_runs_any_other_comma
     (tmp_path / "term.py").write_text("import os, signal\nos.kill(os.getpid(), signal.SIGTERM)\n")
     with warm_tasks.task_processes(preload=PRELOAD) as zygote:
         assert zygote.wait_ready()
-        client = [sys.executable, "-I", "-S", warm_tasks.CLIENT, zygote.socket]
+        client = [*AS_A_TASK, *zygote.command]
 
         def task(name):  # the component module's code runs as kfp's executor loads it
             return subprocess.run([*client, "-m", "kfp.dsl.executor_main", "--component_module_path",
@@ -119,7 +125,7 @@ def test_the_client_exits_with_the_tasks_code_or_signal_and_runs_any_other_comma
 
 
 def test_a_ctrl_c_at_the_terminal_reaches_the_task_and_a_killed_client_takes_its_task_with_it(tmp_path):
-    """The terminal sends SIGINT to its foreground process group: the client's, which the fork joins."""
+    """The terminal sends SIGINT to its foreground process group, the client's: it passes it on to the fork's."""
     marker = tmp_path / "pid"
     program = ("import sys, time\n"
                "from orchestration.engines import warm_tasks\n"
@@ -137,7 +143,7 @@ def test_a_ctrl_c_at_the_terminal_reaches_the_task_and_a_killed_client_takes_its
                            f"open({str(marker)!r}, 'w').write(str(os.getpid()))\n"
                            "try:\n    time.sleep(60)\nexcept KeyboardInterrupt:\n"
                            f"    open({str(marker)!r} + '.interrupted', 'w').close()\n    raise\n")
-        task = [*launcher, "-m", "kfp.dsl.executor_main", "--component_module_path",
+        task = [*AS_A_TASK, *launcher, "-m", "kfp.dsl.executor_main", "--component_module_path",
                 str(sleeper), "--executor_input", "{}", "--function_to_execute", "absent"]
         interrupted = subprocess.Popen(task, process_group=0, stdout=subprocess.PIPE,
                                        stderr=subprocess.STDOUT)
@@ -203,7 +209,7 @@ def test_a_task_ends_as_a_fresh_process_of_it_would(ending, tmp_path):
     results = {}
     with warm_tasks.task_processes(preload=PRELOAD) as zygote:
         assert zygote.wait_ready()
-        for way, python in (("fresh", [sys.executable]), ("warm", zygote.command)):
+        for way, python in (("fresh", [*AS_A_TASK, sys.executable]), ("warm", [*AS_A_TASK, *zygote.command])):
             out = tmp_path / f"{way}.out"
             module.write_text(f"import os, signal, sys\nOUT = {str(out)!r}\n" + ENDINGS[ending])
             ran = subprocess.run([*python, "-m", "kfp.dsl.executor_main", "--component_module_path", str(module),
@@ -228,7 +234,7 @@ def test_forks_draw_their_own_random_numbers_and_a_signal_to_the_client_reaches_
                     "sys.exit(9)\n")
     with warm_tasks.task_processes(preload=(*PRELOAD, "numpy")) as zygote:
         assert zygote.wait_ready()
-        task = [*zygote.command, "-m", "kfp.dsl.executor_main", "--function_to_execute", "f",
+        task = [*AS_A_TASK, *zygote.command, "-m", "kfp.dsl.executor_main", "--function_to_execute", "f",
                 "--component_module_path"]
         for _ in range(3):
             subprocess.run([*task, str(draws)], capture_output=True)
@@ -251,3 +257,31 @@ def test_a_zygote_whose_folder_went_says_so_in_its_line(kfp_local):
         assert _where(WHERE().output)["parent"] != zygote.process.pid  # its socket went too: a fresh process
         summary = zygote.stop()
     assert summary.startswith("kfp.local tasks: the warm process's record is gone (No such file or directory")
+
+
+def test_a_request_the_zygote_cannot_read_is_answered_fresh_and_it_serves_on(kfp_local):
+    import json
+    import socket
+
+    with warm_tasks.task_processes(preload=PRELOAD) as zygote:
+        assert zygote.wait_ready()
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
+            conn.connect(zygote.socket)
+            conn.sendall((100).to_bytes(8, "big") + b"{not json")  # no streams, and less than it says
+            conn.shutdown(socket.SHUT_WR)
+            assert json.loads(conn.makefile("rb").readline()) == {"fresh": "an unreadable request"}
+        assert _where(WHERE().output)["parent"] == zygote.process.pid
+        summary = zygote.stop()
+    assert "1 started from the warm process, 1 in a fresh process (an unreadable request: " in summary
+
+
+def test_a_zygote_still_importing_is_stopped_at_once(tmp_path, monkeypatch):
+    import time
+
+    (tmp_path / "slow_to_import.py").write_text("import time\ntime.sleep(60)\n")
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path))
+    started = time.monotonic()
+    with warm_tasks.task_processes(preload=("slow_to_import",)) as zygote:
+        pass
+    assert time.monotonic() - started < 10 and zygote.process.returncode is not None
+    assert not os.path.exists(zygote.folder)
