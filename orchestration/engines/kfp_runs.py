@@ -96,7 +96,7 @@ def run_locally(package: str, arguments: dict, kfp_outputs: str, say: Callable[[
         with warm_tasks.task_processes(warm) as zygote:
             failure = _run_package(package, arguments, kfp_outputs, run_id)
             if zygote is not None:
-                print(zygote.stop(), end="")  # into the log: how many tasks started warm, and why not the rest
+                f.write(zygote.stop())  # into the log: how many tasks started warm, and why not the rest
         return LocalRun(run_id, failure, log)
 
 

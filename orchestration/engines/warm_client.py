@@ -113,8 +113,8 @@ def _zombie(pid: int) -> bool:
 
 
 def _unknown(what: str) -> None:
-    print(f"error: {what}; its exit code is unknown: run it again, or with --fresh-task-processes", file=sys.stderr)
-    sys.exit(1)
+    # Python's exit for a message: the line on stderr, the code of a failed command
+    sys.exit(f"error: {what}; its exit code is unknown: run it again, or with --fresh-task-processes")
 
 
 if __name__ == "__main__":

@@ -38,6 +38,8 @@ import traceback
 from collections.abc import Iterator
 from typing import NoReturn
 
+from contract import errors
+
 EXECUTOR = ["-m", "kfp.dsl.executor_main"]
 # What a kfp task's own process imports before its function runs: kfp's executor (not executor_main itself, which
 # the fork runs as __main__) and the module every component body imports (orchestration.engines.kfp_components).
@@ -327,10 +329,10 @@ class _Served:
             import runpy
         except BaseException:  # noqa: BLE001 - the fork must never go back into the zygote's loop
             traceback.print_exc()
-            os._exit(1)
+            os._exit(errors.FAILED)
         signal.pthread_sigmask(signal.SIG_UNBLOCK, self.forwarded)  # what came since the fork is delivered now
         runpy.run_module(EXECUTOR[1], run_name="__main__", alter_sys=True)
-        raise SystemExit(0)
+        raise SystemExit(errors.OK)  # as `python -m` ends when the module returns
 
 
 def _fresh_streams() -> None:
