@@ -2,7 +2,8 @@
 components run as forks of the zygote, each in a process group of its own, with the task's variables; a
 task whose environment differs, or that comes before the zygote is ready, runs in a fresh process; a task's
 failure, exit code and signal are the task's own. The zygote here preloads kfp's executor only (the rehearsal's
-preloads TensorFlow and TFX: tests/e2e/test_kubeflow_local.py checks its tasks start warm)."""
+preloads TensorFlow, TFX and the pipeline's executors: tests/e2e/test_kubeflow_local.py checks its tasks start
+warm)."""
 
 import os
 import signal
@@ -76,9 +77,13 @@ def test_tasks_fork_from_the_zygote_in_their_own_group_with_the_shells_variables
     assert not os.path.exists(zygote.folder)
 
 
-def test_a_task_whose_environment_differs_or_comes_before_the_zygote_runs_in_a_fresh_process(kfp_local):
-    with warm_tasks.task_processes(preload=PRELOAD) as zygote:
+def test_a_task_whose_environment_differs_or_comes_before_the_zygote_runs_in_a_fresh_process(kfp_local, tmp_path,
+                                                                                            monkeypatch):
+    gate = tmp_path / "gate"
+    monkeypatch.setenv("CATS_VS_DOGS_TEST_GATE", str(gate))  # before the zygote starts: the tasks' too
+    with warm_tasks.task_processes(preload=(*PRELOAD, "tests.orchestration.engines.gated_import")) as zygote:
         early = _where(WHERE().output)  # the zygote is still importing: its socket is not there yet
+        gate.touch()
         assert zygote.wait_ready()
         os.environ["CATS_VS_DOGS_TEST_VARIABLE"] = "set after the zygote started"
         try:
@@ -257,6 +262,16 @@ def test_a_zygote_whose_folder_went_says_so_in_its_line(kfp_local):
         assert _where(WHERE().output)["parent"] != zygote.process.pid  # its socket went too: a fresh process
         summary = zygote.stop()
     assert summary.startswith("kfp.local tasks: the warm process's record is gone (No such file or directory")
+
+
+def test_a_zygote_whose_preload_fails_serves_no_task_and_says_which_import_failed(kfp_local):
+    missing = "tests.orchestration.engines.no_such_module"
+    with warm_tasks.task_processes(preload=(*PRELOAD, missing)) as zygote:
+        assert not zygote.wait_ready()  # it left without listening
+        assert _where(WHERE().output)["parent"] != zygote.process.pid
+        summary = zygote.stop()
+    assert summary == f"kfp.local tasks: every one in a fresh process (no warm process: importing {missing} failed: " \
+                      f"No module named 'tests.orchestration.engines.no_such_module')\n"
 
 
 def test_a_request_the_zygote_cannot_read_is_answered_fresh_and_it_serves_on(kfp_local):
