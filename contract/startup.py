@@ -15,6 +15,9 @@ saved files, DataFrames as training data. The project uses none of them through 
 sixth of a process's start-up (1.2 s of 7.4 s of CPU for a Kubeflow task's imports on an AMD EPYC, docs/
 performance.md). So while the stack loads, Keras alone finds them missing; every other importer, and Keras itself
 after the start-up, gets them as usual (a module something else loaded first is Keras's too).
+
+And `root_logger_kept`: imports that leave the root logger as it was, for a process that loads the libraries before
+the program that sets up its logging runs (a warm task process, orchestration.engines.warm_tasks).
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import importlib.abc
+import logging
 import sys
 from collections.abc import Iterator
 
@@ -71,3 +75,19 @@ def loading_libraries() -> Iterator[None]:
             sys.meta_path.remove(finder)
         if len(sys.modules) >= 2 * loaded:
             gc.freeze()
+
+
+@contextlib.contextmanager
+def root_logger_kept() -> Iterator[None]:
+    """The root logger's handlers and level as they were before the block. A library that logs as it loads (TFMA
+    through absl) gives the root logger a handler on stderr (logging.basicConfig) if it has none, and a program
+    that sets up its own logging later (kfp's executor) does so only where there is none."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    try:
+        yield
+    finally:
+        for handler in root.handlers[:]:
+            if handler not in handlers:
+                root.removeHandler(handler)
+        root.setLevel(level)

@@ -12,7 +12,9 @@ the fork's process group, a `kill` to the fork) and exits with its code or signa
 imports left: no task's work, no store, none of Python's threads (the native libraries' idle pools, as after any
 fork, are the calling thread's alone).
 What still tells it from a fresh process: `ps` shows the zygote's command line for it (the client's carries the
-task's), its parent is the zygote, and modules the task never imports are loaded (none runs anything).
+task's), its parent is the zygote, modules the task never imports are loaded (none runs anything), and the
+variables those imports set in their own process's environment are set (TensorFlow Transform's
+TF_USE_LEGACY_KERAS, joblib's KMP_* for Intel's OpenMP), as a node task's own imports set them.
 
 Where the fork could differ from a fresh process, the task gets a fresh one (the client runs Python itself): the
 zygote not ready yet (the run's first task, while the zygote imports beside it), a command other than kfp's
@@ -120,7 +122,8 @@ class Zygote:
         `wait`: for it to leave (a run leaving on an error or a Ctrl-C does not wait for a task that ignores it)."""
         if self.served is not None:
             return self.served
-        if not os.path.exists(self.socket):  # still importing (it reads its stdin only after): no task can be its
+        killed = not os.path.exists(self.socket) and self.process.poll() is None
+        if killed:  # still importing (it reads its stdin only after): no task can be its
             self.process.kill()
         with contextlib.suppress(OSError):
             self.process.stdin.close()
@@ -135,6 +138,12 @@ class Zygote:
                 self.served = f.read()
         except OSError as error:
             self.served = f"kfp.local tasks: the warm process's record is gone ({error.strerror}: {self.log})\n"
+        if "kfp.local tasks: " not in self.served:  # no line of its own: it never served, or it is serving still
+            code = self.process.returncode
+            self.served += "kfp.local tasks: " + (
+                "every one in a fresh process (the warm process was still importing)" if killed else
+                "the warm process was still running its tasks when the run stopped" if code is None else
+                f"every one in a fresh process (the warm process left with code {code} before serving)") + "\n"
         shutil.rmtree(self.folder, ignore_errors=True)
         return self.served
 
@@ -150,14 +159,15 @@ def serve(path: str, preload: list[str]) -> None:
     baseline = _comparable(os.environ)  # the environment as a fresh process would start with it
     home = os.getcwd()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the terminal's Ctrl-C is the tasks' and the run's
-    with startup.loading_libraries():
+    # kfp's executor sets up a task's logging only where the root logger has no handler yet
+    with startup.loading_libraries(), startup.root_logger_kept():
         for name in preload:
             try:
                 importlib.import_module(name)
-            except Exception as error:  # noqa: BLE001 - the tasks that need it fail on their own, each with its
-                # traceback in its own log; this process serves none of them
+            except BaseException as error:  # noqa: BLE001 - an import's SystemExit too: the tasks that need it
+                # fail on their own, each with its traceback in its own log; this process serves none of them
                 print(f"kfp.local tasks: every one in a fresh process (no warm process: importing {name} failed: "
-                      f"{errors.first_line(error)})", flush=True)
+                      f"{errors.first_line(error, with_type=True)})", flush=True)
                 return
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:

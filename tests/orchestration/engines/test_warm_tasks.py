@@ -271,7 +271,42 @@ def test_a_zygote_whose_preload_fails_serves_no_task_and_says_which_import_faile
         assert _where(WHERE().output)["parent"] != zygote.process.pid
         summary = zygote.stop()
     assert summary == f"kfp.local tasks: every one in a fresh process (no warm process: importing {missing} failed: " \
-                      f"No module named 'tests.orchestration.engines.no_such_module')\n"
+                      f"ModuleNotFoundError: No module named 'tests.orchestration.engines.no_such_module')\n"
+
+
+def test_a_zygote_that_exits_as_it_imports_leaves_its_line_in_the_run_log(kfp_local, tmp_path, monkeypatch):
+    (tmp_path / "exits_as_it_loads.py").write_text("import os\nos._exit(3)\n")  # no exception to catch: a crash
+    monkeypatch.setenv("PYTHONPATH", f"{tmp_path}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
+    with warm_tasks.task_processes(preload=(*PRELOAD, "exits_as_it_loads")) as zygote:
+        assert not zygote.wait_ready()
+        assert _where(WHERE().output)["parent"] != zygote.process.pid
+        summary = zygote.stop()
+    assert summary == "kfp.local tasks: every one in a fresh process (the warm process left with code 3 before " \
+                      "serving)\n"
+
+
+def logging_state() -> str:
+    import logging
+
+    streams = [getattr(getattr(handler, "stream", None), "name", "") for handler in logging.getLogger().handlers]
+    return f"{logging.getLogger().level} {streams}"
+
+
+LOGGING_STATE = dsl.component(logging_state, base_image="python:3.11", install_kfp_package=False)
+
+
+def test_a_library_that_logs_as_the_zygote_loads_it_leaves_a_tasks_logging_as_a_fresh_processs(kfp_local):
+    with warm_tasks.task_processes(preload=(*PRELOAD, "tests.orchestration.engines.logs_as_it_loads")) as zygote:
+        assert zygote.wait_ready()
+        warm = LOGGING_STATE().output
+        os.environ["CATS_VS_DOGS_TEST_VARIABLE"] = "a fresh process for this one"
+        try:
+            fresh = LOGGING_STATE().output
+        finally:
+            del os.environ["CATS_VS_DOGS_TEST_VARIABLE"]
+        summary = zygote.stop()
+    assert "1 started from the warm process, 1 in a fresh process" in summary
+    assert warm == fresh == "20 ['<stdout>']", "kfp's executor logs INFO to stdout"
 
 
 def test_a_request_the_zygote_cannot_read_is_answered_fresh_and_it_serves_on(kfp_local):
