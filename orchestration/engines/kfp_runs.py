@@ -95,8 +95,8 @@ def run_locally(package: str, arguments: dict, kfp_outputs: str, say: Callable[[
             contextlib.redirect_stdout(_TaskLines(f, say)):
         with warm_tasks.task_processes(warm) as zygote:
             failure = _run_package(package, arguments, kfp_outputs, run_id)
-            if zygote is not None:
-                f.write(zygote.stop())  # into the log: how many tasks started warm, and why not the rest
+        if zygote is not None:  # stopped as the block ended: how many tasks started warm, and why not the rest
+            f.write(zygote.served)
         return LocalRun(run_id, failure, log)
 
 

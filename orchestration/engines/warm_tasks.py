@@ -60,7 +60,7 @@ TASK_VARIABLES = {"_KFP_RUNTIME": "true"}
 # terminal's (Ctrl-C, Ctrl-\\, a hang-up) go to the task's process group, its children too, as they would.
 FORWARDED = ("SIGINT", "SIGTERM", "SIGHUP", "SIGQUIT", "SIGUSR1", "SIGUSR2")
 CLIENT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "warm_client.py")
-READY_SECONDS = 120  # the zygote's imports; past that the run goes on with fresh processes only
+READY_SECONDS = 120  # wait_ready's default, for a caller that needs the zygote (a run never waits: tasks go fresh)
 STOP_SECONDS = 30
 
 
