@@ -196,6 +196,7 @@ def command_base_weights(args: argparse.Namespace) -> int:
     (any --image-size): a model trained on your images becomes the pretrained start of the next task, trained
     with the default schedule.
     """
+    from config import MOBILENET_V2_BLOCKS
     from contract import layout
 
     if args.out.suffix != ".h5":
@@ -211,22 +212,25 @@ def command_base_weights(args: argparse.Namespace) -> int:
     classifier = keras.models.load_model(keras_file, compile=False)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     model_lib.save_base_weights(classifier, str(args.out))
-    alpha = _trained_alpha(model_dir)
+    alpha = _trained_setting(model_dir, "alpha")
+    blocks = _trained_setting(model_dir, "base_blocks")
+    # A base kept to fewer blocks holds only their layers: a model that starts from it keeps as many, or fewer.
+    depth = f" --base-blocks {blocks}" if blocks is not None and blocks < MOBILENET_V2_BLOCKS else ""
     print(f"wrote the MobileNetV2 base of {model_dir} to {args.out}; start from it with --weights {args.out} "
-          + (f"--alpha {alpha} (the model's; any --image-size)" if alpha is not None
-             else "and the --alpha that model was trained with"))
+          + (f"--alpha {alpha}{depth} (the model's; any --image-size)" if alpha is not None
+             else "and the --alpha and --base-blocks that model was trained with"))
     return errors.OK
 
 
-def _trained_alpha(model_dir: pathlib.Path):
-    """The width the version's model was trained with, from its training history; None where it does not say."""
+def _trained_setting(model_dir: pathlib.Path, name: str):
+    """A number the version's model was trained with, from its training history; None where it does not say."""
     from contract import layout
 
     try:
-        alpha = json.loads((model_dir / layout.TRAINING_HISTORY_FILE).read_text())["settings"]["alpha"]
+        value = json.loads((model_dir / layout.TRAINING_HISTORY_FILE).read_text())["settings"][name]
     except (OSError, ValueError, KeyError, TypeError):
         return None
-    return alpha if isinstance(alpha, (int, float)) and not isinstance(alpha, bool) else None
+    return value if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
 
 COMMANDS = (

@@ -18,7 +18,7 @@ from absl import logging
 from tensorflow_model_analysis.writers import eval_config_writer
 
 from components import evaluation
-from config import WEIGHTS_IMAGENET, WEIGHTS_NONE
+from config import MOBILENET_V2_BLOCKS, WEIGHTS_IMAGENET, WEIGHTS_NONE
 from contract import features, layout, storage
 from ingest import span_report
 from trainer import export
@@ -106,14 +106,19 @@ def served_again(card: str, served_as: str, to_version: int) -> str:
     return "\n".join(lines)
 
 
+def _base(training: dict) -> str:
+    blocks = training.get("base_blocks", MOBILENET_V2_BLOCKS)
+    return "MobileNetV2" if blocks == MOBILENET_V2_BLOCKS else f"MobileNetV2 kept to its blocks up to block_{blocks}"
+
+
 def render(facts: CardFacts) -> str:
     """The card as Markdown."""
     where = f"Version `{facts.served_as}`, a" if facts.served_as else "A"  # the folder it is read in first
     lines = [f"# Model card: {facts.pipeline}", "", f"{where} copy of the Trainer's output `{facts.model_uri}` (its "
              "Model artifact in ML Metadata). This card ships in the version's `assets.extra/`.", ""]
     lines += ["## Intended use", "",
-              "Tells whether a photo shows a cat or a dog: MobileNetV2 with a small classification head, "
-              f"from {_weights(facts.training)}, alpha {facts.training.get('alpha')}. Send encoded images (JPEG, "
+              f"Tells whether a photo shows a cat or a dog: {_base(facts.training)} with a small classification "
+              f"head, from {_weights(facts.training)}, alpha {facts.training.get('alpha')}. Send encoded images (JPEG, "
               f"PNG, GIF or BMP bytes) to the `{features.SERVING_SIGNATURE}` signature as "
               f"`{features.IMAGE_INPUT}`; it returns `{features.PROBABILITY_OUTPUT}` (0.5 or more: "
               f"{features.POSITIVE_LABEL}), `{features.CLASS_OUTPUT}`, and per image `{features.VALID_OUTPUT}` "

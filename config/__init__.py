@@ -22,6 +22,15 @@ WEIGHTS_NONE = "none"
 # Layers of Keras' MobileNetV2 without its top (the same for every alpha and input size); phase 2 unfreezes from an
 # index below this. tests/trainer/test_model.py checks it against the real model.
 MOBILENET_V2_BASE_LAYERS = 154
+MOBILENET_V2_BLOCKS = 16  # Keras' block_1 to block_16, after its first inverted residual block, expanded_conv
+# The base's layers (its input counted) when it ends after block_N (index N; index 0: after expanded_conv). The whole
+# base adds a last 1x1 convolution, its BatchNorm and ReLU to block_16. Checked against the real model as above.
+MOBILENET_V2_LAYERS_TO_BLOCK = (9, 18, 27, 36, 45, 54, 63, 72, 81, 90, 98, 107, 116, 125, 134, 143, 151)
+
+
+def base_layer_count(base_blocks: int) -> int:
+    """The layers of the base that keeps `base_blocks` of MobileNetV2's blocks (TrainingConfig.base_blocks)."""
+    return MOBILENET_V2_BASE_LAYERS if base_blocks >= MOBILENET_V2_BLOCKS else MOBILENET_V2_LAYERS_TO_BLOCK[base_blocks]
 
 
 class ConfigError(CommandError, ValueError):
@@ -101,6 +110,11 @@ class TrainingConfig:
         "MobileNetV2 base weights: 'imagenet' (downloaded by Keras), a path to a local "
         "weights file (.h5 / .weights.h5), or 'none' for random initialization.")
     alpha: float = setting(1.0, "MobileNetV2 width multiplier.")
+    base_blocks: int = setting(
+        MOBILENET_V2_BLOCKS,
+        f"MobileNetV2's blocks the base keeps: {MOBILENET_V2_BLOCKS}, the whole base; N from 0 to "
+        f"{MOBILENET_V2_BLOCKS - 1} ends it after Keras' block_N (0: after its first block), a shallower base that "
+        "loads the same weights and trains and serves faster, with less abstract features.")
     batch_size: int = setting(32, "Training batch size.")
     head_epochs: int = setting(10, "Phase 1: epochs training the classification head on the frozen base.")
     fine_tune_epochs: int = setting(10, "Phase 2: epochs fine-tuning the top of the base (0 skips phase 2).")
@@ -149,9 +163,15 @@ class TrainingConfig:
             value = getattr(self, name)
             _require(isinstance(value, int) and not isinstance(value, bool) and value >= 0, name,
                      f"must be an integer >= 0, got {value!r}")
-        _require(self.fine_tune_epochs == 0 or self.fine_tune_from < MOBILENET_V2_BASE_LAYERS, "fine_tune_from",
-                 f"must be below {MOBILENET_V2_BASE_LAYERS} (MobileNetV2's base has {MOBILENET_V2_BASE_LAYERS} "
-                 f"layers; phase 2 would unfreeze none), got {self.fine_tune_from!r}")
+        _require(isinstance(self.base_blocks, int) and not isinstance(self.base_blocks, bool)
+                 and 0 <= self.base_blocks <= MOBILENET_V2_BLOCKS, "base_blocks",
+                 f"must be an integer in [0, {MOBILENET_V2_BLOCKS}], got {self.base_blocks!r}")
+        layers = base_layer_count(self.base_blocks)
+        kept = ("MobileNetV2's base" if self.base_blocks == MOBILENET_V2_BLOCKS
+                else f"the base kept to {self.base_blocks} of MobileNetV2's {MOBILENET_V2_BLOCKS} blocks")
+        _require(self.fine_tune_epochs == 0 or self.fine_tune_from < layers, "fine_tune_from",
+                 f"must be below {layers} ({kept} has {layers} layers; phase 2 would unfreeze none), "
+                 f"got {self.fine_tune_from!r}")
         _require(self.head_epochs + self.fine_tune_epochs >= 1, "head_epochs",
                  "head_epochs + fine_tune_epochs must be >= 1: nothing would be trained")
         for name in ("learning_rate", "fine_tune_lr_factor"):
@@ -288,11 +308,16 @@ def from_user_settings(settings: Mapping[str, Any], base: PipelineConfig | None 
     Returns the configuration and the fields so filled in ({} if none).
     """
     base = base or PipelineConfig()
-    config = with_overrides(base, settings)
-    if not config.training.random_init or base.training.random_init:
-        return config, {}
+    if settings.get("weights", base.training.weights) != WEIGHTS_NONE or base.training.random_init:
+        return with_overrides(base, settings), {}
     filled = {name: value for name, value in FROM_SCRATCH_SCHEDULE.items() if name not in settings}
-    return with_overrides(config, filled), filled
+    try:  # in one step: a default the schedule replaces is never checked against the user's other settings
+        return with_overrides(base, {**settings, **filled}), filled
+    except ConfigError as error:  # a value the user never gave: say where it came from
+        if error.field not in filled:
+            raise
+        raise ConfigError(error.field, f"{str(error).split(': ', 1)[1]} (the from-scratch schedule's value for "
+                                       f"random weights; set --{error.field.replace('_', '-')})") from None
 
 
 def demo_config() -> PipelineConfig:

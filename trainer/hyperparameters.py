@@ -14,7 +14,7 @@ from typing import Any, Collection, Mapping
 
 import keras_tuner
 
-from config import MOBILENET_V2_BASE_LAYERS, TrainingConfig
+from config import MOBILENET_V2_BLOCKS, TrainingConfig, base_layer_count
 
 # One strength for both augmentations: rotation and zoom move together in the recipe, and one value halves what
 # a small trial budget must explore.
@@ -31,9 +31,9 @@ FIELDS = {
 }
 TUNED_KEY = "tuned"  # the search's own record beside KerasTuner's config
 # What makes the model a search trained, besides the searched names: the base's weights (ImageNet's or random,
-# whose settings and schedule differ), its width, the head and the input size. A result found for another model
-# says nothing about this one's settings and is not laid on them.
-MODEL_SETTINGS = ("weights", "alpha", "hidden_units")
+# whose settings and schedule differ), its width and depth, the head and the input size. A result found for
+# another model says nothing about this one's settings and is not laid on them.
+MODEL_SETTINGS = ("weights", "alpha", "base_blocks", "hidden_units")
 COMPLETED, FAILED = "completed", "failed"  # a trial's status in the trial table
 # Fine-tune depths tried besides the configured one: deep (the from-scratch schedule's 30), the middle, the
 # recipe's default (100) and the top blocks only.
@@ -86,7 +86,8 @@ def search_space(config: TrainingConfig, fixed: Collection[str] = (),
                  max(0.5, config.fine_tune_lr_factor), sampling="log", default=config.fine_tune_lr_factor)
     if phase_2 and "fine_tune_from" in searched:
         # How much of the base adapts: the project's own looks moved by +-0.02 to 0.03 with the depth alone.
-        depths = sorted({d for d in (*FINE_TUNE_DEPTHS, config.fine_tune_from) if d < MOBILENET_V2_BASE_LAYERS})
+        layers = base_layer_count(config.base_blocks)
+        depths = sorted({d for d in (*FINE_TUNE_DEPTHS, config.fine_tune_from) if d < layers})
         hp.Choice("fine_tune_from", depths, default=config.fine_tune_from)
     if "dropout" in searched:
         # The head overfits a small data set quickly; how much depends on how many images there are.
@@ -148,6 +149,7 @@ def other_model(result: Mapping[str, Any] | None, config: TrainingConfig, image_
     searched = ((result or {}).get(TUNED_KEY) or {}).get("model")
     if not searched:
         return None
+    searched = {"base_blocks": MOBILENET_V2_BLOCKS, **searched}  # records from before the setting: the whole base
     here = model_of(config, image_size)
     return ", ".join(f"{name} {searched[name]} (this run {here[name]})" for name in here
                      if name in searched and searched[name] != here[name]) or None

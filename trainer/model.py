@@ -14,7 +14,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from config import WEIGHTS_IMAGENET, WEIGHTS_NONE, TrainingConfig
+from config import MOBILENET_V2_BASE_LAYERS, MOBILENET_V2_BLOCKS, WEIGHTS_IMAGENET, WEIGHTS_NONE, TrainingConfig
 from contract.errors import RunFailedError
 
 BASE_NAME = "mobilenetv2_base"
@@ -39,12 +39,33 @@ def _base_weights_argument(weights: str) -> str | None:
     return weights
 
 
-def build_base(config: TrainingConfig, image_size: int) -> keras.Model:
-    """MobileNetV2 without its top, with the configured weights."""
-    weights = _base_weights_argument(config.weights)
+def _layers_in_file(path: str) -> list[str] | None:
+    """The layer names a Keras HDF5 weights file of the legacy layout lists (Keras' ImageNet files, the files
+    save_base_weights writes); None for a file of another format, which Keras' own loader then judges."""
+    import h5py
+
     try:
-        base = keras.applications.MobileNetV2(
-            input_shape=(image_size, image_size, 3), alpha=config.alpha, include_top=False, weights=weights)
+        with h5py.File(path, "r") as f:
+            names = f.attrs.get("layer_names")
+    except (OSError, ValueError):
+        return None
+    return None if names is None else [n.decode() if isinstance(n, bytes) else str(n) for n in names]
+
+
+def build_base(config: TrainingConfig, image_size: int) -> keras.Model:
+    """MobileNetV2 without its top, with the configured weights, kept to the configured blocks."""
+    weights = _base_weights_argument(config.weights)
+    in_file = _layers_in_file(weights) if weights not in (None, WEIGHTS_IMAGENET) else None
+    # A file that holds fewer layers than the whole base (save_base_weights of a base kept to fewer blocks) loads
+    # by name into a base cut as short or shorter; any other weights load into the whole base before the cut.
+    partial = in_file is not None and len(in_file) < MOBILENET_V2_BASE_LAYERS
+    if partial and config.base_blocks == MOBILENET_V2_BLOCKS:
+        raise WeightsUnavailableError(
+            f"weights file {weights!r} holds {len(in_file)} layers, a base kept to fewer of MobileNetV2's blocks: "
+            "train with the --base-blocks of the model it came from, or fewer")
+    try:
+        base = keras.applications.MobileNetV2(input_shape=(image_size, image_size, 3), alpha=config.alpha,
+                                              include_top=False, weights=None if partial else weights)
     except Exception as error:  # Keras raises several types for a failed download or a bad file.
         if weights == WEIGHTS_IMAGENET:
             raise WeightsUnavailableError(
@@ -53,8 +74,26 @@ def build_base(config: TrainingConfig, image_size: int) -> keras.Model:
                 "download the .h5 file elsewhere and pass its path as --weights, or use --weights none."
             ) from error
         raise WeightsUnavailableError(f"could not load weights file {weights!r}: {error}") from error
+    if config.base_blocks < MOBILENET_V2_BLOCKS:
+        prefix = f"block_{config.base_blocks}_" if config.base_blocks else "expanded_conv_"
+        last = [layer for layer in base.layers if layer.name.startswith(prefix)][-1]
+        base = keras.Model(base.input, last.output)
+    if partial:
+        _load_by_name(base, weights, in_file)
     base.name = BASE_NAME
     return base
+
+
+def _load_by_name(base: keras.Model, path: str, in_file: list[str]) -> None:
+    missing = [layer.name for layer in base.layers if layer.weights and layer.name not in in_file]
+    if missing:
+        raise WeightsUnavailableError(
+            f"weights file {path!r} holds a base kept to fewer blocks than --base-blocks asks for: it has no "
+            f"weights for layer {missing[0]} (train with the --base-blocks of the model it came from, or fewer)")
+    try:
+        base.load_weights(path, by_name=True)
+    except Exception as error:  # Keras raises several types for a mismatched or damaged file.
+        raise WeightsUnavailableError(f"could not load weights file {path!r}: {error}") from error
 
 
 def build_model(config: TrainingConfig, image_size: int) -> keras.Model:

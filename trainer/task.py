@@ -112,7 +112,7 @@ def warm_start_from(classifier: keras.Model, base_model_dir: str) -> str | None:
     old = {v.path: v for v in previous.weights}
     new = {v.path: v for v in classifier.weights}
     if old.keys() != new.keys() or any(tuple(old[k].shape) != tuple(new[k].shape) for k in new):
-        return "the previous model has another architecture (alpha, image size or head differ)"
+        return "the previous model has another architecture (alpha, base blocks, image size or head differ)"
     for key, variable in new.items():
         variable.assign(old[key])
     return None

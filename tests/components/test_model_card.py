@@ -120,3 +120,12 @@ def test_a_rollbacks_copy_of_the_card_names_its_own_version():
     again = model_card.served_again(card, "serving_model/3", 1)
     assert "\nVersion `serving_model/3` (a rollback to version 1), a copy of the Trainer's output `/runs/x/" in again
     assert "serving_model/1" not in again and again.split("\n")[3:] == card.split("\n")[3:], "the rest as pushed"
+
+
+def test_the_card_names_a_base_kept_to_fewer_blocks_and_a_record_without_the_setting_as_the_whole_base():
+    short = dict(_facts().training, base_blocks=2, fine_tune_from=18)
+    assert "MobileNetV2 kept to its blocks up to block_2 with a small classification head" in model_card.render(
+        _facts(training=short))
+    older = {k: v for k, v in _facts().training.items() if k != "base_blocks"}
+    for facts in (_facts(), _facts(training=older)):
+        assert "a cat or a dog: MobileNetV2 with a small classification head, from" in model_card.render(facts)

@@ -21,6 +21,9 @@ from config import ConfigError, PipelineConfig
     ("min_accuracy", -0.1, "min_accuracy"),
     ("max_accuracy_drop", 1.5, "max_accuracy_drop"),
     ("weights", "", "weights"),
+    ("base_blocks", 17, "base_blocks"),
+    ("base_blocks", -1, "base_blocks"),
+    ("base_blocks", True, "base_blocks"),
 ])
 def test_rejects_bad_values_naming_the_field(field, value, message):
     with pytest.raises(ConfigError, match=f"invalid {message}") as error:
@@ -94,3 +97,25 @@ def test_imagenet_weights_and_the_demo_keep_their_schedules():
     assert config_lib.from_user_settings(weights_file)[1] == {}
     demo = config_lib.demo_config()
     assert config_lib.from_user_settings({"weights": "none"}, demo) == (demo, {})
+
+
+def test_a_base_kept_to_fewer_blocks_takes_a_fine_tune_layer_inside_it():
+    short = PipelineConfig().replace(base_blocks=5, fine_tune_from=53)
+    assert config_lib.base_layer_count(5) == 54 and short.training.base_blocks == 5
+    with pytest.raises(ConfigError, match=r"invalid fine_tune_from: must be below 54 \(the base kept to 5 of "
+                                          r"MobileNetV2's 16 blocks has 54 layers"):
+        PipelineConfig().replace(base_blocks=5)  # the default layer, 100, is past it
+    assert PipelineConfig().replace(base_blocks=5, fine_tune_epochs=0).training.fine_tune_from == 100  # no phase 2
+
+
+def test_the_from_scratch_schedule_fills_its_layer_before_the_base_is_checked_and_names_itself_when_it_cannot():
+    config, filled = config_lib.from_user_settings({"weights": "none", "base_blocks": 5})
+    assert config.training.fine_tune_from == filled["fine_tune_from"] == 30  # the default 100 was never checked
+    with pytest.raises(ConfigError) as error:
+        config_lib.from_user_settings({"weights": "none", "base_blocks": 2})
+    assert error.value.field == "fine_tune_from"
+    assert str(error.value) == ("invalid fine_tune_from: must be below 27 (the base kept to 2 of MobileNetV2's 16 "
+                                "blocks has 27 layers; phase 2 would unfreeze none), got 30 (the from-scratch "
+                                "schedule's value for random weights; set --fine-tune-from)")
+    with pytest.raises(ConfigError, match="got 40$"):  # the user's own value: said as it is
+        config_lib.from_user_settings({"weights": "none", "base_blocks": 2, "fine_tune_from": 40})

@@ -27,6 +27,8 @@ from contract import layout, served
 from contract import metadata as node_ids
 from ingest import synthetic
 from tests.helpers import (
+    CHEAP_BASE,
+    CHEAP_BASE_BLOCKS,
     CHEAP_TRAINING,
     DEFAULT_NODE_IDS,
     ROOT,
@@ -158,9 +160,10 @@ def test_base_weights_writes_the_pushed_models_base_for_weights_file(runs, tmp_p
     out = tmp_path / "base_no_top.h5"
     result = cli_in_process("base-weights", "--output-dir", runs["out"], "--out", out)
     assert result.returncode == 0, result.stderr[-2000:]
-    assert f"--weights {out} --alpha 0.35 (the model's; any --image-size)" in result.stdout
+    hint = f"--weights {out} --alpha 0.35 --base-blocks {CHEAP_BASE_BLOCKS} (the model's; any --image-size)"
+    assert hint in result.stdout
     pushed = keras.models.load_model(runs["out"] / "serving_model" / "1" / layout.KERAS_MODEL_FILE, compile=False)
-    loaded = model_lib.build_base(TrainingConfig(weights=str(out), alpha=0.35), 96)  # another image size: fine
+    loaded = model_lib.build_base(TrainingConfig(weights=str(out), alpha=0.35, **CHEAP_BASE), 96)  # any image size
     for mine, theirs in zip(loaded.weights, model_lib.get_base(pushed).weights, strict=True):
         np.testing.assert_array_equal(mine.numpy(), theirs.numpy(), err_msg=mine.path)
     refused = cli_in_process("base-weights", "--output-dir", runs["out"], "--out", tmp_path / "base.keras")

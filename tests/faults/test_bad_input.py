@@ -21,7 +21,7 @@ import pipeline_runner
 from contract import layout
 from ingest import synthetic
 from orchestration.root import lease, run_lock
-from tests.helpers import ROOT, cli_in_process, transform_graph
+from tests.helpers import CHEAP_BASE, ROOT, cli_in_process, transform_graph
 
 pytestmark = pytest.mark.faults
 
@@ -42,6 +42,8 @@ def _one_line(err):
 
 @pytest.mark.parametrize("flags, message", [
     (["--fine-tune-from", "100000"], f"invalid fine_tune_from: must be below {config_lib.MOBILENET_V2_BASE_LAYERS}"),
+    (["--base-blocks", "17"], "invalid base_blocks: must be an integer in [0, 16], got 17"),
+    (["--base-blocks", "4"], "invalid fine_tune_from: must be below 45 (the base kept to 4 of MobileNetV2's 16 blocks"),
     (["--weights", "/nonexistent.h5"], "--weights /nonexistent.h5: no such file"),
     (["--min-eval-examples", "-1"], "invalid min_eval_examples: must be an integer >= 0"),
     (["--cached-views", "-1"], "invalid cached_views: must be an integer >= 0"),
@@ -353,8 +355,8 @@ def model_dir(tmp_path_factory, demo_jpegs):
     from trainer import model as model_lib
 
     folder = tmp_path_factory.mktemp("model")
-    classifier = model_lib.get_classifier(
-        model_lib.build_model(config_lib.TrainingConfig(weights="none", alpha=0.35, seed=1), 64))
+    config = config_lib.TrainingConfig(weights="none", alpha=0.35, **CHEAP_BASE, seed=1)
+    classifier = model_lib.get_classifier(model_lib.build_model(config, 64))
     export.export_serving_model(classifier, transform_graph(folder, demo_jpegs, 64), str(folder / "serving" / "1"))
     return folder / "serving" / "1"
 

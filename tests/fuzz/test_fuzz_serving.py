@@ -16,7 +16,7 @@ from tests.fuzz.conftest import examples
 from tests.fuzz.mismatches import mismatched
 from tests.fuzz.mutations import mutated
 from tests.fuzz.seeds import image_seeds
-from tests.helpers import transform_graph
+from tests.helpers import CHEAP_BASE, transform_graph
 from trainer import export
 from trainer import model as model_lib
 
@@ -28,7 +28,7 @@ LIMIT = 1_000_000  # small, so that a mutated header's size is soon above it
 @pytest.fixture(scope="module")
 def serve(tmp_path_factory, demo_jpegs):
     classifier = model_lib.get_classifier(
-        model_lib.build_model(TrainingConfig(weights="none", alpha=0.35, seed=1), 32))
+        model_lib.build_model(TrainingConfig(weights="none", alpha=0.35, **CHEAP_BASE, seed=1), 32))
     path = str(tmp_path_factory.mktemp("serving") / "model")
     export.export_serving_model(classifier, transform_graph(tmp_path_factory.mktemp("transform"), demo_jpegs, 32),
                                 path, max_pixels=LIMIT)

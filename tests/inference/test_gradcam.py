@@ -2,6 +2,7 @@ import tensorflow as tf
 
 from config import TrainingConfig
 from inference.gradcam import gradcam, gradcam_model
+from tests.helpers import CHEAP_BASE
 from trainer import model as model_lib
 from trainer import preprocessing
 
@@ -9,7 +10,8 @@ SIZE = 96
 
 
 def test_gradcam_map_has_the_image_shape_and_is_not_constant(demo_jpegs):
-    model = model_lib.build_model(TrainingConfig(weights="none", alpha=0.35, seed=2), SIZE)
+    config = TrainingConfig(weights="none", alpha=0.35, **CHEAP_BASE, seed=2)
+    model = model_lib.build_model(config, SIZE)
     jpegs = demo_jpegs["cat"] + demo_jpegs["dog"]
     pixels = tf.cast(preprocessing.decode_and_resize(tf.constant(jpegs), SIZE), tf.float32).numpy()
     model_lib.calibrate_batchnorm(model, pixels)
@@ -40,7 +42,7 @@ def test_a_head_of_other_layers_is_rewired_from_the_model_itself(monkeypatch):
                            name=model_lib.CLASSIFIER_NAME)
 
     monkeypatch.setattr(model_lib, "build_classifier", other_head)
-    config = TrainingConfig(weights="none", alpha=0.35, seed=3)
+    config = TrainingConfig(weights="none", alpha=0.35, **CHEAP_BASE, seed=3)
     model = model_lib.build_model(config, SIZE)
     classifier = model_lib.get_classifier(model)
     pixels = np.random.default_rng(0).uniform(0, 255, (2, SIZE, SIZE, 3)).astype("float32")

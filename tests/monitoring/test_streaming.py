@@ -12,6 +12,7 @@ from contract import layout
 from contract.traffic import PREDICT_ORIGIN
 from monitoring import looks, measure, monitor, queue
 from monitoring.settings import MonitorSettings
+from tests.helpers import CHEAP_BASE
 from traffic import window as traffic_window
 from traffic.records import TrafficRecord
 from traffic.writer import TrafficWriter
@@ -76,7 +77,8 @@ def embedder():
     from config import TrainingConfig
     from trainer import model as model_lib
 
-    return measure.Embedder(model_lib.build_classifier(TrainingConfig(weights="none", alpha=0.35, seed=1), SIZE))
+    config = TrainingConfig(weights="none", alpha=0.35, **CHEAP_BASE, seed=1)
+    return measure.Embedder(model_lib.build_classifier(config, SIZE))
 
 
 @pytest.mark.parametrize("sample", [12, 1000])

@@ -11,7 +11,7 @@ from trainer import devices
 
 # Two logical CPU devices stand in for two GPUs: MirroredStrategy splits each batch between them and
 # all-reduces the gradients exactly as it would across GPUs. It needs a fresh process (devices are
-# configured before TensorFlow starts). From layer 140: tests.helpers.CHEAP_FINE_TUNE_FROM, cheaper to trace.
+# configured before TensorFlow starts). The base and layer of tests.helpers' CHEAP_TRAINING, cheaper to trace.
 _TWO_DEVICES = textwrap.dedent("""
     import json, sys
     import numpy as np
@@ -31,8 +31,8 @@ _TWO_DEVICES = textwrap.dedent("""
     calibration = next(iter(examples(3).batch(16)))[0].numpy().astype("float32")
     records = {}
     for views in json.loads(sys.argv[1]):
-        config = TrainingConfig(weights="none", alpha=0.35, head_epochs=2, fine_tune_epochs=1, fine_tune_from=140,
-                                early_stopping_patience=0, batch_size=8, seed=2, cached_views=views)
+        config = TrainingConfig(weights="none", alpha=0.35, base_blocks=2, head_epochs=2, fine_tune_epochs=1,
+                                fine_tune_from=18, early_stopping_patience=0, batch_size=8, seed=2, cached_views=views)
         model, history = task.train(config, 64, examples(0), examples(1), calibration, strategy=strategy)
         logits = model_lib.get_classifier(model)(calibration).numpy()
         records[views] = {"devices": history["devices"], "replicas": strategy.num_replicas_in_sync,

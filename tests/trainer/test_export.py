@@ -19,7 +19,7 @@ from inference import tf_serving
 from inference.tf_serving import SessionBundle
 from ingest.images import check_image
 from ingest.span_pipeline import make_example
-from tests.helpers import transform_graph
+from tests.helpers import CHEAP_BASE, transform_graph
 from trainer import export, preprocessing
 from trainer import model as model_lib
 from trainer.tflite import tflite_logits
@@ -35,7 +35,7 @@ def transform_output(tmp_path_factory, demo_jpegs):
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory, transform_output):
     classifier = model_lib.get_classifier(
-        model_lib.build_model(TrainingConfig(weights="none", alpha=0.35, seed=1), SIZE))
+        model_lib.build_model(TrainingConfig(weights="none", alpha=0.35, **CHEAP_BASE, seed=1), SIZE))
     path = str(tmp_path_factory.mktemp("serving") / "model")
     export.export_serving_model(classifier, transform_output, path)
     return classifier, path
@@ -301,7 +301,7 @@ def tflite_export(demo_jpegs, tmp_path_factory):
     """The TFLite models of a calibrated classifier, written by export_tflite (converted once for the module)."""
     import json
 
-    model = model_lib.build_model(TrainingConfig(weights="none", alpha=0.35, seed=4), SIZE)
+    model = model_lib.build_model(TrainingConfig(weights="none", alpha=0.35, seed=4), SIZE)  # the whole base's sizes
     jpegs = demo_jpegs["cat"] + demo_jpegs["dog"]
     pixels = tf.cast(preprocessing.decode_and_resize(tf.constant(jpegs), SIZE), tf.float32).numpy()
     model_lib.calibrate_batchnorm(model, pixels)  # else every output is ~0 and nothing is compared

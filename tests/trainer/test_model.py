@@ -125,3 +125,45 @@ def test_a_pass_too_large_or_of_unknown_size_is_not_run_eagerly(config):
     any_size = keras.applications.MobileNetV2(input_shape=(None, None, 3), include_top=False, weights=None,
                                               alpha=0.35)
     assert not model_lib.eager_pass_fits(any_size, 1)
+
+
+def test_a_base_kept_to_n_blocks_ends_after_keras_block_n_with_the_layers_the_configuration_counts():
+    whole = model_lib.build_base(TrainingConfig(weights="none", alpha=0.35), SIZE)
+    names = [layer.name for layer in whole.layers]
+    ends = [1 + max(i for i, name in enumerate(names) if name.startswith(f"block_{n}_" if n else "expanded_conv_"))
+            for n in range(config_lib.MOBILENET_V2_BLOCKS + 1)]
+    assert tuple(ends) == config_lib.MOBILENET_V2_LAYERS_TO_BLOCK and len(names) == config_lib.base_layer_count(16)
+    for blocks, last in [(0, "expanded_conv_project_BN"), (2, "block_2_add"), (16, "out_relu")]:
+        base = model_lib.build_base(TrainingConfig(weights="none", alpha=0.35, base_blocks=blocks, fine_tune_from=1),
+                                    SIZE)
+        assert base.name == model_lib.BASE_NAME and base.layers[-1].name == last
+        # (an Input layer's name differs from model to model)
+        assert [layer.name for layer in base.layers][1:] == names[1:config_lib.base_layer_count(blocks)]
+
+
+def _weights_by_layer(base):
+    return {layer.name: [w.numpy() for w in layer.weights] for layer in base.layers if layer.weights}
+
+
+def test_a_shorter_base_loads_the_whole_bases_file_and_its_own_file_loads_only_as_short_or_shorter(tmp_path):
+    def config(blocks, weights="none", seed=0):
+        return TrainingConfig(weights=weights, alpha=0.35, base_blocks=blocks, fine_tune_from=1, seed=seed)
+
+    def same(file_base, base):
+        theirs, mine = _weights_by_layer(file_base), _weights_by_layer(base)
+        return len(mine) > 0 and all(np.array_equal(a, b) for name in mine for a, b in zip(mine[name], theirs[name]))
+
+    whole, short = model_lib.build_classifier(config(16, seed=1), SIZE), model_lib.build_classifier(config(3, seed=2),
+                                                                                                      SIZE)
+    model_lib.save_base_weights(whole, str(tmp_path / "whole.h5"))
+    model_lib.save_base_weights(short, str(tmp_path / "short.h5"))
+    assert same(model_lib.get_base(whole), model_lib.build_base(config(3, str(tmp_path / "whole.h5")), SIZE))
+    for blocks in (2, 3):
+        loaded = model_lib.build_base(config(blocks, str(tmp_path / "short.h5")), 96)  # any image size
+        assert same(model_lib.get_base(short), loaded) and not same(model_lib.get_base(whole), loaded)
+    with pytest.raises(model_lib.WeightsUnavailableError, match=r"short\.h5' holds a base kept to fewer blocks than "
+                                                                r"--base-blocks asks for: it has no weights for layer "
+                                                                r"block_4_expand"):
+        model_lib.build_base(config(4, str(tmp_path / "short.h5")), SIZE)
+    with pytest.raises(model_lib.WeightsUnavailableError, match=r"short\.h5' holds 36 layers, a base kept to fewer"):
+        model_lib.build_base(config(16, str(tmp_path / "short.h5")), SIZE)

@@ -9,7 +9,7 @@ from keras.src.backend.tensorflow.trainer import TensorFlowTrainer
 
 from config import TrainingConfig
 from contract import layout
-from tests.helpers import CHEAP_FINE_TUNE_FROM
+from tests.helpers import CHEAP_BASE_BLOCKS, CHEAP_FINE_TUNE_FROM
 from trainer import model as model_lib
 from trainer import task
 
@@ -31,7 +31,7 @@ def _batches(examples):
 
 @pytest.fixture(scope="module")
 def config():
-    return TrainingConfig(weights="none", alpha=0.35, head_epochs=2, fine_tune_epochs=2,
+    return TrainingConfig(weights="none", alpha=0.35, base_blocks=CHEAP_BASE_BLOCKS, head_epochs=2, fine_tune_epochs=2,
                           fine_tune_from=CHEAP_FINE_TUNE_FROM, early_stopping_patience=0, seed=5, batch_size=8)
 
 

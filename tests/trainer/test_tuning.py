@@ -14,7 +14,7 @@ import tensorflow as tf
 
 from components import tuner as tuner_component
 from config import ConfigError, TrainingConfig, TuningConfig
-from tests.helpers import CHEAP_FINE_TUNE_FROM
+from tests.helpers import CHEAP_BASE_BLOCKS, CHEAP_FINE_TUNE_FROM
 from trainer import hyperparameters, task, tuning
 
 SIZE = 32
@@ -30,7 +30,7 @@ def _examples(seed, n=16):
 
 @pytest.fixture(scope="module")
 def config():
-    return TrainingConfig(weights="none", alpha=0.35, head_epochs=2, fine_tune_epochs=2,
+    return TrainingConfig(weights="none", alpha=0.35, base_blocks=CHEAP_BASE_BLOCKS, head_epochs=2, fine_tune_epochs=2,
                           fine_tune_from=CHEAP_FINE_TUNE_FROM, early_stopping_patience=0, seed=5, batch_size=8,
                           cached_views=2, calibration_images=8, tflite=False)
 
@@ -230,6 +230,18 @@ def test_a_result_searched_for_another_model_is_not_laid_on_this_ones_settings()
                                      "run imagenet), alpha 0.35 (this run 1.0), image_size 64 (this run 96)")
     older = tuner_component.search_record({"space": [], "values": {"learning_rate": 3e-3}}, [], "run-2")
     assert task.tuned_config(other, older, image_size=96)[0].learning_rate == 3e-3  # a record that does not say
+
+
+def test_a_shorter_base_searches_only_layers_inside_it_and_a_record_that_does_not_say_was_the_whole_base():
+    short = TrainingConfig(weights="none", alpha=0.35, base_blocks=5, fine_tune_from=20)
+    space = hyperparameters.search_space(short)
+    choices = {entry["config"]["name"]: entry["config"].get("values") for entry in space.get_config()["space"]}
+    assert choices["fine_tune_from"] == [20, 30]  # of the depths tried, those below its 54 layers
+    searched = hyperparameters.model_of(dataclasses.replace(short, base_blocks=16, fine_tune_from=100), 64)
+    del searched["base_blocks"]  # a search recorded before the setting existed
+    result = tuner_component.search_record({"space": [], "values": {"learning_rate": 3e-3}}, [], "run-3", searched)
+    config, record = task.tuned_config(short, result, image_size=64)
+    assert config == short and record.not_applied.endswith("was for another model: base_blocks 16 (this run 5)")
 
 
 def test_the_space_is_centred_on_the_configured_settings_and_leaves_the_users_own_out():
