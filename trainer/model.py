@@ -14,13 +14,14 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from config import MOBILENET_V2_BASE_LAYERS, MOBILENET_V2_BLOCKS, WEIGHTS_IMAGENET, WEIGHTS_NONE, TrainingConfig
+from config import MOBILENET_V2_BLOCKS, WEIGHTS_IMAGENET, WEIGHTS_NONE, TrainingConfig
 from contract.errors import RunFailedError
 
 BASE_NAME = "mobilenetv2_base"
 LOGITS_NAME = "logits"
 CLASSIFIER_NAME = "classifier"
 RESCALE_NAME = "to_mobilenet_range"
+LAST_CONV_NAME = "Conv_1"  # the whole base's 1x1 convolution after block_16, which a shorter base lacks
 # The training model's augmentation layers are named with this prefix (trainer.feature_cache finds them by it).
 AUGMENT_PREFIX = "augment_"
 
@@ -56,13 +57,13 @@ def build_base(config: TrainingConfig, image_size: int) -> keras.Model:
     """MobileNetV2 without its top, with the configured weights, kept to the configured blocks."""
     weights = _base_weights_argument(config.weights)
     in_file = _layers_in_file(weights) if weights not in (None, WEIGHTS_IMAGENET) else None
-    # A file that holds fewer layers than the whole base (save_base_weights of a base kept to fewer blocks) loads
-    # by name into a base cut as short or shorter; any other weights load into the whole base before the cut.
-    partial = in_file is not None and len(in_file) < MOBILENET_V2_BASE_LAYERS
+    # A file without the whole base's last convolution (save_base_weights of a base kept to fewer blocks) loads by
+    # name into a base cut as short or shorter; any other weights load into the whole base before the cut.
+    partial = in_file is not None and LAST_CONV_NAME not in in_file
     if partial and config.base_blocks == MOBILENET_V2_BLOCKS:
         raise WeightsUnavailableError(
-            f"weights file {weights!r} holds {len(in_file)} layers, a base kept to fewer of MobileNetV2's blocks: "
-            "train with the --base-blocks of the model it came from, or fewer")
+            f"weights file {weights!r} holds a base kept to fewer of MobileNetV2's blocks (no {LAST_CONV_NAME} "
+            "layer): train with the --base-blocks of the model it came from, or fewer")
     try:
         base = keras.applications.MobileNetV2(input_shape=(image_size, image_size, 3), alpha=config.alpha,
                                               include_top=False, weights=None if partial else weights)

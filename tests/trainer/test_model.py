@@ -1,3 +1,4 @@
+import h5py
 import keras
 import numpy as np
 import pytest
@@ -165,5 +166,11 @@ def test_a_shorter_base_loads_the_whole_bases_file_and_its_own_file_loads_only_a
                                                                 r"--base-blocks asks for: it has no weights for layer "
                                                                 r"block_4_expand"):
         model_lib.build_base(config(4, str(tmp_path / "short.h5")), SIZE)
-    with pytest.raises(model_lib.WeightsUnavailableError, match=r"short\.h5' holds 36 layers, a base kept to fewer"):
+    fewer = r"short\.h5' holds a base kept to fewer of MobileNetV2's blocks \(no Conv_1 layer\): train with"
+    with pytest.raises(model_lib.WeightsUnavailableError, match=fewer):
         model_lib.build_base(config(16, str(tmp_path / "short.h5")), SIZE)
+    # A whole base's file that lists only its layers with weights (the legacy loader skips the others) is whole.
+    with h5py.File(tmp_path / "whole.h5", "r+") as f:
+        f.attrs["layer_names"] = [name for name in f.attrs["layer_names"] if len(f[name].attrs["weight_names"])]
+    for blocks in (3, 16):
+        assert same(model_lib.get_base(whole), model_lib.build_base(config(blocks, str(tmp_path / "whole.h5")), SIZE))
