@@ -85,9 +85,17 @@ def check_local_files(config) -> None:
     import config as config_lib
 
     weights = config.training.weights
-    if weights not in (config_lib.WEIGHTS_IMAGENET, config_lib.WEIGHTS_NONE) and not os.path.isfile(weights):
+    if weights in (config_lib.WEIGHTS_IMAGENET, config_lib.WEIGHTS_NONE):
+        return
+    if not os.path.isfile(weights):
         raise SettingsError(f"--weights {weights}: no such file (expected 'imagenet', 'none' or a Keras weights "
                             "file such as mobilenet_v2_..._no_top.h5)")
+    from trainer import weights_files
+
+    try:  # a file of a shorter base than --base-blocks asks for would stop the run at its Trainer
+        weights_files.shorter_base_file(weights, config.training.base_blocks)
+    except weights_files.WeightsFileError as error:
+        raise SettingsError(f"--weights: {error}") from None
 
 
 def command_run(args: argparse.Namespace) -> int:

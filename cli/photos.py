@@ -199,8 +199,9 @@ def command_base_weights(args: argparse.Namespace) -> int:
     from config import MOBILENET_V2_BLOCKS
     from contract import layout
 
-    if args.out.suffix != ".h5":
-        raise CommandError(f"--out must name an .h5 file (the format of Keras' ImageNet weights), got {args.out}")
+    if args.out.suffix != ".h5" or args.out.name.endswith(".weights.h5"):  # Keras 3's own format's name
+        raise CommandError(f"--out must name an .h5 file, not .weights.h5 (the layout of Keras' ImageNet weights, "
+                           f"which --weights reads), got {args.out}")
     model_dir = _model_dir(args)
     keras_file = model_dir / layout.KERAS_MODEL_FILE
     if not keras_file.is_file():
@@ -214,8 +215,10 @@ def command_base_weights(args: argparse.Namespace) -> int:
     model_lib.save_base_weights(classifier, str(args.out))
     alpha = _trained_setting(model_dir, "alpha")
     blocks = _trained_setting(model_dir, "base_blocks")
-    # A base kept to fewer blocks holds only their layers: a model that starts from it keeps as many, or fewer.
-    depth = f" --base-blocks {blocks}" if blocks is not None and blocks < MOBILENET_V2_BLOCKS else ""
+    # A base kept to fewer blocks holds only their layers: a model that starts from it keeps as many, or fewer, and
+    # fine-tunes from a layer inside it (the default, 100, is past most such bases).
+    depth = (f" --base-blocks {blocks} --fine-tune-from {_trained_setting(model_dir, 'fine_tune_from')}"
+             if blocks is not None and blocks < MOBILENET_V2_BLOCKS else "")
     print(f"wrote the MobileNetV2 base of {model_dir} to {args.out}; start from it with --weights {args.out} "
           + (f"--alpha {alpha}{depth} (the model's; any --image-size)" if alpha is not None
              else "and the --alpha and --base-blocks that model was trained with"))

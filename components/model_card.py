@@ -18,7 +18,7 @@ from absl import logging
 from tensorflow_model_analysis.writers import eval_config_writer
 
 from components import evaluation
-from config import MOBILENET_V2_BLOCKS, WEIGHTS_IMAGENET, WEIGHTS_NONE
+from config import MOBILENET_V2_BLOCKS, WEIGHTS_IMAGENET, WEIGHTS_NONE, base_description
 from contract import features, layout, storage
 from ingest import span_report
 from trainer import export
@@ -108,7 +108,7 @@ def served_again(card: str, served_as: str, to_version: int) -> str:
 
 def _base(training: dict) -> str:
     blocks = training.get("base_blocks", MOBILENET_V2_BLOCKS)
-    return "MobileNetV2" if blocks == MOBILENET_V2_BLOCKS else f"MobileNetV2 kept to its blocks up to block_{blocks}"
+    return "MobileNetV2" if blocks == MOBILENET_V2_BLOCKS else base_description(blocks)
 
 
 def render(facts: CardFacts) -> str:

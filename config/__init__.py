@@ -28,6 +28,13 @@ MOBILENET_V2_BLOCKS = 16  # Keras' block_1 to block_16, after its first inverted
 MOBILENET_V2_LAYERS_TO_BLOCK = (9, 18, 27, 36, 45, 54, 63, 72, 81, 90, 98, 107, 116, 125, 134, 143, 151)
 
 
+def base_description(base_blocks: int) -> str:
+    """How a message names the base of `base_blocks` ("the base kept up to block_2")."""
+    if base_blocks >= MOBILENET_V2_BLOCKS:
+        return "MobileNetV2's whole base"
+    return f"MobileNetV2's base kept up to {f'block_{base_blocks}' if base_blocks else 'expanded_conv'}"
+
+
 def base_layer_count(base_blocks: int) -> int:
     """The layers of the base that keeps `base_blocks` of MobileNetV2's blocks (TrainingConfig.base_blocks)."""
     return MOBILENET_V2_BASE_LAYERS if base_blocks >= MOBILENET_V2_BLOCKS else MOBILENET_V2_LAYERS_TO_BLOCK[base_blocks]
@@ -167,11 +174,9 @@ class TrainingConfig:
                  and 0 <= self.base_blocks <= MOBILENET_V2_BLOCKS, "base_blocks",
                  f"must be an integer in [0, {MOBILENET_V2_BLOCKS}], got {self.base_blocks!r}")
         layers = base_layer_count(self.base_blocks)
-        kept = ("MobileNetV2's base" if self.base_blocks == MOBILENET_V2_BLOCKS
-                else f"the base kept to {self.base_blocks} of MobileNetV2's {MOBILENET_V2_BLOCKS} blocks")
         _require(self.fine_tune_epochs == 0 or self.fine_tune_from < layers, "fine_tune_from",
-                 f"must be below {layers} ({kept} has {layers} layers; phase 2 would unfreeze none), "
-                 f"got {self.fine_tune_from!r}")
+                 f"must be below {layers} ({base_description(self.base_blocks)} has {layers} layers; phase 2 would "
+                 f"unfreeze none), got {self.fine_tune_from!r}")
         _require(self.head_epochs + self.fine_tune_epochs >= 1, "head_epochs",
                  "head_epochs + fine_tune_epochs must be >= 1: nothing would be trained")
         for name in ("learning_rate", "fine_tune_lr_factor"):
@@ -308,16 +313,16 @@ def from_user_settings(settings: Mapping[str, Any], base: PipelineConfig | None 
     Returns the configuration and the fields so filled in ({} if none).
     """
     base = base or PipelineConfig()
-    if settings.get("weights", base.training.weights) != WEIGHTS_NONE or base.training.random_init:
-        return with_overrides(base, settings), {}
-    filled = {name: value for name, value in FROM_SCRATCH_SCHEDULE.items() if name not in settings}
+    random = settings.get("weights", base.training.weights) == WEIGHTS_NONE and not base.training.random_init
+    filled = {name: value for name, value in FROM_SCRATCH_SCHEDULE.items() if name not in settings} if random else {}
     try:  # in one step: a default the schedule replaces is never checked against the user's other settings
         return with_overrides(base, {**settings, **filled}), filled
-    except ConfigError as error:  # a value the user never gave: say where it came from
-        if error.field not in filled:
+    except ConfigError as error:  # a value the user never gave (a shorter base's --base-blocks): say so
+        if error.field in settings:
             raise
-        raise ConfigError(error.field, f"{str(error).split(': ', 1)[1]} (the from-scratch schedule's value for "
-                                       f"random weights; set --{error.field.replace('_', '-')})") from None
+        source = "the from-scratch schedule's value for random weights" if error.field in filled else "no flag set it"
+        raise ConfigError(error.field, f"{str(error).split(': ', 1)[1]} ({source}; set "
+                                       f"--{error.field.replace('_', '-')})") from None
 
 
 def demo_config() -> PipelineConfig:

@@ -121,7 +121,8 @@ def _through(layers, x):
 def split(model: keras.Model, config: TrainingConfig) -> SplitClassifier:
     classifier = model_lib.get_classifier(model)
     base = model_lib.get_base(model)
-    cut = cut_index(base, config.fine_tune_from) if config.fine_tune_epochs else len(base.layers) - 1
+    # Without phase 2, the cut is below the base's last block (a shorter base's may end in a shortcut's Add).
+    cut = cut_index(base, config.fine_tune_from if config.fine_tune_epochs else len(base.layers) - 1)
     boundary = base.layers[cut - 1].output
     below = keras.Model(base.input, boundary, name="base_below_cut")
     above = keras.Model(boundary, base.output, name="base_above_cut")

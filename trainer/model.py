@@ -16,12 +16,12 @@ import tensorflow as tf
 
 from config import MOBILENET_V2_BLOCKS, WEIGHTS_IMAGENET, WEIGHTS_NONE, TrainingConfig
 from contract.errors import RunFailedError
+from trainer import weights_files
 
 BASE_NAME = "mobilenetv2_base"
 LOGITS_NAME = "logits"
 CLASSIFIER_NAME = "classifier"
 RESCALE_NAME = "to_mobilenet_range"
-LAST_CONV_NAME = "Conv_1"  # the whole base's 1x1 convolution after block_16, which a shorter base lacks
 # The training model's augmentation layers are named with this prefix (trainer.feature_cache finds them by it).
 AUGMENT_PREFIX = "augment_"
 
@@ -40,61 +40,42 @@ def _base_weights_argument(weights: str) -> str | None:
     return weights
 
 
-def _layers_in_file(path: str) -> list[str] | None:
-    """The layer names a Keras HDF5 weights file of the legacy layout lists (Keras' ImageNet files, the files
-    save_base_weights writes); None for a file of another format, which Keras' own loader then judges."""
-    import h5py
-
-    try:
-        with h5py.File(path, "r") as f:
-            names = f.attrs.get("layer_names")
-    except (OSError, ValueError):
-        return None
-    return None if names is None else [n.decode() if isinstance(n, bytes) else str(n) for n in names]
+def _one_line(error: Exception) -> str:
+    """Keras' loaders explain some failures over many lines (every object it could not load): the first says it."""
+    lines = str(error).strip().splitlines()
+    return lines[0] if lines else type(error).__name__
 
 
 def build_base(config: TrainingConfig, image_size: int) -> keras.Model:
     """MobileNetV2 without its top, with the configured weights, kept to the configured blocks."""
     weights = _base_weights_argument(config.weights)
-    in_file = _layers_in_file(weights) if weights not in (None, WEIGHTS_IMAGENET) else None
-    # A file without the whole base's last convolution (save_base_weights of a base kept to fewer blocks) loads by
-    # name into a base cut as short or shorter; any other weights load into the whole base before the cut.
-    partial = in_file is not None and LAST_CONV_NAME not in in_file
-    if partial and config.base_blocks == MOBILENET_V2_BLOCKS:
-        raise WeightsUnavailableError(
-            f"weights file {weights!r} holds a base kept to fewer of MobileNetV2's blocks (no {LAST_CONV_NAME} "
-            "layer): train with the --base-blocks of the model it came from, or fewer")
+    try:  # a shorter base's file loads by name after the cut; any other weights into the whole base before it
+        in_file = (weights_files.shorter_base_file(weights, config.base_blocks)
+                   if weights not in (None, WEIGHTS_IMAGENET) else None)
+    except weights_files.WeightsFileError as error:
+        raise WeightsUnavailableError(str(error)) from error
     try:
         base = keras.applications.MobileNetV2(input_shape=(image_size, image_size, 3), alpha=config.alpha,
-                                              include_top=False, weights=None if partial else weights)
+                                              include_top=False, weights=None if in_file else weights)
     except Exception as error:  # Keras raises several types for a failed download or a bad file.
         if weights == WEIGHTS_IMAGENET:
             raise WeightsUnavailableError(
                 "could not load MobileNetV2 ImageNet weights "
-                f"(alpha={config.alpha}, image size {image_size}): {error}. Without network access, "
+                f"(alpha={config.alpha}, image size {image_size}): {_one_line(error)}. Without network access, "
                 "download the .h5 file elsewhere and pass its path as --weights, or use --weights none."
             ) from error
-        raise WeightsUnavailableError(f"could not load weights file {weights!r}: {error}") from error
+        raise WeightsUnavailableError(f"could not load weights file {weights!r}: {_one_line(error)}") from error
     if config.base_blocks < MOBILENET_V2_BLOCKS:
         prefix = f"block_{config.base_blocks}_" if config.base_blocks else "expanded_conv_"
         last = [layer for layer in base.layers if layer.name.startswith(prefix)][-1]
         base = keras.Model(base.input, last.output)
-    if partial:
-        _load_by_name(base, weights, in_file)
+    if in_file:
+        try:
+            base.load_weights(weights, by_name=True)
+        except Exception as error:  # Keras raises several types for a mismatched or damaged file.
+            raise WeightsUnavailableError(f"could not load weights file {weights!r}: {_one_line(error)}") from error
     base.name = BASE_NAME
     return base
-
-
-def _load_by_name(base: keras.Model, path: str, in_file: list[str]) -> None:
-    missing = [layer.name for layer in base.layers if layer.weights and layer.name not in in_file]
-    if missing:
-        raise WeightsUnavailableError(
-            f"weights file {path!r} holds a base kept to fewer blocks than --base-blocks asks for: it has no "
-            f"weights for layer {missing[0]} (train with the --base-blocks of the model it came from, or fewer)")
-    try:
-        base.load_weights(path, by_name=True)
-    except Exception as error:  # Keras raises several types for a mismatched or damaged file.
-        raise WeightsUnavailableError(f"could not load weights file {path!r}: {error}") from error
 
 
 def build_model(config: TrainingConfig, image_size: int) -> keras.Model:

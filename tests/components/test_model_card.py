@@ -124,7 +124,7 @@ def test_a_rollbacks_copy_of_the_card_names_its_own_version():
 
 def test_the_card_names_a_base_kept_to_fewer_blocks_and_a_record_without_the_setting_as_the_whole_base():
     short = dict(_facts().training, base_blocks=2, fine_tune_from=18)
-    assert "MobileNetV2 kept to its blocks up to block_2 with a small classification head" in model_card.render(
+    assert "MobileNetV2's base kept up to block_2 with a small classification head" in model_card.render(
         _facts(training=short))
     older = {k: v for k, v in _facts().training.items() if k != "base_blocks"}
     for facts in (_facts(), _facts(training=older)):

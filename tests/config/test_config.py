@@ -102,9 +102,13 @@ def test_imagenet_weights_and_the_demo_keep_their_schedules():
 def test_a_base_kept_to_fewer_blocks_takes_a_fine_tune_layer_inside_it():
     short = PipelineConfig().replace(base_blocks=5, fine_tune_from=53)
     assert config_lib.base_layer_count(5) == 54 and short.training.base_blocks == 5
-    with pytest.raises(ConfigError, match=r"invalid fine_tune_from: must be below 54 \(the base kept to 5 of "
-                                          r"MobileNetV2's 16 blocks has 54 layers"):
+    with pytest.raises(ConfigError, match=r"invalid fine_tune_from: must be below 54 \(MobileNetV2's base kept up "
+                                          r"to block_5 has 54 layers"):
         PipelineConfig().replace(base_blocks=5)  # the default layer, 100, is past it
+    with pytest.raises(ConfigError, match=r"got 100 \(no flag set it; set --fine-tune-from\)$"):
+        config_lib.from_user_settings({"base_blocks": 5})
+    with pytest.raises(ConfigError, match=r"kept up to expanded_conv has 9 layers.*got 30 \(no flag set it"):
+        config_lib.from_user_settings({"base_blocks": 0}, config_lib.demo_config())
     assert PipelineConfig().replace(base_blocks=5, fine_tune_epochs=0).training.fine_tune_from == 100  # no phase 2
 
 
@@ -114,8 +118,8 @@ def test_the_from_scratch_schedule_fills_its_layer_before_the_base_is_checked_an
     with pytest.raises(ConfigError) as error:
         config_lib.from_user_settings({"weights": "none", "base_blocks": 2})
     assert error.value.field == "fine_tune_from"
-    assert str(error.value) == ("invalid fine_tune_from: must be below 27 (the base kept to 2 of MobileNetV2's 16 "
-                                "blocks has 27 layers; phase 2 would unfreeze none), got 30 (the from-scratch "
-                                "schedule's value for random weights; set --fine-tune-from)")
+    assert str(error.value) == ("invalid fine_tune_from: must be below 27 (MobileNetV2's base kept up to block_2 has "
+                                "27 layers; phase 2 would unfreeze none), got 30 (the from-scratch schedule's value "
+                                "for random weights; set --fine-tune-from)")
     with pytest.raises(ConfigError, match="got 40$"):  # the user's own value: said as it is
         config_lib.from_user_settings({"weights": "none", "base_blocks": 2, "fine_tune_from": 40})

@@ -29,6 +29,7 @@ from ingest import synthetic
 from tests.helpers import (
     CHEAP_BASE,
     CHEAP_BASE_BLOCKS,
+    CHEAP_FINE_TUNE_FROM,
     CHEAP_TRAINING,
     DEFAULT_NODE_IDS,
     ROOT,
@@ -160,15 +161,17 @@ def test_base_weights_writes_the_pushed_models_base_for_weights_file(runs, tmp_p
     out = tmp_path / "base_no_top.h5"
     result = cli_in_process("base-weights", "--output-dir", runs["out"], "--out", out)
     assert result.returncode == 0, result.stderr[-2000:]
-    hint = f"--weights {out} --alpha 0.35 --base-blocks {CHEAP_BASE_BLOCKS} (the model's; any --image-size)"
+    hint = (f"--weights {out} --alpha 0.35 --base-blocks {CHEAP_BASE_BLOCKS} --fine-tune-from {CHEAP_FINE_TUNE_FROM} "
+            "(the model's; any --image-size)")
     assert hint in result.stdout
     pushed = keras.models.load_model(runs["out"] / "serving_model" / "1" / layout.KERAS_MODEL_FILE, compile=False)
     loaded = model_lib.build_base(TrainingConfig(weights=str(out), alpha=0.35, **CHEAP_BASE), 96)  # any image size
     for mine, theirs in zip(loaded.weights, model_lib.get_base(pushed).weights, strict=True):
         np.testing.assert_array_equal(mine.numpy(), theirs.numpy(), err_msg=mine.path)
-    refused = cli_in_process("base-weights", "--output-dir", runs["out"], "--out", tmp_path / "base.keras")
-    assert refused.returncode == 2 and "Traceback" not in refused.stderr
-    assert refused.stderr.strip().splitlines()[-1].startswith("error: --out must name an .h5 file")
+    for name in ("base.keras", "base.weights.h5"):  # the second, Keras 3's own format, --weights could not read
+        refused = cli_in_process("base-weights", "--output-dir", runs["out"], "--out", tmp_path / name)
+        assert refused.returncode == 2 and "Traceback" not in refused.stderr
+        assert refused.stderr.strip().splitlines()[-1].startswith("error: --out must name an .h5 file, not .weights")
 
 
 # A Python warning (FutureWarning, RuntimeWarning, UserWarning...), a logging WARNING, a native W-line.

@@ -43,7 +43,8 @@ def _one_line(err):
 @pytest.mark.parametrize("flags, message", [
     (["--fine-tune-from", "100000"], f"invalid fine_tune_from: must be below {config_lib.MOBILENET_V2_BASE_LAYERS}"),
     (["--base-blocks", "17"], "invalid base_blocks: must be an integer in [0, 16], got 17"),
-    (["--base-blocks", "4"], "invalid fine_tune_from: must be below 45 (the base kept to 4 of MobileNetV2's 16 blocks"),
+    (["--base-blocks", "4"], "invalid fine_tune_from: must be below 45 (MobileNetV2's base kept up to block_4 has 45 "
+                             "layers; phase 2 would unfreeze none), got 100 (no flag set it; set --fine-tune-from)"),
     (["--weights", "/nonexistent.h5"], "--weights /nonexistent.h5: no such file"),
     (["--min-eval-examples", "-1"], "invalid min_eval_examples: must be an integer >= 0"),
     (["--cached-views", "-1"], "invalid cached_views: must be an integer >= 0"),
@@ -53,6 +54,20 @@ def test_settings_that_cannot_work_are_refused_before_any_work(tmp_path, capsys,
     out = tmp_path / "out"
     code, _, err = _cli(capsys, "run", "--data-dir", tmp_path, "--output-dir", out, *flags)
     assert code == 2 and message in _one_line(err)
+    assert not out.exists()
+
+
+def test_a_shorter_bases_weights_file_under_more_blocks_is_refused_before_any_work(tmp_path, capsys):
+    from trainer import model as model_lib
+
+    classifier = model_lib.build_classifier(config_lib.TrainingConfig(weights="none", alpha=0.35, **CHEAP_BASE), 64)
+    weights, out = tmp_path / "short.h5", tmp_path / "out"
+    model_lib.save_base_weights(classifier, str(weights))
+    code, _, err = _cli(capsys, "run", "--data-dir", tmp_path, "--output-dir", out, "--weights", weights, "--alpha",
+                        "0.35", "--base-blocks", "3", "--fine-tune-from", "30")
+    said = (f"--weights: weights file '{weights}' holds MobileNetV2's base kept up to block_2 (a model trained with "
+            "--base-blocks 2): it loads with --base-blocks 2 or fewer, not 3")
+    assert code == 2 and said in _one_line(err)
     assert not out.exists()
 
 

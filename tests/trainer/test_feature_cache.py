@@ -47,6 +47,16 @@ def test_below_and_above_the_cut_compute_the_base(base):
                                rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("blocks", [1, 2, 16])  # block_2's output is a shortcut's Add; block_1's and the whole not
+def test_without_phase_2_the_cut_is_below_the_bases_last_block_whatever_it_ends_in(blocks):
+    config = TrainingConfig(weights="none", alpha=0.35, base_blocks=blocks, head_epochs=1, fine_tune_epochs=0)
+    model = model_lib.build_model(config, SIZE)
+    parts = feature_cache.split(model, config)
+    rescaled = model_lib.get_classifier(model).get_layer(model_lib.RESCALE_NAME)(_pixels(2, seed=3))
+    np.testing.assert_allclose(parts.above(parts.below(rescaled, training=False), training=False).numpy(),
+                               model_lib.get_base(model)(rescaled, training=False).numpy(), rtol=1e-5, atol=1e-5)
+
+
 def _pixels(n, seed):
     return np.random.default_rng(seed).uniform(0, 255, (n, SIZE, SIZE, 3)).astype("float32")
 
