@@ -15,7 +15,7 @@ import numpy as np
 import tensorflow as tf
 
 from config import MOBILENET_V2_BLOCKS, WEIGHTS_IMAGENET, WEIGHTS_NONE, TrainingConfig
-from contract.errors import RunFailedError
+from contract.errors import RunFailedError, first_line
 from trainer import weights_files
 
 BASE_NAME = "mobilenetv2_base"
@@ -40,12 +40,6 @@ def _base_weights_argument(weights: str) -> str | None:
     return weights
 
 
-def _one_line(error: Exception) -> str:
-    """Keras' loaders explain some failures over many lines (every object it could not load): the first says it."""
-    lines = str(error).strip().splitlines()
-    return lines[0] if lines else type(error).__name__
-
-
 def build_base(config: TrainingConfig, image_size: int) -> keras.Model:
     """MobileNetV2 without its top, with the configured weights, kept to the configured blocks."""
     weights = _base_weights_argument(config.weights)
@@ -61,10 +55,10 @@ def build_base(config: TrainingConfig, image_size: int) -> keras.Model:
         if weights == WEIGHTS_IMAGENET:
             raise WeightsUnavailableError(
                 "could not load MobileNetV2 ImageNet weights "
-                f"(alpha={config.alpha}, image size {image_size}): {_one_line(error)}. Without network access, "
+                f"(alpha={config.alpha}, image size {image_size}): {first_line(error)}. Without network access, "
                 "download the .h5 file elsewhere and pass its path as --weights, or use --weights none."
             ) from error
-        raise WeightsUnavailableError(f"could not load weights file {weights!r}: {_one_line(error)}") from error
+        raise WeightsUnavailableError(f"could not load weights file {weights!r}: {first_line(error)}") from error
     if config.base_blocks < MOBILENET_V2_BLOCKS:
         prefix = f"block_{config.base_blocks}_" if config.base_blocks else "expanded_conv_"
         last = [layer for layer in base.layers if layer.name.startswith(prefix)][-1]
@@ -73,7 +67,7 @@ def build_base(config: TrainingConfig, image_size: int) -> keras.Model:
         try:
             base.load_weights(weights, by_name=True)
         except Exception as error:  # Keras raises several types for a mismatched or damaged file.
-            raise WeightsUnavailableError(f"could not load weights file {weights!r}: {_one_line(error)}") from error
+            raise WeightsUnavailableError(f"could not load weights file {weights!r}: {first_line(error)}") from error
     base.name = BASE_NAME
     return base
 

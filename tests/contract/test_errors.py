@@ -31,6 +31,9 @@ INTERNAL = {
     # A node TFX recorded FAILED without raising: the Kubeflow task records it and ends in one line, as for any
     # error of the node's own (orchestration.engines.kfp_tasks._node_failed).
     "orchestration.engines.tfx_node.NodeFailedError",
+    # A weights file no base of the configured blocks loads: the command line words it as its SettingsError before
+    # any work, the Trainer as its WeightsUnavailableError.
+    "trainer.weights_files.WeightsFileError",
 }
 
 # Where a print is the point. Everywhere else library code hands its lines to its caller's `say`, or logs.
