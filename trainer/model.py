@@ -44,13 +44,13 @@ def build_base(config: TrainingConfig, image_size: int) -> keras.Model:
     """MobileNetV2 without its top, with the configured weights, kept to the configured blocks."""
     weights = _base_weights_argument(config.weights)
     try:  # a shorter base's file loads by name after the cut; any other weights into the whole base before it
-        in_file = (weights_files.shorter_base_file(weights, config.base_blocks)
-                   if weights not in (None, WEIGHTS_IMAGENET) else None)
+        by_name = weights not in (None, WEIGHTS_IMAGENET) and weights_files.shorter_base_file(weights,
+                                                                                                 config.base_blocks)
     except weights_files.WeightsFileError as error:
         raise WeightsUnavailableError(str(error)) from error
     try:
         base = keras.applications.MobileNetV2(input_shape=(image_size, image_size, 3), alpha=config.alpha,
-                                              include_top=False, weights=None if in_file else weights)
+                                              include_top=False, weights=None if by_name else weights)
     except Exception as error:  # Keras raises several types for a failed download or a bad file.
         if weights == WEIGHTS_IMAGENET:
             raise WeightsUnavailableError(
@@ -63,7 +63,7 @@ def build_base(config: TrainingConfig, image_size: int) -> keras.Model:
         prefix = f"block_{config.base_blocks}_" if config.base_blocks else "expanded_conv_"
         last = [layer for layer in base.layers if layer.name.startswith(prefix)][-1]
         base = keras.Model(base.input, last.output)
-    if in_file:
+    if by_name:
         try:
             base.load_weights(weights, by_name=True)
         except Exception as error:  # Keras raises several types for a mismatched or damaged file.

@@ -44,18 +44,17 @@ def blocks_held(path: str, names: list[str]) -> int:
     return max((int(match.group(1)) for match in map(_BLOCK.match, names) if match), default=0)
 
 
-def shorter_base_file(path: str, base_blocks: int) -> list[str] | None:
-    """The layer names of `path` when it is a shorter base's file that a base of `base_blocks` loads by name;
-    None when the whole base loads it (or Keras judges its format). Raises WeightsFileError when no base of
-    `base_blocks` can load it."""
+def shorter_base_file(path: str, base_blocks: int) -> bool:
+    """Whether `path` is a shorter base's file, which a base of `base_blocks` loads by name; False when the whole
+    base loads it (or Keras judges its format). Raises WeightsFileError when no base of `base_blocks` can load it."""
     names = layer_names(path)
     if names is None:
-        return None
+        return False
     held = blocks_held(path, names)
     if held == MOBILENET_V2_BLOCKS:
-        return None
+        return False
     if base_blocks > held:
         raise WeightsFileError(
             f"weights file {path!r} holds {base_description(held)} (a model trained with --base-blocks {held}): "
             f"it loads with --base-blocks {held} or fewer, not {base_blocks}")
-    return names
+    return True
