@@ -33,7 +33,8 @@ import tempfile
 import time
 
 from benchmarks.suite import RssSampler
-from benchmarks.trainer import QUICK_FINE_TUNE_FROM
+from benchmarks.trainer import QUICK_BASE_BLOCKS, QUICK_FINE_TUNE_FROM
+from config import MOBILENET_V2_BLOCKS
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 PHOTO_SIDES = (200, 500)  # smallest and largest side in pixels: a typical photo is about 500x375
@@ -54,13 +55,14 @@ class Setup:
     fine_tune_epochs: int = 10
     weights: str = "pretrained"  # or "none": random weights, the from-scratch schedule (--quick)
     fine_tune_from: int | None = None  # the first layer phase 2 trains; None: the schedule's
+    base_blocks: int = MOBILENET_V2_BLOCKS  # MobileNetV2's blocks kept (--base-blocks)
     # More flags of ingest and run: a few hundred images hold too few test images for the gate's default floor,
     # and a model of one epoch a phase may clear no accuracy bar, yet its run must push.
     flags: tuple[str, ...] = ()
 
 
 QUICK = Setup(image_size=64, alpha=0.35, head_epochs=1, fine_tune_epochs=1, weights="none",
-              fine_tune_from=QUICK_FINE_TUNE_FROM, flags=("--min-eval-examples", "1"))
+              fine_tune_from=QUICK_FINE_TUNE_FROM, base_blocks=QUICK_BASE_BLOCKS, flags=("--min-eval-examples", "1"))
 QUICK_RUN = ("--min-accuracy", "0", "--batch-size", "8", "--calibration-images", "16")
 
 
@@ -114,7 +116,7 @@ def plain_script(setup: Setup, paths: dict, weights: str) -> dict:
 
     recipe = trainer.Recipe(image_size=setup.image_size, head_epochs=setup.head_epochs,
                             fine_tune_epochs=setup.fine_tune_epochs, weights=weights, seeds=1, alpha=setup.alpha,
-                            fine_tune_from=setup.fine_tune_from)
+                            fine_tune_from=setup.fine_tune_from, base_blocks=setup.base_blocks)
     return trainer.run_reference(recipe, {**paths, "weights": weights})
 
 
@@ -144,6 +146,7 @@ def measure(size: int, setup: Setup, weights: str, scratch: pathlib.Path, logs: 
     run = command("run", "--output-dir", str(root), *model, "--alpha", str(setup.alpha), "--weights", weights,
                   "--head-epochs", str(setup.head_epochs), "--fine-tune-epochs", str(setup.fine_tune_epochs),
                   *(("--fine-tune-from", str(setup.fine_tune_from)) if setup.fine_tune_from is not None else ()),
+                  "--base-blocks", str(setup.base_blocks),
                   *(QUICK_RUN if setup == QUICK else ()), log=logs / f"run-{size}.log")
     summary = json.loads((root / "run_summary.json").read_text())
     if summary.get("error") or not summary.get("pushed_version"):

@@ -59,9 +59,10 @@ class Settings:
 
 
 FULL = Settings(image_size=160, pipeline_sizes=(500, 2000, 8000), repeats=3)
-# The quick runs' model as small as the code paths allow: the narrowest base, phase 2 on its last layers.
+# The quick runs' model as small as the code paths allow: the quick training's (benchmarks/trainer.QUICK).
 QUICK = Settings(image_size=96, pipeline_sizes=(80,), repeats=1,
-                 run_flags=("--alpha", "0.35", "--fine-tune-from", str(trainer_bench.QUICK_FINE_TUNE_FROM),
+                 run_flags=("--alpha", "0.35", "--base-blocks", str(trainer_bench.QUICK_BASE_BLOCKS),
+                            "--fine-tune-from", str(trainer_bench.QUICK_FINE_TUNE_FROM),
                             "--batch-size", "8", "--calibration-images", "16"))
 
 
