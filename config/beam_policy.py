@@ -11,6 +11,8 @@ Beam arguments of their own: `compile --beam-arg`.
 from __future__ import annotations
 
 import os
+import types
+import weakref
 
 IN_PROCESS = ("--direct_running_mode=in_memory",)
 # Arguments that restate Beam's own defaults (the DirectRunner, in this process). Given any Beam argument at all,
@@ -78,3 +80,68 @@ def fast_tfrecord_checksums() -> None:
     if google_crc32c.implementation == "c" and not getattr(tfrecordio._default_crc32c_fn, "fn", None):
         tfrecordio._default_crc32c_fn.fn = google_crc32c.value
 
+
+
+# The Beam release whose parameter lookup the cache below was checked against (tests/config/test_beam_policy.py
+# compares its answers with Beam's own): on any other, Beam keeps its own lookup until the cache is checked there.
+PARAMETER_CACHE_CHECKED_ON = "2.59.0"
+_WRAPPED_DEPTH = 8  # functools.wraps chains followed; a deeper one is looked up by Beam every time
+_UNWRAPPED = object()  # no `__wrapped__` at all (None is one, which inspect follows)
+
+
+def _identity(function) -> tuple | None:
+    """What `inspect.signature` reads of a plain function, and of each function it wraps (`__wrapped__`): its code,
+    its defaults, a `__signature__`. None for anything else (a builtin, a partial, a callable object, a
+    partialmethod's function, a `__wrapped__` that is no function): Beam's to look up every time."""
+    parts = []
+    for _ in range(_WRAPPED_DEPTH):
+        if not isinstance(function, types.FunctionType) or hasattr(function, "_partialmethod"):
+            return None
+        parts.append((function.__code__, function.__defaults__, getattr(function, "__signature__", None)))
+        function = getattr(function, "__wrapped__", _UNWRAPPED)
+        if function is _UNWRAPPED:
+            return tuple(parts)
+    return None
+
+
+def _same(kept: tuple, now: tuple) -> bool:
+    """Whether two `_identity` answers hold the same objects (by identity: a default's own == may be anything)."""
+    return len(kept) == len(now) and all(a is b for old, new in zip(kept, now) for a, b in zip(old, new))
+
+
+def fast_dofn_introspection() -> None:
+    """Beam asks for the parameters of every method of every DoFn each time it checks whether a DoFn keeps state or
+    timers (`apache_beam.transforms.userstate.get_dofn_specs`: building the pipeline, translating it, and again for
+    each bundle's processor), one `inspect.signature` at a time: thousands of lookups for a pipeline of a few
+    stages, about a tenth of a small run's CPU (docs/performance.md). A function's parameters are what its code and
+    defaults say, so Beam's answer is kept per function (weakly: a pipeline's lambdas go with it), the same for its
+    bound methods, and given again only while the function's code, defaults and wrapped functions are the same
+    objects. Anything else is Beam's own lookup. Given in each process that imports ingest.spans, as the
+    checksums are; on a Beam release other than PARAMETER_CACHE_CHECKED_ON, nothing changes."""
+    import apache_beam
+    from apache_beam.transforms import core
+
+    lookup = core.get_function_args_defaults
+    if apache_beam.__version__ != PARAMETER_CACHE_CHECKED_ON or getattr(lookup, "beam_lookup", None):
+        return
+    kept = {False: weakref.WeakKeyDictionary(), True: weakref.WeakKeyDictionary()}  # by whether bound
+
+    def cached(f):
+        bound = isinstance(f, types.MethodType)
+        function = f.__func__ if bound else f
+        identity = _identity(function)
+        if identity is None:
+            return lookup(f)
+        known = kept[bound].get(function)
+        if known is not None and _same(known[0], identity):
+            names, defaults = known[1]
+            return list(names), list(defaults)  # Beam's callers get lists of their own, as from the lookup itself
+        names, defaults = lookup(f)
+        # A state or timer parameter's spec holds its callback (a timer's own method): kept here, such a function's
+        # answer would keep it, and its class, alive. Stateful DoFns are few; Beam looks theirs up every time.
+        if not any(isinstance(d, (core._StateDoFnParam, core._TimerDoFnParam)) for d in defaults):
+            kept[bound][function] = (identity, (names, defaults))
+        return list(names), list(defaults)
+
+    cached.beam_lookup = lookup
+    core.get_function_args_defaults = cached

@@ -26,6 +26,7 @@ from ingest.images import CheckedImage, RejectedImage, check_images
 from ingest.span_report import ACCEPTED, DUPLICATE, NORMALIZED, QUARANTINED
 
 beam_policy.fast_tfrecord_checksums()
+beam_policy.fast_dofn_introspection()
 
 SPLITS = layout.SPLITS
 _PROGRESS_EVERY = 1000

@@ -71,3 +71,182 @@ def test_beam_checksums_tfrecords_with_google_crc32c_and_tensorflow_reads_them_b
              | beam.io.WriteToTFRecord(str(tmp_path / "records"), file_name_suffix=".tfrecord", num_shards=1))
     [written] = tmp_path.glob("records*.tfrecord")
     assert sorted(r.numpy() for r in tf.data.TFRecordDataset(str(written))) == sorted(records)
+
+
+def _lookups():
+    """(Beam's own parameter lookup, the one Beam uses in this process), as importing ingest.spans leaves them."""
+    from apache_beam.transforms import core
+
+    import ingest.spans  # noqa: F401  (importing it is what gives Beam the cache, in any process)
+
+    cached = core.get_function_args_defaults
+    return cached.beam_lookup, cached
+
+
+class _Counting(beam.DoFn):
+    """Counts each key's elements in Beam's user state: (key, count so far) for each element."""
+
+    COUNT = beam.transforms.userstate.CombiningValueStateSpec("count", sum)
+
+    def process(self, element, count=beam.DoFn.StateParam(COUNT), timestamp=beam.DoFn.TimestampParam):
+        count.add(1)
+        yield element[0], count.read()
+
+    @classmethod
+    def named(cls, name, suffix="!"):
+        return name + suffix
+
+
+class _Stamping(beam.DoFn):
+    def process(self, element, timestamp=beam.DoFn.TimestampParam):
+        yield element, timestamp
+
+
+def _plain(a, b=1, *rest, c=3, **more):
+    return a
+
+
+def test_the_cached_lookup_answers_as_beams_own_for_every_kind_of_callable():
+    import functools
+
+    beam_lookup, cached = _lookups()
+    assert cached is not beam_lookup, "the cache is given on this Beam release"
+
+    @functools.wraps(_plain)
+    def wrapper(*args, **kwargs):
+        return _plain(*args, **kwargs)
+
+    class Partly:
+        part = functools.partialmethod(_Counting.named, suffix="?")
+
+    callables = [_plain, wrapper, lambda x, y=[]: x, _Counting().process, _Counting.named, _Counting.process,
+                 _Stamping().process, functools.partial(_plain, 1), len, str.strip, beam.Map(len).fn.process,
+                 Partly.part, Partly().part]
+    for f in callables:
+        for _ in range(2):  # the second answer comes from the cache, where one is kept
+            assert cached(f) == beam_lookup(f), f
+    names, defaults = cached(_plain)
+    names.append("x"), defaults.clear()
+    assert cached(_plain) == (["a", "b"], [1]), "each caller gets lists of its own"
+
+
+def test_a_function_whose_defaults_change_is_looked_up_again_and_so_is_what_wraps_it():
+    import functools
+
+    _, cached = _lookups()
+
+    def counted(element, start=0):
+        return element
+
+    @functools.wraps(counted)
+    def wrapper(*args, **kwargs):
+        return counted(*args, **kwargs)
+
+    assert cached(counted) == cached(wrapper) == (["element", "start"], [0])
+    counted.__defaults__ = (10,)
+    assert cached(counted) == cached(wrapper) == (["element", "start"], [10])
+    counted.__code__ = (lambda element, first, start=0: element).__code__
+    assert cached(counted)[0] == ["element", "first", "start"]
+
+
+def test_what_inspect_reads_besides_code_and_defaults_is_looked_up_again_when_it_changes():
+    import functools
+
+    _, cached = _lookups()
+
+    def counted(element, start=0):
+        return element
+
+    assert cached(counted) == (["element", "start"], [0])
+    counted.__wrapped__ = None  # inspect follows it, finds no signature there and Beam falls back to one argument
+    assert cached(counted) == (["_"], [])
+    del counted.__wrapped__
+    assert cached(counted) == (["element", "start"], [0])
+    counted._partialmethod = functools.partialmethod(_plain, 1)  # inspect reads a partialmethod before the code
+    assert cached(counted) == cached.beam_lookup(counted) != (["element", "start"], [0])
+
+
+def test_the_cache_keeps_no_function_alive():
+    import gc
+    import weakref
+
+    _, cached = _lookups()
+    function = eval("lambda element, side=None: element")  # noqa: S307  (a function only this test refers to)
+    cached(function), cached(function)
+    gone = weakref.ref(function)
+    del function
+    gc.collect()
+    assert gone() is None
+
+
+def test_a_dofn_with_a_timer_goes_with_its_class():
+    """A timer's spec holds its callback, whose own timer parameter holds the spec: kept by the cache, that
+    method, and the class its `super()` names, would stay for the process."""
+    import gc
+    import weakref
+
+    from apache_beam.transforms import userstate
+    from apache_beam.transforms.timeutil import TimeDomain
+
+    _lookups()
+
+    def looping_class():
+        class Looping(beam.DoFn):
+            TIMER = userstate.TimerSpec("again", TimeDomain.WATERMARK)
+            LARGE = bytearray(1 << 20)
+
+            def process(self, element, timer=beam.DoFn.TimerParam(TIMER)):
+                timer.set(0)
+
+            @userstate.on_timer(TIMER)
+            def again(self, timer=beam.DoFn.TimerParam(TIMER)):
+                super().setup()
+                timer.set(0)
+
+        return Looping
+
+    kind = looping_class()
+    assert userstate.is_stateful_dofn(kind()) and userstate.is_stateful_dofn(kind())
+    gone = [weakref.ref(kind), weakref.ref(kind.__dict__["again"])]
+    del kind
+    gc.collect()
+    assert [ref() for ref in gone] == [None, None]
+
+
+def test_a_stateful_dofn_is_still_known_as_one_and_its_state_kept_per_key():
+    from apache_beam.testing.util import assert_that, equal_to
+    from apache_beam.transforms import userstate
+
+    _lookups()
+    assert userstate.is_stateful_dofn(_Counting()) and not userstate.is_stateful_dofn(beam.Map(len).fn)
+    elements = [("cat", "a"), ("dog", "a"), ("cat", "b"), ("cat", "c"), ("dog", "b")]
+    with beam.Pipeline() as pipeline:
+        counts = pipeline | beam.Create(elements, reshuffle=False) | beam.ParDo(_Counting())
+        assert_that(counts, equal_to([("cat", 1), ("cat", 2), ("cat", 3), ("dog", 1), ("dog", 2)]))
+
+
+def test_beam_looks_a_function_up_once_and_only_on_the_release_the_cache_was_checked_on(monkeypatch):
+    import apache_beam
+    from apache_beam.transforms import core
+
+    beam_lookup, cached = _lookups()
+    beam_policy.fast_dofn_introspection()
+    assert core.get_function_args_defaults is cached, "given again, it is not wrapped twice"
+    asked = []
+
+    def counting(f):
+        asked.append(getattr(f, "__name__", f))
+        return beam_lookup(f)
+
+    monkeypatch.setattr(core, "get_function_args_defaults", counting)
+    beam_policy.fast_dofn_introspection()
+    given = core.get_function_args_defaults
+    for f in (_plain, _plain, _Stamping().process, _Stamping().process, _Counting().process, _Counting().process, len,
+              len):
+        assert given(f) == beam_lookup(f)
+    # a builtin, and a method with a state or timer parameter, are Beam's to look up every time
+    assert asked == ["_plain", "process", "process", "process", "len", "len"]
+    monkeypatch.setattr(core, "get_function_args_defaults", beam_lookup)
+    monkeypatch.setattr(apache_beam, "__version__", "2.60.0")
+    beam_policy.fast_dofn_introspection()
+    assert core.get_function_args_defaults is beam_lookup
