@@ -81,7 +81,6 @@ def fast_tfrecord_checksums() -> None:
         tfrecordio._default_crc32c_fn.fn = google_crc32c.value
 
 
-
 # The Beam release whose parameter lookup the cache below was checked against (tests/config/test_beam_policy.py
 # compares its answers with Beam's own): on any other, Beam keeps its own lookup until the cache is checked there.
 PARAMETER_CACHE_CHECKED_ON = "2.59.0"
