@@ -43,6 +43,8 @@ class Interrupts:
             signal.signal(signal.SIGINT, self._previous)
             self._previous = None
             _HOLDING.remove(self)
+        # After it, `interrupted` says whether a Ctrl-C came while it was entered, to it or to the one outside it
+        self.interrupted = self.interrupted or (self._outer is not None and self._outer.interrupted)
         self._outer = None
 
     def _received(self, signum, frame):
@@ -153,14 +155,18 @@ def from_ctrl_c(error: BaseException) -> bool:
 def ctrl_c_kept(function):
     """`function` with a Ctrl-C that C code turned into another error raised as the KeyboardInterrupt it was: TFX's
     launcher records an executor's Exception as the node's failure (its traceback logged), a KeyboardInterrupt
-    reaches the run, which says it was interrupted and marks the node CANCELED."""
+    reaches the run, which says it was interrupted and marks the node CANCELED. The error need not name the Ctrl-C:
+    C code that calls back into Python may print the KeyboardInterrupt, drop it and fail with an error of its own.
+    So SIGINT is recorded while `function` runs (Interrupts), and an error after one was received is the Ctrl-C."""
     @functools.wraps(function)
     def kept(*args, **kwargs):
-        try:
-            return function(*args, **kwargs)
-        except Exception as error:
-            if from_ctrl_c(error):
-                raise KeyboardInterrupt from None
-            raise
+        with Interrupts() as held:
+            try:
+                return function(*args, **kwargs)
+            except Exception as error:
+                if from_ctrl_c(error):
+                    raise KeyboardInterrupt from None
+                held.check()  # raises it, the error kept as its context for a debugger
+                raise
 
     return kept

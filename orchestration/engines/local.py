@@ -274,15 +274,17 @@ def _run_locked(config: PipelineConfig, where: RunLayout, source: Source | None,
     )
     earlier_runs = store_health.run_ids(where.metadata_path)
     error, interrupted = None, False
+    # SIGINT recorded as well as raised: a Ctrl-C a finalizer swallows (the Evaluator's, the Trainer's) still stops
+    # the run before its push (ServingPusher checks).
+    ctrl_c = interrupts.Interrupts()
     try:
-        # SIGINT recorded as well as raised: a Ctrl-C a finalizer swallows (the Evaluator's, the Trainer's) still
-        # stops the run before its push (ServingPusher checks).
-        with tfx_node.failed_resolutions_raise(), interrupts.Interrupts():  # a failed resolver stops the run
+        with tfx_node.failed_resolutions_raise(), ctrl_c:  # a failed resolver stops the run
             LocalDagRunner().run(pipeline)
     except KeyboardInterrupt:
         interrupted = True
     except Exception as exc:  # the summary reports it; the exit code says it
-        interrupted = interrupts.from_ctrl_c(exc)  # a Ctrl-C that C code turned into another error
+        # A Ctrl-C that C code turned into another error, or printed and dropped before failing with one of its own
+        interrupted = interrupts.from_ctrl_c(exc) or ctrl_c.interrupted
         error = f"{type(exc).__name__}: {exc}"
         logging.debug("pipeline failed", exc_info=True)
     # From here the run only writes what it did: a Ctrl-C (a second one, pressed a moment after the first, or one

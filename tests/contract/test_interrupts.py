@@ -39,6 +39,52 @@ def test_an_executor_gives_its_launcher_the_ctrl_c_as_a_keyboard_interrupt_and_o
     assert interrupts.ctrl_c_kept(lambda x: x + 1)(1) == 2
 
 
+def _drops_a_ctrl_c_and_fails_as_c_code_can():
+    """TensorFlow's C++, given a KeyboardInterrupt by a Python call it made, can print it, clear it and return an
+    error of its own: the error names no Ctrl-C (seen once in the faults scenario's interrupted Trainer)."""
+    try:
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(1)  # the handler runs here
+    except KeyboardInterrupt:
+        pass  # printed and cleared by the C code
+    raise RuntimeError("Failed to flatten the structure")
+
+
+def test_an_error_after_a_ctrl_c_that_c_code_dropped_is_the_ctrl_c_and_an_error_with_none_is_itself():
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with pytest.raises(KeyboardInterrupt) as raised:
+            interrupts.ctrl_c_kept(_drops_a_ctrl_c_and_fails_as_c_code_can)()
+        assert isinstance(raised.value.__context__, RuntimeError), "the error is kept for a debugger"
+        with interrupts.Interrupts() as run:  # a local run's guard, the executor's nested in it
+            with pytest.raises(KeyboardInterrupt):
+                interrupts.ctrl_c_kept(_drops_a_ctrl_c_and_fails_as_c_code_can)()
+        assert run.interrupted
+        with pytest.raises(RuntimeError, match="a real fault"):  # no Ctrl-C this time: the error as it was
+            interrupts.ctrl_c_kept(lambda: (_ for _ in ()).throw(RuntimeError("a real fault")))()
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def test_a_guard_says_after_it_whether_a_ctrl_c_came_while_it_was_entered_to_it_or_to_the_one_outside():
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with interrupts.Interrupts() as run:
+            with interrupts.Interrupts() as quiet:
+                pass
+            with interrupts.Interrupts() as nested:
+                with pytest.raises(KeyboardInterrupt):
+                    os.kill(os.getpid(), signal.SIGINT)
+                    time.sleep(1)
+        assert (run.interrupted, nested.interrupted, quiet.interrupted) == (True, True, False)
+        with interrupts.Interrupts() as again:  # entered again: a new record
+            pass
+        assert not again.interrupted
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 def test_a_command_that_ends_in_such_an_error_says_it_was_interrupted_and_exits_130(monkeypatch, capsys):
     from cli import history
 

@@ -200,3 +200,38 @@ def test_sigterm_stops_a_run_as_a_ctrl_c_does_and_a_store_locked_as_it_stops_is_
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # as it was before the run
     with run_lock.exclusive_run(tmp_path / "out"):  # released
         pass
+
+
+def test_a_ctrl_c_that_c_code_printed_and_dropped_before_failing_is_still_the_run_s_interrupt(tmp_path, monkeypatch):
+    """TensorFlow's C++, given the KeyboardInterrupt of a Python call it made, can print it, clear it and fail with
+    an error of its own that names no Ctrl-C; here a node outside any executor's guard (a resolver) does so. The
+    run still ends as interrupted: exit 130, what ran CANCELED, no traceback."""
+    import os
+    import signal
+    import time
+
+    from components import tuner
+    from contract.errors import INTERRUPTED
+    from ingest import synthetic
+    from tests.helpers import TINY, run_cli
+
+    def dropped_then_failed(self, store, input_dict):
+        try:
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(1)  # the handler runs here
+        except KeyboardInterrupt:
+            pass
+        raise RuntimeError("Failed to flatten the structure")
+
+    monkeypatch.setattr(tuner.NewestStrategy, "resolve_artifacts", dropped_then_failed)
+    synthetic.write_demo_images(tmp_path / "images", 4)
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a terminal
+    try:
+        result, summary = run_cli(tmp_path / "images", tmp_path / "out", *TINY, in_process=True)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    assert result.returncode == INTERRUPTED and "Traceback" not in result.stderr, result.stderr[-3000:]
+    assert summary["error"].startswith("interrupted (Ctrl-C)"), summary["error"]
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    with run_lock.exclusive_run(tmp_path / "out"):  # released
+        pass
