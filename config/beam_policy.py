@@ -179,3 +179,36 @@ def fast_option_views() -> None:
 
     view_as.beam_view_as = make_view
     options_class.view_as = view_as
+
+
+# The dill release whose `_trace` the function below replaces (the one Beam 2.59.0 pins; checked by
+# tests/config/test_beam_option_views.py).
+DILL_TRACE_CHECKED_ON = "0.3.1.1"
+
+
+def fast_pickler_trace() -> None:
+    """Beam turns dill's tracing off after every pickling of a function or a coder (`dill._dill._trace(False)`,
+    thousands a run), and dill does it by setting its logger's level each time, which makes Python clear the cached
+    levels of every logger in the process (some hundreds with TensorFlow and TFX): about 30 us a call, 2-4% of a small
+    run's CPU (docs/performance.md). The level is set only when it changes; where it does not, nothing is cleared
+    and nothing else differs. Given where the parameter cache is; on a dill release other than
+    DILL_TRACE_CHECKED_ON, nothing changes."""
+    import logging
+
+    try:
+        import dill
+        from dill import _dill
+    except ImportError:
+        return
+    trace = _dill._trace
+    if dill.__version__ != DILL_TRACE_CHECKED_ON or getattr(trace, "dill_trace", None):
+        return
+    log = _dill.log
+
+    def level_set_once(boolean):
+        level = logging.INFO if boolean else logging.WARN
+        if log.level != level:
+            log.setLevel(level)
+
+    level_set_once.dill_trace = trace
+    _dill._trace = level_set_once

@@ -250,3 +250,40 @@ def test_beam_looks_a_function_up_once_and_only_on_the_release_the_cache_was_che
     monkeypatch.setattr(apache_beam, "__version__", "2.60.0")
     beam_policy.fast_dofn_introspection()
     assert core.get_function_args_defaults is beam_lookup
+
+
+def test_dills_trace_sets_its_level_as_before_and_clears_no_logger_cache_when_the_level_stays():
+    import logging
+
+    from dill import _dill
+
+    import ingest.spans  # noqa: F401  (importing it is what gives dill the quieter trace, in any process)
+
+    trace = _dill._trace
+    assert trace.dill_trace is not trace
+    other = logging.getLogger("cats_vs_dogs.trace_probe")
+    trace(False)
+    for boolean, level, changed in ((True, logging.INFO, True), (True, logging.INFO, False),
+                                    (False, logging.WARN, True), (False, logging.WARN, False)):
+        other.isEnabledFor(logging.DEBUG)  # fills the logger's cache, which any setLevel in the process clears
+        trace(boolean)
+        assert _dill.log.level == level
+        assert bool(other._cache) is not changed, "cleared exactly when the level changed"
+    other.isEnabledFor(logging.DEBUG)
+    trace.dill_trace(False)
+    assert not other._cache, "dill's own clears every logger's cache each time"
+
+
+def test_dills_trace_is_replaced_once_and_only_on_the_release_it_was_checked_on(monkeypatch):
+    import dill
+    from dill import _dill
+
+    import ingest.spans  # noqa: F401
+
+    quiet = _dill._trace
+    beam_policy.fast_pickler_trace()
+    assert _dill._trace is quiet, "given again, it is not wrapped twice"
+    monkeypatch.setattr(_dill, "_trace", quiet.dill_trace)
+    monkeypatch.setattr(dill, "__version__", "0.3.9")
+    beam_policy.fast_pickler_trace()
+    assert _dill._trace is quiet.dill_trace
