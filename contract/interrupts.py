@@ -12,7 +12,7 @@ import functools
 import signal
 import threading
 
-_HOLDING: list["Interrupts"] = []  # the Interrupts whose handler SIGINT has now, outermost first
+_RECEIVED = [0]  # Ctrl-Cs raised in this process (SIGINT, and SIGTERM taken as one): a guard compares counts
 
 
 class Interrupts:
@@ -20,40 +20,60 @@ class Interrupts:
     raised, and `check` raises it again at a safe point (a search: each training batch of a trial, each trial's
     start and end, the search's end; the Trainer: each batch and its end; a local run: before the push; rollback's
     TF Serving check: its end). Entered inside another (the Trainer's inside a local run's), it checks the outer
-    one's record, which SIGINT goes to."""
+    one's record, which SIGINT goes to. After it, `interrupted` says whether a Ctrl-C came while it was entered (to
+    it, to the one outside it, or a SIGTERM taken as one where SIGINT is ignored).
+
+    The guard that holds SIGINT is the one whose handler is installed (no list of its own to fall out of step), and
+    a second Ctrl-C raised as it takes or gives back the handler leaves Python's own in place. (Blocking signals
+    meanwhile would not do: Python runs a handler in the main thread as a call returns, whichever thread the
+    signal reached. One run as `__exit__` is called, before its first line, still leaves this one's handler: it
+    raises and counts a Ctrl-C as Python's would, and a guard entered later nests in it.)"""
 
     def __init__(self):
         self.interrupted = False
-        self._previous = None
+        self._owns = False
         self._outer: Interrupts | None = None
+        self._seen = _RECEIVED[0]
 
     def __enter__(self) -> "Interrupts":
-        self.interrupted = False
-        if threading.current_thread() is threading.main_thread():
+        self.interrupted, self._seen = False, _RECEIVED[0]
+        if threading.current_thread() is not threading.main_thread():
+            return self
+        try:
             handler = signal.getsignal(signal.SIGINT)
             if handler is signal.default_int_handler:  # not where Ctrl-C is ignored
-                self._previous = signal.signal(signal.SIGINT, self._received)
-                _HOLDING.append(self)
-            elif _HOLDING and handler == _HOLDING[-1]._received:
-                self._outer = _HOLDING[-1]
+                self._owns = True  # first: a Ctrl-C raised as the call below returns finds it to give back
+                signal.signal(signal.SIGINT, self._received)
+            else:
+                self._outer = _holder()
+        except KeyboardInterrupt:  # the block will not run, nor __exit__
+            self.__exit__(None, None, None)
+            raise
         return self
 
     def __exit__(self, *exc_info) -> None:
-        if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)
-            self._previous = None
-            _HOLDING.remove(self)
-        # After it, `interrupted` says whether a Ctrl-C came while it was entered, to it or to the one outside it
-        self.interrupted = self.interrupted or (self._outer is not None and self._outer.interrupted)
+        # No call before the handler is Python's again: Python runs a pending handler as a call returns
+        self.interrupted = self.interrupted or _RECEIVED[0] != self._seen
         self._outer = None
+        if self._owns:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+            self._owns = False
 
     def _received(self, signum, frame):
         self.interrupted = True
+        _RECEIVED[0] += 1
         raise KeyboardInterrupt
 
     def check(self) -> None:
-        if self.interrupted or (self._outer is not None and self._outer.interrupted):
+        if self.interrupted or _RECEIVED[0] != self._seen or (self._outer is not None and self._outer.interrupted):
             raise KeyboardInterrupt
+
+
+def _holder() -> Interrupts | None:
+    """The Interrupts whose handler SIGINT has now, if any."""
+    handler = signal.getsignal(signal.SIGINT)
+    owner = getattr(handler, "__self__", None)
+    return owner if isinstance(owner, Interrupts) and handler == owner._received else None
 
 
 class Deferred:
@@ -126,6 +146,8 @@ class TermAsCtrlC:
     @staticmethod
     def _received(signum, frame):
         handler = signal.getsignal(signal.SIGINT)
+        if handler is signal.default_int_handler or not callable(handler):
+            _RECEIVED[0] += 1  # raised here: counted for the guards (an Interrupts' handler counts its own)
         if callable(handler):
             handler(signal.SIGINT, frame)
         else:
@@ -135,7 +157,8 @@ class TermAsCtrlC:
 def check_held() -> None:
     """Raises a Ctrl-C that any Interrupts entered now recorded (a finalizer may have swallowed it): for code that
     runs inside one it was not given, such as a pipeline node inside a local run."""
-    for holder in _HOLDING:
+    holder = _holder()
+    if holder is not None:
         holder.check()
 
 

@@ -2,6 +2,7 @@
 
 import dataclasses
 import os
+import pathlib
 import signal
 import time
 
@@ -81,6 +82,75 @@ def test_a_guard_says_after_it_whether_a_ctrl_c_came_while_it_was_entered_to_it_
         with interrupts.Interrupts() as again:  # entered again: a new record
             pass
         assert not again.interrupted
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _dropping_sigterm_then_failing():
+    """As `_drops_a_ctrl_c_and_fails_as_c_code_can`, for a scheduler's SIGTERM taken as a Ctrl-C."""
+    try:
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(1)  # the handler runs here
+    except KeyboardInterrupt:
+        pass
+    raise RuntimeError("Failed to flatten the structure")
+
+
+def test_a_sigterm_that_c_code_dropped_where_sigint_is_ignored_is_still_the_interrupt():
+    """A background job (`cmd &`) has SIGINT ignored: no guard takes it, and SIGTERM is raised as a KeyboardInterrupt
+    of its own (TermAsCtrlC); dropped by C code, it is still what stops the executor and the run."""
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN), signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    try:
+        with interrupts.TermAsCtrlC(), interrupts.Interrupts() as run:
+            with pytest.raises(KeyboardInterrupt):
+                interrupts.ctrl_c_kept(_dropping_sigterm_then_failing)()
+        assert run.interrupted
+    finally:
+        signal.signal(signal.SIGINT, previous[0])
+        signal.signal(signal.SIGTERM, previous[1])
+
+
+def _ctrl_c_at(function_name: str, line_text: str):
+    """A trace function that sends SIGINT as `function_name` in contract/interrupts.py reaches the line holding
+    `line_text`, whose handler runs there: a second Ctrl-C at the moment Python would run it after the call before
+    (taking the handler, giving it back), every time."""
+    import sys
+
+    lines = pathlib.Path(interrupts.__file__).read_text().splitlines()
+
+    def tracer(frame, event, arg):
+        if frame.f_code.co_filename != interrupts.__file__ or frame.f_code.co_name != function_name:
+            return None
+
+        def line(frame, event, arg):
+            if event == "line" and line_text in lines[frame.f_lineno - 1]:
+                sys.settrace(None)
+                os.kill(os.getpid(), signal.SIGINT)
+            return line
+        return line
+    return tracer
+
+
+@pytest.mark.parametrize("moment", [("__enter__", "signal.signal(signal.SIGINT, self._received)"),
+                                    ("__exit__", "self._owns = False")],
+                         ids=["taking the handler", "giving it back"])
+def test_a_ctrl_c_as_a_guard_takes_or_gives_back_the_handler_leaves_none_stale_to_blame_a_later_run(moment):
+    import sys
+
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        sys.settrace(_ctrl_c_at(*moment))
+        try:
+            with pytest.raises(KeyboardInterrupt):
+                with interrupts.Interrupts():
+                    time.sleep(0.2)
+        finally:
+            sys.settrace(None)
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler and interrupts._holder() is None
+        with interrupts.Interrupts() as later:  # a later run in the same process, no Ctrl-C
+            interrupts.check_held()
+            later.check()
+        assert not later.interrupted
     finally:
         signal.signal(signal.SIGINT, previous)
 
