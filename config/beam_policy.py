@@ -10,6 +10,7 @@ Beam arguments of their own: `compile --beam-arg`.
 
 from __future__ import annotations
 
+import operator
 import os
 import types
 import weakref
@@ -92,11 +93,11 @@ def _identity(function) -> tuple | None:
     """What `inspect.signature` reads of a plain function, and of each function it wraps (`__wrapped__`): its code,
     its defaults, a `__signature__`. None for anything else (a builtin, a partial, a callable object, a
     partialmethod's function, a `__wrapped__` that is no function): Beam's to look up every time."""
-    parts = []
+    parts = []  # flat: three per function, so that comparing two answers is one pass of operator.is_
     for _ in range(_WRAPPED_DEPTH):
         if not isinstance(function, types.FunctionType) or hasattr(function, "_partialmethod"):
             return None
-        parts.append((function.__code__, function.__defaults__, getattr(function, "__signature__", None)))
+        parts += (function.__code__, function.__defaults__, getattr(function, "__signature__", None))
         function = getattr(function, "__wrapped__", _UNWRAPPED)
         if function is _UNWRAPPED:
             return tuple(parts)
@@ -105,7 +106,7 @@ def _identity(function) -> tuple | None:
 
 def _same(kept: tuple, now: tuple) -> bool:
     """Whether two `_identity` answers hold the same objects (by identity: a default's own == may be anything)."""
-    return len(kept) == len(now) and all(a is b for old, new in zip(kept, now) for a, b in zip(old, new))
+    return len(kept) == len(now) and all(map(operator.is_, kept, now))
 
 
 def fast_dofn_introspection() -> None:
