@@ -202,3 +202,18 @@ def servable_model(folder, tag: str, keras_wrappers: bool = False) -> str:
         _SERVABLE_TEMPLATES[key] = template
     shutil.copytree(_SERVABLE_TEMPLATES[key], folder, dirs_exist_ok=True)
     return str(folder)
+
+
+def drops_a_ctrl_c_then_fails(signum: int = 2) -> None:
+    """What TensorFlow's C++ can do with the KeyboardInterrupt of a Python call it made: print it, clear it and fail
+    with an error of its own that names no Ctrl-C. `signum`: the signal sent to this process (SIGINT; SIGTERM where
+    it is taken as a Ctrl-C)."""
+    import os
+    import time
+
+    try:
+        os.kill(os.getpid(), signum)
+        time.sleep(1)  # the handler runs here
+    except KeyboardInterrupt:
+        pass
+    raise RuntimeError("Failed to flatten the structure")

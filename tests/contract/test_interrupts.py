@@ -11,6 +11,7 @@ import pytest
 import pipeline_runner
 from contract import interrupts
 from contract.errors import INTERRUPTED
+from tests.helpers import drops_a_ctrl_c_then_fails
 
 
 def _as_c_code_reports_it():
@@ -40,26 +41,15 @@ def test_an_executor_gives_its_launcher_the_ctrl_c_as_a_keyboard_interrupt_and_o
     assert interrupts.ctrl_c_kept(lambda x: x + 1)(1) == 2
 
 
-def _drops_a_ctrl_c_and_fails_as_c_code_can():
-    """TensorFlow's C++, given a KeyboardInterrupt by a Python call it made, can print it, clear it and return an
-    error of its own: the error names no Ctrl-C (seen once in the faults scenario's interrupted Trainer)."""
-    try:
-        os.kill(os.getpid(), signal.SIGINT)
-        time.sleep(1)  # the handler runs here
-    except KeyboardInterrupt:
-        pass  # printed and cleared by the C code
-    raise RuntimeError("Failed to flatten the structure")
-
-
 def test_an_error_after_a_ctrl_c_that_c_code_dropped_is_the_ctrl_c_and_an_error_with_none_is_itself():
     previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         with pytest.raises(KeyboardInterrupt) as raised:
-            interrupts.ctrl_c_kept(_drops_a_ctrl_c_and_fails_as_c_code_can)()
+            interrupts.ctrl_c_kept(drops_a_ctrl_c_then_fails)()
         assert isinstance(raised.value.__context__, RuntimeError), "the error is kept for a debugger"
         with interrupts.Interrupts() as run:  # a local run's guard, the executor's nested in it
             with pytest.raises(KeyboardInterrupt):
-                interrupts.ctrl_c_kept(_drops_a_ctrl_c_and_fails_as_c_code_can)()
+                interrupts.ctrl_c_kept(drops_a_ctrl_c_then_fails)()
         assert run.interrupted
         with pytest.raises(RuntimeError, match="a real fault"):  # no Ctrl-C this time: the error as it was
             interrupts.ctrl_c_kept(lambda: (_ for _ in ()).throw(RuntimeError("a real fault")))()
@@ -86,16 +76,6 @@ def test_a_guard_says_after_it_whether_a_ctrl_c_came_while_it_was_entered_to_it_
         signal.signal(signal.SIGINT, previous)
 
 
-def _dropping_sigterm_then_failing():
-    """As `_drops_a_ctrl_c_and_fails_as_c_code_can`, for a scheduler's SIGTERM taken as a Ctrl-C."""
-    try:
-        os.kill(os.getpid(), signal.SIGTERM)
-        time.sleep(1)  # the handler runs here
-    except KeyboardInterrupt:
-        pass
-    raise RuntimeError("Failed to flatten the structure")
-
-
 def test_a_sigterm_that_c_code_dropped_where_sigint_is_ignored_is_still_the_interrupt():
     """A background job (`cmd &`) has SIGINT ignored: no guard takes it, and SIGTERM is raised as a KeyboardInterrupt
     of its own (TermAsCtrlC); dropped by C code, it is still what stops the executor and the run."""
@@ -103,7 +83,7 @@ def test_a_sigterm_that_c_code_dropped_where_sigint_is_ignored_is_still_the_inte
     try:
         with interrupts.TermAsCtrlC(), interrupts.Interrupts() as run:
             with pytest.raises(KeyboardInterrupt):
-                interrupts.ctrl_c_kept(_dropping_sigterm_then_failing)()
+                interrupts.ctrl_c_kept(lambda: drops_a_ctrl_c_then_fails(signal.SIGTERM))()
         assert run.interrupted
     finally:
         signal.signal(signal.SIGINT, previous[0])

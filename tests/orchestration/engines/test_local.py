@@ -116,10 +116,9 @@ def test_a_resolver_whose_resolution_fails_stops_the_run_and_a_ctrl_c_as_it_writ
     from contract import layout
     from contract import metadata as node_ids
     from contract.errors import FAILED
-    from ingest import synthetic
     from orchestration.run import lifecycle
     from reporting import run_index
-    from tests.helpers import TINY, latest_run_states, run_cli
+    from tests.helpers import latest_run_states
 
     def fails(self, store, input_dict):
         raise RuntimeError("the store answered nonsense")
@@ -134,12 +133,7 @@ def test_a_resolver_whose_resolution_fails_stops_the_run_and_a_ctrl_c_as_it_writ
     monkeypatch.setattr(tuner.NewestStrategy, "resolve_artifacts", fails)
     monkeypatch.setattr(lifecycle, "after_the_dag", ctrl_c_then(lifecycle.after_the_dag))
     monkeypatch.setattr(run_index, "publish", ctrl_c_then(run_index.publish))
-    synthetic.write_demo_images(tmp_path / "images", 4)
-    previous = signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a terminal
-    try:
-        result, summary = run_cli(tmp_path / "images", tmp_path / "out", *TINY, in_process=True)
-    finally:
-        signal.signal(signal.SIGINT, previous)
+    result, summary = _tiny_run_as_in_a_terminal(tmp_path)
     assert result.returncode == FAILED, result.stderr[-3000:]  # the run's own outcome, written whole
     assert summary["error"] == (f"NodeFailedError: {node_ids.HYPERPARAMETERS_RESOLVER} could not resolve its inputs: "
                                 "RuntimeError: the store answered nonsense"), summary["error"]
@@ -206,32 +200,32 @@ def test_a_ctrl_c_that_c_code_printed_and_dropped_before_failing_is_still_the_ru
     """TensorFlow's C++, given the KeyboardInterrupt of a Python call it made, can print it, clear it and fail with
     an error of its own that names no Ctrl-C; here a node outside any executor's guard (a resolver) does so. The
     run still ends as interrupted: exit 130, what ran CANCELED, no traceback."""
-    import os
     import signal
-    import time
 
     from components import tuner
     from contract.errors import INTERRUPTED
-    from ingest import synthetic
-    from tests.helpers import TINY, run_cli
+    from tests.helpers import drops_a_ctrl_c_then_fails
 
-    def dropped_then_failed(self, store, input_dict):
-        try:
-            os.kill(os.getpid(), signal.SIGINT)
-            time.sleep(1)  # the handler runs here
-        except KeyboardInterrupt:
-            pass
-        raise RuntimeError("Failed to flatten the structure")
-
-    monkeypatch.setattr(tuner.NewestStrategy, "resolve_artifacts", dropped_then_failed)
-    synthetic.write_demo_images(tmp_path / "images", 4)
-    previous = signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a terminal
-    try:
-        result, summary = run_cli(tmp_path / "images", tmp_path / "out", *TINY, in_process=True)
-    finally:
-        signal.signal(signal.SIGINT, previous)
+    monkeypatch.setattr(tuner.NewestStrategy, "resolve_artifacts", lambda *args: drops_a_ctrl_c_then_fails())
+    result, summary = _tiny_run_as_in_a_terminal(tmp_path)
     assert result.returncode == INTERRUPTED and "Traceback" not in result.stderr, result.stderr[-3000:]
     assert summary["error"].startswith("interrupted (Ctrl-C)"), summary["error"]
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
     with run_lock.exclusive_run(tmp_path / "out"):  # released
         pass
+
+
+def _tiny_run_as_in_a_terminal(tmp_path):
+    """A tiny run on 4 demo images per class, in this process, SIGINT handled by Python's own handler as in a
+    terminal (a suite started in the background has it ignored): (its result, its summary)."""
+    import signal
+
+    from ingest import synthetic
+    from tests.helpers import TINY, run_cli
+
+    synthetic.write_demo_images(tmp_path / "images", 4)
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        return run_cli(tmp_path / "images", tmp_path / "out", *TINY, in_process=True)
+    finally:
+        signal.signal(signal.SIGINT, previous)
