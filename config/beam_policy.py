@@ -10,6 +10,7 @@ Beam arguments of their own: `compile --beam-arg`.
 
 from __future__ import annotations
 
+import copy
 import operator
 import os
 import types
@@ -160,6 +161,7 @@ def _parsed_options(cls, flags: tuple, parsers: tuple, parse):
 
 _PARSED: dict = {}
 _PARSED_KEPT = 512
+_IMMUTABLE = (str, int, float, bool, type(None), frozenset, tuple)
 
 
 def fast_option_views() -> None:
@@ -190,18 +192,19 @@ def fast_option_views() -> None:
                 or cls.__init__ is not options_class.__init__ or cls.__new__ is not object.__new__):
             return make_view(self, cls)
         # the option definitions as they are now: a class whose _add_argparse_args changes is parsed again
-        parsers = tuple(klass.__dict__["_add_argparse_args"].__func__ for klass in cls.__mro__[:-1]
-                        if "_add_argparse_args" in klass.__dict__ and hasattr(klass.__dict__["_add_argparse_args"],
-                                                                              "__func__"))
+        parsers = tuple(getattr(definition, "__func__", definition) for definition in
+                        (klass.__dict__.get("_add_argparse_args") for klass in cls.__mro__[:-1]) if definition)
         parsed = _parsed_options(cls, tuple(flags), parsers, lambda: cls(list(flags))._visible_options)
         logging.basicConfig()  # as Beam's constructor does for each view
         view = object.__new__(cls)
         view._flags = flags
-        view._visible_options = argparse.Namespace(**vars(parsed))
+        # Each view's own lists and dicts, as from a parser of its own: Beam appends to them (experiments)
+        view._visible_options = argparse.Namespace(**{name: value if isinstance(value, _IMMUTABLE) else
+                                                      copy.deepcopy(value) for name, value in vars(parsed).items()})
         view._all_options = values
         for name in view._visible_option_list():
             if name not in values:
-                values[name] = getattr(parsed, name)
+                values[name] = getattr(view._visible_options, name)
         return view
 
     view_as.beam_view_as = make_view

@@ -151,3 +151,35 @@ def test_given_once_and_only_on_the_release_it_was_checked_on(monkeypatch):
     monkeypatch.setattr(apache_beam, "__version__", "2.60.0")
     beam_policy.fast_option_views()
     assert PipelineOptions.view_as is beam_view_as
+
+
+def test_options_made_from_the_same_flags_share_no_list_or_dict():
+    """Beam appends to an options object's lists (`--experiments`, in Pipeline and the runners): another options
+    object made from the same flags, later in the process, must not see it."""
+    from apache_beam.options.pipeline_options import DebugOptions
+
+    _view_as()
+    first = PipelineOptions(["--experiments=a"])
+    first.view_as(DebugOptions).add_experiment("only_the_first")
+    first.view_as(StandardOptions).resource_hints.append("min_ram=1GB")
+    first.view_as(DirectOptions).direct_test_splits["step"] = 1
+    second = PipelineOptions(["--experiments=a"])
+    assert second.view_as(DebugOptions).experiments == ["a"]
+    assert first.view_as(DebugOptions).experiments == ["a", "only_the_first"]
+    assert second.view_as(StandardOptions).resource_hints == [] and second.view_as(DirectOptions).direct_test_splits == {}
+    third = PipelineOptions(["--experiments=a"])
+    view = third.view_as(DebugOptions)
+    assert view._visible_options.experiments is third._all_options["experiments"], "as in Beam's own first view"
+
+
+def test_a_class_whose_options_are_defined_by_a_plain_function_is_parsed_again_when_it_changes():
+    beam_view_as, _ = _view_as()
+
+    class Plain(PipelineOptions):
+        pass
+
+    Plain._add_argparse_args = lambda parser: parser.add_argument("--p")  # no classmethod: Beam calls it anyway
+    options = PipelineOptions(["--p=5", "--q=7"])
+    assert options.view_as(Plain).p == "5"
+    Plain._add_argparse_args = lambda parser: (parser.add_argument("--p"), parser.add_argument("--q"))
+    assert _values(options.view_as(Plain)) == _values(beam_view_as(options, Plain)) == {"p": "5", "q": "7"}
