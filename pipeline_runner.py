@@ -97,6 +97,7 @@ def main(argv: list[str] | None = None, prog: str = SCRIPT, targets=None) -> int
     args = build_parser(prog, targets).parse_args(argv)
     quiet_logs.apply(getattr(args, "verbose", False))
     sys.unraisablehook = _unraisable
+    interrupts.release_stale()  # a guard an earlier command in this process left holding SIGINT
     try:
         return args.handler(args)
     except errors.CommandError as error:

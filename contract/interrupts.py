@@ -26,8 +26,9 @@ class Interrupts:
     The guard that holds SIGINT is the one whose handler is installed (no list of its own to fall out of step), and
     a second Ctrl-C raised as it takes or gives back the handler leaves Python's own in place. (Blocking signals
     meanwhile would not do: Python runs a handler in the main thread as a call returns, whichever thread the
-    signal reached. One run as `__exit__` is called, before its first line, still leaves this one's handler: it
-    raises and counts a Ctrl-C as Python's would, and a guard entered later nests in it.)"""
+    signal reached. One run as `__exit__` is called, before its first line, leaves this one's handler: the guards
+    that span a command (a local run's, an executor's) are closed again in a `finally`, and a command starts by
+    giving back any guard's handler still installed, `release_stale`.)"""
 
     def __init__(self):
         self.interrupted = False
@@ -59,6 +60,8 @@ class Interrupts:
             signal.signal(signal.SIGINT, signal.default_int_handler)
             self._owns = False
 
+    close = __exit__  # for a `finally` around the `with`: again after a Ctrl-C cut `__exit__` short, a no-op else
+
     def _received(self, signum, frame):
         self.interrupted = True
         _RECEIVED[0] += 1
@@ -67,6 +70,15 @@ class Interrupts:
     def check(self) -> None:
         if self.interrupted or _RECEIVED[0] != self._seen or (self._outer is not None and self._outer.interrupted):
             raise KeyboardInterrupt
+
+
+def release_stale() -> None:
+    """Python's own SIGINT handler again where a guard's is still installed: for the start of a command, where no
+    guard is entered yet; a guard whose `__exit__` a Ctrl-C cut short would otherwise take every later Ctrl-C
+    check in the process (one command after another in one process) for its old one."""
+    holder = _holder()
+    if holder is not None and threading.current_thread() is threading.main_thread():
+        holder.close()
 
 
 def _holder() -> Interrupts | None:
@@ -183,13 +195,17 @@ def ctrl_c_kept(function):
     So SIGINT is recorded while `function` runs (Interrupts), and an error after one was received is the Ctrl-C."""
     @functools.wraps(function)
     def kept(*args, **kwargs):
-        with Interrupts() as held:
-            try:
-                return function(*args, **kwargs)
-            except Exception as error:
-                if from_ctrl_c(error):
-                    raise KeyboardInterrupt from None
-                held.check()  # raises it, the error kept as its context for a debugger
-                raise
+        held = Interrupts()
+        try:
+            with held:
+                try:
+                    return function(*args, **kwargs)
+                except Exception as error:
+                    if from_ctrl_c(error):
+                        raise KeyboardInterrupt from None
+                    held.check()  # raises it, the error kept as its context for a debugger
+                    raise
+        finally:
+            held.close()
 
     return kept

@@ -287,6 +287,8 @@ def _run_locked(config: PipelineConfig, where: RunLayout, source: Source | None,
         interrupted = interrupts.from_ctrl_c(exc) or ctrl_c.interrupted
         error = f"{type(exc).__name__}: {exc}"
         logging.debug("pipeline failed", exc_info=True)
+    finally:
+        ctrl_c.close()  # again, should a Ctrl-C have cut its __exit__ short: no later run is blamed for it
     # From here the run only writes what it did: a Ctrl-C (a second one, pressed a moment after the first, or one
     # as a completed run finishes) waits until the summary and report are whole; the run's own code stands.
     with interrupts.Deferred() as deferred:

@@ -166,7 +166,8 @@ def test_options_made_from_the_same_flags_share_no_list_or_dict():
     second = PipelineOptions(["--experiments=a"])
     assert second.view_as(DebugOptions).experiments == ["a"]
     assert first.view_as(DebugOptions).experiments == ["a", "only_the_first"]
-    assert second.view_as(StandardOptions).resource_hints == [] and second.view_as(DirectOptions).direct_test_splits == {}
+    assert second.view_as(StandardOptions).resource_hints == []
+    assert second.view_as(DirectOptions).direct_test_splits == {}
     third = PipelineOptions(["--experiments=a"])
     view = third.view_as(DebugOptions)
     assert view._visible_options.experiments is third._all_options["experiments"], "as in Beam's own first view"

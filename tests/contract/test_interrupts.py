@@ -135,6 +135,44 @@ def test_a_ctrl_c_as_a_guard_takes_or_gives_back_the_handler_leaves_none_stale_t
         signal.signal(signal.SIGINT, previous)
 
 
+def _ctrl_c_as_exit_is_called(frame, event, arg):
+    """A trace function: SIGINT as a guard's `__exit__` is called, whose handler runs before its first line."""
+    import sys
+
+    if frame.f_code.co_filename == interrupts.__file__ and frame.f_code.co_name == "__exit__" and event == "call":
+        sys.settrace(None)
+        os.kill(os.getpid(), signal.SIGINT)
+    return None
+
+
+def test_a_ctrl_c_that_cuts_a_guards_exit_short_is_not_blamed_on_later_work():
+    """The guard's handler stays installed, recorded as interrupted: an executor's guard is closed again after it,
+    and a command starts by releasing any other (a stale guard would otherwise fail every later check)."""
+    import sys
+
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        sys.settrace(_ctrl_c_as_exit_is_called)
+        with pytest.raises(KeyboardInterrupt):
+            interrupts.ctrl_c_kept(time.sleep)(0.05)
+        sys.settrace(None)
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+        sys.settrace(_ctrl_c_as_exit_is_called)
+        with pytest.raises(KeyboardInterrupt):
+            with interrupts.Interrupts():  # a bare guard, no `finally`: left stale
+                time.sleep(0.05)
+        sys.settrace(None)
+        assert interrupts._holder() is not None
+        interrupts.release_stale()  # as a command starts
+        with interrupts.Interrupts() as later:
+            interrupts.check_held()
+            later.check()
+        assert not later.interrupted and signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    finally:
+        sys.settrace(None)
+        signal.signal(signal.SIGINT, previous)
+
+
 def test_a_command_that_ends_in_such_an_error_says_it_was_interrupted_and_exits_130(monkeypatch, capsys):
     from cli import history
 
