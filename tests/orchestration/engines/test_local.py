@@ -133,7 +133,7 @@ def test_a_resolver_whose_resolution_fails_stops_the_run_and_a_ctrl_c_as_it_writ
     monkeypatch.setattr(tuner.NewestStrategy, "resolve_artifacts", fails)
     monkeypatch.setattr(lifecycle, "after_the_dag", ctrl_c_then(lifecycle.after_the_dag))
     monkeypatch.setattr(run_index, "publish", ctrl_c_then(run_index.publish))
-    result, summary = _tiny_run_as_in_a_terminal(tmp_path)
+    result, summary, _ = _tiny_run_as_in_a_terminal(tmp_path)
     assert result.returncode == FAILED, result.stderr[-3000:]  # the run's own outcome, written whole
     assert summary["error"] == (f"NodeFailedError: {node_ids.HYPERPARAMETERS_RESOLVER} could not resolve its inputs: "
                                 "RuntimeError: the store answered nonsense"), summary["error"]
@@ -207,17 +207,18 @@ def test_a_ctrl_c_that_c_code_printed_and_dropped_before_failing_is_still_the_ru
     from tests.helpers import drops_a_ctrl_c_then_fails
 
     monkeypatch.setattr(tuner.NewestStrategy, "resolve_artifacts", lambda *args: drops_a_ctrl_c_then_fails())
-    result, summary = _tiny_run_as_in_a_terminal(tmp_path)
+    result, summary, handler_after = _tiny_run_as_in_a_terminal(tmp_path)
     assert result.returncode == INTERRUPTED and "Traceback" not in result.stderr, result.stderr[-3000:]
     assert summary["error"].startswith("interrupted (Ctrl-C)"), summary["error"]
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    assert handler_after is signal.default_int_handler, "the run's guard gave SIGINT back"
     with run_lock.exclusive_run(tmp_path / "out"):  # released
         pass
 
 
 def _tiny_run_as_in_a_terminal(tmp_path):
     """A tiny run on 4 demo images per class, in this process, SIGINT handled by Python's own handler as in a
-    terminal (a suite started in the background has it ignored): (its result, its summary)."""
+    terminal (a suite started in the background has it ignored): (its result, its summary, SIGINT's handler
+    right after it, before the suite's own is put back)."""
     import signal
 
     from ingest import synthetic
@@ -226,6 +227,7 @@ def _tiny_run_as_in_a_terminal(tmp_path):
     synthetic.write_demo_images(tmp_path / "images", 4)
     previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
-        return run_cli(tmp_path / "images", tmp_path / "out", *TINY, in_process=True)
+        return (*run_cli(tmp_path / "images", tmp_path / "out", *TINY, in_process=True),
+                signal.getsignal(signal.SIGINT))
     finally:
         signal.signal(signal.SIGINT, previous)
