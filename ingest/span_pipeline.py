@@ -25,10 +25,7 @@ from ingest import sources
 from ingest.images import CheckedImage, RejectedImage, check_images
 from ingest.span_report import ACCEPTED, DUPLICATE, NORMALIZED, QUARANTINED
 
-beam_policy.fast_tfrecord_checksums()
-beam_policy.fast_dofn_introspection()
-beam_policy.fast_option_views()
-beam_policy.fast_pickler_trace()
+beam_policy.faster_beam()
 
 SPLITS = layout.SPLITS
 _PROGRESS_EVERY = 1000

@@ -90,22 +90,27 @@ def test_a_sigterm_that_c_code_dropped_where_sigint_is_ignored_is_still_the_inte
         signal.signal(signal.SIGTERM, previous[1])
 
 
-def _ctrl_c_at(function_name: str, line_text: str):
+def _ctrl_c_at(function_name: str, line_text: str | None = None):
     """A trace function that sends SIGINT as `function_name` in contract/interrupts.py reaches the line holding
-    `line_text`, whose handler runs there: a second Ctrl-C at the moment Python would run it after the call before
-    (taking the handler, giving it back), every time."""
+    `line_text` (None: as it is called, before its first line), whose handler runs there: a second Ctrl-C at the
+    moment Python would run it after the call before (taking the handler, giving it back), every time."""
     import sys
 
     lines = pathlib.Path(interrupts.__file__).read_text().splitlines()
 
+    def ctrl_c():
+        sys.settrace(None)
+        os.kill(os.getpid(), signal.SIGINT)
+
     def tracer(frame, event, arg):
         if frame.f_code.co_filename != interrupts.__file__ or frame.f_code.co_name != function_name:
             return None
+        if line_text is None:
+            return ctrl_c()
 
         def line(frame, event, arg):
             if event == "line" and line_text in lines[frame.f_lineno - 1]:
-                sys.settrace(None)
-                os.kill(os.getpid(), signal.SIGINT)
+                ctrl_c()
             return line
         return line
     return tracer
@@ -135,16 +140,6 @@ def test_a_ctrl_c_as_a_guard_takes_or_gives_back_the_handler_leaves_none_stale_t
         signal.signal(signal.SIGINT, previous)
 
 
-def _ctrl_c_as_exit_is_called(frame, event, arg):
-    """A trace function: SIGINT as a guard's `__exit__` is called, whose handler runs before its first line."""
-    import sys
-
-    if frame.f_code.co_filename == interrupts.__file__ and frame.f_code.co_name == "__exit__" and event == "call":
-        sys.settrace(None)
-        os.kill(os.getpid(), signal.SIGINT)
-    return None
-
-
 def test_a_ctrl_c_that_cuts_a_guards_exit_short_is_not_blamed_on_later_work():
     """The guard's handler stays installed, recorded as interrupted: an executor's guard is closed again after it,
     and a command starts by releasing any other (a stale guard would otherwise fail every later check)."""
@@ -152,12 +147,12 @@ def test_a_ctrl_c_that_cuts_a_guards_exit_short_is_not_blamed_on_later_work():
 
     previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
-        sys.settrace(_ctrl_c_as_exit_is_called)
+        sys.settrace(_ctrl_c_at("__exit__"))
         with pytest.raises(KeyboardInterrupt):
             interrupts.ctrl_c_kept(time.sleep)(0.05)
         sys.settrace(None)
         assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
-        sys.settrace(_ctrl_c_as_exit_is_called)
+        sys.settrace(_ctrl_c_at("__exit__"))
         with pytest.raises(KeyboardInterrupt):
             with interrupts.Interrupts():  # a bare guard, no `finally`: left stale
                 time.sleep(0.05)
