@@ -169,14 +169,23 @@ class CachedSplit:
     bytes: int
 
 
+def views_read(config: TrainingConfig) -> tuple[int, int]:
+    """(K, of which phase 1 reads): the views the phases' epochs can read, no more. Epoch e reads view e mod K, and
+    phase 2 a blend of views e and e + 1, so a training of E epochs never reads a view past E (E - 1 unblended):
+    one of 1 epoch over 6 cached views would otherwise pay 5 base passes for nothing."""
+    blend = 1 if config.blend_views and config.fine_tune_epochs else 0
+    views = min(config.cached_views, max(1, config.head_epochs + config.fine_tune_epochs + blend))
+    head = min(views, max(1, config.head_epochs))
+    return views, min(head, HEAD_VIEWS) if config.fine_tune_epochs else head
+
+
 class FeatureCache:
     """Filled in two steps: before phase 1, the views phase 1 reads and the eval images; before phase 2, the
     further views only phase 2 reads (so each phase's time includes the base passes it needs)."""
 
     def __init__(self, model: keras.Model, parts: SplitClassifier, train_pixels: tf.data.Dataset, *,
                  train_images: int, eval_images: int, config: TrainingConfig, cache_dir: str | None):
-        self.views = config.cached_views
-        self.head_views = min(self.views, HEAD_VIEWS) if config.fine_tune_epochs else self.views
+        self.views, self.head_views = views_read(config)
         self._parts, self._train_pixels = parts, train_pixels
         self._compute = _view_fn(parts, model_lib.get_classifier(model).get_layer(model_lib.RESCALE_NAME),
                                  parts.below.input.shape[1])

@@ -84,7 +84,9 @@ def test_each_epoch_reads_one_view_or_a_blend_of_two_of_every_image():
     model = model_lib.build_model(CONFIG, SIZE)
     model_lib.calibrate_batchnorm(model, _pixels(16, seed=1))
     parts = feature_cache.split(model, CONFIG)
-    config = dataclasses.replace(CONFIG, cached_views=3, batch_size=4, shuffle_buffer=1)
+    # epochs 0-6 of the head and 7-9 fine-tuning: more epochs than views, so that every view is read
+    config = dataclasses.replace(CONFIG, cached_views=3, batch_size=4, shuffle_buffer=1, head_epochs=7,
+                                 fine_tune_epochs=3)
     cache = feature_cache.fill(model, parts, _examples(6, 1), _examples(4, 2), train_images=6, eval_images=4,
                                config=config, cache_dir=None)
     assert len(cache.train.views) == feature_cache.HEAD_VIEWS == 2
@@ -117,6 +119,38 @@ def test_each_epoch_reads_one_view_or_a_blend_of_two_of_every_image():
     record = cache.record()
     assert record["views"] == 3 and record["head_views"] == 2
     assert record["fill_seconds"] > record["fine_tune_fill_seconds"] > 0
+
+
+@pytest.mark.parametrize("head,fine_tune,blend,asked,filled,head_views", [
+    (1, 0, True, 4, 1, 1),  # one epoch reads one view: not four base passes for it
+    (3, 0, True, 6, 3, 3),
+    (1, 1, True, 6, 3, 1),  # epoch 1 blends views 1 and 2; view 0 is the only one phase 1 reads
+    (1, 1, False, 6, 2, 1),
+    (0, 2, True, 6, 3, 1),
+    (10, 10, True, 6, 6, 2),  # the default schedule reads all of them
+    (2, 0, True, 1, 1, 1),
+])
+def test_only_the_views_the_epochs_read_are_filled(head, fine_tune, blend, asked, filled, head_views):
+    config = dataclasses.replace(CONFIG, head_epochs=head, fine_tune_epochs=fine_tune, blend_views=blend,
+                                 cached_views=asked)
+    assert feature_cache.views_read(config) == (filled, head_views)
+    # every view an epoch reads (e mod K, and e + 1 for a blend) is one of those filled, and the same as with K
+    # views: the indices read stay below the count filled
+    read = {epoch % head_views for epoch in range(head)}
+    read |= {index % filled for epoch in range(head, head + fine_tune) for index in (epoch, epoch + blend)}
+    assert read <= set(range(filled)) and all(index < asked for index in read)
+
+
+def test_a_one_epoch_training_fills_one_view_and_its_summary_says_of_how_many(capsys):
+    from reporting import run_summary
+
+    config = dataclasses.replace(CONFIG, head_epochs=1, fine_tune_epochs=0, cached_views=4)
+    _, history = task.train(config, SIZE, _examples(8, 0), _examples(4, 1), calibration_pixels=None)
+    assert history["cached_views"] == 4
+    assert history["cache"]["views"] == history["cache"]["head_views"] == 1
+    assert history["cache"]["bytes"] == (8 + 4) * feature_cache._element_bytes(
+        feature_cache.split(model_lib.build_model(config, SIZE), config), pooled=True)
+    assert "cached views 1 of the 4 asked for (its epochs read no more)" in run_summary.training_line(history)
 
 
 def test_a_cache_over_the_memory_budget_goes_to_files_and_is_removed_after_training(tmp_path, capsys):
