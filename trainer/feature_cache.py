@@ -172,10 +172,12 @@ class CachedSplit:
 def views_read(config: TrainingConfig) -> tuple[int, int]:
     """(K, of which phase 1 reads): the views the phases' epochs can read, no more. Epoch e reads view e mod K, and
     phase 2 a blend of views e and e + 1, so a training of E epochs never reads a view past E (E - 1 unblended):
-    one of 1 epoch over 6 cached views would otherwise pay 5 base passes for nothing."""
+    one of 1 epoch over 6 cached views would otherwise pay 5 base passes for nothing. In memory the views of a batch
+    are drawn one after the other from the augmentation's random state, so a schedule that fills fewer views
+    draws other images for the later ones than it would with K, as any change of K does."""
     blend = 1 if config.blend_views and config.fine_tune_epochs else 0
     views = min(config.cached_views, max(1, config.head_epochs + config.fine_tune_epochs + blend))
-    head = min(views, max(1, config.head_epochs))
+    head = min(views, config.head_epochs)  # without phase 1, no view needs the whole base
     return views, min(head, HEAD_VIEWS) if config.fine_tune_epochs else head
 
 

@@ -126,7 +126,7 @@ def test_each_epoch_reads_one_view_or_a_blend_of_two_of_every_image():
     (3, 0, True, 6, 3, 3),
     (1, 1, True, 6, 3, 1),  # epoch 1 blends views 1 and 2; view 0 is the only one phase 1 reads
     (1, 1, False, 6, 2, 1),
-    (0, 2, True, 6, 3, 1),
+    (0, 2, True, 6, 3, 0),  # no phase 1: no view through the whole base
     (10, 10, True, 6, 6, 2),  # the default schedule reads all of them
     (2, 0, True, 1, 1, 1),
 ])
@@ -134,11 +134,13 @@ def test_only_the_views_the_epochs_read_are_filled(head, fine_tune, blend, asked
     config = dataclasses.replace(CONFIG, head_epochs=head, fine_tune_epochs=fine_tune, blend_views=blend,
                                  cached_views=asked)
     assert feature_cache.views_read(config) == (filled, head_views)
-    # every view an epoch reads (e mod K, and e + 1 for a blend) is one of those filled, and the same as with K
-    # views: the indices read stay below the count filled
-    read = {epoch % head_views for epoch in range(head)}
-    read |= {index % filled for epoch in range(head, head + fine_tune) for index in (epoch, epoch + blend)}
-    assert read <= set(range(filled)) and all(index < asked for index in read)
+    # every view an epoch reads is the view it would read with all K filled: e mod (phase 1's views) in phase 1,
+    # e mod K and (blended) e + 1 mod K in phase 2, for phase 1 stopped early after any of its epochs too
+    fill_all = feature_cache.HEAD_VIEWS if fine_tune else asked
+    assert all(epoch % head_views == epoch % min(asked, fill_all) for epoch in range(head))
+    for ran in range(head + 1):
+        for index in (i for epoch in range(ran, ran + fine_tune) for i in (epoch, epoch + blend)):
+            assert index % filled == index % asked, (ran, index)
 
 
 def test_a_one_epoch_training_fills_one_view_and_its_summary_says_of_how_many(capsys):
@@ -150,7 +152,7 @@ def test_a_one_epoch_training_fills_one_view_and_its_summary_says_of_how_many(ca
     assert history["cache"]["views"] == history["cache"]["head_views"] == 1
     assert history["cache"]["bytes"] == (8 + 4) * feature_cache._element_bytes(
         feature_cache.split(model_lib.build_model(config, SIZE), config), pooled=True)
-    assert "cached views 1 of 4 (its epochs read no more)" in run_summary.training_line(history)
+    assert "cached views 1 of 4, as many as the epochs read, (0 MiB in memory" in run_summary.training_line(history)
 
 
 def test_a_cache_over_the_memory_budget_goes_to_files_and_is_removed_after_training(tmp_path, capsys):
