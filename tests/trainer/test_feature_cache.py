@@ -143,6 +143,13 @@ def test_only_the_views_the_epochs_read_are_filled(head, fine_tune, blend, asked
             assert index % filled == index % asked, (ran, index)
 
 
+def test_a_training_without_phase_1_fills_no_view_through_the_whole_base():
+    config = dataclasses.replace(CONFIG, head_epochs=0, fine_tune_epochs=2, cached_views=6)
+    _, history = task.train(config, SIZE, _examples(8, 0), _examples(4, 1), calibration_pixels=None)
+    assert [e["phase"] for e in history["epochs"]] == ["fine_tune", "fine_tune"]
+    assert (history["cache"]["views"], history["cache"]["head_views"]) == (3, 0)
+
+
 def test_a_one_epoch_training_fills_one_view_and_its_summary_says_of_how_many(capsys):
     from reporting import run_summary
 
