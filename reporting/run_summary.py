@@ -335,10 +335,10 @@ def training_line(training: dict) -> str:
     if cache:
         where = "in memory" if cache["location"] == "memory" else f"in files under {cache['location']}"
         asked = training.get("cached_views")
-        views = f"{cache['views']}" if asked in (None, cache["views"]) else \
-            f"{cache['views']} of {asked}, as many as the epochs read,"
-        return (f"{shown}; cached views {views} ({cache['bytes'] / 2**20:.0f} MiB {where}, filled in "
-                f"{cache['fill_seconds']:.1f} s)")
+        fewer = "" if asked in (None, cache["views"]) else f" of {asked}"
+        read = "" if not fewer else "as many as the epochs read; "
+        return (f"{shown}; cached views {cache['views']}{fewer} ({read}{cache['bytes'] / 2**20:.0f} MiB {where}, "
+                f"filled in {cache['fill_seconds']:.1f} s)")
     return f"{shown}; every epoch augmented (no cached views)"
 
 
