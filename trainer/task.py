@@ -144,8 +144,9 @@ def _train_on_cached_views(model, phases: _Phases, train_examples, eval_examples
                      f"and {eval_images:,} eval images (paid once, not every epoch)")
         cache = feature_cache.fill(model, parts, train_examples, eval_examples, train_images=train_images,
                                    eval_images=eval_images, config=config, cache_dir=cache_dir)
+        later = " (the fine-tuning views are filled before phase 2)" if config.fine_tune_epochs else ""
         progress.say(f"{feature_cache.SPEAKER.get()}: the head's cached views ready in "
-                     f"{time.monotonic() - started:.0f} s (the fine-tuning views are filled before phase 2)")
+                     f"{time.monotonic() - started:.0f} s{later}")
         logging.info("Cached views: %s", cache.record())
 
         def data(part):

@@ -160,6 +160,8 @@ def test_a_one_epoch_training_fills_one_view_and_its_summary_says_of_how_many(ca
     assert history["cache"]["bytes"] == (8 + 4) * feature_cache._element_bytes(
         feature_cache.split(model_lib.build_model(config, SIZE), config), pooled=True)
     assert "cached views 1 of 4 (as many as the epochs read; 0 MiB in memory" in run_summary.training_line(history)
+    ready = [line for line in capsys.readouterr().out.splitlines() if "cached views ready in" in line]
+    assert len(ready) == 1 and "fine-tuning" not in ready[0], ready  # there is no phase 2 to fill views for
 
 
 def test_a_cache_over_the_memory_budget_goes_to_files_and_is_removed_after_training(tmp_path, capsys):
