@@ -16,7 +16,7 @@ import tensorflow as tf
 
 from config import MOBILENET_V2_BLOCKS, WEIGHTS_IMAGENET, WEIGHTS_NONE, TrainingConfig
 from contract.errors import RunFailedError, first_line
-from trainer import weights_files
+from trainer import short_base, weights_files
 
 BASE_NAME = "mobilenetv2_base"
 LOGITS_NAME = "logits"
@@ -48,6 +48,9 @@ def build_base(config: TrainingConfig, image_size: int) -> keras.Model:
                                                                                                  config.base_blocks)
     except weights_files.WeightsFileError as error:
         raise WeightsUnavailableError(str(error)) from error
+    if config.base_blocks < MOBILENET_V2_BLOCKS and (weights is None or by_name):  # no whole base to load first
+        base = short_base.build(image_size, config.alpha, config.base_blocks, BASE_NAME)
+        return _load_by_name(base, weights) if by_name else base
     try:
         base = keras.applications.MobileNetV2(input_shape=(image_size, image_size, 3), alpha=config.alpha,
                                               include_top=False, weights=None if by_name else weights)
@@ -63,12 +66,15 @@ def build_base(config: TrainingConfig, image_size: int) -> keras.Model:
         prefix = f"block_{config.base_blocks}_" if config.base_blocks else "expanded_conv_"
         last = [layer for layer in base.layers if layer.name.startswith(prefix)][-1]
         base = keras.Model(base.input, last.output)
-    if by_name:
-        try:
-            base.load_weights(weights, by_name=True)
-        except Exception as error:  # Keras raises several types for a mismatched or damaged file.
-            raise WeightsUnavailableError(f"could not load weights file {weights!r}: {first_line(error)}") from error
     base.name = BASE_NAME
+    return _load_by_name(base, weights) if by_name else base
+
+
+def _load_by_name(base: keras.Model, weights: str) -> keras.Model:
+    try:
+        base.load_weights(weights, by_name=True)
+    except Exception as error:  # Keras raises several types for a mismatched or damaged file.
+        raise WeightsUnavailableError(f"could not load weights file {weights!r}: {first_line(error)}") from error
     return base
 
 
