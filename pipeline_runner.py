@@ -87,16 +87,30 @@ def build_parser(prog: str = SCRIPT, targets=None) -> argparse.ArgumentParser:
 
 def _unraisable(unraisable) -> None:
     """Ctrl-C that lands in a finalizer (a tf.data iterator's, a generator's while the interpreter unwinds) is
-    the interrupt the command already says in its one line: not also Python's "Exception ignored in" block."""
-    if not isinstance(unraisable.exc_value, KeyboardInterrupt):
+    the interrupt the command already says in its one line: not also Python's "Exception ignored in" block. So is
+    the error C code made of one (contract.interrupts.from_ctrl_c)."""
+    if not interrupts.from_ctrl_c(unraisable.exc_value):
         sys.__unraisablehook__(unraisable)
+
+
+def _printed_by_c_code(kind, value, traceback) -> None:
+    """C code that cannot raise an error prints it (`PyErr_Print`, which TensorFlow's C++ calls, prints through
+    sys.excepthook): a Ctrl-C that landed there, as the SystemError "... returned a result with an exception set"
+    it becomes, is the interrupt the command says in its one line, not a traceback. A Ctrl-C escaping the command
+    never gets here: main() turns it into that line."""
+    if not interrupts.from_ctrl_c(value):
+        sys.__excepthook__(kind, value, traceback)
+
+
+def _ctrl_c_printed_once() -> None:
+    sys.unraisablehook, sys.excepthook = _unraisable, _printed_by_c_code
 
 
 def main(argv: list[str] | None = None, prog: str = SCRIPT, targets=None) -> int:
     """Runs one command; the only place that turns an error into its one line and exit code (contract.errors)."""
     args = build_parser(prog, targets).parse_args(argv)
     quiet_logs.apply(getattr(args, "verbose", False))
-    sys.unraisablehook = _unraisable
+    _ctrl_c_printed_once()
     interrupts.release_stale()  # a guard an earlier command in this process left holding SIGINT
     try:
         return args.handler(args)

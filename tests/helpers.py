@@ -57,8 +57,8 @@ def cli_in_process(*arguments) -> subprocess.CompletedProcess:
     """`pipeline_runner.py ARGUMENTS` through the command line's own entry point, in this process: what a test of a
     short command (models, rollback, compile) checks is its output and effect, and a process of its own would
     import TensorFlow and TFX again (seconds of CPU each). The libraries' log levels, the environment and the
-    unraisable hook the command sets as it starts are restored after it. A fault the command does not turn into
-    its one line gives exit code 1 and its traceback on stderr, as a process would."""
+    unraisable and exception hooks the command sets as it starts are restored after it. A fault the command does
+    not turn into its one line gives exit code 1 and its traceback on stderr, as a process would."""
     import contextlib
     import io
     import logging
@@ -71,7 +71,7 @@ def cli_in_process(*arguments) -> subprocess.CompletedProcess:
     stdout, stderr = io.StringIO(), io.StringIO()
     loggers = [logging.getLogger(name) for name in ("", "tensorflow", "absl", "apache_beam",
                                                     "apache_beam.runners.common")]
-    levels, hook = [logger.level for logger in loggers], sys.unraisablehook
+    levels, hooks = [logger.level for logger in loggers], (sys.unraisablehook, sys.excepthook)
     with mock.patch.dict(os.environ), contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
         try:
             code = pipeline_runner.main([str(argument) for argument in arguments])
@@ -81,7 +81,7 @@ def cli_in_process(*arguments) -> subprocess.CompletedProcess:
             traceback.print_exc()
             code = 1
         finally:
-            sys.unraisablehook = hook
+            sys.unraisablehook, sys.excepthook = hooks
             for logger, level in zip(loggers, levels):
                 logger.setLevel(level)
     return subprocess.CompletedProcess(["pipeline_runner.py", *map(str, arguments)], code, stdout.getvalue(),

@@ -53,10 +53,20 @@ def test_tfxs_bare_execution_failed_line_is_left_to_the_commands_own_error_and_v
 
 
 _FINALIZERS = """
-import sys
+import ctypes
 import pipeline_runner
 
-sys.unraisablehook = pipeline_runner._unraisable
+pipeline_runner._ctrl_c_printed_once()
+
+
+def made_by_c_code_of_a_ctrl_c():
+    try:
+        try:
+            raise KeyboardInterrupt
+        except KeyboardInterrupt as ctrl_c:
+            raise SystemError("<built-in function __import__> returned a result with an exception set") from ctrl_c
+    except SystemError as error:
+        return error
 
 
 class Interrupted:
@@ -64,17 +74,33 @@ class Interrupted:
         raise KeyboardInterrupt  # Ctrl-C landing in a finalizer while a command unwinds
 
 
+class InterruptedInC:
+    def __del__(self):
+        raise made_by_c_code_of_a_ctrl_c()
+
+
 class Broken:
     def __del__(self):
         raise ValueError("a finalizer's own fault")
 
 
+def printed_by_c_code(error):
+    # C code that cannot raise an error prints it with CPython's PyErr_Print (TensorFlow's C++ among them), as
+    # PyRun_SimpleString does with the error of the code it runs.
+    ctypes.pythonapi.PyRun_SimpleString(f"raise {error}".encode())  # in this module's namespace
+
+
 Interrupted()
+InterruptedInC()
 Broken()
+printed_by_c_code("made_by_c_code_of_a_ctrl_c()")
+printed_by_c_code("KeyboardInterrupt()")
+printed_by_c_code("ValueError('a fault of the C code')")
+print("went on")
 """
 
 
-def test_ctrl_c_in_a_finalizer_adds_nothing_to_the_commands_line_and_other_faults_still_show(tmp_path):
+def test_ctrl_c_in_a_finalizer_or_printed_by_c_code_adds_nothing_to_the_commands_line_and_other_faults_show(tmp_path):
     import subprocess
     import sys
 
@@ -82,5 +108,7 @@ def test_ctrl_c_in_a_finalizer_adds_nothing_to_the_commands_line_and_other_fault
 
     result = subprocess.run([sys.executable, "-c", _FINALIZERS], cwd=ROOT, capture_output=True, text=True,
                             timeout=120)
-    assert result.returncode == 0 and "KeyboardInterrupt" not in result.stderr, result.stderr
+    assert result.returncode == 0 and result.stdout == "went on\n", result.stderr
+    assert "KeyboardInterrupt" not in result.stderr and "exception set" not in result.stderr, result.stderr
     assert "Exception ignored in" in result.stderr and "a finalizer's own fault" in result.stderr
+    assert "ValueError: a fault of the C code" in result.stderr
