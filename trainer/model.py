@@ -42,6 +42,9 @@ def _base_weights_argument(weights: str) -> str | None:
 
 def build_base(config: TrainingConfig, image_size: int) -> keras.Model:
     """MobileNetV2 without its top, with the configured weights, kept to the configured blocks."""
+    if keras.backend.image_data_format() != "channels_last":  # a user's ~/.keras/keras.json may say otherwise
+        raise RunFailedError(f"Keras' image data format is {keras.backend.image_data_format()} (keras.json or "
+                             "keras.backend.set_image_data_format): the model is built for channels_last")
     weights = _base_weights_argument(config.weights)
     try:  # a shorter base's file loads by name after the cut; any other weights into the whole base before it
         by_name = weights not in (None, WEIGHTS_IMAGENET) and weights_files.shorter_base_file(weights,

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from config import MOBILENET_V2_BLOCKS, TrainingConfig
+from contract.errors import RunFailedError
 from trainer import model as model_lib
 from trainer import short_base
 
@@ -65,6 +66,18 @@ def test_the_training_model_with_a_short_base_starts_from_the_weights_it_had_on_
     assert [w.path for w in short.weights] == [w.path for w in cut.weights] and len(cut.weights) > 45
     for mine, theirs in zip(short.weights, cut.weights):
         np.testing.assert_array_equal(mine.numpy(), theirs.numpy(), err_msg=mine.path)
+
+
+@pytest.mark.parametrize("blocks", [2, MOBILENET_V2_BLOCKS])
+def test_a_channels_first_keras_is_refused_in_one_line_at_any_depth(blocks):
+    keras.backend.set_image_data_format("channels_first")
+    try:
+        with pytest.raises(RunFailedError, match=r"^Keras' image data format is channels_first \(keras\.json or "
+                                                 r"keras\.backend\.set_image_data_format\): the model is built for "
+                                                 r"channels_last$"):
+            model_lib.build_base(TrainingConfig(weights="none", alpha=0.35, base_blocks=blocks, fine_tune_from=1), 64)
+    finally:
+        keras.backend.set_image_data_format("channels_last")
 
 
 def test_the_whole_base_is_keras_own():
