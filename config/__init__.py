@@ -12,6 +12,7 @@ import dataclasses
 import math
 from typing import Any, Mapping
 
+from config import mobilenet_v2
 from contract.errors import CommandError
 from contract.settings import setting
 
@@ -19,13 +20,10 @@ from contract.settings import setting
 IMAGENET_ALPHAS = (0.35, 0.5, 0.75, 1.0, 1.3, 1.4)
 WEIGHTS_IMAGENET = "imagenet"
 WEIGHTS_NONE = "none"
-# Layers of Keras' MobileNetV2 without its top (the same for every alpha and input size); phase 2 unfreezes from an
-# index below this. tests/trainer/test_model.py checks it against the real model.
-MOBILENET_V2_BASE_LAYERS = 154
-MOBILENET_V2_BLOCKS = 16  # Keras' block_1 to block_16, after its first inverted residual block, expanded_conv
-# The base's layers (its input counted) when it ends after block_N (index N; index 0: after expanded_conv). The whole
-# base adds a last 1x1 convolution, its BatchNorm and ReLU to block_16. Checked against the real model as above.
-MOBILENET_V2_LAYERS_TO_BLOCK = (9, 18, 27, 36, 45, 54, 63, 72, 81, 90, 98, 107, 116, 125, 134, 143, 151)
+# Layers of Keras' MobileNetV2 without its top at widths from about 0.28 up (any input size; config.mobilenet_v2
+# counts them at any width); phase 2 unfreezes from an index below this.
+MOBILENET_V2_BASE_LAYERS = mobilenet_v2.base_layers(1.0)
+MOBILENET_V2_BLOCKS = len(mobilenet_v2.BLOCKS) - 1  # Keras' block_1 to block_16, after its first, expanded_conv
 
 
 def base_description(base_blocks: int) -> str:
@@ -35,9 +33,12 @@ def base_description(base_blocks: int) -> str:
     return f"MobileNetV2's base kept up to {f'block_{base_blocks}' if base_blocks else 'expanded_conv'}"
 
 
-def base_layer_count(base_blocks: int) -> int:
-    """The layers of the base that keeps `base_blocks` of MobileNetV2's blocks (TrainingConfig.base_blocks)."""
-    return MOBILENET_V2_BASE_LAYERS if base_blocks >= MOBILENET_V2_BLOCKS else MOBILENET_V2_LAYERS_TO_BLOCK[base_blocks]
+def base_layer_count(base_blocks: int, alpha: float) -> int:
+    """The layers of the base of width `alpha` that keeps `base_blocks` of MobileNetV2's blocks
+    (TrainingConfig.base_blocks)."""
+    if base_blocks >= MOBILENET_V2_BLOCKS:
+        return mobilenet_v2.base_layers(alpha)
+    return mobilenet_v2.layers_to_block(alpha)[base_blocks]
 
 
 class ConfigError(CommandError, ValueError):
@@ -173,7 +174,7 @@ class TrainingConfig:
         _require(isinstance(self.base_blocks, int) and not isinstance(self.base_blocks, bool)
                  and 0 <= self.base_blocks <= MOBILENET_V2_BLOCKS, "base_blocks",
                  f"must be an integer in [0, {MOBILENET_V2_BLOCKS}], got {self.base_blocks!r}")
-        layers = base_layer_count(self.base_blocks)
+        layers = base_layer_count(self.base_blocks, self.alpha)
         _require(self.fine_tune_epochs == 0 or self.fine_tune_from < layers, "fine_tune_from",
                  f"must be below {layers} ({base_description(self.base_blocks)} has {layers} layers; phase 2 would "
                  f"unfreeze none), got {self.fine_tune_from!r}")

@@ -86,7 +86,7 @@ def search_space(config: TrainingConfig, fixed: Collection[str] = (),
                  max(0.5, config.fine_tune_lr_factor), sampling="log", default=config.fine_tune_lr_factor)
     if phase_2 and "fine_tune_from" in searched:
         # How much of the base adapts: the project's own looks moved by +-0.02 to 0.03 with the depth alone.
-        layers = base_layer_count(config.base_blocks)
+        layers = base_layer_count(config.base_blocks, config.alpha)
         depths = sorted({d for d in (*FINE_TUNE_DEPTHS, config.fine_tune_from) if d < layers})
         hp.Choice("fine_tune_from", depths, default=config.fine_tune_from)
     if "dropout" in searched:

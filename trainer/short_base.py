@@ -17,20 +17,9 @@ from __future__ import annotations
 import keras
 
 from config import MOBILENET_V2_BLOCKS
+from config.mobilenet_v2 import BLOCKS, FIRST_CHANNELS, divisible
 
-# Keras' MobileNetV2, block by block (expanded_conv, then block_1 to block_16): output channels before the width
-# multiplier, stride, expansion.
-BLOCKS = ((16, 1, 1), (24, 2, 6), (24, 1, 6), (32, 2, 6), (32, 1, 6), (32, 1, 6), (64, 2, 6), (64, 1, 6),
-          (64, 1, 6), (64, 1, 6), (96, 1, 6), (96, 1, 6), (96, 1, 6), (160, 2, 6), (160, 1, 6), (160, 1, 6),
-          (320, 1, 6))
-assert len(BLOCKS) == MOBILENET_V2_BLOCKS + 1
 _BN = {"epsilon": 1e-3, "momentum": 0.999}
-
-
-def divisible(value: float, divisor: int = 8) -> int:
-    """MobileNet's channel rounding: the nearest multiple of `divisor`, never below 90% of `value`."""
-    rounded = max(divisor, int(value + divisor / 2) // divisor * divisor)
-    return rounded + divisor if rounded < 0.9 * value else rounded
 
 
 def _block_layers(block_id: int, channels: int, side: int, alpha: float) -> tuple[list, int, int]:
@@ -73,7 +62,7 @@ def build(image_size: int, alpha: float, blocks: int, name: str) -> keras.Model:
     if not 0 <= blocks < MOBILENET_V2_BLOCKS:
         raise ValueError(f"blocks must be in [0, {MOBILENET_V2_BLOCKS}), got {blocks!r}: the whole base is Keras' own")
     inputs = keras.layers.Input(shape=(image_size, image_size, 3))
-    channels = divisible(32 * alpha)
+    channels = divisible(FIRST_CHANNELS * alpha)
     x = _connect([keras.layers.Conv2D(channels, kernel_size=3, strides=(2, 2), padding="same", use_bias=False,
                                       name="Conv1"),
                   keras.layers.BatchNormalization(axis=-1, name="bn_Conv1", **_BN),

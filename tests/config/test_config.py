@@ -101,7 +101,7 @@ def test_imagenet_weights_and_the_demo_keep_their_schedules():
 
 def test_a_base_kept_to_fewer_blocks_takes_a_fine_tune_layer_inside_it():
     short = PipelineConfig().replace(base_blocks=5, fine_tune_from=53)
-    assert config_lib.base_layer_count(5) == 54 and short.training.base_blocks == 5
+    assert config_lib.base_layer_count(5, 1.0) == 54 and short.training.base_blocks == 5
     with pytest.raises(ConfigError, match=r"invalid fine_tune_from: must be below 54 \(MobileNetV2's base kept up "
                                           r"to block_5 has 54 layers"):
         PipelineConfig().replace(base_blocks=5)  # the default layer, 100, is past it
@@ -110,6 +110,17 @@ def test_a_base_kept_to_fewer_blocks_takes_a_fine_tune_layer_inside_it():
     with pytest.raises(ConfigError, match=r"kept up to expanded_conv has 9 layers.*got 30 \(no flag set it"):
         config_lib.from_user_settings({"base_blocks": 0}, config_lib.demo_config())
     assert PipelineConfig().replace(base_blocks=5, fine_tune_epochs=0).training.fine_tune_from == 100  # no phase 2
+
+
+def test_a_narrow_base_counts_the_add_its_first_block_gets():
+    # At a width of about 0.27 and below, expanded_conv's input and output round to the same channels and Keras gives
+    # it a residual Add: one layer more in every base (tests/trainer/test_model.py checks against Keras' model).
+    narrow = PipelineConfig().replace(weights="none", alpha=0.25, fine_tune_from=154)
+    assert narrow.training.fine_tune_from == 154 and config_lib.base_layer_count(16, 0.25) == 155
+    with pytest.raises(ConfigError, match=r"must be below 55 \(MobileNetV2's base kept up to block_5 has 55 layers"):
+        PipelineConfig().replace(weights="none", alpha=0.25, base_blocks=5, fine_tune_from=55)
+    with pytest.raises(ConfigError, match=r"must be below 154 \(MobileNetV2's whole base has 154 layers"):
+        PipelineConfig().replace(weights="none", alpha=0.35, fine_tune_from=154)
 
 
 def test_the_from_scratch_schedule_fills_its_layer_before_the_base_is_checked_and_names_itself_when_it_cannot():

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 import config as config_lib
-from config import TrainingConfig
+from config import TrainingConfig, mobilenet_v2
 from trainer import model as model_lib
 
 SIZE = 64
@@ -128,18 +128,27 @@ def test_a_pass_too_large_or_of_unknown_size_is_not_run_eagerly(config):
     assert not model_lib.eager_pass_fits(any_size, 1)
 
 
-def test_a_base_kept_to_n_blocks_ends_after_keras_block_n_with_the_layers_the_configuration_counts():
-    whole = model_lib.build_base(TrainingConfig(weights="none", alpha=0.35), SIZE)
-    names = [layer.name for layer in whole.layers]
+@pytest.mark.parametrize("alpha", [0.35, 0.25, 0.05])  # the common count; expanded_conv's Add; block_10's too
+def test_a_base_kept_to_n_blocks_ends_after_keras_block_n_with_the_layers_the_configuration_counts(alpha):
+    keras_base = keras.applications.MobileNetV2(input_shape=(SIZE, SIZE, 3), include_top=False, weights=None,
+                                                alpha=alpha)
+    names = [layer.name for layer in keras_base.layers]
     ends = [1 + max(i for i, name in enumerate(names) if name.startswith(f"block_{n}_" if n else "expanded_conv_"))
             for n in range(config_lib.MOBILENET_V2_BLOCKS + 1)]
-    assert tuple(ends) == config_lib.MOBILENET_V2_LAYERS_TO_BLOCK and len(names) == config_lib.base_layer_count(16)
-    for blocks, last in [(0, "expanded_conv_project_BN"), (2, "block_2_add"), (16, "out_relu")]:
-        base = model_lib.build_base(TrainingConfig(weights="none", alpha=0.35, base_blocks=blocks, fine_tune_from=1),
+    assert tuple(ends) == mobilenet_v2.layers_to_block(alpha)
+    assert ends[:-1] == [config_lib.base_layer_count(n, alpha) for n in range(config_lib.MOBILENET_V2_BLOCKS)]
+    assert len(names) == config_lib.base_layer_count(16, alpha)
+    assert [mobilenet_v2.has_add(n, alpha) for n in range(config_lib.MOBILENET_V2_BLOCKS + 1)] == \
+        [any(name == (f"block_{n}_add" if n else "expanded_conv_add") for name in names)
+         for n in range(config_lib.MOBILENET_V2_BLOCKS + 1)]
+    for blocks, last in [(0, "expanded_conv_add" if alpha < 0.28 else "expanded_conv_project_BN"), (2, "block_2_add"),
+                         (16, "out_relu")]:
+        base = model_lib.build_base(TrainingConfig(weights="none", alpha=alpha, base_blocks=blocks, fine_tune_from=1),
                                     SIZE)
         assert base.name == model_lib.BASE_NAME and base.layers[-1].name == last
         # (an Input layer's name differs from model to model)
-        assert [layer.name for layer in base.layers][1:] == names[1:config_lib.base_layer_count(blocks)]
+        assert [layer.name for layer in base.layers][1:] == names[1:config_lib.base_layer_count(blocks, alpha)]
+    assert config_lib.MOBILENET_V2_BASE_LAYERS == config_lib.base_layer_count(16, 1.0) == 154
 
 
 def _weights_by_layer(base):
