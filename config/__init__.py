@@ -16,6 +16,9 @@ from config import mobilenet_v2
 from contract.errors import CommandError
 from contract.settings import setting
 
+# MobileNetV2's widths in use run from 0.35 to 1.4; at 10 its base has about 200 million weights, and far wider ones
+# overflow the rounding of its channels (config.mobilenet_v2).
+MAX_ALPHA = 10.0
 # MobileNetV2's ImageNet weights exist for these width multipliers only.
 IMAGENET_ALPHAS = (0.35, 0.5, 0.75, 1.0, 1.3, 1.4)
 WEIGHTS_IMAGENET = "imagenet"
@@ -158,7 +161,8 @@ class TrainingConfig:
     def __post_init__(self) -> None:
         _require(isinstance(self.weights, str) and self.weights.strip() != "", "weights",
                  "must be 'imagenet', 'none' or a path to a weights file")
-        _require(_is_finite_number(self.alpha) and self.alpha > 0, "alpha", f"must be > 0, got {self.alpha!r}")
+        _require(_is_finite_number(self.alpha) and 0 < self.alpha <= MAX_ALPHA, "alpha",
+                 f"must be in (0, {MAX_ALPHA:g}], got {self.alpha!r}")
         if self.weights == WEIGHTS_IMAGENET:
             _require(self.alpha in IMAGENET_ALPHAS, "alpha",
                      f"ImageNet weights exist only for alpha in {IMAGENET_ALPHAS}, got {self.alpha!r}")

@@ -35,6 +35,9 @@ def test_imagenet_weights_need_a_published_alpha():
     with pytest.raises(ConfigError, match="alpha"):
         PipelineConfig().replace(alpha=0.6)
     assert PipelineConfig().replace(alpha=0.6, weights="none").training.alpha == 0.6
+    assert PipelineConfig().replace(alpha=10.0, weights="none").training.alpha == 10.0
+    with pytest.raises(ConfigError, match=r"invalid alpha: must be in \(0, 10\], got 10.5"):
+        PipelineConfig().replace(alpha=10.5, weights="none")
 
 
 def test_no_epochs_at_all_is_rejected():

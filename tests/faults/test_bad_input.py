@@ -46,6 +46,8 @@ def _one_line(err):
     (["--base-blocks", "4"], "invalid fine_tune_from: must be below 45 (MobileNetV2's base kept up to block_4 has 45 "
                              "layers; phase 2 would unfreeze none), got 100 (no flag set it; set --fine-tune-from)"),
     (["--weights", "/nonexistent.h5"], "--weights /nonexistent.h5: no such file"),
+    # wide enough to overflow the rounding of MobileNetV2's channels: refused, not a traceback from the layer counts
+    (["--weights", "none", "--alpha", "1e306"], "invalid alpha: must be in (0, 10], got 1e+306"),
     (["--min-eval-examples", "-1"], "invalid min_eval_examples: must be an integer >= 0"),
     (["--cached-views", "-1"], "invalid cached_views: must be an integer >= 0"),
     (["--cache-memory-mb", "-5"], "invalid cache_memory_mb: must be an integer >= 0"),
