@@ -8,6 +8,9 @@ model puts augmentation in front of it.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
+import hashlib
 import os
 
 import keras
@@ -188,6 +191,14 @@ def calibrate_batchnorm(model: keras.Model, pixels: np.ndarray) -> None:
     base = get_base(model)
     rescale = get_classifier(model).get_layer(RESCALE_NAME)
     norms = [layer for layer in base.layers if isinstance(layer, keras.layers.BatchNormalization)]
+    kept = _CALIBRATIONS.get()
+    key = _calibration_key(base, pixels) if kept is not None else None
+    if key is not None and key in kept:
+        for layer, statistics in zip(norms, kept[key], strict=True):
+            for variable, value in zip((layer.moving_mean, layer.moving_variance), statistics):
+                variable.assign(value)
+        kept.reused += 1
+        return
     run = lambda x: base(rescale(x), training=True)  # noqa: E731
     if not eager_pass_fits(base, len(pixels)):
         run = tf.function(run)
@@ -203,6 +214,41 @@ def calibrate_batchnorm(model: keras.Model, pixels: np.ndarray) -> None:
         for layer, momentum in zip(norms, momenta):
             layer.momentum = momentum
         base.trainable = was_trainable
+    if key is not None:
+        kept[key] = [(layer.moving_mean.numpy(), layer.moving_variance.numpy()) for layer in norms]
+
+
+class Calibrations(dict):
+    """{a digest of a base's weights and the pixels: each BatchNorm layer's (moving mean, moving variance) after the
+    calibration}, and how many calibrations were taken from it rather than run."""
+
+    reused = 0
+
+
+_CALIBRATIONS: contextvars.ContextVar[Calibrations | None] = contextvars.ContextVar("calibrations", default=None)
+
+
+@contextlib.contextmanager
+def calibrations_reused():
+    """While it holds, `calibrate_batchnorm` of a base with the same weights on the same pixels as an earlier one
+    sets the statistics that one computed instead of passing the pixels through the base again. A search's trials
+    build the same random base from the same seed and calibrate it on the same sample: at the default 256 images of
+    160 px a whole base pass each (docs/performance.md, Tuning)."""
+    token = _CALIBRATIONS.set(Calibrations())
+    try:
+        yield _CALIBRATIONS.get()
+    finally:
+        _CALIBRATIONS.reset(token)
+
+
+def _calibration_key(base: keras.Model, pixels: np.ndarray) -> str:
+    digest = hashlib.blake2b(f"{np.shape(pixels)} {np.asarray(pixels).dtype}".encode())
+    for variable in base.weights:
+        value = np.ascontiguousarray(variable.numpy())
+        digest.update(f"{value.shape} {value.dtype}".encode())
+        digest.update(value.tobytes())
+    digest.update(np.ascontiguousarray(pixels).tobytes())
+    return digest.hexdigest()
 
 
 def inference_logits(classifier: keras.Model, pixels: np.ndarray) -> np.ndarray:

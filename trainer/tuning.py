@@ -39,6 +39,7 @@ from contract.errors import first_line
 from contract.interrupts import Interrupts
 from trainer import feature_cache, readers, task
 from trainer import hyperparameters as hyperparameters_lib
+from trainer import model as model_lib
 
 OBJECTIVE = "val_loss"  # what the Trainer keeps its best epoch on
 SEARCH_FOLDER = "search"  # KerasTuner's project folder, under the Tuner's working directory
@@ -157,6 +158,7 @@ class CheapTrials(keras_tuner.engine.base_tuner.BaseTuner):
         self._trial = trial
         self.outcomes: dict[str, dict] = {}
         self.interrupts = Interrupts()
+        self.calibrations: model_lib.Calibrations | None = None  # the search's, kept after it
 
     @staticmethod
     def number(trial_id: str) -> str:
@@ -194,7 +196,7 @@ class CheapTrials(keras_tuner.engine.base_tuner.BaseTuner):
         # printed above and kept in the trial table.
         debug, keras_tuner_config.DEBUG = keras_tuner_config.DEBUG, False
         try:
-            with self.interrupts:
+            with self.interrupts, model_lib.calibrations_reused() as self.calibrations:
                 super().search(*args, **kwargs)
                 self.interrupts.check()
         finally:

@@ -113,6 +113,8 @@ def test_a_failed_trial_is_recorded_with_its_reason_and_the_search_goes_on(confi
     best = search.get_best_hyperparameters()[0].values
     assert best == kept[0]["values"]
     assert tuner_component.every_trial_failed(table) is None
+    # the trials' bases alike (dropout is the head's): calibrated once, its statistics set in the other trials
+    assert len(search.calibrations) == 1 and search.calibrations.reused == len(completed) - 1
 
 
 def test_every_trial_failing_stops_in_one_line_naming_the_first_and_each_trials_reason():
