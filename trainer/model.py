@@ -8,8 +8,6 @@ model puts augmentation in front of it.
 
 from __future__ import annotations
 
-import contextlib
-import contextvars
 import hashlib
 import os
 
@@ -176,7 +174,7 @@ def eager_pass_fits(base: keras.Model, images: int) -> bool:
     return 4 * images * sum(int(np.prod(shape)) for shape in shapes) <= EAGER_PASS_BYTES
 
 
-def calibrate_batchnorm(model: keras.Model, pixels: np.ndarray) -> None:
+def calibrate_batchnorm(model: keras.Model, pixels: np.ndarray, kept: Calibrations | None = None) -> None:
     """Sets the base's BatchNorm statistics from a batch of training pixels.
 
     Only for random weights: a pretrained base carries meaningful statistics,
@@ -187,12 +185,16 @@ def calibrate_batchnorm(model: keras.Model, pixels: np.ndarray) -> None:
     Run eagerly, the pass holds every layer's activations at once
     (docs/performance.md, Training), so a large one runs as one tf.function;
     tracing the base costs about a second, so a small one runs eagerly.
+
+    `kept` (a search's, trainer.tuning): a base with the same weights and settings calibrated on the same pixels as
+    an earlier one gets the statistics that one computed instead of a pass of its own. A search's trials build the
+    same random base from the same seed and calibrate it on the same sample: at the default 256 images of 160 px a
+    whole base pass each (docs/performance.md, Tuning).
     """
     base = get_base(model)
     rescale = get_classifier(model).get_layer(RESCALE_NAME)
     norms = [layer for layer in base.layers if isinstance(layer, keras.layers.BatchNormalization)]
-    kept = _CALIBRATIONS.get()
-    key = _calibration_key(base, pixels) if kept is not None else None
+    key = _calibration_key(rescale, base, norms, pixels) if kept is not None else None
     if key is not None and key in kept:
         for layer, statistics in zip(norms, kept[key], strict=True):
             for variable, value in zip((layer.moving_mean, layer.moving_variance), statistics):
@@ -219,35 +221,25 @@ def calibrate_batchnorm(model: keras.Model, pixels: np.ndarray) -> None:
 
 
 class Calibrations(dict):
-    """{a digest of a base's weights and the pixels: each BatchNorm layer's (moving mean, moving variance) after the
-    calibration}, and how many calibrations were taken from it rather than run."""
+    """{a digest of what a calibration depends on (_calibration_key): each BatchNorm layer's (moving mean, moving
+    variance) after it}, and how many calibrations were taken from it rather than run."""
 
     reused = 0
 
 
-_CALIBRATIONS: contextvars.ContextVar[Calibrations | None] = contextvars.ContextVar("calibrations", default=None)
-
-
-@contextlib.contextmanager
-def calibrations_reused():
-    """While it holds, `calibrate_batchnorm` of a base with the same weights on the same pixels as an earlier one
-    sets the statistics that one computed instead of passing the pixels through the base again. A search's trials
-    build the same random base from the same seed and calibrate it on the same sample: at the default 256 images of
-    160 px a whole base pass each (docs/performance.md, Tuning)."""
-    token = _CALIBRATIONS.set(Calibrations())
-    try:
-        yield _CALIBRATIONS.get()
-    finally:
-        _CALIBRATIONS.reset(token)
-
-
-def _calibration_key(base: keras.Model, pixels: np.ndarray) -> str:
-    digest = hashlib.blake2b(f"{np.shape(pixels)} {np.asarray(pixels).dtype}".encode())
+def _calibration_key(rescale: keras.layers.Layer, base: keras.Model, norms: list, pixels: np.ndarray) -> str:
+    """What the pass's statistics depend on: the pixels, the rescaling before the base, the compute dtype, each
+    BatchNorm's settings and the base's weights."""
+    pixels = np.ascontiguousarray(pixels)
+    settings = [pixels.shape, pixels.dtype.str, keras.config.dtype_policy().name, rescale.scale, rescale.offset,
+                base.input.shape, [(layer.epsilon, layer.axis, layer.center, layer.scale, layer.dtype_policy.name)
+                                   for layer in norms]]
+    digest = hashlib.blake2b(repr(settings).encode())
     for variable in base.weights:
         value = np.ascontiguousarray(variable.numpy())
-        digest.update(f"{value.shape} {value.dtype}".encode())
-        digest.update(value.tobytes())
-    digest.update(np.ascontiguousarray(pixels).tobytes())
+        digest.update(f"{value.shape} {value.dtype.str}".encode())
+        digest.update(value)
+    digest.update(pixels)  # (no copy: the array's own buffer)
     return digest.hexdigest()
 
 

@@ -187,25 +187,27 @@ def train(config: TrainingConfig, image_size: int, train_examples: tf.data.Datas
           eval_examples: tf.data.Dataset, calibration_pixels: np.ndarray | None, log_dir: str | None = None,
           base_model_dir: str | None = None, cache_dir: str | None = None,
           counts: tuple[int, int] | None = None, extra_callbacks: list[keras.callbacks.Callback] = (),
-          strategy: tf.distribute.Strategy | None = None) -> tuple[keras.Model, dict]:
+          strategy: tf.distribute.Strategy | None = None,
+          calibrations: model_lib.Calibrations | None = None) -> tuple[keras.Model, dict]:
     """Runs both phases and returns the best model and its history record.
 
     The examples are unbatched (uint8 pixels, float label) pairs; `counts`,
     if known, their numbers (train, eval); `cache_dir`, where cached views
     may go when they are over the memory budget; `strategy`, where to train
-    (default: every visible GPU, see trainer.devices).
+    (default: every visible GPU, see trainer.devices); `calibrations`, a search's calibrations to reuse
+    (model_lib.calibrate_batchnorm).
     """
     strategy = strategy or devices.strategy()
     with strategy.scope():
         model, history = _train_in_scope(config, image_size, train_examples, eval_examples, calibration_pixels,
                                          log_dir=log_dir, base_model_dir=base_model_dir, cache_dir=cache_dir,
-                                         counts=counts, extra_callbacks=extra_callbacks)
+                                         counts=counts, extra_callbacks=extra_callbacks, calibrations=calibrations)
     history["devices"] = devices.training_devices(strategy)
     return model, history
 
 
 def _train_in_scope(config, image_size, train_examples, eval_examples, calibration_pixels, *, log_dir,
-                    base_model_dir, cache_dir, counts, extra_callbacks) -> tuple[keras.Model, dict]:
+                    base_model_dir, cache_dir, counts, extra_callbacks, calibrations) -> tuple[keras.Model, dict]:
     model = model_lib.build_model(config, image_size)
     classifier = model_lib.get_classifier(model)
     warm_started = False
@@ -215,7 +217,7 @@ def _train_in_scope(config, image_size, train_examples, eval_examples, calibrati
             logging.warning("Not warm-starting from %s: %s", base_model_dir, problem)
         warm_started = problem is None
     if config.random_init and calibration_pixels is not None and not warm_started:
-        model_lib.calibrate_batchnorm(model, calibration_pixels)
+        model_lib.calibrate_batchnorm(model, calibration_pixels, calibrations)
     best = _BestWeights(classifier)
     callbacks: list[keras.callbacks.Callback] = [best, *extra_callbacks]
     if log_dir:

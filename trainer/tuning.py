@@ -65,7 +65,8 @@ def trial_config(config: TrainingConfig, epoch_fraction: float) -> TrainingConfi
 
 def run_trial(config: TrainingConfig, image_size: int, train_examples: tf.data.Dataset,
               eval_examples: tf.data.Dataset, *, epoch_fraction: float, counts: tuple[int, int] | None = None,
-              cache_dir: str | None = None, callbacks: Collection[keras.callbacks.Callback] = ()) -> dict[str, Any]:
+              cache_dir: str | None = None, callbacks: Collection[keras.callbacks.Callback] = (),
+              calibrations: model_lib.Calibrations | None = None) -> dict[str, Any]:
     """One trial of the settings `config`, on unbatched (uint8 pixels, float label) pairs as the Trainer reads
     them (trainer.readers.pixels_and_labels). Returns {"val_loss", "val_accuracy" (at the kept epoch), "epochs",
     "seconds", "train_images" and "eval_images" (the cache's counts; None without cached views)}; raises
@@ -77,7 +78,7 @@ def run_trial(config: TrainingConfig, image_size: int, train_examples: tf.data.D
     # with the rest on the same draws.
     with _trial_gradients_released():
         _, history = task.train_from_seed(cheap, image_size, train_examples, eval_examples, cache_dir=cache_dir,
-                                          counts=counts, extra_callbacks=list(callbacks))
+                                          counts=counts, extra_callbacks=list(callbacks), calibrations=calibrations)
     for record in history["epochs"]:
         for key in ("loss", OBJECTIVE):
             if key in record and not math.isfinite(record[key]):
@@ -158,7 +159,8 @@ class CheapTrials(keras_tuner.engine.base_tuner.BaseTuner):
         self._trial = trial
         self.outcomes: dict[str, dict] = {}
         self.interrupts = Interrupts()
-        self.calibrations: model_lib.Calibrations | None = None  # the search's, kept after it
+        # the search's BatchNorm calibrations, which its trials share (model_lib.calibrate_batchnorm)
+        self.calibrations: model_lib.Calibrations | None = None
 
     @staticmethod
     def number(trial_id: str) -> str:
@@ -179,7 +181,7 @@ class CheapTrials(keras_tuner.engine.base_tuner.BaseTuner):
             config = hyperparameters_lib.apply(self.base, values, self.fixed)
             result = self._trial(config, self.image_size, train_examples, eval_examples,
                                  epoch_fraction=self.tuning.epoch_fraction, counts=counts, cache_dir=trial_cache,
-                                 callbacks=[task.CheckInterrupts(self.interrupts)])
+                                 callbacks=[task.CheckInterrupts(self.interrupts)], calibrations=self.calibrations)
         except Exception as error:  # KerasTuner records the trial as failed; the table keeps why, in one line
             self.interrupts.check()  # not a failure of the trial's settings: the user stopped the search
             outcome.update(status=FAILED, reason=trial_reason(error, trial_cache))
@@ -196,7 +198,8 @@ class CheapTrials(keras_tuner.engine.base_tuner.BaseTuner):
         # printed above and kept in the trial table.
         debug, keras_tuner_config.DEBUG = keras_tuner_config.DEBUG, False
         try:
-            with self.interrupts, model_lib.calibrations_reused() as self.calibrations:
+            self.calibrations = model_lib.Calibrations()
+            with self.interrupts:
                 super().search(*args, **kwargs)
                 self.interrupts.check()
         finally:

@@ -111,25 +111,32 @@ def test_calibration_sets_the_same_statistics_run_eagerly_or_traced(config, monk
 
 
 def test_a_search_calibrates_one_base_on_one_sample_once_and_sets_the_same_statistics_after(config):
-    """Inside calibrations_reused (a search's trials), a base with the same weights calibrated on the same pixels
-    gets the statistics the first pass computed; another sample, or another base, is passed through again."""
+    """Given a search's Calibrations, a base with the same weights and settings calibrated on the same pixels gets
+    the statistics the first pass computed; another sample, another base, a BatchNorm's epsilon or the rescaling
+    before the base changed: passed through again."""
     images = np.random.default_rng(2).uniform(0, 255, (8, SIZE, SIZE, 3)).astype("float32")
 
-    def calibrated(seed, pixels):
+    def calibrated(seed, pixels, kept=None, change=lambda model: None):
         keras.utils.set_random_seed(seed)
         model = model_lib.build_model(dataclasses.replace(config, seed=seed), SIZE)
-        model_lib.calibrate_batchnorm(model, pixels)
+        change(model)
+        model_lib.calibrate_batchnorm(model, pixels, kept)
         return _norm_statistics(model)
 
     outside = calibrated(3, images)
-    with model_lib.calibrations_reused() as kept:
-        first = calibrated(3, images)
-        assert (len(kept), kept.reused) == (1, 0)
-        again = calibrated(3, images)
-        assert (len(kept), kept.reused) == (1, 1)
-        other_sample = calibrated(3, images[::-1].copy())
-        other_base = calibrated(4, images)
-        assert (len(kept), kept.reused) == (3, 1)
+    kept = model_lib.Calibrations()
+    first = calibrated(3, images, kept)
+    assert (len(kept), kept.reused) == (1, 0)
+    again = calibrated(3, images, kept)
+    assert (len(kept), kept.reused) == (1, 1)
+    other_sample = calibrated(3, images[::-1].copy(), kept)
+    other_base = calibrated(4, images, kept)
+    assert (len(kept), kept.reused) == (3, 1)
+    for change in (lambda model: setattr(model_lib.get_base(model).get_layer("bn_Conv1"), "epsilon", 10.0),
+                   lambda model: setattr(model_lib.get_classifier(model).get_layer(model_lib.RESCALE_NAME), "offset",
+                                         0.0)):
+        calibrated(3, images, kept, change)
+    assert (len(kept), kept.reused) == (5, 1)
     # The same pass on the same weights and pixels in one process: the same bits; reused, the very values.
     for statistics in (first, again):
         for (mean, variance), (expected_mean, expected_variance) in zip(statistics, outside, strict=True):
@@ -139,10 +146,6 @@ def test_a_search_calibrates_one_base_on_one_sample_once_and_sets_the_same_stati
     # the images in another order: the same batch statistics up to float32's summation order
     for (mean, _), (expected_mean, expected_variance) in zip(other_sample, outside, strict=True):
         assert np.all(np.abs(mean - expected_mean) <= 1e-3 * np.sqrt(expected_variance) + 1e-6)
-    keras.utils.set_random_seed(3)
-    model = model_lib.build_model(config, SIZE)
-    model_lib.calibrate_batchnorm(model, images)  # outside the context again: nothing kept
-    assert model_lib._CALIBRATIONS.get() is None  # noqa: SLF001
 
 
 def test_inference_logits_are_predicts_whether_run_eagerly_or_through_predict(config, monkeypatch):
