@@ -115,10 +115,11 @@ def test_a_search_calibrates_one_base_on_one_sample_once_and_sets_the_same_stati
     the statistics the first pass computed; another sample, another base, a BatchNorm's epsilon or the rescaling
     before the base changed: passed through again."""
     images = np.random.default_rng(2).uniform(0, 255, (8, SIZE, SIZE, 3)).astype("float32")
+    short = dataclasses.replace(config, base_blocks=2, fine_tune_from=1)  # any base; a short one builds in a third
 
     def calibrated(seed, pixels, kept=None, change=lambda model: None):
         keras.utils.set_random_seed(seed)
-        model = model_lib.build_model(dataclasses.replace(config, seed=seed), SIZE)
+        model = model_lib.build_model(dataclasses.replace(short, seed=seed), SIZE)
         change(model)
         model_lib.calibrate_batchnorm(model, pixels, kept)
         return _norm_statistics(model)
