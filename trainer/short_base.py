@@ -17,16 +17,16 @@ from __future__ import annotations
 import keras
 
 from config import MOBILENET_V2_BLOCKS
-from config.mobilenet_v2 import BLOCKS, FIRST_CHANNELS, divisible
+from config.mobilenet_v2 import BLOCKS, block_channels, divisible, has_add
 
 _BN = {"epsilon": 1e-3, "momentum": 0.999}
 
 
-def _block_layers(block_id: int, channels: int, side: int, alpha: float) -> tuple[list, int, int]:
-    """The layers of one inverted residual block in Keras' order and names (its Add, if any, last), the channels and
-    the side of its output."""
-    filters, stride, expansion = BLOCKS[block_id]
-    out = divisible(int(filters * alpha))
+def _block_layers(block_id: int, side: int, alpha: float) -> tuple[list, int]:
+    """The layers of one inverted residual block in Keras' order and names (its Add, if any, last), and the side of
+    its output. Its channels, and whether it has an Add, as config.mobilenet_v2 counts them."""
+    _, stride, expansion = BLOCKS[block_id]
+    channels, out = block_channels(alpha)[block_id]
     prefix = f"block_{block_id}_" if block_id else "expanded_conv_"
     made = []
     if block_id:
@@ -44,9 +44,9 @@ def _block_layers(block_id: int, channels: int, side: int, alpha: float) -> tupl
              keras.layers.Conv2D(out, kernel_size=1, padding="same", use_bias=False, activation=None,
                                  name=f"{prefix}project"),
              keras.layers.BatchNormalization(axis=-1, name=f"{prefix}project_BN", **_BN)]
-    if channels == out and stride == 1:
+    if has_add(block_id, alpha):
         made.append(keras.layers.Add(name=f"{prefix}add"))
-    return made, out, -(-side // stride)
+    return made, -(-side // stride)
 
 
 def _connect(layers: list, x):
@@ -62,14 +62,14 @@ def build(image_size: int, alpha: float, blocks: int, name: str) -> keras.Model:
     if not 0 <= blocks < MOBILENET_V2_BLOCKS:
         raise ValueError(f"blocks must be in [0, {MOBILENET_V2_BLOCKS}), got {blocks!r}: the whole base is Keras' own")
     inputs = keras.layers.Input(shape=(image_size, image_size, 3))
-    channels = divisible(FIRST_CHANNELS * alpha)
-    x = _connect([keras.layers.Conv2D(channels, kernel_size=3, strides=(2, 2), padding="same", use_bias=False,
+    first_block_input, _ = block_channels(alpha)[0]
+    x = _connect([keras.layers.Conv2D(first_block_input, kernel_size=3, strides=(2, 2), padding="same", use_bias=False,
                                       name="Conv1"),
                   keras.layers.BatchNormalization(axis=-1, name="bn_Conv1", **_BN),
                   keras.layers.ReLU(6.0, name="Conv1_relu")], inputs)
     side = -(-image_size // 2)
     for block_id in range(len(BLOCKS)):
-        layers, channels, side = _block_layers(block_id, channels, side, alpha)
+        layers, side = _block_layers(block_id, side, alpha)
         if block_id <= blocks:
             x = _connect(layers, x)
     # The top Keras adds after block_16, made for its seed draws as the blocks above are.
