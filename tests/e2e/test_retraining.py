@@ -12,7 +12,11 @@ then a rollback to version 1 (pushed as version 3), and a run on new data
 version 1's model, clears the minimum, falls more than the allowed drop below it
 and is not pushed.
 The model must really learn here (a shuffled span is only caught by a bar that
-a good model clears), so this uses 128-pixel images and warm start. Each run goes
+a good model clears), so this uses 128-pixel images and warm start, on the dusk look
+(the cartoon look is so easy that versions 1 and 2 get every test image right, and
+the paired comparison then has nothing to count) and MobileNetV2 cut after block_6,
+whose 63 layers learn that look as well as the whole base did at a third of the
+CPU (docs/performance.md, "The retraining scenario"). Each run goes
 through the command line's entry point in this process (tests.helpers.run_cli's
 in_process): what is checked is each run's outcome, lines and effect on the root.
 """
@@ -32,13 +36,15 @@ from ingest import synthetic
 from tests.helpers import cli_in_process, evaluator_models, latest_run_states, run_cli, tree_digest
 
 pytestmark = pytest.mark.e2e
-FLOAT16_TOLERANCE = 0.25  # logits; measured: at most 0.074 apart, median 0.014
-# int8's logit error is rounding noise at every layer: measured rms 0.65 on a logit spread (std) of 5.5 with 80% of
-# the eval images beyond INT8_MARGIN (a 20% eval split); with a 10% eval split, rms 0.45 on a spread of 3.1.
+FLOAT16_TOLERANCE = 0.25  # logits; measured: at most 0.02-0.043 apart on three draws of the scenario's data and seed
+# int8's logit error is rounding noise at every layer: measured rms 0.19-0.52 on logit spreads (std) of 5.2-6.4 with
+# 88-93% of the eval images beyond INT8_MARGIN (three draws of the data and the model's seed).
 INT8_MAX_RELATIVE_RMS = 0.25
 INT8_MARGIN = 2.0  # logits; an image the SavedModel scores further from the boundary must keep its class
 
-LEARNS = ["--image-size", "128", "--weights", "none", "--fine-tune-from", "60", "--head-epochs", "4",
+LOOK = "dusk"
+LEARNS = ["--image-size", "128", "--weights", "none", "--base-blocks", "6", "--fine-tune-from", "27",
+          "--head-epochs", "4",
           "--fine-tune-epochs", "12", "--batch-size", "32", "--warm-start", "--min-accuracy", "0.65",
           "--max-accuracy-drop", "0.05", "--beam-workers", "1",
           # span 1's 300 images hold 22 test images (80/10/10 by content hash): below the default floor of 30,
@@ -59,10 +65,11 @@ ONE_EPOCH = [*LEARNS, "--head-epochs", "1", "--fine-tune-epochs", "0", "--no-tfl
 TUNE = ["--tune", "--tune-trials", "2"]
 STAMPED_ROOT = "gs://bucket/cats"
 # Span 4's candidate learns next to nothing (one epoch at a learning rate of 1e-6, from random weights): far below
-# version 1's model, yet above a minimum of 0.3, so only the drop rule can reject it. It trains on the last two
+# version 1's model, yet above a minimum of 0.2, so only the drop rule can reject it (measured 0.33-0.45 on three
+# draws of the data and the model's seed). It trains on the last two
 # spans (3 and 4), one cached view each (the cheapest base pass), which its Trainer's counts show. What run 3's
 # search chose is given here as flags (the configured values), so that the reused result does not change them.
-WORSE_ON_TWO_SPANS = [*ONE_EPOCH, "--no-warm-start", "--learning-rate", "1e-6", "--min-accuracy", "0.3",
+WORSE_ON_TWO_SPANS = [*ONE_EPOCH, "--no-warm-start", "--learning-rate", "1e-6", "--min-accuracy", "0.2",
                       "--span-window", "2", "--cached-views", "1", "--dropout", "0.2", "--rotation", "0.1",
                       "--zoom", "0.1"]
 
@@ -81,8 +88,8 @@ def scenario(tmp_path_factory):
     base = tmp_path_factory.mktemp("retraining")
     out = base / "out"
     span1, span2, span3 = base / "span1", base / "span2", base / "span3"
-    synthetic.write_demo_images(span1, 150)
-    synthetic.write_demo_images(span2, 250)  # the first 150 per class are span 1's files
+    synthetic.write_demo_images(span1, 150, look=LOOK)
+    synthetic.write_demo_images(span2, 250, look=LOOK)  # the first 150 per class are span 1's files
     _shuffled_labels(span2, span3)
     record = {"out": out}
     for name, data, settings in (("span1", span1, FIRST), ("span2", span2, SECOND),
@@ -135,7 +142,7 @@ def _roll_back_and_retrain(base, out, span2, record):
     record["served_after_rollback"] = tree_digest(out / "serving_model")
     span4 = base / "span4"
     shutil.copytree(span2, span4)
-    synthetic.write_demo_images(span4 / "new", 20, seed=3)
+    synthetic.write_demo_images(span4 / "new", 20, seed=3, look=LOOK)
     record["span4"], record["span4_summary"] = run_cli(span4, out, *WORSE_ON_TWO_SPANS, in_process=True)
     _, store, run = latest_run_states(out / "metadata.sqlite")
     record["span4_evaluator_models"] = evaluator_models(store, run)
@@ -309,13 +316,14 @@ def test_tflite_models_agree_with_the_served_model_on_eval_images(scenario):
           f"float16 max logit difference {np.abs(logits['float16'] - served_logit).max():.4f}; "
           f"int8 logit error mean {int8_error.mean():.3f}, rms {int8_rms:.3f} against a logit spread of {spread:.3f}; "
           f"{np.mean(np.abs(served_logit) >= INT8_MARGIN):.3f} of the images lie beyond {INT8_MARGIN} logits")
-    assert len(jpegs) >= 50 and decided.mean() >= 0.9
+    # span 2's eval split by content hash: 41 of its 500 dusk images
+    assert len(jpegs) >= 40 and decided.mean() >= 0.9
     assert np.abs(logits["float16"] - served_logit).max() < FLOAT16_TOLERANCE
     assert np.mean((logits["float16"] >= 0) == (served_logit >= 0), where=decided) >= 0.99
     assert int8_rms < INT8_MAX_RELATIVE_RMS * spread and abs(int8_error.mean()) < INT8_MAX_RELATIVE_RMS * spread
     clear = np.abs(served_logit) >= INT8_MARGIN
-    # enough clearly decided images for the check to mean something: a count, as the eval split is now 10%
-    # of the span (56 images) and the kept epoch is chosen on it (measured: 30 of 56 beyond the margin)
+    # enough clearly decided images for the check to mean something: a count, as the eval split is 10% of the span
+    # and the kept epoch is chosen on it (measured: 36-38 of 41 beyond the margin)
     assert clear.sum() >= 25 and np.mean((logits["int8"] >= 0) == (served_logit >= 0), where=clear) >= 0.99
     assert agreement["int8"] >= 0.9
 
@@ -334,7 +342,7 @@ def test_models_lists_pushed_versions_with_spans_metrics_and_blessing(scenario):
     assert fidelity["models"]["float16"]["agreement"] >= 0.95
     for v in versions:
         # the settings LEARNS gave, as `models` reads them from the version's training history
-        assert {"image_size": 128, "weights": "none", "fine_tune_from": 60, "cached_views": 4,
+        assert {"image_size": 128, "weights": "none", "base_blocks": 6, "fine_tune_from": 27, "cached_views": 4,
                 "blend_views": False, "warm_start": True}.items() <= v["settings"].items(), v["settings"]
         assert "dropout" not in v["settings"], "a setting at its default is not listed"
 
@@ -379,7 +387,7 @@ def test_a_candidate_above_the_minimum_but_worse_than_the_served_model_is_not_pu
     summary = scenario["span4_summary"]
     assert scenario["span4"].returncode == 0, scenario["span4"].stdout[-3000:] + scenario["span4"].stderr[-3000:]
     candidate, baseline = (summary["metrics"][m]["binary_accuracy"] for m in ("candidate", "baseline"))
-    assert 0.3 <= candidate < baseline - 0.05, summary["decision"]
+    assert 0.2 <= candidate < baseline - 0.05, summary["decision"]
     assert summary["blessed"] is False and summary["pushed_version"] is None
     assert summary["decision"].startswith("binary_accuracy is ") and "below the minimum" not in summary["decision"]
     assert "below the baseline's, more than the allowed drop of 0.05" in summary["decision"]
