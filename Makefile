@@ -52,7 +52,7 @@ test: $(STAMP) system-packages
 	$(BIN)/python -m pytest --numprocesses=$(TEST_WORKERS) $(DIST) --durations=15
 
 # The loop while developing: everything but the tests marked e2e (whole runs, Kubeflow packages under kfp's local
-# runner, training in processes of their own, the image's install), on the same workers; about 4 minutes on 2 cores (docs/tests.md).
+# runner, training in processes of their own, the image's install), on the same workers; 3-4 minutes on 2 cores (docs/tests.md).
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -m "not e2e" --numprocesses=$(TEST_WORKERS) $(DIST) --durations=10
 

@@ -12,11 +12,11 @@ then a rollback to version 1 (pushed as version 3), and a run on new data
 version 1's model, clears the minimum, falls more than the allowed drop below it
 and is not pushed.
 The model must really learn here (a shuffled span is only caught by a bar that
-a good model clears), so this uses 128-pixel images and warm start, on the dusk look
-(the cartoon look is so easy that versions 1 and 2 get every test image right, and
-the paired comparison then has nothing to count) and MobileNetV2 cut after block_6,
-whose 63 layers learn that look as well as the whole base did at a third of the
-CPU (docs/performance.md, "The retraining scenario"). Each run goes
+a good model clears), so this uses 128-pixel images and warm start, with MobileNetV2
+cut after block_6: its 63 layers cost less than the whole base and learn the dusk look
+well enough for every check (docs/performance.md, "The retraining scenario"); on the
+cartoon look a base this short gets every test image right in versions 1 and 2, and
+the paired comparison then has nothing to count. Each run goes
 through the command line's entry point in this process (tests.helpers.run_cli's
 in_process): what is checked is each run's outcome, lines and effect on the root.
 """
