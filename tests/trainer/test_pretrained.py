@@ -72,5 +72,7 @@ def test_the_pretrained_base_trains_with_the_default_schedule_and_no_calibration
 
 def test_the_transfer_transfers(experiment):
     results = experiment["results"]
-    assert experiment["pretraining"]["accuracy"] >= 0.9, experiment["pretraining"]
+    # counted in images: Keras reports 108 of 120 as float32's 0.9, which is below Python's 0.9
+    eval_images = 2 * SETUP.eval_per_class
+    assert round(experiment["pretraining"]["accuracy"] * eval_images) >= 0.9 * eval_images, experiment["pretraining"]
     assert results["pretrained file"]["accuracy"] >= results["random weights"]["accuracy"] + 0.02, results
