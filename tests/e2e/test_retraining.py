@@ -47,7 +47,7 @@ LEARNS = ["--image-size", "128", "--weights", "none", "--base-blocks", "6", "--f
           "--head-epochs", "4",
           "--fine-tune-epochs", "12", "--batch-size", "32", "--warm-start", "--min-accuracy", "0.65",
           "--max-accuracy-drop", "0.05", "--beam-workers", "1",
-          # span 1's 300 images hold 22 test images (80/10/10 by content hash): below the default floor of 30,
+          # span 1's 300 images hold 28 test images (80/10/10 by content hash): below the default floor of 30,
           # lowered here because this scenario checks the schedule, not how sure its figures are
           "--min-eval-examples", "20",
           # cached views, not the from-scratch default of every epoch: this scenario checks the retraining
@@ -64,12 +64,15 @@ ONE_EPOCH = [*LEARNS, "--head-epochs", "1", "--fine-tune-epochs", "0", "--no-tfl
 # Two trials of the search, each one epoch of the head on one cached view (ONE_EPOCH's phase: at least one epoch).
 TUNE = ["--tune", "--tune-trials", "2"]
 STAMPED_ROOT = "gs://bucket/cats"
-# Span 4's candidate learns next to nothing (one epoch at a learning rate of 1e-6, from random weights): far below
-# version 1's model, yet above a minimum of 0.2, so only the drop rule can reject it (measured 0.33-0.45 on three
-# draws of the data and the model's seed). It trains on the last two
-# spans (3 and 4), one cached view each (the cheapest base pass), which its Trainer's counts show. What run 3's
-# search chose is given here as flags (the configured values), so that the reused result does not change them.
-WORSE_ON_TWO_SPANS = [*ONE_EPOCH, "--no-warm-start", "--learning-rate", "1e-6", "--min-accuracy", "0.2",
+# Span 4's candidate is built on a base whose weights are all zero (_zeroed_base: a weights file gone wrong) and
+# learns next to nothing (one epoch at a learning rate of 1e-6): its base passes no image's features on, so it calls
+# every image the same class, whatever the seed or the draw of the images. Its accuracy is then that class's share
+# of span 4's test images: far below version 1's model, yet above a minimum of 0.3, so only the drop rule can
+# reject it. (A random base's untrained head is right or wrong by chance on a cut base: 0.28-0.84 over seeds.) It
+# trains on the last two spans (3 and 4), one cached view each (the cheapest base pass), which its Trainer's counts
+# show. What run 3's search chose is given here as flags (the configured values), so that the reused result does
+# not change them.
+WORSE_ON_TWO_SPANS = [*ONE_EPOCH, "--no-warm-start", "--learning-rate", "1e-6", "--min-accuracy", "0.3",
                       "--span-window", "2", "--cached-views", "1", "--dropout", "0.2", "--rotation", "0.1",
                       "--zoom", "0.1"]
 
@@ -143,12 +146,30 @@ def _roll_back_and_retrain(base, out, span2, record):
     span4 = base / "span4"
     shutil.copytree(span2, span4)
     synthetic.write_demo_images(span4 / "new", 20, seed=3, look=LOOK)
-    record["span4"], record["span4_summary"] = run_cli(span4, out, *WORSE_ON_TWO_SPANS, in_process=True)
+    zeroed = _zeroed_base(out, base / "zeroed_no_top.h5")
+    record["span4"], record["span4_summary"] = run_cli(span4, out, *WORSE_ON_TWO_SPANS, "--weights", zeroed,
+                                                       in_process=True)
     _, store, run = latest_run_states(out / "metadata.sqlite")
     record["span4_evaluator_models"] = evaluator_models(store, run)
     record["span4_read_spans"] = _spans_read(store, run)
     record["span4_served"] = tree_digest(out / "serving_model")
     record["span4_versions"] = sorted(p.name for p in (out / "serving_model").iterdir())
+
+
+def _zeroed_base(out, path):
+    """The served model's base as a weights file (`base-weights`), every array in it set to zero."""
+    import h5py
+
+    written = cli_in_process("base-weights", "--output-dir", out, "--out", path)
+    assert written.returncode == 0, written.stderr[-2000:]
+
+    def zero(_, item):
+        if isinstance(item, h5py.Dataset):
+            item[...] = 0
+
+    with h5py.File(path, "r+") as f:
+        f.visititems(zero)
+    return path
 
 
 def _root_stamps(store, run):
@@ -387,7 +408,7 @@ def test_a_candidate_above_the_minimum_but_worse_than_the_served_model_is_not_pu
     summary = scenario["span4_summary"]
     assert scenario["span4"].returncode == 0, scenario["span4"].stdout[-3000:] + scenario["span4"].stderr[-3000:]
     candidate, baseline = (summary["metrics"][m]["binary_accuracy"] for m in ("candidate", "baseline"))
-    assert 0.2 <= candidate < baseline - 0.05, summary["decision"]
+    assert 0.3 <= candidate < baseline - 0.05, summary["decision"]
     assert summary["blessed"] is False and summary["pushed_version"] is None
     assert summary["decision"].startswith("binary_accuracy is ") and "below the minimum" not in summary["decision"]
     assert "below the baseline's, more than the allowed drop of 0.05" in summary["decision"]
