@@ -10,7 +10,7 @@ ingest.synthetic, its base saved as a no-top weights file in the layout of
 Keras' ImageNet files (trainer.model.save_base_weights). Then on the demo's
 "cartoon" look, the Trainer trains twice with the same epochs and flags (the
 default schedule): from that file, and from random weights. Prints the eval
-accuracy of both.
+accuracy and AUC of both.
 
     .venv/bin/python -m benchmarks.pretrained [--image-size 160] [--alpha 1.0]
 """
@@ -64,7 +64,7 @@ def train(settings: dict, setup: Setup, train_images, eval_images):
         else None
     model, history = task.train(config, setup.image_size, train_images, eval_images, calibration)
     best = next(e for e in history["epochs"] if e["epoch"] == history["best_epoch"])
-    return model, config, {"accuracy": best["val_accuracy"], "epochs": len(history["epochs"]),
+    return model, config, {"accuracy": best["val_accuracy"], "auc": best["val_auc"], "epochs": len(history["epochs"]),
                            "calibrated": calibration is not None}
 
 
@@ -125,8 +125,8 @@ def main(argv: list[str] | None = None) -> int:
     from components.uncertainty import format_accuracy
 
     for name, figures in results.items():
-        print(f"  {name:16} eval accuracy {format_accuracy(figures['accuracy'], 2 * setup.eval_per_class)} "
-              f"(seed 1) after {figures['epochs']} epochs, {figures['seconds']:.0f} s")
+        print(f"  {name:16} eval accuracy {format_accuracy(figures['accuracy'], 2 * setup.eval_per_class)}, "
+              f"AUC {figures['auc']:.4f} (seed 1) after {figures['epochs']} epochs, {figures['seconds']:.0f} s")
     print(json.dumps(results))
     return 0
 
