@@ -54,23 +54,21 @@ def images(folder: pathlib.Path, look: str, per_class: int, seed: int, image_siz
 
 
 def train(settings: dict, setup: Setup, train_images, eval_images):
-    """The Trainer's training with the configuration the command line would build from `settings`."""
+    """The Trainer's training with the configuration the command line would build from `settings`, every random state
+    seeded first (task.train_from_seed), so that its figures do not depend on what ran before it in the process.
+    The figures are those of the kept epoch (the lowest eval loss)."""
     from config import PipelineConfig, from_user_settings
-    from trainer import readers, task
+    from trainer import task
 
     config = from_user_settings({"alpha": setup.alpha, "seed": 1, **settings},
                                 PipelineConfig())[0].training
-    calibration = readers.sample_pixels(train_images, config.calibration_images, config) if config.random_init \
-        else None
-    model, history = task.train(config, setup.image_size, train_images, eval_images, calibration)
+    model, history = task.train_from_seed(config, setup.image_size, train_images, eval_images)
     best = next(e for e in history["epochs"] if e["epoch"] == history["best_epoch"])
-    return model, config, {"accuracy": best["val_accuracy"], "auc": best["val_auc"], "epochs": len(history["epochs"]),
-                           "calibrated": calibration is not None}
+    return model, config, {"accuracy": best["val_accuracy"], "auc": best["val_auc"], "loss": best["val_loss"],
+                           "epochs": len(history["epochs"]),
+                           "calibrated": bool(config.random_init and config.calibration_images)}
 
 
-# Pretraining trains every layer of the base (phase 2 from layer 0), as an ImageNet training does; the
-# from-scratch schedule otherwise leaves the layers below 60 as they were initialized. 2 views: the base
-# the benchmarks keep under runs/pretrained/ was made so.
 PRETRAINING = {"fine_tune_from": 0, "cached_views": 2}
 
 
@@ -126,7 +124,8 @@ def main(argv: list[str] | None = None) -> int:
 
     for name, figures in results.items():
         print(f"  {name:16} eval accuracy {format_accuracy(figures['accuracy'], 2 * setup.eval_per_class)}, "
-              f"AUC {figures['auc']:.4f} (seed 1) after {figures['epochs']} epochs, {figures['seconds']:.0f} s")
+              f"AUC {figures['auc']:.3f}, loss {figures['loss']:.3f} (seed 1) after {figures['epochs']} epochs, "
+              f"{figures['seconds']:.0f} s")
     print(json.dumps(results))
     return 0
 
