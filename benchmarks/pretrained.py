@@ -65,8 +65,7 @@ def train(settings: dict, setup: Setup, train_images, eval_images):
     model, history = task.train_from_seed(config, setup.image_size, train_images, eval_images)
     best = next(e for e in history["epochs"] if e["epoch"] == history["best_epoch"])
     return model, config, {"accuracy": best["val_accuracy"], "auc": best["val_auc"], "loss": best["val_loss"],
-                           "epochs": len(history["epochs"]),
-                           "calibrated": bool(config.random_init and config.calibration_images)}
+                           "epochs": len(history["epochs"])}
 
 
 # Pretraining trains every layer of the base (phase 2 from layer 0), as an ImageNet training does; the
