@@ -186,11 +186,14 @@ def _wait_for(marker, number: bool = True) -> int:
 
 
 def _alive(pid: int) -> bool:
+    # The process can be reaped between the signal and the read: its /proc entry then vanishes or reads ESRCH.
     try:
         os.kill(pid, 0)
-    except ProcessLookupError:
+        with open(f"/proc/{pid}/stat") as stat:
+            state = stat.read()
+    except (ProcessLookupError, FileNotFoundError):
         return False
-    return not open(f"/proc/{pid}/stat").read().split(") ")[1].startswith("Z")
+    return not state.split(") ")[1].startswith("Z")
 
 
 # Task modules that end the way a process can: kfp's executor loads the module (its code runs), and each one ends
