@@ -244,6 +244,61 @@ def fast_pickler_trace() -> None:
     _dill._trace = level_set_once
 
 
+# The objsize release whose traversal the function below gives Beam's state cache (the one Beam 2.59.0 installs with;
+# tests/config/test_beam_policy.py compares its weights with Beam's own).
+OBJSIZE_CHECKED_ON = "0.7.1"
+
+
+def fast_state_cache_weights() -> None:
+    """Beam's in-process worker caches state (a GroupByKey's values as a DoFn reads them) and weighs each value it
+    caches with objsize, which first collects the namespace of every entry of sys.modules, to leave them out of the
+    measure: 3-6 ms a value once TensorFlow and TFX are loaded (5,500-8,400 modules), some tens of values a
+    pipeline, about a tenth of a small ingest's CPU (docs/performance.md). Here the namespaces of plain modules are
+    collected again only when sys.modules holds other objects (a module's namespace is its own for its life; the
+    modules are held, so an id stays theirs), and those of anything else every time, as objsize does: the same
+    objects left out and the same measured, so the same weight. Given where the parameter cache is; on a Beam or
+    objsize release other than the ones checked, nothing changes."""
+    import sys
+
+    import apache_beam
+
+    try:
+        import objsize
+        from apache_beam.runners.worker import statecache
+    except ImportError:
+        return
+    weigh = statecache.get_deep_size
+    if (apache_beam.__version__ != PARAMETER_CACHE_CHECKED_ON or objsize.__version__ != OBJSIZE_CHECKED_ON
+            or getattr(weigh, "beam_get_deep_size", None)):
+        return
+    settings = objsize.traverse.ObjSizeSettings(get_size_func=statecache._size_func,
+                                                get_referents_func=statecache._get_referents_func,
+                                                filter_func=statecache._filter_func, exclude_modules_globals=False)
+    # (ids, the entries themselves, ids of the plain modules' namespaces, the other entries): one tuple, replaced
+    # whole, so that a thread reads one state of it
+    known = [([], [], frozenset(), [])]
+
+    def get_deep_size(*objs):
+        entries = list(sys.modules.values())
+        ids = list(map(id, entries))
+        state = known[0]
+        if ids != state[0]:
+            plain = [entry for entry in entries if type(entry) is types.ModuleType]
+            state = known[0] = (ids, entries, frozenset(id(vars(module)) for module in plain),
+                                [entry for entry in entries if type(entry) is not types.ModuleType])
+        context = settings.new_context()
+        context.exclude_set.update(state[2])
+        for entry in state[3]:  # an object's __dict__ can be replaced: read each time
+            try:
+                context.exclude_set.add(id(vars(entry)))
+            except TypeError:  # no namespace (None, which blocks an import): objsize skips it too
+                pass
+        return context.get_deep_size(*objs)
+
+    get_deep_size.beam_get_deep_size = weigh
+    statecache.get_deep_size = get_deep_size
+
+
 def faster_beam() -> None:
     """Each of the above, in a process that runs Beam pipelines (given wherever ingest.spans is imported: `run`,
     `ingest`, the Kubeflow tasks, Beam's worker processes, the tests' workers); each changes nothing where the
@@ -252,3 +307,4 @@ def faster_beam() -> None:
     fast_dofn_introspection()
     fast_option_views()
     fast_pickler_trace()
+    fast_state_cache_weights()

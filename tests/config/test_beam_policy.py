@@ -1,3 +1,5 @@
+import sys
+
 import apache_beam as beam
 
 from config import beam_policy
@@ -287,3 +289,62 @@ def test_dills_trace_is_replaced_once_and_only_on_the_release_it_was_checked_on(
     monkeypatch.setattr(dill, "__version__", "0.3.9")
     beam_policy.fast_pickler_trace()
     assert _dill._trace is quiet.dill_trace
+
+
+class _Namespaced:
+    """Something other than a module that a library put in sys.modules: objsize leaves its namespace out too."""
+
+    def __init__(self, payload):
+        self.payload = payload
+
+
+def test_the_state_cache_weighs_each_value_as_beams_own_weighing_does(monkeypatch):
+    import collections
+    import json
+    import types
+
+    from apache_beam.runners.worker import statecache
+
+    import ingest.spans  # noqa: F401  (importing it is what gives Beam the faster weighing, in any process)
+
+    weigh = statecache.get_deep_size
+    beams = weigh.beam_get_deep_size
+    assert beams is not weigh
+    record = collections.namedtuple("record", "sha256 image label")
+    stranger = _Namespaced(b"s" * 5000)
+    monkeypatch.setitem(sys.modules, "cats_vs_dogs_probe_stranger", stranger)
+    monkeypatch.setitem(sys.modules, "cats_vs_dogs_probe_blocked", None)  # how an import is blocked
+    values = [[b"x" * 12_000 for _ in range(6)], [record("ab" * 32, b"y" * 900, 1), ("k", {"a": [1, 2.5, None]})],
+              [vars(json), b"z" * 100], [stranger, vars(stranger)], [], "text", 7]
+    for value in values:
+        assert weigh(value) == beams(value), value
+    stranger.__dict__ = {"payload": b"t" * 9000}  # a namespace replaced: left out as it is now
+    assert weigh([vars(stranger)]) == beams([vars(stranger)])
+    # A module that arrives after the first weighing is left out of it, and measured once it is gone from sys.modules
+    arrived = types.ModuleType("cats_vs_dogs_probe_arrived")
+    arrived.payload = b"m" * 50_000
+    monkeypatch.setitem(sys.modules, arrived.__name__, arrived)
+    left_out = weigh([vars(arrived)])
+    assert left_out == beams([vars(arrived)])
+    del sys.modules[arrived.__name__]
+    measured = weigh([vars(arrived)])
+    assert measured == beams([vars(arrived)]) and measured > left_out + 50_000
+
+
+def test_the_state_cache_weighing_is_replaced_once_and_only_on_the_releases_it_was_checked_on(monkeypatch):
+    import apache_beam
+    import objsize
+    from apache_beam.runners.worker import statecache
+
+    import ingest.spans  # noqa: F401
+
+    faster = statecache.get_deep_size
+    beam_policy.fast_state_cache_weights()
+    assert statecache.get_deep_size is faster, "given again, it is not wrapped twice"
+    for module, release in ((objsize, "0.8.0"), (apache_beam, "2.60.0")):
+        with monkeypatch.context() as patch:
+            patch.setattr(statecache, "get_deep_size", faster.beam_get_deep_size)
+            patch.setattr(module, "__version__", release)
+            beam_policy.fast_state_cache_weights()
+            assert statecache.get_deep_size is faster.beam_get_deep_size
+    assert statecache.get_deep_size is faster
