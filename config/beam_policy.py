@@ -10,6 +10,7 @@ Beam arguments of their own: `compile --beam-arg`.
 
 from __future__ import annotations
 
+import collections
 import copy
 import operator
 import os
@@ -252,12 +253,12 @@ OBJSIZE_CHECKED_ON = "0.7.1"
 def fast_state_cache_weights() -> None:
     """Beam's in-process worker caches state (a GroupByKey's values as a DoFn reads them) and weighs each value it
     caches with objsize, which first collects the namespace of every entry of sys.modules, to leave them out of the
-    measure: 3-6 ms a value once TensorFlow and TFX are loaded (5,500-8,400 modules), some tens of values a
-    pipeline, about a tenth of a small ingest's CPU (docs/performance.md). Here the namespaces of plain modules are
-    collected again only when sys.modules holds other objects (a module's namespace is its own for its life; the
-    modules are held, so an id stays theirs), and those of anything else every time, as objsize does: the same
-    objects left out and the same measured, so the same weight. Given where the parameter cache is; on a Beam or
-    objsize release other than the ones checked, nothing changes."""
+    measure: 2-6 ms a value once TensorFlow and TFX are loaded (5,500-8,400 modules), 24 values in an ingest and
+    99 in a tiny run (docs/performance.md). Here the namespaces of plain modules are
+    collected again only when sys.modules holds other objects or one of another class (a plain module's namespace
+    is its own for its life; the modules are held, so an id stays theirs), and those of anything else every time,
+    as objsize does: the same objects left out and the same measured, so the same weight. Given where the
+    parameter cache is; on a Beam or objsize release other than the ones checked, nothing changes."""
     import sys
 
     import apache_beam
@@ -271,28 +272,47 @@ def fast_state_cache_weights() -> None:
     if (apache_beam.__version__ != PARAMETER_CACHE_CHECKED_ON or objsize.__version__ != OBJSIZE_CHECKED_ON
             or getattr(weigh, "beam_get_deep_size", None)):
         return
-    settings = objsize.traverse.ObjSizeSettings(get_size_func=statecache._size_func,
-                                                get_referents_func=statecache._get_referents_func,
-                                                filter_func=statecache._filter_func, exclude_modules_globals=False)
-    # (ids, the entries themselves, ids of the plain modules' namespaces, the other entries): one tuple, replaced
-    # whole, so that a thread reads one state of it
-    known = [([], [], frozenset(), [])]
+    # (the entries, their classes, ids of the plain modules' namespaces, the other entries): one tuple, replaced
+    # whole, so that a thread reads one state of it. Holding the entries keeps their ids theirs. A module's class can
+    # change (`module.__class__ = ...`, how a module gets properties), and a class of its own may answer `__dict__`.
+    known = [((), (), frozenset(), ())]
 
-    def get_deep_size(*objs):
+    def namespaces() -> tuple[frozenset, list]:
         entries = list(sys.modules.values())
-        ids = list(map(id, entries))
         state = known[0]
-        if ids != state[0]:
+        if not (len(entries) == len(state[0]) and all(map(operator.is_, entries, state[0]))
+                and all(map(operator.is_, map(type, entries), state[1]))):
             plain = [entry for entry in entries if type(entry) is types.ModuleType]
-            state = known[0] = (ids, entries, frozenset(id(vars(module)) for module in plain),
+            state = known[0] = (entries, list(map(type, entries)), frozenset(id(vars(module)) for module in plain),
                                 [entry for entry in entries if type(entry) is not types.ModuleType])
-        context = settings.new_context()
-        context.exclude_set.update(state[2])
+        others = []
         for entry in state[3]:  # an object's __dict__ can be replaced: read each time
             try:
-                context.exclude_set.add(id(vars(entry)))
+                others.append(id(vars(entry)))
             except TypeError:  # no namespace (None, which blocks an import): objsize skips it too
                 pass
+        return state[2], others
+
+    def get_deep_size(*objs):
+        # What objsize.get_deep_size makes of Beam's arguments and its default settings, both read at each call as
+        # they are there; the exclusions in objsize's order: None, the namespaces, then what the settings exclude.
+        # The plain modules' namespaces are left out by the filter, which objsize asks after its excluded set: the
+        # same objects neither measured nor followed, without copying thousands of ids into that set each time.
+        defaults, beams_filter = objsize.default_settings, statecache._filter_func
+        filter_func = beams_filter
+        context_excludes: list = []
+        if defaults.exclude_modules_globals:
+            plain, context_excludes = namespaces()
+
+            def filter_func(obj):
+                return id(obj) not in plain and beams_filter(obj)
+
+        settings = objsize.traverse.ObjSizeSettings(statecache._get_referents_func, filter_func,
+                                                    statecache._size_func, None, False)
+        context = settings.new_context()
+        context.exclude_set.update(context_excludes)
+        if defaults.exclude is not None:
+            collections.deque(context.traverse_bfs(*defaults.exclude, exclude=True), maxlen=0)
         return context.get_deep_size(*objs)
 
     get_deep_size.beam_get_deep_size = weigh

@@ -348,3 +348,69 @@ def test_the_state_cache_weighing_is_replaced_once_and_only_on_the_releases_it_w
             beam_policy.fast_state_cache_weights()
             assert statecache.get_deep_size is faster.beam_get_deep_size
     assert statecache.get_deep_size is faster
+
+
+def _module(name, size):
+    import types
+
+    module = types.ModuleType(name)
+    module.payload = b"m" * size
+    return module
+
+
+def test_the_state_cache_weighs_as_beam_does_when_a_module_is_replaced_or_changes_class(monkeypatch):
+    import types
+
+    from apache_beam.runners.worker import statecache
+
+    import ingest.spans  # noqa: F401
+
+    weigh = statecache.get_deep_size
+    beams = weigh.beam_get_deep_size
+    first, second = _module("cats_vs_dogs_probe_key", 20_000), _module("cats_vs_dogs_probe_key", 30_000)
+    monkeypatch.setitem(sys.modules, first.__name__, first)
+    assert weigh([vars(first)]) == beams([vars(first)])
+    sys.modules[first.__name__] = second  # the same key, the same count of modules: another object
+    for value in ([vars(first)], [vars(second)]):
+        assert weigh(value) == beams(value)
+    assert weigh([vars(first)]) > 20_000, "no longer in sys.modules: measured"
+
+    class Shadowed(types.ModuleType):
+        """A module class of its own answering `__dict__` itself, given to a module already weighed as plain."""
+
+        shadow = {"shadow": b"s" * 7_000}
+
+        @property
+        def __dict__(self):
+            return Shadowed.shadow
+
+    namespace = vars(second)
+    second.__class__ = Shadowed
+    for value in ([namespace], [Shadowed.shadow]):
+        assert weigh(value) == beams(value)
+    assert weigh([namespace]) > 30_000, "vars() of it is another dict now: its own is measured"
+    Shadowed.shadow = {"other": b"o" * 3_000}
+    assert weigh([Shadowed.shadow]) == beams([Shadowed.shadow])
+
+
+def test_the_state_cache_weighs_with_objsizes_and_beams_settings_as_they_are_at_each_call(monkeypatch):
+    import objsize
+    from apache_beam.runners.worker import statecache
+
+    import ingest.spans  # noqa: F401
+
+    weigh = statecache.get_deep_size
+    beams = weigh.beam_get_deep_size
+    module = _module("cats_vs_dogs_probe_settings", 10_000)
+    monkeypatch.setitem(sys.modules, module.__name__, module)
+    shared = [b"e" * 4_000]
+    value = [vars(module), shared, b"v" * 2_000]
+    assert weigh(value) == beams(value) < 10_000
+    defaults = objsize.default_settings
+    for changed in (defaults.replace(exclude_modules_globals=False), defaults.replace(exclude=[shared]),
+                    defaults.replace(exclude=[module])):
+        monkeypatch.setattr(objsize, "default_settings", changed)
+        assert weigh(value) == beams(value)
+    monkeypatch.setattr(objsize, "default_settings", defaults)
+    monkeypatch.setattr(statecache, "_get_referents_func", lambda *objs: [])
+    assert weigh(value) == beams(value)
