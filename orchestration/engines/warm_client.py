@@ -4,11 +4,13 @@
 Hands the task to the zygote at SOCKET, passes on to the task's fork the signals a task's process gets (the
 terminal's Ctrl-C, Ctrl-\\, Ctrl-Z and hang-up to the fork's process group, its children too, as the terminal
 sends them; a `kill` of the task's process to the fork), and exits as the fork exits: the same code, or the same
-signal. Where the zygote is not there yet or declines the task, runs `python ARGS...` itself, in this process, as
+signal. Waits for a zygote still importing (it holds a lock on its folder's `importing` file until it listens or
+gives up); where there is no zygote or it declines the task, runs `python ARGS...` itself, in this process, as
 kfp.local would have.
 The standard library only, and no site packages (-S): it starts in milliseconds.
 """
 
+import fcntl
 import json
 import os
 import select
@@ -19,6 +21,7 @@ import time
 
 TO_THE_GROUP = (signal.SIGINT, signal.SIGQUIT, signal.SIGHUP)  # the terminal's: to every process of the task
 TO_THE_TASK = (signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2)
+WAIT_SECONDS = 120  # for a zygote still importing (warm_tasks.READY_SECONDS); then the task imports for itself
 
 
 def main() -> None:
@@ -48,10 +51,8 @@ def main() -> None:
 def _ask(path: str, argv: list):
     """The zygote's reply ({"pid"} or {"fresh"}, {} when it went before answering) and the rest of its answer;
     None when there is no zygote to ask."""
-    conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        conn.connect(path)
-    except OSError:
+    conn = _connect(path)
+    if conn is None:
         return None, None
     try:
         body = json.dumps({"argv": argv, "cwd": os.getcwd(), "env": dict(os.environ)}).encode()
@@ -63,6 +64,41 @@ def _ask(path: str, argv: list):
         return json.loads(reader.readline() or b"{}"), reader
     except (OSError, ValueError):
         return {}, None
+
+
+def _connect(path: str):
+    """A connection to the zygote, once it listens; None where there is none to ask (it never listened, it gave
+    up or left, or it was still importing after WAIT_SECONDS)."""
+    deadline = time.monotonic() + WAIT_SECONDS
+    while True:
+        conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            conn.connect(path)
+            return conn
+        except FileNotFoundError:
+            conn.close()
+            if _importing(path) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            elif not os.path.exists(path):  # none, or it gave up (one that has just started listening: ask it)
+                return None
+        except OSError:  # refused: the zygote stopped listening
+            conn.close()
+            return None
+
+
+def _importing(path: str) -> bool:
+    """Whether the zygote is still importing: the lock it holds on `importing` is taken (it goes with its process)."""
+    try:
+        fd = os.open(os.path.join(os.path.dirname(path), "importing"), os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        return False
+    except OSError:  # taken (EWOULDBLOCK)
+        return True
+    finally:
+        os.close(fd)
 
 
 def _forward(send, task: int, number: int) -> None:

@@ -43,7 +43,7 @@ PRINTS = {
     # `end`: the one place an error's line is shown, for the command line and the Kubeflow tasks alike
     "contract/errors.py",
     "orchestration/engines/kfp_components.py",  # each body is its Kubeflow task's command line
-    "orchestration/engines/warm_tasks.py",  # the warm process's own entry point: its one line, into its log
+    "orchestration/engines/warm_zygote.py",  # the warm process's own entry point: its one line, into its log
 }
 PRINTING_PACKAGES = {"cli"}  # benchmarks/ and tests/ are no shipped package
 

@@ -291,10 +291,10 @@ def test_first_run_executes_every_node_once_and_pushes_version_1(runs):
     assert all(line.startswith("  ") and ": success (" in line for line in tasks), tasks
     log = open(first.rsplit(" in ", 1)[-1]).read()
     assert log.count("Executing task") == len(tasks) and "Traceback" not in result.stdout + result.stderr
-    # The tasks start from the warm process (orchestration.engines.warm_tasks) once it has imported the libraries,
-    # beside the first ones; none declined (an environment that differs, another working directory).
+    # Every task starts from the warm process (orchestration.engines.warm_tasks), the first ones once it has imported
+    # the libraries; none declined (an environment that differs, another working directory).
     (warm,) = re.findall(r"kfp.local tasks: (\d+) started from the warm process(.*)", log)
-    assert int(warm[0]) >= len(tasks) - 3 and warm[1] == "", warm
+    assert int(warm[0]) == len(tasks) and warm[1] == "", warm
 
 
 def test_a_run_started_while_another_holds_the_root_is_refused_and_reports_it(runs):

@@ -1,6 +1,6 @@
 """Warm task processes under kfp.local's own SubprocessRunner (orchestration.engines.warm_tasks): lightweight
 components run as forks of the zygote, each in a process group of its own, with the task's variables; a
-task whose environment differs, or that comes before the zygote is ready, runs in a fresh process; a task's
+task whose environment differs runs in a fresh process, one that comes while the zygote imports waits for it; a task's
 failure, exit code and signal are the task's own. The zygote here preloads kfp's executor only (the rehearsal's
 preloads TensorFlow, TFX and the pipeline's executors: tests/e2e/test_kubeflow_local.py checks its tasks start
 warm)."""
@@ -77,13 +77,8 @@ def test_tasks_fork_from_the_zygote_in_their_own_group_with_the_shells_variables
     assert not os.path.exists(zygote.folder)
 
 
-def test_a_task_whose_environment_differs_or_comes_before_the_zygote_runs_in_a_fresh_process(kfp_local, tmp_path,
-                                                                                            monkeypatch):
-    gate = tmp_path / "gate"
-    monkeypatch.setenv("CATS_VS_DOGS_TEST_GATE", str(gate))  # before the zygote starts: the tasks' too
-    with warm_tasks.task_processes(preload=(*PRELOAD, "tests.orchestration.engines.gated_import")) as zygote:
-        early = _where(WHERE().output)  # the zygote is still importing: its socket is not there yet
-        gate.touch()
+def test_a_task_whose_environment_differs_runs_in_a_fresh_process(kfp_local):
+    with warm_tasks.task_processes(preload=PRELOAD) as zygote:
         assert zygote.wait_ready()
         os.environ["CATS_VS_DOGS_TEST_VARIABLE"] = "set after the zygote started"
         try:
@@ -92,10 +87,67 @@ def test_a_task_whose_environment_differs_or_comes_before_the_zygote_runs_in_a_f
             del os.environ["CATS_VS_DOGS_TEST_VARIABLE"]
         warm = _where(WHERE().output)
         summary = zygote.stop()
-    assert early["parent"] != zygote.process.pid and changed["parent"] != zygote.process.pid
+    assert changed["parent"] != zygote.process.pid
     assert warm["parent"] == zygote.process.pid
     assert "1 started from the warm process, 1 in a fresh process (an environment that differs: " \
            "CATS_VS_DOGS_TEST_VARIABLE)" in summary
+
+
+def _parent_of_a_task(zygote, tmp_path) -> subprocess.Popen:
+    """A task's client, started at once; the task writes its parent's process id to `parent` (kfp's executor logs
+    on its standard output)."""
+    (tmp_path / "parent.py").write_text(f"import os, sys\nopen({str(tmp_path / 'parent')!r}, 'w')"
+                                        ".write(str(os.getppid()))\nsys.exit(0)\n")
+    return subprocess.Popen([*AS_A_TASK, *zygote.command, "-m", "kfp.dsl.executor_main", "--component_module_path",
+                             str(tmp_path / "parent.py"), "--function_to_execute", "f"], stdout=subprocess.DEVNULL)
+
+
+def _gated(monkeypatch, tmp_path, module: str = "tests.orchestration.engines.gated_import") -> tuple:
+    gate = tmp_path / "gate"
+    monkeypatch.setenv("CATS_VS_DOGS_TEST_GATE", str(gate))  # before the zygote starts: the tasks' too
+    return gate, (*PRELOAD, module)
+
+
+def test_a_task_that_comes_while_the_zygote_imports_waits_for_it_and_starts_warm(tmp_path, monkeypatch):
+    import time
+
+    gate, preload = _gated(monkeypatch, tmp_path)
+    with warm_tasks.task_processes(preload=preload) as zygote:
+        task = _parent_of_a_task(zygote, tmp_path)
+        time.sleep(1)  # the client finds no socket, and the lock taken
+        assert not os.path.exists(zygote.socket)
+        gate.touch()
+        task.wait(timeout=60)
+        summary = zygote.stop()
+    assert task.returncode == 0 and int((tmp_path / "parent").read_text()) == zygote.process.pid
+    assert summary.strip() == "kfp.local tasks: 1 started from the warm process"
+
+
+@pytest.mark.parametrize("ending", ["its import fails", "it is killed"])
+def test_a_task_waiting_for_a_zygote_that_never_listens_runs_in_a_fresh_process(ending, tmp_path, monkeypatch):
+    import time
+
+    (tmp_path / "fails_at_the_gate.py").write_text(
+        "import os, time\nwhile not os.path.exists(os.environ['CATS_VS_DOGS_TEST_GATE']):\n    time.sleep(0.05)\n"
+        "raise ImportError('not today')\n")
+    monkeypatch.setenv("PYTHONPATH", f"{tmp_path}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
+    gate, preload = _gated(monkeypatch, tmp_path, "fails_at_the_gate")
+    with warm_tasks.task_processes(preload=preload) as zygote:
+        task = _parent_of_a_task(zygote, tmp_path)
+        time.sleep(1)
+        assert task.poll() is None
+        started = time.monotonic()
+        if ending == "it is killed":
+            os.kill(zygote.process.pid, signal.SIGKILL)  # the lock goes with it
+        else:
+            gate.touch()
+        task.wait(timeout=60)
+        waited = time.monotonic() - started
+        summary = zygote.stop()
+    assert task.returncode == 0 and int((tmp_path / "parent").read_text()) != zygote.process.pid
+    assert waited < 30, "not the client's whole wait: it goes fresh as the zygote gives up"
+    assert ("importing fails_at_the_gate failed: ImportError: not today" in summary if ending == "its import fails"
+            else f"left with code -{int(signal.SIGKILL)} before serving" in summary)
 
 
 def test_a_tasks_failure_and_exit_code_are_its_own(kfp_local, capfd):
