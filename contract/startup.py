@@ -17,7 +17,7 @@ performance.md). So while the stack loads, Keras alone finds them missing; every
 after the start-up, gets them as usual (a module something else loaded first is Keras's too).
 
 And `root_logger_kept`: imports that leave the root logger as it was, for a process that loads the libraries before
-the program that sets up its logging runs (a warm task process, orchestration.engines.warm_tasks).
+the program that sets up its logging runs (a warm task process, orchestration.engines.warm_zygote).
 """
 
 from __future__ import annotations

@@ -68,8 +68,7 @@ def _ask(path: str, argv: list):
 
 def _connect(path: str):
     """A connection to the zygote, once it listens; None where there is none to ask (it never listened, it gave
-    up or left, or it was still importing after WAIT_SECONDS)."""
-    deadline = time.monotonic() + WAIT_SECONDS
+    up or left, or it has been importing for longer than WAIT_SECONDS)."""
     while True:
         conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
@@ -77,7 +76,7 @@ def _connect(path: str):
             return conn
         except FileNotFoundError:
             conn.close()
-            if _importing(path) and time.monotonic() < deadline:
+            if _importing(path):
                 time.sleep(0.05)
             elif not os.path.exists(path):  # none, or it gave up (one that has just started listening: ask it)
                 return None
@@ -87,16 +86,22 @@ def _connect(path: str):
 
 
 def _importing(path: str) -> bool:
-    """Whether the zygote is still importing: the lock it holds on `importing` is taken (it goes with its process)."""
+    """Whether the zygote is still importing: its folder's `importing` file is there (it goes as the zygote listens
+    or gives up), locked (the lock goes with the zygote), and younger than WAIT_SECONDS. Its age, not this client's
+    wait, bounds the wait: a zygote that hangs costs a run one wait, not one for each of its tasks."""
     try:
         fd = os.open(os.path.join(os.path.dirname(path), "importing"), os.O_RDONLY)
     except OSError:
         return False
     try:
+        if time.time() - os.fstat(fd).st_mtime > WAIT_SECONDS:
+            return False
         fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
         return False
-    except OSError:  # taken (EWOULDBLOCK)
+    except BlockingIOError:  # taken
         return True
+    except OSError:  # no locks on this file system: nothing to wait for
+        return False
     finally:
         os.close(fd)
 

@@ -95,18 +95,21 @@ class Zygote:
         self.served: str | None = None
         self.command = [sys.executable, "-I", "-S", CLIENT, self.socket]  # the client, before the task's arguments
         self.launcher = shlex.join(self.command)  # the same in a shell line
-        # Locked here and handed to the zygote, so that it is held from before the run's first task can come.
-        importing = os.open(os.path.join(self.folder, IMPORTING), os.O_CREAT | os.O_WRONLY, 0o600)
+        importing = _importing_lock(os.path.join(self.folder, IMPORTING))
         try:
-            fcntl.flock(importing, fcntl.LOCK_EX)
             with open(self.log, "w") as log:
                 # The environment inherited as it is (a library may have set variables behind os.environ's back:
                 # the task's process inherits those too); the task's own variables set by the zygote as it starts.
                 self.process = subprocess.Popen(
-                    [sys.executable, "-m", ZYGOTE, self.socket, str(importing), *preload], pass_fds=[importing],
-                    stdin=subprocess.PIPE, stdout=log, stderr=subprocess.STDOUT)
+                    [sys.executable, "-m", ZYGOTE, self.socket, str(importing), *preload],
+                    pass_fds=[importing] if importing >= 0 else [], stdin=subprocess.PIPE, stdout=log,
+                    stderr=subprocess.STDOUT)
+        except BaseException:
+            shutil.rmtree(self.folder, ignore_errors=True)
+            raise
         finally:
-            os.close(importing)
+            if importing >= 0:
+                os.close(importing)
 
     def wait_ready(self, seconds: float = READY_SECONDS) -> bool:
         deadline = time.monotonic() + seconds
@@ -145,3 +148,20 @@ class Zygote:
                 f"every one in a fresh process (the warm process left with code {code} before serving)") + "\n"
         shutil.rmtree(self.folder, ignore_errors=True)
         return self.served
+
+
+def _importing_lock(path: str) -> int:
+    """The file descriptor of IMPORTING, locked here and handed to the zygote, so that the lock is held from before
+    the run's first task can come; -1 (no file: tasks that come early run fresh) where the file system has no locks.
+    Above the standard streams: the zygote's stdin is a pipe set up over descriptor 0, whatever this one's is."""
+    fd = os.open(path, os.O_CREAT | os.O_WRONLY | os.O_CLOEXEC, 0o600)
+    if fd < 3:
+        fd, low = fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 3), fd
+        os.close(low)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+    except OSError:  # no locks on this file system (an NFS without its lock daemon, ENOLCK)
+        os.close(fd)
+        os.unlink(path)
+        return -1
+    return fd

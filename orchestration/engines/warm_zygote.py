@@ -15,7 +15,7 @@ import traceback
 from typing import NoReturn
 
 from contract import errors
-from orchestration.engines.warm_tasks import EXECUTOR
+from orchestration.engines.warm_tasks import EXECUTOR, IMPORTING
 
 # What the shell of a task's command changes: the only variables allowed to differ from the zygote's; the fork takes
 # the task's values of them. The command's own `_KFP_RUNTIME=true` is the zygote's from its start: kfp reads it as it
@@ -31,14 +31,18 @@ def serve(path: str, importing: int, preload: list[str]) -> None:
     """The zygote: imports `preload`, then forks a task for each client until its stdin closes and its tasks
     have ended. Holds the lock of IMPORTING (its descriptor `importing`) until it listens or gives up. Prints what
     it served at the end (Zygote.stop reads it)."""
-    os.set_inheritable(importing, False)  # a process the imports start must not keep the lock after this one
     os.environ.update(TASK_VARIABLES)  # before anything imports kfp
     baseline = _comparable(os.environ)  # the environment as a fresh process would start with it
     home = os.getcwd()
     try:
         listener = _import_and_listen(path, preload)
     finally:
-        os.close(importing)  # after the socket is in place: a client that finds the lock free finds the socket
+        # After the socket is in place (a client that finds no file finds the socket) and before the lock is let go:
+        # a process an import forked holds it too, as long as it lives, and no client must wait for that one.
+        with contextlib.suppress(OSError):
+            os.unlink(os.path.join(os.path.dirname(path), IMPORTING))
+        if importing >= 0:
+            os.close(importing)
     if listener is None:
         return
     wake_read, wake_write = os.pipe()
@@ -70,9 +74,12 @@ def _import_and_listen(path: str, preload: list[str]) -> socket.socket | None:
                 return None
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
-        listener.bind(path + ".new")
+        # bound under a name no longer than the socket's (a path that fits fits both), then renamed: clients see the
+        # socket only once it accepts
+        fresh = os.path.join(os.path.dirname(path), "n")
+        listener.bind(fresh)
         listener.listen(16)
-        os.rename(path + ".new", path)  # clients see the socket only once it accepts
+        os.rename(fresh, path)
     except OSError as error:  # a folder too deep for a socket's path, a file system without them
         listener.close()
         print(f"kfp.local tasks: every one in a fresh process (no warm process: cannot listen at {path}: "

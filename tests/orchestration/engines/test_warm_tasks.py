@@ -13,7 +13,8 @@ import sys
 import pytest
 from kfp import dsl, local
 
-from orchestration.engines import warm_tasks
+from orchestration.engines import warm_client, warm_tasks
+from tests.helpers import ROOT
 
 PRELOAD = ("kfp.dsl.executor",)
 # What kfp.local's shell line sets for a task; through env(1), so that the rest of the environment is this
@@ -148,6 +149,95 @@ def test_a_task_waiting_for_a_zygote_that_never_listens_runs_in_a_fresh_process(
     assert waited < 30, "not the client's whole wait: it goes fresh as the zygote gives up"
     assert ("importing fails_at_the_gate failed: ImportError: not today" in summary if ending == "its import fails"
             else f"left with code -{int(signal.SIGKILL)} before serving" in summary)
+
+
+def test_a_process_an_import_forked_holds_no_task_after_the_zygote_gave_up(tmp_path, monkeypatch):
+    import time
+
+    # the fork shares the zygote's open lock and outlives it
+    (tmp_path / "forks_then_fails.py").write_text(
+        "import os, time\nif os.fork() == 0:\n    time.sleep(60)\n    os._exit(0)\nraise ImportError('not today')\n")
+    monkeypatch.setenv("PYTHONPATH", f"{tmp_path}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
+    with warm_tasks.task_processes(preload=(*PRELOAD, "forks_then_fails")) as zygote:
+        assert not zygote.wait_ready()
+        started = time.monotonic()
+        task = _parent_of_a_task(zygote, tmp_path)
+        task.wait(timeout=60)
+        waited = time.monotonic() - started
+        zygote.stop()
+    assert task.returncode == 0 and int((tmp_path / "parent").read_text()) != zygote.process.pid
+    assert waited < 30, "not until the forked process ends"
+
+
+def test_a_zygote_importing_for_longer_than_a_client_waits_costs_the_run_one_wait(tmp_path, monkeypatch):
+    import time
+
+    _, preload = _gated(monkeypatch, tmp_path)  # never opened: the zygote imports until it is stopped
+    with warm_tasks.task_processes(preload=preload) as zygote:
+        long_ago = time.time() - warm_client.WAIT_SECONDS - 1
+        os.utime(os.path.join(zygote.folder, warm_tasks.IMPORTING), (long_ago, long_ago))  # as after the first's wait
+        started = time.monotonic()
+        task = _parent_of_a_task(zygote, tmp_path)
+        task.wait(timeout=60)
+        waited = time.monotonic() - started
+        summary = zygote.stop()
+    assert task.returncode == 0 and int((tmp_path / "parent").read_text()) != zygote.process.pid
+    assert waited < 30
+    assert "the warm process was still importing" in summary
+
+
+def test_a_file_system_without_locks_still_gets_a_zygote(kfp_local, monkeypatch):
+    import errno
+    import fcntl
+
+    def no_locks(fd, operation):
+        raise OSError(errno.ENOLCK, "No locks available")  # as NFS without its lock daemon answers
+
+    monkeypatch.setattr(fcntl, "flock", no_locks)
+    with warm_tasks.task_processes(preload=PRELOAD) as zygote:
+        monkeypatch.undo()
+        assert not os.path.exists(os.path.join(zygote.folder, warm_tasks.IMPORTING))  # no task waits for nothing
+        assert zygote.wait_ready()
+        assert _where(WHERE().output)["parent"] == zygote.process.pid
+        summary = zygote.stop()
+    assert summary.strip() == "kfp.local tasks: 1 started from the warm process"
+
+
+def test_a_socket_path_at_the_systems_limit_still_gets_a_zygote(kfp_local, tmp_path, monkeypatch):
+    import tempfile
+
+    # A socket's path holds at most 107 bytes (108 with its NUL): the zygote binds under a name no longer than it.
+    # Its folder is tempfile's kfp-warm-XXXXXXXX, 17 characters, then /zygote.sock.
+    padding = 107 - len(str(tmp_path)) - len("/") - len("/kfp-warm-XXXXXXXX/zygote.sock")
+    assert padding > 0, tmp_path
+    (tmp_path / ("p" * padding)).mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / ("p" * padding)))
+    with warm_tasks.task_processes(preload=PRELOAD) as zygote:
+        assert len(zygote.socket) == 107, zygote.socket
+        assert zygote.wait_ready(), open(zygote.log).read()
+        assert _where(WHERE().output)["parent"] == zygote.process.pid
+        zygote.stop()
+
+
+def test_a_run_whose_stdin_is_closed_still_gets_a_zygote(tmp_path):
+    program = ("import os, subprocess, sys\n"
+               "from orchestration.engines import warm_tasks\n"
+               "assert not os.path.exists('/proc/self/fd/0')\n"
+               "with warm_tasks.task_processes(preload=('kfp.dsl.executor',)) as zygote:\n"
+               "    assert zygote.wait_ready()\n"
+               f"    subprocess.run(['env', '_KFP_RUNTIME=true', *zygote.command, '-m', 'kfp.dsl.executor_main',\n"
+               f"                    '--component_module_path', {str(tmp_path / 'parent.py')!r},\n"
+               "                    '--function_to_execute', 'f'],\n"
+               "                   stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, check=True)\n"
+               "    print(zygote.stop().strip(), zygote.process.pid)\n")
+    (tmp_path / "parent.py").write_text(f"import os, sys\nopen({str(tmp_path / 'parent')!r}, 'w')"
+                                        ".write(str(os.getppid()))\nsys.exit(0)\n")
+    result = subprocess.run(["sh", "-c", 'exec "$0" -c "$1" 0<&-', sys.executable, program], capture_output=True,
+                            text=True, cwd=ROOT, timeout=120)
+    assert result.returncode == 0, result.stderr[-3000:]
+    line, pid = result.stdout.strip().rsplit(" ", 1)
+    assert line == "kfp.local tasks: 1 started from the warm process"
+    assert int((tmp_path / "parent").read_text()) == int(pid)
 
 
 def test_a_tasks_failure_and_exit_code_are_its_own(kfp_local, capfd):
