@@ -90,7 +90,7 @@ def _importing(path: str) -> bool:
     or gives up), locked (the lock goes with the zygote), and younger than WAIT_SECONDS. Its age, not this client's
     wait, bounds the wait: a zygote that hangs costs a run one wait, not one for each of its tasks."""
     try:
-        fd = os.open(os.path.join(os.path.dirname(path), "importing"), os.O_RDONLY)
+        fd = os.open(os.path.join(os.path.dirname(path), "importing"), os.O_RDONLY)  # warm_tasks.IMPORTING
     except OSError:
         return False
     try:
