@@ -22,6 +22,7 @@ import time
 TO_THE_GROUP = (signal.SIGINT, signal.SIGQUIT, signal.SIGHUP)  # the terminal's: to every process of the task
 TO_THE_TASK = (signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2)
 WAIT_SECONDS = 120  # for a zygote still importing (warm_tasks.READY_SECONDS); then the task imports for itself
+CLOCK_SLACK_SECONDS = 5  # how far in the future the zygote's start may seem (a file system's coarse or skewed times)
 
 
 def main() -> None:
@@ -94,7 +95,8 @@ def _importing(path: str) -> bool:
     except OSError:
         return False
     try:
-        if time.time() - os.fstat(fd).st_mtime > WAIT_SECONDS:
+        # a file from the future (the clock stepped back, a file server's clock ahead) bounds nothing: not waited for
+        if not -CLOCK_SLACK_SECONDS <= time.time() - os.fstat(fd).st_mtime <= WAIT_SECONDS:
             return False
         fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
         return False

@@ -95,8 +95,9 @@ class Zygote:
         self.served: str | None = None
         self.command = [sys.executable, "-I", "-S", CLIENT, self.socket]  # the client, before the task's arguments
         self.launcher = shlex.join(self.command)  # the same in a shell line
-        importing = _importing_lock(os.path.join(self.folder, IMPORTING))
+        importing = -1
         try:
+            importing = _importing_lock(os.path.join(self.folder, IMPORTING))
             with open(self.log, "w") as log:
                 # The environment inherited as it is (a library may have set variables behind os.environ's back:
                 # the task's process inherits those too); the task's own variables set by the zygote as it starts.
@@ -104,8 +105,12 @@ class Zygote:
                     [sys.executable, "-m", ZYGOTE, self.socket, str(importing), *preload],
                     pass_fds=[importing] if importing >= 0 else [], stdin=subprocess.PIPE, stdout=log,
                     stderr=subprocess.STDOUT)
-        except BaseException:
-            shutil.rmtree(self.folder, ignore_errors=True)
+        except BaseException:  # the folder holds at most these two; removed without a descriptor (EMFILE, say)
+            for name in (IMPORTING, os.path.basename(self.log)):
+                with contextlib.suppress(OSError):
+                    os.unlink(os.path.join(self.folder, name))
+            with contextlib.suppress(OSError):
+                os.rmdir(self.folder)
             raise
         finally:
             if importing >= 0:

@@ -24,6 +24,7 @@ SHELL_VARIABLES = frozenset({"PWD", "OLDPWD", "SHLVL", "_"})
 TASK_VARIABLES = {"_KFP_RUNTIME": "true"}
 # Signals the client passes on, blocked in the zygote around each fork until the task's handlers are in place; the
 # terminal's (Ctrl-C, Ctrl-\\, a hang-up) go to the task's process group, its children too, as they would.
+SOCKET_PATH_BYTES = 108  # sun_path's size on Linux, its NUL included: no client connects to a longer path
 FORWARDED = ("SIGINT", "SIGTERM", "SIGHUP", "SIGQUIT", "SIGUSR1", "SIGUSR2")
 
 
@@ -62,6 +63,10 @@ def _import_and_listen(path: str, preload: list[str]) -> socket.socket | None:
     from contract import startup
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the terminal's Ctrl-C is the tasks' and the run's
+    if len(os.fsencode(path)) >= SOCKET_PATH_BYTES:  # bound under a shorter name, it would be renamed out of reach
+        print(f"kfp.local tasks: every one in a fresh process (no warm process: cannot listen at {path}: "
+              f"AF_UNIX path too long)", flush=True)
+        return None
     # kfp's executor sets up a task's logging only where the root logger has no handler yet
     with startup.loading_libraries(), startup.root_logger_kept():
         for name in preload:

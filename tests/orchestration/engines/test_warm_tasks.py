@@ -5,6 +5,7 @@ failure, exit code and signal are the task's own. The zygote here preloads kfp's
 preloads TensorFlow, TFX and the pipeline's executors: tests/e2e/test_kubeflow_local.py checks its tasks start
 warm)."""
 
+import errno
 import os
 import signal
 import subprocess
@@ -203,20 +204,78 @@ def test_a_file_system_without_locks_still_gets_a_zygote(kfp_local, monkeypatch)
     assert summary.strip() == "kfp.local tasks: 1 started from the warm process"
 
 
-def test_a_socket_path_at_the_systems_limit_still_gets_a_zygote(kfp_local, tmp_path, monkeypatch):
+def _socket_path_of(length: int, tmp_path, monkeypatch) -> None:
+    """tempfile's folder such that a zygote's socket path has `length` bytes (its folder is kfp-warm-XXXXXXXX, 17
+    characters, then /zygote.sock)."""
     import tempfile
 
-    # A socket's path holds at most 107 bytes (108 with its NUL): the zygote binds under a name no longer than it.
-    # Its folder is tempfile's kfp-warm-XXXXXXXX, 17 characters, then /zygote.sock.
-    padding = 107 - len(str(tmp_path)) - len("/") - len("/kfp-warm-XXXXXXXX/zygote.sock")
+    padding = length - len(str(tmp_path)) - len("/") - len("/kfp-warm-XXXXXXXX/zygote.sock")
     assert padding > 0, tmp_path
     (tmp_path / ("p" * padding)).mkdir()
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / ("p" * padding)))
+
+
+def test_a_socket_path_at_the_systems_limit_still_gets_a_zygote(kfp_local, tmp_path, monkeypatch):
+    # A socket's path holds at most 107 bytes (108 with its NUL): the zygote binds under a name no longer than it.
+    _socket_path_of(107, tmp_path, monkeypatch)
     with warm_tasks.task_processes(preload=PRELOAD) as zygote:
         assert len(zygote.socket) == 107, zygote.socket
         assert zygote.wait_ready(), open(zygote.log).read()
         assert _where(WHERE().output)["parent"] == zygote.process.pid
         zygote.stop()
+
+
+def test_a_socket_path_past_the_limit_runs_every_task_fresh_and_says_why(kfp_local, tmp_path, monkeypatch):
+    import time
+
+    _socket_path_of(110, tmp_path, monkeypatch)
+    started = time.monotonic()
+    with warm_tasks.task_processes(preload=PRELOAD) as zygote:
+        assert not zygote.wait_ready()  # no socket a client could reach: it gives up before importing
+        assert _where(WHERE().output)["parent"] != zygote.process.pid
+        summary = zygote.stop()
+    assert time.monotonic() - started < 60
+    assert summary == f"kfp.local tasks: every one in a fresh process (no warm process: cannot listen at " \
+                      f"{zygote.socket}: AF_UNIX path too long)\n"
+
+
+def test_an_importing_file_from_the_future_is_not_waited_for(tmp_path, monkeypatch):
+    import time
+
+    _, preload = _gated(monkeypatch, tmp_path)  # never opened: the zygote imports until it is stopped
+    with warm_tasks.task_processes(preload=preload) as zygote:
+        ahead = time.time() + 3600  # the clock stepped back after the zygote started, or a file server's ahead
+        os.utime(os.path.join(zygote.folder, warm_tasks.IMPORTING), (ahead, ahead))
+        started = time.monotonic()
+        task = _parent_of_a_task(zygote, tmp_path)
+        task.wait(timeout=60)
+        waited = time.monotonic() - started
+        zygote.stop()
+    assert task.returncode == 0 and int((tmp_path / "parent").read_text()) != zygote.process.pid
+    assert waited < 30
+
+
+def test_a_zygote_that_cannot_start_leaves_no_folder(tmp_path, monkeypatch):
+    import resource
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    held = []
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(soft, 256), hard))
+        with pytest.raises(OSError) as raised:
+            while True:  # every descriptor taken: the folder is made, its lock file cannot be opened
+                held.append(os.open(os.devnull, os.O_RDONLY))
+        assert raised.value.errno == errno.EMFILE
+        with pytest.raises(OSError) as raised:
+            warm_tasks.Zygote(PRELOAD)
+    finally:
+        for fd in held:
+            os.close(fd)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    assert raised.value.errno == errno.EMFILE
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_a_run_whose_stdin_is_closed_still_gets_a_zygote(tmp_path):
