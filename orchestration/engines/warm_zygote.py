@@ -22,9 +22,9 @@ from orchestration.engines.warm_tasks import EXECUTOR, IMPORTING
 # loads (a task's kfp has no compiler, client or DSL).
 SHELL_VARIABLES = frozenset({"PWD", "OLDPWD", "SHLVL", "_"})
 TASK_VARIABLES = {"_KFP_RUNTIME": "true"}
+SOCKET_PATH_BYTES = 108  # sun_path's size on Linux, its NUL included: no client connects to a longer path
 # Signals the client passes on, blocked in the zygote around each fork until the task's handlers are in place; the
 # terminal's (Ctrl-C, Ctrl-\\, a hang-up) go to the task's process group, its children too, as they would.
-SOCKET_PATH_BYTES = 108  # sun_path's size on Linux, its NUL included: no client connects to a longer path
 FORWARDED = ("SIGINT", "SIGTERM", "SIGHUP", "SIGQUIT", "SIGUSR1", "SIGUSR2")
 
 
@@ -64,9 +64,7 @@ def _import_and_listen(path: str, preload: list[str]) -> socket.socket | None:
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the terminal's Ctrl-C is the tasks' and the run's
     if len(os.fsencode(path)) >= SOCKET_PATH_BYTES:  # bound under a shorter name, it would be renamed out of reach
-        print(f"kfp.local tasks: every one in a fresh process (no warm process: cannot listen at {path}: "
-              f"AF_UNIX path too long)", flush=True)
-        return None
+        return _serves_none(f"cannot listen at {path}: AF_UNIX path too long")
     # kfp's executor sets up a task's logging only where the root logger has no handler yet
     with startup.loading_libraries(), startup.root_logger_kept():
         for name in preload:
@@ -74,23 +72,24 @@ def _import_and_listen(path: str, preload: list[str]) -> socket.socket | None:
                 importlib.import_module(name)
             except BaseException as error:  # noqa: BLE001 - an import's SystemExit too: the tasks that need it
                 # fail on their own, each with its traceback in its own log; this process serves none of them
-                print(f"kfp.local tasks: every one in a fresh process (no warm process: importing {name} failed: "
-                      f"{errors.first_line(error, with_type=True)})", flush=True)
-                return None
+                return _serves_none(f"importing {name} failed: {errors.first_line(error, with_type=True)}")
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         # bound under a name no longer than the socket's (a path that fits fits both), then renamed: clients see the
         # socket only once it accepts
-        fresh = os.path.join(os.path.dirname(path), "n")
-        listener.bind(fresh)
+        temporary = os.path.join(os.path.dirname(path), "n")
+        listener.bind(temporary)
         listener.listen(16)
-        os.rename(fresh, path)
-    except OSError as error:  # a folder too deep for a socket's path, a file system without them
+        os.rename(temporary, path)
+    except OSError as error:  # a file system without sockets
         listener.close()
-        print(f"kfp.local tasks: every one in a fresh process (no warm process: cannot listen at {path}: "
-              f"{error.strerror or error})", flush=True)
-        return None
+        return _serves_none(f"cannot listen at {path}: {error.strerror or error}")
     return listener
+
+
+def _serves_none(reason: str) -> None:
+    """The zygote's one line when it will serve no task (Zygote.stop reads it into the run log)."""
+    print(f"kfp.local tasks: every one in a fresh process (no warm process: {reason})", flush=True)
 
 
 class _Served:
