@@ -26,8 +26,11 @@ def test_the_scale_benchmark_measures_each_size_from_the_folder_to_the_push(tmp_
     assert result["whole_seconds"] == pytest.approx(result["ingest_seconds"] + result["run_seconds"], abs=0.2)
     assert result["run_seconds"] >= sum(v for k, v in result["components"].items() if k != "ingest") - 1
     assert 0 < result["peak_gib"] < 24 and result["disk_gib"] > 0 and result["source_gib"] > 0
-    assert result["plain_training_seconds"] > 0 and result["speedup"] == pytest.approx(
-        result["plain_training_seconds"] / result["whole_seconds"], rel=0.02, abs=0.006)
+    # the seconds are written to 0.1 s and the ratio to 0.01, each from the unrounded times: the ratio of the
+    # written seconds can only be bounded by their rounding, then the ratio's own (0.254 written as 0.26 is right)
+    plain, whole = result["plain_training_seconds"], result["whole_seconds"]
+    assert plain > 0 and (plain - 0.05) / (whole + 0.05) - 0.005 <= result["speedup"] <= (
+        (plain + 0.05) / (whole - 0.05) + 0.005)
     assert 0 <= result["accuracy"] <= 1 and 0 <= result["plain_accuracy"] <= 1
     assert result["decode_loop_per_second"] > 0 and result["ingest_transform_per_core"] > 0
     out = capsys.readouterr().out
