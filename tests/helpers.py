@@ -1,7 +1,9 @@
 """Helpers of the tests that drive the CLI and read MLMD directly."""
 
+import contextlib
 import hashlib
 import json
+import os
 import pathlib
 import subprocess
 import sys
@@ -26,6 +28,27 @@ CHEAP_TRAINING = ["--image-size", "64", "--alpha", "0.35", "--weights", "none", 
                   "--batch-size", "8", "--calibration-images", "16"]
 # Tiny spans hold a few test images: below the data gate's default floor (tests/e2e/test_local_pipeline.py keeps it).
 TINY = [*CHEAP_TRAINING, "--min-eval-examples", "1"]
+
+
+def file_size_limited(env: dict | None = None) -> dict:
+    """The environment for a process run under a file size limit (RLIMIT_FSIZE): no bytecode written.
+
+    importlib writes a module's .pyc in one write() and renames it into place without checking how much was
+    written, so a module first imported under the limit is left cut at it in the environment, and every later
+    import of it fails ("marshal data too short"): modules named test_*.py above all (TensorFlow and Beam have
+    some), whose plain .pyc the suite's own pytest processes never write."""
+    return {**(os.environ if env is None else env), "PYTHONDONTWRITEBYTECODE": "1"}
+
+
+@contextlib.contextmanager
+def no_bytecode_written():
+    """This process writes no .pyc until the block ends: for a file size limit in this process (file_size_limited
+    says why)."""
+    before, sys.dont_write_bytecode = sys.dont_write_bytecode, True
+    try:
+        yield
+    finally:
+        sys.dont_write_bytecode = before
 
 
 def project_packages() -> set[str]:

@@ -25,9 +25,11 @@ def test_the_dockerfile_installs_a_wheel_with_every_task_module_and_the_schema(t
     assert "container/install_project.sh /tmp/src" in dockerfile and "container/check_imports.py" in dockerfile
     source, site, elsewhere = tmp_path / "src", tmp_path / "site", tmp_path / "cwd"
     elsewhere.mkdir()
-    # Built from a copy, so the build leaves nothing in the checkout.
+    # Built from a copy, so the build leaves nothing in the checkout; without the caches other test processes
+    # write meanwhile (Hypothesis replaces its files: one listed, then gone, would fail the copy).
     shutil.copytree(ROOT, source, ignore=shutil.ignore_patterns(".venv", ".git", "runs", "build", "*.egg-info",
-                                                                "__pycache__", "tests"))
+                                                                "__pycache__", "tests", ".hypothesis",
+                                                                ".pytest_cache", ".ruff_cache"))
     environment = dict(os.environ, WHEEL_OPTIONS="--no-build-isolation",
                        PATH=f"{pathlib.Path(sys.executable).parent}:{os.environ['PATH']}")
     install = subprocess.run(["sh", str(source / "container" / "install_project.sh"), str(source), "--target",

@@ -219,10 +219,13 @@ def test_a_deferred_ctrl_c_is_recorded_not_raised_and_cuts_no_wait_of_c_code_sho
     previous = signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a terminal
     try:
         with interrupts.Deferred() as deferred:
-            threading.Timer(0.05, os.kill, (os.getpid(), signal.SIGINT)).start()
+            ctrl_c = threading.Timer(0.05, os.kill, (os.getpid(), signal.SIGINT))
+            ctrl_c.start()
             started = time.monotonic()
             libc.usleep(400_000)  # returns early when a signal interrupts it
             waited = time.monotonic() - started
+            # sent before the block ends, however late its thread runs: after it, the Ctrl-C would stop the tests
+            ctrl_c.join(30)
             time.sleep(0.05)
         assert deferred.received and waited >= 0.39, waited
         assert signal.getsignal(signal.SIGINT) is signal.default_int_handler

@@ -21,7 +21,7 @@ import pipeline_runner
 from contract import layout
 from ingest import synthetic
 from orchestration.root import lease, run_lock
-from tests.helpers import CHEAP_BASE, ROOT, cli_in_process, transform_graph
+from tests.helpers import CHEAP_BASE, ROOT, cli_in_process, file_size_limited, transform_graph
 
 pytestmark = pytest.mark.faults
 
@@ -252,7 +252,8 @@ def test_ingest_onto_a_full_disk_is_one_line_and_leaves_the_spans_as_they_were(t
               f"sys.exit(pipeline_runner.main(['ingest', '--data-dir', {str(tmp_path / 'more')!r}, '--output-dir', "
               f"{str(out)!r}]))\n")
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300, cwd=ROOT,
-                            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONWARNINGS": "ignore"})
+                            env=file_size_limited({**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3",
+                                                   "PYTHONWARNINGS": "ignore"}))
     line = _one_line(result.stderr)
     assert result.returncode == 1, line
     assert line == (f"error: cannot write the new span under {out / 'examples'}: [Errno 27] File too large; nothing "

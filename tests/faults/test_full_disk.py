@@ -12,6 +12,7 @@ import subprocess
 import pytest
 
 from reporting import run_summary
+from tests.helpers import no_bytecode_written
 
 pytestmark = pytest.mark.faults
 
@@ -76,7 +77,8 @@ def _file_size_limit(size_bytes):
     handler = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
     resource.setrlimit(resource.RLIMIT_FSIZE, (size_bytes, hard))
     try:
-        yield
+        with no_bytecode_written():
+            yield
     finally:
         resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
         signal.signal(signal.SIGXFSZ, handler)

@@ -27,7 +27,7 @@ from contract.layout import RunLayout
 from ingest import synthetic
 from orchestration.run import reconcile
 from tests.helpers import ROOT as REPO
-from tests.helpers import servable_model, tree_digest
+from tests.helpers import file_size_limited, servable_model, tree_digest
 
 pytestmark = pytest.mark.faults
 
@@ -216,7 +216,7 @@ def test_a_storage_fault_ends_a_rollback_in_one_line_and_the_served_version_stay
 
     result = subprocess.run([sys.executable, str(REPO / "pipeline_runner.py"), "rollback", "--output-dir",
                              str(root), "--to", "1"], capture_output=True, text=True, timeout=300, cwd=REPO,
-                            preexec_fn=limited)
+                            preexec_fn=limited, env=file_size_limited())
     assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr[-3000:]
     [line] = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
     # Before publishing: stopped; after (only ML Metadata's write failed): the new version named as served.

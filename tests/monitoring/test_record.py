@@ -5,7 +5,7 @@ import subprocess
 import sys
 
 from monitoring import record
-from tests.helpers import ROOT
+from tests.helpers import ROOT, file_size_limited
 
 # The record written where the disk is full (a file size limit at the store's size; SIGXFSZ ignored, so a write
 # past it fails as on a full disk): in a process of its own, as the limit is the process's.
@@ -28,7 +28,8 @@ def test_a_store_that_refuses_the_record_ends_the_check_in_one_short_line_naming
     store = str(tmp_path / "metadata.sqlite")
     record.record_check(store, "monitoring/check-1", None, {record.DRIFT: True})
     result = subprocess.run([sys.executable, "-c", FULL, store, str(os.path.getsize(store))], capture_output=True,
-                            text=True, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=120)
+                            text=True, cwd=ROOT, env=file_size_limited({**os.environ, "PYTHONPATH": str(ROOT)}),
+                            timeout=120)
     code, line = result.stdout.rstrip("\n").split(" ", 1)
     assert code == "1" and "\n" not in line and len(line) < 500, result.stdout + result.stderr
     assert f"recorded in the ML Metadata store {store}" in line and "its report is monitoring/check-2" in line

@@ -5,6 +5,7 @@ serves with): bodies, headers and connections bounded, faults answered in one li
 import contextlib
 import logging
 import socket
+import statistics
 import time
 
 import httpx
@@ -37,6 +38,7 @@ def _served(sink, port):
     thread.start()
     try:
         while not server.started:
+            assert thread.is_alive(), "the server did not start"
             time.sleep(0.05)
         yield
     finally:
@@ -149,7 +151,9 @@ def test_healthz_answers_while_a_large_event_is_parsed(served_sink):
         assert big.result().json() == {"id": "big", "images": 150_000, "waiting_for": "response"}
     in_flight = [seconds for seconds, done in answered if not done]
     assert in_flight, "no probe was answered while the event was parsed"
-    assert max(in_flight) < 1.0, answered
+    # the median: one probe held up by a pause of this process's own (a collection, another test's processes on
+    # the cores) says nothing of the loop; a loop blocked by the parse would hold every probe sent during it
+    assert statistics.median(in_flight) < 1.0, answered
 
 
 def test_an_unforeseen_fault_is_answered_500_in_one_line_counted_and_the_sink_goes_on(served_sink, caplog,
@@ -226,12 +230,15 @@ def test_headers_sent_slowly_are_not_cut_off_and_a_connection_idle_after_its_ans
             with pytest.raises(TimeoutError):
                 connection.recv(200)  # still open, well past --header-seconds
             connection.settimeout(10)
+        # timed from before the request ends: the keep-alive timer starts once the answer is sent, so the close
+        # cannot come sooner than --header-seconds after this, however late this thread runs again
+        started = time.monotonic()
         slow.sendall(b"\r\ncontent-length: 0\r\n\r\n")
         answer = slow.recv(12)
-        started = time.monotonic()
         _until_closed(slow)
         assert answer == b"HTTP/1.1 400", "answered by the sink once whole: no CloudEvent"
-        assert 0.3 < time.monotonic() - started < 3, "idle after its answer: closed after --header-seconds"
+        # and well before uvicorn's own 5-second keep-alive, which this setting replaces
+        assert 0.45 < time.monotonic() - started < 4, "idle after its answer: closed after --header-seconds"
     assert client.get("/healthz").json() == {"ok": True}
     assert client.get("/stats").json()["refused"] == {reasons.NOT_A_CLOUDEVENT: 1}
 
@@ -251,8 +258,11 @@ def test_a_request_on_a_connection_beyond_the_limit_is_answered_503(served_sink)
     finally:
         for connection in held:
             connection.close()
-    time.sleep(0.2)  # the server sees the closes
-    assert client.get("/healthz").json() == {"ok": True}
+    # until the server has seen the closes: before that, uvicorn's own 503 (plain text) for the one connection over
+    deadline = time.monotonic() + 30
+    while (health := client.get("/healthz")).status_code == 503 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert health.json() == {"ok": True}
     assert client.get("/stats").json()["refused"] == {}
 
 

@@ -6,12 +6,13 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
 
 from orchestration.root import lease, lease_storage
-from tests.helpers import ROOT
+from tests.helpers import ROOT, file_size_limited
 
 
 def test_a_second_run_is_refused_with_the_holder_named_and_the_lease_untouched(tmp_path):
@@ -129,14 +130,22 @@ def test_two_takers_of_one_stale_lease_never_both_win(tmp_path, monkeypatch):
 def test_the_heartbeat_keeps_the_lease_fresh_and_reports_a_loss(tmp_path):
     lease.acquire(tmp_path, "run-a")
     first = lease.read(tmp_path).heartbeat
+    # each block waits for the beat's thread, not a fixed time: on a loaded machine it may first run late
+    deadline = time.monotonic() + 30
     with lease.heartbeat(tmp_path, "run-a", every=0.05):
-        time.sleep(0.3)
+        while lease.read(tmp_path).heartbeat <= first and time.monotonic() < deadline:
+            time.sleep(0.01)
     assert lease.read(tmp_path).heartbeat > first
     with pytest.raises(lease.LeaseLostError):
         with lease.heartbeat(tmp_path, "run-a", every=0.05):
             lease.acquire(tmp_path, "run-b", stale_after=0)
-            time.sleep(0.3)
+            while _beating() and time.monotonic() < deadline:  # the beat that finds the lease lost ends its thread
+                time.sleep(0.01)
     assert lease.read(tmp_path).run_id == "run-b"
+
+
+def _beating() -> bool:
+    return any(thread.name == "lease-heartbeat" for thread in threading.enumerate())
 
 
 class _Overriding:
@@ -226,7 +235,7 @@ def test_a_lease_the_disk_cannot_take_is_one_line_and_leaves_no_temporary_file(t
               "    print(error)\n"
               "    sys.exit(3)\n")
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60,
-                            cwd=_REPO)
+                            cwd=_REPO, env=file_size_limited())
     assert result.returncode == 3, result.stderr[-2000:]
     line = result.stdout.strip()
     assert "\n" not in line and line.startswith(f"cannot take the lease {tmp_path / lease.LEASE_FILE}: OSError:"), line
