@@ -22,7 +22,6 @@ setup(
         "kfp==2.13.0",
         "kfp-kubernetes==1.5.0",
         "pillow",
-        "google-crc32c",
         "matplotlib",
         "ai-edge-litert",
     ],

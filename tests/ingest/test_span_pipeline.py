@@ -5,7 +5,6 @@ import io
 
 import pyarrow as pa
 import pyarrow.parquet as pq
-import pytest
 from PIL import Image
 
 from contract import storage
@@ -134,26 +133,3 @@ def test_one_decoding_call_takes_at_most_its_bytes_and_the_verdicts_stay_each_im
     assert [v.reason if isinstance(v, images.RejectedImage) else v for v in got] == \
         [v.reason if isinstance(v, images.RejectedImage) else v for v in expected]
     assert len(calls) >= 2 and max(calls) <= 3 * max(map(len, jpegs)), calls
-
-
-def test_the_shards_are_the_bytes_tensorflow_s_own_writer_gives_and_it_reads_them_back(tmp_path):
-    """The sink computes the checksums itself: byte for byte TFRecord's format, every checksum checked on reading."""
-    import apache_beam as beam
-    import tensorflow as tf
-
-    records = [b"", b"x", bytes(range(256)) * 40, b"\xff" * 70_000]
-    with beam.Pipeline() as pipeline:
-        _ = pipeline | beam.Create(records, reshuffle=False) | beam.io.Write(
-            span_pipeline._TFRecordSink(str(tmp_path / "beam" / "images")))
-    (written,) = (tmp_path / "beam").iterdir()
-    assert written.name == "images-00000-of-00001.tfrecord"
-    with tf.io.TFRecordWriter(str(tmp_path / "tf.tfrecord")) as writer:
-        for record in [r.numpy() for r in tf.data.TFRecordDataset(str(written))]:
-            writer.write(record)
-    assert (tmp_path / "tf.tfrecord").read_bytes() == written.read_bytes()
-    assert sorted(r.numpy() for r in tf.data.TFRecordDataset(str(written))) == sorted(records)
-    damaged = bytearray(written.read_bytes())
-    damaged[-5] ^= 1  # the last record's last byte
-    (tmp_path / "damaged.tfrecord").write_bytes(bytes(damaged))
-    with pytest.raises(tf.errors.DataLossError):
-        list(tf.data.TFRecordDataset(str(tmp_path / "damaged.tfrecord")))
