@@ -194,6 +194,8 @@ def _resolve_same_bytes(group, settings: IngestSettings, divide_held_out: bool,
     first, *rest = usable
     split = data_splits.get(sha256) or split_of(first.split or next((u.split for u in rest if u.split), None),
                                                 sha256, settings, divide_held_out)
+    if split not in SPLITS:  # Beam drops an output no writer takes, without a word: the report would count it
+        raise ValueError(f"{first.item_id}: split {split!r} is none of the span's {', '.join(SPLITS)}")
     yield json.dumps(Outcome(first.item_id, NORMALIZED if first.image.normalized else ACCEPTED,
                              first.image.normalized, first.label, split, replaces))
     for duplicate in rest:

@@ -42,13 +42,19 @@ def file_size_limited(env: dict | None = None) -> dict:
 
 @contextlib.contextmanager
 def no_bytecode_written():
-    """This process writes no .pyc until the block ends: for a file size limit in this process (file_size_limited
-    says why)."""
+    """This process, and any process it starts meanwhile (which inherits the limit), writes no .pyc until the block
+    ends: for a file size limit in this process (file_size_limited says why)."""
     before, sys.dont_write_bytecode = sys.dont_write_bytecode, True
+    environment = os.environ.get("PYTHONDONTWRITEBYTECODE")
+    os.environ["PYTHONDONTWRITEBYTECODE"] = "1"
     try:
         yield
     finally:
         sys.dont_write_bytecode = before
+        if environment is None:
+            del os.environ["PYTHONDONTWRITEBYTECODE"]
+        else:
+            os.environ["PYTHONDONTWRITEBYTECODE"] = environment
 
 
 def project_packages() -> set[str]:

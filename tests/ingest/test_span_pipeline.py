@@ -5,6 +5,7 @@ import io
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
 from PIL import Image
 
 from contract import storage
@@ -133,3 +134,15 @@ def test_one_decoding_call_takes_at_most_its_bytes_and_the_verdicts_stay_each_im
     assert [v.reason if isinstance(v, images.RejectedImage) else v for v in got] == \
         [v.reason if isinstance(v, images.RejectedImage) else v for v in expected]
     assert len(calls) >= 2 and max(calls) <= 3 * max(map(len, jpegs)), calls
+
+
+def test_an_example_of_a_split_the_span_has_no_writer_for_stops_the_ingest_not_lost(tmp_path, monkeypatch):
+    """Beam drops an output no step takes without a word: a split outside SPLITS (none reaches it today) must fail
+    the span, not leave a report that counts examples its shards lack."""
+    from ingest import synthetic
+
+    synthetic.write_demo_images(tmp_path / "data", 2)
+    monkeypatch.setattr(span_pipeline, "split_of", lambda *args: "validation")
+    with pytest.raises(Exception, match="split 'validation' is none of the span's train, eval, test"):
+        spans.ingest("folder", tmp_path / "data", tmp_path / "examples")
+    assert not list((tmp_path / "examples").glob("span-*"))
