@@ -21,7 +21,7 @@ import tensorflow as tf
 
 from config import DataConfig, beam_policy
 from contract import features, layout, progress, storage
-from ingest import sources
+from ingest import beam_workers, sources
 from ingest.images import CheckedImage, RejectedImage, check_images
 from ingest.span_report import ACCEPTED, DUPLICATE, NORMALIZED, QUARANTINED
 
@@ -233,7 +233,7 @@ def write_shards(items: list[sources.Item], staging: str, settings: IngestSettin
     by_file = not any(isinstance(item.unit, bytes) for item in items)
     if by_file:
         storage.backend.write(items_file, b"\n".join(base64.b64encode(pickle.dumps(batch)) for batch in batches))
-    with beam.Pipeline(options=options) as pipeline:
+    with beam_workers.watched(beam_args), beam.Pipeline(options=options) as pipeline:
         check = _CheckItems(settings.max_pixels, settings.max_file_bytes, len(items))
         if by_file:
             listed = (pipeline | "Items" >> beam.io.ReadFromText(items_file) | "Spread" >> beam.Reshuffle()

@@ -1,0 +1,78 @@
+"""A multi-process ingest whose Beam worker process dies at its start ends in one line (Beam alone waits for it
+for good), removes its staging folder and leaves the spans as they were."""
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+
+import pytest
+
+from ingest import beam_workers, synthetic
+from tests.helpers import ROOT
+
+# Started by every Python process on PYTHONPATH: a Beam SDK worker (its control service in its environment) exits
+# at once with the status a shell gives a process killed by signal 9.
+DIES_AT_START = """import os
+if os.environ.get("CONTROL_API_SERVICE_DESCRIPTOR"):
+    os._exit(137)
+"""
+
+
+def test_a_worker_dead_at_its_start_ends_the_ingest_in_one_line_and_writes_nothing(tmp_path):
+    synthetic.write_demo_images(tmp_path / "data", 3)
+    (tmp_path / "site").mkdir()
+    (tmp_path / "site" / "sitecustomize.py").write_text(DIES_AT_START)
+    out = tmp_path / "out"
+    environment = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONWARNINGS": "ignore",
+                   "PYTHONPATH": os.pathsep.join([str(tmp_path / "site"), str(ROOT)])}
+    result = subprocess.run([sys.executable, str(ROOT / "pipeline_runner.py"), "ingest", "--data-dir",
+                             str(tmp_path / "data"), "--output-dir", str(out), "--beam-workers", "2"],
+                            capture_output=True, text=True, timeout=300, cwd=ROOT, env=environment)
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert result.returncode == 1 and len(errors) == 1, result.stderr[-3000:]
+    assert errors[0].startswith("error: a Beam worker process of the ingest ended before the work did (killed by "
+                                "signal 9;") and "--beam-workers 1 runs in one process" in errors[0], errors
+    assert "Traceback" not in result.stderr, result.stderr[-3000:]
+    assert not list((out / "examples").glob("span-*")) and not list((out / "examples").glob(".*")), \
+        sorted(p.name for p in (out / "examples").iterdir())
+
+
+def _worker_thread_raising(message: str) -> threading.Thread:
+    def run():
+        raise RuntimeError(message)
+    return threading.Thread(target=run, name="run_worker")
+
+
+def test_a_worker_killed_mid_run_wakes_a_main_thread_waiting_on_a_lock_and_beam_s_own_error_is_replaced():
+    """What Beam's runner does when a worker dies: its starting thread raises, the main thread waits (a lock it
+    never gets) or fails on the channel the worker left."""
+    hook, handler = threading.excepthook, signal.getsignal(signal.SIGUSR1)
+    waiting = threading.Lock()
+    waiting.acquire()
+    with pytest.raises(beam_workers.WorkerLost, match=r"ended before the work did \(killed by signal 9;"):
+        with beam_workers.watched([beam_workers.MULTI_PROCESS]):
+            _worker_thread_raising("Worker subprocess exited with return code -9").start()
+            waiting.acquire(timeout=60)  # woken by the signal, as Beam's wait for a bundle's result
+    with pytest.raises(beam_workers.WorkerLost, match=r"\(exit status 3;"):
+        with beam_workers.watched([beam_workers.MULTI_PROCESS]):
+            thread = _worker_thread_raising("Worker subprocess exited with return code 3")
+            thread.start()
+            thread.join()
+            raise RuntimeError("Channel closed prematurely.")
+    assert signal.getsignal(signal.SIGUSR1) is handler and threading.excepthook is hook, "both put back"
+
+
+def test_other_threads_errors_and_runs_in_process_are_left_as_they_were(monkeypatch):
+    seen = []
+    monkeypatch.setattr(threading, "excepthook", lambda args: seen.append(str(args.exc_value)))
+    with beam_workers.watched([beam_workers.MULTI_PROCESS]):
+        other = threading.Thread(target=lambda: 1 / 0, name="another")
+        other.start()
+        other.join()
+    with beam_workers.watched(["--direct_running_mode=in_memory"]):
+        worker = _worker_thread_raising("Worker subprocess exited with return code 1")
+        worker.start()
+        worker.join()
+    assert seen == ["division by zero", "Worker subprocess exited with return code 1"]
