@@ -10,6 +10,7 @@ whose handler raises WorkerLost; the caller's cleanup then runs as for any faile
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import signal
 import threading
@@ -21,10 +22,48 @@ MULTI_PROCESS = "--direct_running_mode=multi_processing"
 _WORKER_THREAD = "run_worker"  # apache_beam.runners.portability.fn_api_runner.worker_handlers names it so
 _WORKER_EXITED = "Worker subprocess exited with return code"
 _WAKE = signal.SIGUSR1
+_WORKER_MODULE = b"apache_beam.runners.worker.sdk_worker_main"
+# Beam's call that stops the workers at a run's end: a worker lost there had done its work (the run goes on to
+# commit), and Beam catches and logs any error raised inside it
+_CLOSING = "close_all"
 
 
 class WorkerLost(RunFailedError):
     """A Beam worker process of the ingest ended before the work did: exit 1, in one line."""
+
+
+def _kill_workers() -> None:
+    """Kills this process's other Beam worker processes: Beam waits for each to end before it lets a run fail, and
+    a live one, its peer lost, would wait for work that never comes."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat", "rb") as stat:
+                    parent = int(stat.read().rsplit(b")", 1)[1].split()[1])
+            except (OSError, ValueError, IndexError):
+                continue
+            children.setdefault(parent, []).append(int(entry))
+    descendants, queue = [], list(children.get(os.getpid(), []))
+    while queue:
+        pid = queue.pop()
+        descendants.append(pid)
+        queue.extend(children.get(pid, []))
+    for pid in descendants:
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as cmdline:
+                if _WORKER_MODULE in cmdline.read():
+                    os.kill(pid, signal.SIGKILL)
+        except OSError:
+            continue
+
+
+def _closing(frame) -> bool:
+    while frame is not None:
+        if frame.f_code.co_name == _CLOSING:
+            return True
+        frame = frame.f_back
+    return False
 
 
 def _line(code: int) -> str:
@@ -45,6 +84,7 @@ def watched(beam_args: Sequence[str]):
         yield
         return
     lost: list[int] = []
+    deferred: list[tuple] = []
     guard = threading.Lock()
     done = False
     previous_hook = threading.excepthook
@@ -55,14 +95,25 @@ def watched(beam_args: Sequence[str]):
             with guard:
                 if not done and not lost:
                     lost.append(int(said[len(_WORKER_EXITED):].strip() or 0))
+                    _kill_workers()
                     os.kill(os.getpid(), _WAKE)
+            return
+        if args.thread is not threading.main_thread():
+            # Beam's threads fail on a lost worker's channels, sometimes before its starting thread says it is lost:
+            # said at the block's end unless a worker was lost (then the one line says it all)
+            deferred.append((args.exc_type, args.exc_value, args.exc_traceback, args.thread))
             return
         previous_hook(args)
 
     def wake(signum, frame):
-        if lost:
+        if lost and not _closing(frame):
             raise WorkerLost(_line(lost[0]))
 
+    # Beam's threads log their errors on a lost worker's channels (with tracebacks), sometimes before the worker's
+    # starting thread says it is lost; any error of the run itself reaches the caller as an exception
+    beam_logs = logging.getLogger("apache_beam")
+    previous_level = beam_logs.level
+    beam_logs.setLevel(logging.CRITICAL)
     previous_handler = signal.signal(_WAKE, wake)
     threading.excepthook = hook
     try:
@@ -78,3 +129,6 @@ def watched(beam_args: Sequence[str]):
             done = True
         threading.excepthook = previous_hook
         signal.signal(_WAKE, previous_handler)
+        beam_logs.setLevel(previous_level)
+        for error in deferred if not lost else ():
+            previous_hook(threading.ExceptHookArgs(error))

@@ -13,17 +13,25 @@ from ingest import beam_workers, synthetic
 from tests.helpers import ROOT
 
 # Started by every Python process on PYTHONPATH: a Beam SDK worker (its control service in its environment) exits
-# at once with the status a shell gives a process killed by signal 9.
+# at once with the status a shell gives a process killed by signal 9; with a marker file, only the first worker.
 DIES_AT_START = """import os
 if os.environ.get("CONTROL_API_SERVICE_DESCRIPTOR"):
-    os._exit(137)
+    try:
+        if {marker!r}:
+            os.close(os.open({marker!r}, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+        os._exit(137)
+    except FileExistsError:
+        pass
 """
 
 
-def test_a_worker_dead_at_its_start_ends_the_ingest_in_one_line_and_writes_nothing(tmp_path):
+@pytest.mark.parametrize("dying", ["every worker", "one worker, the other alive"])
+def test_a_worker_dead_at_its_start_ends_the_ingest_in_one_line_and_writes_nothing(tmp_path, dying):
+    """Beam alone waits for good for a worker that never connected; with the other alive, also for that one."""
     synthetic.write_demo_images(tmp_path / "data", 3)
     (tmp_path / "site").mkdir()
-    (tmp_path / "site" / "sitecustomize.py").write_text(DIES_AT_START)
+    marker = str(tmp_path / "first-worker") if dying.startswith("one") else ""
+    (tmp_path / "site" / "sitecustomize.py").write_text(DIES_AT_START.format(marker=marker))
     out = tmp_path / "out"
     environment = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONWARNINGS": "ignore",
                    "PYTHONPATH": os.pathsep.join([str(tmp_path / "site"), str(ROOT)])}
@@ -37,6 +45,21 @@ def test_a_worker_dead_at_its_start_ends_the_ingest_in_one_line_and_writes_nothi
     assert "Traceback" not in result.stderr, result.stderr[-3000:]
     assert not list((out / "examples").glob("span-*")) and not list((out / "examples").glob(".*")), \
         sorted(p.name for p in (out / "examples").iterdir())
+    assert not marker or os.path.exists(marker)
+    assert not _workers_started_with(str(tmp_path / "site")), "no worker left running"
+
+
+def _workers_started_with(site: str) -> list[int]:
+    """Beam worker processes alive whose environment names `site` (this test's own)."""
+    found = []
+    for pid in subprocess.run(["pgrep", "-f", "sdk_worker_main"], capture_output=True, text=True).stdout.split():
+        try:
+            with open(f"/proc/{pid}/environ", "rb") as environ:
+                if site.encode() in environ.read():
+                    found.append(int(pid))
+        except OSError:
+            continue
+    return found
 
 
 def _worker_thread_raising(message: str) -> threading.Thread:
