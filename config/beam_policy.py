@@ -33,9 +33,12 @@ INGEST_MIN_CORES = 4
 COMPONENTS_MIN_EXAMPLES = 50_000
 
 
+MULTI_PROCESS = "--direct_running_mode=multi_processing"
+
+
 def _worker_processes(workers: int) -> list[str]:
     # 0: Beam counts the cores of the machine that runs the component, at run time.
-    return ["--direct_running_mode=multi_processing", f"--direct_num_workers={workers}"]
+    return [MULTI_PROCESS, f"--direct_num_workers={workers}"]
 
 
 def direct_runner_args(workers: int, work: int | None, min_work: int, min_cores: int = 1) -> list[str]:

@@ -16,13 +16,15 @@ import signal
 import threading
 from typing import Sequence
 
+import psutil
+
+from config.beam_policy import MULTI_PROCESS
 from contract.errors import RunFailedError
 
-MULTI_PROCESS = "--direct_running_mode=multi_processing"
 _WORKER_THREAD = "run_worker"  # apache_beam.runners.portability.fn_api_runner.worker_handlers names it so
 _WORKER_EXITED = "Worker subprocess exited with return code"
 _WAKE = signal.SIGUSR1
-_WORKER_MODULE = b"apache_beam.runners.worker.sdk_worker_main"
+_WORKER_MODULE = "apache_beam.runners.worker.sdk_worker_main"
 # Beam's call that stops the workers at a run's end: a worker lost there had done its work (the run goes on to
 # commit), and Beam catches and logs any error raised inside it
 _CLOSING = "close_all"
@@ -35,27 +37,10 @@ class WorkerLost(RunFailedError):
 def _kill_workers() -> None:
     """Kills this process's other Beam worker processes: Beam waits for each to end before it lets a run fail, and
     a live one, its peer lost, would wait for work that never comes."""
-    children: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat", "rb") as stat:
-                    parent = int(stat.read().rsplit(b")", 1)[1].split()[1])
-            except (OSError, ValueError, IndexError):
-                continue
-            children.setdefault(parent, []).append(int(entry))
-    descendants, queue = [], list(children.get(os.getpid(), []))
-    while queue:
-        pid = queue.pop()
-        descendants.append(pid)
-        queue.extend(children.get(pid, []))
-    for pid in descendants:
-        try:
-            with open(f"/proc/{pid}/cmdline", "rb") as cmdline:
-                if _WORKER_MODULE in cmdline.read():
-                    os.kill(pid, signal.SIGKILL)
-        except OSError:
-            continue
+    for process in psutil.Process().children(recursive=True):
+        with contextlib.suppress(psutil.Error):  # one gone meanwhile
+            if _WORKER_MODULE in " ".join(process.cmdline()):
+                process.kill()
 
 
 def _closing(frame) -> bool:
