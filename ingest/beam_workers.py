@@ -5,13 +5,17 @@ with a non-zero status, and nothing passes that on: a worker that dies before it
 killer, an import that fails) leaves the runner waiting for it for good, and one that dies later ends the run in
 Beam's tracebacks. Here that thread's error is taken, and the main thread, waiting on a lock, is woken by a signal
 whose handler raises WorkerLost; the caller's cleanup then runs as for any failed ingest.
+
+The signal goes to the main thread itself, and again until its handler has run: sent to the process, the kernel may
+give it to any thread that does not hold it back, and the main thread, blocked on a lock, never wakes (3 of 20 runs
+on two busy cores waited for good); one that landed just before the main thread blocked would be noted by Python
+without its handler running until the next.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import signal
 import threading
 from typing import Sequence
@@ -43,6 +47,19 @@ def _kill_workers() -> None:
                 process.kill()
 
 
+def _wake_until(woken: threading.Event, sent: threading.Event, guard: threading.Lock, finished) -> None:
+    """Sends the signal to the main thread until its handler has run or the watched block has ended (checked under
+    the guard the block's end takes before it puts the previous handler back)."""
+    main = threading.main_thread().ident
+    while not woken.is_set():
+        with guard:
+            if finished():
+                return
+            signal.pthread_kill(main, _WAKE)
+            sent.set()
+        woken.wait(0.5)
+
+
 def _closing(frame) -> bool:
     while frame is not None:
         if frame.f_code.co_name == _CLOSING:
@@ -72,16 +89,18 @@ def watched(beam_args: Sequence[str]):
     deferred: list[tuple] = []
     guard = threading.Lock()
     done = False
+    woken, sent = threading.Event(), threading.Event()
     previous_hook = threading.excepthook
 
     def hook(args):
         said = str(args.exc_value)
         if args.thread is not None and args.thread.name == _WORKER_THREAD and said.startswith(_WORKER_EXITED):
             with guard:
-                if not done and not lost:
-                    lost.append(int(said[len(_WORKER_EXITED):].strip() or 0))
-                    _kill_workers()
-                    os.kill(os.getpid(), _WAKE)
+                if done or lost:
+                    return
+                lost.append(int(said[len(_WORKER_EXITED):].strip() or 0))
+                _kill_workers()
+            _wake_until(woken, sent, guard, lambda: done)
             return
         if args.thread is not threading.main_thread():
             # Beam's threads fail on a lost worker's channels, sometimes before its starting thread says it is lost:
@@ -91,7 +110,8 @@ def watched(beam_args: Sequence[str]):
         previous_hook(args)
 
     def wake(signum, frame):
-        if lost and not _closing(frame):
+        woken.set()
+        if lost and not done and not _closing(frame):
             raise WorkerLost(_line(lost[0]))
 
     # Beam's threads log their errors on a lost worker's channels (with tracebacks), sometimes before the worker's
@@ -113,6 +133,10 @@ def watched(beam_args: Sequence[str]):
         with guard:
             done = True
         threading.excepthook = previous_hook
+        if sent.is_set() and not woken.is_set():
+            # a signal sent and not yet taken would, once the handler before is back (SIGUSR1's default ends the
+            # process), end the process
+            woken.wait(1)
         signal.signal(_WAKE, previous_handler)
         beam_logs.setLevel(previous_level)
         for error in deferred if not lost else ():
