@@ -37,7 +37,7 @@ def test_a_worker_dead_at_its_start_ends_the_ingest_in_one_line_and_writes_nothi
                    "PYTHONPATH": os.pathsep.join([str(tmp_path / "site"), str(ROOT)])}
     result = subprocess.run([sys.executable, str(ROOT / "pipeline_runner.py"), "ingest", "--data-dir",
                              str(tmp_path / "data"), "--output-dir", str(out), "--beam-workers", "2"],
-                            capture_output=True, text=True, timeout=300, cwd=ROOT, env=environment)
+                            capture_output=True, text=True, timeout=120, cwd=ROOT, env=environment)
     errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
     assert result.returncode == 1 and len(errors) == 1, result.stderr[-3000:]
     assert errors[0].startswith("error: a Beam worker process of the ingest ended before the work did (killed by "
