@@ -60,9 +60,11 @@ def _wake_until(woken: threading.Event, sent: threading.Event, guard: threading.
         woken.wait(0.5)
 
 
-def _closing(frame) -> bool:
+def _not_to_interrupt(frame) -> bool:
+    """Whether the main thread is in Beam's closing (the work was done) or in watched's own code (its end puts the
+    hook and the handler back: an error raised there would leave them in place)."""
     while frame is not None:
-        if frame.f_code.co_name == _CLOSING:
+        if frame.f_code.co_name == _CLOSING or frame.f_code is watched.__wrapped__.__code__:
             return True
         frame = frame.f_back
     return False
@@ -111,7 +113,7 @@ def watched(beam_args: Sequence[str]):
 
     def wake(signum, frame):
         woken.set()
-        if lost and not done and not _closing(frame):
+        if lost and not done and not _not_to_interrupt(frame):
             raise WorkerLost(_line(lost[0]))
 
     # Beam's threads log their errors on a lost worker's channels (with tracebacks), sometimes before the worker's
@@ -130,7 +132,7 @@ def watched(beam_args: Sequence[str]):
             raise WorkerLost(_line(lost[0])) from None
         raise
     finally:
-        with guard:
+        with guard:  # no signal sent after this, once the handler before is back
             done = True
         threading.excepthook = previous_hook
         if sent.is_set() and not woken.is_set():

@@ -1,11 +1,13 @@
 """A multi-process ingest whose Beam worker process dies at its start ends in one line (Beam alone waits for it
 for good), removes its staging folder and leaves the spans as they were."""
 
+import inspect
 import os
 import signal
 import subprocess
 import sys
 import threading
+import time
 
 import pytest
 
@@ -104,6 +106,30 @@ def test_the_wake_is_sent_to_the_main_thread_itself_and_again_until_its_handler_
     finally:
         signal.pthread_sigmask(signal.SIG_UNBLOCK, wake)
     assert taken is not None and taken.si_signo == signal.SIGUSR1
+
+
+def test_a_wake_that_comes_while_the_block_s_end_waits_for_the_guard_raises_nothing_and_all_is_put_back(monkeypatch):
+    """The lost worker's thread holds the guard while it sends; the main thread, leaving the block with the work
+    done, waits for the guard then, and the handler runs there: raising, it would have left the hook and the
+    handler in place."""
+    hook, handler = threading.excepthook, signal.getsignal(signal.SIGUSR1)
+    source, first = inspect.getsourcelines(beam_workers.watched.__wrapped__)
+    the_end = first + next(i for i, line in enumerate(source) if line.strip() == "finally:")
+    main = threading.main_thread().ident
+
+    def send_once_the_main_thread_is_at_the_end():
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            frame = sys._current_frames().get(main)
+            if frame is not None and frame.f_code.co_name == "watched" and frame.f_lineno > the_end:
+                break
+            time.sleep(0.01)
+        signal.pthread_kill(main, signal.SIGUSR1)
+
+    monkeypatch.setattr(beam_workers, "_kill_workers", send_once_the_main_thread_is_at_the_end)
+    with beam_workers.watched([beam_workers.MULTI_PROCESS]):
+        _worker_thread_raising("Worker subprocess exited with return code 137").start()
+    assert signal.getsignal(signal.SIGUSR1) is handler and threading.excepthook is hook, "both put back"
 
 
 def test_other_threads_errors_and_runs_in_process_are_left_as_they_were(monkeypatch):
