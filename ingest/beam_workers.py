@@ -6,6 +6,11 @@ killer, an import that fails) leaves the runner waiting for it for good, and one
 Beam's tracebacks. Here that thread's error is taken, and the main thread, waiting on a lock, is woken by a signal
 whose handler raises WorkerLost; the caller's cleanup then runs as for any failed ingest.
 
+A Ctrl-C goes to the terminal's whole process group: each worker, stopped by it, printed its traceback beside
+the command's one line, and Beam's threads logged the connections it left. A worker stopped by a Ctrl-C this
+process took too is not lost (the Ctrl-C says it all), and what the workers print once the run is stopped is
+dropped (_quiet_once_stopped).
+
 The signal goes to the main thread itself, and again until its handler has run: sent to the process, the kernel may
 give it to any thread that does not hold it back, and the main thread, blocked on a lock, never wakes (3 of 20 runs
 on two busy cores waited for good); one that landed just before the main thread blocked would be noted by Python
@@ -14,11 +19,17 @@ without its handler running until the next.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import logging
+import os
+import selectors
 import signal
+import socket
+import sys
 import threading
-from typing import Sequence
+import time
+from typing import Callable, Sequence
 
 import psutil
 
@@ -26,12 +37,19 @@ from config.beam_policy import MULTI_PROCESS
 from contract.errors import RunFailedError
 
 _WORKER_THREAD = "run_worker"  # apache_beam.runners.portability.fn_api_runner.worker_handlers names it so
+# Beam's threads that serve one worker's connections (worker_handlers' control reader, data_plane's reader): they
+# fail and log as the worker goes
+_CONNECTION_THREADS = (_WORKER_THREAD, "beam_control_read", "read_grpc_client_inputs")
 _WORKER_EXITED = "Worker subprocess exited with return code"
 _WAKE = signal.SIGUSR1
 _WORKER_MODULE = "apache_beam.runners.worker.sdk_worker_main"
 # Beam's call that stops the workers at a run's end: a worker lost there had done its work (the run goes on to
 # commit), and Beam catches and logs any error raised inside it
 _CLOSING = "close_all"
+
+
+_STOPS = (signal.SIGINT, signal.SIGTERM)  # what a terminal's Ctrl-C, a scheduler's stop send the process group
+_HOLD = 0.2  # seconds the workers' output waits before it is passed on: a stop's output comes after the stop
 
 
 class WorkerLost(RunFailedError):
@@ -47,6 +65,97 @@ def _kill_workers() -> None:
                 process.kill()
 
 
+def _stopped_by_a_stop(code: int) -> bool:
+    return -code in _STOPS or code - 128 in _STOPS  # -N: killed by signal N; 128 + N: through the shell
+
+
+@contextlib.contextmanager
+def _quiet_once_stopped(interrupted: threading.Event, stopped: Callable[[], bool]):
+    """Meanwhile this process's stderr, which the workers inherit as they start, is a pipe whose output is passed on
+    _HOLD seconds late, and dropped once `stopped()`; `interrupted` is set as this process takes a Ctrl-C or a SIGTERM
+    (a byte on Python's signal wake-up file, where no one else has it: an event loop's)."""
+    try:
+        saved = os.dup(2)
+    except OSError:  # no stderr (closed by the caller): nothing to keep quiet
+        yield
+        return
+    reader, writer = os.pipe()
+    signals, wake_end = socket.socketpair()
+    wake_end.setblocking(False)
+    another = signal.set_wakeup_fd(wake_end.fileno(), warn_on_full_buffer=False)
+    if another != -1:
+        signal.set_wakeup_fd(another)
+    closing = threading.Event()
+    passing = threading.Thread(target=_pass_on, args=(reader, signals, saved, interrupted, stopped, closing),
+                               name="ingest-stderr", daemon=True)
+    passing.start()
+    _flush(sys.stderr)
+    os.dup2(writer, 2)
+    os.close(writer)
+    try:
+        yield
+    finally:
+        try:
+            if stopped():
+                _end_workers()
+        finally:  # whatever cut that short (a second Ctrl-C): stderr is this process's own again
+            _flush(sys.stderr)
+            os.dup2(saved, 2)
+            if another == -1:
+                signal.set_wakeup_fd(-1)
+            closing.set()
+            passing.join(5)
+            if not passing.is_alive():  # else its files are left open rather than closed under it
+                for end in (reader, saved):
+                    os.close(end)
+            signals.close()
+            wake_end.close()
+
+
+def _flush(stream) -> None:
+    if stream is not None:
+        with contextlib.suppress(OSError, ValueError):
+            stream.flush()
+
+
+def _pass_on(reader: int, signals: socket.socket, to: int, interrupted: threading.Event, stopped, closing):
+    try:
+        _pass_on_held(reader, signals, to, interrupted, stopped, closing)
+    except Exception:  # never leave the pipe undrained: every writer to stderr would wait on it
+        while (chunk := os.read(reader, 1 << 16)) and not closing.is_set():
+            with contextlib.suppress(OSError):
+                os.write(to, chunk)
+
+
+def _pass_on_held(reader: int, signals: socket.socket, to: int, interrupted: threading.Event, stopped, closing):
+    held: collections.deque = collections.deque()
+    chooser = selectors.DefaultSelector()
+    chooser.register(reader, selectors.EVENT_READ)
+    chooser.register(signals, selectors.EVENT_READ)
+    open_ = True
+    while True:
+        for key, _ in chooser.select(0.05):
+            if key.fileobj is signals:
+                said = signals.recv(64)  # a byte for each signal that has a Python handler
+                if any(stop in said for stop in _STOPS):
+                    interrupted.set()
+                continue
+            chunk = os.read(reader, 1 << 16)
+            if chunk:
+                held.append((time.monotonic(), chunk))
+            else:
+                chooser.unregister(reader)
+                open_ = False
+        ending = closing.is_set()
+        while held and (ending or time.monotonic() - held[0][0] >= _HOLD):
+            chunk = held.popleft()[1]
+            if not stopped():
+                with contextlib.suppress(OSError):
+                    os.write(to, chunk)
+        if ending and not held and (not open_ or not chooser.select(0)):
+            return
+
+
 def _wake_until(woken: threading.Event, sent: threading.Event, guard: threading.Lock, finished) -> None:
     """Sends the signal to the main thread until its handler has run or the watched block has ended (checked under
     the guard the block's end takes before it puts the previous handler back)."""
@@ -58,6 +167,16 @@ def _wake_until(woken: threading.Event, sent: threading.Event, guard: threading.
             signal.pthread_kill(main, _WAKE)
             sent.set()
         woken.wait(0.5)
+
+
+def _end_workers(seconds: float = 5) -> None:
+    """Kills the workers left and waits for Beam's threads that served them: Beam's closing after a Ctrl-C need not
+    wait for those, and what they raise and log afterwards would reach the terminal."""
+    _kill_workers()
+    deadline = time.monotonic() + seconds
+    for thread in threading.enumerate():
+        if thread.name in _CONNECTION_THREADS and thread is not threading.current_thread():
+            thread.join(max(0.0, deadline - time.monotonic()))
 
 
 def _not_to_interrupt(frame) -> bool:
@@ -91,16 +210,19 @@ def watched(beam_args: Sequence[str]):
     deferred: list[tuple] = []
     guard = threading.Lock()
     done = False
-    woken, sent = threading.Event(), threading.Event()
+    woken, sent, interrupted = threading.Event(), threading.Event(), threading.Event()
     previous_hook = threading.excepthook
 
     def hook(args):
         said = str(args.exc_value)
         if args.thread is not None and args.thread.name == _WORKER_THREAD and said.startswith(_WORKER_EXITED):
+            code = int(said[len(_WORKER_EXITED):].strip() or 0)
+            if _stopped_by_a_stop(code) and interrupted.wait(1):  # the same Ctrl-C as this process's
+                return
             with guard:
                 if done or lost:
                     return
-                lost.append(int(said[len(_WORKER_EXITED):].strip() or 0))
+                lost.append(code)
                 _kill_workers()
             _wake_until(woken, sent, guard, lambda: done)
             return
@@ -124,7 +246,8 @@ def watched(beam_args: Sequence[str]):
     previous_handler = signal.signal(_WAKE, wake)
     threading.excepthook = hook
     try:
-        yield
+        with _quiet_once_stopped(interrupted, lambda: interrupted.is_set() or bool(lost)):
+            yield
     except WorkerLost:
         raise
     except Exception:
@@ -141,5 +264,5 @@ def watched(beam_args: Sequence[str]):
             woken.wait(1)
         signal.signal(_WAKE, previous_handler)
         beam_logs.setLevel(previous_level)
-        for error in deferred if not lost else ():
+        for error in deferred if not lost and not interrupted.is_set() else ():
             previous_hook(threading.ExceptHookArgs(error))
