@@ -85,8 +85,8 @@ def _quiet_once_stopped(interrupted: threading.Event, stopped: Callable[[], bool
     another = signal.set_wakeup_fd(wake_end.fileno(), warn_on_full_buffer=False)
     if another != -1:
         signal.set_wakeup_fd(another)
-    closing = threading.Event()
-    passing = threading.Thread(target=_pass_on, args=(reader, signals, saved, interrupted, stopped, closing),
+    closing, restored = threading.Event(), threading.Event()
+    passing = threading.Thread(target=_pass_on, args=(reader, signals, saved, interrupted, stopped, closing, restored),
                                name="ingest-stderr", daemon=True)
     passing.start()
     _flush(sys.stderr)
@@ -94,16 +94,20 @@ def _quiet_once_stopped(interrupted: threading.Event, stopped: Callable[[], bool
     os.close(writer)
     try:
         yield
+    except KeyboardInterrupt:  # stopped, whether or not the thread has read the Ctrl-C's byte yet
+        interrupted.set()
+        raise
     finally:
         try:
             if stopped():
                 _end_workers()
         finally:  # whatever cut that short (a second Ctrl-C): stderr is this process's own again
             _flush(sys.stderr)
+            closing.set()  # what is held is passed on now, before what is written to stderr itself from here
             os.dup2(saved, 2)
+            restored.set()
             if another == -1:
                 signal.set_wakeup_fd(-1)
-            closing.set()
             passing.join(5)
             if not passing.is_alive():  # else its files are left open rather than closed under it
                 for end in (reader, saved):
@@ -118,18 +122,22 @@ def _flush(stream) -> None:
             stream.flush()
 
 
-def _pass_on(reader: int, signals: socket.socket, to: int, interrupted: threading.Event, stopped, closing):
+def _pass_on(reader: int, signals: socket.socket, to: int, interrupted: threading.Event, stopped, closing,
+             restored):
+    """Passes the pipe's output on (closing: at once); ends once stderr is restored and the pipe has nothing left."""
+    chooser = selectors.DefaultSelector()
     try:
-        _pass_on_held(reader, signals, to, interrupted, stopped, closing)
+        _pass_on_held(chooser, reader, signals, to, interrupted, stopped, closing, restored)
     except Exception:  # never leave the pipe undrained: every writer to stderr would wait on it
-        while (chunk := os.read(reader, 1 << 16)) and not closing.is_set():
+        while (chunk := os.read(reader, 1 << 16)) and not restored.is_set():
             with contextlib.suppress(OSError):
                 os.write(to, chunk)
+    finally:
+        chooser.close()
 
 
-def _pass_on_held(reader: int, signals: socket.socket, to: int, interrupted: threading.Event, stopped, closing):
+def _pass_on_held(chooser, reader, signals, to, interrupted, stopped, closing, restored) -> None:
     held: collections.deque = collections.deque()
-    chooser = selectors.DefaultSelector()
     chooser.register(reader, selectors.EVENT_READ)
     chooser.register(signals, selectors.EVENT_READ)
     open_ = True
@@ -152,7 +160,7 @@ def _pass_on_held(reader: int, signals: socket.socket, to: int, interrupted: thr
             if not stopped():
                 with contextlib.suppress(OSError):
                     os.write(to, chunk)
-        if ending and not held and (not open_ or not chooser.select(0)):
+        if restored.is_set() and not held and (not open_ or not chooser.select(0)):
             return
 
 
