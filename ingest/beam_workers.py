@@ -6,15 +6,15 @@ killer, an import that fails) leaves the runner waiting for it for good, and one
 Beam's tracebacks. Here that thread's error is taken, and the main thread, waiting on a lock, is woken by a signal
 whose handler raises WorkerLost; the caller's cleanup then runs as for any failed ingest.
 
-A Ctrl-C goes to the terminal's whole process group: each worker, stopped by it, printed its traceback beside
-the command's one line, and Beam's threads logged the connections it left. A worker stopped by a Ctrl-C this
-process took too is not lost (the Ctrl-C says it all), and what the workers print once the run is stopped is
-dropped (_quiet_once_stopped).
-
 The signal goes to the main thread itself, and again until its handler has run: sent to the process, the kernel may
 give it to any thread that does not hold it back, and the main thread, blocked on a lock, never wakes (3 of 20 runs
 on two busy cores waited for good); one that landed just before the main thread blocked would be noted by Python
 without its handler running until the next.
+
+A Ctrl-C goes to the terminal's whole process group: each worker, stopped by it, printed its traceback beside
+the command's one line, and Beam's threads logged the connections it left. A worker stopped by a Ctrl-C this
+process took too is not lost (the Ctrl-C says it all), and what the workers print once the run is stopped is
+dropped (_quiet_once_stopped).
 """
 
 from __future__ import annotations
