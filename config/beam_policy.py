@@ -322,6 +322,24 @@ def fast_state_cache_weights() -> None:
     statecache.get_deep_size = get_deep_size
 
 
+# The longest a bundle's end waits for Beam's state sampler (below).
+SAMPLER_PERIOD_MS = 10
+
+
+def short_bundle_ends() -> None:
+    """Beam's state sampler, a thread per bundle that samples which step is running, sleeps its period between samples
+    (ramping up to 200 ms), and each bundle's end joins it: a bundle that ran a second or more waits 100 ms on average
+    with nothing to do. A period of SAMPLER_PERIOD_MS bounds that wait; the thread then wakes 100 times a second,
+    taking a lock and the time, without the GIL."""
+    import apache_beam
+    from apache_beam.runners.worker import statesampler
+
+    init = statesampler.StateSampler.__init__
+    if (apache_beam.__version__ == PARAMETER_CACHE_CHECKED_ON
+            and init.__defaults__ == (statesampler.DEFAULT_SAMPLING_PERIOD_MS,)):
+        init.__defaults__ = (SAMPLER_PERIOD_MS,)
+
+
 def faster_beam() -> None:
     """Each of the above, in a process that runs Beam pipelines (given wherever ingest.spans is imported: `run`,
     `ingest`, the Kubeflow tasks, Beam's worker processes, the tests' workers); each changes nothing where the
@@ -331,3 +349,4 @@ def faster_beam() -> None:
     fast_option_views()
     fast_pickler_trace()
     fast_state_cache_weights()
+    short_bundle_ends()

@@ -42,6 +42,7 @@ class FileTooLarge(ValueError):
 
 
 NOT_UTF8 = "name is not valid UTF-8"
+_READ_ON = 1 << 16  # what a local file is read by once the bytes its size promised have come
 
 
 def printable(name: str) -> str:
@@ -82,7 +83,9 @@ def file_size(path: str) -> int:
 
 
 def _too_large(size: int, max_bytes: int) -> FileTooLarge:
-    return FileTooLarge(f"{size} bytes, above the file size limit of {max_bytes} bytes (--max-file-mb): not read")
+    rejection = FileTooLarge(f"{size} bytes, above the file size limit of {max_bytes} bytes (--max-file-mb): not read")
+    rejection.size = size
+    return rejection
 
 
 def read_bytes(unit: str | bytes, max_bytes: int | None = None) -> bytes:
@@ -90,6 +93,8 @@ def read_bytes(unit: str | bytes, max_bytes: int | None = None) -> bytes:
     is taken first, and a file that grows meanwhile is cut off one byte past it)."""
     if isinstance(unit, bytes):
         return unit
+    if not is_uri(unit):
+        return _read_local(unit, max_bytes)
     if max_bytes is not None and (size := file_size(unit)) > max_bytes:
         raise _too_large(size, max_bytes)
     with open_binary(unit) as f:
@@ -97,6 +102,31 @@ def read_bytes(unit: str | bytes, max_bytes: int | None = None) -> bytes:
     if max_bytes is not None and len(data) > max_bytes:
         raise _too_large(file_size(unit), max_bytes)
     return data
+
+
+def _read_local(path: str, max_bytes: int | None) -> bytes:
+    """read_bytes of a local file: sized by the file it opened, and read in a call of that size. A buffered
+    `read(max_bytes + 1)` sets aside the whole cap for every file (50 MB: a mapping made and given back), three
+    times the cost of reading a photo; an ingest reads every file once."""
+    with open(path, "rb", buffering=0) as f:
+        size = os.fstat(f.fileno()).st_size
+        if max_bytes is not None and size > max_bytes:
+            raise _too_large(size, max_bytes)
+        limit = size + 1 if max_bytes is None else min(size, max_bytes) + 1
+        parts = [f.read(limit)]
+        total = len(parts[0])
+        # One read returns the file as it was sized. Any other count (a file that grew since, or one that says 0
+        # bytes and holds more, as /proc's do, or a read cut short) reads on until a read returns nothing.
+        limit = None if max_bytes is None else max_bytes + 1
+        while total != size and (limit is None or total < limit):
+            part = f.read(_READ_ON if limit is None else min(_READ_ON, limit - total))
+            if not part:
+                break
+            parts.append(part)
+            total += len(part)
+        if limit is not None and total >= limit:
+            raise _too_large(max(os.fstat(f.fileno()).st_size, total), max_bytes)
+    return b"".join(parts)
 
 
 def label_for_folder(name: str) -> int | None:
@@ -176,9 +206,10 @@ def local_files(root: str | os.PathLike) -> tuple[list[tuple[str, str]], list[tu
     return sorted(files, key=by_parts), sorted(problems, key=by_parts)
 
 
-def folder_items(root: str | os.PathLike) -> list[Item]:
+def folder_items(root: str | os.PathLike, listed: tuple | None = None) -> list[Item]:
     """Every file below `root` (a path or a gs:// URI), sorted, labelled by folder or Kaggle file name; a
-    labeling queue's (layout.QUEUE_RECORD at its top) by its cat/ and dog/ folders only."""
+    labeling queue's (layout.QUEUE_RECORD at its top) by its cat/ and dog/ folders only. `listed`: local_files of
+    a local `root`, listed already."""
     if is_uri(str(root)):
         import tensorflow as tf
 
@@ -189,7 +220,7 @@ def folder_items(root: str | os.PathLike) -> list[Item]:
     root = pathlib.Path(root)
     if not root.is_dir():
         raise SourceError(f"data directory {str(root)!r} does not exist or is not a directory")
-    files, problems = local_files(root)
+    files, problems = listed or local_files(root)
     items = [_folder_item(pathlib.PurePosixPath(relative), path) if printable(relative) == relative
              else Item(printable(relative), None, None, path, NOT_UTF8) for relative, path in files] + \
         [Item(printable(relative), None, None, str(root / relative), printable(problem))

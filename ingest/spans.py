@@ -61,8 +61,9 @@ class NoUsableImagesError(CommandError, ValueError):
     """Every file was quarantined; the report says why."""
 
 
-def _fingerprint(kind: str, location: str, settings: IngestSettings) -> str:
-    """Content hash of the source's files and the settings that shape the span."""
+def _fingerprint(kind: str, location: str, settings: IngestSettings, listed: tuple | None) -> str:
+    """Content hash of the source's files and the settings that shape the span; `listed`: a local folder's
+    sources.local_files, as its items are made of."""
     shaping = {k: v for k, v in dataclasses.asdict(settings).items() if k not in ("max_file_bytes", "span_window")}
     digest = hashlib.sha256(json.dumps([kind, shaping]).encode())
     if sources.is_uri(location):
@@ -71,7 +72,7 @@ def _fingerprint(kind: str, location: str, settings: IngestSettings) -> str:
     elif os.path.isfile(location):
         files = [("", location)]
     else:
-        files, problems = sources.local_files(location)
+        files, problems = listed or sources.local_files(location)
         for relative, problem in problems:
             digest.update(_name_bytes(f"{relative}\0{problem}\0"))
     capped = kind == "folder"  # the cap is on image files, not on Parquet or TFDS files of many images
@@ -88,13 +89,14 @@ def _name_bytes(name: str) -> bytes:
 
 def _hash_file(digest, path: str, max_bytes: int | None) -> None:
     try:
-        size = sources.file_size(path)
-        if max_bytes is not None and size > max_bytes:  # quarantined unread; its size stands for its bytes
-            digest.update(f"\0above the cap: {size}\0".encode())
+        if max_bytes is not None:  # image files, read whole as the check reads them
+            digest.update(sources.read_bytes(path, max_bytes))
             return
-        with sources.open_binary(path) as f:
+        with sources.open_binary(path) as f:  # Parquet and TFDS files, which can be gigabytes
             for block in iter(lambda: f.read(1 << 20), b""):
                 digest.update(block)
+    except sources.FileTooLarge as rejection:  # quarantined unread; its size stands for its bytes
+        digest.update(f"\0above the cap: {rejection.size}\0".encode())
     except OSError:  # quarantined by the check; once readable, its bytes change the fingerprint
         digest.update(b"\0unreadable\0")
 
@@ -112,7 +114,9 @@ def ingest(kind: str, location: str | os.PathLike, examples_root: str | os.PathL
         raise sources.SourceError(f"unknown source kind {kind!r}; expected one of {sorted(sources.LISTERS)}")
     if not (tf.io.gfile.exists(location) if sources.is_uri(location) else os.path.exists(location)):
         raise sources.SourceError(f"{kind} source {location!r} does not exist")
-    data_fingerprint, queue = _fingerprint(kind, location, settings), carrying.queue_identity(kind, location)
+    # A local folder is listed once: its items are the files its fingerprint read.
+    listed = sources.local_files(location) if kind == "folder" and os.path.isdir(location) else None
+    data_fingerprint, queue = _fingerprint(kind, location, settings, listed), carrying.queue_identity(kind, location)
     examples_root = str(examples_root)
     reports = {span: load_report(examples_root, span) for span in existing_spans(examples_root)}
     recorded = numbers_used(examples_root)
@@ -129,7 +133,7 @@ def ingest(kind: str, location: str | os.PathLike, examples_root: str | os.PathL
     # Above spans cut short too: a reader may have seen them.
     span = layout.next_number(highest_span_number(examples_root), examples_root, "span")
     queues, dropped = carrying.to_carry(reports, span, queue, recorded)
-    items = list(sources.LISTERS[kind](location))
+    items = list(sources.folder_items(location, listed) if listed else sources.LISTERS[kind](location))
 
     # The span is built in a hidden folder beside its final place, where Beam's workers can write (on Dataflow
     # or a portable runner they are not this process), and published by contract.storage's protocol: renamed

@@ -1,4 +1,5 @@
 import sys
+import time
 
 import apache_beam as beam
 
@@ -414,3 +415,43 @@ def test_the_state_cache_weighs_with_objsizes_and_beams_settings_as_they_are_at_
     monkeypatch.setattr(objsize, "default_settings", defaults)
     monkeypatch.setattr(statecache, "_get_referents_func", lambda *objs: [])
     assert weigh(value) == beams(value)
+
+
+class _Slow(beam.DoFn):
+    def process(self, element):
+        time.sleep(0.3)
+        yield element
+
+
+def test_a_bundle_ends_without_waiting_out_beams_sampling_period(monkeypatch):
+    """Beam's state sampler sleeps up to 200 ms between samples and a bundle's end waits for it to wake; a bundle of
+    1.2 s, its period ramped up to the full one by then, waited 0-200 ms before the change."""
+    from apache_beam.runners.worker import statesampler
+
+    import ingest.spans  # noqa: F401  (gives faster_beam)
+
+    waits = []
+    stop = statesampler.StateSampler.stop
+
+    def timed_stop(self):
+        started = time.perf_counter()
+        stop(self)
+        waits.append(time.perf_counter() - started)
+
+    monkeypatch.setattr(statesampler.StateSampler, "stop", timed_stop)
+    with beam.Pipeline(options=beam.options.pipeline_options.PipelineOptions(list(beam_policy.IN_PROCESS))) as p:
+        _ = p | beam.Create([1, 2, 3, 4], reshuffle=False) | beam.ParDo(_Slow()) | beam.Map(lambda x: x)
+    assert waits and max(waits) < 0.05, waits
+    assert statesampler.StateSampler("check", None).sampling_period_ms == beam_policy.SAMPLER_PERIOD_MS
+
+
+def test_the_sampling_period_is_changed_once_and_only_on_the_release_it_was_checked_on(monkeypatch):
+    from apache_beam.runners.worker import statesampler
+
+    init = statesampler.StateSampler.__init__
+    beam_policy.short_bundle_ends()
+    assert init.__defaults__ == (beam_policy.SAMPLER_PERIOD_MS,), "given again, nothing changes"
+    monkeypatch.setattr(init, "__defaults__", (statesampler.DEFAULT_SAMPLING_PERIOD_MS,))
+    monkeypatch.setattr(beam, "__version__", "2.60.0")
+    beam_policy.short_bundle_ends()
+    assert init.__defaults__ == (statesampler.DEFAULT_SAMPLING_PERIOD_MS,)

@@ -1,6 +1,7 @@
 """The pixel limit against every size an image's headers give, before any decoder runs; and a file's size cap."""
 
 import io
+import pathlib
 import re
 import struct
 import tracemalloc
@@ -77,6 +78,28 @@ def test_a_file_above_the_size_cap_is_refused_from_its_size_without_being_read(t
     assert sources.read_bytes(str(small), max_bytes=100) == b"x" * 100
     with pytest.raises(sources.FileTooLarge):
         sources.read_bytes(str(small), max_bytes=99)
+
+
+def test_a_file_is_read_in_what_its_size_asks_not_in_what_the_cap_allows(tmp_path):
+    photo = tmp_path / "photo.jpg"
+    photo.write_bytes(bytes(range(256)) * 400)  # 100 KB
+    tracemalloc.start()
+    try:
+        assert sources.read_bytes(str(photo), max_bytes=1 << 30) == photo.read_bytes()
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 300_000, f"{peak} bytes set aside to read a 102,400-byte file under a 1 GiB cap"
+
+
+def test_a_file_longer_than_its_size_said_is_read_to_its_end_or_cut_one_byte_past_the_cap():
+    """A file can grow between its size and its read; /proc's files say 0 bytes and hold more."""
+    whole = pathlib.Path("/proc/self/maps").read_bytes()
+    assert len(whole) > 1000
+    assert sources.read_bytes("/proc/self/maps")[:100] == whole[:100]
+    assert len(sources.read_bytes("/proc/self/maps", max_bytes=1 << 30)) > 1000
+    with pytest.raises(sources.FileTooLarge, match="^101 bytes, above the file size limit of 100 bytes "):
+        sources.read_bytes("/proc/self/maps", max_bytes=100)
 
 
 _MARKER_AS_WRITTEN_FIRST = re.compile(rb"\xff+[^\x00\xd0-\xd7\xff]")  # what the search must keep finding
