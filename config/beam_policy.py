@@ -36,9 +36,13 @@ COMPONENTS_MIN_EXAMPLES = 50_000
 MULTI_PROCESS = "--direct_running_mode=multi_processing"
 
 
+# Imported by each Beam worker process as it starts, before its first bundle: faster_beam there too.
+WORKER_PLUGIN = "--beam_plugin=config.beam_worker"
+
+
 def _worker_processes(workers: int) -> list[str]:
     # 0: Beam counts the cores of the machine that runs the component, at run time.
-    return [MULTI_PROCESS, f"--direct_num_workers={workers}"]
+    return [MULTI_PROCESS, f"--direct_num_workers={workers}", WORKER_PLUGIN]
 
 
 def direct_runner_args(workers: int, work: int | None, min_work: int, min_cores: int = 1) -> list[str]:
@@ -342,7 +346,8 @@ def short_bundle_ends() -> None:
 
 def faster_beam() -> None:
     """Each of the above, in a process that runs Beam pipelines (given wherever ingest.spans is imported: `run`,
-    `ingest`, the Kubeflow tasks, Beam's worker processes, the tests' workers); each changes nothing where the
+    `ingest`, the Kubeflow tasks, the tests' workers; and in Beam's worker processes as they start, WORKER_PLUGIN, since
+    a worker builds a stage's state sampler before it unpickles the stage's code); each changes nothing where the
     release it was checked on is not installed, and nothing given twice."""
     fast_tfrecord_checksums()
     fast_dofn_introspection()

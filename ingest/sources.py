@@ -105,13 +105,14 @@ def read_bytes(unit: str | bytes, max_bytes: int | None = None) -> bytes:
 
 
 def _read_local(path: str, max_bytes: int | None) -> bytes:
-    """read_bytes of a local file: sized by the file it opened, and read in a call of that size. A buffered
-    `read(max_bytes + 1)` sets aside the whole cap for every file (50 MB: a mapping made and given back), three
-    times the cost of reading a photo; an ingest reads every file once."""
+    """read_bytes of a local file: sized before it is opened (a file above the cap is refused by its size, also one
+    this process may not open), then read in a call of that size. A buffered `read(max_bytes + 1)` sets aside the
+    whole cap for every file (50 MB: a mapping made and given back), three times the cost of reading a photo; an
+    ingest reads every file once."""
+    size = os.stat(path).st_size
+    if max_bytes is not None and size > max_bytes:
+        raise _too_large(size, max_bytes)
     with open(path, "rb", buffering=0) as f:
-        size = os.fstat(f.fileno()).st_size
-        if max_bytes is not None and size > max_bytes:
-            raise _too_large(size, max_bytes)
         limit = size + 1 if max_bytes is None else min(size, max_bytes) + 1
         parts = [f.read(limit)]
         total = len(parts[0])

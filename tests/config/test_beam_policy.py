@@ -455,3 +455,22 @@ def test_the_sampling_period_is_changed_once_and_only_on_the_release_it_was_chec
     monkeypatch.setattr(beam, "__version__", "2.60.0")
     beam_policy.short_bundle_ends()
     assert init.__defaults__ == (statesampler.DEFAULT_SAMPLING_PERIOD_MS,)
+
+
+class _SamplingPeriod(beam.DoFn):
+    def process(self, element):
+        from apache_beam.runners.worker import statesampler
+
+        yield statesampler.get_current_tracker().sampling_period_ms
+
+
+def test_a_worker_process_samples_at_the_short_period_from_its_first_bundle(tmp_path):
+    """A worker builds a stage's sampler before it unpickles the stage's code, so only the plugin it imports as it
+    starts can change the period there (this module, which the DoFn brings, does not)."""
+    args = beam_policy.direct_runner_args(2, None, 0)
+    assert beam_policy.WORKER_PLUGIN in args
+    with beam.Pipeline(options=beam.options.pipeline_options.PipelineOptions(args)) as p:
+        _ = (p | beam.Create(range(8)) | beam.ParDo(_SamplingPeriod())
+             | beam.io.WriteToText(str(tmp_path / "periods")))
+    periods = {int(line) for path in tmp_path.glob("periods*") for line in path.read_text().split()}
+    assert periods == {beam_policy.SAMPLER_PERIOD_MS}

@@ -4,6 +4,7 @@ import io
 import pathlib
 import re
 import struct
+import sys
 import tracemalloc
 
 import pytest
@@ -113,3 +114,21 @@ def test_the_jpeg_marker_search_finds_the_0xff_before_the_marker_that_the_plain_
     entropy-coded data); its match is the last fill byte before the marker, where the walk goes on."""
     found, plain = image_headers._JPEG_NEXT_MARKER.search(data, start), _MARKER_AS_WRITTEN_FIRST.search(data, start)
     assert (found.start() if found else None) == (plain.end() - 2 if plain else None)
+
+
+def test_a_file_above_the_cap_is_refused_without_being_opened(tmp_path):
+    """By its size alone, so also a file this process may not open (another user's, behind root_squash): its
+    fingerprint says "above the cap" whoever ingests it."""
+    big = tmp_path / "big.jpg"
+    big.write_bytes(b"x" * 2000)
+    opened = []
+
+    def audit(event, args):
+        if event == "open" and args and str(args[0]) == str(big):
+            opened.append(args)
+
+    sys.addaudithook(audit)  # for this process's life: it only appends
+    with pytest.raises(sources.FileTooLarge, match="^2000 bytes, above the file size limit of 1000 bytes "):
+        sources.read_bytes(str(big), max_bytes=1000)
+    assert not opened
+    assert sources.read_bytes(str(big), max_bytes=2000) == b"x" * 2000 and opened, "the audit sees an open"
