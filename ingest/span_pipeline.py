@@ -40,6 +40,7 @@ _CHECK_BYTES = 32 << 20
 
 def make_example(image: CheckedImage, label: int, relative: str) -> bytes:
     """The serialized tf.Example of one accepted image (keys: contract.features).
+
     Written field by field: protocol buffers' Python classes copy the image into a message and out again, 17-29 us
     an example against 7 here, every example of an ingest on its one busy thread. A serialized message is its fields
     one after the other, a map one entry after another; tests/ingest/test_example_bytes.py parses these back against
