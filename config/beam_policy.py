@@ -91,9 +91,10 @@ def fast_tfrecord_checksums() -> None:
         tfrecordio._default_crc32c_fn.fn = google_crc32c.value
 
 
-# The Beam release whose parameter lookup the cache below was checked against (tests/config/test_beam_policy.py
-# compares its answers with Beam's own): on any other, Beam keeps its own lookup until the cache is checked there.
-PARAMETER_CACHE_CHECKED_ON = "2.59.0"
+# The Beam release each change below was checked against (tests/config/test_beam_policy.py compares the parameter
+# cache's answers, the option views and the state cache's weights with Beam's own): on any other, Beam keeps its own
+# code until the change is checked there.
+BEAM_CHECKED_ON = "2.59.0"
 _WRAPPED_DEPTH = 8  # functools.wraps chains followed; a deeper one is looked up by Beam every time
 _UNWRAPPED = object()  # no `__wrapped__` at all (None is one, which inspect follows)
 
@@ -126,12 +127,12 @@ def fast_dofn_introspection() -> None:
     defaults say, so Beam's answer is kept per function (weakly: a pipeline's lambdas go with it), the same for its
     bound methods, and given again only while the function's code, defaults and wrapped functions are the same
     objects. Anything else is Beam's own lookup. Given in each process that imports ingest.spans, as the
-    checksums are; on a Beam release other than PARAMETER_CACHE_CHECKED_ON, nothing changes."""
+    checksums are; on a Beam release other than BEAM_CHECKED_ON, nothing changes."""
     import apache_beam
     from apache_beam.transforms import core
 
     lookup = core.get_function_args_defaults
-    if apache_beam.__version__ != PARAMETER_CACHE_CHECKED_ON or getattr(lookup, "beam_lookup", None):
+    if apache_beam.__version__ != BEAM_CHECKED_ON or getattr(lookup, "beam_lookup", None):
         return
     kept = {False: weakref.WeakKeyDictionary(), True: weakref.WeakKeyDictionary()}  # by whether bound
 
@@ -180,7 +181,7 @@ def fast_option_views() -> None:
     definitions and the flags, so that is kept; each view is still a new object, made as Beam makes it (its flags,
     its parsed options, the values every view of the options shares). Only for classes that take Beam's own
     constructor and flags given as strings (None means sys.argv, read each time); anything else is Beam's view.
-    Given where the parameter cache is; on a Beam release other than PARAMETER_CACHE_CHECKED_ON, nothing changes."""
+    Given where the parameter cache is; on a Beam release other than BEAM_CHECKED_ON, nothing changes."""
     import argparse
     import logging
 
@@ -189,7 +190,7 @@ def fast_option_views() -> None:
 
     options_class = pipeline_options.PipelineOptions
     make_view = options_class.view_as
-    if apache_beam.__version__ != PARAMETER_CACHE_CHECKED_ON or getattr(make_view, "beam_view_as", None):
+    if apache_beam.__version__ != BEAM_CHECKED_ON or getattr(make_view, "beam_view_as", None):
         return
 
     def view_as(self, cls):
@@ -276,7 +277,7 @@ def fast_state_cache_weights() -> None:
     except ImportError:
         return
     weigh = statecache.get_deep_size
-    if (apache_beam.__version__ != PARAMETER_CACHE_CHECKED_ON or objsize.__version__ != OBJSIZE_CHECKED_ON
+    if (apache_beam.__version__ != BEAM_CHECKED_ON or objsize.__version__ != OBJSIZE_CHECKED_ON
             or getattr(weigh, "beam_get_deep_size", None)):
         return
     # (the entries, their classes, ids of the plain modules' namespaces, the other entries): one tuple, replaced
@@ -334,12 +335,12 @@ def short_bundle_ends() -> None:
     """Beam's state sampler, a thread per bundle that samples which step is running, sleeps its period between samples
     (ramping up to 200 ms), and each bundle's end joins it: a bundle that ran a second or more waits 100 ms on average
     with nothing to do. A period of SAMPLER_PERIOD_MS bounds that wait; the thread then wakes 100 times a second,
-    taking a lock and the time, without the GIL."""
+    taking a lock and the time, without the GIL. On a Beam release other than BEAM_CHECKED_ON, nothing changes."""
     import apache_beam
     from apache_beam.runners.worker import statesampler
 
     init = statesampler.StateSampler.__init__
-    if (apache_beam.__version__ == PARAMETER_CACHE_CHECKED_ON
+    if (apache_beam.__version__ == BEAM_CHECKED_ON
             and init.__defaults__ == (statesampler.DEFAULT_SAMPLING_PERIOD_MS,)):
         init.__defaults__ = (SAMPLER_PERIOD_MS,)
 
