@@ -6,8 +6,10 @@ it once (PIL, single process, one core). Ingest, which decodes on every core,
 is compared per core of the machine. Ingest also checks the image with TensorFlow's
 decoder, hashes it, de-duplicates, assigns splits and writes
 TFRecords, on Beam with 1 worker (in process) and 2 worker processes.
-Each figure is the median of --repeats runs; ratios are against the
-reference measured in the same run.
+Each figure is the median of --repeats rounds; each round times the
+reference and then each ingest, so that a machine that speeds up or slows
+down in the meantime moves both: the per-core ratio is also given round by
+round, each ingest against the reference of its own round.
 
     .venv/bin/python -m benchmarks.ingest_throughput --images 2000 --repeats 3
 """
@@ -37,13 +39,15 @@ def decode_loop(files: list[pathlib.Path]) -> None:
             image.convert("RGB").load()
 
 
-def _timed(fn, repeats: int) -> float:
-    times = []
+def rounds(measured: dict, repeats: int) -> dict[str, list[float]]:
+    """Seconds of each of `measured`'s functions, `repeats` rounds of each in turn, in the dict's order."""
+    seconds: dict[str, list[float]] = {name: [] for name in measured}
     for _ in range(repeats):
-        started = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - started)
-    return statistics.median(times)
+        for name, fn in measured.items():
+            started = time.perf_counter()
+            fn()
+            seconds[name].append(time.perf_counter() - started)
+    return seconds
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -67,7 +71,6 @@ def main(argv: list[str] | None = None) -> int:
         synthetic.write_demo_images(data, args.images // 2, sides=tuple(args.sides))
         files = sorted(data.rglob("*.jpg"))
         megabytes = sum(p.stat().st_size for p in files) / 1e6
-        reference = _timed(lambda: decode_loop(files), args.repeats)
 
         def ingest(workers: int):
             def run():
@@ -75,24 +78,30 @@ def main(argv: list[str] | None = None) -> int:
                 spans.ingest("folder", data, out, beam_args=lambda items: beam_policy.ingest_args(workers, items))
             return run
 
-        one = _timed(ingest(1), args.repeats)
-        two = _timed(ingest(2), args.repeats)
+        reference_name = "reference decode loop (1 process)"
+        seconds = rounds({reference_name: lambda: decode_loop(files), "ingest, 1 worker": ingest(1),
+                          "ingest, 2 workers": ingest(2)}, args.repeats)
 
-    rate = {"reference decode loop (1 process)": len(files) / reference,
-            "ingest, 1 worker": len(files) / one, "ingest, 2 workers": len(files) / two}
+    cores = os.cpu_count() or 1
+    rate = {name: len(files) / statistics.median(times) for name, times in seconds.items()}
+    # the reference's seconds over the ingest's, each round's own; per core: ingest uses every core
+    by_round = {name: [reference / spent / cores for reference, spent in zip(seconds[reference_name], times)]
+                for name, times in seconds.items() if name != reference_name}
     print(f"{len(files)} generated JPEGs of {args.sides[0]}-{args.sides[1]} px, {megabytes:.1f} MB, "
           f"{os.cpu_count()} cores, median of {args.repeats}")
     print(f"{'':36}{'images/s':>10}{'vs reference':>14}{'per core vs ref.':>18}")
     for name, value in rate.items():
         # ingest uses every core even in one process (it decodes a batch of images on all of them at once); the
         # reference decodes on one
-        cores = 1 if name.startswith("reference") else os.cpu_count() or 1
-        ratio = value / rate["reference decode loop (1 process)"]
-        print(f"{name:36}{value:>10.0f}{ratio:>13.2f}x{ratio / cores:>17.2f}x")
+        ratio = value / rate[reference_name]
+        print(f"{name:36}{value:>10.0f}{ratio:>13.2f}x{ratio / (1 if name == reference_name else cores):>17.2f}x")
+    for name, ratios in by_round.items():
+        print(f"{name}, per core against its round's reference: "
+              + ", ".join(f"{ratio:.2f}x" for ratio in ratios) + f" (median {statistics.median(ratios):.2f}x)")
     if args.json:
         args.json.write_text(json.dumps({"images": len(files), "sides": args.sides, "megabytes": megabytes,
-                                         "repeats": args.repeats,
-                                         "images_per_second": rate}, indent=2))
+                                         "repeats": args.repeats, "images_per_second": rate, "seconds": seconds,
+                                         "per_core_ratio_by_round": by_round}, indent=2))
     return 0
 
 
