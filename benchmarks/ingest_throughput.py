@@ -27,6 +27,7 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
+from cli.flags import count  # noqa: E402
 from ingest.synthetic import DEMO_SIDES  # noqa: E402
 
 
@@ -50,15 +51,25 @@ def rounds(measured: dict, repeats: int) -> dict[str, list[float]]:
     return seconds
 
 
+def per_core_by_round(seconds: dict[str, list[float]], reference: str, cores: int) -> dict[str, list[float]]:
+    """Each measurement's rate per core against the reference's rate in the same round (the reference runs on one
+    core; ingest on every core, even in one process: it decodes a batch of images on all of them at once)."""
+    return {name: [base / spent / cores for base, spent in zip(seconds[reference], times, strict=True)]
+            for name, times in seconds.items() if name != reference}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--images", type=int, default=2000, help="Generated images (half cats, half dogs).")
-    parser.add_argument("--repeats", type=int, default=3, help="Runs per measurement; the median is reported.")
+    parser.add_argument("--images", type=count(2), default=2000, help="Generated images (half cats, half dogs).")
+    parser.add_argument("--repeats", type=count(1), default=3,
+                        help="Rounds of the measurements; the median is reported.")
     parser.add_argument("--sides", type=int, nargs=2, default=list(DEMO_SIDES), metavar=("MIN", "MAX"),
                         help="Side range of the generated images in pixels (PetImages' photos are mostly "
                              "up to 500 px a side).")
     parser.add_argument("--json", type=pathlib.Path, help="Also write the figures here.")
     args = parser.parse_args(argv)
+    if args.json and not args.json.parent.is_dir():  # found out now, not after the run
+        parser.error(f"--json: {args.json.parent} is not a folder")
 
     from cli import quiet_logs
 
@@ -84,9 +95,7 @@ def main(argv: list[str] | None = None) -> int:
 
     cores = os.cpu_count() or 1
     rate = {name: len(files) / statistics.median(times) for name, times in seconds.items()}
-    # the reference's seconds over the ingest's, each round's own; per core: ingest uses every core
-    by_round = {name: [reference / spent / cores for reference, spent in zip(seconds[reference_name], times)]
-                for name, times in seconds.items() if name != reference_name}
+    by_round = per_core_by_round(seconds, reference_name, cores)
     print(f"{len(files)} generated JPEGs of {args.sides[0]}-{args.sides[1]} px, {megabytes:.1f} MB, "
           f"{os.cpu_count()} cores, median of {args.repeats}")
     print(f"{'':36}{'images/s':>10}{'vs reference':>14}{'per core vs ref.':>18}")
