@@ -7,9 +7,10 @@ is compared per core of the machine. Ingest also checks the image with TensorFlo
 decoder, hashes it, de-duplicates, assigns splits and writes
 TFRecords, on Beam with 1 worker (in process) and 2 worker processes.
 Each figure is the median of --repeats rounds; each round times the
-reference and then each ingest, so that a machine that speeds up or slows
-down in the meantime moves both: the per-core ratio is also given round by
-round, each ingest against the reference of its own round.
+reference and each ingest in turn (in reverse order every other round), so
+that a machine that runs slower or faster for a while moves both: the
+per-core ratio is also given round by round, each ingest against the
+reference of its own round.
 
     .venv/bin/python -m benchmarks.ingest_throughput --images 2000 --repeats 3
 """
@@ -41,10 +42,12 @@ def decode_loop(files: list[pathlib.Path]) -> None:
 
 
 def rounds(measured: dict, repeats: int) -> dict[str, list[float]]:
-    """Seconds of each of `measured`'s functions, `repeats` rounds of each in turn, in the dict's order."""
+    """Seconds of each of `measured`'s functions, `repeats` rounds of each in turn: in the dict's order, then in
+    reverse, and so on, so that none is always the first after the previous round's work (its files still being
+    written out, its caches warm)."""
     seconds: dict[str, list[float]] = {name: [] for name in measured}
-    for _ in range(repeats):
-        for name, fn in measured.items():
+    for round_ in range(repeats):
+        for name, fn in (list(measured.items()) if round_ % 2 == 0 else list(measured.items())[::-1]):
             started = time.perf_counter()
             fn()
             seconds[name].append(time.perf_counter() - started)
@@ -60,7 +63,8 @@ def per_core_by_round(seconds: dict[str, list[float]], reference: str, cores: in
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--images", type=count(2), default=2000, help="Generated images (half cats, half dogs).")
+    parser.add_argument("--images", type=count(2), default=2000,
+                        help="Generated images (half cats, half dogs; an odd count is one fewer).")
     parser.add_argument("--repeats", type=count(1), default=3,
                         help="Rounds of the measurements; the median is reported.")
     parser.add_argument("--sides", type=int, nargs=2, default=list(DEMO_SIDES), metavar=("MIN", "MAX"),
@@ -68,8 +72,11 @@ def main(argv: list[str] | None = None) -> int:
                              "up to 500 px a side).")
     parser.add_argument("--json", type=pathlib.Path, help="Also write the figures here.")
     args = parser.parse_args(argv)
-    if args.json and not args.json.parent.is_dir():  # found out now, not after the run
-        parser.error(f"--json: {args.json.parent} is not a folder")
+    if args.json and (args.json.is_dir() or not args.json.parent.is_dir()):  # found out now, not after the run
+        parser.error(f"--json: {args.json} is a folder" if args.json.is_dir()
+                     else f"--json: {args.json.parent} is not a folder")
+    if not 1 <= args.sides[0] <= args.sides[1]:
+        parser.error(f"--sides: MIN {args.sides[0]} and MAX {args.sides[1]} must be 1 <= MIN <= MAX")
 
     from cli import quiet_logs
 
@@ -109,7 +116,8 @@ def main(argv: list[str] | None = None) -> int:
               + ", ".join(f"{ratio:.2f}x" for ratio in ratios) + f" (median {statistics.median(ratios):.2f}x)")
     if args.json:
         args.json.write_text(json.dumps({"images": len(files), "sides": args.sides, "megabytes": megabytes,
-                                         "repeats": args.repeats, "images_per_second": rate, "seconds": seconds,
+                                         "repeats": args.repeats, "cores": cores, "images_per_second": rate,
+                                         "seconds": seconds,
                                          "per_core_ratio_by_round": by_round}, indent=2))
     return 0
 

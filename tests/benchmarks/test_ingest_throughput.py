@@ -6,11 +6,11 @@ import pytest
 from benchmarks import ingest_throughput
 
 
-def test_the_measurements_take_turns_round_by_round():
+def test_the_measurements_take_turns_round_by_round_none_always_first():
     calls = []
     seconds = ingest_throughput.rounds({"loop": lambda: calls.append("loop"), "ingest": lambda: calls.append("ingest")},
                                        repeats=3)
-    assert calls == ["loop", "ingest"] * 3
+    assert calls == ["loop", "ingest", "ingest", "loop", "loop", "ingest"]
     assert [len(times) for times in seconds.values()] == [3, 3] and all(t >= 0 for t in sum(seconds.values(), []))
 
 
@@ -25,6 +25,8 @@ def test_each_round_s_ingest_is_compared_per_core_with_that_round_s_reference():
     (["--repeats", "0"], "--repeats: must be an integer >= 1, got 0"),
     (["--images", "1"], "--images: must be an integer >= 2, got 1"),
     (["--json", "/no/such/folder/figures.json"], "--json: /no/such/folder is not a folder"),
+    (["--json", "/"], "--json: / is a folder"),
+    (["--sides", "500", "200"], "--sides: MIN 500 and MAX 200 must be 1 <= MIN <= MAX"),
 ])
 def test_arguments_that_cannot_give_figures_are_refused_before_any_work(argv, said, capsys):
     with pytest.raises(SystemExit) as exit_:
