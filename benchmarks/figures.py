@@ -1,8 +1,11 @@
-"""A benchmark's figure (a measurement beside the reference measured in the same run) and the table they print as."""
+"""A benchmark's figure (a measurement beside the reference measured in the same run), the table they print as, and
+where they are written."""
 
 from __future__ import annotations
 
 import dataclasses
+import os
+import pathlib
 
 
 @dataclasses.dataclass
@@ -26,3 +29,17 @@ def table(figures: list[Figure]) -> str:
         lines.append(f"{f.section:<20}{f.name:<52}{f.value:>11.2f} {f.unit:<6}{reference:>11}{ratio:>8}  "
                      f"{f.target or ''}{verdict}")
     return "\n".join(lines)
+
+
+def unwritable(path: pathlib.Path) -> str | None:
+    """Why a benchmark's figures could not be written to `path`, or None; asked before a run of minutes, not after
+    it. The folder it is to go in is made."""
+    if path.is_dir():
+        return f"{path} cannot be written: it is a folder"
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        return f"{path} cannot be written: its folder cannot be made ({error.strerror or error})"
+    if not os.access(path.parent, os.W_OK | os.X_OK):
+        return f"{path} cannot be written: this user cannot write in {path.parent}"
+    return None

@@ -28,6 +28,7 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
+from benchmarks import figures  # noqa: E402
 from cli.flags import count  # noqa: E402
 from ingest.synthetic import DEMO_SIDES  # noqa: E402
 
@@ -72,9 +73,8 @@ def main(argv: list[str] | None = None) -> int:
                              "up to 500 px a side).")
     parser.add_argument("--json", type=pathlib.Path, help="Also write the figures here.")
     args = parser.parse_args(argv)
-    if args.json and (args.json.is_dir() or not args.json.parent.is_dir()):  # found out now, not after the run
-        parser.error(f"--json: {args.json} is a folder" if args.json.is_dir()
-                     else f"--json: {args.json.parent} is not a folder")
+    if args.json and (reason := figures.unwritable(args.json)):
+        parser.error(f"--json: {reason}")
     if not 1 <= args.sides[0] <= args.sides[1]:
         parser.error(f"--sides: MIN {args.sides[0]} and MAX {args.sides[1]} must be 1 <= MIN <= MAX")
 
@@ -104,11 +104,9 @@ def main(argv: list[str] | None = None) -> int:
     rate = {name: len(files) / statistics.median(times) for name, times in seconds.items()}
     by_round = per_core_by_round(seconds, reference_name, cores)
     print(f"{len(files)} generated JPEGs of {args.sides[0]}-{args.sides[1]} px, {megabytes:.1f} MB, "
-          f"{os.cpu_count()} cores, median of {args.repeats}")
+          f"{cores} cores, median of {args.repeats}")
     print(f"{'':36}{'images/s':>10}{'vs reference':>14}{'per core vs ref.':>18}")
     for name, value in rate.items():
-        # ingest uses every core even in one process (it decodes a batch of images on all of them at once); the
-        # reference decodes on one
         ratio = value / rate[reference_name]
         print(f"{name:36}{value:>10.0f}{ratio:>13.2f}x{ratio / (1 if name == reference_name else cores):>17.2f}x")
     for name, ratios in by_round.items():

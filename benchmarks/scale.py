@@ -32,6 +32,7 @@ import sys
 import tempfile
 import time
 
+from benchmarks import figures
 from benchmarks.suite import RssSampler
 from benchmarks.trainer import QUICK_BASE_BLOCKS, QUICK_FINE_TUNE_FROM
 from config import MOBILENET_V2_BLOCKS
@@ -215,21 +216,13 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--images: from 20 images a size (each split needs both classes) to {MAX_IMAGES:,}")
     if args.scratch and not (args.scratch.is_dir() and os.access(args.scratch, os.W_OK | os.X_OK)):
         parser.error(f"--scratch: {args.scratch} is not a folder this user can write in")
-    if args.json.is_dir() or not _writable_folder(args.json.parent):
-        parser.error(f"--json: {args.json} cannot be written (a folder, or its folder cannot be made or written)")
+    if reason := figures.unwritable(args.json):
+        parser.error(f"--json: {reason}")
     try:
         return _measure_sizes(args)
     except KeyboardInterrupt:
         print(f"interrupted: the sizes measured before it are in {args.json}", file=sys.stderr)
         return 130
-
-
-def _writable_folder(folder: pathlib.Path) -> bool:
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError:
-        return False
-    return os.access(folder, os.W_OK | os.X_OK)
 
 
 def _measure_sizes(args: argparse.Namespace) -> int:

@@ -24,11 +24,13 @@ def test_each_round_s_ingest_is_compared_per_core_with_that_round_s_reference():
 @pytest.mark.parametrize("argv, said", [
     (["--repeats", "0"], "--repeats: must be an integer >= 1, got 0"),
     (["--images", "1"], "--images: must be an integer >= 2, got 1"),
-    (["--json", "/no/such/folder/figures.json"], "--json: /no/such/folder is not a folder"),
-    (["--json", "/"], "--json: / is a folder"),
+    (["--json", "{file}/figures.json"], "--json: {file}/figures.json cannot be written: its folder cannot be made"),
+    (["--json", "{folder}"], "--json: {folder} cannot be written: it is a folder"),
     (["--sides", "500", "200"], "--sides: MIN 500 and MAX 200 must be 1 <= MIN <= MAX"),
 ])
-def test_arguments_that_cannot_give_figures_are_refused_before_any_work(argv, said, capsys):
+def test_arguments_that_cannot_give_figures_are_refused_before_any_work(argv, said, tmp_path, capsys):
+    (tmp_path / "a-file").write_text("")
+    paths = {"file": tmp_path / "a-file", "folder": tmp_path}
     with pytest.raises(SystemExit) as exit_:
-        ingest_throughput.main(argv)
-    assert exit_.value.code == 2 and said in capsys.readouterr().err
+        ingest_throughput.main([argument.format(**paths) for argument in argv])
+    assert exit_.value.code == 2 and said.format(**paths) in capsys.readouterr().err
