@@ -16,7 +16,7 @@ UV_INSTALL := $(BIN)/uv pip install --quiet --python $(BIN)/python --no-deps
 # compile TensorFlow's and TFX's thousands of modules again.
 unexport PYTHONDONTWRITEBYTECODE
 
-.PHONY: demo test test-fast fuzz bench bench-quick bench-trainer bench-trial bench-looks bench-drift bench-tune bench-tune-small bench-scale lock clean system-packages
+.PHONY: demo test test-avx2 test-fast fuzz bench bench-quick bench-trainer bench-trial bench-looks bench-drift bench-tune bench-tune-small bench-scale lock clean system-packages
 
 # No bytecode at install time (uv writes none unless asked): most of the lock's 23,000 modules are never imported; those
 # that are get their bytecode written on first import (see `unexport PYTHONDONTWRITEBYTECODE` above).
@@ -50,6 +50,12 @@ system-packages:
 test: $(STAMP) system-packages
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest --numprocesses=$(TEST_WORKERS) $(DIST) --durations=15
+
+# Everything, computed as on an x86-64 CPU without AVX-512 (an AMD EPYC with AVX2 only), on whatever CPU runs it:
+# TensorFlow turns its oneDNN kernels on by default only on CPUs with AVX-512, so there it runs Eigen's, whose matrix
+# products still call oneDNN's, which pick AVX2 code there. A learning test's margins move with the kernels' sums.
+test-avx2:
+	TF_ENABLE_ONEDNN_OPTS=0 ONEDNN_MAX_CPU_ISA=AVX2 $(MAKE) test
 
 # The loop while developing: everything but the tests marked e2e (whole runs, Kubeflow packages under kfp's local
 # runner, training in processes of their own, the image's install), on the same workers; 3-4 minutes on 2 cores (docs/tests.md).
