@@ -51,11 +51,15 @@ test: $(STAMP) system-packages
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest --numprocesses=$(TEST_WORKERS) $(DIST) --durations=15
 
-# Everything, computed as on an x86-64 CPU without AVX-512 (an AMD EPYC with AVX2 only), on whatever CPU runs it:
-# TensorFlow turns its oneDNN kernels on by default only on CPUs with AVX-512, so there it runs Eigen's, whose matrix
-# products still call oneDNN's, which pick AVX2 code there. A learning test's margins move with the kernels' sums.
+# Everything, with the kernels an x86-64 CPU with AVX2 and no AVX-512 or VNNI (an AMD EPYC of Zen 2 or 3) runs by
+# default, on any CPU with AVX2: TensorFlow turns oneDNN's kernels on by default only on CPUs with AVX512_VNNI,
+# AVX512_BF16, AVX_VNNI or AMX, and runs Eigen's elsewhere, whose matrix products still call oneDNN's, which pick
+# their code by the CPU; NumPy and its OpenBLAS pick theirs too. A learning test's margins move with those sums.
+# TFLite's XNNPACK still picks by the CPU it runs on; the cores and caches move some sums too (docs/tests.md).
 test-avx2:
-	TF_ENABLE_ONEDNN_OPTS=0 ONEDNN_MAX_CPU_ISA=AVX2 $(MAKE) test
+	TF_ENABLE_ONEDNN_OPTS=0 ONEDNN_MAX_CPU_ISA=AVX2 OPENBLAS_CORETYPE=Haswell NPY_DISABLE_CPU_FEATURES="$(NUMPY_AVX512)" $(MAKE) test
+# NumPy's dispatch targets above AVX2 (`numpy.show_runtime()`); one the CPU lacks is ignored.
+NUMPY_AVX512 := AVX512F AVX512CD AVX512_KNL AVX512_KNM AVX512_SKX AVX512_CLX AVX512_CNL AVX512_ICL
 
 # The loop while developing: everything but the tests marked e2e (whole runs, Kubeflow packages under kfp's local
 # runner, training in processes of their own, the image's install), on the same workers; 3-4 minutes on 2 cores (docs/tests.md).

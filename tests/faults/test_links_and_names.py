@@ -8,6 +8,7 @@ own code (no training: the models' files are stand-ins).
 """
 
 import contextlib
+import faulthandler
 import json
 import os
 import pathlib
@@ -17,6 +18,7 @@ import stat
 import subprocess
 import sys
 import threading
+import time
 
 import pytest
 from ml_metadata.proto import metadata_store_pb2
@@ -393,21 +395,34 @@ def test_predict_with_model_checks_a_pushed_version_and_refuses_links(root, user
 
 
 @contextlib.contextmanager
-def _fifos_let_go_after(folder: pathlib.Path, seconds: float):
-    """A command that opened a FIFO under `folder` would wait there for a peer for good; after `seconds` each FIFO is
-    opened from both sides once, without blocking, which lets such a command go on. Yields a list that then says
-    the time ran out."""
+def _fifos_let_go_after(folder: pathlib.Path, seconds: float, give_up: float = 120):
+    """A command that opened a FIFO under `folder` would wait there for a peer for good. After `seconds`, each FIFO
+    under it is opened from both sides, without blocking, and again every 0.2 s until the command ends, which lets
+    it go on each time it opens one; yields a list that then says the time ran out. A command still running
+    `give_up` seconds after that waits on something else: its threads' stacks are printed and the process ends
+    (pytest-xdist reports the worker lost), so that the suite fails instead of waiting for good."""
     ran_out, finished = [], threading.Event()
+
+    def let_go():
+        for top, _, names in os.walk(folder):
+            for name in names:
+                path = os.path.join(top, name)
+                with contextlib.suppress(OSError):  # removed meanwhile; ENXIO: nobody has it open for reading
+                    if stat.S_ISFIFO(os.lstat(path).st_mode):
+                        for flags in (os.O_WRONLY | os.O_NONBLOCK, os.O_RDONLY | os.O_NONBLOCK):
+                            with contextlib.suppress(OSError):
+                                os.close(os.open(path, flags))
 
     def watch():
         if finished.wait(seconds):
             return
         ran_out.append(f"still running after {seconds} s")
-        for path in folder.rglob("*"):
-            if stat.S_ISFIFO(path.lstat().st_mode):
-                for flags in (os.O_WRONLY | os.O_NONBLOCK, os.O_RDONLY | os.O_NONBLOCK):
-                    with contextlib.suppress(OSError):  # ENXIO: nobody has it open for reading
-                        os.close(os.open(path, flags))
+        last = time.monotonic() + give_up
+        while not finished.wait(0.2):
+            let_go()
+            if time.monotonic() > last:
+                faulthandler.dump_traceback(all_threads=True)
+                os._exit(1)
 
     watcher = threading.Thread(target=watch, daemon=True)
     watcher.start()
