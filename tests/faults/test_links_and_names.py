@@ -395,12 +395,13 @@ def test_predict_with_model_checks_a_pushed_version_and_refuses_links(root, user
 
 
 @contextlib.contextmanager
-def _fifos_let_go_after(folder: pathlib.Path, seconds: float, give_up: float = 120):
+def _fifos_let_go_after(folder: pathlib.Path, seconds: float, pytestconfig, give_up: float = 120):
     """A command that opened a FIFO under `folder` would wait there for a peer for good. After `seconds`, each FIFO
     under it is opened from both sides, without blocking, and again every 0.2 s until the command ends, which lets
     it go on each time it opens one; yields a list that then says the time ran out. A command still running
-    `give_up` seconds after that waits on something else: its threads' stacks are printed and the process ends
-    (pytest-xdist reports the worker lost), so that the suite fails instead of waiting for good."""
+    `give_up` seconds after that waits on something else: its threads' stacks are printed (past pytest's capture,
+    which has no file descriptor to print to) and the process ends (pytest-xdist reports the worker lost), so that
+    the suite fails instead of waiting for good."""
     ran_out, finished = [], threading.Event()
 
     def let_go():
@@ -421,8 +422,11 @@ def _fifos_let_go_after(folder: pathlib.Path, seconds: float, give_up: float = 1
         while not finished.wait(0.2):
             let_go()
             if time.monotonic() > last:
-                faulthandler.dump_traceback(all_threads=True)
-                os._exit(1)
+                try:
+                    with pytestconfig.pluginmanager.getplugin("capturemanager").global_and_fixture_disabled():
+                        faulthandler.dump_traceback(file=sys.stderr, all_threads=True)
+                finally:
+                    os._exit(1)
 
     watcher = threading.Thread(target=watch, daemon=True)
     watcher.start()
@@ -433,15 +437,15 @@ def _fifos_let_go_after(folder: pathlib.Path, seconds: float, give_up: float = 1
         watcher.join()
 
 
-def test_a_rollback_moves_a_version_holding_a_fifo_aside_without_opening_it(root, capsys):
+def test_a_rollback_moves_a_version_holding_a_fifo_aside_without_opening_it(root, capsys, pytestconfig):
     sums = RunLayout(root).serving_dir / "2" / layout.DIGESTS_FILE
     sums.unlink()
     os.mkfifo(sums)
     # In this process (a process of its own would import TensorFlow again), with a FIFO opened by mistake let go
     # instead of hanging the test.
-    with _fifos_let_go_after(root, 60) as ran_out:
+    with _fifos_let_go_after(root, 60, pytestconfig) as ran_out:
         code, out, _ = _cli(capsys, "rollback", "--output-dir", root, "--to", "1")
-    assert not ran_out, "the rollback opened the FIFO and waited on it"
+    assert not ran_out, "the rollback did not end within 60 s: it opened the FIFO (or the machine is very slow)"
     assert code == 0 and "version 2 was incomplete" in out and "served again as version 3" in out, out
     [moved] = (root / "serving_model.incomplete").iterdir()
     assert stat.S_ISFIFO((moved / layout.DIGESTS_FILE).lstat().st_mode)

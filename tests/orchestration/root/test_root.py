@@ -117,8 +117,8 @@ def earlier_root_with_notes(base):
     return folder
 
 
-def the_reviews_user_folder(base):
-    """The review's probe: another program's metadata.sqlite, the user's report/thesis.txt and examples.txt
+def a_users_project_folder(base):
+    """A user's project folder: another program's metadata.sqlite, the user's report/thesis.txt and examples.txt
     (adopted once, and the run removed report/ and wrote ML Metadata's tables beside `photos`)."""
     folder = base / "userproj"
     (folder / "report").mkdir(parents=True)
@@ -153,7 +153,7 @@ MISSING = "/nonexistent/images"
     (user_folder, ["ingest", "--demo"], NOT_A_ROOT),
     (earlier_root_with_notes, ["run", "--demo"], "looks like a root of an earlier version of this pipeline but also "
                                                  "holds notes.txt, which the pipeline never writes there"),
-    (the_reviews_user_folder, ["run", "--data-dir", "."], "holds metadata.sqlite, which has no ML Metadata tables"),
+    (a_users_project_folder, ["run", "--data-dir", "."], "holds metadata.sqlite, which has no ML Metadata tables"),
     (earlier_root_with_a_users_report, ["run", "--data-dir", "."], "also holds report/thesis.txt, which the "
                                                                    "pipeline never writes there"),
     (last_run_root, ["run"], "no source given and no spans in"),
@@ -291,7 +291,7 @@ def test_a_marker_that_is_a_folder_or_a_link_marks_nothing(tmp_path):
     (["metadata.sqlite/"], "metadata.sqlite, which is not a file"),  # a folder where the store is a file
     (["metadata.sqlite", "notes.txt"], "also holds notes.txt"),
     (["kfp/"], "is not a root"),  # KFP's folder counts only beside a gs:// root
-    # Names are no evidence: the review's probes (/tmp folders a, b, c), and a span, a version, a schema
+    # Names are no evidence: /tmp folders named a, b and c, and a span, a version, a schema
     (["examples.py", "report/thesis.docx", "report-final.docx", "runs.txt", "schema/schema.pbtxt"], "is not a root"),
     (["metadata.sqlite-backup.tar", "predictions/holiday.jpg", "serving_model/1/"], "is not a root"),
     (["demo_images/mycat.jpg", "examples/span-3/", "tfdv_statistics.html"], "is not a root"),
