@@ -17,7 +17,8 @@ import textwrap
 
 import pytest
 
-ROOT = pathlib.Path(__file__).resolve().parent.parent
+from tests.helpers import ROOT
+
 pytestmark = pytest.mark.e2e
 
 
