@@ -48,7 +48,7 @@ system-packages:
 		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; }
 
 # The venv and the Debian packages install side by side (two jobs of a make of their own, unless the caller's make
-# already runs jobs): apt waits on its downloads and dpkg on the disk while uv unpacks; 25 -> 17 s for both on a fresh
+# already runs jobs): apt waits on its downloads and dpkg on the disk while uv unpacks; 4-9 s less for both on a fresh
 # clone (docs/tests.md), nothing to do once both are there.
 setup:
 	@$(MAKE) --no-print-directory $(if $(findstring jobserver,$(MAKEFLAGS)),,-j2) $(STAMP) system-packages
