@@ -16,12 +16,13 @@ UV_INSTALL := $(BIN)/uv pip install --quiet --python $(BIN)/python --no-deps
 # compile TensorFlow's and TFX's thousands of modules again.
 unexport PYTHONDONTWRITEBYTECODE
 
-.PHONY: demo test test-avx2 test-fast fuzz bench bench-quick bench-trainer bench-trial bench-looks bench-drift bench-tune bench-tune-small bench-scale lock clean setup system-packages
+.PHONY: demo test test-avx2 test-fast fuzz bench bench-quick bench-trainer bench-trial bench-looks bench-drift bench-tune bench-tune-small bench-scale lock clean setup installed system-packages
 
 # No bytecode at install time (uv writes none unless asked): most of the lock's 23,000 modules are never imported; those
 # that are get their bytecode written on first import (see `unexport PYTHONDONTWRITEBYTECODE` above).
+CHECK_PYTHON := $(PYTHON) -c 'import sys; v = sys.version_info[:2]; assert v == (3, 11), f"Python 3.11 required, {sys.executable} is {v}"'
 $(STAMP): requirements/lock.txt requirements/installer.txt setup.py
-	@$(PYTHON) -c 'import sys; v = sys.version_info[:2]; assert v == (3, 11), f"Python 3.11 required, {sys.executable} is {v}"'
+	@$(CHECK_PYTHON)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(PIP_INSTALL) -r requirements/installer.txt
 	$(UV_INSTALL) -r requirements/lock.txt
@@ -50,8 +51,13 @@ system-packages:
 # The venv and the Debian packages install side by side (two jobs of a make of their own, unless the caller's make
 # already runs jobs): apt waits on its downloads and dpkg on the disk while uv unpacks; 4-9 s less for both on a fresh
 # clone (docs/tests.md), nothing to do once both are there.
+# The Python check first, so that a wrong Python stops before apt starts; the caller's own -jN is kept.
 setup:
-	@$(MAKE) --no-print-directory $(if $(findstring jobserver,$(MAKEFLAGS)),,-j2) $(STAMP) system-packages
+	@$(CHECK_PYTHON)
+	@$(MAKE) --no-print-directory $(if $(filter -j%,$(MAKEFLAGS)),,-j2) installed
+
+installed: $(STAMP) system-packages
+	@:
 
 test: setup
 	$(BIN)/ruff check .
