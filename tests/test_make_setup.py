@@ -1,9 +1,14 @@
 """`make setup` (what `make test` runs first): the venv and the Debian packages, side by side."""
 
+import os
 import shutil
 import subprocess
 
 from tests.helpers import ROOT
+
+# As from a shell: under `make test` the tests inherit its MAKELEVEL and MAKEFLAGS, which make a `make` a sub-make
+# (it then names the directory it enters) and pass on the caller's flags.
+SHELL_ENV = {k: v for k, v in os.environ.items() if k not in ("MAKELEVEL", "MAKEFLAGS", "MFLAGS")}
 
 
 def test_a_wrong_python_stops_setup_before_apt_or_the_venv_start(tmp_path):
@@ -12,12 +17,13 @@ def test_a_wrong_python_stops_setup_before_apt_or_the_venv_start(tmp_path):
     wrong.write_text("#!/bin/sh\necho 'Python 3.11 required, this one is 3.12' >&2\nexit 1\n")
     wrong.chmod(0o755)
     done = subprocess.run(["make", "setup", f"PYTHON={wrong}"], cwd=tmp_path, capture_output=True, text=True,
-                          timeout=60)
+                          timeout=60, env=SHELL_ENV)
     assert done.returncode != 0 and "Python 3.11 required" in done.stderr, done
     assert "installed" not in done.stdout + done.stderr and not (tmp_path / ".venv").exists(), done
 
 
 def test_setup_with_both_in_place_does_nothing_and_says_nothing():
     # `make test` ran it before this test: the venv is installed and the packages are there
-    done = subprocess.run(["make", "setup"], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    done = subprocess.run(["make", "setup"], cwd=ROOT, capture_output=True, text=True, timeout=60,
+                          env=SHELL_ENV)
     assert (done.returncode, done.stdout, done.stderr) == (0, "", ""), done
