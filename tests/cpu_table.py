@@ -7,6 +7,54 @@
 import argparse
 import collections
 import json
+import os
+import sys
+
+
+class LogError(Exception):
+    """A log this cannot read, in one line naming the file (and the line where one is at fault)."""
+
+
+def read_log(path: str) -> dict[str, list]:
+    """{test file: [wall seconds, CPU seconds, tests]} summed over the log's rows (one per file and worker)."""
+    files = collections.defaultdict(lambda: [0.0, 0.0, 0])
+    try:
+        with open(path) as lines:
+            for number, line in enumerate(lines, 1):
+                if not line.strip():
+                    continue
+                try:
+                    row = json.loads(line)
+                    spent = files[row["file"]]
+                    spent[0] += float(row["wall"])
+                    spent[1] += float(row["cpu"])
+                    spent[2] += int(row["tests"])
+                except (ValueError, KeyError, TypeError) as error:
+                    raise LogError(f"{path}, line {number}: not a row of TEST_CPU_LOG's "
+                                   f"({type(error).__name__}: {error})") from None
+    except OSError as error:
+        raise LogError(f"{path}: {error.strerror or error}") from None
+    except UnicodeDecodeError:
+        raise LogError(f"{path}: not a text file") from None
+    if not files:
+        raise LogError(f"{path}: no rows (pytest writes them as it finishes, with TEST_CPU_LOG set)")
+    return files
+
+
+def table(files: dict[str, list], top: int) -> list[str]:
+    rows = sorted(files.items(), key=lambda item: -item[1][1])
+    total_wall, total_cpu = sum(v[0] for v in files.values()), sum(v[1] for v in files.values())
+    share = (lambda cpu: 100 * cpu / total_cpu) if total_cpu else (lambda cpu: 0.0)
+    lines = [f"{'file':60} {'tests':>5} {'wall s':>8} {'CPU s':>8} {'CPU %':>6}"]
+    for path, (wall, cpu, tests) in rows[:top]:
+        lines.append(f"{path:60} {tests:5d} {wall:8.0f} {cpu:8.0f} {share(cpu):6.1f}")
+    rest = rows[top:]
+    if rest:
+        cpu = sum(v[1] for _, v in rest)
+        lines.append(f"{f'the other {len(rest)} files':60} {sum(v[2] for _, v in rest):5d} "
+                     f"{sum(v[0] for _, v in rest):8.0f} {cpu:8.0f} {share(cpu):6.1f}")
+    lines.append(f"{'all':60} {sum(v[2] for v in files.values()):5d} {total_wall:8.0f} {total_cpu:8.0f}")
+    return lines
 
 
 def main(argv=None) -> int:
@@ -14,24 +62,18 @@ def main(argv=None) -> int:
     parser.add_argument("log")
     parser.add_argument("--top", type=int, default=15, help="Rows shown, the most CPU first. Default: 15.")
     args = parser.parse_args(argv)
-    files = collections.defaultdict(lambda: [0.0, 0.0, 0])
-    with open(args.log) as lines:
-        for line in lines:
-            row = json.loads(line)
-            spent = files[row["file"]]
-            spent[0] += row["wall"]
-            spent[1] += row["cpu"]
-            spent[2] += row["tests"]
-    rows = sorted(files.items(), key=lambda item: -item[1][1])
-    total_wall, total_cpu = sum(v[0] for v in files.values()), sum(v[1] for v in files.values())
-    print(f"{'file':60} {'tests':>5} {'wall s':>8} {'CPU s':>8} {'CPU %':>6}")
-    for path, (wall, cpu, tests) in rows[:args.top]:
-        print(f"{path:60} {tests:5d} {wall:8.0f} {cpu:8.0f} {100 * cpu / total_cpu:6.1f}")
-    rest = rows[args.top:]
-    if rest:
-        print(f"{f'the other {len(rest)} files':60} {sum(v[2] for _, v in rest):5d} {sum(v[0] for _, v in rest):8.0f} "
-              f"{sum(v[1] for _, v in rest):8.0f} {100 * sum(v[1] for _, v in rest) / total_cpu:6.1f}")
-    print(f"{'all':60} {sum(v[2] for v in files.values()):5d} {total_wall:8.0f} {total_cpu:8.0f}")
+    if args.top < 0:
+        parser.error(f"--top {args.top}: a count of rows, 0 or more")
+    try:
+        lines = table(read_log(args.log), args.top)
+    except LogError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    try:
+        print("\n".join(lines), flush=True)
+    except BrokenPipeError:
+        # The reader (`| head`) has what it wanted: no traceback, and none again when Python flushes stdout at exit.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     return 0
 
 
