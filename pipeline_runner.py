@@ -119,12 +119,38 @@ def main(argv: list[str] | None = None, prog: str = SCRIPT, targets=None) -> int
     except Exception as error:  # a full disk or a permission is foreseeable; anything else keeps its traceback
         if interrupts.from_ctrl_c(error):  # a Ctrl-C that C code turned into another error
             return _interrupted(args.command)
+        if isinstance(error, BrokenPipeError) and _stdout_reader_gone():
+            return _output_cut_short()
         fault = errors.storage_fault(error)
         if fault is None:
             raise
         return errors.end(fault, args.command)
     except KeyboardInterrupt:
         return _interrupted(args.command)
+
+
+def _stdout_reader_gone() -> bool:
+    """Whether stdout is a pipe whose reader has closed it (`predict ... | head`): the write end of such a pipe
+    polls as an error. A broken pipe elsewhere (a server's socket) is not this, and is reported as the fault."""
+    import select
+
+    try:
+        poll = select.poll()
+        poll.register(sys.stdout.fileno(), select.POLLOUT)
+        return any(events & select.POLLERR for _, events in poll.poll(0))
+    except (OSError, ValueError, AttributeError):  # stdout is no file (a test's buffer) or already closed
+        return False
+
+
+def _output_cut_short() -> int:
+    """The reader of stdout took what it wanted and left, as `head` does: nothing is wrong with the command's
+    storage or input, so nothing is printed (the terminal shows the reader's output); stdout is pointed at
+    /dev/null so that Python's own flush at exit cannot complain again. The command's output was cut short:
+    FAILED, as for any command that could not finish."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+    return errors.FAILED
 
 
 def _interrupted(command: str) -> int:
