@@ -14,7 +14,7 @@ import os
 import sys
 import textwrap
 
-from cli import deploy, history, local_run, monitor, photos, quiet_logs, traffic
+from cli import deploy, history, local_run, monitor, output, photos, quiet_logs, traffic
 from contract import errors, interrupts
 
 EXAMPLES = textwrap.dedent("""\
@@ -119,8 +119,6 @@ def main(argv: list[str] | None = None, prog: str = SCRIPT, targets=None) -> int
     except Exception as error:  # a full disk or a permission is foreseeable; anything else keeps its traceback
         if interrupts.from_ctrl_c(error):  # a Ctrl-C that C code turned into another error
             return _interrupted(args.command)
-        if isinstance(error, BrokenPipeError) and _stdout_reader_gone():
-            return _output_cut_short()
         fault = errors.storage_fault(error)
         if fault is None:
             raise
@@ -129,38 +127,20 @@ def main(argv: list[str] | None = None, prog: str = SCRIPT, targets=None) -> int
         return _interrupted(args.command)
 
 
-def _stdout_reader_gone() -> bool:
-    """Whether stdout is a pipe whose reader has closed it (`predict ... | head`): the write end of such a pipe
-    polls as an error. A broken pipe elsewhere (a server's socket) is not this, and is reported as the fault."""
-    import select
-
-    try:
-        poll = select.poll()
-        poll.register(sys.stdout.fileno(), select.POLLOUT)
-        return any(events & select.POLLERR for _, events in poll.poll(0))
-    except (OSError, ValueError, AttributeError):  # stdout is no file (a test's buffer) or already closed
-        return False
-
-
-def _output_cut_short() -> int:
-    """The reader of stdout took what it wanted and left, as `head` does: nothing is wrong with the command's
-    storage or input, so nothing is printed (the terminal shows the reader's output); stdout is pointed at
-    /dev/null so that Python's own flush at exit cannot complain again. The command's output was cut short:
-    FAILED, as for any command that could not finish."""
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, sys.stdout.fileno())
-    os.close(devnull)
-    return errors.FAILED
-
-
 def _interrupted(command: str) -> int:
     print(f"interrupted: `{command}` stopped before it finished", file=sys.stderr)
     return errors.INTERRUPTED
 
 
 def entry_point() -> None:
-    """The installed `cats-vs-dogs` command (under whatever name it was installed or linked as)."""
-    sys.exit(main(prog=os.path.basename(sys.argv[0]) or "cats-vs-dogs"))
+    """The installed `cats-vs-dogs` command (under whatever name it was installed or linked as), and
+    `python pipeline_runner.py`: stdout guarded for a reader that leaves early (cli.output)."""
+    output.guard()
+    try:
+        code = main(prog=os.path.basename(sys.argv[0]) or "cats-vs-dogs")
+    except SystemExit as stop:  # argparse's --help, or its refusal of a flag, once printed
+        code = stop.code
+    sys.exit(output.finish(code))
 
 
 if __name__ == "__main__":

@@ -7,8 +7,12 @@
 import argparse
 import collections
 import json
-import os
+import math
 import sys
+
+from cli import output
+from contract import errors
+from contract.errors import printable
 
 
 class LogError(Exception):
@@ -24,14 +28,14 @@ def read_log(path: str) -> dict[str, list]:
                 if not line.strip():
                     continue
                 try:
-                    row = json.loads(line)
-                    spent = files[row["file"]]
-                    spent[0] += float(row["wall"])
-                    spent[1] += float(row["cpu"])
-                    spent[2] += int(row["tests"])
-                except (ValueError, KeyError, TypeError) as error:
+                    file, wall, cpu, tests = _row(json.loads(line))
+                except (ValueError, KeyError, TypeError, RecursionError) as error:
                     raise LogError(f"{path}, line {number}: not a row of TEST_CPU_LOG's "
                                    f"({type(error).__name__}: {error})") from None
+                spent = files[file]
+                spent[0] += wall
+                spent[1] += cpu
+                spent[2] += tests
     except OSError as error:
         raise LogError(f"{path}: {error.strerror or error}") from None
     except UnicodeDecodeError:
@@ -41,17 +45,31 @@ def read_log(path: str) -> dict[str, list]:
     return files
 
 
+def _row(row) -> tuple[str, float, float, int]:
+    """(file, wall seconds, CPU seconds, tests) of a row as conftest.py writes it; ValueError or TypeError for
+    anything else: a count or a time that is not a finite number of 0 or more, a file that is no name."""
+    if not isinstance(row, dict) or not isinstance(row["file"], str) or not row["file"]:
+        raise TypeError("a row is {\"file\": NAME, \"wall\": S, \"cpu\": S, \"tests\": N}")
+    seconds = [row[key] for key in ("wall", "cpu")]
+    if not all(type(value) in (int, float) and math.isfinite(value) and value >= 0 for value in seconds):
+        raise ValueError(f"seconds must be finite numbers of 0 or more: {seconds}")
+    if type(row["tests"]) is not int or row["tests"] < 0:
+        raise ValueError(f"tests must be a count: {row['tests']!r}")
+    return row["file"], float(seconds[0]), float(seconds[1]), row["tests"]
+
+
 def table(files: dict[str, list], top: int) -> list[str]:
     rows = sorted(files.items(), key=lambda item: -item[1][1])
     total_wall, total_cpu = sum(v[0] for v in files.values()), sum(v[1] for v in files.values())
     share = (lambda cpu: 100 * cpu / total_cpu) if total_cpu else (lambda cpu: 0.0)
     lines = [f"{'file':60} {'tests':>5} {'wall s':>8} {'CPU s':>8} {'CPU %':>6}"]
     for path, (wall, cpu, tests) in rows[:top]:
-        lines.append(f"{path:60} {tests:5d} {wall:8.0f} {cpu:8.0f} {share(cpu):6.1f}")
+        lines.append(f"{printable(path):60} {tests:5d} {wall:8.0f} {cpu:8.0f} {share(cpu):6.1f}")
     rest = rows[top:]
     if rest:
         cpu = sum(v[1] for _, v in rest)
-        lines.append(f"{f'the other {len(rest)} files':60} {sum(v[2] for _, v in rest):5d} "
+        others = "the other file" if len(rest) == 1 else f"the other {len(rest)} files"
+        lines.append(f"{others:60} {sum(v[2] for _, v in rest):5d} "
                      f"{sum(v[0] for _, v in rest):8.0f} {cpu:8.0f} {share(cpu):6.1f}")
     lines.append(f"{'all':60} {sum(v[2] for v in files.values()):5d} {total_wall:8.0f} {total_cpu:8.0f}")
     return lines
@@ -64,18 +82,20 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if args.top < 0:
         parser.error(f"--top {args.top}: a count of rows, 0 or more")
+    if not args.log:
+        parser.error("LOG: an empty path")
     try:
         lines = table(read_log(args.log), args.top)
     except LogError as error:
-        print(f"error: {error}", file=sys.stderr)
+        print(f"error: {printable(str(error))}", file=sys.stderr)
         return 1
     try:
-        print("\n".join(lines), flush=True)
-    except BrokenPipeError:
-        # The reader (`| head`) has what it wanted: no traceback, and none again when Python flushes stdout at exit.
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        print("\n".join(lines))
+    except OSError as error:  # a full disk under a redirection (a reader that left is cli.output's)
+        return errors.end(errors.storage_fault(error))
     return 0
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    output.guard()  # a reader that stops early (`| head`) takes what it wants; a full disk is one line
+    raise SystemExit(output.finish(main()))

@@ -62,6 +62,13 @@ def project_packages() -> set[str]:
     return {p.parent.name for p in ROOT.glob("*/__init__.py")} - {"tests", "benchmarks"} | {"pipeline_runner"}
 
 
+def stdout_buffering_env(unbuffered: bool) -> dict:
+    """This environment with stdout buffered as in a person's shell, or unbuffered (PYTHONUNBUFFERED=1, which some
+    shells and containers set): a write to a gone reader or a full disk fails at the write, or at the exit's flush."""
+    env = {key: value for key, value in os.environ.items() if key != "PYTHONUNBUFFERED"}
+    return env | {"PYTHONUNBUFFERED": "1"} if unbuffered else env
+
+
 def run_cli(data_dir, output_dir, *settings, in_process: bool = False):
     """Runs `pipeline_runner.py run` (on the existing spans when data_dir is None);
     returns the process result and the summary JSON.
