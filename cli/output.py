@@ -1,15 +1,18 @@
-"""The command's stdout, for a reader that may leave before the command is done (`predict ... | head`, a `tee`
-that died): what the reader did not take is dropped, and the command goes on to its own end and exit code. A
-training run whose log reader went away still finishes, records its run and reports it; a listing cut short by
-`head` is what the person asked for, not a fault of the storage.
+"""The command's stdout and stderr, for a reader that may leave before the command is done (`predict ... | head`,
+`run ... 2>&1 | tee log` whose tee died, a terminal window closed on a run started with setsid): what the reader
+did not take is dropped, and the command goes on to its own end and exit code. A training run whose log reader
+went away still finishes, records its run and reports it; a listing cut short by `head` is what the person asked
+for, not a fault of the storage.
 
-Any other failure to write stdout (a full disk under a redirection) is the storage fault it is: raised where the
-write fails, or, for what Python buffered until the end, reported by `finish` in the command's one line.
+Any other failure to write (a full disk under a redirection) is the storage fault it is, said once: raised where
+the write fails, or, for what Python buffered until the end, reported by `finish` in the command's one line.
 """
 
 from __future__ import annotations
 
+import errno
 import os
+import stat
 import sys
 
 from contract import errors
@@ -18,25 +21,49 @@ from contract import errors
 _READER_GONE = (BrokenPipeError, ConnectionResetError)
 
 
-class StdoutReaderMayLeave:
-    """sys.stdout as the command line runs with it: every attribute is the stream's own but `write` and `flush`,
-    which drop the output once the reader has gone."""
+class ReaderMayLeave:
+    """A text stream as the command line runs with it: every attribute is the stream's own but the writes and
+    `flush`, which drop the output once the reader has gone, and remember any other failure to write."""
 
-    def __init__(self, stream):
+    def __init__(self, stream, said_elsewhere: bool = True):
         self._stream = stream
+        # stdout's failures are said on stderr; stderr's have nowhere to be said, so they only drop the rest
+        self._said_elsewhere = said_elsewhere
+        self.failed: OSError | None = None  # the first failure to write that was not the reader leaving
 
     def write(self, text: str) -> int:
         try:
             return self._stream.write(text)
-        except _READER_GONE:
-            self._drop_the_rest()
+        except OSError as error:
+            self._failed(error)
             return len(text)
+
+    def writelines(self, lines) -> None:
+        for line in lines:
+            self.write(line)
 
     def flush(self) -> None:
         try:
             self._stream.flush()
-        except _READER_GONE:
-            self._drop_the_rest()
+        except OSError as error:
+            self._failed(error)
+
+    def _failed(self, error: OSError) -> None:
+        """A reader that left: the rest is dropped. Anything else is raised, once: what the stream still holds
+        and everything written later are dropped too, so that the fault is not met (and said) again."""
+        reader_left = isinstance(error, _READER_GONE) or (error.errno == errno.EIO and self._is_a_terminal())
+        self._drop_the_rest()
+        if not reader_left and self._said_elsewhere:
+            self.failed = self.failed or error
+            raise error
+
+    def _is_a_terminal(self) -> bool:
+        """A terminal that hung up answers EIO (and no longer says it is a terminal: isatty asks it); a file's
+        EIO is a storage fault. So a character device, as terminals are, and disks and files are not."""
+        try:
+            return stat.S_ISCHR(os.fstat(self._stream.fileno()).st_mode)
+        except (OSError, ValueError):
+            return False
 
     def _drop_the_rest(self) -> None:
         """/dev/null in the reader's place, under the same descriptor: what the stream still holds and everything
@@ -51,27 +78,27 @@ class StdoutReaderMayLeave:
         return getattr(self._stream, name)
 
 
-def guard() -> StdoutReaderMayLeave | None:
-    """Puts the guard around sys.stdout for the rest of the process (none where stdout was closed: Python then
-    has no stdout and prints nothing)."""
-    if sys.stdout is None or isinstance(sys.stdout, StdoutReaderMayLeave):
-        return sys.stdout
-    sys.stdout = StdoutReaderMayLeave(sys.stdout)
-    return sys.stdout
+def guard() -> None:
+    """Puts the guard around sys.stdout and sys.stderr for the rest of the process (not around one that was
+    closed: Python then has none, and prints nothing to it)."""
+    for name in ("stdout", "stderr"):
+        stream = getattr(sys, name)
+        if stream is not None and not isinstance(stream, ReaderMayLeave):
+            setattr(sys, name, ReaderMayLeave(stream, said_elsewhere=name == "stdout"))
 
 
 def finish(code: int | str | None) -> int | str | None:
-    """The command's exit code once what stdout still holds is written: a write that fails now (a full disk) is
-    printed as its one line and makes a successful command's code FAILED; Python's flush at exit then has
-    nothing left to fail on."""
+    """The command's exit code once what stdout still holds is written. A failure to write stdout that the command
+    did not end on (found now, or swallowed by a library as argparse swallows its help's) is printed as its one
+    line and makes a successful command's code FAILED; one the command ended on was said already."""
     stream = sys.stdout
-    if stream is None:
+    if not isinstance(stream, ReaderMayLeave):
         return code
     try:
         stream.flush()
-    except OSError as error:
-        errors.end(errors.storage_fault(error))
-        if isinstance(stream, StdoutReaderMayLeave):
-            stream._drop_the_rest()
-        return errors.FAILED if code in (0, None) else code
-    return code
+    except OSError:
+        pass  # kept in stream.failed
+    if stream.failed is None or code not in (0, None):
+        return code
+    errors.end(errors.storage_fault(stream.failed))
+    return errors.FAILED

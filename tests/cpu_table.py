@@ -14,6 +14,10 @@ from cli import output
 from contract import errors
 from contract.errors import printable
 
+# More seconds (30 years) or tests than any run of the suite has: a row beyond it is no measurement, and the sums of
+# rows within it stay finite.
+MOST = 1e9
+
 
 class LogError(Exception):
     """A log this cannot read, in one line naming the file (and the line where one is at fault)."""
@@ -29,7 +33,7 @@ def read_log(path: str) -> dict[str, list]:
                     continue
                 try:
                     file, wall, cpu, tests = _row(json.loads(line))
-                except (ValueError, KeyError, TypeError, RecursionError) as error:
+                except (ValueError, KeyError, TypeError, OverflowError, RecursionError) as error:
                     raise LogError(f"{path}, line {number}: not a row of TEST_CPU_LOG's "
                                    f"({type(error).__name__}: {error})") from None
                 spent = files[file]
@@ -51,9 +55,9 @@ def _row(row) -> tuple[str, float, float, int]:
     if not isinstance(row, dict) or not isinstance(row["file"], str) or not row["file"]:
         raise TypeError("a row is {\"file\": NAME, \"wall\": S, \"cpu\": S, \"tests\": N}")
     seconds = [row[key] for key in ("wall", "cpu")]
-    if not all(type(value) in (int, float) and math.isfinite(value) and value >= 0 for value in seconds):
-        raise ValueError(f"seconds must be finite numbers of 0 or more: {seconds}")
-    if type(row["tests"]) is not int or row["tests"] < 0:
+    if not all(type(value) in (int, float) and math.isfinite(value) and 0 <= value <= MOST for value in seconds):
+        raise ValueError(f"seconds must be numbers from 0 to {MOST:.0e}: {seconds}")
+    if type(row["tests"]) is not int or not 0 <= row["tests"] <= MOST:
         raise ValueError(f"tests must be a count: {row['tests']!r}")
     return row["file"], float(seconds[0]), float(seconds[1]), row["tests"]
 

@@ -41,6 +41,8 @@ def test_rows_of_one_file_from_several_workers_are_summed_and_the_most_cpu_comes
     ('{"file": "a.py", "wall": 1, "cpu": 1, "tests": 2.9}\n', "line 1: not a row"),
     ('{"file": "a.py", "wall": 1, "cpu": 1, "tests": true}\n', "line 1: not a row"),
     ("[" * 100_000 + "\n", "line 1: not a row"),
+    ('{"file": "a.py", "wall": 1%s, "cpu": 1, "tests": 1}\n' % ("0" * 400), "line 1: not a row"),
+    ('{"file": "a.py", "wall": 1e308, "cpu": 1e308, "tests": 1}\n', "line 1: not a row"),
 ])
 def test_a_log_it_cannot_read_is_refused_in_one_line_naming_it(tmp_path, capsys, content, says):
     log = tmp_path / "cpu.jsonl"

@@ -3,6 +3,7 @@ have; a stdout that cannot be written for another reason (a full disk) is the co
 Each with stdout buffered, as in a person's shell, and unbuffered (PYTHONUNBUFFERED=1)."""
 
 import os
+import pty
 import socket
 import subprocess
 import sys
@@ -17,11 +18,16 @@ NOISE = ("Traceback", "Exception ignored", "BrokenPipe", "Logging error")
 BUFFERING = pytest.mark.parametrize("unbuffered", [False, True], ids=["buffered", "unbuffered"])
 
 
-def _command(tmp_path, stdout, unbuffered, *arguments, preexec_fn=None):
-    """`schedule --local` by default: prints its crontab line on stdout in a fraction of a second, no TensorFlow."""
+def _schedule(tmp_path):
+    """`schedule --local`: prints its crontab line on stdout in a fraction of a second, no TensorFlow imported."""
     (tmp_path / "data" / "cat").mkdir(parents=True, exist_ok=True)
-    arguments = arguments or ("schedule", "--local", "--cron", "0 3 * * *", "--output-dir", str(tmp_path / "out"),
-                              "--data-dir", str(tmp_path / "data"))
+    return ("schedule", "--local", "--cron", "0 3 * * *", "--output-dir", str(tmp_path / "out"), "--data-dir",
+            str(tmp_path / "data"))
+
+
+def _command(tmp_path, stdout, unbuffered, *arguments, preexec_fn=None):
+    """`pipeline_runner.py ARGUMENTS`, `schedule --local` by default."""
+    arguments = arguments or _schedule(tmp_path)
     env = stdout_buffering_env(unbuffered)
     return subprocess.run([sys.executable, str(ROOT / "pipeline_runner.py"), *arguments], stdout=stdout,
                           stderr=subprocess.PIPE, text=True, cwd=ROOT, env=env, timeout=120, preexec_fn=preexec_fn)
@@ -51,9 +57,37 @@ def test_a_socket_whose_peer_closed_is_a_reader_that_left(tmp_path, unbuffered):
 
 
 @BUFFERING
-def test_a_full_disk_under_stdout_is_the_one_line_of_a_storage_fault(tmp_path, unbuffered):
+@pytest.mark.parametrize("arguments, code", [((), 0), (("models", "--output-dir", "nothere"), 2)],
+                         ids=["schedule", "refusal"])
+def test_with_stderrs_reader_gone_too_the_command_keeps_its_own_exit_code(tmp_path, unbuffered, arguments, code):
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # `... 2>&1 | head -1`, or a `tee` that died
+    try:
+        result = subprocess.run([sys.executable, str(ROOT / "pipeline_runner.py"),
+                                 *(arguments or _schedule(tmp_path))], stdout=write_end, stderr=write_end,
+                                cwd=tmp_path, env=stdout_buffering_env(unbuffered), timeout=120)
+    finally:
+        os.close(write_end)
+    assert result.returncode == code
+
+
+@BUFFERING
+def test_a_terminal_that_hung_up_is_a_reader_that_left(tmp_path, unbuffered):
+    controller, terminal = pty.openpty()
+    os.close(controller)  # the terminal window closed (a run started with setsid or nohup goes on)
+    try:
+        result = _command(tmp_path, terminal, unbuffered)
+    finally:
+        os.close(terminal)
+    assert result.returncode == 0, result.stderr
+    assert not [said for said in (*NOISE, "error:") if said in result.stderr], result.stderr
+
+
+@BUFFERING
+@pytest.mark.parametrize("arguments", [(), ("--help",)], ids=["schedule", "help"])
+def test_a_full_disk_under_stdout_is_the_one_line_of_a_storage_fault(tmp_path, unbuffered, arguments):
     with open("/dev/full", "w") as full:
-        result = _command(tmp_path, full, unbuffered)
+        result = _command(tmp_path, full, unbuffered, *arguments)
     assert result.returncode == 1, result.stderr
     assert not [said for said in NOISE if said in result.stderr], result.stderr
     faults = [line for line in result.stderr.splitlines() if line.startswith("error:")]
@@ -75,7 +109,7 @@ def test_the_same_command_with_its_reader_there_prints_its_line(tmp_path):
 
 def test_what_the_reader_did_not_take_is_dropped_and_writing_goes_on(monkeypatch, capfd):
     read_end, write_end = os.pipe()
-    stream = output.StdoutReaderMayLeave(os.fdopen(write_end, "w", buffering=1))
+    stream = output.ReaderMayLeave(os.fdopen(write_end, "w", buffering=1))
     monkeypatch.setattr(sys, "stdout", stream)
     with os.fdopen(read_end, "rb") as reader:
         stream.write("the line the reader takes\n")
@@ -90,3 +124,28 @@ def test_what_the_reader_did_not_take_is_dropped_and_writing_goes_on(monkeypatch
     monkeypatch.undo()
     stream.close()
     assert not [said for said in NOISE if said in capfd.readouterr().err]
+
+
+def test_a_full_disk_met_mid_command_is_said_once(tmp_path, monkeypatch, capsys):
+    with open("/dev/full", "w") as full:  # buffered, as a shell's redirection is
+        stream = output.ReaderMayLeave(full)
+        monkeypatch.setattr(sys, "stdout", stream)
+        with pytest.raises(OSError):  # the command ends on it (pipeline_runner.main says it, exit 1)
+            print("a line flushed mid-command", flush=True)
+        print("a later line")
+        assert output.finish(1) == 1  # what the stream held is not met again at the end
+        assert capsys.readouterr().err == ""
+
+
+def test_a_failure_a_library_swallowed_is_said_at_the_end(tmp_path, monkeypatch, capsys):
+    with open("/dev/full", "w") as full:
+        stream = output.ReaderMayLeave(full)
+        monkeypatch.setattr(sys, "stdout", stream)
+        try:
+            print("a line", flush=True)
+        except OSError:
+            pass  # as argparse does with its --help
+        assert output.finish(0) == 1
+        assert capsys.readouterr().err.splitlines() == [
+            "error: a storage fault stopped it: OSError: [Errno 28] No space left on device; fix that and run the "
+            "command again"]
