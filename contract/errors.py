@@ -72,7 +72,13 @@ def storage_fault(error: BaseException) -> StorageFaultError | None:
 
 
 def end(error: CommandError, command: str | None = None) -> int:
-    """Prints the error's one line to stderr; returns its exit code."""
+    """Prints the error's one line to stderr, after what stdout holds (`2>&1` puts the line below the output it
+    speaks of, as a terminal does); returns its exit code."""
+    try:
+        if sys.stdout is not None:
+            sys.stdout.flush()
+    except OSError:  # stdout's own fault: this line is about another
+        pass
     print(f"error: {error.line(command)}", file=sys.stderr, flush=True)
     return error.exit_code
 

@@ -80,8 +80,9 @@ class _Phases:
         """`data(first_epoch, epochs)` -> (train batches, eval batches, steps per epoch or None)."""
         what = "the head, the base frozen" if phase == "head" else \
             f"fine-tuning from layer {self.config.fine_tune_from}"
-        progress.say(f"{feature_cache.SPEAKER.get()}: {what}: epochs {self.next_epoch + 1}-{self.next_epoch + epochs} "
-                     f"at a learning rate of {learning_rate:g}")
+        first, last = self.next_epoch + 1, self.next_epoch + epochs
+        progress.say(f"{feature_cache.SPEAKER.get()}: {what}: epochs {first}-{last} at a learning rate of "
+                     f"{learning_rate:g}")
         model_lib.compile_model(model, learning_rate)
         train, evaluation, steps = data(self.next_epoch, epochs)
         stop = [keras.callbacks.EarlyStopping(monitor=_MONITOR, patience=self.config.early_stopping_patience)] \
@@ -94,6 +95,11 @@ class _Phases:
             record.update({key: float(values[offset]) for key, values in result.history.items()})
             self.history.append(record)
         self.next_epoch += len(result.epoch)
+        if len(result.epoch) < epochs:  # said, or the next phase's epochs would seem to overlap this one's
+            patience = self.config.early_stopping_patience
+            progress.say(f"{feature_cache.SPEAKER.get()}: {what}: stopped after epoch {self.next_epoch} of "
+                         f"{first}-{last}: the eval loss had not improved for {patience} epoch"
+                         f"{'' if patience == 1 else 's'} (--early-stopping-patience)")
 
 
 def warm_start_from(classifier: keras.Model, base_model_dir: str) -> str | None:

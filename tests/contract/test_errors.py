@@ -178,3 +178,14 @@ def test_a_failed_graph_ops_line_is_its_message_not_tensorflows_header_or_the_op
         session.run(decoded, {bytes_in: b"not an image"})
     assert errors.first_line(failed.value, with_type=True) == \
         "InvalidArgumentError: Unknown image file format. One of JPEG, PNG, GIF, BMP required."
+
+
+def test_the_error_line_comes_after_what_stdout_held(tmp_path, monkeypatch):
+    """`command 2>&1 > log`: one file for both, stdout buffered as a redirection is, stderr written at once."""
+    log = tmp_path / "log"
+    with open(log, "w") as stdout, open(log, "a", buffering=1) as stderr:
+        monkeypatch.setattr("sys.stdout", stdout)
+        monkeypatch.setattr("sys.stderr", stderr)
+        print("the table the error speaks of")
+        assert errors.end(errors.CommandError("no usable images")) == errors.REFUSED
+    assert log.read_text().splitlines() == ["the table the error speaks of", "error: no usable images"]

@@ -123,3 +123,22 @@ def test_warm_start_refuses_another_architecture(config, tmp_path):
     wider = model_lib.get_classifier(model_lib.build_model(TrainingConfig(**{**config.__dict__, "alpha": 0.5}), SIZE))
     assert "another architecture" in task.warm_start_from(wider, str(tmp_path))
     assert "does not exist" in task.warm_start_from(wider, str(tmp_path / "nothing"))
+
+
+def test_a_phase_that_stops_early_says_so_before_the_next_phase_numbers_on(capsys):
+    """At a learning rate of 0 the eval loss never improves: patience 1 stops the head after its second epoch, and
+    the fine-tuning's epochs then start at 3, which the line in between explains."""
+    config = TrainingConfig(weights="none", early_stopping_patience=1, fine_tune_from=7)
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(1)])
+    data = tf.data.Dataset.from_tensor_slices((np.eye(4, dtype="float32"), np.array([[0.], [1.], [0.], [1.]])))
+    phases = task._Phases(config, callbacks=[])
+    for phase in ("head", "fine_tune"):
+        phases.fit(model, 0.0, phase=phase, epochs=10, data=lambda first, epochs: (data.batch(2), data.batch(2), None))
+    said = [line for line in capsys.readouterr().out.splitlines() if line.startswith("Trainer: ")]
+    assert said == ["Trainer: the head, the base frozen: epochs 1-10 at a learning rate of 0",
+                    "Trainer: the head, the base frozen: stopped after epoch 2 of 1-10: the eval loss had not improved "
+                    "for 1 epoch (--early-stopping-patience)",
+                    "Trainer: fine-tuning from layer 7: epochs 3-12 at a learning rate of 0",
+                    "Trainer: fine-tuning from layer 7: stopped after epoch 4 of 3-12: the eval loss had not improved "
+                    "for 1 epoch (--early-stopping-patience)"]
+    assert [record["phase"] for record in phases.history] == ["head", "head", "fine_tune", "fine_tune"]
