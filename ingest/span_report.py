@@ -87,7 +87,9 @@ class IngestReport:
         fields = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in fields})
 
-    def table(self, max_listed: int = 20) -> str:
+    def table(self, max_listed: int = 20, written_to: str | None = None) -> str:
+        """What ingest prints; `written_to`: where this report was written, named for the quarantined files past
+        `max_listed` (none for a source refused whole: nothing was written)."""
         lines = [f"Ingest of {printable(self.source)} -> span {self.span}"
                  + (" (unchanged data: existing span reused)" if self.reused else ""),
                  f"  {'files seen':<14}{self.files_seen:>8}"]
@@ -108,7 +110,8 @@ class IngestReport:
         for entry in self.quarantined[:max_listed]:
             lines.append(f"  quarantined {printable(entry['file'])}: {printable(entry['reason'])}")
         if len(self.quarantined) > max_listed:
-            lines.append(f"  ... and {len(self.quarantined) - max_listed} more quarantined (see {REPORT_FILE})")
+            lines.append(f"  ... and {len(self.quarantined) - max_listed} more quarantined"
+                         + (f" (all of them in {printable(written_to)})" if written_to else ""))
         return "\n".join(lines)
 
 
@@ -117,6 +120,10 @@ def _numbered_spans(root: str) -> list[int]:
         return []
     return sorted(n for name in storage.backend.listdir(root)
                   if (n := layout.span_number(name)) is not None and storage.backend.isdir(posixpath.join(root, name)))
+
+
+def report_path(examples_root: str | os.PathLike, span: int) -> str:
+    return posixpath.join(layout.span_dir(str(examples_root), span), REPORT_FILE)
 
 
 def existing_spans(examples_root: str | os.PathLike) -> list[int]:
@@ -204,7 +211,7 @@ def record_number(examples_root: str | os.PathLike, span: int, labeled_queue: st
 
 def load_report(examples_root: str | os.PathLike, span: int) -> IngestReport | None:
     """The span's ingest report, or None for a span written by another tool (or whose upload did not finish)."""
-    path = posixpath.join(layout.span_dir(examples_root, span), REPORT_FILE)
+    path = report_path(examples_root, span)
     if not storage.backend.exists(path):
         return None
     try:

@@ -157,7 +157,7 @@ def _ingest(kind: str | None, location: str, examples_root: str, data: DataConfi
             raise
         raise IngestFailed(f"cannot write the new span under {examples_root}: {fault}; nothing was ingested (its "
                            "staging folder is removed, the spans before it are as they were)") from None
-    return report.to_json(), report.table()
+    return report.to_json(), report.table(written_to=span_report.report_path(examples_root, report.span))
 
 
 class IngestFailed(RunFailedError):
