@@ -32,6 +32,8 @@ class ReaderMayLeave:
         self.failed: OSError | None = None  # the first failure to write that was not the reader leaving
 
     def write(self, text: str) -> int:
+        if not self._said_elsewhere:
+            _stdout_first()
         try:
             return self._stream.write(text)
         except OSError as error:
@@ -76,6 +78,15 @@ class ReaderMayLeave:
 
     def __getattr__(self, name):
         return getattr(self._stream, name)
+
+
+def _stdout_first() -> None:
+    """What stdout holds, written before a line on stderr: with both on one file or pipe (`2>&1`, a log), a
+    warning or an error comes below the output it speaks of, as a terminal shows them."""
+    try:
+        sys.stdout.flush()
+    except (OSError, ValueError, AttributeError):  # stdout's own fault (kept by its guard), closed, or None
+        pass
 
 
 def guard() -> None:

@@ -75,9 +75,8 @@ def end(error: CommandError, command: str | None = None) -> int:
     """Prints the error's one line to stderr, after what stdout holds (`2>&1` puts the line below the output it
     speaks of, as a terminal does); returns its exit code."""
     try:
-        if sys.stdout is not None:
-            sys.stdout.flush()
-    except OSError:  # stdout's own fault: this line is about another
+        sys.stdout.flush()
+    except (OSError, ValueError, AttributeError):  # stdout's own fault (this line is about another), closed, None
         pass
     print(f"error: {error.line(command)}", file=sys.stderr, flush=True)
     return error.exit_code

@@ -5,6 +5,7 @@ command line prints (library code hands its lines to a `say` or logs)."""
 import ast
 import importlib
 import inspect
+import os
 
 import pytest
 
@@ -189,3 +190,13 @@ def test_the_error_line_comes_after_what_stdout_held(tmp_path, monkeypatch):
         print("the table the error speaks of")
         assert errors.end(errors.CommandError("no usable images")) == errors.REFUSED
     assert log.read_text().splitlines() == ["the table the error speaks of", "error: no usable images"]
+
+
+def test_the_error_line_is_printed_whatever_state_stdout_is_in(monkeypatch, capsys):
+    closed = open(os.devnull, "w")
+    closed.close()
+    for stdout in (closed, None, object()):  # closed by an embedding program, none, no stream at all
+        monkeypatch.setattr("sys.stdout", stdout)
+        assert errors.end(errors.CommandError("refused")) == errors.REFUSED
+        monkeypatch.undo()
+        assert capsys.readouterr().err == "error: refused\n"

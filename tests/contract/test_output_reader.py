@@ -149,3 +149,20 @@ def test_a_failure_a_library_swallowed_is_said_at_the_end(tmp_path, monkeypatch,
         assert capsys.readouterr().err.splitlines() == [
             "error: a storage fault stopped it: OSError: [Errno 28] No space left on device; fix that and run the "
             "command again"]
+
+
+def test_a_line_on_stderr_comes_below_what_stdout_held(monkeypatch):
+    """`command 2>&1 | cat`: one pipe for both, stdout buffered as a pipe is; a warning printed after the table
+    it speaks of must come out after it."""
+    read_end, write_end = os.pipe()
+    stdout = output.ReaderMayLeave(os.fdopen(write_end, "w"))
+    stderr = output.ReaderMayLeave(os.fdopen(os.dup(write_end), "w", buffering=1), said_elsewhere=False)
+    monkeypatch.setattr(sys, "stdout", stdout)
+    monkeypatch.setattr(sys, "stderr", stderr)
+    print("the table")
+    print("warning: 2 of 3 files could not be classified", file=sys.stderr)
+    monkeypatch.undo()
+    stdout.close()
+    stderr.close()
+    with os.fdopen(read_end) as reader:
+        assert reader.read().splitlines() == ["the table", "warning: 2 of 3 files could not be classified"]
