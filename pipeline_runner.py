@@ -134,7 +134,7 @@ def _interrupted(command: str) -> int:
 
 def entry_point() -> None:
     """The installed `cats-vs-dogs` command (under whatever name it was installed or linked as), and
-    `python pipeline_runner.py`: stdout guarded for a reader that leaves early (cli.output)."""
+    `python pipeline_runner.py`: stdout and stderr guarded for a reader that leaves early (cli.output)."""
     output.guard()
     try:
         code = main(prog=os.path.basename(sys.argv[0]) or "cats-vs-dogs")

@@ -4,8 +4,9 @@ did not take is dropped, and the command goes on to its own end and exit code. A
 went away still finishes, records its run and reports it; a listing cut short by `head` is what the person asked
 for, not a fault of the storage.
 
-Any other failure to write (a full disk under a redirection) is the storage fault it is, said once: raised where
-the write fails, or, for what Python buffered until the end, reported by `finish` in the command's one line.
+Any other failure to write stdout (a full disk under a redirection) drops the rest of the output too, and the
+command goes on (its work is not its log), then says so in one line as it ends, and exits FAILED: raising it where
+a write failed would end the command wherever it printed, a progress line in a library's logging among them.
 """
 
 from __future__ import annotations
@@ -23,11 +24,11 @@ _READER_GONE = (BrokenPipeError, ConnectionResetError)
 
 class ReaderMayLeave:
     """A text stream as the command line runs with it: every attribute is the stream's own but the writes and
-    `flush`, which drop the output once the reader has gone, and remember any other failure to write."""
+    `flush`, which drop the output once the reader has gone or a write failed, and remember such a failure."""
 
     def __init__(self, stream, said_elsewhere: bool = True):
         self._stream = stream
-        # stdout's failures are said on stderr; stderr's have nowhere to be said, so they only drop the rest
+        # stdout's failures are said on stderr as the command ends; stderr's have nowhere to be said
         self._said_elsewhere = said_elsewhere
         self.failed: OSError | None = None  # the first failure to write that was not the reader leaving
 
@@ -51,13 +52,12 @@ class ReaderMayLeave:
             self._failed(error)
 
     def _failed(self, error: OSError) -> None:
-        """A reader that left: the rest is dropped. Anything else is raised, once: what the stream still holds
-        and everything written later are dropped too, so that the fault is not met (and said) again."""
+        """The rest is dropped: what the stream still holds and everything written later. A failure that is not
+        the reader leaving is kept, for `finish` to say once."""
         reader_left = isinstance(error, _READER_GONE) or (error.errno == errno.EIO and self._is_a_terminal())
         self._drop_the_rest()
         if not reader_left and self._said_elsewhere:
             self.failed = self.failed or error
-            raise error
 
     def _is_a_terminal(self) -> bool:
         """A terminal that hung up answers EIO (and no longer says it is a terminal: isatty asks it); a file's
@@ -99,17 +99,15 @@ def guard() -> None:
 
 
 def finish(code: int | str | None) -> int | str | None:
-    """The command's exit code once what stdout still holds is written. A failure to write stdout that the command
-    did not end on (found now, or swallowed by a library as argparse swallows its help's) is printed as its one
-    line and makes a successful command's code FAILED; one the command ended on was said already."""
+    """The command's exit code once what stdout still holds is written. A failure to write stdout (met during
+    the command or now) is said in one line, and a successful command's code becomes FAILED."""
     stream = sys.stdout
     if not isinstance(stream, ReaderMayLeave):
         return code
-    try:
-        stream.flush()
-    except OSError:
-        pass  # kept in stream.failed
-    if stream.failed is None or code not in (0, None):
+    stream.flush()
+    if stream.failed is None:
         return code
-    errors.end(errors.storage_fault(stream.failed))
-    return errors.FAILED
+    errors.end(errors.StorageFaultError(f"its output could not be written: "
+                                        f"{errors.first_line(stream.failed, with_type=True)}; what it printed "
+                                        "from then on is lost"))
+    return errors.FAILED if code in (0, None) else code

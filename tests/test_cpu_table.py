@@ -92,5 +92,5 @@ def test_a_full_disk_under_its_output_is_one_line(tmp_path, unbuffered):
         result = subprocess.run([sys.executable, "-m", "tests.cpu_table", str(log)], cwd=ROOT, stdout=full,
                                 stderr=subprocess.PIPE, text=True, timeout=60, env=env)
     assert result.returncode == 1
-    assert result.stderr.startswith("error: a storage fault stopped it: OSError: [Errno 28]"), result.stderr
+    assert result.stderr.startswith("error: its output could not be written: OSError: [Errno 28]"), result.stderr
     assert result.stderr.count("\n") == 1, result.stderr
