@@ -12,6 +12,7 @@ a write failed would end the command wherever it printed, a progress line in a l
 from __future__ import annotations
 
 import errno
+import io
 import os
 import stat
 import sys
@@ -28,7 +29,8 @@ class ReaderMayLeave:
 
     def __init__(self, stream, said_elsewhere: bool = True):
         self._stream = stream
-        # stdout's failures are said on stderr as the command ends; stderr's have nowhere to be said
+        # stdout's failures are said on stderr as the command ends; stderr's have nowhere to be said, and only make
+        # a successful command's exit code FAILED
         self._said_elsewhere = said_elsewhere
         self.failed: OSError | None = None  # the first failure to write that was not the reader leaving
 
@@ -56,7 +58,7 @@ class ReaderMayLeave:
         the reader leaving is kept, for `finish` to say once."""
         reader_left = isinstance(error, _READER_GONE) or (error.errno == errno.EIO and self._is_a_terminal())
         self._drop_the_rest()
-        if not reader_left and self._said_elsewhere:
+        if not reader_left:
             self.failed = self.failed or error
 
     def _is_a_terminal(self) -> bool:
@@ -89,25 +91,38 @@ def _stdout_first() -> None:
         pass
 
 
+def _whole_writes(stream):
+    """The stream, or, where its bytes go straight to the file (PYTHONUNBUFFERED=1), the same file through a
+    buffer flushed at each line: a text stream over the bare file takes a short write (a disk that filled, a file
+    size limit) as done and loses the rest unsaid, where a buffer writes the rest, or raises what stopped it."""
+    raw = getattr(stream, "buffer", None)
+    if not isinstance(raw, io.FileIO):
+        return stream
+    return io.TextIOWrapper(io.BufferedWriter(raw), encoding=stream.encoding, errors=stream.errors,
+                            line_buffering=True)
+
+
 def guard() -> None:
     """Puts the guard around sys.stdout and sys.stderr for the rest of the process (not around one that was
-    closed: Python then has none, and prints nothing to it)."""
+    closed at the start: Python has none then, and prints what was meant for a closed stderr on stdout)."""
     for name in ("stdout", "stderr"):
         stream = getattr(sys, name)
         if stream is not None and not isinstance(stream, ReaderMayLeave):
-            setattr(sys, name, ReaderMayLeave(stream, said_elsewhere=name == "stdout"))
+            setattr(sys, name, ReaderMayLeave(_whole_writes(stream), said_elsewhere=name == "stdout"))
 
 
 def finish(code: int | str | None) -> int | str | None:
     """The command's exit code once what stdout still holds is written. A failure to write stdout (met during
     the command or now) is said in one line, and a successful command's code becomes FAILED."""
-    stream = sys.stdout
+    stream, log = sys.stdout, sys.stderr
     if not isinstance(stream, ReaderMayLeave):
         return code
     stream.flush()
-    if stream.failed is None:
-        return code
-    errors.end(errors.StorageFaultError(f"its output could not be written: "
-                                        f"{errors.first_line(stream.failed, with_type=True)}; what it printed "
-                                        "from then on is lost"))
-    return errors.FAILED if code in (0, None) else code
+    if stream.failed is not None:
+        errors.end(errors.StorageFaultError(f"its output could not be written: "
+                                            f"{errors.first_line(stream.failed, with_type=True)}; what it printed "
+                                            "from then on is lost"))
+    if isinstance(log, ReaderMayLeave):
+        log.flush()
+    unsaid = stream.failed or (log.failed if isinstance(log, ReaderMayLeave) else None)
+    return errors.FAILED if unsaid is not None and code in (0, None) else code

@@ -4,6 +4,7 @@ Each with stdout buffered, as in a person's shell, and unbuffered (PYTHONUNBUFFE
 
 import os
 import pty
+import resource
 import socket
 import subprocess
 import sys
@@ -154,3 +155,33 @@ def test_a_line_on_stderr_comes_below_what_stdout_held(monkeypatch):
     stderr.close()
     with os.fdopen(read_end) as reader:
         assert reader.read().splitlines() == ["the table", "warning: 2 of 3 files could not be classified"]
+
+
+def _file_size_limit(size):
+    return lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (size, size))
+
+
+@BUFFERING
+def test_a_write_cut_short_by_a_file_size_limit_is_said_not_lost(tmp_path, unbuffered):
+    """`--help` is one write of 4 KB: with stdout unbuffered, the bare file takes the first KB and the text stream
+    would count the whole as written."""
+    with open(tmp_path / "help.txt", "w") as log:
+        result = _command(tmp_path, log, unbuffered, "--help", preexec_fn=_file_size_limit(1024))
+    assert result.returncode == 1, result.stderr
+    assert result.stderr.splitlines() == ["error: its output could not be written: OSError: [Errno 27] File too "
+                                          "large; what it printed from then on is lost"], result.stderr
+
+
+@BUFFERING
+def test_a_log_that_could_not_take_the_commands_own_lines_is_a_failure(tmp_path, unbuffered):
+    """The cron line's `>> log 2>&1`, the log's file full after the crontab line (stdout) and within the notes
+    that follow it on stderr: nowhere left to say it, but the exit code does."""
+    (tmp_path / "data" / "cat").mkdir(parents=True)
+    size = len(subprocess.run([sys.executable, str(ROOT / "pipeline_runner.py"), *_schedule(tmp_path)],
+                              capture_output=True, text=True, cwd=ROOT, timeout=120).stdout) + 40
+    with open(tmp_path / "scheduled_runs.log", "w") as log:
+        result = subprocess.run([sys.executable, str(ROOT / "pipeline_runner.py"), *_schedule(tmp_path)],
+                                stdout=log, stderr=log, cwd=ROOT, env=stdout_buffering_env(unbuffered), timeout=120,
+                                preexec_fn=_file_size_limit(size))
+    assert result.returncode == 1
+    assert (tmp_path / "scheduled_runs.log").read_text().startswith("0 3 * * * ")
