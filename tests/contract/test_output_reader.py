@@ -13,7 +13,7 @@ import pytest
 
 from cli import output
 from contract import progress
-from tests.helpers import ROOT, stdout_buffering_env
+from tests.helpers import ROOT, file_size_limited, stdout_buffering_env
 
 NOISE = ("Traceback", "Exception ignored", "BrokenPipe", "Logging error")
 FULL_DISK = ("error: its output could not be written: OSError: [Errno 28] No space left on device; what it printed "
@@ -28,10 +28,10 @@ def _schedule(tmp_path):
             str(tmp_path / "data"))
 
 
-def _command(tmp_path, stdout, unbuffered, *arguments, preexec_fn=None):
+def _command(tmp_path, stdout, unbuffered, *arguments, preexec_fn=None, env=None):
     """`pipeline_runner.py ARGUMENTS`, `schedule --local` by default."""
     arguments = arguments or _schedule(tmp_path)
-    env = stdout_buffering_env(unbuffered)
+    env = env or stdout_buffering_env(unbuffered)
     return subprocess.run([sys.executable, str(ROOT / "pipeline_runner.py"), *arguments], stdout=stdout,
                           stderr=subprocess.PIPE, text=True, cwd=ROOT, env=env, timeout=120, preexec_fn=preexec_fn)
 
@@ -166,7 +166,8 @@ def test_a_write_cut_short_by_a_file_size_limit_is_said_not_lost(tmp_path, unbuf
     """`--help` is one write of 4 KB: with stdout unbuffered, the bare file takes the first KB and the text stream
     would count the whole as written."""
     with open(tmp_path / "help.txt", "w") as log:
-        result = _command(tmp_path, log, unbuffered, "--help", preexec_fn=_file_size_limit(1024))
+        result = _command(tmp_path, log, unbuffered, "--help", preexec_fn=_file_size_limit(1024),
+                          env=file_size_limited(stdout_buffering_env(unbuffered)))
     assert result.returncode == 1, result.stderr
     assert result.stderr.splitlines() == ["error: its output could not be written: OSError: [Errno 27] File too "
                                           "large; what it printed from then on is lost"], result.stderr
@@ -181,7 +182,7 @@ def test_a_log_that_could_not_take_the_commands_own_lines_is_a_failure(tmp_path,
                               capture_output=True, text=True, cwd=ROOT, timeout=120).stdout) + 40
     with open(tmp_path / "scheduled_runs.log", "w") as log:
         result = subprocess.run([sys.executable, str(ROOT / "pipeline_runner.py"), *_schedule(tmp_path)],
-                                stdout=log, stderr=log, cwd=ROOT, env=stdout_buffering_env(unbuffered), timeout=120,
-                                preexec_fn=_file_size_limit(size))
+                                stdout=log, stderr=log, cwd=ROOT, timeout=120, preexec_fn=_file_size_limit(size),
+                                env=file_size_limited(stdout_buffering_env(unbuffered)))
     assert result.returncode == 1
     assert (tmp_path / "scheduled_runs.log").read_text().startswith("0 3 * * * ")
