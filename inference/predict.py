@@ -15,6 +15,7 @@ import pathlib
 
 from contract import features, layout, served, storage
 from contract.errors import CommandError, RunFailedError, first_line, printable
+from ingest import sources
 from ingest.images import RejectedImage, check_image
 
 
@@ -56,25 +57,17 @@ def given_model_dir(model_dir: str | os.PathLike) -> pathlib.Path:
     return model_dir
 
 
-# Files an operating system leaves in a folder of photos (Finder's, Explorer's, a Mac's on a shared disk): never
-# photos, passed over inside folders and counted (a file named on the command line is always classified).
-SYSTEM_FILES = frozenset({".DS_Store", "Thumbs.db", "desktop.ini"})
-
-
-def is_system_file(path: pathlib.Path) -> bool:
-    return path.name in SYSTEM_FILES or path.name.startswith("._")
-
-
 def find_files(paths: list[str | os.PathLike], passed_over: list | None = None) -> list[pathlib.Path]:
-    """Files as given, and every file inside folders (sorted) but an operating system's own (appended to
-    `passed_over`); missing paths are kept to be reported."""
+    """Files as given, and every file inside folders (sorted) but an operating system's own (sources.SYSTEM_FILES,
+    appended to `passed_over`: a file named on the command line is always classified); missing paths are kept to
+    be reported."""
     found = []
     for path in map(pathlib.Path, paths):
         if path.is_dir():
             inside = sorted(p for p in path.rglob("*") if p.is_file())
-            found += [p for p in inside if not is_system_file(p)]
+            found += [p for p in inside if not sources.is_system_file(p.name)]
             if passed_over is not None:
-                passed_over += [p for p in inside if is_system_file(p)]
+                passed_over += [p for p in inside if sources.is_system_file(p.name)]
         else:
             found.append(path)
     return found

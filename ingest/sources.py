@@ -19,7 +19,7 @@ import dataclasses
 import os
 import pathlib
 import re
-from typing import Callable, Iterable, Iterator
+from typing import Callable, Iterable, Iterator, NamedTuple
 
 from contract import layout
 from contract.errors import CommandError
@@ -150,8 +150,34 @@ def _folder_item(relative: pathlib.PurePosixPath, location: str) -> Item:
     return Item(relative.as_posix(), label, split, location, problem)
 
 
-def remote_files(root: str) -> list[tuple[str, str]]:
-    """(relative path, URI) of every file below a URI folder, sorted, through tf.io.gfile."""
+# Files an operating system leaves in a folder of photos (Finder's, Explorer's, a Mac's on a shared disk or an
+# upload): never photos. A folder source passes over them by name, lists them in the report, and leaves them out of
+# its fingerprint, so that a file browser opening the folder makes no new span.
+SYSTEM_FILES = frozenset({".DS_Store", "Thumbs.db", "desktop.ini"})
+
+
+def is_system_file(name: str) -> bool:
+    return name in SYSTEM_FILES or name.startswith("._")
+
+
+class Listing(NamedTuple):
+    """A folder's files as a source reads them."""
+    files: list[tuple[str, str]]  # (relative path, path or URI), sorted as sorted(rglob()) sorts
+    problems: list[tuple[str, str]]  # (relative path, what is wrong): what could not be listed
+    passed_over: list[str]  # relative paths of an operating system's own files (is_system_file)
+
+
+def _passing_over(files: list[tuple[str, str]], problems: list[tuple[str, str]]) -> Listing:
+    by_parts = lambda entry: pathlib.PurePosixPath(entry[0]).parts  # noqa: E731 - the order of sorted(rglob())
+    kept, system = [], []
+    for entry in files:
+        (system if is_system_file(pathlib.PurePosixPath(entry[0]).name) else kept).append(entry)
+    return Listing(sorted(kept, key=by_parts), sorted(problems, key=by_parts),
+                   [relative for relative, _ in sorted(system, key=by_parts)])
+
+
+def remote_files(root: str) -> Listing:
+    """Every file below a URI folder through tf.io.gfile, as local_files lists a local one."""
     import tensorflow as tf
 
     root = root.rstrip("/")
@@ -161,11 +187,15 @@ def remote_files(root: str) -> list[tuple[str, str]]:
         for name in names:
             uri = f"{folder}/{name}"
             files.append((uri[len(root) + 1:], uri))
-    return sorted(files)
+    return _passing_over(files, [])
 
 
-def local_files(root: str | os.PathLike) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
-    """Every file below a local folder, as sorted (relative path, path), and what could not be listed.
+def list_folder(root: str) -> Listing:
+    return remote_files(root) if is_uri(root) else local_files(root)
+
+
+def local_files(root: str | os.PathLike) -> Listing:
+    """Every file below a local folder, what could not be listed, and an operating system's own files.
 
     Symbolic links to folders are followed (class folders are often links to
     where the images live). Returned as (relative path, problem) rather than
@@ -203,25 +233,25 @@ def local_files(root: str | os.PathLike) -> tuple[list[tuple[str, str]], list[tu
 
     root_stat = os.stat(root)
     walk(os.fspath(root), pathlib.PurePosixPath(), frozenset({(root_stat.st_dev, root_stat.st_ino)}))
-    by_parts = lambda entry: pathlib.PurePosixPath(entry[0]).parts  # noqa: E731 - the order of sorted(rglob())
-    return sorted(files, key=by_parts), sorted(problems, key=by_parts)
+    return _passing_over(files, problems)
 
 
-def folder_items(root: str | os.PathLike, listed: tuple | None = None) -> list[Item]:
-    """Every file below `root` (a path or a gs:// URI), sorted, labelled by folder or Kaggle file name; a
-    labeling queue's (layout.QUEUE_RECORD at its top) by its cat/ and dog/ folders only. `listed`: local_files of
-    a local `root`, listed already."""
+def folder_items(root: str | os.PathLike, listed: Listing | None = None) -> list[Item]:
+    """Every file below `root` (a path or a gs:// URI), sorted, labelled by folder or Kaggle file name, but an
+    operating system's own; a labeling queue's (layout.QUEUE_RECORD at its top) by its cat/ and dog/ folders only.
+    `listed`: list_folder(root), listed already."""
     if is_uri(str(root)):
         import tensorflow as tf
 
         if not tf.io.gfile.isdir(str(root)):
             raise SourceError(f"data directory {str(root)!r} does not exist or is not a directory")
-        items = [_folder_item(pathlib.PurePosixPath(relative), uri) for relative, uri in remote_files(str(root))]
+        listed = listed or remote_files(str(root))
+        items = [_folder_item(pathlib.PurePosixPath(relative), uri) for relative, uri in listed.files]
         return _queue_items(items) if queue_record(root) is not None else items
     root = pathlib.Path(root)
     if not root.is_dir():
         raise SourceError(f"data directory {str(root)!r} does not exist or is not a directory")
-    files, problems = listed or local_files(root)
+    files, problems, _ = listed or local_files(root)
     items = [_folder_item(pathlib.PurePosixPath(relative), path) if printable(relative) == relative
              else Item(printable(relative), None, None, path, NOT_UTF8) for relative, path in files] + \
         [Item(printable(relative), None, None, str(root / relative), printable(problem))
@@ -253,7 +283,8 @@ def queue_record(root: str | os.PathLike) -> bytes | None:
 # A labeling queue's own files (monitoring.queue), at its top level: not images of the source.
 QUEUE_FILES = frozenset({layout.QUEUE_RECORD, layout.QUEUE_README, layout.CONTACT_SHEET})
 _NO_LABEL = ("unknown label", "not inside a class folder")  # _folder_item's problems
-NOT_SORTED = "not sorted: move it into cat/ or dog/ of the labeling queue to ingest it (left in {where})"
+NOT_SORTED_PREFIX = "not sorted: "
+NOT_SORTED = NOT_SORTED_PREFIX + "move it into cat/ or dog/ of the labeling queue to ingest it (left in {where})"
 
 
 def _queue_items(items: list[Item]) -> list[Item]:

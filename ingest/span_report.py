@@ -61,6 +61,8 @@ class IngestReport:
     not_carried: list[dict] = dataclasses.field(default_factory=list)
     # The source's own fingerprint; source_fingerprint, which decides reuse, also covers the carried spans.
     data_fingerprint: str = ""
+    # A folder's files an operating system keeps (.DS_Store, ._*: sources.is_system_file), not read, not counted.
+    passed_over: list[str] = dataclasses.field(default_factory=list)
 
     @property
     def examples_from_source(self) -> int:
@@ -107,12 +109,35 @@ class IngestReport:
         elif in_source:
             lines.append(f"  {in_source} images a labeled queue holds too are kept from the source, in the source's "
                          "split, with the label a person gave them in the queue")
-        for entry in self.quarantined[:max_listed]:
+        if self.passed_over:
+            names = sorted({"._*" if name.startswith("._") else name
+                            for name in (posixpath.basename(str(path)) for path in self.passed_over)})
+            lines.append(f"  passed over {len(self.passed_over)} file(s) the operating system keeps "
+                         f"({', '.join(map(printable, names))}): not photos, not read")
+        unsorted = self._not_sorted()
+        lines += [f"  not sorted: {count} image(s) left in {printable(where)}, not ingested (move one into cat/ or "
+                  "dog/ of the queue to ingest it)" for where, count in unsorted.items()]
+        listed = [entry for entry in self.quarantined if not self._is_not_sorted(entry)]
+        for entry in listed[:max_listed]:
             lines.append(f"  quarantined {printable(entry['file'])}: {printable(entry['reason'])}")
-        if len(self.quarantined) > max_listed:
-            lines.append(f"  ... and {len(self.quarantined) - max_listed} more quarantined"
+        if len(listed) > max_listed:
+            lines.append(f"  ... and {len(listed) - max_listed} more quarantined"
                          + (f" (all of them in {printable(written_to)})" if written_to else ""))
+        elif unsorted and written_to:
+            lines.append(f"  each image not sorted is listed in {printable(written_to)}")
         return "\n".join(lines)
+
+    @staticmethod
+    def _is_not_sorted(entry: dict) -> bool:
+        return str(entry.get("reason", "")).startswith(sources.NOT_SORTED_PREFIX)
+
+    def _not_sorted(self) -> dict[str, int]:
+        """A labeling queue's images left unsorted, counted by the folder they were left in."""
+        counts: dict[str, int] = {}
+        for entry in filter(self._is_not_sorted, self.quarantined):
+            where = str(entry["reason"]).rpartition("(left in ")[2].rstrip(")")
+            counts[where] = counts.get(where, 0) + 1
+        return counts
 
 
 def _numbered_spans(root: str) -> list[int]:
@@ -232,7 +257,7 @@ def _shape_problem(report: IngestReport) -> str | None:
     if not isinstance(report.counts, dict) or not all(isinstance(report.counts.get(k), int) for k in OUTCOMES):
         return f"its counts are not a number for each of {', '.join(OUTCOMES)}"
     for name in ("examples_per_label", "examples_per_split", "quarantined", "duplicates", "normalized", "carried",
-                 "not_carried"):
+                 "not_carried", "passed_over"):
         if not isinstance(getattr(report, name), dict if name.startswith("examples") else list):
             return f"its {name} is not a JSON {'object' if name.startswith('examples') else 'list'}"
     for entry in report.carried:

@@ -61,18 +61,16 @@ class NoUsableImagesError(CommandError, ValueError):
     """Every file was quarantined; the report says why."""
 
 
-def _fingerprint(kind: str, location: str, settings: IngestSettings, listed: tuple | None) -> str:
-    """Content hash of the source's files and the settings that shape the span; `listed`: a local folder's
-    sources.local_files, as its items are made of."""
+def _fingerprint(kind: str, location: str, settings: IngestSettings, listed: sources.Listing | None) -> str:
+    """Content hash of the source's files (an operating system's own left out) and the settings that shape the
+    span; `listed`: a folder source's sources.list_folder, as its items are made of."""
     shaping = {k: v for k, v in dataclasses.asdict(settings).items() if k not in ("max_file_bytes", "span_window")}
     digest = hashlib.sha256(json.dumps([kind, shaping]).encode())
-    if sources.is_uri(location):
-        single = not tf.io.gfile.isdir(location)
-        files = [("", location)] if single else sources.remote_files(location)
-    elif os.path.isfile(location):
+    single = not tf.io.gfile.isdir(location) if sources.is_uri(location) else os.path.isfile(location)
+    if single:
         files = [("", location)]
     else:
-        files, problems = listed or sources.local_files(location)
+        files, problems, _ = listed or sources.list_folder(location)
         for relative, problem in problems:
             digest.update(_name_bytes(f"{relative}\0{problem}\0"))
     capped = kind == "folder"  # the cap is on image files, not on Parquet or TFDS files of many images
@@ -114,8 +112,9 @@ def ingest(kind: str, location: str | os.PathLike, examples_root: str | os.PathL
         raise sources.SourceError(f"unknown source kind {kind!r}; expected one of {sorted(sources.LISTERS)}")
     if not (tf.io.gfile.exists(location) if sources.is_uri(location) else os.path.exists(location)):
         raise sources.SourceError(f"{kind} source {location!r} does not exist")
-    # A local folder is listed once: its items are the files its fingerprint read.
-    listed = sources.local_files(location) if kind == "folder" and os.path.isdir(location) else None
+    # A folder is listed once: its items are the files its fingerprint read.
+    is_folder = tf.io.gfile.isdir(location) if sources.is_uri(location) else os.path.isdir(location)
+    listed = sources.list_folder(location) if kind == "folder" and is_folder else None
     data_fingerprint, queue = _fingerprint(kind, location, settings, listed), carrying.queue_identity(kind, location)
     examples_root = str(examples_root)
     reports = {span: load_report(examples_root, span) for span in existing_spans(examples_root)}
@@ -158,7 +157,7 @@ def ingest(kind: str, location: str | os.PathLike, examples_root: str | os.PathL
         report = _report(f"{kind}:{location}", span, carrying.fingerprint(data_fingerprint, queues), outcomes,
                          carried.entries)
         report.seconds, report.labeled_queue, report.data_fingerprint = round(seconds, 3), queue, data_fingerprint
-        report.not_carried = dropped
+        report.not_carried, report.passed_over = dropped, list(listed.passed_over) if listed else []
         if report.files_seen != len(items) or sum(report.counts.values()) != report.files_seen:
             raise RuntimeError(f"ingest lost track of items: {len(items)} listed, {report.files_seen} with an "
                                f"outcome, counts {report.counts}")

@@ -32,7 +32,11 @@ def messy_folder(tmp_path, demo_jpegs):
     (root / "dog" / "copy_of_d0.jpg").write_bytes(demo_jpegs["dog"][0])  # duplicate
     (root / "Cats" / "empty.jpg").write_bytes(b"")
     (root / "Cats" / "truncated.jpg").write_bytes(demo_jpegs["cat"][0][:600])
+    (root / "Cats" / "scan.bin").write_bytes(b"\x00" * 64)
+    # an operating system's own files, passed over: never photos
     (root / "Cats" / "Thumbs.db").write_bytes(b"\x00" * 64)
+    (root / ".DS_Store").write_bytes(b"\x00\x00\x00\x01Bud1")
+    (root / "dog" / "._d0.JPG").write_bytes(b"\x00\x05\x16\x07")
     (root / "dog" / "page.jpg").write_bytes(b"<html><body>404</body></html>")
     (root / "dog" / "transparent.png").write_bytes(_png_bytes("RGBA"))
     (root / "horse" / "h.jpg").write_bytes(demo_jpegs["dog"][1])
@@ -56,13 +60,35 @@ def test_every_file_gets_exactly_one_outcome_with_a_reason(messy_folder, tmp_pat
     reasons = {q["file"]: q["reason"] for q in report.quarantined}
     assert reasons["Cats/empty.jpg"] == "empty file"
     assert "truncated or corrupt" in reasons["Cats/truncated.jpg"]
-    assert "not an image" in reasons["Cats/Thumbs.db"] and "not an image" in reasons["dog/page.jpg"]
+    assert "not an image" in reasons["Cats/scan.bin"] and "not an image" in reasons["dog/page.jpg"]
     assert "unknown label" in reasons["horse/h.jpg"] and "'horse'" in reasons["horse/h.jpg"]
     assert "not inside a class folder" in reasons["notes.txt"]
     assert report.duplicates == [{"file": "dog/d0.JPG", "duplicate_of": "dog/copy_of_d0.jpg"}]
     assert sum(report.examples_per_split.values()) == report.examples_written
     assert report.normalized[0]["file"] == "dog/transparent.png"
     assert report.examples_per_label == {"cat": 3, "dog": 4}
+    assert report.passed_over == [".DS_Store", "Cats/Thumbs.db", "dog/._d0.JPG"]
+    assert "  passed over 3 file(s) the operating system keeps (.DS_Store, ._*, Thumbs.db): not photos, not read" \
+        in report.table().splitlines()
+
+
+def test_an_operating_systems_files_come_and_go_without_a_new_span(tmp_path):
+    """A file browser that opens the folder writes its .DS_Store or Thumbs.db: the data is the same."""
+    data, examples = tmp_path / "data", tmp_path / "examples"
+    synthetic.write_demo_images(data, 2)
+    first = spans.ingest("folder", data, examples)
+    assert first.passed_over == []
+    (data / "cat" / ".DS_Store").write_bytes(b"Bud1" * 10)
+    (data / "dog" / "._0.jpg").write_bytes(b"\x00\x05\x16\x07")
+    (data / "Thumbs.db").write_bytes(b"\x00" * 8)
+    again = spans.ingest("folder", data, examples)
+    assert (again.span, again.reused) == (1, True), "no new span for files no photo is in"
+    (data / "cat" / "extra.jpg").write_bytes((data / "dog" / sorted(os.listdir(data / "dog"))[1]).read_bytes())
+    grown = spans.ingest("folder", data, examples)
+    assert (grown.span, grown.passed_over) == (2, ["Thumbs.db", "cat/.DS_Store", "dog/._0.jpg"])
+    saved = span_report.load_report(examples, 2)
+    assert saved.passed_over == grown.passed_over and saved.counts == grown.counts
+    assert grown.files_seen == 5, "passed over, not seen: the counts add up to the files read"
 
 
 def test_span_holds_decodable_rgb_jpeg_examples(messy_folder, tmp_path):
@@ -270,8 +296,8 @@ def test_uri_source_and_root_give_the_same_span_as_local_paths(messy_folder, tmp
     local = spans.ingest("folder", messy_folder, tmp_path / "local")
     remote_root = f"file://{tmp_path}/remote"
     remote = spans.ingest("folder", f"file://{messy_folder}", remote_root)
-    assert (remote.counts, remote.quarantined, remote.duplicates, remote.examples_per_split) == \
-        (local.counts, local.quarantined, local.duplicates, local.examples_per_split)
+    assert (remote.counts, remote.quarantined, remote.duplicates, remote.examples_per_split, remote.passed_over) == \
+        (local.counts, local.quarantined, local.duplicates, local.examples_per_split, local.passed_over)
     assert remote.source_fingerprint == local.source_fingerprint, "same files, same fingerprint"
     assert sorted(_records(tmp_path / "remote", 1)) == sorted(_records(tmp_path / "local", 1))
     assert span_report.existing_spans(remote_root) == [1]

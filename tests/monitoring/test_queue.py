@@ -76,6 +76,9 @@ def test_a_sorted_queue_is_ingested_as_the_next_span_and_what_is_left_unsorted_i
     unsorted = sorted(os.listdir(os.path.join(folder, layout.QUEUE_UNSORTED)))
     for name, label in zip(unsorted[:4], ["cat", "dog", "cat", "dog"]):  # a person sorts four of eight
         shutil.move(os.path.join(folder, layout.QUEUE_UNSORTED, name), os.path.join(folder, label, name))
+    for where in ("cat", layout.QUEUE_UNSORTED):  # sorted in Finder
+        with open(os.path.join(folder, where, ".DS_Store"), "wb") as f:
+            f.write(b"\x00\x00\x00\x01Bud1")
     report = spans.ingest("folder", folder, tmp_path / "examples")
     assert report.span == 1 and report.examples_written == 4
     assert report.examples_per_label == {"cat": 2, "dog": 2}
@@ -84,6 +87,13 @@ def test_a_sorted_queue_is_ingested_as_the_next_span_and_what_is_left_unsorted_i
     assert all(reason.startswith("not sorted: move it into cat/ or dog/") for reason in left.values())
     # the queue's own files are no images of it: neither ingested nor reported
     assert report.files_seen == 8
+    assert report.passed_over == ["cat/.DS_Store", f"{layout.QUEUE_UNSORTED}/.DS_Store"]
+    table = report.table(max_listed=2, written_to="span-1/ingest_report.json").splitlines()
+    assert f"  not sorted: 4 image(s) left in {layout.QUEUE_UNSORTED}/, not ingested (move one into cat/ or dog/ of " \
+        "the queue to ingest it)" in table, "the images a person left are counted in a line, not listed one by one"
+    assert not [line for line in table if line.startswith(f"  quarantined {layout.QUEUE_UNSORTED}")
+                or "more quarantined" in line]
+    assert table[-1] == "  each image not sorted is listed in span-1/ingest_report.json"
 
 
 def test_in_a_queue_a_cat_named_file_left_unsorted_is_not_labelled_by_its_name(tmp_path, window_images):
