@@ -71,6 +71,7 @@ def command_predict(args: argparse.Namespace) -> int:
 
     with startup.loading_libraries():
         from inference import contact_sheet, predict
+        from ingest import sources
 
     if args.sheet is not None and args.sheet.suffix.lower() not in SHEET_SUFFIXES:
         raise CommandError(f"--sheet {args.sheet}: the contact sheet is an image; give a path ending in "
@@ -96,9 +97,7 @@ def command_predict(args: argparse.Namespace) -> int:
     passed_over: list = []
     files = predict.find_files(args.paths, passed_over)
     if passed_over:
-        names = sorted({path.name if not path.name.startswith("._") else "._*" for path in passed_over})
-        print(f"note: passed over {len(passed_over)} file(s) the operating system keeps ({', '.join(names)}): "
-              "not photos", file=sys.stderr)
+        print(f"note: passed over {sources.passed_over_phrase(passed_over)}: not photos", file=sys.stderr)
     if not files:
         raise CommandError("no files found in " + ", ".join(map(str, args.paths)))
     sent: dict[int, bytes] | None = {} if args.record else None

@@ -58,16 +58,17 @@ def given_model_dir(model_dir: str | os.PathLike) -> pathlib.Path:
 
 
 def find_files(paths: list[str | os.PathLike], passed_over: list | None = None) -> list[pathlib.Path]:
-    """Files as given, and every file inside folders (sorted) but an operating system's own (sources.SYSTEM_FILES,
-    appended to `passed_over`: a file named on the command line is always classified); missing paths are kept to
-    be reported."""
+    """Files as given, and every file inside folders (sorted) but an operating system's own files and folders
+    (sources.system_part: appended to `passed_over` as paths, a folder's ending in "/"; a file named on the command
+    line is always classified); missing paths are kept to be reported."""
     found = []
     for path in map(pathlib.Path, paths):
         if path.is_dir():
             inside = sorted(p for p in path.rglob("*") if p.is_file())
-            found += [p for p in inside if not sources.is_system_file(p.name)]
+            system = [sources.system_part(p.relative_to(path).as_posix()) for p in inside]
+            found += [p for p, part in zip(inside, system) if part is None]
             if passed_over is not None:
-                passed_over += [p for p in inside if sources.is_system_file(p.name)]
+                passed_over += [f"{path}/{part}" for part in dict.fromkeys(filter(None, system))]
         else:
             found.append(path)
     return found

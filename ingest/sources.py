@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import pathlib
+import posixpath
 import re
 from typing import Callable, Iterable, Iterator, NamedTuple
 
@@ -150,30 +151,66 @@ def _folder_item(relative: pathlib.PurePosixPath, location: str) -> Item:
     return Item(relative.as_posix(), label, split, location, problem)
 
 
-# Files an operating system leaves in a folder of photos (Finder's, Explorer's, a Mac's on a shared disk or an
-# upload): never photos. A folder source passes over them by name, lists them in the report, and leaves them out of
-# its fingerprint, so that a file browser opening the folder makes no new span.
+# What an operating system or a file server keeps in a folder of photos, never photos: files (Finder's, Explorer's, a
+# Mac's metadata beside each file on a shared disk or in a zip) and folders (a Mac zip's __MACOSX/, a Synology NAS's
+# thumbnails @eaDir/, netatalk's .AppleDouble/, a drive's trash and indexes). A folder source passes over them by
+# name, lists them in its report, and leaves them out of its fingerprint, so that a file browser opening the folder
+# makes no new span; a folder of them is not entered (its thumbnails would be the same photos again, a trash's the
+# ones a person deleted).
 SYSTEM_FILES = frozenset({".DS_Store", "Thumbs.db", "desktop.ini"})
+SYSTEM_FOLDERS = frozenset({"__MACOSX", "@eaDir", ".AppleDouble", ".Trashes", ".Trash", ".Spotlight-V100",
+                            ".fseventsd", ".TemporaryItems", "$RECYCLE.BIN", "System Volume Information"})
 
 
 def is_system_file(name: str) -> bool:
     return name in SYSTEM_FILES or name.startswith("._")
 
 
+def is_system_folder(name: str) -> bool:
+    return name in SYSTEM_FOLDERS
+
+
+def system_part(relative: str) -> str | None:
+    """The passed-over part of a file's relative path: the first folder of it that is an operating system's (with
+    its "/"), or the path itself when the file is one; None for any other file."""
+    parts = pathlib.PurePosixPath(relative).parts
+    for depth, part in enumerate(parts[:-1]):
+        if is_system_folder(part):
+            return "/".join(parts[:depth + 1]) + "/"
+    return relative if parts and is_system_file(parts[-1]) else None
+
+
+def passed_over_phrase(passed_over: list[str]) -> str:
+    """How many files and folders were passed over, and their names: `3 file(s) the operating system keeps
+    (.DS_Store, ._*, __MACOSX/)`; `passed_over`: paths as Listing.passed_over has them."""
+    folders = sum(str(path).endswith("/") for path in passed_over)
+    counts = " and ".join(f"{count} {kind}(s)" for count, kind in ((len(passed_over) - folders, "file"),
+                                                                   (folders, "folder")) if count)
+    names = {posixpath.basename(str(path).rstrip("/")) + "/" * str(path).endswith("/") for path in passed_over}
+    names = sorted({"._*" if name.startswith("._") else name for name in names})
+    return f"{counts} the operating system keeps ({', '.join(map(printable, names))})"
+
+
 class Listing(NamedTuple):
     """A folder's files as a source reads them."""
     files: list[tuple[str, str]]  # (relative path, path or URI), sorted as sorted(rglob()) sorts
     problems: list[tuple[str, str]]  # (relative path, what is wrong): what could not be listed
-    passed_over: list[str]  # relative paths of an operating system's own files (is_system_file)
+    passed_over: list[str]  # an operating system's own files and folders (a folder's ends in "/"), relative
 
 
-def _passing_over(files: list[tuple[str, str]], problems: list[tuple[str, str]]) -> Listing:
+def _passing_over(files: list[tuple[str, str]], problems: list[tuple[str, str]],
+                  folders: Iterable[str] = ()) -> Listing:
+    """The listing with an operating system's own files and folders set apart; `folders`: ones not entered."""
     by_parts = lambda entry: pathlib.PurePosixPath(entry[0]).parts  # noqa: E731 - the order of sorted(rglob())
-    kept, system = [], []
+    kept, passed = [], dict.fromkeys(folders)
     for entry in files:
-        (system if is_system_file(pathlib.PurePosixPath(entry[0]).name) else kept).append(entry)
+        part = system_part(entry[0])
+        if part is None:
+            kept.append(entry)
+        else:
+            passed[part] = None
     return Listing(sorted(kept, key=by_parts), sorted(problems, key=by_parts),
-                   [relative for relative, _ in sorted(system, key=by_parts)])
+                   [relative for relative, _ in sorted(((p, None) for p in passed), key=by_parts)])
 
 
 def remote_files(root: str) -> Listing:
@@ -204,6 +241,7 @@ def local_files(root: str | os.PathLike) -> Listing:
     """
     files: list[tuple[str, str]] = []
     problems: list[tuple[str, str]] = []
+    skipped: list[str] = []  # an operating system's folders, not entered
 
     def walk(folder: str, relative: pathlib.PurePosixPath, ancestors: frozenset) -> None:
         try:
@@ -215,7 +253,9 @@ def local_files(root: str | os.PathLike) -> Listing:
         for entry in entries:
             name = relative / entry.name
             try:
-                if entry.is_dir():  # follows links
+                if is_system_folder(entry.name) and entry.is_dir():
+                    skipped.append(f"{name.as_posix()}/")
+                elif entry.is_dir():  # follows links
                     identity = (os.stat(entry.path).st_dev, os.stat(entry.path).st_ino)
                     if identity in ancestors:
                         problems.append((f"{name.as_posix()}/", f"symbolic link loop: leads back to a folder "
@@ -233,7 +273,7 @@ def local_files(root: str | os.PathLike) -> Listing:
 
     root_stat = os.stat(root)
     walk(os.fspath(root), pathlib.PurePosixPath(), frozenset({(root_stat.st_dev, root_stat.st_ino)}))
-    return _passing_over(files, problems)
+    return _passing_over(files, problems, skipped)
 
 
 def folder_items(root: str | os.PathLike, listed: Listing | None = None) -> list[Item]:

@@ -61,7 +61,8 @@ class IngestReport:
     not_carried: list[dict] = dataclasses.field(default_factory=list)
     # The source's own fingerprint; source_fingerprint, which decides reuse, also covers the carried spans.
     data_fingerprint: str = ""
-    # A folder's files an operating system keeps (.DS_Store, ._*: sources.is_system_file), not read, not counted.
+    # A folder's files and folders an operating system keeps (.DS_Store, ._*, __MACOSX/: sources.system_part), not
+    # read, not counted.
     passed_over: list[str] = dataclasses.field(default_factory=list)
 
     @property
@@ -110,10 +111,7 @@ class IngestReport:
             lines.append(f"  {in_source} images a labeled queue holds too are kept from the source, in the source's "
                          "split, with the label a person gave them in the queue")
         if self.passed_over:
-            names = sorted({"._*" if name.startswith("._") else name
-                            for name in (posixpath.basename(str(path)) for path in self.passed_over)})
-            lines.append(f"  passed over {len(self.passed_over)} file(s) the operating system keeps "
-                         f"({', '.join(map(printable, names))}): not photos, not read")
+            lines.append(f"  passed over {sources.passed_over_phrase(self.passed_over)}: not photos, not read")
         unsorted = self._not_sorted()
         lines += [f"  not sorted: {count} image(s) left in {printable(where)}, not ingested (move one into cat/ or "
                   "dog/ of the queue to ingest it)" for where, count in unsorted.items()]

@@ -37,6 +37,8 @@ def messy_folder(tmp_path, demo_jpegs):
     (root / "Cats" / "Thumbs.db").write_bytes(b"\x00" * 64)
     (root / ".DS_Store").write_bytes(b"\x00\x00\x00\x01Bud1")
     (root / "dog" / "._d0.JPG").write_bytes(b"\x00\x05\x16\x07")
+    (root / "dog" / "@eaDir" / "d0.JPG").mkdir(parents=True)  # a NAS's thumbnails: the same photos again
+    (root / "dog" / "@eaDir" / "d0.JPG" / "SYNOFILE_THUMB_M.jpg").write_bytes(demo_jpegs["dog"][0])
     (root / "dog" / "page.jpg").write_bytes(b"<html><body>404</body></html>")
     (root / "dog" / "transparent.png").write_bytes(_png_bytes("RGBA"))
     (root / "horse" / "h.jpg").write_bytes(demo_jpegs["dog"][1])
@@ -67,9 +69,9 @@ def test_every_file_gets_exactly_one_outcome_with_a_reason(messy_folder, tmp_pat
     assert sum(report.examples_per_split.values()) == report.examples_written
     assert report.normalized[0]["file"] == "dog/transparent.png"
     assert report.examples_per_label == {"cat": 3, "dog": 4}
-    assert report.passed_over == [".DS_Store", "Cats/Thumbs.db", "dog/._d0.JPG"]
-    assert "  passed over 3 file(s) the operating system keeps (.DS_Store, ._*, Thumbs.db): not photos, not read" \
-        in report.table().splitlines()
+    assert report.passed_over == [".DS_Store", "Cats/Thumbs.db", "dog/._d0.JPG", "dog/@eaDir/"]
+    assert "  passed over 3 file(s) and 1 folder(s) the operating system keeps (.DS_Store, ._*, @eaDir/, Thumbs.db): " \
+        "not photos, not read" in report.table().splitlines()
 
 
 def test_an_operating_systems_files_come_and_go_without_a_new_span(tmp_path):
@@ -81,11 +83,13 @@ def test_an_operating_systems_files_come_and_go_without_a_new_span(tmp_path):
     (data / "cat" / ".DS_Store").write_bytes(b"Bud1" * 10)
     (data / "dog" / "._0.jpg").write_bytes(b"\x00\x05\x16\x07")
     (data / "Thumbs.db").write_bytes(b"\x00" * 8)
+    (data / "__MACOSX" / "cat").mkdir(parents=True)  # unzipped from a Mac's zip
+    (data / "__MACOSX" / "cat" / "._0.jpg").write_bytes(b"\x00\x05\x16\x07")
     again = spans.ingest("folder", data, examples)
     assert (again.span, again.reused) == (1, True), "no new span for files no photo is in"
     (data / "cat" / "extra.jpg").write_bytes((data / "dog" / sorted(os.listdir(data / "dog"))[1]).read_bytes())
     grown = spans.ingest("folder", data, examples)
-    assert (grown.span, grown.passed_over) == (2, ["Thumbs.db", "cat/.DS_Store", "dog/._0.jpg"])
+    assert (grown.span, grown.passed_over) == (2, ["Thumbs.db", "__MACOSX/", "cat/.DS_Store", "dog/._0.jpg"])
     saved = span_report.load_report(examples, 2)
     assert saved.passed_over == grown.passed_over and saved.counts == grown.counts
     assert grown.files_seen == 5, "passed over, not seen: the counts add up to the files read"
