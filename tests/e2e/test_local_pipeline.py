@@ -295,11 +295,16 @@ def test_predict_reports_a_bad_file_and_classifies_the_rest(runs, tmp_path):
     for path in good:
         (photos / path.name).write_bytes(path.read_bytes())
     (photos / "broken.jpg").write_bytes(good[0].read_bytes()[:300])
+    (photos / ".DS_Store").write_bytes(b"\x00\x00\x00\x01Bud1")
+    (photos / "__MACOSX").mkdir()
+    (photos / "__MACOSX" / f"._{good[0].name}").write_bytes(b"\x00\x05\x16\x07")
     result = subprocess.run([sys.executable, str(ROOT / "pipeline_runner.py"), "predict", str(photos),
                              "--output-dir", str(runs["out"]), "--json", "--explain"],
                             capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert result.returncode == 1, result.stderr[-2000:]  # 1: some files could not be classified
     assert "warning: 1 of 4 files could not be classified (marked UNREADABLE)" in result.stderr
+    assert "note: passed over 1 file(s) and 1 folder(s) the operating system keeps (.DS_Store, __MACOSX/): not " \
+           "photos" in result.stderr
     output = json.loads(result.stdout)
     by_name = {pathlib.Path(p["path"]).name: p for p in output["predictions"]}
     assert "truncated or corrupt" in by_name["broken.jpg"]["error"]
