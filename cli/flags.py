@@ -59,6 +59,16 @@ def local_path(text: str) -> str:
     return text
 
 
+def local_source(text: str) -> pathlib.Path:
+    """An argparse type: a source a local run reads, on this machine. A URI is refused at parse time: as a path,
+    gs://b/images would be looked for as a local folder named gs:/b/images."""
+    if re.match(r"[A-Za-z][A-Za-z0-9+.-]*://", text):
+        raise argparse.ArgumentTypeError(f"{text} is a URI: a local run reads its source on this machine; copy it "
+                                         "here (gsutil -m cp -r), or give it to a Kubeflow or Vertex package, whose "
+                                         "tasks read gs:// (compile --data-dir)")
+    return pathlib.Path(text)
+
+
 def local_pathlib(text: str) -> pathlib.Path:
     """local_path, as a pathlib.Path."""
     return pathlib.Path(local_path(text))

@@ -6,7 +6,6 @@ import argparse
 import dataclasses
 import json
 import os
-import pathlib
 
 from cli import flags
 from cli.flags import SettingsError
@@ -44,7 +43,8 @@ def _add_source_flags(parser: argparse.ArgumentParser, required: bool = True) ->
 
     source = parser.add_mutually_exclusive_group(required=required)
     for kind, (flag, text) in SOURCE_FLAGS.items():
-        keywords = {"dest": f"source_{kind}", "type": pathlib.Path, "metavar": flag[2:].replace("-", "_").upper()}
+        keywords = {"dest": f"source_{kind}", "type": flags.local_source,
+                    "metavar": flag[2:].replace("-", "_").upper()}
         if flag == "--data-dir":  # also submit's and schedule's: defined once, in cli.flags
             flags.add_data_dir(source, text, **keywords)
         else:

@@ -99,7 +99,8 @@ def command_predict(args: argparse.Namespace) -> int:
     if passed_over:
         print(f"note: passed over {sources.passed_over_phrase(passed_over)}: not photos", file=sys.stderr)
     if not files:
-        raise CommandError("no files found in " + ", ".join(map(str, args.paths)))
+        raise CommandError("no files found in " + ", ".join(map(str, args.paths))
+                           + (": only files and folders the operating system keeps" if passed_over else ""))
     sent: dict[int, bytes] | None = {} if args.record else None
     predictions, jpegs = predict.predict_files(model, files, sent=sent)
     sheet = sheet_error = None

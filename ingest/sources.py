@@ -157,17 +157,22 @@ def _folder_item(relative: pathlib.PurePosixPath, location: str) -> Item:
 # name, lists them in its report, and leaves them out of its fingerprint, so that a file browser opening the folder
 # makes no new span; a folder of them is not entered (its thumbnails would be the same photos again, a trash's the
 # ones a person deleted).
-SYSTEM_FILES = frozenset({".DS_Store", "Thumbs.db", "desktop.ini"})
-SYSTEM_FOLDERS = frozenset({"__MACOSX", "@eaDir", ".AppleDouble", ".Trashes", ".Trash", ".Spotlight-V100",
-                            ".fseventsd", ".TemporaryItems", "$RECYCLE.BIN", "System Volume Information"})
+# Matched in any case: Windows' and macOS's file systems ignore it, so a copy may carry any.
+SYSTEM_FILES = frozenset(name.lower() for name in (
+    ".DS_Store", "Thumbs.db", "ehthumbs.db", "ehthumbs_vista.db", "desktop.ini", "Icon\r", ".localized",
+    ".directory",  # KDE's Dolphin
+    ".picasa.ini", "Picasa.ini"))
+SYSTEM_FOLDERS = frozenset(name.lower() for name in (
+    "__MACOSX", "@eaDir", ".AppleDouble", ".Trashes", ".Trash", ".Spotlight-V100", ".fseventsd", ".TemporaryItems",
+    "$RECYCLE.BIN", "System Volume Information", ".picasaoriginals"))
 
 
 def is_system_file(name: str) -> bool:
-    return name in SYSTEM_FILES or name.startswith("._")
+    return name.lower() in SYSTEM_FILES or name.startswith("._")
 
 
 def is_system_folder(name: str) -> bool:
-    return name in SYSTEM_FOLDERS
+    return name.lower() in SYSTEM_FOLDERS
 
 
 def system_part(relative: str) -> str | None:
@@ -202,14 +207,15 @@ def _passing_over(files: list[tuple[str, str]], problems: list[tuple[str, str]],
                   folders: Iterable[str] = ()) -> Listing:
     """The listing with an operating system's own files and folders set apart; `folders`: ones not entered."""
     by_parts = lambda entry: pathlib.PurePosixPath(entry[0]).parts  # noqa: E731 - the order of sorted(rglob())
-    kept, passed = [], dict.fromkeys(folders)
-    for entry in files:
-        part = system_part(entry[0])
-        if part is None:
-            kept.append(entry)
-        else:
-            passed[part] = None
-    return Listing(sorted(kept, key=by_parts), sorted(problems, key=by_parts),
+    kept, unlisted, passed = [], [], dict.fromkeys(folders)
+    for entries, still in ((files, kept), (problems, unlisted)):  # a broken link named Thumbs.db is one of them too
+        for entry in entries:
+            part = None if entry[0].endswith("/") else system_part(entry[0])  # a folder there could not be read
+            if part is None:
+                still.append(entry)
+            else:
+                passed[part] = None
+    return Listing(sorted(kept, key=by_parts), sorted(unlisted, key=by_parts),
                    [relative for relative, _ in sorted(((p, None) for p in passed), key=by_parts)])
 
 
@@ -229,6 +235,15 @@ def remote_files(root: str) -> Listing:
 
 def list_folder(root: str) -> Listing:
     return remote_files(root) if is_uri(root) else local_files(root)
+
+
+def _holds_anything(folder: str) -> bool:
+    """Whether a folder not entered holds an entry; one that cannot be read is taken to."""
+    try:
+        with os.scandir(folder) as entries:
+            return next(entries, None) is not None
+    except OSError:
+        return True
 
 
 def local_files(root: str | os.PathLike) -> Listing:
@@ -254,7 +269,8 @@ def local_files(root: str | os.PathLike) -> Listing:
             name = relative / entry.name
             try:
                 if is_system_folder(entry.name) and entry.is_dir():
-                    skipped.append(f"{name.as_posix()}/")
+                    if _holds_anything(entry.path):  # as an object store lists it: an empty folder is nothing
+                        skipped.append(f"{name.as_posix()}/")
                 elif entry.is_dir():  # follows links
                     identity = (os.stat(entry.path).st_dev, os.stat(entry.path).st_ino)
                     if identity in ancestors:

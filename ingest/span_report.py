@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import pathlib
 import posixpath
 
 from contract import layout, storage
@@ -111,9 +112,10 @@ class IngestReport:
             lines.append(f"  {in_source} images a labeled queue holds too are kept from the source, in the source's "
                          "split, with the label a person gave them in the queue")
         if self.passed_over:
-            lines.append(f"  passed over {sources.passed_over_phrase(self.passed_over)}: not photos, not read")
+            lines.append(f"  passed over {sources.passed_over_phrase(self.passed_over)}: not photos, not read"
+                         + (f" (each listed in {printable(written_to)})" if written_to else ""))
         unsorted = self._not_sorted()
-        lines += [f"  not sorted: {count} image(s) left in {printable(where)}, not ingested (move one into cat/ or "
+        lines += [f"  not sorted: {count} image(s) left in {where}, not ingested (move one into cat/ or "
                   "dog/ of the queue to ingest it)" for where, count in unsorted.items()]
         listed = [entry for entry in self.quarantined if not self._is_not_sorted(entry)]
         for entry in listed[:max_listed]:
@@ -133,7 +135,8 @@ class IngestReport:
         """A labeling queue's images left unsorted, counted by the folder they were left in."""
         counts: dict[str, int] = {}
         for entry in filter(self._is_not_sorted, self.quarantined):
-            where = str(entry["reason"]).rpartition("(left in ")[2].rstrip(")")
+            parts = pathlib.PurePosixPath(printable(entry["file"])).parts
+            where = f"{parts[0]}/" if len(parts) > 1 else "the queue's top folder"  # as sources._queue_items says
             counts[where] = counts.get(where, 0) + 1
         return counts
 
@@ -258,6 +261,13 @@ def _shape_problem(report: IngestReport) -> str | None:
                  "not_carried", "passed_over"):
         if not isinstance(getattr(report, name), dict if name.startswith("examples") else list):
             return f"its {name} is not a JSON {'object' if name.startswith('examples') else 'list'}"
+    for name, keys in (("quarantined", ("file", "reason")), ("duplicates", ("file", "duplicate_of")),
+                       ("normalized", ("file", "change"))):
+        if not all(isinstance(entry, dict) and all(isinstance(entry.get(k), str) for k in keys)
+                   for entry in getattr(report, name)):
+            return f"an entry of its {name} is not an object with a string for {' and '.join(keys)}"
+    if not all(isinstance(path, str) for path in report.passed_over):
+        return "an entry of its passed_over is not a string"
     for entry in report.carried:
         if not isinstance(entry, dict) or not all(isinstance(entry.get(k), int) for k in ("span", "examples")):
             return "an entry of its carried is not an object with a number for span and examples"

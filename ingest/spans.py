@@ -128,7 +128,7 @@ def ingest(kind: str, location: str | os.PathLike, examples_root: str | os.PathL
         queues, _ = carrying.to_carry(reports, max([*reports, *recorded]) + 1, queue, recorded)
         if latest is not None and (latest.source_fingerprint == carrying.fingerprint(data_fingerprint, queues)
                                    or carrying.holds(latest, queue, data_fingerprint)):
-            return dataclasses.replace(latest, reused=True)
+            return dataclasses.replace(latest, reused=True, passed_over=_passed_over(listed, latest.passed_over))
     # Above spans cut short too: a reader may have seen them.
     span = layout.next_number(highest_span_number(examples_root), examples_root, "span")
     queues, dropped = carrying.to_carry(reports, span, queue, recorded)
@@ -157,7 +157,7 @@ def ingest(kind: str, location: str | os.PathLike, examples_root: str | os.PathL
         report = _report(f"{kind}:{location}", span, carrying.fingerprint(data_fingerprint, queues), outcomes,
                          carried.entries)
         report.seconds, report.labeled_queue, report.data_fingerprint = round(seconds, 3), queue, data_fingerprint
-        report.not_carried, report.passed_over = dropped, list(listed.passed_over) if listed else []
+        report.not_carried, report.passed_over = dropped, _passed_over(listed, [])
         if report.files_seen != len(items) or sum(report.counts.values()) != report.files_seen:
             raise RuntimeError(f"ingest lost track of items: {len(items)} listed, {report.files_seen} with an "
                                f"outcome, counts {report.counts}")
@@ -171,6 +171,11 @@ def ingest(kind: str, location: str | os.PathLike, examples_root: str | os.PathL
     finally:
         storage.backend.rmtree(staging)
     return report
+
+
+def _passed_over(listed: sources.Listing | None, otherwise: list[str]) -> list[str]:
+    """What the folder holds now that was passed over, as a report can hold it (a name that is not UTF-8 as \\xNN)."""
+    return [sources.printable(path) for path in listed.passed_over] if listed is not None else otherwise
 
 
 def publish_span(staging: str, target: str, report: IngestReport) -> None:

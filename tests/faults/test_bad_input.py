@@ -102,6 +102,20 @@ def test_counts_out_of_range_are_refused_by_the_parser(tmp_path, capsys, flag, v
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.parametrize("argv", [["ingest", "--data-dir", "gs://b/images", "--output-dir", "r"],
+                                  ["run", "--data-dir", "file:///srv/images", "--output-dir", "r"],
+                                  ["run", "--parquet", "gs://b/cats.parquet", "--output-dir", "r"]])
+def test_a_local_runs_source_given_as_a_uri_is_refused_by_the_parser(tmp_path, capsys, monkeypatch, argv):
+    """As a path, gs://b/images would be looked for as a folder gs:/b/images here."""
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exit_:
+        pipeline_runner.main(argv)
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and "Traceback" not in err
+    assert f"{argv[2]} is a URI: a local run reads its source on this machine" in err
+    assert not list(tmp_path.iterdir())
+
+
 @pytest.mark.parametrize("flag, argv", [
     ("--package", ["compile", "--image", "i:1", "--root", "gs://b/c", "--package", "gs://b/p.yaml"]),
     ("--package", ["compile", "--target", "vertex", "--image", "i:1", "--root", "gs://b/c", "--package",
@@ -412,6 +426,16 @@ def test_predict_exits_2_when_nothing_could_be_classified(model_dir, photos, cap
     code, out, err = _cli(capsys, "predict", photos / "notes.txt", "--model", model_dir, "--sheet", photos / "s.png")
     assert code == 2 and _one_line(err) == "error: none of the 1 files could be classified (reasons above)"
     assert "UNREADABLE" in out and not (photos / "s.png").exists()
+
+
+def test_predict_on_a_folder_of_only_an_operating_systems_files_says_so(model_dir, photos, capsys):
+    (photos / "mac").mkdir()
+    (photos / "mac" / ".DS_Store").write_bytes(b"Bud1")
+    (photos / "mac" / "._dog0.jpg").write_bytes(b"\x00\x05\x16\x07")
+    code, _, err = _cli(capsys, "predict", photos / "mac", "--model", model_dir, "--sheet", photos / "s.png")
+    assert code == 2 and "Traceback" not in err
+    assert err.splitlines()[-1] == f"error: no files found in {photos / 'mac'}: only files and folders the " \
+        "operating system keeps"
 
 
 @pytest.mark.parametrize("where, message", [("missing", "no model folder at"),

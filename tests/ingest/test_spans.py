@@ -2,6 +2,7 @@ import hashlib
 import io
 import json
 import os
+import re
 
 import pytest
 import tensorflow as tf
@@ -39,6 +40,7 @@ def messy_folder(tmp_path, demo_jpegs):
     (root / "dog" / "._d0.JPG").write_bytes(b"\x00\x05\x16\x07")
     (root / "dog" / "@eaDir" / "d0.JPG").mkdir(parents=True)  # a NAS's thumbnails: the same photos again
     (root / "dog" / "@eaDir" / "d0.JPG" / "SYNOFILE_THUMB_M.jpg").write_bytes(demo_jpegs["dog"][0])
+    (root / "Cats" / ".Trashes").mkdir()  # empty: listed by neither a local folder nor its URI
     (root / "dog" / "page.jpg").write_bytes(b"<html><body>404</body></html>")
     (root / "dog" / "transparent.png").write_bytes(_png_bytes("RGBA"))
     (root / "horse" / "h.jpg").write_bytes(demo_jpegs["dog"][1])
@@ -85,14 +87,39 @@ def test_an_operating_systems_files_come_and_go_without_a_new_span(tmp_path):
     (data / "Thumbs.db").write_bytes(b"\x00" * 8)
     (data / "__MACOSX" / "cat").mkdir(parents=True)  # unzipped from a Mac's zip
     (data / "__MACOSX" / "cat" / "._0.jpg").write_bytes(b"\x00\x05\x16\x07")
+    (data / "cat" / "Desktop.INI").write_text("[.ShellClassInfo]")  # a copy may carry any case
+    (data / "dog" / ".directory").write_text("[Dolphin]")
+    os.symlink("nowhere", data / "dog" / "desktop.ini")  # a broken link is one too, not a quarantined file
+    (data / "cat" / ".Trashes").mkdir()  # empty: nothing, as an object store would list it
+    with open(os.path.join(os.fsencode(data / "dog"), b"._\xff.jpg"), "wb") as f:  # a name that is not UTF-8
+        f.write(b"\x00\x05\x16\x07")
     again = spans.ingest("folder", data, examples)
     assert (again.span, again.reused) == (1, True), "no new span for files no photo is in"
+    now = ["Thumbs.db", "__MACOSX/", "cat/.DS_Store", "cat/Desktop.INI", "dog/._0.jpg", "dog/._\\xff.jpg",
+           "dog/.directory", "dog/desktop.ini"]
+    assert again.passed_over == now, "the table of a reused span says what the folder holds now"
     (data / "cat" / "extra.jpg").write_bytes((data / "dog" / sorted(os.listdir(data / "dog"))[1]).read_bytes())
     grown = spans.ingest("folder", data, examples)
-    assert (grown.span, grown.passed_over) == (2, ["Thumbs.db", "__MACOSX/", "cat/.DS_Store", "dog/._0.jpg"])
+    assert (grown.span, grown.passed_over) == (2, now)
     saved = span_report.load_report(examples, 2)
     assert saved.passed_over == grown.passed_over and saved.counts == grown.counts
     assert grown.files_seen == 5, "passed over, not seen: the counts add up to the files read"
+
+
+@pytest.mark.parametrize("field, value, problem", [
+    ("passed_over", [1, None], "an entry of its passed_over is not a string"),
+    ("quarantined", ["x"], "an entry of its quarantined is not an object with a string for file and reason"),
+    ("quarantined", [{"file": "a"}], "an entry of its quarantined is not an object with a string for file and reason"),
+    ("duplicates", [{"file": "a", "duplicate_of": 5}], "an entry of its duplicates is not an object"),
+])
+def test_a_report_whose_lists_hold_what_no_reader_can_use_is_damaged(tmp_path, field, value, problem):
+    data, examples = tmp_path / "data", tmp_path / "examples"
+    synthetic.write_demo_images(data, 2)
+    spans.ingest("folder", data, examples)
+    path = examples / "span-1" / span_report.REPORT_FILE
+    path.write_text(json.dumps(json.loads(path.read_text()) | {field: value}))
+    with pytest.raises(span_report.DamagedReportError, match=re.escape(problem)):
+        span_report.load_report(examples, 1)
 
 
 def test_span_holds_decodable_rgb_jpeg_examples(messy_folder, tmp_path):

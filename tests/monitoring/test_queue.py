@@ -94,6 +94,21 @@ def test_a_sorted_queue_is_ingested_as_the_next_span_and_what_is_left_unsorted_i
     assert not [line for line in table if line.startswith(f"  quarantined {layout.QUEUE_UNSORTED}")
                 or "more quarantined" in line]
     assert table[-1] == "  each image not sorted is listed in span-1/ingest_report.json"
+    assert "  passed over 2 file(s) the operating system keeps (.DS_Store): not photos, not read (each listed in " \
+        "span-1/ingest_report.json)" in table
+
+
+def test_images_left_in_a_folder_of_a_queue_are_counted_under_that_folders_name(tmp_path, window_images):
+    folder, _ = queue.export(str(tmp_path / "labeling"), window_images[:4], None, {})
+    names = sorted(os.listdir(os.path.join(folder, layout.QUEUE_UNSORTED)))
+    odd = os.path.join(folder, "odd (left in x)")
+    os.mkdir(odd)
+    for name, where in zip(names, ["cat", "dog", odd, odd]):
+        shutil.move(os.path.join(folder, layout.QUEUE_UNSORTED, name), os.path.join(folder, where, name))
+    table = spans.ingest("folder", folder, tmp_path / "examples").table().splitlines()
+    assert [line for line in table if line.startswith("  not sorted")] == [
+        "  not sorted: 2 image(s) left in odd (left in x)/, not ingested (move one into cat/ or dog/ of the queue to "
+        "ingest it)"]
 
 
 def test_in_a_queue_a_cat_named_file_left_unsorted_is_not_labelled_by_its_name(tmp_path, window_images):
