@@ -29,6 +29,7 @@ NORMALIZED = "normalized"
 DUPLICATE = "duplicate"
 QUARANTINED = "quarantined"
 OUTCOMES = (ACCEPTED, NORMALIZED, DUPLICATE, QUARANTINED)
+NOT_SORTED = "not sorted"  # shown apart from the quarantined, among which the report counts them (shown_counts)
 
 
 class DamagedReportError(sources.SourceError):
@@ -97,7 +98,11 @@ class IngestReport:
         lines = [f"Ingest of {printable(self.source)} -> span {self.span}"
                  + (" (unchanged data: existing span reused)" if self.reused else ""),
                  f"  {'files seen':<14}{self.files_seen:>8}"]
-        lines += [f"  {outcome:<14}{self.counts[outcome]:>8}" for outcome in OUTCOMES]
+        unsorted = self._not_sorted()
+        where = ", ".join(f"{folder} ({count})" if len(unsorted) > 1 else folder for folder, count in unsorted.items())
+        lines += [f"  {outcome:<14}{count:>8}" + (f"  left in {where}: move one into cat/ or dog/ of the queue to "
+                                                   "ingest it" if outcome == NOT_SORTED else "")
+                  for outcome, count in shown_counts(self.to_json()).items()]
         lines.append("  examples: " + ", ".join(f"{k} {v}" for k, v in self.examples_per_label.items())
                      + " | " + ", ".join(f"{k} {v}" for k, v in self.examples_per_split.items()))
         if self.carried:
@@ -114,10 +119,7 @@ class IngestReport:
         if self.passed_over:
             lines.append(f"  passed over {sources.passed_over_phrase(self.passed_over)}: not photos, not read"
                          + (f" (each listed in {printable(written_to)})" if written_to else ""))
-        unsorted = self._not_sorted()
-        lines += [f"  not sorted: {count} image(s) left in {where}, not ingested (move one into cat/ or "
-                  "dog/ of the queue to ingest it)" for where, count in unsorted.items()]
-        listed = [entry for entry in self.quarantined if not self._is_not_sorted(entry)]
+        listed = [entry for entry in self.quarantined if not is_not_sorted(entry)]
         for entry in listed[:max_listed]:
             lines.append(f"  quarantined {printable(entry['file'])}: {printable(entry['reason'])}")
         if len(listed) > max_listed:
@@ -127,18 +129,30 @@ class IngestReport:
             lines.append(f"  each image not sorted is listed in {printable(written_to)}")
         return "\n".join(lines)
 
-    @staticmethod
-    def _is_not_sorted(entry: dict) -> bool:
-        return str(entry.get("reason", "")).startswith(sources.NOT_SORTED_PREFIX)
-
     def _not_sorted(self) -> dict[str, int]:
         """A labeling queue's images left unsorted, counted by the folder they were left in."""
         counts: dict[str, int] = {}
-        for entry in filter(self._is_not_sorted, self.quarantined):
+        for entry in filter(is_not_sorted, self.quarantined):
             parts = pathlib.PurePosixPath(printable(entry["file"])).parts
             where = f"{parts[0]}/" if len(parts) > 1 else "the queue's top folder"  # as sources._queue_items says
             counts[where] = counts.get(where, 0) + 1
         return counts
+
+
+def is_not_sorted(entry: dict) -> bool:
+    """Whether a quarantined entry is a labeling queue's image a person left unsorted."""
+    return str(entry.get("reason", "")).startswith(sources.NOT_SORTED_PREFIX)
+
+
+def shown_counts(report: dict) -> dict[str, int]:
+    """A report's outcome counts (its JSON) as the table and the run summary show them: a labeling queue's images
+    left unsorted apart, as "not sorted" (the report counts them among the quarantined, as it lists them)."""
+    counts = {outcome: report["counts"][outcome] for outcome in OUTCOMES}
+    unsorted = sum(1 for entry in report.get("quarantined", []) if isinstance(entry, dict) and is_not_sorted(entry))
+    if unsorted:
+        counts[QUARANTINED] -= unsorted
+        counts[NOT_SORTED] = unsorted
+    return counts
 
 
 def _numbered_spans(root: str) -> list[int]:

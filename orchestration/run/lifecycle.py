@@ -245,8 +245,9 @@ def complete_summary(summary, before: BeforeTheDag | None, *, error: str | None 
                      beam_args: list[str] = (), notes: list[str] = ()) -> None:
     """Adds what happened outside ML Metadata to a summary read from it (reporting.run_summary)."""
     if before is not None:
-        summary.ingest = ({k: before.ingest[k] for k in ("span", "reused", "files_seen", "counts")}
-                          | {"carried": sum(entry.get("examples", 0) for entry in before.ingest.get("carried", []))}
+        summary.ingest = ({k: before.ingest[k] for k in ("span", "reused", "files_seen")}
+                          | {"counts": span_report.shown_counts(before.ingest),
+                             "carried": sum(entry.get("examples", 0) for entry in before.ingest.get("carried", []))}
                           if before.ingest else None)
         summary.missing = list(before.missing)
         notes = [*notes, *before.notes()]

@@ -3,13 +3,14 @@ reported, never ingested."""
 
 import json
 import os
+import pathlib
 import shutil
 
 import numpy as np
 import pytest
 
 from contract import layout, storage
-from ingest import spans
+from ingest import sources, span_report, spans
 from monitoring import looks, queue
 
 
@@ -89,8 +90,10 @@ def test_a_sorted_queue_is_ingested_as_the_next_span_and_what_is_left_unsorted_i
     assert report.files_seen == 8
     assert report.passed_over == ["cat/.DS_Store", f"{layout.QUEUE_UNSORTED}/.DS_Store"]
     table = report.table(max_listed=2, written_to="span-1/ingest_report.json").splitlines()
-    assert f"  not sorted: 4 image(s) left in {layout.QUEUE_UNSORTED}/, not ingested (move one into cat/ or dog/ of " \
-        "the queue to ingest it)" in table, "the images a person left are counted in a line, not listed one by one"
+    assert table[2:7] == ["  accepted             4", "  normalized           0", "  duplicate            0",
+                          "  quarantined          0",
+                          f"  not sorted           4  left in {layout.QUEUE_UNSORTED}/: move one into cat/ or dog/ of "
+                          "the queue to ingest it"], "the images a person left are counted apart, not listed one by one"
     assert not [line for line in table if line.startswith(f"  quarantined {layout.QUEUE_UNSORTED}")
                 or "more quarantined" in line]
     assert table[-1] == "  each image not sorted is listed in span-1/ingest_report.json"
@@ -105,10 +108,11 @@ def test_images_left_in_a_folder_of_a_queue_are_counted_under_that_folders_name(
     os.mkdir(odd)
     for name, where in zip(names, ["cat", "dog", odd, odd]):
         shutil.move(os.path.join(folder, layout.QUEUE_UNSORTED, name), os.path.join(folder, where, name))
+    (pathlib.Path(folder) / "broken.jpg").write_bytes(b"")  # left in the queue's top folder, also not sorted
     table = spans.ingest("folder", folder, tmp_path / "examples").table().splitlines()
     assert [line for line in table if line.startswith("  not sorted")] == [
-        "  not sorted: 2 image(s) left in odd (left in x)/, not ingested (move one into cat/ or dog/ of the queue to "
-        "ingest it)"]
+        "  not sorted           3  left in the queue's top folder (1), odd (left in x)/ (2): move one into cat/ or "
+        "dog/ of the queue to ingest it"]
 
 
 def test_in_a_queue_a_cat_named_file_left_unsorted_is_not_labelled_by_its_name(tmp_path, window_images):
@@ -144,3 +148,13 @@ def test_the_contact_sheet_keeps_thumbnails_not_the_images_while_the_queue_is_wr
         tracemalloc.stop()
     assert count == queue.SHEET_IMAGES + 10 and os.path.exists(os.path.join(folder, layout.CONTACT_SHEET))
     assert peak < 15 * len(base), f"{peak / len(base):.0f} images' bytes held at once ({len(base)} bytes each)"
+
+
+def test_the_run_summary_counts_a_queues_unsorted_images_apart_from_the_quarantined():
+    report = {"counts": {"accepted": 4, "normalized": 1, "duplicate": 0, "quarantined": 3},
+              "quarantined": [{"file": "unsorted/a.jpg", "reason": sources.NOT_SORTED.format(where="unsorted/")},
+                              {"file": "unsorted/b.jpg", "reason": sources.NOT_SORTED.format(where="unsorted/")},
+                              {"file": "cat/c.jpg", "reason": "empty file"}]}
+    assert span_report.shown_counts(report) == {"accepted": 4, "normalized": 1, "duplicate": 0, "quarantined": 1,
+                                                "not sorted": 2}
+    assert span_report.shown_counts(report | {"quarantined": report["quarantined"][2:]}) == report["counts"]
