@@ -62,11 +62,15 @@ def local_path(text: str) -> str:
 def local_source(text: str) -> pathlib.Path:
     """An argparse type: a source a local run reads, on this machine. A URI is refused at parse time: as a path,
     gs://b/images would be looked for as a local folder named gs:/b/images."""
+    if not text.strip():  # an unset variable ("$DATA") would otherwise name the working directory
+        raise argparse.ArgumentTypeError("an empty path: give the folder or file to read")
+    if text.startswith("file://"):
+        raise argparse.ArgumentTypeError(f"{text} is a URI: give it as a path ({text[len('file://'):] or '/'})")
     if re.match(r"[A-Za-z][A-Za-z0-9+.-]*://", text):
         raise argparse.ArgumentTypeError(f"{text} is a URI: a local run reads its source on this machine; copy it "
                                          "here (gsutil -m cp -r), or give it to a Kubeflow or Vertex package, whose "
                                          "tasks read gs:// (compile --data-dir)")
-    return pathlib.Path(text)
+    return pathlib.Path(text).expanduser()  # --data-dir=~/pets: no shell expands a ~ after '=
 
 
 def local_pathlib(text: str) -> pathlib.Path:

@@ -71,7 +71,7 @@ def command_predict(args: argparse.Namespace) -> int:
 
     with startup.loading_libraries():
         from inference import contact_sheet, predict
-        from ingest import sources
+        from ingest import sources, system_files
 
     if args.sheet is not None and args.sheet.suffix.lower() not in SHEET_SUFFIXES:
         raise CommandError(f"--sheet {args.sheet}: the contact sheet is an image; give a path ending in "
@@ -97,7 +97,7 @@ def command_predict(args: argparse.Namespace) -> int:
     passed_over: list = []
     files = predict.find_files(args.paths, passed_over)
     if passed_over:
-        print(f"note: passed over {sources.passed_over_phrase(passed_over)}: not photos", file=sys.stderr)
+        print(f"note: passed over {system_files.passed_over_phrase(passed_over)}: not photos", file=sys.stderr)
     if not files:
         raise CommandError("no files found in " + ", ".join(map(str, args.paths))
                            + (": only files and folders the operating system keeps" if passed_over else ""))
@@ -120,7 +120,8 @@ def command_predict(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps({"model": shown, "sheet": sheet, "sheet_replaced": bool(sheet and replaced),
                           "sheet_error": sheet_error,
-                          "predictions": [dataclasses.asdict(p) for p in predictions]}, indent=2))
+                          "predictions": [dataclasses.asdict(p) for p in predictions],
+                          "passed_over": [sources.printable(str(path)) for path in passed_over]}, indent=2))
     else:
         print(f"model: {shown}")
         print(predict.table(predictions))

@@ -105,7 +105,7 @@ def paired_words(paired: dict, images: int, refused: bool = False) -> str:
     if refused and paired["p_value"] >= uncertainty.SIGNIFICANCE:
         # The thresholds judge the measured accuracy; the served model is kept on a difference chance could make.
         verdict += " (the candidate may be no worse: the served model stays, as the thresholds ask; more test " \
-                   "images would tell them apart)"
+                   "images would tell them apart, and --max-accuracy-drop sets the drop a run allows)"
     return (f"the candidate gets {change} of {images} ({only_candidate} only it gets right, {only_baseline} only "
             f"the baseline; McNemar's exact p = {paired['p_value']:.2g}): {verdict}")
 

@@ -58,17 +58,19 @@ def given_model_dir(model_dir: str | os.PathLike) -> pathlib.Path:
 
 
 def find_files(paths: list[str | os.PathLike], passed_over: list | None = None) -> list[pathlib.Path]:
-    """Files as given, and every file inside folders (sorted) but an operating system's own files and folders
-    (sources.system_part: appended to `passed_over` as paths, a folder's ending in "/"; a file named on the command
-    line is always classified); missing paths are kept to be reported."""
+    """Files as given, and every file inside folders, walked as ingest walks a data folder (ingest.sources.
+    local_files: links to folders followed; what cannot be listed, a broken link or an unreadable folder, kept to
+    be reported) but for an operating system's own files and folders (ingest.system_files: appended to
+    `passed_over` as paths, a folder's ending in "/"; a file named on the command line is always classified);
+    missing paths are kept to be reported."""
     found = []
     for path in map(pathlib.Path, paths):
         if path.is_dir():
-            inside = sorted(p for p in path.rglob("*") if p.is_file())
-            system = [sources.system_part(p.relative_to(path).as_posix()) for p in inside]
-            found += [p for p, part in zip(inside, system) if part is None]
+            files, problems, system = sources.local_files(path)
+            by_parts = lambda relative: pathlib.PurePosixPath(relative).parts  # noqa: E731
+            found += [path / relative for relative in sorted([r for r, _ in files + problems], key=by_parts)]
             if passed_over is not None:
-                passed_over += [f"{path}/{part}" for part in dict.fromkeys(filter(None, system))]
+                passed_over += [f"{path}/{part}" for part in system]
         else:
             found.append(path)
     return found
@@ -246,6 +248,9 @@ def predict_files(serve, files: list[pathlib.Path], batch_size: int = 32,
             jpeg = check_image(path.read_bytes()).jpeg
         except RejectedImage as rejection:
             results[-1].error = rejection.reason
+            continue
+        except IsADirectoryError:  # find_files keeps a folder it could not list, to be reported
+            results[-1].error = "a folder that cannot be listed: its files were not classified"
             continue
         except OSError as error:
             results[-1].error = f"cannot be read: {error.strerror or error}"

@@ -18,13 +18,13 @@ from __future__ import annotations
 import dataclasses
 import os
 import pathlib
-import posixpath
 import re
 from typing import Callable, Iterable, Iterator, NamedTuple
 
 from contract import layout
 from contract.errors import CommandError
 from contract.features import LABEL_NAMES
+from ingest.system_files import is_system_folder, system_part
 
 _FOLDER_LABELS = {name: index for index, label in enumerate(LABEL_NAMES) for name in (label, label + "s")}
 _SPLIT_FOLDERS = {"train": "train", "training": "train", "validation": "eval", "val": "eval", "valid": "eval",
@@ -149,51 +149,6 @@ def _folder_item(relative: pathlib.PurePosixPath, location: str) -> Item:
         else:
             problem = "not inside a class folder (cat/ or dog/) and no cat./dog. file name"
     return Item(relative.as_posix(), label, split, location, problem)
-
-
-# What an operating system or a file server keeps in a folder of photos, never photos: files (Finder's, Explorer's, a
-# Mac's metadata beside each file on a shared disk or in a zip) and folders (a Mac zip's __MACOSX/, a Synology NAS's
-# thumbnails @eaDir/, netatalk's .AppleDouble/, a drive's trash and indexes). A folder source passes over them by
-# name, lists them in its report, and leaves them out of its fingerprint, so that a file browser opening the folder
-# makes no new span; a folder of them is not entered (its thumbnails would be the same photos again, a trash's the
-# ones a person deleted).
-# Matched in any case: Windows' and macOS's file systems ignore it, so a copy may carry any.
-SYSTEM_FILES = frozenset(name.lower() for name in (
-    ".DS_Store", "Thumbs.db", "ehthumbs.db", "ehthumbs_vista.db", "desktop.ini", "Icon\r", ".localized",
-    ".directory",  # KDE's Dolphin
-    ".picasa.ini", "Picasa.ini"))
-SYSTEM_FOLDERS = frozenset(name.lower() for name in (
-    "__MACOSX", "@eaDir", ".AppleDouble", ".Trashes", ".Trash", ".Spotlight-V100", ".fseventsd", ".TemporaryItems",
-    "$RECYCLE.BIN", "System Volume Information", ".picasaoriginals"))
-
-
-def is_system_file(name: str) -> bool:
-    return name.lower() in SYSTEM_FILES or name.startswith("._")
-
-
-def is_system_folder(name: str) -> bool:
-    return name.lower() in SYSTEM_FOLDERS
-
-
-def system_part(relative: str) -> str | None:
-    """The passed-over part of a file's relative path: the first folder of it that is an operating system's (with
-    its "/"), or the path itself when the file is one; None for any other file."""
-    parts = pathlib.PurePosixPath(relative).parts
-    for depth, part in enumerate(parts[:-1]):
-        if is_system_folder(part):
-            return "/".join(parts[:depth + 1]) + "/"
-    return relative if parts and is_system_file(parts[-1]) else None
-
-
-def passed_over_phrase(passed_over: list[str]) -> str:
-    """How many files and folders were passed over, and their names: `3 file(s) the operating system keeps
-    (.DS_Store, ._*, __MACOSX/)`; `passed_over`: paths as Listing.passed_over has them."""
-    folders = sum(str(path).endswith("/") for path in passed_over)
-    counts = " and ".join(f"{count} {kind}(s)" for count, kind in ((len(passed_over) - folders, "file"),
-                                                                   (folders, "folder")) if count)
-    names = {posixpath.basename(str(path).rstrip("/")) + "/" * str(path).endswith("/") for path in passed_over}
-    names = sorted({"._*" if name.startswith("._") else name for name in names})
-    return f"{counts} the operating system keeps ({', '.join(map(printable, names))})"
 
 
 class Listing(NamedTuple):

@@ -15,7 +15,7 @@ import posixpath
 
 from contract import layout, storage
 from contract.errors import printable
-from ingest import sources
+from ingest import sources, system_files
 
 REPORT_FILE = layout.INGEST_REPORT
 # In the examples root: every span number ingest has published there, and the labeled queue each held. A span's
@@ -117,8 +117,9 @@ class IngestReport:
             lines.append(f"  {in_source} images a labeled queue holds too are kept from the source, in the source's "
                          "split, with the label a person gave them in the queue")
         if self.passed_over:
-            lines.append(f"  passed over {sources.passed_over_phrase(self.passed_over)}: not photos, not read"
-                         + (f" (each listed in {printable(written_to)})" if written_to else ""))
+            # a reused span's report lists what was passed over when it was written, not what the folder holds now
+            lines.append(f"  passed over {system_files.passed_over_phrase(self.passed_over)}: not photos, not read"
+                         + (f" (each listed in {printable(written_to)})" if written_to and not self.reused else ""))
         listed = [entry for entry in self.quarantined if not is_not_sorted(entry)]
         for entry in listed[:max_listed]:
             lines.append(f"  quarantined {printable(entry['file'])}: {printable(entry['reason'])}")
@@ -147,9 +148,9 @@ def is_not_sorted(entry: dict) -> bool:
 def shown_counts(report: dict) -> dict[str, int]:
     """A report's outcome counts (its JSON) as the table and the run summary show them: a labeling queue's images
     left unsorted apart, as "not sorted" (the report counts them among the quarantined, as it lists them)."""
-    counts = {outcome: report["counts"][outcome] for outcome in OUTCOMES}
+    counts = dict(report["counts"])
     unsorted = sum(1 for entry in report.get("quarantined", []) if isinstance(entry, dict) and is_not_sorted(entry))
-    if unsorted:
+    if unsorted and isinstance(counts.get(QUARANTINED), int):
         counts[QUARANTINED] -= unsorted
         counts[NOT_SORTED] = unsorted
     return counts

@@ -11,9 +11,10 @@ import pathlib
 import keras
 
 from components.anomalies_gate import ANOMALIES_FILE, SIZE_FEATURES, STATISTICS_FILE, describe_anomalies
-from contract import layout, storage
+from contract import features, layout, storage
 from contract import metadata as metadata_lib
 from contract.layout import RunLayout
+from ingest import span_report
 from reporting import report_figures
 from reporting.markdown_links import render_untrusted_markdown
 from reporting.run_summary import RunSummary, split_words, training_line
@@ -58,7 +59,8 @@ def evaluation(summary: RunSummary, folder: pathlib.Path) -> dict:
                             for model, values in summary.metrics.items()],
             "judged_on": split_words(summary.judged_split) if summary.judged_split else None,
             "label_metric_names": list(next(iter(summary.metrics_by_label.values()), {})),
-            "label_rows": [[label] + list(values.values()) for label, values in summary.metrics_by_label.items()],
+            "label_rows": [[features.named_slice(label)] + list(values.values())
+                           for label, values in summary.metrics_by_label.items()],
             "figures": {}}
     if summary.blessed is not None and summary.confusion_matrix:
         report_figures.confusion_matrix(summary.confusion_matrix, folder / "confusion_matrix.png",
@@ -193,6 +195,8 @@ def data(summary: RunSummary, folder: pathlib.Path, ingest_report: dict | None) 
         part["example_counts"] = list({**ingest_report["examples_per_label"],
                                        **ingest_report["examples_per_split"]}.items())
         part["quarantined"] = [[q["file"], q["reason"]] for q in ingest_report["quarantined"][:200]]
+        part["outcome_counts"] = list(span_report.shown_counts(ingest_report).items())
+        part["carried"] = [[entry.get("span"), entry.get("examples", 0)] for entry in ingest_report.get("carried", [])]
     statistics = summary.artifacts.get("ExampleStatistics")
     if statistics:
         part["image_sizes"] = [[k, v["min"], v["mean"], v["max"]] for k, v in _image_sizes(statistics).items()]

@@ -53,6 +53,15 @@ def runs(root: pathlib.Path) -> list[dict]:
     return sorted(found, key=lambda run: (run["when"], run["folder"]), reverse=True)
 
 
+def _cut(line: str, most: int = 240) -> str:
+    """A long line kept to `most` characters by its start (what failed) and its end (what to do about it, as an
+    error's line ends), the middle marked as left out: the run's own report has the whole."""
+    if len(line) <= most:
+        return line
+    tail = most // 3
+    return f"{line[:most - tail - 3].rstrip()} … {line[-tail:].lstrip()}"
+
+
 def outcome(summary: dict) -> str:
     """A run's outcome in a few words: pushed, blessed, not blessed, or failed with the first line of why."""
     if not isinstance(summary, dict):
@@ -60,7 +69,7 @@ def outcome(summary: dict) -> str:
     if summary.get("error") and str(summary["error"]).strip():
         lines = str(summary["error"]).strip().splitlines()
         # a line that ends in ':' announces the reasons below it (the data gate's): the first of them too
-        said = (f"{lines[0]} {lines[1].strip()}" if lines[0].endswith(":") and len(lines) > 1 else lines[0])[:240]
+        said = _cut(f"{lines[0]} {lines[1].strip()}" if lines[0].endswith(":") and len(lines) > 1 else lines[0])
         return said if said.startswith(("failed", "interrupted", "refused")) else f"failed: {said}"
     version = summary.get("pushed_version")
     nodes = [node for node in summary.get("nodes") or [] if isinstance(node, dict)]

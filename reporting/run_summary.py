@@ -17,7 +17,7 @@ from ml_metadata import metadata_store
 from ml_metadata.proto import metadata_store_pb2
 
 from components import evaluation
-from contract import layout, storage
+from contract import features, layout, storage
 from contract import metadata as metadata_lib
 from trainer import export
 from trainer import hyperparameters as hyperparameters_lib
@@ -119,7 +119,8 @@ class RunSummary:
                               for k, v in values.items())
             lines.append(f"  {model} metrics: {shown}")
         for label, values in self.metrics_by_label.items():
-            lines.append(f"    {label}: " + ", ".join(f"{k} {_fmt(v)}" for k, v in values.items()))
+            shown = ", ".join(f"{k} {_fmt(v)}" for k, v in values.items())
+            lines.append(f"    {features.named_slice(label)}: {shown}")
         if self.training:
             lines.append(f"  trained on: {training_line(self.training)}")
         if self.hyperparameters:
@@ -129,7 +130,11 @@ class RunSummary:
                               for kind, share in export.tflite_agreement(self.tflite).items())
             lines.append(f"  tflite: {shown} of {self.tflite['images']} eval images in the SavedModel's class")
         if self.blessed is not None:
-            lines.append(f"  blessed: {'yes' if self.blessed else 'no'} ({self.decision})")
+            # A cached Evaluator's blessing is the one given when this model was first judged, against what was
+            # served then ("no baseline yet", say, for what is now the served model itself).
+            cached = any(n.node_id == metadata_lib.EVALUATOR and n.state == "cached" for n in self.nodes)
+            lines.append(f"  blessed: {'yes' if self.blessed else 'no'} ({self.decision})"
+                         + (" when this model was first evaluated (cached)" if cached else ""))
         pusher_cached = any(n.node_id == metadata_lib.PUSHER and n.state == "cached" for n in self.nodes)
         lines += [f"  serving folder: {line}" for line in self.cleaned]
         if self.pushed_path and (pusher_cached or self.already_served) and self.replaced_since:

@@ -79,7 +79,7 @@ def test_a_candidate_one_image_worse_of_40_is_within_noise_and_one_15_worse_is_n
     assert "1 image fewer right than the baseline of 40" in evaluation.paired_words(paired, 40)
     assert evaluation.paired_words(paired, 40, refused=True).endswith(
         "within the noise of the split (the candidate may be no worse: the served model stays, as the thresholds "
-        "ask; more test images would tell them apart)")
+        "ask; more test images would tell them apart, and --max-accuracy-drop sets the drop a run allows)")
 
     fifteen_worse = _right_and_wrong(40, wrong=set(range(18)))
     counts = _paired_counts(labels, fifteen_worse, baseline)

@@ -306,6 +306,7 @@ def test_predict_reports_a_bad_file_and_classifies_the_rest(runs, tmp_path):
     assert "note: passed over 1 file(s) and 1 folder(s) the operating system keeps (.DS_Store, __MACOSX/): not " \
            "photos" in result.stderr
     output = json.loads(result.stdout)
+    assert output["passed_over"] == [f"{photos}/.DS_Store", f"{photos}/__MACOSX/"]
     by_name = {pathlib.Path(p["path"]).name: p for p in output["predictions"]}
     assert "truncated or corrupt" in by_name["broken.jpg"]["error"]
     for path in good:
@@ -410,6 +411,8 @@ def test_rerun_with_no_new_data_is_cached_and_pushes_nothing(runs):
     assert runs["second_summary"]["pushed_version"] == 1  # the cached push, not a new one
     assert "span 1 (reused)" in runs["second"].stdout
     assert "pushed: nothing new; version 1" in runs["second"].stdout
+    assert "  blessed: yes (met binary_accuracy >= 0; no baseline yet) when this model was first evaluated (cached)" \
+        in runs["second"].stdout.splitlines(), "the blessing is the first run's, not a judgment of this one"
 
 
 def test_impossible_threshold_is_not_blessed_and_keeps_version_1_intact(runs):

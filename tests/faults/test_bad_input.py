@@ -102,17 +102,24 @@ def test_counts_out_of_range_are_refused_by_the_parser(tmp_path, capsys, flag, v
     assert not (tmp_path / "out").exists()
 
 
-@pytest.mark.parametrize("argv", [["ingest", "--data-dir", "gs://b/images", "--output-dir", "r"],
-                                  ["run", "--data-dir", "file:///srv/images", "--output-dir", "r"],
-                                  ["run", "--parquet", "gs://b/cats.parquet", "--output-dir", "r"]])
-def test_a_local_runs_source_given_as_a_uri_is_refused_by_the_parser(tmp_path, capsys, monkeypatch, argv):
-    """As a path, gs://b/images would be looked for as a folder gs:/b/images here."""
+@pytest.mark.parametrize("argv, said", [
+    (["ingest", "--data-dir", "gs://b/images", "--output-dir", "r"],
+     "gs://b/images is a URI: a local run reads its source on this machine"),
+    (["run", "--parquet", "gs://b/cats.parquet", "--output-dir", "r"], "gs://b/cats.parquet is a URI: a local run"),
+    (["run", "--data-dir", "file:///srv/images", "--output-dir", "r"],
+     "file:///srv/images is a URI: give it as a path (/srv/images)"),
+    (["ingest", "--data-dir", "", "--output-dir", "r"], "an empty path: give the folder or file to read"),
+])
+def test_a_local_runs_source_given_as_a_uri_or_empty_is_refused_by_the_parser(tmp_path, capsys, monkeypatch, argv,
+                                                                              said):
+    """As a path, gs://b/images would be looked for as a folder gs:/b/images here, and "" (an unset $DATA) is the
+    working directory."""
     monkeypatch.chdir(tmp_path)
     with pytest.raises(SystemExit) as exit_:
         pipeline_runner.main(argv)
     err = capsys.readouterr().err
     assert exit_.value.code == 2 and "Traceback" not in err
-    assert f"{argv[2]} is a URI: a local run reads its source on this machine" in err
+    assert f"argument {argv[1]}: {said}" in err
     assert not list(tmp_path.iterdir())
 
 
@@ -416,7 +423,7 @@ def test_predict_exits_1_when_some_files_cannot_be_read(model_dir, photos, capsy
                           "--model", model_dir, "--sheet", photos / "s.png", "--json")
     assert code == 1
     assert _one_line(err) == "warning: 2 of 4 files could not be classified (marked UNREADABLE)"
-    assert json.loads(out)["sheet_replaced"] is False
+    assert json.loads(out)["sheet_replaced"] is False and json.loads(out)["passed_over"] == []
     errors = {p["path"]: p["error"] for p in json.loads(out)["predictions"]}
     assert errors[str(photos / "missing.jpg")] == "cannot be read: No such file or directory"
     assert errors[str(photos / "notes.txt")] and sum(e is None for e in errors.values()) == 2

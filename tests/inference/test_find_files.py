@@ -1,7 +1,7 @@
 """The files `predict` classifies from the paths it is given (inference.predict.find_files)."""
 
 from inference import predict
-from ingest import sources
+from ingest import system_files
 
 
 def test_an_operating_systems_own_files_inside_a_folder_are_passed_over_and_counted(tmp_path):
@@ -21,6 +21,29 @@ def test_an_operating_systems_own_files_inside_a_folder_are_passed_over_and_coun
     assert sorted(passed_over) == [f"{photos}/{name}" for name in (
         ".DS_Store", "._a.jpg", "__MACOSX/", "trip/@eaDir/", "trip/Thumbs.db", "trip/desktop.ini")], \
         "a folder of them is passed over whole: a NAS's thumbnails are the same photos again"
-    assert sources.passed_over_phrase(passed_over) == \
+    assert system_files.passed_over_phrase(passed_over) == \
         "4 file(s) and 2 folder(s) the operating system keeps (.DS_Store, ._*, @eaDir/, Thumbs.db, __MACOSX/, " \
         "desktop.ini)"
+
+
+def test_folders_are_walked_as_ingest_walks_them_links_followed_and_what_cannot_be_read_kept(tmp_path):
+    real, photos = tmp_path / "real", tmp_path / "photos"
+    (real / "cats").mkdir(parents=True)
+    (real / "cats" / "c.jpg").write_bytes(b"x")
+    photos.mkdir()
+    (photos / "cats").symlink_to(real / "cats")  # class folders are often links to where the photos live
+    (photos / "@eaDir").symlink_to(real / "cats")
+    (photos / "gone.jpg").symlink_to(tmp_path / "nowhere")
+    (photos / ".Trash-1000" / "files").mkdir(parents=True)
+    (photos / ".Trash-1000" / "files" / "deleted.jpg").write_bytes(b"x")
+    (photos / "#recycle").mkdir()
+    (photos / "#recycle" / "old.jpg").write_bytes(b"x")
+    (photos / "Icon\r").write_bytes(b"")
+    passed_over = []
+    assert predict.find_files([photos], passed_over) == [photos / "cats" / "c.jpg", photos / "gone.jpg"], \
+        "a broken link is kept, to be reported as unreadable"
+    assert sorted(passed_over) == [f"{photos}/{name}" for name in ("#recycle/", ".Trash-1000/", "@eaDir/", "Icon\r")]
+    assert system_files.passed_over_phrase(passed_over) == \
+        "1 file(s) and 3 folder(s) the operating system keeps (#recycle/, .Trash-1000/, @eaDir/, Icon\\r)", \
+        "a carriage return in a name is shown escaped, not sent to the terminal"
+

@@ -90,14 +90,17 @@ def test_an_operating_systems_files_come_and_go_without_a_new_span(tmp_path):
     (data / "cat" / "Desktop.INI").write_text("[.ShellClassInfo]")  # a copy may carry any case
     (data / "dog" / ".directory").write_text("[Dolphin]")
     os.symlink("nowhere", data / "dog" / "desktop.ini")  # a broken link is one too, not a quarantined file
+    os.symlink("nowhere", data / "cat" / ".AppleDouble")
     (data / "cat" / ".Trashes").mkdir()  # empty: nothing, as an object store would list it
     with open(os.path.join(os.fsencode(data / "dog"), b"._\xff.jpg"), "wb") as f:  # a name that is not UTF-8
         f.write(b"\x00\x05\x16\x07")
     again = spans.ingest("folder", data, examples)
     assert (again.span, again.reused) == (1, True), "no new span for files no photo is in"
-    now = ["Thumbs.db", "__MACOSX/", "cat/.DS_Store", "cat/Desktop.INI", "dog/._0.jpg", "dog/._\\xff.jpg",
-           "dog/.directory", "dog/desktop.ini"]
+    now = ["Thumbs.db", "__MACOSX/", "cat/.AppleDouble", "cat/.DS_Store", "cat/Desktop.INI", "dog/._0.jpg",
+           "dog/._\\xff.jpg", "dog/.directory", "dog/desktop.ini"]
     assert again.passed_over == now, "the table of a reused span says what the folder holds now"
+    assert "each listed in" not in again.table(written_to="span-1/ingest_report.json"), \
+        "the reused span's report lists what was passed over when it was written"
     (data / "cat" / "extra.jpg").write_bytes((data / "dog" / sorted(os.listdir(data / "dog"))[1]).read_bytes())
     grown = spans.ingest("folder", data, examples)
     assert (grown.span, grown.passed_over) == (2, now)

@@ -24,6 +24,12 @@ def test_outcomes_in_a_few_words():
     assert run_index.outcome({"error": "DataAnomaliesError: 1 found; stopping:\n  [test] only 24 examples\n  x"}) == \
         "failed: DataAnomaliesError: 1 found; stopping: [test] only 24 examples"
     assert run_index.outcome({"error": "interrupted (Ctrl-C)"}) == "interrupted (Ctrl-C)"
+    long = ("failed at Trainer: WeightsUnavailableError: could not load MobileNetV2 ImageNet weights: URL fetch "
+            f"failure on https://storage.googleapis.com/{'x' * 200}_no_top.h5. Without network access, use "
+            "--weights none.")
+    cut = run_index.outcome({"error": long})
+    assert len(cut) <= 240 and cut.startswith("failed at Trainer: WeightsUnavailableError: could not load")
+    assert cut.endswith(" … " + long[-80:].lstrip()) and "use --weights none." in cut, "what to do is kept"
     assert run_index.outcome({"pushed_version": 3, "blessed": True}) == "blessed, pushed as version 3"
     assert run_index.outcome({"blessed": True}) == "blessed; nothing new pushed"
     assert run_index.outcome({"pushed_version": 2, "nodes": [{"node_id": "ServingPusher", "state": "cached"}]}) == \

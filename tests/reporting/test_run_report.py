@@ -40,6 +40,22 @@ def test_report_of_a_run_stopped_by_the_data_gate_shows_why_with_the_data(tmp_pa
     assert '<a href="#data">Data</a>' in text and '<a href="#evaluation">' not in text
 
 
+def test_the_data_section_counts_a_queues_images_carried_unsorted_and_passed_over(tmp_path):
+    from ingest import sources
+
+    ingest = _ingest_report() | {
+        "counts": {"accepted": 4, "normalized": 0, "duplicate": 0, "quarantined": 3},
+        "quarantined": [{"file": f"unsorted/{n}.jpg", "reason": sources.NOT_SORTED.format(where="unsorted/")}
+                        for n in (1, 2)] + [{"file": "dog/<bad>.jpg", "reason": "not an image"}],
+        "carried": [{"span": 2, "examples": 34}, {"span": 4, "examples": 6}], "passed_over": [".DS_Store"]}
+    data = run_report.write_report(_summary(), tmp_path, {}, ingest).read_text()
+    data = data[data.index("<h2 id=data>Data</h2>"):]
+    assert "Span 2 from folder:/data/pets: 5 files; and 40 images carried from the labeled queues of earlier spans " \
+           "(span 2: 34, span 4: 6), counted in the examples below; 1 files and folders an operating system keeps " \
+           "passed over." in data
+    assert "<td>quarantined</td><td>1</td>" in data and "<td>not sorted</td><td>2</td>" in data
+
+
 def test_report_of_an_evaluated_run_gives_the_decision_and_the_metrics(tmp_path):
     error = "RuntimeError: the Trainer ran out of memory"
     summary = _summary(nodes=[run_summary.NodeRun("Trainer", "failed", 1.0, 3, 0.0)], error=error, blessed=False,
@@ -58,7 +74,7 @@ def test_report_of_an_evaluated_run_gives_the_decision_and_the_metrics(tmp_path)
     assert "Nothing pushed; the served model is unchanged." in top
     assert "<tr><td>candidate</td><td>0.5000</td><td>40</td></tr>" in text
     assert "<tr><td>baseline</td><td>0.8125</td><td>40</td></tr>" in text
-    assert "<tr><td>label=1</td><td>0.7500</td></tr>" in text
+    assert "<tr><td>label=1 (dog)</td><td>0.7500</td></tr>" in text, "a label slice says its class"
     assert '<img src="confusion_matrix.png"' in text and (tmp_path / "report" / "confusion_matrix.png").is_file()
     assert "<pre>" not in text  # not the data gate's failure
 
