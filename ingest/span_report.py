@@ -63,7 +63,7 @@ class IngestReport:
     not_carried: list[dict] = dataclasses.field(default_factory=list)
     # The source's own fingerprint; source_fingerprint, which decides reuse, also covers the carried spans.
     data_fingerprint: str = ""
-    # A folder's files and folders an operating system keeps (.DS_Store, ._*, __MACOSX/: sources.system_part), not
+    # A folder's files and folders an operating system keeps (.DS_Store, ._*, __MACOSX/: ingest.system_files), not
     # read, not counted.
     passed_over: list[str] = dataclasses.field(default_factory=list)
 

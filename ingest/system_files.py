@@ -10,7 +10,7 @@ same photos again, in another split; a trash's, the ones a person deleted). `pre
 
 from __future__ import annotations
 
-import pathlib
+import functools
 import posixpath
 
 from contract.errors import printable
@@ -36,14 +36,25 @@ def is_system_folder(name: str) -> bool:
 
 
 def system_part(relative: str) -> str | None:
-    """The passed-over part of an entry's relative path: the first folder of it that is an operating system's (with
-    its "/"), or the path itself when the entry is one (a file, or a link of such a name that leads nowhere);
+    """The passed-over part of an entry's relative POSIX path: the first folder of it that is an operating system's
+    (with its "/"), or the path itself when the entry is one (a file, or a link of such a name that leads nowhere);
     None for any other."""
-    parts = pathlib.PurePosixPath(relative).parts
-    for depth, part in enumerate(parts[:-1]):
+    folder, _, name = relative.rstrip("/").rpartition("/")
+    inside = _system_folder_of(folder) if folder else None
+    if inside is not None:
+        return inside
+    return relative if name and (is_system_file(name) or is_system_folder(name)) else None
+
+
+@functools.lru_cache(maxsize=4096)
+def _system_folder_of(folder: str) -> str | None:
+    """The first of a folder's path's parts that is an operating system's folder, as "a/b/" (its files share it:
+    a listing of 25,000 files looks at each folder once)."""
+    parts = [part for part in folder.split("/") if part]
+    for depth, part in enumerate(parts):
         if is_system_folder(part):
             return "/".join(parts[:depth + 1]) + "/"
-    return relative if parts and (is_system_file(parts[-1]) or is_system_folder(parts[-1])) else None
+    return None
 
 
 def _shown(name: str) -> str:
