@@ -64,13 +64,19 @@ def local_source(text: str) -> pathlib.Path:
     gs://b/images would be looked for as a local folder named gs:/b/images."""
     if not text.strip():  # an unset variable ("$DATA") would otherwise name the working directory
         raise argparse.ArgumentTypeError("an empty path: give the folder or file to read")
-    if text.startswith("file://"):
-        raise argparse.ArgumentTypeError(f"{text} is a URI: give it as a path ({text[len('file://'):] or '/'})")
     if re.match(r"[A-Za-z][A-Za-z0-9+.-]*://", text):
+        import urllib.parse
+
+        uri = urllib.parse.urlparse(text)
+        if uri.scheme.lower() == "file" and uri.netloc in ("", "localhost") and uri.path:
+            raise argparse.ArgumentTypeError(f"{text} is a URI: give it as a path ({urllib.parse.unquote(uri.path)})")
         raise argparse.ArgumentTypeError(f"{text} is a URI: a local run reads its source on this machine; copy it "
                                          "here (gsutil -m cp -r), or give it to a Kubeflow or Vertex package, whose "
                                          "tasks read gs:// (compile --data-dir)")
-    return pathlib.Path(text).expanduser()  # --data-dir=~/pets: no shell expands a ~ after '=
+    try:
+        return pathlib.Path(text).expanduser()  # --data-dir=~/pets: no shell expands a ~ after an =
+    except RuntimeError:  # ~someone: no such user
+        raise argparse.ArgumentTypeError(f"{text}: no home folder for {text.split('/')[0]}") from None
 
 
 def local_pathlib(text: str) -> pathlib.Path:

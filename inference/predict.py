@@ -15,7 +15,7 @@ import pathlib
 
 from contract import features, layout, served, storage
 from contract.errors import CommandError, RunFailedError, first_line, printable
-from ingest import sources
+from ingest import system_files
 from ingest.images import RejectedImage, check_image
 
 
@@ -58,22 +58,52 @@ def given_model_dir(model_dir: str | os.PathLike) -> pathlib.Path:
 
 
 def find_files(paths: list[str | os.PathLike], passed_over: list | None = None) -> list[pathlib.Path]:
-    """Files as given, and every file inside folders, walked as ingest walks a data folder (ingest.sources.
-    local_files: links to folders followed; what cannot be listed, a broken link or an unreadable folder, kept to
-    be reported) but for an operating system's own files and folders (ingest.system_files: appended to
-    `passed_over` as paths, a folder's ending in "/"; a file named on the command line is always classified);
-    missing paths are kept to be reported."""
-    found = []
+    """Files as given, and every file inside folders, sorted, each once: links to folders followed, each folder
+    walked once (a link loop, or a link to a folder walked already, adds nothing), a broken link or a folder that
+    cannot be listed kept to be reported, a pipe or a device never opened; an operating system's own files and
+    folders passed over (ingest.system_files: appended to `passed_over` as paths, a folder's ending in "/"; a file
+    named on the command line is always classified). Missing paths are kept to be reported."""
+    found: dict[str, pathlib.Path] = {}
+    seen: set[tuple[int, int]] = set()
+    passed: dict[str, None] = {}
     for path in map(pathlib.Path, paths):
-        if path.is_dir():
-            files, problems, system = sources.local_files(path)
-            by_parts = lambda relative: pathlib.PurePosixPath(relative).parts  # noqa: E731
-            found += [path / relative for relative in sorted([r for r, _ in files + problems], key=by_parts)]
-            if passed_over is not None:
-                passed_over += [f"{path}/{part}" for part in system]
-        else:
-            found.append(path)
-    return found
+        inside = _walk(path, seen, passed) if path.is_dir() else [path]
+        found.update((os.path.abspath(file), file) for file in inside if os.path.abspath(file) not in found)
+    if passed_over is not None:
+        passed_over += list(passed)
+    return list(found.values())
+
+
+def _walk(top: pathlib.Path, seen: set, passed: dict) -> list[pathlib.Path]:
+    """The files below `top` as find_files takes them, walked without recursion (a deep tree is no fault)."""
+    files, stack = [], [top]
+    while stack:
+        folder = stack.pop()
+        try:
+            identity = (folder.stat().st_dev, folder.stat().st_ino)
+            if identity in seen:
+                continue
+            seen.add(identity)
+            with os.scandir(folder) as listing:
+                entries = sorted(listing, key=lambda entry: entry.name)
+        except OSError:
+            files.append(folder)  # reported: a folder that cannot be listed
+            continue
+        folders = []
+        for entry in entries:
+            entry_path = folder / entry.name
+            try:
+                is_dir, is_file, is_link = entry.is_dir(), entry.is_file(), entry.is_symlink()
+            except OSError:
+                is_dir = is_file = is_link = False
+            if system_files.system_part(entry.name) is not None:
+                passed[f"{entry_path}/" if is_dir else str(entry_path)] = None
+            elif is_dir:
+                folders.append(entry_path)
+            elif is_file or is_link:  # a link that leads nowhere: reported as unreadable
+                files.append(entry_path)
+        stack += reversed(folders)
+    return sorted(files)
 
 
 class ServerError(RunFailedError):
@@ -251,6 +281,10 @@ def predict_files(serve, files: list[pathlib.Path], batch_size: int = 32,
             continue
         except IsADirectoryError:  # find_files keeps a folder it could not list, to be reported
             results[-1].error = "a folder that cannot be listed: its files were not classified"
+            continue
+        except PermissionError as error:
+            results[-1].error = (f"a folder that cannot be listed ({error.strerror}): its files were not classified"
+                                 if path.is_dir() else f"cannot be read: {error.strerror}")
             continue
         except OSError as error:
             results[-1].error = f"cannot be read: {error.strerror or error}"

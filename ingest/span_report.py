@@ -151,6 +151,7 @@ def shown_counts(report: dict) -> dict[str, int]:
     counts = dict(report["counts"])
     unsorted = sum(1 for entry in report.get("quarantined", []) if isinstance(entry, dict) and is_not_sorted(entry))
     if unsorted and isinstance(counts.get(QUARANTINED), int):
+        unsorted = min(unsorted, counts[QUARANTINED])  # a report at odds with itself shows no negative count
         counts[QUARANTINED] -= unsorted
         counts[NOT_SORTED] = unsorted
     return counts

@@ -14,10 +14,10 @@ from components.anomalies_gate import ANOMALIES_FILE, SIZE_FEATURES, STATISTICS_
 from contract import features, layout, storage
 from contract import metadata as metadata_lib
 from contract.layout import RunLayout
-from ingest import span_report
+from ingest import span_report, system_files
 from reporting import report_figures
 from reporting.markdown_links import render_untrusted_markdown
-from reporting.run_summary import RunSummary, split_words, training_line
+from reporting.run_summary import CACHED_BLESSING, RunSummary, split_words, training_line
 from trainer import export
 from trainer import hyperparameters as hyperparameters_lib
 from trainer import model as model_lib
@@ -196,7 +196,11 @@ def data(summary: RunSummary, folder: pathlib.Path, ingest_report: dict | None) 
                                        **ingest_report["examples_per_split"]}.items())
         part["quarantined"] = [[q["file"], q["reason"]] for q in ingest_report["quarantined"][:200]]
         part["outcome_counts"] = list(span_report.shown_counts(ingest_report).items())
-        part["carried"] = [[entry.get("span"), entry.get("examples", 0)] for entry in ingest_report.get("carried", [])]
+        part["carried"] = [[entry["span"], entry["examples"]] for entry in ingest_report.get("carried", [])
+                           if isinstance(entry, dict) and isinstance(entry.get("examples"), int)]
+        passed_over = ingest_report.get("passed_over")
+        part["passed_over"] = system_files.passed_over_phrase(passed_over) if isinstance(passed_over, list) \
+            and passed_over else None
     statistics = summary.artifacts.get("ExampleStatistics")
     if statistics:
         part["image_sizes"] = [[k, v["min"], v["mean"], v["max"]] for k, v in _image_sizes(statistics).items()]
@@ -225,5 +229,5 @@ def page(summary: RunSummary, folder: pathlib.Path, training_config: dict, inges
                  training(summary, folder, training_config), data(summary, folder, ingest_report)):
         figures.update(part.pop("figures", {}))
         context |= part
-    return context | {"figures": figures}
+    return context | {"figures": figures, "cached_blessing": CACHED_BLESSING}
 

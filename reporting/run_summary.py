@@ -85,6 +85,12 @@ class RunSummary:
             self.served_version != self.pushed_version
 
     @property
+    def evaluation_cached(self) -> bool:
+        """A cached Evaluator's blessing is the one given when this model was first judged, against what was served
+        then ("no baseline yet", say, for what is now the served model itself)."""
+        return any(n.node_id == metadata_lib.EVALUATOR and n.state == "cached" for n in self.nodes)
+
+    @property
     def failed(self) -> bool:
         return self.error is not None or any(n.state == "failed" for n in self.nodes)
 
@@ -130,11 +136,8 @@ class RunSummary:
                               for kind, share in export.tflite_agreement(self.tflite).items())
             lines.append(f"  tflite: {shown} of {self.tflite['images']} eval images in the SavedModel's class")
         if self.blessed is not None:
-            # A cached Evaluator's blessing is the one given when this model was first judged, against what was
-            # served then ("no baseline yet", say, for what is now the served model itself).
-            cached = any(n.node_id == metadata_lib.EVALUATOR and n.state == "cached" for n in self.nodes)
             lines.append(f"  blessed: {'yes' if self.blessed else 'no'} ({self.decision})"
-                         + (" when this model was first evaluated (cached)" if cached else ""))
+                         + (f" {CACHED_BLESSING}" if self.evaluation_cached else ""))
         pusher_cached = any(n.node_id == metadata_lib.PUSHER and n.state == "cached" for n in self.nodes)
         lines += [f"  serving folder: {line}" for line in self.cleaned]
         if self.pushed_path and (pusher_cached or self.already_served) and self.replaced_since:
@@ -272,6 +275,9 @@ def summarize_run(store: metadata_store.MetadataStore | None, pipeline_name: str
     summary.hyperparameters = hyperparameters_of(history, summary.run_id,
                                                  searched=any(n.node_id == metadata_lib.TUNER for n in summary.nodes))
     return summary
+
+
+CACHED_BLESSING = "when this model was first evaluated (cached)"
 
 
 def _readable(summary: RunSummary, read, serving_dir: str):

@@ -109,6 +109,12 @@ def test_counts_out_of_range_are_refused_by_the_parser(tmp_path, capsys, flag, v
     (["run", "--data-dir", "file:///srv/images", "--output-dir", "r"],
      "file:///srv/images is a URI: give it as a path (/srv/images)"),
     (["ingest", "--data-dir", "", "--output-dir", "r"], "an empty path: give the folder or file to read"),
+    (["ingest", "--data-dir", "FILE://localhost/srv/my%20images", "--output-dir", "r"],
+     "FILE://localhost/srv/my%20images is a URI: give it as a path (/srv/my images)"),
+    (["ingest", "--data-dir", "file://server/images", "--output-dir", "r"],
+     "file://server/images is a URI: a local run reads its source"),
+    (["ingest", "--data-dir=~nosuchuser1234/pets", "--output-dir", "r"],
+     "~nosuchuser1234/pets: no home folder for ~nosuchuser1234"),
 ])
 def test_a_local_runs_source_given_as_a_uri_or_empty_is_refused_by_the_parser(tmp_path, capsys, monkeypatch, argv,
                                                                               said):
@@ -119,7 +125,7 @@ def test_a_local_runs_source_given_as_a_uri_or_empty_is_refused_by_the_parser(tm
         pipeline_runner.main(argv)
     err = capsys.readouterr().err
     assert exit_.value.code == 2 and "Traceback" not in err
-    assert f"argument {argv[1]}: {said}" in err
+    assert f"argument {argv[1].split('=')[0]}: {said}" in err
     assert not list(tmp_path.iterdir())
 
 

@@ -1,5 +1,7 @@
 """The files `predict` classifies from the paths it is given (inference.predict.find_files)."""
 
+import os
+
 from inference import predict
 from ingest import system_files
 
@@ -24,6 +26,18 @@ def test_an_operating_systems_own_files_inside_a_folder_are_passed_over_and_coun
     assert system_files.passed_over_phrase(passed_over) == \
         "4 file(s) and 2 folder(s) the operating system keeps (.DS_Store, ._*, @eaDir/, Thumbs.db, __MACOSX/, " \
         "desktop.ini)"
+
+
+def test_each_file_once_a_loop_walked_once_a_pipe_never_opened(tmp_path):
+    photos = tmp_path / "photos"
+    deep = photos / "d" / "e"
+    deep.mkdir(parents=True)
+    (deep / "deep.jpg").write_bytes(b"x")
+    (photos / "a.jpg").write_bytes(b"x")
+    (photos / "self").symlink_to(photos)  # a loop
+    os.mkfifo(photos / "pipe.jpg")  # opening it would wait for a writer
+    found = predict.find_files([photos, photos, photos / "a.jpg"])
+    assert found == [photos / "a.jpg", deep / "deep.jpg"], "each file once, the pipe left alone"
 
 
 def test_folders_are_walked_as_ingest_walks_them_links_followed_and_what_cannot_be_read_kept(tmp_path):

@@ -51,9 +51,17 @@ def test_the_data_section_counts_a_queues_images_carried_unsorted_and_passed_ove
     data = run_report.write_report(_summary(), tmp_path, {}, ingest).read_text()
     data = data[data.index("<h2 id=data>Data</h2>"):]
     assert "Span 2 from folder:/data/pets: 5 files; and 40 images carried from the labeled queues of earlier spans " \
-           "(span 2: 34, span 4: 6), counted in the examples below; 1 files and folders an operating system keeps " \
-           "passed over." in data
+           "(span 2: 34, span 4: 6), counted in the examples below; passed over 1 file(s) the operating system keeps " \
+           "(.DS_Store)." in data
     assert "<td>quarantined</td><td>1</td>" in data and "<td>not sorted</td><td>2</td>" in data
+
+
+def test_a_cached_blessing_says_it_is_the_one_given_when_the_model_was_first_evaluated(tmp_path):
+    nodes = [run_summary.NodeRun(node_ids.EVALUATOR, "cached", 0.0, 3, 0.0)]
+    summary = _summary(nodes=nodes, blessed=True, decision="met binary_accuracy >= 0.8; no baseline yet")
+    text = run_report.write_report(summary, tmp_path, {}, None).read_text()
+    assert "met binary_accuracy &gt;= 0.8; no baseline yet when this model was first evaluated (cached)." in text
+    assert "no baseline yet) when this model was first evaluated (cached)" in summary.text()
 
 
 def test_report_of_an_evaluated_run_gives_the_decision_and_the_metrics(tmp_path):
