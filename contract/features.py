@@ -13,14 +13,6 @@ POSITIVE_LABEL = LABEL_NAMES[1]
 # Raw tf.Example features, as written by ingest.
 IMAGE_KEY = "image"  # JPEG bytes
 LABEL_KEY = "label"  # int64, index into LABEL_NAMES
-
-
-def named_slice(slice_name: str) -> str:
-    """An evaluation slice of the label with its class's name: 'label=1' -> 'label=1 (dog)'; any other as it is."""
-    key, _, value = slice_name.partition("=")
-    if key == LABEL_KEY and value in LABEL_VALUES:  # ASCII digits only: '²'.isdigit() holds and int('²') raises
-        return f"{slice_name} ({LABEL_NAMES[int(value)]})"
-    return slice_name
 HEIGHT_KEY = "height"  # int64, pixels of the source image
 WIDTH_KEY = "width"  # int64
 SOURCE_KEY = "source"  # bytes, path of the source file relative to the data root
@@ -40,3 +32,11 @@ CLASS_OUTPUT = "class_name"  # "" where the image could not be decoded
 # serving_default only: one bad image in a batch does not fail the others.
 VALID_OUTPUT = "valid"  # bool: the image was decoded and classified
 ERROR_OUTPUT = "error"  # "" or why the image was not classified
+
+
+def named_slice(slice_name: str) -> str:
+    """An evaluation slice of the label with its class's name: 'label=1' -> 'label=1 (dog)'; any other as it is."""
+    key, _, value = slice_name.partition("=")
+    if key == LABEL_KEY and value in LABEL_VALUES:  # ASCII digits only: '²'.isdigit() holds and int('²') raises
+        return f"{slice_name} ({LABEL_NAMES[int(value)]})"
+    return slice_name

@@ -213,13 +213,17 @@ def local_files(root: str | os.PathLike) -> Listing:
     problems: list[tuple[str, str]] = []
     skipped: list[str] = []  # an operating system's folders, not entered
 
-    def walk(folder: str, relative: pathlib.PurePosixPath, ancestors: frozenset) -> None:
+    root_stat = os.stat(root)
+    # Walked from a stack, not by recursion: a tree of any depth is listed (the order is sorted out at the end).
+    stack = [(os.fspath(root), pathlib.PurePosixPath(), frozenset({(root_stat.st_dev, root_stat.st_ino)}))]
+    while stack:
+        folder, relative, ancestors = stack.pop()
         try:
             entries = sorted(os.scandir(folder), key=lambda e: e.name)
         except OSError as error:
             problems.append((f"{relative.as_posix()}/", f"folder cannot be read ({error.strerror or error}): "
                                                          "its files were not ingested"))
-            return
+            continue
         for entry in entries:
             name = relative / entry.name
             try:
@@ -232,7 +236,7 @@ def local_files(root: str | os.PathLike) -> Listing:
                         problems.append((f"{name.as_posix()}/", f"symbolic link loop: leads back to a folder "
                                                                 f"above it ({os.path.realpath(entry.path)})"))
                     else:
-                        walk(entry.path, name, ancestors | {identity})
+                        stack.append((entry.path, name, ancestors | {identity}))
                 elif entry.is_file():
                     files.append((name.as_posix(), entry.path))
                 elif entry.is_symlink():
@@ -241,9 +245,6 @@ def local_files(root: str | os.PathLike) -> Listing:
                     problems.append((name.as_posix(), "not a regular file"))
             except OSError as error:
                 problems.append((name.as_posix(), f"cannot be read ({error.strerror or error})"))
-
-    root_stat = os.stat(root)
-    walk(os.fspath(root), pathlib.PurePosixPath(), frozenset({(root_stat.st_dev, root_stat.st_ino)}))
     return _passing_over(files, problems, skipped)
 
 

@@ -28,10 +28,13 @@ def test_an_operating_systems_own_files_inside_a_folder_are_passed_over_and_coun
         "desktop.ini)"
 
 
-def test_each_file_once_a_loop_walked_once_a_pipe_never_opened(tmp_path):
+def test_each_file_once_a_loop_walked_once_a_pipe_never_opened_a_deep_tree_no_fault(tmp_path):
     photos = tmp_path / "photos"
-    deep = photos / "d" / "e"
-    deep.mkdir(parents=True)
+    photos.mkdir()
+    deep = photos
+    for _ in range(1100):  # deeper than Python's recursion limit; one folder at a time, as mkdir(parents) recurses
+        deep = deep / "d"
+        deep.mkdir()
     (deep / "deep.jpg").write_bytes(b"x")
     (photos / "a.jpg").write_bytes(b"x")
     (photos / "self").symlink_to(photos)  # a loop

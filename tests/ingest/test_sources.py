@@ -142,3 +142,14 @@ def test_names_that_are_not_utf8_are_quarantined_in_folders_and_escaped_in_parqu
     pq.write_table(table, parquet / "d.parquet")
     os.rename(parquet / "d.parquet", os.fsencode(parquet) + b"/d\xe9.parquet")
     assert [(i.id, i.problem) for i in sources.parquet_items(parquet)] == [("d\\xe9.parquet#0", None)]
+
+
+def test_a_folder_tree_deeper_than_pythons_recursion_limit_is_listed(tmp_path):
+    path = tmp_path / "data"
+    path.mkdir()
+    for _ in range(1100):  # one folder at a time: pathlib's own mkdir(parents=True) recurses
+        path = path / "d"
+        path.mkdir()
+    (path / "cat.1.jpg").write_bytes(b"x")
+    listing = sources.local_files(tmp_path / "data")
+    assert [relative.count("/") for relative, _ in listing.files] == [1100] and listing.problems == []
