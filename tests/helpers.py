@@ -57,6 +57,26 @@ def no_bytecode_written():
             os.environ["PYTHONDONTWRITEBYTECODE"] = environment
 
 
+@contextlib.contextmanager
+def deep_tree(top: pathlib.Path, depth: int):
+    """`top`/d/d/.../d, `depth` folders, made and removed one folder at a time: pathlib's mkdir(parents=True) and
+    shutil.rmtree (pytest's clean-up of old temporary folders, in a later session too) recurse, and a tree deeper
+    than Python's recursion limit would fail them. Yields the deepest folder; its files are removed with it."""
+    path = top
+    try:
+        for _ in range(depth):
+            path = path / "d"
+            path.mkdir()
+        yield path
+    finally:
+        while path != top:
+            for entry in path.iterdir():
+                if not entry.is_dir() or entry.is_symlink():
+                    entry.unlink()
+            path.rmdir()
+            path = path.parent
+
+
 def project_packages() -> set[str]:
     """The project's top-level packages and modules, as shipped (not the tests or the benchmarks)."""
     return {p.parent.name for p in ROOT.glob("*/__init__.py")} - {"tests", "benchmarks"} | {"pipeline_runner"}

@@ -4,6 +4,7 @@ import os
 
 from inference import predict
 from ingest import system_files
+from tests.helpers import deep_tree
 
 
 def test_an_operating_systems_own_files_inside_a_folder_are_passed_over_and_counted(tmp_path):
@@ -31,15 +32,12 @@ def test_an_operating_systems_own_files_inside_a_folder_are_passed_over_and_coun
 def test_each_file_once_a_loop_walked_once_a_pipe_never_opened_a_deep_tree_no_fault(tmp_path):
     photos = tmp_path / "photos"
     photos.mkdir()
-    deep = photos
-    for _ in range(1100):  # deeper than Python's recursion limit; one folder at a time, as mkdir(parents) recurses
-        deep = deep / "d"
-        deep.mkdir()
-    (deep / "deep.jpg").write_bytes(b"x")
     (photos / "a.jpg").write_bytes(b"x")
     (photos / "self").symlink_to(photos)  # a loop
     os.mkfifo(photos / "pipe.jpg")  # opening it would wait for a writer
-    found = predict.find_files([photos, photos, photos / "a.jpg"])
+    with deep_tree(photos, 1100) as deep:  # deeper than Python's recursion limit
+        (deep / "deep.jpg").write_bytes(b"x")
+        found = predict.find_files([photos, photos, photos / "a.jpg"])
     assert found == [photos / "a.jpg", deep / "deep.jpg"], "each file once, the pipe left alone"
 
 

@@ -11,6 +11,7 @@ import tensorflow_datasets as tfds
 from PIL import Image
 
 from ingest import sources, spans, synthetic
+from tests.helpers import deep_tree
 
 
 def _write(path, data):
@@ -145,11 +146,7 @@ def test_names_that_are_not_utf8_are_quarantined_in_folders_and_escaped_in_parqu
 
 
 def test_a_folder_tree_deeper_than_pythons_recursion_limit_is_listed(tmp_path):
-    path = tmp_path / "data"
-    path.mkdir()
-    for _ in range(1100):  # one folder at a time: pathlib's own mkdir(parents=True) recurses
-        path = path / "d"
-        path.mkdir()
-    (path / "cat.1.jpg").write_bytes(b"x")
-    listing = sources.local_files(tmp_path / "data")
+    with deep_tree(tmp_path, 1100) as deepest:
+        (deepest / "cat.1.jpg").write_bytes(b"x")
+        listing = sources.local_files(tmp_path)
     assert [relative.count("/") for relative, _ in listing.files] == [1100] and listing.problems == []
