@@ -340,11 +340,13 @@ def explain(model_dir: str | os.PathLike, jpegs: dict[int, bytes]) -> dict:
 
 
 def table(predictions: list[Prediction]) -> str:
-    width = max([len(p.path) for p in predictions] + [4])
+    """One line a file: a name holding a newline or another control character is shown with it escaped."""
+    paths = [system_files.shown_name(p.path) for p in predictions]
+    width = max([len(path) for path in paths] + [4])
     lines = [f"{'file':<{width}}  {'class':<6}{'dog probability':>16}"]
-    for p in predictions:
+    for path, p in zip(paths, predictions):
         if p.error:
-            lines.append(f"{p.path:<{width}}  UNREADABLE: {p.error}")
+            lines.append(f"{path:<{width}}  UNREADABLE: {p.error}")
         else:
-            lines.append(f"{p.path:<{width}}  {p.class_name:<6}{p.dog_probability:>16.4f}")
+            lines.append(f"{path:<{width}}  {p.class_name:<6}{p.dog_probability:>16.4f}")
     return "\n".join(lines)

@@ -57,9 +57,10 @@ def _system_folder_of(folder: str) -> str | None:
     return None
 
 
-def _shown(name: str) -> str:
-    """A name as a line can show it: a control character (Icon\r's carriage return) written as an escape."""
-    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in printable(name))
+def shown_name(name: str) -> str:
+    """A name as a line can show it: a byte that is not UTF-8 as \\xNN (Python keeps it as a lone surrogate, which
+    no terminal can print), a control character (Icon\\r's carriage return, a newline) as its escape."""
+    return printable(name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace"))
 
 
 def passed_over_phrase(passed_over: list[str]) -> str:
@@ -70,4 +71,4 @@ def passed_over_phrase(passed_over: list[str]) -> str:
                                                                    (folders, "folder")) if count)
     names = {posixpath.basename(str(path).rstrip("/")) + "/" * str(path).endswith("/") for path in passed_over}
     names = sorted({"._*" if name.startswith("._") else name for name in names})
-    return f"{counts} the operating system keeps ({', '.join(map(_shown, names))})"
+    return f"{counts} the operating system keeps ({', '.join(map(shown_name, names))})"

@@ -62,3 +62,11 @@ def test_folders_are_walked_as_ingest_walks_them_links_followed_and_what_cannot_
         "1 file(s) and 3 folder(s) the operating system keeps (#recycle/, .Trash-1000/, @eaDir/, Icon\\r)", \
         "a carriage return in a name is shown escaped, not sent to the terminal"
 
+
+def test_the_table_gives_each_file_one_line_whatever_its_name_holds():
+    predictions = [predict.Prediction("photos/two\nlines.jpg", "dog", 0.75),
+                   predict.Prediction("photos/\udcff.jpg", None, None, error="empty file")]
+    lines = predict.table(predictions).splitlines()
+    assert len(lines) == 3 and lines[1].startswith("photos/two\\nlines.jpg  dog")
+    assert lines[2].startswith("photos/\\xff.jpg") and lines[2].endswith("UNREADABLE: empty file")
+
