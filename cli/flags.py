@@ -50,10 +50,13 @@ def count(minimum: int):
     return parse
 
 
+_URI = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")  # a scheme and "//": gs://, file://, s3://
+
+
 def local_path(text: str) -> str:
     """An argparse type: a path on this machine, for a flag that writes there. A URI is refused at parse time:
     as a path, gs://b/p.yaml would write a local folder named gs:."""
-    if re.match(r"[A-Za-z][A-Za-z0-9+.-]*://", text):
+    if _URI.match(text):
         raise argparse.ArgumentTypeError(f"{text} is a URI: this flag writes on this machine; give a local path "
                                          "(and copy the file to Cloud Storage afterwards if it belongs there)")
     return text
@@ -64,7 +67,7 @@ def local_source(text: str) -> pathlib.Path:
     gs://b/images would be looked for as a local folder named gs:/b/images."""
     if not text.strip():  # an unset variable ("$DATA") would otherwise name the working directory
         raise argparse.ArgumentTypeError("an empty path: give the folder or file to read")
-    if re.match(r"[A-Za-z][A-Za-z0-9+.-]*://", text):
+    if _URI.match(text):
         import urllib.parse
 
         uri = urllib.parse.urlparse(text)

@@ -89,6 +89,12 @@ def fail_task(line: str) -> NoReturn:
     raise SystemExit(end(RunFailedError(line)))
 
 
+def undecodable_escaped(name: str) -> str:
+    """`name` as text that can be written anywhere: the bytes of a name that is not UTF-8, which Python keeps as
+    lone surrogates (and which no report, table or tf.Example can hold), as \\xNN."""
+    return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
 def printable(text: str) -> str:
     """`text` as it can stand in one line of a terminal: names and records from files (a file name, a push
     record's model URI) may hold a newline, which would forge a line of the output, or an escape sequence, which

@@ -22,7 +22,7 @@ import re
 from typing import Callable, Iterable, Iterator, NamedTuple
 
 from contract import layout
-from contract.errors import CommandError
+from contract.errors import CommandError, undecodable_escaped
 from contract.features import LABEL_NAMES
 from ingest.system_files import is_system_folder, system_part
 
@@ -46,10 +46,7 @@ NOT_UTF8 = "name is not valid UTF-8"
 _READ_ON = 1 << 16  # what a local file is read by once the bytes its size promised have come
 
 
-def printable(name: str) -> str:
-    """`name` as text that can be written anywhere: the bytes of a name that is not UTF-8, which Python keeps as
-    lone surrogates (and which no report, table or tf.Example can hold), as \\xNN."""
-    return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+printable = undecodable_escaped  # a file's or a record's name, as reports and examples hold it
 
 
 @dataclasses.dataclass(frozen=True)
@@ -171,7 +168,7 @@ def _passing_over(files: list[tuple[str, str]], problems: list[tuple[str, str]],
             else:
                 passed[part] = None
     return Listing(sorted(kept, key=by_parts), sorted(unlisted, key=by_parts),
-                   [relative for relative, _ in sorted(((p, None) for p in passed), key=by_parts)])
+                   sorted(passed, key=lambda relative: pathlib.PurePosixPath(relative).parts))
 
 
 def remote_files(root: str) -> Listing:
@@ -299,6 +296,12 @@ NOT_SORTED_PREFIX = "not sorted: "
 NOT_SORTED = NOT_SORTED_PREFIX + "move it into cat/ or dog/ of the labeling queue to ingest it (left in {where})"
 
 
+def left_in(relative: str) -> str:
+    """The folder of a labeling queue an image was left in: its top-level folder, or the queue's top folder."""
+    parts = pathlib.PurePosixPath(relative).parts
+    return f"{parts[0]}/" if len(parts) > 1 else "the queue's top folder"
+
+
 def _queue_items(items: list[Item]) -> list[Item]:
     """The items of a labeling queue: labelled by its top-level cat/ or dog/ folder alone (a file's name, or a
     folder deeper down, says nothing there); every other image is reported as not sorted, never ingested."""
@@ -310,7 +313,7 @@ def _queue_items(items: list[Item]) -> list[Item]:
         if len(parts) > 1 and label_for_folder(parts[0]) is not None and not item.problem:
             kept.append(dataclasses.replace(item, label=label_for_folder(parts[0]), split=None))
         else:
-            where = f"{parts[0]}/" if len(parts) > 1 else "the queue's top folder"
+            where = left_in(item.id)
             unread = item.problem and not item.problem.startswith(_NO_LABEL)  # a file that could not be read says so
             problem = item.problem if unread else NOT_SORTED.format(where=where)
             kept.append(Item(item.id, None, None, item.unit, problem))

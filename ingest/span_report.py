@@ -10,7 +10,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import pathlib
 import posixpath
 
 from contract import layout, storage
@@ -102,7 +101,7 @@ class IngestReport:
         where = ", ".join(f"{folder} ({count})" if len(unsorted) > 1 else folder for folder, count in unsorted.items())
         lines += [f"  {outcome:<14}{count:>8}" + (f"  left in {where}: move one into cat/ or dog/ of the queue to "
                                                    "ingest it" if outcome == NOT_SORTED else "")
-                  for outcome, count in shown_counts(self.to_json()).items()]
+                  for outcome, count in shown_counts({"counts": self.counts, "quarantined": self.quarantined}).items()]
         lines.append("  examples: " + ", ".join(f"{k} {v}" for k, v in self.examples_per_label.items())
                      + " | " + ", ".join(f"{k} {v}" for k, v in self.examples_per_split.items()))
         if self.carried:
@@ -134,8 +133,7 @@ class IngestReport:
         """A labeling queue's images left unsorted, counted by the folder they were left in."""
         counts: dict[str, int] = {}
         for entry in filter(is_not_sorted, self.quarantined):
-            parts = pathlib.PurePosixPath(printable(entry["file"])).parts
-            where = f"{parts[0]}/" if len(parts) > 1 else "the queue's top folder"  # as sources._queue_items says
+            where = sources.left_in(printable(entry["file"]))
             counts[where] = counts.get(where, 0) + 1
         return counts
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import functools
 import posixpath
 
-from contract.errors import printable
+from contract.errors import printable, undecodable_escaped
 
 # Matched in any case: Windows' and macOS's file systems ignore it, so a copy may carry any.
 SYSTEM_FILES = frozenset(name.lower() for name in (
@@ -60,7 +60,7 @@ def _system_folder_of(folder: str) -> str | None:
 def shown_name(name: str) -> str:
     """A name as a line can show it: a byte that is not UTF-8 as \\xNN (Python keeps it as a lone surrogate, which
     no terminal can print), a control character (Icon\\r's carriage return, a newline) as its escape."""
-    return printable(name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace"))
+    return printable(undecodable_escaped(name))
 
 
 def passed_over_phrase(passed_over: list[str]) -> str:
