@@ -10,7 +10,7 @@ import pathlib
 import re
 from typing import Callable
 
-from contract.errors import CommandError
+from contract.errors import CommandError, undecodable_escaped
 
 DEFAULT_OUTPUT_DIR = pathlib.Path("runs/default")
 
@@ -268,9 +268,8 @@ def check_output_dir(output_dir: pathlib.Path) -> None:
     try:
         str(output_dir.absolute()).encode("utf-8")
     except UnicodeEncodeError:  # TensorFlow's file functions, which every command uses on the root, take UTF-8
-        shown = str(output_dir).encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
-        raise SettingsError(f"--output-dir {shown}: its path is not valid UTF-8, which TensorFlow's file functions "
-                            "cannot take: choose a folder whose name is") from None
+        raise SettingsError(f"--output-dir {undecodable_escaped(str(output_dir))}: its path is not valid UTF-8, "
+                            "which TensorFlow's file functions cannot take: choose a folder whose name is") from None
     special = sorted({char for char in str(output_dir.absolute()) if char in GLOB_CHARACTERS})
     if special:
         # TFX's ImportExampleGen and Beam's file writers match the root's paths as glob patterns: such a run

@@ -46,7 +46,7 @@ import urllib.parse
 
 from config import PipelineConfig
 from contract import layout
-from contract.errors import CommandError
+from contract.errors import CommandError, printable, undecodable_escaped
 from contract.layout import RunLayout
 from orchestration.root import lease, store_health
 
@@ -318,10 +318,10 @@ def _starts_with(path: str, start: bytes) -> bool:
 
 
 def _names(names: list[str], shown: int = 4) -> str:
-    """Names for a one-line message, printable whatever bytes they hold."""
-    printable = [name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace") for name in names]
+    """Names for a one-line message, printable whatever bytes or characters they hold (a newline in a name would
+    forge a line)."""
     more = f" and {len(names) - shown} more" if len(names) > shown else ""
-    return ", ".join(printable[:shown]) + more
+    return ", ".join(printable(undecodable_escaped(name)) for name in names[:shown]) + more
 
 
 def _join(root: str, name: str) -> str:

@@ -396,6 +396,11 @@ def test_a_file_and_a_name_that_is_not_utf8_are_named_in_one_printable_line(tmp_
         marker.inspect(folder)
     assert "caf\\xe9.txt" in str(refused.value)
     str(refused.value).encode("ascii")
+    # a newline in a name would forge a line of the message
+    (folder / "notes\nError: forged.txt").write_text("x")
+    with pytest.raises(marker.NotARootError) as refused:
+        marker.inspect(folder)
+    assert "\n" not in str(refused.value) and "notes\\nError: forged.txt" in str(refused.value)
 
 
 def test_an_absent_folder_becomes_a_root_once_the_lease_is_held(tmp_path):
