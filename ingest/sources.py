@@ -210,9 +210,8 @@ def local_files(root: str | os.PathLike) -> Listing:
     problems: list[tuple[str, str]] = []
     skipped: list[str] = []  # an operating system's folders, not entered
 
-    root_stat = os.stat(root)
     # Walked from a stack, not by recursion: a tree of any depth is listed (the order is sorted out at the end).
-    stack = [(os.fspath(root), pathlib.PurePosixPath(), frozenset({(root_stat.st_dev, root_stat.st_ino)}))]
+    stack = [(os.fspath(root), pathlib.PurePosixPath(), _folders_holding(root))]
     while stack:
         folder, relative, ancestors = stack.pop()
         try:
@@ -243,6 +242,20 @@ def local_files(root: str | os.PathLike) -> Listing:
             except OSError as error:
                 problems.append((name.as_posix(), f"cannot be read ({error.strerror or error})"))
     return _passing_over(files, problems, skipped)
+
+
+def _folders_holding(root: str | os.PathLike) -> frozenset[tuple[int, int]]:
+    """The identities of `root` and of every folder it is in: a link to one of them (a home folder, `/`) leads
+    back above the data, and following it would list the data again and whatever else that folder holds."""
+    real = pathlib.Path(os.path.realpath(root))
+    identities = set()
+    for folder in (real, *real.parents):
+        try:
+            found = os.stat(folder)
+        except OSError:  # a folder above that this user may not look at: nothing a link could be seen to reach
+            continue
+        identities.add((found.st_dev, found.st_ino))
+    return frozenset(identities)
 
 
 def folder_items(root: str | os.PathLike, listed: Listing | None = None) -> list[Item]:

@@ -150,3 +150,25 @@ def test_a_folder_tree_deeper_than_pythons_recursion_limit_is_listed(tmp_path):
         (deepest / "cat.1.jpg").write_bytes(b"x")
         listing = sources.local_files(tmp_path)
     assert [relative.count("/") for relative, _ in listing.files] == [1100] and listing.problems == []
+
+
+def test_a_link_to_a_folder_the_data_is_in_is_a_loop_not_a_walk_of_that_folder(tmp_path):
+    """A link to `/` or to the home folder the data sits in was followed: the whole machine listed, each file of it
+    quarantined, the data listed again below it."""
+    data = tmp_path / "pets" / "data"
+    (data / "cat").mkdir(parents=True)
+    (data / "cat" / "a.jpg").write_bytes(b"x")
+    (tmp_path / "pets" / "notes.txt").write_text("not a photo")
+    (data / "cat" / "up").symlink_to(tmp_path / "pets", target_is_directory=True)
+    (data / "cat" / "everything").symlink_to("/", target_is_directory=True)
+    (data / "dog").symlink_to(tmp_path / "elsewhere", target_is_directory=True)  # a link to a sibling is followed
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "elsewhere" / "b.jpg").write_bytes(b"x")
+    for root in (data, tmp_path / "link-to-data"):  # the data folder itself given through a link
+        if root.name == "link-to-data":
+            root.symlink_to(data, target_is_directory=True)
+        listing = sources.local_files(root)
+        assert [relative for relative, _ in listing.files] == ["cat/a.jpg", "dog/b.jpg"]
+        assert sorted(relative for relative, _ in listing.problems) == ["cat/everything/", "cat/up/"]
+        assert all(problem.startswith("symbolic link loop: leads back to a folder above it")
+                   for _, problem in listing.problems)
