@@ -10,7 +10,7 @@ import pathlib
 import re
 from typing import Callable
 
-from contract.errors import CommandError, undecodable_escaped
+from contract.errors import CommandError, shown_name, undecodable_escaped
 
 DEFAULT_OUTPUT_DIR = pathlib.Path("runs/default")
 
@@ -79,7 +79,8 @@ def local_source(text: str) -> pathlib.Path:
     try:
         return pathlib.Path(text).expanduser()  # --data-dir=~/pets: no shell expands a ~ after an =
     except RuntimeError:  # ~someone: no such user
-        raise argparse.ArgumentTypeError(f"{text}: no home folder for {text.split('/')[0]}") from None
+        raise argparse.ArgumentTypeError(f"{shown_name(text)}: no home folder for {shown_name(text.split('/')[0])}"
+                                         ) from None
 
 
 def local_pathlib(text: str) -> pathlib.Path:
@@ -258,6 +259,17 @@ def add_serving_target_flags(group, rollout_help: str) -> None:
 
 
 GLOB_CHARACTERS = "*?[]$"
+
+
+def check_source_apart(output_dir: pathlib.Path, flag: str, location: str | os.PathLike) -> None:
+    """The output directory is not the source folder or inside it: ingest would read the pipeline's own files (its
+    spans, reports, models) as data, and the source would never be the same twice (a new span every run)."""
+    source, output = os.path.realpath(location), os.path.realpath(output_dir)
+    if output == source or output.startswith(source.rstrip(os.sep) + os.sep):
+        raise SettingsError(f"--output-dir {shown_name(str(output_dir))} is inside {flag} "
+                            f"{shown_name(str(location))}{' (it is that folder)' if output == source else ''}: "
+                            "ingest would read the pipeline's own files there as data; choose an output folder "
+                            "outside it")
 
 
 def check_output_dir(output_dir: pathlib.Path) -> None:

@@ -80,6 +80,12 @@ def _source(args: argparse.Namespace):
     return None
 
 
+def _check_source_apart(args: argparse.Namespace) -> None:
+    for kind, (flag, _) in SOURCE_FLAGS.items():
+        if getattr(args, f"source_{kind}"):
+            flags.check_source_apart(args.output_dir, flag, getattr(args, f"source_{kind}"))
+
+
 def check_local_files(config) -> None:
     """Files the settings name must exist on this machine before a local run starts."""
     import config as config_lib
@@ -109,6 +115,7 @@ def command_run(args: argparse.Namespace) -> int:
     from orchestration.engines import local
 
     flags.check_output_dir(args.output_dir)
+    _check_source_apart(args)
     record, record_notes, laid = _lay_recorded_settings(args)
     try:
         config, notes = flags.config_from_args(args)
@@ -278,6 +285,7 @@ def command_ingest(args: argparse.Namespace) -> int:
 
     config, _ = flags.config_from_args(args)  # ingest does not train: the schedule does not matter to it
     flags.check_output_dir(args.output_dir)
+    _check_source_apart(args)
     return local.ingest(config, args.output_dir, _source(args), args.beam_workers or 0, say=say)
 
 

@@ -71,7 +71,7 @@ def command_predict(args: argparse.Namespace) -> int:
 
     with startup.loading_libraries():
         from inference import contact_sheet, predict
-        from ingest import sources, system_files
+        from ingest import system_files
 
     if args.sheet is not None and args.sheet.suffix.lower() not in SHEET_SUFFIXES:
         raise CommandError(f"--sheet {args.sheet}: the contact sheet is an image; give a path ending in "
@@ -99,7 +99,7 @@ def command_predict(args: argparse.Namespace) -> int:
     if passed_over:
         print(f"note: passed over {system_files.passed_over_phrase(passed_over)}: not photos", file=sys.stderr)
     if not files:
-        raise CommandError("no files found in " + ", ".join(map(str, args.paths))
+        raise CommandError("no files found in " + ", ".join(errors.shown_name(str(path)) for path in args.paths)
                            + (": only files and folders the operating system keeps" if passed_over else ""))
     sent: dict[int, bytes] | None = {} if args.record else None
     predictions, jpegs = predict.predict_files(model, files, sent=sent)
@@ -118,10 +118,7 @@ def command_predict(args: argparse.Namespace) -> int:
             sheet_error = f"the contact sheet could not be written to {path}: {errors.first_line(error)}"
     shown = predict.shown_url(predict.predict_url(args.url, _pipeline_name())) if remote else str(model_dir)
     if args.json:
-        print(json.dumps({"model": shown, "sheet": sheet, "sheet_replaced": bool(sheet and replaced),
-                          "sheet_error": sheet_error,
-                          "predictions": [dataclasses.asdict(p) for p in predictions],
-                          "passed_over": [sources.printable(str(path)) for path in passed_over]}, indent=2))
+        print(_json_answer(shown, sheet, replaced, sheet_error, predictions, passed_over))
     else:
         print(f"model: {shown}")
         print(predict.table(predictions))
@@ -141,6 +138,17 @@ def command_predict(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return errors.FAILED
     return errors.OK
+
+
+def _json_answer(model: str, sheet: str | None, replaced: bool, sheet_error: str | None, predictions: list,
+                 passed_over: list) -> str:
+    from ingest import sources
+
+    # a name that is not UTF-8 as \xNN, as in the table: a lone surrogate is no JSON text
+    return json.dumps({"model": model, "sheet": sheet, "sheet_replaced": bool(sheet and replaced),
+                       "sheet_error": sheet_error, "predictions": [dataclasses.asdict(p) | {
+                           "path": sources.printable(p.path)} for p in predictions],
+                       "passed_over": [sources.printable(str(path)) for path in passed_over]}, indent=2)
 
 
 def _pipeline_name() -> str:

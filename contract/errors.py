@@ -95,6 +95,12 @@ def undecodable_escaped(name: str) -> str:
     return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
+def shown_name(name: str) -> str:
+    """A name as a line can show it: a byte that is not UTF-8 as \\xNN (Python keeps it as a lone surrogate, which
+    no terminal can print), a control character (a carriage return, a newline, an escape) as its escape."""
+    return printable(undecodable_escaped(name))
+
+
 def printable(text: str) -> str:
     """`text` as it can stand in one line of a terminal: names and records from files (a file name, a push
     record's model URI) may hold a newline, which would forge a line of the output, or an escape sequence, which

@@ -13,10 +13,13 @@ import math
 import os
 import pathlib
 
+from config import DataConfig
 from contract import features, layout, served, storage
-from contract.errors import CommandError, RunFailedError, first_line, printable
-from ingest import system_files
+from contract.errors import CommandError, RunFailedError, first_line, printable, shown_name
+from ingest import sources, system_files
 from ingest.images import RejectedImage, check_image
+
+MAX_PHOTO_BYTES = DataConfig.max_file_mb << 20
 
 
 class NoModelError(CommandError, FileNotFoundError):
@@ -58,24 +61,35 @@ def given_model_dir(model_dir: str | os.PathLike) -> pathlib.Path:
 
 
 def find_files(paths: list[str | os.PathLike], passed_over: list | None = None) -> list[pathlib.Path]:
-    """Files as given, and every file inside folders, sorted, each once: links to folders followed, each folder
-    walked once (a link loop, or a link to a folder walked already, adds nothing), a broken link or a folder that
-    cannot be listed kept to be reported, a pipe or a device never opened; an operating system's own files and
+    """Files as given, and every entry inside folders that is not a folder, sorted, each file once (by what it is,
+    not by how its path reads: a file named twice, or through a link, is classified once): links to folders
+    followed, each folder walked once (a link loop, or a link to a folder walked already, adds nothing); a broken
+    link, a pipe, a device, an entry that cannot be looked at and a folder that cannot be listed kept, to be
+    reported as what they are (predict_files opens none but regular files); an operating system's own files and
     folders passed over (ingest.system_files: appended to `passed_over` as paths, a folder's ending in "/"; a file
     named on the command line is always classified). Missing paths are kept to be reported."""
-    found: dict[str, pathlib.Path] = {}
+    found: dict[object, pathlib.Path] = {}
     seen: set[tuple[int, int]] = set()
     passed: dict[str, None] = {}
     for path in map(pathlib.Path, paths):
-        inside = _walk(path, seen, passed) if path.is_dir() else [path]
-        found.update((os.path.abspath(file), file) for file in inside if os.path.abspath(file) not in found)
+        for file in _walk(path, seen, passed) if path.is_dir() else [path]:
+            found.setdefault(_identity(file), file)
     if passed_over is not None:
         passed_over += list(passed)
     return list(found.values())
 
 
+def _identity(path: pathlib.Path) -> object:
+    """What a path names: the file it leads to, else (missing, a broken link) its absolute path."""
+    try:
+        found = os.stat(path)
+        return found.st_dev, found.st_ino
+    except (OSError, ValueError):
+        return os.path.abspath(path)
+
+
 def _walk(top: pathlib.Path, seen: set, passed: dict) -> list[pathlib.Path]:
-    """The files below `top` as find_files takes them, walked without recursion (a deep tree is no fault)."""
+    """The entries below `top` as find_files takes them, walked without recursion (a deep tree is no fault)."""
     files, stack = [], [top]
     while stack:
         folder = stack.pop()
@@ -93,14 +107,14 @@ def _walk(top: pathlib.Path, seen: set, passed: dict) -> list[pathlib.Path]:
         for entry in entries:
             entry_path = folder / entry.name
             try:
-                is_dir, is_file, is_link = entry.is_dir(), entry.is_file(), entry.is_symlink()
-            except OSError:
-                is_dir = is_file = is_link = False
+                is_dir = entry.is_dir()
+            except OSError:  # a link that cannot be looked up (a loop of links, no search permission): reported
+                is_dir = False
             if system_files.system_part(entry.name) is not None:
                 passed[f"{entry_path}/" if is_dir else str(entry_path)] = None
             elif is_dir:
                 folders.append(entry_path)
-            elif is_file or is_link:  # a link that leads nowhere: reported as unreadable
+            else:
                 files.append(entry_path)
         stack += reversed(folders)
     return sorted(files)
@@ -275,16 +289,9 @@ def predict_files(serve, files: list[pathlib.Path], batch_size: int = 32,
     for path in files:
         results.append(Prediction(str(path), None, None))
         try:
-            jpeg = check_image(path.read_bytes()).jpeg
+            jpeg = check_image(_photo_bytes(path)).jpeg
         except RejectedImage as rejection:
             results[-1].error = rejection.reason
-            continue
-        except IsADirectoryError:  # find_files keeps a folder it could not list, to be reported
-            results[-1].error = "a folder that cannot be listed: its files were not classified"
-            continue
-        except PermissionError as error:
-            results[-1].error = (f"a folder that cannot be listed ({error.strerror}): its files were not classified"
-                                 if path.is_dir() else f"cannot be read: {error.strerror}")
             continue
         except OSError as error:
             results[-1].error = f"cannot be read: {error.strerror or error}"
@@ -297,6 +304,29 @@ def predict_files(serve, files: list[pathlib.Path], batch_size: int = 32,
             flush()
     flush()
     return results, jpegs
+
+
+def _photo_bytes(path: pathlib.Path) -> bytes:
+    """A photo's bytes, read as ingest reads a file (never a pipe or a device, never more than the size a photo may
+    have: ingest's default --max-file-mb); RejectedImage with the reason for any other entry."""
+    try:
+        return sources.read_bytes(str(path), MAX_PHOTO_BYTES)
+    except sources.FileTooLarge as rejection:
+        raise RejectedImage(f"{rejection.size} bytes, above the {MAX_PHOTO_BYTES >> 20} MiB a photo may have: "
+                            "not read") from None
+    except sources.NotRegularFile as rejection:
+        if f"{rejection}".endswith("a folder"):  # find_files keeps a folder it could not list, to be reported
+            raise RejectedImage(f"a folder that cannot be listed{_why_unlisted(path)}: its files were not "
+                                "classified") from None
+        raise RejectedImage(str(rejection)) from None
+
+
+def _why_unlisted(folder: pathlib.Path) -> str:
+    try:
+        os.scandir(folder).close()
+        return ""
+    except OSError as error:
+        return f" ({error.strerror or error})"
 
 
 def record(traffic_root: str, predictions: list[Prediction], sent: dict[int, bytes], version: int):
@@ -341,7 +371,7 @@ def explain(model_dir: str | os.PathLike, jpegs: dict[int, bytes]) -> dict:
 
 def table(predictions: list[Prediction]) -> str:
     """One line a file: a name holding a newline or another control character is shown with it escaped."""
-    paths = [system_files.shown_name(p.path) for p in predictions]
+    paths = [shown_name(p.path) for p in predictions]
     width = max([len(path) for path in paths] + [4])
     lines = [f"{'file':<{width}}  {'class':<6}{'dog probability':>16}"]
     for path, p in zip(paths, predictions):

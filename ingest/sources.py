@@ -19,12 +19,13 @@ import dataclasses
 import os
 import pathlib
 import re
-from typing import Callable, Iterable, Iterator, NamedTuple
+import stat
+from typing import Callable, Iterable, Iterator
 
 from contract import layout
 from contract.errors import CommandError, undecodable_escaped
 from contract.features import LABEL_NAMES
-from ingest.system_files import is_system_folder, system_part
+from ingest.listing import Listing, is_uri, kind_of, local_files, remote_files
 
 _FOLDER_LABELS = {name: index for index, label in enumerate(LABEL_NAMES) for name in (label, label + "s")}
 _SPLIT_FOLDERS = {"train": "train", "training": "train", "validation": "eval", "val": "eval", "valid": "eval",
@@ -37,9 +38,18 @@ class SourceError(CommandError, ValueError):
     """A data source cannot be read; the message says what to do."""
 
 
-class FileTooLarge(ValueError):
-    """A file above the size cap: never read; the message is the reason the report gives. Internal, as
-    ingest.images.RejectedImage: the file is listed, the ingest goes on."""
+class RefusedFile(ValueError):
+    """A file not read: the message is the reason the report gives. Internal, as ingest.images.RejectedImage: the
+    file is listed, the ingest goes on."""
+
+
+class FileTooLarge(RefusedFile):
+    """A file above the size cap: never read."""
+
+
+class NotRegularFile(RefusedFile):
+    """A named pipe, a socket, a device (or a link to one) where a file was listed: never read (a pipe would wait
+    for a writer, a device give bytes without end)."""
 
 
 NOT_UTF8 = "name is not valid UTF-8"
@@ -56,11 +66,6 @@ class Item:
     split: str | None  # "train" / "eval" / "test" when the source says, else None
     unit: str | bytes  # where a worker reads the image: a file's path (or URI), or the bytes themselves
     problem: str | None = None
-
-
-def is_uri(path: str | os.PathLike) -> bool:
-    """gs:// and other remote locations go through tf.io.gfile; plain paths keep the local file system."""
-    return "://" in str(path)
 
 
 def open_binary(path: str):
@@ -107,10 +112,17 @@ def _read_local(path: str, max_bytes: int | None) -> bytes:
     this process may not open), then read in a call of that size. A buffered `read(max_bytes + 1)` sets aside the
     whole cap for every file (50 MB: a mapping made and given back), three times the cost of reading a photo; an
     ingest reads every file once."""
-    size = os.stat(path).st_size
+    found = os.stat(path)
+    if not stat.S_ISREG(found.st_mode):
+        raise NotRegularFile(f"not a regular file: {kind_of(found.st_mode)}")
+    size = found.st_size
     if max_bytes is not None and size > max_bytes:
         raise _too_large(size, max_bytes)
-    with open(path, "rb", buffering=0) as f:
+    # Opened without waiting and checked again: a file replaced by a pipe since it was looked at is refused, not
+    # waited on.
+    with open(os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC), "rb", buffering=0) as f:
+        if not stat.S_ISREG(mode := os.fstat(f.fileno()).st_mode):
+            raise NotRegularFile(f"not a regular file: {kind_of(mode)}")
         limit = size + 1 if max_bytes is None else min(size, max_bytes) + 1
         parts = [f.read(limit)]
         total = len(parts[0])
@@ -146,116 +158,6 @@ def _folder_item(relative: pathlib.PurePosixPath, location: str) -> Item:
         else:
             problem = "not inside a class folder (cat/ or dog/) and no cat./dog. file name"
     return Item(relative.as_posix(), label, split, location, problem)
-
-
-class Listing(NamedTuple):
-    """A folder's files as a source reads them."""
-    files: list[tuple[str, str]]  # (relative path, path or URI), sorted as sorted(rglob()) sorts
-    problems: list[tuple[str, str]]  # (relative path, what is wrong): what could not be listed
-    passed_over: list[str]  # an operating system's own files and folders (a folder's ends in "/"), relative
-
-
-def _passing_over(files: list[tuple[str, str]], problems: list[tuple[str, str]],
-                  folders: Iterable[str] = ()) -> Listing:
-    """The listing with an operating system's own files and folders set apart; `folders`: ones not entered."""
-    by_parts = lambda entry: pathlib.PurePosixPath(entry[0]).parts  # noqa: E731 - the order of sorted(rglob())
-    kept, unlisted, passed = [], [], dict.fromkeys(folders)
-    for entries, still in ((files, kept), (problems, unlisted)):  # a broken link named Thumbs.db is one of them too
-        for entry in entries:
-            part = None if entry[0].endswith("/") else system_part(entry[0])  # a folder there could not be read
-            if part is None:
-                still.append(entry)
-            else:
-                passed[part] = None
-    return Listing(sorted(kept, key=by_parts), sorted(unlisted, key=by_parts),
-                   sorted(passed, key=lambda relative: pathlib.PurePosixPath(relative).parts))
-
-
-def remote_files(root: str) -> Listing:
-    """Every file below a URI folder through tf.io.gfile, as local_files lists a local one."""
-    import tensorflow as tf
-
-    root = root.rstrip("/")
-    files = []
-    for folder, _, names in tf.io.gfile.walk(root):
-        folder = folder.rstrip("/")
-        for name in names:
-            uri = f"{folder}/{name}"
-            files.append((uri[len(root) + 1:], uri))
-    return _passing_over(files, [])
-
-
-def list_folder(root: str) -> Listing:
-    return remote_files(root) if is_uri(root) else local_files(root)
-
-
-def _holds_anything(folder: str) -> bool:
-    """Whether a folder not entered holds an entry; one that cannot be read is taken to."""
-    try:
-        with os.scandir(folder) as entries:
-            return next(entries, None) is not None
-    except OSError:
-        return True
-
-
-def local_files(root: str | os.PathLike) -> Listing:
-    """Every file below a local folder, what could not be listed, and an operating system's own files.
-
-    Symbolic links to folders are followed (class folders are often links to
-    where the images live). Returned as (relative path, problem) rather than
-    skipped: folders that cannot be read, broken links, links that lead back
-    to a folder above them, and entries that are not regular files.
-    """
-    files: list[tuple[str, str]] = []
-    problems: list[tuple[str, str]] = []
-    skipped: list[str] = []  # an operating system's folders, not entered
-
-    # Walked from a stack, not by recursion: a tree of any depth is listed (the order is sorted out at the end).
-    stack = [(os.fspath(root), pathlib.PurePosixPath(), _folders_holding(root))]
-    while stack:
-        folder, relative, ancestors = stack.pop()
-        try:
-            entries = sorted(os.scandir(folder), key=lambda e: e.name)
-        except OSError as error:
-            problems.append((f"{relative.as_posix()}/", f"folder cannot be read ({error.strerror or error}): "
-                                                         "its files were not ingested"))
-            continue
-        for entry in entries:
-            name = relative / entry.name
-            try:
-                if is_system_folder(entry.name) and entry.is_dir():
-                    if _holds_anything(entry.path):  # as an object store lists it: an empty folder is nothing
-                        skipped.append(f"{name.as_posix()}/")
-                elif entry.is_dir():  # follows links
-                    identity = (os.stat(entry.path).st_dev, os.stat(entry.path).st_ino)
-                    if identity in ancestors:
-                        problems.append((f"{name.as_posix()}/", f"symbolic link loop: leads back to a folder "
-                                                                f"above it ({os.path.realpath(entry.path)})"))
-                    else:
-                        stack.append((entry.path, name, ancestors | {identity}))
-                elif entry.is_file():
-                    files.append((name.as_posix(), entry.path))
-                elif entry.is_symlink():
-                    problems.append((name.as_posix(), f"broken symbolic link to {os.readlink(entry.path)}"))
-                else:
-                    problems.append((name.as_posix(), "not a regular file"))
-            except OSError as error:
-                problems.append((name.as_posix(), f"cannot be read ({error.strerror or error})"))
-    return _passing_over(files, problems, skipped)
-
-
-def _folders_holding(root: str | os.PathLike) -> frozenset[tuple[int, int]]:
-    """The identities of `root` and of every folder it is in: a link to one of them (a home folder, `/`) leads
-    back above the data, and following it would list the data again and whatever else that folder holds."""
-    real = pathlib.Path(os.path.realpath(root))
-    identities = set()
-    for folder in (real, *real.parents):
-        try:
-            found = os.stat(folder)
-        except OSError:  # a folder above that this user may not look at: nothing a link could be seen to reach
-            continue
-        identities.add((found.st_dev, found.st_ino))
-    return frozenset(identities)
 
 
 def folder_items(root: str | os.PathLike, listed: Listing | None = None) -> list[Item]:

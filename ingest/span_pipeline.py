@@ -176,7 +176,7 @@ class _CheckItems(beam.DoFn):
             try:
                 readable.append((item, sources.read_bytes(item.unit, self._max_bytes)))
                 held += len(readable[-1][1])
-            except sources.FileTooLarge as rejection:
+            except sources.RefusedFile as rejection:
                 yield _quarantined(item.id, str(rejection))
             except OSError as error:
                 reason = f"cannot be read ({error.strerror or error})"

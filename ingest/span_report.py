@@ -13,7 +13,7 @@ import os
 import posixpath
 
 from contract import layout, storage
-from contract.errors import printable
+from contract.errors import printable, shown_name
 from ingest import sources, system_files
 
 REPORT_FILE = layout.INGEST_REPORT
@@ -94,7 +94,7 @@ class IngestReport:
     def table(self, max_listed: int = 20, written_to: str | None = None) -> str:
         """What ingest prints; `written_to`: where this report was written, named for the quarantined files past
         `max_listed` (none for a source refused whole: nothing was written)."""
-        lines = [f"Ingest of {printable(self.source)} -> span {self.span}"
+        lines = [f"Ingest of {shown_name(self.source)} -> span {self.span}"
                  + (" (unchanged data: existing span reused)" if self.reused else ""),
                  f"  {'files seen':<14}{self.files_seen:>8}"]
         unsorted = self._not_sorted()

@@ -37,7 +37,7 @@ from config.beam_policy import IN_PROCESS
 from contract import features, layout, storage
 from contract.errors import CommandError
 from ingest import carried as carrying
-from ingest import sources, span_pipeline
+from ingest import listing, sources, span_pipeline
 from ingest.span_pipeline import IngestSettings
 from ingest.span_report import (
     DUPLICATE,
@@ -61,16 +61,16 @@ class NoUsableImagesError(CommandError, ValueError):
     """Every file was quarantined; the report says why."""
 
 
-def _fingerprint(kind: str, location: str, settings: IngestSettings, listed: sources.Listing | None) -> str:
+def _fingerprint(kind: str, location: str, settings: IngestSettings, listed: listing.Listing | None) -> str:
     """Content hash of the source's files (an operating system's own left out) and the settings that shape the
-    span; `listed`: a folder source's sources.list_folder, as its items are made of."""
+    span; `listed`: a folder source's listing.list_folder, as its items are made of."""
     shaping = {k: v for k, v in dataclasses.asdict(settings).items() if k not in ("max_file_bytes", "span_window")}
     digest = hashlib.sha256(json.dumps([kind, shaping]).encode())
     single = not tf.io.gfile.isdir(location) if sources.is_uri(location) else os.path.isfile(location)
     if single:
         files = [("", location)]
     else:
-        files, problems, _ = listed or sources.list_folder(location)
+        files, problems, _ = listed or listing.list_folder(location)
         for relative, problem in problems:
             digest.update(_name_bytes(f"{relative}\0{problem}\0"))
     capped = kind == "folder"  # the cap is on image files, not on Parquet or TFDS files of many images
@@ -95,6 +95,8 @@ def _hash_file(digest, path: str, max_bytes: int | None) -> None:
                 digest.update(block)
     except sources.FileTooLarge as rejection:  # quarantined unread; its size stands for its bytes
         digest.update(f"\0above the cap: {rejection.size}\0".encode())
+    except sources.NotRegularFile as rejection:  # quarantined unopened
+        digest.update(f"\0{rejection}\0".encode())
     except OSError:  # quarantined by the check; once readable, its bytes change the fingerprint
         digest.update(b"\0unreadable\0")
 
@@ -114,7 +116,7 @@ def ingest(kind: str, location: str | os.PathLike, examples_root: str | os.PathL
         raise sources.SourceError(f"{kind} source {location!r} does not exist")
     # A folder is listed once: its items are the files its fingerprint read.
     is_folder = tf.io.gfile.isdir(location) if sources.is_uri(location) else os.path.isdir(location)
-    listed = sources.list_folder(location) if kind == "folder" and is_folder else None
+    listed = listing.list_folder(location) if kind == "folder" and is_folder else None
     data_fingerprint, queue = _fingerprint(kind, location, settings, listed), carrying.queue_identity(kind, location)
     examples_root = str(examples_root)
     reports = {span: load_report(examples_root, span) for span in existing_spans(examples_root)}
@@ -154,8 +156,8 @@ def ingest(kind: str, location: str | os.PathLike, examples_root: str | os.PathL
         seconds = time.time() - started
         logging.info("ingest: %d items in %.1f s", len(items), seconds)
 
-        report = _report(f"{kind}:{location}", span, carrying.fingerprint(data_fingerprint, queues), outcomes,
-                         carried.entries)
+        report = _report(f"{kind}:{sources.printable(location)}", span, carrying.fingerprint(data_fingerprint, queues),
+                         outcomes, carried.entries)
         report.seconds, report.labeled_queue, report.data_fingerprint = round(seconds, 3), queue, data_fingerprint
         report.not_carried, report.passed_over = dropped, _passed_over(listed, [])
         if report.files_seen != len(items) or sum(report.counts.values()) != report.files_seen:
@@ -173,7 +175,7 @@ def ingest(kind: str, location: str | os.PathLike, examples_root: str | os.PathL
     return report
 
 
-def _passed_over(listed: sources.Listing | None, otherwise: list[str]) -> list[str]:
+def _passed_over(listed: listing.Listing | None, otherwise: list[str]) -> list[str]:
     """What the folder holds now that was passed over, as a report can hold it (a name that is not UTF-8 as \\xNN)."""
     return [sources.printable(path) for path in listed.passed_over] if listed is not None else otherwise
 

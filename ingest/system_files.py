@@ -13,7 +13,7 @@ from __future__ import annotations
 import functools
 import posixpath
 
-from contract.errors import printable, undecodable_escaped
+from contract.errors import shown_name
 
 # Matched in any case: Windows' and macOS's file systems ignore it, so a copy may carry any.
 SYSTEM_FILES = frozenset(name.lower() for name in (
@@ -57,15 +57,9 @@ def _system_folder_of(folder: str) -> str | None:
     return None
 
 
-def shown_name(name: str) -> str:
-    """A name as a line can show it: a byte that is not UTF-8 as \\xNN (Python keeps it as a lone surrogate, which
-    no terminal can print), a control character (Icon\\r's carriage return, a newline) as its escape."""
-    return printable(undecodable_escaped(name))
-
-
 def passed_over_phrase(passed_over: list[str]) -> str:
     """How many files and folders were passed over, and their names: `3 file(s) the operating system keeps
-    (.DS_Store, ._*, __MACOSX/)`; `passed_over`: paths as ingest.sources.Listing has them (a folder's ends in /)."""
+    (.DS_Store, ._*, __MACOSX/)`; `passed_over`: paths as ingest.listing.Listing has them (a folder's ends in /)."""
     folders = sum(str(path).endswith("/") for path in passed_over)
     counts = " and ".join(f"{count} {kind}(s)" for count, kind in ((len(passed_over) - folders, "file"),
                                                                    (folders, "folder")) if count)

@@ -77,6 +77,19 @@ def deep_tree(top: pathlib.Path, depth: int):
             path = path.parent
 
 
+def without_root_powers() -> list[str]:
+    """The command prefix under which file permissions apply: root bypasses them unless these capabilities go."""
+    import pytest
+
+    if os.geteuid() != 0:
+        return []
+    probe = subprocess.run(["setpriv", "--inh-caps=-all", "--bounding-set=-dac_override,-dac_read_search", "true"],
+                           capture_output=True)
+    if probe.returncode != 0:
+        pytest.skip("running as root and setpriv cannot drop CAP_DAC_OVERRIDE here: permissions cannot apply")
+    return ["setpriv", "--inh-caps=-all", "--bounding-set=-dac_override,-dac_read_search"]
+
+
 def project_packages() -> set[str]:
     """The project's top-level packages and modules, as shipped (not the tests or the benchmarks)."""
     return {p.parent.name for p in ROOT.glob("*/__init__.py")} - {"tests", "benchmarks"} | {"pipeline_runner"}

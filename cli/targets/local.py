@@ -129,6 +129,8 @@ def schedule(args: argparse.Namespace) -> int:
         settings = {name: value for name, value in settings.items() if not name.startswith("tune_")}
     _check_recorded(settings, source, where)
     flag, location = _recorded_source(source, local_run.SOURCE_FLAGS)
+    if location is not None:  # else each night's run would be refused
+        flags.check_source_apart(args.output_dir, flag, location)
     entries = [(local_schedule.cron_line(args.cron, PROJECT_DIR, location, args.output_dir, source_flag=flag),
                 local_schedule.RUN_MARK)]
     if crontab.monitor_cron:

@@ -21,7 +21,9 @@ INTERNAL = {
     "contract.storage.AlreadyExistsError",
     # One file's rejection: the ingest report lists it with its reason, and the ingest goes on.
     "ingest.images.RejectedImage",
+    "ingest.sources.RefusedFile",
     "ingest.sources.FileTooLarge",
+    "ingest.sources.NotRegularFile",
     # One event's refusal: the sink answers it with an HTTP status and counts it.
     "traffic.reasons.Refused",
     # One trial's failure: KerasTuner records it and the search goes on (components.tuner.SearchFailed ends it).

@@ -21,7 +21,7 @@ import pipeline_runner
 from contract import layout
 from ingest import synthetic
 from orchestration.root import lease, run_lock
-from tests.helpers import CHEAP_BASE, ROOT, cli_in_process, file_size_limited, transform_graph
+from tests.helpers import CHEAP_BASE, ROOT, cli_in_process, file_size_limited, transform_graph, without_root_powers
 
 pytestmark = pytest.mark.faults
 
@@ -54,7 +54,7 @@ def _one_line(err):
 ])
 def test_settings_that_cannot_work_are_refused_before_any_work(tmp_path, capsys, flags, message):
     out = tmp_path / "out"
-    code, _, err = _cli(capsys, "run", "--data-dir", tmp_path, "--output-dir", out, *flags)
+    code, _, err = _cli(capsys, "run", "--data-dir", tmp_path / "images", "--output-dir", out, *flags)
     assert code == 2 and message in _one_line(err)
     assert not out.exists()
 
@@ -65,7 +65,8 @@ def test_a_shorter_bases_weights_file_under_more_blocks_is_refused_before_any_wo
     classifier = model_lib.build_classifier(config_lib.TrainingConfig(weights="none", alpha=0.35, **CHEAP_BASE), 64)
     weights, out = tmp_path / "short.h5", tmp_path / "out"
     model_lib.save_base_weights(classifier, str(weights))
-    code, _, err = _cli(capsys, "run", "--data-dir", tmp_path, "--output-dir", out, "--weights", weights, "--alpha",
+    code, _, err = _cli(capsys, "run", "--data-dir", tmp_path / "images", "--output-dir", out, "--weights", weights,
+                        "--alpha",
                         "0.35", "--base-blocks", "3", "--fine-tune-from", "30")
     said = (f"--weights: weights file '{weights}' holds MobileNetV2's base kept up to block_2 (a model trained with "
             "--base-blocks 2): it loads with --base-blocks 2 or fewer, not 3")
@@ -115,6 +116,8 @@ def test_counts_out_of_range_are_refused_by_the_parser(tmp_path, capsys, flag, v
      "file://server/images is a URI: a local run reads its source"),
     (["ingest", "--data-dir=~nosuchuser1234/pets", "--output-dir", "r"],
      "~nosuchuser1234/pets: no home folder for ~nosuchuser1234"),
+    (["ingest", "--data-dir=~no\x1b[31mone/pets", "--output-dir", "r"],  # an escape sequence shown, not obeyed
+     "~no\\x1b[31mone/pets: no home folder for ~no\\x1b[31mone"),
 ])
 def test_a_local_runs_source_given_as_a_uri_or_empty_is_refused_by_the_parser(tmp_path, capsys, monkeypatch, argv,
                                                                               said):
@@ -127,6 +130,32 @@ def test_a_local_runs_source_given_as_a_uri_or_empty_is_refused_by_the_parser(tm
     assert exit_.value.code == 2 and "Traceback" not in err
     assert f"argument {argv[1].split('=')[0]}: {said}" in err
     assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("command", ["ingest", "run"])
+@pytest.mark.parametrize("output", ["pets/out", "pets", "pets/dog/runs"])
+def test_an_output_folder_inside_the_data_folder_is_refused_before_any_work(tmp_path, capsys, monkeypatch, command,
+                                                                              output):
+    """It was taken: the root's own files (its lock, its marker, then its spans) were quarantined as photos, a new span
+    made by every run, and a root under dog/ would have had its images ingested as dogs."""
+    monkeypatch.chdir(tmp_path)
+    synthetic.write_demo_images(tmp_path / "pets", 1)
+    before = sorted(tmp_path.rglob("*"))
+    code, out, err = _cli(capsys, command, "--data-dir", "pets", "--output-dir", output)
+    assert code == 2 and out == ""
+    assert _one_line(err) == (f"error: --output-dir {output} is inside --data-dir pets"
+                              f"{' (it is that folder)' if output == 'pets' else ''}: ingest would read the "
+                              "pipeline's own files there as data; choose an output folder outside it")
+    assert sorted(tmp_path.rglob("*")) == before
+
+
+def test_a_schedule_whose_runs_would_be_refused_so_is_refused(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    synthetic.write_demo_images(tmp_path / "pets", 1)
+    code, out, err = _cli(capsys, "schedule", "--local", "--cron", "0 3 * * *", "--data-dir", "pets", "--output-dir",
+                          "pets/dog/runs")
+    assert code == 2 and out == "" and _one_line(err).startswith("error: --output-dir pets/dog/runs is inside "
+                                                                 "--data-dir ")
 
 
 @pytest.mark.parametrize("flag, argv", [
@@ -301,17 +330,6 @@ def test_damaged_ingest_report_is_named(tmp_path, capsys):
 
 # Unreadable and odd entries in a data folder -----------------------------------------------------------------
 
-def _without_root_powers():
-    """The command prefix under which file permissions apply: root bypasses them unless these capabilities go."""
-    if os.geteuid() != 0:
-        return []
-    probe = subprocess.run(["setpriv", "--inh-caps=-all", "--bounding-set=-dac_override,-dac_read_search", "true"],
-                           capture_output=True)
-    if probe.returncode != 0:
-        pytest.skip("running as root and setpriv cannot drop CAP_DAC_OVERRIDE here: permissions cannot apply")
-    return ["setpriv", "--inh-caps=-all", "--bounding-set=-dac_override,-dac_read_search"]
-
-
 def test_unreadable_files_folders_and_links_are_quarantined_with_reasons(tmp_path):
     images, elsewhere = tmp_path / "images", tmp_path / "elsewhere"
     synthetic.write_demo_images(elsewhere, 3)
@@ -329,7 +347,7 @@ def test_unreadable_files_folders_and_links_are_quarantined_with_reasons(tmp_pat
     locked.chmod(0)
     private.chmod(0)
     try:
-        result = subprocess.run([*_without_root_powers(), sys.executable, str(ROOT / "pipeline_runner.py"), "ingest",
+        result = subprocess.run([*without_root_powers(), sys.executable, str(ROOT / "pipeline_runner.py"), "ingest",
                                  "--data-dir", str(images), "--output-dir", str(tmp_path / "out")],
                                 capture_output=True, text=True, timeout=300, cwd=ROOT)
     finally:
@@ -433,6 +451,21 @@ def test_predict_exits_1_when_some_files_cannot_be_read(model_dir, photos, capsy
     errors = {p["path"]: p["error"] for p in json.loads(out)["predictions"]}
     assert errors[str(photos / "missing.jpg")] == "cannot be read: No such file or directory"
     assert errors[str(photos / "notes.txt")] and sum(e is None for e in errors.values()) == 2
+
+
+def test_predict_shows_a_name_that_is_not_utf8_or_holds_an_escape_escaped_in_its_json_and_its_errors(
+        model_dir, photos, capsys):
+    """--json wrote such a name as a lone surrogate ("\\udce9"), which strict JSON readers refuse, and the error for
+    a folder with nothing to classify sent its name's escape sequence to the terminal."""
+    odd = photos / "photos" / os.fsdecode(b"caf\xe9.jpg")
+    odd.write_bytes((photos / "photos" / "dog0.jpg").read_bytes())
+    code, out, _ = _cli(capsys, "predict", odd, "--model", model_dir, "--sheet", photos / "s.png", "--json")
+    assert code == 0 and "\\udc" not in out
+    assert [p["path"] for p in json.loads(out)["predictions"]] == [str(photos / "photos" / "caf\\xe9.jpg")]
+    empty = photos / "\x1b[31mred"
+    empty.mkdir()
+    code, _, err = _cli(capsys, "predict", empty, "--model", model_dir, "--sheet", photos / "s.png")
+    assert code == 2 and _one_line(err) == f"error: no files found in {photos}/\\x1b[31mred"
 
 
 def test_predict_exits_2_when_nothing_could_be_classified(model_dir, photos, capsys):

@@ -9,7 +9,7 @@ from tests.helpers import cli_in_process
 
 
 def test_a_name_that_is_not_utf8_and_a_file_above_the_cap_are_quarantined_and_the_rest_ingested(tmp_path):
-    images = tmp_path / "images"
+    images = tmp_path / os.fsdecode(b"images\xff\x1b[31m")  # the folder's own name too
     synthetic.write_demo_images(images, 3)
     latin1 = os.fsencode(images / "cat") + b"/caf\xe9.jpg"  # a name from a Latin-1 system
     with open(latin1, "wb") as f:
@@ -41,5 +41,7 @@ def test_a_name_that_is_not_utf8_and_a_file_above_the_cap_are_quarantined_and_th
     assert "\x1b" not in result.stdout and "\n  accepted            99\n" not in result.stdout
     listed = [line for line in result.stdout.splitlines() if line.startswith("  quarantined ") and ": " in line]
     assert len(listed) == 20, listed
+    assert result.stdout.splitlines()[0].startswith(f"Ingest of folder:{tmp_path}/images\\xff\\x1b[31m -> span 1")
+    assert report["source"] == f"folder:{tmp_path}/images\\xff\x1b[31m"  # JSON holds any character but a lone half
     written = tmp_path / "out" / "examples" / "span-1" / "ingest_report.json"
     assert f"  ... and 4 more quarantined (all of them in {written})" in result.stdout.splitlines()

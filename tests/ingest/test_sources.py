@@ -10,7 +10,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 from PIL import Image
 
-from ingest import sources, spans, synthetic
+from ingest import listing, sources, spans, synthetic
 from tests.helpers import deep_tree
 
 
@@ -148,8 +148,8 @@ def test_names_that_are_not_utf8_are_quarantined_in_folders_and_escaped_in_parqu
 def test_a_folder_tree_deeper_than_pythons_recursion_limit_is_listed(tmp_path):
     with deep_tree(tmp_path, 1100) as deepest:
         (deepest / "cat.1.jpg").write_bytes(b"x")
-        listing = sources.local_files(tmp_path)
-    assert [relative.count("/") for relative, _ in listing.files] == [1100] and listing.problems == []
+        listed = listing.local_files(tmp_path)
+    assert [relative.count("/") for relative, _ in listed.files] == [1100] and listed.problems == []
 
 
 def test_a_link_to_a_folder_the_data_is_in_is_a_loop_not_a_walk_of_that_folder(tmp_path):
@@ -167,8 +167,53 @@ def test_a_link_to_a_folder_the_data_is_in_is_a_loop_not_a_walk_of_that_folder(t
     for root in (data, tmp_path / "link-to-data"):  # the data folder itself given through a link
         if root.name == "link-to-data":
             root.symlink_to(data, target_is_directory=True)
-        listing = sources.local_files(root)
-        assert [relative for relative, _ in listing.files] == ["cat/a.jpg", "dog/b.jpg"]
-        assert sorted(relative for relative, _ in listing.problems) == ["cat/everything/", "cat/up/"]
+        listed = listing.local_files(root)
+        assert [relative for relative, _ in listed.files] == ["cat/a.jpg", "dog/b.jpg"]
+        assert sorted(relative for relative, _ in listed.problems) == ["cat/everything/", "cat/up/"]
         assert all(problem.startswith("symbolic link loop: leads back to a folder above it")
-                   for _, problem in listing.problems)
+                   for _, problem in listed.problems)
+
+
+def test_a_folder_two_paths_lead_to_is_listed_once_under_the_first(tmp_path):
+    """Links between sibling folders listed one image 2^N times (each level's two links to the next)."""
+    levels = 12
+    for level in range(levels):
+        (tmp_path / f"lv{level:02}").mkdir()
+    (tmp_path / f"lv{levels - 1:02}" / "cat.1.jpg").write_bytes(b"x")
+    for level in range(levels - 1):
+        for name in ("a", "b"):
+            (tmp_path / f"lv{level:02}" / name).symlink_to(f"../lv{level + 1:02}", target_is_directory=True)
+    listed = listing.local_files(tmp_path)
+    assert listed.files == [(f"lv{levels - 1:02}/cat.1.jpg", str(tmp_path / f"lv{levels - 1:02}" / "cat.1.jpg"))]
+    assert len(listed.problems) == 2 * (levels - 1)
+    assert dict(listed.problems)["lv00/a/"] == "the same folder as lv01/ (../lv01): its files are listed there, once"
+
+
+def test_pipes_devices_and_links_to_them_are_reported_as_what_they_are_and_never_opened(tmp_path):
+    (tmp_path / "cat").mkdir()
+    os.mkfifo(tmp_path / "fifo")
+    os.mkfifo(tmp_path / "cat" / "pipe.jpg")
+    (tmp_path / "cat" / "f.jpg").symlink_to("../fifo")
+    (tmp_path / "cat" / "z.jpg").symlink_to("/dev/zero")
+    assert dict(listing.local_files(tmp_path / "cat").problems) == {
+        "f.jpg": "not a regular file: a link to a named pipe (../fifo)",
+        "pipe.jpg": "not a regular file: a named pipe",
+        "z.jpg": "not a regular file: a link to a character device (/dev/zero)"}
+    # A file replaced by a pipe after the listing is refused as it is read, not waited on
+    with pytest.raises(sources.NotRegularFile, match="^not a regular file: a named pipe$"):
+        sources.read_bytes(str(tmp_path / "fifo"), 1 << 20)
+    with pytest.raises(sources.NotRegularFile, match="^not a regular file: a character device$"):
+        sources.read_bytes("/dev/zero", 1 << 20)
+
+
+def test_a_folder_moved_elsewhere_keeps_its_fingerprint_with_a_link_loop_inside(tmp_path):
+    """A loop's reason named the absolute path it led to: a moved folder of the same files made a new span."""
+    before = tmp_path / "before" / "pets"
+    synthetic.write_demo_images(before, 2)
+    (before / "cat" / "loop").symlink_to("..", target_is_directory=True)
+    settings = spans.IngestSettings()
+    fingerprint = spans._fingerprint("folder", str(before), settings, None)
+    after = tmp_path / "after" / "elsewhere"
+    after.parent.mkdir()
+    before.rename(after)
+    assert spans._fingerprint("folder", str(after), settings, None) == fingerprint
