@@ -239,6 +239,39 @@ def push_model(model_dir: str, serving_dir: str, model_uri: str | None = None,
     return PushResult(version, target, new=True, cleaned=tuple(cleaned))
 
 
+def _weights(digests: dict[str, str] | None) -> frozenset:
+    """A version's or a model's weights, by their files' SHA-256 (its graph may differ between two saves of the
+    same weights: its functions are numbered by the process that traced them)."""
+    return frozenset((name, sha) for name, sha in (digests or {}).items() if name.startswith("variables/"))
+
+
+def withdrawn_twin(model_dir: str, serving_dir: str) -> str | None:
+    """Why `model_dir` must not be pushed: its weights are those of a version a rollback withdrew (and no later
+    rollback served again), so pushing it would undo that rollback; None otherwise. A run can train such a model
+    without new data (a search that keeps the configured values, say): its blessing is against the model rolled
+    back to, which says nothing of why the other was withdrawn."""
+    candidate = _weights({name: served.sha256(posixpath.join(model_dir, name))
+                          for name in storage.backend.files(model_dir) if name.startswith("variables/")})
+    versions = existing_versions(serving_dir)
+    weights = {version: _weights(served.recorded_digests(posixpath.join(serving_dir, str(version))))
+               for version in versions}
+    withdrawn: dict[frozenset, tuple] = {}  # weights -> (the version withdrawn, the rollback's record, its version)
+    for version in versions:
+        record = push_record(posixpath.join(serving_dir, str(version)))
+        withdrawn.pop(weights[version], None)  # a rollback to a model serves it again
+        away = record.get(metadata.ROLLED_BACK_FROM)
+        if isinstance(away, int) and weights.get(away):
+            withdrawn[weights[away]] = (away, record, version)
+    if not candidate or candidate not in withdrawn:
+        return None
+    away, record, version = withdrawn[candidate]
+    reason = record.get(metadata.ROLLBACK_REASON)
+    withdrew = f"withdrew ({reason})" if reason else "withdrew"
+    return (f"the candidate's weights are version {away}'s, which the rollback to version "
+            f"{record.get(metadata.ROLLED_BACK_TO)} (pushed as version {version}) {withdrew}: pushing it would undo "
+            f"that rollback; train on new data or other settings, or `rollback --to {away}` to serve it again")
+
+
 @component
 def ServingPusher(
     model: InputArtifact[standard_artifacts.Model],
@@ -263,6 +296,12 @@ def ServingPusher(
         pushed_model.set_int_custom_property(metadata.PUSHED, 0)
         return
     source = path_utils.serving_model_path(model.uri, path_utils.is_old_model_artifact(model))
+    withheld = withdrawn_twin(source, serving_dir)
+    if withheld:
+        logging.warning("ServingPusher: the model %s %s", model.uri, withheld)
+        pushed_model.set_int_custom_property(metadata.PUSHED, 0)
+        pushed_model.set_string_custom_property(metadata.PUSH_WITHHELD, withheld)
+        return
     spans = [span for span in (metadata.span_of(e.mlmd_artifact) for e in examples or []) if span is not None]
     # The Evaluator scored the newest span's examples.
     newest = max(examples or [], key=lambda e: metadata.span_of(e.mlmd_artifact) or 0, default=None)

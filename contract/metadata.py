@@ -50,6 +50,8 @@ PUSHED = "pushed"  # 1 the model is served as PUSHED_VERSION, 0 not pushed (not 
 # a Pusher killed between publishing and recording, or a rerun without this project's resolver).
 ALREADY_SERVED = "already_served"
 PUSH_CLEANED = "cleaned"  # what the push moved aside or removed first, a line each
+# Why a blessed model was not pushed (PUSHED 0): its weights are those of a version a rollback withdrew.
+PUSH_WITHHELD = "withheld"
 PUSHED_VERSION = "pushed_version"
 PUSHED_DESTINATION = "pushed_destination"
 PUSHED_MODEL_ID = "pushed_model_id"  # the Model artifact whose files were pushed

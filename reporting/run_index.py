@@ -79,6 +79,8 @@ def outcome(summary: dict) -> str:
         return f"nothing new pushed; version {served if isinstance(served, int) and served else version} is served"
     if version is not None:
         return f"{_PUSHED}{version}"
+    if summary.get("blessed") is True and summary.get("withheld"):
+        return "blessed; not pushed: a rollback withdrew these weights"
     if summary.get("blessed") is True:
         return "blessed; nothing new pushed"
     if summary.get("blessed") is False:

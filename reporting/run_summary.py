@@ -77,6 +77,8 @@ class RunSummary:
     hyperparameters: HyperparameterRecord | None = None
     # the version a server of the root loads after the run, where the runner looked (a local run): 0 for none
     served_version: int | None = None
+    # why the Pusher did not push a blessed model (its weights are those of a version a rollback withdrew)
+    withheld: str | None = None
 
     @property
     def replaced_since(self) -> bool:
@@ -149,6 +151,9 @@ class RunSummary:
                          "(pushed earlier) is served")
         elif self.pushed_path:
             lines.append(f"  pushed: version {self.pushed_version} at {self.pushed_path}")
+        elif self.withheld:
+            lines.append(f"  pushed: nothing: {self.withheld}"
+                         + (f"; version {self.served_version} stays served" if self.served_version else ""))
         elif self.blessed is not None and self.served_version:
             lines.append(f"  pushed: nothing; version {self.served_version} stays served")
         elif self.blessed is not None and self.served_version == 0:
@@ -264,6 +269,8 @@ def summarize_run(store: metadata_store.MetadataStore | None, pipeline_name: str
                 summary.pushed_path = custom_property(artifact, metadata_lib.PUSHED_DESTINATION)
                 summary.already_served = custom_property(artifact, metadata_lib.ALREADY_SERVED) == 1
                 summary.cleaned = (custom_property(artifact, metadata_lib.PUSH_CLEANED) or "").splitlines()
+            elif artifact_type == "PushedModel":
+                summary.withheld = custom_property(artifact, metadata_lib.PUSH_WITHHELD) or None
     if summary.blessed is not None and summary.metrics:
         summary.decision = evaluation.decision(evaluation_uri, summary.blessed)
     history = None

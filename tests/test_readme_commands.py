@@ -6,6 +6,7 @@ them from drifting away from the flags."""
 import pathlib
 import re
 import shlex
+import subprocess
 
 import pytest
 
@@ -67,3 +68,19 @@ def test_each_make_target_the_readme_names_is_in_the_makefile():
     named = {match for block in _shell_blocks((ROOT / "README.md").read_text())
              for command in _commands(block) for match in re.findall(r"^make ([a-z0-9-]+)", command)}
     assert named and named <= targets, named - targets
+
+
+def test_what_the_readmes_commands_write_into_the_checkout_is_ignored_by_git():
+    """The packages and KServe manifests compile writes where the README names them, and the base base-weights
+    writes: a checkout used as printed stays clean (`git status`)."""
+    written = set()
+    for words in _runner_commands(ROOT / "README.md"):
+        for flag in ("--package", "--monitor-package", "--out"):
+            if flag in words and "/" not in words[words.index(flag) + 1]:
+                name = words[words.index(flag) + 1]
+                written |= {name, name.removesuffix(".yaml") + ".inferenceservice.yaml"} if name.endswith(".yaml") \
+                    else {name}
+    assert {"cats_vs_dogs.yaml", "cats_vs_dogs_vertex.yaml", "pets_no_top.h5"} <= written, written
+    ignored = subprocess.run(["git", "check-ignore", "--no-index", *sorted(written)], cwd=ROOT, capture_output=True,
+                             text=True).stdout.split()
+    assert sorted(ignored) == sorted(written)

@@ -7,8 +7,15 @@ import pytest
 from google.protobuf import text_format
 from tensorflow_serving.config import model_server_config_pb2
 
-from components.serving_pusher import digest_problems, digests_text, existing_versions, follow_commit, push_model
-from contract import layout, served
+from components.serving_pusher import (
+    digest_problems,
+    digests_text,
+    existing_versions,
+    follow_commit,
+    push_model,
+    withdrawn_twin,
+)
+from contract import layout, metadata, served
 
 CONFIG = served.CONFIG_FILE
 
@@ -220,3 +227,37 @@ def test_files_made_of_the_version_number_name_the_version_they_land_in_when_ano
     assert result.version == 2
     assert (serving / "2" / "assets.extra" / "card.md").read_text() == "version 2\n"
     assert digest_problems(str(serving / "2")) == [], "the commit record covers the card as written"
+
+
+def _model(folder, graph: bytes, weights: bytes):
+    (folder / "variables").mkdir(parents=True)
+    (folder / "saved_model.pb").write_bytes(graph)
+    (folder / "variables" / "variables.data-00000-of-00001").write_bytes(weights)
+    (folder / "variables" / "variables.index").write_bytes(b"index")
+    return str(folder)
+
+
+def test_a_model_with_the_weights_a_rollback_withdrew_is_withheld_until_a_rollback_serves_them_again(tmp_path):
+    """A search that kept the configured values retrained, with no new data, the very model a rollback had withdrawn
+    (the same weights, another graph): blessed against the model rolled back to, it was pushed, undoing the
+    rollback."""
+    serving = str(tmp_path / "serving")
+    push_model(_model(tmp_path / "a", b"graph-a", b"A"), serving, model_uri="model-a")
+    push_model(_model(tmp_path / "b", b"graph-b", b"B"), serving, model_uri="model-b")
+    rolled_back = {metadata.ROLLED_BACK_TO: 1, metadata.ROLLED_BACK_FROM: 2, metadata.ROLLBACK_REASON: "night photos"}
+    push_model(os.path.join(serving, "1"), serving, model_uri="model-a", record=rolled_back, always_new=True)
+    retrained = _model(tmp_path / "b-again", b"graph-b, its functions numbered otherwise", b"B")
+    assert withdrawn_twin(retrained, serving) == (
+        "the candidate's weights are version 2's, which the rollback to version 1 (pushed as version 3) withdrew "
+        "(night photos): pushing it would undo that rollback; train on new data or other settings, or "
+        "`rollback --to 2` to serve "
+        "it again")
+    assert withdrawn_twin(_model(tmp_path / "c", b"graph-b", b"C"), serving) is None, "other weights: pushed"
+    assert withdrawn_twin(_model(tmp_path / "a-again", b"graph-a", b"A"), serving) is None, "the served weights"
+    # a person serves version 2's model again: its weights are no longer withdrawn, version 3's (A) are
+    push_model(os.path.join(serving, "2"), serving, model_uri="model-b", always_new=True,
+               record={metadata.ROLLED_BACK_TO: 2, metadata.ROLLED_BACK_FROM: 3})
+    assert withdrawn_twin(retrained, serving) is None
+    assert withdrawn_twin(str(tmp_path / "a-again"), serving).startswith(
+        "the candidate's weights are version 3's, which the rollback to version 2 (pushed as version 4) withdrew: "
+        "pushing it would undo that rollback")

@@ -220,3 +220,15 @@ def test_the_cards_sections_the_report_shows_itself_are_left_out_of_its_copy():
     assert left_out == ["Training", "Evaluation", "Blessing", "TFLite models"]
     assert "## Intended use" in text and "## Known limits" in text and "few images" in text
     assert not any(word in text for word in ("epochs", "| metric |", "Decision: met", "int8")), text
+
+
+def test_a_blessed_model_withheld_because_a_rollback_withdrew_its_weights_is_said_so(tmp_path):
+    withheld = ("the candidate's weights are version 2's, which the rollback to version 1 (pushed as version 3) "
+                "withdrew: pushing it would undo that rollback; train on new data or other settings, or "
+                "`rollback --to 2` to serve it again")
+    summary = dataclasses.replace(_summary(blessed=True, decision="no worse than the baseline"), withheld=withheld,
+                                  served_version=3)
+    assert f"  pushed: nothing: {withheld}; version 3 stays served" in summary.text().splitlines()
+    top = run_report.write_report(summary, tmp_path / "page", {}, None).read_text().split("<nav>")[0]
+    assert "Nothing pushed: the candidate&#39;s weights are version 2&#39;s, which the rollback" in top, top
+    assert run_index.outcome(summary.to_json()) == "blessed; not pushed: a rollback withdrew these weights"
