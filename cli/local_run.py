@@ -53,7 +53,9 @@ def _add_source_flags(parser: argparse.ArgumentParser, required: bool = True) ->
                         help="Generate the built-in demo images into <output-dir>/demo_images and use the demo "
                              "settings (random weights; see config.demo_config).")
     parser.add_argument("--demo-images", type=flags.count(1), default=synthetic.DEMO_IMAGES_PER_CLASS,
-                        help=f"With --demo: images per class. Default: {synthetic.DEMO_IMAGES_PER_CLASS}.")
+                        help=f"With --demo: images per class. Default: {synthetic.DEMO_IMAGES_PER_CLASS}. About a "
+                             "tenth go to the test split, which the data gate wants at least --min-eval-examples "
+                             "(30) of: below 250 a class, a run may stop there.")
     flags.add_output_dir(parser, "Everything of the run goes here: examples/, pipeline_root/, metadata.sqlite, "
                                  "serving_model/<version>/, run_summary.json.")
     parser.add_argument("--beam-workers", type=flags.count(0),

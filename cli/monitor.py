@@ -85,9 +85,10 @@ def command_monitor(args: argparse.Namespace) -> int:
     into cat/ and dog/ (then `ingest --data-dir` that folder). A deployment's root (--root, gs:// or a path on
     its volume) is checked the same way with its store (--metadata-grpc or --metadata-sqlite); the monitoring
     package (`compile --monitor-package`) runs this on the cluster. Prints the verdict in one line (--json: the
-    result). Exit 0 whatever the verdict; 2 when refused (no served model, too small a window, not a root, a
-    place of the root that is a symbolic link); 3 while a run, an ingest, a rollback or another check holds the
-    root.
+    result). Exit 0 whatever the verdict, and when the window holds fewer than --min-window images (nothing to
+    check yet: a served model's first hours); 2 when refused (no served model, too few images that can be
+    decoded, not a root, a place of the root that is a symbolic link); 3 while a run, an ingest, a rollback or
+    another check holds the root.
     """
     from contract import startup
     from contract.layout import RunLayout
@@ -115,7 +116,12 @@ def command_monitor(args: argparse.Namespace) -> int:
     with run_lock.exclusive_run(root, f"monitor-{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:8]}"):
         if store is None:  # the root's own SQLite store, locked by another process: busy, before any work
             store_health.check(RunLayout(root).metadata_path)
-        result = monitor.check(RunLayout(root), settings, store)
+        try:
+            result = monitor.check(RunLayout(root), settings, store)
+        except monitor.NothingToCheckYet as nothing:
+            print(json.dumps({"checked": False, "drift": None, "verdict": str(nothing)}, indent=2) if args.json
+                  else str(nothing), flush=True)
+            return errors.OK
     print(json.dumps(result.result, indent=2) if args.json else result.line, flush=True)
     return errors.OK
 

@@ -31,7 +31,13 @@ UNREADABLE_LISTED = 20  # the images of a window that could not be measured, nam
 
 
 class WindowTooSmallError(CommandError):
-    """The window holds too few images to test; the line says how many and how many are needed."""
+    """The window holds too few images that can be measured to test; the line says how many and how many are
+    needed."""
+
+
+class NothingToCheckYet(WindowTooSmallError):
+    """The window holds fewer images than a check needs (a served model's first hours): no fault, and a scheduled
+    check says so and succeeds, rather than failing every hour until traffic comes."""
 
 
 @dataclasses.dataclass
@@ -46,9 +52,9 @@ def read_window(where: RunLayout, settings: MonitorSettings) -> traffic_window.T
                                         since_ms=settings.since_ms)
     if len(window) < settings.min_window:
         since = f" since {time_text(settings.since_ms)}" if settings.since_ms is not None else ""
-        raise WindowTooSmallError(
-            f"the window holds {len(window)} images of traffic{since} under {where.traffic_root}; a check needs at "
-            f"least {settings.min_window} (--min-window): nothing was checked")
+        raise NothingToCheckYet(
+            f"nothing to check yet: the window holds {len(window)} images of traffic{since} under "
+            f"{where.traffic_root}; a check needs at least {settings.min_window} (--min-window)")
     return window
 
 
@@ -159,7 +165,8 @@ def check(where: RunLayout, settings: MonitorSettings, store: str | None = None)
     checked_at = datetime.datetime.now(datetime.timezone.utc)
     folder = posixpath.join(str(where.monitoring_dir), f"check-{checked_at.strftime('%Y%m%dT%H%M%S%fZ')}")
     result = {
-        "drift": verdict.drift, "verdict": verdict.line(), "tests": [test.to_json() for test in verdict.tests],
+        "checked": True, "drift": verdict.drift, "verdict": verdict.line(),
+        "tests": [test.to_json() for test in verdict.tests],
         "false_alarm_rate": settings.false_alarm_rate, "served_version": served.version,
         "checked_at": checked_at.isoformat(timespec="seconds"), "report": posixpath.join(folder, report.PAGE),
         "window": {"images": len(window), "sampled": measured, "spans": window.spans,

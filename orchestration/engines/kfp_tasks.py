@@ -15,6 +15,7 @@ at the task's log.
 from __future__ import annotations
 
 import base64
+import html
 import json
 import logging
 import posixpath
@@ -327,6 +328,14 @@ def monitor(root: str, metadata_store: str, settings: dict, html_path: str, mark
                                       "monitor; nothing was checked")
         tfx_node.check_store(metadata_store)
         check = monitor_lib.check(RunLayout(root), chosen, metadata_store)
+    except monitor_lib.NothingToCheckYet as nothing:  # a recurring check's first hours: no failed run each hour
+        with open(html_path, "w") as f:
+            f.write(f"<!doctype html><meta charset=utf-8><title>Drift check</title>"
+                    f"<p>{html.escape(str(nothing))}</p>\n")
+        with open(markdown_path, "w") as f:
+            f.write(f"**Nothing to check yet**: {str(nothing).removeprefix('nothing to check yet: ')}\n")
+        say(str(nothing))
+        return str(nothing)
     except CommandError as error:
         fail_task(f"{layout.MONITOR_TASK}: {error}")
     page = str(check.page)
