@@ -104,7 +104,9 @@ class RunSummary:
         lines = [f"Pipeline {self.pipeline}, run {self.run_id}"]
         if self.ingest:
             counts = self.ingest["counts"]
-            lines.append(f"  ingest: span {self.ingest['span']}{' (reused)' if self.ingest['reused'] else ''}: "
+            said = "none (no source given); trains on the spans there, the newest: span" \
+                if self.ingest.get("no_source") else "span"
+            lines.append(f"  ingest: {said} {self.ingest['span']}{' (reused)' if self.ingest['reused'] else ''}: "
                          f"{self.ingest['files_seen']} files, " + ", ".join(f"{k} {v}" for k, v in counts.items())
                          + (f", carried from labeled queues {self.ingest['carried']}" if self.ingest.get("carried")
                             else ""))

@@ -85,6 +85,9 @@ class BeforeTheDag:
                 "Metadata, so their nodes run again and resolvers pass them over:\n  " + "\n  ".join(self.missing)]
 
 
+NO_SOURCE = "no_source"  # an ingest report's key: the run was given no source, this is the newest span's
+
+
 def ingest_settings(data: DataConfig) -> spans.IngestSettings:
     return spans.IngestSettings(max_pixels=data.max_image_pixels, train_buckets=data.train_buckets,
                                 eval_buckets=data.eval_buckets, test_buckets=data.test_buckets,
@@ -145,7 +148,8 @@ def _ingest(kind: str | None, location: str, examples_root: str, data: DataConfi
             raise RunRefused(f"no source given and no spans in {examples_root}; pass a source (--data-dir, "
                              "--parquet, --tfds-data-dir or --demo locally; the source parameter on Kubeflow)")
         latest = span_report.load_report(examples_root, existing[-1])
-        return (latest.to_json() if latest else None,
+        # the newest span's report, said as not this run's ingest
+        return (latest.to_json() | {NO_SOURCE: True} if latest else None,
                 f"no source given: running on the spans in {examples_root} (latest: span {existing[-1]})")
     try:
         report = spans.ingest(kind, location, examples_root, ingest_settings(data), beam_args)
@@ -246,6 +250,7 @@ def complete_summary(summary, before: BeforeTheDag | None, *, error: str | None 
     """Adds what happened outside ML Metadata to a summary read from it (reporting.run_summary)."""
     if before is not None:
         summary.ingest = ({k: before.ingest[k] for k in ("span", "reused", "files_seen")}
+                          | {NO_SOURCE: bool(before.ingest.get(NO_SOURCE))}
                           | {"counts": span_report.shown_counts(before.ingest),
                              "carried": sum(entry.get("examples", 0) for entry in before.ingest.get("carried", []))}
                           if before.ingest else None)

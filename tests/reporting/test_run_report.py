@@ -232,3 +232,13 @@ def test_a_blessed_model_withheld_because_a_rollback_withdrew_its_weights_is_sai
     top = run_report.write_report(summary, tmp_path / "page", {}, None).read_text().split("<nav>")[0]
     assert "Nothing pushed: the candidate&#39;s weights are version 2&#39;s, which the rollback" in top, top
     assert run_index.outcome(summary.to_json()) == "blessed; not pushed: a rollback withdrew these weights"
+
+
+def test_a_run_given_no_source_does_not_say_it_ingested():
+    """It printed `ingest: span 1: 400 files, accepted 400` as if it had ingested the newest span again."""
+    ingest = {"span": 1, "reused": False, "files_seen": 400, "counts": {"accepted": 400}, "carried": 0}
+    said = [line for line in _summary(ingest=ingest | {"no_source": True}).text().splitlines() if "ingest:" in line]
+    assert said == ["  ingest: none (no source given); trains on the spans there, the newest: span 1: 400 files, "
+                    "accepted 400"]
+    said = [line for line in _summary(ingest=ingest | {"no_source": False}).text().splitlines() if "ingest:" in line]
+    assert said == ["  ingest: span 1: 400 files, accepted 400"]
