@@ -103,8 +103,19 @@ def submit(args: argparse.Namespace) -> int:
     if run.failure:
         reason = kfp_runs.run_outcome(folder) or run.failure  # the exit handler's word, else kfp's
         raise errors.RunFailedError(f"run {run.run_id} {reason}\nsummary and report in {folder}")
-    print(f"local run finished: summary and report in {folder}")
+    print(f"local run finished: {_outcome(folder)}; summary and report in {folder}")
     return errors.OK
+
+
+def _outcome(folder: str) -> str:
+    """What the run's summary says it did (blessed, pushed), in a few words, as the root's run list has it."""
+    from contract import layout, storage
+    from reporting import run_index
+
+    try:
+        return run_index.outcome(storage.read_json(os.path.join(folder, layout.SUMMARY_FILE)))
+    except (storage.UnreadableFileError, OSError, ValueError) as error:
+        return f"its summary cannot be read ({errors.first_line(error)})"
 
 
 def schedule(args: argparse.Namespace) -> int:

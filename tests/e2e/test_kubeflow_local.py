@@ -284,7 +284,7 @@ def test_first_run_executes_every_node_once_and_pushes_version_1(runs):
     # one line per task on the terminal; kfp.local's and the tasks' thousands of lines in the run's log
     first, *tasks, last = result.stdout.splitlines()
     assert first.startswith(f"run {summary['run_id']}: each task's output in ")
-    assert last.startswith("local run finished")
+    assert last == f"local run finished: blessed, pushed as version 1; summary and report in {folder}"
     # a task per TFX node but the resolvers (each runs in its reader's task), the ingest task and the exit handler
     names = {line.split(":")[0].strip() for line in tasks}
     assert names == {node.lower() for node in COMPONENTS} | {"ingest", "report"} and len(tasks) == len(names), tasks
