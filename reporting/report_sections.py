@@ -55,7 +55,8 @@ def evaluation(summary: RunSummary, folder: pathlib.Path) -> dict:
         return f"{value:.4f} [{interval[0]:.4f}, {interval[1]:.4f}]" if interval else value
 
     part = {"metric_names": metric_names,
-            "metric_rows": [[model] + [shown(model, n, values[n]) if n in values else "" for n in metric_names]
+            "metric_rows": [[f"{model} ({summary.baseline})" if model == "baseline" and summary.baseline else model]
+                            + [shown(model, n, values[n]) if n in values else "" for n in metric_names]
                             for model, values in summary.metrics.items()],
             "judged_on": split_words(summary.judged_split) if summary.judged_split else None,
             "label_metric_names": list(next(iter(summary.metrics_by_label.values()), {})),

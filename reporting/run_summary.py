@@ -79,6 +79,8 @@ class RunSummary:
     served_version: int | None = None
     # why the Pusher did not push a blessed model (its weights are those of a version a rollback withdrew)
     withheld: str | None = None
+    # which pushed version the Evaluator's baseline is ("version 1's model, served as version 5")
+    baseline: str | None = None
 
     @property
     def replaced_since(self) -> bool:
@@ -127,7 +129,8 @@ class RunSummary:
             shown = ", ".join(f"{k} {_fmt(v)}" + (f" [{interval[0]:.4f}, {interval[1]:.4f}]"
                                                   if k == "binary_accuracy" and interval else "")
                               for k, v in values.items())
-            lines.append(f"  {model} metrics: {shown}")
+            named = f" ({self.baseline})" if model == "baseline" and self.baseline else ""
+            lines.append(f"  {model}{named} metrics: {shown}")
         for label, values in self.metrics_by_label.items():
             shown = ", ".join(f"{k} {_fmt(v)}" for k, v in values.items())
             lines.append(f"    {features.named_slice(label)}: {shown}")
@@ -263,6 +266,7 @@ def summarize_run(store: metadata_store.MetadataStore | None, pipeline_name: str
                 summary.accuracy_intervals = {model: list(interval) for model, values in summary.metrics.items()
                                               if (interval := evaluation.accuracy_interval(values))}
                 summary.judged_split = judged_split(store, execution.id)
+                summary.baseline = baseline_words(store, execution.id)
                 evaluation_uri = artifact.uri
             elif artifact_type == "ModelBlessing":
                 summary.blessed = custom_property(artifact, metadata_lib.BLESSED) == 1
@@ -335,6 +339,23 @@ def hyperparameter_lines(chosen: HyperparameterRecord) -> list[str]:
         lines.append(f"    trial {row['trial']}{' (kept)' if row.get('kept') else ''}: {figures}; "
                      f"{_values(row['values'])}")
     return lines
+
+
+def baseline_words(store, evaluator_execution_id: int) -> str | None:
+    """Which pushed version the Evaluator's baseline model is: "version 1's model" (", served as version 5" when a
+    rollback pushed it again); None without a baseline, or for one no push of the store names."""
+    ids = [event.artifact_id for event in store.get_events_by_execution_ids([evaluator_execution_id])
+           if event.type == metadata_store_pb2.Event.INPUT and event.path.steps
+           and event.path.steps[0].key == "baseline_model"]
+    if not ids:
+        return None
+    versions = sorted(version for pushed in store.get_artifacts_by_type("PushedModel")
+                      if custom_property(pushed, metadata_lib.PUSHED) == 1
+                      and custom_property(pushed, metadata_lib.PUSHED_MODEL_ID) == ids[0]
+                      and isinstance(version := custom_property(pushed, metadata_lib.PUSHED_VERSION), int))
+    if not versions:
+        return None
+    return f"version {versions[0]}'s model" + (f", served as version {versions[-1]}" if len(versions) > 1 else "")
 
 
 def judged_split(store, evaluator_execution_id: int) -> str | None:

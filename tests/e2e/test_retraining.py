@@ -230,6 +230,8 @@ def test_span_2_is_compared_with_version_1_and_pushed_as_version_2(scenario):
     summary = scenario["span2_summary"]
     assert summary["ingest"]["span"] == 2
     assert set(summary["metrics"]) == {"candidate", "baseline"}, "version 1's model must be the baseline"
+    assert summary["baseline"] == "version 1's model" and "  baseline (version 1's model) metrics: " in \
+        scenario["span2"].stdout, "the summary names the version it was compared with"
     assert summary["blessed"] is True and summary["pushed_version"] == 2, summary["decision"]
     assert summary["decision"].startswith(
         "met binary_accuracy >= 0.65 and binary_accuracy at most 0.05 below the baseline's; the candidate gets ")
@@ -403,6 +405,7 @@ def test_after_the_rollback_a_new_candidate_is_compared_with_the_served_model(sc
     versions = {v["version"]: v for v in scenario["models_after_rollback"]}
     baseline = scenario["span4_evaluator_models"] - {summary["artifacts"]["Model"]}
     assert baseline == {versions[1]["model_uri"]}, "the baseline is the model rolled back to, not version 2's"
+    assert summary["baseline"] == "version 1's model, served as version 3"
 
 
 def test_a_candidate_above_the_minimum_but_worse_than_the_served_model_is_not_pushed(scenario):

@@ -242,3 +242,14 @@ def test_a_run_given_no_source_does_not_say_it_ingested():
                     "accepted 400"]
     said = [line for line in _summary(ingest=ingest | {"no_source": False}).text().splitlines() if "ingest:" in line]
     assert said == ["  ingest: span 1: 400 files, accepted 400"]
+
+
+def test_the_baseline_is_named_by_the_version_it_was_pushed_as(tmp_path):
+    """`baseline metrics:` did not say which model it was, and `models` scores each version on its own spans' test
+    images: the two figures of one version looked like a contradiction."""
+    metrics = {"candidate": {"binary_accuracy": 0.9}, "baseline": {"binary_accuracy": 0.8}}
+    summary = _summary(metrics=metrics, baseline="version 1's model, served as version 5", blessed=True, decision="x")
+    assert "  baseline (version 1's model, served as version 5) metrics: binary_accuracy 0.8000" in \
+        summary.text().splitlines()
+    page = run_report.write_report(summary, tmp_path / "page", {}, None).read_text()
+    assert "<td>baseline (version 1&#39;s model, served as version 5)</td>" in page
