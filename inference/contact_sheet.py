@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import io
+import os
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from contract import features
+from contract.errors import shown_name
 from inference.predict import Prediction
 
 _PAD = 6
@@ -54,6 +56,7 @@ def render(predictions: list[Prediction], images: dict[int, bytes], heatmaps: di
     Under each tile: the class and probability (or why the file could not be read) and the file name, wrapped
     to the tile's width, never cut."""
     font = ImageFont.load_default(size=13)
+    names = shown_names([prediction.path for prediction in predictions])
     captions = []
     for index, prediction in enumerate(predictions):
         if prediction.error or index not in images:
@@ -61,12 +64,13 @@ def render(predictions: list[Prediction], images: dict[int, bytes], heatmaps: di
         else:
             first = f"{prediction.class_name}  {prediction.dog_probability:.2f}"
             color = (150, 70, 0) if prediction.class_name == features.POSITIVE_LABEL else (0, 80, 150)
-        name = prediction.path.rsplit("/", 1)[-1]
-        captions.append((wrap(first, font, tile - 4), color, wrap(name, font, tile - 4)))
+        captions.append((wrap(first, font, tile - 4), color, wrap(names[index], font, tile - 4)))
     caption_height = max((len(a) + len(b)) * _LINE for a, _, b in captions) + 4 if captions else _LINE
     rows = max(1, -(-len(predictions) // columns))
     width = columns * (tile + _PAD) + _PAD
-    sheet = Image.new("RGB", (width, rows * (tile + caption_height + _PAD) + _PAD), (250, 250, 250))
+    grid_height = rows * (tile + caption_height + _PAD) + _PAD
+    legend = _LEGEND_HEIGHT if heatmaps else 0
+    sheet = Image.new("RGB", (width, grid_height + legend), (250, 250, 250))
     draw = ImageDraw.Draw(sheet)
     for index, (prediction, (first, color, name)) in enumerate(zip(predictions, captions)):
         x = _PAD + (index % columns) * (tile + _PAD)
@@ -87,4 +91,30 @@ def render(predictions: list[Prediction], images: dict[int, bytes], heatmaps: di
         for line in name:
             draw.text((x + 2, line_y), line, fill=(90, 90, 90), font=font)
             line_y += _LINE
+    if heatmaps:
+        _draw_legend(sheet, draw, font, grid_height)
     return sheet
+
+
+_LEGEND_HEIGHT = _LINE + 20
+
+
+def _draw_legend(sheet: Image.Image, draw: ImageDraw.ImageDraw, font, top: int) -> None:
+    """The heat maps' colour scale: what each colour says of a region's weight in the model's answer."""
+    left, width = _PAD, min(300, sheet.width - 2 * _PAD)
+    bar = Image.fromarray(heat_colors(np.tile(np.linspace(0, 1, width), (10, 1))))
+    sheet.paste(bar, (left, top))
+    draw.text((left, top + 14), "Grad-CAM: dark blue, a region of little weight in the model's answer; red, of "
+              "the most", fill=(60, 60, 60), font=font)
+
+
+def shown_names(paths: list[str]) -> list[str]:
+    """Each file's name as its caption shows it: its path below the folder all of them are in, so that two photos
+    of one name in two folders are told apart (a single file: its name); control characters and bytes that are not
+    UTF-8 escaped."""
+    absolute = [os.path.abspath(path) for path in paths]
+    try:
+        common = os.path.commonpath([os.path.dirname(path) for path in absolute]) if absolute else ""
+    except ValueError:  # no common folder (cannot happen on one file system tree): the full paths
+        common = ""
+    return [shown_name(os.path.relpath(path, common) if common else path) for path in absolute]

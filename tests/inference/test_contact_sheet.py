@@ -48,3 +48,21 @@ def test_a_long_file_name_wraps_and_is_kept_whole(demo_jpegs):
     font = contact_sheet.ImageFont.load_default(size=13)
     lines = contact_sheet.wrap(long_name.rsplit("/", 1)[-1], font, TILE - 4)
     assert "".join(lines) == long_name.rsplit("/", 1)[-1] and len(lines) > 1
+
+
+def test_a_caption_names_a_file_below_the_folder_all_are_in_so_that_two_of_one_name_differ():
+    assert contact_sheet.shown_names(["/p/sub/dog2.jpg", "/p/other/dog2.jpg", "/p/a.jpg"]) == \
+        ["sub/dog2.jpg", "other/dog2.jpg", "a.jpg"]
+    assert contact_sheet.shown_names(["/p/sub/dog2.jpg"]) == ["dog2.jpg"]
+    assert contact_sheet.shown_names(["/p/two\nlines.jpg", "/p/caf\udce9.jpg"]) == ["two\\nlines.jpg", "caf\\xe9.jpg"]
+
+
+def test_heat_maps_come_with_their_colour_scale(demo_jpegs):
+    images = {0: demo_jpegs["cat"][0], 2: demo_jpegs["dog"][0]}
+    plain = contact_sheet.render(_predictions(), images, tile=TILE, columns=3)
+    heat = contact_sheet.render(_predictions(), images, {0: np.zeros((8, 8))}, tile=TILE, columns=3)
+    assert heat.height == plain.height + contact_sheet._LEGEND_HEIGHT
+    width = min(300, heat.width - 2 * contact_sheet._PAD)
+    scale = np.asarray(heat)[plain.height + 2, contact_sheet._PAD:contact_sheet._PAD + width]
+    assert tuple(scale[0]) == tuple(contact_sheet.heat_colors(np.zeros(1))[0]), "dark blue at the left"
+    assert scale[-1][0] > 200 and scale[-1][2] < 60, "to red at the right"
