@@ -24,7 +24,7 @@ import posixpath
 from typing import Collection
 
 from config import PipelineConfig, TuningConfig
-from contract import accelerators, layout, served
+from contract import accelerators, layout
 from contract import metadata as metadata_lib
 from contract.layout import RunLayout
 from contract.settings import setting
@@ -333,8 +333,8 @@ def compile_for_cluster(config: PipelineConfig, output_file: str, deployment: De
         sink = kserve.TrafficSink(deployment.image, deployment.root, deployment.pvc, deployment.pvc_mount) \
             if serving.traffic_sink else None
         manifest = kserve.write_manifest(kserve.manifest_path(path), serving, uri, sink)
-        lines.append(f"wrote KServe InferenceService {manifest} (serves the version {uri}/{served.CONFIG_FILE} names, "
-                     "the newest push or rollback"
+        lines.append(f"wrote KServe InferenceService {manifest} (serves the version "
+                     f"{uri}/{layout.SERVING_CONFIG_FILE} names, the newest push or rollback"
                      + (f"; its logger sends every request and response to the traffic sink {sink.name(serving)} "
                         f"deployed with it, which records them under {RunLayout(deployment.root).traffic_root}"
                         if sink else "") + f"): kubectl apply -f {manifest}")
