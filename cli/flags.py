@@ -76,6 +76,10 @@ def local_source(text: str) -> pathlib.Path:
         raise argparse.ArgumentTypeError(f"{text} is a URI: a local run reads its source on this machine; copy it "
                                          "here (gsutil -m cp -r), or give it to a Kubeflow or Vertex package, whose "
                                          "tasks read gs:// (compile --data-dir)")
+    return _home_expanded(text)
+
+
+def _home_expanded(text: str) -> pathlib.Path:
     try:
         return pathlib.Path(text).expanduser()  # --data-dir=~/pets: no shell expands a ~ after an =
     except RuntimeError:  # ~someone: no such user
@@ -84,8 +88,8 @@ def local_source(text: str) -> pathlib.Path:
 
 
 def local_pathlib(text: str) -> pathlib.Path:
-    """local_path, as a pathlib.Path."""
-    return pathlib.Path(local_path(text))
+    """local_path, as a pathlib.Path, a leading ~ expanded (--output-dir=~/runs, which no shell expands)."""
+    return _home_expanded(local_path(text))
 
 
 def help_text(text: str) -> str:
@@ -265,11 +269,35 @@ def check_source_apart(output_dir: pathlib.Path, flag: str, location: str | os.P
     """The output directory is not the source folder or inside it: ingest would read the pipeline's own files (its
     spans, reports, models) as data, and the source would never be the same twice (a new span every run)."""
     source, output = os.path.realpath(location), os.path.realpath(output_dir)
-    if output == source or output.startswith(source.rstrip(os.sep) + os.sep):
+    if _inside(output_dir, location):
         raise SettingsError(f"--output-dir {shown_name(str(output_dir))} is inside {flag} "
                             f"{shown_name(str(location))}{' (it is that folder)' if output == source else ''}: "
                             "ingest would read the pipeline's own files there as data; choose an output folder "
                             "outside it")
+
+
+def _inside(output_dir: str | os.PathLike, location: str | os.PathLike) -> bool:
+    """Whether `output_dir` is the folder `location` or below it: by their paths as given and as real paths, and
+    by the identity of each folder on the output's way (a link or a bind mount may lead into the data folder by
+    another name)."""
+    def below(path: str, folder: str) -> bool:
+        return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
+
+    given, real = os.path.abspath(output_dir), os.path.realpath(output_dir)
+    if below(given, os.path.abspath(location)) or below(real, os.path.realpath(location)):
+        return True
+    try:
+        data = os.stat(location)
+    except OSError:  # no data folder yet: the command says so itself
+        return False
+    for folder in {*pathlib.Path(given).parents, pathlib.Path(given), *pathlib.Path(real).parents, pathlib.Path(real)}:
+        try:
+            found = os.stat(folder)
+        except OSError:
+            continue
+        if (found.st_dev, found.st_ino) == (data.st_dev, data.st_ino):
+            return True
+    return False
 
 
 def check_output_dir(output_dir: pathlib.Path) -> None:

@@ -16,7 +16,7 @@ import pathlib
 from config import DataConfig
 from contract import features, layout, served, storage
 from contract.errors import CommandError, RunFailedError, first_line, printable, shown_name
-from ingest import sources, system_files
+from ingest import listing, sources, system_files
 from ingest.images import RejectedImage, check_image
 
 MAX_PHOTO_BYTES = DataConfig.max_file_mb << 20
@@ -89,17 +89,20 @@ def _identity(path: pathlib.Path) -> object:
 
 
 def _walk(top: pathlib.Path, seen: set, passed: dict) -> list[pathlib.Path]:
-    """The entries below `top` as find_files takes them, walked without recursion (a deep tree is no fault)."""
+    """The entries below `top` as find_files takes them, walked without recursion (a deep tree is no fault); a
+    link back to a folder `top` is in (`/`, a home folder) adds nothing, as a loop does: following it would walk
+    the machine."""
     files, stack = [], [top]
+    above = listing.folders_holding(top)
     while stack:
         folder = stack.pop()
         try:
             identity = (folder.stat().st_dev, folder.stat().st_ino)
-            if identity in seen:
+            if identity in seen or identity in above:
                 continue
             seen.add(identity)
-            with os.scandir(folder) as listing:
-                entries = sorted(listing, key=lambda entry: entry.name)
+            with os.scandir(folder) as listed:
+                entries = sorted(listed, key=lambda entry: entry.name)
         except OSError:
             files.append(folder)  # reported: a folder that cannot be listed
             continue

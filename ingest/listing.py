@@ -2,11 +2,13 @@
 system keeps there (ingest.system_files), set apart.
 
 A local folder is walked from a queue, shallowest folders first, each folder's entries in name order: a tree of
-any depth is listed, and a folder two paths lead to (two links, a link and its target) is listed once, under the
-first path reached (the shortest, then the first by name); the other paths are reported as such, not walked again
-(links between sibling folders would otherwise list one image 2^N times). Links to folders are followed (class
-folders are often links to where the images live), but never back to a folder the data folder is in (`/`, a home
-folder): that would list the data again and whatever else that folder holds.
+any depth is listed. Links to folders are followed (class folders are often links to where the images live), but
+never back to a folder the data folder is in (`/`, a home folder: that would list the data again and whatever else
+that folder holds), nor into the pipeline's own output folder. A folder two paths lead to is listed under each path
+that gives its files another label or split (their folder names: `cat/x -> ../shared` and `dog/y -> ../shared`
+list the shared photos as cats and as dogs, which the ingest then quarantines as a conflict), and once for paths
+that give the same (links between sibling folders would otherwise list one image 2^N times); the other paths are
+reported.
 """
 
 from __future__ import annotations
@@ -17,7 +19,25 @@ import pathlib
 import stat
 from typing import Iterable, NamedTuple
 
+from contract.features import LABEL_NAMES
 from ingest.system_files import is_system_folder, system_part
+
+FOLDER_LABELS = {name: index for index, label in enumerate(LABEL_NAMES) for name in (label, label + "s")}
+SPLIT_FOLDERS = {"train": "train", "training": "train", "validation": "eval", "val": "eval", "valid": "eval",
+                 "eval": "eval", "test": "test"}
+
+
+def label_for_folder(name: str) -> int | None:
+    return FOLDER_LABELS.get(name.lower())
+
+
+def _meaning(relative: pathlib.PurePosixPath) -> tuple:
+    """What a folder's path says of the files below it: the label and the split its nearest such folders give."""
+    label = next((label_for_folder(part) for part in reversed(relative.parts) if label_for_folder(part) is not None),
+                 None)
+    split = next((SPLIT_FOLDERS[part.lower()] for part in reversed(relative.parts) if part.lower() in SPLIT_FOLDERS),
+                 None)
+    return label, split
 
 
 class Listing(NamedTuple):
@@ -32,8 +52,9 @@ def is_uri(path: str | os.PathLike) -> bool:
     return "://" in str(path)
 
 
-def list_folder(root: str) -> Listing:
-    return remote_files(root) if is_uri(root) else local_files(root)
+def list_folder(root: str, leave_out: str | None = None) -> Listing:
+    """`leave_out`: a folder not to enter (the pipeline's output folder), where a local listing reaches it."""
+    return remote_files(root) if is_uri(root) else local_files(root, leave_out)
 
 
 def kind_of(mode: int) -> str:
@@ -85,17 +106,23 @@ def _holds_anything(folder: str) -> bool:
         return True
 
 
-def _folders_holding(root: str | os.PathLike) -> frozenset[tuple[int, int]]:
-    """The identities of the folders `root` is in (not `root` itself)."""
-    real = pathlib.Path(os.path.realpath(root))
-    identities = set()
-    for folder in real.parents:
+def _identities(paths) -> set[tuple[int, int]]:
+    found = set()
+    for path in paths:
         try:
-            found = os.stat(folder)
-        except OSError:  # a folder above that this user may not look at: nothing a link could be seen to reach
+            status = os.stat(path)
+        except OSError:  # a folder this user may not look at, or gone: nothing a link could be seen to reach
             continue
-        identities.add((found.st_dev, found.st_ino))
-    return frozenset(identities)
+        found.add((status.st_dev, status.st_ino))
+    return found
+
+
+def folders_holding(root: str | os.PathLike) -> frozenset[tuple[int, int]]:
+    """The identities of the folders `root` is in (not `root` itself), along its path as given and along its real
+    path (a data folder reached through a link is in both)."""
+    given, real = pathlib.Path(os.path.abspath(root)), pathlib.Path(os.path.realpath(root))
+    # a folder given through a link below itself (data/self -> data) is still walked
+    return frozenset(_identities([*given.parents, *real.parents]) - _identities([root]))
 
 
 def _link_text(entry: os.DirEntry) -> str:
@@ -104,18 +131,21 @@ def _link_text(entry: os.DirEntry) -> str:
     return f" ({os.readlink(entry.path)})" if entry.is_symlink() else ""
 
 
-def local_files(root: str | os.PathLike) -> Listing:
+def local_files(root: str | os.PathLike, leave_out: str | os.PathLike | None = None) -> Listing:
     """Every file below a local folder, what could not be listed, and an operating system's own files (the
     module's docstring says how the folder is walked). Returned as (relative path, problem) rather than skipped:
-    folders that cannot be read, broken links, links back to a folder above, a folder reached by a second path,
-    and entries that are not regular files."""
+    folders that cannot be read, broken links, links back to a folder above, a folder reached again, the folder
+    `leave_out` (the pipeline's output folder: its own files are no data) and entries that are not regular
+    files."""
     files: list[tuple[str, str]] = []
     problems: list[tuple[str, str]] = []
     skipped: list[str] = []  # an operating system's folders, not entered
-    above = _folders_holding(root)
+    above = folders_holding(root)
+    left_out = _identities([leave_out]) if leave_out is not None else set()
     top = os.stat(root)
-    first_path = {(top.st_dev, top.st_ino): ""}  # each folder's identity -> the path it is listed under
-    queue = collections.deque([(os.fspath(root), pathlib.PurePosixPath(), frozenset(first_path))])
+    # (a folder's identity, what its path says of its files) -> the path it is listed under
+    first_path = {((top.st_dev, top.st_ino), _meaning(pathlib.PurePosixPath())): ""}
+    queue = collections.deque([(os.fspath(root), pathlib.PurePosixPath(), frozenset({(top.st_dev, top.st_ino)}))])
     while queue:
         folder, relative, ancestors = queue.popleft()
         try:
@@ -132,29 +162,42 @@ def local_files(root: str | os.PathLike) -> Listing:
                     if _holds_anything(entry.path):  # as an object store lists it: an empty folder is nothing
                         skipped.append(f"{name.as_posix()}/")
                 elif entry.is_dir():  # follows links
-                    found = os.stat(entry.path)
-                    identity = (found.st_dev, found.st_ino)
-                    if identity in ancestors or identity in above:
-                        problems.append((f"{name.as_posix()}/", "symbolic link loop: leads back to a folder above "
-                                                                f"it{_link_text(entry)}: not followed"))
-                    elif identity in first_path:
-                        problems.append((f"{name.as_posix()}/", f"the same folder as {first_path[identity]}/"
-                                                                f"{_link_text(entry)}: its files are listed there, "
-                                                                "once"))
+                    problem = _folder_problem(entry, name, ancestors | above, left_out, first_path)
+                    if problem:
+                        problems.append((f"{name.as_posix()}/", problem))
                     else:
-                        first_path[identity] = name.as_posix()
-                        queue.append((entry.path, name, ancestors | {identity}))
+                        found = os.stat(entry.path)
+                        queue.append((entry.path, name, ancestors | {(found.st_dev, found.st_ino)}))
                 elif entry.is_file():
                     files.append((name.as_posix(), entry.path))
-                elif entry.is_symlink():
-                    try:
-                        target = kind_of(os.stat(entry.path).st_mode)
-                    except OSError:
-                        problems.append((name.as_posix(), f"broken symbolic link to {os.readlink(entry.path)}"))
-                    else:  # a pipe or a device: never opened
-                        problems.append((name.as_posix(), f"not a regular file: a link to {target}{_link_text(entry)}"))
                 else:
-                    problems.append((name.as_posix(), f"not a regular file: {kind_of(entry.stat().st_mode)}"))
+                    problems.append((name.as_posix(), _not_a_file(entry)))
             except OSError as error:
                 problems.append((name.as_posix(), f"cannot be read ({error.strerror or error})"))
     return _passing_over(files, problems, skipped)
+
+
+def _folder_problem(entry: os.DirEntry, name: pathlib.PurePosixPath, above: frozenset, left_out: set,
+                    first_path: dict) -> str | None:
+    """Why the folder `entry` is not walked under `name`; None when it is (and `first_path` records it)."""
+    found = os.stat(entry.path)
+    identity = (found.st_dev, found.st_ino)
+    if identity in left_out:
+        return "the pipeline's output folder (--output-dir): its files are not data, not read"
+    if identity in above:
+        loop = "symbolic link loop" if entry.is_symlink() else "a folder mounted inside itself"
+        return f"{loop}: leads back to a folder above it{_link_text(entry)}: not followed"
+    seen = first_path.setdefault((identity, _meaning(name)), name.as_posix())
+    if seen != name.as_posix():
+        return f"the same folder as {seen}/{_link_text(entry)}: its files are listed there, once"
+    return None
+
+
+def _not_a_file(entry: os.DirEntry) -> str:
+    if not entry.is_symlink():
+        return f"not a regular file: {kind_of(entry.stat().st_mode)}"
+    try:
+        target = kind_of(os.stat(entry.path).st_mode)
+    except OSError:
+        return f"broken symbolic link to {os.readlink(entry.path)}"
+    return f"not a regular file: a link to {target}{_link_text(entry)}"  # a pipe or a device: never opened

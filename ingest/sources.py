@@ -24,12 +24,8 @@ from typing import Callable, Iterable, Iterator
 
 from contract import layout
 from contract.errors import CommandError, undecodable_escaped
-from contract.features import LABEL_NAMES
-from ingest.listing import Listing, is_uri, kind_of, local_files, remote_files
+from ingest.listing import SPLIT_FOLDERS, Listing, is_uri, kind_of, label_for_folder, local_files, remote_files
 
-_FOLDER_LABELS = {name: index for index, label in enumerate(LABEL_NAMES) for name in (label, label + "s")}
-_SPLIT_FOLDERS = {"train": "train", "training": "train", "validation": "eval", "val": "eval", "valid": "eval",
-                  "eval": "eval", "test": "test"}
 _KAGGLE_NAME = re.compile(r"^(cat|dog)\.\d+\.[A-Za-z0-9]+$", re.IGNORECASE)
 TFDS_NAME = "cats_vs_dogs"
 
@@ -69,12 +65,22 @@ class Item:
 
 
 def open_binary(path: str):
-    """A file opened for reading: locally with open(), a URI (gs://...) through tf.io.gfile."""
+    """A file opened for reading: locally with open_local, a URI (gs://...) through tf.io.gfile."""
     if is_uri(path):
         import tensorflow as tf
 
         return tf.io.gfile.GFile(path, "rb")
-    return open(path, "rb")
+    return open_local(path)
+
+
+def open_local(path: str, buffering: int = -1):
+    """A local file opened for reading without waiting (a pipe or a device put where a file was listed is refused,
+    NotRegularFile, never waited on or read without end); OSError as open() raises it."""
+    file = open(os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC), "rb", buffering=buffering)
+    if not stat.S_ISREG(mode := os.fstat(file.fileno()).st_mode):
+        file.close()
+        raise NotRegularFile(f"not a regular file: {kind_of(mode)}")
+    return file
 
 
 def file_size(path: str) -> int:
@@ -118,11 +124,7 @@ def _read_local(path: str, max_bytes: int | None) -> bytes:
     size = found.st_size
     if max_bytes is not None and size > max_bytes:
         raise _too_large(size, max_bytes)
-    # Opened without waiting and checked again: a file replaced by a pipe since it was looked at is refused, not
-    # waited on.
-    with open(os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC), "rb", buffering=0) as f:
-        if not stat.S_ISREG(mode := os.fstat(f.fileno()).st_mode):
-            raise NotRegularFile(f"not a regular file: {kind_of(mode)}")
+    with open_local(path, buffering=0) as f:  # checked again: a pipe put in its place since is refused
         limit = size + 1 if max_bytes is None else min(size, max_bytes) + 1
         parts = [f.read(limit)]
         total = len(parts[0])
@@ -140,14 +142,10 @@ def _read_local(path: str, max_bytes: int | None) -> bytes:
     return b"".join(parts)
 
 
-def label_for_folder(name: str) -> int | None:
-    return _FOLDER_LABELS.get(name.lower())
-
-
 def _folder_item(relative: pathlib.PurePosixPath, location: str) -> Item:
     folders = list(relative.parts[:-1])
     label = next((label_for_folder(p) for p in reversed(folders) if label_for_folder(p) is not None), None)
-    split = next((_SPLIT_FOLDERS[p.lower()] for p in reversed(folders) if p.lower() in _SPLIT_FOLDERS), None)
+    split = next((SPLIT_FOLDERS[p.lower()] for p in reversed(folders) if p.lower() in SPLIT_FOLDERS), None)
     problem = None
     if label is None:
         match = _KAGGLE_NAME.match(relative.name)
@@ -197,11 +195,11 @@ def queue_record(root: str | os.PathLike) -> bytes | None:
     if not os.path.isfile(record):
         return None
     try:
-        with open(record, "rb") as f:
+        with open_local(record) as f:
             return f.read()
-    except OSError as error:
+    except (OSError, NotRegularFile) as error:
         raise SourceError(f"the labeling queue's record {printable(record)!r} cannot be read "
-                          f"({error.strerror or error})") from None
+                          f"({getattr(error, 'strerror', None) or error})") from None
 
 
 # A labeling queue's own files (monitoring.queue), at its top level: not images of the source.
@@ -247,7 +245,7 @@ def parquet_items(path: str | os.PathLike) -> list[Item]:
     for file in files:
         name = printable(file.relative_to(path).as_posix() if path.is_dir() else file.name)
         try:
-            with open(file, "rb") as f:  # opened here: pyarrow takes a path as UTF-8 only
+            with open_local(str(file)) as f:  # opened here: pyarrow takes a path as UTF-8 only
                 table = pq.read_table(f)
         except Exception as error:  # pyarrow raises several types for a damaged file
             raise SourceError(f"cannot read Parquet file {printable(str(file))!r}: {error}") from None
@@ -256,8 +254,8 @@ def parquet_items(path: str | os.PathLike) -> list[Item]:
             raise SourceError(f"Parquet file {printable(str(file))!r} has no column(s) {sorted(missing)}: expected an "
                               f"'image' struct with 'bytes' and an int 'labels' (0 = cat, 1 = dog); "
                               f"found {table.column_names}")
-        split = next((_SPLIT_FOLDERS[p] for p in reversed(name.lower().replace("-", "/").split("/"))
-                      if p in _SPLIT_FOLDERS), None)
+        split = next((SPLIT_FOLDERS[p] for p in reversed(name.lower().replace("-", "/").split("/"))
+                      if p in SPLIT_FOLDERS), None)
         for row, (image, label) in enumerate(zip(table.column("image").to_pylist(),
                                                  table.column("labels").to_pylist())):
             item_id = f"{name}#{row}"

@@ -61,16 +61,18 @@ class NoUsableImagesError(CommandError, ValueError):
     """Every file was quarantined; the report says why."""
 
 
-def _fingerprint(kind: str, location: str, settings: IngestSettings, listed: listing.Listing | None) -> str:
+def _fingerprint(kind: str, location: str, settings: IngestSettings, listed: listing.Listing | None,
+                 leave_out: str | None = None) -> str:
     """Content hash of the source's files (an operating system's own left out) and the settings that shape the
-    span; `listed`: a folder source's listing.list_folder, as its items are made of."""
+    span; `listed`: a folder source's listing.list_folder, as its items are made of; `leave_out`: the pipeline's
+    output folder, never part of the source."""
     shaping = {k: v for k, v in dataclasses.asdict(settings).items() if k not in ("max_file_bytes", "span_window")}
     digest = hashlib.sha256(json.dumps([kind, shaping]).encode())
     single = not tf.io.gfile.isdir(location) if sources.is_uri(location) else os.path.isfile(location)
     if single:
         files = [("", location)]
     else:
-        files, problems, _ = listed or listing.list_folder(location)
+        files, problems, _ = listed or listing.list_folder(location, leave_out)
         for relative, problem in problems:
             digest.update(_name_bytes(f"{relative}\0{problem}\0"))
     capped = kind == "folder"  # the cap is on image files, not on Parquet or TFDS files of many images
@@ -116,9 +118,11 @@ def ingest(kind: str, location: str | os.PathLike, examples_root: str | os.PathL
         raise sources.SourceError(f"{kind} source {location!r} does not exist")
     # A folder is listed once: its items are the files its fingerprint read.
     is_folder = tf.io.gfile.isdir(location) if sources.is_uri(location) else os.path.isdir(location)
-    listed = listing.list_folder(location) if kind == "folder" and is_folder else None
-    data_fingerprint, queue = _fingerprint(kind, location, settings, listed), carrying.queue_identity(kind, location)
     examples_root = str(examples_root)
+    output_root = posixpath.dirname(examples_root.rstrip("/"))  # <root>/examples: the root is never data
+    listed = listing.list_folder(location, output_root) if kind == "folder" and is_folder else None
+    data_fingerprint = _fingerprint(kind, location, settings, listed, output_root)
+    queue = carrying.queue_identity(kind, location)
     reports = {span: load_report(examples_root, span) for span in existing_spans(examples_root)}
     recorded = numbers_used(examples_root)
     carrying.check_window(reports, settings.span_window, queue)

@@ -149,6 +149,35 @@ def test_an_output_folder_inside_the_data_folder_is_refused_before_any_work(tmp_
     assert sorted(tmp_path.rglob("*")) == before
 
 
+@pytest.mark.parametrize("output", ["pets/out/root", "mnt/out"])
+def test_an_output_folder_reached_through_a_link_into_the_data_folder_is_refused(tmp_path, capsys, monkeypatch, output):
+    """Its real path lay elsewhere: pets/out a link to another folder, mnt a bind mount (or link) of pets."""
+    monkeypatch.chdir(tmp_path)
+    synthetic.write_demo_images(tmp_path / "pets", 1)
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "pets" / "out").symlink_to(tmp_path / "elsewhere", target_is_directory=True)
+    (tmp_path / "mnt").mkdir()
+    if subprocess.run(["mount", "--bind", "pets", "mnt"], capture_output=True).returncode != 0:
+        (tmp_path / "mnt").rmdir()
+        (tmp_path / "mnt").symlink_to(tmp_path / "pets", target_is_directory=True)
+    try:
+        code, _, err = _cli(capsys, "ingest", "--data-dir", "pets", "--output-dir", output)
+    finally:
+        subprocess.run(["umount", "mnt"], capture_output=True)
+    assert code == 2 and _one_line(err).startswith(f"error: --output-dir {output} is inside --data-dir pets")
+    assert not (tmp_path / "elsewhere" / "root").exists()
+
+
+def test_an_output_folder_under_the_home_folder_is_expanded_as_the_data_folder_is(tmp_path, capsys, monkeypatch):
+    """--output-dir=~/... (no shell expands a ~ after an =) was a folder named ~ in the working folder."""
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.chdir(tmp_path)
+    synthetic.write_demo_images(tmp_path / "pets", 1)
+    code, _, err = _cli(capsys, "ingest", "--data-dir=~/pets", "--output-dir=~/pets/out")
+    assert code == 2 and _one_line(err).startswith(f"error: --output-dir {tmp_path}/pets/out is inside --data-dir")
+    assert not (tmp_path / "~").exists()
+
+
 def test_a_schedule_whose_runs_would_be_refused_so_is_refused(tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
     synthetic.write_demo_images(tmp_path / "pets", 1)

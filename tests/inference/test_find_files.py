@@ -161,3 +161,18 @@ def test_a_folder_that_can_be_listed_but_not_entered_marks_its_files_and_the_res
         str(photos / "a.jpg"): None,
         str(photos / "closed"): "a folder that cannot be listed (Permission denied): its files were not classified",
         str(photos / "noexec" / "c.jpg"): "cannot be read: Permission denied"}
+
+
+def test_a_link_back_to_a_folder_the_photos_are_in_adds_nothing(tmp_path):
+    """A link to the home folder (or to /) in a folder of photos walked the whole of it, half a million entries,
+    each then read (or sent to a server with --url)."""
+    photos = tmp_path / "photos"
+    (tmp_path / "Documents").mkdir()
+    (tmp_path / "Documents" / "taxes.pdf").write_bytes(b"x")
+    photos.mkdir()
+    (photos / "a.jpg").write_bytes(b"x")
+    (photos / "home").symlink_to(tmp_path, target_is_directory=True)
+    (photos / "root").symlink_to("/", target_is_directory=True)
+    (tmp_path / "self").symlink_to(photos, target_is_directory=True)
+    assert predict.find_files([photos]) == [photos / "a.jpg"]
+    assert predict.find_files([tmp_path / "self"]) == [tmp_path / "self" / "a.jpg"], "a folder given by a link"

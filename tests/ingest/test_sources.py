@@ -217,3 +217,55 @@ def test_a_folder_moved_elsewhere_keeps_its_fingerprint_with_a_link_loop_inside(
     after.parent.mkdir()
     before.rename(after)
     assert spans._fingerprint("folder", str(after), settings, None) == fingerprint
+
+
+def test_a_folder_two_paths_give_other_labels_or_splits_is_listed_under_each(tmp_path):
+    """Listed once under the first path, a shared folder's photos took that path's label (the conflict the
+    duplicate check quarantines went unseen), and a convenience link to validation/cats lost the split."""
+    (tmp_path / "shared").mkdir()
+    (tmp_path / "shared" / "p.jpg").write_bytes(b"x")
+    data = tmp_path / "data"
+    for label, name in (("cat", "x"), ("dog", "y")):
+        (data / label).mkdir(parents=True)
+        (data / label / name).symlink_to("../../shared", target_is_directory=True)
+    (data / "validation" / "cats").mkdir(parents=True)
+    (data / "validation" / "cats" / "v.jpg").write_bytes(b"x")
+    (data / "cats").symlink_to("validation/cats", target_is_directory=True)
+    listed = listing.local_files(data)
+    assert [relative for relative, _ in listed.files] == ["cat/x/p.jpg", "cats/v.jpg", "dog/y/p.jpg",
+                                                          "validation/cats/v.jpg"]
+    assert listed.problems == []
+    items = {item.id: (item.label, item.split) for item in sources.folder_items(data, listed)}
+    assert items == {"cat/x/p.jpg": (0, None), "dog/y/p.jpg": (1, None), "cats/v.jpg": (0, None),
+                     "validation/cats/v.jpg": (0, "eval")}
+
+
+def test_the_output_folder_and_a_folder_the_data_is_in_are_never_walked_however_a_link_reaches_them(tmp_path):
+    home = tmp_path / "home"
+    (home / "Documents").mkdir(parents=True)
+    (home / "Documents" / "taxes.txt").write_text("not a photo")
+    (tmp_path / "mnt" / "pets" / "cat").mkdir(parents=True)
+    (tmp_path / "mnt" / "pets" / "cat" / "a.jpg").write_bytes(b"x")
+    (home / "pets").symlink_to(tmp_path / "mnt" / "pets", target_is_directory=True)  # the data, reached by a link
+    (tmp_path / "mnt" / "pets" / "home").symlink_to(home, target_is_directory=True)  # above it, as the path was given
+    (tmp_path / "runs").mkdir()
+    (tmp_path / "runs" / "examples").mkdir()
+    (tmp_path / "mnt" / "pets" / "runs").symlink_to(tmp_path / "runs", target_is_directory=True)
+    listed = listing.local_files(home / "pets", leave_out=tmp_path / "runs")
+    assert [relative for relative, _ in listed.files] == ["cat/a.jpg"]
+    assert dict(listed.problems) == {
+        "home/": f"symbolic link loop: leads back to a folder above it ({home}): not followed",
+        "runs/": "the pipeline's output folder (--output-dir): its files are not data, not read"}
+
+
+def test_a_parquet_file_replaced_by_a_pipe_after_the_listing_is_fingerprinted_without_waiting(tmp_path):
+    """Parquet and TFDS files were opened with a plain open(): a pipe put in place of one hung the ingest."""
+    for name in ("a.parquet", "b.parquet"):
+        (tmp_path / name).write_bytes(b"PAR1")
+    listed = listing.local_files(tmp_path)
+    before = spans._fingerprint("parquet", str(tmp_path), spans.IngestSettings(), listed)
+    (tmp_path / "b.parquet").unlink()
+    os.mkfifo(tmp_path / "b.parquet")
+    assert spans._fingerprint("parquet", str(tmp_path), spans.IngestSettings(), listed) != before
+    with pytest.raises(sources.NotRegularFile, match="a named pipe"):
+        sources.open_local(str(tmp_path / "b.parquet"))
