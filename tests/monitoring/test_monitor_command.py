@@ -140,9 +140,10 @@ def test_schedule_installs_the_monitor_entry_beside_the_run_and_replaces_each_ap
     path, table = _fake_crontab(tmp_path)
     monkeypatch.setenv("PATH", path)
     out = tmp_path / "out"
+    (tmp_path / "images").mkdir()
     for cron in ("0 3 * * *", "0 4 * * *"):
         code = pipeline_runner.main(["schedule", "--local", "--install", "--cron", cron, "--monitor-cron",
-                                     "30 * * * *", "--data-dir", str(tmp_path), "--output-dir", str(out)])
+                                     "30 * * * *", "--data-dir", str(tmp_path / "images"), "--output-dir", str(out)])
         assert code == 0, capsys.readouterr().err
     entries = table.read_text().splitlines()
     assert len(entries) == 2 and entries[0].startswith("0 4 * * *") and " run --data-dir " in entries[0]
@@ -152,8 +153,10 @@ def test_schedule_installs_the_monitor_entry_beside_the_run_and_replaces_each_ap
 def test_a_bad_monitor_schedule_is_refused_before_the_crontab_is_touched(tmp_path, monkeypatch, capsys):
     path, table = _fake_crontab(tmp_path)
     monkeypatch.setenv("PATH", path)
+    (tmp_path / "images").mkdir()
     code = pipeline_runner.main(["schedule", "--local", "--install", "--cron", "0 3 * * *", "--monitor-cron",
-                                 "hourly", "--data-dir", str(tmp_path), "--output-dir", str(tmp_path / "out")])
+                                 "hourly", "--data-dir", str(tmp_path / "images"), "--output-dir",
+                                 str(tmp_path / "out")])
     err = capsys.readouterr().err
     assert code == 2 and "5 fields" in err and not table.exists()
 

@@ -60,8 +60,9 @@ def _fake_crontab(tmp_path, script: str) -> str:
 ])
 def test_schedule_install_without_a_working_crontab_is_one_line(tmp_path, monkeypatch, capsys, script, expected):
     monkeypatch.setenv("PATH", _fake_crontab(tmp_path, script))
+    (tmp_path / "images").mkdir()
     code = pipeline_runner.main(["schedule", "--local", "--install", "--cron", "0 3 * * *", "--data-dir",
-                                 str(tmp_path), "--output-dir", str(tmp_path / "out")])
+                                 str(tmp_path / "images"), "--output-dir", str(tmp_path / "out")])
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1 and expected in err and "Traceback" not in err, err
 
