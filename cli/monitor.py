@@ -35,6 +35,8 @@ def since_ms(text: str, now: float | None = None) -> int:
     except (ValueError, OverflowError):  # not a time, or one no clock reaches
         raise argparse.ArgumentTypeError(f"expected a duration (30m, 6h, 2d) or a UTC time "
                                          f"(2026-11-24T08:00:00Z), got {text!r}") from None
+    if moment_ms > (time.time() if now is None else now) * 1000:
+        raise argparse.ArgumentTypeError(f"{text!r} is in the future: no traffic is there yet to check")
     if moment_ms < EARLIEST_TIME_MS:
         raise argparse.ArgumentTypeError(f"{text!r} reaches back before {time_text(EARLIEST_TIME_MS)}, the earliest "
                                          "time a traffic record can carry")
@@ -69,7 +71,8 @@ def _monitor_flags(parser: argparse.ArgumentParser) -> None:
                         help="Images of the window, and of the reference, the model measures (colour, score, "
                              f"pooled features); sizes are read from every image. Default: {defaults.sample}.")
     parser.add_argument("--min-window", type=flags.count(2), default=defaults.min_window,
-                        help=f"Refuse a window of fewer images. Default: {defaults.min_window}.")
+                        help="The images a check needs at least: with fewer, there is nothing to check yet (exit "
+                             f"0, nothing written). Default: {defaults.min_window}.")
     parser.add_argument("--no-queue", action="store_true",
                         help="On drift, do not export the window's images as a labeling queue.")
     flags.add_json(parser, "Print the result as JSON instead of one line.")
@@ -98,6 +101,9 @@ def command_monitor(args: argparse.Namespace) -> int:
     from monitoring.settings import MonitorSettings
     from orchestration.root import marker, run_lock, store_health
 
+    if args.window < args.min_window:  # else every check would find "nothing to check yet", for ever
+        raise SettingsError(f"--window {args.window} is below --min-window {args.min_window}: no window could ever "
+                            "be checked; give a --window of at least --min-window")
     store = None
     if args.root is not None or args.metadata_grpc or args.metadata_sqlite:
         root, store = history.history_store(args)

@@ -239,17 +239,27 @@ def push_model(model_dir: str, serving_dir: str, model_uri: str | None = None,
     return PushResult(version, target, new=True, cleaned=tuple(cleaned))
 
 
+WITHDRAWN_WEIGHTS = "withdrawn_weights"  # a rollback's push record: {file under variables/: SHA-256} it withdrew
+
+
 def _weights(digests: dict[str, str] | None) -> frozenset:
     """A version's or a model's weights, by their files' SHA-256 (its graph may differ between two saves of the
     same weights: its functions are numbered by the process that traced them)."""
     return frozenset((name, sha) for name, sha in (digests or {}).items() if name.startswith("variables/"))
 
 
+def withdrawn_weights(version_dir: str) -> dict[str, str]:
+    """{file under variables/: SHA-256} of a version, from its commit record ({} without a readable one)."""
+    return dict(_weights(served.recorded_digests(version_dir)))
+
+
 def withdrawn_twin(model_dir: str, serving_dir: str) -> str | None:
     """Why `model_dir` must not be pushed: its weights are those of a version a rollback withdrew (and no later
     rollback served again), so pushing it would undo that rollback; None otherwise. A run can train such a model
     without new data (a search that keeps the configured values, say): its blessing is against the model rolled
-    back to, which says nothing of why the other was withdrawn."""
+    back to, which says nothing of why the other was withdrawn. The weights withdrawn are read from the rollback's
+    own record (so that deleting the withdrawn version does not lift the block), else, for a rollback an earlier
+    release made, from the withdrawn version's commit record."""
     candidate = _weights({name: served.sha256(posixpath.join(model_dir, name))
                           for name in storage.backend.files(model_dir) if name.startswith("variables/")})
     versions = existing_versions(serving_dir)
@@ -260,8 +270,10 @@ def withdrawn_twin(model_dir: str, serving_dir: str) -> str | None:
         record = push_record(posixpath.join(serving_dir, str(version)))
         withdrawn.pop(weights[version], None)  # a rollback to a model serves it again
         away = record.get(metadata.ROLLED_BACK_FROM)
-        if isinstance(away, int) and weights.get(away):
-            withdrawn[weights[away]] = (away, record, version)
+        recorded = record.get(WITHDRAWN_WEIGHTS)
+        gone = _weights(recorded) if isinstance(recorded, dict) else weights.get(away)
+        if isinstance(away, int) and gone:
+            withdrawn[gone] = (away, record, version)
     if not candidate or candidate not in withdrawn:
         return None
     away, record, version = withdrawn[candidate]
@@ -269,7 +281,8 @@ def withdrawn_twin(model_dir: str, serving_dir: str) -> str | None:
     withdrew = f"withdrew ({reason})" if reason else "withdrew"
     return (f"the candidate's weights are version {away}'s, which the rollback to version "
             f"{record.get(metadata.ROLLED_BACK_TO)} (pushed as version {version}) {withdrew}: pushing it would undo "
-            f"that rollback; train on new data or other settings, or `rollback --to {away}` to serve it again")
+            f"that rollback; train on new data or other settings for another model, or, if version {away}'s "
+            f"weights should be served after all, `rollback --to {away}`")
 
 
 @component

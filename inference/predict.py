@@ -90,15 +90,18 @@ def _identity(path: pathlib.Path) -> object:
 
 def _walk(top: pathlib.Path, seen: set, passed: dict) -> list[pathlib.Path]:
     """The entries below `top` as find_files takes them, walked without recursion (a deep tree is no fault); a
-    link back to a folder `top` is in (`/`, a home folder) adds nothing, as a loop does: following it would walk
-    the machine."""
+    link back to a folder `top` is in (`/`, a home folder) is not followed (that would walk the machine) but kept,
+    to be reported."""
     files, stack = [], [top]
     above = listing.folders_holding(top)
     while stack:
         folder = stack.pop()
         try:
             identity = (folder.stat().st_dev, folder.stat().st_ino)
-            if identity in seen or identity in above:
+            if identity in above:
+                files.append(folder)  # reported: a link back to a folder above, not followed
+                continue
+            if identity in seen:
                 continue
             seen.add(identity)
             with os.scandir(folder) as listed:
@@ -318,9 +321,11 @@ def _photo_bytes(path: pathlib.Path) -> bytes:
         raise RejectedImage(f"{rejection.size} bytes, above the {MAX_PHOTO_BYTES >> 20} MiB a photo may have: "
                             "not read") from None
     except sources.NotRegularFile as rejection:
-        if f"{rejection}".endswith("a folder"):  # find_files keeps a folder it could not list, to be reported
-            raise RejectedImage(f"a folder that cannot be listed{_why_unlisted(path)}: its files were not "
-                                "classified") from None
+        if f"{rejection}".endswith("a folder"):  # find_files keeps a folder it could not list, to be reported,
+            why = _why_unlisted(path)  # and a link back to a folder above
+            raise RejectedImage(f"a folder that cannot be listed{why}: its files were not classified" if why else
+                                "a link back to a folder this one is in: not followed (it would walk that folder "
+                                "again, and all it holds)") from None
         raise RejectedImage(str(rejection)) from None
 
 

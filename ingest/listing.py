@@ -141,7 +141,9 @@ def local_files(root: str | os.PathLike, leave_out: str | os.PathLike | None = N
     problems: list[tuple[str, str]] = []
     skipped: list[str] = []  # an operating system's folders, not entered
     above = folders_holding(root)
-    left_out = _identities([leave_out]) if leave_out is not None else set()
+    # The output folder, and what is inside it but not inside the data folder (a labeling queue is data inside it)
+    left_out = (_identities([leave_out]), os.path.realpath(leave_out), os.path.realpath(root)) \
+        if leave_out is not None else (set(), None, None)
     top = os.stat(root)
     # (a folder's identity, what its path says of its files) -> the path it is listed under
     first_path = {((top.st_dev, top.st_ino), _meaning(pathlib.PurePosixPath())): ""}
@@ -177,12 +179,16 @@ def local_files(root: str | os.PathLike, leave_out: str | os.PathLike | None = N
     return _passing_over(files, problems, skipped)
 
 
-def _folder_problem(entry: os.DirEntry, name: pathlib.PurePosixPath, above: frozenset, left_out: set,
+def _folder_problem(entry: os.DirEntry, name: pathlib.PurePosixPath, above: frozenset, left_out: tuple,
                     first_path: dict) -> str | None:
-    """Why the folder `entry` is not walked under `name`; None when it is (and `first_path` records it)."""
+    """Why the folder `entry` is not walked under `name`; None when it is (and `first_path` records it).
+    `left_out`: the output folder's identities, its real path and the data folder's (a folder inside the output
+    folder is left out too, but not one inside the data folder: a labeling queue in the output folder is data)."""
     found = os.stat(entry.path)
     identity = (found.st_dev, found.st_ino)
-    if identity in left_out:
+    identities, output, data = left_out
+    real = os.path.realpath(entry.path) if output else ""
+    if identity in identities or (output and _below(real, output) and not _below(real, data)):
         return "the pipeline's output folder (--output-dir): its files are not data, not read"
     if identity in above:
         loop = "symbolic link loop" if entry.is_symlink() else "a folder mounted inside itself"
@@ -191,6 +197,10 @@ def _folder_problem(entry: os.DirEntry, name: pathlib.PurePosixPath, above: froz
     if seen != name.as_posix():
         return f"the same folder as {seen}/{_link_text(entry)}: its files are listed there, once"
     return None
+
+
+def _below(path: str, folder: str) -> bool:
+    return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
 
 
 def _not_a_file(entry: os.DirEntry) -> str:

@@ -87,7 +87,8 @@ def measure_window(count: int, batches: Iterable[tuple[Sequence[int], list[bytes
     values = {measure.HEIGHT: heights[readable], measure.WIDTH: widths[readable],
               **{name: array[order] for name, array in seen.values.items()}}
     unreadable = [refused[position] for position in sorted(refused)]
-    unreadable += [f"image {position}: no readable header" for position in np.flatnonzero(~readable)]
+    unreadable += [f"image {position}: no readable header" for position in np.flatnonzero(~readable)
+                   if position not in refused]  # an image named once, for its first fault
     return values, unreadable, len(measured)
 
 
@@ -156,10 +157,13 @@ def check(where: RunLayout, settings: MonitorSettings, store: str | None = None)
     embedder = load_embedder(served)
     ours, unreadable, measured = measure_window(len(window), window.batches(), embedder, settings)
     if measured < min(settings.min_window, settings.sample):
-        raise WindowTooSmallError(
-            f"of the window's {len(window)} images, {measured} of those sampled could be decoded "
-            f"({'; '.join(unreadable[:3])}); a check needs at least {min(settings.min_window, settings.sample)}: "
-            "nothing was checked")
+        # A few images that cannot be decoded among the first ones leave nothing to check yet (the next traffic
+        # fills the window); a window mostly of them is traffic too damaged to check.
+        refusal = WindowTooSmallError if len(unreadable) > measured else NothingToCheckYet
+        raise refusal(("nothing to check yet: " if refusal is NothingToCheckYet else "")
+                      + f"of the window's {len(window)} images, {measured} of those sampled could be decoded "
+                      f"({'; '.join(unreadable[:3])}); a check needs at least "
+                      f"{min(settings.min_window, settings.sample)}: nothing was checked")
     theirs = measure_reference(where, served, embedder, settings)
     verdict = drift.compare(ours, theirs, settings.false_alarm_rate, measure.VECTORS, settings.seed)
     checked_at = datetime.datetime.now(datetime.timezone.utc)

@@ -349,10 +349,10 @@ def baseline_words(store, evaluator_execution_id: int) -> str | None:
            and event.path.steps[0].key == "baseline_model"]
     if not ids:
         return None
-    versions = sorted(version for pushed in store.get_artifacts_by_type("PushedModel")
-                      if custom_property(pushed, metadata_lib.PUSHED) == 1
-                      and custom_property(pushed, metadata_lib.PUSHED_MODEL_ID) == ids[0]
-                      and isinstance(version := custom_property(pushed, metadata_lib.PUSHED_VERSION), int))
+    versions = sorted({version for pushed in store.get_artifacts_by_type("PushedModel")
+                       if custom_property(pushed, metadata_lib.PUSHED) == 1
+                       and custom_property(pushed, metadata_lib.PUSHED_MODEL_ID) == ids[0]
+                       and isinstance(version := custom_property(pushed, metadata_lib.PUSHED_VERSION), int)})
     if not versions:
         return None
     return f"version {versions[0]}'s model" + (f", served as version {versions[-1]}" if len(versions) > 1 else "")

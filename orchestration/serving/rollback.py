@@ -36,11 +36,13 @@ import pathlib
 import posixpath
 
 from components.serving_pusher import (
+    WITHDRAWN_WEIGHTS,
     PushResult,
     digest_problems,
     incomplete_reason,
     push_model,
     pushed_model_uri,
+    withdrawn_weights,
 )
 from contract import metadata as metadata_lib
 from contract import served
@@ -137,7 +139,11 @@ def _rollback_locked(where: RunLayout, store: str, to_version: int, reason: str,
     details = {metadata_lib.ROLLED_BACK_TO: to_version, metadata_lib.ROLLBACK_REASON: reason}
     if served_now is not None:
         details[metadata_lib.ROLLED_BACK_FROM] = served_now
-    result = push_model(folder, serving_dir, model_uri=target.model_uri, record=details, always_new=True,
+    # The weights withdrawn, by their digests, in the new version's own record: a run that trains them again is
+    # not pushed (components.serving_pusher.withdrawn_twin), even once the withdrawn version's folder is gone.
+    withdrawn = withdrawn_weights(posixpath.join(serving_dir, str(served_now))) if served_now is not None else {}
+    result = push_model(folder, serving_dir, model_uri=target.model_uri, always_new=True,
+                        record={**details, WITHDRAWN_WEIGHTS: withdrawn} if withdrawn else details,
                         extra_files=_card_served_again(folder, serving_dir, to_version))
     try:
         reconcile.record_push(metadata_lib.open_store(store), pipeline_name, EXECUTION_TYPE, target.model_id,

@@ -8,12 +8,14 @@ from google.protobuf import text_format
 from tensorflow_serving.config import model_server_config_pb2
 
 from components.serving_pusher import (
+    WITHDRAWN_WEIGHTS,
     digest_problems,
     digests_text,
     existing_versions,
     follow_commit,
     push_model,
     withdrawn_twin,
+    withdrawn_weights,
 )
 from contract import layout, metadata, served
 
@@ -249,11 +251,19 @@ def test_a_model_with_the_weights_a_rollback_withdrew_is_withheld_until_a_rollba
     retrained = _model(tmp_path / "b-again", b"graph-b, its functions numbered otherwise", b"B")
     assert withdrawn_twin(retrained, serving) == (
         "the candidate's weights are version 2's, which the rollback to version 1 (pushed as version 3) withdrew "
-        "(night photos): pushing it would undo that rollback; train on new data or other settings, or "
-        "`rollback --to 2` to serve "
-        "it again")
+        "(night photos): pushing it would undo that rollback; train on new data or other settings for another "
+        "model, or, if version 2's weights should be served after all, `rollback --to 2`")
     assert withdrawn_twin(_model(tmp_path / "c", b"graph-b", b"C"), serving) is None, "other weights: pushed"
     assert withdrawn_twin(_model(tmp_path / "a-again", b"graph-a", b"A"), serving) is None, "the served weights"
+    # the rollback's own record names the weights it withdrew (as `rollback` writes it): deleting version 2 keeps
+    # the block
+    serving_b = str(tmp_path / "serving-b")
+    push_model(_model(tmp_path / "a2", b"graph-a", b"A"), serving_b, model_uri="model-a")
+    push_model(_model(tmp_path / "b2", b"graph-b", b"B"), serving_b, model_uri="model-b")
+    push_model(os.path.join(serving_b, "1"), serving_b, model_uri="model-a", always_new=True,
+               record={**rolled_back, WITHDRAWN_WEIGHTS: withdrawn_weights(os.path.join(serving_b, "2"))})
+    shutil.rmtree(os.path.join(serving_b, "2"))
+    assert withdrawn_twin(retrained, serving_b).startswith("the candidate's weights are version 2's")
     # a person serves version 2's model again: its weights are no longer withdrawn, version 3's (A) are
     push_model(os.path.join(serving, "2"), serving, model_uri="model-b", always_new=True,
                record={metadata.ROLLED_BACK_TO: 2, metadata.ROLLED_BACK_FROM: 3})

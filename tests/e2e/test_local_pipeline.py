@@ -462,10 +462,17 @@ def test_monitor_has_nothing_to_check_in_too_small_a_window_and_refuses_one_too_
     line = kfp_tasks.monitor(str(monitored), node_ids.sqlite_store(store), {}, *map(str, pages), say=lambda _: None)
     assert line == said["verdict"] and pages[1].read_text().startswith("**Nothing to check yet**: the window holds 4")
     assert "the window holds 4 images" in pages[0].read_text()
+    # 29 images that decode and one that does not: the next traffic fills the window, nothing to check yet
+    looks.write_traffic(str(monitored / "traffic"), [*looks.images("cartoon", 25, seed=998), b"not an image"], 1,
+                        start_ms=5_000)
+    code, said, err = _monitor(monitored, capsys)
+    assert code == 0 and said["checked"] is False and said["verdict"].startswith(
+        "nothing to check yet: of the window's 30 images, 29 of those sampled could be decoded (image "), err
+    # a window mostly of images that do not decode: traffic too damaged to check
     looks.write_traffic(str(monitored / "traffic"), [b"not an image %d" % i for i in range(40)], 1, start_ms=10_000)
     code, _, err = _monitor(monitored, capsys)
     assert code == 2 and err.count("\n") == 1, err
-    assert "of the window's 44 images, 4 of those sampled could be decoded (image 4: not an image" in err
+    assert "of the window's 70 images, 29 of those sampled could be decoded (image " in err
     assert not (monitored / "monitoring").exists() and not (monitored / "labeling").exists()
 
 

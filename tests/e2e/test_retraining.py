@@ -390,6 +390,11 @@ def test_rollback_serves_version_1_again_as_version_3_and_models_shows_it(scenar
     record = json.loads((third / layout.PUSH_RECORD_FILE).read_text())
     assert record["model_uri"] == json.loads((first / layout.PUSH_RECORD_FILE).read_text())["model_uri"]
     assert (record["rolled_back_to"], record["rolled_back_from"]) == (1, 2)
+    # the weights it withdrew, by their digests: no later run pushes them, even once version 2's folder is gone
+    second = dict(line.split("  ")[::-1] for line in (out / "serving_model" / "2" / layout.DIGESTS_FILE).read_text()
+                  .splitlines())
+    assert record["withdrawn_weights"] == {name: sha for name, sha in second.items() if name.startswith("variables/")}
+    assert record["withdrawn_weights"]
     versions = {v["version"]: v for v in scenario["models_after_rollback"]}
     assert (versions[3]["rolled_back_to"], versions[3]["reason"]) == (1, "version 2 misreads night photos")
     assert versions[3]["served"] and not versions[2]["served"]

@@ -174,5 +174,9 @@ def test_a_link_back_to_a_folder_the_photos_are_in_adds_nothing(tmp_path):
     (photos / "home").symlink_to(tmp_path, target_is_directory=True)
     (photos / "root").symlink_to("/", target_is_directory=True)
     (tmp_path / "self").symlink_to(photos, target_is_directory=True)
-    assert predict.find_files([photos]) == [photos / "a.jpg"]
-    assert predict.find_files([tmp_path / "self"]) == [tmp_path / "self" / "a.jpg"], "a folder given by a link"
+    found = predict.find_files([photos])
+    assert found == [photos / "a.jpg", photos / "home", photos / "root"], "not walked, kept to be reported"
+    predictions, _ = predict.predict_files(_classify_all_as_dogs, found[1:])
+    assert [p.error for p in predictions] == ["a link back to a folder this one is in: not followed (it would walk "
+                                              "that folder again, and all it holds)"] * 2
+    assert predict.find_files([tmp_path / "self"])[0] == tmp_path / "self" / "a.jpg", "a folder given by a link"

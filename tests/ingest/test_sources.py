@@ -251,11 +251,17 @@ def test_the_output_folder_and_a_folder_the_data_is_in_are_never_walked_however_
     (tmp_path / "runs").mkdir()
     (tmp_path / "runs" / "examples").mkdir()
     (tmp_path / "mnt" / "pets" / "runs").symlink_to(tmp_path / "runs", target_is_directory=True)
+    (tmp_path / "mnt" / "pets" / "cat" / "more").symlink_to(tmp_path / "runs" / "examples", target_is_directory=True)
     listed = listing.local_files(home / "pets", leave_out=tmp_path / "runs")
     assert [relative for relative, _ in listed.files] == ["cat/a.jpg"]
+    output = "the pipeline's output folder (--output-dir): its files are not data, not read"
     assert dict(listed.problems) == {
         "home/": f"symbolic link loop: leads back to a folder above it ({home}): not followed",
-        "runs/": "the pipeline's output folder (--output-dir): its files are not data, not read"}
+        "runs/": output, "cat/more/": output}
+    queue = tmp_path / "runs" / "labeling" / "queue-1"  # data inside the output folder: a labeling queue
+    (queue / "dog").mkdir(parents=True)
+    (queue / "dog" / "q.jpg").write_bytes(b"x")
+    assert [relative for relative, _ in listing.local_files(queue, leave_out=tmp_path / "runs").files] == ["dog/q.jpg"]
 
 
 def test_a_parquet_file_replaced_by_a_pipe_after_the_listing_is_fingerprinted_without_waiting(tmp_path):

@@ -169,3 +169,15 @@ def test_the_command_line_builds_monitors_flags_without_tensorflow():
     probe = "import sys, pipeline_runner; pipeline_runner.build_parser(); print('tensorflow' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0 and result.stdout.strip() == "False", result.stderr[-2000:]
+
+
+def test_a_window_below_the_minimum_and_a_time_to_come_are_refused_before_any_work(tmp_path, capsys):
+    """Either would make every check say "nothing to check yet", exit 0, for ever: a scheduled check passing
+    quietly on a typo."""
+    code = pipeline_runner.main(["monitor", "--output-dir", str(tmp_path / "nowhere"), "--window", "20"])
+    assert code == 2 and "--window 20 is below --min-window 30: no window could ever be checked" in \
+        capsys.readouterr().err
+    with pytest.raises(SystemExit) as refused:
+        pipeline_runner.main(["monitor", "--output-dir", str(tmp_path / "nowhere"), "--since", "2999-01-01T00:00:00Z"])
+    assert refused.value.code == 2 and "'2999-01-01T00:00:00Z' is in the future" in capsys.readouterr().err
+    assert not (tmp_path / "nowhere").exists()

@@ -69,7 +69,9 @@ def _old_measure_window(images, embedder, settings):
     sizes = measure.sizes(images)
     chosen = measure.sample(len(images), settings.sample, settings.seed)
     jpegs, refused = measure.checked([images[i] for i in chosen], chosen)
-    return {**sizes.values, **embedder.measure(jpegs).values}, refused + sizes.unreadable, len(jpegs)
+    named = {line.split(":")[0] for line in refused}  # an image named once, for its first fault
+    unreadable = refused + [line for line in sizes.unreadable if line.split(":")[0] not in named]
+    return {**sizes.values, **embedder.measure(jpegs).values}, unreadable, len(jpegs)
 
 
 @pytest.fixture(scope="module")
@@ -88,7 +90,7 @@ def test_measuring_a_streamed_window_gives_what_measuring_it_in_memory_gives(win
     streamed = monitor.measure_window(len(window), window.batches(size=5), embedder, settings)
     held = _old_measure_window(window.images, embedder, settings)
     assert streamed[1] == held[1] and streamed[2] == held[2]
-    assert any("no readable header" in line for line in held[1])
+    assert held[1], "the window holds images that cannot be measured"
     assert set(streamed[0]) == set(held[0])
     for name in (measure.HEIGHT, measure.WIDTH):  # read from each image's header: integers, the same on any CPU
         np.testing.assert_array_equal(streamed[0][name], held[0][name], err_msg=name)

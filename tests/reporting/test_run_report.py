@@ -224,8 +224,8 @@ def test_the_cards_sections_the_report_shows_itself_are_left_out_of_its_copy():
 
 def test_a_blessed_model_withheld_because_a_rollback_withdrew_its_weights_is_said_so(tmp_path):
     withheld = ("the candidate's weights are version 2's, which the rollback to version 1 (pushed as version 3) "
-                "withdrew: pushing it would undo that rollback; train on new data or other settings, or "
-                "`rollback --to 2` to serve it again")
+                "withdrew: pushing it would undo that rollback; train on new data or other settings for another "
+                "model, or, if version 2's weights should be served after all, `rollback --to 2`")
     summary = dataclasses.replace(_summary(blessed=True, decision="no worse than the baseline"), withheld=withheld,
                                   served_version=3)
     assert f"  pushed: nothing: {withheld}; version 3 stays served" in summary.text().splitlines()
@@ -234,8 +234,11 @@ def test_a_blessed_model_withheld_because_a_rollback_withdrew_its_weights_is_sai
     assert run_index.outcome(summary.to_json()) == "blessed; not pushed: a rollback withdrew these weights"
 
 
-def test_a_run_given_no_source_does_not_say_it_ingested():
+def test_a_run_given_no_source_does_not_say_it_ingested(tmp_path):
     """It printed `ingest: span 1: 400 files, accepted 400` as if it had ingested the newest span again."""
+    page = run_report.write_report(_summary(), tmp_path, {}, _ingest_report() | {"no_source": True}).read_text()
+    assert "No source given: this run ingested nothing and trains on the spans already ingested. The newest: span 2 " \
+        "from folder:/data/pets: 5 files" in page
     ingest = {"span": 1, "reused": False, "files_seen": 400, "counts": {"accepted": 400}, "carried": 0}
     said = [line for line in _summary(ingest=ingest | {"no_source": True}).text().splitlines() if "ingest:" in line]
     assert said == ["  ingest: none (no source given); trains on the spans there, the newest: span 1: 400 files, "
