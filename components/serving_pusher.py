@@ -245,7 +245,8 @@ WITHDRAWN_WEIGHTS = "withdrawn_weights"  # a rollback's push record: {file under
 def _weights(digests: dict[str, str] | None) -> frozenset:
     """A version's or a model's weights, by their files' SHA-256 (its graph may differ between two saves of the
     same weights: its functions are numbered by the process that traced them)."""
-    return frozenset((name, sha) for name, sha in (digests or {}).items() if name.startswith("variables/"))
+    return frozenset((name, sha) for name, sha in (digests or {}).items()
+                     if isinstance(name, str) and isinstance(sha, str) and name.startswith("variables/"))
 
 
 def withdrawn_weights(version_dir: str) -> dict[str, str]:

@@ -264,6 +264,11 @@ def test_a_model_with_the_weights_a_rollback_withdrew_is_withheld_until_a_rollba
                record={**rolled_back, WITHDRAWN_WEIGHTS: withdrawn_weights(os.path.join(serving_b, "2"))})
     shutil.rmtree(os.path.join(serving_b, "2"))
     assert withdrawn_twin(retrained, serving_b).startswith("the candidate's weights are version 2's")
+    # a record edited by hand into other shapes: no fault, nothing read from it
+    for index, damaged in enumerate(({"variables/variables.index": ["not", "a", "digest"]}, {}, "x")):
+        push_model(os.path.join(serving_b, "1"), serving_b, model_uri="model-a", always_new=True,
+                   record={**rolled_back, WITHDRAWN_WEIGHTS: damaged})
+        assert withdrawn_twin(_model(tmp_path / f"c-{index}", b"graph", b"C"), serving_b) is None
     # a person serves version 2's model again: its weights are no longer withdrawn, version 3's (A) are
     push_model(os.path.join(serving, "2"), serving, model_uri="model-b", always_new=True,
                record={metadata.ROLLED_BACK_TO: 2, metadata.ROLLED_BACK_FROM: 3})
