@@ -272,7 +272,8 @@ def withdrawn_twin(model_dir: str, serving_dir: str) -> str | None:
         withdrawn.pop(weights[version], None)  # a rollback to a model serves it again
         away = record.get(metadata.ROLLED_BACK_FROM)
         recorded = record.get(WITHDRAWN_WEIGHTS)
-        gone = _weights(recorded) if isinstance(recorded, dict) else weights.get(away)
+        # the rollback's record; else (an earlier release's rollback, a record edited by hand) the version's own
+        gone = (_weights(recorded) if isinstance(recorded, dict) else None) or weights.get(away)
         if isinstance(away, int) and gone:
             withdrawn[gone] = (away, record, version)
     if not candidate or candidate not in withdrawn:
@@ -280,10 +281,11 @@ def withdrawn_twin(model_dir: str, serving_dir: str) -> str | None:
     away, record, version = withdrawn[candidate]
     reason = record.get(metadata.ROLLBACK_REASON)
     withdrew = f"withdrew ({reason})" if reason else "withdrew"
+    serve_anyway = (f", or, if version {away}'s weights should be served after all, `rollback --to {away}`"
+                    if away in versions else f" (version {away} is no longer in {serving_dir})")
     return (f"the candidate's weights are version {away}'s, which the rollback to version "
             f"{record.get(metadata.ROLLED_BACK_TO)} (pushed as version {version}) {withdrew}: pushing it would undo "
-            f"that rollback; train on new data or other settings for another model, or, if version {away}'s "
-            f"weights should be served after all, `rollback --to {away}`")
+            f"that rollback; train on new data or other settings for another model{serve_anyway}")
 
 
 @component

@@ -71,8 +71,9 @@ def find_files(paths: list[str | os.PathLike], passed_over: list | None = None) 
     found: dict[object, pathlib.Path] = {}
     seen: set[tuple[int, int]] = set()
     passed: dict[str, None] = {}
+    given = {_identity(path) for path in map(pathlib.Path, paths) if path.is_dir()}
     for path in map(pathlib.Path, paths):
-        for file in _walk(path, seen, passed) if path.is_dir() else [path]:
+        for file in _walk(path, seen, passed, given) if path.is_dir() else [path]:
             found.setdefault(_identity(file), file)
     if passed_over is not None:
         passed_over += list(passed)
@@ -88,18 +89,21 @@ def _identity(path: pathlib.Path) -> object:
         return os.path.abspath(path)
 
 
-def _walk(top: pathlib.Path, seen: set, passed: dict) -> list[pathlib.Path]:
+def _walk(top: pathlib.Path, seen: set, passed: dict, given: set) -> list[pathlib.Path]:
     """The entries below `top` as find_files takes them, walked without recursion (a deep tree is no fault); a
     link back to a folder `top` is in (`/`, a home folder) is not followed (that would walk the machine) but kept,
-    to be reported."""
+    to be reported, unless that folder is given too (`given`: the identities of the folders given)."""
     files, stack = [], [top]
-    above = listing.folders_holding(top)
+    above, top_real = listing.folders_holding(top), os.path.realpath(top)
     while stack:
         folder = stack.pop()
         try:
             identity = (folder.stat().st_dev, folder.stat().st_ino)
-            if identity in above:
-                files.append(folder)  # reported: a link back to a folder above, not followed
+            real = os.path.realpath(folder)
+            # a folder on `top`'s path as given but inside it for real (a/b for a/b/c/up -> a) is walked
+            if identity in above and not (real == top_real or real.startswith(top_real.rstrip(os.sep) + os.sep)):
+                if identity not in given:
+                    files.append(folder)  # reported: a link back to a folder above, not followed
                 continue
             if identity in seen:
                 continue

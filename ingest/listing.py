@@ -164,7 +164,8 @@ def local_files(root: str | os.PathLike, leave_out: str | os.PathLike | None = N
                     if _holds_anything(entry.path):  # as an object store lists it: an empty folder is nothing
                         skipped.append(f"{name.as_posix()}/")
                 elif entry.is_dir():  # follows links
-                    problem = _folder_problem(entry, name, ancestors | above, left_out, first_path)
+                    problem = _folder_problem(entry, name, (ancestors, above, os.path.realpath(root)), left_out,
+                                              first_path)
                     if problem:
                         problems.append((f"{name.as_posix()}/", problem))
                     else:
@@ -179,18 +180,22 @@ def local_files(root: str | os.PathLike, leave_out: str | os.PathLike | None = N
     return _passing_over(files, problems, skipped)
 
 
-def _folder_problem(entry: os.DirEntry, name: pathlib.PurePosixPath, above: frozenset, left_out: tuple,
+def _folder_problem(entry: os.DirEntry, name: pathlib.PurePosixPath, above: tuple, left_out: tuple,
                     first_path: dict) -> str | None:
     """Why the folder `entry` is not walked under `name`; None when it is (and `first_path` records it).
+    `above`: the folders on its path, those the data folder is in (folders_holding) and the data's real path.
     `left_out`: the output folder's identities, its real path and the data folder's (a folder inside the output
     folder is left out too, but not one inside the data folder: a labeling queue in the output folder is data)."""
     found = os.stat(entry.path)
     identity = (found.st_dev, found.st_ino)
     identities, output, data = left_out
     real = os.path.realpath(entry.path) if output else ""
-    if identity in identities or (output and _below(real, output) and not _below(real, data)):
+    queue = output and _below(data, output)  # a labeling queue: data inside the output folder
+    if identity in identities or (output and _below(real, output) and not (queue and _below(real, data))):
         return "the pipeline's output folder (--output-dir): its files are not data, not read"
-    if identity in above:
+    ancestors, holding, data_real = above
+    # a folder on the data folder's path as given (a/b for a/b/c/up -> a) that is inside the data folder is data
+    if identity in ancestors or (identity in holding and not _below(os.path.realpath(entry.path), data_real)):
         loop = "symbolic link loop" if entry.is_symlink() else "a folder mounted inside itself"
         return f"{loop}: leads back to a folder above it{_link_text(entry)}: not followed"
     seen = first_path.setdefault((identity, _meaning(name)), name.as_posix())

@@ -263,12 +263,20 @@ def test_a_model_with_the_weights_a_rollback_withdrew_is_withheld_until_a_rollba
     push_model(os.path.join(serving_b, "1"), serving_b, model_uri="model-a", always_new=True,
                record={**rolled_back, WITHDRAWN_WEIGHTS: withdrawn_weights(os.path.join(serving_b, "2"))})
     shutil.rmtree(os.path.join(serving_b, "2"))
-    assert withdrawn_twin(retrained, serving_b).startswith("the candidate's weights are version 2's")
+    assert withdrawn_twin(retrained, serving_b).endswith(
+        f"train on new data or other settings for another model (version 2 is no longer in {serving_b})")
     # a record edited by hand into other shapes: no fault, nothing read from it
     for index, damaged in enumerate(({"variables/variables.index": ["not", "a", "digest"]}, {}, "x")):
         push_model(os.path.join(serving_b, "1"), serving_b, model_uri="model-a", always_new=True,
                    record={**rolled_back, WITHDRAWN_WEIGHTS: damaged})
         assert withdrawn_twin(_model(tmp_path / f"c-{index}", b"graph", b"C"), serving_b) is None
+    # where the record's own entry is unusable, the withdrawn version's commit record still says what it held
+    serving_c = str(tmp_path / "serving-c")
+    push_model(_model(tmp_path / "a3", b"graph-a", b"A"), serving_c, model_uri="model-a")
+    push_model(_model(tmp_path / "b3", b"graph-b", b"B"), serving_c, model_uri="model-b")
+    push_model(os.path.join(serving_c, "1"), serving_c, model_uri="model-a", always_new=True,
+               record={**rolled_back, WITHDRAWN_WEIGHTS: {"variables/variables.index": 1}})
+    assert withdrawn_twin(retrained, serving_c).startswith("the candidate's weights are version 2's")
     # a person serves version 2's model again: its weights are no longer withdrawn, version 3's (A) are
     push_model(os.path.join(serving, "2"), serving, model_uri="model-b", always_new=True,
                record={metadata.ROLLED_BACK_TO: 2, metadata.ROLLED_BACK_FROM: 3})

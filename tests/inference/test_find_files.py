@@ -180,3 +180,18 @@ def test_a_link_back_to_a_folder_the_photos_are_in_adds_nothing(tmp_path):
     assert [p.error for p in predictions] == ["a link back to a folder this one is in: not followed (it would walk "
                                               "that folder again, and all it holds)"] * 2
     assert predict.find_files([tmp_path / "self"])[0] == tmp_path / "self" / "a.jpg", "a folder given by a link"
+
+
+def test_what_is_found_does_not_hang_on_the_order_of_the_paths_nor_on_a_link_in_the_path_given(tmp_path):
+    """With `a/b` given before `a`, a link in it back to `a` was reported although `a` was classified too; a path
+    given through a link below its own target (a/b/c/up -> a) had its real subfolder b/ taken for a loop."""
+    a = tmp_path / "a"
+    (a / "b" / "c").mkdir(parents=True)
+    (a / "top.jpg").write_bytes(b"t")
+    (a / "b" / "mid.jpg").write_bytes(b"m")
+    (a / "b" / "c" / "low.jpg").write_bytes(b"l")
+    (a / "b" / "c" / "up").symlink_to("../..", target_is_directory=True)
+    names = lambda found: sorted(path.name for path in found)  # noqa: E731
+    assert names(predict.find_files([a / "b", a])) == names(predict.find_files([a, a / "b"])) == \
+        ["low.jpg", "mid.jpg", "top.jpg"]
+    assert names(predict.find_files([a / "b" / "c" / "up"])) == ["low.jpg", "mid.jpg", "top.jpg"]

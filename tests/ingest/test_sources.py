@@ -258,6 +258,18 @@ def test_the_output_folder_and_a_folder_the_data_is_in_are_never_walked_however_
     assert dict(listed.problems) == {
         "home/": f"symbolic link loop: leads back to a folder above it ({home}): not followed",
         "runs/": output, "cat/more/": output}
+    inside = tmp_path / "inside"  # an output folder inside the data (the command line refuses it; a caller may not)
+    (inside / "out" / "sub").mkdir(parents=True)
+    (inside / "out" / "sub" / "o.jpg").write_bytes(b"x")
+    (inside / "cats").mkdir()
+    (inside / "cats" / "lnk").symlink_to("../out/sub", target_is_directory=True)
+    assert dict(listing.local_files(inside, leave_out=inside / "out").problems) == {"cats/lnk/": output, "out/": output}
+    # a data folder given through a link below its own target: its real subfolders are data, not loops
+    (tmp_path / "a" / "b").mkdir(parents=True)
+    (tmp_path / "a" / "b" / "cat.1.jpg").write_bytes(b"x")
+    (tmp_path / "a" / "b" / "up").symlink_to("..", target_is_directory=True)
+    listed = listing.local_files(tmp_path / "a" / "b" / "up")
+    assert [relative for relative, _ in listed.files] == ["b/cat.1.jpg"] and list(dict(listed.problems)) == ["b/up/"]
     queue = tmp_path / "runs" / "labeling" / "queue-1"  # data inside the output folder: a labeling queue
     (queue / "dog").mkdir(parents=True)
     (queue / "dog" / "q.jpg").write_bytes(b"x")
