@@ -280,8 +280,7 @@ def _inside(output_dir: str | os.PathLike, location: str | os.PathLike) -> bool:
     """Whether `output_dir` is the folder `location` or below it: by their paths as given and as real paths, and
     by the identity of each folder on the output's way (a link or a bind mount may lead into the data folder by
     another name)."""
-    def below(path: str, folder: str) -> bool:
-        return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
+    from ingest.listing import below
 
     given, real = os.path.abspath(output_dir), os.path.realpath(output_dir)
     if below(given, os.path.abspath(location)) or below(real, os.path.realpath(location)):

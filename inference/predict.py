@@ -101,7 +101,7 @@ def _walk(top: pathlib.Path, seen: set, passed: dict, given: set) -> list[pathli
             identity = (folder.stat().st_dev, folder.stat().st_ino)
             real = os.path.realpath(folder)
             # a folder on `top`'s path as given but inside it for real (a/b for a/b/c/up -> a) is walked
-            if identity in above and not (real == top_real or real.startswith(top_real.rstrip(os.sep) + os.sep)):
+            if identity in above and not listing.below(real, top_real):
                 if identity not in given:
                     files.append(folder)  # reported: a link back to a folder above, not followed
                 continue

@@ -190,12 +190,12 @@ def _folder_problem(entry: os.DirEntry, name: pathlib.PurePosixPath, above: tupl
     identity = (found.st_dev, found.st_ino)
     identities, output, data = left_out
     real = os.path.realpath(entry.path) if output else ""
-    queue = output and _below(data, output)  # a labeling queue: data inside the output folder
-    if identity in identities or (output and _below(real, output) and not (queue and _below(real, data))):
+    queue = output and below(data, output)  # a labeling queue: data inside the output folder
+    if identity in identities or (output and below(real, output) and not (queue and below(real, data))):
         return "the pipeline's output folder (--output-dir): its files are not data, not read"
     ancestors, holding, data_real = above
     # a folder on the data folder's path as given (a/b for a/b/c/up -> a) that is inside the data folder is data
-    if identity in ancestors or (identity in holding and not _below(os.path.realpath(entry.path), data_real)):
+    if identity in ancestors or (identity in holding and not below(os.path.realpath(entry.path), data_real)):
         loop = "symbolic link loop" if entry.is_symlink() else "a folder mounted inside itself"
         return f"{loop}: leads back to a folder above it{_link_text(entry)}: not followed"
     seen = first_path.setdefault((identity, _meaning(name)), name.as_posix())
@@ -204,7 +204,8 @@ def _folder_problem(entry: os.DirEntry, name: pathlib.PurePosixPath, above: tupl
     return None
 
 
-def _below(path: str, folder: str) -> bool:
+def below(path: str, folder: str) -> bool:
+    """Whether `path` is the folder `folder` or inside it, by their text (real paths: os.path.realpath)."""
     return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
 
 
