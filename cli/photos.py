@@ -18,7 +18,9 @@ SHEET_SUFFIXES = (".png", ".jpg", ".jpeg")  # what Pillow writes the contact she
 
 def _predict_flags(predict: argparse.ArgumentParser) -> None:
     predict.add_argument("paths", nargs="+", type=pathlib.Path, help="Image files or folders.")
-    where = _add_model_flags(predict)
+    where = _add_model_flags(predict, " Or one of its TFLite files, e.g. "
+                                      "runs/demo/serving_model/3/assets.extra/model_int8.tflite: the model a device "
+                                      "runs, given each photo's pixels as the model was trained on them.")
     where.add_argument("--url", help="Ask a model server instead: a TF Serving or KServe V1 REST endpoint, e.g. "
                                      "http://localhost:8501 (the model cats-vs-dogs there) or the whole address "
                                      "ending in :predict (docs/serving.md). Not with --explain or --record, which "
@@ -40,10 +42,11 @@ def _base_weights_flags(base: argparse.ArgumentParser) -> None:
     base.add_argument("--out", type=flags.local_pathlib, required=True, help="The weights file to write (.h5).")
 
 
-def _add_model_flags(parser: argparse.ArgumentParser):
+def _add_model_flags(parser: argparse.ArgumentParser, model_help: str = ""):
     """--model or --output-dir: where the model is; returns their group (predict adds --url to it)."""
     where = parser.add_mutually_exclusive_group()
-    where.add_argument("--model", type=pathlib.Path, help="A pushed version's folder, e.g. runs/demo/serving_model/3.")
+    where.add_argument("--model", type=pathlib.Path,
+                       help="A pushed version's folder, e.g. runs/demo/serving_model/3." + model_help)
     flags.add_output_dir(where, "Use the served version under <output-dir>/serving_model: the one its "
                                 "models.config names.")
     return where
@@ -54,7 +57,10 @@ def _model_dir(args: argparse.Namespace) -> pathlib.Path:
     from inference import predict
 
     if args.model:
-        return predict.given_model_dir(args.model)
+        from inference import on_device
+
+        # a TFLite file is read once, through a link too; a pushed version's file is checked against its digest
+        return args.model if on_device.is_tflite(args.model) else predict.given_model_dir(args.model)
     serving_dir = RunLayout(args.output_dir.resolve()).serving_dir
     for line in served.serving_dir_warnings(str(serving_dir)):
         print(f"warning: {line}", file=sys.stderr)
@@ -67,7 +73,7 @@ def command_predict(args: argparse.Namespace) -> int:
     Prints a table (file, class, dog probability) and writes a contact sheet PNG. A file that cannot be read is
     reported on its own line; the others are still classified.
     """
-    from contract import layout, startup
+    from contract import startup
 
     with startup.loading_libraries():
         from inference import contact_sheet, predict
@@ -90,10 +96,7 @@ def command_predict(args: argparse.Namespace) -> int:
         model_dir, model = None, predict.remote_model(predict.predict_url(args.url, _pipeline_name()))
     else:
         model_dir = _model_dir(args)
-        if args.explain and not (model_dir / layout.KERAS_MODEL_FILE).is_file():
-            raise CommandError(f"--explain needs the Keras model this pipeline pushes beside the SavedModel "
-                               f"({layout.KERAS_MODEL_FILE}), and {model_dir} has none; predict without --explain")
-        model = predict.load_model(model_dir)
+        model = _local_model(model_dir, args.explain)
     passed_over: list = []
     files = predict.find_files(args.paths, passed_over)
     if passed_over:
@@ -138,6 +141,22 @@ def command_predict(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return errors.FAILED
     return errors.OK
+
+
+def _local_model(model_dir: pathlib.Path, explain: bool):
+    """The classifier of a pushed version's folder, or of one of its TFLite files (--model FILE.tflite)."""
+    from contract import layout
+    from inference import on_device, predict
+
+    if on_device.is_tflite(model_dir):
+        if explain:
+            raise CommandError(f"--explain draws on the Keras model's layers ({layout.KERAS_MODEL_FILE}), which a "
+                               f"TFLite file does not keep: give the pushed version's folder as --model instead")
+        return on_device.load_tflite(model_dir)
+    if explain and not (model_dir / layout.KERAS_MODEL_FILE).is_file():
+        raise CommandError(f"--explain needs the Keras model this pipeline pushes beside the SavedModel "
+                           f"({layout.KERAS_MODEL_FILE}), and {model_dir} has none; predict without --explain")
+    return predict.load_model(model_dir)
 
 
 def _json_answer(model: str, sheet: str | None, replaced: bool, sheet_error: str | None, predictions: list,
@@ -192,6 +211,8 @@ def _default_sheet(run_or_model: pathlib.Path) -> pathlib.Path:
     from contract import layout
 
     resolved = run_or_model.resolve()
+    if resolved.is_file():  # a TFLite file: a version's (<version>/assets.extra/) or one kept elsewhere
+        resolved = resolved.parent.parent if resolved.parent.name == layout.ASSETS_EXTRA else pathlib.Path.cwd()
     if (resolved / "saved_model.pb").exists():
         resolved = resolved.parent.parent if resolved.parent.name == "serving_model" else pathlib.Path.cwd()
     return RunLayout(resolved).predictions_dir / layout.CONTACT_SHEET

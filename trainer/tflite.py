@@ -39,20 +39,62 @@ def native_logs_held():
             os.close(saved)
 
 
+class Classifier:
+    """A TFLite classifier of this pipeline's kind, its interpreter made once: one image of float pixels
+    [1, size, size, 3] in 0-255 in, its dog logit out. A model whose input and output are quantized (int8 or uint8,
+    as a converter writes when asked) is given and read through its own scale and zero point. ValueError, in one
+    line, for a file that is no TFLite model or not one of this shape."""
+
+    def __init__(self, model: bytes | str):
+        # LiteRT's interpreter, the successor of tf.lite.Interpreter (deprecated in TF 2.19, due for removal): the
+        # runtime a device runs, in its own package, so the check holds as TensorFlow drops its copy.
+        from ai_edge_litert.interpreter import Interpreter
+
+        try:
+            with native_logs_held():
+                self._interpreter = (Interpreter(model_content=model) if isinstance(model, bytes)
+                                     else Interpreter(model_path=str(model)))
+                self._interpreter.allocate_tensors()
+        except (ValueError, RuntimeError) as error:
+            raise ValueError((str(error).strip().splitlines() or [type(error).__name__])[0]) from None
+        inputs, outputs = self._interpreter.get_input_details(), self._interpreter.get_output_details()
+        shape = [int(side) for side in inputs[0]["shape"]] if len(inputs) == 1 else []
+        if (len(shape) != 4 or shape[0] != 1 or shape[3] != 3 or shape[1] != shape[2] or shape[1] < 1
+                or len(outputs) != 1 or int(np.prod(outputs[0]["shape"])) != 1):
+            given = ", ".join(str([int(side) for side in d["shape"]]) for d in inputs)
+            raise ValueError(f"its input is {given or 'none'} and its output "
+                             f"{', '.join(str([int(side) for side in d['shape']]) for d in outputs) or 'none'}: not "
+                             "a classifier of this pipeline (one image [1, size, size, 3] in, one dog logit out)")
+        self._input, self._output = inputs[0], outputs[0]
+        self.image_size = shape[1]
+
+    def logits(self, pixels: np.ndarray) -> np.ndarray:
+        """Dog logits for float pixels [N, size, size, 3], one image at a time as on a device."""
+        logits = []
+        for image in np.asarray(pixels, np.float32):
+            self._interpreter.set_tensor(self._input["index"], _quantized(image[None], self._input))
+            self._interpreter.invoke()
+            logits.append(_dequantized(self._interpreter.get_tensor(self._output["index"]), self._output).ravel()[0])
+        return np.array(logits, np.float32)
+
+
+def _quantized(values: np.ndarray, detail: dict) -> np.ndarray:
+    """`values` as the tensor's type: through its scale and zero point where it is quantized."""
+    dtype = np.dtype(detail["dtype"])
+    scale, zero_point = detail["quantization"]
+    if dtype.kind not in "iu" or not scale:
+        return values.astype(dtype)
+    limits = np.iinfo(dtype)
+    return np.clip(np.round(values / scale + zero_point), limits.min, limits.max).astype(dtype)
+
+
+def _dequantized(values: np.ndarray, detail: dict) -> np.ndarray:
+    scale, zero_point = detail["quantization"]
+    if np.dtype(detail["dtype"]).kind not in "iu" or not scale:
+        return values.astype(np.float32)
+    return (values.astype(np.float32) - zero_point) * scale
+
+
 def tflite_logits(model: bytes | str, pixels: np.ndarray) -> np.ndarray:
     """Dog logits of a TFLite model (flatbuffer bytes or a file path) for float pixels [N, H, W, 3]."""
-    # LiteRT's interpreter, the successor of tf.lite.Interpreter (deprecated in TF 2.19, due for removal): the
-    # runtime a device runs, in its own package, so the check holds as TensorFlow drops its copy.
-    from ai_edge_litert.interpreter import Interpreter
-
-    with native_logs_held():
-        interpreter = (Interpreter(model_content=model) if isinstance(model, bytes)
-                       else Interpreter(model_path=str(model)))
-        interpreter.allocate_tensors()
-    source, target = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
-    logits = []
-    for image in np.asarray(pixels, np.float32):
-        interpreter.set_tensor(source["index"], image[None])
-        interpreter.invoke()
-        logits.append(interpreter.get_tensor(target["index"]).ravel()[0])
-    return np.array(logits)
+    return Classifier(model).logits(pixels)

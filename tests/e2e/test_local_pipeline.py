@@ -288,7 +288,7 @@ def test_the_report_folder_works_offline_and_opens_in_a_browser(runs, tmp_path):
         assert shot.height > 2000  # every section rendered
 
 
-def test_predict_reports_a_bad_file_and_classifies_the_rest(runs, tmp_path):
+def test_predict_reports_a_bad_file_and_classifies_the_rest_also_with_a_pushed_tflite_file(runs, tmp_path):
     photos = tmp_path / "photos"
     photos.mkdir()
     good = sorted(runs["data"].rglob("*.jpg"))[:3]
@@ -318,6 +318,36 @@ def test_predict_reports_a_bad_file_and_classifies_the_rest(runs, tmp_path):
     assert output["sheet"] == str(sheet) and not (tmp_path / "predictions").exists()
     with Image.open(sheet) as image:
         assert image.width > 200
+    # The version's float16 TFLite file, as a device runs it, on the same photos: the same report of the bad file,
+    # and the SavedModel's answers within float16's error; its sheet beside the run too.
+    tflite = cli_in_process("predict", photos, "--model", runs["out"] / "serving_model" / "1" /
+                            layout.TFLITE_FILES["float16"], "--json")
+    assert tflite.returncode == 1, tflite.stderr[-2000:]
+    on_device = {pathlib.Path(p["path"]).name: p for p in json.loads(tflite.stdout)["predictions"]}
+    assert on_device["broken.jpg"]["error"] == by_name["broken.jpg"]["error"]
+    assert json.loads(tflite.stdout)["sheet"] == str(sheet)
+    for path in good:
+        expected, answer = by_name[path.name], on_device[path.name]
+        # a probability moves by at most a quarter of the logit's error (the sigmoid's slope is at most 1/4)
+        assert abs(answer["dog_probability"] - expected["dog_probability"]) <= FLOAT16_TOLERANCE / 4
+        if abs(expected["dog_probability"] - 0.5) > FLOAT16_TOLERANCE / 4:
+            assert answer["class_name"] == expected["class_name"]
+
+
+# logits; the float16 file against the SavedModel, as the retraining scenario bounds it (tests/e2e/test_retraining.py)
+FLOAT16_TOLERANCE = 0.25
+
+
+def test_a_pushed_versions_tflite_file_changed_since_the_push_is_refused(runs, tmp_path):
+    version = runs["out"] / "serving_model" / "1"
+    copy = tmp_path / "copy"
+    shutil.copytree(version, copy)
+    (copy / layout.TFLITE_FILES["float16"]).write_bytes((version / layout.TFLITE_FILES["int8"]).read_bytes())
+    refused = cli_in_process("predict", sorted(runs["data"].rglob("*.jpg"))[0], "--model",
+                             copy / layout.TFLITE_FILES["float16"])
+    assert refused.returncode == 2 and refused.stdout == ""
+    assert refused.stderr == (f"error: --model {copy / layout.TFLITE_FILES['float16']} is not the file that was "
+                              f"pushed: its bytes differ from its digest in {copy / layout.DIGESTS_FILE}\n")
 
 
 def test_every_run_keeps_its_report_and_the_roots_report_lists_them_with_the_served_models(runs):

@@ -1,0 +1,99 @@
+"""`predict --model FILE.tflite`: LiteRT's interpreter on a TFLite classifier, whatever its input and output types,
+and one line naming the file for one it cannot run (the pushed files themselves: tests/e2e/test_local_pipeline.py)."""
+
+import os
+
+import numpy as np
+import pytest
+
+from inference import on_device
+from inference.predict import NoModelError
+from tests.helpers import cli_in_process
+from trainer import tflite
+
+
+def _convert(model, signature, quantized=None, data=None):
+    import tensorflow as tf
+
+    call = tf.function(lambda pixels: model(pixels), input_signature=[signature])
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([call.get_concrete_function()], call)
+    if quantized is not None:  # full-integer, with integer input and output, as another converter setup writes
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.representative_dataset = lambda: ([data[i:i + 1]] for i in range(len(data)))
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        converter.inference_input_type = converter.inference_output_type = quantized
+    return converter.convert()
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    """A classifier of this pipeline's shape ([1, 8, 8, 3] pixels in, one logit out) and its pixels."""
+    import keras
+
+    keras.utils.set_random_seed(0)
+    pixels = keras.Input((8, 8, 3), batch_size=1)
+    hidden = keras.layers.Conv2D(4, 3, activation="relu")(keras.layers.Rescaling(1 / 127.5, -1)(pixels))
+    model = keras.Model(pixels, keras.layers.Dense(1)(keras.layers.GlobalAveragePooling2D()(hidden)))
+    data = np.random.default_rng(0).integers(0, 256, (32, 8, 8, 3)).astype(np.float32)
+    return model, data
+
+
+# the converter's remark on integer inputs it was given no range for: the representative pixels set their scale
+@pytest.mark.filterwarnings("ignore:Statistics for quantized inputs were expected")
+@pytest.mark.parametrize("kind", ["int8", "uint8"])
+def test_a_file_with_integer_input_and_output_is_given_and_read_through_its_scale_and_zero_point(tiny, kind):
+    import tensorflow as tf
+
+    model, data = tiny
+    signature = tf.TensorSpec([1, 8, 8, 3], tf.float32)
+    classifier = tflite.Classifier(_convert(model, signature, getattr(tf, kind), data))
+    assert classifier.image_size == 8 and np.dtype(classifier._input["dtype"]) == np.dtype(kind)
+    reference = model(data).numpy().ravel()
+    # Pixels are whole numbers and the input's scale is about 1, so the input is exact; each integer layer rounds
+    # its output to half a step of its scale, a few steps of the output's scale at the end (2 measured here).
+    step = classifier._output["quantization"][0]
+    assert np.abs(classifier.logits(data) - reference).max() <= 5 * step
+    # read as they come, the integers would be off by about a hundred times the logits' spread
+    assert 5 * step < 0.5 * reference.std()
+
+
+def test_a_model_of_another_shape_is_refused_naming_its_input_and_output(tiny, tmp_path):
+    import keras
+    import tensorflow as tf
+
+    inputs = keras.Input((10,), batch_size=1)
+    other = keras.Model(inputs, keras.layers.Dense(2)(inputs))
+    path = tmp_path / "other.tflite"
+    path.write_bytes(_convert(other, tf.TensorSpec([1, 10], tf.float32)))
+    with pytest.raises(NoModelError) as refused:
+        on_device.load_tflite(path)
+    assert str(refused.value) == (f"--model {path} is not a TFLite classifier this command can run: its input is "
+                                  "[1, 10] and its output [1, 2]: not a classifier of this pipeline (one image "
+                                  "[1, size, size, 3] in, one dog logit out)")
+
+
+@pytest.mark.parametrize("make,said", [
+    (lambda path: path.write_bytes(b"not a flatbuffer"), " is not a TFLite classifier this command can run: "),
+    (lambda path: path.write_bytes(b""), " is empty (0 bytes): not a TFLite model"),
+    (lambda path: os.mkfifo(path), ": not a regular file: a named pipe"),
+    (lambda path: path.mkdir(), ": not a regular file: a folder"),
+    (lambda path: None, " cannot be read: No such file or directory"),
+])
+def test_predict_refuses_a_tflite_file_it_cannot_run_in_one_line_naming_it(demo_jpegs, tmp_path, make, said):
+    photo = tmp_path / "cat.jpg"
+    photo.write_bytes(demo_jpegs["cat"][0])
+    model = tmp_path / "model.tflite"
+    make(model)
+    result = cli_in_process("predict", photo, "--model", model)
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr.startswith(f"error: --model {model}{said}") and result.stderr.count("\n") == 1
+    assert not (tmp_path / "predictions").exists()
+
+
+def test_explain_with_a_tflite_file_is_refused_before_anything_is_read(demo_jpegs, tmp_path):
+    photo = tmp_path / "cat.jpg"
+    photo.write_bytes(demo_jpegs["cat"][0])
+    result = cli_in_process("predict", photo, "--model", tmp_path / "never-read.tflite", "--explain")
+    assert result.returncode == 2
+    assert result.stderr == ("error: --explain draws on the Keras model's layers (assets.extra/model.keras), which a "
+                             "TFLite file does not keep: give the pushed version's folder as --model instead\n")
