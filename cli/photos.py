@@ -232,6 +232,11 @@ def command_base_weights(args: argparse.Namespace) -> int:
     if args.out.suffix != ".h5" or args.out.name.endswith(".weights.h5"):  # Keras 3's own format's name
         raise CommandError(f"--out must name an .h5 file, not .weights.h5 (the layout of Keras' ImageNet weights, "
                            f"which --weights reads), got {args.out}")
+    from inference import on_device
+
+    if args.model and on_device.is_tflite(args.model):
+        raise CommandError(f"--model {errors.shown_name(str(args.model))} is a TFLite file, which keeps no Keras "
+                           f"layers to save: give the pushed version's folder")
     model_dir = _model_dir(args)
     keras_file = model_dir / layout.KERAS_MODEL_FILE
     if not keras_file.is_file():

@@ -97,3 +97,10 @@ def test_explain_with_a_tflite_file_is_refused_before_anything_is_read(demo_jpeg
     assert result.returncode == 2
     assert result.stderr == ("error: --explain draws on the Keras model's layers (assets.extra/model.keras), which a "
                              "TFLite file does not keep: give the pushed version's folder as --model instead\n")
+
+
+def test_base_weights_refuses_a_tflite_file_naming_it(tmp_path):
+    result = cli_in_process("base-weights", "--model", tmp_path / "model_int8.tflite", "--out", tmp_path / "base.h5")
+    assert result.returncode == 2 and not (tmp_path / "base.h5").exists()
+    assert result.stderr == (f"error: --model {tmp_path / 'model_int8.tflite'} is a TFLite file, which keeps no "
+                             "Keras layers to save: give the pushed version's folder\n")
