@@ -98,10 +98,11 @@ def _walk(top: pathlib.Path, seen: set, passed: dict, given: set) -> list[pathli
     while stack:
         folder = stack.pop()
         try:
-            identity = (folder.stat().st_dev, folder.stat().st_ino)
-            real = os.path.realpath(folder)
-            # a folder on `top`'s path as given but inside it for real (a/b for a/b/c/up -> a) is walked
-            if identity in above and not listing.below(real, top_real):
+            found = folder.stat()
+            identity = (found.st_dev, found.st_ino)
+            # a folder on `top`'s path as given but inside it for real (a/b for a/b/c/up -> a) is walked; its real
+            # path only for such a folder (resolving every folder's would take a deep tree's depth squared lookups)
+            if identity in above and not listing.below(os.path.realpath(folder), top_real):
                 if identity not in given:
                     files.append(folder)  # reported: a link back to a folder above, not followed
                 continue

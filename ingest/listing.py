@@ -147,9 +147,13 @@ def local_files(root: str | os.PathLike, leave_out: str | os.PathLike | None = N
     top = os.stat(root)
     # (a folder's identity, what its path says of its files) -> the path it is listed under
     first_path = {((top.st_dev, top.st_ino), _meaning(pathlib.PurePosixPath())): ""}
-    queue = collections.deque([(os.fspath(root), pathlib.PurePosixPath(), frozenset({(top.st_dev, top.st_ino)}))])
+    root_real = os.path.realpath(root)
+    # each folder's real path from its parent's (a link's resolved whole): resolving every folder's path from the
+    # top would take a deep tree's depth squared lookups
+    queue = collections.deque([(os.fspath(root), pathlib.PurePosixPath(), frozenset({(top.st_dev, top.st_ino)}),
+                                root_real)])
     while queue:
-        folder, relative, ancestors = queue.popleft()
+        folder, relative, ancestors, folder_real = queue.popleft()
         try:
             with os.scandir(folder) as listed:
                 entries = sorted(listed, key=lambda e: e.name)
@@ -164,13 +168,15 @@ def local_files(root: str | os.PathLike, leave_out: str | os.PathLike | None = N
                     if _holds_anything(entry.path):  # as an object store lists it: an empty folder is nothing
                         skipped.append(f"{name.as_posix()}/")
                 elif entry.is_dir():  # follows links
-                    problem = _folder_problem(entry, name, (ancestors, above, os.path.realpath(root)), left_out,
+                    real = (os.path.realpath(entry.path) if entry.is_symlink()
+                            else os.path.join(folder_real, entry.name))
+                    problem = _folder_problem(entry, name, real, (ancestors, above, root_real), left_out,
                                               first_path)
                     if problem:
                         problems.append((f"{name.as_posix()}/", problem))
                     else:
                         found = os.stat(entry.path)
-                        queue.append((entry.path, name, ancestors | {(found.st_dev, found.st_ino)}))
+                        queue.append((entry.path, name, ancestors | {(found.st_dev, found.st_ino)}, real))
                 elif entry.is_file():
                     files.append((name.as_posix(), entry.path))
                 else:
@@ -180,22 +186,22 @@ def local_files(root: str | os.PathLike, leave_out: str | os.PathLike | None = N
     return _passing_over(files, problems, skipped)
 
 
-def _folder_problem(entry: os.DirEntry, name: pathlib.PurePosixPath, above: tuple, left_out: tuple,
+def _folder_problem(entry: os.DirEntry, name: pathlib.PurePosixPath, real: str, above: tuple, left_out: tuple,
                     first_path: dict) -> str | None:
-    """Why the folder `entry` is not walked under `name`; None when it is (and `first_path` records it).
+    """Why the folder `entry` (its real path `real`) is not walked under `name`; None when it is (and `first_path`
+    records it).
     `above`: the folders on its path, those the data folder is in (folders_holding) and the data's real path.
     `left_out`: the output folder's identities, its real path and the data folder's (a folder inside the output
     folder is left out too, but not one inside the data folder: a labeling queue in the output folder is data)."""
     found = os.stat(entry.path)
     identity = (found.st_dev, found.st_ino)
     identities, output, data = left_out
-    real = os.path.realpath(entry.path) if output else ""
     queue = output and below(data, output)  # a labeling queue: data inside the output folder
     if identity in identities or (output and below(real, output) and not (queue and below(real, data))):
         return "the pipeline's output folder (--output-dir): its files are not data, not read"
     ancestors, holding, data_real = above
     # a folder on the data folder's path as given (a/b for a/b/c/up -> a) that is inside the data folder is data
-    if identity in ancestors or (identity in holding and not below(os.path.realpath(entry.path), data_real)):
+    if identity in ancestors or (identity in holding and not below(real, data_real)):
         loop = "symbolic link loop" if entry.is_symlink() else "a folder mounted inside itself"
         return f"{loop}: leads back to a folder above it{_link_text(entry)}: not followed"
     seen = first_path.setdefault((identity, _meaning(name)), name.as_posix())
