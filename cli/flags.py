@@ -92,6 +92,43 @@ def local_pathlib(text: str) -> pathlib.Path:
     return _home_expanded(local_path(text))
 
 
+def root_pathlib(text: str) -> pathlib.Path:
+    """local_pathlib for a pipeline's root (--output-dir), whose path must be UTF-8 (as the folder it names, from
+    the working directory): TensorFlow's file functions and ML Metadata's records, which every command uses on the
+    root, take only UTF-8, and a name Python could not decode would otherwise end a command in a traceback."""
+    path = local_pathlib(text)
+    if not _is_utf8(os.path.abspath(path)):
+        raise argparse.ArgumentTypeError(f"{shown_name(os.path.abspath(path))}: its path is not valid UTF-8, which "
+                                         "TensorFlow's file functions cannot take: choose a folder whose name is")
+    return path
+
+
+def root_text(text: str) -> str:
+    """An argparse type for --root (gs://... or a local path): UTF-8, for the same reason as root_pathlib."""
+    if not _is_utf8(text):
+        raise argparse.ArgumentTypeError(f"{shown_name(text)} is not valid UTF-8, which TensorFlow's file functions "
+                                         "cannot take: choose a root whose name is")
+    return text
+
+
+def utf8_text(text: str) -> str:
+    """An argparse type for free text the command keeps (a rollback's reason, in ML Metadata and the push record,
+    which hold UTF-8 only): bytes that are not UTF-8 are refused, naming them."""
+    if not _is_utf8(text):
+        raise argparse.ArgumentTypeError(f"{shown_name(text)} is not valid UTF-8 text")
+    return text
+
+
+def _is_utf8(text: str) -> bool:
+    """Whether `text` is what it says: Python keeps the bytes of an argument or a name that is not UTF-8 as lone
+    surrogates, which no UTF-8 encoder takes."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def help_text(text: str) -> str:
     """argparse formats help with %: a literal one ("a 95% interval") must be doubled."""
     return text.replace("%", "%%")
@@ -224,7 +261,7 @@ def fixed_settings(args: argparse.Namespace) -> tuple[str, ...]:
 
 
 def add_output_dir(parser, help: str = "A local run's output directory.") -> None:
-    parser.add_argument("--output-dir", type=local_pathlib, default=DEFAULT_OUTPUT_DIR,
+    parser.add_argument("--output-dir", type=root_pathlib, default=DEFAULT_OUTPUT_DIR,
                         help=f"{help} Default: {DEFAULT_OUTPUT_DIR}.")
 
 
@@ -353,7 +390,7 @@ def run_arguments(args: argparse.Namespace) -> dict:
 
 def add_root(parser, help: str, required: bool = False) -> None:
     """--root: a pipeline's storage root (a local path, a path on a volume, or gs://)."""
-    parser.add_argument("--root", required=required, help=help)
+    parser.add_argument("--root", required=required, help=help, type=root_text)
 
 
 def add_package(parser, help: str, default: str | None = None, output: bool = False) -> None:

@@ -22,7 +22,8 @@ def _models_flags(models: argparse.ArgumentParser) -> None:
 def _rollback_flags(rollback: argparse.ArgumentParser) -> None:
     add_root_flags(rollback)
     rollback.add_argument("--to", type=flags.count(1), required=True, metavar="N", help="The version to serve again.")
-    rollback.add_argument("--reason", default="", help="Why, kept with the rollback (shown by `models`).")
+    rollback.add_argument("--reason", default="", type=flags.utf8_text,
+                          help="Why, kept with the rollback (shown by `models`).")
     flags.add_serving_target_flags(rollback.add_argument_group("serving on the cluster"),
                                    "the rollback starts a new revision of the InferenceService with your "
                                    "kubeconfig's credentials (KServe copies a gs:// root once)")

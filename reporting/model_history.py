@@ -25,6 +25,7 @@ from components import evaluation
 from contract import layout, storage
 from contract import metadata as metadata_lib
 from contract import served as served_lib
+from contract.errors import shown_name
 from reporting import run_summary
 from trainer import export
 
@@ -228,7 +229,7 @@ def table(versions: list[PushedVersion]) -> str:
                           for k in ("float16", "int8")) if v.tflite_agreement else "-"
         lines.append(f"{v.version:>7}  {v.pushed_at:<25}{v.model_id:>6}  {','.join(map(str, v.spans)) or '-':<10}"
                      f"{accuracy:>26}{metric('auc'):>8}{examples:>9}  "
-                     f"{'yes' if v.blessed else 'no':<7}  {tflite:<16}{v.path}")
+                     f"{'yes' if v.blessed else 'no':<7}  {tflite:<16}{shown_name(v.path)}")
     lines += [f"version {v.version}: {line}" for v in versions for line in v.unreadable]
     lines += [f"version {v.version}: trained with "
               + " ".join(config_lib.as_flag(name, value) for name, value in v.settings.items())
@@ -237,7 +238,7 @@ def table(versions: list[PushedVersion]) -> str:
         if v.rolled_back_to is not None:
             before = f"version {v.rolled_back_from}" if v.rolled_back_from is not None else "nothing intact"
             lines.append(f"version {v.version}: rollback to version {v.rolled_back_to} ({before} was served)"
-                         f"{': ' + v.reason if v.reason else ''}")
+                         f"{': ' + shown_name(v.reason) if v.reason else ''}")
     if any(v.judged_split == layout.SELECTION_SPLIT for v in versions):
         lines.append("examples '... eval': scored on the split that also chose the kept epoch (a span without a "
                      "test split): optimistic")

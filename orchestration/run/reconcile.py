@@ -29,7 +29,7 @@ from ml_metadata.proto import metadata_store_pb2
 from components.serving_pusher import UNREADABLE, existing_versions, follow_commit, push_record, pushed_model_uri
 from contract import layout, served, storage
 from contract import metadata as metadata_lib
-from contract.errors import first_line, printable
+from contract.errors import first_line, printable, undecodable_escaped
 from reporting import model_history
 
 
@@ -188,5 +188,5 @@ def utc_now() -> str:
 def _set(node, key: str, value) -> None:
     if isinstance(value, int):
         node.custom_properties[key].int_value = value
-    else:
-        node.custom_properties[key].string_value = str(value)
+    else:  # a name or a reason Python could not decode (lone surrogates) as \xNN: ML Metadata keeps UTF-8 only
+        node.custom_properties[key].string_value = undecodable_escaped(str(value))

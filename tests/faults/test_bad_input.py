@@ -82,15 +82,34 @@ def test_output_dir_that_is_a_file_is_refused_and_left_alone(tmp_path, capsys):
     assert target.read_text() == "keep me"
 
 
-@pytest.mark.parametrize("command", ["ingest", "run"])
-def test_output_dir_whose_name_is_not_utf8_is_refused_in_one_line(tmp_path, capsys, command):
+@pytest.mark.parametrize("argv", [
+    ["ingest", "--data-dir", "{data}", "--output-dir", "{root}"],
+    ["run", "--data-dir", "{data}", "--output-dir", "{root}"],
+    ["models", "--output-dir", "{root}"], ["rollback", "--output-dir", "{root}", "--to", "1"],
+    ["monitor", "--output-dir", "{root}"], ["predict", "{data}", "--output-dir", "{root}"],
+    ["base-weights", "--output-dir", "{root}", "--out", "{data}/b.h5"],
+    ["traffic-sink", "--root", "{root}"], ["models", "--root", "{root}", "--metadata-sqlite", "{data}/m.sqlite"],
+])
+def test_a_root_whose_name_is_not_utf8_is_refused_in_one_line_by_every_command(tmp_path, capsys, argv):
     """TensorFlow's file functions encode a path as UTF-8: a name that is not (Python keeps its bytes as lone
-    surrogates) ended ingest with a UnicodeEncodeError traceback."""
-    synthetic.write_demo_images(tmp_path / "data", 2)
+    surrogates) ended ingest, models, rollback, monitor, predict, base-weights and the traffic sink with a
+    UnicodeEncodeError traceback."""
     target = os.fsdecode(os.fsencode(tmp_path) + b"/bad\xffroot")
-    code, _, err = _cli(capsys, command, "--data-dir", tmp_path / "data", "--output-dir", target)
-    assert code == 2 and "bad\\xffroot: its path is not valid UTF-8" in _one_line(err), err
+    with pytest.raises(SystemExit) as exit_:
+        pipeline_runner.main([part.format(data=tmp_path / "data", root=target) for part in argv])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and "bad\\xffroot" in err and "is not valid UTF-8" in err and "Traceback" not in err
     assert not os.path.exists(target)
+
+
+def test_a_rollback_reason_that_is_not_utf8_is_refused_before_anything_is_served(tmp_path, capsys):
+    """ML Metadata keeps UTF-8 only: such a reason was refused by the store after the version was published, and
+    every later run and rollback failed on the push record it left."""
+    with pytest.raises(SystemExit) as exit_:
+        pipeline_runner.main(["rollback", "--output-dir", str(tmp_path), "--to", "1", "--reason",
+                              os.fsdecode(b"caf\xe9")])
+    assert exit_.value.code == 2 and "argument --reason: caf\\xe9 is not valid UTF-8 text" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
 
 
 @pytest.mark.parametrize("flag, value, minimum", [("--demo-images", "0", 1), ("--beam-workers", "-2", 0)])

@@ -461,3 +461,21 @@ def test_a_push_records_control_characters_are_shown_as_escapes(root, capsys, tm
     code, out, err = _cli(capsys, "models", "--output-dir", root)
     assert code == 0 and "model /x\\nserved: version 1\\n\\x1b[31mRED, pushed" in err, err
     assert "\x1b" not in out + err and "\nserved: version 1\n" not in err
+
+
+def test_a_rollback_reason_that_would_forge_a_line_is_shown_escaped_and_one_kept_undecodable_is_stored(root, capsys):
+    """`models` printed the reason as given: a newline and an escape sequence forged a "served:" line. And a push
+    record holding a reason Python could not decode (a lone surrogate) failed every later run and rollback where
+    ML Metadata, which keeps UTF-8 only, was given it."""
+    code, out, err = _cli(capsys, "rollback", "--output-dir", root, "--to", "1", "--reason",
+                          "ok\nserved: version 2\x1b[2K")
+    assert code == 0, err
+    code, out, err = _cli(capsys, "models", "--output-dir", root)
+    assert code == 0
+    assert "version 3: rollback to version 1 (version 2 was served): ok\\nserved: version 2\\x1b[2K\n" in out
+    assert [line for line in out.splitlines() if line.startswith("served:")] == [
+        "served: version 3 (the model of version 1)"]
+    # a push record written before the reason was checked holds it: recorded, the text escaped, not refused
+    execution = metadata_store_pb2.Execution()
+    reconcile._set(execution, metadata_lib.ROLLBACK_REASON, "caf\udce9")
+    assert execution.custom_properties[metadata_lib.ROLLBACK_REASON].string_value == "caf\\xe9"

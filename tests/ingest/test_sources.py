@@ -152,7 +152,8 @@ def test_a_folder_tree_deeper_than_pythons_recursion_limit_is_listed(tmp_path):
         (tmp_path / "out").mkdir()
         listed = listing.local_files(tmp_path, leave_out=tmp_path / "out")
     assert [relative.count("/") for relative, _ in listed.files] == [1100]
-    assert listed.problems == [("out/", "the pipeline's output folder (--output-dir): its files are not data, not read")]
+    assert listed.problems == [("out/", "the pipeline's output folder (--output-dir): its files are not data, "
+                                        "not read")]
 
 
 def test_a_link_to_a_folder_the_data_is_in_is_a_loop_not_a_walk_of_that_folder(tmp_path):
