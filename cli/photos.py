@@ -230,8 +230,10 @@ def command_base_weights(args: argparse.Namespace) -> int:
     from contract import layout
 
     if args.out.suffix != ".h5" or args.out.name.endswith(".weights.h5"):  # Keras 3's own format's name
-        raise CommandError(f"--out must name an .h5 file, not .weights.h5 (the layout of Keras' ImageNet weights, "
-                           f"which --weights reads), got {args.out}")
+        raise CommandError(f"--out {errors.shown_name(str(args.out)) or repr('')}: give a file name ending in .h5, not "
+                           ".weights.h5 (the layout of Keras' ImageNet weights, which --weights reads)")
+    if args.out.is_dir() and not args.out.is_symlink():
+        raise CommandError(f"--out {errors.shown_name(str(args.out))} is a folder: give the weights file's path")
     from inference import on_device
 
     if args.model and on_device.is_tflite(args.model):
@@ -246,18 +248,42 @@ def command_base_weights(args: argparse.Namespace) -> int:
     from trainer import model as model_lib
 
     classifier = keras.models.load_model(keras_file, compile=False)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    model_lib.save_base_weights(classifier, str(args.out))
+    replaced = _write_whole(args.out, lambda path: model_lib.save_base_weights(classifier, path))
     alpha = _trained_setting(model_dir, "alpha")
     blocks = _trained_setting(model_dir, "base_blocks")
     # A base kept to fewer blocks holds only their layers: a model that starts from it keeps as many, or fewer, and
     # fine-tunes from a layer inside it (the default, 100, is past most such bases).
     depth = (f" --base-blocks {blocks} --fine-tune-from {_trained_setting(model_dir, 'fine_tune_from')}"
              if blocks is not None and blocks < MOBILENET_V2_BLOCKS else "")
-    print(f"wrote the MobileNetV2 base of {model_dir} to {args.out}; start from it with --weights {args.out} "
+    print(f"wrote the MobileNetV2 base of {model_dir} to {args.out}{replaced}; start from it with --weights {args.out} "
           + (f"--alpha {alpha}{depth} (the model's; any --image-size)" if alpha is not None
              else "and the --alpha and --base-blocks that model was trained with"))
     return errors.OK
+
+
+def _write_whole(path: pathlib.Path, write) -> str:
+    """`write(a temporary path)` beside `path`, then renamed onto it: a reader never finds half a file, a failed
+    or killed write leaves what was there, and a link at `path` is replaced, never written through. Returns what
+    the output line says of what was there before; CommandError in one line naming the file if it cannot be
+    written."""
+    import os
+
+    shown = errors.shown_name(str(path))
+    before = (" (replacing the link that was there; the file it led to is untouched)" if path.is_symlink() else
+              " (replacing the earlier file)" if path.exists() else "")
+    temporary = path.parent / f".{path.name}.{os.getpid()}.tmp"
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write(str(temporary))
+        os.replace(temporary, path)
+    except (OSError, ValueError) as error:  # h5py reports a file it cannot create as either
+        why = (f"{errors.shown_name(str(path.parent))} is a file, not a folder" if isinstance(error, FileExistsError)
+               else getattr(error, "strerror", None) or errors.first_line(error))
+        raise RunFailedError(f"--out {shown} cannot be written: {why}") from None
+    finally:
+        if temporary.exists():
+            temporary.unlink()
+    return before
 
 
 def _trained_setting(model_dir: pathlib.Path, name: str):

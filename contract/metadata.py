@@ -90,6 +90,26 @@ def under_root(uri: str, root: str) -> bool:
     return bool(uri) and uri.startswith(root.rstrip("/") + "/")
 
 
+# The folders of a root that its records name files in: TFX's outputs, and the pushed versions.
+_RECORDED_FOLDERS = ("pipeline_root", "serving_model")
+
+
+def moved_from(recorded: str, root: str) -> str | None:
+    """Where `recorded` (a path a local root's own store holds: an artifact's, a push's destination) is under
+    `root` when it was written under another folder that `root` was then (a root moved, restored or copied
+    elsewhere, its store with it): the same place below `root`, if that is there; None for a path under `root`
+    already, one of no root's folders, a URI, or a file `root` does not hold. A local path's alone: a
+    deployment's root, whose store others may share, is never moved so."""
+    if not recorded.startswith("/") or not root or under_root(recorded, root):
+        return None
+    # the last such folder on the path: the root's own path may hold a folder of that name, what is below it not
+    at, folder = max((recorded.rfind(f"/{folder}/"), folder) for folder in _RECORDED_FOLDERS)
+    if at <= 0:
+        return None
+    moved = os.path.join(os.path.abspath(root), folder, recorded[at + len(folder) + 2:])
+    return moved if os.path.lexists(moved) else None
+
+
 def of_root(input_dict: dict, root: str | None) -> dict:
     """`input_dict` (a resolver's: {key: [artifacts]}) with only the artifacts whose files lie under `root`; as it is
     with no root. A Kubeflow package's resolvers read a store that other deployments (other roots, the same

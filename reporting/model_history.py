@@ -89,16 +89,22 @@ def _spans_of_model(store, model_id: int) -> list[int]:
     return sorted(spans)
 
 
-def _metrics_of_blessing(store, blessing) -> tuple[dict[str, float], str | None]:
+def _metrics_of_blessing(store, blessing, root: str | None) -> tuple[dict[str, float], str | None]:
     """The candidate's overall metrics of the Evaluator that made `blessing`, and the split they are of."""
     evaluator = _producer(store, blessing.id)
     if evaluator is None:
         return {}, None
     for artifact in run_summary.artifacts_of(store, evaluator):
         if _artifact_type(store, artifact) == "ModelEvaluation":
-            overall, _, _ = evaluation.read_metrics(artifact.uri)
+            overall, _, _ = evaluation.read_metrics(_here(artifact.uri, root))
             return overall.get("candidate", {}), run_summary.judged_split(store, evaluator)
     return {}, None
+
+
+def _here(recorded: str, root: str | None) -> str:
+    """A path a local root's own store recorded, where the root is now (moved or copied since, before a run
+    updated the store: contract.metadata.moved_from)."""
+    return (metadata_lib.moved_from(recorded, root) if root else None) or recorded
 
 
 def _tflite_agreement(pushed_path: str) -> tuple[dict[str, float], list[str]]:
@@ -155,6 +161,8 @@ def pushed_versions(metadata: str, serving_dir: str | None = None, scoped: bool 
                  else run_summary.open_store(metadata))
     blessings = _blessings(store)
     result, seen = [], set()
+    # a local root's own store, read where the root is now; a store deployments share names their own places
+    here = posixpath.dirname(str(serving_dir).rstrip("/")) if serving_dir and not scoped else None
     # One record per version: a Pusher that found its model already served records that version again.
     for pushed in sorted(store.get_artifacts_by_type("PushedModel"), key=lambda a: a.id):
         version = run_summary.custom_property(pushed, metadata_lib.PUSHED_VERSION)
@@ -171,9 +179,9 @@ def pushed_versions(metadata: str, serving_dir: str | None = None, scoped: bool 
         model = next((a for a in inputs if _artifact_type(store, a) == "Model"), None)
         blessing = next((a for a in inputs if _artifact_type(store, a) == "ModelBlessing"), None) or \
             (blessings.get(model.id) if model else None)
-        metrics, judged = _metrics_of_blessing(store, blessing) if blessing else ({}, None)
+        metrics, judged = _metrics_of_blessing(store, blessing, here) if blessing else ({}, None)
         when = datetime.datetime.fromtimestamp(pushed.create_time_since_epoch / 1000, datetime.timezone.utc)
-        path = run_summary.custom_property(pushed, metadata_lib.PUSHED_DESTINATION)
+        path = _here(run_summary.custom_property(pushed, metadata_lib.PUSHED_DESTINATION) or "", here)
         agreement, unreadable = _tflite_agreement(path)
         settings, unreadable_settings = _settings(path)
         result.append(PushedVersion(
@@ -181,7 +189,7 @@ def pushed_versions(metadata: str, serving_dir: str | None = None, scoped: bool 
             path=path,
             pushed_at=when.isoformat(timespec="seconds"),
             model_id=model.id if model else -1,
-            model_uri=model.uri if model else "",
+            model_uri=_here(model.uri, here) if model else "",
             blessed=bool(blessing and run_summary.custom_property(blessing, metadata_lib.BLESSED) == 1),
             spans=_spans_of_model(store, model.id) if model else [],
             metrics=metrics,

@@ -177,6 +177,31 @@ def _left_behind(pipeline_root: str, node: str, execution_id: str) -> list[list[
 MISSING_PROPERTY = metadata_lib.MISSING_SINCE  # set on the artifacts mark_missing marks DELETED
 
 
+def relocate(store, root: str) -> dict[str, int]:
+    """Points a local root's own store at the root where it is now: the outputs and pushes it recorded under the
+    folder the root was before (moved, restored or copied elsewhere, its store with it) are named at the same place
+    below `root` where they are there (contract.metadata.moved_from). Returns {the folder they were under: how
+    many}. Otherwise mark_missing would take them for gone, and the run would judge its candidate against no
+    baseline, warm-start from nothing, and read a copy's outputs from the root it was copied from."""
+    changed, before = [], {}
+    for artifact in store.get_artifacts():
+        moved = metadata_lib.moved_from(artifact.uri, root)
+        destination = artifact.custom_properties.get(metadata_lib.PUSHED_DESTINATION)
+        moved_destination = destination and metadata_lib.moved_from(destination.string_value, root)
+        if moved is None and not moved_destination:
+            continue
+        if moved is not None:
+            old = artifact.uri[:len(artifact.uri) - len(moved) + len(os.path.abspath(root))]
+            before[old] = before.get(old, 0) + 1
+            artifact.uri = moved
+        if moved_destination:
+            artifact.custom_properties[metadata_lib.PUSHED_DESTINATION].string_value = moved_destination
+        changed.append(artifact)
+    if changed:
+        store.put_artifacts(changed)
+    return before
+
+
 def mark_missing(store, root: str | None = None) -> list[str]:
     """Marks LIVE artifacts whose files are gone DELETED; returns '<type> <uri>' for each. With `root`, only
     artifacts under it: a store shared with other deployments holds theirs, which this task may not see (another

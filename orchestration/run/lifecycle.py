@@ -26,7 +26,7 @@ import re
 from typing import Any, Callable
 
 from config import DataConfig, beam_policy
-from contract.errors import REFUSED, CommandError, RunFailedError
+from contract.errors import REFUSED, CommandError, RunFailedError, shown_name
 from ingest import carried, foreign_spans, sources, span_report, spans
 from orchestration.root import store_health
 
@@ -52,6 +52,8 @@ class BeforeTheDag:
     reconciled: list[str] = dataclasses.field(default_factory=list)
     cleaned: list[str] = dataclasses.field(default_factory=list)  # spans cut short, moved out of the examples root
     freed: list[int] = dataclasses.field(default_factory=lambda: [0, 0])  # canceled executions' temp: folders, bytes
+    # {the folder a local root was in: how many of its records now name the root where it is} (moved, copied)
+    relocated: dict[str, int] = dataclasses.field(default_factory=dict)
 
     def to_json(self) -> dict:
         return dataclasses.asdict(self)
@@ -62,7 +64,8 @@ class BeforeTheDag:
 
     def notes(self) -> list[str]:
         """The lease taken over and the executions canceled, as the run's summary keeps them."""
-        notes = []
+        notes = [f"this root's store named {count} of its outputs under {shown_name(folder)}, where the root was "
+                 "before (moved or copied here): they are read here now" for folder, count in self.relocated.items()]
         if self.took_over:
             notes.append(f"took over the pipeline root from run {self.took_over['run_id']}, whose lease was stale "
                          f"({self.took_over['why']})")
@@ -210,6 +213,9 @@ def before_the_dag(store, examples_root: str, kind: str | None, location: str, d
     store other deployments may share (look_after_store); `pipeline_root`: a local run's, where what canceled
     executions left is removed."""
     refuse_window(kind, location, examples_root, data.span_window)
+    # a local run's own store: outputs recorded where its root was before it was moved are its own, found here
+    relocated = (store_health.relocate(store, os.path.dirname(os.path.abspath(pipeline_root)))
+                 if store is not None and pipeline_root and root is None else {})
     canceled, missing = look_after_store(store, current_run, root)
     freed = list(store_health.remove_canceled_temp(store, pipeline_root)) if pipeline_root else [0, 0]
     # Before the baseline is resolved: the model actually served must be the one the candidate is judged against.
@@ -220,7 +226,7 @@ def before_the_dag(store, examples_root: str, kind: str | None, location: str, d
     report, table, cleaned = ingest(kind, location, examples_root, data, beam_args)
     check_spans(examples_root, data.span_window, data.max_image_pixels, data.max_file_mb)
     return BeforeTheDag(ingest=report, table=table, canceled=canceled, missing=missing, took_over=took_over,
-                        reconciled=reconciled, cleaned=cleaned, freed=freed)
+                        reconciled=reconciled, cleaned=cleaned, freed=freed, relocated=relocated)
 
 
 def start_run(store, examples_root: str, kind: str | None, location: str, data: DataConfig, *, say: Say,

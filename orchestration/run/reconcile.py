@@ -69,7 +69,7 @@ def reconcile(store, serving_dir: str, pipeline_name: str, scoped: bool = False)
     lines = follow_commit(serving_dir, known_model(store, serving_dir, versions))
     missing = unrecorded(serving_dir, versions)
     for found in missing:
-        model = _model_by_uri(store, found.record.get("model_uri", ""))
+        model = _model_by_uri(store, found.record.get("model_uri", ""), None if scoped else serving_dir)
         if model is None:
             _add(lines, found.version, f"{found.describe()}, and its model is not in this store: not recorded")
             continue
@@ -93,7 +93,7 @@ def reconcile(store, serving_dir: str, pipeline_name: str, scoped: bool = False)
 
 def holds_model(store, found: Unrecorded) -> bool:
     """Whether the store holds the Model `found`'s push record names (reconcile can then record it)."""
-    return _model_by_uri(store, found.record.get("model_uri", "")) is not None
+    return _model_by_uri(store, found.record.get("model_uri", ""), posixpath.dirname(found.path)) is not None
 
 
 def known_model(store, serving_dir: str, versions: list[model_history.PushedVersion]) -> Callable[[int], bool]:
@@ -106,7 +106,7 @@ def known_model(store, serving_dir: str, versions: list[model_history.PushedVers
         if version in recorded:
             return True
         folder = posixpath.join(serving_dir, str(version))
-        model = _model_by_uri(store, pushed_model_uri(folder))
+        model = _model_by_uri(store, pushed_model_uri(folder), serving_dir)
         return model is not None and model.id in blessed and model_files_differ(folder, model.uri) is None
     return trusted
 
@@ -172,12 +172,18 @@ def _pushed_model_type(store) -> int:
         return store.put_artifact_type(metadata_store_pb2.ArtifactType(name="PushedModel"))
 
 
-def _model_by_uri(store, uri):
+def _model_by_uri(store, uri, serving_dir: str | None = None):
+    """The Model a push record names by its files' place; with `serving_dir` (a local root's own store's), also
+    where a root moved since names it (a push record keeps the place its model had then)."""
     if not uri or not isinstance(uri, str):  # no push record, or a damaged one
         return None
-    models = [a for a in store.get_artifacts_by_uri(uri)
-              if store.get_artifact_types_by_id([a.type_id])[0].name == "Model"]
-    return max(models, key=lambda a: a.id) if models else None
+    moved = metadata_lib.moved_from(uri, posixpath.dirname(serving_dir.rstrip("/"))) if serving_dir else None
+    for place in (uri, moved) if moved else (uri,):
+        models = [a for a in store.get_artifacts_by_uri(place)
+                  if store.get_artifact_types_by_id([a.type_id])[0].name == "Model"]
+        if models:
+            return max(models, key=lambda a: a.id)
+    return None
 
 
 def utc_now() -> str:

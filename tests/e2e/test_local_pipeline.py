@@ -171,7 +171,22 @@ def test_base_weights_writes_the_pushed_models_base_for_weights_file(runs, tmp_p
     for name in ("base.keras", "base.weights.h5"):  # the second, Keras 3's own format, --weights could not read
         refused = cli_in_process("base-weights", "--output-dir", runs["out"], "--out", tmp_path / name)
         assert refused.returncode == 2 and "Traceback" not in refused.stderr
-        assert refused.stderr.strip().splitlines()[-1].startswith("error: --out must name an .h5 file, not .weights")
+        assert refused.stderr == (f"error: --out {tmp_path / name}: give a file name ending in .h5, not .weights.h5 "
+                                  "(the layout of Keras' ImageNet weights, which --weights reads)\n")
+    (tmp_path / "folder.h5").mkdir()
+    refused = cli_in_process("base-weights", "--output-dir", runs["out"], "--out", tmp_path / "folder.h5")
+    assert refused.returncode == 2
+    assert refused.stderr == f"error: --out {tmp_path / 'folder.h5'} is a folder: give the weights file's path\n"
+    # The file is written whole beside its place and renamed onto it: a link there is replaced, never written
+    # through (it wrote into the user's file the link led to), and an earlier file is said to be replaced.
+    (tmp_path / "notes.txt").write_text("the user's")
+    (tmp_path / "linked.h5").symlink_to(tmp_path / "notes.txt")
+    written = cli_in_process("base-weights", "--output-dir", runs["out"], "--out", tmp_path / "linked.h5")
+    assert written.returncode == 0 and "(replacing the link that was there; the file it led to is untouched)" in \
+        written.stdout
+    assert (tmp_path / "notes.txt").read_text() == "the user's" and not (tmp_path / "linked.h5").is_symlink()
+    assert (tmp_path / "linked.h5").read_bytes() == out.read_bytes()
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
 
 
 # A Python warning (FutureWarning, RuntimeWarning, UserWarning...), a logging WARNING, a native W-line.

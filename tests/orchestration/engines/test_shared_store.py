@@ -201,6 +201,58 @@ def test_a_local_roots_own_store_is_not_scoped_so_a_moved_root_keeps_its_history
     assert model_history.pushed_versions(store.store, moved, scoped=True) == []
 
 
+def test_a_moved_local_roots_run_reads_its_outputs_where_the_root_is_now_and_keeps_its_baseline(tmp_path):
+    """A local root moved with its store: its records named every output under the old path, so the next run
+    marked them all DELETED as gone from disk and judged its candidate against no baseline (a worse model could
+    ship). The run now names them where the root is, before it looks for what is gone; `models` reads them there
+    before any run has."""
+    from orchestration.root import store_health
+    from orchestration.run import reconcile
+    from reporting import model_history
+
+    store = Store(tmp_path / "metadata.sqlite")
+    before, after = str(tmp_path / "before"), str(tmp_path / "after")
+    model = _blessed_model(store, before, 1)
+    gone = store.output(metadata.TRANSFORM, "transform_graph", standard_artifacts.TransformGraph(),
+                        f"{before}/pipeline_root/{metadata.TRANSFORM}/transform_graph/1")  # not moved with it
+    reconcile.record_push(store.store, NAME, "ServingPusher", model, 1, f"{before}/serving_model/1", {})
+    for place in (f"pipeline_root/{metadata.TRAINER}/model/1", f"pipeline_root/{metadata.EVALUATOR}/blessing/1",
+                  "serving_model/1"):
+        (tmp_path / "after" / place).mkdir(parents=True)
+    [listed] = model_history.pushed_versions(store.store, f"{after}/serving_model")  # read-only: before any run
+    assert listed.path == f"{after}/serving_model/1" and listed.model_uri.startswith(f"{after}/pipeline_root/")
+
+    assert store_health.relocate(store.store, after) == {before: 3}  # the model, its blessing, its push
+    assert store_health.mark_missing(store.store) == [f"TransformGraph {before}/pipeline_root/Transform/"
+                                                      "transform_graph/1"]
+    uris = {a.id: (a.uri, a.state) for a in store.store.get_artifacts()}
+    assert uris[model] == (f"{after}/pipeline_root/{metadata.TRAINER}/model/1", pb.Artifact.LIVE)
+    assert uris[gone][1] == pb.Artifact.DELETED
+    [pushed] = store.store.get_artifacts_by_type("PushedModel")
+    assert pushed.custom_properties[metadata.PUSHED_DESTINATION].string_value == f"{after}/serving_model/1"
+    history = {"before": [], "model": store.artifacts(standard_artifacts.Model),
+               "model_blessing": store.artifacts(standard_artifacts.ModelBlessing), "pushed_model": []}
+    [baseline] = LatestBlessedBeforeStrategy().resolve_artifacts(None, history)["model"]
+    assert baseline.id == model
+    # a push record keeps the model's place at its push: the model is found by it where the root is now
+    assert reconcile._model_by_uri(store.store, f"{before}/pipeline_root/{metadata.TRAINER}/model/1",
+                                   f"{after}/serving_model").id == model
+    assert store_health.relocate(store.store, after) == {}, "once"
+
+
+@pytest.mark.parametrize("recorded, found", [
+    ("/old/root/pipeline_root/Trainer/model/9", "pipeline_root/Trainer/model/9"),
+    ("/old/pipeline_root/x/serving_model/3", "serving_model/3"),  # the last of the root's folders on the path
+    ("/old/root/serving_model/7", None),  # not under the root now
+    ("/old/root/elsewhere/1", None), ("gs://b/pipeline_root/T/m/1", None), ("relative/pipeline_root/T/m/1", None),
+])
+def test_moved_from_names_a_recorded_place_under_the_root_only_where_the_root_holds_it(tmp_path, recorded, found):
+    for place in ("pipeline_root/Trainer/model/9", "serving_model/3", "elsewhere/1"):
+        (tmp_path / place).mkdir(parents=True)
+    assert metadata.moved_from(recorded, str(tmp_path)) == (str(tmp_path / found) if found else None)
+    assert metadata.moved_from(str(tmp_path / "serving_model" / "3"), str(tmp_path)) is None, "already there"
+
+
 def _unfinished(store, root, run, node_id, uri):
     """A RUNNING execution of `run` (a pipeline_run context), and a LIVE output of it at `uri` (no files)."""
     run_type = store.store.put_context_type(pb.ContextType(name="pipeline_run"))
