@@ -183,13 +183,20 @@ def check(where: RunLayout, settings: MonitorSettings, store: str | None = None)
         result["labeling_queue"], _ = queue.export_batches(
             str(where.labeling_root), window.batches(), window.scores,
             {"served_version": served.version, "moved": verdict.moved(), "report": result["report"]})
-    result["tfdv"] = tfdv_drift.compare(ours, theirs, (*measure.SIZES, measure.BRIGHTNESS, measure.SATURATION,
-                                                       measure.SCORE))
-    page = _write_report(folder, result, ours, theirs)
-    result["mlmd_id"] = record.record_check(store, folder, served.model_id, {
-        record.DRIFT: verdict.drift, record.SERVED_VERSION: served.version, record.WINDOW_IMAGES: len(window),
-        record.FALSE_ALARM_RATE: settings.false_alarm_rate, record.TESTS: result["tests"],
-        record.QUEUE: result["labeling_queue"] or ""})
+    try:
+        result["tfdv"] = tfdv_drift.compare(ours, theirs, (*measure.SIZES, measure.BRIGHTNESS, measure.SATURATION,
+                                                           measure.SCORE))
+        page = _write_report(folder, result, ours, theirs)
+        result["mlmd_id"] = record.record_check(store, folder, served.model_id, {
+            record.DRIFT: verdict.drift, record.SERVED_VERSION: served.version, record.WINDOW_IMAGES: len(window),
+            record.FALSE_ALARM_RATE: settings.false_alarm_rate, record.TESTS: result["tests"],
+            record.QUEUE: result["labeling_queue"] or ""})
+    except BaseException:
+        # A queue whose check has no report and no record would name a page that is not there, and hold its
+        # images from every later queue: it goes with the check (the next check queues them again).
+        if result["labeling_queue"] and storage.backend.exists(result["labeling_queue"]):
+            storage.backend.rmtree(result["labeling_queue"])
+        raise
     line = f"{verdict.line()}; {len(window)} images against version {served.version}'s data; report {page}"
     if result["labeling_queue"]:
         line += f"; queued for labels: {result['labeling_queue']}"

@@ -542,11 +542,25 @@ def test_traffic_drawn_as_the_training_data_raises_no_alarm_and_queues_nothing(m
     assert check["drift"] == 0 and check["served_version"] == 1 and check["tests"] == result["tests"]
 
 
-def test_a_drifted_window_alarms_is_recorded_and_its_images_queued_then_ingested_once_sorted(monitored, capsys):
+def test_a_drifted_window_alarms_is_recorded_and_its_images_queued_then_ingested_once_sorted(monitored, capsys,
+                                                                                             monkeypatch):
+    import errno
+
     import pipeline_runner
     from monitoring import looks, record
 
     looks.write_traffic(str(monitored / "traffic"), looks.images("sketch", 120), 1, start_ms=4_000_000)
+    # A check that fails after its queue is published (its record refused: a full disk) takes the queue with it:
+    # left, it named a report no record knew and held its images from every later queue.
+    def full_disk(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(record, "record_check", full_disk)
+        code = pipeline_runner.main(["monitor", "--output-dir", str(monitored), "--window", "120"])
+    err = capsys.readouterr().err
+    assert code == 1 and "No space left on device" in err and "Traceback" not in err, err
+    assert not (monitored / "labeling" / "queue-1").exists()
     code, result, err = _monitor(monitored, capsys, "--window", "120")
     assert code == 0, err
     assert result["drift"] is True
