@@ -338,4 +338,8 @@ def compile_for_cluster(config: PipelineConfig, output_file: str, deployment: De
                      + (f"; its logger sends every request and response to the traffic sink {sink.name(serving)} "
                         f"deployed with it, which records them under {RunLayout(deployment.root).traffic_root}"
                         if sink else "") + f"): kubectl apply -f {manifest}")
+        if deployment.pvc:  # a claim is seen only in its own namespace: pods elsewhere wait for it for ever
+            lines.append(f"the InferenceService{' and the traffic sink' if sink else ''} mount the PVC "
+                         f"{deployment.pvc} in namespace {serving.namespace}: the claim must be there (create it "
+                         "there, or compile with --serving-namespace set to the claim's)")
     return lines

@@ -124,6 +124,9 @@ def test_compile_writes_the_manifest_beside_the_package(validator, core_validato
     assert f"kubectl apply -f {written}" in result.stdout
     manifest, deployment, service = yaml.safe_load_all(written.read_text())
     assert "traffic sink pets-traffic-sink" in result.stdout
+    # a claim is seen only in its own namespace: where the server and the sink mount it is said
+    assert ("the InferenceService and the traffic sink mount the PVC cats-data in namespace team-a: the claim must "
+            "be there") in result.stdout
     assert manifest["spec"]["predictor"]["logger"] == {
         "mode": "all", "url": "http://pets-traffic-sink.team-a.svc.cluster.local/"}
     pod = deployment["spec"]["template"]["spec"]
