@@ -6,6 +6,7 @@ import argparse
 import datetime
 import json
 import re
+import sys
 import time
 import uuid
 
@@ -122,6 +123,7 @@ def command_monitor(args: argparse.Namespace) -> int:
     with run_lock.exclusive_run(root, f"monitor-{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:8]}"):
         if store is None:  # the root's own SQLite store, locked by another process: busy, before any work
             store_health.check(RunLayout(root).metadata_path)
+        _say_spans_not_read(RunLayout(root).traffic_root)
         try:
             result = monitor.check(RunLayout(root), settings, store)
         except monitor.NothingToCheckYet as nothing:
@@ -130,6 +132,23 @@ def command_monitor(args: argparse.Namespace) -> int:
             return errors.OK
     print(json.dumps(result.result, indent=2) if args.json else result.line, flush=True)
     return errors.OK
+
+
+def _say_spans_not_read(traffic_root) -> None:
+    """A warning for each traffic span the window passes over (a link in it, files its report names missing, no
+    report yet: cut short, or being published by a sink right now), so that no recorded traffic drops out of a
+    check without a word."""
+    from contract.errors import shown_name
+    from traffic import spans
+    from traffic.records import TrafficDataError
+
+    try:
+        passed = spans.incomplete_spans(str(traffic_root))
+    except (TrafficDataError, OSError):  # the window's own read says what is wrong with the folder
+        return
+    for span, why in passed.items():
+        print(f"warning: traffic {shown_name(spans.span_dir(str(traffic_root), span))} is not read: {why}",
+              file=sys.stderr)
 
 
 COMMANDS = (flags.Command.of("monitor", _monitor_flags, command_monitor),)

@@ -111,6 +111,18 @@ def load_embedder(served: reference.ServedModel) -> measure.Embedder:
         return measure.Embedder.load(copy)
 
 
+def check_reference_spans(where: RunLayout, served: reference.ServedModel) -> None:
+    """NoServedModelError naming the spans the served version was trained on whose folders are gone: read as
+    spans of no images, they said nothing of why the reference was empty."""
+    gone = [span for span in served.spans
+            if not storage.backend.isdir(layout.span_dir(str(where.examples_root), span))]
+    if gone:
+        raise reference.NoServedModelError(
+            f"the served version {served.version} was trained on span{'s' if len(gone) > 1 else ''} "
+            f"{', '.join(map(str, gone))}, whose folder{'s are' if len(gone) > 1 else ' is'} gone from "
+            f"{where.examples_root}: its held-out images, the check's reference, cannot be read; nothing was checked")
+
+
 def measure_reference(where: RunLayout, served: reference.ServedModel, embedder: measure.Embedder,
                       settings: MonitorSettings) -> dict[str, np.ndarray]:
     stored: dict[str, list[float]] = {measure.HEIGHT: [], measure.WIDTH: []}
@@ -152,6 +164,7 @@ def check(where: RunLayout, settings: MonitorSettings, store: str | None = None)
     (refusals) before anything is written. `store`: the ML Metadata store as contract.metadata names them
     (a deployment's grpc://HOST:PORT or sqlite:///PATH); default: the root's own SQLite file."""
     served = reference.served_model(where, store)
+    check_reference_spans(where, served)
     store = store or str(where.metadata_path)
     window = read_window(where, settings)
     embedder = load_embedder(served)

@@ -518,6 +518,13 @@ def test_monitor_has_nothing_to_check_in_too_small_a_window_and_refuses_one_too_
     code, _, err = _monitor(monitored, capsys)
     assert code == 2 and err.count("\n") == 1, err
     assert "of the window's 70 images, 29 of those sampled could be decoded (image " in err
+    # the served version's span gone from the root: named, where it read as a reference of no images
+    (monitored / "examples" / "span-1").rename(monitored / "span-1-aside")
+    code, _, err = _monitor(monitored, capsys)
+    (monitored / "span-1-aside").rename(monitored / "examples" / "span-1")
+    assert code == 2 and err == (f"error: the served version 1 was trained on span 1, whose folder is gone from "
+                                 f"{monitored / 'examples'}: its held-out images, the check's reference, cannot be "
+                                 "read; nothing was checked\n")
     assert not (monitored / "monitoring").exists() and not (monitored / "labeling").exists()
 
 

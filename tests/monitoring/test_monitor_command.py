@@ -181,3 +181,19 @@ def test_a_window_below_the_minimum_and_a_time_to_come_are_refused_before_any_wo
         pipeline_runner.main(["monitor", "--output-dir", str(tmp_path / "nowhere"), "--since", "2999-01-01T00:00:00Z"])
     assert refused.value.code == 2 and "'2999-01-01T00:00:00Z' is in the future" in capsys.readouterr().err
     assert not (tmp_path / "nowhere").exists()
+
+
+def test_a_traffic_span_the_window_passes_over_is_named_with_its_reason(tmp_path, capsys, demo_jpegs):
+    """A span holding a link (or cut short) was left out of the window without a word."""
+    from monitoring import looks
+
+    traffic_root = tmp_path / "traffic"
+    looks.write_traffic(str(traffic_root), demo_jpegs["cat"], 1, batch_size=2)  # spans 1 and 2
+    [record_file] = [p for p in (traffic_root / "span-1").iterdir() if p.name.endswith(".tfrecord")]
+    moved = tmp_path / "elsewhere.tfrecord"
+    record_file.rename(moved)
+    record_file.symlink_to(moved)
+    monitor_cli._say_spans_not_read(traffic_root)
+    err = capsys.readouterr().err
+    assert err.startswith(f"warning: traffic {traffic_root / 'span-1'} is not read: it holds a symbolic link (")
+    assert err.count("\n") == 1, "span 2 is read"
