@@ -20,7 +20,7 @@ from typing import Iterable, Iterator, Sequence
 import numpy as np
 
 from contract import layout, storage
-from contract.errors import CommandError
+from contract.errors import CommandError, printable
 from contract.layout import RunLayout
 from contract.traffic import time_text
 from monitoring import drift, measure, queue, record, reference, report, tfdv_drift
@@ -90,6 +90,20 @@ def measure_window(count: int, batches: Iterable[tuple[Sequence[int], list[bytes
     unreadable += [f"image {position}: no readable header" for position in np.flatnonzero(~readable)
                    if position not in refused]  # an image named once, for its first fault
     return values, unreadable, len(measured)
+
+
+def _traced(line: str, window: traffic_window.TrafficWindow) -> str:
+    """"image N: why" with where the window's image N was recorded: its span, its record there and its request's
+    id, so that it can be found."""
+    number, separator, why = line.partition(": ")
+    try:
+        position = int(number.removeprefix("image "))
+        span, record = window.places[position]
+    except (ValueError, IndexError):
+        return line
+    request = window.request_ids[position]
+    return (f"{number} (traffic span {span}, record {record}"
+            f"{', request ' + printable(str(request)) if request else ''}){separator}{why}")
 
 
 def in_memory(images: list[bytes]) -> list[tuple[range, list[bytes]]]:
@@ -169,6 +183,7 @@ def check(where: RunLayout, settings: MonitorSettings, store: str | None = None)
     window = read_window(where, settings)
     embedder = load_embedder(served)
     ours, unreadable, measured = measure_window(len(window), window.batches(), embedder, settings)
+    unreadable = [_traced(line, window) for line in unreadable]
     if measured < min(settings.min_window, settings.sample):
         # A few images that cannot be decoded among the first ones leave nothing to check yet (the next traffic
         # fills the window); a window mostly of them is traffic too damaged to check.

@@ -513,6 +513,9 @@ def test_monitor_has_nothing_to_check_in_too_small_a_window_and_refuses_one_too_
     code, said, err = _monitor(monitored, capsys)
     assert code == 0 and said["checked"] is False and said["verdict"].startswith(
         "nothing to check yet: of the window's 30 images, 29 of those sampled could be decoded (image "), err
+    # the image that does not decode is named by where it was recorded, to be found
+    span = max(int(p.name.removeprefix("span-")) for p in (monitored / "traffic").glob("span-*"))
+    assert f" (traffic span {span}, record 25, request " in said["verdict"], said["verdict"]
     # a window mostly of images that do not decode: traffic too damaged to check
     looks.write_traffic(str(monitored / "traffic"), [b"not an image %d" % i for i in range(40)], 1, start_ms=10_000)
     code, _, err = _monitor(monitored, capsys)
