@@ -120,7 +120,11 @@ def command_monitor(args: argparse.Namespace) -> int:
     # The root's lease, as a run's: a check's write to the SQLite store beside a run's fails one of them
     # ("database is locked"), a rollback would change the served model under it, and two checks would queue
     # the same images twice. A check while one of those holds the root exits at once (BUSY).
-    with run_lock.exclusive_run(root, f"monitor-{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:8]}"):
+    from contract import interrupts
+
+    # SIGTERM (a scheduler's stop) as a Ctrl-C: a check stopped after publishing its queue takes the queue with it
+    with interrupts.TermAsCtrlC(), \
+            run_lock.exclusive_run(root, f"monitor-{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:8]}"):
         if store is None:  # the root's own SQLite store, locked by another process: busy, before any work
             store_health.check(RunLayout(root).metadata_path)
         _say_spans_not_read(RunLayout(root).traffic_root)

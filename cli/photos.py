@@ -212,7 +212,11 @@ def _default_sheet(run_or_model: pathlib.Path) -> pathlib.Path:
 
     resolved = run_or_model.resolve()
     if resolved.is_file():  # a TFLite file: a version's (<version>/assets.extra/) or one kept elsewhere
-        resolved = resolved.parent.parent if resolved.parent.name == layout.ASSETS_EXTRA else pathlib.Path.cwd()
+        version = resolved.parent.parent
+        resolved = version if resolved.parent.name == layout.ASSETS_EXTRA and (version / "saved_model.pb").exists() \
+            else pathlib.Path.cwd()
+        if resolved == pathlib.Path.cwd():
+            return RunLayout(resolved).predictions_dir / layout.CONTACT_SHEET
     if (resolved / "saved_model.pb").exists():
         resolved = resolved.parent.parent if resolved.parent.name == "serving_model" else pathlib.Path.cwd()
     return RunLayout(resolved).predictions_dir / layout.CONTACT_SHEET
@@ -234,6 +238,7 @@ def command_base_weights(args: argparse.Namespace) -> int:
                            ".weights.h5 (the layout of Keras' ImageNet weights, which --weights reads)")
     if args.out.is_dir() and not args.out.is_symlink():
         raise CommandError(f"--out {errors.shown_name(str(args.out))} is a folder: give the weights file's path")
+    _refuse_inside_a_root(args.out)
     from inference import on_device
 
     if args.model and on_device.is_tflite(args.model):
@@ -261,23 +266,43 @@ def command_base_weights(args: argparse.Namespace) -> int:
     return errors.OK
 
 
+def _refuse_inside_a_root(path: pathlib.Path) -> None:
+    """CommandError where `path` lies inside a pushed version (its commit record would no longer match its files:
+    the version is then damaged, never served) or inside a root's folders the pipeline keeps."""
+    from contract import layout
+
+    folder = path.absolute().parent.resolve()
+    for above in (folder, *folder.parents):
+        kept = above.name in ("serving_model", "pipeline_root", "examples", "traffic", "labeling") and (
+            above.parent / layout.ROOT_MARKER).is_file()
+        if (above / layout.DIGESTS_FILE).is_file() or kept:
+            what = (f"the pushed version {above}" if (above / layout.DIGESTS_FILE).is_file()
+                    else f"{above}, which the pipeline keeps")
+            raise CommandError(f"--out {errors.shown_name(str(path))} is inside {errors.shown_name(what)}: a file "
+                               "added there would damage it; write the weights file elsewhere")
+
+
 def _write_whole(path: pathlib.Path, write) -> str:
     """`write(a temporary path)` beside `path`, then renamed onto it: a reader never finds half a file, a failed
     or killed write leaves what was there, and a link at `path` is replaced, never written through. Returns what
     the output line says of what was there before; CommandError in one line naming the file if it cannot be
     written."""
     import os
+    import re
 
     shown = errors.shown_name(str(path))
     before = (" (replacing the link that was there; the file it led to is untouched)" if path.is_symlink() else
               " (replacing the earlier file)" if path.exists() else "")
-    temporary = path.parent / f".{path.name}.{os.getpid()}.tmp"
+    temporary = path.parent / f".base-weights-{os.getpid()}.tmp"  # short: the name given may be as long as allowed
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         write(str(temporary))
         os.replace(temporary, path)
-    except (OSError, ValueError) as error:  # h5py reports a file it cannot create as either
+    except (OSError, ValueError, RuntimeError) as error:  # h5py reports a file it cannot write as any of these
+        # HDF5 words a failed system call as "... errno = 28, error message = ..." inside its own text
+        code = re.search(r"errno = (\d+)", str(error))
         why = (f"{errors.shown_name(str(path.parent))} is a file, not a folder" if isinstance(error, FileExistsError)
+               else os.strerror(int(code.group(1))) if code
                else getattr(error, "strerror", None) or errors.first_line(error))
         raise RunFailedError(f"--out {shown} cannot be written: {why}") from None
     finally:

@@ -61,6 +61,7 @@ ROLLBACK_REASON = "reason"  # why,
 ROLLED_BACK_AT = "rolled_back_at"  # and when (UTC)
 # ... and on any artifact whose files were found gone (marked DELETED; removed again if they come back).
 MISSING_SINCE = "missing_since"
+NOT_IN_ROOT_SINCE = "not_in_root_since"  # an output of a root copied in part, which the copy does not hold
 # In the Vertex package, the Tuner's best_hyperparameters and the Evaluator's blessing carry the root of the
 # pipeline that wrote them, and its resolvers ask for it: Vertex ML Metadata is shared by every pipeline of a
 # project and region, and its resolvers see every pipeline of the same name (orchestration.engines.vertex).
@@ -100,14 +101,29 @@ def moved_from(recorded: str, root: str) -> str | None:
     elsewhere, its store with it): the same place below `root`, if that is there; None for a path under `root`
     already, one of no root's folders, a URI, or a file `root` does not hold. A local path's alone: a
     deployment's root, whose store others may share, is never moved so."""
-    if not recorded.startswith("/") or not root or under_root(recorded, root):
-        return None
-    # the last such folder on the path: the root's own path may hold a folder of that name, what is below it not
+    before, moved = _recorded_root(recorded, root)
+    return moved if before and os.path.lexists(moved) else None
+
+
+def written_under(recorded: str, root: str) -> str:
+    """The root folder other than `root` that `recorded` (a path a local root's own store holds) was written
+    under, a root moved or copied since; "" when it names a place of `root` itself, or of no root."""
+    return _recorded_root(recorded, root)[0]
+
+
+def _recorded_root(recorded: str, root: str) -> tuple[str, str]:
+    """(the root folder `recorded` was written under, when that is not `root`; else ""), and the same place below
+    `root`. The root is what precedes the last of its recorded folders on the path (the root's own path may hold a
+    folder of that name, what is below it does not): a root moved into a folder of its own (x/y/r to x/y) is told
+    from one that stayed by that, not by the path's text alone."""
+    if not recorded.startswith("/") or not root:
+        return "", ""
     at, folder = max((recorded.rfind(f"/{folder}/"), folder) for folder in _RECORDED_FOLDERS)
     if at <= 0:
-        return None
-    moved = os.path.join(os.path.abspath(root), folder, recorded[at + len(folder) + 2:])
-    return moved if os.path.lexists(moved) else None
+        return "", ""
+    here = os.path.abspath(root)
+    return (recorded[:at] if recorded[:at] != here else ""), os.path.join(here, folder,
+                                                                           recorded[at + len(folder) + 2:])
 
 
 def of_root(input_dict: dict, root: str | None) -> dict:

@@ -65,8 +65,14 @@ def _changed_since_push(path: pathlib.Path, flatbuffer: bytes) -> str | None:
     real = path.resolve()
     if real.parent.name != layout.ASSETS_EXTRA:
         return None
-    recorded = served.recorded_digests(str(real.parent.parent)) or {}
-    digest = recorded.get(f"{layout.ASSETS_EXTRA}/{real.name}")
+    version = real.parent.parent
+    if not (version / "saved_model.pb").exists():  # an assets.extra/ of no pushed version: a file kept elsewhere
+        return None
+    recorded = served.recorded_digests(str(version))
+    if recorded is None and os.path.lexists(version / layout.DIGESTS_FILE):
+        return (f"is a file of version {shown_name(str(version))}, whose commit record "
+                f"({layout.DIGESTS_FILE}) cannot be read: its files cannot be checked against the push")
+    digest = (recorded or {}).get(f"{layout.ASSETS_EXTRA}/{real.name}")
     if digest is None or hashlib.sha256(flatbuffer).hexdigest() == digest:
         return None
     return (f"is not the file that was pushed: its bytes differ from its digest in "

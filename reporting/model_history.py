@@ -96,7 +96,10 @@ def _metrics_of_blessing(store, blessing, root: str | None) -> tuple[dict[str, f
         return {}, None
     for artifact in run_summary.artifacts_of(store, evaluator):
         if _artifact_type(store, artifact) == "ModelEvaluation":
-            overall, _, _ = evaluation.read_metrics(_here(artifact.uri, root))
+            where = _here(artifact.uri, root)
+            if not where:  # not held by this root (copied in part)
+                return {}, None
+            overall, _, _ = evaluation.read_metrics(where)
             return overall.get("candidate", {}), run_summary.judged_split(store, evaluator)
     return {}, None
 
@@ -104,7 +107,10 @@ def _metrics_of_blessing(store, blessing, root: str | None) -> tuple[dict[str, f
 def _here(recorded: str, root: str | None) -> str:
     """A path a local root's own store recorded, where the root is now (moved or copied since, before a run
     updated the store: contract.metadata.moved_from)."""
-    return (metadata_lib.moved_from(recorded, root) if root else None) or recorded
+    if not root:
+        return recorded
+    # a root copied in part: what it does not hold is not read from the root it came from
+    return metadata_lib.moved_from(recorded, root) or ("" if metadata_lib.written_under(recorded, root) else recorded)
 
 
 def _tflite_agreement(pushed_path: str) -> tuple[dict[str, float], list[str]]:

@@ -58,13 +58,19 @@ class Classifier:
         except (ValueError, RuntimeError) as error:
             raise ValueError((str(error).strip().splitlines() or [type(error).__name__])[0]) from None
         inputs, outputs = self._interpreter.get_input_details(), self._interpreter.get_output_details()
-        shape = [int(side) for side in inputs[0]["shape"]] if len(inputs) == 1 else []
+        # the shape as written: a side left open (-1) is read as 1 by "shape", and a photo would become one pixel
+        shape = [int(side) for side in inputs[0]["shape_signature"]] if len(inputs) == 1 else []
+        numbers = {np.dtype(np.float32), np.dtype(np.int8), np.dtype(np.uint8)}
+        if inputs and outputs and not {np.dtype(inputs[0]["dtype"]), np.dtype(outputs[0]["dtype"])} <= numbers:
+            raise ValueError(f"its input is {np.dtype(inputs[0]['dtype'])} and its output "
+                             f"{np.dtype(outputs[0]['dtype'])}: not a classifier of this pipeline (float32 pixels, "
+                             "or int8 or uint8 ones, in; a logit out)")
         if (len(shape) != 4 or shape[0] != 1 or shape[3] != 3 or shape[1] != shape[2] or shape[1] < 1
                 or len(outputs) != 1 or int(np.prod(outputs[0]["shape"])) != 1):
-            given = ", ".join(str([int(side) for side in d["shape"]]) for d in inputs)
-            raise ValueError(f"its input is {given or 'none'} and its output "
-                             f"{', '.join(str([int(side) for side in d['shape']]) for d in outputs) or 'none'}: not "
-                             "a classifier of this pipeline (one image [1, size, size, 3] in, one dog logit out)")
+            def shapes(details) -> str:
+                return ", ".join(str([int(side) for side in d["shape_signature"]]) for d in details) or "none"
+            raise ValueError(f"its input is {shapes(inputs)} and its output {shapes(outputs)}: not a classifier of "
+                             "this pipeline (one image [1, size, size, 3] in, one dog logit out)")
         self._input, self._output = inputs[0], outputs[0]
         self.image_size = shape[1]
 

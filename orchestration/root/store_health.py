@@ -177,23 +177,37 @@ def _left_behind(pipeline_root: str, node: str, execution_id: str) -> list[list[
 MISSING_PROPERTY = metadata_lib.MISSING_SINCE  # set on the artifacts mark_missing marks DELETED
 
 
-def relocate(store, root: str) -> dict[str, int]:
+def relocate(store, root: str) -> dict[str, list[int]]:
     """Points a local root's own store at the root where it is now: the outputs and pushes it recorded under the
     folder the root was before (moved, restored or copied elsewhere, its store with it) are named at the same place
-    below `root` where they are there (contract.metadata.moved_from). Returns {the folder they were under: how
-    many}. Otherwise mark_missing would take them for gone, and the run would judge its candidate against no
-    baseline, warm-start from nothing, and read a copy's outputs from the root it was copied from."""
+    below `root` where they are there (contract.metadata.moved_from); those `root` does not hold (a root copied in
+    part) are marked DELETED, never read from the folder they came from, which may be another root's now. Returns
+    {the folder they were under: [how many are read here now, how many are not]}. Otherwise mark_missing would take
+    them for gone, and the run would judge its candidate against no baseline, warm-start from nothing, and read a
+    copy's outputs from the root it was copied from."""
+    import time
+
+    from ml_metadata.proto import metadata_store_pb2
+
+    live, deleted = metadata_store_pb2.Artifact.LIVE, metadata_store_pb2.Artifact.DELETED
     changed, before = [], {}
     for artifact in store.get_artifacts():
         moved = metadata_lib.moved_from(artifact.uri, root)
         destination = artifact.custom_properties.get(metadata_lib.PUSHED_DESTINATION)
         moved_destination = destination and metadata_lib.moved_from(destination.string_value, root)
-        if moved is None and not moved_destination:
-            continue
         if moved is not None:
-            old = artifact.uri[:len(artifact.uri) - len(moved) + len(os.path.abspath(root))]
-            before[old] = before.get(old, 0) + 1
+            before.setdefault(metadata_lib.written_under(artifact.uri, root), [0, 0])[0] += 1
             artifact.uri = moved
+            if metadata_lib.NOT_IN_ROOT_SINCE in artifact.custom_properties:  # the part copied since
+                artifact.state = live
+                del artifact.custom_properties[metadata_lib.NOT_IN_ROOT_SINCE]
+        elif (old := metadata_lib.written_under(artifact.uri, root)) and artifact.state == live:
+            before.setdefault(old, [0, 0])[1] += 1
+            artifact.state = deleted  # not MISSING_SINCE: mark_missing would take it for back where it is there
+            artifact.custom_properties[metadata_lib.NOT_IN_ROOT_SINCE].string_value = time.strftime(
+                "%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        elif not moved_destination:
+            continue
         if moved_destination:
             artifact.custom_properties[metadata_lib.PUSHED_DESTINATION].string_value = moved_destination
         changed.append(artifact)

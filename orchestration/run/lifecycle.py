@@ -52,8 +52,9 @@ class BeforeTheDag:
     reconciled: list[str] = dataclasses.field(default_factory=list)
     cleaned: list[str] = dataclasses.field(default_factory=list)  # spans cut short, moved out of the examples root
     freed: list[int] = dataclasses.field(default_factory=lambda: [0, 0])  # canceled executions' temp: folders, bytes
-    # {the folder a local root was in: how many of its records now name the root where it is} (moved, copied)
-    relocated: dict[str, int] = dataclasses.field(default_factory=dict)
+    # {the folder a local root was in: [its records that now name the root where it is, those the root does not
+    # hold]} (moved, copied, copied in part)
+    relocated: dict[str, list[int]] = dataclasses.field(default_factory=dict)
 
     def to_json(self) -> dict:
         return dataclasses.asdict(self)
@@ -64,8 +65,10 @@ class BeforeTheDag:
 
     def notes(self) -> list[str]:
         """The lease taken over and the executions canceled, as the run's summary keeps them."""
-        notes = [f"this root's store named {count} of its outputs under {shown_name(folder)}, where the root was "
-                 "before (moved or copied here): they are read here now" for folder, count in self.relocated.items()]
+        notes = [f"this root's store named {here + gone} of its outputs under {shown_name(folder)}, where the root "
+                 f"was before (moved or copied here): {here} are read here now"
+                 + (f"; {gone} this root does not hold are never read (marked DELETED)" if gone else "")
+                 for folder, (here, gone) in self.relocated.items()]
         if self.took_over:
             notes.append(f"took over the pipeline root from run {self.took_over['run_id']}, whose lease was stale "
                          f"({self.took_over['why']})")

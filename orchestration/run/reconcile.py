@@ -180,7 +180,8 @@ def _model_by_uri(store, uri, serving_dir: str | None = None):
     moved = metadata_lib.moved_from(uri, posixpath.dirname(serving_dir.rstrip("/"))) if serving_dir else None
     for place in (uri, moved) if moved else (uri,):
         models = [a for a in store.get_artifacts_by_uri(place)
-                  if store.get_artifact_types_by_id([a.type_id])[0].name == "Model"]
+                  if store.get_artifact_types_by_id([a.type_id])[0].name == "Model"
+                  and metadata_lib.NOT_IN_ROOT_SINCE not in a.custom_properties]  # another root's, a copy's origin
         if models:
             return max(models, key=lambda a: a.id)
     return None

@@ -173,6 +173,12 @@ def test_base_weights_writes_the_pushed_models_base_for_weights_file(runs, tmp_p
         assert refused.returncode == 2 and "Traceback" not in refused.stderr
         assert refused.stderr == (f"error: --out {tmp_path / name}: give a file name ending in .h5, not .weights.h5 "
                                   "(the layout of Keras' ImageNet weights, which --weights reads)\n")
+    # inside a pushed version it would break the version's commit record (never served after), and inside the
+    # root's own folders it is no file of the pipeline's
+    for inside, said in ((runs["out"] / "serving_model" / "1" / "assets.extra" / "b.h5", "the pushed version "),
+                         (runs["out"] / "pipeline_root" / "b.h5", "which the pipeline keeps")):
+        refused = cli_in_process("base-weights", "--output-dir", runs["out"], "--out", inside)
+        assert refused.returncode == 2 and said in refused.stderr and not inside.exists(), refused.stderr
     (tmp_path / "folder.h5").mkdir()
     refused = cli_in_process("base-weights", "--output-dir", runs["out"], "--out", tmp_path / "folder.h5")
     assert refused.returncode == 2

@@ -2,6 +2,7 @@
 and one line naming the file for one it cannot run (the pushed files themselves: tests/e2e/test_local_pipeline.py)."""
 
 import os
+import pathlib
 
 import numpy as np
 import pytest
@@ -104,3 +105,60 @@ def test_base_weights_refuses_a_tflite_file_naming_it(tmp_path):
     assert result.returncode == 2 and not (tmp_path / "base.h5").exists()
     assert result.stderr == (f"error: --model {tmp_path / 'model_int8.tflite'} is a TFLite file, which keeps no "
                              "Keras layers to save: give the pushed version's folder\n")
+
+
+def test_a_model_with_an_open_side_or_an_output_that_is_no_number_is_refused(tmp_path):
+    """Read by its "shape", an open side ([1, -1, -1, 3]) is 1: every photo would have become one pixel; a bool
+    output was read as a logit."""
+    import keras
+    import tensorflow as tf
+
+    pixels = keras.Input((None, None, 3), batch_size=1)
+    open_sides = keras.Model(pixels, keras.layers.Dense(1)(keras.layers.GlobalAveragePooling2D()(pixels)))
+    with pytest.raises(ValueError, match=r"its input is \[1, -1, -1, 3\] and its output \[1, 1\]"):
+        tflite.Classifier(_convert(open_sides, tf.TensorSpec([1, None, None, 3], tf.float32)))
+    with pytest.raises(ValueError, match="its input is float32 and its output bool"):
+        tflite.Classifier(_convert(lambda x: tf.reduce_mean(x, axis=[1, 2, 3]) > 100,
+                                   tf.TensorSpec([1, 8, 8, 3], tf.float32)))
+
+
+def test_a_file_of_a_version_whose_commit_record_is_unreadable_is_refused_and_one_kept_elsewhere_runs(tiny, tmp_path):
+    import tensorflow as tf
+
+    model, _ = tiny
+    flatbuffer = _convert(model, tf.TensorSpec([1, 8, 8, 3], tf.float32))
+    version = tmp_path / "serving_model" / "3"
+    (version / "assets.extra").mkdir(parents=True)
+    (version / "saved_model.pb").write_bytes(b"a version's")
+    (version / "assets.extra" / "SHA256SUMS").write_bytes(b"\x00not a commit record")
+    (version / "assets.extra" / "model_int8.tflite").write_bytes(flatbuffer)
+    with pytest.raises(NoModelError, match=r"is a file of version .*/serving_model/3, whose commit record "
+                                           r"\(assets.extra/SHA256SUMS\) cannot be read"):
+        on_device.load_tflite(version / "assets.extra" / "model_int8.tflite")
+    elsewhere = tmp_path / "downloads" / "assets.extra"  # a folder of that name, of no version: a file kept there
+    elsewhere.mkdir(parents=True)
+    (elsewhere / "model.tflite").write_bytes(flatbuffer)
+    assert on_device.load_tflite(elsewhere / "model.tflite") is not None
+    from cli import photos
+
+    sheet = photos._default_sheet(elsewhere / "model.tflite")
+    assert sheet == pathlib.Path.cwd() / "predictions" / "contact_sheet.png", "never written into the user's folder"
+
+
+def test_a_weights_file_that_cannot_be_written_is_one_line_and_the_earlier_file_stays(tmp_path):
+    """HDF5 words a full disk inside its own text (a RuntimeError, not an OSError): that was a traceback."""
+    from cli import photos
+    from contract.errors import RunFailedError
+
+    earlier = tmp_path / "base.h5"
+    earlier.write_bytes(b"the earlier weights")
+
+    def full_disk(path):
+        pathlib.Path(path).write_bytes(b"half")
+        raise RuntimeError("Disable slist on flush dest failure failed (file write failed: time = now, errno = 28, "
+                           "error message = 'No space left on device')")
+
+    with pytest.raises(RunFailedError) as failed:
+        photos._write_whole(earlier, full_disk)
+    assert str(failed.value) == f"--out {earlier} cannot be written: No space left on device"
+    assert earlier.read_bytes() == b"the earlier weights" and sorted(tmp_path.iterdir()) == [earlier]

@@ -222,12 +222,14 @@ def test_a_moved_local_roots_run_reads_its_outputs_where_the_root_is_now_and_kee
     [listed] = model_history.pushed_versions(store.store, f"{after}/serving_model")  # read-only: before any run
     assert listed.path == f"{after}/serving_model/1" and listed.model_uri.startswith(f"{after}/pipeline_root/")
 
-    assert store_health.relocate(store.store, after) == {before: 3}  # the model, its blessing, its push
-    assert store_health.mark_missing(store.store) == [f"TransformGraph {before}/pipeline_root/Transform/"
-                                                      "transform_graph/1"]
+    # the root it was copied from still holds the output the copy does not: never read from there
+    (tmp_path / "before" / "pipeline_root" / metadata.TRANSFORM / "transform_graph" / "1").mkdir(parents=True)
+    # the model, its blessing and its push read here; the graph the copy does not hold never read
+    assert store_health.relocate(store.store, after) == {before: [3, 1]}
+    assert store_health.mark_missing(store.store) == [], "not taken for back where the other root holds it"
     uris = {a.id: (a.uri, a.state) for a in store.store.get_artifacts()}
     assert uris[model] == (f"{after}/pipeline_root/{metadata.TRAINER}/model/1", pb.Artifact.LIVE)
-    assert uris[gone][1] == pb.Artifact.DELETED
+    assert uris[gone] == (f"{before}/pipeline_root/{metadata.TRANSFORM}/transform_graph/1", pb.Artifact.DELETED)
     [pushed] = store.store.get_artifacts_by_type("PushedModel")
     assert pushed.custom_properties[metadata.PUSHED_DESTINATION].string_value == f"{after}/serving_model/1"
     history = {"before": [], "model": store.artifacts(standard_artifacts.Model),
@@ -238,17 +240,38 @@ def test_a_moved_local_roots_run_reads_its_outputs_where_the_root_is_now_and_kee
     assert reconcile._model_by_uri(store.store, f"{before}/pipeline_root/{metadata.TRAINER}/model/1",
                                    f"{after}/serving_model").id == model
     assert store_health.relocate(store.store, after) == {}, "once"
+    # the part copied later is read here from then on
+    (tmp_path / "after" / "pipeline_root" / metadata.TRANSFORM / "transform_graph" / "1").mkdir(parents=True)
+    assert store_health.relocate(store.store, after) == {before: [1, 0]}
+    [graph] = store.store.get_artifacts_by_id([gone])
+    assert graph.state == pb.Artifact.LIVE and graph.uri.startswith(after)
+
+
+def test_a_root_moved_into_a_folder_of_its_own_is_told_from_one_that_stayed(tmp_path):
+    """x/y/r moved to x/y: its records' paths begin with the new root's, yet are another root's places."""
+    from orchestration.root import store_health
+
+    store = Store(tmp_path / "metadata.sqlite")
+    before, after = str(tmp_path / "x" / "y" / "r"), str(tmp_path / "x" / "y")
+    model = _blessed_model(store, before, 1)
+    for place in (f"pipeline_root/{metadata.TRAINER}/model/1", f"pipeline_root/{metadata.EVALUATOR}/blessing/1"):
+        (tmp_path / "x" / "y" / place).mkdir(parents=True)
+    assert store_health.relocate(store.store, after) == {before: [2, 0]}
+    [found] = store.store.get_artifacts_by_id([model])
+    assert found.uri == f"{after}/pipeline_root/{metadata.TRAINER}/model/1"
 
 
 @pytest.mark.parametrize("recorded, found", [
     ("/old/root/pipeline_root/Trainer/model/9", "pipeline_root/Trainer/model/9"),
     ("/old/pipeline_root/x/serving_model/3", "serving_model/3"),  # the last of the root's folders on the path
     ("/old/root/serving_model/7", None),  # not under the root now
+    ("{root}/r/pipeline_root/Trainer/model/9", "pipeline_root/Trainer/model/9"),  # moved into a folder of its own
     ("/old/root/elsewhere/1", None), ("gs://b/pipeline_root/T/m/1", None), ("relative/pipeline_root/T/m/1", None),
 ])
 def test_moved_from_names_a_recorded_place_under_the_root_only_where_the_root_holds_it(tmp_path, recorded, found):
     for place in ("pipeline_root/Trainer/model/9", "serving_model/3", "elsewhere/1"):
         (tmp_path / place).mkdir(parents=True)
+    recorded = recorded.format(root=tmp_path)
     assert metadata.moved_from(recorded, str(tmp_path)) == (str(tmp_path / found) if found else None)
     assert metadata.moved_from(str(tmp_path / "serving_model" / "3"), str(tmp_path)) is None, "already there"
 
