@@ -284,3 +284,29 @@ def test_a_model_with_the_weights_a_rollback_withdrew_is_withheld_until_a_rollba
     assert withdrawn_twin(str(tmp_path / "a-again"), serving).startswith(
         "the candidate's weights are version 3's, which the rollback to version 2 (pushed as version 4) withdrew: "
         "pushing it would undo that rollback")
+
+
+def test_a_serving_config_naming_the_folders_place_before_its_root_moved_follows_the_root(tmp_path):
+    """A root moved or copied kept a config naming the old place: a TF Serving started on the new one (as the
+    README runs it) served the old place's versions, or none. A server's own mount (KServe's) is kept."""
+    from components import serving_pusher
+
+    serving = tmp_path / "moved" / "serving_model"
+    serving.mkdir(parents=True)
+    served.write_config(str(serving), served.ServingConfig("cats-vs-dogs", "/old/place/serving_model", 2))
+    [warning] = served.serving_dir_warnings(str(serving))
+    assert warning.startswith(f"{serving}/models.config names /old/place/serving_model, this folder's place before")
+    assert serving_pusher.follow_root(str(serving)) == (
+        f"models.config named /old/place/serving_model, this folder's place before its root was moved or copied: it "
+        f"names {serving} now")
+    assert served.read_config(str(serving)) == served.ServingConfig("cats-vs-dogs", str(serving), 2)
+    assert serving_pusher.follow_root(str(serving)) is None and served.serving_dir_warnings(str(serving)) == []
+    # a push or rollback names a version where the config had the old place: the folder where it is
+    served.write_config(str(serving), served.ServingConfig("cats-vs-dogs", "/old/place/serving_model", 2))
+    assert serving_pusher.name_version(str(serving), 3)
+    assert served.read_config(str(serving)).base_path == str(serving)
+    # the path a server sees in its own pod, given at a push, is the server's, not this machine's
+    served.write_config(str(serving), served.ServingConfig("cats-vs-dogs", layout.KSERVE_MODEL_MOUNT, 3))
+    assert serving_pusher.follow_root(str(serving)) is None
+    assert serving_pusher.name_version(str(serving), 4) and served.read_config(str(serving)).base_path == \
+        layout.KSERVE_MODEL_MOUNT
