@@ -430,7 +430,14 @@ def test_the_scheduled_line_run_as_cron_runs_it_trains_with_the_roots_recorded_s
     assert "DataAnomaliesError" in log and "span 1 (reused)" in log
     states, _, _ = latest_run_states(root / "metadata.sqlite")
     assert states[node_ids.ANOMALIES_GATE] == ["FAILED"] and node_ids.TRAINER not in states
+    # the versions as they were; the serving config, copied with the root, names the copy's folder now
+    config = served.read_config(str(root / "serving_model"))
+    assert config.base_path == str(root / "serving_model")
+    assert config.version == served.read_config(str(runs["out"] / "serving_model")).version
+    original = served.ServingConfig(config.name, str(runs["out"] / "serving_model"), config.version)
+    served.write_config(str(root / "serving_model"), original)  # the config as copied: every other byte the same
     assert tree_digest(root / "serving_model") == runs["served_after_strict"]
+    assert "models.config named " in log and ", this folder's place before its root was moved or copied" in log
 
 
 def test_allow_anomalies_lets_a_run_through_the_gate_and_says_how_many(runs):
