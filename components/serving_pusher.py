@@ -125,23 +125,27 @@ def name_version(serving_dir: str, version: int, name: str = "", base_path: str 
         before = served.read_config(serving_dir)
     except served.ConfigError:
         before = None
-    kept = before.base_path if before and not served.left_behind(before.base_path, serving_dir) else None
     config = served.ServingConfig(name or (before.name if before else served.MODEL_NAME),
-                                  base_path or kept or served.base_path_of(serving_dir), version)
+                                  base_path or (before.base_path if before else served.base_path_of(serving_dir)),
+                                  version)
     if config == before:
         return False
     served.write_config(serving_dir, config)
     return True
 
 
-def follow_root(serving_dir: str) -> str | None:
-    """Points the serving config at this serving folder where it names the folder's old place (its root moved or
-    copied); a line saying so, or None. Called under the root's lease."""
+def follow_root(serving_dir: str, earlier_roots) -> str | None:
+    """Points the serving config at this serving folder where it names the serving folder of one of
+    `earlier_roots` (the folders this root was in before it was moved or copied, as its store's records name
+    them: store_health.relocate): a server told to read there would serve the old place's versions, or none. Any
+    other base_path is kept: a server's own mount (KServe's /mnt/models, a container's), set by hand or at the
+    push. A line saying so, or None. Called under the root's lease."""
     try:
         config = served.read_config(serving_dir)
     except served.ConfigError:
         return None
-    if config is None or not served.left_behind(config.base_path, serving_dir):
+    old_places = {str(layout.RunLayout(str(root).rstrip("/")).serving_dir) for root in earlier_roots}
+    if config is None or config.base_path.rstrip("/") not in old_places:
         return None
     served.write_config(serving_dir, dataclasses.replace(config, base_path=served.base_path_of(serving_dir)))
     return (f"{layout.SERVING_CONFIG_FILE} named {config.base_path}, this folder's place before its root was moved or "

@@ -143,29 +143,11 @@ def _is_link(path: str) -> bool:
 
 def serving_dir_warnings(serving_dir: str) -> list[str]:
     """What a reader of `serving_dir` ignores there, one line each: links (the next push or rollback moves them
-    aside) and folders that are not versions; and a serving config that names the folder's place before its root
-    was moved. The config is not otherwise among them: a link there is the config's own error (read_config), and
-    the next writer rewrites it in place."""
-    try:
-        config = read_config(serving_dir)
-    except ConfigError:
-        config = None
-    stale = [f"{config_path(serving_dir)} names {config.base_path}, this folder's place before its root was moved "
-             "or copied: a server reading it there serves that place's versions; the next run or rollback names "
-             "this folder"] if config is not None and left_behind(config.base_path, serving_dir) else []
+    aside) and folders that are not versions. The serving config is not among them: a link there is the
+    config's own error (read_config), and the next writer rewrites it in place."""
     return [f"{path} is refused: {problem}; the next push or rollback moves it aside"
             for path, problem in storage.refused_entries(serving_dir, _not_the_config).items()] + \
-        odd_version_folders(serving_dir) + stale
-
-
-def left_behind(base_path: str, serving_dir: str) -> bool:
-    """Whether a serving config's `base_path` is where this serving folder was on this machine before its root
-    was moved or copied (a server told to read there would serve the old place's versions, or none): another
-    local folder of the same name. A path a server sees in its own pod (KServe's /mnt/models), given at the push,
-    is kept."""
-    here = str(serving_dir).rstrip("/")
-    return ("://" not in here and base_path.startswith("/") and base_path.rstrip("/") != here
-            and posixpath.basename(base_path.rstrip("/")) == posixpath.basename(here))
+        odd_version_folders(serving_dir)
 
 
 def _not_the_config(name: str) -> bool:

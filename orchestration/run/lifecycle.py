@@ -221,7 +221,7 @@ def before_the_dag(store, examples_root: str, kind: str | None, location: str, d
                  if store is not None and pipeline_root and root is None else {})
     from components import serving_pusher  # here: TFX's component machinery, which `ingest` alone never needs
 
-    followed = serving_pusher.follow_root(serving_dir) if pipeline_root and root is None and serving_dir else None
+    followed = serving_pusher.follow_root(serving_dir, relocated) if relocated and serving_dir else None
     canceled, missing = look_after_store(store, current_run, root)
     freed = list(store_health.remove_canceled_temp(store, pipeline_root)) if pipeline_root else [0, 0]
     # Before the baseline is resolved: the model actually served must be the one the candidate is judged against.

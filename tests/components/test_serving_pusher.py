@@ -288,25 +288,21 @@ def test_a_model_with_the_weights_a_rollback_withdrew_is_withheld_until_a_rollba
 
 def test_a_serving_config_naming_the_folders_place_before_its_root_moved_follows_the_root(tmp_path):
     """A root moved or copied kept a config naming the old place: a TF Serving started on the new one (as the
-    README runs it) served the old place's versions, or none. A server's own mount (KServe's) is kept."""
+    README runs it) served the old place's versions, or none. Only the old root's serving folder, as the store's
+    records name that root, is taken for it: a base_path set by hand for a server in a container
+    (/models/serving_model), or a server's own mount (KServe's), is kept by the run and by every push."""
     from components import serving_pusher
 
     serving = tmp_path / "moved" / "serving_model"
     serving.mkdir(parents=True)
     served.write_config(str(serving), served.ServingConfig("cats-vs-dogs", "/old/place/serving_model", 2))
-    [warning] = served.serving_dir_warnings(str(serving))
-    assert warning.startswith(f"{serving}/models.config names /old/place/serving_model, this folder's place before")
-    assert serving_pusher.follow_root(str(serving)) == (
+    assert serving_pusher.follow_root(str(serving), ["/elsewhere"]) is None
+    assert serving_pusher.follow_root(str(serving), ["/old/place"]) == (
         f"models.config named /old/place/serving_model, this folder's place before its root was moved or copied: it "
         f"names {serving} now")
     assert served.read_config(str(serving)) == served.ServingConfig("cats-vs-dogs", str(serving), 2)
-    assert serving_pusher.follow_root(str(serving)) is None and served.serving_dir_warnings(str(serving)) == []
-    # a push or rollback names a version where the config had the old place: the folder where it is
-    served.write_config(str(serving), served.ServingConfig("cats-vs-dogs", "/old/place/serving_model", 2))
-    assert serving_pusher.name_version(str(serving), 3)
-    assert served.read_config(str(serving)).base_path == str(serving)
-    # the path a server sees in its own pod, given at a push, is the server's, not this machine's
-    served.write_config(str(serving), served.ServingConfig("cats-vs-dogs", layout.KSERVE_MODEL_MOUNT, 3))
-    assert serving_pusher.follow_root(str(serving)) is None
-    assert serving_pusher.name_version(str(serving), 4) and served.read_config(str(serving)).base_path == \
-        layout.KSERVE_MODEL_MOUNT
+    assert serving_pusher.follow_root(str(serving), ["/old/place"]) is None, "once"
+    for kept in ("/models/serving_model", layout.KSERVE_MODEL_MOUNT):
+        served.write_config(str(serving), served.ServingConfig("cats-vs-dogs", kept, 3))
+        assert serving_pusher.follow_root(str(serving), ["/old/place"]) is None
+        assert serving_pusher.name_version(str(serving), 4) and served.read_config(str(serving)).base_path == kept
