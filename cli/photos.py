@@ -211,12 +211,10 @@ def _default_sheet(run_or_model: pathlib.Path) -> pathlib.Path:
     from contract import layout
 
     resolved = run_or_model.resolve()
-    if resolved.is_file():  # a TFLite file: a version's (<version>/assets.extra/) or one kept elsewhere
-        version = resolved.parent.parent
-        resolved = version if resolved.parent.name == layout.ASSETS_EXTRA and (version / "saved_model.pb").exists() \
-            else pathlib.Path.cwd()
-        if resolved == pathlib.Path.cwd():
-            return RunLayout(resolved).predictions_dir / layout.CONTACT_SHEET
+    if resolved.is_file():  # a TFLite file: a version's (<version>/assets.extra/), else one kept elsewhere
+        resolved = resolved.parent.parent if resolved.parent.name == layout.ASSETS_EXTRA else pathlib.Path.cwd()
+        if not (resolved / "saved_model.pb").exists():
+            resolved = pathlib.Path.cwd()
     if (resolved / "saved_model.pb").exists():
         resolved = resolved.parent.parent if resolved.parent.name == "serving_model" else pathlib.Path.cwd()
     return RunLayout(resolved).predictions_dir / layout.CONTACT_SHEET
@@ -270,11 +268,11 @@ def _refuse_inside_a_root(path: pathlib.Path) -> None:
     """CommandError where `path` lies inside a pushed version (its commit record would no longer match its files:
     the version is then damaged, never served) or inside a root's folders the pipeline keeps."""
     from contract import layout
+    from orchestration.root import marker
 
     folder = path.absolute().parent.resolve()
     for above in (folder, *folder.parents):
-        kept = above.name in ("serving_model", "pipeline_root", "examples", "traffic", "labeling") and (
-            above.parent / layout.ROOT_MARKER).is_file()
+        kept = above.name in marker.ROOT_FOLDERS and (above.parent / layout.ROOT_MARKER).is_file()
         if (above / layout.DIGESTS_FILE).is_file() or kept:
             what = (f"the pushed version {above}" if (above / layout.DIGESTS_FILE).is_file()
                     else f"{above}, which the pipeline keeps")
