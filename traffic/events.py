@@ -19,9 +19,11 @@ import dataclasses
 import json
 import math
 from typing import Mapping
+from urllib.parse import unquote
 
 from cloudevents.core.bindings import http as ce_http
 from cloudevents.core.exceptions import BaseCloudEventException
+from dateutil.parser import isoparse
 
 from contract import features, layout
 from contract.errors import first_line, printable
@@ -97,16 +99,26 @@ def _event_time_ms(moment, now_ms: int) -> int:
 
 
 def _require_attributes(headers: dict[str, str], body: bytes) -> None:
-    """ValueError naming a required attribute the event lacks: the SDK would make up an id (and a time) for an
-    event without one, and a made-up id matches nothing."""
+    """ValueError naming a required attribute the event lacks (the SDK would make up an id, and a time, for an
+    event without one, and a made-up id matches nothing), or a time the SDK cannot read (its own error names no
+    attribute: "invalid literal for int() with base 10")."""
     if any(name.startswith("ce-") for name in headers):
-        given = {name[3:] for name in headers if name.startswith("ce-")}
+        given = {name[3:]: value for name, value in headers.items() if name.startswith("ce-")}
+        named = "ce-time"
+        time = unquote(given["time"]) if "time" in given else None  # a header's value is percent-encoded
     else:
         document = json.loads(body)
-        given = set(document) if isinstance(document, dict) else set()
+        given = document if isinstance(document, dict) else {}
+        named, time = "time", given.get("time")
     missing = [name for name in ("specversion", "id", "type", "source") if name not in given]
     if missing:
         raise ValueError(f"no {', '.join(missing)} attribute")
+    if "time" in given:
+        try:
+            isoparse(time)  # as the SDK reads it
+        except (ValueError, TypeError, OverflowError) as error:
+            raise ValueError(f"{named} {printable(json.dumps(time))[:60]} is not an "
+                             f"RFC 3339 time such as 2026-11-24T10:00:00Z ({first_line(error)})") from None
 
 
 def _image_of(instance, where: str) -> bytes:

@@ -1,6 +1,7 @@
 """KServe's logger events read as pure functions of headers, bytes and JSON: no sink, no server."""
 
 import datetime
+import json
 import math
 
 import pytest
@@ -46,3 +47,22 @@ def test_a_response_whose_valid_is_not_true_or_false_is_refused_not_recorded_as_
         with pytest.raises(reasons.Refused) as refused:
             events.response_scores(payload)
         assert refused.value.reason == reasons.NOT_A_PREDICTION and "is not true or false" in refused.value.detail
+
+
+@pytest.mark.parametrize("when, named", [("yesterday", 'ce-time "yesterday"'), ("", 'ce-time ""'),
+                                         ("2026-13-01T00:00:00Z", 'ce-time "2026-13-01T00:00:00Z"'),
+                                         ("a%0Ab", 'ce-time "a\\nb"')])
+def test_a_time_that_is_no_rfc_3339_time_is_refused_naming_the_attribute_in_either_mode(when, named):
+    headers = kserve_headers("request", "a", when=when)
+    document = {name[3:]: value for name, value in headers.items() if name.startswith("ce-")}
+    document["time"] = when.replace("%0A", "\n")
+    document["data"] = {"instances": []}
+    structured = ({"content-type": "application/cloudevents+json"}, json.dumps(document).encode())
+    for message, shown in (((headers, request_body([b"x"])), named), (structured, named[3:])):
+        with pytest.raises(reasons.Refused) as refused:
+            events.parse_event(*message, now_ms=2_000_000_000_000)
+        assert refused.value.reason == reasons.NOT_A_CLOUDEVENT
+        assert refused.value.detail.startswith(f"{shown} is not an RFC 3339 time such as "), refused.value.detail
+    # percent-encoded, as a header may carry it, a time is read as the SDK reads it
+    encoded = kserve_headers("request", "a", when="2026-11-24T10%3A00%3A00Z")
+    assert events.parse_event(encoded, request_body([b"x"]), now_ms=2_000_000_000_000).time_ms == 1_795_514_400_000
