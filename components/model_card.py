@@ -94,13 +94,17 @@ def _weights(training: dict) -> str:
     return f"weights from {os.path.basename(str(weights))}"
 
 
-def served_again(card: str, served_as: str, to_version: int) -> str:
-    """A card a rollback copies to a new version: its opening line names that version, a rollback to `to_version`
-    (the rest describes the same model, as pushed then)."""
+def served_again(card: str, served_as: str, to_version: int, model_uri: str | None = None) -> str:
+    """A card a rollback copies to a new version: its opening line names that version, a rollback to `to_version`,
+    and the model where it is now (`model_uri`: a root moved or copied since its push holds it elsewhere); the rest
+    describes the same model, as pushed then."""
     lines = card.split("\n")
     for index, line in enumerate(lines[:6]):
         if line.startswith(("Version `", "A copy of the Trainer's output")):
             rest = line[line.index("copy of the Trainer's output"):]
+            if model_uri is not None and rest.count("`") >= 2:
+                named = rest[rest.index("`"):rest.index("`", rest.index("`") + 1) + 1]
+                rest = rest.replace(named, f"`{model_uri}`", 1)
             lines[index] = f"Version `{served_as}` (a rollback to version {to_version}), a {rest}"
             break
     return "\n".join(lines)

@@ -19,7 +19,7 @@ import shutil
 import sqlite3
 
 from contract import metadata as metadata_lib
-from contract.errors import CommandError
+from contract.errors import CommandError, shown_name
 from orchestration.root import lease
 from orchestration.root.lease import RootBusyError
 
@@ -214,6 +214,14 @@ def relocate(store, root: str) -> dict[str, list[int]]:
     if changed:
         store.put_artifacts(changed)
     return before
+
+
+def relocation_notes(relocated: dict[str, list[int]]) -> list[str]:
+    """What `relocate` did, a line for each folder the root was in before."""
+    return [f"this root's store named {here + gone} of its outputs under {shown_name(folder)}, where the root was "
+            f"before (moved or copied here): {here} are read here now"
+            + (f"; {gone} this root does not hold are never read (marked DELETED)" if gone else "")
+            for folder, (here, gone) in relocated.items()]
 
 
 def mark_missing(store, root: str | None = None) -> list[str]:

@@ -26,7 +26,7 @@ import re
 from typing import Any, Callable
 
 from config import DataConfig, beam_policy
-from contract.errors import REFUSED, CommandError, RunFailedError, shown_name
+from contract.errors import REFUSED, CommandError, RunFailedError
 from ingest import carried, foreign_spans, sources, span_report, spans
 from orchestration.root import store_health
 
@@ -65,10 +65,7 @@ class BeforeTheDag:
 
     def notes(self) -> list[str]:
         """The lease taken over and the executions canceled, as the run's summary keeps them."""
-        notes = [f"this root's store named {here + gone} of its outputs under {shown_name(folder)}, where the root "
-                 f"was before (moved or copied here): {here} are read here now"
-                 + (f"; {gone} this root does not hold are never read (marked DELETED)" if gone else "")
-                 for folder, (here, gone) in self.relocated.items()]
+        notes = store_health.relocation_notes(self.relocated)
         if self.took_over:
             notes.append(f"took over the pipeline root from run {self.took_over['run_id']}, whose lease was stale "
                          f"({self.took_over['why']})")

@@ -32,6 +32,7 @@ Kubeflow deployment: the root there (a volume path or gs://) and its store
 from __future__ import annotations
 
 import dataclasses
+import os
 import pathlib
 import posixpath
 
@@ -77,8 +78,23 @@ class Rollback:
     notes: tuple[str, ...] = ()  # versions recorded late, incomplete versions moved aside
 
 
-def _card_served_again(folder: str, serving_dir: str, to_version: int):
-    """The extra files of a rollback's version: the copied model card, its opening line naming the new version."""
+def _follow_a_moved_root(root, store: str, serving_dir: str) -> list[str]:
+    """A local root moved or copied with its store since its last run: its store's records pointed where the root
+    is now, as a run does first (store_health.relocate), so that the version pushed names its model here, and the
+    serving config with them. Lines saying what was done."""
+    if "://" in str(root):
+        return []
+    from components.serving_pusher import follow_root
+    from orchestration.root import store_health
+
+    relocated = store_health.relocate(metadata_lib.open_store(store), os.path.abspath(str(root)))
+    followed = follow_root(serving_dir, relocated) if relocated else None
+    return store_health.relocation_notes(relocated) + ([f"serving folder: {followed}"] if followed else [])
+
+
+def _card_served_again(folder: str, serving_dir: str, to_version: int, model_uri: str):
+    """The extra files of a rollback's version: the copied model card, its opening line naming the new version and
+    the model where it is now."""
     from components import model_card
     from contract import layout, storage
 
@@ -87,7 +103,8 @@ def _card_served_again(folder: str, serving_dir: str, to_version: int):
         return None
     card = storage.backend.read(path).decode("utf-8", "replace")
     name = posixpath.basename(serving_dir.rstrip("/"))
-    return lambda version: {layout.MODEL_CARD_FILE: model_card.served_again(card, f"{name}/{version}", to_version)}
+    return lambda version: {layout.MODEL_CARD_FILE: model_card.served_again(card, f"{name}/{version}", to_version,
+                                                                             model_uri)}
 
 
 def rollback(root: str | pathlib.Path, store: str, to_version: int, reason: str, pipeline_name: str,
@@ -102,6 +119,7 @@ def rollback(root: str | pathlib.Path, store: str, to_version: int, reason: str,
 def _rollback_locked(where: RunLayout, store: str, to_version: int, reason: str, pipeline_name: str,
                      scoped: bool) -> Rollback:
     serving_dir = where.serving_dir
+    moved = [] if scoped else _follow_a_moved_root(where.root, store, serving_dir)
     # A version published but never recorded (a rollback or push killed in between) is recorded first; the
     # retry of an interrupted rollback to the same version then finds it done.
     reconciled = reconcile.reconcile(store, serving_dir, pipeline_name, scoped)
@@ -111,7 +129,7 @@ def _rollback_locked(where: RunLayout, store: str, to_version: int, reason: str,
     interrupted = pushed.get(served_now)
     if served_now in reconciled and interrupted is not None and interrupted.rolled_back_to == to_version:
         return Rollback(to_version, interrupted.rolled_back_from, PushResult(served_now, interrupted.path, False),
-                        completed=True, notes=tuple(reconciled.values()))
+                        completed=True, notes=(*moved, *reconciled.values()))
     target = pushed.get(to_version)
     if target is None:
         known = ", ".join(map(str, sorted(pushed))) or "none"
@@ -144,7 +162,7 @@ def _rollback_locked(where: RunLayout, store: str, to_version: int, reason: str,
     withdrawn = withdrawn_weights(posixpath.join(serving_dir, str(served_now))) if served_now is not None else {}
     result = push_model(folder, serving_dir, model_uri=target.model_uri, always_new=True,
                         record={**details, WITHDRAWN_WEIGHTS: withdrawn} if withdrawn else details,
-                        extra_files=_card_served_again(folder, serving_dir, to_version))
+                        extra_files=_card_served_again(folder, serving_dir, to_version, target.model_uri))
     try:
         reconcile.record_push(metadata_lib.open_store(store), pipeline_name, EXECUTION_TYPE, target.model_id,
                               result.version, result.path,
@@ -158,7 +176,7 @@ def _rollback_locked(where: RunLayout, store: str, to_version: int, reason: str,
             f"version {result.version} (version {to_version}'s model) is published and is the one served, but "
             f"recording it in ML Metadata failed: {first_line(error, with_type=True)}; the next run or rollback "
             "records it") from None
-    return Rollback(to_version, served_now, result, notes=tuple(reconciled.values()) + result.cleaned)
+    return Rollback(to_version, served_now, result, notes=(*moved, *reconciled.values(), *result.cleaned))
 
 
 def reach_clients(root: str, version: int, serving: kserve.Serving | None) -> str:

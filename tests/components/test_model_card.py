@@ -120,6 +120,9 @@ def test_a_rollbacks_copy_of_the_card_names_its_own_version():
     again = model_card.served_again(card, "serving_model/3", 1)
     assert "\nVersion `serving_model/3` (a rollback to version 1), a copy of the Trainer's output `/runs/x/" in again
     assert "serving_model/1" not in again and again.split("\n")[3:] == card.split("\n")[3:], "the rest as pushed"
+    moved = model_card.served_again(card, "serving_model/3", 1, "/copy/pipeline_root/Trainer/model/9")
+    assert "(a rollback to version 1), a copy of the Trainer's output `/copy/pipeline_root/Trainer/model/9` (its " \
+        in moved and "/runs/x/" not in moved.split("\n")[2], "a root copied since names the model where it is now"
 
 
 def test_the_card_names_a_base_kept_to_fewer_blocks_and_a_record_without_the_setting_as_the_whole_base():

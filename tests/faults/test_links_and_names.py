@@ -479,3 +479,54 @@ def test_a_rollback_reason_that_would_forge_a_line_is_shown_escaped_and_one_kept
     execution = metadata_store_pb2.Execution()
     reconcile._set(execution, metadata_lib.ROLLBACK_REASON, "caf\udce9")
     assert execution.custom_properties[metadata_lib.ROLLBACK_REASON].string_value == "caf\\xe9"
+
+
+def test_a_rollback_in_a_copied_root_names_its_model_where_the_copy_holds_it_and_leaves_the_origin_alone(tmp_path,
+                                                                                                    capsys):
+    """A root copied, store and all, before any run there: its store names every model under the root it came
+    from. The rollback points the copy's records at the copy first, as a run does, so the version it pushes names
+    the copy's model (its push record, its card and ML Metadata's), never the origin's, which stays as it was."""
+    import shutil
+
+    from components import model_card
+
+    origin = tmp_path / "origin"
+    origin.mkdir()
+    store = metadata_lib.open_store(metadata_lib.sqlite_store(RunLayout(origin).metadata_path))
+    types = {t: store.put_artifact_type(metadata_store_pb2.ArtifactType(name=t))
+             for t in ("Model", "ModelBlessing", "PushedModel")}
+    context_type = store.put_context_type(metadata_store_pb2.ContextType(name="pipeline"))
+    store.put_contexts([metadata_store_pb2.Context(type_id=context_type, name=PIPELINE)])
+    serving = RunLayout(origin).serving_dir
+    for number in (1, 2):
+        model = servable_model(RunLayout(origin).pipeline_root / "Trainer" / "model" / str(number), f"graph-{number}")
+        [model_id] = store.put_artifacts([metadata_store_pb2.Artifact(type_id=types["Model"], uri=model)])
+        blessed = RunLayout(origin).pipeline_root / "Evaluator" / "blessing" / str(number)
+        blessed.mkdir(parents=True)
+        blessing = metadata_store_pb2.Artifact(type_id=types["ModelBlessing"], uri=str(blessed))
+        blessing.custom_properties[metadata_lib.BLESSED].int_value = 1
+        blessing.custom_properties[metadata_lib.CURRENT_MODEL_ID].int_value = model_id
+        store.put_artifacts([blessing])
+        card = model_card.render(model_card.CardFacts(
+            pipeline=PIPELINE, model_uri=model, training={"alpha": 1.0}, history=None, spans=[], metrics={},
+            by_label={}, thresholds=[], decision="met binary_accuracy >= 0", tflite=None, served_as=None))
+        pushed = push_model(model, str(serving), model_uri=model,
+                            extra_files=lambda version, card=card: {layout.MODEL_CARD_FILE: card})
+        reconcile.record_push(store, PIPELINE, "ServingPusher", model_id, pushed.version, pushed.path, {})
+    del store
+    copy = tmp_path / "copy"
+    shutil.copytree(origin, copy, symlinks=True)
+    origin_before = tree_digest(origin)
+
+    code, out, err = _cli(capsys, "rollback", "--output-dir", copy, "--to", "1")
+    assert code == 0, err
+    assert f"this root's store named 6 of its outputs under {origin}, where the root was before" in out + err
+    version = RunLayout(copy).serving_dir / "3"
+    copied_model = f"{RunLayout(copy).pipeline_root}/Trainer/model/1"
+    assert json.loads((version / layout.PUSH_RECORD_FILE).read_text())["model_uri"] == copied_model
+    card = (version / layout.MODEL_CARD_FILE).read_text()
+    assert f"(a rollback to version 1), a copy of the Trainer's output `{copied_model}`" in card
+    assert str(origin) not in card
+    assert tree_digest(origin) == origin_before, "the root it was copied from is never touched"
+    code, out, _ = _cli(capsys, "models", "--output-dir", copy)
+    assert code == 0 and "served: version 3" in out and str(origin) not in out
