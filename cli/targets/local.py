@@ -154,9 +154,12 @@ def schedule(args: argparse.Namespace) -> int:
         else:
             print(line)
     print(_settings_line(settings, where), file=sys.stderr)
-    print("to run it now as cron will (its output goes to the log, "
-          f"{RunLayout(args.output_dir).schedule_log}):\n  " + local_schedule.shell_command(entries[0][0]),
-          file=sys.stderr)
+    log = RunLayout(args.output_dir).schedule_log
+    print(f"to run it now as cron will (its output goes to the log, {log}):\n  "
+          + local_schedule.shell_command(entries[0][0]), file=sys.stderr)
+    if len(entries) > 1:
+        print("and the drift check as cron will (the same log):\n  " + local_schedule.shell_command(entries[1][0]),
+              file=sys.stderr)
     return errors.OK
 
 

@@ -163,6 +163,12 @@ def test_schedule_takes_the_recorded_source_and_says_what_each_run_trains_with(t
                      f"  {out.strip().split(' ', 5)[5]}\n")
     code, out, _ = _schedule(capsys, root, "--data-dir", tmp_path / "more")
     assert code == 0 and f" run --data-dir {tmp_path / 'more'} --output-dir " in out, "a flag given wins"
+    # with a drift check, its line to paste too
+    code, out, err = _schedule(capsys, root, "--monitor-cron", "30 * * * *")
+    assert code == 0 and out.count("\n") == 2, err
+    monitor = out.strip().split("\n")[1]
+    assert f" monitor --output-dir {root}" in monitor
+    assert err.endswith(f"and the drift check as cron will (the same log):\n  {monitor.split(' ', 5)[5]}\n"), err
 
 
 def test_schedule_without_a_source_anywhere_is_refused_naming_what_is_missing(tmp_path, capsys):
