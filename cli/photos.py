@@ -280,6 +280,39 @@ def _refuse_inside_a_root(path: pathlib.Path) -> None:
                                "added there would damage it; write the weights file elsewhere")
 
 
+_TEMPORARY = (".base-weights-", ".tmp")  # around the writing process's id
+_LEFT_FOR = 3600  # seconds a killed write's file stays: a process of that id on another host may still be writing
+
+
+def _remove_left_behind(folder: pathlib.Path) -> None:
+    """The temporary files of writes into `folder` killed before their rename: their process is gone and they have
+    not changed for an hour (a shared folder's writer may be a process on another host)."""
+    import os
+    import time
+
+    try:
+        left = [entry for entry in os.scandir(folder) if entry.name.startswith(_TEMPORARY[0])
+                and entry.name.endswith(_TEMPORARY[1]) and entry.is_file(follow_symlinks=False)]
+    except OSError:
+        return
+    for entry in left:
+        pid = entry.name[len(_TEMPORARY[0]):-len(_TEMPORARY[1])]
+        if not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        try:
+            os.kill(int(pid), 0)
+            continue  # still running
+        except ProcessLookupError:
+            pass
+        except (PermissionError, OverflowError, OSError):
+            continue
+        try:
+            if time.time() - entry.stat(follow_symlinks=False).st_mtime > _LEFT_FOR:
+                os.unlink(entry.path)
+        except OSError:
+            pass
+
+
 def _write_whole(path: pathlib.Path, write) -> str:
     """`write(a temporary path)` beside `path`, then renamed onto it: a reader never finds half a file, a failed
     or killed write leaves what was there, and a link at `path` is replaced, never written through. Returns what
@@ -291,7 +324,8 @@ def _write_whole(path: pathlib.Path, write) -> str:
     shown = errors.shown_name(str(path))
     before = (" (replacing the link that was there; the file it led to is untouched)" if path.is_symlink() else
               " (replacing the earlier file)" if path.exists() else "")
-    temporary = path.parent / f".base-weights-{os.getpid()}.tmp"  # short: the name given may be as long as allowed
+    temporary = path.parent / f"{_TEMPORARY[0]}{os.getpid()}{_TEMPORARY[1]}"  # short: the name given may be long
+    _remove_left_behind(path.parent)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         write(str(temporary))

@@ -3,6 +3,7 @@ and one line naming the file for one it cannot run (the pushed files themselves:
 
 import os
 import pathlib
+import time
 
 import numpy as np
 import pytest
@@ -162,3 +163,28 @@ def test_a_weights_file_that_cannot_be_written_is_one_line_and_the_earlier_file_
         photos._write_whole(earlier, full_disk)
     assert str(failed.value) == f"--out {earlier} cannot be written: No space left on device"
     assert earlier.read_bytes() == b"the earlier weights" and sorted(tmp_path.iterdir()) == [earlier]
+
+
+def test_a_killed_writes_temporary_file_is_removed_by_a_later_write_once_its_process_is_gone_an_hour(tmp_path):
+    """`base-weights` killed between writing its temporary file and renaming it left the file for good."""
+    import subprocess
+    import sys
+
+    from cli import photos
+
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead_pid = int(gone.stdout)
+    stale, fresh, alive = (tmp_path / f".base-weights-{pid}.tmp" for pid in (dead_pid, dead_pid + 1, os.getppid()))
+    for left in (stale, fresh, alive):
+        left.write_bytes(b"half a weights file")
+    hour_ago = time.time() - 3700
+    for left in (stale, alive):
+        os.utime(left, (hour_ago, hour_ago))
+    os.utime(fresh, (time.time() - 60, time.time() - 60))
+    linked = tmp_path / f".base-weights-{dead_pid + 2}.tmp"
+    linked.symlink_to(tmp_path / "elsewhere")
+    photos._write_whole(tmp_path / "base.h5", lambda path: pathlib.Path(path).write_bytes(b"weights"))
+    assert (tmp_path / "base.h5").read_bytes() == b"weights"
+    assert not stale.exists(), "its process is gone and it has not changed for an hour"
+    assert alive.exists() and linked.is_symlink(), "a live process's file, and what is no file, are kept"
+    assert fresh.exists(), "written a minute ago: a process elsewhere may still be writing it"
