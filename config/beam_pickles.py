@@ -12,6 +12,7 @@ import threading
 # How many bytes of pickles and their compressed forms are kept before the memo starts again: a small run pickles
 # about 2.5 MB, a large one the same code with more elements.
 KEPT_BYTES = 64 << 20
+_ENTRY_OVERHEAD = 256  # bytes Python spends on an entry beyond its two byte strings: objects, key tuple, dict slots
 
 
 class _RepeatedCompression:
@@ -28,20 +29,25 @@ class _RepeatedCompression:
 
     def __init__(self, module):
         self._module = module
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
         self._compressed: dict = {}
         self._decompressed: dict = {}
         self._kept = 0
 
     def _keep(self, data: bytes, compressed: bytes, level: int | None) -> None:
-        """`compressed` decompresses to `data`, and is what `level` makes of it where that is known."""
-        with self._lock:
-            if self._kept + len(data) + len(compressed) > KEPT_BYTES:
+        """`compressed` decompresses to `data`, and is what `level` makes of it where that is known. A pair larger
+        than a quarter of KEPT_BYTES is not kept: the memo never holds more than KEPT_BYTES (each entry counted with
+        what Python spends on it), and never holds on to a large pickle Beam has let go of."""
+        size = len(data) + len(compressed) + _ENTRY_OVERHEAD
+        if size > KEPT_BYTES // 4:
+            return
+        with self._lock:  # reentrant: a signal handler or a finalizer run in here may pickle through Beam too
+            if self._kept + size > KEPT_BYTES:
                 self._compressed, self._decompressed, self._kept = {}, {}, 0
             if level is not None:
                 self._compressed[(level, data)] = compressed
             self._decompressed[compressed] = data
-            self._kept += len(data) + len(compressed)
+            self._kept += size
 
     def compress(self, data, compresslevel=9):
         # plain bytes only: a subclass, a bytearray or a view may hash, compare or change as it likes
@@ -63,6 +69,8 @@ class _RepeatedCompression:
         return result
 
     def __getattr__(self, name):  # anything else the module has, as the module has it
+        if name.startswith("_"):  # this object's own, not yet set (a copy being made): not the module's
+            raise AttributeError(name)
         return getattr(self._module, name)
 
 

@@ -40,16 +40,40 @@ def test_a_pickle_is_compressed_once_into_bz2s_own_bytes_and_read_back_without_d
     assert beam_pickles._RepeatedCompression(bz2).BZ2Compressor is bz2.BZ2Compressor, "the rest is the module's"
 
 
-def test_the_memo_starts_again_past_its_size_and_answers_the_same(monkeypatch):
-    monkeypatch.setattr(beam_pickles, "KEPT_BYTES", 10_000)
+def test_the_memo_starts_again_past_its_size_holds_no_large_pickle_and_answers_the_same(monkeypatch):
+    monkeypatch.setattr(beam_pickles, "KEPT_BYTES", 40_000)
     counted = _Counting()
     memo = beam_pickles._RepeatedCompression(counted)
-    pickles = [os.urandom(3000) for _ in range(5)]
+    pickles = [os.urandom(3000) for _ in range(8)]  # about 6.4 KB an entry, compressed form and overhead counted
     for _ in range(2):
         assert [memo.decompress(memo.compress(p)) for p in pickles] == pickles
-    assert memo._kept <= 10_000
+        assert memo._kept <= 40_000
     assert counted.calls.count("compress") > len(pickles), "forgotten, so compressed again"
     assert counted.calls.count("decompress") == 0
+    large = os.urandom(12_000)  # with its compressed form, over a quarter of what the memo keeps
+    kept = memo._kept
+    assert memo.decompress(memo.compress(large)) == large and memo._kept == kept, "answered, never held"
+    assert counted.calls[-2:] == ["compress", "decompress"]
+
+
+def test_a_compression_run_inside_another_on_the_same_thread_does_not_wait_for_itself():
+    """A signal handler or a finalizer that runs while the memo keeps an entry, and pickles through Beam."""
+    import copy
+    import threading
+
+    memo = beam_pickles._RepeatedCompression(bz2)
+    answers = []
+
+    def nested():
+        with memo._lock:  # as `_keep` holds it when the handler runs
+            answers.append(memo.compress(b"inner"))
+
+    runner = threading.Thread(target=nested, daemon=True)
+    runner.start()
+    runner.join(timeout=10)
+    assert not runner.is_alive() and answers == [bz2.compress(b"inner")]
+    copied = copy.copy(beam_pickles._RepeatedCompression(bz2))  # was a RecursionError: its own names asked of bz2
+    assert copied.compress(b"copied") == bz2.compress(b"copied")
 
 
 def test_beams_picklers_write_and_read_what_they_did_before():
