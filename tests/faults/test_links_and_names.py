@@ -45,10 +45,12 @@ def _cli(capsys, *argv):
     return code, captured.out, captured.err
 
 
-@pytest.fixture
-def root(tmp_path):
-    """A root serving version 2 (model 2) after version 1 (model 1), both recorded in its store."""
-    root = tmp_path / "root"
+def _two_versions(root, model_place, blessing_place=None, cards: bool = False) -> None:
+    """`root` serving version 2 (model 2) after version 1 (model 1), both recorded in its store: the models made
+    in `model_place(number)`, their blessings recorded at `blessing_place(number)` (a folder made there) or beside
+    them; `cards`: each version with the model card a push writes."""
+    from components import model_card
+
     root.mkdir()
     store = metadata_lib.open_store(metadata_lib.sqlite_store(RunLayout(root).metadata_path))
     types = {t: store.put_artifact_type(metadata_store_pb2.ArtifactType(name=t))
@@ -56,14 +58,29 @@ def root(tmp_path):
     context_type = store.put_context_type(metadata_store_pb2.ContextType(name="pipeline"))
     store.put_contexts([metadata_store_pb2.Context(type_id=context_type, name=PIPELINE)])
     for number in (1, 2):
-        model = pathlib.Path(servable_model(tmp_path / f"model-{number}", f"graph-{number}"))
-        [model_id] = store.put_artifacts([metadata_store_pb2.Artifact(type_id=types["Model"], uri=str(model))])
-        blessing = metadata_store_pb2.Artifact(type_id=types["ModelBlessing"], uri=f"{model}-blessing")
+        model = str(servable_model(model_place(number), f"graph-{number}"))
+        [model_id] = store.put_artifacts([metadata_store_pb2.Artifact(type_id=types["Model"], uri=model)])
+        blessed = f"{model}-blessing"
+        if blessing_place is not None:
+            blessed = str(blessing_place(number))
+            os.makedirs(blessed)
+        blessing = metadata_store_pb2.Artifact(type_id=types["ModelBlessing"], uri=blessed)
         blessing.custom_properties[metadata_lib.BLESSED].int_value = 1
         blessing.custom_properties[metadata_lib.CURRENT_MODEL_ID].int_value = model_id
         store.put_artifacts([blessing])
-        pushed = push_model(str(model), str(RunLayout(root).serving_dir), model_uri=str(model))
+        card = model_card.render(model_card.CardFacts(
+            pipeline=PIPELINE, model_uri=model, training={"alpha": 1.0}, history=None, spans=[], metrics={},
+            by_label={}, thresholds=[], decision="met binary_accuracy >= 0", tflite=None, served_as=None))
+        pushed = push_model(model, str(RunLayout(root).serving_dir), model_uri=model,
+                            extra_files=(lambda version, card=card: {layout.MODEL_CARD_FILE: card}) if cards else None)
         reconcile.record_push(store, PIPELINE, "ServingPusher", model_id, pushed.version, pushed.path, {})
+
+
+@pytest.fixture
+def root(tmp_path):
+    """A root serving version 2 (model 2) after version 1 (model 1), both recorded in its store."""
+    root = tmp_path / "root"
+    _two_versions(root, lambda number: tmp_path / f"model-{number}")
     return root
 
 
@@ -488,32 +505,9 @@ def test_a_rollback_in_a_copied_root_names_its_model_where_the_copy_holds_it_and
     the copy's model (its push record, its card and ML Metadata's), never the origin's, which stays as it was."""
     import shutil
 
-    from components import model_card
-
     origin = tmp_path / "origin"
-    origin.mkdir()
-    store = metadata_lib.open_store(metadata_lib.sqlite_store(RunLayout(origin).metadata_path))
-    types = {t: store.put_artifact_type(metadata_store_pb2.ArtifactType(name=t))
-             for t in ("Model", "ModelBlessing", "PushedModel")}
-    context_type = store.put_context_type(metadata_store_pb2.ContextType(name="pipeline"))
-    store.put_contexts([metadata_store_pb2.Context(type_id=context_type, name=PIPELINE)])
-    serving = RunLayout(origin).serving_dir
-    for number in (1, 2):
-        model = servable_model(RunLayout(origin).pipeline_root / "Trainer" / "model" / str(number), f"graph-{number}")
-        [model_id] = store.put_artifacts([metadata_store_pb2.Artifact(type_id=types["Model"], uri=model)])
-        blessed = RunLayout(origin).pipeline_root / "Evaluator" / "blessing" / str(number)
-        blessed.mkdir(parents=True)
-        blessing = metadata_store_pb2.Artifact(type_id=types["ModelBlessing"], uri=str(blessed))
-        blessing.custom_properties[metadata_lib.BLESSED].int_value = 1
-        blessing.custom_properties[metadata_lib.CURRENT_MODEL_ID].int_value = model_id
-        store.put_artifacts([blessing])
-        card = model_card.render(model_card.CardFacts(
-            pipeline=PIPELINE, model_uri=model, training={"alpha": 1.0}, history=None, spans=[], metrics={},
-            by_label={}, thresholds=[], decision="met binary_accuracy >= 0", tflite=None, served_as=None))
-        pushed = push_model(model, str(serving), model_uri=model,
-                            extra_files=lambda version, card=card: {layout.MODEL_CARD_FILE: card})
-        reconcile.record_push(store, PIPELINE, "ServingPusher", model_id, pushed.version, pushed.path, {})
-    del store
+    _two_versions(origin, lambda number: RunLayout(origin).pipeline_root / "Trainer" / "model" / str(number),
+                  lambda number: RunLayout(origin).pipeline_root / "Evaluator" / "blessing" / str(number), cards=True)
     copy = tmp_path / "copy"
     shutil.copytree(origin, copy, symlinks=True)
     origin_before = tree_digest(origin)
