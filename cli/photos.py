@@ -280,7 +280,7 @@ def _refuse_inside_a_root(path: pathlib.Path) -> None:
                                "added there would damage it; write the weights file elsewhere")
 
 
-_TEMPORARY = (".base-weights-", ".tmp")  # around the writing process's id
+_TEMPORARY = (".base-weights-", ".tmp")  # around the writing process's id (and a token of the write's own)
 _LEFT_FOR = 3600  # seconds a killed write's file stays: a process of that id on another host may still be writing
 
 
@@ -288,6 +288,7 @@ def _remove_left_behind(folder: pathlib.Path) -> None:
     """The temporary files of writes into `folder` killed before their rename: their process is gone and they have
     not changed for an hour (a shared folder's writer may be a process on another host)."""
     import os
+    import re
     import time
 
     try:
@@ -296,8 +297,8 @@ def _remove_left_behind(folder: pathlib.Path) -> None:
     except OSError:
         return
     for entry in left:
-        pid = entry.name[len(_TEMPORARY[0]):-len(_TEMPORARY[1])]
-        if not pid.isdigit() or int(pid) == os.getpid():
+        pid = entry.name[len(_TEMPORARY[0]):-len(_TEMPORARY[1])].split("-", 1)[0]
+        if not re.fullmatch("[0-9]{1,12}", pid) or int(pid) == os.getpid():  # isdigit() takes "²", int() does not
             continue
         try:
             os.kill(int(pid), 0)
@@ -324,10 +325,18 @@ def _write_whole(path: pathlib.Path, write) -> str:
     shown = errors.shown_name(str(path))
     before = (" (replacing the link that was there; the file it led to is untouched)" if path.is_symlink() else
               " (replacing the earlier file)" if path.exists() else "")
-    temporary = path.parent / f"{_TEMPORARY[0]}{os.getpid()}{_TEMPORARY[1]}"  # short: the name given may be long
+    import tempfile
+
     _remove_left_behind(path.parent)
+    temporary = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
+        # made here, a name nothing else holds (a link or folder of that name is never written through): short,
+        # as the name given may be as long as allowed
+        descriptor, made = tempfile.mkstemp(prefix=f"{_TEMPORARY[0]}{os.getpid()}-", suffix=_TEMPORARY[1],
+                                            dir=path.parent)
+        os.close(descriptor)
+        temporary = pathlib.Path(made)
         write(str(temporary))
         os.replace(temporary, path)
     except (OSError, ValueError, RuntimeError) as error:  # h5py reports a file it cannot write as any of these
@@ -338,8 +347,8 @@ def _write_whole(path: pathlib.Path, write) -> str:
                else getattr(error, "strerror", None) or errors.first_line(error))
         raise RunFailedError(f"--out {shown} cannot be written: {why}") from None
     finally:
-        if temporary.exists():
-            temporary.unlink()
+        if temporary is not None:
+            temporary.unlink(missing_ok=True)
     return before
 
 

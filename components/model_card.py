@@ -102,7 +102,7 @@ def served_again(card: str, served_as: str, to_version: int, model_uri: str | No
     for index, line in enumerate(lines[:6]):
         if line.startswith(("Version `", "A copy of the Trainer's output")):
             rest = line[line.index("copy of the Trainer's output"):]
-            if model_uri is not None and rest.count("`") >= 2:
+            if model_uri and rest.count("`") >= 2:  # none known (a root copied without it): as pushed
                 named = rest[rest.index("`"):rest.index("`", rest.index("`") + 1) + 1]
                 rest = rest.replace(named, f"`{model_uri}`", 1)
             lines[index] = f"Version `{served_as}` (a rollback to version {to_version}), a {rest}"

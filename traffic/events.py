@@ -56,6 +56,8 @@ class Event:
 def parse_event(headers: Mapping[str, str], body: bytes, now_ms: int) -> Event:
     """The CloudEvent of an HTTP message, binary or structured mode (the cloudevents SDK's reading of it)."""
     headers = {name.lower(): value for name, value in headers.items()}
+    if _structured(headers):  # a ce- header beside it (a proxy's) would make the SDK read it in binary mode
+        headers = {name: value for name, value in headers.items() if not name.startswith("ce-")}
     try:
         _require_attributes(headers, body)
         event = ce_http.from_http_event(ce_http.HTTPMessage(headers=headers, body=body))
@@ -98,11 +100,16 @@ def _event_time_ms(moment, now_ms: int) -> int:
     return min(time_ms, now_ms)
 
 
+def _structured(headers: dict[str, str]) -> bool:
+    """Structured mode is told by its content type (the HTTP binding's rule), not by a ce- header beside it."""
+    return headers.get("content-type", "").lower().startswith("application/cloudevents")
+
+
 def _require_attributes(headers: dict[str, str], body: bytes) -> None:
     """ValueError naming a required attribute the event lacks (the SDK would make up an id, and a time, for an
-    event without one, and a made-up id matches nothing), or a time the SDK cannot read (its own error names no
-    attribute: "invalid literal for int() with base 10")."""
-    if any(name.startswith("ce-") for name in headers):
+    event without one, and a made-up id matches nothing), or a time the SDK cannot read (its own errors name neither
+    the attribute nor its value: "invalid literal for int() with base 10", "must be timezone aware")."""
+    if not _structured(headers):
         given = {name[3:]: value for name, value in headers.items() if name.startswith("ce-")}
         named = "ce-time"
         time = unquote(given["time"]) if "time" in given else None  # a header's value is percent-encoded
@@ -114,11 +121,14 @@ def _require_attributes(headers: dict[str, str], body: bytes) -> None:
     if missing:
         raise ValueError(f"no {', '.join(missing)} attribute")
     if "time" in given:
+        shown = f"{named} {printable(json.dumps(time))[:60]}"
         try:
-            isoparse(time)  # as the SDK reads it
+            moment = isoparse(time)  # as the SDK reads it: ISO 8601, of which RFC 3339 is a part
         except (ValueError, TypeError, OverflowError) as error:
-            raise ValueError(f"{named} {printable(json.dumps(time))[:60]} is not an "
-                             f"RFC 3339 time such as 2026-11-24T10:00:00Z ({first_line(error)})") from None
+            raise ValueError(f"{shown} cannot be read as a time (RFC 3339, such as 2026-11-24T10:00:00Z: "
+                             f"{first_line(error)})") from None
+        if moment.tzinfo is None:  # the SDK refuses it without naming the value
+            raise ValueError(f"{shown} has no time zone (RFC 3339, such as 2026-11-24T10:00:00Z)")
 
 
 def _image_of(instance, where: str) -> bytes:

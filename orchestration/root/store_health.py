@@ -185,6 +185,15 @@ def relocate(store, root: str) -> dict[str, list[int]]:
     {the folder they were under: [how many are read here now, how many are not]}. Otherwise mark_missing would take
     them for gone, and the run would judge its candidate against no baseline, warm-start from nothing, and read a
     copy's outputs from the root it was copied from."""
+    changed, before = relocation(store, root)
+    if changed:
+        store.put_artifacts(changed)
+    return before
+
+
+def relocation(store, root: str) -> tuple[list, dict[str, list[int]]]:
+    """What `relocate` would write (the artifacts changed) and return, nothing written: a caller that must act on
+    the folders first (a serving config that names one) does so before the store forgets them."""
     import time
 
     from ml_metadata.proto import metadata_store_pb2
@@ -211,9 +220,7 @@ def relocate(store, root: str) -> dict[str, list[int]]:
         if moved_destination:
             artifact.custom_properties[metadata_lib.PUSHED_DESTINATION].string_value = moved_destination
         changed.append(artifact)
-    if changed:
-        store.put_artifacts(changed)
-    return before
+    return changed, before
 
 
 def relocation_notes(relocated: dict[str, list[int]]) -> list[str]:

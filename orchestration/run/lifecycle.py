@@ -214,15 +214,14 @@ def before_the_dag(store, examples_root: str, kind: str | None, location: str, d
     executions left is removed."""
     refuse_window(kind, location, examples_root, data.span_window)
     # a local run's own store: outputs recorded where its root was before it was moved are its own, found here
-    relocated = (store_health.relocate(store, os.path.dirname(os.path.abspath(pipeline_root)))
-                 if store is not None and pipeline_root and root is None else {})
-    from components import serving_pusher  # here: TFX's component machinery, which `ingest` alone never needs
+    from orchestration.run import reconcile  # here: it loads TFMA, which `ingest` alone never needs
 
-    followed = serving_pusher.follow_root(serving_dir, relocated) if relocated and serving_dir else None
+    relocated, followed = (reconcile.follow_a_moved_root(store, os.path.dirname(os.path.abspath(pipeline_root)),
+                                                         serving_dir)
+                           if store is not None and pipeline_root and root is None else ({}, None))
     canceled, missing = look_after_store(store, current_run, root)
     freed = list(store_health.remove_canceled_temp(store, pipeline_root)) if pipeline_root else [0, 0]
     # Before the baseline is resolved: the model actually served must be the one the candidate is judged against.
-    from orchestration.run import reconcile  # here: it loads TFMA, which `ingest` alone never needs
 
     reconciled = (list(reconcile.reconcile(store, serving_dir, pipeline_name, scoped=root is not None).values())
                   if store is not None and serving_dir else []) + ([followed] if followed else [])

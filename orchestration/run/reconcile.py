@@ -26,7 +26,14 @@ from typing import Callable
 import tensorflow as tf
 from ml_metadata.proto import metadata_store_pb2
 
-from components.serving_pusher import UNREADABLE, existing_versions, follow_commit, push_record, pushed_model_uri
+from components.serving_pusher import (
+    UNREADABLE,
+    existing_versions,
+    follow_commit,
+    follow_root,
+    push_record,
+    pushed_model_uri,
+)
 from contract import layout, served, storage
 from contract import metadata as metadata_lib
 from contract.errors import first_line, printable, undecodable_escaped
@@ -197,3 +204,17 @@ def _set(node, key: str, value) -> None:
         node.custom_properties[key].int_value = value
     else:  # a name or a reason Python could not decode (lone surrogates) as \xNN: ML Metadata keeps UTF-8 only
         node.custom_properties[key].string_value = undecodable_escaped(str(value))
+
+
+def follow_a_moved_root(store, root: str, serving_dir: str | None) -> tuple[dict[str, list[int]], str | None]:
+    """A local root moved or copied with its store since its last run or rollback: the serving config pointed at
+    the serving folder where it is now, where it named the old place's (serving_pusher.follow_root), then the
+    store's records (store_health.relocate). In that order: a process killed in between leaves the store naming the
+    old places, and the next run or rollback does both again. (what relocate returns, follow_root's line or None)"""
+    from orchestration.root import store_health
+
+    changed, relocated = store_health.relocation(store, root)
+    followed = follow_root(serving_dir, relocated) if relocated and serving_dir else None
+    if changed:
+        store.put_artifacts(changed)
+    return relocated, followed

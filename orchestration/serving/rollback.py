@@ -79,16 +79,15 @@ class Rollback:
 
 
 def _follow_a_moved_root(root, store: str, serving_dir: str) -> list[str]:
-    """A local root moved or copied with its store since its last run: its store's records pointed where the root
-    is now, as a run does first (store_health.relocate), so that the version pushed names its model here, and the
-    serving config with them. Lines saying what was done."""
+    """A local root moved or copied with its store since its last run: its serving config and its store's records
+    pointed where the root is now, as a run does first (reconcile.follow_a_moved_root), so that the version pushed
+    names its model here. Lines saying what was done."""
     if "://" in str(root):
         return []
-    from components.serving_pusher import follow_root
     from orchestration.root import store_health
 
-    relocated = store_health.relocate(metadata_lib.open_store(store), os.path.abspath(str(root)))
-    followed = follow_root(serving_dir, relocated) if relocated else None
+    relocated, followed = reconcile.follow_a_moved_root(metadata_lib.open_store(store), os.path.abspath(str(root)),
+                                                        serving_dir)
     return store_health.relocation_notes(relocated) + ([f"serving folder: {followed}"] if followed else [])
 
 
@@ -119,7 +118,6 @@ def rollback(root: str | pathlib.Path, store: str, to_version: int, reason: str,
 def _rollback_locked(where: RunLayout, store: str, to_version: int, reason: str, pipeline_name: str,
                      scoped: bool) -> Rollback:
     serving_dir = where.serving_dir
-    moved = [] if scoped else _follow_a_moved_root(where.root, store, serving_dir)
     # A version published but never recorded (a rollback or push killed in between) is recorded first; the
     # retry of an interrupted rollback to the same version then finds it done.
     reconciled = reconcile.reconcile(store, serving_dir, pipeline_name, scoped)
@@ -129,7 +127,7 @@ def _rollback_locked(where: RunLayout, store: str, to_version: int, reason: str,
     interrupted = pushed.get(served_now)
     if served_now in reconciled and interrupted is not None and interrupted.rolled_back_to == to_version:
         return Rollback(to_version, interrupted.rolled_back_from, PushResult(served_now, interrupted.path, False),
-                        completed=True, notes=(*moved, *reconciled.values()))
+                        completed=True, notes=tuple(reconciled.values()))
     target = pushed.get(to_version)
     if target is None:
         known = ", ".join(map(str, sorted(pushed))) or "none"
@@ -154,6 +152,8 @@ def _rollback_locked(where: RunLayout, store: str, to_version: int, reason: str,
     if unservable:
         raise RollbackError(to_version, f"TF Serving cannot serve version {to_version}: {unservable}; pick another "
                             "version (`models` lists them) or push a new one with `run`")
+    # Every check passed: only now is anything changed (a refused rollback changes nothing).
+    moved = [] if scoped else _follow_a_moved_root(where.root, store, serving_dir)
     details = {metadata_lib.ROLLED_BACK_TO: to_version, metadata_lib.ROLLBACK_REASON: reason}
     if served_now is not None:
         details[metadata_lib.ROLLED_BACK_FROM] = served_now

@@ -511,6 +511,10 @@ def test_a_rollback_in_a_copied_root_names_its_model_where_the_copy_holds_it_and
     copy = tmp_path / "copy"
     shutil.copytree(origin, copy, symlinks=True)
     origin_before = tree_digest(origin)
+    copy_before = tree_digest(copy)
+    code, _, err = _cli(capsys, "rollback", "--output-dir", copy, "--to", "9")
+    assert code == 2 and err.strip().endswith("nothing was changed")
+    assert tree_digest(copy) == copy_before, "a refused rollback changes nothing, the store and config included"
 
     code, out, err = _cli(capsys, "rollback", "--output-dir", copy, "--to", "1")
     assert code == 0, err
@@ -524,3 +528,30 @@ def test_a_rollback_in_a_copied_root_names_its_model_where_the_copy_holds_it_and
     assert tree_digest(origin) == origin_before, "the root it was copied from is never touched"
     code, out, _ = _cli(capsys, "models", "--output-dir", copy)
     assert code == 0 and "served: version 3" in out and str(origin) not in out
+
+
+def test_a_moved_roots_serving_config_is_followed_before_its_store_forgets_the_old_place(tmp_path, monkeypatch):
+    """Killed between the two (the store's write failing stands in for the kill), the next run or rollback
+    still finds the old place in the store and does both: the config is never left naming the old root."""
+    import shutil
+
+    origin, moved = tmp_path / "origin", tmp_path / "moved"
+    _two_versions(origin, lambda number: RunLayout(origin).pipeline_root / "Trainer" / "model" / str(number))
+    shutil.move(origin, moved)
+    store = metadata_lib.open_store(metadata_lib.sqlite_store(RunLayout(moved).metadata_path))
+    serving = str(RunLayout(moved).serving_dir)
+    uris = sorted(a.uri for a in store.get_artifacts())
+
+    def killed(artifacts):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(store, "put_artifacts", killed)
+    with pytest.raises(KeyboardInterrupt):
+        reconcile.follow_a_moved_root(store, str(moved), serving)
+    assert served.read_config(serving).base_path == served.base_path_of(serving), "followed first"
+    assert sorted(a.uri for a in store.get_artifacts()) == uris, "the store not yet written"
+    monkeypatch.undo()
+    relocated, followed = reconcile.follow_a_moved_root(store, str(moved), serving)
+    assert relocated == {str(origin): [4, 0]} and followed is None, "the config already names this place"
+    models = [a.uri for a in store.get_artifacts() if not a.uri.endswith("-blessing")]
+    assert len(models) == 4 and all(uri.startswith(str(moved)) for uri in models), models

@@ -183,8 +183,16 @@ def test_a_killed_writes_temporary_file_is_removed_by_a_later_write_once_its_pro
     os.utime(fresh, (time.time() - 60, time.time() - 60))
     linked = tmp_path / f".base-weights-{dead_pid + 2}.tmp"
     linked.symlink_to(tmp_path / "elsewhere")
+    odd = tmp_path / ".base-weights-\u00b2.tmp"  # a digit to isdigit(), not to int(): that was a traceback
+    made_here = tmp_path / f".base-weights-{dead_pid}-k2x9q.tmp"  # as this release names them
+    for left in (odd, made_here):
+        left.write_bytes(b"half")
+        os.utime(left, (hour_ago, hour_ago))
     photos._write_whole(tmp_path / "base.h5", lambda path: pathlib.Path(path).write_bytes(b"weights"))
     assert (tmp_path / "base.h5").read_bytes() == b"weights"
-    assert not stale.exists(), "its process is gone and it has not changed for an hour"
+    assert not stale.exists() and not made_here.exists(), "its process is gone and it has not changed for an hour"
+    assert odd.exists()
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".base-weights-")) == sorted(
+        p.name for p in (fresh, alive, linked, odd)), "the write's own temporary file is gone"
     assert alive.exists() and linked.is_symlink(), "a live process's file, and what is no file, are kept"
     assert fresh.exists(), "written a minute ago: a process elsewhere may still be writing it"

@@ -49,20 +49,28 @@ def test_a_response_whose_valid_is_not_true_or_false_is_refused_not_recorded_as_
         assert refused.value.reason == reasons.NOT_A_PREDICTION and "is not true or false" in refused.value.detail
 
 
-@pytest.mark.parametrize("when, named", [("yesterday", 'ce-time "yesterday"'), ("", 'ce-time ""'),
-                                         ("2026-13-01T00:00:00Z", 'ce-time "2026-13-01T00:00:00Z"'),
-                                         ("a%0Ab", 'ce-time "a\\nb"')])
-def test_a_time_that_is_no_rfc_3339_time_is_refused_naming_the_attribute_in_either_mode(when, named):
+@pytest.mark.parametrize("when, named, why", [
+    ("yesterday", 'ce-time "yesterday"', "cannot be read as a time"), ("", 'ce-time ""', "cannot be read as a time"),
+    ("2026-13-01T00:00:00Z", 'ce-time "2026-13-01T00:00:00Z"', "cannot be read as a time"),
+    ("a%0Ab", 'ce-time "a\\nb"', "cannot be read as a time"),
+    ("2026-11-24T10:00:00", 'ce-time "2026-11-24T10:00:00"', "has no time zone"),
+    ("2026-11-24", 'ce-time "2026-11-24"', "has no time zone")])
+def test_a_time_that_is_no_rfc_3339_time_is_refused_naming_the_attribute_in_either_mode(when, named, why):
     headers = kserve_headers("request", "a", when=when)
     document = {name[3:]: value for name, value in headers.items() if name.startswith("ce-")}
     document["time"] = when.replace("%0A", "\n")
     document["data"] = {"instances": []}
-    structured = ({"content-type": "application/cloudevents+json"}, json.dumps(document).encode())
+    # a ce- header beside a structured event (a proxy's) leaves it structured: its content type says so
+    structured = ({"content-type": "application/cloudevents+json", "ce-traceparent": "00-x"},
+                  json.dumps(document).encode())
     for message, shown in (((headers, request_body([b"x"])), named), (structured, named[3:])):
         with pytest.raises(reasons.Refused) as refused:
             events.parse_event(*message, now_ms=2_000_000_000_000)
         assert refused.value.reason == reasons.NOT_A_CLOUDEVENT
-        assert refused.value.detail.startswith(f"{shown} is not an RFC 3339 time such as "), refused.value.detail
+        assert refused.value.detail.startswith(f"{shown} {why} (RFC 3339, such as "), refused.value.detail
     # percent-encoded, as a header may carry it, a time is read as the SDK reads it
     encoded = kserve_headers("request", "a", when="2026-11-24T10%3A00%3A00Z")
     assert events.parse_event(encoded, request_body([b"x"]), now_ms=2_000_000_000_000).time_ms == 1_795_514_400_000
+    document["time"] = "2026-11-24T10:00:00Z"
+    accepted = events.parse_event(structured[0], json.dumps(document).encode(), now_ms=2_000_000_000_000)
+    assert accepted.id == "a" and accepted.time_ms == 1_795_514_400_000, "a structured event with a ce- header beside"
