@@ -284,6 +284,23 @@ _TEMPORARY = (".base-weights-", ".tmp")  # around the writing process's id (and 
 _LEFT_FOR = 3600  # seconds a killed write's file stays: a process of that id on another host may still be writing
 
 
+def _new_temporary(folder: pathlib.Path) -> pathlib.Path:
+    """A file made here under a name nothing else holds (a link or a folder of that name is never written through),
+    with the permissions the user's umask gives a new file (the weights file it becomes keeps them); short, as the
+    name given may be as long as allowed."""
+    import os
+    import secrets
+
+    for _ in range(100):
+        made = folder / f"{_TEMPORARY[0]}{os.getpid()}-{secrets.token_hex(4)}{_TEMPORARY[1]}"
+        try:
+            os.close(os.open(made, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o666))
+            return made
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"no free temporary name in {folder}")
+
+
 def _remove_left_behind(folder: pathlib.Path) -> None:
     """The temporary files of writes into `folder` killed before their rename: their process is gone and they have
     not changed for an hour (a shared folder's writer may be a process on another host)."""
@@ -325,18 +342,11 @@ def _write_whole(path: pathlib.Path, write) -> str:
     shown = errors.shown_name(str(path))
     before = (" (replacing the link that was there; the file it led to is untouched)" if path.is_symlink() else
               " (replacing the earlier file)" if path.exists() else "")
-    import tempfile
-
     _remove_left_behind(path.parent)
     temporary = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        # made here, a name nothing else holds (a link or folder of that name is never written through): short,
-        # as the name given may be as long as allowed
-        descriptor, made = tempfile.mkstemp(prefix=f"{_TEMPORARY[0]}{os.getpid()}-", suffix=_TEMPORARY[1],
-                                            dir=path.parent)
-        os.close(descriptor)
-        temporary = pathlib.Path(made)
+        temporary = _new_temporary(path.parent)
         write(str(temporary))
         os.replace(temporary, path)
     except (OSError, ValueError, RuntimeError) as error:  # h5py reports a file it cannot write as any of these

@@ -194,5 +194,8 @@ def test_a_killed_writes_temporary_file_is_removed_by_a_later_write_once_its_pro
     assert odd.exists()
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".base-weights-")) == sorted(
         p.name for p in (fresh, alive, linked, odd)), "the write's own temporary file is gone"
+    umask = os.umask(0o022)
+    os.umask(umask)
+    assert (tmp_path / "base.h5").stat().st_mode & 0o777 == 0o666 & ~umask, "a new file's permissions, as before"
     assert alive.exists() and linked.is_symlink(), "a live process's file, and what is no file, are kept"
     assert fresh.exists(), "written a minute ago: a process elsewhere may still be writing it"
