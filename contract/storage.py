@@ -33,7 +33,6 @@ links (Cloud Storage has no links).
 
 from __future__ import annotations
 
-import json
 import os
 import posixpath
 import re
@@ -46,6 +45,7 @@ from typing import Callable, Iterable
 import tensorflow as tf
 
 from contract.errors import CommandError, first_line
+from contract.json_files import UnreadableFileError, parse_json  # noqa: F401 (UnreadableFileError: storage's own)
 
 ASIDE_SUFFIX = ".incomplete"  # serving_model/ -> serving_model.incomplete/ holds versions moved aside
 # What the backend raises when storage fails: the operating system's errors, and TensorFlow's file systems' (an
@@ -219,19 +219,6 @@ class LinkRefusedError(CommandError):
     """A folder to copy is or holds a symbolic link: its target is not the pipeline's to copy."""
 
 
-class UnreadableFileError(CommandError):
-    """A file the project wrote and reads back is damaged or of another shape; the message names the file and
-    what is wrong."""
-
-    def __init__(self, path: str, reason: str):
-        super().__init__(f"{path}: {reason}")
-        self.path, self.reason = path, reason
-
-
-_JSON_TYPES = {dict: "an object", list: "a list", str: "a string", int: "a number", float: "a number",
-               bool: "true or false", type(None): "null"}
-
-
 def read_json(path: str, expected: type = dict):
     """The JSON value in `path`, of type `expected`; UnreadableFileError names the file and what is wrong (not
     there, not UTF-8, not JSON, JSON of another type)."""
@@ -239,18 +226,7 @@ def read_json(path: str, expected: type = dict):
         data = backend.read(path)
     except (OSError, tf.errors.OpError) as error:
         raise UnreadableFileError(path, f"cannot be read ({first_line(error)})") from None
-    try:
-        value = json.loads(data.decode("utf-8"))
-    except UnicodeDecodeError:
-        raise UnreadableFileError(path, "not UTF-8 text, so not JSON") from None
-    except json.JSONDecodeError as error:
-        raise UnreadableFileError(path, f"not valid JSON ({error})") from None
-    except RecursionError:
-        raise UnreadableFileError(path, "JSON nested too deeply to read") from None
-    if not isinstance(value, expected):
-        raise UnreadableFileError(path, f"holds {_JSON_TYPES.get(type(value), type(value).__name__)} where "
-                                        f"{_JSON_TYPES.get(expected, expected.__name__)} belongs")
-    return value
+    return parse_json(path, data, expected)
 
 
 def copy_tree(source: str, destination: str, leave_out: Iterable[str] = ()) -> None:

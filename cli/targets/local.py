@@ -109,12 +109,12 @@ def submit(args: argparse.Namespace) -> int:
 
 def _outcome(folder: str) -> str:
     """What the run's summary says it did (blessed, pushed), in a few words, as the root's run list has it."""
-    from contract import layout, storage
+    from contract import json_files, layout
     from reporting import run_index
 
-    try:
-        return run_index.outcome(storage.read_json(os.path.join(folder, layout.SUMMARY_FILE)))
-    except (storage.UnreadableFileError, OSError, ValueError) as error:
+    try:  # a local file: read without TensorFlow's file layer, which this process has not imported
+        return run_index.outcome(json_files.read_local_json(os.path.join(folder, layout.SUMMARY_FILE)))
+    except (json_files.UnreadableFileError, OSError, ValueError) as error:
         return f"its summary cannot be read ({errors.first_line(error)})"
 
 

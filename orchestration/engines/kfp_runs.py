@@ -14,7 +14,7 @@ import time
 import uuid
 from typing import Callable
 
-from contract import layout
+from contract import json_files, layout
 from contract.errors import CommandError, first_line
 from contract.settings import setting
 from orchestration.engines import warm_tasks
@@ -144,13 +144,11 @@ def _plain_first_line(error: BaseException) -> str:
 def run_outcome(folder: str) -> str | None:
     """The error the exit handler wrote into a run's summary (None: none written, or the run completed)."""
     path = posixpath.join(folder, layout.SUMMARY_FILE)
-    from contract import storage  # TensorFlow's file layer: imported only where a run's summary is read
-
     if not os.path.exists(path):
         return None
     try:
-        return storage.read_json(path).get("error")
-    except storage.UnreadableFileError as error:
+        return json_files.read_local_json(path).get("error")
+    except json_files.UnreadableFileError as error:
         return f"its summary is unreadable: {error}"
 
 

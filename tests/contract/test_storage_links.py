@@ -8,8 +8,8 @@ import os
 
 import pytest
 
-from contract import layout, served, storage
-from tests.helpers import tree_digest
+from contract import json_files, layout, served, storage
+from tests.helpers import ROOT, tree_digest
 
 
 @pytest.fixture
@@ -116,19 +116,41 @@ def test_odd_folders_are_named_and_links_are_not_named_twice(tmp_path, outside):
     (b"[]", "holds a list where an object belongs"),
     (b"null", "holds null where an object belongs"),
 ])
-def test_read_json_names_the_file_and_what_is_wrong(tmp_path, content, reason):
+@pytest.mark.parametrize("read", [storage.read_json, json_files.read_local_json])
+def test_read_json_names_the_file_and_what_is_wrong(tmp_path, content, reason, read):
     path = tmp_path / "record.json"
     path.write_bytes(content)
     with pytest.raises(storage.UnreadableFileError) as raised:
-        storage.read_json(str(path))
+        read(str(path))
     assert str(raised.value) == f"{path}: {reason}" and raised.value.exit_code == 2
     path.write_bytes(b'{"a": 1}')
-    assert storage.read_json(str(path)) == {"a": 1}
+    assert read(str(path)) == {"a": 1}
 
 
-def test_read_json_of_a_missing_file_is_one_line(tmp_path):
+@pytest.mark.parametrize("read", [storage.read_json, json_files.read_local_json])
+def test_read_json_of_a_missing_file_is_one_line(tmp_path, read):
     with pytest.raises(storage.UnreadableFileError, match=r"record.json: cannot be read \("):
-        storage.read_json(str(tmp_path / "record.json"))
+        read(str(tmp_path / "record.json"))
+
+
+def test_a_local_json_read_never_waits_on_a_fifo_and_needs_no_tensorflow(tmp_path):
+    """`submit --local` reads its run's summary this way: a process that never imported TensorFlow for it (about
+    5 s of CPU), and a FIFO in the summary's place must not hang it."""
+    import subprocess
+    import sys
+
+    fifo = tmp_path / "run_summary.json"
+    os.mkfifo(fifo)
+    with pytest.raises(json_files.UnreadableFileError, match=r"run_summary.json: cannot be read \(not a regular"):
+        json_files.read_local_json(str(fifo))
+    fifo.unlink()
+    fifo.write_text('{"error": "failed at Trainer"}')
+    probe = ("import sys; from orchestration.engines import kfp_runs; from cli.targets import local; "
+             f"print(kfp_runs.run_outcome({str(tmp_path)!r}), local._outcome({str(tmp_path)!r}), "
+             "'tensorflow' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split()[0:3] == ["failed", "at", "Trainer"] and done.stdout.split()[-1] == "False"
 
 
 def test_only_a_regular_file_is_read_locally(tmp_path):
