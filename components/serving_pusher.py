@@ -137,7 +137,7 @@ def name_version(serving_dir: str, version: int, name: str = "", base_path: str 
 def follow_root(serving_dir: str, earlier_roots) -> str | None:
     """Points the serving config at this serving folder where it names the serving folder of one of
     `earlier_roots` (the folders this root was in before it was moved or copied, as its store's records name
-    them: store_health.relocate): a server told to read there would serve the old place's versions, or none. Any
+    them: store_health.relocation): a server told to read there would serve the old place's versions, or none. Any
     other base_path is kept: a server's own mount (KServe's /mnt/models, a container's), set by hand or at the
     push. A line saying so, or None. Called under the root's lease."""
     try:

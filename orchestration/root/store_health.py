@@ -177,23 +177,16 @@ def _left_behind(pipeline_root: str, node: str, execution_id: str) -> list[list[
 MISSING_PROPERTY = metadata_lib.MISSING_SINCE  # set on the artifacts mark_missing marks DELETED
 
 
-def relocate(store, root: str) -> dict[str, list[int]]:
-    """Points a local root's own store at the root where it is now: the outputs and pushes it recorded under the
-    folder the root was before (moved, restored or copied elsewhere, its store with it) are named at the same place
-    below `root` where they are there (contract.metadata.moved_from); those `root` does not hold (a root copied in
-    part) are marked DELETED, never read from the folder they came from, which may be another root's now. Returns
-    {the folder they were under: [how many are read here now, how many are not]}. Otherwise mark_missing would take
-    them for gone, and the run would judge its candidate against no baseline, warm-start from nothing, and read a
-    copy's outputs from the root it was copied from."""
-    changed, before = relocation(store, root)
-    if changed:
-        store.put_artifacts(changed)
-    return before
-
-
 def relocation(store, root: str) -> tuple[list, dict[str, list[int]]]:
-    """What `relocate` would write (the artifacts changed) and return, nothing written: a caller that must act on
-    the folders first (a serving config that names one) does so before the store forgets them."""
+    """How to point a local root's own store at the root where it is now, nothing written yet: the outputs and
+    pushes it recorded under the folder the root was before (moved, restored or copied elsewhere, its store with it)
+    named at the same place below `root` where they are there (contract.metadata.moved_from); those `root` does not
+    hold (a root copied in part) marked DELETED, never read from the folder they came from, which may be another
+    root's now. Otherwise mark_missing would take them for gone, and the run would judge its candidate against no
+    baseline, warm-start from nothing, and read a copy's outputs from the root it was copied from. Returns (the
+    artifacts changed, for store.put_artifacts; {the folder they were under: [how many are read here now, how many
+    are not]}), so that a caller can act on those folders first (a serving config naming one) while the store still
+    names them: reconcile.follow_a_moved_root."""
     import time
 
     from ml_metadata.proto import metadata_store_pb2
@@ -224,7 +217,7 @@ def relocation(store, root: str) -> tuple[list, dict[str, list[int]]]:
 
 
 def relocation_notes(relocated: dict[str, list[int]]) -> list[str]:
-    """What `relocate` did, a line for each folder the root was in before."""
+    """What `relocation` found, a line for each folder the root was in before."""
     return [f"this root's store named {here + gone} of its outputs under {shown_name(folder)}, where the root was "
             f"before (moved or copied here): {here} are read here now"
             + (f"; {gone} this root does not hold are never read (marked DELETED)" if gone else "")

@@ -209,8 +209,9 @@ def _set(node, key: str, value) -> None:
 def follow_a_moved_root(store, root: str, serving_dir: str | None) -> tuple[dict[str, list[int]], str | None]:
     """A local root moved or copied with its store since its last run or rollback: the serving config pointed at
     the serving folder where it is now, where it named the old place's (serving_pusher.follow_root), then the
-    store's records (store_health.relocate). In that order: a process killed in between leaves the store naming the
-    old places, and the next run or rollback does both again. (what relocate returns, follow_root's line or None)"""
+    store's records (store_health.relocation). In that order: a process killed in between leaves the store naming
+    the old places, and the next run or rollback does both again. ({each old place: [outputs read here now, outputs
+    this root does not hold]}, follow_root's line or None)"""
     from orchestration.root import store_health
 
     changed, relocated = store_health.relocation(store, root)

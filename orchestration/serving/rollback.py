@@ -82,9 +82,11 @@ def _follow_a_moved_root(root, store: str, serving_dir: str) -> list[str]:
     """A local root moved or copied with its store since its last run: its serving config and its store's records
     pointed where the root is now, as a run does first (reconcile.follow_a_moved_root), so that the version pushed
     names its model here. Lines saying what was done."""
-    if "://" in str(root):
-        return []
+    from contract import storage
     from orchestration.root import store_health
+
+    if not storage.is_local(str(root)):
+        return []
 
     relocated, followed = reconcile.follow_a_moved_root(metadata_lib.open_store(store), os.path.abspath(str(root)),
                                                         serving_dir)

@@ -225,7 +225,7 @@ def test_a_moved_local_roots_run_reads_its_outputs_where_the_root_is_now_and_kee
     # the root it was copied from still holds the output the copy does not: never read from there
     (tmp_path / "before" / "pipeline_root" / metadata.TRANSFORM / "transform_graph" / "1").mkdir(parents=True)
     # the model, its blessing and its push read here; the graph the copy does not hold never read
-    assert store_health.relocate(store.store, after) == {before: [3, 1]}
+    assert reconcile.follow_a_moved_root(store.store, after, None)[0] == {before: [3, 1]}
     assert store_health.mark_missing(store.store) == [], "not taken for back where the other root holds it"
     uris = {a.id: (a.uri, a.state) for a in store.store.get_artifacts()}
     assert uris[model] == (f"{after}/pipeline_root/{metadata.TRAINER}/model/1", pb.Artifact.LIVE)
@@ -239,24 +239,24 @@ def test_a_moved_local_roots_run_reads_its_outputs_where_the_root_is_now_and_kee
     # a push record keeps the model's place at its push: the model is found by it where the root is now
     assert reconcile._model_by_uri(store.store, f"{before}/pipeline_root/{metadata.TRAINER}/model/1",
                                    f"{after}/serving_model").id == model
-    assert store_health.relocate(store.store, after) == {}, "once"
+    assert reconcile.follow_a_moved_root(store.store, after, None)[0] == {}, "once"
     # the part copied later is read here from then on
     (tmp_path / "after" / "pipeline_root" / metadata.TRANSFORM / "transform_graph" / "1").mkdir(parents=True)
-    assert store_health.relocate(store.store, after) == {before: [1, 0]}
+    assert reconcile.follow_a_moved_root(store.store, after, None)[0] == {before: [1, 0]}
     [graph] = store.store.get_artifacts_by_id([gone])
     assert graph.state == pb.Artifact.LIVE and graph.uri.startswith(after)
 
 
 def test_a_root_moved_into_a_folder_of_its_own_is_told_from_one_that_stayed(tmp_path):
     """x/y/r moved to x/y: its records' paths begin with the new root's, yet are another root's places."""
-    from orchestration.root import store_health
+    from orchestration.run import reconcile
 
     store = Store(tmp_path / "metadata.sqlite")
     before, after = str(tmp_path / "x" / "y" / "r"), str(tmp_path / "x" / "y")
     model = _blessed_model(store, before, 1)
     for place in (f"pipeline_root/{metadata.TRAINER}/model/1", f"pipeline_root/{metadata.EVALUATOR}/blessing/1"):
         (tmp_path / "x" / "y" / place).mkdir(parents=True)
-    assert store_health.relocate(store.store, after) == {before: [2, 0]}
+    assert reconcile.follow_a_moved_root(store.store, after, None)[0] == {before: [2, 0]}
     [found] = store.store.get_artifacts_by_id([model])
     assert found.uri == f"{after}/pipeline_root/{metadata.TRAINER}/model/1"
 
