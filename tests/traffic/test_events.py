@@ -68,9 +68,13 @@ def test_a_time_that_is_no_rfc_3339_time_is_refused_naming_the_attribute_in_eith
             events.parse_event(*message, now_ms=2_000_000_000_000)
         assert refused.value.reason == reasons.NOT_A_CLOUDEVENT
         assert refused.value.detail.startswith(f"{shown} {why} (RFC 3339, such as "), refused.value.detail
-    # percent-encoded, as a header may carry it, a time is read as the SDK reads it
-    encoded = kserve_headers("request", "a", when="2026-11-24T10%3A00%3A00Z")
+
+
+def test_a_percent_encoded_time_and_a_structured_event_with_a_ce_header_beside_are_read():
+    encoded = kserve_headers("request", "a", when="2026-11-24T10%3A00%3A00Z")  # as a header may carry it
     assert events.parse_event(encoded, request_body([b"x"]), now_ms=2_000_000_000_000).time_ms == 1_795_514_400_000
-    document["time"] = "2026-11-24T10:00:00Z"
-    accepted = events.parse_event(structured[0], json.dumps(document).encode(), now_ms=2_000_000_000_000)
-    assert accepted.id == "a" and accepted.time_ms == 1_795_514_400_000, "a structured event with a ce- header beside"
+    document = {name[3:]: value for name, value in kserve_headers("request", "a").items() if name.startswith("ce-")}
+    document.update(time="2026-11-24T10:00:00Z", data={"instances": []})
+    headers = {"content-type": "application/cloudevents+json", "ce-traceparent": "00-x"}  # a proxy's header
+    accepted = events.parse_event(headers, json.dumps(document).encode(), now_ms=2_000_000_000_000)
+    assert accepted.id == "a" and accepted.time_ms == 1_795_514_400_000
