@@ -222,6 +222,22 @@ def check_source_apart(output_dir: pathlib.Path, flag: str, location: str | os.P
                             "outside it")
 
 
+def check_not_a_queue(flag: str, location: str | os.PathLike, output_dir: pathlib.Path) -> None:
+    """A labeling queue is ingested into the root as its own span (`ingest`); as a run's source it would be recorded
+    as the root's source, and every later run would train on the queue's images alone."""
+    from ingest import sources
+
+    try:
+        is_queue = sources.queue_record(location) is not None
+    except sources.SourceError:  # a record that cannot be read: ingest names it
+        is_queue = True
+    if is_queue:
+        shown = shown_name(str(location))
+        raise SettingsError(f"{flag} {shown} is a labeling queue: ingest it into the root with `ingest --data-dir "
+                            f"{shown} --output-dir {shown_name(str(output_dir))}`, then run with {flag} naming "
+                            "your photo folder (each span after it carries the queue's sorted images)")
+
+
 def _inside(output_dir: str | os.PathLike, location: str | os.PathLike) -> bool:
     """Whether `output_dir` is the folder `location` or below it: by their paths as given and as real paths, and
     by the identity of each folder on the output's way (a link or a bind mount may lead into the data folder by

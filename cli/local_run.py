@@ -118,6 +118,8 @@ def command_run(args: argparse.Namespace) -> int:
 
     flags.check_output_dir(args.output_dir)
     _check_source_apart(args)
+    if args.source_folder:  # a run's source is recorded as the root's: a queue is ingested, never that
+        flags.check_not_a_queue("--data-dir", args.source_folder, args.output_dir)
     record, record_notes, laid = _lay_recorded_settings(args)
     try:
         config, notes = flags.config_from_args(args)

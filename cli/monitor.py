@@ -45,12 +45,19 @@ def since_ms(text: str, now: float | None = None) -> int:
 
 
 def _rate(text: str) -> float:
+    from monitoring.settings import MIN_FALSE_ALARM_RATE, PERMUTATIONS, TESTS
+
     try:
         value = float(text)
     except ValueError:
         value = float("nan")
     if not 0 < value < 1:
         raise argparse.ArgumentTypeError(f"must be a number between 0 and 1 (e.g. 0.05), got {text!r}")
+    if value < MIN_FALSE_ALARM_RATE:
+        raise argparse.ArgumentTypeError(
+            f"must be at least {MIN_FALSE_ALARM_RATE:g}, got {text!r}: it is shared by {TESTS} tests, and the "
+            f"features' test ({PERMUTATIONS} permutations) gives no p-value below {1 / (PERMUTATIONS + 1):g}, so at "
+            "a lower rate it could never report drift")
     return value
 
 

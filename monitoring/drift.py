@@ -13,7 +13,7 @@ import dataclasses
 
 import numpy as np
 
-PERMUTATIONS = 999  # the smallest p-value a permutation test can give is 1 / (PERMUTATIONS + 1)
+from monitoring.settings import PERMUTATIONS  # the settings bound the false-alarm rate by it
 
 
 @dataclasses.dataclass(frozen=True)

@@ -6,6 +6,11 @@ from __future__ import annotations
 import dataclasses
 
 DEFAULT_FALSE_ALARM_RATE = 0.05
+PERMUTATIONS = 999  # of the features' test: the smallest p-value it can give is 1 / (PERMUTATIONS + 1)
+TESTS = 6  # a check's tests at most (monitoring.measure: height, width, brightness, saturation, score, features)
+# Below this, the false-alarm rate's share of each test (Bonferroni) is below the features' test's smallest p-value:
+# that test could never alarm, however far the traffic moved.
+MIN_FALSE_ALARM_RATE = TESTS / (PERMUTATIONS + 1)
 MIN_WINDOW = 30
 MIN_REFERENCE = 5  # held-out images a check needs at least: a --sample below it could never be checked
 
@@ -21,5 +26,6 @@ class MonitorSettings:
     seed: int = 0
 
     def __post_init__(self):
-        if not 0 < self.false_alarm_rate < 1:
-            raise ValueError(f"false_alarm_rate must be in (0, 1), got {self.false_alarm_rate!r}")
+        if not MIN_FALSE_ALARM_RATE <= self.false_alarm_rate < 1:
+            raise ValueError(f"false_alarm_rate must be in [{MIN_FALSE_ALARM_RATE:g}, 1), "
+                             f"got {self.false_alarm_rate!r}")

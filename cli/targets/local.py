@@ -125,6 +125,7 @@ def schedule(args: argparse.Namespace) -> int:
     from orchestration.root import marker, run_settings
 
     crontab = flags.settings(args, Crontab)
+    flags.check_output_dir(args.output_dir)  # a root every night's run would refuse is refused now
     found = marker.inspect(args.output_dir)  # a folder of the user's is refused here, its files unread
     recorded = run_settings.read(args.output_dir) if found.state == marker.ROOT else None
     where = run_settings.path_of(args.output_dir)
@@ -142,6 +143,8 @@ def schedule(args: argparse.Namespace) -> int:
     flag, location = _recorded_source(source, local_run.SOURCE_FLAGS)
     if location is not None:  # else each night's run would be refused
         flags.check_source_apart(args.output_dir, flag, location)
+        if flag == "--data-dir":
+            flags.check_not_a_queue(flag, location, args.output_dir)
     entries = [(local_schedule.cron_line(args.cron, PROJECT_DIR, location, args.output_dir, source_flag=flag),
                 local_schedule.RUN_MARK)]
     if crontab.monitor_cron:

@@ -30,10 +30,52 @@ class CronError(CommandError, ValueError):
     or one that refuses the table); the message says which and what to do."""
 
 
+# Each field's name, its values and the names cron takes for them (months and weekdays, first three letters).
+_FIELDS = (("minute", 0, 59, ()), ("hour", 0, 23, ()), ("day of the month", 1, 31, ()),
+           ("month", 1, 12, ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec")),
+           ("day of the week", 0, 7, ("sun", "mon", "tue", "wed", "thu", "fri", "sat")))
+
+
 def check_cron(cron: str) -> None:
-    if len(cron.split()) != 5:
+    """The five fields of a crontab schedule, each a list of `*`, values or ranges with an optional `/step`, within
+    the field's values: what cron itself takes, so that a line printed here is never refused by `crontab`."""
+    fields = cron.split()
+    if len(fields) != 5:
         raise CronError(f"a crontab schedule has 5 fields (minute hour day month weekday), e.g. '0 3 * * *'; "
                          f"got {cron!r}")
+    for field, (name, low, high, names) in zip(fields, _FIELDS):
+        problem = _field_problem(field, low, high, names)
+        if problem:
+            raise CronError(f"the schedule {cron!r}: its {name} field {field!r} {problem} (values {low}-{high}"
+                            f"{', or ' + names[0] + '-' + names[-1] if names else ''}; e.g. '0 3 * * *')")
+
+
+def _field_problem(field: str, low: int, high: int, names: tuple[str, ...]) -> str | None:
+    def value(text: str) -> int | None:
+        if text.isascii() and text.isdigit():
+            return int(text)
+        return low + names.index(text.lower()) if text.lower() in names else None
+
+    if names and any(text.lower() in names for text in field.replace("-", ",").replace("/", ",").split(",")) and (
+            set(field) & set(",-/")):  # cron's manual: "ranges or lists of names are not allowed"
+        return "names a month or day in a range or list, which cron does not take: use numbers there"
+    for item in field.split(","):
+        span, slash, step = item.partition("/")
+        if slash and not (step.isascii() and step.isdigit() and int(step) > 0):
+            return f"has a step {step!r}, not a whole number above 0"
+        if span == "*":
+            continue
+        first, dash, last = span.partition("-")
+        bounds = [value(first), value(last) if dash else value(first)]
+        if None in bounds:
+            return f"has {item!r}, which is not a value, a range or *"
+        if not all(low <= bound <= high for bound in bounds):
+            return f"has {item!r}, outside the field's values"
+        if bounds[0] > bounds[1]:
+            return f"has the range {span!r}, which ends before it starts"
+        if slash and not dash:
+            return f"has {item!r}: a step goes with * or a range"
+    return None
 
 
 def check_one_line(what: str, value: str) -> None:
@@ -85,6 +127,7 @@ def _entry(cron: str, project_dir: pathlib.Path, output_dir: pathlib.Path, pytho
     if "\\%" in arguments + str(project_dir) + str(python):  # cron reads \% as %: the shell would see another path
         raise CronError("a path of the entry holds a backslash before a %, which cron's escaping cannot carry: "
                         "rename the folder")
+    _check_log(str(RunLayout(output_dir).schedule_log))
     # The log's folder is made first: the shell opens `>>` before the run could create the output directory.
     log = shlex.quote(str(RunLayout(output_dir).schedule_log))
     # Each entry's output opens with a line of its own (the command and when it started): the log holds every
@@ -95,6 +138,17 @@ def _entry(cron: str, project_dir: pathlib.Path, output_dir: pathlib.Path, pytho
                f"{shlex.quote(python)} pipeline_runner.py {arguments} >> {log} 2>&1")
     # cron turns an unescaped % into a newline
     return f"{cron} {command.replace('%', chr(92) + '%')} {_mark(output_dir, mark)}"
+
+
+def _check_log(log: str) -> None:
+    """cron's shell opens the log before the command starts: where it cannot append to it nothing runs, and only
+    cron's mail would say why."""
+    if os.path.lexists(log) and not os.path.isfile(log):
+        raise CronError(f"the schedule's log {log} is not a file (a folder or a broken link): nothing scheduled "
+                        "could write its output there; move it aside")
+    if os.path.exists(log) and not os.access(log, os.W_OK):
+        raise CronError(f"the schedule's log {log} is not writable: nothing scheduled could write its output there; "
+                        "make it writable or move it aside")
 
 
 def shell_command(line: str) -> str:

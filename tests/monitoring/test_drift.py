@@ -59,3 +59,18 @@ def test_a_false_alarm_rate_outside_zero_and_one_is_refused():
 
     with pytest.raises(ValueError, match="false_alarm_rate"):
         MonitorSettings(false_alarm_rate=1.5)
+
+
+def test_the_lowest_false_alarm_rate_taken_still_lets_the_features_test_alarm_on_the_most_distant_window():
+    """Below the floor, each test's share of the rate is below the smallest p-value the features' permutation test
+    can give: it could never alarm. At the floor, a window far from the reference gets that smallest p-value,
+    which meets its share."""
+    from monitoring import measure
+    from monitoring.settings import MIN_FALSE_ALARM_RATE, PERMUTATIONS, TESTS, MonitorSettings
+
+    assert TESTS == len(measure.SIZES + measure.SEEN)
+    with pytest.raises(ValueError, match="false_alarm_rate must be in \\[0.006, 1\\)"):
+        MonitorSettings(false_alarm_rate=MIN_FALSE_ALARM_RATE * 0.99)
+    rng = np.random.default_rng(0)
+    _, p_value = drift.mmd_test(rng.normal(5, 1, (40, 8)), rng.normal(0, 1, (40, 8)))
+    assert p_value == 1 / (PERMUTATIONS + 1) and p_value <= drift.share(MIN_FALSE_ALARM_RATE, TESTS)

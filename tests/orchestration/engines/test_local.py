@@ -1,4 +1,5 @@
 import pathlib
+import re
 
 import pytest
 
@@ -27,6 +28,37 @@ def test_cron_line_runs_the_pipeline_and_logs_in_the_output_dir(tmp_path):
 def test_cron_schedule_needs_five_fields(tmp_path):
     with pytest.raises(ValueError, match="5 fields"):
         local_schedule.cron_line("0 0 3 * * *", ROOT, tmp_path, tmp_path)
+
+
+@pytest.mark.parametrize("cron, named", [
+    ("60 3 * * *", "minute field '60' has '60', outside the field's values (values 0-59"),
+    ("0 24 * * *", "hour field '24'"), ("0 3 0 * *", "day of the month field '0'"), ("0 3 * 13 *", "month field"),
+    ("0 3 * * 8", "day of the week field '8'"), ("*/0 * * * *", "a step '0', not a whole number above 0"),
+    ("% * * * *", "'%', which is not a value, a range or *"), ("5/10 * * * *", "a step goes with * or a range"),
+    ("3-1 * * * *", "the range '3-1', which ends before it starts"), ("0 3 * * mon-fri", "in a range or list"),
+    ("0 3 * * ²", "'²', which is not a value"),
+])
+def test_a_schedule_cron_would_refuse_is_refused_naming_its_field(tmp_path, cron, named):
+    with pytest.raises(local_schedule.CronError, match=re.escape(named)):
+        local_schedule.cron_line(cron, ROOT, tmp_path / "images", tmp_path / "out")
+
+
+@pytest.mark.parametrize("cron", ["0 3 * * *", "*/15 1-5 1,15 * 1-5", "0 0 * * 7", "0 3 * feb SUN", "1-30/7 * * * *"])
+def test_schedules_cron_takes_are_taken(tmp_path, cron):
+    assert local_schedule.cron_line(cron, ROOT, tmp_path / "images", tmp_path / "out").startswith(cron + " ")
+
+
+@pytest.mark.parametrize("log", ["folder", "dangling link"])
+def test_a_log_crons_shell_could_not_append_to_is_refused_before_anything_is_scheduled(tmp_path, log):
+    out = tmp_path / "out"
+    path = out / "scheduled_runs.log"
+    out.mkdir()
+    if log == "folder":
+        path.mkdir()
+    else:
+        path.symlink_to(tmp_path / "gone")
+    with pytest.raises(local_schedule.CronError, match=f"the schedule's log {re.escape(str(path))} is not "):
+        local_schedule.cron_line("0 3 * * *", ROOT, tmp_path / "images", out)
 
 
 @pytest.mark.parametrize("which", ["data", "output"])

@@ -247,3 +247,39 @@ def test_schedule_refuses_a_record_or_source_each_run_would_stop_on(tmp_path, ca
     root = _root(tmp_path, settings, {"kind": "folder", "location": str(tmp_path / source)})
     code, out, err = _schedule(capsys, root)
     assert code == 2 and out == "" and err.count("\n") == 1 and message in err and "Traceback" not in err, err
+
+
+def test_schedule_refuses_a_root_every_run_would_refuse_for_its_name(tmp_path, capsys):
+    (tmp_path / "pets").mkdir()
+    for name in ("x$y[1]", "runs*"):
+        code, out, err = _schedule(capsys, tmp_path / name, "--data-dir", tmp_path / "pets")
+        assert code == 2 and out == "" and err.count("\n") == 1, err
+        assert "which TFX and Beam read as glob patterns" in err and not (tmp_path / name).exists()
+
+
+def _queue(folder):
+    """A labeling queue as monitoring.queue publishes it: its record at the top, the class folders beside."""
+    from contract import layout
+
+    for name in ("cat", "dog", layout.QUEUE_UNSORTED):
+        (folder / name).mkdir(parents=True)
+    (folder / layout.QUEUE_RECORD).write_text("{}")
+    return folder
+
+
+def test_a_labeling_queue_is_refused_as_the_source_a_run_or_the_schedule_records(tmp_path, capsys):
+    """`run` records its source as the root's: on a queue, every later run (and the nightly one) would train on the
+    queue's images alone. A queue is ingested into the root; `ingest` still takes it."""
+    root = _root(tmp_path, {"weights": "none"}, {"kind": "folder", "location": str(tmp_path / "pets")})
+    queue = _queue(root / "labeling" / "queue-1")
+    for command in (["run", "--weights", "none"], ["schedule", "--local", "--cron", "0 3 * * *"]):
+        code = pipeline_runner.main([*command, "--data-dir", str(queue), "--output-dir", str(root)])
+        out, err = capsys.readouterr()
+        assert code == 2 and out == "" and err.count("\n") == 1, err
+        assert (f"--data-dir {queue} is a labeling queue: ingest it into the root with `ingest --data-dir {queue} "
+                f"--output-dir {root}`, then run with --data-dir naming your photo folder") in err
+    assert run_settings.read(root).source == {"kind": "folder", "location": str(tmp_path / "pets")}, "unchanged"
+    # a recorded source that is a queue (from before this check) is refused by the schedule too
+    run_settings.write(root, run_settings.Recorded({"weights": "none"}, {"kind": "folder", "location": str(queue)}))
+    code, out, err = _schedule(capsys, root)
+    assert code == 2 and "is a labeling queue" in err, err
