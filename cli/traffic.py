@@ -63,15 +63,27 @@ def command_traffic_sink(args: argparse.Namespace) -> int:
           f"{settings.batch_seconds:g} s, sample rate {settings.sample_rate:g}); starting on "
           f"http://{settings.host}:{args.port}/ (counts at /stats"
           + (f"; /healthz on port {args.health_port})" if args.health_port else ")"), flush=True)
+    refusal = _LastError()  # uvicorn logs why it cannot listen, then exits: the command's one line says it too
     try:
-        server.serve(sink, args.port, args.health_port)
+        server.serve(sink, args.port, args.health_port, refusal)
     except SystemExit:  # uvicorn exits when it cannot listen; it has logged why
         ports = f"{args.port} or {args.health_port}" if args.health_port else str(args.port)
-        raise errors.RunFailedError(f"the traffic sink could not listen on {settings.host} port {ports} (the line "
-                                    "above says why)") from None
+        why = f": {refusal.message}" if refusal.message else " (the lines above say why)"
+        raise errors.RunFailedError(f"the traffic sink could not listen on {settings.host} port {ports}{why}") from None
     print(f"traffic sink: stopped; {sink.writer.recorded} images recorded in {len(sink.writer.spans)} span(s), "
           f"refused {dict(sink.refused)}, lost {dict(sink.writer.lost)}", flush=True)
     return errors.OK
+
+
+class _LastError(logging.Handler):
+    """Keeps the message of the last error a logger logged."""
+
+    def __init__(self):
+        super().__init__(logging.ERROR)
+        self.message: str | None = None
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.message = (record.getMessage().strip().splitlines() or [""])[0] or None
 
 
 def _log_to_stderr() -> None:

@@ -228,12 +228,16 @@ def health_config(host: str, port: int):
                           limit_concurrency=HEALTH_CONNECTIONS, timeout_keep_alive=5)
 
 
-def serve(sink: TrafficSink, port: int, health_port: int | None = None) -> None:
+def serve(sink: TrafficSink, port: int, health_port: int | None = None,
+          refusal: logging.Handler | None = None) -> None:
     """Runs the HTTP server (and the health server, with `health_port`) until SIGTERM or SIGINT, then publishes
-    the open batch."""
+    the open batch. `refusal` is given uvicorn's errors (why it cannot listen, before it exits)."""
     import uvicorn
 
     config = server_config(sink, port, timeout_graceful_shutdown=20)
+    health = health_config(sink.settings.host, health_port) if health_port is not None else None
+    if refusal is not None:  # after the configurations, each of which sets uvicorn's loggers' handlers anew
+        logging.getLogger("uvicorn.error").addHandler(refusal)
     _raise_descriptor_limit()
     logging.getLogger("asyncio").addFilter(_AcceptFaults())
     # uvicorn shuts down on the signal, then raises it again under the handler it found: under these no-op
@@ -244,8 +248,7 @@ def serve(sink: TrafficSink, port: int, health_port: int | None = None) -> None:
         if health_port is None:
             uvicorn.Server(config).run()
         else:
-            asyncio.run(_serve_with_health(uvicorn.Server(config),
-                                           uvicorn.Server(health_config(sink.settings.host, health_port))))
+            asyncio.run(_serve_with_health(uvicorn.Server(config), uvicorn.Server(health)))
     finally:
         for sig, handler in before.items():
             signal.signal(sig, handler)

@@ -49,7 +49,8 @@ class SinkSettings:
             value = getattr(self, name)
             if not ok or not _finite(value) or abs(value) > MAX_SETTING:
                 shown = str(value) if len(str(value)) <= 30 else f"{str(value)[:20]}... ({len(str(value))} digits)"
-                raise SinkSettingsError(f"--{name.replace('_', '-')} {shown}: must be {rule}, at most {MAX_SETTING:g}")
+                bound = "" if "at most" in rule else f", at most {MAX_SETTING:g}"  # a rule with its own upper bound
+                raise SinkSettingsError(f"--{name.replace('_', '-')} {shown}: must be {rule}{bound}")
 
 
 # Any setting above this is a typing slip, and an integer of hundreds of digits overflows float conversions

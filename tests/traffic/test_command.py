@@ -236,4 +236,6 @@ def test_a_health_port_in_use_is_named_in_one_line_with_no_traceback(root):
              str(free_port()), "--health-port", str(health)], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert result.returncode != 0
     assert "the traffic sink could not listen on 127.0.0.1 port" in result.stderr, result.stderr
+    said = result.stderr.strip().splitlines()[-1]  # the last line says why, whatever the sink logged before it
+    assert said.startswith("error: the traffic sink could not listen") and "address already in use" in said, said
     assert "Traceback" not in result.stderr and "never retrieved" not in result.stderr, result.stderr

@@ -17,3 +17,11 @@ from traffic.settings import SinkSettings, SinkSettingsError
 def test_settings_that_cannot_work_are_refused_with_their_flag(settings, flag):
     with pytest.raises(SinkSettingsError, match=flag):
         SinkSettings(**settings)
+
+
+@pytest.mark.parametrize("settings, said", [({"sample_rate": 0.0}, "--sample-rate 0.0: must be above 0 and at most 1"),
+                                            ({"batch_size": 0}, "--batch-size 0: must be at least 1, at most 1e+12")])
+def test_a_refusal_states_each_bound_once(settings, said):
+    with pytest.raises(SinkSettingsError) as refused:
+        SinkSettings(**settings)
+    assert str(refused.value) == said
