@@ -189,7 +189,7 @@ def check(where: RunLayout, settings: MonitorSettings, store: str | None = None)
         # fills the window); a window mostly of them is traffic too damaged to check.
         refusal = WindowTooSmallError if len(unreadable) > measured else NothingToCheckYet
         raise refusal(("nothing to check yet: " if refusal is NothingToCheckYet else "")
-                      + f"of the window's {len(window)} images, {measured} of those sampled could be decoded "
+                      + f"of the window's {len(window)} images, {measured} of those sampled could be measured "
                       f"({'; '.join(unreadable[:3])}); a check needs at least "
                       f"{min(settings.min_window, settings.sample)}: nothing was checked")
     theirs = measure_reference(where, served, embedder, settings)

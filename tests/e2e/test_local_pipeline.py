@@ -525,7 +525,7 @@ def test_monitor_has_nothing_to_check_in_too_small_a_window_and_refuses_one_too_
                         start_ms=5_000)
     code, said, err = _monitor(monitored, capsys)
     assert code == 0 and said["checked"] is False and said["verdict"].startswith(
-        "nothing to check yet: of the window's 30 images, 29 of those sampled could be decoded (image "), err
+        "nothing to check yet: of the window's 30 images, 29 of those sampled could be measured (image "), err
     # the image that does not decode is named by where it was recorded, to be found
     span = max(int(p.name.removeprefix("span-")) for p in (monitored / "traffic").glob("span-*"))
     assert f" (traffic span {span}, record 25, request " in said["verdict"], said["verdict"]
@@ -533,7 +533,7 @@ def test_monitor_has_nothing_to_check_in_too_small_a_window_and_refuses_one_too_
     looks.write_traffic(str(monitored / "traffic"), [b"not an image %d" % i for i in range(40)], 1, start_ms=10_000)
     code, _, err = _monitor(monitored, capsys)
     assert code == 2 and err.count("\n") == 1, err
-    assert "of the window's 70 images, 29 of those sampled could be decoded (image " in err
+    assert "of the window's 70 images, 29 of those sampled could be measured (image " in err
     # the served version's span gone from the root: named, where it read as a reference of no images
     (monitored / "examples" / "span-1").rename(monitored / "span-1-aside")
     code, _, err = _monitor(monitored, capsys)
