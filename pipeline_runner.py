@@ -10,6 +10,7 @@ error becomes the line a user sees and the exit code (contract.errors).
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 import textwrap
@@ -129,6 +130,10 @@ def main(argv: list[str] | None = None, prog: str = SCRIPT, targets=None) -> int
 
 def _interrupted(command: str) -> int:
     print(f"interrupted: `{command}` stopped before it finished", file=sys.stderr)
+    # What the interrupt left half-built (a loop's tensor arrays, say) is collected after this line, and TensorFlow
+    # logs each such object, with the stack it was made on, as an error: dozens of lines under the one that says
+    # what happened. The next command's start sets the level again (cli.quiet_logs).
+    logging.getLogger("tensorflow").setLevel(logging.CRITICAL)
     return errors.INTERRUPTED
 
 

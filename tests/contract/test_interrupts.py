@@ -179,6 +179,43 @@ def test_a_command_that_ends_in_such_an_error_says_it_was_interrupted_and_exits_
     assert "interrupted: `models` stopped before it finished" in err and "Traceback" not in err
 
 
+def test_what_an_interrupt_left_half_built_is_collected_without_tensorflows_dump(monkeypatch, capsys):
+    """A Ctrl-C in the middle of building a loop leaves tensor arrays never used; TensorFlow logs each one, with
+    its stack, when it is collected, after the command's line."""
+    import gc
+    import logging
+
+    import tensorflow as tf
+
+    from cli import history, quiet_logs
+
+    def half_built(args):
+        with tf.Graph().as_default():
+            written = tf.TensorArray(tf.float32, size=1).write(0, 1.0)  # noqa: F841  (never used, as interrupted)
+            raise KeyboardInterrupt
+
+    logged = []
+    handler = logging.Handler()
+    handler.emit = lambda record: logged.append(record.getMessage())
+    logging.getLogger("tensorflow").addHandler(handler)
+    try:
+        interrupted = [dataclasses.replace(c, handler=half_built) if c.name == "models" else c
+                       for c in history.COMMANDS]
+        monkeypatch.setattr(history, "COMMANDS", tuple(interrupted))
+        assert pipeline_runner.main(["models", "--output-dir", "somewhere"]) == INTERRUPTED
+        gc.collect()
+        assert "interrupted: `models` stopped before it finished" in capsys.readouterr().err
+        assert not [message for message in logged if "never used" in message], logged
+        quiet_logs.apply()  # the next command's start: TensorFlow's errors are logged again
+        with tf.Graph().as_default():
+            tf.TensorArray(tf.float32, size=1).write(0, 1.0)
+        gc.collect()
+        assert [message for message in logged if "never used" in message], "the check above could not fail"
+    finally:
+        logging.getLogger("tensorflow").removeHandler(handler)
+        logging.getLogger("tensorflow").setLevel(logging.ERROR)
+
+
 class _InterruptedWhenFinalized:
     """Ctrl-C arriving while a finalizer runs: Python prints the KeyboardInterrupt and drops it."""
 
