@@ -82,6 +82,10 @@ def command_predict(args: argparse.Namespace) -> int:
     if args.sheet is not None and args.sheet.suffix.lower() not in SHEET_SUFFIXES:
         raise CommandError(f"--sheet {args.sheet}: the contact sheet is an image; give a path ending in "
                            f"{', '.join(SHEET_SUFFIXES)}")
+    if args.sheet is not None and (args.sheet.exists() or args.sheet.is_symlink()) and not (
+            args.sheet.is_file() and contact_sheet.is_sheet(args.sheet)):
+        raise CommandError(f"--sheet {errors.shown_name(str(args.sheet))} is a file predict did not write (not one "
+                           "of its contact sheets): it is left as it is; give a new path, or move that file first")
     if args.record and args.model:
         raise CommandError("--record records into a root's traffic, beside the model that root serves: give "
                            "--output-dir ROOT instead of --model (a folder given by hand is no root's served version)")
@@ -115,7 +119,7 @@ def command_predict(args: argparse.Namespace) -> int:
             heatmaps = predict.explain(model_dir, jpegs) if args.explain else None
             path.parent.mkdir(parents=True, exist_ok=True)
             replaced = path.exists()  # one sheet per folder: the earlier predict's is written over, and said so
-            contact_sheet.render(predictions, jpegs, heatmaps).save(path)
+            contact_sheet.save(contact_sheet.render(predictions, jpegs, heatmaps), path)
             sheet = str(path)
         except (OSError, ValueError) as error:
             sheet_error = f"the contact sheet could not be written to {path}: {errors.first_line(error)}"

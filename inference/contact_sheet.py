@@ -16,6 +16,32 @@ _PAD = 6
 _LINE = 16  # pixels per caption line
 
 
+# Written into every sheet `predict` saves (a PNG text chunk, a JPEG comment): --sheet replaces a file only where it
+# holds this, never a photo or any other file of the user's at that path.
+MARK = "cats-vs-dogs-tfx contact sheet"
+
+
+def save(sheet: Image.Image, path: str | os.PathLike) -> None:
+    """Saves `sheet` as PNG or JPEG (by the path's suffix), marked as a contact sheet."""
+    if str(path).lower().endswith(".png"):
+        from PIL import PngImagePlugin
+
+        info = PngImagePlugin.PngInfo()
+        info.add_text("Software", MARK)
+        sheet.save(path, format="PNG", pnginfo=info)
+    else:
+        sheet.save(path, format="JPEG", quality=90, comment=MARK.encode())
+
+
+def is_sheet(path: str | os.PathLike) -> bool:
+    """Whether the file at `path` is a contact sheet `save` wrote."""
+    try:
+        with Image.open(path) as image:
+            return image.info.get("Software") == MARK or image.info.get("comment") == MARK.encode()
+    except (OSError, ValueError, Image.DecompressionBombError):
+        return False
+
+
 def heat_colors(heat: np.ndarray) -> np.ndarray:
     """[H, W] in [0, 1] -> [H, W, 3] uint8, dark blue (0) through yellow to red (1)."""
     stops = np.array([[0, 0, 130], [0, 130, 255], [0, 220, 120], [255, 230, 0], [255, 30, 0]], float)

@@ -10,6 +10,7 @@ import json
 import os
 import re
 import shlex
+import shutil
 import stat
 import subprocess
 import sys
@@ -488,6 +489,40 @@ def test_predict_exits_0_when_every_file_is_classified(model_dir, photos, capsys
     code, out, _ = _cli(capsys, "predict", photos / "photos", "--model", model_dir, "--sheet", photos / "s.png")
     assert code == 0
     assert f"contact sheet: {photos / 's.png'} (replacing the earlier one; --sheet PATH keeps both)" in out
+
+
+@pytest.mark.parametrize("target", ["a photo", "an input photo", "a note", "a link to a photo", "a folder",
+                                    "an empty file"])
+def test_sheet_never_writes_over_a_file_it_did_not_write_and_nothing_is_classified(model_dir, photos, capsys,
+                                                                                   target):
+    photo = photos / "photos" / "dog1.jpg"
+    path = {"a photo": photos / "mine.jpg", "an input photo": photo, "a note": photos / "notes.png",
+            "a link to a photo": photos / "link.png", "a folder": photos / "folder.png",
+            "an empty file": photos / "empty.jpg"}[target]
+    if target == "a photo":
+        shutil.copy(photo, path)
+    elif target == "a note":
+        path.write_text("notes")
+    elif target == "a link to a photo":
+        path.symlink_to(photo)
+    elif target == "a folder":
+        path.mkdir()
+    elif target == "an empty file":
+        path.write_bytes(b"")
+    before = {p: p.read_bytes() for p in photos.rglob("*") if p.is_file()}
+    code, out, err = _cli(capsys, "predict", photos / "photos", "--model", model_dir, "--sheet", path)
+    assert code == 2 and out == "" and _one_line(err) == (
+        f"error: --sheet {path} is a file predict did not write (not one of its contact sheets): it is left as it "
+        "is; give a new path, or move that file first")
+    assert {p: p.read_bytes() for p in photos.rglob("*") if p.is_file()} == before
+
+
+@pytest.mark.parametrize("name", ["s.png", "s.jpg"])
+def test_sheet_replaces_a_contact_sheet_predict_wrote_as_png_or_jpeg(model_dir, photos, capsys, name):
+    for replaced in (False, True):
+        code, out, _ = _cli(capsys, "predict", photos / "photos", "--model", model_dir, "--sheet", photos / name,
+                            "--json")
+        assert code == 0 and json.loads(out)["sheet_replaced"] is replaced
 
 
 def test_predict_exits_1_when_some_files_cannot_be_read(model_dir, photos, capsys):
