@@ -15,6 +15,7 @@ lists the few internal ones, each caught where it is raised).
 from __future__ import annotations
 
 import re
+import shutil
 import sys
 from typing import NoReturn
 
@@ -122,6 +123,12 @@ _TF_GRAPH_NOISE = re.compile(r"^(Detected at node .*|Node: .*|\s+.*|\[\[.*)$")
 def first_line(error: BaseException, with_type: bool = False) -> str:
     """The first line of an error's message (libraries put tracebacks and hints below it), without
     TensorFlow's op plumbing around it; its type's name when it has no message."""
+    if isinstance(error, shutil.Error) and error.args and isinstance(error.args[0], list) and error.args[0]:
+        # copytree gathers every file's fault into one error: (source, target, why) each; the first says what
+        failed = error.args[0]
+        reason = str(failed[0][2]) if len(failed[0]) == 3 else str(failed[0])
+        more = f" (and {len(failed) - 1} more file{'s' if len(failed) > 2 else ''})" if len(failed) > 1 else ""
+        return f"{type(error).__name__}: {reason}{more}" if with_type else f"{reason}{more}"
     text = str(error).strip()
     lines = text.splitlines() or [""]
     line = lines[0]

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Collection
 
 from config import PipelineConfig, TuningConfig, beam_policy
 from contract import interrupts, layout, startup
-from contract.errors import FAILED, INTERRUPTED, OK, InterruptedRunError
+from contract.errors import FAILED, INTERRUPTED, OK, InterruptedRunError, first_line
 from contract.layout import RunLayout
 from ingest import sources, synthetic
 from orchestration.root import marker, run_settings, store_health
@@ -162,7 +162,7 @@ def _publish(where: RunLayout, run_folder: pathlib.Path) -> pathlib.Path:
         return run_index.publish(pathlib.Path(where.root), run_folder, version, rolled_back_to)
     except OSError as error:
         raise lifecycle.ReportNotWritten(f"the run's report is in {run_folder}, but could not be copied to "
-                                         f"{where.report_dir}: {error.strerror or error}") from None
+                                         f"{where.report_dir}: {error.strerror or first_line(error)}") from None
 
 
 def republish_report(root: str | os.PathLike) -> str | None:

@@ -202,3 +202,20 @@ def test_the_error_line_is_printed_whatever_state_stdout_is_in(monkeypatch, caps
         assert errors.end(errors.CommandError("refused")) == errors.REFUSED
         monkeypatch.undo()
         assert capsys.readouterr().err == "error: refused\n"
+
+
+def test_a_copy_of_a_folder_that_failed_for_some_files_is_one_line_naming_the_first(tmp_path):
+    """shutil.copytree gathers each file's fault into one error whose text is a list of (source, target, why): the
+    line a command ends with names the first fault and counts the rest."""
+    import shutil
+
+    (tmp_path / "report").mkdir()
+    for name in ("a.png", "b.png", "c.png"):
+        (tmp_path / "report" / name).symlink_to(tmp_path / "gone" / name)  # copying a dangling link's target fails
+    with pytest.raises(shutil.Error) as failed:
+        shutil.copytree(tmp_path / "report", tmp_path / "copy")
+    line = errors.first_line(failed.value)
+    assert line.startswith("[Errno 2] No such file or directory: ") and line.endswith(" (and 2 more files)"), line
+    assert "\n" not in line and "[(" not in line
+    assert errors.first_line(failed.value, with_type=True) == f"Error: {line}"
+    assert errors.storage_fault(failed.value).args[0].startswith("a storage fault stopped it: Error: [Errno 2] ")
