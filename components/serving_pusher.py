@@ -190,8 +190,8 @@ def clean_up(serving_dir: str) -> tuple[list[str], int]:
     serving config alone (the push names its own version last; rolling forward is reconcile's, which knows the
     store).
 
-    Returns (what was done, one line each; the highest number ever used, moved-aside versions included, so
-    that no number a server may have seen is used again). Called only under the root's lease.
+    Returns (what was done, one line each; the highest number ever used, moved-aside versions and the one the
+    serving config names included, so that no number a server may have seen is used again). Called only under the root's lease.
     """
     done = [f"removed the staging copy {name} a killed push left"
             for name in storage.remove_staging(serving_dir, [STAGING_PREFIX])]
@@ -202,7 +202,13 @@ def clean_up(serving_dir: str) -> tuple[list[str], int]:
         moved = storage.move_aside(posixpath.join(serving_dir, str(version)), aside_dir(serving_dir), str(version),
                                    layout.DIGESTS_FILE)
         done.append(f"version {version} was incomplete ({why}): moved to {moved}; its number is not used again")
-    highest = max(_numbered(serving_dir) + storage.aside_numbers(aside_dir(serving_dir), _aside_number), default=0)
+    try:  # the version the config names was served, and a server may hold it, even where its folder was deleted
+        config = served.read_config(serving_dir)
+    except served.ConfigError:  # the push writes the config anew
+        config = None
+    named = [config.version] if config is not None and config.version is not None else []
+    highest = max(_numbered(serving_dir) + storage.aside_numbers(aside_dir(serving_dir), _aside_number) + named,
+                  default=0)
     return done, highest
 
 

@@ -67,8 +67,21 @@ def test_an_incomplete_version_is_moved_aside_and_its_number_never_used_again(mo
                                         f"({layout.DIGESTS_FILE})): moved to {serving}.incomplete/2-")
     (aside,) = os.listdir(f"{serving}.incomplete")
     assert (serving.parent / "serving.incomplete" / aside / "saved_model.pb").read_bytes() == b"half"
-    shutil.rmtree(serving / "3")  # with only version 1 left, the number moved aside still counts
-    assert push_model(str(model_dir), str(serving), model_uri="model-3").version == 3
+    shutil.rmtree(serving / "3")  # with only version 1 left, neither the number moved aside nor the served one's
+    assert push_model(str(model_dir), str(serving), model_uri="model-3").version == 4  # (3, deleted) is used again
+
+
+def test_the_number_of_a_served_version_deleted_by_hand_is_never_used_again(model_dir, tmp_path):
+    """A server may still hold the version the config names: a new model under that number would never be loaded,
+    and the root's records of that number would describe another model."""
+    serving = tmp_path / "serving"
+    push_model(str(model_dir), str(serving), model_uri="model-1")
+    push_model(str(model_dir), str(serving), model_uri="model-2")
+    shutil.rmtree(serving / "2")  # "version 2 is bad": deleted by hand, the config still naming it
+    assert served.read_config(str(serving)).version == 2
+    result = push_model(str(model_dir), str(serving), model_uri="model-1", always_new=True)  # a rollback to 1
+    assert result.version == 3 and served.read_config(str(serving)).version == 3
+    assert existing_versions(str(serving)) == [1, 3]
 
 
 def test_a_folder_without_a_saved_model_is_refused(tmp_path):
