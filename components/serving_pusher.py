@@ -191,7 +191,8 @@ def clean_up(serving_dir: str) -> tuple[list[str], int]:
     store).
 
     Returns (what was done, one line each; the highest number ever used, moved-aside versions and the one the
-    serving config names included, so that no number a server may have seen is used again). Called only under the root's lease.
+    serving config names included, so that no number a server may have seen is used again). Called only under the
+    root's lease.
     """
     done = [f"removed the staging copy {name} a killed push left"
             for name in storage.remove_staging(serving_dir, [STAGING_PREFIX])]
