@@ -8,9 +8,10 @@ artifact gives the same answer on every rerun, so everything stays cached:
 - baseline for the Evaluator: before = this run's candidate model; given the
   pushes (`pushed_model`), the model served when the candidate was trained
   comes first, so that after a rollback the candidate must beat the model
-  rolled back to, not the newer one that was withdrawn; a push whose version is
-  damaged (files missing or changed since the push) is passed over, and its
-  model is never the baseline;
+  rolled back to, not the newer one that was withdrawn (also where the rollback
+  came after the candidate was trained: a resumed run's cached candidate); a push
+  whose version is damaged (files missing or changed since the push) is passed
+  over, and its model is never the baseline;
 - warm start for the Trainer: before = the examples it trains on, so a model
   never warm-starts from one trained after its data arrived.
 Given a root, each strategy (and RootSpanRangeStrategy, TFX's span range)
@@ -66,8 +67,12 @@ def select_served_before(before: List[types.Artifact], models: List[types.Artifa
     older than all of `before`, if that model is blessed and older too; else [], []. A damaged version (files
     missing or changed since its push) is passed over: it is never the baseline."""
     newest_allowed = min((a.id for a in before), default=None)
-    older = [p for p in pushes if p.get_int_custom_property(metadata.PUSHED) == 1
-             and (newest_allowed is None or p.id < newest_allowed)]
+    pushed = [p for p in pushes if p.get_int_custom_property(metadata.PUSHED) == 1]
+    # A rollback after the candidate was trained (a run killed before its push, resumed after the rollback, its
+    # candidate cached) withdrew the model served then: the candidate must beat the model served now.
+    rolled_back_since = newest_allowed is not None and any(
+        p.id >= newest_allowed and p.get_int_custom_property(metadata.ROLLED_BACK_TO) for p in pushed)
+    older = pushed if rolled_back_since else [p for p in pushed if newest_allowed is None or p.id < newest_allowed]
     damaged = set()
     for push in sorted(older, key=lambda p: p.id, reverse=True):
         served_id = push.get_int_custom_property(metadata.PUSHED_MODEL_ID)
@@ -77,7 +82,10 @@ def select_served_before(before: List[types.Artifact], models: List[types.Artifa
                             push.get_int_custom_property(metadata.PUSHED_VERSION), why)
             damaged.add(served_id)
             continue
-        return (*select_blessed_before(before, [m for m in models if m.id == served_id], blessings), damaged)
+        found = select_blessed_before(before, [m for m in models if m.id == served_id], blessings)
+        if rolled_back_since and not found[0]:  # a model trained after the candidate: the push before it
+            continue
+        return (*found, damaged)
     return [], [], damaged
 
 

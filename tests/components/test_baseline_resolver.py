@@ -109,6 +109,22 @@ def test_after_a_rollback_the_baseline_is_the_model_rolled_back_to():
     assert _resolve(20, models, blessings, pushes[:2]) == [4]  # no rollback: the newest blessed, as before
 
 
+def test_a_rollback_after_the_candidate_was_trained_makes_the_model_rolled_back_to_its_baseline():
+    """A run killed before its push, resumed after a rollback: its cached candidate (20) was trained while model 4
+    was served, which the rollback (push 30, model 1 again) withdrew: it must beat model 1."""
+    models = [_model(1), _model(4), _model(20)]
+    blessings = [_blessing(2, 1, True), _blessing(5, 4, True), _blessing(21, 20, True)]
+    rollback = _push(30, 1)
+    rollback.set_int_custom_property("rolled_back_to", 1)
+    assert _resolve(20, models, blessings, [_push(3, 1), _push(6, 4), rollback]) == [1]
+    # without the rollback, a push after the candidate (its own, on a rerun) changes nothing: the model served then
+    assert _resolve(20, models, blessings, [_push(3, 1), _push(6, 4), _push(30, 20)]) == [4]
+    # a rollback, then a model newer than the candidate pushed: the newest push of a model older than it
+    models.append(_model(40))
+    later = [_push(3, 1), _push(6, 4), rollback, _push(42, 40)]
+    assert _resolve(20, models, [*blessings, _blessing(41, 40, True)], later) == [1]
+
+
 def test_pushes_after_the_candidate_or_not_pushed_are_passed_over():
     models = [_model(1), _model(4), _model(7)]
     blessings = [_blessing(2, 1, True), _blessing(5, 4, True), _blessing(8, 7, True)]
