@@ -77,6 +77,9 @@ class RunSummary:
     hyperparameters: HyperparameterRecord | None = None
     # the version a server of the root loads after the run, where the runner looked (a local run): 0 for none
     served_version: int | None = None
+    # why nothing a server can load is served after the run (the served version's files deleted or changed), where
+    # the runner looked; None: no such problem, or not looked
+    served_problem: str | None = None
     # why the Pusher did not push a blessed model (its weights are those of a version a rollback withdrew)
     withheld: str | None = None
     # which pushed version the Evaluator's baseline is ("version 1's model, served as version 5")
@@ -151,6 +154,9 @@ class RunSummary:
             lines.append(f"  pushed: nothing new; version {self.served_version} is served (version "
                          f"{self.pushed_version}, this model's push, was replaced since, by a later push or a "
                          "rollback)")
+        elif self.pushed_path and (pusher_cached or self.already_served) and self.served_problem:
+            lines.append(f"  pushed: nothing new; version {self.pushed_version} at {self.pushed_path} (pushed "
+                         "earlier) cannot be served now (below)")
         elif self.pushed_path and (pusher_cached or self.already_served):
             lines.append(f"  pushed: nothing new; version {self.pushed_version} at {self.pushed_path} "
                          "(pushed earlier) is served")

@@ -314,11 +314,16 @@ def _write_outcome(config: PipelineConfig, where: RunLayout, before, earlier_run
     summary = run_summary.summarize(str(where.metadata_path), config.name, exclude_runs=earlier_runs)
     if summary.run_id is None and error is None:
         error = "the pipeline recorded no run in ML Metadata"
-    code = INTERRUPTED if interrupted else FAILED if (summary.failed or error) else OK
     # what is served after the run (a rollback may have replaced an earlier push): said in the summary's pushed line
     state = served.served(str(where.serving_dir))
     # 0: nothing pushed yet; None: the config names a version no server can load (said by `models`), or none known
     summary.served_version = state.version if state.version is not None else (0 if state.named is None else None)
+    summary.served_problem = state.problem()
+    if summary.served_problem and error is None and not interrupted:
+        # a run on unchanged data pushes nothing: what was served before it, deleted or changed since, stays unservable
+        error = (f"nothing a server can load is served: {summary.served_problem}; `models` lists the versions, "
+                 "`rollback --to N` serves one of them again")
+    code = INTERRUPTED if interrupted else FAILED if (summary.failed or error) else OK
     # The run's own folder, as a Kubeflow run's; then its summary and report are the root's newest (run_index).
     run_folder = pathlib.Path(where.run_dir(summary.run_id or f"local-{time.strftime('%Y%m%dT%H%M%S')}"))
     try:

@@ -20,6 +20,7 @@ the command line's entry point in this process (tests.helpers.run_cli's in_proce
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -172,6 +173,10 @@ def week(tmp_path_factory):
     record["after_delete_states"], store, _ = latest_run_states(metadata)
     record["deleted_uris_live"] = [a.uri for a in store.get_artifacts() if not os.path.exists(a.uri)
                                    and a.state == metadata_store_pb2.Artifact.LIVE]
+    # the served version's folder moved away by hand, then the same data again: everything cached, nothing pushed
+    (out / "serving_model" / "2").rename(base / "version-2-aside")
+    record["served_gone"], record["served_gone_summary"] = run_cli(more, out, *SETTINGS, in_process=True)
+    (base / "version-2-aside").rename(out / "serving_model" / "2")
     _bad_data(base, first, out, record)
     return record
 
@@ -314,6 +319,21 @@ def test_deleted_pipeline_root_is_recomputed_not_used(week):
     assert "which also chose the kept epoch" in result.stdout and "optimistic" in result.stdout
     assert week["deleted_uris_live"] == []
     assert tree_digest(week["out"] / "serving_model" / "1") == week["version_1"]
+
+
+def test_a_run_that_leaves_nothing_servable_says_so_and_fails(week):
+    """The served version's folder gone: a run on unchanged data pushes nothing, so nothing a server can load is
+    served after it; it says so, not that the version is served, and exits 1 (a scheduled run's log shows it)."""
+    result, summary = week["served_gone"], week["served_gone_summary"]
+    out = week["out"]
+    assert result.returncode == 1, result.stdout[-3000:] + result.stderr[-3000:]
+    assert (f"  pushed: nothing new; version 2 at {out / 'serving_model' / '2'} (pushed earlier) cannot be served "
+            "now (below)") in result.stdout
+    assert summary["error"].startswith("nothing a server can load is served: version 2 (named in models.config) is "
+                                       "damaged: "), summary["error"]
+    assert summary["error"].endswith("`models` lists the versions, `rollback --to N` serves one of them again")
+    assert re.search(r"\n  Trainer +cached ", result.stdout) and re.search(r"\n  ServingPusher +cached ",
+                                                                         result.stdout), result.stdout
 
 
 def test_labels_broken_at_the_source_stop_before_training(week):
