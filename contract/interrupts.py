@@ -13,6 +13,17 @@ import signal
 import threading
 
 _RECEIVED = [0]  # Ctrl-Cs raised in this process (SIGINT, and SIGTERM taken as one): a guard compares counts
+_TERMS = [0]  # SIGTERMs taken as a Ctrl-C in this process: what stopped a command, said as such
+
+
+def terms() -> int:
+    """How many SIGTERMs TermAsCtrlC has taken in this process: compared before and after a step, what stopped it."""
+    return _TERMS[0]
+
+
+def cause(terms_before: int) -> str:
+    """What an interrupt since `terms_before` (terms() then) was, as a run's summary says it."""
+    return "SIGTERM" if _TERMS[0] > terms_before else "Ctrl-C"
 
 
 class Interrupts:
@@ -157,6 +168,7 @@ class TermAsCtrlC:
 
     @staticmethod
     def _received(signum, frame):
+        _TERMS[0] += 1
         handler = signal.getsignal(signal.SIGINT)
         if handler is signal.default_int_handler or not callable(handler):
             _RECEIVED[0] += 1  # raised here: counted for the guards (an Interrupts' handler counts its own)

@@ -223,7 +223,7 @@ def _clear_last_run(where: RunLayout) -> None:
         shutil.rmtree(where.report_dir, ignore_errors=True)
 
 
-def _cancel_unfinished(where: RunLayout, earlier_runs: frozenset[str]) -> list[str]:
+def _cancel_unfinished(where: RunLayout, earlier_runs: frozenset[str], cause: str = "Ctrl-C") -> list[str]:
     """store_health.cancel_unfinished for a stopped run; InterruptedRunError when another program kept the store
     locked through all of ML Metadata's retries (a backup, an sqlite3 shell): nothing more can be recorded then."""
     try:
@@ -232,7 +232,7 @@ def _cancel_unfinished(where: RunLayout, earlier_runs: frozenset[str]) -> list[s
         if "Concurrent writes aborted" not in str(error):  # ML Metadata's own, after its retries on a locked store
             raise
         raise InterruptedRunError(
-            f"interrupted (Ctrl-C); the ML Metadata store {where.metadata_path} stayed locked by another process, so "
+            f"interrupted ({cause}); the ML Metadata store {where.metadata_path} stayed locked by another process, so "
             "the component that ran is not marked CANCELED and no summary was written (the next run marks it)"
         ) from None
 
@@ -273,7 +273,7 @@ def _run_locked(config: PipelineConfig, where: RunLayout, source: Source | None,
         **search,
     )
     earlier_runs = store_health.run_ids(where.metadata_path)
-    error, interrupted = None, False
+    error, interrupted, terms = None, False, interrupts.terms()
     # SIGINT recorded as well as raised: a Ctrl-C a finalizer swallows (the Evaluator's, the Trainer's) still stops
     # the run before its push (ServingPusher checks).
     ctrl_c = interrupts.Interrupts()
@@ -292,7 +292,8 @@ def _run_locked(config: PipelineConfig, where: RunLayout, source: Source | None,
     # From here the run only writes what it did: a Ctrl-C (a second one, pressed a moment after the first, or one
     # as a completed run finishes) waits until the summary and report are whole; the run's own code stands.
     with interrupts.Deferred() as deferred:
-        code = _write_outcome(config, where, before, earlier_runs, error, interrupted, beam_args, notes, say)
+        code = _write_outcome(config, where, before, earlier_runs, error, interrupted and interrupts.cause(terms),
+                              beam_args, notes, say)
     if deferred.received:
         say("Ctrl-C (or SIGTERM): it came while the run wrote its summary and report, which were written first"
             + ("" if interrupted else f"; the run had {'completed' if code == OK else 'failed'} by then"))
@@ -300,16 +301,17 @@ def _run_locked(config: PipelineConfig, where: RunLayout, source: Source | None,
 
 
 def _write_outcome(config: PipelineConfig, where: RunLayout, before, earlier_runs: frozenset[str],
-                   error: str | None, interrupted: bool, beam_args: list[str], notes: list[str], say: Say) -> int:
+                   error: str | None, interrupted: str | bool, beam_args: list[str], notes: list[str], say: Say) -> int:
     """After the DAG: what ran marked (CANCELED if stopped), the run's summary and report written in its own folder
-    and copied to the root; returns the exit code."""
+    and copied to the root; returns the exit code. `interrupted`: what stopped the run ("Ctrl-C", "SIGTERM"), or
+    False."""
     from contract import served
     from orchestration.run import lifecycle
     from reporting import run_summary
 
     if interrupted:
-        canceled = _cancel_unfinished(where, earlier_runs)
-        error = "interrupted (Ctrl-C)" + (f" while {', '.join(canceled)} ran (marked CANCELED in ML Metadata)"
+        canceled = _cancel_unfinished(where, earlier_runs, interrupted)
+        error = f"interrupted ({interrupted})" + (f" while {', '.join(canceled)} ran (marked CANCELED in ML Metadata)"
                                           if canceled else "")
     summary = run_summary.summarize(str(where.metadata_path), config.name, exclude_runs=earlier_runs)
     if summary.run_id is None and error is None:

@@ -224,6 +224,7 @@ def test_sigterm_stops_a_run_as_a_ctrl_c_does_and_a_store_locked_as_it_stops_is_
     assert len(canceled) == 1, "the run was stopped as a Ctrl-C stops it"
     (line,) = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
     assert f"the ML Metadata store {tmp_path / 'out' / 'metadata.sqlite'} stayed locked by another process" in line
+    assert line.startswith("error: interrupted (SIGTERM); "), line  # what stopped it, named: not a Ctrl-C
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # as it was before the run
     with run_lock.exclusive_run(tmp_path / "out"):  # released
         pass
