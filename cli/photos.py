@@ -16,8 +16,19 @@ from contract.layout import RunLayout
 SHEET_SUFFIXES = (".png", ".jpg", ".jpeg")  # what Pillow writes the contact sheet as
 
 
+def _photo_path(text: str) -> pathlib.Path:
+    """A photo or folder on this machine; a URL, or `-` for standard input, is refused by name (as a path, the
+    first would read as another path, "http:/host/...", and both as files that are not there)."""
+    if "://" in text:
+        raise argparse.ArgumentTypeError(f"{errors.shown_name(text)} is a URL: predict reads files on this machine; "
+                                         "download it first (or ask a model server with --url)")
+    if text == "-":
+        raise argparse.ArgumentTypeError("- (standard input) is not read: give image files or folders")
+    return pathlib.Path(text)
+
+
 def _predict_flags(predict: argparse.ArgumentParser) -> None:
-    predict.add_argument("paths", nargs="+", type=pathlib.Path, help="Image files or folders.")
+    predict.add_argument("paths", nargs="+", type=_photo_path, help="Image files or folders.")
     where = _add_model_flags(predict, " Or one of its TFLite files, e.g. "
                                       "runs/demo/serving_model/3/assets.extra/model_int8.tflite: the model a device "
                                       "runs, given each photo's pixels as the model was trained on them.")

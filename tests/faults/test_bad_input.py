@@ -231,6 +231,20 @@ def test_an_output_path_that_is_a_uri_is_refused_by_the_parser_and_writes_no_loc
     assert not list(tmp_path.iterdir())
 
 
+@pytest.mark.parametrize("given, said", [
+    ("http://example.com/cat.jpg", "http://example.com/cat.jpg is a URL: predict reads files on this machine; "
+                                   "download it first (or ask a model server with --url)"),
+    ("gs://bucket/cat.jpg", "gs://bucket/cat.jpg is a URL"), ("file:///tmp/cat.jpg", "file:///tmp/cat.jpg is a URL"),
+    ("-", "- (standard input) is not read: give image files or folders"),
+])
+def test_predict_names_a_url_or_standard_input_as_given_and_refuses_it(tmp_path, capsys, given, said):
+    """As a path, http://host/cat.jpg read as http:/host/cat.jpg, reported as a file that is not there."""
+    with pytest.raises(SystemExit) as exit_:
+        pipeline_runner.main(["predict", "cat.jpg", given, "--model", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and f"argument paths: {said}" in err and "Traceback" not in err
+
+
 # Two runs at once ---------------------------------------------------------------------------------------------
 
 def test_second_run_exits_3_without_touching_the_store_while_locked(tmp_path):
