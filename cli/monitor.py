@@ -108,6 +108,7 @@ def command_monitor(args: argparse.Namespace) -> int:
         from monitoring import monitor
     from monitoring.settings import MonitorSettings
     from orchestration.root import marker, run_lock, store_health
+    from traffic.records import TrafficDataError
 
     if args.window < args.min_window:  # else every check would find "nothing to check yet", for ever
         raise SettingsError(f"--window {args.window} is below --min-window {args.min_window}: no window could ever "
@@ -137,6 +138,13 @@ def command_monitor(args: argparse.Namespace) -> int:
         _say_spans_not_read(RunLayout(root).traffic_root)
         try:
             result = monitor.check(RunLayout(root), settings, store)
+        except TrafficDataError as damaged:
+            traffic = str(RunLayout(root).traffic_root)
+            if f"{traffic}/span-" not in str(damaged):
+                raise
+            # every later check would stop on the same span: say how to check the rest
+            raise TrafficDataError(f"{damaged}; to check the rest of the traffic, move that span's folder out of "
+                                   f"{traffic} (it is then never read)") from None
         except monitor.NothingToCheckYet as nothing:
             print(json.dumps({"checked": False, "drift": None, "verdict": str(nothing)}, indent=2) if args.json
                   else str(nothing), flush=True)
@@ -153,13 +161,18 @@ def _say_spans_not_read(traffic_root) -> None:
     from traffic import spans
     from traffic.records import TrafficDataError
 
+    root = str(traffic_root)
     try:
-        passed = spans.incomplete_spans(str(traffic_root))
-    except (TrafficDataError, OSError):  # the window's own read says what is wrong with the folder
+        numbered = spans.numbered(root)
+    except OSError:  # the window's own read says what is wrong with the folder
         return
-    for span, why in passed.items():
-        print(f"warning: traffic {shown_name(spans.span_dir(str(traffic_root), span))} is not read: {why}",
-              file=sys.stderr)
+    for span in numbered:
+        try:
+            why = spans.incomplete_reason(root, span)
+        except (TrafficDataError, OSError):  # a damaged report: the window's read stops on it, naming it
+            continue
+        if why:
+            print(f"warning: traffic {shown_name(spans.span_dir(root, span))} is not read: {why}", file=sys.stderr)
 
 
 COMMANDS = (flags.Command.of("monitor", _monitor_flags, command_monitor),)

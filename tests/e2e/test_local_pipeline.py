@@ -542,6 +542,16 @@ def test_monitor_has_nothing_to_check_in_too_small_a_window_and_refuses_one_too_
                                  f"{monitored / 'examples'}: its held-out images, the check's reference, cannot be "
                                  "read; nothing was checked\n")
     assert not (monitored / "monitoring").exists() and not (monitored / "labeling").exists()
+    # a span whose report is damaged stops the check, naming it and how to check the rest; no warning above it
+    # says it is passed over
+    report = monitored / "traffic" / "span-1" / "traffic_report.json"
+    kept = report.read_bytes()
+    report.write_text("{")
+    code, _, err = _monitor(monitored, capsys)
+    report.write_bytes(kept)
+    assert code == 2 and err.count("\n") == 1 and err.startswith(f"error: {report}"), err
+    assert err.endswith(f"; to check the rest of the traffic, move that span's folder out of {monitored / 'traffic'} "
+                        "(it is then never read)\n"), err
 
 
 def test_traffic_drawn_as_the_training_data_raises_no_alarm_and_queues_nothing(monitored, capsys):

@@ -198,3 +198,6 @@ def test_a_traffic_span_the_window_passes_over_is_named_with_its_reason(tmp_path
     err = capsys.readouterr().err
     assert err.startswith(f"warning: traffic {traffic_root / 'span-1'} is not read: it holds a symbolic link (")
     assert err.count("\n") == 1, "span 2 is read"
+    (traffic_root / "span-2" / "traffic_report.json").write_text("{")  # damaged: the window's read names it
+    monitor_cli._say_spans_not_read(traffic_root)
+    assert capsys.readouterr().err == err, "no warning says span 2 is passed over: it is not"
