@@ -186,6 +186,7 @@ def test_a_folder_that_is_not_a_pipeline_root_is_refused_in_one_line(tmp_path):
                                 timeout=120, env={**os.environ, "PYTHONPATH": str(ROOT)})
         assert result.returncode == 2, result.stderr
         assert result.stderr.count("\n") == 1 and said in result.stderr and "Traceback" not in result.stderr
+        assert "new or empty folder" not in result.stderr, "a run's advice: the sink needs a root that has run"
     assert sorted(p.name for p in mine.iterdir()) == ["notes.txt"] and not empty.exists()
 
 
