@@ -184,7 +184,7 @@ def write(staging: str, carried: Carried, in_source: Collection[str]) -> None:
             writer.close()
 
 
-def _own_files(folder: str) -> list[tuple[str, str]]:
+def own_files(folder: str) -> list[tuple[str, str]]:
     """(split, path) of the TFRecord files a span wrote from its own source."""
     found = []
     for name in storage.backend.files(folder):
@@ -202,7 +202,7 @@ def _read_span(examples_root: str, span: int, carried: Carried) -> dict:
         raise sources.SourceError(f"the labeled queue of span {span} cannot be carried into the new span: "
                                   f"{folder}: {problem}")
     left_out = 0
-    for split, path in _own_files(folder):
+    for split, path in own_files(folder):
         for record in tf.data.TFRecordDataset(path).as_numpy_iterator():
             feature = tf.train.Example.FromString(record).features.feature
             sha256 = feature[features.SHA256_KEY].bytes_list.value[0].decode()

@@ -210,7 +210,8 @@ def check(where: RunLayout, settings: MonitorSettings, store: str | None = None)
     if verdict.drift and settings.queue:
         result["labeling_queue"], _ = queue.export_batches(
             str(where.labeling_root), window.batches(), window.scores,
-            {"served_version": served.version, "moved": verdict.moved(), "report": result["report"]})
+            {"served_version": served.version, "moved": verdict.moved(), "report": result["report"]},
+            queue.ingested(str(where.examples_root)))
     try:
         result["tfdv"] = tfdv_drift.compare(ours, theirs, (*measure.SIZES, measure.BRIGHTNESS, measure.SATURATION,
                                                            measure.SCORE))

@@ -62,15 +62,41 @@ def queued_digests(labeling_root: str) -> set[str]:
     return found
 
 
+def ingested(examples_root: str) -> tuple[set[str], int]:
+    """(the sha256 prefixes in export's names, the highest queue number) of the labeling queues ingested as spans
+    under `examples_root`, read from their records' source names: a queue whose folder was deleted or moved after
+    its ingest still counts, so that its images are not queued again, nor its number given to another queue."""
+    import tensorflow as tf
+
+    from ingest import carried, span_report
+
+    prefixes, highest = set(), 0
+    for span in span_report.existing_spans(examples_root):
+        try:
+            report = span_report.load_report(examples_root, span)
+        except span_report.DamagedReportError:  # ingest and the runs name it; a check passes over it
+            continue
+        if report is None or not report.labeled_queue:
+            continue
+        highest = max(highest, layout.queue_number(posixpath.basename(report.source.rstrip("/"))) or 0)
+        for _, path in carried.own_files(layout.span_dir(examples_root, span)):
+            for record in tf.data.TFRecordDataset(path).as_numpy_iterator():
+                source = tf.train.Example.FromString(record).features.feature[features.SOURCE_KEY]
+                match = _QUEUED_NAME.fullmatch(posixpath.basename(source.bytes_list.value[0].decode()))
+                if match:
+                    prefixes.add(match.group(1))
+    return prefixes, highest
+
+
 def _extension(data: bytes) -> str:
     return next((name for magic, name in _MAGIC if data.startswith(magic)), "bin")
 
 
-def next_number(labeling_root: str) -> int:
+def next_number(labeling_root: str, at_least: int = 1) -> int:
     if not storage.backend.isdir(labeling_root):
-        return 1
+        return at_least
     numbers = [n for name in storage.backend.listdir(labeling_root) if (n := layout.queue_number(name)) is not None]
-    return max(numbers, default=0) + 1
+    return max(max(numbers, default=0) + 1, at_least)
 
 
 SHEET_TILE = 160
@@ -118,23 +144,25 @@ def _sheet(tiles: list[tuple]) -> bytes | None:
     return out.getvalue()
 
 
-def export(labeling_root: str, images: list[bytes], scores, record: dict) -> tuple[str | None, int]:
+def export(labeling_root: str, images: list[bytes], scores, record: dict,
+           known: tuple[set[str], int] = (set(), 0)) -> tuple[str | None, int]:
     """export_batches of a list of images."""
-    return export_batches(labeling_root, [(range(len(images)), images)], scores, record)
+    return export_batches(labeling_root, [(range(len(images)), images)], scores, record, known)
 
 
 def export_batches(labeling_root: str, batches: Iterable[tuple[Sequence[int], list[bytes]]], scores,
-                   record: dict) -> tuple[str | None, int]:
+                   record: dict, known: tuple[set[str], int] = (set(), 0)) -> tuple[str | None, int]:
     """Publishes the images (duplicates once: the first given; none that an earlier queue holds) as the next
     queue-<N>; returns (its folder, images written), (None, 0) when every image is queued already. `batches`:
     (positions in the window, images), as TrafficWindow.batches reads them: each written as it comes, named by its
     position. `scores`: the served model's score at each position (NaN where unknown); `record`: more fields of
-    queue.json (served_version, moved, report). Called under the root's lease: a staging folder a killed check
-    left is removed."""
+    queue.json (served_version, moved, report); `known`: the queues ingested already (`ingested`), whose images
+    are not queued again and whose numbers are not used again. Called under the root's lease: a staging folder a
+    killed check left is removed."""
     labeling_root = str(labeling_root)
     storage.backend.makedirs(labeling_root)
     storage.remove_staging(labeling_root, [f".{STAGING_KIND}-"])
-    seen, written = queued_digests(labeling_root), 0
+    seen, written = queued_digests(labeling_root) | known[0], 0
     sheet: list[tuple[int, tuple]] = []  # (position, _tile's entry) of the first SHEET_IMAGES by position
     staging = posixpath.join(labeling_root, storage.staging_name(STAGING_KIND))
     try:
@@ -158,14 +186,14 @@ def export_batches(labeling_root: str, batches: Iterable[tuple[Sequence[int], li
         picture = _sheet([entry[1] for entry in sheet])
         if picture:
             storage.backend.write(posixpath.join(staging, layout.CONTACT_SHEET), picture)
-        return _publish(labeling_root, staging, written, record), written
+        return _publish(labeling_root, staging, written, record, known[1] + 1), written
     finally:
         if storage.backend.exists(staging):
             storage.backend.rmtree(staging)
 
 
-def _publish(labeling_root: str, staging: str, count: int, record: dict) -> str:
-    number = next_number(labeling_root)
+def _publish(labeling_root: str, staging: str, count: int, record: dict, at_least: int = 1) -> str:
+    number = next_number(labeling_root, at_least)
     while True:
         final = posixpath.join(labeling_root, layout.queue_name(number))
         text = README.format(version=record.get("served_version"), moved=", ".join(record.get("moved", [])) or "-",

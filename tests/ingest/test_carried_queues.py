@@ -311,3 +311,20 @@ def test_a_damaged_report_of_an_earlier_span_stops_the_ingest_naming_it(root):
     with pytest.raises(span_report.DamagedReportError, match="span-1/ingest_report.json is damaged"):
         spans.ingest("folder", root["data"], examples)
     assert span_report.existing_spans(examples) == [1, 2]
+
+
+def test_a_queue_ingested_then_deleted_is_neither_queued_again_nor_its_number_given_to_another(root):
+    """Its folder is gone after its ingest: the next drifting window's images it held are not queued again (a
+    person would sort them twice, and the newer label win without a word), nor is its number used again."""
+    examples, labeling = root["examples"], root["labeling"]
+    spans.ingest("folder", root["data"], examples)
+    images = looks.images("sketch", 12)
+    queued = _sorted_queue(labeling, images[:8])
+    spans.ingest("folder", queued, examples)
+    shutil.rmtree(queued)
+    known = queue.ingested(str(examples))
+    assert len(known[0]) == 8 and known[1] == 1
+    assert queue.export(str(labeling), images[:8], None, {}, known) == (None, 0), "every image was queued before"
+    folder, written = queue.export(str(labeling), images, None, {}, known)
+    assert written == 4 and os.path.basename(folder) == "queue-2"
+    assert queue.ingested(str(examples / "none")) == (set(), 0)
