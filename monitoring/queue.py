@@ -66,9 +66,13 @@ def ingested(examples_root: str) -> tuple[set[str], int]:
     """(the sha256 prefixes in export's names, the highest queue number) of the labeling queues ingested as spans
     under `examples_root`, read from their records' source names: a queue whose folder was deleted or moved after
     its ingest still counts, so that its images are not queued again, nor its number given to another queue."""
+    import io
+
     import tensorflow as tf
 
     from ingest import carried, span_report
+    from traffic.records import TrafficDataError
+    from traffic.tfrecord import read_tfrecords
 
     prefixes, highest = set(), 0
     for span in span_report.existing_spans(examples_root):
@@ -80,7 +84,12 @@ def ingested(examples_root: str) -> tuple[set[str], int]:
             continue
         highest = max(highest, layout.queue_number(posixpath.basename(report.source.rstrip("/"))) or 0)
         for _, path in carried.own_files(layout.span_dir(examples_root, span)):
-            for record in tf.data.TFRecordDataset(path).as_numpy_iterator():
+            # read through contract.storage (a bucket's root as any other); a damaged file stops nothing here
+            try:
+                records = list(read_tfrecords(io.BytesIO(storage.backend.read(path)), path))
+            except TrafficDataError:  # ingest and the runs name a damaged span
+                continue
+            for record in records:
                 source = tf.train.Example.FromString(record).features.feature[features.SOURCE_KEY]
                 match = _QUEUED_NAME.fullmatch(posixpath.basename(source.bytes_list.value[0].decode()))
                 if match:

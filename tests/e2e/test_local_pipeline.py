@@ -731,9 +731,10 @@ def test_monitor_checks_a_gs_root_through_the_object_store(monitored, tmp_path, 
     assert result["window"]["images"] == 40 and result["window"]["spans"] == written
     assert result["reference"]["spans"] == [1] and result["served_version"] == 1
     assert result["report"].startswith(f"{bucket_root}/monitoring/check-") and bucket.exists(result["report"])
-    assert result["drift"] is True and result["labeling_queue"] == f"{bucket_root}/labeling/queue-1"
-    queued = bucket.files(f"{bucket_root}/labeling/queue-1/{layout.QUEUE_UNSORTED}")
-    assert len(queued) == 40 and bucket.exists(f"{bucket_root}/labeling/queue-1/{layout.QUEUE_RECORD}")
+    # the spans copied hold the queue-1 an earlier test ingested (its folder is not in the bucket): not reused
+    assert result["drift"] is True and result["labeling_queue"] == f"{bucket_root}/labeling/queue-2"
+    queued = bucket.files(f"{bucket_root}/labeling/queue-2/{layout.QUEUE_UNSORTED}")
+    assert len(queued) == 40 and bucket.exists(f"{bucket_root}/labeling/queue-2/{layout.QUEUE_RECORD}")
     hidden = [name for name in bucket.objects if "/." in name.removeprefix(bucket_root)]
     assert hidden == [f"{bucket_root}/{layout.ROOT_MARKER}"], "no staging, no lease left"
     assert record.checks(str(store))[-1]["id"] == result["mlmd_id"]
