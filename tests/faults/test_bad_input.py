@@ -550,6 +550,18 @@ def test_predict_exits_1_when_some_files_cannot_be_read(model_dir, photos, capsy
     assert errors[str(photos / "notes.txt")] and sum(e is None for e in errors.values()) == 2
 
 
+def test_predict_says_where_a_broken_link_leads_and_that_a_link_loops_as_ingest_does(model_dir, photos, capsys):
+    (photos / "photos" / "gone.jpg").symlink_to(photos / "nowhere.jpg")
+    (photos / "photos" / "loop.jpg").symlink_to(photos / "photos" / "loop.jpg")
+    code, out, _ = _cli(capsys, "predict", photos / "photos", "--model", model_dir, "--sheet", photos / "s.png",
+                        "--json")
+    errors = {p["path"]: p["error"] for p in json.loads(out)["predictions"]}
+    assert code == 1 and errors[str(photos / "photos" / "gone.jpg")] == (
+        f"cannot be read: broken symbolic link to {photos / 'nowhere.jpg'}")
+    assert errors[str(photos / "photos" / "loop.jpg")] == (
+        f"cannot be read: a symbolic link in a loop ({photos / 'photos' / 'loop.jpg'})")
+
+
 def test_predict_shows_a_name_that_is_not_utf8_or_holds_an_escape_escaped_in_its_json_and_its_errors(
         model_dir, photos, capsys):
     """--json wrote such a name as a lone surrogate ("\\udce9"), which strict JSON readers refuse, and the error for
