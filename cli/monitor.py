@@ -53,11 +53,11 @@ def _rate(text: str) -> float:
         value = float("nan")
     if not 0 < value < 1:
         raise argparse.ArgumentTypeError(f"must be a number between 0 and 1 (e.g. 0.05), got {text!r}")
-    if value < MIN_FALSE_ALARM_RATE:
+    if value <= MIN_FALSE_ALARM_RATE:
         raise argparse.ArgumentTypeError(
-            f"must be at least {MIN_FALSE_ALARM_RATE:g}, got {text!r}: it is shared by {TESTS} tests, and the "
+            f"must be above {MIN_FALSE_ALARM_RATE:g}, got {text!r}: it is shared by {TESTS} tests, and the "
             f"features' test ({PERMUTATIONS} permutations) gives no p-value below {1 / (PERMUTATIONS + 1):g}, so at "
-            "a lower rate it could never report drift")
+            "a rate that low it could never report drift")
     return value
 
 

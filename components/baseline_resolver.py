@@ -9,7 +9,8 @@ artifact gives the same answer on every rerun, so everything stays cached:
   pushes (`pushed_model`), the model served when the candidate was trained
   comes first, so that after a rollback the candidate must beat the model
   rolled back to, not the newer one that was withdrawn (also where the rollback
-  came after the candidate was trained: a resumed run's cached candidate); a push
+  came after a candidate that was never pushed was trained: a resumed run's cached
+  candidate); a push
   whose version is damaged (files missing or changed since the push) is passed
   over, and its model is never the baseline;
 - warm start for the Trainer: before = the examples it trains on, so a model
@@ -68,10 +69,14 @@ def select_served_before(before: List[types.Artifact], models: List[types.Artifa
     missing or changed since its push) is passed over: it is never the baseline."""
     newest_allowed = min((a.id for a in before), default=None)
     pushed = [p for p in pushes if p.get_int_custom_property(metadata.PUSHED) == 1]
-    # A rollback after the candidate was trained (a run killed before its push, resumed after the rollback, its
-    # candidate cached) withdrew the model served then: the candidate must beat the model served now.
+    # A rollback after the candidate was trained, the candidate never pushed (a run killed before its push, resumed
+    # after the rollback, its candidate cached), withdrew the model served then: the candidate must beat the model
+    # served now. A candidate that was pushed keeps the baseline it was judged against: a rerun with no new data
+    # after a rollback that withdrew it stays cached and pushes nothing.
+    candidates = {a.id for a in before}
     rolled_back_since = newest_allowed is not None and any(
-        p.id >= newest_allowed and p.get_int_custom_property(metadata.ROLLED_BACK_TO) for p in pushed)
+        p.id >= newest_allowed and p.get_int_custom_property(metadata.ROLLED_BACK_TO) for p in pushed) and not any(
+        p.get_int_custom_property(metadata.PUSHED_MODEL_ID) in candidates for p in pushed)
     older = pushed if rolled_back_since else [p for p in pushed if newest_allowed is None or p.id < newest_allowed]
     damaged = set()
     for push in sorted(older, key=lambda p: p.id, reverse=True):

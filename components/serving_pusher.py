@@ -207,7 +207,9 @@ def clean_up(serving_dir: str) -> tuple[list[str], int]:
         config = served.read_config(serving_dir)
     except served.ConfigError:  # the push writes the config anew
         config = None
-    named = [config.version] if config is not None and config.version is not None else []
+    # a number beyond any a push could write is a config edited by hand: not a version a server holds
+    named = [config.version] if config is not None and config.version is not None and \
+        0 < config.version < layout.MAX_NUMBER else []
     highest = max(_numbered(serving_dir) + storage.aside_numbers(aside_dir(serving_dir), _aside_number) + named,
                   default=0)
     return done, highest

@@ -126,7 +126,8 @@ def first_line(error: BaseException, with_type: bool = False) -> str:
     if isinstance(error, shutil.Error) and error.args and isinstance(error.args[0], list) and error.args[0]:
         # copytree gathers every file's fault into one error: (source, target, why) each; the first says what
         failed = error.args[0]
-        reason = str(failed[0][2]) if len(failed[0]) == 3 else str(failed[0])
+        reason = (str(failed[0][2]) if len(failed[0]) == 3 else str(failed[0])).strip()
+        reason = (reason.splitlines() or [type(error).__name__])[0]
         more = f" (and {len(failed) - 1} more file{'s' if len(failed) > 2 else ''})" if len(failed) > 1 else ""
         return f"{type(error).__name__}: {reason}{more}" if with_type else f"{reason}{more}"
     text = str(error).strip()

@@ -8,8 +8,8 @@ import dataclasses
 DEFAULT_FALSE_ALARM_RATE = 0.05
 PERMUTATIONS = 999  # of the features' test: the smallest p-value it can give is 1 / (PERMUTATIONS + 1)
 TESTS = 6  # a check's tests at most (monitoring.measure: height, width, brightness, saturation, score, features)
-# Below this, the false-alarm rate's share of each test (Bonferroni) is below the features' test's smallest p-value:
-# that test could never alarm, however far the traffic moved.
+# At or below this, the false-alarm rate's share of each test (Bonferroni) is at or below the features' test's
+# smallest p-value, which alarms only below its share: that test could never alarm, however far the traffic moved.
 MIN_FALSE_ALARM_RATE = TESTS / (PERMUTATIONS + 1)
 MIN_WINDOW = 30
 MIN_REFERENCE = 5  # held-out images a check needs at least: a --sample below it could never be checked
@@ -26,6 +26,6 @@ class MonitorSettings:
     seed: int = 0
 
     def __post_init__(self):
-        if not MIN_FALSE_ALARM_RATE <= self.false_alarm_rate < 1:
-            raise ValueError(f"false_alarm_rate must be in [{MIN_FALSE_ALARM_RATE:g}, 1), "
+        if not MIN_FALSE_ALARM_RATE < self.false_alarm_rate < 1:
+            raise ValueError(f"false_alarm_rate must be above {MIN_FALSE_ALARM_RATE:g} and below 1, "
                              f"got {self.false_alarm_rate!r}")

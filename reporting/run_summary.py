@@ -155,8 +155,8 @@ class RunSummary:
                          f"{self.pushed_version}, this model's push, was replaced since, by a later push or a "
                          "rollback)")
         elif self.pushed_path and (pusher_cached or self.already_served) and self.served_problem:
-            lines.append(f"  pushed: nothing new; version {self.pushed_version} at {self.pushed_path} (pushed "
-                         "earlier) cannot be served now (below)")
+            lines.append(f"  pushed: nothing new (this model is version {self.pushed_version}, pushed earlier); "
+                         "nothing a server can load is served (below)")
         elif self.pushed_path and (pusher_cached or self.already_served):
             lines.append(f"  pushed: nothing new; version {self.pushed_version} at {self.pushed_path} "
                          "(pushed earlier) is served")

@@ -321,7 +321,11 @@ def monitor(root: str, metadata_store: str, settings: dict, html_path: str, mark
 
     defaults = MonitorSettings()
     # KFP hands numbers over as floats: typed as MonitorSettings' defaults are
-    chosen = MonitorSettings(**{name: type(getattr(defaults, name))(value) for name, value in settings.items()})
+    try:  # a package compiled by another release may hold a setting this one refuses: the task's one line says so
+        chosen = MonitorSettings(**{name: type(getattr(defaults, name))(value) for name, value in settings.items()})
+    except (ValueError, TypeError) as error:
+        fail_task(f"{layout.MONITOR_TASK}: the package's settings cannot make a check: {error}; compile the "
+                  "monitoring package again")
     try:
         if marker.inspect(root).state == marker.NEW:
             raise marker.NotARootError(f"{root} is not a pipeline root (nothing was ever run there): no model to "

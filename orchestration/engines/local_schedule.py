@@ -56,9 +56,6 @@ def _field_problem(field: str, low: int, high: int, names: tuple[str, ...]) -> s
             return int(text)
         return low + names.index(text.lower()) if text.lower() in names else None
 
-    if names and any(text.lower() in names for text in field.replace("-", ",").replace("/", ",").split(",")) and (
-            set(field) & set(",-/")):  # cron's manual: "ranges or lists of names are not allowed"
-        return "names a month or day in a range or list, which cron does not take: use numbers there"
     for item in field.split(","):
         span, slash, step = item.partition("/")
         if slash and not (step.isascii() and step.isdigit() and int(step) > 0):

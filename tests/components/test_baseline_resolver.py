@@ -125,6 +125,17 @@ def test_a_rollback_after_the_candidate_was_trained_makes_the_model_rolled_back_
     assert _resolve(20, models, [*blessings, _blessing(41, 40, True)], later) == [1]
 
 
+def test_a_candidate_pushed_then_withdrawn_by_a_rollback_keeps_the_baseline_it_was_judged_against():
+    """Versions 1-3 (models 1, 4, 20), then a rollback to version 1: a rerun with no new data (candidate 20, cached)
+    is judged against model 4 as when it was pushed, so its evaluation and push stay cached and nothing is pushed;
+    judged against model 1 it would be evaluated again and only the withdrawn-weights check would stop its push."""
+    models = [_model(1), _model(4), _model(20)]
+    blessings = [_blessing(2, 1, True), _blessing(5, 4, True), _blessing(21, 20, True)]
+    rollback = _push(30, 1)
+    rollback.set_int_custom_property("rolled_back_to", 1)
+    assert _resolve(20, models, blessings, [_push(3, 1), _push(6, 4), _push(22, 20), rollback]) == [4]
+
+
 def test_pushes_after_the_candidate_or_not_pushed_are_passed_over():
     models = [_model(1), _model(4), _model(7)]
     blessings = [_blessing(2, 1, True), _blessing(5, 4, True), _blessing(8, 7, True)]

@@ -319,3 +319,12 @@ def test_a_serving_config_naming_the_folders_place_before_its_root_moved_follows
         served.write_config(str(serving), served.ServingConfig("cats-vs-dogs", kept, 3))
         assert serving_pusher.follow_root(str(serving), ["/old/place"]) is None
         assert serving_pusher.name_version(str(serving), 4) and served.read_config(str(serving)).base_path == kept
+
+
+def test_a_config_naming_a_number_no_push_could_write_does_not_block_the_next_push(model_dir, tmp_path):
+    serving = tmp_path / "serving"
+    push_model(str(model_dir), str(serving), model_uri="model-1")
+    config = (serving / CONFIG).read_text()
+    (serving / CONFIG).write_text(config.replace("versions: 1", f"versions: {2 ** 62}"))  # edited by hand
+    assert served.read_config(str(serving)).version == 2 ** 62
+    assert push_model(str(model_dir), str(serving), model_uri="model-2").version == 2

@@ -91,7 +91,7 @@ def test_a_store_another_process_has_locked_is_named_busy_before_any_work(tmp_pa
 
 
 @pytest.mark.parametrize("flag, value", [("--false-alarm-rate", "1"), ("--false-alarm-rate", "x"),
-                                         ("--false-alarm-rate", "0.005"), ("--false-alarm-rate", "1e-300"),
+                                         ("--false-alarm-rate", "0.006"), ("--false-alarm-rate", "1e-300"),
                                          ("--since", "yesterday"), ("--since", "9" * 400 + "d"),
                                          ("--since", "1000000d"), ("--since", "99999999999999d"),
                                          ("--since", "1999-12-31T23:59:59Z"), ("--since", "0001-01-01T00:00:00+01:00"),

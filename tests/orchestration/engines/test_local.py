@@ -35,7 +35,7 @@ def test_cron_schedule_needs_five_fields(tmp_path):
     ("0 24 * * *", "hour field '24'"), ("0 3 0 * *", "day of the month field '0'"), ("0 3 * 13 *", "month field"),
     ("0 3 * * 8", "day of the week field '8'"), ("*/0 * * * *", "a step '0', not a whole number above 0"),
     ("% * * * *", "'%', which is not a value, a range or *"), ("5/10 * * * *", "a step goes with * or a range"),
-    ("3-1 * * * *", "the range '3-1', which ends before it starts"), ("0 3 * * mon-fri", "in a range or list"),
+    ("3-1 * * * *", "the range '3-1', which ends before it starts"), ("0 3 * * fri-mon", "ends before it starts"),
     ("0 3 * * ²", "'²', which is not a value"),
 ])
 def test_a_schedule_cron_would_refuse_is_refused_naming_its_field(tmp_path, cron, named):
@@ -43,7 +43,8 @@ def test_a_schedule_cron_would_refuse_is_refused_naming_its_field(tmp_path, cron
         local_schedule.cron_line(cron, ROOT, tmp_path / "images", tmp_path / "out")
 
 
-@pytest.mark.parametrize("cron", ["0 3 * * *", "*/15 1-5 1,15 * 1-5", "0 0 * * 7", "0 3 * feb SUN", "1-30/7 * * * *"])
+@pytest.mark.parametrize("cron", ["0 3 * * *", "*/15 1-5 1,15 * 1-5", "0 0 * * 7", "0 3 * feb SUN", "1-30/7 * * * *",
+                                  "0 3 * * mon-fri", "0 3 * jan-mar mon,wed,fri", "0 3 * * 1-5,sat"])
 def test_schedules_cron_takes_are_taken(tmp_path, cron):
     assert local_schedule.cron_line(cron, ROOT, tmp_path / "images", tmp_path / "out").startswith(cron + " ")
 

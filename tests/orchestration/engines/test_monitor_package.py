@@ -162,3 +162,15 @@ def test_monitor_on_a_deployments_root_needs_its_store_and_a_root(tmp_path, caps
     err = capsys.readouterr().err
     assert code == 2 and message.format(tmp=tmp_path) in err and err.count("\n") == 1, err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["root", "store.sqlite"]
+
+
+def test_a_packages_setting_this_release_refuses_ends_the_task_in_one_line(tmp_path, capsys):
+    """A package another release compiled may hold a false-alarm rate this one refuses: no traceback in the pod."""
+    from orchestration.engines import kfp_tasks
+
+    with pytest.raises(SystemExit) as ended:
+        kfp_tasks.monitor(str(tmp_path), "sqlite:///nowhere.sqlite", {"false_alarm_rate": 0.001},
+                          str(tmp_path / "page.html"), str(tmp_path / "page.md"))
+    err = capsys.readouterr().err
+    assert ended.value.code == 1 and err.count("\n") == 1 and "Traceback" not in err
+    assert "the package's settings cannot make a check: false_alarm_rate must be above 0.006" in err, err
