@@ -27,6 +27,15 @@ def _photo_path(text: str) -> pathlib.Path:
     return pathlib.Path(text)
 
 
+def _check_sheet_path(path: pathlib.Path, contact_sheet) -> None:
+    """The sheet replaces only a contact sheet predict wrote (its mark: inference.contact_sheet.MARK), never a photo,
+    an input or any other file at that path."""
+    if (path.exists() or path.is_symlink()) and not (path.is_file() and contact_sheet.is_sheet(path)):
+        raise CommandError(f"the contact sheet's path {errors.shown_name(str(path))} holds a file predict did not "
+                           "write (not one of its contact sheets): it is left as it is; give another --sheet PATH, "
+                           "or move that file first")
+
+
 def _predict_flags(predict: argparse.ArgumentParser) -> None:
     predict.add_argument("paths", nargs="+", type=_photo_path, help="Image files or folders.")
     where = _add_model_flags(predict, " Or one of its TFLite files, e.g. "
@@ -93,14 +102,13 @@ def command_predict(args: argparse.Namespace) -> int:
     if args.sheet is not None and args.sheet.suffix.lower() not in SHEET_SUFFIXES:
         raise CommandError(f"--sheet {args.sheet}: the contact sheet is an image; give a path ending in "
                            f"{', '.join(SHEET_SUFFIXES)}")
-    if args.sheet is not None and (args.sheet.exists() or args.sheet.is_symlink()) and not (
-            args.sheet.is_file() and contact_sheet.is_sheet(args.sheet)):
-        raise CommandError(f"--sheet {errors.shown_name(str(args.sheet))} is a file predict did not write (not one "
-                           "of its contact sheets): it is left as it is; give a new path, or move that file first")
+    remote = args.url is not None  # an empty --url is refused, never taken for the local model
+    sheet_path = args.sheet or (_default_sheet(args.output_dir if args.model is None else args.model) if not remote
+                                else pathlib.Path("predictions", "contact_sheet.png"))
+    _check_sheet_path(sheet_path, contact_sheet)
     if args.record and args.model:
         raise CommandError("--record records into a root's traffic, beside the model that root serves: give "
                            "--output-dir ROOT instead of --model (a folder given by hand is no root's served version)")
-    remote = args.url is not None  # an empty --url is refused, never taken for the local model
     if remote and (args.explain or args.record):
         needs = "--explain" if args.explain else "--record"
         raise CommandError(f"--url asks a server, which gives answers only: {needs} needs the model's files or its "
@@ -124,14 +132,16 @@ def command_predict(args: argparse.Namespace) -> int:
     sheet = sheet_error = None
     replaced = False
     if jpegs:  # a sheet of nothing but unreadable files would say less than the table
-        path = args.sheet or (_default_sheet(args.output_dir if args.model is None else args.model) if not remote
-                              else pathlib.Path("predictions", "contact_sheet.png"))
+        path = sheet_path
         try:  # whatever happens to the sheet, the classifications are printed below
             heatmaps = predict.explain(model_dir, jpegs) if args.explain else None
+            _check_sheet_path(path, contact_sheet)  # again: a file put there while the photos were classified
             path.parent.mkdir(parents=True, exist_ok=True)
             replaced = path.exists()  # one sheet per folder: the earlier predict's is written over, and said so
             contact_sheet.save(contact_sheet.render(predictions, jpegs, heatmaps), path)
             sheet = str(path)
+        except CommandError as refused:  # a file put at the sheet's path meanwhile: left as it is
+            sheet_error, replaced = str(refused), False
         except (OSError, ValueError) as error:
             sheet_error = f"the contact sheet could not be written to {path}: {errors.first_line(error)}"
     shown = predict.shown_url(predict.predict_url(args.url, _pipeline_name())) if remote else str(model_dir)

@@ -526,9 +526,33 @@ def test_sheet_never_writes_over_a_file_it_did_not_write_and_nothing_is_classifi
     before = {p: p.read_bytes() for p in photos.rglob("*") if p.is_file()}
     code, out, err = _cli(capsys, "predict", photos / "photos", "--model", model_dir, "--sheet", path)
     assert code == 2 and out == "" and _one_line(err) == (
-        f"error: --sheet {path} is a file predict did not write (not one of its contact sheets): it is left as it "
-        "is; give a new path, or move that file first")
+        f"error: the contact sheet's path {path} holds a file predict did not write (not one of its contact "
+        "sheets): it is left as it is; give another --sheet PATH, or move that file first")
     assert {p: p.read_bytes() for p in photos.rglob("*") if p.is_file()} == before
+
+
+def test_the_default_sheet_path_is_kept_as_safe_and_a_file_put_there_meanwhile_is_left(model_dir, photos, capsys,
+                                                                                        monkeypatch):
+    from inference import predict
+
+    monkeypatch.chdir(photos)  # a model outside any root: its default sheet is ./predictions/contact_sheet.png
+    default = photos / "predictions" / "contact_sheet.png"
+    default.parent.mkdir()
+    default.write_bytes((photos / "photos" / "dog0.jpg").read_bytes())  # a file of the user's
+    code, out, err = _cli(capsys, "predict", photos / "photos", "--model", model_dir)
+    assert code == 2 and out == "" and f"the contact sheet's path {default} holds a file" in err
+    default.unlink()
+    classify = predict.predict_files
+
+    def meanwhile(*args, **kwargs):  # another program writes the sheet's path while the photos are classified
+        answer = classify(*args, **kwargs)
+        default.write_text("notes")
+        return answer
+
+    monkeypatch.setattr(predict, "predict_files", meanwhile)
+    code, out, err = _cli(capsys, "predict", photos / "photos", "--model", model_dir)
+    assert code == 1 and "dog0.jpg" in out and default.read_text() == "notes", (out, err)
+    assert _one_line(err).startswith(f"error: the contact sheet's path {default} holds a file ")
 
 
 @pytest.mark.parametrize("name", ["s.png", "s.jpg"])
