@@ -8,7 +8,7 @@ import json
 import pathlib
 import sys
 
-from cli import flags
+from cli import flags, values
 from contract import errors
 from contract.errors import CommandError, RunFailedError
 from contract.layout import RunLayout
@@ -16,28 +16,8 @@ from contract.layout import RunLayout
 SHEET_SUFFIXES = (".png", ".jpg", ".jpeg")  # what Pillow writes the contact sheet as
 
 
-def _photo_path(text: str) -> pathlib.Path:
-    """A photo or folder on this machine; a URL, or `-` for standard input, is refused by name (as a path, the
-    first would read as another path, "http:/host/...", and both as files that are not there)."""
-    if "://" in text:
-        raise argparse.ArgumentTypeError(f"{errors.shown_name(text)} is a URL: predict reads files on this machine; "
-                                         "download it first (or ask a model server with --url)")
-    if text == "-":
-        raise argparse.ArgumentTypeError("- (standard input) is not read: give image files or folders")
-    return pathlib.Path(text)
-
-
-def _check_sheet_path(path: pathlib.Path, contact_sheet) -> None:
-    """The sheet replaces only a contact sheet predict wrote (its mark: inference.contact_sheet.MARK), never a photo,
-    an input or any other file at that path."""
-    if (path.exists() or path.is_symlink()) and not (path.is_file() and contact_sheet.is_sheet(path)):
-        raise CommandError(f"the contact sheet's path {errors.shown_name(str(path))} holds a file predict did not "
-                           "write (not one of its contact sheets): it is left as it is; give another --sheet PATH, "
-                           "or move that file first")
-
-
 def _predict_flags(predict: argparse.ArgumentParser) -> None:
-    predict.add_argument("paths", nargs="+", type=_photo_path, help="Image files or folders.")
+    predict.add_argument("paths", nargs="+", type=values.photo_path, help="Image files or folders.")
     where = _add_model_flags(predict, " Or one of its TFLite files, e.g. "
                                       "runs/demo/serving_model/3/assets.extra/model_int8.tflite: the model a device "
                                       "runs, given each photo's pixels as the model was trained on them.")
@@ -105,7 +85,7 @@ def command_predict(args: argparse.Namespace) -> int:
     remote = args.url is not None  # an empty --url is refused, never taken for the local model
     sheet_path = args.sheet or (_default_sheet(args.output_dir if args.model is None else args.model) if not remote
                                 else pathlib.Path("predictions", "contact_sheet.png"))
-    _check_sheet_path(sheet_path, contact_sheet)
+    contact_sheet.check_path(sheet_path)
     if args.record and args.model:
         raise CommandError("--record records into a root's traffic, beside the model that root serves: give "
                            "--output-dir ROOT instead of --model (a folder given by hand is no root's served version)")
@@ -135,7 +115,7 @@ def command_predict(args: argparse.Namespace) -> int:
         path = sheet_path
         try:  # whatever happens to the sheet, the classifications are printed below
             heatmaps = predict.explain(model_dir, jpegs) if args.explain else None
-            _check_sheet_path(path, contact_sheet)  # again: a file put there while the photos were classified
+            contact_sheet.check_path(path)  # again: a file put there while the photos were classified
             path.parent.mkdir(parents=True, exist_ok=True)
             replaced = path.exists()  # one sheet per folder: the earlier predict's is written over, and said so
             contact_sheet.save(contact_sheet.render(predictions, jpegs, heatmaps), path)

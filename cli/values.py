@@ -100,3 +100,14 @@ def _is_utf8(text: str) -> bool:
     except UnicodeEncodeError:
         return False
     return True
+
+
+def photo_path(text: str) -> pathlib.Path:
+    """A photo or folder on this machine; a URL, or `-` for standard input, is refused by name (as a path, the
+    first would read as another path, "http:/host/...", and both as files that are not there)."""
+    if "://" in text:
+        raise argparse.ArgumentTypeError(f"{shown_name(text)} is a URL: predict reads files on this machine; "
+                                         "download it first (or ask a model server with --url)")
+    if text == "-":
+        raise argparse.ArgumentTypeError("- (standard input) is not read: give image files or folders")
+    return pathlib.Path(text)

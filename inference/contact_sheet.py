@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import io
 import os
+import pathlib
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from contract import features
-from contract.errors import shown_name
+from contract.errors import CommandError, shown_name
 from inference.predict import Prediction
 
 _PAD = 6
@@ -40,6 +41,15 @@ def is_sheet(path: str | os.PathLike) -> bool:
             return image.info.get("Software") == MARK or image.info.get("comment") == MARK.encode()
     except (OSError, ValueError, Image.DecompressionBombError):
         return False
+
+
+def check_path(path: pathlib.Path) -> None:
+    """The sheet replaces only a contact sheet predict wrote (its mark: inference.contact_sheet.MARK), never a photo,
+    an input or any other file at that path."""
+    if (path.exists() or path.is_symlink()) and not (path.is_file() and is_sheet(path)):
+        raise CommandError(f"the contact sheet's path {shown_name(str(path))} holds a file predict did not "
+                           "write (not one of its contact sheets): it is left as it is; give another --sheet PATH, "
+                           "or move that file first")
 
 
 def heat_colors(heat: np.ndarray) -> np.ndarray:

@@ -8,7 +8,6 @@ that cannot be read is reported with its reason; the rest are classified.
 from __future__ import annotations
 
 import dataclasses
-import errno
 import json
 import math
 import os
@@ -59,19 +58,6 @@ def given_model_dir(model_dir: str | os.PathLike) -> pathlib.Path:
         if why:
             raise NoModelError(f"--model {model_dir} is a pushed version that cannot be used as pushed: {why}")
     return model_dir
-
-
-def _why_not_read(path: pathlib.Path, error: OSError) -> str:
-    """What stopped a file's read, as ingest words it for a link: where a broken one leads, or that it loops."""
-    if error.errno in (errno.ENOENT, errno.ELOOP) and os.path.islink(path):
-        try:
-            target = os.readlink(path)
-        except OSError:
-            target = None
-        if target is not None:
-            return (f"a symbolic link in a loop ({printable(target)})" if error.errno == errno.ELOOP
-                    else f"broken symbolic link to {printable(target)}")
-    return error.strerror or str(error)
 
 
 def find_files(paths: list[str | os.PathLike], passed_over: list | None = None) -> list[pathlib.Path]:
@@ -319,7 +305,7 @@ def predict_files(serve, files: list[pathlib.Path], batch_size: int = 32,
             results[-1].error = rejection.reason
             continue
         except OSError as error:
-            results[-1].error = f"cannot be read: {_why_not_read(path, error)}"
+            results[-1].error = f"cannot be read: {listing.why_not_read(path, error)}"
             continue
         jpegs[len(results) - 1] = jpeg
         if sent is not None:

@@ -14,11 +14,13 @@ reported.
 from __future__ import annotations
 
 import collections
+import errno
 import os
 import pathlib
 import stat
 from typing import Iterable, NamedTuple
 
+from contract.errors import printable
 from contract.features import LABEL_NAMES
 from ingest.system_files import is_system_folder, system_part
 
@@ -223,3 +225,16 @@ def _not_a_file(entry: os.DirEntry) -> str:
     except OSError:
         return f"broken symbolic link to {os.readlink(entry.path)}"
     return f"not a regular file: a link to {target}{_link_text(entry)}"  # a pipe or a device: never opened
+
+
+def why_not_read(path: str | os.PathLike, error: OSError) -> str:
+    """What stopped a file's read, as ingest words it for a link: where a broken one leads, or that it loops."""
+    if error.errno in (errno.ENOENT, errno.ELOOP) and os.path.islink(path):
+        try:
+            target = os.readlink(path)
+        except OSError:
+            target = None
+        if target is not None:
+            return (f"a symbolic link in a loop ({printable(target)})" if error.errno == errno.ELOOP
+                    else f"broken symbolic link to {printable(target)}")
+    return error.strerror or str(error)
