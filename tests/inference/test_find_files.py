@@ -79,7 +79,8 @@ def test_a_device_a_socket_and_a_link_that_cannot_be_followed_are_each_reported_
         listening.close()
     assert [p.error for p in predictions] == [
         None, f"{predict.MAX_PHOTO_BYTES + 1} bytes, above the 256 MiB a photo may have: not read",
-        "cannot be read: a symbolic link in a loop (loop-b.jpg)", "cannot be read: a symbolic link in a loop (loop-a.jpg)",
+        "cannot be read: a symbolic link in a loop (loop-b.jpg)",
+        "cannot be read: a symbolic link in a loop (loop-a.jpg)",
         "not a regular file: a socket", "not a regular file: a character device"]
 
 
