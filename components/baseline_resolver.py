@@ -9,10 +9,9 @@ artifact gives the same answer on every rerun, so everything stays cached:
   pushes (`pushed_model`), the model served when the candidate was trained
   comes first, so that after a rollback the candidate must beat the model
   rolled back to, not the newer one that was withdrawn (also where the rollback
-  came after a candidate that was never pushed was trained: a resumed run's cached
-  candidate); a push
-  whose version is damaged (files missing or changed since the push) is passed
-  over, and its model is never the baseline;
+  came after a candidate that was never pushed was trained: a resumed run's
+  cached candidate); a push whose version is damaged (files missing or changed
+  since the push) is passed over, and its model is never the baseline;
 - warm start for the Trainer: before = the examples it trains on, so a model
   never warm-starts from one trained after its data arrived.
 Given a root, each strategy (and RootSpanRangeStrategy, TFX's span range)
