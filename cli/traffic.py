@@ -47,11 +47,9 @@ def command_traffic_sink(args: argparse.Namespace) -> int:
     root = args.root if "://" in args.root else os.path.abspath(args.root)
     try:
         found = marker.inspect(root)  # a folder of the user's, named, nothing written
-    except marker.NotARootError as error:
-        # its advice (a new or empty folder) is a run's: the sink records beside a model a run has pushed
-        said = str(error).replace("; give a new or empty folder", "").replace(", or give a new folder", "")
-        raise marker.NotARootError(f"{said}; --root is the root of a pipeline that has run (where `run` pushed the "
-                                   "model the server serves)") from None
+    except marker.NotARootError as error:  # its advice is a run's (a new folder): the sink needs a root that ran
+        raise marker.NotARootError(error.finding, "--root is the root of a pipeline that has run (where `run` pushed "
+                                   "the model the server serves)") from None
     if found.state == marker.NEW:
         raise CommandError(f"{root} is not a root of this pipeline yet (no {layout.ROOT_MARKER}): run the "
                            "pipeline (or ingest) there first; the sink records beside the model it serves")

@@ -328,8 +328,8 @@ def monitor(root: str, metadata_store: str, settings: dict, html_path: str, mark
                   "monitoring package again")
     try:
         if marker.inspect(root).state == marker.NEW:
-            raise marker.NotARootError(f"{root} is not a pipeline root (nothing was ever run there): no model to "
-                                      "monitor; nothing was checked")
+            raise CommandError(f"{root} is not a pipeline root (nothing was ever run there): no model to monitor; "
+                               "nothing was checked")
         tfx_node.check_store(metadata_store)
         check = monitor_lib.check(RunLayout(root), chosen, metadata_store)
     except monitor_lib.NothingToCheckYet as nothing:  # a recurring check's first hours: no failed run each hour

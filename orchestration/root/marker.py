@@ -79,8 +79,17 @@ _SQLITE_HEADER = b"SQLite format 3\x00"
 _READ_LIMIT = 1 << 24  # a run summary is kilobytes; a larger run_summary.json is not one
 
 
+_NEW_FOLDER = "give a new or empty folder"
+
+
 class NotARootError(CommandError):
     """The folder holds files and is not a root of this pipeline; the message names some. Nothing was written."""
+
+    def __init__(self, finding: str, advice: str | None = None):
+        """`finding`: what the folder is; `advice`: what a command that makes roots asks for instead (a command
+        that only reads one, the traffic sink, gives its own)."""
+        super().__init__(f"{finding}: nothing was changed" + (f"; {advice}" if advice else ""))
+        self.finding = finding
 
 
 @dataclasses.dataclass(frozen=True)
@@ -97,14 +106,14 @@ def inspect(root: str | os.PathLike) -> Found:
     root = os.fspath(root)
     fs = _FileSystem(root)
     if fs.isfile(root):
-        raise NotARootError(f"{root} is a file, not a folder: nothing was changed")
+        raise NotARootError(f"{root} is a file, not a folder")
     if not fs.isdir(root):
         return Found(NEW, frozenset(), existing=_existing_ancestor(root))
     entries = frozenset(fs.listdir(root))
     if layout.ROOT_MARKER in entries:
         if not fs.regular(_join(root, layout.ROOT_MARKER)):  # a folder or a link by that name marks nothing
             raise NotARootError(f"{_join(root, layout.ROOT_MARKER)} is not a file (a pipeline writes its root's "
-                                "marker as one): nothing was changed; give a new or empty folder")
+                                "marker as one)", _NEW_FOLDER)
         return Found(ROOT, entries, existing=_existing_ancestor(root))
     if all(_bookkeeping(name, "://" in root) for name in entries):
         return Found(NEW, entries, existing=_existing_ancestor(root))
@@ -118,17 +127,16 @@ def _check_earlier(fs: _FileSystem, root: str, entries: frozenset[str]) -> None:
     store = _store_problem(fs, where.metadata_path) if _HERE.metadata_path in entries else None
     if store:
         raise NotARootError(f"{root} holds {_HERE.metadata_path}, which {store}, so it is taken for "
-                            "another program's database, not this pipeline's ML Metadata store: nothing was changed; "
-                            "give a new or empty folder")
+                            "another program's database, not this pipeline's ML Metadata store", _NEW_FOLDER)
     evidence = _HERE.metadata_path in entries or _committed(fs, where)
     if not evidence:
         raise NotARootError(f"{root} is not empty and is not a root of this pipeline (it has no {layout.ROOT_MARKER} "
-                            f"and holds {_names(sorted(entries))}): nothing was changed; give a new or empty folder")
+                            f"and holds {_names(sorted(entries))})", _NEW_FOLDER)
     foreign = [name for name in sorted(entries) if not _own_entry(fs, root, name)] + _not_the_runs(fs, where)
     if foreign:
         raise NotARootError(f"{root} looks like a root of an earlier version of this pipeline but also holds "
-                            f"{_names(foreign)}, which the pipeline never writes there: nothing was changed; move "
-                            "those out of it, or give a new folder")
+                            f"{_names(foreign)}, which the pipeline never writes there",
+                            "move those out of it, or give a new folder")
 
 
 def claim(root: str | os.PathLike, found: Found) -> str | None:
