@@ -96,10 +96,11 @@ def command_monitor(args: argparse.Namespace) -> int:
     into cat/ and dog/ (then `ingest --data-dir` that folder). A deployment's root (--root, gs:// or a path on
     its volume) is checked the same way with its store (--metadata-grpc or --metadata-sqlite); the monitoring
     package (`compile --monitor-package`) runs this on the cluster. Prints the verdict in one line (--json: the
-    result). Exit 0 whatever the verdict, and when the window holds fewer than --min-window images (nothing to
-    check yet: a served model's first hours); 2 when refused (no served model, too few images that can be
-    decoded, not a root, a place of the root that is a symbolic link); 3 while a run, an ingest, a rollback or
-    another check holds the root.
+    result). Exit 0 whatever the verdict, and when there is nothing to check yet (the window holds fewer than
+    --min-window images: a served model's first hours; no model pushed yet; nothing run yet at a root its
+    schedule's line made); 2 when refused (a pushed model no longer served, too few images that can be decoded,
+    not a root, a place of the root that is a symbolic link); 3 while a run, an ingest, a rollback or another
+    check holds the root.
     """
     from contract import startup
     from contract.layout import RunLayout
@@ -120,6 +121,9 @@ def command_monitor(args: argparse.Namespace) -> int:
     else:
         root, flag = args.output_dir.resolve(), "--output-dir"
     if marker.inspect(root).state == marker.NEW:
+        if store is None and RunLayout(root).schedule_log.exists():  # made by the schedule's line, before its run
+            return _nothing_yet(args, f"nothing to check yet: nothing has run at {root} yet (only its schedule's "
+                                      "log is there): a check needs the model a run pushes")
         raise SettingsError(f"{flag} {root} is not a pipeline root (nothing was ever run there): no model "
                             "to monitor; nothing was checked")
     settings = MonitorSettings(window=args.window, since_ms=args.since,
@@ -146,10 +150,13 @@ def command_monitor(args: argparse.Namespace) -> int:
             raise TrafficDataError(f"{damaged}; to check the rest of the traffic, move that span's folder out of "
                                    f"{traffic} (it is then never read)") from None
         except monitor.NothingToCheckYet as nothing:
-            print(json.dumps({"checked": False, "drift": None, "verdict": str(nothing)}, indent=2) if args.json
-                  else str(nothing), flush=True)
-            return errors.OK
+            return _nothing_yet(args, str(nothing))
     print(json.dumps(result.result, indent=2) if args.json else result.line, flush=True)
+    return errors.OK
+
+
+def _nothing_yet(args: argparse.Namespace, line: str) -> int:
+    print(json.dumps({"checked": False, "drift": None, "verdict": line}, indent=2) if args.json else line, flush=True)
     return errors.OK
 
 

@@ -36,8 +36,9 @@ class WindowTooSmallError(CommandError):
 
 
 class NothingToCheckYet(WindowTooSmallError):
-    """The window holds fewer images than a check needs (a served model's first hours): no fault, and a scheduled
-    check says so and succeeds, rather than failing every hour until traffic comes."""
+    """The window holds fewer images than a check needs (a served model's first hours), or no model was pushed
+    yet: no fault, and a scheduled check says so and succeeds, rather than failing every hour until traffic (or
+    the first pushed model) comes."""
 
 
 @dataclasses.dataclass
@@ -177,7 +178,10 @@ def check(where: RunLayout, settings: MonitorSettings, store: str | None = None)
     """Runs one check of `where`'s traffic; NoServedModelError, WindowTooSmallError or TrafficDataError
     (refusals) before anything is written. `store`: the ML Metadata store as contract.metadata names them
     (a deployment's grpc://HOST:PORT or sqlite:///PATH); default: the root's own SQLite file."""
-    served = reference.served_model(where, store)
+    try:
+        served = reference.served_model(where, store)
+    except reference.NothingPushedYet as none:
+        raise NothingToCheckYet(f"nothing to check yet: {none}") from None
     check_reference_spans(where, served)
     store = store or str(where.metadata_path)
     window = read_window(where, settings)

@@ -26,6 +26,11 @@ class NoServedModelError(CommandError):
     """Nothing is served under the root, or what is cannot be measured against its data; the line says which."""
 
 
+class NothingPushedYet(NoServedModelError):
+    """No model was ever pushed under the root (its first runs' models were not blessed, or none has run): no
+    fault, and a scheduled check says so rather than failing every hour until a model is pushed."""
+
+
 @dataclasses.dataclass(frozen=True)
 class ServedModel:
     version: int
@@ -42,14 +47,17 @@ def served_model(where: RunLayout, store: str | None = None) -> ServedModel:
 
     serving_dir = str(where.serving_dir)
     state = served_lib.served(serving_dir)
-    if state.version is None:
-        why = state.problem() or "no model has been pushed yet"
-        raise NoServedModelError(f"nothing is served under {serving_dir} ({why}): there is no model to monitor")
     scoped, store = store is not None, store or str(where.metadata_path)  # a deployment's store may be shared
-    records = []
+    pushed = []
     if "://" in store or os.path.exists(store):
-        records = [v for v in model_history.pushed_versions(store, serving_dir, scoped)
-                   if v.version == state.version]
+        pushed = model_history.pushed_versions(store, serving_dir, scoped)
+    if state.version is None:
+        if state.problem() is None and not pushed:
+            raise NothingPushedYet(f"nothing is served under {serving_dir}: no model has been pushed there yet")
+        numbers = ", ".join(str(v.version) for v in pushed)
+        why = state.problem() or f"version{'s' if len(pushed) > 1 else ''} {numbers} pushed, none of them there now"
+        raise NoServedModelError(f"nothing is served under {serving_dir} ({why}): there is no model to monitor")
+    records = [v for v in pushed if v.version == state.version]
     if not records or not records[0].spans:
         raise NoServedModelError(f"version {state.version} is served, but {store} does not say which "
                                  "spans it was trained on: its data cannot be compared with traffic")

@@ -2,6 +2,7 @@
 run's."""
 
 import argparse
+import json
 import os
 import sqlite3
 import subprocess
@@ -36,12 +37,59 @@ def test_a_folder_where_nothing_ever_ran_is_refused(tmp_path, capsys):
     assert not (tmp_path / "absent").exists()
 
 
-def test_a_root_that_serves_nothing_is_refused(tmp_path, capsys):
+@pytest.mark.parametrize("as_json", [False, True])
+def test_a_root_where_no_model_was_pushed_yet_has_nothing_to_check_yet_and_writes_nothing(tmp_path, capsys, as_json):
+    """Its first runs' models were not blessed: a scheduled check says so and succeeds, every hour until a push."""
     marker.claim(tmp_path, marker.inspect(tmp_path))
-    code, _, err = _monitor(capsys, "--output-dir", str(tmp_path))
-    assert code == 2 and err.count("\n") == 1
-    assert "nothing is served under" in err and "there is no model to monitor" in err
-    assert sorted(os.listdir(tmp_path)) == [".cats-vs-dogs-root"]
+    code, out, err = _monitor(capsys, "--output-dir", str(tmp_path), *(["--json"] if as_json else []))
+    line = f"nothing to check yet: nothing is served under {tmp_path / 'serving_model'}: no model has been pushed " \
+           "there yet"
+    assert (code, err) == (0, "")
+    assert json.loads(out) == {"checked": False, "drift": None, "verdict": line} if as_json else out == line + "\n"
+    from orchestration.root import lease
+
+    assert set(os.listdir(tmp_path)) <= {".cats-vs-dogs-root", lease.LEASE_FILE + ".guard"}  # the lease's own
+
+
+def test_a_root_whose_pushed_versions_are_all_gone_is_refused_naming_them(tmp_path, capsys):
+    """Not the "nothing pushed yet" of a new root: its store records versions 1 and 2, and their folders were
+    deleted."""
+    from ml_metadata.proto import metadata_store_pb2
+
+    from contract import metadata as metadata_lib
+    from orchestration.run import reconcile
+
+    marker.claim(tmp_path, marker.inspect(tmp_path))
+    store = metadata_lib.open_store(metadata_lib.sqlite_store(tmp_path / "metadata.sqlite"))
+    model_type = store.put_artifact_type(metadata_store_pb2.ArtifactType(name="Model"))
+    store.put_contexts([metadata_store_pb2.Context(
+        type_id=store.put_context_type(metadata_store_pb2.ContextType(name="pipeline")), name="cats-vs-dogs")])
+    for version in (1, 2):
+        [model] = store.put_artifacts([metadata_store_pb2.Artifact(type_id=model_type, uri=f"/m/{version}")])
+        reconcile.record_push(store, "cats-vs-dogs", "ServingPusher", model, version,
+                              str(tmp_path / "serving_model" / str(version)), {})
+    code, out, err = _monitor(capsys, "--output-dir", str(tmp_path))
+    assert (code, out) == (2, "") and err.count("\n") == 1
+    assert f"nothing is served under {tmp_path / 'serving_model'} (versions 1, 2 pushed, none of them there now): " \
+           "there is no model to monitor" in err
+
+
+def test_a_folder_the_schedules_line_made_before_its_first_run_has_nothing_to_check_yet(tmp_path, capsys):
+    """The hourly check's line makes the folder for its log: until the nightly run makes it a root, the check
+    succeeds saying so; a folder without that log is still refused (a mistyped --output-dir)."""
+    from contract.layout import RunLayout
+
+    root = tmp_path / "scheduled"
+    root.mkdir()
+    RunLayout(root).schedule_log.write_text("== monitor 2026-11-29T03:30 ==\n")
+    code, out, err = _monitor(capsys, "--output-dir", str(root))
+    assert (code, err) == (0, "")
+    assert out == f"nothing to check yet: nothing has run at {root} yet (only its schedule's log is there): a " \
+                  "check needs the model a run pushes\n"
+    assert os.listdir(root) == [RunLayout(root).schedule_log.name]
+    RunLayout(root).schedule_log.unlink()
+    code, out, err = _monitor(capsys, "--output-dir", str(root))
+    assert code == 2 and "is not a pipeline root (nothing was ever run there)" in err
 
 
 @pytest.mark.parametrize("part", ["monitoring", "labeling", "traffic"])

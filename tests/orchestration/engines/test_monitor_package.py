@@ -174,3 +174,21 @@ def test_a_packages_setting_this_release_refuses_ends_the_task_in_one_line(tmp_p
     err = capsys.readouterr().err
     assert ended.value.code == 1 and err.count("\n") == 1 and "Traceback" not in err
     assert "the package's settings cannot make a check: false_alarm_rate must be above 0.006" in err, err
+
+
+def test_a_recurring_check_of_a_root_where_nothing_was_pushed_yet_succeeds_saying_so(tmp_path):
+    """A deployment's monitoring schedule may start before its first blessed model: no failed run every hour."""
+    from contract import metadata
+    from orchestration.engines import kfp_tasks
+
+    root = tmp_path / "root"
+    root.mkdir()
+    marker.claim(root, marker.inspect(root))
+    metadata.open_store(metadata.sqlite_store(tmp_path / "store.sqlite"))
+    said = []
+    line = kfp_tasks.monitor(str(root), f"sqlite:///{tmp_path / 'store.sqlite'}", {}, str(tmp_path / "page.html"),
+                             str(tmp_path / "page.md"), say=said.append)
+    assert line == said[0] == f"nothing to check yet: nothing is served under {root / 'serving_model'}: no model " \
+                              "has been pushed there yet"
+    assert (tmp_path / "page.md").read_text().startswith("**Nothing to check yet**: nothing is served under")
+    assert sorted(p.name for p in root.iterdir()) == [layout.ROOT_MARKER]
