@@ -55,7 +55,8 @@ def served_model(where: RunLayout, store: str | None = None) -> ServedModel:
         if state.problem() is None and not pushed:
             raise NothingPushedYet(f"nothing is served under {serving_dir}: no model has been pushed there yet")
         numbers = ", ".join(str(v.version) for v in pushed)
-        why = state.problem() or f"version{'s' if len(pushed) > 1 else ''} {numbers} pushed, none of them there now"
+        why = state.problem() or (f"versions {numbers} pushed, none of them there now" if len(pushed) > 1
+                                  else f"version {numbers} pushed, no longer there")
         raise NoServedModelError(f"nothing is served under {serving_dir} ({why}): there is no model to monitor")
     records = [v for v in pushed if v.version == state.version]
     if not records or not records[0].spans:
