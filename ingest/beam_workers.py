@@ -12,7 +12,9 @@ on two busy cores waited for good); one that landed just before the main thread 
 without its handler running until the next.
 
 A Ctrl-C goes to the terminal's whole process group: each worker, stopped by it, printed its traceback beside
-the command's one line, and Beam's threads logged the connections it left. A worker stopped by a Ctrl-C this
+the command's one line, and Beam's threads logged the connections it left. A scheduler's SIGTERM goes to this
+process alone: the main thread is woken to take it (the workers, which it never reached, would keep the main
+thread waiting for good), and the workers are ended as after a Ctrl-C. A worker stopped by a Ctrl-C this
 process took too is not lost (the Ctrl-C says it all), and what the workers print once the run is stopped is
 dropped (_quiet_once_stopped).
 """
@@ -56,13 +58,14 @@ class WorkerLost(RunFailedError):
     """A Beam worker process of the ingest ended before the work did: exit 1, in one line."""
 
 
-def _kill_workers() -> None:
+def _kill_workers(stop: bool = False) -> None:
     """Kills this process's other Beam worker processes: Beam waits for each to end before it lets a run fail, and
-    a live one, its peer lost, would wait for work that never comes."""
+    a live one, its peer lost, would wait for work that never comes. `stop`: with SIGTERM, as a stop of this
+    process's (a worker ended by a stop is not lost)."""
     for process in psutil.Process().children(recursive=True):
         with contextlib.suppress(psutil.Error):  # one gone meanwhile
             if _WORKER_MODULE in " ".join(process.cmdline()):
-                process.kill()
+                process.terminate() if stop else process.kill()
 
 
 def _stopped_by_a_stop(code: int) -> bool:
@@ -70,10 +73,11 @@ def _stopped_by_a_stop(code: int) -> bool:
 
 
 @contextlib.contextmanager
-def _quiet_once_stopped(interrupted: threading.Event, stopped: Callable[[], bool]):
+def _quiet_once_stopped(interrupted: threading.Event, stopped: Callable[[], bool],
+                        nudge: Callable[[], None] = lambda: None):
     """Meanwhile this process's stderr, which the workers inherit as they start, is a pipe whose output is passed on
     _HOLD seconds late, and dropped once `stopped()`; `interrupted` is set as this process takes a Ctrl-C or a SIGTERM
-    (a byte on Python's signal wake-up file, where no one else has it: an event loop's)."""
+    (a byte on Python's signal wake-up file, where no one else has it: an event loop's), and `nudge` called then."""
     try:
         saved = os.dup(2)
     except OSError:  # no stderr (closed by the caller): nothing to keep quiet
@@ -86,8 +90,8 @@ def _quiet_once_stopped(interrupted: threading.Event, stopped: Callable[[], bool
     if another != -1:
         signal.set_wakeup_fd(another)
     closing, restored = threading.Event(), threading.Event()
-    passing = threading.Thread(target=_pass_on, args=(reader, signals, saved, interrupted, stopped, closing, restored),
-                               name="ingest-stderr", daemon=True)
+    passing = threading.Thread(target=_pass_on, name="ingest-stderr", daemon=True,
+                               args=(reader, signals, saved, interrupted, stopped, closing, restored, nudge))
     passing.start()
     _flush(sys.stderr)
     os.dup2(writer, 2)
@@ -123,11 +127,11 @@ def _flush(stream) -> None:
 
 
 def _pass_on(reader: int, signals: socket.socket, to: int, interrupted: threading.Event, stopped, closing,
-             restored):
+             restored, nudge):
     """Passes the pipe's output on (closing: at once); ends once stderr is restored and the pipe has nothing left."""
     chooser = selectors.DefaultSelector()
     try:
-        _pass_on_held(chooser, reader, signals, to, interrupted, stopped, closing, restored)
+        _pass_on_held(chooser, reader, signals, to, interrupted, stopped, closing, restored, nudge)
     except Exception:  # never leave the pipe undrained: every writer to stderr would wait on it
         while (chunk := os.read(reader, 1 << 16)) and not restored.is_set():
             with contextlib.suppress(OSError):
@@ -136,7 +140,7 @@ def _pass_on(reader: int, signals: socket.socket, to: int, interrupted: threadin
         chooser.close()
 
 
-def _pass_on_held(chooser, reader, signals, to, interrupted, stopped, closing, restored) -> None:
+def _pass_on_held(chooser, reader, signals, to, interrupted, stopped, closing, restored, nudge) -> None:
     held: collections.deque = collections.deque()
     chooser.register(reader, selectors.EVENT_READ)
     chooser.register(signals, selectors.EVENT_READ)
@@ -147,6 +151,7 @@ def _pass_on_held(chooser, reader, signals, to, interrupted, stopped, closing, r
                 said = signals.recv(64)  # a byte for each signal that has a Python handler
                 if any(stop in said for stop in _STOPS):
                     interrupted.set()
+                    nudge()
                 continue
             chunk = os.read(reader, 1 << 16)
             if chunk:
@@ -246,6 +251,17 @@ def watched(beam_args: Sequence[str]):
         if lost and not done and not _not_to_interrupt(frame):
             raise WorkerLost(_line(lost[0]))
 
+    def nudge():
+        """A stop sent to this process alone (a scheduler's SIGTERM) reaches no worker, and Beam's closing waits for
+        each worker to end: the workers are stopped as the process group's would be. And the main thread is woken to
+        run the stop's handler: the signal may have reached another thread, and the main thread, waiting on a lock
+        for the workers, would never run it."""
+        _kill_workers(stop=True)
+        with guard:
+            if not done:
+                signal.pthread_kill(threading.main_thread().ident, _WAKE)
+                sent.set()
+
     # Beam's threads log their errors on a lost worker's channels (with tracebacks), sometimes before the worker's
     # starting thread says it is lost; any error of the run itself reaches the caller as an exception
     beam_logs = logging.getLogger("apache_beam")
@@ -254,7 +270,7 @@ def watched(beam_args: Sequence[str]):
     previous_handler = signal.signal(_WAKE, wake)
     threading.excepthook = hook
     try:
-        with _quiet_once_stopped(interrupted, lambda: interrupted.is_set() or bool(lost)):
+        with _quiet_once_stopped(interrupted, lambda: interrupted.is_set() or bool(lost), nudge):
             yield
     except WorkerLost:
         raise

@@ -56,7 +56,8 @@ def ingest(config: PipelineConfig, output_dir: pathlib.Path, source: Source, bea
     where = RunLayout(output_dir.resolve())
     marker.inspect(where.root)  # a folder of the user's is named as such first, whatever else is wrong
     check_source(source)
-    with exclusive_run(output_dir, claim=True) as held:
+    # SIGTERM (a scheduler's stop) as a Ctrl-C: the span's staging folder removed, the Beam workers ended, one line
+    with interrupts.TermAsCtrlC(), exclusive_run(output_dir, claim=True) as held:
         with startup.loading_libraries():
             from orchestration.run import lifecycle  # here: a refusal before it needs no TensorFlow
 
