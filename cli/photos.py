@@ -100,13 +100,18 @@ def command_predict(args: argparse.Namespace) -> int:
     else:
         model_dir = _model_dir(args)
         model = _local_model(model_dir, args.explain)
-    passed_over: list = []
-    files = predict.find_files(args.paths, passed_over)
+    passed_over, roots = [], []
+    files = predict.find_files(args.paths, passed_over, roots)
     if passed_over:
         print(f"note: passed over {system_files.passed_over_phrase(passed_over)}: not photos", file=sys.stderr)
+    if roots:
+        print(f"note: passed over {', '.join(errors.shown_name(str(root)) for root in roots)}: a pipeline's root "
+              "(its models, reports and queues), not photos", file=sys.stderr)
     if not files:
+        only = [what for what, found in (("a pipeline's root", roots),
+                                         ("files and folders the operating system keeps", passed_over)) if found]
         raise CommandError("no files found in " + ", ".join(errors.shown_name(str(path)) for path in args.paths)
-                           + (": only files and folders the operating system keeps" if passed_over else ""))
+                           + (f": only {' and '.join(only)}" if only else ""))
     sent: dict[int, bytes] | None = {} if args.record else None
     predictions, jpegs = predict.predict_files(model, files, sent=sent)
     sheet = sheet_error = None

@@ -60,20 +60,22 @@ def given_model_dir(model_dir: str | os.PathLike) -> pathlib.Path:
     return model_dir
 
 
-def find_files(paths: list[str | os.PathLike], passed_over: list | None = None) -> list[pathlib.Path]:
+def find_files(paths: list[str | os.PathLike], passed_over: list | None = None,
+               roots: list | None = None) -> list[pathlib.Path]:
     """Files as given, and every entry inside folders that is not a folder, sorted, each file once (by what it is,
     not by how its path reads: a file named twice, or through a link, is classified once): links to folders
     followed, each folder walked once (a link loop, or a link to a folder walked already, adds nothing); a broken
     link, a pipe, a device, an entry that cannot be looked at and a folder that cannot be listed kept, to be
     reported as what they are (predict_files opens none but regular files); an operating system's own files and
     folders passed over (ingest.system_files: appended to `passed_over` as paths, a folder's ending in "/"; a file
-    named on the command line is always classified). Missing paths are kept to be reported."""
+    named on the command line is always classified); a pipeline's root passed over whole (appended to `roots`): its
+    plots and queues are no one's photos, nor traffic to label. Missing paths are kept to be reported."""
     found: dict[object, pathlib.Path] = {}
     seen: set[tuple[int, int]] = set()
     passed: dict[str, None] = {}
     given = {_identity(path) for path in map(pathlib.Path, paths) if path.is_dir()}
     for path in map(pathlib.Path, paths):
-        for file in _walk(path, seen, passed, given) if path.is_dir() else [path]:
+        for file in _walk(path, seen, passed, given, roots if roots is not None else []) if path.is_dir() else [path]:
             found.setdefault(_identity(file), file)
     if passed_over is not None:
         passed_over += list(passed)
@@ -89,7 +91,7 @@ def _identity(path: pathlib.Path) -> object:
         return os.path.abspath(path)
 
 
-def _walk(top: pathlib.Path, seen: set, passed: dict, given: set) -> list[pathlib.Path]:
+def _walk(top: pathlib.Path, seen: set, passed: dict, given: set, roots: list) -> list[pathlib.Path]:
     """The entries below `top` as find_files takes them, walked without recursion (a deep tree is no fault); a
     link back to a folder `top` is in (`/`, a home folder) is not followed (that would walk the machine) but kept,
     to be reported, unless that folder is given too (`given`: the identities of the folders given)."""
@@ -109,6 +111,9 @@ def _walk(top: pathlib.Path, seen: set, passed: dict, given: set) -> list[pathli
             if identity in seen:
                 continue
             seen.add(identity)
+            if os.path.isfile(folder / layout.ROOT_MARKER):
+                roots.append(folder)
+                continue
             with os.scandir(folder) as listed:
                 entries = sorted(listed, key=lambda entry: entry.name)
         except OSError:

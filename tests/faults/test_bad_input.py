@@ -617,6 +617,23 @@ def test_predict_on_a_folder_of_only_an_operating_systems_files_says_so(model_di
         "operating system keeps"
 
 
+def test_predict_passes_over_a_pipeline_root_inside_the_folder_it_is_given(model_dir, photos, capsys):
+    """`predict ~ --record` read the root under the home folder: its plots, pages, sheets and queues were recorded as
+    traffic, and the next drift check queued them for people to sort into cats and dogs."""
+    root = photos / "photos" / "runs"
+    (root / "report").mkdir(parents=True)
+    (root / layout.ROOT_MARKER).write_text("{}")
+    shutil.copy(photos / "photos" / "dog0.jpg", root / "report" / "plot.jpg")
+    code, out, err = _cli(capsys, "predict", photos / "photos", "--model", model_dir, "--sheet", photos / "s.png",
+                          "--json")
+    assert code == 0 and err == f"note: passed over {root}: a pipeline's root (its models, reports and queues), " \
+                                "not photos\n"
+    assert [p["path"] for p in json.loads(out)["predictions"]] == [str(photos / "photos" / f"dog{i}.jpg")
+                                                                  for i in (0, 1)]
+    code, _, err = _cli(capsys, "predict", root, "--model", model_dir, "--sheet", photos / "s.png")
+    assert code == 2 and err.splitlines()[-1] == f"error: no files found in {root}: only a pipeline's root"
+
+
 @pytest.mark.parametrize("where, message", [("missing", "no model folder at"),
                                             ("empty", "holds no SavedModel (saved_model.pb)")])
 def test_predict_with_an_unusable_model_folder_is_a_one_line_error(photos, capsys, where, message):
