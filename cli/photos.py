@@ -77,7 +77,6 @@ def command_predict(args: argparse.Namespace) -> int:
 
     with startup.loading_libraries():
         from inference import contact_sheet, predict
-        from ingest import system_files
 
     if args.sheet is not None and args.sheet.suffix.lower() not in SHEET_SUFFIXES:
         raise CommandError(f"--sheet {args.sheet}: the contact sheet is an image; give a path ending in "
@@ -100,18 +99,7 @@ def command_predict(args: argparse.Namespace) -> int:
     else:
         model_dir = _model_dir(args)
         model = _local_model(model_dir, args.explain)
-    passed_over, roots = [], []
-    files = predict.find_files(args.paths, passed_over, roots)
-    if passed_over:
-        print(f"note: passed over {system_files.passed_over_phrase(passed_over)}: not photos", file=sys.stderr)
-    if roots:
-        print(f"note: passed over {', '.join(errors.shown_name(str(root)) for root in roots)}: a pipeline's root "
-              "(its models, reports and queues), not photos", file=sys.stderr)
-    if not files:
-        only = [what for what, found in (("a pipeline's root", roots),
-                                         ("files and folders the operating system keeps", passed_over)) if found]
-        raise CommandError("no files found in " + ", ".join(errors.shown_name(str(path)) for path in args.paths)
-                           + (f": only {' and '.join(only)}" if only else ""))
+    files, passed_over = _photos(args.paths)
     sent: dict[int, bytes] | None = {} if args.record else None
     predictions, jpegs = predict.predict_files(model, files, sent=sent)
     sheet = sheet_error = None
@@ -151,6 +139,26 @@ def command_predict(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return errors.FAILED
     return errors.OK
+
+
+def _photos(paths: list) -> tuple[list[pathlib.Path], list]:
+    """The files to classify (inference.predict.find_files), and what was passed over, each said in a note."""
+    from inference import predict
+    from ingest import system_files
+
+    passed_over, roots = [], []
+    files = predict.find_files(paths, passed_over, roots)
+    if passed_over:
+        print(f"note: passed over {system_files.passed_over_phrase(passed_over)}: not photos", file=sys.stderr)
+    if roots:
+        print(f"note: passed over {', '.join(errors.shown_name(str(root)) for root in roots)}: a pipeline's root "
+              "(its models, reports and queues), not photos", file=sys.stderr)
+    if not files:
+        only = [what for what, found in (("a pipeline's root", roots),
+                                         ("files and folders the operating system keeps", passed_over)) if found]
+        raise CommandError("no files found in " + ", ".join(errors.shown_name(str(path)) for path in paths)
+                           + (f": only {' and '.join(only)}" if only else ""))
+    return files, passed_over
 
 
 def _local_model(model_dir: pathlib.Path, explain: bool):
