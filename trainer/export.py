@@ -34,6 +34,7 @@ from config import DataConfig
 from contract import features, storage
 from contract.layout import KERAS_MODEL_FILE, TFLITE_FIDELITY_FILE, TFLITE_FILES, TRAINING_HISTORY_FILE, WARMUP_FILE
 from trainer import model as model_lib
+from trainer import preprocessing
 from trainer.tflite import native_logs_held, tflite_logits
 
 
@@ -202,6 +203,9 @@ class ServingModule(tf.Module):
         sentinel = tf.data.Dataset.from_tensors((tf.constant(-1), tf.zeros([size, size, 3], tf.float32)))
         indices, pixels = decoded.concatenate(sentinel).batch(1 << 30).get_single_element()
         indices, pixels = indices[:-1], pixels[:-1]
+        # A photo sent as it is on disk turned upright by its EXIF tag, as ingest turned what was trained on (here,
+        # not in the Transform graph, which every trace of a run pays for: what is trained on has no tag left)
+        pixels = preprocessing.upright(pixels, tf.gather(preprocessing.exif_orientations(image_bytes), indices))
         probability = self._probability(pixels)
         names = tf.gather(self._class_names, tf.cast(probability >= 0.5, tf.int32))
         positions = tf.expand_dims(indices, 1)

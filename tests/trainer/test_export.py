@@ -57,6 +57,38 @@ def test_jpeg_signature_equals_the_model_on_decoded_pixels(exported, demo_jpegs)
     assert list(result[features.CLASS_OUTPUT].numpy()) == expected_names
 
 
+def test_a_photo_turned_by_its_exif_tag_is_classified_upright_as_ingest_and_predict_see_it(transform_output,
+                                                                                          tmp_path):
+    """A phone's photo sent as it is on disk (curl, KServe): the signature turns it by its EXIF orientation, as
+    ingest did to what the model was trained on and `predict` does before it sends. The model here says how much
+    brighter an image's top half is than its bottom half, so an image on its side reads 0.5 and upright far from
+    it."""
+    import keras
+    from PIL import Image, ImageOps
+
+    network = keras.Sequential([keras.Input((SIZE, SIZE, 3)), keras.layers.Conv2D(1, SIZE, use_bias=False),
+                                keras.layers.Flatten()])
+    halves = np.ones((SIZE, SIZE, 3, 1), np.float32) / (SIZE * SIZE * 3 * 25.5)
+    halves[SIZE // 2:] *= -1
+    network.layers[0].set_weights([halves])
+    export.export_serving_model(network, transform_output, str(tmp_path / "model"))
+    pixels = np.zeros((SIZE * 2, SIZE * 3, 3), np.uint8)
+    pixels[:SIZE] = 230  # the top half bright
+    on_its_side, exif = io.BytesIO(), Image.Exif()
+    exif[0x0112] = 6  # stored turned left: seen after a turn to the right
+    Image.fromarray(pixels).transpose(Image.Transpose.ROTATE_90).save(on_its_side, "JPEG", quality=95,
+                                                                      exif=exif.tobytes())
+    as_ingest = io.BytesIO()
+    ImageOps.exif_transpose(Image.open(io.BytesIO(on_its_side.getvalue()))).save(as_ingest, "PNG")
+    serve = tf.saved_model.load(str(tmp_path / "model")).signatures["serving_default"]
+    probability = serve(image_bytes=tf.constant([on_its_side.getvalue(), as_ingest.getvalue()]))[
+        features.PROBABILITY_OUTPUT].numpy()
+    assert probability[1] > 0.95 and abs(probability[0] - probability[1]) < 0.01, probability  # sigmoid(4.5)
+    unturned = tf.sigmoid(network(tf.cast(preprocessing.decode_and_resize(tf.constant([on_its_side.getvalue()]),
+                                                                           SIZE), tf.float32))).numpy().item()
+    assert abs(unturned - 0.5) < 0.05, "the image on its side, as the signature read it before"
+
+
 def test_bad_images_are_marked_and_the_rest_of_the_batch_classified(exported, demo_jpegs):
     classifier, path = exported
     good = [demo_jpegs["cat"][0], demo_jpegs["dog"][1]]

@@ -35,3 +35,46 @@ def test_png_and_grayscale_inputs_become_rgb():
     pixels = preprocessing.decode_and_resize(tf.constant([buffer.getvalue()]), 32).numpy()
     assert pixels.shape == (1, 32, 32, 3) and pixels.dtype == np.uint8
     assert np.all(pixels == 200)
+
+
+def _tiff_orientation(value: int, big_endian: bool) -> bytes:
+    """An EXIF block (TIFF header, one IFD holding Orientation) in either byte order, as cameras write them."""
+    order = ">" if big_endian else "<"
+    import struct
+
+    return b"Exif\x00\x00" + (b"MM\x00\x2a" if big_endian else b"II\x2a\x00") + struct.pack(
+        order + "IHHHIHHI", 8, 1, 0x0112, 3, 1, value, 0, 0)
+
+
+@pytest.mark.parametrize("big_endian", [False, True], ids=["II", "MM"])
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_a_jpegs_exif_orientation_is_applied_as_ingest_applies_it(orientation, big_endian):
+    """The serving signature decodes what a client sends as it is on disk: a phone's photo turned by its EXIF tag
+    was classified on its side, while ingest (Pillow's exif_transpose), `predict` and training saw it upright. The
+    images in another order too (the tag's byte order, the window searched: an image without the tag is 1)."""
+    from PIL import ImageOps
+
+    pixels = np.zeros((60, 120, 3), np.uint8)
+    pixels[:, :60], pixels[:, 60:], pixels[:20, :30] = (220, 30, 30), (30, 30, 220), (30, 200, 30)
+    plain, tagged = io.BytesIO(), io.BytesIO()
+    Image.fromarray(pixels).save(plain, "JPEG", quality=95)
+    Image.fromarray(pixels).save(tagged, "JPEG", quality=95, exif=_tiff_orientation(orientation, big_endian))
+    assert Image.open(io.BytesIO(tagged.getvalue())).getexif().get(0x0112) == orientation  # as written
+    assert int(preprocessing.exif_orientations(tf.constant([tagged.getvalue()]))[0]) == orientation
+    seen_by_ingest = io.BytesIO()
+    ImageOps.exif_transpose(Image.open(io.BytesIO(tagged.getvalue()))).save(seen_by_ingest, "PNG")
+    ours, upright, unturned = (preprocessing.upright(preprocessing.decode_and_resize(tf.constant([data]), 48),
+                                                     preprocessing.exif_orientations(tf.constant([data])))
+                               .numpy()[0].astype(int)
+                               for data in (tagged.getvalue(), seen_by_ingest.getvalue(), plain.getvalue()))
+    assert np.abs(ours - upright).max() <= 12  # the same pixels, but for the two decoders' chroma upsampling
+    if orientation != 1:
+        assert np.abs(unturned - upright).max() > 100, "a wrong turn would be told apart"
+
+
+@pytest.mark.parametrize("data", [b"", b"\xff", b"\xff\xd8", b"GIF89a" + bytes(64), bytes(range(256)) * 4,
+                                  b"\xff\xd8\xff\xe1\x00\x10Exif\x00\x00MM\x00*\x00\x00\xff\xff",
+                                  b"\xff\xd8\xff\xe1\x00\x10Exif\x00\x00II*\x00\x08\x00\x00\x00\x09\x00\x12\x01"])
+def test_an_image_without_a_readable_orientation_is_taken_as_it_is(data):
+    """Not a JPEG, no EXIF block, or one cut short or pointing past its end: orientation 1, never an error."""
+    assert preprocessing.exif_orientations(tf.constant([data, data])).numpy().tolist() == [1, 1]
