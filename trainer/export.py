@@ -2,15 +2,12 @@
 
 Both signatures run the Transform graph (the TFT layer) and then the Keras
 model, so serving decodes and resizes exactly as training did:
-- `serving_default`: `image_bytes` (a batch of encoded images) ->
-  `dog_probability`, `class_name`, `valid` and `error`; what a client has is
-  a JPEG file. Each image is decoded on its own: one that cannot be decoded
-  gets valid=False, an error, NaN and "" while the rest of the batch is
-  classified; an empty batch gives empty outputs. Each image's size is read
-  from its header first (JPEG, PNG, GIF, BMP): one with more pixels than the
-  limit the model was trained with (`--max-image-pixels`, kept in the model)
-  is answered with its error and never decoded, so a huge image costs a
-  request no more memory than a normal one.
+- `serving_default`: `image_bytes` (a batch of encoded images) -> `dog_probability`, `class_name`, `valid` and
+  `error`; what a client has is a JPEG file, turned upright by its EXIF tag. Each image is decoded on its own: one
+  that cannot be decoded gets valid=False, an error, NaN and "" while the rest of the batch is classified; an empty
+  batch gives empty outputs. Each image's size is read from its header first (JPEG, PNG, GIF, BMP): one with more
+  pixels than the limit the model was trained with (`--max-image-pixels`, kept in the model) is answered with its
+  error and never decoded, so a huge image costs a request no more memory than a normal one.
 - `serving_examples`: serialized tf.Examples -> the same outputs; what TFMA
   (the Evaluator) feeds.
 The SavedModel needs only TensorFlow to load: no project code, no Keras.
@@ -203,8 +200,7 @@ class ServingModule(tf.Module):
         sentinel = tf.data.Dataset.from_tensors((tf.constant(-1), tf.zeros([size, size, 3], tf.float32)))
         indices, pixels = decoded.concatenate(sentinel).batch(1 << 30).get_single_element()
         indices, pixels = indices[:-1], pixels[:-1]
-        # A photo sent as it is on disk turned upright by its EXIF tag, as ingest turned what was trained on (here,
-        # not in the Transform graph, which every trace of a run pays for: what is trained on has no tag left)
+        # upright by its EXIF tag, as ingest made what was trained on (not in the Transform graph: every trace pays)
         pixels = preprocessing.upright(pixels, tf.gather(preprocessing.exif_orientations(image_bytes), indices))
         probability = self._probability(pixels)
         names = tf.gather(self._class_names, tf.cast(probability >= 0.5, tf.int32))
