@@ -34,6 +34,9 @@ def loss_reason(error: BaseException) -> str:
     return f"storage error ({type(error).__name__})"
 
 
+LOG_EVERY_SECONDS = 10.0  # a lost batch's line, per reason (the sink's other lines keep the same pace)
+
+
 class TrafficWriter:
     """Collects records and publishes them as traffic spans: one span per `batch_size` records, or once the
     oldest record waited `max_seconds` (checked on each add and by flush_if_old). Records go to the staging
@@ -53,6 +56,8 @@ class TrafficWriter:
         self.spans: list[int] = []  # published by this writer
         self.lost: collections.Counter = collections.Counter()  # records lost, by reason (all time)
         self.last_error: str | None = None
+        self._said: dict[str, float] = {}  # when a lost batch of each reason was last logged
+        self._unsaid: collections.Counter = collections.Counter()  # batches lost since, not logged
         self._report_counts = self._no_counts()
         self._reset_batch()
 
@@ -191,7 +196,15 @@ class TrafficWriter:
         reason = loss_reason(error)
         lost = self._count
         self.last_error = f"{lost} traffic record(s) lost: {first_line(error, with_type=True)}"
-        logger.error("traffic: %s", self.last_error)
+        # One line per reason at most every LOG_EVERY_SECONDS: on a full disk every batch is lost, many a second
+        now = self._clock()
+        if now - self._said.get(reason, -LOG_EVERY_SECONDS) >= LOG_EVERY_SECONDS:
+            more = self._unsaid.pop(reason, 0)
+            logger.error("traffic: %s%s", self.last_error,
+                         f" (and {more} more batch(es) lost so since the last line)" if more else "")
+            self._said[reason] = now
+        else:
+            self._unsaid[reason] += 1
         staging = self._staging
         self._reset_batch()
         self.note_lost(reason, lost)

@@ -205,6 +205,23 @@ class FullDisk(FakeObjectStore):
         super().write(path, data)
 
 
+def test_batches_lost_one_after_another_are_said_once_every_ten_seconds_with_how_many(use_store, caplog,
+                                                                                       monkeypatch):
+    """A full disk loses every batch: 43 lines in one second flooded the sink's log."""
+    monkeypatch.setattr(traffic_writer.logger, "propagate", True)
+    caplog.set_level(logging.WARNING, logger=traffic_writer.logger.name)
+    use_store(FullDisk())
+    now = [0.0]
+    writer = TrafficWriter(BUCKET_ROOT, batch_size=100, max_seconds=60, records_per_file=1, clock=lambda: now[0])
+    for i in range(5):
+        writer.add(make_record(i))  # each fills a file: its write fails, and its batch is lost
+    now[0] = traffic_writer.LOG_EVERY_SECONDS
+    writer.add(make_record(5))
+    lines = [r.getMessage() for r in caplog.records if "lost" in r.getMessage()]
+    assert writer.lost == {"disk full": 6} and len(lines) == 2, lines
+    assert lines[1].endswith("(and 4 more batch(es) lost so since the last line)")
+
+
 def test_a_full_disk_loses_the_batch_counted_said_and_written_into_the_next_span(use_store, caplog, monkeypatch):
     monkeypatch.setattr(traffic_writer.logger, "propagate", True)  # whatever an earlier command made of the logs
     caplog.set_level(logging.WARNING, logger=traffic_writer.logger.name)
