@@ -255,6 +255,11 @@ def command_base_weights(args: argparse.Namespace) -> int:
     if args.out.is_dir() and not args.out.is_symlink():
         raise CommandError(f"--out {errors.shown_name(str(args.out))} is a folder: give the weights file's path")
     _refuse_inside_a_root(args.out)
+    from trainer import model as model_lib
+
+    if args.out.is_file() and not args.out.is_symlink() and not model_lib.written_by_base_weights(str(args.out)):
+        raise CommandError(f"--out {errors.shown_name(str(args.out))} is a file base-weights did not write (an "
+                           "ImageNet file, a file of yours): it is left as it is; give another path")
     from inference import on_device
 
     if args.model and on_device.is_tflite(args.model):
@@ -265,8 +270,6 @@ def command_base_weights(args: argparse.Namespace) -> int:
     if not keras_file.is_file():
         raise CommandError(f"{model_dir} has no {layout.KERAS_MODEL_FILE}: not a model version this pipeline pushed")
     import keras
-
-    from trainer import model as model_lib
 
     classifier = keras.models.load_model(keras_file, compile=False)
     replaced = _write_whole(args.out, lambda path: model_lib.save_base_weights(classifier, path))

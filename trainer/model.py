@@ -279,6 +279,20 @@ def unfreeze_for_fine_tuning(model: keras.Model, fine_tune_from: int) -> None:
         layer.trainable = index >= fine_tune_from and not isinstance(layer, keras.layers.BatchNormalization)
 
 
+BASE_WEIGHTS_MARK = "cats_vs_dogs_base_weights"
+
+
+def written_by_base_weights(path: str) -> bool:
+    """Whether `path` is a weights file save_base_weights wrote (its mark among the HDF5 file's attributes)."""
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as f:
+            return int(f.attrs.get(BASE_WEIGHTS_MARK, 0)) == 1
+    except (OSError, ValueError, TypeError):  # not an HDF5 file, or one h5py cannot read
+        return False
+
+
 def save_base_weights(model: keras.Model, path: str) -> None:
     """Writes the base's weights as a no-top weights file in the layout of Keras' own ImageNet files
     (HDF5: the layer names as an attribute of the root, one group per layer holding its weights under
@@ -289,6 +303,7 @@ def save_base_weights(model: keras.Model, path: str) -> None:
 
     base = get_base(model)
     with h5py.File(path, "w") as f:
+        f.attrs[BASE_WEIGHTS_MARK] = 1  # a file base-weights may replace; Keras' loader reads only its own names
         f.attrs["layer_names"] = [layer.name.encode("utf8") for layer in base.layers]
         f.attrs["backend"] = b"tensorflow"
         f.attrs["keras_version"] = keras.__version__.encode("utf8")

@@ -786,3 +786,29 @@ def test_a_foreign_tfrecord_whose_framing_does_not_fit_its_size_stops_the_run_na
     ]:
         assert line in err, (line, err)
     assert not (tmp_path / "out" / "metadata.sqlite").exists() and not (tmp_path / "out" / "pipeline_root").exists()
+
+
+def test_base_weights_replaces_only_a_file_it_wrote(tmp_path, capsys):
+    """`--out notes.h5` wrote over the user's file, and over a downloaded ImageNet file the same way."""
+    import h5py
+
+    from config import TrainingConfig
+    from trainer import model as model_lib
+
+    for mine, content in (("notes.h5", None), ("imagenet_no_top.h5", "h5")):
+        path = tmp_path / mine
+        if content:
+            with h5py.File(path, "w") as f:  # Keras' own layout, without the mark
+                f.attrs["layer_names"] = [b"Conv1"]
+        else:
+            path.write_text("my precious notes")
+        before = path.read_bytes()
+        code, out, err = _cli(capsys, "base-weights", "--model", tmp_path / "no-model", "--out", path)
+        assert (code, out) == (2, "") and path.read_bytes() == before
+        assert _one_line(err) == f"error: --out {path} is a file base-weights did not write (an ImageNet file, a " \
+                                 "file of yours): it is left as it is; give another path"
+    written = tmp_path / "base.h5"
+    model_lib.save_base_weights(model_lib.build_model(TrainingConfig(weights="none", alpha=0.35, **CHEAP_BASE), 32),
+                                str(written))
+    assert model_lib.written_by_base_weights(str(written)), "a file it wrote is one it may replace"
+    assert not model_lib.written_by_base_weights(str(tmp_path / "notes.h5"))
