@@ -121,9 +121,9 @@ def command_monitor(args: argparse.Namespace) -> int:
     else:
         root, flag = args.output_dir.resolve(), "--output-dir"
     if marker.inspect(root).state == marker.NEW:
-        if store is None and RunLayout(root).schedule_log.exists():  # made by the schedule's line, before its run
-            return _nothing_yet(args, f"nothing to check yet: nothing has run at {root} yet (only its schedule's "
-                                      "log is there): a check needs the model a run pushes")
+        if store is None and _only_checks_logged(RunLayout(root).schedule_log):  # the schedule's, before its run
+            return _nothing_yet(args, f"nothing to check yet: nothing has run at {root} yet (its schedule's log "
+                                      "is there, and no run in it): a check needs the model a run pushes")
         raise SettingsError(f"{flag} {root} is not a pipeline root (nothing was ever run there): no model "
                             "to monitor; nothing was checked")
     settings = MonitorSettings(window=args.window, since_ms=args.since,
@@ -153,6 +153,18 @@ def command_monitor(args: argparse.Namespace) -> int:
             return _nothing_yet(args, str(nothing))
     print(json.dumps(result.result, indent=2) if args.json else result.line, flush=True)
     return errors.OK
+
+
+def _only_checks_logged(log) -> bool:
+    """Whether `log` is a schedule's log (local_schedule's entries open with `=== <command> <date> ===`) that holds
+    no run yet: the folder its line made before the first nightly run. A log with a run in it, in a folder that is
+    no root, is a root moved or gone (an unmounted disk): refused, as any folder that is no root."""
+    try:
+        with open(log, "rb") as lines:
+            entries = [line for line in lines if line.startswith(b"=== ")]
+    except OSError:  # a folder, a broken link: no log of a schedule's
+        return False
+    return bool(entries) and not any(entry.startswith(b"=== run ") for entry in entries)
 
 
 def _nothing_yet(args: argparse.Namespace, line: str) -> int:

@@ -151,8 +151,8 @@ def _photos(paths: list) -> tuple[list[pathlib.Path], list]:
     if passed_over:
         print(f"note: passed over {system_files.passed_over_phrase(passed_over)}: not photos", file=sys.stderr)
     if roots:
-        print(f"note: passed over {', '.join(errors.shown_name(str(root)) for root in roots)}: a pipeline's root "
-              "(its models, reports and queues), not photos", file=sys.stderr)
+        print(f"note: passed over {', '.join(map(errors.shown_name, map(str, roots)))}: a pipeline's root (its models, "
+              "reports and queues), not photos; name a folder inside it to classify what it holds", file=sys.stderr)
     if not files:
         only = [what for what, found in (("a pipeline's root", roots),
                                          ("files and folders the operating system keeps", passed_over)) if found]

@@ -111,7 +111,7 @@ def _walk(top: pathlib.Path, seen: set, passed: dict, given: set, roots: list) -
             if identity in seen:
                 continue
             seen.add(identity)
-            if os.path.isfile(folder / layout.ROOT_MARKER):
+            if os.path.isfile(folder / layout.ROOT_MARKER) and not os.path.islink(folder / layout.ROOT_MARKER):
                 roots.append(folder)
                 continue
             with os.scandir(folder) as listed:

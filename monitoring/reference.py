@@ -52,6 +52,10 @@ def served_model(where: RunLayout, store: str | None = None) -> ServedModel:
     if "://" in store or os.path.exists(store):
         pushed = model_history.pushed_versions(store, serving_dir, scoped)
     if state.version is None:
+        ran = storage.backend.isdir(str(where.runs_dir)) and bool(storage.backend.listdir(str(where.runs_dir)))
+        if not scoped and ran and not os.path.exists(store):  # its history gone: whether it pushed is unknown
+            raise NoServedModelError(f"nothing is served under {serving_dir}, and the root's ML Metadata store "
+                                     f"{store} is gone: whether a model was pushed cannot be told")
         if state.problem() is None and not pushed:
             raise NothingPushedYet(f"nothing is served under {serving_dir}: no model has been pushed there yet")
         numbers = ", ".join(str(v.version) for v in pushed)

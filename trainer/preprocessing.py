@@ -16,9 +16,10 @@ from contract import features
 
 # A JPEG's EXIF block: an APP1 segment (FF E1, then its length) whose data opens with "Exif\0\0"; None: any byte
 _EXIF_APP1 = (0xFF, 0xE1, None, None, *b"Exif\x00\x00")
-# Bytes searched for it: the Exif standard puts it right after the JPEG's start, JFIF files after their APP0
-# segment (16 bytes, and a thumbnail, which few have)
-_EXIF_SEARCHED = 1024
+# Bytes searched for it: the Exif standard puts it right after the JPEG's start, JFIF files after their APP0 segment
+# (which may hold a thumbnail), some editors after an ICC profile; a JPEG segment holds at most 64 KiB. Only the
+# serving signature reads it (a batch's bytes searched at once: 64 KiB an image for that batch's call).
+_EXIF_SEARCHED = 1 << 16
 _ORIENTATION_TAG = 0x0112
 _IFD_ENTRIES = 64  # entries of the first IFD looked at: cameras write a few dozen, Orientation among the first
 
@@ -52,7 +53,9 @@ def exif_orientations(encoded: tf.Tensor) -> tf.Tensor:
     ifd = tiff + u32(tiff + 4)
     entries = ifd + 2 + 12 * tf.range(_IFD_ENTRIES, dtype=tf.int64)[None, :]  # each: tag, type, count, value
     listed = (tf.range(_IFD_ENTRIES, dtype=tf.int64)[None, :] < u16(ifd)) & (entries + 10 <= size)
-    value = tf.reduce_max(tf.where(listed & tf.equal(u16(entries), _ORIENTATION_TAG), u16(entries + 8), 0), axis=1)
+    # SHORT as the standard has it; LONG as some writers store it (in big-endian order its value is the low half)
+    stored = tf.where(tf.equal(u16(entries + 2), 4), u32(entries + 8), u16(entries + 8))
+    value = tf.reduce_max(tf.where(listed & tf.equal(u16(entries), _ORIENTATION_TAG), stored, 0), axis=1)
     jpeg = tf.equal(tf.strings.substr(encoded, 0, 2), b"\xff\xd8")  # a JPEG's start of image
     known = jpeg & tf.reduce_any(found, axis=1) & (little | big)[:, 0] & (ifd + 2 <= size)[:, 0] & \
         (value >= 1) & (value <= 8)

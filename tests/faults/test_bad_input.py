@@ -627,7 +627,7 @@ def test_predict_passes_over_a_pipeline_root_inside_the_folder_it_is_given(model
     code, out, err = _cli(capsys, "predict", photos / "photos", "--model", model_dir, "--sheet", photos / "s.png",
                           "--json")
     assert code == 0 and err == f"note: passed over {root}: a pipeline's root (its models, reports and queues), " \
-                                "not photos\n"
+                                "not photos; name a folder inside it to classify what it holds\n"
     assert [p["path"] for p in json.loads(out)["predictions"]] == [str(photos / "photos" / f"dog{i}.jpg")
                                                                   for i in (0, 1)]
     code, _, err = _cli(capsys, "predict", root, "--model", model_dir, "--sheet", photos / "s.png")

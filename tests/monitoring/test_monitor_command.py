@@ -81,15 +81,29 @@ def test_a_folder_the_schedules_line_made_before_its_first_run_has_nothing_to_ch
 
     root = tmp_path / "scheduled"
     root.mkdir()
-    RunLayout(root).schedule_log.write_text("== monitor 2026-11-29T03:30 ==\n")
+    RunLayout(root).schedule_log.write_text("=== monitor Sun Nov 29 03:30:00 UTC 2026 ===\n")
     code, out, err = _monitor(capsys, "--output-dir", str(root))
     assert (code, err) == (0, "")
-    assert out == f"nothing to check yet: nothing has run at {root} yet (only its schedule's log is there): a " \
-                  "check needs the model a run pushes\n"
+    assert out == f"nothing to check yet: nothing has run at {root} yet (its schedule's log is there, and no run " \
+                  "in it): a check needs the model a run pushes\n"
     assert os.listdir(root) == [RunLayout(root).schedule_log.name]
+    # A log with a run in it, in a folder that is no root: the root moved, or its disk is not mounted
+    with open(RunLayout(root).schedule_log, "a") as log:
+        log.write("=== run Sun Nov 29 03:00:00 UTC 2026 ===\n")
+    code, out, err = _monitor(capsys, "--output-dir", str(root))
+    assert code == 2 and "is not a pipeline root (nothing was ever run there)" in err
     RunLayout(root).schedule_log.unlink()
     code, out, err = _monitor(capsys, "--output-dir", str(root))
     assert code == 2 and "is not a pipeline root (nothing was ever run there)" in err
+
+
+def test_a_root_that_ran_whose_store_and_served_versions_are_gone_is_refused(tmp_path, capsys):
+    """Whether it ever pushed cannot be told: not "nothing pushed yet"."""
+    marker.claim(tmp_path, marker.inspect(tmp_path))
+    (tmp_path / "runs" / "2026-11-29T03_00_00").mkdir(parents=True)
+    code, out, err = _monitor(capsys, "--output-dir", str(tmp_path))
+    assert (code, out) == (2, "") and err.count("\n") == 1
+    assert f"and the root's ML Metadata store {tmp_path / 'metadata.sqlite'} is gone" in err
 
 
 @pytest.mark.parametrize("part", ["monitoring", "labeling", "traffic"])

@@ -37,18 +37,23 @@ def test_png_and_grayscale_inputs_become_rgb():
     assert np.all(pixels == 200)
 
 
-def _tiff_orientation(value: int, big_endian: bool) -> bytes:
-    """An EXIF block (TIFF header, one IFD holding Orientation) in either byte order, as cameras write them."""
+def _tiff_orientation(value: int, big_endian: bool, as_long: bool = False) -> bytes:
+    """An EXIF block (TIFF header, one IFD holding Orientation) in either byte order, as cameras write them; as a
+    LONG, as some editors write it."""
     order = ">" if big_endian else "<"
     import struct
 
-    return b"Exif\x00\x00" + (b"MM\x00\x2a" if big_endian else b"II\x2a\x00") + struct.pack(
-        order + "IHHHIHHI", 8, 1, 0x0112, 3, 1, value, 0, 0)
+    entry = struct.pack(order + "HHII", 0x0112, 4, 1, value) if as_long else \
+        struct.pack(order + "HHIHH", 0x0112, 3, 1, value, 0)
+    return b"Exif\x00\x00" + (b"MM\x00\x2a" if big_endian else b"II\x2a\x00") + struct.pack(order + "IH", 8, 1) + \
+        entry + struct.pack(order + "I", 0)
 
 
-@pytest.mark.parametrize("big_endian", [False, True], ids=["II", "MM"])
+@pytest.mark.parametrize("big_endian, as_long, thumbnail", [(False, False, False), (True, False, False),
+                                                              (True, True, True), (False, True, False)],
+                         ids=["II", "MM", "MM-long-after-a-thumbnail", "II-long"])
 @pytest.mark.parametrize("orientation", range(1, 9))
-def test_a_jpegs_exif_orientation_is_applied_as_ingest_applies_it(orientation, big_endian):
+def test_a_jpegs_exif_orientation_is_applied_as_ingest_applies_it(orientation, big_endian, as_long, thumbnail):
     """The serving signature decodes what a client sends as it is on disk: a phone's photo turned by its EXIF tag
     was classified on its side, while ingest (Pillow's exif_transpose), `predict` and training saw it upright. The
     images in another order too (the tag's byte order, the window searched: an image without the tag is 1)."""
@@ -58,7 +63,12 @@ def test_a_jpegs_exif_orientation_is_applied_as_ingest_applies_it(orientation, b
     pixels[:, :60], pixels[:, 60:], pixels[:20, :30] = (220, 30, 30), (30, 30, 220), (30, 200, 30)
     plain, tagged = io.BytesIO(), io.BytesIO()
     Image.fromarray(pixels).save(plain, "JPEG", quality=95)
-    Image.fromarray(pixels).save(tagged, "JPEG", quality=95, exif=_tiff_orientation(orientation, big_endian))
+    Image.fromarray(pixels).save(tagged, "JPEG", quality=95,
+                                 exif=_tiff_orientation(orientation, big_endian, as_long))
+    if thumbnail:  # a JFIF APP0 segment with a thumbnail (a few KB) before the EXIF block, as some editors write
+        data = tagged.getvalue()
+        app0 = b"JFIF\x00\x01\x01\x00\x00\x01\x00\x01\x20\x20" + bytes(range(256)) * 12
+        tagged = io.BytesIO(data[:2] + b"\xff\xe0" + (len(app0) + 2).to_bytes(2, "big") + app0 + data[2:])
     assert Image.open(io.BytesIO(tagged.getvalue())).getexif().get(0x0112) == orientation  # as written
     assert int(preprocessing.exif_orientations(tf.constant([tagged.getvalue()]))[0]) == orientation
     seen_by_ingest = io.BytesIO()
