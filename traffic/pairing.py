@@ -14,7 +14,6 @@ import dataclasses
 import hashlib
 import json
 import logging
-import math
 import time
 from typing import Callable, Mapping
 
@@ -25,7 +24,7 @@ from traffic.events import REQUEST_TYPE, Event, parse_event, request_images, res
 from traffic.reasons import DUPLICATE, EMPTY_IMAGE, MISMATCH, NO_REQUEST, NO_RESPONSE, PENDING_FULL, SHUTDOWN, Refused
 from traffic.records import TrafficRecord
 from traffic.settings import SinkSettings
-from traffic.writer import TrafficWriter
+from traffic.writer import PacedLog, TrafficWriter
 
 # Requests (or responses) waiting for the other half, at most: their ids and scores alone stay within tens of MB.
 MAX_WAITING = 100_000
@@ -111,8 +110,7 @@ class TrafficSink:
         self.images_received = 0
         self.refused: collections.Counter = collections.Counter()
         self.sampled_out = 0
-        self._last_said: dict[str, float] = {}
-        self._unsaid: collections.Counter = collections.Counter()
+        self._paced = PacedLog(clock)
 
     # --- events --------------------------------------------------------------------------------------------------
 
@@ -219,15 +217,8 @@ class TrafficSink:
         self.writer.note_lost(reason, records)
         self._say(reason, f"traffic sink: lost {records} image(s): {reason}")
 
-    def _say(self, reason: str, line: str, every_seconds: float = 10.0) -> None:
-        """One log line per reason at most every `every_seconds`, with how many were not said since."""
-        now = self._clock()
-        if now - self._last_said.get(reason, -math.inf) < every_seconds:
-            self._unsaid[reason] += 1
-            return
-        more = self._unsaid.pop(reason, 0)
-        logger.warning("%s%s", line, f" (and {more} more like it since the last line)" if more else "")
-        self._last_said[reason] = now
+    def _say(self, reason: str, line: str) -> None:
+        self._paced.say(logger.warning, reason, line, "more like it")
 
     # --- time ----------------------------------------------------------------------------------------------------
 

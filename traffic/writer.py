@@ -7,6 +7,7 @@ import collections
 import errno
 import json
 import logging
+import math
 import posixpath
 import threading
 import time
@@ -34,7 +35,29 @@ def loss_reason(error: BaseException) -> str:
     return f"storage error ({type(error).__name__})"
 
 
-LOG_EVERY_SECONDS = 10.0  # a lost batch's line, per reason (the sink's other lines keep the same pace)
+LOG_EVERY_SECONDS = 10.0  # the sink's lines of lost or refused traffic, per reason
+
+
+class PacedLog:
+    """One log line per reason at most every LOG_EVERY_SECONDS, the next one saying how many were left unsaid
+    since: traffic lost or refused again and again (a full disk, a client that keeps sending bad events) would
+    otherwise flood the log."""
+
+    def __init__(self, clock: Callable[[], float]):
+        self._clock = clock
+        self._said: dict[str, float] = {}
+        self._unsaid: collections.Counter = collections.Counter()
+
+    def say(self, log: Callable[..., None], reason: str, line: str, unsaid: str) -> None:
+        """`log(line)` unless a line of `reason` was logged within the period; `unsaid` names what was not said
+        ("more like it")."""
+        now = self._clock()
+        if now - self._said.get(reason, -math.inf) < LOG_EVERY_SECONDS:
+            self._unsaid[reason] += 1
+            return
+        more = self._unsaid.pop(reason, 0)
+        log("%s%s", line, f" (and {more} {unsaid} since the last line)" if more else "")
+        self._said[reason] = now
 
 
 class TrafficWriter:
@@ -56,8 +79,7 @@ class TrafficWriter:
         self.spans: list[int] = []  # published by this writer
         self.lost: collections.Counter = collections.Counter()  # records lost, by reason (all time)
         self.last_error: str | None = None
-        self._said: dict[str, float] = {}  # when a lost batch of each reason was last logged
-        self._unsaid: collections.Counter = collections.Counter()  # batches lost since, not logged
+        self._paced = PacedLog(clock)
         self._report_counts = self._no_counts()
         self._reset_batch()
 
@@ -196,15 +218,7 @@ class TrafficWriter:
         reason = loss_reason(error)
         lost = self._count
         self.last_error = f"{lost} traffic record(s) lost: {first_line(error, with_type=True)}"
-        # One line per reason at most every LOG_EVERY_SECONDS: on a full disk every batch is lost, many a second
-        now = self._clock()
-        if now - self._said.get(reason, -LOG_EVERY_SECONDS) >= LOG_EVERY_SECONDS:
-            more = self._unsaid.pop(reason, 0)
-            logger.error("traffic: %s%s", self.last_error,
-                         f" (and {more} more batch(es) lost so since the last line)" if more else "")
-            self._said[reason] = now
-        else:
-            self._unsaid[reason] += 1
+        self._paced.say(logger.error, reason, f"traffic: {self.last_error}", "more batch(es) lost so")
         staging = self._staging
         self._reset_batch()
         self.note_lost(reason, lost)
