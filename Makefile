@@ -135,5 +135,7 @@ lock:
 	{ head -2 requirements/lock.txt; .venv-lock/bin/pip freeze; } > requirements/lock.txt.new
 	mv requirements/lock.txt.new requirements/lock.txt && rm -rf .venv-lock
 
+# What the project itself writes: the venv, the demo's root and the benchmarks' figures and scratch roots. A root of
+# the user's own under runs/ (the README's runs/pets) holds its models, store and labeled queues: never removed here.
 clean:
-	rm -rf $(VENV) runs
+	rm -rf $(VENV) runs/demo runs/from-scratch runs/pretrained runs/*.json runs/*.jsonl

@@ -27,3 +27,18 @@ def test_setup_with_both_in_place_does_nothing_and_says_nothing():
     done = subprocess.run(["make", "setup"], cwd=ROOT, capture_output=True, text=True, timeout=60,
                           env=SHELL_ENV)
     assert (done.returncode, done.stdout, done.stderr) == (0, "", ""), done
+
+
+def test_clean_removes_what_the_project_wrote_and_keeps_a_root_of_the_users(tmp_path):
+    shutil.copy(ROOT / "Makefile", tmp_path / "Makefile")
+    written = [".venv/bin/python", "runs/demo/metadata.sqlite", "runs/benchmarks.json", "runs/test-cpu.jsonl",
+               "runs/pretrained/base.h5", "runs/from-scratch/figures.json"]
+    own = ["runs/pets/metadata.sqlite", "runs/pets/serving_model/1/saved_model.pb", "runs/notes.txt"]
+    for name in written + own:
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(name)
+    done = subprocess.run(["make", "clean"], cwd=tmp_path, capture_output=True, text=True, timeout=60, env=SHELL_ENV)
+    assert done.returncode == 0, done
+    assert [name for name in written if (tmp_path / name).exists()] == []
+    assert [name for name in own if (tmp_path / name).read_text() != name] == []
+    assert not (tmp_path / ".venv").exists() and not (tmp_path / "runs/demo").exists()
