@@ -130,9 +130,13 @@ def _entry(cron: str, project_dir: pathlib.Path, output_dir: pathlib.Path, pytho
     # Each entry's output opens with a line of its own (the command and when it started): the log holds every
     # night's output one after another.
     header = shlex.quote(f"=== {arguments.split()[0]} ")
+    # A night that fails, is refused or finds the root busy says so in one line on stderr, which cron mails to the
+    # crontab's owner (MAILTO): with everything else in the log, cron would have nothing to send.
+    failed = shlex.quote(f"cats-vs-dogs-tfx: the scheduled {arguments.split()[0]} exited ")
     command = (f"mkdir -p {shlex.quote(str(output_dir))} && cd {shlex.quote(str(project_dir))} && "
                f"echo {header}\"$(date -u)\" === >> {log} && "
-               f"{shlex.quote(python)} pipeline_runner.py {arguments} >> {log} 2>&1")
+               f"{{ {shlex.quote(python)} pipeline_runner.py {arguments} >> {log} 2>&1 || "
+               f"echo {failed}\"$?; its output is in\" {log} >&2; }}")
     # cron turns an unescaped % into a newline
     return f"{cron} {command.replace('%', chr(92) + '%')} {_mark(output_dir, mark)}"
 

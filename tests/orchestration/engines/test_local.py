@@ -1,5 +1,6 @@
 import pathlib
 import re
+import subprocess
 
 import pytest
 
@@ -23,6 +24,28 @@ def test_cron_line_runs_the_pipeline_and_logs_in_the_output_dir(tmp_path):
     assert line.startswith(f"0 3 * * * mkdir -p {tmp_path / 'out'} && cd {ROOT} && ")
     assert f"/py pipeline_runner.py run --data-dir {tmp_path / 'images'} --output-dir {tmp_path / 'out'}" in line
     assert f">> {tmp_path / 'out' / 'scheduled_runs.log'} 2>&1" in line
+
+
+@pytest.mark.parametrize("kind", ["run", "monitor"])
+def test_a_scheduled_command_that_fails_says_so_on_stderr_for_crons_mail_and_one_that_works_says_nothing(tmp_path,
+                                                                                                          kind):
+    python = tmp_path / "python"  # stands in for the interpreter: prints a line and exits with the code in a file
+    python.write_text('#!/bin/sh\necho "the night\'s own output"\nexit "$(cat "$0.code")"\n')
+    python.chmod(0o755)
+    out = tmp_path / "my root"
+    line = (local_schedule.cron_line("0 3 * * *", ROOT, tmp_path / "images", out, python=str(python)) if kind == "run"
+            else local_schedule.monitor_line("0 * * * *", ROOT, out, python=str(python)))
+    said = {}
+    for code in (0, 1, 3):
+        pathlib.Path(f"{python}.code").write_text(str(code))
+        night = subprocess.run(["sh", "-c", local_schedule.shell_command(line)], capture_output=True, text=True,
+                               cwd="/", env={"PATH": "/usr/bin:/bin"}, timeout=60)
+        said[code] = (night.returncode, night.stdout, night.stderr)
+    log = out / "scheduled_runs.log"
+    assert said[0] == (0, "", "")
+    for code in (1, 3):
+        assert said[code] == (0, "", f"cats-vs-dogs-tfx: the scheduled {kind} exited {code}; its output is in {log}\n")
+    assert log.read_text().count("the night's own output") == 3
 
 
 def test_cron_schedule_needs_five_fields(tmp_path):
