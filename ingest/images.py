@@ -22,6 +22,7 @@ import typing
 import warnings
 from typing import Sequence
 
+import numpy as np
 import tensorflow as tf
 from PIL import Image, ImageOps, UnidentifiedImageError
 
@@ -269,6 +270,9 @@ def _prepare(data: bytes, max_pixels: int) -> _Prepared:
         changes.append(f"EXIF orientation {orientation} applied")
     if image.mode != "RGB":
         changes.append(f"{image.mode} to RGB")
+        if image.mode.startswith("I;16") or image.mode == "I":  # 16-bit grey (a PNG's): Pillow's convert clips
+            # every value above 255 to white; TensorFlow's PNG decoder, the served model's, keeps the high byte
+            image = Image.fromarray((np.asarray(image).astype(np.int64) >> 8).clip(0, 255).astype(np.uint8), "L")
         if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
             rgba = image.convert("RGBA")
             background = Image.new("RGB", rgba.size, (255, 255, 255))

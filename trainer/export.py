@@ -186,7 +186,7 @@ class ServingModule(tf.Module):
 
         def transform_one(index, encoded):
             pixels = self._transform.apply_transform_model(
-                {features.IMAGE_KEY: tf.reshape(encoded, [1, 1])})[features.PIXELS_KEY]
+                {features.IMAGE_KEY: tf.reshape(preprocessing.on_white(encoded), [1, 1])})[features.PIXELS_KEY]
             return index, tf.cast(pixels[0], tf.float32)
 
         # The Transform graph decodes a batch in one op, which fails for the whole batch on one bad image.

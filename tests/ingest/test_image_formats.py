@@ -62,6 +62,19 @@ def test_the_listed_formats_are_normalized_to_jpeg(fmt):
     assert check_image(_encoded(fmt)).normalized.startswith(f"{fmt} to JPEG")
 
 
+def test_a_16_bit_grey_png_keeps_its_tones_as_tensorflows_decoder_reads_them():
+    # Pillow's convert to RGB clips every 16-bit value above 255: the image came out all but white
+    ramp = np.tile(np.linspace(0, 65535, 96), (64, 1)).astype(np.uint16)
+    data = io.BytesIO()
+    Image.fromarray(ramp).save(data, "PNG")
+    checked = check_image(data.getvalue())
+    stored = tf.io.decode_jpeg(checked.jpeg).numpy().astype(int)
+    served = tf.io.decode_png(data.getvalue(), channels=3).numpy().astype(int)
+    assert stored.shape == served.shape and served.max() == 255 and served.min() == 0
+    assert np.abs(stored - served).max() <= 8, "the JPEG's rounding, not another tone"
+    assert checked.normalized.startswith("PNG to JPEG")
+
+
 def _two_sofs(jpeg):
     at = jpeg.index(b"\xff\xc0")
     return jpeg[:at] + jpeg[at:at + 2 + int.from_bytes(jpeg[at + 2:at + 4], "big")] + jpeg[at:]

@@ -57,12 +57,12 @@ def test_jpeg_signature_equals_the_model_on_decoded_pixels(exported, demo_jpegs)
     assert list(result[features.CLASS_OUTPUT].numpy()) == expected_names
 
 
-def test_a_photo_turned_by_its_exif_tag_is_classified_upright_as_ingest_and_predict_see_it(transform_output,
-                                                                                          tmp_path):
+def test_a_photo_turned_by_its_exif_tag_and_a_transparent_png_are_classified_as_ingest_and_predict_see_them(
+        transform_output, tmp_path):
     """A phone's photo sent as it is on disk (curl, KServe): the signature turns it by its EXIF orientation, as
-    ingest did to what the model was trained on and `predict` does before it sends. The model here says how much
-    brighter an image's top half is than its bottom half, so an image on its side reads 0.5 and upright far from
-    it."""
+    ingest did to what the model was trained on and `predict` does before it sends; a PNG's transparency is
+    composited onto white, as they compose it. The model here says how much brighter an image's top half is than
+    its bottom half, so an image on its side reads 0.5 and upright far from it."""
     import keras
     from PIL import Image, ImageOps
 
@@ -80,10 +80,20 @@ def test_a_photo_turned_by_its_exif_tag_is_classified_upright_as_ingest_and_pred
                                                                       exif=exif.tobytes())
     as_ingest = io.BytesIO()
     ImageOps.exif_transpose(Image.open(io.BytesIO(on_its_side.getvalue()))).save(as_ingest, "PNG")
+    # A sticker: its top half transparent (black under it, which TensorFlow's decoder alone would read), the bottom
+    # half opaque and dark; ingest and `predict` see it on white, so its top half is the bright one.
+    sticker, on_white = np.zeros((SIZE * 2, SIZE * 2, 4), np.uint8), io.BytesIO()
+    sticker[SIZE:] = (20, 20, 20, 255)
+    transparent = io.BytesIO()
+    Image.fromarray(sticker, "RGBA").save(transparent, "PNG")
+    composed = Image.new("RGB", (SIZE * 2, SIZE * 2), (255, 255, 255))
+    composed.paste(Image.fromarray(sticker, "RGBA"), mask=Image.fromarray(sticker[..., 3], "L"))
+    composed.save(on_white, "PNG")
     serve = tf.saved_model.load(str(tmp_path / "model")).signatures["serving_default"]
-    probability = serve(image_bytes=tf.constant([on_its_side.getvalue(), as_ingest.getvalue()]))[
-        features.PROBABILITY_OUTPUT].numpy()
+    probability = serve(image_bytes=tf.constant([on_its_side.getvalue(), as_ingest.getvalue(), transparent.getvalue(),
+                                                 on_white.getvalue()]))[features.PROBABILITY_OUTPUT].numpy()
     assert probability[1] > 0.95 and abs(probability[0] - probability[1]) < 0.01, probability  # sigmoid(4.5)
+    assert probability[3] > 0.95 and abs(probability[2] - probability[3]) < 0.01, probability
     unturned = tf.sigmoid(network(tf.cast(preprocessing.decode_and_resize(tf.constant([on_its_side.getvalue()]),
                                                                            SIZE), tf.float32))).numpy().item()
     assert abs(unturned - 0.5) < 0.05, "the image on its side, as the signature read it before"

@@ -88,3 +88,35 @@ def test_a_jpegs_exif_orientation_is_applied_as_ingest_applies_it(orientation, b
 def test_an_image_without_a_readable_orientation_is_taken_as_it_is(data):
     """Not a JPEG, no EXIF block, or one cut short or pointing past its end: orientation 1, never an error."""
     assert preprocessing.exif_orientations(tf.constant([data, data])).numpy().tolist() == [1, 1]
+
+
+def _png(pixels: np.ndarray, mode: str, **save) -> bytes:
+    out = io.BytesIO()
+    Image.fromarray(pixels, mode).save(out, "PNG", **save)
+    return out.getvalue()
+
+
+def test_a_pngs_transparency_is_composited_onto_white_as_ingest_composes_it_and_other_bytes_pass_as_they_came():
+    rng = np.random.default_rng(3)
+    rgba = rng.integers(0, 256, (24, 32, 4), dtype=np.uint8)
+    rgba[:8, :, 3], rgba[8:16, :, 3] = 0, 255  # transparent, opaque, then every alpha between
+    palette = Image.fromarray(rgba[..., :3], "RGB").quantize(16)
+    sent = [_png(rgba, "RGBA"), _png(rng.integers(0, 256, (24, 32, 2), dtype=np.uint8), "LA")]
+    with io.BytesIO() as out:
+        palette.save(out, "PNG", transparency=0)  # a palette's entry 0 transparent (tRNS)
+        sent.append(out.getvalue())
+    for data in sent:
+        ours = tf.io.decode_png(preprocessing.on_white(tf.constant(data)), channels=3).numpy().astype(int)
+        opened = Image.open(io.BytesIO(data)).convert("RGBA")  # ingest's composite (ingest/images.py)
+        as_ingest = Image.new("RGB", opened.size, (255, 255, 255))
+        as_ingest.paste(opened, mask=opened.getchannel("A"))
+        assert np.abs(ours - np.asarray(as_ingest).astype(int)).max() <= 1, "the same composite as ingest's"
+        assert np.asarray(opened)[..., 3].min() == 0, "the image has transparent pixels to composite"
+    assert (tf.io.decode_png(preprocessing.on_white(tf.constant(sent[0])), channels=3).numpy()[:8] == 255).all()
+    opaque = rng.integers(0, 256, (24, 32, 3), dtype=np.uint8)
+    np.testing.assert_array_equal(
+        tf.io.decode_png(preprocessing.on_white(tf.constant(_png(opaque, "RGB")))).numpy(), opaque)
+    jpeg = io.BytesIO()
+    Image.fromarray(opaque).save(jpeg, "JPEG")
+    assert preprocessing.on_white(tf.constant(jpeg.getvalue())).numpy() == jpeg.getvalue()
+    assert preprocessing.on_white(tf.constant(b"")).numpy() == b""
