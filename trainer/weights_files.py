@@ -58,3 +58,38 @@ def shorter_base_file(path: str, base_blocks: int) -> bool:
             f"weights file {path!r} holds {base_description(held)} (a model trained with --base-blocks {held}): "
             f"it loads with --base-blocks {held} or fewer, not {base_blocks}")
     return True
+
+
+# Where Keras fetches MobileNetV2's ImageNet files, and the input sides it has one for (another side loads 224's).
+IMAGENET_BASE_URL = "https://storage.googleapis.com/tensorflow/keras-applications/mobilenet_v2/"
+_IMAGENET_SIDES = (96, 128, 160, 192, 224)
+DOWNLOAD_TIMEOUT_SECONDS = 30  # per connection attempt and read: a network that drops packets fails, never hangs
+
+
+def imagenet_file_name(alpha: float, image_size: int) -> str:
+    """The no-top ImageNet file Keras' MobileNetV2 loads for this width and input side (its own naming)."""
+    side = image_size if image_size in _IMAGENET_SIDES else 224
+    return f"mobilenet_v2_weights_tf_dim_ordering_tf_kernels_{float(alpha)}_{side}_no_top.h5"
+
+
+KERAS_CACHE_DIR = None  # None: Keras' own ($KERAS_HOME, else ~/.keras), where its MobileNetV2 looks
+
+
+def fetch_imagenet_file(alpha: float, image_size: int) -> str:
+    """The ImageNet file in Keras' cache, downloaded now if it is not there yet (where and as Keras' MobileNetV2
+    fetches it, so the Trainer finds it there): a run without network fails here, before its ingest, rather than
+    at its Trainer. OSError naming the file and why when it cannot be had."""
+    import socket
+
+    from keras.utils import get_file
+
+    name, base_url = imagenet_file_name(alpha, image_size), IMAGENET_BASE_URL
+    previous = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(DOWNLOAD_TIMEOUT_SECONDS)
+    try:
+        return get_file(name, base_url + name, cache_subdir="models", cache_dir=KERAS_CACHE_DIR)
+    except Exception as error:  # Keras wraps the download's failure in several types
+        raise OSError(f"MobileNetV2's ImageNet weights ({name}) could not be downloaded from {base_url}: "
+                      f"{str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__}") from None
+    finally:
+        socket.setdefaulttimeout(previous)

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Collection
 
 from config import PipelineConfig, TuningConfig, beam_policy
 from contract import interrupts, layout, startup
-from contract.errors import FAILED, INTERRUPTED, OK, InterruptedRunError, first_line
+from contract.errors import FAILED, INTERRUPTED, OK, InterruptedRunError, RunFailedError, first_line
 from contract.layout import RunLayout
 from ingest import sources, synthetic
 from orchestration.root import marker, run_settings, store_health
@@ -210,6 +210,27 @@ def _served_versions(where: RunLayout) -> tuple[int | None, int | None]:
     return version, rolled_back_to
 
 
+class WeightsNotFetched(RunFailedError):
+    """--weights imagenet, and the file Keras' MobileNetV2 loads could not be downloaded."""
+
+
+def _fetch_weights(config: PipelineConfig) -> None:
+    """--weights imagenet: the file Keras' MobileNetV2 loads, into Keras' cache now, before the first component:
+    a machine without network is told so once the ingest is done, not at the Trainer after the statistics and
+    Transform. The run fails (its summary says why)."""
+    from config import WEIGHTS_IMAGENET
+
+    if config.training.weights != WEIGHTS_IMAGENET:
+        return
+    from trainer import weights_files
+
+    try:
+        weights_files.fetch_imagenet_file(config.training.alpha, config.data.image_size)
+    except OSError as error:
+        raise WeightsNotFetched(f"--weights imagenet: {error}. Without network access, download the file elsewhere "
+                                "and pass its path as --weights, or use --weights none") from None
+
+
 def _clear_last_run(where: RunLayout) -> None:
     """The last run's summary goes (it must not be read as this run's); its report is replaced by a page that
     says a run is under way and lists every run's report, the served model's marked."""
@@ -280,6 +301,7 @@ def _run_locked(config: PipelineConfig, where: RunLayout, source: Source | None,
     ctrl_c = interrupts.Interrupts()
     try:
         with tfx_node.failed_resolutions_raise(), ctrl_c:  # a failed resolver stops the run
+            _fetch_weights(config)
             LocalDagRunner().run(pipeline)
     except KeyboardInterrupt:
         interrupted = True

@@ -4,6 +4,7 @@ settings' own checks (ConfigError, SettingsError); nothing else escapes. Parsing
 
 import contextlib
 import io
+from unittest import mock
 
 from hypothesis import event, given, settings
 from hypothesis import strategies as st
@@ -13,6 +14,7 @@ from cli import flags, local_run
 from config import ConfigError
 from contract.errors import CommandError
 from tests.fuzz.conftest import examples
+from trainer import weights_files
 
 PARSER = pipeline_runner.build_parser()
 SUBPARSERS = next(a for a in PARSER._actions if a.dest == "command").choices
@@ -65,7 +67,8 @@ def test_any_argument_list_is_parsed_or_refused_in_one_line(argv):
         if args.command in ("run", "ingest", "compile"):
             config, _ = flags.config_from_args(args)
             if args.command == "run":
-                local_run.check_local_files(config)
+                with mock.patch.object(weights_files, "fetch_imagenet_file"):  # parsing only: never a download
+                    local_run.check_local_files(config)
         if args.command == "compile" and getattr(args, "target", "kubeflow") == "kubeflow":
             _deployment(args)  # the package's own settings: --lease-timeout-minutes of 400 digits was a traceback
     except (ConfigError, CommandError) as refused:
