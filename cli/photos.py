@@ -88,8 +88,7 @@ def command_predict(args: argparse.Namespace) -> int:
     if args.record and args.model:
         raise CommandError("--record records into a root's traffic, beside the model that root serves: give "
                            "--output-dir ROOT instead of --model (a folder given by hand is no root's served version)")
-    if remote and (args.explain or args.record):
-        needs = "--explain" if args.explain else "--record"
+    if remote and (needs := "--explain" if args.explain else "--record" if args.record else None):
         raise CommandError(f"--url asks a server, which gives answers only: {needs} needs the model's files or its "
                            "root; give --output-dir or --model instead")
     if args.record:
@@ -99,7 +98,7 @@ def command_predict(args: argparse.Namespace) -> int:
     else:
         model_dir = _model_dir(args)
         model = _local_model(model_dir, args.explain)
-    files, passed_over = _photos(args.paths)
+    files, left_out = _photos(args.paths)
     sent: dict[int, bytes] | None = {} if args.record else None
     predictions, jpegs = predict.predict_files(model, files, sent=sent)
     sheet = sheet_error = None
@@ -119,7 +118,7 @@ def command_predict(args: argparse.Namespace) -> int:
             sheet_error = f"the contact sheet could not be written to {path}: {errors.first_line(error)}"
     shown = predict.shown_url(predict.predict_url(args.url, _pipeline_name())) if remote else str(model_dir)
     if args.json:
-        print(_json_answer(shown, sheet, replaced, sheet_error, predictions, passed_over))
+        print(_json_answer(shown, sheet, replaced, sheet_error, predictions, left_out))
     else:
         print(f"model: {shown}")
         print(predict.table(predictions))
@@ -128,26 +127,26 @@ def command_predict(args: argparse.Namespace) -> int:
                                                else ""))
     recorded = _record(args.output_dir, model_dir, predictions, sent) if args.record else None
     unreadable = sum(p.error is not None for p in predictions)
-    if recorded is not None:
-        raise RunFailedError(f"{recorded} (the classifications are above)")
-    if unreadable == len(predictions):
+    if unreadable == len(predictions) and recorded is None:
         raise CommandError(f"none of the {len(predictions)} files could be classified (reasons above)")
-    if sheet_error:
-        raise RunFailedError(f"{sheet_error} (the classifications are above)")
     if unreadable:
         print(f"warning: {unreadable} of {len(predictions)} files could not be classified (marked UNREADABLE)",
               file=sys.stderr)
-        return errors.FAILED
-    return errors.OK
+    failed = [problem for problem in (recorded, sheet_error) if problem]  # each said, the traffic's first
+    if failed:
+        raise RunFailedError(f"{'; and '.join(failed)} (the classifications are above)")
+    return errors.FAILED if unreadable else errors.OK
 
 
-def _photos(paths: list) -> tuple[list[pathlib.Path], list]:
-    """The files to classify (inference.predict.find_files), and what was passed over, each said in a note."""
-    from inference import predict
+def _photos(paths: list) -> tuple[list[pathlib.Path], dict]:
+    """The files to classify (inference.predict.find_files), and what was left out, each said in a note."""
+    from inference import photo_files, predict
     from ingest import system_files
 
-    passed_over, roots = [], []
-    files = predict.find_files(paths, passed_over, roots)
+    passed_over, roots, same = [], [], []
+    files = predict.find_files(paths, passed_over, roots, same)
+    if same:
+        print(f"note: {photo_files.same_files_phrase(same)}", file=sys.stderr)
     if passed_over:
         print(f"note: passed over {system_files.passed_over_phrase(passed_over)}: not photos", file=sys.stderr)
     if roots:
@@ -158,7 +157,7 @@ def _photos(paths: list) -> tuple[list[pathlib.Path], list]:
                                          ("files and folders the operating system keeps", passed_over)) if found]
         raise CommandError("no files found in " + ", ".join(errors.shown_name(str(path)) for path in paths)
                            + (f": only {' and '.join(only)}" if only else ""))
-    return files, passed_over
+    return files, {"passed_over": passed_over, "same_file": same}
 
 
 def _local_model(model_dir: pathlib.Path, explain: bool):
@@ -178,14 +177,15 @@ def _local_model(model_dir: pathlib.Path, explain: bool):
 
 
 def _json_answer(model: str, sheet: str | None, replaced: bool, sheet_error: str | None, predictions: list,
-                 passed_over: list) -> str:
+                 left_out: dict) -> str:
     from ingest import sources
 
-    # a name that is not UTF-8 as \xNN, as in the table: a lone surrogate is no JSON text
+    shown = lambda path: sources.printable(str(path))  # noqa: E731 - a name not UTF-8 as \xNN, as in the table
     return json.dumps({"model": model, "sheet": sheet, "sheet_replaced": bool(sheet and replaced),
-                       "sheet_error": sheet_error, "predictions": [dataclasses.asdict(p) | {
-                           "path": sources.printable(p.path)} for p in predictions],
-                       "passed_over": [sources.printable(str(path)) for path in passed_over]}, indent=2)
+                       "sheet_error": sheet_error,
+                       "predictions": [dataclasses.asdict(p) | {"path": shown(p.path)} for p in predictions],
+                       "passed_over": list(map(shown, left_out["passed_over"])),
+                       "same_file": [list(map(shown, pair)) for pair in left_out["same_file"]]}, indent=2)
 
 
 def _pipeline_name() -> str:

@@ -813,3 +813,40 @@ def test_base_weights_replaces_only_a_file_it_wrote(tmp_path, capsys):
                                 str(written))
     assert model_lib.written_by_base_weights(str(written)), "a file it wrote is one it may replace"
     assert not model_lib.written_by_base_weights(str(tmp_path / "notes.h5"))
+
+
+def test_a_link_or_a_path_named_twice_is_classified_once_and_said(model_dir, photos, capsys):
+    folder = photos / "photos"
+    (folder / "again.jpg").hardlink_to(folder / "dog0.jpg")
+    (folder / "link.jpg").symlink_to("dog1.jpg")
+    code, out, err = _cli(capsys, "predict", folder, folder / "dog1.jpg", "--model", model_dir, "--sheet",
+                          photos / "s.png", "--json")
+    answer = json.loads(out)
+    assert code == 0 and [p["path"] for p in answer["predictions"]] == [str(folder / "again.jpg"),
+                                                                       str(folder / "dog1.jpg")]
+    assert answer["same_file"] == [[str(folder / "dog0.jpg"), str(folder / "again.jpg")],
+                                   [str(folder / "link.jpg"), str(folder / "dog1.jpg")]], "a path named twice: once"
+    assert _one_line(err) == (
+        f"note: 2 paths named a file found already (a hard or symbolic link), classified once: {folder / 'dog0.jpg'} "
+        f"as {folder / 'again.jpg'}, {folder / 'link.jpg'} as {folder / 'dog1.jpg'}")
+
+
+def test_a_failed_recording_and_a_failed_sheet_are_both_said(model_dir, photos, capsys, request):
+    from components import serving_pusher
+
+    root = photos / "root"
+    serving_pusher.push_model(str(model_dir), str(root / "serving_model"))
+    if os.geteuid() != 0:
+        pytest.skip("a full disk under traffic/ needs a tmpfs mount (root)")
+    (root / "traffic").mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4k", "tmpfs", str(root / "traffic")], check=True)
+    request.addfinalizer(lambda: subprocess.run(["umount", str(root / "traffic")], check=True))
+    (photos / "taken").write_text("a file where the sheet's folder goes")
+    code, out, err = _cli(capsys, "predict", photos / "photos", photos / "notes.txt", "--output-dir", root,
+                          "--record", "--sheet", photos / "taken" / "s.png")
+    lines = err.strip().splitlines()
+    assert code == 1 and "dog0.jpg" in out and "Traceback" not in err, err
+    assert lines[-2] == "warning: 1 of 3 files could not be classified (marked UNREADABLE)", lines
+    assert lines[-1].startswith("error: recording the images as traffic failed: "), lines
+    assert f"; and the contact sheet could not be written to {photos / 'taken' / 's.png'}: " in lines[-1], lines
+    assert lines[-1].endswith(" (the classifications are above)"), lines
