@@ -104,12 +104,8 @@ def command_monitor(args: argparse.Namespace) -> int:
     """
     from contract import startup
     from contract.layout import RunLayout
-
-    with startup.loading_libraries():
-        from monitoring import monitor
     from monitoring.settings import MonitorSettings
     from orchestration.root import marker, run_lock, store_health
-    from traffic.records import TrafficDataError
 
     if args.window < args.min_window:  # else every check would find "nothing to check yet", for ever
         raise SettingsError(f"--window {args.window} is below --min-window {args.min_window}: no window could ever "
@@ -139,6 +135,10 @@ def command_monitor(args: argparse.Namespace) -> int:
             run_lock.exclusive_run(root, f"monitor-{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:8]}"):
         if store is None:  # the root's own SQLite store, locked by another process: busy, before any work
             store_health.check(RunLayout(root).metadata_path)
+        with startup.loading_libraries():  # TensorFlow once the root is this check's: a busy root is said at once
+            from monitoring import monitor
+        from traffic.records import TrafficDataError
+
         _say_spans_not_read(RunLayout(root).traffic_root)
         try:
             result = monitor.check(RunLayout(root), settings, store)

@@ -133,6 +133,19 @@ def test_a_check_while_a_run_holds_the_root_exits_at_once_and_writes_nothing(tmp
     assert code == 3 and out == "" and err.count("\n") == 1 and "run local-a-run" in err
 
 
+def test_a_check_refused_by_a_busy_root_loads_no_tensorflow(tmp_path):
+    """The hourly check that meets the nightly run holding the root is refused before its libraries load (seconds
+    of CPU each hour the run takes)."""
+    marker.claim(tmp_path, marker.inspect(tmp_path))
+    probe = ("import sys, pipeline_runner; code = pipeline_runner.main(['monitor', '--output-dir', sys.argv[1]]); "
+             "print(code, 'tensorflow' in sys.modules, 'monitoring.monitor' in sys.modules)")
+    with run_lock.exclusive_run(tmp_path, "local-a-run"):
+        done = subprocess.run([sys.executable, "-c", probe, str(tmp_path)], cwd=ROOT, capture_output=True, text=True,
+                              timeout=120)
+    assert done.stdout.split() == ["3", "False", "False"], done
+    assert "run local-a-run" in done.stderr
+
+
 def test_a_store_another_process_has_locked_is_named_busy_before_any_work(tmp_path, capsys, monkeypatch):
     """A sqlite3 shell or a backup in a transaction: the check would fail at its record, after its queue."""
     from orchestration.root import store_health
