@@ -132,11 +132,20 @@ def _entry(cron: str, project_dir: pathlib.Path, output_dir: pathlib.Path, pytho
     header = shlex.quote(f"=== {arguments.split()[0]} ")
     # A night that fails, is refused or finds the root busy says so in one line on stderr, which cron mails to the
     # crontab's owner (MAILTO): with everything else in the log, cron would have nothing to send.
-    failed = shlex.quote(f"cats-vs-dogs-tfx: the scheduled {arguments.split()[0]} exited ")
+    # The mail's lines come from awk, which prints a path as it is (echo and printf read a backslash in it as an
+    # escape, and printf's format would need a %, which cron's line escapes), from the log since its last entry's
+    # header: a night that failed, was refused or found the root busy, with its last error line; a check that
+    # queued images to label. A check the nightly run refused (3) is no news, nor is a full disk's failed header.
+    what, check = arguments.split()[0], mark == MONITOR_MARK
+    said = shlex.quote(
+        '/^=== /{e=""; q=""} /^error: |FAILED: /{e=$0} /; queued for labels: /{q=$0} END{c = ENVIRON["code"]; '
+        f'if (c != 0{" && c != 3" if check else ""}) {{print "cats-vs-dogs-tfx: the scheduled {what} exited " c "; '
+        'its output is in " FILENAME; if (e != "") print e}'
+        + (f' else if (c == 0 && q != "") print "cats-vs-dogs-tfx: the scheduled {what} found drift: " q' if check
+           else "") + "}")
     command = (f"mkdir -p {shlex.quote(str(output_dir))} && cd {shlex.quote(str(project_dir))} && "
-               f"echo {header}\"$(date -u)\" === >> {log} && "
-               f"{{ {shlex.quote(python)} pipeline_runner.py {arguments} >> {log} 2>&1 || "
-               f"echo {failed}\"$?; its output is in\" {log} >&2; }}")
+               f"{{ echo {header}\"$(date -u)\" === >> {log}; "
+               f"{shlex.quote(python)} pipeline_runner.py {arguments} >> {log} 2>&1; code=$? awk {said} {log} >&2; }}")
     # cron turns an unescaped % into a newline
     return f"{cron} {command.replace('%', chr(92) + '%')} {_mark(output_dir, mark)}"
 
@@ -167,6 +176,13 @@ def install(line: str, output_dir: pathlib.Path, mark: str = _MARK) -> None:
     marks = (_mark(output_dir, mark), f"{mark}{output_dir}")  # and the unquoted mark of entries older code wrote
     try:
         current = subprocess.run(["crontab", "-l"], capture_output=True, text=True)
+        # Only "no crontab for USER" is an empty table: read as one, any other failure would replace the user's
+        # entries (and their MAILTO) with this line.
+        if current.returncode != 0 and "no crontab" not in current.stderr.lower():
+            said = (current.stderr or current.stdout).strip().splitlines()
+            why = said[0] if said else f"exit {current.returncode}"
+            raise CronError(f"crontab -l could not read your crontab ({why}): it is unchanged; try again, or add the "
+                            "line `schedule --local` prints by hand")
         lines = [entry for entry in (current.stdout.splitlines() if current.returncode == 0 else [])
                  if not entry.endswith(marks)]
         lines.append(line)

@@ -27,25 +27,51 @@ def test_cron_line_runs_the_pipeline_and_logs_in_the_output_dir(tmp_path):
 
 
 @pytest.mark.parametrize("kind", ["run", "monitor"])
-def test_a_scheduled_command_that_fails_says_so_on_stderr_for_crons_mail_and_one_that_works_says_nothing(tmp_path,
-                                                                                                          kind):
-    python = tmp_path / "python"  # stands in for the interpreter: prints a line and exits with the code in a file
-    python.write_text('#!/bin/sh\necho "the night\'s own output"\nexit "$(cat "$0.code")"\n')
+def test_a_scheduled_command_that_fails_says_so_and_why_on_stderr_for_crons_mail_and_one_that_works_says_nothing(
+        tmp_path, kind):
+    python = tmp_path / "python"  # stands in for the interpreter: prints its lines and exits with the code in a file
+    python.write_text('#!/bin/sh\necho "the night\'s own output"\n[ "$(cat "$0.code")" = 0 ] || '
+                      'echo "error: what went wrong, night $(cat "$0.code")"\nexit "$(cat "$0.code")"\n')
     python.chmod(0o755)
-    out = tmp_path / "my root"
+    out = tmp_path / "my root \\c"  # dash's echo would stop at the \c
     line = (local_schedule.cron_line("0 3 * * *", ROOT, tmp_path / "images", out, python=str(python)) if kind == "run"
             else local_schedule.monitor_line("0 * * * *", ROOT, out, python=str(python)))
     said = {}
-    for code in (0, 1, 3):
+    for code in (1, 0, 3, 2):
         pathlib.Path(f"{python}.code").write_text(str(code))
         night = subprocess.run(["sh", "-c", local_schedule.shell_command(line)], capture_output=True, text=True,
                                cwd="/", env={"PATH": "/usr/bin:/bin"}, timeout=60)
         said[code] = (night.returncode, night.stdout, night.stderr)
     log = out / "scheduled_runs.log"
     assert said[0] == (0, "", "")
-    for code in (1, 3):
-        assert said[code] == (0, "", f"cats-vs-dogs-tfx: the scheduled {kind} exited {code}; its output is in {log}\n")
-    assert log.read_text().count("the night's own output") == 3
+    for code in (1, 2, 3):
+        if kind == "monitor" and code == 3:  # a check the nightly run refuses: no mail every hour it runs
+            assert said[code] == (0, "", "")
+            continue
+        assert said[code] == (0, "", f"cats-vs-dogs-tfx: the scheduled {kind} exited {code}; its output is in {log}\n"
+                                     f"error: what went wrong, night {code}\n"), "the night's own error, not another's"
+    assert log.read_text().count("the night's own output") == 4
+    verdict = "drift: features moved; 80 images against version 1's data; queued for labels: /r/labeling/queue-1"
+    pathlib.Path(f"{python}.code").write_text("0")
+    python.write_text(f'#!/bin/sh\necho "{verdict}"\n')
+    night = subprocess.run(["sh", "-c", local_schedule.shell_command(line)], capture_output=True, text=True,
+                           cwd="/", env={"PATH": "/usr/bin:/bin"}, timeout=60)
+    # a check that queued images to label is news; a night that only trained (or queued nothing) is not
+    assert night.stderr == (f"cats-vs-dogs-tfx: the scheduled monitor found drift: {verdict}\n" if kind == "monitor"
+                            else "")
+
+
+def test_install_refuses_when_the_crontab_cannot_be_read_and_leaves_it(tmp_path, monkeypatch):
+    table = tmp_path / "table"
+    table.write_text("MAILTO=me@example.com\n0 1 * * * /usr/local/bin/backup\n")
+    bin_dir = _fake_crontab(tmp_path, f'[ "$1" = -l ] && {{ echo "crontab: Resource temporarily unavailable" >&2; '
+                                      f'exit 1; }}\ncat > {table}\n')
+    monkeypatch.setenv("PATH", f"{bin_dir}:/usr/bin:/bin")
+    line = local_schedule.cron_line("0 3 * * *", ROOT, tmp_path / "images", tmp_path / "out", python="/py")
+    with pytest.raises(local_schedule.CronError, match=r"crontab -l could not read your crontab \(crontab: Resource "
+                                                       r"temporarily unavailable\): it is unchanged"):
+        local_schedule.install(line, tmp_path / "out")
+    assert table.read_text() == "MAILTO=me@example.com\n0 1 * * * /usr/local/bin/backup\n"
 
 
 def test_cron_schedule_needs_five_fields(tmp_path):
@@ -111,7 +137,8 @@ def _fake_crontab(tmp_path, script: str) -> str:
 
 @pytest.mark.parametrize("script, expected", [
     ("", "no crontab command on this machine"),
-    ('[ "$1" = -l ] && exit 1\necho "\\"-\\":2: bad minute" >&2\necho "errors in crontab file" >&2\nexit 1\n',
+    ('[ "$1" = -l ] && { echo "no crontab for root" >&2; exit 1; }\n'
+     'echo "\\"-\\":2: bad minute" >&2\necho "errors in crontab file" >&2\nexit 1\n',
      'crontab refused the new table ("-":2: bad minute): your crontab is unchanged'),
 ])
 def test_schedule_install_without_a_working_crontab_is_one_line(tmp_path, monkeypatch, capsys, script, expected):
