@@ -160,6 +160,17 @@ class _Prepared:
                             sha256=hashlib.sha256(self.jpeg).hexdigest())
 
 
+def _grey_at_8_bits(image: Image.Image) -> Image.Image:
+    """A 16-bit grey image (a PNG's) at 8 bits, as TensorFlow's PNG decoder, the served model's, reads it: its high
+    byte (Pillow's convert clips every value above 255 to white), its key colour, if any, transparent."""
+    grey = np.asarray(image).astype(np.int64)
+    eight = Image.fromarray((grey >> 8).clip(0, 255).astype(np.uint8), "L")
+    if "transparency" not in image.info:
+        return eight
+    opaque = np.where(grey == image.info["transparency"], 0, 255).astype(np.uint8)
+    return Image.merge("LA", (eight, Image.fromarray(opaque, "L")))
+
+
 def check_image(data: bytes, max_pixels: int = DataConfig.max_image_pixels) -> CheckedImage:
     """Returns the image as RGB JPEG bytes, or raises RejectedImage."""
     prepared = _prepare(data, max_pixels)
@@ -268,12 +279,12 @@ def _prepare(data: bytes, max_pixels: int) -> _Prepared:
     if orientation not in (1, None):
         image = ImageOps.exif_transpose(image)
         changes.append(f"EXIF orientation {orientation} applied")
-    if image.mode != "RGB":
-        changes.append(f"{image.mode} to RGB")
-        if image.mode.startswith("I;16") or image.mode == "I":  # 16-bit grey (a PNG's): Pillow's convert clips
-            # every value above 255 to white; TensorFlow's PNG decoder, the served model's, keeps the high byte
-            image = Image.fromarray((np.asarray(image).astype(np.int64) >> 8).clip(0, 255).astype(np.uint8), "L")
-        if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+    if image.mode != "RGB" or "transparency" in image.info:
+        changes.append(f"{image.mode} to RGB" if image.mode != "RGB" else "its key colour onto white")
+        if image.mode.startswith("I;16") or image.mode == "I":
+            image = _grey_at_8_bits(image)
+        # a key colour (tRNS) in an RGB, grey or palette image is transparent too, as TensorFlow's decoder reads it
+        if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
             rgba = image.convert("RGBA")
             background = Image.new("RGB", rgba.size, (255, 255, 255))
             background.paste(rgba, mask=rgba.getchannel("A"))

@@ -88,19 +88,33 @@ def upright(pixels: tf.Tensor, orientations: tf.Tensor) -> tf.Tensor:
 
 
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_PNG_COLOR_TYPE_AT = 25  # in IHDR, the chunk every PNG opens with: 4 grey and alpha, 6 colour and alpha
+_PNG_HEADERS_SEARCHED = 1 << 16  # a key colour's tRNS chunk comes before the image data, after a few small chunks
 
 
 def on_white(encoded: tf.Tensor) -> tf.Tensor:
     """One encoded image (a scalar string) with a PNG's transparency composited onto white, as ingest stored what
     was trained on and `predict` classifies: TensorFlow's decoders drop the alpha channel, leaving what lies under
-    a transparent pixel (mostly black) to be classified. A PNG comes back re-encoded (losslessly), any other bytes
-    as they came. Only the serving signature calls it, per image (a PNG is decoded one more time)."""
-    def composited() -> tf.Tensor:
-        rgba = tf.cast(tf.io.decode_png(encoded, channels=4), tf.float32)
-        alpha = rgba[..., 3:] / 255.0
-        return tf.io.encode_png(tf.cast(tf.round(rgba[..., :3] * alpha + 255.0 * (1.0 - alpha)), tf.uint8))
+    a transparent pixel (mostly black) to be classified. A PNG that can be transparent (an alpha channel, or a
+    tRNS chunk's key colour or palette entries) comes back re-encoded (losslessly), any other bytes as they came.
+    Only the serving signature calls it, per image: such a PNG is decoded once more, in 8 bits a channel, and
+    composited in 16-bit integers (a float copy of a 50-megapixel image would take gigabytes)."""
+    def can_be_transparent() -> tf.Tensor:
+        with_alpha = tf.reduce_any(tf.equal(tf.strings.substr(encoded, _PNG_COLOR_TYPE_AT, 1), [b"\x04", b"\x06"]))
+        keyed = tf.size(tf.strings.split(tf.strings.substr(encoded, 0, _PNG_HEADERS_SEARCHED), sep="tRNS")) > 1
+        return tf.logical_or(with_alpha, keyed)
 
-    return tf.cond(tf.equal(tf.strings.substr(encoded, 0, 8), _PNG_SIGNATURE), composited, lambda: encoded)
+    def composited() -> tf.Tensor:
+        rgba = tf.io.decode_png(encoded, channels=4)
+        alpha = tf.cast(rgba[..., 3], tf.uint16)
+        white = 255 * (255 - alpha) + 127  # at most 255 * 255 with a channel's share: 16 bits hold it
+        channels = [tf.cast((tf.cast(rgba[..., c], tf.uint16) * alpha + white) // 255, tf.uint8) for c in range(3)]
+        return tf.io.encode_png(tf.stack(channels, axis=-1))
+
+    def png() -> tf.Tensor:
+        return tf.cond(can_be_transparent(), composited, lambda: encoded)
+
+    return tf.cond(tf.equal(tf.strings.substr(encoded, 0, 8), _PNG_SIGNATURE), png, lambda: encoded)
 
 
 def decode_and_resize(image_bytes: tf.Tensor, image_size: int) -> tf.Tensor:

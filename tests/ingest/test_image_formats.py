@@ -75,6 +75,22 @@ def test_a_16_bit_grey_png_keeps_its_tones_as_tensorflows_decoder_reads_them():
     assert checked.normalized.startswith("PNG to JPEG")
 
 
+@pytest.mark.parametrize("mode", ["RGB", "L", "I;16"])
+def test_a_key_colour_is_transparent_and_stored_on_white_as_the_served_model_reads_it(mode):
+    pixels = np.full((32, 48), 40, np.uint16 if mode == "I;16" else np.uint8)
+    pixels[:16] = 0  # the top half in the key colour
+    image = Image.fromarray(np.stack([pixels] * 3, -1) if mode == "RGB" else pixels)
+    assert image.mode == mode
+    data = io.BytesIO()
+    image.save(data, "PNG", transparency=(0, 0, 0) if mode == "RGB" else 0)
+    stored = tf.io.decode_jpeg(check_image(data.getvalue()).jpeg).numpy().astype(int)
+    from trainer import preprocessing
+
+    served = tf.io.decode_png(preprocessing.on_white(tf.constant(data.getvalue())), channels=3).numpy().astype(int)
+    assert stored[:14].min() >= 250 and served[:16].min() == 255, "the key colour's pixels on white"
+    assert np.abs(stored - served).max() <= 8, "the JPEG's rounding, not another image"
+
+
 def _two_sofs(jpeg):
     at = jpeg.index(b"\xff\xc0")
     return jpeg[:at] + jpeg[at:at + 2 + int.from_bytes(jpeg[at + 2:at + 4], "big")] + jpeg[at:]

@@ -105,6 +105,10 @@ def test_a_pngs_transparency_is_composited_onto_white_as_ingest_composes_it_and_
     with io.BytesIO() as out:
         palette.save(out, "PNG", transparency=0)  # a palette's entry 0 transparent (tRNS)
         sent.append(out.getvalue())
+    keyed = rgba[..., :3].copy()
+    keyed[:8] = 0
+    sent.append(_png(keyed, "RGB", transparency=(0, 0, 0)))  # a key colour (tRNS) in an RGB image
+    sent.append(_png(keyed[..., 0], "L", transparency=0))  # ... and in a grey one
     for data in sent:
         ours = tf.io.decode_png(preprocessing.on_white(tf.constant(data)), channels=3).numpy().astype(int)
         opened = Image.open(io.BytesIO(data)).convert("RGBA")  # ingest's composite (ingest/images.py)
@@ -114,8 +118,8 @@ def test_a_pngs_transparency_is_composited_onto_white_as_ingest_composes_it_and_
         assert np.asarray(opened)[..., 3].min() == 0, "the image has transparent pixels to composite"
     assert (tf.io.decode_png(preprocessing.on_white(tf.constant(sent[0])), channels=3).numpy()[:8] == 255).all()
     opaque = rng.integers(0, 256, (24, 32, 3), dtype=np.uint8)
-    np.testing.assert_array_equal(
-        tf.io.decode_png(preprocessing.on_white(tf.constant(_png(opaque, "RGB")))).numpy(), opaque)
+    for data in (_png(opaque, "RGB"), _png(opaque[..., 0], "L"), _png(opaque, "RGB", interlace=1)):
+        assert preprocessing.on_white(tf.constant(data)).numpy() == data, "no transparency: passed as it came"
     jpeg = io.BytesIO()
     Image.fromarray(opaque).save(jpeg, "JPEG")
     assert preprocessing.on_white(tf.constant(jpeg.getvalue())).numpy() == jpeg.getvalue()
