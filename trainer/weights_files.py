@@ -87,9 +87,17 @@ def fetch_imagenet_file(alpha: float, image_size: int) -> str:
     previous = socket.getdefaulttimeout()
     socket.setdefaulttimeout(DOWNLOAD_TIMEOUT_SECONDS)
     try:
-        return get_file(name, base_url + name, cache_subdir="models", cache_dir=KERAS_CACHE_DIR)
+        path = get_file(name, base_url + name, cache_subdir="models", cache_dir=KERAS_CACHE_DIR)
     except Exception as error:  # Keras wraps the download's failure in several types
         raise OSError(f"MobileNetV2's ImageNet weights ({name}) could not be downloaded from {base_url}: "
                       f"{str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__}") from None
     finally:
         socket.setdefaulttimeout(previous)
+    import h5py
+
+    try:  # Keras checks no hash of these files: a download cut short stays in its cache
+        with h5py.File(path, "r"):
+            return path
+    except OSError:
+        raise OSError(f"Keras' cache holds {path}, which is no whole HDF5 file (a download cut short?): delete it, "
+                      "and the next run downloads it again") from None

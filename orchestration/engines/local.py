@@ -214,10 +214,12 @@ class WeightsNotFetched(RunFailedError):
     """--weights imagenet, and the file Keras' MobileNetV2 loads could not be downloaded."""
 
 
-def _fetch_weights(config: PipelineConfig) -> None:
+def _fetch_weights(config: PipelineConfig, before, say: Say) -> None:
     """--weights imagenet: the file Keras' MobileNetV2 loads, into Keras' cache now, before the first component:
     a machine without network is told so once the ingest is done, not at the Trainer after the statistics and
-    Transform. The run fails (its summary says why)."""
+    Transform. Only a run on a new span must train, and fails here (its summary says why); one whose ingest reused
+    its span (an unchanged folder, every night) or that ingested nothing may find its Trainer cached, and goes on
+    with a warning (a Trainer that must train then stops on the weights, as it says)."""
     from config import WEIGHTS_IMAGENET
 
     if config.training.weights != WEIGHTS_IMAGENET:
@@ -227,8 +229,11 @@ def _fetch_weights(config: PipelineConfig) -> None:
     try:
         weights_files.fetch_imagenet_file(config.training.alpha, config.data.image_size)
     except OSError as error:
-        raise WeightsNotFetched(f"--weights imagenet: {error}. Without network access, download the file elsewhere "
-                                "and pass its path as --weights, or use --weights none") from None
+        problem = (f"--weights imagenet: {error}. Without network access, download the file elsewhere and pass its "
+                   "path as --weights, or use --weights none")
+        if before.ingest and not before.ingest.get("reused"):
+            raise WeightsNotFetched(problem) from None
+        say(f"warning: {problem} (this run goes on: its data is unchanged, so its Trainer may be cached)")
 
 
 def _clear_last_run(where: RunLayout) -> None:
@@ -301,7 +306,7 @@ def _run_locked(config: PipelineConfig, where: RunLayout, source: Source | None,
     ctrl_c = interrupts.Interrupts()
     try:
         with tfx_node.failed_resolutions_raise(), ctrl_c:  # a failed resolver stops the run
-            _fetch_weights(config)
+            _fetch_weights(config, before, say)
             LocalDagRunner().run(pipeline)
     except KeyboardInterrupt:
         interrupted = True

@@ -4,6 +4,7 @@ machine without network is told so once the ingest is done, not at the Trainer a
 import json
 import time
 
+import h5py
 import pytest
 
 from ingest import synthetic
@@ -26,11 +27,34 @@ def test_the_file_named_is_the_one_keras_loads_for_the_width_and_side(alpha, siz
         f"mobilenet_v2_weights_tf_dim_ordering_tf_kernels_{float(alpha)}_{side}_no_top.h5")
 
 
-def test_a_file_already_in_kerass_cache_is_used_without_the_network(offline):
+def test_a_file_already_in_kerass_cache_is_used_without_the_network_unless_it_is_cut_short(offline):
     offline.mkdir(parents=True)
     cached = offline / weights_files.imagenet_file_name(1.0, 160)
-    cached.write_bytes(b"weights")
+    with h5py.File(cached, "w") as weights:
+        weights.attrs["layer_names"] = []
     assert weights_files.fetch_imagenet_file(1.0, 160) == str(cached)
+    cached.write_bytes(cached.read_bytes()[:len(cached.read_bytes()) // 2])  # a download killed halfway stays
+    with pytest.raises(OSError, match=f"Keras' cache holds {cached}, which is no whole HDF5 file .*: delete it"):
+        weights_files.fetch_imagenet_file(1.0, 160)
+
+
+@pytest.mark.parametrize("reused", [False, True])
+def test_only_a_run_on_a_new_span_stops_on_weights_it_cannot_have(offline, reused):
+    """A nightly run on unchanged data reuses its span, and its Trainer may be cached: it goes on, warned."""
+    from config import PipelineConfig
+    from orchestration.engines import local
+    from orchestration.run.lifecycle import BeforeTheDag
+
+    said = []
+    before = BeforeTheDag(ingest={"span": 1, "reused": reused, "files_seen": 8}, table="")
+    if not reused:
+        with pytest.raises(local.WeightsNotFetched, match="^--weights imagenet: MobileNetV2's ImageNet weights"):
+            local._fetch_weights(PipelineConfig(), before, said.append)
+        assert said == []
+        return
+    local._fetch_weights(PipelineConfig(), before, said.append)
+    assert len(said) == 1 and said[0].startswith("warning: --weights imagenet: MobileNetV2's ImageNet weights")
+    assert said[0].endswith("(this run goes on: its data is unchanged, so its Trainer may be cached)")
 
 
 def test_a_file_that_cannot_be_downloaded_is_named_with_where_from(offline):
