@@ -84,7 +84,7 @@ class DataConfig:
     span_window: int = setting(1, "Train on the last N ingested spans (1: the latest only).")
     max_class_ratio: float = setting(
         3.0, "Data check: stop when the larger class has more than this many times the examples of the smaller, in a "
-             "split where balanced classes would give counts that lopsided less than 1% of the time.")
+             "split where classes at this ratio would give counts that lopsided less than 1% of the time.")
     min_eval_examples: int = setting(
         30, "Data check: stop when the split the Evaluator scores (test; eval in a span without one) has fewer "
             "examples: on 30 images a 95% interval of the accuracy is about +-0.1 wide (docs/pipeline.md); "
