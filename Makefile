@@ -135,7 +135,9 @@ lock:
 	{ head -2 requirements/lock.txt; .venv-lock/bin/pip freeze; } > requirements/lock.txt.new
 	mv requirements/lock.txt.new requirements/lock.txt && rm -rf .venv-lock
 
-# What the project itself writes: the venv, the demo's root and the benchmarks' figures and scratch roots. A root of
-# the user's own under runs/ (the README's runs/pets) holds its models, store and labeled queues: never removed here.
+# What the project itself writes, by name: the venv, the demo's root and the benchmarks' figures. A root of the user's
+# own under runs/ (the README's runs/pets) holds its models, store and labeled queues, and any other file there may be
+# the user's: never removed here (nor the benchmarks' pretrained bases in runs/pretrained/, minutes each to make).
+BENCHMARK_FIGURES := benchmarks.json drift.json looks.json scale.json tuning.json test-cpu.jsonl
 clean:
-	rm -rf $(VENV) runs/demo runs/from-scratch runs/pretrained runs/*.json runs/*.jsonl
+	rm -rf $(VENV) runs/demo $(addprefix runs/,$(BENCHMARK_FIGURES))

@@ -117,15 +117,15 @@ def command_predict(args: argparse.Namespace) -> int:
         except (OSError, ValueError) as error:
             sheet_error = f"the contact sheet could not be written to {path}: {errors.first_line(error)}"
     shown = predict.shown_url(predict.predict_url(args.url, _pipeline_name())) if remote else str(model_dir)
+    recorded = _record(args.output_dir, model_dir, predictions, sent) if args.record else None
     if args.json:
-        print(_json_answer(shown, sheet, replaced, sheet_error, predictions, left_out))
+        print(_json_answer(shown, sheet, replaced, sheet_error, predictions, left_out, recorded))
     else:
         print(f"model: {shown}")
         print(predict.table(predictions))
         if sheet:
             print(f"contact sheet: {sheet}" + (" (replacing the earlier one; --sheet PATH keeps both)" if replaced
                                                else ""))
-    recorded = _record(args.output_dir, model_dir, predictions, sent) if args.record else None
     unreadable = sum(p.error is not None for p in predictions)
     if unreadable == len(predictions) and recorded is None:
         raise CommandError(f"none of the {len(predictions)} files could be classified (reasons above)")
@@ -177,12 +177,12 @@ def _local_model(model_dir: pathlib.Path, explain: bool):
 
 
 def _json_answer(model: str, sheet: str | None, replaced: bool, sheet_error: str | None, predictions: list,
-                 left_out: dict) -> str:
+                 left_out: dict, recorded: str | None) -> str:
     from ingest import sources
 
     shown = lambda path: sources.printable(str(path))  # noqa: E731 - a name not UTF-8 as \xNN, as in the table
     return json.dumps({"model": model, "sheet": sheet, "sheet_replaced": bool(sheet and replaced),
-                       "sheet_error": sheet_error,
+                       "sheet_error": sheet_error, "record_error": recorded,
                        "predictions": [dataclasses.asdict(p) | {"path": shown(p.path)} for p in predictions],
                        "passed_over": list(map(shown, left_out["passed_over"])),
                        "same_file": [list(map(shown, pair)) for pair in left_out["same_file"]]}, indent=2)

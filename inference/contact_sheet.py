@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import os
 import pathlib
+import uuid
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
@@ -23,15 +24,24 @@ MARK = "cats-vs-dogs-tfx contact sheet"
 
 
 def save(sheet: Image.Image, path: str | os.PathLike) -> None:
-    """Saves `sheet` as PNG or JPEG (by the path's suffix), marked as a contact sheet."""
-    if str(path).lower().endswith(".png"):
-        from PIL import PngImagePlugin
+    """Saves `sheet` as PNG or JPEG (by the path's suffix), marked as a contact sheet, whole or not at all: written
+    beside the path and renamed onto it, so that a full disk or a Ctrl-C leaves the earlier sheet, never a cut one
+    (which, unmarked, every later `predict` would refuse to replace)."""
+    path = pathlib.Path(path)
+    temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    try:
+        with open(temporary, "xb") as out:  # "x": never through a link planted there
+            if path.name.lower().endswith(".png"):
+                from PIL import PngImagePlugin
 
-        info = PngImagePlugin.PngInfo()
-        info.add_text("Software", MARK)
-        sheet.save(path, format="PNG", pnginfo=info)
-    else:
-        sheet.save(path, format="JPEG", quality=90, comment=MARK.encode())
+                info = PngImagePlugin.PngInfo()
+                info.add_text("Software", MARK)
+                sheet.save(out, format="PNG", pnginfo=info)
+            else:
+                sheet.save(out, format="JPEG", quality=90, comment=MARK.encode())
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
 
 
 def is_sheet(path: str | os.PathLike) -> bool:

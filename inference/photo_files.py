@@ -21,7 +21,7 @@ def find_files(paths: list[str | os.PathLike], passed_over: list | None = None, 
     folders passed over (ingest.system_files: appended to `passed_over` as paths, a folder's ending in "/"; a file
     named on the command line is always classified); a pipeline's root passed over whole (appended to `roots`): its
     plots and queues are no one's photos, nor traffic to label. Missing paths are kept to be reported. `same`: (path,
-    path kept) of each other path that names a file found already (a hard or symbolic link), to be said."""
+    path kept) of each other path that names a file found already (a link, another spelling), to be said."""
     found: dict[object, pathlib.Path] = {}
     seen: set[tuple[int, int]] = set()
     passed: dict[str, None] = {}
@@ -96,5 +96,5 @@ def same_files_phrase(same: list) -> str:
     """`predict`'s note on the paths find_files took once: what it names and what it classified them as."""
     pairs = [f"{shown_name(str(path))} as {shown_name(str(kept))}" for path, kept in same[:SAME_FILES_SHOWN]]
     more = f", and {len(same) - SAME_FILES_SHOWN} more" if len(same) > SAME_FILES_SHOWN else ""
-    return (f"{len(same)} path{'s' if len(same) > 1 else ''} named a file found already (a hard or symbolic link), "
-            f"classified once: {', '.join(pairs)}{more}")
+    return (f"{len(same)} path{'s' if len(same) > 1 else ''} named a file found already (a link, or another "
+            f"spelling of its path), classified once: {', '.join(pairs)}{more}")

@@ -106,7 +106,8 @@ class RunSummary:
         return dataclasses.asdict(self) | {"hyperparameters": chosen, "failed": self.failed}
 
     def text(self) -> str:
-        lines = [f"Pipeline {self.pipeline}, run {self.run_id}"]
+        lines = [f"Pipeline {self.pipeline}, " + (f"run {self.run_id}" if self.run_id is not None else
+                                                   "no run recorded in ML Metadata (it stopped before its first step)")]
         if self.ingest:
             counts = self.ingest["counts"]
             said = "none (no source given); trains on the spans there, the newest: span" \

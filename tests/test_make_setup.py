@@ -32,8 +32,9 @@ def test_setup_with_both_in_place_does_nothing_and_says_nothing():
 def test_clean_removes_what_the_project_wrote_and_keeps_a_root_of_the_users(tmp_path):
     shutil.copy(ROOT / "Makefile", tmp_path / "Makefile")
     written = [".venv/bin/python", "runs/demo/metadata.sqlite", "runs/benchmarks.json", "runs/test-cpu.jsonl",
-               "runs/pretrained/base.h5", "runs/from-scratch/figures.json"]
-    own = ["runs/pets/metadata.sqlite", "runs/pets/serving_model/1/saved_model.pb", "runs/notes.txt"]
+               "runs/scale.json", "runs/drift.json"]
+    own = ["runs/pets/metadata.sqlite", "runs/pets/serving_model/1/saved_model.pb", "runs/notes.txt", "runs/pets.json",
+           "runs/a b.json", "runs/notes.jsonl", "runs/demo-mine/metadata.sqlite", "runs/pretrained/base.h5"]
     for name in written + own:
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / name).write_text(name)

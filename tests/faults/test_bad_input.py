@@ -828,8 +828,8 @@ def test_a_link_or_a_path_named_twice_is_classified_once_and_said(model_dir, pho
     assert answer["same_file"] == [[str(folder / "dog0.jpg"), str(folder / "again.jpg")],
                                    [str(folder / "link.jpg"), str(folder / "dog1.jpg")]], "a path named twice: once"
     assert _one_line(err) == (
-        f"note: 2 paths named a file found already (a hard or symbolic link), classified once: {folder / 'dog0.jpg'} "
-        f"as {folder / 'again.jpg'}, {folder / 'link.jpg'} as {folder / 'dog1.jpg'}")
+        f"note: 2 paths named a file found already (a link, or another spelling of its path), classified once: "
+        f"{folder / 'dog0.jpg'} as {folder / 'again.jpg'}, {folder / 'link.jpg'} as {folder / 'dog1.jpg'}")
 
 
 def test_a_failed_recording_and_a_failed_sheet_are_both_said(model_dir, photos, capsys, request):
@@ -844,10 +844,37 @@ def test_a_failed_recording_and_a_failed_sheet_are_both_said(model_dir, photos, 
     request.addfinalizer(lambda: subprocess.run(["umount", str(root / "traffic")], check=True))
     (photos / "taken").write_text("a file where the sheet's folder goes")
     code, out, err = _cli(capsys, "predict", photos / "photos", photos / "notes.txt", "--output-dir", root,
-                          "--record", "--sheet", photos / "taken" / "s.png")
-    lines = err.strip().splitlines()
+                          "--record", "--sheet", photos / "taken" / "s.png", "--json")
+    answer, lines = json.loads(out), err.strip().splitlines()
+    assert answer["record_error"].startswith("recording the images as traffic failed: ") and answer["sheet_error"]
     assert code == 1 and "dog0.jpg" in out and "Traceback" not in err, err
     assert lines[-2] == "warning: 1 of 3 files could not be classified (marked UNREADABLE)", lines
     assert lines[-1].startswith("error: recording the images as traffic failed: "), lines
     assert f"; and the contact sheet could not be written to {photos / 'taken' / 's.png'}: " in lines[-1], lines
     assert lines[-1].endswith(" (the classifications are above)"), lines
+
+
+def test_a_sheet_a_full_disk_cut_short_leaves_the_earlier_one_and_the_next_predict_replaces_it(model_dir, photos,
+                                                                                                capsys, request):
+    if os.geteuid() != 0:
+        pytest.skip("a full disk under the sheet needs a tmpfs mount (root)")
+    folder = photos / "sheets"
+    folder.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(folder)], check=True)
+    request.addfinalizer(lambda: subprocess.run(["umount", str(folder)], check=True))
+    sheet = folder / "s.png"
+    assert _cli(capsys, "predict", photos / "photos", "--model", model_dir, "--sheet", sheet)[0] == 0
+    earlier = sheet.read_bytes()
+    more = photos / "more"  # a larger sheet: writing over the earlier one in place would free too little for it
+    more.mkdir()
+    for index in range(6):
+        shutil.copy(photos / "photos" / f"dog{index % 2}.jpg", more / f"{index}.jpg")
+        (more / f"{index}.jpg").write_bytes((more / f"{index}.jpg").read_bytes() + bytes([index]))
+    filler = folder / "filler"
+    filler.write_bytes(b"\0" * (shutil.disk_usage(folder).free - 4096))  # room for less than a sheet
+    code, out, err = _cli(capsys, "predict", more, "--model", model_dir, "--sheet", sheet)
+    assert code == 1 and "5.jpg" in out and f"the contact sheet could not be written to {sheet}" in err, err
+    assert sheet.read_bytes() == earlier and sorted(os.listdir(folder)) == ["filler", "s.png"], "no cut sheet"
+    filler.unlink()
+    code, out, err = _cli(capsys, "predict", more, "--model", model_dir, "--sheet", sheet)
+    assert code == 0 and "(replacing the earlier one" in out, err
