@@ -138,7 +138,7 @@ def _entry(cron: str, project_dir: pathlib.Path, output_dir: pathlib.Path, pytho
     # queued images to label. A check the nightly run refused (3) is no news, nor is a full disk's failed header.
     what, check = arguments.split()[0], mark == MONITOR_MARK
     said = shlex.quote(
-        '/^=== /{e=""; q=""} /^error: |FAILED: /{e=$0} /; queued for labels: /{q=$0} END{c = ENVIRON["code"]; '
+        '/^=== /{e=""; q=""} /^error[:] |FAILED[:] /{e=$0} /; queued for labels: /{q=$0} END{c = ENVIRON["code"]; '
         f'if (c != 0{" && c != 3" if check else ""}) {{print "cats-vs-dogs-tfx: the scheduled {what} exited " c "; '
         'its output is in " FILENAME; if (e != "") print e}'
         + (f' else if (c == 0 && q != "") print "cats-vs-dogs-tfx: the scheduled {what} found drift: " q' if check

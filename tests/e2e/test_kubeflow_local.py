@@ -361,10 +361,12 @@ def test_a_package_compiled_without_tune_trains_with_the_newest_search_recorded(
 def test_a_run_the_data_gate_stops_is_reported_by_the_exit_handler(runs):
     result = runs["gate"]
     assert result.returncode == 1, result.stdout[-3000:] + result.stderr[-3000:]
-    assert "failed at AnomaliesGate: DataAnomaliesError: 3 data anomalies found" in result.stderr
+    # the training split's balance: its held-out splits of a few images are as lopsided by chance as data within the
+    # bound gives (components/anomalies_gate.py)
+    assert "failed at AnomaliesGate: DataAnomaliesError: 1 data anomaly found" in result.stderr
     summary, folder = _summary(result)
     assert summary["failed"] and summary["error"].startswith(f"failed at {node_ids.ANOMALIES_GATE}: ")
-    assert "DataAnomaliesError: 3 data anomalies found" in summary["error"], summary["error"]  # each split
+    assert "DataAnomaliesError: 1 data anomaly found" in summary["error"], summary["error"]
     # the reason itself, each problem on its line, as a local run's summary says it
     assert "[train] class balance: label 0: " in summary["error"] and "label 1: 0" in summary["error"]
     assert runs["gate_states"][node_ids.ANOMALIES_GATE] == ["FAILED"]

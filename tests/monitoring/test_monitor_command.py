@@ -206,8 +206,8 @@ def _fake_crontab(tmp_path):
     """A `crontab` that keeps its table in a file, as cron's does."""
     bin_dir, table = tmp_path / "bin", tmp_path / "table"
     bin_dir.mkdir()
-    (bin_dir / "crontab").write_text(f'#!/bin/sh\nif [ "$1" = -l ]; then cat {table} 2>/dev/null; '
-                                     f'else cat > {table}; fi\n')
+    (bin_dir / "crontab").write_text(f'#!/bin/sh\nif [ "$1" = -l ]; then cat {table} 2>/dev/null || '
+                                     f'{{ echo "no crontab for $(id -un)" >&2; exit 1; }}; else cat > {table}; fi\n')
     (bin_dir / "crontab").chmod(0o755)
     return f"{bin_dir}{os.pathsep}{os.environ['PATH']}", table
 
