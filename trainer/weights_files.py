@@ -77,8 +77,8 @@ KERAS_CACHE_DIR = None  # None: Keras' own ($KERAS_HOME, else ~/.keras), where i
 
 def fetch_imagenet_file(alpha: float, image_size: int) -> str:
     """The ImageNet file in Keras' cache, downloaded now if it is not there yet (where and as Keras' MobileNetV2
-    fetches it, so the Trainer finds it there): a run without network fails here, before its ingest, rather than
-    at its Trainer. OSError naming the file and why when it cannot be had."""
+    fetches it, so the Trainer finds it there): a run on new data without network stops here, after its ingest and
+    before its first component, rather than at its Trainer. OSError naming the file and why when it cannot be had."""
     import socket
 
     from keras.utils import get_file

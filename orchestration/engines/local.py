@@ -218,7 +218,7 @@ def _fetch_weights(config: PipelineConfig, before, say: Say) -> None:
     """--weights imagenet: the file Keras' MobileNetV2 loads, into Keras' cache now, before the first component:
     a machine without network is told so once the ingest is done, not at the Trainer after the statistics and
     Transform. Only a run on a new span must train, and fails here (its summary says why); one whose ingest reused
-    its span (an unchanged folder, every night) or that ingested nothing may find its Trainer cached, and goes on
+    its span (an unchanged folder, every night) or that was given no source may find its Trainer cached, and goes on
     with a warning (a Trainer that must train then stops on the weights, as it says)."""
     from config import WEIGHTS_IMAGENET
 
@@ -231,9 +231,11 @@ def _fetch_weights(config: PipelineConfig, before, say: Say) -> None:
     except OSError as error:
         problem = (f"--weights imagenet: {error}. Without network access, download the file elsewhere and pass its "
                    "path as --weights, or use --weights none")
-        if before.ingest and not before.ingest.get("reused"):
+        from orchestration.run.lifecycle import NO_SOURCE
+
+        if before.ingest and not before.ingest.get("reused") and not before.ingest.get(NO_SOURCE):
             raise WeightsNotFetched(problem) from None
-        say(f"warning: {problem} (this run goes on: its data is unchanged, so its Trainer may be cached)")
+        say(f"warning: {problem} (this run goes on: it ingested no new data, so its Trainer may be cached)")
 
 
 def _clear_last_run(where: RunLayout) -> None:

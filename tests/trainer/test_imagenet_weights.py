@@ -38,23 +38,26 @@ def test_a_file_already_in_kerass_cache_is_used_without_the_network_unless_it_is
         weights_files.fetch_imagenet_file(1.0, 160)
 
 
-@pytest.mark.parametrize("reused", [False, True])
-def test_only_a_run_on_a_new_span_stops_on_weights_it_cannot_have(offline, reused):
-    """A nightly run on unchanged data reuses its span, and its Trainer may be cached: it goes on, warned."""
+@pytest.mark.parametrize("ingest", ["new", "reused", "no source"])
+def test_only_a_run_on_a_new_span_stops_on_weights_it_cannot_have(offline, ingest):
+    """A nightly run on unchanged data reuses its span, and its Trainer may be cached: it goes on, warned; so does a
+    run given no source, on the spans there."""
     from config import PipelineConfig
     from orchestration.engines import local
-    from orchestration.run.lifecycle import BeforeTheDag
+    from orchestration.run.lifecycle import NO_SOURCE, BeforeTheDag
 
     said = []
-    before = BeforeTheDag(ingest={"span": 1, "reused": reused, "files_seen": 8}, table="")
-    if not reused:
+    report = {"span": 1, "reused": ingest == "reused", "files_seen": 8} | ({NO_SOURCE: True} if ingest == "no source"
+                                                                            else {})
+    before = BeforeTheDag(ingest=report, table="")
+    if ingest == "new":
         with pytest.raises(local.WeightsNotFetched, match="^--weights imagenet: MobileNetV2's ImageNet weights"):
             local._fetch_weights(PipelineConfig(), before, said.append)
         assert said == []
         return
     local._fetch_weights(PipelineConfig(), before, said.append)
     assert len(said) == 1 and said[0].startswith("warning: --weights imagenet: MobileNetV2's ImageNet weights")
-    assert said[0].endswith("(this run goes on: its data is unchanged, so its Trainer may be cached)")
+    assert said[0].endswith("(this run goes on: it ingested no new data, so its Trainer may be cached)")
 
 
 def test_a_file_that_cannot_be_downloaded_is_named_with_where_from(offline):
