@@ -138,6 +138,7 @@ lock:
 # What the project itself writes, by name: the venv, the demo's root and the benchmarks' figures. A root of the user's
 # own under runs/ (the README's runs/pets) holds its models, store and labeled queues, and any other file there may be
 # the user's: never removed here (nor the benchmarks' pretrained bases in runs/pretrained/, minutes each to make).
-BENCHMARK_FIGURES := benchmarks.json drift.json looks.json scale.json tuning.json test-cpu.jsonl
+BENCHMARK_FIGURES := benchmarks.json drift.json looks.json looks.json.partial scale.json scale-logs tuning.json \
+	test-cpu.jsonl
 clean:
 	rm -rf $(VENV) runs/demo $(addprefix runs/,$(BENCHMARK_FIGURES))

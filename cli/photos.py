@@ -117,15 +117,15 @@ def command_predict(args: argparse.Namespace) -> int:
         except (OSError, ValueError) as error:
             sheet_error = f"the contact sheet could not be written to {path}: {errors.first_line(error)}"
     shown = predict.shown_url(predict.predict_url(args.url, _pipeline_name())) if remote else str(model_dir)
-    recorded = _record(args.output_dir, model_dir, predictions, sent) if args.record else None
-    if args.json:
-        print(_json_answer(shown, sheet, replaced, sheet_error, predictions, left_out, recorded))
-    else:
+    if not args.json:  # the classifications first, whatever happens to the recording
         print(f"model: {shown}")
         print(predict.table(predictions))
         if sheet:
             print(f"contact sheet: {sheet}" + (" (replacing the earlier one; --sheet PATH keeps both)" if replaced
                                                else ""))
+    recorded = _record(args.output_dir, model_dir, predictions, sent) if args.record else None
+    if args.json:
+        print(_json_answer(shown, sheet, replaced, sheet_error, predictions, left_out, recorded))
     unreadable = sum(p.error is not None for p in predictions)
     if unreadable == len(predictions) and recorded is None:
         raise CommandError(f"none of the {len(predictions)} files could be classified (reasons above)")

@@ -63,8 +63,8 @@ def class_counts(stats: statistics_pb2.DatasetFeatureStatistics) -> dict[str, in
 # A split's counts are named more unbalanced than the bound only when classes exactly at the bound would give counts
 # this lopsided less often than this: a held-out split of a few images is lopsided by chance (at a 3:1 bound, 5:1 or
 # worse in 6 images 53% of the time), and data within the bound must not stop a nightly run on its span every night,
-# whatever bound the user set. One class missing from a split is named from 17 images on (at 3:1: 0.75 ** 17), and
-# on large splits the ratio decides (800:200 of 1,000: 0.01%).
+# whatever bound the user set. One class missing from a held-out split is named from 17 images on (at 3:1:
+# 0.75 ** 17), from the training split always; on large splits the ratio decides (800:200 of 1,000: 0.01%).
 BALANCE_FALSE_ALARM_RATE = 0.01
 
 
@@ -86,7 +86,10 @@ def class_balance_problems(stats_by_split: dict[str, statistics_pb2.DatasetFeatu
         smallest, largest = min(counts.values()), max(counts.values())
         if smallest and largest / smallest <= max_ratio:
             continue
-        if lopsided_by_chance(smallest, sum(counts.values()), max_ratio) >= BALANCE_FALSE_ALARM_RATE:
+        # A class missing from the training split leaves the model nothing to learn it from, whatever the bound.
+        missing_from_training = smallest == 0 and split == layout.TRAIN_SPLIT
+        if not missing_from_training and (lopsided_by_chance(smallest, sum(counts.values()), max_ratio)
+                                          >= BALANCE_FALSE_ALARM_RATE):
             continue
         shown = ", ".join(f"label {k}: {v}" for k, v in counts.items())
         problems.append(f"[{split}] class balance: {shown} (more than {max_ratio:g}:1; --max-class-ratio sets "

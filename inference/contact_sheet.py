@@ -28,7 +28,7 @@ def save(sheet: Image.Image, path: str | os.PathLike) -> None:
     beside the path and renamed onto it, so that a full disk or a Ctrl-C leaves the earlier sheet, never a cut one
     (which, unmarked, every later `predict` would refuse to replace)."""
     path = pathlib.Path(path)
-    temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    temporary = path.with_name(f".sheet-{uuid.uuid4().hex}.tmp")  # short: the sheet's own name may be near the limit
     try:
         with open(temporary, "xb") as out:  # "x": never through a link planted there
             if path.name.lower().endswith(".png"):
@@ -56,7 +56,7 @@ def is_sheet(path: str | os.PathLike) -> bool:
 def check_path(path: pathlib.Path) -> None:
     """The sheet replaces only a contact sheet predict wrote (its mark: inference.contact_sheet.MARK), never a photo,
     an input or any other file at that path."""
-    if (path.exists() or path.is_symlink()) and not (path.is_file() and is_sheet(path)):
+    if path.is_symlink() or (path.exists() and not (path.is_file() and is_sheet(path))):  # never through a link
         raise CommandError(f"the contact sheet's path {shown_name(str(path))} holds a file predict did not "
                            "write (not one of its contact sheets): it is left as it is; give another --sheet PATH, "
                            "or move that file first")

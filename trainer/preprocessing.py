@@ -89,7 +89,6 @@ def upright(pixels: tf.Tensor, orientations: tf.Tensor) -> tf.Tensor:
 
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _PNG_COLOR_TYPE_AT = 25  # in IHDR, the chunk every PNG opens with: 4 grey and alpha, 6 colour and alpha
-_PNG_HEADERS_SEARCHED = 1 << 16  # a key colour's tRNS chunk comes before the image data, after a few small chunks
 
 
 def on_white(encoded: tf.Tensor) -> tf.Tensor:
@@ -101,7 +100,9 @@ def on_white(encoded: tf.Tensor) -> tf.Tensor:
     composited in 16-bit integers (a float copy of a 50-megapixel image would take gigabytes)."""
     def can_be_transparent() -> tf.Tensor:
         with_alpha = tf.reduce_any(tf.equal(tf.strings.substr(encoded, _PNG_COLOR_TYPE_AT, 1), [b"\x04", b"\x06"]))
-        keyed = tf.size(tf.strings.split(tf.strings.substr(encoded, 0, _PNG_HEADERS_SEARCHED), sep="tRNS")) > 1
+        # anywhere: text and colour-profile chunks of any size may come before it (bytes that merely spell it in
+        # the compressed data cost a composite that changes nothing)
+        keyed = tf.size(tf.strings.split(encoded, sep="tRNS")) > 1
         return tf.logical_or(with_alpha, keyed)
 
     def composited() -> tf.Tensor:

@@ -133,19 +133,24 @@ def _entry(cron: str, project_dir: pathlib.Path, output_dir: pathlib.Path, pytho
     # A night that fails, is refused or finds the root busy says so in one line on stderr, which cron mails to the
     # crontab's owner (MAILTO): with everything else in the log, cron would have nothing to send.
     # The mail's lines come from awk, which prints a path as it is (echo and printf read a backslash in it as an
-    # escape, and printf's format would need a %, which cron's line escapes), from the log since its last entry's
-    # header: a night that failed, was refused or found the root busy, with its last error line; a check that
-    # queued images to label. A check the nightly run refused (3) is no news, nor is a full disk's failed header.
+    # escape, and printf's format would need a %, which cron's line escapes; the log's path reaches it in the
+    # environment), from this entry's own part of the log: from the size it had after the header (a header that could
+    # not be written quotes nothing, not an earlier night's error) up to another entry's header (the hourly check
+    # writes into the same log while a night runs: its lines are not this night's). Said: a night that failed, was
+    # refused or found the root busy, with its last error line; a check that queued images to label. A check the
+    # nightly run refused (3) is no news.
     what, check = arguments.split()[0], mark == MONITOR_MARK
     said = shlex.quote(
-        '/^=== /{e=""; q=""} /^error[:] |FAILED[:] /{e=$0} /; queued for labels: /{q=$0} END{c = ENVIRON["code"]; '
+        'BEGIN{mine = 1} /^=== /{mine = 0} mine && /^error[:] |FAILED[:] /{e = $0} mine && /; queued for labels: /'
+        '{q = $0} END{c = ENVIRON["code"]; '
         f'if (c != 0{" && c != 3" if check else ""}) {{print "cats-vs-dogs-tfx: the scheduled {what} exited " c "; '
-        'its output is in " FILENAME; if (e != "") print e}'
+        'its output is in " ENVIRON["log"]; if (e != "") print e}'
         + (f' else if (c == 0 && q != "") print "cats-vs-dogs-tfx: the scheduled {what} found drift: " q' if check
            else "") + "}")
     command = (f"mkdir -p {shlex.quote(str(output_dir))} && cd {shlex.quote(str(project_dir))} && "
-               f"{{ echo {header}\"$(date -u)\" === >> {log}; "
-               f"{shlex.quote(python)} pipeline_runner.py {arguments} >> {log} 2>&1; code=$? awk {said} {log} >&2; }}")
+               f"{{ echo {header}\"$(date -u)\" === >> {log}; at=$(wc -c < {log} 2>/dev/null || echo 0); "
+               f"{shlex.quote(python)} pipeline_runner.py {arguments} >> {log} 2>&1; code=$?; "
+               f"tail -c +$((at + 1)) {log} 2>/dev/null | code=$code log={log} awk {said} >&2; }}")
     # cron turns an unescaped % into a newline
     return f"{cron} {command.replace('%', chr(92) + '%')} {_mark(output_dir, mark)}"
 

@@ -878,3 +878,14 @@ def test_a_sheet_a_full_disk_cut_short_leaves_the_earlier_one_and_the_next_predi
     filler.unlink()
     code, out, err = _cli(capsys, "predict", more, "--model", model_dir, "--sheet", sheet)
     assert code == 0 and "(replacing the earlier one" in out, err
+
+
+def test_a_sheet_of_a_long_name_is_written_and_a_link_to_a_sheet_is_refused(model_dir, photos, capsys):
+    long = photos / f"{'a' * 245}.png"  # a name the file system takes, with no room for a longer temporary one
+    assert _cli(capsys, "predict", photos / "photos", "--model", model_dir, "--sheet", long)[0] == 0
+    link = photos / "link.png"
+    link.symlink_to(long)
+    before = long.read_bytes()
+    code, out, err = _cli(capsys, "predict", photos / "photos", "--model", model_dir, "--sheet", link)
+    assert code == 2 and out == "" and f"the contact sheet's path {link} holds a file predict did not write" in err
+    assert link.is_symlink() and long.read_bytes() == before

@@ -3,7 +3,7 @@ import io
 import numpy as np
 import pytest
 import tensorflow as tf
-from PIL import Image
+from PIL import Image, PngImagePlugin
 
 from contract import features
 from trainer import preprocessing
@@ -109,6 +109,10 @@ def test_a_pngs_transparency_is_composited_onto_white_as_ingest_composes_it_and_
     keyed[:8] = 0
     sent.append(_png(keyed, "RGB", transparency=(0, 0, 0)))  # a key colour (tRNS) in an RGB image
     sent.append(_png(keyed[..., 0], "L", transparency=0))  # ... and in a grey one
+    late = PngImagePlugin.PngInfo()
+    for index in range(9):  # 72 KB of text chunks before the tRNS chunk, as a large profile or XMP packet puts it
+        late.add_text(f"note{index}", "x" * 8000)
+    sent.append(_png(keyed, "RGB", transparency=(0, 0, 0), pnginfo=late))
     for data in sent:
         ours = tf.io.decode_png(preprocessing.on_white(tf.constant(data)), channels=3).numpy().astype(int)
         opened = Image.open(io.BytesIO(data)).convert("RGBA")  # ingest's composite (ingest/images.py)

@@ -51,6 +51,17 @@ def test_a_scheduled_command_that_fails_says_so_and_why_on_stderr_for_crons_mail
         assert said[code] == (0, "", f"cats-vs-dogs-tfx: the scheduled {kind} exited {code}; its output is in {log}\n"
                                      f"error: what went wrong, night {code}\n"), "the night's own error, not another's"
     assert log.read_text().count("the night's own output") == 4
+    # only this entry's part of the log: not an earlier night's error, nor the lines of an hourly check that wrote
+    # its header into the log while the night ran
+    pathlib.Path(f"{python}.code").write_text("137")
+    python.write_text('#!/bin/sh\necho "error: mine"\necho "=== monitor Sun ==="\necho "error: busy"\nexit 137\n')
+    night = subprocess.run(["sh", "-c", local_schedule.shell_command(line)], capture_output=True, text=True,
+                           cwd="/", env={"PATH": "/usr/bin:/bin"}, timeout=60)
+    assert night.stderr.splitlines()[1:] == ["error: mine"], night.stderr
+    python.write_text('#!/bin/sh\nexit 137\n')  # killed before it said a word
+    night = subprocess.run(["sh", "-c", local_schedule.shell_command(line)], capture_output=True, text=True,
+                           cwd="/", env={"PATH": "/usr/bin:/bin"}, timeout=60)
+    assert night.stderr == f"cats-vs-dogs-tfx: the scheduled {kind} exited 137; its output is in {log}\n"
     verdict = "drift: features moved; 80 images against version 1's data; queued for labels: /r/labeling/queue-1"
     pathlib.Path(f"{python}.code").write_text("0")
     python.write_text(f'#!/bin/sh\necho "{verdict}"\n')
