@@ -214,12 +214,13 @@ class WeightsNotFetched(RunFailedError):
     """--weights imagenet, and the file Keras' MobileNetV2 loads could not be downloaded."""
 
 
-def _fetch_weights(config: PipelineConfig, before, say: Say) -> None:
+def _fetch_weights(config: PipelineConfig, before, where: RunLayout, say: Say) -> None:
     """--weights imagenet: the file Keras' MobileNetV2 loads, into Keras' cache now, before the first component:
     a machine without network is told so once the ingest is done, not at the Trainer after the statistics and
     Transform. Only a run on a new span must train, and fails here (its summary says why); one whose ingest reused
     its span (an unchanged folder, every night) or that was given no source may find its Trainer cached, and goes on
-    with a warning (a Trainer that must train then stops on the weights, as it says)."""
+    with a warning (a Trainer that must train then stops on the weights, as it says), where a Trainer of the root
+    ever wrote a model (none there: nothing can be cached)."""
     from config import WEIGHTS_IMAGENET
 
     if config.training.weights != WEIGHTS_IMAGENET:
@@ -231,9 +232,12 @@ def _fetch_weights(config: PipelineConfig, before, say: Say) -> None:
     except OSError as error:
         problem = (f"--weights imagenet: {error}. Without network access, download the file elsewhere and pass its "
                    "path as --weights, or use --weights none")
+        from contract import metadata as node_ids
         from orchestration.run.lifecycle import NO_SOURCE
 
-        if before.ingest and not before.ingest.get("reused") and not before.ingest.get(NO_SOURCE):
+        trained = pathlib.Path(where.pipeline_root, node_ids.TRAINER, "model")
+        new_span = before.ingest and not before.ingest.get("reused") and not before.ingest.get(NO_SOURCE)
+        if new_span or not (trained.is_dir() and any(trained.iterdir())):
             raise WeightsNotFetched(problem) from None
         say(f"warning: {problem} (this run goes on: it ingested no new data, so its Trainer may be cached)")
 
@@ -308,7 +312,7 @@ def _run_locked(config: PipelineConfig, where: RunLayout, source: Source | None,
     ctrl_c = interrupts.Interrupts()
     try:
         with tfx_node.failed_resolutions_raise(), ctrl_c:  # a failed resolver stops the run
-            _fetch_weights(config, before, say)
+            _fetch_weights(config, before, where, say)
             LocalDagRunner().run(pipeline)
     except KeyboardInterrupt:
         interrupted = True

@@ -2,6 +2,7 @@
 machine without network is told so once the ingest is done, not at the Trainer after the statistics and Transform."""
 
 import json
+import pathlib
 import time
 
 import h5py
@@ -38,24 +39,28 @@ def test_a_file_already_in_kerass_cache_is_used_without_the_network_unless_it_is
         weights_files.fetch_imagenet_file(1.0, 160)
 
 
-@pytest.mark.parametrize("ingest", ["new", "reused", "no source"])
-def test_only_a_run_on_a_new_span_stops_on_weights_it_cannot_have(offline, ingest):
+@pytest.mark.parametrize("ingest", ["new", "reused", "no source", "reused, never trained"])
+def test_only_a_run_on_a_new_span_stops_on_weights_it_cannot_have(offline, ingest, tmp_path):
     """A nightly run on unchanged data reuses its span, and its Trainer may be cached: it goes on, warned; so does a
-    run given no source, on the spans there."""
+    run given no source, on the spans there; but not in a root whose Trainer never wrote a model."""
     from config import PipelineConfig
+    from contract.layout import RunLayout
     from orchestration.engines import local
     from orchestration.run.lifecycle import NO_SOURCE, BeforeTheDag
 
+    where = RunLayout(tmp_path / "root")
+    if ingest != "reused, never trained":
+        (pathlib.Path(where.pipeline_root) / "Trainer" / "model" / "7").mkdir(parents=True)
     said = []
-    report = {"span": 1, "reused": ingest == "reused", "files_seen": 8} | ({NO_SOURCE: True} if ingest == "no source"
-                                                                            else {})
+    report = {"span": 1, "reused": ingest.startswith("reused"), "files_seen": 8}
+    report |= {NO_SOURCE: True} if ingest == "no source" else {}
     before = BeforeTheDag(ingest=report, table="")
-    if ingest == "new":
+    if ingest in ("new", "reused, never trained"):
         with pytest.raises(local.WeightsNotFetched, match="^--weights imagenet: MobileNetV2's ImageNet weights"):
-            local._fetch_weights(PipelineConfig(), before, said.append)
+            local._fetch_weights(PipelineConfig(), before, where, said.append)
         assert said == []
         return
-    local._fetch_weights(PipelineConfig(), before, said.append)
+    local._fetch_weights(PipelineConfig(), before, where, said.append)
     assert len(said) == 1 and said[0].startswith("warning: --weights imagenet: MobileNetV2's ImageNet weights")
     assert said[0].endswith("(this run goes on: it ingested no new data, so its Trainer may be cached)")
 
