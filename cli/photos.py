@@ -301,57 +301,6 @@ def _refuse_inside_a_root(path: pathlib.Path) -> None:
                                "added there would damage it; write the weights file elsewhere")
 
 
-_TEMPORARY = (".base-weights-", ".tmp")  # around the writing process's id (and a token of the write's own)
-_LEFT_FOR = 3600  # seconds a killed write's file stays: a process of that id on another host may still be writing
-
-
-def _new_temporary(folder: pathlib.Path) -> pathlib.Path:
-    """A file made here under a name nothing else holds (a link or a folder of that name is never written through),
-    with the permissions the user's umask gives a new file (the weights file it becomes keeps them); short, as the
-    name given may be as long as allowed."""
-    import os
-    import secrets
-
-    for _ in range(100):
-        made = folder / f"{_TEMPORARY[0]}{os.getpid()}-{secrets.token_hex(4)}{_TEMPORARY[1]}"
-        try:
-            os.close(os.open(made, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o666))
-            return made
-        except FileExistsError:
-            continue
-    raise FileExistsError(f"no free temporary name in {folder}")
-
-
-def _remove_left_behind(folder: pathlib.Path) -> None:
-    """The temporary files of writes into `folder` killed before their rename: their process is gone and they have
-    not changed for an hour (a shared folder's writer may be a process on another host)."""
-    import os
-    import re
-    import time
-
-    try:
-        left = [entry for entry in os.scandir(folder) if entry.name.startswith(_TEMPORARY[0])
-                and entry.name.endswith(_TEMPORARY[1]) and entry.is_file(follow_symlinks=False)]
-    except OSError:
-        return
-    for entry in left:
-        pid = entry.name[len(_TEMPORARY[0]):-len(_TEMPORARY[1])].split("-", 1)[0]
-        if not re.fullmatch("[0-9]{1,12}", pid) or int(pid) == os.getpid():  # isdigit() takes "²", int() does not
-            continue
-        try:
-            os.kill(int(pid), 0)
-            continue  # still running
-        except ProcessLookupError:
-            pass
-        except (PermissionError, OverflowError, OSError):
-            continue
-        try:
-            if time.time() - entry.stat(follow_symlinks=False).st_mtime > _LEFT_FOR:
-                os.unlink(entry.path)
-        except OSError:
-            pass
-
-
 def _write_whole(path: pathlib.Path, write) -> str:
     """`write(a temporary path)` beside `path`, then renamed onto it: a reader never finds half a file, a failed
     or killed write leaves what was there, and a link at `path` is replaced, never written through. Returns what
@@ -360,16 +309,14 @@ def _write_whole(path: pathlib.Path, write) -> str:
     import os
     import re
 
+    from contract import whole_files
+
     shown = errors.shown_name(str(path))
     before = (" (replacing the link that was there; the file it led to is untouched)" if path.is_symlink() else
               " (replacing the earlier file)" if path.exists() else "")
-    _remove_left_behind(path.parent)
-    temporary = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        temporary = _new_temporary(path.parent)
-        write(str(temporary))
-        os.replace(temporary, path)
+        whole_files.replace_whole(path, write, ".base-weights-")
     except (OSError, ValueError, RuntimeError) as error:  # h5py reports a file it cannot write as any of these
         # HDF5 words a failed system call as "... errno = 28, error message = ..." inside its own text
         code = re.search(r"errno = (\d+)", str(error))
@@ -377,9 +324,6 @@ def _write_whole(path: pathlib.Path, write) -> str:
                else os.strerror(int(code.group(1))) if code
                else getattr(error, "strerror", None) or errors.first_line(error))
         raise RunFailedError(f"--out {shown} cannot be written: {why}") from None
-    finally:
-        if temporary is not None:
-            temporary.unlink(missing_ok=True)
     return before
 
 

@@ -5,12 +5,11 @@ from __future__ import annotations
 import io
 import os
 import pathlib
-import uuid
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from contract import features
+from contract import features, whole_files
 from contract.errors import CommandError, shown_name
 from inference.predict import Prediction
 
@@ -24,24 +23,19 @@ MARK = "cats-vs-dogs-tfx contact sheet"
 
 
 def save(sheet: Image.Image, path: str | os.PathLike) -> None:
-    """Saves `sheet` as PNG or JPEG (by the path's suffix), marked as a contact sheet, whole or not at all: written
-    beside the path and renamed onto it, so that a full disk or a Ctrl-C leaves the earlier sheet, never a cut one
-    (which, unmarked, every later `predict` would refuse to replace)."""
+    """Saves `sheet` as PNG or JPEG (by the path's suffix), marked as a contact sheet, whole or not at all
+    (contract.whole_files): a full disk or a Ctrl-C leaves the earlier sheet, never a cut one (which, unmarked,
+    every later `predict` would refuse to replace)."""
     path = pathlib.Path(path)
-    temporary = path.with_name(f".sheet-{uuid.uuid4().hex}.tmp")  # short: the sheet's own name may be near the limit
-    try:
-        with open(temporary, "xb") as out:  # "x": never through a link planted there
-            if path.name.lower().endswith(".png"):
-                from PIL import PngImagePlugin
+    if path.name.lower().endswith(".png"):
+        from PIL import PngImagePlugin
 
-                info = PngImagePlugin.PngInfo()
-                info.add_text("Software", MARK)
-                sheet.save(out, format="PNG", pnginfo=info)
-            else:
-                sheet.save(out, format="JPEG", quality=90, comment=MARK.encode())
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
+        info = PngImagePlugin.PngInfo()
+        info.add_text("Software", MARK)
+        whole_files.replace_whole(path, lambda temporary: sheet.save(temporary, format="PNG", pnginfo=info), ".sheet-")
+    else:
+        whole_files.replace_whole(path, lambda temporary: sheet.save(temporary, format="JPEG", quality=90,
+                                                                     comment=MARK.encode()), ".sheet-")
 
 
 def is_sheet(path: str | os.PathLike) -> bool:
